@@ -1,0 +1,57 @@
+//! mend's configuration: a TOML file becomes raw types, then a validated [`Config`].
+//!
+//! Validation gathers every problem before failing, and each [`ConfigError`] names the file, line,
+//! column and key path (`service.web.liveness.interval`), the value given and what is allowed. Nothing
+//! is spawned or bound until the whole file is valid.
+//!
+//! ```
+//! let text = r#"
+//! [service.web]
+//! command = ["mend-demo", "--port", "{port}"]
+//! replicas = 2
+//! ports = "9101-9110"
+//! [service.web.liveness]
+//! http = "http://127.0.0.1:{port}/health"
+//! "#;
+//! let config = mend_config::parse("mend.toml", text, std::path::Path::new("/srv")).unwrap();
+//! assert_eq!(config.services[0].port_of(1), Some(9102));
+//!
+//! let errors = mend_config::parse("mend.toml", "[service.web]\ncommand = []\n", std::path::Path::new("/")).unwrap_err();
+//! assert_eq!(errors.to_string(), "mend.toml:2:11: service.web.command: the command is empty: the first element must name the program to run");
+//! ```
+
+mod duration;
+mod error;
+mod example;
+mod model;
+mod raw;
+mod template;
+mod validate;
+
+use std::path::Path;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, ConfigErrors, LoadError};
+pub use example::EXAMPLE_CONFIG;
+pub use model::{
+    Api, Backoff, Check, Config, HttpTarget, Logs, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy,
+    Service, StopSignal, split_host_port,
+};
+pub use template::{Placeholder, Template, TemplateVars};
+
+/// Parses and validates config `text`; `file` names it in errors and relative paths resolve against
+/// `base_dir`.
+pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    validate::parse_config(file, text, base_dir)
+}
+
+/// Reads and validates the config file at `path`; relative paths in it resolve against its directory.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let base_dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    };
+    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+    parse(&path.display().to_string(), &text, &base_dir).map_err(LoadError::Invalid)
+}

@@ -1,0 +1,727 @@
+//! Raw file → validated [`Config`], gathering every problem with its location.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mend_types::ServiceName;
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use crate::duration::parse_duration;
+use crate::error::{ConfigError, ConfigErrors, LineIndex};
+use crate::model::{
+    Api, Backoff, Check, Config, HttpTarget, Logs, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy,
+    Service, StopSignal, split_host_port,
+};
+use crate::raw::{IntOrString, RawApi, RawProbe, RawService, StringOrList};
+use crate::template::{Placeholder, Template, TemplateVars};
+
+/// Top-level keys a config file may have.
+const TOP_LEVEL_KEYS: [&str; 2] = ["api", "service"];
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// A key path such as `service.web.command[0]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct KeyPath(Vec<Segment>);
+
+impl KeyPath {
+    fn key(&self, key: &str) -> Self {
+        let mut segments = self.0.clone();
+        segments.push(Segment::Key(key.to_owned()));
+        Self(segments)
+    }
+
+    fn index(&self, index: usize) -> Self {
+        let mut segments = self.0.clone();
+        segments.push(Segment::Index(index));
+        Self(segments)
+    }
+
+    /// Appends the path serde_path_to_error reports inside a value deserialized at `self`.
+    fn join_serde(&self, inner: &serde_path_to_error::Path) -> Self {
+        let mut path = self.clone();
+        for segment in inner.iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => path = path.index(*index),
+                serde_path_to_error::Segment::Map { key } => path = path.key(key),
+                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        path
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (idx, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Key(key) => {
+                    if idx > 0 {
+                        f.write_char('.')?;
+                    }
+                    let bare = !key.is_empty()
+                        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    if bare { f.write_str(key)? } else { write!(f, "{key:?}")? }
+                }
+                Segment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects problems, locating each key path in the source.
+struct Problems<'a> {
+    file: &'a str,
+    text: &'a str,
+    lines: LineIndex,
+    root: Option<&'a Spanned<DeTable<'a>>>,
+    errors: Vec<(usize, ConfigError)>,
+}
+
+impl<'a> Problems<'a> {
+    fn add_at(&mut self, span: Range<usize>, key: String, message: String) {
+        let (line, column) = self.lines.locate(self.text, span.start);
+        let error = ConfigError { file: self.file.to_owned(), line, column, key, message };
+        self.errors.push((span.start, error));
+    }
+
+    fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let span = self.span_of(path);
+        self.add_at(span, path.to_string(), message.into());
+    }
+
+    /// Span of the value at `path`, or of the deepest key of the path that exists.
+    fn span_of(&self, path: &KeyPath) -> Range<usize> {
+        let Some(root) = self.root else { return 0..0 };
+        let mut best = 0..0;
+        let mut current: Option<&Spanned<DeValue<'_>>> = None;
+        for segment in &path.0 {
+            let next = match (segment, current) {
+                (Segment::Key(key), None) => root.get_ref().get_key_value(key.as_str()),
+                (Segment::Key(key), Some(value)) => {
+                    value.get_ref().as_table().and_then(|table| table.get_key_value(key.as_str()))
+                }
+                (Segment::Index(index), Some(value)) => {
+                    match value.get_ref().as_array().and_then(|array| array.get(*index)) {
+                        Some(item) => {
+                            best = item.span();
+                            current = Some(item);
+                            continue;
+                        }
+                        None => None,
+                    }
+                }
+                (Segment::Index(_), None) => None,
+            };
+            match next {
+                Some((key, value)) => {
+                    best = key.span();
+                    current = Some(value);
+                }
+                None => return best,
+            }
+        }
+        // Point at the value itself, unless it is a table (whose span may be the whole section).
+        match current {
+            Some(value) if !value.get_ref().is_table() => value.span(),
+            _ => best,
+        }
+    }
+
+    fn finish(mut self) -> ConfigErrors {
+        self.errors.sort_by_key(|(offset, _)| *offset);
+        ConfigErrors(self.errors.into_iter().map(|(_, error)| error).collect())
+    }
+}
+
+/// Deserializes one raw section, reporting a type or unknown-key error at its exact location.
+fn raw_section<T: DeserializeOwned>(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<T> {
+    let deserializer = ValueDeserializer::from(value.clone());
+    match serde_path_to_error::deserialize::<_, T>(deserializer) {
+        Ok(raw) => Some(raw),
+        Err(error) => {
+            let full_path = path.join_serde(error.path());
+            let span = error.inner().span().unwrap_or_else(|| problems.span_of(&full_path));
+            let message = error.inner().message().trim().replace('\n', " ");
+            problems.add_at(span, full_path.to_string(), message);
+            None
+        }
+    }
+}
+
+/// Parses and validates `text`, read from `file`; relative paths resolve against `base_dir`.
+pub(crate) fn parse_config(file: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let lines = LineIndex::new(text);
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(error) => {
+            let offset = error.span().map_or(0, |span| span.start);
+            let (line, column) = lines.locate(text, offset);
+            let message = format!("invalid TOML: {}", error.message().trim());
+            return Err(ConfigErrors(vec![ConfigError { file: file.to_owned(), line, column, key: String::new(), message }]));
+        }
+    };
+    let mut problems = Problems { file, text, lines, root: Some(&root), errors: Vec::new() };
+    let config = validate(&mut problems, &root, file, base_dir);
+    let errors = problems.finish();
+    match config {
+        Some(config) if errors.0.is_empty() => Ok(config),
+        _ => Err(errors),
+    }
+}
+
+fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str, base_dir: &Path) -> Option<Config> {
+    let mut raw_api = RawApi::default();
+    let mut raw_services: Vec<(String, Option<RawService>)> = Vec::new();
+    for (key, value) in root.get_ref() {
+        let key = key.get_ref().as_ref();
+        let path = KeyPath::default().key(key);
+        match key {
+            "api" => raw_api = raw_section(problems, &path, value).unwrap_or_default(),
+            "service" => match value.get_ref().as_table() {
+                Some(table) => {
+                    for (name, service) in table {
+                        let name = name.get_ref().to_string();
+                        let raw = raw_section::<RawService>(problems, &path.key(&name), service);
+                        raw_services.push((name, raw));
+                    }
+                }
+                None => problems.add(&path, "expected tables like [service.NAME]"),
+            },
+            other => problems.add(
+                &path,
+                format!("unknown key {other:?} (expected one of: {})", TOP_LEVEL_KEYS.join(", ")),
+            ),
+        }
+    }
+
+    let api = validate_api(problems, &raw_api);
+    let mut services = Vec::new();
+    for (name, raw) in &raw_services {
+        let path = KeyPath::default().key("service").key(name);
+        let service_name = match ServiceName::new(name) {
+            Ok(service_name) => Some(service_name),
+            Err(error) => {
+                problems.add(&path, format!("{error}"));
+                None
+            }
+        };
+        if let (Some(service_name), Some(raw)) = (service_name, raw) {
+            if let Some(service) = validate_service(problems, &path, service_name, raw, base_dir) {
+                services.push(service);
+            }
+        }
+    }
+    let all_valid = services.len() == raw_services.len();
+    check_dependencies(problems, &raw_services, &services);
+    check_ports(problems, &api, &services);
+    let services = if all_valid { start_order(problems, services)? } else { services };
+    Some(Config { source: PathBuf::from(file), api: api?, services })
+}
+
+fn validate_api(problems: &mut Problems<'_>, raw: &RawApi) -> Option<Api> {
+    let path = KeyPath::default().key("api");
+    let listen_text = raw.listen.as_deref().unwrap_or(Api::DEFAULT_LISTEN);
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(listen) => Some(listen),
+        Err(_) => {
+            problems.add(&path.key("listen"), format!("invalid address {listen_text:?} (expected IP:PORT, e.g. \"127.0.0.1:7070\")"));
+            None
+        }
+    };
+    let token = raw.token.clone();
+    if let Some(token) = &token {
+        if token.is_empty() || token.chars().any(char::is_whitespace) {
+            problems.add(&path.key("token"), "the token must be non-empty and contain no whitespace");
+        }
+    }
+    if let Some(listen) = listen {
+        if !listen.ip().is_loopback() && token.is_none() {
+            problems.add(
+                &path.key("listen"),
+                format!("refusing to serve the API on non-loopback address {listen} without api.token: set a token or listen on 127.0.0.1"),
+            );
+        }
+    }
+    Some(Api { listen: listen?, token })
+}
+
+/// Reads a duration value at `path`, or `default` when absent.
+fn duration(problems: &mut Problems<'_>, path: &KeyPath, value: Option<&String>, default: Duration) -> Option<Duration> {
+    match value {
+        None => Some(default),
+        Some(text) => match parse_duration(text) {
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                problems.add(path, message);
+                None
+            }
+        },
+    }
+}
+
+/// Reads an integer in `range` at `path`, or `default` when absent.
+fn integer(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    value: Option<i64>,
+    range: std::ops::RangeInclusive<i64>,
+    default: i64,
+) -> Option<i64> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Some(value)
+    } else {
+        problems.add(path, format!("{value} is out of range (allowed: {} to {})", range.start(), range.end()));
+        None
+    }
+}
+
+fn template(problems: &mut Problems<'_>, path: &KeyPath, source: &str) -> Option<Template> {
+    match Template::parse(source) {
+        Ok(template) => Some(template),
+        Err(message) => {
+            problems.add(path, message);
+            None
+        }
+    }
+}
+
+fn validate_service(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    name: ServiceName,
+    raw: &RawService,
+    base_dir: &Path,
+) -> Option<Service> {
+    let errors_before = problems.errors.len();
+    let shell = raw.shell.unwrap_or(false);
+    let command_path = path.key("command");
+    let command: Vec<Template> = match &raw.command {
+        None => {
+            problems.add(path, "missing required key \"command\" (an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"])");
+            Vec::new()
+        }
+        Some(StringOrList::String(_)) if !shell => {
+            problems.add(&command_path, "a command string needs shell = true; otherwise write it as an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"]");
+            Vec::new()
+        }
+        Some(StringOrList::String(text)) if text.trim().is_empty() => {
+            problems.add(&command_path, "the command is empty");
+            Vec::new()
+        }
+        Some(StringOrList::String(text)) => template(problems, &command_path, text).into_iter().collect(),
+        Some(StringOrList::List(argv)) => {
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                problems.add(&command_path, "the command is empty: the first element must name the program to run");
+            }
+            if shell && argv.len() > 1 {
+                problems.add(&command_path, "with shell = true, write the command as one string (it is run by /bin/sh -c)");
+            }
+            argv.iter().enumerate().filter_map(|(idx, arg)| template(problems, &command_path.index(idx), arg)).collect()
+        }
+    };
+
+    let working_dir = match &raw.working_dir {
+        None => base_dir.to_path_buf(),
+        Some(dir) if dir.is_empty() => {
+            problems.add(&path.key("working_dir"), "the working directory is empty");
+            base_dir.to_path_buf()
+        }
+        Some(dir) => base_dir.join(dir),
+    };
+
+    let mut env = Vec::new();
+    for (key, value) in raw.env.iter().flatten() {
+        let env_path = path.key("env").key(key);
+        let valid_name = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            problems.add(&env_path, format!("invalid environment variable name {key:?} (letters, digits and '_', not starting with a digit)"));
+        }
+        if let Some(value) = template(problems, &env_path, value) {
+            env.push((key.clone(), value));
+        }
+    }
+
+    let replicas = integer(problems, &path.key("replicas"), raw.replicas, 0..=1024, 1).map(|n| n as u32);
+    let ports = raw.ports.as_ref().and_then(|ports| port_range(problems, &path.key("ports"), ports));
+    if let (Some(replicas), Some(ports)) = (replicas, ports) {
+        if replicas > ports.len() {
+            problems.add(
+                &path.key("replicas"),
+                format!("{replicas} replicas need {replicas} ports but ports = \"{ports}\" holds only {}", ports.len()),
+            );
+        }
+    }
+
+    let restart = match raw.restart.as_deref() {
+        None | Some("always") => Some(RestartPolicy::Always),
+        Some("on-failure") => Some(RestartPolicy::OnFailure),
+        Some("never") => Some(RestartPolicy::Never),
+        Some(other) => {
+            problems.add(&path.key("restart"), format!("unknown restart policy {other:?} (allowed: \"always\", \"on-failure\", \"never\")"));
+            None
+        }
+    };
+    let stop_signal = match raw.stop_signal.as_deref() {
+        None => Some(StopSignal::TERM),
+        Some(text) => {
+            let signal = StopSignal::parse(text);
+            if signal.is_none() {
+                let allowed: Vec<&str> = StopSignal::ALLOWED.iter().map(|s| s.name).collect();
+                problems.add(&path.key("stop_signal"), format!("unknown stop signal {text:?} (allowed: {})", allowed.join(", ")));
+            }
+            signal
+        }
+    };
+    let stop_timeout = duration(problems, &path.key("stop_timeout"), raw.stop_timeout.as_ref(), Duration::from_secs(10));
+
+    let mut depends_on = Vec::new();
+    for (idx, dependency) in raw.depends_on.iter().flatten().enumerate() {
+        match ServiceName::new(dependency) {
+            Ok(dependency) if dependency == name => {
+                problems.add(&path.key("depends_on").index(idx), "a service cannot depend on itself");
+            }
+            Ok(dependency) => depends_on.push(dependency),
+            Err(error) => problems.add(&path.key("depends_on").index(idx), error.to_string()),
+        }
+    }
+
+    let backoff = validate_backoff(problems, path, raw);
+    let restart_limit = validate_restart_limit(problems, path, raw);
+    let liveness = raw.liveness.as_ref().and_then(|p| validate_probe(problems, &path.key("liveness"), ProbeRole::Liveness, p));
+    let readiness = raw.readiness.as_ref().and_then(|p| validate_probe(problems, &path.key("readiness"), ProbeRole::Readiness, p));
+    let startup = raw.startup.as_ref().and_then(|p| validate_probe(problems, &path.key("startup"), ProbeRole::Startup, p));
+    let logs = validate_logs(problems, path, raw);
+
+    // {port} needs ports; check every template of the service, command and probes alike.
+    if ports.is_none() && raw.ports.is_none() {
+        let mut uses_port: Vec<KeyPath> = Vec::new();
+        for (idx, arg) in command.iter().enumerate() {
+            if arg.uses(Placeholder::Port) {
+                uses_port.push(if raw.command.as_ref().is_some_and(|c| matches!(c, StringOrList::List(_))) { command_path.index(idx) } else { command_path.clone() });
+            }
+        }
+        for (key, value) in &env {
+            if value.uses(Placeholder::Port) {
+                uses_port.push(path.key("env").key(key));
+            }
+        }
+        for (role, probe) in [(ProbeRole::Liveness, &liveness), (ProbeRole::Readiness, &readiness), (ProbeRole::Startup, &startup)] {
+            if probe.as_ref().is_some_and(|p| check_templates(&p.check).iter().any(|t| t.uses(Placeholder::Port))) {
+                let kind = probe.as_ref().map_or("", |p| p.check.kind_name());
+                uses_port.push(path.key(role.as_str()).key(kind));
+            }
+        }
+        for used_at in uses_port {
+            problems.add(&used_at, "uses {port} but the service has no ports (add e.g. ports = \"9101-9110\")");
+        }
+    }
+
+    if problems.errors.len() > errors_before {
+        return None;
+    }
+    Some(Service {
+        name,
+        command,
+        shell,
+        working_dir,
+        env,
+        replicas: replicas?,
+        ports,
+        restart: restart?,
+        stop_signal: stop_signal?,
+        stop_timeout: stop_timeout?,
+        depends_on,
+        backoff: backoff?,
+        restart_limit: restart_limit?,
+        liveness,
+        readiness,
+        startup,
+        logs: logs?,
+    })
+}
+
+fn check_templates(check: &Check) -> Vec<&Template> {
+    match check {
+        Check::Http { url, .. } => vec![url],
+        Check::Tcp { address } => vec![address],
+        Check::Exec { command } => command.iter().collect(),
+    }
+}
+
+fn port_range(problems: &mut Problems<'_>, path: &KeyPath, raw: &IntOrString) -> Option<PortRange> {
+    let parse_port = |text: &str| text.trim().parse::<u32>().ok().filter(|port| (1..=65535).contains(port));
+    let range = match raw {
+        IntOrString::Int(port) => u16::try_from(*port).ok().filter(|p| *p != 0).map(|p| (u32::from(p), u32::from(p))),
+        IntOrString::String(text) => match text.split_once('-') {
+            Some((first, last)) => parse_port(first).zip(parse_port(last)),
+            None => parse_port(text).map(|port| (port, port)),
+        },
+    };
+    let text = match raw {
+        IntOrString::Int(port) => port.to_string(),
+        IntOrString::String(text) => text.clone(),
+    };
+    match range {
+        Some((first, last)) if first <= last => Some(PortRange { first: first as u16, last: last as u16 }),
+        Some(_) => {
+            problems.add(path, format!("invalid port range {text:?}: the first port is greater than the last"));
+            None
+        }
+        None => {
+            problems.add(path, format!("invalid ports {text:?} (expected a port 1-65535 or a range like \"9101-9110\")"));
+            None
+        }
+    }
+}
+
+fn validate_backoff(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawService) -> Option<Backoff> {
+    let defaults = Backoff::default();
+    let empty = Default::default();
+    let raw = raw.backoff.as_ref().unwrap_or(&empty);
+    let path = path.key("backoff");
+    let initial = duration(problems, &path.key("initial"), raw.initial.as_ref(), defaults.initial);
+    let max = duration(problems, &path.key("max"), raw.max.as_ref(), defaults.max);
+    let reset_after = duration(problems, &path.key("reset_after"), raw.reset_after.as_ref(), defaults.reset_after);
+    let jitter = raw.jitter.unwrap_or(defaults.jitter);
+    if !(0.0..=1.0).contains(&jitter) {
+        problems.add(&path.key("jitter"), format!("{jitter} is out of range (allowed: 0.0 to 1.0, a fraction of each delay)"));
+    }
+    if let (Some(initial), Some(max)) = (initial, max) {
+        if initial > max {
+            problems.add(&path.key("initial"), "the initial delay is longer than backoff.max");
+        }
+    }
+    Some(Backoff { initial: initial?, max: max?, reset_after: reset_after?, jitter })
+}
+
+fn validate_restart_limit(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawService) -> Option<RestartLimit> {
+    let defaults = RestartLimit::default();
+    let empty = Default::default();
+    let raw = raw.restart_limit.as_ref().unwrap_or(&empty);
+    let path = path.key("restart_limit");
+    let max_restarts = match raw.max_restarts {
+        Some(0) => {
+            problems.add(&path.key("max_restarts"), "0 restarts allowed: use restart = \"never\" instead");
+            None
+        }
+        other => integer(problems, &path.key("max_restarts"), other, 1..=100_000, i64::from(defaults.max_restarts)),
+    };
+    let within = duration(problems, &path.key("within"), raw.within.as_ref(), defaults.within);
+    if within == Some(Duration::ZERO) {
+        problems.add(&path.key("within"), "the window must be longer than 0s");
+    }
+    Some(RestartLimit { max_restarts: max_restarts? as u32, within: within? })
+}
+
+fn validate_logs(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawService) -> Option<Logs> {
+    let defaults = Logs::default();
+    let empty = Default::default();
+    let raw = raw.logs.as_ref().unwrap_or(&empty);
+    let path = path.key("logs");
+    let max_file_bytes =
+        integer(problems, &path.key("max_file_bytes"), raw.max_file_bytes, 4096..=i64::MAX, defaults.max_file_bytes as i64);
+    let keep_files = integer(problems, &path.key("keep_files"), raw.keep_files, 1..=100, i64::from(defaults.keep_files));
+    Some(Logs { max_file_bytes: max_file_bytes? as u64, keep_files: keep_files? as u32 })
+}
+
+fn validate_probe(problems: &mut Problems<'_>, path: &KeyPath, role: ProbeRole, raw: &RawProbe) -> Option<Probe> {
+    let errors_before = problems.errors.len();
+    let sample_vars = TemplateVars { port: Some(1), replica: 0, service: "service" };
+    let n_kinds = usize::from(raw.http.is_some()) + usize::from(raw.tcp.is_some()) + usize::from(raw.exec.is_some());
+    if n_kinds != 1 {
+        problems.add(path, "a probe needs exactly one of http = \"URL\", tcp = \"HOST:PORT\" or exec = [argv]");
+        return None;
+    }
+    let check = if let Some(url) = &raw.http {
+        let url_template = template(problems, &path.key("http"), url)?;
+        if let Err(message) = HttpTarget::parse(&url_template.render(&sample_vars)) {
+            problems.add(&path.key("http"), message);
+        }
+        let status = match &raw.status {
+            None => (200, 399),
+            Some(status) => status_range(problems, &path.key("status"), status)?,
+        };
+        if let Some(body) = &raw.body_contains {
+            if body.is_empty() {
+                problems.add(&path.key("body_contains"), "empty body_contains matches everything; remove it");
+            }
+        }
+        Check::Http { url: url_template, status, body_contains: raw.body_contains.clone() }
+    } else if let Some(address) = &raw.tcp {
+        let address_template = template(problems, &path.key("tcp"), address)?;
+        if let Err(message) = split_host_port(&address_template.render(&sample_vars), 0) {
+            problems.add(&path.key("tcp"), format!("invalid address {address:?}: {message} (expected HOST:PORT)"));
+        }
+        Check::Tcp { address: address_template }
+    } else {
+        let argv = raw.exec.as_deref().unwrap_or_default();
+        if argv.first().is_none_or(|program| program.trim().is_empty()) {
+            problems.add(&path.key("exec"), "the command is empty: the first element must name the program to run");
+        }
+        let command = argv.iter().enumerate().filter_map(|(idx, arg)| template(problems, &path.key("exec").index(idx), arg)).collect();
+        Check::Exec { command }
+    };
+    if raw.http.is_none() {
+        for (key, set) in [("status", raw.status.is_some()), ("body_contains", raw.body_contains.is_some())] {
+            if set {
+                problems.add(&path.key(key), format!("{key} applies to http probes only"));
+            }
+        }
+    }
+    if role != ProbeRole::Liveness && raw.busy_timeout.is_some() {
+        problems.add(&path.key("busy_timeout"), "busy_timeout applies to liveness probes only");
+    }
+
+    let defaults = Probe::defaults(role, check);
+    let interval = duration(problems, &path.key("interval"), raw.interval.as_ref(), defaults.interval);
+    if interval.is_some_and(|i| i < Duration::from_millis(10)) {
+        problems.add(&path.key("interval"), "the interval must be at least 10ms");
+    }
+    let timeout_default = interval.map_or(defaults.timeout, |interval| defaults.timeout.min(interval));
+    let timeout = duration(problems, &path.key("timeout"), raw.timeout.as_ref(), timeout_default);
+    if timeout.is_some_and(|t| t < Duration::from_millis(1)) {
+        problems.add(&path.key("timeout"), "the timeout must be at least 1ms");
+    }
+    let initial_delay = duration(problems, &path.key("initial_delay"), raw.initial_delay.as_ref(), defaults.initial_delay);
+    let failure_threshold = integer(problems, &path.key("failure_threshold"), raw.failure_threshold, 1..=100_000, i64::from(defaults.failure_threshold));
+    let success_threshold = integer(problems, &path.key("success_threshold"), raw.success_threshold, 1..=100_000, i64::from(defaults.success_threshold));
+    if role != ProbeRole::Readiness && success_threshold.is_some_and(|n| n != 1) {
+        problems.add(&path.key("success_threshold"), format!("a {} probe passes on its first success: success_threshold must be 1", role.as_str()));
+    }
+    let busy_timeout = duration(problems, &path.key("busy_timeout"), raw.busy_timeout.as_ref(), defaults.busy_timeout);
+    if problems.errors.len() > errors_before {
+        return None;
+    }
+    Some(Probe {
+        check: defaults.check,
+        interval: interval?,
+        timeout: timeout?,
+        initial_delay: initial_delay?,
+        failure_threshold: failure_threshold? as u32,
+        success_threshold: success_threshold? as u32,
+        busy_timeout: busy_timeout?,
+    })
+}
+
+fn status_range(problems: &mut Problems<'_>, path: &KeyPath, raw: &IntOrString) -> Option<(u16, u16)> {
+    let parse = |text: &str| text.trim().parse::<u16>().ok().filter(|code| (100..=599).contains(code));
+    let range = match raw {
+        IntOrString::Int(code) => u16::try_from(*code).ok().filter(|code| (100..=599).contains(code)).map(|c| (c, c)),
+        IntOrString::String(text) if text.len() == 3 && text.ends_with("xx") => {
+            text[..1].parse::<u16>().ok().filter(|d| (1..=5).contains(d)).map(|d| (d * 100, d * 100 + 99))
+        }
+        IntOrString::String(text) => match text.split_once('-') {
+            Some((first, last)) => parse(first).zip(parse(last)).filter(|(first, last)| first <= last),
+            None => parse(text).map(|code| (code, code)),
+        },
+    };
+    if range.is_none() {
+        problems.add(path, "invalid status (expected a code like 200, a range like \"200-399\" or a class like \"2xx\")");
+    }
+    range
+}
+
+fn check_dependencies(problems: &mut Problems<'_>, raw_services: &[(String, Option<RawService>)], services: &[Service]) {
+    let known: Vec<&str> = raw_services.iter().map(|(name, _)| name.as_str()).collect();
+    for service in services {
+        for (idx, dependency) in service.depends_on.iter().enumerate() {
+            if !known.contains(&dependency.as_str()) {
+                let path = KeyPath::default().key("service").key(service.name.as_str()).key("depends_on").index(idx);
+                problems.add(&path, format!("unknown service {:?} (configured: {})", dependency.as_str(), known.join(", ")));
+            }
+        }
+    }
+}
+
+/// Orders services so that each comes after its dependencies; a cycle is an error naming it.
+fn start_order(problems: &mut Problems<'_>, services: Vec<Service>) -> Option<Vec<Service>> {
+    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(idx, s)| (s.name.as_str(), idx)).collect();
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Visiting,
+        Done,
+    }
+    fn visit(
+        idx: usize,
+        services: &[Service],
+        index: &HashMap<&str, usize>,
+        marks: &mut [Mark],
+        stack: &mut Vec<usize>,
+        order: &mut Vec<usize>,
+    ) -> Result<(), Vec<usize>> {
+        match marks[idx] {
+            Mark::Done => return Ok(()),
+            Mark::Visiting => {
+                let start = stack.iter().position(|&i| i == idx).unwrap_or(0);
+                let mut cycle = stack[start..].to_vec();
+                cycle.push(idx);
+                return Err(cycle);
+            }
+            Mark::New => {}
+        }
+        marks[idx] = Mark::Visiting;
+        stack.push(idx);
+        for dependency in &services[idx].depends_on {
+            if let Some(&dep_idx) = index.get(dependency.as_str()) {
+                visit(dep_idx, services, index, marks, stack, order)?;
+            }
+        }
+        stack.pop();
+        marks[idx] = Mark::Done;
+        order.push(idx);
+        Ok(())
+    }
+    let mut marks = vec![Mark::New; services.len()];
+    let mut order = Vec::with_capacity(services.len());
+    for idx in 0..services.len() {
+        let mut stack = Vec::new();
+        if let Err(cycle) = visit(idx, &services, &index, &mut marks, &mut stack, &mut order) {
+            let names: Vec<&str> = cycle.iter().map(|&i| services[i].name.as_str()).collect();
+            let path = KeyPath::default().key("service").key(names[0]).key("depends_on");
+            problems.add(&path, format!("dependency cycle: {}", names.join(" -> ")));
+            return None;
+        }
+    }
+    let mut slots: Vec<Option<Service>> = services.into_iter().map(Some).collect();
+    Some(order.into_iter().filter_map(|idx| slots[idx].take()).collect())
+}
+
+fn check_ports(problems: &mut Problems<'_>, api: &Option<Api>, services: &[Service]) {
+    let mut claimed: BTreeMap<&str, PortRange> = BTreeMap::new();
+    for service in services {
+        let Some(ports) = service.ports else { continue };
+        let path = KeyPath::default().key("service").key(service.name.as_str()).key("ports");
+        for (other, other_ports) in &claimed {
+            if ports.overlaps(other_ports) {
+                problems.add(&path, format!("ports {ports} overlap ports {other_ports} of service {other:?}"));
+            }
+        }
+        if let Some(api) = api {
+            if ports.contains(api.listen.port()) {
+                problems.add(&path, format!("ports {ports} include the API's port {} (api.listen)", api.listen.port()));
+            }
+        }
+        claimed.insert(service.name.as_str(), ports);
+    }
+}

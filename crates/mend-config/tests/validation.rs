@@ -1,0 +1,256 @@
+//! Config validation as data: each case is a file and the exact errors it must produce.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mend_config::{Check, ProbeRole, RestartPolicy};
+
+/// Validates `text` as `mend.toml` and compares the rendered errors (one per line) with `expected`.
+fn check_errors(text: &str, expected: &[&str]) {
+    let errors = match mend_config::parse("mend.toml", text, Path::new("/srv/app")) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_eq!(errors, expected, "config:\n{text}");
+}
+
+#[test]
+fn the_contract_example_from_the_issue_is_valid_as_written() {
+    let text = r#"
+[api]
+listen = "127.0.0.1:7070"      # token = "..." enables auth for mutating calls
+[service.web]
+command = ["mend-demo", "--port", "{port}"]
+replicas = 2
+ports = "9101-9110"
+[service.web.liveness]
+http = "http://127.0.0.1:{port}/health"
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/srv/app")).expect("valid config");
+    let web = &config.services[0];
+    assert_eq!(web.name.as_str(), "web");
+    assert_eq!(web.replicas, 2);
+    assert_eq!((web.port_of(0), web.port_of(1)), (Some(9101), Some(9102)));
+    assert_eq!(web.restart, RestartPolicy::Always);
+    assert_eq!(web.working_dir, Path::new("/srv/app"));
+    let liveness = web.probe(ProbeRole::Liveness).expect("liveness configured");
+    assert_eq!(liveness.interval, Duration::from_millis(500));
+    assert!(matches!(&liveness.check, Check::Http { status: (200, 399), .. }));
+    assert_eq!(config.api.listen.to_string(), "127.0.0.1:7070");
+}
+
+#[test]
+fn services_start_after_their_dependencies() {
+    let text = r#"
+[service.web]
+command = ["web"]
+depends_on = ["api"]
+[service.api]
+command = ["api"]
+depends_on = ["db", "cache"]
+[service.db]
+command = ["db"]
+[service.cache]
+command = ["cache"]
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/")).expect("valid config");
+    let order: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    let position = |name| order.iter().position(|n| *n == name).expect("service present");
+    assert!(position("db") < position("api"));
+    assert!(position("cache") < position("api"));
+    assert!(position("api") < position("web"));
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    check_errors("[api\nlisten = 1\n", &["mend.toml:1:5: invalid TOML: unclosed table, expected `]`"]);
+    check_errors(
+        "[service.web]\ncommand = [\"a\"]\n[service.web]\ncommand = [\"b\"]\n",
+        &["mend.toml:3:10: invalid TOML: duplicate key"],
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_line_and_key() {
+    check_errors(
+        "[service.web]\ncommand = [\"x\"]\nreplica = 2\n",
+        &["mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`"],
+    );
+    check_errors(
+        "[service.web]\ncommand = [\"x\"]\nreplicas = \"two\"\n",
+        &["mend.toml:3:12: service.web.replicas: invalid type: string \"two\", expected i64"],
+    );
+    check_errors(
+        "[service.web]\ncommand = [\"x\"]\n[service.web.liveness]\nhttp = \"http://127.0.0.1:1/\"\nintervall = \"1s\"\n",
+        &["mend.toml:5:1: service.web.liveness.intervall: unknown field `intervall`, expected one of `http`, `tcp`, `exec`, `interval`, `timeout`, `initial_delay`, `failure_threshold`, `success_threshold`, `status`, `body_contains`, `busy_timeout`"],
+    );
+    check_errors("[servics.web]\ncommand = [\"x\"]\n", &["mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service)"]);
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let text = r#"
+[service.web]
+command = ["web", "--port", "{port}"]
+replicas = 3
+ports = "9101-9102"
+restart = "sometimes"
+stop_timeout = "10"
+[service.web.liveness]
+http = "http://127.0.0.1:{port}/health"
+interval = "5x"
+failure_threshold = 0
+[service.db]
+command = []
+[service.worker]
+command = ["w"]
+replicaz = 1
+"#;
+    check_errors(
+        text,
+        &[
+            "mend.toml:4:12: service.web.replicas: 3 replicas need 3 ports but ports = \"9101-9102\" holds only 2",
+            "mend.toml:6:11: service.web.restart: unknown restart policy \"sometimes\" (allowed: \"always\", \"on-failure\", \"never\")",
+            "mend.toml:7:16: service.web.stop_timeout: invalid duration \"10\": missing unit (use ms, s, m, h or d, e.g. \"10s\")",
+            "mend.toml:10:12: service.web.liveness.interval: invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h or d)",
+            "mend.toml:11:21: service.web.liveness.failure_threshold: 0 is out of range (allowed: 1 to 100000)",
+            "mend.toml:13:11: service.db.command: the command is empty: the first element must name the program to run",
+            "mend.toml:16:1: service.worker.replicaz: unknown field `replicaz`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`",
+        ],
+    );
+}
+
+#[test]
+fn ports_may_not_collide() {
+    let text = r#"
+[api]
+listen = "127.0.0.1:9105"
+[service.a]
+command = ["a"]
+ports = "9101-9110"
+[service.b]
+command = ["b"]
+ports = 9110
+[service.c]
+command = ["c"]
+ports = "9200-9100"
+[service.d]
+command = ["d"]
+ports = 0
+"#;
+    check_errors(
+        text,
+        &[
+            "mend.toml:6:9: service.a.ports: ports 9101-9110 include the API's port 9105 (api.listen)",
+            "mend.toml:9:9: service.b.ports: ports 9110 overlap ports 9101-9110 of service \"a\"",
+            "mend.toml:12:9: service.c.ports: invalid port range \"9200-9100\": the first port is greater than the last",
+            "mend.toml:15:9: service.d.ports: invalid ports \"0\" (expected a port 1-65535 or a range like \"9101-9110\")",
+        ],
+    );
+}
+
+#[test]
+fn commands_must_be_argv_unless_shell_is_asked_for() {
+    check_errors(
+        "[service.a]\ncommand = \"python -m http.server\"\n",
+        &["mend.toml:2:11: service.a.command: a command string needs shell = true; otherwise write it as an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"]"],
+    );
+    check_errors("[service.a]\ncommand = \"python -m http.server\"\nshell = true\n", &[]);
+    check_errors("[service.a]\ncommand = [\"\"]\n", &["mend.toml:2:11: service.a.command: the command is empty: the first element must name the program to run"]);
+    check_errors("[service.a]\nreplicas = 1\n", &["mend.toml:1:10: service.a: missing required key \"command\" (an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"])"]);
+}
+
+#[test]
+fn templates_are_checked() {
+    check_errors(
+        "[service.a]\ncommand = [\"a\", \"--port={port}\", \"{prot}\"]\n",
+        &[
+            "mend.toml:2:17: service.a.command[1]: uses {port} but the service has no ports (add e.g. ports = \"9101-9110\")",
+            "mend.toml:2:34: service.a.command[2]: unknown placeholder {prot} in \"{prot}\" (known: {port}, {replica}, {service}; write {{ for a literal brace)",
+        ],
+    );
+    check_errors(
+        "[service.a]\ncommand = [\"a\", \"--port={port}\"]\n[service.a.liveness]\ntcp = \"127.0.0.1:{port}\"\n",
+        &[
+            "mend.toml:2:17: service.a.command[1]: uses {port} but the service has no ports (add e.g. ports = \"9101-9110\")",
+            "mend.toml:4:7: service.a.liveness.tcp: uses {port} but the service has no ports (add e.g. ports = \"9101-9110\")",
+        ],
+    );
+}
+
+#[test]
+fn dependencies_must_exist_and_not_loop() {
+    check_errors(
+        "[service.a]\ncommand = [\"a\"]\ndepends_on = [\"b\", \"ghost\"]\n[service.b]\ncommand = [\"b\"]\ndepends_on = [\"a\"]\n",
+        &[
+            "mend.toml:3:14: service.a.depends_on: dependency cycle: a -> b -> a",
+            "mend.toml:3:20: service.a.depends_on[1]: unknown service \"ghost\" (configured: a, b)",
+        ],
+    );
+    check_errors(
+        "[service.a]\ncommand = [\"a\"]\ndepends_on = [\"a\"]\n",
+        &["mend.toml:3:15: service.a.depends_on[0]: a service cannot depend on itself"],
+    );
+}
+
+#[test]
+fn probes_need_exactly_one_check_and_sane_values() {
+    check_errors(
+        "[service.a]\ncommand = [\"a\"]\n[service.a.readiness]\ninterval = \"1s\"\n",
+        &["mend.toml:3:12: service.a.readiness: a probe needs exactly one of http = \"URL\", tcp = \"HOST:PORT\" or exec = [argv]"],
+    );
+    check_errors(
+        "[service.a]\ncommand = [\"a\"]\n[service.a.liveness]\nhttp = \"https://x/\"\nstatus = \"600\"\n",
+        &[
+            "mend.toml:4:8: service.a.liveness.http: \"https://x/\": https probes are not supported; probe the plain HTTP port",
+            "mend.toml:5:10: service.a.liveness.status: invalid status (expected a code like 200, a range like \"200-399\" or a class like \"2xx\")",
+        ],
+    );
+    check_errors(
+        "[service.a]\ncommand = [\"a\"]\n[service.a.startup]\ntcp = \"localhost\"\nbusy_timeout = \"1s\"\n",
+        &[
+            "mend.toml:4:7: service.a.startup.tcp: invalid address \"localhost\": missing port (expected HOST:PORT)",
+            "mend.toml:5:16: service.a.startup.busy_timeout: busy_timeout applies to liveness probes only",
+        ],
+    );
+}
+
+#[test]
+fn api_refuses_public_listen_without_token() {
+    check_errors(
+        "[api]\nlisten = \"0.0.0.0:7070\"\n",
+        &["mend.toml:2:10: api.listen: refusing to serve the API on non-loopback address 0.0.0.0:7070 without api.token: set a token or listen on 127.0.0.1"],
+    );
+    check_errors("[api]\nlisten = \"0.0.0.0:7070\"\ntoken = \"s3cret-token\"\n", &[]);
+    check_errors(
+        "[api]\nlisten = \"localhost\"\n",
+        &["mend.toml:2:10: api.listen: invalid address \"localhost\" (expected IP:PORT, e.g. \"127.0.0.1:7070\")"],
+    );
+}
+
+#[test]
+fn backoff_and_restart_limit_reject_impossible_values() {
+    check_errors(
+        "[service.a]\ncommand = [\"a\"]\n[service.a.backoff]\ninitial = \"1m\"\nmax = \"1s\"\njitter = 2.0\n[service.a.restart_limit]\nmax_restarts = 0\nwithin = \"0s\"\n",
+        &[
+            "mend.toml:4:11: service.a.backoff.initial: the initial delay is longer than backoff.max",
+            "mend.toml:6:10: service.a.backoff.jitter: 2 is out of range (allowed: 0.0 to 1.0, a fraction of each delay)",
+            "mend.toml:8:16: service.a.restart_limit.max_restarts: 0 restarts allowed: use restart = \"never\" instead",
+            "mend.toml:9:10: service.a.restart_limit.within: the window must be longer than 0s",
+        ],
+    );
+}
+
+#[test]
+fn load_reads_files_and_names_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[service.a]\ncommand = 3\n").expect("write config");
+    let error = mend_config::load(&path).expect_err("invalid config").to_string();
+    assert_eq!(
+        error,
+        format!("{}:2:11: service.a.command: invalid type: integer `3`, expected an array of strings (argv), or a string with shell = true", path.display())
+    );
+    let missing = mend_config::load(&dir.path().join("missing.toml")).expect_err("missing file").to_string();
+    assert!(missing.starts_with("cannot read config file"), "{missing}");
+}

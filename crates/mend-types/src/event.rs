@@ -1,0 +1,158 @@
+//! Lifecycle events: what happened to mend, a service or a replica, and when.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{ServiceName, Timestamp};
+
+/// What kind of thing happened. The snake_case names are stable: they are stored, served by the API and
+/// matched by users' scripts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// mend started with a validated config.
+    ConfigLoaded,
+    /// A replica's process was spawned.
+    Started,
+    /// Spawning a replica's process failed (command not found, port held by another process, ...).
+    SpawnFailed,
+    /// A replica passed its readiness gate and may receive traffic.
+    Ready,
+    /// A replica that was ready no longer is.
+    Unready,
+    /// A probe failed (each failure, before thresholds apply).
+    ProbeFailed,
+    /// A probe succeeded again after failures.
+    ProbeRecovered,
+    /// A liveness, startup or hang check decided that a live process must be replaced.
+    Unhealthy,
+    /// A replica's process ended, with its exit code or signal.
+    Exited,
+    /// A replica is being restarted, with the reason and the back-off delay.
+    Restarted,
+    /// A replica restarted more often than its restart intensity allows; it stays down until an operator
+    /// starts it again. This is an escalation.
+    GaveUp,
+    /// A replica is being stopped (operator request, shutdown or before a restart).
+    Stopping,
+    /// A replica was stopped on purpose and will not be restarted.
+    Stopped,
+    /// A process left behind by an earlier mend that died was found and stopped.
+    OrphanKilled,
+    /// mend is shutting down.
+    ShuttingDown,
+}
+
+impl EventKind {
+    /// All kinds, in declaration order.
+    pub const ALL: [EventKind; 15] = [
+        Self::ConfigLoaded,
+        Self::Started,
+        Self::SpawnFailed,
+        Self::Ready,
+        Self::Unready,
+        Self::ProbeFailed,
+        Self::ProbeRecovered,
+        Self::Unhealthy,
+        Self::Exited,
+        Self::Restarted,
+        Self::GaveUp,
+        Self::Stopping,
+        Self::Stopped,
+        Self::OrphanKilled,
+        Self::ShuttingDown,
+    ];
+
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConfigLoaded => "config_loaded",
+            Self::Started => "started",
+            Self::SpawnFailed => "spawn_failed",
+            Self::Ready => "ready",
+            Self::Unready => "unready",
+            Self::ProbeFailed => "probe_failed",
+            Self::ProbeRecovered => "probe_recovered",
+            Self::Unhealthy => "unhealthy",
+            Self::Exited => "exited",
+            Self::Restarted => "restarted",
+            Self::GaveUp => "gave_up",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::OrphanKilled => "orphan_killed",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// Parses a stable name back into a kind.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing that happened: stored in the event store, served by the API, printed by `mend events`.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Event {
+    /// When it happened.
+    pub at: Timestamp,
+    /// The service concerned, if any.
+    pub service: Option<ServiceName>,
+    /// The replica index concerned, if any.
+    pub replica: Option<u32>,
+    /// What happened.
+    pub kind: EventKind,
+    /// One line for people.
+    pub message: String,
+    /// Structured facts (pid, exit code, probe, reason, delay...) for machines.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub details: Map<String, Value>,
+}
+
+impl Event {
+    /// An event with no service, replica or details.
+    pub fn new(at: Timestamp, kind: EventKind, message: impl Into<String>) -> Self {
+        Self { at, service: None, replica: None, kind, message: message.into(), details: Map::new() }
+    }
+
+    /// Sets the service.
+    pub fn service(mut self, service: &ServiceName) -> Self {
+        self.service = Some(service.clone());
+        self
+    }
+
+    /// Sets the replica (and its service).
+    pub fn replica(mut self, replica: &crate::ReplicaId) -> Self {
+        self.service = Some(replica.service.clone());
+        self.replica = Some(replica.index);
+        self
+    }
+
+    /// Adds a structured detail.
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_round_trip_and_match_serde() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+            let json = serde_json::to_string(&kind).expect("a unit enum serialises");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+        assert_eq!(EventKind::parse("nope"), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! Shared vocabulary of mend: ids, time, lifecycle events and process facts.
+//!
+//! Every stage of the loop (observe → detect → diagnose → act → learn) and every edge (supervisor,
+//! store, api, cli) speaks these types. The crate does no IO and has no async code.
+
+mod event;
+mod exit;
+mod ids;
+mod time;
+
+pub use event::{Event, EventKind};
+pub use exit::{ExitInfo, signal_name};
+pub use ids::{InvalidName, ReplicaId, ServiceName};
+pub use time::{Clock, SystemClock, Timestamp};
