@@ -6,9 +6,11 @@
 mod event;
 mod exit;
 mod ids;
+mod probe;
 mod time;
 
 pub use event::{Event, EventKind};
 pub use exit::{ExitInfo, signal_name};
 pub use ids::{InvalidName, ReplicaId, ServiceName};
+pub use probe::{ProbeOutcome, ProcessEvidence};
 pub use time::{Clock, SystemClock, Timestamp};

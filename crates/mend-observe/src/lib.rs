@@ -1,0 +1,12 @@
+//! mend's observe stage: what is true about each replica right now.
+//!
+//! - [`probe`]: liveness/readiness/startup checks (http, tcp, exec) with the process evidence that tells a
+//!   hang from overload;
+//! - [`process`]: per-process facts from /proc (state, CPU, memory, threads, fds, process groups);
+//! - [`series`]: the in-memory series store with a bounded ring per series.
+//!
+//! Later stages (detect, diagnose) read samples from the series store; nothing here decides anything.
+
+pub mod probe;
+pub mod process;
+pub mod series;

@@ -1,0 +1,245 @@
+//! Health probes: one attempt of an http, tcp or exec check, bounded by a timeout.
+//!
+//! A probe that times out also reports what the probed process did meanwhile (stopped, busy or idle), read
+//! from /proc before and after the wait; the lifecycle uses it to tell a hang from overload.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Request;
+use hyper::header::{CONNECTION, HOST, USER_AGENT};
+use hyper_util::rt::TokioIo;
+use mend_config::{Check, HttpTarget, TemplateVars, split_host_port};
+use mend_types::{ProbeOutcome, ProcessEvidence};
+use tokio::net::TcpStream;
+
+use crate::process;
+
+/// Most of a response body an HTTP probe reads when it looks for a substring.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A check with its templates filled in for one replica.
+#[derive(Debug, Clone)]
+pub enum ResolvedCheck {
+    /// HTTP GET.
+    Http {
+        /// Where.
+        target: HttpTarget,
+        /// Accepted statuses (inclusive).
+        status: (u16, u16),
+        /// Required body substring.
+        body_contains: Option<String>,
+    },
+    /// TCP connect.
+    Tcp {
+        /// Host name or IP.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// Command; passes on exit code 0.
+    Exec {
+        /// argv.
+        argv: Vec<String>,
+        /// Working directory.
+        working_dir: PathBuf,
+    },
+}
+
+impl ResolvedCheck {
+    /// Fills in `check`'s templates for one replica.
+    pub fn resolve(check: &Check, vars: &TemplateVars<'_>, working_dir: PathBuf) -> Result<Self, String> {
+        Ok(match check {
+            Check::Http { url, status, body_contains } => Self::Http {
+                target: HttpTarget::parse(&url.render(vars))?,
+                status: *status,
+                body_contains: body_contains.clone(),
+            },
+            Check::Tcp { address } => {
+                let (host, port) = split_host_port(&address.render(vars), 0)?;
+                Self::Tcp { host, port }
+            }
+            Check::Exec { command } => {
+                Self::Exec { argv: command.iter().map(|arg| arg.render(vars)).collect(), working_dir }
+            }
+        })
+    }
+}
+
+/// Runs one probe attempt. When it times out and `pid` is given, the outcome carries what the process did
+/// during the wait.
+pub async fn run(check: &ResolvedCheck, timeout: Duration, pid: Option<u32>) -> ProbeOutcome {
+    let before = pid.and_then(process::cpu_state);
+    match tokio::time::timeout(timeout, attempt(check)).await {
+        Ok(Ok(())) => ProbeOutcome::Success,
+        Ok(Err(reason)) => ProbeOutcome::Failure { reason },
+        Err(_elapsed) => {
+            let after = pid.and_then(process::cpu_state);
+            let evidence = match (before, after) {
+                (Some((_, cpu_before)), Some((state, cpu_after))) => Some(ProcessEvidence {
+                    state,
+                    cpu_seconds: cpu_after.saturating_sub(cpu_before).as_secs_f64(),
+                    window_seconds: timeout.as_secs_f64(),
+                }),
+                _ => None,
+            };
+            ProbeOutcome::Timeout { evidence }
+        }
+    }
+}
+
+async fn attempt(check: &ResolvedCheck) -> Result<(), String> {
+    match check {
+        ResolvedCheck::Http { target, status, body_contains } => http(target, *status, body_contains.as_deref()).await,
+        ResolvedCheck::Tcp { host, port } => connect(host, *port).await.map(drop),
+        ResolvedCheck::Exec { argv, working_dir } => exec(argv, working_dir).await,
+    }
+}
+
+async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
+    let result = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => TcpStream::connect(SocketAddr::new(ip, port)).await,
+        Err(_) => TcpStream::connect((host, port)).await,
+    };
+    result.map_err(|error| format!("connect to {host}:{port}: {error}"))
+}
+
+async fn http(target: &HttpTarget, status: (u16, u16), body_contains: Option<&str>) -> Result<(), String> {
+    let stream = connect(&target.host, target.port).await?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| format!("http handshake: {error}"))?;
+    let request = Request::get(target.path_and_query.as_str())
+        .header(HOST, target.authority.as_str())
+        .header(USER_AGENT, concat!("mend-probe/", env!("CARGO_PKG_VERSION")))
+        .header(CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|error| format!("invalid probe request: {error}"))?;
+    let exchange = async {
+        let response = sender.send_request(request).await.map_err(|error| format!("http request: {error}"))?;
+        let code = response.status().as_u16();
+        if !(status.0..=status.1).contains(&code) {
+            return Err(format!("http status {code} (expected {}-{})", status.0, status.1));
+        }
+        if let Some(needle) = body_contains {
+            let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|error| format!("reading body: {error}"))?
+                .to_bytes();
+            if !String::from_utf8_lossy(&body).contains(needle) {
+                return Err(format!("body does not contain {needle:?}"));
+            }
+        }
+        Ok(())
+    };
+    // The connection future drives the socket; a failure there surfaces as an error of the exchange.
+    let connection = tokio::spawn(connection);
+    let result = exchange.await;
+    connection.abort();
+    result
+}
+
+async fn exec(argv: &[String], working_dir: &PathBuf) -> Result<(), String> {
+    let (program, args) = argv.split_first().ok_or("empty exec command")?;
+    // Exec probes are short-lived helper processes; `kill_on_drop` ends them when the probe times out.
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(working_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|error| format!("cannot run {program:?}: {error}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{program:?} exited with {status}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Serves `response` to every connection on a loopback port.
+    async fn serve(response: &'static str) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let port = listener.local_addr().expect("local addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0_u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    fn http_check(port: u16, status: (u16, u16), body: Option<&str>) -> ResolvedCheck {
+        ResolvedCheck::Http {
+            target: HttpTarget::parse(&format!("http://127.0.0.1:{port}/health")).expect("valid url"),
+            status,
+            body_contains: body.map(str::to_owned),
+        }
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    const FAIL: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndown";
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn http_probe_checks_status_and_body() {
+        let ok = serve(OK).await;
+        let failing = serve(FAIL).await;
+        assert_eq!(run(&http_check(ok, (200, 399), Some("ok")), SECOND, None).await, ProbeOutcome::Success);
+        assert_eq!(
+            run(&http_check(ok, (200, 399), Some("ready")), SECOND, None).await,
+            ProbeOutcome::Failure { reason: "body does not contain \"ready\"".into() }
+        );
+        assert_eq!(
+            run(&http_check(failing, (200, 399), None), SECOND, None).await,
+            ProbeOutcome::Failure { reason: "http status 503 (expected 200-399)".into() }
+        );
+        assert_eq!(run(&http_check(failing, (500, 599), None), SECOND, None).await, ProbeOutcome::Success);
+    }
+
+    #[tokio::test]
+    async fn refused_connections_fail_and_silent_servers_time_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let silent = listener.local_addr().expect("local addr").port();
+        let closed = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+            probe.local_addr().expect("local addr").port()
+        };
+        let outcome = run(&http_check(closed, (200, 399), None), SECOND, None).await;
+        assert!(matches!(&outcome, ProbeOutcome::Failure { reason } if reason.contains("refused")), "{outcome:?}");
+        let outcome = run(&http_check(silent, (200, 399), None), Duration::from_millis(100), Some(std::process::id())).await;
+        let ProbeOutcome::Timeout { evidence: Some(evidence) } = outcome else { panic!("expected a timeout: {outcome:?}") };
+        assert!(!evidence.is_stopped());
+        assert_eq!(evidence.window_seconds, 0.1);
+        // The tcp check passes against the silent listener: it only connects.
+        let tcp = ResolvedCheck::Tcp { host: "127.0.0.1".into(), port: silent };
+        assert_eq!(run(&tcp, SECOND, None).await, ProbeOutcome::Success);
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn exec_probe_passes_on_exit_zero() {
+        let exec = |argv: &[&str]| ResolvedCheck::Exec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            working_dir: PathBuf::from("/"),
+        };
+        assert_eq!(run(&exec(&["true"]), SECOND, None).await, ProbeOutcome::Success);
+        assert!(matches!(run(&exec(&["false"]), SECOND, None).await, ProbeOutcome::Failure { .. }));
+        assert!(matches!(run(&exec(&["sleep", "5"]), Duration::from_millis(50), None).await, ProbeOutcome::Timeout { .. }));
+        assert!(matches!(
+            run(&exec(&["/nonexistent/probe"]), SECOND, None).await,
+            ProbeOutcome::Failure { reason } if reason.starts_with("cannot run")
+        ));
+    }
+}

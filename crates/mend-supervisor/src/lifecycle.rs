@@ -1,0 +1,676 @@
+//! The life of one replica as a pure state machine: inputs and a clock in, effects out, no IO.
+//!
+//! The runner (`runner.rs`) feeds it process exits, probe outcomes, operator commands and timer ticks,
+//! executes the effects it returns (spawn, signal, kill, events) and asks it when to wake up next. All
+//! restart policy, back-off, restart intensity, probe hysteresis and hang-versus-busy judgement live here,
+//! so they are tested deterministically.
+
+use std::time::{Duration, Instant};
+
+use mend_config::{Backoff, ProbeRole, RestartLimit, RestartPolicy, Service};
+use mend_types::{EventKind, ExitInfo, ProbeOutcome};
+use serde_json::{Map, Value, json};
+
+use crate::backoff::restart_delay;
+use crate::intensity::RestartIntensity;
+
+/// Thresholds of one probe, as the state machine needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Consecutive successes to pass.
+    pub success: u32,
+    /// Consecutive failures to fail.
+    pub failure: u32,
+}
+
+/// The parts of a service's config that govern one replica's life.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Back-off between restarts.
+    pub backoff: Backoff,
+    /// Restart intensity.
+    pub restart_limit: RestartLimit,
+    /// Signal number that asks the process to stop.
+    pub stop_signal: i32,
+    /// Grace period before SIGKILL.
+    pub stop_timeout: Duration,
+    /// Startup probe thresholds, if there is a startup probe.
+    pub startup: Option<Thresholds>,
+    /// Liveness probe thresholds and busy timeout, if there is a liveness probe.
+    pub liveness: Option<(Thresholds, Duration)>,
+    /// Which probe gates readiness: the readiness probe, else the liveness probe, else none (a replica is
+    /// ready once it runs and has started).
+    pub readiness_gate: Option<(ProbeRole, Thresholds)>,
+}
+
+impl Policy {
+    /// Extracts the policy of `service`.
+    pub fn of(service: &Service) -> Self {
+        let thresholds = |role| {
+            service.probe(role).map(|p| Thresholds { success: p.success_threshold, failure: p.failure_threshold })
+        };
+        let readiness_gate = thresholds(ProbeRole::Readiness)
+            .map(|t| (ProbeRole::Readiness, t))
+            .or_else(|| thresholds(ProbeRole::Liveness).map(|t| (ProbeRole::Liveness, t)));
+        Self {
+            restart: service.restart,
+            backoff: service.backoff,
+            restart_limit: service.restart_limit,
+            stop_signal: service.stop_signal.number,
+            stop_timeout: service.stop_timeout,
+            startup: thresholds(ProbeRole::Startup),
+            liveness: service.liveness.as_ref().map(|p| {
+                (Thresholds { success: p.success_threshold, failure: p.failure_threshold }, p.busy_timeout)
+            }),
+            readiness_gate,
+        }
+    }
+}
+
+/// Something that happened to the replica, or was asked of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Start (at boot once dependencies are ready, or by an operator). Clears a given-up state.
+    Start,
+    /// Stop and stay stopped (operator or shutdown).
+    Stop,
+    /// Stop gracefully, then start again at once (operator).
+    Restart,
+    /// The process was spawned.
+    Spawned {
+        /// Its pid (and process group id).
+        pid: u32,
+    },
+    /// The process could not be spawned.
+    SpawnFailed {
+        /// Why.
+        error: String,
+    },
+    /// The process ended.
+    Exited(ExitInfo),
+    /// A probe finished.
+    Probe {
+        /// Which probe.
+        role: ProbeRole,
+        /// The pid it probed; outcomes about an earlier process are ignored.
+        pid: u32,
+        /// What it found.
+        outcome: ProbeOutcome,
+    },
+    /// The deadline from [`Lifecycle::next_deadline`] passed.
+    Timer,
+}
+
+/// Something the runner must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Spawn the process now.
+    Spawn,
+    /// Send this signal to the process group.
+    Signal(i32),
+    /// Send SIGKILL to the process group.
+    Kill,
+    /// Record an event.
+    Event {
+        /// What happened.
+        kind: EventKind,
+        /// One line for people.
+        message: String,
+        /// Structured facts.
+        details: Map<String, Value>,
+    },
+}
+
+/// What to do once a stopping process has exited.
+#[derive(Debug, Clone, PartialEq)]
+enum AfterStop {
+    StayStopped,
+    /// Restart; `automatic` restarts follow the restart policy, back-off and intensity, an operator's
+    /// restart happens at once.
+    Restart { reason: String, automatic: bool },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Not started yet: waiting for dependencies or an operator.
+    Idle,
+    Running {
+        pid: u32,
+        since: Instant,
+        /// The startup probe has passed (or there is none).
+        started: bool,
+    },
+    Stopping {
+        pid: u32,
+        since: Instant,
+        deadline: Instant,
+        killed: bool,
+        then: AfterStop,
+    },
+    BackingOff {
+        until: Instant,
+    },
+    /// Stopped on purpose.
+    Stopped,
+    /// Gave up after too many restarts.
+    Failed,
+    /// Ended and the restart policy says not to restart.
+    Exited,
+}
+
+/// Which probes should be running for the replica right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ActiveProbes {
+    /// The startup probe.
+    pub startup: bool,
+    /// The liveness probe.
+    pub liveness: bool,
+    /// The readiness probe.
+    pub readiness: bool,
+}
+
+/// Consecutive-result counters with a passing state: flips only after enough results in a row.
+#[derive(Debug, Clone, Copy, Default)]
+struct Hysteresis {
+    passing: bool,
+    successes: u32,
+    failures: u32,
+}
+
+impl Hysteresis {
+    /// Records one result; returns the new state when it flips.
+    fn record(&mut self, ok: bool, thresholds: Thresholds) -> Option<bool> {
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+            if !self.passing && self.successes >= thresholds.success {
+                self.passing = true;
+                return Some(true);
+            }
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+            if self.passing && self.failures >= thresholds.failure {
+                self.passing = false;
+                return Some(false);
+            }
+        }
+        None
+    }
+}
+
+/// The state machine of one replica.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    policy: Policy,
+    phase: Phase,
+    ready: bool,
+    readiness: Hysteresis,
+    startup_failures: u32,
+    liveness_failures: u32,
+    busy_since: Option<Instant>,
+    consecutive_failures: u32,
+    intensity: RestartIntensity,
+    restarts: u64,
+    last_exit: Option<ExitInfo>,
+}
+
+/// How the machine reads one liveness or startup outcome.
+enum Verdict {
+    Healthy,
+    /// Counts toward the failure threshold.
+    Failing(String),
+    /// The process cannot answer at all (stopped): replace it now.
+    Hung(String),
+    /// Unresponsive but working: judged by the busy timeout, not the failure threshold.
+    Busy(String),
+}
+
+fn verdict(outcome: &ProbeOutcome, timeout_reason: &str) -> Verdict {
+    match outcome {
+        ProbeOutcome::Success => Verdict::Healthy,
+        ProbeOutcome::Failure { reason } => Verdict::Failing(reason.clone()),
+        ProbeOutcome::Timeout { evidence: Some(evidence) } if evidence.is_stopped() => {
+            Verdict::Hung("process is stopped (state T) and cannot answer".to_owned())
+        }
+        ProbeOutcome::Timeout { evidence: Some(evidence) } if evidence.is_busy() => Verdict::Busy(format!(
+            "timed out while the process is busy (state {}, {:.0}% CPU)",
+            evidence.state,
+            100.0 * evidence.cpu_seconds / evidence.window_seconds.max(f64::EPSILON)
+        )),
+        ProbeOutcome::Timeout { evidence: Some(evidence) } => Verdict::Failing(format!(
+            "{timeout_reason} and the process made no progress (state {}, {:.1}% CPU)",
+            evidence.state,
+            100.0 * evidence.cpu_seconds / evidence.window_seconds.max(f64::EPSILON)
+        )),
+        ProbeOutcome::Timeout { evidence: None } => Verdict::Failing(timeout_reason.to_owned()),
+    }
+}
+
+fn event(kind: EventKind, message: impl Into<String>, details: Value) -> Effect {
+    let details = match details {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    Effect::Event { kind, message: message.into(), details }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Lifecycle {
+    /// A replica that has not started yet.
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            phase: Phase::Idle,
+            ready: false,
+            readiness: Hysteresis::default(),
+            startup_failures: 0,
+            liveness_failures: 0,
+            busy_since: None,
+            consecutive_failures: 0,
+            intensity: RestartIntensity::default(),
+            restarts: 0,
+            last_exit: None,
+        }
+    }
+
+    /// Whether the replica may receive traffic.
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The pid of the live process, if any.
+    pub fn pid(&self) -> Option<u32> {
+        match self.phase {
+            Phase::Running { pid, .. } | Phase::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// When the current process started.
+    pub fn running_since(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Running { since, .. } => Some(since),
+            _ => None,
+        }
+    }
+
+    /// Automatic restarts so far.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// How the last process ended.
+    pub fn last_exit(&self) -> Option<ExitInfo> {
+        self.last_exit
+    }
+
+    /// A short state name for people and the API.
+    pub fn state_name(&self) -> &'static str {
+        match &self.phase {
+            Phase::Idle => "waiting",
+            Phase::Running { started: false, .. } => "starting",
+            Phase::Running { .. } if !self.ready => "starting",
+            Phase::Running { .. } => "running",
+            Phase::Stopping { .. } => "stopping",
+            Phase::BackingOff { .. } => "backoff",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+            Phase::Exited => "exited",
+        }
+    }
+
+    /// True when the replica is down for good until an operator acts (stopped, failed or exited).
+    pub fn is_down(&self) -> bool {
+        matches!(self.phase, Phase::Stopped | Phase::Failed | Phase::Exited | Phase::Idle)
+    }
+
+    /// When the machine wants a [`Input::Timer`].
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::BackingOff { until } => Some(until),
+            Phase::Stopping { deadline, killed: false, .. } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Which probes should run now.
+    pub fn active_probes(&self) -> ActiveProbes {
+        match self.phase {
+            Phase::Running { started: false, .. } => ActiveProbes { startup: true, ..Default::default() },
+            Phase::Running { started: true, .. } => ActiveProbes { startup: false, liveness: true, readiness: true },
+            _ => ActiveProbes::default(),
+        }
+    }
+
+    /// Feeds one input at `now`; `jitter` in [-1, 1] spreads the back-off. Returns the effects to execute,
+    /// in order. After [`Effect::Spawn`] the runner must feed back `Spawned` or `SpawnFailed`.
+    pub fn handle(&mut self, input: Input, now: Instant, jitter: f64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match input {
+            Input::Start => self.start(&mut effects),
+            Input::Stop => self.stop(now, &mut effects),
+            Input::Restart => self.operator_restart(now, &mut effects),
+            Input::Spawned { pid } => self.spawned(pid, now, &mut effects),
+            Input::SpawnFailed { error } => {
+                effects.push(event(EventKind::SpawnFailed, format!("spawn failed: {error}"), json!({ "error": error })));
+                self.phase = Phase::Idle;
+                self.automatic_restart(format!("spawn failed: {error}"), None, now, jitter, &mut effects);
+            }
+            Input::Exited(exit) => self.exited(exit, now, jitter, &mut effects),
+            Input::Probe { role, pid, outcome } => {
+                if let Phase::Running { pid: running_pid, started, .. } = self.phase {
+                    if running_pid == pid {
+                        self.probe(role, started, outcome, now, &mut effects);
+                    }
+                }
+            }
+            Input::Timer => self.timer(now, &mut effects),
+        }
+        effects
+    }
+
+    fn start(&mut self, effects: &mut Vec<Effect>) {
+        match &mut self.phase {
+            Phase::Idle | Phase::Stopped | Phase::Failed | Phase::Exited | Phase::BackingOff { .. } => {
+                // An operator's start acknowledges earlier failures: the replica gets a fresh budget.
+                self.intensity.reset();
+                self.consecutive_failures = 0;
+                effects.push(Effect::Spawn);
+            }
+            Phase::Stopping { then, .. } => {
+                *then = AfterStop::Restart { reason: "started by operator".to_owned(), automatic: false };
+            }
+            Phase::Running { .. } => {}
+        }
+    }
+
+    fn stop(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+        match &mut self.phase {
+            Phase::Running { pid, .. } => {
+                let pid = *pid;
+                self.begin_stop(pid, now, AfterStop::StayStopped, false, effects);
+            }
+            Phase::Stopping { then, .. } => *then = AfterStop::StayStopped,
+            Phase::Stopped => {}
+            Phase::Idle | Phase::BackingOff { .. } | Phase::Failed | Phase::Exited => {
+                self.phase = Phase::Stopped;
+                effects.push(event(EventKind::Stopped, "stopped", json!({})));
+            }
+        }
+    }
+
+    fn operator_restart(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+        match self.phase {
+            Phase::Running { pid, .. } => {
+                let then = AfterStop::Restart { reason: "restart requested by operator".to_owned(), automatic: false };
+                self.begin_stop(pid, now, then, false, effects);
+            }
+            _ => self.start(effects),
+        }
+    }
+
+    /// Asks the process to stop (or kills it at once when `kill`), leaving the ready set first.
+    fn begin_stop(&mut self, pid: u32, now: Instant, then: AfterStop, kill: bool, effects: &mut Vec<Effect>) {
+        self.set_ready(false, "stopping", effects);
+        let reason = match &then {
+            AfterStop::StayStopped => "stop requested".to_owned(),
+            AfterStop::Restart { reason, .. } => reason.clone(),
+        };
+        if kill {
+            effects.push(event(EventKind::Stopping, format!("killing pid {pid}: {reason}"), json!({ "pid": pid, "signal": 9, "reason": reason })));
+            effects.push(Effect::Kill);
+        } else {
+            let signal = self.policy.stop_signal;
+            effects.push(event(
+                EventKind::Stopping,
+                format!("sending {} to pid {pid}: {reason}", mend_types::signal_name(signal)),
+                json!({ "pid": pid, "signal": signal, "reason": reason, "grace_ms": millis(self.policy.stop_timeout) }),
+            ));
+            effects.push(Effect::Signal(signal));
+        }
+        self.phase = Phase::Stopping { pid, since: now, deadline: now + self.policy.stop_timeout, killed: kill, then };
+    }
+
+    fn spawned(&mut self, pid: u32, now: Instant, effects: &mut Vec<Effect>) {
+        let started = self.policy.startup.is_none();
+        self.phase = Phase::Running { pid, since: now, started };
+        self.readiness = Hysteresis::default();
+        self.startup_failures = 0;
+        self.liveness_failures = 0;
+        self.busy_since = None;
+        effects.push(event(EventKind::Started, format!("started pid {pid}"), json!({ "pid": pid })));
+        if started && self.policy.readiness_gate.is_none() {
+            self.set_ready(true, "running (no readiness or liveness probe)", effects);
+        }
+    }
+
+    fn exited(&mut self, exit: ExitInfo, now: Instant, jitter: f64, effects: &mut Vec<Effect>) {
+        let (pid, since, then) = match &self.phase {
+            Phase::Running { pid, since, .. } => (*pid, *since, None),
+            Phase::Stopping { pid, since, then, .. } => (*pid, *since, Some(then.clone())),
+            // A stale exit (the process was already accounted for): nothing to do.
+            _ => return,
+        };
+        self.last_exit = Some(exit);
+        let ran_for = Some(now.saturating_duration_since(since));
+        self.set_ready(false, "exited", effects);
+        let mut details = json!({ "pid": pid, "code": exit.code, "signal": exit.signal, "uptime_ms": millis(now.saturating_duration_since(since)) });
+        if exit.core_dumped {
+            details["core_dumped"] = Value::Bool(true);
+        }
+        effects.push(event(EventKind::Exited, format!("pid {pid} {exit}"), details));
+        match then {
+            None => {
+                self.phase = Phase::Idle;
+                let restart = match self.policy.restart {
+                    RestartPolicy::Always => true,
+                    RestartPolicy::OnFailure => !exit.is_success(),
+                    RestartPolicy::Never => false,
+                };
+                if restart {
+                    self.automatic_restart(format!("{exit}"), ran_for, now, jitter, effects);
+                } else {
+                    self.phase = Phase::Exited;
+                }
+            }
+            Some(AfterStop::StayStopped) => {
+                self.phase = Phase::Stopped;
+                effects.push(event(EventKind::Stopped, "stopped", json!({})));
+            }
+            Some(AfterStop::Restart { reason, automatic: true }) => {
+                self.phase = Phase::Idle;
+                if self.policy.restart == RestartPolicy::Never {
+                    self.phase = Phase::Exited;
+                } else {
+                    self.automatic_restart(reason, ran_for, now, jitter, effects);
+                }
+            }
+            Some(AfterStop::Restart { reason, automatic: false }) => {
+                effects.push(event(EventKind::Restarted, format!("restarting: {reason}"), json!({ "reason": reason, "delay_ms": 0 })));
+                effects.push(Effect::Spawn);
+            }
+        }
+    }
+
+    /// Restarts after a failure, subject to the restart limit and back-off. `ran_for` is how long the
+    /// failed process ran (None when it never started): a long enough run resets the back-off.
+    fn automatic_restart(&mut self, reason: String, ran_for: Option<Duration>, now: Instant, jitter: f64, effects: &mut Vec<Effect>) {
+        if ran_for.is_some_and(|ran| ran >= self.policy.backoff.reset_after) {
+            self.consecutive_failures = 0;
+        }
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        let limit = self.policy.restart_limit;
+        if !self.intensity.try_restart(&limit, now) {
+            self.phase = Phase::Failed;
+            effects.push(event(
+                EventKind::GaveUp,
+                format!(
+                    "gave up: more than {} restarts within {}s (last: {reason}); start it again with `mend start`",
+                    limit.max_restarts,
+                    limit.within.as_secs_f64()
+                ),
+                json!({ "reason": reason, "max_restarts": limit.max_restarts, "within_ms": millis(limit.within) }),
+            ));
+            return;
+        }
+        self.restarts += 1;
+        let delay = restart_delay(&self.policy.backoff, self.consecutive_failures, jitter);
+        effects.push(event(
+            EventKind::Restarted,
+            format!("restarting in {}ms: {reason}", delay.as_millis()),
+            json!({ "reason": reason, "delay_ms": millis(delay), "restarts": self.restarts, "consecutive_failures": self.consecutive_failures }),
+        ));
+        if delay.is_zero() {
+            effects.push(Effect::Spawn);
+        } else {
+            self.phase = Phase::BackingOff { until: now + delay };
+        }
+    }
+
+    fn probe(&mut self, role: ProbeRole, started: bool, outcome: ProbeOutcome, now: Instant, effects: &mut Vec<Effect>) {
+        match role {
+            ProbeRole::Startup if !started => self.startup_probe(outcome, now, effects),
+            ProbeRole::Liveness if started => {
+                let gates_readiness = self.policy.readiness_gate.is_some_and(|(gate, _)| gate == ProbeRole::Liveness);
+                self.liveness_probe(outcome.clone(), now, effects);
+                if gates_readiness && matches!(self.phase, Phase::Running { .. }) {
+                    self.readiness_probe(outcome, effects);
+                }
+            }
+            ProbeRole::Readiness if started => self.readiness_probe(outcome, effects),
+            // Outcomes of probes that should no longer run (a late startup result, say).
+            _ => {}
+        }
+    }
+
+    fn startup_probe(&mut self, outcome: ProbeOutcome, now: Instant, effects: &mut Vec<Effect>) {
+        let Some(thresholds) = self.policy.startup else { return };
+        match verdict(&outcome, "startup probe timed out") {
+            Verdict::Healthy => {
+                if let Phase::Running { started, .. } = &mut self.phase {
+                    *started = true;
+                }
+                if self.policy.readiness_gate.is_none() {
+                    self.set_ready(true, "startup probe passed", effects);
+                }
+            }
+            Verdict::Hung(reason) => self.unhealthy(ProbeRole::Startup, reason, true, now, effects),
+            Verdict::Failing(reason) | Verdict::Busy(reason) => {
+                self.startup_failures += 1;
+                if self.startup_failures >= thresholds.failure {
+                    let reason = format!("not started after {} startup probes (last: {reason})", self.startup_failures);
+                    self.unhealthy(ProbeRole::Startup, reason, false, now, effects);
+                }
+            }
+        }
+    }
+
+    fn liveness_probe(&mut self, outcome: ProbeOutcome, now: Instant, effects: &mut Vec<Effect>) {
+        let Some((thresholds, busy_timeout)) = self.policy.liveness else { return };
+        match verdict(&outcome, "liveness probe timed out") {
+            Verdict::Healthy => {
+                if self.liveness_failures > 0 || self.busy_since.is_some() {
+                    effects.push(event(
+                        EventKind::ProbeRecovered,
+                        "liveness probe passes again",
+                        json!({ "probe": "liveness", "failures": self.liveness_failures }),
+                    ));
+                }
+                self.liveness_failures = 0;
+                self.busy_since = None;
+            }
+            Verdict::Hung(reason) => self.unhealthy(ProbeRole::Liveness, reason, true, now, effects),
+            Verdict::Failing(reason) => {
+                self.liveness_failures += 1;
+                if self.liveness_failures == 1 {
+                    effects.push(event(
+                        EventKind::ProbeFailed,
+                        format!("liveness probe failed: {reason}"),
+                        json!({ "probe": "liveness", "reason": reason, "failures": 1, "threshold": thresholds.failure }),
+                    ));
+                }
+                if self.liveness_failures >= thresholds.failure {
+                    let reason = format!("liveness probe failed {} times in a row (last: {reason})", self.liveness_failures);
+                    // An unresponsive process that uses no CPU is hung: it would not honour a graceful stop.
+                    let hung = matches!(outcome, ProbeOutcome::Timeout { .. });
+                    self.unhealthy(ProbeRole::Liveness, reason, hung, now, effects);
+                }
+            }
+            Verdict::Busy(reason) => {
+                let since = *self.busy_since.get_or_insert(now);
+                if since == now {
+                    effects.push(event(
+                        EventKind::ProbeFailed,
+                        format!("liveness probe failed: {reason}; busy, not hung: replaced only after {}s", busy_timeout.as_secs_f64()),
+                        json!({ "probe": "liveness", "reason": reason, "busy": true }),
+                    ));
+                }
+                if now.saturating_duration_since(since) >= busy_timeout {
+                    let reason = format!("unresponsive for {}s while busy (last: {reason})", busy_timeout.as_secs_f64());
+                    self.unhealthy(ProbeRole::Liveness, reason, false, now, effects);
+                }
+            }
+        }
+    }
+
+    fn readiness_probe(&mut self, outcome: ProbeOutcome, effects: &mut Vec<Effect>) {
+        let Some((role, thresholds)) = self.policy.readiness_gate else { return };
+        let ok = outcome == ProbeOutcome::Success;
+        if let Some(passing) = self.readiness.record(ok, thresholds) {
+            let reason = match &outcome {
+                ProbeOutcome::Success => format!("{} probe passed", role.as_str()),
+                ProbeOutcome::Failure { reason } => format!("{} probe failed: {reason}", role.as_str()),
+                ProbeOutcome::Timeout { .. } => format!("{} probe timed out", role.as_str()),
+            };
+            self.set_ready(passing, &reason, effects);
+        }
+    }
+
+    /// A live process must be replaced: stop it (kill it at once when it is hung) and restart it.
+    fn unhealthy(&mut self, role: ProbeRole, reason: String, hung: bool, now: Instant, effects: &mut Vec<Effect>) {
+        let Phase::Running { pid, .. } = self.phase else { return };
+        effects.push(event(
+            EventKind::Unhealthy,
+            format!("{} check failed: {reason}", role.as_str()),
+            json!({ "probe": role.as_str(), "reason": reason, "pid": pid, "hung": hung }),
+        ));
+        let then = AfterStop::Restart { reason: format!("{} check failed: {reason}", role.as_str()), automatic: true };
+        self.begin_stop(pid, now, then, hung, effects);
+    }
+
+    fn timer(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+        match &mut self.phase {
+            Phase::BackingOff { until } if now >= *until => effects.push(Effect::Spawn),
+            Phase::Stopping { pid, deadline, killed, .. } if !*killed && now >= *deadline => {
+                *killed = true;
+                effects.push(event(
+                    EventKind::Stopping,
+                    format!("pid {pid} did not stop within {}s: sending SIGKILL", self.policy.stop_timeout.as_secs_f64()),
+                    json!({ "pid": *pid, "signal": 9, "reason": "stop timeout" }),
+                ));
+                effects.push(Effect::Kill);
+            }
+            _ => {}
+        }
+    }
+
+    fn set_ready(&mut self, ready: bool, reason: &str, effects: &mut Vec<Effect>) {
+        if self.ready == ready {
+            return;
+        }
+        self.ready = ready;
+        let kind = if ready { EventKind::Ready } else { EventKind::Unready };
+        let message = if ready { format!("ready: {reason}") } else { format!("not ready: {reason}") };
+        effects.push(event(kind, message, json!({ "reason": reason })));
+    }
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

@@ -1,0 +1,382 @@
+//! Scenarios for the replica state machine: inputs at given times and the effects they must produce.
+
+use std::time::{Duration, Instant};
+
+use mend_config::{Backoff, ProbeRole, RestartLimit, RestartPolicy};
+use mend_types::{ExitInfo, ProbeOutcome, ProcessEvidence};
+
+use super::{Effect, Input, Lifecycle, Policy, Thresholds};
+
+fn policy() -> Policy {
+    Policy {
+        restart: RestartPolicy::Always,
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(10),
+            jitter: 0.1,
+        },
+        restart_limit: RestartLimit { max_restarts: 3, within: Duration::from_secs(60) },
+        stop_signal: 15,
+        stop_timeout: Duration::from_secs(5),
+        startup: None,
+        liveness: Some((Thresholds { success: 1, failure: 3 }, Duration::from_secs(30))),
+        readiness_gate: Some((ProbeRole::Liveness, Thresholds { success: 1, failure: 3 })),
+    }
+}
+
+/// Renders effects compactly: `spawn`, `signal 15`, `kill`, `event <kind>: <message>`.
+fn render(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .map(|effect| match effect {
+            Effect::Spawn => "spawn".to_owned(),
+            Effect::Signal(signal) => format!("signal {signal}"),
+            Effect::Kill => "kill".to_owned(),
+            Effect::Event { kind, message, .. } => format!("{kind}: {message}"),
+        })
+        .collect()
+}
+
+/// Drives `machine` through `steps` of (milliseconds since start, input, expected effects).
+fn check(machine: &mut Lifecycle, start: Instant, steps: &[(u64, Input, &[&str])]) {
+    for (step_idx, (at_ms, input, expected)) in steps.iter().enumerate() {
+        let effects = machine.handle(input.clone(), start + Duration::from_millis(*at_ms), 0.0);
+        assert_eq!(render(&effects), *expected, "step {step_idx} at {at_ms}ms: {input:?}");
+    }
+}
+
+fn crash(code: i32) -> Input {
+    Input::Exited(ExitInfo::code(code))
+}
+
+fn liveness(pid: u32, outcome: ProbeOutcome) -> Input {
+    Input::Probe { role: ProbeRole::Liveness, pid, outcome }
+}
+
+fn timeout(state: char, cpu_share: f64) -> ProbeOutcome {
+    ProbeOutcome::Timeout { evidence: Some(ProcessEvidence { state, cpu_seconds: 0.4 * cpu_share, window_seconds: 0.4 }) }
+}
+
+fn failure() -> ProbeOutcome {
+    ProbeOutcome::Failure { reason: "http status 500 (expected 200-399)".into() }
+}
+
+#[test]
+fn crash_restarts_immediately_then_backs_off_exponentially() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    check(
+        &mut machine,
+        start,
+        &[
+            (0, Input::Start, &["spawn"]),
+            (0, Input::Spawned { pid: 10 }, &["started: started pid 10"]),
+            (5, liveness(10, ProbeOutcome::Success), &["ready: ready: liveness probe passed"]),
+            (
+                1000,
+                crash(1),
+                &["unready: not ready: exited", "exited: pid 10 exit code 1", "restarted: restarting in 0ms: exit code 1", "spawn"],
+            ),
+            (1000, Input::Spawned { pid: 11 }, &["started: started pid 11"]),
+            (1500, crash(1), &["exited: pid 11 exit code 1", "restarted: restarting in 100ms: exit code 1"]),
+            (1550, Input::Timer, &[]),
+            (1600, Input::Timer, &["spawn"]),
+            (1600, Input::Spawned { pid: 12 }, &["started: started pid 12"]),
+            (1700, Input::Exited(ExitInfo::signal(11)), &[
+                "exited: pid 12 killed by SIGSEGV (11)",
+                "restarted: restarting in 200ms: killed by SIGSEGV (11)",
+            ]),
+        ],
+    );
+    assert_eq!(machine.restarts(), 3);
+    assert_eq!(machine.state_name(), "backoff");
+    assert_eq!(machine.next_deadline(), Some(start + Duration::from_millis(1900)));
+}
+
+#[test]
+fn a_stable_run_resets_the_backoff() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(Policy { restart_limit: RestartLimit { max_restarts: 100, within: Duration::from_secs(60) }, ..policy() });
+    check(
+        &mut machine,
+        start,
+        &[
+            (0, Input::Start, &["spawn"]),
+            (0, Input::Spawned { pid: 1 }, &["started: started pid 1"]),
+            (100, crash(1), &["exited: pid 1 exit code 1", "restarted: restarting in 0ms: exit code 1", "spawn"]),
+            (100, Input::Spawned { pid: 2 }, &["started: started pid 2"]),
+            (200, crash(1), &["exited: pid 2 exit code 1", "restarted: restarting in 100ms: exit code 1"]),
+            (300, Input::Timer, &["spawn"]),
+            (300, Input::Spawned { pid: 3 }, &["started: started pid 3"]),
+            // Ran for 10 s: stable, so the next crash restarts at once again.
+            (10_300, crash(1), &["exited: pid 3 exit code 1", "restarted: restarting in 0ms: exit code 1", "spawn"]),
+        ],
+    );
+}
+
+#[test]
+fn crash_loop_gives_up_after_the_restart_limit() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    check(&mut machine, start, &[(0, Input::Start, &["spawn"]), (0, Input::Spawned { pid: 1 }, &["started: started pid 1"])]);
+    let mut now = 0;
+    for pid in 2..=4 {
+        now += 10;
+        let effects = render(&machine.handle(crash(2), start + Duration::from_millis(now), 0.0));
+        assert_eq!(effects[0], format!("exited: pid {} exit code 2", pid - 1));
+        if machine.next_deadline().is_some() {
+            now += 1000;
+            assert_eq!(render(&machine.handle(Input::Timer, start + Duration::from_millis(now), 0.0)), ["spawn"]);
+        }
+        machine.handle(Input::Spawned { pid }, start + Duration::from_millis(now), 0.0);
+    }
+    check(
+        &mut machine,
+        start,
+        &[(
+            now + 10,
+            crash(2),
+            &[
+                "exited: pid 4 exit code 2",
+                "gave_up: gave up: more than 3 restarts within 60s (last: exit code 2); start it again with `mend start`",
+            ],
+        )],
+    );
+    assert_eq!(machine.state_name(), "failed");
+    assert_eq!(machine.next_deadline(), None);
+    // An operator's start gives it a fresh budget.
+    check(&mut machine, start, &[(now + 20, Input::Start, &["spawn"])]);
+}
+
+#[test]
+fn restart_policies_decide_whether_an_exit_restarts() {
+    let start = Instant::now();
+    for (restart, exit, expected_state) in [
+        (RestartPolicy::Always, ExitInfo::code(0), "running"),
+        (RestartPolicy::OnFailure, ExitInfo::code(0), "exited"),
+        (RestartPolicy::OnFailure, ExitInfo::code(1), "running"),
+        (RestartPolicy::OnFailure, ExitInfo::signal(9), "running"),
+        (RestartPolicy::Never, ExitInfo::code(1), "exited"),
+    ] {
+        let mut machine = Lifecycle::new(Policy { restart, readiness_gate: None, liveness: None, ..policy() });
+        machine.handle(Input::Start, start, 0.0);
+        machine.handle(Input::Spawned { pid: 1 }, start, 0.0);
+        let effects = machine.handle(Input::Exited(exit), start, 0.0);
+        if effects.contains(&Effect::Spawn) {
+            machine.handle(Input::Spawned { pid: 2 }, start, 0.0);
+        }
+        assert_eq!(machine.state_name(), expected_state, "{restart:?} {exit}");
+    }
+}
+
+#[test]
+fn a_stopped_process_is_killed_on_the_first_timed_out_probe() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    check(
+        &mut machine,
+        start,
+        &[
+            (0, Input::Start, &["spawn"]),
+            (0, Input::Spawned { pid: 7 }, &["started: started pid 7"]),
+            (10, liveness(7, ProbeOutcome::Success), &["ready: ready: liveness probe passed"]),
+            (
+                900,
+                liveness(7, timeout('T', 0.0)),
+                &[
+                    "unhealthy: liveness check failed: process is stopped (state T) and cannot answer",
+                    "unready: not ready: stopping",
+                    "stopping: killing pid 7: liveness check failed: process is stopped (state T) and cannot answer",
+                    "kill",
+                ],
+            ),
+            (
+                905,
+                Input::Exited(ExitInfo::signal(9)),
+                &[
+                    "exited: pid 7 killed by SIGKILL (9)",
+                    "restarted: restarting in 0ms: liveness check failed: process is stopped (state T) and cannot answer",
+                    "spawn",
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_busy_replica_is_not_restarted_before_its_busy_timeout() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    machine.handle(liveness(7, ProbeOutcome::Success), start, 0.0);
+    // Busy: 90 % of a core while not answering. Ten timeouts in a row, far beyond the failure threshold.
+    let first = render(&machine.handle(liveness(7, timeout('R', 0.9)), start + Duration::from_secs(1), 0.0));
+    assert_eq!(
+        first,
+        ["probe_failed: liveness probe failed: timed out while the process is busy (state R, 90% CPU); busy, not hung: replaced only after 30s"]
+    );
+    for secs in 2..=10 {
+        let effects = machine.handle(liveness(7, timeout('R', 0.9)), start + Duration::from_secs(secs), 0.0);
+        assert!(!effects.contains(&Effect::Kill) && !effects.iter().any(|e| matches!(e, Effect::Signal(_))), "{secs}s: {effects:?}");
+    }
+    assert_eq!(machine.state_name(), "starting", "busy replicas leave the ready set but keep running");
+    // Recovers: counted as healthy again.
+    let effects = render(&machine.handle(liveness(7, ProbeOutcome::Success), start + Duration::from_secs(11), 0.0));
+    assert_eq!(effects, ["probe_recovered: liveness probe passes again", "ready: ready: liveness probe passed"]);
+    // Busy again for longer than the busy timeout: replaced, gracefully.
+    machine.handle(liveness(7, timeout('R', 0.9)), start + Duration::from_secs(20), 0.0);
+    let effects = render(&machine.handle(liveness(7, timeout('R', 0.9)), start + Duration::from_secs(50), 0.0));
+    assert_eq!(effects.last().map(String::as_str), Some("signal 15"), "{effects:?}");
+}
+
+#[test]
+fn an_idle_unresponsive_replica_fails_after_the_threshold_and_is_killed() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    check(
+        &mut machine,
+        start,
+        &[
+            (0, Input::Start, &["spawn"]),
+            (0, Input::Spawned { pid: 7 }, &["started: started pid 7"]),
+            (10, liveness(7, ProbeOutcome::Success), &["ready: ready: liveness probe passed"]),
+            (
+                500,
+                liveness(7, timeout('S', 0.0)),
+                &["probe_failed: liveness probe failed: liveness probe timed out and the process made no progress (state S, 0.0% CPU)"],
+            ),
+            (1000, liveness(7, timeout('S', 0.01)), &[]),
+            (
+                1500,
+                liveness(7, timeout('S', 0.0)),
+                &[
+                    "unhealthy: liveness check failed: liveness probe failed 3 times in a row (last: liveness probe timed out and the process made no progress (state S, 0.0% CPU))",
+                    "unready: not ready: stopping",
+                    "stopping: killing pid 7: liveness check failed: liveness probe failed 3 times in a row (last: liveness probe timed out and the process made no progress (state S, 0.0% CPU))",
+                    "kill",
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn explicit_liveness_failures_stop_gracefully_and_escalate_to_sigkill() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    machine.handle(liveness(7, ProbeOutcome::Success), start, 0.0);
+    machine.handle(liveness(7, failure()), start, 0.0);
+    machine.handle(liveness(7, failure()), start, 0.0);
+    let effects = render(&machine.handle(liveness(7, failure()), start, 0.0));
+    assert_eq!(effects.last().map(String::as_str), Some("signal 15"));
+    assert_eq!(machine.next_deadline(), Some(start + Duration::from_secs(5)));
+    check(
+        &mut machine,
+        start,
+        &[
+            (4000, Input::Timer, &[]),
+            (5000, Input::Timer, &["stopping: pid 7 did not stop within 5s: sending SIGKILL", "kill"]),
+            (5001, Input::Timer, &[]),
+        ],
+    );
+    assert_eq!(machine.next_deadline(), None);
+}
+
+#[test]
+fn probe_results_about_an_earlier_process_are_ignored() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    assert_eq!(render(&machine.handle(liveness(6, timeout('T', 0.0)), start, 0.0)), Vec::<String>::new());
+}
+
+#[test]
+fn startup_probe_holds_liveness_off_until_it_passes() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(Policy { startup: Some(Thresholds { success: 1, failure: 3 }), ..policy() });
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    assert!(machine.active_probes().startup && !machine.active_probes().liveness);
+    // Liveness outcomes during start-up are ignored: they cannot restart the replica.
+    for _ in 0..5 {
+        assert!(machine.handle(liveness(7, failure()), start, 0.0).is_empty());
+    }
+    let startup = |outcome| Input::Probe { role: ProbeRole::Startup, pid: 7, outcome };
+    check(&mut machine, start, &[(100, startup(failure()), &[]), (200, startup(ProbeOutcome::Success), &[])]);
+    assert!(!machine.active_probes().startup && machine.active_probes().liveness);
+    check(&mut machine, start, &[(300, liveness(7, ProbeOutcome::Success), &["ready: ready: liveness probe passed"])]);
+}
+
+#[test]
+fn startup_probe_failing_too_long_restarts() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(Policy { startup: Some(Thresholds { success: 1, failure: 2 }), ..policy() });
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    let startup = |outcome| Input::Probe { role: ProbeRole::Startup, pid: 7, outcome };
+    machine.handle(startup(failure()), start, 0.0);
+    let effects = render(&machine.handle(startup(failure()), start, 0.0));
+    assert_eq!(effects.last().map(String::as_str), Some("signal 15"), "{effects:?}");
+}
+
+#[test]
+fn readiness_toggles_with_hysteresis() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(Policy {
+        readiness_gate: Some((ProbeRole::Readiness, Thresholds { success: 2, failure: 2 })),
+        ..policy()
+    });
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    let readiness = |outcome| Input::Probe { role: ProbeRole::Readiness, pid: 7, outcome };
+    check(
+        &mut machine,
+        start,
+        &[
+            (0, readiness(ProbeOutcome::Success), &[]),
+            (1, readiness(ProbeOutcome::Success), &["ready: ready: readiness probe passed"]),
+            (2, readiness(failure()), &[]),
+            (3, readiness(ProbeOutcome::Success), &[]),
+            (4, readiness(failure()), &[]),
+            (5, readiness(failure()), &["unready: not ready: readiness probe failed: http status 500 (expected 200-399)"]),
+            (6, readiness(ProbeOutcome::Success), &[]),
+            (7, readiness(ProbeOutcome::Success), &["ready: ready: readiness probe passed"]),
+        ],
+    );
+    // Readiness failures never restart: only liveness does.
+    for _ in 0..10 {
+        machine.handle(readiness(failure()), start, 0.0);
+    }
+    assert_eq!(machine.pid(), Some(7));
+}
+
+#[test]
+fn operator_stop_start_and_restart() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(Policy { readiness_gate: None, liveness: None, ..policy() });
+    check(
+        &mut machine,
+        start,
+        &[
+            (0, Input::Start, &["spawn"]),
+            (0, Input::Spawned { pid: 1 }, &["started: started pid 1", "ready: ready: running (no readiness or liveness probe)"]),
+            (10, Input::Restart, &["unready: not ready: stopping", "stopping: sending SIGTERM to pid 1: restart requested by operator", "signal 15"]),
+            (20, Input::Exited(ExitInfo::signal(15)), &[
+                "exited: pid 1 killed by SIGTERM (15)",
+                "restarted: restarting: restart requested by operator",
+                "spawn",
+            ]),
+            (20, Input::Spawned { pid: 2 }, &["started: started pid 2", "ready: ready: running (no readiness or liveness probe)"]),
+            (30, Input::Stop, &["unready: not ready: stopping", "stopping: sending SIGTERM to pid 2: stop requested", "signal 15"]),
+            (40, Input::Exited(ExitInfo::code(0)), &["exited: pid 2 exit code 0", "stopped: stopped"]),
+            (50, Input::Stop, &[]),
+            (60, Input::Start, &["spawn"]),
+        ],
+    );
+    assert_eq!(machine.restarts(), 0, "operator restarts are not counted as failures");
+}
