@@ -23,6 +23,18 @@ pub struct Thresholds {
     pub failure: u32,
 }
 
+/// How liveness outcomes are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivenessPolicy {
+    /// Consecutive failures that make the replica unhealthy.
+    pub thresholds: Thresholds,
+    /// How long a busy (CPU-using) but unresponsive replica is tolerated.
+    pub busy_timeout: Duration,
+    /// Until the probe first passes, failures within this time of the start are not counted: a process
+    /// that is still binding its port is starting, not failing. A stopped process is replaced regardless.
+    pub start_grace: Duration,
+}
+
 /// The parts of a service's config that govern one replica's life.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -38,8 +50,8 @@ pub struct Policy {
     pub stop_timeout: Duration,
     /// Startup probe thresholds, if there is a startup probe.
     pub startup: Option<Thresholds>,
-    /// Liveness probe thresholds and busy timeout, if there is a liveness probe.
-    pub liveness: Option<(Thresholds, Duration)>,
+    /// The liveness probe's policy, if there is a liveness probe.
+    pub liveness: Option<LivenessPolicy>,
     /// Which probe gates readiness: the readiness probe, else the liveness probe, else none (a replica is
     /// ready once it runs and has started).
     pub readiness_gate: Option<(ProbeRole, Thresholds)>,
@@ -61,8 +73,10 @@ impl Policy {
             stop_signal: service.stop_signal.number,
             stop_timeout: service.stop_timeout,
             startup: thresholds(ProbeRole::Startup),
-            liveness: service.liveness.as_ref().map(|p| {
-                (Thresholds { success: p.success_threshold, failure: p.failure_threshold }, p.busy_timeout)
+            liveness: service.liveness.as_ref().map(|p| LivenessPolicy {
+                thresholds: Thresholds { success: p.success_threshold, failure: p.failure_threshold },
+                busy_timeout: p.busy_timeout,
+                start_grace: p.initial_delay + p.interval.saturating_mul(p.failure_threshold),
             }),
             readiness_gate,
         }
@@ -210,6 +224,7 @@ pub struct Lifecycle {
     readiness: Hysteresis,
     startup_failures: u32,
     liveness_failures: u32,
+    liveness_passed: bool,
     busy_since: Option<Instant>,
     consecutive_failures: u32,
     intensity: RestartIntensity,
@@ -271,6 +286,7 @@ impl Lifecycle {
             readiness: Hysteresis::default(),
             startup_failures: 0,
             liveness_failures: 0,
+            liveness_passed: false,
             busy_since: None,
             consecutive_failures: 0,
             intensity: RestartIntensity::default(),
@@ -443,6 +459,7 @@ impl Lifecycle {
         self.readiness = Hysteresis::default();
         self.startup_failures = 0;
         self.liveness_failures = 0;
+        self.liveness_passed = false;
         self.busy_since = None;
         effects.push(event(EventKind::Started, format!("started pid {pid}"), json!({ "pid": pid })));
         if started && self.policy.readiness_gate.is_none() {
@@ -572,9 +589,15 @@ impl Lifecycle {
     }
 
     fn liveness_probe(&mut self, outcome: ProbeOutcome, now: Instant, effects: &mut Vec<Effect>) {
-        let Some((thresholds, busy_timeout)) = self.policy.liveness else { return };
+        let Some(LivenessPolicy { thresholds, busy_timeout, start_grace }) = self.policy.liveness else { return };
+        let starting = match self.phase {
+            Phase::Running { since, .. } => !self.liveness_passed && now.saturating_duration_since(since) < start_grace,
+            _ => false,
+        };
         match verdict(&outcome, "liveness probe timed out") {
+            Verdict::Failing(_) | Verdict::Busy(_) if starting => {}
             Verdict::Healthy => {
+                self.liveness_passed = true;
                 if self.liveness_failures > 0 || self.busy_since.is_some() {
                     effects.push(event(
                         EventKind::ProbeRecovered,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use mend_config::{Backoff, ProbeRole, RestartLimit, RestartPolicy};
 use mend_types::{ExitInfo, ProbeOutcome, ProcessEvidence};
 
-use super::{Effect, Input, Lifecycle, Policy, Thresholds};
+use super::{Effect, Input, LivenessPolicy, Lifecycle, Policy, Thresholds};
 
 fn policy() -> Policy {
     Policy {
@@ -20,7 +20,11 @@ fn policy() -> Policy {
         stop_signal: 15,
         stop_timeout: Duration::from_secs(5),
         startup: None,
-        liveness: Some((Thresholds { success: 1, failure: 3 }, Duration::from_secs(30))),
+        liveness: Some(LivenessPolicy {
+            thresholds: Thresholds { success: 1, failure: 3 },
+            busy_timeout: Duration::from_secs(30),
+            start_grace: Duration::from_millis(1500),
+        }),
         readiness_gate: Some((ProbeRole::Liveness, Thresholds { success: 1, failure: 3 })),
     }
 }
@@ -379,4 +383,29 @@ fn operator_stop_start_and_restart() {
         ],
     );
     assert_eq!(machine.restarts(), 0, "operator restarts are not counted as failures");
+}
+
+#[test]
+fn liveness_failures_while_starting_are_not_counted_until_the_grace_ends() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    // Connection refused while the process binds its port: not failures yet.
+    for ms in [10, 20, 40, 80, 160, 320, 640, 1280] {
+        let effects = machine.handle(liveness(7, failure()), start + Duration::from_millis(ms), 0.0);
+        assert!(effects.is_empty(), "{ms}ms: {effects:?}");
+    }
+    // A stopped process is replaced even while starting.
+    let effects = render(&machine.handle(liveness(7, timeout('T', 0.0)), start + Duration::from_millis(1300), 0.0));
+    assert_eq!(effects.last().map(String::as_str), Some("kill"));
+    // A replica that never passes is judged once the grace is over.
+    let mut machine = Lifecycle::new(policy());
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 8 }, start, 0.0);
+    for ms in [1500, 2000] {
+        machine.handle(liveness(8, failure()), start + Duration::from_millis(ms), 0.0);
+    }
+    let mut machine_effects = render(&machine.handle(liveness(8, failure()), start + Duration::from_millis(2500), 0.0));
+    assert_eq!(machine_effects.pop().as_deref(), Some("signal 15"));
 }

@@ -9,7 +9,7 @@ mod ids;
 mod probe;
 mod time;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, EventSink};
 pub use exit::{ExitInfo, signal_name};
 pub use ids::{InvalidName, ReplicaId, ServiceName};
 pub use probe::{ProbeOutcome, ProcessEvidence};

@@ -1,0 +1,444 @@
+//! mend's event store: every lifecycle event in an embedded SQLite file.
+//!
+//! - One writer thread owns the write connection and commits queued events in batches; producers never
+//!   block (a full queue drops the event and counts it).
+//! - WAL mode with `synchronous = NORMAL`: a committed event survives `kill -9` of mend (the WAL is in the
+//!   page cache, which outlives the process); readers never block the writer.
+//! - The schema is versioned with `PRAGMA user_version` and migrated forward at open; a database from a
+//!   newer mend is refused rather than damaged.
+//! - Retention is bounded by age and row count.
+//!
+//! This is the only crate that speaks SQL.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mend_types::{Event, EventKind, EventSink, ServiceName, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open the event store at {path}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer mend.
+    #[error("the event store at {path} has schema version {found}, newer than the {supported} this mend supports")]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+    /// A migration failed.
+    #[error("cannot migrate the event store at {path} to schema version {version}")]
+    Migrate {
+        /// The file.
+        path: PathBuf,
+        /// The version being applied.
+        version: i64,
+        /// Cause.
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("event store query failed")]
+    Query(#[from] rusqlite::Error),
+    /// The writer thread is gone.
+    #[error("the event store writer has stopped")]
+    WriterGone,
+}
+
+/// Schema migrations, applied in order; `user_version` counts how many have been applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: events.
+    "CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        service TEXT,
+        replica INTEGER,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_at ON events(at_ms);
+    CREATE INDEX events_service_id ON events(service, id);",
+];
+
+/// How long events are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Events older than this are deleted.
+    pub max_age: Duration,
+    /// At most this many events are kept (the oldest go first).
+    pub max_events: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { max_age: Duration::from_secs(14 * 86_400), max_events: 1_000_000 }
+    }
+}
+
+/// A stored event with its id (ids increase in commit order, so `after` pages through them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Row id.
+    pub id: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only this service's events.
+    pub service: Option<String>,
+    /// Only events at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only events with an id greater than this (for following).
+    pub after_id: Option<i64>,
+    /// Only these kinds (all when empty).
+    pub kinds: Vec<EventKind>,
+    /// At most this many: the newest ones, returned oldest first.
+    pub limit: usize,
+}
+
+enum Message {
+    Event(Event),
+    Flush(SyncSender<()>),
+}
+
+/// Bound of the writer's queue: about a minute of a very busy mend.
+const QUEUE_CAPACITY: usize = 65_536;
+
+/// The event store.
+pub struct Store {
+    path: PathBuf,
+    queue: SyncSender<Message>,
+    reader: Mutex<Connection>,
+    dropped: Arc<AtomicU64>,
+    writer: Option<JoinHandle<()>>,
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let open = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let connection = Connection::open(path).map_err(open)?;
+    connection
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+        .map_err(open)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let supported = MIGRATIONS.len() as i64;
+    let found: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+    if found > supported {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), found, supported });
+    }
+    for (idx, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = idx as i64 + 1;
+        let failed = |source| StoreError::Migrate { path: path.to_path_buf(), version, source };
+        let transaction = connection.transaction().map_err(failed)?;
+        transaction.execute_batch(migration).map_err(failed)?;
+        transaction.pragma_update(None, "user_version", version).map_err(failed)?;
+        transaction.commit().map_err(failed)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating and migrating) the store at `path` and starts its writer thread.
+    pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let mut writer_connection = connect(path)?;
+        migrate(&mut writer_connection, path)?;
+        let reader = connect(path)?;
+        let (queue, inbox) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let writer = std::thread::Builder::new()
+            .name("mend-store".into())
+            .spawn(move || write_loop(writer_connection, inbox, retention))
+            .map_err(|error| StoreError::Open { path: path.to_path_buf(), source: rusqlite::Error::ToSqlConversionFailure(Box::new(error)) })?;
+        Ok(Self { path: path.to_path_buf(), queue, reader: Mutex::new(reader), dropped: Arc::default(), writer: Some(writer) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A non-blocking sink that queues events for the writer.
+    pub fn sink(&self) -> Arc<dyn EventSink> {
+        Arc::new(StoreSink { queue: self.queue.clone(), dropped: self.dropped.clone() })
+    }
+
+    /// Events dropped because the writer's queue was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every event queued so far is committed.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (done, wait) = mpsc::sync_channel(1);
+        self.queue.send(Message::Flush(done)).map_err(|_| StoreError::WriterGone)?;
+        wait.recv().map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Reads events (blocking; call from a blocking context).
+    pub fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let mut sql = String::from("SELECT id, at_ms, service, replica, kind, message, details FROM events WHERE 1 = 1");
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(service) = &query.service {
+            sql.push_str(" AND service = ?");
+            values.push(service.clone().into());
+        }
+        if let Some(since) = query.since {
+            sql.push_str(" AND at_ms >= ?");
+            values.push(since.as_millis().into());
+        }
+        if let Some(after_id) = query.after_id {
+            sql.push_str(" AND id > ?");
+            values.push(after_id.into());
+        }
+        if !query.kinds.is_empty() {
+            sql.push_str(" AND kind IN (");
+            for (idx, kind) in query.kinds.iter().enumerate() {
+                sql.push_str(if idx == 0 { "?" } else { ", ?" });
+                values.push(kind.as_str().to_owned().into());
+            }
+            sql.push(')');
+        }
+        // The newest `limit` rows, then oldest first for reading.
+        sql = format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC");
+        values.push((query.limit.min(i64::MAX as usize) as i64).into());
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+            let kind: String = row.get(4)?;
+            let details: String = row.get(6)?;
+            let service: Option<String> = row.get(2)?;
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, service, row.get::<_, Option<u32>>(3)?, kind, row.get::<_, String>(5)?, details))
+        })?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (id, at_ms, service, replica, kind, message, details) = row?;
+            // Rows this mend cannot interpret (a kind from a newer version) are skipped, not fatal.
+            let Some(kind) = EventKind::parse(&kind) else { continue };
+            let details = serde_json::from_str(&details).unwrap_or_default();
+            let service = service.and_then(|name| ServiceName::new(&name).ok());
+            let event = Event { at: Timestamp::from_millis(at_ms), service, replica, kind, message, details };
+            events.push(StoredEvent { id, event });
+        }
+        Ok(events)
+    }
+
+    /// The id of the newest event, if any.
+    pub fn last_id(&self) -> Result<Option<i64>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        Ok(connection.query_row("SELECT MAX(id) FROM events", [], |row| row.get(0)).optional()?.flatten())
+    }
+
+    /// Flushes and stops the writer thread.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        let flushed = self.flush();
+        if let Some(writer) = self.writer.take() {
+            drop(self.queue);
+            let _ = writer.join();
+        }
+        flushed
+    }
+}
+
+struct StoreSink {
+    queue: SyncSender<Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink for StoreSink {
+    fn emit(&self, event: Event) {
+        match self.queue.try_send(Message::Event(event)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Most events committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: Retention) {
+    let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
+    let mut flushes: Vec<SyncSender<()>> = Vec::new();
+    let mut since_cleanup = 0_usize;
+    loop {
+        // Wait for work; wake up once a minute anyway to apply retention.
+        let first = match inbox.recv_timeout(Duration::from_secs(60)) {
+            Ok(message) => Some(message),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let idle = first.is_none();
+        let mut next = first;
+        while let Some(message) = next.take() {
+            match message {
+                Message::Event(event) => batch.push(event),
+                Message::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < MAX_BATCH {
+                next = inbox.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(error) = insert(&mut connection, &batch) {
+                tracing::error!(error = %error, n_events = batch.len(), "cannot store events");
+            }
+            since_cleanup += batch.len();
+            batch.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+        // Retention runs every 10k events, and whenever the store has been idle for a minute, so that an
+        // old database shrinks even without new events.
+        if since_cleanup >= 10_000 || idle {
+            if let Err(error) = apply_retention(&connection, retention) {
+                tracing::warn!(error = %error, "cannot apply event retention");
+            }
+            since_cleanup = 0;
+        }
+    }
+}
+
+fn insert(connection: &mut Connection, events: &[Event]) -> rusqlite::Result<()> {
+    let transaction = connection.transaction()?;
+    {
+        let mut statement = transaction.prepare_cached(
+            "INSERT INTO events (at_ms, service, replica, kind, message, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for event in events {
+            let details = serde_json::Value::Object(event.details.clone()).to_string();
+            statement.execute(params![
+                event.at.as_millis(),
+                event.service.as_ref().map(ServiceName::as_str),
+                event.replica,
+                event.kind.as_str(),
+                event.message,
+                details
+            ])?;
+        }
+    }
+    transaction.commit()
+}
+
+fn apply_retention(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
+    let newest: Option<i64> = connection.query_row("SELECT MAX(at_ms) FROM events", [], |row| row.get(0))?;
+    if let Some(newest) = newest {
+        let oldest_kept = newest.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
+        connection.execute("DELETE FROM events WHERE at_ms < ?1", params![oldest_kept])?;
+    }
+    let max_events = i64::try_from(retention.max_events).unwrap_or(i64::MAX);
+    connection.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1", params![max_events])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at_ms: i64, service: &str, kind: EventKind) -> Event {
+        let service = ServiceName::new(service).expect("valid name");
+        Event::new(Timestamp::from_millis(at_ms), kind, format!("{kind} at {at_ms}")).service(&service).detail("pid", 42)
+    }
+
+    fn all(store: &Store) -> Vec<StoredEvent> {
+        store.events(&EventQuery { limit: 1000, ..Default::default() }).expect("query")
+    }
+
+    #[test]
+    fn stores_and_filters_events() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("mend.db"), Retention::default()).expect("open");
+        let sink = store.sink();
+        sink.emit(event(1_000, "web", EventKind::Started));
+        sink.emit(event(2_000, "db", EventKind::Started));
+        sink.emit(event(3_000, "web", EventKind::Exited));
+        store.flush().expect("flush");
+        let events = all(&store);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].event, event(1_000, "web", EventKind::Started));
+        let web = store.events(&EventQuery { service: Some("web".into()), limit: 10, ..Default::default() }).expect("query");
+        assert_eq!(web.iter().map(|e| e.event.kind).collect::<Vec<_>>(), [EventKind::Started, EventKind::Exited]);
+        let recent = store.events(&EventQuery { since: Some(Timestamp::from_millis(2_000)), limit: 10, ..Default::default() }).expect("query");
+        assert_eq!(recent.len(), 2);
+        let newest = store.events(&EventQuery { limit: 1, ..Default::default() }).expect("query");
+        assert_eq!(newest[0].event.at.as_millis(), 3_000);
+        let after = store.events(&EventQuery { after_id: Some(events[1].id), limit: 10, ..Default::default() }).expect("query");
+        assert_eq!(after.len(), 1);
+        let exits = store.events(&EventQuery { kinds: vec![EventKind::Exited], limit: 10, ..Default::default() }).expect("query");
+        assert_eq!(exits.len(), 1);
+        assert_eq!(store.last_id().expect("query"), Some(events[2].id));
+    }
+
+    #[test]
+    fn events_survive_reopening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mend.db");
+        let store = Store::open(&path, Retention::default()).expect("open");
+        store.sink().emit(event(1, "web", EventKind::GaveUp));
+        store.close().expect("close");
+        let store = Store::open(&path, Retention::default()).expect("reopen");
+        assert_eq!(all(&store).len(), 1);
+    }
+
+    #[test]
+    fn refuses_a_database_from_a_newer_mend() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mend.db");
+        Store::open(&path, Retention::default()).expect("open").close().expect("close");
+        let connection = Connection::open(&path).expect("open raw");
+        connection.pragma_update(None, "user_version", 99).expect("set version");
+        drop(connection);
+        let error = Store::open(&path, Retention::default()).err().expect("newer schema refused");
+        assert!(error.to_string().contains("schema version 99, newer than the 1 this mend supports"), "{error}");
+    }
+
+    #[test]
+    fn retention_bounds_rows_by_count_and_age() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("mend.db"), Retention { max_age: Duration::from_secs(3600), max_events: 5 }).expect("open");
+        let sink = store.sink();
+        for idx in 0..20 {
+            sink.emit(event(idx * 1000, "web", EventKind::Started));
+        }
+        store.flush().expect("flush");
+        {
+            let connection = store.reader.lock().expect("lock");
+            apply_retention(&connection, Retention { max_age: Duration::from_secs(3600), max_events: 5 }).expect("retention");
+        }
+        let kept: Vec<i64> = all(&store).iter().map(|e| e.event.at.as_millis()).collect();
+        assert_eq!(kept, [15_000, 16_000, 17_000, 18_000, 19_000]);
+        sink.emit(event(10_000_000, "web", EventKind::Started));
+        store.flush().expect("flush");
+        {
+            let connection = store.reader.lock().expect("lock");
+            apply_retention(&connection, Retention { max_age: Duration::from_secs(3600), max_events: 5 }).expect("retention");
+        }
+        assert_eq!(all(&store).len(), 1);
+    }
+}

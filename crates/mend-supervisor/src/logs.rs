@@ -1,0 +1,230 @@
+//! Per-replica log files: stdout and stderr lines appended to one size-bounded file, rotated.
+//!
+//! `<state>/logs/<service>/<replica>.log` is the current file; `.log.1` .. `.log.N` are older ones.
+//! Writes go straight to the file (appends land in the page cache and do not block for long); a line
+//! longer than [`MAX_LINE_BYTES`] is cut into pieces so that memory stays bounded.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Longest line kept in one piece.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// The path of replica `index`'s current log file in `dir`.
+pub fn log_path(dir: &Path, index: u32) -> PathBuf {
+    dir.join(format!("{index}.log"))
+}
+
+fn rotated_path(dir: &Path, index: u32, generation: u32) -> PathBuf {
+    dir.join(format!("{index}.log.{generation}"))
+}
+
+/// An open, rotating log file.
+#[derive(Debug)]
+pub struct LogFile {
+    dir: PathBuf,
+    index: u32,
+    max_bytes: u64,
+    keep: u32,
+    file: File,
+    size: u64,
+}
+
+impl LogFile {
+    /// Opens (appending to) replica `index`'s log in `dir`, creating the directory.
+    pub fn open(dir: &Path, index: u32, max_bytes: u64, keep: u32) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let file = OpenOptions::new().create(true).append(true).open(log_path(dir, index))?;
+        let size = file.metadata()?.len();
+        Ok(Self { dir: dir.to_path_buf(), index, max_bytes, keep, file, size })
+    }
+
+    /// Appends one line (a newline is added).
+    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let needed = line.len() as u64 + 1;
+        if self.size > 0 && self.size + needed > self.max_bytes {
+            self.rotate()?;
+        }
+        let mut buffer = Vec::with_capacity(line.len() + 1);
+        buffer.extend_from_slice(line);
+        buffer.push(b'\n');
+        self.file.write_all(&buffer)?;
+        self.size += needed;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let _ = fs::remove_file(rotated_path(&self.dir, self.index, self.keep));
+        for generation in (1..self.keep).rev() {
+            let from = rotated_path(&self.dir, self.index, generation);
+            if from.exists() {
+                fs::rename(&from, rotated_path(&self.dir, self.index, generation + 1))?;
+            }
+        }
+        fs::rename(log_path(&self.dir, self.index), rotated_path(&self.dir, self.index, 1))?;
+        self.file = OpenOptions::new().create(true).append(true).open(log_path(&self.dir, self.index))?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Copies lines from a child's pipe into `log` until the pipe closes.
+pub async fn capture<R: AsyncRead + Unpin>(pipe: R, log: Arc<Mutex<LogFile>>) {
+    let mut reader = BufReader::with_capacity(8 * 1024, pipe);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        match read_line_bounded(&mut reader, &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {
+                let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+                let result = match log.lock() {
+                    Ok(mut log) => log.write_line(trimmed),
+                    Err(_) => return,
+                };
+                if let Err(error) = result {
+                    tracing::warn!(error = %error, "cannot write replica log");
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads up to a newline or [`MAX_LINE_BYTES`], whichever comes first; 0 at end of input.
+async fn read_line_bounded<R: AsyncRead + Unpin>(reader: &mut BufReader<R>, line: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(line.len());
+        }
+        let room = MAX_LINE_BYTES - line.len();
+        let take = available.iter().take(room).position(|&b| b == b'\n').map(|idx| idx + 1);
+        let (consumed, done) = match take {
+            Some(n) => (n, true),
+            None => (available.len().min(room), line.len() + available.len().min(room) >= MAX_LINE_BYTES),
+        };
+        line.extend_from_slice(&available[..consumed]);
+        reader.consume(consumed);
+        if done {
+            return Ok(line.len());
+        }
+    }
+}
+
+/// The last `n_lines` lines of replica `index`'s logs, reading into rotated files when needed.
+pub fn tail(dir: &Path, index: u32, n_lines: usize) -> io::Result<Vec<String>> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut generation = 0;
+    loop {
+        let path = if generation == 0 { log_path(dir, index) } else { rotated_path(dir, index, generation) };
+        let text = match fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+            Err(error) => return Err(error),
+        };
+        let mut older: Vec<String> = text.lines().map(str::to_owned).collect();
+        older.append(&mut lines);
+        lines = older;
+        if lines.len() >= n_lines {
+            break;
+        }
+        generation += 1;
+    }
+    let skip = lines.len().saturating_sub(n_lines);
+    Ok(lines.split_off(skip))
+}
+
+/// Where a follower of a log file is: which file (inode) and how far into it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCursor {
+    inode: u64,
+    offset: u64,
+}
+
+impl LogCursor {
+    /// A cursor at the current end of replica `index`'s log, to follow only what comes next.
+    pub fn at_end(dir: &Path, index: u32) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(log_path(dir, index)).map(|meta| Self { inode: meta.ino(), offset: meta.len() }).unwrap_or_default()
+    }
+}
+
+/// Follows a log file: returns what was appended since `cursor` (at most 1 MiB), and the new cursor. After
+/// a rotation (a new file) it reads the new file from its start.
+pub fn read_from(dir: &Path, index: u32, cursor: LogCursor) -> io::Result<(Vec<u8>, LogCursor)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut file = match File::open(log_path(dir, index)) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), LogCursor::default())),
+        Err(error) => return Err(error),
+    };
+    let meta = file.metadata()?;
+    let start = if meta.ino() != cursor.inode || meta.len() < cursor.offset { 0 } else { cursor.offset };
+    file.seek(SeekFrom::Start(start))?;
+    let mut appended = Vec::new();
+    file.take(1024 * 1024).read_to_end(&mut appended)?;
+    let offset = start + appended.len() as u64;
+    Ok((appended, LogCursor { inode: meta.ino(), offset }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_at_the_size_limit_and_keeps_n_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = LogFile::open(dir.path(), 0, 100, 2).expect("open log");
+        for idx in 0..40 {
+            log.write_line(format!("line {idx:03}").as_bytes()).expect("write");
+        }
+        let sizes: Vec<u64> = ["0.log", "0.log.1", "0.log.2"]
+            .iter()
+            .map(|name| fs::metadata(dir.path().join(name)).expect("file exists").len())
+            .collect();
+        assert!(sizes.iter().all(|&size| size <= 100), "{sizes:?}");
+        assert!(!dir.path().join("0.log.3").exists());
+        let last = tail(dir.path(), 0, 3).expect("tail");
+        assert_eq!(last, ["line 037", "line 038", "line 039"]);
+        // Reaching into rotated files for older lines.
+        let more = tail(dir.path(), 0, 12).expect("tail");
+        assert_eq!(more.first().map(String::as_str), Some("line 028"));
+    }
+
+    #[tokio::test]
+    async fn capture_splits_overlong_lines_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = Arc::new(Mutex::new(LogFile::open(dir.path(), 1, 1 << 20, 1).expect("open log")));
+        let mut input = b"first\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+        input.extend_from_slice(b"\nlast without newline");
+        capture(&input[..], log).await;
+        let lines = tail(dir.path(), 1, 10).expect("tail");
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], "first");
+        assert_eq!(lines[1].len(), MAX_LINE_BYTES);
+        assert_eq!(lines[2], "x".repeat(10));
+        assert_eq!(lines[3], "last without newline");
+    }
+
+    #[test]
+    fn read_from_follows_appends_and_restarts_after_rotation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = LogFile::open(dir.path(), 0, 30, 1).expect("open log");
+        log.write_line(b"hello").expect("write");
+        let (bytes, cursor) = read_from(dir.path(), 0, LogCursor::default()).expect("read");
+        assert_eq!(bytes, b"hello\n");
+        log.write_line(b"world").expect("write");
+        let (bytes, cursor) = read_from(dir.path(), 0, cursor).expect("read");
+        assert_eq!(bytes, b"world\n");
+        assert_eq!(cursor, LogCursor::at_end(dir.path(), 0));
+        log.write_line(b"rotates the file now").expect("write");
+        let (bytes, _) = read_from(dir.path(), 0, cursor).expect("read");
+        assert_eq!(bytes, b"rotates the file now\n");
+    }
+}

@@ -1,0 +1,87 @@
+//! Replacing processes that an earlier mend left behind when it was killed.
+//!
+//! Replicas normally die with mend (see `spawn.rs`), but a replica's own children, or a replica started
+//! without the shim, can outlive it. At start-up mend reads the pid files the earlier run left and stops
+//! every process still in those process groups before it spawns anything, so that two processes never
+//! fight for one port.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mend_observe::process;
+use mend_types::{Clock, Event, EventKind, EventSink, ServiceName};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use crate::pidfile::{self, PidRecord};
+
+/// How long left-behind processes get to exit after SIGTERM before SIGKILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+/// The live processes that belong to a recorded replica's process group.
+///
+/// Linux does not reuse a pid while it is still some group's id, so live members of group `pid` are the
+/// old replica's. A live process with the recorded pid but another start time is an unrelated process
+/// that reused the pid once the old group was empty: it is left alone.
+fn group_of(record: PidRecord) -> Vec<u32> {
+    let pgid = record.pid as i32;
+    match process::sample(record.pid) {
+        Some(leader) if record.start_ticks.is_some_and(|ticks| ticks != leader.start_ticks) => Vec::new(),
+        Some(leader) if leader.pgid != pgid => {
+            let mut members = process::group_members(pgid);
+            members.push(record.pid);
+            members
+        }
+        _ => process::group_members(pgid),
+    }
+}
+
+/// Stops every process left behind by an earlier run; returns how many were found.
+pub async fn replace_orphans(state_dir: &Path, events: &dyn EventSink, clock: &dyn Clock) -> usize {
+    let mut n_found = 0;
+    for (path, record) in pidfile::list(state_dir) {
+        let members = record.map(group_of).unwrap_or_default();
+        if let (Some(record), false) = (record, members.is_empty()) {
+            n_found += members.len();
+            let pgid = Pid::from_raw(record.pid as i32);
+            let _ = killpg(pgid, Signal::SIGTERM);
+            let _ = killpg(pgid, Signal::SIGCONT);
+            for &pid in &members {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            let deadline = tokio::time::Instant::now() + ORPHAN_GRACE;
+            while tokio::time::Instant::now() < deadline && !group_of(record).is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let survivors = group_of(record);
+            let _ = killpg(pgid, Signal::SIGKILL);
+            for &pid in &survivors {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            let (service, replica) = replica_of(&path);
+            let mut event = Event::new(
+                clock.wall(),
+                EventKind::OrphanKilled,
+                format!("stopped {} process(es) left behind by an earlier mend (group {})", members.len(), record.pid),
+            )
+            .detail("pids", json!(members))
+            .detail("killed", json!(survivors));
+            event.service = service;
+            event.replica = replica;
+            tracing::warn!(pids = ?members, "{}", event.message);
+            events.emit(event);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    n_found
+}
+
+/// Service and replica from a pid file name `<service>.<index>.pid`.
+fn replica_of(path: &Path) -> (Option<ServiceName>, Option<u32>) {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    match stem.rsplit_once('.') {
+        Some((service, index)) => (ServiceName::new(service).ok(), index.parse().ok()),
+        None => (None, None),
+    }
+}

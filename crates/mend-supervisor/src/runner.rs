@@ -1,0 +1,466 @@
+//! The IO shell around one replica's [`Lifecycle`]: spawns and signals its process, runs its probes,
+//! samples /proc, captures its output, and publishes its status.
+//!
+//! One task per replica. It waits for the next input (process exit, operator command, probe outcome,
+//! timer, sampling tick), feeds it to the pure state machine and executes the effects. It never waits on
+//! the store: events go to a non-blocking [`EventSink`].
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mend_config::{ProbeRole, Service, TemplateVars};
+use mend_observe::probe::{self, ResolvedCheck};
+use mend_observe::process;
+use mend_observe::series::SeriesStore;
+use mend_types::{Clock, Event, EventSink, ExitInfo, ProbeOutcome, ReplicaId, Timestamp};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::lifecycle::{ActiveProbes, Effect, Input, Lifecycle, Policy};
+use crate::logs::{self, LogFile};
+use crate::pidfile;
+use crate::spawn::{SpawnRequest, Spawner};
+
+/// What an operator (or the supervisor) asks of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Start if not running.
+    Start,
+    /// Stop and stay stopped.
+    Stop,
+    /// Stop gracefully and start again.
+    Restart,
+}
+
+/// The published state of one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaStatus {
+    /// Replica index.
+    pub index: u32,
+    /// Its port, if the service has ports.
+    pub port: Option<u16>,
+    /// Pid of the live process.
+    pub pid: Option<u32>,
+    /// `waiting`, `starting`, `running`, `stopping`, `backoff`, `stopped`, `failed` or `exited`.
+    pub state: &'static str,
+    /// In the ready set (may receive traffic).
+    pub ready: bool,
+    /// Down until an operator acts (or, while `waiting`, until its dependencies are ready).
+    pub down: bool,
+    /// Automatic restarts so far.
+    pub restarts: u64,
+    /// How the last process ended.
+    pub last_exit: Option<ExitInfo>,
+    /// When the live process started.
+    pub started_at: Option<Timestamp>,
+    /// Latest /proc sample of the live process.
+    pub process: Option<ProcessStats>,
+}
+
+/// Process metrics of a live replica, from /proc.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessStats {
+    /// CPU seconds used so far.
+    pub cpu_seconds: f64,
+    /// CPU use over the last sampling interval, in percent of one core.
+    pub cpu_percent: f64,
+    /// Resident memory.
+    pub rss_bytes: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Open file descriptors.
+    pub open_fds: Option<u64>,
+}
+
+/// Everything a replica runner needs from the rest of mend.
+#[derive(Clone)]
+pub struct RunnerContext {
+    /// Spawns processes on the long-lived spawner thread.
+    pub spawner: Spawner,
+    /// Where events go.
+    pub events: Arc<dyn EventSink>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Process metrics go here.
+    pub series: Arc<Mutex<SeriesStore>>,
+    /// mend's state directory (logs, pid files).
+    pub state_dir: PathBuf,
+    /// How often /proc is sampled.
+    pub sample_interval: Duration,
+}
+
+/// The supervisor's handle on a running replica task.
+pub struct ReplicaHandle {
+    /// Which replica.
+    pub id: ReplicaId,
+    control: mpsc::Sender<Control>,
+    status: watch::Receiver<ReplicaStatus>,
+    task: JoinHandle<()>,
+}
+
+impl ReplicaHandle {
+    /// Starts the task of replica `index` of `service`; the replica waits for [`Control::Start`].
+    pub fn start(service: Arc<Service>, index: u32, ctx: RunnerContext) -> Self {
+        let id = ReplicaId::new(service.name.clone(), index);
+        let (control, control_rx) = mpsc::channel(16);
+        let port = service.port_of(index);
+        let initial = ReplicaStatus {
+            index,
+            port,
+            pid: None,
+            state: "waiting",
+            ready: false,
+            down: true,
+            restarts: 0,
+            last_exit: None,
+            started_at: None,
+            process: None,
+        };
+        let (status_tx, status) = watch::channel(initial);
+        let runner = Runner::new(id.clone(), service, ctx, status_tx);
+        let task = tokio::spawn(runner.run(control_rx));
+        Self { id, control, status, task }
+    }
+
+    /// Sends a command; false if the replica task has ended.
+    pub async fn send(&self, control: Control) -> bool {
+        self.control.send(control).await.is_ok()
+    }
+
+    /// A sender of commands to this replica.
+    pub fn control_sender(&self) -> mpsc::Sender<Control> {
+        self.control.clone()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> ReplicaStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch(&self) -> watch::Receiver<ReplicaStatus> {
+        self.status.clone()
+    }
+
+    /// Ends the task (after the replica is stopped) and waits for it.
+    pub async fn join(self) {
+        drop(self.control);
+        let _ = self.task.await;
+    }
+}
+
+struct Runner {
+    id: ReplicaId,
+    service: Arc<Service>,
+    ctx: RunnerContext,
+    machine: Lifecycle,
+    status: watch::Sender<ReplicaStatus>,
+    child: Option<Child>,
+    log: Option<Arc<Mutex<LogFile>>>,
+    probes: HashMap<ProbeRole, JoinHandle<()>>,
+    probe_tx: mpsc::Sender<(ProbeRole, u32, ProbeOutcome)>,
+    probe_rx: mpsc::Receiver<(ProbeRole, u32, ProbeOutcome)>,
+    started_at: Option<Timestamp>,
+    last_cpu: Option<(f64, std::time::Instant)>,
+    process_stats: Option<ProcessStats>,
+}
+
+async fn wait_exit(child: &mut Option<Child>) -> ExitInfo {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(child) = child else { return std::future::pending().await };
+    match child.wait().await {
+        Ok(status) => ExitInfo { code: status.code(), signal: status.signal(), core_dumped: status.core_dumped() },
+        // Waiting failed (should not happen for our own child): report it as an unknown exit.
+        Err(_) => ExitInfo { code: None, signal: None, core_dumped: false },
+    }
+}
+
+impl Runner {
+    fn new(id: ReplicaId, service: Arc<Service>, ctx: RunnerContext, status: watch::Sender<ReplicaStatus>) -> Self {
+        let (probe_tx, probe_rx) = mpsc::channel(16);
+        Self {
+            machine: Lifecycle::new(Policy::of(&service)),
+            id,
+            service,
+            ctx,
+            status,
+            child: None,
+            log: None,
+            probes: HashMap::new(),
+            probe_tx,
+            probe_rx,
+            started_at: None,
+            last_cpu: None,
+            process_stats: None,
+        }
+    }
+
+    async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        let mut sampling = tokio::time::interval(self.ctx.sample_interval);
+        sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut control_open = true;
+        loop {
+            let deadline = self.machine.next_deadline().map(tokio::time::Instant::from_std);
+            let input = tokio::select! {
+                biased;
+                exit = wait_exit(&mut self.child) => {
+                    self.child = None;
+                    pidfile::remove(&self.ctx.state_dir, &self.id);
+                    Input::Exited(exit)
+                }
+                command = control.recv(), if control_open => match command {
+                    Some(Control::Start) => Input::Start,
+                    Some(Control::Stop) => Input::Stop,
+                    Some(Control::Restart) => Input::Restart,
+                    None => {
+                        // The supervisor is gone: never leave the process behind unsupervised.
+                        control_open = false;
+                        Input::Stop
+                    }
+                },
+                Some((role, pid, outcome)) = self.probe_rx.recv() => Input::Probe { role, pid, outcome },
+                () = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } else { std::future::pending().await } } => Input::Timer,
+                _ = sampling.tick() => {
+                    self.sample();
+                    self.publish();
+                    continue;
+                }
+            };
+            self.apply(input).await;
+            if !control_open && self.child.is_none() {
+                break;
+            }
+        }
+        self.sync_probes(ActiveProbes::default());
+    }
+
+    async fn apply(&mut self, input: Input) {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let effects = self.machine.handle(input, self.ctx.clock.now(), fastrand::f64() * 2.0 - 1.0);
+            for effect in effects {
+                match effect {
+                    Effect::Spawn => match self.spawn().await {
+                        Ok(pid) => queue.push_back(Input::Spawned { pid }),
+                        Err(error) => queue.push_back(Input::SpawnFailed { error }),
+                    },
+                    Effect::Signal(signal) => self.signal(signal),
+                    Effect::Kill => self.signal(Signal::SIGKILL as i32),
+                    Effect::Event { kind, message, details } => {
+                        let mut event = Event::new(self.ctx.clock.wall(), kind, message).replica(&self.id);
+                        event.details = details;
+                        tracing::info!(replica = %self.id, kind = %kind, "{}", event.message);
+                        self.ctx.events.emit(event);
+                    }
+                }
+            }
+        }
+        if self.machine.pid().is_none() {
+            self.started_at = None;
+            self.process_stats = None;
+            self.last_cpu = None;
+        }
+        self.sync_probes(self.machine.active_probes());
+        self.publish();
+    }
+
+    fn vars(&self) -> TemplateVars<'_> {
+        TemplateVars { port: self.service.port_of(self.id.index), replica: self.id.index, service: self.service.name.as_str() }
+    }
+
+    async fn spawn(&mut self) -> Result<u32, String> {
+        let vars = self.vars();
+        let argv: Vec<String> = self.service.command.iter().map(|arg| arg.render(&vars)).collect();
+        let mut env: Vec<(String, String)> = vec![
+            ("MEND_SERVICE".into(), self.service.name.to_string()),
+            ("MEND_REPLICA".into(), self.id.index.to_string()),
+        ];
+        if let Some(port) = vars.port {
+            env.push(("MEND_PORT".into(), port.to_string()));
+            // A port held by a process mend does not know would make two processes fight for it.
+            if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                if error.kind() == std::io::ErrorKind::AddrInUse {
+                    return Err(format!("port {port} is in use by another process"));
+                }
+            }
+        }
+        env.extend(self.service.env.iter().map(|(key, value)| (key.clone(), value.render(&vars))));
+        let request = SpawnRequest { argv, shell: self.service.shell, env, working_dir: self.service.working_dir.clone() };
+
+        let log = match &self.log {
+            Some(log) => log.clone(),
+            None => {
+                let dir = self.service.log_dir(&self.ctx.state_dir);
+                let file = LogFile::open(&dir, self.id.index, self.service.logs.max_file_bytes, self.service.logs.keep_files)
+                    .map_err(|error| format!("cannot open log file in {}: {error}", dir.display()))?;
+                let log = Arc::new(Mutex::new(file));
+                self.log = Some(log.clone());
+                log
+            }
+        };
+        let mut spawned = self.ctx.spawner.spawn(request).await.map_err(|error| error.to_string())?;
+        if let Some(stdout) = spawned.child.stdout.take() {
+            tokio::spawn(logs::capture(stdout, log.clone()));
+        }
+        if let Some(stderr) = spawned.child.stderr.take() {
+            tokio::spawn(logs::capture(stderr, log));
+        }
+        let start_ticks = process::sample(spawned.pid).map(|s| s.start_ticks);
+        if let Err(error) = pidfile::write(&self.ctx.state_dir, &self.id, spawned.pid, start_ticks) {
+            tracing::warn!(replica = %self.id, error = %error, "cannot write pid file");
+        }
+        self.child = Some(spawned.child);
+        self.started_at = Some(self.ctx.clock.wall());
+        Ok(spawned.pid)
+    }
+
+    fn signal(&self, signal: i32) {
+        let Some(pid) = self.machine.pid() else { return };
+        let Ok(signal) = Signal::try_from(signal) else { return };
+        let group = Pid::from_raw(pid as i32);
+        if let Err(errno) = killpg(group, signal) {
+            if errno != nix::errno::Errno::ESRCH {
+                tracing::warn!(replica = %self.id, error = %errno, "cannot signal process group");
+            }
+        }
+        // A stopped process cannot act on a stop signal until it is continued (as systemd does).
+        if signal != Signal::SIGKILL {
+            let _ = killpg(group, Signal::SIGCONT);
+        }
+    }
+
+    /// Starts and stops probe tasks to match what the state machine wants.
+    fn sync_probes(&mut self, active: ActiveProbes) {
+        let pid = self.machine.pid();
+        for (role, wanted) in [
+            (ProbeRole::Startup, active.startup),
+            (ProbeRole::Liveness, active.liveness),
+            (ProbeRole::Readiness, active.readiness),
+        ] {
+            let wanted = wanted && self.service.probe(role).is_some();
+            match (wanted, pid, self.probes.contains_key(&role)) {
+                (true, Some(pid), false) => {
+                    if let Some(task) = self.start_probe(role, pid) {
+                        self.probes.insert(role, task);
+                    }
+                }
+                (false, _, true) | (true, None, true) => {
+                    if let Some(task) = self.probes.remove(&role) {
+                        task.abort();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn start_probe(&self, role: ProbeRole, pid: u32) -> Option<JoinHandle<()>> {
+        let probe = self.service.probe(role)?.clone();
+        let check = match ResolvedCheck::resolve(&probe.check, &self.vars(), self.service.working_dir.clone()) {
+            Ok(check) => check,
+            Err(error) => {
+                tracing::error!(replica = %self.id, probe = role.as_str(), error = %error, "probe target is invalid");
+                return None;
+            }
+        };
+        // The probe that gates readiness (and the startup probe) starts fast and slows down to its
+        // interval, so that a replica that starts quickly is ready quickly.
+        let gates_readiness = match role {
+            ProbeRole::Startup => true,
+            ProbeRole::Readiness => true,
+            ProbeRole::Liveness => self.service.readiness.is_none(),
+        };
+        let results = self.probe_tx.clone();
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(probe.initial_delay).await;
+            let mut ramp = if gates_readiness { Some(Duration::from_millis(10)) } else { None };
+            loop {
+                let started = tokio::time::Instant::now();
+                let outcome = probe::run(&check, probe.timeout, Some(pid)).await;
+                let passed = outcome == ProbeOutcome::Success;
+                if results.send((role, pid, outcome)).await.is_err() {
+                    return;
+                }
+                let pause = match ramp {
+                    Some(step) if !passed => {
+                        ramp = Some((step * 2).min(probe.interval));
+                        step.min(probe.interval)
+                    }
+                    _ => {
+                        ramp = None;
+                        probe.interval
+                    }
+                };
+                tokio::time::sleep_until(started + pause).await;
+            }
+        }))
+    }
+
+    fn sample(&mut self) {
+        let Some(pid) = self.machine.pid() else { return };
+        let Some(sample) = process::sample(pid) else { return };
+        let now = self.ctx.clock.now();
+        let cpu_percent = match self.last_cpu {
+            Some((cpu, at)) => {
+                let elapsed = now.saturating_duration_since(at).as_secs_f64();
+                if elapsed > 0.0 { 100.0 * (sample.cpu_seconds - cpu).max(0.0) / elapsed } else { 0.0 }
+            }
+            None => 0.0,
+        };
+        self.last_cpu = Some((sample.cpu_seconds, now));
+        let stats = ProcessStats {
+            cpu_seconds: sample.cpu_seconds,
+            cpu_percent,
+            rss_bytes: sample.rss_bytes,
+            threads: sample.threads,
+            open_fds: sample.open_fds,
+        };
+        self.process_stats = Some(stats);
+        let wall = self.ctx.clock.wall();
+        let index = self.id.index.to_string();
+        let pairs = [("service", self.service.name.as_str()), ("replica", index.as_str())];
+        let Ok(mut series) = self.ctx.series.lock() else { return };
+        let mut values = vec![
+            ("mend_replica_cpu_seconds_total", stats.cpu_seconds),
+            ("mend_replica_cpu_percent", stats.cpu_percent),
+            ("mend_replica_rss_bytes", stats.rss_bytes as f64),
+            ("mend_replica_threads", stats.threads as f64),
+            ("mend_replica_restarts_total", self.machine.restarts() as f64),
+        ];
+        if let Some(open_fds) = stats.open_fds {
+            values.push(("mend_replica_open_fds", open_fds as f64));
+        }
+        for (name, value) in values {
+            let labels = series.labels(name, &pairs);
+            // A full store refuses new series; the store counts the refusal.
+            let _ = series.append(&labels, wall, value);
+        }
+    }
+
+    fn publish(&self) {
+        let status = ReplicaStatus {
+            index: self.id.index,
+            port: self.service.port_of(self.id.index),
+            pid: self.machine.pid(),
+            state: self.machine.state_name(),
+            ready: self.machine.ready(),
+            down: self.machine.is_down(),
+            restarts: self.machine.restarts(),
+            last_exit: self.machine.last_exit(),
+            started_at: self.started_at,
+            process: self.process_stats,
+        };
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            if changed {
+                *current = status;
+            }
+            changed
+        });
+    }
+}
