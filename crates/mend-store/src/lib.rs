@@ -117,6 +117,8 @@ pub struct EventQuery {
 enum Message {
     Event(Event),
     Flush(SyncSender<()>),
+    /// Commit what is queued and stop; sinks that outlive the store then count their events as dropped.
+    Close(SyncSender<()>),
 }
 
 /// Bound of the writer's queue: about a minute of a very busy mend.
@@ -252,14 +254,15 @@ impl Store {
         Ok(connection.query_row("SELECT MAX(id) FROM events", [], |row| row.get(0)).optional()?.flatten())
     }
 
-    /// Flushes and stops the writer thread.
+    /// Commits everything queued and stops the writer thread.
     pub fn close(mut self) -> Result<(), StoreError> {
-        let flushed = self.flush();
+        let (done, wait) = mpsc::sync_channel(1);
+        self.queue.send(Message::Close(done)).map_err(|_| StoreError::WriterGone)?;
+        let closed = wait.recv().map_err(|_| StoreError::WriterGone);
         if let Some(writer) = self.writer.take() {
-            drop(self.queue);
             let _ = writer.join();
         }
-        flushed
+        closed
     }
 }
 
@@ -285,6 +288,7 @@ const MAX_BATCH: usize = 1024;
 fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: Retention) {
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
+    let mut close: Option<SyncSender<()>> = None;
     let mut since_cleanup = 0_usize;
     loop {
         // Wait for work; wake up once a minute anyway to apply retention.
@@ -299,8 +303,9 @@ fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: R
             match message {
                 Message::Event(event) => batch.push(event),
                 Message::Flush(done) => flushes.push(done),
+                Message::Close(done) => close = Some(done),
             }
-            if batch.len() < MAX_BATCH {
+            if batch.len() < MAX_BATCH && close.is_none() {
                 next = inbox.try_recv().ok();
             }
         }
@@ -313,6 +318,10 @@ fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: R
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+        if let Some(done) = close.take() {
+            let _ = done.send(());
+            return;
         }
         // Retention runs every 10k events, and whenever the store has been idle for a minute, so that an
         // old database shrinks even without new events.
@@ -404,6 +413,17 @@ mod tests {
         store.close().expect("close");
         let store = Store::open(&path, Retention::default()).expect("reopen");
         assert_eq!(all(&store).len(), 1);
+    }
+
+    #[test]
+    fn close_returns_while_sinks_are_still_alive() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("mend.db"), Retention::default()).expect("open");
+        let sink = store.sink();
+        sink.emit(event(1, "web", EventKind::Started));
+        store.close().expect("close");
+        // Emitting after close neither blocks nor panics.
+        sink.emit(event(2, "web", EventKind::Started));
     }
 
     #[test]

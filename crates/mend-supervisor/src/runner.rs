@@ -162,7 +162,8 @@ struct Runner {
     status: watch::Sender<ReplicaStatus>,
     child: Option<Child>,
     log: Option<Arc<Mutex<LogFile>>>,
-    probes: HashMap<ProbeRole, JoinHandle<()>>,
+    /// Running probe tasks, with the pid each one probes.
+    probes: HashMap<ProbeRole, (u32, JoinHandle<()>)>,
     probe_tx: mpsc::Sender<(ProbeRole, u32, ProbeOutcome)>,
     probe_rx: mpsc::Receiver<(ProbeRole, u32, ProbeOutcome)>,
     started_at: Option<Timestamp>,
@@ -343,18 +344,17 @@ impl Runner {
             (ProbeRole::Readiness, active.readiness),
         ] {
             let wanted = wanted && self.service.probe(role).is_some();
-            match (wanted, pid, self.probes.contains_key(&role)) {
-                (true, Some(pid), false) => {
-                    if let Some(task) = self.start_probe(role, pid) {
-                        self.probes.insert(role, task);
-                    }
+            let current = self.probes.get(&role).map(|(probed, _)| *probed);
+            // A probe task belongs to one process: a new process gets a new task.
+            if current.is_some() && (!wanted || current != pid) {
+                if let Some((_, task)) = self.probes.remove(&role) {
+                    task.abort();
                 }
-                (false, _, true) | (true, None, true) => {
-                    if let Some(task) = self.probes.remove(&role) {
-                        task.abort();
-                    }
+            }
+            if let (true, Some(pid), false) = (wanted, pid, self.probes.contains_key(&role)) {
+                if let Some(task) = self.start_probe(role, pid) {
+                    self.probes.insert(role, (pid, task));
                 }
-                _ => {}
             }
         }
     }

@@ -117,8 +117,9 @@ impl Supervisor {
         self.services.iter().find(|service| service.config.name.as_str() == name)
     }
 
-    /// Sends `control` to every replica of `name` (or to one, with `replica`) and waits, up to `wait`, until
-    /// they have acted on it. Returns the statuses afterwards.
+    /// Sends `control` to every replica of `name` (or to one, with `replica`) and waits, up to `wait` (per
+    /// replica for a restart), until they have acted on it. A restart of several replicas rolls: one at a
+    /// time. Returns the statuses afterwards.
     pub async fn control(
         &self,
         name: &str,
@@ -134,57 +135,57 @@ impl Supervisor {
             })?],
             None => service.replicas.iter().collect(),
         };
-        let before: Vec<ReplicaStatus> = targets.iter().map(|r| r.status()).collect();
-        for replica in &targets {
-            if !replica.send(control).await {
-                return Err(ControlError::ShuttingDown);
-            }
-        }
+        // Whether a replica has acted on the command: stopped; started and ready (or down for good); or
+        // replaced by a new process that is ready (or down for good).
         let settled = |before: &ReplicaStatus, now: &ReplicaStatus| match control {
             Control::Stop => now.down,
-            Control::Start => !now.down && now.state != "backoff",
-            Control::Restart => now.pid.is_some() && now.pid != before.pid && now.state != "stopping",
+            Control::Start => now.ready || (now.down && now.state != "waiting"),
+            Control::Restart => (now.pid.is_some() && now.pid != before.pid && now.ready) || (now.down && now.state != "waiting"),
         };
-        let waits = targets.iter().zip(&before).map(|(replica, before)| {
-            let mut status = replica.watch();
-            async move {
-                let _ = status.wait_for(|now| settled(before, now)).await;
+        if control == Control::Restart {
+            // A rolling restart: one replica at a time, each back in the ready set before the next goes,
+            // so that the service keeps serving.
+            for replica in &targets {
+                let before = replica.status();
+                if !replica.send(control).await {
+                    return Err(ControlError::ShuttingDown);
+                }
+                let mut status = replica.watch();
+                let _ = tokio::time::timeout(wait, status.wait_for(|now| settled(&before, now))).await;
             }
-        });
-        let _ = tokio::time::timeout(wait, join_all(waits)).await;
+        } else {
+            let before: Vec<ReplicaStatus> = targets.iter().map(|r| r.status()).collect();
+            for replica in &targets {
+                if !replica.send(control).await {
+                    return Err(ControlError::ShuttingDown);
+                }
+            }
+            let deadline = tokio::time::Instant::now() + wait;
+            for (replica, before) in targets.iter().zip(&before) {
+                let mut status = replica.watch();
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| settled(before, now))).await;
+            }
+        }
         Ok(targets.iter().map(|r| r.status()).collect())
     }
 
-    /// Stops every service, dependents before their dependencies, and ends the replica tasks.
-    pub async fn shutdown(self, per_service_wait: Duration) {
+    /// Stops every service, dependents before their dependencies. The replica tasks end when the
+    /// supervisor is dropped.
+    pub async fn shutdown(&self, per_service_wait: Duration) {
         for task in &self.boot {
             task.abort();
         }
-        let mut remaining: Vec<ServiceHandle> = self.services;
-        // Stop in reverse start order: every service's dependents come after it in start order.
-        while let Some(service) = remaining.pop() {
+        // Stop in reverse start order: a service's dependents come after it in start order, so they stop
+        // before it does.
+        for service in self.services.iter().rev() {
             for replica in &service.replicas {
                 let _ = replica.send(Control::Stop).await;
             }
-            let wait = service.config.stop_timeout + per_service_wait;
-            let waits = service.replicas.iter().map(|replica| {
+            let deadline = tokio::time::Instant::now() + service.config.stop_timeout + per_service_wait;
+            for replica in &service.replicas {
                 let mut status = replica.watch();
-                async move {
-                    let _ = status.wait_for(|status| status.down).await;
-                }
-            });
-            let _ = tokio::time::timeout(wait, join_all(waits)).await;
-            for replica in service.replicas {
-                replica.join().await;
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(|status| status.down)).await;
             }
         }
-    }
-}
-
-/// Waits for every future. Each one only checks a condition on a watch channel, so awaiting them in turn
-/// takes as long as the slowest.
-async fn join_all<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
-    for future in futures {
-        future.await;
     }
 }

@@ -1,0 +1,151 @@
+//! Wire types of the API. Field names are a contract: the CLI, scripts and tests read them.
+
+use mend_supervisor::{ReplicaStatus, ServiceHandle};
+use mend_types::Event;
+use serde::{Deserialize, Serialize};
+
+/// `GET /api/v1/services`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServicesResponse {
+    /// Every service, in start order.
+    pub services: Vec<ServiceDto>,
+}
+
+/// One service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceDto {
+    /// Its name.
+    pub name: String,
+    /// Configured replicas.
+    pub desired_replicas: u32,
+    /// Replicas in the ready set.
+    pub ready_replicas: u32,
+    /// Its replicas.
+    pub replicas: Vec<ReplicaDto>,
+}
+
+/// One replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaDto {
+    /// Index within the service.
+    pub index: u32,
+    /// Pid of the live process.
+    pub pid: Option<u32>,
+    /// Port.
+    pub port: Option<u16>,
+    /// `waiting`, `starting`, `running`, `stopping`, `backoff`, `stopped`, `failed` or `exited`.
+    pub state: String,
+    /// In the ready set.
+    pub ready: bool,
+    /// Health as people read it: `healthy`, `unhealthy` or `down`.
+    pub health: String,
+    /// Automatic restarts.
+    pub restarts: u64,
+    /// How the last process ended, e.g. `exit code 1`.
+    pub last_exit: Option<String>,
+    /// Exit code of the last process.
+    pub last_exit_code: Option<i32>,
+    /// Signal that ended the last process.
+    pub last_exit_signal: Option<i32>,
+    /// When the live process started (RFC 3339).
+    pub started_at: Option<String>,
+    /// CPU use over the last sample, percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// CPU seconds used by the live process.
+    pub cpu_seconds: Option<f64>,
+    /// Resident memory in bytes.
+    pub rss_bytes: Option<u64>,
+    /// Threads.
+    pub threads: Option<u64>,
+    /// Open file descriptors.
+    pub open_fds: Option<u64>,
+}
+
+impl ReplicaDto {
+    /// From a supervisor status.
+    pub fn from_status(status: &ReplicaStatus) -> Self {
+        let health = if status.ready {
+            "healthy"
+        } else if status.pid.is_some() {
+            "unhealthy"
+        } else {
+            "down"
+        };
+        Self {
+            index: status.index,
+            pid: status.pid,
+            port: status.port,
+            state: status.state.to_owned(),
+            ready: status.ready,
+            health: health.to_owned(),
+            restarts: status.restarts,
+            last_exit: status.last_exit.map(|exit| exit.to_string()),
+            last_exit_code: status.last_exit.and_then(|exit| exit.code),
+            last_exit_signal: status.last_exit.and_then(|exit| exit.signal),
+            started_at: status.started_at.map(|at| at.to_string()),
+            cpu_percent: status.process.map(|p| (p.cpu_percent * 10.0).round() / 10.0),
+            cpu_seconds: status.process.map(|p| p.cpu_seconds),
+            rss_bytes: status.process.map(|p| p.rss_bytes),
+            threads: status.process.map(|p| p.threads),
+            open_fds: status.process.and_then(|p| p.open_fds),
+        }
+    }
+}
+
+impl ServiceDto {
+    /// From a supervised service.
+    pub fn from_handle(service: &ServiceHandle) -> Self {
+        let replicas: Vec<ReplicaDto> = service.statuses().iter().map(ReplicaDto::from_status).collect();
+        Self {
+            name: service.config.name.to_string(),
+            desired_replicas: service.config.replicas,
+            ready_replicas: replicas.iter().filter(|r| r.ready).count() as u32,
+            replicas,
+        }
+    }
+}
+
+/// `GET /api/v1/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventsResponse {
+    /// Events, oldest first.
+    pub events: Vec<EventDto>,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventDto {
+    /// Increasing id; pass it as `after` to read only newer events.
+    pub id: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Service, if any.
+    pub service: Option<String>,
+    /// Replica index, if any.
+    pub replica: Option<u32>,
+    /// Stable kind name (`started`, `exited`, `gave_up`, ...).
+    pub kind: String,
+    /// One line for people.
+    pub message: String,
+    /// Structured facts.
+    #[serde(default)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl EventDto {
+    /// From a stored event.
+    pub fn new(id: i64, event: &Event) -> Self {
+        Self {
+            id,
+            at: event.at.to_string(),
+            at_ms: event.at.as_millis(),
+            service: event.service.as_ref().map(ToString::to_string),
+            replica: event.replica,
+            kind: event.kind.as_str().to_owned(),
+            message: event.message.clone(),
+            details: event.details.clone(),
+        }
+    }
+}

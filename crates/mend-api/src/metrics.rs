@@ -1,0 +1,117 @@
+//! `/metrics`: mend's own and per-replica metrics in the Prometheus/OpenMetrics text format.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mend_supervisor::Supervisor;
+use mend_types::{Event, EventKind, EventSink};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Counts events by kind on their way to the store.
+pub struct EventCounter {
+    inner: Arc<dyn EventSink>,
+    counts: [AtomicU64; EventKind::ALL.len()],
+}
+
+impl EventCounter {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn EventSink>) -> Self {
+        Self { inner, counts: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+
+    /// Events seen so far, by kind.
+    pub fn counts(&self) -> impl Iterator<Item = (EventKind, u64)> + '_ {
+        EventKind::ALL.into_iter().zip(self.counts.iter().map(|count| count.load(Ordering::Relaxed)))
+    }
+}
+
+impl EventSink for EventCounter {
+    fn emit(&self, event: Event) {
+        if let Some(idx) = EventKind::ALL.iter().position(|kind| *kind == event.kind) {
+            self.counts[idx].fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.emit(event);
+    }
+}
+
+type ReplicaLabels = Vec<(&'static str, String)>;
+
+/// Renders the metrics page from the current state.
+pub(crate) fn render(supervisor: &Supervisor, events: &EventCounter, dropped_events: u64) -> String {
+    let mut registry = Registry::default();
+
+    let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+    build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);
+    registry.register("mend_build_info", "mend's version", build_info);
+
+    let events_total = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    for (kind, count) in events.counts() {
+        events_total.get_or_create(&vec![("kind", kind.as_str())]).inc_by(count);
+    }
+    registry.register("mend_events", "Lifecycle events recorded, by kind", events_total);
+    let dropped = Counter::<u64>::default();
+    dropped.inc_by(dropped_events);
+    registry.register("mend_events_dropped", "Events dropped because the store's queue was full", dropped);
+
+    if let Some(me) = mend_observe::process::sample(std::process::id()) {
+        let rss = Gauge::<i64>::default();
+        rss.set(me.rss_bytes as i64);
+        registry.register("mend_process_resident_memory_bytes", "mend's own resident memory", rss);
+        let cpu = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        cpu.inc_by(me.cpu_seconds);
+        registry.register("mend_process_cpu_seconds", "mend's own CPU time", cpu);
+    }
+
+    let desired = Family::<Vec<(&'static str, String)>, Gauge>::default();
+    let ready_replicas = Family::<Vec<(&'static str, String)>, Gauge>::default();
+    let up = Family::<ReplicaLabels, Gauge>::default();
+    let ready = Family::<ReplicaLabels, Gauge>::default();
+    let restarts = Family::<ReplicaLabels, Counter>::default();
+    let cpu = Family::<ReplicaLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    let rss = Family::<ReplicaLabels, Gauge>::default();
+    let threads = Family::<ReplicaLabels, Gauge>::default();
+    let fds = Family::<ReplicaLabels, Gauge>::default();
+    let start_time = Family::<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for service in supervisor.services() {
+        let name = service.config.name.to_string();
+        let statuses = service.statuses();
+        desired.get_or_create(&vec![("service", name.clone())]).set(i64::from(service.config.replicas));
+        ready_replicas.get_or_create(&vec![("service", name.clone())]).set(statuses.iter().filter(|s| s.ready).count() as i64);
+        for status in &statuses {
+            let labels = vec![("service", name.clone()), ("replica", status.index.to_string())];
+            up.get_or_create(&labels).set(i64::from(status.pid.is_some()));
+            ready.get_or_create(&labels).set(i64::from(status.ready));
+            restarts.get_or_create(&labels).inc_by(status.restarts);
+            if let Some(process) = status.process {
+                cpu.get_or_create(&labels).inc_by(process.cpu_seconds);
+                rss.get_or_create(&labels).set(process.rss_bytes as i64);
+                threads.get_or_create(&labels).set(process.threads as i64);
+                if let Some(open_fds) = process.open_fds {
+                    fds.get_or_create(&labels).set(open_fds as i64);
+                }
+            }
+            if let Some(started_at) = status.started_at {
+                start_time.get_or_create(&labels).set(started_at.as_secs_f64());
+            }
+        }
+    }
+    registry.register("mend_service_desired_replicas", "Configured replicas", desired);
+    registry.register("mend_service_ready_replicas", "Replicas in the ready set", ready_replicas);
+    registry.register("mend_replica_up", "1 when the replica's process is running", up);
+    registry.register("mend_replica_ready", "1 when the replica is in the ready set", ready);
+    registry.register("mend_replica_restarts", "Automatic restarts of the replica", restarts);
+    registry.register("mend_replica_cpu_seconds", "CPU time of the replica's current process", cpu);
+    registry.register("mend_replica_resident_memory_bytes", "Resident memory of the replica's process", rss);
+    registry.register("mend_replica_threads", "Threads of the replica's process", threads);
+    registry.register("mend_replica_open_fds", "Open file descriptors of the replica's process", fds);
+    registry.register("mend_replica_start_time_seconds", "Start time of the replica's process, Unix seconds", start_time);
+
+    let mut out = String::with_capacity(4096);
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &registry);
+    out
+}

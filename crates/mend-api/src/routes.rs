@@ -1,0 +1,320 @@
+//! Routes and handlers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mend_config::parse_duration;
+use mend_store::{EventQuery, Store};
+use mend_supervisor::logs::{self, LogCursor};
+use mend_supervisor::{Control, ControlError, Supervisor};
+use mend_types::{Clock, EventKind, Timestamp};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::dto::{EventDto, EventsResponse, ServiceDto, ServicesResponse};
+use crate::metrics::{self, EventCounter};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The supervisor.
+    pub supervisor: Arc<Supervisor>,
+    /// The event store.
+    pub store: Arc<Store>,
+    /// Counts events by kind for /metrics.
+    pub events: Arc<EventCounter>,
+    /// Bearer token for mutating calls, if set.
+    pub token: Option<Arc<str>>,
+    /// mend's state directory (replica logs).
+    pub state_dir: PathBuf,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// An API error: a status and a message, rendered as JSON.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        let status = match error {
+            ControlError::UnknownService(_) | ControlError::UnknownReplica { .. } => StatusCode::NOT_FOUND,
+            ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self(status, error.to_string())
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn query_error(rejection: QueryRejection) -> ApiError {
+    bad_request(format!("invalid query string: {}", rejection.body_text()))
+}
+
+/// Builds the API router.
+pub fn router(state: ApiState) -> Router {
+    let mutating = Router::new()
+        .route("/api/v1/services/{name}/{action}", post(control))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_page))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/services/{name}", get(service))
+        .route("/api/v1/services/{name}/logs", get(service_logs))
+        .route("/api/v1/events", get(events))
+        .merge(mutating)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed on {}", uri.path()))
+}
+
+/// Compares in time independent of where the strings differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.token else { return next.run(request).await };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(_) => ApiError(StatusCode::FORBIDDEN, "invalid bearer token".into()).into_response(),
+        None => {
+            let mut response =
+                ApiError(StatusCode::UNAUTHORIZED, "this call needs Authorization: Bearer <token> (api.token is set)".into())
+                    .into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+async fn metrics_page(State(state): State<ApiState>) -> Response {
+    let body = metrics::render(&state.supervisor, &state.events, state.store.dropped_events());
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))],
+        body,
+    )
+        .into_response()
+}
+
+async fn services(State(state): State<ApiState>) -> Json<ServicesResponse> {
+    Json(ServicesResponse { services: state.supervisor.services().iter().map(ServiceDto::from_handle).collect() })
+}
+
+async fn service(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<ServiceDto>, ApiError> {
+    let service = state.supervisor.service(&name).ok_or(ControlError::UnknownService(name))?;
+    Ok(Json(ServiceDto::from_handle(service)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplicaParam {
+    replica: Option<u32>,
+}
+
+async fn control(
+    State(state): State<ApiState>,
+    Path((name, action)): Path<(String, String)>,
+    query: Result<Query<ReplicaParam>, QueryRejection>,
+) -> Result<Json<ServiceDto>, ApiError> {
+    let Query(params) = query.map_err(query_error)?;
+    let control = match action.as_str() {
+        "start" => Control::Start,
+        "stop" => Control::Stop,
+        "restart" => Control::Restart,
+        other => {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("unknown action {other:?} (use start, stop or restart)")));
+        }
+    };
+    let service = state.supervisor.service(&name).ok_or_else(|| ControlError::UnknownService(name.clone()))?;
+    // Wait long enough for a graceful stop and a fresh start, then report whatever state was reached.
+    let wait = service.config.stop_timeout + Duration::from_secs(5);
+    state.supervisor.control(&name, params.replica, control, wait).await?;
+    tracing::info!(service = %name, action = %action, replica = ?params.replica, "operator command");
+    Ok(Json(ServiceDto::from_handle(service)))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventParams {
+    service: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+    after: Option<i64>,
+    kind: Option<String>,
+}
+
+/// Parses `since`: RFC 3339, Unix milliseconds, or a duration back from now (`5m`).
+fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
+    if let Some(at) = Timestamp::parse(text) {
+        return Ok(at);
+    }
+    match parse_duration(text) {
+        Ok(ago) => Ok(now.saturating_sub(ago)),
+        Err(_) => Err(bad_request(format!(
+            "invalid since {text:?}: expected RFC 3339 (2026-01-02T03:04:05Z), Unix milliseconds or a duration like \"5m\""
+        ))),
+    }
+}
+
+async fn events(
+    State(state): State<ApiState>,
+    query: Result<Query<EventParams>, QueryRejection>,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let Query(params) = query.map_err(query_error)?;
+    let since = params.since.as_deref().map(|text| parse_since(text, state.clock.wall())).transpose()?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(bad_request(format!("invalid limit {limit}: allowed 1 to 10000")));
+    }
+    let mut kinds = Vec::new();
+    for name in params.kind.iter().flat_map(|kinds| kinds.split(',')).map(str::trim).filter(|k| !k.is_empty()) {
+        let kind = EventKind::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            bad_request(format!("unknown event kind {name:?} (known: {})", known.join(", ")))
+        })?;
+        kinds.push(kind);
+    }
+    if let Some(service) = &params.service {
+        if state.supervisor.service(service).is_none() {
+            return Err(ControlError::UnknownService(service.clone()).into());
+        }
+    }
+    let query = EventQuery { service: params.service, since, after_id: params.after, kinds, limit };
+    let store = state.store.clone();
+    let stored = tokio::task::spawn_blocking(move || store.events(&query))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "event query task failed".into()))?
+        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("event query failed: {error}")))?;
+    Ok(Json(EventsResponse { events: stored.iter().map(|stored| EventDto::new(stored.id, &stored.event)).collect() }))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogParams {
+    replica: Option<u32>,
+    tail: Option<usize>,
+    follow: Option<bool>,
+}
+
+async fn service_logs(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    query: Result<Query<LogParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(query_error)?;
+    let service = state.supervisor.service(&name).ok_or_else(|| ControlError::UnknownService(name.clone()))?;
+    let indexes: Vec<u32> = match params.replica {
+        Some(index) if index < service.config.replicas => vec![index],
+        Some(index) => return Err(ControlError::UnknownReplica { service: name, index }.into()),
+        None => (0..service.config.replicas).collect(),
+    };
+    let prefix = indexes.len() > 1;
+    let dir = service.config.log_dir(&state.state_dir);
+    let tail = params.tail.unwrap_or(100).min(100_000);
+    let mut text = String::new();
+    let mut cursors: HashMap<u32, LogCursor> = HashMap::new();
+    for &index in &indexes {
+        // The cursor is taken before reading the tail, so following never misses a line (it may repeat
+        // one written in between).
+        cursors.insert(index, LogCursor::at_end(&dir, index));
+        let lines = logs::tail(&dir, index, tail)
+            .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read logs: {error}")))?;
+        for line in lines {
+            if prefix {
+                text.push_str(&format!("[{index}] "));
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))];
+    if !params.follow.unwrap_or(false) {
+        return Ok((content_type, text).into_response());
+    }
+    let first = Some(bytes::Bytes::from(text));
+    let stream = futures_util::stream::unfold((first, cursors), move |(first, mut cursors)| {
+        let dir = dir.clone();
+        let indexes = indexes.clone();
+        async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, std::io::Error>(first), (None, cursors)));
+            }
+            loop {
+                let mut chunk = Vec::new();
+                for &index in &indexes {
+                    let cursor = cursors.get(&index).copied().unwrap_or_default();
+                    let Ok((bytes, next)) = logs::read_from(&dir, index, cursor) else { continue };
+                    cursors.insert(index, next);
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    if prefix {
+                        for line in bytes.split_inclusive(|&b| b == b'\n') {
+                            chunk.extend_from_slice(format!("[{index}] ").as_bytes());
+                            chunk.extend_from_slice(line);
+                        }
+                    } else {
+                        chunk.extend_from_slice(&bytes);
+                    }
+                }
+                if !chunk.is_empty() {
+                    return Some((Ok(bytes::Bytes::from(chunk)), (None, cursors)));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    Ok((content_type, Body::from_stream(stream)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_times_and_durations_back_from_now() {
+        let now = Timestamp::from_millis(1_000_000);
+        assert_eq!(parse_since("5m", now).ok(), Some(Timestamp::from_millis(700_000)));
+        assert_eq!(parse_since("1970-01-01T00:00:01Z", now).ok(), Some(Timestamp::from_millis(1000)));
+        assert_eq!(parse_since("42", now).ok(), Some(Timestamp::from_millis(42)));
+        assert!(parse_since("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

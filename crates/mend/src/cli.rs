@@ -1,0 +1,321 @@
+//! Command-line parsing and the client commands. Exit codes: 0 ok, 1 failure, 2 usage.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hyper::Method;
+use mend_api::{EventsResponse, ServiceDto, ServicesResponse};
+use mend_types::{Clock, SystemClock};
+
+use crate::client::{Client, ClientError, encode_query_value};
+use crate::output;
+
+const DEFAULT_CONFIG: &str = "mend.toml";
+
+#[derive(Parser, Debug)]
+#[command(name = "mend", version, about = "A self-healing runtime for services", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run(RunArgs),
+    /// Validate config files and print every problem.
+    CheckConfig {
+        /// Config files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write a commented example config.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = DEFAULT_CONFIG)]
+        file: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show services and replicas.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show lifecycle events.
+    Events {
+        #[command(flatten)]
+        target: Target,
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this service's events.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only events since this time (RFC 3339) or this long ago ("10m").
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart a service's replicas (gracefully).
+    Restart(ControlArgs),
+    /// Stop a service's replicas; they stay stopped.
+    Stop(ControlArgs),
+    /// Start a service's replicas (also after mend gave up on them).
+    Start(ControlArgs),
+    /// Show a service's logs.
+    Logs {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+        /// Only this replica.
+        #[arg(long, short)]
+        replica: Option<u32>,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines to show from the end.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+}
+
+/// Arguments of `mend run`.
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Config file.
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    pub(crate) config: PathBuf,
+    /// State directory: event store, replica logs, pid files.
+    #[arg(long, env = "MEND_STATE_DIR", default_value = ".mend")]
+    pub(crate) state_dir: PathBuf,
+    /// Log filter, e.g. "info" or "warn,mend_supervisor=debug".
+    #[arg(long, env = "MEND_LOG", default_value = "info")]
+    pub(crate) log: String,
+}
+
+/// How a client command finds the daemon.
+#[derive(Args, Debug)]
+struct Target {
+    /// Config file whose [api] section locates the daemon.
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    /// API address (overrides the config), e.g. 127.0.0.1:7070.
+    #[arg(long, env = "MEND_API", global = true)]
+    api: Option<String>,
+    /// Bearer token for mutating calls (overrides the config).
+    #[arg(long, env = "MEND_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ControlArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The service.
+    name: String,
+    /// Only this replica.
+    #[arg(long, short)]
+    replica: Option<u32>,
+}
+
+/// Parses the command line and runs the command.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => crate::daemon::run(args),
+        Command::CheckConfig { files } => check_config(&files),
+        Command::Init { file, force } => init(&file, force),
+        command => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => return fail(&format!("cannot start: {error}")),
+            };
+            runtime.block_on(client_command(command))
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    output::error_line(&format!("error: {message}"));
+    ExitCode::FAILURE
+}
+
+fn usage(message: &str) -> ExitCode {
+    output::error_line(&format!("error: {message}"));
+    ExitCode::from(2)
+}
+
+fn check_config(files: &[PathBuf]) -> ExitCode {
+    let mut all_valid = true;
+    for file in files {
+        match mend_config::load(file) {
+            Ok(config) => {
+                let replicas: u32 = config.services.iter().map(|s| s.replicas).sum();
+                output::line(&format!("{}: ok ({} services, {replicas} replicas)", file.display(), config.services.len()));
+            }
+            Err(error) => {
+                all_valid = false;
+                output::error_line(&error.to_string());
+            }
+        }
+    }
+    if all_valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn init(file: &Path, force: bool) -> ExitCode {
+    if file.exists() && !force {
+        return fail(&format!("{} already exists (use --force to overwrite)", file.display()));
+    }
+    match std::fs::write(file, mend_config::EXAMPLE_CONFIG) {
+        Ok(()) => {
+            output::line(&format!("wrote {}; check it with `mend check-config {}`", file.display(), file.display()));
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&format!("cannot write {}: {error}", file.display())),
+    }
+}
+
+/// Finds the daemon: `--api`, else the config's `[api]`, else the default address.
+fn client_for(target: &Target) -> Result<Client, String> {
+    let config = match &target.config {
+        Some(path) => Some(mend_config::load(path).map_err(|error| error.to_string())?),
+        // The default config file is used when present and valid; otherwise the defaults apply.
+        None if Path::new(DEFAULT_CONFIG).exists() => mend_config::load(Path::new(DEFAULT_CONFIG)).ok(),
+        None => None,
+    };
+    let address = match &target.api {
+        Some(api) => parse_api_address(api)?,
+        None => match &config {
+            Some(config) => config.api.listen,
+            None => parse_api_address(mend_config::Api::DEFAULT_LISTEN)?,
+        },
+    };
+    // A daemon listening on every interface is reached over loopback.
+    let address = if address.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+    } else {
+        address
+    };
+    let token = target.token.clone().or_else(|| config.and_then(|c| c.api.token));
+    Ok(Client::new(address, token))
+}
+
+fn parse_api_address(text: &str) -> Result<SocketAddr, String> {
+    let trimmed = text.trim().trim_start_matches("http://").trim_end_matches('/');
+    trimmed.parse().map_err(|_| format!("invalid API address {text:?} (expected IP:PORT, e.g. 127.0.0.1:7070)"))
+}
+
+async fn client_command(command: Command) -> ExitCode {
+    let target = match &command {
+        Command::Status { target, .. }
+        | Command::Events { target, .. }
+        | Command::Logs { target, .. }
+        | Command::Restart(ControlArgs { target, .. })
+        | Command::Stop(ControlArgs { target, .. })
+        | Command::Start(ControlArgs { target, .. }) => target,
+        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } => return usage("not a client command"),
+    };
+    let client = match client_for(target) {
+        Ok(client) => client,
+        Err(message) => return fail(&message),
+    };
+    let result = match command {
+        Command::Status { json, .. } => status(&client, json).await,
+        Command::Events { follow, service, since, limit, json, .. } => events(&client, follow, service, since, limit, json).await,
+        Command::Restart(args) => control(&client, "restart", &args).await,
+        Command::Stop(args) => control(&client, "stop", &args).await,
+        Command::Start(args) => control(&client, "start", &args).await,
+        Command::Logs { name, replica, follow, tail, .. } => logs(&client, &name, replica, follow, tail).await,
+        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error.to_string()),
+    }
+}
+
+async fn status(client: &Client, json: bool) -> Result<(), ClientError> {
+    let response: ServicesResponse = client.json(Method::GET, "/api/v1/services").await?;
+    if json {
+        let text = serde_json::to_string_pretty(&response).map_err(|error| ClientError::Other(error.to_string()))?;
+        output::line(&text);
+    } else {
+        output::raw(output::status_table(&response, SystemClock.wall().as_millis()).as_bytes());
+    }
+    Ok(())
+}
+
+async fn events(
+    client: &Client,
+    follow: bool,
+    service: Option<String>,
+    since: Option<String>,
+    limit: usize,
+    json: bool,
+) -> Result<(), ClientError> {
+    let mut query = format!("limit={limit}");
+    if let Some(service) = &service {
+        query.push_str(&format!("&service={}", encode_query_value(service)));
+    }
+    if let Some(since) = &since {
+        query.push_str(&format!("&since={}", encode_query_value(since)));
+    }
+    let print = |response: &EventsResponse| {
+        for event in &response.events {
+            if json {
+                output::line(&serde_json::to_string(event).unwrap_or_default());
+            } else {
+                output::line(&output::event_line(event));
+            }
+        }
+    };
+    let response: EventsResponse = client.json(Method::GET, &format!("/api/v1/events?{query}")).await?;
+    print(&response);
+    if !follow {
+        return Ok(());
+    }
+    let mut after = response.events.last().map_or(0, |event| event.id);
+    let service_filter = service.map(|s| format!("&service={}", encode_query_value(&s))).unwrap_or_default();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let path = format!("/api/v1/events?after={after}&limit=1000{service_filter}");
+        let response: EventsResponse = client.json(Method::GET, &path).await?;
+        print(&response);
+        if let Some(last) = response.events.last() {
+            after = last.id;
+        }
+    }
+}
+
+async fn control(client: &Client, action: &str, args: &ControlArgs) -> Result<(), ClientError> {
+    let mut path = format!("/api/v1/services/{}/{action}", encode_query_value(&args.name));
+    if let Some(replica) = args.replica {
+        path.push_str(&format!("?replica={replica}"));
+    }
+    let service: ServiceDto = client.json(Method::POST, &path).await?;
+    let response = ServicesResponse { services: vec![service] };
+    output::raw(output::status_table(&response, SystemClock.wall().as_millis()).as_bytes());
+    Ok(())
+}
+
+async fn logs(client: &Client, name: &str, replica: Option<u32>, follow: bool, tail: usize) -> Result<(), ClientError> {
+    let mut path = format!("/api/v1/services/{}/logs?tail={tail}&follow={follow}", encode_query_value(name));
+    if let Some(replica) = replica {
+        path.push_str(&format!("&replica={replica}"));
+    }
+    client.stream(&path, output::raw).await
+}

@@ -1,0 +1,187 @@
+//! `mend run`: validate the config, then wire store, supervisor and API together and run until a signal.
+//!
+//! Order matters: nothing is bound, spawned or migrated until the whole config is valid; leftovers of an
+//! earlier mend are replaced before any replica starts; the API port is bound before any replica starts,
+//! so a port conflict fails fast instead of leaving services half started.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mend_api::{ApiState, EventCounter};
+use mend_config::Config;
+use mend_observe::series::{Limits, SeriesStore};
+use mend_store::{Retention, Store};
+use mend_supervisor::{RunnerContext, Spawner, Supervisor, orphans};
+use mend_types::{Clock, Event, EventKind, EventSink, SystemClock};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::RunArgs;
+use crate::output;
+
+/// How often replicas' /proc metrics are sampled.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs the daemon; returns when it has shut down.
+pub(crate) fn run(args: RunArgs) -> ExitCode {
+    let config = match mend_config::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            output::error_line(&error.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(error) = init_tracing(&args.log) {
+        output::error_line(&format!("error: {error}"));
+        return ExitCode::from(2);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .thread_name("mend-worker")
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            output::error_line(&format!("error: cannot start the runtime: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, &args.state_dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            output::error_line(&format!("error: {error:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) -> anyhow::Result<()> {
+    let targets: tracing_subscriber::filter::Targets =
+        filter.parse().with_context(|| format!("invalid log filter {filter:?} (e.g. \"info\" or \"warn,mend_supervisor=debug\")"))?;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+        .with(targets)
+        .try_init()
+        .context("cannot install the logger")
+}
+
+/// Holds the state directory's lock for the daemon's lifetime: two mends on one state directory would
+/// fight over the same replicas and ports.
+fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
+    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let path = state_dir.join("mend.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, errno)) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "another mend (pid {}) is running with the state directory {}: {errno}",
+                holder.trim(),
+                state_dir.display()
+            );
+        }
+    };
+    use std::io::{Seek, Write};
+    let _ = lock.set_len(0);
+    let _ = lock.seek(std::io::SeekFrom::Start(0));
+    let _ = writeln!(lock, "{}", std::process::id());
+    Ok(lock)
+}
+
+async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
+    let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let _lock = lock_state_dir(&state_dir)?;
+    let store = Arc::new(Store::open(&state_dir.join("mend.db"), Retention::default()).context("cannot open the event store")?);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let events = Arc::new(EventCounter::new(store.sink()));
+
+    let n_orphans = orphans::replace_orphans(&state_dir, events.as_ref(), clock.as_ref()).await;
+    if n_orphans > 0 {
+        tracing::warn!(n_orphans, "replaced processes left behind by an earlier mend");
+    }
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
+
+    // Replicas are spawned through `mend __exec` so that they die with mend (see mend_supervisor::spawn).
+    let spawner = Spawner::start(tokio::runtime::Handle::current(), Some("/proc/self/exe".into()))
+        .context("cannot start the spawner thread")?;
+    let series = Arc::new(Mutex::new(SeriesStore::new(Limits::default())));
+    let n_replicas: u32 = config.services.iter().map(|s| s.replicas).sum();
+    events.emit(
+        Event::new(
+            clock.wall(),
+            EventKind::ConfigLoaded,
+            format!("loaded {} ({} services, {n_replicas} replicas)", config.source.display(), config.services.len()),
+        )
+        .detail("file", config.source.display().to_string())
+        .detail("pid", std::process::id()),
+    );
+    tracing::info!(config = %config.source.display(), api = %config.api.listen, state_dir = %state_dir.display(), "mend is running");
+
+    let context = RunnerContext {
+        spawner,
+        events: events.clone(),
+        clock: clock.clone(),
+        series,
+        state_dir: state_dir.clone(),
+        sample_interval: SAMPLE_INTERVAL,
+    };
+    let supervisor = Arc::new(Supervisor::start(&config, context));
+    let api_state = ApiState {
+        supervisor: supervisor.clone(),
+        store: store.clone(),
+        events: events.clone(),
+        token: config.api.token.as_deref().map(Arc::from),
+        state_dir: state_dir.clone(),
+        clock: clock.clone(),
+    };
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = api_stopped.await;
+        };
+        axum::serve(listener, mend_api::router(api_state)).with_graceful_shutdown(shutdown).await
+    });
+
+    let signal_name = wait_for_shutdown_signal().await?;
+    events.emit(Event::new(clock.wall(), EventKind::ShuttingDown, format!("received {signal_name}: stopping all services")));
+    tracing::info!(signal = signal_name, "shutting down");
+    // A second signal during shutdown would kill mend and, through the parent-death signal, every replica
+    // at once; that is the "stop now" escape hatch.
+    supervisor.shutdown(Duration::from_secs(2)).await;
+    let _ = stop_api.send(());
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(error))) => tracing::warn!(error = %error, "api server error"),
+        Ok(Err(error)) => tracing::warn!(error = %error, "api server task failed"),
+        _ => {}
+    }
+    drop(supervisor);
+    let store = Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("the event store is still in use at shutdown"))?;
+    store.close().context("cannot flush the event store")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
+}

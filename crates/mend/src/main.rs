@@ -1,0 +1,21 @@
+//! mend: a self-healing runtime for services. This is the command line: the daemon (`mend run`) and the
+//! client commands that talk to it over its HTTP API.
+
+mod cli;
+mod client;
+mod daemon;
+mod output;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // The die-with-mend shim runs in every replica before it execs the real program; it must not pay for
+    // argument parsing or a runtime.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == mend_supervisor::SHIM_SUBCOMMAND) {
+        let error = mend_supervisor::exec_shim(&args[2..]);
+        output::error_line(&format!("mend {}: {error}", mend_supervisor::SHIM_SUBCOMMAND));
+        return ExitCode::from(127);
+    }
+    cli::main()
+}

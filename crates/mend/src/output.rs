@@ -1,0 +1,141 @@
+//! Everything the CLI prints: tables, event lines, errors. The only module allowed to print.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::Write;
+
+use mend_api::{EventDto, ServicesResponse};
+
+/// Prints one line to stdout.
+pub(crate) fn line(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+}
+
+/// Writes raw bytes to stdout (log streams) and flushes them.
+pub(crate) fn raw(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(bytes);
+    let _ = stdout.flush();
+}
+
+/// Prints an error line to stderr.
+pub(crate) fn error_line(text: &str) {
+    eprintln!("{text}");
+}
+
+/// Formats bytes as KiB/MiB/GiB.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// Formats seconds as `45s`, `3m10s`, `2h05m`, `3d04h`.
+pub(crate) fn human_age(seconds: i64) -> String {
+    let seconds = seconds.max(0);
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        s => format!("{}d{:02}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+/// Renders rows as left-aligned columns separated by two spaces.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (idx, cell) in row.iter().enumerate() {
+            widths[idx] = widths[idx].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push_row = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (idx, cell) in cells.iter().enumerate() {
+            if idx + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[idx]));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    push_row(header.to_vec());
+    for row in rows {
+        push_row(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// The `mend status` table.
+pub(crate) fn status_table(response: &ServicesResponse, now_ms: i64) -> String {
+    let header = ["SERVICE", "REPLICA", "PID", "PORT", "STATE", "READY", "RESTARTS", "CPU%", "RSS", "UPTIME", "LAST EXIT"];
+    let dash = || "-".to_owned();
+    let mut rows = Vec::new();
+    for service in &response.services {
+        if service.replicas.is_empty() {
+            rows.push(vec![service.name.clone(), dash(), dash(), dash(), "no replicas".into(), dash(), dash(), dash(), dash(), dash(), dash()]);
+        }
+        for replica in &service.replicas {
+            let uptime = replica
+                .started_at
+                .as_deref()
+                .and_then(mend_types::Timestamp::parse)
+                .map(|at| human_age((now_ms - at.as_millis()) / 1000))
+                .unwrap_or_else(dash);
+            rows.push(vec![
+                service.name.clone(),
+                replica.index.to_string(),
+                replica.pid.map_or_else(dash, |pid| pid.to_string()),
+                replica.port.map_or_else(dash, |port| port.to_string()),
+                replica.state.clone(),
+                if replica.ready { "yes".into() } else { "no".into() },
+                replica.restarts.to_string(),
+                replica.cpu_percent.map_or_else(dash, |cpu| format!("{cpu:.1}")),
+                replica.rss_bytes.map_or_else(dash, human_bytes),
+                uptime,
+                replica.last_exit.clone().unwrap_or_else(dash),
+            ]);
+        }
+    }
+    table(&header, &rows)
+}
+
+/// One event as a line: time, replica, kind, message.
+pub(crate) fn event_line(event: &EventDto) -> String {
+    let subject = match (&event.service, event.replica) {
+        (Some(service), Some(replica)) => format!("{service}[{replica}]"),
+        (Some(service), None) => service.clone(),
+        _ => "mend".to_owned(),
+    };
+    format!("{}  {subject:<12}  {:<15}  {}", event.at, event.kind, event.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humanises_sizes_and_ages() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(5 * 1024 * 1024 + 100 * 1024), "5.1 MiB");
+        assert_eq!(human_age(42), "42s");
+        assert_eq!(human_age(190), "3m10s");
+        assert_eq!(human_age(7500), "2h05m");
+        assert_eq!(human_age(3 * 86_400 + 4 * 3600), "3d04h");
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()], vec!["q".into(), "22".into()]]);
+        assert_eq!(text, "A    LONGER\nxyz  1\nq    22\n");
+    }
+}

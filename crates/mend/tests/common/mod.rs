@@ -1,0 +1,241 @@
+//! Helpers for end-to-end tests: a real `mend run` on loopback with real `mend-demo` replicas, a small
+//! blocking HTTP client, free ports and bounded waiting.
+
+#![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset; `pub` is for them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const MEND: &str = env!("CARGO_BIN_EXE_mend");
+pub const DEMO: &str = env!("CARGO_BIN_EXE_mend-demo");
+
+/// Waits until `condition` holds, polling every 20 ms, or panics after `timeout` with `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A block of `n` consecutive free loopback ports. Blocks are handed out from a per-process base so
+/// that tests running in parallel do not collide.
+pub fn free_ports(n: u16) -> u16 {
+    let _ = NEXT_PORT.compare_exchange(0, 20_000 + (std::process::id() % 2000) as u16 * 15, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let first = NEXT_PORT.fetch_add(n, Ordering::SeqCst);
+        if first > 60_000 {
+            NEXT_PORT.store(20_000, Ordering::SeqCst);
+            continue;
+        }
+        if (first..first + n).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return first;
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the whole response (content-length or chunked).
+pub fn http(method: &str, address: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|line| line.split_whitespace().nth(1)).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn get(address: SocketAddr, path: &str) -> Response {
+    http("GET", address, path, &[]).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+pub fn post(address: SocketAddr, path: &str) -> Response {
+    http("POST", address, path, &[]).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+/// A `mend run` daemon on loopback with its own config and state directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub api: SocketAddr,
+    pub child: Option<Child>,
+    pub config_path: PathBuf,
+}
+
+impl Daemon {
+    /// Writes `config` (where `{api}` stands for a free API address and `{demo}` for the mend-demo path)
+    /// and starts mend on it; waits until the API answers.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let api: SocketAddr = format!("127.0.0.1:{}", free_ports(1)).parse().expect("valid address");
+        let config = config.replace("{api}", &api.to_string()).replace("{demo}", DEMO);
+        let config_path = dir.path().join("mend.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut daemon = Self { dir, api, child: None, config_path };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Starts (again) `mend run` on this daemon's config and state directory.
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join(format!("mend-{}.log", Instant::now().elapsed().as_nanos())))
+            .expect("log file");
+        let child = Command::new(MEND)
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config_path)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .env("MEND_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mend");
+        self.child = Some(child);
+        let api = self.api;
+        eventually(Duration::from_secs(10), "the API answers /healthz", || {
+            http("GET", api, "/healthz", &[]).ok().filter(|r| r.status == 200)
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("mend is running")
+    }
+
+    /// The replicas of `service` from the API.
+    pub fn replicas(&self, service: &str) -> Vec<serde_json::Value> {
+        let response = get(self.api, &format!("/api/v1/services/{service}"));
+        assert_eq!(response.status, 200, "{}", response.body);
+        response.json()["replicas"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn replica(&self, service: &str, index: usize) -> serde_json::Value {
+        self.replicas(service)[index].clone()
+    }
+
+    /// Waits until every replica of `service` is ready; returns their pids.
+    pub fn wait_ready(&self, service: &str) -> Vec<u32> {
+        eventually(Duration::from_secs(15), &format!("{service} is ready"), || {
+            let replicas = self.replicas(service);
+            let ready = replicas.iter().all(|r| r["ready"] == true);
+            ready.then(|| replicas.iter().map(|r| r["pid"].as_u64().expect("pid") as u32).collect())
+        })
+    }
+
+    /// Events (optionally of one kind) from the API.
+    pub fn events(&self, kind: Option<&str>) -> Vec<serde_json::Value> {
+        let path = match kind {
+            Some(kind) => format!("/api/v1/events?limit=10000&kind={kind}"),
+            None => "/api/v1/events?limit=10000".to_owned(),
+        };
+        get(self.api, &path).json()["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Runs a mend client command against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(MEND).args(args).arg("--api").arg(self.api.to_string()).output().expect("run mend client")
+    }
+
+    /// Sends `signal` to mend and waits for it to exit.
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("mend is running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).expect("signal mend");
+        eventually(timeout, "mend exits", || child.try_wait().ok().flatten())
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(self.dir.path()).expect("read dir").flatten() {
+            if entry.file_name().to_string_lossy().starts_with("mend-") {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads a file into a string, empty when missing.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -1,0 +1,311 @@
+//! End-to-end healing: real mend, real mend-demo replicas, real signals, on loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Daemon, alive, eventually, free_ports, get, post};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn demo_service(name: &str, replicas: u32, extra: &str) -> String {
+    let port = free_ports(replicas as u16);
+    format!(
+        r#"
+[service.{name}]
+command = ["{{demo}}", "--port", "{{port}}"]
+replicas = {replicas}
+ports = "{port}-{last}"
+{extra}
+[service.{name}.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+"#,
+        last = port + replicas as u16 - 1
+    )
+}
+
+fn config(services: &str) -> String {
+    format!("[api]\nlisten = \"{{api}}\"\n{services}")
+}
+
+fn demo_address(daemon: &Daemon, service: &str, index: usize) -> std::net::SocketAddr {
+    let port = daemon.replica(service, index)["port"].as_u64().expect("port") as u16;
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn crashed_replica_is_restarted_at_once_then_with_backoff() {
+    let daemon = Daemon::start(&config(&demo_service(
+        "web",
+        1,
+        "[service.web.backoff]\ninitial = \"300ms\"\nmax = \"5s\"\njitter = 0.0\n",
+    )));
+    let first = daemon.wait_ready("web")[0];
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("kill replica");
+    let second = eventually(Duration::from_secs(5), "a replacement is ready", || {
+        let replica = daemon.replica("web", 0);
+        let pid = replica["pid"].as_u64()? as u32;
+        (pid != first && replica["ready"] == true).then_some(pid)
+    });
+    // The second crash in a row waits for the back-off.
+    let crashed_at = Instant::now();
+    post(demo_address(&daemon, "web", 0), "/fault/crash");
+    let third = eventually(Duration::from_secs(5), "a second replacement is ready", || {
+        let replica = daemon.replica("web", 0);
+        let pid = replica["pid"].as_u64()? as u32;
+        (pid != second && replica["ready"] == true).then_some(pid)
+    });
+    assert!(crashed_at.elapsed() >= Duration::from_millis(300), "the back-off delay was skipped");
+    assert!(alive(third) && !alive(first) && !alive(second));
+    let delays: Vec<u64> = daemon.events(Some("restarted")).iter().map(|e| e["details"]["delay_ms"].as_u64().expect("delay")).collect();
+    assert_eq!(delays, [0, 300]);
+    let exits: Vec<String> = daemon.events(Some("exited")).iter().map(|e| e["message"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(exits[0].ends_with("killed by SIGKILL (9)"), "{exits:?}");
+    assert!(exits[1].ends_with("killed by SIGABRT (6)") || exits[1].contains("core dumped"), "{exits:?}");
+    assert_eq!(daemon.replica("web", 0)["restarts"], 2);
+}
+
+#[test]
+fn sigstopped_replica_is_replaced_within_a_second_and_a_half() {
+    let daemon = Daemon::start(&config(&demo_service("web", 1, "")));
+    let stopped = daemon.wait_ready("web")[0];
+    let start = Instant::now();
+    kill(Pid::from_raw(stopped as i32), Signal::SIGSTOP).expect("stop replica");
+    let replacement = eventually(Duration::from_secs(5), "a healthy replacement", || {
+        let replica = daemon.replica("web", 0);
+        let pid = replica["pid"].as_u64()? as u32;
+        (pid != stopped && replica["ready"] == true).then_some(pid)
+    });
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1500), "replacing a hung replica took {took:?}");
+    assert!(!alive(stopped));
+    assert_eq!(get(demo_address(&daemon, "web", 0), "/").status, 200);
+    let unhealthy = daemon.events(Some("unhealthy"));
+    assert_eq!(unhealthy.len(), 1);
+    assert_eq!(unhealthy[0]["details"]["hung"], true);
+    assert!(alive(replacement));
+}
+
+#[test]
+fn blocked_replica_that_uses_no_cpu_is_replaced() {
+    let daemon = Daemon::start(&config(&demo_service("web", 1, "")));
+    let hung = daemon.wait_ready("web")[0];
+    post(demo_address(&daemon, "web", 0), "/fault/hang?mode=block");
+    eventually(Duration::from_secs(6), "the blocked replica is replaced", || {
+        let replica = daemon.replica("web", 0);
+        (replica["pid"].as_u64()? as u32 != hung && replica["ready"] == true).then_some(())
+    });
+    let reason = daemon.events(Some("unhealthy"))[0]["message"].as_str().unwrap_or("").to_owned();
+    assert!(reason.contains("made no progress"), "{reason}");
+}
+
+#[test]
+fn busy_replica_is_not_restarted_before_its_busy_timeout() {
+    let mut services = demo_service("web", 1, "stop_timeout = \"1s\"");
+    services.push_str("busy_timeout = \"4s\"\n");
+    let daemon = Daemon::start(&config(&services));
+    let busy = daemon.wait_ready("web")[0];
+    // Every request now spins on the CPU: the replica is overloaded, not hung.
+    let address = demo_address(&daemon, "web", 0);
+    std::thread::spawn(move || common::http("POST", address, "/fault/hang?mode=spin", &[]));
+    eventually(Duration::from_secs(3), "the liveness probe sees a busy replica", || {
+        daemon.events(Some("probe_failed")).iter().any(|e| e["details"]["busy"] == true).then_some(())
+    });
+    let spinning_since = Instant::now();
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(busy)), "restarted while merely busy");
+    assert!(daemon.events(Some("unhealthy")).is_empty());
+    eventually(Duration::from_secs(10), "replaced after the busy timeout", || {
+        (daemon.replica("web", 0)["pid"].as_u64()? as u32 != busy).then_some(())
+    });
+    assert!(spinning_since.elapsed() >= Duration::from_secs(2));
+    let reason = daemon.events(Some("unhealthy"))[0]["message"].as_str().unwrap_or("").to_owned();
+    assert!(reason.contains("while busy"), "{reason}");
+    // A busy replica is asked to stop gracefully first (it may still finish its work).
+    let stopping = daemon.events(Some("stopping"))[0]["message"].as_str().unwrap_or("").to_owned();
+    assert!(stopping.starts_with("sending SIGTERM"), "{stopping}");
+}
+
+#[test]
+fn crash_loop_gives_up_after_the_restart_limit_and_start_resets_it() {
+    let port = free_ports(1);
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.broken]
+command = ["{{demo}}", "--port", "{{port}}", "--exit-immediately", "3"]
+ports = "{port}"
+[service.broken.backoff]
+initial = "10ms"
+[service.broken.restart_limit]
+max_restarts = 3
+within = "1m"
+"#
+    )));
+    eventually(Duration::from_secs(10), "mend gives up", || (daemon.replica("broken", 0)["state"] == "failed").then_some(()));
+    assert_eq!(daemon.events(Some("restarted")).len(), 3);
+    assert_eq!(daemon.events(Some("exited")).len(), 4);
+    let gave_up = daemon.events(Some("gave_up"));
+    assert_eq!(gave_up.len(), 1);
+    assert!(gave_up[0]["message"].as_str().unwrap_or("").contains("more than 3 restarts within 60s (last: exit code 3)"));
+    // It stays down: no more restarts.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(daemon.events(Some("exited")).len(), 4);
+    // An operator's start gives it a fresh budget of restarts.
+    assert_eq!(post(daemon.api, "/api/v1/services/broken/start").status, 200);
+    eventually(Duration::from_secs(10), "it gives up again", || (daemon.events(Some("gave_up")).len() == 2).then_some(()));
+    assert_eq!(daemon.events(Some("exited")).len(), 8);
+}
+
+#[test]
+fn startup_probe_holds_liveness_until_the_service_has_started() {
+    let port = free_ports(1);
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.slow]
+command = ["{{demo}}", "--port", "{{port}}", "--startup-delay", "2s"]
+ports = "{port}"
+[service.slow.startup]
+tcp = "127.0.0.1:{{port}}"
+interval = "100ms"
+failure_threshold = 50
+[service.slow.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+interval = "100ms"
+failure_threshold = 1
+"#
+    )));
+    let started = Instant::now();
+    let pid = daemon.wait_ready("slow")[0];
+    assert!(started.elapsed() >= Duration::from_millis(1500), "ready before it listened");
+    assert_eq!(daemon.replica("slow", 0)["restarts"], 0);
+    assert!(daemon.events(Some("unhealthy")).is_empty());
+    assert!(alive(pid));
+}
+
+#[test]
+fn startup_probe_that_never_passes_restarts_the_replica() {
+    let port = free_ports(1);
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.stuck]
+command = ["{{demo}}", "--port", "{{port}}", "--startup-delay", "1h"]
+ports = "{port}"
+[service.stuck.startup]
+tcp = "127.0.0.1:{{port}}"
+interval = "50ms"
+failure_threshold = 10
+"#
+    )));
+    eventually(Duration::from_secs(10), "the startup probe gives up", || {
+        daemon.events(Some("unhealthy")).first().map(|e| e["message"].as_str().unwrap_or("").to_owned())
+    });
+    let reason = daemon.events(Some("unhealthy"))[0]["message"].as_str().unwrap_or("").to_owned();
+    assert!(reason.starts_with("startup check failed: not started after 10 startup probes"), "{reason}");
+}
+
+#[test]
+fn readiness_toggles_without_restarting() {
+    let port = free_ports(1);
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{port}"
+[service.web.liveness]
+tcp = "127.0.0.1:{{port}}"
+[service.web.readiness]
+http = "http://127.0.0.1:{{port}}/health"
+interval = "100ms"
+failure_threshold = 2
+success_threshold = 2
+"#
+    )));
+    let pid = daemon.wait_ready("web")[0];
+    let address = demo_address(&daemon, "web", 0);
+    post(address, "/fault/unhealthy");
+    eventually(Duration::from_secs(5), "the replica leaves the ready set", || (daemon.replica("web", 0)["ready"] == false).then_some(()));
+    assert_eq!(daemon.replica("web", 0)["state"], "starting");
+    post(address, "/fault/reset");
+    eventually(Duration::from_secs(5), "the replica is ready again", || (daemon.replica("web", 0)["ready"] == true).then_some(()));
+    assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pid)));
+    let kinds: Vec<String> = daemon
+        .events(None)
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
+        .filter(|kind| kind == "ready" || kind == "unready")
+        .collect();
+    assert_eq!(kinds, ["ready", "unready", "ready"]);
+}
+
+#[test]
+fn stop_escalates_to_sigkill_after_the_stop_timeout() {
+    let port = free_ports(1);
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.stubborn]
+command = ["{{demo}}", "--port", "{{port}}", "--ignore-sigterm"]
+ports = "{port}"
+stop_timeout = "500ms"
+"#
+    )));
+    let pid = daemon.wait_ready("stubborn")[0];
+    let started = Instant::now();
+    let response = post(daemon.api, "/api/v1/services/stubborn/stop");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["replicas"][0]["state"], "stopped");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(!alive(pid));
+    let exit = daemon.events(Some("exited"));
+    assert!(exit[0]["message"].as_str().unwrap_or("").ends_with("killed by SIGKILL (9)"), "{exit:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(daemon.replica("stubborn", 0)["state"], "stopped", "a stopped replica stays stopped");
+}
+
+#[test]
+fn services_start_after_their_dependencies_are_ready() {
+    let (db_port, web_port) = (free_ports(1), free_ports(1));
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{web_port}"
+depends_on = ["db"]
+[service.db]
+command = ["{{demo}}", "--port", "{{port}}", "--startup-delay", "1s"]
+ports = "{db_port}"
+[service.db.readiness]
+http = "http://127.0.0.1:{{port}}/health"
+"#
+    )));
+    daemon.wait_ready("web");
+    let order: Vec<(String, String)> = daemon
+        .events(None)
+        .iter()
+        .filter(|e| e["kind"] == "started" || e["kind"] == "ready")
+        .map(|e| (e["service"].as_str().unwrap_or("").to_owned(), e["kind"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    let position = |service: &str, kind: &str| order.iter().position(|(s, k)| s == service && k == kind).expect("event present");
+    assert!(position("db", "ready") < position("web", "started"), "{order:?}");
+}
+
+#[test]
+fn a_port_held_by_another_process_is_not_fought_over() {
+    let port = free_ports(1);
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("hold the port");
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{port}"
+[service.web.backoff]
+initial = "200ms"
+"#
+    )));
+    let failure = eventually(Duration::from_secs(5), "spawn fails on the held port", || {
+        daemon.events(Some("spawn_failed")).first().map(|e| e["message"].as_str().unwrap_or("").to_owned())
+    });
+    assert_eq!(failure, format!("spawn failed: port {port} is in use by another process"));
+    assert!(daemon.events(Some("started")).is_empty(), "no process was started to fight for the port");
+    drop(squatter);
+    daemon.wait_ready("web");
+}
