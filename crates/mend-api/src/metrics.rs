@@ -80,7 +80,9 @@ pub(crate) fn render(supervisor: &Supervisor, events: &EventCounter, dropped_eve
         let name = service.config.name.to_string();
         let statuses = service.statuses();
         desired.get_or_create(&vec![("service", name.clone())]).set(i64::from(service.config.replicas));
-        ready_replicas.get_or_create(&vec![("service", name.clone())]).set(statuses.iter().filter(|s| s.ready).count() as i64);
+        ready_replicas
+            .get_or_create(&vec![("service", name.clone())])
+            .set(statuses.iter().filter(|s| s.ready).count() as i64);
         for status in &statuses {
             let labels = vec![("service", name.clone()), ("replica", status.index.to_string())];
             up.get_or_create(&labels).set(i64::from(status.pid.is_some()));
@@ -108,7 +110,11 @@ pub(crate) fn render(supervisor: &Supervisor, events: &EventCounter, dropped_eve
     registry.register("mend_replica_resident_memory_bytes", "Resident memory of the replica's process", rss);
     registry.register("mend_replica_threads", "Threads of the replica's process", threads);
     registry.register("mend_replica_open_fds", "Open file descriptors of the replica's process", fds);
-    registry.register("mend_replica_start_time_seconds", "Start time of the replica's process, Unix seconds", start_time);
+    registry.register(
+        "mend_replica_start_time_seconds",
+        "Start time of the replica's process, Unix seconds",
+        start_time,
+    );
 
     let mut out = String::with_capacity(4096);
     // Writing into a String cannot fail.

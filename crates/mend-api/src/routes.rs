@@ -112,9 +112,11 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => next.run(request).await,
         Some(_) => ApiError(StatusCode::FORBIDDEN, "invalid bearer token".into()).into_response(),
         None => {
-            let mut response =
-                ApiError(StatusCode::UNAUTHORIZED, "this call needs Authorization: Bearer <token> (api.token is set)".into())
-                    .into_response();
+            let mut response = ApiError(
+                StatusCode::UNAUTHORIZED,
+                "this call needs Authorization: Bearer <token> (api.token is set)".into(),
+            )
+            .into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
@@ -124,7 +126,10 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
 async fn metrics_page(State(state): State<ApiState>) -> Response {
     let body = metrics::render(&state.supervisor, &state.events, state.store.dropped_events());
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
         body,
     )
         .into_response()
@@ -155,7 +160,10 @@ async fn control(
         "stop" => Control::Stop,
         "restart" => Control::Restart,
         other => {
-            return Err(ApiError(StatusCode::NOT_FOUND, format!("unknown action {other:?} (use start, stop or restart)")));
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?} (use start, stop or restart)"),
+            ));
         }
     };
     let service = state.supervisor.service(&name).ok_or_else(|| ControlError::UnknownService(name.clone()))?;
@@ -206,10 +214,10 @@ async fn events(
         })?;
         kinds.push(kind);
     }
-    if let Some(service) = &params.service {
-        if state.supervisor.service(service).is_none() {
-            return Err(ControlError::UnknownService(service.clone()).into());
-        }
+    if let Some(service) = &params.service
+        && state.supervisor.service(service).is_none()
+    {
+        return Err(ControlError::UnknownService(service.clone()).into());
     }
     let query = EventQuery { service: params.service, since, after_id: params.after, kinds, limit };
     let store = state.store.clone();

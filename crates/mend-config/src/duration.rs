@@ -49,7 +49,7 @@ pub fn format_duration(duration: Duration) -> String {
     if total_ms == 0 {
         return "0s".to_owned();
     }
-    if total_ms < 1000 || total_ms % 1000 != 0 && total_ms < 60_000 {
+    if total_ms < 1000 || !total_ms.is_multiple_of(1000) && total_ms < 60_000 {
         return format!("{total_ms}ms");
     }
     let mut out = String::new();
@@ -104,7 +104,8 @@ mod tests {
 
     #[test]
     fn formats_like_the_config() {
-        let cases = [(0, "0s"), (250, "250ms"), (1_500, "1500ms"), (10_000, "10s"), (90_000, "1m30s"), (3_600_000, "1h")];
+        let cases =
+            [(0, "0s"), (250, "250ms"), (1_500, "1500ms"), (10_000, "10s"), (90_000, "1m30s"), (3_600_000, "1h")];
         for (millis, text) in cases {
             assert_eq!(format_duration(Duration::from_millis(millis)), text);
             assert_eq!(parse_duration(text), Ok(Duration::from_millis(millis)));

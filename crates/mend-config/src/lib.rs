@@ -34,8 +34,8 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use example::EXAMPLE_CONFIG;
 pub use model::{
-    Api, Backoff, Check, Config, HttpTarget, Logs, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy,
-    Service, StopSignal, split_host_port,
+    Api, Backoff, Check, Config, HttpTarget, Logs, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy, Service,
+    StopSignal, split_host_port,
 };
 pub use template::{Placeholder, Template, TemplateVars};
 

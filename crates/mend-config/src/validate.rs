@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use mend_types::ServiceName;
 use serde::de::DeserializeOwned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigErrors, LineIndex};
 use crate::model::{
-    Api, Backoff, Check, Config, HttpTarget, Logs, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy,
-    Service, StopSignal, split_host_port,
+    Api, Backoff, Check, Config, HttpTarget, Logs, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy, Service,
+    StopSignal, split_host_port,
 };
 use crate::raw::{IntOrString, RawApi, RawProbe, RawService, StringOrList};
 use crate::template::{Placeholder, Template, TemplateVars};
@@ -71,8 +71,8 @@ impl fmt::Display for KeyPath {
                     if idx > 0 {
                         f.write_char('.')?;
                     }
-                    let bare = !key.is_empty()
-                        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    let bare =
+                        !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                     if bare { f.write_str(key)? } else { write!(f, "{key:?}")? }
                 }
                 Segment::Index(index) => write!(f, "[{index}]")?,
@@ -175,7 +175,13 @@ pub(crate) fn parse_config(file: &str, text: &str, base_dir: &Path) -> Result<Co
             let offset = error.span().map_or(0, |span| span.start);
             let (line, column) = lines.locate(text, offset);
             let message = format!("invalid TOML: {}", error.message().trim());
-            return Err(ConfigErrors(vec![ConfigError { file: file.to_owned(), line, column, key: String::new(), message }]));
+            return Err(ConfigErrors(vec![ConfigError {
+                file: file.to_owned(),
+                line,
+                column,
+                key: String::new(),
+                message,
+            }]));
         }
     };
     let mut problems = Problems { file, text, lines, root: Some(&root), errors: Vec::new() };
@@ -205,10 +211,9 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
                 }
                 None => problems.add(&path, "expected tables like [service.NAME]"),
             },
-            other => problems.add(
-                &path,
-                format!("unknown key {other:?} (expected one of: {})", TOP_LEVEL_KEYS.join(", ")),
-            ),
+            other => {
+                problems.add(&path, format!("unknown key {other:?} (expected one of: {})", TOP_LEVEL_KEYS.join(", ")))
+            }
         }
     }
 
@@ -223,10 +228,10 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
                 None
             }
         };
-        if let (Some(service_name), Some(raw)) = (service_name, raw) {
-            if let Some(service) = validate_service(problems, &path, service_name, raw, base_dir) {
-                services.push(service);
-            }
+        if let (Some(service_name), Some(raw)) = (service_name, raw)
+            && let Some(service) = validate_service(problems, &path, service_name, raw, base_dir)
+        {
+            services.push(service);
         }
     }
     let all_valid = services.len() == raw_services.len();
@@ -242,29 +247,38 @@ fn validate_api(problems: &mut Problems<'_>, raw: &RawApi) -> Option<Api> {
     let listen = match listen_text.parse::<SocketAddr>() {
         Ok(listen) => Some(listen),
         Err(_) => {
-            problems.add(&path.key("listen"), format!("invalid address {listen_text:?} (expected IP:PORT, e.g. \"127.0.0.1:7070\")"));
+            problems.add(
+                &path.key("listen"),
+                format!("invalid address {listen_text:?} (expected IP:PORT, e.g. \"127.0.0.1:7070\")"),
+            );
             None
         }
     };
     let token = raw.token.clone();
-    if let Some(token) = &token {
-        if token.is_empty() || token.chars().any(char::is_whitespace) {
-            problems.add(&path.key("token"), "the token must be non-empty and contain no whitespace");
-        }
+    if let Some(token) = &token
+        && (token.is_empty() || token.chars().any(char::is_whitespace))
+    {
+        problems.add(&path.key("token"), "the token must be non-empty and contain no whitespace");
     }
-    if let Some(listen) = listen {
-        if !listen.ip().is_loopback() && token.is_none() {
-            problems.add(
+    if let Some(listen) = listen
+        && !listen.ip().is_loopback()
+        && token.is_none()
+    {
+        problems.add(
                 &path.key("listen"),
                 format!("refusing to serve the API on non-loopback address {listen} without api.token: set a token or listen on 127.0.0.1"),
             );
-        }
     }
     Some(Api { listen: listen?, token })
 }
 
 /// Reads a duration value at `path`, or `default` when absent.
-fn duration(problems: &mut Problems<'_>, path: &KeyPath, value: Option<&String>, default: Duration) -> Option<Duration> {
+fn duration(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    value: Option<&String>,
+    default: Duration,
+) -> Option<Duration> {
     match value {
         None => Some(default),
         Some(text) => match parse_duration(text) {
@@ -316,7 +330,10 @@ fn validate_service(
     let command_path = path.key("command");
     let command: Vec<Template> = match &raw.command {
         None => {
-            problems.add(path, "missing required key \"command\" (an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"])");
+            problems.add(
+                path,
+                "missing required key \"command\" (an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"])",
+            );
             Vec::new()
         }
         Some(StringOrList::String(_)) if !shell => {
@@ -333,7 +350,8 @@ fn validate_service(
                 problems.add(&command_path, "the command is empty: the first element must name the program to run");
             }
             if shell && argv.len() > 1 {
-                problems.add(&command_path, "with shell = true, write the command as one string (it is run by /bin/sh -c)");
+                problems
+                    .add(&command_path, "with shell = true, write the command as one string (it is run by /bin/sh -c)");
             }
             argv.iter().enumerate().filter_map(|(idx, arg)| template(problems, &command_path.index(idx), arg)).collect()
         }
@@ -354,7 +372,12 @@ fn validate_service(
         let valid_name = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
-            problems.add(&env_path, format!("invalid environment variable name {key:?} (letters, digits and '_', not starting with a digit)"));
+            problems.add(
+                &env_path,
+                format!(
+                    "invalid environment variable name {key:?} (letters, digits and '_', not starting with a digit)"
+                ),
+            );
         }
         if let Some(value) = template(problems, &env_path, value) {
             env.push((key.clone(), value));
@@ -363,13 +386,13 @@ fn validate_service(
 
     let replicas = integer(problems, &path.key("replicas"), raw.replicas, 0..=1024, 1).map(|n| n as u32);
     let ports = raw.ports.as_ref().and_then(|ports| port_range(problems, &path.key("ports"), ports));
-    if let (Some(replicas), Some(ports)) = (replicas, ports) {
-        if replicas > ports.len() {
-            problems.add(
-                &path.key("replicas"),
-                format!("{replicas} replicas need {replicas} ports but ports = \"{ports}\" holds only {}", ports.len()),
-            );
-        }
+    if let (Some(replicas), Some(ports)) = (replicas, ports)
+        && replicas > ports.len()
+    {
+        problems.add(
+            &path.key("replicas"),
+            format!("{replicas} replicas need {replicas} ports but ports = \"{ports}\" holds only {}", ports.len()),
+        );
     }
 
     let restart = match raw.restart.as_deref() {
@@ -377,7 +400,10 @@ fn validate_service(
         Some("on-failure") => Some(RestartPolicy::OnFailure),
         Some("never") => Some(RestartPolicy::Never),
         Some(other) => {
-            problems.add(&path.key("restart"), format!("unknown restart policy {other:?} (allowed: \"always\", \"on-failure\", \"never\")"));
+            problems.add(
+                &path.key("restart"),
+                format!("unknown restart policy {other:?} (allowed: \"always\", \"on-failure\", \"never\")"),
+            );
             None
         }
     };
@@ -387,12 +413,16 @@ fn validate_service(
             let signal = StopSignal::parse(text);
             if signal.is_none() {
                 let allowed: Vec<&str> = StopSignal::ALLOWED.iter().map(|s| s.name).collect();
-                problems.add(&path.key("stop_signal"), format!("unknown stop signal {text:?} (allowed: {})", allowed.join(", ")));
+                problems.add(
+                    &path.key("stop_signal"),
+                    format!("unknown stop signal {text:?} (allowed: {})", allowed.join(", ")),
+                );
             }
             signal
         }
     };
-    let stop_timeout = duration(problems, &path.key("stop_timeout"), raw.stop_timeout.as_ref(), Duration::from_secs(10));
+    let stop_timeout =
+        duration(problems, &path.key("stop_timeout"), raw.stop_timeout.as_ref(), Duration::from_secs(10));
 
     let mut depends_on = Vec::new();
     for (idx, dependency) in raw.depends_on.iter().flatten().enumerate() {
@@ -407,9 +437,12 @@ fn validate_service(
 
     let backoff = validate_backoff(problems, path, raw);
     let restart_limit = validate_restart_limit(problems, path, raw);
-    let liveness = raw.liveness.as_ref().and_then(|p| validate_probe(problems, &path.key("liveness"), ProbeRole::Liveness, p));
-    let readiness = raw.readiness.as_ref().and_then(|p| validate_probe(problems, &path.key("readiness"), ProbeRole::Readiness, p));
-    let startup = raw.startup.as_ref().and_then(|p| validate_probe(problems, &path.key("startup"), ProbeRole::Startup, p));
+    let liveness =
+        raw.liveness.as_ref().and_then(|p| validate_probe(problems, &path.key("liveness"), ProbeRole::Liveness, p));
+    let readiness =
+        raw.readiness.as_ref().and_then(|p| validate_probe(problems, &path.key("readiness"), ProbeRole::Readiness, p));
+    let startup =
+        raw.startup.as_ref().and_then(|p| validate_probe(problems, &path.key("startup"), ProbeRole::Startup, p));
     let logs = validate_logs(problems, path, raw);
 
     // {port} needs ports; check every template of the service, command and probes alike.
@@ -417,7 +450,11 @@ fn validate_service(
         let mut uses_port: Vec<KeyPath> = Vec::new();
         for (idx, arg) in command.iter().enumerate() {
             if arg.uses(Placeholder::Port) {
-                uses_port.push(if raw.command.as_ref().is_some_and(|c| matches!(c, StringOrList::List(_))) { command_path.index(idx) } else { command_path.clone() });
+                uses_port.push(if raw.command.as_ref().is_some_and(|c| matches!(c, StringOrList::List(_))) {
+                    command_path.index(idx)
+                } else {
+                    command_path.clone()
+                });
             }
         }
         for (key, value) in &env {
@@ -425,7 +462,9 @@ fn validate_service(
                 uses_port.push(path.key("env").key(key));
             }
         }
-        for (role, probe) in [(ProbeRole::Liveness, &liveness), (ProbeRole::Readiness, &readiness), (ProbeRole::Startup, &startup)] {
+        for (role, probe) in
+            [(ProbeRole::Liveness, &liveness), (ProbeRole::Readiness, &readiness), (ProbeRole::Startup, &startup)]
+        {
             if probe.as_ref().is_some_and(|p| check_templates(&p.check).iter().any(|t| t.uses(Placeholder::Port))) {
                 let kind = probe.as_ref().map_or("", |p| p.check.kind_name());
                 uses_port.push(path.key(role.as_str()).key(kind));
@@ -488,7 +527,8 @@ fn port_range(problems: &mut Problems<'_>, path: &KeyPath, raw: &IntOrString) ->
             None
         }
         None => {
-            problems.add(path, format!("invalid ports {text:?} (expected a port 1-65535 or a range like \"9101-9110\")"));
+            problems
+                .add(path, format!("invalid ports {text:?} (expected a port 1-65535 or a range like \"9101-9110\")"));
             None
         }
     }
@@ -504,12 +544,15 @@ fn validate_backoff(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawServic
     let reset_after = duration(problems, &path.key("reset_after"), raw.reset_after.as_ref(), defaults.reset_after);
     let jitter = raw.jitter.unwrap_or(defaults.jitter);
     if !(0.0..=1.0).contains(&jitter) {
-        problems.add(&path.key("jitter"), format!("{jitter} is out of range (allowed: 0.0 to 1.0, a fraction of each delay)"));
+        problems.add(
+            &path.key("jitter"),
+            format!("{jitter} is out of range (allowed: 0.0 to 1.0, a fraction of each delay)"),
+        );
     }
-    if let (Some(initial), Some(max)) = (initial, max) {
-        if initial > max {
-            problems.add(&path.key("initial"), "the initial delay is longer than backoff.max");
-        }
+    if let (Some(initial), Some(max)) = (initial, max)
+        && initial > max
+    {
+        problems.add(&path.key("initial"), "the initial delay is longer than backoff.max");
     }
     Some(Backoff { initial: initial?, max: max?, reset_after: reset_after?, jitter })
 }
@@ -538,9 +581,15 @@ fn validate_logs(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawService) 
     let empty = Default::default();
     let raw = raw.logs.as_ref().unwrap_or(&empty);
     let path = path.key("logs");
-    let max_file_bytes =
-        integer(problems, &path.key("max_file_bytes"), raw.max_file_bytes, 4096..=i64::MAX, defaults.max_file_bytes as i64);
-    let keep_files = integer(problems, &path.key("keep_files"), raw.keep_files, 1..=100, i64::from(defaults.keep_files));
+    let max_file_bytes = integer(
+        problems,
+        &path.key("max_file_bytes"),
+        raw.max_file_bytes,
+        4096..=i64::MAX,
+        defaults.max_file_bytes as i64,
+    );
+    let keep_files =
+        integer(problems, &path.key("keep_files"), raw.keep_files, 1..=100, i64::from(defaults.keep_files));
     Some(Logs { max_file_bytes: max_file_bytes? as u64, keep_files: keep_files? as u32 })
 }
 
@@ -561,10 +610,10 @@ fn validate_probe(problems: &mut Problems<'_>, path: &KeyPath, role: ProbeRole, 
             None => (200, 399),
             Some(status) => status_range(problems, &path.key("status"), status)?,
         };
-        if let Some(body) = &raw.body_contains {
-            if body.is_empty() {
-                problems.add(&path.key("body_contains"), "empty body_contains matches everything; remove it");
-            }
+        if let Some(body) = &raw.body_contains
+            && body.is_empty()
+        {
+            problems.add(&path.key("body_contains"), "empty body_contains matches everything; remove it");
         }
         Check::Http { url: url_template, status, body_contains: raw.body_contains.clone() }
     } else if let Some(address) = &raw.tcp {
@@ -578,7 +627,11 @@ fn validate_probe(problems: &mut Problems<'_>, path: &KeyPath, role: ProbeRole, 
         if argv.first().is_none_or(|program| program.trim().is_empty()) {
             problems.add(&path.key("exec"), "the command is empty: the first element must name the program to run");
         }
-        let command = argv.iter().enumerate().filter_map(|(idx, arg)| template(problems, &path.key("exec").index(idx), arg)).collect();
+        let command = argv
+            .iter()
+            .enumerate()
+            .filter_map(|(idx, arg)| template(problems, &path.key("exec").index(idx), arg))
+            .collect();
         Check::Exec { command }
     };
     if raw.http.is_none() {
@@ -602,11 +655,27 @@ fn validate_probe(problems: &mut Problems<'_>, path: &KeyPath, role: ProbeRole, 
     if timeout.is_some_and(|t| t < Duration::from_millis(1)) {
         problems.add(&path.key("timeout"), "the timeout must be at least 1ms");
     }
-    let initial_delay = duration(problems, &path.key("initial_delay"), raw.initial_delay.as_ref(), defaults.initial_delay);
-    let failure_threshold = integer(problems, &path.key("failure_threshold"), raw.failure_threshold, 1..=100_000, i64::from(defaults.failure_threshold));
-    let success_threshold = integer(problems, &path.key("success_threshold"), raw.success_threshold, 1..=100_000, i64::from(defaults.success_threshold));
+    let initial_delay =
+        duration(problems, &path.key("initial_delay"), raw.initial_delay.as_ref(), defaults.initial_delay);
+    let failure_threshold = integer(
+        problems,
+        &path.key("failure_threshold"),
+        raw.failure_threshold,
+        1..=100_000,
+        i64::from(defaults.failure_threshold),
+    );
+    let success_threshold = integer(
+        problems,
+        &path.key("success_threshold"),
+        raw.success_threshold,
+        1..=100_000,
+        i64::from(defaults.success_threshold),
+    );
     if role != ProbeRole::Readiness && success_threshold.is_some_and(|n| n != 1) {
-        problems.add(&path.key("success_threshold"), format!("a {} probe passes on its first success: success_threshold must be 1", role.as_str()));
+        problems.add(
+            &path.key("success_threshold"),
+            format!("a {} probe passes on its first success: success_threshold must be 1", role.as_str()),
+        );
     }
     let busy_timeout = duration(problems, &path.key("busy_timeout"), raw.busy_timeout.as_ref(), defaults.busy_timeout);
     if problems.errors.len() > errors_before {
@@ -636,18 +705,26 @@ fn status_range(problems: &mut Problems<'_>, path: &KeyPath, raw: &IntOrString) 
         },
     };
     if range.is_none() {
-        problems.add(path, "invalid status (expected a code like 200, a range like \"200-399\" or a class like \"2xx\")");
+        problems
+            .add(path, "invalid status (expected a code like 200, a range like \"200-399\" or a class like \"2xx\")");
     }
     range
 }
 
-fn check_dependencies(problems: &mut Problems<'_>, raw_services: &[(String, Option<RawService>)], services: &[Service]) {
+fn check_dependencies(
+    problems: &mut Problems<'_>,
+    raw_services: &[(String, Option<RawService>)],
+    services: &[Service],
+) {
     let known: Vec<&str> = raw_services.iter().map(|(name, _)| name.as_str()).collect();
     for service in services {
         for (idx, dependency) in service.depends_on.iter().enumerate() {
             if !known.contains(&dependency.as_str()) {
                 let path = KeyPath::default().key("service").key(service.name.as_str()).key("depends_on").index(idx);
-                problems.add(&path, format!("unknown service {:?} (configured: {})", dependency.as_str(), known.join(", ")));
+                problems.add(
+                    &path,
+                    format!("unknown service {:?} (configured: {})", dependency.as_str(), known.join(", ")),
+                );
             }
         }
     }
@@ -717,10 +794,10 @@ fn check_ports(problems: &mut Problems<'_>, api: &Option<Api>, services: &[Servi
                 problems.add(&path, format!("ports {ports} overlap ports {other_ports} of service {other:?}"));
             }
         }
-        if let Some(api) = api {
-            if ports.contains(api.listen.port()) {
-                problems.add(&path, format!("ports {ports} include the API's port {} (api.listen)", api.listen.port()));
-            }
+        if let Some(api) = api
+            && ports.contains(api.listen.port())
+        {
+            problems.add(&path, format!("ports {ports} include the API's port {} (api.listen)", api.listen.port()));
         }
         claimed.insert(service.name.as_str(), ports);
     }

@@ -74,7 +74,9 @@ fn syntax_errors_name_the_line() {
 fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[service.web]\ncommand = [\"x\"]\nreplica = 2\n",
-        &["mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`"],
+        &[
+            "mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`",
+        ],
     );
     check_errors(
         "[service.web]\ncommand = [\"x\"]\nreplicas = \"two\"\n",
@@ -82,9 +84,14 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     );
     check_errors(
         "[service.web]\ncommand = [\"x\"]\n[service.web.liveness]\nhttp = \"http://127.0.0.1:1/\"\nintervall = \"1s\"\n",
-        &["mend.toml:5:1: service.web.liveness.intervall: unknown field `intervall`, expected one of `http`, `tcp`, `exec`, `interval`, `timeout`, `initial_delay`, `failure_threshold`, `success_threshold`, `status`, `body_contains`, `busy_timeout`"],
+        &[
+            "mend.toml:5:1: service.web.liveness.intervall: unknown field `intervall`, expected one of `http`, `tcp`, `exec`, `interval`, `timeout`, `initial_delay`, `failure_threshold`, `success_threshold`, `status`, `body_contains`, `busy_timeout`",
+        ],
     );
-    check_errors("[servics.web]\ncommand = [\"x\"]\n", &["mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service)"]);
+    check_errors(
+        "[servics.web]\ncommand = [\"x\"]\n",
+        &["mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service)"],
+    );
 }
 
 #[test]
@@ -153,11 +160,21 @@ ports = 0
 fn commands_must_be_argv_unless_shell_is_asked_for() {
     check_errors(
         "[service.a]\ncommand = \"python -m http.server\"\n",
-        &["mend.toml:2:11: service.a.command: a command string needs shell = true; otherwise write it as an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"]"],
+        &[
+            "mend.toml:2:11: service.a.command: a command string needs shell = true; otherwise write it as an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"]",
+        ],
     );
     check_errors("[service.a]\ncommand = \"python -m http.server\"\nshell = true\n", &[]);
-    check_errors("[service.a]\ncommand = [\"\"]\n", &["mend.toml:2:11: service.a.command: the command is empty: the first element must name the program to run"]);
-    check_errors("[service.a]\nreplicas = 1\n", &["mend.toml:1:10: service.a: missing required key \"command\" (an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"])"]);
+    check_errors(
+        "[service.a]\ncommand = [\"\"]\n",
+        &["mend.toml:2:11: service.a.command: the command is empty: the first element must name the program to run"],
+    );
+    check_errors(
+        "[service.a]\nreplicas = 1\n",
+        &[
+            "mend.toml:1:10: service.a: missing required key \"command\" (an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"])",
+        ],
+    );
 }
 
 #[test]
@@ -197,7 +214,9 @@ fn dependencies_must_exist_and_not_loop() {
 fn probes_need_exactly_one_check_and_sane_values() {
     check_errors(
         "[service.a]\ncommand = [\"a\"]\n[service.a.readiness]\ninterval = \"1s\"\n",
-        &["mend.toml:3:12: service.a.readiness: a probe needs exactly one of http = \"URL\", tcp = \"HOST:PORT\" or exec = [argv]"],
+        &[
+            "mend.toml:3:12: service.a.readiness: a probe needs exactly one of http = \"URL\", tcp = \"HOST:PORT\" or exec = [argv]",
+        ],
     );
     check_errors(
         "[service.a]\ncommand = [\"a\"]\n[service.a.liveness]\nhttp = \"https://x/\"\nstatus = \"600\"\n",
@@ -219,7 +238,9 @@ fn probes_need_exactly_one_check_and_sane_values() {
 fn api_refuses_public_listen_without_token() {
     check_errors(
         "[api]\nlisten = \"0.0.0.0:7070\"\n",
-        &["mend.toml:2:10: api.listen: refusing to serve the API on non-loopback address 0.0.0.0:7070 without api.token: set a token or listen on 127.0.0.1"],
+        &[
+            "mend.toml:2:10: api.listen: refusing to serve the API on non-loopback address 0.0.0.0:7070 without api.token: set a token or listen on 127.0.0.1",
+        ],
     );
     check_errors("[api]\nlisten = \"0.0.0.0:7070\"\ntoken = \"s3cret-token\"\n", &[]);
     check_errors(
@@ -249,7 +270,10 @@ fn load_reads_files_and_names_them() {
     let error = mend_config::load(&path).expect_err("invalid config").to_string();
     assert_eq!(
         error,
-        format!("{}:2:11: service.a.command: invalid type: integer `3`, expected an array of strings (argv), or a string with shell = true", path.display())
+        format!(
+            "{}:2:11: service.a.command: invalid type: integer `3`, expected an array of strings (argv), or a string with shell = true",
+            path.display()
+        )
     );
     let missing = mend_config::load(&dir.path().join("missing.toml")).expect_err("missing file").to_string();
     assert!(missing.starts_with("cannot read config file"), "{missing}");

@@ -218,8 +218,11 @@ mod tests {
         };
         let outcome = run(&http_check(closed, (200, 399), None), SECOND, None).await;
         assert!(matches!(&outcome, ProbeOutcome::Failure { reason } if reason.contains("refused")), "{outcome:?}");
-        let outcome = run(&http_check(silent, (200, 399), None), Duration::from_millis(100), Some(std::process::id())).await;
-        let ProbeOutcome::Timeout { evidence: Some(evidence) } = outcome else { panic!("expected a timeout: {outcome:?}") };
+        let outcome =
+            run(&http_check(silent, (200, 399), None), Duration::from_millis(100), Some(std::process::id())).await;
+        let ProbeOutcome::Timeout { evidence: Some(evidence) } = outcome else {
+            panic!("expected a timeout: {outcome:?}")
+        };
         assert!(!evidence.is_stopped());
         assert_eq!(evidence.window_seconds, 0.1);
         // The tcp check passes against the silent listener: it only connects.
@@ -236,7 +239,10 @@ mod tests {
         };
         assert_eq!(run(&exec(&["true"]), SECOND, None).await, ProbeOutcome::Success);
         assert!(matches!(run(&exec(&["false"]), SECOND, None).await, ProbeOutcome::Failure { .. }));
-        assert!(matches!(run(&exec(&["sleep", "5"]), Duration::from_millis(50), None).await, ProbeOutcome::Timeout { .. }));
+        assert!(matches!(
+            run(&exec(&["sleep", "5"]), Duration::from_millis(50), None).await,
+            ProbeOutcome::Timeout { .. }
+        ));
         assert!(matches!(
             run(&exec(&["/nonexistent/probe"]), SECOND, None).await,
             ProbeOutcome::Failure { reason } if reason.starts_with("cannot run")

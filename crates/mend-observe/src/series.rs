@@ -147,7 +147,8 @@ impl SeriesStore {
                 false
             }
         });
-        let pairs: Vec<(Arc<str>, Arc<str>)> = sorted.into_iter().map(|(k, v)| (self.intern(k), self.intern(v))).collect();
+        let pairs: Vec<(Arc<str>, Arc<str>)> =
+            sorted.into_iter().map(|(k, v)| (self.intern(k), self.intern(v))).collect();
         Labels { name: self.intern(name), pairs: pairs.into() }
     }
 
@@ -169,7 +170,9 @@ impl SeriesStore {
         let limits = self.limits;
         let series = &mut self.series[idx];
         let oldest_kept = at.saturating_sub(limits.retention);
-        while series.points.front().is_some_and(|p| p.at < oldest_kept) || series.points.len() >= limits.points_per_series {
+        while series.points.front().is_some_and(|p| p.at < oldest_kept)
+            || series.points.len() >= limits.points_per_series
+        {
             series.points.pop_front();
         }
         series.points.push_back(Point { at, value });
@@ -188,7 +191,11 @@ impl SeriesStore {
     }
 
     /// Series whose name is `name` and whose labels include every pair of `matching`.
-    pub fn select<'a>(&'a self, name: &'a str, matching: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Labels> + 'a {
+    pub fn select<'a>(
+        &'a self,
+        name: &'a str,
+        matching: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Labels> + 'a {
         self.series
             .iter()
             .map(|series| &series.labels)
@@ -221,7 +228,8 @@ mod tests {
 
     #[test]
     fn rings_keep_the_newest_points() {
-        let mut store = SeriesStore::new(Limits { points_per_series: 3, retention: Duration::from_secs(100), max_series: 10 });
+        let mut store =
+            SeriesStore::new(Limits { points_per_series: 3, retention: Duration::from_secs(100), max_series: 10 });
         let labels = store.labels("rss_bytes", &[("service", "web"), ("replica", "0")]);
         for secs in 0..5 {
             store.append(&labels, at(secs), secs as f64).expect("within limits");
@@ -233,7 +241,8 @@ mod tests {
 
     #[test]
     fn retention_drops_old_points() {
-        let mut store = SeriesStore::new(Limits { points_per_series: 100, retention: Duration::from_secs(10), max_series: 10 });
+        let mut store =
+            SeriesStore::new(Limits { points_per_series: 100, retention: Duration::from_secs(10), max_series: 10 });
         let labels = store.labels("x", &[]);
         for secs in [0, 5, 9, 15, 20] {
             store.append(&labels, at(secs), 1.0).expect("within limits");
@@ -244,7 +253,8 @@ mod tests {
 
     #[test]
     fn the_series_limit_refuses_new_series_and_counts_them() {
-        let mut store = SeriesStore::new(Limits { points_per_series: 10, retention: Duration::from_secs(10), max_series: 2 });
+        let mut store =
+            SeriesStore::new(Limits { points_per_series: 10, retention: Duration::from_secs(10), max_series: 2 });
         for idx in 0..5 {
             let labels = store.labels("x", &[("id", &idx.to_string())]);
             let result = store.append(&labels, at(0), 1.0);

@@ -174,8 +174,17 @@ impl Store {
         let writer = std::thread::Builder::new()
             .name("mend-store".into())
             .spawn(move || write_loop(writer_connection, inbox, retention))
-            .map_err(|error| StoreError::Open { path: path.to_path_buf(), source: rusqlite::Error::ToSqlConversionFailure(Box::new(error)) })?;
-        Ok(Self { path: path.to_path_buf(), queue, reader: Mutex::new(reader), dropped: Arc::default(), writer: Some(writer) })
+            .map_err(|error| StoreError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(error)),
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            queue,
+            reader: Mutex::new(reader),
+            dropped: Arc::default(),
+            writer: Some(writer),
+        })
     }
 
     /// The database file.
@@ -203,7 +212,8 @@ impl Store {
     /// Reads events (blocking; call from a blocking context).
     pub fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
-        let mut sql = String::from("SELECT id, at_ms, service, replica, kind, message, details FROM events WHERE 1 = 1");
+        let mut sql =
+            String::from("SELECT id, at_ms, service, replica, kind, message, details FROM events WHERE 1 = 1");
         let mut values: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(service) = &query.service {
             sql.push_str(" AND service = ?");
@@ -233,7 +243,15 @@ impl Store {
             let kind: String = row.get(4)?;
             let details: String = row.get(6)?;
             let service: Option<String> = row.get(2)?;
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, service, row.get::<_, Option<u32>>(3)?, kind, row.get::<_, String>(5)?, details))
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                service,
+                row.get::<_, Option<u32>>(3)?,
+                kind,
+                row.get::<_, String>(5)?,
+                details,
+            ))
         })?;
         let mut events = Vec::new();
         for row in rows {
@@ -372,7 +390,9 @@ mod tests {
 
     fn event(at_ms: i64, service: &str, kind: EventKind) -> Event {
         let service = ServiceName::new(service).expect("valid name");
-        Event::new(Timestamp::from_millis(at_ms), kind, format!("{kind} at {at_ms}")).service(&service).detail("pid", 42)
+        Event::new(Timestamp::from_millis(at_ms), kind, format!("{kind} at {at_ms}"))
+            .service(&service)
+            .detail("pid", 42)
     }
 
     fn all(store: &Store) -> Vec<StoredEvent> {
@@ -391,15 +411,21 @@ mod tests {
         let events = all(&store);
         assert_eq!(events.len(), 3);
         assert_eq!(events[0].event, event(1_000, "web", EventKind::Started));
-        let web = store.events(&EventQuery { service: Some("web".into()), limit: 10, ..Default::default() }).expect("query");
+        let web =
+            store.events(&EventQuery { service: Some("web".into()), limit: 10, ..Default::default() }).expect("query");
         assert_eq!(web.iter().map(|e| e.event.kind).collect::<Vec<_>>(), [EventKind::Started, EventKind::Exited]);
-        let recent = store.events(&EventQuery { since: Some(Timestamp::from_millis(2_000)), limit: 10, ..Default::default() }).expect("query");
+        let recent = store
+            .events(&EventQuery { since: Some(Timestamp::from_millis(2_000)), limit: 10, ..Default::default() })
+            .expect("query");
         assert_eq!(recent.len(), 2);
         let newest = store.events(&EventQuery { limit: 1, ..Default::default() }).expect("query");
         assert_eq!(newest[0].event.at.as_millis(), 3_000);
-        let after = store.events(&EventQuery { after_id: Some(events[1].id), limit: 10, ..Default::default() }).expect("query");
+        let after =
+            store.events(&EventQuery { after_id: Some(events[1].id), limit: 10, ..Default::default() }).expect("query");
         assert_eq!(after.len(), 1);
-        let exits = store.events(&EventQuery { kinds: vec![EventKind::Exited], limit: 10, ..Default::default() }).expect("query");
+        let exits = store
+            .events(&EventQuery { kinds: vec![EventKind::Exited], limit: 10, ..Default::default() })
+            .expect("query");
         assert_eq!(exits.len(), 1);
         assert_eq!(store.last_id().expect("query"), Some(events[2].id));
     }
@@ -441,7 +467,9 @@ mod tests {
     #[test]
     fn retention_bounds_rows_by_count_and_age() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("mend.db"), Retention { max_age: Duration::from_secs(3600), max_events: 5 }).expect("open");
+        let store =
+            Store::open(&dir.path().join("mend.db"), Retention { max_age: Duration::from_secs(3600), max_events: 5 })
+                .expect("open");
         let sink = store.sink();
         for idx in 0..20 {
             sink.emit(event(idx * 1000, "web", EventKind::Started));
@@ -449,7 +477,8 @@ mod tests {
         store.flush().expect("flush");
         {
             let connection = store.reader.lock().expect("lock");
-            apply_retention(&connection, Retention { max_age: Duration::from_secs(3600), max_events: 5 }).expect("retention");
+            apply_retention(&connection, Retention { max_age: Duration::from_secs(3600), max_events: 5 })
+                .expect("retention");
         }
         let kept: Vec<i64> = all(&store).iter().map(|e| e.event.at.as_millis()).collect();
         assert_eq!(kept, [15_000, 16_000, 17_000, 18_000, 19_000]);
@@ -457,7 +486,8 @@ mod tests {
         store.flush().expect("flush");
         {
             let connection = store.reader.lock().expect("lock");
-            apply_retention(&connection, Retention { max_age: Duration::from_secs(3600), max_events: 5 }).expect("retention");
+            apply_retention(&connection, Retention { max_age: Duration::from_secs(3600), max_events: 5 })
+                .expect("retention");
         }
         assert_eq!(all(&store).len(), 1);
     }

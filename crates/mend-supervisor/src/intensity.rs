@@ -37,6 +37,7 @@ impl RestartIntensity {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests build instants from a real starting point.
 mod tests {
     use super::*;
 

@@ -143,7 +143,10 @@ enum AfterStop {
     StayStopped,
     /// Restart; `automatic` restarts follow the restart policy, back-off and intensity, an operator's
     /// restart happens at once.
-    Restart { reason: String, automatic: bool },
+    Restart {
+        reason: String,
+        automatic: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -374,16 +377,20 @@ impl Lifecycle {
             Input::Restart => self.operator_restart(now, &mut effects),
             Input::Spawned { pid } => self.spawned(pid, now, &mut effects),
             Input::SpawnFailed { error } => {
-                effects.push(event(EventKind::SpawnFailed, format!("spawn failed: {error}"), json!({ "error": error })));
+                effects.push(event(
+                    EventKind::SpawnFailed,
+                    format!("spawn failed: {error}"),
+                    json!({ "error": error }),
+                ));
                 self.phase = Phase::Idle;
                 self.automatic_restart(format!("spawn failed: {error}"), None, now, jitter, &mut effects);
             }
             Input::Exited(exit) => self.exited(exit, now, jitter, &mut effects),
             Input::Probe { role, pid, outcome } => {
-                if let Phase::Running { pid: running_pid, started, .. } = self.phase {
-                    if running_pid == pid {
-                        self.probe(role, started, outcome, now, &mut effects);
-                    }
+                if let Phase::Running { pid: running_pid, started, .. } = self.phase
+                    && running_pid == pid
+                {
+                    self.probe(role, started, outcome, now, &mut effects);
                 }
             }
             Input::Timer => self.timer(now, &mut effects),
@@ -439,7 +446,11 @@ impl Lifecycle {
             AfterStop::Restart { reason, .. } => reason.clone(),
         };
         if kill {
-            effects.push(event(EventKind::Stopping, format!("killing pid {pid}: {reason}"), json!({ "pid": pid, "signal": 9, "reason": reason })));
+            effects.push(event(
+                EventKind::Stopping,
+                format!("killing pid {pid}: {reason}"),
+                json!({ "pid": pid, "signal": 9, "reason": reason }),
+            ));
             effects.push(Effect::Kill);
         } else {
             let signal = self.policy.stop_signal;
@@ -509,7 +520,11 @@ impl Lifecycle {
                 }
             }
             Some(AfterStop::Restart { reason, automatic: false }) => {
-                effects.push(event(EventKind::Restarted, format!("restarting: {reason}"), json!({ "reason": reason, "delay_ms": 0 })));
+                effects.push(event(
+                    EventKind::Restarted,
+                    format!("restarting: {reason}"),
+                    json!({ "reason": reason, "delay_ms": 0 }),
+                ));
                 effects.push(Effect::Spawn);
             }
         }
@@ -517,7 +532,14 @@ impl Lifecycle {
 
     /// Restarts after a failure, subject to the restart limit and back-off. `ran_for` is how long the
     /// failed process ran (None when it never started): a long enough run resets the back-off.
-    fn automatic_restart(&mut self, reason: String, ran_for: Option<Duration>, now: Instant, jitter: f64, effects: &mut Vec<Effect>) {
+    fn automatic_restart(
+        &mut self,
+        reason: String,
+        ran_for: Option<Duration>,
+        now: Instant,
+        jitter: f64,
+        effects: &mut Vec<Effect>,
+    ) {
         if ran_for.is_some_and(|ran| ran >= self.policy.backoff.reset_after) {
             self.consecutive_failures = 0;
         }
@@ -550,7 +572,14 @@ impl Lifecycle {
         }
     }
 
-    fn probe(&mut self, role: ProbeRole, started: bool, outcome: ProbeOutcome, now: Instant, effects: &mut Vec<Effect>) {
+    fn probe(
+        &mut self,
+        role: ProbeRole,
+        started: bool,
+        outcome: ProbeOutcome,
+        now: Instant,
+        effects: &mut Vec<Effect>,
+    ) {
         match role {
             ProbeRole::Startup if !started => self.startup_probe(outcome, now, effects),
             ProbeRole::Liveness if started => {
@@ -619,7 +648,8 @@ impl Lifecycle {
                     ));
                 }
                 if self.liveness_failures >= thresholds.failure {
-                    let reason = format!("liveness probe failed {} times in a row (last: {reason})", self.liveness_failures);
+                    let reason =
+                        format!("liveness probe failed {} times in a row (last: {reason})", self.liveness_failures);
                     // An unresponsive process that uses no CPU is hung: it would not honour a graceful stop.
                     let hung = matches!(outcome, ProbeOutcome::Timeout { .. });
                     self.unhealthy(ProbeRole::Liveness, reason, hung, now, effects);
@@ -630,12 +660,16 @@ impl Lifecycle {
                 if since == now {
                     effects.push(event(
                         EventKind::ProbeFailed,
-                        format!("liveness probe failed: {reason}; busy, not hung: replaced only after {}s", busy_timeout.as_secs_f64()),
+                        format!(
+                            "liveness probe failed: {reason}; busy, not hung: replaced only after {}s",
+                            busy_timeout.as_secs_f64()
+                        ),
                         json!({ "probe": "liveness", "reason": reason, "busy": true }),
                     ));
                 }
                 if now.saturating_duration_since(since) >= busy_timeout {
-                    let reason = format!("unresponsive for {}s while busy (last: {reason})", busy_timeout.as_secs_f64());
+                    let reason =
+                        format!("unresponsive for {}s while busy (last: {reason})", busy_timeout.as_secs_f64());
                     self.unhealthy(ProbeRole::Liveness, reason, false, now, effects);
                 }
             }
@@ -674,7 +708,10 @@ impl Lifecycle {
                 *killed = true;
                 effects.push(event(
                     EventKind::Stopping,
-                    format!("pid {pid} did not stop within {}s: sending SIGKILL", self.policy.stop_timeout.as_secs_f64()),
+                    format!(
+                        "pid {pid} did not stop within {}s: sending SIGKILL",
+                        self.policy.stop_timeout.as_secs_f64()
+                    ),
                     json!({ "pid": *pid, "signal": 9, "reason": "stop timeout" }),
                 ));
                 effects.push(Effect::Kill);

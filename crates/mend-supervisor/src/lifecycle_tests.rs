@@ -1,11 +1,12 @@
 //! Scenarios for the replica state machine: inputs at given times and the effects they must produce.
+#![allow(clippy::disallowed_methods)] // Scenarios build instants from a real starting point.
 
 use std::time::{Duration, Instant};
 
 use mend_config::{Backoff, ProbeRole, RestartLimit, RestartPolicy};
 use mend_types::{ExitInfo, ProbeOutcome, ProcessEvidence};
 
-use super::{Effect, Input, LivenessPolicy, Lifecycle, Policy, Thresholds};
+use super::{Effect, Input, Lifecycle, LivenessPolicy, Policy, Thresholds};
 
 fn policy() -> Policy {
     Policy {
@@ -59,7 +60,9 @@ fn liveness(pid: u32, outcome: ProbeOutcome) -> Input {
 }
 
 fn timeout(state: char, cpu_share: f64) -> ProbeOutcome {
-    ProbeOutcome::Timeout { evidence: Some(ProcessEvidence { state, cpu_seconds: 0.4 * cpu_share, window_seconds: 0.4 }) }
+    ProbeOutcome::Timeout {
+        evidence: Some(ProcessEvidence { state, cpu_seconds: 0.4 * cpu_share, window_seconds: 0.4 }),
+    }
 }
 
 fn failure() -> ProbeOutcome {
@@ -80,17 +83,23 @@ fn crash_restarts_immediately_then_backs_off_exponentially() {
             (
                 1000,
                 crash(1),
-                &["unready: not ready: exited", "exited: pid 10 exit code 1", "restarted: restarting in 0ms: exit code 1", "spawn"],
+                &[
+                    "unready: not ready: exited",
+                    "exited: pid 10 exit code 1",
+                    "restarted: restarting in 0ms: exit code 1",
+                    "spawn",
+                ],
             ),
             (1000, Input::Spawned { pid: 11 }, &["started: started pid 11"]),
             (1500, crash(1), &["exited: pid 11 exit code 1", "restarted: restarting in 100ms: exit code 1"]),
             (1550, Input::Timer, &[]),
             (1600, Input::Timer, &["spawn"]),
             (1600, Input::Spawned { pid: 12 }, &["started: started pid 12"]),
-            (1700, Input::Exited(ExitInfo::signal(11)), &[
-                "exited: pid 12 killed by SIGSEGV (11)",
-                "restarted: restarting in 200ms: killed by SIGSEGV (11)",
-            ]),
+            (
+                1700,
+                Input::Exited(ExitInfo::signal(11)),
+                &["exited: pid 12 killed by SIGSEGV (11)", "restarted: restarting in 200ms: killed by SIGSEGV (11)"],
+            ),
         ],
     );
     assert_eq!(machine.restarts(), 3);
@@ -101,7 +110,10 @@ fn crash_restarts_immediately_then_backs_off_exponentially() {
 #[test]
 fn a_stable_run_resets_the_backoff() {
     let start = Instant::now();
-    let mut machine = Lifecycle::new(Policy { restart_limit: RestartLimit { max_restarts: 100, within: Duration::from_secs(60) }, ..policy() });
+    let mut machine = Lifecycle::new(Policy {
+        restart_limit: RestartLimit { max_restarts: 100, within: Duration::from_secs(60) },
+        ..policy()
+    });
     check(
         &mut machine,
         start,
@@ -123,7 +135,11 @@ fn a_stable_run_resets_the_backoff() {
 fn crash_loop_gives_up_after_the_restart_limit() {
     let start = Instant::now();
     let mut machine = Lifecycle::new(policy());
-    check(&mut machine, start, &[(0, Input::Start, &["spawn"]), (0, Input::Spawned { pid: 1 }, &["started: started pid 1"])]);
+    check(
+        &mut machine,
+        start,
+        &[(0, Input::Start, &["spawn"]), (0, Input::Spawned { pid: 1 }, &["started: started pid 1"])],
+    );
     let mut now = 0;
     for pid in 2..=4 {
         now += 10;
@@ -219,11 +235,16 @@ fn a_busy_replica_is_not_restarted_before_its_busy_timeout() {
     let first = render(&machine.handle(liveness(7, timeout('R', 0.9)), start + Duration::from_secs(1), 0.0));
     assert_eq!(
         first,
-        ["probe_failed: liveness probe failed: timed out while the process is busy (state R, 90% CPU); busy, not hung: replaced only after 30s"]
+        [
+            "probe_failed: liveness probe failed: timed out while the process is busy (state R, 90% CPU); busy, not hung: replaced only after 30s"
+        ]
     );
     for secs in 2..=10 {
         let effects = machine.handle(liveness(7, timeout('R', 0.9)), start + Duration::from_secs(secs), 0.0);
-        assert!(!effects.contains(&Effect::Kill) && !effects.iter().any(|e| matches!(e, Effect::Signal(_))), "{secs}s: {effects:?}");
+        assert!(
+            !effects.contains(&Effect::Kill) && !effects.iter().any(|e| matches!(e, Effect::Signal(_))),
+            "{secs}s: {effects:?}"
+        );
     }
     assert_eq!(machine.state_name(), "starting", "busy replicas leave the ready set but keep running");
     // Recovers: counted as healthy again.
@@ -249,7 +270,9 @@ fn an_idle_unresponsive_replica_fails_after_the_threshold_and_is_killed() {
             (
                 500,
                 liveness(7, timeout('S', 0.0)),
-                &["probe_failed: liveness probe failed: liveness probe timed out and the process made no progress (state S, 0.0% CPU)"],
+                &[
+                    "probe_failed: liveness probe failed: liveness probe timed out and the process made no progress (state S, 0.0% CPU)",
+                ],
             ),
             (1000, liveness(7, timeout('S', 0.01)), &[]),
             (
@@ -347,7 +370,11 @@ fn readiness_toggles_with_hysteresis() {
             (2, readiness(failure()), &[]),
             (3, readiness(ProbeOutcome::Success), &[]),
             (4, readiness(failure()), &[]),
-            (5, readiness(failure()), &["unready: not ready: readiness probe failed: http status 500 (expected 200-399)"]),
+            (
+                5,
+                readiness(failure()),
+                &["unready: not ready: readiness probe failed: http status 500 (expected 200-399)"],
+            ),
             (6, readiness(ProbeOutcome::Success), &[]),
             (7, readiness(ProbeOutcome::Success), &["ready: ready: readiness probe passed"]),
         ],
@@ -368,15 +395,39 @@ fn operator_stop_start_and_restart() {
         start,
         &[
             (0, Input::Start, &["spawn"]),
-            (0, Input::Spawned { pid: 1 }, &["started: started pid 1", "ready: ready: running (no readiness or liveness probe)"]),
-            (10, Input::Restart, &["unready: not ready: stopping", "stopping: sending SIGTERM to pid 1: restart requested by operator", "signal 15"]),
-            (20, Input::Exited(ExitInfo::signal(15)), &[
-                "exited: pid 1 killed by SIGTERM (15)",
-                "restarted: restarting: restart requested by operator",
-                "spawn",
-            ]),
-            (20, Input::Spawned { pid: 2 }, &["started: started pid 2", "ready: ready: running (no readiness or liveness probe)"]),
-            (30, Input::Stop, &["unready: not ready: stopping", "stopping: sending SIGTERM to pid 2: stop requested", "signal 15"]),
+            (
+                0,
+                Input::Spawned { pid: 1 },
+                &["started: started pid 1", "ready: ready: running (no readiness or liveness probe)"],
+            ),
+            (
+                10,
+                Input::Restart,
+                &[
+                    "unready: not ready: stopping",
+                    "stopping: sending SIGTERM to pid 1: restart requested by operator",
+                    "signal 15",
+                ],
+            ),
+            (
+                20,
+                Input::Exited(ExitInfo::signal(15)),
+                &[
+                    "exited: pid 1 killed by SIGTERM (15)",
+                    "restarted: restarting: restart requested by operator",
+                    "spawn",
+                ],
+            ),
+            (
+                20,
+                Input::Spawned { pid: 2 },
+                &["started: started pid 2", "ready: ready: running (no readiness or liveness probe)"],
+            ),
+            (
+                30,
+                Input::Stop,
+                &["unready: not ready: stopping", "stopping: sending SIGTERM to pid 2: stop requested", "signal 15"],
+            ),
             (40, Input::Exited(ExitInfo::code(0)), &["exited: pid 2 exit code 0", "stopped: stopped"]),
             (50, Input::Stop, &[]),
             (60, Input::Start, &["spawn"]),

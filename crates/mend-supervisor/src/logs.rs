@@ -150,7 +150,9 @@ impl LogCursor {
     /// A cursor at the current end of replica `index`'s log, to follow only what comes next.
     pub fn at_end(dir: &Path, index: u32) -> Self {
         use std::os::unix::fs::MetadataExt;
-        fs::metadata(log_path(dir, index)).map(|meta| Self { inode: meta.ino(), offset: meta.len() }).unwrap_or_default()
+        fs::metadata(log_path(dir, index))
+            .map(|meta| Self { inode: meta.ino(), offset: meta.len() })
+            .unwrap_or_default()
     }
 }
 

@@ -271,7 +271,11 @@ impl Runner {
     }
 
     fn vars(&self) -> TemplateVars<'_> {
-        TemplateVars { port: self.service.port_of(self.id.index), replica: self.id.index, service: self.service.name.as_str() }
+        TemplateVars {
+            port: self.service.port_of(self.id.index),
+            replica: self.id.index,
+            service: self.service.name.as_str(),
+        }
     }
 
     async fn spawn(&mut self) -> Result<u32, String> {
@@ -284,21 +288,23 @@ impl Runner {
         if let Some(port) = vars.port {
             env.push(("MEND_PORT".into(), port.to_string()));
             // A port held by a process mend does not know would make two processes fight for it.
-            if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-                if error.kind() == std::io::ErrorKind::AddrInUse {
-                    return Err(format!("port {port} is in use by another process"));
-                }
+            if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port))
+                && error.kind() == std::io::ErrorKind::AddrInUse
+            {
+                return Err(format!("port {port} is in use by another process"));
             }
         }
         env.extend(self.service.env.iter().map(|(key, value)| (key.clone(), value.render(&vars))));
-        let request = SpawnRequest { argv, shell: self.service.shell, env, working_dir: self.service.working_dir.clone() };
+        let request =
+            SpawnRequest { argv, shell: self.service.shell, env, working_dir: self.service.working_dir.clone() };
 
         let log = match &self.log {
             Some(log) => log.clone(),
             None => {
                 let dir = self.service.log_dir(&self.ctx.state_dir);
-                let file = LogFile::open(&dir, self.id.index, self.service.logs.max_file_bytes, self.service.logs.keep_files)
-                    .map_err(|error| format!("cannot open log file in {}: {error}", dir.display()))?;
+                let file =
+                    LogFile::open(&dir, self.id.index, self.service.logs.max_file_bytes, self.service.logs.keep_files)
+                        .map_err(|error| format!("cannot open log file in {}: {error}", dir.display()))?;
                 let log = Arc::new(Mutex::new(file));
                 self.log = Some(log.clone());
                 log
@@ -324,10 +330,10 @@ impl Runner {
         let Some(pid) = self.machine.pid() else { return };
         let Ok(signal) = Signal::try_from(signal) else { return };
         let group = Pid::from_raw(pid as i32);
-        if let Err(errno) = killpg(group, signal) {
-            if errno != nix::errno::Errno::ESRCH {
-                tracing::warn!(replica = %self.id, error = %errno, "cannot signal process group");
-            }
+        if let Err(errno) = killpg(group, signal)
+            && errno != nix::errno::Errno::ESRCH
+        {
+            tracing::warn!(replica = %self.id, error = %errno, "cannot signal process group");
         }
         // A stopped process cannot act on a stop signal until it is continued (as systemd does).
         if signal != Signal::SIGKILL {
@@ -346,15 +352,16 @@ impl Runner {
             let wanted = wanted && self.service.probe(role).is_some();
             let current = self.probes.get(&role).map(|(probed, _)| *probed);
             // A probe task belongs to one process: a new process gets a new task.
-            if current.is_some() && (!wanted || current != pid) {
-                if let Some((_, task)) = self.probes.remove(&role) {
-                    task.abort();
-                }
+            if current.is_some()
+                && (!wanted || current != pid)
+                && let Some((_, task)) = self.probes.remove(&role)
+            {
+                task.abort();
             }
-            if let (true, Some(pid), false) = (wanted, pid, self.probes.contains_key(&role)) {
-                if let Some(task) = self.start_probe(role, pid) {
-                    self.probes.insert(role, (pid, task));
-                }
+            if let (true, Some(pid), false) = (wanted, pid, self.probes.contains_key(&role))
+                && let Some(task) = self.start_probe(role, pid)
+            {
+                self.probes.insert(role, (pid, task));
             }
         }
     }

@@ -103,7 +103,8 @@ fn spawn_now(request: &SpawnRequest, shim: Option<&Path>, self_dir: Option<&Path
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    let child = command.spawn().map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", program.display())))?;
+    let child =
+        command.spawn().map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", program.display())))?;
     let pid = child.id().ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
     Ok(Spawned { child, pid, program })
 }
@@ -111,7 +112,12 @@ fn spawn_now(request: &SpawnRequest, shim: Option<&Path>, self_dir: Option<&Path
 /// Finds the program to run: a path with a `/` is taken as is (relative to the working directory);
 /// a bare name is searched in `PATH`, then in the directory of the mend binary (so that `mend-demo` works
 /// from a build directory without installing it).
-pub fn resolve_program(name: &str, working_dir: &Path, path: Option<OsString>, self_dir: Option<&Path>) -> io::Result<PathBuf> {
+pub fn resolve_program(
+    name: &str,
+    working_dir: &Path,
+    path: Option<OsString>,
+    self_dir: Option<&Path>,
+) -> io::Result<PathBuf> {
     if name.contains('/') {
         let program = working_dir.join(name);
         return if is_executable(&program) {
@@ -122,13 +128,12 @@ pub fn resolve_program(name: &str, working_dir: &Path, path: Option<OsString>, s
     }
     let mut searched: Vec<PathBuf> = path.as_ref().map(|p| std::env::split_paths(p).collect()).unwrap_or_default();
     searched.extend(self_dir.map(Path::to_path_buf));
-    searched
-        .iter()
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("command {name:?} not found in PATH or next to the mend binary"))
-        })
+    searched.iter().map(|dir| dir.join(name)).find(|candidate| is_executable(candidate)).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("command {name:?} not found in PATH or next to the mend binary"),
+        )
+    })
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -175,9 +180,16 @@ mod tests {
         std::fs::write(&tool, "#!/bin/sh\n").expect("write");
         std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
         let empty_path = Some(OsString::from("/nonexistent"));
-        assert_eq!(resolve_program("my-tool", Path::new("/"), empty_path.clone(), Some(dir.path())).ok(), Some(tool.clone()));
-        assert_eq!(resolve_program("sh", Path::new("/"), Some("/bin".into()), None).ok(), Some(PathBuf::from("/bin/sh")));
-        let missing = resolve_program("no-such-tool", Path::new("/"), empty_path, Some(dir.path())).expect_err("missing");
+        assert_eq!(
+            resolve_program("my-tool", Path::new("/"), empty_path.clone(), Some(dir.path())).ok(),
+            Some(tool.clone())
+        );
+        assert_eq!(
+            resolve_program("sh", Path::new("/"), Some("/bin".into()), None).ok(),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        let missing =
+            resolve_program("no-such-tool", Path::new("/"), empty_path, Some(dir.path())).expect_err("missing");
         assert_eq!(missing.to_string(), "command \"no-such-tool\" not found in PATH or next to the mend binary");
         assert_eq!(resolve_program("./my-tool", dir.path(), None, None).ok(), Some(dir.path().join("./my-tool")));
         // Not executable: refused.

@@ -22,7 +22,6 @@ impl ServiceHandle {
     pub fn statuses(&self) -> Vec<ReplicaStatus> {
         self.replicas.iter().map(ReplicaHandle::status).collect()
     }
-
 }
 
 /// Why a command could not be carried out.
@@ -58,7 +57,9 @@ impl Supervisor {
             .iter()
             .map(|service| {
                 let service = Arc::new(service.clone());
-                let replicas = (0..service.replicas).map(|index| ReplicaHandle::start(service.clone(), index, ctx.clone())).collect();
+                let replicas = (0..service.replicas)
+                    .map(|index| ReplicaHandle::start(service.clone(), index, ctx.clone()))
+                    .collect();
                 ServiceHandle { config: service, replicas }
             })
             .collect();
@@ -129,10 +130,12 @@ impl Supervisor {
     ) -> Result<Vec<ReplicaStatus>, ControlError> {
         let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
         let targets: Vec<&ReplicaHandle> = match replica {
-            Some(index) => vec![service.replicas.get(index as usize).ok_or(ControlError::UnknownReplica {
-                service: name.to_owned(),
-                index,
-            })?],
+            Some(index) => vec![
+                service
+                    .replicas
+                    .get(index as usize)
+                    .ok_or(ControlError::UnknownReplica { service: name.to_owned(), index })?,
+            ],
             None => service.replicas.iter().collect(),
         };
         // Whether a replica has acted on the command: stopped; started and ready (or down for good); or
@@ -140,7 +143,9 @@ impl Supervisor {
         let settled = |before: &ReplicaStatus, now: &ReplicaStatus| match control {
             Control::Stop => now.down,
             Control::Start => now.ready || (now.down && now.state != "waiting"),
-            Control::Restart => (now.pid.is_some() && now.pid != before.pid && now.ready) || (now.down && now.state != "waiting"),
+            Control::Restart => {
+                (now.pid.is_some() && now.pid != before.pid && now.ready) || (now.down && now.state != "waiting")
+            }
         };
         if control == Control::Restart {
             // A rolling restart: one replica at a time, each back in the ready set before the next goes,

@@ -142,6 +142,15 @@ impl Event {
     }
 }
 
+/// Where events go: the event store in the daemon, a vector in tests.
+///
+/// `emit` must not block: supervision never waits on storage. Implementations queue the event and count
+/// what they have to drop.
+pub trait EventSink: Send + Sync {
+    /// Records one event.
+    fn emit(&self, event: Event);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,13 +164,4 @@ mod tests {
         }
         assert_eq!(EventKind::parse("nope"), None);
     }
-}
-
-/// Where events go: the event store in the daemon, a vector in tests.
-///
-/// `emit` must not block: supervision never waits on storage. Implementations queue the event and count
-/// what they have to drop.
-pub trait EventSink: Send + Sync {
-    /// Records one event.
-    fn emit(&self, event: Event);
 }

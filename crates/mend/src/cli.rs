@@ -165,7 +165,11 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
         match mend_config::load(file) {
             Ok(config) => {
                 let replicas: u32 = config.services.iter().map(|s| s.replicas).sum();
-                output::line(&format!("{}: ok ({} services, {replicas} replicas)", file.display(), config.services.len()));
+                output::line(&format!(
+                    "{}: ok ({} services, {replicas} replicas)",
+                    file.display(),
+                    config.services.len()
+                ));
             }
             Err(error) => {
                 all_valid = false;
@@ -235,7 +239,9 @@ async fn client_command(command: Command) -> ExitCode {
     };
     let result = match command {
         Command::Status { json, .. } => status(&client, json).await,
-        Command::Events { follow, service, since, limit, json, .. } => events(&client, follow, service, since, limit, json).await,
+        Command::Events { follow, service, since, limit, json, .. } => {
+            events(&client, follow, service, since, limit, json).await
+        }
         Command::Restart(args) => control(&client, "restart", &args).await,
         Command::Stop(args) => control(&client, "stop", &args).await,
         Command::Start(args) => control(&client, "start", &args).await,

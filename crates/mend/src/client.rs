@@ -50,8 +50,12 @@ impl Client {
         let connect = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(address)).await;
         let stream = match connect {
             Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Err(ClientError::NotRunning(format!("mend is not running at {address} ({error})"))),
-            Err(_) => return Err(ClientError::NotRunning(format!("mend is not answering at {address} (connect timed out)"))),
+            Ok(Err(error)) => {
+                return Err(ClientError::NotRunning(format!("mend is not running at {address} ({error})")));
+            }
+            Err(_) => {
+                return Err(ClientError::NotRunning(format!("mend is not answering at {address} (connect timed out)")));
+            }
         };
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -62,11 +66,18 @@ impl Client {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request.body(Empty::<Bytes>::new()).map_err(|error| ClientError::Other(error.to_string()))?;
-        sender.send_request(request).await.map_err(|error| ClientError::Other(format!("talking to mend at {address}: {error}")))
+        sender
+            .send_request(request)
+            .await
+            .map_err(|error| ClientError::Other(format!("talking to mend at {address}: {error}")))
     }
 
     /// Sends a request and returns the JSON body; API errors become [`ClientError::Api`].
-    pub(crate) async fn json<T: serde::de::DeserializeOwned>(&self, method: Method, path: &str) -> Result<T, ClientError> {
+    pub(crate) async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let response = self.send(method, path).await?;
         let status = response.status();
         let body = response
@@ -82,7 +93,8 @@ impl Client {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
             return Err(ClientError::Api(status, message));
         }
-        serde_json::from_slice(&body).map_err(|error| ClientError::Other(format!("unexpected answer from mend: {error}")))
+        serde_json::from_slice(&body)
+            .map_err(|error| ClientError::Other(format!("unexpected answer from mend: {error}")))
     }
 
     /// Streams a (possibly endless) body, handing each chunk to `on_chunk`.

@@ -61,12 +61,18 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
 }
 
 fn init_tracing(filter: &str) -> anyhow::Result<()> {
-    let targets: tracing_subscriber::filter::Targets =
-        filter.parse().with_context(|| format!("invalid log filter {filter:?} (e.g. \"info\" or \"warn,mend_supervisor=debug\")"))?;
+    let targets: tracing_subscriber::filter::Targets = filter
+        .parse()
+        .with_context(|| format!("invalid log filter {filter:?} (e.g. \"info\" or \"warn,mend_supervisor=debug\")"))?;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(targets)
         .try_init()
         .context("cannot install the logger")
@@ -75,7 +81,8 @@ fn init_tracing(filter: &str) -> anyhow::Result<()> {
 /// Holds the state directory's lock for the daemon's lifetime: two mends on one state directory would
 /// fight over the same replicas and ports.
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
-    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     let path = state_dir.join("mend.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -105,7 +112,8 @@ fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
 async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let _lock = lock_state_dir(&state_dir)?;
-    let store = Arc::new(Store::open(&state_dir.join("mend.db"), Retention::default()).context("cannot open the event store")?);
+    let store =
+        Arc::new(Store::open(&state_dir.join("mend.db"), Retention::default()).context("cannot open the event store")?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let events = Arc::new(EventCounter::new(store.sink()));
 
@@ -159,7 +167,11 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     });
 
     let signal_name = wait_for_shutdown_signal().await?;
-    events.emit(Event::new(clock.wall(), EventKind::ShuttingDown, format!("received {signal_name}: stopping all services")));
+    events.emit(Event::new(
+        clock.wall(),
+        EventKind::ShuttingDown,
+        format!("received {signal_name}: stopping all services"),
+    ));
     tracing::info!(signal = signal_name, "shutting down");
     // A second signal during shutdown would kill mend and, through the parent-death signal, every replica
     // at once; that is the "stop now" escape hatch.

@@ -77,12 +77,25 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// The `mend status` table.
 pub(crate) fn status_table(response: &ServicesResponse, now_ms: i64) -> String {
-    let header = ["SERVICE", "REPLICA", "PID", "PORT", "STATE", "READY", "RESTARTS", "CPU%", "RSS", "UPTIME", "LAST EXIT"];
+    let header =
+        ["SERVICE", "REPLICA", "PID", "PORT", "STATE", "READY", "RESTARTS", "CPU%", "RSS", "UPTIME", "LAST EXIT"];
     let dash = || "-".to_owned();
     let mut rows = Vec::new();
     for service in &response.services {
         if service.replicas.is_empty() {
-            rows.push(vec![service.name.clone(), dash(), dash(), dash(), "no replicas".into(), dash(), dash(), dash(), dash(), dash(), dash()]);
+            rows.push(vec![
+                service.name.clone(),
+                dash(),
+                dash(),
+                dash(),
+                "no replicas".into(),
+                dash(),
+                dash(),
+                dash(),
+                dash(),
+                dash(),
+                dash(),
+            ]);
         }
         for replica in &service.replicas {
             let uptime = replica

@@ -1,4 +1,5 @@
 //! End-to-end healing: real mend, real mend-demo replicas, real signals, on loopback.
+#![allow(clippy::disallowed_methods)] // End-to-end tests measure and wait in real time.
 
 mod common;
 
@@ -57,9 +58,11 @@ fn crashed_replica_is_restarted_at_once_then_with_backoff() {
     });
     assert!(crashed_at.elapsed() >= Duration::from_millis(300), "the back-off delay was skipped");
     assert!(alive(third) && !alive(first) && !alive(second));
-    let delays: Vec<u64> = daemon.events(Some("restarted")).iter().map(|e| e["details"]["delay_ms"].as_u64().expect("delay")).collect();
+    let delays: Vec<u64> =
+        daemon.events(Some("restarted")).iter().map(|e| e["details"]["delay_ms"].as_u64().expect("delay")).collect();
     assert_eq!(delays, [0, 300]);
-    let exits: Vec<String> = daemon.events(Some("exited")).iter().map(|e| e["message"].as_str().unwrap_or("").to_owned()).collect();
+    let exits: Vec<String> =
+        daemon.events(Some("exited")).iter().map(|e| e["message"].as_str().unwrap_or("").to_owned()).collect();
     assert!(exits[0].ends_with("killed by SIGKILL (9)"), "{exits:?}");
     assert!(exits[1].ends_with("killed by SIGABRT (6)") || exits[1].contains("core dumped"), "{exits:?}");
     assert_eq!(daemon.replica("web", 0)["restarts"], 2);
@@ -141,18 +144,24 @@ max_restarts = 3
 within = "1m"
 "#
     )));
-    eventually(Duration::from_secs(10), "mend gives up", || (daemon.replica("broken", 0)["state"] == "failed").then_some(()));
+    eventually(Duration::from_secs(10), "mend gives up", || {
+        (daemon.replica("broken", 0)["state"] == "failed").then_some(())
+    });
     assert_eq!(daemon.events(Some("restarted")).len(), 3);
     assert_eq!(daemon.events(Some("exited")).len(), 4);
     let gave_up = daemon.events(Some("gave_up"));
     assert_eq!(gave_up.len(), 1);
-    assert!(gave_up[0]["message"].as_str().unwrap_or("").contains("more than 3 restarts within 60s (last: exit code 3)"));
+    assert!(
+        gave_up[0]["message"].as_str().unwrap_or("").contains("more than 3 restarts within 60s (last: exit code 3)")
+    );
     // It stays down: no more restarts.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(daemon.events(Some("exited")).len(), 4);
     // An operator's start gives it a fresh budget of restarts.
     assert_eq!(post(daemon.api, "/api/v1/services/broken/start").status, 200);
-    eventually(Duration::from_secs(10), "it gives up again", || (daemon.events(Some("gave_up")).len() == 2).then_some(()));
+    eventually(Duration::from_secs(10), "it gives up again", || {
+        (daemon.events(Some("gave_up")).len() == 2).then_some(())
+    });
     assert_eq!(daemon.events(Some("exited")).len(), 8);
 }
 
@@ -223,10 +232,14 @@ success_threshold = 2
     let pid = daemon.wait_ready("web")[0];
     let address = demo_address(&daemon, "web", 0);
     post(address, "/fault/unhealthy");
-    eventually(Duration::from_secs(5), "the replica leaves the ready set", || (daemon.replica("web", 0)["ready"] == false).then_some(()));
+    eventually(Duration::from_secs(5), "the replica leaves the ready set", || {
+        (daemon.replica("web", 0)["ready"] == false).then_some(())
+    });
     assert_eq!(daemon.replica("web", 0)["state"], "starting");
     post(address, "/fault/reset");
-    eventually(Duration::from_secs(5), "the replica is ready again", || (daemon.replica("web", 0)["ready"] == true).then_some(()));
+    eventually(Duration::from_secs(5), "the replica is ready again", || {
+        (daemon.replica("web", 0)["ready"] == true).then_some(())
+    });
     assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pid)));
     let kinds: Vec<String> = daemon
         .events(None)
@@ -284,7 +297,8 @@ http = "http://127.0.0.1:{{port}}/health"
         .filter(|e| e["kind"] == "started" || e["kind"] == "ready")
         .map(|e| (e["service"].as_str().unwrap_or("").to_owned(), e["kind"].as_str().unwrap_or("").to_owned()))
         .collect();
-    let position = |service: &str, kind: &str| order.iter().position(|(s, k)| s == service && k == kind).expect("event present");
+    let position =
+        |service: &str, kind: &str| order.iter().position(|(s, k)| s == service && k == kind).expect("event present");
     assert!(position("db", "ready") < position("web", "started"), "{order:?}");
 }
 

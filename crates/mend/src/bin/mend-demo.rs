@@ -6,6 +6,7 @@
 //! replies, error responses and a failing health check.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // A demo program reports on stdout/stderr.
+#![allow(clippy::disallowed_methods)] // The demo measures latency and sleeps in its fault threads in real time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -164,10 +165,10 @@ async fn hello(State(demo): State<Shared>) -> Response {
         let faults = demo.faults.lock().unwrap_or_else(|e| e.into_inner());
         (faults.slow, faults.errors)
     };
-    if let Some((delay, fraction)) = slow {
-        if fastrand::f64() < fraction {
-            tokio::time::sleep(delay).await;
-        }
+    if let Some((delay, fraction)) = slow
+        && fastrand::f64() < fraction
+    {
+        tokio::time::sleep(delay).await;
     }
     let response = match errors {
         Some((rate, status)) if fastrand::f64() < rate => {
@@ -210,7 +211,13 @@ async fn metrics(State(demo): State<Shared>) -> Response {
     registry.register("mend_demo_uptime_seconds", "Seconds since start", uptime);
     let mut body = String::new();
     let _ = encode(&mut body, &registry);
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        body,
+    )
         .into_response()
 }
 
@@ -271,7 +278,9 @@ async fn hang(State(demo): State<Shared>, Query(params): Query<HangParams>) -> R
             });
             "stopping myself (SIGSTOP)\n".into_response()
         }
-        other => (StatusCode::BAD_REQUEST, format!("unknown hang mode {other:?} (block, spin or stop)\n")).into_response(),
+        other => {
+            (StatusCode::BAD_REQUEST, format!("unknown hang mode {other:?} (block, spin or stop)\n")).into_response()
+        }
     }
 }
 

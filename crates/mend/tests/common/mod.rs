@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: a real `mend run` on loopback with real `mend-demo` replicas, a small
 //! blocking HTTP client, free ports and bounded waiting.
 
+#![allow(clippy::disallowed_methods)] // Tests wait in real time.
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset; `pub` is for them.
 
 use std::io::{Read, Write};
@@ -32,7 +33,12 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 /// A block of `n` consecutive free loopback ports. Blocks are handed out from a per-process base so
 /// that tests running in parallel do not collide.
 pub fn free_ports(n: u16) -> u16 {
-    let _ = NEXT_PORT.compare_exchange(0, 20_000 + (std::process::id() % 2000) as u16 * 15, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 2000) as u16 * 15,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     loop {
         let first = NEXT_PORT.fetch_add(n, Ordering::SeqCst);
         if first > 60_000 {
@@ -63,7 +69,8 @@ impl Response {
 pub fn http(method: &str, address: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: 0\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -74,7 +81,8 @@ pub fn http(method: &str, address: SocketAddr, path: &str, headers: &[(&str, &st
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines.next().and_then(|line| line.split_whitespace().nth(1)).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let status =
+        lines.next().and_then(|line| line.split_whitespace().nth(1)).and_then(|code| code.parse().ok()).unwrap_or(0);
     let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
@@ -141,8 +149,9 @@ impl Daemon {
 
     /// Starts (again) `mend run` on this daemon's config and state directory.
     pub fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join(format!("mend-{}.log", Instant::now().elapsed().as_nanos())))
-            .expect("log file");
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("mend-{}.log", Instant::now().elapsed().as_nanos())))
+                .expect("log file");
         let child = Command::new(MEND)
             .arg("run")
             .arg("-c")
@@ -221,7 +230,10 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {

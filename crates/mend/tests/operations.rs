@@ -1,0 +1,333 @@
+//! End-to-end operations: config errors, the API and its token, the CLI, the event store across
+#![allow(clippy::disallowed_methods)] // End-to-end tests measure and wait in real time.
+//! `kill -9`, shutdown and leftovers of a killed mend.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{DEMO, Daemon, MEND, alive, eventually, free_ports, get, http, post};
+use nix::sys::signal::Signal;
+
+fn web_config(extra_api: &str) -> String {
+    let port = free_ports(2);
+    format!(
+        r#"
+[api]
+listen = "{{api}}"
+{extra_api}
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+replicas = 2
+ports = "{port}-{}"
+[service.web.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+"#,
+        port + 1
+    )
+}
+
+#[test]
+fn check_config_prints_every_problem_with_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[service.web]\ncommand = [\"mend-demo\"]\nreplicas = -1\n[service.web.liveness]\nhttp = \"http://127.0.0.1:1/\"\ninterval = \"fast\"\n",
+    )
+    .expect("write config");
+    let output = Command::new(MEND).arg("check-config").arg(&path).output().expect("run mend");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = path.display();
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            format!("{file}:3:12: service.web.replicas: -1 is out of range (allowed: 0 to 1024)"),
+            format!(
+                "{file}:6:12: service.web.liveness.interval: invalid duration \"fast\": expected a number at \"fast\""
+            ),
+        ]
+    );
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, mend_config::EXAMPLE_CONFIG).expect("write config");
+    let output = Command::new(MEND).arg("check-config").arg(&good).output().expect("run mend");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn an_invalid_config_starts_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (api, port) = (free_ports(1), free_ports(1));
+    let path = dir.path().join("mend.toml");
+    std::fs::write(
+        &path,
+        format!("[api]\nlisten = \"127.0.0.1:{api}\"\n[service.web]\ncommand = [\"{DEMO}\", \"--port\", \"{{port}}\"]\nports = \"{port}\"\nrestart = \"sometimes\"\n"),
+    )
+    .expect("write config");
+    let output = Command::new(MEND)
+        .args(["run", "-c"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .expect("run mend");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("mend.toml:6:11: service.web.restart: unknown restart policy \"sometimes\""), "{stderr}");
+    // Nothing was bound, spawned or created.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", api)).is_ok());
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    assert!(!dir.path().join("state").exists());
+}
+
+#[test]
+fn api_serves_services_and_events_and_404s_unknown_services() {
+    let daemon = Daemon::start(&web_config(""));
+    daemon.wait_ready("web");
+    let services = get(daemon.api, "/api/v1/services").json();
+    let web = &services["services"][0];
+    assert_eq!(web["name"], "web");
+    for replica in web["replicas"].as_array().expect("replicas") {
+        for field in ["index", "pid", "port", "state", "ready", "restarts"] {
+            assert!(!replica[field].is_null(), "missing {field}: {replica}");
+        }
+    }
+    assert_eq!(get(daemon.api, "/healthz").status, 200);
+    for (method, path) in [
+        ("GET", "/api/v1/services/nope"),
+        ("POST", "/api/v1/services/nope/restart"),
+        ("GET", "/api/v1/events?service=nope"),
+        ("GET", "/api/v1/services/nope/logs"),
+        ("GET", "/api/v1/nothing-here"),
+    ] {
+        let response = http(method, daemon.api, path, &[]).expect("request");
+        assert_eq!(response.status, 404, "{method} {path}");
+        assert!(response.json()["error"].is_string(), "{method} {path}: {}", response.body);
+    }
+    let bad = get(daemon.api, "/api/v1/events?since=yesterday");
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap_or("").contains("invalid since \"yesterday\""));
+    assert_eq!(get(daemon.api, "/api/v1/events?limit=abc").status, 400);
+    assert_eq!(http("DELETE", daemon.api, "/api/v1/services", &[]).expect("request").status, 405);
+    let events = get(daemon.api, "/api/v1/events?service=web&kind=ready").json();
+    assert_eq!(events["events"].as_array().map(Vec::len), Some(2));
+    let recent = get(daemon.api, "/api/v1/events?since=1m&limit=1").json();
+    assert_eq!(recent["events"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn api_token_guards_mutating_calls_only() {
+    let daemon = Daemon::start(&web_config("token = \"s3cret-token\""));
+    daemon.wait_ready("web");
+    let path = "/api/v1/services/web/restart?replica=0";
+    let missing = post(daemon.api, path);
+    assert_eq!(missing.status, 401);
+    assert!(missing.headers.iter().any(|(name, value)| name == "www-authenticate" && value == "Bearer"));
+    assert_eq!(http("POST", daemon.api, path, &[("Authorization", "Bearer wrong")]).expect("request").status, 403);
+    assert_eq!(daemon.events(Some("restarted")).len(), 0, "a refused call changed nothing");
+    let allowed = http("POST", daemon.api, path, &[("Authorization", "Bearer s3cret-token")]).expect("request");
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert_eq!(get(daemon.api, "/api/v1/services").status, 200, "reads need no token");
+    // The CLI reads the token from the config.
+    let output = Command::new(MEND).args(["stop", "web", "-c"]).arg(&daemon.config_path).output().expect("run mend");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = daemon.cli(&["start", "web"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("HTTP 401"));
+}
+
+#[test]
+fn cli_drives_a_running_daemon() {
+    let daemon = Daemon::start(&web_config(""));
+    let pids = daemon.wait_ready("web");
+    let status = daemon.cli(&["status"]);
+    assert!(status.status.success());
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(table.starts_with("SERVICE  REPLICA  PID"), "{table}");
+    assert!(table.contains(&pids[0].to_string()) && table.contains("running"), "{table}");
+    let json: serde_json::Value = serde_json::from_slice(&daemon.cli(&["status", "--json"]).stdout).expect("json");
+    assert_eq!(json["services"][0]["replicas"].as_array().map(Vec::len), Some(2));
+
+    // A rolling restart: both replicas replaced, each ready again.
+    let restart = daemon.cli(&["restart", "web"]);
+    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    let replicas = daemon.replicas("web");
+    for (replica, old) in replicas.iter().zip(&pids) {
+        assert_ne!(replica["pid"].as_u64(), Some(u64::from(*old)));
+        assert_eq!(replica["ready"], true);
+    }
+    let events = String::from_utf8_lossy(&daemon.cli(&["events", "--limit", "100"]).stdout).into_owned();
+    assert!(events.contains("restarting: restart requested by operator"), "{events}");
+    let logs =
+        String::from_utf8_lossy(&daemon.cli(&["logs", "web", "--replica", "1", "--tail", "50"]).stdout).into_owned();
+    assert!(logs.contains("mend-demo: listening on http://127.0.0.1:"), "{logs}");
+
+    let stop = daemon.cli(&["stop", "web", "--replica", "0"]);
+    assert!(stop.status.success());
+    assert_eq!(daemon.replica("web", 0)["state"], "stopped");
+    assert_eq!(daemon.replica("web", 1)["state"], "running");
+
+    let unknown = daemon.cli(&["restart", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&unknown.stderr).trim(), "error: unknown service \"nope\" (HTTP 404)");
+    let usage = Command::new(MEND).args(["restart"]).output().expect("run mend");
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn cli_says_in_one_line_when_no_daemon_answers() {
+    let port = free_ports(1);
+    let output = Command::new(MEND).args(["status", "--api", &format!("127.0.0.1:{port}")]).output().expect("run mend");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(&format!("error: mend is not running at 127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn metrics_page_has_mend_and_replica_metrics() {
+    let daemon = Daemon::start(&web_config(""));
+    daemon.wait_ready("web");
+    let metrics = eventually(Duration::from_secs(5), "process metrics are sampled", || {
+        let body = get(daemon.api, "/metrics").body;
+        body.contains("mend_replica_resident_memory_bytes{").then_some(body)
+    });
+    for needle in [
+        "mend_replica_up{service=\"web\",replica=\"0\"} 1",
+        "mend_replica_ready{service=\"web\",replica=\"1\"} 1",
+        "mend_replica_restarts_total{service=\"web\",replica=\"0\"} 0",
+        "mend_service_ready_replicas{service=\"web\"} 2",
+        "mend_events_total{kind=\"started\"} 2",
+        "mend_process_resident_memory_bytes ",
+        "# EOF",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle:?} in\n{metrics}");
+    }
+}
+
+#[test]
+fn kill_9_of_mend_keeps_committed_events_and_takes_replicas_along() {
+    let mut daemon = Daemon::start(&web_config(""));
+    let pids = daemon.wait_ready("web");
+    // The API reads from the store: what it returns is committed.
+    let committed = daemon.events(None);
+    assert!(committed.len() >= 5);
+    daemon.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));
+    eventually(Duration::from_secs(5), "replicas die with mend", || pids.iter().all(|pid| !alive(*pid)).then_some(()));
+    let connection = rusqlite::Connection::open(daemon.state_dir().join("mend.db")).expect("open the event store");
+    let stored: Vec<(i64, String)> = connection
+        .prepare("SELECT id, kind FROM events ORDER BY id")
+        .expect("prepare")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    for event in &committed {
+        let id = event["id"].as_i64().expect("id");
+        assert!(
+            stored.iter().any(|(stored_id, kind)| *stored_id == id && kind == event["kind"].as_str().unwrap_or(""))
+        );
+    }
+}
+
+#[test]
+fn sigterm_stops_everything_and_leaves_no_process_behind() {
+    let port = free_ports(1);
+    // A shell service with a child of its own: stopping must take the whole process group.
+    let mut daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{port}"
+[service.family]
+shell = true
+command = "sleep 1000 & sleep 1001"
+"#
+    ));
+    daemon.wait_ready("web");
+    let family_pid = daemon.wait_ready("family")[0];
+    let group = eventually(Duration::from_secs(5), "the family has two processes", || {
+        let members = mend_observe::process::group_members(family_pid as i32);
+        (members.len() >= 2).then_some(members)
+    });
+    let web_pid = daemon.replica("web", 0)["pid"].as_u64().expect("pid") as u32;
+    let status = daemon.signal_and_wait(Signal::SIGTERM, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+    assert!(!alive(web_pid));
+    for pid in group {
+        assert!(!alive(pid), "pid {pid} of the shell service survived");
+    }
+    let connection = rusqlite::Connection::open(daemon.state_dir().join("mend.db")).expect("open the event store");
+    let stopped: i64 = connection
+        .query_row("SELECT COUNT(*) FROM events WHERE kind = 'stopped'", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(stopped, 2);
+    let shutdown: i64 = connection
+        .query_row("SELECT COUNT(*) FROM events WHERE kind = 'shutting_down'", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(shutdown, 1);
+}
+
+#[test]
+fn the_next_mend_replaces_processes_a_killed_mend_left_behind() {
+    let port = free_ports(1);
+    // The shell forks `sleep` and then becomes mend-demo: when mend is killed, mend-demo dies with it,
+    // but the orphaned `sleep` lives on in the replica's process group.
+    let mut daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+shell = true
+command = "sleep 1000 & exec {{demo}} --port {port}"
+[service.web.liveness]
+http = "http://127.0.0.1:{port}/health"
+"#
+    ));
+    let leader = daemon.wait_ready("web")[0];
+    let orphans = eventually(Duration::from_secs(5), "the replica's child is running", || {
+        let members: Vec<u32> =
+            mend_observe::process::group_members(leader as i32).into_iter().filter(|pid| *pid != leader).collect();
+        (!members.is_empty()).then_some(members)
+    });
+    daemon.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));
+    eventually(Duration::from_secs(5), "the replica dies with mend", || (!alive(leader)).then_some(()));
+    assert!(orphans.iter().all(|pid| alive(*pid)), "the orphan should outlive the killed mend");
+    daemon.spawn();
+    daemon.wait_ready("web");
+    assert!(orphans.iter().all(|pid| !alive(*pid)), "the next mend must stop what the last one left behind");
+    let replaced = daemon.events(Some("orphan_killed"));
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(replaced[0]["service"], "web");
+}
+
+#[test]
+fn a_second_mend_on_the_same_state_dir_is_refused() {
+    let daemon = Daemon::start(&web_config(""));
+    let output = Command::new(MEND)
+        .args(["run", "-c"])
+        .arg(&daemon.config_path)
+        .arg("--state-dir")
+        .arg(daemon.state_dir())
+        .output()
+        .expect("run mend");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("another mend (pid {}) is running", daemon.pid())), "{stderr}");
+}
+
+#[test]
+fn init_writes_a_config_that_checks_clean_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("mend.toml");
+    let output = Command::new(MEND).arg("init").arg(&path).output().expect("run mend");
+    assert!(output.status.success());
+    let check = Command::new(MEND).arg("check-config").arg(&path).output().expect("run mend");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let again = Command::new(MEND).arg("init").arg(&path).output().expect("run mend");
+    assert_eq!(again.status.code(), Some(1));
+}
