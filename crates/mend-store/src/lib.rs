@@ -115,14 +115,16 @@ pub struct EventQuery {
 }
 
 enum Message {
-    Event(Event),
+    /// Boxed: the queue's slots are allocated up front, so they stay small.
+    Event(Box<Event>),
     Flush(SyncSender<()>),
     /// Commit what is queued and stop; sinks that outlive the store then count their events as dropped.
     Close(SyncSender<()>),
 }
 
-/// Bound of the writer's queue: about a minute of a very busy mend.
-const QUEUE_CAPACITY: usize = 65_536;
+/// Bound of the writer's queue: far more than a busy mend emits while one batch commits. The channel
+/// allocates all its slots at once, which is why events travel boxed.
+const QUEUE_CAPACITY: usize = 16_384;
 
 /// The event store.
 pub struct Store {
@@ -291,7 +293,7 @@ struct StoreSink {
 
 impl EventSink for StoreSink {
     fn emit(&self, event: Event) {
-        match self.queue.try_send(Message::Event(event)) {
+        match self.queue.try_send(Message::Event(Box::new(event))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -319,7 +321,7 @@ fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: R
         let mut next = first;
         while let Some(message) = next.take() {
             match message {
-                Message::Event(event) => batch.push(event),
+                Message::Event(event) => batch.push(*event),
                 Message::Flush(done) => flushes.push(done),
                 Message::Close(done) => close = Some(done),
             }

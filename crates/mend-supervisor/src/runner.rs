@@ -439,6 +439,10 @@ impl Runner {
             ("mend_replica_threads", stats.threads as f64),
             ("mend_replica_restarts_total", self.machine.restarts() as f64),
         ];
+        if let Some(started_at) = self.started_at {
+            let uptime_ms = wall.as_millis().saturating_sub(started_at.as_millis());
+            values.push(("mend_replica_uptime_seconds", uptime_ms as f64 / 1000.0));
+        }
         if let Some(open_fds) = stats.open_fds {
             values.push(("mend_replica_open_fds", open_fds as f64));
         }

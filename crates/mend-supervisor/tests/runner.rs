@@ -1,0 +1,84 @@
+//! A replica runner against a real child process, without the daemon around it.
+#![allow(clippy::disallowed_methods)] // The test waits in real time.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mend_observe::series::{Limits, SeriesStore};
+use mend_supervisor::{Control, ReplicaHandle, RunnerContext, Spawner};
+use mend_types::{Event, EventKind, EventSink, SystemClock, Timestamp};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl EventSink for Recorder {
+    fn emit(&self, event: Event) {
+        self.0.lock().expect("lock").push(event);
+    }
+}
+
+fn service(text: &str) -> Arc<mend_config::Service> {
+    let config = mend_config::parse("test.toml", text, Path::new("/")).expect("valid config");
+    Arc::new(config.services[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let events = Arc::new(Recorder::default());
+    let series = Arc::new(Mutex::new(SeriesStore::new(Limits::default())));
+    let context = RunnerContext {
+        spawner: Spawner::start(tokio::runtime::Handle::current(), None).expect("spawner"),
+        events: events.clone(),
+        clock: Arc::new(SystemClock),
+        series: series.clone(),
+        state_dir: state.path().to_path_buf(),
+        sample_interval: Duration::from_millis(50),
+    };
+    let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context);
+    assert!(replica.send(Control::Start).await);
+    let mut status = replica.watch();
+    let running = tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| s.ready)).await;
+    let pid = running.expect("ready in time").expect("runner alive").pid.expect("pid");
+    assert!(state.path().join("run/sleeper.0.pid").exists(), "pid file written");
+
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            {
+                let mut store = series.lock().expect("lock");
+                let labels = store.labels("mend_replica_rss_bytes", &[("service", "sleeper"), ("replica", "0")]);
+                if store.latest(&labels).is_some_and(|point| point.value > 0.0) {
+                    let uptime =
+                        store.labels("mend_replica_uptime_seconds", &[("service", "sleeper"), ("replica", "0")]);
+                    assert!(
+                        store.range(&uptime, Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX)).len() >= 1
+                    );
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("process metrics sampled");
+
+    assert!(replica.send(Control::Stop).await);
+    let stopped = tokio::time::timeout(Duration::from_secs(15), status.wait_for(|s| s.down)).await;
+    assert_eq!(stopped.expect("stopped in time").expect("runner alive").state, "stopped");
+    assert!(mend_observe::process::sample(pid).is_none_or(|s| s.state == 'Z'), "the process is gone");
+    assert!(!state.path().join("run/sleeper.0.pid").exists(), "pid file removed");
+    let kinds: Vec<EventKind> = events.0.lock().expect("lock").iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Started,
+            EventKind::Ready,
+            EventKind::Unready,
+            EventKind::Stopping,
+            EventKind::Exited,
+            EventKind::Stopped
+        ]
+    );
+    replica.join().await;
+}
