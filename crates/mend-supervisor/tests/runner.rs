@@ -52,7 +52,7 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
                     let uptime =
                         store.labels("mend_replica_uptime_seconds", &[("service", "sleeper"), ("replica", "0")]);
                     assert!(
-                        store.range(&uptime, Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX)).len() >= 1
+                        !store.range(&uptime, Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX)).is_empty()
                     );
                     break;
                 }
