@@ -75,6 +75,9 @@ enum Command {
     Stop(ControlArgs),
     /// Start a service's replicas (also after mend gave up on them).
     Start(ControlArgs),
+    /// Run and score anomaly detectors on a NAB-layout corpus.
+    #[command(subcommand)]
+    Nab(NabCommand),
     /// Show a service's logs.
     Logs {
         #[command(flatten)]
@@ -90,6 +93,44 @@ enum Command {
         /// Lines to show from the end.
         #[arg(long, default_value_t = 100)]
         tail: usize,
+    },
+}
+
+/// `mend nab ...`.
+#[derive(Subcommand, Debug)]
+enum NabCommand {
+    /// Stream every DATA/<category>/<file>.csv through a detector and write NAB's results layout.
+    Run {
+        /// Corpus directory (`<category>/<file>.csv`, header `timestamp,value`).
+        #[arg(long)]
+        data: PathBuf,
+        /// Results directory: writes OUT/<detector>/<category>/<detector>_<file>.csv.
+        #[arg(long)]
+        out: PathBuf,
+        /// Detector: default, ewma, mad, seasonal or cusum.
+        #[arg(long, default_value = "default")]
+        detector: String,
+        /// Sensitivity in [0, 1]: higher flags more.
+        #[arg(long, default_value_t = 0.5)]
+        sensitivity: f64,
+    },
+    /// Score results exactly as NAB does and print the three profiles' normalised scores.
+    Score {
+        /// Corpus directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// NAB's combined_windows.json.
+        #[arg(long)]
+        labels: PathBuf,
+        /// Results directory (as written by `mend nab run`).
+        #[arg(long)]
+        results: PathBuf,
+        /// Detector name (the results subdirectory).
+        #[arg(long, default_value = "default")]
+        detector: String,
+        /// NAB's profiles.json (default: NAB's standard, reward_low_FP_rate and reward_low_FN_rate).
+        #[arg(long)]
+        profiles: Option<PathBuf>,
     },
 }
 
@@ -139,6 +180,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Run(args) => crate::daemon::run(args),
         Command::CheckConfig { files } => check_config(&files),
         Command::Init { file, force } => init(&file, force),
+        Command::Nab(command) => nab(command),
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
@@ -193,6 +235,67 @@ fn init(file: &Path, force: bool) -> ExitCode {
     }
 }
 
+fn nab(command: NabCommand) -> ExitCode {
+    match command {
+        NabCommand::Run { data, out, detector, sensitivity } => {
+            let sensitivity = match mend_detect::Sensitivity::new(sensitivity) {
+                Ok(sensitivity) => sensitivity,
+                Err(error) => return usage(&format!("--sensitivity: {error}")),
+            };
+            let started = mend_types::Clock::now(&SystemClock);
+            let result = mend_nab::run_corpus(&data, &out, &detector, sensitivity, |progress| {
+                output::progress(progress.file_idx + 1, progress.n_files, progress.rel_path);
+            });
+            output::progress_done();
+            match result {
+                Ok(summary) => {
+                    output::line(&format!(
+                        "{} files, {} rows in {:.1}s -> {}",
+                        summary.n_files,
+                        summary.n_rows,
+                        started.elapsed().as_secs_f64(),
+                        summary.detector_dir.display()
+                    ));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error.to_string()),
+            }
+        }
+        NabCommand::Score { data, labels, results, detector, profiles } => {
+            let profiles = match profiles {
+                Some(path) => match mend_nab::read_profiles(&path) {
+                    Ok(profiles) => profiles,
+                    Err(error) => return fail(&error.to_string()),
+                },
+                None => mend_nab::Profile::nab_profiles(),
+            };
+            match mend_nab::score(&data, &labels, &results, &detector, &profiles) {
+                Ok(scores) => {
+                    let rows: Vec<Vec<String>> = scores
+                        .iter()
+                        .map(|score| {
+                            vec![
+                                score.profile.clone(),
+                                format!("{:.2}", score.normalized_score),
+                                format!("{:.6}", score.threshold),
+                                score.counts.tp.to_string(),
+                                score.counts.fp.to_string(),
+                                score.counts.fn_.to_string(),
+                                score.counts.tn.to_string(),
+                            ]
+                        })
+                        .collect();
+                    output::raw(
+                        output::table(&["PROFILE", "SCORE", "THRESHOLD", "TP", "FP", "FN", "TN"], &rows).as_bytes(),
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error.to_string()),
+            }
+        }
+    }
+}
+
 /// Finds the daemon: `--api`, else the config's `[api]`, else the default address.
 fn client_for(target: &Target) -> Result<Client, String> {
     let config = match &target.config {
@@ -231,7 +334,9 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Restart(ControlArgs { target, .. })
         | Command::Stop(ControlArgs { target, .. })
         | Command::Start(ControlArgs { target, .. }) => target,
-        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } => return usage("not a client command"),
+        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => {
+            return usage("not a client command");
+        }
     };
     let client = match client_for(target) {
         Ok(client) => client,
@@ -246,7 +351,7 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Stop(args) => control(&client, "stop", &args).await,
         Command::Start(args) => control(&client, "start", &args).await,
         Command::Logs { name, replica, follow, tail, .. } => logs(&client, &name, replica, follow, tail).await,
-        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } => Ok(()),
+        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

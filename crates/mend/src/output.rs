@@ -24,6 +24,30 @@ pub(crate) fn error_line(text: &str) {
     eprintln!("{text}");
 }
 
+/// Draws a progress bar on stderr when it is a terminal (`[#####.....] 12/39 label`).
+pub(crate) fn progress(done: usize, total: usize, label: &str) {
+    use std::io::IsTerminal;
+    let mut stderr = std::io::stderr().lock();
+    if !stderr.is_terminal() {
+        return;
+    }
+    let width = 30;
+    let filled = if total == 0 { width } else { done * width / total };
+    let bar: String = "#".repeat(filled) + &".".repeat(width - filled);
+    let _ = write!(stderr, "\r\x1b[2K[{bar}] {done}/{total} {label}");
+    let _ = stderr.flush();
+}
+
+/// Ends a progress bar.
+pub(crate) fn progress_done() {
+    use std::io::IsTerminal;
+    let mut stderr = std::io::stderr().lock();
+    if stderr.is_terminal() {
+        let _ = write!(stderr, "\r\x1b[2K");
+        let _ = stderr.flush();
+    }
+}
+
 /// Formats bytes as KiB/MiB/GiB.
 pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];

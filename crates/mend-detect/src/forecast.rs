@@ -1,0 +1,240 @@
+//! Resource-exhaustion forecasting: [`TrendForecaster`] estimates when a trending series reaches a limit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{clip, is_positive, normal_tail};
+
+/// When a series is expected to reach a limit, and how sure the trend behind that is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// Seconds from the latest sample until the fitted trend reaches the limit (0 if already there).
+    pub seconds: f64,
+    /// Confidence that the trend is real, `1 − p` of the slope's two-sided t-test, in `[0, 1]`.
+    pub confidence: f64,
+    /// Fitted level at the latest sample.
+    pub level: f64,
+    /// Fitted slope, in value units per second.
+    pub slope_per_sec: f64,
+}
+
+/// Something that watches a series and predicts when it crosses a limit.
+pub trait Forecaster {
+    /// Feeds the next sample; non-finite values or timestamps are ignored.
+    fn update(&mut self, timestamp_secs: f64, value: f64);
+
+    /// The time until the trend reaches `limit`, or `None` when there is no trend toward it with
+    /// at least the forecaster's minimum confidence (or too little data).
+    fn time_to_reach(&self, limit: f64) -> Option<Forecast>;
+}
+
+/// Exponentially weighted least-squares line through recent samples, against real time.
+///
+/// Each sample's weight decays by `1 − alpha` per new sample (memory ≈ `1/alpha` samples), time
+/// is measured from the latest sample so sums stay well conditioned, and after a warm-up the
+/// value entering the fit is clipped at 4 residual standard deviations from the current line,
+/// so a single spike barely tilts the trend. A forecast is given only when the slope's t-statistic
+/// (slope over its standard error, with the effective sample size of the weights) gives at least
+/// `min_confidence`, the slope points toward the limit, and at least `min_samples` were seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrendForecaster {
+    alpha: f64,
+    min_confidence: f64,
+    min_samples: u32,
+    origin: f64,
+    sum_w: f64,
+    sum_w2: f64,
+    sum_t: f64,
+    sum_v: f64,
+    sum_tt: f64,
+    sum_tv: f64,
+    sum_vv: f64,
+    n_seen: u32,
+}
+
+/// The fitted line: level at the origin, slope, residual std and slope standard error.
+struct Fit {
+    level: f64,
+    slope: f64,
+    resid_std: f64,
+    slope_se: f64,
+}
+
+impl Default for TrendForecaster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TrendForecaster {
+    /// Defaults: `alpha = 0.02` (≈ 50-sample memory), confidence 0.999, at least 20 samples.
+    pub fn new() -> Self {
+        Self::with_params(0.02, 0.999, 20)
+    }
+
+    /// Explicit parameters (`alpha` in (0, 1), `min_confidence` in [0, 1], `min_samples` ≥ 3).
+    pub fn with_params(alpha: f64, min_confidence: f64, min_samples: u32) -> Self {
+        Self {
+            alpha: if alpha.is_finite() { alpha.clamp(1e-6, 0.5) } else { 0.02 },
+            min_confidence: if min_confidence.is_finite() { min_confidence.clamp(0.0, 1.0) } else { 0.999 },
+            min_samples: min_samples.max(3),
+            origin: f64::NAN,
+            sum_w: 0.0,
+            sum_w2: 0.0,
+            sum_t: 0.0,
+            sum_v: 0.0,
+            sum_tt: 0.0,
+            sum_tv: 0.0,
+            sum_vv: 0.0,
+            n_seen: 0,
+        }
+    }
+
+    /// Bytes of state per series.
+    pub fn state_bytes(&self) -> usize {
+        size_of_val(self)
+    }
+
+    fn fit(&self) -> Option<Fit> {
+        if self.sum_w <= 0.0 {
+            return None;
+        }
+        let mean_t = self.sum_t / self.sum_w;
+        let mean_v = self.sum_v / self.sum_w;
+        let var_t = self.sum_tt / self.sum_w - mean_t * mean_t;
+        let cov_tv = self.sum_tv / self.sum_w - mean_t * mean_v;
+        let var_v = self.sum_vv / self.sum_w - mean_v * mean_v;
+        if !is_positive(var_t) {
+            return None;
+        }
+        let slope = cov_tv / var_t;
+        let level = mean_v - slope * mean_t;
+        let resid_var = (var_v - slope * cov_tv).max(0.0);
+        let n_eff = self.sum_w * self.sum_w / self.sum_w2.max(f64::MIN_POSITIVE);
+        let dof = (n_eff - 2.0).max(1.0);
+        let slope_se = (resid_var * n_eff / dof / (var_t * n_eff)).sqrt();
+        Some(Fit { level, slope, resid_std: (resid_var * n_eff / dof).sqrt(), slope_se })
+    }
+
+    /// Moves the time origin to `new_origin`, re-expressing the sums.
+    fn shift_origin(&mut self, new_origin: f64) {
+        let d = new_origin - self.origin;
+        self.sum_tt += -2.0 * d * self.sum_t + d * d * self.sum_w;
+        self.sum_tv -= d * self.sum_v;
+        self.sum_t -= d * self.sum_w;
+        self.origin = new_origin;
+    }
+}
+
+impl Forecaster for TrendForecaster {
+    fn update(&mut self, timestamp_secs: f64, value: f64) {
+        if !timestamp_secs.is_finite() || !value.is_finite() {
+            return;
+        }
+        if self.origin.is_nan() {
+            self.origin = timestamp_secs;
+        } else if timestamp_secs > self.origin {
+            self.shift_origin(timestamp_secs);
+        }
+        let t = timestamp_secs - self.origin;
+        let mut value = value;
+        if let Some(fit) = self.fit().filter(|_| self.n_seen >= self.min_samples) {
+            let expected = fit.level + fit.slope * t;
+            let cap = 4.0 * fit.resid_std;
+            value = expected + clip(value - expected, cap);
+        }
+        let keep = 1.0 - self.alpha;
+        self.sum_w = keep * self.sum_w + 1.0;
+        self.sum_w2 = keep * keep * self.sum_w2 + 1.0;
+        self.sum_t = keep * self.sum_t + t;
+        self.sum_v = keep * self.sum_v + value;
+        self.sum_tt = keep * self.sum_tt + t * t;
+        self.sum_tv = keep * self.sum_tv + t * value;
+        self.sum_vv = keep * self.sum_vv + value * value;
+        self.n_seen = self.n_seen.saturating_add(1);
+    }
+
+    fn time_to_reach(&self, limit: f64) -> Option<Forecast> {
+        if self.n_seen < self.min_samples || !limit.is_finite() {
+            return None;
+        }
+        let fit = self.fit()?;
+        let t_stat = if fit.slope_se > 0.0 { (fit.slope / fit.slope_se).abs() } else { f64::INFINITY };
+        let confidence = (1.0 - 2.0 * normal_tail(t_stat)).clamp(0.0, 1.0);
+        let gap = limit - fit.level;
+        let forecast = |seconds: f64| Forecast { seconds, confidence, level: fit.level, slope_per_sec: fit.slope };
+        if confidence < self.min_confidence || fit.slope == 0.0 {
+            return None;
+        }
+        let seconds = gap / fit.slope;
+        if seconds.is_finite() && seconds >= 0.0 { Some(forecast(seconds)) } else { None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(seed: &mut u64) -> f64 {
+        *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    }
+
+    #[test]
+    fn linear_growth_gives_time_to_limit_within_tolerance() {
+        // RSS grows 1 MB per minute from 100 MB with ±2 MB noise, sampled every 15 s; limit 400 MB.
+        let mut forecaster = TrendForecaster::new();
+        let mut seed = 7;
+        let mb = 1e6;
+        let mut now = 0.0;
+        for step in 0..400 {
+            now = f64::from(step) * 15.0;
+            forecaster.update(now, 100.0 * mb + now / 60.0 * mb + 4.0 * mb * noise(&mut seed));
+        }
+        let forecast = forecaster.time_to_reach(400.0 * mb).expect("clear upward trend");
+        let truth = (400.0 - 100.0 - now / 60.0) * 60.0;
+        assert!((forecast.seconds - truth).abs() < 0.1 * truth, "{} vs {truth}", forecast.seconds);
+        assert!(forecast.confidence > 0.999);
+        assert!(forecaster.time_to_reach(0.0).is_none(), "a limit behind the trend is never reached");
+    }
+
+    #[test]
+    fn noise_without_trend_gives_no_forecast() {
+        let mut forecaster = TrendForecaster::new();
+        let mut seed = 11;
+        for step in 0..2_000 {
+            forecaster.update(f64::from(step) * 10.0, 50.0 + noise(&mut seed));
+            if step > 100 && step % 50 == 0 {
+                assert!(forecaster.time_to_reach(60.0).is_none(), "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn decreasing_series_forecasts_lower_limit_and_survives_bad_input() {
+        let mut forecaster = TrendForecaster::new();
+        forecaster.update(f64::NAN, 1.0);
+        forecaster.update(0.0, f64::INFINITY);
+        for step in 0..100 {
+            let t = f64::from(step);
+            forecaster.update(t, 1_000.0 - 2.0 * t);
+            forecaster.update(t, 1_000.0 - 2.0 * t); // duplicate timestamp
+        }
+        let forecast = forecaster.time_to_reach(0.0).expect("downward trend");
+        assert!((forecast.seconds - (1_000.0 - 198.0) / 2.0).abs() < 1.0, "{forecast:?}");
+        assert!(forecaster.time_to_reach(f64::NAN).is_none());
+    }
+
+    #[test]
+    fn state_is_88_bytes() {
+        assert_eq!(TrendForecaster::new().state_bytes(), 88);
+    }
+
+    #[test]
+    fn too_little_data_gives_no_forecast() {
+        let mut forecaster = TrendForecaster::new();
+        for step in 0..5 {
+            forecaster.update(f64::from(step), f64::from(step));
+        }
+        assert!(forecaster.time_to_reach(100.0).is_none());
+    }
+}

@@ -1,0 +1,27 @@
+//! Streaming, online, IO-free anomaly detectors for mend, and a resource-exhaustion forecaster.
+#![doc = include_str!("../README.md")]
+
+mod cusum;
+mod ensemble;
+mod ewma;
+mod forecast;
+mod histogram;
+mod likelihood;
+mod mad;
+mod point;
+pub mod registry;
+mod seasonal;
+mod sensitivity;
+mod stats;
+pub mod synthetic;
+
+pub use cusum::CusumDetector;
+pub use ensemble::{ChannelScores, EnsembleDetector, EnsembleParams};
+pub use ewma::EwmaDetector;
+pub use forecast::{Forecast, Forecaster, TrendForecaster};
+pub use likelihood::AnomalyLikelihood;
+pub use mad::MadDetector;
+pub use point::{Detector, Point, Score};
+pub use registry::{AnyDetector, UnknownDetector};
+pub use seasonal::SeasonalDetector;
+pub use sensitivity::{Sensitivity, SensitivityError};

@@ -1,0 +1,97 @@
+//! Property tests over every registered detector: bounded scores, no panics, monotone sensitivity.
+
+use mend_detect::{Detector, Point, Sensitivity, registry};
+use proptest::prelude::*;
+
+/// A series with structure worth detecting: noise around a level, random spikes and shifts.
+fn structured_series() -> impl Strategy<Value = Vec<f64>> {
+    (
+        prop::collection::vec(-1.0f64..1.0, 200..1_200),
+        prop::collection::vec((0usize..1_200, -50.0f64..50.0), 0..6),
+        -1e6f64..1e6,
+        1e-3f64..1e3,
+    )
+        .prop_map(|(noise, events, level, scale)| {
+            let mut values: Vec<f64> = noise.iter().map(|n| level + scale * n).collect();
+            for (at, size) in events {
+                if at < values.len() {
+                    // Alternate spikes and shifts by the sign of the size.
+                    if size > 0.0 {
+                        values[at] += size * scale;
+                    } else {
+                        for value in &mut values[at..] {
+                            *value += size * scale;
+                        }
+                    }
+                }
+            }
+            values
+        })
+}
+
+fn run(name: &str, sensitivity: Sensitivity, times: &[f64], values: &[f64]) -> Vec<f64> {
+    let mut detector = registry::build(name, sensitivity).expect("registered detector");
+    times.iter().zip(values).map(|(&t, &v)| detector.update(Point::new(t, v)).value()).collect()
+}
+
+fn regular_times(len: usize) -> Vec<f64> {
+    (0..len).map(|idx| 1.7e9 + idx as f64 * 300.0).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn finite_input_gives_scores_in_unit_interval(
+        values in prop::collection::vec(-1e12f64..1e12, 0..800),
+        gaps in prop::collection::vec(0.0f64..1e5, 800),
+    ) {
+        let mut now = 0.0;
+        let times: Vec<f64> = gaps.iter().take(values.len()).map(|gap| { now += gap; now }).collect();
+        for name in registry::NAMES {
+            for score in run(name, Sensitivity::DEFAULT, &times, &values) {
+                prop_assert!(score.is_finite() && (0.0..=1.0).contains(&score), "{name}: {score}");
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics(
+        values in prop::collection::vec(prop::num::f64::ANY, 0..300),
+        times in prop::collection::vec(prop::num::f64::ANY, 300),
+    ) {
+        for name in registry::NAMES {
+            let scores = run(name, Sensitivity::DEFAULT, &times[..values.len()], &values);
+            prop_assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{name}");
+        }
+    }
+
+    #[test]
+    fn higher_sensitivity_never_flags_fewer_points(
+        values in structured_series(),
+        low in 0.0f64..=1.0,
+        high in 0.0f64..=1.0,
+    ) {
+        let (low, high) = if low <= high { (low, high) } else { (high, low) };
+        let (low, high) = (Sensitivity::new(low).expect("in range"), Sensitivity::new(high).expect("in range"));
+        let times = regular_times(values.len());
+        for name in registry::NAMES {
+            let cautious = run(name, low, &times, &values);
+            let eager = run(name, high, &times, &values);
+            for threshold in [0.3, 0.5, 0.7, 0.9] {
+                let n_cautious = cautious.iter().filter(|&&s| s >= threshold).count();
+                let n_eager = eager.iter().filter(|&&s| s >= threshold).count();
+                prop_assert!(n_eager >= n_cautious, "{name} at {threshold}: {n_eager} < {n_cautious}");
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_input_is_fine() {
+    for name in registry::NAMES {
+        let detector = registry::build(name, Sensitivity::DEFAULT).expect("registered");
+        assert!(detector.state_bytes() > 0);
+        assert!(run(name, Sensitivity::DEFAULT, &[], &[]).is_empty());
+    }
+}

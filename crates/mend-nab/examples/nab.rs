@@ -1,0 +1,382 @@
+//! Dev loop for NAB: `run` and `score` as the mend CLI will, plus `eval` (in memory, with splits).
+//!
+//! ```text
+//! cargo run --release --example nab -- run   --data DIR --out DIR [--detector NAME] [--sensitivity S]
+//! cargo run --release --example nab -- score --data DIR --labels FILE --results DIR [--detector NAME]
+//! cargo run --release --example nab -- eval  --data DIR --labels FILE [--detector NAME] [--params JSON] [--files]
+//! ```
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use mend_detect::{AnyDetector, EnsembleDetector, EnsembleParams, Sensitivity, registry};
+use mend_nab::{LabelledFile, Profile, ProfileScore, ScoredFile, detect_corpus, load_labelled_corpus, score_corpus};
+
+struct Args {
+    command: String,
+    flags: BTreeMap<String, String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut raw = std::env::args().skip(1);
+    let command = raw.next().ok_or("missing command: run | score | eval | sweep")?;
+    let mut flags = BTreeMap::new();
+    while let Some(flag) = raw.next() {
+        let key = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument {flag:?}"))?;
+        let value = if matches!(key, "files" | "windows" | "explain") {
+            String::new()
+        } else {
+            raw.next().ok_or(format!("--{key} needs a value"))?
+        };
+        flags.insert(key.to_owned(), value);
+    }
+    Ok(Args { command, flags })
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<(), String> {
+    let args = parse_args()?;
+    let flag = |name: &str, default: &str| args.flags.get(name).cloned().unwrap_or_else(|| default.to_owned());
+    let data = PathBuf::from(flag("data", "/work/shared/nab/data"));
+    let labels = PathBuf::from(flag("labels", "/work/shared/nab/labels/combined_windows.json"));
+    let detector = flag("detector", "default");
+    let sensitivity: f64 = flag("sensitivity", "0.5").parse().map_err(|_| "bad --sensitivity")?;
+    let sensitivity = Sensitivity::new(sensitivity).map_err(|e| e.to_string())?;
+    match args.command.as_str() {
+        "run" => {
+            let out = PathBuf::from(flag("out", "results"));
+            let summary = mend_nab::run_corpus(&data, &out, &detector, sensitivity, |progress| {
+                eprintln!(
+                    "[{}/{}] {} ({} rows)",
+                    progress.file_idx + 1,
+                    progress.n_files,
+                    progress.rel_path,
+                    progress.n_rows
+                );
+            })
+            .map_err(|e| error_chain(&e))?;
+            println!("{} files, {} rows -> {}", summary.n_files, summary.n_rows, summary.detector_dir.display());
+        }
+        "score" => {
+            let results = PathBuf::from(flag("results", "results"));
+            let profiles = match args.flags.get("profiles") {
+                Some(path) => mend_nab::read_profiles(&PathBuf::from(path)).map_err(|e| error_chain(&e))?,
+                None => Profile::nab_profiles(),
+            };
+            let scores =
+                mend_nab::score(&data, &labels, &results, &detector, &profiles).map_err(|e| error_chain(&e))?;
+            print_scores(&scores, args.flags.contains_key("files"));
+        }
+        "eval" => {
+            let corpus = load_labelled_corpus(&data, &labels).map_err(|e| error_chain(&e))?;
+            let params: Option<EnsembleParams> = match args.flags.get("params") {
+                Some(json) => Some(serde_json::from_str(json).map_err(|e| format!("bad --params: {e}"))?),
+                None => None,
+            };
+            let make = || -> AnyDetector {
+                match &params {
+                    Some(p) => AnyDetector::Default(EnsembleDetector::with_params(p.clone(), sensitivity)),
+                    None => registry::build(&detector, sensitivity)
+                        .unwrap_or_else(|_| AnyDetector::Default(EnsembleDetector::new(sensitivity))),
+                }
+            };
+            if registry::build(&detector, sensitivity).is_err() {
+                return Err(format!("unknown detector {detector:?}"));
+            }
+            let scored = detect_corpus(&corpus, make);
+            let scores: Vec<ProfileScore> = Profile::nab_profiles().iter().map(|p| score_corpus(&scored, p)).collect();
+            print_scores(&scores, args.flags.contains_key("files"));
+            print_splits(&corpus, &scored);
+            if let Some(dir) = args.flags.get("dump") {
+                for scored_file in &scored {
+                    let path = PathBuf::from(dir).join(&scored_file.rel_path);
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                    }
+                    let text: String = scored_file.scores.iter().map(|s| format!("{s}\n")).collect();
+                    std::fs::write(&path, format!("anomaly_score\n{text}")).map_err(|e| e.to_string())?;
+                }
+                println!("threshold_std {}", scores[0].threshold);
+            }
+            if args.flags.contains_key("explain") {
+                // Which channel produced each detection at the standard threshold.
+                let threshold = scores[0].threshold;
+                let mut fp_by: BTreeMap<&str, usize> = BTreeMap::new();
+                let mut tp_by: BTreeMap<&str, usize> = BTreeMap::new();
+                for file in &corpus {
+                    let mut detector = EnsembleDetector::with_params(params.clone().unwrap_or_default(), sensitivity);
+                    let probation = mend_nab::probationary_rows(file.data.rows.len());
+                    let mut hit = vec![false; file.windows.len()];
+                    for (row_idx, row) in file.data.rows.iter().enumerate() {
+                        use mend_detect::Detector;
+                        let score =
+                            detector.update(mend_detect::Point::new(row.timestamp.as_secs_f64(), row.value)).value();
+                        if row_idx < probation || score < threshold {
+                            continue;
+                        }
+                        let ch = detector.last_channels();
+                        let best = if ch.extreme >= ch.rarity.max(ch.seasonal) {
+                            "extreme"
+                        } else if ch.rarity >= ch.seasonal {
+                            "rarity"
+                        } else {
+                            "seasonal"
+                        };
+                        let window = file.windows.iter().position(|&(l, r)| (l..=r).contains(&row_idx));
+                        match window {
+                            Some(w) if !hit[w] => {
+                                hit[w] = true;
+                                *tp_by.entry(best).or_default() += 1;
+                                println!("  TP {:<50} row {row_idx:>6} score {score:.3} {best}", file.data.rel_path());
+                            }
+                            Some(_) => {}
+                            None => {
+                                *fp_by.entry(best).or_default() += 1;
+                                println!("  FP {:<50} row {row_idx:>6} score {score:.3} {best}", file.data.rel_path());
+                            }
+                        }
+                    }
+                }
+                println!("first hits by channel {tp_by:?}\nfalse positives by channel {fp_by:?}");
+            }
+            if args.flags.contains_key("windows") {
+                let threshold = scores[0].threshold;
+                for (file, scored_file) in corpus.iter().zip(&scored) {
+                    for &(first, last) in &file.windows {
+                        let (best_idx, best) = (first..=last)
+                            .map(|i| (i, scored_file.scores[i]))
+                            .fold((first, f64::MIN), |acc, cur| if cur.1 > acc.1 { cur } else { acc });
+                        let first_hit = (first..=last).find(|&i| scored_file.scores[i] >= threshold);
+                        println!(
+                            "  {:<55} [{first},{last}] max {best:.3} at +{:.2}  first hit {}",
+                            file.data.rel_path(),
+                            (best_idx - first) as f64 / (last - first + 1) as f64,
+                            first_hit.map_or("-".to_owned(), |i| format!(
+                                "+{:.2}",
+                                (i - first) as f64 / (last - first + 1) as f64
+                            ))
+                        );
+                    }
+                }
+            }
+            if let Some(pattern) = args.flags.get("trace") {
+                let threshold = scores[0].threshold;
+                for (file, scored_file) in
+                    corpus.iter().zip(&scored).filter(|(f, _)| f.data.rel_path().contains(pattern.as_str()))
+                {
+                    let probation = mend_nab::probationary_rows(file.data.rows.len());
+                    println!(
+                        "{} rows {} probation {} windows {:?}",
+                        file.data.rel_path(),
+                        file.data.rows.len(),
+                        probation,
+                        file.windows
+                    );
+                    for (row_idx, &score) in scored_file.scores.iter().enumerate().skip(probation) {
+                        if score >= threshold.min(0.999) * 0.8 {
+                            let inside = file.windows.iter().any(|&(l, r)| (l..=r).contains(&row_idx));
+                            println!(
+                                "  row {row_idx:>6} score {score:.4} value {} {}",
+                                file.data.rows[row_idx].value,
+                                if inside { "IN" } else { "" }
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        "sweep" => {
+            // One EnsembleParams JSON per line of --grid; one compact result line each.
+            let corpus = load_labelled_corpus(&data, &labels).map_err(|e| error_chain(&e))?;
+            let grid = std::fs::read_to_string(flag("grid", "grid.jsonl")).map_err(|e| e.to_string())?;
+            for line in grid.lines().filter(|l| !l.trim().is_empty()) {
+                let params: EnsembleParams =
+                    serde_json::from_str(line).map_err(|e| format!("bad grid line {line}: {e}"))?;
+                let scored = detect_corpus(&corpus, || {
+                    AnyDetector::Default(EnsembleDetector::with_params(params.clone(), sensitivity))
+                });
+                let s: Vec<f64> =
+                    Profile::nab_profiles().iter().map(|p| score_corpus(&scored, p).normalized_score).collect();
+                let (a, b) = split_scores(&corpus, &scored);
+                println!("{:6.2} {:6.2} {:6.2} | A {:6.2} B {:6.2} | {line}", s[0], s[1], s[2], a, b);
+            }
+        }
+        "robust" => {
+            // Tune on one part of the corpus (best standard score over the --grid configs), report on the rest.
+            let corpus = load_labelled_corpus(&data, &labels).map_err(|e| error_chain(&e))?;
+            let grid = std::fs::read_to_string(flag("grid", "grid.jsonl")).map_err(|e| e.to_string())?;
+            let configs: Vec<(String, Vec<ScoredFile>)> = grid
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|line| {
+                    let params: EnsembleParams =
+                        serde_json::from_str(line).map_err(|e| format!("bad grid line {line}: {e}"))?;
+                    let scored = detect_corpus(&corpus, || {
+                        AnyDetector::Default(EnsembleDetector::with_params(params.clone(), sensitivity))
+                    });
+                    Ok((line.to_owned(), scored))
+                })
+                .collect::<Result<_, String>>()?;
+            let default_idx = configs
+                .iter()
+                .position(|(line, _)| line.trim() == "{}")
+                .ok_or("the grid must contain the default {}")?;
+            let score_on = |scored: &[ScoredFile], keep: &dyn Fn(&str) -> bool| -> f64 {
+                subset_score(scored, |f| keep(&f.rel_path)).normalized_score
+            };
+            let tune = |keep: &dyn Fn(&str) -> bool| -> usize {
+                let mut best = (f64::MIN, 0);
+                for (idx, (_, scored)) in configs.iter().enumerate() {
+                    let score = score_on(scored, keep);
+                    if score > best.0 {
+                        best = (score, idx);
+                    }
+                }
+                best.1
+            };
+            let half_a = half_a(&corpus);
+            let in_a = |p: &str| half_a.contains(p);
+            let in_b = |p: &str| !half_a.contains(p);
+            for (name, train, test) in
+                [("A->B", &in_a as &dyn Fn(&str) -> bool, &in_b as &dyn Fn(&str) -> bool), ("B->A", &in_b, &in_a)]
+            {
+                let best = tune(train);
+                println!(
+                    "{name}: tuned on train {:.2}, on test {:.2} (default on test {:.2}) with {}",
+                    score_on(&configs[best].1, train),
+                    score_on(&configs[best].1, test),
+                    score_on(&configs[default_idx].1, test),
+                    configs[best].0
+                );
+            }
+            let categories: std::collections::BTreeSet<String> =
+                corpus.iter().map(|f| f.data.category.clone()).collect();
+            for category in categories {
+                let prefix = format!("{category}/");
+                let train = |p: &str| !p.starts_with(&prefix);
+                let test = |p: &str| p.starts_with(&prefix);
+                let best = tune(&train);
+                // A category without windows cannot be normalised: report its raw standard score.
+                let raw = |scored: &[ScoredFile]| subset_score(scored, |f| test(&f.rel_path));
+                let tuned = raw(&configs[best].1);
+                let default = raw(&configs[default_idx].1);
+                println!(
+                    "LOCO {category:<22} tuned-without: test {:>7.2} (raw {:>7.3})  default: test {:>7.2} (raw {:>7.3})  all-files score of tuned {:.2}  {}",
+                    tuned.normalized_score,
+                    tuned.raw_score,
+                    default.normalized_score,
+                    default.raw_score,
+                    score_on(&configs[best].1, &|_| true),
+                    configs[best].0
+                );
+            }
+        }
+        other => return Err(format!("unknown command {other:?}")),
+    }
+    Ok(())
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn print_scores(scores: &[ProfileScore], per_file: bool) {
+    for score in scores {
+        println!(
+            "{:<20} score {:>7.2}  threshold {:.6}  raw {:>8.3}  TP {} FP {} FN {} TN {}",
+            score.profile,
+            score.normalized_score,
+            score.threshold,
+            score.raw_score,
+            score.counts.tp,
+            score.counts.fp,
+            score.counts.fn_,
+            score.counts.tn
+        );
+    }
+    let Some(standard) = scores.iter().find(|s| s.profile == "standard") else {
+        return;
+    };
+    if per_file {
+        for file in &standard.files {
+            println!(
+                "  {:<60} {:>7.3}  windows {}/{}  fp {}",
+                file.rel_path, file.raw_score, file.n_windows_detected, file.n_windows, file.n_false_positives
+            );
+        }
+    }
+    let mut by_category: BTreeMap<&str, (f64, usize, usize, usize)> = BTreeMap::new();
+    for file in &standard.files {
+        let category = file.rel_path.split('/').next().unwrap_or("");
+        let entry = by_category.entry(category).or_default();
+        entry.0 += file.raw_score;
+        entry.1 += file.n_windows_detected;
+        entry.2 += file.n_windows;
+        entry.3 += file.n_false_positives;
+    }
+    for (category, (raw, detected, windows, fps)) in by_category {
+        println!("  {category:<24} raw {raw:>8.3}  windows {detected}/{windows}  fp {fps}");
+    }
+}
+
+/// Standard score of a subset of files, threshold optimised on that subset alone.
+fn subset_score(scored: &[ScoredFile], keep: impl Fn(&ScoredFile) -> bool) -> ProfileScore {
+    let subset: Vec<ScoredFile> = scored.iter().filter(|f| keep(f)).cloned().collect();
+    score_corpus(&subset, &Profile::standard())
+}
+
+fn split_scores(corpus: &[LabelledFile], scored: &[ScoredFile]) -> (f64, f64) {
+    let half_a = half_a(corpus);
+    let a = subset_score(scored, |f| half_a.contains(&f.rel_path));
+    let b = subset_score(scored, |f| !half_a.contains(&f.rel_path));
+    (a.normalized_score, b.normalized_score)
+}
+
+fn half_a(corpus: &[LabelledFile]) -> std::collections::BTreeSet<String> {
+    let mut half_a = std::collections::BTreeSet::new();
+    let mut per_category: BTreeMap<&str, usize> = BTreeMap::new();
+    for file in corpus {
+        let counter = per_category.entry(file.data.category.as_str()).or_default();
+        if counter.is_multiple_of(2) {
+            half_a.insert(file.data.rel_path());
+        }
+        *counter += 1;
+    }
+    half_a
+}
+
+fn print_splits(corpus: &[LabelledFile], scored: &[ScoredFile]) {
+    // Split A/B: alternate files within each category (sorted order), so both halves see every category.
+    let half_a = half_a(corpus);
+    let a = subset_score(scored, |f| half_a.contains(&f.rel_path));
+    let b = subset_score(scored, |f| !half_a.contains(&f.rel_path));
+    println!(
+        "split A {:.2} (W {})  split B {:.2} (W {})",
+        a.normalized_score, a.n_windows, b.normalized_score, b.n_windows
+    );
+    let categories: std::collections::BTreeSet<&str> = corpus.iter().map(|f| f.data.category.as_str()).collect();
+    let mut line = String::from("leave-one-category-out (standard, rest):");
+    for category in categories {
+        let rest = subset_score(scored, |f| !f.rel_path.starts_with(&format!("{category}/")));
+        line.push_str(&format!(" {}={:.1}", category.trim_start_matches("real"), rest.normalized_score));
+    }
+    println!("{line}");
+}
