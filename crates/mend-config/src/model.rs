@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mend_types::ServiceName;
+use std::collections::BTreeMap;
+
+use mend_types::{ServiceName, Severity};
 
 use crate::template::Template;
 
@@ -17,6 +19,16 @@ pub struct Config {
     pub api: Api,
     /// Services in start order: every service comes after the services it depends on.
     pub services: Vec<Service>,
+    /// Static scrape targets (`[[scrape]]`).
+    pub scrapes: Vec<ScrapeTarget>,
+    /// Alerting rules (`[[rule]]`).
+    pub rules: Vec<Rule>,
+    /// Detector attachments (`[[detect]]`).
+    pub detects: Vec<Detect>,
+    /// Forecasts (`[[forecast]]`).
+    pub forecasts: Vec<Forecast>,
+    /// Bounds of the in-memory series store (`[storage]`).
+    pub storage: Storage,
 }
 
 impl Config {
@@ -338,6 +350,135 @@ pub struct Service {
     pub startup: Option<Probe>,
     /// Log files.
     pub logs: Logs,
+    /// Scraping of each replica's metrics.
+    pub metrics: Option<Metrics>,
+    /// Resident memory a replica may use; above it the replica is replaced, and mend forecasts when the
+    /// limit will be reached.
+    pub max_memory_bytes: Option<u64>,
+}
+
+/// `[service.NAME.metrics]`: each replica's exposition, scraped.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// URL template, e.g. `http://127.0.0.1:{port}/metrics`.
+    pub url: Template,
+    /// Time between scrapes.
+    pub interval: Duration,
+    /// Scrape timeout.
+    pub timeout: Duration,
+    /// Series one replica may create; more are dropped with an event.
+    pub max_series: usize,
+}
+
+/// Scrape defaults shared by services and static targets.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(5);
+/// Series one target may create by default (a cardinality explosion stops here).
+pub const DEFAULT_MAX_SERIES_PER_TARGET: usize = 10_000;
+
+/// `[[scrape]]`: a target mend scrapes but does not supervise (node_exporter, say).
+#[derive(Debug, Clone)]
+pub struct ScrapeTarget {
+    /// Name, used as the `job` label.
+    pub name: String,
+    /// The URL.
+    pub url: HttpTarget,
+    /// Time between scrapes.
+    pub interval: Duration,
+    /// Scrape timeout.
+    pub timeout: Duration,
+    /// Labels added to every sample.
+    pub labels: BTreeMap<String, String>,
+    /// Series the target may create.
+    pub max_series: usize,
+}
+
+/// `[[rule]]`: fires when its PromQL expression returns samples for `for_duration`.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Name (the signal's name, like Prometheus's `alert`).
+    pub name: String,
+    /// PromQL; every sample it returns is a pending or firing alert.
+    pub expr: String,
+    /// How long the condition must hold before firing.
+    pub for_duration: Duration,
+    /// How long a firing alert stays firing after the condition stops holding (recovery hysteresis).
+    pub keep_firing_for: Duration,
+    /// Severity of the signal.
+    pub severity: Severity,
+    /// Labels added to the signal.
+    pub labels: BTreeMap<String, String>,
+    /// One line for people; `{{ $value }}` and `{{ $labels.NAME }}` are filled in.
+    pub summary: Option<String>,
+}
+
+/// `[[detect]]`: a streaming detector on each series an expression yields.
+#[derive(Debug, Clone)]
+pub struct Detect {
+    /// Name of the attachment (the signal's name).
+    pub name: String,
+    /// PromQL selector or expression; one detector runs per resulting series.
+    pub series: String,
+    /// Registered detector name (`default`, `ewma`, `mad`, `seasonal`, `cusum`).
+    pub detector: String,
+    /// Sensitivity in 0..=1.
+    pub sensitivity: f64,
+    /// Severity of the signal.
+    pub severity: Severity,
+}
+
+/// `[[forecast]]`: warns when a series' trend reaches `limit` within `horizon`.
+#[derive(Debug, Clone)]
+pub struct Forecast {
+    /// Name (the signal's name).
+    pub name: String,
+    /// PromQL selector or expression; one forecaster per resulting series.
+    pub series: String,
+    /// The limit the series must not reach.
+    pub limit: f64,
+    /// How far ahead to warn.
+    pub horizon: Duration,
+    /// Severity of the signal.
+    pub severity: Severity,
+}
+
+/// `[storage]`: bounds of the in-memory series store.
+#[derive(Debug, Clone, Copy)]
+pub struct Storage {
+    /// Points older than this are dropped.
+    pub retention: Duration,
+    /// Points kept per series.
+    pub max_points_per_series: usize,
+    /// Series kept in total; new series beyond it are dropped with an event.
+    pub max_series: usize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self { retention: Duration::from_secs(3600), max_points_per_series: 1000, max_series: 100_000 }
+    }
+}
+
+/// Parses a size: a plain number of bytes, or a number with a unit (`KiB`, `MiB`, `GiB`, `TiB`, `kB`,
+/// `MB`, `GB`, `TB`, `B`).
+pub fn parse_size(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'));
+    let (number, unit) = text.split_at(split.unwrap_or(text.len()));
+    let number: f64 = number.parse().map_err(|_| format!("invalid size {text:?} (e.g. \"512MiB\" or 536870912)"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        other => return Err(format!("invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)")),
+    };
+    let size = number * scale;
+    if size.is_finite() { Ok(size) } else { Err(format!("invalid size {text:?}")) }
 }
 
 impl Service {
@@ -454,6 +595,16 @@ mod tests {
         assert_eq!(range.port_of(10), None);
         assert!(range.overlaps(&PortRange { first: 9110, last: 9200 }));
         assert!(!range.overlaps(&PortRange { first: 9111, last: 9200 }));
+    }
+
+    #[test]
+    fn sizes_parse_with_iec_and_si_units() {
+        assert_eq!(parse_size("512MiB"), Ok(536_870_912.0));
+        assert_eq!(parse_size("1.5 GiB"), Ok(1_610_612_736.0));
+        assert_eq!(parse_size("100MB"), Ok(1e8));
+        assert_eq!(parse_size("4096"), Ok(4096.0));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
     }
 
     #[test]

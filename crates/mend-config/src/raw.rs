@@ -38,6 +38,107 @@ pub(crate) struct RawService {
     pub(crate) readiness: Option<RawProbe>,
     pub(crate) startup: Option<RawProbe>,
     pub(crate) logs: Option<RawLogs>,
+    pub(crate) metrics: Option<RawMetrics>,
+    pub(crate) max_memory_bytes: Option<IntOrString>,
+}
+
+/// `[service.NAME.metrics]`: scrape each replica's exposition.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) scrape: Option<String>,
+    pub(crate) interval: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) max_series: Option<i64>,
+}
+
+/// `[[scrape]]`: a static target mend does not supervise.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScrape {
+    pub(crate) name: Option<String>,
+    pub(crate) url: Option<String>,
+    pub(crate) interval: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) labels: Option<BTreeMap<String, String>>,
+    pub(crate) max_series: Option<i64>,
+}
+
+/// `[[rule]]`: a PromQL alerting rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub(crate) name: Option<String>,
+    pub(crate) expr: Option<String>,
+    #[serde(rename = "for")]
+    pub(crate) for_duration: Option<String>,
+    pub(crate) keep_firing_for: Option<String>,
+    pub(crate) severity: Option<String>,
+    pub(crate) labels: Option<BTreeMap<String, String>>,
+    pub(crate) summary: Option<String>,
+}
+
+/// `[[detect]]`: a streaming detector on the series a PromQL expression yields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDetect {
+    pub(crate) name: Option<String>,
+    pub(crate) series: Option<String>,
+    pub(crate) detector: Option<String>,
+    pub(crate) sensitivity: Option<f64>,
+    pub(crate) severity: Option<String>,
+}
+
+/// `[[forecast]]`: time until a series reaches a limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawForecast {
+    pub(crate) name: Option<String>,
+    pub(crate) series: Option<String>,
+    pub(crate) limit: Option<FloatOrString>,
+    pub(crate) horizon: Option<String>,
+    pub(crate) severity: Option<String>,
+}
+
+/// `[storage]`: bounds of the in-memory series store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStorage {
+    pub(crate) retention: Option<String>,
+    pub(crate) max_points_per_series: Option<i64>,
+    pub(crate) max_series: Option<i64>,
+}
+
+/// A number, or a string with a size unit (`limit = 512e6` or `limit = "512MiB"`).
+#[derive(Debug)]
+pub(crate) enum FloatOrString {
+    Float(f64),
+    String(String),
+}
+
+impl<'de> Deserialize<'de> for FloatOrString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FloatOrStringVisitor;
+        impl Visitor<'_> for FloatOrStringVisitor {
+            type Value = FloatOrString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a string such as \"512MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+                Ok(FloatOrString::Float(value as f64))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+                Ok(FloatOrString::Float(value as f64))
+            }
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+                Ok(FloatOrString::Float(value))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(FloatOrString::String(value.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(FloatOrStringVisitor)
+    }
 }
 
 /// `[service.NAME.backoff]`.

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mend_types::ServiceName;
+use mend_types::{ServiceName, Severity};
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -15,14 +15,18 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigErrors, LineIndex};
 use crate::model::{
-    Api, Backoff, Check, Config, HttpTarget, Logs, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy, Service,
-    StopSignal, split_host_port,
+    Api, Backoff, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SCRAPE_INTERVAL, Detect, Forecast,
+    HttpTarget, Logs, Metrics, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy, Rule, ScrapeTarget,
+    Service, StopSignal, Storage, parse_size, split_host_port,
 };
-use crate::raw::{IntOrString, RawApi, RawProbe, RawService, StringOrList};
+use crate::raw::{
+    FloatOrString, IntOrString, RawApi, RawDetect, RawForecast, RawProbe, RawRule, RawScrape, RawService,
+    RawStorage, StringOrList,
+};
 use crate::template::{Placeholder, Template, TemplateVars};
 
 /// Top-level keys a config file may have.
-const TOP_LEVEL_KEYS: [&str; 2] = ["api", "service"];
+const TOP_LEVEL_KEYS: [&str; 7] = ["api", "service", "scrape", "rule", "detect", "forecast", "storage"];
 
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,12 +199,49 @@ pub(crate) fn parse_config(file: &str, text: &str, base_dir: &Path) -> Result<Co
 
 fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str, base_dir: &Path) -> Option<Config> {
     let mut raw_api = RawApi::default();
+    let mut raw_storage = RawStorage::default();
     let mut raw_services: Vec<(String, Option<RawService>)> = Vec::new();
+    let mut scrapes = Vec::new();
+    let mut rules = Vec::new();
+    let mut detects = Vec::new();
+    let mut forecasts = Vec::new();
     for (key, value) in root.get_ref() {
         let key = key.get_ref().as_ref();
         let path = KeyPath::default().key(key);
         match key {
             "api" => raw_api = raw_section(problems, &path, value).unwrap_or_default(),
+            "storage" => raw_storage = raw_section(problems, &path, value).unwrap_or_default(),
+            "scrape" | "rule" | "detect" | "forecast" => {
+                let Some(items) = value.get_ref().as_array() else {
+                    problems.add(&path, format!("expected an array of tables: write [[{key}]]"));
+                    continue;
+                };
+                for (idx, item) in items.iter().enumerate() {
+                    let item_path = path.index(idx);
+                    match key {
+                        "scrape" => {
+                            if let Some(raw) = raw_section::<RawScrape>(problems, &item_path, item) {
+                                scrapes.extend(validate_scrape(problems, &item_path, &raw));
+                            }
+                        }
+                        "rule" => {
+                            if let Some(raw) = raw_section::<RawRule>(problems, &item_path, item) {
+                                rules.extend(validate_rule(problems, &item_path, &raw));
+                            }
+                        }
+                        "detect" => {
+                            if let Some(raw) = raw_section::<RawDetect>(problems, &item_path, item) {
+                                detects.extend(validate_detect(problems, &item_path, &raw));
+                            }
+                        }
+                        _ => {
+                            if let Some(raw) = raw_section::<RawForecast>(problems, &item_path, item) {
+                                forecasts.extend(validate_forecast(problems, &item_path, &raw));
+                            }
+                        }
+                    }
+                }
+            }
             "service" => match value.get_ref().as_table() {
                 Some(table) => {
                     for (name, service) in table {
@@ -238,7 +279,12 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     check_dependencies(problems, &raw_services, &services);
     check_ports(problems, &api, &services);
     let services = if all_valid { start_order(problems, services)? } else { services };
-    Some(Config { source: PathBuf::from(file), api: api?, services })
+    unique_names(problems, "scrape", scrapes.iter().map(|s| s.name.as_str()));
+    unique_names(problems, "rule", rules.iter().map(|r| r.name.as_str()));
+    unique_names(problems, "detect", detects.iter().map(|d| d.name.as_str()));
+    unique_names(problems, "forecast", forecasts.iter().map(|f| f.name.as_str()));
+    let storage = validate_storage(problems, &raw_storage);
+    Some(Config { source: PathBuf::from(file), api: api?, services, scrapes, rules, detects, forecasts, storage: storage? })
 }
 
 fn validate_api(problems: &mut Problems<'_>, raw: &RawApi) -> Option<Api> {
@@ -444,6 +490,41 @@ fn validate_service(
     let startup =
         raw.startup.as_ref().and_then(|p| validate_probe(problems, &path.key("startup"), ProbeRole::Startup, p));
     let logs = validate_logs(problems, path, raw);
+    let metrics = raw.metrics.as_ref().and_then(|metrics| {
+        let metrics_path = path.key("metrics");
+        let Some(url) = &metrics.scrape else {
+            problems.add(&metrics_path, "missing key \"scrape\" (e.g. scrape = \"http://127.0.0.1:{port}/metrics\")");
+            return None;
+        };
+        let url = template(problems, &metrics_path.key("scrape"), url)?;
+        let sample_vars = TemplateVars { port: Some(1), replica: 0, service: "service" };
+        if let Err(message) = HttpTarget::parse(&url.render(&sample_vars)) {
+            problems.add(&metrics_path.key("scrape"), message);
+        }
+        let (interval, timeout) = scrape_timing(problems, &metrics_path, metrics.interval.as_ref(), metrics.timeout.as_ref())?;
+        let max_series = max_series(problems, &metrics_path, metrics.max_series)?;
+        Some(Metrics { url, interval, timeout, max_series })
+    });
+    let max_memory_bytes = match &raw.max_memory_bytes {
+        None => None,
+        Some(value) => {
+            let parsed = match value {
+                IntOrString::Int(bytes) => Ok(*bytes as f64),
+                IntOrString::String(text) => parse_size(text),
+            };
+            match parsed {
+                Ok(bytes) if bytes >= 1_048_576.0 => Some(bytes as u64),
+                Ok(_) => {
+                    problems.add(&path.key("max_memory_bytes"), "the limit must be at least 1MiB");
+                    None
+                }
+                Err(message) => {
+                    problems.add(&path.key("max_memory_bytes"), message);
+                    None
+                }
+            }
+        }
+    };
 
     // {port} needs ports; check every template of the service, command and probes alike.
     if ports.is_none() && raw.ports.is_none() {
@@ -496,7 +577,203 @@ fn validate_service(
         readiness,
         startup,
         logs: logs?,
+        metrics,
+        max_memory_bytes,
     })
+}
+
+/// Interval and timeout of a scrape: the timeout defaults to the interval, at most 10 s, and may not
+/// exceed it (a scrape must end before the next one starts).
+fn scrape_timing(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    interval: Option<&String>,
+    timeout: Option<&String>,
+) -> Option<(Duration, Duration)> {
+    let interval = duration(problems, &path.key("interval"), interval, DEFAULT_SCRAPE_INTERVAL)?;
+    if interval < Duration::from_millis(100) {
+        problems.add(&path.key("interval"), "the interval must be at least 100ms");
+        return None;
+    }
+    let timeout = duration(problems, &path.key("timeout"), timeout, interval.min(Duration::from_secs(10)))?;
+    if timeout.is_zero() || timeout > interval {
+        problems.add(&path.key("timeout"), "the timeout must be longer than 0s and at most the interval");
+        return None;
+    }
+    Some((interval, timeout))
+}
+
+fn max_series(problems: &mut Problems<'_>, path: &KeyPath, value: Option<i64>) -> Option<usize> {
+    integer(problems, &path.key("max_series"), value, 1..=10_000_000, DEFAULT_MAX_SERIES_PER_TARGET as i64).map(|n| n as usize)
+}
+
+fn required<'a>(problems: &mut Problems<'_>, path: &KeyPath, key: &str, value: Option<&'a String>, example: &str) -> Option<&'a str> {
+    match value.map(|v| v.trim()) {
+        Some(value) if !value.is_empty() => Some(value),
+        Some(_) => {
+            problems.add(&path.key(key), format!("{key} is empty"));
+            None
+        }
+        None => {
+            problems.add(path, format!("missing key {key:?} (e.g. {key} = {example})"));
+            None
+        }
+    }
+}
+
+fn valid_label_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn labels(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    for (name, value) in raw.into_iter().flatten() {
+        if !valid_label_name(name) || name.starts_with("__") {
+            problems.add(&path.key("labels").key(name), format!("invalid label name {name:?} (letters, digits and '_', not starting with a digit or \"__\")"));
+        } else {
+            labels.insert(name.clone(), value.clone());
+        }
+    }
+    labels
+}
+
+fn severity(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&String>) -> Option<Severity> {
+    match raw {
+        None => Some(Severity::Warning),
+        Some(text) => {
+            let severity = Severity::parse(text);
+            if severity.is_none() {
+                problems.add(&path.key("severity"), format!("unknown severity {text:?} (allowed: \"info\", \"warning\", \"critical\")"));
+            }
+            severity
+        }
+    }
+}
+
+fn name(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&String>) -> Option<String> {
+    let name = required(problems, path, "name", raw, "\"HighErrorRate\"")?;
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')) {
+        problems.add(&path.key("name"), format!("invalid name {name:?} (letters, digits, '_', '-', '.' and ':')"));
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+fn promql(problems: &mut Problems<'_>, path: &KeyPath, key: &str, expr: &str) -> bool {
+    match crate::promql::check(expr) {
+        Ok(()) => true,
+        Err(message) => {
+            problems.add(&path.key(key), message);
+            false
+        }
+    }
+}
+
+fn validate_scrape(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawScrape) -> Option<ScrapeTarget> {
+    let name = name(problems, path, raw.name.as_ref());
+    let url = required(problems, path, "url", raw.url.as_ref(), "\"http://127.0.0.1:9100/metrics\"").and_then(|url| {
+        if url.contains('{') {
+            problems.add(&path.key("url"), "static targets take no placeholders ({port} is for service metrics)");
+            return None;
+        }
+        HttpTarget::parse(url).map_err(|message| problems.add(&path.key("url"), message)).ok()
+    });
+    let timing = scrape_timing(problems, path, raw.interval.as_ref(), raw.timeout.as_ref());
+    let labels = labels(problems, path, raw.labels.as_ref());
+    let max_series = max_series(problems, path, raw.max_series);
+    let (interval, timeout) = timing?;
+    Some(ScrapeTarget { name: name?, url: url?, interval, timeout, labels, max_series: max_series? })
+}
+
+fn validate_rule(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawRule) -> Option<Rule> {
+    let name = name(problems, path, raw.name.as_ref());
+    let expr = required(problems, path, "expr", raw.expr.as_ref(), "'rate(errors_total[1m]) > 0.1'");
+    let valid_expr = expr.is_some_and(|expr| promql(problems, path, "expr", expr));
+    let for_duration = duration(problems, &path.key("for"), raw.for_duration.as_ref(), Duration::ZERO);
+    let keep_firing_for = duration(problems, &path.key("keep_firing_for"), raw.keep_firing_for.as_ref(), Duration::ZERO);
+    let severity = severity(problems, path, raw.severity.as_ref());
+    let labels = labels(problems, path, raw.labels.as_ref());
+    if !valid_expr {
+        return None;
+    }
+    Some(Rule {
+        name: name?,
+        expr: expr?.to_owned(),
+        for_duration: for_duration?,
+        keep_firing_for: keep_firing_for?,
+        severity: severity?,
+        labels,
+        summary: raw.summary.clone(),
+    })
+}
+
+fn validate_detect(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawDetect) -> Option<Detect> {
+    let name = name(problems, path, raw.name.as_ref());
+    let series = required(problems, path, "series", raw.series.as_ref(), "'mend_replica_rss_bytes{service=\"web\"}'");
+    let valid_series = series.is_some_and(|series| promql(problems, path, "series", series));
+    let detector = raw.detector.clone().unwrap_or_else(|| "default".to_owned());
+    if !mend_detect::registry::NAMES.contains(&detector.as_str()) {
+        problems.add(&path.key("detector"), format!("unknown detector {detector:?} (allowed: {})", mend_detect::registry::NAMES.join(", ")));
+    }
+    let sensitivity = raw.sensitivity.unwrap_or(0.5);
+    if !(0.0..=1.0).contains(&sensitivity) {
+        problems.add(&path.key("sensitivity"), format!("{sensitivity} is out of range (allowed: 0.0 to 1.0; higher flags more)"));
+    }
+    let severity = severity(problems, path, raw.severity.as_ref());
+    if !valid_series || !mend_detect::registry::NAMES.contains(&detector.as_str()) || !(0.0..=1.0).contains(&sensitivity) {
+        return None;
+    }
+    Some(Detect { name: name?, series: series?.to_owned(), detector, sensitivity, severity: severity? })
+}
+
+fn validate_forecast(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawForecast) -> Option<Forecast> {
+    let name = name(problems, path, raw.name.as_ref());
+    let series = required(problems, path, "series", raw.series.as_ref(), "'node_filesystem_avail_bytes'");
+    let valid_series = series.is_some_and(|series| promql(problems, path, "series", series));
+    let limit = match &raw.limit {
+        None => {
+            problems.add(path, "missing key \"limit\" (the value the series must not reach, e.g. limit = \"512MiB\")");
+            None
+        }
+        Some(FloatOrString::Float(limit)) if limit.is_finite() => Some(*limit),
+        Some(FloatOrString::Float(_)) => {
+            problems.add(&path.key("limit"), "the limit must be a finite number");
+            None
+        }
+        Some(FloatOrString::String(text)) => parse_size(text).map_err(|message| problems.add(&path.key("limit"), message)).ok(),
+    };
+    let horizon = duration(problems, &path.key("horizon"), raw.horizon.as_ref(), Duration::from_secs(600));
+    if horizon == Some(Duration::ZERO) {
+        problems.add(&path.key("horizon"), "the horizon must be longer than 0s");
+    }
+    let severity = severity(problems, path, raw.severity.as_ref());
+    if !valid_series {
+        return None;
+    }
+    Some(Forecast { name: name?, series: series?.to_owned(), limit: limit?, horizon: horizon?, severity: severity? })
+}
+
+fn validate_storage(problems: &mut Problems<'_>, raw: &RawStorage) -> Option<Storage> {
+    let defaults = Storage::default();
+    let path = KeyPath::default().key("storage");
+    let retention = duration(problems, &path.key("retention"), raw.retention.as_ref(), defaults.retention);
+    if retention.is_some_and(|r| r < Duration::from_secs(60)) {
+        problems.add(&path.key("retention"), "the retention must be at least 1m");
+    }
+    let points = integer(problems, &path.key("max_points_per_series"), raw.max_points_per_series, 10..=1_000_000, defaults.max_points_per_series as i64);
+    let series = integer(problems, &path.key("max_series"), raw.max_series, 1..=100_000_000, defaults.max_series as i64);
+    Some(Storage { retention: retention?, max_points_per_series: points? as usize, max_series: series? as usize })
+}
+
+fn unique_names<'a>(problems: &mut Problems<'_>, kind: &str, names: impl Iterator<Item = &'a str>) {
+    let mut seen: Vec<&str> = Vec::new();
+    for (idx, name) in names.enumerate() {
+        if seen.contains(&name) {
+            problems.add(&KeyPath::default().key(kind).index(idx).key("name"), format!("duplicate {kind} name {name:?}"));
+        }
+        seen.push(name);
+    }
 }
 
 fn check_templates(check: &Check) -> Vec<&Template> {

@@ -75,7 +75,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[service.web]\ncommand = [\"x\"]\nreplica = 2\n",
         &[
-            "mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`",
+            "mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`",
         ],
     );
     check_errors(
@@ -90,7 +90,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     );
     check_errors(
         "[servics.web]\ncommand = [\"x\"]\n",
-        &["mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service)"],
+        &["mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage)"],
     );
 }
 
@@ -122,7 +122,7 @@ replicaz = 1
             "mend.toml:10:12: service.web.liveness.interval: invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h or d)",
             "mend.toml:11:21: service.web.liveness.failure_threshold: 0 is out of range (allowed: 1 to 100000)",
             "mend.toml:13:11: service.db.command: the command is empty: the first element must name the program to run",
-            "mend.toml:16:1: service.worker.replicaz: unknown field `replicaz`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`",
+            "mend.toml:16:1: service.worker.replicaz: unknown field `replicaz`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`",
         ],
     );
 }
@@ -277,4 +277,94 @@ fn load_reads_files_and_names_them() {
     );
     let missing = mend_config::load(&dir.path().join("missing.toml")).expect_err("missing file").to_string();
     assert!(missing.starts_with("cannot read config file"), "{missing}");
+}
+
+#[test]
+fn observe_and_detect_sections_validate() {
+    let text = r#"
+[storage]
+retention = "30m"
+max_series = 5000
+[service.web]
+command = ["web", "--port", "{port}"]
+ports = "9101"
+max_memory_bytes = "256MiB"
+metrics = { scrape = "http://127.0.0.1:{port}/metrics", interval = "1s" }
+[[scrape]]
+name = "node"
+url = "http://127.0.0.1:9100/metrics"
+labels = { instance = "host1" }
+[[rule]]
+name = "HighErrorRate"
+expr = 'rate(errors_total[30s]) > 0.1'
+for = "10s"
+keep_firing_for = "5s"
+severity = "critical"
+labels = { team = "web" }
+[[detect]]
+name = "rss"
+series = 'mend_replica_rss_bytes{service="web"}'
+sensitivity = 0.7
+[[forecast]]
+name = "disk"
+series = "node_filesystem_avail_bytes"
+limit = 1e9
+horizon = "30m"
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
+    let web = &config.services[0];
+    assert_eq!(web.max_memory_bytes, Some(256 * 1024 * 1024));
+    let metrics = web.metrics.as_ref().expect("metrics");
+    assert_eq!((metrics.interval, metrics.timeout), (Duration::from_secs(1), Duration::from_secs(1)));
+    assert_eq!(config.scrapes[0].url.port, 9100);
+    assert_eq!(config.scrapes[0].interval, Duration::from_secs(5));
+    assert_eq!(config.rules[0].for_duration, Duration::from_secs(10));
+    assert_eq!(config.rules[0].severity, mend_types::Severity::Critical);
+    assert_eq!(config.detects[0].detector, "default");
+    assert_eq!(config.forecasts[0].limit, 1e9);
+    assert_eq!(config.storage.retention, Duration::from_secs(1800));
+    assert_eq!(config.storage.max_points_per_series, 1000);
+}
+
+#[test]
+fn observe_and_detect_sections_report_every_problem() {
+    let text = r#"
+[service.web]
+command = ["web"]
+max_memory_bytes = "lots"
+[service.web.metrics]
+scrape = "http://127.0.0.1:{port}/metrics"
+interval = "1s"
+timeout = "2s"
+[[scrape]]
+url = "http://127.0.0.1:9100/metrics"
+[[rule]]
+name = "A"
+[[rule]]
+name = "A"
+expr = "up == 0"
+severity = "apocalyptic"
+[[detect]]
+name = "d"
+series = "x"
+detector = "magic"
+sensitivity = 3
+[[forecast]]
+name = "f"
+series = "y"
+"#;
+    check_errors(
+        text,
+        &[
+            "mend.toml:4:20: service.web.max_memory_bytes: invalid size \"lots\" (e.g. \"512MiB\" or 536870912)",
+            "mend.toml:8:11: service.web.metrics.timeout: the timeout must be longer than 0s and at most the interval",
+            "mend.toml:9:1: scrape[0]: missing key \"name\" (e.g. name = \"HighErrorRate\")",
+            "mend.toml:11:1: rule[0]: missing key \"expr\" (e.g. expr = 'rate(errors_total[1m]) > 0.1')",
+            "mend.toml:16:12: rule[1].severity: unknown severity \"apocalyptic\" (allowed: \"info\", \"warning\", \"critical\")",
+            "mend.toml:20:12: detect[0].detector: unknown detector \"magic\" (allowed: default, ewma, mad, seasonal, cusum)",
+            "mend.toml:21:15: detect[0].sensitivity: 3 is out of range (allowed: 0.0 to 1.0; higher flags more)",
+            "mend.toml:22:1: forecast[0]: missing key \"limit\" (the value the series must not reach, e.g. limit = \"512MiB\")",
+        ],
+    );
+    check_errors("[rule]\nname = \"x\"\n", &["mend.toml:1:2: rule: expected an array of tables: write [[rule]]"]);
 }

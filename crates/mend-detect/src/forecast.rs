@@ -89,6 +89,11 @@ impl TrendForecaster {
         }
     }
 
+    /// The fitted level at the latest sample and the slope per second, once there is a fit.
+    pub fn trend(&self) -> Option<(f64, f64)> {
+        self.fit().map(|fit| (fit.level, fit.slope))
+    }
+
     /// Bytes of state per series.
     pub fn state_bytes(&self) -> usize {
         size_of_val(self)

@@ -1,6 +1,8 @@
 //! Streaming, online, IO-free anomaly detectors for mend, and a resource-exhaustion forecaster.
 #![doc = include_str!("../README.md")]
 
+pub mod alerting;
+pub mod attach;
 mod cusum;
 mod ensemble;
 mod ewma;

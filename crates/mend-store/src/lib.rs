@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mend_types::{Event, EventKind, EventSink, ServiceName, Timestamp};
+use mend_types::{
+    Event, EventKind, EventSink, ServiceName, Severity, Signal, SignalKind, SignalSink, SignalState, Timestamp,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Errors of the store.
@@ -73,6 +75,24 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_at ON events(at_ms);
     CREATE INDEX events_service_id ON events(service, id);",
+    // 2: signals (firing and resolved transitions of rules, anomalies, forecasts and external alerts).
+    "CREATE TABLE signals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        since_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        service TEXT,
+        replica INTEGER,
+        value REAL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        evidence TEXT NOT NULL DEFAULT '',
+        fingerprint TEXT NOT NULL
+    );
+    CREATE INDEX signals_at ON signals(at_ms);
+    CREATE INDEX signals_fingerprint_id ON signals(fingerprint, id);",
 ];
 
 /// How long events are kept.
@@ -114,9 +134,34 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// A stored signal transition with its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSignal {
+    /// Row id (increasing).
+    pub id: i64,
+    /// The transition.
+    pub signal: Signal,
+}
+
+/// Which signals to read.
+#[derive(Debug, Clone, Default)]
+pub struct SignalQuery {
+    /// Only the latest transition of conditions that are firing now.
+    pub active_only: bool,
+    /// Only this service's.
+    pub service: Option<String>,
+    /// Only at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only with an id greater than this.
+    pub after_id: Option<i64>,
+    /// At most this many (the newest), oldest first.
+    pub limit: usize,
+}
+
 enum Message {
     /// Boxed: the queue's slots are allocated up front, so they stay small.
     Event(Box<Event>),
+    Signal(Box<Signal>),
     Flush(SyncSender<()>),
     /// Commit what is queued and stop; sinks that outlive the store then count their events as dropped.
     Close(SyncSender<()>),
@@ -199,7 +244,12 @@ impl Store {
         Arc::new(StoreSink { queue: self.queue.clone(), dropped: self.dropped.clone() })
     }
 
-    /// Events dropped because the writer's queue was full.
+    /// A non-blocking sink that queues signals for the writer.
+    pub fn signal_sink(&self) -> Arc<dyn SignalSink> {
+        Arc::new(StoreSink { queue: self.queue.clone(), dropped: self.dropped.clone() })
+    }
+
+    /// Events and signals dropped because the writer's queue was full.
     pub fn dropped_events(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -268,6 +318,83 @@ impl Store {
         Ok(events)
     }
 
+    /// Reads signal transitions (blocking). With `active_only`, returns for each condition whose latest
+    /// transition is `firing` that transition.
+    pub fn signals(&self, query: &SignalQuery) -> Result<Vec<StoredSignal>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let mut sql = String::from(
+            "SELECT id, at_ms, since_ms, state, kind, name, severity, service, replica, value, labels, evidence FROM signals s WHERE 1 = 1",
+        );
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        if query.active_only {
+            sql.push_str(
+                " AND s.state = 'firing' AND s.id = (SELECT MAX(id) FROM signals t WHERE t.fingerprint = s.fingerprint)",
+            );
+        }
+        if let Some(service) = &query.service {
+            sql.push_str(" AND service = ?");
+            values.push(service.clone().into());
+        }
+        if let Some(since) = query.since {
+            sql.push_str(" AND at_ms >= ?");
+            values.push(since.as_millis().into());
+        }
+        if let Some(after_id) = query.after_id {
+            sql.push_str(" AND id > ?");
+            values.push(after_id.into());
+        }
+        sql = format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC");
+        values.push((query.limit.min(i64::MAX as usize) as i64).into());
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, Option<String>>(7)?,
+                row.get::<_, Option<u32>>(8)?,
+                row.get::<_, Option<f64>>(9)?,
+                row.get::<_, String>(10)?,
+                row.get::<_, String>(11)?,
+            ))
+        })?;
+        let mut signals = Vec::new();
+        for row in rows {
+            let (id, at_ms, since_ms, state, kind, name, severity, service, replica, value, labels, evidence) = row?;
+            let state = match state.as_str() {
+                "firing" => SignalState::Firing,
+                "resolved" => SignalState::Resolved,
+                _ => continue,
+            };
+            let kind = match kind.as_str() {
+                "rule" => SignalKind::Rule,
+                "anomaly" => SignalKind::Anomaly,
+                "predictive" => SignalKind::Predictive,
+                "external" => SignalKind::External,
+                _ => continue,
+            };
+            let signal = Signal {
+                at: Timestamp::from_millis(at_ms),
+                since: Timestamp::from_millis(since_ms),
+                state,
+                kind,
+                name,
+                severity: Severity::parse(&severity).unwrap_or_default(),
+                service: service.and_then(|name| ServiceName::new(&name).ok()),
+                replica,
+                value: value.unwrap_or(f64::NAN),
+                labels: serde_json::from_str(&labels).unwrap_or_default(),
+                evidence,
+            };
+            signals.push(StoredSignal { id, signal });
+        }
+        Ok(signals)
+    }
+
     /// The id of the newest event, if any.
     pub fn last_id(&self) -> Result<Option<i64>, StoreError> {
         let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
@@ -291,6 +418,14 @@ struct StoreSink {
     dropped: Arc<AtomicU64>,
 }
 
+impl SignalSink for StoreSink {
+    fn signal(&self, signal: Signal) {
+        if self.queue.try_send(Message::Signal(Box::new(signal))).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl EventSink for StoreSink {
     fn emit(&self, event: Event) {
         match self.queue.try_send(Message::Event(Box::new(event))) {
@@ -307,6 +442,7 @@ const MAX_BATCH: usize = 1024;
 
 fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: Retention) {
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
+    let mut signals: Vec<Signal> = Vec::new();
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
     let mut close: Option<SyncSender<()>> = None;
     let mut since_cleanup = 0_usize;
@@ -322,19 +458,21 @@ fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: R
         while let Some(message) = next.take() {
             match message {
                 Message::Event(event) => batch.push(*event),
+                Message::Signal(signal) => signals.push(*signal),
                 Message::Flush(done) => flushes.push(done),
                 Message::Close(done) => close = Some(done),
             }
-            if batch.len() < MAX_BATCH && close.is_none() {
+            if batch.len() + signals.len() < MAX_BATCH && close.is_none() {
                 next = inbox.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            if let Err(error) = insert(&mut connection, &batch) {
-                tracing::error!(error = %error, n_events = batch.len(), "cannot store events");
+        if !batch.is_empty() || !signals.is_empty() {
+            if let Err(error) = insert(&mut connection, &batch, &signals) {
+                tracing::error!(error = %error, n_events = batch.len(), n_signals = signals.len(), "cannot store events");
             }
-            since_cleanup += batch.len();
+            since_cleanup += batch.len() + signals.len();
             batch.clear();
+            signals.clear();
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -354,8 +492,32 @@ fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: R
     }
 }
 
-fn insert(connection: &mut Connection, events: &[Event]) -> rusqlite::Result<()> {
+fn insert(connection: &mut Connection, events: &[Event], signals: &[Signal]) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
+    {
+        let mut statement = transaction.prepare_cached(
+            "INSERT INTO signals (at_ms, since_ms, state, kind, name, severity, service, replica, value, labels, evidence, fingerprint)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for signal in signals {
+            let labels = serde_json::to_string(&signal.labels).unwrap_or_else(|_| "{}".to_owned());
+            statement.execute(params![
+                signal.at.as_millis(),
+                signal.since.as_millis(),
+                signal.state.as_str(),
+                signal.kind.as_str(),
+                signal.name,
+                signal.severity.as_str(),
+                signal.service.as_ref().map(ServiceName::as_str),
+                signal.replica,
+                // SQLite stores NaN as NULL; the reader maps NULL back to NaN.
+                signal.value,
+                labels,
+                signal.evidence,
+                signal.fingerprint(),
+            ])?;
+        }
+    }
     {
         let mut statement = transaction.prepare_cached(
             "INSERT INTO events (at_ms, service, replica, kind, message, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -380,9 +542,11 @@ fn apply_retention(connection: &Connection, retention: Retention) -> rusqlite::R
     if let Some(newest) = newest {
         let oldest_kept = newest.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
         connection.execute("DELETE FROM events WHERE at_ms < ?1", params![oldest_kept])?;
+        connection.execute("DELETE FROM signals WHERE at_ms < ?1", params![oldest_kept])?;
     }
     let max_events = i64::try_from(retention.max_events).unwrap_or(i64::MAX);
     connection.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1", params![max_events])?;
+    connection.execute("DELETE FROM signals WHERE id <= (SELECT MAX(id) FROM signals) - ?1", params![max_events])?;
     Ok(())
 }
 
@@ -443,6 +607,43 @@ mod tests {
         assert_eq!(all(&store).len(), 1);
     }
 
+    fn signal(at_ms: i64, name: &str, state: SignalState) -> Signal {
+        Signal {
+            at: Timestamp::from_millis(at_ms),
+            since: Timestamp::from_millis(0),
+            state,
+            kind: SignalKind::Rule,
+            name: name.to_owned(),
+            severity: Severity::Critical,
+            service: ServiceName::new("web").ok(),
+            replica: Some(1),
+            value: 0.5,
+            labels: [("service".to_owned(), "web".to_owned())].into(),
+            evidence: "errors above 10 %".into(),
+        }
+    }
+
+    #[test]
+    fn stores_signals_and_lists_active_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("mend.db"), Retention::default()).expect("open");
+        let sink = store.signal_sink();
+        sink.signal(signal(1, "A", SignalState::Firing));
+        sink.signal(signal(2, "B", SignalState::Firing));
+        sink.signal(signal(3, "A", SignalState::Resolved));
+        let mut nan = signal(4, "C", SignalState::Firing);
+        nan.value = f64::NAN;
+        sink.signal(nan);
+        store.flush().expect("flush");
+        let all = store.signals(&SignalQuery { limit: 10, ..Default::default() }).expect("query");
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[0].signal, signal(1, "A", SignalState::Firing));
+        assert!(all[3].signal.value.is_nan());
+        let active = store.signals(&SignalQuery { active_only: true, limit: 10, ..Default::default() }).expect("query");
+        let names: Vec<&str> = active.iter().map(|s| s.signal.name.as_str()).collect();
+        assert_eq!(names, ["B", "C"]);
+    }
+
     #[test]
     fn close_returns_while_sinks_are_still_alive() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -463,7 +664,7 @@ mod tests {
         connection.pragma_update(None, "user_version", 99).expect("set version");
         drop(connection);
         let error = Store::open(&path, Retention::default()).err().expect("newer schema refused");
-        assert!(error.to_string().contains("schema version 99, newer than the 1 this mend supports"), "{error}");
+        assert!(error.to_string().contains("schema version 99, newer than the 2 this mend supports"), "{error}");
     }
 
     #[test]

@@ -43,11 +43,18 @@ pub enum EventKind {
     OrphanKilled,
     /// mend is shutting down.
     ShuttingDown,
+    /// A metrics scrape failed (unreachable, bad status, or a malformed exposition: the line and reason);
+    /// the target's previous samples stay.
+    ScrapeFailed,
+    /// A target that failed to scrape is scraped again.
+    ScrapeRecovered,
+    /// New series were refused because a target or the whole store reached its series limit.
+    SeriesDropped,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 18] = [
         Self::ConfigLoaded,
         Self::Started,
         Self::SpawnFailed,
@@ -63,6 +70,9 @@ impl EventKind {
         Self::Stopped,
         Self::OrphanKilled,
         Self::ShuttingDown,
+        Self::ScrapeFailed,
+        Self::ScrapeRecovered,
+        Self::SeriesDropped,
     ];
 
     /// The stable snake_case name.
@@ -83,6 +93,9 @@ impl EventKind {
             Self::Stopped => "stopped",
             Self::OrphanKilled => "orphan_killed",
             Self::ShuttingDown => "shutting_down",
+            Self::ScrapeFailed => "scrape_failed",
+            Self::ScrapeRecovered => "scrape_recovered",
+            Self::SeriesDropped => "series_dropped",
         }
     }
 

@@ -7,10 +7,12 @@ mod event;
 mod exit;
 mod ids;
 mod probe;
+mod signal;
 mod time;
 
 pub use event::{Event, EventKind, EventSink};
 pub use exit::{ExitInfo, signal_name};
 pub use ids::{InvalidName, ReplicaId, ServiceName};
 pub use probe::{ProbeOutcome, ProcessEvidence};
+pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};
 pub use time::{Clock, SystemClock, Timestamp};

@@ -1,0 +1,399 @@
+//! Detectors and forecasters attached to many series: one instance per label set, fed only new points,
+//! turning scores and forecasts into firing and resolved transitions. Pure: points and time come in.
+
+use std::collections::HashMap;
+
+use crate::alerting::LabelSet;
+use crate::forecast::{Forecaster, TrendForecaster};
+use crate::point::{Detector, Point};
+use crate::registry::{self, AnyDetector, UnknownDetector};
+use crate::sensitivity::Sensitivity;
+
+/// Scores at or above this are alarms, for every registered detector.
+pub const ALARM_SCORE: f64 = 0.5;
+
+/// A change worth reporting for one series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesTransition {
+    /// Which series.
+    pub labels: LabelSet,
+    /// True when the condition starts, false when it resolves.
+    pub firing: bool,
+    /// When the condition started (seconds).
+    pub since: f64,
+    /// The score (anomalies) or seconds until the limit (forecasts).
+    pub value: f64,
+    /// Why, for people.
+    pub evidence: String,
+}
+
+struct TrackedDetector {
+    detector: AnyDetector,
+    last_ts: f64,
+    last_seen: f64,
+    /// When the current anomaly started, and the time of its latest alarm.
+    anomaly: Option<(f64, f64)>,
+}
+
+/// One detector per series of an attachment.
+pub struct DetectorBank {
+    detector_name: String,
+    sensitivity: Sensitivity,
+    max_series: usize,
+    resolve_after_secs: f64,
+    series: HashMap<LabelSet, TrackedDetector>,
+    refused: u64,
+}
+
+fn format_value(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-3..1e6).contains(&magnitude) { format!("{value:.3e}") } else { format!("{value:.4}") }
+}
+
+impl DetectorBank {
+    /// A bank of `detector_name` detectors; at most `max_series` series are tracked (the rest are refused
+    /// and counted), and an anomaly resolves after `resolve_after_secs` without a new alarm.
+    pub fn new(
+        detector_name: &str,
+        sensitivity: Sensitivity,
+        max_series: usize,
+        resolve_after_secs: f64,
+    ) -> Result<Self, UnknownDetector> {
+        registry::build(detector_name, sensitivity)?;
+        Ok(Self {
+            detector_name: detector_name.to_owned(),
+            sensitivity,
+            max_series,
+            resolve_after_secs,
+            series: HashMap::new(),
+            refused: 0,
+        })
+    }
+
+    /// Feeds the points of one series at `now`; points not newer than the last one fed are skipped, so
+    /// the caller may pass overlapping windows.
+    pub fn feed(&mut self, labels: &LabelSet, points: &[(f64, f64)], now: f64) -> Vec<SeriesTransition> {
+        if !self.series.contains_key(labels) {
+            if self.series.len() >= self.max_series {
+                self.refused += 1;
+                return Vec::new();
+            }
+            let Ok(detector) = registry::build(&self.detector_name, self.sensitivity) else { return Vec::new() };
+            self.series.insert(
+                labels.clone(),
+                TrackedDetector { detector, last_ts: f64::NEG_INFINITY, last_seen: now, anomaly: None },
+            );
+        }
+        let Some(tracked) = self.series.get_mut(labels) else { return Vec::new() };
+        tracked.last_seen = now;
+        let mut transitions = Vec::new();
+        for &(ts, value) in points {
+            if ts <= tracked.last_ts {
+                continue;
+            }
+            tracked.last_ts = ts;
+            let score = tracked.detector.update(Point::new(ts, value)).value();
+            if score < ALARM_SCORE {
+                continue;
+            }
+            match &mut tracked.anomaly {
+                Some((_, last_alarm)) => *last_alarm = ts,
+                None => {
+                    tracked.anomaly = Some((ts, ts));
+                    let why = match &tracked.detector {
+                        AnyDetector::Default(ensemble) => {
+                            let channels = ensemble.last_channels();
+                            let mut named: Vec<(&str, f64)> = vec![
+                                ("new extreme", channels.extreme),
+                                ("rare level", channels.rarity),
+                                ("unusual for the time of day", channels.seasonal),
+                                ("stuck value", channels.flatline),
+                            ];
+                            named.sort_by(|a, b| b.1.total_cmp(&a.1));
+                            format!(" ({})", named[0].0)
+                        }
+                        _ => String::new(),
+                    };
+                    transitions.push(SeriesTransition {
+                        labels: labels.clone(),
+                        firing: true,
+                        since: ts,
+                        value: score,
+                        evidence: format!(
+                            "value {} scored {score:.2} by the {} detector{why}",
+                            format_value(value),
+                            self.detector_name
+                        ),
+                    });
+                }
+            }
+        }
+        transitions
+    }
+
+    /// Resolves anomalies quiet for the resolve time and forgets series not fed for `forget_after_secs`.
+    pub fn sweep(&mut self, now: f64, forget_after_secs: f64) -> Vec<SeriesTransition> {
+        let mut transitions = Vec::new();
+        let resolve_after = self.resolve_after_secs;
+        self.series.retain(|labels, tracked| {
+            let forget = now - tracked.last_seen > forget_after_secs;
+            if let Some((since, last_alarm)) = tracked.anomaly {
+                if forget || tracked.last_ts - last_alarm >= resolve_after || now - last_alarm >= 2.0 * resolve_after {
+                    tracked.anomaly = None;
+                    transitions.push(SeriesTransition {
+                        labels: labels.clone(),
+                        firing: false,
+                        since,
+                        value: 0.0,
+                        evidence: format!("no alarm for {resolve_after:.0}s"),
+                    });
+                }
+            }
+            !forget
+        });
+        transitions
+    }
+
+    /// Series tracked.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// True when no series is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Series refused because the bank was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+struct TrackedForecast {
+    forecaster: TrendForecaster,
+    /// +1 when the limit is above the series (memory, disk used), −1 when below (free space).
+    direction: f64,
+    /// The value the current trend started from.
+    run_start: f64,
+    last_ts: f64,
+    last_value: f64,
+    last_seen: f64,
+    firing_since: Option<f64>,
+}
+
+/// One forecaster per series, warning when a series will reach `limit` within `horizon_secs`.
+pub struct ForecastBank {
+    limit: f64,
+    horizon_secs: f64,
+    max_series: usize,
+    series: HashMap<LabelSet, TrackedForecast>,
+}
+
+impl ForecastBank {
+    /// Warns when the trend reaches `limit` within `horizon_secs`; tracks at most `max_series` series.
+    pub fn new(limit: f64, horizon_secs: f64, max_series: usize) -> Self {
+        Self { limit, horizon_secs, max_series, series: HashMap::new() }
+    }
+
+    /// Feeds the points of one series at `now` (points not newer than the last one fed are skipped).
+    pub fn feed(&mut self, labels: &LabelSet, points: &[(f64, f64)], now: f64) -> Vec<SeriesTransition> {
+        if !self.series.contains_key(labels) && self.series.len() >= self.max_series {
+            return Vec::new();
+        }
+        let limit = self.limit;
+        let first_value = points.iter().map(|p| p.1).find(|v| v.is_finite()).unwrap_or(limit);
+        let tracked = self.series.entry(labels.clone()).or_insert_with(|| TrackedForecast {
+            forecaster: TrendForecaster::new(),
+            direction: if first_value <= limit { 1.0 } else { -1.0 },
+            run_start: first_value,
+            last_ts: f64::NEG_INFINITY,
+            last_value: f64::NAN,
+            last_seen: now,
+            firing_since: None,
+        });
+        tracked.last_seen = now;
+        let mut fed = false;
+        let mut transitions = Vec::new();
+        for &(ts, value) in points {
+            if ts <= tracked.last_ts || !value.is_finite() {
+                continue;
+            }
+            // Falling back by more than half of what the run gained, and by a tenth of the way to the limit,
+            // is a reset (a restarted process's memory, a cleaned disk): the old trend no longer applies.
+            // Noise is far smaller than either.
+            let fall = (tracked.last_value - value) * tracked.direction;
+            let gained = (tracked.last_value - tracked.run_start) * tracked.direction;
+            if fall > 0.5 * gained.max(0.0) && fall > 0.1 * (limit - tracked.run_start).abs() {
+                tracked.forecaster = TrendForecaster::new();
+                tracked.run_start = value;
+                if let Some(since) = tracked.firing_since.take() {
+                    transitions.push(SeriesTransition {
+                        labels: labels.clone(),
+                        firing: false,
+                        since,
+                        value: f64::INFINITY,
+                        evidence: format!("the series reset to {} (a restart or a cleanup)", format_value(value)),
+                    });
+                }
+            }
+            tracked.forecaster.update(ts, value);
+            tracked.last_ts = ts;
+            tracked.last_value = value;
+            fed = true;
+        }
+        if !fed {
+            return transitions;
+        }
+        let forecast = tracked.forecaster.time_to_reach(limit);
+        let (fitted, slope) = tracked.forecaster.trend().unwrap_or((tracked.last_value, 0.0));
+        let past_limit =
+            (tracked.last_value - limit) * tracked.direction >= 0.0 || (fitted - limit) * tracked.direction >= 0.0;
+        // Resolving needs evidence: the series stopped approaching the limit, or the limit is comfortably
+        // beyond the horizon. An uncertain fit near the limit keeps the warning.
+        let receding = slope * tracked.direction <= 0.0;
+        match (forecast, tracked.firing_since) {
+            (Some(forecast), None) if forecast.seconds <= self.horizon_secs => {
+                tracked.firing_since = Some(tracked.last_ts);
+                transitions.push(SeriesTransition {
+                    labels: labels.clone(),
+                    firing: true,
+                    since: tracked.last_ts,
+                    value: forecast.seconds,
+                    evidence: format!(
+                        "{} grows {}/s: reaches the limit {} in {:.0}s (confidence {:.3})",
+                        format_value(forecast.level),
+                        format_value(forecast.slope_per_sec),
+                        format_value(limit),
+                        forecast.seconds,
+                        forecast.confidence
+                    ),
+                });
+            }
+            // Hysteresis: resolve only once the limit is comfortably beyond the horizon, or there is no
+            // trend toward it any more; a series at or past its limit stays firing until it comes back.
+            (forecast, Some(since))
+                if !past_limit && (receding || forecast.is_some_and(|f| f.seconds > 1.5 * self.horizon_secs)) =>
+            {
+                tracked.firing_since = None;
+                transitions.push(SeriesTransition {
+                    labels: labels.clone(),
+                    firing: false,
+                    since,
+                    value: forecast.map_or(f64::INFINITY, |f| f.seconds),
+                    evidence: "the trend no longer reaches the limit within the horizon".to_owned(),
+                });
+            }
+            _ => {}
+        }
+        transitions
+    }
+
+    /// Forgets series not fed for `forget_after_secs`, resolving their warnings.
+    pub fn sweep(&mut self, now: f64, forget_after_secs: f64) -> Vec<SeriesTransition> {
+        let mut transitions = Vec::new();
+        self.series.retain(|labels, tracked| {
+            let forget = now - tracked.last_seen > forget_after_secs;
+            if forget {
+                if let Some(since) = tracked.firing_since {
+                    transitions.push(SeriesTransition {
+                        labels: labels.clone(),
+                        firing: false,
+                        since,
+                        value: f64::NAN,
+                        evidence: "the series is gone".to_owned(),
+                    });
+                }
+            }
+            !forget
+        });
+        transitions
+    }
+
+    /// Series tracked.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// True when no series is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(name: &str) -> LabelSet {
+        LabelSet::from([("series".to_owned(), name.to_owned())])
+    }
+
+    #[test]
+    fn a_spike_fires_once_then_resolves_after_quiet() {
+        let mut bank = DetectorBank::new("default", Sensitivity::default(), 10, 60.0).expect("known detector");
+        let series = labels("a");
+        let mut points: Vec<(f64, f64)> = (0..700).map(|i| (i as f64, 10.0 + (i % 5) as f64)).collect();
+        points[500].1 = 500.0;
+        // Fed in overlapping chunks, as an evaluation loop reading windows would.
+        let mut transitions = Vec::new();
+        for end in (50_usize..=540).step_by(10) {
+            transitions.extend(bank.feed(&series, &points[end.saturating_sub(100)..end], end as f64));
+        }
+        let fired: Vec<&SeriesTransition> = transitions.iter().filter(|t| t.firing).collect();
+        assert_eq!(fired.len(), 1, "{transitions:?}");
+        assert_eq!(fired[0].since, 500.0);
+        assert!(fired[0].evidence.starts_with("value 500.0000 scored"), "{}", fired[0].evidence);
+        assert!(bank.sweep(540.0, 3600.0).is_empty(), "39 s without an alarm is not yet quiet");
+        bank.feed(&series, &points[540..700], 700.0);
+        let resolved = bank.sweep(700.0, 3600.0);
+        assert_eq!(resolved.len(), 1);
+        assert!(!resolved[0].firing);
+    }
+
+    #[test]
+    fn the_bank_refuses_series_beyond_its_limit_and_forgets_stale_ones() {
+        let mut bank = DetectorBank::new("ewma", Sensitivity::default(), 2, 60.0).expect("known detector");
+        for name in ["a", "b", "c"] {
+            bank.feed(&labels(name), &[(1.0, 1.0)], 1.0);
+        }
+        assert_eq!((bank.len(), bank.refused()), (2, 1));
+        bank.sweep(1000.0, 100.0);
+        assert!(bank.is_empty());
+        assert!(DetectorBank::new("nope", Sensitivity::default(), 2, 60.0).is_err());
+    }
+
+    #[test]
+    fn a_leak_is_forecast_before_the_limit_and_a_reset_clears_it() {
+        let mut bank = ForecastBank::new(500.0, 120.0, 10);
+        let series = labels("rss");
+        // 100 MB growing 1 MB/s with noise: reaches 500 at t = 400.
+        let leak: Vec<(f64, f64)> = (0..400).map(|t| (t as f64, 100.0 + t as f64 + ((t * 7) % 5) as f64)).collect();
+        let mut fired_at = None;
+        for (idx, point) in leak.iter().enumerate() {
+            for transition in bank.feed(&series, &[*point], point.0) {
+                if transition.firing && fired_at.is_none() {
+                    fired_at = Some((idx, transition.value, transition.evidence));
+                }
+            }
+        }
+        let (idx, seconds, evidence) = fired_at.expect("the leak is forecast");
+        // Warned about two minutes (the horizon) before the limit, not at the last moment.
+        assert!((270..=300).contains(&idx), "fired at t = {idx}");
+        assert!((seconds - (400.0 - idx as f64)).abs() < 20.0, "forecast {seconds}s at t = {idx}");
+        assert!(evidence.contains("reaches the limit 500.0000"), "{evidence}");
+        // The process restarts: memory drops; the warning resolves.
+        let transitions = bank.feed(&series, &[(400.0, 90.0), (401.0, 91.0)], 401.0);
+        assert!(transitions.iter().any(|t| !t.firing), "{transitions:?}");
+    }
+
+    #[test]
+    fn flat_noise_is_never_forecast() {
+        let mut bank = ForecastBank::new(500.0, 600.0, 10);
+        let series = labels("flat");
+        for t in 0..2000 {
+            let value = 200.0 + ((t * 37) % 11) as f64;
+            assert!(bank.feed(&series, &[(t as f64, value)], t as f64).is_empty(), "t = {t}");
+        }
+    }
+}
