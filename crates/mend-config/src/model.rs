@@ -475,7 +475,11 @@ pub fn parse_size(text: &str) -> Result<f64, String> {
         "MB" => 1e6,
         "GB" => 1e9,
         "TB" => 1e12,
-        other => return Err(format!("invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)")),
+        other => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
+            ));
+        }
     };
     let size = number * scale;
     if size.is_finite() { Ok(size) } else { Err(format!("invalid size {text:?}")) }

@@ -15,13 +15,13 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigErrors, LineIndex};
 use crate::model::{
-    Api, Backoff, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SCRAPE_INTERVAL, Detect, Forecast,
-    HttpTarget, Logs, Metrics, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy, Rule, ScrapeTarget,
-    Service, StopSignal, Storage, parse_size, split_host_port,
+    Api, Backoff, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SCRAPE_INTERVAL, Detect, Forecast, HttpTarget,
+    Logs, Metrics, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal,
+    Storage, parse_size, split_host_port,
 };
 use crate::raw::{
-    FloatOrString, IntOrString, RawApi, RawDetect, RawForecast, RawProbe, RawRule, RawScrape, RawService,
-    RawStorage, StringOrList,
+    FloatOrString, IntOrString, RawApi, RawDetect, RawForecast, RawProbe, RawRule, RawScrape, RawService, RawStorage,
+    StringOrList,
 };
 use crate::template::{Placeholder, Template, TemplateVars};
 
@@ -284,7 +284,16 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     unique_names(problems, "detect", detects.iter().map(|d| d.name.as_str()));
     unique_names(problems, "forecast", forecasts.iter().map(|f| f.name.as_str()));
     let storage = validate_storage(problems, &raw_storage);
-    Some(Config { source: PathBuf::from(file), api: api?, services, scrapes, rules, detects, forecasts, storage: storage? })
+    Some(Config {
+        source: PathBuf::from(file),
+        api: api?,
+        services,
+        scrapes,
+        rules,
+        detects,
+        forecasts,
+        storage: storage?,
+    })
 }
 
 fn validate_api(problems: &mut Problems<'_>, raw: &RawApi) -> Option<Api> {
@@ -501,7 +510,8 @@ fn validate_service(
         if let Err(message) = HttpTarget::parse(&url.render(&sample_vars)) {
             problems.add(&metrics_path.key("scrape"), message);
         }
-        let (interval, timeout) = scrape_timing(problems, &metrics_path, metrics.interval.as_ref(), metrics.timeout.as_ref())?;
+        let (interval, timeout) =
+            scrape_timing(problems, &metrics_path, metrics.interval.as_ref(), metrics.timeout.as_ref())?;
         let max_series = max_series(problems, &metrics_path, metrics.max_series)?;
         Some(Metrics { url, interval, timeout, max_series })
     });
@@ -604,10 +614,17 @@ fn scrape_timing(
 }
 
 fn max_series(problems: &mut Problems<'_>, path: &KeyPath, value: Option<i64>) -> Option<usize> {
-    integer(problems, &path.key("max_series"), value, 1..=10_000_000, DEFAULT_MAX_SERIES_PER_TARGET as i64).map(|n| n as usize)
+    integer(problems, &path.key("max_series"), value, 1..=10_000_000, DEFAULT_MAX_SERIES_PER_TARGET as i64)
+        .map(|n| n as usize)
 }
 
-fn required<'a>(problems: &mut Problems<'_>, path: &KeyPath, key: &str, value: Option<&'a String>, example: &str) -> Option<&'a str> {
+fn required<'a>(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    key: &str,
+    value: Option<&'a String>,
+    example: &str,
+) -> Option<&'a str> {
     match value.map(|v| v.trim()) {
         Some(value) if !value.is_empty() => Some(value),
         Some(_) => {
@@ -626,11 +643,18 @@ fn valid_label_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn labels(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+fn labels(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    raw: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     for (name, value) in raw.into_iter().flatten() {
         if !valid_label_name(name) || name.starts_with("__") {
-            problems.add(&path.key("labels").key(name), format!("invalid label name {name:?} (letters, digits and '_', not starting with a digit or \"__\")"));
+            problems.add(
+                &path.key("labels").key(name),
+                format!("invalid label name {name:?} (letters, digits and '_', not starting with a digit or \"__\")"),
+            );
         } else {
             labels.insert(name.clone(), value.clone());
         }
@@ -644,7 +668,10 @@ fn severity(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&String>) -
         Some(text) => {
             let severity = Severity::parse(text);
             if severity.is_none() {
-                problems.add(&path.key("severity"), format!("unknown severity {text:?} (allowed: \"info\", \"warning\", \"critical\")"));
+                problems.add(
+                    &path.key("severity"),
+                    format!("unknown severity {text:?} (allowed: \"info\", \"warning\", \"critical\")"),
+                );
             }
             severity
         }
@@ -691,7 +718,8 @@ fn validate_rule(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawRule) -> 
     let expr = required(problems, path, "expr", raw.expr.as_ref(), "'rate(errors_total[1m]) > 0.1'");
     let valid_expr = expr.is_some_and(|expr| promql(problems, path, "expr", expr));
     let for_duration = duration(problems, &path.key("for"), raw.for_duration.as_ref(), Duration::ZERO);
-    let keep_firing_for = duration(problems, &path.key("keep_firing_for"), raw.keep_firing_for.as_ref(), Duration::ZERO);
+    let keep_firing_for =
+        duration(problems, &path.key("keep_firing_for"), raw.keep_firing_for.as_ref(), Duration::ZERO);
     let severity = severity(problems, path, raw.severity.as_ref());
     let labels = labels(problems, path, raw.labels.as_ref());
     if !valid_expr {
@@ -714,14 +742,23 @@ fn validate_detect(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawDetect)
     let valid_series = series.is_some_and(|series| promql(problems, path, "series", series));
     let detector = raw.detector.clone().unwrap_or_else(|| "default".to_owned());
     if !mend_detect::registry::NAMES.contains(&detector.as_str()) {
-        problems.add(&path.key("detector"), format!("unknown detector {detector:?} (allowed: {})", mend_detect::registry::NAMES.join(", ")));
+        problems.add(
+            &path.key("detector"),
+            format!("unknown detector {detector:?} (allowed: {})", mend_detect::registry::NAMES.join(", ")),
+        );
     }
     let sensitivity = raw.sensitivity.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&sensitivity) {
-        problems.add(&path.key("sensitivity"), format!("{sensitivity} is out of range (allowed: 0.0 to 1.0; higher flags more)"));
+        problems.add(
+            &path.key("sensitivity"),
+            format!("{sensitivity} is out of range (allowed: 0.0 to 1.0; higher flags more)"),
+        );
     }
     let severity = severity(problems, path, raw.severity.as_ref());
-    if !valid_series || !mend_detect::registry::NAMES.contains(&detector.as_str()) || !(0.0..=1.0).contains(&sensitivity) {
+    if !valid_series
+        || !mend_detect::registry::NAMES.contains(&detector.as_str())
+        || !(0.0..=1.0).contains(&sensitivity)
+    {
         return None;
     }
     Some(Detect { name: name?, series: series?.to_owned(), detector, sensitivity, severity: severity? })
@@ -741,7 +778,9 @@ fn validate_forecast(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawForec
             problems.add(&path.key("limit"), "the limit must be a finite number");
             None
         }
-        Some(FloatOrString::String(text)) => parse_size(text).map_err(|message| problems.add(&path.key("limit"), message)).ok(),
+        Some(FloatOrString::String(text)) => {
+            parse_size(text).map_err(|message| problems.add(&path.key("limit"), message)).ok()
+        }
     };
     let horizon = duration(problems, &path.key("horizon"), raw.horizon.as_ref(), Duration::from_secs(600));
     if horizon == Some(Duration::ZERO) {
@@ -761,8 +800,15 @@ fn validate_storage(problems: &mut Problems<'_>, raw: &RawStorage) -> Option<Sto
     if retention.is_some_and(|r| r < Duration::from_secs(60)) {
         problems.add(&path.key("retention"), "the retention must be at least 1m");
     }
-    let points = integer(problems, &path.key("max_points_per_series"), raw.max_points_per_series, 10..=1_000_000, defaults.max_points_per_series as i64);
-    let series = integer(problems, &path.key("max_series"), raw.max_series, 1..=100_000_000, defaults.max_series as i64);
+    let points = integer(
+        problems,
+        &path.key("max_points_per_series"),
+        raw.max_points_per_series,
+        10..=1_000_000,
+        defaults.max_points_per_series as i64,
+    );
+    let series =
+        integer(problems, &path.key("max_series"), raw.max_series, 1..=100_000_000, defaults.max_series as i64);
     Some(Storage { retention: retention?, max_points_per_series: points? as usize, max_series: series? as usize })
 }
 
@@ -770,7 +816,8 @@ fn unique_names<'a>(problems: &mut Problems<'_>, kind: &str, names: impl Iterato
     let mut seen: Vec<&str> = Vec::new();
     for (idx, name) in names.enumerate() {
         if seen.contains(&name) {
-            problems.add(&KeyPath::default().key(kind).index(idx).key("name"), format!("duplicate {kind} name {name:?}"));
+            problems
+                .add(&KeyPath::default().key(kind).index(idx).key("name"), format!("duplicate {kind} name {name:?}"));
         }
         seen.push(name);
     }

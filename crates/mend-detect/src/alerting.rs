@@ -122,24 +122,32 @@ mod tests {
 
     #[test]
     fn fires_after_for_and_resolves_when_the_condition_stops() {
-        check(10.0, 0.0, &[(0.0, &["web"]), (5.0, &["web"]), (10.0, &["web"]), (11.0, &["web"]), (12.0, &[])], &[
-            "+web@10",
-            "-web@12",
-        ]);
+        check(
+            10.0,
+            0.0,
+            &[(0.0, &["web"]), (5.0, &["web"]), (10.0, &["web"]), (11.0, &["web"]), (12.0, &[])],
+            &["+web@10", "-web@12"],
+        );
     }
 
     #[test]
     fn a_pending_alert_that_stops_holding_never_fires() {
-        check(10.0, 0.0, &[(0.0, &["web"]), (5.0, &["web"]), (6.0, &[]), (7.0, &["web"]), (16.0, &["web"]), (17.0, &["web"])], &[
-            "+web@17",
-        ]);
+        check(
+            10.0,
+            0.0,
+            &[(0.0, &["web"]), (5.0, &["web"]), (6.0, &[]), (7.0, &["web"]), (16.0, &["web"]), (17.0, &["web"])],
+            &["+web@17"],
+        );
     }
 
     #[test]
     fn zero_for_fires_at_once_and_keep_firing_for_holds_through_flaps() {
-        check(0.0, 5.0, &[(0.0, &["web"]), (1.0, &[]), (2.0, &["web"]), (3.0, &[]), (6.0, &[]), (7.0, &[])], &[
-            "+web@0", "-web@7",
-        ]);
+        check(
+            0.0,
+            5.0,
+            &[(0.0, &["web"]), (1.0, &[]), (2.0, &["web"]), (3.0, &[]), (6.0, &[]), (7.0, &[])],
+            &["+web@0", "-web@7"],
+        );
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! - [`probe`]: liveness/readiness/startup checks (http, tcp, exec) with the process evidence that tells a
 //!   hang from overload;
 //! - [`process`]: per-process facts from /proc (state, CPU, memory, threads, fds, process groups);
+//! - [`scrape`]: Prometheus/OpenMetrics scraping of service replicas and static targets;
 //! - [`series`]: the in-memory series store with a bounded ring per series.
 //!
 //! Later stages (detect, diagnose) read samples from the series store; nothing here decides anything.
 
 pub mod probe;
 pub mod process;
+pub mod scrape;
 pub mod series;

@@ -115,6 +115,15 @@ pub enum Input {
     },
     /// The deadline from [`Lifecycle::next_deadline`] passed.
     Timer,
+    /// The process's resident memory is above the service's `max_memory_bytes`.
+    MemoryExceeded {
+        /// The pid sampled.
+        pid: u32,
+        /// Its resident memory.
+        rss_bytes: u64,
+        /// The limit.
+        limit_bytes: u64,
+    },
 }
 
 /// Something the runner must do.
@@ -394,6 +403,17 @@ impl Lifecycle {
                 }
             }
             Input::Timer => self.timer(now, &mut effects),
+            Input::MemoryExceeded { pid, rss_bytes, limit_bytes } => {
+                if self.pid() == Some(pid) && matches!(self.phase, Phase::Running { .. }) {
+                    let mib = |bytes: u64| bytes as f64 / 1_048_576.0;
+                    let reason = format!(
+                        "resident memory {:.1} MiB is above max_memory_bytes ({:.1} MiB)",
+                        mib(rss_bytes),
+                        mib(limit_bytes)
+                    );
+                    self.unhealthy("memory", reason, false, now, &mut effects);
+                }
+            }
         }
         effects
     }
@@ -606,12 +626,12 @@ impl Lifecycle {
                     self.set_ready(true, "startup probe passed", effects);
                 }
             }
-            Verdict::Hung(reason) => self.unhealthy(ProbeRole::Startup, reason, true, now, effects),
+            Verdict::Hung(reason) => self.unhealthy("startup", reason, true, now, effects),
             Verdict::Failing(reason) | Verdict::Busy(reason) => {
                 self.startup_failures += 1;
                 if self.startup_failures >= thresholds.failure {
                     let reason = format!("not started after {} startup probes (last: {reason})", self.startup_failures);
-                    self.unhealthy(ProbeRole::Startup, reason, false, now, effects);
+                    self.unhealthy("startup", reason, false, now, effects);
                 }
             }
         }
@@ -637,7 +657,7 @@ impl Lifecycle {
                 self.liveness_failures = 0;
                 self.busy_since = None;
             }
-            Verdict::Hung(reason) => self.unhealthy(ProbeRole::Liveness, reason, true, now, effects),
+            Verdict::Hung(reason) => self.unhealthy("liveness", reason, true, now, effects),
             Verdict::Failing(reason) => {
                 self.liveness_failures += 1;
                 if self.liveness_failures == 1 {
@@ -652,7 +672,7 @@ impl Lifecycle {
                         format!("liveness probe failed {} times in a row (last: {reason})", self.liveness_failures);
                     // An unresponsive process that uses no CPU is hung: it would not honour a graceful stop.
                     let hung = matches!(outcome, ProbeOutcome::Timeout { .. });
-                    self.unhealthy(ProbeRole::Liveness, reason, hung, now, effects);
+                    self.unhealthy("liveness", reason, hung, now, effects);
                 }
             }
             Verdict::Busy(reason) => {
@@ -670,7 +690,7 @@ impl Lifecycle {
                 if now.saturating_duration_since(since) >= busy_timeout {
                     let reason =
                         format!("unresponsive for {}s while busy (last: {reason})", busy_timeout.as_secs_f64());
-                    self.unhealthy(ProbeRole::Liveness, reason, false, now, effects);
+                    self.unhealthy("liveness", reason, false, now, effects);
                 }
             }
         }
@@ -689,15 +709,16 @@ impl Lifecycle {
         }
     }
 
-    /// A live process must be replaced: stop it (kill it at once when it is hung) and restart it.
-    fn unhealthy(&mut self, role: ProbeRole, reason: String, hung: bool, now: Instant, effects: &mut Vec<Effect>) {
+    /// A live process must be replaced (`check` says which check failed): stop it (kill it at once when it
+    /// is hung) and restart it.
+    fn unhealthy(&mut self, check: &str, reason: String, hung: bool, now: Instant, effects: &mut Vec<Effect>) {
         let Phase::Running { pid, .. } = self.phase else { return };
         effects.push(event(
             EventKind::Unhealthy,
-            format!("{} check failed: {reason}", role.as_str()),
-            json!({ "probe": role.as_str(), "reason": reason, "pid": pid, "hung": hung }),
+            format!("{check} check failed: {reason}"),
+            json!({ "check": check, "reason": reason, "pid": pid, "hung": hung }),
         ));
-        let then = AfterStop::Restart { reason: format!("{} check failed: {reason}", role.as_str()), automatic: true };
+        let then = AfterStop::Restart { reason: format!("{check} check failed: {reason}"), automatic: true };
         self.begin_stop(pid, now, then, hung, effects);
     }
 

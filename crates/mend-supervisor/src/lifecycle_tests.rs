@@ -460,3 +460,27 @@ fn liveness_failures_while_starting_are_not_counted_until_the_grace_ends() {
     let mut machine_effects = render(&machine.handle(liveness(8, failure()), start + Duration::from_millis(2500), 0.0));
     assert_eq!(machine_effects.pop().as_deref(), Some("signal 15"));
 }
+
+#[test]
+fn a_replica_above_its_memory_limit_is_replaced_gracefully() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(Policy { readiness_gate: None, liveness: None, ..policy() });
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    let over = |pid| Input::MemoryExceeded { pid, rss_bytes: 300 * 1_048_576, limit_bytes: 256 * 1_048_576 };
+    assert!(machine.handle(over(6), start, 0.0).is_empty(), "a sample of an earlier process is ignored");
+    check(
+        &mut machine,
+        start,
+        &[(
+            1000,
+            over(7),
+            &[
+                "unhealthy: memory check failed: resident memory 300.0 MiB is above max_memory_bytes (256.0 MiB)",
+                "unready: not ready: stopping",
+                "stopping: sending SIGTERM to pid 7: memory check failed: resident memory 300.0 MiB is above max_memory_bytes (256.0 MiB)",
+                "signal 15",
+            ],
+        )],
+    );
+}

@@ -7,12 +7,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use mend_config::{ProbeRole, Service, TemplateVars};
 use mend_observe::probe::{self, ResolvedCheck};
 use mend_observe::process;
+use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper};
 use mend_observe::series::SeriesStore;
 use mend_types::{Clock, Event, EventSink, ExitInfo, ProbeOutcome, ReplicaId, Timestamp};
 use nix::sys::signal::{Signal, killpg};
@@ -87,11 +88,13 @@ pub struct RunnerContext {
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Process metrics go here.
-    pub series: Arc<Mutex<SeriesStore>>,
+    pub series: Arc<RwLock<SeriesStore>>,
     /// mend's state directory (logs, pid files).
     pub state_dir: PathBuf,
     /// How often /proc is sampled.
     pub sample_interval: Duration,
+    /// Counters shared by every scraper.
+    pub scrape_stats: Arc<ScrapeStats>,
 }
 
 /// The supervisor's handle on a running replica task.
@@ -164,6 +167,8 @@ struct Runner {
     log: Option<Arc<Mutex<LogFile>>>,
     /// Running probe tasks, with the pid each one probes.
     probes: HashMap<ProbeRole, (u32, JoinHandle<()>)>,
+    /// The metrics scraper of the live process, if the service has metrics.
+    scraper: Option<(u32, JoinHandle<()>)>,
     probe_tx: mpsc::Sender<(ProbeRole, u32, ProbeOutcome)>,
     probe_rx: mpsc::Receiver<(ProbeRole, u32, ProbeOutcome)>,
     started_at: Option<Timestamp>,
@@ -193,6 +198,7 @@ impl Runner {
             child: None,
             log: None,
             probes: HashMap::new(),
+            scraper: None,
             probe_tx,
             probe_rx,
             started_at: None,
@@ -227,9 +233,13 @@ impl Runner {
                 Some((role, pid, outcome)) = self.probe_rx.recv() => Input::Probe { role, pid, outcome },
                 () = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } else { std::future::pending().await } } => Input::Timer,
                 _ = sampling.tick() => {
-                    self.sample();
-                    self.publish();
-                    continue;
+                    match self.sample() {
+                        Some(exceeded) => exceeded,
+                        None => {
+                            self.publish();
+                            continue;
+                        }
+                    }
                 }
             };
             self.apply(input).await;
@@ -238,6 +248,7 @@ impl Runner {
             }
         }
         self.sync_probes(ActiveProbes::default());
+        self.sync_scraper(ActiveProbes::default());
     }
 
     async fn apply(&mut self, input: Input) {
@@ -267,6 +278,7 @@ impl Runner {
             self.last_cpu = None;
         }
         self.sync_probes(self.machine.active_probes());
+        self.sync_scraper(self.machine.active_probes());
         self.publish();
     }
 
@@ -341,6 +353,51 @@ impl Runner {
         }
     }
 
+    /// Scrapes the replica's metrics while its process runs and has started.
+    fn sync_scraper(&mut self, active: ActiveProbes) {
+        let wanted = match (self.machine.pid(), &self.service.metrics) {
+            (Some(pid), Some(metrics)) if active.liveness => Some((pid, metrics)),
+            _ => None,
+        };
+        if self.scraper.as_ref().map(|(pid, _)| *pid) == wanted.map(|(pid, _)| pid) {
+            return;
+        }
+        if let Some((_, task)) = self.scraper.take() {
+            task.abort();
+        }
+        let Some((pid, metrics)) = wanted else { return };
+        let url = metrics.url.render(&self.vars());
+        let target = match mend_config::HttpTarget::parse(&url) {
+            Ok(target) => target,
+            Err(error) => {
+                tracing::error!(replica = %self.id, error = %error, "metrics url is invalid");
+                return;
+            }
+        };
+        let job = ScrapeJob {
+            name: self.id.to_string(),
+            labels: vec![
+                ("service".to_owned(), self.service.name.to_string()),
+                ("replica".to_owned(), self.id.index.to_string()),
+                ("instance".to_owned(), target.authority.clone()),
+            ],
+            target,
+            interval: metrics.interval,
+            timeout: metrics.timeout,
+            max_series: metrics.max_series,
+            service: Some(self.service.name.clone()),
+            replica: Some(self.id.index),
+        };
+        let scraper = Scraper::new(
+            job,
+            self.ctx.series.clone(),
+            self.ctx.events.clone(),
+            self.ctx.clock.clone(),
+            self.ctx.scrape_stats.clone(),
+        );
+        self.scraper = Some((pid, tokio::spawn(scraper.run())));
+    }
+
     /// Starts and stops probe tasks to match what the state machine wants.
     fn sync_probes(&mut self, active: ActiveProbes) {
         let pid = self.machine.pid();
@@ -408,9 +465,11 @@ impl Runner {
         }))
     }
 
-    fn sample(&mut self) {
-        let Some(pid) = self.machine.pid() else { return };
-        let Some(sample) = process::sample(pid) else { return };
+    /// Samples /proc into the status and the series store; returns an input when the process is above
+    /// its memory limit.
+    fn sample(&mut self) -> Option<Input> {
+        let pid = self.machine.pid()?;
+        let sample = process::sample(pid)?;
         let now = self.ctx.clock.now();
         let cpu_percent = match self.last_cpu {
             Some((cpu, at)) => {
@@ -431,7 +490,12 @@ impl Runner {
         let wall = self.ctx.clock.wall();
         let index = self.id.index.to_string();
         let pairs = [("service", self.service.name.as_str()), ("replica", index.as_str())];
-        let Ok(mut series) = self.ctx.series.lock() else { return };
+        let exceeded = self
+            .service
+            .max_memory_bytes
+            .filter(|&limit| sample.rss_bytes > limit)
+            .map(|limit_bytes| Input::MemoryExceeded { pid, rss_bytes: sample.rss_bytes, limit_bytes });
+        let Ok(mut series) = self.ctx.series.write() else { return exceeded };
         let mut values = vec![
             ("mend_replica_cpu_seconds_total", stats.cpu_seconds),
             ("mend_replica_cpu_percent", stats.cpu_percent),
@@ -451,6 +515,7 @@ impl Runner {
             // A full store refuses new series; the store counts the refusal.
             let _ = series.append(&labels, wall, value);
         }
+        exceeded
     }
 
     fn publish(&self) {

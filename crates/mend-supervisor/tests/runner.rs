@@ -2,7 +2,7 @@
 #![allow(clippy::disallowed_methods)] // The test waits in real time.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use mend_observe::series::{Limits, SeriesStore};
@@ -27,7 +27,7 @@ fn service(text: &str) -> Arc<mend_config::Service> {
 async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
     let state = tempfile::tempdir().expect("temp dir");
     let events = Arc::new(Recorder::default());
-    let series = Arc::new(Mutex::new(SeriesStore::new(Limits::default())));
+    let series = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
     let context = RunnerContext {
         spawner: Spawner::start(tokio::runtime::Handle::current(), None).expect("spawner"),
         events: events.clone(),
@@ -35,6 +35,7 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
         series: series.clone(),
         state_dir: state.path().to_path_buf(),
         sample_interval: Duration::from_millis(50),
+        scrape_stats: Default::default(),
     };
     let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context);
     assert!(replica.send(Control::Start).await);
@@ -46,7 +47,7 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             {
-                let mut store = series.lock().expect("lock");
+                let mut store = series.write().expect("lock");
                 let labels = store.labels("mend_replica_rss_bytes", &[("service", "sleeper"), ("replica", "0")]);
                 if store.latest(&labels).is_some_and(|point| point.value > 0.0) {
                     let uptime =

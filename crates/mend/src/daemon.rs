@@ -6,12 +6,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use mend_api::{ApiState, EventCounter};
 use mend_config::Config;
+use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper};
 use mend_observe::series::{Limits, SeriesStore};
 use mend_store::{Retention, Store};
 use mend_supervisor::{RunnerContext, Spawner, Supervisor, orphans};
@@ -128,7 +129,33 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     // Replicas are spawned through `mend __exec` so that they die with mend (see mend_supervisor::spawn).
     let spawner = Spawner::start(tokio::runtime::Handle::current(), Some("/proc/self/exe".into()))
         .context("cannot start the spawner thread")?;
-    let series = Arc::new(Mutex::new(SeriesStore::new(Limits::default())));
+    let series = Arc::new(RwLock::new(SeriesStore::new(Limits {
+        points_per_series: config.storage.max_points_per_series,
+        retention: config.storage.retention,
+        max_series: config.storage.max_series,
+    })));
+    let scrape_stats = Arc::new(ScrapeStats::default());
+    let static_scrapers: Vec<tokio::task::JoinHandle<()>> = config
+        .scrapes
+        .iter()
+        .map(|target| {
+            let mut labels =
+                vec![("job".to_owned(), target.name.clone()), ("instance".to_owned(), target.url.authority.clone())];
+            labels.extend(target.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let job = ScrapeJob {
+                name: target.name.clone(),
+                target: target.url.clone(),
+                interval: target.interval,
+                timeout: target.timeout,
+                labels,
+                max_series: target.max_series,
+                service: None,
+                replica: None,
+            };
+            let scraper = Scraper::new(job, series.clone(), events.clone(), clock.clone(), scrape_stats.clone());
+            tokio::spawn(scraper.run())
+        })
+        .collect();
     let n_replicas: u32 = config.services.iter().map(|s| s.replicas).sum();
     events.emit(
         Event::new(
@@ -148,6 +175,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         series,
         state_dir: state_dir.clone(),
         sample_interval: SAMPLE_INTERVAL,
+        scrape_stats: scrape_stats.clone(),
     };
     let supervisor = Arc::new(Supervisor::start(&config, context));
     let api_state = ApiState {
@@ -175,6 +203,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     tracing::info!(signal = signal_name, "shutting down");
     // A second signal during shutdown would kill mend and, through the parent-death signal, every replica
     // at once; that is the "stop now" escape hatch.
+    for scraper in &static_scrapers {
+        scraper.abort();
+    }
     supervisor.shutdown(Duration::from_secs(2)).await;
     let _ = stop_api.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {

@@ -1,0 +1,300 @@
+//! Scraping Prometheus/OpenMetrics expositions into the series store.
+//!
+//! One task per target. Each scrape is all or nothing: a target that answers badly (unreachable, wrong
+//! status, a malformed exposition) adds nothing, keeps its previous samples, and raises one event naming
+//! the reason (for a malformed body, the line and column). Series are bounded per target and in total;
+//! a cardinality explosion drops the new series, counts them and says so, once a minute at most.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Request;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper_util::rt::TokioIo;
+use mend_config::HttpTarget;
+use mend_types::{Clock, Event, EventKind, EventSink, ServiceName, Timestamp};
+use tokio::net::TcpStream;
+
+use crate::series::{AppendError, Labels, SeriesStore};
+
+/// Largest exposition body accepted (a bigger one is a failed scrape, not an out-of-memory).
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// One target to scrape.
+#[derive(Debug, Clone)]
+pub struct ScrapeJob {
+    /// For people: `web[0]` or the static target's name.
+    pub name: String,
+    /// Where.
+    pub target: HttpTarget,
+    /// Time between scrapes.
+    pub interval: Duration,
+    /// Per-scrape timeout.
+    pub timeout: Duration,
+    /// Labels added to every sample (`service`/`replica` or `job`/`instance`, plus configured ones).
+    pub labels: Vec<(String, String)>,
+    /// Series this target may create.
+    pub max_series: usize,
+    /// Service and replica the target belongs to, for events.
+    pub service: Option<ServiceName>,
+    /// Replica index, for events.
+    pub replica: Option<u32>,
+}
+
+/// Counters of all scrapes, for mend's /metrics.
+#[derive(Debug, Default)]
+pub struct ScrapeStats {
+    /// Scrapes that succeeded.
+    pub succeeded: AtomicU64,
+    /// Scrapes that failed.
+    pub failed: AtomicU64,
+    /// Samples appended.
+    pub samples: AtomicU64,
+    /// New series refused by a per-target or total series limit.
+    pub dropped_series: AtomicU64,
+}
+
+/// Why a scrape failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScrapeFailure {
+    /// Connection, timeout or protocol error.
+    Unreachable(String),
+    /// An answer that is not 200.
+    Status(u16),
+    /// The exposition did not parse.
+    Malformed {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for ScrapeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(reason) => f.write_str(reason),
+            Self::Status(status) => write!(f, "HTTP status {status}"),
+            Self::Malformed { line, column, reason } => {
+                write!(f, "malformed exposition at line {line}, column {column}: {reason}")
+            }
+        }
+    }
+}
+
+/// Fetches the exposition: body and content type.
+async fn fetch(target: &HttpTarget) -> Result<(Bytes, String), ScrapeFailure> {
+    let unreachable =
+        |what: &str, error: &dyn std::fmt::Display| ScrapeFailure::Unreachable(format!("{what}: {error}"));
+    let stream = match target.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => TcpStream::connect((ip, target.port)).await,
+        Err(_) => TcpStream::connect((target.host.as_str(), target.port)).await,
+    }
+    .map_err(|error| unreachable(&format!("connect to {}", target.authority), &error))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable("http handshake", &e))?;
+    let connection = tokio::spawn(connection);
+    let request = Request::get(target.path_and_query.as_str())
+        .header(HOST, target.authority.as_str())
+        .header(ACCEPT, mend_promtext::Format::ACCEPT)
+        .header(USER_AGENT, concat!("mend/", env!("CARGO_PKG_VERSION")))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| unreachable("invalid request", &e))?;
+    let result = async {
+        let response = sender.send_request(request).await.map_err(|e| unreachable("http request", &e))?;
+        if response.status() != hyper::StatusCode::OK {
+            return Err(ScrapeFailure::Status(response.status().as_u16()));
+        }
+        let content_type =
+            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| unreachable(&format!("reading the body (limit {MAX_BODY_BYTES} bytes)"), &e))?
+            .to_bytes();
+        Ok((body, content_type))
+    }
+    .await;
+    connection.abort();
+    result
+}
+
+/// The state of one target across scrapes.
+pub struct Scraper {
+    job: ScrapeJob,
+    store: Arc<RwLock<SeriesStore>>,
+    events: Arc<dyn EventSink>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<ScrapeStats>,
+    /// Series this target created (for its series limit).
+    known: HashSet<Labels>,
+    failing: Option<String>,
+    last_drop_event: Option<Instant>,
+}
+
+/// What one scrape did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeReport {
+    /// Samples appended.
+    pub samples: usize,
+    /// New series refused.
+    pub dropped_series: usize,
+}
+
+impl Scraper {
+    /// A scraper for `job` writing into `store`.
+    pub fn new(
+        job: ScrapeJob,
+        store: Arc<RwLock<SeriesStore>>,
+        events: Arc<dyn EventSink>,
+        clock: Arc<dyn Clock>,
+        stats: Arc<ScrapeStats>,
+    ) -> Self {
+        Self { job, store, events, clock, stats, known: HashSet::new(), failing: None, last_drop_event: None }
+    }
+
+    /// Scrapes every interval until the task is aborted.
+    pub async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.job.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            // Failures are recorded as events and metrics inside; the loop goes on.
+            let _ = self.scrape_once().await;
+        }
+    }
+
+    fn event(&self, kind: EventKind, message: String) -> Event {
+        let mut event = Event::new(self.clock.wall(), kind, message).detail("target", self.job.name.clone());
+        event.service = self.job.service.clone();
+        event.replica = self.job.replica;
+        event
+    }
+
+    /// One scrape: fetch, parse, append; records `up` and the scrape's duration either way.
+    pub async fn scrape_once(&mut self) -> Result<ScrapeReport, ScrapeFailure> {
+        let started = self.clock.now();
+        let at = self.clock.wall();
+        let fetched = tokio::time::timeout(self.job.timeout, fetch(&self.job.target))
+            .await
+            .unwrap_or_else(|_| Err(ScrapeFailure::Unreachable(format!("timed out after {:?}", self.job.timeout))));
+        let result = fetched.and_then(|(body, content_type)| self.ingest(&body, &content_type, at));
+        let duration = self.clock.now().saturating_duration_since(started).as_secs_f64();
+        let up = if result.is_ok() { 1.0 } else { 0.0 };
+        let samples = result.as_ref().map_or(0, |report| report.samples) as f64;
+        self.append_synthetic(
+            at,
+            &[("up", up), ("scrape_duration_seconds", duration), ("scrape_samples_scraped", samples)],
+        );
+        match &result {
+            Ok(report) => {
+                self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.stats.samples.fetch_add(report.samples as u64, Ordering::Relaxed);
+                if self.failing.take().is_some() {
+                    let event =
+                        self.event(EventKind::ScrapeRecovered, format!("scraping {} works again", self.job.name));
+                    self.events.emit(event);
+                }
+                if report.dropped_series > 0 {
+                    self.stats.dropped_series.fetch_add(report.dropped_series as u64, Ordering::Relaxed);
+                    let now = self.clock.now();
+                    if self
+                        .last_drop_event
+                        .is_none_or(|last| now.saturating_duration_since(last) >= Duration::from_secs(60))
+                    {
+                        self.last_drop_event = Some(now);
+                        let event = self
+                            .event(
+                                EventKind::SeriesDropped,
+                                format!(
+                                    "{} new series from {} dropped: the target may create {} series",
+                                    report.dropped_series, self.job.name, self.job.max_series
+                                ),
+                            )
+                            .detail("dropped", report.dropped_series)
+                            .detail("max_series", self.job.max_series);
+                        tracing::warn!(target = %self.job.name, dropped = report.dropped_series, "series limit reached");
+                        self.events.emit(event);
+                    }
+                }
+            }
+            Err(failure) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let reason = failure.to_string();
+                // One event per change of reason, not one per failed scrape.
+                if self.failing.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(target = %self.job.name, reason = %reason, "scrape failed");
+                    let mut event =
+                        self.event(EventKind::ScrapeFailed, format!("scraping {} failed: {reason}", self.job.name));
+                    if let ScrapeFailure::Malformed { line, column, reason } = failure {
+                        event = event.detail("line", *line).detail("column", *column).detail("reason", reason.clone());
+                    }
+                    self.events.emit(event);
+                    self.failing = Some(reason);
+                }
+            }
+        }
+        result
+    }
+
+    /// Parses and appends a body; nothing is appended unless the whole body parses.
+    fn ingest(&mut self, body: &[u8], content_type: &str, at: Timestamp) -> Result<ScrapeReport, ScrapeFailure> {
+        let format = mend_promtext::Format::from_content_type(content_type);
+        let families = mend_promtext::parse_bytes(body, format, &mend_promtext::Limits::DEFAULT).map_err(|error| {
+            ScrapeFailure::Malformed { line: error.line, column: error.column, reason: error.kind.to_string() }
+        })?;
+        let Ok(mut store) = self.store.write() else {
+            return Err(ScrapeFailure::Unreachable("the series store is unavailable".into()));
+        };
+        let mut report = ScrapeReport { samples: 0, dropped_series: 0 };
+        let mut pairs: Vec<(String, String)> = Vec::with_capacity(16);
+        for (_, sample) in mend_promtext::samples(&families) {
+            pairs.clear();
+            for label in &sample.labels {
+                // Target labels win; a clashing scraped label is kept as exported_<name>, as Prometheus does.
+                let name = if self.job.labels.iter().any(|(target, _)| *target == label.name) {
+                    format!("exported_{}", label.name)
+                } else {
+                    label.name.to_string()
+                };
+                pairs.push((name, label.value.to_string()));
+            }
+            pairs.extend(self.job.labels.iter().cloned());
+            let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let labels = store.labels(&sample.name, &borrowed);
+            if !self.known.contains(&labels) {
+                if self.known.len() >= self.job.max_series {
+                    report.dropped_series += 1;
+                    continue;
+                }
+                self.known.insert(labels.clone());
+            }
+            let when = sample.timestamp_ms.map_or(at, Timestamp::from_millis);
+            match store.append(&labels, when, sample.value) {
+                Ok(()) => report.samples += 1,
+                Err(AppendError::TooManySeries { .. }) => {
+                    self.known.remove(&labels);
+                    report.dropped_series += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn append_synthetic(&self, at: Timestamp, values: &[(&str, f64)]) {
+        let Ok(mut store) = self.store.write() else { return };
+        let borrowed: Vec<(&str, &str)> = self.job.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        for (name, value) in values {
+            let labels = store.labels(name, &borrowed);
+            let _ = store.append(&labels, at, *value);
+        }
+    }
+}

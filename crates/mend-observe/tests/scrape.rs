@@ -1,0 +1,160 @@
+//! Scraping a real HTTP server on loopback into the series store.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use mend_config::HttpTarget;
+use mend_observe::scrape::{ScrapeFailure, ScrapeJob, ScrapeStats, Scraper};
+use mend_observe::series::{Limits, SeriesStore};
+use mend_types::{Event, EventKind, EventSink, SystemClock, Timestamp};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl EventSink for Recorder {
+    fn emit(&self, event: Event) {
+        self.0.lock().expect("lock").push(event);
+    }
+}
+
+impl Recorder {
+    fn kinds(&self) -> Vec<EventKind> {
+        self.0.lock().expect("lock").iter().map(|e| e.kind).collect()
+    }
+}
+
+/// What the fake exporter answers: status, content type, body.
+type Answer = Arc<Mutex<(u16, &'static str, String)>>;
+
+fn exporter() -> (u16, Answer) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("addr").port();
+    let answer: Answer = Arc::new(Mutex::new((200, "text/plain; version=0.0.4", String::new())));
+    let serving = answer.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0_u8; 4096];
+            let _ = stream.read(&mut request);
+            let (status, content_type, body) = serving.lock().expect("lock").clone();
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (port, answer)
+}
+
+fn scraper(port: u16, max_series: usize, store: &Arc<RwLock<SeriesStore>>, events: &Arc<Recorder>) -> Scraper {
+    let job = ScrapeJob {
+        name: "web[0]".into(),
+        target: HttpTarget::parse(&format!("http://127.0.0.1:{port}/metrics")).expect("url"),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+        labels: vec![("service".into(), "web".into()), ("replica".into(), "0".into())],
+        max_series,
+        service: mend_types::ServiceName::new("web").ok(),
+        replica: Some(0),
+    };
+    Scraper::new(job, store.clone(), events.clone(), Arc::new(SystemClock), Arc::new(ScrapeStats::default()))
+}
+
+fn latest(store: &Arc<RwLock<SeriesStore>>, name: &str, pairs: &[(&str, &str)]) -> Option<f64> {
+    let mut store = store.write().expect("lock");
+    let labels = store.labels(name, pairs);
+    store.latest(&labels).map(|point| point.value)
+}
+
+const GOOD: &str = "# TYPE requests_total counter\nrequests_total{code=\"200\"} 7\nrequests_total{code=\"500\"} 1\n# TYPE temp gauge\ntemp 21.5\n";
+
+#[tokio::test]
+async fn scrapes_into_the_store_with_target_labels_and_keeps_data_on_a_malformed_body() {
+    let (port, answer) = exporter();
+    answer.lock().expect("lock").2 = GOOD.to_owned();
+    let store = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
+    let events = Arc::new(Recorder::default());
+    let mut scraper = scraper(port, 100, &store, &events);
+    let report = scraper.scrape_once().await.expect("scrape works");
+    assert_eq!(report.samples, 3);
+    let web = [("service", "web"), ("replica", "0")];
+    assert_eq!(latest(&store, "requests_total", &[("code", "500"), ("service", "web"), ("replica", "0")]), Some(1.0));
+    assert_eq!(latest(&store, "temp", &web), Some(21.5));
+    assert_eq!(latest(&store, "up", &web), Some(1.0));
+    assert_eq!(latest(&store, "scrape_samples_scraped", &web), Some(3.0));
+
+    // A malformed exposition: nothing appended, one event naming the line, the old data stays.
+    answer.lock().expect("lock").2 = "temp 22\nrequests_total{code=\"200\" 8\n".to_owned();
+    let failure = scraper.scrape_once().await.expect_err("malformed");
+    assert!(matches!(&failure, ScrapeFailure::Malformed { line: 2, .. }), "{failure:?}");
+    assert_eq!(latest(&store, "temp", &web), Some(21.5), "no partial scrape");
+    assert_eq!(latest(&store, "up", &web), Some(0.0));
+    let _ = scraper.scrape_once().await;
+    assert_eq!(events.kinds(), [EventKind::ScrapeFailed], "one event per failure reason, not per scrape");
+    let event = events.0.lock().expect("lock")[0].clone();
+    assert!(
+        event.message.starts_with("scraping web[0] failed: malformed exposition at line 2, column"),
+        "{}",
+        event.message
+    );
+    assert_eq!(event.details["line"], 2);
+
+    answer.lock().expect("lock").2 = GOOD.replace("21.5", "23");
+    scraper.scrape_once().await.expect("recovered");
+    assert_eq!(latest(&store, "temp", &web), Some(23.0));
+    assert_eq!(events.kinds(), [EventKind::ScrapeFailed, EventKind::ScrapeRecovered]);
+
+    answer.lock().expect("lock").0 = 503;
+    assert_eq!(scraper.scrape_once().await.expect_err("status"), ScrapeFailure::Status(503));
+}
+
+#[tokio::test]
+async fn openmetrics_timestamps_and_clashing_labels_follow_prometheus() {
+    let (port, answer) = exporter();
+    *answer.lock().expect("lock") = (
+        200,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        "# TYPE jobs gauge\njobs{service=\"other\"} 4 1700000000.5\n# EOF\n".to_owned(),
+    );
+    let store = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
+    let events = Arc::new(Recorder::default());
+    scraper(port, 100, &store, &events).scrape_once().await.expect("scrape works");
+    let mut store = store.write().expect("lock");
+    let labels = store.labels("jobs", &[("exported_service", "other"), ("service", "web"), ("replica", "0")]);
+    let point = store.latest(&labels).expect("series with exported_service");
+    assert_eq!((point.at, point.value), (Timestamp::from_millis(1_700_000_000_500), 4.0));
+}
+
+#[tokio::test]
+async fn a_cardinality_explosion_is_capped_per_target() {
+    let (port, answer) = exporter();
+    let body: String = (0..50).map(|idx| format!("user_requests{{user=\"u{idx}\"}} 1\n")).collect();
+    answer.lock().expect("lock").2 = body;
+    let store = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
+    let events = Arc::new(Recorder::default());
+    let mut scraper = scraper(port, 10, &store, &events);
+    let report = scraper.scrape_once().await.expect("scrape works");
+    assert_eq!((report.samples, report.dropped_series), (10, 40));
+    let report = scraper.scrape_once().await.expect("scrape works");
+    assert_eq!((report.samples, report.dropped_series), (10, 40), "known series keep flowing");
+    assert_eq!(events.kinds(), [EventKind::SeriesDropped], "at most one event a minute");
+    // The store holds the 10 series plus the synthetic up/duration/samples series.
+    assert_eq!(store.read().expect("lock").len(), 13);
+}
+
+#[tokio::test]
+async fn an_unreachable_target_fails_with_one_event() {
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let store = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
+    let events = Arc::new(Recorder::default());
+    let mut scraper = scraper(port, 10, &store, &events);
+    for _ in 0..3 {
+        let failure = scraper.scrape_once().await.expect_err("nothing listens");
+        assert!(matches!(&failure, ScrapeFailure::Unreachable(reason) if reason.contains("refused")), "{failure:?}");
+    }
+    assert_eq!(events.kinds(), [EventKind::ScrapeFailed]);
+    assert_eq!(latest(&store, "up", &[("service", "web"), ("replica", "0")]), Some(0.0));
+}
