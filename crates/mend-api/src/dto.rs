@@ -1,7 +1,9 @@
 //! Wire types of the API. Field names are a contract: the CLI, scripts and tests read them.
 
 use mend_supervisor::{ReplicaStatus, ServiceHandle};
-use mend_types::Event;
+use std::collections::BTreeMap;
+
+use mend_types::{Event, Signal};
 use serde::{Deserialize, Serialize};
 
 /// `GET /api/v1/services`.
@@ -148,4 +150,87 @@ impl EventDto {
             details: event.details.clone(),
         }
     }
+}
+
+/// `GET /api/v1/signals`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignalsResponse {
+    /// Signal transitions, oldest first.
+    pub signals: Vec<SignalDto>,
+}
+
+/// One signal transition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignalDto {
+    /// Increasing id; pass it as `after` to read only newer ones.
+    pub id: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Since when the condition holds (RFC 3339).
+    pub since: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// `rule`, `anomaly`, `predictive` or `external`.
+    pub kind: String,
+    /// Rule, detector or forecast name, or the alert name.
+    pub name: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// Service concerned.
+    pub service: Option<String>,
+    /// Replica concerned.
+    pub replica: Option<u32>,
+    /// The value behind it (null when not a number).
+    pub value: Option<f64>,
+    /// Identifying labels.
+    pub labels: BTreeMap<String, String>,
+    /// Why.
+    pub evidence: String,
+}
+
+impl SignalDto {
+    /// From a stored signal.
+    pub fn new(id: i64, signal: &Signal) -> Self {
+        Self {
+            id,
+            at: signal.at.to_string(),
+            since: signal.since.to_string(),
+            state: signal.state.as_str().to_owned(),
+            kind: signal.kind.as_str().to_owned(),
+            name: signal.name.clone(),
+            severity: signal.severity.as_str().to_owned(),
+            service: signal.service.as_ref().map(ToString::to_string),
+            replica: signal.replica,
+            value: signal.value.is_finite().then_some(signal.value),
+            labels: signal.labels.clone(),
+            evidence: signal.evidence.clone(),
+        }
+    }
+}
+
+/// Alertmanager's webhook payload (version 4), the parts mend reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerWebhook {
+    /// Must be "4".
+    pub version: String,
+    /// The alerts of the notification.
+    pub alerts: Vec<AlertmanagerAlert>,
+}
+
+/// One alert of an Alertmanager notification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerAlert {
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Labels, including `alertname`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations (`summary`, `description`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// When the alert started (RFC 3339).
+    #[serde(default)]
+    pub starts_at: Option<String>,
 }

@@ -7,6 +7,9 @@ mod dto;
 mod metrics;
 mod routes;
 
-pub use dto::{EventDto, EventsResponse, ReplicaDto, ServiceDto, ServicesResponse};
-pub use metrics::EventCounter;
+pub use dto::{
+    AlertmanagerAlert, AlertmanagerWebhook, EventDto, EventsResponse, ReplicaDto, ServiceDto, ServicesResponse,
+    SignalDto, SignalsResponse,
+};
+pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, router};

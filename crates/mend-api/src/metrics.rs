@@ -4,12 +4,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mend_supervisor::Supervisor;
-use mend_types::{Event, EventKind, EventSink};
+use mend_types::{Event, EventKind, EventSink, Severity, Signal, SignalKind, SignalSink, SignalState};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+/// The observe stage's shared state, for /metrics.
+pub struct ObserveStats {
+    /// Scrape counters.
+    pub scrapes: Arc<mend_observe::scrape::ScrapeStats>,
+    /// The series store.
+    pub series: Arc<std::sync::RwLock<mend_observe::series::SeriesStore>>,
+}
 
 /// Counts events by kind on their way to the store.
 pub struct EventCounter {
@@ -38,11 +46,98 @@ impl EventSink for EventCounter {
     }
 }
 
+/// Counts signals by kind, severity and state on their way to the store, and tracks which are firing.
+pub struct SignalCounter {
+    inner: Arc<dyn SignalSink>,
+    counts: std::sync::Mutex<std::collections::BTreeMap<(SignalKind, Severity, SignalState), u64>>,
+    firing: std::sync::Mutex<std::collections::HashMap<String, SignalKind>>,
+}
+
+impl SignalCounter {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn SignalSink>) -> Self {
+        Self { inner, counts: Default::default(), firing: Default::default() }
+    }
+
+    /// Transitions seen so far, by kind, severity and state.
+    pub fn counts(&self) -> Vec<((SignalKind, Severity, SignalState), u64)> {
+        self.counts.lock().map(|counts| counts.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default()
+    }
+
+    /// Conditions firing now, by kind.
+    pub fn firing(&self) -> Vec<(SignalKind, usize)> {
+        let Ok(firing) = self.firing.lock() else { return Vec::new() };
+        let mut by_kind: std::collections::BTreeMap<SignalKind, usize> = Default::default();
+        for kind in firing.values() {
+            *by_kind.entry(*kind).or_default() += 1;
+        }
+        by_kind.into_iter().collect()
+    }
+}
+
+impl SignalSink for SignalCounter {
+    fn signal(&self, signal: Signal) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry((signal.kind, signal.severity, signal.state)).or_default() += 1;
+        }
+        if let Ok(mut firing) = self.firing.lock() {
+            match signal.state {
+                SignalState::Firing => {
+                    firing.insert(signal.fingerprint(), signal.kind);
+                }
+                SignalState::Resolved => {
+                    firing.remove(&signal.fingerprint());
+                }
+            }
+        }
+        tracing::info!(kind = signal.kind.as_str(), name = %signal.name, state = signal.state.as_str(), "{}", signal.evidence);
+        self.inner.signal(signal);
+    }
+}
+
 type ReplicaLabels = Vec<(&'static str, String)>;
 
 /// Renders the metrics page from the current state.
-pub(crate) fn render(supervisor: &Supervisor, events: &EventCounter, dropped_events: u64) -> String {
+pub(crate) fn render(
+    supervisor: &Supervisor,
+    events: &EventCounter,
+    signals: &SignalCounter,
+    observe: &ObserveStats,
+    dropped_events: u64,
+) -> String {
     let mut registry = Registry::default();
+
+    let signals_total = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    for ((kind, severity, state), count) in signals.counts() {
+        signals_total
+            .get_or_create(&vec![("kind", kind.as_str()), ("severity", severity.as_str()), ("state", state.as_str())])
+            .inc_by(count);
+    }
+    registry.register("mend_signals", "Signal transitions, by kind, severity and state", signals_total);
+    let firing = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+    for (kind, count) in signals.firing() {
+        firing.get_or_create(&vec![("kind", kind.as_str())]).set(count as i64);
+    }
+    registry.register("mend_signals_firing", "Conditions firing now, by kind", firing);
+
+    let scrapes = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    scrapes
+        .get_or_create(&vec![("outcome", "success")])
+        .inc_by(observe.scrapes.succeeded.load(std::sync::atomic::Ordering::Relaxed));
+    scrapes
+        .get_or_create(&vec![("outcome", "failure")])
+        .inc_by(observe.scrapes.failed.load(std::sync::atomic::Ordering::Relaxed));
+    registry.register("mend_scrapes", "Scrapes, by outcome", scrapes);
+    let scraped = Counter::<u64>::default();
+    scraped.inc_by(observe.scrapes.samples.load(std::sync::atomic::Ordering::Relaxed));
+    registry.register("mend_scrape_samples", "Samples appended by scrapes", scraped);
+    let (n_series, dropped_series) = observe.series.read().map(|s| (s.len(), s.dropped_series())).unwrap_or_default();
+    let series = Gauge::<i64>::default();
+    series.set(n_series as i64);
+    registry.register("mend_series", "Series held by the in-memory store", series);
+    let series_dropped = Counter::<u64>::default();
+    series_dropped.inc_by(dropped_series + observe.scrapes.dropped_series.load(std::sync::atomic::Ordering::Relaxed));
+    registry.register("mend_series_dropped", "New series refused by a series limit", series_dropped);
 
     let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
     build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);

@@ -17,12 +17,14 @@ use mend_config::parse_duration;
 use mend_store::{EventQuery, Store};
 use mend_supervisor::logs::{self, LogCursor};
 use mend_supervisor::{Control, ControlError, Supervisor};
-use mend_types::{Clock, EventKind, Timestamp};
+use mend_types::{Clock, EventKind, ServiceName, Severity, Signal, SignalKind, SignalSink, SignalState, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::dto::{EventDto, EventsResponse, ServiceDto, ServicesResponse};
-use crate::metrics::{self, EventCounter};
+use crate::dto::{
+    AlertmanagerWebhook, EventDto, EventsResponse, ServiceDto, ServicesResponse, SignalDto, SignalsResponse,
+};
+use crate::metrics::{self, EventCounter, ObserveStats, SignalCounter};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -33,6 +35,10 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// Counts events by kind for /metrics.
     pub events: Arc<EventCounter>,
+    /// Where signals go (store, counters).
+    pub signals: Arc<SignalCounter>,
+    /// Scrape counters and the series store.
+    pub observe: Arc<ObserveStats>,
     /// Bearer token for mutating calls, if set.
     pub token: Option<Arc<str>>,
     /// mend's state directory (replica logs).
@@ -73,6 +79,7 @@ fn query_error(rejection: QueryRejection) -> ApiError {
 pub fn router(state: ApiState) -> Router {
     let mutating = Router::new()
         .route("/api/v1/services/{name}/{action}", post(control))
+        .route("/api/v1/alerts", post(alerts_in))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -81,6 +88,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}", get(service))
         .route("/api/v1/services/{name}/logs", get(service_logs))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/signals", get(signals))
         .merge(mutating)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -124,7 +132,8 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
 }
 
 async fn metrics_page(State(state): State<ApiState>) -> Response {
-    let body = metrics::render(&state.supervisor, &state.events, state.store.dropped_events());
+    let body =
+        metrics::render(&state.supervisor, &state.events, &state.signals, &state.observe, state.store.dropped_events());
     (
         [(
             header::CONTENT_TYPE,
@@ -226,6 +235,100 @@ async fn events(
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "event query task failed".into()))?
         .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("event query failed: {error}")))?;
     Ok(Json(EventsResponse { events: stored.iter().map(|stored| EventDto::new(stored.id, &stored.event)).collect() }))
+}
+
+#[derive(Debug, Deserialize)]
+struct SignalParams {
+    active: Option<bool>,
+    service: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+    after: Option<i64>,
+}
+
+async fn signals(
+    State(state): State<ApiState>,
+    query: Result<Query<SignalParams>, QueryRejection>,
+) -> Result<Json<SignalsResponse>, ApiError> {
+    let Query(params) = query.map_err(query_error)?;
+    let since = params.since.as_deref().map(|text| parse_since(text, state.clock.wall())).transpose()?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(bad_request(format!("invalid limit {limit}: allowed 1 to 10000")));
+    }
+    let query = mend_store::SignalQuery {
+        active_only: params.active.unwrap_or(false),
+        service: params.service,
+        since,
+        after_id: params.after,
+        limit,
+    };
+    let store = state.store.clone();
+    let stored = tokio::task::spawn_blocking(move || store.signals(&query))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "signal query task failed".into()))?
+        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("signal query failed: {error}")))?;
+    Ok(Json(SignalsResponse { signals: stored.iter().map(|s| SignalDto::new(s.id, &s.signal)).collect() }))
+}
+
+/// `POST /api/v1/alerts`: Alertmanager's webhook (version 4); each alert becomes an external signal.
+async fn alerts_in(
+    State(state): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let webhook: AlertmanagerWebhook = serde_json::from_slice(&body)
+        .map_err(|error| bad_request(format!("invalid Alertmanager webhook payload: {error}")))?;
+    if webhook.version != "4" {
+        return Err(bad_request(format!("unsupported webhook version {:?} (expected \"4\")", webhook.version)));
+    }
+    let now = state.clock.wall();
+    let mut signals = Vec::with_capacity(webhook.alerts.len());
+    for (idx, alert) in webhook.alerts.iter().enumerate() {
+        let name = alert
+            .labels
+            .get("alertname")
+            .cloned()
+            .ok_or_else(|| bad_request(format!("alerts[{idx}] has no \"alertname\" label")))?;
+        let firing = match alert.status.as_str() {
+            "firing" => SignalState::Firing,
+            "resolved" => SignalState::Resolved,
+            other => return Err(bad_request(format!("alerts[{idx}]: unknown status {other:?} (firing or resolved)"))),
+        };
+        // The `service` label names a supervised service when it matches one; otherwise it stays a label.
+        let service = alert
+            .labels
+            .get("service")
+            .and_then(|name| ServiceName::new(name).ok())
+            .filter(|name| state.supervisor.service(name.as_str()).is_some());
+        let replica = alert.labels.get("replica").and_then(|r| r.parse().ok());
+        let since = alert.starts_at.as_deref().and_then(Timestamp::parse).unwrap_or(now);
+        let evidence = alert
+            .annotations
+            .get("summary")
+            .or_else(|| alert.annotations.get("description"))
+            .cloned()
+            .unwrap_or_else(|| format!("alert {name} from Alertmanager"));
+        let mut labels = alert.labels.clone();
+        labels.remove("alertname");
+        signals.push(Signal {
+            at: now,
+            since,
+            state: firing,
+            kind: SignalKind::External,
+            severity: alert.labels.get("severity").and_then(|s| Severity::parse(s)).unwrap_or_default(),
+            name,
+            service,
+            replica,
+            value: f64::NAN,
+            labels,
+            evidence,
+        });
+    }
+    let n_signals = signals.len();
+    for signal in signals {
+        state.signals.signal(signal);
+    }
+    Ok(Json(json!({ "accepted": n_signals })))
 }
 
 #[derive(Debug, Deserialize)]

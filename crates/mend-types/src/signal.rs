@@ -76,7 +76,7 @@ impl fmt::Display for Severity {
 }
 
 /// Firing or resolved.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalState {
     /// The condition holds.

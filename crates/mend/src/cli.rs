@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use hyper::Method;
-use mend_api::{EventsResponse, ServiceDto, ServicesResponse};
+use mend_api::{EventsResponse, ServiceDto, ServicesResponse, SignalsResponse};
 use mend_types::{Clock, SystemClock};
 
 use crate::client::{Client, ClientError, encode_query_value};
@@ -60,6 +60,29 @@ enum Command {
         #[arg(long)]
         service: Option<String>,
         /// Only events since this time (RFC 3339) or this long ago ("10m").
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show signals: firing rules, anomalies, forecasts and external alerts.
+    Signals {
+        #[command(flatten)]
+        target: Target,
+        /// Keep printing new signals.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only conditions firing now.
+        #[arg(long)]
+        active: bool,
+        /// Only this service's signals.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only signals since this time (RFC 3339) or this long ago ("10m").
         #[arg(long)]
         since: Option<String>,
         /// At most this many (the newest).
@@ -330,6 +353,7 @@ async fn client_command(command: Command) -> ExitCode {
     let target = match &command {
         Command::Status { target, .. }
         | Command::Events { target, .. }
+        | Command::Signals { target, .. }
         | Command::Logs { target, .. }
         | Command::Restart(ControlArgs { target, .. })
         | Command::Stop(ControlArgs { target, .. })
@@ -346,6 +370,9 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Status { json, .. } => status(&client, json).await,
         Command::Events { follow, service, since, limit, json, .. } => {
             events(&client, follow, service, since, limit, json).await
+        }
+        Command::Signals { follow, active, service, since, limit, json, .. } => {
+            signals(&client, follow, active, service, since, limit, json).await
         }
         Command::Restart(args) => control(&client, "restart", &args).await,
         Command::Stop(args) => control(&client, "stop", &args).await,
@@ -407,6 +434,49 @@ async fn events(
         let response: EventsResponse = client.json(Method::GET, &path).await?;
         print(&response);
         if let Some(last) = response.events.last() {
+            after = last.id;
+        }
+    }
+}
+
+async fn signals(
+    client: &Client,
+    follow: bool,
+    active: bool,
+    service: Option<String>,
+    since: Option<String>,
+    limit: usize,
+    json: bool,
+) -> Result<(), ClientError> {
+    let mut filter = String::new();
+    if let Some(service) = &service {
+        filter.push_str(&format!("&service={}", encode_query_value(service)));
+    }
+    if let Some(since) = &since {
+        filter.push_str(&format!("&since={}", encode_query_value(since)));
+    }
+    let print = |response: &SignalsResponse| {
+        for signal in &response.signals {
+            if json {
+                output::line(&serde_json::to_string(signal).unwrap_or_default());
+            } else {
+                output::line(&output::signal_line(signal));
+            }
+        }
+    };
+    let response: SignalsResponse =
+        client.json(Method::GET, &format!("/api/v1/signals?limit={limit}&active={active}{filter}")).await?;
+    print(&response);
+    if !follow {
+        return Ok(());
+    }
+    let mut after = response.signals.last().map_or(0, |signal| signal.id);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let path = format!("/api/v1/signals?after={after}&limit=1000{filter}");
+        let response: SignalsResponse = client.json(Method::GET, &path).await?;
+        print(&response);
+        if let Some(last) = response.signals.last() {
             after = last.id;
         }
     }

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mend_api::{ApiState, EventCounter};
+use mend_api::{ApiState, EventCounter, ObserveStats, SignalCounter};
 use mend_config::Config;
 use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper};
 use mend_observe::series::{Limits, SeriesStore};
@@ -117,6 +117,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         Arc::new(Store::open(&state_dir.join("mend.db"), Retention::default()).context("cannot open the event store")?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let events = Arc::new(EventCounter::new(store.sink()));
+    let signals = Arc::new(SignalCounter::new(store.signal_sink()));
 
     let n_orphans = orphans::replace_orphans(&state_dir, events.as_ref(), clock.as_ref()).await;
     if n_orphans > 0 {
@@ -172,7 +173,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         spawner,
         events: events.clone(),
         clock: clock.clone(),
-        series,
+        series: series.clone(),
         state_dir: state_dir.clone(),
         sample_interval: SAMPLE_INTERVAL,
         scrape_stats: scrape_stats.clone(),
@@ -182,6 +183,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         supervisor: supervisor.clone(),
         store: store.clone(),
         events: events.clone(),
+        signals: signals.clone(),
+        observe: Arc::new(ObserveStats { scrapes: scrape_stats.clone(), series: series.clone() }),
         token: config.api.token.as_deref().map(Arc::from),
         state_dir: state_dir.clone(),
         clock: clock.clone(),

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use mend_api::{EventDto, ServicesResponse};
+use mend_api::{EventDto, ServicesResponse, SignalDto};
 
 /// Prints one line to stdout.
 pub(crate) fn line(text: &str) {
@@ -154,6 +154,23 @@ pub(crate) fn event_line(event: &EventDto) -> String {
         _ => "mend".to_owned(),
     };
     format!("{}  {subject:<12}  {:<15}  {}", event.at, event.kind, event.message)
+}
+
+/// One signal as a line: time, state, severity, kind/name, subject, value, evidence.
+pub(crate) fn signal_line(signal: &SignalDto) -> String {
+    let subject = match (&signal.service, signal.replica) {
+        (Some(service), Some(replica)) => format!("{service}[{replica}]"),
+        (Some(service), None) => service.clone(),
+        _ => "-".to_owned(),
+    };
+    format!(
+        "{}  {:<8}  {:<8}  {:<28}  {subject:<12}  {}",
+        signal.at,
+        signal.state,
+        signal.severity,
+        format!("{}/{}", signal.kind, signal.name),
+        signal.evidence
+    )
 }
 
 #[cfg(test)]
