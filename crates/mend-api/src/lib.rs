@@ -5,6 +5,7 @@
 
 mod dto;
 mod metrics;
+mod query;
 mod routes;
 
 pub use dto::{

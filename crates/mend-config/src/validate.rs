@@ -687,8 +687,8 @@ fn name(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&String>) -> Op
     Some(name.to_owned())
 }
 
-fn promql(problems: &mut Problems<'_>, path: &KeyPath, key: &str, expr: &str) -> bool {
-    match crate::promql::check(expr) {
+fn promql(problems: &mut Problems<'_>, path: &KeyPath, key: &str, expr: &str, expect: crate::promql::Expect) -> bool {
+    match crate::promql::check(expr, expect) {
         Ok(()) => true,
         Err(message) => {
             problems.add(&path.key(key), message);
@@ -716,7 +716,7 @@ fn validate_scrape(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawScrape)
 fn validate_rule(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawRule) -> Option<Rule> {
     let name = name(problems, path, raw.name.as_ref());
     let expr = required(problems, path, "expr", raw.expr.as_ref(), "'rate(errors_total[1m]) > 0.1'");
-    let valid_expr = expr.is_some_and(|expr| promql(problems, path, "expr", expr));
+    let valid_expr = expr.is_some_and(|expr| promql(problems, path, "expr", expr, crate::promql::Expect::Rule));
     let for_duration = duration(problems, &path.key("for"), raw.for_duration.as_ref(), Duration::ZERO);
     let keep_firing_for =
         duration(problems, &path.key("keep_firing_for"), raw.keep_firing_for.as_ref(), Duration::ZERO);
@@ -739,7 +739,8 @@ fn validate_rule(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawRule) -> 
 fn validate_detect(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawDetect) -> Option<Detect> {
     let name = name(problems, path, raw.name.as_ref());
     let series = required(problems, path, "series", raw.series.as_ref(), "'mend_replica_rss_bytes{service=\"web\"}'");
-    let valid_series = series.is_some_and(|series| promql(problems, path, "series", series));
+    let valid_series =
+        series.is_some_and(|series| promql(problems, path, "series", series, crate::promql::Expect::Series));
     let detector = raw.detector.clone().unwrap_or_else(|| "default".to_owned());
     if !mend_detect::registry::NAMES.contains(&detector.as_str()) {
         problems.add(
@@ -767,7 +768,8 @@ fn validate_detect(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawDetect)
 fn validate_forecast(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawForecast) -> Option<Forecast> {
     let name = name(problems, path, raw.name.as_ref());
     let series = required(problems, path, "series", raw.series.as_ref(), "'node_filesystem_avail_bytes'");
-    let valid_series = series.is_some_and(|series| promql(problems, path, "series", series));
+    let valid_series =
+        series.is_some_and(|series| promql(problems, path, "series", series, crate::promql::Expect::Series));
     let limit = match &raw.limit {
         None => {
             problems.add(path, "missing key \"limit\" (the value the series must not reach, e.g. limit = \"512MiB\")");

@@ -370,3 +370,15 @@ series = "y"
     );
     check_errors("[rule]\nname = \"x\"\n", &["mend.toml:1:2: rule: expected an array of tables: write [[rule]]"]);
 }
+
+#[test]
+fn promql_is_checked_at_load() {
+    check_errors(
+        "[[rule]]\nname = \"a\"\nexpr = 'rate(x[5m]'\n[[rule]]\nname = \"b\"\nexpr = 'predict_linear(x[5m], 60) > 0'\n[[detect]]\nname = \"c\"\nseries = 'x[5m]'\n",
+        &[
+            "mend.toml:3:8: rule[0].expr: invalid PromQL: unclosed left parenthesis",
+            "mend.toml:6:8: rule[1].expr: unsupported function \"predict_linear\"",
+            "mend.toml:9:10: detect[0].series: a range vector cannot be followed point by point; wrap it in a function such as rate(...)",
+        ],
+    );
+}

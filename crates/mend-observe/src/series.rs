@@ -106,24 +106,20 @@ impl fmt::Display for AppendError {
 
 impl std::error::Error for AppendError {}
 
-struct Series {
-    labels: Labels,
-    points: VecDeque<Point>,
-}
-
 /// The store.
 pub struct SeriesStore {
     limits: Limits,
     strings: HashSet<Arc<str>>,
-    index: HashMap<Labels, usize>,
-    series: Vec<Series>,
+    series: HashMap<Labels, VecDeque<Point>>,
+    /// Series by metric name: almost every query selects by name.
+    by_name: HashMap<Arc<str>, Vec<Labels>>,
     dropped_series: u64,
 }
 
 impl SeriesStore {
     /// An empty store with `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self { limits, strings: HashSet::new(), index: HashMap::new(), series: Vec::new(), dropped_series: 0 }
+        Self { limits, strings: HashSet::new(), series: HashMap::new(), by_name: HashMap::new(), dropped_series: 0 }
     }
 
     fn intern(&mut self, text: &str) -> Arc<str> {
@@ -152,42 +148,38 @@ impl SeriesStore {
         Labels { name: self.intern(name), pairs: pairs.into() }
     }
 
-    /// Appends a point. Points older than the series' newest are accepted only if not older than the
-    /// retention; they are kept in arrival order.
+    /// Appends a point. Points are kept in arrival order; the ring drops the oldest beyond the capacity
+    /// and points older than the retention (relative to the point appended).
     pub fn append(&mut self, labels: &Labels, at: Timestamp, value: f64) -> Result<(), AppendError> {
-        let idx = match self.index.get(labels) {
-            Some(&idx) => idx,
+        let limits = self.limits;
+        let points = match self.series.get_mut(labels) {
+            Some(points) => points,
             None => {
-                if self.series.len() >= self.limits.max_series {
+                if self.series.len() >= limits.max_series {
                     self.dropped_series += 1;
-                    return Err(AppendError::TooManySeries { limit: self.limits.max_series });
+                    return Err(AppendError::TooManySeries { limit: limits.max_series });
                 }
-                self.series.push(Series { labels: labels.clone(), points: VecDeque::new() });
-                self.index.insert(labels.clone(), self.series.len() - 1);
-                self.series.len() - 1
+                self.by_name.entry(labels.name.clone()).or_default().push(labels.clone());
+                self.series.entry(labels.clone()).or_default()
             }
         };
-        let limits = self.limits;
-        let series = &mut self.series[idx];
         let oldest_kept = at.saturating_sub(limits.retention);
-        while series.points.front().is_some_and(|p| p.at < oldest_kept)
-            || series.points.len() >= limits.points_per_series
-        {
-            series.points.pop_front();
+        while points.front().is_some_and(|p| p.at < oldest_kept) || points.len() >= limits.points_per_series {
+            points.pop_front();
         }
-        series.points.push_back(Point { at, value });
+        points.push_back(Point { at, value });
         Ok(())
     }
 
     /// Points of the series with exactly `labels` between `start` and `end` (inclusive).
     pub fn range(&self, labels: &Labels, start: Timestamp, end: Timestamp) -> Vec<Point> {
-        let Some(&idx) = self.index.get(labels) else { return Vec::new() };
-        self.series[idx].points.iter().filter(|p| p.at >= start && p.at <= end).copied().collect()
+        let Some(points) = self.series.get(labels) else { return Vec::new() };
+        points.iter().filter(|p| p.at >= start && p.at <= end).copied().collect()
     }
 
     /// The newest point of the series with exactly `labels`.
     pub fn latest(&self, labels: &Labels) -> Option<Point> {
-        self.index.get(labels).and_then(|&idx| self.series[idx].points.back().copied())
+        self.series.get(labels).and_then(|points| points.back().copied())
     }
 
     /// Series whose name is `name` and whose labels include every pair of `matching`.
@@ -196,10 +188,57 @@ impl SeriesStore {
         name: &'a str,
         matching: &'a [(&'a str, &'a str)],
     ) -> impl Iterator<Item = &'a Labels> + 'a {
-        self.series
-            .iter()
-            .map(|series| &series.labels)
-            .filter(move |labels| labels.name() == name && matching.iter().all(|(k, v)| labels.get(k) == Some(*v)))
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(move |labels| matching.iter().all(|(k, v)| labels.get(k) == Some(*v)))
+    }
+
+    /// Every series, optionally only those named `name`, with its points in `[start, end]`.
+    pub fn scan<'a>(
+        &'a self,
+        name: Option<&'a str>,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Box<dyn Iterator<Item = (&'a Labels, Vec<Point>)> + 'a> {
+        let in_range = move |points: &VecDeque<Point>| -> Vec<Point> {
+            points.iter().filter(|p| p.at >= start && p.at <= end).copied().collect()
+        };
+        match name {
+            Some(name) => Box::new(
+                self.by_name
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(move |labels| self.series.get(labels).map(|points| (labels, in_range(points)))),
+            ),
+            None => Box::new(self.series.iter().map(move |(labels, points)| (labels, in_range(points)))),
+        }
+    }
+
+    /// Drops series whose newest point is older than `now` minus the retention; returns how many.
+    pub fn sweep(&mut self, now: Timestamp) -> usize {
+        let oldest_kept = now.saturating_sub(self.limits.retention);
+        let before = self.series.len();
+        self.series.retain(|_, points| points.back().is_some_and(|p| p.at >= oldest_kept));
+        let series = &self.series;
+        self.by_name.retain(|_, members| {
+            members.retain(|labels| series.contains_key(labels));
+            !members.is_empty()
+        });
+        let in_use: HashSet<&str> = self
+            .series
+            .keys()
+            .flat_map(|labels| {
+                std::iter::once(&*labels.name).chain(labels.pairs.iter().flat_map(|(k, v)| [&**k, &**v]))
+            })
+            .collect();
+        let unused: Vec<Arc<str>> = self.strings.iter().filter(|s| !in_use.contains(&***s)).cloned().collect();
+        for text in unused {
+            self.strings.remove(&text);
+        }
+        before - self.series.len()
     }
 
     /// Number of series held.
@@ -215,6 +254,35 @@ impl SeriesStore {
     /// Appends refused because of the series limit, since the store was made.
     pub fn dropped_series(&self) -> u64 {
         self.dropped_series
+    }
+}
+
+impl mend_query::Storage for SeriesStore {
+    fn select(&self, matchers: &[mend_query::LabelMatcher], start_ms: i64, end_ms: i64) -> Vec<mend_query::Series> {
+        let name = matchers
+            .iter()
+            .find(|m| m.name() == mend_query::METRIC_NAME && m.op() == mend_query::MatchOp::Equal)
+            .map(|m| m.value());
+        let matches = |labels: &Labels| {
+            matchers.iter().all(|matcher| {
+                // A missing label matches as the empty string, as in Prometheus.
+                let value = if matcher.name() == mend_query::METRIC_NAME {
+                    labels.name()
+                } else {
+                    labels.get(matcher.name()).unwrap_or("")
+                };
+                matcher.matches_value(value)
+            })
+        };
+        self.scan(name, Timestamp::from_millis(start_ms), Timestamp::from_millis(end_ms))
+            .filter(|(labels, points)| !points.is_empty() && matches(labels))
+            .map(|(labels, points)| mend_query::Series {
+                labels: mend_query::Labels::new(
+                    std::iter::once((mend_query::METRIC_NAME, labels.name())).chain(labels.pairs()),
+                ),
+                points: points.iter().map(|p| (p.at.as_millis(), p.value)).collect(),
+            })
+            .collect()
     }
 }
 
@@ -265,6 +333,39 @@ mod tests {
         // Existing series still accept points.
         let first = store.labels("x", &[("id", "0")]);
         assert!(store.append(&first, at(1), 2.0).is_ok());
+    }
+
+    #[test]
+    fn sweep_drops_series_that_stopped_and_their_strings() {
+        let mut store =
+            SeriesStore::new(Limits { points_per_series: 10, retention: Duration::from_secs(60), max_series: 10 });
+        let old = store.labels("gone", &[("pod", "a")]);
+        let live = store.labels("live", &[]);
+        store.append(&old, at(0), 1.0).expect("within limits");
+        store.append(&live, at(100), 1.0).expect("within limits");
+        assert_eq!(store.sweep(at(100)), 1);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.select("gone", &[]).count(), 0);
+        assert!(!store.strings.contains("pod"));
+    }
+
+    #[test]
+    fn serves_promql_queries() {
+        use mend_query::{EvalOptions, Query, Value};
+        let mut store = SeriesStore::new(Limits::default());
+        for (code, per_sec) in [("200", 10.0), ("500", 2.0)] {
+            let labels = store.labels("http_requests_total", &[("code", code), ("service", "web")]);
+            for secs in 0..=60 {
+                store.append(&labels, at(secs), per_sec * secs as f64).expect("within limits");
+            }
+        }
+        let query =
+            Query::parse(r#"sum(rate(http_requests_total{code=~"5.."}[30s])) / sum(rate(http_requests_total[30s]))"#)
+                .expect("valid query");
+        let value = query.eval_instant(&store, 60_000, &EvalOptions::default()).expect("evaluates");
+        let Value::Vector(samples) = value else { panic!("a vector: {value:?}") };
+        assert_eq!(samples.len(), 1);
+        assert!((samples[0].value - 2.0 / 12.0).abs() < 1e-9, "{}", samples[0].value);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
+use crate::detection::{self, Detection};
 use crate::output;
 
 /// How often replicas' /proc metrics are sampled.
@@ -179,6 +180,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         scrape_stats: scrape_stats.clone(),
     };
     let supervisor = Arc::new(Supervisor::start(&config, context));
+    let detection = Detection::new(&config);
+    let detection_task = (!detection.is_empty())
+        .then(|| tokio::spawn(detection::run(detection, series.clone(), signals.clone(), clock.clone())));
     let api_state = ApiState {
         supervisor: supervisor.clone(),
         store: store.clone(),
@@ -208,6 +212,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     // at once; that is the "stop now" escape hatch.
     for scraper in &static_scrapers {
         scraper.abort();
+    }
+    if let Some(task) = &detection_task {
+        task.abort();
     }
     supervisor.shutdown(Duration::from_secs(2)).await;
     let _ = stop_api.send(());

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod daemon;
+mod detection;
 mod output;
 
 use std::process::ExitCode;

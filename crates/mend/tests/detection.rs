@@ -85,3 +85,219 @@ fn alertmanager_webhook_alerts_become_signals() {
     assert!(text.contains("external/DiskFull") && text.contains("disk 97% full"), "{text}");
     let _ = http("GET", daemon.api, "/healthz", &[]);
 }
+
+/// A one-metric exporter on loopback whose value the test sets.
+fn gauge_exporter() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("addr").port();
+    let value = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(10f64.to_bits()));
+    let serving = value.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0_u8; 2048];
+            let _ = stream.read(&mut request);
+            let current = f64::from_bits(serving.load(std::sync::atomic::Ordering::Relaxed));
+            let body = format!("# TYPE queue_depth gauge\nqueue_depth {current}\n");
+            let _ = stream.write_all(
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                    .as_bytes(),
+            );
+        }
+    });
+    (port, value)
+}
+
+fn signals(daemon: &Daemon, query: &str) -> Vec<serde_json::Value> {
+    get(daemon.api, &format!("/api/v1/signals?limit=1000{query}")).json()["signals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn errors_fault_fires_its_rule_within_the_for_duration() {
+    let port = common::free_ports(1);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{port}"
+metrics = {{ scrape = "http://127.0.0.1:{{port}}/metrics", interval = "200ms" }}
+[[rule]]
+name = "HighErrorRate"
+expr = 'sum by (service) (rate(mend_demo_requests_total{{code=~"5.."}}[2s])) / sum by (service) (rate(mend_demo_requests_total[2s])) > 0.2'
+for = "2s"
+severity = "critical"
+summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
+"#
+    ));
+    daemon.wait_ready("web");
+    let demo = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Steady traffic, bounded in count and time, from a background thread.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for _ in 0..3000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = http("GET", demo, "/", &[]);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(signals(&daemon, "").is_empty(), "no alert while the service answers 200");
+    let faulted_at = std::time::Instant::now();
+    assert_eq!(http("POST", demo, "/fault/errors?rate=0.5", &[]).expect("fault").status, 200);
+    let fired = eventually(Duration::from_secs(15), "the rule fires", || {
+        signals(&daemon, "&active=true").into_iter().find(|s| s["name"] == "HighErrorRate")
+    });
+    let took = faulted_at.elapsed();
+    // The error ratio crosses 0.2 within about a second of the 2 s rate window; then `for` is 2 s.
+    assert!(took >= Duration::from_secs(2), "fired before its for duration: {took:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert_eq!(fired["kind"], "rule");
+    assert_eq!(fired["severity"], "critical");
+    assert_eq!(fired["service"], "web");
+    assert!(fired["evidence"].as_str().unwrap_or("").starts_with("web answers 0."), "{fired}");
+    http("POST", demo, "/fault/reset", &[]).expect("reset");
+    eventually(Duration::from_secs(15), "the rule resolves", || {
+        signals(&daemon, "&active=true").is_empty().then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = traffic.join();
+
+    // The same data through the Prometheus-compatible API.
+    let series = get(daemon.api, "/api/v1/series?match[]=mend_demo_requests_total").json();
+    assert_eq!(series["status"], "success");
+    let codes: Vec<String> =
+        series["data"].as_array().expect("data").iter().map(|s| s["code"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(codes.contains(&"200".to_owned()) && codes.contains(&"500".to_owned()), "{codes:?}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let range = get(
+        daemon.api,
+        &format!(
+            "/api/v1/query_range?query=sum(rate(mend_demo_requests_total%5B2s%5D))&start={}&end={now}&step=1",
+            now - 10
+        ),
+    )
+    .json();
+    assert_eq!(range["data"]["resultType"], "matrix");
+    assert!(range["data"]["result"][0]["values"].as_array().is_some_and(|v| v.len() >= 5), "{range}");
+    let bad = get(daemon.api, "/api/v1/query?query=predict_linear(x%5B5m%5D,1)");
+    assert_eq!((bad.status, bad.json()["errorType"].as_str()), (400, Some("bad_data")));
+}
+
+#[test]
+fn a_memory_leak_is_forecast_before_the_limit_then_the_limit_replaces_the_replica() {
+    let port = common::free_ports(1);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{port}"
+max_memory_bytes = "96MiB"
+[service.web.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+"#
+    ));
+    let pid = daemon.wait_ready("web")[0];
+    let demo = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(http("POST", demo, "/fault/leak?mib_per_sec=3", &[]).expect("fault").status, 200);
+    let predicted = eventually(Duration::from_secs(60), "a predictive signal", || {
+        signals(&daemon, "").into_iter().find(|s| s["kind"] == "predictive")
+    });
+    assert_eq!(predicted["name"], "memory_exhaustion");
+    assert_eq!(predicted["service"], "web");
+    assert!(predicted["evidence"].as_str().unwrap_or("").contains("reaches the limit"), "{predicted}");
+    // Predicted before the failure: the replica is still the original process, under its limit.
+    assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pid)));
+    let rss = daemon.replica("web", 0)["rss_bytes"].as_u64().unwrap_or(0);
+    assert!(rss < 96 * 1024 * 1024, "rss {rss}");
+    let unhealthy = eventually(Duration::from_secs(60), "the memory limit replaces the replica", || {
+        daemon.events(Some("unhealthy")).first().cloned()
+    });
+    assert!(unhealthy["message"].as_str().unwrap_or("").starts_with("memory check failed"), "{unhealthy}");
+    daemon.wait_ready("web");
+    // The restart resets the trend: the warning resolves.
+    eventually(Duration::from_secs(20), "the predictive signal resolves", || {
+        signals(&daemon, "&active=true").iter().all(|s| s["kind"] != "predictive").then_some(())
+    });
+}
+
+#[test]
+fn a_detector_attached_to_a_scraped_series_flags_a_spike() {
+    let (exporter_port, value) = gauge_exporter();
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[[scrape]]
+name = "queue"
+url = "http://127.0.0.1:{exporter_port}/metrics"
+interval = "100ms"
+[[detect]]
+name = "queue_anomaly"
+series = 'queue_depth{{job="queue"}}'
+detector = "default"
+"#
+    ));
+    // Warm the detector up on ordinary values (its warm-up is 150 points: 15 s at 100 ms).
+    let mut tick = 0_u64;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        tick += 1;
+        value.store((10.0 + (tick % 3) as f64).to_bits(), std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(signals(&daemon, "").is_empty(), "ordinary values raise nothing: {:?}", signals(&daemon, ""));
+    value.store(500f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    let anomaly = eventually(Duration::from_secs(10), "the spike is flagged", || {
+        signals(&daemon, "").into_iter().find(|s| s["kind"] == "anomaly")
+    });
+    assert_eq!(anomaly["name"], "queue_anomaly");
+    assert_eq!(anomaly["labels"]["job"], "queue");
+    assert_eq!(anomaly["labels"]["metric"], "queue_depth");
+    assert!(anomaly["evidence"].as_str().unwrap_or("").starts_with("value 500"), "{anomaly}");
+}
+
+#[test]
+fn node_exporter_is_scraped_as_a_static_target() {
+    let exporter = ["/usr/bin/prometheus-node-exporter", "/usr/bin/node_exporter"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .expect("prometheus-node-exporter is installed (.ci/run installs it)");
+    let port = common::free_ports(1);
+    let mut node = std::process::Command::new(exporter)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start node_exporter");
+    eventually(Duration::from_secs(10), "node_exporter listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+    });
+    let daemon = Daemon::start(&format!(
+        "[api]\nlisten = \"{{api}}\"\n[[scrape]]\nname = \"node\"\nurl = \"http://127.0.0.1:{port}/metrics\"\ninterval = \"500ms\"\nlabels = {{ host = \"test\" }}\n"
+    ));
+    let found = eventually(Duration::from_secs(15), "node_exporter's series are in the store", || {
+        let series = get(daemon.api, "/api/v1/series?match[]=node_load1").json();
+        series["data"].as_array().and_then(|data| data.first().cloned())
+    });
+    assert_eq!(found["job"], "node");
+    assert_eq!(found["host"], "test");
+    assert_eq!(found["instance"], format!("127.0.0.1:{port}"));
+    let up = get(daemon.api, "/api/v1/query?query=up%7Bjob%3D%22node%22%7D").json();
+    assert_eq!(up["data"]["result"][0]["value"][1], "1");
+    assert!(daemon.events(Some("scrape_failed")).is_empty(), "{:?}", daemon.events(Some("scrape_failed")));
+    let _ = node.kill();
+    let _ = node.wait();
+}

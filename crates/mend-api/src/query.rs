@@ -1,0 +1,268 @@
+//! Prometheus-compatible read endpoints over the in-memory series store: `/api/v1/query`,
+//! `/api/v1/query_range` and `/api/v1/series`, in Prometheus's JSON shapes so that existing tools
+//! (Grafana, promtool, scripts) can read them.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use mend_config::parse_duration;
+use mend_query::{EvalOptions, Query, Storage, Value};
+use mend_types::Timestamp;
+use serde_json::{Map, json};
+
+use crate::routes::ApiState;
+
+/// A Prometheus-style error: `{"status": "error", "errorType": "bad_data", "error": "..."}`.
+fn bad_data(message: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "status": "error", "errorType": "bad_data", "error": message.into() })))
+        .into_response()
+}
+
+fn success(data: serde_json::Value) -> Response {
+    Json(json!({ "status": "success", "data": data })).into_response()
+}
+
+/// Decodes `application/x-www-form-urlencoded` text.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut idx = 0;
+    while idx < bytes.len() {
+        match bytes[idx] {
+            b'+' => out.push(b' '),
+            b'%' if idx + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[idx + 1..idx + 3]).unwrap_or("zz"), 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        idx += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        idx += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query string's parameters, repeated keys kept (`match[]` may repeat).
+fn params(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// A time as Prometheus takes it: Unix seconds (with a fraction) or RFC 3339.
+fn parse_time(text: &str, name: &str) -> Result<i64, Response> {
+    if let Ok(secs) = text.parse::<f64>() {
+        if secs.is_finite() {
+            return Ok((secs * 1000.0).round() as i64);
+        }
+    }
+    if !text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        if let Some(at) = Timestamp::parse(text) {
+            return Ok(at.as_millis());
+        }
+    }
+    Err(bad_data(format!("invalid parameter {name:?}: cannot parse {text:?} to a valid timestamp")))
+}
+
+/// A step as Prometheus takes it: seconds (with a fraction) or a duration (`15s`).
+fn parse_step(text: &str) -> Result<i64, Response> {
+    if let Ok(secs) = text.parse::<f64>() {
+        if secs.is_finite() && secs > 0.0 {
+            return Ok((secs * 1000.0).round() as i64);
+        }
+    }
+    match parse_duration(text) {
+        Ok(step) if !step.is_zero() => Ok(step.as_millis() as i64),
+        _ => Err(bad_data(format!("invalid parameter \"step\": cannot parse {text:?} to a valid duration"))),
+    }
+}
+
+fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if value == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        format!("{value}")
+    }
+}
+
+fn metric(labels: &mend_query::Labels) -> serde_json::Value {
+    let map: Map<String, serde_json::Value> = labels.iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+    serde_json::Value::Object(map)
+}
+
+fn point(t_ms: i64, value: f64) -> serde_json::Value {
+    json!([t_ms as f64 / 1000.0, format_value(value)])
+}
+
+/// Runs `work` on the store under a read lock, off the async workers (a query may scan many series).
+async fn with_store<T: Send + 'static>(
+    state: &ApiState,
+    work: impl FnOnce(&dyn Storage) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let series = state.observe.series.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = series.read().map_err(|_| "the series store is unavailable".to_owned())?;
+        Ok::<T, String>(work(&*store))
+    })
+    .await
+    .map_err(|_| bad_data("query task failed"))?
+    .map_err(bad_data)
+}
+
+/// `GET /api/v1/query?query=...&time=...`.
+pub(crate) async fn instant(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Response {
+    let params = params(raw.as_deref());
+    let Some(text) = param(&params, "query") else { return bad_data("missing parameter \"query\"") };
+    let query = match Query::parse(text) {
+        Ok(query) => query,
+        Err(error) => return bad_data(error.to_string()),
+    };
+    let at = match param(&params, "time") {
+        Some(time) => match parse_time(time, "time") {
+            Ok(at) => at,
+            Err(response) => return response,
+        },
+        None => state.clock.wall().as_millis(),
+    };
+    let result = with_store(&state, move |store| query.eval_instant(store, at, &EvalOptions::default())).await;
+    match result {
+        Err(response) => response,
+        Ok(Err(error)) => bad_data(error.to_string()),
+        Ok(Ok(Value::Scalar(value))) => success(json!({ "resultType": "scalar", "result": point(at, value) })),
+        Ok(Ok(Value::String(text))) => success(json!({ "resultType": "string", "result": [at as f64 / 1000.0, text] })),
+        Ok(Ok(Value::Vector(samples))) => success(json!({
+            "resultType": "vector",
+            "result": samples.iter().map(|s| json!({ "metric": metric(&s.labels), "value": point(at, s.value) })).collect::<Vec<_>>(),
+        })),
+        Ok(Ok(Value::Matrix(series))) => success(json!({
+            "resultType": "matrix",
+            "result": series.iter().map(|s| json!({
+                "metric": metric(&s.labels),
+                "values": s.points.iter().map(|&(t, v)| point(t, v)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })),
+    }
+}
+
+/// `GET /api/v1/query_range?query=...&start=...&end=...&step=...`.
+pub(crate) async fn range(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Response {
+    let params = params(raw.as_deref());
+    let Some(text) = param(&params, "query") else { return bad_data("missing parameter \"query\"") };
+    let query = match Query::parse(text) {
+        Ok(query) => query,
+        Err(error) => return bad_data(error.to_string()),
+    };
+    let (Some(start), Some(end), Some(step)) = (param(&params, "start"), param(&params, "end"), param(&params, "step"))
+    else {
+        return bad_data("query_range needs \"start\", \"end\" and \"step\"");
+    };
+    let (start, end, step) = match (parse_time(start, "start"), parse_time(end, "end"), parse_step(step)) {
+        (Ok(start), Ok(end), Ok(step)) => (start, end, step),
+        (Err(response), _, _) | (_, Err(response), _) | (_, _, Err(response)) => return response,
+    };
+    let result =
+        with_store(&state, move |store| query.eval_range(store, start, end, step, &EvalOptions::default())).await;
+    match result {
+        Err(response) => response,
+        Ok(Err(error)) => bad_data(error.to_string()),
+        Ok(Ok(series)) => success(json!({
+            "resultType": "matrix",
+            "result": series.iter().map(|s| json!({
+                "metric": metric(&s.labels),
+                "values": s.points.iter().map(|&(t, v)| point(t, v)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })),
+    }
+}
+
+/// `GET /api/v1/series?match[]=...&start=...&end=...` (`match=` is accepted too).
+pub(crate) async fn series(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Response {
+    let params = params(raw.as_deref());
+    let selectors: Vec<&str> =
+        params.iter().filter(|(k, _)| k == "match[]" || k == "match").map(|(_, v)| v.as_str()).collect();
+    if selectors.is_empty() {
+        return bad_data("no match[] parameter provided");
+    }
+    let now = state.clock.wall().as_millis();
+    let start = match param(&params, "start").map(|t| parse_time(t, "start")).transpose() {
+        Ok(start) => start.unwrap_or(i64::MIN / 2),
+        Err(response) => return response,
+    };
+    let end = match param(&params, "end").map(|t| parse_time(t, "end")).transpose() {
+        Ok(end) => end.unwrap_or(now),
+        Err(response) => return response,
+    };
+    let mut matcher_sets = Vec::new();
+    for selector in selectors {
+        let query = match Query::parse(selector) {
+            Ok(query) => query,
+            Err(error) => return bad_data(error.to_string()),
+        };
+        let Some(plain) = query.plain_selector() else {
+            return bad_data(format!("match[] must be a series selector, not {selector:?}"));
+        };
+        matcher_sets.push(plain.matchers().to_vec());
+    }
+    let result = with_store(&state, move |store| {
+        let mut seen = std::collections::BTreeSet::new();
+        for matchers in &matcher_sets {
+            for series in store.select(matchers, start, end) {
+                seen.insert(series.labels);
+            }
+        }
+        seen.iter().map(metric).collect::<Vec<_>>()
+    })
+    .await;
+    match result {
+        Ok(found) => success(json!(found)),
+        Err(response) => response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode_with_repeated_keys() {
+        let parsed = params(Some("match%5B%5D=up%7Bjob%3D%22a%22%7D&match[]=x&query=a+b"));
+        assert_eq!(
+            parsed,
+            [
+                ("match[]".to_owned(), "up{job=\"a\"}".to_owned()),
+                ("match[]".to_owned(), "x".to_owned()),
+                ("query".to_owned(), "a b".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn times_and_steps_parse_like_prometheus() {
+        assert_eq!(parse_time("1700000000.5", "t").ok(), Some(1_700_000_000_500));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z", "t").ok(), Some(1_700_000_000_000));
+        assert!(parse_time("soon", "t").is_err());
+        assert_eq!(parse_step("15s").ok(), Some(15_000));
+        assert_eq!(parse_step("0.5").ok(), Some(500));
+        assert!(parse_step("0").is_err());
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(1.5), "1.5");
+    }
+}

@@ -1,0 +1,348 @@
+//! The detect stage's loop: every second, evaluate alerting rules, feed attached detectors and
+//! forecasters from the series store, and turn their transitions into signals.
+//!
+//! The decisions are pure (`mend_detect::alerting`, `mend_detect::attach`, `mend_query`); this module
+//! reads the store under a read lock, calls them, and emits signals afterwards, outside the lock.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use mend_config::{Config, Detect, Forecast, Rule};
+use mend_detect::Sensitivity;
+use mend_detect::alerting::{LabelSet, RuleState};
+use mend_detect::attach::{DetectorBank, ForecastBank, SeriesTransition};
+use mend_observe::series::SeriesStore;
+use mend_query::{EvalOptions, Labels, Query, Storage, Value};
+use mend_types::{Clock, ServiceName, Signal, SignalKind, SignalSink, SignalState, Timestamp};
+
+/// How often rules and detectors run.
+pub(crate) const EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
+/// How often expressions (not plain selectors) are sampled for detectors and forecasters.
+const EXPRESSION_STEP: Duration = Duration::from_secs(5);
+/// How far back a plain selector is read for new points each round.
+const FEED_WINDOW: Duration = Duration::from_secs(120);
+/// Series a single detector or forecast attachment may track.
+const MAX_SERIES_PER_ATTACHMENT: usize = 10_000;
+/// An anomaly resolves after this long without a new alarm.
+const ANOMALY_RESOLVE_AFTER: Duration = Duration::from_secs(60);
+/// How far ahead the implicit memory forecast of a service with `max_memory_bytes` looks.
+const MEMORY_FORECAST_HORIZON: Duration = Duration::from_secs(600);
+
+struct RuleEntry {
+    rule: Rule,
+    query: Query,
+    state: RuleState,
+}
+
+/// Where an attachment reads its points: raw points of a selector, or an expression sampled every step.
+enum Feed {
+    Selector(Query),
+    Expression { query: Query, next_at: Timestamp },
+}
+
+struct DetectEntry {
+    detect: Detect,
+    feed: Feed,
+    bank: DetectorBank,
+}
+
+struct ForecastEntry {
+    forecast: Forecast,
+    feed: Feed,
+    bank: ForecastBank,
+}
+
+/// All rules, detector attachments and forecasts, with their state.
+pub(crate) struct Detection {
+    rules: Vec<RuleEntry>,
+    detects: Vec<DetectEntry>,
+    forecasts: Vec<ForecastEntry>,
+    options: EvalOptions,
+}
+
+fn feed_of(query: Query) -> Feed {
+    if query.plain_selector().is_some() {
+        Feed::Selector(query)
+    } else {
+        Feed::Expression { query, next_at: Timestamp::from_millis(0) }
+    }
+}
+
+/// Query parse errors cannot happen here: config validation parsed every expression already.
+fn parse(expr: &str) -> Option<Query> {
+    match Query::parse(expr) {
+        Ok(query) => Some(query),
+        Err(error) => {
+            tracing::error!(expr, error = %error, "expression refused after validation");
+            None
+        }
+    }
+}
+
+impl Detection {
+    /// Builds the stage from the config, adding a memory forecast for every service with a memory limit.
+    pub(crate) fn new(config: &Config) -> Self {
+        let rules = config
+            .rules
+            .iter()
+            .filter_map(|rule| {
+                Some(RuleEntry { rule: rule.clone(), query: parse(&rule.expr)?, state: RuleState::default() })
+            })
+            .collect();
+        let detects = config
+            .detects
+            .iter()
+            .filter_map(|detect| {
+                let sensitivity = Sensitivity::new(detect.sensitivity).ok()?;
+                let bank = DetectorBank::new(
+                    &detect.detector,
+                    sensitivity,
+                    MAX_SERIES_PER_ATTACHMENT,
+                    ANOMALY_RESOLVE_AFTER.as_secs_f64(),
+                )
+                .ok()?;
+                Some(DetectEntry { detect: detect.clone(), feed: feed_of(parse(&detect.series)?), bank })
+            })
+            .collect();
+        let mut forecasts: Vec<Forecast> = config.forecasts.clone();
+        for service in &config.services {
+            if let Some(limit) = service.max_memory_bytes {
+                forecasts.push(Forecast {
+                    name: "memory_exhaustion".to_owned(),
+                    series: format!("mend_replica_rss_bytes{{service=\"{}\"}}", service.name),
+                    limit: limit as f64,
+                    horizon: MEMORY_FORECAST_HORIZON,
+                    severity: mend_types::Severity::Warning,
+                });
+            }
+        }
+        let forecasts = forecasts
+            .into_iter()
+            .filter_map(|forecast| {
+                let bank = ForecastBank::new(forecast.limit, forecast.horizon.as_secs_f64(), MAX_SERIES_PER_ATTACHMENT);
+                Some(ForecastEntry { feed: feed_of(parse(&forecast.series)?), forecast, bank })
+            })
+            .collect();
+        Self { rules, detects, forecasts, options: EvalOptions::default() }
+    }
+
+    /// True when there is nothing to evaluate.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.detects.is_empty() && self.forecasts.is_empty()
+    }
+
+    /// One round at `now`: returns the signals to emit.
+    pub(crate) fn evaluate(&mut self, storage: &dyn Storage, now: Timestamp) -> Vec<Signal> {
+        let now_ms = now.as_millis();
+        let now_secs = now.as_secs_f64();
+        let mut signals = Vec::new();
+        for entry in &mut self.rules {
+            let active: Vec<(LabelSet, f64)> = match entry.query.eval_instant(storage, now_ms, &self.options) {
+                Ok(Value::Vector(samples)) => samples.into_iter().map(|s| (label_set(&s.labels), s.value)).collect(),
+                Ok(Value::Scalar(value)) => vec![(LabelSet::new(), value)],
+                Ok(_) => Vec::new(),
+                Err(error) => {
+                    tracing::warn!(rule = %entry.rule.name, error = %error, "rule evaluation failed");
+                    Vec::new()
+                }
+            };
+            let transitions = entry.state.evaluate(
+                active,
+                now_secs,
+                entry.rule.for_duration.as_secs_f64(),
+                entry.rule.keep_firing_for.as_secs_f64(),
+            );
+            for transition in transitions {
+                let mut labels = transition.labels.clone();
+                labels.extend(entry.rule.labels.clone());
+                let evidence = match &entry.rule.summary {
+                    Some(summary) => render_summary(summary, transition.value, &labels),
+                    None => format!("{} = {}", entry.rule.expr, transition.value),
+                };
+                signals.push(signal(
+                    now,
+                    SignalKind::Rule,
+                    &entry.rule.name,
+                    entry.rule.severity,
+                    transition.firing,
+                    transition.active_since,
+                    transition.value,
+                    labels,
+                    evidence,
+                ));
+            }
+        }
+        for entry in &mut self.detects {
+            let transitions = feed(&mut entry.feed, storage, now, &self.options, |labels, points| {
+                entry.bank.feed(labels, points, now_secs)
+            });
+            let mut transitions = transitions;
+            transitions.extend(entry.bank.sweep(now_secs, FEED_WINDOW.as_secs_f64() * 10.0));
+            for transition in transitions {
+                signals.push(series_signal(
+                    now,
+                    SignalKind::Anomaly,
+                    &entry.detect.name,
+                    entry.detect.severity,
+                    transition,
+                ));
+            }
+        }
+        for entry in &mut self.forecasts {
+            let mut transitions = feed(&mut entry.feed, storage, now, &self.options, |labels, points| {
+                entry.bank.feed(labels, points, now_secs)
+            });
+            transitions.extend(entry.bank.sweep(now_secs, FEED_WINDOW.as_secs_f64() * 10.0));
+            for transition in transitions {
+                let name = entry.forecast.name.clone();
+                signals.push(series_signal(now, SignalKind::Predictive, &name, entry.forecast.severity, transition));
+            }
+        }
+        signals
+    }
+}
+
+/// Reads the points an attachment has not seen and hands each series' points to `sink`.
+fn feed(
+    feed: &mut Feed,
+    storage: &dyn Storage,
+    now: Timestamp,
+    options: &EvalOptions,
+    mut sink: impl FnMut(&LabelSet, &[(f64, f64)]) -> Vec<SeriesTransition>,
+) -> Vec<SeriesTransition> {
+    let mut transitions = Vec::new();
+    match feed {
+        Feed::Selector(query) => {
+            let Some(selector) = query.plain_selector() else { return transitions };
+            let start = now.saturating_sub(FEED_WINDOW).as_millis();
+            for series in storage.select(selector.matchers(), start, now.as_millis()) {
+                let points: Vec<(f64, f64)> = series.points.iter().map(|&(t, v)| (t as f64 / 1000.0, v)).collect();
+                transitions.extend(sink(&label_set(&series.labels), &points));
+            }
+        }
+        Feed::Expression { query, next_at } => {
+            if now < *next_at {
+                return transitions;
+            }
+            *next_at = now.saturating_add(EXPRESSION_STEP);
+            if let Ok(Value::Vector(samples)) = query.eval_instant(storage, now.as_millis(), options) {
+                for sample in samples {
+                    transitions.extend(sink(&label_set(&sample.labels), &[(now.as_secs_f64(), sample.value)]));
+                }
+            }
+        }
+    }
+    transitions
+}
+
+fn label_set(labels: &Labels) -> LabelSet {
+    labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// Fills `{{ $value }}` and `{{ $labels.NAME }}` in a rule's summary.
+fn render_summary(template: &str, value: f64, labels: &BTreeMap<String, String>) -> String {
+    let mut text = template.replace("{{ $value }}", &format!("{value}")).replace("{{$value}}", &format!("{value}"));
+    for (name, label_value) in labels {
+        text = text.replace(&format!("{{{{ $labels.{name} }}}}", name = name), label_value);
+        text = text.replace(&format!("{{{{$labels.{name}}}}}", name = name), label_value);
+    }
+    text
+}
+
+#[allow(clippy::too_many_arguments)]
+fn signal(
+    now: Timestamp,
+    kind: SignalKind,
+    name: &str,
+    severity: mend_types::Severity,
+    firing: bool,
+    since_secs: f64,
+    value: f64,
+    mut labels: BTreeMap<String, String>,
+    evidence: String,
+) -> Signal {
+    labels.remove(mend_query::METRIC_NAME);
+    let service = labels.get("service").and_then(|name| ServiceName::new(name).ok());
+    let replica = labels.get("replica").and_then(|replica| replica.parse().ok());
+    Signal {
+        at: now,
+        since: Timestamp::from_millis((since_secs * 1000.0) as i64),
+        state: if firing { SignalState::Firing } else { SignalState::Resolved },
+        kind,
+        name: name.to_owned(),
+        severity,
+        service,
+        replica,
+        value,
+        labels,
+        evidence,
+    }
+}
+
+fn series_signal(
+    now: Timestamp,
+    kind: SignalKind,
+    name: &str,
+    severity: mend_types::Severity,
+    transition: SeriesTransition,
+) -> Signal {
+    let mut labels = transition.labels;
+    if let Some(metric) = labels.remove(mend_query::METRIC_NAME) {
+        labels.insert("metric".to_owned(), metric);
+    }
+    signal(
+        now,
+        kind,
+        name,
+        severity,
+        transition.firing,
+        transition.since,
+        transition.value,
+        labels,
+        transition.evidence,
+    )
+}
+
+/// Runs the stage every [`EVALUATION_INTERVAL`] until the task is aborted; sweeps stale series a minute.
+pub(crate) async fn run(
+    mut detection: Detection,
+    series: Arc<RwLock<SeriesStore>>,
+    signals: Arc<dyn SignalSink>,
+    clock: Arc<dyn Clock>,
+) {
+    let mut ticker = tokio::time::interval(EVALUATION_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds: u64 = 0;
+    loop {
+        ticker.tick().await;
+        let now = clock.wall();
+        let emitted = match series.read() {
+            Ok(store) => detection.evaluate(&*store, now),
+            Err(_) => return,
+        };
+        for signal in emitted {
+            signals.signal(signal);
+        }
+        rounds += 1;
+        if rounds % 60 == 0 {
+            if let Ok(mut store) = series.write() {
+                let swept = store.sweep(now);
+                if swept > 0 {
+                    tracing::debug!(swept, "dropped stale series");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_fill_value_and_labels() {
+        let labels = BTreeMap::from([("service".to_owned(), "web".to_owned())]);
+        assert_eq!(render_summary("{{ $labels.service }} errors at {{ $value }}", 0.25, &labels), "web errors at 0.25");
+    }
+}
