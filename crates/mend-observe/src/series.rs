@@ -167,6 +167,12 @@ impl SeriesStore {
         while points.front().is_some_and(|p| p.at < oldest_kept) || points.len() >= limits.points_per_series {
             points.pop_front();
         }
+        if points.len() == points.capacity() {
+            // Grow by doubling, but never past the ring's size: a full ring then holds exactly its
+            // points, 16 bytes each, instead of up to twice that.
+            let target = (points.capacity() * 2).clamp(8, limits.points_per_series.max(1));
+            points.reserve_exact(target.saturating_sub(points.len()));
+        }
         points.push_back(Point { at, value });
         Ok(())
     }
