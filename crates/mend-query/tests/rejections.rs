@@ -1,0 +1,117 @@
+//! Rejections at parse time as data: unsupported constructs and invalid queries with their exact error text.
+
+use mend_query::{Comparison, ComparisonOp, MatchOp, Query, ValueType};
+
+fn check(text: &str, expected: &str) {
+    match Query::parse(text) {
+        Err(err) => assert_eq!(err.to_string(), expected, "{text}"),
+        Ok(query) => panic!("{text}: accepted as {query:?}"),
+    }
+}
+
+#[test]
+fn unsupported_constructs_name_the_construct() {
+    let cases = [
+        ("predict_linear(disk_free_bytes[1h], 3600) < 0", r#"unsupported function "predict_linear""#),
+        (r#"label_replace(up, "a", "$1", "b", "(.*)")"#, r#"unsupported function "label_replace""#),
+        (r#"label_join(up, "a", ",", "b", "c")"#, r#"unsupported function "label_join""#),
+        ("sort(up)", r#"unsupported function "sort""#),
+        ("sort_desc(up)", r#"unsupported function "sort_desc""#),
+        ("round(up)", r#"unsupported function "round""#),
+        ("ceil(up)", r#"unsupported function "ceil""#),
+        ("ln(up)", r#"unsupported function "ln""#),
+        ("exp(up)", r#"unsupported function "exp""#),
+        ("sqrt(up)", r#"unsupported function "sqrt""#),
+        ("clamp(up, 0, 1)", r#"unsupported function "clamp""#),
+        ("timestamp(up)", r#"unsupported function "timestamp""#),
+        ("day_of_week()", r#"unsupported function "day_of_week""#),
+        ("present_over_time(up[5m])", r#"unsupported function "present_over_time""#),
+        ("stdvar_over_time(up[5m])", r#"unsupported function "stdvar_over_time""#),
+        ("double_exponential_smoothing(up[5m], 0.5, 0.5)", r#"unsupported function "double_exponential_smoothing""#),
+        ("histogram_count(rate(h[5m]))", r#"unsupported function "histogram_count""#),
+        ("count_values(\"v\", up)", r#"unsupported aggregation "count_values""#),
+        ("stdvar(up)", r#"unsupported aggregation "stdvar""#),
+        ("group by (job) (up)", r#"unsupported aggregation "group""#),
+        ("limitk(2, up)", r#"unsupported aggregation "limitk""#),
+        ("limit_ratio(0.5, up)", r#"unsupported aggregation "limit_ratio""#),
+        ("up atan2 up", r#"unsupported operator "atan2""#),
+        ("rate(up[5m:1m])", "unsupported: subqueries"),
+        ("max_over_time(rate(http_requests_total[1m])[10m:])", "unsupported: subqueries"),
+        ("up[5m:]", "unsupported: subqueries"),
+        ("up @ 1609746000", "unsupported: @ modifier"),
+        ("up @ start()", "unsupported: @ modifier"),
+        ("rate(up[5m] @ end())", "unsupported: @ modifier"),
+        (r#"{job="a" or job="b"}"#, r#"unsupported: "or" in label matchers"#),
+        ("up + fill(0) up", "unsupported: fill modifiers"),
+        ("up + on(job) fill_left(1) up", "unsupported: fill modifiers"),
+        // Unsupported parts are found wherever they are nested.
+        ("sum by (job) (rate(up[5m])) / on(job) group_left sort(up)", r#"unsupported function "sort""#),
+        ("absent(up @ 100)", "unsupported: @ modifier"),
+    ];
+    for (text, expected) in cases {
+        check(text, expected);
+    }
+}
+
+#[test]
+fn invalid_queries_carry_the_parser_message() {
+    let cases = [
+        ("rate(up[5m]", "invalid PromQL: unclosed left parenthesis"),
+        ("rate(up)", "invalid PromQL: expected type matrix in call to function 'rate', got vector"),
+        ("sum(up[5m])", "invalid PromQL: expected type vector in aggregation expression, got matrix"),
+        ("{}", "invalid PromQL: vector selector must contain at least one non-empty matcher"),
+        (r#"{job=~".*"}"#, "invalid PromQL: vector selector must contain at least one non-empty matcher"),
+        (r#"up{job=~"("}"#, "invalid PromQL: illegal regex for ("),
+        ("up[0s]", "invalid PromQL: duration must be greater than 0"),
+        ("holt_winters(up[5m], 0.5, 0.5)", "invalid PromQL: unknown function with name 'holt_winters'"),
+        ("1 == 1", "invalid PromQL: comparisons between scalars must use BOOL modifier"),
+        ("abs(up, up)", "invalid PromQL: expected 1 argument(s) in call to 'abs', got 2"),
+        ("up offset 1m offset 2m", "invalid PromQL: offset may not be set multiple times"),
+        ("up[5m] + 1", "invalid PromQL: binary expression must contain only scalar and instant vector types"),
+        ("1 and up", "invalid PromQL: set operator 'and' not allowed in binary scalar expression"),
+    ];
+    for (text, expected) in cases {
+        check(text, expected);
+    }
+}
+
+#[test]
+fn selectors_list_what_the_query_reads() {
+    let query = Query::parse(
+        r#"sum by (service) (rate(http_requests_total{code=~"5.."}[5m] offset 1m))
+             / sum by (service) (rate(http_requests_total{code=~"5.."}[5m] offset 1m)) > on() group_left up"#,
+    )
+    .expect("supported");
+    // The identical selector appears once.
+    let selectors = query.selectors();
+    assert_eq!(selectors.len(), 2);
+    assert_eq!(selectors[0].metric_name(), Some("http_requests_total"));
+    assert_eq!(selectors[0].range_ms(), Some(300_000));
+    assert_eq!(selectors[0].offset_ms(), 60_000);
+    let matchers: Vec<String> = selectors[0].matchers().iter().map(ToString::to_string).collect();
+    assert_eq!(matchers, vec![r#"__name__="http_requests_total""#, r#"code=~"5..""#]);
+    assert_eq!(selectors[0].matchers()[1].op(), MatchOp::RegexMatch);
+    assert_eq!(selectors[1].metric_name(), Some("up"));
+    assert_eq!(selectors[1].range_ms(), None);
+    assert_eq!(Query::parse(r#"{__name__=~"a|b"} offset -5s"#).expect("valid").selectors()[0].offset_ms(), -5_000);
+}
+
+#[test]
+fn type_and_top_level_comparison() {
+    let cases = [
+        ("up == 0", ValueType::Vector, Some(Comparison { op: ComparisonOp::Eq, returns_bool: false })),
+        ("rate(x[1m]) > bool 5", ValueType::Vector, Some(Comparison { op: ComparisonOp::Gt, returns_bool: true })),
+        ("(up < 1)", ValueType::Vector, Some(Comparison { op: ComparisonOp::Lt, returns_bool: false })),
+        ("1 <= bool 2", ValueType::Scalar, Some(Comparison { op: ComparisonOp::Le, returns_bool: true })),
+        ("up", ValueType::Vector, None),
+        ("up == 0 and up", ValueType::Vector, None),
+        ("1 + 1", ValueType::Scalar, None),
+        ("up[5m]", ValueType::Matrix, None),
+        (r#""text""#, ValueType::String, None),
+        ("scalar(up)", ValueType::Scalar, None),
+    ];
+    for (text, value_type, comparison) in cases {
+        let query = Query::parse(text).expect("valid");
+        assert_eq!((query.value_type(), query.comparison()), (value_type, comparison), "{text}");
+    }
+}
