@@ -64,30 +64,31 @@ fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// A time as Prometheus takes it: Unix seconds (with a fraction) or RFC 3339.
-fn parse_time(text: &str, name: &str) -> Result<i64, Response> {
-    if let Ok(secs) = text.parse::<f64>() {
-        if secs.is_finite() {
-            return Ok((secs * 1000.0).round() as i64);
-        }
+fn parse_time(text: &str, name: &str) -> Result<i64, String> {
+    if let Ok(secs) = text.parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok((secs * 1000.0).round() as i64);
     }
-    if !text.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        if let Some(at) = Timestamp::parse(text) {
-            return Ok(at.as_millis());
-        }
+    if !text.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && let Some(at) = Timestamp::parse(text)
+    {
+        return Ok(at.as_millis());
     }
-    Err(bad_data(format!("invalid parameter {name:?}: cannot parse {text:?} to a valid timestamp")))
+    Err(format!("invalid parameter {name:?}: cannot parse {text:?} to a valid timestamp"))
 }
 
 /// A step as Prometheus takes it: seconds (with a fraction) or a duration (`15s`).
-fn parse_step(text: &str) -> Result<i64, Response> {
-    if let Ok(secs) = text.parse::<f64>() {
-        if secs.is_finite() && secs > 0.0 {
-            return Ok((secs * 1000.0).round() as i64);
-        }
+fn parse_step(text: &str) -> Result<i64, String> {
+    if let Ok(secs) = text.parse::<f64>()
+        && secs.is_finite()
+        && secs > 0.0
+    {
+        return Ok((secs * 1000.0).round() as i64);
     }
     match parse_duration(text) {
         Ok(step) if !step.is_zero() => Ok(step.as_millis() as i64),
-        _ => Err(bad_data(format!("invalid parameter \"step\": cannot parse {text:?} to a valid duration"))),
+        _ => Err(format!("invalid parameter \"step\": cannot parse {text:?} to a valid duration")),
     }
 }
 
@@ -138,7 +139,7 @@ pub(crate) async fn instant(State(state): State<ApiState>, RawQuery(raw): RawQue
     let at = match param(&params, "time") {
         Some(time) => match parse_time(time, "time") {
             Ok(at) => at,
-            Err(response) => return response,
+            Err(message) => return bad_data(message),
         },
         None => state.clock.wall().as_millis(),
     };
@@ -176,7 +177,7 @@ pub(crate) async fn range(State(state): State<ApiState>, RawQuery(raw): RawQuery
     };
     let (start, end, step) = match (parse_time(start, "start"), parse_time(end, "end"), parse_step(step)) {
         (Ok(start), Ok(end), Ok(step)) => (start, end, step),
-        (Err(response), _, _) | (_, Err(response), _) | (_, _, Err(response)) => return response,
+        (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => return bad_data(message),
     };
     let result =
         with_store(&state, move |store| query.eval_range(store, start, end, step, &EvalOptions::default())).await;
@@ -204,11 +205,11 @@ pub(crate) async fn series(State(state): State<ApiState>, RawQuery(raw): RawQuer
     let now = state.clock.wall().as_millis();
     let start = match param(&params, "start").map(|t| parse_time(t, "start")).transpose() {
         Ok(start) => start.unwrap_or(i64::MIN / 2),
-        Err(response) => return response,
+        Err(message) => return bad_data(message),
     };
     let end = match param(&params, "end").map(|t| parse_time(t, "end")).transpose() {
         Ok(end) => end.unwrap_or(now),
-        Err(response) => return response,
+        Err(message) => return bad_data(message),
     };
     let mut matcher_sets = Vec::new();
     for selector in selectors {

@@ -137,17 +137,17 @@ impl DetectorBank {
         let resolve_after = self.resolve_after_secs;
         self.series.retain(|labels, tracked| {
             let forget = now - tracked.last_seen > forget_after_secs;
-            if let Some((since, last_alarm)) = tracked.anomaly {
-                if forget || tracked.last_ts - last_alarm >= resolve_after || now - last_alarm >= 2.0 * resolve_after {
-                    tracked.anomaly = None;
-                    transitions.push(SeriesTransition {
-                        labels: labels.clone(),
-                        firing: false,
-                        since,
-                        value: 0.0,
-                        evidence: format!("no alarm for {resolve_after:.0}s"),
-                    });
-                }
+            if let Some((since, last_alarm)) = tracked.anomaly
+                && (forget || tracked.last_ts - last_alarm >= resolve_after || now - last_alarm >= 2.0 * resolve_after)
+            {
+                tracked.anomaly = None;
+                transitions.push(SeriesTransition {
+                    labels: labels.clone(),
+                    firing: false,
+                    since,
+                    value: 0.0,
+                    evidence: format!("no alarm for {resolve_after:.0}s"),
+                });
             }
             !forget
         });
@@ -294,16 +294,14 @@ impl ForecastBank {
         let mut transitions = Vec::new();
         self.series.retain(|labels, tracked| {
             let forget = now - tracked.last_seen > forget_after_secs;
-            if forget {
-                if let Some(since) = tracked.firing_since {
-                    transitions.push(SeriesTransition {
-                        labels: labels.clone(),
-                        firing: false,
-                        since,
-                        value: f64::NAN,
-                        evidence: "the series is gone".to_owned(),
-                    });
-                }
+            if forget && let Some(since) = tracked.firing_since {
+                transitions.push(SeriesTransition {
+                    labels: labels.clone(),
+                    firing: false,
+                    since,
+                    value: f64::NAN,
+                    evidence: "the series is gone".to_owned(),
+                });
             }
             !forget
         });

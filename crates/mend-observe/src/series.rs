@@ -170,7 +170,7 @@ impl SeriesStore {
         if points.len() == points.capacity() {
             // Grow by doubling, but never past the ring's size: a full ring then holds exactly its
             // points, 16 bytes each, instead of up to twice that.
-            let target = (points.capacity() * 2).clamp(8, limits.points_per_series.max(1));
+            let target = (points.capacity() * 2).max(8).min(limits.points_per_series.max(1));
             points.reserve_exact(target.saturating_sub(points.len()));
         }
         points.push_back(Point { at, value });

@@ -325,12 +325,12 @@ pub(crate) async fn run(
             signals.signal(signal);
         }
         rounds += 1;
-        if rounds % 60 == 0 {
-            if let Ok(mut store) = series.write() {
-                let swept = store.sweep(now);
-                if swept > 0 {
-                    tracing::debug!(swept, "dropped stale series");
-                }
+        if rounds.is_multiple_of(60)
+            && let Ok(mut store) = series.write()
+        {
+            let swept = store.sweep(now);
+            if swept > 0 {
+                tracing::debug!(swept, "dropped stale series");
             }
         }
     }

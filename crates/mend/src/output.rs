@@ -32,7 +32,7 @@ pub(crate) fn progress(done: usize, total: usize, label: &str) {
         return;
     }
     let width = 30;
-    let filled = if total == 0 { width } else { done * width / total };
+    let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
     let bar: String = "#".repeat(filled) + &".".repeat(width - filled);
     let _ = write!(stderr, "\r\x1b[2K[{bar}] {done}/{total} {label}");
     let _ = stderr.flush();
