@@ -31,6 +31,8 @@ pub struct ServiceDto {
 pub struct ReplicaDto {
     /// Index within the service.
     pub index: u32,
+    /// `stable` or `canary`.
+    pub release: String,
     /// Pid of the live process.
     pub pid: Option<u32>,
     /// Port.
@@ -75,6 +77,7 @@ impl ReplicaDto {
         };
         Self {
             index: status.index,
+            release: status.release.to_owned(),
             pid: status.pid,
             port: status.port,
             state: status.state.to_owned(),
@@ -100,7 +103,7 @@ impl ServiceDto {
         let replicas: Vec<ReplicaDto> = service.statuses().iter().map(ReplicaDto::from_status).collect();
         Self {
             name: service.config.name.to_string(),
-            desired_replicas: service.config.replicas,
+            desired_replicas: service.config.total_replicas(),
             ready_replicas: replicas.iter().filter(|r| r.ready).count() as u32,
             replicas,
         }

@@ -35,9 +35,9 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use example::EXAMPLE_CONFIG;
 pub use model::{
-    Api, Backoff, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SCRAPE_INTERVAL, Detect, Forecast, HttpTarget,
-    Logs, Metrics, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal,
-    Storage, parse_size, split_host_port,
+    Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SCRAPE_INTERVAL, Detect, Forecast,
+    HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings, Release, RestartLimit,
+    RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, parse_size, split_host_port,
 };
 pub use template::{Placeholder, Template, TemplateVars};
 

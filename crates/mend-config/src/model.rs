@@ -355,6 +355,129 @@ pub struct Service {
     /// Resident memory a replica may use; above it the replica is replaced, and mend forecasts when the
     /// limit will be reached.
     pub max_memory_bytes: Option<u64>,
+    /// mend's reverse proxy in front of the ready replicas.
+    pub proxy: Option<ProxySettings>,
+    /// A canary release beside the stable one.
+    pub canary: Option<Canary>,
+}
+
+/// Which release a replica runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Release {
+    /// The service's own command.
+    Stable,
+    /// The canary's command.
+    Canary,
+}
+
+impl Release {
+    /// `stable` or `canary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stable => "stable",
+            Self::Canary => "canary",
+        }
+    }
+}
+
+impl Service {
+    /// Replicas of both releases: stable replicas take indexes `0..replicas`, canary replicas the next
+    /// ones (and the ports after them).
+    pub fn total_replicas(&self) -> u32 {
+        self.replicas + self.canary.as_ref().map_or(0, |canary| canary.replicas)
+    }
+
+    /// The release replica `index` runs.
+    pub fn release_of(&self, index: u32) -> Release {
+        if index < self.replicas { Release::Stable } else { Release::Canary }
+    }
+
+    /// The command of replica `index`.
+    pub fn command_of(&self, index: u32) -> &[Template] {
+        match (&self.canary, self.release_of(index)) {
+            (Some(canary), Release::Canary) => &canary.command,
+            _ => &self.command,
+        }
+    }
+
+    /// The extra environment of replica `index` (a canary's env is layered over the service's).
+    pub fn env_of(&self, index: u32) -> Vec<(String, Template)> {
+        let mut env = self.env.clone();
+        if let (Some(canary), Release::Canary) = (&self.canary, self.release_of(index)) {
+            for (key, value) in &canary.env {
+                env.retain(|(existing, _)| existing != key);
+                env.push((key.clone(), value.clone()));
+            }
+        }
+        env
+    }
+}
+
+/// Load balancing across a release's ready replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadBalancing {
+    /// Least outstanding requests, power of two random choices (the default).
+    LeastRequest,
+    /// Weighted round robin.
+    RoundRobin,
+}
+
+/// `[service.NAME.proxy]`. Unset knobs keep the proxy's defaults (documented in `mend-proxy`).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Where the proxy listens.
+    pub listen: SocketAddr,
+    /// Load balancing.
+    pub load_balancing: Option<LoadBalancing>,
+    /// Bound on connecting to a replica.
+    pub connect_timeout: Option<Duration>,
+    /// Per-attempt bound on waiting for response headers while a retry is possible.
+    pub attempt_timeout: Option<Duration>,
+    /// Overall bound on waiting for response headers.
+    pub request_timeout: Option<Duration>,
+    /// Idle client connections are closed after this long.
+    pub idle_timeout: Option<Duration>,
+    /// Clients must send their headers within this long.
+    pub header_timeout: Option<Duration>,
+    /// Largest request head.
+    pub max_header_bytes: Option<usize>,
+    /// Largest request body.
+    pub max_body_bytes: Option<u64>,
+    /// Bodies up to this size are buffered for retries.
+    pub retry_buffer_bytes: Option<usize>,
+    /// Attempts per request, including the first.
+    pub max_attempts: Option<u32>,
+    /// Retries add at most this fraction of the request rate.
+    pub retry_budget: Option<f64>,
+    /// Consecutive failures that eject a replica.
+    pub ejection_failures: Option<u32>,
+    /// First ejection's length (the n-th lasts n times as long).
+    pub base_ejection: Option<Duration>,
+    /// Longest ejection.
+    pub max_ejection: Option<Duration>,
+    /// Most replicas ejected at once, in percent (never the last one).
+    pub max_ejection_percent: Option<u8>,
+    /// Ramp-up window of a new or returning replica.
+    pub slow_start: Option<Duration>,
+    /// Bound on draining a replica before it is stopped.
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `[service.NAME.canary]`.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    /// Command of the canary release (the service's by default).
+    pub command: Vec<Template>,
+    /// Extra environment, layered over the service's.
+    pub env: Vec<(String, Template)>,
+    /// Canary replicas.
+    pub replicas: u32,
+    /// Percentage of unpinned requests sent to the canary.
+    pub weight_percent: u8,
+    /// Requests with this header (name, value) always go to the canary (with another value, to stable).
+    pub pin_header: Option<(String, String)>,
+    /// Requests with this cookie (name, value) always go to the canary (with another value, to stable).
+    pub pin_cookie: Option<(String, String)>,
 }
 
 /// `[service.NAME.metrics]`: each replica's exposition, scraped.

@@ -40,6 +40,44 @@ pub(crate) struct RawService {
     pub(crate) logs: Option<RawLogs>,
     pub(crate) metrics: Option<RawMetrics>,
     pub(crate) max_memory_bytes: Option<IntOrString>,
+    pub(crate) proxy: Option<RawProxy>,
+    pub(crate) canary: Option<RawCanary>,
+}
+
+/// `[service.NAME.proxy]`: mend's reverse proxy in front of the ready replicas.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProxy {
+    pub(crate) listen: Option<String>,
+    pub(crate) load_balancing: Option<String>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) attempt_timeout: Option<String>,
+    pub(crate) request_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) header_timeout: Option<String>,
+    pub(crate) max_header_bytes: Option<i64>,
+    pub(crate) max_body_bytes: Option<i64>,
+    pub(crate) retry_buffer_bytes: Option<i64>,
+    pub(crate) max_attempts: Option<i64>,
+    pub(crate) retry_budget: Option<f64>,
+    pub(crate) ejection_failures: Option<i64>,
+    pub(crate) base_ejection: Option<String>,
+    pub(crate) max_ejection: Option<String>,
+    pub(crate) max_ejection_percent: Option<i64>,
+    pub(crate) slow_start: Option<String>,
+    pub(crate) drain_timeout: Option<String>,
+}
+
+/// `[service.NAME.canary]`: a second release run beside the stable one, on a share of the traffic.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCanary {
+    pub(crate) command: Option<StringOrList>,
+    pub(crate) env: Option<BTreeMap<String, String>>,
+    pub(crate) replicas: Option<i64>,
+    pub(crate) weight: Option<i64>,
+    pub(crate) pin_header: Option<String>,
+    pub(crate) pin_cookie: Option<String>,
 }
 
 /// `[service.NAME.metrics]`: scrape each replica's exposition.

@@ -15,13 +15,13 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigErrors, LineIndex};
 use crate::model::{
-    Api, Backoff, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SCRAPE_INTERVAL, Detect, Forecast, HttpTarget,
-    Logs, Metrics, PortRange, Probe, ProbeRole, RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal,
-    Storage, parse_size, split_host_port,
+    Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SCRAPE_INTERVAL, Detect, Forecast,
+    HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings, RestartLimit, RestartPolicy,
+    Rule, ScrapeTarget, Service, StopSignal, Storage, parse_size, split_host_port,
 };
 use crate::raw::{
-    FloatOrString, IntOrString, RawApi, RawDetect, RawForecast, RawProbe, RawRule, RawScrape, RawService, RawStorage,
-    StringOrList,
+    FloatOrString, IntOrString, RawApi, RawCanary, RawDetect, RawForecast, RawProbe, RawProxy, RawRule, RawScrape,
+    RawService, RawStorage, StringOrList,
 };
 use crate::template::{Placeholder, Template, TemplateVars};
 
@@ -383,35 +383,7 @@ fn validate_service(
     let errors_before = problems.errors.len();
     let shell = raw.shell.unwrap_or(false);
     let command_path = path.key("command");
-    let command: Vec<Template> = match &raw.command {
-        None => {
-            problems.add(
-                path,
-                "missing required key \"command\" (an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"])",
-            );
-            Vec::new()
-        }
-        Some(StringOrList::String(_)) if !shell => {
-            problems.add(&command_path, "a command string needs shell = true; otherwise write it as an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"]");
-            Vec::new()
-        }
-        Some(StringOrList::String(text)) if text.trim().is_empty() => {
-            problems.add(&command_path, "the command is empty");
-            Vec::new()
-        }
-        Some(StringOrList::String(text)) => template(problems, &command_path, text).into_iter().collect(),
-        Some(StringOrList::List(argv)) => {
-            if argv.is_empty() || argv[0].trim().is_empty() {
-                problems.add(&command_path, "the command is empty: the first element must name the program to run");
-            }
-            if shell && argv.len() > 1 {
-                problems
-                    .add(&command_path, "with shell = true, write the command as one string (it is run by /bin/sh -c)");
-            }
-            argv.iter().enumerate().filter_map(|(idx, arg)| template(problems, &command_path.index(idx), arg)).collect()
-        }
-    };
-
+    let command = command(problems, path, raw.command.as_ref(), shell);
     let working_dir = match &raw.working_dir {
         None => base_dir.to_path_buf(),
         Some(dir) if dir.is_empty() => {
@@ -421,27 +393,18 @@ fn validate_service(
         Some(dir) => base_dir.join(dir),
     };
 
-    let mut env = Vec::new();
-    for (key, value) in raw.env.iter().flatten() {
-        let env_path = path.key("env").key(key);
-        let valid_name = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_name {
-            problems.add(
-                &env_path,
-                format!(
-                    "invalid environment variable name {key:?} (letters, digits and '_', not starting with a digit)"
-                ),
-            );
-        }
-        if let Some(value) = template(problems, &env_path, value) {
-            env.push((key.clone(), value));
-        }
-    }
+    let env = env(problems, path, raw.env.as_ref());
 
     let replicas = integer(problems, &path.key("replicas"), raw.replicas, 0..=1024, 1).map(|n| n as u32);
     let ports = raw.ports.as_ref().and_then(|ports| port_range(problems, &path.key("ports"), ports));
-    if let (Some(replicas), Some(ports)) = (replicas, ports)
+    let proxy = raw.proxy.as_ref().and_then(|proxy| validate_proxy(problems, &path.key("proxy"), proxy));
+    let canary =
+        raw.canary.as_ref().and_then(|canary| validate_canary(problems, &path.key("canary"), canary, &command, shell));
+    if raw.canary.is_some() && raw.proxy.is_none() {
+        problems.add(&path.key("canary"), "a canary needs [service.NAME.proxy]: the proxy is what splits the traffic");
+    }
+    let total = replicas.map(|n| n + canary.as_ref().map_or(0, |c| c.replicas));
+    if let (Some(replicas), Some(ports)) = (total, ports)
         && replicas > ports.len()
     {
         problems.add(
@@ -589,6 +552,8 @@ fn validate_service(
         logs: logs?,
         metrics,
         max_memory_bytes,
+        proxy,
+        canary,
     })
 }
 
@@ -823,6 +788,205 @@ fn unique_names<'a>(problems: &mut Problems<'_>, kind: &str, names: impl Iterato
         }
         seen.push(name);
     }
+}
+
+/// Parses a command: an argv array, or one string run by `/bin/sh -c` when `shell` is set.
+fn command(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&StringOrList>, shell: bool) -> Vec<Template> {
+    let command_path = path.key("command");
+    match raw {
+        None => {
+            problems.add(
+                path,
+                "missing required key \"command\" (an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"])",
+            );
+            Vec::new()
+        }
+        Some(StringOrList::String(_)) if !shell => {
+            problems.add(&command_path, "a command string needs shell = true; otherwise write it as an argv array, e.g. [\"my-server\", \"--port\", \"{port}\"]");
+            Vec::new()
+        }
+        Some(StringOrList::String(text)) if text.trim().is_empty() => {
+            problems.add(&command_path, "the command is empty");
+            Vec::new()
+        }
+        Some(StringOrList::String(text)) => template(problems, &command_path, text).into_iter().collect(),
+        Some(StringOrList::List(argv)) => {
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                problems.add(&command_path, "the command is empty: the first element must name the program to run");
+            }
+            if shell && argv.len() > 1 {
+                problems
+                    .add(&command_path, "with shell = true, write the command as one string (it is run by /bin/sh -c)");
+            }
+            argv.iter().enumerate().filter_map(|(idx, arg)| template(problems, &command_path.index(idx), arg)).collect()
+        }
+    }
+}
+
+fn env(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&BTreeMap<String, String>>) -> Vec<(String, Template)> {
+    let mut env = Vec::new();
+    for (key, value) in raw.into_iter().flatten() {
+        let env_path = path.key("env").key(key);
+        let valid_name = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            problems.add(
+                &env_path,
+                format!(
+                    "invalid environment variable name {key:?} (letters, digits and '_', not starting with a digit)"
+                ),
+            );
+        }
+        if let Some(value) = template(problems, &env_path, value) {
+            env.push((key.clone(), value));
+        }
+    }
+    env
+}
+
+fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -> Option<ProxySettings> {
+    let errors_before = problems.errors.len();
+    let listen = match raw.listen.as_deref() {
+        None => {
+            problems.add(path, "missing key \"listen\" (e.g. listen = \"127.0.0.1:8080\")");
+            None
+        }
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(listen) if listen.port() != 0 => Some(listen),
+            _ => {
+                problems.add(
+                    &path.key("listen"),
+                    format!("invalid address {text:?} (expected IP:PORT, e.g. \"127.0.0.1:8080\")"),
+                );
+                None
+            }
+        },
+    };
+    let load_balancing = match raw.load_balancing.as_deref() {
+        None => None,
+        Some("least_request") => Some(LoadBalancing::LeastRequest),
+        Some("round_robin") => Some(LoadBalancing::RoundRobin),
+        Some(other) => {
+            problems.add(
+                &path.key("load_balancing"),
+                format!("unknown load balancing {other:?} (allowed: \"least_request\", \"round_robin\")"),
+            );
+            None
+        }
+    };
+    let mut optional_duration = |key: &str, value: &Option<String>| -> Option<Duration> {
+        let parsed = duration(problems, &path.key(key), value.as_ref(), Duration::ZERO)?;
+        value.as_ref().map(|_| parsed)
+    };
+    let connect_timeout = optional_duration("connect_timeout", &raw.connect_timeout);
+    let attempt_timeout = optional_duration("attempt_timeout", &raw.attempt_timeout);
+    let request_timeout = optional_duration("request_timeout", &raw.request_timeout);
+    let idle_timeout = optional_duration("idle_timeout", &raw.idle_timeout);
+    let header_timeout = optional_duration("header_timeout", &raw.header_timeout);
+    let base_ejection = optional_duration("base_ejection", &raw.base_ejection);
+    let max_ejection = optional_duration("max_ejection", &raw.max_ejection);
+    let slow_start = optional_duration("slow_start", &raw.slow_start);
+    let drain_timeout = optional_duration("drain_timeout", &raw.drain_timeout);
+    for (key, value) in [
+        ("connect_timeout", connect_timeout),
+        ("attempt_timeout", attempt_timeout),
+        ("request_timeout", request_timeout),
+        ("idle_timeout", idle_timeout),
+        ("header_timeout", header_timeout),
+        ("base_ejection", base_ejection),
+        ("max_ejection", max_ejection),
+    ] {
+        if value == Some(Duration::ZERO) {
+            problems.add(&path.key(key), format!("{key} must be longer than 0s"));
+        }
+    }
+    let mut optional_integer = |key: &str, value: Option<i64>, range: std::ops::RangeInclusive<i64>| -> Option<i64> {
+        value.and_then(|value| integer(problems, &path.key(key), Some(value), range, 0))
+    };
+    let max_header_bytes =
+        optional_integer("max_header_bytes", raw.max_header_bytes, 8192..=16 * 1024 * 1024).map(|n| n as usize);
+    let max_body_bytes = optional_integer("max_body_bytes", raw.max_body_bytes, 0..=i64::MAX).map(|n| n as u64);
+    let retry_buffer_bytes =
+        optional_integer("retry_buffer_bytes", raw.retry_buffer_bytes, 0..=64 * 1024 * 1024).map(|n| n as usize);
+    let max_attempts = optional_integer("max_attempts", raw.max_attempts, 1..=10).map(|n| n as u32);
+    let ejection_failures = optional_integer("ejection_failures", raw.ejection_failures, 1..=1000).map(|n| n as u32);
+    let max_ejection_percent =
+        optional_integer("max_ejection_percent", raw.max_ejection_percent, 0..=100).map(|n| n as u8);
+    if let Some(budget) = raw.retry_budget {
+        if !(0.0..=1.0).contains(&budget) {
+            problems.add(
+                &path.key("retry_budget"),
+                format!("{budget} is out of range (allowed: 0.0 to 1.0, a fraction of the request rate)"),
+            );
+        }
+    }
+    if problems.errors.len() > errors_before {
+        return None;
+    }
+    Some(ProxySettings {
+        listen: listen?,
+        load_balancing,
+        connect_timeout,
+        attempt_timeout,
+        request_timeout,
+        idle_timeout,
+        header_timeout,
+        max_header_bytes,
+        max_body_bytes,
+        retry_buffer_bytes,
+        max_attempts,
+        retry_budget: raw.retry_budget,
+        ejection_failures,
+        base_ejection,
+        max_ejection,
+        max_ejection_percent,
+        slow_start,
+        drain_timeout,
+    })
+}
+
+/// Parses `name: value` (a header) or `name=value` (a cookie).
+fn pin(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    text: &str,
+    separator: char,
+    example: &str,
+) -> Option<(String, String)> {
+    match text.split_once(separator) {
+        Some((name, value)) if !name.trim().is_empty() && !value.trim().is_empty() => {
+            Some((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => {
+            problems.add(path, format!("invalid pin {text:?} (expected {example})"));
+            None
+        }
+    }
+}
+
+fn validate_canary(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    raw: &RawCanary,
+    stable_command: &[Template],
+    shell: bool,
+) -> Option<Canary> {
+    let errors_before = problems.errors.len();
+    let command = match &raw.command {
+        None => stable_command.to_vec(),
+        Some(raw_command) => command(problems, path, Some(raw_command), shell),
+    };
+    let env = env(problems, path, raw.env.as_ref());
+    let replicas = integer(problems, &path.key("replicas"), raw.replicas, 0..=1024, 1);
+    let weight = integer(problems, &path.key("weight"), raw.weight, 0..=100, 10);
+    let pin_header =
+        raw.pin_header.as_deref().and_then(|text| pin(problems, &path.key("pin_header"), text, ':', "\"x-canary: 1\""));
+    let pin_cookie =
+        raw.pin_cookie.as_deref().and_then(|text| pin(problems, &path.key("pin_cookie"), text, '=', "\"canary=1\""));
+    if problems.errors.len() > errors_before {
+        return None;
+    }
+    Some(Canary { command, env, replicas: replicas? as u32, weight_percent: weight? as u8, pin_header, pin_cookie })
 }
 
 fn check_templates(check: &Check) -> Vec<&Template> {
@@ -1126,5 +1290,26 @@ fn check_ports(problems: &mut Problems<'_>, api: &Option<Api>, services: &[Servi
             problems.add(&path, format!("ports {ports} include the API's port {} (api.listen)", api.listen.port()));
         }
         claimed.insert(service.name.as_str(), ports);
+    }
+    // Proxy listeners may not take the API's port, a service's port, or another proxy's.
+    let mut listeners: Vec<(&str, u16)> = Vec::new();
+    for service in services {
+        let Some(proxy) = &service.proxy else { continue };
+        let port = proxy.listen.port();
+        let path = KeyPath::default().key("service").key(service.name.as_str()).key("proxy").key("listen");
+        if api.as_ref().is_some_and(|api| api.listen.port() == port) {
+            problems.add(&path, format!("port {port} is the API's port (api.listen)"));
+        }
+        for (other, range) in &claimed {
+            if range.contains(port) {
+                problems.add(&path, format!("port {port} is in the ports {range} of service {other:?}"));
+            }
+        }
+        for (other, other_port) in &listeners {
+            if *other_port == port {
+                problems.add(&path, format!("port {port} is already the proxy port of service {other:?}"));
+            }
+        }
+        listeners.push((service.name.as_str(), port));
     }
 }

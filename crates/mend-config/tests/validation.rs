@@ -75,7 +75,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[service.web]\ncommand = [\"x\"]\nreplica = 2\n",
         &[
-            "mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`",
+            "mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`",
         ],
     );
     check_errors(
@@ -124,7 +124,7 @@ replicaz = 1
             "mend.toml:10:12: service.web.liveness.interval: invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h or d)",
             "mend.toml:11:21: service.web.liveness.failure_threshold: 0 is out of range (allowed: 1 to 100000)",
             "mend.toml:13:11: service.db.command: the command is empty: the first element must name the program to run",
-            "mend.toml:16:1: service.worker.replicaz: unknown field `replicaz`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`",
+            "mend.toml:16:1: service.worker.replicaz: unknown field `replicaz`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`",
         ],
     );
 }
@@ -379,6 +379,104 @@ fn promql_is_checked_at_load() {
             "mend.toml:3:8: rule[0].expr: invalid PromQL: unclosed left parenthesis",
             "mend.toml:6:8: rule[1].expr: unsupported function \"predict_linear\"",
             "mend.toml:9:10: detect[0].series: a range vector cannot be followed point by point; wrap it in a function such as rate(...)",
+        ],
+    );
+}
+
+#[test]
+fn proxy_and_canary_validate() {
+    let text = r#"
+[service.web]
+command = ["web", "--port", "{port}"]
+replicas = 2
+ports = "9101-9103"
+env = { VERSION = "1", REGION = "eu" }
+[service.web.proxy]
+listen = "127.0.0.1:8080"
+load_balancing = "round_robin"
+attempt_timeout = "100ms"
+max_attempts = 2
+[service.web.canary]
+command = ["web-next", "--port", "{port}"]
+env = { VERSION = "2" }
+replicas = 1
+weight = 20
+pin_header = "x-canary: 1"
+pin_cookie = "canary=yes"
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
+    let web = &config.services[0];
+    assert_eq!(web.total_replicas(), 3);
+    assert_eq!(web.release_of(1), mend_config::Release::Stable);
+    assert_eq!(web.release_of(2), mend_config::Release::Canary);
+    assert_eq!(web.command_of(2)[0].source(), "web-next");
+    let env: Vec<(String, String)> = web.env_of(2).iter().map(|(k, v)| (k.clone(), v.source().to_owned())).collect();
+    assert_eq!(env, [("REGION".to_owned(), "eu".to_owned()), ("VERSION".to_owned(), "2".to_owned())]);
+    let canary = web.canary.as_ref().expect("canary");
+    assert_eq!((canary.weight_percent, canary.pin_header.clone()), (20, Some(("x-canary".to_owned(), "1".to_owned()))));
+    let proxy = web.proxy.as_ref().expect("proxy");
+    assert_eq!(proxy.listen.port(), 8080);
+    assert_eq!(proxy.load_balancing, Some(mend_config::LoadBalancing::RoundRobin));
+    assert_eq!(proxy.attempt_timeout, Some(Duration::from_millis(100)));
+    assert_eq!(proxy.connect_timeout, None, "unset knobs keep the proxy's defaults");
+}
+
+#[test]
+fn proxy_and_canary_report_every_problem() {
+    let text = r#"
+[service.web]
+command = ["web", "--port", "{port}"]
+replicas = 2
+ports = "9101-9102"
+[service.web.proxy]
+listen = "127.0.0.1:8080"
+load_balancing = "random"
+retry_budget = 3.0
+[service.web.canary]
+weight = 101
+pin_header = "x-canary"
+[service.api]
+command = ["api"]
+[service.api.canary]
+replicas = 1
+"#;
+    check_errors(
+        text,
+        &[
+            "mend.toml:8:18: service.web.proxy.load_balancing: unknown load balancing \"random\" (allowed: \"least_request\", \"round_robin\")",
+            "mend.toml:9:16: service.web.proxy.retry_budget: 3 is out of range (allowed: 0.0 to 1.0, a fraction of the request rate)",
+            "mend.toml:11:10: service.web.canary.weight: 101 is out of range (allowed: 0 to 100)",
+            "mend.toml:12:14: service.web.canary.pin_header: invalid pin \"x-canary\" (expected \"x-canary: 1\")",
+            "mend.toml:15:14: service.api.canary: a canary needs [service.NAME.proxy]: the proxy is what splits the traffic",
+        ],
+    );
+    // Valid sections that collide: ports for the canary, the API's port, another service's ports.
+    let text = r#"
+[api]
+listen = "127.0.0.1:7070"
+[service.web]
+command = ["web", "--port", "{port}"]
+replicas = 2
+ports = "9101-9102"
+[service.web.proxy]
+listen = "127.0.0.1:7070"
+[service.web.canary]
+replicas = 1
+[service.db]
+command = ["db"]
+[service.db.proxy]
+listen = "127.0.0.1:9102"
+"#;
+    check_errors(
+        text,
+        &["mend.toml:6:12: service.web.replicas: 3 replicas need 3 ports but ports = \"9101-9102\" holds only 2"],
+    );
+    let text = text.replace("replicas = 1\n", "replicas = 0\n");
+    check_errors(
+        &text,
+        &[
+            "mend.toml:9:10: service.web.proxy.listen: port 7070 is the API's port (api.listen)",
+            "mend.toml:15:10: service.db.proxy.listen: port 9102 is in the ports 9101-9102 of service \"web\"",
         ],
     );
 }

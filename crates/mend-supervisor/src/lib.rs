@@ -14,6 +14,6 @@ pub mod runner;
 pub mod spawn;
 pub mod supervisor;
 
-pub use runner::{Control, ProcessStats, ReplicaHandle, ReplicaStatus, RunnerContext};
+pub use runner::{Control, ProcessStats, ReplicaHandle, ReplicaStatus, RunnerContext, TrafficControl};
 pub use spawn::{SHIM_SUBCOMMAND, Spawner, exec_shim};
 pub use supervisor::{ControlError, ServiceHandle, Supervisor};

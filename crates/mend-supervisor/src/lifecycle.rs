@@ -131,6 +131,9 @@ pub enum Input {
 pub enum Effect {
     /// Spawn the process now.
     Spawn,
+    /// Take the process out of traffic and wait (bounded) for its in-flight requests, before it is asked
+    /// to stop. A no-op for services without a proxy.
+    Drain,
     /// Send this signal to the process group.
     Signal(i32),
     /// Send SIGKILL to the process group.
@@ -479,6 +482,9 @@ impl Lifecycle {
                 format!("sending {} to pid {pid}: {reason}", mend_types::signal_name(signal)),
                 json!({ "pid": pid, "signal": signal, "reason": reason, "grace_ms": millis(self.policy.stop_timeout) }),
             ));
+            // A planned or graceful stop first lets the proxy finish the replica's requests; a hung process
+            // is killed at once instead (its requests are retried elsewhere).
+            effects.push(Effect::Drain);
             effects.push(Effect::Signal(signal));
         }
         self.phase = Phase::Stopping { pid, since: now, deadline: now + self.policy.stop_timeout, killed: kill, then };

@@ -36,6 +36,7 @@ fn render(effects: &[Effect]) -> Vec<String> {
         .iter()
         .map(|effect| match effect {
             Effect::Spawn => "spawn".to_owned(),
+            Effect::Drain => "drain".to_owned(),
             Effect::Signal(signal) => format!("signal {signal}"),
             Effect::Kill => "kill".to_owned(),
             Effect::Event { kind, message, .. } => format!("{kind}: {message}"),
@@ -406,6 +407,7 @@ fn operator_stop_start_and_restart() {
                 &[
                     "unready: not ready: stopping",
                     "stopping: sending SIGTERM to pid 1: restart requested by operator",
+                    "drain",
                     "signal 15",
                 ],
             ),
@@ -426,7 +428,12 @@ fn operator_stop_start_and_restart() {
             (
                 30,
                 Input::Stop,
-                &["unready: not ready: stopping", "stopping: sending SIGTERM to pid 2: stop requested", "signal 15"],
+                &[
+                    "unready: not ready: stopping",
+                    "stopping: sending SIGTERM to pid 2: stop requested",
+                    "drain",
+                    "signal 15",
+                ],
             ),
             (40, Input::Exited(ExitInfo::code(0)), &["exited: pid 2 exit code 0", "stopped: stopped"]),
             (50, Input::Stop, &[]),
@@ -479,6 +486,7 @@ fn a_replica_above_its_memory_limit_is_replaced_gracefully() {
                 "unhealthy: memory check failed: resident memory 300.0 MiB is above max_memory_bytes (256.0 MiB)",
                 "unready: not ready: stopping",
                 "stopping: sending SIGTERM to pid 7: memory check failed: resident memory 300.0 MiB is above max_memory_bytes (256.0 MiB)",
+                "drain",
                 "signal 15",
             ],
         )],

@@ -6,7 +6,9 @@
 //! the store: events go to a non-blocking [`EventSink`].
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -27,6 +29,13 @@ use crate::logs::{self, LogFile};
 use crate::pidfile;
 use crate::spawn::{SpawnRequest, Spawner};
 
+/// Traffic in front of a service's replicas (mend's proxy), as the supervisor uses it.
+pub trait TrafficControl: Send + Sync {
+    /// Stops sending new requests to process `generation` (its pid) of replica `index`, and resolves once
+    /// its in-flight requests have finished or the drain timeout has passed.
+    fn drain(&self, index: u32, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
 /// What an operator (or the supervisor) asks of a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -43,6 +52,8 @@ pub enum Control {
 pub struct ReplicaStatus {
     /// Replica index.
     pub index: u32,
+    /// `stable` or `canary`.
+    pub release: &'static str,
     /// Its port, if the service has ports.
     pub port: Option<u16>,
     /// Pid of the live process.
@@ -107,13 +118,20 @@ pub struct ReplicaHandle {
 }
 
 impl ReplicaHandle {
-    /// Starts the task of replica `index` of `service`; the replica waits for [`Control::Start`].
-    pub fn start(service: Arc<Service>, index: u32, ctx: RunnerContext) -> Self {
+    /// Starts the task of replica `index` of `service`; the replica waits for [`Control::Start`]. With
+    /// `traffic`, planned stops drain the replica first.
+    pub fn start(
+        service: Arc<Service>,
+        index: u32,
+        ctx: RunnerContext,
+        traffic: Option<Arc<dyn TrafficControl>>,
+    ) -> Self {
         let id = ReplicaId::new(service.name.clone(), index);
         let (control, control_rx) = mpsc::channel(16);
         let port = service.port_of(index);
         let initial = ReplicaStatus {
             index,
+            release: service.release_of(index).as_str(),
             port,
             pid: None,
             state: "waiting",
@@ -125,7 +143,7 @@ impl ReplicaHandle {
             process: None,
         };
         let (status_tx, status) = watch::channel(initial);
-        let runner = Runner::new(id.clone(), service, ctx, status_tx);
+        let runner = Runner::new(id.clone(), service, ctx, status_tx, traffic);
         let task = tokio::spawn(runner.run(control_rx));
         Self { id, control, status, task }
     }
@@ -159,6 +177,7 @@ impl ReplicaHandle {
 
 struct Runner {
     id: ReplicaId,
+    traffic: Option<Arc<dyn TrafficControl>>,
     service: Arc<Service>,
     ctx: RunnerContext,
     machine: Lifecycle,
@@ -187,9 +206,16 @@ async fn wait_exit(child: &mut Option<Child>) -> ExitInfo {
 }
 
 impl Runner {
-    fn new(id: ReplicaId, service: Arc<Service>, ctx: RunnerContext, status: watch::Sender<ReplicaStatus>) -> Self {
+    fn new(
+        id: ReplicaId,
+        service: Arc<Service>,
+        ctx: RunnerContext,
+        status: watch::Sender<ReplicaStatus>,
+        traffic: Option<Arc<dyn TrafficControl>>,
+    ) -> Self {
         let (probe_tx, probe_rx) = mpsc::channel(16);
         Self {
+            traffic,
             machine: Lifecycle::new(Policy::of(&service)),
             id,
             service,
@@ -261,6 +287,11 @@ impl Runner {
                         Ok(pid) => queue.push_back(Input::Spawned { pid }),
                         Err(error) => queue.push_back(Input::SpawnFailed { error }),
                     },
+                    Effect::Drain => {
+                        if let (Some(traffic), Some(pid)) = (&self.traffic, self.machine.pid()) {
+                            traffic.drain(self.id.index, u64::from(pid)).await;
+                        }
+                    }
                     Effect::Signal(signal) => self.signal(signal),
                     Effect::Kill => self.signal(Signal::SIGKILL as i32),
                     Effect::Event { kind, message, details } => {
@@ -292,7 +323,7 @@ impl Runner {
 
     async fn spawn(&mut self) -> Result<u32, String> {
         let vars = self.vars();
-        let argv: Vec<String> = self.service.command.iter().map(|arg| arg.render(&vars)).collect();
+        let argv: Vec<String> = self.service.command_of(self.id.index).iter().map(|arg| arg.render(&vars)).collect();
         let mut env: Vec<(String, String)> = vec![
             ("MEND_SERVICE".into(), self.service.name.to_string()),
             ("MEND_REPLICA".into(), self.id.index.to_string()),
@@ -306,7 +337,8 @@ impl Runner {
                 return Err(format!("port {port} is in use by another process"));
             }
         }
-        env.extend(self.service.env.iter().map(|(key, value)| (key.clone(), value.render(&vars))));
+        env.push(("MEND_RELEASE".into(), self.service.release_of(self.id.index).as_str().to_owned()));
+        env.extend(self.service.env_of(self.id.index).iter().map(|(key, value)| (key.clone(), value.render(&vars))));
         let request =
             SpawnRequest { argv, shell: self.service.shell, env, working_dir: self.service.working_dir.clone() };
 
@@ -521,6 +553,7 @@ impl Runner {
     fn publish(&self) {
         let status = ReplicaStatus {
             index: self.id.index,
+            release: self.service.release_of(self.id.index).as_str(),
             port: self.service.port_of(self.id.index),
             pid: self.machine.pid(),
             state: self.machine.state_name(),

@@ -1,13 +1,15 @@
 //! All services: start in dependency order, route operator commands, shut down in reverse order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mend_config::{Config, Service};
+use mend_types::ServiceName;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::runner::{Control, ReplicaHandle, ReplicaStatus, RunnerContext};
+use crate::runner::{Control, ReplicaHandle, ReplicaStatus, RunnerContext, TrafficControl};
 
 /// One supervised service and its replicas.
 pub struct ServiceHandle {
@@ -50,15 +52,18 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts a task per replica and starts each service once its dependencies are ready.
-    pub fn start(config: &Config, ctx: RunnerContext) -> Self {
+    /// Starts a task per replica and starts each service once its dependencies are ready. Services with
+    /// an entry in `traffic` drain their replicas before planned stops.
+    pub fn start(config: &Config, ctx: RunnerContext, traffic: &HashMap<ServiceName, Arc<dyn TrafficControl>>) -> Self {
         let services: Vec<ServiceHandle> = config
             .services
             .iter()
             .map(|service| {
                 let service = Arc::new(service.clone());
-                let replicas = (0..service.replicas)
-                    .map(|index| ReplicaHandle::start(service.clone(), index, ctx.clone()))
+                let replicas = (0..service.total_replicas())
+                    .map(|index| {
+                        ReplicaHandle::start(service.clone(), index, ctx.clone(), traffic.get(&service.name).cloned())
+                    })
                     .collect();
                 ServiceHandle { config: service, replicas }
             })

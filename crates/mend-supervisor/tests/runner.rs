@@ -37,7 +37,7 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
         sample_interval: Duration::from_millis(50),
         scrape_stats: Default::default(),
     };
-    let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context);
+    let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context, None);
     assert!(replica.send(Control::Start).await);
     let mut status = replica.watch();
     let running = tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| s.ready)).await;

@@ -179,7 +179,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         sample_interval: SAMPLE_INTERVAL,
         scrape_stats: scrape_stats.clone(),
     };
-    let supervisor = Arc::new(Supervisor::start(&config, context));
+    let supervisor = Arc::new(Supervisor::start(&config, context, &std::collections::HashMap::new()));
     let detection = Detection::new(&config);
     let detection_task = (!detection.is_empty())
         .then(|| tokio::spawn(detection::run(detection, series.clone(), signals.clone(), clock.clone())));

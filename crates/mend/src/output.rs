@@ -99,27 +99,24 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The `mend status` table.
+/// The `mend status` table; a RELEASE column appears when a service runs a canary.
 pub(crate) fn status_table(response: &ServicesResponse, now_ms: i64) -> String {
-    let header =
-        ["SERVICE", "REPLICA", "PID", "PORT", "STATE", "READY", "RESTARTS", "CPU%", "RSS", "UPTIME", "LAST EXIT"];
+    let with_release = response.services.iter().flat_map(|s| &s.replicas).any(|r| r.release != "stable");
+    let mut header = vec!["SERVICE", "REPLICA"];
+    if with_release {
+        header.push("RELEASE");
+    }
+    header.extend(["PID", "PORT", "STATE", "READY", "RESTARTS", "CPU%", "RSS", "UPTIME", "LAST EXIT"]);
     let dash = || "-".to_owned();
     let mut rows = Vec::new();
     for service in &response.services {
         if service.replicas.is_empty() {
-            rows.push(vec![
-                service.name.clone(),
-                dash(),
-                dash(),
-                dash(),
-                "no replicas".into(),
-                dash(),
-                dash(),
-                dash(),
-                dash(),
-                dash(),
-                dash(),
-            ]);
+            let mut row = vec![service.name.clone(), dash()];
+            if with_release {
+                row.push(dash());
+            }
+            row.extend([dash(), dash(), "no replicas".into(), dash(), dash(), dash(), dash(), dash(), dash()]);
+            rows.push(row);
         }
         for replica in &service.replicas {
             let uptime = replica
@@ -128,9 +125,11 @@ pub(crate) fn status_table(response: &ServicesResponse, now_ms: i64) -> String {
                 .and_then(mend_types::Timestamp::parse)
                 .map(|at| human_age((now_ms - at.as_millis()) / 1000))
                 .unwrap_or_else(dash);
-            rows.push(vec![
-                service.name.clone(),
-                replica.index.to_string(),
+            let mut row = vec![service.name.clone(), replica.index.to_string()];
+            if with_release {
+                row.push(replica.release.clone());
+            }
+            row.extend([
                 replica.pid.map_or_else(dash, |pid| pid.to_string()),
                 replica.port.map_or_else(dash, |port| port.to_string()),
                 replica.state.clone(),
@@ -141,6 +140,7 @@ pub(crate) fn status_table(response: &ServicesResponse, now_ms: i64) -> String {
                 uptime,
                 replica.last_exit.clone().unwrap_or_else(dash),
             ]);
+            rows.push(row);
         }
     }
     table(&header, &rows)
