@@ -1,6 +1,7 @@
 //! The client side: accept loop, one task per connection, idle and slow-header timeouts, graceful and
 //! forced shutdown.
 
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -143,6 +144,14 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// What woke a connection task.
+enum Event {
+    Closed(Result<(), hyper::Error>),
+    Timer,
+    /// The phase changed (false: the proxy handle is gone).
+    Phase(bool),
+}
+
 async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -170,31 +179,59 @@ async fn serve_connection(
     let mut connection = pin!(connection);
     let idle_timeout = shared.config.client_idle_timeout;
     let header_timeout = shared.config.client_header_timeout;
+    // The next moment a timeout could fire, given what the connection is doing (none while busy).
+    let next_deadline = || {
+        if conn.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        Some(match conn.head_started.load(Relaxed) {
+            0 => Nanos(conn.idle_since.load(Relaxed)).saturating_add(idle_timeout),
+            started => Nanos(started).saturating_add(header_timeout),
+        })
+    };
     let mut timer = pin!(tokio::time::sleep(idle_timeout));
-    let mut shutting_down = *phase.borrow() != Phase::Running;
-    if shutting_down {
+    let mut armed: Option<Nanos> = None;
+    let mut shutting_down = false;
+    if *phase.borrow() != Phase::Running {
+        shutting_down = true;
         connection.as_mut().graceful_shutdown();
     }
     loop {
-        // The next moment a timeout could fire, given what the connection is doing.
-        let deadline = if conn.in_flight.load(Relaxed) > 0 {
-            clock.now().saturating_add(idle_timeout)
-        } else {
-            match conn.head_started.load(Relaxed) {
-                0 => Nanos(conn.idle_since.load(Relaxed)).saturating_add(idle_timeout),
-                started => Nanos(started).saturating_add(header_timeout),
-            }
+        let event = {
+            let mut changed = pin!(phase.changed());
+            poll_fn(|cx| {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Closed(result));
+                }
+                if let Poll::Ready(changed) = changed.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Phase(changed.is_ok()));
+                }
+                // Re-armed after every poll of the connection: a request head may just have started, or a
+                // response just ended.
+                let deadline = next_deadline();
+                if deadline != armed {
+                    armed = deadline;
+                    if let Some(deadline) = deadline {
+                        timer.as_mut().reset(clock.instant(deadline));
+                    }
+                }
+                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    armed = None;
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
+            })
+            .await
         };
-        timer.as_mut().reset(clock.instant(deadline));
-        tokio::select! {
-            result = connection.as_mut() => {
+        match event {
+            Event::Closed(result) => {
                 if let Err(error) = result {
                     tracing::debug!(peer = %peer, error = %error, "client connection ended with an error");
                 }
                 break;
             }
-            () = timer.as_mut() => {
-                if conn.in_flight.load(Relaxed) > 0 || clock.now() < deadline {
+            Event::Timer => {
+                if conn.in_flight.load(Relaxed) > 0 {
                     continue;
                 }
                 if conn.head_started.load(Relaxed) != 0 {
@@ -207,19 +244,16 @@ async fn serve_connection(
                 shutting_down = true;
                 connection.as_mut().graceful_shutdown();
             }
-            changed = phase.changed(), if !matches!(*phase.borrow(), Phase::Closing) => {
-                let now_phase = if changed.is_err() { Phase::Closing } else { *phase.borrow() };
-                match now_phase {
-                    Phase::Running => {}
-                    Phase::Draining => {
-                        if !shutting_down {
-                            shutting_down = true;
-                            connection.as_mut().graceful_shutdown();
-                        }
+            Event::Phase(alive) => match if alive { *phase.borrow() } else { Phase::Closing } {
+                Phase::Running => {}
+                Phase::Draining => {
+                    if !shutting_down {
+                        shutting_down = true;
+                        connection.as_mut().graceful_shutdown();
                     }
-                    Phase::Closing => break,
                 }
-            }
+                Phase::Closing => break,
+            },
         }
     }
     shared.metrics.connections_open.fetch_sub(1, Relaxed);
