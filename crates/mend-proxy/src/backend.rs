@@ -1,0 +1,186 @@
+//! Per-backend state that outlives route-table generations: in-flight count, drain flag, outlier state,
+//! slow start, the idle connection pool and the counters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper::client::conn::http1::SendRequest;
+use tokio::sync::Notify;
+
+use crate::body::RequestBody;
+use crate::clock::Nanos;
+use crate::route::BackendId;
+use crate::stats::Counters;
+
+/// A backend as the proxy tracks it. Shared (`Arc`) by the route snapshots and the requests in flight.
+#[derive(Debug)]
+pub(crate) struct BackendState {
+    pub(crate) id: BackendId,
+    pub(crate) addr: SocketAddr,
+    /// Relative weight from the route table (updated in place when only the weight changes).
+    pub(crate) weight: AtomicU32,
+    /// Attempts in flight, until their response body ends.
+    pub(crate) in_flight: AtomicU32,
+    /// Set by `drain`: no new attempt is sent here.
+    pub(crate) draining: AtomicBool,
+    /// Woken when the in-flight count reaches zero while draining.
+    pub(crate) drained: Notify,
+    /// Failures in a row (5xx, connect failure, reset, timeout); a success resets it.
+    pub(crate) consecutive_failures: AtomicU32,
+    /// Ejected until this time (nanoseconds on the proxy clock; 0 = never ejected).
+    pub(crate) ejected_until: AtomicU64,
+    /// Ejections in a row, for `base × n`; reset when a backend stays healthy long enough.
+    pub(crate) ejection_streak: AtomicU32,
+    /// Slow start ramps from this time (a new generation, or the end of an ejection).
+    pub(crate) active_since: AtomicU64,
+    /// Set when the backend left the route table.
+    pub(crate) removed: AtomicBool,
+    pub(crate) attempts: Counters,
+    pub(crate) retries: AtomicU64,
+    pub(crate) ejections: AtomicU64,
+    pool: Mutex<Vec<IdleConnection>>,
+}
+
+#[derive(Debug)]
+struct IdleConnection {
+    sender: SendRequest<RequestBody>,
+    since: Nanos,
+}
+
+impl BackendState {
+    pub(crate) fn new(id: BackendId, addr: SocketAddr, weight: u32, active_since: Nanos) -> Self {
+        Self {
+            id,
+            addr,
+            weight: AtomicU32::new(weight),
+            in_flight: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            drained: Notify::new(),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejection_streak: AtomicU32::new(0),
+            active_since: AtomicU64::new(active_since.0),
+            removed: AtomicBool::new(false),
+            attempts: Counters::default(),
+            retries: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether a new attempt may go here now.
+    pub(crate) fn is_eligible(&self, now: Nanos) -> bool {
+        !self.draining.load(Relaxed) && now.0 >= self.ejected_until.load(Relaxed)
+    }
+
+    pub(crate) fn is_ejected(&self, now: Nanos) -> bool {
+        now.0 < self.ejected_until.load(Relaxed)
+    }
+
+    /// Weight adjusted for slow start, in thousandths: ramps linearly from 10 % to 100 % of the weight
+    /// over `window` after `active_since`.
+    pub(crate) fn effective_weight(&self, now: Nanos, window: Duration) -> u64 {
+        let full = u64::from(self.weight.load(Relaxed)) * 1000;
+        let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        let active_since = self.active_since.load(Relaxed);
+        let elapsed = now.0.saturating_sub(active_since);
+        // 0 marks the backends of the first table: they are not new, so they do not ramp.
+        if active_since == 0 || window_nanos == 0 || elapsed >= window_nanos {
+            return full;
+        }
+        let ramped = u64::try_from(u128::from(full) * u128::from(elapsed) / u128::from(window_nanos)).unwrap_or(full);
+        ramped.max(full / 10).max(1)
+    }
+
+    /// Counts an attempt starting.
+    pub(crate) fn begin(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// Counts an attempt ending, and wakes a drain waiting for the last one.
+    pub(crate) fn end(&self) {
+        let before = self.in_flight.fetch_sub(1, Relaxed);
+        if before == 1 && self.draining.load(Relaxed) {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// An idle connection to reuse, most recently used first; connections idle longer than `max_idle`
+    /// or closed by the backend are dropped on the way.
+    pub(crate) fn checkout(&self, now: Nanos, max_idle: Duration) -> Option<SendRequest<RequestBody>> {
+        let max_idle = u64::try_from(max_idle.as_nanos()).unwrap_or(u64::MAX);
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(idle) = pool.pop() {
+            if !idle.sender.is_closed() && now.0.saturating_sub(idle.since.0) <= max_idle {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose exchange finished cleanly to the pool, unless the backend is leaving.
+    pub(crate) fn checkin(&self, sender: SendRequest<RequestBody>, now: Nanos, max_idle: usize) {
+        if sender.is_closed() || self.draining.load(Relaxed) || self.removed.load(Relaxed) {
+            return;
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < max_idle {
+            pool.push(IdleConnection { sender, since: now });
+        }
+    }
+
+    /// Closes every idle connection (drain, ejection, removal).
+    pub(crate) fn close_idle(&self) {
+        let idle = std::mem::take(&mut *self.pool.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(idle);
+    }
+
+    /// Records the outcome of an attempt for outlier detection; returns true when this failure reaches
+    /// the ejection threshold.
+    pub(crate) fn record_health(&self, failed: bool, threshold: u32) -> bool {
+        if failed {
+            self.consecutive_failures.fetch_add(1, Relaxed) + 1 >= threshold
+        } else {
+            if self.consecutive_failures.load(Relaxed) != 0 {
+                self.consecutive_failures.store(0, Relaxed);
+            }
+            false
+        }
+    }
+}
+
+/// Shared handle to a backend.
+pub(crate) type BackendRef = Arc<BackendState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Release;
+
+    fn backend(weight: u32, active_since: u64) -> BackendState {
+        let id = BackendId { release: Release::Stable, index: 0, generation: 1 };
+        BackendState::new(id, SocketAddr::from(([127, 0, 0, 1], 1)), weight, Nanos(active_since))
+    }
+
+    #[test]
+    fn slow_start_ramps_from_a_tenth_to_the_full_weight() {
+        let window = Duration::from_secs(10);
+        let second = 1_000_000_000;
+        let cases = [(0, 200), (second, 200), (5 * second, 1000), (10 * second, 2000), (60 * second, 2000)];
+        for (elapsed, expected) in cases {
+            assert_eq!(backend(2, 1).effective_weight(Nanos(1 + elapsed), window), expected, "{elapsed}");
+        }
+        assert_eq!(backend(2, 1).effective_weight(Nanos(1), Duration::ZERO), 2000);
+        assert_eq!(backend(2, 0).effective_weight(Nanos(1), window), 2000, "first-table backends do not ramp");
+    }
+
+    #[test]
+    fn ejection_threshold_counts_failures_in_a_row() {
+        let state = backend(1, 0);
+        let seen: Vec<bool> =
+            [true, true, false, true, true, true].iter().map(|&f| state.record_health(f, 3)).collect();
+        assert_eq!(seen, [false, false, false, false, false, true]);
+    }
+}

@@ -1,0 +1,274 @@
+//! A compiled route-table snapshot and backend selection: canary split, then least-request (power of two
+//! choices, weighted) or weighted round robin among the eligible backends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::HeaderMap;
+use hyper::header::HeaderName;
+
+use crate::backend::BackendRef;
+use crate::clock::Nanos;
+use crate::config::LoadBalancing;
+use crate::headers::cookie_value;
+use crate::route::CanarySplit;
+
+/// Most attempts a request can make (and so the most backends it remembers having tried).
+pub(crate) const MAX_TRIED: usize = 8;
+
+/// One route-table generation, ready for the request path: read through `ArcSwap`, never locked.
+#[derive(Debug, Default)]
+pub(crate) struct RouteState {
+    /// `pools[0]` = stable, `pools[1]` = canary; without a split every backend is in `pools[0]`.
+    pools: [Vec<BackendRef>; 2],
+    split: Option<CompiledSplit>,
+    /// Every backend of the table, in table order.
+    pub(crate) all: Vec<BackendRef>,
+    round_robin: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct CompiledSplit {
+    weight_percent: u8,
+    pin_header: Option<(HeaderName, Bytes)>,
+    pin_cookie: Option<(String, Bytes)>,
+}
+
+/// The backends a request already tried, by address of their state.
+#[derive(Debug, Default)]
+pub(crate) struct Tried {
+    ptrs: [usize; MAX_TRIED],
+    len: usize,
+}
+
+impl Tried {
+    pub(crate) fn push(&mut self, backend: &BackendRef) {
+        if self.len < MAX_TRIED {
+            self.ptrs[self.len] = Arc::as_ptr(backend) as usize;
+            self.len += 1;
+        }
+    }
+
+    fn contains(&self, backend: &BackendRef) -> bool {
+        self.ptrs[..self.len].contains(&(Arc::as_ptr(backend) as usize))
+    }
+}
+
+/// What selection needs besides the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PickParams {
+    pub(crate) policy: LoadBalancing,
+    pub(crate) slow_start: Duration,
+    pub(crate) now: Nanos,
+}
+
+impl RouteState {
+    pub(crate) fn new(all: Vec<BackendRef>, split: Option<&CanarySplit>) -> Self {
+        let mut pools: [Vec<BackendRef>; 2] = [Vec::new(), Vec::new()];
+        for backend in &all {
+            let pool_idx = if split.is_some() { backend.id.release.idx() } else { 0 };
+            pools[pool_idx].push(backend.clone());
+        }
+        let split = split.map(|split| CompiledSplit {
+            weight_percent: split.weight_percent.min(100),
+            pin_header: split.pin_header.as_ref().and_then(|(name, value)| {
+                let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+                Some((name, Bytes::copy_from_slice(value.as_bytes())))
+            }),
+            pin_cookie: split
+                .pin_cookie
+                .as_ref()
+                .map(|(name, value)| (name.clone(), Bytes::copy_from_slice(value.as_bytes()))),
+        });
+        Self { pools, split, all, round_robin: AtomicUsize::new(0) }
+    }
+
+    /// The pool (release) a request goes to first: pinned by header, then cookie, else by weight.
+    pub(crate) fn choose_pool(&self, headers: &HeaderMap) -> usize {
+        let Some(split) = &self.split else { return 0 };
+        if let Some((name, value)) = &split.pin_header
+            && let Some(given) = headers.get(name)
+        {
+            return usize::from(given.as_bytes() == value.as_ref());
+        }
+        if let Some((name, value)) = &split.pin_cookie
+            && let Some(given) = cookie_value(headers, name)
+        {
+            return usize::from(given == value.as_ref());
+        }
+        match split.weight_percent {
+            0 => 0,
+            100.. => 1,
+            percent => usize::from(fastrand::u8(0..100) < percent),
+        }
+    }
+
+    /// A backend of `pool_idx` (or, if it has none eligible, of the other pool) not yet tried.
+    pub(crate) fn pick(&self, pool_idx: usize, tried: &Tried, params: PickParams) -> Option<&BackendRef> {
+        self.pick_in(&self.pools[pool_idx & 1], tried, params)
+            .or_else(|| self.pick_in(&self.pools[(pool_idx + 1) & 1], tried, params))
+    }
+
+    fn pick_in<'a>(&self, pool: &'a [BackendRef], tried: &Tried, params: PickParams) -> Option<&'a BackendRef> {
+        let eligible = |backend: &&BackendRef| backend.is_eligible(params.now) && !tried.contains(backend);
+        let weight = |backend: &BackendRef| backend.effective_weight(params.now, params.slow_start);
+        let mut n_eligible = 0usize;
+        let mut total = 0u64;
+        let mut first_weight = None;
+        let mut uniform = true;
+        for backend in pool.iter().filter(eligible) {
+            let backend_weight = weight(backend);
+            n_eligible += 1;
+            total += backend_weight;
+            uniform &= *first_weight.get_or_insert(backend_weight) == backend_weight;
+        }
+        if n_eligible == 0 || total == 0 {
+            return None;
+        }
+        if n_eligible == 1 {
+            return pool.iter().find(eligible);
+        }
+        match params.policy {
+            LoadBalancing::RoundRobin => {
+                let turn = self.round_robin.fetch_add(1, Relaxed);
+                if uniform {
+                    pool.iter().filter(eligible).nth(turn % n_eligible)
+                } else {
+                    // A golden-ratio sequence spreads weighted turns evenly (low discrepancy).
+                    let fraction = (turn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let point = u64::try_from((u128::from(fraction) * u128::from(total)) >> 64).unwrap_or(0);
+                    walk(pool.iter().filter(eligible), point, weight, None)
+                }
+            }
+            LoadBalancing::LeastRequest => {
+                let first = walk(pool.iter().filter(eligible), fastrand::u64(..total), weight, None)?;
+                let rest = total - weight(first);
+                if rest == 0 {
+                    return Some(first);
+                }
+                let second = walk(pool.iter().filter(eligible), fastrand::u64(..rest), weight, Some(first))?;
+                let fewer = second.in_flight.load(Relaxed) < first.in_flight.load(Relaxed);
+                Some(if fewer { second } else { first })
+            }
+        }
+    }
+}
+
+/// The backend whose cumulative weight range holds `point`, skipping `skip`.
+fn walk<'a>(
+    candidates: impl Iterator<Item = &'a BackendRef>,
+    mut point: u64,
+    weight: impl Fn(&BackendRef) -> u64,
+    skip: Option<&BackendRef>,
+) -> Option<&'a BackendRef> {
+    let mut last = None;
+    for backend in candidates {
+        if skip.is_some_and(|skip| Arc::ptr_eq(skip, backend)) {
+            continue;
+        }
+        let backend_weight = weight(backend);
+        if point < backend_weight {
+            return Some(backend);
+        }
+        point -= backend_weight;
+        last = Some(backend);
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::backend::BackendState;
+    use crate::route::{BackendId, Release};
+
+    fn state(release: Release, index: u32, weight: u32) -> BackendRef {
+        let id = BackendId { release, index, generation: 1 };
+        Arc::new(BackendState::new(id, SocketAddr::from(([127, 0, 0, 1], 1)), weight, Nanos(0)))
+    }
+
+    fn params(policy: LoadBalancing) -> PickParams {
+        PickParams { policy, slow_start: Duration::ZERO, now: Nanos(1) }
+    }
+
+    /// Picks `n` times from pool 0 and counts per backend index.
+    fn shares(routes: &RouteState, policy: LoadBalancing, n: usize) -> Vec<usize> {
+        let mut counts = vec![0; routes.all.len()];
+        for _ in 0..n {
+            if let Some(backend) = routes.pick(0, &Tried::default(), params(policy)) {
+                counts[backend.id.index as usize] += 1;
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_alternates_and_honours_weights() {
+        let equal = RouteState::new(vec![state(Release::Stable, 0, 1), state(Release::Stable, 1, 1)], None);
+        let order: Vec<u32> = (0..4)
+            .filter_map(|_| equal.pick(0, &Tried::default(), params(LoadBalancing::RoundRobin)))
+            .map(|b| b.id.index)
+            .collect();
+        assert_eq!(order, [0, 1, 0, 1]);
+        let weighted = RouteState::new(vec![state(Release::Stable, 0, 1), state(Release::Stable, 1, 3)], None);
+        // A low-discrepancy sequence: within one turn of the exact shares.
+        let counts = shares(&weighted, LoadBalancing::RoundRobin, 4000);
+        assert!(counts[0].abs_diff(1000) <= 1 && counts[1].abs_diff(3000) <= 1, "{counts:?}");
+    }
+
+    #[test]
+    fn least_request_prefers_the_less_loaded_and_honours_weights_when_idle() {
+        let routes = RouteState::new(vec![state(Release::Stable, 0, 1), state(Release::Stable, 1, 1)], None);
+        routes.all[0].in_flight.store(5, Relaxed);
+        assert_eq!(shares(&routes, LoadBalancing::LeastRequest, 100), [0, 100]);
+        let weighted = RouteState::new(vec![state(Release::Stable, 0, 1), state(Release::Stable, 1, 3)], None);
+        let counts = shares(&weighted, LoadBalancing::LeastRequest, 4000);
+        assert!((800..1200).contains(&counts[0]), "{counts:?}");
+    }
+
+    #[test]
+    fn tried_draining_and_ejected_backends_are_skipped() {
+        let routes = RouteState::new(
+            vec![state(Release::Stable, 0, 1), state(Release::Stable, 1, 1), state(Release::Stable, 2, 1)],
+            None,
+        );
+        routes.all[0].draining.store(true, Relaxed);
+        routes.all[1].ejected_until.store(10, Relaxed);
+        let mut tried = Tried::default();
+        let picked = routes.pick(0, &tried, params(LoadBalancing::LeastRequest)).map(|b| b.id.index);
+        assert_eq!(picked, Some(2));
+        tried.push(&routes.all[2]);
+        assert!(routes.pick(0, &tried, params(LoadBalancing::LeastRequest)).is_none());
+    }
+
+    #[test]
+    fn canary_pins_and_falls_back_to_the_other_release() {
+        let split = CanarySplit {
+            weight_percent: 0,
+            pin_header: Some(("X-Canary".to_owned(), "1".to_owned())),
+            pin_cookie: Some(("release".to_owned(), "canary".to_owned())),
+        };
+        let routes = RouteState::new(vec![state(Release::Stable, 0, 1), state(Release::Canary, 1, 1)], Some(&split));
+        let cases: [(&[(&str, &str)], usize); 5] = [
+            (&[], 0),
+            (&[("x-canary", "1")], 1),
+            (&[("x-canary", "0"), ("cookie", "release=canary")], 0),
+            (&[("cookie", "a=b; release=canary")], 1),
+            (&[("cookie", "release=stable")], 0),
+        ];
+        for (pairs, expected) in cases {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(HeaderName::from_static(name), value.parse().expect("value"));
+            }
+            assert_eq!(routes.choose_pool(&headers), expected, "{pairs:?}");
+        }
+        routes.all[1].draining.store(true, Relaxed);
+        let picked = routes.pick(1, &Tried::default(), params(LoadBalancing::LeastRequest)).map(|b| b.id.release);
+        assert_eq!(picked, Some(Release::Stable));
+    }
+}

@@ -1,0 +1,233 @@
+//! Bodies in both directions: the request body sent upstream (buffered for replay, or streamed), and
+//! the response body sent to the client (streamed from the backend, finishing the exchange at its end).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::forward::Exchange;
+use crate::server::ActivityGuard;
+
+/// A request body on its way to a backend.
+#[derive(Debug)]
+pub(crate) enum RequestBody {
+    /// No body.
+    Empty,
+    /// A body buffered whole (at most `retry_buffer_bytes`), replayable on another backend.
+    Full(Option<Bytes>),
+    /// A body streamed through: what was read while deciding (`prefix`), then the rest from the client.
+    Stream(StreamBody),
+}
+
+#[derive(Debug)]
+pub(crate) struct StreamBody {
+    pub(crate) prefix: Option<Bytes>,
+    pub(crate) inner: Incoming,
+    /// Bytes forwarded so far, including the prefix.
+    pub(crate) seen: u64,
+    pub(crate) limit: u64,
+}
+
+/// Why a streamed request body stopped.
+#[derive(Debug)]
+pub(crate) enum RequestBodyError {
+    /// It grew past `max_request_body_bytes`.
+    TooLarge,
+    /// The client's stream failed (it went away, or sent a broken chunk).
+    Client(hyper::Error),
+}
+
+/// The kind of a request body failure, for the answer to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFailure {
+    /// 413.
+    TooLarge,
+    /// 400 (the client is probably gone).
+    Client,
+}
+
+impl RequestBodyError {
+    pub(crate) fn failure(&self) -> BodyFailure {
+        match self {
+            Self::TooLarge => BodyFailure::TooLarge,
+            Self::Client(_) => BodyFailure::Client,
+        }
+    }
+}
+
+impl fmt::Display for RequestBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge => f.write_str("request body larger than allowed"),
+            Self::Client(_) => f.write_str("client request body failed"),
+        }
+    }
+}
+
+impl StdError for RequestBodyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::TooLarge => None,
+            Self::Client(error) => Some(error),
+        }
+    }
+}
+
+impl RequestBody {
+    /// A copy for another attempt, if the body can be replayed.
+    pub(crate) fn replay(&self) -> Option<Self> {
+        match self {
+            Self::Empty => Some(Self::Empty),
+            Self::Full(bytes) => Some(Self::Full(bytes.clone())),
+            Self::Stream(_) => None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Self::Stream(stream) => {
+                if let Some(prefix) = stream.prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                let frame = ready!(Pin::new(&mut stream.inner).poll_frame(cx));
+                Poll::Ready(match frame {
+                    None => None,
+                    Some(Err(error)) => Some(Err(RequestBodyError::Client(error))),
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            stream.seen += data.len() as u64;
+                            if stream.seen > stream.limit {
+                                return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+                            }
+                        }
+                        Some(Ok(frame))
+                    }
+                })
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Stream(stream) => stream.prefix.is_none() && stream.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64)),
+            Self::Stream(stream) => {
+                let prefix = stream.prefix.as_ref().map_or(0, |bytes| bytes.len() as u64);
+                let inner = stream.inner.size_hint();
+                match inner.exact() {
+                    Some(exact) => SizeHint::with_exact(exact + prefix),
+                    None => {
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(inner.lower() + prefix);
+                        hint
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The response body sent to the client.
+#[derive(Debug)]
+pub struct ProxyBody {
+    inner: ResponseInner,
+    /// Keeps the client connection counted busy until the response ends.
+    _activity: Option<ActivityGuard>,
+}
+
+#[derive(Debug)]
+enum ResponseInner {
+    /// A response the proxy made itself.
+    Local(Option<Bytes>),
+    /// A backend's response; the exchange is finished (counters, in-flight, pool) when it ends.
+    Upstream { body: Incoming, exchange: Option<Exchange> },
+}
+
+impl ProxyBody {
+    pub(crate) fn local(bytes: &'static [u8], activity: Option<ActivityGuard>) -> Self {
+        let bytes = if bytes.is_empty() { None } else { Some(Bytes::from_static(bytes)) };
+        Self { inner: ResponseInner::Local(bytes), _activity: activity }
+    }
+
+    pub(crate) fn upstream(body: Incoming, exchange: Exchange, activity: Option<ActivityGuard>) -> Self {
+        Self { inner: ResponseInner::Upstream { body, exchange: Some(exchange) }, _activity: activity }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.get_mut().inner {
+            ResponseInner::Local(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            ResponseInner::Upstream { body, exchange } => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                match &frame {
+                    None => {
+                        if let Some(exchange) = exchange.take() {
+                            exchange.finish(true);
+                        }
+                    }
+                    Some(Err(_)) => {
+                        if let Some(exchange) = exchange.take() {
+                            exchange.finish(false);
+                        }
+                    }
+                    Some(Ok(_)) => {
+                        if body.is_end_stream()
+                            && let Some(exchange) = exchange.take()
+                        {
+                            exchange.finish(true);
+                        }
+                    }
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            ResponseInner::Local(bytes) => bytes.is_none(),
+            ResponseInner::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            ResponseInner::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64)),
+            ResponseInner::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let ResponseInner::Upstream { body, exchange } = &mut self.inner
+            && let Some(exchange) = exchange.take()
+        {
+            // A body that was never polled to its end is clean only when it had nothing left to send.
+            exchange.finish(body.is_end_stream());
+        }
+    }
+}

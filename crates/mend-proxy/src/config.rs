@@ -1,0 +1,215 @@
+//! Proxy configuration: every knob with its default and the reason for it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::ProxyError;
+
+/// Everything the proxy needs to run, except the backends (they arrive through the route table).
+///
+/// `ProxyConfig::new(listen)` gives the defaults below; every field is public because no field depends on
+/// another (the few ranges that matter are checked by [`ProxyConfig::validate`], which `Proxy::bind` calls).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// Address the proxy listens on (port 0 picks a free port; see `ProxyHandle::local_addr`).
+    pub listen: SocketAddr,
+    /// Bound on establishing a TCP connection to a backend. Default 250 ms: backends are local or in the
+    /// same data centre, where a connect either completes in well under a millisecond or is refused at
+    /// once; a connect that takes longer means a full accept queue or a lost SYN (whose first
+    /// retransmission comes only after 1 s), and another replica answers sooner.
+    pub connect_timeout: Duration,
+    /// Per-attempt bound on waiting for a backend's response headers while a retry is still possible
+    /// (idempotent request, another eligible backend, attempts and retry budget left). Default 250 ms:
+    /// a hung backend then costs at most 250 ms before the request goes to another replica, so the worst
+    /// latency during a hang stays well under a second. When no retry is possible the attempt is not cut
+    /// off but keeps waiting until `request_timeout`, so a legitimately slow request still completes
+    /// (at worst on its last attempt). See `RESULTS.md` for the reasoning against hedging.
+    pub attempt_timeout: Duration,
+    /// Overall bound on waiting for response headers, across all attempts. Default 15 s (Envoy's route
+    /// timeout). The proxy answers 504 when it passes.
+    pub request_timeout: Duration,
+    /// A client connection with no request in progress is closed after this long. Default 60 s: shorter
+    /// than nginx's 75 s, long enough that clients with a 30–90 s pool idle time rarely race the close.
+    pub client_idle_timeout: Duration,
+    /// A client that has started a request must finish sending its headers within this long, else the
+    /// connection is closed (slow-loris protection). Default 10 s (nginx: 60 s, hyper: 30 s); a real client
+    /// sends its headers in one segment.
+    pub client_header_timeout: Duration,
+    /// Largest request head (request line plus headers) accepted; larger gets 431. Default 64 KiB (Envoy:
+    /// 60 KiB, nginx: 4 × 8 KiB). At least 8 KiB (hyper's minimum read buffer).
+    pub max_request_header_bytes: usize,
+    /// Largest request body accepted; a larger `Content-Length` gets 413 at once, and a chunked body that
+    /// grows past it is cut off (413 if no response was sent yet). Default 1 GiB: uploads stream through,
+    /// so the limit guards the backends, not the proxy's memory.
+    pub max_request_body_bytes: u64,
+    /// Request bodies up to this size are buffered so that a failed attempt can be replayed on another
+    /// backend; larger bodies stream through unbuffered and are retried only when no byte was sent yet
+    /// (connect failure). Default 64 KiB: covers typical JSON APIs, bounds memory at 64 KiB per request.
+    pub retry_buffer_bytes: usize,
+    /// How a backend is picked.
+    pub load_balancing: LoadBalancing,
+    /// When and how often to retry.
+    pub retry: RetryPolicy,
+    /// Passive health checking.
+    pub outlier: OutlierPolicy,
+    /// A backend that joins (new generation, or back from ejection) receives a share of traffic that grows
+    /// linearly from 10 % of its weight to its full weight over this window. Default 5 s: long enough for
+    /// lazy caches and connection pools to warm, short enough that a rolling restart is not slowed
+    /// (Envoy has no slow start by default). Zero disables it.
+    pub slow_start: Duration,
+    /// Bound on waiting for in-flight requests when draining a backend without an explicit timeout and at
+    /// shutdown. Default 30 s (Kubernetes' default termination grace period).
+    pub drain_timeout: Duration,
+    /// Idle connections kept per backend. Default 256.
+    pub max_idle_per_backend: usize,
+    /// An idle pooled connection older than this is closed rather than reused. Default 30 s: below the
+    /// usual server keep-alive timeouts (nginx 75 s, Node 5 s is the notable exception and shows up as a
+    /// reset that is retried).
+    pub upstream_idle_timeout: Duration,
+}
+
+/// How a backend is chosen among the eligible ones of a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBalancing {
+    /// Least outstanding requests between two candidates drawn at random in proportion to their (slow
+    /// start adjusted) weight: spreads load away from a slow or hung backend with no shared state but the
+    /// in-flight counters. The default.
+    #[default]
+    LeastRequest,
+    /// Weighted round robin over the eligible backends.
+    RoundRobin,
+}
+
+/// When requests are retried, on a different backend each time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per request including the first. Default 3 (Envoy: 2). 1 disables retries.
+    pub max_attempts: u32,
+    /// Retries may add at most this fraction of the request rate. Default 0.2 (Linkerd, Finagle).
+    pub budget_ratio: f64,
+    /// Retries allowed per second regardless of the ratio, so that a low-traffic service can still
+    /// retry. Default 10 (Linkerd).
+    pub min_retries_per_second: u32,
+}
+
+/// Passive health checking: eject backends that keep failing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierPolicy {
+    /// Consecutive failures (5xx, connect failure, reset, timeout) that eject a backend. Default 3
+    /// (Envoy: 5); the decision is immediate, there is no sweep interval (Envoy sweeps every 10 s).
+    pub consecutive_failures: u32,
+    /// The n-th ejection in a row lasts `base_ejection × n`, capped at `max_ejection`. Default 5 s (Envoy:
+    /// 30 s): mend replaces a sick replica with a new generation (a new backend id) within seconds, so a
+    /// long ejection only keeps a recovered replica idle.
+    pub base_ejection: Duration,
+    /// Cap on one ejection. Default 60 s (Envoy: 300 s).
+    pub max_ejection: Duration,
+    /// At most this percentage of the backends are ejected at once, and never the last one. Default 50
+    /// (Envoy: 10 % but at least one): with two replicas, one may be ejected.
+    pub max_ejection_percent: u8,
+}
+
+impl ProxyConfig {
+    /// The defaults described on each field, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            connect_timeout: Duration::from_millis(250),
+            attempt_timeout: Duration::from_millis(250),
+            request_timeout: Duration::from_secs(15),
+            client_idle_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(10),
+            max_request_header_bytes: 64 * 1024,
+            max_request_body_bytes: 1 << 30,
+            retry_buffer_bytes: 64 * 1024,
+            load_balancing: LoadBalancing::LeastRequest,
+            retry: RetryPolicy::default(),
+            outlier: OutlierPolicy::default(),
+            slow_start: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+            max_idle_per_backend: 256,
+            upstream_idle_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Checks the few ranges the proxy relies on; `Proxy::bind` calls it.
+    pub fn validate(&self) -> Result<(), ProxyError> {
+        let invalid = |field: &'static str, reason: &'static str| Err(ProxyError::InvalidConfig { field, reason });
+        if self.max_request_header_bytes < MIN_HEADER_BYTES {
+            return invalid("max_request_header_bytes", "must be at least 8192");
+        }
+        if self.retry.max_attempts == 0 {
+            return invalid("retry.max_attempts", "must be at least 1");
+        }
+        if usize::try_from(self.retry.max_attempts).map_or(true, |attempts| attempts > crate::forward::MAX_ATTEMPTS) {
+            return invalid("retry.max_attempts", "must be at most 8");
+        }
+        if !(0.0..=1.0).contains(&self.retry.budget_ratio) {
+            return invalid("retry.budget_ratio", "must be within 0..=1");
+        }
+        if self.outlier.max_ejection_percent > 100 {
+            return invalid("outlier.max_ejection_percent", "must be within 0..=100");
+        }
+        if self.outlier.consecutive_failures == 0 {
+            return invalid("outlier.consecutive_failures", "must be at least 1");
+        }
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("attempt_timeout", self.attempt_timeout),
+            ("request_timeout", self.request_timeout),
+            ("client_idle_timeout", self.client_idle_timeout),
+            ("client_header_timeout", self.client_header_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(field, "must be greater than zero");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// hyper refuses read buffers below 8 KiB.
+const MIN_HEADER_BYTES: usize = 8192;
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 3, budget_ratio: 0.2, min_retries_per_second: 10 }
+    }
+}
+
+impl Default for OutlierPolicy {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(5),
+            max_ejection: Duration::from_secs(60),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(change: impl FnOnce(&mut ProxyConfig), expected: Option<&str>) {
+        let mut cfg = ProxyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        change(&mut cfg);
+        let got = cfg.validate().err().map(|error| error.to_string());
+        assert_eq!(got.as_deref(), expected);
+    }
+
+    #[test]
+    fn validates_ranges() {
+        check(|_| {}, None);
+        check(|c| c.max_request_header_bytes = 100, Some("invalid max_request_header_bytes: must be at least 8192"));
+        check(|c| c.retry.max_attempts = 0, Some("invalid retry.max_attempts: must be at least 1"));
+        check(|c| c.retry.max_attempts = 9, Some("invalid retry.max_attempts: must be at most 8"));
+        check(|c| c.retry.budget_ratio = 1.5, Some("invalid retry.budget_ratio: must be within 0..=1"));
+        check(
+            |c| c.outlier.max_ejection_percent = 101,
+            Some("invalid outlier.max_ejection_percent: must be within 0..=100"),
+        );
+        check(|c| c.attempt_timeout = Duration::ZERO, Some("invalid attempt_timeout: must be greater than zero"));
+    }
+}

@@ -1,0 +1,96 @@
+//! Toxiproxy-style fault injection on a fraction of requests, expiring by itself.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+
+use crate::clock::{Clock, Nanos};
+
+/// What an injected fault does to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Delay the request this long before forwarding it.
+    Latency(Duration),
+    /// Answer with this status (and a short body) without forwarding.
+    Status(u16),
+    /// Close the client connection without an answer.
+    Abort,
+}
+
+/// A fault applied to `percent` % of the requests until `until`.
+///
+/// One fault of each kind is active at a time: setting a fault replaces the earlier one of the same kind.
+/// The kinds roll independently, in the order latency, abort, status.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fault {
+    /// What it does.
+    pub kind: FaultKind,
+    /// Share of requests affected, 0..=100 (clamped).
+    pub percent: f64,
+    /// When it stops by itself (a `std::time::Instant`, as from `mend_types::Clock::now`).
+    pub until: Instant,
+}
+
+/// The decision for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct FaultDecision {
+    pub(crate) delay: Option<Duration>,
+    pub(crate) abort: bool,
+    pub(crate) status: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ActiveFault {
+    kind: FaultKind,
+    /// Probability in 0..=1.
+    probability: f64,
+    until: Nanos,
+}
+
+/// The active faults, swapped whole on change and read lock-free per request.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    active: ArcSwapOption<Vec<ActiveFault>>,
+}
+
+impl Faults {
+    pub(crate) fn set(&self, fault: Fault, clock: &Clock) {
+        let until = clock.nanos_at(tokio::time::Instant::from_std(fault.until));
+        let now = clock.now();
+        let probability = if fault.percent.is_nan() { 0.0 } else { fault.percent.clamp(0.0, 100.0) / 100.0 };
+        let current = self.active.load_full();
+        let mut next: Vec<ActiveFault> = current
+            .iter()
+            .flat_map(|faults| faults.iter())
+            .filter(|active| {
+                std::mem::discriminant(&active.kind) != std::mem::discriminant(&fault.kind) && active.until > now
+            })
+            .copied()
+            .collect();
+        next.push(ActiveFault { kind: fault.kind, probability, until });
+        self.active.store(Some(Arc::new(next)));
+    }
+
+    pub(crate) fn clear(&self) {
+        self.active.store(None);
+    }
+
+    /// Rolls the dice for one request.
+    pub(crate) fn decide(&self, now: Nanos) -> FaultDecision {
+        let mut decision = FaultDecision::default();
+        let guard = self.active.load();
+        let Some(faults) = guard.as_ref() else { return decision };
+        for fault in faults.iter() {
+            if now >= fault.until || fastrand::f64() >= fault.probability {
+                continue;
+            }
+            match fault.kind {
+                FaultKind::Latency(delay) => decision.delay = Some(delay),
+                FaultKind::Abort => decision.abort = true,
+                FaultKind::Status(status) => decision.status = Some(status),
+            }
+        }
+        decision
+    }
+}

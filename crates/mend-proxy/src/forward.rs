@@ -1,0 +1,545 @@
+//! The request path: faults, limits, header rewriting, body buffering, then attempts on backends with
+//! outlier bookkeeping and budgeted retries, each to a different backend.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderValue};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::backend::BackendRef;
+use crate::balancer::{MAX_TRIED, PickParams, Tried};
+use crate::body::{BodyFailure, ProxyBody, RequestBody, RequestBodyError, StreamBody};
+use crate::clock::Nanos;
+use crate::headers::{Direction, ForwardedValues, IDEMPOTENCY_KEY, X_MEND_CALLER, strip_hop_by_hop};
+use crate::proxy::Shared;
+use crate::server::{ActivityGuard, ConnState};
+use crate::stats::{LocalReason, Outcome};
+
+/// Most attempts per request (`retry.max_attempts` is checked against it).
+pub(crate) const MAX_ATTEMPTS: usize = MAX_TRIED;
+
+/// The service's error: the connection is closed without a response (an injected abort).
+#[derive(Debug)]
+pub(crate) struct Aborted;
+
+impl fmt::Display for Aborted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection aborted by an injected fault")
+    }
+}
+
+impl StdError for Aborted {}
+
+/// A request whose response headers came from a backend; finished when the response body ends.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    shared: Arc<Shared>,
+    backend: BackendRef,
+    sender: Option<SendRequest<RequestBody>>,
+    status: u16,
+    start: Nanos,
+    attempt_start: Nanos,
+    caller: Option<usize>,
+}
+
+impl Exchange {
+    /// Counts the request, ends the backend's in-flight count and returns a cleanly finished connection
+    /// to the pool.
+    pub(crate) fn finish(mut self, clean: bool) {
+        let shared = &self.shared;
+        let now = shared.clock.now();
+        let outcome = Outcome::Status(self.status);
+        self.backend.attempts.record(outcome, now.since(self.attempt_start));
+        let latency = now.since(self.start);
+        shared.metrics.releases[self.backend.id.release.idx()].record(outcome, latency);
+        if let Some(slot) = self.caller {
+            shared.metrics.callers.counters(slot).record(outcome, latency);
+        }
+        if clean && let Some(sender) = self.sender.take() {
+            self.backend.checkin(sender, now, shared.config.max_idle_per_backend);
+        }
+        self.backend.end();
+    }
+}
+
+/// The parts of a request kept to build another attempt.
+#[derive(Debug, Clone)]
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn into_request(self, body: RequestBody) -> Request<RequestBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// How an attempt ended without a response.
+enum AttemptError {
+    /// No connection; the request comes back unsent.
+    Connect(Request<RequestBody>),
+    /// The connection failed before response headers; the request comes back if it was never written.
+    Reset(Option<Request<RequestBody>>),
+    /// Our own request body failed (too large, or the client's stream broke): not the backend's fault.
+    Body(BodyFailure),
+}
+
+/// How waiting for an attempt ended.
+enum Step {
+    Done(Result<(Response<Incoming>, SendRequest<RequestBody>), AttemptError>),
+    /// The attempt timed out and a retry on this backend is possible.
+    Abandon(BackendRef),
+    /// No response within the request timeout.
+    TimedOut,
+}
+
+/// Per-request context for the local answers.
+struct Ctx<'a> {
+    shared: &'a Arc<Shared>,
+    start: Nanos,
+    caller: Option<usize>,
+}
+
+impl Ctx<'_> {
+    fn local(
+        &self,
+        status: StatusCode,
+        reason: LocalReason,
+        body: &'static [u8],
+        activity: ActivityGuard,
+    ) -> Response<ProxyBody> {
+        let latency = self.shared.clock.now().since(self.start);
+        self.shared.metrics.local.record_local(status.as_u16(), reason, latency);
+        if let Some(slot) = self.caller {
+            self.shared.metrics.callers.counters(slot).record(Outcome::Status(status.as_u16()), latency);
+        }
+        let mut response = Response::new(ProxyBody::local(body, Some(activity)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
+    }
+}
+
+/// Serves one request from a client connection.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnState>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Aborted> {
+    let activity = ActivityGuard::new(conn.clone(), shared.clock);
+    let start = shared.clock.now();
+    let caller = request.headers().get(&X_MEND_CALLER).map(|value| shared.metrics.callers.slot(value.as_bytes()));
+    let ctx = Ctx { shared: &shared, start, caller };
+    let cfg = &shared.config;
+
+    let faults = shared.faults.decide(start);
+    if let Some(delay) = faults.delay {
+        tokio::time::sleep(delay).await;
+    }
+    if faults.abort {
+        shared.metrics.local.record_abort(shared.clock.now().since(start));
+        return Err(Aborted);
+    }
+    if let Some(status) = faults.status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Ok(ctx.local(status, LocalReason::Injected, b"injected fault\n", activity));
+    }
+    if request.method() == Method::CONNECT {
+        return Ok(ctx.local(
+            StatusCode::NOT_IMPLEMENTED,
+            LocalReason::Refused,
+            b"CONNECT is not supported\n",
+            activity,
+        ));
+    }
+    if request.body().size_hint().exact().is_some_and(|length| length > cfg.max_request_body_bytes) {
+        return Ok(ctx.local(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            LocalReason::Refused,
+            b"request body too large\n",
+            activity,
+        ));
+    }
+
+    let (parts, body) = request.into_parts();
+    let mut head = Head { method: parts.method, uri: parts.uri, headers: parts.headers };
+    prepare_head(&mut head, &conn.forwarded);
+    let body = match read_body(body, cfg.retry_buffer_bytes, cfg.max_request_body_bytes).await {
+        Ok(body) => body,
+        Err(failure) => return Ok(body_error_response(&ctx, failure, activity)),
+    };
+    shared.budget.deposit();
+
+    let idempotent = is_idempotent(&head.method) || head.headers.contains_key(&IDEMPOTENCY_KEY);
+    let may_retry = cfg.retry.max_attempts > 1;
+    let template = if may_retry { body.replay().map(|replay| (head.clone(), replay)) } else { None };
+    let pool_idx = shared.routes.load().choose_pool(&head.headers);
+    let mut tried = Tried::default();
+    let params = |now| PickParams { policy: cfg.load_balancing, slow_start: cfg.slow_start, now };
+    let Some(mut backend) = shared.routes.load().pick(pool_idx, &tried, params(start)).cloned() else {
+        return Ok(ctx.local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            LocalReason::NoBackend,
+            b"no backend available\n",
+            activity,
+        ));
+    };
+    let next_backend = |tried: &Tried| {
+        let now = shared.clock.now();
+        let candidate = shared.routes.load().pick(pool_idx, tried, params(now)).cloned()?;
+        if shared.budget.try_withdraw(now) {
+            Some(candidate)
+        } else {
+            shared.metrics.retries_denied.fetch_add(1, Relaxed);
+            None
+        }
+    };
+
+    let deadline = shared.clock.instant(start.saturating_add(cfg.request_timeout));
+    let mut pending = Some(head.into_request(body));
+    let mut attempt = 1;
+    let mut sleep = pin!(tokio::time::sleep_until(deadline));
+    let response = loop {
+        tried.push(&backend);
+        let Some(mut request) = pending
+            .take()
+            .or_else(|| template.as_ref().and_then(|(head, body)| Some(head.clone().into_request(body.replay()?))))
+        else {
+            break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
+        };
+        if !request.headers().contains_key(header::HOST) {
+            set_host(request.headers_mut(), &backend);
+        }
+        let attempt_start = if attempt == 1 { start } else { shared.clock.now() };
+        if attempt > 1 {
+            shared.metrics.retries.fetch_add(1, Relaxed);
+            backend.retries.fetch_add(1, Relaxed);
+        }
+        backend.begin();
+        let retry_possible = attempt < cfg.retry.max_attempts;
+        let timeout_retry_possible = retry_possible && idempotent && template.is_some();
+        let attempt_deadline = if timeout_retry_possible {
+            deadline.min(shared.clock.instant(attempt_start.saturating_add(cfg.attempt_timeout)))
+        } else {
+            deadline
+        };
+        sleep.as_mut().reset(attempt_deadline);
+        let step = {
+            let mut exchange = pin!(send(&shared, &backend, request));
+            tokio::select! {
+                biased;
+                result = &mut exchange => Step::Done(result),
+                () = sleep.as_mut() => {
+                    match (attempt_deadline < deadline).then(|| next_backend(&tried)).flatten() {
+                        Some(next) => Step::Abandon(next),
+                        None => {
+                            sleep.as_mut().reset(deadline);
+                            tokio::select! {
+                                biased;
+                                result = &mut exchange => Step::Done(result),
+                                () = sleep.as_mut() => Step::TimedOut,
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let result = match step {
+            Step::Done(result) => result,
+            Step::Abandon(next) => {
+                // The attempt's connection closed with its future; go on elsewhere.
+                attempt_failed(&shared, &backend, Outcome::Timeout, attempt_start);
+                backend = next;
+                attempt += 1;
+                continue;
+            }
+            Step::TimedOut => {
+                attempt_failed(&shared, &backend, Outcome::Timeout, attempt_start);
+                break ctx.local(StatusCode::GATEWAY_TIMEOUT, LocalReason::Timeout, b"upstream timed out\n", activity);
+            }
+        };
+        match result {
+            Ok((mut response, sender)) => {
+                let status = response.status();
+                let failed = status.is_server_error();
+                judge(&shared, &backend, failed);
+                let retriable_status =
+                    matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
+                if retriable_status && let Some(next) = next_backend(&tried) {
+                    backend.attempts.record(Outcome::Status(status.as_u16()), shared.clock.now().since(attempt_start));
+                    backend.end();
+                    drop((response, sender));
+                    backend = next;
+                    attempt += 1;
+                    continue;
+                }
+                strip_hop_by_hop(response.headers_mut(), Direction::Response);
+                let exchange = Exchange {
+                    shared: shared.clone(),
+                    backend,
+                    sender: Some(sender),
+                    status: status.as_u16(),
+                    start,
+                    attempt_start,
+                    caller,
+                };
+                break response.map(|body| ProxyBody::upstream(body, exchange, Some(activity)));
+            }
+            Err(AttemptError::Body(failure)) => {
+                backend.end();
+                break body_error_response(&ctx, failure, activity);
+            }
+            Err(AttemptError::Connect(request)) => {
+                attempt_failed(&shared, &backend, Outcome::ConnectFailure, attempt_start);
+                judge(&shared, &backend, true);
+                pending = Some(request);
+            }
+            Err(AttemptError::Reset(unsent)) => {
+                attempt_failed(&shared, &backend, Outcome::Reset, attempt_start);
+                judge(&shared, &backend, true);
+                pending = unsent;
+            }
+        }
+        // The attempt failed without a response: retry elsewhere if the request can be sent again.
+        let replayable = pending.is_some() || template.is_some();
+        match (retry_possible && replayable).then(|| next_backend(&tried)).flatten() {
+            Some(next) => {
+                backend = next;
+                attempt += 1;
+            }
+            None => break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity),
+        }
+    };
+    Ok(response)
+}
+
+fn finish_failed(ctx: &Ctx<'_>, status: StatusCode, activity: ActivityGuard) -> Response<ProxyBody> {
+    ctx.local(status, LocalReason::BadGateway, b"upstream unavailable\n", activity)
+}
+
+fn body_error_response(ctx: &Ctx<'_>, failure: BodyFailure, activity: ActivityGuard) -> Response<ProxyBody> {
+    match failure {
+        BodyFailure::TooLarge => {
+            ctx.local(StatusCode::PAYLOAD_TOO_LARGE, LocalReason::Refused, b"request body too large\n", activity)
+        }
+        BodyFailure::Client => {
+            ctx.local(StatusCode::BAD_REQUEST, LocalReason::Refused, b"request body unreadable\n", activity)
+        }
+    }
+}
+
+/// Counts an attempt that ended without a response and releases its in-flight slot.
+fn attempt_failed(shared: &Shared, backend: &BackendRef, outcome: Outcome, attempt_start: Nanos) {
+    backend.attempts.record(outcome, shared.clock.now().since(attempt_start));
+    backend.end();
+    if outcome == Outcome::Timeout {
+        judge(shared, backend, true);
+    }
+}
+
+/// Feeds outlier detection.
+fn judge(shared: &Shared, backend: &BackendRef, failed: bool) {
+    if backend.record_health(failed, shared.config.outlier.consecutive_failures) {
+        shared.try_eject(backend);
+    }
+}
+
+/// RFC 9110 §9.2.2 idempotent methods.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// Rewrites the head for the backend: hop-by-hop headers out, absolute-form target to origin form (its
+/// authority becomes Host), forwarding headers in. A request without Host (HTTP/1.0) gets the backend's
+/// address per attempt, since HTTP/1.1 backends require one.
+fn prepare_head(head: &mut Head, forwarded: &ForwardedValues) {
+    strip_hop_by_hop(&mut head.headers, Direction::Request);
+    if let Some(authority) = head.uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            head.headers.insert(header::HOST, host);
+        }
+        let origin = head.uri.path_and_query().map_or("/", |path| path.as_str());
+        head.uri = Uri::try_from(origin).unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    forwarded.apply(&mut head.headers);
+}
+
+fn set_host(headers: &mut HeaderMap, backend: &BackendRef) {
+    if let Ok(host) = HeaderValue::try_from(backend.addr.to_string()) {
+        headers.insert(header::HOST, host);
+    }
+}
+
+/// Reads the body into memory when it fits the retry buffer, else prepares to stream it.
+async fn read_body(mut body: Incoming, buffer_limit: usize, max_bytes: u64) -> Result<RequestBody, BodyFailure> {
+    if body.is_end_stream() {
+        return Ok(RequestBody::Empty);
+    }
+    let hint = body.size_hint();
+    if hint.exact().is_some_and(|length| length > buffer_limit as u64) || hint.lower() > buffer_limit as u64 {
+        return Ok(RequestBody::Stream(StreamBody { prefix: None, inner: body, seen: 0, limit: max_bytes }));
+    }
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut seen = 0usize;
+    loop {
+        let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let data = match frame {
+            None => break,
+            Some(Err(_)) => return Err(BodyFailure::Client),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers of a buffered request are not forwarded.
+                Err(_) => continue,
+            },
+        };
+        seen += data.len();
+        if seen as u64 > max_bytes {
+            return Err(BodyFailure::TooLarge);
+        }
+        match (&mut first, &mut joined) {
+            (None, None) => first = Some(data),
+            (Some(earlier), None) => {
+                let mut buffer = BytesMut::with_capacity(seen.max(8 * 1024));
+                buffer.extend_from_slice(earlier);
+                buffer.extend_from_slice(&data);
+                first = None;
+                joined = Some(buffer);
+            }
+            (_, Some(buffer)) => buffer.extend_from_slice(&data),
+        }
+        if seen > buffer_limit {
+            let prefix = joined.map(BytesMut::freeze).or(first);
+            return Ok(RequestBody::Stream(StreamBody { prefix, inner: body, seen: seen as u64, limit: max_bytes }));
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    Ok(match joined.map(BytesMut::freeze).or(first) {
+        Some(bytes) => RequestBody::Full(Some(bytes)),
+        None => RequestBody::Empty,
+    })
+}
+
+/// One attempt on `backend`: an idle pooled connection if one works, else a new one.
+async fn send(
+    shared: &Shared,
+    backend: &BackendRef,
+    mut request: Request<RequestBody>,
+) -> Result<(Response<Incoming>, SendRequest<RequestBody>), AttemptError> {
+    let cfg = &shared.config;
+    while let Some(mut sender) = backend.checkout(shared.clock.now(), cfg.upstream_idle_timeout) {
+        if sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok((response, sender)),
+            Err(mut error) => match error.take_message() {
+                // Never written (the pooled connection had just closed): try the next one.
+                Some(unsent) => request = unsent,
+                None => return Err(classify(&error.into_error(), None)),
+            },
+        }
+    }
+    let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(backend.addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(backend = %backend.id, error = %error, "connect failed");
+            return Err(AttemptError::Connect(request));
+        }
+        Err(_elapsed) => {
+            tracing::debug!(backend = %backend.id, "connect timed out");
+            return Err(AttemptError::Connect(request));
+        }
+    };
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(backend = %backend.id, error = %error, "cannot set TCP_NODELAY");
+    }
+    let (mut sender, connection) = match shared.upstream.handshake(TokioIo::new(stream)).await {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(backend = %backend.id, error = %error, "handshake failed");
+            return Err(AttemptError::Connect(request));
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::trace!(error = %error, "upstream connection ended");
+        }
+    });
+    if sender.ready().await.is_err() {
+        return Err(AttemptError::Connect(request));
+    }
+    match sender.try_send_request(request).await {
+        Ok(response) => Ok((response, sender)),
+        Err(mut error) => {
+            let unsent = error.take_message();
+            Err(classify(&error.into_error(), unsent))
+        }
+    }
+}
+
+/// Tells our own body's failure from the backend's.
+fn classify(error: &hyper::Error, unsent: Option<Request<RequestBody>>) -> AttemptError {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(body_error) = cause.downcast_ref::<RequestBodyError>() {
+            return AttemptError::Body(body_error.failure());
+        }
+        source = cause.source();
+    }
+    AttemptError::Reset(unsent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotent_methods_follow_rfc_9110() {
+        let cases = [
+            (Method::GET, true),
+            (Method::HEAD, true),
+            (Method::OPTIONS, true),
+            (Method::PUT, true),
+            (Method::DELETE, true),
+            (Method::TRACE, true),
+            (Method::POST, false),
+            (Method::PATCH, false),
+        ];
+        for (method, expected) in cases {
+            assert_eq!(is_idempotent(&method), expected, "{method}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_targets_become_origin_form_with_their_host() {
+        let forwarded = ForwardedValues::new(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+        let mut head = Head {
+            method: Method::GET,
+            uri: Uri::from_static("http://example.test:8080/a/b?c=d"),
+            headers: HeaderMap::new(),
+        };
+        prepare_head(&mut head, &forwarded);
+        assert_eq!(head.uri, "/a/b?c=d");
+        assert_eq!(head.headers.get(header::HOST).map(HeaderValue::as_bytes), Some(&b"example.test:8080"[..]));
+    }
+}

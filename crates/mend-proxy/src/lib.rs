@@ -1,0 +1,66 @@
+//! mend's HTTP reverse proxy engine: the proxy mend puts in front of a service's ready replicas so
+//! that failures and planned restarts lose no request.
+//!
+//! The pieces, in request order:
+//! - [`server`]: accept loop, one task per client connection, idle and slow-header timeouts;
+//! - [`forward`]: faults, limits, header rewriting ([`headers`]), body buffering ([`body`]), then
+//!   attempts with budgeted retries ([`budget`]) on backends picked by [`balancer`] from the current
+//!   route snapshot;
+//! - [`backend`]: per-backend state (in-flight, drain, outlier ejection, slow start, connection pool);
+//! - [`stats`]: lock-free counters and histograms, snapshot by [`ProxyHandle::stats`];
+//! - [`proxy`]: [`Proxy::bind`] and the [`ProxyHandle`]: route-table generations, drain, faults,
+//!   shutdown.
+//!
+//! Invariants: the request path waits on sockets only (route table and faults are read from `ArcSwap`
+//! snapshots, counters are atomics, the one mutex per backend guards its idle pool for a push or pop and
+//! is never held across `.await`); a request is retried only on a backend it has not tried yet, within
+//! the retry budget; a drained backend gets no new request from the moment `drain` is called.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use mend_proxy::{Backend, BackendId, Proxy, ProxyConfig, Release, RouteTable};
+//!
+//! # async fn run() -> Result<(), mend_proxy::ProxyError> {
+//! let backend = |index: u32, port: u16| Backend {
+//!     id: BackendId { release: Release::Stable, index, generation: 1 },
+//!     addr: ([127, 0, 0, 1], port).into(),
+//!     weight: 1,
+//! };
+//! let table = RouteTable { backends: vec![backend(0, 8081), backend(1, 8082)], canary: None };
+//! let (routes, routes_rx) = tokio::sync::watch::channel(Arc::new(table));
+//! let proxy = Proxy::bind(ProxyConfig::new(([127, 0, 0, 1], 8080).into()), routes_rx).await?;
+//!
+//! // Before stopping replica 0 on purpose: no new requests, wait for the ones in flight.
+//! let outcome = proxy.drain(BackendId { release: Release::Stable, index: 0, generation: 1 }, Duration::from_secs(30)).await;
+//! // ... stop it, then publish the table without it (or with its next generation).
+//! routes.send_replace(Arc::new(RouteTable { backends: vec![backend(1, 8082)], canary: None }));
+//! # let _ = outcome;
+//! proxy.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod backend;
+mod balancer;
+mod body;
+mod budget;
+mod clock;
+mod config;
+mod error;
+mod fault;
+mod forward;
+mod headers;
+mod proxy;
+mod route;
+mod server;
+mod stats;
+
+pub use body::ProxyBody;
+pub use config::{LoadBalancing, OutlierPolicy, ProxyConfig, RetryPolicy};
+pub use error::ProxyError;
+pub use fault::{Fault, FaultKind};
+pub use proxy::{DrainOutcome, Proxy, ProxyHandle, ShutdownOutcome};
+pub use route::{Backend, BackendId, CanarySplit, Release, RouteTable};
+pub use stats::{BackendStats, CallerStats, LATENCY_BUCKETS, LatencyHistogram, ProxyStats, RequestStats};

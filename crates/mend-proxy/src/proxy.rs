@@ -1,0 +1,376 @@
+//! `Proxy::bind` and the `ProxyHandle`: shared state, route-table generations, ejection, draining,
+//! faults, stats and shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::backend::{BackendRef, BackendState};
+use crate::balancer::RouteState;
+use crate::budget::RetryBudget;
+use crate::clock::{Clock, Nanos};
+use crate::config::ProxyConfig;
+use crate::error::ProxyError;
+use crate::fault::{Fault, Faults};
+use crate::route::{BackendId, RouteTable};
+use crate::server::{self, Phase};
+use crate::stats::{BackendStats, CallerTable, Counters, ProxyStats, sum};
+
+/// How long a backend removed from the table stays listed in `stats()` (so the last counts are sampled).
+const RETIRED_TTL: Duration = Duration::from_secs(60);
+
+/// Proxy-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    /// Responses from backends, by the release of the backend that answered.
+    pub(crate) releases: [Counters; 2],
+    /// Responses the proxy produced.
+    pub(crate) local: Counters,
+    pub(crate) callers: CallerTable,
+    pub(crate) retries: AtomicU64,
+    pub(crate) retries_denied: AtomicU64,
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_open: AtomicU64,
+}
+
+/// Backends by id: the current table's, and recently removed ones.
+#[derive(Debug, Default)]
+struct Registry {
+    live: HashMap<BackendId, BackendRef>,
+    retired: Vec<(BackendRef, Nanos)>,
+}
+
+/// Everything the tasks of one proxy share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ProxyConfig,
+    pub(crate) clock: Clock,
+    /// The current route snapshot; the request path only ever `load`s it.
+    pub(crate) routes: ArcSwap<RouteState>,
+    pub(crate) metrics: Metrics,
+    pub(crate) faults: Faults,
+    pub(crate) budget: RetryBudget,
+    pub(crate) server: hyper::server::conn::http1::Builder,
+    pub(crate) upstream: hyper::client::conn::http1::Builder,
+    /// Taken by route updates, drain and stats; never on the request path.
+    registry: Mutex<Registry>,
+    /// Serialises ejection decisions so that concurrent failures cannot exceed the ejection limit.
+    ejection: Mutex<()>,
+}
+
+impl Shared {
+    /// Installs a route-table generation. Backends keep their state (health, in-flight, pool, counters)
+    /// across generations by id; new ids start in slow start unless this is the first table.
+    fn apply(&self, table: &RouteTable, initial: bool) {
+        let now = self.clock.now();
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut live = HashMap::with_capacity(table.backends.len());
+        let mut all = Vec::with_capacity(table.backends.len());
+        for backend in &table.backends {
+            if live.contains_key(&backend.id) {
+                tracing::warn!(backend = %backend.id, "duplicate backend in route table ignored");
+                continue;
+            }
+            let known = registry.live.remove(&backend.id).or_else(|| {
+                let idx = registry.retired.iter().position(|(state, _)| state.id == backend.id)?;
+                Some(registry.retired.swap_remove(idx).0)
+            });
+            let state = match known {
+                Some(state) if state.addr == backend.addr => {
+                    state.weight.store(backend.weight, Relaxed);
+                    state.removed.store(false, Relaxed);
+                    state
+                }
+                _ => {
+                    let active_since = if initial { Nanos(0) } else { Nanos(now.0.max(1)) };
+                    tracing::info!(backend = %backend.id, addr = %backend.addr, "backend added");
+                    Arc::new(BackendState::new(backend.id, backend.addr, backend.weight, active_since))
+                }
+            };
+            live.insert(backend.id, state.clone());
+            all.push(state);
+        }
+        let removed = std::mem::replace(&mut registry.live, live);
+        for (_, old) in removed {
+            tracing::info!(backend = %old.id, "backend removed");
+            old.removed.store(true, Relaxed);
+            old.close_idle();
+            registry.retired.push((old, now));
+        }
+        registry.retired.retain(|(state, at)| now.since(*at) < RETIRED_TTL || state.in_flight.load(Relaxed) > 0);
+        self.routes.store(Arc::new(RouteState::new(all, table.canary.as_ref())));
+    }
+
+    fn find(&self, id: BackendId) -> Option<BackendRef> {
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        registry
+            .live
+            .get(&id)
+            .cloned()
+            .or_else(|| registry.retired.iter().find(|(state, _)| state.id == id).map(|(state, _)| state.clone()))
+    }
+
+    /// Ejects `backend` unless that would exceed `max_ejection_percent` or leave no backend.
+    pub(crate) fn try_eject(&self, backend: &BackendRef) {
+        let policy = self.config.outlier;
+        let _serial = self.ejection.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.clock.now();
+        if backend.is_ejected(now) || backend.removed.load(Relaxed) {
+            return;
+        }
+        let routes = self.routes.load();
+        let n_total = routes.all.len();
+        let n_ejected = routes.all.iter().filter(|other| other.is_ejected(now)).count();
+        if n_ejected + 1 >= n_total || (n_ejected + 1) * 100 > n_total * usize::from(policy.max_ejection_percent) {
+            tracing::debug!(backend = %backend.id, n_ejected, n_total, "ejection limit reached, backend kept");
+            return;
+        }
+        // A backend that stayed healthy for a whole max ejection since its last one starts a new streak.
+        let last_until = Nanos(backend.ejected_until.load(Relaxed));
+        let streak = if last_until.0 == 0 || now.since(last_until) > policy.max_ejection {
+            1
+        } else {
+            backend.ejection_streak.load(Relaxed).saturating_add(1)
+        };
+        let duration = policy.base_ejection.saturating_mul(streak).min(policy.max_ejection);
+        let until = now.saturating_add(duration);
+        backend.ejection_streak.store(streak, Relaxed);
+        backend.ejected_until.store(until.0, Relaxed);
+        backend.active_since.store(until.0, Relaxed);
+        backend.consecutive_failures.store(0, Relaxed);
+        backend.ejections.fetch_add(1, Relaxed);
+        backend.close_idle();
+        tracing::warn!(backend = %backend.id, ejection_secs = duration.as_secs_f64(), streak, "backend ejected");
+    }
+}
+
+/// The reverse proxy. See [`Proxy::bind`].
+#[derive(Debug)]
+pub struct Proxy;
+
+impl Proxy {
+    /// Validates `config`, binds the listener (so that a bind error surfaces here) and serves on spawned
+    /// tasks of the current tokio runtime. Backends come from `routes`: the proxy reads the current table
+    /// now and every table sent later.
+    pub async fn bind(
+        config: ProxyConfig,
+        routes: watch::Receiver<Arc<RouteTable>>,
+    ) -> Result<ProxyHandle, ProxyError> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
+
+        let mut server = hyper::server::conn::http1::Builder::new();
+        server.max_buf_size(config.max_request_header_bytes).header_read_timeout(None).keep_alive(true);
+        let upstream = hyper::client::conn::http1::Builder::new();
+        let shared = Arc::new(Shared {
+            budget: RetryBudget::new(config.retry.budget_ratio, config.retry.min_retries_per_second),
+            config,
+            clock: Clock::new(),
+            routes: ArcSwap::from_pointee(RouteState::default()),
+            metrics: Metrics::default(),
+            faults: Faults::default(),
+            server,
+            upstream,
+            registry: Mutex::new(Registry::default()),
+            ejection: Mutex::new(()),
+        });
+        let mut routes = routes;
+        let first = routes.borrow_and_update().clone();
+        shared.apply(&first, true);
+
+        let route_task = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                while routes.changed().await.is_ok() {
+                    let table = routes.borrow_and_update().clone();
+                    shared.apply(&table, false);
+                }
+            }
+        });
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        let server_task = tokio::spawn(server::accept_loop(shared.clone(), listener, phase_rx, done_tx));
+        tracing::info!(addr = %local_addr, "proxy listening");
+        Ok(ProxyHandle { shared, local_addr, phase: phase_tx, done: done_rx, server_task, route_task })
+    }
+}
+
+/// What a drain found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// Every in-flight request on the backend finished.
+    Drained {
+        /// How long that took.
+        waited: Duration,
+    },
+    /// The timeout passed with requests still in flight.
+    TimedOut {
+        /// Requests still in flight.
+        in_flight: u32,
+    },
+    /// The proxy does not know this backend (never in a route table, or removed over a minute ago).
+    UnknownBackend,
+}
+
+/// What a shutdown found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownOutcome {
+    /// Whether every client connection finished within the drain timeout (otherwise the rest were closed).
+    pub graceful: bool,
+    /// How long it took.
+    pub waited: Duration,
+}
+
+/// Controls a running proxy. Dropping it closes every connection at once; prefer [`ProxyHandle::shutdown`].
+#[derive(Debug)]
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    phase: watch::Sender<Phase>,
+    done: mpsc::Receiver<()>,
+    server_task: JoinHandle<()>,
+    route_task: JoinHandle<()>,
+}
+
+impl ProxyHandle {
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops sending new requests to `id` at once (even while it is still in the route table), closes its
+    /// idle connections, and resolves when its in-flight requests have finished or `timeout` passed.
+    ///
+    /// The backend stays drained until it leaves the route table or [`ProxyHandle::resume`] is called; a
+    /// restarted replica comes back as a new generation, which is a new backend.
+    pub fn drain(&self, id: BackendId, timeout: Duration) -> impl Future<Output = DrainOutcome> + Send + 'static {
+        let backend = self.shared.find(id);
+        if let Some(backend) = &backend {
+            backend.draining.store(true, Relaxed);
+            backend.close_idle();
+            tracing::info!(backend = %id, in_flight = backend.in_flight.load(Relaxed), "draining backend");
+        }
+        let clock = self.shared.clock;
+        async move {
+            let Some(backend) = backend else { return DrainOutcome::UnknownBackend };
+            let start = clock.now();
+            let deadline = clock.instant(start.saturating_add(timeout));
+            loop {
+                let mut notified = pin!(backend.drained.notified());
+                notified.as_mut().enable();
+                if backend.in_flight.load(Relaxed) == 0 {
+                    return DrainOutcome::Drained { waited: clock.now().since(start) };
+                }
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep_until(deadline) => {
+                        let in_flight = backend.in_flight.load(Relaxed);
+                        if in_flight == 0 {
+                            return DrainOutcome::Drained { waited: clock.now().since(start) };
+                        }
+                        return DrainOutcome::TimedOut { in_flight };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Undoes a drain (say, a planned restart was called off). Returns false for an unknown backend.
+    pub fn resume(&self, id: BackendId) -> bool {
+        let Some(backend) = self.shared.find(id) else { return false };
+        backend.draining.store(false, Relaxed);
+        true
+    }
+
+    /// Injects `fault` into new requests until `fault.until`, replacing an active fault of the same kind.
+    pub fn set_fault(&self, fault: Fault) {
+        tracing::info!(kind = ?fault.kind, percent = fault.percent, "fault injection set");
+        self.shared.faults.set(fault, &self.shared.clock);
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> ProxyStats {
+        let shared = &self.shared;
+        let metrics = &shared.metrics;
+        let now = shared.clock.now();
+        let routes = shared.routes.load();
+        let mut backends: Vec<BackendStats> = routes.all.iter().map(|backend| backend_stats(backend, now)).collect();
+        {
+            let registry = shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            backends.extend(registry.retired.iter().map(|(backend, _)| backend_stats(backend, now)));
+        }
+        let stable = metrics.releases[0].snapshot();
+        let canary = metrics.releases[1].snapshot();
+        let local = metrics.local.snapshot();
+        ProxyStats {
+            total: sum(&[&stable, &canary, &local]),
+            stable,
+            canary,
+            local,
+            backends,
+            callers: metrics.callers.snapshot(),
+            retries: metrics.retries.load(Relaxed),
+            retries_denied: metrics.retries_denied.load(Relaxed),
+            connections_accepted: metrics.connections_accepted.load(Relaxed),
+            connections_open: metrics.connections_open.load(Relaxed),
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish (closing idle connections at once) for up to the
+    /// configured `drain_timeout`, then closes whatever is left.
+    pub async fn shutdown(mut self) -> ShutdownOutcome {
+        let start = self.shared.clock.now();
+        self.phase.send_replace(Phase::Draining);
+        let server_task = std::mem::replace(&mut self.server_task, tokio::spawn(async {}));
+        if let Err(error) = server_task.await {
+            tracing::warn!(error = %error, "accept loop failed");
+        }
+        let graceful = tokio::time::timeout(self.shared.config.drain_timeout, self.done.recv()).await.is_ok();
+        if !graceful {
+            self.phase.send_replace(Phase::Closing);
+            let _closed = tokio::time::timeout(Duration::from_secs(1), self.done.recv()).await;
+        }
+        let waited = self.shared.clock.now().since(start);
+        tracing::info!(graceful, waited_secs = waited.as_secs_f64(), "proxy stopped");
+        ShutdownOutcome { graceful, waited }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.phase.send_replace(Phase::Closing);
+        self.server_task.abort();
+        self.route_task.abort();
+    }
+}
+
+fn backend_stats(backend: &BackendState, now: Nanos) -> BackendStats {
+    BackendStats {
+        id: backend.id,
+        addr: backend.addr,
+        in_table: !backend.removed.load(Relaxed),
+        draining: backend.draining.load(Relaxed),
+        ejected: backend.is_ejected(now),
+        in_flight: backend.in_flight.load(Relaxed),
+        attempts: backend.attempts.snapshot(),
+        retries: backend.retries.load(Relaxed),
+        ejections: backend.ejections.load(Relaxed),
+    }
+}

@@ -1,0 +1,260 @@
+//! The client side: accept loop, one task per connection, idle and slow-header timeouts, graceful and
+//! forced shutdown.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::{Clock, Nanos};
+use crate::forward;
+use crate::headers::ForwardedValues;
+use crate::proxy::Shared;
+
+/// Where the proxy is in its life, broadcast to the accept loop and every connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Running,
+    /// Stop accepting; finish in-flight requests, close idle connections.
+    Draining,
+    /// Close every connection now.
+    Closing,
+}
+
+/// What the proxy knows about one client connection.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    pub(crate) forwarded: ForwardedValues,
+    /// Requests in progress (until their response body ends).
+    in_flight: AtomicU32,
+    /// When the connection last became idle.
+    idle_since: AtomicU64,
+    /// When the first byte of the next request head arrived (0 = none yet).
+    head_started: AtomicU64,
+}
+
+/// Marks a connection busy while a request is in progress; dropped with the response body.
+#[derive(Debug)]
+pub(crate) struct ActivityGuard {
+    conn: Arc<ConnState>,
+    clock: Clock,
+}
+
+impl ActivityGuard {
+    pub(crate) fn new(conn: Arc<ConnState>, clock: Clock) -> Self {
+        conn.in_flight.fetch_add(1, Relaxed);
+        Self { conn, clock }
+    }
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        if self.conn.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.conn.head_started.store(0, Relaxed);
+            self.conn.idle_since.store(self.clock.now().0, Relaxed);
+        }
+    }
+}
+
+/// The client socket, noting when a new request head starts arriving.
+struct ClientStream {
+    inner: TcpStream,
+    conn: Arc<ConnState>,
+    clock: Clock,
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before
+            && this.conn.in_flight.load(Relaxed) == 0
+            && this.conn.head_started.load(Relaxed) == 0
+        {
+            this.conn.head_started.store(this.clock.now().0.max(1), Relaxed);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts connections until the phase leaves `Running`. Each connection task holds a clone of `done`,
+/// so the shutdown can wait for all of them by waiting for the channel to close.
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut phase: watch::Receiver<Phase>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    shared.metrics.connections_accepted.fetch_add(1, Relaxed);
+                    tokio::spawn(serve_connection(shared.clone(), stream, peer, phase.clone(), done.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors or memory: back off briefly rather than spin.
+                    tracing::warn!(error = %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() != Phase::Running {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What woke a connection task.
+enum Event {
+    Closed(Result<(), hyper::Error>),
+    Timer,
+    /// The phase changed (false: the proxy handle is gone).
+    Phase(bool),
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut phase: watch::Receiver<Phase>,
+    _done: mpsc::Sender<()>,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(error = %error, "cannot set TCP_NODELAY");
+    }
+    shared.metrics.connections_open.fetch_add(1, Relaxed);
+    let clock = shared.clock;
+    let conn = Arc::new(ConnState {
+        forwarded: ForwardedValues::new(peer),
+        in_flight: AtomicU32::new(0),
+        idle_since: AtomicU64::new(clock.now().0),
+        head_started: AtomicU64::new(0),
+    });
+    let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone(), clock });
+    let service = {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        service_fn(move |request| forward::handle(shared.clone(), conn.clone(), request))
+    };
+    let connection = shared.server.serve_connection(io, service);
+    let mut connection = pin!(connection);
+    let idle_timeout = shared.config.client_idle_timeout;
+    let header_timeout = shared.config.client_header_timeout;
+    // The next moment a timeout could fire, given what the connection is doing (none while busy).
+    let next_deadline = || {
+        if conn.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        Some(match conn.head_started.load(Relaxed) {
+            0 => Nanos(conn.idle_since.load(Relaxed)).saturating_add(idle_timeout),
+            started => Nanos(started).saturating_add(header_timeout),
+        })
+    };
+    let mut timer = pin!(tokio::time::sleep(idle_timeout));
+    let mut armed: Option<Nanos> = None;
+    let mut shutting_down = false;
+    if *phase.borrow() != Phase::Running {
+        shutting_down = true;
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        let event = {
+            let mut changed = pin!(phase.changed());
+            poll_fn(|cx| {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Closed(result));
+                }
+                if let Poll::Ready(changed) = changed.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Phase(changed.is_ok()));
+                }
+                // Re-armed after every poll of the connection: a request head may just have started, or a
+                // response just ended.
+                let deadline = next_deadline();
+                if deadline != armed {
+                    armed = deadline;
+                    if let Some(deadline) = deadline {
+                        timer.as_mut().reset(clock.instant(deadline));
+                    }
+                }
+                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    armed = None;
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        match event {
+            Event::Closed(result) => {
+                if let Err(error) = result {
+                    tracing::debug!(peer = %peer, error = %error, "client connection ended with an error");
+                }
+                break;
+            }
+            Event::Timer => {
+                if conn.in_flight.load(Relaxed) > 0 {
+                    continue;
+                }
+                if conn.head_started.load(Relaxed) != 0 {
+                    tracing::debug!(peer = %peer, "request head too slow, closing");
+                    break;
+                }
+                if shutting_down {
+                    break;
+                }
+                shutting_down = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            Event::Phase(alive) => match if alive { *phase.borrow() } else { Phase::Closing } {
+                Phase::Running => {}
+                Phase::Draining => {
+                    if !shutting_down {
+                        shutting_down = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+                Phase::Closing => break,
+            },
+        }
+    }
+    shared.metrics.connections_open.fetch_sub(1, Relaxed);
+}

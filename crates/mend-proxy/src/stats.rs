@@ -1,0 +1,447 @@
+//! Lock-free request counters and latency histograms, and the snapshot types `ProxyStats` returns.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::route::{BackendId, Release};
+
+/// Upper bounds (seconds) of the latency histogram buckets, Prometheus style; a last `+Inf` bucket follows.
+pub const LATENCY_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The same bounds in nanoseconds, for the hot path.
+const BUCKET_NANOS: [u64; 13] = [
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+const N_BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
+
+/// How a request (or an attempt) ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A response with this status reached the client (or, for an attempt, came from the backend).
+    Status(u16),
+    /// No response: the connection to the backend could not be made.
+    ConnectFailure,
+    /// No response: the backend closed or reset the connection first.
+    Reset,
+    /// No response in time.
+    Timeout,
+}
+
+/// Why the proxy itself answered, on top of the status it answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LocalReason {
+    /// 502 after a connect failure or reset on the last attempt.
+    BadGateway,
+    /// 503: no eligible backend.
+    NoBackend,
+    /// 504: no response headers within the timeout.
+    Timeout,
+    /// An injected fault answered (status) or closed the connection (abort).
+    Injected,
+    /// 400/413/501: the request was refused.
+    Refused,
+}
+
+/// Counters of one subject (a backend's attempts, a release's or the proxy's own responses).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    classes: [AtomicU64; 5],
+    connect_failures: AtomicU64,
+    resets: AtomicU64,
+    timeouts: AtomicU64,
+    bad_gateway: AtomicU64,
+    no_backend: AtomicU64,
+    gateway_timeouts: AtomicU64,
+    injected: AtomicU64,
+    refused: AtomicU64,
+    aborted: AtomicU64,
+    buckets: [AtomicU64; N_BUCKETS],
+    latency_sum_nanos: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn record(&self, outcome: Outcome, latency: Duration) {
+        match outcome {
+            Outcome::Status(status) => {
+                if let Some(class) = self.classes.get(usize::from(status / 100).wrapping_sub(1)) {
+                    class.fetch_add(1, Relaxed);
+                }
+            }
+            Outcome::ConnectFailure => {
+                self.connect_failures.fetch_add(1, Relaxed);
+            }
+            Outcome::Reset => {
+                self.resets.fetch_add(1, Relaxed);
+            }
+            Outcome::Timeout => {
+                self.timeouts.fetch_add(1, Relaxed);
+            }
+        }
+        self.observe(latency);
+    }
+
+    /// Counts a response the proxy produced itself (`status` as the client saw it).
+    pub(crate) fn record_local(&self, status: u16, reason: LocalReason, latency: Duration) {
+        let counter = match reason {
+            LocalReason::BadGateway => &self.bad_gateway,
+            LocalReason::NoBackend => &self.no_backend,
+            LocalReason::Timeout => &self.gateway_timeouts,
+            LocalReason::Injected => &self.injected,
+            LocalReason::Refused => &self.refused,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.record(Outcome::Status(status), latency);
+    }
+
+    /// Counts a connection closed without a response (an injected abort).
+    pub(crate) fn record_abort(&self, latency: Duration) {
+        self.aborted.fetch_add(1, Relaxed);
+        self.injected.fetch_add(1, Relaxed);
+        self.observe(latency);
+    }
+
+    fn observe(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKET_NANOS.iter().position(|&bound| nanos <= bound).unwrap_or(N_BUCKETS - 1);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.latency_sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> RequestStats {
+        let load = |counter: &AtomicU64| counter.load(Relaxed);
+        let mut cumulative = [0; N_BUCKETS];
+        let mut running = 0;
+        for (slot, bucket) in cumulative.iter_mut().zip(&self.buckets) {
+            running += load(bucket);
+            *slot = running;
+        }
+        RequestStats {
+            status_1xx: load(&self.classes[0]),
+            status_2xx: load(&self.classes[1]),
+            status_3xx: load(&self.classes[2]),
+            status_4xx: load(&self.classes[3]),
+            status_5xx: load(&self.classes[4]),
+            connect_failures: load(&self.connect_failures),
+            resets: load(&self.resets),
+            timeouts: load(&self.timeouts),
+            bad_gateway: load(&self.bad_gateway),
+            no_backend: load(&self.no_backend),
+            gateway_timeouts: load(&self.gateway_timeouts),
+            injected: load(&self.injected),
+            refused: load(&self.refused),
+            aborted: load(&self.aborted),
+            latency: LatencyHistogram {
+                cumulative,
+                count: running,
+                sum_seconds: Duration::from_nanos(load(&self.latency_sum_nanos)).as_secs_f64(),
+            },
+        }
+    }
+}
+
+/// Counts of requests (or attempts), as of the moment `stats()` was called. All counters are monotonic.
+///
+/// `status_*` count responses by class as the client saw them, including those the proxy produced; the
+/// fields after them say why the proxy produced one, or (for a backend's attempts) how an attempt failed
+/// without a response.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestStats {
+    /// 1xx responses.
+    pub status_1xx: u64,
+    /// 2xx responses.
+    pub status_2xx: u64,
+    /// 3xx responses.
+    pub status_3xx: u64,
+    /// 4xx responses.
+    pub status_4xx: u64,
+    /// 5xx responses.
+    pub status_5xx: u64,
+    /// Attempts: the backend refused or did not accept the connection in time.
+    pub connect_failures: u64,
+    /// Attempts: the backend closed or reset the connection before answering.
+    pub resets: u64,
+    /// Attempts: no response headers within the timeout (the attempt was abandoned).
+    pub timeouts: u64,
+    /// Proxy responses: 502 after the last attempt failed without a response.
+    pub bad_gateway: u64,
+    /// Proxy responses: 503 because no backend was eligible.
+    pub no_backend: u64,
+    /// Proxy responses: 504 because no response came within `request_timeout`.
+    pub gateway_timeouts: u64,
+    /// Proxy responses: injected faults (status or abort).
+    pub injected: u64,
+    /// Proxy responses: requests refused (413 body too large, 400 unreadable body, 501 CONNECT).
+    pub refused: u64,
+    /// Connections closed by an injected abort, with no response.
+    pub aborted: u64,
+    /// Time from the request head to the end of the response body.
+    pub latency: LatencyHistogram,
+}
+
+impl RequestStats {
+    /// Responses of every class.
+    pub fn responses(&self) -> u64 {
+        self.status_1xx + self.status_2xx + self.status_3xx + self.status_4xx + self.status_5xx
+    }
+
+    fn add(&mut self, other: &Self) {
+        self.status_1xx += other.status_1xx;
+        self.status_2xx += other.status_2xx;
+        self.status_3xx += other.status_3xx;
+        self.status_4xx += other.status_4xx;
+        self.status_5xx += other.status_5xx;
+        self.connect_failures += other.connect_failures;
+        self.resets += other.resets;
+        self.timeouts += other.timeouts;
+        self.bad_gateway += other.bad_gateway;
+        self.no_backend += other.no_backend;
+        self.gateway_timeouts += other.gateway_timeouts;
+        self.injected += other.injected;
+        self.refused += other.refused;
+        self.aborted += other.aborted;
+        for (mine, theirs) in self.latency.cumulative.iter_mut().zip(other.latency.cumulative) {
+            *mine += theirs;
+        }
+        self.latency.count += other.latency.count;
+        self.latency.sum_seconds += other.latency.sum_seconds;
+    }
+}
+
+/// A latency histogram with the fixed bounds [`LATENCY_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    /// `cumulative[i]` counts observations ≤ `LATENCY_BUCKETS[i]`; the last entry (`+Inf`) equals `count`.
+    pub cumulative: [u64; N_BUCKETS],
+    /// Observations.
+    pub count: u64,
+    /// Sum of the observations in seconds.
+    pub sum_seconds: f64,
+}
+
+/// One backend's figures. Attempts, not requests: a retried request counts on each backend it tried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendStats {
+    /// The backend.
+    pub id: BackendId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether it is in the current route table (removed backends stay listed for a minute).
+    pub in_table: bool,
+    /// Whether it was drained (it receives no new requests).
+    pub draining: bool,
+    /// Whether it is ejected right now.
+    pub ejected: bool,
+    /// Requests in flight on it (until their response body ends).
+    pub in_flight: u32,
+    /// Attempts sent to it, by outcome, with their latency.
+    pub attempts: RequestStats,
+    /// Of those, attempts that were retries.
+    pub retries: u64,
+    /// Times it was ejected.
+    pub ejections: u64,
+}
+
+/// Requests a calling service made, from its `x-mend-caller` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerStats {
+    /// The caller's name as sent (`"(other)"` once the caller table is full or for unusable names).
+    pub caller: String,
+    /// Responses to it by class, with latency.
+    pub requests: RequestStats,
+}
+
+/// A snapshot of every counter; cheap enough to take every second.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProxyStats {
+    /// Every request the proxy answered or aborted, as its client saw it: the sum of `stable`, `canary`
+    /// and `local`.
+    pub total: RequestStats,
+    /// Requests whose final attempt went to a stable backend.
+    pub stable: RequestStats,
+    /// Requests whose final attempt went to a canary backend.
+    pub canary: RequestStats,
+    /// Requests answered without a backend's response headers: no backend, injected faults, refusals,
+    /// and 502/504 after failed attempts.
+    pub local: RequestStats,
+    /// Per backend, in table order, then removed backends.
+    pub backends: Vec<BackendStats>,
+    /// Caller → this service counts.
+    pub callers: Vec<CallerStats>,
+    /// Retries sent.
+    pub retries: u64,
+    /// Retries not sent because the retry budget was spent.
+    pub retries_denied: u64,
+    /// Client connections accepted.
+    pub connections_accepted: u64,
+    /// Client connections open now.
+    pub connections_open: u64,
+}
+
+impl ProxyStats {
+    /// Figures of one release.
+    pub fn release(&self, release: Release) -> &RequestStats {
+        match release {
+            Release::Stable => &self.stable,
+            Release::Canary => &self.canary,
+        }
+    }
+
+    /// The backend with this id, if listed.
+    pub fn backend(&self, id: BackendId) -> Option<&BackendStats> {
+        self.backends.iter().find(|backend| backend.id == id)
+    }
+}
+
+/// Caller names kept apart; later callers count under `(other)`.
+const CALLER_SLOTS: usize = 64;
+/// Longest caller name kept.
+const MAX_CALLER_LEN: usize = 64;
+
+/// Caller → callee counters: a fixed open-addressed table written lock-free on the hot path.
+#[derive(Debug)]
+pub(crate) struct CallerTable {
+    slots: Box<[CallerSlot]>,
+    other: Counters,
+}
+
+#[derive(Debug, Default)]
+struct CallerSlot {
+    name: OnceLock<Box<str>>,
+    counters: Counters,
+}
+
+impl Default for CallerTable {
+    fn default() -> Self {
+        Self { slots: (0..CALLER_SLOTS).map(|_| CallerSlot::default()).collect(), other: Counters::default() }
+    }
+}
+
+impl CallerTable {
+    /// The slot of `caller`, claiming one for a new name; `CALLER_SLOTS` stands for `(other)`.
+    pub(crate) fn slot(&self, caller: &[u8]) -> usize {
+        let Some(name) = usable_caller(caller) else { return CALLER_SLOTS };
+        let start = fnv1a(name.as_bytes()) as usize % CALLER_SLOTS;
+        for probe in 0..CALLER_SLOTS {
+            let slot_idx = (start + probe) % CALLER_SLOTS;
+            let stored = self.slots[slot_idx].name.get_or_init(|| name.into());
+            if **stored == *name {
+                return slot_idx;
+            }
+        }
+        CALLER_SLOTS
+    }
+
+    /// The counters of a slot from [`CallerTable::slot`].
+    pub(crate) fn counters(&self, slot_idx: usize) -> &Counters {
+        self.slots.get(slot_idx).map_or(&self.other, |slot| &slot.counters)
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<CallerStats> {
+        let mut callers: Vec<CallerStats> = self
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                let name = slot.name.get()?;
+                Some(CallerStats { caller: name.to_string(), requests: slot.counters.snapshot() })
+            })
+            .collect();
+        callers.sort_by(|a, b| a.caller.cmp(&b.caller));
+        let other = self.other.snapshot();
+        if other.latency.count > 0 {
+            callers.push(CallerStats { caller: "(other)".to_owned(), requests: other });
+        }
+        callers
+    }
+}
+
+/// A caller name worth a slot: short, visible ASCII without separators.
+fn usable_caller(caller: &[u8]) -> Option<&str> {
+    let usable = !caller.is_empty()
+        && caller.len() <= MAX_CALLER_LEN
+        && caller.iter().all(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
+    if usable { std::str::from_utf8(caller).ok() } else { None }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Sums per-release snapshots into a total.
+pub(crate) fn sum(parts: &[&RequestStats]) -> RequestStats {
+    let mut total = RequestStats::default();
+    for part in parts {
+        total.add(part);
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_whose_bound_it_does_not_exceed() {
+        let cases = [
+            (Duration::from_micros(10), 0),
+            (Duration::from_millis(1), 0),
+            (Duration::from_micros(1001), 1),
+            (Duration::from_millis(300), 8),
+            (Duration::from_secs(10), 12),
+            (Duration::from_secs(11), 13),
+        ];
+        for (latency, bucket) in cases {
+            let counters = Counters::default();
+            counters.record(Outcome::Status(200), latency);
+            let snapshot = counters.snapshot();
+            let first = snapshot.latency.cumulative.iter().position(|&count| count == 1);
+            assert_eq!(first, Some(bucket), "{latency:?}");
+            assert_eq!(snapshot.latency.count, 1);
+        }
+    }
+
+    #[test]
+    fn statuses_count_by_class() {
+        let counters = Counters::default();
+        for status in [101, 200, 204, 302, 404, 500, 503, 999] {
+            counters.record(Outcome::Status(status), Duration::ZERO);
+        }
+        counters.record_local(503, LocalReason::NoBackend, Duration::ZERO);
+        let s = counters.snapshot();
+        assert_eq!(
+            (s.status_1xx, s.status_2xx, s.status_3xx, s.status_4xx, s.status_5xx, s.no_backend),
+            (1, 2, 1, 1, 3, 1)
+        );
+    }
+
+    #[test]
+    fn callers_get_their_own_slot_until_the_table_is_full() {
+        let table = CallerTable::default();
+        table.counters(table.slot(b"web")).record(Outcome::Status(200), Duration::ZERO);
+        table.counters(table.slot(b"web")).record(Outcome::Status(500), Duration::ZERO);
+        table.counters(table.slot(b"bad name")).record(Outcome::Status(200), Duration::ZERO);
+        for idx in 0..CALLER_SLOTS {
+            table.counters(table.slot(format!("svc{idx}").as_bytes())).record(Outcome::Status(200), Duration::ZERO);
+        }
+        let snapshot = table.snapshot();
+        let web = snapshot.iter().find(|c| c.caller == "web").map(|c| (c.requests.status_2xx, c.requests.status_5xx));
+        assert_eq!(web, Some((1, 1)));
+        assert_eq!(snapshot.len(), CALLER_SLOTS + 1);
+        let other = snapshot.last().map(|c| (c.caller.as_str(), c.requests.status_2xx));
+        assert_eq!(other, Some(("(other)", 2)));
+    }
+}

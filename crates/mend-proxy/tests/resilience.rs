@@ -1,0 +1,349 @@
+//! Failures lose no request: retries (what, when, where, how many), outlier ejection and slow start,
+//! draining and shutdown — against upstreams that refuse, reset, hang and fail on loopback.
+#![allow(clippy::disallowed_methods)] // Tests wait in real time on real sockets.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Request;
+use mend_proxy::{BackendId, DrainOutcome, LoadBalancing, ProxyConfig, Release, RouteTable};
+use support::{Client, Mode, Reply, TestProxy, Upstream, backend, by_upstream, config, full, get, load, stable};
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep};
+
+fn table(upstreams: &[&Upstream]) -> RouteTable {
+    let backends = upstreams.iter().enumerate().map(|(idx, upstream)| backend(stable(idx as u32), upstream)).collect();
+    RouteTable { backends, canary: None }
+}
+
+/// Round robin, so that the first attempt of the first request goes to the first backend.
+fn round_robin() -> ProxyConfig {
+    let mut cfg = config();
+    cfg.load_balancing = LoadBalancing::RoundRobin;
+    cfg
+}
+
+fn post(body: &'static str) -> Request<support::UpBody> {
+    Request::post("/submit").header("host", "svc").body(full(body)).expect("request")
+}
+
+#[tokio::test]
+async fn connect_failures_are_retried_elsewhere_for_any_method() {
+    let mut dead = Upstream::start("dead").await;
+    dead.stop();
+    let live = Upstream::start("live").await;
+    let proxy = TestProxy::start(round_robin(), table(&[&dead, &live])).await;
+    let mut client = Client::new(proxy.addr());
+    for _ in 0..20 {
+        let reply = client.send(post("order")).await;
+        assert_eq!((reply.status, reply.upstream()), (200, "live"));
+    }
+    assert_eq!(live.count(), 20);
+    assert_eq!(&live.last_seen().body[..], b"order");
+    let stats = proxy.handle.stats();
+    let dead_stats = stats.backend(stable(0)).expect("dead backend listed");
+    assert!(dead_stats.attempts.connect_failures >= 1);
+    assert_eq!(dead_stats.ejections, 1, "three connect failures in a row eject it");
+    assert_eq!(stats.total.status_2xx, 20);
+}
+
+#[tokio::test]
+async fn resets_before_any_response_byte_are_retried_for_any_method_with_the_buffered_body() {
+    let resetting = Upstream::start("reset").await;
+    resetting.set(Mode::Reset);
+    let live = Upstream::start("live").await;
+    let proxy = TestProxy::start(round_robin(), table(&[&resetting, &live])).await;
+    let reply = Client::new(proxy.addr()).send(post("payment")).await;
+    assert_eq!((reply.status, reply.upstream()), (200, "live"));
+    assert_eq!(resetting.count(), 1, "the first attempt reached the resetting backend");
+    assert_eq!(&live.last_seen().body[..], b"payment", "the buffered body was replayed");
+    assert_eq!(proxy.handle.stats().backend(stable(0)).map(|b| b.attempts.resets), Some(1));
+}
+
+#[tokio::test]
+async fn gateway_errors_are_retried_only_for_idempotent_or_keyed_requests() {
+    let failing = Upstream::start("failing").await;
+    failing.set(Mode::Status(503));
+    let live = Upstream::start("live").await;
+    let mut cfg = round_robin();
+    cfg.outlier.consecutive_failures = 1000;
+    let proxy = TestProxy::start(cfg, table(&[&failing, &live])).await;
+    let mut client = Client::new(proxy.addr());
+    let cases: [(&str, Option<&str>, u16); 4] =
+        [("GET", None, 200), ("PUT", None, 200), ("POST", None, 503), ("POST", Some("key-1"), 200)];
+    for (method, key, expected) in cases {
+        // Round robin alternates; a request whose first attempt goes to `failing` shows the policy.
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let mut request = Request::builder().method(method).uri("/").header("host", "svc");
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            statuses.push(client.send(request.body(full("b")).expect("request")).await.status);
+        }
+        assert!(statuses.contains(&expected), "{method} {key:?}: {statuses:?}");
+        if expected == 200 {
+            assert_eq!(statuses, [200, 200], "{method} {key:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hung_backend_costs_at_most_the_attempt_timeout_then_is_ejected() {
+    let hung = Upstream::start("hung").await;
+    hung.set(Mode::Hang);
+    let live = Upstream::start("live").await;
+    let mut cfg = round_robin();
+    cfg.attempt_timeout = Duration::from_millis(200);
+    let proxy = TestProxy::start(cfg, table(&[&hung, &live])).await;
+    let mut worst = Duration::ZERO;
+    let mut client = Client::new(proxy.addr());
+    for _ in 0..20 {
+        let started = Instant::now();
+        let reply = client.get("/").await;
+        worst = worst.max(started.elapsed());
+        assert_eq!((reply.status, reply.upstream()), (200, "live"));
+    }
+    assert!(worst >= Duration::from_millis(190), "some request hit the hung backend first ({worst:?})");
+    assert!(worst < Duration::from_millis(500), "worst latency {worst:?}");
+    let stats = proxy.handle.stats();
+    let hung_stats = stats.backend(stable(0)).expect("listed");
+    assert_eq!((hung_stats.attempts.timeouts, hung_stats.ejections), (3, 1), "ejected after 3 timeouts");
+    assert_eq!(hung_stats.in_flight, 0, "abandoned attempts are not in flight");
+}
+
+#[tokio::test]
+async fn a_non_idempotent_request_waits_for_a_slow_backend_instead_of_being_retried() {
+    let slow = Upstream::start("slow").await;
+    slow.set(Mode::Slow(Duration::from_millis(400)));
+    let live = Upstream::start("live").await;
+    let mut cfg = round_robin();
+    cfg.attempt_timeout = Duration::from_millis(100);
+    let proxy = TestProxy::start(cfg.clone(), table(&[&slow, &live])).await;
+    let reply = Client::new(proxy.addr()).send(post("once")).await;
+    assert_eq!((reply.status, reply.upstream()), (200, "slow"), "waited past the attempt timeout");
+    assert_eq!(live.count(), 0, "never sent twice");
+
+    // With nothing to retry on, the request timeout answers 504.
+    cfg.request_timeout = Duration::from_millis(300);
+    let hung = Upstream::start("hung").await;
+    hung.set(Mode::Hang);
+    let proxy = TestProxy::start(cfg, table(&[&hung])).await;
+    let started = Instant::now();
+    let reply = get(proxy.addr(), "/").await;
+    assert_eq!(reply.status, 504);
+    assert!(started.elapsed() < Duration::from_millis(800));
+    assert_eq!(proxy.handle.stats().local.gateway_timeouts, 1);
+}
+
+#[tokio::test]
+async fn the_retry_budget_bounds_retries() {
+    let first = Upstream::start("a").await;
+    let second = Upstream::start("b").await;
+    first.set(Mode::Status(503));
+    second.set(Mode::Status(503));
+    let mut cfg = config();
+    cfg.outlier.consecutive_failures = 100_000;
+    cfg.retry.budget_ratio = 0.1;
+    cfg.retry.min_retries_per_second = 0;
+    let proxy = TestProxy::start(cfg, table(&[&first, &second])).await;
+    let replies = load(300, 4, {
+        let addr = proxy.addr();
+        move |_| async move { get(addr, "/").await }
+    })
+    .await;
+    assert!(replies.iter().all(|reply| reply.status == 503));
+    let stats = proxy.handle.stats();
+    assert!(stats.retries <= 30, "retries {} exceed 10 % of 300", stats.retries);
+    assert!(stats.retries >= 25, "retries {} should use the budget", stats.retries);
+    assert_eq!(first.count() + second.count(), 300 + stats.retries);
+    assert!(stats.retries_denied > 0);
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_retried_only_if_no_byte_was_sent() {
+    let resetting = Upstream::start("reset").await;
+    resetting.set(Mode::Reset);
+    let live = Upstream::start("live").await;
+    let mut cfg = round_robin();
+    cfg.retry_buffer_bytes = 1024;
+    let big = || Request::post("/").header("host", "svc").body(full(vec![b'z'; 256 * 1024])).expect("request");
+    let proxy = TestProxy::start(cfg.clone(), table(&[&resetting, &live])).await;
+    let reply = Client::new(proxy.addr()).send(big()).await;
+    assert_eq!(reply.status, 502, "the body was partly sent and cannot be replayed");
+    assert_eq!(live.count(), 0);
+
+    let mut dead = Upstream::start("dead").await;
+    dead.stop();
+    let proxy = TestProxy::start(cfg, table(&[&dead, &live])).await;
+    let reply = Client::new(proxy.addr()).send(big()).await;
+    assert_eq!((reply.status, reply.upstream()), (200, "live"), "nothing was sent on a refused connect");
+    assert_eq!(live.last_seen().body.len(), 256 * 1024);
+}
+
+#[tokio::test]
+async fn consecutive_5xx_eject_a_backend_which_returns_after_the_ejection() {
+    let failing = Upstream::start("failing").await;
+    failing.set(Mode::Status(500));
+    let live = Upstream::start("live").await;
+    let mut cfg = round_robin();
+    cfg.outlier.base_ejection = Duration::from_millis(300);
+    cfg.slow_start = Duration::ZERO;
+    let proxy = TestProxy::start(cfg, table(&[&failing, &live])).await;
+    let mut client = Client::new(proxy.addr());
+    let mut failures = 0;
+    for _ in 0..30 {
+        failures += u32::from(client.get("/").await.status == 500);
+    }
+    assert_eq!(failures, 3, "500 is not retried; three in a row eject");
+    assert_eq!(failing.count(), 3);
+    let stats = proxy.handle.stats();
+    assert_eq!(stats.backend(stable(0)).map(|b| (b.ejections, b.ejected)), Some((1, true)));
+
+    failing.set(Mode::Ok);
+    sleep(Duration::from_millis(350)).await;
+    let replies: Vec<Reply> = {
+        let mut replies = Vec::new();
+        for _ in 0..10 {
+            replies.push(client.get("/").await);
+        }
+        replies
+    };
+    assert_eq!(by_upstream(&replies).get("failing"), Some(&5), "back in rotation after the ejection");
+}
+
+#[tokio::test]
+async fn ejection_never_exceeds_the_limit_nor_takes_the_last_backend() {
+    let only = Upstream::start("only").await;
+    only.set(Mode::Status(500));
+    let proxy = TestProxy::with(vec![backend(stable(0), &only)]).await;
+    for _ in 0..10 {
+        assert_eq!(get(proxy.addr(), "/").await.status, 500);
+    }
+    assert_eq!(only.count(), 10, "the last backend keeps receiving traffic");
+    assert_eq!(proxy.handle.stats().backend(stable(0)).map(|b| b.ejections), Some(0));
+
+    let upstreams = [Upstream::start("a").await, Upstream::start("b").await, Upstream::start("c").await];
+    for upstream in &upstreams {
+        upstream.set(Mode::Status(500));
+    }
+    let mut cfg = config();
+    cfg.outlier.max_ejection_percent = 50;
+    let proxy = TestProxy::start(cfg, table(&[&upstreams[0], &upstreams[1], &upstreams[2]])).await;
+    for _ in 0..60 {
+        get(proxy.addr(), "/").await;
+    }
+    let ejected = proxy.handle.stats().backends.iter().filter(|b| b.ejected).count();
+    assert_eq!(ejected, 1, "50 % of 3 backends allows one ejection");
+}
+
+#[tokio::test]
+async fn a_new_generation_ramps_up_through_slow_start() {
+    let old = Upstream::start("old").await;
+    let new = Upstream::start("new").await;
+    let mut cfg = config();
+    cfg.slow_start = Duration::from_millis(1500);
+    let proxy = TestProxy::start(cfg, table(&[&old])).await;
+    let mut both = table(&[&old]);
+    both.backends.push(mend_proxy::Backend {
+        id: BackendId { release: Release::Stable, index: 1, generation: 7 },
+        addr: new.addr,
+        weight: 1,
+    });
+    proxy.publish(both).await;
+    let mut client = Client::new(proxy.addr());
+    let mut early = Vec::new();
+    for _ in 0..200 {
+        early.push(client.get("/").await);
+    }
+    let early_share = by_upstream(&early).get("new").copied().unwrap_or(0);
+    assert!(early_share < 60, "new generation got {early_share} of the first 200 requests");
+    sleep(Duration::from_millis(1600)).await;
+    let mut late = Vec::new();
+    for _ in 0..400 {
+        late.push(client.get("/").await);
+    }
+    let late_share = by_upstream(&late).get("new").copied().unwrap_or(0);
+    assert!((140..=260).contains(&late_share), "after the window it got {late_share} of 400");
+}
+
+#[tokio::test]
+async fn drain_stops_new_requests_at_once_and_waits_for_those_in_flight() {
+    let gate = Arc::new(Notify::new());
+    let draining = Upstream::start("draining").await;
+    draining.set(Mode::Gate(gate.clone()));
+    let other = Upstream::start("other").await;
+    let proxy = TestProxy::start(round_robin(), table(&[&draining, &other])).await;
+    // Two requests in flight on the backend about to be drained.
+    let in_flight: Vec<_> = (0..4).map(|_| tokio::spawn(get(proxy.addr(), "/"))).collect();
+    support::eventually("two requests waiting on the gate", || draining.count() == 2).await;
+
+    let drain = tokio::spawn(proxy.handle.drain(stable(0), Duration::from_secs(5)));
+    for _ in 0..10 {
+        assert_eq!(get(proxy.addr(), "/").await.upstream(), "other", "drained backend got a new request");
+    }
+    assert!(!drain.is_finished());
+    gate.notify_waiters();
+    let outcome = drain.await.expect("drain task");
+    assert!(matches!(outcome, DrainOutcome::Drained { .. }), "{outcome:?}");
+    for reply in in_flight {
+        assert_eq!(reply.await.expect("request").status, 200, "in-flight requests complete normally");
+    }
+    assert_eq!(draining.count(), 2);
+
+    // A drain that times out says how many are left; an unknown backend says so.
+    let stuck = Arc::new(Notify::new());
+    other.set(Mode::Gate(stuck.clone()));
+    let pending = tokio::spawn(get(proxy.addr(), "/"));
+    support::eventually("request in flight", || other.count() == 13).await;
+    let outcome = proxy.handle.drain(stable(1), Duration::from_millis(100)).await;
+    assert_eq!(outcome, DrainOutcome::TimedOut { in_flight: 1 });
+    stuck.notify_waiters();
+    assert_eq!(pending.await.expect("request").status, 200);
+    let unknown = BackendId { release: Release::Stable, index: 9, generation: 1 };
+    assert_eq!(proxy.handle.drain(unknown, Duration::from_secs(1)).await, DrainOutcome::UnknownBackend);
+    assert_eq!(get(proxy.addr(), "/").await.status, 503, "both drained: no backend");
+    assert!(proxy.handle.resume(stable(1)));
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
+    let gate = Arc::new(Notify::new());
+    let upstream = Upstream::start("a").await;
+    upstream.set(Mode::Gate(gate.clone()));
+    let proxy = TestProxy::with(vec![backend(stable(0), &upstream)]).await;
+    let addr = proxy.addr();
+    let request = tokio::spawn(get(addr, "/"));
+    support::eventually("request in flight", || upstream.count() == 1).await;
+    let shutdown = tokio::spawn(proxy.handle.shutdown());
+    sleep(Duration::from_millis(100)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting during shutdown");
+    gate.notify_waiters();
+    assert_eq!(request.await.expect("request").status, 200);
+    let outcome = shutdown.await.expect("shutdown");
+    assert!(outcome.graceful, "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_killed_backend_loses_no_request_under_load() {
+    let mut doomed = Upstream::start("doomed").await;
+    doomed.set(Mode::Slow(Duration::from_millis(5)));
+    let live = Upstream::start("live").await;
+    let proxy = TestProxy::start(config(), table(&[&doomed, &live])).await;
+    let addr = proxy.addr();
+    let load = tokio::spawn(load(400, 8, move |idx| async move {
+        let mut request = Request::get("/").header("host", "svc");
+        if idx % 2 == 0 {
+            request = Request::post("/").header("host", "svc");
+        }
+        Client::new(addr).send(request.body(full(Bytes::from_static(b"x"))).expect("request")).await
+    }));
+    support::eventually("traffic on both", || doomed.count() > 20).await;
+    doomed.stop();
+    let replies = load.await.expect("load");
+    let failed: Vec<u16> = replies.iter().map(|reply| reply.status).filter(|&status| status != 200).collect();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}
