@@ -3,6 +3,7 @@
 //! Read endpoints are open; mutating endpoints need `Authorization: Bearer <token>` when a token is
 //! configured. Every error is JSON `{"error": "..."}` with a fitting status.
 
+mod chaos;
 mod dto;
 mod metrics;
 mod query;
@@ -12,5 +13,6 @@ pub use dto::{
     AlertmanagerAlert, AlertmanagerWebhook, EventDto, EventsResponse, ReplicaDto, ServiceDto, ServicesResponse,
     SignalDto, SignalsResponse,
 };
+pub use chaos::{Chaos, FaultSpec, MAX_FAULT_DURATION, NoChaos};
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, router};

@@ -22,6 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
 use crate::detection::{self, Detection};
+use crate::traffic::{self, Traffic};
 use crate::output;
 
 /// How often replicas' /proc metrics are sampled.
@@ -127,6 +128,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
+    // Proxies bind before any replica starts, so that a taken port fails fast.
+    let mut traffic = Traffic::bind(&config).await?;
 
     // Replicas are spawned through `mend __exec` so that they die with mend (see mend_supervisor::spawn).
     let spawner = Spawner::start(tokio::runtime::Handle::current(), Some("/proc/self/exe".into()))
@@ -179,7 +182,10 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         sample_interval: SAMPLE_INTERVAL,
         scrape_stats: scrape_stats.clone(),
     };
-    let supervisor = Arc::new(Supervisor::start(&config, context, &std::collections::HashMap::new()));
+    let supervisor = Arc::new(Supervisor::start(&config, context, &traffic.controls()));
+    traffic.follow(&supervisor);
+    let traffic = Arc::new(traffic);
+    let proxy_sampler = tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone(), clock.clone()));
     let detection = Detection::new(&config);
     let detection_task = (!detection.is_empty())
         .then(|| tokio::spawn(detection::run(detection, series.clone(), signals.clone(), clock.clone())));
@@ -189,6 +195,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         events: events.clone(),
         signals: signals.clone(),
         observe: Arc::new(ObserveStats { scrapes: scrape_stats.clone(), series: series.clone() }),
+        chaos: traffic.clone(),
         token: config.api.token.as_deref().map(Arc::from),
         state_dir: state_dir.clone(),
         clock: clock.clone(),
@@ -216,6 +223,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     if let Some(task) = &detection_task {
         task.abort();
     }
+    proxy_sampler.abort();
+    // Replicas drain through their proxies as they stop; the proxies go last.
     supervisor.shutdown(Duration::from_secs(2)).await;
     let _ = stop_api.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
@@ -224,6 +233,17 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         _ => {}
     }
     drop(supervisor);
+    // The runners release their handles on the proxies as they end.
+    for _ in 0..50 {
+        if Arc::strong_count(&traffic) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match Arc::try_unwrap(traffic) {
+        Ok(traffic) => traffic.shutdown().await,
+        Err(_) => tracing::warn!("proxies still in use at shutdown; closing them with the process"),
+    }
     let store = Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("the event store is still in use at shutdown"))?;
     store.close().context("cannot flush the event store")?;
     tracing::info!("stopped");

@@ -1,0 +1,174 @@
+//! `POST|DELETE /api/v1/services/{name}/chaos`: fault injection in a service's proxy (latency, an HTTP
+//! error status, aborted connections) on a share of the requests, always expiring by itself.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use mend_config::parse_duration;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::routes::ApiState;
+
+/// Longest a fault may last: chaos always ends by itself.
+pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(3600);
+
+/// The faults to inject into a share of a service's requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSpec {
+    /// Delay requests this long.
+    pub latency: Option<Duration>,
+    /// Answer with this status instead of forwarding.
+    pub status: Option<u16>,
+    /// Close the connection without an answer.
+    pub abort: bool,
+    /// Share of requests affected, in percent (0, 100].
+    pub percent: f64,
+}
+
+/// Fault injection in the proxies, implemented by the daemon's traffic layer.
+pub trait Chaos: Send + Sync {
+    /// Whether `service` has a proxy.
+    fn proxied(&self, service: &str) -> bool;
+    /// Injects `faults` into `service`'s requests until `until`; false if it has no proxy.
+    fn inject(&self, service: &str, faults: &FaultSpec, until: std::time::Instant) -> bool;
+    /// Removes every fault of `service`; false if it has no proxy.
+    fn clear(&self, service: &str) -> bool;
+}
+
+/// A daemon without proxies.
+pub struct NoChaos;
+
+impl Chaos for NoChaos {
+    fn proxied(&self, _service: &str) -> bool {
+        false
+    }
+    fn inject(&self, _service: &str, _faults: &FaultSpec, _until: std::time::Instant) -> bool {
+        false
+    }
+    fn clear(&self, _service: &str) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChaosRequest {
+    latency: Option<String>,
+    status: Option<u16>,
+    #[serde(default)]
+    abort: bool,
+    percent: Option<f64>,
+    #[serde(rename = "for")]
+    duration: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn check_service(state: &ApiState, name: &str) -> Result<(), Response> {
+    if state.supervisor.service(name).is_none() {
+        return Err(error(StatusCode::NOT_FOUND, format!("unknown service {name:?}")));
+    }
+    if !state.chaos.proxied(name) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("service {name:?} has no proxy: fault injection works on [service.{name}.proxy]"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_request(request: &ChaosRequest) -> Result<(FaultSpec, Duration), String> {
+    let latency = request.latency.as_deref().map(parse_duration).transpose().map_err(|e| format!("latency: {e}"))?;
+    if latency.is_some_and(|latency| latency > Duration::from_secs(60)) {
+        return Err("latency: at most 60s".to_owned());
+    }
+    if let Some(status) = request.status {
+        if !(100..=599).contains(&status) {
+            return Err(format!("status: {status} is not an HTTP status (100 to 599)"));
+        }
+    }
+    if latency.is_none() && request.status.is_none() && !request.abort {
+        return Err("nothing to inject: give latency, status or abort".to_owned());
+    }
+    let percent = request.percent.unwrap_or(100.0);
+    if !(percent > 0.0 && percent <= 100.0) {
+        return Err(format!("percent: {percent} is out of range (0 < percent <= 100)"));
+    }
+    let duration = request.duration.as_deref().ok_or("for: how long the fault lasts is required (e.g. \"30s\")")?;
+    let duration = parse_duration(duration).map_err(|e| format!("for: {e}"))?;
+    if duration.is_zero() || duration > MAX_FAULT_DURATION {
+        return Err("for: between 1ms and 1h (chaos always expires by itself)".to_owned());
+    }
+    Ok((FaultSpec { latency, status: request.status, abort: request.abort, percent }, duration))
+}
+
+pub(crate) async fn inject(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(response) = check_service(&state, &name) {
+        return response;
+    }
+    let request: ChaosRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid chaos request: {e}")),
+    };
+    let (faults, duration) = match parse_request(&request) {
+        Ok(parsed) => parsed,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let until = state.clock.now() + duration;
+    state.chaos.inject(&name, &faults, until);
+    let until_wall = state.clock.wall().saturating_add(duration);
+    tracing::warn!(service = %name, ?faults, seconds = duration.as_secs_f64(), "fault injection on");
+    Json(json!({
+        "service": name,
+        "latency_ms": faults.latency.map(|l| l.as_millis() as u64),
+        "status": faults.status,
+        "abort": faults.abort,
+        "percent": faults.percent,
+        "until": until_wall.to_string(),
+    }))
+    .into_response()
+}
+
+pub(crate) async fn clear(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    if let Err(response) = check_service(&state, &name) {
+        return response;
+    }
+    state.chaos.clear(&name);
+    tracing::info!(service = %name, "fault injection cleared");
+    Json(json!({ "service": name, "cleared": true })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: &str) -> Result<(FaultSpec, Duration), String> {
+        parse_request(&serde_json::from_str(json).expect("valid json"))
+    }
+
+    #[test]
+    fn chaos_requests_are_bounded_and_explained() {
+        let (faults, duration) = request(r#"{"latency": "200ms", "percent": 10, "for": "30s"}"#).expect("valid");
+        assert_eq!((faults.latency, faults.percent, duration), (Some(Duration::from_millis(200)), 10.0, Duration::from_secs(30)));
+        let cases = [
+            (r#"{"percent": 10, "for": "30s"}"#, "nothing to inject: give latency, status or abort"),
+            (r#"{"abort": true}"#, "for: how long the fault lasts is required (e.g. \"30s\")"),
+            (r#"{"abort": true, "for": "2h"}"#, "for: between 1ms and 1h (chaos always expires by itself)"),
+            (r#"{"status": 700, "for": "1s"}"#, "status: 700 is not an HTTP status (100 to 599)"),
+            (r#"{"abort": true, "percent": 0, "for": "1s"}"#, "percent: 0 is out of range (0 < percent <= 100)"),
+        ];
+        for (json, message) in cases {
+            assert_eq!(request(json).err().as_deref(), Some(message), "{json}");
+        }
+    }
+}

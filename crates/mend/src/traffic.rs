@@ -1,0 +1,323 @@
+//! Traffic: one mend-proxy per service with `[service.NAME.proxy]`, fed with the service's ready replicas,
+//! draining replicas before planned stops, sampled into the series store every second, and steered by
+//! the chaos API.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mend_config::{Config, Service};
+use mend_observe::series::SeriesStore;
+use mend_proxy::{
+    Backend, BackendId, CanarySplit, DrainOutcome, Fault, LATENCY_BUCKETS, LoadBalancing, Proxy, ProxyConfig,
+    ProxyHandle, Release, RequestStats, RouteTable,
+};
+use mend_supervisor::{ReplicaStatus, ServiceHandle, Supervisor, TrafficControl};
+use mend_types::{ServiceName, Timestamp};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// The proxy of one service.
+pub(crate) struct ServiceProxy {
+    service: Arc<Service>,
+    handle: ProxyHandle,
+    routes: watch::Sender<Arc<RouteTable>>,
+    drain_timeout: Duration,
+}
+
+fn release(service: &Service, index: u32) -> Release {
+    match service.release_of(index) {
+        mend_config::Release::Stable => Release::Stable,
+        mend_config::Release::Canary => Release::Canary,
+    }
+}
+
+/// mend-proxy's config for a service: its defaults, overridden by what the file sets.
+fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
+    let mut config = ProxyConfig::new(settings.listen);
+    if let Some(load_balancing) = settings.load_balancing {
+        config.load_balancing = match load_balancing {
+            mend_config::LoadBalancing::LeastRequest => LoadBalancing::LeastRequest,
+            mend_config::LoadBalancing::RoundRobin => LoadBalancing::RoundRobin,
+        };
+    }
+    let set = |field: &mut Duration, value: Option<Duration>| {
+        if let Some(value) = value {
+            *field = value;
+        }
+    };
+    set(&mut config.connect_timeout, settings.connect_timeout);
+    set(&mut config.attempt_timeout, settings.attempt_timeout);
+    set(&mut config.request_timeout, settings.request_timeout);
+    set(&mut config.client_idle_timeout, settings.idle_timeout);
+    set(&mut config.client_header_timeout, settings.header_timeout);
+    set(&mut config.outlier.base_ejection, settings.base_ejection);
+    set(&mut config.outlier.max_ejection, settings.max_ejection);
+    set(&mut config.slow_start, settings.slow_start);
+    set(&mut config.drain_timeout, settings.drain_timeout);
+    if let Some(bytes) = settings.max_header_bytes {
+        config.max_request_header_bytes = bytes;
+    }
+    if let Some(bytes) = settings.max_body_bytes {
+        config.max_request_body_bytes = bytes;
+    }
+    if let Some(bytes) = settings.retry_buffer_bytes {
+        config.retry_buffer_bytes = bytes;
+    }
+    if let Some(attempts) = settings.max_attempts {
+        config.retry.max_attempts = attempts;
+    }
+    if let Some(budget) = settings.retry_budget {
+        config.retry.budget_ratio = budget;
+    }
+    if let Some(failures) = settings.ejection_failures {
+        config.outlier.consecutive_failures = failures;
+    }
+    if let Some(percent) = settings.max_ejection_percent {
+        config.outlier.max_ejection_percent = percent;
+    }
+    config
+}
+
+impl TrafficControl for ServiceProxy {
+    fn drain(&self, index: u32, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let id = BackendId { release: release(&self.service, index), index, generation };
+        let drained = self.handle.drain(id, self.drain_timeout);
+        let service = self.service.name.clone();
+        Box::pin(async move {
+            match drained.await {
+                DrainOutcome::Drained { waited } => {
+                    tracing::info!(service = %service, backend = %id, waited_ms = waited.as_millis() as u64, "drained");
+                }
+                DrainOutcome::TimedOut { in_flight } => {
+                    tracing::warn!(service = %service, backend = %id, in_flight, "drain timed out");
+                }
+                DrainOutcome::UnknownBackend => {}
+            }
+        })
+    }
+}
+
+/// The route table of a service from its replicas' statuses: ready replicas only.
+fn route_table(service: &Service, statuses: &[ReplicaStatus], canary_weight: u8) -> RouteTable {
+    let backends = statuses
+        .iter()
+        .filter(|status| status.ready)
+        .filter_map(|status| {
+            let (pid, port) = (status.pid?, status.port?);
+            Some(Backend {
+                id: BackendId { release: release(service, status.index), index: status.index, generation: u64::from(pid) },
+                addr: ([127, 0, 0, 1], port).into(),
+                weight: 1,
+            })
+        })
+        .collect();
+    let canary = service.canary.as_ref().map(|canary| CanarySplit {
+        weight_percent: canary_weight,
+        pin_header: canary.pin_header.clone(),
+        pin_cookie: canary.pin_cookie.clone(),
+    });
+    RouteTable { backends, canary }
+}
+
+/// Every proxy of the daemon.
+#[derive(Default)]
+pub(crate) struct Traffic {
+    proxies: HashMap<ServiceName, Arc<ServiceProxy>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// Binds a proxy for every service that has one; nothing is served until replicas are ready.
+    pub(crate) async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let mut proxies = HashMap::new();
+        for service in &config.services {
+            let Some(settings) = &service.proxy else { continue };
+            let proxy_config = proxy_config(settings);
+            let drain_timeout = proxy_config.drain_timeout;
+            let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
+            let handle = Proxy::bind(proxy_config, routes_rx)
+                .await
+                .with_context(|| format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name))?;
+            let proxy = ServiceProxy { service: Arc::new(service.clone()), handle, routes, drain_timeout };
+            proxies.insert(service.name.clone(), Arc::new(proxy));
+        }
+        Ok(Self { proxies, tasks: Vec::new() })
+    }
+
+    /// The drain hooks the supervisor calls before planned stops.
+    pub(crate) fn controls(&self) -> HashMap<ServiceName, Arc<dyn TrafficControl>> {
+        self.proxies.iter().map(|(name, proxy)| (name.clone(), proxy.clone() as Arc<dyn TrafficControl>)).collect()
+    }
+
+    /// The proxy of `service`, if it has one.
+    pub(crate) fn proxy(&self, service: &str) -> Option<&ProxyHandle> {
+        self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| &proxy.handle)
+    }
+
+    /// Keeps every proxy's route table in step with its service's replicas.
+    pub(crate) fn follow(&mut self, supervisor: &Supervisor) {
+        for (name, proxy) in &self.proxies {
+            let Some(service) = supervisor.service(name.as_str()) else { continue };
+            self.tasks.push(tokio::spawn(follow_service(proxy.clone(), watchers(service))));
+        }
+    }
+
+    /// Writes every proxy's counters into the series store.
+    pub(crate) fn sample(&self, series: &RwLock<SeriesStore>, at: Timestamp) {
+        let Ok(mut store) = series.write() else { return };
+        for (name, proxy) in &self.proxies {
+            record(&mut store, name.as_str(), &proxy.handle.stats(), at);
+        }
+    }
+
+    /// Stops every proxy (in-flight requests finish, bounded by the drain timeout).
+    pub(crate) async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for (_, proxy) in self.proxies {
+            // Replica runners hold the proxy for draining until their tasks end.
+            for _ in 0..100 {
+                if Arc::strong_count(&proxy) == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            match Arc::try_unwrap(proxy) {
+                Ok(proxy) => {
+                    proxy.handle.shutdown().await;
+                }
+                Err(proxy) => proxy.handle.clear_faults(),
+            }
+        }
+    }
+}
+
+fn watchers(service: &ServiceHandle) -> Vec<watch::Receiver<ReplicaStatus>> {
+    service.replicas.iter().map(|replica| replica.watch()).collect()
+}
+
+async fn follow_service(proxy: Arc<ServiceProxy>, replicas: Vec<watch::Receiver<ReplicaStatus>>) {
+    let (changed, mut changes) = mpsc::channel::<()>(1);
+    let mut forwarders = Vec::new();
+    for mut replica in replicas.iter().cloned() {
+        let changed = changed.clone();
+        forwarders.push(tokio::spawn(async move {
+            while replica.changed().await.is_ok() {
+                // A full channel already holds a pending rebuild.
+                let _ = changed.try_send(());
+            }
+        }));
+    }
+    drop(changed);
+    let weight = proxy.service.canary.as_ref().map_or(0, |canary| canary.weight_percent);
+    loop {
+        let statuses: Vec<ReplicaStatus> = replicas.iter().map(|r| r.borrow().clone()).collect();
+        let table = route_table(&proxy.service, &statuses, weight);
+        proxy.routes.send_if_modified(|current| {
+            let changed = **current != table;
+            if changed {
+                *current = Arc::new(table);
+            }
+            changed
+        });
+        if changes.recv().await.is_none() {
+            break;
+        }
+    }
+    for forwarder in forwarders {
+        forwarder.abort();
+    }
+}
+
+fn status_classes(stats: &RequestStats) -> [(&'static str, u64); 5] {
+    [
+        ("1xx", stats.status_1xx),
+        ("2xx", stats.status_2xx),
+        ("3xx", stats.status_3xx),
+        ("4xx", stats.status_4xx),
+        ("5xx", stats.status_5xx),
+    ]
+}
+
+/// Appends a proxy's counters to the store as Prometheus-style series.
+fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats, at: Timestamp) {
+    let append = |store: &mut SeriesStore, name: &str, pairs: &[(&str, &str)], value: f64| {
+        let labels = store.labels(name, pairs);
+        let _ = store.append(&labels, at, value);
+    };
+    for (release, figures) in [("stable", &stats.stable), ("canary", &stats.canary), ("proxy", &stats.local)] {
+        for (class, count) in status_classes(figures) {
+            append(store, "mend_proxy_requests_total", &[("service", service), ("release", release), ("code", class)], count as f64);
+        }
+        let bounds = LATENCY_BUCKETS.iter().copied().chain(std::iter::once(f64::INFINITY));
+        for (bound, count) in bounds.zip(figures.latency.cumulative.iter()) {
+            let le = if bound.is_infinite() { "+Inf".to_owned() } else { format!("{bound}") };
+            let bucket_labels = [("service", service), ("release", release), ("le", le.as_str())];
+            append(store, "mend_proxy_request_duration_seconds_bucket", &bucket_labels, *count as f64);
+        }
+        let pairs = [("service", service), ("release", release)];
+        append(store, "mend_proxy_request_duration_seconds_count", &pairs, figures.latency.count as f64);
+        append(store, "mend_proxy_request_duration_seconds_sum", &pairs, figures.latency.sum_seconds);
+    }
+    append(store, "mend_proxy_retries_total", &[("service", service)], stats.retries as f64);
+    append(store, "mend_proxy_retries_denied_total", &[("service", service)], stats.retries_denied as f64);
+    append(store, "mend_proxy_connections_open", &[("service", service)], stats.connections_open as f64);
+    for backend in stats.backends.iter().filter(|backend| backend.in_table) {
+        let replica = backend.id.index.to_string();
+        let pairs = [("service", service), ("release", backend.id.release.as_str()), ("replica", replica.as_str())];
+        append(store, "mend_proxy_backend_in_flight", &pairs, f64::from(backend.in_flight));
+        append(store, "mend_proxy_backend_ejected", &pairs, if backend.ejected { 1.0 } else { 0.0 });
+        append(store, "mend_proxy_backend_ejections_total", &pairs, backend.ejections as f64);
+        for (class, count) in status_classes(&backend.attempts) {
+            let with_code = [pairs[0], pairs[1], pairs[2], ("code", class)];
+            append(store, "mend_proxy_backend_attempts_total", &with_code, count as f64);
+        }
+    }
+    for caller in &stats.callers {
+        let total = caller.requests.responses() as f64;
+        append(store, "mend_proxy_edge_requests_total", &[("caller", caller.caller.as_str()), ("callee", service)], total);
+        let errors = caller.requests.status_5xx as f64;
+        append(store, "mend_proxy_edge_errors_total", &[("caller", caller.caller.as_str()), ("callee", service)], errors);
+    }
+}
+
+/// Samples every proxy into the store once a second until aborted.
+pub(crate) async fn sample_loop(traffic: Arc<Traffic>, series: Arc<RwLock<SeriesStore>>, clock: Arc<dyn mend_types::Clock>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        traffic.sample(&series, clock.wall());
+    }
+}
+
+impl mend_api::Chaos for Traffic {
+    fn proxied(&self, service: &str) -> bool {
+        self.proxy(service).is_some()
+    }
+
+    fn inject(&self, service: &str, faults: &mend_api::FaultSpec, until: std::time::Instant) -> bool {
+        let Some(proxy) = self.proxy(service) else { return false };
+        if let Some(latency) = faults.latency {
+            proxy.set_fault(Fault { kind: mend_proxy::FaultKind::Latency(latency), percent: faults.percent, until });
+        }
+        if let Some(status) = faults.status {
+            proxy.set_fault(Fault { kind: mend_proxy::FaultKind::Status(status), percent: faults.percent, until });
+        }
+        if faults.abort {
+            proxy.set_fault(Fault { kind: mend_proxy::FaultKind::Abort, percent: faults.percent, until });
+        }
+        true
+    }
+
+    fn clear(&self, service: &str) -> bool {
+        let Some(proxy) = self.proxy(service) else { return false };
+        proxy.clear_faults();
+        true
+    }
+}
