@@ -88,11 +88,10 @@ fn parse_request(request: &ChaosRequest) -> Result<(FaultSpec, Duration), String
     if latency.is_some_and(|latency| latency > Duration::from_secs(60)) {
         return Err("latency: at most 60s".to_owned());
     }
-    if let Some(status) = request.status {
-        if !(100..=599).contains(&status) {
+    if let Some(status) = request.status
+        && !(100..=599).contains(&status) {
             return Err(format!("status: {status} is not an HTTP status (100 to 599)"));
         }
-    }
     if latency.is_none() && request.status.is_none() && !request.abort {
         return Err("nothing to inject: give latency, status or abort".to_owned());
     }
@@ -159,7 +158,10 @@ mod tests {
     #[test]
     fn chaos_requests_are_bounded_and_explained() {
         let (faults, duration) = request(r#"{"latency": "200ms", "percent": 10, "for": "30s"}"#).expect("valid");
-        assert_eq!((faults.latency, faults.percent, duration), (Some(Duration::from_millis(200)), 10.0, Duration::from_secs(30)));
+        assert_eq!(
+            (faults.latency, faults.percent, duration),
+            (Some(Duration::from_millis(200)), 10.0, Duration::from_secs(30))
+        );
         let cases = [
             (r#"{"percent": 10, "for": "30s"}"#, "nothing to inject: give latency, status or abort"),
             (r#"{"abort": true}"#, "for: how long the fault lasts is required (e.g. \"30s\")"),

@@ -9,10 +9,10 @@ mod metrics;
 mod query;
 mod routes;
 
+pub use chaos::{Chaos, FaultSpec, MAX_FAULT_DURATION, NoChaos};
 pub use dto::{
     AlertmanagerAlert, AlertmanagerWebhook, EventDto, EventsResponse, ReplicaDto, ServiceDto, ServicesResponse,
     SignalDto, SignalsResponse,
 };
-pub use chaos::{Chaos, FaultSpec, MAX_FAULT_DURATION, NoChaos};
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, router};

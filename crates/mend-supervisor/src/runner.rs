@@ -33,7 +33,7 @@ use crate::spawn::{SpawnRequest, Spawner};
 pub trait TrafficControl: Send + Sync {
     /// Stops sending new requests to process `generation` (its pid) of replica `index`, and resolves once
     /// its in-flight requests have finished or the drain timeout has passed.
-    fn drain(&self, index: u32, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    fn drain(self: Arc<Self>, index: u32, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// What an operator (or the supervisor) asks of a replica.
@@ -289,7 +289,7 @@ impl Runner {
                     },
                     Effect::Drain => {
                         if let (Some(traffic), Some(pid)) = (&self.traffic, self.machine.pid()) {
-                            traffic.drain(self.id.index, u64::from(pid)).await;
+                            traffic.clone().drain(self.id.index, u64::from(pid)).await;
                         }
                     }
                     Effect::Signal(signal) => self.signal(signal),

@@ -98,6 +98,9 @@ enum Command {
     Stop(ControlArgs),
     /// Start a service's replicas (also after mend gave up on them).
     Start(ControlArgs),
+    /// Inject faults into a service's proxy (always expiring), or clear them.
+    #[command(subcommand)]
+    Chaos(ChaosCommand),
     /// Run and score anomaly detectors on a NAB-layout corpus.
     #[command(subcommand)]
     Nab(NabCommand),
@@ -116,6 +119,40 @@ enum Command {
         /// Lines to show from the end.
         #[arg(long, default_value_t = 100)]
         tail: usize,
+    },
+}
+
+/// `mend chaos ...`.
+#[derive(Subcommand, Debug)]
+enum ChaosCommand {
+    /// Delay, fail or abort a share of a service's requests in its proxy, for a while.
+    Proxy {
+        #[command(flatten)]
+        target: Target,
+        /// The service (it needs [service.NAME.proxy]).
+        name: String,
+        /// Add this latency ("200ms").
+        #[arg(long)]
+        latency: Option<String>,
+        /// Answer with this HTTP status instead of forwarding.
+        #[arg(long)]
+        status: Option<u16>,
+        /// Close the connection without an answer.
+        #[arg(long)]
+        abort: bool,
+        /// Share of requests affected, in percent.
+        #[arg(long, default_value_t = 100.0)]
+        percent: f64,
+        /// How long the faults last (at most 1h); they always expire by themselves.
+        #[arg(long = "for")]
+        duration: String,
+    },
+    /// Remove a service's injected faults now.
+    Clear {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
     },
 }
 
@@ -354,6 +391,7 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Status { target, .. }
         | Command::Events { target, .. }
         | Command::Signals { target, .. }
+        | Command::Chaos(ChaosCommand::Proxy { target, .. } | ChaosCommand::Clear { target, .. })
         | Command::Logs { target, .. }
         | Command::Restart(ControlArgs { target, .. })
         | Command::Stop(ControlArgs { target, .. })
@@ -374,6 +412,7 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Signals { follow, active, service, since, limit, json, .. } => {
             signals(&client, follow, active, service, since, limit, json).await
         }
+        Command::Chaos(command) => chaos(&client, command).await,
         Command::Restart(args) => control(&client, "restart", &args).await,
         Command::Stop(args) => control(&client, "stop", &args).await,
         Command::Start(args) => control(&client, "start", &args).await,
@@ -480,6 +519,44 @@ async fn signals(
             after = last.id;
         }
     }
+}
+
+async fn chaos(client: &Client, command: ChaosCommand) -> Result<(), ClientError> {
+    match command {
+        ChaosCommand::Proxy { name, latency, status, abort, percent, duration, .. } => {
+            let body = serde_json::json!({
+                "latency": latency,
+                "status": status,
+                "abort": abort,
+                "percent": percent,
+                "for": duration,
+            });
+            let path = format!("/api/v1/services/{}/chaos", encode_query_value(&name));
+            let answer: serde_json::Value = client.json_with_body(Method::POST, &path, Some(&body)).await?;
+            let mut what = Vec::new();
+            if let Some(latency) = answer["latency_ms"].as_u64() {
+                what.push(format!("+{latency}ms latency"));
+            }
+            if let Some(status) = answer["status"].as_u64() {
+                what.push(format!("HTTP {status}"));
+            }
+            if answer["abort"] == true {
+                what.push("aborted connections".to_owned());
+            }
+            output::line(&format!(
+                "{name}: {} on {}% of requests until {}",
+                what.join(", "),
+                answer["percent"],
+                answer["until"].as_str().unwrap_or("?")
+            ));
+        }
+        ChaosCommand::Clear { name, .. } => {
+            let path = format!("/api/v1/services/{}/chaos", encode_query_value(&name));
+            let _: serde_json::Value = client.json(Method::DELETE, &path).await?;
+            output::line(&format!("{name}: faults cleared"));
+        }
+    }
+    Ok(())
 }
 
 async fn control(client: &Client, action: &str, args: &ControlArgs) -> Result<(), ClientError> {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::header::{AUTHORIZATION, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -46,6 +46,15 @@ impl Client {
     }
 
     async fn send(&self, method: Method, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        self.send_body(method, path, Bytes::new()).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let address = self.address;
         let connect = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(address)).await;
         let stream = match connect {
@@ -65,7 +74,11 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request.body(Empty::<Bytes>::new()).map_err(|error| ClientError::Other(error.to_string()))?;
+        if !body.is_empty() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request =
+            request.body(http_body_util::Full::new(body)).map_err(|error| ClientError::Other(error.to_string()))?;
         sender
             .send_request(request)
             .await
@@ -78,7 +91,18 @@ impl Client {
         method: Method,
         path: &str,
     ) -> Result<T, ClientError> {
-        let response = self.send(method, path).await?;
+        self.json_with_body(method, path, None).await
+    }
+
+    /// Like [`Client::json`], with a JSON request body.
+    pub(crate) async fn json_with_body<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let body = body.map(|value| Bytes::from(value.to_string())).unwrap_or_default();
+        let response = self.send_body(method, path, body).await?;
         let status = response.status();
         let body = response
             .into_body()

@@ -22,8 +22,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
 use crate::detection::{self, Detection};
-use crate::traffic::{self, Traffic};
 use crate::output;
+use crate::traffic::{self, Traffic};
 
 /// How often replicas' /proc metrics are sampled.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);

@@ -26,7 +26,13 @@ pub(crate) struct ServiceProxy {
     handle: ProxyHandle,
     routes: watch::Sender<Arc<RouteTable>>,
     drain_timeout: Duration,
+    /// Ejections per backend as last sampled, and their running total (backends come and go; the total
+    /// only grows).
+    ejections: std::sync::Mutex<(HashMap<BackendId, u64>, u64)>,
 }
+
+/// How long a drain waits for another replica to be routable before it takes this one out anyway.
+const WAIT_FOR_ANOTHER_BACKEND: Duration = Duration::from_secs(10);
 
 fn release(service: &Service, index: u32) -> Release {
     match service.release_of(index) {
@@ -83,12 +89,29 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
 }
 
 impl TrafficControl for ServiceProxy {
-    fn drain(&self, index: u32, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn drain(self: Arc<Self>, index: u32, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let id = BackendId { release: release(&self.service, index), index, generation };
-        let drained = self.handle.drain(id, self.drain_timeout);
         let service = self.service.name.clone();
+        let mut routes = self.routes.subscribe();
+        let others_configured = self.service.total_replicas() > 1;
         Box::pin(async move {
-            match drained.await {
+            // Taking the last routable replica out would turn requests away (503): during a rolling
+            // restart, wait until the replica restarted before this one is back in the table.
+            if others_configured {
+                let another = |table: &RouteTable| table.backends.iter().any(|backend| backend.id.index != index);
+                let found = tokio::time::timeout(WAIT_FOR_ANOTHER_BACKEND, async {
+                    routes.wait_for(|table| another(table)).await.is_ok()
+                })
+                .await
+                .unwrap_or(false);
+                if !found {
+                    tracing::warn!(service = %service, backend = %id, "no other replica is routable; draining anyway");
+                } else {
+                    // The proxy applies a new table on its own task; give it a moment.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            match self.handle.drain(id, self.drain_timeout).await {
                 DrainOutcome::Drained { waited } => {
                     tracing::info!(service = %service, backend = %id, waited_ms = waited.as_millis() as u64, "drained");
                 }
@@ -109,7 +132,11 @@ fn route_table(service: &Service, statuses: &[ReplicaStatus], canary_weight: u8)
         .filter_map(|status| {
             let (pid, port) = (status.pid?, status.port?);
             Some(Backend {
-                id: BackendId { release: release(service, status.index), index: status.index, generation: u64::from(pid) },
+                id: BackendId {
+                    release: release(service, status.index),
+                    index: status.index,
+                    generation: u64::from(pid),
+                },
                 addr: ([127, 0, 0, 1], port).into(),
                 weight: 1,
             })
@@ -139,10 +166,16 @@ impl Traffic {
             let proxy_config = proxy_config(settings);
             let drain_timeout = proxy_config.drain_timeout;
             let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-            let handle = Proxy::bind(proxy_config, routes_rx)
-                .await
-                .with_context(|| format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name))?;
-            let proxy = ServiceProxy { service: Arc::new(service.clone()), handle, routes, drain_timeout };
+            let handle = Proxy::bind(proxy_config, routes_rx).await.with_context(|| {
+                format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name)
+            })?;
+            let proxy = ServiceProxy {
+                service: Arc::new(service.clone()),
+                handle,
+                routes,
+                drain_timeout,
+                ejections: std::sync::Mutex::new((HashMap::new(), 0)),
+            };
             proxies.insert(service.name.clone(), Arc::new(proxy));
         }
         Ok(Self { proxies, tasks: Vec::new() })
@@ -170,7 +203,11 @@ impl Traffic {
     pub(crate) fn sample(&self, series: &RwLock<SeriesStore>, at: Timestamp) {
         let Ok(mut store) = series.write() else { return };
         for (name, proxy) in &self.proxies {
-            record(&mut store, name.as_str(), &proxy.handle.stats(), at);
+            let stats = proxy.handle.stats();
+            let ejections_total = proxy.count_ejections(&stats);
+            record(&mut store, name.as_str(), &stats, at);
+            let labels = store.labels("mend_proxy_ejections_total", &[("service", name.as_str())]);
+            let _ = store.append(&labels, at, ejections_total as f64);
         }
     }
 
@@ -194,6 +231,20 @@ impl Traffic {
                 Err(proxy) => proxy.handle.clear_faults(),
             }
         }
+    }
+}
+
+impl ServiceProxy {
+    /// Adds the ejections since the last sample to the running total, and returns it.
+    fn count_ejections(&self, stats: &mend_proxy::ProxyStats) -> u64 {
+        let Ok(mut guard) = self.ejections.lock() else { return 0 };
+        let (seen, total) = &mut *guard;
+        for backend in &stats.backends {
+            let last = seen.insert(backend.id, backend.ejections).unwrap_or(0);
+            *total += backend.ejections.saturating_sub(last);
+        }
+        seen.retain(|id, _| stats.backends.iter().any(|backend| backend.id == *id));
+        *total
     }
 }
 
@@ -252,7 +303,12 @@ fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats
     };
     for (release, figures) in [("stable", &stats.stable), ("canary", &stats.canary), ("proxy", &stats.local)] {
         for (class, count) in status_classes(figures) {
-            append(store, "mend_proxy_requests_total", &[("service", service), ("release", release), ("code", class)], count as f64);
+            append(
+                store,
+                "mend_proxy_requests_total",
+                &[("service", service), ("release", release), ("code", class)],
+                count as f64,
+            );
         }
         let bounds = LATENCY_BUCKETS.iter().copied().chain(std::iter::once(f64::INFINITY));
         for (bound, count) in bounds.zip(figures.latency.cumulative.iter()) {
@@ -280,14 +336,28 @@ fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats
     }
     for caller in &stats.callers {
         let total = caller.requests.responses() as f64;
-        append(store, "mend_proxy_edge_requests_total", &[("caller", caller.caller.as_str()), ("callee", service)], total);
+        append(
+            store,
+            "mend_proxy_edge_requests_total",
+            &[("caller", caller.caller.as_str()), ("callee", service)],
+            total,
+        );
         let errors = caller.requests.status_5xx as f64;
-        append(store, "mend_proxy_edge_errors_total", &[("caller", caller.caller.as_str()), ("callee", service)], errors);
+        append(
+            store,
+            "mend_proxy_edge_errors_total",
+            &[("caller", caller.caller.as_str()), ("callee", service)],
+            errors,
+        );
     }
 }
 
 /// Samples every proxy into the store once a second until aborted.
-pub(crate) async fn sample_loop(traffic: Arc<Traffic>, series: Arc<RwLock<SeriesStore>>, clock: Arc<dyn mend_types::Clock>) {
+pub(crate) async fn sample_loop(
+    traffic: Arc<Traffic>,
+    series: Arc<RwLock<SeriesStore>>,
+    clock: Arc<dyn mend_types::Clock>,
+) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -103,6 +103,7 @@ async fn main() {
         .route("/", get(hello))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/echo", axum::routing::any(echo))
         .route("/fault", get(fault_status))
         .route("/fault/crash", post(crash))
         .route("/fault/exit", post(exit))
@@ -181,6 +182,34 @@ async fn hello(State(demo): State<Shared>) -> Response {
     demo.requests.get_or_create(&vec![("code", code)]).inc();
     demo.latency.observe(start.elapsed().as_secs_f64());
     response
+}
+
+/// Echoes what arrived: method, path, query, headers and the body's length (counted as it streams in).
+async fn echo(State(demo): State<Shared>, request: axum::extract::Request) -> Response {
+    blocked_gate(&demo).await;
+    use http_body_util::BodyExt;
+    let (parts, mut body) = request.into_parts();
+    let mut body_bytes: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => body_bytes += frame.data_ref().map_or(0, |data| data.len() as u64),
+            Err(error) => return (StatusCode::BAD_REQUEST, format!("reading the body: {error}\n")).into_response(),
+        }
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), json!(value.to_str().unwrap_or("<binary>"))))
+        .collect();
+    Json(json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_bytes": body_bytes,
+        "pid": std::process::id(),
+    }))
+    .into_response()
 }
 
 async fn health(State(demo): State<Shared>) -> Response {

@@ -265,3 +265,175 @@ impl Drop for Daemon {
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+/// A blocking HTTP/1.1 client that keeps its connection alive, as load generators and browsers do.
+pub struct KeepAlive {
+    address: SocketAddr,
+    stream: Option<std::io::BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    pub fn new(address: SocketAddr) -> Self {
+        Self { address, stream: None }
+    }
+
+    /// Sends one request (reconnecting if needed) and reads the response; any error closes the connection.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        use std::io::BufRead;
+        if self.stream.is_none() {
+            let stream = TcpStream::connect_timeout(&self.address, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(std::io::BufReader::new(stream));
+        }
+        let result = (|| {
+            let reader = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no connection"))?;
+            let mut head =
+                format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n", self.address, body.len());
+            for (name, value) in headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            reader.get_mut().write_all(head.as_bytes())?;
+            reader.get_mut().write_all(body)?;
+            let mut status_line = String::new();
+            if reader.read_line(&mut status_line)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+            }
+            let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let mut response_headers = Vec::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    response_headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+                }
+            }
+            let header = |name: &str| response_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+            let mut body = Vec::new();
+            if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                loop {
+                    let mut size_line = String::new();
+                    reader.read_line(&mut size_line)?;
+                    let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
+                    let mut chunk = vec![0_u8; size + 2];
+                    reader.read_exact(&mut chunk)?;
+                    if size == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&chunk[..size]);
+                }
+            } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+                body.resize(length, 0);
+                reader.read_exact(&mut body)?;
+            }
+            let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            Ok((
+                Response { status, headers: response_headers, body: String::from_utf8_lossy(&body).into_owned() },
+                close,
+            ))
+        })();
+        match result {
+            Ok((response, close)) => {
+                if close {
+                    self.stream = None;
+                }
+                Ok(response)
+            }
+            Err(error) => {
+                self.stream = None;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// What a load run saw.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    pub ok: u64,
+    pub failed: u64,
+    pub failures: Vec<String>,
+    pub worst: Duration,
+    pub pids: std::collections::HashMap<u32, u64>,
+}
+
+/// Sends GET `path` from `clients` keep-alive connections until `stop` is set or `max_requests` were
+/// sent, pausing `pause` between requests; loopback only, bounded in count and time (2 minutes at most).
+pub fn load(
+    address: SocketAddr,
+    path: &'static str,
+    clients: usize,
+    max_requests: u64,
+    pause: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<LoadReport> {
+    assert!(address.ip().is_loopback(), "load goes to loopback only");
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                let (stop, sent) = (stop.clone(), sent.clone());
+                std::thread::spawn(move || {
+                    let mut report = LoadReport::default();
+                    let mut client = KeepAlive::new(address);
+                    while !stop.load(Ordering::Relaxed)
+                        && Instant::now() < deadline
+                        && sent.fetch_add(1, Ordering::Relaxed) < max_requests
+                    {
+                        let started = Instant::now();
+                        let result = client.request("GET", path, &[], b"");
+                        report.worst = report.worst.max(started.elapsed());
+                        match result {
+                            Ok(response) if response.status < 500 => {
+                                report.ok += 1;
+                                if let Some(pid) = response
+                                    .body
+                                    .split("(pid ")
+                                    .nth(1)
+                                    .and_then(|rest| rest.split(')').next())
+                                    .and_then(|pid| pid.parse().ok())
+                                {
+                                    *report.pids.entry(pid).or_default() += 1;
+                                }
+                            }
+                            Ok(response) => {
+                                report.failed += 1;
+                                report.failures.push(format!("HTTP {}: {}", response.status, response.body.trim()));
+                            }
+                            Err(error) => {
+                                report.failed += 1;
+                                report.failures.push(error.to_string());
+                            }
+                        }
+                        std::thread::sleep(pause);
+                    }
+                    report
+                })
+            })
+            .collect();
+        let mut total = LoadReport::default();
+        for worker in workers {
+            let report = worker.join().unwrap_or_default();
+            total.ok += report.ok;
+            total.failed += report.failed;
+            total.failures.extend(report.failures);
+            total.worst = total.worst.max(report.worst);
+            for (pid, count) in report.pids {
+                *total.pids.entry(pid).or_default() += count;
+            }
+        }
+        total
+    })
+}

@@ -1,0 +1,277 @@
+//! End-to-end traffic: mend's proxy in front of real mend-demo replicas, real clients on loopback.
+#![allow(clippy::disallowed_methods)] // End-to-end tests measure and wait in real time.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, KeepAlive, alive, eventually, free_ports, get, load};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// mend-demo replicas behind mend's proxy; the extras are appended to the proxy, service and liveness
+/// tables.
+fn proxied(replicas: u32, extra_proxy: &str, extra_service: &str) -> (Daemon, SocketAddr) {
+    proxied_with_liveness(replicas, extra_proxy, extra_service, "")
+}
+
+fn proxied_with_liveness(
+    replicas: u32,
+    extra_proxy: &str,
+    extra_service: &str,
+    liveness: &str,
+) -> (Daemon, SocketAddr) {
+    let ports = free_ports(replicas as u16 + 1);
+    let proxy_port = free_ports(1);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+replicas = {replicas}
+ports = "{ports}-{last}"
+{extra_service}
+[service.web.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+{liveness}
+[service.web.proxy]
+listen = "127.0.0.1:{proxy_port}"
+{extra_proxy}
+"#,
+        last = ports + replicas as u16
+    ));
+    let proxy = SocketAddr::from(([127, 0, 0, 1], proxy_port));
+    daemon.wait_ready("web");
+    // The route table follows readiness: wait until the proxy answers.
+    eventually(Duration::from_secs(10), "the proxy routes to the replicas", || {
+        KeepAlive::new(proxy).request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
+    });
+    (daemon, proxy)
+}
+
+fn query(daemon: &Daemon, promql: &str) -> f64 {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let answer = get(daemon.api, &format!("/api/v1/query?query={encoded}")).json();
+    answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+}
+
+#[test]
+fn kill_9_of_one_replica_under_load_fails_no_request() {
+    let (daemon, proxy) = proxied(2, "", "");
+    let pids: Vec<u32> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).map(|p| p as u32).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 4, 200_000, Duration::from_millis(1), stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill a replica");
+    eventually(Duration::from_secs(10), "the replica is replaced", || {
+        let replica = daemon.replica("web", 0);
+        (replica["ready"] == true && replica["pid"].as_u64() != Some(u64::from(pids[0]))).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join().expect("load thread");
+    assert!(report.ok > 500, "too little load to mean anything: {report:?}");
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+}
+
+#[test]
+fn a_sigstopped_replica_is_routed_around_and_ejected() {
+    // Slow liveness probes, so that the proxy's passive health acts before mend replaces the replica.
+    let (daemon, proxy) = proxied_with_liveness(2, "", "", "interval = \"3s\"");
+    let stopped = daemon.replica("web", 1)["pid"].as_u64().expect("pid") as u32;
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 4, 200_000, Duration::from_millis(1), stop.clone());
+    std::thread::sleep(Duration::from_millis(1000));
+    kill(Pid::from_raw(stopped as i32), Signal::SIGSTOP).expect("stop a replica");
+    eventually(Duration::from_secs(5), "the proxy ejects the hung replica", || {
+        (query(&daemon, "sum(mend_proxy_ejections_total{service=\"web\"})") >= 1.0).then_some(())
+    });
+    eventually(Duration::from_secs(10), "mend replaces the hung replica", || (!alive(stopped)).then_some(()));
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join().expect("load thread");
+    assert!(report.ok > 500, "{report:?}");
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    assert!(report.worst < Duration::from_secs(1), "worst latency during the hang: {:?}", report.worst);
+    assert!(query(&daemon, "sum(mend_proxy_retries_total{service=\"web\"})") >= 1.0, "requests were retried");
+}
+
+#[test]
+fn a_rolling_restart_under_load_fails_no_request() {
+    let (daemon, proxy) = proxied(2, "", "");
+    let before: Vec<u64> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 4, 200_000, Duration::from_millis(1), stop.clone());
+    std::thread::sleep(Duration::from_millis(1000));
+    let restart = daemon.cli(&["restart", "web"]);
+    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join().expect("load thread");
+    let after: Vec<u64> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).collect();
+    assert!(before.iter().all(|pid| !after.contains(pid)), "both replicas were replaced: {before:?} {after:?}");
+    assert!(report.ok > 500, "{report:?}");
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    let drained = daemon.log_text().matches("drained").count();
+    assert!(drained >= 2, "each replica was drained before it stopped");
+}
+
+#[test]
+fn the_canary_gets_its_weight_and_pinned_requests() {
+    let (daemon, proxy) =
+        proxied(1, "", "[service.web.canary]\nreplicas = 1\nweight = 20\npin_header = \"x-canary: 1\"\n");
+    let replicas = daemon.replicas("web");
+    let canary_pid =
+        replicas.iter().find(|r| r["release"] == "canary").and_then(|r| r["pid"].as_u64()).expect("canary");
+    let stop = Arc::new(AtomicBool::new(false));
+    let report = load(proxy, "/", 4, 2000, Duration::ZERO, stop).join().expect("load thread");
+    assert_eq!(report.failed, 0);
+    let to_canary = report.pids.get(&(canary_pid as u32)).copied().unwrap_or(0) as f64;
+    let share = to_canary / report.ok as f64;
+    assert!((0.15..=0.25).contains(&share), "canary share {share} over {} requests", report.ok);
+    let mut client = KeepAlive::new(proxy);
+    for _ in 0..50 {
+        let response = client.request("GET", "/", &[("x-canary", "1")], b"").expect("request");
+        assert!(response.body.contains(&format!("(pid {canary_pid})")), "pinned requests go to the canary");
+    }
+    // Request metrics are split by release.
+    eventually(Duration::from_secs(5), "per-release metrics", || {
+        (query(&daemon, "sum(mend_proxy_requests_total{service=\"web\",release=\"canary\"})") > 0.0).then_some(())
+    });
+}
+
+#[test]
+fn injected_faults_hit_their_share_and_expire() {
+    let (daemon, proxy) = proxied(2, "", "");
+    let inject = |body: &str| {
+        common::http_with_body(
+            "POST",
+            daemon.api,
+            "/api/v1/services/web/chaos",
+            &[("content-type", "application/json")],
+            body,
+        )
+        .expect("chaos request")
+    };
+    let answer = inject(r#"{"status": 503, "percent": 30, "for": "60s"}"#);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let mut client = KeepAlive::new(proxy);
+    let mut errors = 0;
+    for _ in 0..1000 {
+        if client.request("GET", "/", &[], b"").expect("request").status == 503 {
+            errors += 1;
+        }
+    }
+    assert!((250..=350).contains(&errors), "{errors} of 1000 got the injected 503 (30 % asked)");
+    // The CLI clears them; then latency for a short while, which expires by itself.
+    let cleared = daemon.cli(&["chaos", "clear", "web"]);
+    assert!(cleared.status.success(), "{}", String::from_utf8_lossy(&cleared.stderr));
+    assert_eq!(client.request("GET", "/", &[], b"").expect("request").status, 200);
+    let latency = daemon.cli(&["chaos", "proxy", "web", "--latency", "150ms", "--for", "1s"]);
+    assert!(latency.status.success(), "{}", String::from_utf8_lossy(&latency.stderr));
+    let started = Instant::now();
+    client.request("GET", "/", &[], b"").expect("request");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(1200));
+    let started = Instant::now();
+    client.request("GET", "/", &[], b"").expect("request");
+    assert!(started.elapsed() < Duration::from_millis(150), "the fault expired");
+    let refused = inject(r#"{"abort": true, "for": "2h"}"#);
+    assert_eq!(refused.status, 400, "chaos is bounded in time");
+}
+
+#[test]
+fn hop_by_hop_headers_stop_at_the_proxy_and_forwarding_headers_are_added() {
+    let (_daemon, proxy) = proxied(1, "", "");
+    let mut client = KeepAlive::new(proxy);
+    let response = client
+        .request(
+            "GET",
+            "/echo?x=1",
+            &[
+                ("Connection", "keep-alive, x-hop"),
+                ("X-Hop", "secret"),
+                ("Keep-Alive", "timeout=5"),
+                ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+                ("TE", "trailers"),
+                ("X-End-To-End", "yes"),
+            ],
+            b"",
+        )
+        .expect("request");
+    assert_eq!(response.status, 200, "{}", response.body);
+    let echo = response.json();
+    let headers = &echo["headers"];
+    assert_eq!(echo["query"], "x=1");
+    assert_eq!(headers["x-end-to-end"], "yes");
+    for hop in ["x-hop", "keep-alive", "proxy-authorization"] {
+        assert!(headers[hop].is_null(), "{hop} must not be forwarded: {headers}");
+    }
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert!(headers["forwarded"].as_str().is_some_and(|f| f.contains("for=127.0.0.1")), "{headers}");
+}
+
+#[test]
+fn a_large_body_streams_through_without_being_buffered_whole() {
+    let (daemon, proxy) = proxied(1, "", "");
+    let mend_rss = || mend_observe::process::sample(daemon.pid()).map_or(0, |s| s.rss_bytes);
+    let before = mend_rss();
+    let size: usize = 96 * 1024 * 1024;
+    let mut stream = TcpStream::connect(proxy).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    write!(stream, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n")
+        .expect("head");
+    let chunk = vec![b'x'; 1024 * 1024];
+    for _ in 0..size / chunk.len() {
+        stream.write_all(&chunk).expect("body");
+    }
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&format!("\"body_bytes\":{size}")), "{answer}");
+    let grew = mend_rss().saturating_sub(before);
+    assert!(grew < 32 * 1024 * 1024, "mend grew by {grew} bytes while proxying {size}");
+}
+
+#[test]
+fn a_malformed_request_gets_400_and_slow_clients_do_not_block_others() {
+    let (_daemon, proxy) = proxied(1, "header_timeout = \"2s\"", "");
+    // A slow-loris client: headers one byte at a time.
+    let mut slow = TcpStream::connect(proxy).expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").expect("start");
+    let mut garbage = TcpStream::connect(proxy).expect("connect");
+    garbage.write_all(b"THIS IS NOT HTTP\r\n\r\n").expect("garbage");
+    garbage.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut answer = String::new();
+    let _ = garbage.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "malformed request answer: {answer:?}");
+    let mut client = KeepAlive::new(proxy);
+    let started = Instant::now();
+    let mut cut_off = false;
+    for _ in 0..8 {
+        if slow.write_all(b"X").is_err() {
+            cut_off = true;
+        }
+        let request_started = Instant::now();
+        assert_eq!(client.request("GET", "/", &[], b"").expect("request").status, 200);
+        assert!(
+            request_started.elapsed() < Duration::from_millis(500),
+            "others are served while the slow client dawdles"
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    slow.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest).is_ok() || cut_off;
+    assert!(closed, "the slow client was cut off after header_timeout");
+}
