@@ -266,7 +266,7 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
     for file in files {
         match mend_config::load(file) {
             Ok(config) => {
-                let replicas: u32 = config.services.iter().map(|s| s.replicas).sum();
+                let replicas: u32 = config.services.iter().map(|s| s.total_replicas()).sum();
                 output::line(&format!(
                     "{}: ok ({} services, {replicas} replicas)",
                     file.display(),

@@ -161,7 +161,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             tokio::spawn(scraper.run())
         })
         .collect();
-    let n_replicas: u32 = config.services.iter().map(|s| s.replicas).sum();
+    let n_replicas: u32 = config.services.iter().map(|s| s.total_replicas()).sum();
     events.emit(
         Event::new(
             clock.wall(),
