@@ -101,7 +101,9 @@ enum AttemptError {
     Body(BodyFailure),
 }
 
-/// How waiting for an attempt ended.
+/// How waiting for an attempt ended. Lives on the stack for one attempt, so the size difference between
+/// variants costs nothing worth a box.
+#[expect(clippy::large_enum_variant)]
 enum Step {
     Done(Result<(Response<Incoming>, SendRequest<RequestBody>), AttemptError>),
     /// The attempt timed out and a retry on this backend is possible.
@@ -190,10 +192,14 @@ pub(crate) async fn handle(
     let idempotent = is_idempotent(&head.method) || head.headers.contains_key(&IDEMPOTENCY_KEY);
     let may_retry = cfg.retry.max_attempts > 1;
     let template = if may_retry { body.replay().map(|replay| (head.clone(), replay)) } else { None };
-    let pool_idx = shared.routes.load().choose_pool(&head.headers);
     let mut tried = Tried::default();
     let params = |now| PickParams { policy: cfg.load_balancing, slow_start: cfg.slow_start, now };
-    let Some(mut backend) = shared.routes.load().pick(pool_idx, &tried, params(start)).cloned() else {
+    let (pool_idx, first) = {
+        let routes = shared.routes.load();
+        let pool_idx = routes.choose_pool(&head.headers);
+        (pool_idx, routes.pick(pool_idx, &tried, params(start)).cloned())
+    };
+    let Some(mut backend) = first else {
         return Ok(ctx.local(
             StatusCode::SERVICE_UNAVAILABLE,
             LocalReason::NoBackend,

@@ -24,6 +24,10 @@ pub(crate) enum Direction {
 /// `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authorization` / `Proxy-Authenticate`, and
 /// `TE` except its `trailers` token (the only value a proxy may pass on).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
+    // One pass over the distinct names first: most messages carry none of these.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(connection) = headers.remove(header::CONNECTION) {
         remove_listed(headers, &connection);
         // Further `Connection` lines were taken out with the first; `remove` returns only the first value.
@@ -47,6 +51,17 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
             headers.remove(header::PROXY_AUTHENTICATE);
         }
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::TE
 }
 
 /// Removes the headers a `Connection` value lists, except `Host`, which the proxy must keep.

@@ -206,14 +206,14 @@ async fn serve_connection(
                 if let Poll::Ready(changed) = changed.as_mut().poll(cx) {
                     return Poll::Ready(Event::Phase(changed.is_ok()));
                 }
-                // Re-armed after every poll of the connection: a request head may just have started, or a
-                // response just ended.
-                let deadline = next_deadline();
-                if deadline != armed {
-                    armed = deadline;
-                    if let Some(deadline) = deadline {
-                        timer.as_mut().reset(clock.instant(deadline));
-                    }
+                // Checked after every poll of the connection (a request head may just have started, or a
+                // response just ended), but the timer is only moved earlier: a later deadline is picked up
+                // when the armed one fires, which keeps timer-wheel updates off the per-request path.
+                if let Some(deadline) = next_deadline()
+                    && armed.is_none_or(|armed| deadline < armed)
+                {
+                    armed = Some(deadline);
+                    timer.as_mut().reset(clock.instant(deadline));
                 }
                 if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
                     armed = None;
@@ -231,7 +231,7 @@ async fn serve_connection(
                 break;
             }
             Event::Timer => {
-                if conn.in_flight.load(Relaxed) > 0 {
+                if next_deadline().is_none_or(|deadline| clock.now() < deadline) {
                     continue;
                 }
                 if conn.head_started.load(Relaxed) != 0 {

@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Proxy benchmark: wrk straight to one mend-demo replica, and through mend-proxy, nginx and haproxy in
+front of the same two replicas; then failover under constant load (kill -9, SIGSTOP, rolling restart).
+
+All traffic stays on 127.0.0.1; every run is bounded in time and request count. Usage (from the repo root):
+
+  cargo build --release -p mend --bin mend-demo
+  cargo build --release -p mend-proxy --example proxy
+  apt-get install -y wrk nginx-light haproxy
+  python3 bench/proxy/bench.py [--duration 10] [--json /tmp/proxy-bench.json]
+
+CPU layout on this 2-core machine: wrk is pinned to CPU 1; the proxy under test is pinned to CPU 0 (1
+worker) or to both CPUs (2 workers); the two mend-demo replicas (2 tokio threads each) float.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def cpu_seconds(pids):
+    """utime + stime of the processes (and their threads), in seconds."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+class Replica:
+    def __init__(self, demo, port):
+        self.demo, self.port, self.proc = demo, port, None
+
+    def start(self):
+        self.proc = subprocess.Popen([self.demo, "--port", str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Proxy:
+    """One proxy under test: start(), pids() for CPU accounting, stop()."""
+
+    def __init__(self, name, argv, port, cwd=None, stdin=False):
+        self.name, self.argv, self.port, self.cwd, self.stdin = name, argv, port, cwd, stdin
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
+                                     text=True)
+        wait_port(self.port)
+        if self.stdin:
+            self.proc.stdout.readline()  # "listening on ..."
+
+    def pids(self):
+        return [self.proc.pid] + children(self.proc.pid)
+
+    def command(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT if self.stdin else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def render(template, out, **values):
+    with open(template) as f:
+        text = f.read()
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", str(value))
+    with open(out, "w") as f:
+        f.write(text)
+
+
+def make_proxy(kind, workers, ups, tmp, read_timeout="5s"):
+    port = free_port()
+    cpus = "0" if workers == 1 else "0-1"
+    if kind == "mend-proxy":
+        argv = ["taskset", "-c", cpus, os.path.join(ROOT, "target/release/examples/proxy"), "--listen",
+                f"127.0.0.1:{port}", "--threads", str(workers)]
+        for up in ups:
+            argv += ["--upstream", f"127.0.0.1:{up}"]
+        return Proxy(kind, argv, port, stdin=True)
+    if kind == "nginx":
+        conf = os.path.join(tmp, f"nginx-{port}.conf")
+        affinity = "01" if workers == 1 else "01 10"
+        render(os.path.join(HERE, "nginx.conf.in"), conf, WORKERS=workers, AFFINITY=affinity, DIR=tmp,
+               UP1=ups[0], UP2=ups[1], PORT=port, READ_TIMEOUT=read_timeout)
+        return Proxy(kind, ["nginx", "-p", tmp, "-c", conf, "-e", os.path.join(tmp, "nginx-error.log")], port)
+    if kind == "haproxy":
+        conf = os.path.join(tmp, f"haproxy-{port}.cfg")
+        render(os.path.join(HERE, "haproxy.cfg.in"), conf, WORKERS=workers, CPUS=cpus, UP1=ups[0], UP2=ups[1],
+               PORT=port, READ_TIMEOUT=read_timeout)
+        return Proxy(kind, ["haproxy", "-f", conf], port)
+    raise ValueError(kind)
+
+
+def wrk(port, duration, connections):
+    argv = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+            f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+
+    def quantile(q):
+        value, unit = re.search(rf"\s{q}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    return {"rps": rps, "requests": total, "p50_ms": quantile(50), "p99_ms": quantile(99),
+            "non_2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def throughput(args, ups, tmp):
+    rows = []
+    direct = wrk(ups[0], args.duration, args.connections)
+    direct.update(name="direct to one replica", workers="-", cpu_us=None)
+    rows.append(direct)
+    for workers in (1, 2):
+        for kind in ("mend-proxy", "nginx", "haproxy"):
+            proxy = make_proxy(kind, workers, ups, tmp)
+            proxy.start()
+            try:
+                wrk(proxy.port, 2, args.connections)  # warm-up: connection pools, caches
+                before = cpu_seconds(proxy.pids())
+                result = wrk(proxy.port, args.duration, args.connections)
+                after = cpu_seconds(proxy.pids())
+            finally:
+                proxy.stop()
+            result.update(name=kind, workers=workers, cpu_us=(after - before) / result["requests"] * 1e6)
+            rows.append(result)
+            print(f"  {kind} x{workers}: {result['rps']:.0f} req/s p50 {result['p50_ms']:.2f} ms "
+                  f"p99 {result['p99_ms']:.2f} ms cpu {result['cpu_us']:.1f} us/req", file=sys.stderr)
+    return rows
+
+
+class Load:
+    """Constant closed-loop load: `threads` clients, keep-alive, each request bounded by `timeout`."""
+
+    def __init__(self, port, threads=4, timeout=10.0, max_requests=200_000, duration=30.0):
+        self.port, self.threads, self.timeout = port, threads, timeout
+        self.max_requests, self.duration = max_requests, duration
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = self.failed = 0
+        self.latencies = []
+        self.failures = []
+
+    def client(self):
+        conn = None
+        deadline = time.monotonic() + self.duration
+        while not self.stop_flag.is_set() and time.monotonic() < deadline:
+            with self.lock:
+                if self.ok + self.failed >= self.max_requests:
+                    return
+            start = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                good = response.status == 200
+                reason = response.status
+                if response.getheader("connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as error:
+                good, reason = False, type(error).__name__
+                conn.close()
+                conn = None
+            elapsed = time.monotonic() - start
+            with self.lock:
+                self.latencies.append(elapsed)
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.failures.append(str(reason))
+
+    def __enter__(self):
+        self.workers = [threading.Thread(target=self.client, daemon=True) for _ in range(self.threads)]
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for worker in self.workers:
+            worker.join(timeout=self.timeout + 5)
+
+    def result(self):
+        total = self.ok + self.failed
+        return {"total": total, "failed": self.failed, "worst_ms": max(self.latencies) * 1e3 if self.latencies else 0,
+                "p99_ms": statistics.quantiles(self.latencies, n=100)[98] * 1e3 if len(self.latencies) > 100 else 0,
+                "failure_kinds": sorted(set(self.failures))[:5]}
+
+
+def failover(kind, scenario, args, demo, tmp):
+    ups = [free_port(), free_port()]
+    replicas = [Replica(demo, port) for port in ups]
+    for replica in replicas:
+        replica.start()
+    proxy = make_proxy(kind, 1, ups, tmp)
+    proxy.start()
+    try:
+        with Load(proxy.port, duration=args.failover_seconds + 15) as load:
+            time.sleep(1.0)
+            if scenario == "kill -9":
+                replicas[0].proc.kill()
+                time.sleep(args.failover_seconds)
+            elif scenario == "SIGSTOP":
+                os.kill(replicas[0].proc.pid, signal.SIGSTOP)
+                time.sleep(args.failover_seconds)
+                os.kill(replicas[0].proc.pid, signal.SIGCONT)
+                time.sleep(0.5)
+            elif scenario == "rolling restart":
+                for idx, replica in enumerate(replicas):
+                    if kind == "mend-proxy":
+                        outcome = proxy.command(f"drain {idx}")
+                        print(f"    {outcome}", file=sys.stderr)
+                    replica.stop(signal.SIGTERM)
+                    if kind == "mend-proxy":
+                        proxy.command(f"down {idx}")
+                    time.sleep(0.5)
+                    replica.start()
+                    if kind == "mend-proxy":
+                        proxy.command(f"up {idx}")
+                    time.sleep(args.failover_seconds / 2)
+            time.sleep(0.5)
+        if kind == "mend-proxy":
+            print(f"    {proxy.command('stats')}", file=sys.stderr)
+        return load.result()
+    finally:
+        proxy.stop()
+        for replica in replicas:
+            try:
+                os.kill(replica.proc.pid, signal.SIGCONT)
+            except OSError:
+                pass
+            replica.stop(signal.SIGKILL)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", default=os.path.join(ROOT, "target/release/mend-demo"))
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--failover-seconds", type=float, default=4.0)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-failover", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_throughput:
+            ups = [free_port(), free_port()]
+            replicas = [Replica(args.demo, port) for port in ups]
+            for replica in replicas:
+                replica.start()
+            try:
+                report["throughput"] = throughput(args, ups, tmp)
+            finally:
+                for replica in replicas:
+                    replica.stop()
+            nginx1 = next(r for r in report["throughput"] if r["name"] == "nginx" and r["workers"] == 1)
+            nginx2 = next(r for r in report["throughput"] if r["name"] == "nginx" and r["workers"] == 2)
+            print("\n| target | workers | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | p99 vs nginx | CPU vs nginx |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+            for row in report["throughput"]:
+                ref = nginx1 if row["workers"] in (1, "-") else nginx2
+                cpu = f"{row['cpu_us']:.1f}" if row["cpu_us"] is not None else "—"
+                cpu_ratio = f"{row['cpu_us'] / ref['cpu_us']:.2f}×" if row["cpu_us"] is not None else "—"
+                print(f"| {row['name']} | {row['workers']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+                      f"| {cpu} | {row['rps'] / ref['rps']:.2f}× | {row['p99_ms'] / ref['p99_ms']:.2f}× | {cpu_ratio} |")
+        if not args.skip_failover:
+            report["failover"] = []
+            print("\n| scenario | proxy | requests | failed | worst latency ms | p99 ms |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for scenario in ("kill -9", "SIGSTOP", "rolling restart"):
+                for kind in ("mend-proxy", "nginx", "haproxy"):
+                    print(f"  {scenario} / {kind}", file=sys.stderr)
+                    result = failover(kind, scenario, args, args.demo, tmp)
+                    result.update(scenario=scenario, proxy=kind)
+                    report["failover"].append(result)
+                    print(f"| {scenario} | {kind} | {result['total']} | {result['failed']} | {result['worst_ms']:.0f} "
+                          f"| {result['p99_ms']:.1f} |", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

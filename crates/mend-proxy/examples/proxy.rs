@@ -1,0 +1,167 @@
+//! A stand-alone mend-proxy for benchmarks: fixed upstreams from the command line, driven over stdin.
+//!
+//! ```text
+//! cargo run --release -p mend-proxy --example proxy -- --listen 127.0.0.1:8000 \
+//!     --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002 [--threads 1]
+//! ```
+//!
+//! Commands on stdin, one per line (replica index `I` counts from 0 in `--upstream` order):
+//! `drain I` (drain, then print the outcome), `down I` (remove from the table), `up I` (add back as a new
+//! generation), `stats` (print totals). The real configuration is wired by mend; this is a test rig.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // A command-line example reports on stdout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mend_proxy::{Backend, BackendId, Proxy, ProxyConfig, ProxyHandle, Release, RouteTable};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+
+struct Args {
+    listen: SocketAddr,
+    upstreams: Vec<SocketAddr>,
+    threads: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut listen = None;
+    let mut upstreams = Vec::new();
+    let mut threads = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--listen" => listen = Some(value.parse().map_err(|error| format!("--listen {value}: {error}"))?),
+            "--upstream" => upstreams.push(value.parse().map_err(|error| format!("--upstream {value}: {error}"))?),
+            "--threads" => threads = value.parse().map_err(|error| format!("--threads {value}: {error}"))?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    let listen = listen.ok_or("--listen is required")?;
+    Ok(Args { listen, upstreams, threads })
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("proxy: {error}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("proxy: cannot start the runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(run(args));
+}
+
+struct Rig {
+    upstreams: Vec<SocketAddr>,
+    generations: Vec<Option<u64>>,
+    routes: watch::Sender<Arc<RouteTable>>,
+}
+
+impl Rig {
+    fn id(&self, idx: usize) -> Option<BackendId> {
+        let generation = (*self.generations.get(idx)?)?;
+        Some(BackendId { release: Release::Stable, index: idx as u32, generation })
+    }
+
+    fn publish(&self) {
+        let backends = (0..self.upstreams.len())
+            .filter_map(|idx| Some(Backend { id: self.id(idx)?, addr: self.upstreams[idx], weight: 1 }))
+            .collect();
+        self.routes.send_replace(Arc::new(RouteTable { backends, canary: None }));
+    }
+}
+
+async fn run(args: Args) {
+    let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
+    let mut rig = Rig { generations: vec![Some(1); args.upstreams.len()], upstreams: args.upstreams, routes };
+    rig.publish();
+    let proxy = match Proxy::bind(ProxyConfig::new(args.listen), routes_rx).await {
+        Ok(proxy) => proxy,
+        Err(error) => {
+            eprintln!("proxy: {error}");
+            std::process::exit(1);
+        }
+    };
+    println!("listening on {} (pid {})", proxy.local_addr(), std::process::id());
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => command(&proxy, &mut rig, line.trim()).await,
+                // stdin closed: keep serving until a signal.
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    break;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    proxy.shutdown().await;
+}
+
+async fn command(proxy: &ProxyHandle, rig: &mut Rig, line: &str) {
+    let mut words = line.split_whitespace();
+    let verb = words.next().unwrap_or("");
+    let idx: Option<usize> = words.next().and_then(|word| word.parse().ok());
+    match (verb, idx) {
+        ("drain", Some(idx)) => match rig.id(idx) {
+            Some(id) => println!("drain {idx}: {:?}", proxy.drain(id, Duration::from_secs(30)).await),
+            None => println!("drain {idx}: not in the table"),
+        },
+        ("down", Some(idx)) if idx < rig.generations.len() => {
+            rig.generations[idx] = None;
+            rig.publish();
+            println!("down {idx}: ok");
+        }
+        ("up", Some(idx)) if idx < rig.generations.len() => {
+            static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(2);
+            rig.generations[idx] = Some(NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            rig.publish();
+            println!("up {idx}: ok");
+        }
+        ("stats", _) => {
+            let stats = proxy.stats();
+            let total = &stats.total;
+            println!(
+                "stats: 2xx={} 4xx={} 5xx={} retries={} denied={} bad_gateway={} no_backend={} timeouts={}",
+                total.status_2xx,
+                total.status_4xx,
+                total.status_5xx,
+                stats.retries,
+                stats.retries_denied,
+                total.bad_gateway,
+                total.no_backend,
+                total.gateway_timeouts
+            );
+            for backend in &stats.backends {
+                println!(
+                    "  {} {}: attempts={} connect_failures={} resets={} timeouts={} ejections={} in_flight={}",
+                    backend.id,
+                    backend.addr,
+                    backend.attempts.responses(),
+                    backend.attempts.connect_failures,
+                    backend.attempts.resets,
+                    backend.attempts.timeouts,
+                    backend.ejections,
+                    backend.in_flight
+                );
+            }
+        }
+        _ => println!("unknown command: {line}"),
+    }
+}
