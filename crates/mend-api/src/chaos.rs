@@ -89,9 +89,10 @@ fn parse_request(request: &ChaosRequest) -> Result<(FaultSpec, Duration), String
         return Err("latency: at most 60s".to_owned());
     }
     if let Some(status) = request.status
-        && !(100..=599).contains(&status) {
-            return Err(format!("status: {status} is not an HTTP status (100 to 599)"));
-        }
+        && !(100..=599).contains(&status)
+    {
+        return Err(format!("status: {status} is not an HTTP status (100 to 599)"));
+    }
     if latency.is_none() && request.status.is_none() && !request.abort {
         return Err("nothing to inject: give latency, status or abort".to_owned());
     }

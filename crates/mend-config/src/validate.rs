@@ -913,12 +913,13 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
     let max_ejection_percent =
         optional_integer("max_ejection_percent", raw.max_ejection_percent, 0..=100).map(|n| n as u8);
     if let Some(budget) = raw.retry_budget
-        && !(0.0..=1.0).contains(&budget) {
-            problems.add(
-                &path.key("retry_budget"),
-                format!("{budget} is out of range (allowed: 0.0 to 1.0, a fraction of the request rate)"),
-            );
-        }
+        && !(0.0..=1.0).contains(&budget)
+    {
+        problems.add(
+            &path.key("retry_budget"),
+            format!("{budget} is out of range (allowed: 0.0 to 1.0, a fraction of the request rate)"),
+        );
+    }
     if problems.errors.len() > errors_before {
         return None;
     }
