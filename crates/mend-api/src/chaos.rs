@@ -70,12 +70,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn check_service(state: &ApiState, name: &str) -> Result<(), Response> {
+/// Why a chaos call cannot apply to `name`: an HTTP status and a message.
+fn check_service(state: &ApiState, name: &str) -> Result<(), (StatusCode, String)> {
     if state.supervisor.service(name).is_none() {
-        return Err(error(StatusCode::NOT_FOUND, format!("unknown service {name:?}")));
+        return Err((StatusCode::NOT_FOUND, format!("unknown service {name:?}")));
     }
     if !state.chaos.proxied(name) {
-        return Err(error(
+        return Err((
             StatusCode::CONFLICT,
             format!("service {name:?} has no proxy: fault injection works on [service.{name}.proxy]"),
         ));
@@ -113,8 +114,8 @@ pub(crate) async fn inject(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(response) = check_service(&state, &name) {
-        return response;
+    if let Err((status, message)) = check_service(&state, &name) {
+        return error(status, message);
     }
     let request: ChaosRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -140,8 +141,8 @@ pub(crate) async fn inject(
 }
 
 pub(crate) async fn clear(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
-    if let Err(response) = check_service(&state, &name) {
-        return response;
+    if let Err((status, message)) = check_service(&state, &name) {
+        return error(status, message);
     }
     state.chaos.clear(&name);
     tracing::info!(service = %name, "fault injection cleared");
