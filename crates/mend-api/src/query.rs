@@ -113,15 +113,25 @@ fn point(t_ms: i64, value: f64) -> serde_json::Value {
     json!([t_ms as f64 / 1000.0, format_value(value)])
 }
 
-/// Runs `work` on the store under a read lock, off the async workers (a query may scan many series).
+/// Most points one query may read, as Prometheus's `query.max-samples` (50 M there); about 160 MiB.
+pub(crate) const MAX_QUERY_POINTS: usize = 10_000_000;
+
+/// Runs `work` on the store off the async workers (a query may scan many series), taking the store's lock
+/// per selector and refusing queries that would read more than [`MAX_QUERY_POINTS`].
 async fn with_store<T: Send + 'static>(
     state: &ApiState,
     work: impl FnOnce(&dyn Storage) -> T + Send + 'static,
 ) -> Result<T, Response> {
     let series = state.observe.series.clone();
     tokio::task::spawn_blocking(move || {
-        let store = series.read().map_err(|_| "the series store is unavailable".to_owned())?;
-        Ok::<T, String>(work(&*store))
+        let store = mend_observe::series::LockedStore::new(&series, MAX_QUERY_POINTS);
+        let result = work(&store);
+        if store.exceeded() {
+            return Err(format!(
+                "query processing would load more than {MAX_QUERY_POINTS} samples: narrow the selectors or the range"
+            ));
+        }
+        Ok(result)
     })
     .await
     .map_err(|_| bad_data("query task failed"))?

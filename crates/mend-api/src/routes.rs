@@ -64,6 +64,7 @@ impl From<ControlError> for ApiError {
         let status = match error {
             ControlError::UnknownService(_) | ControlError::UnknownReplica { .. } => StatusCode::NOT_FOUND,
             ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::NotReadyAgain { .. } => StatusCode::CONFLICT,
         };
         Self(status, error.to_string())
     }
@@ -84,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alerts", post(alerts_in))
         .route("/api/v1/services/{name}/chaos", post(crate::chaos::inject).delete(crate::chaos::clear))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let guarded = state.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_page))
@@ -98,7 +100,50 @@ pub fn router(state: ApiState) -> Router {
         .merge(mutating)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(guarded, browser_guard))
         .with_state(state)
+}
+
+/// True for `localhost` and IP literals: names an attacker cannot rebind to 127.0.0.1.
+fn safe_host(authority: &str) -> bool {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, port)| if port.chars().all(|c| c.is_ascii_digit()) { host } else { authority })
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Protects a loopback API from web pages: a `Host` that is a DNS name other than `localhost` (DNS
+/// rebinding) and a mutating request from another origin (cross-site request forgery) are refused.
+/// Clients that are not browsers (the CLI, curl, scripts, Alertmanager) send neither and pass.
+async fn browser_guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if state.token.is_none()
+        && let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok())
+        && !safe_host(host)
+    {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            format!("unexpected Host {host:?}: the API answers to IP addresses and localhost only"),
+        )
+        .into_response();
+    }
+    let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if mutating {
+        let cross_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "cross-site");
+        let foreign_origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|origin| origin == "null" || !safe_host(origin.split("://").nth(1).unwrap_or(origin)));
+        if cross_site || foreign_origin {
+            return ApiError(StatusCode::FORBIDDEN, "cross-site requests may not change anything".into())
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -162,6 +207,8 @@ async fn service(State(state): State<ApiState>, Path(name): Path<String>) -> Res
 #[derive(Debug, Deserialize)]
 struct ReplicaParam {
     replica: Option<u32>,
+    /// How long to wait for each replica to act (e.g. "90s"); by default the stop timeout plus a minute.
+    wait: Option<String>,
 }
 
 async fn control(
@@ -182,8 +229,13 @@ async fn control(
         }
     };
     let service = state.supervisor.service(&name).ok_or_else(|| ControlError::UnknownService(name.clone()))?;
-    // Wait long enough for a graceful stop and a fresh start, then report whatever state was reached.
-    let wait = service.config.stop_timeout + Duration::from_secs(5);
+    // Wait long enough for a drain, a graceful stop and a fresh start (per replica, for a rolling
+    // restart), then report whatever state was reached.
+    let wait = match params.wait.as_deref().map(parse_duration) {
+        None => service.config.stop_timeout + Duration::from_secs(60),
+        Some(Ok(wait)) if wait <= Duration::from_secs(3600) => wait,
+        Some(_) => return Err(bad_request("invalid wait: a duration up to 1h, e.g. \"90s\"")),
+    };
     state.supervisor.control(&name, params.replica, control, wait).await?;
     tracing::info!(service = %name, action = %action, replica = ?params.replica, "operator command");
     Ok(Json(ServiceDto::from_handle(service)))
@@ -352,9 +404,9 @@ async fn service_logs(
     let Query(params) = query.map_err(query_error)?;
     let service = state.supervisor.service(&name).ok_or_else(|| ControlError::UnknownService(name.clone()))?;
     let indexes: Vec<u32> = match params.replica {
-        Some(index) if index < service.config.replicas => vec![index],
+        Some(index) if index < service.config.total_replicas() => vec![index],
         Some(index) => return Err(ControlError::UnknownReplica { service: name, index }.into()),
-        None => (0..service.config.replicas).collect(),
+        None => (0..service.config.total_replicas()).collect(),
     };
     let prefix = indexes.len() > 1;
     let dir = service.config.log_dir(&state.state_dir);
@@ -426,6 +478,16 @@ mod tests {
         assert_eq!(parse_since("1970-01-01T00:00:01Z", now).ok(), Some(Timestamp::from_millis(1000)));
         assert_eq!(parse_since("42", now).ok(), Some(Timestamp::from_millis(42)));
         assert!(parse_since("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn hosts_that_cannot_be_rebound_are_safe() {
+        for host in ["127.0.0.1:7070", "localhost:7070", "[::1]:7070", "10.0.0.5", "LOCALHOST"] {
+            assert!(safe_host(host), "{host}");
+        }
+        for host in ["evil.example:7070", "evil.example", "localhost.evil.example"] {
+            assert!(!safe_host(host), "{host}");
+        }
     }
 
     #[test]

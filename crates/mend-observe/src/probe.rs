@@ -72,12 +72,12 @@ impl ResolvedCheck {
 /// Runs one probe attempt. When it times out and `pid` is given, the outcome carries what the process did
 /// during the wait.
 pub async fn run(check: &ResolvedCheck, timeout: Duration, pid: Option<u32>) -> ProbeOutcome {
-    let before = pid.and_then(process::cpu_state);
+    let before = pid.and_then(process::family_cpu_state);
     match tokio::time::timeout(timeout, attempt(check)).await {
         Ok(Ok(())) => ProbeOutcome::Success,
         Ok(Err(reason)) => ProbeOutcome::Failure { reason },
         Err(_elapsed) => {
-            let after = pid.and_then(process::cpu_state);
+            let after = pid.and_then(process::family_cpu_state);
             let evidence = match (before, after) {
                 (Some((_, cpu_before)), Some((state, cpu_after))) => Some(ProcessEvidence {
                     state,
@@ -146,18 +146,36 @@ async fn http(target: &HttpTarget, status: (u16, u16), body_contains: Option<&st
 
 async fn exec(argv: &[String], working_dir: &PathBuf) -> Result<(), String> {
     let (program, args) = argv.split_first().ok_or("empty exec command")?;
-    // Exec probes are short-lived helper processes; `kill_on_drop` ends them when the probe times out.
-    let status = tokio::process::Command::new(program)
+    // The probe leads its own process group, and the guard kills the whole group if the probe is dropped
+    // (timed out): a probe that starts helpers (`sh -c 'curl ...'`) leaves nothing behind.
+    let mut child = tokio::process::Command::new(program)
         .args(args)
         .current_dir(working_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .kill_on_drop(true)
-        .status()
-        .await
+        .spawn()
         .map_err(|error| format!("cannot run {program:?}: {error}"))?;
+    let guard = GroupGuard(child.id());
+    let status = child.wait().await.map_err(|error| format!("waiting for {program:?}: {error}"));
+    // Helpers the probe left behind still go.
+    drop(guard);
+    let status = status?;
     if status.success() { Ok(()) } else { Err(format!("{program:?} exited with {status}")) }
+}
+
+/// Kills a process group when dropped.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +265,15 @@ mod tests {
             run(&exec(&["/nonexistent/probe"]), SECOND, None).await,
             ProbeOutcome::Failure { reason } if reason.starts_with("cannot run")
         ));
+        // A timed-out probe takes its helpers along.
+        let marker = format!("sleep 1000{}", std::process::id());
+        let script = format!("{marker} & sleep 30");
+        assert!(matches!(
+            run(&exec(&["sh", "-c", &script]), Duration::from_millis(200), None).await,
+            ProbeOutcome::Timeout { .. }
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let leftovers = std::process::Command::new("pgrep").arg("-f").arg(&marker).output().expect("pgrep");
+        assert!(leftovers.stdout.is_empty(), "probe helpers left behind");
     }
 }

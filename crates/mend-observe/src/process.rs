@@ -23,7 +23,48 @@ pub struct ProcessSample {
     pub start_ticks: u64,
 }
 
-/// Reads a snapshot of `pid`; None when the process is gone.
+/// Most processes counted in one family, so that a fork bomb cannot make sampling unbounded.
+const MAX_FAMILY: usize = 1024;
+
+/// `pid` and its descendants, from `/proc/PID/task/TID/children` (leader first).
+pub fn family(pid: u32) -> Vec<u32> {
+    let mut members = vec![pid];
+    let mut next = 0;
+    while next < members.len() && members.len() < MAX_FAMILY {
+        let parent = members[next];
+        next += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                if members.len() < MAX_FAMILY && !members.contains(&child) {
+                    members.push(child);
+                }
+            }
+        }
+    }
+    members
+}
+
+/// A snapshot of `pid` and its descendants together: the leader's state, group and start time, with CPU,
+/// memory, threads and fds summed over the family (a shell and its program, a master and its workers).
+pub fn sample_family(pid: u32) -> Option<ProcessSample> {
+    let mut total = sample(pid)?;
+    for member in family(pid).into_iter().skip(1) {
+        if let Some(child) = sample(member) {
+            total.cpu_seconds += child.cpu_seconds;
+            total.rss_bytes = total.rss_bytes.saturating_add(child.rss_bytes);
+            total.threads += child.threads;
+            total.open_fds = match (total.open_fds, child.open_fds) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, _) => a,
+            };
+        }
+    }
+    Some(total)
+}
+
+/// Reads a snapshot of `pid` alone; None when the process is gone.
 pub fn sample(pid: u32) -> Option<ProcessSample> {
     let process = Process::new(i32::try_from(pid).ok()?).ok()?;
     let stat = process.stat().ok()?;
@@ -39,10 +80,37 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
     })
 }
 
+/// Scheduler state and CPU time of `pid` and its descendants: the CPU time is summed over the family; the
+/// state is `T` only when every member is stopped, `R` when any member runs, else the leader's.
+///
+/// Probes read this before and after waiting, to see whether an unresponsive replica is stopped, busy or
+/// idle, whether it is one process or a shell with its program.
+pub fn family_cpu_state(pid: u32) -> Option<(char, Duration)> {
+    let (leader_state, mut cpu) = cpu_state(pid)?;
+    let mut all_stopped = leader_state == 'T';
+    let mut any_running = leader_state == 'R';
+    for member in family(pid).into_iter().skip(1) {
+        if let Some((state, member_cpu)) = cpu_state(member) {
+            cpu += member_cpu;
+            all_stopped &= state == 'T';
+            any_running |= state == 'R';
+        }
+    }
+    let state = if all_stopped {
+        'T'
+    } else if any_running {
+        'R'
+    } else if leader_state == 'T' {
+        'S'
+    } else {
+        leader_state
+    };
+    Some((state, cpu))
+}
+
 /// Scheduler state and precise CPU time (nanoseconds, summed over threads) of `pid`.
 ///
-/// Probes read this before and after waiting, to see whether an unresponsive process is stopped, busy or
-/// idle. Thread schedstat gives nanoseconds; the tick counters of /proc/PID/stat are the fallback.
+/// Thread schedstat gives nanoseconds; the tick counters of /proc/PID/stat are the fallback.
 pub fn cpu_state(pid: u32) -> Option<(char, Duration)> {
     let process = Process::new(i32::try_from(pid).ok()?).ok()?;
     let stat = process.stat().ok()?;
@@ -96,6 +164,29 @@ mod tests {
         assert!(matches!(state, 'R' | 'S'));
         assert!(cpu > Duration::ZERO);
         assert!(group_members(sample.pgid).contains(&pid));
+    }
+
+    #[test]
+    fn a_family_includes_children_and_sums_their_memory() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().expect("spawn sleep");
+        let me = std::process::id();
+        let members = family(me);
+        assert_eq!(members[0], me);
+        assert!(members.contains(&child.id()), "{members:?}");
+        let alone = sample(me).expect("alive");
+        let together = sample_family(me).expect("alive");
+        let child_rss = sample(child.id()).map_or(0, |s| s.rss_bytes);
+        assert!(child_rss > 0);
+        assert!(
+            together.rss_bytes + 1_048_576 > alone.rss_bytes + child_rss / 2,
+            "{} vs {} + {child_rss}",
+            together.rss_bytes,
+            alone.rss_bytes
+        );
+        assert!(together.threads > alone.threads);
+        assert!(family_cpu_state(me).is_some());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

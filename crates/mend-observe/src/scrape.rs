@@ -138,6 +138,7 @@ pub struct Scraper {
     known: HashSet<Labels>,
     failing: Option<String>,
     last_drop_event: Option<Instant>,
+    scrapes: u64,
 }
 
 /// What one scrape did.
@@ -158,7 +159,17 @@ impl Scraper {
         clock: Arc<dyn Clock>,
         stats: Arc<ScrapeStats>,
     ) -> Self {
-        Self { job, store, events, clock, stats, known: HashSet::new(), failing: None, last_drop_event: None }
+        Self {
+            job,
+            store,
+            events,
+            clock,
+            stats,
+            known: HashSet::new(),
+            failing: None,
+            last_drop_event: None,
+            scrapes: 0,
+        }
     }
 
     /// Scrapes every interval until the task is aborted.
@@ -254,6 +265,11 @@ impl Scraper {
         let Ok(mut store) = self.store.write() else {
             return Err(ScrapeFailure::Unreachable("the series store is unavailable".into()));
         };
+        // Series the store swept (a target whose labels churn) no longer count against the target's limit.
+        self.scrapes += 1;
+        if self.scrapes.is_multiple_of(60) {
+            self.known.retain(|labels| store.contains(labels));
+        }
         let mut report = ScrapeReport { samples: 0, dropped_series: 0 };
         let mut pairs: Vec<(String, String)> = Vec::with_capacity(16);
         for (_, sample) in mend_promtext::samples(&families) {

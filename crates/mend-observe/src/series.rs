@@ -247,6 +247,11 @@ impl SeriesStore {
         before - self.series.len()
     }
 
+    /// Whether the series with exactly `labels` is held.
+    pub fn contains(&self, labels: &Labels) -> bool {
+        self.series.contains_key(labels)
+    }
+
     /// Number of series held.
     pub fn len(&self) -> usize {
         self.series.len()
@@ -289,6 +294,45 @@ impl mend_query::Storage for SeriesStore {
                 points: points.iter().map(|p| (p.at.as_millis(), p.value)).collect(),
             })
             .collect()
+    }
+}
+
+/// Reads a shared store for a query, taking its lock once per selector rather than for the whole
+/// evaluation (writers — replica sampling, scrapes — wait at most one copy), and within a budget of points:
+/// a query that would copy more reads nothing further and reports it.
+pub struct LockedStore<'a> {
+    store: &'a std::sync::RwLock<SeriesStore>,
+    budget: std::cell::Cell<usize>,
+    exceeded: std::cell::Cell<bool>,
+}
+
+impl<'a> LockedStore<'a> {
+    /// Reads `store`, copying at most `max_points` points in all.
+    pub fn new(store: &'a std::sync::RwLock<SeriesStore>, max_points: usize) -> Self {
+        Self { store, budget: std::cell::Cell::new(max_points), exceeded: std::cell::Cell::new(false) }
+    }
+
+    /// True when a selector would have gone over the budget (the result is then incomplete).
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.get()
+    }
+}
+
+impl mend_query::Storage for LockedStore<'_> {
+    fn select(&self, matchers: &[mend_query::LabelMatcher], start_ms: i64, end_ms: i64) -> Vec<mend_query::Series> {
+        if self.exceeded.get() {
+            return Vec::new();
+        }
+        let Ok(store) = self.store.read() else { return Vec::new() };
+        let selected = mend_query::Storage::select(&*store, matchers, start_ms, end_ms);
+        drop(store);
+        let n_points: usize = selected.iter().map(|series| series.points.len()).sum();
+        if n_points > self.budget.get() {
+            self.exceeded.set(true);
+            return Vec::new();
+        }
+        self.budget.set(self.budget.get() - n_points);
+        selected
     }
 }
 
@@ -372,6 +416,26 @@ mod tests {
         let Value::Vector(samples) = value else { panic!("a vector: {value:?}") };
         assert_eq!(samples.len(), 1);
         assert!((samples[0].value - 2.0 / 12.0).abs() < 1e-9, "{}", samples[0].value);
+    }
+
+    #[test]
+    fn a_locked_store_stops_at_its_point_budget() {
+        use mend_query::Storage;
+        let store = std::sync::RwLock::new(SeriesStore::new(Limits::default()));
+        {
+            let mut guard = store.write().expect("lock");
+            let labels = guard.labels("x", &[]);
+            for secs in 0..100 {
+                guard.append(&labels, at(secs), 1.0).expect("within limits");
+            }
+        }
+        let matcher = [mend_query::LabelMatcher::equal(mend_query::METRIC_NAME, "x")];
+        let roomy = LockedStore::new(&store, 1000);
+        assert_eq!(roomy.select(&matcher, 0, 1_000_000)[0].points.len(), 100);
+        assert!(!roomy.exceeded());
+        let tight = LockedStore::new(&store, 50);
+        assert!(tight.select(&matcher, 0, 1_000_000).is_empty());
+        assert!(tight.exceeded());
     }
 
     #[test]

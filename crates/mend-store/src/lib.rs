@@ -177,7 +177,7 @@ pub struct Store {
     queue: SyncSender<Message>,
     reader: Mutex<Connection>,
     dropped: Arc<AtomicU64>,
-    writer: Option<JoinHandle<()>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -218,9 +218,11 @@ impl Store {
         migrate(&mut writer_connection, path)?;
         let reader = connect(path)?;
         let (queue, inbox) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let writer_dropped = dropped.clone();
         let writer = std::thread::Builder::new()
             .name("mend-store".into())
-            .spawn(move || write_loop(writer_connection, inbox, retention))
+            .spawn(move || write_loop(writer_connection, inbox, retention, &writer_dropped))
             .map_err(|error| StoreError::Open {
                 path: path.to_path_buf(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(error)),
@@ -229,8 +231,8 @@ impl Store {
             path: path.to_path_buf(),
             queue,
             reader: Mutex::new(reader),
-            dropped: Arc::default(),
-            writer: Some(writer),
+            dropped,
+            writer: Mutex::new(Some(writer)),
         })
     }
 
@@ -287,8 +289,13 @@ impl Store {
             }
             sql.push(')');
         }
-        // The newest `limit` rows, then oldest first for reading.
-        sql = format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC");
+        // The newest `limit` rows, oldest first for reading; when following (`after`), the oldest `limit`
+        // rows after it, so that a burst is paged through rather than skipped.
+        sql = if query.after_id.is_some() {
+            format!("{sql} ORDER BY id ASC LIMIT ?")
+        } else {
+            format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC")
+        };
         values.push((query.limit.min(i64::MAX as usize) as i64).into());
         let mut statement = connection.prepare_cached(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
@@ -343,7 +350,11 @@ impl Store {
             sql.push_str(" AND id > ?");
             values.push(after_id.into());
         }
-        sql = format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC");
+        sql = if query.after_id.is_some() {
+            format!("{sql} ORDER BY id ASC LIMIT ?")
+        } else {
+            format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC")
+        };
         values.push((query.limit.min(i64::MAX as usize) as i64).into());
         let mut statement = connection.prepare_cached(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
@@ -401,14 +412,14 @@ impl Store {
         Ok(connection.query_row("SELECT MAX(id) FROM events", [], |row| row.get(0)).optional()?.flatten())
     }
 
-    /// Commits everything queued and stops the writer thread.
-    pub fn close(mut self) -> Result<(), StoreError> {
+    /// Commits everything queued and stops the writer thread; reads keep working. Closing twice is
+    /// harmless.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let Some(writer) = self.writer.lock().map_err(|_| StoreError::WriterGone)?.take() else { return Ok(()) };
         let (done, wait) = mpsc::sync_channel(1);
         self.queue.send(Message::Close(done)).map_err(|_| StoreError::WriterGone)?;
         let closed = wait.recv().map_err(|_| StoreError::WriterGone);
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        let _ = writer.join();
         closed
     }
 }
@@ -440,7 +451,7 @@ impl EventSink for StoreSink {
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
-fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: Retention) {
+fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: Retention, dropped: &AtomicU64) {
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     let mut signals: Vec<Signal> = Vec::new();
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
@@ -468,6 +479,8 @@ fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: R
         }
         if !batch.is_empty() || !signals.is_empty() {
             if let Err(error) = insert(&mut connection, &batch, &signals) {
+                // A full disk or an IO error: the batch is lost, and counted as such.
+                dropped.fetch_add((batch.len() + signals.len()) as u64, Ordering::Relaxed);
                 tracing::error!(error = %error, n_events = batch.len(), n_signals = signals.len(), "cannot store events");
             }
             since_cleanup += batch.len() + signals.len();
@@ -484,7 +497,9 @@ fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: R
         // Retention runs every 10k events, and whenever the store has been idle for a minute, so that an
         // old database shrinks even without new events.
         if since_cleanup >= 10_000 || idle {
-            if let Err(error) = apply_retention(&connection, retention) {
+            if let Err(error) =
+                apply_retention(&connection, retention, mend_types::Clock::wall(&mend_types::SystemClock))
+            {
                 tracing::warn!(error = %error, "cannot apply event retention");
             }
             since_cleanup = 0;
@@ -537,13 +552,12 @@ fn insert(connection: &mut Connection, events: &[Event], signals: &[Signal]) -> 
     transaction.commit()
 }
 
-fn apply_retention(connection: &Connection, retention: Retention) -> rusqlite::Result<()> {
-    let newest: Option<i64> = connection.query_row("SELECT MAX(at_ms) FROM events", [], |row| row.get(0))?;
-    if let Some(newest) = newest {
-        let oldest_kept = newest.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
-        connection.execute("DELETE FROM events WHERE at_ms < ?1", params![oldest_kept])?;
-        connection.execute("DELETE FROM signals WHERE at_ms < ?1", params![oldest_kept])?;
-    }
+fn apply_retention(connection: &Connection, retention: Retention, now: Timestamp) -> rusqlite::Result<()> {
+    // Age is measured from now, not from the newest row: one row stamped in the future by a clock jump
+    // must not make every real row look old.
+    let oldest_kept = now.as_millis().saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
+    connection.execute("DELETE FROM events WHERE at_ms < ?1", params![oldest_kept])?;
+    connection.execute("DELETE FROM signals WHERE at_ms < ?1", params![oldest_kept])?;
     let max_events = i64::try_from(retention.max_events).unwrap_or(i64::MAX);
     connection.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1", params![max_events])?;
     connection.execute("DELETE FROM signals WHERE id <= (SELECT MAX(id) FROM signals) - ?1", params![max_events])?;
@@ -680,8 +694,12 @@ mod tests {
         store.flush().expect("flush");
         {
             let connection = store.reader.lock().expect("lock");
-            apply_retention(&connection, Retention { max_age: Duration::from_secs(3600), max_events: 5 })
-                .expect("retention");
+            apply_retention(
+                &connection,
+                Retention { max_age: Duration::from_secs(3600), max_events: 5 },
+                Timestamp::from_millis(19_000),
+            )
+            .expect("retention");
         }
         let kept: Vec<i64> = all(&store).iter().map(|e| e.event.at.as_millis()).collect();
         assert_eq!(kept, [15_000, 16_000, 17_000, 18_000, 19_000]);
@@ -689,8 +707,12 @@ mod tests {
         store.flush().expect("flush");
         {
             let connection = store.reader.lock().expect("lock");
-            apply_retention(&connection, Retention { max_age: Duration::from_secs(3600), max_events: 5 })
-                .expect("retention");
+            apply_retention(
+                &connection,
+                Retention { max_age: Duration::from_secs(3600), max_events: 5 },
+                Timestamp::from_millis(10_000_000),
+            )
+            .expect("retention");
         }
         assert_eq!(all(&store).len(), 1);
     }

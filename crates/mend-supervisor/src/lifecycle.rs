@@ -132,8 +132,13 @@ pub enum Effect {
     /// Spawn the process now.
     Spawn,
     /// Take the process out of traffic and wait (bounded) for its in-flight requests, before it is asked
-    /// to stop. A no-op for services without a proxy.
-    Drain,
+    /// to stop. A no-op for services without a proxy. Once done, the runner restarts the stop clock
+    /// ([`Lifecycle::restart_stop_clock`]) so that the drain does not eat the grace period.
+    Drain {
+        /// Wait first until another replica can take the traffic (a rolling restart); a stop or a
+        /// shutdown does not wait.
+        wait_for_others: bool,
+    },
     /// Send this signal to the process group.
     Signal(i32),
     /// Send SIGKILL to the process group.
@@ -361,6 +366,14 @@ impl Lifecycle {
         matches!(self.phase, Phase::Stopped | Phase::Failed | Phase::Exited | Phase::Idle)
     }
 
+    /// Starts the grace period of a stop over from `now`: called after a drain, so that the process gets
+    /// its whole `stop_timeout` once it is actually asked to stop.
+    pub fn restart_stop_clock(&mut self, now: Instant) {
+        if let Phase::Stopping { deadline, killed: false, .. } = &mut self.phase {
+            *deadline = now + self.policy.stop_timeout;
+        }
+    }
+
     /// When the machine wants a [`Input::Timer`].
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.phase {
@@ -463,6 +476,7 @@ impl Lifecycle {
 
     /// Asks the process to stop (or kills it at once when `kill`), leaving the ready set first.
     fn begin_stop(&mut self, pid: u32, now: Instant, then: AfterStop, kill: bool, effects: &mut Vec<Effect>) {
+        let was_ready = self.ready;
         self.set_ready(false, "stopping", effects);
         let reason = match &then {
             AfterStop::StayStopped => "stop requested".to_owned(),
@@ -482,9 +496,12 @@ impl Lifecycle {
                 format!("sending {} to pid {pid}: {reason}", mend_types::signal_name(signal)),
                 json!({ "pid": pid, "signal": signal, "reason": reason, "grace_ms": millis(self.policy.stop_timeout) }),
             ));
-            // A planned or graceful stop first lets the proxy finish the replica's requests; a hung process
-            // is killed at once instead (its requests are retried elsewhere).
-            effects.push(Effect::Drain);
+            // A graceful stop of a replica that had traffic first lets the proxy finish its requests; a hung
+            // process is killed at once instead (its requests are retried elsewhere).
+            if was_ready {
+                let wait_for_others = matches!(then, AfterStop::Restart { automatic: false, .. });
+                effects.push(Effect::Drain { wait_for_others });
+            }
             effects.push(Effect::Signal(signal));
         }
         self.phase = Phase::Stopping { pid, since: now, deadline: now + self.policy.stop_timeout, killed: kill, then };

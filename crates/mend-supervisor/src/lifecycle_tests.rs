@@ -36,7 +36,8 @@ fn render(effects: &[Effect]) -> Vec<String> {
         .iter()
         .map(|effect| match effect {
             Effect::Spawn => "spawn".to_owned(),
-            Effect::Drain => "drain".to_owned(),
+            Effect::Drain { wait_for_others: true } => "drain, waiting for others".to_owned(),
+            Effect::Drain { wait_for_others: false } => "drain".to_owned(),
             Effect::Signal(signal) => format!("signal {signal}"),
             Effect::Kill => "kill".to_owned(),
             Effect::Event { kind, message, .. } => format!("{kind}: {message}"),
@@ -407,7 +408,7 @@ fn operator_stop_start_and_restart() {
                 &[
                     "unready: not ready: stopping",
                     "stopping: sending SIGTERM to pid 1: restart requested by operator",
-                    "drain",
+                    "drain, waiting for others",
                     "signal 15",
                 ],
             ),
@@ -491,4 +492,24 @@ fn a_replica_above_its_memory_limit_is_replaced_gracefully() {
             ],
         )],
     );
+}
+
+#[test]
+fn a_drain_does_not_eat_the_grace_period_and_unready_replicas_are_not_drained() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    // Never ready: nothing to drain.
+    let effects = render(&machine.handle(Input::Stop, start, 0.0));
+    assert!(!effects.iter().any(|e| e.starts_with("drain")), "{effects:?}");
+    let mut machine = Lifecycle::new(policy());
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 8 }, start, 0.0);
+    machine.handle(liveness(8, ProbeOutcome::Success), start, 0.0);
+    let effects = render(&machine.handle(Input::Stop, start, 0.0));
+    assert!(effects.contains(&"drain".to_owned()), "{effects:?}");
+    // The drain took 20 s; the process still gets its whole 5 s grace from the signal on.
+    machine.restart_stop_clock(start + Duration::from_secs(20));
+    assert_eq!(machine.next_deadline(), Some(start + Duration::from_secs(25)));
 }

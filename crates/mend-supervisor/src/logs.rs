@@ -46,8 +46,19 @@ impl LogFile {
     /// Appends one line (a newline is added).
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         let needed = line.len() as u64 + 1;
-        if self.size > 0 && self.size + needed > self.max_bytes {
-            self.rotate()?;
+        if self.size > 0
+            && self.size + needed > self.max_bytes
+            && let Err(error) = self.rotate()
+        {
+            // Rotation failed (the file was moved or deleted under us, say): start a fresh file rather
+            // than losing every line from now on; the next rotation tries again.
+            self.file = OpenOptions::new().create(true).append(true).open(log_path(&self.dir, self.index))?;
+            self.size = self.file.metadata().map_or(0, |meta| meta.len());
+            if self.size + needed > self.max_bytes {
+                self.file.set_len(0)?;
+                self.size = 0;
+            }
+            tracing::warn!(dir = %self.dir.display(), error = %error, "log rotation failed; reopened the log file");
         }
         let mut buffer = Vec::with_capacity(line.len() + 1);
         buffer.extend_from_slice(line);
@@ -76,6 +87,7 @@ impl LogFile {
 pub async fn capture<R: AsyncRead + Unpin>(pipe: R, log: Arc<Mutex<LogFile>>) {
     let mut reader = BufReader::with_capacity(8 * 1024, pipe);
     let mut line = Vec::with_capacity(256);
+    let mut failures: u64 = 0;
     loop {
         line.clear();
         match read_line_bounded(&mut reader, &mut line).await {
@@ -87,7 +99,11 @@ pub async fn capture<R: AsyncRead + Unpin>(pipe: R, log: Arc<Mutex<LogFile>>) {
                     Err(_) => return,
                 };
                 if let Err(error) = result {
-                    tracing::warn!(error = %error, "cannot write replica log");
+                    failures += 1;
+                    // One warning per thousand failed lines, not one per line.
+                    if failures % 1000 == 1 {
+                        tracing::warn!(error = %error, failures, "cannot write replica log");
+                    }
                 }
             }
             Err(_) => return,
@@ -196,6 +212,17 @@ mod tests {
         // Reaching into rotated files for older lines.
         let more = tail(dir.path(), 0, 12).expect("tail");
         assert_eq!(more.first().map(String::as_str), Some("line 028"));
+    }
+
+    #[test]
+    fn a_failed_rotation_reopens_instead_of_losing_lines() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = LogFile::open(dir.path(), 0, 50, 1).expect("open log");
+        log.write_line(b"0123456789012345678901234567890123456789").expect("write");
+        // Someone deletes the current file: rotation's rename fails.
+        fs::remove_file(log_path(dir.path(), 0)).expect("remove");
+        log.write_line(b"after the deletion").expect("still writes");
+        assert_eq!(tail(dir.path(), 0, 10).expect("tail"), ["after the deletion"]);
     }
 
     #[tokio::test]

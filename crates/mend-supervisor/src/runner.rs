@@ -32,8 +32,14 @@ use crate::spawn::{SpawnRequest, Spawner};
 /// Traffic in front of a service's replicas (mend's proxy), as the supervisor uses it.
 pub trait TrafficControl: Send + Sync {
     /// Stops sending new requests to process `generation` (its pid) of replica `index`, and resolves once
-    /// its in-flight requests have finished or the drain timeout has passed.
-    fn drain(self: Arc<Self>, index: u32, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// its in-flight requests have finished or the drain timeout has passed. With `wait_for_others`, it
+    /// first waits (bounded) until another replica can take the traffic.
+    fn drain(
+        self: Arc<Self>,
+        index: u32,
+        generation: u64,
+        wait_for_others: bool,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// What an operator (or the supervisor) asks of a replica.
@@ -70,8 +76,14 @@ pub struct ReplicaStatus {
     pub last_exit: Option<ExitInfo>,
     /// When the live process started.
     pub started_at: Option<Timestamp>,
-    /// Latest /proc sample of the live process.
+    /// Latest /proc sample of the live process (and its descendants).
     pub process: Option<ProcessStats>,
+    /// Processes spawned so far: a change tells a restart happened.
+    pub generation: u64,
+    /// Whether the replica has been ready since it was last started (latched): dependents start on it.
+    pub ever_ready: bool,
+    /// The last process exited with code 0 (a one-shot that finished counts as ready for dependents).
+    pub completed: bool,
 }
 
 /// Process metrics of a live replica, from /proc.
@@ -141,6 +153,9 @@ impl ReplicaHandle {
             last_exit: None,
             started_at: None,
             process: None,
+            generation: 0,
+            ever_ready: false,
+            completed: false,
         };
         let (status_tx, status) = watch::channel(initial);
         let runner = Runner::new(id.clone(), service, ctx, status_tx, traffic);
@@ -191,6 +206,8 @@ struct Runner {
     probe_tx: mpsc::Sender<(ProbeRole, u32, ProbeOutcome)>,
     probe_rx: mpsc::Receiver<(ProbeRole, u32, ProbeOutcome)>,
     started_at: Option<Timestamp>,
+    generation: u64,
+    ever_ready: bool,
     last_cpu: Option<(f64, std::time::Instant)>,
     process_stats: Option<ProcessStats>,
 }
@@ -228,6 +245,8 @@ impl Runner {
             probe_tx,
             probe_rx,
             started_at: None,
+            generation: 0,
+            ever_ready: false,
             last_cpu: None,
             process_stats: None,
         }
@@ -243,6 +262,9 @@ impl Runner {
                 biased;
                 exit = wait_exit(&mut self.child) => {
                     self.child = None;
+                    if let Some(pid) = self.machine.pid() {
+                        self.stop_group_remnants(pid).await;
+                    }
                     pidfile::remove(&self.ctx.state_dir, &self.id);
                     Input::Exited(exit)
                 }
@@ -287,9 +309,12 @@ impl Runner {
                         Ok(pid) => queue.push_back(Input::Spawned { pid }),
                         Err(error) => queue.push_back(Input::SpawnFailed { error }),
                     },
-                    Effect::Drain => {
-                        if let (Some(traffic), Some(pid)) = (&self.traffic, self.machine.pid()) {
-                            traffic.clone().drain(self.id.index, u64::from(pid)).await;
+                    Effect::Drain { wait_for_others } => {
+                        if let (Some(traffic), Some(pid)) = (self.traffic.clone(), self.machine.pid()) {
+                            // Out of the ready set first, so that the route table drops it at once.
+                            self.publish();
+                            traffic.drain(self.id.index, u64::from(pid), wait_for_others).await;
+                            self.machine.restart_stop_clock(self.ctx.clock.now());
                         }
                     }
                     Effect::Signal(signal) => self.signal(signal),
@@ -367,7 +392,29 @@ impl Runner {
         }
         self.child = Some(spawned.child);
         self.started_at = Some(self.ctx.clock.wall());
+        self.generation += 1;
         Ok(spawned.pid)
+    }
+
+    /// The leader exited; anything left in its process group (workers of a master, the program under a
+    /// shell) is asked to stop and then killed, so that no process is left holding the port.
+    async fn stop_group_remnants(&self, pgid: u32) {
+        let group = Pid::from_raw(pgid as i32);
+        if process::group_members(pgid as i32).is_empty() {
+            return;
+        }
+        let stop_signal = Signal::try_from(self.service.stop_signal.number).unwrap_or(Signal::SIGTERM);
+        let _ = killpg(group, stop_signal);
+        let _ = killpg(group, Signal::SIGCONT);
+        let deadline = tokio::time::Instant::now() + self.service.stop_timeout;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if process::group_members(pgid as i32).is_empty() {
+                return;
+            }
+        }
+        tracing::warn!(replica = %self.id, "processes left in the group after the leader exited: killing them");
+        let _ = killpg(group, Signal::SIGKILL);
     }
 
     fn signal(&self, signal: i32) {
@@ -501,7 +548,7 @@ impl Runner {
     /// its memory limit.
     fn sample(&mut self) -> Option<Input> {
         let pid = self.machine.pid()?;
-        let sample = process::sample(pid)?;
+        let sample = process::sample_family(pid)?;
         let now = self.ctx.clock.now();
         let cpu_percent = match self.last_cpu {
             Some((cpu, at)) => {
@@ -550,7 +597,11 @@ impl Runner {
         exceeded
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.ever_ready |= self.machine.ready();
+        if self.machine.state_name() == "stopped" {
+            self.ever_ready = false;
+        }
         let status = ReplicaStatus {
             index: self.id.index,
             release: self.service.release_of(self.id.index).as_str(),
@@ -563,6 +614,10 @@ impl Runner {
             last_exit: self.machine.last_exit(),
             started_at: self.started_at,
             process: self.process_stats,
+            generation: self.generation,
+            ever_ready: self.ever_ready,
+            completed: self.machine.state_name() == "exited"
+                && self.machine.last_exit().is_some_and(|e| e.is_success()),
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;

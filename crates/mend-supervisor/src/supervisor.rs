@@ -43,6 +43,17 @@ pub enum ControlError {
     /// The replica tasks are gone (mend is shutting down).
     #[error("mend is shutting down")]
     ShuttingDown,
+    /// A rolling restart stopped because a restarted replica did not come back ready in time; the
+    /// replicas after it were left alone.
+    #[error("replica {index} of {service:?} was not ready again within {}s: rolling restart stopped", waited.as_secs())]
+    NotReadyAgain {
+        /// The service.
+        service: String,
+        /// The replica that did not come back.
+        index: u32,
+        /// How long mend waited.
+        waited: Duration,
+    },
 }
 
 /// The supervisor of every configured service.
@@ -86,11 +97,14 @@ impl Supervisor {
                         if replicas.is_empty() {
                             continue;
                         }
-                        tracing::debug!(service = %name, "waiting for dependencies to be ready");
-                        // The dependency is ready as soon as any one of its replicas is.
+                        tracing::info!(service = %name, "waiting for a dependency to be ready");
+                        // The dependency is ready as soon as any one of its replicas has been (latched: a
+                        // brief moment of readiness is not missed), or has run to completion.
                         let mut waiting = tokio::task::JoinSet::new();
                         for mut replica in replicas {
-                            waiting.spawn(async move { replica.wait_for(|status| status.ready).await.is_ok() });
+                            waiting.spawn(async move {
+                                replica.wait_for(|status| status.ever_ready || status.completed).await.is_ok()
+                            });
                         }
                         loop {
                             match waiting.join_next().await {
@@ -145,12 +159,12 @@ impl Supervisor {
         };
         // Whether a replica has acted on the command: stopped; started and ready (or down for good); or
         // replaced by a new process that is ready (or down for good).
+        // A new process is a new generation: a replica that was down and went down again after the command
+        // has acted on it, whereas a status from before the command says nothing.
         let settled = |before: &ReplicaStatus, now: &ReplicaStatus| match control {
             Control::Stop => now.down,
-            Control::Start => now.ready || (now.down && now.state != "waiting"),
-            Control::Restart => {
-                (now.pid.is_some() && now.pid != before.pid && now.ready) || (now.down && now.state != "waiting")
-            }
+            Control::Start => now.ready || (now.down && now.generation != before.generation),
+            Control::Restart => (now.ready || now.down) && now.generation != before.generation,
         };
         if control == Control::Restart {
             // A rolling restart: one replica at a time, each back in the ready set before the next goes,
@@ -162,6 +176,15 @@ impl Supervisor {
                 }
                 let mut status = replica.watch();
                 let _ = tokio::time::timeout(wait, status.wait_for(|now| settled(&before, now))).await;
+                // Going on while a replica is not back would take the service down one replica at a time
+                // (a bad release, say): stop the roll instead.
+                if !replica.status().ready && targets.len() > 1 {
+                    return Err(ControlError::NotReadyAgain {
+                        service: name.to_owned(),
+                        index: replica.id.index,
+                        waited: wait,
+                    });
+                }
             }
         } else {
             let before: Vec<ReplicaStatus> = targets.iter().map(|r| r.status()).collect();

@@ -231,6 +231,9 @@ struct ControlArgs {
     /// Only this replica.
     #[arg(long, short)]
     replica: Option<u32>,
+    /// How long to wait for each replica to act (default: its stop timeout plus a minute).
+    #[arg(long)]
+    wait: Option<String>,
 }
 
 /// Parses the command line and runs the command.
@@ -560,9 +563,17 @@ async fn chaos(client: &Client, command: ChaosCommand) -> Result<(), ClientError
 }
 
 async fn control(client: &Client, action: &str, args: &ControlArgs) -> Result<(), ClientError> {
-    let mut path = format!("/api/v1/services/{}/{action}", encode_query_value(&args.name));
+    let mut query = Vec::new();
     if let Some(replica) = args.replica {
-        path.push_str(&format!("?replica={replica}"));
+        query.push(format!("replica={replica}"));
+    }
+    if let Some(wait) = &args.wait {
+        query.push(format!("wait={}", encode_query_value(wait)));
+    }
+    let mut path = format!("/api/v1/services/{}/{action}", encode_query_value(&args.name));
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
     }
     let service: ServiceDto = client.json(Method::POST, &path).await?;
     let response = ServicesResponse { services: vec![service] };

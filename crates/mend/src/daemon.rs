@@ -186,6 +186,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     traffic.follow(&supervisor);
     let traffic = Arc::new(traffic);
     let proxy_sampler = tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone(), clock.clone()));
+    // Stale series are swept every minute whether or not anything is detected on them.
+    let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
     let detection = Detection::new(&config);
     let detection_task = (!detection.is_empty())
         .then(|| tokio::spawn(detection::run(detection, series.clone(), signals.clone(), clock.clone())));
@@ -208,29 +210,39 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         axum::serve(listener, mend_api::router(api_state)).with_graceful_shutdown(shutdown).await
     });
 
-    let signal_name = wait_for_shutdown_signal().await?;
+    let mut signals_in = ShutdownSignals::new()?;
+    let signal_name = signals_in.next().await;
     events.emit(Event::new(
         clock.wall(),
         EventKind::ShuttingDown,
         format!("received {signal_name}: stopping all services"),
     ));
     tracing::info!(signal = signal_name, "shutting down");
-    // A second signal during shutdown would kill mend and, through the parent-death signal, every replica
-    // at once; that is the "stop now" escape hatch.
+    // A second signal means "stop now": exit at once; the parent-death signal takes every replica along.
+    tokio::spawn(async move {
+        let again = signals_in.next().await;
+        tracing::warn!(signal = again, "second signal: exiting now");
+        std::process::exit(130);
+    });
     for scraper in &static_scrapers {
         scraper.abort();
     }
     if let Some(task) = &detection_task {
         task.abort();
     }
+    sweeper.abort();
     proxy_sampler.abort();
-    // Replicas drain through their proxies as they stop; the proxies go last.
-    supervisor.shutdown(Duration::from_secs(2)).await;
+    // Replicas drain through their proxies as they stop (up to the drain timeout), then get their grace
+    // period; the proxies go last.
+    supervisor.shutdown(traffic.longest_drain() + Duration::from_secs(2)).await;
     let _ = stop_api.send(());
+    let server_abort = server.abort_handle();
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(error))) => tracing::warn!(error = %error, "api server error"),
         Ok(Err(error)) => tracing::warn!(error = %error, "api server task failed"),
-        _ => {}
+        Ok(Ok(Ok(()))) => {}
+        // A follower (`mend logs -f`, say) keeps a connection open: cut it.
+        Err(_) => server_abort.abort(),
     }
     drop(supervisor);
     // The runners release their handles on the proxies as they end.
@@ -244,17 +256,47 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         Ok(traffic) => traffic.shutdown().await,
         Err(_) => tracing::warn!("proxies still in use at shutdown; closing them with the process"),
     }
-    let store = Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("the event store is still in use at shutdown"))?;
     store.close().context("cannot flush the event store")?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, watched for the whole life of the daemon (tokio never unregisters its handlers, so
+/// the streams must stay in use for a second signal to be seen).
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Drops series that stopped receiving points, once a minute.
+async fn sweep_loop(series: Arc<RwLock<SeriesStore>>, clock: Arc<dyn Clock>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let now = clock.wall();
+        if let Ok(mut store) = series.write() {
+            let swept = store.sweep(now);
+            if swept > 0 {
+                tracing::debug!(swept, "dropped stale series");
+            }
+        }
+    }
 }

@@ -12,10 +12,12 @@ use mend_config::{Config, Detect, Forecast, Rule};
 use mend_detect::Sensitivity;
 use mend_detect::alerting::{LabelSet, RuleState};
 use mend_detect::attach::{DetectorBank, ForecastBank, SeriesTransition};
-use mend_observe::series::SeriesStore;
+use mend_observe::series::{LockedStore, SeriesStore};
 use mend_query::{EvalOptions, Labels, Query, Storage, Value};
 use mend_types::{Clock, ServiceName, Signal, SignalKind, SignalSink, SignalState, Timestamp};
 
+/// Most points one evaluation round may copy out of the store.
+const MAX_POINTS_PER_ROUND: usize = 50_000_000;
 /// How often rules and detectors run.
 pub(crate) const EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
 /// How often expressions (not plain selectors) are sampled for detectors and forecasters.
@@ -38,7 +40,11 @@ struct RuleEntry {
 /// Where an attachment reads its points: raw points of a selector, or an expression sampled every step.
 enum Feed {
     Selector(Query),
-    Expression { query: Query, next_at: Timestamp },
+    /// Sampled every [`EXPRESSION_STEP`], counted in rounds (not wall time, which may jump).
+    Expression {
+        query: Query,
+        rounds_left: u32,
+    },
 }
 
 struct DetectEntry {
@@ -62,11 +68,7 @@ pub(crate) struct Detection {
 }
 
 fn feed_of(query: Query) -> Feed {
-    if query.plain_selector().is_some() {
-        Feed::Selector(query)
-    } else {
-        Feed::Expression { query, next_at: Timestamp::from_millis(0) }
-    }
+    if query.plain_selector().is_some() { Feed::Selector(query) } else { Feed::Expression { query, rounds_left: 0 } }
 }
 
 /// Query parse errors cannot happen here: config validation parsed every expression already.
@@ -221,11 +223,12 @@ fn feed(
                 transitions.extend(sink(&label_set(&series.labels), &points));
             }
         }
-        Feed::Expression { query, next_at } => {
-            if now < *next_at {
+        Feed::Expression { query, rounds_left } => {
+            if *rounds_left > 0 {
+                *rounds_left -= 1;
                 return transitions;
             }
-            *next_at = now.saturating_add(EXPRESSION_STEP);
+            *rounds_left = (EXPRESSION_STEP.as_millis() / EVALUATION_INTERVAL.as_millis()).saturating_sub(1) as u32;
             if let Ok(Value::Vector(samples)) = query.eval_instant(storage, now.as_millis(), options) {
                 for sample in samples {
                     transitions.extend(sink(&label_set(&sample.labels), &[(now.as_secs_f64(), sample.value)]));
@@ -313,25 +316,20 @@ pub(crate) async fn run(
 ) {
     let mut ticker = tokio::time::interval(EVALUATION_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rounds: u64 = 0;
     loop {
         ticker.tick().await;
         let now = clock.wall();
-        let emitted = match series.read() {
-            Ok(store) => detection.evaluate(&*store, now),
-            Err(_) => return,
-        };
+        // The lock is taken per selector, so that scrapes and replica sampling never wait for a whole round.
+        let store = LockedStore::new(&series, MAX_POINTS_PER_ROUND);
+        let emitted = detection.evaluate(&store, now);
+        if store.exceeded() {
+            tracing::warn!(
+                max_points = MAX_POINTS_PER_ROUND,
+                "rules and detectors read more points than allowed; results incomplete"
+            );
+        }
         for signal in emitted {
             signals.signal(signal);
-        }
-        rounds += 1;
-        if rounds.is_multiple_of(60)
-            && let Ok(mut store) = series.write()
-        {
-            let swept = store.sweep(now);
-            if swept > 0 {
-                tracing::debug!(swept, "dropped stale series");
-            }
         }
     }
 }

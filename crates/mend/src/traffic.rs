@@ -89,11 +89,16 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
 }
 
 impl TrafficControl for ServiceProxy {
-    fn drain(self: Arc<Self>, index: u32, generation: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn drain(
+        self: Arc<Self>,
+        index: u32,
+        generation: u64,
+        wait_for_others: bool,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let id = BackendId { release: release(&self.service, index), index, generation };
         let service = self.service.name.clone();
         let mut routes = self.routes.subscribe();
-        let others_configured = self.service.total_replicas() > 1;
+        let others_configured = wait_for_others && self.service.total_replicas() > 1;
         Box::pin(async move {
             // Taking the last routable replica out would turn requests away (503): during a rolling
             // restart, wait until the replica restarted before this one is back in the table.
@@ -179,6 +184,11 @@ impl Traffic {
             proxies.insert(service.name.clone(), Arc::new(proxy));
         }
         Ok(Self { proxies, tasks: Vec::new() })
+    }
+
+    /// The longest drain any proxy may take (zero without proxies).
+    pub(crate) fn longest_drain(&self) -> Duration {
+        self.proxies.values().map(|proxy| proxy.drain_timeout).max().unwrap_or_default()
     }
 
     /// The drain hooks the supervisor calls before planned stops.

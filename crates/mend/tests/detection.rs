@@ -295,8 +295,11 @@ fn node_exporter_is_scraped_as_a_static_target() {
     assert_eq!(found["job"], "node");
     assert_eq!(found["host"], "test");
     assert_eq!(found["instance"], format!("127.0.0.1:{port}"));
-    let up = get(daemon.api, "/api/v1/query?query=up%7Bjob%3D%22node%22%7D").json();
-    assert_eq!(up["data"]["result"][0]["value"][1], "1");
+    // `up` is written right after the scrape's samples.
+    eventually(Duration::from_secs(5), "up{job=\"node\"} is 1", || {
+        let up = get(daemon.api, "/api/v1/query?query=up%7Bjob%3D%22node%22%7D").json();
+        (up["data"]["result"][0]["value"][1] == "1").then_some(())
+    });
     assert!(daemon.events(Some("scrape_failed")).is_empty(), "{:?}", daemon.events(Some("scrape_failed")));
     let _ = node.kill();
     let _ = node.wait();

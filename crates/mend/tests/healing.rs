@@ -323,3 +323,31 @@ initial = "200ms"
     drop(squatter);
     daemon.wait_ready("web");
 }
+
+#[test]
+fn what_a_dead_leader_leaves_in_its_group_is_stopped() {
+    let marker = format!("1000{}", std::process::id());
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.leaky]
+shell = true
+command = "sleep {marker} & exit 3"
+stop_timeout = "500ms"
+[service.leaky.backoff]
+initial = "50ms"
+[service.leaky.restart_limit]
+max_restarts = 2
+within = "1m"
+"#
+    )));
+    eventually(Duration::from_secs(15), "mend gives up on the crash loop", || {
+        (daemon.replica("leaky", 0)["state"] == "failed").then_some(())
+    });
+    let leftovers =
+        std::process::Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().expect("pgrep");
+    assert!(
+        leftovers.stdout.is_empty(),
+        "children of exited leaders were left running: {}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
+}

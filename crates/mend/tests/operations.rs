@@ -331,3 +331,65 @@ fn init_writes_a_config_that_checks_clean_and_refuses_to_overwrite() {
     let again = Command::new(MEND).arg("init").arg(&path).output().expect("run mend");
     assert_eq!(again.status.code(), Some(1));
 }
+
+#[test]
+fn web_pages_cannot_drive_the_api() {
+    let daemon = Daemon::start(&web_config(""));
+    daemon.wait_ready("web");
+    let rebound = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(daemon.api).expect("connect");
+        stream
+            .write_all(b"GET /api/v1/services HTTP/1.1\r\nHost: evil.example:7070\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        answer
+    };
+    assert!(rebound.starts_with("HTTP/1.1 403"), "DNS rebinding: {rebound}");
+    let forged =
+        http("POST", daemon.api, "/api/v1/services/web/stop", &[("Origin", "http://evil.example")]).expect("request");
+    assert_eq!(forged.status, 403, "cross-site POST: {}", forged.body);
+    let fetch =
+        http("POST", daemon.api, "/api/v1/services/web/stop", &[("Sec-Fetch-Site", "cross-site")]).expect("request");
+    assert_eq!(fetch.status, 403);
+    assert_eq!(daemon.replica("web", 0)["state"], "running", "nothing was stopped");
+    // Scripts and the CLI send neither header, and a page on the API's own origin may act.
+    let same_origin =
+        http("POST", daemon.api, "/api/v1/services/web/restart?replica=0", &[("Origin", "http://127.0.0.1:7070")])
+            .expect("request");
+    assert_eq!(same_origin.status, 200, "{}", same_origin.body);
+}
+
+#[test]
+fn a_rolling_restart_stops_when_a_replica_does_not_come_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = dir.path().display().to_string();
+    for index in 0..2 {
+        std::fs::write(dir.path().join(format!("ready-{index}")), "").expect("marker");
+    }
+    let port = free_ports(2);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+replicas = 2
+ports = "{port}-{}"
+[service.web.readiness]
+exec = ["test", "-f", "{marker}/ready-{{replica}}"]
+interval = "100ms"
+"#,
+        port + 1
+    ));
+    let pids = daemon.wait_ready("web");
+    // Replica 0's next process will never be ready (a bad release, say).
+    std::fs::remove_file(dir.path().join("ready-0")).expect("remove marker");
+    let restart = daemon.cli(&["restart", "web", "--wait", "3s"]);
+    assert_eq!(restart.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&restart.stderr);
+    assert!(stderr.contains("replica 0 of \"web\" was not ready again within 3s: rolling restart stopped"), "{stderr}");
+    assert_eq!(daemon.replica("web", 1)["pid"].as_u64(), Some(u64::from(pids[1])), "replica 1 was left serving");
+    assert_eq!(daemon.replica("web", 1)["ready"], true);
+}
