@@ -230,10 +230,11 @@ mod tests {
     async fn refused_connections_fail_and_silent_servers_time_out() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let silent = listener.local_addr().expect("local addr").port();
-        let closed = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-            probe.local_addr().expect("local addr").port()
-        };
+        // A bound socket that does not listen holds its port (no other test can take it) and refuses
+        // connections.
+        let holder = tokio::net::TcpSocket::new_v4().expect("socket");
+        holder.bind("127.0.0.1:0".parse().expect("address")).expect("bind loopback");
+        let closed = holder.local_addr().expect("local addr").port();
         let outcome = run(&http_check(closed, (200, 399), None), SECOND, None).await;
         assert!(matches!(&outcome, ProbeOutcome::Failure { reason } if reason.contains("refused")), "{outcome:?}");
         let outcome =

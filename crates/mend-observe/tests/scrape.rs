@@ -147,7 +147,10 @@ async fn a_cardinality_explosion_is_capped_per_target() {
 
 #[tokio::test]
 async fn an_unreachable_target_fails_with_one_event() {
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    // Bound but not listening: the port is held (no other test takes it) and connections are refused.
+    let holder = tokio::net::TcpSocket::new_v4().expect("socket");
+    holder.bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let port = holder.local_addr().expect("addr").port();
     let store = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
     let events = Arc::new(Recorder::default());
     let mut scraper = scraper(port, 10, &store, &events);
