@@ -185,7 +185,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let supervisor = Arc::new(Supervisor::start(&config, context, &traffic.controls()));
     traffic.follow(&supervisor);
     let traffic = Arc::new(traffic);
-    let proxy_sampler = tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone(), clock.clone()));
+    let proxy_sampler = (traffic.longest_drain() > Duration::ZERO)
+        .then(|| tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone(), clock.clone())));
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
     let detection = Detection::new(&config);
@@ -231,7 +232,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         task.abort();
     }
     sweeper.abort();
-    proxy_sampler.abort();
+    if let Some(sampler) = &proxy_sampler {
+        sampler.abort();
+    }
     // Replicas drain through their proxies as they stop (up to the drain timeout), then get their grace
     // period; the proxies go last.
     supervisor.shutdown(traffic.longest_drain() + Duration::from_secs(2)).await;

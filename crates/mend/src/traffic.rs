@@ -186,7 +186,7 @@ impl Traffic {
         Ok(Self { proxies, tasks: Vec::new() })
     }
 
-    /// The longest drain any proxy may take (zero without proxies).
+    /// The longest drain any proxy may take (zero without proxies, so it also says whether there are any).
     pub(crate) fn longest_drain(&self) -> Duration {
         self.proxies.values().map(|proxy| proxy.drain_timeout).max().unwrap_or_default()
     }
