@@ -74,6 +74,18 @@ impl ResolvedCheck {
 pub async fn run(check: &ResolvedCheck, timeout: Duration, pid: Option<u32>) -> ProbeOutcome {
     let before = pid.and_then(process::family_cpu_state);
     match tokio::time::timeout(timeout, attempt(check)).await {
+        // The kernel accepts TCP connections into the backlog of a stopped process: a connect alone does
+        // not prove the process runs, so its state is read as well.
+        Ok(Ok(())) if matches!(check, ResolvedCheck::Tcp { .. }) => match pid.and_then(process::family_cpu_state) {
+            Some((state, cpu_after)) if state == 'T' => ProbeOutcome::Timeout {
+                evidence: Some(ProcessEvidence {
+                    state,
+                    cpu_seconds: before.map_or(0.0, |(_, cpu)| cpu_after.saturating_sub(cpu).as_secs_f64()),
+                    window_seconds: timeout.as_secs_f64(),
+                }),
+            },
+            _ => ProbeOutcome::Success,
+        },
         Ok(Ok(())) => ProbeOutcome::Success,
         Ok(Err(reason)) => ProbeOutcome::Failure { reason },
         Err(_elapsed) => {

@@ -115,6 +115,14 @@ pub enum Input {
     },
     /// The deadline from [`Lifecycle::next_deadline`] passed.
     Timer,
+    /// Every process of the replica has been stopped (state T, SIGSTOP) for a while: it cannot serve,
+    /// whatever its probes say (a TCP connect even succeeds into a stopped process's backlog).
+    Stopped {
+        /// The pid sampled.
+        pid: u32,
+        /// For how long it was seen stopped.
+        for_secs: f64,
+    },
     /// The process's resident memory is above the service's `max_memory_bytes`.
     MemoryExceeded {
         /// The pid sampled.
@@ -419,6 +427,12 @@ impl Lifecycle {
                 }
             }
             Input::Timer => self.timer(now, &mut effects),
+            Input::Stopped { pid, for_secs } => {
+                if self.pid() == Some(pid) && matches!(self.phase, Phase::Running { .. }) {
+                    let reason = format!("process is stopped (state T) for {for_secs:.0}s and cannot serve");
+                    self.unhealthy("process", reason, true, now, &mut effects);
+                }
+            }
             Input::MemoryExceeded { pid, rss_bytes, limit_bytes } => {
                 if self.pid() == Some(pid) && matches!(self.phase, Phase::Running { .. }) {
                     let mib = |bytes: u64| bytes as f64 / 1_048_576.0;

@@ -208,6 +208,8 @@ struct Runner {
     started_at: Option<Timestamp>,
     generation: u64,
     ever_ready: bool,
+    /// Consecutive samples that found every process of the replica stopped.
+    stopped_samples: u32,
     last_cpu: Option<(f64, std::time::Instant)>,
     process_stats: Option<ProcessStats>,
 }
@@ -247,6 +249,7 @@ impl Runner {
             started_at: None,
             generation: 0,
             ever_ready: false,
+            stopped_samples: 0,
             last_cpu: None,
             process_stats: None,
         }
@@ -572,11 +575,18 @@ impl Runner {
         let wall = self.ctx.clock.wall();
         let index = self.id.index.to_string();
         let pairs = [("service", self.service.name.as_str()), ("replica", index.as_str())];
-        let exceeded = self
+        let mut exceeded = self
             .service
             .max_memory_bytes
             .filter(|&limit| sample.rss_bytes > limit)
             .map(|limit_bytes| Input::MemoryExceeded { pid, rss_bytes: sample.rss_bytes, limit_bytes });
+        // Stopped for two samples in a row (not a passing SIGSTOP/SIGCONT): hung, whatever the probes say.
+        let stopped = sample.state == 'T' && process::family_cpu_state(pid).is_some_and(|(state, _)| state == 'T');
+        self.stopped_samples = if stopped { self.stopped_samples + 1 } else { 0 };
+        if self.stopped_samples >= 2 {
+            let for_secs = self.ctx.sample_interval.as_secs_f64() * f64::from(self.stopped_samples - 1);
+            exceeded = Some(Input::Stopped { pid, for_secs });
+        }
         let Ok(mut series) = self.ctx.series.write() else { return exceeded };
         let mut values = vec![
             ("mend_replica_cpu_seconds_total", stats.cpu_seconds),

@@ -351,3 +351,34 @@ within = "1m"
         String::from_utf8_lossy(&leftovers.stdout)
     );
 }
+
+#[test]
+fn a_stopped_replica_is_replaced_even_when_a_tcp_connect_would_succeed() {
+    let (tcp_port, bare_port) = (free_ports(1), free_ports(1));
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.tcp]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{tcp_port}"
+[service.tcp.liveness]
+tcp = "127.0.0.1:{{port}}"
+[service.bare]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{bare_port}"
+"#
+    )));
+    let tcp = daemon.wait_ready("tcp")[0];
+    let bare = daemon.wait_ready("bare")[0];
+    let stopped_at = Instant::now();
+    kill(Pid::from_raw(tcp as i32), Signal::SIGSTOP).expect("stop");
+    kill(Pid::from_raw(bare as i32), Signal::SIGSTOP).expect("stop");
+    eventually(Duration::from_secs(5), "the TCP-probed replica is replaced", || {
+        (daemon.replica("tcp", 0)["pid"].as_u64()? as u32 != tcp).then_some(())
+    });
+    assert!(stopped_at.elapsed() < Duration::from_millis(1500), "took {:?}", stopped_at.elapsed());
+    // Without any probe, the /proc sampler sees the stopped process within a few seconds.
+    eventually(Duration::from_secs(6), "the unprobed replica is replaced", || {
+        (daemon.replica("bare", 0)["pid"].as_u64()? as u32 != bare).then_some(())
+    });
+    assert!(!alive(tcp) && !alive(bare));
+}
