@@ -134,6 +134,37 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// Completes a listing query: the service, since and after filters, then the page. Without `after`, the
+/// newest `limit` rows, oldest first for reading; when following (`after`), the oldest `limit` rows after
+/// it, so that a burst is paged through rather than skipped.
+fn page(
+    mut sql: String,
+    values: &mut Vec<rusqlite::types::Value>,
+    service: Option<&str>,
+    since: Option<Timestamp>,
+    after_id: Option<i64>,
+    limit: usize,
+) -> String {
+    if let Some(service) = service {
+        sql.push_str(" AND service = ?");
+        values.push(service.to_owned().into());
+    }
+    if let Some(since) = since {
+        sql.push_str(" AND at_ms >= ?");
+        values.push(since.as_millis().into());
+    }
+    if let Some(after_id) = after_id {
+        sql.push_str(" AND id > ?");
+        values.push(after_id.into());
+    }
+    values.push((limit.min(i64::MAX as usize) as i64).into());
+    if after_id.is_some() {
+        format!("{sql} ORDER BY id ASC LIMIT ?")
+    } else {
+        format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC")
+    }
+}
+
 /// A stored signal transition with its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSignal {
@@ -269,18 +300,6 @@ impl Store {
         let mut sql =
             String::from("SELECT id, at_ms, service, replica, kind, message, details FROM events WHERE 1 = 1");
         let mut values: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(service) = &query.service {
-            sql.push_str(" AND service = ?");
-            values.push(service.clone().into());
-        }
-        if let Some(since) = query.since {
-            sql.push_str(" AND at_ms >= ?");
-            values.push(since.as_millis().into());
-        }
-        if let Some(after_id) = query.after_id {
-            sql.push_str(" AND id > ?");
-            values.push(after_id.into());
-        }
         if !query.kinds.is_empty() {
             sql.push_str(" AND kind IN (");
             for (idx, kind) in query.kinds.iter().enumerate() {
@@ -289,14 +308,7 @@ impl Store {
             }
             sql.push(')');
         }
-        // The newest `limit` rows, oldest first for reading; when following (`after`), the oldest `limit`
-        // rows after it, so that a burst is paged through rather than skipped.
-        sql = if query.after_id.is_some() {
-            format!("{sql} ORDER BY id ASC LIMIT ?")
-        } else {
-            format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC")
-        };
-        values.push((query.limit.min(i64::MAX as usize) as i64).into());
+        let sql = page(sql, &mut values, query.service.as_deref(), query.since, query.after_id, query.limit);
         let mut statement = connection.prepare_cached(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
             let kind: String = row.get(4)?;
@@ -338,24 +350,7 @@ impl Store {
                 " AND s.state = 'firing' AND s.id = (SELECT MAX(id) FROM signals t WHERE t.fingerprint = s.fingerprint)",
             );
         }
-        if let Some(service) = &query.service {
-            sql.push_str(" AND service = ?");
-            values.push(service.clone().into());
-        }
-        if let Some(since) = query.since {
-            sql.push_str(" AND at_ms >= ?");
-            values.push(since.as_millis().into());
-        }
-        if let Some(after_id) = query.after_id {
-            sql.push_str(" AND id > ?");
-            values.push(after_id.into());
-        }
-        sql = if query.after_id.is_some() {
-            format!("{sql} ORDER BY id ASC LIMIT ?")
-        } else {
-            format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC")
-        };
-        values.push((query.limit.min(i64::MAX as usize) as i64).into());
+        let sql = page(sql, &mut values, query.service.as_deref(), query.since, query.after_id, query.limit);
         let mut statement = connection.prepare_cached(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
             Ok((

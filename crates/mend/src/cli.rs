@@ -439,6 +439,63 @@ async fn status(client: &Client, json: bool) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// The `&service=...&since=...` part of a feed's query string.
+fn feed_filter(service: Option<&str>, since: Option<&str>) -> (String, String) {
+    let service = service.map(|s| format!("&service={}", encode_query_value(s))).unwrap_or_default();
+    let since = since.map(|s| format!("&since={}", encode_query_value(s))).unwrap_or_default();
+    (service, since)
+}
+
+/// What a feed command asks for.
+struct FeedQuery {
+    /// `/api/v1/events` or `/api/v1/signals`.
+    endpoint: &'static str,
+    /// Query string of the first page.
+    first: String,
+    /// Filter for the follow-up pages, when following.
+    follow: Option<String>,
+    /// Print JSON lines.
+    json: bool,
+}
+
+/// A list endpoint whose items carry increasing ids (events, signals): prints the newest page, then, when
+/// following, polls for the items after the last one seen.
+async fn feed<R, T>(
+    client: &Client,
+    query: FeedQuery,
+    items: impl Fn(&R) -> &[T],
+    id: impl Fn(&T) -> i64,
+    line: impl Fn(&T) -> String,
+) -> Result<(), ClientError>
+where
+    R: serde::de::DeserializeOwned,
+    T: serde::Serialize,
+{
+    let print = |response: &R| {
+        for item in items(response) {
+            if query.json {
+                output::line(&serde_json::to_string(item).unwrap_or_default());
+            } else {
+                output::line(&line(item));
+            }
+        }
+    };
+    let endpoint = query.endpoint;
+    let response: R = client.json(Method::GET, &format!("{endpoint}?{}", query.first)).await?;
+    print(&response);
+    let Some(follow_filter) = query.follow else { return Ok(()) };
+    let mut after = items(&response).last().map_or(0, &id);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let response: R =
+            client.json(Method::GET, &format!("{endpoint}?after={after}&limit=1000{follow_filter}")).await?;
+        print(&response);
+        if let Some(last) = items(&response).last() {
+            after = id(last);
+        }
+    }
+}
+
 async fn events(
     client: &Client,
     follow: bool,
@@ -447,38 +504,16 @@ async fn events(
     limit: usize,
     json: bool,
 ) -> Result<(), ClientError> {
-    let mut query = format!("limit={limit}");
-    if let Some(service) = &service {
-        query.push_str(&format!("&service={}", encode_query_value(service)));
-    }
-    if let Some(since) = &since {
-        query.push_str(&format!("&since={}", encode_query_value(since)));
-    }
-    let print = |response: &EventsResponse| {
-        for event in &response.events {
-            if json {
-                output::line(&serde_json::to_string(event).unwrap_or_default());
-            } else {
-                output::line(&output::event_line(event));
-            }
-        }
-    };
-    let response: EventsResponse = client.json(Method::GET, &format!("/api/v1/events?{query}")).await?;
-    print(&response);
-    if !follow {
-        return Ok(());
-    }
-    let mut after = response.events.last().map_or(0, |event| event.id);
-    let service_filter = service.map(|s| format!("&service={}", encode_query_value(&s))).unwrap_or_default();
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let path = format!("/api/v1/events?after={after}&limit=1000{service_filter}");
-        let response: EventsResponse = client.json(Method::GET, &path).await?;
-        print(&response);
-        if let Some(last) = response.events.last() {
-            after = last.id;
-        }
-    }
+    let (service, since) = feed_filter(service.as_deref(), since.as_deref());
+    let first = format!("limit={limit}{service}{since}");
+    feed(
+        client,
+        FeedQuery { endpoint: "/api/v1/events", first, follow: follow.then_some(service), json },
+        |response: &EventsResponse| &response.events[..],
+        |event| event.id,
+        output::event_line,
+    )
+    .await
 }
 
 async fn signals(
@@ -490,38 +525,16 @@ async fn signals(
     limit: usize,
     json: bool,
 ) -> Result<(), ClientError> {
-    let mut filter = String::new();
-    if let Some(service) = &service {
-        filter.push_str(&format!("&service={}", encode_query_value(service)));
-    }
-    if let Some(since) = &since {
-        filter.push_str(&format!("&since={}", encode_query_value(since)));
-    }
-    let print = |response: &SignalsResponse| {
-        for signal in &response.signals {
-            if json {
-                output::line(&serde_json::to_string(signal).unwrap_or_default());
-            } else {
-                output::line(&output::signal_line(signal));
-            }
-        }
-    };
-    let response: SignalsResponse =
-        client.json(Method::GET, &format!("/api/v1/signals?limit={limit}&active={active}{filter}")).await?;
-    print(&response);
-    if !follow {
-        return Ok(());
-    }
-    let mut after = response.signals.last().map_or(0, |signal| signal.id);
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let path = format!("/api/v1/signals?after={after}&limit=1000{filter}");
-        let response: SignalsResponse = client.json(Method::GET, &path).await?;
-        print(&response);
-        if let Some(last) = response.signals.last() {
-            after = last.id;
-        }
-    }
+    let (service, since) = feed_filter(service.as_deref(), since.as_deref());
+    let first = format!("limit={limit}&active={active}{service}{since}");
+    feed(
+        client,
+        FeedQuery { endpoint: "/api/v1/signals", first, follow: follow.then_some(service), json },
+        |response: &SignalsResponse| &response.signals[..],
+        |signal| signal.id,
+        output::signal_line,
+    )
+    .await
 }
 
 async fn chaos(client: &Client, command: ChaosCommand) -> Result<(), ClientError> {
