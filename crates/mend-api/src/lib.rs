@@ -3,16 +3,16 @@
 //! Read endpoints are open; mutating endpoints need `Authorization: Bearer <token>` when a token is
 //! configured. Every error is JSON `{"error": "..."}` with a fitting status.
 
-mod chaos;
 mod dto;
 mod metrics;
 mod query;
 mod routes;
+mod traffic;
 
-pub use chaos::{Chaos, FaultSpec, MAX_FAULT_DURATION, NoChaos};
 pub use dto::{
     AlertmanagerAlert, AlertmanagerWebhook, EventDto, EventsResponse, ReplicaDto, ServiceDto, ServicesResponse,
     SignalDto, SignalsResponse,
 };
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, router};
+pub use traffic::{FaultSpec, MAX_FAULT_DURATION, NoTraffic, TrafficApi};

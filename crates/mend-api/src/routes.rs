@@ -39,8 +39,8 @@ pub struct ApiState {
     pub signals: Arc<SignalCounter>,
     /// Scrape counters and the series store.
     pub observe: Arc<ObserveStats>,
-    /// Fault injection in the proxies.
-    pub chaos: Arc<dyn crate::Chaos>,
+    /// The proxies: fault injection and canary weights.
+    pub traffic: Arc<dyn crate::TrafficApi>,
     /// Bearer token for mutating calls, if set.
     pub token: Option<Arc<str>>,
     /// mend's state directory (replica logs).
@@ -83,7 +83,8 @@ pub fn router(state: ApiState) -> Router {
     let mutating = Router::new()
         .route("/api/v1/services/{name}/{action}", post(control))
         .route("/api/v1/alerts", post(alerts_in))
-        .route("/api/v1/services/{name}/chaos", post(crate::chaos::inject).delete(crate::chaos::clear))
+        .route("/api/v1/services/{name}/chaos", post(crate::traffic::inject).delete(crate::traffic::clear))
+        .route("/api/v1/services/{name}/canary", post(crate::traffic::set_canary))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let guarded = state.clone();
     Router::new()

@@ -98,6 +98,16 @@ enum Command {
     Stop(ControlArgs),
     /// Start a service's replicas (also after mend gave up on them).
     Start(ControlArgs),
+    /// Set the canary release's share of a service's traffic.
+    Canary {
+        #[command(flatten)]
+        target: Target,
+        /// The service (it needs [service.NAME.canary]).
+        name: String,
+        /// Percent of unpinned requests for the canary (0 takes it out of rotation, 100 sends it all).
+        #[arg(long)]
+        weight: u8,
+    },
     /// Inject faults into a service's proxy (always expiring), or clear them.
     #[command(subcommand)]
     Chaos(ChaosCommand),
@@ -395,6 +405,7 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Events { target, .. }
         | Command::Signals { target, .. }
         | Command::Chaos(ChaosCommand::Proxy { target, .. } | ChaosCommand::Clear { target, .. })
+        | Command::Canary { target, .. }
         | Command::Logs { target, .. }
         | Command::Restart(ControlArgs { target, .. })
         | Command::Stop(ControlArgs { target, .. })
@@ -416,6 +427,7 @@ async fn client_command(command: Command) -> ExitCode {
             signals(&client, follow, active, service, since, limit, json).await
         }
         Command::Chaos(command) => chaos(&client, command).await,
+        Command::Canary { name, weight, .. } => canary(&client, &name, weight).await,
         Command::Restart(args) => control(&client, "restart", &args).await,
         Command::Stop(args) => control(&client, "stop", &args).await,
         Command::Start(args) => control(&client, "start", &args).await,
@@ -535,6 +547,14 @@ async fn signals(
         output::signal_line,
     )
     .await
+}
+
+async fn canary(client: &Client, name: &str, weight: u8) -> Result<(), ClientError> {
+    let path = format!("/api/v1/services/{}/canary", encode_query_value(name));
+    let body = serde_json::json!({ "weight": weight });
+    let answer: serde_json::Value = client.json_with_body(Method::POST, &path, Some(&body)).await?;
+    output::line(&format!("{name}: the canary gets {}% of unpinned requests", answer["weight"]));
+    Ok(())
 }
 
 async fn chaos(client: &Client, command: ChaosCommand) -> Result<(), ClientError> {

@@ -198,7 +198,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         events: events.clone(),
         signals: signals.clone(),
         observe: Arc::new(ObserveStats { scrapes: scrape_stats.clone(), series: series.clone() }),
-        chaos: traffic.clone(),
+        traffic: traffic.clone(),
         token: config.api.token.as_deref().map(Arc::from),
         state_dir: state_dir.clone(),
         clock: clock.clone(),

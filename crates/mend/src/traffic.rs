@@ -29,6 +29,8 @@ pub(crate) struct ServiceProxy {
     /// Ejections per backend as last sampled, and their running total (backends come and go; the total
     /// only grows).
     ejections: std::sync::Mutex<(HashMap<BackendId, u64>, u64)>,
+    /// The canary's share of unpinned requests, in percent (set by the API at run time).
+    canary_weight: watch::Sender<u8>,
 }
 
 /// How long a drain waits for another replica to be routable before it takes this one out anyway.
@@ -180,6 +182,7 @@ impl Traffic {
                 routes,
                 drain_timeout,
                 ejections: std::sync::Mutex::new((HashMap::new(), 0)),
+                canary_weight: watch::channel(service.canary.as_ref().map_or(0, |canary| canary.weight_percent)).0,
             };
             proxies.insert(service.name.clone(), Arc::new(proxy));
         }
@@ -275,10 +278,10 @@ async fn follow_service(proxy: Arc<ServiceProxy>, replicas: Vec<watch::Receiver<
         }));
     }
     drop(changed);
-    let weight = proxy.service.canary.as_ref().map_or(0, |canary| canary.weight_percent);
+    let mut weight = proxy.canary_weight.subscribe();
     loop {
         let statuses: Vec<ReplicaStatus> = replicas.iter().map(|r| r.borrow().clone()).collect();
-        let table = route_table(&proxy.service, &statuses, weight);
+        let table = route_table(&proxy.service, &statuses, *weight.borrow_and_update());
         proxy.routes.send_if_modified(|current| {
             let changed = **current != table;
             if changed {
@@ -286,8 +289,13 @@ async fn follow_service(proxy: Arc<ServiceProxy>, replicas: Vec<watch::Receiver<
             }
             changed
         });
-        if changes.recv().await.is_none() {
-            break;
+        tokio::select! {
+            change = changes.recv() => {
+                if change.is_none() {
+                    break;
+                }
+            }
+            Ok(()) = weight.changed() => {}
         }
     }
     for forwarder in forwarders {
@@ -376,7 +384,23 @@ pub(crate) async fn sample_loop(
     }
 }
 
-impl mend_api::Chaos for Traffic {
+impl mend_api::TrafficApi for Traffic {
+    fn canary_weight(&self, service: &str) -> Option<u8> {
+        let proxy = self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| proxy)?;
+        proxy.service.canary.as_ref().map(|_| *proxy.canary_weight.borrow())
+    }
+
+    fn set_canary_weight(&self, service: &str, weight: u8) -> bool {
+        let Some(proxy) = self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| proxy) else {
+            return false;
+        };
+        if proxy.service.canary.is_none() {
+            return false;
+        }
+        proxy.canary_weight.send_replace(weight.min(100));
+        true
+    }
+
     fn proxied(&self, service: &str) -> bool {
         self.proxy(service).is_some()
     }

@@ -142,6 +142,24 @@ fn the_canary_gets_its_weight_and_pinned_requests() {
         let response = client.request("GET", "/", &[("x-canary", "1")], b"").expect("request");
         assert!(response.body.contains(&format!("(pid {canary_pid})")), "pinned requests go to the canary");
     }
+    // The operator moves the canary's share at run time: all of it, then none.
+    let all = daemon.cli(&["canary", "web", "--weight", "100"]);
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    eventually(Duration::from_secs(5), "every request goes to the canary", || {
+        (0..20)
+            .all(|_| {
+                client.request("GET", "/", &[], b"").is_ok_and(|r| r.body.contains(&format!("(pid {canary_pid})")))
+            })
+            .then_some(())
+    });
+    assert!(daemon.cli(&["canary", "web", "--weight", "0"]).status.success());
+    eventually(Duration::from_secs(5), "no request goes to the canary", || {
+        (0..20)
+            .all(|_| {
+                client.request("GET", "/", &[], b"").is_ok_and(|r| !r.body.contains(&format!("(pid {canary_pid})")))
+            })
+            .then_some(())
+    });
     // Request metrics are split by release.
     eventually(Duration::from_secs(5), "per-release metrics", || {
         (query(&daemon, "sum(mend_proxy_requests_total{service=\"web\",release=\"canary\"})") > 0.0).then_some(())

@@ -1,5 +1,6 @@
-//! `POST|DELETE /api/v1/services/{name}/chaos`: fault injection in a service's proxy (latency, an HTTP
-//! error status, aborted connections) on a share of the requests, always expiring by itself.
+//! The proxies through the API: `POST|DELETE /api/v1/services/{name}/chaos` (fault injection: latency, an
+//! HTTP error status, aborted connections on a share of the requests, always expiring by itself) and
+//! `POST /api/v1/services/{name}/canary` (the canary's share of the traffic).
 
 use std::time::Duration;
 
@@ -29,8 +30,12 @@ pub struct FaultSpec {
     pub percent: f64,
 }
 
-/// Fault injection in the proxies, implemented by the daemon's traffic layer.
-pub trait Chaos: Send + Sync {
+/// The proxies as the API steers them, implemented by the daemon's traffic layer.
+pub trait TrafficApi: Send + Sync {
+    /// The canary's current share of unpinned requests, in percent; None without a canary.
+    fn canary_weight(&self, service: &str) -> Option<u8>;
+    /// Sets the canary's share; false without a canary.
+    fn set_canary_weight(&self, service: &str, weight: u8) -> bool;
     /// Whether `service` has a proxy.
     fn proxied(&self, service: &str) -> bool;
     /// Injects `faults` into `service`'s requests until `until`; false if it has no proxy.
@@ -40,9 +45,15 @@ pub trait Chaos: Send + Sync {
 }
 
 /// A daemon without proxies.
-pub struct NoChaos;
+pub struct NoTraffic;
 
-impl Chaos for NoChaos {
+impl TrafficApi for NoTraffic {
+    fn canary_weight(&self, _service: &str) -> Option<u8> {
+        None
+    }
+    fn set_canary_weight(&self, _service: &str, _weight: u8) -> bool {
+        false
+    }
     fn proxied(&self, _service: &str) -> bool {
         false
     }
@@ -75,7 +86,7 @@ fn check_service(state: &ApiState, name: &str) -> Result<(), (StatusCode, String
     if state.supervisor.service(name).is_none() {
         return Err((StatusCode::NOT_FOUND, format!("unknown service {name:?}")));
     }
-    if !state.chaos.proxied(name) {
+    if !state.traffic.proxied(name) {
         return Err((
             StatusCode::CONFLICT,
             format!("service {name:?} has no proxy: fault injection works on [service.{name}.proxy]"),
@@ -126,7 +137,7 @@ pub(crate) async fn inject(
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let until = state.clock.now() + duration;
-    state.chaos.inject(&name, &faults, until);
+    state.traffic.inject(&name, &faults, until);
     let until_wall = state.clock.wall().saturating_add(duration);
     tracing::warn!(service = %name, ?faults, seconds = duration.as_secs_f64(), "fault injection on");
     Json(json!({
@@ -144,9 +155,40 @@ pub(crate) async fn clear(State(state): State<ApiState>, Path(name): Path<String
     if let Err((status, message)) = check_service(&state, &name) {
         return error(status, message);
     }
-    state.chaos.clear(&name);
+    state.traffic.clear(&name);
     tracing::info!(service = %name, "fault injection cleared");
     Json(json!({ "service": name, "cleared": true })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryRequest {
+    weight: i64,
+}
+
+/// `POST /api/v1/services/{name}/canary {"weight": 0..=100}`: the canary's share of unpinned requests.
+pub(crate) async fn set_canary(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err((status, message)) = check_service(&state, &name) {
+        return error(status, message);
+    }
+    if state.traffic.canary_weight(&name).is_none() {
+        return error(StatusCode::CONFLICT, format!("service {name:?} has no canary ([service.{name}.canary])"));
+    }
+    let request: CanaryRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid canary request: {e}")),
+    };
+    let Ok(weight) = u8::try_from(request.weight).map_err(drop).and_then(|w| if w <= 100 { Ok(w) } else { Err(()) })
+    else {
+        return error(StatusCode::BAD_REQUEST, format!("weight: {} is out of range (0 to 100)", request.weight));
+    };
+    state.traffic.set_canary_weight(&name, weight);
+    tracing::info!(service = %name, weight, "canary weight set");
+    Json(json!({ "service": name, "weight": weight })).into_response()
 }
 
 #[cfg(test)]
