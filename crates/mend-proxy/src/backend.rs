@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Notify;
 
-use crate::body::RequestBody;
 use crate::clock::Nanos;
 use crate::route::BackendId;
 use crate::stats::Counters;
+use crate::upstream::Conn;
 
 /// A backend as the proxy tracks it. Shared (`Arc`) by the route snapshots and the requests in flight.
 #[derive(Debug)]
@@ -45,7 +44,7 @@ pub(crate) struct BackendState {
 
 #[derive(Debug)]
 struct IdleConnection {
-    sender: SendRequest<RequestBody>,
+    conn: Box<Conn>,
     since: Nanos,
 }
 
@@ -109,25 +108,25 @@ impl BackendState {
 
     /// An idle connection to reuse, most recently used first; connections idle longer than `max_idle`
     /// or closed by the backend are dropped on the way.
-    pub(crate) fn checkout(&self, now: Nanos, max_idle: Duration) -> Option<SendRequest<RequestBody>> {
+    pub(crate) fn checkout(&self, now: Nanos, max_idle: Duration) -> Option<Box<Conn>> {
         let max_idle = u64::try_from(max_idle.as_nanos()).unwrap_or(u64::MAX);
-        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(idle) = pool.pop() {
-            if !idle.sender.is_closed() && now.0.saturating_sub(idle.since.0) <= max_idle {
-                return Some(idle.sender);
+        loop {
+            let idle = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
+            // Checked outside the lock: the check may cost a system call.
+            if now.0.saturating_sub(idle.since.0) <= max_idle && idle.conn.is_reusable() {
+                return Some(idle.conn);
             }
         }
-        None
     }
 
     /// Returns a connection whose exchange finished cleanly to the pool, unless the backend is leaving.
-    pub(crate) fn checkin(&self, sender: SendRequest<RequestBody>, now: Nanos, max_idle: usize) {
-        if sender.is_closed() || self.draining.load(Relaxed) || self.removed.load(Relaxed) {
+    pub(crate) fn checkin(&self, conn: Box<Conn>, now: Nanos, max_idle: usize) {
+        if self.draining.load(Relaxed) || self.removed.load(Relaxed) {
             return;
         }
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         if pool.len() < max_idle {
-            pool.push(IdleConnection { sender, since: now });
+            pool.push(IdleConnection { conn, since: now });
         }
     }
 

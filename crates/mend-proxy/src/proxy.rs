@@ -60,7 +60,6 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     pub(crate) budget: RetryBudget,
     pub(crate) server: hyper::server::conn::http1::Builder,
-    pub(crate) upstream: hyper::client::conn::http1::Builder,
     /// Taken by route updates, drain and stats; never on the request path.
     registry: Mutex<Registry>,
     /// Serialises ejection decisions so that concurrent failures cannot exceed the ejection limit.
@@ -173,7 +172,6 @@ impl Proxy {
 
         let mut server = hyper::server::conn::http1::Builder::new();
         server.max_buf_size(config.max_request_header_bytes).header_read_timeout(None).keep_alive(true);
-        let upstream = hyper::client::conn::http1::Builder::new();
         let shared = Arc::new(Shared {
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.min_retries_per_second),
             config,
@@ -182,7 +180,6 @@ impl Proxy {
             metrics: Metrics::default(),
             faults: Faults::default(),
             server,
-            upstream,
             registry: Mutex::new(Registry::default()),
             ejection: Mutex::new(()),
         });
