@@ -351,49 +351,48 @@ struct Parsed {
 /// it). `Ok(None)`: incomplete.
 fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, ParseError> {
     loop {
+        // Parsed from a frozen snapshot of what was read, so that header values are slices of it (no copy
+        // and no table of offsets); what follows the head goes back into `buf`.
+        let bytes = buf.split().freeze();
         let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
         let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut parsed,
-            buf,
+            &bytes,
             &mut storage,
         ) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
+            Ok(httparse::Status::Partial) => {
+                buf.extend_from_slice(&bytes);
+                return Ok(None);
+            }
             Err(error) => return Err(ParseError::Syntax(error)),
         };
         let code = parsed.code.unwrap_or(0);
         let status = StatusCode::from_u16(code).map_err(|_| ParseError::Status)?;
         if matches!(code, 100 | 102..=199) {
             // Interim response: skip it and parse what follows.
-            let _ = buf.split_to(len);
+            buf.extend_from_slice(&bytes[len..]);
             if buf.is_empty() {
                 return Ok(None);
             }
             continue;
         }
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-        let reason = parsed.reason.filter(|reason| Some(*reason) != status.canonical_reason()).map(str::to_owned);
+        let reason = parsed
+            .reason
+            .filter(|reason| Some(*reason) != status.canonical_reason())
+            .map(|reason| bytes.slice_ref(reason.as_bytes()));
+        let lines = parsed.headers;
 
-        // Connection handling first: keep-alive, and the names `Connection` lists (hop-by-hop too). The
-        // lines are remembered by offset, since their bytes move into the frozen head below.
-        let base = buf.as_ptr() as usize;
-        let offsets = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            (start, start + part.len())
-        };
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let n_lines = parsed.headers.len();
+        // Connection handling first: keep-alive, and the names `Connection` lists (hop-by-hop too).
         let mut keep_alive = version == Version::HTTP_11;
         let mut saw_close = false;
-        let mut listed: Vec<(usize, usize)> = Vec::new();
+        let mut listed: Vec<&[u8]> = Vec::new();
         let mut chunked = false;
         let mut transfer_encoding = false;
         let mut content_length: Option<u64> = None;
-        for (line, span) in parsed.headers.iter().zip(&mut spans) {
-            let (name_start, name_end) = offsets(line.name.as_bytes());
-            let (value_start, value_end) = offsets(line.value);
-            *span = (name_start, name_end, value_start, value_end);
+        for line in lines.iter() {
             let name = line.name;
             if name.eq_ignore_ascii_case("connection") {
                 for token in line.value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii) {
@@ -402,7 +401,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive = true;
                     } else if !token.is_empty() {
-                        listed.push(offsets(token));
+                        listed.push(token);
                     }
                 }
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -428,21 +427,20 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
         }
         let keep_alive = keep_alive && !saw_close;
 
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(n_lines);
-        for &(name_start, name_end, value_start, value_end) in &spans[..n_lines] {
-            let raw_name = &head[name_start..name_end];
+        let mut headers = HeaderMap::with_capacity(lines.len());
+        for line in lines.iter() {
+            let raw_name = line.name.as_bytes();
             let name = HeaderName::from_bytes(raw_name).map_err(|_| ParseError::HeaderName)?;
             if is_hop_by_hop_response(&name)
-                || (name != header::HOST
-                    && listed.iter().any(|&(start, end)| head[start..end].eq_ignore_ascii_case(raw_name)))
+                || (name != header::HOST && listed.iter().any(|token| token.eq_ignore_ascii_case(raw_name)))
             {
                 continue;
             }
-            let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-                .map_err(|_| ParseError::HeaderValue)?;
+            let value =
+                HeaderValue::from_maybe_shared(bytes.slice_ref(line.value)).map_err(|_| ParseError::HeaderValue)?;
             headers.append(name, value);
         }
+        buf.extend_from_slice(&bytes[len..]);
 
         let (framing, reusable) = match code {
             101 => (Framing::Done, false),
@@ -466,7 +464,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
         *response.version_mut() = version;
         *response.headers_mut() = headers;
         if let Some(reason) = reason
-            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(Bytes::from(reason))
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
         {
             response.extensions_mut().insert(reason);
         }
