@@ -63,6 +63,8 @@ fn main() {
         }
     };
     runtime.block_on(run(args));
+    // The stdin reader sits on a blocking thread until stdin closes; do not wait for it.
+    runtime.shutdown_background();
 }
 
 struct Rig {
