@@ -206,10 +206,9 @@ pub(crate) async fn handle(
         }
     };
 
-    let deadline = shared.clock.instant(start.saturating_add(cfg.request_timeout));
+    let deadline = start.saturating_add(cfg.request_timeout);
     let mut pending = Some(body);
     let mut attempt = 1;
-    let mut sleep = pin!(tokio::time::sleep_until(deadline));
     let response = loop {
         tried.push(&backend);
         let Some(body) = pending.take().or_else(|| template.as_ref().and_then(RequestBody::replay)) else {
@@ -231,30 +230,28 @@ pub(crate) async fn handle(
         let retry_possible = attempt < cfg.retry.max_attempts;
         let timeout_retry_possible = retry_possible && idempotent && template.is_some();
         let attempt_deadline = if timeout_retry_possible {
-            deadline.min(shared.clock.instant(attempt_start.saturating_add(cfg.attempt_timeout)))
+            deadline.min(attempt_start.saturating_add(cfg.attempt_timeout))
         } else {
             deadline
         };
-        sleep.as_mut().reset(attempt_deadline);
         let step = {
             let mut exchange = pin!(send(&shared, &backend, request_head, body));
-            tokio::select! {
+            let step = tokio::select! {
                 biased;
                 result = &mut exchange => Step::Done(result),
-                () = sleep.as_mut() => {
+                () = conn.deadline(shared.clock, attempt_deadline) => {
                     match (attempt_deadline < deadline).then(|| next_backend(&tried)).flatten() {
                         Some(next) => Step::Abandon(next),
-                        None => {
-                            sleep.as_mut().reset(deadline);
-                            tokio::select! {
-                                biased;
-                                result = &mut exchange => Step::Done(result),
-                                () = sleep.as_mut() => Step::TimedOut,
-                            }
-                        }
+                        None => tokio::select! {
+                            biased;
+                            result = &mut exchange => Step::Done(result),
+                            () = conn.deadline(shared.clock, deadline) => Step::TimedOut,
+                        },
                     }
                 }
-            }
+            };
+            conn.clear_deadline();
+            step
         };
         let result = match step {
             Step::Done(result) => result,

@@ -41,6 +41,24 @@ pub(crate) struct ConnState {
     idle_since: AtomicU64,
     /// When the first byte of the next request head arrived (0 = none yet).
     head_started: AtomicU64,
+    /// When the request in progress stops waiting for response headers (0 = not waiting). The connection
+    /// task's timer wakes the task then, so the request needs no timer of its own (registering one in
+    /// the shared timer wheel and removing it again cost two wheel updates per request).
+    request_deadline: AtomicU64,
+}
+
+impl ConnState {
+    /// Resolves once the proxy clock reaches `deadline`. Only for the request future of this connection:
+    /// it is polled inside the connection task, whose timer is armed for the deadline published here.
+    pub(crate) fn deadline(&self, clock: Clock, deadline: Nanos) -> impl Future<Output = ()> + '_ {
+        self.request_deadline.store(deadline.0.max(1), Relaxed);
+        poll_fn(move |_| if clock.now() >= deadline { Poll::Ready(()) } else { Poll::Pending })
+    }
+
+    /// The request stopped waiting for a deadline.
+    pub(crate) fn clear_deadline(&self) {
+        self.request_deadline.store(0, Relaxed);
+    }
 }
 
 /// Marks a connection busy while a request is in progress; dropped with the response body.
@@ -169,6 +187,7 @@ async fn serve_connection(
         in_flight: AtomicU32::new(0),
         idle_since: AtomicU64::new(clock.now().0),
         head_started: AtomicU64::new(0),
+        request_deadline: AtomicU64::new(0),
     });
     let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone(), clock });
     let service = {
@@ -179,10 +198,11 @@ async fn serve_connection(
     let mut connection = pin!(connection);
     let idle_timeout = shared.config.client_idle_timeout;
     let header_timeout = shared.config.client_header_timeout;
-    // The next moment a timeout could fire, given what the connection is doing (none while busy).
+    // The next moment a timeout could fire, given what the connection is doing: while busy, the deadline
+    // of the request waiting for response headers, if any.
     let next_deadline = || {
         if conn.in_flight.load(Relaxed) > 0 {
-            return None;
+            return Some(conn.request_deadline.load(Relaxed)).filter(|&deadline| deadline != 0).map(Nanos);
         }
         Some(match conn.head_started.load(Relaxed) {
             0 => Nanos(conn.idle_since.load(Relaxed)).saturating_add(idle_timeout),
@@ -231,7 +251,9 @@ async fn serve_connection(
                 break;
             }
             Event::Timer => {
-                if next_deadline().is_none_or(|deadline| clock.now() < deadline) {
+                // A busy connection's timer is its request's deadline: polling the connection again (the
+                // loop does) lets the request see that it passed.
+                if conn.in_flight.load(Relaxed) > 0 || next_deadline().is_none_or(|deadline| clock.now() < deadline) {
                     continue;
                 }
                 if conn.head_started.load(Relaxed) != 0 {
