@@ -172,8 +172,9 @@ impl ProxyBody {
         Self { inner: ResponseInner::Local(bytes), _activity: activity }
     }
 
-    pub(crate) fn upstream(body: UpstreamBody, exchange: Exchange, activity: Option<ActivityGuard>) -> Self {
-        Self { inner: ResponseInner::Upstream { body, exchange }, _activity: activity }
+    /// A backend's response; the exchange keeps the client connection counted busy.
+    pub(crate) fn upstream(body: UpstreamBody, exchange: Exchange) -> Self {
+        Self { inner: ResponseInner::Upstream { body, exchange }, _activity: None }
     }
 
     /// Ends the exchange; the connection returns to the pool when `clean` and reusable.

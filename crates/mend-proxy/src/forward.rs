@@ -42,7 +42,8 @@ impl StdError for Aborted {}
 /// A request whose response headers came from a backend; finished when the response body ends.
 #[derive(Debug)]
 pub(crate) struct Exchange {
-    shared: Arc<Shared>,
+    /// Keeps the client connection counted busy until the response ends; leads to the proxy's state.
+    activity: ActivityGuard,
     backend: BackendRef,
     status: u16,
     start: Nanos,
@@ -54,7 +55,7 @@ impl Exchange {
     /// Counts the request, ends the backend's in-flight count and returns a cleanly finished connection
     /// to the pool.
     pub(crate) fn finish(self, clean: bool, conn: Option<Box<Conn>>) {
-        let shared = &self.shared;
+        let shared = self.activity.shared();
         let now = shared.clock.now();
         let outcome = Outcome::Status(self.status);
         self.backend.attempts.record(outcome, now.since(self.attempt_start));
@@ -102,7 +103,7 @@ enum Step {
 
 /// Per-request context for the local answers.
 struct Ctx<'a> {
-    shared: &'a Arc<Shared>,
+    shared: &'a Shared,
     start: Nanos,
     caller: Option<usize>,
 }
@@ -128,15 +129,12 @@ impl Ctx<'_> {
 }
 
 /// Serves one request from a client connection.
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    conn: Arc<ConnState>,
-    request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Aborted> {
-    let activity = ActivityGuard::new(conn.clone(), shared.clock);
+pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Aborted> {
+    let shared = &conn.shared;
+    let activity = ActivityGuard::new(conn.clone());
     let start = shared.clock.now();
     let caller = request.headers().get(&X_MEND_CALLER).map(|value| shared.metrics.callers.slot(value.as_bytes()));
-    let ctx = Ctx { shared: &shared, start, caller };
+    let ctx = Ctx { shared, start, caller };
     let cfg = &shared.config;
 
     let faults = shared.faults.decide(start);
@@ -235,7 +233,7 @@ pub(crate) async fn handle(
             deadline
         };
         let step = {
-            let mut exchange = pin!(send(&shared, &backend, request_head, body));
+            let mut exchange = pin!(send(shared, &backend, request_head, body));
             let step = tokio::select! {
                 biased;
                 result = &mut exchange => Step::Done(result),
@@ -257,13 +255,13 @@ pub(crate) async fn handle(
             Step::Done(result) => result,
             Step::Abandon(next) => {
                 // The attempt's connection closed with its future; go on elsewhere.
-                attempt_failed(&shared, &backend, Outcome::Timeout, attempt_start);
+                attempt_failed(shared, &backend, Outcome::Timeout, attempt_start);
                 backend = next;
                 attempt += 1;
                 continue;
             }
             Step::TimedOut => {
-                attempt_failed(&shared, &backend, Outcome::Timeout, attempt_start);
+                attempt_failed(shared, &backend, Outcome::Timeout, attempt_start);
                 break ctx.local(StatusCode::GATEWAY_TIMEOUT, LocalReason::Timeout, b"upstream timed out\n", activity);
             }
         };
@@ -271,7 +269,7 @@ pub(crate) async fn handle(
             Ok((response, call)) => {
                 let status = response.status();
                 let failed = status.is_server_error();
-                judge(&shared, &backend, failed);
+                judge(shared, &backend, failed);
                 let retriable_status =
                     matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
                 if retriable_status && let Some(next) = next_backend(&tried) {
@@ -282,22 +280,21 @@ pub(crate) async fn handle(
                     attempt += 1;
                     continue;
                 }
-                let exchange =
-                    Exchange { shared: shared.clone(), backend, status: status.as_u16(), start, attempt_start, caller };
-                break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange, Some(activity)));
+                let exchange = Exchange { activity, backend, status: status.as_u16(), start, attempt_start, caller };
+                break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange));
             }
             Err(AttemptError::Body(failure)) => {
                 backend.end();
                 break body_error_response(&ctx, failure, activity);
             }
             Err(AttemptError::Connect(body)) => {
-                attempt_failed(&shared, &backend, Outcome::ConnectFailure, attempt_start);
-                judge(&shared, &backend, true);
+                attempt_failed(shared, &backend, Outcome::ConnectFailure, attempt_start);
+                judge(shared, &backend, true);
                 pending = Some(body);
             }
             Err(AttemptError::Reset(unsent)) => {
-                attempt_failed(&shared, &backend, Outcome::Reset, attempt_start);
-                judge(&shared, &backend, true);
+                attempt_failed(shared, &backend, Outcome::Reset, attempt_start);
+                judge(shared, &backend, true);
                 pending = unsent;
             }
         }

@@ -34,6 +34,9 @@ pub(crate) enum Phase {
 /// What the proxy knows about one client connection.
 #[derive(Debug)]
 pub(crate) struct ConnState {
+    /// The proxy's state, reached through the connection so that a request clones only this connection's
+    /// `Arc` (a per-connection cache line), not the proxy-wide one every request on every thread writes.
+    pub(crate) shared: Arc<Shared>,
     pub(crate) forwarded: ForwardedValues,
     /// Requests in progress (until their response body ends).
     in_flight: AtomicU32,
@@ -65,13 +68,17 @@ impl ConnState {
 #[derive(Debug)]
 pub(crate) struct ActivityGuard {
     conn: Arc<ConnState>,
-    clock: Clock,
 }
 
 impl ActivityGuard {
-    pub(crate) fn new(conn: Arc<ConnState>, clock: Clock) -> Self {
+    pub(crate) fn new(conn: Arc<ConnState>) -> Self {
         conn.in_flight.fetch_add(1, Relaxed);
-        Self { conn, clock }
+        Self { conn }
+    }
+
+    /// The proxy this request belongs to.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.conn.shared
     }
 }
 
@@ -79,7 +86,7 @@ impl Drop for ActivityGuard {
     fn drop(&mut self) {
         if self.conn.in_flight.fetch_sub(1, Relaxed) == 1 {
             self.conn.head_started.store(0, Relaxed);
-            self.conn.idle_since.store(self.clock.now().0, Relaxed);
+            self.conn.idle_since.store(self.conn.shared.clock.now().0, Relaxed);
         }
     }
 }
@@ -183,6 +190,7 @@ async fn serve_connection(
     shared.metrics.connections_open.fetch_add(1, Relaxed);
     let clock = shared.clock;
     let conn = Arc::new(ConnState {
+        shared: shared.clone(),
         forwarded: ForwardedValues::new(peer),
         in_flight: AtomicU32::new(0),
         idle_since: AtomicU64::new(clock.now().0),
@@ -191,8 +199,8 @@ async fn serve_connection(
     });
     let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone(), clock });
     let service = {
-        let (shared, conn) = (shared.clone(), conn.clone());
-        service_fn(move |request| forward::handle(shared.clone(), conn.clone(), request))
+        let conn = conn.clone();
+        service_fn(move |request| forward::handle(conn.clone(), request))
     };
     let connection = shared.server.serve_connection(io, service);
     let mut connection = pin!(connection);
