@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Nanos;
 use crate::route::BackendId;
-use crate::stats::Counters;
+use crate::stats::{Counters, N_SHARDS, thread_shard};
 use crate::upstream::Conn;
 
 /// A backend as the proxy tracks it. Shared (`Arc`) by the route snapshots and the requests in flight.
@@ -39,7 +39,9 @@ pub(crate) struct BackendState {
     pub(crate) attempts: Counters,
     pub(crate) retries: AtomicU64,
     pub(crate) ejections: AtomicU64,
-    pool: Mutex<Vec<IdleConnection>>,
+    /// Idle connections, sharded by thread like the counters: a request looks in its own thread's shard
+    /// first, so two worker threads do not pass one mutex and vector back and forth.
+    pool: Box<[Mutex<Vec<IdleConnection>>; N_SHARDS]>,
 }
 
 #[derive(Debug)]
@@ -65,7 +67,7 @@ impl BackendState {
             attempts: Counters::default(),
             retries: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
-            pool: Mutex::new(Vec::new()),
+            pool: Box::new(std::array::from_fn(|_| Mutex::new(Vec::new()))),
         }
     }
 
@@ -106,17 +108,22 @@ impl BackendState {
         }
     }
 
-    /// An idle connection to reuse, most recently used first; connections idle longer than `max_idle`
-    /// or closed by the backend are dropped on the way.
+    /// An idle connection to reuse, most recently used first, from this thread's shard and then the
+    /// others; connections idle longer than `max_idle` or closed by the backend are dropped on the way.
     pub(crate) fn checkout(&self, now: Nanos, max_idle: Duration) -> Option<Box<Conn>> {
         let max_idle = u64::try_from(max_idle.as_nanos()).unwrap_or(u64::MAX);
-        loop {
-            let idle = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
-            // Checked outside the lock: the check may cost a system call.
-            if now.0.saturating_sub(idle.since.0) <= max_idle && idle.conn.is_reusable() {
-                return Some(idle.conn);
+        let own = thread_shard();
+        for shard_idx in (0..N_SHARDS).map(|offset| (own + offset) % N_SHARDS) {
+            let shard = &self.pool[shard_idx];
+            loop {
+                let Some(idle) = shard.lock().unwrap_or_else(PoisonError::into_inner).pop() else { break };
+                // Checked outside the lock: the check may cost a system call.
+                if now.0.saturating_sub(idle.since.0) <= max_idle && idle.conn.is_reusable() {
+                    return Some(idle.conn);
+                }
             }
         }
+        None
     }
 
     /// Returns a connection whose exchange finished cleanly to the pool, unless the backend is leaving.
@@ -124,7 +131,7 @@ impl BackendState {
         if self.draining.load(Relaxed) || self.removed.load(Relaxed) {
             return;
         }
-        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pool = self.pool[thread_shard()].lock().unwrap_or_else(PoisonError::into_inner);
         if pool.len() < max_idle {
             pool.push(IdleConnection { conn, since: now });
         }
@@ -132,8 +139,10 @@ impl BackendState {
 
     /// Closes every idle connection (drain, ejection, removal).
     pub(crate) fn close_idle(&self) {
-        let idle = std::mem::take(&mut *self.pool.lock().unwrap_or_else(PoisonError::into_inner));
-        drop(idle);
+        for shard in self.pool.iter() {
+            let idle = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
+            drop(idle);
+        }
     }
 
     /// Records the outcome of an attempt for outlier detection; returns true when this failure reaches
