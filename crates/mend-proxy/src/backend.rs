@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Nanos;
 use crate::route::BackendId;
-use crate::stats::{Counters, N_SHARDS, thread_shard};
+use crate::stats::{Counters, N_SHARDS, thread_pinned, thread_shard};
 use crate::upstream::Conn;
 
 /// A backend as the proxy tracks it. Shared (`Arc`) by the route snapshots and the requests in flight.
@@ -108,12 +108,14 @@ impl BackendState {
         }
     }
 
-    /// An idle connection to reuse, most recently used first, from this thread's shard and then the
-    /// others; connections idle longer than `max_idle` or closed by the backend are dropped on the way.
+    /// An idle connection to reuse, most recently used first, from this thread's shard and then (unless
+    /// the thread is a proxy event loop, whose connections belong to its own runtime) the others;
+    /// connections idle longer than `max_idle` or closed by the backend are dropped on the way.
     pub(crate) fn checkout(&self, now: Nanos, max_idle: Duration) -> Option<Box<Conn>> {
         let max_idle = u64::try_from(max_idle.as_nanos()).unwrap_or(u64::MAX);
         let own = thread_shard();
-        for shard_idx in (0..N_SHARDS).map(|offset| (own + offset) % N_SHARDS) {
+        let n_shards = if thread_pinned() { 1 } else { N_SHARDS };
+        for shard_idx in (0..n_shards).map(|offset| (own + offset) % N_SHARDS) {
             let shard = &self.pool[shard_idx];
             loop {
                 let Some(idle) = shard.lock().unwrap_or_else(PoisonError::into_inner).pop() else { break };

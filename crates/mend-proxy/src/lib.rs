@@ -2,6 +2,8 @@
 //! that failures and planned restarts lose no request.
 //!
 //! The pieces, in request order:
+//! - [`workers`]: where it serves: the caller's runtime, or (in a multi-thread runtime) one event loop
+//!   per worker thread, each with its own `SO_REUSEPORT` listener;
 //! - [`server`]: accept loop, one task per client connection, idle and slow-header timeouts;
 //! - [`forward`]: faults, limits, header rewriting ([`headers`]), body buffering ([`body`]), then
 //!   attempts with budgeted retries ([`budget`]) on backends picked by [`balancer`] from the current
@@ -61,6 +63,7 @@ mod route;
 mod server;
 mod stats;
 mod upstream;
+mod workers;
 
 pub use body::ProxyBody;
 pub use config::{LoadBalancing, OutlierPolicy, ProxyConfig, RetryPolicy};

@@ -62,12 +62,15 @@ pub(crate) enum LocalReason {
 /// threads counting requests do not pass the same cache lines back and forth; `snapshot` sums them.
 pub(crate) const N_SHARDS: usize = 8;
 
-/// The shard of the calling thread, `0..N_SHARDS`: threads are numbered as they first ask.
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    static PINNED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The shard of the calling thread, `0..N_SHARDS`: threads are numbered as they first ask, unless
+/// pinned.
 pub(crate) fn thread_shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
     SHARD.with(|shard| {
         let mut shard_idx = shard.get();
         if shard_idx == usize::MAX {
@@ -76,6 +79,18 @@ pub(crate) fn thread_shard() -> usize {
         }
         shard_idx
     })
+}
+
+/// Gives the calling thread (a proxy event loop) its own shard for good: its idle pool shard then holds
+/// only connections registered with its runtime, and it takes from no other.
+pub(crate) fn pin_thread_shard(shard_idx: usize) {
+    SHARD.with(|shard| shard.set(shard_idx % N_SHARDS));
+    PINNED.with(|pinned| pinned.set(true));
+}
+
+/// Whether the calling thread is a proxy event loop (see [`pin_thread_shard`]).
+pub(crate) fn thread_pinned() -> bool {
+    PINNED.with(Cell::get)
 }
 
 /// Counters of one subject (a backend's attempts, a release's or the proxy's own responses), sharded
