@@ -56,7 +56,7 @@ impl Exchange {
     /// to the pool.
     pub(crate) fn finish(self, clean: bool, conn: Option<Box<Conn>>) {
         let shared = self.activity.shared();
-        let now = shared.clock.now();
+        let now = self.activity.now();
         let outcome = Outcome::Status(self.status);
         self.backend.attempts.record(outcome, now.since(self.attempt_start));
         let latency = now.since(self.start);
@@ -132,7 +132,7 @@ impl Ctx<'_> {
 pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Aborted> {
     let shared = &conn.shared;
     let activity = ActivityGuard::new(conn.clone());
-    let start = shared.clock.now();
+    let start = conn.now();
     let caller = request.headers().get(&X_MEND_CALLER).map(|value| shared.metrics.callers.slot(value.as_bytes()));
     let ctx = Ctx { shared, start, caller };
     let cfg = &shared.config;
@@ -233,17 +233,17 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             deadline
         };
         let step = {
-            let mut exchange = pin!(send(shared, &backend, request_head, body));
+            let mut exchange = pin!(send(shared, &backend, request_head, body, attempt_start));
             let step = tokio::select! {
                 biased;
                 result = &mut exchange => Step::Done(result),
-                () = conn.deadline(shared.clock, attempt_deadline) => {
+                () = conn.deadline(attempt_deadline) => {
                     match (attempt_deadline < deadline).then(|| next_backend(&tried)).flatten() {
                         Some(next) => Step::Abandon(next),
                         None => tokio::select! {
                             biased;
                             result = &mut exchange => Step::Done(result),
-                            () = conn.deadline(shared.clock, deadline) => Step::TimedOut,
+                            () = conn.deadline(deadline) => Step::TimedOut,
                         },
                     }
                 }
@@ -421,9 +421,10 @@ async fn send(
     backend: &BackendRef,
     head: RequestHead<'_>,
     mut body: RequestBody,
+    now: Nanos,
 ) -> Result<(Response<()>, Call), AttemptError> {
     let cfg = &shared.config;
-    while let Some(conn) = backend.checkout(shared.clock.now(), cfg.upstream_idle_timeout) {
+    while let Some(conn) = backend.checkout(now, cfg.upstream_idle_timeout) {
         let mut call = Call::new(conn, head, body);
         match poll_fn(|cx| call.poll_response(cx)).await {
             Ok(response) => return Ok((response, call)),

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::{Clock, Nanos};
+use crate::clock::Nanos;
 use crate::forward;
 use crate::headers::ForwardedValues;
 use crate::proxy::Shared;
@@ -48,14 +48,24 @@ pub(crate) struct ConnState {
     /// task's timer wakes the task then, so the request needs no timer of its own (registering one in
     /// the shared timer wheel and removing it again cost two wheel updates per request).
     request_deadline: AtomicU64,
+    /// The proxy clock as of the connection task's latest wake-up.
+    now: AtomicU64,
 }
 
 impl ConnState {
+    /// The proxy clock as of the connection task's latest wake-up. What a request does within one poll of
+    /// its connection (read the head, pick a backend, finish the response) reads this rather than the
+    /// clock, which costs a vDSO call per read; the time stamps are exact to the wake-up.
+    pub(crate) fn now(&self) -> Nanos {
+        Nanos(self.now.load(Relaxed))
+    }
+
     /// Resolves once the proxy clock reaches `deadline`. Only for the request future of this connection:
-    /// it is polled inside the connection task, whose timer is armed for the deadline published here.
-    pub(crate) fn deadline(&self, clock: Clock, deadline: Nanos) -> impl Future<Output = ()> + '_ {
+    /// it is polled inside the connection task, whose timer is armed for the deadline published here (and
+    /// which reads the clock on every wake-up).
+    pub(crate) fn deadline(&self, deadline: Nanos) -> impl Future<Output = ()> + '_ {
         self.request_deadline.store(deadline.0.max(1), Relaxed);
-        poll_fn(move |_| if clock.now() >= deadline { Poll::Ready(()) } else { Poll::Pending })
+        poll_fn(move |_| if self.now() >= deadline { Poll::Ready(()) } else { Poll::Pending })
     }
 
     /// The request stopped waiting for a deadline.
@@ -80,13 +90,18 @@ impl ActivityGuard {
     pub(crate) fn shared(&self) -> &Shared {
         &self.conn.shared
     }
+
+    /// The proxy clock as of the connection task's latest wake-up.
+    pub(crate) fn now(&self) -> Nanos {
+        self.conn.now()
+    }
 }
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
         if self.conn.in_flight.fetch_sub(1, Relaxed) == 1 {
             self.conn.head_started.store(0, Relaxed);
-            self.conn.idle_since.store(self.conn.shared.clock.now().0, Relaxed);
+            self.conn.idle_since.store(self.conn.now().0, Relaxed);
         }
     }
 }
@@ -95,7 +110,6 @@ impl Drop for ActivityGuard {
 struct ClientStream {
     inner: TcpStream,
     conn: Arc<ConnState>,
-    clock: Clock,
 }
 
 impl AsyncRead for ClientStream {
@@ -107,7 +121,7 @@ impl AsyncRead for ClientStream {
             && this.conn.in_flight.load(Relaxed) == 0
             && this.conn.head_started.load(Relaxed) == 0
         {
-            this.conn.head_started.store(this.clock.now().0.max(1), Relaxed);
+            this.conn.head_started.store(this.conn.now().0.max(1), Relaxed);
         }
         result
     }
@@ -196,8 +210,9 @@ async fn serve_connection(
         idle_since: AtomicU64::new(clock.now().0),
         head_started: AtomicU64::new(0),
         request_deadline: AtomicU64::new(0),
+        now: AtomicU64::new(clock.now().0),
     });
-    let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone(), clock });
+    let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone() });
     let service = {
         let conn = conn.clone();
         service_fn(move |request| forward::handle(conn.clone(), request))
@@ -228,6 +243,7 @@ async fn serve_connection(
         let event = {
             let mut changed = pin!(phase.changed());
             poll_fn(|cx| {
+                conn.now.store(clock.now().0, Relaxed);
                 if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                     return Poll::Ready(Event::Closed(result));
                 }
