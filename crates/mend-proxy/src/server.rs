@@ -241,14 +241,22 @@ async fn serve_connection(
     }
     loop {
         let event = {
+            // Polling `changed` takes a mutex of the watch channel that every connection shares. It is
+            // polled once to register this task's waker (which stays the same for the task's life), and
+            // after that only when the version it watches moved: one atomic load per wake-up.
+            let watcher = phase.clone();
             let mut changed = pin!(phase.changed());
+            let mut registered = false;
             poll_fn(|cx| {
                 conn.now.store(clock.now().0, Relaxed);
                 if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                     return Poll::Ready(Event::Closed(result));
                 }
-                if let Poll::Ready(changed) = changed.as_mut().poll(cx) {
-                    return Poll::Ready(Event::Phase(changed.is_ok()));
+                if !registered || watcher.has_changed().unwrap_or(true) {
+                    registered = true;
+                    if let Poll::Ready(changed) = changed.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Phase(changed.is_ok()));
+                    }
                 }
                 // Checked after every poll of the connection (a request head may just have started, or a
                 // response just ended), but the timer is only moved earlier: a later deadline is picked up
