@@ -10,7 +10,8 @@ All traffic stays on 127.0.0.1; every run is bounded in time and request count. 
   python3 bench/proxy/bench.py [--duration 10] [--json /tmp/proxy-bench.json]
 
 CPU layout on this 2-core machine: wrk is pinned to CPU 1; the proxy under test is pinned to CPU 0 (1
-worker) or to both CPUs (2 workers); the two mend-demo replicas (2 tokio threads each) float.
+worker) or to both CPUs (2 workers, each worker on its own CPU: nginx worker_cpu_affinity, haproxy
+cpu-map, mend-proxy --pin-loops); the two mend-demo replicas (2 tokio threads each) float.
 """
 
 import argparse
@@ -136,6 +137,8 @@ def make_proxy(kind, workers, ups, tmp, read_timeout="5s"):
                 f"127.0.0.1:{port}", "--threads", str(workers)]
         for up in ups:
             argv += ["--upstream", f"127.0.0.1:{up}"]
+        if workers > 1:
+            argv.append("--pin-loops")  # one event loop per CPU, as nginx's worker_cpu_affinity
         return Proxy(kind, argv, port, stdin=True)
     if kind == "nginx":
         conf = os.path.join(tmp, f"nginx-{port}.conf")

@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! cargo run --release -p mend-proxy --example proxy -- --listen 127.0.0.1:8000 \
-//!     --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002 [--threads 1]
+//!     --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002 [--threads 1] [--pin-loops]
 //! ```
+//!
+//! With `--threads N` (N > 1) the proxy runs N event loops of its own; `--pin-loops` pins event loop `i`
+//! to the `i`-th CPU the process may run on (what nginx's `worker_cpu_affinity` does for its workers).
 //!
 //! Commands on stdin, one per line (replica index `I` counts from 0 in `--upstream` order):
 //! `drain I` (drain, then print the outcome), `down I` (remove from the table), `up I` (add back as a new
@@ -22,14 +25,20 @@ struct Args {
     listen: SocketAddr,
     upstreams: Vec<SocketAddr>,
     threads: usize,
+    pin_loops: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut listen = None;
     let mut upstreams = Vec::new();
     let mut threads = 1;
+    let mut pin_loops = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--pin-loops" {
+            pin_loops = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = Some(value.parse().map_err(|error| format!("--listen {value}: {error}"))?),
@@ -39,7 +48,7 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let listen = listen.ok_or("--listen is required")?;
-    Ok(Args { listen, upstreams, threads })
+    Ok(Args { listen, upstreams, threads, pin_loops })
 }
 
 fn main() {
@@ -63,6 +72,8 @@ fn main() {
         }
     };
     runtime.block_on(run(args));
+    // The stdin reader sits on a blocking thread until stdin closes; do not wait for it.
+    runtime.shutdown_background();
 }
 
 struct Rig {
@@ -96,6 +107,15 @@ async fn run(args: Args) {
             std::process::exit(1);
         }
     };
+    if args.pin_loops {
+        // A new thread names itself once it runs: look again until every event loop was found.
+        for _ in 0..100 {
+            if pin_event_loops() >= args.threads {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     println!("listening on {} (pid {})", proxy.local_addr(), std::process::id());
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -112,6 +132,33 @@ async fn run(args: Args) {
         }
     }
     proxy.shutdown().await;
+}
+
+/// Pins each `mend-proxy-<i>` thread to the `i`-th CPU of the process's affinity mask; returns how many
+/// it pinned.
+fn pin_event_loops() -> usize {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let Ok(allowed) = sched_getaffinity(Pid::from_raw(std::process::id() as i32)) else { return 0 };
+    let cpus: Vec<usize> = (0..CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false)).collect();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    let mut n_pinned = 0;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let Some(loop_idx) = comm.trim().strip_prefix("mend-proxy-").and_then(|idx| idx.parse::<usize>().ok()) else {
+            continue;
+        };
+        let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse::<i32>().ok()) else { continue };
+        let mut cpuset = CpuSet::new();
+        if cpus.is_empty() || cpuset.set(cpus[loop_idx % cpus.len()]).is_err() {
+            continue;
+        }
+        match sched_setaffinity(Pid::from_raw(tid), &cpuset) {
+            Ok(()) => n_pinned += 1,
+            Err(error) => eprintln!("proxy: cannot pin event loop {loop_idx}: {error}"),
+        }
+    }
+    n_pinned
 }
 
 async fn command(proxy: &ProxyHandle, rig: &mut Rig, line: &str) {

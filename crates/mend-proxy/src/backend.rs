@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Notify;
 
-use crate::body::RequestBody;
 use crate::clock::Nanos;
 use crate::route::BackendId;
-use crate::stats::Counters;
+use crate::stats::{Counters, N_SHARDS, thread_pinned, thread_shard};
+use crate::upstream::Conn;
 
 /// A backend as the proxy tracks it. Shared (`Arc`) by the route snapshots and the requests in flight.
 #[derive(Debug)]
@@ -40,12 +39,14 @@ pub(crate) struct BackendState {
     pub(crate) attempts: Counters,
     pub(crate) retries: AtomicU64,
     pub(crate) ejections: AtomicU64,
-    pool: Mutex<Vec<IdleConnection>>,
+    /// Idle connections, sharded by thread like the counters: a request looks in its own thread's shard
+    /// first, so two worker threads do not pass one mutex and vector back and forth.
+    pool: Box<[Mutex<Vec<IdleConnection>>; N_SHARDS]>,
 }
 
 #[derive(Debug)]
 struct IdleConnection {
-    sender: SendRequest<RequestBody>,
+    conn: Box<Conn>,
     since: Nanos,
 }
 
@@ -66,7 +67,7 @@ impl BackendState {
             attempts: Counters::default(),
             retries: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
-            pool: Mutex::new(Vec::new()),
+            pool: Box::new(std::array::from_fn(|_| Mutex::new(Vec::new()))),
         }
     }
 
@@ -107,34 +108,43 @@ impl BackendState {
         }
     }
 
-    /// An idle connection to reuse, most recently used first; connections idle longer than `max_idle`
-    /// or closed by the backend are dropped on the way.
-    pub(crate) fn checkout(&self, now: Nanos, max_idle: Duration) -> Option<SendRequest<RequestBody>> {
+    /// An idle connection to reuse, most recently used first, from this thread's shard and then (unless
+    /// the thread is a proxy event loop, whose connections belong to its own runtime) the others;
+    /// connections idle longer than `max_idle` or closed by the backend are dropped on the way.
+    pub(crate) fn checkout(&self, now: Nanos, max_idle: Duration) -> Option<Box<Conn>> {
         let max_idle = u64::try_from(max_idle.as_nanos()).unwrap_or(u64::MAX);
-        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(idle) = pool.pop() {
-            if !idle.sender.is_closed() && now.0.saturating_sub(idle.since.0) <= max_idle {
-                return Some(idle.sender);
+        let own = thread_shard();
+        let n_shards = if thread_pinned() { 1 } else { N_SHARDS };
+        for shard_idx in (0..n_shards).map(|offset| (own + offset) % N_SHARDS) {
+            let shard = &self.pool[shard_idx];
+            loop {
+                let Some(idle) = shard.lock().unwrap_or_else(PoisonError::into_inner).pop() else { break };
+                // Checked outside the lock: the check may cost a system call.
+                if now.0.saturating_sub(idle.since.0) <= max_idle && idle.conn.is_reusable() {
+                    return Some(idle.conn);
+                }
             }
         }
         None
     }
 
     /// Returns a connection whose exchange finished cleanly to the pool, unless the backend is leaving.
-    pub(crate) fn checkin(&self, sender: SendRequest<RequestBody>, now: Nanos, max_idle: usize) {
-        if sender.is_closed() || self.draining.load(Relaxed) || self.removed.load(Relaxed) {
+    pub(crate) fn checkin(&self, conn: Box<Conn>, now: Nanos, max_idle: usize) {
+        if self.draining.load(Relaxed) || self.removed.load(Relaxed) {
             return;
         }
-        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pool = self.pool[thread_shard()].lock().unwrap_or_else(PoisonError::into_inner);
         if pool.len() < max_idle {
-            pool.push(IdleConnection { sender, since: now });
+            pool.push(IdleConnection { conn, since: now });
         }
     }
 
     /// Closes every idle connection (drain, ejection, removal).
     pub(crate) fn close_idle(&self) {
-        let idle = std::mem::take(&mut *self.pool.lock().unwrap_or_else(PoisonError::into_inner));
-        drop(idle);
+        for shard in self.pool.iter() {
+            let idle = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
+            drop(idle);
+        }
     }
 
     /// Records the outcome of an attempt for outlier detection; returns true when this failure reaches

@@ -142,6 +142,17 @@ impl RouteState {
                     walk(pool.iter().filter(eligible), point, weight, None)
                 }
             }
+            LoadBalancing::LeastRequest if uniform => {
+                // Two distinct candidates uniformly at random: what the weighted walks below give for equal
+                // weights, without computing the weights again.
+                let first_idx = fastrand::usize(..n_eligible);
+                let second_idx = fastrand::usize(..n_eligible - 1);
+                let second_idx = if second_idx >= first_idx { second_idx + 1 } else { second_idx };
+                let first = pool.iter().filter(eligible).nth(first_idx)?;
+                let second = pool.iter().filter(eligible).nth(second_idx)?;
+                let fewer = second.in_flight.load(Relaxed) < first.in_flight.load(Relaxed);
+                Some(if fewer { second } else { first })
+            }
             LoadBalancing::LeastRequest => {
                 let first = walk(pool.iter().filter(eligible), fastrand::u64(..total), weight, None)?;
                 let rest = total - weight(first);
@@ -228,6 +239,13 @@ mod tests {
         let weighted = RouteState::new(vec![state(Release::Stable, 0, 1), state(Release::Stable, 1, 3)], None);
         let counts = shares(&weighted, LoadBalancing::LeastRequest, 4000);
         assert!((800..1200).contains(&counts[0]), "{counts:?}");
+        // Equal weights take the uniform path: an even spread when idle, never the loaded one otherwise.
+        let three = RouteState::new((0..3).map(|index| state(Release::Stable, index, 1)).collect(), None);
+        let counts = shares(&three, LoadBalancing::LeastRequest, 3000);
+        assert!(counts.iter().all(|&count| (850..1150).contains(&count)), "{counts:?}");
+        three.all[1].in_flight.store(5, Relaxed);
+        let counts = shares(&three, LoadBalancing::LeastRequest, 3000);
+        assert_eq!(counts[1], 0, "{counts:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::forward::Exchange;
 use crate::server::ActivityGuard;
+use crate::upstream::UpstreamBody;
 
 /// A request body on its way to a backend.
 #[derive(Debug)]
@@ -154,12 +155,15 @@ pub struct ProxyBody {
     _activity: Option<ActivityGuard>,
 }
 
+/// Errors of [`ProxyBody`]: the backend's response body broke off.
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+
 #[derive(Debug)]
 enum ResponseInner {
-    /// A response the proxy made itself.
+    /// A response the proxy made itself, or an upstream response that has ended.
     Local(Option<Bytes>),
     /// A backend's response; the exchange is finished (counters, in-flight, pool) when it ends.
-    Upstream { body: Incoming, exchange: Option<Exchange> },
+    Upstream { body: UpstreamBody, exchange: Exchange },
 }
 
 impl ProxyBody {
@@ -168,40 +172,49 @@ impl ProxyBody {
         Self { inner: ResponseInner::Local(bytes), _activity: activity }
     }
 
-    pub(crate) fn upstream(body: Incoming, exchange: Exchange, activity: Option<ActivityGuard>) -> Self {
-        Self { inner: ResponseInner::Upstream { body, exchange: Some(exchange) }, _activity: activity }
+    /// A backend's response; the exchange keeps the client connection counted busy.
+    pub(crate) fn upstream(body: UpstreamBody, exchange: Exchange) -> Self {
+        Self { inner: ResponseInner::Upstream { body, exchange }, _activity: None }
+    }
+
+    /// Ends the exchange; the connection returns to the pool when `clean` and reusable.
+    fn finish(&mut self, clean: bool) {
+        if let ResponseInner::Upstream { body, exchange } =
+            std::mem::replace(&mut self.inner, ResponseInner::Local(None))
+        {
+            let clean = clean && body.is_end_stream();
+            exchange.finish(clean, if clean { body.into_reusable() } else { None });
+        }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        match &mut this.inner {
             ResponseInner::Local(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            ResponseInner::Upstream { body, exchange } => {
+            ResponseInner::Upstream { body, .. } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                match &frame {
+                let end = body.is_end_stream();
+                match frame {
                     None => {
-                        if let Some(exchange) = exchange.take() {
-                            exchange.finish(true);
-                        }
+                        this.finish(true);
+                        Poll::Ready(None)
                     }
-                    Some(Err(_)) => {
-                        if let Some(exchange) = exchange.take() {
-                            exchange.finish(false);
-                        }
+                    Some(Err(error)) => {
+                        this.finish(false);
+                        Poll::Ready(Some(Err(error.into())))
                     }
-                    Some(Ok(_)) => {
-                        if body.is_end_stream()
-                            && let Some(exchange) = exchange.take()
-                        {
-                            exchange.finish(true);
+                    Some(Ok(frame)) => {
+                        if end {
+                            this.finish(true);
                         }
+                        Poll::Ready(Some(Ok(frame)))
                     }
                 }
-                Poll::Ready(frame)
             }
         }
     }
@@ -223,11 +236,7 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        if let ResponseInner::Upstream { body, exchange } = &mut self.inner
-            && let Some(exchange) = exchange.take()
-        {
-            // A body that was never polled to its end is clean only when it had nothing left to send.
-            exchange.finish(body.is_end_stream());
-        }
+        // A body that was never polled to its end is clean only when it had nothing left to send.
+        self.finish(true);
     }
 }

@@ -34,7 +34,9 @@ impl RetryBudget {
 
     /// Credits one request.
     pub(crate) fn deposit(&self) {
-        if self.deposit_milli == 0 {
+        // A full bank is the steady state of a healthy service: look before writing, so that requests on
+        // different threads do not all write this cache line.
+        if self.deposit_milli == 0 || self.balance_milli.load(Relaxed) >= MAX_BANKED_RETRIES * MILLI {
             return;
         }
         let before = self.balance_milli.fetch_add(self.deposit_milli, Relaxed);

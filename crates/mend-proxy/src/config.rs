@@ -60,7 +60,7 @@ pub struct ProxyConfig {
     /// Bound on waiting for in-flight requests when draining a backend without an explicit timeout and at
     /// shutdown. Default 30 s (Kubernetes' default termination grace period).
     pub drain_timeout: Duration,
-    /// Idle connections kept per backend. Default 256.
+    /// Idle connections kept per backend (per worker thread, when the runtime has several). Default 256.
     pub max_idle_per_backend: usize,
     /// An idle pooled connection older than this is closed rather than reused. Default 30 s: below the
     /// usual server keep-alive timeouts (nginx 75 s, Node 5 s is the notable exception and shows up as a

@@ -10,20 +10,19 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
-use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use tokio::net::TcpStream;
 
 use crate::backend::BackendRef;
 use crate::balancer::{MAX_TRIED, PickParams, Tried};
-use crate::body::{BodyFailure, ProxyBody, RequestBody, RequestBodyError, StreamBody};
+use crate::body::{BodyFailure, ProxyBody, RequestBody, StreamBody};
 use crate::clock::Nanos;
-use crate::headers::{Direction, ForwardedValues, IDEMPOTENCY_KEY, X_MEND_CALLER, strip_hop_by_hop};
+use crate::headers::{IDEMPOTENCY_KEY, X_MEND_CALLER, strip_hop_by_hop};
 use crate::proxy::Shared;
 use crate::server::{ActivityGuard, ConnState};
 use crate::stats::{LocalReason, Outcome};
+use crate::upstream::{Call, CallError, Conn, RequestHead, UpstreamBody};
 
 /// Most attempts per request (`retry.max_attempts` is checked against it).
 pub(crate) const MAX_ATTEMPTS: usize = MAX_TRIED;
@@ -43,9 +42,9 @@ impl StdError for Aborted {}
 /// A request whose response headers came from a backend; finished when the response body ends.
 #[derive(Debug)]
 pub(crate) struct Exchange {
-    shared: Arc<Shared>,
+    /// Keeps the client connection counted busy until the response ends; leads to the proxy's state.
+    activity: ActivityGuard,
     backend: BackendRef,
-    sender: Option<SendRequest<RequestBody>>,
     status: u16,
     start: Nanos,
     attempt_start: Nanos,
@@ -55,9 +54,9 @@ pub(crate) struct Exchange {
 impl Exchange {
     /// Counts the request, ends the backend's in-flight count and returns a cleanly finished connection
     /// to the pool.
-    pub(crate) fn finish(mut self, clean: bool) {
-        let shared = &self.shared;
-        let now = shared.clock.now();
+    pub(crate) fn finish(self, clean: bool, conn: Option<Box<Conn>>) {
+        let shared = self.activity.shared();
+        let now = self.activity.now();
         let outcome = Outcome::Status(self.status);
         self.backend.attempts.record(outcome, now.since(self.attempt_start));
         let latency = now.since(self.start);
@@ -65,38 +64,28 @@ impl Exchange {
         if let Some(slot) = self.caller {
             shared.metrics.callers.counters(slot).record(outcome, latency);
         }
-        if clean && let Some(sender) = self.sender.take() {
-            self.backend.checkin(sender, now, shared.config.max_idle_per_backend);
+        if clean && let Some(conn) = conn {
+            self.backend.checkin(conn, now, shared.config.max_idle_per_backend);
         }
         self.backend.end();
     }
 }
 
-/// The parts of a request kept to build another attempt.
-#[derive(Debug, Clone)]
+/// The request head as parsed, rewritten once; every attempt encodes it from here, so a retry needs no
+/// copy of it.
+#[derive(Debug)]
 struct Head {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 }
 
-impl Head {
-    fn into_request(self, body: RequestBody) -> Request<RequestBody> {
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers;
-        request
-    }
-}
-
 /// How an attempt ended without a response.
 enum AttemptError {
-    /// No connection; the request comes back unsent.
-    Connect(Request<RequestBody>),
-    /// The connection failed before response headers; the request comes back if it was never written.
-    Reset(Option<Request<RequestBody>>),
+    /// No connection; the body comes back unsent.
+    Connect(RequestBody),
+    /// The connection failed before response headers; the body comes back if no byte was written.
+    Reset(Option<RequestBody>),
     /// Our own request body failed (too large, or the client's stream broke): not the backend's fault.
     Body(BodyFailure),
 }
@@ -105,7 +94,7 @@ enum AttemptError {
 /// variants costs nothing worth a box.
 #[expect(clippy::large_enum_variant)]
 enum Step {
-    Done(Result<(Response<Incoming>, SendRequest<RequestBody>), AttemptError>),
+    Done(Result<(Response<()>, Call), AttemptError>),
     /// The attempt timed out and a retry on this backend is possible.
     Abandon(BackendRef),
     /// No response within the request timeout.
@@ -114,7 +103,7 @@ enum Step {
 
 /// Per-request context for the local answers.
 struct Ctx<'a> {
-    shared: &'a Arc<Shared>,
+    shared: &'a Shared,
     start: Nanos,
     caller: Option<usize>,
 }
@@ -140,15 +129,12 @@ impl Ctx<'_> {
 }
 
 /// Serves one request from a client connection.
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    conn: Arc<ConnState>,
-    request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Aborted> {
-    let activity = ActivityGuard::new(conn.clone(), shared.clock);
-    let start = shared.clock.now();
+pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Aborted> {
+    let shared = &conn.shared;
+    let activity = ActivityGuard::new(conn.clone());
+    let start = conn.now();
     let caller = request.headers().get(&X_MEND_CALLER).map(|value| shared.metrics.callers.slot(value.as_bytes()));
-    let ctx = Ctx { shared: &shared, start, caller };
+    let ctx = Ctx { shared, start, caller };
     let cfg = &shared.config;
 
     let faults = shared.faults.decide(start);
@@ -182,7 +168,7 @@ pub(crate) async fn handle(
 
     let (parts, body) = request.into_parts();
     let mut head = Head { method: parts.method, uri: parts.uri, headers: parts.headers };
-    prepare_head(&mut head, &conn.forwarded);
+    prepare_head(&mut head);
     let body = match read_body(body, cfg.retry_buffer_bytes, cfg.max_request_body_bytes).await {
         Ok(body) => body,
         Err(failure) => return Ok(body_error_response(&ctx, failure, activity)),
@@ -191,7 +177,7 @@ pub(crate) async fn handle(
 
     let idempotent = is_idempotent(&head.method) || head.headers.contains_key(&IDEMPOTENCY_KEY);
     let may_retry = cfg.retry.max_attempts > 1;
-    let template = if may_retry { body.replay().map(|replay| (head.clone(), replay)) } else { None };
+    let template = if may_retry { body.replay() } else { None };
     let mut tried = Tried::default();
     let params = |now| PickParams { policy: cfg.load_balancing, slow_start: cfg.slow_start, now };
     let (pool_idx, first) = {
@@ -218,21 +204,21 @@ pub(crate) async fn handle(
         }
     };
 
-    let deadline = shared.clock.instant(start.saturating_add(cfg.request_timeout));
-    let mut pending = Some(head.into_request(body));
+    let deadline = start.saturating_add(cfg.request_timeout);
+    let mut pending = Some(body);
     let mut attempt = 1;
-    let mut sleep = pin!(tokio::time::sleep_until(deadline));
     let response = loop {
         tried.push(&backend);
-        let Some(mut request) = pending
-            .take()
-            .or_else(|| template.as_ref().and_then(|(head, body)| Some(head.clone().into_request(body.replay()?))))
-        else {
+        let Some(body) = pending.take().or_else(|| template.as_ref().and_then(RequestBody::replay)) else {
             break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
         };
-        if !request.headers().contains_key(header::HOST) {
-            set_host(request.headers_mut(), &backend);
-        }
+        let request_head = RequestHead {
+            method: &head.method,
+            uri: &head.uri,
+            headers: &head.headers,
+            forwarded: &conn.forwarded,
+            backend_addr: backend.addr,
+        };
         let attempt_start = if attempt == 1 { start } else { shared.clock.now() };
         if attempt > 1 {
             shared.metrics.retries.fetch_add(1, Relaxed);
@@ -242,84 +228,73 @@ pub(crate) async fn handle(
         let retry_possible = attempt < cfg.retry.max_attempts;
         let timeout_retry_possible = retry_possible && idempotent && template.is_some();
         let attempt_deadline = if timeout_retry_possible {
-            deadline.min(shared.clock.instant(attempt_start.saturating_add(cfg.attempt_timeout)))
+            deadline.min(attempt_start.saturating_add(cfg.attempt_timeout))
         } else {
             deadline
         };
-        sleep.as_mut().reset(attempt_deadline);
         let step = {
-            let mut exchange = pin!(send(&shared, &backend, request));
-            tokio::select! {
+            let mut exchange = pin!(send(shared, &backend, request_head, body, attempt_start));
+            let step = tokio::select! {
                 biased;
                 result = &mut exchange => Step::Done(result),
-                () = sleep.as_mut() => {
+                () = conn.deadline(attempt_deadline) => {
                     match (attempt_deadline < deadline).then(|| next_backend(&tried)).flatten() {
                         Some(next) => Step::Abandon(next),
-                        None => {
-                            sleep.as_mut().reset(deadline);
-                            tokio::select! {
-                                biased;
-                                result = &mut exchange => Step::Done(result),
-                                () = sleep.as_mut() => Step::TimedOut,
-                            }
-                        }
+                        None => tokio::select! {
+                            biased;
+                            result = &mut exchange => Step::Done(result),
+                            () = conn.deadline(deadline) => Step::TimedOut,
+                        },
                     }
                 }
-            }
+            };
+            conn.clear_deadline();
+            step
         };
         let result = match step {
             Step::Done(result) => result,
             Step::Abandon(next) => {
                 // The attempt's connection closed with its future; go on elsewhere.
-                attempt_failed(&shared, &backend, Outcome::Timeout, attempt_start);
+                attempt_failed(shared, &backend, Outcome::Timeout, attempt_start);
                 backend = next;
                 attempt += 1;
                 continue;
             }
             Step::TimedOut => {
-                attempt_failed(&shared, &backend, Outcome::Timeout, attempt_start);
+                attempt_failed(shared, &backend, Outcome::Timeout, attempt_start);
                 break ctx.local(StatusCode::GATEWAY_TIMEOUT, LocalReason::Timeout, b"upstream timed out\n", activity);
             }
         };
         match result {
-            Ok((mut response, sender)) => {
+            Ok((response, call)) => {
                 let status = response.status();
                 let failed = status.is_server_error();
-                judge(&shared, &backend, failed);
+                judge(shared, &backend, failed);
                 let retriable_status =
                     matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
                 if retriable_status && let Some(next) = next_backend(&tried) {
                     backend.attempts.record(Outcome::Status(status.as_u16()), shared.clock.now().since(attempt_start));
                     backend.end();
-                    drop((response, sender));
+                    drop((response, call));
                     backend = next;
                     attempt += 1;
                     continue;
                 }
-                strip_hop_by_hop(response.headers_mut(), Direction::Response);
-                let exchange = Exchange {
-                    shared: shared.clone(),
-                    backend,
-                    sender: Some(sender),
-                    status: status.as_u16(),
-                    start,
-                    attempt_start,
-                    caller,
-                };
-                break response.map(|body| ProxyBody::upstream(body, exchange, Some(activity)));
+                let exchange = Exchange { activity, backend, status: status.as_u16(), start, attempt_start, caller };
+                break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange));
             }
             Err(AttemptError::Body(failure)) => {
                 backend.end();
                 break body_error_response(&ctx, failure, activity);
             }
-            Err(AttemptError::Connect(request)) => {
-                attempt_failed(&shared, &backend, Outcome::ConnectFailure, attempt_start);
-                judge(&shared, &backend, true);
-                pending = Some(request);
+            Err(AttemptError::Connect(body)) => {
+                attempt_failed(shared, &backend, Outcome::ConnectFailure, attempt_start);
+                judge(shared, &backend, true);
+                pending = Some(body);
             }
             Err(AttemptError::Reset(unsent)) => {
-                attempt_failed(&shared, &backend, Outcome::Reset, attempt_start);
-                judge(&shared, &backend, true);
+                attempt_failed(shared, &backend, Outcome::Reset, attempt_start);
+                judge(shared, &backend, true);
                 pending = unsent;
             }
         }
@@ -373,23 +348,17 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Rewrites the head for the backend: hop-by-hop headers out, absolute-form target to origin form (its
-/// authority becomes Host), forwarding headers in. A request without Host (HTTP/1.0) gets the backend's
-/// address per attempt, since HTTP/1.1 backends require one.
-fn prepare_head(head: &mut Head, forwarded: &ForwardedValues) {
-    strip_hop_by_hop(&mut head.headers, Direction::Request);
+/// authority becomes Host). The forwarding headers are added as each attempt is encoded
+/// ([`crate::headers::encode_request_headers`]), and a request without Host (HTTP/1.0) gets the
+/// backend's address there, since HTTP/1.1 backends require one.
+fn prepare_head(head: &mut Head) {
+    strip_hop_by_hop(&mut head.headers);
     if let Some(authority) = head.uri.authority() {
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             head.headers.insert(header::HOST, host);
         }
         let origin = head.uri.path_and_query().map_or("/", |path| path.as_str());
         head.uri = Uri::try_from(origin).unwrap_or_else(|_| Uri::from_static("/"));
-    }
-    forwarded.apply(&mut head.headers);
-}
-
-fn set_host(headers: &mut HeaderMap, backend: &BackendRef) {
-    if let Ok(host) = HeaderValue::try_from(backend.addr.to_string()) {
-        headers.insert(header::HOST, host);
     }
 }
 
@@ -445,74 +414,53 @@ async fn read_body(mut body: Incoming, buffer_limit: usize, max_bytes: u64) -> R
     })
 }
 
-/// One attempt on `backend`: an idle pooled connection if one works, else a new one.
+/// One attempt on `backend`: an idle pooled connection if one works, else a new one. The connection is
+/// driven here, in the request's task, until the response head arrives.
 async fn send(
     shared: &Shared,
     backend: &BackendRef,
-    mut request: Request<RequestBody>,
-) -> Result<(Response<Incoming>, SendRequest<RequestBody>), AttemptError> {
+    head: RequestHead<'_>,
+    mut body: RequestBody,
+    now: Nanos,
+) -> Result<(Response<()>, Call), AttemptError> {
     let cfg = &shared.config;
-    while let Some(mut sender) = backend.checkout(shared.clock.now(), cfg.upstream_idle_timeout) {
-        if sender.ready().await.is_err() {
-            continue;
-        }
-        match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, sender)),
-            Err(mut error) => match error.take_message() {
-                // Never written (the pooled connection had just closed): try the next one.
-                Some(unsent) => request = unsent,
-                None => return Err(classify(&error.into_error(), None)),
-            },
+    while let Some(conn) = backend.checkout(now, cfg.upstream_idle_timeout) {
+        let mut call = Call::new(conn, head, body);
+        match poll_fn(|cx| call.poll_response(cx)).await {
+            Ok(response) => return Ok((response, call)),
+            // Never written (the pooled connection had just closed): try the next one.
+            Err(CallError::Unsent(unsent)) => body = unsent,
+            Err(error) => return Err(attempt_error(error)),
         }
     }
     let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(backend.addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             tracing::debug!(backend = %backend.id, error = %error, "connect failed");
-            return Err(AttemptError::Connect(request));
+            return Err(AttemptError::Connect(body));
         }
         Err(_elapsed) => {
             tracing::debug!(backend = %backend.id, "connect timed out");
-            return Err(AttemptError::Connect(request));
+            return Err(AttemptError::Connect(body));
         }
     };
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(backend = %backend.id, error = %error, "cannot set TCP_NODELAY");
     }
-    let (mut sender, connection) = match shared.upstream.handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(error) => {
-            tracing::debug!(backend = %backend.id, error = %error, "handshake failed");
-            return Err(AttemptError::Connect(request));
-        }
-    };
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::trace!(error = %error, "upstream connection ended");
-        }
-    });
-    if sender.ready().await.is_err() {
-        return Err(AttemptError::Connect(request));
-    }
-    match sender.try_send_request(request).await {
-        Ok(response) => Ok((response, sender)),
-        Err(mut error) => {
-            let unsent = error.take_message();
-            Err(classify(&error.into_error(), unsent))
-        }
+    let mut call = Call::new(Conn::new(stream), head, body);
+    match poll_fn(|cx| call.poll_response(cx)).await {
+        Ok(response) => Ok((response, call)),
+        Err(error) => Err(attempt_error(error)),
     }
 }
 
 /// Tells our own body's failure from the backend's.
-fn classify(error: &hyper::Error, unsent: Option<Request<RequestBody>>) -> AttemptError {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(body_error) = cause.downcast_ref::<RequestBodyError>() {
-            return AttemptError::Body(body_error.failure());
-        }
-        source = cause.source();
+fn attempt_error(error: CallError) -> AttemptError {
+    match error {
+        CallError::Unsent(body) => AttemptError::Reset(Some(body)),
+        CallError::Reset => AttemptError::Reset(None),
+        CallError::Body(failure) => AttemptError::Body(failure),
     }
-    AttemptError::Reset(unsent)
 }
 
 #[cfg(test)]
@@ -538,13 +486,12 @@ mod tests {
 
     #[test]
     fn absolute_form_targets_become_origin_form_with_their_host() {
-        let forwarded = ForwardedValues::new(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
         let mut head = Head {
             method: Method::GET,
             uri: Uri::from_static("http://example.test:8080/a/b?c=d"),
             headers: HeaderMap::new(),
         };
-        prepare_head(&mut head, &forwarded);
+        prepare_head(&mut head);
         assert_eq!(head.uri, "/a/b?c=d");
         assert_eq!(head.headers.get(header::HOST).map(HeaderValue::as_bytes), Some(&b"example.test:8080"[..]));
     }

@@ -13,17 +13,11 @@ pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-for
 pub(crate) static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub(crate) static X_MEND_CALLER: HeaderName = HeaderName::from_static("x-mend-caller");
 
-/// Which way a message travels, for the headers that exist in one direction only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Request,
-    Response,
-}
-
-/// Removes hop-by-hop headers: those named in `Connection`, and `Connection`, `Keep-Alive`,
-/// `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authorization` / `Proxy-Authenticate`, and
-/// `TE` except its `trailers` token (the only value a proxy may pass on).
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
+/// Removes a request's hop-by-hop headers: those named in `Connection`, and `Connection`, `Keep-Alive`,
+/// `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authorization`, and `TE` except its
+/// `trailers` token (the only value a proxy may pass on). Responses are filtered while they are parsed
+/// (`upstream`), with [`is_hop_by_hop_response`].
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the distinct names first: most messages carry none of these.
     if !headers.keys().any(is_hop_by_hop) {
         return;
@@ -36,20 +30,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
     headers.remove(&PROXY_CONNECTION);
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(header::UPGRADE);
-    match direction {
-        Direction::Request => {
-            headers.remove(header::PROXY_AUTHORIZATION);
-            if let Some(te) = headers.remove(header::TE)
-                && te
-                    .to_str()
-                    .is_ok_and(|value| value.split(',').any(|token| token.trim().eq_ignore_ascii_case("trailers")))
-            {
-                headers.insert(header::TE, HeaderValue::from_static("trailers"));
-            }
-        }
-        Direction::Response => {
-            headers.remove(header::PROXY_AUTHENTICATE);
-        }
+    headers.remove(header::PROXY_AUTHORIZATION);
+    if let Some(te) = headers.remove(header::TE)
+        && te.to_str().is_ok_and(|value| value.split(',').any(|token| token.trim().eq_ignore_ascii_case("trailers")))
+    {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -62,6 +47,16 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::PROXY_AUTHORIZATION
         || name == header::PROXY_AUTHENTICATE
         || name == header::TE
+}
+
+/// The hop-by-hop headers of a response (besides those its `Connection` header lists).
+pub(crate) fn is_hop_by_hop_response(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
 }
 
 /// Removes the headers a `Connection` value lists, except `Host`, which the proxy must keep.
@@ -98,35 +93,70 @@ impl ForwardedValues {
         let forwarded = HeaderValue::try_from(node).unwrap_or_else(|_| HeaderValue::from_static("for=unknown"));
         Self { client_ip, forwarded }
     }
+}
 
-    /// Appends the client to `X-Forwarded-For` and `Forwarded`, sets `X-Forwarded-Proto: http` unless a
-    /// proxy in front already said, and appends `Via`.
-    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        append_list(headers, &X_FORWARDED_FOR, &self.client_ip);
-        append_list(headers, &header::FORWARDED, &self.forwarded);
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+/// The forwarding headers the proxy adds to (or appends to) on each request.
+const FORWARDING: [&HeaderName; 3] = [&X_FORWARDED_FOR, &header::FORWARDED, &header::VIA];
+
+/// Writes a request's header lines for the backend, appending the client to `X-Forwarded-For` and
+/// `Forwarded` and the proxy to `Via` (earlier lines of each joined into one comma-separated line), and
+/// adding `X-Forwarded-Proto: http` unless a proxy in front already said. Writing them here rather than
+/// inserting them into the map keeps the request's `HeaderMap` untouched, so a retry needs no copy.
+pub(crate) fn encode_request_headers(headers: &HeaderMap, forwarded: &ForwardedValues, out: &mut Vec<u8>) {
+    let ours: [&[u8]; 3] = [forwarded.client_ip.as_bytes(), forwarded.forwarded.as_bytes(), b"1.1 mend"];
+    let mut seen = [false; 3];
+    let mut has_proto = false;
+    // The forwarding list whose line is still open, and the name it belongs to.
+    let mut open: Option<(usize, &HeaderName)> = None;
+    for (name, value) in headers {
+        if let Some((list_idx, list_name)) = open {
+            if list_name == name {
+                out.extend_from_slice(b", ");
+                out.extend_from_slice(value.as_bytes());
+                continue;
+            }
+            close_list(out, ours[list_idx]);
+            open = None;
         }
-        append_list(headers, &header::VIA, &HeaderValue::from_static("1.1 mend"));
+        match FORWARDING.iter().position(|list| *list == name) {
+            Some(list_idx) => {
+                seen[list_idx] = true;
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                open = Some((list_idx, name));
+            }
+            None => {
+                has_proto |= name == X_FORWARDED_PROTO;
+                push_line(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+    }
+    if let Some((list_idx, _)) = open {
+        close_list(out, ours[list_idx]);
+    }
+    for (list_idx, list) in FORWARDING.iter().enumerate() {
+        if !seen[list_idx] {
+            push_line(out, list.as_str().as_bytes(), ours[list_idx]);
+        }
+    }
+    if !has_proto {
+        push_line(out, X_FORWARDED_PROTO.as_str().as_bytes(), b"http");
     }
 }
 
-/// Appends `value` to a comma-separated list header, joining earlier lines into one.
-fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
-    let mut existing = headers.get_all(name).iter().peekable();
-    if existing.peek().is_none() {
-        headers.insert(name.clone(), value.clone());
-        return;
-    }
-    let mut joined = Vec::with_capacity(64);
-    for line in existing {
-        joined.extend_from_slice(line.as_bytes());
-        joined.extend_from_slice(b", ");
-    }
-    joined.extend_from_slice(value.as_bytes());
-    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
-        headers.insert(name.clone(), joined);
-    }
+fn close_list(out: &mut Vec<u8>, ours: &[u8]) {
+    out.extend_from_slice(b", ");
+    out.extend_from_slice(ours);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes one `name: value` line.
+pub(crate) fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Whether the value of a `Cookie` header carries `name=value`.
@@ -162,16 +192,15 @@ mod tests {
         lines
     }
 
-    fn check_strip(direction: Direction, input: &[(&str, &str)], expected: &[&str]) {
+    fn check_strip(input: &[(&str, &str)], expected: &[&str]) {
         let mut map = headers(input);
-        strip_hop_by_hop(&mut map, direction);
+        strip_hop_by_hop(&mut map);
         assert_eq!(render(&map), expected, "{input:?}");
     }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
         check_strip(
-            Direction::Request,
             &[
                 ("host", "a"),
                 ("connection", "close, x-secret, Host"),
@@ -186,21 +215,25 @@ mod tests {
             ],
             &["host: a", "te: trailers", "x-kept: 1"],
         );
-        check_strip(Direction::Request, &[("te", "gzip")], &[]);
-        check_strip(
-            Direction::Response,
-            &[("connection", "x-a"), ("x-a", "1"), ("proxy-authenticate", "Basic"), ("x-b", "2")],
-            &["x-b: 2"],
-        );
+        check_strip(&[("te", "gzip")], &[]);
+    }
+
+    /// The header lines written for the backend, sorted.
+    fn encoded(values: &ForwardedValues, map: &HeaderMap) -> Vec<String> {
+        let mut out = Vec::new();
+        encode_request_headers(map, values, &mut out);
+        let text = String::from_utf8(out).expect("ascii");
+        assert!(text.ends_with("\r\n"), "{text:?}");
+        let mut lines: Vec<String> = text.split_terminator("\r\n").map(str::to_owned).collect();
+        lines.sort();
+        lines
     }
 
     #[test]
     fn forwarding_headers_are_appended() {
         let values = ForwardedValues::new(SocketAddr::from(([10, 0, 0, 7], 5000)));
-        let mut fresh = headers(&[]);
-        values.apply(&mut fresh);
         assert_eq!(
-            render(&fresh),
+            encoded(&values, &headers(&[])),
             [
                 "forwarded: for=10.0.0.7;proto=http",
                 "via: 1.1 mend",
@@ -208,26 +241,28 @@ mod tests {
                 "x-forwarded-proto: http"
             ]
         );
-        let mut chained = headers(&[
+        let chained = headers(&[
             ("x-forwarded-for", "1.1.1.1"),
+            ("host", "svc"),
             ("x-forwarded-for", "2.2.2.2"),
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=1.1.1.1"),
+            ("via", "1.0 edge"),
+            ("x-last", "1"),
         ]);
-        values.apply(&mut chained);
         assert_eq!(
-            render(&chained),
+            encoded(&values, &chained),
             [
                 "forwarded: for=1.1.1.1, for=10.0.0.7;proto=http",
-                "via: 1.1 mend",
+                "host: svc",
+                "via: 1.0 edge, 1.1 mend",
                 "x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.7",
-                "x-forwarded-proto: https"
+                "x-forwarded-proto: https",
+                "x-last: 1",
             ]
         );
         let v6 = ForwardedValues::new("[::1]:80".parse().expect("addr"));
-        let mut map = headers(&[]);
-        v6.apply(&mut map);
-        assert_eq!(map.get(header::FORWARDED).map(HeaderValue::as_bytes), Some(&b"for=\"[::1]\";proto=http"[..]));
+        assert!(encoded(&v6, &headers(&[])).contains(&"forwarded: for=\"[::1]\";proto=http".to_owned()));
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! that failures and planned restarts lose no request.
 //!
 //! The pieces, in request order:
+//! - [`workers`]: where it serves: the caller's runtime, or (in a multi-thread runtime) one event loop
+//!   per worker thread, each with its own `SO_REUSEPORT` listener;
 //! - [`server`]: accept loop, one task per client connection, idle and slow-header timeouts;
 //! - [`forward`]: faults, limits, header rewriting ([`headers`]), body buffering ([`body`]), then
 //!   attempts with budgeted retries ([`budget`]) on backends picked by [`balancer`] from the current
 //!   route snapshot;
+//! - [`upstream`]: the HTTP/1.1 client side, driven inside the request's own task (no connection task,
+//!   no dispatch channel): the head is encoded from the parsed request, which a retry reuses as it is;
 //! - [`backend`]: per-backend state (in-flight, drain, outlier ejection, slow start, connection pool);
 //! - [`stats`]: lock-free counters and histograms, snapshot by [`ProxyHandle::stats`];
 //! - [`proxy`]: [`Proxy::bind`] and the [`ProxyHandle`]: route-table generations, drain, faults,
@@ -13,7 +17,9 @@
 //!
 //! Invariants: the request path waits on sockets only (route table and faults are read from `ArcSwap`
 //! snapshots, counters are atomics, the one mutex per backend guards its idle pool for a push or pop and
-//! is never held across `.await`); a request is retried only on a backend it has not tried yet, within
+//! is never held across `.await`); a request's upstream I/O happens in the task of its client
+//! connection, so one request never wakes another task; a pooled connection is reused only after both
+//! messages of its last exchange ended cleanly; a request is retried only on a backend it has not tried yet, within
 //! the retry budget; a drained backend gets no new request from the moment `drain` is called.
 //!
 //! ```no_run
@@ -56,6 +62,8 @@ mod proxy;
 mod route;
 mod server;
 mod stats;
+mod upstream;
+mod workers;
 
 pub use body::ProxyBody;
 pub use config::{LoadBalancing, OutlierPolicy, ProxyConfig, RetryPolicy};

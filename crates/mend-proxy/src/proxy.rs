@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -22,8 +21,9 @@ use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::fault::{Fault, Faults};
 use crate::route::{BackendId, RouteTable};
-use crate::server::{self, Phase};
+use crate::server::Phase;
 use crate::stats::{BackendStats, CallerTable, Counters, ProxyStats, sum};
+use crate::workers;
 
 /// How long a backend removed from the table stays listed in `stats()` (so the last counts are sampled).
 const RETIRED_TTL: Duration = Duration::from_secs(60);
@@ -60,7 +60,6 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     pub(crate) budget: RetryBudget,
     pub(crate) server: hyper::server::conn::http1::Builder,
-    pub(crate) upstream: hyper::client::conn::http1::Builder,
     /// Taken by route updates, drain and stats; never on the request path.
     registry: Mutex<Registry>,
     /// Serialises ejection decisions so that concurrent failures cannot exceed the ejection limit.
@@ -158,22 +157,23 @@ impl Shared {
 pub struct Proxy;
 
 impl Proxy {
-    /// Validates `config`, binds the listener (so that a bind error surfaces here) and serves on spawned
-    /// tasks of the current tokio runtime. Backends come from `routes`: the proxy reads the current table
+    /// Validates `config`, binds the listener (so that a bind error surfaces here) and serves. In a
+    /// current-thread runtime (or a multi-thread one with one worker) it serves on spawned tasks of that
+    /// runtime; in a multi-thread runtime with N workers it starts N threads of its own (at most 8), each
+    /// an event loop with its own `SO_REUSEPORT` listener on the same address, so that a connection and
+    /// its upstream I/O stay on one thread. Backends come from `routes`: the proxy reads the current table
     /// now and every table sent later.
     pub async fn bind(
         config: ProxyConfig,
         routes: watch::Receiver<Arc<RouteTable>>,
     ) -> Result<ProxyHandle, ProxyError> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
+        let n_loops = workers::event_loops();
+        let (listeners, local_addr) =
+            workers::bind(config.listen, n_loops).map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
 
         let mut server = hyper::server::conn::http1::Builder::new();
         server.max_buf_size(config.max_request_header_bytes).header_read_timeout(None).keep_alive(true);
-        let upstream = hyper::client::conn::http1::Builder::new();
         let shared = Arc::new(Shared {
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.min_retries_per_second),
             config,
@@ -182,7 +182,6 @@ impl Proxy {
             metrics: Metrics::default(),
             faults: Faults::default(),
             server,
-            upstream,
             registry: Mutex::new(Registry::default()),
             ejection: Mutex::new(()),
         });
@@ -201,8 +200,11 @@ impl Proxy {
         });
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let (done_tx, done_rx) = mpsc::channel(1);
-        let server_task = tokio::spawn(server::accept_loop(shared.clone(), listener, phase_rx, done_tx));
-        tracing::info!(addr = %local_addr, "proxy listening");
+        let listen = shared.config.listen;
+        let server_task = workers::serve(&shared, listeners, &phase_rx, &done_tx)
+            .map_err(|source| ProxyError::Bind { addr: listen, source })?;
+        drop(done_tx);
+        tracing::info!(addr = %local_addr, event_loops = n_loops, "proxy listening");
         Ok(ProxyHandle { shared, local_addr, phase: phase_tx, done: done_rx, server_task, route_task })
     }
 }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::{Clock, Nanos};
+use crate::clock::Nanos;
 use crate::forward;
 use crate::headers::ForwardedValues;
 use crate::proxy::Shared;
@@ -34,6 +34,9 @@ pub(crate) enum Phase {
 /// What the proxy knows about one client connection.
 #[derive(Debug)]
 pub(crate) struct ConnState {
+    /// The proxy's state, reached through the connection so that a request clones only this connection's
+    /// `Arc` (a per-connection cache line), not the proxy-wide one every request on every thread writes.
+    pub(crate) shared: Arc<Shared>,
     pub(crate) forwarded: ForwardedValues,
     /// Requests in progress (until their response body ends).
     in_flight: AtomicU32,
@@ -41,19 +44,56 @@ pub(crate) struct ConnState {
     idle_since: AtomicU64,
     /// When the first byte of the next request head arrived (0 = none yet).
     head_started: AtomicU64,
+    /// When the request in progress stops waiting for response headers (0 = not waiting). The connection
+    /// task's timer wakes the task then, so the request needs no timer of its own (registering one in
+    /// the shared timer wheel and removing it again cost two wheel updates per request).
+    request_deadline: AtomicU64,
+    /// The proxy clock as of the connection task's latest wake-up.
+    now: AtomicU64,
+}
+
+impl ConnState {
+    /// The proxy clock as of the connection task's latest wake-up. What a request does within one poll of
+    /// its connection (read the head, pick a backend, finish the response) reads this rather than the
+    /// clock, which costs a vDSO call per read; the time stamps are exact to the wake-up.
+    pub(crate) fn now(&self) -> Nanos {
+        Nanos(self.now.load(Relaxed))
+    }
+
+    /// Resolves once the proxy clock reaches `deadline`. Only for the request future of this connection:
+    /// it is polled inside the connection task, whose timer is armed for the deadline published here (and
+    /// which reads the clock on every wake-up).
+    pub(crate) fn deadline(&self, deadline: Nanos) -> impl Future<Output = ()> + '_ {
+        self.request_deadline.store(deadline.0.max(1), Relaxed);
+        poll_fn(move |_| if self.now() >= deadline { Poll::Ready(()) } else { Poll::Pending })
+    }
+
+    /// The request stopped waiting for a deadline.
+    pub(crate) fn clear_deadline(&self) {
+        self.request_deadline.store(0, Relaxed);
+    }
 }
 
 /// Marks a connection busy while a request is in progress; dropped with the response body.
 #[derive(Debug)]
 pub(crate) struct ActivityGuard {
     conn: Arc<ConnState>,
-    clock: Clock,
 }
 
 impl ActivityGuard {
-    pub(crate) fn new(conn: Arc<ConnState>, clock: Clock) -> Self {
+    pub(crate) fn new(conn: Arc<ConnState>) -> Self {
         conn.in_flight.fetch_add(1, Relaxed);
-        Self { conn, clock }
+        Self { conn }
+    }
+
+    /// The proxy this request belongs to.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.conn.shared
+    }
+
+    /// The proxy clock as of the connection task's latest wake-up.
+    pub(crate) fn now(&self) -> Nanos {
+        self.conn.now()
     }
 }
 
@@ -61,7 +101,7 @@ impl Drop for ActivityGuard {
     fn drop(&mut self) {
         if self.conn.in_flight.fetch_sub(1, Relaxed) == 1 {
             self.conn.head_started.store(0, Relaxed);
-            self.conn.idle_since.store(self.clock.now().0, Relaxed);
+            self.conn.idle_since.store(self.conn.now().0, Relaxed);
         }
     }
 }
@@ -70,7 +110,6 @@ impl Drop for ActivityGuard {
 struct ClientStream {
     inner: TcpStream,
     conn: Arc<ConnState>,
-    clock: Clock,
 }
 
 impl AsyncRead for ClientStream {
@@ -82,7 +121,7 @@ impl AsyncRead for ClientStream {
             && this.conn.in_flight.load(Relaxed) == 0
             && this.conn.head_started.load(Relaxed) == 0
         {
-            this.conn.head_started.store(this.clock.now().0.max(1), Relaxed);
+            this.conn.head_started.store(this.conn.now().0.max(1), Relaxed);
         }
         result
     }
@@ -165,24 +204,28 @@ async fn serve_connection(
     shared.metrics.connections_open.fetch_add(1, Relaxed);
     let clock = shared.clock;
     let conn = Arc::new(ConnState {
+        shared: shared.clone(),
         forwarded: ForwardedValues::new(peer),
         in_flight: AtomicU32::new(0),
         idle_since: AtomicU64::new(clock.now().0),
         head_started: AtomicU64::new(0),
+        request_deadline: AtomicU64::new(0),
+        now: AtomicU64::new(clock.now().0),
     });
-    let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone(), clock });
+    let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone() });
     let service = {
-        let (shared, conn) = (shared.clone(), conn.clone());
-        service_fn(move |request| forward::handle(shared.clone(), conn.clone(), request))
+        let conn = conn.clone();
+        service_fn(move |request| forward::handle(conn.clone(), request))
     };
     let connection = shared.server.serve_connection(io, service);
     let mut connection = pin!(connection);
     let idle_timeout = shared.config.client_idle_timeout;
     let header_timeout = shared.config.client_header_timeout;
-    // The next moment a timeout could fire, given what the connection is doing (none while busy).
+    // The next moment a timeout could fire, given what the connection is doing: while busy, the deadline
+    // of the request waiting for response headers, if any.
     let next_deadline = || {
         if conn.in_flight.load(Relaxed) > 0 {
-            return None;
+            return Some(conn.request_deadline.load(Relaxed)).filter(|&deadline| deadline != 0).map(Nanos);
         }
         Some(match conn.head_started.load(Relaxed) {
             0 => Nanos(conn.idle_since.load(Relaxed)).saturating_add(idle_timeout),
@@ -198,13 +241,22 @@ async fn serve_connection(
     }
     loop {
         let event = {
+            // Polling `changed` takes a mutex of the watch channel that every connection shares. It is
+            // polled once to register this task's waker (which stays the same for the task's life), and
+            // after that only when the version it watches moved: one atomic load per wake-up.
+            let watcher = phase.clone();
             let mut changed = pin!(phase.changed());
+            let mut registered = false;
             poll_fn(|cx| {
+                conn.now.store(clock.now().0, Relaxed);
                 if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                     return Poll::Ready(Event::Closed(result));
                 }
-                if let Poll::Ready(changed) = changed.as_mut().poll(cx) {
-                    return Poll::Ready(Event::Phase(changed.is_ok()));
+                if !registered || watcher.has_changed().unwrap_or(true) {
+                    registered = true;
+                    if let Poll::Ready(changed) = changed.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Phase(changed.is_ok()));
+                    }
                 }
                 // Checked after every poll of the connection (a request head may just have started, or a
                 // response just ended), but the timer is only moved earlier: a later deadline is picked up
@@ -231,7 +283,9 @@ async fn serve_connection(
                 break;
             }
             Event::Timer => {
-                if next_deadline().is_none_or(|deadline| clock.now() < deadline) {
+                // A busy connection's timer is its request's deadline: polling the connection again (the
+                // loop does) lets the request see that it passed.
+                if conn.in_flight.load(Relaxed) > 0 || next_deadline().is_none_or(|deadline| clock.now() < deadline) {
                     continue;
                 }
                 if conn.head_started.load(Relaxed) != 0 {

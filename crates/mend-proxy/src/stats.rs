@@ -1,8 +1,9 @@
 //! Lock-free request counters and latency histograms, and the snapshot types `ProxyStats` returns.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::route::{BackendId, Release};
@@ -57,9 +58,52 @@ pub(crate) enum LocalReason {
     Refused,
 }
 
-/// Counters of one subject (a backend's attempts, a release's or the proxy's own responses).
-#[derive(Debug, Default)]
+/// Shards per counter set. Each thread writes the shard of its own index (modulo this), so that worker
+/// threads counting requests do not pass the same cache lines back and forth; `snapshot` sums them.
+pub(crate) const N_SHARDS: usize = 8;
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    static PINNED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The shard of the calling thread, `0..N_SHARDS`: threads are numbered as they first ask, unless
+/// pinned.
+pub(crate) fn thread_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    SHARD.with(|shard| {
+        let mut shard_idx = shard.get();
+        if shard_idx == usize::MAX {
+            shard_idx = NEXT.fetch_add(1, Relaxed) % N_SHARDS;
+            shard.set(shard_idx);
+        }
+        shard_idx
+    })
+}
+
+/// Gives the calling thread (a proxy event loop) its own shard for good: its idle pool shard then holds
+/// only connections registered with its runtime, and it takes from no other.
+pub(crate) fn pin_thread_shard(shard_idx: usize) {
+    SHARD.with(|shard| shard.set(shard_idx % N_SHARDS));
+    PINNED.with(|pinned| pinned.set(true));
+}
+
+/// Whether the calling thread is a proxy event loop (see [`pin_thread_shard`]).
+pub(crate) fn thread_pinned() -> bool {
+    PINNED.with(Cell::get)
+}
+
+/// Counters of one subject (a backend's attempts, a release's or the proxy's own responses), sharded
+/// by thread.
+#[derive(Debug)]
 pub(crate) struct Counters {
+    shards: Box<[Shard; N_SHARDS]>,
+}
+
+/// One thread's share of a `Counters`; 128-byte aligned, since adjacent cache lines are fetched in pairs.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
     classes: [AtomicU64; 5],
     connect_failures: AtomicU64,
     resets: AtomicU64,
@@ -74,35 +118,47 @@ pub(crate) struct Counters {
     latency_sum_nanos: AtomicU64,
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        Self { shards: Box::new(std::array::from_fn(|_| Shard::default())) }
+    }
+}
+
 impl Counters {
+    fn shard(&self) -> &Shard {
+        &self.shards[thread_shard()]
+    }
+
     pub(crate) fn record(&self, outcome: Outcome, latency: Duration) {
+        let shard = self.shard();
         match outcome {
             Outcome::Status(status) => {
-                if let Some(class) = self.classes.get(usize::from(status / 100).wrapping_sub(1)) {
+                if let Some(class) = shard.classes.get(usize::from(status / 100).wrapping_sub(1)) {
                     class.fetch_add(1, Relaxed);
                 }
             }
             Outcome::ConnectFailure => {
-                self.connect_failures.fetch_add(1, Relaxed);
+                shard.connect_failures.fetch_add(1, Relaxed);
             }
             Outcome::Reset => {
-                self.resets.fetch_add(1, Relaxed);
+                shard.resets.fetch_add(1, Relaxed);
             }
             Outcome::Timeout => {
-                self.timeouts.fetch_add(1, Relaxed);
+                shard.timeouts.fetch_add(1, Relaxed);
             }
         }
-        self.observe(latency);
+        shard.observe(latency);
     }
 
     /// Counts a response the proxy produced itself (`status` as the client saw it).
     pub(crate) fn record_local(&self, status: u16, reason: LocalReason, latency: Duration) {
+        let shard = self.shard();
         let counter = match reason {
-            LocalReason::BadGateway => &self.bad_gateway,
-            LocalReason::NoBackend => &self.no_backend,
-            LocalReason::Timeout => &self.gateway_timeouts,
-            LocalReason::Injected => &self.injected,
-            LocalReason::Refused => &self.refused,
+            LocalReason::BadGateway => &shard.bad_gateway,
+            LocalReason::NoBackend => &shard.no_backend,
+            LocalReason::Timeout => &shard.gateway_timeouts,
+            LocalReason::Injected => &shard.injected,
+            LocalReason::Refused => &shard.refused,
         };
         counter.fetch_add(1, Relaxed);
         self.record(Outcome::Status(status), latency);
@@ -110,47 +166,52 @@ impl Counters {
 
     /// Counts a connection closed without a response (an injected abort).
     pub(crate) fn record_abort(&self, latency: Duration) {
-        self.aborted.fetch_add(1, Relaxed);
-        self.injected.fetch_add(1, Relaxed);
-        self.observe(latency);
+        let shard = self.shard();
+        shard.aborted.fetch_add(1, Relaxed);
+        shard.injected.fetch_add(1, Relaxed);
+        shard.observe(latency);
     }
 
+    pub(crate) fn snapshot(&self) -> RequestStats {
+        let total = |field: fn(&Shard) -> &AtomicU64| -> u64 {
+            self.shards.iter().map(|shard| field(shard).load(Relaxed)).sum()
+        };
+        let mut cumulative = [0; N_BUCKETS];
+        let mut running = 0;
+        for (bucket_idx, slot) in cumulative.iter_mut().enumerate() {
+            running += self.shards.iter().map(|shard| shard.buckets[bucket_idx].load(Relaxed)).sum::<u64>();
+            *slot = running;
+        }
+        RequestStats {
+            status_1xx: total(|shard| &shard.classes[0]),
+            status_2xx: total(|shard| &shard.classes[1]),
+            status_3xx: total(|shard| &shard.classes[2]),
+            status_4xx: total(|shard| &shard.classes[3]),
+            status_5xx: total(|shard| &shard.classes[4]),
+            connect_failures: total(|shard| &shard.connect_failures),
+            resets: total(|shard| &shard.resets),
+            timeouts: total(|shard| &shard.timeouts),
+            bad_gateway: total(|shard| &shard.bad_gateway),
+            no_backend: total(|shard| &shard.no_backend),
+            gateway_timeouts: total(|shard| &shard.gateway_timeouts),
+            injected: total(|shard| &shard.injected),
+            refused: total(|shard| &shard.refused),
+            aborted: total(|shard| &shard.aborted),
+            latency: LatencyHistogram {
+                cumulative,
+                count: running,
+                sum_seconds: Duration::from_nanos(total(|shard| &shard.latency_sum_nanos)).as_secs_f64(),
+            },
+        }
+    }
+}
+
+impl Shard {
     fn observe(&self, latency: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKET_NANOS.iter().position(|&bound| nanos <= bound).unwrap_or(N_BUCKETS - 1);
         self.buckets[bucket].fetch_add(1, Relaxed);
         self.latency_sum_nanos.fetch_add(nanos, Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self) -> RequestStats {
-        let load = |counter: &AtomicU64| counter.load(Relaxed);
-        let mut cumulative = [0; N_BUCKETS];
-        let mut running = 0;
-        for (slot, bucket) in cumulative.iter_mut().zip(&self.buckets) {
-            running += load(bucket);
-            *slot = running;
-        }
-        RequestStats {
-            status_1xx: load(&self.classes[0]),
-            status_2xx: load(&self.classes[1]),
-            status_3xx: load(&self.classes[2]),
-            status_4xx: load(&self.classes[3]),
-            status_5xx: load(&self.classes[4]),
-            connect_failures: load(&self.connect_failures),
-            resets: load(&self.resets),
-            timeouts: load(&self.timeouts),
-            bad_gateway: load(&self.bad_gateway),
-            no_backend: load(&self.no_backend),
-            gateway_timeouts: load(&self.gateway_timeouts),
-            injected: load(&self.injected),
-            refused: load(&self.refused),
-            aborted: load(&self.aborted),
-            latency: LatencyHistogram {
-                cumulative,
-                count: running,
-                sum_seconds: Duration::from_nanos(load(&self.latency_sum_nanos)).as_secs_f64(),
-            },
-        }
     }
 }
 
@@ -412,6 +473,26 @@ mod tests {
             assert_eq!(first, Some(bucket), "{latency:?}");
             assert_eq!(snapshot.latency.count, 1);
         }
+    }
+
+    #[test]
+    fn counts_from_every_thread_add_up() {
+        let counters = Counters::default();
+        std::thread::scope(|scope| {
+            for _ in 0..N_SHARDS + 3 {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        counters.record(Outcome::Status(200), Duration::from_millis(2));
+                    }
+                });
+            }
+        });
+        let snapshot = counters.snapshot();
+        let expected = 100 * (N_SHARDS as u64 + 3);
+        assert_eq!(
+            (snapshot.status_2xx, snapshot.latency.count, snapshot.latency.cumulative[1]),
+            (expected, expected, expected)
+        );
     }
 
     #[test]
