@@ -95,13 +95,14 @@ impl BackendState {
         ramped.max(full / 10).max(1)
     }
 
-    /// Counts an attempt starting.
-    pub(crate) fn begin(&self) {
+    /// Counts an attempt starting; it ends when the returned slot is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
+        InFlight(Arc::clone(self))
     }
 
     /// Counts an attempt ending, and wakes a drain waiting for the last one.
-    pub(crate) fn end(&self) {
+    fn end(&self) {
         let before = self.in_flight.fetch_sub(1, Relaxed);
         if before == 1 && self.draining.load(Relaxed) {
             self.drained.notify_waiters();
@@ -163,6 +164,24 @@ impl BackendState {
 
 /// Shared handle to a backend.
 pub(crate) type BackendRef = Arc<BackendState>;
+
+/// One attempt counted in its backend's in-flight requests until dropped. A guard rather than paired
+/// calls because a request future can be dropped anywhere (its client went away, a deadline fired), and
+/// a leaked count would hold a drain for its whole timeout and skew least-request forever.
+#[derive(Debug)]
+pub(crate) struct InFlight(BackendRef);
+
+impl InFlight {
+    pub(crate) fn backend(&self) -> &BackendRef {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use tokio::net::TcpStream;
 
-use crate::backend::BackendRef;
+use crate::backend::{BackendRef, InFlight};
 use crate::balancer::{MAX_TRIED, PickParams, Tried};
 use crate::body::{BodyFailure, ProxyBody, RequestBody, StreamBody};
 use crate::clock::Nanos;
@@ -44,7 +44,8 @@ impl StdError for Aborted {}
 pub(crate) struct Exchange {
     /// Keeps the client connection counted busy until the response ends; leads to the proxy's state.
     activity: ActivityGuard,
-    backend: BackendRef,
+    /// Ends the backend's in-flight count when the exchange is finished or dropped.
+    in_flight: InFlight,
     status: u16,
     start: Nanos,
     attempt_start: Nanos,
@@ -58,16 +59,16 @@ impl Exchange {
         let shared = self.activity.shared();
         let now = self.activity.now();
         let outcome = Outcome::Status(self.status);
-        self.backend.attempts.record(outcome, now.since(self.attempt_start));
+        let backend = self.in_flight.backend();
+        backend.attempts.record(outcome, now.since(self.attempt_start));
         let latency = now.since(self.start);
-        shared.metrics.releases[self.backend.id.release.idx()].record(outcome, latency);
+        shared.metrics.releases[backend.id.release.idx()].record(outcome, latency);
         if let Some(slot) = self.caller {
             shared.metrics.callers.counters(slot).record(outcome, latency);
         }
         if clean && let Some(conn) = conn {
-            self.backend.checkin(conn, now, shared.config.max_idle_per_backend);
+            backend.checkin(conn, now, shared.config.max_idle_per_backend);
         }
-        self.backend.end();
     }
 }
 
@@ -224,7 +225,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             shared.metrics.retries.fetch_add(1, Relaxed);
             backend.retries.fetch_add(1, Relaxed);
         }
-        backend.begin();
+        let in_flight = backend.begin();
         let retry_possible = attempt < cfg.retry.max_attempts;
         let timeout_retry_possible = retry_possible && idempotent && template.is_some();
         let attempt_deadline = if timeout_retry_possible {
@@ -274,17 +275,15 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                     matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
                 if retriable_status && let Some(next) = next_backend(&tried) {
                     backend.attempts.record(Outcome::Status(status.as_u16()), shared.clock.now().since(attempt_start));
-                    backend.end();
-                    drop((response, call));
+                    drop((response, call, in_flight));
                     backend = next;
                     attempt += 1;
                     continue;
                 }
-                let exchange = Exchange { activity, backend, status: status.as_u16(), start, attempt_start, caller };
+                let exchange = Exchange { activity, in_flight, status: status.as_u16(), start, attempt_start, caller };
                 break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange));
             }
             Err(AttemptError::Body(failure)) => {
-                backend.end();
                 break body_error_response(&ctx, failure, activity);
             }
             Err(AttemptError::Connect(body)) => {
@@ -326,10 +325,9 @@ fn body_error_response(ctx: &Ctx<'_>, failure: BodyFailure, activity: ActivityGu
     }
 }
 
-/// Counts an attempt that ended without a response and releases its in-flight slot.
+/// Counts an attempt that ended without a response; the caller drops its in-flight slot.
 fn attempt_failed(shared: &Shared, backend: &BackendRef, outcome: Outcome, attempt_start: Nanos) {
     backend.attempts.record(outcome, shared.clock.now().since(attempt_start));
-    backend.end();
     if outcome == Outcome::Timeout {
         judge(shared, backend, true);
     }

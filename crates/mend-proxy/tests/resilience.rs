@@ -310,6 +310,31 @@ async fn drain_stops_new_requests_at_once_and_waits_for_those_in_flight() {
 }
 
 #[tokio::test]
+async fn requests_abandoned_by_their_clients_leave_nothing_in_flight() {
+    let hung = Upstream::start("hung").await;
+    hung.set(Mode::Hang);
+    let other = Upstream::start("other").await;
+    let proxy = TestProxy::start(round_robin(), table(&[&hung, &other])).await;
+    // Clients that give up while the backend has not answered: their request futures are dropped
+    // between the attempt's start and any response.
+    let mut waiting = Vec::new();
+    for _ in 0..6 {
+        waiting.push(tokio::spawn(get(proxy.addr(), "/")));
+    }
+    support::eventually("three requests waiting on the hung backend", || hung.count() == 3).await;
+    for client in &waiting {
+        client.abort();
+    }
+    let in_flight = || proxy.handle.stats().backend(stable(0)).map(|backend| backend.in_flight);
+    support::eventually("the abandoned requests end", || in_flight() == Some(0)).await;
+    // So a drain of that backend does not wait out its timeout for requests nobody waits for.
+    let started = Instant::now();
+    let outcome = proxy.handle.drain(stable(0), Duration::from_secs(10)).await;
+    assert!(matches!(outcome, DrainOutcome::Drained { .. }), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "drain took {:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
     let gate = Arc::new(Notify::new());
     let upstream = Upstream::start("a").await;
