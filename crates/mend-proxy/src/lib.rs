@@ -20,7 +20,9 @@
 //! is never held across `.await`); a request's upstream I/O happens in the task of its client
 //! connection, so one request never wakes another task; a pooled connection is reused only after both
 //! messages of its last exchange ended cleanly; a request is retried only on a backend it has not tried yet, within
-//! the retry budget; a drained backend gets no new request from the moment `drain` is called.
+//! the retry budget; a drained backend gets no new request from the moment `drain` is called; an
+//! attempt counts in its backend's in-flight requests exactly as long as its guard lives, however the
+//! request ends (a client that goes away drops it), so drains never wait for requests nobody serves.
 //!
 //! ```no_run
 //! use std::sync::Arc;
