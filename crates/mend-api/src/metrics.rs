@@ -1,4 +1,4 @@
-//! `/metrics`: mend's own and per-replica metrics in the Prometheus/OpenMetrics text format.
+//! `/metrics`: mend's own and per-replica metrics in the OpenMetrics or Prometheus 0.0.4 text format.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,4 +215,71 @@ pub(crate) fn render(
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);
     out
+}
+
+/// The content type of the OpenMetrics page.
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the 0.0.4 text page.
+pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether the request's `Accept` lists OpenMetrics with a non-zero quality.
+pub(crate) fn accepts_openmetrics(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let media_type = params.next().unwrap_or_default();
+            let refused = params
+                .any(|param| param.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0));
+            media_type.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        })
+}
+
+/// Converts the OpenMetrics page to the 0.0.4 text format (counters under their `_total` names, no
+/// `# EOF`).
+pub(crate) fn to_text_format(openmetrics: &str) -> Result<String, mend_promtext::ParseError> {
+    let families = mend_promtext::parse(openmetrics, mend_promtext::Format::OpenMetrics)?;
+    Ok(mend_promtext::encode(&families))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+    use axum::http::header::ACCEPT;
+
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(accepts_openmetrics(&accept(prometheus)));
+        assert!(accepts_openmetrics(&accept("Application/OpenMetrics-Text")));
+        assert!(!accepts_openmetrics(&accept("application/openmetrics-text;q=0, text/plain")));
+        assert!(!accepts_openmetrics(&accept("*/*")));
+        assert!(!accepts_openmetrics(&accept("text/plain;version=0.0.4")));
+        assert!(!accepts_openmetrics(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_text_format_names_counters_with_their_total_and_drops_eof() {
+        let openmetrics = "# HELP mend_events Lifecycle events recorded, by kind.\n# TYPE mend_events counter\n\
+                           mend_events_total{kind=\"started\"} 2\n# HELP mend_series Series held.\n\
+                           # TYPE mend_series gauge\nmend_series 111\n# EOF\n";
+        let text = to_text_format(openmetrics).expect("converts");
+        assert_eq!(
+            text,
+            "# HELP mend_events_total Lifecycle events recorded, by kind.\n# TYPE mend_events_total counter\n\
+             mend_events_total{kind=\"started\"} 2\n# HELP mend_series Series held.\n# TYPE mend_series gauge\n\
+             mend_series 111\n"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -183,17 +183,26 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
-async fn metrics_page(State(state): State<ApiState>) -> Response {
-    let body =
+/// `/metrics` in OpenMetrics for clients that ask for it (Prometheus does), else in the 0.0.4 text format,
+/// as the Go client negotiates: promtool, curl and older scrapers read 0.0.4, where a counter's family is
+/// named with its `_total`.
+async fn metrics_page(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let openmetrics =
         metrics::render(&state.supervisor, &state.events, &state.signals, &state.observe, state.store.dropped_events());
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        body,
-    )
-        .into_response()
+    let (content_type, body) = if metrics::accepts_openmetrics(&headers) {
+        (metrics::OPENMETRICS_CONTENT_TYPE, openmetrics)
+    } else {
+        match metrics::to_text_format(&openmetrics) {
+            Ok(text) => (metrics::TEXT_CONTENT_TYPE, text),
+            Err(error) => {
+                // Our own encoder's output always parses; if it ever did not, the OpenMetrics page is
+                // still correct, so serve it rather than nothing.
+                tracing::warn!(%error, "cannot convert /metrics to the 0.0.4 text format");
+                (metrics::OPENMETRICS_CONTENT_TYPE, openmetrics)
+            }
+        }
+    };
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
 }
 
 async fn services(State(state): State<ApiState>) -> Json<ServicesResponse> {

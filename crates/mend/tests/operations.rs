@@ -201,9 +201,22 @@ fn metrics_page_has_mend_and_replica_metrics() {
         "mend_service_ready_replicas{service=\"web\"} 2",
         "mend_events_total{kind=\"started\"} 2",
         "mend_process_resident_memory_bytes ",
-        "# EOF",
+        // Without an Accept for OpenMetrics, the 0.0.4 text format, where a counter's family carries
+        // its `_total` (what promtool and older scrapers expect).
+        "# TYPE mend_events_total counter",
     ] {
         assert!(metrics.contains(needle), "missing {needle:?} in\n{metrics}");
+    }
+    assert!(!metrics.contains("# EOF"), "{metrics}");
+    let text = get(daemon.api, "/metrics");
+    assert_eq!(text.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+
+    // Prometheus asks for OpenMetrics and gets it.
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let openmetrics = http("GET", daemon.api, "/metrics", &[("accept", accept)]).expect("GET /metrics");
+    assert_eq!(openmetrics.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    for needle in ["# TYPE mend_events counter", "mend_events_total{kind=\"started\"} 2", "# EOF"] {
+        assert!(openmetrics.body.contains(needle), "missing {needle:?} in\n{}", openmetrics.body);
     }
 }
 
