@@ -392,6 +392,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
         let mut chunked = false;
         let mut transfer_encoding = false;
         let mut content_length: Option<u64> = None;
+        let mut content_length_values = 0;
         for line in lines.iter() {
             let name = line.name;
             if name.eq_ignore_ascii_case("connection") {
@@ -414,18 +415,20 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if name.eq_ignore_ascii_case("content-length") {
                 for part in line.value.split(|&byte| byte == b',') {
-                    let length = std::str::from_utf8(part.trim_ascii())
-                        .ok()
-                        .and_then(|text| text.parse::<u64>().ok())
-                        .ok_or(ParseError::ContentLength)?;
+                    let length = parse_content_length(part.trim_ascii()).ok_or(ParseError::ContentLength)?;
                     if content_length.is_some_and(|earlier| earlier != length) {
                         return Err(ParseError::ContentLength);
                     }
+                    content_length_values += 1;
                     content_length = Some(length);
                 }
             }
         }
         let keep_alive = keep_alive && !saw_close;
+        // The Content-Length lines are not passed on as they are when Transfer-Encoding overrides them
+        // (RFC 9112 §6.3: the body is decoded here and re-framed for the client, which must not see a
+        // length that is not the body's), nor when they repeat one value ("5, 5"): then it goes as one.
+        let rewrite_length = transfer_encoding || content_length_values > 1;
 
         let mut headers = HeaderMap::with_capacity(lines.len());
         for line in lines.iter() {
@@ -433,12 +436,19 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
             let name = HeaderName::from_bytes(raw_name).map_err(|_| ParseError::HeaderName)?;
             if is_hop_by_hop_response(&name)
                 || (name != header::HOST && listed.iter().any(|token| token.eq_ignore_ascii_case(raw_name)))
+                || (rewrite_length && name == header::CONTENT_LENGTH)
             {
                 continue;
             }
             let value =
                 HeaderValue::from_maybe_shared(bytes.slice_ref(line.value)).map_err(|_| ParseError::HeaderValue)?;
             headers.append(name, value);
+        }
+        if rewrite_length
+            && !transfer_encoding
+            && let Some(length) = content_length
+        {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
         buf.extend_from_slice(&bytes[len..]);
 
@@ -450,7 +460,13 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
                 if version == Version::HTTP_10 {
                     return Err(ParseError::TransferEncoding);
                 }
-                if chunked { (Framing::Chunked(Chunk::Size), true) } else { (Framing::Close, false) }
+                // With a Content-Length as well, the message may be a smuggling attempt: the connection
+                // is not reused (RFC 9112 §6.1).
+                if chunked {
+                    (Framing::Chunked(Chunk::Size), content_length.is_none())
+                } else {
+                    (Framing::Close, false)
+                }
             }
             _ => match content_length {
                 Some(0) => (Framing::Done, true),
@@ -674,6 +690,15 @@ fn decode(buf: &mut BytesMut, framing: &mut Framing) -> Result<Option<Frame<Byte
     }
 }
 
+/// A Content-Length value: `1*DIGIT` (RFC 9110 §8.6), so no sign, space or empty value as `str::parse`
+/// would allow some of; `None` when invalid or too large.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 fn push_content_length(out: &mut Vec<u8>, length: usize) {
     out.extend_from_slice(b"content-length: ");
     push_decimal(out, length);
@@ -770,6 +795,16 @@ mod tests {
             Some((200, "1.1", &[], Framing::Close, false)),
         );
         check_head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\nContent-Length: 5\r\n\r\n",
+            false,
+            Some((200, "1.1", &["content-length: 5"], Framing::Length(5), true)),
+        );
+        check_head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\nx-a: 1\r\n\r\n",
+            false,
+            Some((200, "1.1", &["x-a: 1"], Framing::Chunked(Chunk::Size), false)),
+        );
+        check_head(
             "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
             false,
             Some((101, "1.1", &[], Framing::Done, false)),
@@ -781,6 +816,11 @@ mod tests {
         for raw in [
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5,\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
             "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             "NOT HTTP\r\n\r\n",
         ] {
