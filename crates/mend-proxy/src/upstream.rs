@@ -477,7 +477,10 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
 
         let mut response = Response::new(());
         *response.status_mut() = status;
-        *response.version_mut() = version;
+        // The proxy speaks HTTP/1.1 to its client whatever the backend's version (RFC 9110 §6.2: an
+        // intermediary sends its own version); hyper would otherwise answer an HTTP/1.1 client in HTTP/1.0,
+        // without chunking and without keep-alive. hyper still answers HTTP/1.0 clients in HTTP/1.0.
+        *response.version_mut() = Version::HTTP_11;
         *response.headers_mut() = headers;
         if let Some(reason) = reason
             && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
@@ -783,11 +786,11 @@ mod tests {
             true,
             Some((200, "1.1", &["content-length: 10"], Framing::Done, true)),
         );
-        check_head("HTTP/1.0 200 OK\r\n\r\n", false, Some((200, "1.0", &[], Framing::Close, false)));
+        check_head("HTTP/1.0 200 OK\r\n\r\n", false, Some((200, "1.1", &[], Framing::Close, false)));
         check_head(
             "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
             false,
-            Some((200, "1.0", &["content-length: 0"], Framing::Done, true)),
+            Some((200, "1.1", &["content-length: 0"], Framing::Done, true)),
         );
         check_head(
             "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
