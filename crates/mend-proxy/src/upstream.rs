@@ -453,7 +453,9 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
         buf.extend_from_slice(&bytes[len..]);
 
         let (framing, reusable) = match code {
-            101 => (Framing::Done, false),
+            // The proxy strips `Upgrade` from requests (it does not tunnel), so a backend may not switch
+            // (RFC 9110 §15.2.2); passed on, the 101 would leave the client waiting on a dead protocol.
+            101 => return Err(ParseError::Switch),
             204 | 304 => (Framing::Done, true),
             _ if head_request => (Framing::Done, true),
             _ if transfer_encoding => {
@@ -498,6 +500,7 @@ enum ParseError {
     Status,
     ContentLength,
     TransferEncoding,
+    Switch,
     HeaderName,
     HeaderValue,
 }
@@ -509,6 +512,7 @@ impl fmt::Display for ParseError {
             Self::Status => f.write_str("invalid status code"),
             Self::ContentLength => f.write_str("invalid content-length"),
             Self::TransferEncoding => f.write_str("transfer-encoding in an HTTP/1.0 response"),
+            Self::Switch => f.write_str("switching protocols without an upgrade request"),
             Self::HeaderName => f.write_str("invalid header name"),
             Self::HeaderValue => f.write_str("invalid header value"),
         }
@@ -807,11 +811,6 @@ mod tests {
             false,
             Some((200, "1.1", &["x-a: 1"], Framing::Chunked(Chunk::Size), false)),
         );
-        check_head(
-            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
-            false,
-            Some((101, "1.1", &[], Framing::Done, false)),
-        );
     }
 
     #[test]
@@ -826,6 +825,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
             "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             "NOT HTTP\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
         ] {
             assert!(parse_response(&mut BytesMut::from(raw), false).is_err(), "{raw:?}");
         }
