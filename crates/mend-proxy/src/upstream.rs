@@ -99,6 +99,10 @@ pub(crate) enum CallError {
     Unsent(RequestBody),
     /// The connection failed after (some of) the request was written.
     Reset,
+    /// The backend closed the connection (or reset it) after (some of) the request was written and
+    /// before a single byte of response: on a reused connection, most likely the backend's idle timeout
+    /// firing as the request went out, so the request was not processed.
+    Closed,
     /// The request body failed (too large, or the client's stream broke).
     Body(BodyFailure),
 }
@@ -132,6 +136,8 @@ pub(crate) struct Call {
     framing: Framing,
     /// Whether the backend keeps the connection open after this response.
     keep_alive: bool,
+    /// Whether any byte of the response (an interim one included) has been read.
+    received_any: bool,
 }
 
 impl Call {
@@ -182,6 +188,7 @@ impl Call {
             head_request: head.method == Method::HEAD,
             framing: Framing::Done,
             keep_alive: false,
+            received_any: false,
         }
     }
 
@@ -286,16 +293,22 @@ impl Call {
                     }
                 }
             }
-            match ready!(self.conn.poll_fill(cx)) {
-                Ok(0) => {
-                    return Poll::Ready(Err(if self.wrote_any { CallError::Reset } else { self.unsent() }));
+            let error = match ready!(self.conn.poll_fill(cx)) {
+                Ok(0) => None,
+                Ok(_) => {
+                    self.received_any = true;
+                    continue;
                 }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::debug!(error = %error, "reading from the backend failed");
-                    return Poll::Ready(Err(if self.wrote_any { CallError::Reset } else { self.unsent() }));
-                }
+                Err(error) => Some(error),
+            };
+            if let Some(error) = error {
+                tracing::debug!(error = %error, "reading from the backend failed");
             }
+            return Poll::Ready(Err(match (self.wrote_any, self.received_any) {
+                (false, _) => self.unsent(),
+                (true, false) => CallError::Closed,
+                (true, true) => CallError::Reset,
+            }));
         }
     }
 
