@@ -195,6 +195,11 @@ impl Call {
     /// Writes what is pending and pulls further frames of a streamed body; ready when the whole request
     /// is written (or writing failed).
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        if let Sending::Failed = self.sending {
+            // Writing failed for good (the backend closed, say, after an early response): what is left in
+            // the write buffer is not tried again on every poll while the response is read.
+            return Poll::Ready(Ok(()));
+        }
         loop {
             let conn = &mut *self.conn;
             while self.written < conn.write_buf.len() {
