@@ -617,6 +617,14 @@ impl Body for UpstreamBody {
             if this.call.framing == Framing::Done {
                 return Poll::Ready(None);
             }
+            // A chunk-size line (extensions included) or a trailer section is bounded like a head, or a
+            // backend that never ends one would grow the read buffer without limit.
+            if matches!(this.call.framing, Framing::Chunked(Chunk::Size | Chunk::Trailers))
+                && this.call.conn.read_buf.len() > MAX_HEAD_BYTES
+            {
+                tracing::debug!("chunk metadata too large");
+                return Poll::Ready(Some(Err(UpstreamBodyError::Backend(None))));
+            }
             match ready!(this.call.conn.poll_fill(cx)) {
                 Ok(0) if this.call.framing == Framing::Close => {
                     this.call.framing = Framing::Done;
