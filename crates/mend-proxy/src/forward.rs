@@ -234,7 +234,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             deadline
         };
         let step = {
-            let mut exchange = pin!(send(shared, &backend, request_head, body, attempt_start));
+            let mut exchange = pin!(send(shared, &backend, request_head, body, idempotent, attempt_start));
             let step = tokio::select! {
                 biased;
                 result = &mut exchange => Step::Done(result),
@@ -419,16 +419,28 @@ async fn send(
     backend: &BackendRef,
     head: RequestHead<'_>,
     mut body: RequestBody,
+    idempotent: bool,
     now: Nanos,
 ) -> Result<(Response<()>, Call), AttemptError> {
     let cfg = &shared.config;
     while let Some(conn) = backend.checkout(now, cfg.upstream_idle_timeout) {
+        // A backend may close an idle connection just as it is reused (its keep-alive timeout), which
+        // the idle check cannot see yet: the request goes out and the connection ends without a byte of
+        // response. A request that is safe to repeat goes again on the next (or a new) connection to the
+        // same backend, as hyper's and Go's clients do; that is not the backend failing.
+        let spare = if idempotent { body.replay() } else { None };
         let mut call = Call::new(conn, head, body);
         match poll_fn(|cx| call.poll_response(cx)).await {
             Ok(response) => return Ok((response, call)),
             // Never written (the pooled connection had just closed): try the next one.
             Err(CallError::Unsent(unsent)) => body = unsent,
-            Err(error) => return Err(attempt_error(error)),
+            Err(error) => match (error, spare) {
+                (CallError::Closed, Some(spare)) => {
+                    tracing::debug!(backend = %backend.id, "pooled connection closed as it was reused");
+                    body = spare;
+                }
+                (error, _) => return Err(attempt_error(error)),
+            },
         }
     }
     let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(backend.addr)).await {
@@ -456,7 +468,7 @@ async fn send(
 fn attempt_error(error: CallError) -> AttemptError {
     match error {
         CallError::Unsent(body) => AttemptError::Reset(Some(body)),
-        CallError::Reset => AttemptError::Reset(None),
+        CallError::Reset | CallError::Closed => AttemptError::Reset(None),
         CallError::Body(failure) => AttemptError::Body(failure),
     }
 }

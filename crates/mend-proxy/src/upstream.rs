@@ -99,6 +99,10 @@ pub(crate) enum CallError {
     Unsent(RequestBody),
     /// The connection failed after (some of) the request was written.
     Reset,
+    /// The backend closed the connection (or reset it) after (some of) the request was written and
+    /// before a single byte of response: on a reused connection, most likely the backend's idle timeout
+    /// firing as the request went out, so the request was not processed.
+    Closed,
     /// The request body failed (too large, or the client's stream broke).
     Body(BodyFailure),
 }
@@ -132,6 +136,8 @@ pub(crate) struct Call {
     framing: Framing,
     /// Whether the backend keeps the connection open after this response.
     keep_alive: bool,
+    /// Whether any byte of the response (an interim one included) has been read.
+    received_any: bool,
 }
 
 impl Call {
@@ -182,12 +188,18 @@ impl Call {
             head_request: head.method == Method::HEAD,
             framing: Framing::Done,
             keep_alive: false,
+            received_any: false,
         }
     }
 
     /// Writes what is pending and pulls further frames of a streamed body; ready when the whole request
     /// is written (or writing failed).
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        if let Sending::Failed = self.sending {
+            // Writing failed for good (the backend closed, say, after an early response): what is left in
+            // the write buffer is not tried again on every poll while the response is read.
+            return Poll::Ready(Ok(()));
+        }
         loop {
             let conn = &mut *self.conn;
             while self.written < conn.write_buf.len() {
@@ -286,16 +298,22 @@ impl Call {
                     }
                 }
             }
-            match ready!(self.conn.poll_fill(cx)) {
-                Ok(0) => {
-                    return Poll::Ready(Err(if self.wrote_any { CallError::Reset } else { self.unsent() }));
+            let error = match ready!(self.conn.poll_fill(cx)) {
+                Ok(0) => None,
+                Ok(_) => {
+                    self.received_any = true;
+                    continue;
                 }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::debug!(error = %error, "reading from the backend failed");
-                    return Poll::Ready(Err(if self.wrote_any { CallError::Reset } else { self.unsent() }));
-                }
+                Err(error) => Some(error),
+            };
+            if let Some(error) = error {
+                tracing::debug!(error = %error, "reading from the backend failed");
             }
+            return Poll::Ready(Err(match (self.wrote_any, self.received_any) {
+                (false, _) => self.unsent(),
+                (true, false) => CallError::Closed,
+                (true, true) => CallError::Reset,
+            }));
         }
     }
 
@@ -392,6 +410,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
         let mut chunked = false;
         let mut transfer_encoding = false;
         let mut content_length: Option<u64> = None;
+        let mut content_length_values = 0;
         for line in lines.iter() {
             let name = line.name;
             if name.eq_ignore_ascii_case("connection") {
@@ -414,18 +433,20 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if name.eq_ignore_ascii_case("content-length") {
                 for part in line.value.split(|&byte| byte == b',') {
-                    let length = std::str::from_utf8(part.trim_ascii())
-                        .ok()
-                        .and_then(|text| text.parse::<u64>().ok())
-                        .ok_or(ParseError::ContentLength)?;
+                    let length = parse_content_length(part.trim_ascii()).ok_or(ParseError::ContentLength)?;
                     if content_length.is_some_and(|earlier| earlier != length) {
                         return Err(ParseError::ContentLength);
                     }
+                    content_length_values += 1;
                     content_length = Some(length);
                 }
             }
         }
         let keep_alive = keep_alive && !saw_close;
+        // The Content-Length lines are not passed on as they are when Transfer-Encoding overrides them
+        // (RFC 9112 §6.3: the body is decoded here and re-framed for the client, which must not see a
+        // length that is not the body's), nor when they repeat one value ("5, 5"): then it goes as one.
+        let rewrite_length = transfer_encoding || content_length_values > 1;
 
         let mut headers = HeaderMap::with_capacity(lines.len());
         for line in lines.iter() {
@@ -433,6 +454,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
             let name = HeaderName::from_bytes(raw_name).map_err(|_| ParseError::HeaderName)?;
             if is_hop_by_hop_response(&name)
                 || (name != header::HOST && listed.iter().any(|token| token.eq_ignore_ascii_case(raw_name)))
+                || (rewrite_length && name == header::CONTENT_LENGTH)
             {
                 continue;
             }
@@ -440,17 +462,31 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
                 HeaderValue::from_maybe_shared(bytes.slice_ref(line.value)).map_err(|_| ParseError::HeaderValue)?;
             headers.append(name, value);
         }
+        if rewrite_length
+            && !transfer_encoding
+            && let Some(length) = content_length
+        {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         buf.extend_from_slice(&bytes[len..]);
 
         let (framing, reusable) = match code {
-            101 => (Framing::Done, false),
+            // The proxy strips `Upgrade` from requests (it does not tunnel), so a backend may not switch
+            // (RFC 9110 §15.2.2); passed on, the 101 would leave the client waiting on a dead protocol.
+            101 => return Err(ParseError::Switch),
             204 | 304 => (Framing::Done, true),
             _ if head_request => (Framing::Done, true),
             _ if transfer_encoding => {
                 if version == Version::HTTP_10 {
                     return Err(ParseError::TransferEncoding);
                 }
-                if chunked { (Framing::Chunked(Chunk::Size), true) } else { (Framing::Close, false) }
+                // With a Content-Length as well, the message may be a smuggling attempt: the connection
+                // is not reused (RFC 9112 §6.1).
+                if chunked {
+                    (Framing::Chunked(Chunk::Size), content_length.is_none())
+                } else {
+                    (Framing::Close, false)
+                }
             }
             _ => match content_length {
                 Some(0) => (Framing::Done, true),
@@ -461,7 +497,10 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
 
         let mut response = Response::new(());
         *response.status_mut() = status;
-        *response.version_mut() = version;
+        // The proxy speaks HTTP/1.1 to its client whatever the backend's version (RFC 9110 §6.2: an
+        // intermediary sends its own version); hyper would otherwise answer an HTTP/1.1 client in HTTP/1.0,
+        // without chunking and without keep-alive. hyper still answers HTTP/1.0 clients in HTTP/1.0.
+        *response.version_mut() = Version::HTTP_11;
         *response.headers_mut() = headers;
         if let Some(reason) = reason
             && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
@@ -479,6 +518,7 @@ enum ParseError {
     Status,
     ContentLength,
     TransferEncoding,
+    Switch,
     HeaderName,
     HeaderValue,
 }
@@ -490,6 +530,7 @@ impl fmt::Display for ParseError {
             Self::Status => f.write_str("invalid status code"),
             Self::ContentLength => f.write_str("invalid content-length"),
             Self::TransferEncoding => f.write_str("transfer-encoding in an HTTP/1.0 response"),
+            Self::Switch => f.write_str("switching protocols without an upgrade request"),
             Self::HeaderName => f.write_str("invalid header name"),
             Self::HeaderValue => f.write_str("invalid header value"),
         }
@@ -575,6 +616,14 @@ impl Body for UpstreamBody {
             }
             if this.call.framing == Framing::Done {
                 return Poll::Ready(None);
+            }
+            // A chunk-size line (extensions included) or a trailer section is bounded like a head, or a
+            // backend that never ends one would grow the read buffer without limit.
+            if matches!(this.call.framing, Framing::Chunked(Chunk::Size | Chunk::Trailers))
+                && this.call.conn.read_buf.len() > MAX_HEAD_BYTES
+            {
+                tracing::debug!("chunk metadata too large");
+                return Poll::Ready(Some(Err(UpstreamBodyError::Backend(None))));
             }
             match ready!(this.call.conn.poll_fill(cx)) {
                 Ok(0) if this.call.framing == Framing::Close => {
@@ -674,6 +723,15 @@ fn decode(buf: &mut BytesMut, framing: &mut Framing) -> Result<Option<Frame<Byte
     }
 }
 
+/// A Content-Length value: `1*DIGIT` (RFC 9110 §8.6), so no sign, space or empty value as `str::parse`
+/// would allow some of; `None` when invalid or too large.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 fn push_content_length(out: &mut Vec<u8>, length: usize) {
     out.extend_from_slice(b"content-length: ");
     push_decimal(out, length);
@@ -758,11 +816,11 @@ mod tests {
             true,
             Some((200, "1.1", &["content-length: 10"], Framing::Done, true)),
         );
-        check_head("HTTP/1.0 200 OK\r\n\r\n", false, Some((200, "1.0", &[], Framing::Close, false)));
+        check_head("HTTP/1.0 200 OK\r\n\r\n", false, Some((200, "1.1", &[], Framing::Close, false)));
         check_head(
             "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
             false,
-            Some((200, "1.0", &["content-length: 0"], Framing::Done, true)),
+            Some((200, "1.1", &["content-length: 0"], Framing::Done, true)),
         );
         check_head(
             "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
@@ -770,9 +828,14 @@ mod tests {
             Some((200, "1.1", &[], Framing::Close, false)),
         );
         check_head(
-            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\nContent-Length: 5\r\n\r\n",
             false,
-            Some((101, "1.1", &[], Framing::Done, false)),
+            Some((200, "1.1", &["content-length: 5"], Framing::Length(5), true)),
+        );
+        check_head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\nx-a: 1\r\n\r\n",
+            false,
+            Some((200, "1.1", &["x-a: 1"], Framing::Chunked(Chunk::Size), false)),
         );
     }
 
@@ -781,8 +844,14 @@ mod tests {
         for raw in [
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5,\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
             "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             "NOT HTTP\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
         ] {
             assert!(parse_response(&mut BytesMut::from(raw), false).is_err(), "{raw:?}");
         }
