@@ -11,14 +11,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use hyper::upgrade::OnUpgrade;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::backend::{BackendRef, InFlight};
 use crate::balancer::{MAX_TRIED, PickParams, Tried};
 use crate::body::{BodyFailure, ProxyBody, RequestBody, StreamBody};
 use crate::clock::Nanos;
-use crate::headers::{IDEMPOTENCY_KEY, X_MEND_CALLER, strip_hop_by_hop};
+use crate::headers::{IDEMPOTENCY_KEY, X_MEND_CALLER, requested_upgrade, strip_hop_by_hop};
 use crate::proxy::Shared;
 use crate::server::{ActivityGuard, ConnState};
 use crate::stats::{LocalReason, Outcome};
@@ -167,7 +170,15 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         ));
     }
 
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // A protocol switch (WebSocket, say) is asked for by a request without a body; the client's side of
+    // the tunnel comes from hyper once the 101 went out.
+    let upgrade = if body.is_end_stream() && parts.version == Version::HTTP_11 {
+        requested_upgrade(&parts.headers).zip(parts.extensions.remove::<OnUpgrade>())
+    } else {
+        None
+    };
+    let (upgrade, mut on_upgrade) = upgrade.unzip();
     let mut head = Head { method: parts.method, uri: parts.uri, headers: parts.headers };
     prepare_head(&mut head);
     let body = match read_body(body, cfg.retry_buffer_bytes, cfg.max_request_body_bytes).await {
@@ -219,6 +230,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             headers: &head.headers,
             forwarded: &conn.forwarded,
             backend_addr: backend.addr,
+            upgrade: upgrade.as_ref(),
         };
         let attempt_start = if attempt == 1 { start } else { shared.clock.now() };
         if attempt > 1 {
@@ -281,6 +293,15 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                     continue;
                 }
                 let exchange = Exchange { activity, in_flight, status: status.as_u16(), start, attempt_start, caller };
+                if status == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(on_upgrade) = on_upgrade.take()
+                {
+                    // Counted as an exchange that ended here: a tunnel is not a request in flight, so it
+                    // neither holds a drain (it ends when the replica stops) nor skews least-request.
+                    exchange.finish(false, None);
+                    tokio::spawn(tunnel(on_upgrade, call));
+                    break response.map(|()| ProxyBody::local(b"", None));
+                }
                 break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange));
             }
             Err(AttemptError::Body(failure)) => {
@@ -308,6 +329,30 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         }
     };
     Ok(response)
+}
+
+/// Copies bytes both ways between the client and the backend after a protocol switch, until either side
+/// closes.
+async fn tunnel(on_upgrade: OnUpgrade, call: Call) {
+    let (mut backend, early) = call.into_tunnel();
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(error = %error, "client connection did not switch protocols");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(upgraded);
+    // What the backend sent right after its 101 head, read along with it.
+    if !early.is_empty()
+        && let Err(error) = client.write_all(&early).await
+    {
+        tracing::debug!(error = %error, "tunnel to the client failed");
+        return;
+    }
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        tracing::debug!(error = %error, "tunnel ended with an error");
+    }
 }
 
 fn finish_failed(ctx: &Ctx<'_>, status: StatusCode, activity: ActivityGuard) -> Response<ProxyBody> {

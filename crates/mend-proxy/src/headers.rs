@@ -38,6 +38,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol a request asks to switch to (RFC 9110 §7.8): its `Upgrade` value when `Connection`
+/// lists `upgrade`. Read before [`strip_hop_by_hop`] removes both.
+pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let listed = headers.get_all(header::CONNECTION).iter().any(|value| {
+        value.as_bytes().split(|&byte| byte == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    listed.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+}
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == KEEP_ALIVE

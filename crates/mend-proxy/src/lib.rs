@@ -10,6 +10,7 @@
 //!   route snapshot;
 //! - [`upstream`]: the HTTP/1.1 client side, driven inside the request's own task (no connection task,
 //!   no dispatch channel): the head is encoded from the parsed request, which a retry reuses as it is;
+//!   a 101 to an upgrade request (WebSocket) hands both connections to a byte tunnel;
 //! - [`backend`]: per-backend state (in-flight, drain, outlier ejection, slow start, connection pool);
 //! - [`stats`]: lock-free counters and histograms, snapshot by [`ProxyHandle::stats`];
 //! - [`proxy`]: [`Proxy::bind`] and the [`ProxyHandle`]: route-table generations, drain, faults,

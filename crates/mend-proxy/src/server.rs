@@ -217,7 +217,8 @@ async fn serve_connection(
         let conn = conn.clone();
         service_fn(move |request| forward::handle(conn.clone(), request))
     };
-    let connection = shared.server.serve_connection(io, service);
+    // With upgrades: a 101 hands the client connection to the request's tunnel (`forward::tunnel`).
+    let connection = shared.server.serve_connection(io, service).with_upgrades();
     let mut connection = pin!(connection);
     let idle_timeout = shared.config.client_idle_timeout;
     let header_timeout = shared.config.client_header_timeout;

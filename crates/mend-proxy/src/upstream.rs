@@ -90,6 +90,9 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) forwarded: &'a ForwardedValues,
     /// Written as `Host` when the request has none (an HTTP/1.0 client).
     pub(crate) backend_addr: SocketAddr,
+    /// The protocol the client asks to switch to (`Upgrade`, stripped from `headers` as hop-by-hop and
+    /// written again with `Connection: upgrade`).
+    pub(crate) upgrade: Option<&'a HeaderValue>,
 }
 
 /// How a call failed before the response head.
@@ -132,6 +135,8 @@ pub(crate) struct Call {
     wrote_any: bool,
     sending: Sending,
     head_request: bool,
+    /// Whether the request asked to switch protocols: only then may the backend answer 101.
+    upgrade_requested: bool,
     /// How the response body is delimited (known once the head is parsed).
     framing: Framing,
     /// Whether the backend keeps the connection open after this response.
@@ -157,6 +162,10 @@ impl Call {
             use std::io::Write as _;
             // Writing into a Vec cannot fail.
             let _ = write!(out, "host: {}\r\n", head.backend_addr);
+        }
+        if let Some(protocol) = head.upgrade {
+            push_line(out, b"connection", b"upgrade");
+            push_line(out, header::UPGRADE.as_str().as_bytes(), protocol.as_bytes());
         }
         let has_length = head.headers.contains_key(header::CONTENT_LENGTH);
         let sending = match body {
@@ -186,6 +195,7 @@ impl Call {
             wrote_any: false,
             sending,
             head_request: head.method == Method::HEAD,
+            upgrade_requested: head.upgrade.is_some(),
             framing: Framing::Done,
             keep_alive: false,
             received_any: false,
@@ -285,7 +295,7 @@ impl Call {
                 Poll::Ready(Ok(())) | Poll::Pending => {}
             }
             if !self.conn.read_buf.is_empty() {
-                match parse_response(&mut self.conn.read_buf, self.head_request) {
+                match parse_response(&mut self.conn.read_buf, self.head_request, self.upgrade_requested) {
                     Ok(Some(parsed)) => return Poll::Ready(Ok(self.accept(parsed))),
                     Ok(None) if self.conn.read_buf.len() > MAX_HEAD_BYTES => {
                         tracing::debug!("response head too large");
@@ -315,6 +325,13 @@ impl Call {
                 (true, true) => CallError::Reset,
             }));
         }
+    }
+
+    /// The backend's connection after it switched protocols (101), with what it sent after the head: from
+    /// here on both sides' bytes are copied as they are.
+    pub(crate) fn into_tunnel(self) -> (TcpStream, BytesMut) {
+        let conn = *self.conn;
+        (conn.stream, conn.read_buf)
     }
 
     fn unsent(&mut self) -> CallError {
@@ -367,7 +384,7 @@ struct Parsed {
 
 /// Parses a response head at the start of `buf`, consuming it (and any 1xx interim responses before
 /// it). `Ok(None)`: incomplete.
-fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, ParseError> {
+fn parse_response(buf: &mut BytesMut, head_request: bool, upgrade_requested: bool) -> Result<Option<Parsed>, ParseError> {
     loop {
         // Parsed from a frozen snapshot of what was read, so that header values are slices of it (no copy
         // and no table of offsets); what follows the head goes back into `buf`.
@@ -411,6 +428,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
         let mut transfer_encoding = false;
         let mut content_length: Option<u64> = None;
         let mut content_length_values = 0;
+        let mut upgrade: Option<&[u8]> = None;
         for line in lines.iter() {
             let name = line.name;
             if name.eq_ignore_ascii_case("connection") {
@@ -431,6 +449,8 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
                     .rsplit(|&byte| byte == b',')
                     .next()
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                upgrade = Some(line.value);
             } else if name.eq_ignore_ascii_case("content-length") {
                 for part in line.value.split(|&byte| byte == b',') {
                     let length = parse_content_length(part.trim_ascii()).ok_or(ParseError::ContentLength)?;
@@ -471,9 +491,17 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
         buf.extend_from_slice(&bytes[len..]);
 
         let (framing, reusable) = match code {
-            // The proxy strips `Upgrade` from requests (it does not tunnel), so a backend may not switch
-            // (RFC 9110 §15.2.2); passed on, the 101 would leave the client waiting on a dead protocol.
-            101 => return Err(ParseError::Switch),
+            // A switch the request asked for: the connection becomes a tunnel, with the `Upgrade` the
+            // backend chose and `Connection: upgrade` passed on (they are hop-by-hop, but name the switch
+            // itself). Unasked, a backend may not switch (RFC 9110 §15.2.2); passed on, the 101 would leave
+            // the client waiting on a dead protocol.
+            101 => {
+                let protocol = upgrade.filter(|_| upgrade_requested).ok_or(ParseError::Switch)?;
+                let protocol = HeaderValue::from_bytes(protocol).map_err(|_| ParseError::HeaderValue)?;
+                headers.insert(header::UPGRADE, protocol);
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                (Framing::Done, false)
+            }
             204 | 304 => (Framing::Done, true),
             _ if head_request => (Framing::Done, true),
             _ if transfer_encoding => {
@@ -774,7 +802,7 @@ mod tests {
     /// What a parsed head comes to: status, version, the headers passed on (sorted), framing, reuse.
     fn check_head(raw: &str, head_request: bool, expected: Option<(u16, &str, &[&str], Framing, bool)>) {
         let mut buf = BytesMut::from(raw);
-        let got = parse_response(&mut buf, head_request).expect("well-formed head").map(|parsed| {
+        let got = parse_response(&mut buf, head_request, false).expect("well-formed head").map(|parsed| {
             let mut lines: Vec<String> = parsed
                 .response
                 .headers()
@@ -853,7 +881,7 @@ mod tests {
             "NOT HTTP\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
         ] {
-            assert!(parse_response(&mut BytesMut::from(raw), false).is_err(), "{raw:?}");
+            assert!(parse_response(&mut BytesMut::from(raw), false, false).is_err(), "{raw:?}");
         }
     }
 

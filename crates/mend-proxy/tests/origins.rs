@@ -656,26 +656,119 @@ async fn a_pooled_connection_closed_by_the_origin_as_it_is_reused_is_retried_on_
     assert_eq!(origin.connections(), 2);
 }
 
-#[tokio::test]
-async fn upgrade_requests_fail_cleanly_and_leave_the_pool_sound() {
-    let origin = Origin::start(serve_with(|request| {
-        if request.starts_with("GET /force-101") || request.to_lowercase().contains("\r\nupgrade: websocket") {
-            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n\x81\x02hi".to_vec()
-        } else if request.starts_with("GET /ws") {
-            b"HTTP/1.1 426 Upgrade Required\r\nupgrade: websocket\r\ncontent-length: 0\r\n\r\n".to_vec()
-        } else {
-            ok("plain")
+/// An origin that switches to an echo protocol on a WebSocket upgrade (greeting with bytes sent right
+/// after its 101 head), refuses `/refuse` with 426, switches unasked on `/force-101`, and answers the rest.
+async fn switching_origin() -> Origin {
+    Origin::start(|mut conn: OriginConn| async move {
+        while let Some(request) = conn.request().await {
+            let lower = request.to_lowercase();
+            if request.starts_with("GET /force-101") {
+                conn.send(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n").await;
+                return;
+            }
+            if request.starts_with("GET /refuse") {
+                conn.send(b"HTTP/1.1 426 Upgrade Required\r\nupgrade: websocket\r\ncontent-length: 0\r\n\r\n").await;
+                continue;
+            }
+            if !(lower.contains("\r\nupgrade: websocket\r\n") && lower.contains("\r\nconnection: upgrade\r\n")) {
+                conn.send(&ok("plain")).await;
+                continue;
+            }
+            conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nhello").await;
+            // Echo whatever comes, bytes as they are, until the client closes.
+            let mut pending = std::mem::take(&mut conn.buf);
+            loop {
+                if !pending.is_empty() {
+                    conn.send(&pending).await;
+                    pending.clear();
+                }
+                if conn.fill().await.is_none() {
+                    return;
+                }
+                pending = std::mem::take(&mut conn.buf);
+            }
         }
-    }))
-    .await;
+    })
+    .await
+}
+
+const WEBSOCKET_HANDSHAKE: &[u8] = b"GET /chat HTTP/1.1\r\nhost: svc.test\r\nconnection: keep-alive, Upgrade\r\n\
+    upgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// Reads from `stream` until `buf` holds `n` bytes.
+async fn read_exact_into(stream: &mut TcpStream, buf: &mut Vec<u8>, n: usize) {
+    while buf.len() < n {
+        let mut chunk = [0u8; 4096];
+        let read = timeout(LIMIT, stream.read(&mut chunk)).await.expect("bytes in time").expect("read");
+        assert!(read > 0, "tunnel closed after {:?}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}
+
+#[tokio::test]
+async fn websocket_upgrades_become_tunnels_to_the_backend() {
+    let origin = switching_origin().await;
     let proxy = proxy_for(&origin).await;
-    let websocket = b"GET /ws HTTP/1.1\r\nhost: a\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
-                      sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
     let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
-    stream.write_all(websocket).await.expect("write");
+    stream.write_all(WEBSOCKET_HANDSHAKE).await.expect("write");
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(at) = find(&buf, b"\r\n\r\n") {
+            break at + 4;
+        }
+        let wanted = buf.len() + 1;
+        read_exact_into(&mut stream, &mut buf, wanted).await;
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head:?}");
+    for line in ["\r\nupgrade: websocket\r\n", "\r\nconnection: upgrade\r\n", "sec-websocket-accept: "] {
+        assert!(head.contains(line), "missing {line:?} in {head:?}");
+    }
+    assert!(!head.contains("content-length") && !head.contains("transfer-encoding"), "{head:?}");
+    // The backend saw the switch asked for, with the forwarding headers added as for any request.
+    let request = origin.requests().pop().expect("handshake reached the origin").to_lowercase();
+    assert!(request.contains("\r\nupgrade: websocket\r\n") && request.contains("\r\nsec-websocket-key: "));
+    assert!(request.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"), "{request}");
+
+    // The bytes the backend sent with its 101, then both directions as they are, several times over.
+    buf.drain(..head_end);
+    read_exact_into(&mut stream, &mut buf, 5).await;
+    assert_eq!(&buf[..5], b"hello");
+    buf.clear();
+    for round in 0..3u8 {
+        let message = [0x81, 0x05, b'p', b'i', b'n', b'g', round];
+        stream.write_all(&message).await.expect("write");
+        read_exact_into(&mut stream, &mut buf, message.len()).await;
+        assert_eq!(buf, message);
+        buf.clear();
+    }
+    // The tunnel is not a request in flight: it does not hold the backend's drain.
+    let outcome = timeout(LIMIT, proxy.handle.drain(stable(0), Duration::from_secs(30))).await.expect("drain at once");
+    assert!(matches!(outcome, mend_proxy::DrainOutcome::Drained { .. }), "{outcome:?}");
+    let stats = proxy.handle.stats();
+    assert_eq!(stats.backend(stable(0)).map(|backend| backend.in_flight), Some(0));
+    assert_eq!(stats.total.status_1xx, 1, "the switch is counted as its status");
+    // Closing the client's side ends the backend's.
+    drop(stream);
+}
+
+#[tokio::test]
+async fn refused_and_unasked_switches_and_connect_are_answered_cleanly() {
+    let origin = switching_origin().await;
+    let proxy = proxy_for(&origin).await;
+    // A backend that refuses the switch answers as for any request, and the connection goes on.
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"GET /refuse HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     let (head, _) = read_response(&mut stream, &mut buf).await;
-    assert!(!head.starts_with("HTTP/1.1 101"), "not upgraded, and answered: {head:?}");
+    assert!(head.starts_with("HTTP/1.1 426"), "{head:?}");
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.expect("write");
+    let (head, body) = read_response(&mut stream, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    assert_eq!(body, "plain");
 
     // A backend that switches protocols unasked: the proxy must not pass a 101 on nor pool the connection.
     let mut client = Client::new(proxy.addr());
