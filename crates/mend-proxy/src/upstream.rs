@@ -384,7 +384,11 @@ struct Parsed {
 
 /// Parses a response head at the start of `buf`, consuming it (and any 1xx interim responses before
 /// it). `Ok(None)`: incomplete.
-fn parse_response(buf: &mut BytesMut, head_request: bool, upgrade_requested: bool) -> Result<Option<Parsed>, ParseError> {
+fn parse_response(
+    buf: &mut BytesMut,
+    head_request: bool,
+    upgrade_requested: bool,
+) -> Result<Option<Parsed>, ParseError> {
     loop {
         // Parsed from a frozen snapshot of what was read, so that header values are slices of it (no copy
         // and no table of offsets); what follows the head goes back into `buf`.

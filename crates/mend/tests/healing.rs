@@ -291,14 +291,18 @@ http = "http://127.0.0.1:{{port}}/health"
 "#
     )));
     daemon.wait_ready("web");
-    let order: Vec<(String, String)> = daemon
-        .events(None)
-        .iter()
-        .filter(|e| e["kind"] == "started" || e["kind"] == "ready")
-        .map(|e| (e["service"].as_str().unwrap_or("").to_owned(), e["kind"].as_str().unwrap_or("").to_owned()))
-        .collect();
-    let position =
-        |service: &str, kind: &str| order.iter().position(|(s, k)| s == service && k == kind).expect("event present");
+    // Events reach the store on its own thread, a moment after the replica's state changes.
+    let order = eventually(Duration::from_secs(5), "db's ready and web's started events are stored", || {
+        let order: Vec<(String, String)> = daemon
+            .events(None)
+            .iter()
+            .filter(|e| e["kind"] == "started" || e["kind"] == "ready")
+            .map(|e| (e["service"].as_str().unwrap_or("").to_owned(), e["kind"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        let stored = |service: &str, kind: &str| order.iter().any(|(s, k)| s == service && k == kind);
+        (stored("db", "ready") && stored("web", "started")).then_some(order)
+    });
+    let position = |service: &str, kind: &str| order.iter().position(|(s, k)| s == service && k == kind);
     assert!(position("db", "ready") < position("web", "started"), "{order:?}");
 }
 
