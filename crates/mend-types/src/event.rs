@@ -14,6 +14,9 @@ use crate::{ServiceName, Timestamp};
 pub enum EventKind {
     /// mend started with a validated config.
     ConfigLoaded,
+    /// On SIGHUP, the config file was read and checked again: whether it is valid and whether it differs
+    /// from the running configuration (which stays: mend applies a changed file on its next start).
+    ConfigChecked,
     /// A replica's process was spawned.
     Started,
     /// Spawning a replica's process failed (command not found, port held by another process, ...).
@@ -54,7 +57,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         Self::ConfigLoaded,
         Self::Started,
         Self::SpawnFailed,
@@ -73,6 +76,7 @@ impl EventKind {
         Self::ScrapeFailed,
         Self::ScrapeRecovered,
         Self::SeriesDropped,
+        Self::ConfigChecked,
     ];
 
     /// The stable snake_case name.
@@ -96,6 +100,7 @@ impl EventKind {
             Self::ScrapeFailed => "scrape_failed",
             Self::ScrapeRecovered => "scrape_recovered",
             Self::SeriesDropped => "series_dropped",
+            Self::ConfigChecked => "config_checked",
         }
     }
 

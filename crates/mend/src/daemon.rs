@@ -113,6 +113,10 @@ fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
 }
 
 async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
+    // Watched from the start: a SIGHUP while services start must not kill mend (its default action).
+    let mut signals_in = DaemonSignals::new()?;
+    // The text mend runs with, so that a SIGHUP can tell whether the file changed since.
+    let loaded_text = std::fs::read_to_string(&config.source).unwrap_or_default();
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let _lock = lock_state_dir(&state_dir)?;
     let store =
@@ -211,8 +215,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         axum::serve(listener, mend_api::router(api_state)).with_graceful_shutdown(shutdown).await
     });
 
-    let mut signals_in = ShutdownSignals::new()?;
-    let signal_name = signals_in.next().await;
+    let signal_name = signals_in.next_shutdown(&config.source, &loaded_text, events.as_ref(), clock.as_ref()).await;
     events.emit(Event::new(
         clock.wall(),
         EventKind::ShuttingDown,
@@ -220,8 +223,12 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     ));
     tracing::info!(signal = signal_name, "shutting down");
     // A second signal means "stop now": exit at once; the parent-death signal takes every replica along.
+    let source = config.source.clone();
+    let shutdown_events = events.clone();
+    let shutdown_clock = clock.clone();
     tokio::spawn(async move {
-        let again = signals_in.next().await;
+        let again =
+            signals_in.next_shutdown(&source, &loaded_text, shutdown_events.as_ref(), shutdown_clock.as_ref()).await;
         tracing::warn!(signal = again, "second signal: exiting now");
         std::process::exit(130);
     });
@@ -264,25 +271,71 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT, watched for the whole life of the daemon (tokio never unregisters its handlers, so
-/// the streams must stay in use for a second signal to be seen).
-struct ShutdownSignals {
+/// SIGTERM, SIGINT and SIGHUP, watched for the whole life of the daemon (tokio never unregisters its
+/// handlers, so the streams must stay in use for a second signal to be seen).
+struct DaemonSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
-impl ShutdownSignals {
+impl DaemonSignals {
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
             terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
             interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
         })
     }
 
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
+    /// The next SIGTERM or SIGINT, by name. A SIGHUP in between (`systemctl reload`, say) checks the config
+    /// file again instead of killing mend and every replica with it, as the default action would.
+    async fn next_shutdown(
+        &mut self,
+        config: &Path,
+        loaded: &str,
+        events: &dyn EventSink,
+        clock: &dyn Clock,
+    ) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => return "SIGTERM",
+                _ = self.interrupt.recv() => return "SIGINT",
+                _ = self.hangup.recv() => {
+                    let (changed, message) = check_config_again(config, loaded);
+                    if changed {
+                        tracing::warn!("{message}");
+                    } else {
+                        tracing::info!("{message}");
+                    }
+                    events.emit(Event::new(clock.wall(), EventKind::ConfigChecked, message).detail("file", config.display().to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Reads and validates the config file again; says whether it differs from `loaded` (the text mend runs
+/// with), and what the operator should know. mend does not apply a changed file while it runs: services,
+/// ports and proxies are rebuilt on the next start.
+fn check_config_again(path: &Path, loaded: &str) -> (bool, String) {
+    let file = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) => return (true, format!("SIGHUP: cannot read {file}: {error}; the running configuration stays")),
+    };
+    if text == loaded {
+        return (false, format!("SIGHUP: {file} is unchanged"));
+    }
+    match mend_config::load(path) {
+        Ok(_) => (
+            true,
+            format!(
+                "SIGHUP: {file} changed and is valid; mend applies it on its next start (no live reload), the running configuration stays"
+            ),
+        ),
+        Err(error) => {
+            (true, format!("SIGHUP: {file} changed and is invalid; the running configuration stays: {error}"))
         }
     }
 }

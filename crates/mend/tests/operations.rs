@@ -406,3 +406,40 @@ interval = "100ms"
     assert_eq!(daemon.replica("web", 1)["pid"].as_u64(), Some(u64::from(pids[1])), "replica 1 was left serving");
     assert_eq!(daemon.replica("web", 1)["ready"], true);
 }
+
+#[test]
+fn sighup_checks_the_config_file_again_and_keeps_everything_running() {
+    let daemon = Daemon::start(&web_config(""));
+    let pids = daemon.wait_ready("web");
+    let hangup =
+        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
+    let checked = |n: usize| {
+        eventually(Duration::from_secs(5), "config_checked events", || {
+            let events = daemon.events(Some("config_checked"));
+            (events.len() >= n).then_some(events)
+        })
+    };
+
+    hangup();
+    let events = checked(1);
+    assert!(events[0]["message"].as_str().unwrap_or("").ends_with("is unchanged"), "{events:?}");
+
+    // An invalid file is reported with its line and key, and changes nothing.
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    std::fs::write(&daemon.config_path, text.replace("replicas = 2", "replicas = \"two\"")).expect("write");
+    hangup();
+    let events = checked(2);
+    let message = events.iter().map(|e| e["message"].as_str().unwrap_or("")).find(|m| m.contains("invalid"));
+    let message = message.unwrap_or_else(|| panic!("no invalid report in {events:?}"));
+    assert!(message.contains("mend.toml:7:") && message.contains("service.web.replicas"), "{message}");
+
+    // A valid change is not applied while mend runs, and says so.
+    std::fs::write(&daemon.config_path, text.replace("replicas = 2", "replicas = 1")).expect("write");
+    hangup();
+    let events = checked(3);
+    assert!(events.iter().any(|e| e["message"].as_str().unwrap_or("").contains("changed and is valid")), "{events:?}");
+
+    assert!(alive(daemon.pid()), "SIGHUP must not kill mend");
+    let now: Vec<u32> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).map(|pid| pid as u32).collect();
+    assert_eq!(now, pids, "replicas untouched");
+}
