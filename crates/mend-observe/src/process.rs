@@ -132,13 +132,15 @@ pub fn cpu_state(pid: u32) -> Option<(char, Duration)> {
     Some((stat.state, Duration::from_nanos(total_ns)))
 }
 
-/// The pids of every process in process group `pgid` (scans /proc).
+/// The pids of every live process in process group `pgid` (scans /proc). Zombies are not counted: they
+/// hold no port and no memory, cannot be signalled, and stay until their new parent reaps them (an init
+/// that reaps lazily, as some container inits do, would otherwise make a dead group look alive).
 pub fn group_members(pgid: i32) -> Vec<u32> {
     let Ok(processes) = procfs::process::all_processes() else { return Vec::new() };
     processes
         .filter_map(Result::ok)
         .filter_map(|process| process.stat().ok())
-        .filter(|stat| stat.pgrp == pgid)
+        .filter(|stat| stat.pgrp == pgid && !matches!(stat.state, 'Z' | 'X'))
         .filter_map(|stat| u32::try_from(stat.pid).ok())
         .collect()
 }
@@ -186,6 +188,22 @@ mod tests {
         assert!(together.threads > alone.threads);
         assert!(family_cpu_state(me).is_some());
         let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_group_of_zombies_has_no_live_members() {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = std::process::Command::new("true").process_group(0).spawn().expect("spawn true");
+        let pgid = child.id() as i32;
+        // Not reaped yet: a zombie, still counted by a signal to its group.
+        let exited = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            sample(child.id()).is_some_and(|s| s.state == 'Z')
+        });
+        assert!(exited, "the child did not exit");
+        assert!(nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok());
+        assert_eq!(group_members(pgid), Vec::<u32>::new());
         let _ = child.wait();
     }
 

@@ -403,9 +403,10 @@ impl Runner {
     /// shell) is asked to stop and then killed, so that no process is left holding the port.
     async fn stop_group_remnants(&self, pgid: u32) {
         let group = Pid::from_raw(pgid as i32);
-        // Signal 0 to the group asks only whether any member is left: one syscall, no /proc scan, so
-        // the usual case (nothing left) adds nothing to the restart.
-        let group_alive = || killpg(group, None).is_ok();
+        // Signal 0 to the group asks whether any member is left: one syscall, so the usual case (nothing
+        // left) adds nothing to the restart. Zombies count for it, though, and orphaned members are reaped
+        // by init, which may take its time: only then is /proc asked for live members.
+        let group_alive = || killpg(group, None).is_ok() && !process::group_members(pgid as i32).is_empty();
         if !group_alive() {
             return;
         }
