@@ -245,8 +245,13 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         } else {
             deadline
         };
+        // Whether a connect that is slow to complete should give way to another backend: only when there
+        // is one to go to (and attempts left).
+        let alternative =
+            || retry_possible && shared.routes.load().pick(pool_idx, &tried, params(shared.clock.now())).is_some();
         let step = {
-            let mut exchange = pin!(send(shared, &backend, request_head, body, idempotent, attempt_start));
+            let mut exchange =
+                pin!(send(shared, &backend, request_head, body, idempotent, attempt_start, &alternative));
             let step = tokio::select! {
                 biased;
                 result = &mut exchange => Step::Done(result),
@@ -466,6 +471,7 @@ async fn send(
     mut body: RequestBody,
     idempotent: bool,
     now: Nanos,
+    alternative: &(dyn Fn() -> bool + Sync),
 ) -> Result<(Response<()>, Call), AttemptError> {
     let cfg = &shared.config;
     while let Some(conn) = backend.checkout(now, cfg.upstream_idle_timeout) {
@@ -488,14 +494,25 @@ async fn send(
             },
         }
     }
-    let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(backend.addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::debug!(backend = %backend.id, error = %error, "connect failed");
-            return Err(AttemptError::Connect(body));
+    let mut connect = pin!(TcpStream::connect(backend.addr));
+    let connected = match tokio::time::timeout(cfg.connect_timeout, &mut connect).await {
+        Ok(connected) => connected,
+        // A full accept backlog drops SYNs (the kernel resends after 1 s): the backend may be slow to
+        // accept rather than gone. With another backend to go to, go; with none, keep waiting, within
+        // the request's deadline (the caller's), rather than fail a request that would be served.
+        Err(_elapsed) if !alternative() => {
+            tracing::debug!(backend = %backend.id, "connect slow and no other backend: waiting on");
+            connect.await
         }
         Err(_elapsed) => {
             tracing::debug!(backend = %backend.id, "connect timed out");
+            return Err(AttemptError::Connect(body));
+        }
+    };
+    let stream = match connected {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(backend = %backend.id, error = %error, "connect failed");
             return Err(AttemptError::Connect(body));
         }
     };

@@ -372,3 +372,46 @@ async fn a_killed_backend_loses_no_request_under_load() {
     let failed: Vec<u16> = replies.iter().map(|reply| reply.status).filter(|&status| status != 200).collect();
     assert!(failed.is_empty(), "failed: {failed:?}");
 }
+
+#[tokio::test]
+async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A backend whose accept queue is full: the kernel drops further SYNs and the client resends them
+    // after a second. Overloaded, not gone.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(100), tokio::net::TcpStream::connect(addr)).await
+        {
+            fillers.push(stream);
+        }
+    }
+    let backend = mend_proxy::Backend { id: stable(0), addr, weight: 1 };
+    let proxy = TestProxy::start(config(), RouteTable { backends: vec![backend], canary: None }).await;
+    let request = tokio::spawn(get(proxy.addr(), "/"));
+    // Longer than the connect timeout: the request must still be waiting, not failed.
+    sleep(Duration::from_millis(600)).await;
+    assert!(!request.is_finished(), "the request gave up on a backend that is only slow to accept");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-upstream: slow\r\n\r\nok").await;
+            });
+        }
+    });
+    let reply = tokio::time::timeout(Duration::from_secs(10), request).await.expect("served in time").expect("task");
+    assert_eq!(reply.status, 200);
+    drop(fillers);
+}
