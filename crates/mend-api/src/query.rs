@@ -3,8 +3,9 @@
 //! (Grafana, promtool, scripts) can read them.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use mend_config::parse_duration;
 use mend_query::{EvalOptions, Query, Storage, Value};
@@ -138,9 +139,38 @@ async fn with_store<T: Send + 'static>(
     .map_err(bad_data)
 }
 
-/// `GET /api/v1/query?query=...&time=...`.
-pub(crate) async fn instant(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Response {
-    let params = params(raw.as_deref());
+/// Largest form body accepted by the POST forms of the query endpoints.
+const MAX_FORM_BYTES: usize = 1 << 20;
+
+/// The parameters of a query request: the URL's query string, and for a POST (as Grafana sends by
+/// default, and Prometheus accepts) its `application/x-www-form-urlencoded` body as well.
+async fn request_params(request: Request) -> Result<Vec<(String, String)>, Response> {
+    let mut params = params(request.uri().query());
+    if request.method() != Method::POST {
+        return Ok(params);
+    }
+    let form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return Err(bad_data("a POST query needs Content-Type: application/x-www-form-urlencoded"));
+    }
+    let body = match axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await {
+        Ok(body) => body,
+        Err(_) => return Err(bad_data(format!("the form body is unreadable or larger than {MAX_FORM_BYTES} bytes"))),
+    };
+    params.extend(self::params(Some(&String::from_utf8_lossy(&body))));
+    Ok(params)
+}
+
+/// `GET|POST /api/v1/query?query=...&time=...`.
+pub(crate) async fn instant(State(state): State<ApiState>, request: Request) -> Response {
+    let params = match request_params(request).await {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
     let Some(text) = param(&params, "query") else { return bad_data("missing parameter \"query\"") };
     let query = match Query::parse(text) {
         Ok(query) => query,
@@ -173,9 +203,12 @@ pub(crate) async fn instant(State(state): State<ApiState>, RawQuery(raw): RawQue
     }
 }
 
-/// `GET /api/v1/query_range?query=...&start=...&end=...&step=...`.
-pub(crate) async fn range(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Response {
-    let params = params(raw.as_deref());
+/// `GET|POST /api/v1/query_range?query=...&start=...&end=...&step=...`.
+pub(crate) async fn range(State(state): State<ApiState>, request: Request) -> Response {
+    let params = match request_params(request).await {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
     let Some(text) = param(&params, "query") else { return bad_data("missing parameter \"query\"") };
     let query = match Query::parse(text) {
         Ok(query) => query,
@@ -204,9 +237,12 @@ pub(crate) async fn range(State(state): State<ApiState>, RawQuery(raw): RawQuery
     }
 }
 
-/// `GET /api/v1/series?match[]=...&start=...&end=...` (`match=` is accepted too).
-pub(crate) async fn series(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Response {
-    let params = params(raw.as_deref());
+/// `GET|POST /api/v1/series?match[]=...&start=...&end=...` (`match=` is accepted too).
+pub(crate) async fn series(State(state): State<ApiState>, request: Request) -> Response {
+    let params = match request_params(request).await {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
     let selectors: Vec<&str> =
         params.iter().filter(|(k, _)| k == "match[]" || k == "match").map(|(_, v)| v.as_str()).collect();
     if selectors.is_empty() {

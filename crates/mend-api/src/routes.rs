@@ -95,9 +95,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/logs", get(service_logs))
         .route("/api/v1/events", get(events))
         .route("/api/v1/signals", get(signals))
-        .route("/api/v1/query", get(crate::query::instant))
-        .route("/api/v1/query_range", get(crate::query::range))
-        .route("/api/v1/series", get(crate::query::series))
+        .route("/api/v1/query", get(crate::query::instant).post(crate::query::instant))
+        .route("/api/v1/query_range", get(crate::query::range).post(crate::query::range))
+        .route("/api/v1/series", get(crate::query::series).post(crate::query::series))
         .merge(mutating)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -166,8 +166,10 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     match presented {
         Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => next.run(request).await,
         Some(_) => ApiError(StatusCode::FORBIDDEN, "invalid bearer token".into()).into_response(),

@@ -161,6 +161,13 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             activity,
         ));
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request names its host (in Host, or in an absolute-form target).
+    if request.version() == Version::HTTP_11
+        && request.uri().authority().is_none()
+        && !request.headers().contains_key(header::HOST)
+    {
+        return Ok(ctx.local(StatusCode::BAD_REQUEST, LocalReason::Refused, b"missing Host header\n", activity));
+    }
     if request.body().size_hint().exact().is_some_and(|length| length > cfg.max_request_body_bytes) {
         return Ok(ctx.local(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -123,10 +123,12 @@ async fn malformed_requests_get_400_without_disturbing_other_connections() {
     let proxy = TestProxy::with(vec![backend(stable(0), &upstream)]).await;
     let mut other = Client::new(proxy.addr());
     assert_eq!(other.get("/").await.status, 200);
-    let cases: [&[u8]; 3] = [
+    let cases: [&[u8]; 4] = [
         b"GARBAGE\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
         b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
     ];
     for case in cases {
         let reply = raw_exchange(&proxy, case).await;

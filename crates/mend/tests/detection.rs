@@ -192,6 +192,17 @@ summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
     assert!(range["data"]["result"][0]["values"].as_array().is_some_and(|v| v.len() >= 5), "{range}");
     let bad = get(daemon.api, "/api/v1/query?query=predict_linear(x%5B5m%5D,1)");
     assert_eq!((bad.status, bad.json()["errorType"].as_str()), (400, Some("bad_data")));
+
+    // The POST forms, as Grafana sends them: parameters in a form body.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let body = format!("query=sum(rate(mend_demo_requests_total%5B2s%5D))&start={}&end={now}&step=1", now - 10);
+    let posted = common::http_with_body("POST", daemon.api, "/api/v1/query_range", &form, &body).expect("POST");
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    assert_eq!(posted.json()["data"]["resultType"], "matrix");
+    let posted = common::http_with_body("POST", daemon.api, "/api/v1/query", &form, "query=up").expect("POST");
+    assert_eq!((posted.status, posted.json()["status"].as_str()), (200, Some("success")), "{}", posted.body);
+    let unformed = common::http_with_body("POST", daemon.api, "/api/v1/query", &[], "query=up").expect("POST");
+    assert_eq!((unformed.status, unformed.json()["errorType"].as_str()), (400, Some("bad_data")));
 }
 
 #[test]

@@ -129,6 +129,9 @@ fn api_token_guards_mutating_calls_only() {
     assert_eq!(daemon.events(Some("restarted")).len(), 0, "a refused call changed nothing");
     let allowed = http("POST", daemon.api, path, &[("Authorization", "Bearer s3cret-token")]).expect("request");
     assert_eq!(allowed.status, 200, "{}", allowed.body);
+    // The scheme name is case-insensitive.
+    let lower = http("POST", daemon.api, path, &[("Authorization", "bearer s3cret-token")]).expect("request");
+    assert_eq!(lower.status, 200, "{}", lower.body);
     assert_eq!(get(daemon.api, "/api/v1/services").status, 200, "reads need no token");
     // The CLI reads the token from the config.
     let output = Command::new(MEND).args(["stop", "web", "-c"]).arg(&daemon.config_path).output().expect("run mend");
