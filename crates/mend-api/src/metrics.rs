@@ -214,7 +214,106 @@ pub(crate) fn render(
     let mut out = String::with_capacity(4096);
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);
+    if let Ok(series) = observe.series.read() {
+        let body_end = out.strip_suffix("# EOF\n").map_or(out.len(), str::len);
+        out.truncate(body_end);
+        write_proxy_families(&mut out, &series);
+        out.push_str("# EOF\n");
+    }
     out
+}
+
+/// The families the traffic stage samples from its proxies into the series store every second
+/// (`mend::traffic`), exported here too so that a Prometheus scraping mend sees them: name, type, help.
+const PROXY_FAMILIES: [(&str, &str, &str); 12] = [
+    ("mend_proxy_requests", "counter", "Requests through mend's proxy, by service, release and status class"),
+    (
+        "mend_proxy_request_duration_seconds",
+        "histogram",
+        "Request latency through mend's proxy, by service and release",
+    ),
+    ("mend_proxy_retries", "counter", "Retries to another replica"),
+    ("mend_proxy_retries_denied", "counter", "Retries refused by the retry budget"),
+    ("mend_proxy_connections_open", "gauge", "Client connections open"),
+    ("mend_proxy_ejections", "counter", "Replicas ejected by outlier detection"),
+    ("mend_proxy_backend_in_flight", "gauge", "Requests in flight to a replica"),
+    ("mend_proxy_backend_ejected", "gauge", "1 while a replica is ejected"),
+    ("mend_proxy_backend_ejections", "counter", "Ejections of a replica"),
+    ("mend_proxy_backend_attempts", "counter", "Attempts on a replica, by status class"),
+    ("mend_proxy_edge_requests", "counter", "Requests from a calling service (x-mend-caller) to a service"),
+    ("mend_proxy_edge_errors", "counter", "5xx answers to a calling service"),
+];
+
+/// Writes the latest sampling round of the proxy families in OpenMetrics text. Only that round: series of
+/// replicas that were replaced keep their last point in the store until they are swept, and a stale
+/// in-flight gauge would mislead.
+fn write_proxy_families(out: &mut String, series: &mend_observe::series::SeriesStore) {
+    use std::fmt::Write as _;
+    let sample_names = |name: &str, kind: &str| -> Vec<String> {
+        match kind {
+            "counter" => vec![format!("{name}_total")],
+            "histogram" => vec![format!("{name}_bucket"), format!("{name}_count"), format!("{name}_sum")],
+            _ => vec![name.to_owned()],
+        }
+    };
+    let mut points = Vec::new();
+    for (name, kind, _) in PROXY_FAMILIES {
+        for sample_name in sample_names(name, kind) {
+            for labels in series.select(&sample_name, &[]) {
+                if let Some(point) = series.latest(labels) {
+                    points.push((labels.clone(), point));
+                }
+            }
+        }
+    }
+    let Some(round) = points.iter().map(|(_, point)| point.at).max() else { return };
+    for (name, kind, help) in PROXY_FAMILIES {
+        let mut family: Vec<_> = points
+            .iter()
+            .filter(|(labels, point)| {
+                point.at == round
+                    && labels
+                        .name()
+                        .strip_prefix(name)
+                        .is_some_and(|rest| sample_names("", kind).iter().any(|suffix| suffix == rest))
+            })
+            .collect();
+        if family.is_empty() {
+            continue;
+        }
+        // A histogram's samples go label set by label set: buckets by increasing bound, then count and sum.
+        let bound = |labels: &mend_observe::series::Labels| match labels.get("le") {
+            Some("+Inf") => f64::INFINITY,
+            Some(le) => le.parse().unwrap_or(f64::INFINITY),
+            None => f64::INFINITY,
+        };
+        let order = |labels: &mend_observe::series::Labels| match labels.name().rsplit('_').next() {
+            Some("bucket") => 0,
+            Some("count") => 1,
+            _ => 2,
+        };
+        let group = |labels: &mend_observe::series::Labels| -> Vec<(String, String)> {
+            labels.pairs().filter(|(key, _)| *key != "le").map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+        };
+        family.sort_by(|(a, _), (b, _)| {
+            group(a).cmp(&group(b)).then(order(a).cmp(&order(b))).then(bound(a).total_cmp(&bound(b)))
+        });
+        let _ = writeln!(out, "# HELP {name} {help}.");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, point) in family {
+            out.push_str(labels.name());
+            out.push('{');
+            for (idx, (key, value)) in labels.pairs().enumerate() {
+                if idx > 0 {
+                    out.push(',');
+                }
+                let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(out, "{key}=\"{escaped}\"");
+            }
+            out.push('}');
+            let _ = writeln!(out, " {}", point.value);
+        }
+    }
 }
 
 /// The content type of the OpenMetrics page.

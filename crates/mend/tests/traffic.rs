@@ -164,6 +164,23 @@ fn the_canary_gets_its_weight_and_pinned_requests() {
     eventually(Duration::from_secs(5), "per-release metrics", || {
         (query(&daemon, "sum(mend_proxy_requests_total{service=\"web\",release=\"canary\"})") > 0.0).then_some(())
     });
+    // And exported on /metrics for a Prometheus that scrapes mend: the 0.0.4 text (it is served only when
+    // the OpenMetrics page converts, i.e. is well formed) and OpenMetrics.
+    let text = get(daemon.api, "/metrics");
+    assert_eq!(text.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    for needle in [
+        "# TYPE mend_proxy_requests_total counter",
+        "mend_proxy_requests_total{code=\"2xx\",release=\"canary\",service=\"web\"} ",
+        "# TYPE mend_proxy_request_duration_seconds histogram",
+        "mend_proxy_request_duration_seconds_bucket{le=\"+Inf\",release=\"stable\",service=\"web\"} ",
+        "mend_proxy_backend_in_flight{release=\"canary\",replica=\"1\",service=\"web\"} ",
+    ] {
+        assert!(text.body.contains(needle), "missing {needle:?} in\n{}", text.body);
+    }
+    let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
+    let openmetrics = common::http("GET", daemon.api, "/metrics", &accept).expect("GET /metrics");
+    assert!(openmetrics.body.contains("# TYPE mend_proxy_requests counter\n"), "{}", openmetrics.body);
+    assert!(openmetrics.body.ends_with("# EOF\n"));
 }
 
 #[test]
