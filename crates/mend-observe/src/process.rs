@@ -192,6 +192,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::disallowed_methods, reason = "waits in real time for a real child to exit")]
     fn a_group_of_zombies_has_no_live_members() {
         use std::os::unix::process::CommandExt as _;
         let mut child = std::process::Command::new("true").process_group(0).spawn().expect("spawn true");
