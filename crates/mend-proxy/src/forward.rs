@@ -248,7 +248,10 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         let retry_possible = attempt < cfg.retry.max_attempts;
         let timeout_retry_possible = retry_possible && idempotent && template.is_some();
         let attempt_deadline = if timeout_retry_possible {
-            deadline.min(attempt_start.saturating_add(cfg.attempt_timeout))
+            // At least the configured timeout, and twice the slowest answer lately: a service with slow
+            // endpoints keeps its requests where they are instead of doubling them (`slow.rs`).
+            let patience = cfg.attempt_timeout.max(shared.slowest.get(attempt_start).saturating_mul(2));
+            deadline.min(attempt_start.saturating_add(patience))
         } else {
             deadline
         };
@@ -292,6 +295,8 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         };
         match result {
             Ok((response, call)) => {
+                let answered = conn.now();
+                shared.slowest.observe(answered.since(attempt_start), answered);
                 let status = response.status();
                 let failed = status.is_server_error();
                 judge(shared, &backend, failed);

@@ -7,7 +7,7 @@
 //! - [`server`]: accept loop, one task per client connection, idle and slow-header timeouts;
 //! - [`forward`]: faults, limits, header rewriting ([`headers`]), body buffering ([`body`]), then
 //!   attempts with budgeted retries ([`budget`]) on backends picked by [`balancer`] from the current
-//!   route snapshot;
+//!   route snapshot, each attempt bounded by a timeout that [`slow`] stretches for slow services;
 //! - [`upstream`]: the HTTP/1.1 client side, driven inside the request's own task (no connection task,
 //!   no dispatch channel): the head is encoded from the parsed request, which a retry reuses as it is;
 //!   a 101 to an upgrade request (WebSocket) hands both connections to a byte tunnel;
@@ -64,6 +64,7 @@ mod headers;
 mod proxy;
 mod route;
 mod server;
+mod slow;
 mod stats;
 mod upstream;
 mod workers;

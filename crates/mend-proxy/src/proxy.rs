@@ -22,6 +22,7 @@ use crate::error::ProxyError;
 use crate::fault::{Fault, Faults};
 use crate::route::{BackendId, RouteTable};
 use crate::server::Phase;
+use crate::slow::SlowestAnswer;
 use crate::stats::{BackendStats, CallerTable, Counters, ProxyStats, sum};
 use crate::workers;
 
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) faults: Faults,
     pub(crate) budget: RetryBudget,
+    /// The slowest answer of a backend lately, which stretches the attempt timeout.
+    pub(crate) slowest: SlowestAnswer,
     pub(crate) server: hyper::server::conn::http1::Builder,
     /// Taken by route updates, drain and stats; never on the request path.
     registry: Mutex<Registry>,
@@ -176,6 +179,7 @@ impl Proxy {
         server.max_buf_size(config.max_request_header_bytes).header_read_timeout(None).keep_alive(true);
         let shared = Arc::new(Shared {
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.min_retries_per_second),
+            slowest: SlowestAnswer::default(),
             config,
             clock: Clock::new(),
             routes: ArcSwap::from_pointee(RouteState::default()),

@@ -415,3 +415,28 @@ async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
     assert_eq!(reply.status, 200);
     drop(fillers);
 }
+
+#[tokio::test]
+async fn a_service_that_answers_slowly_is_not_retried_into_double_work() {
+    let slow_a = Upstream::start("a").await;
+    let slow_b = Upstream::start("b").await;
+    for upstream in [&slow_a, &slow_b] {
+        upstream.set(Mode::Slow(Duration::from_millis(600)));
+    }
+    let proxy = TestProxy::start(round_robin(), table(&[&slow_a, &slow_b])).await;
+    // The first slow answer costs one abandoned attempt: nothing says yet that this service is slow.
+    assert_eq!(get(proxy.addr(), "/").await.status, 200);
+    let retries_after_first = proxy.handle.stats().retries;
+    assert_eq!(retries_after_first, 1);
+    // From then on the attempt timeout stretches to twice the slowest answer: each request is answered
+    // where it went, once.
+    let started = Instant::now();
+    for _ in 0..6 {
+        assert_eq!(get(proxy.addr(), "/").await.status, 200);
+    }
+    let stats = proxy.handle.stats();
+    assert_eq!(stats.retries, retries_after_first, "slow answers were retried");
+    assert_eq!(slow_a.count() + slow_b.count(), 8, "every request ran once (the first twice)");
+    assert!(stats.backends.iter().all(|backend| backend.ejections == 0), "a slow backend is not an outlier");
+    assert!(started.elapsed() < Duration::from_millis(6 * 600 + 1000), "{:?}", started.elapsed());
+}
