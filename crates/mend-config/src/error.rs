@@ -50,7 +50,7 @@ impl std::error::Error for ConfigErrors {}
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read config file {}", path.display())]
+    #[error("cannot read config file {}: {source}", path.display())]
     Read {
         /// The path that was tried.
         path: PathBuf,
