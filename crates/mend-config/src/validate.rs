@@ -403,14 +403,17 @@ fn validate_service(
     if raw.canary.is_some() && raw.proxy.is_none() {
         problems.add(&path.key("canary"), "a canary needs [service.NAME.proxy]: the proxy is what splits the traffic");
     }
-    let total = replicas.map(|n| n + canary.as_ref().map_or(0, |c| c.replicas));
-    if let (Some(replicas), Some(ports)) = (total, ports)
-        && replicas > ports.len()
+    let canary_replicas = canary.as_ref().map_or(0, |c| c.replicas);
+    if let (Some(stable), Some(ports)) = (replicas, ports)
+        && stable + canary_replicas > ports.len()
     {
-        problems.add(
-            &path.key("replicas"),
-            format!("{replicas} replicas need {replicas} ports but ports = \"{ports}\" holds only {}", ports.len()),
-        );
+        let total = stable + canary_replicas;
+        let who = if canary_replicas > 0 {
+            format!("{stable} stable and {canary_replicas} canary replicas need {total} ports")
+        } else {
+            format!("{total} replicas need {total} ports")
+        };
+        problems.add(&path.key("replicas"), format!("{who} but ports = \"{ports}\" holds only {}", ports.len()));
     }
 
     let restart = match raw.restart.as_deref() {

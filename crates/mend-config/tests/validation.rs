@@ -469,7 +469,9 @@ listen = "127.0.0.1:9102"
 "#;
     check_errors(
         text,
-        &["mend.toml:6:12: service.web.replicas: 3 replicas need 3 ports but ports = \"9101-9102\" holds only 2"],
+        &[
+            "mend.toml:6:12: service.web.replicas: 2 stable and 1 canary replicas need 3 ports but ports = \"9101-9102\" holds only 2",
+        ],
     );
     let text = text.replace("replicas = 1\n", "replicas = 0\n");
     check_errors(
