@@ -93,6 +93,9 @@ struct Problems<'a> {
     lines: LineIndex,
     root: Option<&'a Spanned<DeTable<'a>>>,
     errors: Vec<(usize, ConfigError)>,
+    /// Key paths whose values were unreadable and taken out: later problems at or under them (a missing
+    /// `command`, say) would repeat the one already reported.
+    dropped: Vec<String>,
 }
 
 impl<'a> Problems<'a> {
@@ -103,8 +106,19 @@ impl<'a> Problems<'a> {
     }
 
     fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
+        if self.was_dropped(path) {
+            return;
+        }
         let span = self.span_of(path);
         self.add_at(span, path.to_string(), message.into());
+    }
+
+    /// Whether `path` is, or is under, a key whose value was unreadable and taken out.
+    fn was_dropped(&self, path: &KeyPath) -> bool {
+        let key = path.to_string();
+        self.dropped.iter().any(|dropped| {
+            key.strip_prefix(dropped.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
     }
 
     /// Span of the value at `path`, or of the deepest key of the path that exists.
@@ -151,23 +165,45 @@ impl<'a> Problems<'a> {
     }
 }
 
+/// Most type errors reported in one section before the rest of it is given up.
+const MAX_TYPE_ERRORS_PER_SECTION: usize = 32;
+
 /// Deserializes one raw section, reporting a type or unknown-key error at its exact location.
+///
+/// serde stops at the first error; so that one bad value does not hide the section's other problems, the
+/// key it sits under is taken out and the section read again, until it reads. What is left is validated
+/// as usual (problems at keys taken out are not reported twice: see [`Problems::add`]).
 fn raw_section<T: DeserializeOwned>(
     problems: &mut Problems<'_>,
     path: &KeyPath,
     value: &Spanned<DeValue<'_>>,
 ) -> Option<T> {
-    let deserializer = ValueDeserializer::from(value.clone());
-    match serde_path_to_error::deserialize::<_, T>(deserializer) {
-        Ok(raw) => Some(raw),
-        Err(error) => {
-            let full_path = path.join_serde(error.path());
-            let span = error.inner().span().unwrap_or_else(|| problems.span_of(&full_path));
-            let message = error.inner().message().trim().replace('\n', " ");
-            problems.add_at(span, full_path.to_string(), message);
-            None
+    let mut value = value.clone();
+    for _ in 0..MAX_TYPE_ERRORS_PER_SECTION {
+        let deserializer = ValueDeserializer::from(value.clone());
+        let error = match serde_path_to_error::deserialize::<_, T>(deserializer) {
+            Ok(raw) => return Some(raw),
+            Err(error) => error,
+        };
+        let full_path = path.join_serde(error.path());
+        let span = error.inner().span().unwrap_or_else(|| problems.span_of(&full_path));
+        let message = error.inner().message().trim().replace('\n', " ");
+        problems.add_at(span, full_path.to_string(), message);
+        // The first key of the error's path within this section: the whole value under it goes.
+        let first: Option<String> = error.path().iter().find_map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        });
+        let removed = match (first, value.get_mut()) {
+            (Some(key), DeValue::Table(table)) => table.remove(key.as_str()).map(|_| key),
+            _ => None,
+        };
+        match removed {
+            Some(key) => problems.dropped.push(path.key(&key).to_string()),
+            None => return None,
         }
     }
+    None
 }
 
 /// Parses and validates `text`, read from `file`; relative paths resolve against `base_dir`.
@@ -178,7 +214,14 @@ pub(crate) fn parse_config(file: &str, text: &str, base_dir: &Path) -> Result<Co
         Err(error) => {
             let offset = error.span().map_or(0, |span| span.start);
             let (line, column) = lines.locate(text, offset);
-            let message = format!("invalid TOML: {}", error.message().trim());
+            let mut message = format!("invalid TOML: {}", error.message().trim());
+            // The parser does not say which key is repeated; its span does.
+            if message.ends_with("duplicate key")
+                && let Some(key) =
+                    error.span().and_then(|span| text.get(span)).map(str::trim).filter(|key| !key.is_empty())
+            {
+                message.push_str(&format!(" `{key}`"));
+            }
             return Err(ConfigErrors(vec![ConfigError {
                 file: file.to_owned(),
                 line,
@@ -188,7 +231,7 @@ pub(crate) fn parse_config(file: &str, text: &str, base_dir: &Path) -> Result<Co
             }]));
         }
     };
-    let mut problems = Problems { file, text, lines, root: Some(&root), errors: Vec::new() };
+    let mut problems = Problems { file, text, lines, root: Some(&root), errors: Vec::new(), dropped: Vec::new() };
     let config = validate(&mut problems, &root, file, base_dir);
     let errors = problems.finish();
     match config {
@@ -275,10 +318,10 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
             services.push(service);
         }
     }
-    let all_valid = services.len() == raw_services.len();
     check_dependencies(problems, &raw_services, &services);
     check_ports(problems, &api, &services);
-    let services = if all_valid { start_order(problems, services)? } else { services };
+    // Among the services that are valid so far: a cycle is reported even when another service is broken.
+    let services = start_order(problems, services);
     unique_names(problems, "scrape", scrapes.iter().map(|s| s.name.as_str()));
     unique_names(problems, "rule", rules.iter().map(|r| r.name.as_str()));
     unique_names(problems, "detect", detects.iter().map(|d| d.name.as_str()));
@@ -287,7 +330,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     Some(Config {
         source: PathBuf::from(file),
         api: api?,
-        services,
+        services: services?,
         scrapes,
         rules,
         detects,
@@ -797,6 +840,8 @@ fn unique_names<'a>(problems: &mut Problems<'_>, kind: &str, names: impl Iterato
 fn command(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&StringOrList>, shell: bool) -> Vec<Template> {
     let command_path = path.key("command");
     match raw {
+        // Present but unreadable: already reported.
+        None if problems.was_dropped(&command_path) => Vec::new(),
         None => {
             problems.add(
                 path,

@@ -66,7 +66,7 @@ fn syntax_errors_name_the_line() {
     check_errors("[api\nlisten = 1\n", &["mend.toml:1:5: invalid TOML: unclosed table, expected `]`"]);
     check_errors(
         "[service.web]\ncommand = [\"a\"]\n[service.web]\ncommand = [\"b\"]\n",
-        &["mend.toml:3:10: invalid TOML: duplicate key"],
+        &["mend.toml:3:10: invalid TOML: duplicate key `web`"],
     );
 }
 
@@ -479,6 +479,41 @@ listen = "127.0.0.1:9102"
         &[
             "mend.toml:9:10: service.web.proxy.listen: port 7070 is the API's port (api.listen)",
             "mend.toml:15:10: service.db.proxy.listen: port 9102 is in the ports 9101-9102 of service \"web\"",
+        ],
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_does_not_hide_the_other_problems() {
+    let text = r#"[storage]
+max_series = "many"
+retention = "-5m"
+[service.a]
+command = 5
+replicas = "1"
+shell = "yes"
+bogus = 1
+[service.b]
+command = ["b"]
+depends_on = ["c"]
+[service.c]
+command = ["c"]
+depends_on = ["b"]
+[service.d]
+command = ["d"]
+depends_on = ["d"]
+"#;
+    check_errors(
+        text,
+        &[
+            "mend.toml:2:14: storage.max_series: invalid type: string \"many\", expected i64",
+            "mend.toml:3:13: storage.retention: invalid duration \"-5m\": expected a number at \"-5m\"",
+            "mend.toml:5:11: service.a.command: invalid type: integer `5`, expected an array of strings (argv), or a string with shell = true",
+            "mend.toml:6:12: service.a.replicas: invalid type: string \"1\", expected i64",
+            "mend.toml:7:9: service.a.shell: invalid type: string \"yes\", expected a boolean",
+            "mend.toml:8:1: service.a.bogus: unknown field `bogus`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`",
+            "mend.toml:11:14: service.b.depends_on: dependency cycle: b -> c -> b",
+            "mend.toml:17:15: service.d.depends_on[0]: a service cannot depend on itself",
         ],
     );
 }
