@@ -85,3 +85,56 @@ fn replica_of(path: &Path) -> (Option<ServiceName>, Option<u32>) {
         None => (None, None),
     }
 }
+
+/// The hidden subcommand of the reaper process: `mend __reaper STATE_DIR`.
+pub const REAPER_SUBCOMMAND: &str = "__reaper";
+
+/// The reaper process's life: wait until its stdin, a pipe whose only writer is mend, reaches its end,
+/// which happens however mend ends (`kill -9` included); then kill what mend's replicas left behind.
+///
+/// A replica's own process dies with mend by its parent-death signal, but the processes it forked (the
+/// workers of a master, a shell's children) are not mend's children and would live on until the next
+/// `mend run`. The reaper does nothing else and holds nothing else. After a clean shutdown it finds no
+/// replica left and exits.
+pub fn run_reaper(state_dir: &Path) {
+    use std::io::Read as _;
+    // Only the end of the pipe counts: a Ctrl-C or SIGTERM sent to mend's process group is mend's to
+    // handle (it stops the replicas gently and then closes the pipe).
+    // Blocked rather than ignored (which would need an unsafe handler change): this process has one
+    // thread, so blocked signals stay pending and are never delivered.
+    let mut blocked = nix::sys::signal::SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGPIPE] {
+        blocked.add(signal);
+    }
+    let _ = blocked.thread_block();
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = [0u8; 64];
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    kill_recorded_groups(state_dir);
+}
+
+/// SIGKILLs every live process of every recorded replica group; returns how many. The pid files stay:
+/// the next mend's orphan pass finds the groups empty and removes them.
+pub fn kill_recorded_groups(state_dir: &Path) -> usize {
+    let mut killed = 0;
+    for (_, record) in pidfile::list(state_dir) {
+        let Some(record) = record else { continue };
+        let members = group_of(record);
+        if members.is_empty() {
+            continue;
+        }
+        let _ = killpg(Pid::from_raw(record.pid as i32), Signal::SIGKILL);
+        for &pid in &members {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        killed += members.len();
+    }
+    killed
+}

@@ -129,6 +129,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     if n_orphans > 0 {
         tracing::warn!(n_orphans, "replaced processes left behind by an earlier mend");
     }
+    // Started before any replica, held until every replica has stopped: if mend dies first (kill -9), the
+    // reaper kills what the replicas forked (their own processes die by their parent-death signal).
+    let reaper = Reaper::start(&state_dir).context("cannot start the reaper process")?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
@@ -267,6 +270,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("proxies still in use at shutdown; closing them with the process"),
     }
     store.close().context("cannot flush the event store")?;
+    reaper.finish();
     tracing::info!("stopped");
     Ok(())
 }
@@ -337,6 +341,33 @@ fn check_config_again(path: &Path, loaded: &str) -> (bool, String) {
         Err(error) => {
             (true, format!("SIGHUP: {file} changed and is invalid; the running configuration stays: {error}"))
         }
+    }
+}
+
+/// The reaper process (`mend __reaper`, see `mend_supervisor::orphans::run_reaper`) and the write end of
+/// its pipe: the pipe closes when mend ends, however it ends.
+struct Reaper {
+    child: std::process::Child,
+}
+
+impl Reaper {
+    fn start(state_dir: &Path) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt as _;
+        let child = std::process::Command::new("/proc/self/exe")
+            .arg(mend_supervisor::orphans::REAPER_SUBCOMMAND)
+            .arg(state_dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            // Its own process group: signals sent to mend's group (a terminal's Ctrl-C) are not its business.
+            .process_group(0)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// After a clean shutdown: closes the pipe; the reaper finds no replica left and exits.
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
 }
 

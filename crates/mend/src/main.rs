@@ -19,5 +19,10 @@ fn main() -> ExitCode {
         output::error_line(&format!("mend {}: {error}", mend_supervisor::SHIM_SUBCOMMAND));
         return ExitCode::from(127);
     }
+    if args.get(1).is_some_and(|arg| arg == mend_supervisor::orphans::REAPER_SUBCOMMAND) {
+        let Some(state_dir) = args.get(2) else { return ExitCode::from(2) };
+        mend_supervisor::orphans::run_reaper(std::path::Path::new(state_dir));
+        return ExitCode::SUCCESS;
+    }
     cli::main()
 }

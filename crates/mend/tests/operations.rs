@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{DEMO, Daemon, MEND, alive, eventually, free_ports, get, http, post};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 fn web_config(extra_api: &str) -> String {
     let port = free_ports(2);
@@ -288,12 +289,21 @@ command = "sleep 1000 & sleep 1001"
     assert_eq!(shutdown, 1);
 }
 
-#[test]
-fn the_next_mend_replaces_processes_a_killed_mend_left_behind() {
-    let port = free_ports(1);
-    // The shell forks `sleep` and then becomes mend-demo: when mend is killed, mend-demo dies with it,
-    // but the orphaned `sleep` lives on in the replica's process group.
-    let mut daemon = Daemon::start(&format!(
+/// The reaper process of the mend with pid `mend` (its child running `mend __reaper`).
+fn reaper_of(mend: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let parent: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (parent == mend && cmdline.split(|&b| b == 0).any(|arg| arg == b"__reaper")).then_some(pid)
+    })
+}
+
+/// A replica whose shell forks `sleep` and then becomes mend-demo: the `sleep` is in the replica's
+/// process group but is not mend's child.
+fn forking_replica_config(port: u16) -> String {
+    format!(
         r#"
 [api]
 listen = "{{api}}"
@@ -303,13 +313,39 @@ command = "sleep 1000 & exec {{demo}} --port {port}"
 [service.web.liveness]
 http = "http://127.0.0.1:{port}/health"
 "#
-    ));
-    let leader = daemon.wait_ready("web")[0];
-    let orphans = eventually(Duration::from_secs(5), "the replica's child is running", || {
+    )
+}
+
+fn forked_children(leader: u32) -> Vec<u32> {
+    eventually(Duration::from_secs(5), "the replica's child is running", || {
         let members: Vec<u32> =
             mend_observe::process::group_members(leader as i32).into_iter().filter(|pid| *pid != leader).collect();
         (!members.is_empty()).then_some(members)
+    })
+}
+
+#[test]
+fn what_a_replica_forked_dies_with_a_killed_mend_too() {
+    let mut daemon = Daemon::start(&forking_replica_config(free_ports(1)));
+    let leader = daemon.wait_ready("web")[0];
+    let children = forked_children(leader);
+    assert!(reaper_of(daemon.pid()).is_some(), "mend runs a reaper");
+    daemon.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));
+    eventually(Duration::from_secs(5), "the replica and what it forked die with mend", || {
+        (!alive(leader) && children.iter().all(|pid| !alive(*pid))).then_some(())
     });
+}
+
+#[test]
+fn the_next_mend_replaces_processes_a_killed_mend_left_behind() {
+    let mut daemon = Daemon::start(&forking_replica_config(free_ports(1)));
+    let leader = daemon.wait_ready("web")[0];
+    let orphans = forked_children(leader);
+    // Without its reaper (killed too, say by `kill -9` of every mend process), the forked `sleep` outlives
+    // mend; the next mend must stop it before it starts anything.
+    let reaper = reaper_of(daemon.pid()).expect("mend runs a reaper");
+    kill(Pid::from_raw(reaper as i32), Signal::SIGKILL).expect("kill the reaper");
+    eventually(Duration::from_secs(5), "the reaper is gone", || (!alive(reaper)).then_some(()));
     daemon.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));
     eventually(Duration::from_secs(5), "the replica dies with mend", || (!alive(leader)).then_some(()));
     assert!(orphans.iter().all(|pid| alive(*pid)), "the orphan should outlive the killed mend");
