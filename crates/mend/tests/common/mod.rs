@@ -207,11 +207,27 @@ impl Daemon {
 
     /// Waits until every replica of `service` is ready; returns their pids.
     pub fn wait_ready(&self, service: &str) -> Vec<u32> {
-        eventually(Duration::from_secs(15), &format!("{service} is ready"), || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
             let replicas = self.replicas(service);
-            let ready = replicas.iter().all(|r| r["ready"] == true);
-            ready.then(|| replicas.iter().map(|r| r["pid"].as_u64().expect("pid") as u32).collect())
-        })
+            if replicas.iter().all(|r| r["ready"] == true) {
+                return replicas.iter().map(|r| r["pid"].as_u64().expect("pid") as u32).collect();
+            }
+            if Instant::now() > deadline {
+                // What mend saw and said, so that a failure on a loaded CI machine can be understood.
+                let events: Vec<String> = self
+                    .events(None)
+                    .iter()
+                    .map(|e| format!("{} {} {} {}", e["at"], e["kind"], e["service"], e["message"]))
+                    .collect();
+                panic!(
+                    "timed out after 15s waiting for {service} to be ready\nreplicas: {replicas:?}\nevents:\n{}\nlog:\n{}",
+                    events.join("\n"),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Events (optionally of one kind) from the API.
