@@ -354,6 +354,8 @@ impl Reaper {
     fn start(state_dir: &Path) -> std::io::Result<Self> {
         use std::os::unix::process::CommandExt as _;
         let child = std::process::Command::new("/proc/self/exe")
+            // Shown as `mend __reaper DIR` in ps, not as the path it was started through.
+            .arg0("mend")
             .arg(mend_supervisor::orphans::REAPER_SUBCOMMAND)
             .arg(state_dir)
             .stdin(std::process::Stdio::piped())
