@@ -18,10 +18,69 @@ use crate::value::ValueType;
 
 /// Parses `text` and converts it; returns the expression and the selectors it reads.
 pub(crate) fn parse(text: &str) -> Result<(Expr, Vec<Selector>), QueryError> {
+    check_size(text)?;
     let parsed = parser::parse(text).map_err(|message| QueryError::Syntax { message })?;
     let mut converter = Converter { selectors: Vec::new() };
     let expr = converter.convert(&parsed)?;
     Ok((expr, converter.selectors))
+}
+
+/// Most operators (and label matchers, which are counted alike) in one expression.
+pub(crate) const MAX_OPERATORS: usize = 250;
+/// Most levels of brackets in one expression.
+pub(crate) const MAX_NESTING: usize = 64;
+
+/// Refuses expressions too large to handle safely, before they are parsed. The parser, the conversion
+/// and the evaluation recurse once per level of the expression tree: `up+up+...` with 4000 terms (a
+/// 12 KB query string, from any client of the query API) overflowed a worker thread's stack and took
+/// mend down. Real expressions stay far below these limits.
+fn check_size(text: &str) -> Result<(), QueryError> {
+    let mut operators = 0usize;
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut word = String::new();
+    let mut chars = text.chars();
+    fn end_word(word: &mut String, operators: &mut usize) {
+        if ["and", "or", "unless"].iter().any(|keyword| word.eq_ignore_ascii_case(keyword)) {
+            *operators += 1;
+        }
+        word.clear();
+    }
+    while let Some(c) = chars.next() {
+        if let Some(open) = quote {
+            if c == '\\' && open != '`' {
+                chars.next();
+            } else if c == open {
+                quote = None;
+            }
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+            continue;
+        }
+        end_word(&mut word, &mut operators);
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '(' | '{' | '[' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(QueryError::Unsupported { construct: "expressions nested more than 64 levels deep" });
+                }
+            }
+            ')' | '}' | ']' => depth = depth.saturating_sub(1),
+            '+' | '-' | '*' | '/' | '%' | '^' | '=' | '!' | '<' | '>' => operators += 1,
+            _ => {}
+        }
+        if operators > MAX_OPERATORS {
+            return Err(QueryError::Unsupported { construct: "expressions with more than 250 operators" });
+        }
+    }
+    end_word(&mut word, &mut operators);
+    if operators > MAX_OPERATORS {
+        return Err(QueryError::Unsupported { construct: "expressions with more than 250 operators" });
+    }
+    Ok(())
 }
 
 struct Converter {

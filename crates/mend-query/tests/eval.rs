@@ -556,3 +556,20 @@ fn query_and_results_can_be_shared_across_threads() {
     assert_send_sync::<mend_query::EvalError>();
     assert_send_sync::<MemoryStorage>();
 }
+
+#[test]
+fn the_largest_accepted_expressions_evaluate_on_a_small_stack() {
+    // At the limits of what parsing accepts (250 operators, 64 levels of brackets), parsing, evaluation
+    // and dropping fit in the 2 MiB stack of a tokio worker, even unoptimised.
+    let wide = vec!["up"; 250].join(" + ");
+    let deep = format!("{}up{}", "abs(".repeat(63), ")".repeat(63));
+    let negated = format!("{}up", "-".repeat(250));
+    let run = move || {
+        check_scalar("scalar(sum(up))", 100, 2.0);
+        for expr in [&wide, &deep, &negated] {
+            let Value::Vector(samples) = eval(expr, 100) else { panic!("not a vector") };
+            assert_eq!(samples.len(), 3);
+        }
+    };
+    std::thread::Builder::new().stack_size(2 * 1024 * 1024).spawn(run).expect("thread").join().expect("no overflow");
+}

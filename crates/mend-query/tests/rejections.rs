@@ -115,3 +115,19 @@ fn type_and_top_level_comparison() {
         assert_eq!((query.value_type(), query.comparison()), (value_type, comparison), "{text}");
     }
 }
+
+#[test]
+fn expressions_too_large_to_handle_safely_are_refused_before_parsing() {
+    let many = "unsupported: expressions with more than 250 operators";
+    check(&vec!["up"; 4000].join("+"), many);
+    check(&format!("{}up", "-".repeat(20_000)), many);
+    check(&vec!["up"; 300].join(" or "), many);
+    check(&vec!["up"; 300].join(" AND "), many);
+    let deep = "unsupported: expressions nested more than 64 levels deep";
+    check(&format!("{}up{}", "(".repeat(100), ")".repeat(100)), deep);
+    check(&format!("{}up{}", "abs(".repeat(1000), ")".repeat(1000)), deep);
+    // Operators and brackets inside strings do not count.
+    let quoted = format!("up{{job=\"{}\"}}", "+(".repeat(2000));
+    assert!(Query::parse(&quoted).is_ok(), "{quoted}");
+    assert!(Query::parse(&vec!["up"; 250].join(" + ")).is_ok());
+}
