@@ -251,7 +251,8 @@ impl ForecastBank {
             (tracked.last_value - limit) * tracked.direction >= 0.0 || (fitted - limit) * tracked.direction >= 0.0;
         // Resolving needs evidence: the series stopped approaching the limit, or the limit is comfortably
         // beyond the horizon. An uncertain fit near the limit keeps the warning.
-        let receding = slope * tracked.direction <= 0.0;
+        // Without a fit (the forecaster just started afresh on a new regime) nothing says it recedes.
+        let receding = tracked.forecaster.trend().is_some() && slope * tracked.direction <= 0.0;
         match (forecast, tracked.firing_since) {
             (Some(forecast), None) if forecast.seconds <= self.horizon_secs => {
                 tracked.firing_since = Some(tracked.last_ts);

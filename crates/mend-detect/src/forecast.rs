@@ -49,7 +49,12 @@ pub struct TrendForecaster {
     sum_tv: f64,
     sum_vv: f64,
     n_seen: u32,
+    /// Consecutive samples clipped on one side of the line: positive above, negative below.
+    run: i32,
 }
+
+/// Samples in a row beyond the clipping band on one side that make a new regime rather than spikes.
+const RESTART_AFTER: i32 = 3;
 
 /// The fitted line: level at the origin, slope, residual std and slope standard error.
 struct Fit {
@@ -86,6 +91,7 @@ impl TrendForecaster {
             sum_tv: 0.0,
             sum_vv: 0.0,
             n_seen: 0,
+            run: 0,
         }
     }
 
@@ -120,6 +126,16 @@ impl TrendForecaster {
         Some(Fit { level, slope, resid_std: (resid_var * n_eff / dof).sqrt(), slope_se })
     }
 
+    /// Forgets the fit and starts a new one at `origin`. Half the warm-up is asked again: a regime change
+    /// was evidence enough that a new line is wanted, and a leak does not wait.
+    fn restart(&mut self, origin: f64) {
+        *self = Self {
+            origin,
+            n_seen: self.min_samples / 2,
+            ..Self::with_params(self.alpha, self.min_confidence, self.min_samples)
+        };
+    }
+
     /// Moves the time origin to `new_origin`, re-expressing the sums.
     fn shift_origin(&mut self, new_origin: f64) {
         let d = new_origin - self.origin;
@@ -142,10 +158,25 @@ impl Forecaster for TrendForecaster {
         }
         let t = timestamp_secs - self.origin;
         let mut value = value;
+        let mut t = t;
         if let Some(fit) = self.fit().filter(|_| self.n_seen >= self.min_samples) {
             let expected = fit.level + fit.slope * t;
             let cap = 4.0 * fit.resid_std;
-            value = expected + clip(value - expected, cap);
+            let deviation = value - expected;
+            self.run = match (deviation.abs() > cap, deviation > 0.0) {
+                (false, _) => 0,
+                (true, true) => self.run.max(0) + 1,
+                (true, false) => self.run.min(0) - 1,
+            };
+            if self.run.abs() >= RESTART_AFTER {
+                // Not spikes but a new regime: a leak that starts after a flat period, a level shift.
+                // Clipped, these values would hold the old line for hundreds of samples (after a flat
+                // history the band is nearly zero wide), so the fit starts afresh from here.
+                self.restart(timestamp_secs);
+                t = 0.0;
+            } else {
+                value = expected + clip(deviation, cap);
+            }
         }
         let keep = 1.0 - self.alpha;
         self.sum_w = keep * self.sum_w + 1.0;
@@ -230,8 +261,34 @@ mod tests {
     }
 
     #[test]
-    fn state_is_88_bytes() {
-        assert_eq!(TrendForecaster::new().state_bytes(), 88);
+    fn state_is_96_bytes() {
+        assert_eq!(TrendForecaster::new().state_bytes(), 96);
+    }
+
+    #[test]
+    fn a_leak_that_starts_after_a_flat_period_is_forecast_before_the_limit() {
+        // RSS flat at 10 MiB (page-sized jitter) for ten minutes, sampled every second; then it grows
+        // 3 MiB/s toward a 96 MiB limit, which it reaches about 29 s later.
+        let mib = 1_048_576.0;
+        let mut forecaster = TrendForecaster::new();
+        let mut seed = 3;
+        for step in 0..600 {
+            forecaster.update(f64::from(step), 10.0 * mib + 4096.0 * (noise(&mut seed) * 4.0).round());
+        }
+        assert!(forecaster.time_to_reach(96.0 * mib).is_none(), "no trend while flat");
+        let mut first = None;
+        for second in 1..=28 {
+            let now = 599.0 + f64::from(second);
+            forecaster.update(now, 10.0 * mib + 3.0 * mib * f64::from(second));
+            if first.is_none() {
+                first = forecaster.time_to_reach(96.0 * mib).map(|forecast| (second, forecast));
+            }
+        }
+        let (second, forecast) = first.expect("forecast before the limit");
+        let truth = (96.0 - 10.0) / 3.0 - f64::from(second);
+        assert!(second <= 15, "forecast only {second} s into the leak");
+        assert!((forecast.seconds - truth).abs() < 0.3 * truth, "{} s vs {truth} s", forecast.seconds);
+        assert!((forecast.slope_per_sec / (3.0 * mib) - 1.0).abs() < 0.2, "{forecast:?}");
     }
 
     #[test]

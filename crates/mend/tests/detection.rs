@@ -222,6 +222,10 @@ http = "http://127.0.0.1:{{port}}/health"
     ));
     let pid = daemon.wait_ready("web")[0];
     let demo = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // A stable period first, as in production: the leak starts after the forecaster has settled on a flat
+    // line (the case that once went unforecast until the limit).
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(signals(&daemon, "").iter().all(|s| s["kind"] != "predictive"), "no forecast while flat");
     assert_eq!(http("POST", demo, "/fault/leak?mib_per_sec=3", &[]).expect("fault").status, 200);
     let predicted = eventually(Duration::from_secs(60), "a predictive signal", || {
         signals(&daemon, "").into_iter().find(|s| s["kind"] == "predictive")
@@ -233,10 +237,17 @@ http = "http://127.0.0.1:{{port}}/health"
     assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pid)));
     let rss = daemon.replica("web", 0)["rss_bytes"].as_u64().unwrap_or(0);
     assert!(rss < 96 * 1024 * 1024, "rss {rss}");
+    // The warning holds until the limit acts: the leak goes on.
     let unhealthy = eventually(Duration::from_secs(60), "the memory limit replaces the replica", || {
         daemon.events(Some("unhealthy")).first().cloned()
     });
     assert!(unhealthy["message"].as_str().unwrap_or("").starts_with("memory check failed"), "{unhealthy}");
+    let early_resolves: Vec<_> = signals(&daemon, "")
+        .into_iter()
+        .filter(|s| s["kind"] == "predictive" && s["state"] == "resolved")
+        .filter(|s| s["evidence"].as_str().unwrap_or("").contains("no longer reaches"))
+        .collect();
+    assert!(early_resolves.is_empty(), "the warning resolved while the leak went on: {early_resolves:?}");
     daemon.wait_ready("web");
     // The restart resets the trend: the warning resolves.
     eventually(Duration::from_secs(20), "the predictive signal resolves", || {
