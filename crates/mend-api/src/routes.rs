@@ -135,10 +135,13 @@ async fn browser_guard(State(state): State<ApiState>, request: Request, next: Ne
     let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if mutating {
         let cross_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "cross-site");
-        let foreign_origin = headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|origin| origin == "null" || !safe_host(origin.split("://").nth(1).unwrap_or(origin)));
+        // Same origin only: the Origin's host and port must be the ones the request was sent to, so
+        // that another local web app (http://localhost:3000, say) cannot act either.
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let foreign_origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|origin| {
+            let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
+            origin == "null" || !host.is_some_and(|host| host.eq_ignore_ascii_case(authority))
+        });
         if cross_site || foreign_origin {
             return ApiError(StatusCode::FORBIDDEN, "cross-site requests may not change anything".into())
                 .into_response();

@@ -405,10 +405,15 @@ fn web_pages_cannot_drive_the_api() {
     let fetch =
         http("POST", daemon.api, "/api/v1/services/web/stop", &[("Sec-Fetch-Site", "cross-site")]).expect("request");
     assert_eq!(fetch.status, 403);
+    // Another local web app is another origin too.
+    let local =
+        http("POST", daemon.api, "/api/v1/services/web/stop", &[("Origin", "http://localhost:9999")]).expect("request");
+    assert_eq!(local.status, 403, "another local origin: {}", local.body);
     assert_eq!(daemon.replica("web", 0)["state"], "running", "nothing was stopped");
     // Scripts and the CLI send neither header, and a page on the API's own origin may act.
+    let own_origin = format!("http://{}", daemon.api);
     let same_origin =
-        http("POST", daemon.api, "/api/v1/services/web/restart?replica=0", &[("Origin", "http://127.0.0.1:7070")])
+        http("POST", daemon.api, "/api/v1/services/web/restart?replica=0", &[("Origin", own_origin.as_str())])
             .expect("request");
     assert_eq!(same_origin.status, 200, "{}", same_origin.body);
 }
