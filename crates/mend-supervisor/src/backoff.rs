@@ -7,7 +7,7 @@ use mend_config::Backoff;
 /// Delay before restart number `consecutive_failures` (1 = the first failure after a stable run).
 ///
 /// The first restart is immediate: a single crash should cost no waiting, like a bare respawn loop. From
-/// the second on, the delay is `initial · 2^(n−2)`, capped at `max`, then spread by `jitter`.
+/// the second on, the delay is `initial · 2^(n−2)`, spread by `jitter`, and never more than `max`.
 /// `jitter_sample` in [-1, 1] is drawn by the caller, which keeps this function pure.
 pub fn restart_delay(backoff: &Backoff, consecutive_failures: u32, jitter_sample: f64) -> Duration {
     if consecutive_failures <= 1 {
@@ -16,7 +16,7 @@ pub fn restart_delay(backoff: &Backoff, consecutive_failures: u32, jitter_sample
     let exponent = (consecutive_failures - 2).min(32);
     let base = backoff.initial.saturating_mul(1_u32 << exponent.min(31)).min(backoff.max);
     let factor = 1.0 + backoff.jitter * jitter_sample.clamp(-1.0, 1.0);
-    Duration::from_secs_f64((base.as_secs_f64() * factor).max(0.0))
+    Duration::from_secs_f64((base.as_secs_f64() * factor).max(0.0)).min(backoff.max)
 }
 
 #[cfg(test)]
@@ -44,5 +44,8 @@ mod tests {
         assert_eq!(restart_delay(&backoff(), 2, 1.0), Duration::from_millis(110));
         assert_eq!(restart_delay(&backoff(), 2, -1.0), Duration::from_millis(90));
         assert_eq!(restart_delay(&backoff(), 2, 7.0), Duration::from_millis(110));
+        // `max` is a ceiling, jitter included.
+        assert_eq!(restart_delay(&backoff(), 20, 1.0), Duration::from_secs(30));
+        assert_eq!(restart_delay(&backoff(), 20, -1.0), Duration::from_secs(27));
     }
 }
