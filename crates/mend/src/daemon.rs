@@ -16,7 +16,7 @@ use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper};
 use mend_observe::series::{Limits, SeriesStore};
 use mend_store::{Retention, Store};
 use mend_supervisor::{RunnerContext, Spawner, Supervisor, orphans};
-use mend_types::{Clock, Event, EventKind, EventSink, SystemClock};
+use mend_types::{Clock, Event, EventKind, EventSink, Signal, SignalSink, SignalState, SystemClock};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -125,6 +125,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let events = Arc::new(EventCounter::new(store.sink()));
     let signals = Arc::new(SignalCounter::new(store.signal_sink()));
 
+    resolve_conditions_of_the_last_run(&store, signals.as_ref(), clock.as_ref());
     let n_orphans = orphans::replace_orphans(&state_dir, events.as_ref(), clock.as_ref()).await;
     if n_orphans > 0 {
         tracing::warn!(n_orphans, "replaced processes left behind by an earlier mend");
@@ -370,6 +371,24 @@ impl Reaper {
     fn finish(mut self) {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
+    }
+}
+
+/// Resolves what the last run left firing. This run evaluates rules, detectors and forecasts afresh (a
+/// condition that still holds fires again after its `for`); left as they were, those conditions would be
+/// listed as active for ever, since nothing would resolve them. Alerts from Alertmanager stay: it owns
+/// them and resolves them itself.
+fn resolve_conditions_of_the_last_run(store: &Store, signals: &dyn SignalSink, clock: &dyn Clock) {
+    let query = mend_store::SignalQuery { active_only: true, limit: 10_000, ..Default::default() };
+    let Ok(active) = store.signals(&query) else { return };
+    let now = clock.wall();
+    for stored in active.into_iter().filter(|stored| stored.signal.kind != mend_types::SignalKind::External) {
+        signals.signal(Signal {
+            at: now,
+            state: SignalState::Resolved,
+            evidence: "mend restarted: the condition is evaluated afresh".to_owned(),
+            ..stored.signal
+        });
     }
 }
 

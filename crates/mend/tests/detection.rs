@@ -326,3 +326,42 @@ fn node_exporter_is_scraped_as_a_static_target() {
     let _ = node.kill();
     let _ = node.wait();
 }
+
+#[test]
+fn conditions_firing_when_mend_stopped_are_resolved_by_the_next_run() {
+    let port = common::free_ports(1);
+    let rule = r#"
+[[rule]]
+name = "AlwaysOn"
+expr = 'mend_replica_rss_bytes > 0'
+for = "0s"
+"#;
+    let service = format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{port}"
+"#
+    );
+    let mut daemon = Daemon::start(&format!("{service}{rule}"));
+    eventually(Duration::from_secs(15), "the rule fires", || {
+        (!signals(&daemon, "&active=true").is_empty()).then_some(())
+    });
+    // An Alertmanager alert is Alertmanager's to resolve: it stays.
+    let alert = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"DiskFull"},"annotations":{},"startsAt":"2026-01-01T00:00:00Z"}]}"#;
+    assert_eq!(post_json(&daemon, "/api/v1/alerts", alert, None).status, 200);
+    daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15));
+    // The next run no longer has the rule: nothing would ever resolve what the last one left firing.
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    std::fs::write(&daemon.config_path, text.replace(rule, "")).expect("write config");
+    daemon.spawn();
+    daemon.wait_ready("web");
+    let active = signals(&daemon, "&active=true");
+    let names: Vec<&str> = active.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["DiskFull"], "{active:?}");
+    let resolved = signals(&daemon, "").into_iter().find(|s| s["name"] == "AlwaysOn" && s["state"] == "resolved");
+    let resolved = resolved.expect("a resolved transition");
+    assert!(resolved["evidence"].as_str().unwrap_or("").contains("mend restarted"), "{resolved}");
+}
