@@ -73,6 +73,21 @@ impl SignalCounter {
         }
         by_kind.into_iter().collect()
     }
+
+    /// Whether the condition with `fingerprint` is firing now.
+    pub fn is_firing(&self, fingerprint: &str) -> bool {
+        self.firing.lock().is_ok_and(|firing| firing.contains_key(fingerprint))
+    }
+
+    /// Takes over conditions a previous run left firing (read back from the store), without recording
+    /// them again.
+    pub fn restore_firing<'a>(&self, signals: impl IntoIterator<Item = &'a Signal>) {
+        if let Ok(mut firing) = self.firing.lock() {
+            for signal in signals {
+                firing.insert(signal.fingerprint(), signal.kind);
+            }
+        }
+    }
 }
 
 impl SignalSink for SignalCounter {

@@ -397,11 +397,19 @@ async fn alerts_in(
             evidence,
         });
     }
+    // Alertmanager repeats a notification every repeat_interval while an alert fires: a repeat is not a
+    // new transition.
     let n_signals = signals.len();
+    let mut unchanged = 0;
     for signal in signals {
+        let firing = state.signals.is_firing(&signal.fingerprint());
+        if firing == (signal.state == SignalState::Firing) {
+            unchanged += 1;
+            continue;
+        }
         state.signals.signal(signal);
     }
-    Ok(Json(json!({ "accepted": n_signals })))
+    Ok(Json(json!({ "accepted": n_signals, "unchanged": unchanged })))
 }
 
 #[derive(Debug, Deserialize)]

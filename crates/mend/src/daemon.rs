@@ -125,7 +125,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let events = Arc::new(EventCounter::new(store.sink()));
     let signals = Arc::new(SignalCounter::new(store.signal_sink()));
 
-    resolve_conditions_of_the_last_run(&store, signals.as_ref(), clock.as_ref());
+    resolve_conditions_of_the_last_run(&store, &signals, clock.as_ref());
     let n_orphans = orphans::replace_orphans(&state_dir, events.as_ref(), clock.as_ref()).await;
     if n_orphans > 0 {
         tracing::warn!(n_orphans, "replaced processes left behind by an earlier mend");
@@ -378,11 +378,14 @@ impl Reaper {
 /// condition that still holds fires again after its `for`); left as they were, those conditions would be
 /// listed as active for ever, since nothing would resolve them. Alerts from Alertmanager stay: it owns
 /// them and resolves them itself.
-fn resolve_conditions_of_the_last_run(store: &Store, signals: &dyn SignalSink, clock: &dyn Clock) {
+fn resolve_conditions_of_the_last_run(store: &Store, signals: &SignalCounter, clock: &dyn Clock) {
     let query = mend_store::SignalQuery { active_only: true, limit: 10_000, ..Default::default() };
     let Ok(active) = store.signals(&query) else { return };
     let now = clock.wall();
-    for stored in active.into_iter().filter(|stored| stored.signal.kind != mend_types::SignalKind::External) {
+    let (external, internal): (Vec<_>, Vec<_>) =
+        active.into_iter().partition(|stored| stored.signal.kind == mend_types::SignalKind::External);
+    signals.restore_firing(external.iter().map(|stored| &stored.signal));
+    for stored in internal {
         signals.signal(Signal {
             at: now,
             state: SignalState::Resolved,

@@ -56,9 +56,13 @@ fn alertmanager_webhook_alerts_become_signals() {
     assert_eq!(signal["labels"]["instance"], "host1");
     assert_eq!(signal["evidence"], "disk 97% full");
     assert_eq!(signal["since"], "2026-11-22T10:00:00.000Z");
+    // Alertmanager repeats the notification while the alert fires: no new transition.
+    let repeat = post_json(&daemon, "/api/v1/alerts", ALERTS, Some("t0ken-t0ken"));
+    assert_eq!((repeat.status, repeat.json()["unchanged"].as_u64()), (200, Some(1)), "{}", repeat.body);
 
     let resolved = ALERTS.replace("\"status\": \"firing\"", "\"status\": \"resolved\"");
     assert_eq!(post_json(&daemon, "/api/v1/alerts", &resolved, Some("t0ken-t0ken")).status, 200);
+    assert_eq!(post_json(&daemon, "/api/v1/alerts", &resolved, Some("t0ken-t0ken")).json()["unchanged"], 1);
     eventually(Duration::from_secs(5), "the signal resolves", || {
         let signals = get(daemon.api, "/api/v1/signals?active=true").json()["signals"].as_array().cloned()?;
         signals.is_empty().then_some(())
@@ -364,4 +368,11 @@ ports = "{port}"
     let resolved = signals(&daemon, "").into_iter().find(|s| s["name"] == "AlwaysOn" && s["state"] == "resolved");
     let resolved = resolved.expect("a resolved transition");
     assert!(resolved["evidence"].as_str().unwrap_or("").contains("mend restarted"), "{resolved}");
+    // The new run knows the alert is firing: a repeat changes nothing, and Alertmanager's resolve lands.
+    assert_eq!(post_json(&daemon, "/api/v1/alerts", alert, None).json()["unchanged"], 1);
+    let resolve = alert.replace("\"status\":\"firing\"", "\"status\":\"resolved\"");
+    assert_eq!(post_json(&daemon, "/api/v1/alerts", &resolve, None).json()["unchanged"], 0);
+    eventually(Duration::from_secs(5), "nothing is active", || {
+        signals(&daemon, "&active=true").is_empty().then_some(())
+    });
 }
