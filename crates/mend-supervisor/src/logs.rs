@@ -182,12 +182,34 @@ pub fn read_from(dir: &Path, index: u32, cursor: LogCursor) -> io::Result<(Vec<u
         Err(error) => return Err(error),
     };
     let meta = file.metadata()?;
+    const BUDGET: u64 = 1024 * 1024;
+    let mut appended = Vec::new();
+    if meta.ino() != cursor.inode && cursor.inode != 0 {
+        // Rotated since the last read: first the rest of the file the cursor was in, now a rotated one,
+        // or the lines written just before the rotation would be lost to the follower.
+        if let Some(mut old) = find_rotated(dir, index, cursor.inode) {
+            old.seek(SeekFrom::Start(cursor.offset))?;
+            old.take(BUDGET).read_to_end(&mut appended)?;
+            if appended.len() as u64 == BUDGET {
+                let offset = cursor.offset + BUDGET;
+                return Ok((appended, LogCursor { inode: cursor.inode, offset }));
+            }
+        }
+    }
     let start = if meta.ino() != cursor.inode || meta.len() < cursor.offset { 0 } else { cursor.offset };
     file.seek(SeekFrom::Start(start))?;
-    let mut appended = Vec::new();
-    file.take(1024 * 1024).read_to_end(&mut appended)?;
-    let offset = start + appended.len() as u64;
+    let before = appended.len();
+    file.take(BUDGET - before as u64).read_to_end(&mut appended)?;
+    let offset = start + (appended.len() - before) as u64;
     Ok((appended, LogCursor { inode: meta.ino(), offset }))
+}
+
+/// The rotated file of replica `index` with inode `inode`, if it is still kept.
+fn find_rotated(dir: &Path, index: u32, inode: u64) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    (1..=64)
+        .map_while(|generation| File::open(rotated_path(dir, index, generation)).ok())
+        .find(|file| file.metadata().is_ok_and(|meta| meta.ino() == inode))
 }
 
 #[cfg(test)]
@@ -212,6 +234,25 @@ mod tests {
         // Reaching into rotated files for older lines.
         let more = tail(dir.path(), 0, 12).expect("tail");
         assert_eq!(more.first().map(String::as_str), Some("line 028"));
+    }
+
+    #[test]
+    fn a_follower_loses_no_line_to_a_rotation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = LogFile::open(dir.path(), 0, 100, 3).expect("open log");
+        let mut cursor = LogCursor::at_end(dir.path(), 0);
+        let mut seen = Vec::new();
+        for idx in 0..60 {
+            log.write_line(format!("line {idx:03}").as_bytes()).expect("write");
+            // The follower polls every third line, so rotations fall between its reads.
+            if idx % 3 == 2 {
+                let (bytes, next) = read_from(dir.path(), 0, cursor).expect("read");
+                seen.extend_from_slice(&bytes);
+                cursor = next;
+            }
+        }
+        let expected: String = (0..60).map(|idx| format!("line {idx:03}\n")).collect();
+        assert_eq!(String::from_utf8_lossy(&seen), expected);
     }
 
     #[test]
