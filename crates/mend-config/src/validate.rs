@@ -749,7 +749,13 @@ fn validate_rule(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawRule) -> 
 
 fn validate_detect(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawDetect) -> Option<Detect> {
     let name = name(problems, path, raw.name.as_ref());
-    let series = required(problems, path, "series", raw.series.as_ref(), "'mend_replica_rss_bytes{service=\"web\"}'");
+    let series = required(
+        problems,
+        path,
+        "series",
+        raw.series.as_ref(),
+        "'mend_replica_resident_memory_bytes{service=\"web\"}'",
+    );
     let valid_series =
         series.is_some_and(|series| promql(problems, path, "series", series, crate::promql::Expect::Series));
     let detector = raw.detector.clone().unwrap_or_else(|| "default".to_owned());

@@ -305,7 +305,7 @@ severity = "critical"
 labels = { team = "web" }
 [[detect]]
 name = "rss"
-series = 'mend_replica_rss_bytes{service="web"}'
+series = 'mend_replica_resident_memory_bytes{service="web"}'
 sensitivity = 0.7
 [[forecast]]
 name = "disk"

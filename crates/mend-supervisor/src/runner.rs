@@ -592,7 +592,7 @@ impl Runner {
         let mut values = vec![
             ("mend_replica_cpu_seconds_total", stats.cpu_seconds),
             ("mend_replica_cpu_percent", stats.cpu_percent),
-            ("mend_replica_rss_bytes", stats.rss_bytes as f64),
+            ("mend_replica_resident_memory_bytes", stats.rss_bytes as f64),
             ("mend_replica_threads", stats.threads as f64),
             ("mend_replica_restarts_total", self.machine.restarts() as f64),
         ];

@@ -48,7 +48,8 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
         loop {
             {
                 let mut store = series.write().expect("lock");
-                let labels = store.labels("mend_replica_rss_bytes", &[("service", "sleeper"), ("replica", "0")]);
+                let labels =
+                    store.labels("mend_replica_resident_memory_bytes", &[("service", "sleeper"), ("replica", "0")]);
                 if store.latest(&labels).is_some_and(|point| point.value > 0.0) {
                     let uptime =
                         store.labels("mend_replica_uptime_seconds", &[("service", "sleeper"), ("replica", "0")]);

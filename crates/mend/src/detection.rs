@@ -112,7 +112,7 @@ impl Detection {
             if let Some(limit) = service.max_memory_bytes {
                 forecasts.push(Forecast {
                     name: "memory_exhaustion".to_owned(),
-                    series: format!("mend_replica_rss_bytes{{service=\"{}\"}}", service.name),
+                    series: format!("mend_replica_resident_memory_bytes{{service=\"{}\"}}", service.name),
                     limit: limit as f64,
                     horizon: MEMORY_FORECAST_HORIZON,
                     severity: mend_types::Severity::Warning,

@@ -337,7 +337,7 @@ fn conditions_firing_when_mend_stopped_are_resolved_by_the_next_run() {
     let rule = r#"
 [[rule]]
 name = "AlwaysOn"
-expr = 'mend_replica_rss_bytes > 0'
+expr = 'mend_replica_resident_memory_bytes > 0'
 for = "0s"
 "#;
     let service = format!(
