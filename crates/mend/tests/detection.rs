@@ -362,9 +362,12 @@ ports = "{port}"
     std::fs::write(&daemon.config_path, text.replace(rule, "")).expect("write config");
     daemon.spawn();
     daemon.wait_ready("web");
-    let active = signals(&daemon, "&active=true");
-    let names: Vec<&str> = active.iter().filter_map(|s| s["name"].as_str()).collect();
-    assert_eq!(names, ["DiskFull"], "{active:?}");
+    // Written through the store's queue: eventually, and then for good.
+    eventually(Duration::from_secs(5), "only the external alert is active", || {
+        let active = signals(&daemon, "&active=true");
+        let names: Vec<&str> = active.iter().filter_map(|s| s["name"].as_str()).collect();
+        (names == ["DiskFull"]).then_some(())
+    });
     let resolved = signals(&daemon, "").into_iter().find(|s| s["name"] == "AlwaysOn" && s["state"] == "resolved");
     let resolved = resolved.expect("a resolved transition");
     assert!(resolved["evidence"].as_str().unwrap_or("").contains("mend restarted"), "{resolved}");
