@@ -186,6 +186,7 @@ enum Phase {
     },
     Stopping {
         pid: u32,
+        /// When the process started (not when the stop began).
         since: Instant,
         deadline: Instant,
         killed: bool,
@@ -518,7 +519,12 @@ impl Lifecycle {
             }
             effects.push(Effect::Signal(signal));
         }
-        self.phase = Phase::Stopping { pid, since: now, deadline: now + self.policy.stop_timeout, killed: kill, then };
+        // The process's own start: how long it ran decides whether its end resets the back-off.
+        let since = match self.phase {
+            Phase::Running { since, .. } | Phase::Stopping { since, .. } => since,
+            _ => now,
+        };
+        self.phase = Phase::Stopping { pid, since, deadline: now + self.policy.stop_timeout, killed: kill, then };
     }
 
     fn spawned(&mut self, pid: u32, now: Instant, effects: &mut Vec<Effect>) {

@@ -513,3 +513,33 @@ fn a_drain_does_not_eat_the_grace_period_and_unready_replicas_are_not_drained() 
     machine.restart_stop_clock(start + Duration::from_secs(20));
     assert_eq!(machine.next_deadline(), Some(start + Duration::from_secs(25)));
 }
+
+#[test]
+fn a_replacement_after_a_long_run_is_immediate_every_time() {
+    // How long a replaced process ran counts from its start, not from when its stop began: a replica
+    // replaced once an hour is not backed off as if it were crash-looping.
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(Policy { readiness_gate: None, liveness: None, ..policy() });
+    machine.handle(Input::Start, start, 0.0);
+    machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
+    let over = |pid| Input::MemoryExceeded { pid, rss_bytes: 300 * 1_048_576, limit_bytes: 256 * 1_048_576 };
+    let reason = "memory check failed: resident memory 300.0 MiB is above max_memory_bytes (256.0 MiB)";
+    for (round, pid) in [(1_u64, 7_u32), (2, 8)] {
+        let at = round * 60_000;
+        machine.handle(over(pid), start + Duration::from_millis(at), 0.0);
+        check(
+            &mut machine,
+            start,
+            &[(
+                at + 100,
+                Input::Exited(ExitInfo::signal(15)),
+                &[
+                    &format!("exited: pid {pid} killed by SIGTERM (15)"),
+                    &format!("restarted: restarting in 0ms: {reason}"),
+                    "spawn",
+                ],
+            )],
+        );
+        machine.handle(Input::Spawned { pid: pid + 1 }, start + Duration::from_millis(at + 100), 0.0);
+    }
+}
