@@ -218,7 +218,7 @@ pub(crate) struct RawProbe {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLogs {
-    pub(crate) max_file_bytes: Option<i64>,
+    pub(crate) max_file_bytes: Option<IntOrString>,
     pub(crate) keep_files: Option<i64>,
 }
 

@@ -1125,13 +1125,20 @@ fn validate_logs(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawService) 
     let empty = Default::default();
     let raw = raw.logs.as_ref().unwrap_or(&empty);
     let path = path.key("logs");
-    let max_file_bytes = integer(
-        problems,
-        &path.key("max_file_bytes"),
-        raw.max_file_bytes,
-        4096..=i64::MAX,
-        defaults.max_file_bytes as i64,
-    );
+    // Bytes, or a size like max_memory_bytes takes ("10MiB").
+    let size = match &raw.max_file_bytes {
+        Some(IntOrString::String(text)) => match parse_size(text) {
+            Ok(bytes) => Some(bytes.min(i64::MAX as f64) as i64),
+            Err(message) => {
+                problems.add(&path.key("max_file_bytes"), message);
+                return None;
+            }
+        },
+        Some(IntOrString::Int(bytes)) => Some(*bytes),
+        None => None,
+    };
+    let max_file_bytes =
+        integer(problems, &path.key("max_file_bytes"), size, 4096..=i64::MAX, defaults.max_file_bytes as i64);
     let keep_files =
         integer(problems, &path.key("keep_files"), raw.keep_files, 1..=100, i64::from(defaults.keep_files));
     Some(Logs { max_file_bytes: max_file_bytes? as u64, keep_files: keep_files? as u32 })

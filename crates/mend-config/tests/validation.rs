@@ -517,3 +517,16 @@ depends_on = ["d"]
         ],
     );
 }
+
+#[test]
+fn log_file_sizes_take_units_like_memory_limits() {
+    let text = "[service.web]\ncommand = [\"a\"]\n[service.web.logs]\nmax_file_bytes = \"1MiB\"\n";
+    let config = mend_config::parse("mend.toml", text, Path::new("/srv/app")).expect("valid");
+    assert_eq!(config.services[0].logs.max_file_bytes, 1_048_576);
+    check_errors(
+        &text.replace("\"1MiB\"", "\"1 parsec\""),
+        &[
+            "mend.toml:4:18: service.web.logs.max_file_bytes: invalid size \"1 parsec\": unknown unit \"parsec\" (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)",
+        ],
+    );
+}
