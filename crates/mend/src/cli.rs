@@ -59,12 +59,12 @@ enum Command {
         /// Only this service's events.
         #[arg(long)]
         service: Option<String>,
-        /// Only events since this time (RFC 3339) or this long ago ("10m").
-        #[arg(long)]
+        /// Only events since this time (RFC 3339, Unix ms) or this long ago ("10m").
+        #[arg(long, value_parser = since_arg)]
         since: Option<String>,
-        /// At most this many (the newest).
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        /// At most this many (the newest), 1 to 10000.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        limit: u16,
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
@@ -82,12 +82,12 @@ enum Command {
         /// Only this service's signals.
         #[arg(long)]
         service: Option<String>,
-        /// Only signals since this time (RFC 3339) or this long ago ("10m").
-        #[arg(long)]
+        /// Only signals since this time (RFC 3339, Unix ms) or this long ago ("10m").
+        #[arg(long, value_parser = since_arg)]
         since: Option<String>,
-        /// At most this many (the newest).
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        /// At most this many (the newest), 1 to 10000.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        limit: u16,
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
@@ -421,10 +421,10 @@ async fn client_command(command: Command) -> ExitCode {
     let result = match command {
         Command::Status { json, .. } => status(&client, json).await,
         Command::Events { follow, service, since, limit, json, .. } => {
-            events(&client, follow, service, since, limit, json).await
+            events(&client, follow, service, since, usize::from(limit), json).await
         }
         Command::Signals { follow, active, service, since, limit, json, .. } => {
-            signals(&client, follow, active, service, since, limit, json).await
+            signals(&client, follow, active, service, since, usize::from(limit), json).await
         }
         Command::Chaos(command) => chaos(&client, command).await,
         Command::Canary { name, weight, .. } => canary(&client, &name, weight).await,
@@ -620,4 +620,13 @@ async fn logs(client: &Client, name: &str, replica: Option<u32>, follow: bool, t
         path.push_str(&format!("&replica={replica}"));
     }
     client.stream(&path, output::raw).await
+}
+
+/// Checks `--since` as the API will read it (a usage error, exit 2, rather than the daemon's 400).
+fn since_arg(text: &str) -> Result<String, String> {
+    if mend_types::Timestamp::parse(text).is_some() || mend_config::parse_duration(text).is_ok() {
+        Ok(text.to_owned())
+    } else {
+        Err("expected RFC 3339 (2026-01-02T03:04:05Z), Unix milliseconds or a duration like \"10m\"".to_owned())
+    }
 }
