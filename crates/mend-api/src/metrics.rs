@@ -264,58 +264,47 @@ const PROXY_FAMILIES: [(&str, &str, &str); 12] = [
 /// in-flight gauge would mislead.
 fn write_proxy_families(out: &mut String, series: &mend_observe::series::SeriesStore) {
     use std::fmt::Write as _;
-    let sample_names = |name: &str, kind: &str| -> Vec<String> {
+    // The sample names of a family, in the order OpenMetrics wants them within one label set.
+    let suffixes = |kind: &str| -> &'static [&'static str] {
         match kind {
-            "counter" => vec![format!("{name}_total")],
-            "histogram" => vec![format!("{name}_bucket"), format!("{name}_count"), format!("{name}_sum")],
-            _ => vec![name.to_owned()],
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_count", "_sum"],
+            _ => &[""],
         }
     };
-    let mut points = Vec::new();
-    for (name, kind, _) in PROXY_FAMILIES {
-        for sample_name in sample_names(name, kind) {
-            for labels in series.select(&sample_name, &[]) {
-                if let Some(point) = series.latest(labels) {
-                    points.push((labels.clone(), point));
+    let families: Vec<_> = PROXY_FAMILIES
+        .iter()
+        .map(|&(name, kind, help)| {
+            let mut samples = Vec::new();
+            for (order, suffix) in suffixes(kind).iter().enumerate() {
+                for labels in series.select(&format!("{name}{suffix}"), &[]) {
+                    if let Some(point) = series.latest(labels) {
+                        samples.push((order, labels.clone(), point));
+                    }
                 }
             }
-        }
-    }
-    let Some(round) = points.iter().map(|(_, point)| point.at).max() else { return };
-    for (name, kind, help) in PROXY_FAMILIES {
-        let mut family: Vec<_> = points
-            .iter()
-            .filter(|(labels, point)| {
-                point.at == round
-                    && labels
-                        .name()
-                        .strip_prefix(name)
-                        .is_some_and(|rest| sample_names("", kind).iter().any(|suffix| suffix == rest))
-            })
-            .collect();
-        if family.is_empty() {
+            (name, kind, help, samples)
+        })
+        .collect();
+    let Some(round) = families.iter().flat_map(|family| &family.3).map(|(_, _, point)| point.at).max() else {
+        return;
+    };
+    for (name, kind, help, mut samples) in families {
+        samples.retain(|(_, _, point)| point.at == round);
+        if samples.is_empty() {
             continue;
         }
-        // A histogram's samples go label set by label set: buckets by increasing bound, then count and sum.
-        let bound = |labels: &mend_observe::series::Labels| match labels.get("le") {
-            Some("+Inf") => f64::INFINITY,
-            Some(le) => le.parse().unwrap_or(f64::INFINITY),
-            None => f64::INFINITY,
-        };
-        let order = |labels: &mend_observe::series::Labels| match labels.name().rsplit('_').next() {
-            Some("bucket") => 0,
-            Some("count") => 1,
-            _ => 2,
-        };
-        let group = |labels: &mend_observe::series::Labels| -> Vec<(String, String)> {
-            labels.pairs().filter(|(key, _)| *key != "le").map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
-        };
-        family.sort_by(|(a, _), (b, _)| {
-            group(a).cmp(&group(b)).then(order(a).cmp(&order(b))).then(bound(a).total_cmp(&bound(b)))
+        // Label set by label set; within one, a histogram's buckets by increasing bound, then count and sum.
+        samples.sort_by_cached_key(|(order, labels, _)| {
+            let group: Vec<(String, String)> =
+                labels.pairs().filter(|(key, _)| *key != "le").map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            // Bucket bounds are non-negative, where the bit patterns of floats order as their values.
+            let bound = labels.get("le").map_or(f64::INFINITY, |le| le.parse().unwrap_or(f64::INFINITY));
+            (group, *order, bound.to_bits())
         });
         let _ = writeln!(out, "# HELP {name} {help}.");
         let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, point) in family {
+        for (_, labels, point) in samples {
             out.push_str(labels.name());
             out.push('{');
             for (idx, (key, value)) in labels.pairs().enumerate() {

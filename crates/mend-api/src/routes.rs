@@ -51,7 +51,7 @@ pub struct ApiState {
 
 /// An API error: a status and a message, rendered as JSON.
 #[derive(Debug)]
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -12,7 +12,7 @@ use mend_config::parse_duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::routes::ApiState;
+use crate::routes::{ApiError, ApiState};
 
 /// Longest a fault may last: chaos always ends by itself.
 pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(3600);
@@ -78,18 +78,18 @@ struct ChaosRequest {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    ApiError(status, message.into()).into_response()
 }
 
-/// Why a chaos call cannot apply to `name`: an HTTP status and a message.
-fn check_service(state: &ApiState, name: &str) -> Result<(), (StatusCode, String)> {
+/// Why a traffic call (`what`: "fault injection", "the canary split") cannot apply to `name`.
+fn check_service(state: &ApiState, name: &str, what: &str) -> Result<(), ApiError> {
     if state.supervisor.service(name).is_none() {
-        return Err((StatusCode::NOT_FOUND, format!("unknown service {name:?}")));
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("unknown service {name:?}")));
     }
     if !state.traffic.proxied(name) {
-        return Err((
+        return Err(ApiError(
             StatusCode::CONFLICT,
-            format!("service {name:?} has no proxy: fault injection works on [service.{name}.proxy]"),
+            format!("service {name:?} has no proxy: {what} works on [service.{name}.proxy]"),
         ));
     }
     Ok(())
@@ -125,8 +125,8 @@ pub(crate) async fn inject(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err((status, message)) = check_service(&state, &name) {
-        return error(status, message);
+    if let Err(refused) = check_service(&state, &name, "fault injection") {
+        return refused.into_response();
     }
     let request: ChaosRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -152,8 +152,8 @@ pub(crate) async fn inject(
 }
 
 pub(crate) async fn clear(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
-    if let Err((status, message)) = check_service(&state, &name) {
-        return error(status, message);
+    if let Err(refused) = check_service(&state, &name, "fault injection") {
+        return refused.into_response();
     }
     state.traffic.clear(&name);
     tracing::info!(service = %name, "fault injection cleared");
@@ -172,8 +172,8 @@ pub(crate) async fn set_canary(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err((status, message)) = check_service(&state, &name) {
-        return error(status, message);
+    if let Err(refused) = check_service(&state, &name, "the canary split") {
+        return refused.into_response();
     }
     if state.traffic.canary_weight(&name).is_none() {
         return error(StatusCode::CONFLICT, format!("service {name:?} has no canary ([service.{name}.canary])"));
@@ -182,8 +182,7 @@ pub(crate) async fn set_canary(
         Ok(request) => request,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid canary request: {e}")),
     };
-    let Ok(weight) = u8::try_from(request.weight).map_err(drop).and_then(|w| if w <= 100 { Ok(w) } else { Err(()) })
-    else {
+    let Some(weight) = u8::try_from(request.weight).ok().filter(|weight| *weight <= 100) else {
         return error(StatusCode::BAD_REQUEST, format!("weight: {} is out of range (0 to 100)", request.weight));
     };
     state.traffic.set_canary_weight(&name, weight);

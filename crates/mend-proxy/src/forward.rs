@@ -181,7 +181,8 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     // A protocol switch (WebSocket, say) is asked for by a request without a body; the client's side of
     // the tunnel comes from hyper once the 101 went out.
     let upgrade = if body.is_end_stream() && parts.version == Version::HTTP_11 {
-        requested_upgrade(&parts.headers).zip(parts.extensions.remove::<OnUpgrade>())
+        requested_upgrade(&parts.headers)
+            .and_then(|protocol| parts.extensions.remove::<OnUpgrade>().map(|on_upgrade| (protocol, on_upgrade)))
     } else {
         None
     };

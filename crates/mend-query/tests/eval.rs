@@ -558,7 +558,7 @@ fn query_and_results_can_be_shared_across_threads() {
 }
 
 #[test]
-fn the_largest_accepted_expressions_evaluate_on_a_small_stack() {
+fn the_largest_accepted_expressions_evaluate_on_a_worker_sized_stack() {
     // At the limits of what parsing accepts (250 operators, 64 levels of brackets), parsing, evaluation
     // and dropping fit in the 2 MiB stack of a tokio worker, even unoptimised.
     let wide = vec!["up"; 250].join(" + ");
