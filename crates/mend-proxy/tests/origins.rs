@@ -799,24 +799,31 @@ impl PythonServer {
         for (name, content) in files {
             std::fs::write(dir.join(name), content).expect("write file");
         }
-        // A free port: bind :0, read it, release it for the server.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let child = tokio::process::Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        // Port 0 and the port read from the server's banner: picking a free port, releasing it and
+        // handing it over races with every other test binding :0 in this binary.
+        let mut child = tokio::process::Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
             .arg(&dir)
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
-            .spawn();
-        let child = child.expect("python3 runs (the test needs it)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        for _ in 0..500 {
+            .spawn()
+            .expect("python3 runs (the test needs it)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut banner = String::new();
+        let mut stdout = tokio::io::BufReader::new(stdout);
+        let read = tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut banner);
+        timeout(Duration::from_secs(10), read).await.expect("banner in time").expect("banner");
+        // "Serving HTTP on 127.0.0.1 port 35177 (http://127.0.0.1:35177/) ..."
+        let port: Option<u16> =
+            banner.split(" port ").nth(1).and_then(|rest| rest.split(' ').next()).and_then(|p| p.parse().ok());
+        if let Some(port) = port {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
             if TcpStream::connect(addr).await.is_ok() {
                 return Self { addr, dir, _child: child };
             }
-            sleep(Duration::from_millis(10)).await;
         }
-        panic!("python3 -m http.server did not start");
+        panic!("python3 -m http.server did not start: {banner:?}");
     }
 }
 

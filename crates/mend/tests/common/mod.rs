@@ -31,18 +31,20 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut condition: impl FnMut() 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A block of `n` consecutive free loopback ports. Blocks are handed out from a per-process base so
-/// that tests running in parallel do not collide.
+/// that tests running in parallel do not collide, and below Linux's ephemeral range (32768 and up):
+/// a port that is free now could otherwise become the local end of some outgoing connection before
+/// mend binds it.
 pub fn free_ports(n: u16) -> u16 {
     let _ = NEXT_PORT.compare_exchange(
         0,
-        20_000 + (std::process::id() % 2000) as u16 * 15,
+        10_000 + (std::process::id() % 1000) as u16 * 20,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
     loop {
         let first = NEXT_PORT.fetch_add(n, Ordering::SeqCst);
-        if first > 60_000 {
-            NEXT_PORT.store(20_000, Ordering::SeqCst);
+        if first + n > 32_000 {
+            NEXT_PORT.store(10_000, Ordering::SeqCst);
             continue;
         }
         if (first..first + n).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
