@@ -119,6 +119,8 @@ pub struct ChannelScores {
 ///
 /// * **flatline**: a run of identical values whose probability, given how often this series
 ///   repeats a value, falls below 10⁻⁸⁰ (a stuck sensor); reported for one refractory period.
+///   A run is judged against the history before it: a short history of movement followed by a
+///   long constant stretch is a series settling (an idle process after start-up) and scores 0.
 ///
 /// The combined score is the channels' maximum. Once it reaches `alarm_level`, the detector stays
 /// silent for `refractory_points` (a lasting event alarms once, not on every point). The output
@@ -150,6 +152,8 @@ pub struct EnsembleDetector {
     repeat_rate: f64,
     run_len: u32,
     run_q: f64,
+    /// Value pairs seen before the current run started: the history its repeat rate comes from.
+    run_history: u32,
     run_full_at: Option<u32>,
     n_pairs: u32,
     refractory_left: u32,
@@ -193,6 +197,7 @@ impl EnsembleDetector {
             repeat_rate: 0.0,
             run_len: 0,
             run_q: 1e-3,
+            run_history: 0,
             run_full_at: None,
             n_pairs: 0,
             refractory_left: 0,
@@ -253,6 +258,7 @@ impl EnsembleDetector {
             if self.run_len == 0 {
                 // The repeat rate before the run started is what makes the run surprising.
                 self.run_q = self.repeat_rate.clamp(1e-3, 0.999);
+                self.run_history = self.n_pairs;
             }
             self.run_len = self.run_len.saturating_add(1);
         } else {
@@ -277,7 +283,16 @@ impl EnsembleDetector {
         if self.run_len == 0 {
             return 0.0;
         }
-        let evidence = f64::from(self.run_len) * -self.run_q.log10();
+        // A repeat rate from a few dozen pairs cannot make a long run surprising: a run longer than
+        // the history it is judged against, or one that history could never make alarming, is a
+        // series settling (an idle process after its start-up), not a stuck one.
+        let per_repeat = -self.run_q.log10();
+        if self.run_len > self.run_history
+            || f64::from(self.run_history) * per_repeat < self.params.flatline_evidence
+        {
+            return 0.0;
+        }
+        let evidence = f64::from(self.run_len) * per_repeat;
         // Once the run carries twice the evidence the default needs (enough for a cautious
         // sensitivity too), report it for one more refractory period, then treat it as old news:
         // a sensor stuck for a day alarms once or twice, not all day.

@@ -200,3 +200,29 @@ fn irregular_duplicate_and_backward_timestamps_are_tolerated() {
         }
     }
 }
+
+/// A freshly started idle process: its RSS moves page by page while it starts (up to a minute of
+/// samples), then holds one value for hours. The long run after a short history of movement is
+/// how every idle service settles, not a stuck sensor: nothing may alarm.
+#[test]
+fn a_process_that_settles_after_start_up_is_not_a_stuck_value() {
+    const PAGE: f64 = 4096.0;
+    for start_up in [5_u32, 20, 60] {
+        for sensitivity in [Sensitivity::DEFAULT, Sensitivity::new(0.9).expect("in range")] {
+            let mut detector = registry::build("default", sensitivity).expect("registered detector");
+            let mut rss = 6.0 * 1024.0 * 1024.0;
+            let mut alarms = Vec::new();
+            for i in 0..20_000_u32 {
+                if i < start_up {
+                    // Start-up: allocations and page faults, a few pages at a time.
+                    rss += PAGE * f64::from(i % 7);
+                }
+                let score = detector.update(Point::new(1_700_000_000.0 + f64::from(i), rss)).value();
+                if score >= ALARM {
+                    alarms.push(i);
+                }
+            }
+            assert!(alarms.is_empty(), "start-up of {start_up} samples, {sensitivity:?}: alarms at {alarms:?}");
+        }
+    }
+}
