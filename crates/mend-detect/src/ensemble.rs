@@ -287,9 +287,7 @@ impl EnsembleDetector {
         // the history it is judged against, or one that history could never make alarming, is a
         // series settling (an idle process after its start-up), not a stuck one.
         let per_repeat = -self.run_q.log10();
-        if self.run_len > self.run_history
-            || f64::from(self.run_history) * per_repeat < self.params.flatline_evidence
-        {
+        if self.run_len > self.run_history || f64::from(self.run_history) * per_repeat < self.params.flatline_evidence {
             return 0.0;
         }
         let evidence = f64::from(self.run_len) * per_repeat;

@@ -58,14 +58,16 @@ fn main() {
         return;
     }
     let n_series = 100_000;
-    // Two fills that differ only in points per series give both figures.
-    let small = measure_in_child(n_series, 10);
-    let large = measure_in_child(n_series, 110);
-    let per_point = (large - small) / (n_series as f64 * 100.0);
-    let per_series = small / n_series as f64 - 10.0 * per_point;
+    // Two fills that differ only in points per series give both figures. Points are compressed in
+    // chunks of 120, so both fills end on a chunk boundary and the difference is ten whole chunks.
+    let (few, many) = (120, 1320);
+    let small = measure_in_child(n_series, few);
+    let large = measure_in_child(n_series, many);
+    let per_point = (large - small) / (n_series as f64 * (many - few) as f64);
+    let per_series = small / n_series as f64 - few as f64 * per_point;
     println!("series store: {per_series:.0} bytes per series + {per_point:.1} bytes per retained point");
     println!(
-        "({n_series} series of 5 labels; 10 points: {:.1} MiB, 110 points: {:.1} MiB)",
+        "({n_series} series of 5 labels, counters sampled every second; {few} points: {:.1} MiB, {many} points: {:.1} MiB)",
         small / 1048576.0,
         large / 1048576.0
     );

@@ -4,10 +4,11 @@
 //!   hang from overload;
 //! - [`process`]: per-process facts from /proc (state, CPU, memory, threads, fds, process groups);
 //! - [`scrape`]: Prometheus/OpenMetrics scraping of service replicas and static targets;
-//! - [`series`]: the in-memory series store with a bounded ring per series.
+//! - [`series`]: the in-memory series store with a bounded ring per series, compressed by [`chunk`].
 //!
 //! Later stages (detect, diagnose) read samples from the series store; nothing here decides anything.
 
+pub mod chunk;
 pub mod probe;
 pub mod process;
 pub mod scrape;

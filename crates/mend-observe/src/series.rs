@@ -1,15 +1,19 @@
-//! The in-memory series store: one fixed-capacity ring of (time, value) points per labelled series.
+//! The in-memory series store: per labelled series a bounded ring of (time, value) points, compressed
+//! in chunks (see [`crate::chunk`]).
 //!
-//! Memory is bounded three ways: points per series (the ring's capacity), age (points older than the
-//! retention are dropped on append), and the number of series (new series beyond the limit are refused
-//! and counted, so a cardinality explosion cannot grow the store). Label strings are interned.
+//! Memory is bounded three ways: points per series, age (points older than the retention, relative to
+//! the newest append, are no longer read and leave memory a whole chunk at a time), and the number of
+//! series (new series beyond the limit are refused and counted, so a cardinality explosion cannot grow
+//! the store). Label strings are interned.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mend_types::Timestamp;
+
+use crate::chunk::CompressedPoints;
 
 /// A series identity: metric name plus label pairs, sorted by label name.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -71,7 +75,7 @@ pub struct Point {
 /// Limits that bound the store's memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Points kept per series.
+    /// Points kept per series (memory holds up to one chunk more until it can leave whole).
     pub points_per_series: usize,
     /// Points older than this (relative to the newest append) are dropped.
     pub retention: Duration,
@@ -110,7 +114,7 @@ impl std::error::Error for AppendError {}
 pub struct SeriesStore {
     limits: Limits,
     strings: HashSet<Arc<str>>,
-    series: HashMap<Labels, VecDeque<Point>>,
+    series: HashMap<Labels, CompressedPoints>,
     /// Series by metric name: almost every query selects by name.
     by_name: HashMap<Arc<str>, Vec<Labels>>,
     dropped_series: u64,
@@ -163,29 +167,36 @@ impl SeriesStore {
                 self.series.entry(labels.clone()).or_default()
             }
         };
-        let oldest_kept = at.saturating_sub(limits.retention);
-        while points.front().is_some_and(|p| p.at < oldest_kept) || points.len() >= limits.points_per_series {
-            points.pop_front();
-        }
-        if points.len() == points.capacity() {
-            // Grow by doubling, but never past the ring's size: a full ring then holds exactly its
-            // points, 16 bytes each, instead of up to twice that.
-            let target = (points.capacity() * 2).max(8).min(limits.points_per_series.max(1));
-            points.reserve_exact(target.saturating_sub(points.len()));
-        }
-        points.push_back(Point { at, value });
+        let keep = limits.points_per_series.max(1);
+        let oldest_kept = at.saturating_sub(limits.retention).as_millis();
+        points.drop_front_chunks(|held, count, newest| held - count >= keep || newest < oldest_kept);
+        points.push(at.as_millis(), value);
         Ok(())
+    }
+
+    /// The points of one series that are still retained, within `[start, end]`.
+    fn retained(&self, points: &CompressedPoints, start: Timestamp, end: Timestamp) -> Vec<Point> {
+        let Some((newest, _)) = points.last() else { return Vec::new() };
+        let keep = self.limits.points_per_series.max(1);
+        let oldest_kept = Timestamp::from_millis(newest).saturating_sub(self.limits.retention);
+        let start = start.max(oldest_kept);
+        points
+            .range(points.len().saturating_sub(keep), start.as_millis(), end.as_millis())
+            .into_iter()
+            .map(|(at, value)| Point { at: Timestamp::from_millis(at), value })
+            .collect()
     }
 
     /// Points of the series with exactly `labels` between `start` and `end` (inclusive).
     pub fn range(&self, labels: &Labels, start: Timestamp, end: Timestamp) -> Vec<Point> {
         let Some(points) = self.series.get(labels) else { return Vec::new() };
-        points.iter().filter(|p| p.at >= start && p.at <= end).copied().collect()
+        self.retained(points, start, end)
     }
 
     /// The newest point of the series with exactly `labels`.
     pub fn latest(&self, labels: &Labels) -> Option<Point> {
-        self.series.get(labels).and_then(|points| points.back().copied())
+        let (at, value) = self.series.get(labels)?.last()?;
+        Some(Point { at: Timestamp::from_millis(at), value })
     }
 
     /// Series whose name is `name` and whose labels include every pair of `matching`.
@@ -208,9 +219,7 @@ impl SeriesStore {
         start: Timestamp,
         end: Timestamp,
     ) -> Box<dyn Iterator<Item = (&'a Labels, Vec<Point>)> + 'a> {
-        let in_range = move |points: &VecDeque<Point>| -> Vec<Point> {
-            points.iter().filter(|p| p.at >= start && p.at <= end).copied().collect()
-        };
+        let in_range = move |points: &CompressedPoints| self.retained(points, start, end);
         match name {
             Some(name) => Box::new(
                 self.by_name
@@ -227,7 +236,7 @@ impl SeriesStore {
     pub fn sweep(&mut self, now: Timestamp) -> usize {
         let oldest_kept = now.saturating_sub(self.limits.retention);
         let before = self.series.len();
-        self.series.retain(|_, points| points.back().is_some_and(|p| p.at >= oldest_kept));
+        self.series.retain(|_, points| points.last().is_some_and(|(at, _)| at >= oldest_kept.as_millis()));
         let series = &self.series;
         self.by_name.retain(|_, members| {
             members.retain(|labels| series.contains_key(labels));
