@@ -278,7 +278,9 @@ fn write_proxy_families(out: &mut String, series: &mend_observe::series::SeriesS
             let mut samples = Vec::new();
             for (order, suffix) in suffixes(kind).iter().enumerate() {
                 for labels in series.select(&format!("{name}{suffix}"), &[]) {
-                    if let Some(point) = series.latest(labels) {
+                    if let Some(point) =
+                        series.latest(labels).filter(|point| !mend_observe::series::is_stale_marker(point.value))
+                    {
                         samples.push((order, labels.clone(), point));
                     }
                 }

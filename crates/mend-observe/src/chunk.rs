@@ -285,9 +285,11 @@ impl CompressedPoints {
         Self::default()
     }
 
-    /// Appends a point (timestamps in any order).
-    pub fn push(&mut self, at: i64, value: f64) {
-        if self.head.count >= CHUNK_POINTS {
+    /// Appends a point (timestamps in any order), cutting a new chunk after `chunk_points` (at most
+    /// [`CHUNK_POINTS`]; a series that keeps fewer points uses smaller chunks, so whole chunks can
+    /// leave memory before it holds much more than it keeps).
+    pub fn push(&mut self, at: i64, value: f64, chunk_points: u16) {
+        if self.head.count >= chunk_points.clamp(1, CHUNK_POINTS) {
             let chunk = self.head.seal();
             self.sealed.push_back(chunk);
         }
@@ -364,7 +366,7 @@ mod tests {
         let mut points = CompressedPoints::new();
         // An hour at one sample a second with a few milliseconds of jitter and a constant value.
         for i in 0..3600_i64 {
-            points.push(1_700_000_000_000 + i * 1000 + (i * 7919) % 5, 6_291_456.0);
+            points.push(1_700_000_000_000 + i * 1000 + (i * 7919) % 5, 6_291_456.0, CHUNK_POINTS);
         }
         assert_eq!(points.len(), 3600);
         let per_point = points.encoded_bytes() as f64 / 3600.0;
@@ -373,7 +375,7 @@ mod tests {
         // raw first point.
         let mut regular = CompressedPoints::new();
         for i in 0..3600_i64 {
-            regular.push(i * 1000, 1.0);
+            regular.push(i * 1000, 1.0, CHUNK_POINTS);
         }
         assert!(regular.encoded_bytes() < 3600 / 2, "{} bytes", regular.encoded_bytes());
     }
@@ -392,7 +394,7 @@ mod tests {
         ];
         let mut points = CompressedPoints::new();
         for (at, value) in input {
-            points.push(at, value);
+            points.push(at, value, 3);
         }
         let expected: Vec<(i64, u64)> = input.iter().map(|&(at, v)| (at, v.to_bits())).collect();
         assert_eq!(all(&points), expected);
@@ -402,7 +404,7 @@ mod tests {
     fn whole_chunks_leave_from_the_front_and_ranges_skip() {
         let mut points = CompressedPoints::new();
         for i in 0..1000_i64 {
-            points.push(i, i as f64);
+            points.push(i, i as f64, CHUNK_POINTS);
         }
         assert_eq!(points.drop_front_chunks(|_, _, newest| newest < 500), 480);
         assert_eq!(points.len(), 520);
@@ -414,7 +416,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_points_round_trip(input in proptest::collection::vec((any::<i64>(), any::<u64>()), 0..400),
+        fn any_points_round_trip(chunk in 1u16..=200, input in proptest::collection::vec((any::<i64>(), any::<u64>()), 0..400),
                                  jitter in proptest::collection::vec((-3_000i64..3_000, 0u8..4), 0..400)) {
             let mut points = CompressedPoints::new();
             let mut expected = Vec::new();
@@ -429,7 +431,7 @@ mod tests {
                     2 => { at += 15_000; value += 0.25; (at, value.to_bits()) }
                     _ => { at -= step.abs(); (at, raw_bits & 0xffff_0000_0000_ffff) }
                 };
-                points.push(point.0, f64::from_bits(point.1));
+                points.push(point.0, f64::from_bits(point.1), chunk);
                 expected.push(point);
             }
             prop_assert_eq!(all(&points), expected);

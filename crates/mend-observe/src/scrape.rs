@@ -127,6 +127,9 @@ async fn fetch(target: &HttpTarget) -> Result<(Bytes, String), ScrapeFailure> {
     result
 }
 
+/// The series mend writes about each scrape of a target, as Prometheus does.
+const SCRAPE_SERIES: [&str; 3] = ["up", "scrape_duration_seconds", "scrape_samples_scraped"];
+
 /// The state of one target across scrapes.
 pub struct Scraper {
     job: ScrapeJob,
@@ -136,9 +139,30 @@ pub struct Scraper {
     stats: Arc<ScrapeStats>,
     /// Series this target created (for its series limit).
     known: HashSet<Labels>,
+    /// Series the last successful scrape exposed without their own timestamps: those that vanish
+    /// (from the next scrape, or with the target) get a staleness marker, as in Prometheus.
+    exposed: HashSet<Labels>,
     failing: Option<String>,
     last_drop_event: Option<Instant>,
     scrapes: u64,
+}
+
+impl Drop for Scraper {
+    /// A target that is no longer scraped (its replica stopped) has no current values, not even
+    /// `up` and the other series mend writes about the scrape.
+    fn drop(&mut self) {
+        let at = self.clock.wall();
+        if let Ok(mut store) = self.store.write() {
+            let borrowed: Vec<(&str, &str)> = self.job.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            for name in SCRAPE_SERIES {
+                let labels = store.labels(name, &borrowed);
+                if store.latest(&labels).is_some_and(|point| !mend_query::is_stale_marker(point.value)) {
+                    self.exposed.insert(labels);
+                }
+            }
+        }
+        self.mark_stale(at);
+    }
 }
 
 /// What one scrape did.
@@ -166,6 +190,7 @@ impl Scraper {
             clock,
             stats,
             known: HashSet::new(),
+            exposed: HashSet::new(),
             failing: None,
             last_drop_event: None,
             scrapes: 0,
@@ -201,10 +226,8 @@ impl Scraper {
         let duration = self.clock.now().saturating_duration_since(started).as_secs_f64();
         let up = if result.is_ok() { 1.0 } else { 0.0 };
         let samples = result.as_ref().map_or(0, |report| report.samples) as f64;
-        self.append_synthetic(
-            at,
-            &[("up", up), ("scrape_duration_seconds", duration), ("scrape_samples_scraped", samples)],
-        );
+        let [up_name, duration_name, samples_name] = SCRAPE_SERIES;
+        self.append_synthetic(at, &[(up_name, up), (duration_name, duration), (samples_name, samples)]);
         match &result {
             Ok(report) => {
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -239,6 +262,11 @@ impl Scraper {
             }
             Err(failure) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                // A target that does not answer has no current values. A malformed answer keeps
+                // the previous ones visible: the target is up, only this exposition was bad.
+                if !matches!(failure, ScrapeFailure::Malformed { .. }) {
+                    self.mark_stale(at);
+                }
                 let reason = failure.to_string();
                 // One event per change of reason, not one per failed scrape.
                 if self.failing.as_deref() != Some(reason.as_str()) {
@@ -271,6 +299,7 @@ impl Scraper {
             self.known.retain(|labels| store.contains(labels));
         }
         let mut report = ScrapeReport { samples: 0, dropped_series: 0 };
+        let mut exposed = HashSet::with_capacity(self.exposed.len());
         let mut pairs: Vec<(String, String)> = Vec::with_capacity(16);
         for (_, sample) in mend_promtext::samples(&families) {
             pairs.clear();
@@ -295,14 +324,34 @@ impl Scraper {
             }
             let when = sample.timestamp_ms.map_or(at, Timestamp::from_millis);
             match store.append(&labels, when, sample.value) {
-                Ok(()) => report.samples += 1,
+                Ok(()) => {
+                    report.samples += 1;
+                    if sample.timestamp_ms.is_none() {
+                        exposed.insert(labels);
+                    }
+                }
                 Err(AppendError::TooManySeries { .. }) => {
                     self.known.remove(&labels);
                     report.dropped_series += 1;
                 }
             }
         }
+        for gone in self.exposed.difference(&exposed) {
+            let _ = store.append(gone, at, mend_query::stale_marker());
+        }
+        self.exposed = exposed;
         Ok(report)
+    }
+
+    /// Ends every series the last scrape exposed with a staleness marker at `at`.
+    fn mark_stale(&mut self, at: Timestamp) {
+        if self.exposed.is_empty() {
+            return;
+        }
+        let Ok(mut store) = self.store.write() else { return };
+        for gone in self.exposed.drain() {
+            let _ = store.append(&gone, at, mend_query::stale_marker());
+        }
     }
 
     fn append_synthetic(&self, at: Timestamp, values: &[(&str, f64)]) {

@@ -15,6 +15,8 @@ use mend_types::Timestamp;
 
 use crate::chunk::CompressedPoints;
 
+pub use mend_query::{is_stale_marker, stale_marker};
+
 /// A series identity: metric name plus label pairs, sorted by label name.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Labels {
@@ -170,7 +172,8 @@ impl SeriesStore {
         let keep = limits.points_per_series.max(1);
         let oldest_kept = at.saturating_sub(limits.retention).as_millis();
         points.drop_front_chunks(|held, count, newest| held - count >= keep || newest < oldest_kept);
-        points.push(at.as_millis(), value);
+        let chunk_points = u16::try_from(keep).unwrap_or(u16::MAX);
+        points.push(at.as_millis(), value, chunk_points);
         Ok(())
     }
 
@@ -294,8 +297,18 @@ impl mend_query::Storage for SeriesStore {
                 matcher.matches_value(value)
             })
         };
-        self.scan(name, Timestamp::from_millis(start_ms), Timestamp::from_millis(end_ms))
-            .filter(|(labels, points)| !points.is_empty() && matches(labels))
+        let (start, end) = (Timestamp::from_millis(start_ms), Timestamp::from_millis(end_ms));
+        let candidates: Box<dyn Iterator<Item = &Labels>> = match name {
+            Some(name) => Box::new(self.by_name.get(name).into_iter().flatten()),
+            None => Box::new(self.series.keys()),
+        };
+        // Labels first: points are decoded only for the series that match.
+        candidates
+            .filter(|labels| matches(labels))
+            .filter_map(|labels| {
+                let points = self.retained(self.series.get(labels)?, start, end);
+                (!points.is_empty()).then_some((labels, points))
+            })
             .map(|(labels, points)| mend_query::Series {
                 labels: mend_query::Labels::new(
                     std::iter::once((mend_query::METRIC_NAME, labels.name())).chain(labels.pairs()),
@@ -364,6 +377,19 @@ mod tests {
         let values: Vec<f64> = store.range(&labels, at(0), at(10)).iter().map(|p| p.value).collect();
         assert_eq!(values, [2.0, 3.0, 4.0]);
         assert_eq!(store.latest(&labels).map(|p| p.value), Some(4.0));
+    }
+
+    #[test]
+    fn a_series_that_keeps_few_points_holds_few() {
+        let mut store =
+            SeriesStore::new(Limits { points_per_series: 10, retention: Duration::from_secs(3600), max_series: 10 });
+        let labels = store.labels("x", &[]);
+        for secs in 0..1000 {
+            store.append(&labels, at(secs), secs as f64).expect("within limits");
+        }
+        assert_eq!(store.range(&labels, at(0), at(1000)).len(), 10);
+        let held = store.series.get(&labels).map_or(0, CompressedPoints::len);
+        assert!(held <= 20, "{held} points held for 10 kept");
     }
 
     #[test]

@@ -161,3 +161,60 @@ async fn an_unreachable_target_fails_with_one_event() {
     assert_eq!(events.kinds(), [EventKind::ScrapeFailed]);
     assert_eq!(latest(&store, "up", &[("service", "web"), ("replica", "0")]), Some(0.0));
 }
+
+/// Prometheus' staleness: a series that leaves the exposition, or whose target stops answering or
+/// is no longer scraped, ends with a staleness marker (a malformed answer keeps the old values);
+/// series with their own timestamps are left alone.
+#[tokio::test]
+async fn vanished_series_and_targets_end_with_staleness_markers() {
+    use mend_observe::series::is_stale_marker;
+    let (port, answer) = exporter();
+    answer.lock().expect("lock").2 = format!("{GOOD}stamped 1 1700000000000\n");
+    let store = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
+    let events = Arc::new(Recorder::default());
+    let mut scraper = scraper(port, 100, &store, &events);
+    scraper.scrape_once().await.expect("scrape works");
+    let web = [("service", "web"), ("replica", "0")];
+    let code = |code: &'static str| [("code", code), ("service", "web"), ("replica", "0")];
+
+    // The 500 series leaves the exposition: it is marked stale, the others go on.
+    answer.lock().expect("lock").2 = "requests_total{code=\"200\"} 8\ntemp 22\n".to_owned();
+    scraper.scrape_once().await.expect("scrape works");
+    assert!(latest(&store, "requests_total", &code("500")).is_some_and(is_stale_marker));
+    assert_eq!(latest(&store, "requests_total", &code("200")), Some(8.0));
+    assert_eq!(latest(&store, "stamped", &web), Some(1.0), "own timestamp: never marked");
+
+    // Malformed: the previous values stay current.
+    answer.lock().expect("lock").2 = "temp{\n".to_owned();
+    scraper.scrape_once().await.expect_err("malformed");
+    assert_eq!(latest(&store, "temp", &web), Some(22.0));
+
+    // The target answers 500: everything it exposed is stale; `up` says why.
+    *answer.lock().expect("lock") = (500, "text/plain", "requests_total{code=\"200\"} 8\ntemp 22\n".to_owned());
+    scraper.scrape_once().await.expect_err("status");
+    assert!(latest(&store, "temp", &web).is_some_and(is_stale_marker));
+    assert!(latest(&store, "requests_total", &code("200")).is_some_and(is_stale_marker));
+    assert_eq!(latest(&store, "up", &web), Some(0.0));
+
+    // Back, then the scraper is dropped (its replica stopped): stale again.
+    answer.lock().expect("lock").0 = 200;
+    scraper.scrape_once().await.expect("scrape works");
+    assert_eq!(latest(&store, "temp", &web), Some(22.0));
+    drop(scraper);
+    assert!(latest(&store, "temp", &web).is_some_and(is_stale_marker));
+
+    // A query sees the series end at once rather than after the 5-minute lookback.
+    let query = mend_query::Query::parse("temp").expect("valid");
+    let now = SystemClockNow::millis();
+    let value = query.eval_instant(&*store.read().expect("lock"), now, &mend_query::EvalOptions::default());
+    assert!(matches!(value, Ok(mend_query::Value::Vector(samples)) if samples.is_empty()));
+}
+
+struct SystemClockNow;
+
+impl SystemClockNow {
+    fn millis() -> i64 {
+        use mend_types::Clock;
+        SystemClock.wall().as_millis()
+    }
+}

@@ -182,8 +182,10 @@ impl Evaluator<'_> {
         series
             .iter()
             .filter_map(|series| {
+                // A series whose latest point is a staleness marker has gone away.
                 window(&series.points, start_ms, end_ms)
                     .last()
+                    .filter(|&&(_, value)| !crate::value::is_stale_marker(value))
                     .map(|&(_, value)| Sample { labels: series.labels.clone(), value })
             })
             .collect()

@@ -19,4 +19,4 @@ pub use error::{EvalError, QueryError};
 pub use labels::{LabelMatcher, Labels, METRIC_NAME, MatchOp};
 pub use query::{Comparison, ComparisonOp, DEFAULT_LOOKBACK_DELTA_MS, DEFAULT_MAX_STEPS, EvalOptions, Query};
 pub use storage::{MemoryStorage, Storage};
-pub use value::{Sample, Series, Value, ValueType};
+pub use value::{STALE_MARKER_BITS, Sample, Series, Value, ValueType, is_stale_marker, stale_marker};

@@ -21,8 +21,8 @@ pub const DEFAULT_MAX_STEPS: u64 = 11_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EvalOptions {
     /// How far back (exclusive) an instant selector looks for the latest point, in milliseconds;
-    /// must be positive. mend has no staleness markers, so a series stays visible for this long
-    /// after its last point.
+    /// must be positive. A series that ended with a staleness marker (its target went away)
+    /// disappears at once; one whose points merely stopped stays visible for this long.
     pub lookback_delta_ms: i64,
     /// The most steps a range query may have.
     pub max_steps: u64,
@@ -227,6 +227,13 @@ impl Query {
                     if !one.points.is_sorted_by_key(|&(t, _)| t) {
                         one.points.sort_by_key(|&(t, _)| t);
                     }
+                    // Staleness markers only end instant selectors; ranges skip them.
+                    if selector.range_ms.is_some() {
+                        one.points.retain(|&(_, value)| !crate::value::is_stale_marker(value));
+                    }
+                }
+                if selector.range_ms.is_some() {
+                    series.retain(|one| !one.points.is_empty());
                 }
                 series
             })

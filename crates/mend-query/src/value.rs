@@ -4,6 +4,21 @@ use std::fmt;
 
 use crate::labels::Labels;
 
+/// The bit pattern of Prometheus' staleness marker (`value.StaleNaN`): the NaN a store appends when a
+/// series disappears from its target, so that instant selectors stop returning the series at once
+/// instead of for the whole lookback delta. Range selectors never see it.
+pub const STALE_MARKER_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// The staleness marker as a value.
+pub fn stale_marker() -> f64 {
+    f64::from_bits(STALE_MARKER_BITS)
+}
+
+/// True for the staleness marker (and for no other NaN).
+pub fn is_stale_marker(value: f64) -> bool {
+    value.to_bits() == STALE_MARKER_BITS
+}
+
 /// A time series: its labels and its points `(milliseconds since the epoch, value)`, oldest first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {

@@ -573,3 +573,42 @@ fn the_largest_accepted_expressions_evaluate_on_a_worker_sized_stack() {
     };
     std::thread::Builder::new().stack_size(2 * 1024 * 1024).spawn(run).expect("thread").join().expect("no overflow");
 }
+
+/// A staleness marker ends a series for instant selectors at once (instead of after the lookback
+/// delta) and is invisible to range selectors, as in Prometheus.
+#[test]
+fn staleness_markers_end_instant_selectors_and_are_skipped_by_ranges() {
+    let stale = mend_query::stale_marker();
+    assert!(mend_query::is_stale_marker(stale) && !mend_query::is_stale_marker(f64::NAN));
+    let storage = MemoryStorage::new(vec![
+        // A target that went away at t = 30 and came back at t = 60.
+        series(
+            &[("__name__", "gone_total"), ("job", "a")],
+            &[(0, 0.0), (10, 10.0), (20, 20.0), (30, stale), (60, 60.0), (70, 70.0)],
+        ),
+        // A plain NaN is a value, not a marker.
+        series(&[("__name__", "nan_gauge")], &[(0, 1.0), (10, f64::NAN)]),
+    ]);
+    let instant = |expr: &str, at: i64| -> Vec<f64> {
+        let query = Query::parse(expr).expect("valid");
+        match query.eval_instant(&storage, s(at), &EvalOptions::default()).expect("evaluates") {
+            Value::Vector(samples) => samples.iter().map(|sample| sample.value).collect(),
+            other => panic!("a vector: {other:?}"),
+        }
+    };
+    assert_eq!(instant("gone_total", 25), [20.0]);
+    assert!(instant("gone_total", 30).is_empty(), "stale at once");
+    assert!(instant("gone_total", 59).is_empty(), "stays stale until a new point");
+    assert_eq!(instant("gone_total", 60), [60.0]);
+    // Ranges skip the marker: 0..20 and 60..70 are the points in (t - 80s, t].
+    assert_eq!(instant("count_over_time(gone_total[80s])", 70), [5.0]);
+    assert_eq!(instant("count_over_time(gone_total[25s])", 40), [1.0]);
+    assert!(instant("count_over_time(gone_total[5s])", 32).is_empty(), "a window holding only the marker is empty");
+    assert!(instant("nan_gauge", 15)[0].is_nan());
+    // A range vector on its own never returns the marker.
+    let query = Query::parse("gone_total[100s]").expect("valid");
+    let Value::Matrix(matrix) = query.eval_instant(&storage, s(70), &EvalOptions::default()).expect("evaluates") else {
+        panic!("a matrix")
+    };
+    assert_eq!(matrix[0].points.len(), 5);
+}

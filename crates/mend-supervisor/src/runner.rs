@@ -16,7 +16,7 @@ use mend_config::{ProbeRole, Service, TemplateVars};
 use mend_observe::probe::{self, ResolvedCheck};
 use mend_observe::process;
 use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper};
-use mend_observe::series::SeriesStore;
+use mend_observe::series::{SeriesStore, is_stale_marker, stale_marker};
 use mend_types::{Clock, Event, EventSink, ExitInfo, ProbeOutcome, ReplicaId, Timestamp};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -28,6 +28,17 @@ use crate::lifecycle::{ActiveProbes, Effect, Input, Lifecycle, Policy};
 use crate::logs::{self, LogFile};
 use crate::pidfile;
 use crate::spawn::{SpawnRequest, Spawner};
+
+/// The series sampled from a replica's process; they end with the process (the restart count,
+/// `mend_replica_restarts_total`, belongs to the replica and goes on).
+const PROCESS_SERIES: [&str; 6] = [
+    "mend_replica_cpu_seconds_total",
+    "mend_replica_cpu_percent",
+    "mend_replica_resident_memory_bytes",
+    "mend_replica_threads",
+    "mend_replica_uptime_seconds",
+    "mend_replica_open_fds",
+];
 
 /// Traffic in front of a service's replicas (mend's proxy), as the supervisor uses it.
 pub trait TrafficControl: Send + Sync {
@@ -269,6 +280,7 @@ impl Runner {
                         self.stop_group_remnants(pid).await;
                     }
                     pidfile::remove(&self.ctx.state_dir, &self.id);
+                    self.mark_process_series_stale();
                     Input::Exited(exit)
                 }
                 command = control.recv(), if control_open => match command {
@@ -609,6 +621,21 @@ impl Runner {
             let _ = series.append(&labels, wall, value);
         }
         exceeded
+    }
+
+    /// Ends the exited process's series (all but the replica's restart count) with a staleness
+    /// marker, so that queries stop showing a dead process's memory and CPU at once.
+    fn mark_process_series_stale(&mut self) {
+        let wall = self.ctx.clock.wall();
+        let index = self.id.index.to_string();
+        let pairs = [("service", self.service.name.as_str()), ("replica", index.as_str())];
+        let Ok(mut series) = self.ctx.series.write() else { return };
+        for name in PROCESS_SERIES {
+            let labels = series.labels(name, &pairs);
+            if series.latest(&labels).is_some_and(|point| !is_stale_marker(point.value)) {
+                let _ = series.append(&labels, wall, stale_marker());
+            }
+        }
     }
 
     fn publish(&mut self) {

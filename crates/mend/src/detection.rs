@@ -219,7 +219,13 @@ fn feed(
             let Some(selector) = query.plain_selector() else { return transitions };
             let start = now.saturating_sub(FEED_WINDOW).as_millis();
             for series in storage.select(selector.matchers(), start, now.as_millis()) {
-                let points: Vec<(f64, f64)> = series.points.iter().map(|&(t, v)| (t as f64 / 1000.0, v)).collect();
+                // A staleness marker says the series ended; it is no value to learn from.
+                let points: Vec<(f64, f64)> = series
+                    .points
+                    .iter()
+                    .filter(|&&(_, v)| !mend_query::is_stale_marker(v))
+                    .map(|&(t, v)| (t as f64 / 1000.0, v))
+                    .collect();
                 transitions.extend(sink(&label_set(&series.labels), &points));
             }
         }

@@ -212,6 +212,24 @@ summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
     assert_eq!((posted.status, posted.json()["status"].as_str()), (200, Some("success")), "{}", posted.body);
     let unformed = common::http_with_body("POST", daemon.api, "/api/v1/query", &[], "query=up").expect("POST");
     assert_eq!((unformed.status, unformed.json()["errorType"].as_str()), (400, Some("bad_data")));
+
+    // A stopped replica's series end with staleness markers: an instant query stops returning them
+    // at once, not five minutes (the lookback delta) later.
+    let instant = |query: &str| -> usize {
+        let encoded = query.replace('{', "%7B").replace('}', "%7D").replace('"', "%22").replace('=', "%3D");
+        get(daemon.api, &format!("/api/v1/query?query={encoded}")).json()["data"]["result"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let queries = ["mend_demo_requests_total", "mend_replica_resident_memory_bytes", r#"up{service="web"}"#];
+    for query in queries {
+        assert!(instant(query) > 0, "{query} before the stop");
+    }
+    assert_eq!(common::post(daemon.api, "/api/v1/services/web/stop").status, 200);
+    for query in queries {
+        eventually(Duration::from_secs(5), &format!("{query} ends"), || (instant(query) == 0).then_some(()));
+    }
+    assert_eq!(instant("mend_replica_restarts_total"), 1, "the restart count belongs to the replica and goes on");
 }
 
 #[test]
