@@ -11,8 +11,8 @@
 //! This is the only crate that speaks SQL.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -190,7 +190,7 @@ pub struct SignalQuery {
 }
 
 enum Message {
-    /// Boxed: the queue's slots are allocated up front, so they stay small.
+    /// Boxed, so that the queue's blocks stay small.
     Event(Box<Event>),
     Signal(Box<Signal>),
     Flush(SyncSender<()>),
@@ -199,13 +199,41 @@ enum Message {
 }
 
 /// Bound of the writer's queue: far more than a busy mend emits while one batch commits. The channel
-/// allocates all its slots at once, which is why events travel boxed.
+/// allocates as messages arrive (a bounded channel would allocate, and touch, every slot up front:
+/// half a megabyte of an idle mend's memory), so the bound is counted here.
 const QUEUE_CAPACITY: usize = 16_384;
+
+/// The writer's queue: unbounded underneath, bounded by a count of queued events and signals.
+#[derive(Clone)]
+struct Queue {
+    sender: Sender<Message>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// Queues an event or signal unless the queue is full or the writer gone; never blocks.
+    fn offer(&self, message: Message) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= QUEUE_CAPACITY {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if self.sender.send(message).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Queues a control message (flush, close), which does not count against the bound.
+    fn control(&self, message: Message) -> Result<(), StoreError> {
+        self.sender.send(message).map_err(|_| StoreError::WriterGone)
+    }
+}
 
 /// The event store.
 pub struct Store {
     path: PathBuf,
-    queue: SyncSender<Message>,
+    queue: Queue,
     reader: Mutex<Connection>,
     dropped: Arc<AtomicU64>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -248,12 +276,14 @@ impl Store {
         let mut writer_connection = connect(path)?;
         migrate(&mut writer_connection, path)?;
         let reader = connect(path)?;
-        let (queue, inbox) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let (sender, inbox) = mpsc::channel();
+        let queue = Queue { sender, queued: Arc::new(AtomicUsize::new(0)) };
+        let writer_queued = queue.queued.clone();
         let dropped = Arc::new(AtomicU64::new(0));
         let writer_dropped = dropped.clone();
         let writer = std::thread::Builder::new()
             .name("mend-store".into())
-            .spawn(move || write_loop(writer_connection, inbox, retention, &writer_dropped))
+            .spawn(move || write_loop(writer_connection, inbox, &writer_queued, retention, &writer_dropped))
             .map_err(|error| StoreError::Open {
                 path: path.to_path_buf(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(error)),
@@ -290,7 +320,7 @@ impl Store {
     /// Waits until every event queued so far is committed.
     pub fn flush(&self) -> Result<(), StoreError> {
         let (done, wait) = mpsc::sync_channel(1);
-        self.queue.send(Message::Flush(done)).map_err(|_| StoreError::WriterGone)?;
+        self.queue.control(Message::Flush(done))?;
         wait.recv().map_err(|_| StoreError::WriterGone)
     }
 
@@ -412,7 +442,7 @@ impl Store {
     pub fn close(&self) -> Result<(), StoreError> {
         let Some(writer) = self.writer.lock().map_err(|_| StoreError::WriterGone)?.take() else { return Ok(()) };
         let (done, wait) = mpsc::sync_channel(1);
-        self.queue.send(Message::Close(done)).map_err(|_| StoreError::WriterGone)?;
+        self.queue.control(Message::Close(done))?;
         let closed = wait.recv().map_err(|_| StoreError::WriterGone);
         let _ = writer.join();
         closed
@@ -420,13 +450,13 @@ impl Store {
 }
 
 struct StoreSink {
-    queue: SyncSender<Message>,
+    queue: Queue,
     dropped: Arc<AtomicU64>,
 }
 
 impl SignalSink for StoreSink {
     fn signal(&self, signal: Signal) {
-        if self.queue.try_send(Message::Signal(Box::new(signal))).is_err() {
+        if !self.queue.offer(Message::Signal(Box::new(signal))) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -434,11 +464,8 @@ impl SignalSink for StoreSink {
 
 impl EventSink for StoreSink {
     fn emit(&self, event: Event) {
-        match self.queue.try_send(Message::Event(Box::new(event))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if !self.queue.offer(Message::Event(Box::new(event))) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -446,7 +473,13 @@ impl EventSink for StoreSink {
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
-fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: Retention, dropped: &AtomicU64) {
+fn write_loop(
+    mut connection: Connection,
+    inbox: Receiver<Message>,
+    queued: &AtomicUsize,
+    retention: Retention,
+    dropped: &AtomicU64,
+) {
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     let mut signals: Vec<Signal> = Vec::new();
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
@@ -463,8 +496,14 @@ fn write_loop(mut connection: Connection, inbox: Receiver<Message>, retention: R
         let mut next = first;
         while let Some(message) = next.take() {
             match message {
-                Message::Event(event) => batch.push(*event),
-                Message::Signal(signal) => signals.push(*signal),
+                Message::Event(event) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    batch.push(*event);
+                }
+                Message::Signal(signal) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    signals.push(*signal);
+                }
                 Message::Flush(done) => flushes.push(done),
                 Message::Close(done) => close = Some(done),
             }
@@ -572,6 +611,30 @@ mod tests {
 
     fn all(store: &Store) -> Vec<StoredEvent> {
         store.events(&EventQuery { limit: 1000, ..Default::default() }).expect("query")
+    }
+
+    #[test]
+    fn the_queue_is_bounded_without_allocating_its_bound() {
+        let (sender, inbox) = mpsc::channel();
+        let queue = Queue { sender, queued: Arc::new(AtomicUsize::new(0)) };
+        let sink = StoreSink { queue: queue.clone(), dropped: Arc::new(AtomicU64::new(0)) };
+        for at in 0..QUEUE_CAPACITY + 10 {
+            sink.emit(event(at as i64, "web", EventKind::Started));
+        }
+        assert_eq!(sink.dropped.load(Ordering::Relaxed), 10, "the overflow is dropped and counted");
+        // Control messages still pass when the queue is full.
+        let (done, _wait) = mpsc::sync_channel(1);
+        assert!(queue.control(Message::Flush(done)).is_ok());
+        // Once the writer takes an event, there is room again; a gone writer drops.
+        let _ = inbox.recv();
+        queue.queued.fetch_sub(1, Ordering::AcqRel);
+        sink.emit(event(0, "web", EventKind::Started));
+        assert_eq!(sink.dropped.load(Ordering::Relaxed), 10);
+        drop(inbox);
+        queue.queued.store(0, Ordering::Relaxed);
+        sink.emit(event(0, "web", EventKind::Started));
+        assert_eq!(sink.dropped.load(Ordering::Relaxed), 11);
+        assert_eq!(queue.queued.load(Ordering::Relaxed), 0, "a failed send gives its place back");
     }
 
     #[test]
