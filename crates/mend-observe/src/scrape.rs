@@ -142,24 +142,22 @@ pub struct Scraper {
     /// Series the last successful scrape exposed without their own timestamps: those that vanish
     /// (from the next scrape, or with the target) get a staleness marker, as in Prometheus.
     exposed: HashSet<Labels>,
+    /// Whether a scrape was attempted (and `up` written).
+    attempted: bool,
     failing: Option<String>,
     last_drop_event: Option<Instant>,
     scrapes: u64,
 }
 
 impl Drop for Scraper {
-    /// A target that is no longer scraped (its replica stopped) has no current values, not even
-    /// `up` and the other series mend writes about the scrape.
+    /// A target that is no longer scraped (its process exited, its replica stopped) has no current
+    /// values: what it exposed ends with staleness markers. `up` says 0 rather than going away, so that
+    /// the commonest alert, `up == 0`, sees a replica that is down as down.
     fn drop(&mut self) {
         let at = self.clock.wall();
-        if let Ok(mut store) = self.store.write() {
-            let borrowed: Vec<(&str, &str)> = self.job.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            for name in SCRAPE_SERIES {
-                let labels = store.labels(name, &borrowed);
-                if store.latest(&labels).is_some_and(|point| !mend_query::is_stale_marker(point.value)) {
-                    self.exposed.insert(labels);
-                }
-            }
+        if self.attempted {
+            let [up_name, _, samples_name] = SCRAPE_SERIES;
+            self.append_synthetic(at, &[(up_name, 0.0), (samples_name, 0.0)]);
         }
         self.mark_stale(at);
     }
@@ -191,6 +189,7 @@ impl Scraper {
             stats,
             known: HashSet::new(),
             exposed: HashSet::new(),
+            attempted: false,
             failing: None,
             last_drop_event: None,
             scrapes: 0,
@@ -228,6 +227,7 @@ impl Scraper {
         let samples = result.as_ref().map_or(0, |report| report.samples) as f64;
         let [up_name, duration_name, samples_name] = SCRAPE_SERIES;
         self.append_synthetic(at, &[(up_name, up), (duration_name, duration), (samples_name, samples)]);
+        self.attempted = true;
         match &result {
             Ok(report) => {
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);

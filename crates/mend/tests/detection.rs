@@ -221,7 +221,7 @@ summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
             .as_array()
             .map_or(0, Vec::len)
     };
-    let queries = ["mend_demo_requests_total", "mend_replica_resident_memory_bytes", r#"up{service="web"}"#];
+    let queries = ["mend_demo_requests_total", "mend_replica_resident_memory_bytes"];
     for query in queries {
         assert!(instant(query) > 0, "{query} before the stop");
     }
@@ -230,6 +230,8 @@ summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
         eventually(Duration::from_secs(5), &format!("{query} ends"), || (instant(query) == 0).then_some(()));
     }
     assert_eq!(instant("mend_replica_restarts_total"), 1, "the restart count belongs to the replica and goes on");
+    let down = get(daemon.api, "/api/v1/query?query=up%7Bservice%3D%22web%22%7D").json();
+    assert_eq!(down["data"]["result"][0]["value"][1], "0", "a stopped replica is down, not gone: {down}");
 }
 
 #[test]
