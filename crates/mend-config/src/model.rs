@@ -11,7 +11,7 @@ use mend_types::{ServiceName, Severity};
 use crate::template::Template;
 
 /// The whole validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file it was read from (for messages), or a label such as `<example>`.
     pub source: PathBuf,
@@ -39,7 +39,7 @@ impl Config {
 }
 
 /// `[api]`: where the HTTP API listens and the token mutating calls need.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Api {
     /// Listen address; loopback by default.
     pub listen: SocketAddr,
@@ -192,7 +192,7 @@ impl Default for RestartLimit {
 }
 
 /// Where a probe looks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Check {
     /// HTTP GET; healthy when the status is in `status` and the body contains `body_contains`.
     Http {
@@ -249,7 +249,7 @@ impl ProbeRole {
 }
 
 /// A validated probe.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Probe {
     /// What is checked.
     pub check: Check,
@@ -314,7 +314,7 @@ impl Default for Logs {
 }
 
 /// One validated `[service.NAME]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     /// The service's name.
     pub name: ServiceName,
@@ -423,7 +423,7 @@ pub enum LoadBalancing {
 }
 
 /// `[service.NAME.proxy]`. Unset knobs keep the proxy's defaults (documented in `mend-proxy`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxySettings {
     /// Where the proxy listens.
     pub listen: SocketAddr,
@@ -464,7 +464,7 @@ pub struct ProxySettings {
 }
 
 /// `[service.NAME.canary]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Canary {
     /// Command of the canary release (the service's by default).
     pub command: Vec<Template>,
@@ -481,7 +481,7 @@ pub struct Canary {
 }
 
 /// `[service.NAME.metrics]`: each replica's exposition, scraped.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
     /// URL template, e.g. `http://127.0.0.1:{port}/metrics`.
     pub url: Template,
@@ -499,7 +499,7 @@ pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_SERIES_PER_TARGET: usize = 10_000;
 
 /// `[[scrape]]`: a target mend scrapes but does not supervise (node_exporter, say).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScrapeTarget {
     /// Name, used as the `job` label.
     pub name: String,
@@ -516,7 +516,7 @@ pub struct ScrapeTarget {
 }
 
 /// `[[rule]]`: fires when its PromQL expression returns samples for `for_duration`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// Name (the signal's name, like Prometheus's `alert`).
     pub name: String,
@@ -535,7 +535,7 @@ pub struct Rule {
 }
 
 /// `[[detect]]`: a streaming detector on each series an expression yields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Detect {
     /// Name of the attachment (the signal's name).
     pub name: String,
@@ -550,7 +550,7 @@ pub struct Detect {
 }
 
 /// `[[forecast]]`: warns when a series' trend reaches `limit` within `horizon`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Forecast {
     /// Name (the signal's name).
     pub name: String,
@@ -565,7 +565,7 @@ pub struct Forecast {
 }
 
 /// `[storage]`: bounds of the in-memory series store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Storage {
     /// Points older than this are dropped.
     pub retention: Duration,

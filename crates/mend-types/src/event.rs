@@ -14,9 +14,12 @@ use crate::{ServiceName, Timestamp};
 pub enum EventKind {
     /// mend started with a validated config.
     ConfigLoaded,
-    /// On SIGHUP, the config file was read and checked again: whether it is valid and whether it differs
-    /// from the running configuration (which stays: mend applies a changed file on its next start).
+    /// On SIGHUP, the config file was read again and not applied: unchanged, unreadable or invalid (the
+    /// running configuration stays).
     ConfigChecked,
+    /// On SIGHUP, a changed, valid config file was applied: rules, detectors, forecasts and scrape
+    /// targets; the sections that only apply on the next start are listed.
+    ConfigReloaded,
     /// A replica's process was spawned.
     Started,
     /// Spawning a replica's process failed (command not found, port held by another process, ...).
@@ -57,7 +60,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         Self::ConfigLoaded,
         Self::Started,
         Self::SpawnFailed,
@@ -77,6 +80,7 @@ impl EventKind {
         Self::ScrapeRecovered,
         Self::SeriesDropped,
         Self::ConfigChecked,
+        Self::ConfigReloaded,
     ];
 
     /// The stable snake_case name.
@@ -101,6 +105,7 @@ impl EventKind {
             Self::ScrapeRecovered => "scrape_recovered",
             Self::SeriesDropped => "series_dropped",
             Self::ConfigChecked => "config_checked",
+            Self::ConfigReloaded => "config_reloaded",
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mend_api::{ApiState, EventCounter, ObserveStats, SignalCounter};
-use mend_config::Config;
+use mend_config::{Config, ScrapeTarget};
 use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper};
 use mend_observe::series::{Limits, SeriesStore};
 use mend_store::{Retention, Store};
@@ -148,27 +148,14 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         max_series: config.storage.max_series,
     })));
     let scrape_stats = Arc::new(ScrapeStats::default());
-    let static_scrapers: Vec<tokio::task::JoinHandle<()>> = config
-        .scrapes
-        .iter()
-        .map(|target| {
-            let mut labels =
-                vec![("job".to_owned(), target.name.clone()), ("instance".to_owned(), target.url.authority.clone())];
-            labels.extend(target.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let job = ScrapeJob {
-                name: target.name.clone(),
-                target: target.url.clone(),
-                interval: target.interval,
-                timeout: target.timeout,
-                labels,
-                max_series: target.max_series,
-                service: None,
-                replica: None,
-            };
-            let scraper = Scraper::new(job, series.clone(), events.clone(), clock.clone(), scrape_stats.clone());
-            tokio::spawn(scraper.run())
-        })
-        .collect();
+    let scrape_context = ScrapeContext {
+        series: series.clone(),
+        events: events.clone(),
+        clock: clock.clone(),
+        stats: scrape_stats.clone(),
+    };
+    let static_scrapers: Vec<(ScrapeTarget, tokio::task::JoinHandle<()>)> =
+        config.scrapes.iter().map(|target| (target.clone(), scrape_context.spawn(target))).collect();
     let n_replicas: u32 = config.services.iter().map(|s| s.total_replicas()).sum();
     events.emit(
         Event::new(
@@ -197,9 +184,14 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         .then(|| tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone(), clock.clone())));
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
-    let detection = Detection::new(&config);
-    let detection_task = (!detection.is_empty())
-        .then(|| tokio::spawn(detection::run(detection, series.clone(), signals.clone(), clock.clone())));
+    let (detection_reloads, reloads_in) = tokio::sync::mpsc::channel(1);
+    let detection_task = tokio::spawn(detection::run(
+        Detection::new(&config),
+        series.clone(),
+        signals.clone(),
+        clock.clone(),
+        reloads_in,
+    ));
     let api_state = ApiState {
         supervisor: supervisor.clone(),
         store: store.clone(),
@@ -219,7 +211,23 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         axum::serve(listener, mend_api::router(api_state)).with_graceful_shutdown(shutdown).await
     });
 
-    let signal_name = signals_in.next_shutdown(&config.source, &loaded_text, events.as_ref(), clock.as_ref()).await;
+    let mut reloadable = Reloadable {
+        running: config.clone(),
+        text: loaded_text,
+        scrapers: static_scrapers,
+        scrape_context,
+        detection: detection_reloads,
+    };
+    let signal_name = loop {
+        match signals_in.next().await {
+            DaemonSignal::Shutdown(name) => break name,
+            DaemonSignal::Reload => {
+                let event = reloadable.reload(clock.wall()).await;
+                tracing::info!("{}", event.message);
+                events.emit(event);
+            }
+        }
+    };
     events.emit(Event::new(
         clock.wall(),
         EventKind::ShuttingDown,
@@ -227,21 +235,21 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     ));
     tracing::info!(signal = signal_name, "shutting down");
     // A second signal means "stop now": exit at once; the parent-death signal takes every replica along.
-    let source = config.source.clone();
-    let shutdown_events = events.clone();
-    let shutdown_clock = clock.clone();
     tokio::spawn(async move {
-        let again =
-            signals_in.next_shutdown(&source, &loaded_text, shutdown_events.as_ref(), shutdown_clock.as_ref()).await;
-        tracing::warn!(signal = again, "second signal: exiting now");
-        std::process::exit(130);
+        loop {
+            match signals_in.next().await {
+                DaemonSignal::Shutdown(again) => {
+                    tracing::warn!(signal = again, "second signal: exiting now");
+                    std::process::exit(130);
+                }
+                DaemonSignal::Reload => tracing::info!("SIGHUP while shutting down: nothing reloaded"),
+            }
+        }
     });
-    for scraper in &static_scrapers {
+    for (_, scraper) in &reloadable.scrapers {
         scraper.abort();
     }
-    if let Some(task) = &detection_task {
-        task.abort();
-    }
+    detection_task.abort();
     sweeper.abort();
     if let Some(sampler) = &proxy_sampler {
         sampler.abort();
@@ -293,56 +301,160 @@ impl DaemonSignals {
         })
     }
 
-    /// The next SIGTERM or SIGINT, by name. A SIGHUP in between (`systemctl reload`, say) checks the config
-    /// file again instead of killing mend and every replica with it, as the default action would.
-    async fn next_shutdown(
-        &mut self,
-        config: &Path,
-        loaded: &str,
-        events: &dyn EventSink,
-        clock: &dyn Clock,
-    ) -> &'static str {
-        loop {
-            tokio::select! {
-                _ = self.terminate.recv() => return "SIGTERM",
-                _ = self.interrupt.recv() => return "SIGINT",
-                _ = self.hangup.recv() => {
-                    let (changed, message) = check_config_again(config, loaded);
-                    if changed {
-                        tracing::warn!("{message}");
-                    } else {
-                        tracing::info!("{message}");
-                    }
-                    events.emit(Event::new(clock.wall(), EventKind::ConfigChecked, message).detail("file", config.display().to_string()));
-                }
-            }
+    /// The next signal: SIGTERM or SIGINT (by name) ask for a shutdown, SIGHUP (`systemctl reload`, say)
+    /// for a reload instead of killing mend and every replica with it, as its default action would.
+    async fn next(&mut self) -> DaemonSignal {
+        tokio::select! {
+            _ = self.terminate.recv() => DaemonSignal::Shutdown("SIGTERM"),
+            _ = self.interrupt.recv() => DaemonSignal::Shutdown("SIGINT"),
+            _ = self.hangup.recv() => DaemonSignal::Reload,
         }
     }
 }
 
-/// Reads and validates the config file again; says whether it differs from `loaded` (the text mend runs
-/// with), and what the operator should know. mend does not apply a changed file while it runs: services,
-/// ports and proxies are rebuilt on the next start.
-fn check_config_again(path: &Path, loaded: &str) -> (bool, String) {
-    let file = path.display();
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) => return (true, format!("SIGHUP: cannot read {file}: {error}; the running configuration stays")),
-    };
-    if text == loaded {
-        return (false, format!("SIGHUP: {file} is unchanged"));
+/// What a signal asks of the daemon.
+enum DaemonSignal {
+    Shutdown(&'static str),
+    Reload,
+}
+
+/// What a static scraper needs.
+struct ScrapeContext {
+    series: Arc<RwLock<SeriesStore>>,
+    events: Arc<EventCounter>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<ScrapeStats>,
+}
+
+impl ScrapeContext {
+    /// Starts scraping a `[[scrape]]` target until the task is aborted.
+    fn spawn(&self, target: &ScrapeTarget) -> tokio::task::JoinHandle<()> {
+        let mut labels =
+            vec![("job".to_owned(), target.name.clone()), ("instance".to_owned(), target.url.authority.clone())];
+        labels.extend(target.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let job = ScrapeJob {
+            name: target.name.clone(),
+            target: target.url.clone(),
+            interval: target.interval,
+            timeout: target.timeout,
+            labels,
+            max_series: target.max_series,
+            service: None,
+            replica: None,
+        };
+        let scraper =
+            Scraper::new(job, self.series.clone(), self.events.clone(), self.clock.clone(), self.stats.clone());
+        tokio::spawn(scraper.run())
     }
-    match mend_config::load(path) {
-        Ok(_) => (
-            true,
-            format!(
-                "SIGHUP: {file} changed and is valid; mend applies it on its next start (no live reload), the running configuration stays"
-            ),
-        ),
-        Err(error) => {
-            (true, format!("SIGHUP: {file} changed and is invalid; the running configuration stays: {error}"))
+}
+
+/// What a reload (SIGHUP) changes while mend runs: the detect stage (rules, detector attachments,
+/// forecasts) and the static scrape targets, as Prometheus reloads its rules and targets. Services,
+/// proxies, the API and the series store keep the configuration they started with; a reload lists what
+/// the file changes there, applied on the next start.
+struct Reloadable {
+    /// What runs: the start-up configuration with the sections of the last reload.
+    running: Config,
+    /// The text of the file last started or reloaded from.
+    text: String,
+    scrapers: Vec<(ScrapeTarget, tokio::task::JoinHandle<()>)>,
+    scrape_context: ScrapeContext,
+    detection: tokio::sync::mpsc::Sender<Detection>,
+}
+
+impl Reloadable {
+    /// Reads the config file again and applies what can be applied; the event says what happened.
+    async fn reload(&mut self, now: mend_types::Timestamp) -> Event {
+        let path = self.running.source.clone();
+        let file = path.display();
+        let checked =
+            |message: String| Event::new(now, EventKind::ConfigChecked, message).detail("file", file.to_string());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                return checked(format!("SIGHUP: cannot read {file}: {error}; the running configuration stays"));
+            }
+        };
+        if text == self.text {
+            return checked(format!("SIGHUP: {file} is unchanged"));
+        }
+        let new = match mend_config::load(&path) {
+            Ok(new) => new,
+            Err(error) => {
+                return checked(format!(
+                    "SIGHUP: {file} changed and is invalid; the running configuration stays: {error}"
+                ));
+            }
+        };
+        let mut applied = self.running.clone();
+        applied.rules = new.rules.clone();
+        applied.detects = new.detects.clone();
+        applied.forecasts = new.forecasts.clone();
+        applied.scrapes = new.scrapes.clone();
+        // Built from the running services, so that implicit memory forecasts follow the limits enforced.
+        let detection = Detection::new(&applied);
+        let (n_rules, n_detects, n_forecasts) = detection.counts();
+        if self.detection.send(detection).await.is_err() {
+            return checked(format!("SIGHUP: {file} changed, but mend is stopping; nothing applied"));
+        }
+        let mut previous = std::mem::take(&mut self.scrapers);
+        let (mut started, mut kept) = (0, 0);
+        for target in &new.scrapes {
+            match previous.iter().position(|(running, _)| running == target) {
+                Some(idx) => {
+                    self.scrapers.push(previous.swap_remove(idx));
+                    kept += 1;
+                }
+                None => {
+                    self.scrapers.push((target.clone(), self.scrape_context.spawn(target)));
+                    started += 1;
+                }
+            }
+        }
+        let stopped = previous.len();
+        for (_, task) in previous {
+            task.abort();
+        }
+        let not_applied = needs_restart(&self.running, &new);
+        self.running = applied;
+        self.text = text;
+        let mut message = format!(
+            "SIGHUP: reloaded {file}: {n_rules} rules, {n_detects} detectors, {n_forecasts} forecasts; scrape targets: {kept} kept, {started} started, {stopped} stopped"
+        );
+        if !not_applied.is_empty() {
+            message.push_str(&format!("; applied on the next start only: {}", not_applied.join(", ")));
+        }
+        Event::new(now, EventKind::ConfigReloaded, message)
+            .detail("file", file.to_string())
+            .detail("rules", n_rules)
+            .detail("detectors", n_detects)
+            .detail("forecasts", n_forecasts)
+            .detail("not_applied", not_applied)
+    }
+}
+
+/// The sections of `new` that differ from what runs and only take effect when mend starts again.
+fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
+    let mut changes = Vec::new();
+    for service in &new.services {
+        match running.service(service.name.as_str()) {
+            None => changes.push(format!("service.{} (added)", service.name)),
+            Some(old) if old != service => changes.push(format!("service.{} (changed)", service.name)),
+            Some(_) => {}
         }
     }
+    for service in &running.services {
+        if new.service(service.name.as_str()).is_none() {
+            changes.push(format!("service.{} (removed)", service.name));
+        }
+    }
+    if running.api != new.api {
+        changes.push("api".to_owned());
+    }
+    if running.storage != new.storage {
+        changes.push("storage".to_owned());
+    }
+    changes
 }
 
 /// The reaper process (`mend __reaper`, see `mend_supervisor::orphans::run_reaper`) and the write end of

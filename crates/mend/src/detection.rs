@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mend_config::{Config, Detect, Forecast, Rule};
 use mend_detect::Sensitivity;
-use mend_detect::alerting::{LabelSet, RuleState};
+use mend_detect::alerting::{AlertTransition, LabelSet, RuleState};
 use mend_detect::attach::{DetectorBank, ForecastBank, SeriesTransition};
 use mend_observe::series::{LockedStore, SeriesStore};
 use mend_query::{EvalOptions, Labels, Query, Storage, Value};
@@ -35,6 +35,35 @@ struct RuleEntry {
     rule: Rule,
     query: Query,
     state: RuleState,
+}
+
+impl RuleEntry {
+    /// Signals for the rule's transitions; `evidence` replaces the summary when given.
+    fn signals(&self, transitions: Vec<AlertTransition>, now: Timestamp, evidence: Option<&str>) -> Vec<Signal> {
+        transitions
+            .into_iter()
+            .map(|transition| {
+                let mut labels = transition.labels.clone();
+                labels.extend(self.rule.labels.clone());
+                let evidence = match (evidence, &self.rule.summary) {
+                    (Some(evidence), _) => evidence.to_owned(),
+                    (None, Some(summary)) => render_summary(summary, transition.value, &labels),
+                    (None, None) => format!("{} = {}", self.rule.expr, transition.value),
+                };
+                signal(
+                    now,
+                    SignalKind::Rule,
+                    &self.rule.name,
+                    self.rule.severity,
+                    transition.firing,
+                    transition.active_since,
+                    transition.value,
+                    labels,
+                    evidence,
+                )
+            })
+            .collect()
+    }
 }
 
 /// Where an attachment reads its points: raw points of a selector, or an expression sampled every step.
@@ -134,6 +163,63 @@ impl Detection {
         self.rules.is_empty() && self.detects.is_empty() && self.forecasts.is_empty()
     }
 
+    /// Number of rules, detector attachments and forecasts (implicit memory forecasts included).
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        (self.rules.len(), self.detects.len(), self.forecasts.len())
+    }
+
+    /// Takes `next` as the configuration (a reload): every rule, detector attachment and forecast that
+    /// `next` configures exactly as before keeps its state (pending and firing alerts, learnt
+    /// detectors, fitted trends); the conditions of those it drops or changes are resolved. Returns the
+    /// signals to emit.
+    pub(crate) fn reconfigure(&mut self, mut next: Detection, now: Timestamp) -> Vec<Signal> {
+        const REMOVED: &str = "resolved: removed or changed by a configuration reload";
+        let now_secs = now.as_secs_f64();
+        let mut signals = Vec::new();
+        for entry in &mut next.rules {
+            if let Some(idx) = self.rules.iter().position(|old| old.rule == entry.rule) {
+                entry.state = self.rules.remove(idx).state;
+            }
+        }
+        for mut old in self.rules.drain(..) {
+            let resolved = old.state.evaluate(Vec::new(), now_secs, 0.0, 0.0);
+            signals.extend(old.signals(resolved, now, Some(REMOVED)));
+        }
+        for entry in &mut next.detects {
+            if let Some(idx) = self.detects.iter().position(|old| old.detect == entry.detect) {
+                let old = self.detects.remove(idx);
+                (entry.feed, entry.bank) = (old.feed, old.bank);
+            }
+        }
+        for mut old in self.detects.drain(..) {
+            for mut transition in old.bank.sweep(now_secs, f64::NEG_INFINITY) {
+                transition.evidence = REMOVED.to_owned();
+                signals.push(series_signal(
+                    now,
+                    SignalKind::Anomaly,
+                    &old.detect.name,
+                    old.detect.severity,
+                    transition,
+                ));
+            }
+        }
+        for entry in &mut next.forecasts {
+            if let Some(idx) = self.forecasts.iter().position(|old| old.forecast == entry.forecast) {
+                let old = self.forecasts.remove(idx);
+                (entry.feed, entry.bank) = (old.feed, old.bank);
+            }
+        }
+        for mut old in self.forecasts.drain(..) {
+            for mut transition in old.bank.sweep(now_secs, f64::NEG_INFINITY) {
+                transition.evidence = REMOVED.to_owned();
+                let name = old.forecast.name.clone();
+                signals.push(series_signal(now, SignalKind::Predictive, &name, old.forecast.severity, transition));
+            }
+        }
+        *self = next;
+        signals
+    }
+
     /// One round at `now`: returns the signals to emit.
     pub(crate) fn evaluate(&mut self, storage: &dyn Storage, now: Timestamp) -> Vec<Signal> {
         let now_ms = now.as_millis();
@@ -155,25 +241,7 @@ impl Detection {
                 entry.rule.for_duration.as_secs_f64(),
                 entry.rule.keep_firing_for.as_secs_f64(),
             );
-            for transition in transitions {
-                let mut labels = transition.labels.clone();
-                labels.extend(entry.rule.labels.clone());
-                let evidence = match &entry.rule.summary {
-                    Some(summary) => render_summary(summary, transition.value, &labels),
-                    None => format!("{} = {}", entry.rule.expr, transition.value),
-                };
-                signals.push(signal(
-                    now,
-                    SignalKind::Rule,
-                    &entry.rule.name,
-                    entry.rule.severity,
-                    transition.firing,
-                    transition.active_since,
-                    transition.value,
-                    labels,
-                    evidence,
-                ));
-            }
+            signals.extend(entry.signals(transitions, now, None));
         }
         for entry in &mut self.detects {
             let transitions = feed(&mut entry.feed, storage, now, &self.options, |labels, points| {
@@ -313,17 +381,36 @@ fn series_signal(
     )
 }
 
-/// Runs the stage every [`EVALUATION_INTERVAL`] until the task is aborted; sweeps stale series a minute.
+/// Runs the stage every [`EVALUATION_INTERVAL`] until the task is aborted, taking over a new
+/// configuration from `reloads` between rounds.
 pub(crate) async fn run(
     mut detection: Detection,
     series: Arc<RwLock<SeriesStore>>,
     signals: Arc<dyn SignalSink>,
     clock: Arc<dyn Clock>,
+    mut reloads: tokio::sync::mpsc::Receiver<Detection>,
 ) {
     let mut ticker = tokio::time::interval(EVALUATION_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reloads_open = true;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            next = reloads.recv(), if reloads_open => {
+                match next {
+                    Some(next) => {
+                        for signal in detection.reconfigure(next, clock.wall()) {
+                            signals.signal(signal);
+                        }
+                    }
+                    None => reloads_open = false,
+                }
+                continue;
+            }
+        }
+        if detection.is_empty() {
+            continue;
+        }
         let now = clock.wall();
         // The lock is taken per selector, so that scrapes and replica sampling never wait for a whole round.
         let store = LockedStore::new(&series, MAX_POINTS_PER_ROUND);
@@ -343,6 +430,40 @@ pub(crate) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn detection(rules: &[(&str, &str)]) -> Detection {
+        let text: String = rules
+            .iter()
+            .map(|(name, expr)| format!("[[rule]]\nname = \"{name}\"\nexpr = '{expr}'\nfor = \"2s\"\n"))
+            .collect();
+        let config = mend_config::parse("test.toml", &text, std::path::Path::new(".")).expect("valid config");
+        Detection::new(&config)
+    }
+
+    fn names(signals: &[Signal], state: SignalState) -> Vec<String> {
+        signals.iter().filter(|s| s.state == state).map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_unchanged_rules_and_resolves_the_rest() {
+        let storage = mend_query::MemoryStorage::new(Vec::new());
+        let at = |secs: i64| Timestamp::from_millis(1_700_000_000_000 + secs * 1000);
+        let mut running =
+            detection(&[("Kept", "vector(1) > 0"), ("Dropped", "vector(2) > 0"), ("Pending", "vector(3) > 0")]);
+        assert!(running.evaluate(&storage, at(0)).is_empty(), "pending for 2s");
+        let fired = running.evaluate(&storage, at(3));
+        assert_eq!(names(&fired, SignalState::Firing), ["Kept", "Dropped", "Pending"]);
+
+        // `Pending` changes its expression: a new rule, whose old firing alert resolves.
+        let next = detection(&[("Kept", "vector(1) > 0"), ("Pending", "vector(4) > 0"), ("New", "vector(5) > 0")]);
+        let reloaded = running.reconfigure(next, at(4));
+        assert_eq!(names(&reloaded, SignalState::Resolved), ["Dropped", "Pending"]);
+        assert!(reloaded.iter().all(|s| s.evidence.contains("configuration reload")), "{reloaded:?}");
+        // `Kept` is still firing (no new transition); the changed and the new rule start pending.
+        assert!(running.evaluate(&storage, at(5)).is_empty());
+        assert_eq!(names(&running.evaluate(&storage, at(7)), SignalState::Firing), ["Pending", "New"]);
+        assert_eq!(running.counts(), (3, 0, 0));
+    }
 
     #[test]
     fn summaries_fill_value_and_labels() {

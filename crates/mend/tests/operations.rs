@@ -452,36 +452,66 @@ interval = "100ms"
 }
 
 #[test]
-fn sighup_checks_the_config_file_again_and_keeps_everything_running() {
-    let daemon = Daemon::start(&web_config(""));
+fn sighup_reloads_rules_and_scrape_targets_and_leaves_services_running() {
+    let rule = |name: &str| format!("[[rule]]\nname = \"{name}\"\nexpr = 'vector(1) > 0'\nseverity = \"warning\"\n");
+    let daemon = Daemon::start(&format!("{}{}", web_config(""), rule("Before")));
     let pids = daemon.wait_ready("web");
     let hangup =
         || nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
-    let checked = |n: usize| {
-        eventually(Duration::from_secs(5), "config_checked events", || {
-            let events = daemon.events(Some("config_checked"));
+    let reports = |n: usize| {
+        eventually(Duration::from_secs(5), "config_checked/config_reloaded events", || {
+            let mut events = daemon.events(Some("config_checked"));
+            events.extend(daemon.events(Some("config_reloaded")));
             (events.len() >= n).then_some(events)
         })
     };
+    let signals = || -> Vec<serde_json::Value> {
+        get(daemon.api, "/api/v1/signals?limit=100").json()["signals"].as_array().cloned().unwrap_or_default()
+    };
+    eventually(Duration::from_secs(5), "the rule fires", || {
+        signals().iter().any(|s| s["name"] == "Before" && s["state"] == "firing").then_some(())
+    });
 
     hangup();
-    let events = checked(1);
+    let events = reports(1);
     assert!(events[0]["message"].as_str().unwrap_or("").ends_with("is unchanged"), "{events:?}");
 
     // An invalid file is reported with its line and key, and changes nothing.
     let text = std::fs::read_to_string(&daemon.config_path).expect("config");
     std::fs::write(&daemon.config_path, text.replace("replicas = 2", "replicas = \"two\"")).expect("write");
     hangup();
-    let events = checked(2);
+    let events = reports(2);
     let message = events.iter().map(|e| e["message"].as_str().unwrap_or("")).find(|m| m.contains("invalid"));
     let message = message.unwrap_or_else(|| panic!("no invalid report in {events:?}"));
     assert!(message.contains("mend.toml:7:") && message.contains("service.web.replicas"), "{message}");
 
-    // A valid change is not applied while mend runs, and says so.
-    std::fs::write(&daemon.config_path, text.replace("replicas = 2", "replicas = 1")).expect("write");
+    // A valid change: the rules and scrape targets are applied at once; the service keeps running as it
+    // started, and the reload says that its change waits for the next start.
+    let scrape =
+        format!("[[scrape]]\nname = \"self\"\nurl = \"http://{}/metrics\"\ninterval = \"200ms\"\n", daemon.api);
+    let changed =
+        text.replace("replicas = 2", "replicas = 1").replace(&rule("Before"), &format!("{}{scrape}", rule("After")));
+    std::fs::write(&daemon.config_path, changed).expect("write");
     hangup();
-    let events = checked(3);
-    assert!(events.iter().any(|e| e["message"].as_str().unwrap_or("").contains("changed and is valid")), "{events:?}");
+    let reloaded =
+        eventually(Duration::from_secs(5), "config_reloaded", || daemon.events(Some("config_reloaded")).pop());
+    let message = reloaded["message"].as_str().unwrap_or("");
+    assert!(message.contains("1 rules") && message.contains("1 started"), "{message}");
+    assert!(message.contains("applied on the next start only: service.web (changed)"), "{message}");
+    eventually(Duration::from_secs(5), "the old rule resolves and the new one fires", || {
+        let now = signals();
+        let resolved = now.iter().any(|s| {
+            s["name"] == "Before"
+                && s["state"] == "resolved"
+                && s["evidence"].as_str().is_some_and(|e| e.contains("configuration reload"))
+        });
+        let fired = now.iter().any(|s| s["name"] == "After" && s["state"] == "firing");
+        (resolved && fired).then_some(())
+    });
+    eventually(Duration::from_secs(5), "the new target is scraped", || {
+        let up = get(daemon.api, "/api/v1/query?query=up%7Bjob%3D%22self%22%7D").json();
+        (up["data"]["result"][0]["value"][1] == "1").then_some(())
+    });
 
     assert!(alive(daemon.pid()), "SIGHUP must not kill mend");
     let now: Vec<u32> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).map(|pid| pid as u32).collect();
