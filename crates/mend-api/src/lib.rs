@@ -14,5 +14,5 @@ pub use dto::{
     SignalDto, SignalsResponse,
 };
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
-pub use routes::{ApiState, router};
+pub use routes::{ApiState, ReloadRequest, router};
 pub use traffic::{FaultSpec, MAX_FAULT_DURATION, NoTraffic, TrafficApi};

@@ -47,7 +47,13 @@ pub struct ApiState {
     pub state_dir: PathBuf,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Asks the daemon to reload its config file; the answer is the event the reload recorded.
+    pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
 }
+
+/// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
+/// detail is `reloaded`, `unchanged`, `invalid`, `unreadable` or `stopping`.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<mend_types::Event>;
 
 /// An API error: a status and a message, rendered as JSON.
 #[derive(Debug)]
@@ -85,6 +91,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alerts", post(alerts_in))
         .route("/api/v1/services/{name}/chaos", post(crate::traffic::inject).delete(crate::traffic::clear))
         .route("/api/v1/services/{name}/canary", post(crate::traffic::set_canary))
+        .route("/api/v1/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let guarded = state.clone();
     Router::new()
@@ -252,6 +259,28 @@ struct ReplicaParam {
     replica: Option<u32>,
     /// How long to wait for each replica to act (e.g. "90s"); by default the stop timeout plus a minute.
     wait: Option<String>,
+}
+
+/// `POST /api/v1/reload`: what SIGHUP does (as Prometheus' `POST /-/reload`), answered with what it did.
+async fn reload(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let shutting_down = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "mend is shutting down".to_owned());
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    state.reload.send(answer).await.map_err(|_| shutting_down())?;
+    let event = tokio::time::timeout(Duration::from_secs(30), answered)
+        .await
+        .map_err(|_| ApiError(StatusCode::GATEWAY_TIMEOUT, "the reload did not finish within 30s".to_owned()))?
+        .map_err(|_| shutting_down())?;
+    let outcome = event.details.get("outcome").and_then(|o| o.as_str()).unwrap_or("").to_owned();
+    match outcome.as_str() {
+        "reloaded" | "unchanged" => Ok(Json(json!({
+            "outcome": outcome,
+            "kind": event.kind.as_str(),
+            "message": event.message,
+            "not_applied": event.details.get("not_applied").cloned().unwrap_or_else(|| json!([])),
+        }))),
+        "stopping" => Err(shutting_down()),
+        _ => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, event.message)),
+    }
 }
 
 async fn control(

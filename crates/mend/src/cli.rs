@@ -98,6 +98,12 @@ enum Command {
     Stop(ControlArgs),
     /// Start a service's replicas (also after mend gave up on them).
     Start(ControlArgs),
+    /// Reload the config file (as SIGHUP): rules, detectors, forecasts and scrape targets change at once;
+    /// prints what changed and what waits for the next start.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Set the canary release's share of a service's traffic.
     Canary {
         #[command(flatten)]
@@ -409,7 +415,8 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Logs { target, .. }
         | Command::Restart(ControlArgs { target, .. })
         | Command::Stop(ControlArgs { target, .. })
-        | Command::Start(ControlArgs { target, .. }) => target,
+        | Command::Start(ControlArgs { target, .. })
+        | Command::Reload { target } => target,
         Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => {
             return usage("not a client command");
         }
@@ -431,6 +438,7 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Restart(args) => control(&client, "restart", &args).await,
         Command::Stop(args) => control(&client, "stop", &args).await,
         Command::Start(args) => control(&client, "start", &args).await,
+        Command::Reload { .. } => reload(&client).await,
         Command::Logs { name, replica, follow, tail, .. } => logs(&client, &name, replica, follow, tail).await,
         Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => Ok(()),
     };
@@ -547,6 +555,12 @@ async fn signals(
         output::signal_line,
     )
     .await
+}
+
+async fn reload(client: &Client) -> Result<(), ClientError> {
+    let answer: serde_json::Value = client.json_with_body(Method::POST, "/api/v1/reload", None).await?;
+    output::line(answer["message"].as_str().unwrap_or("reloaded"));
+    Ok(())
 }
 
 async fn canary(client: &Client, name: &str, weight: u8) -> Result<(), ClientError> {

@@ -192,6 +192,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         clock.clone(),
         reloads_in,
     ));
+    let (reload_requests, mut reloads_asked) = tokio::sync::mpsc::channel::<mend_api::ReloadRequest>(4);
     let api_state = ApiState {
         supervisor: supervisor.clone(),
         store: store.clone(),
@@ -202,6 +203,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         token: config.api.token.as_deref().map(Arc::from),
         state_dir: state_dir.clone(),
         clock: clock.clone(),
+        reload: reload_requests,
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -219,13 +221,18 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         detection: detection_reloads,
     };
     let signal_name = loop {
-        match signals_in.next().await {
-            DaemonSignal::Shutdown(name) => break name,
-            DaemonSignal::Reload => {
-                let event = reloadable.reload(clock.wall()).await;
-                tracing::info!("{}", event.message);
-                events.emit(event);
-            }
+        let (trigger, answer) = tokio::select! {
+            signal = signals_in.next() => match signal {
+                DaemonSignal::Shutdown(name) => break name,
+                DaemonSignal::Reload => ("SIGHUP", None),
+            },
+            Some(answer) = reloads_asked.recv() => ("POST /api/v1/reload", Some(answer)),
+        };
+        let event = reloadable.reload(trigger, clock.wall()).await;
+        tracing::info!("{}", event.message);
+        events.emit(event.clone());
+        if let Some(answer) = answer {
+            let _ = answer.send(event);
         }
     };
     events.emit(Event::new(
@@ -348,7 +355,7 @@ impl ScrapeContext {
     }
 }
 
-/// What a reload (SIGHUP) changes while mend runs: the detect stage (rules, detector attachments,
+/// What a reload (SIGHUP, `POST /api/v1/reload`) changes while mend runs: the detect stage (rules, detector attachments,
 /// forecasts) and the static scrape targets, as Prometheus reloads its rules and targets. Services,
 /// proxies, the API and the series store keep the configuration they started with; a reload lists what
 /// the file changes there, applied on the next start.
@@ -364,26 +371,30 @@ struct Reloadable {
 
 impl Reloadable {
     /// Reads the config file again and applies what can be applied; the event says what happened.
-    async fn reload(&mut self, now: mend_types::Timestamp) -> Event {
+    async fn reload(&mut self, trigger: &str, now: mend_types::Timestamp) -> Event {
         let path = self.running.source.clone();
         let file = path.display();
-        let checked =
-            |message: String| Event::new(now, EventKind::ConfigChecked, message).detail("file", file.to_string());
+        let checked = |outcome: &str, message: String| {
+            Event::new(now, EventKind::ConfigChecked, format!("{trigger}: {message}"))
+                .detail("file", file.to_string())
+                .detail("outcome", outcome)
+        };
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) => {
-                return checked(format!("SIGHUP: cannot read {file}: {error}; the running configuration stays"));
+                return checked("unreadable", format!("cannot read {file}: {error}; the running configuration stays"));
             }
         };
         if text == self.text {
-            return checked(format!("SIGHUP: {file} is unchanged"));
+            return checked("unchanged", format!("{file} is unchanged"));
         }
         let new = match mend_config::load(&path) {
             Ok(new) => new,
             Err(error) => {
-                return checked(format!(
-                    "SIGHUP: {file} changed and is invalid; the running configuration stays: {error}"
-                ));
+                return checked(
+                    "invalid",
+                    format!("{file} changed and is invalid; the running configuration stays: {error}"),
+                );
             }
         };
         let mut applied = self.running.clone();
@@ -395,7 +406,7 @@ impl Reloadable {
         let detection = Detection::new(&applied);
         let (n_rules, n_detects, n_forecasts) = detection.counts();
         if self.detection.send(detection).await.is_err() {
-            return checked(format!("SIGHUP: {file} changed, but mend is stopping; nothing applied"));
+            return checked("stopping", format!("{file} changed, but mend is stopping; nothing applied"));
         }
         let mut previous = std::mem::take(&mut self.scrapers);
         let (mut started, mut kept) = (0, 0);
@@ -419,13 +430,14 @@ impl Reloadable {
         self.running = applied;
         self.text = text;
         let mut message = format!(
-            "SIGHUP: reloaded {file}: {n_rules} rules, {n_detects} detectors, {n_forecasts} forecasts; scrape targets: {kept} kept, {started} started, {stopped} stopped"
+            "{trigger}: reloaded {file}: {n_rules} rules, {n_detects} detectors, {n_forecasts} forecasts; scrape targets: {kept} kept, {started} started, {stopped} stopped"
         );
         if !not_applied.is_empty() {
             message.push_str(&format!("; applied on the next start only: {}", not_applied.join(", ")));
         }
         Event::new(now, EventKind::ConfigReloaded, message)
             .detail("file", file.to_string())
+            .detail("outcome", "reloaded")
             .detail("rules", n_rules)
             .detail("detectors", n_detects)
             .detail("forecasts", n_forecasts)

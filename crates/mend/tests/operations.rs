@@ -134,6 +134,8 @@ fn api_token_guards_mutating_calls_only() {
     let lower = http("POST", daemon.api, path, &[("Authorization", "bearer s3cret-token")]).expect("request");
     assert_eq!(lower.status, 200, "{}", lower.body);
     assert_eq!(get(daemon.api, "/api/v1/services").status, 200, "reads need no token");
+    assert_eq!(post(daemon.api, "/api/v1/reload").status, 401, "a reload is a mutating call");
+    assert_eq!(daemon.events(Some("config_checked")).len(), 0, "a refused reload did nothing");
     // The CLI reads the token from the config.
     let output = Command::new(MEND).args(["stop", "web", "-c"]).arg(&daemon.config_path).output().expect("run mend");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -512,6 +514,17 @@ fn sighup_reloads_rules_and_scrape_targets_and_leaves_services_running() {
         let up = get(daemon.api, "/api/v1/query?query=up%7Bjob%3D%22self%22%7D").json();
         (up["data"]["result"][0]["value"][1] == "1").then_some(())
     });
+
+    // The same through the API, with `mend reload`: an unchanged file says so, an invalid one fails.
+    let reload = daemon.cli(&["reload"]);
+    let stdout = String::from_utf8_lossy(&reload.stdout);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    assert!(stdout.starts_with("POST /api/v1/reload: ") && stdout.trim_end().ends_with("is unchanged"), "{stdout}");
+    std::fs::write(&daemon.config_path, "[service.web\n").expect("write");
+    let reload = daemon.cli(&["reload"]);
+    let stderr = String::from_utf8_lossy(&reload.stderr);
+    assert_eq!(reload.status.code(), Some(1), "{reload:?}");
+    assert!(stderr.contains("changed and is invalid") && stderr.contains("mend.toml:1"), "{stderr}");
 
     assert!(alive(daemon.pid()), "SIGHUP must not kill mend");
     let now: Vec<u32> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).map(|pid| pid as u32).collect();
