@@ -279,6 +279,7 @@ async fn reload(State(state): State<ApiState>) -> Result<Json<serde_json::Value>
             "not_applied": event.details.get("not_applied").cloned().unwrap_or_else(|| json!([])),
         }))),
         "stopping" => Err(shutting_down()),
+        "unreadable" => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, event.message)),
         _ => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, event.message)),
     }
 }

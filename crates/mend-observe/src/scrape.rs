@@ -1,9 +1,12 @@
 //! Scraping Prometheus/OpenMetrics expositions into the series store.
 //!
 //! One task per target. Each scrape is all or nothing: a target that answers badly (unreachable, wrong
-//! status, a malformed exposition) adds nothing, keeps its previous samples, and raises one event naming
-//! the reason (for a malformed body, the line and column). Series are bounded per target and in total;
-//! a cardinality explosion drops the new series, counts them and says so, once a minute at most.
+//! status, a malformed exposition) adds none of its samples and raises one event naming the reason (for
+//! a malformed body, the line and column); `up` says 0. Staleness follows Prometheus: series that leave
+//! the exposition, and everything of a target that stops answering or is no longer scraped, end with a
+//! staleness marker; a malformed answer keeps the previous samples current (the target is up, only
+//! this exposition was bad). Series are bounded per target and in total; a cardinality explosion drops
+//! the new series, counts them and says so, once a minute at most.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,24 +145,34 @@ pub struct Scraper {
     /// Series the last successful scrape exposed without their own timestamps: those that vanish
     /// (from the next scrape, or with the target) get a staleness marker, as in Prometheus.
     exposed: HashSet<Labels>,
-    /// Whether a scrape was attempted (and `up` written).
-    attempted: bool,
+    /// Set once the scraper has ended and marked its series stale.
+    ended: bool,
     failing: Option<String>,
     last_drop_event: Option<Instant>,
     scrapes: u64,
 }
 
 impl Drop for Scraper {
-    /// A target that is no longer scraped (its process exited, its replica stopped) has no current
-    /// values: what it exposed ends with staleness markers. `up` says 0 rather than going away, so that
-    /// the commonest alert, `up == 0`, sees a replica that is down as down.
+    /// A scraper dropped without [`ScraperHandle::stop`] ends now.
     fn drop(&mut self) {
         let at = self.clock.wall();
-        if self.attempted {
-            let [up_name, _, samples_name] = SCRAPE_SERIES;
-            self.append_synthetic(at, &[(up_name, 0.0), (samples_name, 0.0)]);
+        self.end(at);
+    }
+}
+
+/// A running scraper's task. [`ScraperHandle::stop`] (or dropping the handle) ends it: the target's
+/// series, `up` included, end with staleness markers, as when Prometheus stops scraping a target.
+pub struct ScraperHandle {
+    stop: Option<tokio::sync::oneshot::Sender<Timestamp>>,
+}
+
+impl ScraperHandle {
+    /// Ends the scraper with its markers stamped `at`: the time it was told to stop, so that a
+    /// replacement's first scrape (stamped later) is never hidden behind them.
+    pub fn stop(mut self, at: Timestamp) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(at);
         }
-        self.mark_stale(at);
     }
 }
 
@@ -189,22 +202,56 @@ impl Scraper {
             stats,
             known: HashSet::new(),
             exposed: HashSet::new(),
-            attempted: false,
+            ended: false,
             failing: None,
             last_drop_event: None,
             scrapes: 0,
         }
     }
 
-    /// Scrapes every interval until the task is aborted.
-    pub async fn run(mut self) {
+    /// Starts scraping every interval on the current runtime until the handle stops it.
+    pub fn spawn(self) -> ScraperHandle {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(self.run(stopped));
+        ScraperHandle { stop: Some(stop) }
+    }
+
+    /// Scrapes every interval until `stop` says when to end (or its sender is dropped).
+    async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<Timestamp>) {
         let mut ticker = tokio::time::interval(self.job.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            // Failures are recorded as events and metrics inside; the loop goes on.
-            let _ = self.scrape_once().await;
+        let stopped_at = loop {
+            tokio::select! {
+                biased;
+                at = &mut stop => break at.ok(),
+                // Failures are recorded as events and metrics inside; the loop goes on. A scrape in
+                // flight when the stop comes is dropped before it appends anything.
+                _ = async {
+                    ticker.tick().await;
+                    let _ = self.scrape_once().await;
+                } => {}
+            }
+        };
+        let at = stopped_at.unwrap_or_else(|| self.clock.wall());
+        self.end(at);
+    }
+
+    /// Ends the target's series (those it exposed and the ones written about its scrapes) with
+    /// staleness markers stamped `at`; once.
+    fn end(&mut self, at: Timestamp) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
         }
+        if let Ok(mut store) = self.store.write() {
+            let borrowed: Vec<(&str, &str)> = self.job.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            for name in SCRAPE_SERIES {
+                let labels = store.labels(name, &borrowed);
+                if store.latest(&labels).is_some_and(|point| !mend_query::is_stale_marker(point.value)) {
+                    self.exposed.insert(labels);
+                }
+            }
+        }
+        self.mark_stale(at);
     }
 
     fn event(&self, kind: EventKind, message: String) -> Event {
@@ -227,7 +274,6 @@ impl Scraper {
         let samples = result.as_ref().map_or(0, |report| report.samples) as f64;
         let [up_name, duration_name, samples_name] = SCRAPE_SERIES;
         self.append_synthetic(at, &[(up_name, up), (duration_name, duration), (samples_name, samples)]);
-        self.attempted = true;
         match &result {
             Ok(report) => {
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);

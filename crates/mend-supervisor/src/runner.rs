@@ -15,7 +15,7 @@ use std::time::Duration;
 use mend_config::{ProbeRole, Service, TemplateVars};
 use mend_observe::probe::{self, ResolvedCheck};
 use mend_observe::process;
-use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper};
+use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper, ScraperHandle};
 use mend_observe::series::{SeriesStore, is_stale_marker, stale_marker};
 use mend_types::{Clock, Event, EventSink, ExitInfo, ProbeOutcome, ReplicaId, Timestamp};
 use nix::sys::signal::{Signal, killpg};
@@ -213,7 +213,7 @@ struct Runner {
     /// Running probe tasks, with the pid each one probes.
     probes: HashMap<ProbeRole, (u32, JoinHandle<()>)>,
     /// The metrics scraper of the live process, if the service has metrics.
-    scraper: Option<(u32, JoinHandle<()>)>,
+    scraper: Option<(u32, ScraperHandle)>,
     probe_tx: mpsc::Sender<(ProbeRole, u32, ProbeOutcome)>,
     probe_rx: mpsc::Receiver<(ProbeRole, u32, ProbeOutcome)>,
     started_at: Option<Timestamp>,
@@ -296,6 +296,7 @@ impl Runner {
                 Some((role, pid, outcome)) = self.probe_rx.recv() => Input::Probe { role, pid, outcome },
                 () = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } else { std::future::pending().await } } => Input::Timer,
                 _ = sampling.tick() => {
+                    self.record_presence();
                     match self.sample() {
                         Some(exceeded) => exceeded,
                         None => {
@@ -460,8 +461,8 @@ impl Runner {
         if self.scraper.as_ref().map(|(pid, _)| *pid) == wanted.map(|(pid, _)| pid) {
             return;
         }
-        if let Some((_, task)) = self.scraper.take() {
-            task.abort();
+        if let Some((_, scraper)) = self.scraper.take() {
+            scraper.stop(self.ctx.clock.wall());
         }
         let Some((pid, metrics)) = wanted else { return };
         let url = metrics.url.render(&self.vars());
@@ -493,7 +494,7 @@ impl Runner {
             self.ctx.clock.clone(),
             self.ctx.scrape_stats.clone(),
         );
-        self.scraper = Some((pid, tokio::spawn(scraper.run())));
+        self.scraper = Some((pid, scraper.spawn()));
     }
 
     /// Starts and stops probe tasks to match what the state machine wants.
@@ -621,6 +622,21 @@ impl Runner {
             let _ = series.append(&labels, wall, value);
         }
         exceeded
+    }
+
+    /// Records whether the replica runs and is ready, every sample, process or not: series a rule can
+    /// alert on (`mend_replica_up == 0`) while a replica is down, as on /metrics.
+    fn record_presence(&mut self) {
+        let wall = self.ctx.clock.wall();
+        let index = self.id.index.to_string();
+        let pairs = [("service", self.service.name.as_str()), ("replica", index.as_str())];
+        let up = f64::from(u8::from(self.machine.pid().is_some()));
+        let ready = f64::from(u8::from(self.machine.ready()));
+        let Ok(mut series) = self.ctx.series.write() else { return };
+        for (name, value) in [("mend_replica_up", up), ("mend_replica_ready", ready)] {
+            let labels = series.labels(name, &pairs);
+            let _ = series.append(&labels, wall, value);
+        }
     }
 
     /// Ends the exited process's series (all but the replica's restart count) with a staleness

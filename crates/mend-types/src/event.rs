@@ -14,10 +14,10 @@ use crate::{ServiceName, Timestamp};
 pub enum EventKind {
     /// mend started with a validated config.
     ConfigLoaded,
-    /// On SIGHUP, the config file was read again and not applied: unchanged, unreadable or invalid (the
-    /// running configuration stays).
+    /// On a reload (SIGHUP, `POST /api/v1/reload`), the config file was read again and nothing was
+    /// applied: unchanged, unreadable or invalid (the running configuration stays).
     ConfigChecked,
-    /// On SIGHUP, a changed, valid config file was applied: rules, detectors, forecasts and scrape
+    /// On a reload, a changed, valid config file was applied: rules, detectors, forecasts and scrape
     /// targets; the sections that only apply on the next start are listed.
     ConfigReloaded,
     /// A replica's process was spawned.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use mend_api::{ApiState, EventCounter, ObserveStats, SignalCounter};
 use mend_config::{Config, ScrapeTarget};
-use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper};
+use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper, ScraperHandle};
 use mend_observe::series::{Limits, SeriesStore};
 use mend_store::{Retention, Store};
 use mend_supervisor::{RunnerContext, Spawner, Supervisor, orphans};
@@ -115,8 +115,6 @@ fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
 async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     // Watched from the start: a SIGHUP while services start must not kill mend (its default action).
     let mut signals_in = DaemonSignals::new()?;
-    // The text mend runs with, so that a SIGHUP can tell whether the file changed since.
-    let loaded_text = std::fs::read_to_string(&config.source).unwrap_or_default();
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let _lock = lock_state_dir(&state_dir)?;
     let store =
@@ -154,7 +152,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         clock: clock.clone(),
         stats: scrape_stats.clone(),
     };
-    let static_scrapers: Vec<(ScrapeTarget, tokio::task::JoinHandle<()>)> =
+    let static_scrapers: Vec<(ScrapeTarget, ScraperHandle)> =
         config.scrapes.iter().map(|target| (target.clone(), scrape_context.spawn(target))).collect();
     let n_replicas: u32 = config.services.iter().map(|s| s.total_replicas()).sum();
     events.emit(
@@ -213,13 +211,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         axum::serve(listener, mend_api::router(api_state)).with_graceful_shutdown(shutdown).await
     });
 
-    let mut reloadable = Reloadable {
-        running: config.clone(),
-        text: loaded_text,
-        scrapers: static_scrapers,
-        scrape_context,
-        detection: detection_reloads,
-    };
+    let mut reloadable =
+        Reloadable { running: config.clone(), scrapers: static_scrapers, scrape_context, detection: detection_reloads };
     let signal_name = loop {
         let (trigger, answer) = tokio::select! {
             signal = signals_in.next() => match signal {
@@ -235,6 +228,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             let _ = answer.send(event);
         }
     };
+    // Reloads asked from now on are refused at once (503) rather than left waiting.
+    drop(reloads_asked);
     events.emit(Event::new(
         clock.wall(),
         EventKind::ShuttingDown,
@@ -253,8 +248,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             }
         }
     });
-    for (_, scraper) in &reloadable.scrapers {
-        scraper.abort();
+    for (_, scraper) in reloadable.scrapers.drain(..) {
+        scraper.stop(clock.wall());
     }
     detection_task.abort();
     sweeper.abort();
@@ -334,8 +329,8 @@ struct ScrapeContext {
 }
 
 impl ScrapeContext {
-    /// Starts scraping a `[[scrape]]` target until the task is aborted.
-    fn spawn(&self, target: &ScrapeTarget) -> tokio::task::JoinHandle<()> {
+    /// Starts scraping a `[[scrape]]` target until the handle stops it.
+    fn spawn(&self, target: &ScrapeTarget) -> ScraperHandle {
         let mut labels =
             vec![("job".to_owned(), target.name.clone()), ("instance".to_owned(), target.url.authority.clone())];
         labels.extend(target.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -351,7 +346,7 @@ impl ScrapeContext {
         };
         let scraper =
             Scraper::new(job, self.series.clone(), self.events.clone(), self.clock.clone(), self.stats.clone());
-        tokio::spawn(scraper.run())
+        scraper.spawn()
     }
 }
 
@@ -362,9 +357,7 @@ impl ScrapeContext {
 struct Reloadable {
     /// What runs: the start-up configuration with the sections of the last reload.
     running: Config,
-    /// The text of the file last started or reloaded from.
-    text: String,
-    scrapers: Vec<(ScrapeTarget, tokio::task::JoinHandle<()>)>,
+    scrapers: Vec<(ScrapeTarget, ScraperHandle)>,
     scrape_context: ScrapeContext,
     detection: tokio::sync::mpsc::Sender<Detection>,
 }
@@ -379,62 +372,65 @@ impl Reloadable {
                 .detail("file", file.to_string())
                 .detail("outcome", outcome)
         };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) => {
-                return checked("unreadable", format!("cannot read {file}: {error}; the running configuration stays"));
-            }
-        };
-        if text == self.text {
-            return checked("unchanged", format!("{file} is unchanged"));
-        }
         let new = match mend_config::load(&path) {
             Ok(new) => new,
+            Err(error @ mend_config::LoadError::Read { .. }) => {
+                return checked("unreadable", format!("{error}; the running configuration stays"));
+            }
             Err(error) => {
-                return checked(
-                    "invalid",
-                    format!("{file} changed and is invalid; the running configuration stays: {error}"),
-                );
+                return checked("invalid", format!("{file} is invalid; the running configuration stays: {error}"));
             }
         };
+        // Compared with what started, so that a service change stays listed until mend restarts.
+        let not_applied = needs_restart(&self.running, &new);
+        let pending = if not_applied.is_empty() {
+            String::new()
+        } else {
+            format!("; applied on the next start only: {}", not_applied.join(", "))
+        };
+        let running = &self.running;
+        if (&running.rules, &running.detects, &running.forecasts, &running.scrapes)
+            == (&new.rules, &new.detects, &new.forecasts, &new.scrapes)
+        {
+            let what = if not_applied.is_empty() {
+                format!("{file} is unchanged")
+            } else {
+                format!("{file}: rules, detectors, forecasts and scrape targets are unchanged{pending}")
+            };
+            return checked("unchanged", what).detail("not_applied", not_applied);
+        }
         let mut applied = self.running.clone();
-        applied.rules = new.rules.clone();
-        applied.detects = new.detects.clone();
-        applied.forecasts = new.forecasts.clone();
-        applied.scrapes = new.scrapes.clone();
+        applied.rules = new.rules;
+        applied.detects = new.detects;
+        applied.forecasts = new.forecasts;
+        applied.scrapes = new.scrapes;
         // Built from the running services, so that implicit memory forecasts follow the limits enforced.
         let detection = Detection::new(&applied);
         let (n_rules, n_detects, n_forecasts) = detection.counts();
         if self.detection.send(detection).await.is_err() {
             return checked("stopping", format!("{file} changed, but mend is stopping; nothing applied"));
         }
+        // Targets no longer wanted stop first (their markers are stamped `now`), then new ones start.
         let mut previous = std::mem::take(&mut self.scrapers);
-        let (mut started, mut kept) = (0, 0);
-        for target in &new.scrapes {
+        let mut to_start = Vec::new();
+        for target in &applied.scrapes {
             match previous.iter().position(|(running, _)| running == target) {
-                Some(idx) => {
-                    self.scrapers.push(previous.swap_remove(idx));
-                    kept += 1;
-                }
-                None => {
-                    self.scrapers.push((target.clone(), self.scrape_context.spawn(target)));
-                    started += 1;
-                }
+                Some(idx) => self.scrapers.push(previous.remove(idx)),
+                None => to_start.push(target.clone()),
             }
         }
-        let stopped = previous.len();
-        for (_, task) in previous {
-            task.abort();
+        let (kept, started, stopped) = (self.scrapers.len(), to_start.len(), previous.len());
+        for (_, scraper) in previous {
+            scraper.stop(now);
         }
-        let not_applied = needs_restart(&self.running, &new);
+        for target in to_start {
+            let scraper = self.scrape_context.spawn(&target);
+            self.scrapers.push((target, scraper));
+        }
         self.running = applied;
-        self.text = text;
-        let mut message = format!(
-            "{trigger}: reloaded {file}: {n_rules} rules, {n_detects} detectors, {n_forecasts} forecasts; scrape targets: {kept} kept, {started} started, {stopped} stopped"
+        let message = format!(
+            "{trigger}: reloaded {file}: {n_rules} rules, {n_detects} detectors, {n_forecasts} forecasts; scrape targets: {kept} kept, {started} started, {stopped} stopped{pending}"
         );
-        if !not_applied.is_empty() {
-            message.push_str(&format!("; applied on the next start only: {}", not_applied.join(", ")));
-        }
         Event::new(now, EventKind::ConfigReloaded, message)
             .detail("file", file.to_string())
             .detail("outcome", "reloaded")

@@ -168,16 +168,18 @@ impl Detection {
         (self.rules.len(), self.detects.len(), self.forecasts.len())
     }
 
-    /// Takes `next` as the configuration (a reload): every rule, detector attachment and forecast that
-    /// `next` configures exactly as before keeps its state (pending and firing alerts, learnt
-    /// detectors, fitted trends); the conditions of those it drops or changes are resolved. Returns the
-    /// signals to emit.
+    /// Takes `next` as the configuration (a reload): every rule that keeps its name and labels keeps its
+    /// pending and firing alerts, every detector attachment and forecast configured exactly as before
+    /// keeps what it learnt; the conditions of the others are resolved. Returns the signals to emit.
     pub(crate) fn reconfigure(&mut self, mut next: Detection, now: Timestamp) -> Vec<Signal> {
         const REMOVED: &str = "resolved: removed or changed by a configuration reload";
         let now_secs = now.as_secs_f64();
         let mut signals = Vec::new();
         for entry in &mut next.rules {
-            if let Some(idx) = self.rules.iter().position(|old| old.rule == entry.rule) {
+            // As Prometheus: a rule's alerts carry over to the rule of the same name and labels, even
+            // if its expression or `for` changed (the next evaluation decides whether they go on).
+            let same = |old: &RuleEntry| old.rule.name == entry.rule.name && old.rule.labels == entry.rule.labels;
+            if let Some(idx) = self.rules.iter().position(same) {
                 entry.state = self.rules.remove(idx).state;
             }
         }
@@ -445,23 +447,23 @@ mod tests {
     }
 
     #[test]
-    fn a_reload_keeps_the_state_of_unchanged_rules_and_resolves_the_rest() {
+    fn a_reload_keeps_the_alerts_of_rules_that_keep_their_name_and_resolves_the_rest() {
         let storage = mend_query::MemoryStorage::new(Vec::new());
         let at = |secs: i64| Timestamp::from_millis(1_700_000_000_000 + secs * 1000);
         let mut running =
-            detection(&[("Kept", "vector(1) > 0"), ("Dropped", "vector(2) > 0"), ("Pending", "vector(3) > 0")]);
+            detection(&[("Kept", "vector(1) > 0"), ("Dropped", "vector(2) > 0"), ("Edited", "vector(3) > 0")]);
         assert!(running.evaluate(&storage, at(0)).is_empty(), "pending for 2s");
         let fired = running.evaluate(&storage, at(3));
-        assert_eq!(names(&fired, SignalState::Firing), ["Kept", "Dropped", "Pending"]);
+        assert_eq!(names(&fired, SignalState::Firing), ["Kept", "Dropped", "Edited"]);
 
-        // `Pending` changes its expression: a new rule, whose old firing alert resolves.
-        let next = detection(&[("Kept", "vector(1) > 0"), ("Pending", "vector(4) > 0"), ("New", "vector(5) > 0")]);
+        // `Edited` changes its expression: its alert carries over (as in Prometheus) and goes on
+        // while the new expression still returns it; `Dropped` resolves; `New` starts pending.
+        let next = detection(&[("Kept", "vector(1) > 0"), ("Edited", "vector(4) > 0"), ("New", "vector(5) > 0")]);
         let reloaded = running.reconfigure(next, at(4));
-        assert_eq!(names(&reloaded, SignalState::Resolved), ["Dropped", "Pending"]);
+        assert_eq!(names(&reloaded, SignalState::Resolved), ["Dropped"]);
         assert!(reloaded.iter().all(|s| s.evidence.contains("configuration reload")), "{reloaded:?}");
-        // `Kept` is still firing (no new transition); the changed and the new rule start pending.
         assert!(running.evaluate(&storage, at(5)).is_empty());
-        assert_eq!(names(&running.evaluate(&storage, at(7)), SignalState::Firing), ["Pending", "New"]);
+        assert_eq!(names(&running.evaluate(&storage, at(7)), SignalState::Firing), ["New"]);
         assert_eq!(running.counts(), (3, 0, 0));
     }
 

@@ -230,8 +230,12 @@ summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
         eventually(Duration::from_secs(5), &format!("{query} ends"), || (instant(query) == 0).then_some(()));
     }
     assert_eq!(instant("mend_replica_restarts_total"), 1, "the restart count belongs to the replica and goes on");
-    let down = get(daemon.api, "/api/v1/query?query=up%7Bservice%3D%22web%22%7D").json();
-    assert_eq!(down["data"]["result"][0]["value"][1], "0", "a stopped replica is down, not gone: {down}");
+    // Its scrape target is gone (`up` too, as in Prometheus); the replica itself is down, and says so.
+    eventually(Duration::from_secs(5), "up ends", || (instant(r#"up{service="web"}"#) == 0).then_some(()));
+    eventually(Duration::from_secs(5), "mend_replica_up says 0", || {
+        let down = get(daemon.api, "/api/v1/query?query=mend_replica_up%7Bservice%3D%22web%22%7D").json();
+        (down["data"]["result"][0]["value"][1] == "0").then_some(())
+    });
 }
 
 #[test]

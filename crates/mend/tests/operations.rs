@@ -524,7 +524,7 @@ fn sighup_reloads_rules_and_scrape_targets_and_leaves_services_running() {
     let reload = daemon.cli(&["reload"]);
     let stderr = String::from_utf8_lossy(&reload.stderr);
     assert_eq!(reload.status.code(), Some(1), "{reload:?}");
-    assert!(stderr.contains("changed and is invalid") && stderr.contains("mend.toml:1"), "{stderr}");
+    assert!(stderr.contains("is invalid") && stderr.contains("mend.toml:1"), "{stderr}");
 
     assert!(alive(daemon.pid()), "SIGHUP must not kill mend");
     let now: Vec<u32> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).map(|pid| pid as u32).collect();
