@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum NabError {
     /// A file or directory could not be read or written.
-    #[error("cannot access {path}")]
+    #[error("cannot access {path}: {source}")]
     Io {
         /// The path concerned.
         path: PathBuf,
@@ -25,7 +25,7 @@ pub enum NabError {
         message: String,
     },
     /// A JSON file (labels or profiles) could not be parsed.
-    #[error("cannot parse {path}")]
+    #[error("cannot parse {path}: {source}")]
     Json {
         /// The file concerned.
         path: PathBuf,

@@ -75,6 +75,14 @@ fn run_writes_nab_results_and_score_prints_three_profiles() {
         .expect("run");
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("nope"));
+
+    // A missing corpus is named with the operating system's reason.
+    let missing = data.join("no-such-category");
+    let output = Command::new(MEND).args(["nab", "run", "--data"]).arg(&missing).arg("--out").arg(&results).output();
+    let output = output.expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no-such-category: No such file or directory"), "{stderr}");
 }
 
 /// The dev split of NAB lives next to the repository (`../shared/nab`) on the team's machines; the
