@@ -102,8 +102,8 @@ impl ServiceDto {
     pub fn from_handle(service: &ServiceHandle) -> Self {
         let replicas: Vec<ReplicaDto> = service.statuses().iter().map(ReplicaDto::from_status).collect();
         Self {
-            name: service.config.name.to_string(),
-            desired_replicas: service.config.total_replicas(),
+            name: service.config().name.to_string(),
+            desired_replicas: service.config().total_replicas(),
             ready_replicas: replicas.iter().filter(|r| r.ready).count() as u32,
             replicas,
         }

@@ -187,9 +187,9 @@ pub(crate) fn render(
     let fds = Family::<ReplicaLabels, Gauge>::default();
     let start_time = Family::<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for service in supervisor.services() {
-        let name = service.config.name.to_string();
+        let name = service.config().name.to_string();
         let statuses = service.statuses();
-        desired.get_or_create(&vec![("service", name.clone())]).set(i64::from(service.config.replicas));
+        desired.get_or_create(&vec![("service", name.clone())]).set(i64::from(service.config().replicas));
         ready_replicas
             .get_or_create(&vec![("service", name.clone())])
             .set(statuses.iter().filter(|s| s.ready).count() as i64);

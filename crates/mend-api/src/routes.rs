@@ -70,7 +70,7 @@ impl From<ControlError> for ApiError {
         let status = match error {
             ControlError::UnknownService(_) | ControlError::UnknownReplica { .. } => StatusCode::NOT_FOUND,
             ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ControlError::NotReadyAgain { .. } => StatusCode::CONFLICT,
+            ControlError::NotReadyAgain { .. } | ControlError::CannotScale { .. } => StatusCode::CONFLICT,
         };
         Self(status, error.to_string())
     }
@@ -92,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/chaos", post(crate::traffic::inject).delete(crate::traffic::clear))
         .route("/api/v1/services/{name}/canary", post(crate::traffic::set_canary))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/services/{name}/scale", post(scale))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let guarded = state.clone();
     Router::new()
@@ -305,7 +306,7 @@ async fn control(
     // Wait long enough for a drain, a graceful stop and a fresh start (per replica, for a rolling
     // restart), then report whatever state was reached.
     let wait = match params.wait.as_deref().map(parse_duration) {
-        None => service.config.stop_timeout + Duration::from_secs(60),
+        None => service.config().stop_timeout + Duration::from_secs(60),
         Some(Ok(wait)) if wait <= Duration::from_secs(3600) => wait,
         Some(_) => return Err(bad_request("invalid wait: a duration up to 1h, e.g. \"90s\"")),
     };
@@ -313,6 +314,40 @@ async fn control(
     tracing::info!(service = %name, action = %action, replica = ?params.replica, "operator command");
     Ok(Json(ServiceDto::from_handle(service)))
 }
+
+/// `POST /api/v1/services/{name}/scale` with `{"replicas": N}`: how many replicas of the stable release
+/// to run. Waits (`?wait=`) until new replicas are ready or surplus ones have drained and stopped.
+async fn scale(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    query: Result<Query<ReplicaParam>, QueryRejection>,
+    body: axum::body::Bytes,
+) -> Result<Json<ServiceDto>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ScaleRequest {
+        replicas: i64,
+    }
+    let Query(params) = query.map_err(query_error)?;
+    let service = state.supervisor.service(&name).ok_or_else(|| ControlError::UnknownService(name.clone()))?;
+    let request: ScaleRequest = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("invalid scale request (expected {{\"replicas\": N}}): {e}")))?;
+    let Some(replicas) = u32::try_from(request.replicas).ok().filter(|n| *n <= MAX_REPLICAS) else {
+        return Err(bad_request(format!("replicas: {} is out of range (0 to {MAX_REPLICAS})", request.replicas)));
+    };
+    let wait = match params.wait.as_deref().map(parse_duration) {
+        None => service.config().stop_timeout + Duration::from_secs(60),
+        Some(Ok(wait)) if wait <= Duration::from_secs(3600) => wait,
+        Some(_) => return Err(bad_request("invalid wait: a duration up to 1h, e.g. \"90s\"")),
+    };
+    let before = service.config().replicas;
+    state.supervisor.scale(&name, replicas, wait).await?;
+    tracing::info!(service = %name, from = before, to = replicas, "scaled");
+    Ok(Json(ServiceDto::from_handle(service)))
+}
+
+/// Most replicas one service may be scaled to: what its config may say.
+const MAX_REPLICAS: u32 = 1024;
 
 #[derive(Debug, Deserialize)]
 struct EventParams {
@@ -485,12 +520,12 @@ async fn service_logs(
     let Query(params) = query.map_err(query_error)?;
     let service = state.supervisor.service(&name).ok_or_else(|| ControlError::UnknownService(name.clone()))?;
     let indexes: Vec<u32> = match params.replica {
-        Some(index) if index < service.config.total_replicas() => vec![index],
+        Some(index) if index < service.config().total_replicas() => vec![index],
         Some(index) => return Err(ControlError::UnknownReplica { service: name, index }.into()),
-        None => (0..service.config.total_replicas()).collect(),
+        None => (0..service.config().total_replicas()).collect(),
     };
     let prefix = indexes.len() > 1;
-    let dir = service.config.log_dir(&state.state_dir);
+    let dir = service.config().log_dir(&state.state_dir);
     let tail = params.tail.unwrap_or(100).min(100_000);
     let mut text = String::new();
     let mut cursors: HashMap<u32, LogCursor> = HashMap::new();

@@ -313,6 +313,18 @@ impl Runner {
         }
         self.sync_probes(ActiveProbes::default());
         self.sync_scraper(ActiveProbes::default());
+        // The replica itself is gone (scaled in, or mend stops): so are its series.
+        let wall = self.ctx.clock.wall();
+        let index = self.id.index.to_string();
+        let pairs = [("service", self.service.name.as_str()), ("replica", index.as_str())];
+        if let Ok(mut series) = self.ctx.series.write() {
+            for name in ["mend_replica_up", "mend_replica_ready", "mend_replica_restarts_total"] {
+                let labels = series.labels(name, &pairs);
+                if series.latest(&labels).is_some_and(|point| !is_stale_marker(point.value)) {
+                    let _ = series.append(&labels, wall, stale_marker());
+                }
+            }
+        }
     }
 
     async fn apply(&mut self, input: Input) {

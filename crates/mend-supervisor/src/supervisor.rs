@@ -1,7 +1,7 @@
 //! All services: start in dependency order, route operator commands, shut down in reverse order.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use mend_config::{Config, Service};
@@ -11,18 +11,44 @@ use tokio::task::JoinHandle;
 
 use crate::runner::{Control, ReplicaHandle, ReplicaStatus, RunnerContext, TrafficControl};
 
-/// One supervised service and its replicas.
+/// One supervised service and its replicas (their number changes with [`Supervisor::scale`]).
 pub struct ServiceHandle {
-    /// The service's config.
-    pub config: Arc<Service>,
-    /// Its replicas, by index.
-    pub replicas: Vec<ReplicaHandle>,
+    config: RwLock<Arc<Service>>,
+    replicas: RwLock<Vec<Arc<ReplicaHandle>>>,
+    /// Bumped whenever replicas are added or removed, for those who follow the set (the proxy).
+    membership: watch::Sender<u64>,
+    /// One scale at a time.
+    scaling: tokio::sync::Mutex<()>,
 }
 
 impl ServiceHandle {
+    fn new(config: Arc<Service>, replicas: Vec<Arc<ReplicaHandle>>) -> Self {
+        Self {
+            config: RwLock::new(config),
+            replicas: RwLock::new(replicas),
+            membership: watch::channel(0).0,
+            scaling: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The service's config (with the replica count it is scaled to).
+    pub fn config(&self) -> Arc<Service> {
+        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Its replicas, by index.
+    pub fn replicas(&self) -> Vec<Arc<ReplicaHandle>> {
+        self.replicas.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// Statuses of all replicas.
     pub fn statuses(&self) -> Vec<ReplicaStatus> {
-        self.replicas.iter().map(ReplicaHandle::status).collect()
+        self.replicas().iter().map(|replica| replica.status()).collect()
+    }
+
+    /// Changes whenever replicas are added or removed.
+    pub fn membership(&self) -> watch::Receiver<u64> {
+        self.membership.subscribe()
     }
 }
 
@@ -43,6 +69,14 @@ pub enum ControlError {
     /// The replica tasks are gone (mend is shutting down).
     #[error("mend is shutting down")]
     ShuttingDown,
+    /// A scale mend cannot carry out (a canary release, too few ports).
+    #[error("cannot scale {service:?}: {reason}")]
+    CannotScale {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
     /// A rolling restart stopped because a restarted replica did not come back ready in time; the
     /// replicas after it were left alone.
     #[error("replica {index} of {service:?} was not ready again within {}s: rolling restart stopped", waited.as_secs())]
@@ -60,6 +94,8 @@ pub enum ControlError {
 pub struct Supervisor {
     services: Vec<ServiceHandle>,
     boot: Vec<JoinHandle<()>>,
+    ctx: RunnerContext,
+    traffic: HashMap<ServiceName, Arc<dyn TrafficControl>>,
 }
 
 impl Supervisor {
@@ -73,25 +109,31 @@ impl Supervisor {
                 let service = Arc::new(service.clone());
                 let replicas = (0..service.total_replicas())
                     .map(|index| {
-                        ReplicaHandle::start(service.clone(), index, ctx.clone(), traffic.get(&service.name).cloned())
+                        Arc::new(ReplicaHandle::start(
+                            service.clone(),
+                            index,
+                            ctx.clone(),
+                            traffic.get(&service.name).cloned(),
+                        ))
                     })
                     .collect();
-                ServiceHandle { config: service, replicas }
+                ServiceHandle::new(service, replicas)
             })
             .collect();
         let boot = services
             .iter()
             .map(|service| {
                 let dependencies: Vec<Vec<watch::Receiver<ReplicaStatus>>> = service
-                    .config
+                    .config()
                     .depends_on
                     .iter()
-                    .filter_map(|dependency| services.iter().find(|s| s.config.name == *dependency))
-                    .map(|dependency| dependency.replicas.iter().map(ReplicaHandle::watch).collect())
+                    .filter_map(|dependency| services.iter().find(|s| s.config().name == *dependency))
+                    .map(|dependency| dependency.replicas().iter().map(|r| r.watch()).collect())
                     .collect();
-                let targets: Vec<_> = service.replicas.iter().map(ReplicaHandle::watch).collect();
-                let controls: Vec<_> = service.replicas.iter().map(|r| r.control_sender()).collect();
-                let name = service.config.name.clone();
+                let replicas = service.replicas();
+                let targets: Vec<_> = replicas.iter().map(|r| r.watch()).collect();
+                let controls: Vec<_> = replicas.iter().map(|r| r.control_sender()).collect();
+                let name = service.config().name.clone();
                 tokio::spawn(async move {
                     for replicas in dependencies {
                         if replicas.is_empty() {
@@ -124,7 +166,7 @@ impl Supervisor {
                 })
             })
             .collect();
-        Self { services, boot }
+        Self { services, boot, ctx, traffic: traffic.clone() }
     }
 
     /// All services, in start order.
@@ -134,7 +176,7 @@ impl Supervisor {
 
     /// The service called `name`.
     pub fn service(&self, name: &str) -> Option<&ServiceHandle> {
-        self.services.iter().find(|service| service.config.name.as_str() == name)
+        self.services.iter().find(|service| service.config().name.as_str() == name)
     }
 
     /// Sends `control` to every replica of `name` (or to one, with `replica`) and waits, up to `wait` (per
@@ -148,14 +190,12 @@ impl Supervisor {
         wait: Duration,
     ) -> Result<Vec<ReplicaStatus>, ControlError> {
         let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
-        let targets: Vec<&ReplicaHandle> = match replica {
+        let replicas = service.replicas();
+        let targets: Vec<&Arc<ReplicaHandle>> = match replica {
             Some(index) => vec![
-                service
-                    .replicas
-                    .get(index as usize)
-                    .ok_or(ControlError::UnknownReplica { service: name.to_owned(), index })?,
+                replicas.get(index as usize).ok_or(ControlError::UnknownReplica { service: name.to_owned(), index })?,
             ],
-            None => service.replicas.iter().collect(),
+            None => replicas.iter().collect(),
         };
         // Whether a replica has acted on the command: stopped; started and ready (or down for good); or
         // replaced by a new process that is ready (or down for good).
@@ -202,6 +242,66 @@ impl Supervisor {
         Ok(targets.iter().map(|r| r.status()).collect())
     }
 
+    /// Scales the stable release of `name` to `replicas`: new replicas start (on the next ports of the
+    /// service's range) and, with `wait`, are waited for until ready; surplus replicas, the highest
+    /// indexes first, leave the proxy's rotation, drain and stop (a planned stop), then go away.
+    /// Returns the statuses afterwards.
+    pub async fn scale(&self, name: &str, replicas: u32, wait: Duration) -> Result<Vec<ReplicaStatus>, ControlError> {
+        let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
+        let cannot = |reason: String| ControlError::CannotScale { service: name.to_owned(), reason };
+        let _one_at_a_time = service.scaling.lock().await;
+        let config = service.config();
+        if config.canary.is_some() {
+            // Canary replicas take the indexes after the stable ones: scaling would renumber them.
+            return Err(cannot("it runs a canary release; scale it through its config".to_owned()));
+        }
+        if replicas > 0 && config.ports.is_some_and(|ports| ports.port_of(replicas - 1).is_none()) {
+            return Err(cannot(format!("its port range has room for fewer than {replicas} replicas")));
+        }
+        let current = config.replicas;
+        let mut scaled = (*config).clone();
+        scaled.replicas = replicas;
+        let scaled = Arc::new(scaled);
+        if replicas > current {
+            let traffic = self.traffic.get(&scaled.name).cloned();
+            let added: Vec<Arc<ReplicaHandle>> = (current..replicas)
+                .map(|index| Arc::new(ReplicaHandle::start(scaled.clone(), index, self.ctx.clone(), traffic.clone())))
+                .collect();
+            *service.config.write().unwrap_or_else(PoisonError::into_inner) = scaled;
+            service.replicas.write().unwrap_or_else(PoisonError::into_inner).extend(added.iter().cloned());
+            service.membership.send_modify(|version| *version += 1);
+            for replica in &added {
+                if !replica.send(Control::Start).await {
+                    return Err(ControlError::ShuttingDown);
+                }
+            }
+            let deadline = tokio::time::Instant::now() + wait;
+            for replica in &added {
+                let mut status = replica.watch();
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.ready || now.completed)).await;
+            }
+        } else if replicas < current {
+            let surplus: Vec<Arc<ReplicaHandle>> = {
+                let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
+                let keep = (replicas as usize).min(list.len());
+                list.split_off(keep)
+            };
+            *service.config.write().unwrap_or_else(PoisonError::into_inner) = scaled;
+            service.membership.send_modify(|version| *version += 1);
+            // A planned stop: each replica drains through its proxy before its process is signalled.
+            for replica in &surplus {
+                let _ = replica.send(Control::Stop).await;
+            }
+            let deadline = tokio::time::Instant::now() + config.stop_timeout + wait;
+            for replica in &surplus {
+                let mut status = replica.watch();
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.down)).await;
+            }
+            // Dropping the last handle closes the replica's control channel: its task ends.
+        }
+        Ok(service.statuses())
+    }
+
     /// Stops every service, dependents before their dependencies. The replica tasks end when the
     /// supervisor is dropped.
     pub async fn shutdown(&self, per_service_wait: Duration) {
@@ -211,11 +311,12 @@ impl Supervisor {
         // Stop in reverse start order: a service's dependents come after it in start order, so they stop
         // before it does.
         for service in self.services.iter().rev() {
-            for replica in &service.replicas {
+            let replicas = service.replicas();
+            for replica in &replicas {
                 let _ = replica.send(Control::Stop).await;
             }
-            let deadline = tokio::time::Instant::now() + service.config.stop_timeout + per_service_wait;
-            for replica in &service.replicas {
+            let deadline = tokio::time::Instant::now() + service.config().stop_timeout + per_service_wait;
+            for replica in &replicas {
                 let mut status = replica.watch();
                 let _ = tokio::time::timeout_at(deadline, status.wait_for(|status| status.down)).await;
             }

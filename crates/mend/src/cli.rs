@@ -98,6 +98,21 @@ enum Command {
     Stop(ControlArgs),
     /// Start a service's replicas (also after mend gave up on them).
     Start(ControlArgs),
+    /// Run this many replicas of a service (new ones start on the next ports of its range; surplus ones,
+    /// highest index first, drain through the proxy and stop).
+    Scale {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+        /// How many replicas.
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=1024))]
+        replicas: u32,
+        /// How long to wait for new replicas to be ready or surplus ones to stop (default: the stop
+        /// timeout plus a minute).
+        #[arg(long)]
+        wait: Option<String>,
+    },
     /// Reload the config file (as SIGHUP): rules, detectors, forecasts and scrape targets change at once;
     /// prints what changed and what waits for the next start.
     Reload {
@@ -416,7 +431,8 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Restart(ControlArgs { target, .. })
         | Command::Stop(ControlArgs { target, .. })
         | Command::Start(ControlArgs { target, .. })
-        | Command::Reload { target } => target,
+        | Command::Reload { target }
+        | Command::Scale { target, .. } => target,
         Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => {
             return usage("not a client command");
         }
@@ -439,6 +455,7 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Stop(args) => control(&client, "stop", &args).await,
         Command::Start(args) => control(&client, "start", &args).await,
         Command::Reload { .. } => reload(&client).await,
+        Command::Scale { name, replicas, wait, .. } => scale(&client, &name, replicas, wait.as_deref()).await,
         Command::Logs { name, replica, follow, tail, .. } => logs(&client, &name, replica, follow, tail).await,
         Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => Ok(()),
     };
@@ -555,6 +572,18 @@ async fn signals(
         output::signal_line,
     )
     .await
+}
+
+async fn scale(client: &Client, name: &str, replicas: u32, wait: Option<&str>) -> Result<(), ClientError> {
+    let mut path = format!("/api/v1/services/{}/scale", encode_query_value(name));
+    if let Some(wait) = wait {
+        path.push_str(&format!("?wait={}", encode_query_value(wait)));
+    }
+    let body = serde_json::json!({ "replicas": replicas });
+    let service: ServiceDto = client.json_with_body(Method::POST, &path, Some(&body)).await?;
+    let response = ServicesResponse { services: vec![service] };
+    output::raw(output::status_table(&response, SystemClock.wall().as_millis()).as_bytes());
+    Ok(())
 }
 
 async fn reload(client: &Client) -> Result<(), ClientError> {

@@ -211,8 +211,13 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         axum::serve(listener, mend_api::router(api_state)).with_graceful_shutdown(shutdown).await
     });
 
-    let mut reloadable =
-        Reloadable { running: config.clone(), scrapers: static_scrapers, scrape_context, detection: detection_reloads };
+    let mut reloadable = Reloadable {
+        running: config.clone(),
+        scrapers: static_scrapers,
+        scrape_context,
+        detection: detection_reloads,
+        supervisor: supervisor.clone(),
+    };
     let signal_name = loop {
         let (trigger, answer) = tokio::select! {
             signal = signals_in.next() => match signal {
@@ -360,7 +365,11 @@ struct Reloadable {
     scrapers: Vec<(ScrapeTarget, ScraperHandle)>,
     scrape_context: ScrapeContext,
     detection: tokio::sync::mpsc::Sender<Detection>,
+    supervisor: Arc<Supervisor>,
 }
+
+/// How long a reload's scale waits for new replicas to be ready or surplus ones to stop.
+const SCALE_WAIT: Duration = Duration::from_secs(120);
 
 impl Reloadable {
     /// Reads the config file again and applies what can be applied; the event says what happened.
@@ -381,14 +390,41 @@ impl Reloadable {
                 return checked("invalid", format!("{file} is invalid; the running configuration stays: {error}"));
             }
         };
-        // Compared with what started, so that a service change stays listed until mend restarts.
-        let not_applied = needs_restart(&self.running, &new);
+        // Compared with what runs, so that a service change stays listed until mend restarts.
+        let (scales, not_applied) = service_changes(&self.running, &new);
         let pending = if not_applied.is_empty() {
             String::new()
         } else {
             format!("; applied on the next start only: {}", not_applied.join(", "))
         };
+        // Replica counts change at once, in the background (scaling in drains, which takes a while).
+        for (name, replicas) in &scales {
+            if let Some(service) = self.running.services.iter_mut().find(|s| s.name.as_str() == name) {
+                service.replicas = *replicas;
+            }
+            let (supervisor, name, replicas) = (self.supervisor.clone(), name.clone(), *replicas);
+            tokio::spawn(async move {
+                if let Err(error) = supervisor.scale(&name, replicas, SCALE_WAIT).await {
+                    tracing::warn!(service = %name, error = %error, "scaling on reload failed");
+                }
+            });
+        }
+        let scaled = if scales.is_empty() {
+            String::new()
+        } else {
+            let each: Vec<String> = scales.iter().map(|(name, n)| format!("{name} to {n}")).collect();
+            format!("; scaling {}", each.join(", "))
+        };
         let running = &self.running;
+        if (&running.rules, &running.detects, &running.forecasts, &running.scrapes)
+            == (&new.rules, &new.detects, &new.forecasts, &new.scrapes)
+            && !scales.is_empty()
+        {
+            return Event::new(now, EventKind::ConfigReloaded, format!("{trigger}: reloaded {file}{scaled}{pending}"))
+                .detail("file", file.to_string())
+                .detail("outcome", "reloaded")
+                .detail("not_applied", not_applied);
+        }
         if (&running.rules, &running.detects, &running.forecasts, &running.scrapes)
             == (&new.rules, &new.detects, &new.forecasts, &new.scrapes)
         {
@@ -429,7 +465,7 @@ impl Reloadable {
         }
         self.running = applied;
         let message = format!(
-            "{trigger}: reloaded {file}: {n_rules} rules, {n_detects} detectors, {n_forecasts} forecasts; scrape targets: {kept} kept, {started} started, {stopped} stopped{pending}"
+            "{trigger}: reloaded {file}: {n_rules} rules, {n_detects} detectors, {n_forecasts} forecasts; scrape targets: {kept} kept, {started} started, {stopped} stopped{scaled}{pending}"
         );
         Event::new(now, EventKind::ConfigReloaded, message)
             .detail("file", file.to_string())
@@ -441,13 +477,23 @@ impl Reloadable {
     }
 }
 
-/// The sections of `new` that differ from what runs and only take effect when mend starts again.
-fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
-    let mut changes = Vec::new();
+/// What a changed file asks of the services: replica counts mend can change at once (a service that
+/// differs only there, without a canary), and the sections that only take effect when mend starts
+/// again.
+fn service_changes(running: &Config, new: &Config) -> (Vec<(String, u32)>, Vec<String>) {
+    let (mut scales, mut changes) = (Vec::new(), Vec::new());
     for service in &new.services {
         match running.service(service.name.as_str()) {
             None => changes.push(format!("service.{} (added)", service.name)),
-            Some(old) if old != service => changes.push(format!("service.{} (changed)", service.name)),
+            Some(old) if old != service => {
+                let mut rescaled = old.clone();
+                rescaled.replicas = service.replicas;
+                if rescaled == *service && service.canary.is_none() {
+                    scales.push((service.name.to_string(), service.replicas));
+                } else {
+                    changes.push(format!("service.{} (changed)", service.name));
+                }
+            }
             Some(_) => {}
         }
     }
@@ -462,7 +508,7 @@ fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
     if running.storage != new.storage {
         changes.push("storage".to_owned());
     }
-    changes
+    (scales, changes)
 }
 
 /// The reaper process (`mend __reaper`, see `mend_supervisor::orphans::run_reaper`) and the write end of

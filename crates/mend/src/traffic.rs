@@ -204,11 +204,11 @@ impl Traffic {
         self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| &proxy.handle)
     }
 
-    /// Keeps every proxy's route table in step with its service's replicas.
-    pub(crate) fn follow(&mut self, supervisor: &Supervisor) {
+    /// Keeps every proxy's route table in step with its service's replicas, as they change state and
+    /// as the service is scaled.
+    pub(crate) fn follow(&mut self, supervisor: &Arc<Supervisor>) {
         for (name, proxy) in &self.proxies {
-            let Some(service) = supervisor.service(name.as_str()) else { continue };
-            self.tasks.push(tokio::spawn(follow_service(proxy.clone(), watchers(service))));
+            self.tasks.push(tokio::spawn(follow_members(proxy.clone(), supervisor.clone(), name.clone())));
         }
     }
 
@@ -262,15 +262,38 @@ impl ServiceProxy {
 }
 
 fn watchers(service: &ServiceHandle) -> Vec<watch::Receiver<ReplicaStatus>> {
-    service.replicas.iter().map(|replica| replica.watch()).collect()
+    service.replicas().iter().map(|replica| replica.watch()).collect()
+}
+
+/// Follows the replicas of `name`, starting over with the new set whenever the service is scaled.
+async fn follow_members(proxy: Arc<ServiceProxy>, supervisor: Arc<Supervisor>, name: ServiceName) {
+    let Some(service) = supervisor.service(name.as_str()) else { return };
+    let mut membership = service.membership();
+    loop {
+        membership.borrow_and_update();
+        tokio::select! {
+            () = follow_service(proxy.clone(), watchers(service)) => {
+                // Every replica's task ended (none left, or shutdown): wait for new members.
+                if membership.changed().await.is_err() {
+                    return;
+                }
+            }
+            changed = membership.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn follow_service(proxy: Arc<ServiceProxy>, replicas: Vec<watch::Receiver<ReplicaStatus>>) {
     let (changed, mut changes) = mpsc::channel::<()>(1);
-    let mut forwarders = Vec::new();
+    // Aborted however this future ends: it is dropped when the service is scaled.
+    let mut forwarders = AbortOnDrop(Vec::new());
     for mut replica in replicas.iter().cloned() {
         let changed = changed.clone();
-        forwarders.push(tokio::spawn(async move {
+        forwarders.0.push(tokio::spawn(async move {
             while replica.changed().await.is_ok() {
                 // A full channel already holds a pending rebuild.
                 let _ = changed.try_send(());
@@ -298,8 +321,16 @@ async fn follow_service(proxy: Arc<ServiceProxy>, replicas: Vec<watch::Receiver<
             Ok(()) = weight.changed() => {}
         }
     }
-    for forwarder in forwarders {
-        forwarder.abort();
+}
+
+/// Tasks that end with their owner.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

@@ -488,11 +488,13 @@ fn sighup_reloads_rules_and_scrape_targets_and_leaves_services_running() {
     assert!(message.contains("mend.toml:7:") && message.contains("service.web.replicas"), "{message}");
 
     // A valid change: the rules and scrape targets are applied at once; the service keeps running as it
-    // started, and the reload says that its change waits for the next start.
+    // started, and the reload says that its change (a stop timeout) waits for the next start.
     let scrape =
         format!("[[scrape]]\nname = \"self\"\nurl = \"http://{}/metrics\"\ninterval = \"200ms\"\n", daemon.api);
-    let changed =
-        text.replace("replicas = 2", "replicas = 1").replace(&rule("Before"), &format!("{}{scrape}", rule("After")));
+    let after = |service: &str| {
+        text.replace("replicas = 2", service).replace(&rule("Before"), &format!("{}{scrape}", rule("After")))
+    };
+    let changed = after("replicas = 2\nstop_timeout = \"7s\"");
     std::fs::write(&daemon.config_path, changed).expect("write");
     hangup();
     let reloaded =
@@ -531,4 +533,13 @@ fn sighup_reloads_rules_and_scrape_targets_and_leaves_services_running() {
     assert!(alive(daemon.pid()), "SIGHUP must not kill mend");
     let now: Vec<u32> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).map(|pid| pid as u32).collect();
     assert_eq!(now, pids, "replicas untouched");
+
+    // A service that differs only in its replica count is scaled at once; the others are left alone.
+    std::fs::write(&daemon.config_path, after("replicas = 1")).expect("write");
+    let reload = daemon.cli(&["reload"]);
+    let stdout = String::from_utf8_lossy(&reload.stdout);
+    assert!(reload.status.success() && stdout.contains("scaling web to 1"), "{reload:?}");
+    assert!(!stdout.contains("next start"), "{stdout}");
+    eventually(Duration::from_secs(10), "web scaled to 1", || (daemon.replicas("web").len() == 1).then_some(()));
+    assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pids[0])), "replica 0 untouched");
 }

@@ -125,6 +125,50 @@ fn a_rolling_restart_under_load_fails_no_request() {
 }
 
 #[test]
+fn scaling_out_and_in_under_load_fails_no_request() {
+    // Three ports: room for one more replica.
+    let (daemon, proxy) = proxied(2, "", "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 4, 200_000, Duration::from_millis(1), stop.clone());
+    std::thread::sleep(Duration::from_millis(800));
+
+    let out = daemon.cli(&["scale", "web", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replicas = daemon.replicas("web");
+    assert_eq!(replicas.len(), 3);
+    assert!(replicas.iter().all(|r| r["ready"] == true), "{replicas:?}");
+    eventually(Duration::from_secs(10), "the new replica gets traffic", || {
+        (query(&daemon, "sum(mend_proxy_backend_attempts_total{service=\"web\",replica=\"2\"})") > 0.0).then_some(())
+    });
+
+    // Scale in: the surplus replicas leave the rotation and drain before they stop.
+    let out = daemon.cli(&["scale", "web", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(daemon.replicas("web").len(), 1);
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join().expect("load thread");
+    assert!(report.ok > 500, "{report:?}");
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    assert!(daemon.log_text().matches("drained").count() >= 2, "each surplus replica was drained");
+
+    // More replicas than the port range holds: refused, nothing changes.
+    let out = daemon.cli(&["scale", "web", "4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port range"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(daemon.replicas("web").len(), 1);
+    let bad = common::http_with_body(
+        "POST",
+        daemon.api,
+        "/api/v1/services/web/scale",
+        &[("content-type", "application/json")],
+        r#"{"replicas": -1}"#,
+    )
+    .expect("request");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}
+
+#[test]
 fn the_canary_gets_its_weight_and_pinned_requests() {
     let (daemon, proxy) =
         proxied(1, "", "[service.web.canary]\nreplicas = 1\nweight = 20\npin_header = \"x-canary: 1\"\n");
