@@ -320,7 +320,7 @@ async fn control(
 async fn scale(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    query: Result<Query<ReplicaParam>, QueryRejection>,
+    query: Result<Query<WaitParam>, QueryRejection>,
     body: axum::body::Bytes,
 ) -> Result<Json<ServiceDto>, ApiError> {
     #[derive(Deserialize)]
@@ -328,6 +328,7 @@ async fn scale(
     struct ScaleRequest {
         replicas: i64,
     }
+
     let Query(params) = query.map_err(query_error)?;
     let service = state.supervisor.service(&name).ok_or_else(|| ControlError::UnknownService(name.clone()))?;
     let request: ScaleRequest = serde_json::from_slice(&body)
@@ -344,6 +345,13 @@ async fn scale(
     state.supervisor.scale(&name, replicas, wait).await?;
     tracing::info!(service = %name, from = before, to = replicas, "scaled");
     Ok(Json(ServiceDto::from_handle(service)))
+}
+
+/// `?wait=` alone (a scale has no `replica`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitParam {
+    wait: Option<String>,
 }
 
 /// Most replicas one service may be scaled to: what its config may say.

@@ -389,7 +389,8 @@ impl Service {
 
     /// The release replica `index` runs.
     pub fn release_of(&self, index: u32) -> Release {
-        if index < self.replicas { Release::Stable } else { Release::Canary }
+        // Without a canary every replica is stable, whatever the count it is scaled to.
+        if index < self.replicas || self.canary.is_none() { Release::Stable } else { Release::Canary }
     }
 
     /// The command of replica `index`.

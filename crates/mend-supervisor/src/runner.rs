@@ -62,6 +62,9 @@ pub enum Control {
     Stop,
     /// Stop gracefully and start again.
     Restart,
+    /// Stop (draining first) and end the replica's task: the replica is being removed (scale-in).
+    /// Commands after it are not read.
+    Retire,
 }
 
 /// The published state of one replica.
@@ -179,6 +182,11 @@ impl ReplicaHandle {
         self.control.send(control).await.is_ok()
     }
 
+    /// True once the replica's task has ended (after [`Control::Retire`], or with mend).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// A sender of commands to this replica.
     pub fn control_sender(&self) -> mpsc::Sender<Control> {
         self.control.clone()
@@ -287,6 +295,10 @@ impl Runner {
                     Some(Control::Start) => Input::Start,
                     Some(Control::Stop) => Input::Stop,
                     Some(Control::Restart) => Input::Restart,
+                    Some(Control::Retire) => {
+                        control_open = false;
+                        Input::Stop
+                    }
                     None => {
                         // The supervisor is gone: never leave the process behind unsupervised.
                         control_open = false;

@@ -1,6 +1,7 @@
 //! All services: start in dependency order, route operator commands, shut down in reverse order.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -17,8 +18,12 @@ pub struct ServiceHandle {
     replicas: RwLock<Vec<Arc<ReplicaHandle>>>,
     /// Bumped whenever replicas are added or removed, for those who follow the set (the proxy).
     membership: watch::Sender<u64>,
-    /// One scale at a time.
+    /// One scale at a time, and none once shutdown has taken it.
     scaling: tokio::sync::Mutex<()>,
+    /// Replicas removed by a scale-in whose tasks may still be stopping them.
+    retiring: RwLock<Vec<Arc<ReplicaHandle>>>,
+    /// Set once the service's dependencies were ready and its replicas were started.
+    booted: Arc<AtomicBool>,
 }
 
 impl ServiceHandle {
@@ -28,7 +33,16 @@ impl ServiceHandle {
             replicas: RwLock::new(replicas),
             membership: watch::channel(0).0,
             scaling: tokio::sync::Mutex::new(()),
+            retiring: RwLock::new(Vec::new()),
+            booted: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Retiring replicas whose tasks have not ended yet (finished ones are forgotten).
+    fn still_retiring(&self) -> Vec<Arc<ReplicaHandle>> {
+        let mut retiring = self.retiring.write().unwrap_or_else(PoisonError::into_inner);
+        retiring.retain(|replica| !replica.is_finished());
+        retiring.clone()
     }
 
     /// The service's config (with the replica count it is scaled to).
@@ -94,6 +108,7 @@ pub enum ControlError {
 pub struct Supervisor {
     services: Vec<ServiceHandle>,
     boot: Vec<JoinHandle<()>>,
+    shutting_down: AtomicBool,
     ctx: RunnerContext,
     traffic: HashMap<ServiceName, Arc<dyn TrafficControl>>,
 }
@@ -134,6 +149,7 @@ impl Supervisor {
                 let targets: Vec<_> = replicas.iter().map(|r| r.watch()).collect();
                 let controls: Vec<_> = replicas.iter().map(|r| r.control_sender()).collect();
                 let name = service.config().name.clone();
+                let booted = service.booted.clone();
                 tokio::spawn(async move {
                     for replicas in dependencies {
                         if replicas.is_empty() {
@@ -157,6 +173,7 @@ impl Supervisor {
                             }
                         }
                     }
+                    booted.store(true, Ordering::SeqCst);
                     for (status, control) in targets.iter().zip(controls) {
                         // Start only replicas nobody has touched yet (an operator may have stopped one).
                         if status.borrow().state == "waiting" {
@@ -166,7 +183,7 @@ impl Supervisor {
                 })
             })
             .collect();
-        Self { services, boot, ctx, traffic: traffic.clone() }
+        Self { services, boot, shutting_down: AtomicBool::new(false), ctx, traffic: traffic.clone() }
     }
 
     /// All services, in start order.
@@ -205,6 +222,7 @@ impl Supervisor {
             Control::Stop => now.down,
             Control::Start => now.ready || (now.down && now.generation != before.generation),
             Control::Restart => (now.ready || now.down) && now.generation != before.generation,
+            Control::Retire => now.down,
         };
         if control == Control::Restart {
             // A rolling restart: one replica at a time, each back in the ready set before the next goes,
@@ -249,7 +267,11 @@ impl Supervisor {
     pub async fn scale(&self, name: &str, replicas: u32, wait: Duration) -> Result<Vec<ReplicaStatus>, ControlError> {
         let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
         let cannot = |reason: String| ControlError::CannotScale { service: name.to_owned(), reason };
-        let _one_at_a_time = service.scaling.lock().await;
+        let deadline = tokio::time::Instant::now() + wait;
+        let scaling = service.scaling.lock().await;
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ControlError::ShuttingDown);
+        }
         let config = service.config();
         if config.canary.is_some() {
             // Canary replicas take the indexes after the stable ones: scaling would renumber them.
@@ -263,6 +285,25 @@ impl Supervisor {
         scaled.replicas = replicas;
         let scaled = Arc::new(scaled);
         if replicas > current {
+            if !service.booted.load(Ordering::SeqCst) {
+                return Err(cannot("it is still waiting for its dependencies".to_owned()));
+            }
+            // An index comes back only once the replica that had it has stopped (same port, pid file).
+            loop {
+                let busy: Vec<u32> = service
+                    .still_retiring()
+                    .iter()
+                    .map(|replica| replica.id.index)
+                    .filter(|index| (current..replicas).contains(index))
+                    .collect();
+                match busy.first() {
+                    None => break,
+                    Some(index) if tokio::time::Instant::now() >= deadline => {
+                        return Err(cannot(format!("replica {index} is still stopping")));
+                    }
+                    Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
             let traffic = self.traffic.get(&scaled.name).cloned();
             let added: Vec<Arc<ReplicaHandle>> = (current..replicas)
                 .map(|index| Arc::new(ReplicaHandle::start(scaled.clone(), index, self.ctx.clone(), traffic.clone())))
@@ -275,7 +316,8 @@ impl Supervisor {
                     return Err(ControlError::ShuttingDown);
                 }
             }
-            let deadline = tokio::time::Instant::now() + wait;
+            // Waiting happens outside the lock: a shutdown need not wait for it.
+            drop(scaling);
             for replica in &added {
                 let mut status = replica.watch();
                 let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.ready || now.completed)).await;
@@ -288,16 +330,18 @@ impl Supervisor {
             };
             *service.config.write().unwrap_or_else(PoisonError::into_inner) = scaled;
             service.membership.send_modify(|version| *version += 1);
-            // A planned stop: each replica drains through its proxy before its process is signalled.
+            // A planned stop: each replica drains through its proxy before its process is signalled; its
+            // task then ends, whatever commands still come its way.
             for replica in &surplus {
-                let _ = replica.send(Control::Stop).await;
+                let _ = replica.send(Control::Retire).await;
             }
-            let deadline = tokio::time::Instant::now() + config.stop_timeout + wait;
+            service.retiring.write().unwrap_or_else(PoisonError::into_inner).extend(surplus.iter().cloned());
+            drop(scaling);
+            let deadline = deadline + config.stop_timeout;
             for replica in &surplus {
                 let mut status = replica.watch();
                 let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.down)).await;
             }
-            // Dropping the last handle closes the replica's control channel: its task ends.
         }
         Ok(service.statuses())
     }
@@ -310,8 +354,12 @@ impl Supervisor {
         }
         // Stop in reverse start order: a service's dependents come after it in start order, so they stop
         // before it does.
+        self.shutting_down.store(true, Ordering::SeqCst);
         for service in self.services.iter().rev() {
-            let replicas = service.replicas();
+            // A scale in progress finishes changing the set first; none starts after this.
+            let _no_more_scaling = service.scaling.lock().await;
+            let mut replicas = service.replicas();
+            replicas.extend(service.still_retiring());
             for replica in &replicas {
                 let _ = replica.send(Control::Stop).await;
             }

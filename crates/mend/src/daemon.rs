@@ -217,6 +217,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         scrape_context,
         detection: detection_reloads,
         supervisor: supervisor.clone(),
+        scale_tasks: Vec::new(),
     };
     let signal_name = loop {
         let (trigger, answer) = tokio::select! {
@@ -256,6 +257,12 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     for (_, scraper) in reloadable.scrapers.drain(..) {
         scraper.stop(clock.wall());
     }
+    // A scale a reload started ends here (the supervisor stops whatever it added); the reloader's hold
+    // on the supervisor goes, so that the proxies can be shut down once the replicas are.
+    for task in reloadable.scale_tasks.drain(..) {
+        task.abort();
+    }
+    drop(reloadable);
     detection_task.abort();
     sweeper.abort();
     if let Some(sampler) = &proxy_sampler {
@@ -355,8 +362,9 @@ impl ScrapeContext {
     }
 }
 
-/// What a reload (SIGHUP, `POST /api/v1/reload`) changes while mend runs: the detect stage (rules, detector attachments,
-/// forecasts) and the static scrape targets, as Prometheus reloads its rules and targets. Services,
+/// What a reload (SIGHUP, `POST /api/v1/reload`) changes while mend runs: the detect stage (rules,
+/// detector attachments, forecasts) and the static scrape targets, as Prometheus reloads its rules and
+/// targets, and the replica count of a service whose only change it is. Other service changes, the
 /// proxies, the API and the series store keep the configuration they started with; a reload lists what
 /// the file changes there, applied on the next start.
 struct Reloadable {
@@ -366,6 +374,8 @@ struct Reloadable {
     scrape_context: ScrapeContext,
     detection: tokio::sync::mpsc::Sender<Detection>,
     supervisor: Arc<Supervisor>,
+    /// Scales started by reloads (aborted at shutdown).
+    scale_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// How long a reload's scale waits for new replicas to be ready or surplus ones to stop.
@@ -390,7 +400,13 @@ impl Reloadable {
                 return checked("invalid", format!("{file} is invalid; the running configuration stays: {error}"));
             }
         };
-        // Compared with what runs, so that a service change stays listed until mend restarts.
+        // Compared with what runs (replica counts as scaled, by `mend scale` too), so that a service
+        // change stays listed until mend restarts.
+        for service in &mut self.running.services {
+            if let Some(handle) = self.supervisor.service(service.name.as_str()) {
+                service.replicas = handle.config().replicas;
+            }
+        }
         let (scales, not_applied) = service_changes(&self.running, &new);
         let pending = if not_applied.is_empty() {
             String::new()
@@ -403,11 +419,12 @@ impl Reloadable {
                 service.replicas = *replicas;
             }
             let (supervisor, name, replicas) = (self.supervisor.clone(), name.clone(), *replicas);
-            tokio::spawn(async move {
+            self.scale_tasks.retain(|task| !task.is_finished());
+            self.scale_tasks.push(tokio::spawn(async move {
                 if let Err(error) = supervisor.scale(&name, replicas, SCALE_WAIT).await {
                     tracing::warn!(service = %name, error = %error, "scaling on reload failed");
                 }
-            });
+            }));
         }
         let scaled = if scales.is_empty() {
             String::new()

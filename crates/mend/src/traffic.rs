@@ -22,7 +22,8 @@ use tokio::task::JoinHandle;
 
 /// The proxy of one service.
 pub(crate) struct ServiceProxy {
-    service: Arc<Service>,
+    /// The service's config, with the replica count it is scaled to (releases follow from it).
+    service: std::sync::RwLock<Arc<Service>>,
     handle: ProxyHandle,
     routes: watch::Sender<Arc<RouteTable>>,
     drain_timeout: Duration,
@@ -90,6 +91,12 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
     config
 }
 
+impl ServiceProxy {
+    fn service(&self) -> Arc<Service> {
+        self.service.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
 impl TrafficControl for ServiceProxy {
     fn drain(
         self: Arc<Self>,
@@ -97,10 +104,11 @@ impl TrafficControl for ServiceProxy {
         generation: u64,
         wait_for_others: bool,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let id = BackendId { release: release(&self.service, index), index, generation };
-        let service = self.service.name.clone();
+        let config = self.service();
+        let id = BackendId { release: release(&config, index), index, generation };
+        let service = config.name.clone();
         let mut routes = self.routes.subscribe();
-        let others_configured = wait_for_others && self.service.total_replicas() > 1;
+        let others_configured = wait_for_others && config.total_replicas() > 1;
         Box::pin(async move {
             // Taking the last routable replica out would turn requests away (503): during a rolling
             // restart, wait until the replica restarted before this one is back in the table.
@@ -177,7 +185,7 @@ impl Traffic {
                 format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name)
             })?;
             let proxy = ServiceProxy {
-                service: Arc::new(service.clone()),
+                service: std::sync::RwLock::new(Arc::new(service.clone())),
                 handle,
                 routes,
                 drain_timeout,
@@ -271,6 +279,7 @@ async fn follow_members(proxy: Arc<ServiceProxy>, supervisor: Arc<Supervisor>, n
     let mut membership = service.membership();
     loop {
         membership.borrow_and_update();
+        *proxy.service.write().unwrap_or_else(std::sync::PoisonError::into_inner) = service.config();
         tokio::select! {
             () = follow_service(proxy.clone(), watchers(service)) => {
                 // Every replica's task ended (none left, or shutdown): wait for new members.
@@ -304,7 +313,7 @@ async fn follow_service(proxy: Arc<ServiceProxy>, replicas: Vec<watch::Receiver<
     let mut weight = proxy.canary_weight.subscribe();
     loop {
         let statuses: Vec<ReplicaStatus> = replicas.iter().map(|r| r.borrow().clone()).collect();
-        let table = route_table(&proxy.service, &statuses, *weight.borrow_and_update());
+        let table = route_table(&proxy.service(), &statuses, *weight.borrow_and_update());
         proxy.routes.send_if_modified(|current| {
             let changed = **current != table;
             if changed {
@@ -418,14 +427,14 @@ pub(crate) async fn sample_loop(
 impl mend_api::TrafficApi for Traffic {
     fn canary_weight(&self, service: &str) -> Option<u8> {
         let proxy = self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| proxy)?;
-        proxy.service.canary.as_ref().map(|_| *proxy.canary_weight.borrow())
+        proxy.service().canary.as_ref().map(|_| *proxy.canary_weight.borrow())
     }
 
     fn set_canary_weight(&self, service: &str, weight: u8) -> bool {
         let Some(proxy) = self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| proxy) else {
             return false;
         };
-        if proxy.service.canary.is_none() {
+        if proxy.service().canary.is_none() {
             return false;
         }
         proxy.canary_weight.send_replace(weight.min(100));

@@ -127,7 +127,7 @@ fn a_rolling_restart_under_load_fails_no_request() {
 #[test]
 fn scaling_out_and_in_under_load_fails_no_request() {
     // Three ports: room for one more replica.
-    let (daemon, proxy) = proxied(2, "", "");
+    let (mut daemon, proxy) = proxied(2, "", "");
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(proxy, "/", 4, 200_000, Duration::from_millis(1), stop.clone());
     std::thread::sleep(Duration::from_millis(800));
@@ -166,6 +166,12 @@ fn scaling_out_and_in_under_load_fails_no_request() {
     )
     .expect("request");
     assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // Shutdown still ends the proxy gracefully (nothing holds it past the replicas).
+    let status = daemon.signal_and_wait(Signal::SIGTERM, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    let log = daemon.log_text();
+    assert!(log.contains("proxy stopped graceful=true") && !log.contains("still in use"), "{log}");
 }
 
 #[test]
