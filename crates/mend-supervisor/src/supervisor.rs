@@ -108,7 +108,8 @@ pub enum ControlError {
 pub struct Supervisor {
     services: Vec<ServiceHandle>,
     boot: Vec<JoinHandle<()>>,
-    shutting_down: AtomicBool,
+    /// True once shutdown has begun: no scale starts, and waits for replicas end.
+    shutting_down: watch::Sender<bool>,
     ctx: RunnerContext,
     traffic: HashMap<ServiceName, Arc<dyn TrafficControl>>,
 }
@@ -168,7 +169,8 @@ impl Supervisor {
                             match waiting.join_next().await {
                                 Some(Ok(true)) => break,
                                 Some(_) => continue,
-                                // Every replica task of the dependency ended: mend is shutting down.
+                                // Every replica task of the dependency ended (mend is shutting down; a
+                                // dependency cannot be scaled to 0 while a dependent still waits).
                                 None => return,
                             }
                         }
@@ -183,7 +185,21 @@ impl Supervisor {
                 })
             })
             .collect();
-        Self { services, boot, shutting_down: AtomicBool::new(false), ctx, traffic: traffic.clone() }
+        Self { services, boot, shutting_down: watch::channel(false).0, ctx, traffic: traffic.clone() }
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        *self.shutting_down.borrow()
+    }
+
+    /// Runs `wait` until it ends or shutdown begins, whichever comes first: nobody waits on a replica
+    /// that shutdown is stopping (an API request holding on would keep the proxies from closing).
+    async fn unless_shutting_down(&self, wait: impl std::future::Future<Output = ()>) {
+        let mut shutdown = self.shutting_down.subscribe();
+        tokio::select! {
+            () = wait => {}
+            _ = shutdown.wait_for(|down| *down) => {}
+        }
     }
 
     /// All services, in start order.
@@ -207,6 +223,9 @@ impl Supervisor {
         wait: Duration,
     ) -> Result<Vec<ReplicaStatus>, ControlError> {
         let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
+        if self.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
         let replicas = service.replicas();
         let targets: Vec<&Arc<ReplicaHandle>> = match replica {
             Some(index) => vec![
@@ -233,7 +252,13 @@ impl Supervisor {
                     return Err(ControlError::ShuttingDown);
                 }
                 let mut status = replica.watch();
-                let _ = tokio::time::timeout(wait, status.wait_for(|now| settled(&before, now))).await;
+                self.unless_shutting_down(async {
+                    let _ = tokio::time::timeout(wait, status.wait_for(|now| settled(&before, now))).await;
+                })
+                .await;
+                if self.is_shutting_down() {
+                    return Err(ControlError::ShuttingDown);
+                }
                 // Going on while a replica is not back would take the service down one replica at a time
                 // (a bad release, say): stop the roll instead.
                 if !replica.status().ready && targets.len() > 1 {
@@ -254,7 +279,10 @@ impl Supervisor {
             let deadline = tokio::time::Instant::now() + wait;
             for (replica, before) in targets.iter().zip(&before) {
                 let mut status = replica.watch();
-                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| settled(before, now))).await;
+                self.unless_shutting_down(async {
+                    let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| settled(before, now))).await;
+                })
+                .await;
             }
         }
         Ok(targets.iter().map(|r| r.status()).collect())
@@ -269,7 +297,7 @@ impl Supervisor {
         let cannot = |reason: String| ControlError::CannotScale { service: name.to_owned(), reason };
         let deadline = tokio::time::Instant::now() + wait;
         let scaling = service.scaling.lock().await;
-        if self.shutting_down.load(Ordering::SeqCst) {
+        if self.is_shutting_down() {
             return Err(ControlError::ShuttingDown);
         }
         let config = service.config();
@@ -304,6 +332,9 @@ impl Supervisor {
                     Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
+            if self.is_shutting_down() {
+                return Err(ControlError::ShuttingDown);
+            }
             let traffic = self.traffic.get(&scaled.name).cloned();
             let added: Vec<Arc<ReplicaHandle>> = (current..replicas)
                 .map(|index| Arc::new(ReplicaHandle::start(scaled.clone(), index, self.ctx.clone(), traffic.clone())))
@@ -320,9 +351,21 @@ impl Supervisor {
             drop(scaling);
             for replica in &added {
                 let mut status = replica.watch();
-                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.ready || now.completed)).await;
+                self.unless_shutting_down(async {
+                    let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.ready || now.completed)).await;
+                })
+                .await;
             }
         } else if replicas < current {
+            if replicas == 0
+                && let Some(waiting) = self.services.iter().find(|other| {
+                    !other.booted.load(Ordering::SeqCst) && other.config().depends_on.contains(&config.name)
+                })
+            {
+                // Its start waits for one of this service's replicas to be ready.
+                let reason = format!("service {:?} depends on it and has not started yet", waiting.config().name);
+                return Err(cannot(reason));
+            }
             let surplus: Vec<Arc<ReplicaHandle>> = {
                 let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
                 let keep = (replicas as usize).min(list.len());
@@ -332,15 +375,19 @@ impl Supervisor {
             service.membership.send_modify(|version| *version += 1);
             // A planned stop: each replica drains through its proxy before its process is signalled; its
             // task then ends, whatever commands still come its way.
+            // Listed as retiring first: if this scale is cut short, shutdown still finds them.
+            service.retiring.write().unwrap_or_else(PoisonError::into_inner).extend(surplus.iter().cloned());
             for replica in &surplus {
                 let _ = replica.send(Control::Retire).await;
             }
-            service.retiring.write().unwrap_or_else(PoisonError::into_inner).extend(surplus.iter().cloned());
             drop(scaling);
             let deadline = deadline + config.stop_timeout;
             for replica in &surplus {
                 let mut status = replica.watch();
-                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.down)).await;
+                self.unless_shutting_down(async {
+                    let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.down)).await;
+                })
+                .await;
             }
         }
         Ok(service.statuses())
@@ -354,7 +401,7 @@ impl Supervisor {
         }
         // Stop in reverse start order: a service's dependents come after it in start order, so they stop
         // before it does.
-        self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutting_down.send_replace(true);
         for service in self.services.iter().rev() {
             // A scale in progress finishes changing the set first; none starts after this.
             let _no_more_scaling = service.scaling.lock().await;
