@@ -307,6 +307,37 @@ http = "http://127.0.0.1:{{port}}/health"
 }
 
 #[test]
+fn a_service_waiting_for_its_dependency_is_not_scaled_and_keeps_the_dependency() {
+    let (db_port, web_ports) = (free_ports(1), free_ports(2));
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{web_ports}-{}"
+depends_on = ["db"]
+[service.db]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{db_port}"
+[service.db.readiness]
+http = "http://127.0.0.1:{{port}}/never-ready"
+"#,
+        web_ports + 1
+    )));
+    eventually(Duration::from_secs(10), "db has a process (never ready)", || {
+        (daemon.replica("db", 0)["pid"].as_u64().is_some()).then_some(())
+    });
+    let out = daemon.cli(&["scale", "db", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("service \"web\" depends on it and has not started yet"), "{stderr}");
+    let out = daemon.cli(&["scale", "web", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("still waiting for its dependencies"), "{stderr}");
+    assert_eq!(daemon.replica("web", 0)["state"], "waiting");
+    assert_eq!(daemon.replicas("web").len(), 1);
+}
+
+#[test]
 fn a_port_held_by_another_process_is_not_fought_over() {
     let port = free_ports(1);
     let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("hold the port");
