@@ -6,6 +6,7 @@ mod client;
 mod daemon;
 mod detection;
 mod output;
+mod reload;
 mod traffic;
 
 use std::process::ExitCode;
