@@ -49,6 +49,9 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// Asks the daemon to reload its config file; the answer is the event the reload recorded.
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
+    /// Turns true when the API is about to stop: streams that follow (`logs?follow=true`) end, so that
+    /// their connections do not hold the shutdown up.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -556,14 +559,18 @@ async fn service_logs(
         return Ok((content_type, text).into_response());
     }
     let first = Some(bytes::Bytes::from(text));
-    let stream = futures_util::stream::unfold((first, cursors), move |(first, mut cursors)| {
+    let closing = state.closing.clone();
+    let stream = futures_util::stream::unfold((first, cursors, closing), move |(first, mut cursors, mut closing)| {
         let dir = dir.clone();
         let indexes = indexes.clone();
         async move {
             if let Some(first) = first {
-                return Some((Ok::<_, std::io::Error>(first), (None, cursors)));
+                return Some((Ok::<_, std::io::Error>(first), (None, cursors, closing)));
             }
             loop {
+                // Read once more after the API begins to close (the last lines of the stopped replicas),
+                // then end.
+                let last_round = *closing.borrow();
                 let mut chunk = Vec::new();
                 for &index in &indexes {
                     let cursor = cursors.get(&index).copied().unwrap_or_default();
@@ -582,9 +589,15 @@ async fn service_logs(
                     }
                 }
                 if !chunk.is_empty() {
-                    return Some((Ok(bytes::Bytes::from(chunk)), (None, cursors)));
+                    return Some((Ok(bytes::Bytes::from(chunk)), (None, cursors, closing)));
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                if last_round {
+                    return None;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = closing.wait_for(|closing| *closing) => {}
+                }
             }
         }
     });

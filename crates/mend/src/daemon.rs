@@ -191,6 +191,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         clock.clone(),
         reloads_in,
     ));
+    let (api_closing, api_closing_in) = tokio::sync::watch::channel(false);
     let (reload_requests, mut reloads_asked) = tokio::sync::mpsc::channel::<mend_api::ReloadRequest>(4);
     let api_state = ApiState {
         supervisor: supervisor.clone(),
@@ -203,6 +204,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         state_dir: state_dir.clone(),
         clock: clock.clone(),
         reload: reload_requests,
+        closing: api_closing_in,
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -272,6 +274,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     // Replicas drain through their proxies as they stop (up to the drain timeout), then get their grace
     // period; the proxies go last.
     supervisor.shutdown(traffic.longest_drain() + Duration::from_secs(2)).await;
+    // Followers (`mend logs -f`) read their last lines and end; then the server stops.
+    api_closing.send_replace(true);
     let _ = stop_api.send(());
     let server_abort = server.abort_handle();
     match tokio::time::timeout(Duration::from_secs(5), server).await {

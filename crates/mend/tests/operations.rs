@@ -543,3 +543,24 @@ fn sighup_reloads_rules_and_scrape_targets_and_leaves_services_running() {
     eventually(Duration::from_secs(10), "web scaled to 1", || (daemon.replicas("web").len() == 1).then_some(()));
     assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pids[0])), "replica 0 untouched");
 }
+
+#[test]
+fn a_log_follower_ends_with_the_daemon_instead_of_holding_it_up() {
+    let mut daemon = Daemon::start(&web_config(""));
+    daemon.wait_ready("web");
+    let mut follower = Command::new(MEND)
+        .args(["logs", "web", "-f", "--api"])
+        .arg(daemon.api.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mend logs -f");
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let status = daemon.signal_and_wait(Signal::SIGTERM, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    // The server used to wait its 5 s for the follower's connection, then cut it.
+    assert!(started.elapsed() < Duration::from_secs(4), "shutdown took {:?}", started.elapsed());
+    let ended = eventually(Duration::from_secs(5), "the follower ends", || follower.try_wait().ok().flatten());
+    assert!(ended.success(), "the follow ended cleanly: {ended:?}");
+}
