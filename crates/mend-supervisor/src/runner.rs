@@ -62,6 +62,12 @@ pub enum Control {
     Stop,
     /// Stop gracefully and start again.
     Restart,
+    /// Restart the process of `generation`; nothing if it has been replaced since (two operators
+    /// asking for a restart at once get one).
+    Replace {
+        /// The generation the caller saw.
+        generation: u64,
+    },
     /// Stop (draining first) and end the replica's task: the replica is being removed (scale-in).
     /// Commands after it are not read.
     Retire,
@@ -295,6 +301,9 @@ impl Runner {
                     Some(Control::Start) => Input::Start,
                     Some(Control::Stop) => Input::Stop,
                     Some(Control::Restart) => Input::Restart,
+                    Some(Control::Replace { generation }) if generation == self.generation => Input::Restart,
+                    // Already replaced since the caller looked: that restart is the one asked for.
+                    Some(Control::Replace { .. }) => continue,
                     Some(Control::Retire) => {
                         control_open = false;
                         Input::Stop

@@ -240,7 +240,9 @@ impl Supervisor {
         let settled = |before: &ReplicaStatus, now: &ReplicaStatus| match control {
             Control::Stop => now.down,
             Control::Start => now.ready || (now.down && now.generation != before.generation),
-            Control::Restart => (now.ready || now.down) && now.generation != before.generation,
+            Control::Restart | Control::Replace { .. } => {
+                (now.ready || now.down) && now.generation != before.generation
+            }
             Control::Retire => now.down,
         };
         if control == Control::Restart {
@@ -248,7 +250,9 @@ impl Supervisor {
             // so that the service keeps serving.
             for replica in &targets {
                 let before = replica.status();
-                if !replica.send(control).await {
+                // Tagged with the generation seen now: a restart that happens meanwhile (another
+                // operator's) is this one too.
+                if !replica.send(Control::Replace { generation: before.generation }).await {
                     return Err(ControlError::ShuttingDown);
                 }
                 let mut status = replica.watch();

@@ -84,3 +84,48 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
     );
     replica.join().await;
 }
+
+/// A restart tagged with a generation that was replaced since does nothing (it happened already); a
+/// retired replica stops, its task ends, and it reads no command after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let context = RunnerContext {
+        spawner: Spawner::start(tokio::runtime::Handle::current(), None).expect("spawner"),
+        events: Arc::new(Recorder::default()),
+        clock: Arc::new(SystemClock),
+        series: Arc::new(RwLock::new(SeriesStore::new(Limits::default()))),
+        state_dir: state.path().to_path_buf(),
+        sample_interval: Duration::from_millis(50),
+        scrape_stats: Default::default(),
+    };
+    let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context, None);
+    assert!(replica.send(Control::Start).await);
+    let mut status = replica.watch();
+    let ready = tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| s.ready)).await;
+    let first = ready.expect("ready in time").expect("runner alive").clone();
+
+    assert!(replica.send(Control::Replace { generation: first.generation + 1 }).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replica.status().pid, first.pid, "a restart of a generation that is not running is skipped");
+
+    assert!(replica.send(Control::Replace { generation: first.generation }).await);
+    let replaced =
+        tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.ready && s.generation > first.generation))
+            .await;
+    let second = replaced.expect("restarted in time").expect("runner alive").clone();
+    assert_ne!(second.pid, first.pid);
+
+    assert!(replica.send(Control::Retire).await);
+    let _ = replica.send(Control::Start).await;
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while !replica.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the retired replica's task ends");
+    let pid = second.pid.expect("pid");
+    assert!(mend_observe::process::sample(pid).is_none_or(|s| s.state == 'Z'), "its process is gone");
+    assert!(!replica.send(Control::Start).await, "no command is read after it");
+}
