@@ -21,7 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
-use crate::detection::{self, Detection};
+use crate::detection::{DetectLoop, Detection};
 use crate::output;
 use crate::reload::{Reloadable, ScrapeContext};
 use crate::traffic::{self, Traffic};
@@ -183,14 +183,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         .then(|| tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone(), clock.clone())));
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
-    let (detection_reloads, reloads_in) = tokio::sync::mpsc::channel(1);
-    let detection_task = tokio::spawn(detection::run(
-        Detection::new(&config),
-        series.clone(),
-        signals.clone(),
-        clock.clone(),
-        reloads_in,
-    ));
+    let detect_loop = DetectLoop::start(Detection::new(&config), series.clone(), signals.clone(), clock.clone());
     let (api_closing, api_closing_in) = tokio::sync::watch::channel(false);
     let (reload_requests, mut reloads_asked) = tokio::sync::mpsc::channel::<mend_api::ReloadRequest>(4);
     let api_state = ApiState {
@@ -218,7 +211,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         running: config.clone(),
         scrapers: static_scrapers,
         scrape_context,
-        detection: detection_reloads,
+        detection: detect_loop,
         supervisor: supervisor.clone(),
         scale_tasks: Vec::new(),
     };
@@ -265,8 +258,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     for task in reloadable.scale_tasks.drain(..) {
         task.abort();
     }
+    reloadable.detection.abort();
     drop(reloadable);
-    detection_task.abort();
     sweeper.abort();
     if let Some(sampler) = &proxy_sampler {
         sampler.abort();

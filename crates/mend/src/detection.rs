@@ -383,9 +383,60 @@ fn series_signal(
     )
 }
 
+/// The detect loop's task, started once there is something to evaluate: a mend without rules,
+/// detectors or forecasts runs no loop (it would only cost memory and wake-ups) until a reload adds some.
+pub(crate) struct DetectLoop {
+    running: Option<(tokio::task::JoinHandle<()>, tokio::sync::mpsc::Sender<Detection>)>,
+    series: Arc<RwLock<SeriesStore>>,
+    signals: Arc<dyn SignalSink>,
+    clock: Arc<dyn Clock>,
+}
+
+impl DetectLoop {
+    /// The loop for `detection` (not started while it is empty).
+    pub(crate) fn start(
+        detection: Detection,
+        series: Arc<RwLock<SeriesStore>>,
+        signals: Arc<dyn SignalSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let mut stage = Self { running: None, series, signals, clock };
+        if !detection.is_empty() {
+            stage.spawn(detection);
+        }
+        stage
+    }
+
+    fn spawn(&mut self, detection: Detection) {
+        let (reloads, reloads_in) = tokio::sync::mpsc::channel(1);
+        let task =
+            tokio::spawn(run(detection, self.series.clone(), self.signals.clone(), self.clock.clone(), reloads_in));
+        self.running = Some((task, reloads));
+    }
+
+    /// Hands a new configuration to the loop (starting it when needed); false when the loop is gone.
+    pub(crate) async fn apply(&mut self, detection: Detection) -> bool {
+        match &self.running {
+            Some((_, reloads)) => reloads.send(detection).await.is_ok(),
+            None if detection.is_empty() => true,
+            None => {
+                self.spawn(detection);
+                true
+            }
+        }
+    }
+
+    /// Stops the loop.
+    pub(crate) fn abort(&self) {
+        if let Some((task, _)) = &self.running {
+            task.abort();
+        }
+    }
+}
+
 /// Runs the stage every [`EVALUATION_INTERVAL`] until the task is aborted, taking over a new
 /// configuration from `reloads` between rounds.
-pub(crate) async fn run(
+async fn run(
     mut detection: Detection,
     series: Arc<RwLock<SeriesStore>>,
     signals: Arc<dyn SignalSink>,

@@ -11,7 +11,7 @@ use mend_observe::series::SeriesStore;
 use mend_supervisor::Supervisor;
 use mend_types::{Clock, Event, EventKind};
 
-use crate::detection::Detection;
+use crate::detection::{DetectLoop, Detection};
 
 /// What a static scraper needs.
 pub(crate) struct ScrapeContext {
@@ -53,7 +53,7 @@ pub(crate) struct Reloadable {
     pub(crate) running: Config,
     pub(crate) scrapers: Vec<(ScrapeTarget, ScraperHandle)>,
     pub(crate) scrape_context: ScrapeContext,
-    pub(crate) detection: tokio::sync::mpsc::Sender<Detection>,
+    pub(crate) detection: DetectLoop,
     pub(crate) supervisor: Arc<Supervisor>,
     /// Scales started by reloads (aborted at shutdown).
     pub(crate) scale_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -141,7 +141,7 @@ impl Reloadable {
         // Built from the running services, so that implicit memory forecasts follow the limits enforced.
         let detection = Detection::new(&applied);
         let (n_rules, n_detects, n_forecasts) = detection.counts();
-        if self.detection.send(detection).await.is_err() {
+        if !self.detection.apply(detection).await {
             return checked("stopping", format!("{file} changed, but mend is stopping; nothing applied"));
         }
         // Targets no longer wanted stop first (their markers are stamped `now`), then new ones start.

@@ -564,3 +564,18 @@ fn a_log_follower_ends_with_the_daemon_instead_of_holding_it_up() {
     let ended = eventually(Duration::from_secs(5), "the follower ends", || follower.try_wait().ok().flatten());
     assert!(ended.success(), "the follow ended cleanly: {ended:?}");
 }
+
+#[test]
+fn a_reload_that_adds_the_first_rule_starts_the_detect_loop() {
+    let daemon = Daemon::start(&web_config(""));
+    daemon.wait_ready("web");
+    let mut text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    text.push_str("[[rule]]\nname = \"First\"\nexpr = 'vector(1) > 0'\n");
+    std::fs::write(&daemon.config_path, text).expect("write");
+    let reload = daemon.cli(&["reload"]);
+    assert!(reload.status.success(), "{reload:?}");
+    eventually(Duration::from_secs(5), "the first rule fires", || {
+        let signals = get(daemon.api, "/api/v1/signals?active=true").json();
+        signals["signals"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "First")).then_some(())
+    });
+}
