@@ -242,16 +242,14 @@ impl Scraper {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
+        self.mark_stale(at);
         if let Ok(mut store) = self.store.write() {
             let borrowed: Vec<(&str, &str)> = self.job.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             for name in SCRAPE_SERIES {
                 let labels = store.labels(name, &borrowed);
-                if store.latest(&labels).is_some_and(|point| !mend_query::is_stale_marker(point.value)) {
-                    self.exposed.insert(labels);
-                }
+                store.end_series(&labels, at);
             }
         }
-        self.mark_stale(at);
     }
 
     fn event(&self, kind: EventKind, message: String) -> Event {
@@ -383,7 +381,7 @@ impl Scraper {
             }
         }
         for gone in self.exposed.difference(&exposed) {
-            let _ = store.append(gone, at, mend_query::stale_marker());
+            store.end_series(gone, at);
         }
         self.exposed = exposed;
         Ok(report)
@@ -396,7 +394,7 @@ impl Scraper {
         }
         let Ok(mut store) = self.store.write() else { return };
         for gone in self.exposed.drain() {
-            let _ = store.append(&gone, at, mend_query::stale_marker());
+            store.end_series(&gone, at);
         }
     }
 

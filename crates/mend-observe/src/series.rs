@@ -215,23 +215,11 @@ impl SeriesStore {
             .filter(move |labels| matching.iter().all(|(k, v)| labels.get(k) == Some(*v)))
     }
 
-    /// Every series, optionally only those named `name`, with its points in `[start, end]`.
-    pub fn scan<'a>(
-        &'a self,
-        name: Option<&'a str>,
-        start: Timestamp,
-        end: Timestamp,
-    ) -> Box<dyn Iterator<Item = (&'a Labels, Vec<Point>)> + 'a> {
-        let in_range = move |points: &CompressedPoints| self.retained(points, start, end);
-        match name {
-            Some(name) => Box::new(
-                self.by_name
-                    .get(name)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(move |labels| self.series.get(labels).map(|points| (labels, in_range(points)))),
-            ),
-            None => Box::new(self.series.iter().map(move |(labels, points)| (labels, in_range(points)))),
+    /// Ends the series with exactly `labels` with a staleness marker at `at`, unless it has none or has
+    /// ended already.
+    pub fn end_series(&mut self, labels: &Labels, at: Timestamp) {
+        if self.latest(labels).is_some_and(|point| !is_stale_marker(point.value)) {
+            let _ = self.append(labels, at, stale_marker());
         }
     }
 

@@ -16,7 +16,7 @@ use mend_config::{ProbeRole, Service, TemplateVars};
 use mend_observe::probe::{self, ResolvedCheck};
 use mend_observe::process;
 use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper, ScraperHandle};
-use mend_observe::series::{SeriesStore, is_stale_marker, stale_marker};
+use mend_observe::series::SeriesStore;
 use mend_types::{Clock, Event, EventSink, ExitInfo, ProbeOutcome, ReplicaId, Timestamp};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -335,17 +335,7 @@ impl Runner {
         self.sync_probes(ActiveProbes::default());
         self.sync_scraper(ActiveProbes::default());
         // The replica itself is gone (scaled in, or mend stops): so are its series.
-        let wall = self.ctx.clock.wall();
-        let index = self.id.index.to_string();
-        let pairs = [("service", self.service.name.as_str()), ("replica", index.as_str())];
-        if let Ok(mut series) = self.ctx.series.write() {
-            for name in ["mend_replica_up", "mend_replica_ready", "mend_replica_restarts_total"] {
-                let labels = series.labels(name, &pairs);
-                if series.latest(&labels).is_some_and(|point| !is_stale_marker(point.value)) {
-                    let _ = series.append(&labels, wall, stale_marker());
-                }
-            }
-        }
+        self.end_series(&["mend_replica_up", "mend_replica_ready", "mend_replica_restarts_total"]);
     }
 
     async fn apply(&mut self, input: Input) {
@@ -675,15 +665,18 @@ impl Runner {
     /// Ends the exited process's series (all but the replica's restart count) with a staleness
     /// marker, so that queries stop showing a dead process's memory and CPU at once.
     fn mark_process_series_stale(&mut self) {
+        self.end_series(&PROCESS_SERIES);
+    }
+
+    /// Ends this replica's series called `names` with a staleness marker.
+    fn end_series(&self, names: &[&str]) {
         let wall = self.ctx.clock.wall();
         let index = self.id.index.to_string();
         let pairs = [("service", self.service.name.as_str()), ("replica", index.as_str())];
         let Ok(mut series) = self.ctx.series.write() else { return };
-        for name in PROCESS_SERIES {
+        for name in names {
             let labels = series.labels(name, &pairs);
-            if series.latest(&labels).is_some_and(|point| !is_stale_marker(point.value)) {
-                let _ = series.append(&labels, wall, stale_marker());
-            }
+            series.end_series(&labels, wall);
         }
     }
 

@@ -23,20 +23,25 @@ fn service(text: &str) -> Arc<mend_config::Service> {
     Arc::new(config.services[0].clone())
 }
 
+/// A runner context on the current runtime, sampling every 50 ms.
+fn context(state_dir: &Path, events: Arc<Recorder>, series: Arc<RwLock<SeriesStore>>) -> RunnerContext {
+    RunnerContext {
+        spawner: Spawner::start(tokio::runtime::Handle::current(), None).expect("spawner"),
+        events,
+        clock: Arc::new(SystemClock),
+        series,
+        state_dir: state_dir.to_path_buf(),
+        sample_interval: Duration::from_millis(50),
+        scrape_stats: Default::default(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
     let state = tempfile::tempdir().expect("temp dir");
     let events = Arc::new(Recorder::default());
     let series = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
-    let context = RunnerContext {
-        spawner: Spawner::start(tokio::runtime::Handle::current(), None).expect("spawner"),
-        events: events.clone(),
-        clock: Arc::new(SystemClock),
-        series: series.clone(),
-        state_dir: state.path().to_path_buf(),
-        sample_interval: Duration::from_millis(50),
-        scrape_stats: Default::default(),
-    };
+    let context = context(state.path(), events.clone(), series.clone());
     let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context, None);
     assert!(replica.send(Control::Start).await);
     let mut status = replica.watch();
@@ -90,15 +95,8 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
     let state = tempfile::tempdir().expect("temp dir");
-    let context = RunnerContext {
-        spawner: Spawner::start(tokio::runtime::Handle::current(), None).expect("spawner"),
-        events: Arc::new(Recorder::default()),
-        clock: Arc::new(SystemClock),
-        series: Arc::new(RwLock::new(SeriesStore::new(Limits::default()))),
-        state_dir: state.path().to_path_buf(),
-        sample_interval: Duration::from_millis(50),
-        scrape_stats: Default::default(),
-    };
+    let series = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
+    let context = context(state.path(), Arc::new(Recorder::default()), series);
     let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context, None);
     assert!(replica.send(Control::Start).await);
     let mut status = replica.watch();

@@ -66,6 +66,17 @@ impl RuleEntry {
     }
 }
 
+/// Moves into each entry of `next` the state of the entry of `old` that `same` pairs it with (through
+/// `take`); returns the entries of `old` left unpaired, in their order.
+fn carry_over<T>(old: &mut Vec<T>, next: &mut [T], same: impl Fn(&T, &T) -> bool, take: impl Fn(&mut T, T)) -> Vec<T> {
+    for entry in next.iter_mut() {
+        if let Some(idx) = old.iter().position(|previous| same(previous, entry)) {
+            take(entry, old.remove(idx));
+        }
+    }
+    std::mem::take(old)
+}
+
 /// Where an attachment reads its points: raw points of a selector, or an expression sampled every step.
 enum Feed {
     Selector(Query),
@@ -175,47 +186,31 @@ impl Detection {
         const REMOVED: &str = "resolved: removed or changed by a configuration reload";
         let now_secs = now.as_secs_f64();
         let mut signals = Vec::new();
-        for entry in &mut next.rules {
-            // As Prometheus: a rule's alerts carry over to the rule of the same name and labels, even
-            // if its expression or `for` changed (the next evaluation decides whether they go on).
-            let same = |old: &RuleEntry| old.rule.name == entry.rule.name && old.rule.labels == entry.rule.labels;
-            if let Some(idx) = self.rules.iter().position(same) {
-                entry.state = self.rules.remove(idx).state;
-            }
-        }
-        for mut old in self.rules.drain(..) {
+        // As Prometheus: a rule's alerts carry over to the rule of the same name and labels, even if its
+        // expression or `for` changed (the next evaluation decides whether they go on).
+        let same_rule =
+            |old: &RuleEntry, new: &RuleEntry| old.rule.name == new.rule.name && old.rule.labels == new.rule.labels;
+        let dropped = carry_over(&mut self.rules, &mut next.rules, same_rule, |new, old| new.state = old.state);
+        for mut old in dropped {
             let resolved = old.state.evaluate(Vec::new(), now_secs, 0.0, 0.0);
             signals.extend(old.signals(resolved, now, Some(REMOVED)));
         }
-        for entry in &mut next.detects {
-            if let Some(idx) = self.detects.iter().position(|old| old.detect == entry.detect) {
-                let old = self.detects.remove(idx);
-                (entry.feed, entry.bank) = (old.feed, old.bank);
-            }
-        }
-        for mut old in self.detects.drain(..) {
+        let same_detect = |old: &DetectEntry, new: &DetectEntry| old.detect == new.detect;
+        let take_detect = |new: &mut DetectEntry, old: DetectEntry| (new.feed, new.bank) = (old.feed, old.bank);
+        for mut old in carry_over(&mut self.detects, &mut next.detects, same_detect, take_detect) {
             for mut transition in old.bank.sweep(now_secs, f64::NEG_INFINITY) {
                 transition.evidence = REMOVED.to_owned();
-                signals.push(series_signal(
-                    now,
-                    SignalKind::Anomaly,
-                    &old.detect.name,
-                    old.detect.severity,
-                    transition,
-                ));
+                let (name, severity) = (&old.detect.name, old.detect.severity);
+                signals.push(series_signal(now, SignalKind::Anomaly, name, severity, transition));
             }
         }
-        for entry in &mut next.forecasts {
-            if let Some(idx) = self.forecasts.iter().position(|old| old.forecast == entry.forecast) {
-                let old = self.forecasts.remove(idx);
-                (entry.feed, entry.bank) = (old.feed, old.bank);
-            }
-        }
-        for mut old in self.forecasts.drain(..) {
+        let same_forecast = |old: &ForecastEntry, new: &ForecastEntry| old.forecast == new.forecast;
+        let take_forecast = |new: &mut ForecastEntry, old: ForecastEntry| (new.feed, new.bank) = (old.feed, old.bank);
+        for mut old in carry_over(&mut self.forecasts, &mut next.forecasts, same_forecast, take_forecast) {
             for mut transition in old.bank.sweep(now_secs, f64::NEG_INFINITY) {
                 transition.evidence = REMOVED.to_owned();
-                let name = old.forecast.name.clone();
-                signals.push(series_signal(now, SignalKind::Predictive, &name, old.forecast.severity, transition));
+                let (name, severity) = (&old.forecast.name, old.forecast.severity);
+                signals.push(series_signal(now, SignalKind::Predictive, name, severity, transition));
             }
         }
         *self = next;
