@@ -169,8 +169,15 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::disallowed_methods, reason = "waits in real time for a real child to fault its pages in")]
     fn a_family_includes_children_and_sums_their_memory() {
         let mut child = std::process::Command::new("sleep").arg("5").spawn().expect("spawn sleep");
+        // spawn() returns once exec succeeded, possibly before the new program touched a page: its RSS
+        // is 0 until it has run.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sample(child.id()).map_or(0, |s| s.rss_bytes) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let me = std::process::id();
         let members = family(me);
         assert_eq!(members[0], me);
