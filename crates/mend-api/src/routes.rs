@@ -407,7 +407,9 @@ async fn events(
     }
     let query = EventQuery { service: params.service, since, after_id: params.after, kinds, limit };
     let store = state.store.clone();
-    let stored = tokio::task::spawn_blocking(move || store.events(&query))
+    // Read-your-writes: whatever was queued before this request (the event behind a state the caller
+    // just saw) is committed first.
+    let stored = tokio::task::spawn_blocking(move || store.flush().and_then(|()| store.events(&query)))
         .await
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "event query task failed".into()))?
         .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("event query failed: {error}")))?;
@@ -441,7 +443,8 @@ async fn signals(
         limit,
     };
     let store = state.store.clone();
-    let stored = tokio::task::spawn_blocking(move || store.signals(&query))
+    // Read-your-writes, as for events.
+    let stored = tokio::task::spawn_blocking(move || store.flush().and_then(|()| store.signals(&query)))
         .await
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "signal query task failed".into()))?
         .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("signal query failed: {error}")))?;

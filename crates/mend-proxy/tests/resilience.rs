@@ -108,7 +108,7 @@ async fn a_hung_backend_costs_at_most_the_attempt_timeout_then_is_ejected() {
         assert_eq!((reply.status, reply.upstream()), (200, "live"));
     }
     assert!(worst >= Duration::from_millis(190), "some request hit the hung backend first ({worst:?})");
-    assert!(worst < Duration::from_millis(500), "worst latency {worst:?}");
+    assert!(worst < Duration::from_secs(1), "worst latency {worst:?}");
     let stats = proxy.handle.stats();
     let hung_stats = stats.backend(stable(0)).expect("listed");
     assert_eq!((hung_stats.attempts.timeouts, hung_stats.ejections), (3, 1), "ejected after 3 timeouts");
@@ -190,7 +190,8 @@ async fn consecutive_5xx_eject_a_backend_which_returns_after_the_ejection() {
     failing.set(Mode::Status(500));
     let live = Upstream::start("live").await;
     let mut cfg = round_robin();
-    cfg.outlier.base_ejection = Duration::from_millis(300);
+    // Long enough to outlast the 25 requests that follow on a slow machine.
+    cfg.outlier.base_ejection = Duration::from_secs(2);
     cfg.slow_start = Duration::ZERO;
     let proxy = TestProxy::start(cfg, table(&[&failing, &live])).await;
     let mut client = Client::new(proxy.addr());
@@ -204,7 +205,7 @@ async fn consecutive_5xx_eject_a_backend_which_returns_after_the_ejection() {
     assert_eq!(stats.backend(stable(0)).map(|b| (b.ejections, b.ejected)), Some((1, true)));
 
     failing.set(Mode::Ok);
-    sleep(Duration::from_millis(350)).await;
+    sleep(Duration::from_millis(2100)).await;
     let replies: Vec<Reply> = {
         let mut replies = Vec::new();
         for _ in 0..10 {
@@ -345,7 +346,7 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
     support::eventually("request in flight", || upstream.count() == 1).await;
     let shutdown = tokio::spawn(proxy.handle.shutdown());
     sleep(Duration::from_millis(100)).await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting during shutdown");
+    support::stops_accepting(addr, "no longer accepting during shutdown").await;
     gate.notify_waiters();
     assert_eq!(request.await.expect("request").status, 200);
     let outcome = shutdown.await.expect("shutdown");

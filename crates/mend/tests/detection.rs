@@ -135,7 +135,7 @@ listen = "{{api}}"
 [service.web]
 command = ["{{demo}}", "--port", "{{port}}"]
 ports = "{port}"
-metrics = {{ scrape = "http://127.0.0.1:{{port}}/metrics", interval = "200ms" }}
+metrics = {{ scrape = "http://127.0.0.1:{{port}}/metrics", interval = "500ms" }}
 [[rule]]
 name = "HighErrorRate"
 expr = 'sum by (service) (rate(mend_demo_requests_total{{code=~"5.."}}[2s])) / sum by (service) (rate(mend_demo_requests_total[2s])) > 0.2'
@@ -170,7 +170,7 @@ summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
     let took = faulted_at.elapsed();
     // The error ratio crosses 0.2 within about a second of the 2 s rate window; then `for` is 2 s.
     assert!(took >= Duration::from_secs(2), "fired before its for duration: {took:?}");
-    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(took < Duration::from_secs(12), "took {took:?}");
     assert_eq!(fired["kind"], "rule");
     assert_eq!(fired["severity"], "critical");
     assert_eq!(fired["service"], "web");
@@ -341,7 +341,7 @@ fn node_exporter_is_scraped_as_a_static_target() {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
     });
     let daemon = Daemon::start(&format!(
-        "[api]\nlisten = \"{{api}}\"\n[[scrape]]\nname = \"node\"\nurl = \"http://127.0.0.1:{port}/metrics\"\ninterval = \"500ms\"\nlabels = {{ host = \"test\" }}\n"
+        "[api]\nlisten = \"{{api}}\"\n[[scrape]]\nname = \"node\"\nurl = \"http://127.0.0.1:{port}/metrics\"\ninterval = \"2s\"\nlabels = {{ host = \"test\" }}\n"
     ));
     let found = eventually(Duration::from_secs(15), "node_exporter's series are in the store", || {
         let series = get(daemon.api, "/api/v1/series?match[]=node_load1").json();

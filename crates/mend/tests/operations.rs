@@ -551,11 +551,20 @@ fn a_log_follower_ends_with_the_daemon_instead_of_holding_it_up() {
     let mut follower = Command::new(MEND)
         .args(["logs", "web", "-f", "--api"])
         .arg(daemon.api.to_string())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run mend logs -f");
-    std::thread::sleep(Duration::from_millis(500));
+    // Following once the replica's first line is out.
+    let stdout = follower.stdout.take().expect("piped stdout");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let first = line_rx.recv_timeout(Duration::from_secs(10)).expect("the follower prints the log");
+    assert!(first.expect("a line").contains("mend-demo"));
     let started = std::time::Instant::now();
     let status = daemon.signal_and_wait(Signal::SIGTERM, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");

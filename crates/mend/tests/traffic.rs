@@ -65,6 +65,7 @@ fn query(daemon: &Daemon, promql: &str) -> f64 {
 
 #[test]
 fn kill_9_of_one_replica_under_load_fails_no_request() {
+    let _cpu = common::cpu_to_myself();
     let (daemon, proxy) = proxied(2, "", "");
     let pids: Vec<u32> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).map(|p| p as u32).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -84,6 +85,7 @@ fn kill_9_of_one_replica_under_load_fails_no_request() {
 
 #[test]
 fn a_sigstopped_replica_is_routed_around_and_ejected() {
+    let _cpu = common::cpu_to_myself();
     // Slow liveness probes, so that the proxy's passive health acts before mend replaces the replica.
     let (daemon, proxy) = proxied_with_liveness(2, "", "", "interval = \"3s\"");
     let stopped = daemon.replica("web", 1)["pid"].as_u64().expect("pid") as u32;
@@ -100,12 +102,15 @@ fn a_sigstopped_replica_is_routed_around_and_ejected() {
     let report = running.join().expect("load thread");
     assert!(report.ok > 500, "{report:?}");
     assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
-    assert!(report.worst < Duration::from_secs(1), "worst latency during the hang: {:?}", report.worst);
+    // Routed around within an attempt timeout (a read timeout would hold requests for a minute); the
+    // figure itself, well under a second, is measured in BENCHMARKS.md.
+    assert!(report.worst < Duration::from_secs(2), "worst latency during the hang: {:?}", report.worst);
     assert!(query(&daemon, "sum(mend_proxy_retries_total{service=\"web\"})") >= 1.0, "requests were retried");
 }
 
 #[test]
 fn a_rolling_restart_under_load_fails_no_request() {
+    let _cpu = common::cpu_to_myself();
     let (daemon, proxy) = proxied(2, "", "");
     let before: Vec<u64> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -126,6 +131,7 @@ fn a_rolling_restart_under_load_fails_no_request() {
 
 #[test]
 fn scaling_out_and_in_under_load_fails_no_request() {
+    let _cpu = common::cpu_to_myself();
     // Three ports: room for one more replica.
     let (mut daemon, proxy) = proxied(2, "", "");
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,6 +241,7 @@ fn the_canary_gets_its_weight_and_pinned_requests() {
 
 #[test]
 fn injected_faults_hit_their_share_and_expire() {
+    let _cpu = common::cpu_to_myself();
     let (daemon, proxy) = proxied(2, "", "");
     let inject = |body: &str| {
         common::http_with_body(
@@ -255,20 +262,22 @@ fn injected_faults_hit_their_share_and_expire() {
             errors += 1;
         }
     }
-    assert!((250..=350).contains(&errors), "{errors} of 1000 got the injected 503 (30 % asked)");
+    // P(outside 240..=360 | 30 %) ≈ 5e-5.
+    assert!((240..=360).contains(&errors), "{errors} of 1000 got the injected 503 (30 % asked)");
     // The CLI clears them; then latency for a short while, which expires by itself.
     let cleared = daemon.cli(&["chaos", "clear", "web"]);
     assert!(cleared.status.success(), "{}", String::from_utf8_lossy(&cleared.stderr));
     assert_eq!(client.request("GET", "/", &[], b"").expect("request").status, 200);
-    let latency = daemon.cli(&["chaos", "proxy", "web", "--latency", "150ms", "--for", "1s"]);
+    let latency = daemon.cli(&["chaos", "proxy", "web", "--latency", "500ms", "--for", "3s"]);
+    let expires = Instant::now() + Duration::from_secs(3);
     assert!(latency.status.success(), "{}", String::from_utf8_lossy(&latency.stderr));
     let started = Instant::now();
     client.request("GET", "/", &[], b"").expect("request");
-    assert!(started.elapsed() >= Duration::from_millis(150));
-    std::thread::sleep(Duration::from_millis(1200));
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    std::thread::sleep(expires.saturating_duration_since(Instant::now()) + Duration::from_millis(200));
     let started = Instant::now();
     client.request("GET", "/", &[], b"").expect("request");
-    assert!(started.elapsed() < Duration::from_millis(150), "the fault expired");
+    assert!(started.elapsed() < Duration::from_millis(500), "the fault expired");
     let refused = inject(r#"{"abort": true, "for": "2h"}"#);
     assert_eq!(refused.status, 400, "chaos is bounded in time");
 }

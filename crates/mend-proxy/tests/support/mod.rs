@@ -260,6 +260,16 @@ pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
+/// Waits until nothing accepts connections on `addr` any more: every event loop has closed its listener
+/// (with several loops on one port, the kernel may hand a connection to a loop that has not yet).
+pub async fn stops_accepting(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A keep-alive HTTP/1.1 client on one connection (reconnecting when the proxy closed it).
 pub struct Client {
     addr: SocketAddr,

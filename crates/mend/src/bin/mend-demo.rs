@@ -27,6 +27,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser, Debug)]
 #[command(name = "mend-demo", version, about = "A demo HTTP service with fault knobs, supervised by mend")]
@@ -115,6 +116,15 @@ async fn main() {
         .route("/fault/unhealthy", post(unhealthy))
         .route("/fault/reset", post(reset))
         .with_state(demo.clone());
+    // Signal handlers are installed before the port is bound: once the replica answers (and looks ready),
+    // a stop signal must already be handled, or it would kill the process with the default action.
+    let (mut term, mut interrupt) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(term), Ok(interrupt)) => (term, interrupt),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("mend-demo: cannot handle stop signals: {error}");
+            std::process::exit(1);
+        }
+    };
     let address = SocketAddr::new(args.host, args.port);
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -126,13 +136,10 @@ async fn main() {
     println!("mend-demo: listening on http://{address} (pid {})", std::process::id());
     let ignore_sigterm = args.ignore_sigterm;
     let shutdown = async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-            return std::future::pending().await;
-        };
         loop {
             tokio::select! {
                 _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt.recv() => {}
             }
             if ignore_sigterm {
                 println!("mend-demo: ignoring the stop signal as asked");

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub const MEND: &str = env!("CARGO_BIN_EXE_mend");
@@ -26,6 +27,15 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut condition: impl FnMut() 
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+static CPU: Mutex<()> = Mutex::new(());
+
+/// Held for the whole test by tests that load the CPU on purpose and by tests that bound how fast mend
+/// reacts: libtest runs two tests of a binary at a time, and on a 2-core machine a test that spins both
+/// cores would otherwise decide the other's timing.
+pub fn cpu_to_myself() -> MutexGuard<'static, ()> {
+    CPU.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
