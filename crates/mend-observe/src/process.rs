@@ -145,6 +145,65 @@ pub fn group_members(pgid: i32) -> Vec<u32> {
         .collect()
 }
 
+/// Live processes (other than this one) whose environment holds every `KEY=value` of `entries`, from
+/// `/proc/PID/environ`: how mend finds what a replica started outside its process group (a program that
+/// daemonized itself, with `setsid`). The environment read is the one the process was started with;
+/// processes of other users, whose environment is unreadable, never match.
+pub fn with_environment(entries: &[(&str, &str)]) -> Vec<u32> {
+    let wanted: Vec<Vec<u8>> = entries.iter().map(|(key, value)| format!("{key}={value}").into_bytes()).collect();
+    let me = std::process::id();
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    proc_dir
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            // A zombie's environment reads empty: it never matches.
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+            wanted.iter().all(|entry| environ.split(|&byte| byte == 0).any(|pair| pair == entry.as_slice()))
+        })
+        .collect()
+}
+
+/// Processes (other than this one) holding a TCP socket that listens on `port`, on any address: from
+/// the socket tables and every process's fds (`/proc/*/fd`), so only processes whose fds are readable.
+pub fn listeners(port: u16) -> Vec<u32> {
+    use procfs::net::TcpState;
+    let tables = [procfs::net::tcp(), procfs::net::tcp6()];
+    let inodes: Vec<u64> = tables
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
+        .map(|entry| entry.inode)
+        .collect();
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id();
+    let Ok(processes) = procfs::process::all_processes() else { return Vec::new() };
+    processes
+        .filter_map(Result::ok)
+        .filter(|process| u32::try_from(process.pid).is_ok_and(|pid| pid != me))
+        .filter(|process| {
+            process.fd().is_ok_and(|fds| {
+                fds.filter_map(Result::ok)
+                    .any(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(inode) if inodes.contains(&inode)))
+            })
+        })
+        .filter_map(|process| u32::try_from(process.pid).ok())
+        .collect()
+}
+
+/// The command line of `pid` (arguments joined by spaces), at most `max_chars` characters; None when the
+/// process is gone or is a zombie.
+pub fn command_line(pid: u32, max_chars: usize) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let line = raw.split(|&byte| byte == 0).filter(|arg| !arg.is_empty()).map(String::from_utf8_lossy);
+    let line = line.collect::<Vec<_>>().join(" ");
+    (!line.is_empty()).then(|| line.chars().take(max_chars).collect())
+}
+
 /// Seconds since boot at which a process with `start_ticks` started.
 pub fn ticks_to_seconds(ticks: u64) -> f64 {
     ticks as f64 / procfs::ticks_per_second() as f64
@@ -200,6 +259,48 @@ mod tests {
         assert!(family_cpu_state(me).is_some());
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    #[test]
+    fn processes_are_found_by_their_environment() {
+        let tag = format!("test-{}", std::process::id());
+        let mut tagged =
+            std::process::Command::new("sleep").arg("5").env("MEND_TEST_TAG", &tag).spawn().expect("spawn");
+        let mut other =
+            std::process::Command::new("sleep").arg("5").env("MEND_TEST_TAG", "other").spawn().expect("spawn");
+        // The environment is readable from the moment of exec.
+        assert_eq!(with_environment(&[("MEND_TEST_TAG", &tag)]), [tagged.id()]);
+        assert_eq!(command_line(tagged.id(), 100).as_deref(), Some("sleep 5"));
+        assert_eq!(command_line(tagged.id(), 3).as_deref(), Some("sle"));
+        assert!(with_environment(&[("MEND_TEST_TAG", &tag), ("MEND_TEST_OTHER", "x")]).is_empty());
+        assert!(with_environment(&[("MEND_TEST_TAG", &tag[..tag.len() - 1])]).is_empty(), "whole values only");
+        for child in [&mut tagged, &mut other] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(with_environment(&[("MEND_TEST_TAG", &tag)]).is_empty());
+    }
+
+    #[test]
+    fn the_listeners_of_a_port_are_found() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        // This process itself is never listed.
+        assert!(listeners(port).is_empty());
+        drop(listener);
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(10)"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line)
+            .expect("port");
+        let port: u16 = line.trim().parse().expect("a port");
+        assert_eq!(listeners(port), [child.id()]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listeners(port).is_empty());
     }
 
     #[test]

@@ -9,12 +9,56 @@ use std::path::Path;
 use std::time::Duration;
 
 use mend_observe::process;
-use mend_types::{Clock, Event, EventKind, EventSink, ServiceName};
+use mend_types::{Clock, Event, EventKind, EventSink, ReplicaId, ServiceName};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::pidfile::{self, PidRecord};
+
+/// Every replica's environment names mend's state directory under this key: processes a replica started
+/// outside its process group (a program that daemonized itself) are found by it, on the replica's exit,
+/// by the reaper and by the next mend.
+pub const STATE_DIR_ENV: &str = "MEND_STATE_DIR";
+
+/// The value of [`STATE_DIR_ENV`] for `state_dir` (absolute, as the daemon uses it).
+pub fn state_dir_tag(state_dir: &Path) -> String {
+    state_dir.to_string_lossy().into_owned()
+}
+
+/// Live processes that replicas of the mend using `state_dir` started outside their process groups, or
+/// whose groups are gone: with the replica's environment tag, outside `except_group`.
+pub fn detached(state_dir: &Path, replica: Option<&ReplicaId>, except_group: Option<u32>) -> Vec<u32> {
+    let tag = state_dir_tag(state_dir);
+    let index = replica.map(|id| id.index.to_string());
+    let mut entries = vec![(STATE_DIR_ENV, tag.as_str())];
+    if let (Some(id), Some(index)) = (replica, index.as_deref()) {
+        entries.extend([("MEND_SERVICE", id.service.as_str()), ("MEND_REPLICA", index)]);
+    }
+    process::with_environment(&entries)
+        .into_iter()
+        .filter(|&pid| except_group.is_none_or(|group| process::sample(pid).is_some_and(|s| s.pgid != group as i32)))
+        .collect()
+}
+
+/// Asks `pids` to stop (`signal`, then SIGCONT in case they are stopped), waits up to `grace`, kills the
+/// survivors; returns the pids that had to be killed.
+pub async fn stop_processes(pids: &[u32], signal: Signal, grace: Duration) -> Vec<u32> {
+    let alive = |pid: u32| process::sample(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X'));
+    for &pid in pids {
+        let _ = kill(Pid::from_raw(pid as i32), signal);
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline && pids.iter().any(|&pid| alive(pid)) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let survivors: Vec<u32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
+    for &pid in &survivors {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    survivors
+}
 
 /// How long left-behind processes get to exit after SIGTERM before SIGKILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
@@ -74,6 +118,24 @@ pub async fn replace_orphans(state_dir: &Path, events: &dyn EventSink, clock: &d
         }
         let _ = std::fs::remove_file(&path);
     }
+    // Processes that left their replica's group (daemonized) and outlived that mend and its reaper.
+    let detached = detached(state_dir, None, None);
+    if !detached.is_empty() {
+        n_found += detached.len();
+        let killed = stop_processes(&detached, Signal::SIGTERM, ORPHAN_GRACE).await;
+        let event = Event::new(
+            clock.wall(),
+            EventKind::OrphanKilled,
+            format!(
+                "stopped {} process(es) that replicas of an earlier mend started outside their process groups",
+                detached.len()
+            ),
+        )
+        .detail("pids", json!(detached))
+        .detail("killed", json!(killed));
+        tracing::warn!(pids = ?detached, "{}", event.message);
+        events.emit(event);
+    }
     n_found
 }
 
@@ -120,7 +182,8 @@ pub fn run_reaper(state_dir: &Path) {
     kill_recorded_groups(state_dir);
 }
 
-/// SIGKILLs every live process of every recorded replica group; returns how many. The pid files stay:
+/// SIGKILLs every live process of every recorded replica group, and what replicas started outside their
+/// groups; returns how many. The pid files stay:
 /// the next mend's orphan pass finds the groups empty and removes them.
 pub fn kill_recorded_groups(state_dir: &Path) -> usize {
     let mut killed = 0;
@@ -135,6 +198,10 @@ pub fn kill_recorded_groups(state_dir: &Path) -> usize {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         killed += members.len();
+    }
+    for pid in detached(state_dir, None, None) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        killed += 1;
     }
     killed
 }

@@ -17,17 +17,18 @@ use mend_observe::probe::{self, ResolvedCheck};
 use mend_observe::process;
 use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper, ScraperHandle};
 use mend_observe::series::SeriesStore;
-use mend_types::{Clock, Event, EventSink, ExitInfo, ProbeOutcome, ReplicaId, Timestamp};
+use mend_types::{Clock, Event, EventKind, EventSink, ExitInfo, ProbeOutcome, ReplicaId, Timestamp};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use serde_json::json;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::lifecycle::{ActiveProbes, Effect, Input, Lifecycle, Policy};
 use crate::logs::{self, LogFile};
-use crate::pidfile;
 use crate::spawn::{SpawnRequest, Spawner};
+use crate::{orphans, pidfile};
 
 /// The series sampled from a replica's process; they end with the process (the restart count,
 /// `mend_replica_restarts_total`, belongs to the replica and goes on).
@@ -237,6 +238,8 @@ struct Runner {
     stopped_samples: u32,
     last_cpu: Option<(f64, std::time::Instant)>,
     process_stats: Option<ProcessStats>,
+    /// The last leader spawned, and when it started (clock ticks after boot, from /proc).
+    last_leader: Option<(u32, u64)>,
 }
 
 async fn wait_exit(child: &mut Option<Child>) -> ExitInfo {
@@ -277,6 +280,7 @@ impl Runner {
             stopped_samples: 0,
             last_cpu: None,
             process_stats: None,
+            last_leader: None,
         }
     }
 
@@ -292,6 +296,7 @@ impl Runner {
                     self.child = None;
                     if let Some(pid) = self.machine.pid() {
                         self.stop_group_remnants(pid).await;
+                        self.stop_detached().await;
                     }
                     pidfile::remove(&self.ctx.state_dir, &self.id);
                     self.mark_process_series_stale();
@@ -391,14 +396,21 @@ impl Runner {
         let mut env: Vec<(String, String)> = vec![
             ("MEND_SERVICE".into(), self.service.name.to_string()),
             ("MEND_REPLICA".into(), self.id.index.to_string()),
+            (orphans::STATE_DIR_ENV.into(), orphans::state_dir_tag(&self.ctx.state_dir)),
         ];
         if let Some(port) = vars.port {
             env.push(("MEND_PORT".into(), port.to_string()));
             // A port held by a process mend does not know would make two processes fight for it.
-            if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port))
-                && error.kind() == std::io::ErrorKind::AddrInUse
-            {
-                return Err(format!("port {port} is in use by another process"));
+            let in_use = || {
+                std::net::TcpListener::bind(("127.0.0.1", port))
+                    .is_err_and(|error| error.kind() == std::io::ErrorKind::AddrInUse)
+            };
+            if in_use() {
+                // A daemon that bound the port only after its launcher exited (redis forks first).
+                self.stop_detached().await;
+                if in_use() {
+                    return Err(format!("port {port} is in use by another process"));
+                }
             }
         }
         env.push(("MEND_RELEASE".into(), self.service.release_of(self.id.index).as_str().to_owned()));
@@ -430,6 +442,7 @@ impl Runner {
             tracing::warn!(replica = %self.id, error = %error, "cannot write pid file");
         }
         self.child = Some(spawned.child);
+        self.last_leader = start_ticks.map(|ticks| (spawned.pid, ticks));
         self.started_at = Some(self.ctx.clock.wall());
         self.generation += 1;
         Ok(spawned.pid)
@@ -458,6 +471,50 @@ impl Runner {
         }
         tracing::warn!(replica = %self.id, "processes left in the group after the leader exited: killing them");
         let _ = killpg(group, Signal::SIGKILL);
+    }
+
+    /// The leader exited; processes it started outside its group (a program that daemonized itself:
+    /// fork, `setsid`, exit) would live on unsupervised, holding the port against the next start. They
+    /// are stopped like group remnants, and an event says why. They are recognised by the replica's
+    /// environment tag, or, for programs that overwrite their environment with a process title (nginx,
+    /// redis), by holding the replica's port after having started while the leader ran.
+    async fn stop_detached(&self) {
+        let Some((leader, leader_started)) = self.last_leader else { return };
+        let mut detached = orphans::detached(&self.ctx.state_dir, Some(&self.id), Some(leader));
+        if let Some(port) = self.service.port_of(self.id.index) {
+            for pid in process::listeners(port) {
+                let started_while_leader_ran =
+                    process::sample(pid).is_some_and(|s| s.start_ticks >= leader_started && s.pgid != leader as i32);
+                if started_while_leader_ran && !detached.contains(&pid) {
+                    detached.push(pid);
+                }
+            }
+        }
+        if detached.is_empty() {
+            return;
+        }
+        let listed: Vec<String> = detached
+            .iter()
+            .map(|&pid| format!("{pid} ({})", process::command_line(pid, 80).unwrap_or_else(|| "gone".into())))
+            .collect();
+        let stop_signal = Signal::try_from(self.service.stop_signal.number).unwrap_or(Signal::SIGTERM);
+        let message = format!(
+            "pid {leader} left {} process(es) running outside its process group: {}; stopping them. A program \
+             that daemonizes itself cannot be supervised: run it in the foreground (nginx -g 'daemon off;', \
+             redis-server --daemonize no, ...)",
+            detached.len(),
+            listed.join(", ")
+        );
+        let event = Event::new(self.ctx.clock.wall(), EventKind::Detached, message)
+            .replica(&self.id)
+            .detail("leader", json!(leader))
+            .detail("pids", json!(detached));
+        tracing::warn!(replica = %self.id, "{}", event.message);
+        self.ctx.events.emit(event);
+        let killed = orphans::stop_processes(&detached, stop_signal, self.service.stop_timeout).await;
+        if !killed.is_empty() {
+            tracing::warn!(replica = %self.id, pids = ?killed, "detached processes did not stop in time: killed");
+        }
     }
 
     fn signal(&self, signal: i32) {

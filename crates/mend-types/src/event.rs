@@ -47,6 +47,9 @@ pub enum EventKind {
     Stopped,
     /// A process left behind by an earlier mend that died was found and stopped.
     OrphanKilled,
+    /// A replica's program left processes running outside its process group when it exited (it
+    /// daemonized itself); mend stopped them, as systemd stops what is left of a service's cgroup.
+    Detached,
     /// mend is shutting down.
     ShuttingDown,
     /// A metrics scrape failed (unreachable, bad status, or a malformed exposition: the line and reason);
@@ -60,7 +63,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         Self::ConfigLoaded,
         Self::Started,
         Self::SpawnFailed,
@@ -81,6 +84,7 @@ impl EventKind {
         Self::SeriesDropped,
         Self::ConfigChecked,
         Self::ConfigReloaded,
+        Self::Detached,
     ];
 
     /// The stable snake_case name.
@@ -100,6 +104,7 @@ impl EventKind {
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
             Self::OrphanKilled => "orphan_killed",
+            Self::Detached => "detached",
             Self::ShuttingDown => "shutting_down",
             Self::ScrapeFailed => "scrape_failed",
             Self::ScrapeRecovered => "scrape_recovered",

@@ -436,3 +436,54 @@ ports = "{bare_port}"
     });
     assert!(!alive(tcp) && !alive(bare));
 }
+
+/// A launcher that daemonizes a server the way nginx and redis do (fork, `setsid`), with an empty
+/// environment (as a program that writes its process title over it looks), and exits once it listens.
+const DAEMONIZING_LAUNCHER: &str = r#"
+import os, sys
+port = sys.argv[1]
+ready_r, ready_w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    os.close(ready_r)
+    server = "import os,socket,sys,time\ns=socket.socket()\ns.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen()\nos.write(int(sys.argv[2]), b'x')\ntime.sleep(300)"
+    os.set_inheritable(ready_w, True)
+    os.execve(sys.executable, [sys.executable, "-c", server, port, str(ready_w)], dict())
+os.close(ready_w)
+os.read(ready_r, 1)
+"#;
+
+#[test]
+fn what_a_replica_daemonized_is_stopped_when_it_exits() {
+    let (daemon_port, helper_port) = (free_ports(1), free_ports(1));
+    let daemon = Daemon::start(&config(&format!(
+        r#"
+[service.daemonizing]
+command = ["python3", "-c", '''{DAEMONIZING_LAUNCHER}''', "{{port}}"]
+ports = "{daemon_port}"
+restart = "never"
+[service.helper]
+command = ["setsid -f sleep 300; exit 0"]
+shell = true
+ports = "{helper_port}"
+restart = "never"
+"#
+    )));
+    for service in ["daemonizing", "helper"] {
+        let detached = eventually(Duration::from_secs(10), "the detached processes are found", || {
+            daemon.events(Some("detached")).into_iter().find(|event| event["service"] == service)
+        });
+        let pids: Vec<u32> = detached["details"]["pids"]
+            .as_array()
+            .expect("pids")
+            .iter()
+            .filter_map(|pid| pid.as_u64())
+            .map(|pid| pid as u32)
+            .collect();
+        assert_eq!(pids.len(), 1, "{detached}");
+        assert!(detached["message"].as_str().unwrap_or("").contains("run it in the foreground"), "{detached}");
+        eventually(Duration::from_secs(10), "the detached process is stopped", || (!alive(pids[0])).then_some(()));
+    }
+    // The port is free again for the next start.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", daemon_port)).is_ok());
+}

@@ -303,7 +303,7 @@ fn reaper_of(mend: u32) -> Option<u32> {
 }
 
 /// A replica whose shell forks `sleep` and then becomes mend-demo: the `sleep` is in the replica's
-/// process group but is not mend's child.
+/// process group but is not mend's child. A second `sleep 2PORT` leaves the group (`setsid`).
 fn forking_replica_config(port: u16) -> String {
     format!(
         r#"
@@ -311,7 +311,7 @@ fn forking_replica_config(port: u16) -> String {
 listen = "{{api}}"
 [service.web]
 shell = true
-command = "sleep 1000 & exec {{demo}} --port {port}"
+command = "sleep 1000 & setsid -f sleep 2{port}; exec {{demo}} --port {port}"
 [service.web.liveness]
 http = "http://127.0.0.1:{port}/health"
 "#
@@ -326,11 +326,21 @@ fn forked_children(leader: u32) -> Vec<u32> {
     })
 }
 
+/// The `sleep 2PORT` the replica started in a session of its own.
+fn detached_child(port: u16) -> u32 {
+    eventually(Duration::from_secs(5), "the replica's detached child is running", || {
+        let found = Command::new("pgrep").args(["-x", "-f", &format!("sleep 2{port}")]).output().ok()?;
+        String::from_utf8_lossy(&found.stdout).split_whitespace().next()?.parse().ok()
+    })
+}
+
 #[test]
 fn what_a_replica_forked_dies_with_a_killed_mend_too() {
-    let mut daemon = Daemon::start(&forking_replica_config(free_ports(1)));
+    let port = free_ports(1);
+    let mut daemon = Daemon::start(&forking_replica_config(port));
     let leader = daemon.wait_ready("web")[0];
-    let children = forked_children(leader);
+    let mut children = forked_children(leader);
+    children.push(detached_child(port));
     assert!(reaper_of(daemon.pid()).is_some(), "mend runs a reaper");
     daemon.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));
     eventually(Duration::from_secs(5), "the replica and what it forked die with mend", || {
@@ -340,9 +350,11 @@ fn what_a_replica_forked_dies_with_a_killed_mend_too() {
 
 #[test]
 fn the_next_mend_replaces_processes_a_killed_mend_left_behind() {
-    let mut daemon = Daemon::start(&forking_replica_config(free_ports(1)));
+    let port = free_ports(1);
+    let mut daemon = Daemon::start(&forking_replica_config(port));
     let leader = daemon.wait_ready("web")[0];
-    let orphans = forked_children(leader);
+    let mut orphans = forked_children(leader);
+    orphans.push(detached_child(port));
     // Without its reaper (killed too, say by `kill -9` of every mend process), the forked `sleep` outlives
     // mend; the next mend must stop it before it starts anything.
     let reaper = reaper_of(daemon.pid()).expect("mend runs a reaper");
@@ -355,8 +367,9 @@ fn the_next_mend_replaces_processes_a_killed_mend_left_behind() {
     daemon.wait_ready("web");
     assert!(orphans.iter().all(|pid| !alive(*pid)), "the next mend must stop what the last one left behind");
     let replaced = daemon.events(Some("orphan_killed"));
-    assert_eq!(replaced.len(), 1);
-    assert_eq!(replaced[0]["service"], "web");
+    assert_eq!(replaced.len(), 2, "{replaced:?}");
+    assert_eq!(replaced[0]["service"], "web", "the replica's group");
+    assert!(replaced[1]["message"].as_str().unwrap_or("").contains("outside their process groups"), "{replaced:?}");
 }
 
 #[test]
