@@ -463,7 +463,8 @@ command = ["python3", "-c", '''{DAEMONIZING_LAUNCHER}''', "{{port}}"]
 ports = "{daemon_port}"
 restart = "never"
 [service.helper]
-command = ["setsid -f sleep 300; exit 0"]
+# Until its child has left the group: before, stopping the group's remnants would take it along.
+command = ["setsid -f sleep 300; sleep 0.5; exit 0"]
 shell = true
 ports = "{helper_port}"
 restart = "never"
