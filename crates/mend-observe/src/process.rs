@@ -19,6 +19,8 @@ pub struct ProcessSample {
     pub open_fds: Option<u64>,
     /// Process group id.
     pub pgid: i32,
+    /// Session id (the pid of the session's leader).
+    pub session: i32,
     /// Start time in clock ticks after boot: with the pid, identifies the process across pid reuse.
     pub start_ticks: u64,
 }
@@ -76,6 +78,7 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
         threads: u64::try_from(stat.num_threads).unwrap_or(0),
         open_fds: process.fd_count().ok().map(|n| n as u64),
         pgid: stat.pgrp,
+        session: stat.session,
         start_ticks: stat.starttime,
     })
 }

@@ -41,6 +41,30 @@ pub fn detached(state_dir: &Path, replica: Option<&ReplicaId>, except_group: Opt
         .collect()
 }
 
+/// What replica `id`, whose leader (pid, start ticks) exited, left running outside its process group:
+/// processes with its environment tag, and, as programs that write their process title over their
+/// environment (nginx, redis) lose the tag, processes holding its `port` that started, in a session that
+/// also started, while the leader ran (the daemon's `setsid`). A process started from a shell that was
+/// there before is never taken for the replica's.
+pub fn left_outside_group(state_dir: &Path, id: &ReplicaId, leader: (u32, u64), port: Option<u16>) -> Vec<u32> {
+    let (leader, leader_started) = leader;
+    let mut found = detached(state_dir, Some(id), Some(leader));
+    // Nothing listens on a port that binds: the usual exit costs no scan of every process's fds.
+    let Some(port) = port.filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_err()) else {
+        return found;
+    };
+    let started_while_leader_ran =
+        |pid: u32| process::sample(pid).is_some_and(|s| s.start_ticks >= leader_started && s.pgid != leader as i32);
+    for pid in process::listeners(port) {
+        let session = process::sample(pid).and_then(|s| u32::try_from(s.session).ok());
+        let ours = started_while_leader_ran(pid) && session.is_some_and(started_while_leader_ran);
+        if ours && !found.contains(&pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 /// Asks `pids` to stop (`signal`, then SIGCONT in case they are stopped), waits up to `grace`, kills the
 /// survivors; returns the pids that had to be killed.
 pub async fn stop_processes(pids: &[u32], signal: Signal, grace: Duration) -> Vec<u32> {

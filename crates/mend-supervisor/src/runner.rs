@@ -473,23 +473,18 @@ impl Runner {
         let _ = killpg(group, Signal::SIGKILL);
     }
 
-    /// The leader exited; processes it started outside its group (a program that daemonized itself:
-    /// fork, `setsid`, exit) would live on unsupervised, holding the port against the next start. They
-    /// are stopped like group remnants, and an event says why. They are recognised by the replica's
-    /// environment tag, or, for programs that overwrite their environment with a process title (nginx,
-    /// redis), by holding the replica's port after having started while the leader ran.
+    /// The leader exited; what it started outside its group (a program that daemonized itself: fork,
+    /// `setsid`, exit) would live on unsupervised, holding the port against the next start. It is stopped
+    /// like group remnants, with an event that says why (`orphans::left_outside_group` finds it).
     async fn stop_detached(&self) {
         let Some((leader, leader_started)) = self.last_leader else { return };
-        let mut detached = orphans::detached(&self.ctx.state_dir, Some(&self.id), Some(leader));
-        if let Some(port) = self.service.port_of(self.id.index) {
-            for pid in process::listeners(port) {
-                let started_while_leader_ran =
-                    process::sample(pid).is_some_and(|s| s.start_ticks >= leader_started && s.pgid != leader as i32);
-                if started_while_leader_ran && !detached.contains(&pid) {
-                    detached.push(pid);
-                }
-            }
-        }
+        let (state_dir, id, port) = (self.ctx.state_dir.clone(), self.id.clone(), self.service.port_of(self.id.index));
+        // Scans /proc: off the async workers.
+        let detached = tokio::task::spawn_blocking(move || {
+            orphans::left_outside_group(&state_dir, &id, (leader, leader_started), port)
+        })
+        .await
+        .unwrap_or_default();
         if detached.is_empty() {
             return;
         }
