@@ -408,11 +408,15 @@ async fn events(
     let query = EventQuery { service: params.service, since, after_id: params.after, kinds, limit };
     let store = state.store.clone();
     // Read-your-writes: whatever was queued before this request (the event behind a state the caller
-    // just saw) is committed first.
-    let stored = tokio::task::spawn_blocking(move || store.flush().and_then(|()| store.events(&query)))
-        .await
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "event query task failed".into()))?
-        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("event query failed: {error}")))?;
+    // just saw) is committed first. Once the store is closed (shutdown) there is nothing to flush, and
+    // reads still work.
+    let stored = tokio::task::spawn_blocking(move || {
+        let _ = store.flush();
+        store.events(&query)
+    })
+    .await
+    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "event query task failed".into()))?
+    .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("event query failed: {error}")))?;
     Ok(Json(EventsResponse { events: stored.iter().map(|stored| EventDto::new(stored.id, &stored.event)).collect() }))
 }
 
@@ -444,10 +448,13 @@ async fn signals(
     };
     let store = state.store.clone();
     // Read-your-writes, as for events.
-    let stored = tokio::task::spawn_blocking(move || store.flush().and_then(|()| store.signals(&query)))
-        .await
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "signal query task failed".into()))?
-        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("signal query failed: {error}")))?;
+    let stored = tokio::task::spawn_blocking(move || {
+        let _ = store.flush();
+        store.signals(&query)
+    })
+    .await
+    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "signal query task failed".into()))?
+    .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("signal query failed: {error}")))?;
     Ok(Json(SignalsResponse { signals: stored.iter().map(|s| SignalDto::new(s.id, &s.signal)).collect() }))
 }
 

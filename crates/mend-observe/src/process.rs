@@ -155,10 +155,8 @@ pub fn group_members(pgid: i32) -> Vec<u32> {
 pub fn with_environment(entries: &[(&str, &str)]) -> Vec<u32> {
     let wanted: Vec<Vec<u8>> = entries.iter().map(|(key, value)| format!("{key}={value}").into_bytes()).collect();
     let me = std::process::id();
-    let Ok(proc_dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    proc_dir
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+    all_pids()
+        .into_iter()
         .filter(|&pid| pid != me)
         .filter(|&pid| {
             // A zombie's environment reads empty: it never matches.
@@ -205,6 +203,26 @@ pub fn command_line(pid: u32, max_chars: usize) -> Option<String> {
     let line = raw.split(|&byte| byte == 0).filter(|arg| !arg.is_empty()).map(String::from_utf8_lossy);
     let line = line.collect::<Vec<_>>().join(" ");
     (!line.is_empty()).then(|| line.chars().take(max_chars).collect())
+}
+
+/// Scheduler state and start time (clock ticks after boot) of `pid`: what tells a process from a later
+/// one that reused its pid, and a live one from a zombie.
+pub fn state_and_start(pid: u32) -> Option<(char, u64)> {
+    let stat = Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?;
+    Some((stat.state, stat.starttime))
+}
+
+/// Every pid in /proc.
+pub fn all_pids() -> Vec<u32> {
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    proc_dir.flatten().filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok()).collect()
+}
+
+/// Clock ticks since boot now, on the scale of processes' start times (`/proc/uptime`).
+pub fn ticks_since_boot() -> Option<u64> {
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let seconds: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    Some((seconds * procfs::ticks_per_second() as f64) as u64)
 }
 
 /// Seconds since boot at which a process with `start_ticks` started.
@@ -275,6 +293,8 @@ mod tests {
         assert_eq!(with_environment(&[("MEND_TEST_TAG", &tag)]), [tagged.id()]);
         assert_eq!(command_line(tagged.id(), 100).as_deref(), Some("sleep 5"));
         assert_eq!(command_line(tagged.id(), 3).as_deref(), Some("sle"));
+        let (state, started) = state_and_start(tagged.id()).expect("running");
+        assert!(state != 'Z' && started <= ticks_since_boot().expect("uptime"));
         assert!(with_environment(&[("MEND_TEST_TAG", &tag), ("MEND_TEST_OTHER", "x")]).is_empty());
         assert!(with_environment(&[("MEND_TEST_TAG", &tag[..tag.len() - 1])]).is_empty(), "whole values only");
         for child in [&mut tagged, &mut other] {

@@ -5,6 +5,7 @@
 //! [`pidfile`], [`orphans`] and [`supervisor`] (all services, dependency order, shutdown).
 
 pub mod backoff;
+pub mod detached;
 pub mod intensity;
 pub mod lifecycle;
 pub mod logs;

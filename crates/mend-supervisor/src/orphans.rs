@@ -9,80 +9,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use mend_observe::process;
-use mend_types::{Clock, Event, EventKind, EventSink, ReplicaId, ServiceName};
+use mend_types::{Clock, Event, EventKind, EventSink, ServiceName};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::json;
 
+use crate::detached;
 use crate::pidfile::{self, PidRecord};
-
-/// Every replica's environment names mend's state directory under this key: processes a replica started
-/// outside its process group (a program that daemonized itself) are found by it, on the replica's exit,
-/// by the reaper and by the next mend.
-pub const STATE_DIR_ENV: &str = "MEND_STATE_DIR";
-
-/// The value of [`STATE_DIR_ENV`] for `state_dir` (absolute, as the daemon uses it).
-pub fn state_dir_tag(state_dir: &Path) -> String {
-    state_dir.to_string_lossy().into_owned()
-}
-
-/// Live processes that replicas of the mend using `state_dir` started outside their process groups, or
-/// whose groups are gone: with the replica's environment tag, outside `except_group`.
-pub fn detached(state_dir: &Path, replica: Option<&ReplicaId>, except_group: Option<u32>) -> Vec<u32> {
-    let tag = state_dir_tag(state_dir);
-    let index = replica.map(|id| id.index.to_string());
-    let mut entries = vec![(STATE_DIR_ENV, tag.as_str())];
-    if let (Some(id), Some(index)) = (replica, index.as_deref()) {
-        entries.extend([("MEND_SERVICE", id.service.as_str()), ("MEND_REPLICA", index)]);
-    }
-    process::with_environment(&entries)
-        .into_iter()
-        .filter(|&pid| except_group.is_none_or(|group| process::sample(pid).is_some_and(|s| s.pgid != group as i32)))
-        .collect()
-}
-
-/// What replica `id`, whose leader (pid, start ticks) exited, left running outside its process group:
-/// processes with its environment tag, and, as programs that write their process title over their
-/// environment (nginx, redis) lose the tag, processes holding its `port` that started, in a session that
-/// also started, while the leader ran (the daemon's `setsid`). A process started from a shell that was
-/// there before is never taken for the replica's.
-pub fn left_outside_group(state_dir: &Path, id: &ReplicaId, leader: (u32, u64), port: Option<u16>) -> Vec<u32> {
-    let (leader, leader_started) = leader;
-    let mut found = detached(state_dir, Some(id), Some(leader));
-    // Nothing listens on a port that binds: the usual exit costs no scan of every process's fds.
-    let Some(port) = port.filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_err()) else {
-        return found;
-    };
-    let started_while_leader_ran =
-        |pid: u32| process::sample(pid).is_some_and(|s| s.start_ticks >= leader_started && s.pgid != leader as i32);
-    for pid in process::listeners(port) {
-        let session = process::sample(pid).and_then(|s| u32::try_from(s.session).ok());
-        let ours = started_while_leader_ran(pid) && session.is_some_and(started_while_leader_ran);
-        if ours && !found.contains(&pid) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// Asks `pids` to stop (`signal`, then SIGCONT in case they are stopped), waits up to `grace`, kills the
-/// survivors; returns the pids that had to be killed.
-pub async fn stop_processes(pids: &[u32], signal: Signal, grace: Duration) -> Vec<u32> {
-    let alive = |pid: u32| process::sample(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X'));
-    for &pid in pids {
-        let _ = kill(Pid::from_raw(pid as i32), signal);
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
-    }
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline && pids.iter().any(|&pid| alive(pid)) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let survivors: Vec<u32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
-    for &pid in &survivors {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    }
-    survivors
-}
 
 /// How long left-behind processes get to exit after SIGTERM before SIGKILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
@@ -143,21 +76,25 @@ pub async fn replace_orphans(state_dir: &Path, events: &dyn EventSink, clock: &d
         let _ = std::fs::remove_file(&path);
     }
     // Processes that left their replica's group (daemonized) and outlived that mend and its reaper.
-    let detached = detached(state_dir, None, None);
-    if !detached.is_empty() {
-        n_found += detached.len();
-        let killed = stop_processes(&detached, Signal::SIGTERM, ORPHAN_GRACE).await;
+    let last_run = detached::recorded_run_tag(state_dir);
+    let left = match last_run {
+        Some(tag) => tokio::task::spawn_blocking(move || detached::tagged(&tag, None)).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if !left.is_empty() {
+        n_found += left.len();
+        let killed = detached::stop(&left, Signal::SIGTERM, ORPHAN_GRACE).await;
         let event = Event::new(
             clock.wall(),
             EventKind::OrphanKilled,
             format!(
                 "stopped {} process(es) that replicas of an earlier mend started outside their process groups",
-                detached.len()
+                left.len()
             ),
         )
-        .detail("pids", json!(detached))
-        .detail("killed", json!(killed));
-        tracing::warn!(pids = ?detached, "{}", event.message);
+        .detail("pids", json!(detached::pids(&left)))
+        .detail("killed", json!(detached::pids(&killed)));
+        tracing::warn!(pids = ?detached::pids(&left), "{}", event.message);
         events.emit(event);
     }
     n_found
@@ -172,7 +109,7 @@ fn replica_of(path: &Path) -> (Option<ServiceName>, Option<u32>) {
     }
 }
 
-/// The hidden subcommand of the reaper process: `mend __reaper STATE_DIR`.
+/// The hidden subcommand of the reaper process: `mend __reaper STATE_DIR RUN_TAG`.
 pub const REAPER_SUBCOMMAND: &str = "__reaper";
 
 /// The reaper process's life: wait until its stdin, a pipe whose only writer is mend, reaches its end,
@@ -182,7 +119,7 @@ pub const REAPER_SUBCOMMAND: &str = "__reaper";
 /// workers of a master, a shell's children) are not mend's children and would live on until the next
 /// `mend run`. The reaper does nothing else and holds nothing else. After a clean shutdown it finds no
 /// replica left and exits.
-pub fn run_reaper(state_dir: &Path) {
+pub fn run_reaper(state_dir: &Path, run_tag: &str) {
     use std::io::Read as _;
     // Only the end of the pipe counts: a Ctrl-C or SIGTERM sent to mend's process group is mend's to
     // handle (it stops the replicas gently and then closes the pipe).
@@ -203,13 +140,13 @@ pub fn run_reaper(state_dir: &Path) {
             Err(_) => break,
         }
     }
-    kill_recorded_groups(state_dir);
+    kill_recorded_groups(state_dir, Some(run_tag));
 }
 
-/// SIGKILLs every live process of every recorded replica group, and what replicas started outside their
-/// groups; returns how many. The pid files stay:
-/// the next mend's orphan pass finds the groups empty and removes them.
-pub fn kill_recorded_groups(state_dir: &Path) -> usize {
+/// SIGKILLs every live process of every recorded replica group, and what replicas of the run tagged
+/// `run_tag` started outside their groups; returns how many. The pid files stay: the next mend's orphan
+/// pass finds the groups empty and removes them.
+pub fn kill_recorded_groups(state_dir: &Path, run_tag: Option<&str>) -> usize {
     let mut killed = 0;
     for (_, record) in pidfile::list(state_dir) {
         let Some(record) = record else { continue };
@@ -223,9 +160,11 @@ pub fn kill_recorded_groups(state_dir: &Path) -> usize {
         }
         killed += members.len();
     }
-    for pid in detached(state_dir, None, None) {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        killed += 1;
+    for process in run_tag.map(|tag| detached::tagged(tag, None)).unwrap_or_default() {
+        if process.is_running() {
+            let _ = kill(Pid::from_raw(process.pid as i32), Signal::SIGKILL);
+            killed += 1;
+        }
     }
     killed
 }

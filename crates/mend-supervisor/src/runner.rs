@@ -25,10 +25,11 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::detached::{self, LeaderLife, LeftBehind, ProcessId};
 use crate::lifecycle::{ActiveProbes, Effect, Input, Lifecycle, Policy};
 use crate::logs::{self, LogFile};
+use crate::pidfile;
 use crate::spawn::{SpawnRequest, Spawner};
-use crate::{orphans, pidfile};
 
 /// The series sampled from a replica's process; they end with the process (the restart count,
 /// `mend_replica_restarts_total`, belongs to the replica and goes on).
@@ -135,6 +136,8 @@ pub struct RunnerContext {
     pub series: Arc<RwLock<SeriesStore>>,
     /// mend's state directory (logs, pid files).
     pub state_dir: PathBuf,
+    /// This run's tag, in every replica's environment (see `detached`).
+    pub run_tag: String,
     /// How often /proc is sampled.
     pub sample_interval: Duration,
     /// Counters shared by every scraper.
@@ -240,6 +243,66 @@ struct Runner {
     process_stats: Option<ProcessStats>,
     /// The last leader spawned, and when it started (clock ticks after boot, from /proc).
     last_leader: Option<(u32, u64)>,
+    /// Processes that may be what the last leader daemonized (see `detached::LeftBehind`).
+    suspects: Vec<ProcessId>,
+}
+
+/// Stops what a replica's leader left outside its group, with an event that says why.
+struct DetachedStopper {
+    id: ReplicaId,
+    leader: u32,
+    events: Arc<dyn EventSink>,
+    clock: Arc<dyn Clock>,
+    signal: Signal,
+    grace: Duration,
+}
+
+impl DetachedStopper {
+    async fn stop(&self, processes: &[ProcessId]) {
+        if processes.is_empty() {
+            return;
+        }
+        let listed: Vec<String> = processes
+            .iter()
+            .map(|p| format!("{} ({})", p.pid, process::command_line(p.pid, 80).unwrap_or_else(|| "gone".into())))
+            .collect();
+        let message = format!(
+            "pid {} left {} process(es) running outside its process group: {}; stopping them. A program \
+             that daemonizes itself cannot be supervised: run it in the foreground (nginx -g 'daemon off;', \
+             redis-server --daemonize no, ...)",
+            self.leader,
+            processes.len(),
+            listed.join(", ")
+        );
+        let pids = detached::pids(processes);
+        let event = Event::new(self.clock.wall(), EventKind::Detached, message)
+            .replica(&self.id)
+            .detail("leader", json!(self.leader))
+            .detail("pids", json!(pids));
+        tracing::warn!(replica = %self.id, leader = self.leader, ?pids, "stopping processes left outside the replica's group");
+        self.events.emit(event);
+        let killed = detached::stop(processes, self.signal, self.grace).await;
+        if !killed.is_empty() {
+            tracing::warn!(replica = %self.id, pids = ?detached::pids(&killed), "detached processes did not stop in time: killed");
+        }
+    }
+
+    /// Looks at the `suspects` a few times over the next seconds; stops those that take `port`.
+    async fn watch(self, port: u16, suspects: Vec<ProcessId>) {
+        for wait in [Duration::from_millis(500), Duration::from_millis(1500), Duration::from_secs(3)] {
+            tokio::time::sleep(wait).await;
+            let looked_at = suspects.clone();
+            let holders =
+                tokio::task::spawn_blocking(move || detached::holding(port, &looked_at)).await.unwrap_or_default();
+            if !holders.is_empty() {
+                self.stop(&holders).await;
+                return;
+            }
+            if !suspects.iter().any(|suspect| suspect.is_running()) {
+                return;
+            }
+        }
+    }
 }
 
 async fn wait_exit(child: &mut Option<Child>) -> ExitInfo {
@@ -281,6 +344,7 @@ impl Runner {
             last_cpu: None,
             process_stats: None,
             last_leader: None,
+            suspects: Vec::new(),
         }
     }
 
@@ -296,7 +360,7 @@ impl Runner {
                     self.child = None;
                     if let Some(pid) = self.machine.pid() {
                         self.stop_group_remnants(pid).await;
-                        self.stop_detached().await;
+                        self.stop_left_behind().await;
                     }
                     pidfile::remove(&self.ctx.state_dir, &self.id);
                     self.mark_process_series_stale();
@@ -393,11 +457,7 @@ impl Runner {
     async fn spawn(&mut self) -> Result<u32, String> {
         let vars = self.vars();
         let argv: Vec<String> = self.service.command_of(self.id.index).iter().map(|arg| arg.render(&vars)).collect();
-        let mut env: Vec<(String, String)> = vec![
-            ("MEND_SERVICE".into(), self.service.name.to_string()),
-            ("MEND_REPLICA".into(), self.id.index.to_string()),
-            (orphans::STATE_DIR_ENV.into(), orphans::state_dir_tag(&self.ctx.state_dir)),
-        ];
+        let mut env: Vec<(String, String)> = Vec::new();
         if let Some(port) = vars.port {
             env.push(("MEND_PORT".into(), port.to_string()));
             // A port held by a process mend does not know would make two processes fight for it.
@@ -407,7 +467,12 @@ impl Runner {
             };
             if in_use() {
                 // A daemon that bound the port only after its launcher exited (redis forks first).
-                self.stop_detached().await;
+                let suspects = self.suspects.clone();
+                let holders =
+                    tokio::task::spawn_blocking(move || detached::holding(port, &suspects)).await.unwrap_or_default();
+                if let Some((leader, _)) = self.last_leader {
+                    self.detached_stopper(leader).stop(&holders).await;
+                }
                 if in_use() {
                     return Err(format!("port {port} is in use by another process"));
                 }
@@ -415,6 +480,8 @@ impl Runner {
         }
         env.push(("MEND_RELEASE".into(), self.service.release_of(self.id.index).as_str().to_owned()));
         env.extend(self.service.env_of(self.id.index).iter().map(|(key, value)| (key.clone(), value.render(&vars))));
+        // Last, so that a service's own `env` cannot hide a replica from `detached`.
+        env.extend(detached::tag_environment(&self.ctx.run_tag, &self.id));
         let request =
             SpawnRequest { argv, shell: self.service.shell, env, working_dir: self.service.working_dir.clone() };
 
@@ -443,6 +510,7 @@ impl Runner {
         }
         self.child = Some(spawned.child);
         self.last_leader = start_ticks.map(|ticks| (spawned.pid, ticks));
+        self.suspects.clear();
         self.started_at = Some(self.ctx.clock.wall());
         self.generation += 1;
         Ok(spawned.pid)
@@ -459,8 +527,7 @@ impl Runner {
         if !group_alive() {
             return;
         }
-        let stop_signal = Signal::try_from(self.service.stop_signal.number).unwrap_or(Signal::SIGTERM);
-        let _ = killpg(group, stop_signal);
+        let _ = killpg(group, self.stop_signal());
         let _ = killpg(group, Signal::SIGCONT);
         let deadline = tokio::time::Instant::now() + self.service.stop_timeout;
         while tokio::time::Instant::now() < deadline {
@@ -473,43 +540,43 @@ impl Runner {
         let _ = killpg(group, Signal::SIGKILL);
     }
 
-    /// The leader exited; what it started outside its group (a program that daemonized itself: fork,
-    /// `setsid`, exit) would live on unsupervised, holding the port against the next start. It is stopped
-    /// like group remnants, with an event that says why (`orphans::left_outside_group` finds it).
-    async fn stop_detached(&self) {
-        let Some((leader, leader_started)) = self.last_leader else { return };
-        let (state_dir, id, port) = (self.ctx.state_dir.clone(), self.id.clone(), self.service.port_of(self.id.index));
+    /// The leader exited: what it started outside its group (see `detached`) is stopped like group
+    /// remnants; processes only suspected are watched for a few seconds and looked at before the next
+    /// start, in case they take the port (a daemon that binds after its launcher exited, as redis does).
+    async fn stop_left_behind(&mut self) {
+        let Some((pid, started)) = self.last_leader else { return };
+        let exited = process::ticks_since_boot().unwrap_or(started);
+        let leader = LeaderLife { pid, started, exited };
+        let (run_tag, id, port) = (self.ctx.run_tag.clone(), self.id.clone(), self.service.port_of(self.id.index));
         // Scans /proc: off the async workers.
-        let detached = tokio::task::spawn_blocking(move || {
-            orphans::left_outside_group(&state_dir, &id, (leader, leader_started), port)
-        })
-        .await
-        .unwrap_or_default();
-        if detached.is_empty() {
-            return;
+        let left = tokio::task::spawn_blocking(move || detached::left_behind(&run_tag, &id, leader, port))
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(replica = %self.id, %error, "looking for processes left outside the group failed");
+                LeftBehind::default()
+            });
+        let stopper = self.detached_stopper(pid);
+        stopper.stop(&left.recognised).await;
+        self.suspects = left.suspects;
+        if let (Some(port), false) = (port, self.suspects.is_empty()) {
+            tokio::spawn(stopper.watch(port, self.suspects.clone()));
         }
-        let listed: Vec<String> = detached
-            .iter()
-            .map(|&pid| format!("{pid} ({})", process::command_line(pid, 80).unwrap_or_else(|| "gone".into())))
-            .collect();
-        let stop_signal = Signal::try_from(self.service.stop_signal.number).unwrap_or(Signal::SIGTERM);
-        let message = format!(
-            "pid {leader} left {} process(es) running outside its process group: {}; stopping them. A program \
-             that daemonizes itself cannot be supervised: run it in the foreground (nginx -g 'daemon off;', \
-             redis-server --daemonize no, ...)",
-            detached.len(),
-            listed.join(", ")
-        );
-        let event = Event::new(self.ctx.clock.wall(), EventKind::Detached, message)
-            .replica(&self.id)
-            .detail("leader", json!(leader))
-            .detail("pids", json!(detached));
-        tracing::warn!(replica = %self.id, "{}", event.message);
-        self.ctx.events.emit(event);
-        let killed = orphans::stop_processes(&detached, stop_signal, self.service.stop_timeout).await;
-        if !killed.is_empty() {
-            tracing::warn!(replica = %self.id, pids = ?killed, "detached processes did not stop in time: killed");
+    }
+
+    fn detached_stopper(&self, leader: u32) -> DetachedStopper {
+        DetachedStopper {
+            id: self.id.clone(),
+            leader,
+            events: self.ctx.events.clone(),
+            clock: self.ctx.clock.clone(),
+            signal: self.stop_signal(),
+            grace: self.service.stop_timeout,
         }
+    }
+
+    /// The service's stop signal (SIGTERM if it is not one nix knows).
+    fn stop_signal(&self) -> Signal {
+        Signal::try_from(self.service.stop_signal.number).unwrap_or(Signal::SIGTERM)
     }
 
     fn signal(&self, signal: i32) {

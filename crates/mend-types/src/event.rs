@@ -78,13 +78,13 @@ impl EventKind {
         Self::Stopping,
         Self::Stopped,
         Self::OrphanKilled,
+        Self::Detached,
         Self::ShuttingDown,
         Self::ScrapeFailed,
         Self::ScrapeRecovered,
         Self::SeriesDropped,
         Self::ConfigChecked,
         Self::ConfigReloaded,
-        Self::Detached,
     ];
 
     /// The stable snake_case name.

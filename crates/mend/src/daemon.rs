@@ -131,7 +131,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     }
     // Started before any replica, held until every replica has stopped: if mend dies first (kill -9), the
     // reaper kills what the replicas forked (their own processes die by their parent-death signal).
-    let reaper = Reaper::start(&state_dir).context("cannot start the reaper process")?;
+    let run_tag = mend_supervisor::detached::new_run_tag(&state_dir)
+        .with_context(|| format!("cannot write the run tag in {}", state_dir.display()))?;
+    let reaper = Reaper::start(&state_dir, &run_tag).context("cannot start the reaper process")?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
@@ -173,6 +175,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         clock: clock.clone(),
         series: series.clone(),
         state_dir: state_dir.clone(),
+        run_tag,
         sample_interval: SAMPLE_INTERVAL,
         scrape_stats: scrape_stats.clone(),
     };
@@ -337,13 +340,14 @@ struct Reaper {
 }
 
 impl Reaper {
-    fn start(state_dir: &Path) -> std::io::Result<Self> {
+    fn start(state_dir: &Path, run_tag: &str) -> std::io::Result<Self> {
         use std::os::unix::process::CommandExt as _;
         let child = std::process::Command::new("/proc/self/exe")
             // Shown as `mend __reaper DIR` in ps, not as the path it was started through.
             .arg0("mend")
             .arg(mend_supervisor::orphans::REAPER_SUBCOMMAND)
             .arg(state_dir)
+            .arg(run_tag)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             // Its own process group: signals sent to mend's group (a terminal's Ctrl-C) are not its business.

@@ -21,8 +21,10 @@ fn main() -> ExitCode {
         return ExitCode::from(127);
     }
     if args.get(1).is_some_and(|arg| arg == mend_supervisor::orphans::REAPER_SUBCOMMAND) {
-        let Some(state_dir) = args.get(2) else { return ExitCode::from(2) };
-        mend_supervisor::orphans::run_reaper(std::path::Path::new(state_dir));
+        let (Some(state_dir), Some(run_tag)) = (args.get(2), args.get(3).and_then(|tag| tag.to_str())) else {
+            return ExitCode::from(2);
+        };
+        mend_supervisor::orphans::run_reaper(std::path::Path::new(state_dir), run_tag);
         return ExitCode::SUCCESS;
     }
     cli::main()

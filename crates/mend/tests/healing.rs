@@ -437,42 +437,42 @@ ports = "{bare_port}"
     assert!(!alive(tcp) && !alive(bare));
 }
 
-/// A launcher that daemonizes a server the way nginx and redis do (fork, `setsid`), with an empty
-/// environment (as a program that writes its process title over it looks), and exits once it listens.
+/// A launcher that daemonizes a server the way nginx and redis do (fork, `setsid`), then exits once the
+/// server has left its group. Modes: `title`: the server clears its environment (as a program that
+/// writes its process title over it looks) and listens on the port before the launcher exits (nginx);
+/// `late`: the same, but it listens a moment after the launcher exited (redis); `tagged`: the server
+/// keeps its environment and listens on nothing.
 const DAEMONIZING_LAUNCHER: &str = r#"
 import os, sys
-port = sys.argv[1]
+port, mode = sys.argv[1], sys.argv[2]
 ready_r, ready_w = os.pipe()
 if os.fork() == 0:
     os.setsid()
     os.close(ready_r)
-    server = "import os,socket,sys,time\ns=socket.socket()\ns.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen()\nos.write(int(sys.argv[2]), b'x')\ntime.sleep(300)"
+    if mode == "late":
+        os.write(ready_w, b"x")
+    server = "import os,socket,sys,time\nif sys.argv[3] == 'late': time.sleep(0.3)\nif sys.argv[3] != 'tagged':\n    s=socket.socket()\n    s.bind(('127.0.0.1', int(sys.argv[1])))\n    s.listen()\nif sys.argv[3] != 'late': os.write(int(sys.argv[2]), b'x')\ntime.sleep(300)"
     os.set_inheritable(ready_w, True)
-    os.execve(sys.executable, [sys.executable, "-c", server, port, str(ready_w)], dict())
+    env = dict(os.environ) if mode == "tagged" else dict()
+    os.execve(sys.executable, [sys.executable, "-c", server, port, str(ready_w), mode], env)
 os.close(ready_w)
 os.read(ready_r, 1)
 "#;
 
 #[test]
 fn what_a_replica_daemonized_is_stopped_when_it_exits() {
-    let (daemon_port, helper_port) = (free_ports(1), free_ports(1));
-    let daemon = Daemon::start(&config(&format!(
-        r#"
-[service.daemonizing]
-command = ["python3", "-c", '''{DAEMONIZING_LAUNCHER}''', "{{port}}"]
-ports = "{daemon_port}"
-restart = "never"
-[service.helper]
-# Until its child has left the group: before, stopping the group's remnants would take it along.
-command = ["setsid -f sleep 300; sleep 0.5; exit 0"]
-shell = true
-ports = "{helper_port}"
-restart = "never"
-"#
-    )));
-    for service in ["daemonizing", "helper"] {
+    let ports = [free_ports(1), free_ports(1), free_ports(1)];
+    let modes = ["title", "late", "tagged"];
+    let mut services = String::new();
+    for (mode, port) in modes.iter().zip(ports) {
+        services.push_str(&format!(
+            "[service.{mode}]\ncommand = [\"python3\", \"-c\", '''{DAEMONIZING_LAUNCHER}''', \"{{port}}\", \"{mode}\"]\nports = \"{port}\"\nrestart = \"never\"\n"
+        ));
+    }
+    let daemon = Daemon::start(&config(&services));
+    for mode in modes {
         let detached = eventually(Duration::from_secs(10), "the detached processes are found", || {
-            daemon.events(Some("detached")).into_iter().find(|event| event["service"] == service)
+            daemon.events(Some("detached")).into_iter().find(|event| event["service"] == mode)
         });
         let pids: Vec<u32> = detached["details"]["pids"]
             .as_array()
@@ -485,6 +485,8 @@ restart = "never"
         assert!(detached["message"].as_str().unwrap_or("").contains("run it in the foreground"), "{detached}");
         eventually(Duration::from_secs(10), "the detached process is stopped", || (!alive(pids[0])).then_some(()));
     }
-    // The port is free again for the next start.
-    assert!(std::net::TcpListener::bind(("127.0.0.1", daemon_port)).is_ok());
+    // The ports are free again for the next start.
+    for port in ports {
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
 }

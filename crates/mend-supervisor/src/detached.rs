@@ -1,0 +1,210 @@
+//! Processes a replica started outside its process group: a program that daemonizes itself (fork,
+//! `setsid`, exit, as nginx and redis do by default) escapes the group that stopping a replica signals,
+//! and its launcher's exit looks like the service ending. Left alone, the daemon would live on
+//! unsupervised and hold the port against the next start. As systemd stops what is left in a
+//! `Type=simple` service's cgroup, mend stops what a replica left outside its group.
+//!
+//! Such processes are recognised by the tag in their environment (a random token per run of mend, with
+//! the replica's service and index), or, since programs that write their process title over their
+//! environment lose the tag (nginx and redis do), as *suspects*: processes that started, in a session
+//! that also started, while the leader ran (the daemon's `setsid`), and that hold the replica's port.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use mend_observe::process;
+use mend_types::ReplicaId;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::pidfile;
+
+/// Environment key of the tag of the run of mend that started a replica: a random token, so that nothing
+/// else carries it by accident (a user's shell, another mend).
+pub const RUN_TAG_ENV: &str = "MEND_RUN_TAG";
+/// Environment key of a replica's service.
+pub const SERVICE_ENV: &str = "MEND_SERVICE";
+/// Environment key of a replica's index.
+pub const REPLICA_ENV: &str = "MEND_REPLICA";
+
+/// The run tag's file, next to the pid files: the next mend reads it to find what this run left.
+const RUN_TAG_FILE: &str = "run.tag";
+
+/// A process, identified across pid reuse by its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessId {
+    /// Its pid.
+    pub pid: u32,
+    /// When it started, in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+impl ProcessId {
+    /// The live (not zombie) process `pid`.
+    pub fn of(pid: u32) -> Option<Self> {
+        let (state, start_ticks) = process::state_and_start(pid)?;
+        (!matches!(state, 'Z' | 'X')).then_some(Self { pid, start_ticks })
+    }
+
+    /// Whether this very process still runs (not a later one that reused the pid, nor a zombie).
+    pub fn is_running(self) -> bool {
+        Self::of(self.pid) == Some(self)
+    }
+}
+
+/// A new random tag for this run, recorded in the state directory for the next mend.
+pub fn new_run_tag(state_dir: &Path) -> io::Result<String> {
+    let tag = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let dir = pidfile::run_dir(state_dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(RUN_TAG_FILE), &tag)?;
+    Ok(tag)
+}
+
+/// The tag the last run recorded, if any.
+pub fn recorded_run_tag(state_dir: &Path) -> Option<String> {
+    let tag = std::fs::read_to_string(pidfile::run_dir(state_dir).join(RUN_TAG_FILE)).ok()?;
+    let tag = tag.trim();
+    (!tag.is_empty()).then(|| tag.to_owned())
+}
+
+/// The environment that tags a replica as started by this run.
+pub fn tag_environment(run_tag: &str, id: &ReplicaId) -> [(String, String); 3] {
+    [
+        (RUN_TAG_ENV.into(), run_tag.into()),
+        (SERVICE_ENV.into(), id.service.to_string()),
+        (REPLICA_ENV.into(), id.index.to_string()),
+    ]
+}
+
+/// Live processes tagged with `run_tag` (and, given `replica`, as that replica's).
+pub fn tagged(run_tag: &str, replica: Option<&ReplicaId>) -> Vec<ProcessId> {
+    let index = replica.map(|id| id.index.to_string());
+    let mut entries = vec![(RUN_TAG_ENV, run_tag)];
+    if let (Some(id), Some(index)) = (replica, index.as_deref()) {
+        entries.extend([(SERVICE_ENV, id.service.as_str()), (REPLICA_ENV, index)]);
+    }
+    process::with_environment(&entries).into_iter().filter_map(ProcessId::of).collect()
+}
+
+/// A leader's life, in clock ticks after boot.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaderLife {
+    /// Its pid, which is also its process group's id.
+    pub pid: u32,
+    /// When it started.
+    pub started: u64,
+    /// When it was seen to have exited.
+    pub exited: u64,
+}
+
+/// What a replica left outside its group when its leader exited.
+#[derive(Debug, Default)]
+pub struct LeftBehind {
+    /// Recognised as the replica's: to be stopped now.
+    pub recognised: Vec<ProcessId>,
+    /// Started, in a session that also started, while the leader ran: the replica's if they hold its
+    /// port later (a daemon that binds after its launcher exited, as redis does).
+    pub suspects: Vec<ProcessId>,
+}
+
+/// What replica `id`, whose leader lived `leader`, left running outside its process group.
+pub fn left_behind(run_tag: &str, id: &ReplicaId, leader: LeaderLife, port: Option<u16>) -> LeftBehind {
+    let outside_group = |pid: u32| process::sample(pid).is_some_and(|s| s.pgid != leader.pid as i32);
+    let mut recognised: Vec<ProcessId> =
+        tagged(run_tag, Some(id)).into_iter().filter(|p| outside_group(p.pid)).collect();
+    // One tick of slack on each side: start times are counted in ticks.
+    let during_life = |ticks: u64| ticks + 1 >= leader.started && ticks <= leader.exited + 1;
+    let me = std::process::id();
+    let suspects: Vec<ProcessId> = process::all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| Some((ProcessId::of(pid)?, process::sample(pid)?)))
+        .filter(|(candidate, sample)| {
+            // A session whose leader is gone began with a double-forked daemon's first child.
+            let session_began_during_life = u32::try_from(sample.session)
+                .ok()
+                .and_then(process::state_and_start)
+                .is_none_or(|(_, started)| during_life(started));
+            during_life(candidate.start_ticks)
+                && sample.pgid != leader.pid as i32
+                && session_began_during_life
+                && !recognised.contains(candidate)
+        })
+        .map(|(candidate, _)| candidate)
+        .collect();
+    if let Some(port) = port {
+        recognised.extend(holding(port, &suspects));
+    }
+    let suspects = suspects.into_iter().filter(|s| !recognised.contains(s)).collect();
+    LeftBehind { recognised, suspects }
+}
+
+/// The `suspects` that listen on `port`.
+pub fn holding(port: u16, suspects: &[ProcessId]) -> Vec<ProcessId> {
+    if suspects.is_empty() {
+        return Vec::new();
+    }
+    process::listeners(port).into_iter().filter_map(ProcessId::of).filter(|p| suspects.contains(p)).collect()
+}
+
+/// Asks `processes` to stop (`signal`, then SIGCONT in case they are stopped), waits up to `grace`, kills
+/// the survivors; returns those it had to kill. A pid is signalled only while it is still the process
+/// found (never a later one that reused the pid).
+pub async fn stop(processes: &[ProcessId], signal: Signal, grace: Duration) -> Vec<ProcessId> {
+    let send = |process: ProcessId, signal: Signal| {
+        if process.is_running() {
+            let _ = kill(Pid::from_raw(process.pid as i32), signal);
+        }
+    };
+    for &process in processes {
+        send(process, signal);
+        send(process, Signal::SIGCONT);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline && processes.iter().any(|p| p.is_running()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let survivors: Vec<ProcessId> = processes.iter().copied().filter(|p| p.is_running()).collect();
+    for &process in &survivors {
+        send(process, Signal::SIGKILL);
+    }
+    survivors
+}
+
+/// Pids of a list of processes, for events.
+pub fn pids(processes: &[ProcessId]) -> Vec<u32> {
+    processes.iter().map(|p| p.pid).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_tag_is_recorded_for_the_next_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(recorded_run_tag(dir.path()), None);
+        let first = new_run_tag(dir.path()).expect("write");
+        assert_eq!(first.len(), 32);
+        assert_eq!(recorded_run_tag(dir.path()).as_deref(), Some(first.as_str()));
+        let second = new_run_tag(dir.path()).expect("write");
+        assert_ne!(first, second);
+    }
+
+    #[tokio::test]
+    async fn stop_signals_only_the_process_it_found() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn");
+        let found = ProcessId::of(child.id()).expect("running");
+        assert!(found.is_running());
+        // The same pid with another start time is another process: left alone.
+        let impostor = ProcessId { pid: found.pid, start_ticks: found.start_ticks + 1 };
+        assert!(!impostor.is_running());
+        assert!(stop(&[impostor], Signal::SIGTERM, Duration::from_millis(50)).await.is_empty());
+        assert!(found.is_running(), "a mismatched start time must not be signalled");
+        assert!(stop(&[found], Signal::SIGTERM, Duration::from_secs(5)).await.is_empty());
+        let _ = child.wait();
+        assert!(!found.is_running());
+    }
+}
