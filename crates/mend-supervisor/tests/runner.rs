@@ -31,7 +31,7 @@ fn context(state_dir: &Path, events: Arc<Recorder>, series: Arc<RwLock<SeriesSto
         clock: Arc::new(SystemClock),
         series,
         state_dir: state_dir.to_path_buf(),
-        run_tag: "test-run".into(),
+        run_tag: mend_supervisor::detached::new_run_tag(state_dir).expect("run tag"),
         sample_interval: Duration::from_millis(50),
         scrape_stats: Default::default(),
     }
