@@ -205,11 +205,38 @@ pub fn command_line(pid: u32, max_chars: usize) -> Option<String> {
     (!line.is_empty()).then(|| line.chars().take(max_chars).collect())
 }
 
-/// Scheduler state and start time (clock ticks after boot) of `pid`: what tells a process from a later
-/// one that reused its pid, and a live one from a zombie.
-pub fn state_and_start(pid: u32) -> Option<(char, u64)> {
+/// What one read of `/proc/PID/stat` says about a process's identity and place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFacts {
+    /// Scheduler state letter.
+    pub state: char,
+    /// Process group id.
+    pub pgid: i32,
+    /// Session id (the pid of the session's first leader; 0 for kernel threads).
+    pub session: i32,
+    /// Start time in clock ticks after boot: tells a process from a later one that reused its pid.
+    pub start_ticks: u64,
+}
+
+/// Reads [`StatFacts`] of `pid`; None when it is gone.
+pub fn stat_facts(pid: u32) -> Option<StatFacts> {
     let stat = Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?;
-    Some((stat.state, stat.starttime))
+    Some(StatFacts { state: stat.state, pgid: stat.pgrp, session: stat.session, start_ticks: stat.starttime })
+}
+
+/// The control groups `pid` belongs to (`/proc/PID/cgroup`, all hierarchies); None when unreadable.
+pub fn cgroups(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+}
+
+/// Whether anything listens on TCP `port`, on any address (`/proc/net/tcp` and `tcp6`).
+pub fn is_listened(port: u16) -> bool {
+    use procfs::net::TcpState;
+    [procfs::net::tcp(), procfs::net::tcp6()]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
 }
 
 /// Every pid in /proc.
@@ -293,8 +320,9 @@ mod tests {
         assert_eq!(with_environment(&[("MEND_TEST_TAG", &tag)]), [tagged.id()]);
         assert_eq!(command_line(tagged.id(), 100).as_deref(), Some("sleep 5"));
         assert_eq!(command_line(tagged.id(), 3).as_deref(), Some("sle"));
-        let (state, started) = state_and_start(tagged.id()).expect("running");
-        assert!(state != 'Z' && started <= ticks_since_boot().expect("uptime"));
+        let facts = stat_facts(tagged.id()).expect("running");
+        assert!(facts.state != 'Z' && facts.start_ticks <= ticks_since_boot().expect("uptime"));
+        assert_eq!(cgroups(tagged.id()), cgroups(std::process::id()), "children stay in their parent's cgroups");
         assert!(with_environment(&[("MEND_TEST_TAG", &tag), ("MEND_TEST_OTHER", "x")]).is_empty());
         assert!(with_environment(&[("MEND_TEST_TAG", &tag[..tag.len() - 1])]).is_empty(), "whole values only");
         for child in [&mut tagged, &mut other] {

@@ -6,14 +6,14 @@
 //!
 //! Such processes are recognised by the tag in their environment (a random token per run of mend, with
 //! the replica's service and index), or, since programs that write their process title over their
-//! environment lose the tag (nginx and redis do), as *suspects*: processes that started, in a session
-//! that also started, while the leader ran (the daemon's `setsid`), and that hold the replica's port.
+//! environment lose the tag (nginx and redis do), as *suspects* (see [`left_behind`]) that listen on the
+//! replica's port: at the leader's exit, a few times in the seconds after, and before the next start.
 
 use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use mend_observe::process;
+use mend_observe::process::{self, StatFacts};
 use mend_types::ReplicaId;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -43,8 +43,8 @@ pub struct ProcessId {
 impl ProcessId {
     /// The live (not zombie) process `pid`.
     pub fn of(pid: u32) -> Option<Self> {
-        let (state, start_ticks) = process::state_and_start(pid)?;
-        (!matches!(state, 'Z' | 'X')).then_some(Self { pid, start_ticks })
+        let facts = process::stat_facts(pid)?;
+        (!matches!(facts.state, 'Z' | 'X')).then_some(Self { pid, start_ticks: facts.start_ticks })
     }
 
     /// Whether this very process still runs (not a later one that reused the pid, nor a zombie).
@@ -104,41 +104,67 @@ pub struct LeaderLife {
 pub struct LeftBehind {
     /// Recognised as the replica's: to be stopped now.
     pub recognised: Vec<ProcessId>,
-    /// Started, in a session that also started, while the leader ran: the replica's if they hold its
-    /// port later (a daemon that binds after its launcher exited, as redis does).
+    /// Could be the replica's (see [`left_behind`]): the replica's if they listen on its port later (a
+    /// daemon that binds after its launcher exited, as redis does).
     pub suspects: Vec<ProcessId>,
 }
 
-/// What replica `id`, whose leader lived `leader`, left running outside its process group.
+/// What replica `id`, whose leader lived `leader`, left running outside its process group: processes
+/// with its tag, and suspects that listen on its `port`.
+///
+/// Suspects are the live processes outside the leader's group that started during its life, in a session
+/// that also began then (the daemon's `setsid`) or whose first leader is gone (a double fork), and that
+/// are in mend's own control groups, as everything mend's replicas start stays: a service that another
+/// manager started (systemd gives each its own cgroup) or a new login never is.
 pub fn left_behind(run_tag: &str, id: &ReplicaId, leader: LeaderLife, port: Option<u16>) -> LeftBehind {
-    let outside_group = |pid: u32| process::sample(pid).is_some_and(|s| s.pgid != leader.pid as i32);
-    let mut recognised: Vec<ProcessId> =
-        tagged(run_tag, Some(id)).into_iter().filter(|p| outside_group(p.pid)).collect();
+    let outside_group = |facts: &StatFacts| facts.pgid != leader.pid as i32;
+    let mut recognised: Vec<ProcessId> = tagged(run_tag, Some(id))
+        .into_iter()
+        .filter(|p| process::stat_facts(p.pid).is_some_and(|facts| outside_group(&facts)))
+        .collect();
     // One tick of slack on each side: start times are counted in ticks.
-    let during_life = |ticks: u64| ticks + 1 >= leader.started && ticks <= leader.exited + 1;
+    let during_life =
+        |ticks: u64| ticks.saturating_add(1) >= leader.started && ticks <= leader.exited.saturating_add(1);
+    let session_began_during_life = |facts: &StatFacts| {
+        facts.session > 0
+            && u32::try_from(facts.session)
+                .ok()
+                .and_then(process::stat_facts)
+                .is_none_or(|first| during_life(first.start_ticks))
+    };
     let me = std::process::id();
+    let Some(my_cgroups) = process::cgroups(me) else { return LeftBehind { recognised, suspects: Vec::new() } };
     let suspects: Vec<ProcessId> = process::all_pids()
         .into_iter()
         .filter(|&pid| pid != me)
-        .filter_map(|pid| Some((ProcessId::of(pid)?, process::sample(pid)?)))
-        .filter(|(candidate, sample)| {
-            // A session whose leader is gone began with a double-forked daemon's first child.
-            let session_began_during_life = u32::try_from(sample.session)
-                .ok()
-                .and_then(process::state_and_start)
-                .is_none_or(|(_, started)| during_life(started));
-            during_life(candidate.start_ticks)
-                && sample.pgid != leader.pid as i32
-                && session_began_during_life
-                && !recognised.contains(candidate)
+        .filter_map(|pid| Some((pid, process::stat_facts(pid)?)))
+        .filter(|(_, facts)| {
+            !matches!(facts.state, 'Z' | 'X')
+                && during_life(facts.start_ticks)
+                && outside_group(facts)
+                && session_began_during_life(facts)
         })
-        .map(|(candidate, _)| candidate)
+        .filter(|&(pid, _)| process::cgroups(pid).as_deref() == Some(my_cgroups.as_str()))
+        .map(|(pid, facts)| ProcessId { pid, start_ticks: facts.start_ticks })
+        .filter(|candidate| !recognised.contains(candidate))
         .collect();
     if let Some(port) = port {
         recognised.extend(holding(port, &suspects));
     }
     let suspects = suspects.into_iter().filter(|s| !recognised.contains(s)).collect();
     LeftBehind { recognised, suspects }
+}
+
+/// Before replica `id` starts again while something listens on its port: every process with its tag (no
+/// leader of it runs, so they are all left over) and the `suspects` its last leader left that listen.
+pub fn leftovers_before_start(run_tag: &str, id: &ReplicaId, port: u16, suspects: &[ProcessId]) -> Vec<ProcessId> {
+    let mut found = tagged(run_tag, Some(id));
+    for holder in holding(port, suspects) {
+        if !found.contains(&holder) {
+            found.push(holder);
+        }
+    }
+    found
 }
 
 /// The `suspects` that listen on `port`.
@@ -170,6 +196,13 @@ pub async fn stop(processes: &[ProcessId], signal: Signal, grace: Duration) -> V
     for &process in &survivors {
         send(process, Signal::SIGKILL);
     }
+    // Gone before the caller binds their port again.
+    for _ in 0..50 {
+        if !survivors.iter().any(|p| p.is_running()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     survivors
 }
 
@@ -191,6 +224,43 @@ mod tests {
         assert_eq!(recorded_run_tag(dir.path()).as_deref(), Some(first.as_str()));
         let second = new_run_tag(dir.path()).expect("write");
         assert_ne!(first, second);
+    }
+
+    /// A loopback listener in python, optionally in a session of its own; returns it and its port.
+    fn listener(own_session: bool) -> (std::process::Child, u16) {
+        let script = "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); \
+                      print(s.getsockname()[1], flush=True); time.sleep(30)";
+        let mut command = std::process::Command::new(if own_session { "setsid" } else { "python3" });
+        if own_session {
+            command.arg("python3");
+        }
+        let mut child =
+            command.args(["-c", script]).stdout(std::process::Stdio::piped()).spawn().expect("python3 listener");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("its port");
+        (child, line.trim().parse().expect("a port"))
+    }
+
+    #[test]
+    fn only_a_listener_in_a_session_begun_during_the_leaders_life_is_taken() {
+        let started = process::ticks_since_boot().expect("uptime");
+        let (mut same_session, old_session_port) = listener(false);
+        let (mut own_session, new_session_port) = listener(true);
+        let leader = LeaderLife { pid: u32::MAX, started, exited: process::ticks_since_boot().expect("uptime") };
+        let id = ReplicaId { service: mend_types::ServiceName::new("web").expect("valid"), index: 0 };
+        let nobody = "a tag nothing carries";
+        // Started during the leader's life, but in this test's session, which is older: not the replica's.
+        assert!(left_behind(nobody, &id, leader, Some(old_session_port)).recognised.is_empty());
+        let found = left_behind(nobody, &id, leader, Some(new_session_port));
+        assert_eq!(pids(&found.recognised), [own_session.id()]);
+        // Not during the leader's life: nothing.
+        let before = LeaderLife { exited: started.saturating_sub(200), started: started.saturating_sub(400), ..leader };
+        assert!(left_behind(nobody, &id, before, Some(new_session_port)).recognised.is_empty());
+        for child in [&mut same_session, &mut own_session] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     #[tokio::test]

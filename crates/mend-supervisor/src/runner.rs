@@ -243,9 +243,15 @@ struct Runner {
     process_stats: Option<ProcessStats>,
     /// The last leader spawned, and when it started (clock ticks after boot, from /proc).
     last_leader: Option<(u32, u64)>,
-    /// Processes that may be what the last leader daemonized (see `detached::LeftBehind`).
+    /// Processes that may be what the last leader daemonized (see `detached::LeftBehind`), and until
+    /// when they are looked at.
     suspects: Vec<ProcessId>,
+    suspects_until: Option<tokio::time::Instant>,
 }
+
+/// How long after a leader's exit the processes suspected of being what it daemonized are looked at
+/// before the next start: a daemon binds within moments of its launcher's exit.
+const SUSPECTS_KEPT: Duration = Duration::from_secs(60);
 
 /// Stops what a replica's leader left outside its group, with an event that says why.
 struct DetachedStopper {
@@ -289,7 +295,9 @@ impl DetachedStopper {
 
     /// Looks at the `suspects` a few times over the next seconds; stops those that take `port`.
     async fn watch(self, port: u16, suspects: Vec<ProcessId>) {
-        for wait in [Duration::from_millis(500), Duration::from_millis(1500), Duration::from_secs(3)] {
+        for wait in
+            [Duration::from_millis(500), Duration::from_millis(1500), Duration::from_secs(3), Duration::from_secs(5)]
+        {
             tokio::time::sleep(wait).await;
             let looked_at = suspects.clone();
             let holders =
@@ -345,6 +353,7 @@ impl Runner {
             process_stats: None,
             last_leader: None,
             suspects: Vec::new(),
+            suspects_until: None,
         }
     }
 
@@ -359,8 +368,10 @@ impl Runner {
                 exit = wait_exit(&mut self.child) => {
                     self.child = None;
                     if let Some(pid) = self.machine.pid() {
+                        // Before stopping anything: the leader's life ends now, not after the stops.
+                        let exited_ticks = process::ticks_since_boot();
                         self.stop_group_remnants(pid).await;
-                        self.stop_left_behind().await;
+                        self.stop_left_behind(exited_ticks).await;
                     }
                     pidfile::remove(&self.ctx.state_dir, &self.id);
                     self.mark_process_series_stale();
@@ -465,17 +476,26 @@ impl Runner {
                 std::net::TcpListener::bind(("127.0.0.1", port))
                     .is_err_and(|error| error.kind() == std::io::ErrorKind::AddrInUse)
             };
-            if in_use() {
-                // A daemon that bound the port only after its launcher exited (redis forks first).
-                let suspects = self.suspects.clone();
-                let holders =
-                    tokio::task::spawn_blocking(move || detached::holding(port, &suspects)).await.unwrap_or_default();
+            // What the last leader left may have taken the port since its exit (redis binds after its
+            // launcher exited); only recent suspects count.
+            if process::is_listened(port) {
+                let suspects = if self.suspects_until.is_some_and(|until| tokio::time::Instant::now() < until) {
+                    self.suspects.clone()
+                } else {
+                    Vec::new()
+                };
+                let (run_tag, id) = (self.ctx.run_tag.clone(), self.id.clone());
+                let leftovers = tokio::task::spawn_blocking(move || {
+                    detached::leftovers_before_start(&run_tag, &id, port, &suspects)
+                })
+                .await
+                .unwrap_or_default();
                 if let Some((leader, _)) = self.last_leader {
-                    self.detached_stopper(leader).stop(&holders).await;
+                    self.detached_stopper(leader).stop(&leftovers).await;
                 }
-                if in_use() {
-                    return Err(format!("port {port} is in use by another process"));
-                }
+            }
+            if in_use() {
+                return Err(format!("port {port} is in use by another process"));
             }
         }
         env.push(("MEND_RELEASE".into(), self.service.release_of(self.id.index).as_str().to_owned()));
@@ -510,7 +530,6 @@ impl Runner {
         }
         self.child = Some(spawned.child);
         self.last_leader = start_ticks.map(|ticks| (spawned.pid, ticks));
-        self.suspects.clear();
         self.started_at = Some(self.ctx.clock.wall());
         self.generation += 1;
         Ok(spawned.pid)
@@ -543,9 +562,9 @@ impl Runner {
     /// The leader exited: what it started outside its group (see `detached`) is stopped like group
     /// remnants; processes only suspected are watched for a few seconds and looked at before the next
     /// start, in case they take the port (a daemon that binds after its launcher exited, as redis does).
-    async fn stop_left_behind(&mut self) {
+    async fn stop_left_behind(&mut self, exited_ticks: Option<u64>) {
         let Some((pid, started)) = self.last_leader else { return };
-        let exited = process::ticks_since_boot().unwrap_or(started);
+        let exited = exited_ticks.unwrap_or(started);
         let leader = LeaderLife { pid, started, exited };
         let (run_tag, id, port) = (self.ctx.run_tag.clone(), self.id.clone(), self.service.port_of(self.id.index));
         // Scans /proc: off the async workers.
@@ -558,6 +577,7 @@ impl Runner {
         let stopper = self.detached_stopper(pid);
         stopper.stop(&left.recognised).await;
         self.suspects = left.suspects;
+        self.suspects_until = Some(tokio::time::Instant::now() + SUSPECTS_KEPT);
         if let (Some(port), false) = (port, self.suspects.is_empty()) {
             tokio::spawn(stopper.watch(port, self.suspects.clone()));
         }
