@@ -65,6 +65,8 @@ impl EventKind {
     /// All kinds, in declaration order.
     pub const ALL: [EventKind; 21] = [
         Self::ConfigLoaded,
+        Self::ConfigChecked,
+        Self::ConfigReloaded,
         Self::Started,
         Self::SpawnFailed,
         Self::Ready,
@@ -83,8 +85,6 @@ impl EventKind {
         Self::ScrapeFailed,
         Self::ScrapeRecovered,
         Self::SeriesDropped,
-        Self::ConfigChecked,
-        Self::ConfigReloaded,
     ];
 
     /// The stable snake_case name.
