@@ -249,7 +249,8 @@ pub fn all_pids() -> Vec<u32> {
 pub fn ticks_since_boot() -> Option<u64> {
     let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
     let seconds: f64 = uptime.split_whitespace().next()?.parse().ok()?;
-    Some((seconds * procfs::ticks_per_second() as f64) as u64)
+    // Rounded: uptime has two exact decimals, which a float multiplication may land just below.
+    Some((seconds * procfs::ticks_per_second() as f64).round() as u64)
 }
 
 /// Seconds since boot at which a process with `start_ticks` started.
@@ -291,10 +292,12 @@ mod tests {
         assert!(members.contains(&child.id()), "{members:?}");
         // This test process changes as other tests run beside it: the smaller of a sample before and one
         // after is what the family sample saw of it at least.
+        // The child's memory only grows while it starts (pages fault in): sampled before, it is no more
+        // than what the family sample saw of it.
+        let child_alone = sample(child.id()).expect("the child is alive");
         let before = sample(me).expect("alive");
         let together = sample_family(me).expect("alive");
         let after = sample(me).expect("alive");
-        let child_alone = sample(child.id()).expect("the child is alive");
         assert!(child_alone.rss_bytes > 0);
         let least_rss = before.rss_bytes.min(after.rss_bytes);
         assert!(
