@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mend_config::parse_duration;
-use mend_store::{EventQuery, Store};
+use mend_store::{EventQuery, Store, StoreError};
 use mend_supervisor::logs::{self, LogCursor};
 use mend_supervisor::{Control, ControlError, Supervisor};
 use mend_types::{Clock, EventKind, ServiceName, Severity, Signal, SignalKind, SignalSink, SignalState, Timestamp};
@@ -406,17 +406,7 @@ async fn events(
         return Err(ControlError::UnknownService(service.clone()).into());
     }
     let query = EventQuery { service: params.service, since, after_id: params.after, kinds, limit };
-    let store = state.store.clone();
-    // Read-your-writes: whatever was queued before this request (the event behind a state the caller
-    // just saw) is committed first. Once the store is closed (shutdown) there is nothing to flush, and
-    // reads still work.
-    let stored = tokio::task::spawn_blocking(move || {
-        let _ = store.flush();
-        store.events(&query)
-    })
-    .await
-    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "event query task failed".into()))?
-    .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("event query failed: {error}")))?;
+    let stored = read_committed(&state, "event", move |store| store.events(&query)).await?;
     Ok(Json(EventsResponse { events: stored.iter().map(|stored| EventDto::new(stored.id, &stored.event)).collect() }))
 }
 
@@ -446,16 +436,26 @@ async fn signals(
         after_id: params.after,
         limit,
     };
+    let stored = read_committed(&state, "signal", move |store| store.signals(&query)).await?;
+    Ok(Json(SignalsResponse { signals: stored.iter().map(|s| SignalDto::new(s.id, &s.signal)).collect() }))
+}
+
+/// Runs a `what` query on the store off the async workers, read-your-writes: whatever was queued before
+/// this request (the event behind a state the caller just saw) is committed first. Once the store is
+/// closed (shutdown) there is nothing to flush, and reads still work.
+async fn read_committed<T: Send + 'static>(
+    state: &ApiState,
+    what: &str,
+    read: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
     let store = state.store.clone();
-    // Read-your-writes, as for events.
-    let stored = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let _ = store.flush();
-        store.signals(&query)
+        read(&store)
     })
     .await
-    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "signal query task failed".into()))?
-    .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("signal query failed: {error}")))?;
-    Ok(Json(SignalsResponse { signals: stored.iter().map(|s| SignalDto::new(s.id, &s.signal)).collect() }))
+    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{what} query task failed")))?
+    .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{what} query failed: {error}")))
 }
 
 /// `POST /api/v1/alerts`: Alertmanager's webhook (version 4); each alert becomes an external signal.

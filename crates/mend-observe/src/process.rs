@@ -19,8 +19,6 @@ pub struct ProcessSample {
     pub open_fds: Option<u64>,
     /// Process group id.
     pub pgid: i32,
-    /// Session id (the pid of the session's leader).
-    pub session: i32,
     /// Start time in clock ticks after boot: with the pid, identifies the process across pid reuse.
     pub start_ticks: u64,
 }
@@ -78,7 +76,6 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
         threads: u64::try_from(stat.num_threads).unwrap_or(0),
         open_fds: process.fd_count().ok().map(|n| n as u64),
         pgid: stat.pgrp,
-        session: stat.session,
         start_ticks: stat.starttime,
     })
 }
@@ -169,15 +166,7 @@ pub fn with_environment(entries: &[(&str, &str)]) -> Vec<u32> {
 /// Processes (other than this one) holding a TCP socket that listens on `port`, on any address: from
 /// the socket tables and every process's fds (`/proc/*/fd`), so only processes whose fds are readable.
 pub fn listeners(port: u16) -> Vec<u32> {
-    use procfs::net::TcpState;
-    let tables = [procfs::net::tcp(), procfs::net::tcp6()];
-    let inodes: Vec<u64> = tables
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
-        .map(|entry| entry.inode)
-        .collect();
+    let inodes = listening_sockets(port);
     if inodes.is_empty() {
         return Vec::new();
     }
@@ -229,14 +218,21 @@ pub fn cgroups(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
 }
 
-/// Whether anything listens on TCP `port`, on any address (`/proc/net/tcp` and `tcp6`).
+/// Whether anything listens on TCP `port`, on any address.
 pub fn is_listened(port: u16) -> bool {
+    !listening_sockets(port).is_empty()
+}
+
+/// Inodes of the TCP sockets listening on `port`, on any address (`/proc/net/tcp` and `tcp6`).
+fn listening_sockets(port: u16) -> Vec<u64> {
     use procfs::net::TcpState;
     [procfs::net::tcp(), procfs::net::tcp6()]
         .into_iter()
         .flatten()
         .flatten()
-        .any(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
+        .filter(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
+        .map(|entry| entry.inode)
+        .collect()
 }
 
 /// Every pid in /proc.
@@ -290,10 +286,9 @@ mod tests {
         let members = family(me);
         assert_eq!(members[0], me);
         assert!(members.contains(&child.id()), "{members:?}");
-        // This test process changes as other tests run beside it: the smaller of a sample before and one
-        // after is what the family sample saw of it at least.
-        // The child's memory only grows while it starts (pages fault in): sampled before, it is no more
-        // than what the family sample saw of it.
+        // The child's memory only grows while it starts (pages fault in): sampled first, it is no more
+        // than what the family sample sees of it. This test process changes as other tests run beside
+        // it: the smaller of a sample before and one after is what the family sample saw of it at least.
         let child_alone = sample(child.id()).expect("the child is alive");
         let before = sample(me).expect("alive");
         let together = sample_family(me).expect("alive");

@@ -471,14 +471,11 @@ impl Runner {
         let mut env: Vec<(String, String)> = Vec::new();
         if let Some(port) = vars.port {
             env.push(("MEND_PORT".into(), port.to_string()));
-            // A port held by a process mend does not know would make two processes fight for it.
-            let in_use = || {
-                std::net::TcpListener::bind(("127.0.0.1", port))
-                    .is_err_and(|error| error.kind() == std::io::ErrorKind::AddrInUse)
-            };
             // What the last leader left may have taken the port since its exit (redis binds after its
-            // launcher exited); only recent suspects count.
-            if process::is_listened(port) {
+            // launcher exited); only recent suspects count. Before a first start there is no last leader.
+            if let Some((leader, _)) = self.last_leader
+                && process::is_listened(port)
+            {
                 let suspects = if self.suspects_until.is_some_and(|until| tokio::time::Instant::now() < until) {
                     self.suspects.clone()
                 } else {
@@ -490,11 +487,12 @@ impl Runner {
                 })
                 .await
                 .unwrap_or_default();
-                if let Some((leader, _)) = self.last_leader {
-                    self.detached_stopper(leader).stop(&leftovers).await;
-                }
+                self.detached_stopper(leader).stop(&leftovers).await;
             }
-            if in_use() {
+            // A port held by a process mend does not know would make two processes fight for it.
+            if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port))
+                && error.kind() == std::io::ErrorKind::AddrInUse
+            {
                 return Err(format!("port {port} is in use by another process"));
             }
         }

@@ -183,7 +183,6 @@ impl Detection {
     /// pending and firing alerts, every detector attachment and forecast configured exactly as before
     /// keeps what it learnt; the conditions of the others are resolved. Returns the signals to emit.
     pub(crate) fn reconfigure(&mut self, mut next: Detection, now: Timestamp) -> Vec<Signal> {
-        const REMOVED: &str = "resolved: removed or changed by a configuration reload";
         let now_secs = now.as_secs_f64();
         let mut signals = Vec::new();
         // As Prometheus: a rule's alerts carry over to the rule of the same name and labels, even if its
@@ -198,20 +197,14 @@ impl Detection {
         let same_detect = |old: &DetectEntry, new: &DetectEntry| old.detect == new.detect;
         let take_detect = |new: &mut DetectEntry, old: DetectEntry| (new.feed, new.bank) = (old.feed, old.bank);
         for mut old in carry_over(&mut self.detects, &mut next.detects, same_detect, take_detect) {
-            for mut transition in old.bank.sweep(now_secs, f64::NEG_INFINITY) {
-                transition.evidence = REMOVED.to_owned();
-                let (name, severity) = (&old.detect.name, old.detect.severity);
-                signals.push(series_signal(now, SignalKind::Anomaly, name, severity, transition));
-            }
+            let resolved = old.bank.sweep(now_secs, f64::NEG_INFINITY);
+            signals.extend(removed(resolved, now, SignalKind::Anomaly, &old.detect.name, old.detect.severity));
         }
         let same_forecast = |old: &ForecastEntry, new: &ForecastEntry| old.forecast == new.forecast;
         let take_forecast = |new: &mut ForecastEntry, old: ForecastEntry| (new.feed, new.bank) = (old.feed, old.bank);
         for mut old in carry_over(&mut self.forecasts, &mut next.forecasts, same_forecast, take_forecast) {
-            for mut transition in old.bank.sweep(now_secs, f64::NEG_INFINITY) {
-                transition.evidence = REMOVED.to_owned();
-                let (name, severity) = (&old.forecast.name, old.forecast.severity);
-                signals.push(series_signal(now, SignalKind::Predictive, name, severity, transition));
-            }
+            let resolved = old.bank.sweep(now_secs, f64::NEG_INFINITY);
+            signals.extend(removed(resolved, now, SignalKind::Predictive, &old.forecast.name, old.forecast.severity));
         }
         *self = next;
         signals
@@ -352,6 +345,23 @@ fn signal(
         labels,
         evidence,
     }
+}
+
+/// The evidence of a condition resolved because a reload removed or changed what raised it.
+const REMOVED: &str = "resolved: removed or changed by a configuration reload";
+
+/// The signals that resolve what a detector or forecast removed by a reload had firing.
+fn removed(
+    resolved: Vec<SeriesTransition>,
+    now: Timestamp,
+    kind: SignalKind,
+    name: &str,
+    severity: mend_types::Severity,
+) -> impl Iterator<Item = Signal> + '_ {
+    resolved.into_iter().map(move |mut transition| {
+        transition.evidence = REMOVED.to_owned();
+        series_signal(now, kind, name, severity, transition)
+    })
 }
 
 fn series_signal(
