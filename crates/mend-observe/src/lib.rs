@@ -13,3 +13,4 @@ pub mod probe;
 pub mod process;
 pub mod scrape;
 pub mod series;
+pub mod sockets;

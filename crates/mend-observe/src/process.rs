@@ -150,17 +150,22 @@ pub fn group_members(pgid: i32) -> Vec<u32> {
 /// daemonized itself, with `setsid`). The environment read is the one the process was started with;
 /// processes of other users, whose environment is unreadable, never match.
 pub fn with_environment(entries: &[(&str, &str)]) -> Vec<u32> {
-    let wanted: Vec<Vec<u8>> = entries.iter().map(|(key, value)| format!("{key}={value}").into_bytes()).collect();
+    let wanted = environment_entries(entries);
     let me = std::process::id();
-    all_pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter(|&pid| {
-            // A zombie's environment reads empty: it never matches.
-            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
-            wanted.iter().all(|entry| environ.split(|&byte| byte == 0).any(|pair| pair == entry.as_slice()))
-        })
-        .collect()
+    all_pids().into_iter().filter(|&pid| pid != me && has_environment(pid, &wanted)).collect()
+}
+
+/// `KEY=value` entries as [`has_environment`] looks for them.
+pub fn environment_entries(entries: &[(&str, &str)]) -> Vec<Vec<u8>> {
+    entries.iter().map(|(key, value)| format!("{key}={value}").into_bytes()).collect()
+}
+
+/// Whether the environment `pid` started with holds every entry of `wanted` (see
+/// [`environment_entries`]); false when it is gone, a zombie (whose environment reads empty), or another
+/// user's.
+pub fn has_environment(pid: u32, wanted: &[Vec<u8>]) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+    wanted.iter().all(|entry| environ.split(|&byte| byte == 0).any(|pair| pair == entry.as_slice()))
 }
 
 /// Processes (other than this one) holding a TCP socket that listens on `port`, on any address: from
@@ -199,6 +204,8 @@ pub fn command_line(pid: u32, max_chars: usize) -> Option<String> {
 pub struct StatFacts {
     /// Scheduler state letter.
     pub state: char,
+    /// Parent pid.
+    pub ppid: i32,
     /// Process group id.
     pub pgid: i32,
     /// Session id (the pid of the session's first leader; 0 for kernel threads).
@@ -207,10 +214,30 @@ pub struct StatFacts {
     pub start_ticks: u64,
 }
 
-/// Reads [`StatFacts`] of `pid`; None when it is gone.
+/// Reads [`StatFacts`] of `pid`; None when it is gone. Cheap on purpose (one open and one read, no
+/// allocation for the contents): mend reads it for every process on the host after a replica's exit.
 pub fn stat_facts(pid: u32) -> Option<StatFacts> {
-    let stat = Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?;
-    Some(StatFacts { state: stat.state, pgid: stat.pgrp, session: stat.session, start_ticks: stat.starttime })
+    use std::io::Read;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buffer = [0u8; 1024];
+    let length = file.read(&mut buffer).ok()?;
+    parse_stat_facts(buffer.get(..length)?)
+}
+
+/// The [`StatFacts`] in the text of `/proc/PID/stat`.
+fn parse_stat_facts(stat: &[u8]) -> Option<StatFacts> {
+    // The command name (field 2) is in brackets and may hold spaces and brackets: fields resume after the
+    // last closing bracket.
+    let close = stat.iter().rposition(|&byte| byte == b')')?;
+    let mut fields = stat.get(close + 2..)?.split(|&byte| byte == b' ');
+    let number = |field: &[u8]| std::str::from_utf8(field).ok()?.trim_end().parse::<i64>().ok();
+    let state = char::from(*fields.next()?.first()?);
+    let ppid = i32::try_from(number(fields.next()?)?).ok()?;
+    let pgid = i32::try_from(number(fields.next()?)?).ok()?;
+    let session = i32::try_from(number(fields.next()?)?).ok()?;
+    // Fields 7 to 21 (tty_nr .. itrealvalue), then the start time (22).
+    let start_ticks = u64::try_from(number(fields.nth(15)?)?).ok()?;
+    Some(StatFacts { state, ppid, pgid, session, start_ticks })
 }
 
 /// The control groups `pid` belongs to (`/proc/PID/cgroup`, all hierarchies); None when unreadable.
@@ -223,16 +250,9 @@ pub fn is_listened(port: u16) -> bool {
     !listening_sockets(port).is_empty()
 }
 
-/// Inodes of the TCP sockets listening on `port`, on any address (`/proc/net/tcp` and `tcp6`).
+/// Inodes of the TCP sockets listening on `port`, on any address.
 fn listening_sockets(port: u16) -> Vec<u64> {
-    use procfs::net::TcpState;
-    [procfs::net::tcp(), procfs::net::tcp6()]
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
-        .map(|entry| entry.inode)
-        .collect()
+    crate::sockets::tcp_listeners().into_iter().filter(|listener| listener.port == port).map(|l| l.inode).collect()
 }
 
 /// Every pid in /proc.
@@ -257,6 +277,24 @@ pub fn ticks_to_seconds(ticks: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_facts_are_read_after_the_last_bracket_of_the_command_name() {
+        let stat = b"4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 120 0 0 0 3 1 0 0 20 0 1 0 98765 1234 56 rest\n";
+        assert_eq!(
+            parse_stat_facts(stat),
+            Some(StatFacts { state: 'S', ppid: 1, pgid: 4242, session: 4242, start_ticks: 98765 })
+        );
+        assert_eq!(parse_stat_facts(b"12 (x) R 1 2"), None);
+        // The real thing agrees with procfs.
+        let me = std::process::id();
+        let facts = stat_facts(me).expect("this process");
+        let stat = Process::myself().expect("myself").stat().expect("stat");
+        assert_eq!(
+            (facts.ppid, facts.pgid, facts.session, facts.start_ticks),
+            (stat.ppid, stat.pgrp, stat.session, stat.starttime)
+        );
+    }
 
     #[test]
     fn samples_this_process() {

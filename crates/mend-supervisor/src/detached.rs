@@ -109,6 +109,24 @@ pub struct LeftBehind {
     pub suspects: Vec<ProcessId>,
 }
 
+impl LeftBehind {
+    /// Without what belongs to `successor`, the replica's next leader, started while the search for what
+    /// `leader` left ran beside the restart: its group, its children, and whatever started after `leader`'s
+    /// exit (one tick of slack). The successor carries the same tag, so this tells the two apart.
+    pub fn without_successor(self, leader: LeaderLife, successor: ProcessId) -> Self {
+        let keep = |process: &ProcessId| {
+            process.pid != successor.pid
+                && process.start_ticks <= leader.exited.saturating_add(1)
+                && process::stat_facts(process.pid)
+                    .is_none_or(|facts| facts.pgid != successor.pid as i32 && facts.ppid != successor.pid as i32)
+        };
+        Self {
+            recognised: self.recognised.into_iter().filter(keep).collect(),
+            suspects: self.suspects.into_iter().filter(keep).collect(),
+        }
+    }
+}
+
 /// What replica `id`, whose leader lived `leader`, left running outside its process group: processes
 /// with its tag, and suspects that listen on its `port`.
 ///
@@ -117,11 +135,12 @@ pub struct LeftBehind {
 /// are in mend's own control groups, as everything mend's replicas start stays: a service that another
 /// manager started (systemd gives each its own cgroup) or a new login never is.
 pub fn left_behind(run_tag: &str, id: &ReplicaId, leader: LeaderLife, port: Option<u16>) -> LeftBehind {
-    let outside_group = |facts: &StatFacts| facts.pgid != leader.pid as i32;
-    let mut recognised: Vec<ProcessId> = tagged(run_tag, Some(id))
-        .into_iter()
-        .filter(|p| process::stat_facts(p.pid).is_some_and(|facts| outside_group(&facts)))
-        .collect();
+    let index = id.index.to_string();
+    let tag = process::environment_entries(&[
+        (RUN_TAG_ENV, run_tag),
+        (SERVICE_ENV, id.service.as_str()),
+        (REPLICA_ENV, &index),
+    ]);
     // One tick of slack on each side: start times are counted in ticks.
     let during_life =
         |ticks: u64| ticks.saturating_add(1) >= leader.started && ticks <= leader.exited.saturating_add(1);
@@ -133,21 +152,32 @@ pub fn left_behind(run_tag: &str, id: &ReplicaId, leader: LeaderLife, port: Opti
                 .is_none_or(|first| during_life(first.start_ticks))
     };
     let me = std::process::id();
-    let Some(my_cgroups) = process::cgroups(me) else { return LeftBehind { recognised, suspects: Vec::new() } };
-    let suspects: Vec<ProcessId> = process::all_pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter_map(|pid| Some((pid, process::stat_facts(pid)?)))
-        .filter(|(_, facts)| {
-            !matches!(facts.state, 'Z' | 'X')
-                && during_life(facts.start_ticks)
-                && outside_group(facts)
-                && session_began_during_life(facts)
-        })
-        .filter(|&(pid, _)| process::cgroups(pid).as_deref() == Some(my_cgroups.as_str()))
-        .map(|(pid, facts)| ProcessId { pid, start_ticks: facts.start_ticks })
-        .filter(|candidate| !recognised.contains(candidate))
-        .collect();
+    let my_cgroups = process::cgroups(me);
+    let mut recognised = Vec::new();
+    let mut suspects = Vec::new();
+    // One pass over /proc, reading each process's stat only: what the replica started, it started after
+    // its leader did, so the environment and control groups of older processes (most of a host's) are
+    // never read. This runs beside the restart and its cost follows the host's size.
+    for pid in process::all_pids() {
+        let Some(facts) = process::stat_facts(pid) else { continue };
+        if pid == me
+            || matches!(facts.state, 'Z' | 'X')
+            || facts.pgid == leader.pid as i32
+            || facts.start_ticks.saturating_add(1) < leader.started
+        {
+            continue;
+        }
+        let found = ProcessId { pid, start_ticks: facts.start_ticks };
+        if process::has_environment(pid, &tag) {
+            recognised.push(found);
+        } else if during_life(facts.start_ticks)
+            && session_began_during_life(&facts)
+            && my_cgroups.is_some()
+            && process::cgroups(pid) == my_cgroups
+        {
+            suspects.push(found);
+        }
+    }
     if let Some(port) = port {
         recognised.extend(holding(port, &suspects));
     }

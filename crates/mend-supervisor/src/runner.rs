@@ -247,6 +247,41 @@ struct Runner {
     /// when they are looked at.
     suspects: Vec<ProcessId>,
     suspects_until: Option<tokio::time::Instant>,
+    /// The search for what the last leader left outside its group. It scans every process on the host, so
+    /// it runs after the restart has been started instead of before; only a start that finds its port
+    /// taken waits for it.
+    left_behind_search: Option<Search>,
+}
+
+/// The search for what a leader left outside its group (see `detached`).
+enum Search {
+    /// To begin once the exit has been handled (the restart spawned).
+    Due(LeaderLife, Box<dyn FnOnce() -> LeftBehind + Send + Sync>),
+    /// Scanning /proc on a blocking thread.
+    Running(LeaderLife, JoinHandle<LeftBehind>),
+}
+
+impl Search {
+    /// The search for what replica `id`, whose leader lived `leader`, left (see [`detached::left_behind`]).
+    fn due(run_tag: String, id: ReplicaId, leader: LeaderLife, port: Option<u16>) -> Self {
+        Self::Due(leader, Box::new(move || detached::left_behind(&run_tag, &id, leader, port)))
+    }
+
+    /// Starts scanning, off the async workers.
+    fn begin(self) -> Self {
+        match self {
+            Self::Due(leader, search) => Self::Running(leader, tokio::task::spawn_blocking(search)),
+            running @ Self::Running(..) => running,
+        }
+    }
+
+    /// Scans (if not yet begun) and waits for the result.
+    async fn finish(self) -> (LeaderLife, LeftBehind) {
+        match self.begin() {
+            Self::Running(leader, mut handle) => (leader, joined_search(&mut handle).await),
+            Self::Due(leader, _) => (leader, LeftBehind::default()),
+        }
+    }
 }
 
 /// How long after a leader's exit the processes suspected of being what it daemonized are looked at
@@ -254,6 +289,7 @@ struct Runner {
 const SUSPECTS_KEPT: Duration = Duration::from_secs(60);
 
 /// Stops what a replica's leader left outside its group, with an event that says why.
+#[derive(Clone)]
 struct DetachedStopper {
     id: ReplicaId,
     leader: u32,
@@ -313,6 +349,19 @@ impl DetachedStopper {
     }
 }
 
+/// What the search for a leader's leftovers found, once it has ended; pending while none runs.
+async fn finished_search(search: &mut Option<Search>) -> (LeaderLife, LeftBehind) {
+    let Some(Search::Running(leader, handle)) = search else { return std::future::pending().await };
+    (*leader, joined_search(handle).await)
+}
+
+async fn joined_search(handle: &mut JoinHandle<LeftBehind>) -> LeftBehind {
+    handle.await.unwrap_or_else(|error| {
+        tracing::warn!(%error, "looking for processes left outside the group failed");
+        LeftBehind::default()
+    })
+}
+
 async fn wait_exit(child: &mut Option<Child>) -> ExitInfo {
     use std::os::unix::process::ExitStatusExt;
     let Some(child) = child else { return std::future::pending().await };
@@ -354,6 +403,7 @@ impl Runner {
             last_leader: None,
             suspects: Vec::new(),
             suspects_until: None,
+            left_behind_search: None,
         }
     }
 
@@ -371,7 +421,7 @@ impl Runner {
                         // Before stopping anything: the leader's life ends now, not after the stops.
                         let exited_ticks = process::ticks_since_boot();
                         self.stop_group_remnants(pid).await;
-                        self.stop_left_behind(exited_ticks).await;
+                        self.search_left_behind(exited_ticks).await;
                     }
                     pidfile::remove(&self.ctx.state_dir, &self.id);
                     self.mark_process_series_stale();
@@ -395,6 +445,14 @@ impl Runner {
                     }
                 },
                 Some((role, pid, outcome)) = self.probe_rx.recv() => Input::Probe { role, pid, outcome },
+                (leader, left) = finished_search(&mut self.left_behind_search) => {
+                    self.left_behind_search = None;
+                    let (stopper, recognised) = self.accept_left_behind(leader, left);
+                    if !recognised.is_empty() {
+                        tokio::spawn(async move { stopper.stop(&recognised).await });
+                    }
+                    continue;
+                }
                 () = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } else { std::future::pending().await } } => Input::Timer,
                 _ = sampling.tick() => {
                     self.record_presence();
@@ -408,9 +466,17 @@ impl Runner {
                 }
             };
             self.apply(input).await;
+            // After the exit has been handled (a restart spawned), not before.
+            self.left_behind_search = self.left_behind_search.take().map(Search::begin);
             if !control_open && self.child.is_none() {
                 break;
             }
+        }
+        // What the last leader left is stopped before the replica's task ends, as at every exit.
+        if let Some(search) = self.left_behind_search.take() {
+            let (leader, left) = search.finish().await;
+            let (stopper, recognised) = self.accept_left_behind(leader, left);
+            stopper.stop(&recognised).await;
         }
         self.sync_probes(ActiveProbes::default());
         self.sync_scraper(ActiveProbes::default());
@@ -466,35 +532,15 @@ impl Runner {
     }
 
     async fn spawn(&mut self) -> Result<u32, String> {
+        let port = self.service.port_of(self.id.index);
+        if let Some(port) = port {
+            self.clear_port(port).await?;
+        }
         let vars = self.vars();
         let argv: Vec<String> = self.service.command_of(self.id.index).iter().map(|arg| arg.render(&vars)).collect();
         let mut env: Vec<(String, String)> = Vec::new();
-        if let Some(port) = vars.port {
+        if let Some(port) = port {
             env.push(("MEND_PORT".into(), port.to_string()));
-            // What the last leader left may have taken the port since its exit (redis binds after its
-            // launcher exited); only recent suspects count. Before a first start there is no last leader.
-            if let Some((leader, _)) = self.last_leader
-                && process::is_listened(port)
-            {
-                let suspects = if self.suspects_until.is_some_and(|until| tokio::time::Instant::now() < until) {
-                    self.suspects.clone()
-                } else {
-                    Vec::new()
-                };
-                let (run_tag, id) = (self.ctx.run_tag.clone(), self.id.clone());
-                let leftovers = tokio::task::spawn_blocking(move || {
-                    detached::leftovers_before_start(&run_tag, &id, port, &suspects)
-                })
-                .await
-                .unwrap_or_default();
-                self.detached_stopper(leader).stop(&leftovers).await;
-            }
-            // A port held by a process mend does not know would make two processes fight for it.
-            if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port))
-                && error.kind() == std::io::ErrorKind::AddrInUse
-            {
-                return Err(format!("port {port} is in use by another process"));
-            }
         }
         env.push(("MEND_RELEASE".into(), self.service.release_of(self.id.index).as_str().to_owned()));
         env.extend(self.service.env_of(self.id.index).iter().map(|(key, value)| (key.clone(), value.render(&vars))));
@@ -557,28 +603,75 @@ impl Runner {
         let _ = killpg(group, Signal::SIGKILL);
     }
 
-    /// The leader exited: what it started outside its group (see `detached`) is stopped like group
-    /// remnants; processes only suspected are watched for a few seconds and looked at before the next
-    /// start, in case they take the port (a daemon that binds after its launcher exited, as redis does).
-    async fn stop_left_behind(&mut self, exited_ticks: Option<u64>) {
+    /// Before a start on `port`: what the last leader left may have taken the port since its exit (redis
+    /// binds after its launcher exited), and is stopped; a port held by a process mend does not know is an
+    /// error, as two processes would fight for it.
+    async fn clear_port(&mut self, port: u16) -> Result<(), String> {
+        // Before a first start there is no last leader; a free port needs no search.
+        if let Some((leader, _)) = self.last_leader
+            && process::is_listened(port)
+        {
+            // The search for what it left, running since its exit, ends first.
+            if let Some(search) = self.left_behind_search.take() {
+                let (searched, left) = search.finish().await;
+                let (stopper, recognised) = self.accept_left_behind(searched, left);
+                stopper.stop(&recognised).await;
+            }
+            // Only recent suspects count.
+            let suspects = if self.suspects_until.is_some_and(|until| tokio::time::Instant::now() < until) {
+                self.suspects.clone()
+            } else {
+                Vec::new()
+            };
+            let (run_tag, id) = (self.ctx.run_tag.clone(), self.id.clone());
+            let leftovers =
+                tokio::task::spawn_blocking(move || detached::leftovers_before_start(&run_tag, &id, port, &suspects))
+                    .await
+                    .unwrap_or_default();
+            self.detached_stopper(leader).stop(&leftovers).await;
+        }
+        if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port))
+            && error.kind() == std::io::ErrorKind::AddrInUse
+        {
+            return Err(format!("port {port} is in use by another process"));
+        }
+        Ok(())
+    }
+
+    /// The leader exited: starts the search for what it started outside its group (see `detached`), which
+    /// runs beside the restart; what it finds is stopped like group remnants, and processes only suspected
+    /// are watched for a few seconds and looked at before the next start, in case they take the port (a
+    /// daemon that binds after its launcher exited, as redis does).
+    async fn search_left_behind(&mut self, exited_ticks: Option<u64>) {
+        // A search still running for an earlier leader (one that lived mere moments) ends first.
+        if let Some(search) = self.left_behind_search.take() {
+            let (leader, left) = search.finish().await;
+            let (stopper, recognised) = self.accept_left_behind(leader, left);
+            tokio::spawn(async move { stopper.stop(&recognised).await });
+        }
         let Some((pid, started)) = self.last_leader else { return };
-        let exited = exited_ticks.unwrap_or(started);
-        let leader = LeaderLife { pid, started, exited };
-        let (run_tag, id, port) = (self.ctx.run_tag.clone(), self.id.clone(), self.service.port_of(self.id.index));
-        // Scans /proc: off the async workers.
-        let left = tokio::task::spawn_blocking(move || detached::left_behind(&run_tag, &id, leader, port))
-            .await
-            .unwrap_or_else(|error| {
-                tracing::warn!(replica = %self.id, %error, "looking for processes left outside the group failed");
-                LeftBehind::default()
-            });
-        let stopper = self.detached_stopper(pid);
-        stopper.stop(&left.recognised).await;
+        let leader = LeaderLife { pid, started, exited: exited_ticks.unwrap_or(started) };
+        let port = self.service.port_of(self.id.index);
+        self.left_behind_search = Some(Search::due(self.ctx.run_tag.clone(), self.id.clone(), leader, port));
+    }
+
+    /// Takes what the search for `leader`'s leftovers found: suspects are kept and watched; returns the
+    /// processes recognised as the replica's, to be stopped. The search ran beside the restart, so what the
+    /// replica's next leader started since is left out.
+    fn accept_left_behind(&mut self, leader: LeaderLife, left: LeftBehind) -> (DetachedStopper, Vec<ProcessId>) {
+        let left = match self.last_leader {
+            Some((pid, start_ticks)) if pid != leader.pid => {
+                left.without_successor(leader, ProcessId { pid, start_ticks })
+            }
+            _ => left,
+        };
+        let stopper = self.detached_stopper(leader.pid);
         self.suspects = left.suspects;
         self.suspects_until = Some(tokio::time::Instant::now() + SUSPECTS_KEPT);
-        if let (Some(port), false) = (port, self.suspects.is_empty()) {
-            tokio::spawn(stopper.watch(port, self.suspects.clone()));
+        if let (Some(port), false) = (self.service.port_of(self.id.index), self.suspects.is_empty()) {
+            tokio::spawn(stopper.clone().watch(port, self.suspects.clone()));
         }
+        (stopper, left.recognised)
     }
 
     fn detached_stopper(&self, leader: u32) -> DetachedStopper {

@@ -490,3 +490,63 @@ fn what_a_replica_daemonized_is_stopped_when_it_exits() {
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
     }
 }
+
+/// A replica that forks a child into a session of its own (keeping its environment, so the child carries
+/// the replica's tag) and runs on; it writes `LEADER CHILD` pids to the file named by its argument.
+const FORKING_REPLICA: &str = r#"
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    time.sleep(300)
+    sys.exit(0)
+with open(sys.argv[1], "a") as f:
+    f.write(str(os.getpid()) + "\n")
+time.sleep(300)
+"#;
+
+/// issue 19: the search for what a crashed leader left runs beside its restart. It stops what the old
+/// leader left, and neither the new leader (which carries the same tag, outside the old group) nor what
+/// the new leader forked.
+#[test]
+fn issue_19_the_restart_does_not_wait_for_the_search_and_the_search_spares_the_successor() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let leaders = dir.path().join("leaders");
+    let daemon = Daemon::start(&config(&format!(
+        "[service.forker]\ncommand = [\"python3\", \"-c\", '''{FORKING_REPLICA}''', \"{}\"]\n",
+        leaders.display()
+    )));
+    let first = daemon.wait_ready("forker")[0];
+    let read_leaders = || -> Vec<u32> {
+        std::fs::read_to_string(&leaders).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect()
+    };
+    eventually(Duration::from_secs(10), "the first leader forked its child", || {
+        read_leaders().contains(&first).then_some(())
+    });
+    let tagged_child_of = |leader: u32| -> Option<u32> {
+        // The child left the leader's group and session, but its parent is still the leader.
+        mend_observe::process::all_pids()
+            .into_iter()
+            .find(|&pid| mend_observe::process::stat_facts(pid).is_some_and(|facts| facts.ppid == leader as i32))
+    };
+    let first_child = eventually(Duration::from_secs(5), "the first child runs", || tagged_child_of(first));
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("kill the leader");
+    let detached = eventually(Duration::from_secs(10), "what the first leader left is found", || {
+        daemon.events(Some("detached")).into_iter().next()
+    });
+    let pids: Vec<u64> =
+        detached["details"]["pids"].as_array().expect("pids").iter().filter_map(|p| p.as_u64()).collect();
+    assert_eq!(pids, [u64::from(first_child)], "{detached}");
+    eventually(Duration::from_secs(10), "the first child is stopped", || (!alive(first_child)).then_some(()));
+    // The successor started meanwhile, and runs on with its own child.
+    let second = daemon.wait_ready("forker")[0];
+    assert_ne!(second, first);
+    eventually(Duration::from_secs(10), "the second leader forked its child", || {
+        read_leaders().contains(&second).then_some(())
+    });
+    let second_child = eventually(Duration::from_secs(5), "the second child runs", || tagged_child_of(second));
+    // The search for the first leader's leftovers is over (its detached event named only the first child,
+    // which it stopped): nothing of the successor was stopped.
+    assert!(alive(second) && alive(second_child), "the successor or its child was stopped");
+    assert_eq!(daemon.replica("forker", 0)["pid"].as_u64(), Some(u64::from(second)));
+    assert_eq!(daemon.events(Some("detached")).len(), 1, "{:?}", daemon.events(Some("detached")));
+}
