@@ -54,15 +54,6 @@ listen = "127.0.0.1:{proxy_port}"
     (daemon, proxy)
 }
 
-fn query(daemon: &Daemon, promql: &str) -> f64 {
-    let encoded: String = promql
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
-    let answer = get(daemon.api, &format!("/api/v1/query?query={encoded}")).json();
-    answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
-}
-
 #[test]
 fn kill_9_of_one_replica_under_load_fails_no_request() {
     let _cpu = common::cpu_to_myself();
@@ -94,7 +85,7 @@ fn a_sigstopped_replica_is_routed_around_and_ejected() {
     std::thread::sleep(Duration::from_millis(1000));
     kill(Pid::from_raw(stopped as i32), Signal::SIGSTOP).expect("stop a replica");
     eventually(Duration::from_secs(5), "the proxy ejects the hung replica", || {
-        (query(&daemon, "sum(mend_proxy_ejections_total{service=\"web\"})") >= 1.0).then_some(())
+        (daemon.query("sum(mend_proxy_ejections_total{service=\"web\"})") >= 1.0).then_some(())
     });
     eventually(Duration::from_secs(10), "mend replaces the hung replica", || (!alive(stopped)).then_some(()));
     std::thread::sleep(Duration::from_millis(1000));
@@ -105,7 +96,7 @@ fn a_sigstopped_replica_is_routed_around_and_ejected() {
     // Routed around within an attempt timeout (a read timeout would hold requests for a minute); the
     // figure itself, well under a second, is measured in BENCHMARKS.md.
     assert!(report.worst < Duration::from_secs(2), "worst latency during the hang: {:?}", report.worst);
-    assert!(query(&daemon, "sum(mend_proxy_retries_total{service=\"web\"})") >= 1.0, "requests were retried");
+    assert!(daemon.query("sum(mend_proxy_retries_total{service=\"web\"})") >= 1.0, "requests were retried");
 }
 
 #[test]
@@ -144,7 +135,7 @@ fn scaling_out_and_in_under_load_fails_no_request() {
     assert_eq!(replicas.len(), 3);
     assert!(replicas.iter().all(|r| r["ready"] == true), "{replicas:?}");
     eventually(Duration::from_secs(10), "the new replica gets traffic", || {
-        (query(&daemon, "sum(mend_proxy_backend_attempts_total{service=\"web\",replica=\"2\"})") > 0.0).then_some(())
+        (daemon.query("sum(mend_proxy_backend_attempts_total{service=\"web\",replica=\"2\"})") > 0.0).then_some(())
     });
 
     // Scale in: the surplus replicas leave the rotation and drain before they stop.
@@ -218,7 +209,7 @@ fn the_canary_gets_its_weight_and_pinned_requests() {
     });
     // Request metrics are split by release.
     eventually(Duration::from_secs(5), "per-release metrics", || {
-        (query(&daemon, "sum(mend_proxy_requests_total{service=\"web\",release=\"canary\"})") > 0.0).then_some(())
+        (daemon.query("sum(mend_proxy_requests_total{service=\"web\",release=\"canary\"})") > 0.0).then_some(())
     });
     // And exported on /metrics for a Prometheus that scrapes mend: the 0.0.4 text (it is served only when
     // the OpenMetrics page converts, i.e. is well formed) and OpenMetrics.
