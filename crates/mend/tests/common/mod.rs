@@ -239,8 +239,9 @@ impl Daemon {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Some(Err(status));
                 }
-                let answers = http("GET", api, "/healthz", &[]).is_ok_and(|r| r.status == 200);
-                (answers && listens_on(child.id(), api.port())).then_some(Ok(()))
+                // Asked only once mend listens: a foreign listener might never answer.
+                let ours = listens_on(child.id(), api.port());
+                (ours && http("GET", api, "/healthz", &[]).is_ok_and(|r| r.status == 200)).then_some(Ok(()))
             });
             match started {
                 Ok(()) => {
