@@ -97,23 +97,26 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
 async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
     let state = tempfile::tempdir().expect("temp dir");
     let series = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
-    let context = context(state.path(), Arc::new(Recorder::default()), series);
+    let events = Arc::new(Recorder::default());
+    let context = context(state.path(), events.clone(), series);
     let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context, None);
     assert!(replica.send(Control::Start).await);
     let mut status = replica.watch();
     let ready = tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| s.ready)).await;
     let first = ready.expect("ready in time").expect("runner alive").clone();
 
+    // The runner reads commands in order: once the stale restart's successor has been acted on, the
+    // stale one has been read, so whatever it did shows in the events.
     assert!(replica.send(Control::Replace { generation: first.generation + 1 }).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(replica.status().pid, first.pid, "a restart of a generation that is not running is skipped");
-
     assert!(replica.send(Control::Replace { generation: first.generation }).await);
     let replaced =
         tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.ready && s.generation > first.generation))
             .await;
     let second = replaced.expect("restarted in time").expect("runner alive").clone();
     assert_ne!(second.pid, first.pid);
+    assert_eq!(second.generation, first.generation + 1, "one restart, not two");
+    let n_started = || events.0.lock().expect("lock").iter().filter(|e| e.kind == EventKind::Started).count();
+    assert_eq!(n_started(), 2, "a restart of a generation that is not running is skipped");
 
     assert!(replica.send(Control::Retire).await);
     let _ = replica.send(Control::Start).await;
@@ -127,4 +130,5 @@ async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
     let pid = second.pid.expect("pid");
     assert!(mend_observe::process::sample(pid).is_none_or(|s| s.state == 'Z'), "its process is gone");
     assert!(!replica.send(Control::Start).await, "no command is read after it");
+    assert_eq!(n_started(), 2, "nothing started after the replacement, nor after the retirement");
 }
