@@ -480,6 +480,28 @@ pub struct LoadReport {
     pub pids: std::collections::HashMap<u32, u64>,
 }
 
+/// A load run in progress.
+pub struct Load {
+    /// Requests answered so far without a server error.
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<LoadReport>,
+}
+
+impl Load {
+    /// Waits until `n` more requests than now have been answered: the positive event that shows traffic
+    /// flowed through whatever happened in between (a test waits for it instead of sleeping).
+    pub fn wait_for_more(&self, n: u64) {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        eventually(Duration::from_secs(30), &format!("{n} more requests answered"), || {
+            (self.ok.load(Ordering::Relaxed) >= target).then_some(())
+        });
+    }
+
+    pub fn join(self) -> LoadReport {
+        self.thread.join().expect("load thread")
+    }
+}
+
 /// Sends GET `path` from `clients` keep-alive connections until `stop` is set or `max_requests` were
 /// sent, pausing `pause` between requests; loopback only, bounded in count and time (2 minutes at most).
 pub fn load(
@@ -489,14 +511,16 @@ pub fn load(
     max_requests: u64,
     pause: Duration,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<LoadReport> {
+) -> Load {
     assert!(address.ip().is_loopback(), "load goes to loopback only");
-    std::thread::spawn(move || {
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress = ok.clone();
+    let thread = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(120);
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let workers: Vec<_> = (0..clients)
             .map(|_| {
-                let (stop, sent) = (stop.clone(), sent.clone());
+                let (stop, sent, progress) = (stop.clone(), sent.clone(), progress.clone());
                 std::thread::spawn(move || {
                     let mut report = LoadReport::default();
                     let mut client = KeepAlive::new(address);
@@ -510,6 +534,7 @@ pub fn load(
                         match result {
                             Ok(response) if response.status < 500 => {
                                 report.ok += 1;
+                                progress.fetch_add(1, Ordering::Relaxed);
                                 if let Some(pid) = response
                                     .body
                                     .split("(pid ")
@@ -547,5 +572,6 @@ pub fn load(
             }
         }
         total
-    })
+    });
+    Load { ok, thread }
 }
