@@ -319,9 +319,10 @@ detector = "default"
     // Warm the detector up on ordinary values: its warm-up is 150 points (15 s at 100 ms). Counted in
     // scraped points, not in time, as a loaded machine scrapes late.
     let mut tick = 0_u64;
-    let scraped = || daemon.query("count_over_time(queue_depth{job=\"queue\"}[10m])");
+    // NaN (no point yet) counts as none.
+    let scraped = || daemon.query("count_over_time(queue_depth{job=\"queue\"}[10m])").max(0.0);
     let started = std::time::Instant::now();
-    while !(scraped() >= 200.0) {
+    while scraped() < 200.0 {
         assert!(started.elapsed() < Duration::from_secs(90), "only {} points scraped", scraped());
         for _ in 0..10 {
             tick += 1;
