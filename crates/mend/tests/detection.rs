@@ -355,9 +355,7 @@ fn node_exporter_is_scraped_as_a_static_target() {
         .spawn()
         .expect("start node_exporter");
     // Its own listener, not whatever else might hold the port: it cannot be told to bind port 0 and say.
-    eventually(Duration::from_secs(10), "node_exporter listens", || {
-        common::listens_on(node.id(), port).then_some(())
-    });
+    eventually(Duration::from_secs(10), "node_exporter listens", || common::listens_on(node.id(), port).then_some(()));
     let daemon = Daemon::start(&format!(
         "[api]\nlisten = \"{{api}}\"\n[[scrape]]\nname = \"node\"\nurl = \"http://127.0.0.1:{port}/metrics\"\ninterval = \"2s\"\nlabels = {{ host = \"test\" }}\n"
     ));
