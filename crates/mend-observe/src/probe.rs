@@ -278,13 +278,26 @@ mod tests {
             run(&exec(&["/nonexistent/probe"]), SECOND, None).await,
             ProbeOutcome::Failure { reason } if reason.starts_with("cannot run")
         ));
-        // A timed-out probe takes its helpers along.
+        // A timed-out probe takes its helpers along. A run that timed out before the shell started its
+        // helper would prove nothing (and pass): the shell notes the helper's start in a file, and the
+        // probe is given longer until it did.
         let marker = format!("sleep 1000{}", std::process::id());
-        let script = format!("{marker} & sleep 30");
-        assert!(matches!(
-            run(&exec(&["sh", "-c", &script]), Duration::from_millis(200), None).await,
-            ProbeOutcome::Timeout { .. }
-        ));
+        let started = std::env::temp_dir().join(format!("mend-probe-helper-{}", std::process::id()));
+        let mut helper_started = false;
+        for timeout_ms in [200, 1_000, 5_000] {
+            let _ = std::fs::remove_file(&started);
+            let script = format!("{marker} & echo $! > {}; sleep 30", started.display());
+            assert!(matches!(
+                run(&exec(&["sh", "-c", &script]), Duration::from_millis(timeout_ms), None).await,
+                ProbeOutcome::Timeout { .. }
+            ));
+            helper_started = started.exists();
+            if helper_started {
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(&started);
+        assert!(helper_started, "the probe's shell never started its helper before the probe timed out");
         // Killed at once, but a starved machine may take a while to reap them.
         let mut polls = 0;
         loop {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use mend_proxy::DrainOutcome;
 use support::{Client, Mode, TestProxy, Upstream, backend, get, load, stable};
 use tokio::sync::Notify;
-use tokio::time::sleep;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_is_served_and_backend_connections_are_pooled() {
@@ -50,10 +49,14 @@ async fn drain_and_shutdown_wait_for_requests_in_flight_on_any_event_loop() {
     support::eventually("requests in flight", || upstream.count() == 6).await;
 
     let drain = tokio::spawn(proxy.handle.drain(stable(0), Duration::from_secs(5)));
+    // Both begin (the backend is drained, then nothing accepts) and wait for the requests in flight.
+    support::eventually("the backend is drained", || {
+        proxy.handle.stats().backend(stable(0)).is_some_and(|backend| backend.draining)
+    })
+    .await;
     let shutdown = tokio::spawn(proxy.handle.shutdown());
-    sleep(Duration::from_millis(100)).await;
-    assert!(!drain.is_finished() && !shutdown.is_finished());
     support::stops_accepting(addr, "no longer accepting during shutdown").await;
+    assert!(!drain.is_finished() && !shutdown.is_finished(), "they wait for the requests in flight");
     gate.notify_waiters();
     for request in requests {
         assert_eq!(request.await.expect("request").status, 200);

@@ -1,6 +1,10 @@
 //! Failures lose no request: retries (what, when, where, how many), outlier ejection and slow start,
 //! draining and shutdown — against upstreams that refuse, reset, hang and fail on loopback.
-#![allow(clippy::disallowed_methods)] // Tests wait in real time on real sockets.
+//!
+//! Where time is the subject (timeouts, ejection and its back-off, slow start), tests run on tokio's
+//! paused clock, which the proxy reads: it stands still while the runtime has work (loopback I/O between
+//! in-process tasks included) and jumps to the next timer when everything waits, so durations come out
+//! exact and a test waits for nothing.
 
 mod support;
 
@@ -10,9 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::Request;
 use mend_proxy::{BackendId, DrainOutcome, LoadBalancing, ProxyConfig, Release, RouteTable};
-use support::{Client, Mode, Reply, TestProxy, Upstream, backend, by_upstream, config, full, get, load, stable};
+use support::{Client, Mode, TestProxy, Upstream, backend, by_upstream, config, full, get, load, stable};
 use tokio::sync::Notify;
-use tokio::time::{Instant, sleep};
+use tokio::time::{Instant, sleep_until};
 
 fn table(upstreams: &[&Upstream]) -> RouteTable {
     let backends = upstreams.iter().enumerate().map(|(idx, upstream)| backend(stable(idx as u32), upstream)).collect();
@@ -91,7 +95,7 @@ async fn gateway_errors_are_retried_only_for_idempotent_or_keyed_requests() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hung_backend_costs_at_most_the_attempt_timeout_then_is_ejected() {
     let hung = Upstream::start("hung").await;
     hung.set(Mode::Hang);
@@ -107,15 +111,18 @@ async fn a_hung_backend_costs_at_most_the_attempt_timeout_then_is_ejected() {
         worst = worst.max(started.elapsed());
         assert_eq!((reply.status, reply.upstream()), (200, "live"));
     }
-    assert!(worst >= Duration::from_millis(190), "some request hit the hung backend first ({worst:?})");
-    assert!(worst < Duration::from_secs(1), "worst latency {worst:?}");
+    support::assert_took(
+        worst,
+        Duration::from_millis(200),
+        "the worst request (one that hit the hung backend first) waited its attempt timeout",
+    );
     let stats = proxy.handle.stats();
     let hung_stats = stats.backend(stable(0)).expect("listed");
     assert_eq!((hung_stats.attempts.timeouts, hung_stats.ejections), (3, 1), "ejected after 3 timeouts");
     assert_eq!(hung_stats.in_flight, 0, "abandoned attempts are not in flight");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_non_idempotent_request_waits_for_a_slow_backend_instead_of_being_retried() {
     let slow = Upstream::start("slow").await;
     slow.set(Mode::Slow(Duration::from_millis(400)));
@@ -123,8 +130,10 @@ async fn a_non_idempotent_request_waits_for_a_slow_backend_instead_of_being_retr
     let mut cfg = round_robin();
     cfg.attempt_timeout = Duration::from_millis(100);
     let proxy = TestProxy::start(cfg.clone(), table(&[&slow, &live])).await;
+    let started = Instant::now();
     let reply = Client::new(proxy.addr()).send(post("once")).await;
     assert_eq!((reply.status, reply.upstream()), (200, "slow"), "waited past the attempt timeout");
+    support::assert_took(started.elapsed(), Duration::from_millis(400), "the slow answer");
     assert_eq!(live.count(), 0, "never sent twice");
 
     // With nothing to retry on, the request timeout answers 504.
@@ -135,7 +144,7 @@ async fn a_non_idempotent_request_waits_for_a_slow_backend_instead_of_being_retr
     let started = Instant::now();
     let reply = get(proxy.addr(), "/").await;
     assert_eq!(reply.status, 504);
-    assert!(started.elapsed() < Duration::from_millis(800));
+    support::assert_took(started.elapsed(), Duration::from_millis(300), "answered at the request timeout");
     assert_eq!(proxy.handle.stats().local.gateway_timeouts, 1);
 }
 
@@ -184,36 +193,60 @@ async fn a_streamed_body_is_retried_only_if_no_byte_was_sent() {
     assert_eq!(live.last_seen().body.len(), 256 * 1024);
 }
 
-#[tokio::test]
-async fn consecutive_5xx_eject_a_backend_which_returns_after_the_ejection() {
+/// Sends `n` GETs on `client` in turn; how many each upstream answered.
+async fn spread(client: &mut Client, n: usize) -> std::collections::HashMap<String, usize> {
+    let mut replies = Vec::new();
+    for _ in 0..n {
+        replies.push(client.get("/").await);
+    }
+    by_upstream(&replies)
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_5xx_eject_a_backend_longer_each_time_in_a_row_then_it_returns() {
     let failing = Upstream::start("failing").await;
     failing.set(Mode::Status(500));
     let live = Upstream::start("live").await;
     let mut cfg = round_robin();
-    // Long enough to outlast the 25 requests that follow on a slow machine.
-    cfg.outlier.base_ejection = Duration::from_secs(2);
+    cfg.outlier.base_ejection = Duration::from_secs(1);
     cfg.slow_start = Duration::ZERO;
     let proxy = TestProxy::start(cfg, table(&[&failing, &live])).await;
     let mut client = Client::new(proxy.addr());
-    let mut failures = 0;
-    for _ in 0..30 {
-        failures += u32::from(client.get("/").await.status == 500);
-    }
-    assert_eq!(failures, 3, "500 is not retried; three in a row eject");
-    assert_eq!(failing.count(), 3);
-    let stats = proxy.handle.stats();
-    assert_eq!(stats.backend(stable(0)).map(|b| (b.ejections, b.ejected)), Some((1, true)));
+    let ejected = || proxy.handle.stats().backend(stable(0)).map(|b| (b.ejections, b.ejected));
+    let failures = |replies: &std::collections::HashMap<String, usize>| replies.get("failing").copied().unwrap_or(0);
 
+    // Round robin: every other request goes to `failing` until three 500s in a row eject it.
+    let mut replies = Vec::new();
+    while ejected() == Some((0, false)) {
+        replies.push(client.get("/").await);
+        assert!(replies.len() <= 6, "not ejected after {} requests", replies.len());
+    }
+    let first_ejected_at = Instant::now();
+    assert_eq!(replies.iter().filter(|reply| reply.status == 500).count(), 3, "500 is not retried");
+    assert_eq!((failing.count(), ejected()), (3, Some((1, true))));
+
+    // The first ejection lasts the base ejection, to the millisecond.
+    sleep_until(first_ejected_at + Duration::from_millis(999)).await;
+    assert_eq!(failures(&spread(&mut client, 10).await), 0, "ejected for the base ejection");
+    sleep_until(first_ejected_at + Duration::from_millis(1000)).await;
+    assert_eq!(ejected(), Some((1, false)), "the ejection ends after the base ejection");
+    // Back in rotation and still failing: ejected again at once, for twice as long (a streak).
+    let mut replies = Vec::new();
+    while ejected() == Some((1, false)) {
+        replies.push(client.get("/").await);
+        assert!(replies.len() <= 6, "not ejected again after {} requests", replies.len());
+    }
+    let second_ejected_at = Instant::now();
+    assert_eq!((failing.count(), ejected()), (6, Some((2, true))), "{:?}", by_upstream(&replies));
+    sleep_until(second_ejected_at + Duration::from_millis(1999)).await;
+    assert_eq!(failures(&spread(&mut client, 10).await), 0, "the second ejection in a row lasts twice the base");
+    assert_eq!(ejected(), Some((2, true)));
+
+    // Recovered by the end of it: back in rotation, half the requests.
     failing.set(Mode::Ok);
-    sleep(Duration::from_millis(2100)).await;
-    let replies: Vec<Reply> = {
-        let mut replies = Vec::new();
-        for _ in 0..10 {
-            replies.push(client.get("/").await);
-        }
-        replies
-    };
-    assert_eq!(by_upstream(&replies).get("failing"), Some(&5), "back in rotation after the ejection");
+    sleep_until(second_ejected_at + Duration::from_millis(2000)).await;
+    assert_eq!(ejected(), Some((2, false)));
+    assert_eq!(spread(&mut client, 10).await.get("failing"), Some(&5), "back in rotation after the ejection");
 }
 
 #[tokio::test]
@@ -241,11 +274,11 @@ async fn ejection_never_exceeds_the_limit_nor_takes_the_last_backend() {
     assert_eq!(ejected, 1, "50 % of 3 backends allows one ejection");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_new_generation_ramps_up_through_slow_start() {
     let old = Upstream::start("old").await;
     let new = Upstream::start("new").await;
-    let mut cfg = config();
+    let mut cfg = round_robin();
     cfg.slow_start = Duration::from_millis(1500);
     let proxy = TestProxy::start(cfg, table(&[&old])).await;
     let mut both = table(&[&old]);
@@ -254,21 +287,25 @@ async fn a_new_generation_ramps_up_through_slow_start() {
         addr: new.addr,
         weight: 1,
     });
+    // The new backend's slow start begins when the proxy applies the table: between these two instants.
+    let publishing = Instant::now();
     proxy.publish(both).await;
+    let published = Instant::now();
+    assert!(published - publishing < Duration::from_millis(50), "the table took {:?}", published - publishing);
     let mut client = Client::new(proxy.addr());
-    let mut early = Vec::new();
-    for _ in 0..200 {
-        early.push(client.get("/").await);
+    // Weighted round robin is deterministic (a low-discrepancy sequence): the new backend's share of 1,000
+    // requests is its weight's share to within a few requests. It starts at a tenth of its weight
+    // (1 : 10 of the old one), is at half of it halfway through (1 : 2) and at all of it after (1 : 1).
+    let cases = [
+        (published, 91),
+        (publishing + Duration::from_millis(750), 333),
+        (published + Duration::from_millis(1500), 500),
+    ];
+    for (at, expected) in cases {
+        sleep_until(at).await;
+        let share = spread(&mut client, 1000).await.get("new").copied().unwrap_or(0);
+        assert!(share.abs_diff(expected) <= 20, "at {:?}: {share} of 1000, not about {expected}", at - publishing);
     }
-    let early_share = by_upstream(&early).get("new").copied().unwrap_or(0);
-    assert!(early_share < 60, "new generation got {early_share} of the first 200 requests");
-    sleep(Duration::from_millis(1600)).await;
-    let mut late = Vec::new();
-    for _ in 0..400 {
-        late.push(client.get("/").await);
-    }
-    let late_share = by_upstream(&late).get("new").copied().unwrap_or(0);
-    assert!((140..=260).contains(&late_share), "after the window it got {late_share} of 400");
 }
 
 #[tokio::test]
@@ -345,8 +382,8 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
     let request = tokio::spawn(get(addr, "/"));
     support::eventually("request in flight", || upstream.count() == 1).await;
     let shutdown = tokio::spawn(proxy.handle.shutdown());
-    sleep(Duration::from_millis(100)).await;
     support::stops_accepting(addr, "no longer accepting during shutdown").await;
+    assert!(!shutdown.is_finished(), "shutdown waits for the request in flight");
     gate.notify_waiters();
     assert_eq!(request.await.expect("request").status, 200);
     let outcome = shutdown.await.expect("shutdown");
@@ -393,10 +430,14 @@ async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
     }
     let backend = mend_proxy::Backend { id: stable(0), addr, weight: 1 };
     let proxy = TestProxy::start(config(), RouteTable { backends: vec![backend], canary: None }).await;
+    let started = Instant::now();
     let request = tokio::spawn(get(proxy.addr(), "/"));
-    // Longer than the connect timeout: the request must still be waiting, not failed.
-    sleep(Duration::from_millis(600)).await;
-    assert!(!request.is_finished(), "the request gave up on a backend that is only slow to accept");
+    // Accepting starts once the proxy's connect is under way: its SYN was dropped, and the kernel sends it
+    // again only after a second, long past the connect timeout (250 ms). Giving up then would answer 502.
+    support::eventually("the attempt is under way", || {
+        proxy.handle.stats().backend(stable(0)).is_some_and(|backend| backend.in_flight == 1)
+    })
+    .await;
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -413,11 +454,13 @@ async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
         }
     });
     let reply = tokio::time::timeout(Duration::from_secs(10), request).await.expect("served in time").expect("task");
-    assert_eq!(reply.status, 200);
+    assert_eq!(reply.status, 200, "the request gave up on a backend that is only slow to accept");
+    assert!(started.elapsed() > Duration::from_millis(250), "connected before the connect timeout: nothing was tested");
+    assert_eq!(proxy.handle.stats().backend(stable(0)).map(|backend| backend.attempts.connect_failures), Some(0));
     drop(fillers);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_service_that_answers_slowly_is_not_retried_into_double_work() {
     let slow_a = Upstream::start("a").await;
     let slow_b = Upstream::start("b").await;
@@ -439,5 +482,9 @@ async fn a_service_that_answers_slowly_is_not_retried_into_double_work() {
     assert_eq!(stats.retries, retries_after_first, "slow answers were retried");
     assert_eq!(slow_a.count() + slow_b.count(), 8, "every request ran once (the first twice)");
     assert!(stats.backends.iter().all(|backend| backend.ejections == 0), "a slow backend is not an outlier");
-    assert!(started.elapsed() < Duration::from_millis(6 * 600 + 1000), "{:?}", started.elapsed());
+    support::assert_took(
+        started.elapsed(),
+        6 * Duration::from_millis(600),
+        "each request waited for its one slow answer",
+    );
 }

@@ -13,7 +13,7 @@ use support::{
     Client, Mode, Reply, TestProxy, Upstream, backend, by_upstream, canary, classes, config, full, get, load, stable,
 };
 use tokio::sync::Notify;
-use tokio::time::{Instant, sleep};
+use tokio::time::{Instant, sleep_until};
 
 /// `n` sequential GETs on one keep-alive connection, each with `headers`.
 async fn run(proxy: &TestProxy, n: usize, headers: &[(&str, &str)]) -> Vec<Reply> {
@@ -130,7 +130,8 @@ async fn canary_pins_by_header_and_cookie() {
     assert_eq!(by_upstream(&replies).get("stable"), Some(&10));
 }
 
-#[tokio::test]
+/// On paused time (which the proxy reads): the injected latency and the expiry come out exact.
+#[tokio::test(start_paused = true)]
 async fn injected_faults_hit_their_share_and_expire() {
     let upstream = Upstream::start("a").await;
     let proxy = TestProxy::with(vec![backend(stable(0), &upstream)]).await;
@@ -146,14 +147,15 @@ async fn injected_faults_hit_their_share_and_expire() {
     proxy.handle.set_fault(Fault { kind: FaultKind::Latency(Duration::from_millis(50)), percent: 100.0, until: far });
     let started = Instant::now();
     assert_eq!(get(proxy.addr(), "/").await.status, 200);
-    assert!(started.elapsed() >= Duration::from_millis(50));
+    support::assert_took(started.elapsed(), Duration::from_millis(50), "delayed by the injected latency");
 
     proxy.handle.clear_faults();
-    let soon = Instant::now().into_std() + Duration::from_millis(300);
-    proxy.handle.set_fault(Fault { kind: FaultKind::Abort, percent: 100.0, until: soon });
+    let soon = Instant::now() + Duration::from_millis(300);
+    proxy.handle.set_fault(Fault { kind: FaultKind::Abort, percent: 100.0, until: soon.into_std() });
+    sleep_until(soon - Duration::from_millis(1)).await;
     let aborted = Client::new(proxy.addr()).try_send(Request::get("/").body(full("")).expect("request")).await;
-    assert!(aborted.is_err(), "the connection was closed without a response");
-    sleep(Duration::from_millis(350)).await;
+    assert!(aborted.is_err(), "the connection was closed without a response until the fault's end");
+    sleep_until(soon).await;
     assert_eq!(get(proxy.addr(), "/").await.status, 200, "the fault expired by itself");
     assert_eq!(proxy.handle.stats().local.aborted, 1);
 }

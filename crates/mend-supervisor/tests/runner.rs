@@ -97,16 +97,34 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
 async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
     let state = tempfile::tempdir().expect("temp dir");
     let series = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
-    let context = context(state.path(), Arc::new(Recorder::default()), series);
+    let events = Arc::new(Recorder::default());
+    let context = context(state.path(), events.clone(), series.clone());
     let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context, None);
     assert!(replica.send(Control::Start).await);
     let mut status = replica.watch();
     let ready = tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| s.ready)).await;
     let first = ready.expect("ready in time").expect("runner alive").clone();
+    let n_started = || events.0.lock().expect("lock").iter().filter(|e| e.kind == EventKind::Started).count();
+    let n_stopping = || events.0.lock().expect("lock").iter().filter(|e| e.kind == EventKind::Stopping).count();
 
+    // The runner's loop prefers commands to its sampling tick: two presence samples recorded after the
+    // command was sent prove that the runner read it (and acted on it, if it was going to).
+    let n_samples = || {
+        let mut store = series.write().expect("lock");
+        let labels = store.labels("mend_replica_up", &[("service", "sleeper"), ("replica", "0")]);
+        store.range(&labels, Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX)).len()
+    };
+    let before = n_samples();
     assert!(replica.send(Control::Replace { generation: first.generation + 1 }).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(replica.status().pid, first.pid, "a restart of a generation that is not running is skipped");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while n_samples() < before + 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the runner samples on");
+    assert_eq!(n_stopping(), 0, "a restart of a generation that is not running is skipped");
+    assert_eq!(replica.status().pid, first.pid);
 
     assert!(replica.send(Control::Replace { generation: first.generation }).await);
     let replaced =
@@ -114,6 +132,7 @@ async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
             .await;
     let second = replaced.expect("restarted in time").expect("runner alive").clone();
     assert_ne!(second.pid, first.pid);
+    assert_eq!(n_started(), 2);
 
     assert!(replica.send(Control::Retire).await);
     let _ = replica.send(Control::Start).await;
@@ -127,4 +146,5 @@ async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
     let pid = second.pid.expect("pid");
     assert!(mend_observe::process::sample(pid).is_none_or(|s| s.state == 'Z'), "its process is gone");
     assert!(!replica.send(Control::Start).await, "no command is read after it");
+    assert_eq!(n_started(), 2, "nothing started after the replacement, nor after the retirement");
 }

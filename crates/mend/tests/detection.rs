@@ -142,6 +142,12 @@ expr = 'sum by (service) (rate(mend_demo_requests_total{{code=~"5.."}}[2s])) / s
 for = "2s"
 severity = "critical"
 summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
+# Fires once the detect loop has seen traffic for as long as HighErrorRate's `for`: the positive event
+# after which HighErrorRate, evaluated on the same data, would have fired on answers without errors.
+[[rule]]
+name = "Traffic"
+expr = 'sum by (service) (rate(mend_demo_requests_total[2s])) > 0'
+for = "2s"
 "#
     ));
     daemon.wait_ready("web");
@@ -160,8 +166,13 @@ summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
             }
         })
     };
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(signals(&daemon, "").is_empty(), "no alert while the service answers 200");
+    let error_alerts = |query: &str| -> Vec<serde_json::Value> {
+        signals(&daemon, query).into_iter().filter(|s| s["name"] == "HighErrorRate").collect()
+    };
+    eventually(Duration::from_secs(15), "the Traffic rule fires", || {
+        signals(&daemon, "&active=true").into_iter().find(|s| s["name"] == "Traffic")
+    });
+    assert!(error_alerts("").is_empty(), "no alert while the service answers 200");
     let faulted_at = std::time::Instant::now();
     assert_eq!(http("POST", demo, "/fault/errors?rate=0.5", &[]).expect("fault").status, 200);
     let fired = eventually(Duration::from_secs(15), "the rule fires", || {
@@ -176,9 +187,7 @@ summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
     assert_eq!(fired["service"], "web");
     assert!(fired["evidence"].as_str().unwrap_or("").starts_with("web answers 0."), "{fired}");
     http("POST", demo, "/fault/reset", &[]).expect("reset");
-    eventually(Duration::from_secs(15), "the rule resolves", || {
-        signals(&daemon, "&active=true").is_empty().then_some(())
-    });
+    eventually(Duration::from_secs(15), "the rule resolves", || error_alerts("&active=true").is_empty().then_some(()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = traffic.join();
 
@@ -256,8 +265,10 @@ http = "http://127.0.0.1:{{port}}/health"
     let pid = daemon.wait_ready("web")[0];
     let demo = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     // A stable period first, as in production: the leak starts after the forecaster has settled on a flat
-    // line (the case that once went unforecast until the limit).
-    std::thread::sleep(Duration::from_secs(30));
+    // line (the case that once went unforecast until the limit). Thirty samples of the forecast series
+    // (one a second), counted rather than slept for, as a loaded machine samples late.
+    let samples = "count_over_time(mend_replica_resident_memory_bytes{service=\"web\"}[10m])";
+    eventually(Duration::from_secs(90), "thirty memory samples", || (daemon.query(samples) >= 30.0).then_some(()));
     assert!(signals(&daemon, "").iter().all(|s| s["kind"] != "predictive"), "no forecast while flat");
     assert_eq!(http("POST", demo, "/fault/leak?mib_per_sec=3", &[]).expect("fault").status, 200);
     let predicted = eventually(Duration::from_secs(60), "a predictive signal", || {
@@ -305,13 +316,19 @@ series = 'queue_depth{{job="queue"}}'
 detector = "default"
 "#
     ));
-    // Warm the detector up on ordinary values (its warm-up is 150 points: 15 s at 100 ms).
+    // Warm the detector up on ordinary values: its warm-up is 150 points (15 s at 100 ms). Counted in
+    // scraped points, not in time, as a loaded machine scrapes late.
     let mut tick = 0_u64;
+    // NaN (no point yet) counts as none.
+    let scraped = || daemon.query("count_over_time(queue_depth{job=\"queue\"}[10m])").max(0.0);
     let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(20) {
-        tick += 1;
-        value.store((10.0 + (tick % 3) as f64).to_bits(), std::sync::atomic::Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(100));
+    while scraped() < 200.0 {
+        assert!(started.elapsed() < Duration::from_secs(90), "only {} points scraped", scraped());
+        for _ in 0..10 {
+            tick += 1;
+            value.store((10.0 + (tick % 3) as f64).to_bits(), std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     assert!(signals(&daemon, "").is_empty(), "ordinary values raise nothing: {:?}", signals(&daemon, ""));
     value.store(500f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
@@ -337,9 +354,8 @@ fn node_exporter_is_scraped_as_a_static_target() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start node_exporter");
-    eventually(Duration::from_secs(10), "node_exporter listens", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
-    });
+    // Its own listener, not whatever else might hold the port: it cannot be told to bind port 0 and say.
+    eventually(Duration::from_secs(10), "node_exporter listens", || common::listens_on(node.id(), port).then_some(()));
     let daemon = Daemon::start(&format!(
         "[api]\nlisten = \"{{api}}\"\n[[scrape]]\nname = \"node\"\nurl = \"http://127.0.0.1:{port}/metrics\"\ninterval = \"2s\"\nlabels = {{ host = \"test\" }}\n"
     ));

@@ -73,7 +73,6 @@ fn sigstopped_replica_is_replaced_within_a_second_and_a_half() {
     let _cpu = common::cpu_to_myself();
     let daemon = Daemon::start(&config(&demo_service("web", 1, "")));
     let stopped = daemon.wait_ready("web")[0];
-    let start = Instant::now();
     let stopped_at_ms = wall_ms();
     kill(Pid::from_raw(stopped as i32), Signal::SIGSTOP).expect("stop replica");
     let replacement = eventually(Duration::from_secs(5), "a healthy replacement", || {
@@ -86,13 +85,12 @@ fn sigstopped_replica_is_replaced_within_a_second_and_a_half() {
     let unhealthy = daemon.events(Some("unhealthy"));
     assert_eq!(unhealthy.len(), 1);
     assert_eq!(unhealthy[0]["details"]["hung"], true);
-    // mend's part (seeing the hang and killing the replica) is bounded tightly; starting the replacement
-    // (a debug build, on a machine shared with other tests) gets slack: BENCHMARKS.md measures the whole.
+    // mend's part (seeing the hang and killing the replica) is bounded, by its probe interval and timeout;
+    // how long the whole replacement takes (a debug build starting, on a machine shared with other
+    // tests) is a benchmark figure: BENCHMARKS.md measures it.
     let detected_after = unhealthy[0]["at_ms"].as_u64().expect("at_ms").saturating_sub(stopped_at_ms);
     assert!(detected_after < 1500, "the hang was seen after {detected_after} ms");
     assert_eq!(daemon.events(Some("restarted"))[0]["details"]["delay_ms"], 0);
-    let took = start.elapsed();
-    assert!(took < Duration::from_millis(3000), "replacing a hung replica took {took:?}");
     assert!(alive(replacement));
 }
 
@@ -116,7 +114,7 @@ fn blocked_replica_that_uses_no_cpu_is_replaced() {
 }
 
 #[test]
-fn busy_replica_is_not_restarted_before_its_busy_timeout() {
+fn busy_replica_is_replaced_only_after_its_busy_timeout() {
     let _cpu = common::cpu_to_myself();
     let mut services = demo_service("web", 1, "stop_timeout = \"1s\"");
     services.push_str("busy_timeout = \"4s\"\n");
@@ -125,21 +123,38 @@ fn busy_replica_is_not_restarted_before_its_busy_timeout() {
     // Every request now spins on the CPU: the replica is overloaded, not hung.
     let address = demo_address(&daemon, "web", 0);
     std::thread::spawn(move || common::http("POST", address, "/fault/hang?mode=spin", &[]));
-    eventually(Duration::from_secs(3), "the liveness probe sees a busy replica", || {
-        daemon.events(Some("probe_failed")).iter().any(|e| e["details"]["busy"] == true).then_some(())
+    eventually(Duration::from_secs(20), "the busy replica is replaced", || {
+        let replica = daemon.replica("web", 0);
+        (replica["pid"].as_u64()? as u32 != busy && replica["ready"] == true).then_some(())
     });
-    let spinning_since = Instant::now();
-    std::thread::sleep(Duration::from_millis(2000));
-    assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(busy)), "restarted while merely busy");
-    assert!(daemon.events(Some("unhealthy")).is_empty());
-    eventually(Duration::from_secs(10), "replaced after the busy timeout", || {
-        (daemon.replica("web", 0)["pid"].as_u64()? as u32 != busy).then_some(())
+    let unhealthy = eventually(Duration::from_secs(5), "the unhealthy event is stored", || {
+        daemon.events(Some("unhealthy")).first().cloned()
     });
-    assert!(spinning_since.elapsed() >= Duration::from_secs(2));
-    let reason = daemon.events(Some("unhealthy"))[0]["message"].as_str().unwrap_or("").to_owned();
+    let reason = unhealthy["message"].as_str().unwrap_or("").to_owned();
     assert!(reason.contains("while busy"), "{reason}");
+    assert_eq!(daemon.events(Some("unhealthy")).len(), 1);
+    // The busy spell that ended in the replacement began with the last busy probe failure before it (a
+    // probe that got through in between would have started the count again). Event times are wall-clock
+    // milliseconds while mend judges on its monotonic clock: 10 ms of slack for the two to drift apart.
+    let replaced_at = unhealthy["at_ms"].as_u64().expect("at_ms");
+    let busy_since = daemon
+        .events(Some("probe_failed"))
+        .iter()
+        .filter(|e| e["details"]["busy"] == true)
+        .filter_map(|e| e["at_ms"].as_u64())
+        .filter(|&at| at <= replaced_at)
+        .max()
+        .expect("the liveness probe saw a busy replica before replacing it");
+    let busy_for = replaced_at - busy_since;
+    assert!(busy_for >= 3_990, "replaced after {busy_for} ms of busy probes, before its 4 s busy timeout");
+    // One probe interval (1 s) and a loaded machine later at most.
+    assert!(busy_for < 10_000, "replaced only after {busy_for} ms of busy probes");
+    // Nothing else stopped it earlier: the first stop of the busy replica is this one.
+    let stopping = daemon.events(Some("stopping"));
+    let first_stop = stopping[0]["at_ms"].as_u64().expect("at_ms");
+    assert!(first_stop >= replaced_at, "stopped at {first_stop}, before the busy timeout ran out at {replaced_at}");
     // A busy replica is asked to stop gracefully first (it may still finish its work).
-    let stopping = daemon.events(Some("stopping"))[0]["message"].as_str().unwrap_or("").to_owned();
+    let stopping = stopping[0]["message"].as_str().unwrap_or("").to_owned();
     assert!(stopping.starts_with("sending SIGTERM"), "{stopping}");
 }
 
@@ -168,9 +183,11 @@ within = "1m"
     assert!(
         gave_up[0]["message"].as_str().unwrap_or("").contains("more than 3 restarts within 60s (last: exit code 3)")
     );
-    // It stays down: no more restarts.
-    std::thread::sleep(Duration::from_millis(300));
+    // It stays down: no more restarts, though its runner goes on (long past the 80 ms back-off it
+    // would have waited next).
+    daemon.wait_for_runner_to_move_on("broken");
     assert_eq!(daemon.events(Some("exited")).len(), 4);
+    assert_eq!(daemon.replica("broken", 0)["state"], "failed");
     // An operator's start gives it a fresh budget of restarts.
     assert_eq!(post(daemon.api, "/api/v1/services/broken/start").status, 200);
     eventually(Duration::from_secs(10), "it gives up again", || {
@@ -197,9 +214,12 @@ interval = "100ms"
 failure_threshold = 1
 "#
     )));
-    let started = Instant::now();
     let pid = daemon.wait_ready("slow")[0];
-    assert!(started.elapsed() >= Duration::from_millis(1500), "ready before it listened");
+    // From mend's own event times: ready no sooner than the 2 s the replica takes to listen (10 ms of slack
+    // between the wall clock of the events and the monotonic one the replica sleeps on).
+    let at = |kind: &str| daemon.events(Some(kind))[0]["at_ms"].as_u64().expect("at_ms");
+    let ready_after = at("ready") - at("started");
+    assert!(ready_after >= 1990, "ready {ready_after} ms after the start, before it listened");
     assert_eq!(daemon.replica("slow", 0)["restarts"], 0);
     assert!(daemon.events(Some("unhealthy")).is_empty());
     assert!(alive(pid));
@@ -280,16 +300,22 @@ interval = "100ms"
 "#
     )));
     let pid = daemon.wait_ready("stubborn")[0];
-    let started = Instant::now();
     let response = post(daemon.api, "/api/v1/services/stubborn/stop");
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["replicas"][0]["state"], "stopped");
-    assert!(started.elapsed() >= Duration::from_millis(500), "{:?}", started.elapsed());
     assert!(!alive(pid));
     let exit = daemon.events(Some("exited"));
     assert!(exit[0]["message"].as_str().unwrap_or("").ends_with("killed by SIGKILL (9)"), "{exit:?}");
-    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM first, SIGKILL once the stop timeout ran out (mend's event times; 10 ms of slack between
+    // their wall clock and the monotonic one mend times the stop on).
+    let stopping = daemon.events(Some("stopping"));
+    let signals: Vec<u64> = stopping.iter().filter_map(|e| e["details"]["signal"].as_u64()).collect();
+    assert_eq!(signals, [15, 9], "{stopping:?}");
+    let waited = stopping[1]["at_ms"].as_u64().expect("at_ms") - stopping[0]["at_ms"].as_u64().expect("at_ms");
+    assert!(waited >= 490, "SIGKILL {waited} ms after SIGTERM, before the 500 ms stop timeout");
+    daemon.wait_for_runner_to_move_on("stubborn");
     assert_eq!(daemon.replica("stubborn", 0)["state"], "stopped", "a stopped replica stays stopped");
+    assert_eq!(daemon.events(Some("started")).len(), 1, "a stopped replica stays stopped");
 }
 
 #[test]
@@ -423,18 +449,29 @@ ports = "{bare_port}"
     )));
     let tcp = daemon.wait_ready("tcp")[0];
     let bare = daemon.wait_ready("bare")[0];
-    let stopped_at = Instant::now();
     kill(Pid::from_raw(tcp as i32), Signal::SIGSTOP).expect("stop");
     kill(Pid::from_raw(bare as i32), Signal::SIGSTOP).expect("stop");
     eventually(Duration::from_secs(5), "the TCP-probed replica is replaced", || {
         (daemon.replica("tcp", 0)["pid"].as_u64()? as u32 != tcp).then_some(())
     });
-    assert!(stopped_at.elapsed() < Duration::from_millis(3000), "took {:?}", stopped_at.elapsed());
     // Without any probe, the /proc sampler sees the stopped process within a few seconds.
     eventually(Duration::from_secs(6), "the unprobed replica is replaced", || {
         (daemon.replica("bare", 0)["pid"].as_u64()? as u32 != bare).then_some(())
     });
     assert!(!alive(tcp) && !alive(bare));
+    // Which check saw each: the TCP probe (whose connect the kernel still accepted) for the probed one,
+    // not the slower /proc sampler that catches the unprobed one.
+    let checks = eventually(Duration::from_secs(5), "both unhealthy events are stored", || {
+        let events = daemon.events(Some("unhealthy"));
+        let check = |service: &str| {
+            events
+                .iter()
+                .find(|e| e["service"] == service)
+                .map(|e| e["details"]["check"].as_str().unwrap_or("").to_owned())
+        };
+        Some((check("tcp")?, check("bare")?))
+    });
+    assert_eq!(checks, ("liveness".to_owned(), "process".to_owned()));
 }
 
 /// A launcher that daemonizes a server the way nginx and redis do (fork, `setsid`), then exits once the

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{DEMO, Daemon, MEND, alive, eventually, free_ports, get, http, post};
+use common::{Daemon, MEND, alive, eventually, free_ports, get, http, post};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -60,13 +60,19 @@ fn check_config_prints_every_problem_with_file_line_and_key() {
 #[test]
 fn an_invalid_config_starts_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (api, port) = (free_ports(1), free_ports(1));
+    let api = free_ports(1);
+    let marker = dir.path().join("spawned");
     let path = dir.path().join("mend.toml");
     std::fs::write(
         &path,
-        format!("[api]\nlisten = \"127.0.0.1:{api}\"\n[service.web]\ncommand = [\"{DEMO}\", \"--port\", \"{{port}}\"]\nports = \"{port}\"\nrestart = \"sometimes\"\n"),
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{api}\"\n[service.web]\ncommand = \"touch {}\"\nshell = true\nrestart = \"sometimes\"\n",
+            marker.display()
+        ),
     )
     .expect("write config");
+    // Held while mend runs: had mend bound its API before validating, it would fail on the port instead.
+    let held = std::net::TcpListener::bind(("127.0.0.1", api)).expect("hold the API port");
     let output = Command::new(MEND)
         .args(["run", "-c"])
         .arg(&path)
@@ -74,12 +80,13 @@ fn an_invalid_config_starts_nothing() {
         .arg(dir.path().join("state"))
         .output()
         .expect("run mend");
+    drop(held);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("mend.toml:6:11: service.web.restart: unknown restart policy \"sometimes\""), "{stderr}");
-    // Nothing was bound, spawned or created.
-    assert!(std::net::TcpListener::bind(("127.0.0.1", api)).is_ok());
-    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    assert!(!stderr.contains("cannot listen"), "{stderr}");
+    // Nothing was spawned (the replica would have left its marker) or created.
+    assert!(!marker.exists(), "a replica was spawned");
     assert!(!dir.path().join("state").exists());
 }
 

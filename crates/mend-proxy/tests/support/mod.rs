@@ -251,6 +251,16 @@ impl TestProxy {
     }
 }
 
+/// Asserts that `took`, measured on paused time, is `expected`: tokio's timers tick in milliseconds and
+/// round a deadline up to the next tick, so each timer on the way may add up to a millisecond.
+#[track_caller]
+pub fn assert_took(took: Duration, expected: Duration, what: &str) {
+    assert!(
+        took >= expected && took <= expected + Duration::from_millis(10),
+        "{what}: took {took:?}, expected {expected:?}"
+    );
+}
+
 /// Waits (bounded, 5 s) until `condition` holds.
 pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);

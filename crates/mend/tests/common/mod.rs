@@ -38,25 +38,38 @@ pub fn cpu_to_myself() -> MutexGuard<'static, ()> {
     CPU.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Where this test binary's next port block starts; 0 until the first call.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
-/// A block of `n` consecutive free loopback ports. Blocks are handed out from a per-process base so
-/// that tests running in parallel do not collide, and below Linux's ephemeral range (32768 and up):
-/// a port that is free now could otherwise become the local end of some outgoing connection before
-/// mend binds it.
+/// The ports handed out lie in `PORTS_FROM..PORTS_TO`: below Linux's ephemeral range (32768 and up,
+/// `net.ipv4.ip_local_port_range`), so that no outgoing connection of this or any other process takes one
+/// as its local end between the check here and mend's bind.
+const PORTS_FROM: u16 = 10_000;
+const PORTS_TO: u16 = 32_000;
+
+/// A block of `n` consecutive loopback ports that are free now, for a mend config (port ranges, proxy
+/// and API addresses) that needs its ports before mend starts, so that port 0 cannot be used.
+///
+/// Bind-then-release alone races: another test could be handed the same port before mend binds it. So
+/// the ports come from one process-wide cursor that only moves forward, and a port is never handed out
+/// twice within a test binary. Test binaries run one after the other, but other checkouts on the same
+/// machine may run theirs at the same time: each binary starts at an offset of its own (from its pid),
+/// 220 ports apart, more than any of our test binaries uses, and a port that something holds is skipped.
+/// What is left is a port taken by an unrelated process between the check and mend's bind: for the API
+/// port, [`Daemon::spawn`] notices and starts mend again on another port.
 pub fn free_ports(n: u16) -> u16 {
-    let _ = NEXT_PORT.compare_exchange(
-        0,
-        10_000 + (std::process::id() % 1000) as u16 * 20,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
+    assert!(n > 0 && n < 100, "a block of 1 to 99 ports");
+    let slots = (PORTS_TO - PORTS_FROM) / 220;
+    let base = PORTS_FROM + (std::process::id() % u32::from(slots)) as u16 * 220;
+    let _ = NEXT_PORT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
     loop {
-        let first = NEXT_PORT.fetch_add(n, Ordering::SeqCst);
-        if first + n > 32_000 {
-            NEXT_PORT.store(10_000, Ordering::SeqCst);
-            continue;
-        }
+        // Past the end, go on from the start of the range (a binary would have used 22,000 ports by then).
+        let first = NEXT_PORT
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |first| {
+                Some(if first + n > PORTS_TO { PORTS_FROM + n } else { first + n })
+            })
+            .expect("the update always succeeds");
+        let first = if first + n > PORTS_TO { PORTS_FROM } else { first };
         if (first..first + n).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
             return first;
         }
@@ -152,12 +165,34 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Whether process `pid` holds a TCP socket listening on `port` (IPv4, from `/proc/net/tcp`).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    // Columns: sl, local address (hex ip:port), remote address, state (0A = listen), ..., inode (10th).
+    let inodes: Vec<String> = read(Path::new("/proc/net/tcp"))
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() > 9 && fields[3] == "0A")
+        .filter(|fields| {
+            fields[1].rsplit_once(':').and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok()) == Some(port)
+        })
+        .map(|fields| format!("socket:[{}]", fields[9]))
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|inode| target.as_os_str() == inode.as_str()))
+    })
+}
+
 /// A `mend run` daemon on loopback with its own config and state directory.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub api: SocketAddr,
     pub child: Option<Child>,
     pub config_path: PathBuf,
+    /// How many times mend was started: names each start's log file.
+    n_spawns: u32,
 }
 
 impl Daemon {
@@ -169,7 +204,7 @@ impl Daemon {
         let config = config.replace("{api}", &api.to_string()).replace("{demo}", DEMO);
         let config_path = dir.path().join("mend.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut daemon = Self { dir, api, child: None, config_path };
+        let mut daemon = Self { dir, api, child: None, config_path, n_spawns: 0 };
         daemon.spawn();
         daemon
     }
@@ -178,28 +213,55 @@ impl Daemon {
         self.dir.path().join("state")
     }
 
-    /// Starts (again) `mend run` on this daemon's config and state directory.
+    /// Starts (again) `mend run` on this daemon's config and state directory and waits until its API
+    /// answers. Should another process have taken the API port since it was picked, mend exits saying so:
+    /// the config then gets another API port (everywhere it names the old address) and mend starts again.
     pub fn spawn(&mut self) {
-        let log =
-            std::fs::File::create(self.dir.path().join(format!("mend-{}.log", Instant::now().elapsed().as_nanos())))
-                .expect("log file");
-        let child = Command::new(MEND)
-            .arg("run")
-            .arg("-c")
-            .arg(&self.config_path)
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .env("MEND_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn mend");
-        self.child = Some(child);
-        let api = self.api;
-        eventually(Duration::from_secs(10), "the API answers /healthz", || {
-            http("GET", api, "/healthz", &[]).ok().filter(|r| r.status == 200)
-        });
+        for _ in 0..5 {
+            let log_path = self.dir.path().join(format!("mend-{}.log", self.n_spawns));
+            self.n_spawns += 1;
+            let log = std::fs::File::create(&log_path).expect("log file");
+            let mut child = Command::new(MEND)
+                .arg("run")
+                .arg("-c")
+                .arg(&self.config_path)
+                .arg("--state-dir")
+                .arg(self.state_dir())
+                .env("MEND_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn mend");
+            let api = self.api;
+            // The API must be this mend's: an answer from another process on the port proves nothing.
+            let started = eventually(Duration::from_secs(10), "mend's API answers /healthz, or mend exits", || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(Err(status));
+                }
+                // Asked only once mend listens: a foreign listener might never answer.
+                let ours = listens_on(child.id(), api.port());
+                (ours && http("GET", api, "/healthz", &[]).is_ok_and(|r| r.status == 200)).then_some(Ok(()))
+            });
+            match started {
+                Ok(()) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(status) => {
+                    let log = read(&log_path);
+                    assert!(
+                        log.contains(&format!("cannot listen on {api} (api.listen)")) && log.contains("in use"),
+                        "mend exited at start ({status}):\n{log}"
+                    );
+                    let next: SocketAddr = format!("127.0.0.1:{}", free_ports(1)).parse().expect("valid address");
+                    let config = read(&self.config_path).replace(&api.to_string(), &next.to_string());
+                    std::fs::write(&self.config_path, config).expect("write config");
+                    self.api = next;
+                }
+            }
+        }
+        panic!("mend found its API port taken five times in a row");
     }
 
     pub fn pid(&self) -> u32 {
@@ -251,6 +313,29 @@ impl Daemon {
         get(self.api, &path).json()["events"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The value of an instant PromQL query's first series (NaN when there is none).
+    pub fn query(&self, promql: &str) -> f64 {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let answer = get(self.api, &format!("/api/v1/query?query={encoded}")).json();
+        answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    }
+
+    /// Waits until replica 0 of `service`'s runner has been round its loop for at least another second:
+    /// it records `mend_replica_up` once a second, from the same loop that fires its timers. A restart
+    /// that was going to happen (after a back-off in milliseconds) would have happened by then, so a test
+    /// asserts that something did *not* happen after this positive event, not after a guessed sleep.
+    pub fn wait_for_runner_to_move_on(&self, service: &str) {
+        let samples = format!("count_over_time(mend_replica_up{{service=\"{service}\",replica=\"0\"}}[1h])");
+        let before = self.query(&samples);
+        let before = if before.is_nan() { 0.0 } else { before };
+        eventually(Duration::from_secs(10), "the replica's runner records two more samples", || {
+            (self.query(&samples) >= before + 2.0).then_some(())
+        });
+    }
+
     /// Runs a mend client command against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(MEND).args(args).arg("--api").arg(self.api.to_string()).output().expect("run mend client")
@@ -264,13 +349,7 @@ impl Daemon {
     }
 
     pub fn log_text(&self) -> String {
-        let mut text = String::new();
-        for entry in std::fs::read_dir(self.dir.path()).expect("read dir").flatten() {
-            if entry.file_name().to_string_lossy().starts_with("mend-") {
-                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-            }
-        }
-        text
+        (0..self.n_spawns).map(|idx| read(&self.dir.path().join(format!("mend-{idx}.log")))).collect()
     }
 }
 
@@ -401,6 +480,28 @@ pub struct LoadReport {
     pub pids: std::collections::HashMap<u32, u64>,
 }
 
+/// A load run in progress.
+pub struct Load {
+    /// Requests answered so far without a server error.
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<LoadReport>,
+}
+
+impl Load {
+    /// Waits until `n` more requests than now have been answered: the positive event that shows traffic
+    /// flowed through whatever happened in between (a test waits for it instead of sleeping).
+    pub fn wait_for_more(&self, n: u64) {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        eventually(Duration::from_secs(30), &format!("{n} more requests answered"), || {
+            (self.ok.load(Ordering::Relaxed) >= target).then_some(())
+        });
+    }
+
+    pub fn join(self) -> LoadReport {
+        self.thread.join().expect("load thread")
+    }
+}
+
 /// Sends GET `path` from `clients` keep-alive connections until `stop` is set or `max_requests` were
 /// sent, pausing `pause` between requests; loopback only, bounded in count and time (2 minutes at most).
 pub fn load(
@@ -410,14 +511,16 @@ pub fn load(
     max_requests: u64,
     pause: Duration,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<LoadReport> {
+) -> Load {
     assert!(address.ip().is_loopback(), "load goes to loopback only");
-    std::thread::spawn(move || {
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress = ok.clone();
+    let thread = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(120);
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let workers: Vec<_> = (0..clients)
             .map(|_| {
-                let (stop, sent) = (stop.clone(), sent.clone());
+                let (stop, sent, progress) = (stop.clone(), sent.clone(), progress.clone());
                 std::thread::spawn(move || {
                     let mut report = LoadReport::default();
                     let mut client = KeepAlive::new(address);
@@ -431,6 +534,7 @@ pub fn load(
                         match result {
                             Ok(response) if response.status < 500 => {
                                 report.ok += 1;
+                                progress.fetch_add(1, Ordering::Relaxed);
                                 if let Some(pid) = response
                                     .body
                                     .split("(pid ")
@@ -468,5 +572,6 @@ pub fn load(
             }
         }
         total
-    })
+    });
+    Load { ok, thread }
 }
