@@ -115,6 +115,11 @@ impl ServiceDto {
 pub struct EventsResponse {
     /// Events, oldest first.
     pub events: Vec<EventDto>,
+    /// Pass it as `after` to read only what comes next: the newest event id when this page was read,
+    /// whether or not it matched (or, when a following page is full, its last id). A follower that
+    /// starts from it never replays older history, even when nothing matched yet.
+    #[serde(default)]
+    pub next_after: i64,
 }
 
 /// One stored event.
@@ -160,6 +165,9 @@ impl EventDto {
 pub struct SignalsResponse {
     /// Signal transitions, oldest first.
     pub signals: Vec<SignalDto>,
+    /// Pass it as `after` to read only what comes next (as [`EventsResponse::next_after`]).
+    #[serde(default)]
+    pub next_after: i64,
 }
 
 /// One signal transition.

@@ -406,8 +406,11 @@ async fn events(
         return Err(ControlError::UnknownService(service.clone()).into());
     }
     let query = EventQuery { service: params.service, since, after_id: params.after, kinds, limit };
-    let stored = read_committed(&state, "event", move |store| store.events(&query)).await?;
-    Ok(Json(EventsResponse { events: stored.iter().map(|stored| EventDto::new(stored.id, &stored.event)).collect() }))
+    let page = read_committed(&state, "event", move |store| store.events_page(&query)).await?;
+    Ok(Json(EventsResponse {
+        events: page.items.iter().map(|stored| EventDto::new(stored.id, &stored.event)).collect(),
+        next_after: page.next_after,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,8 +439,11 @@ async fn signals(
         after_id: params.after,
         limit,
     };
-    let stored = read_committed(&state, "signal", move |store| store.signals(&query)).await?;
-    Ok(Json(SignalsResponse { signals: stored.iter().map(|s| SignalDto::new(s.id, &s.signal)).collect() }))
+    let page = read_committed(&state, "signal", move |store| store.signals_page(&query)).await?;
+    Ok(Json(SignalsResponse {
+        signals: page.items.iter().map(|s| SignalDto::new(s.id, &s.signal)).collect(),
+        next_after: page.next_after,
+    }))
 }
 
 /// Runs a `what` query on the store off the async workers, read-your-writes: whatever was queued before

@@ -496,12 +496,14 @@ struct FeedQuery {
 }
 
 /// A list endpoint whose items carry increasing ids (events, signals): prints the newest page, then, when
-/// following, polls for the items after the last one seen.
+/// following, polls for what comes after it. Each answer says where to go on from (`next_after`: the
+/// newest id when it was read, matching or not), so that following starts at the `--since` boundary, or
+/// at the present, and never replays older history, even when nothing matched yet.
 async fn feed<R, T>(
     client: &Client,
     query: FeedQuery,
     items: impl Fn(&R) -> &[T],
-    id: impl Fn(&T) -> i64,
+    next_after: impl Fn(&R) -> i64,
     line: impl Fn(&T) -> String,
 ) -> Result<(), ClientError>
 where
@@ -521,15 +523,13 @@ where
     let response: R = client.json(Method::GET, &format!("{endpoint}?{}", query.first)).await?;
     print(&response);
     let Some(follow_filter) = query.follow else { return Ok(()) };
-    let mut after = items(&response).last().map_or(0, &id);
+    let mut after = next_after(&response);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let response: R =
             client.json(Method::GET, &format!("{endpoint}?after={after}&limit=1000{follow_filter}")).await?;
         print(&response);
-        if let Some(last) = items(&response).last() {
-            after = id(last);
-        }
+        after = after.max(next_after(&response));
     }
 }
 
@@ -547,7 +547,7 @@ async fn events(
         client,
         FeedQuery { endpoint: "/api/v1/events", first, follow: follow.then_some(service), json },
         |response: &EventsResponse| &response.events[..],
-        |event| event.id,
+        |response| response.next_after,
         output::event_line,
     )
     .await
@@ -568,7 +568,7 @@ async fn signals(
         client,
         FeedQuery { endpoint: "/api/v1/signals", first, follow: follow.then_some(service), json },
         |response: &SignalsResponse| &response.signals[..],
-        |signal| signal.id,
+        |response| response.next_after,
         output::signal_line,
     )
     .await

@@ -601,3 +601,93 @@ fn a_reload_that_adds_the_first_rule_starts_the_detect_loop() {
         signals["signals"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "First")).then_some(())
     });
 }
+
+/// Runs a following client command (`events -f`, `signals -f`) against `daemon`; its lines arrive on
+/// the receiver. The caller kills the child.
+fn follower(daemon: &Daemon, args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(MEND)
+        .args(args)
+        .arg("--api")
+        .arg(daemon.api.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run a mend follower");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, line_rx)
+}
+
+/// Reads JSON lines from `lines` until one satisfies `wanted`; returns every line read.
+fn read_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("timed out waiting for {what}; read {seen:?}"));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let done = wanted(&value);
+        seen.push(value);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn following_starts_at_the_since_boundary_and_never_replays_history() {
+    let daemon = Daemon::start(&format!("{}[[rule]]\nname = \"Always\"\nexpr = 'vector(1) > 0'\n", web_config("")));
+    daemon.wait_ready("web");
+    let signals =
+        || get(daemon.api, "/api/v1/signals?limit=1000").json()["signals"].as_array().cloned().unwrap_or_default();
+    eventually(Duration::from_secs(10), "the rule fires", || {
+        signals().iter().any(|s| s["name"] == "Always" && s["state"] == "firing").then_some(())
+    });
+    // History that nothing after the boundary matches.
+    let events = daemon.events(None);
+    let last_old_event = events.iter().filter_map(|e| e["id"].as_i64()).max().expect("events");
+    let newest_ms = events
+        .iter()
+        .chain(&signals())
+        .filter_map(|item| {
+            item["at_ms"]
+                .as_i64()
+                .or_else(|| item["at"].as_str().and_then(mend_types::Timestamp::parse).map(|t| t.as_millis()))
+        })
+        .max()
+        .expect("history");
+    let since = mend_types::Timestamp::from_millis(newest_ms + 1).to_string();
+    let (mut events_follower, event_lines) = follower(&daemon, &["events", "-f", "--json", "--since", &since]);
+    let (mut signals_follower, signal_lines) = follower(&daemon, &["signals", "-f", "--json", "--since", &since]);
+
+    // Something new happens: a restart (events) and an external alert (a signal).
+    let restarted = post(daemon.api, "/api/v1/services/web/restart?replica=0");
+    assert_eq!(restarted.status, 200, "{}", restarted.body);
+    let alert = r#"{"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "Fresh"}}]}"#;
+    let posted =
+        common::http_with_body("POST", daemon.api, "/api/v1/alerts", &[("content-type", "application/json")], alert)
+            .expect("post an alert");
+    assert_eq!(posted.status, 200, "{}", posted.body);
+
+    let printed = read_until(&event_lines, "the restarted replica's started event", |e| e["kind"] == "started");
+    let replayed: Vec<&serde_json::Value> =
+        printed.iter().filter(|e| e["id"].as_i64().is_none_or(|id| id <= last_old_event)).collect();
+    assert!(replayed.is_empty(), "history before --since was replayed: {replayed:?}");
+    let printed = read_until(&signal_lines, "the new alert", |s| s["name"] == "Fresh");
+    assert!(printed.iter().all(|s| s["name"] == "Fresh"), "history before --since was replayed: {printed:?}");
+    for child in [&mut events_follower, &mut signals_follower] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
