@@ -59,7 +59,7 @@ enum Command {
         /// Only this service's events.
         #[arg(long)]
         service: Option<String>,
-        /// Only events since this time (RFC 3339, Unix ms) or this long ago ("10m").
+        /// Only events since this time (RFC 3339) or this long ago ("10m"; a number needs a unit).
         #[arg(long, value_parser = since_arg)]
         since: Option<String>,
         /// At most this many (the newest), 1 to 10000.
@@ -82,7 +82,7 @@ enum Command {
         /// Only this service's signals.
         #[arg(long)]
         service: Option<String>,
-        /// Only signals since this time (RFC 3339, Unix ms) or this long ago ("10m").
+        /// Only signals since this time (RFC 3339) or this long ago ("10m"; a number needs a unit).
         #[arg(long, value_parser = since_arg)]
         since: Option<String>,
         /// At most this many (the newest), 1 to 10000.
@@ -667,9 +667,5 @@ async fn logs(client: &Client, name: &str, replica: Option<u32>, follow: bool, t
 
 /// Checks `--since` as the API will read it (a usage error, exit 2, rather than the daemon's 400).
 fn since_arg(text: &str) -> Result<String, String> {
-    if mend_types::Timestamp::parse(text).is_some() || mend_config::parse_duration(text).is_ok() {
-        Ok(text.to_owned())
-    } else {
-        Err("expected RFC 3339 (2026-01-02T03:04:05Z), Unix milliseconds or a duration like \"10m\"".to_owned())
-    }
+    mend_config::parse_since(text, SystemClock.wall()).map(|_| text.to_owned())
 }

@@ -690,4 +690,22 @@ fn following_starts_at_the_since_boundary_and_never_replays_history() {
         let _ = child.kill();
         let _ = child.wait();
     }
+    // A bare number is not read as milliseconds after the epoch (the whole history): it needs a unit.
+    let bare = get(daemon.api, "/api/v1/events?since=5");
+    assert_eq!(bare.status, 400, "{}", bare.body);
+    assert!(
+        bare.json()["error"].as_str().is_some_and(|e| e.contains("a number needs a unit: \"5s\"")),
+        "{}",
+        bare.body
+    );
+}
+
+#[test]
+fn a_since_without_a_unit_is_a_usage_error() {
+    for command in ["events", "signals"] {
+        let output = Command::new(MEND).args([command, "--since", "5"]).output().expect("run mend");
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("a number needs a unit: \"5s\" (or ms, m, h, d) for that long ago"), "{stderr}");
+    }
 }
