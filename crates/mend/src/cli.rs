@@ -1,4 +1,5 @@
-//! Command-line parsing and the client commands. Exit codes: 0 ok, 1 failure, 2 usage.
+//! Command-line parsing and the client commands. Exit codes: 0 ok, 1 failure, 2 usage; `mend status`
+//! exits 3 when a replica has failed (as `systemctl is-active` does not say 0 for a failed unit).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,10 @@ use crate::client::{Client, ClientError, encode_query_value};
 use crate::output;
 
 const DEFAULT_CONFIG: &str = "mend.toml";
+
+/// `mend status`'s exit code when a replica has failed: mend gave up on it, or it ended unsuccessfully
+/// and is not restarted (LSB's "program is not running").
+const EXIT_REPLICA_FAILED: u8 = 3;
 
 #[derive(Parser, Debug)]
 #[command(name = "mend", version, about = "A self-healing runtime for services", propagate_version = true)]
@@ -41,7 +46,7 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Show services and replicas.
+    /// Show services and replicas; exits 3 when a replica has failed.
     Status {
         #[command(flatten)]
         target: Target,
@@ -442,7 +447,11 @@ async fn client_command(command: Command) -> ExitCode {
         Err(message) => return fail(&message),
     };
     let result = match command {
-        Command::Status { json, .. } => status(&client, json).await,
+        Command::Status { json, .. } => match status(&client, json).await {
+            Ok(true) => return ExitCode::from(EXIT_REPLICA_FAILED),
+            Ok(false) => Ok(()),
+            Err(error) => Err(error),
+        },
         Command::Events { follow, service, since, limit, json, .. } => {
             events(&client, follow, service, since, usize::from(limit), json).await
         }
@@ -465,7 +474,8 @@ async fn client_command(command: Command) -> ExitCode {
     }
 }
 
-async fn status(client: &Client, json: bool) -> Result<(), ClientError> {
+/// Prints the services and their replicas; returns whether a replica has failed.
+async fn status(client: &Client, json: bool) -> Result<bool, ClientError> {
     let response: ServicesResponse = client.json(Method::GET, "/api/v1/services").await?;
     if json {
         let text = serde_json::to_string_pretty(&response).map_err(|error| ClientError::Other(error.to_string()))?;
@@ -473,7 +483,7 @@ async fn status(client: &Client, json: bool) -> Result<(), ClientError> {
     } else {
         output::raw(output::status_table(&response, SystemClock.wall().as_millis()).as_bytes());
     }
-    Ok(())
+    Ok(response.services.iter().flat_map(|service| &service.replicas).any(|replica| replica.failed))
 }
 
 /// The `&service=...&since=...` part of a feed's query string.

@@ -709,3 +709,97 @@ fn a_since_without_a_unit_is_a_usage_error() {
         assert!(stderr.contains("a number needs a unit: \"5s\" (or ms, m, h, d) for that long ago"), "{stderr}");
     }
 }
+
+#[test]
+fn status_says_why_and_exits_3_when_a_replica_has_failed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = dir.path().join("ready");
+    std::fs::write(&marker, "").expect("marker");
+    let port = free_ports(3);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.broken]
+command = ["{{demo}}", "--port", "{{port}}", "--exit-immediately", "3"]
+ports = "{port}"
+[service.broken.backoff]
+initial = "10ms"
+[service.broken.restart_limit]
+max_restarts = 1
+within = "1m"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{web}"
+[service.web.liveness]
+tcp = "127.0.0.1:{{port}}"
+[service.web.readiness]
+exec = ["test", "-f", "{marker}"]
+interval = "100ms"
+[service.fat]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{fat}"
+max_memory_bytes = "1MiB"
+[service.fat.restart_limit]
+max_restarts = 1
+within = "1m"
+"#,
+        web = port + 1,
+        fat = port + 2,
+        marker = marker.display(),
+    ));
+    eventually(Duration::from_secs(10), "mend gives up on the broken service", || {
+        (daemon.replica("broken", 0)["state"] == "failed").then_some(())
+    });
+    let status = daemon.cli(&["status"]);
+    assert_eq!(status.status.code(), Some(3), "{status:?}");
+    let json = daemon.cli(&["status", "--json"]);
+    assert_eq!(json.status.code(), Some(3), "{json:?}");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let broken = &json["services"][0]["replicas"][0];
+    assert_eq!(broken["failed"], true, "{broken}");
+    assert_eq!(
+        (broken["last_exit"].as_str(), broken["last_exit_cause"].as_str()),
+        (Some("exit code 3"), Some("program"))
+    );
+
+    // An operator's kill -9 is not mend's.
+    let first = daemon.wait_ready("web")[0];
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("kill the replica");
+    let web = eventually(Duration::from_secs(10), "a replacement of the killed replica", || {
+        let replica = daemon.replica("web", 0);
+        (replica["pid"].as_u64().is_some_and(|pid| pid != u64::from(first)) && replica["last_exit"].is_string())
+            .then_some(replica)
+    });
+    assert_eq!(web["last_exit"], "killed by SIGKILL (9) from outside mend", "{web}");
+    assert_eq!(web["last_exit_cause"], "external_signal", "{web}");
+
+    // A readiness-only failure is not a start.
+    daemon.wait_ready("web");
+    std::fs::remove_file(&marker).expect("remove the marker");
+    eventually(Duration::from_secs(10), "the replica leaves the ready set", || {
+        (daemon.replica("web", 0)["ready"] == false).then_some(())
+    });
+    let web = daemon.replica("web", 0);
+    assert_eq!(
+        (web["state"].as_str(), web["not_ready"].as_str()),
+        (Some("running"), Some("readiness failing")),
+        "{web}"
+    );
+    let table = String::from_utf8_lossy(&daemon.cli(&["status"]).stdout).into_owned();
+    assert!(table.contains("running, not ready: readiness failing"), "{table}");
+
+    // mend's own stop for the memory limit says so.
+    let fat = eventually(Duration::from_secs(15), "the replica above its memory limit is replaced", || {
+        let replica = daemon.replica("fat", 0);
+        (replica["last_exit_reason"] == "memory").then_some(replica)
+    });
+    assert_eq!(fat["last_exit_cause"], "mend", "{fat}");
+    let shown = fat["last_exit"].as_str().unwrap_or("");
+    assert!(
+        shown.starts_with("stopped by mend: over its memory limit") || shown == "killed by mend: over its memory limit",
+        "{fat}"
+    );
+    let table = String::from_utf8_lossy(&daemon.cli(&["status"]).stdout).into_owned();
+    assert!(table.contains("by mend: over its memory limit"), "{table}");
+}
