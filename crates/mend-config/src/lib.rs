@@ -47,6 +47,13 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigEr
     validate::parse_config(file, text, base_dir)
 }
 
+/// 1-based line and column of the value at `keys` (table keys, `["service", "web", "command"]`) in config
+/// `text`, for messages about a valid config (a program that is not installed, say); None when `text` is
+/// not TOML.
+pub fn locate(text: &str, keys: &[&str]) -> Option<(usize, usize)> {
+    validate::locate(text, keys)
+}
+
 /// Reads and validates the config file at `path`; relative paths in it resolve against its directory.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
@@ -56,4 +63,19 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
     };
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     parse(&path.display().to_string(), &text, &base_dir).map_err(LoadError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_values_by_key_path() {
+        let text = "[api]\nlisten = \"127.0.0.1:7070\"\n\n[service.web]\nreplicas = 2\ncommand = [\"web-server\"]\n";
+        assert_eq!(locate(text, &["service", "web", "command"]), Some((6, 11)));
+        assert_eq!(locate(text, &["api", "listen"]), Some((2, 10)));
+        // A key that is not there: the deepest one that is.
+        assert_eq!(locate(text, &["service", "web", "env"]), Some((4, 10)));
+        assert_eq!(locate("[service.web", &["service"]), None);
+    }
 }

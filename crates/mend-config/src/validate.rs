@@ -240,6 +240,23 @@ pub(crate) fn parse_config(file: &str, text: &str, base_dir: &Path) -> Result<Co
     }
 }
 
+/// 1-based line and column of the value at `keys` (a path of table keys, `["service", "web", "command"]`)
+/// in config `text`, or of the deepest of those keys that is there; None when `text` is not TOML.
+pub(crate) fn locate(text: &str, keys: &[&str]) -> Option<(usize, usize)> {
+    let root = DeTable::parse(text).ok()?;
+    let path = KeyPath(keys.iter().map(|key| Segment::Key((*key).to_owned())).collect());
+    let problems = Problems {
+        file: "",
+        text,
+        lines: LineIndex::new(text),
+        root: Some(&root),
+        errors: Vec::new(),
+        dropped: Vec::new(),
+    };
+    let span = problems.span_of(&path);
+    Some(problems.lines.locate(text, span.start))
+}
+
 fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str, base_dir: &Path) -> Option<Config> {
     let mut raw_api = RawApi::default();
     let mut raw_storage = RawStorage::default();

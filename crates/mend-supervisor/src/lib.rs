@@ -17,5 +17,5 @@ pub mod supervisor;
 
 pub use lifecycle::{ReplicaState, Unready};
 pub use runner::{Control, ProcessStats, ReplicaHandle, ReplicaStatus, RunnerContext, TrafficControl};
-pub use spawn::{SHIM_SUBCOMMAND, Spawner, exec_shim};
+pub use spawn::{SHIM_SUBCOMMAND, Spawner, exec_shim, resolve_program};
 pub use supervisor::{ControlError, ServiceHandle, Supervisor};

@@ -457,7 +457,13 @@ impl Runner {
                     Effect::Event { kind, message, details } => {
                         let mut event = Event::new(self.ctx.clock.wall(), kind, message).replica(&self.id);
                         event.details = details;
-                        tracing::info!(replica = %self.id, kind = %kind, "{}", event.message);
+                        // A replica that cannot start is degraded until someone acts (a program to install,
+                        // a port to free); the rest is its life as planned.
+                        if kind == EventKind::SpawnFailed {
+                            tracing::warn!(replica = %self.id, kind = %kind, "{}", event.message);
+                        } else {
+                            tracing::info!(replica = %self.id, kind = %kind, "{}", event.message);
+                        }
                         self.ctx.events.emit(event);
                     }
                 }
@@ -531,7 +537,17 @@ impl Runner {
                 log
             }
         };
-        let mut spawned = self.ctx.spawner.spawn(request).await.map_err(|error| error.to_string())?;
+        let mut spawned = self.ctx.spawner.spawn(request).await.map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                let key = match self.service.release_of(self.id.index) {
+                    mend_config::Release::Canary => "canary.command",
+                    mend_config::Release::Stable => "command",
+                };
+                format!("{error}: install it, or give its path in service.{}.{key}", self.service.name)
+            } else {
+                error.to_string()
+            }
+        })?;
         if let Some(stdout) = spawned.child.stdout.take() {
             tokio::spawn(logs::capture(stdout, log.clone()));
         }

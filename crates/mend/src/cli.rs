@@ -305,9 +305,18 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
     for file in files {
         match mend_config::load(file) {
             Ok(config) => {
+                let warnings = program_warnings(file, &config);
+                for warning in &warnings {
+                    output::error_line(warning);
+                }
                 let replicas: u32 = config.services.iter().map(|s| s.total_replicas()).sum();
+                let warned = match warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".to_owned(),
+                    n => format!(", {n} warnings"),
+                };
                 output::line(&format!(
-                    "{}: ok ({} services, {replicas} replicas)",
+                    "{}: ok ({} services, {replicas} replicas{warned})",
                     file.display(),
                     config.services.len()
                 ));
@@ -319,6 +328,49 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
         }
     }
     if all_valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Warnings about a valid config: programs that the daemon would not find (as it looks them up: in
+/// `PATH`, then next to the mend binary). Not errors: a program may be installed before mend runs.
+fn program_warnings(file: &Path, config: &mend_config::Config) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let self_dir = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf));
+    let mut warnings = Vec::new();
+    for service in config.services.iter().filter(|service| !service.shell) {
+        let mut releases: Vec<(u32, &[&str])> = vec![(0, &["command"])];
+        if service.canary.is_some() {
+            releases.push((service.replicas, &["canary", "command"]));
+        }
+        let mut checked = Vec::new();
+        for (index, key) in releases {
+            let vars = mend_config::TemplateVars {
+                port: service.port_of(index),
+                replica: index,
+                service: service.name.as_str(),
+            };
+            let Some(program) = service.command_of(index).first().map(|arg| arg.render(&vars)) else { continue };
+            if checked.contains(&program) {
+                continue;
+            }
+            let found = mend_supervisor::resolve_program(
+                &program,
+                &service.working_dir,
+                std::env::var_os("PATH"),
+                self_dir.as_deref(),
+            );
+            if let Err(error) = found {
+                let keys: Vec<&str> = ["service", service.name.as_str()].iter().chain(key).copied().collect();
+                let (line, column) = mend_config::locate(&text, &keys).unwrap_or((1, 1));
+                warnings.push(format!(
+                    "{}:{line}:{column}: warning: {}: {error}; its replicas cannot start until it is installed",
+                    file.display(),
+                    keys.join(".")
+                ));
+            }
+            checked.push(program);
+        }
+    }
+    warnings
 }
 
 fn init(file: &Path, force: bool) -> ExitCode {

@@ -803,3 +803,54 @@ within = "1m"
     let table = String::from_utf8_lossy(&daemon.cli(&["status"]).stdout).into_owned();
     assert!(table.contains("by mend: over its memory limit"), "{table}");
 }
+
+#[test]
+fn a_program_that_is_not_installed_is_a_warning_at_check_time_and_at_run_time() {
+    let port = free_ports(1);
+    let config = format!(
+        "{}[service.ghost]\ncommand = [\"mend-no-such-program\", \"--port\", \"{{port}}\"]\nports = \"{port}\"\n",
+        web_config("")
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ghost.toml");
+    std::fs::write(&path, config.replace("{demo}", DEMO).replace("{api}", "127.0.0.1:7070")).expect("write config");
+    let line = std::fs::read_to_string(&path)
+        .expect("config")
+        .lines()
+        .position(|line| line.starts_with("command = [\"mend-no-such-program\""))
+        .expect("the ghost's command")
+        + 1;
+    let check = Command::new(MEND).arg("check-config").arg(&path).output().expect("run mend");
+    assert_eq!(check.status.code(), Some(0), "a warning, not an error: {check:?}");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{}:{line}:11: warning: service.ghost.command: command \"mend-no-such-program\" not found in PATH or next \
+             to the mend binary; its replicas cannot start until it is installed",
+            path.display()
+        )
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("ok (2 services, 3 replicas, 1 warning)"), "{check:?}");
+
+    // The daemon says so at WARN, with where to fix it.
+    let daemon = Daemon::start(&config);
+    let failed = eventually(Duration::from_secs(10), "the ghost fails to spawn", || {
+        daemon.events(Some("spawn_failed")).into_iter().next()
+    });
+    let message = failed["message"].as_str().unwrap_or("");
+    assert!(
+        message.ends_with(
+            "command \"mend-no-such-program\" not found in PATH or next to the mend binary: install it, or give its \
+             path in service.ghost.command"
+        ),
+        "{message}"
+    );
+    eventually(Duration::from_secs(5), "a WARN line in mend's log", || {
+        daemon
+            .log_text()
+            .lines()
+            .any(|line| line.contains(" WARN ") && line.contains("mend-no-such-program"))
+            .then_some(())
+    });
+}
