@@ -236,18 +236,35 @@ pub(crate) struct RunArgs {
     /// Config file.
     #[arg(short, long, default_value = DEFAULT_CONFIG)]
     pub(crate) config: PathBuf,
-    /// State directory: event store, replica logs, pid files.
-    #[arg(long, env = "MEND_STATE_DIR", default_value = ".mend")]
-    pub(crate) state_dir: PathBuf,
+    /// State directory: event store, replica logs, pid files [default: .mend/<config file stem> in the
+    /// config file's directory, e.g. examples/.mend/observe for examples/observe.toml].
+    #[arg(long, env = "MEND_STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
     /// Log filter, e.g. "info" or "warn,mend_supervisor=debug".
     #[arg(long, env = "MEND_LOG", default_value = "info")]
     pub(crate) log: String,
 }
 
+impl RunArgs {
+    /// `--state-dir` (or `MEND_STATE_DIR`), else the config file's own (see [`default_state_dir`]).
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| default_state_dir(&self.config))
+    }
+}
+
+/// The state directory of a config file: `.mend/<stem>` beside it. Each config keeps its own events,
+/// logs and pid files wherever mend is started from, and two configs never share them (two daemons on
+/// one state directory would see each other's events, and the second is refused).
+fn default_state_dir(config: &Path) -> PathBuf {
+    let dir = config.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let stem = config.file_stem().unwrap_or(std::ffi::OsStr::new("mend"));
+    dir.join(".mend").join(stem)
+}
+
 /// How a client command finds the daemon.
 #[derive(Args, Debug)]
 struct Target {
-    /// Config file whose [api] section locates the daemon.
+    /// Config file whose [api] table locates the daemon (the rest of the file is not read).
     #[arg(short, long, global = true)]
     config: Option<PathBuf>,
     /// API address (overrides the config), e.g. 127.0.0.1:7070.
@@ -447,18 +464,22 @@ fn nab(command: NabCommand) -> ExitCode {
     }
 }
 
-/// Finds the daemon: `--api`, else the config's `[api]`, else the default address.
+/// Finds the daemon: `--api`, else the `[api]` table of `-c FILE` (or of `./mend.toml` when there is
+/// one), else the default address. Only `[api]` is read: a problem elsewhere in the file (a PromQL
+/// typo) is the daemon's business, not the client's.
 fn client_for(target: &Target) -> Result<Client, String> {
-    let config = match &target.config {
-        Some(path) => Some(mend_config::load(path).map_err(|error| error.to_string())?),
-        // The default config file is used when present and valid; otherwise the defaults apply.
-        None if Path::new(DEFAULT_CONFIG).exists() => mend_config::load(Path::new(DEFAULT_CONFIG)).ok(),
+    let needs_file = target.api.is_none() || target.token.is_none();
+    let api = match &target.config {
+        Some(path) => Some(mend_config::load_api(path).map_err(|error| error.to_string())?),
+        None if needs_file && Path::new(DEFAULT_CONFIG).exists() => {
+            Some(mend_config::load_api(Path::new(DEFAULT_CONFIG)).map_err(|error| error.to_string())?)
+        }
         None => None,
     };
     let address = match &target.api {
-        Some(api) => parse_api_address(api)?,
-        None => match &config {
-            Some(config) => config.api.listen,
+        Some(address) => parse_api_address(address)?,
+        None => match &api {
+            Some(api) => api.listen,
             None => parse_api_address(mend_config::Api::DEFAULT_LISTEN)?,
         },
     };
@@ -468,7 +489,7 @@ fn client_for(target: &Target) -> Result<Client, String> {
     } else {
         address
     };
-    let token = target.token.clone().or_else(|| config.and_then(|c| c.api.token));
+    let token = target.token.clone().or_else(|| api.and_then(|api| api.token));
     Ok(Client::new(address, token))
 }
 
@@ -730,4 +751,29 @@ async fn logs(client: &Client, name: &str, replica: Option<u32>, follow: bool, t
 /// Checks `--since` as the API will read it (a usage error, exit 2, rather than the daemon's 400).
 fn since_arg(text: &str) -> Result<String, String> {
     mend_config::parse_since(text, SystemClock.wall()).map(|_| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_config_file_has_its_own_state_directory_beside_it() {
+        let cases = [
+            ("mend.toml", "./.mend/mend"),
+            ("examples/observe.toml", "examples/.mend/observe"),
+            ("/etc/mend/web.toml", "/etc/mend/.mend/web"),
+            ("../shop", "../.mend/shop"),
+        ];
+        for (config, expected) in cases {
+            assert_eq!(default_state_dir(Path::new(config)), PathBuf::from(expected), "{config}");
+        }
+        let args = |state_dir: Option<&str>| RunArgs {
+            config: PathBuf::from("examples/traffic.toml"),
+            state_dir: state_dir.map(PathBuf::from),
+            log: "info".into(),
+        };
+        assert_eq!(args(None).state_dir(), PathBuf::from("examples/.mend/traffic"));
+        assert_eq!(args(Some("/var/lib/mend")).state_dir(), PathBuf::from("/var/lib/mend"));
+    }
 }

@@ -854,3 +854,112 @@ fn a_program_that_is_not_installed_is_a_warning_at_check_time_and_at_run_time() 
             .then_some(())
     });
 }
+
+/// A `mend run` started by a test as a user would (no `--state-dir`); stopped with SIGTERM when dropped.
+struct Foreground(std::process::Child);
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let stopped = (0..750).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            matches!(self.0.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn each_config_has_its_own_state_and_client_commands_read_only_its_api_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let elsewhere = tempfile::tempdir().expect("another working directory");
+    let mut daemons = Vec::new();
+    let mut apis = Vec::new();
+    for name in ["alpha", "beta"] {
+        let api = free_ports(1);
+        let text = format!("[api]\nlisten = \"127.0.0.1:{api}\"\n[service.{name}]\ncommand = [\"sleep\", \"1000\"]\n");
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, &text).expect("write config");
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log file");
+        let child = Command::new(MEND)
+            .args(["run", "-c"])
+            .arg(&path)
+            .env_remove("MEND_STATE_DIR")
+            .current_dir(elsewhere.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run mend");
+        daemons.push(Foreground(child));
+        let address: std::net::SocketAddr = format!("127.0.0.1:{api}").parse().expect("address");
+        eventually(Duration::from_secs(10), "the API answers", || {
+            http("GET", address, "/api/v1/services", &[]).ok().filter(|r| r.status == 200)
+        });
+        apis.push((name, path, address));
+    }
+    // Both run (one state directory each, beside its config), and each lists its own events only.
+    for (name, path, address) in &apis {
+        assert!(dir.path().join(".mend").join(name).join("mend.db").exists(), "{name}'s state beside its config");
+        let events =
+            get(*address, "/api/v1/events?limit=1000").json()["events"].as_array().cloned().unwrap_or_default();
+        let services: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["service"].as_str()).collect();
+        assert!(services.iter().all(|service| service == name), "{name} lists {services:?}");
+        // A client finds its daemon through -c, from anywhere.
+        let status = Command::new(MEND).arg("status").arg("-c").arg(path).current_dir(elsewhere.path()).output();
+        let status = status.expect("run mend status");
+        assert!(status.status.success(), "{status:?}");
+        let table = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert!(table.lines().nth(1).is_some_and(|row| row.starts_with(&format!("{name} "))), "{table}");
+    }
+    assert!(!elsewhere.path().join(".mend").exists(), "nothing in the working directory");
+
+    // Only [api] is read: a PromQL typo elsewhere does not keep the client from its daemon...
+    let (_, alpha, _) = &apis[0];
+    let typo = dir.path().join("typo.toml");
+    let text = std::fs::read_to_string(alpha).expect("config");
+    std::fs::write(&typo, format!("{text}[[rule]]\nname = \"Typo\"\nexpr = 'rate(x[5m'\n")).expect("write");
+    assert_eq!(Command::new(MEND).arg("check-config").arg(&typo).output().expect("run mend").status.code(), Some(1));
+    let status = Command::new(MEND).args(["status", "-c"]).arg(&typo).output().expect("run mend status");
+    assert!(status.status.success(), "{status:?}");
+    // ... while a problem in [api] itself is named with its file and line.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[service.x]\ncommand = [\"true\"]\n[api]\nlisten = \"nowhere\"\n").expect("write");
+    let status = Command::new(MEND).args(["status", "-c"]).arg(&bad).output().expect("run mend status");
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {}:4:10: api.listen: invalid address \"nowhere\"", bad.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_examples_say_how_to_reach_their_daemon() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n_instructions = 0;
+    for entry in std::fs::read_dir(&examples).expect("examples").flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "toml") {
+            continue;
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let api = mend_config::load_api(&path).expect("a valid [api]");
+        let own_config = format!("-c examples/{name}");
+        for line in std::fs::read_to_string(&path).expect("example").lines().filter(|l| l.starts_with('#')) {
+            // The client commands its comments tell to run (all but `mend run`) must reach its daemon.
+            let Some((_, command)) = line.split_once("target/release/mend ") else { continue };
+            if command.starts_with("run ") {
+                continue;
+            }
+            n_instructions += 1;
+            if api.listen.to_string() != mend_config::Api::DEFAULT_LISTEN {
+                assert!(line.contains(&own_config), "{name}: its API is {}: `{line}` needs {own_config}", api.listen);
+            }
+        }
+    }
+    assert!(n_instructions >= 3, "{n_instructions} instructions found");
+}
