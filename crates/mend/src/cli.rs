@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use hyper::Method;
 use mend_api::{EventsResponse, ServiceDto, ServicesResponse, SignalsResponse};
 use mend_types::{Clock, SystemClock};
@@ -21,7 +21,15 @@ const DEFAULT_CONFIG: &str = "mend.toml";
 const EXIT_REPLICA_FAILED: u8 = 3;
 
 #[derive(Parser, Debug)]
-#[command(name = "mend", version, about = "A self-healing runtime for services", propagate_version = true)]
+#[command(
+    name = "mend",
+    version,
+    about = "A self-healing runtime for services",
+    propagate_version = true,
+    after_long_help = "Exit status: 0 ok; 1 failure (mend not answering, an invalid config, a refused command); \
+                       2 usage; 3 `mend status` found a failed replica.\n\
+                       Environment: MEND_API and MEND_TOKEN (client commands), MEND_STATE_DIR and MEND_LOG (mend run)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -140,6 +148,17 @@ enum Command {
     /// Run and score anomaly detectors on a NAB-layout corpus.
     #[command(subcommand)]
     Nab(NabCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print mend's man page (roff: `mend man | man -l -`), or write one page per command into a directory.
+    Man {
+        /// Write mend.1 and a mend-COMMAND.1 page per command into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Show a service's logs.
     Logs {
         #[command(flatten)]
@@ -297,6 +316,8 @@ pub(crate) fn main() -> ExitCode {
         Command::CheckConfig { files } => check_config(&files),
         Command::Init { file, force } => init(&file, force),
         Command::Nab(command) => nab(command),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man(dir.as_deref()),
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
@@ -400,6 +421,37 @@ fn init(file: &Path, force: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => fail(&format!("cannot write {}: {error}", file.display())),
+    }
+}
+
+/// `mend completions SHELL`: the script the shell loads (see the README for where each shell looks).
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "mend", &mut script);
+    output::raw(&script);
+    ExitCode::SUCCESS
+}
+
+/// `mend man`: mend(1) on stdout, or with `dir` a page per command (mend.1, mend-status.1, ...).
+fn man(dir: Option<&Path>) -> ExitCode {
+    match dir {
+        Some(dir) => match std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir)) {
+            Ok(()) => {
+                output::line(&format!("wrote mend's man pages to {}", dir.display()));
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&format!("cannot write man pages to {}: {error}", dir.display())),
+        },
+        None => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => {
+                    output::raw(&page);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&format!("cannot render the man page: {error}")),
+            }
+        }
     }
 }
 
@@ -511,7 +563,12 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Start(ControlArgs { target, .. })
         | Command::Reload { target }
         | Command::Scale { target, .. } => target,
-        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => {
+        Command::Run(_)
+        | Command::CheckConfig { .. }
+        | Command::Init { .. }
+        | Command::Nab(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             return usage("not a client command");
         }
     };
@@ -539,7 +596,12 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Reload { .. } => reload(&client).await,
         Command::Scale { name, replicas, wait, .. } => scale(&client, &name, replicas, wait.as_deref()).await,
         Command::Logs { name, replica, follow, tail, .. } => logs(&client, &name, replica, follow, tail).await,
-        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => Ok(()),
+        Command::Run(_)
+        | Command::CheckConfig { .. }
+        | Command::Init { .. }
+        | Command::Nab(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -775,5 +837,39 @@ mod tests {
         };
         assert_eq!(args(None).state_dir(), PathBuf::from("examples/.mend/traffic"));
         assert_eq!(args(Some("/var/lib/mend")).state_dir(), PathBuf::from("/var/lib/mend"));
+    }
+
+    #[test]
+    fn the_readme_lists_every_command_and_option() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("## Commands").expect("a Commands section");
+        let commands = &readme[start..start + readme[start..].find("\n## API").expect("the API section")];
+        fn check(command: &clap::Command, path: &str, commands: &str) {
+            for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+                let name = sub.get_name();
+                let path = format!("{path}{name} ");
+                // `mend restart\|stop\|start` lists three.
+                let at = format!("mend {}", path.trim_end());
+                let listed = [" ", "`", "\\|"]
+                    .iter()
+                    .flat_map(|end| [format!("{at}{end}"), format!("\\|{name}{end}")])
+                    .any(|form| commands.contains(form.as_str()));
+                assert!(listed, "`mend {path}` is not in the README's Commands");
+                for arg in sub.get_arguments().filter(|arg| !["help", "version"].contains(&arg.get_id().as_str())) {
+                    let long = arg.get_long().map(|long| format!("--{long}"));
+                    let short = arg
+                        .get_short()
+                        .into_iter()
+                        .flat_map(|short| [" ", "]", "`"].map(|end| format!("-{short}{end}")));
+                    let documented = long.iter().cloned().chain(short).any(|flag| commands.contains(flag.as_str()));
+                    assert!(
+                        arg.is_positional() || documented,
+                        "`mend {path}`: {long:?} is not in the README's Commands"
+                    );
+                }
+                check(sub, &path, commands);
+            }
+        }
+        check(&Cli::command(), "", commands);
     }
 }

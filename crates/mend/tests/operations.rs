@@ -963,3 +963,27 @@ fn the_examples_say_how_to_reach_their_daemon() {
     }
     assert!(n_instructions >= 3, "{n_instructions} instructions found");
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definition() {
+    let run = |args: &[&str]| Command::new(MEND).args(args).output().expect("run mend");
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.status.success(), "{bash:?}");
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(script.contains("_mend()") && script.contains("check-config") && script.contains("--since"), "{script}");
+    let zsh = run(&["completions", "zsh"]);
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef mend"), "{zsh:?}");
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2), "an unknown shell is a usage error");
+
+    let man = run(&["man"]);
+    assert!(man.status.success(), "{man:?}");
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH mend 1") && page.contains("check\\-config") && page.contains("Exit status"), "{page}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pages = dir.path().join("man1");
+    let written = Command::new(MEND).args(["man", "--dir"]).arg(&pages).output().expect("run mend man");
+    assert!(written.status.success(), "{written:?}");
+    let status_page = std::fs::read_to_string(pages.join("mend-status.1")).expect("mend-status.1");
+    assert!(status_page.contains("\\-\\-json"), "{status_page}");
+    assert!(pages.join("mend.1").exists() && pages.join("mend-chaos-proxy.1").exists());
+}
