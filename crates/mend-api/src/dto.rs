@@ -41,12 +41,31 @@ pub struct ReplicaDto {
     pub state: String,
     /// In the ready set.
     pub ready: bool,
+    /// Why a running replica is out of the ready set, past its start: `readiness failing`,
+    /// `liveness failing` (the liveness probe gates readiness when there is no readiness probe), or
+    /// `busy (... probe times out while the process uses CPU)`.
+    #[serde(default)]
+    pub not_ready: Option<String>,
+    /// The replica has failed and stays down until an operator acts: mend gave up on it (`failed`), or
+    /// its process ended unsuccessfully and is not restarted (`exited`). `mend status` then exits 3.
+    #[serde(default)]
+    pub failed: bool,
     /// Health as people read it: `healthy`, `unhealthy` or `down`.
     pub health: String,
     /// Automatic restarts.
     pub restarts: u64,
-    /// How the last process ended, e.g. `exit code 1`.
+    /// How the last process ended and who ended it, for people: `exit code 1`, `crashed: SIGSEGV (11)`,
+    /// `killed by SIGKILL (9) from outside mend`, `killed by mend: hung`,
+    /// `stopped by mend: over its memory limit (exit code 0)`.
     pub last_exit: Option<String>,
+    /// Who ended the last process: `program` (it exited, or crashed by its own fault), `external_signal`
+    /// (a signal mend did not send: an operator's kill, the OOM killer) or `mend`.
+    #[serde(default)]
+    pub last_exit_cause: Option<String>,
+    /// Why mend ended it, when it did: `hung`, `liveness`, `busy`, `startup`, `memory`, `stop` or
+    /// `restart`.
+    #[serde(default)]
+    pub last_exit_reason: Option<String>,
     /// Exit code of the last process.
     pub last_exit_code: Option<i32>,
     /// Signal that ended the last process.
@@ -80,13 +99,20 @@ impl ReplicaDto {
             release: status.release.to_owned(),
             pid: status.pid,
             port: status.port,
-            state: status.state.to_owned(),
+            state: status.state.as_str().to_owned(),
             ready: status.ready,
+            not_ready: status.unready.map(|unready| unready.to_string()),
+            failed: status.failed(),
             health: health.to_owned(),
             restarts: status.restarts,
-            last_exit: status.last_exit.map(|exit| exit.to_string()),
-            last_exit_code: status.last_exit.and_then(|exit| exit.code),
-            last_exit_signal: status.last_exit.and_then(|exit| exit.signal),
+            last_exit: status.last_exit.map(|last| last.to_string()),
+            last_exit_cause: status.last_exit.map(|last| last.cause.as_str().to_owned()),
+            last_exit_reason: status
+                .last_exit
+                .and_then(|last| last.cause.stop_reason())
+                .map(|reason| reason.as_str().to_owned()),
+            last_exit_code: status.last_exit.and_then(|last| last.exit.code),
+            last_exit_signal: status.last_exit.and_then(|last| last.exit.signal),
             started_at: status.started_at.map(|at| at.to_string()),
             cpu_percent: status.process.map(|p| (p.cpu_percent * 10.0).round() / 10.0),
             cpu_seconds: status.process.map(|p| p.cpu_seconds),
@@ -115,6 +141,11 @@ impl ServiceDto {
 pub struct EventsResponse {
     /// Events, oldest first.
     pub events: Vec<EventDto>,
+    /// Pass it as `after` to read only what comes next: the newest event id when this page was read,
+    /// whether or not it matched (or, when a following page is full, its last id). A follower that
+    /// starts from it never replays older history, even when nothing matched yet.
+    #[serde(default)]
+    pub next_after: i64,
 }
 
 /// One stored event.
@@ -160,6 +191,9 @@ impl EventDto {
 pub struct SignalsResponse {
     /// Signal transitions, oldest first.
     pub signals: Vec<SignalDto>,
+    /// Pass it as `after` to read only what comes next (as [`EventsResponse::next_after`]).
+    #[serde(default)]
+    pub next_after: i64,
 }
 
 /// One signal transition.

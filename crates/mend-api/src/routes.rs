@@ -369,17 +369,9 @@ struct EventParams {
     kind: Option<String>,
 }
 
-/// Parses `since`: RFC 3339, Unix milliseconds, or a duration back from now (`5m`).
+/// Parses `since`: RFC 3339, or a duration back from now (`5m`); a bare number needs a unit.
 fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
-    if let Some(at) = Timestamp::parse(text) {
-        return Ok(at);
-    }
-    match parse_duration(text) {
-        Ok(ago) => Ok(now.saturating_sub(ago)),
-        Err(_) => Err(bad_request(format!(
-            "invalid since {text:?}: expected RFC 3339 (2026-01-02T03:04:05Z), Unix milliseconds or a duration like \"5m\""
-        ))),
-    }
+    mend_config::parse_since(text, now).map_err(|reason| bad_request(format!("invalid since {text:?}: {reason}")))
 }
 
 async fn events(
@@ -406,8 +398,11 @@ async fn events(
         return Err(ControlError::UnknownService(service.clone()).into());
     }
     let query = EventQuery { service: params.service, since, after_id: params.after, kinds, limit };
-    let stored = read_committed(&state, "event", move |store| store.events(&query)).await?;
-    Ok(Json(EventsResponse { events: stored.iter().map(|stored| EventDto::new(stored.id, &stored.event)).collect() }))
+    let page = read_committed(&state, "event", move |store| store.events_page(&query)).await?;
+    Ok(Json(EventsResponse {
+        events: page.items.iter().map(|stored| EventDto::new(stored.id, &stored.event)).collect(),
+        next_after: page.next_after,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,8 +431,11 @@ async fn signals(
         after_id: params.after,
         limit,
     };
-    let stored = read_committed(&state, "signal", move |store| store.signals(&query)).await?;
-    Ok(Json(SignalsResponse { signals: stored.iter().map(|s| SignalDto::new(s.id, &s.signal)).collect() }))
+    let page = read_committed(&state, "signal", move |store| store.signals_page(&query)).await?;
+    Ok(Json(SignalsResponse {
+        signals: page.items.iter().map(|s| SignalDto::new(s.id, &s.signal)).collect(),
+        next_after: page.next_after,
+    }))
 }
 
 /// Runs a `what` query on the store off the async workers, read-your-writes: whatever was queued before
@@ -619,11 +617,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn since_accepts_times_and_durations_back_from_now() {
+    fn since_accepts_times_and_durations_back_from_now_and_refuses_bare_numbers() {
         let now = Timestamp::from_millis(1_000_000);
         assert_eq!(parse_since("5m", now).ok(), Some(Timestamp::from_millis(700_000)));
         assert_eq!(parse_since("1970-01-01T00:00:01Z", now).ok(), Some(Timestamp::from_millis(1000)));
-        assert_eq!(parse_since("42", now).ok(), Some(Timestamp::from_millis(42)));
+        let bare = parse_since("42", now).expect_err("a bare number");
+        assert_eq!(bare.0, StatusCode::BAD_REQUEST);
+        assert!(bare.1.starts_with("invalid since \"42\": a number needs a unit: \"42s\""), "{}", bare.1);
         assert!(parse_since("yesterday", now).is_err());
     }
 

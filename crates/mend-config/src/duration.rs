@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use mend_types::Timestamp;
+
 /// Parses a duration written as one or more `<number><unit>` parts (`"1m30s"`), with units `ms`, `s`,
 /// `m`, `h` and `d`; numbers may have a fraction (`"1.5s"`). A bare number is refused: the unit is part of
 /// the value.
@@ -41,6 +43,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration {text:?}: too long"));
     }
     Ok(Duration::from_micros((total_ms * 1000.0).round() as u64))
+}
+
+/// Parses a lower time bound (`mend events --since`, `GET /api/v1/events?since=`): an RFC 3339 time, or
+/// a duration back from `now` (`"10m"`). A bare number is refused rather than read as milliseconds
+/// after the epoch: `--since 5` means five somethings ago, and the unit says which.
+pub fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+    let text = text.trim();
+    if text.parse::<f64>().is_ok() {
+        return Err(format!(
+            "a number needs a unit: \"{text}s\" (or ms, m, h, d) for that long ago, or an RFC 3339 time such as \
+             2026-01-02T03:04:05Z"
+        ));
+    }
+    if let Some(at) = Timestamp::parse(text) {
+        return Ok(at);
+    }
+    match parse_duration(text) {
+        Ok(ago) => Ok(now.saturating_sub(ago)),
+        Err(_) => {
+            Err("expected an RFC 3339 time (2026-01-02T03:04:05Z) or a duration back from now (\"10m\")".to_owned())
+        }
+    }
 }
 
 /// Formats a duration the way the config writes it: `"250ms"`, `"10s"`, `"1m30s"`.
@@ -100,6 +124,23 @@ mod tests {
         for (text, message) in cases {
             assert_eq!(parse_duration(text), Err(message.to_owned()), "{text:?}");
         }
+    }
+
+    #[test]
+    fn since_is_a_time_or_a_duration_back_and_a_bare_number_needs_a_unit() {
+        let now = Timestamp::from_millis(1_000_000);
+        assert_eq!(parse_since("5m", now), Ok(Timestamp::from_millis(700_000)));
+        assert_eq!(parse_since("5ms", now), Ok(Timestamp::from_millis(999_995)));
+        assert_eq!(parse_since("1970-01-01T00:00:01Z", now), Ok(Timestamp::from_millis(1000)));
+        let bare = "a number needs a unit: \"5s\" (or ms, m, h, d) for that long ago, or an RFC 3339 time such as \
+                    2026-01-02T03:04:05Z";
+        assert_eq!(parse_since("5", now), Err(bare.to_owned()));
+        assert!(parse_since("1795341600000", now).is_err_and(|e| e.starts_with("a number needs a unit")));
+        assert!(parse_since("-5", now).is_err_and(|e| e.starts_with("a number needs a unit")));
+        assert_eq!(
+            parse_since("yesterday", now),
+            Err("expected an RFC 3339 time (2026-01-02T03:04:05Z) or a duration back from now (\"10m\")".to_owned())
+        );
     }
 
     #[test]

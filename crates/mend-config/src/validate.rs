@@ -206,31 +206,44 @@ fn raw_section<T: DeserializeOwned>(
     None
 }
 
+/// Parses `text` as TOML, or says where it is not.
+fn parse_toml<'a>(file: &str, text: &'a str, lines: &LineIndex) -> Result<Spanned<DeTable<'a>>, ConfigErrors> {
+    DeTable::parse(text).map_err(|error| {
+        let offset = error.span().map_or(0, |span| span.start);
+        let (line, column) = lines.locate(text, offset);
+        let mut message = format!("invalid TOML: {}", error.message().trim());
+        // The parser does not say which key is repeated; its span does.
+        if message.ends_with("duplicate key")
+            && let Some(key) = error.span().and_then(|span| text.get(span)).map(str::trim).filter(|key| !key.is_empty())
+        {
+            message.push_str(&format!(" `{key}`"));
+        }
+        ConfigErrors(vec![ConfigError { file: file.to_owned(), line, column, key: String::new(), message }])
+    })
+}
+
+/// Parses and validates the `[api]` table of `text` alone (what client commands need): problems
+/// elsewhere in the file do not matter, only TOML syntax errors do.
+pub(crate) fn parse_api(file: &str, text: &str) -> Result<Api, ConfigErrors> {
+    let lines = LineIndex::new(text);
+    let root = parse_toml(file, text, &lines)?;
+    let mut problems = Problems { file, text, lines, root: Some(&root), errors: Vec::new(), dropped: Vec::new() };
+    let raw_api = match root.get_ref().get("api") {
+        Some(value) => raw_section(&mut problems, &KeyPath::default().key("api"), value).unwrap_or_default(),
+        None => RawApi::default(),
+    };
+    let api = validate_api(&mut problems, &raw_api);
+    let errors = problems.finish();
+    match api {
+        Some(api) if errors.0.is_empty() => Ok(api),
+        _ => Err(errors),
+    }
+}
+
 /// Parses and validates `text`, read from `file`; relative paths resolve against `base_dir`.
 pub(crate) fn parse_config(file: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let lines = LineIndex::new(text);
-    let root = match DeTable::parse(text) {
-        Ok(root) => root,
-        Err(error) => {
-            let offset = error.span().map_or(0, |span| span.start);
-            let (line, column) = lines.locate(text, offset);
-            let mut message = format!("invalid TOML: {}", error.message().trim());
-            // The parser does not say which key is repeated; its span does.
-            if message.ends_with("duplicate key")
-                && let Some(key) =
-                    error.span().and_then(|span| text.get(span)).map(str::trim).filter(|key| !key.is_empty())
-            {
-                message.push_str(&format!(" `{key}`"));
-            }
-            return Err(ConfigErrors(vec![ConfigError {
-                file: file.to_owned(),
-                line,
-                column,
-                key: String::new(),
-                message,
-            }]));
-        }
-    };
+    let root = parse_toml(file, text, &lines)?;
     let mut problems = Problems { file, text, lines, root: Some(&root), errors: Vec::new(), dropped: Vec::new() };
     let config = validate(&mut problems, &root, file, base_dir);
     let errors = problems.finish();
@@ -238,6 +251,23 @@ pub(crate) fn parse_config(file: &str, text: &str, base_dir: &Path) -> Result<Co
         Some(config) if errors.0.is_empty() => Ok(config),
         _ => Err(errors),
     }
+}
+
+/// 1-based line and column of the value at `keys` (a path of table keys, `["service", "web", "command"]`)
+/// in config `text`, or of the deepest of those keys that is there; None when `text` is not TOML.
+pub(crate) fn locate(text: &str, keys: &[&str]) -> Option<(usize, usize)> {
+    let root = DeTable::parse(text).ok()?;
+    let path = KeyPath(keys.iter().map(|key| Segment::Key((*key).to_owned())).collect());
+    let problems = Problems {
+        file: "",
+        text,
+        lines: LineIndex::new(text),
+        root: Some(&root),
+        errors: Vec::new(),
+        dropped: Vec::new(),
+    };
+    let span = problems.span_of(&path);
+    Some(problems.lines.locate(text, span.start))
 }
 
 fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str, base_dir: &Path) -> Option<Config> {

@@ -165,6 +165,28 @@ fn page(
     }
 }
 
+/// One page of a listing, and where a reader that follows it goes on from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The rows, oldest first.
+    pub items: Vec<T>,
+    /// Pass it as the next query's `after_id` to read only what comes next. Every row up to it that
+    /// matched is in this page (or, when following, in an earlier one), so a follower that goes on from
+    /// here neither repeats a row nor replays older history, even when nothing matched: the newest id of
+    /// the table when the page was read (0 when empty), or, when a following page is full, its last
+    /// row's id (the rest comes with the next page).
+    pub next_after: i64,
+}
+
+/// Where a follower goes on from after a page (see [`Page::next_after`]): `n_rows` rows were read,
+/// the last with id `last_row`, from a table whose newest id was `newest`.
+fn next_after(following: bool, limit: usize, n_rows: usize, last_row: Option<i64>, newest: i64) -> i64 {
+    match last_row {
+        Some(last_row) if following && n_rows >= limit => last_row,
+        _ => newest,
+    }
+}
+
 /// A stored signal transition with its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSignal {
@@ -326,7 +348,15 @@ impl Store {
 
     /// Reads events (blocking; call from a blocking context).
     pub fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        self.events_page(query).map(|page| page.items)
+    }
+
+    /// Reads events with where to follow on from (blocking). The page and its cursor come from one
+    /// snapshot of the database.
+    pub fn events_page(&self, query: &EventQuery) -> Result<Page<StoredEvent>, StoreError> {
+        let mut connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let snapshot = connection.transaction()?;
+        let newest: i64 = snapshot.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| row.get(0))?;
         let mut sql =
             String::from("SELECT id, at_ms, service, replica, kind, message, details FROM events WHERE 1 = 1");
         let mut values: Vec<rusqlite::types::Value> = Vec::new();
@@ -339,7 +369,7 @@ impl Store {
             sql.push(')');
         }
         let sql = page(sql, &mut values, query.service.as_deref(), query.since, query.after_id, query.limit);
-        let mut statement = connection.prepare_cached(&sql)?;
+        let mut statement = snapshot.prepare_cached(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
             let kind: String = row.get(4)?;
             let details: String = row.get(6)?;
@@ -355,8 +385,10 @@ impl Store {
             ))
         })?;
         let mut events = Vec::new();
+        let (mut n_rows, mut last_row) = (0, None);
         for row in rows {
             let (id, at_ms, service, replica, kind, message, details) = row?;
+            (n_rows, last_row) = (n_rows + 1, Some(id));
             // Rows this mend cannot interpret (a kind from a newer version) are skipped, not fatal.
             let Some(kind) = EventKind::parse(&kind) else { continue };
             let details = serde_json::from_str(&details).unwrap_or_default();
@@ -364,13 +396,22 @@ impl Store {
             let event = Event { at: Timestamp::from_millis(at_ms), service, replica, kind, message, details };
             events.push(StoredEvent { id, event });
         }
-        Ok(events)
+        let next_after = next_after(query.after_id.is_some(), query.limit, n_rows, last_row, newest);
+        Ok(Page { items: events, next_after })
     }
 
     /// Reads signal transitions (blocking). With `active_only`, returns for each condition whose latest
     /// transition is `firing` that transition.
     pub fn signals(&self, query: &SignalQuery) -> Result<Vec<StoredSignal>, StoreError> {
-        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        self.signals_page(query).map(|page| page.items)
+    }
+
+    /// Reads signal transitions with where to follow on from (blocking); one snapshot, as
+    /// [`Store::events_page`].
+    pub fn signals_page(&self, query: &SignalQuery) -> Result<Page<StoredSignal>, StoreError> {
+        let mut connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let snapshot = connection.transaction()?;
+        let newest: i64 = snapshot.query_row("SELECT COALESCE(MAX(id), 0) FROM signals", [], |row| row.get(0))?;
         let mut sql = String::from(
             "SELECT id, at_ms, since_ms, state, kind, name, severity, service, replica, value, labels, evidence FROM signals s WHERE 1 = 1",
         );
@@ -381,7 +422,7 @@ impl Store {
             );
         }
         let sql = page(sql, &mut values, query.service.as_deref(), query.since, query.after_id, query.limit);
-        let mut statement = connection.prepare_cached(&sql)?;
+        let mut statement = snapshot.prepare_cached(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
             Ok((
                 row.get::<_, i64>(0)?,
@@ -399,8 +440,10 @@ impl Store {
             ))
         })?;
         let mut signals = Vec::new();
+        let (mut n_rows, mut last_row) = (0, None);
         for row in rows {
             let (id, at_ms, since_ms, state, kind, name, severity, service, replica, value, labels, evidence) = row?;
+            (n_rows, last_row) = (n_rows + 1, Some(id));
             let state = match state.as_str() {
                 "firing" => SignalState::Firing,
                 "resolved" => SignalState::Resolved,
@@ -428,7 +471,8 @@ impl Store {
             };
             signals.push(StoredSignal { id, signal });
         }
-        Ok(signals)
+        let next_after = next_after(query.after_id.is_some(), query.limit, n_rows, last_row, newest);
+        Ok(Page { items: signals, next_after })
     }
 
     /// The id of the newest event, if any.
@@ -669,6 +713,41 @@ mod tests {
     }
 
     #[test]
+    fn a_page_says_where_a_follower_goes_on_from() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("mend.db"), Retention::default()).expect("open");
+        let empty = store.events_page(&EventQuery { limit: 10, ..Default::default() }).expect("query");
+        assert_eq!((empty.items.len(), empty.next_after), (0, 0));
+        let sink = store.sink();
+        sink.emit(event(1_000, "web", EventKind::Started));
+        sink.emit(event(2_000, "db", EventKind::Started));
+        sink.emit(event(3_000, "web", EventKind::Exited));
+        store.flush().expect("flush");
+        let ids: Vec<i64> = all(&store).iter().map(|e| e.id).collect();
+        let page = |query: EventQuery| {
+            let page = store.events_page(&query).expect("query");
+            (page.items.iter().map(|e| e.id).collect::<Vec<_>>(), page.next_after)
+        };
+        // Nothing matched (yet): a follower starts after the newest row, never from the beginning.
+        let since_later = EventQuery { since: Some(Timestamp::from_millis(10_000)), limit: 10, ..Default::default() };
+        assert_eq!(page(since_later), (vec![], ids[2]));
+        // The newest matching rows: the rows after them did not match, so the follower skips them too.
+        assert_eq!(
+            page(EventQuery { service: Some("db".into()), limit: 10, ..Default::default() }),
+            (vec![ids[1]], ids[2])
+        );
+        // Following: a full page goes on from its last row (the rest is the next page), a partial one
+        // from the newest row.
+        assert_eq!(page(EventQuery { after_id: Some(ids[0]), limit: 1, ..Default::default() }), (vec![ids[1]], ids[1]));
+        let web_after =
+            EventQuery { service: Some("web".into()), after_id: Some(ids[0]), limit: 10, ..Default::default() };
+        assert_eq!(page(web_after), (vec![ids[2]], ids[2]));
+        let db_after =
+            EventQuery { service: Some("db".into()), after_id: Some(ids[1]), limit: 1, ..Default::default() };
+        assert_eq!(page(db_after), (vec![], ids[2]));
+    }
+
+    #[test]
     fn events_survive_reopening() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mend.db");
@@ -714,6 +793,17 @@ mod tests {
         let active = store.signals(&SignalQuery { active_only: true, limit: 10, ..Default::default() }).expect("query");
         let names: Vec<&str> = active.iter().map(|s| s.signal.name.as_str()).collect();
         assert_eq!(names, ["B", "C"]);
+        // Following active signals when none is firing starts after the newest transition.
+        sink.signal(signal(5, "B", SignalState::Resolved));
+        sink.signal(signal(6, "C", SignalState::Resolved));
+        store.flush().expect("flush");
+        let page =
+            store.signals_page(&SignalQuery { active_only: true, limit: 10, ..Default::default() }).expect("query");
+        assert!(page.items.is_empty());
+        assert_eq!(
+            Some(page.next_after),
+            store.signals(&SignalQuery { limit: 1, ..Default::default() }).expect("query").first().map(|s| s.id)
+        );
     }
 
     #[test]

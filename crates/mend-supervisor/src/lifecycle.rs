@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use mend_config::{Backoff, ProbeRole, RestartLimit, RestartPolicy, Service};
-use mend_types::{EventKind, ExitInfo, ProbeOutcome};
+use mend_types::{EventKind, ExitCause, ExitInfo, LastExit, ProbeOutcome, StopReason, is_fault_signal};
 use serde_json::{Map, Value, json};
 
 use crate::backoff::restart_delay;
@@ -35,6 +35,18 @@ pub struct LivenessPolicy {
     pub start_grace: Duration,
 }
 
+/// The probe that gates readiness, as the state machine needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadinessGate {
+    /// The readiness probe, else the liveness probe.
+    pub role: ProbeRole,
+    /// Its thresholds.
+    pub thresholds: Thresholds,
+    /// Until it first passes, a replica whose gate fails within this time of its start is starting; after
+    /// it, the replica runs and is not ready because its gate fails.
+    pub start_grace: Duration,
+}
+
 /// The parts of a service's config that govern one replica's life.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -54,7 +66,7 @@ pub struct Policy {
     pub liveness: Option<LivenessPolicy>,
     /// Which probe gates readiness: the readiness probe, else the liveness probe, else none (a replica is
     /// ready once it runs and has started).
-    pub readiness_gate: Option<(ProbeRole, Thresholds)>,
+    pub readiness_gate: Option<ReadinessGate>,
 }
 
 impl Policy {
@@ -63,9 +75,14 @@ impl Policy {
         let thresholds = |role| {
             service.probe(role).map(|p| Thresholds { success: p.success_threshold, failure: p.failure_threshold })
         };
-        let readiness_gate = thresholds(ProbeRole::Readiness)
-            .map(|t| (ProbeRole::Readiness, t))
-            .or_else(|| thresholds(ProbeRole::Liveness).map(|t| (ProbeRole::Liveness, t)));
+        let gate = |role| {
+            service.probe(role).map(|p| ReadinessGate {
+                role,
+                thresholds: Thresholds { success: p.success_threshold, failure: p.failure_threshold },
+                start_grace: p.initial_delay + p.interval.saturating_mul(p.failure_threshold),
+            })
+        };
+        let readiness_gate = gate(ProbeRole::Readiness).or_else(|| gate(ProbeRole::Liveness));
         Self {
             restart: service.restart,
             backoff: service.backoff,
@@ -189,7 +206,10 @@ enum Phase {
         /// When the process started (not when the stop began).
         since: Instant,
         deadline: Instant,
+        /// mend has sent SIGKILL.
         killed: bool,
+        /// Why mend stops it (the first reason, should another come while it stops).
+        cause: StopReason,
         then: AfterStop,
     },
     BackingOff {
@@ -201,6 +221,85 @@ enum Phase {
     Failed,
     /// Ended and the restart policy says not to restart.
     Exited,
+}
+
+/// Where a replica is in its life, for people and the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplicaState {
+    /// Not started yet: waiting for its dependencies (or an operator).
+    Waiting,
+    /// Its process runs and has not been ready yet: the startup probe, or the readiness gate within its
+    /// start grace.
+    Starting,
+    /// Its process runs; see [`Lifecycle::unready`] for why it may be out of the ready set.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Waiting out a restart delay.
+    Backoff,
+    /// Stopped on purpose.
+    Stopped,
+    /// mend gave up on it after too many restarts.
+    Failed,
+    /// Its process ended and the restart policy does not restart it.
+    Exited,
+}
+
+impl ReplicaState {
+    /// Every state, in life order.
+    pub const ALL: [Self; 8] = [
+        Self::Waiting,
+        Self::Starting,
+        Self::Running,
+        Self::Stopping,
+        Self::Backoff,
+        Self::Stopped,
+        Self::Failed,
+        Self::Exited,
+    ];
+
+    /// Stable name, for the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Backoff => "backoff",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::Exited => "exited",
+        }
+    }
+
+    /// The state called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ReplicaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a running replica is out of the ready set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unready {
+    /// The probe that gates readiness (the readiness probe, else the liveness probe) fails.
+    Failing(ProbeRole),
+    /// The probe that gates readiness times out while the process works: busy, not hung.
+    Busy(ProbeRole),
+}
+
+impl std::fmt::Display for Unready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failing(role) => write!(f, "{} failing", role.as_str()),
+            Self::Busy(role) => write!(f, "busy ({} probe times out while the process uses CPU)", role.as_str()),
+        }
+    }
 }
 
 /// Which probes should be running for the replica right now.
@@ -258,7 +357,11 @@ pub struct Lifecycle {
     consecutive_failures: u32,
     intensity: RestartIntensity,
     restarts: u64,
-    last_exit: Option<ExitInfo>,
+    last_exit: Option<LastExit>,
+    /// The readiness gate has passed since the process started.
+    gate_passed: bool,
+    /// Why the running process is not ready, once past its start (see [`ReadinessGate::start_grace`]).
+    unready: Option<Unready>,
 }
 
 /// How the machine reads one liveness or startup outcome.
@@ -321,6 +424,8 @@ impl Lifecycle {
             intensity: RestartIntensity::default(),
             restarts: 0,
             last_exit: None,
+            gate_passed: false,
+            unready: None,
         }
     }
 
@@ -350,23 +455,32 @@ impl Lifecycle {
         self.restarts
     }
 
-    /// How the last process ended.
-    pub fn last_exit(&self) -> Option<ExitInfo> {
+    /// How the last process ended, and who ended it.
+    pub fn last_exit(&self) -> Option<LastExit> {
         self.last_exit
     }
 
-    /// A short state name for people and the API.
-    pub fn state_name(&self) -> &'static str {
+    /// Where the replica is in its life.
+    pub fn state(&self) -> ReplicaState {
         match &self.phase {
-            Phase::Idle => "waiting",
-            Phase::Running { started: false, .. } => "starting",
-            Phase::Running { .. } if !self.ready => "starting",
-            Phase::Running { .. } => "running",
-            Phase::Stopping { .. } => "stopping",
-            Phase::BackingOff { .. } => "backoff",
-            Phase::Stopped => "stopped",
-            Phase::Failed => "failed",
-            Phase::Exited => "exited",
+            Phase::Idle => ReplicaState::Waiting,
+            Phase::Running { started: false, .. } => ReplicaState::Starting,
+            Phase::Running { .. } if !self.ready && self.unready.is_none() => ReplicaState::Starting,
+            Phase::Running { .. } => ReplicaState::Running,
+            Phase::Stopping { .. } => ReplicaState::Stopping,
+            Phase::BackingOff { .. } => ReplicaState::Backoff,
+            Phase::Stopped => ReplicaState::Stopped,
+            Phase::Failed => ReplicaState::Failed,
+            Phase::Exited => ReplicaState::Exited,
+        }
+    }
+
+    /// Why a running replica is not ready: its readiness gate fails (after it passed once, or past its
+    /// start grace). None while it starts, is ready, or does not run.
+    pub fn unready(&self) -> Option<Unready> {
+        match self.phase {
+            Phase::Running { started: true, .. } if !self.ready => self.unready,
+            _ => None,
         }
     }
 
@@ -431,7 +545,7 @@ impl Lifecycle {
             Input::Stopped { pid, for_secs } => {
                 if self.pid() == Some(pid) && matches!(self.phase, Phase::Running { .. }) {
                     let reason = format!("process is stopped (state T) for {for_secs:.0}s and cannot serve");
-                    self.unhealthy("process", reason, true, now, &mut effects);
+                    self.unhealthy("process", StopReason::Hung, reason, now, &mut effects);
                 }
             }
             Input::MemoryExceeded { pid, rss_bytes, limit_bytes } => {
@@ -442,7 +556,7 @@ impl Lifecycle {
                         mib(rss_bytes),
                         mib(limit_bytes)
                     );
-                    self.unhealthy("memory", reason, false, now, &mut effects);
+                    self.unhealthy("memory", StopReason::Memory, reason, now, &mut effects);
                 }
             }
         }
@@ -468,7 +582,7 @@ impl Lifecycle {
         match &mut self.phase {
             Phase::Running { pid, .. } => {
                 let pid = *pid;
-                self.begin_stop(pid, now, AfterStop::StayStopped, false, effects);
+                self.begin_stop(pid, now, AfterStop::StayStopped, StopReason::Stop, effects);
             }
             Phase::Stopping { then, .. } => *then = AfterStop::StayStopped,
             Phase::Stopped => {}
@@ -483,14 +597,16 @@ impl Lifecycle {
         match self.phase {
             Phase::Running { pid, .. } => {
                 let then = AfterStop::Restart { reason: "restart requested by operator".to_owned(), automatic: false };
-                self.begin_stop(pid, now, then, false, effects);
+                self.begin_stop(pid, now, then, StopReason::Restart, effects);
             }
             _ => self.start(effects),
         }
     }
 
-    /// Asks the process to stop (or kills it at once when `kill`), leaving the ready set first.
-    fn begin_stop(&mut self, pid: u32, now: Instant, then: AfterStop, kill: bool, effects: &mut Vec<Effect>) {
+    /// Asks the process to stop for `cause` (or kills it at once when it is hung), leaving the ready set
+    /// first.
+    fn begin_stop(&mut self, pid: u32, now: Instant, then: AfterStop, cause: StopReason, effects: &mut Vec<Effect>) {
+        let kill = cause == StopReason::Hung;
         let was_ready = self.ready;
         self.set_ready(false, "stopping", effects);
         let reason = match &then {
@@ -524,7 +640,8 @@ impl Lifecycle {
             Phase::Running { since, .. } | Phase::Stopping { since, .. } => since,
             _ => now,
         };
-        self.phase = Phase::Stopping { pid, since, deadline: now + self.policy.stop_timeout, killed: kill, then };
+        self.phase =
+            Phase::Stopping { pid, since, deadline: now + self.policy.stop_timeout, killed: kill, cause, then };
     }
 
     fn spawned(&mut self, pid: u32, now: Instant, effects: &mut Vec<Effect>) {
@@ -535,6 +652,8 @@ impl Lifecycle {
         self.liveness_failures = 0;
         self.liveness_passed = false;
         self.busy_since = None;
+        self.gate_passed = false;
+        self.unready = None;
         effects.push(event(EventKind::Started, format!("started pid {pid}"), json!({ "pid": pid })));
         if started && self.policy.readiness_gate.is_none() {
             self.set_ready(true, "running (no readiness or liveness probe)", effects);
@@ -542,16 +661,28 @@ impl Lifecycle {
     }
 
     fn exited(&mut self, exit: ExitInfo, now: Instant, jitter: f64, effects: &mut Vec<Effect>) {
-        let (pid, since, then) = match &self.phase {
-            Phase::Running { pid, since, .. } => (*pid, *since, None),
-            Phase::Stopping { pid, since, then, .. } => (*pid, *since, Some(then.clone())),
+        let (pid, since, then, stopping) = match &self.phase {
+            Phase::Running { pid, since, .. } => (*pid, *since, None, None),
+            Phase::Stopping { pid, since, then, killed, cause, .. } => {
+                (*pid, *since, Some(then.clone()), Some((*cause, *killed)))
+            }
             // A stale exit (the process was already accounted for): nothing to do.
             _ => return,
         };
-        self.last_exit = Some(exit);
+        let cause = self.exit_cause(exit, stopping);
+        self.last_exit = Some(LastExit { exit, cause });
         let ran_for = Some(now.saturating_duration_since(since));
         self.set_ready(false, "exited", effects);
-        let mut details = json!({ "pid": pid, "code": exit.code, "signal": exit.signal, "uptime_ms": millis(now.saturating_duration_since(since)) });
+        let mut details = json!({
+            "pid": pid,
+            "code": exit.code,
+            "signal": exit.signal,
+            "uptime_ms": millis(now.saturating_duration_since(since)),
+            "cause": cause.as_str(),
+        });
+        if let Some(reason) = cause.stop_reason() {
+            details["stop_reason"] = Value::from(reason.as_str());
+        }
         if exit.core_dumped {
             details["core_dumped"] = Value::Bool(true);
         }
@@ -590,6 +721,19 @@ impl Lifecycle {
                 ));
                 effects.push(Effect::Spawn);
             }
+        }
+    }
+
+    /// Who ended a process that exited with `exit`; `stopping` says why mend was stopping it, if it was,
+    /// and whether it had sent SIGKILL.
+    fn exit_cause(&self, exit: ExitInfo, stopping: Option<(StopReason, bool)>) -> ExitCause {
+        let mend_killed = |killed: bool| killed || self.policy.stop_signal == 9;
+        match (stopping, exit.signal) {
+            // A SIGKILL that mend did not send ended a graceful stop: someone else's.
+            (Some((_, killed)), Some(9)) if !mend_killed(killed) => ExitCause::ExternalSignal,
+            (Some((reason, _)), _) => ExitCause::Mend(reason),
+            (None, Some(signal)) if !is_fault_signal(signal) => ExitCause::ExternalSignal,
+            (None, _) => ExitCause::Program,
         }
     }
 
@@ -646,13 +790,13 @@ impl Lifecycle {
         match role {
             ProbeRole::Startup if !started => self.startup_probe(outcome, now, effects),
             ProbeRole::Liveness if started => {
-                let gates_readiness = self.policy.readiness_gate.is_some_and(|(gate, _)| gate == ProbeRole::Liveness);
+                let gates_readiness = self.policy.readiness_gate.is_some_and(|gate| gate.role == ProbeRole::Liveness);
                 self.liveness_probe(outcome.clone(), now, effects);
                 if gates_readiness && matches!(self.phase, Phase::Running { .. }) {
-                    self.readiness_probe(outcome, effects);
+                    self.readiness_probe(outcome, now, effects);
                 }
             }
-            ProbeRole::Readiness if started => self.readiness_probe(outcome, effects),
+            ProbeRole::Readiness if started => self.readiness_probe(outcome, now, effects),
             // Outcomes of probes that should no longer run (a late startup result, say).
             _ => {}
         }
@@ -669,12 +813,12 @@ impl Lifecycle {
                     self.set_ready(true, "startup probe passed", effects);
                 }
             }
-            Verdict::Hung(reason) => self.unhealthy("startup", reason, true, now, effects),
+            Verdict::Hung(reason) => self.unhealthy("startup", StopReason::Hung, reason, now, effects),
             Verdict::Failing(reason) | Verdict::Busy(reason) => {
                 self.startup_failures += 1;
                 if self.startup_failures >= thresholds.failure {
                     let reason = format!("not started after {} startup probes (last: {reason})", self.startup_failures);
-                    self.unhealthy("startup", reason, false, now, effects);
+                    self.unhealthy("startup", StopReason::Startup, reason, now, effects);
                 }
             }
         }
@@ -700,7 +844,7 @@ impl Lifecycle {
                 self.liveness_failures = 0;
                 self.busy_since = None;
             }
-            Verdict::Hung(reason) => self.unhealthy("liveness", reason, true, now, effects),
+            Verdict::Hung(reason) => self.unhealthy("liveness", StopReason::Hung, reason, now, effects),
             Verdict::Failing(reason) => {
                 self.liveness_failures += 1;
                 if self.liveness_failures == 1 {
@@ -714,8 +858,11 @@ impl Lifecycle {
                     let reason =
                         format!("liveness probe failed {} times in a row (last: {reason})", self.liveness_failures);
                     // An unresponsive process that uses no CPU is hung: it would not honour a graceful stop.
-                    let hung = matches!(outcome, ProbeOutcome::Timeout { .. });
-                    self.unhealthy("liveness", reason, hung, now, effects);
+                    let cause = match outcome {
+                        ProbeOutcome::Timeout { .. } => StopReason::Hung,
+                        _ => StopReason::Liveness,
+                    };
+                    self.unhealthy("liveness", cause, reason, now, effects);
                 }
             }
             Verdict::Busy(reason) => {
@@ -733,14 +880,14 @@ impl Lifecycle {
                 if now.saturating_duration_since(since) >= busy_timeout {
                     let reason =
                         format!("unresponsive for {}s while busy (last: {reason})", busy_timeout.as_secs_f64());
-                    self.unhealthy("liveness", reason, false, now, effects);
+                    self.unhealthy("liveness", StopReason::Busy, reason, now, effects);
                 }
             }
         }
     }
 
-    fn readiness_probe(&mut self, outcome: ProbeOutcome, effects: &mut Vec<Effect>) {
-        let Some((role, thresholds)) = self.policy.readiness_gate else { return };
+    fn readiness_probe(&mut self, outcome: ProbeOutcome, now: Instant, effects: &mut Vec<Effect>) {
+        let Some(ReadinessGate { role, thresholds, start_grace }) = self.policy.readiness_gate else { return };
         let ok = outcome == ProbeOutcome::Success;
         if let Some(passing) = self.readiness.record(ok, thresholds) {
             let reason = match &outcome {
@@ -750,19 +897,30 @@ impl Lifecycle {
             };
             self.set_ready(passing, &reason, effects);
         }
+        self.gate_passed |= self.ready;
+        // Not ready once past its start (it was ready, or its start grace is over): its gate is failing.
+        let past_start = self.gate_passed
+            || matches!(self.phase, Phase::Running { since, .. } if now.saturating_duration_since(since) >= start_grace);
+        let busy = matches!(&outcome, ProbeOutcome::Timeout { evidence: Some(evidence) } if evidence.is_busy());
+        self.unready = match (self.ready, past_start) {
+            (false, true) if busy => Some(Unready::Busy(role)),
+            (false, true) => Some(Unready::Failing(role)),
+            _ => None,
+        };
     }
 
-    /// A live process must be replaced (`check` says which check failed): stop it (kill it at once when it
-    /// is hung) and restart it.
-    fn unhealthy(&mut self, check: &str, reason: String, hung: bool, now: Instant, effects: &mut Vec<Effect>) {
+    /// A live process must be replaced (`check` says which check failed, `cause` why mend stops it): stop
+    /// it (kill it at once when it is hung) and restart it.
+    fn unhealthy(&mut self, check: &str, cause: StopReason, reason: String, now: Instant, effects: &mut Vec<Effect>) {
         let Phase::Running { pid, .. } = self.phase else { return };
+        let hung = cause == StopReason::Hung;
         effects.push(event(
             EventKind::Unhealthy,
             format!("{check} check failed: {reason}"),
             json!({ "check": check, "reason": reason, "pid": pid, "hung": hung }),
         ));
         let then = AfterStop::Restart { reason: format!("{check} check failed: {reason}"), automatic: true };
-        self.begin_stop(pid, now, then, hung, effects);
+        self.begin_stop(pid, now, then, cause, effects);
     }
 
     fn timer(&mut self, now: Instant, effects: &mut Vec<Effect>) {

@@ -4,9 +4,14 @@
 use std::time::{Duration, Instant};
 
 use mend_config::{Backoff, ProbeRole, RestartLimit, RestartPolicy};
-use mend_types::{ExitInfo, ProbeOutcome, ProcessEvidence};
+use mend_types::{ExitCause, ExitInfo, ProbeOutcome, ProcessEvidence, StopReason};
 
-use super::{Effect, Input, Lifecycle, LivenessPolicy, Policy, Thresholds};
+use super::{Effect, Input, Lifecycle, LivenessPolicy, Policy, ReadinessGate, ReplicaState, Thresholds, Unready};
+
+/// The probe `role` gates readiness with these thresholds, after a start grace of 1.5 s.
+fn gate(role: ProbeRole, success: u32, failure: u32) -> ReadinessGate {
+    ReadinessGate { role, thresholds: Thresholds { success, failure }, start_grace: Duration::from_millis(1500) }
+}
 
 fn policy() -> Policy {
     Policy {
@@ -26,7 +31,7 @@ fn policy() -> Policy {
             busy_timeout: Duration::from_secs(30),
             start_grace: Duration::from_millis(1500),
         }),
-        readiness_gate: Some((ProbeRole::Liveness, Thresholds { success: 1, failure: 3 })),
+        readiness_gate: Some(gate(ProbeRole::Liveness, 1, 3)),
     }
 }
 
@@ -105,7 +110,7 @@ fn crash_restarts_immediately_then_backs_off_exponentially() {
         ],
     );
     assert_eq!(machine.restarts(), 3);
-    assert_eq!(machine.state_name(), "backoff");
+    assert_eq!(machine.state(), ReplicaState::Backoff);
     assert_eq!(machine.next_deadline(), Some(start + Duration::from_millis(1900)));
 }
 
@@ -165,7 +170,7 @@ fn crash_loop_gives_up_after_the_restart_limit() {
             ],
         )],
     );
-    assert_eq!(machine.state_name(), "failed");
+    assert_eq!(machine.state(), ReplicaState::Failed);
     assert_eq!(machine.next_deadline(), None);
     // An operator's start gives it a fresh budget.
     check(&mut machine, start, &[(now + 20, Input::Start, &["spawn"])]);
@@ -175,11 +180,11 @@ fn crash_loop_gives_up_after_the_restart_limit() {
 fn restart_policies_decide_whether_an_exit_restarts() {
     let start = Instant::now();
     for (restart, exit, expected_state) in [
-        (RestartPolicy::Always, ExitInfo::code(0), "running"),
-        (RestartPolicy::OnFailure, ExitInfo::code(0), "exited"),
-        (RestartPolicy::OnFailure, ExitInfo::code(1), "running"),
-        (RestartPolicy::OnFailure, ExitInfo::signal(9), "running"),
-        (RestartPolicy::Never, ExitInfo::code(1), "exited"),
+        (RestartPolicy::Always, ExitInfo::code(0), ReplicaState::Running),
+        (RestartPolicy::OnFailure, ExitInfo::code(0), ReplicaState::Exited),
+        (RestartPolicy::OnFailure, ExitInfo::code(1), ReplicaState::Running),
+        (RestartPolicy::OnFailure, ExitInfo::signal(9), ReplicaState::Running),
+        (RestartPolicy::Never, ExitInfo::code(1), ReplicaState::Exited),
     ] {
         let mut machine = Lifecycle::new(Policy { restart, readiness_gate: None, liveness: None, ..policy() });
         machine.handle(Input::Start, start, 0.0);
@@ -188,7 +193,7 @@ fn restart_policies_decide_whether_an_exit_restarts() {
         if effects.contains(&Effect::Spawn) {
             machine.handle(Input::Spawned { pid: 2 }, start, 0.0);
         }
-        assert_eq!(machine.state_name(), expected_state, "{restart:?} {exit}");
+        assert_eq!(machine.state(), expected_state, "{restart:?} {exit}");
     }
 }
 
@@ -248,7 +253,8 @@ fn a_busy_replica_is_not_restarted_before_its_busy_timeout() {
             "{secs}s: {effects:?}"
         );
     }
-    assert_eq!(machine.state_name(), "starting", "busy replicas leave the ready set but keep running");
+    assert_eq!(machine.state(), ReplicaState::Running, "busy replicas leave the ready set but keep running");
+    assert_eq!(machine.unready(), Some(Unready::Busy(ProbeRole::Liveness)));
     // Recovers: counted as healthy again.
     let effects = render(&machine.handle(liveness(7, ProbeOutcome::Success), start + Duration::from_secs(11), 0.0));
     assert_eq!(effects, ["probe_recovered: liveness probe passes again", "ready: ready: liveness probe passed"]);
@@ -356,10 +362,7 @@ fn startup_probe_failing_too_long_restarts() {
 #[test]
 fn readiness_toggles_with_hysteresis() {
     let start = Instant::now();
-    let mut machine = Lifecycle::new(Policy {
-        readiness_gate: Some((ProbeRole::Readiness, Thresholds { success: 2, failure: 2 })),
-        ..policy()
-    });
+    let mut machine = Lifecycle::new(Policy { readiness_gate: Some(gate(ProbeRole::Readiness, 2, 2)), ..policy() });
     machine.handle(Input::Start, start, 0.0);
     machine.handle(Input::Spawned { pid: 7 }, start, 0.0);
     let readiness = |outcome| Input::Probe { role: ProbeRole::Readiness, pid: 7, outcome };
@@ -542,4 +545,224 @@ fn a_replacement_after_a_long_run_is_immediate_every_time() {
         );
         machine.handle(Input::Spawned { pid: pid + 1 }, start + Duration::from_millis(at + 100), 0.0);
     }
+}
+
+/// Drives a fresh machine with `policy` through `steps` of (milliseconds since start, input), whatever
+/// their effects, and returns the effects of the last step.
+fn drive(machine: &mut Lifecycle, start: Instant, steps: &[(u64, Input)]) -> Vec<Effect> {
+    let mut last = Vec::new();
+    for (at_ms, input) in steps {
+        last = machine.handle(input.clone(), start + Duration::from_millis(*at_ms), 0.0);
+    }
+    last
+}
+
+#[test]
+fn the_last_exit_says_who_ended_the_process() {
+    let start = Instant::now();
+    let over = Input::MemoryExceeded { pid: 7, rss_bytes: 300 * 1_048_576, limit_bytes: 256 * 1_048_576 };
+    let exit = |exit: ExitInfo| Input::Exited(exit);
+    let startup = |outcome| Input::Probe { role: ProbeRole::Startup, pid: 7, outcome };
+    let with_startup = Policy { startup: Some(Thresholds { success: 1, failure: 2 }), ..policy() };
+    /// What happens, under which policy, the steps after a start, who ended the process, what status shows.
+    type Case = (&'static str, Policy, Vec<(u64, Input)>, ExitCause, &'static str);
+    let cases: Vec<Case> = vec![
+        ("the program exits", policy(), vec![(100, crash(1))], ExitCause::Program, "exit code 1"),
+        (
+            "the program aborts",
+            policy(),
+            vec![(100, exit(ExitInfo::signal(6)))],
+            ExitCause::Program,
+            "crashed: SIGABRT (6)",
+        ),
+        (
+            "an operator's kill -9",
+            policy(),
+            vec![(100, exit(ExitInfo::signal(9)))],
+            ExitCause::ExternalSignal,
+            "killed by SIGKILL (9) from outside mend",
+        ),
+        (
+            "someone's SIGTERM",
+            policy(),
+            vec![(100, exit(ExitInfo::signal(15)))],
+            ExitCause::ExternalSignal,
+            "killed by SIGTERM (15) from outside mend",
+        ),
+        (
+            "a stopped process, seen by its probe",
+            policy(),
+            vec![(100, liveness(7, timeout('T', 0.0))), (105, exit(ExitInfo::signal(9)))],
+            ExitCause::Mend(StopReason::Hung),
+            "killed by mend: hung",
+        ),
+        (
+            "a stopped process, seen by sampling",
+            policy(),
+            vec![(100, Input::Stopped { pid: 7, for_secs: 1.0 }), (105, exit(ExitInfo::signal(9)))],
+            ExitCause::Mend(StopReason::Hung),
+            "killed by mend: hung",
+        ),
+        (
+            "an idle process that does not answer",
+            policy(),
+            vec![
+                (500, liveness(7, timeout('S', 0.0))),
+                (1000, liveness(7, timeout('S', 0.0))),
+                (1500, liveness(7, timeout('S', 0.0))),
+                (1505, exit(ExitInfo::signal(9))),
+            ],
+            ExitCause::Mend(StopReason::Hung),
+            "killed by mend: hung",
+        ),
+        (
+            "a liveness probe that fails",
+            policy(),
+            vec![
+                (500, liveness(7, failure())),
+                (1000, liveness(7, failure())),
+                (1500, liveness(7, failure())),
+                (1600, exit(ExitInfo::signal(15))),
+            ],
+            ExitCause::Mend(StopReason::Liveness),
+            "stopped by mend: liveness probe failing (SIGTERM)",
+        ),
+        (
+            "busy past its busy timeout",
+            policy(),
+            vec![
+                (1000, liveness(7, timeout('R', 0.9))),
+                (31_000, liveness(7, timeout('R', 0.9))),
+                (31_100, exit(ExitInfo::code(0))),
+            ],
+            ExitCause::Mend(StopReason::Busy),
+            "stopped by mend: busy past busy_timeout (exit code 0)",
+        ),
+        (
+            "a startup probe that never passes",
+            with_startup,
+            vec![(100, startup(failure())), (200, startup(failure())), (300, exit(ExitInfo::signal(15)))],
+            ExitCause::Mend(StopReason::Startup),
+            "stopped by mend: startup probe failing (SIGTERM)",
+        ),
+        (
+            "over its memory limit",
+            policy(),
+            vec![(100, over.clone()), (200, exit(ExitInfo::code(0)))],
+            ExitCause::Mend(StopReason::Memory),
+            "stopped by mend: over its memory limit (exit code 0)",
+        ),
+        (
+            "over its memory limit, deaf to SIGTERM",
+            policy(),
+            vec![(100, over.clone()), (5100, Input::Timer), (5105, exit(ExitInfo::signal(9)))],
+            ExitCause::Mend(StopReason::Memory),
+            "killed by mend: over its memory limit",
+        ),
+        (
+            "a kill -9 from outside while mend stops it gracefully",
+            policy(),
+            vec![(100, over), (200, exit(ExitInfo::signal(9)))],
+            ExitCause::ExternalSignal,
+            "killed by SIGKILL (9) from outside mend",
+        ),
+        (
+            "an operator's stop",
+            policy(),
+            vec![(100, Input::Stop), (200, exit(ExitInfo::code(0)))],
+            ExitCause::Mend(StopReason::Stop),
+            "stopped by mend: stop requested (exit code 0)",
+        ),
+        (
+            "an operator's restart",
+            policy(),
+            vec![(100, Input::Restart), (200, exit(ExitInfo::signal(15)))],
+            ExitCause::Mend(StopReason::Restart),
+            "stopped by mend: restart requested (SIGTERM)",
+        ),
+        (
+            "a stop signal that is SIGKILL",
+            Policy { stop_signal: 9, ..policy() },
+            vec![(100, Input::Stop), (105, exit(ExitInfo::signal(9)))],
+            ExitCause::Mend(StopReason::Stop),
+            "killed by mend: stop requested",
+        ),
+    ];
+    for (what, policy, steps, cause, shown) in cases {
+        let mut machine = Lifecycle::new(policy);
+        let started = [(0, Input::Start), (0, Input::Spawned { pid: 7 }), (10, liveness(7, ProbeOutcome::Success))];
+        drive(&mut machine, start, &started);
+        let effects = drive(&mut machine, start, &steps);
+        let last = machine.last_exit().unwrap_or_else(|| panic!("{what}: no exit"));
+        assert_eq!((last.cause, last.to_string().as_str()), (cause, shown), "{what}");
+        // The exited event carries it too.
+        let details = effects.iter().find_map(|effect| match effect {
+            Effect::Event { kind: mend_types::EventKind::Exited, details, .. } => Some(details.clone()),
+            _ => None,
+        });
+        let details = details.unwrap_or_else(|| panic!("{what}: no exited event in {effects:?}"));
+        assert_eq!(details["cause"], cause.as_str(), "{what}");
+        assert_eq!(details.get("stop_reason").and_then(|r| r.as_str()), cause.stop_reason().map(StopReason::as_str));
+    }
+}
+
+/// Drives `machine` through `steps` of (milliseconds since start, input, state and why it is not ready
+/// after the input).
+fn check_states(machine: &mut Lifecycle, start: Instant, steps: &[(u64, Input, ReplicaState, Option<Unready>)]) {
+    for (step_idx, (at_ms, input, state, unready)) in steps.iter().enumerate() {
+        machine.handle(input.clone(), start + Duration::from_millis(*at_ms), 0.0);
+        assert_eq!((machine.state(), machine.unready()), (*state, *unready), "step {step_idx} at {at_ms}ms: {input:?}");
+    }
+}
+
+#[test]
+fn a_running_replica_out_of_the_ready_set_says_why_once_past_its_start() {
+    use ReplicaState::{Running, Starting, Stopping, Waiting};
+    let start = Instant::now();
+    let readiness = |outcome| Input::Probe { role: ProbeRole::Readiness, pid: 7, outcome };
+    let failing = Some(Unready::Failing(ProbeRole::Readiness));
+    let mut machine = Lifecycle::new(Policy {
+        readiness_gate: Some(ReadinessGate {
+            start_grace: Duration::from_millis(300),
+            ..gate(ProbeRole::Readiness, 1, 2)
+        }),
+        ..policy()
+    });
+    check_states(
+        &mut machine,
+        start,
+        &[
+            (0, Input::Start, Waiting, None),
+            (0, Input::Spawned { pid: 7 }, Starting, None),
+            // Refused while it binds its port: starting.
+            (10, readiness(failure()), Starting, None),
+            (200, readiness(failure()), Starting, None),
+            // Never ready, past its start grace: running, and its readiness fails.
+            (400, readiness(failure()), Running, failing),
+            (500, readiness(ProbeOutcome::Success), Running, None),
+            // Ready, then failing (the threshold is 2): a readiness-only failure, not a start.
+            (600, readiness(failure()), Running, None),
+            (700, readiness(failure()), Running, failing),
+            (800, readiness(ProbeOutcome::Success), Running, None),
+            (900, Input::Stop, Stopping, None),
+        ],
+    );
+    // Without a readiness probe the liveness probe gates readiness; a new process starts again.
+    let mut machine = Lifecycle::new(policy());
+    check_states(
+        &mut machine,
+        start,
+        &[
+            (0, Input::Start, Waiting, None),
+            (0, Input::Spawned { pid: 7 }, Starting, None),
+            (10, liveness(7, ProbeOutcome::Success), Running, None),
+            // Busy outcomes take it out of the ready set after 3 (its failure threshold).
+            (1000, liveness(7, timeout('R', 0.9)), Running, None),
+            (2000, liveness(7, timeout('R', 0.9)), Running, None),
+            (3000, liveness(7, timeout('R', 0.9)), Running, Some(Unready::Busy(ProbeRole::Liveness))),
+            (4000, liveness(7, failure()), Running, Some(Unready::Failing(ProbeRole::Liveness))),
+            (4100, crash(1), Waiting, None),
+            (4100, Input::Spawned { pid: 8 }, Starting, None),
+        ],
+    );
 }

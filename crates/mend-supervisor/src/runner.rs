@@ -17,7 +17,7 @@ use mend_observe::probe::{self, ResolvedCheck};
 use mend_observe::process;
 use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper, ScraperHandle};
 use mend_observe::series::SeriesStore;
-use mend_types::{Clock, Event, EventKind, EventSink, ExitInfo, ProbeOutcome, ReplicaId, Timestamp};
+use mend_types::{Clock, Event, EventKind, EventSink, ExitInfo, LastExit, ProbeOutcome, ReplicaId, Timestamp};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::detached::{self, LeaderLife, LeftBehind, ProcessId};
-use crate::lifecycle::{ActiveProbes, Effect, Input, Lifecycle, Policy};
+use crate::lifecycle::{ActiveProbes, Effect, Input, Lifecycle, Policy, ReplicaState, Unready};
 use crate::logs::{self, LogFile};
 use crate::pidfile;
 use crate::spawn::{SpawnRequest, Spawner};
@@ -86,16 +86,18 @@ pub struct ReplicaStatus {
     pub port: Option<u16>,
     /// Pid of the live process.
     pub pid: Option<u32>,
-    /// `waiting`, `starting`, `running`, `stopping`, `backoff`, `stopped`, `failed` or `exited`.
-    pub state: &'static str,
+    /// Where it is in its life.
+    pub state: ReplicaState,
     /// In the ready set (may receive traffic).
     pub ready: bool,
+    /// Why a running replica is not in the ready set (past its start).
+    pub unready: Option<Unready>,
     /// Down until an operator acts (or, while `waiting`, until its dependencies are ready).
     pub down: bool,
     /// Automatic restarts so far.
     pub restarts: u64,
-    /// How the last process ended.
-    pub last_exit: Option<ExitInfo>,
+    /// How the last process ended, and who ended it.
+    pub last_exit: Option<LastExit>,
     /// When the live process started.
     pub started_at: Option<Timestamp>,
     /// Latest /proc sample of the live process (and its descendants).
@@ -106,6 +108,19 @@ pub struct ReplicaStatus {
     pub ever_ready: bool,
     /// The last process exited with code 0 (a one-shot that finished counts as ready for dependents).
     pub completed: bool,
+}
+
+impl ReplicaStatus {
+    /// The replica has failed, as `systemctl is-failed` would say: mend gave up on it, or its process
+    /// ended unsuccessfully and the restart policy does not restart it. It stays down until an operator
+    /// acts.
+    pub fn failed(&self) -> bool {
+        match self.state {
+            ReplicaState::Failed => true,
+            ReplicaState::Exited => !self.last_exit.is_some_and(|last| last.exit.is_success()),
+            _ => false,
+        }
+    }
 }
 
 /// Process metrics of a live replica, from /proc.
@@ -170,8 +185,9 @@ impl ReplicaHandle {
             release: service.release_of(index).as_str(),
             port,
             pid: None,
-            state: "waiting",
+            state: ReplicaState::Waiting,
             ready: false,
+            unready: None,
             down: true,
             restarts: 0,
             last_exit: None,
@@ -507,7 +523,13 @@ impl Runner {
                     Effect::Event { kind, message, details } => {
                         let mut event = Event::new(self.ctx.clock.wall(), kind, message).replica(&self.id);
                         event.details = details;
-                        tracing::info!(replica = %self.id, kind = %kind, "{}", event.message);
+                        // A replica that cannot start is degraded until someone acts (a program to install,
+                        // a port to free); the rest is its life as planned.
+                        if kind == EventKind::SpawnFailed {
+                            tracing::warn!(replica = %self.id, kind = %kind, "{}", event.message);
+                        } else {
+                            tracing::info!(replica = %self.id, kind = %kind, "{}", event.message);
+                        }
                         self.ctx.events.emit(event);
                     }
                 }
@@ -561,7 +583,17 @@ impl Runner {
                 log
             }
         };
-        let mut spawned = self.ctx.spawner.spawn(request).await.map_err(|error| error.to_string())?;
+        let mut spawned = self.ctx.spawner.spawn(request).await.map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                let key = match self.service.release_of(self.id.index) {
+                    mend_config::Release::Canary => "canary.command",
+                    mend_config::Release::Stable => "command",
+                };
+                format!("{error}: install it, or give its path in service.{}.{key}", self.service.name)
+            } else {
+                error.to_string()
+            }
+        })?;
         if let Some(stdout) = spawned.child.stdout.take() {
             tokio::spawn(logs::capture(stdout, log.clone()));
         }
@@ -912,7 +944,8 @@ impl Runner {
 
     fn publish(&mut self) {
         self.ever_ready |= self.machine.ready();
-        if self.machine.state_name() == "stopped" {
+        let state = self.machine.state();
+        if state == ReplicaState::Stopped {
             self.ever_ready = false;
         }
         let status = ReplicaStatus {
@@ -920,8 +953,9 @@ impl Runner {
             release: self.service.release_of(self.id.index).as_str(),
             port: self.service.port_of(self.id.index),
             pid: self.machine.pid(),
-            state: self.machine.state_name(),
+            state,
             ready: self.machine.ready(),
+            unready: self.machine.unready(),
             down: self.machine.is_down(),
             restarts: self.machine.restarts(),
             last_exit: self.machine.last_exit(),
@@ -929,8 +963,8 @@ impl Runner {
             process: self.process_stats,
             generation: self.generation,
             ever_ready: self.ever_ready,
-            completed: self.machine.state_name() == "exited"
-                && self.machine.last_exit().is_some_and(|e| e.is_success()),
+            completed: state == ReplicaState::Exited
+                && self.machine.last_exit().is_some_and(|last| last.exit.is_success()),
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;

@@ -178,7 +178,7 @@ impl Supervisor {
                     booted.store(true, Ordering::SeqCst);
                     for (status, control) in targets.iter().zip(controls) {
                         // Start only replicas nobody has touched yet (an operator may have stopped one).
-                        if status.borrow().state == "waiting" {
+                        if status.borrow().state == crate::ReplicaState::Waiting {
                             let _ = control.send(Control::Start).await;
                         }
                     }

@@ -73,7 +73,7 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
 
     assert!(replica.send(Control::Stop).await);
     let stopped = tokio::time::timeout(Duration::from_secs(15), status.wait_for(|s| s.down)).await;
-    assert_eq!(stopped.expect("stopped in time").expect("runner alive").state, "stopped");
+    assert_eq!(stopped.expect("stopped in time").expect("runner alive").state, mend_supervisor::ReplicaState::Stopped);
     assert!(mend_observe::process::sample(pid).is_none_or(|s| s.state == 'Z'), "the process is gone");
     assert!(!state.path().join("run/sleeper.0.pid").exists(), "pid file removed");
     let kinds: Vec<EventKind> = events.0.lock().expect("lock").iter().map(|e| e.kind).collect();

@@ -11,7 +11,7 @@ mod signal;
 mod time;
 
 pub use event::{Event, EventKind, EventSink};
-pub use exit::{ExitInfo, signal_name};
+pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
 pub use ids::{InvalidName, ReplicaId, ServiceName};
 pub use probe::{ProbeOutcome, ProcessEvidence};
 pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};

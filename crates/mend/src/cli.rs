@@ -1,11 +1,12 @@
-//! Command-line parsing and the client commands. Exit codes: 0 ok, 1 failure, 2 usage.
+//! Command-line parsing and the client commands. Exit codes: 0 ok, 1 failure, 2 usage; `mend status`
+//! exits 3 when a replica has failed (as `systemctl is-active` does not say 0 for a failed unit).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use hyper::Method;
 use mend_api::{EventsResponse, ServiceDto, ServicesResponse, SignalsResponse};
 use mend_types::{Clock, SystemClock};
@@ -15,8 +16,20 @@ use crate::output;
 
 const DEFAULT_CONFIG: &str = "mend.toml";
 
+/// `mend status`'s exit code when a replica has failed: mend gave up on it, or it ended unsuccessfully
+/// and is not restarted (LSB's "program is not running").
+const EXIT_REPLICA_FAILED: u8 = 3;
+
 #[derive(Parser, Debug)]
-#[command(name = "mend", version, about = "A self-healing runtime for services", propagate_version = true)]
+#[command(
+    name = "mend",
+    version,
+    about = "A self-healing runtime for services",
+    propagate_version = true,
+    after_long_help = "Exit status: 0 ok; 1 failure (mend not answering, an invalid config, a refused command); \
+                       2 usage; 3 `mend status` found a failed replica.\n\
+                       Environment: MEND_API and MEND_TOKEN (client commands), MEND_STATE_DIR and MEND_LOG (mend run)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +54,7 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Show services and replicas.
+    /// Show services and replicas; exits 3 when a replica has failed.
     Status {
         #[command(flatten)]
         target: Target,
@@ -59,7 +72,7 @@ enum Command {
         /// Only this service's events.
         #[arg(long)]
         service: Option<String>,
-        /// Only events since this time (RFC 3339, Unix ms) or this long ago ("10m").
+        /// Only events since this time (RFC 3339) or this long ago ("10m"; a number needs a unit).
         #[arg(long, value_parser = since_arg)]
         since: Option<String>,
         /// At most this many (the newest), 1 to 10000.
@@ -82,7 +95,7 @@ enum Command {
         /// Only this service's signals.
         #[arg(long)]
         service: Option<String>,
-        /// Only signals since this time (RFC 3339, Unix ms) or this long ago ("10m").
+        /// Only signals since this time (RFC 3339) or this long ago ("10m"; a number needs a unit).
         #[arg(long, value_parser = since_arg)]
         since: Option<String>,
         /// At most this many (the newest), 1 to 10000.
@@ -135,6 +148,17 @@ enum Command {
     /// Run and score anomaly detectors on a NAB-layout corpus.
     #[command(subcommand)]
     Nab(NabCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print mend's man page (roff: `mend man | man -l -`), or write one page per command into a directory.
+    Man {
+        /// Write mend.1 and a mend-COMMAND.1 page per command into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Show a service's logs.
     Logs {
         #[command(flatten)]
@@ -231,18 +255,35 @@ pub(crate) struct RunArgs {
     /// Config file.
     #[arg(short, long, default_value = DEFAULT_CONFIG)]
     pub(crate) config: PathBuf,
-    /// State directory: event store, replica logs, pid files.
-    #[arg(long, env = "MEND_STATE_DIR", default_value = ".mend")]
-    pub(crate) state_dir: PathBuf,
+    /// State directory: event store, replica logs, pid files [default: .mend/<config file stem> in the
+    /// config file's directory, e.g. examples/.mend/observe for examples/observe.toml].
+    #[arg(long, env = "MEND_STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
     /// Log filter, e.g. "info" or "warn,mend_supervisor=debug".
     #[arg(long, env = "MEND_LOG", default_value = "info")]
     pub(crate) log: String,
 }
 
+impl RunArgs {
+    /// `--state-dir` (or `MEND_STATE_DIR`), else the config file's own (see [`default_state_dir`]).
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| default_state_dir(&self.config))
+    }
+}
+
+/// The state directory of a config file: `.mend/<stem>` beside it. Each config keeps its own events,
+/// logs and pid files wherever mend is started from, and two configs never share them (two daemons on
+/// one state directory would see each other's events, and the second is refused).
+fn default_state_dir(config: &Path) -> PathBuf {
+    let dir = config.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let stem = config.file_stem().unwrap_or(std::ffi::OsStr::new("mend"));
+    dir.join(".mend").join(stem)
+}
+
 /// How a client command finds the daemon.
 #[derive(Args, Debug)]
 struct Target {
-    /// Config file whose [api] section locates the daemon.
+    /// Config file whose [api] table locates the daemon (the rest of the file is not read).
     #[arg(short, long, global = true)]
     config: Option<PathBuf>,
     /// API address (overrides the config), e.g. 127.0.0.1:7070.
@@ -275,6 +316,8 @@ pub(crate) fn main() -> ExitCode {
         Command::CheckConfig { files } => check_config(&files),
         Command::Init { file, force } => init(&file, force),
         Command::Nab(command) => nab(command),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man(dir.as_deref()),
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
@@ -300,9 +343,18 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
     for file in files {
         match mend_config::load(file) {
             Ok(config) => {
+                let warnings = program_warnings(file, &config);
+                for warning in &warnings {
+                    output::error_line(warning);
+                }
                 let replicas: u32 = config.services.iter().map(|s| s.total_replicas()).sum();
+                let warned = match warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".to_owned(),
+                    n => format!(", {n} warnings"),
+                };
                 output::line(&format!(
-                    "{}: ok ({} services, {replicas} replicas)",
+                    "{}: ok ({} services, {replicas} replicas{warned})",
                     file.display(),
                     config.services.len()
                 ));
@@ -316,6 +368,49 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
     if all_valid { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
+/// Warnings about a valid config: programs that the daemon would not find (as it looks them up: in
+/// `PATH`, then next to the mend binary). Not errors: a program may be installed before mend runs.
+fn program_warnings(file: &Path, config: &mend_config::Config) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let self_dir = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf));
+    let mut warnings = Vec::new();
+    for service in config.services.iter().filter(|service| !service.shell) {
+        let mut releases: Vec<(u32, &[&str])> = vec![(0, &["command"])];
+        if service.canary.is_some() {
+            releases.push((service.replicas, &["canary", "command"]));
+        }
+        let mut checked = Vec::new();
+        for (index, key) in releases {
+            let vars = mend_config::TemplateVars {
+                port: service.port_of(index),
+                replica: index,
+                service: service.name.as_str(),
+            };
+            let Some(program) = service.command_of(index).first().map(|arg| arg.render(&vars)) else { continue };
+            if checked.contains(&program) {
+                continue;
+            }
+            let found = mend_supervisor::resolve_program(
+                &program,
+                &service.working_dir,
+                std::env::var_os("PATH"),
+                self_dir.as_deref(),
+            );
+            if let Err(error) = found {
+                let keys: Vec<&str> = ["service", service.name.as_str()].iter().chain(key).copied().collect();
+                let (line, column) = mend_config::locate(&text, &keys).unwrap_or((1, 1));
+                warnings.push(format!(
+                    "{}:{line}:{column}: warning: {}: {error}; its replicas cannot start until it is installed",
+                    file.display(),
+                    keys.join(".")
+                ));
+            }
+            checked.push(program);
+        }
+    }
+    warnings
+}
+
 fn init(file: &Path, force: bool) -> ExitCode {
     if file.exists() && !force {
         return fail(&format!("{} already exists (use --force to overwrite)", file.display()));
@@ -326,6 +421,37 @@ fn init(file: &Path, force: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => fail(&format!("cannot write {}: {error}", file.display())),
+    }
+}
+
+/// `mend completions SHELL`: the script the shell loads (see the README for where each shell looks).
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "mend", &mut script);
+    output::raw(&script);
+    ExitCode::SUCCESS
+}
+
+/// `mend man`: mend(1) on stdout, or with `dir` a page per command (mend.1, mend-status.1, ...).
+fn man(dir: Option<&Path>) -> ExitCode {
+    match dir {
+        Some(dir) => match std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir)) {
+            Ok(()) => {
+                output::line(&format!("wrote mend's man pages to {}", dir.display()));
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&format!("cannot write man pages to {}: {error}", dir.display())),
+        },
+        None => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => {
+                    output::raw(&page);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&format!("cannot render the man page: {error}")),
+            }
+        }
     }
 }
 
@@ -390,18 +516,22 @@ fn nab(command: NabCommand) -> ExitCode {
     }
 }
 
-/// Finds the daemon: `--api`, else the config's `[api]`, else the default address.
+/// Finds the daemon: `--api`, else the `[api]` table of `-c FILE` (or of `./mend.toml` when there is
+/// one), else the default address. Only `[api]` is read: a problem elsewhere in the file (a PromQL
+/// typo) is the daemon's business, not the client's.
 fn client_for(target: &Target) -> Result<Client, String> {
-    let config = match &target.config {
-        Some(path) => Some(mend_config::load(path).map_err(|error| error.to_string())?),
-        // The default config file is used when present and valid; otherwise the defaults apply.
-        None if Path::new(DEFAULT_CONFIG).exists() => mend_config::load(Path::new(DEFAULT_CONFIG)).ok(),
+    let needs_file = target.api.is_none() || target.token.is_none();
+    let api = match &target.config {
+        Some(path) => Some(mend_config::load_api(path).map_err(|error| error.to_string())?),
+        None if needs_file && Path::new(DEFAULT_CONFIG).exists() => {
+            Some(mend_config::load_api(Path::new(DEFAULT_CONFIG)).map_err(|error| error.to_string())?)
+        }
         None => None,
     };
     let address = match &target.api {
-        Some(api) => parse_api_address(api)?,
-        None => match &config {
-            Some(config) => config.api.listen,
+        Some(address) => parse_api_address(address)?,
+        None => match &api {
+            Some(api) => api.listen,
             None => parse_api_address(mend_config::Api::DEFAULT_LISTEN)?,
         },
     };
@@ -411,7 +541,7 @@ fn client_for(target: &Target) -> Result<Client, String> {
     } else {
         address
     };
-    let token = target.token.clone().or_else(|| config.and_then(|c| c.api.token));
+    let token = target.token.clone().or_else(|| api.and_then(|api| api.token));
     Ok(Client::new(address, token))
 }
 
@@ -433,7 +563,12 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Start(ControlArgs { target, .. })
         | Command::Reload { target }
         | Command::Scale { target, .. } => target,
-        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => {
+        Command::Run(_)
+        | Command::CheckConfig { .. }
+        | Command::Init { .. }
+        | Command::Nab(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             return usage("not a client command");
         }
     };
@@ -442,7 +577,11 @@ async fn client_command(command: Command) -> ExitCode {
         Err(message) => return fail(&message),
     };
     let result = match command {
-        Command::Status { json, .. } => status(&client, json).await,
+        Command::Status { json, .. } => match status(&client, json).await {
+            Ok(true) => return ExitCode::from(EXIT_REPLICA_FAILED),
+            Ok(false) => Ok(()),
+            Err(error) => Err(error),
+        },
         Command::Events { follow, service, since, limit, json, .. } => {
             events(&client, follow, service, since, usize::from(limit), json).await
         }
@@ -457,7 +596,12 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Reload { .. } => reload(&client).await,
         Command::Scale { name, replicas, wait, .. } => scale(&client, &name, replicas, wait.as_deref()).await,
         Command::Logs { name, replica, follow, tail, .. } => logs(&client, &name, replica, follow, tail).await,
-        Command::Run(_) | Command::CheckConfig { .. } | Command::Init { .. } | Command::Nab(_) => Ok(()),
+        Command::Run(_)
+        | Command::CheckConfig { .. }
+        | Command::Init { .. }
+        | Command::Nab(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -465,7 +609,8 @@ async fn client_command(command: Command) -> ExitCode {
     }
 }
 
-async fn status(client: &Client, json: bool) -> Result<(), ClientError> {
+/// Prints the services and their replicas; returns whether a replica has failed.
+async fn status(client: &Client, json: bool) -> Result<bool, ClientError> {
     let response: ServicesResponse = client.json(Method::GET, "/api/v1/services").await?;
     if json {
         let text = serde_json::to_string_pretty(&response).map_err(|error| ClientError::Other(error.to_string()))?;
@@ -473,7 +618,7 @@ async fn status(client: &Client, json: bool) -> Result<(), ClientError> {
     } else {
         output::raw(output::status_table(&response, SystemClock.wall().as_millis()).as_bytes());
     }
-    Ok(())
+    Ok(response.services.iter().flat_map(|service| &service.replicas).any(|replica| replica.failed))
 }
 
 /// The `&service=...&since=...` part of a feed's query string.
@@ -496,12 +641,14 @@ struct FeedQuery {
 }
 
 /// A list endpoint whose items carry increasing ids (events, signals): prints the newest page, then, when
-/// following, polls for the items after the last one seen.
+/// following, polls for what comes after it. Each answer says where to go on from (`next_after`: the
+/// newest id when it was read, matching or not), so that following starts at the `--since` boundary, or
+/// at the present, and never replays older history, even when nothing matched yet.
 async fn feed<R, T>(
     client: &Client,
     query: FeedQuery,
     items: impl Fn(&R) -> &[T],
-    id: impl Fn(&T) -> i64,
+    next_after: impl Fn(&R) -> i64,
     line: impl Fn(&T) -> String,
 ) -> Result<(), ClientError>
 where
@@ -521,15 +668,13 @@ where
     let response: R = client.json(Method::GET, &format!("{endpoint}?{}", query.first)).await?;
     print(&response);
     let Some(follow_filter) = query.follow else { return Ok(()) };
-    let mut after = items(&response).last().map_or(0, &id);
+    let mut after = next_after(&response);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let response: R =
             client.json(Method::GET, &format!("{endpoint}?after={after}&limit=1000{follow_filter}")).await?;
         print(&response);
-        if let Some(last) = items(&response).last() {
-            after = id(last);
-        }
+        after = after.max(next_after(&response));
     }
 }
 
@@ -547,7 +692,7 @@ async fn events(
         client,
         FeedQuery { endpoint: "/api/v1/events", first, follow: follow.then_some(service), json },
         |response: &EventsResponse| &response.events[..],
-        |event| event.id,
+        |response| response.next_after,
         output::event_line,
     )
     .await
@@ -568,7 +713,7 @@ async fn signals(
         client,
         FeedQuery { endpoint: "/api/v1/signals", first, follow: follow.then_some(service), json },
         |response: &SignalsResponse| &response.signals[..],
-        |signal| signal.id,
+        |response| response.next_after,
         output::signal_line,
     )
     .await
@@ -667,9 +812,64 @@ async fn logs(client: &Client, name: &str, replica: Option<u32>, follow: bool, t
 
 /// Checks `--since` as the API will read it (a usage error, exit 2, rather than the daemon's 400).
 fn since_arg(text: &str) -> Result<String, String> {
-    if mend_types::Timestamp::parse(text).is_some() || mend_config::parse_duration(text).is_ok() {
-        Ok(text.to_owned())
-    } else {
-        Err("expected RFC 3339 (2026-01-02T03:04:05Z), Unix milliseconds or a duration like \"10m\"".to_owned())
+    mend_config::parse_since(text, SystemClock.wall()).map(|_| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_config_file_has_its_own_state_directory_beside_it() {
+        let cases = [
+            ("mend.toml", "./.mend/mend"),
+            ("examples/observe.toml", "examples/.mend/observe"),
+            ("/etc/mend/web.toml", "/etc/mend/.mend/web"),
+            ("../shop", "../.mend/shop"),
+        ];
+        for (config, expected) in cases {
+            assert_eq!(default_state_dir(Path::new(config)), PathBuf::from(expected), "{config}");
+        }
+        let args = |state_dir: Option<&str>| RunArgs {
+            config: PathBuf::from("examples/traffic.toml"),
+            state_dir: state_dir.map(PathBuf::from),
+            log: "info".into(),
+        };
+        assert_eq!(args(None).state_dir(), PathBuf::from("examples/.mend/traffic"));
+        assert_eq!(args(Some("/var/lib/mend")).state_dir(), PathBuf::from("/var/lib/mend"));
+    }
+
+    #[test]
+    fn the_readme_lists_every_command_and_option() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("## Commands").expect("a Commands section");
+        let commands = &readme[start..start + readme[start..].find("\n## API").expect("the API section")];
+        fn check(command: &clap::Command, path: &str, commands: &str) {
+            for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+                let name = sub.get_name();
+                let path = format!("{path}{name} ");
+                // `mend restart\|stop\|start` lists three.
+                let at = format!("mend {}", path.trim_end());
+                let listed = [" ", "`", "\\|"]
+                    .iter()
+                    .flat_map(|end| [format!("{at}{end}"), format!("\\|{name}{end}")])
+                    .any(|form| commands.contains(form.as_str()));
+                assert!(listed, "`mend {path}` is not in the README's Commands");
+                for arg in sub.get_arguments().filter(|arg| !["help", "version"].contains(&arg.get_id().as_str())) {
+                    let long = arg.get_long().map(|long| format!("--{long}"));
+                    let short = arg
+                        .get_short()
+                        .into_iter()
+                        .flat_map(|short| [" ", "]", "`"].map(|end| format!("-{short}{end}")));
+                    let documented = long.iter().cloned().chain(short).any(|flag| commands.contains(flag.as_str()));
+                    assert!(
+                        arg.is_positional() || documented,
+                        "`mend {path}`: {long:?} is not in the README's Commands"
+                    );
+                }
+                check(sub, &path, commands);
+            }
+        }
+        check(&Cli::command(), "", commands);
     }
 }

@@ -55,7 +55,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, &args.state_dir)) {
+    match runtime.block_on(serve(config, &args.state_dir())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             output::error_line(&format!("error: {error:#}"));

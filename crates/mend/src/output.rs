@@ -129,10 +129,14 @@ pub(crate) fn status_table(response: &ServicesResponse, now_ms: i64) -> String {
             if with_release {
                 row.push(replica.release.clone());
             }
+            let state = match &replica.not_ready {
+                Some(why) => format!("{}, not ready: {why}", replica.state),
+                None => replica.state.clone(),
+            };
             row.extend([
                 replica.pid.map_or_else(dash, |pid| pid.to_string()),
                 replica.port.map_or_else(dash, |port| port.to_string()),
-                replica.state.clone(),
+                state,
                 if replica.ready { "yes".into() } else { "no".into() },
                 replica.restarts.to_string(),
                 replica.cpu_percent.map_or_else(dash, |cpu| format!("{cpu:.1}")),
@@ -185,6 +189,41 @@ mod tests {
         assert_eq!(human_age(190), "3m10s");
         assert_eq!(human_age(7500), "2h05m");
         assert_eq!(human_age(3 * 86_400 + 4 * 3600), "3d04h");
+    }
+
+    #[test]
+    fn status_says_why_a_replica_is_not_ready_and_how_its_last_process_ended() {
+        let replica = |index: u32, state: &str, not_ready: Option<&str>, last_exit: Option<&str>| {
+            serde_json::from_value::<mend_api::ReplicaDto>(serde_json::json!({
+                "index": index, "release": "stable", "pid": 100 + index, "port": 9100 + index, "state": state,
+                "ready": not_ready.is_none() && state == "running", "not_ready": not_ready, "health": "healthy",
+                "restarts": 1, "last_exit": last_exit, "last_exit_code": null, "last_exit_signal": null,
+                "started_at": null, "cpu_percent": null, "cpu_seconds": null, "rss_bytes": null, "threads": null,
+                "open_fds": null,
+            }))
+            .expect("a replica")
+        };
+        let response = ServicesResponse {
+            services: vec![mend_api::ServiceDto {
+                name: "web".into(),
+                desired_replicas: 2,
+                ready_replicas: 1,
+                replicas: vec![
+                    replica(0, "running", None, Some("killed by mend: hung")),
+                    replica(1, "running", Some("readiness failing"), Some("killed by SIGKILL (9) from outside mend")),
+                ],
+            }],
+        };
+        let table = status_table(&response, 0);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "SERVICE  REPLICA  PID  PORT  STATE                                  READY  RESTARTS  CPU%  RSS  UPTIME  LAST EXIT",
+                "web      0        100  9100  running                                yes    1         -     -    -       killed by mend: hung",
+                "web      1        101  9101  running, not ready: readiness failing  no     1         -     -    -       killed by SIGKILL (9) from outside mend",
+            ]
+        );
     }
 
     #[test]

@@ -269,7 +269,8 @@ success_threshold = 2
     eventually(Duration::from_secs(5), "the replica leaves the ready set", || {
         (daemon.replica("web", 0)["ready"] == false).then_some(())
     });
-    assert_eq!(daemon.replica("web", 0)["state"], "starting");
+    assert_eq!(daemon.replica("web", 0)["state"], "running");
+    assert_eq!(daemon.replica("web", 0)["not_ready"], "readiness failing");
     post(address, "/fault/reset");
     eventually(Duration::from_secs(5), "the replica is ready again", || {
         (daemon.replica("web", 0)["ready"] == true).then_some(())

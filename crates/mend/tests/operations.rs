@@ -608,3 +608,389 @@ fn a_reload_that_adds_the_first_rule_starts_the_detect_loop() {
         signals["signals"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "First")).then_some(())
     });
 }
+
+/// Runs a following client command (`events -f`, `signals -f`) against `daemon`; its lines arrive on
+/// the receiver. The caller kills the child.
+fn follower(daemon: &Daemon, args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(MEND)
+        .args(args)
+        .arg("--api")
+        .arg(daemon.api.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run a mend follower");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, line_rx)
+}
+
+/// Reads JSON lines from `lines` until one satisfies `wanted`; returns every line read.
+fn read_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("timed out waiting for {what}; read {seen:?}"));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let done = wanted(&value);
+        seen.push(value);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn following_starts_at_the_since_boundary_and_never_replays_history() {
+    let daemon = Daemon::start(&format!("{}[[rule]]\nname = \"Always\"\nexpr = 'vector(1) > 0'\n", web_config("")));
+    daemon.wait_ready("web");
+    let signals =
+        || get(daemon.api, "/api/v1/signals?limit=1000").json()["signals"].as_array().cloned().unwrap_or_default();
+    eventually(Duration::from_secs(10), "the rule fires", || {
+        signals().iter().any(|s| s["name"] == "Always" && s["state"] == "firing").then_some(())
+    });
+    // History that nothing after the boundary matches.
+    let events = daemon.events(None);
+    let last_old_event = events.iter().filter_map(|e| e["id"].as_i64()).max().expect("events");
+    let newest_ms = events
+        .iter()
+        .chain(&signals())
+        .filter_map(|item| {
+            item["at_ms"]
+                .as_i64()
+                .or_else(|| item["at"].as_str().and_then(mend_types::Timestamp::parse).map(|t| t.as_millis()))
+        })
+        .max()
+        .expect("history");
+    let since = mend_types::Timestamp::from_millis(newest_ms + 1).to_string();
+    let (mut events_follower, event_lines) = follower(&daemon, &["events", "-f", "--json", "--since", &since]);
+    let (mut signals_follower, signal_lines) = follower(&daemon, &["signals", "-f", "--json", "--since", &since]);
+
+    // Something new happens: a restart (events) and an external alert (a signal).
+    let restarted = post(daemon.api, "/api/v1/services/web/restart?replica=0");
+    assert_eq!(restarted.status, 200, "{}", restarted.body);
+    let alert = r#"{"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "Fresh"}}]}"#;
+    let posted =
+        common::http_with_body("POST", daemon.api, "/api/v1/alerts", &[("content-type", "application/json")], alert)
+            .expect("post an alert");
+    assert_eq!(posted.status, 200, "{}", posted.body);
+
+    let printed = read_until(&event_lines, "the restarted replica's started event", |e| e["kind"] == "started");
+    let replayed: Vec<&serde_json::Value> =
+        printed.iter().filter(|e| e["id"].as_i64().is_none_or(|id| id <= last_old_event)).collect();
+    assert!(replayed.is_empty(), "history before --since was replayed: {replayed:?}");
+    let printed = read_until(&signal_lines, "the new alert", |s| s["name"] == "Fresh");
+    assert!(printed.iter().all(|s| s["name"] == "Fresh"), "history before --since was replayed: {printed:?}");
+    for child in [&mut events_follower, &mut signals_follower] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // A bare number is not read as milliseconds after the epoch (the whole history): it needs a unit.
+    let bare = get(daemon.api, "/api/v1/events?since=5");
+    assert_eq!(bare.status, 400, "{}", bare.body);
+    assert!(
+        bare.json()["error"].as_str().is_some_and(|e| e.contains("a number needs a unit: \"5s\"")),
+        "{}",
+        bare.body
+    );
+}
+
+#[test]
+fn a_since_without_a_unit_is_a_usage_error() {
+    for command in ["events", "signals"] {
+        let output = Command::new(MEND).args([command, "--since", "5"]).output().expect("run mend");
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("a number needs a unit: \"5s\" (or ms, m, h, d) for that long ago"), "{stderr}");
+    }
+}
+
+#[test]
+fn status_says_why_and_exits_3_when_a_replica_has_failed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = dir.path().join("ready");
+    std::fs::write(&marker, "").expect("marker");
+    let port = free_ports(3);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.broken]
+command = ["{{demo}}", "--port", "{{port}}", "--exit-immediately", "3"]
+ports = "{port}"
+[service.broken.backoff]
+initial = "10ms"
+[service.broken.restart_limit]
+max_restarts = 1
+within = "1m"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{web}"
+[service.web.liveness]
+tcp = "127.0.0.1:{{port}}"
+[service.web.readiness]
+exec = ["test", "-f", "{marker}"]
+interval = "100ms"
+[service.fat]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{fat}"
+max_memory_bytes = "1MiB"
+[service.fat.restart_limit]
+max_restarts = 1
+within = "1m"
+"#,
+        web = port + 1,
+        fat = port + 2,
+        marker = marker.display(),
+    ));
+    eventually(Duration::from_secs(10), "mend gives up on the broken service", || {
+        (daemon.replica("broken", 0)["state"] == "failed").then_some(())
+    });
+    let status = daemon.cli(&["status"]);
+    assert_eq!(status.status.code(), Some(3), "{status:?}");
+    let json = daemon.cli(&["status", "--json"]);
+    assert_eq!(json.status.code(), Some(3), "{json:?}");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let broken = &json["services"][0]["replicas"][0];
+    assert_eq!(broken["failed"], true, "{broken}");
+    assert_eq!(
+        (broken["last_exit"].as_str(), broken["last_exit_cause"].as_str()),
+        (Some("exit code 3"), Some("program"))
+    );
+
+    // An operator's kill -9 is not mend's.
+    let first = daemon.wait_ready("web")[0];
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("kill the replica");
+    let web = eventually(Duration::from_secs(10), "a replacement of the killed replica", || {
+        let replica = daemon.replica("web", 0);
+        (replica["pid"].as_u64().is_some_and(|pid| pid != u64::from(first)) && replica["last_exit"].is_string())
+            .then_some(replica)
+    });
+    assert_eq!(web["last_exit"], "killed by SIGKILL (9) from outside mend", "{web}");
+    assert_eq!(web["last_exit_cause"], "external_signal", "{web}");
+
+    // A readiness-only failure is not a start.
+    daemon.wait_ready("web");
+    std::fs::remove_file(&marker).expect("remove the marker");
+    eventually(Duration::from_secs(10), "the replica leaves the ready set", || {
+        (daemon.replica("web", 0)["ready"] == false).then_some(())
+    });
+    let web = daemon.replica("web", 0);
+    assert_eq!(
+        (web["state"].as_str(), web["not_ready"].as_str()),
+        (Some("running"), Some("readiness failing")),
+        "{web}"
+    );
+    let table = String::from_utf8_lossy(&daemon.cli(&["status"]).stdout).into_owned();
+    assert!(table.contains("running, not ready: readiness failing"), "{table}");
+
+    // mend's own stop for the memory limit says so.
+    let fat = eventually(Duration::from_secs(15), "the replica above its memory limit is replaced", || {
+        let replica = daemon.replica("fat", 0);
+        (replica["last_exit_reason"] == "memory").then_some(replica)
+    });
+    assert_eq!(fat["last_exit_cause"], "mend", "{fat}");
+    let shown = fat["last_exit"].as_str().unwrap_or("");
+    assert!(
+        shown.starts_with("stopped by mend: over its memory limit") || shown == "killed by mend: over its memory limit",
+        "{fat}"
+    );
+    let table = String::from_utf8_lossy(&daemon.cli(&["status"]).stdout).into_owned();
+    assert!(table.contains("by mend: over its memory limit"), "{table}");
+}
+
+#[test]
+fn a_program_that_is_not_installed_is_a_warning_at_check_time_and_at_run_time() {
+    let port = free_ports(1);
+    let config = format!(
+        "{}[service.ghost]\ncommand = [\"mend-no-such-program\", \"--port\", \"{{port}}\"]\nports = \"{port}\"\n",
+        web_config("")
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ghost.toml");
+    std::fs::write(&path, config.replace("{demo}", DEMO).replace("{api}", "127.0.0.1:7070")).expect("write config");
+    let line = std::fs::read_to_string(&path)
+        .expect("config")
+        .lines()
+        .position(|line| line.starts_with("command = [\"mend-no-such-program\""))
+        .expect("the ghost's command")
+        + 1;
+    let check = Command::new(MEND).arg("check-config").arg(&path).output().expect("run mend");
+    assert_eq!(check.status.code(), Some(0), "a warning, not an error: {check:?}");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{}:{line}:11: warning: service.ghost.command: command \"mend-no-such-program\" not found in PATH or next \
+             to the mend binary; its replicas cannot start until it is installed",
+            path.display()
+        )
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("ok (2 services, 3 replicas, 1 warning)"), "{check:?}");
+
+    // The daemon says so at WARN, with where to fix it.
+    let daemon = Daemon::start(&config);
+    let failed = eventually(Duration::from_secs(10), "the ghost fails to spawn", || {
+        daemon.events(Some("spawn_failed")).into_iter().next()
+    });
+    let message = failed["message"].as_str().unwrap_or("");
+    assert!(
+        message.ends_with(
+            "command \"mend-no-such-program\" not found in PATH or next to the mend binary: install it, or give its \
+             path in service.ghost.command"
+        ),
+        "{message}"
+    );
+    eventually(Duration::from_secs(5), "a WARN line in mend's log", || {
+        daemon
+            .log_text()
+            .lines()
+            .any(|line| line.contains(" WARN ") && line.contains("mend-no-such-program"))
+            .then_some(())
+    });
+}
+
+/// A `mend run` started by a test as a user would (no `--state-dir`); stopped with SIGTERM when dropped.
+struct Foreground(std::process::Child);
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let stopped = (0..750).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            matches!(self.0.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn each_config_has_its_own_state_and_client_commands_read_only_its_api_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let elsewhere = tempfile::tempdir().expect("another working directory");
+    let mut daemons = Vec::new();
+    let mut apis = Vec::new();
+    for name in ["alpha", "beta"] {
+        let api = free_ports(1);
+        let text = format!("[api]\nlisten = \"127.0.0.1:{api}\"\n[service.{name}]\ncommand = [\"sleep\", \"1000\"]\n");
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, &text).expect("write config");
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log file");
+        let child = Command::new(MEND)
+            .args(["run", "-c"])
+            .arg(&path)
+            .env_remove("MEND_STATE_DIR")
+            .current_dir(elsewhere.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run mend");
+        daemons.push(Foreground(child));
+        let address: std::net::SocketAddr = format!("127.0.0.1:{api}").parse().expect("address");
+        eventually(Duration::from_secs(10), "the API answers", || {
+            http("GET", address, "/api/v1/services", &[]).ok().filter(|r| r.status == 200)
+        });
+        apis.push((name, path, address));
+    }
+    // Both run (one state directory each, beside its config), and each lists its own events only.
+    for (name, path, address) in &apis {
+        assert!(dir.path().join(".mend").join(name).join("mend.db").exists(), "{name}'s state beside its config");
+        let events =
+            get(*address, "/api/v1/events?limit=1000").json()["events"].as_array().cloned().unwrap_or_default();
+        let services: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["service"].as_str()).collect();
+        assert!(services.iter().all(|service| service == name), "{name} lists {services:?}");
+        // A client finds its daemon through -c, from anywhere.
+        let status = Command::new(MEND).arg("status").arg("-c").arg(path).current_dir(elsewhere.path()).output();
+        let status = status.expect("run mend status");
+        assert!(status.status.success(), "{status:?}");
+        let table = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert!(table.lines().nth(1).is_some_and(|row| row.starts_with(&format!("{name} "))), "{table}");
+    }
+    assert!(!elsewhere.path().join(".mend").exists(), "nothing in the working directory");
+
+    // Only [api] is read: a PromQL typo elsewhere does not keep the client from its daemon...
+    let (_, alpha, _) = &apis[0];
+    let typo = dir.path().join("typo.toml");
+    let text = std::fs::read_to_string(alpha).expect("config");
+    std::fs::write(&typo, format!("{text}[[rule]]\nname = \"Typo\"\nexpr = 'rate(x[5m'\n")).expect("write");
+    assert_eq!(Command::new(MEND).arg("check-config").arg(&typo).output().expect("run mend").status.code(), Some(1));
+    let status = Command::new(MEND).args(["status", "-c"]).arg(&typo).output().expect("run mend status");
+    assert!(status.status.success(), "{status:?}");
+    // ... while a problem in [api] itself is named with its file and line.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[service.x]\ncommand = [\"true\"]\n[api]\nlisten = \"nowhere\"\n").expect("write");
+    let status = Command::new(MEND).args(["status", "-c"]).arg(&bad).output().expect("run mend status");
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {}:4:10: api.listen: invalid address \"nowhere\"", bad.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_examples_say_how_to_reach_their_daemon() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n_instructions = 0;
+    for entry in std::fs::read_dir(&examples).expect("examples").flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "toml") {
+            continue;
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let api = mend_config::load_api(&path).expect("a valid [api]");
+        let own_config = format!("-c examples/{name}");
+        for line in std::fs::read_to_string(&path).expect("example").lines().filter(|l| l.starts_with('#')) {
+            // The client commands its comments tell to run (all but `mend run`) must reach its daemon.
+            let Some((_, command)) = line.split_once("target/release/mend ") else { continue };
+            if command.starts_with("run ") {
+                continue;
+            }
+            n_instructions += 1;
+            if api.listen.to_string() != mend_config::Api::DEFAULT_LISTEN {
+                assert!(line.contains(&own_config), "{name}: its API is {}: `{line}` needs {own_config}", api.listen);
+            }
+        }
+    }
+    assert!(n_instructions >= 3, "{n_instructions} instructions found");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definition() {
+    let run = |args: &[&str]| Command::new(MEND).args(args).output().expect("run mend");
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.status.success(), "{bash:?}");
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(script.contains("_mend()") && script.contains("check-config") && script.contains("--since"), "{script}");
+    let zsh = run(&["completions", "zsh"]);
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef mend"), "{zsh:?}");
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2), "an unknown shell is a usage error");
+
+    let man = run(&["man"]);
+    assert!(man.status.success(), "{man:?}");
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH mend 1") && page.contains("check\\-config") && page.contains("Exit status"), "{page}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pages = dir.path().join("man1");
+    let written = Command::new(MEND).args(["man", "--dir"]).arg(&pages).output().expect("run mend man");
+    assert!(written.status.success(), "{written:?}");
+    let status_page = std::fs::read_to_string(pages.join("mend-status.1")).expect("mend-status.1");
+    assert!(status_page.contains("\\-\\-json"), "{status_page}");
+    assert!(pages.join("mend.1").exists() && pages.join("mend-chaos-proxy.1").exists());
+}
