@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, MEND, alive, eventually, free_ports, get, http, post};
+use common::{DEMO, Daemon, MEND, alive, eventually, free_ports, get, http, post};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
