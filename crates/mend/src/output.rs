@@ -50,14 +50,7 @@ pub(crate) fn progress_done() {
 
 /// Formats bytes as KiB/MiB/GiB.
 pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    mend_types::Unit::Bytes.format(bytes as f64)
 }
 
 /// Formats seconds as `45s`, `3m10s`, `2h05m`, `3d04h`.
