@@ -174,11 +174,22 @@ summary = "{{{{ $labels.service }}}} answers {{{{ $value }}}} errors"
     assert_eq!(fired["kind"], "rule");
     assert_eq!(fired["severity"], "critical");
     assert_eq!(fired["service"], "web");
-    assert!(fired["evidence"].as_str().unwrap_or("").starts_with("web answers 0."), "{fired}");
+    let evidence = fired["evidence"].as_str().unwrap_or("");
+    assert!(evidence.starts_with("web answers 0."), "{fired}");
+    // Three significant digits, not a raw float (0.48333333333333334).
+    let value = evidence.trim_start_matches("web answers ").split(' ').next().unwrap_or("");
+    assert!(value.len() <= 5, "{evidence}");
     http("POST", demo, "/fault/reset", &[]).expect("reset");
     eventually(Duration::from_secs(15), "the rule resolves", || {
         signals(&daemon, "&active=true").is_empty().then_some(())
     });
+    // Resolved: it says so, without repeating its stale firing value.
+    let resolved = signals(&daemon, "")
+        .into_iter()
+        .find(|s| s["name"] == "HighErrorRate" && s["state"] == "resolved")
+        .expect("a resolved transition");
+    assert_eq!(resolved["value"], serde_json::Value::Null, "{resolved}");
+    assert_eq!(resolved["evidence"], "resolved: the condition no longer holds", "{resolved}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = traffic.join();
 
@@ -265,7 +276,9 @@ http = "http://127.0.0.1:{{port}}/health"
     });
     assert_eq!(predicted["name"], "memory_exhaustion");
     assert_eq!(predicted["service"], "web");
-    assert!(predicted["evidence"].as_str().unwrap_or("").contains("reaches the limit"), "{predicted}");
+    // In the series' unit: "60.2 MiB, +3.0 MiB/s: reaches the limit 96.0 MiB in 12 s (confidence 0.97)".
+    let evidence = predicted["evidence"].as_str().unwrap_or("");
+    assert!(evidence.contains("MiB/s: reaches the limit 96.0 MiB in "), "{predicted}");
     // Predicted before the failure: the replica is still the original process, under its limit.
     assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pid)));
     let rss = daemon.replica("web", 0)["rss_bytes"].as_u64().unwrap_or(0);
@@ -286,6 +299,50 @@ http = "http://127.0.0.1:{{port}}/health"
     eventually(Duration::from_secs(20), "the predictive signal resolves", || {
         signals(&daemon, "&active=true").iter().all(|s| s["kind"] != "predictive").then_some(())
     });
+}
+
+/// A replica's first scrapes come before it listens: that is no `scrape_failed` event (it used to be
+/// one at every start). A replica that its probe says is ready but whose metrics fail is reported at
+/// once, not after the start-up grace (30 s).
+#[test]
+fn a_starting_replica_raises_no_scrape_failure_but_a_ready_one_with_broken_metrics_does() {
+    let ports = common::free_ports(2);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}", "--startup-delay", "1s"]
+ports = "{web}"
+metrics = {{ scrape = "http://127.0.0.1:{{port}}/metrics", interval = "200ms" }}
+[service.web.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+initial_delay = "3s"
+[service.broken]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{broken}"
+metrics = {{ scrape = "http://127.0.0.1:{{port}}/no-metrics-here", interval = "200ms" }}
+[service.broken.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+"#,
+        web = ports,
+        broken = ports + 1,
+    ));
+    let started = std::time::Instant::now();
+    let broken = eventually(Duration::from_secs(20), "broken's failing scrape is reported", || {
+        daemon.events(Some("scrape_failed")).into_iter().find(|e| e["service"] == "broken")
+    });
+    assert!(started.elapsed() < Duration::from_secs(20), "reported when ready, not after the grace");
+    assert!(broken["message"].as_str().unwrap_or("").contains("HTTP status 404"), "{broken}");
+    daemon.wait_ready("web");
+    eventually(Duration::from_secs(10), "web is scraped", || {
+        (common::query_value(daemon.api, r#"up{service="web"}"#) == 1.0).then_some(())
+    });
+    // Its first scrapes did fail (they are counted and written as up 0)...
+    assert_eq!(common::query_value(daemon.api, r#"min_over_time(up{service="web"}[5m])"#), 0.0);
+    // ...without an event.
+    let noise: Vec<_> = daemon.events(Some("scrape_failed")).into_iter().filter(|e| e["service"] == "web").collect();
+    assert!(noise.is_empty(), "{noise:?}");
 }
 
 #[test]

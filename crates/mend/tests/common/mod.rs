@@ -470,3 +470,13 @@ pub fn load(
         total
     })
 }
+
+/// The first value of an instant PromQL query through mend's API (NaN when the result is empty).
+pub fn query_value(api: SocketAddr, promql: &str) -> f64 {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let answer = get(api, &format!("/api/v1/query?query={encoded}")).json();
+    answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+}
