@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Request;
-use mend_proxy::{BackendId, DrainOutcome, LoadBalancing, ProxyConfig, Release, RouteTable};
+use mend_proxy::{BackendId, DrainOutcome, EjectionReason, LoadBalancing, ProxyConfig, Release, RouteTable};
 use support::{Client, Mode, Reply, TestProxy, Upstream, backend, by_upstream, config, full, get, load, stable};
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep};
@@ -47,6 +47,8 @@ async fn connect_failures_are_retried_elsewhere_for_any_method() {
     let dead_stats = stats.backend(stable(0)).expect("dead backend listed");
     assert!(dead_stats.attempts.connect_failures >= 1);
     assert_eq!(dead_stats.ejections, 1, "three connect failures in a row eject it");
+    let ejection = dead_stats.last_ejection.expect("ejected");
+    assert_eq!((ejection.reason, ejection.consecutive_failures), (EjectionReason::ConnectFailure, 3));
     assert_eq!(stats.total.status_2xx, 20);
 }
 
@@ -112,6 +114,7 @@ async fn a_hung_backend_costs_at_most_the_attempt_timeout_then_is_ejected() {
     let stats = proxy.handle.stats();
     let hung_stats = stats.backend(stable(0)).expect("listed");
     assert_eq!((hung_stats.attempts.timeouts, hung_stats.ejections), (3, 1), "ejected after 3 timeouts");
+    assert_eq!(hung_stats.last_ejection.map(|ejection| ejection.reason), Some(EjectionReason::Timeout));
     assert_eq!(hung_stats.in_flight, 0, "abandoned attempts are not in flight");
 }
 
@@ -203,9 +206,18 @@ async fn consecutive_5xx_eject_a_backend_which_returns_after_the_ejection() {
     assert_eq!(failing.count(), 3);
     let stats = proxy.handle.stats();
     assert_eq!(stats.backend(stable(0)).map(|b| (b.ejections, b.ejected)), Some((1, true)));
+    // Why and for how long, for the operator: the status that ended the run, the time left.
+    let ejection = stats.backend(stable(0)).and_then(|b| b.last_ejection).expect("ejected");
+    assert_eq!(
+        (ejection.reason, ejection.duration, ejection.streak),
+        (EjectionReason::ServerError(500), Duration::from_secs(2), 1)
+    );
+    assert!(ejection.remaining > Duration::ZERO && ejection.remaining <= ejection.duration, "{ejection:?}");
 
     failing.set(Mode::Ok);
     sleep(Duration::from_millis(2100)).await;
+    let back = proxy.handle.stats().backend(stable(0)).and_then(|b| b.last_ejection).expect("was ejected");
+    assert_eq!(back.remaining, Duration::ZERO, "over: {back:?}");
     let replies: Vec<Reply> = {
         let mut replies = Vec::new();
         for _ in 0..10 {
