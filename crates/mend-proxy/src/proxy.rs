@@ -149,9 +149,10 @@ impl Shared {
         backend.ejected_until.store(until.0, Relaxed);
         backend.active_since.store(until.0, Relaxed);
         backend.consecutive_failures.store(0, Relaxed);
-        backend.ejections.fetch_add(1, Relaxed);
+        // Why before how many: a reader that sees the new count also sees its reason.
         *backend.last_ejection.lock().unwrap_or_else(PoisonError::into_inner) =
             Some((reason, policy.consecutive_failures, duration));
+        backend.ejections.fetch_add(1, std::sync::atomic::Ordering::Release);
         backend.close_idle();
         tracing::warn!(backend = %backend.id, ejection_secs = duration.as_secs_f64(), streak, ?reason, "backend ejected");
     }
@@ -384,7 +385,8 @@ fn backend_stats(backend: &BackendState, now: Nanos) -> BackendStats {
         in_flight: backend.in_flight.load(Relaxed),
         attempts: backend.attempts.snapshot(),
         retries: backend.retries.load(Relaxed),
-        ejections: backend.ejections.load(Relaxed),
+        // Acquire: pairs with the ejection's Release, so that `last_ejection` is at least as new.
+        ejections: backend.ejections.load(std::sync::atomic::Ordering::Acquire),
         last_ejection: backend.last_ejection.lock().unwrap_or_else(PoisonError::into_inner).map(
             |(reason, consecutive_failures, duration)| Ejection {
                 reason,

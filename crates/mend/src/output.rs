@@ -136,7 +136,37 @@ pub(crate) fn status_table(response: &ServicesResponse, now_ms: i64) -> String {
             rows.push(row);
         }
     }
-    table(&header, &rows)
+    let mut text = table(&header, &rows);
+    text.push_str(&proxy_notes(response));
+    text
+}
+
+/// What services' proxies do besides routing, one line each after the status table: the canary's share,
+/// injected faults with the time they have left, replicas ejected and why.
+fn proxy_notes(response: &ServicesResponse) -> String {
+    let mut lines = Vec::new();
+    for service in &response.services {
+        if let Some(weight) = service.canary_weight {
+            lines.push(format!("{}: the canary gets {weight}% of unpinned requests", service.name));
+        }
+        for fault in &service.chaos {
+            let left = mend_types::Unit::Seconds.format(fault.seconds_left);
+            lines.push(format!("{}: chaos: {}, {left} left", service.name, fault.description));
+        }
+        for replica in &service.replicas {
+            if let Some(ejection) = &replica.ejected {
+                let left = mend_types::Unit::Seconds.format(ejection.seconds_left);
+                lines.push(format!(
+                    "{}[{}]: ejected by the proxy until {} ({left} left): {}",
+                    service.name, replica.index, ejection.until, ejection.description
+                ));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("\n{}\n", lines.join("\n"))
 }
 
 /// One event as a line: time, replica, kind, message.
@@ -178,6 +208,41 @@ mod tests {
         assert_eq!(human_age(190), "3m10s");
         assert_eq!(human_age(7500), "2h05m");
         assert_eq!(human_age(3 * 86_400 + 4 * 3600), "3d04h");
+    }
+
+    #[test]
+    fn proxy_notes_follow_the_table() {
+        let response: ServicesResponse = serde_json::from_value(serde_json::json!({"services": [{
+            "name": "web", "desired_replicas": 2, "ready_replicas": 2, "canary_weight": 10,
+            "chaos": [{"fault": "latency", "latency_ms": 200, "status": null, "percent": 10.0,
+                       "until": "2026-01-01T00:00:30.000Z", "seconds_left": 25.0,
+                       "description": "200 ms latency on 10% of requests"}],
+            "replicas": [
+                {"index": 0, "release": "stable", "pid": 7, "port": 9000, "state": "running", "ready": true,
+                 "health": "healthy", "restarts": 0},
+                {"index": 1, "release": "canary", "pid": 8, "port": 9001, "state": "running", "ready": true,
+                 "health": "healthy", "restarts": 0,
+                 "ejected": {"until": "2026-01-01T00:00:04.000Z", "seconds_left": 4.0, "reason": "server_error",
+                             "status": 503, "consecutive_failures": 3,
+                             "description": "3 failures in a row, the last a 503 answer"}}
+            ]
+        }]}))
+        .expect("a services response");
+        let text = status_table(&response, 0);
+        let notes: Vec<&str> = text.lines().skip_while(|line| !line.is_empty()).skip(1).collect();
+        assert_eq!(
+            notes,
+            [
+                "web: the canary gets 10% of unpinned requests",
+                "web: chaos: 200 ms latency on 10% of requests, 25 s left",
+                "web[1]: ejected by the proxy until 2026-01-01T00:00:04.000Z (4 s left): 3 failures in a row, the last a 503 answer",
+            ]
+        );
+        // Nothing to say, nothing added.
+        let quiet: ServicesResponse = serde_json::from_value(serde_json::json!({"services": [{
+            "name": "db", "desired_replicas": 0, "ready_replicas": 0, "replicas": []}]}))
+        .expect("a services response");
+        assert!(!status_table(&quiet, 0).contains("\n\n"));
     }
 
     #[test]
