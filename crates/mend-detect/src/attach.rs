@@ -147,6 +147,9 @@ impl DetectorBank {
                 None => {
                     tracked.anomaly = Some((ts, ts));
                     let channel = match &tracked.detector {
+                        AnyDetector::Default(ensemble) if ensemble.last_channels().learning => {
+                            Some("far beyond anything seen while still learning")
+                        }
                         AnyDetector::Default(ensemble) => {
                             let channels = ensemble.last_channels();
                             let mut named: Vec<(&'static str, f64)> = vec![

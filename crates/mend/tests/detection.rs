@@ -381,6 +381,40 @@ detector = "default"
     assert!(anomaly["evidence"].as_str().unwrap_or("").starts_with("value 500"), "{anomaly}");
 }
 
+/// The default detector's warm-up is 150 points (12.5 minutes of an expression sampled every 5 s); a
+/// gross jump alarms after 30 points already, so that trying a fault on a fresh mend shows something.
+#[test]
+fn a_gross_jump_is_flagged_while_the_detector_still_learns() {
+    let (exporter_port, value) = gauge_exporter();
+    let set = |v: f64| value.store(v.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    set(0.001);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[[scrape]]
+name = "latency"
+url = "http://127.0.0.1:{exporter_port}/metrics"
+interval = "100ms"
+[[detect]]
+name = "latency_anomaly"
+series = 'queue_depth{{job="latency"}}'
+"#
+    ));
+    let points = || common::query_value(daemon.api, r#"count_over_time(queue_depth{job="latency"}[5m])"#);
+    eventually(Duration::from_secs(30), "40 points scraped", || (points() >= 40.0).then_some(()));
+    assert!(signals(&daemon, "").is_empty(), "a flat series raises nothing");
+    // A millisecond becomes 200 ms.
+    set(0.2);
+    let anomaly = eventually(Duration::from_secs(10), "the jump is flagged", || {
+        signals(&daemon, "").into_iter().find(|s| s["kind"] == "anomaly")
+    });
+    assert!(points() < 150.0, "flagged within the warm-up");
+    let evidence = anomaly["evidence"].as_str().unwrap_or("");
+    assert!(evidence.starts_with("value 0.2 scored "), "{anomaly}");
+    assert!(evidence.ends_with("(far beyond anything seen while still learning)"), "{anomaly}");
+}
+
 #[test]
 fn node_exporter_is_scraped_as_a_static_target() {
     let exporter = ["/usr/bin/prometheus-node-exporter", "/usr/bin/node_exporter"]
