@@ -135,6 +135,11 @@ pub struct ChannelScores {
 ///   A run is judged against the history before it: a short history of movement followed by a
 ///   long constant stretch is a series settling (an idle process after start-up) and scores 0.
 ///
+/// For its first `warm_up` points (150) the channels do not count: the detector learns. From the
+/// `learning_from`-th point (30) a gross new extreme alarms meanwhile (beyond the range seen so far by
+/// `learning_excess` times that range and by at least the level's distance from zero), so that a series
+/// that starts with a fault is not silent for the whole warm-up.
+///
 /// The combined score is the channels' maximum. Once it reaches `alarm_level`, the detector stays
 /// silent for `refractory_points` (a lasting event alarms once, not on every point). The output
 /// maps the combined score monotonically so that `alarm_level` lands on 0.5: **a score ≥ 0.5 is
