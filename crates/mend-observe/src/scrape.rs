@@ -130,7 +130,10 @@ async fn fetch(target: &HttpTarget) -> Result<(Bytes, String), ScrapeFailure> {
         let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
             .collect()
             .await
-            .map_err(|e| unreachable(&format!("reading the body (limit {MAX_BODY_BYTES} bytes)"), &e))?
+            .map_err(|e| {
+                let limit = mend_types::Unit::Bytes.format(MAX_BODY_BYTES as f64);
+                unreachable(&format!("reading the body (limit {limit})"), &e)
+            })?
             .to_bytes();
         Ok((body, content_type))
     }
@@ -304,9 +307,10 @@ impl Scraper {
     pub async fn scrape_once(&mut self) -> Result<ScrapeReport, ScrapeFailure> {
         let started = self.clock.now();
         let at = self.clock.wall();
-        let fetched = tokio::time::timeout(self.job.timeout, fetch(&self.job.target))
-            .await
-            .unwrap_or_else(|_| Err(ScrapeFailure::Unreachable(format!("timed out after {:?}", self.job.timeout))));
+        let fetched = tokio::time::timeout(self.job.timeout, fetch(&self.job.target)).await.unwrap_or_else(|_| {
+            let timeout = mend_types::format_duration(self.job.timeout);
+            Err(ScrapeFailure::Unreachable(format!("timed out after {timeout}")))
+        });
         let result = fetched.and_then(|(body, content_type)| self.ingest(&body, &content_type, at));
         let duration = self.clock.now().saturating_duration_since(started).as_secs_f64();
         let up = if result.is_ok() { 1.0 } else { 0.0 };

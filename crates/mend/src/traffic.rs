@@ -222,13 +222,16 @@ impl Traffic {
     /// Records `events`, each with a log line in the same words.
     fn record(&self, events: Vec<Event>) {
         for event in events {
-            let replica = event.replica.map(|index| format!("[{index}]")).unwrap_or_default();
             let service = event.service.as_ref().map(ToString::to_string).unwrap_or_default();
-            if event.kind == EventKind::ChaosStarted {
+            match (event.kind, event.replica) {
                 // Chaos on purpose degrades the service: a warning.
-                tracing::warn!(kind = %event.kind, "{service}{replica}: {}", event.message);
-            } else {
-                tracing::info!(kind = %event.kind, "{service}{replica}: {}", event.message);
+                (EventKind::ChaosStarted, _) => {
+                    tracing::warn!(service = %service, kind = %event.kind, "{}", event.message);
+                }
+                (_, Some(replica)) => {
+                    tracing::info!(service = %service, replica, kind = %event.kind, "{}", event.message);
+                }
+                (_, None) => tracing::info!(service = %service, kind = %event.kind, "{}", event.message),
             }
             self.events.emit(event);
         }
