@@ -22,8 +22,61 @@ pub struct ServiceDto {
     pub desired_replicas: u32,
     /// Replicas in the ready set.
     pub ready_replicas: u32,
+    /// The canary's share of unpinned requests through the proxy, in percent (null without a canary).
+    #[serde(default)]
+    pub canary_weight: Option<u8>,
+    /// Faults injected into its proxied requests now (`mend chaos`).
+    #[serde(default)]
+    pub chaos: Vec<FaultDto>,
     /// Its replicas.
     pub replicas: Vec<ReplicaDto>,
+}
+
+/// A fault injected into a share of a service's proxied requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultDto {
+    /// `latency`, `status` or `abort`.
+    pub fault: String,
+    /// The latency added (latency faults).
+    pub latency_ms: Option<u64>,
+    /// The status answered instead of forwarding (status faults).
+    pub status: Option<u16>,
+    /// Share of requests affected, in percent.
+    pub percent: f64,
+    /// When it ends by itself (RFC 3339).
+    pub until: String,
+    /// Seconds until then.
+    pub seconds_left: f64,
+    /// In words: `200 ms latency on 10% of requests`.
+    pub description: String,
+}
+
+/// Why, and until when, a service's proxy keeps a replica out of rotation (outlier ejection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EjectionDto {
+    /// When it is back in rotation (RFC 3339).
+    pub until: String,
+    /// Seconds until then.
+    pub seconds_left: f64,
+    /// The failure that ejected it: `server_error`, `connect_failure`, `reset` or `timeout`.
+    pub reason: String,
+    /// The status of a `server_error`.
+    pub status: Option<u16>,
+    /// Failures in a row that ejected it.
+    pub consecutive_failures: u32,
+    /// In words: `3 failures in a row, the last a 503 answer`.
+    pub description: String,
+}
+
+/// What a service's proxy adds to its status, from the daemon's traffic layer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrafficStatus {
+    /// The canary's share, when there is a canary.
+    pub canary_weight: Option<u8>,
+    /// Faults injected now.
+    pub chaos: Vec<FaultDto>,
+    /// Replicas ejected now: their index, the pid of the process ejected, and why.
+    pub ejected: Vec<(u32, u32, EjectionDto)>,
 }
 
 /// One replica.
@@ -82,6 +135,9 @@ pub struct ReplicaDto {
     pub threads: Option<u64>,
     /// Open file descriptors.
     pub open_fds: Option<u64>,
+    /// Set while the service's proxy keeps this replica out of rotation.
+    #[serde(default)]
+    pub ejected: Option<EjectionDto>,
 }
 
 impl ReplicaDto {
@@ -119,18 +175,28 @@ impl ReplicaDto {
             rss_bytes: status.process.map(|p| p.rss_bytes),
             threads: status.process.map(|p| p.threads),
             open_fds: status.process.and_then(|p| p.open_fds),
+            ejected: None,
         }
     }
 }
 
 impl ServiceDto {
-    /// From a supervised service.
-    pub fn from_handle(service: &ServiceHandle) -> Self {
-        let replicas: Vec<ReplicaDto> = service.statuses().iter().map(ReplicaDto::from_status).collect();
+    /// From a supervised service and, if it has a proxy, what its proxy says.
+    pub fn from_handle(service: &ServiceHandle, traffic: Option<TrafficStatus>) -> Self {
+        let mut replicas: Vec<ReplicaDto> = service.statuses().iter().map(ReplicaDto::from_status).collect();
+        let traffic = traffic.unwrap_or_default();
+        for (index, pid, ejection) in traffic.ejected {
+            // The ejection of the process running now, not of one the replica already replaced.
+            if let Some(replica) = replicas.iter_mut().find(|r| r.index == index && r.pid == Some(pid)) {
+                replica.ejected = Some(ejection);
+            }
+        }
         Self {
             name: service.config().name.to_string(),
             desired_replicas: service.config().total_replicas(),
             ready_replicas: replicas.iter().filter(|r| r.ready).count() as u32,
+            canary_weight: traffic.canary_weight,
+            chaos: traffic.chaos,
             replicas,
         }
     }

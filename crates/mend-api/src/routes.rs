@@ -104,6 +104,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{name}", get(service))
         .route("/api/v1/services/{name}/logs", get(service_logs))
+        .route("/api/v1/services/{name}/chaos", get(crate::traffic::faults))
         .route("/api/v1/events", get(events))
         .route("/api/v1/signals", get(signals))
         .route("/api/v1/query", get(crate::query::instant).post(crate::query::instant))
@@ -249,13 +250,20 @@ async fn metrics_page(State(state): State<ApiState>, headers: HeaderMap) -> Resp
     ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
 }
 
+/// A service as the API shows it: its replicas, and what its proxy says about them.
+fn service_dto(state: &ApiState, service: &mend_supervisor::ServiceHandle) -> ServiceDto {
+    ServiceDto::from_handle(service, state.traffic.status(service.config().name.as_str()))
+}
+
 async fn services(State(state): State<ApiState>) -> Json<ServicesResponse> {
-    Json(ServicesResponse { services: state.supervisor.services().iter().map(ServiceDto::from_handle).collect() })
+    Json(ServicesResponse {
+        services: state.supervisor.services().iter().map(|service| service_dto(&state, service)).collect(),
+    })
 }
 
 async fn service(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<ServiceDto>, ApiError> {
     let service = state.supervisor.service(&name).ok_or(ControlError::UnknownService(name))?;
-    Ok(Json(ServiceDto::from_handle(service)))
+    Ok(Json(service_dto(&state, service)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,7 +323,7 @@ async fn control(
     };
     state.supervisor.control(&name, params.replica, control, wait).await?;
     tracing::info!(service = %name, action = %action, replica = ?params.replica, "operator command");
-    Ok(Json(ServiceDto::from_handle(service)))
+    Ok(Json(service_dto(&state, service)))
 }
 
 /// `POST /api/v1/services/{name}/scale` with `{"replicas": N}`: how many replicas of the stable release
@@ -347,7 +355,7 @@ async fn scale(
     let before = service.config().replicas;
     state.supervisor.scale(&name, replicas, wait).await?;
     tracing::info!(service = %name, from = before, to = replicas, "scaled");
-    Ok(Json(ServiceDto::from_handle(service)))
+    Ok(Json(service_dto(&state, service)))
 }
 
 /// `?wait=` alone (a scale has no `replica`).

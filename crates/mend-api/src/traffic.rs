@@ -1,6 +1,6 @@
-//! The proxies through the API: `POST|DELETE /api/v1/services/{name}/chaos` (fault injection: latency, an
-//! HTTP error status, aborted connections on a share of the requests, always expiring by itself) and
-//! `POST /api/v1/services/{name}/canary` (the canary's share of the traffic).
+//! The proxies through the API: `GET|POST|DELETE /api/v1/services/{name}/chaos` (fault injection:
+//! latency, an HTTP error status, aborted connections on a share of the requests, always expiring by
+//! itself) and `POST /api/v1/services/{name}/canary` (the canary's share of the traffic).
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use mend_config::parse_duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::dto::TrafficStatus;
 use crate::routes::{ApiError, ApiState};
 
 /// Longest a fault may last: chaos always ends by itself.
@@ -30,7 +31,8 @@ pub struct FaultSpec {
     pub percent: f64,
 }
 
-/// The proxies as the API steers them, implemented by the daemon's traffic layer.
+/// The proxies as the API steers them, implemented by the daemon's traffic layer (which records what
+/// changes as events).
 pub trait TrafficApi: Send + Sync {
     /// The canary's current share of unpinned requests, in percent; None without a canary.
     fn canary_weight(&self, service: &str) -> Option<u8>;
@@ -38,10 +40,14 @@ pub trait TrafficApi: Send + Sync {
     fn set_canary_weight(&self, service: &str, weight: u8) -> bool;
     /// Whether `service` has a proxy.
     fn proxied(&self, service: &str) -> bool;
-    /// Injects `faults` into `service`'s requests until `until`; false if it has no proxy.
-    fn inject(&self, service: &str, faults: &FaultSpec, until: std::time::Instant) -> bool;
+    /// Injects `faults` into `service`'s requests for `duration`; returns when they end, or None if it
+    /// has no proxy.
+    fn inject(&self, service: &str, faults: &FaultSpec, duration: Duration) -> Option<mend_types::Timestamp>;
     /// Removes every fault of `service`; false if it has no proxy.
     fn clear(&self, service: &str) -> bool;
+    /// What `service`'s proxy adds to its status (canary share, faults, ejected replicas); None without
+    /// a proxy.
+    fn status(&self, service: &str) -> Option<TrafficStatus>;
 }
 
 /// A daemon without proxies.
@@ -57,11 +63,14 @@ impl TrafficApi for NoTraffic {
     fn proxied(&self, _service: &str) -> bool {
         false
     }
-    fn inject(&self, _service: &str, _faults: &FaultSpec, _until: std::time::Instant) -> bool {
-        false
+    fn inject(&self, _service: &str, _faults: &FaultSpec, _duration: Duration) -> Option<mend_types::Timestamp> {
+        None
     }
     fn clear(&self, _service: &str) -> bool {
         false
+    }
+    fn status(&self, _service: &str) -> Option<TrafficStatus> {
+        None
     }
 }
 
@@ -136,17 +145,17 @@ pub(crate) async fn inject(
         Ok(parsed) => parsed,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let until = state.clock.now() + duration;
-    state.traffic.inject(&name, &faults, until);
-    let until_wall = state.clock.wall().saturating_add(duration);
-    tracing::warn!(service = %name, ?faults, seconds = duration.as_secs_f64(), "fault injection on");
+    // The traffic layer records and logs it (in words, as a chaos_started event per fault).
+    let Some(until) = state.traffic.inject(&name, &faults, duration) else {
+        return error(StatusCode::CONFLICT, format!("service {name:?} has no proxy"));
+    };
     Json(json!({
         "service": name,
         "latency_ms": faults.latency.map(|l| l.as_millis() as u64),
         "status": faults.status,
         "abort": faults.abort,
         "percent": faults.percent,
-        "until": until_wall.to_string(),
+        "until": until.to_string(),
     }))
     .into_response()
 }
@@ -155,9 +164,18 @@ pub(crate) async fn clear(State(state): State<ApiState>, Path(name): Path<String
     if let Err(refused) = check_service(&state, &name, "fault injection") {
         return refused.into_response();
     }
+    // Recorded and logged by the traffic layer (a chaos_ended event per fault that was active).
     state.traffic.clear(&name);
-    tracing::info!(service = %name, "fault injection cleared");
     Json(json!({ "service": name, "cleared": true })).into_response()
+}
+
+/// `GET /api/v1/services/{name}/chaos`: the faults injected now, with their share and end.
+pub(crate) async fn faults(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    if let Err(refused) = check_service(&state, &name, "fault injection") {
+        return refused.into_response();
+    }
+    let faults = state.traffic.status(&name).map(|status| status.chaos).unwrap_or_default();
+    Json(json!({ "service": name, "faults": faults })).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,8 +203,8 @@ pub(crate) async fn set_canary(
     let Some(weight) = u8::try_from(request.weight).ok().filter(|weight| *weight <= 100) else {
         return error(StatusCode::BAD_REQUEST, format!("weight: {} is out of range (0 to 100)", request.weight));
     };
+    // Recorded and logged by the traffic layer (canary_weight_changed).
     state.traffic.set_canary_weight(&name, weight);
-    tracing::info!(service = %name, weight, "canary weight set");
     Json(json!({ "service": name, "weight": weight })).into_response()
 }
 

@@ -48,6 +48,18 @@ http = "http://127.0.0.1:{port}/health"
 # [service.web.logs]
 # max_file_bytes = 10485760
 # keep_files = 3
+
+# [service.web.metrics]             # scraped from each replica while it runs
+# scrape = "http://127.0.0.1:{port}/metrics"
+# interval = "1s"
+
+# [[detect]]                        # a streaming detector on every series the expression yields
+# name = "latency"
+# series = 'histogram_quantile(0.99, sum by (le) (rate(mend_demo_request_duration_seconds_bucket[30s])))'
+# detector = "default"
+# It learns before it judges: 150 points, and an expression (anything but a plain selector) is
+# evaluated every 5 s: 12.5 minutes (a plain selector gets every scraped point). Until then only a gross
+# jump alarms, from the 30th point on (2.5 minutes here). A quantile of requests needs requests.
 "#;
 
 #[cfg(test)]

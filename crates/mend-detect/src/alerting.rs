@@ -15,7 +15,9 @@ pub struct AlertTransition {
     pub firing: bool,
     /// When the condition started to hold (seconds).
     pub active_since: f64,
-    /// The latest value of the rule's expression for it (NaN when resolving without a value).
+    /// The value of the rule's expression for it when it starts firing; NaN when it resolves: the
+    /// expression no longer returns the alert, so there is no value at resolution (the last firing
+    /// value would be stale).
     pub value: f64,
 }
 
@@ -24,7 +26,6 @@ struct Alert {
     active_since: f64,
     last_active: f64,
     firing: bool,
-    value: f64,
 }
 
 /// The alerts of one rule.
@@ -50,10 +51,8 @@ impl RuleState {
                 active_since: now,
                 last_active: now,
                 firing: false,
-                value,
             });
             alert.last_active = now;
-            alert.value = value;
             if !alert.firing && now - alert.active_since >= for_secs {
                 alert.firing = true;
                 transitions.push(AlertTransition {
@@ -80,7 +79,7 @@ impl RuleState {
                 labels: labels.clone(),
                 firing: false,
                 active_since: alert.active_since,
-                value: alert.value,
+                value: f64::NAN,
             });
             false
         });
@@ -148,6 +147,17 @@ mod tests {
             &[(0.0, &["web"]), (1.0, &[]), (2.0, &["web"]), (3.0, &[]), (6.0, &[]), (7.0, &[])],
             &["+web@0", "-web@7"],
         );
+    }
+
+    #[test]
+    fn a_resolved_alert_does_not_repeat_its_firing_value() {
+        let mut state = RuleState::default();
+        let fired = state.evaluate([(labels("web"), 0.3)], 0.0, 0.0, 0.0);
+        assert_eq!(fired.len(), 1);
+        assert_eq!((fired[0].firing, fired[0].value), (true, 0.3));
+        let resolved = state.evaluate([], 1.0, 0.0, 0.0);
+        assert_eq!(resolved.len(), 1);
+        assert!(!resolved[0].firing && resolved[0].value.is_nan(), "{resolved:?}");
     }
 
     #[test]

@@ -21,10 +21,52 @@ pub struct SeriesTransition {
     pub firing: bool,
     /// When the condition started (seconds).
     pub since: f64,
-    /// The score (anomalies) or seconds until the limit (forecasts).
+    /// The score (anomalies: at the alarm, or the latest one when resolving) or seconds until the
+    /// limit (forecasts; infinite once the trend no longer approaches it, NaN when unknown).
     pub value: f64,
-    /// Why, for people.
-    pub evidence: String,
+    /// Why, as data: the caller words it, in the series' unit.
+    pub reason: TransitionReason,
+}
+
+/// Why a series' condition started or resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TransitionReason {
+    /// A detector alarmed on a point.
+    Alarm {
+        /// The point's value.
+        value: f64,
+        /// Its score.
+        score: f64,
+        /// The default ensemble's strongest channel, in words (`new extreme`, `rare level`, ...).
+        channel: Option<&'static str>,
+    },
+    /// The detector has not alarmed for this long: the anomaly is over.
+    Quiet {
+        /// Seconds without an alarm that resolve an anomaly.
+        after_secs: f64,
+    },
+    /// The series' trend reaches the limit within the horizon.
+    Forecast {
+        /// The fitted level now.
+        level: f64,
+        /// Its change per second.
+        slope_per_sec: f64,
+        /// The limit.
+        limit: f64,
+        /// Seconds until the trend reaches the limit.
+        seconds: f64,
+        /// Confidence of the fit, 0..1.
+        confidence: f64,
+    },
+    /// The series fell back to this value (a restarted process, a cleaned-up disk): the trend is gone.
+    Reset {
+        /// The value it fell back to.
+        value: f64,
+    },
+    /// The trend no longer reaches the limit within the horizon.
+    Receding,
+    /// The series is no longer fed.
+    Gone,
 }
 
 struct TrackedDetector {
@@ -33,6 +75,8 @@ struct TrackedDetector {
     last_seen: f64,
     /// When the current anomaly started, and the time of its latest alarm.
     anomaly: Option<(f64, f64)>,
+    /// The latest score.
+    last_score: f64,
 }
 
 /// One detector per series of an attachment.
@@ -43,11 +87,6 @@ pub struct DetectorBank {
     resolve_after_secs: f64,
     series: HashMap<LabelSet, TrackedDetector>,
     refused: u64,
-}
-
-fn format_value(value: f64) -> String {
-    let magnitude = value.abs();
-    if magnitude != 0.0 && !(1e-3..1e6).contains(&magnitude) { format!("{value:.3e}") } else { format!("{value:.4}") }
 }
 
 impl DetectorBank {
@@ -81,7 +120,13 @@ impl DetectorBank {
             let Ok(detector) = registry::build(&self.detector_name, self.sensitivity) else { return Vec::new() };
             self.series.insert(
                 labels.clone(),
-                TrackedDetector { detector, last_ts: f64::NEG_INFINITY, last_seen: now, anomaly: None },
+                TrackedDetector {
+                    detector,
+                    last_ts: f64::NEG_INFINITY,
+                    last_seen: now,
+                    anomaly: None,
+                    last_score: f64::NAN,
+                },
             );
         }
         let Some(tracked) = self.series.get_mut(labels) else { return Vec::new() };
@@ -93,6 +138,7 @@ impl DetectorBank {
             }
             tracked.last_ts = ts;
             let score = tracked.detector.update(Point::new(ts, value)).value();
+            tracked.last_score = score;
             if score < ALARM_SCORE {
                 continue;
             }
@@ -100,30 +146,29 @@ impl DetectorBank {
                 Some((_, last_alarm)) => *last_alarm = ts,
                 None => {
                     tracked.anomaly = Some((ts, ts));
-                    let why = match &tracked.detector {
+                    let channel = match &tracked.detector {
+                        AnyDetector::Default(ensemble) if ensemble.last_channels().learning => {
+                            Some("far beyond anything seen while still learning")
+                        }
                         AnyDetector::Default(ensemble) => {
                             let channels = ensemble.last_channels();
-                            let mut named: Vec<(&str, f64)> = vec![
+                            let mut named: Vec<(&'static str, f64)> = vec![
                                 ("new extreme", channels.extreme),
                                 ("rare level", channels.rarity),
                                 ("unusual for the time of day", channels.seasonal),
                                 ("stuck value", channels.flatline),
                             ];
                             named.sort_by(|a, b| b.1.total_cmp(&a.1));
-                            format!(" ({})", named[0].0)
+                            Some(named[0].0)
                         }
-                        _ => String::new(),
+                        _ => None,
                     };
                     transitions.push(SeriesTransition {
                         labels: labels.clone(),
                         firing: true,
                         since: ts,
                         value: score,
-                        evidence: format!(
-                            "value {} scored {score:.2} by the {} detector{why}",
-                            format_value(value),
-                            self.detector_name
-                        ),
+                        reason: TransitionReason::Alarm { value, score, channel },
                     });
                 }
             }
@@ -145,8 +190,8 @@ impl DetectorBank {
                     labels: labels.clone(),
                     firing: false,
                     since,
-                    value: 0.0,
-                    evidence: format!("no alarm for {resolve_after:.0}s"),
+                    value: tracked.last_score,
+                    reason: TransitionReason::Quiet { after_secs: resolve_after },
                 });
             }
             !forget
@@ -233,7 +278,7 @@ impl ForecastBank {
                         firing: false,
                         since,
                         value: f64::INFINITY,
-                        evidence: format!("the series reset to {} (a restart or a cleanup)", format_value(value)),
+                        reason: TransitionReason::Reset { value },
                     });
                 }
             }
@@ -261,14 +306,13 @@ impl ForecastBank {
                     firing: true,
                     since: tracked.last_ts,
                     value: forecast.seconds,
-                    evidence: format!(
-                        "{} grows {}/s: reaches the limit {} in {:.0}s (confidence {:.3})",
-                        format_value(forecast.level),
-                        format_value(forecast.slope_per_sec),
-                        format_value(limit),
-                        forecast.seconds,
-                        forecast.confidence
-                    ),
+                    reason: TransitionReason::Forecast {
+                        level: forecast.level,
+                        slope_per_sec: forecast.slope_per_sec,
+                        limit,
+                        seconds: forecast.seconds,
+                        confidence: forecast.confidence,
+                    },
                 });
             }
             // Hysteresis: resolve only once the limit is comfortably beyond the horizon, or there is no
@@ -282,7 +326,7 @@ impl ForecastBank {
                     firing: false,
                     since,
                     value: forecast.map_or(f64::INFINITY, |f| f.seconds),
-                    evidence: "the trend no longer reaches the limit within the horizon".to_owned(),
+                    reason: TransitionReason::Receding,
                 });
             }
             _ => {}
@@ -301,7 +345,7 @@ impl ForecastBank {
                     firing: false,
                     since,
                     value: f64::NAN,
-                    evidence: "the series is gone".to_owned(),
+                    reason: TransitionReason::Gone,
                 });
             }
             !forget
@@ -342,12 +386,19 @@ mod tests {
         let fired: Vec<&SeriesTransition> = transitions.iter().filter(|t| t.firing).collect();
         assert_eq!(fired.len(), 1, "{transitions:?}");
         assert_eq!(fired[0].since, 500.0);
-        assert!(fired[0].evidence.starts_with("value 500.0000 scored"), "{}", fired[0].evidence);
+        assert!(
+            matches!(fired[0].reason, TransitionReason::Alarm { value: 500.0, channel: Some("new extreme"), .. }),
+            "{:?}",
+            fired[0].reason
+        );
         assert!(bank.sweep(540.0, 3600.0).is_empty(), "39 s without an alarm is not yet quiet");
         bank.feed(&series, &points[540..700], 700.0);
         let resolved = bank.sweep(700.0, 3600.0);
         assert_eq!(resolved.len(), 1);
         assert!(!resolved[0].firing);
+        // Resolved with the latest score, not the alarm's.
+        assert!(resolved[0].value < ALARM_SCORE, "{:?}", resolved[0]);
+        assert_eq!(resolved[0].reason, TransitionReason::Quiet { after_secs: 60.0 });
     }
 
     #[test]
@@ -372,18 +423,23 @@ mod tests {
         for (idx, point) in leak.iter().enumerate() {
             for transition in bank.feed(&series, &[*point], point.0) {
                 if transition.firing && fired_at.is_none() {
-                    fired_at = Some((idx, transition.value, transition.evidence));
+                    fired_at = Some((idx, transition.value, transition.reason));
                 }
             }
         }
-        let (idx, seconds, evidence) = fired_at.expect("the leak is forecast");
+        let (idx, seconds, reason) = fired_at.expect("the leak is forecast");
         // Warned about two minutes (the horizon) before the limit, not at the last moment.
         assert!((270..=300).contains(&idx), "fired at t = {idx}");
         assert!((seconds - (400.0 - idx as f64)).abs() < 20.0, "forecast {seconds}s at t = {idx}");
-        assert!(evidence.contains("reaches the limit 500.0000"), "{evidence}");
+        let TransitionReason::Forecast { limit, slope_per_sec, .. } = reason else { panic!("{reason:?}") };
+        assert_eq!(limit, 500.0);
+        assert!((slope_per_sec - 1.0).abs() < 0.1, "{slope_per_sec}");
         // The process restarts: memory drops; the warning resolves.
         let transitions = bank.feed(&series, &[(400.0, 90.0), (401.0, 91.0)], 401.0);
-        assert!(transitions.iter().any(|t| !t.firing), "{transitions:?}");
+        assert!(
+            transitions.iter().any(|t| !t.firing && t.reason == TransitionReason::Reset { value: 90.0 }),
+            "{transitions:?}"
+        );
     }
 
     #[test]

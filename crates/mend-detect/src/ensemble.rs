@@ -16,8 +16,15 @@ use crate::stats::is_positive;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnsembleParams {
-    /// Points before any non-zero score (statistics settle first).
+    /// Points before the full ensemble scores (statistics settle first); until then only a gross new
+    /// extreme can alarm, from `learning_from` on.
     pub warm_up: u32,
+    /// Points after which, still within the warm-up, a gross new extreme alarms (0: none during the
+    /// warm-up): a series that starts with a fault is not silent for the whole warm-up.
+    pub learning_from: u32,
+    /// During the warm-up, how far beyond the range seen so far a value must be to alarm, in multiples of
+    /// that range; it must also be at least as far as the level is from zero (a positive series doubles).
+    pub learning_excess: f64,
     /// Per-point decay of the remembered extremes toward the current level (forgetting old spikes).
     pub extreme_decay: f64,
     /// Smoothing of the level the extremes decay toward.
@@ -64,6 +71,8 @@ impl Default for EnsembleParams {
     fn default() -> Self {
         Self {
             warm_up: 150,
+            learning_from: 30,
+            learning_excess: 3.0,
             extreme_decay: 1e-5,
             level_alpha: 0.02,
             extreme_scale: 0.05,
@@ -100,6 +109,10 @@ pub struct ChannelScores {
     pub flatline: f64,
     /// Whether the point fell in a refractory period (its score was silenced).
     pub silenced: bool,
+    /// Whether the point alarmed as a gross new extreme while the detector was still learning (before
+    /// `warm_up`), when the channels above do not count yet.
+    #[serde(default)]
+    pub learning: bool,
 }
 
 /// The default detector: new extremes, value rarity and seasonal surprise, one alarm per event.
@@ -121,6 +134,11 @@ pub struct ChannelScores {
 ///   repeats a value, falls below 10⁻⁸⁰ (a stuck sensor); reported for one refractory period.
 ///   A run is judged against the history before it: a short history of movement followed by a
 ///   long constant stretch is a series settling (an idle process after start-up) and scores 0.
+///
+/// For its first `warm_up` points (150) the channels do not count: the detector learns. From the
+/// `learning_from`-th point (30) a gross new extreme alarms meanwhile (beyond the range seen so far by
+/// `learning_excess` times that range and by at least the level's distance from zero), so that a series
+/// that starts with a fault is not silent for the whole warm-up.
 ///
 /// The combined score is the channels' maximum. Once it reaches `alarm_level`, the detector stays
 /// silent for `refractory_points` (a lasting event alarms once, not on every point). The output
@@ -303,6 +321,16 @@ impl EnsembleDetector {
         }
     }
 
+    /// Whether `x` is a gross new extreme while the detector is still learning: beyond the range seen so
+    /// far by `learning_excess` times that range, and by at least the level's distance from zero. A few
+    /// dozen points give a rough range, hence the wide margin: a slow endpoint whose latency jumps from
+    /// milliseconds to hundreds of them passes, noise and the slow drift of a process settling do not.
+    fn gross_extreme(&self, x: f64) -> bool {
+        let range = self.max_seen - self.min_seen;
+        let excess = (x - self.max_seen).max(self.min_seen - x);
+        is_positive(excess) && excess >= self.params.learning_excess * range && excess >= self.level.abs()
+    }
+
     /// Learns the extremes and level from a finite value.
     fn learn_extremes(&mut self, x: f64) {
         let rate = (1.0 / f64::from(self.n_seen)).max(self.params.level_alpha);
@@ -329,6 +357,8 @@ impl Detector for EnsembleDetector {
         let x = point.value;
         let p = &self.params;
         let warm = self.n_seen >= p.warm_up;
+        // While learning, only a gross new extreme counts, at exactly the alarm level.
+        let learning_alarm = !warm && p.learning_from > 0 && self.n_seen >= p.learning_from && self.gross_extreme(x);
 
         // The reference (default-sensitivity) extreme drives the refractory period; the user's
         // sensitivity only changes what is reported, so at a fixed threshold a higher
@@ -357,12 +387,13 @@ impl Detector for EnsembleDetector {
         let p = &self.params;
 
         let others = rarity.max(seasonal).max(flatline);
-        let reference = if warm { extreme.max(others) } else { 0.0 };
+        let learning = if learning_alarm { p.alarm_level } else { 0.0 };
+        let reference = if warm { extreme.max(others) } else { learning };
         // Below the default only the extreme channel (the one unbounded noise trips) is damped;
         // above it every channel is amplified.
         let gain = self.sensitivity_gain();
         let user = (gain * user_extreme).max(gain.max(1.0) * others);
-        let mut combined = if warm { user.min(1.0) } else { 0.0 };
+        let mut combined = if warm { user.min(1.0) } else { learning };
         let silenced = self.refractory_left > 0;
         if silenced {
             self.refractory_left -= 1;
@@ -370,7 +401,8 @@ impl Detector for EnsembleDetector {
         } else if reference >= p.alarm_level {
             self.refractory_left = p.refractory_points;
         }
-        self.last = ChannelScores { extreme, rarity, seasonal, flatline, silenced };
+        self.last =
+            ChannelScores { extreme, rarity, seasonal, flatline, silenced, learning: learning_alarm && !silenced };
 
         self.n_seen = self.n_seen.saturating_add(1);
         self.learn_extremes(x);
@@ -383,5 +415,61 @@ impl Detector for EnsembleDetector {
             + self.rarity_likelihood.heap_bytes()
             + self.seasonal.heap_bytes()
             + self.seasonal_likelihood.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{Shape, generate};
+
+    /// Indices of the alarms of the default ensemble over `values`, one point a second.
+    fn alarms(values: &[f64]) -> Vec<usize> {
+        let mut detector = EnsembleDetector::new(Sensitivity::DEFAULT);
+        values
+            .iter()
+            .enumerate()
+            .filter(|&(idx, &value)| detector.update(Point::new(idx as f64, value)).value() >= 0.5)
+            .map(|(idx, _)| idx)
+            .collect::<Vec<usize>>()
+    }
+
+    /// A request latency of about a millisecond.
+    fn latency(n: usize) -> Vec<f64> {
+        (0..n).map(|idx| 0.001 + 0.0001 * ((idx * 7 % 5) as f64)).collect()
+    }
+
+    #[test]
+    fn a_gross_jump_alarms_after_thirty_points_not_only_after_the_warm_up() {
+        // A slow endpoint: the latency jumps from a millisecond to 200 ms at point 40.
+        let mut values = latency(60);
+        values[40..].fill(0.2);
+        assert_eq!(alarms(&values), [40]);
+        // Before 30 points nothing is known: no alarm.
+        let mut early = latency(60);
+        early[20..].fill(0.2);
+        let early = alarms(&early);
+        assert!(early.is_empty(), "{early:?}");
+    }
+
+    #[test]
+    fn while_learning_ordinary_changes_do_not_alarm() {
+        // A process settling: memory that climbs in steps of a few percent.
+        let memory: Vec<f64> = (0..150).map(|idx| 30e6 + 1e6 * (idx / 10) as f64).collect();
+        let memory = alarms(&memory);
+        assert!(memory.is_empty(), "{memory:?}");
+        // A jump by a third of the level, however far beyond the range: not gross enough yet.
+        let mut stepped = vec![90.0; 150];
+        stepped[60..].fill(120.0);
+        let stepped = alarms(&stepped);
+        assert!(stepped.is_empty(), "{stepped:?}");
+        // Noise, heavy tails: nothing during the warm-up.
+        for shape in [Shape::Noise, Shape::HeavyTailed, Shape::Seasonal] {
+            for seed in 1..=5 {
+                let series = generate(shape, 150, 1000, seed);
+                let found = alarms(&series.values);
+                assert!(found.is_empty(), "{shape:?} seed {seed}: {found:?}");
+            }
+        }
     }
 }

@@ -7,9 +7,15 @@
 //! staleness marker; a malformed answer keeps the previous samples current (the target is up, only
 //! this exposition was bad). Series are bounded per target and in total; a cardinality explosion drops
 //! the new series, counts them and says so, once a minute at most.
+//!
+//! A replica's first scrapes usually come before it listens: until a target has been scraped once, its
+//! failures are not events for a start-up grace period ([`ScrapeJob::startup_grace`]), which
+//! [`ScraperHandle::settle`] ends early (the supervisor calls it when the replica's probes say it is
+//! ready). They still count as failed scrapes and write `up` 0; a failure after the first success or
+//! after the grace is an event as always.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,6 +52,9 @@ pub struct ScrapeJob {
     pub service: Option<ServiceName>,
     /// Replica index, for events.
     pub replica: Option<u32>,
+    /// How long failures are not events while the target has never been scraped successfully: a
+    /// replica's first scrape usually comes before it listens. Zero for targets expected up already.
+    pub startup_grace: Duration,
 }
 
 /// Counters of all scrapes, for mend's /metrics.
@@ -121,7 +130,10 @@ async fn fetch(target: &HttpTarget) -> Result<(Bytes, String), ScrapeFailure> {
         let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
             .collect()
             .await
-            .map_err(|e| unreachable(&format!("reading the body (limit {MAX_BODY_BYTES} bytes)"), &e))?
+            .map_err(|e| {
+                let limit = mend_types::Unit::Bytes.format(MAX_BODY_BYTES as f64);
+                unreachable(&format!("reading the body (limit {limit})"), &e)
+            })?
             .to_bytes();
         Ok((body, content_type))
     }
@@ -150,6 +162,10 @@ pub struct Scraper {
     failing: Option<String>,
     last_drop_event: Option<Instant>,
     scrapes: u64,
+    /// When the scraper was made: the start-up grace counts from here.
+    created: Instant,
+    /// Set once failures are events: after a first success, [`ScraperHandle::settle`] or the grace.
+    settled: Arc<AtomicBool>,
 }
 
 impl Drop for Scraper {
@@ -164,9 +180,16 @@ impl Drop for Scraper {
 /// series, `up` included, end with staleness markers, as when Prometheus stops scraping a target.
 pub struct ScraperHandle {
     stop: Option<tokio::sync::oneshot::Sender<Timestamp>>,
+    settled: Arc<AtomicBool>,
 }
 
 impl ScraperHandle {
+    /// Ends the start-up grace: from now on a failed scrape is an event even if the target was never
+    /// scraped successfully (say, the replica is ready, so its metrics should answer too).
+    pub fn settle(&self) {
+        self.settled.store(true, Ordering::Relaxed);
+    }
+
     /// Ends the scraper with its markers stamped `at`: the time it was told to stop, so that a
     /// replacement's first scrape (stamped later) is never hidden behind them.
     pub fn stop(mut self, at: Timestamp) {
@@ -194,7 +217,10 @@ impl Scraper {
         clock: Arc<dyn Clock>,
         stats: Arc<ScrapeStats>,
     ) -> Self {
+        let settled = Arc::new(AtomicBool::new(job.startup_grace.is_zero()));
         Self {
+            created: clock.now(),
+            settled,
             job,
             store,
             events,
@@ -212,8 +238,9 @@ impl Scraper {
     /// Starts scraping every interval on the current runtime until the handle stops it.
     pub fn spawn(self) -> ScraperHandle {
         let (stop, stopped) = tokio::sync::oneshot::channel();
+        let settled = self.settled.clone();
         tokio::spawn(self.run(stopped));
-        ScraperHandle { stop: Some(stop) }
+        ScraperHandle { stop: Some(stop), settled }
     }
 
     /// Scrapes every interval until `stop` says when to end (or its sender is dropped).
@@ -252,6 +279,23 @@ impl Scraper {
         }
     }
 
+    /// Ends the start-up grace, as [`ScraperHandle::settle`] does.
+    pub fn settle(&self) {
+        self.settled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a failure now is an event: the target was scraped once, was settled, or its grace is over.
+    fn failures_count(&self) -> bool {
+        if self.settled.load(Ordering::Relaxed) {
+            return true;
+        }
+        let over = self.clock.now().saturating_duration_since(self.created) >= self.job.startup_grace;
+        if over {
+            self.settled.store(true, Ordering::Relaxed);
+        }
+        over
+    }
+
     fn event(&self, kind: EventKind, message: String) -> Event {
         let mut event = Event::new(self.clock.wall(), kind, message).detail("target", self.job.name.clone());
         event.service = self.job.service.clone();
@@ -263,9 +307,10 @@ impl Scraper {
     pub async fn scrape_once(&mut self) -> Result<ScrapeReport, ScrapeFailure> {
         let started = self.clock.now();
         let at = self.clock.wall();
-        let fetched = tokio::time::timeout(self.job.timeout, fetch(&self.job.target))
-            .await
-            .unwrap_or_else(|_| Err(ScrapeFailure::Unreachable(format!("timed out after {:?}", self.job.timeout))));
+        let fetched = tokio::time::timeout(self.job.timeout, fetch(&self.job.target)).await.unwrap_or_else(|_| {
+            let timeout = mend_types::format_duration(self.job.timeout);
+            Err(ScrapeFailure::Unreachable(format!("timed out after {timeout}")))
+        });
         let result = fetched.and_then(|(body, content_type)| self.ingest(&body, &content_type, at));
         let duration = self.clock.now().saturating_duration_since(started).as_secs_f64();
         let up = if result.is_ok() { 1.0 } else { 0.0 };
@@ -274,6 +319,7 @@ impl Scraper {
         self.append_synthetic(at, &[(up_name, up), (duration_name, duration), (samples_name, samples)]);
         match &result {
             Ok(report) => {
+                self.settled.store(true, Ordering::Relaxed);
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
                 self.stats.samples.fetch_add(report.samples as u64, Ordering::Relaxed);
                 if self.failing.take().is_some() {
@@ -312,6 +358,11 @@ impl Scraper {
                     self.mark_stale(at);
                 }
                 let reason = failure.to_string();
+                if !self.failures_count() {
+                    // Not yet listening, most likely: counted, written as `up` 0, but no event.
+                    tracing::debug!(target = %self.job.name, reason = %reason, "scrape failed during the start-up grace");
+                    return result;
+                }
                 // One event per change of reason, not one per failed scrape.
                 if self.failing.as_deref() != Some(reason.as_str()) {
                     tracing::warn!(target = %self.job.name, reason = %reason, "scrape failed");

@@ -29,7 +29,10 @@ impl Recorder {
 type Answer = Arc<Mutex<(u16, &'static str, String)>>;
 
 fn exporter() -> (u16, Answer) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    exporter_on(TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+}
+
+fn exporter_on(listener: TcpListener) -> (u16, Answer) {
     let port = listener.local_addr().expect("addr").port();
     let answer: Answer = Arc::new(Mutex::new((200, "text/plain; version=0.0.4", String::new())));
     let serving = answer.clone();
@@ -50,7 +53,17 @@ fn exporter() -> (u16, Answer) {
 }
 
 fn scraper(port: u16, max_series: usize, store: &Arc<RwLock<SeriesStore>>, events: &Arc<Recorder>) -> Scraper {
-    let job = ScrapeJob {
+    Scraper::new(
+        job(port, max_series, Duration::ZERO),
+        store.clone(),
+        events.clone(),
+        Arc::new(SystemClock),
+        Arc::new(ScrapeStats::default()),
+    )
+}
+
+fn job(port: u16, max_series: usize, startup_grace: Duration) -> ScrapeJob {
+    ScrapeJob {
         name: "web[0]".into(),
         target: HttpTarget::parse(&format!("http://127.0.0.1:{port}/metrics")).expect("url"),
         interval: Duration::from_secs(1),
@@ -59,8 +72,42 @@ fn scraper(port: u16, max_series: usize, store: &Arc<RwLock<SeriesStore>>, event
         max_series,
         service: mend_types::ServiceName::new("web").ok(),
         replica: Some(0),
-    };
-    Scraper::new(job, store.clone(), events.clone(), Arc::new(SystemClock), Arc::new(ScrapeStats::default()))
+        startup_grace,
+    }
+}
+
+/// A port where connections are refused until the returned socket listens: bound, not listening, so
+/// that no other test takes it meanwhile.
+fn refusing_port() -> (u16, tokio::net::TcpSocket) {
+    let holder = tokio::net::TcpSocket::new_v4().expect("socket");
+    holder.bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+    (holder.local_addr().expect("addr").port(), holder)
+}
+
+/// A clock that moves only when told.
+struct ManualClock {
+    start: std::time::Instant,
+    elapsed: Mutex<Duration>,
+}
+
+impl ManualClock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { start: mend_types::Clock::now(&SystemClock), elapsed: Mutex::new(Duration::ZERO) })
+    }
+
+    fn advance(&self, by: Duration) {
+        *self.elapsed.lock().expect("lock") += by;
+    }
+}
+
+impl mend_types::Clock for ManualClock {
+    fn now(&self) -> std::time::Instant {
+        self.start + *self.elapsed.lock().expect("lock")
+    }
+
+    fn wall(&self) -> Timestamp {
+        Timestamp::from_millis(1_700_000_000_000).saturating_add(*self.elapsed.lock().expect("lock"))
+    }
 }
 
 fn latest(store: &Arc<RwLock<SeriesStore>>, name: &str, pairs: &[(&str, &str)]) -> Option<f64> {
@@ -147,10 +194,7 @@ async fn a_cardinality_explosion_is_capped_per_target() {
 
 #[tokio::test]
 async fn an_unreachable_target_fails_with_one_event() {
-    // Bound but not listening: the port is held (no other test takes it) and connections are refused.
-    let holder = tokio::net::TcpSocket::new_v4().expect("socket");
-    holder.bind("127.0.0.1:0".parse().expect("address")).expect("bind");
-    let port = holder.local_addr().expect("addr").port();
+    let (port, _holder) = refusing_port();
     let store = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
     let events = Arc::new(Recorder::default());
     let mut scraper = scraper(port, 10, &store, &events);
@@ -160,6 +204,70 @@ async fn an_unreachable_target_fails_with_one_event() {
     }
     assert_eq!(events.kinds(), [EventKind::ScrapeFailed]);
     assert_eq!(latest(&store, "up", &[("service", "web"), ("replica", "0")]), Some(0.0));
+}
+
+/// A replica's first scrapes come before it listens: that is no event (`up` still says 0), but a
+/// failure once it was scraped is.
+#[tokio::test]
+async fn a_replica_not_listening_yet_is_no_event_and_a_later_failure_is() {
+    let (port, holder) = refusing_port();
+    let store = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
+    let events = Arc::new(Recorder::default());
+    let stats = Arc::new(ScrapeStats::default());
+    let mut scraper = Scraper::new(
+        job(port, 10, Duration::from_secs(3600)),
+        store.clone(),
+        events.clone(),
+        ManualClock::new(),
+        stats.clone(),
+    );
+    for _ in 0..3 {
+        let failure = scraper.scrape_once().await.expect_err("nothing listens yet");
+        assert!(matches!(&failure, ScrapeFailure::Unreachable(reason) if reason.contains("refused")), "{failure:?}");
+    }
+    assert_eq!(events.kinds(), [], "no event before the replica listens");
+    assert_eq!(stats.failed.load(std::sync::atomic::Ordering::Relaxed), 3, "the failures still count");
+    assert_eq!(latest(&store, "up", &[("service", "web"), ("replica", "0")]), Some(0.0));
+
+    let listener = holder.listen(16).expect("listen").into_std().expect("std listener");
+    listener.set_nonblocking(false).expect("blocking");
+    let (_, answer) = exporter_on(listener);
+    answer.lock().expect("lock").2 = GOOD.to_owned();
+    scraper.scrape_once().await.expect("it listens now");
+    *answer.lock().expect("lock") = (500, "text/plain", String::new());
+    scraper.scrape_once().await.expect_err("status 500");
+    assert_eq!(events.kinds(), [EventKind::ScrapeFailed], "a failure after a first scrape is an event");
+}
+
+/// A target that never answers is reported once its grace is over, or as soon as it is settled (its
+/// replica is ready).
+#[tokio::test]
+async fn the_start_up_grace_ends_by_itself_or_when_settled() {
+    let (port, _holder) = refusing_port();
+    let store = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
+    let grace = Duration::from_secs(30);
+    let new_scraper = |clock: Arc<ManualClock>, events: &Arc<Recorder>| {
+        Scraper::new(job(port, 10, grace), store.clone(), events.clone(), clock, Arc::new(ScrapeStats::default()))
+    };
+
+    let clock = ManualClock::new();
+    let events = Arc::new(Recorder::default());
+    let mut scraper = new_scraper(clock.clone(), &events);
+    scraper.scrape_once().await.expect_err("nothing listens");
+    clock.advance(grace - Duration::from_secs(1));
+    scraper.scrape_once().await.expect_err("nothing listens");
+    assert_eq!(events.kinds(), [], "within the grace");
+    clock.advance(Duration::from_secs(1));
+    scraper.scrape_once().await.expect_err("nothing listens");
+    assert_eq!(events.kinds(), [EventKind::ScrapeFailed], "the grace is over");
+
+    let events = Arc::new(Recorder::default());
+    let mut scraper = new_scraper(ManualClock::new(), &events);
+    scraper.scrape_once().await.expect_err("nothing listens");
+    assert_eq!(events.kinds(), []);
+    scraper.settle();
+    scraper.scrape_once().await.expect_err("nothing listens");
+    assert_eq!(events.kinds(), [EventKind::ScrapeFailed], "settled: failures are events at once");
 }
 
 /// Prometheus' staleness: a series that leaves the exposition, or whose target stops answering or

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Nanos;
 use crate::route::BackendId;
-use crate::stats::{Counters, N_SHARDS, thread_pinned, thread_shard};
+use crate::stats::{Counters, EjectionReason, N_SHARDS, thread_pinned, thread_shard};
 use crate::upstream::Conn;
 
 /// A backend as the proxy tracks it. Shared (`Arc`) by the route snapshots and the requests in flight.
@@ -39,6 +39,9 @@ pub(crate) struct BackendState {
     pub(crate) attempts: Counters,
     pub(crate) retries: AtomicU64,
     pub(crate) ejections: AtomicU64,
+    /// The latest ejection: why, after how many failures, for how long (written only by ejections,
+    /// which are serialised; read by stats).
+    pub(crate) last_ejection: Mutex<Option<(EjectionReason, u32, Duration)>>,
     /// Idle connections, sharded by thread like the counters: a request looks in its own thread's shard
     /// first, so two worker threads do not pass one mutex and vector back and forth.
     pool: Box<[Mutex<Vec<IdleConnection>>; N_SHARDS]>,
@@ -67,6 +70,7 @@ impl BackendState {
             attempts: Counters::default(),
             retries: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
+            last_ejection: Mutex::new(None),
             pool: Box::new(std::array::from_fn(|_| Mutex::new(Vec::new()))),
         }
     }

@@ -45,6 +45,8 @@ struct ActiveFault {
     kind: FaultKind,
     /// Probability in 0..=1.
     probability: f64,
+    /// The share as set, in percent (clamped to 0..=100), for [`Faults::active`].
+    percent: f64,
     until: Nanos,
 }
 
@@ -68,12 +70,28 @@ impl Faults {
             })
             .copied()
             .collect();
-        next.push(ActiveFault { kind: fault.kind, probability, until });
+        next.push(ActiveFault { kind: fault.kind, probability, percent: probability * 100.0, until });
         self.active.store(Some(Arc::new(next)));
     }
 
     pub(crate) fn clear(&self) {
         self.active.store(None);
+    }
+
+    /// The faults not expired at `clock`'s now, as set.
+    pub(crate) fn active(&self, clock: &Clock) -> Vec<Fault> {
+        let now = clock.now();
+        let guard = self.active.load();
+        let Some(faults) = guard.as_ref() else { return Vec::new() };
+        faults
+            .iter()
+            .filter(|fault| fault.until > now)
+            .map(|fault| Fault {
+                kind: fault.kind,
+                percent: fault.percent,
+                until: clock.instant(fault.until).into_std(),
+            })
+            .collect()
     }
 
     /// Rolls the dice for one request.

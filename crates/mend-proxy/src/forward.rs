@@ -24,7 +24,7 @@ use crate::clock::Nanos;
 use crate::headers::{IDEMPOTENCY_KEY, X_MEND_CALLER, requested_upgrade, strip_hop_by_hop};
 use crate::proxy::Shared;
 use crate::server::{ActivityGuard, ConnState};
-use crate::stats::{LocalReason, Outcome};
+use crate::stats::{EjectionReason, LocalReason, Outcome};
 use crate::upstream::{Call, CallError, Conn, RequestHead, UpstreamBody};
 
 /// Most attempts per request (`retry.max_attempts` is checked against it).
@@ -299,8 +299,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 let answered = conn.now();
                 shared.slowest.observe(answered.since(attempt_start), answered);
                 let status = response.status();
-                let failed = status.is_server_error();
-                judge(shared, &backend, failed);
+                judge(shared, &backend, Outcome::Status(status.as_u16()));
                 let retriable_status =
                     matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
                 if retriable_status && let Some(next) = next_backend(&tried) {
@@ -327,12 +326,12 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             }
             Err(AttemptError::Connect(body)) => {
                 attempt_failed(shared, &backend, Outcome::ConnectFailure, attempt_start);
-                judge(shared, &backend, true);
+                judge(shared, &backend, Outcome::ConnectFailure);
                 pending = Some(body);
             }
             Err(AttemptError::Reset(unsent)) => {
                 attempt_failed(shared, &backend, Outcome::Reset, attempt_start);
-                judge(shared, &backend, true);
+                judge(shared, &backend, Outcome::Reset);
                 pending = unsent;
             }
         }
@@ -392,14 +391,17 @@ fn body_error_response(ctx: &Ctx<'_>, failure: BodyFailure, activity: ActivityGu
 fn attempt_failed(shared: &Shared, backend: &BackendRef, outcome: Outcome, attempt_start: Nanos) {
     backend.attempts.record(outcome, shared.clock.now().since(attempt_start));
     if outcome == Outcome::Timeout {
-        judge(shared, backend, true);
+        judge(shared, backend, outcome);
     }
 }
 
-/// Feeds outlier detection.
-fn judge(shared: &Shared, backend: &BackendRef, failed: bool) {
-    if backend.record_health(failed, shared.config.outlier.consecutive_failures) {
-        shared.try_eject(backend);
+/// Feeds outlier detection with an attempt's outcome.
+fn judge(shared: &Shared, backend: &BackendRef, outcome: Outcome) {
+    let failure = EjectionReason::of(outcome);
+    if backend.record_health(failure.is_some(), shared.config.outlier.consecutive_failures)
+        && let Some(reason) = failure
+    {
+        shared.try_eject(backend, reason);
     }
 }
 

@@ -75,4 +75,6 @@ pub use error::ProxyError;
 pub use fault::{Fault, FaultKind};
 pub use proxy::{DrainOutcome, Proxy, ProxyHandle, ShutdownOutcome};
 pub use route::{Backend, BackendId, CanarySplit, Release, RouteTable};
-pub use stats::{BackendStats, CallerStats, LATENCY_BUCKETS, LatencyHistogram, ProxyStats, RequestStats};
+pub use stats::{
+    BackendStats, CallerStats, Ejection, EjectionReason, LATENCY_BUCKETS, LatencyHistogram, ProxyStats, RequestStats,
+};

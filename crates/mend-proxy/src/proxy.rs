@@ -23,7 +23,7 @@ use crate::fault::{Fault, Faults};
 use crate::route::{BackendId, RouteTable};
 use crate::server::Phase;
 use crate::slow::SlowestAnswer;
-use crate::stats::{BackendStats, CallerTable, Counters, ProxyStats, sum};
+use crate::stats::{BackendStats, CallerTable, Counters, Ejection, EjectionReason, ProxyStats, sum};
 use crate::workers;
 
 /// How long a backend removed from the table stays listed in `stats()` (so the last counts are sampled).
@@ -121,8 +121,8 @@ impl Shared {
             .or_else(|| registry.retired.iter().find(|(state, _)| state.id == id).map(|(state, _)| state.clone()))
     }
 
-    /// Ejects `backend` unless that would exceed `max_ejection_percent` or leave no backend.
-    pub(crate) fn try_eject(&self, backend: &BackendRef) {
+    /// Ejects `backend` for `reason` unless that would exceed `max_ejection_percent` or leave no backend.
+    pub(crate) fn try_eject(&self, backend: &BackendRef, reason: EjectionReason) {
         let policy = self.config.outlier;
         let _serial = self.ejection.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
@@ -149,9 +149,12 @@ impl Shared {
         backend.ejected_until.store(until.0, Relaxed);
         backend.active_since.store(until.0, Relaxed);
         backend.consecutive_failures.store(0, Relaxed);
-        backend.ejections.fetch_add(1, Relaxed);
+        // Why before how many: a reader that sees the new count also sees its reason.
+        *backend.last_ejection.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((reason, policy.consecutive_failures, duration));
+        backend.ejections.fetch_add(1, std::sync::atomic::Ordering::Release);
         backend.close_idle();
-        tracing::warn!(backend = %backend.id, ejection_secs = duration.as_secs_f64(), streak, "backend ejected");
+        tracing::warn!(backend = %backend.id, ejection_secs = duration.as_secs_f64(), streak, ?reason, "backend ejected");
     }
 }
 
@@ -302,13 +305,18 @@ impl ProxyHandle {
 
     /// Injects `fault` into new requests until `fault.until`, replacing an active fault of the same kind.
     pub fn set_fault(&self, fault: Fault) {
-        tracing::info!(kind = ?fault.kind, percent = fault.percent, "fault injection set");
+        tracing::debug!(kind = ?fault.kind, percent = fault.percent, "fault injection set");
         self.shared.faults.set(fault, &self.shared.clock);
     }
 
     /// Removes every injected fault.
     pub fn clear_faults(&self) {
         self.shared.faults.clear();
+    }
+
+    /// The faults injected now (those not expired), in the order they were set.
+    pub fn faults(&self) -> Vec<Fault> {
+        self.shared.faults.active(&self.shared.clock)
     }
 
     /// A snapshot of every counter.
@@ -377,6 +385,16 @@ fn backend_stats(backend: &BackendState, now: Nanos) -> BackendStats {
         in_flight: backend.in_flight.load(Relaxed),
         attempts: backend.attempts.snapshot(),
         retries: backend.retries.load(Relaxed),
-        ejections: backend.ejections.load(Relaxed),
+        // Acquire: pairs with the ejection's Release, so that `last_ejection` is at least as new.
+        ejections: backend.ejections.load(std::sync::atomic::Ordering::Acquire),
+        last_ejection: backend.last_ejection.lock().unwrap_or_else(PoisonError::into_inner).map(
+            |(reason, consecutive_failures, duration)| Ejection {
+                reason,
+                consecutive_failures,
+                duration,
+                remaining: Nanos(backend.ejected_until.load(Relaxed)).since(now),
+                streak: backend.ejection_streak.load(Relaxed),
+            },
+        ),
     }
 }

@@ -315,6 +315,49 @@ pub struct BackendStats {
     pub retries: u64,
     /// Times it was ejected.
     pub ejections: u64,
+    /// Its latest ejection, if it was ever ejected (`remaining` is zero once it is over).
+    pub last_ejection: Option<Ejection>,
+}
+
+/// Why outlier detection ejected a backend: the failure that made its run of failures long enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EjectionReason {
+    /// It answered with this 5xx status.
+    ServerError(u16),
+    /// A connection to it could not be made.
+    ConnectFailure,
+    /// It closed or reset the connection before answering.
+    Reset,
+    /// It did not answer within the attempt timeout.
+    Timeout,
+}
+
+impl EjectionReason {
+    /// The reason behind a failed attempt's outcome; None for an answer that is not a failure.
+    pub(crate) fn of(outcome: Outcome) -> Option<Self> {
+        match outcome {
+            Outcome::Status(status) if status >= 500 => Some(Self::ServerError(status)),
+            Outcome::Status(_) => None,
+            Outcome::ConnectFailure => Some(Self::ConnectFailure),
+            Outcome::Reset => Some(Self::Reset),
+            Outcome::Timeout => Some(Self::Timeout),
+        }
+    }
+}
+
+/// One ejection of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// The failure that ended the run.
+    pub reason: EjectionReason,
+    /// Failures in a row that ejected it (the policy's `consecutive_failures`).
+    pub consecutive_failures: u32,
+    /// How long it is out of rotation.
+    pub duration: Duration,
+    /// How much of that is left (zero once it is back).
+    pub remaining: Duration,
+    /// Ejections in a row (the duration grows with it, up to the maximum).
+    pub streak: u32,
 }
 
 /// Requests a calling service made, from its `x-mend-caller` header.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Request;
-use mend_proxy::{BackendId, DrainOutcome, LoadBalancing, ProxyConfig, Release, RouteTable};
+use mend_proxy::{BackendId, DrainOutcome, EjectionReason, LoadBalancing, ProxyConfig, Release, RouteTable};
 use support::{Client, Mode, TestProxy, Upstream, backend, by_upstream, config, full, get, load, stable};
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
@@ -51,6 +51,8 @@ async fn connect_failures_are_retried_elsewhere_for_any_method() {
     let dead_stats = stats.backend(stable(0)).expect("dead backend listed");
     assert!(dead_stats.attempts.connect_failures >= 1);
     assert_eq!(dead_stats.ejections, 1, "three connect failures in a row eject it");
+    let ejection = dead_stats.last_ejection.expect("ejected");
+    assert_eq!((ejection.reason, ejection.consecutive_failures), (EjectionReason::ConnectFailure, 3));
     assert_eq!(stats.total.status_2xx, 20);
 }
 
@@ -119,6 +121,7 @@ async fn a_hung_backend_costs_at_most_the_attempt_timeout_then_is_ejected() {
     let stats = proxy.handle.stats();
     let hung_stats = stats.backend(stable(0)).expect("listed");
     assert_eq!((hung_stats.attempts.timeouts, hung_stats.ejections), (3, 1), "ejected after 3 timeouts");
+    assert_eq!(hung_stats.last_ejection.map(|ejection| ejection.reason), Some(EjectionReason::Timeout));
     assert_eq!(hung_stats.in_flight, 0, "abandoned attempts are not in flight");
 }
 
@@ -224,6 +227,13 @@ async fn consecutive_5xx_eject_a_backend_longer_each_time_in_a_row_then_it_retur
     let first_ejected_at = Instant::now();
     assert_eq!(replies.iter().filter(|reply| reply.status == 500).count(), 3, "500 is not retried");
     assert_eq!((failing.count(), ejected()), (3, Some((1, true))));
+    // Why and for how long, for the operator: the status that ended the run, the time left.
+    let ejection = proxy.handle.stats().backend(stable(0)).and_then(|b| b.last_ejection).expect("ejected");
+    assert_eq!(
+        (ejection.reason, ejection.duration, ejection.streak),
+        (EjectionReason::ServerError(500), Duration::from_secs(1), 1)
+    );
+    assert!(ejection.remaining > Duration::ZERO && ejection.remaining <= ejection.duration, "{ejection:?}");
 
     // The first ejection lasts the base ejection, to the millisecond.
     sleep_until(first_ejected_at + Duration::from_millis(999)).await;
@@ -247,6 +257,8 @@ async fn consecutive_5xx_eject_a_backend_longer_each_time_in_a_row_then_it_retur
     sleep_until(second_ejected_at + Duration::from_millis(2000)).await;
     assert_eq!(ejected(), Some((2, false)));
     assert_eq!(spread(&mut client, 10).await.get("failing"), Some(&5), "back in rotation after the ejection");
+    let back = proxy.handle.stats().backend(stable(0)).and_then(|b| b.last_ejection).expect("was ejected");
+    assert_eq!(back.remaining, Duration::ZERO, "over: {back:?}");
 }
 
 #[tokio::test]

@@ -137,6 +137,11 @@ async fn injected_faults_hit_their_share_and_expire() {
     let proxy = TestProxy::with(vec![backend(stable(0), &upstream)]).await;
     let far = Instant::now().into_std() + Duration::from_secs(60);
     proxy.handle.set_fault(Fault { kind: FaultKind::Status(503), percent: 30.0, until: far });
+    // What is injected can be read back (the API's GET .../chaos, mend status).
+    let active = proxy.handle.faults();
+    assert_eq!(active.len(), 1);
+    assert_eq!((active[0].kind, active[0].percent), (FaultKind::Status(503), 30.0));
+    assert!(active[0].until.saturating_duration_since(far) < Duration::from_millis(1), "{:?}", active[0]);
     let replies = run(&proxy, 2000, &[]).await;
     let injected = replies.iter().filter(|reply| reply.status == 503).count();
     assert!((500..=700).contains(&injected), "30 % of 2000 gave {injected}");
@@ -155,8 +160,10 @@ async fn injected_faults_hit_their_share_and_expire() {
     sleep_until(soon - Duration::from_millis(1)).await;
     let aborted = Client::new(proxy.addr()).try_send(Request::get("/").body(full("")).expect("request")).await;
     assert!(aborted.is_err(), "the connection was closed without a response until the fault's end");
+    assert_eq!(proxy.handle.faults().iter().map(|fault| fault.kind).collect::<Vec<_>>(), [FaultKind::Abort]);
     sleep_until(soon).await;
     assert_eq!(get(proxy.addr(), "/").await.status, 200, "the fault expired by itself");
+    assert_eq!(proxy.handle.faults(), [], "an expired fault is not listed");
     assert_eq!(proxy.handle.stats().local.aborted, 1);
 }
 

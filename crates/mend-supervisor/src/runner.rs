@@ -304,6 +304,10 @@ impl Search {
 /// before the next start: a daemon binds within moments of its launcher's exit.
 const SUSPECTS_KEPT: Duration = Duration::from_secs(60);
 
+/// How long a new process's scrape failures are not events until it is first scraped (or ready by a
+/// probe): the first scrapes usually come before the replica listens.
+const SCRAPE_STARTUP_GRACE: Duration = Duration::from_secs(30);
+
 /// Stops what a replica's leader left outside its group, with an event that says why.
 #[derive(Clone)]
 struct DetachedStopper {
@@ -740,16 +744,30 @@ impl Runner {
     /// Scrapes the replica's metrics while its process runs and has started.
     fn sync_scraper(&mut self, active: ActiveProbes) {
         let wanted = match (self.machine.pid(), &self.service.metrics) {
-            (Some(pid), Some(metrics)) if active.liveness => Some((pid, metrics)),
+            (Some(pid), Some(_)) if active.liveness => Some(pid),
             _ => None,
         };
-        if self.scraper.as_ref().map(|(pid, _)| *pid) == wanted.map(|(pid, _)| pid) {
-            return;
+        if self.scraper.as_ref().map(|(pid, _)| *pid) != wanted {
+            self.replace_scraper(wanted);
         }
+        // Ready by a probe, the replica answers: so should its metrics, from now on. (Without probes a
+        // replica is ready as soon as it runs, which says nothing about listening.)
+        let probed =
+            self.service.probe(ProbeRole::Liveness).is_some() || self.service.probe(ProbeRole::Readiness).is_some();
+        if probed
+            && self.machine.ready()
+            && let Some((_, scraper)) = &self.scraper
+        {
+            scraper.settle();
+        }
+    }
+
+    /// Stops the scraper of the previous process, and starts one for `pid` if given.
+    fn replace_scraper(&mut self, pid: Option<u32>) {
         if let Some((_, scraper)) = self.scraper.take() {
             scraper.stop(self.ctx.clock.wall());
         }
-        let Some((pid, metrics)) = wanted else { return };
+        let (Some(pid), Some(metrics)) = (pid, &self.service.metrics) else { return };
         let url = metrics.url.render(&self.vars());
         let target = match mend_config::HttpTarget::parse(&url) {
             Ok(target) => target,
@@ -771,6 +789,7 @@ impl Runner {
             max_series: metrics.max_series,
             service: Some(self.service.name.clone()),
             replica: Some(self.id.index),
+            startup_grace: SCRAPE_STARTUP_GRACE,
         };
         let scraper = Scraper::new(
             job,

@@ -59,11 +59,26 @@ pub enum EventKind {
     ScrapeRecovered,
     /// New series were refused because a target or the whole store reached its series limit.
     SeriesDropped,
+    /// Faults are injected into a share of a service's proxied requests (`mend chaos proxy`): one event
+    /// per fault kind (latency, status, abort), with its share, duration and end in the details.
+    ChaosStarted,
+    /// An injected fault ended: it expired, was cleared (`mend chaos clear`) or was replaced by a new
+    /// fault of the same kind (the `reason` detail says which).
+    ChaosEnded,
+    /// The canary's share of a service's unpinned requests was changed at run time (`mend canary`).
+    CanaryWeightChanged,
+    /// A service's proxy took a replica out of rotation after failures in a row (outlier ejection), with
+    /// the reason and for how long. Reported per replica once a second at most (ejections between two
+    /// looks are one event with their count) and at most 10 a minute per service: beyond that they are
+    /// counted, and one event without a replica says how many were not reported individually.
+    Ejected,
+    /// A replica ejected by its service's proxy is back in rotation (reported for reported ejections).
+    Returned,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 26] = [
         Self::ConfigLoaded,
         Self::ConfigChecked,
         Self::ConfigReloaded,
@@ -85,6 +100,11 @@ impl EventKind {
         Self::ScrapeFailed,
         Self::ScrapeRecovered,
         Self::SeriesDropped,
+        Self::ChaosStarted,
+        Self::ChaosEnded,
+        Self::CanaryWeightChanged,
+        Self::Ejected,
+        Self::Returned,
     ];
 
     /// The stable snake_case name.
@@ -111,6 +131,11 @@ impl EventKind {
             Self::SeriesDropped => "series_dropped",
             Self::ConfigChecked => "config_checked",
             Self::ConfigReloaded => "config_reloaded",
+            Self::ChaosStarted => "chaos_started",
+            Self::ChaosEnded => "chaos_ended",
+            Self::CanaryWeightChanged => "canary_weight_changed",
+            Self::Ejected => "ejected",
+            Self::Returned => "returned",
         }
     }
 

@@ -1,4 +1,4 @@
-//! Shared vocabulary of mend: ids, time, lifecycle events and process facts.
+//! Shared vocabulary of mend: ids, time, lifecycle events, process facts and numbers for people.
 //!
 //! Every stage of the loop (observe → detect → diagnose → act → learn) and every edge (supervisor,
 //! store, api, cli) speaks these types. The crate does no IO and has no async code.
@@ -9,6 +9,7 @@ mod ids;
 mod probe;
 mod signal;
 mod time;
+mod units;
 
 pub use event::{Event, EventKind, EventSink};
 pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
@@ -16,3 +17,4 @@ pub use ids::{InvalidName, ReplicaId, ServiceName};
 pub use probe::{ProbeOutcome, ProcessEvidence};
 pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};
 pub use time::{Clock, SystemClock, Timestamp};
+pub use units::{Unit, format_duration, format_percent};

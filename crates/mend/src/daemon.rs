@@ -138,7 +138,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
     // Proxies bind before any replica starts, so that a taken port fails fast.
-    let mut traffic = Traffic::bind(&config).await?;
+    let mut traffic = Traffic::bind(&config, events.clone(), clock.clone()).await?;
 
     // Replicas are spawned through `mend __exec` so that they die with mend (see mend_supervisor::spawn).
     let spawner = Spawner::start(tokio::runtime::Handle::current(), Some("/proc/self/exe".into()))
@@ -183,7 +183,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     traffic.follow(&supervisor);
     let traffic = Arc::new(traffic);
     let proxy_sampler = (traffic.longest_drain() > Duration::ZERO)
-        .then(|| tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone(), clock.clone())));
+        .then(|| tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone())));
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
     let detect_loop = DetectLoop::start(Detection::new(&config), series.clone(), signals.clone(), clock.clone());

@@ -11,10 +11,10 @@ use std::time::Duration;
 use mend_config::{Config, Detect, Forecast, Rule};
 use mend_detect::Sensitivity;
 use mend_detect::alerting::{AlertTransition, LabelSet, RuleState};
-use mend_detect::attach::{DetectorBank, ForecastBank, SeriesTransition};
+use mend_detect::attach::{DetectorBank, ForecastBank, SeriesTransition, TransitionReason};
 use mend_observe::series::{LockedStore, SeriesStore};
 use mend_query::{EvalOptions, Labels, Query, Storage, Value};
-use mend_types::{Clock, ServiceName, Signal, SignalKind, SignalSink, SignalState, Timestamp};
+use mend_types::{Clock, ServiceName, Signal, SignalKind, SignalSink, SignalState, Timestamp, Unit, format_duration};
 
 /// Most points one evaluation round may copy out of the store.
 const MAX_POINTS_PER_ROUND: usize = 50_000_000;
@@ -43,12 +43,16 @@ impl RuleEntry {
         transitions
             .into_iter()
             .map(|transition| {
+                let unit =
+                    transition.labels.get(mend_query::METRIC_NAME).map_or(Unit::Plain, |name| Unit::of_metric(name));
                 let mut labels = transition.labels.clone();
                 labels.extend(self.rule.labels.clone());
                 let evidence = match (evidence, &self.rule.summary) {
                     (Some(evidence), _) => evidence.to_owned(),
-                    (None, Some(summary)) => render_summary(summary, transition.value, &labels),
-                    (None, None) => format!("{} = {}", self.rule.expr, transition.value),
+                    // A resolved alert has no value: the expression no longer returns it.
+                    (None, _) if !transition.firing => self.resolved_evidence(),
+                    (None, Some(summary)) => render_summary(summary, &unit.format(transition.value), &labels),
+                    (None, None) => format!("{} = {}", self.rule.expr.trim(), unit.format(transition.value)),
                 };
                 signal(
                     now,
@@ -63,6 +67,14 @@ impl RuleEntry {
                 )
             })
             .collect()
+    }
+
+    fn resolved_evidence(&self) -> String {
+        if self.rule.keep_firing_for.is_zero() {
+            "resolved: the condition no longer holds".to_owned()
+        } else {
+            format!("resolved: the condition has not held for {}", format_duration(self.rule.keep_firing_for))
+        }
     }
 }
 
@@ -105,6 +117,30 @@ pub(crate) struct Detection {
     detects: Vec<DetectEntry>,
     forecasts: Vec<ForecastEntry>,
     options: EvalOptions,
+}
+
+impl Feed {
+    /// The unit of a series this feed yields: from its metric name when it has one (a selector's
+    /// series), else from the expression when that is a quantile of one unit's histogram buckets
+    /// (`histogram_quantile(0.99, ... x_seconds_bucket ...)` is in seconds). Other expressions (rates,
+    /// ratios, sums of different metrics) are plain numbers: a wrong unit would be worse than none.
+    fn unit(&self, labels: &LabelSet) -> Unit {
+        if let Some(name) = labels.get(mend_query::METRIC_NAME) {
+            return Unit::of_metric(name);
+        }
+        let Feed::Expression { query, .. } = self else { return Unit::Plain };
+        if !query.text().trim_start().starts_with("histogram_quantile") {
+            return Unit::Plain;
+        }
+        let mut units = query
+            .selectors()
+            .iter()
+            .map(|selector| selector.metric_name().filter(|name| name.ends_with("_bucket")).map(Unit::of_metric));
+        match units.next().flatten() {
+            Some(first) if units.all(|unit| unit == Some(first)) => first,
+            _ => Unit::Plain,
+        }
+    }
 }
 
 fn feed_of(query: Query) -> Feed {
@@ -240,12 +276,15 @@ impl Detection {
             let mut transitions = transitions;
             transitions.extend(entry.bank.sweep(now_secs, FEED_WINDOW.as_secs_f64() * 10.0));
             for transition in transitions {
+                let evidence =
+                    evidence(&transition.reason, entry.feed.unit(&transition.labels), &entry.detect.detector);
                 signals.push(series_signal(
                     now,
                     SignalKind::Anomaly,
                     &entry.detect.name,
                     entry.detect.severity,
                     transition,
+                    evidence,
                 ));
             }
         }
@@ -256,7 +295,15 @@ impl Detection {
             transitions.extend(entry.bank.sweep(now_secs, FEED_WINDOW.as_secs_f64() * 10.0));
             for transition in transitions {
                 let name = entry.forecast.name.clone();
-                signals.push(series_signal(now, SignalKind::Predictive, &name, entry.forecast.severity, transition));
+                let evidence = evidence(&transition.reason, entry.feed.unit(&transition.labels), "");
+                signals.push(series_signal(
+                    now,
+                    SignalKind::Predictive,
+                    &name,
+                    entry.forecast.severity,
+                    transition,
+                    evidence,
+                ));
             }
         }
         signals
@@ -307,9 +354,9 @@ fn label_set(labels: &Labels) -> LabelSet {
     labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
 }
 
-/// Fills `{{ $value }}` and `{{ $labels.NAME }}` in a rule's summary.
-fn render_summary(template: &str, value: f64, labels: &BTreeMap<String, String>) -> String {
-    let mut text = template.replace("{{ $value }}", &format!("{value}")).replace("{{$value}}", &format!("{value}"));
+/// Fills `{{ $value }}` (formatted for people, as `value`) and `{{ $labels.NAME }}` in a rule's summary.
+fn render_summary(template: &str, value: &str, labels: &BTreeMap<String, String>) -> String {
+    let mut text = template.replace("{{ $value }}", value).replace("{{$value}}", value);
     for (name, label_value) in labels {
         text = text.replace(&format!("{{{{ $labels.{name} }}}}", name = name), label_value);
         text = text.replace(&format!("{{{{$labels.{name}}}}}", name = name), label_value);
@@ -358,10 +405,33 @@ fn removed(
     name: &str,
     severity: mend_types::Severity,
 ) -> impl Iterator<Item = Signal> + '_ {
-    resolved.into_iter().map(move |mut transition| {
-        transition.evidence = REMOVED.to_owned();
-        series_signal(now, kind, name, severity, transition)
-    })
+    resolved.into_iter().map(move |transition| series_signal(now, kind, name, severity, transition, REMOVED.to_owned()))
+}
+
+/// Why a series' condition started or resolved, in words, its numbers in the series' unit; `detector`
+/// names the detector of an alarm.
+fn evidence(reason: &TransitionReason, unit: Unit, detector: &str) -> String {
+    match *reason {
+        TransitionReason::Alarm { value, score, channel } => {
+            let channel = channel.map(|channel| format!(" ({channel})")).unwrap_or_default();
+            format!("value {} scored {score:.2} by the {detector} detector{channel}", unit.format(value))
+        }
+        TransitionReason::Quiet { after_secs } => {
+            format!("resolved: no alarm for {}", Unit::Seconds.format(after_secs))
+        }
+        TransitionReason::Forecast { level, slope_per_sec, limit, seconds, confidence } => format!(
+            "{}, {}: reaches the limit {} in {} (confidence {confidence:.2})",
+            unit.format(level),
+            unit.format_rate(slope_per_sec),
+            unit.format(limit),
+            Unit::Seconds.format(seconds)
+        ),
+        TransitionReason::Reset { value } => {
+            format!("resolved: the series fell back to {} (a restart or a cleanup)", unit.format(value))
+        }
+        TransitionReason::Receding => "resolved: the trend no longer reaches the limit within the horizon".to_owned(),
+        TransitionReason::Gone => "resolved: the series is gone".to_owned(),
+    }
 }
 
 fn series_signal(
@@ -370,22 +440,13 @@ fn series_signal(
     name: &str,
     severity: mend_types::Severity,
     transition: SeriesTransition,
+    evidence: String,
 ) -> Signal {
     let mut labels = transition.labels;
     if let Some(metric) = labels.remove(mend_query::METRIC_NAME) {
         labels.insert("metric".to_owned(), metric);
     }
-    signal(
-        now,
-        kind,
-        name,
-        severity,
-        transition.firing,
-        transition.since,
-        transition.value,
-        labels,
-        transition.evidence,
-    )
+    signal(now, kind, name, severity, transition.firing, transition.since, transition.value, labels, evidence)
 }
 
 /// The detect loop's task, started once there is something to evaluate: a mend without rules,
@@ -524,8 +585,83 @@ mod tests {
     }
 
     #[test]
+    fn a_resolved_rule_says_so_without_repeating_its_firing_value() {
+        let storage = mend_query::MemoryStorage::new(Vec::new());
+        let at = |secs: i64| Timestamp::from_millis(1_700_000_000_000 + secs * 1000);
+        let mut running = detection(&[("Fires", "vector(0.25) > 0")]);
+        running.evaluate(&storage, at(0));
+        let fired = running.evaluate(&storage, at(3));
+        assert_eq!((fired.len(), fired[0].value), (1, 0.25));
+        assert_eq!(fired[0].evidence, "vector(0.25) > 0 = 0.25");
+        // The expression stops returning the alert (the rule is edited to one that never holds).
+        let mut edited = detection(&[("Fires", "vector(0.25) > 1")]);
+        edited.rules[0].state = std::mem::take(&mut running.rules[0].state);
+        let resolved = edited.evaluate(&storage, at(4));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].state, SignalState::Resolved);
+        assert!(resolved[0].value.is_nan(), "no value at resolution: {:?}", resolved[0]);
+        assert_eq!(resolved[0].evidence, "resolved: the condition no longer holds");
+    }
+
+    fn check_evidence(reason: TransitionReason, unit: Unit, expected: &str) {
+        assert_eq!(evidence(&reason, unit, "default"), expected);
+    }
+
+    #[test]
+    fn series_evidence_is_written_in_the_series_unit() {
+        check_evidence(
+            TransitionReason::Forecast {
+                level: 3.114e7,
+                slope_per_sec: 2.134e6,
+                limit: 128.0 * 1024.0 * 1024.0,
+                seconds: 250.0,
+                confidence: 0.934,
+            },
+            Unit::Bytes,
+            "29.7 MiB, +2.0 MiB/s: reaches the limit 128.0 MiB in 4m10s (confidence 0.93)",
+        );
+        check_evidence(
+            TransitionReason::Alarm { value: 0.2134, score: 0.91, channel: Some("new extreme") },
+            Unit::Seconds,
+            "value 213 ms scored 0.91 by the default detector (new extreme)",
+        );
+        check_evidence(
+            TransitionReason::Alarm { value: 500.0, score: 0.7, channel: None },
+            Unit::Plain,
+            "value 500 scored 0.70 by the default detector",
+        );
+        check_evidence(TransitionReason::Quiet { after_secs: 60.0 }, Unit::Plain, "resolved: no alarm for 1m00s");
+        check_evidence(
+            TransitionReason::Reset { value: 9.5 * 1024.0 * 1024.0 },
+            Unit::Bytes,
+            "resolved: the series fell back to 9.5 MiB (a restart or a cleanup)",
+        );
+    }
+
+    #[test]
+    fn a_series_unit_comes_from_its_name_or_a_histogram_quantile() {
+        let unit = |expr: &str, name: Option<&str>| {
+            let feed = feed_of(Query::parse(expr).expect("valid query"));
+            let labels: LabelSet =
+                name.map(|n| (mend_query::METRIC_NAME.to_owned(), n.to_owned())).into_iter().collect();
+            feed.unit(&labels)
+        };
+        assert_eq!(unit("mend_replica_resident_memory_bytes", Some("mend_replica_resident_memory_bytes")), Unit::Bytes);
+        assert_eq!(
+            unit("histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[30s])))", None),
+            Unit::Seconds
+        );
+        // A rate of bytes is bytes per second, a ratio of two counts a plain number: no unit is claimed.
+        assert_eq!(unit("rate(node_network_receive_bytes_total[1m])", None), Unit::Plain);
+        assert_eq!(unit("sum(rate(a_total[1m])) / sum(rate(b_total[1m]))", None), Unit::Plain);
+    }
+
+    #[test]
     fn summaries_fill_value_and_labels() {
         let labels = BTreeMap::from([("service".to_owned(), "web".to_owned())]);
-        assert_eq!(render_summary("{{ $labels.service }} errors at {{ $value }}", 0.25, &labels), "web errors at 0.25");
+        assert_eq!(
+            render_summary("{{ $labels.service }} errors at {{ $value }}", "0.25", &labels),
+            "web errors at 0.25"
+        );
     }
 }

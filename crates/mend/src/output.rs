@@ -50,14 +50,7 @@ pub(crate) fn progress_done() {
 
 /// Formats bytes as KiB/MiB/GiB.
 pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    mend_types::Unit::Bytes.format(bytes as f64)
 }
 
 /// Formats seconds as `45s`, `3m10s`, `2h05m`, `3d04h`.
@@ -147,7 +140,37 @@ pub(crate) fn status_table(response: &ServicesResponse, now_ms: i64) -> String {
             rows.push(row);
         }
     }
-    table(&header, &rows)
+    let mut text = table(&header, &rows);
+    text.push_str(&proxy_notes(response));
+    text
+}
+
+/// What services' proxies do besides routing, one line each after the status table: the canary's share,
+/// injected faults with the time they have left, replicas ejected and why.
+fn proxy_notes(response: &ServicesResponse) -> String {
+    let mut lines = Vec::new();
+    for service in &response.services {
+        if let Some(weight) = service.canary_weight {
+            lines.push(format!("{}: the canary gets {weight}% of unpinned requests", service.name));
+        }
+        for fault in &service.chaos {
+            let left = mend_types::Unit::Seconds.format(fault.seconds_left);
+            lines.push(format!("{}: chaos: {}, {left} left", service.name, fault.description));
+        }
+        for replica in &service.replicas {
+            if let Some(ejection) = &replica.ejected {
+                let left = mend_types::Unit::Seconds.format(ejection.seconds_left);
+                lines.push(format!(
+                    "{}[{}]: ejected by the proxy until {} ({left} left): {}",
+                    service.name, replica.index, ejection.until, ejection.description
+                ));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("\n{}\n", lines.join("\n"))
 }
 
 /// One event as a line: time, replica, kind, message.
@@ -208,6 +231,8 @@ mod tests {
                 name: "web".into(),
                 desired_replicas: 2,
                 ready_replicas: 1,
+                canary_weight: None,
+                chaos: Vec::new(),
                 replicas: vec![
                     replica(0, "running", None, Some("killed by mend: hung")),
                     replica(1, "running", Some("readiness failing"), Some("killed by SIGKILL (9) from outside mend")),
@@ -224,6 +249,41 @@ mod tests {
                 "web      1        101  9101  running, not ready: readiness failing  no     1         -     -    -       killed by SIGKILL (9) from outside mend",
             ]
         );
+    }
+
+    #[test]
+    fn proxy_notes_follow_the_table() {
+        let response: ServicesResponse = serde_json::from_value(serde_json::json!({"services": [{
+            "name": "web", "desired_replicas": 2, "ready_replicas": 2, "canary_weight": 10,
+            "chaos": [{"fault": "latency", "latency_ms": 200, "status": null, "percent": 10.0,
+                       "until": "2026-01-01T00:00:30.000Z", "seconds_left": 25.0,
+                       "description": "200 ms latency on 10% of requests"}],
+            "replicas": [
+                {"index": 0, "release": "stable", "pid": 7, "port": 9000, "state": "running", "ready": true,
+                 "health": "healthy", "restarts": 0},
+                {"index": 1, "release": "canary", "pid": 8, "port": 9001, "state": "running", "ready": true,
+                 "health": "healthy", "restarts": 0,
+                 "ejected": {"until": "2026-01-01T00:00:04.000Z", "seconds_left": 4.0, "reason": "server_error",
+                             "status": 503, "consecutive_failures": 3,
+                             "description": "3 failures in a row, the last a 503 answer"}}
+            ]
+        }]}))
+        .expect("a services response");
+        let text = status_table(&response, 0);
+        let notes: Vec<&str> = text.lines().skip_while(|line| !line.is_empty()).skip(1).collect();
+        assert_eq!(
+            notes,
+            [
+                "web: the canary gets 10% of unpinned requests",
+                "web: chaos: 200 ms latency on 10% of requests, 25 s left",
+                "web[1]: ejected by the proxy until 2026-01-01T00:00:04.000Z (4 s left): 3 failures in a row, the last a 503 answer",
+            ]
+        );
+        // Nothing to say, nothing added.
+        let quiet: ServicesResponse = serde_json::from_value(serde_json::json!({"services": [{
+            "name": "db", "desired_replicas": 0, "ready_replicas": 0, "replicas": []}]}))
+        .expect("a services response");
+        assert!(!status_table(&quiet, 0).contains("\n\n"));
     }
 
     #[test]

@@ -36,6 +36,8 @@ impl ScrapeContext {
             max_series: target.max_series,
             service: None,
             replica: None,
+            // A static target is expected to answer already: its first failure is news.
+            startup_grace: std::time::Duration::ZERO,
         };
         let scraper =
             Scraper::new(job, self.series.clone(), self.events.clone(), self.clock.clone(), self.stats.clone());

@@ -1,22 +1,27 @@
 //! Traffic: one mend-proxy per service with `[service.NAME.proxy]`, fed with the service's ready replicas,
 //! draining replicas before planned stops, sampled into the series store every second, and steered by
-//! the chaos API.
+//! the chaos and canary API. What changes in a proxy (faults, the canary's share, ejections) is recorded
+//! as events (`events.rs`) and shown in the services' status.
+
+mod events;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use mend_config::{Config, Service};
 use mend_observe::series::SeriesStore;
 use mend_proxy::{
-    Backend, BackendId, CanarySplit, DrainOutcome, Fault, LATENCY_BUCKETS, LoadBalancing, Proxy, ProxyConfig,
-    ProxyHandle, Release, RequestStats, RouteTable,
+    Backend, BackendId, CanarySplit, DrainOutcome, Fault, FaultKind, LATENCY_BUCKETS, LoadBalancing, Proxy,
+    ProxyConfig, ProxyHandle, Release, RequestStats, RouteTable,
 };
 use mend_supervisor::{ReplicaStatus, ServiceHandle, Supervisor, TrafficControl};
-use mend_types::{ServiceName, Timestamp};
+use mend_types::{Clock, Event, EventKind, EventSink, ServiceName, Timestamp};
+
+use self::events::{ChaosLog, EjectionLog};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -27,9 +32,10 @@ pub(crate) struct ServiceProxy {
     handle: ProxyHandle,
     routes: watch::Sender<Arc<RouteTable>>,
     drain_timeout: Duration,
-    /// Ejections per backend as last sampled, and their running total (backends come and go; the total
-    /// only grows).
-    ejections: std::sync::Mutex<(HashMap<BackendId, u64>, u64)>,
+    /// Ejections as last sampled, their running total, and the events they make.
+    ejections: Mutex<EjectionLog>,
+    /// The faults injected, to record when each ends.
+    chaos: Mutex<ChaosLog>,
     /// The canary's share of unpinned requests, in percent (set by the API at run time).
     canary_weight: watch::Sender<u8>,
 }
@@ -166,15 +172,26 @@ fn route_table(service: &Service, statuses: &[ReplicaStatus], canary_weight: u8)
 }
 
 /// Every proxy of the daemon.
-#[derive(Default)]
 pub(crate) struct Traffic {
     proxies: HashMap<ServiceName, Arc<ServiceProxy>>,
     tasks: Vec<JoinHandle<()>>,
+    events: Arc<dyn EventSink>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Locks a log; a panic elsewhere while it was held leaves it usable (it only loses an event).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Traffic {
-    /// Binds a proxy for every service that has one; nothing is served until replicas are ready.
-    pub(crate) async fn bind(config: &Config) -> anyhow::Result<Self> {
+    /// Binds a proxy for every service that has one; nothing is served until replicas are ready. What
+    /// changes in the proxies goes to `events`.
+    pub(crate) async fn bind(
+        config: &Config,
+        events: Arc<dyn EventSink>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let mut proxies = HashMap::new();
         for service in &config.services {
             let Some(settings) = &service.proxy else { continue };
@@ -189,12 +206,35 @@ impl Traffic {
                 handle,
                 routes,
                 drain_timeout,
-                ejections: std::sync::Mutex::new((HashMap::new(), 0)),
+                ejections: Mutex::new(EjectionLog::default()),
+                chaos: Mutex::new(ChaosLog::default()),
                 canary_weight: watch::channel(service.canary.as_ref().map_or(0, |canary| canary.weight_percent)).0,
             };
             proxies.insert(service.name.clone(), Arc::new(proxy));
         }
-        Ok(Self { proxies, tasks: Vec::new() })
+        Ok(Self { proxies, tasks: Vec::new(), events, clock })
+    }
+
+    fn service_proxy(&self, service: &str) -> Option<(&ServiceName, &Arc<ServiceProxy>)> {
+        self.proxies.iter().find(|(name, _)| name.as_str() == service)
+    }
+
+    /// Records `events`, each with a log line in the same words.
+    fn record(&self, events: Vec<Event>) {
+        for event in events {
+            let service = event.service.as_ref().map(ToString::to_string).unwrap_or_default();
+            match (event.kind, event.replica) {
+                // Chaos on purpose degrades the service: a warning.
+                (EventKind::ChaosStarted, _) => {
+                    tracing::warn!(service = %service, kind = %event.kind, "{}", event.message);
+                }
+                (_, Some(replica)) => {
+                    tracing::info!(service = %service, replica, kind = %event.kind, "{}", event.message);
+                }
+                (_, None) => tracing::info!(service = %service, kind = %event.kind, "{}", event.message),
+            }
+            self.events.emit(event);
+        }
     }
 
     /// The longest drain any proxy may take (zero without proxies, so it also says whether there are any).
@@ -220,16 +260,25 @@ impl Traffic {
         }
     }
 
-    /// Writes every proxy's counters into the series store.
-    pub(crate) fn sample(&self, series: &RwLock<SeriesStore>, at: Timestamp) {
-        let Ok(mut store) = series.write() else { return };
-        for (name, proxy) in &self.proxies {
-            let stats = proxy.handle.stats();
-            let ejections_total = proxy.count_ejections(&stats);
-            record(&mut store, name.as_str(), &stats, at);
-            let labels = store.labels("mend_proxy_ejections_total", &[("service", name.as_str())]);
-            let _ = store.append(&labels, at, ejections_total as f64);
+    /// Writes every proxy's counters into the series store, and records what changed since the last
+    /// sample: ejections and returns, faults that expired.
+    pub(crate) fn sample(&self, series: &RwLock<SeriesStore>) {
+        let (now, at) = (self.clock.now(), self.clock.wall());
+        let mut events = Vec::new();
+        {
+            let Ok(mut store) = series.write() else { return };
+            for (name, proxy) in &self.proxies {
+                let stats = proxy.handle.stats();
+                let mut ejections = lock(&proxy.ejections);
+                events.extend(ejections.observe(name, &stats, now, at));
+                record(&mut store, name.as_str(), &stats, at);
+                let labels = store.labels("mend_proxy_ejections_total", &[("service", name.as_str())]);
+                let _ = store.append(&labels, at, ejections.total() as f64);
+                drop(ejections);
+                events.extend(lock(&proxy.chaos).expire(name, now, at));
+            }
         }
+        self.record(events);
     }
 
     /// Stops every proxy (in-flight requests finish, bounded by the drain timeout).
@@ -252,20 +301,6 @@ impl Traffic {
                 Err(proxy) => proxy.handle.clear_faults(),
             }
         }
-    }
-}
-
-impl ServiceProxy {
-    /// Adds the ejections since the last sample to the running total, and returns it.
-    fn count_ejections(&self, stats: &mend_proxy::ProxyStats) -> u64 {
-        let Ok(mut guard) = self.ejections.lock() else { return 0 };
-        let (seen, total) = &mut *guard;
-        for backend in &stats.backends {
-            let last = seen.insert(backend.id, backend.ejections).unwrap_or(0);
-            *total += backend.ejections.saturating_sub(last);
-        }
-        seen.retain(|id, _| stats.backends.iter().any(|backend| backend.id == *id));
-        *total
     }
 }
 
@@ -411,33 +446,30 @@ fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats
 }
 
 /// Samples every proxy into the store once a second until aborted.
-pub(crate) async fn sample_loop(
-    traffic: Arc<Traffic>,
-    series: Arc<RwLock<SeriesStore>>,
-    clock: Arc<dyn mend_types::Clock>,
-) {
+pub(crate) async fn sample_loop(traffic: Arc<Traffic>, series: Arc<RwLock<SeriesStore>>) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        traffic.sample(&series, clock.wall());
+        traffic.sample(&series);
     }
 }
 
 impl mend_api::TrafficApi for Traffic {
     fn canary_weight(&self, service: &str) -> Option<u8> {
-        let proxy = self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| proxy)?;
+        let (_, proxy) = self.service_proxy(service)?;
         proxy.service().canary.as_ref().map(|_| *proxy.canary_weight.borrow())
     }
 
     fn set_canary_weight(&self, service: &str, weight: u8) -> bool {
-        let Some(proxy) = self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| proxy) else {
-            return false;
-        };
+        let Some((name, proxy)) = self.service_proxy(service) else { return false };
         if proxy.service().canary.is_none() {
             return false;
         }
-        proxy.canary_weight.send_replace(weight.min(100));
+        let before = proxy.canary_weight.send_replace(weight.min(100));
+        self.record(
+            events::canary_weight_changed(name, before, weight.min(100), self.clock.wall()).into_iter().collect(),
+        );
         true
     }
 
@@ -445,23 +477,51 @@ impl mend_api::TrafficApi for Traffic {
         self.proxy(service).is_some()
     }
 
-    fn inject(&self, service: &str, faults: &mend_api::FaultSpec, until: std::time::Instant) -> bool {
-        let Some(proxy) = self.proxy(service) else { return false };
-        if let Some(latency) = faults.latency {
-            proxy.set_fault(Fault { kind: mend_proxy::FaultKind::Latency(latency), percent: faults.percent, until });
+    fn inject(&self, service: &str, faults: &mend_api::FaultSpec, duration: Duration) -> Option<Timestamp> {
+        let (name, proxy) = self.service_proxy(service)?;
+        let (now, wall) = (self.clock.now(), self.clock.wall());
+        let until = now + duration;
+        let kinds = [
+            faults.latency.map(FaultKind::Latency),
+            faults.status.map(FaultKind::Status),
+            faults.abort.then_some(FaultKind::Abort),
+        ];
+        let mut chaos = lock(&proxy.chaos);
+        let mut recorded = Vec::new();
+        for kind in kinds.into_iter().flatten() {
+            let fault = Fault { kind, percent: faults.percent, until };
+            proxy.handle.set_fault(fault);
+            recorded.extend(chaos.started(name, fault, now, wall));
         }
-        if let Some(status) = faults.status {
-            proxy.set_fault(Fault { kind: mend_proxy::FaultKind::Status(status), percent: faults.percent, until });
-        }
-        if faults.abort {
-            proxy.set_fault(Fault { kind: mend_proxy::FaultKind::Abort, percent: faults.percent, until });
-        }
-        true
+        drop(chaos);
+        self.record(recorded);
+        Some(wall.saturating_add(duration))
     }
 
     fn clear(&self, service: &str) -> bool {
-        let Some(proxy) = self.proxy(service) else { return false };
-        proxy.clear_faults();
+        let Some((name, proxy)) = self.service_proxy(service) else { return false };
+        proxy.handle.clear_faults();
+        let ended = lock(&proxy.chaos).cleared(name, self.clock.now(), self.clock.wall());
+        self.record(ended);
         true
+    }
+
+    fn status(&self, service: &str) -> Option<mend_api::TrafficStatus> {
+        let (_, proxy) = self.service_proxy(service)?;
+        let (now, wall) = (self.clock.now(), self.clock.wall());
+        let chaos = proxy.handle.faults().iter().map(|fault| events::fault_dto(fault, now, wall)).collect();
+        let ejected = proxy
+            .handle
+            .stats()
+            .backends
+            .iter()
+            .filter(|backend| backend.in_table && backend.ejected)
+            .filter_map(|backend| {
+                let ejection = backend.last_ejection.as_ref()?;
+                let pid = u32::try_from(backend.id.generation).ok()?;
+                Some((backend.id.index, pid, events::ejection_dto(ejection, wall)))
+            })
+            .collect();
+        Some(mend_api::TrafficStatus { canary_weight: self.canary_weight(service), chaos, ejected })
     }
 }

@@ -185,9 +185,17 @@ for = "2s"
     assert_eq!(fired["kind"], "rule");
     assert_eq!(fired["severity"], "critical");
     assert_eq!(fired["service"], "web");
-    assert!(fired["evidence"].as_str().unwrap_or("").starts_with("web answers 0."), "{fired}");
+    let evidence = fired["evidence"].as_str().unwrap_or("");
+    assert!(evidence.starts_with("web answers 0."), "{fired}");
+    // Three significant digits, not a raw float (0.48333333333333334).
+    let value = evidence.trim_start_matches("web answers ").split(' ').next().unwrap_or("");
+    assert!(value.len() <= 5, "{evidence}");
     http("POST", demo, "/fault/reset", &[]).expect("reset");
     eventually(Duration::from_secs(15), "the rule resolves", || error_alerts("&active=true").is_empty().then_some(()));
+    // Resolved: it says so, without repeating its stale firing value.
+    let resolved = error_alerts("").into_iter().find(|s| s["state"] == "resolved").expect("a resolved transition");
+    assert_eq!(resolved["value"], serde_json::Value::Null, "{resolved}");
+    assert_eq!(resolved["evidence"], "resolved: the condition no longer holds", "{resolved}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = traffic.join();
 
@@ -276,7 +284,9 @@ http = "http://127.0.0.1:{{port}}/health"
     });
     assert_eq!(predicted["name"], "memory_exhaustion");
     assert_eq!(predicted["service"], "web");
-    assert!(predicted["evidence"].as_str().unwrap_or("").contains("reaches the limit"), "{predicted}");
+    // In the series' unit: "60.2 MiB, +3.0 MiB/s: reaches the limit 96.0 MiB in 12 s (confidence 0.97)".
+    let evidence = predicted["evidence"].as_str().unwrap_or("");
+    assert!(evidence.contains("MiB/s: reaches the limit 96.0 MiB in "), "{predicted}");
     // Predicted before the failure: the replica is still the original process, under its limit.
     assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pid)));
     let rss = daemon.replica("web", 0)["rss_bytes"].as_u64().unwrap_or(0);
@@ -297,6 +307,50 @@ http = "http://127.0.0.1:{{port}}/health"
     eventually(Duration::from_secs(20), "the predictive signal resolves", || {
         signals(&daemon, "&active=true").iter().all(|s| s["kind"] != "predictive").then_some(())
     });
+}
+
+/// A replica's first scrapes come before it listens: that is no `scrape_failed` event (it used to be
+/// one at every start). A replica that its probe says is ready but whose metrics fail is reported at
+/// once, not after the start-up grace (30 s).
+#[test]
+fn a_starting_replica_raises_no_scrape_failure_but_a_ready_one_with_broken_metrics_does() {
+    let ports = common::free_ports(2);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}", "--startup-delay", "1s"]
+ports = "{web}"
+metrics = {{ scrape = "http://127.0.0.1:{{port}}/metrics", interval = "200ms" }}
+[service.web.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+initial_delay = "3s"
+[service.broken]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{broken}"
+metrics = {{ scrape = "http://127.0.0.1:{{port}}/no-metrics-here", interval = "200ms" }}
+[service.broken.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+"#,
+        web = ports,
+        broken = ports + 1,
+    ));
+    let started = std::time::Instant::now();
+    let broken = eventually(Duration::from_secs(20), "broken's failing scrape is reported", || {
+        daemon.events(Some("scrape_failed")).into_iter().find(|e| e["service"] == "broken")
+    });
+    assert!(started.elapsed() < Duration::from_secs(20), "reported when ready, not after the grace");
+    assert!(broken["message"].as_str().unwrap_or("").contains("HTTP status 404"), "{broken}");
+    daemon.wait_ready("web");
+    eventually(Duration::from_secs(10), "web is scraped", || {
+        (daemon.query(r#"up{service="web"}"#) == 1.0).then_some(())
+    });
+    // Its first scrapes did fail (they are counted and written as up 0)...
+    assert_eq!(daemon.query(r#"min_over_time(up{service="web"}[5m])"#), 0.0);
+    // ...without an event.
+    let noise: Vec<_> = daemon.events(Some("scrape_failed")).into_iter().filter(|e| e["service"] == "web").collect();
+    assert!(noise.is_empty(), "{noise:?}");
 }
 
 #[test]
@@ -339,6 +393,40 @@ detector = "default"
     assert_eq!(anomaly["labels"]["job"], "queue");
     assert_eq!(anomaly["labels"]["metric"], "queue_depth");
     assert!(anomaly["evidence"].as_str().unwrap_or("").starts_with("value 500"), "{anomaly}");
+}
+
+/// The default detector's warm-up is 150 points (12.5 minutes of an expression sampled every 5 s); a
+/// gross jump alarms after 30 points already, so that trying a fault on a fresh mend shows something.
+#[test]
+fn a_gross_jump_is_flagged_while_the_detector_still_learns() {
+    let (exporter_port, value) = gauge_exporter();
+    let set = |v: f64| value.store(v.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    set(0.001);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[[scrape]]
+name = "latency"
+url = "http://127.0.0.1:{exporter_port}/metrics"
+interval = "100ms"
+[[detect]]
+name = "latency_anomaly"
+series = 'queue_depth{{job="latency"}}'
+"#
+    ));
+    let points = || daemon.query(r#"count_over_time(queue_depth{job="latency"}[5m])"#);
+    eventually(Duration::from_secs(30), "40 points scraped", || (points() >= 40.0).then_some(()));
+    assert!(signals(&daemon, "").is_empty(), "a flat series raises nothing");
+    // A millisecond becomes 200 ms.
+    set(0.2);
+    let anomaly = eventually(Duration::from_secs(10), "the jump is flagged", || {
+        signals(&daemon, "").into_iter().find(|s| s["kind"] == "anomaly")
+    });
+    assert!(points() < 150.0, "flagged within the warm-up");
+    let evidence = anomaly["evidence"].as_str().unwrap_or("");
+    assert!(evidence.starts_with("value 0.2 scored "), "{anomaly}");
+    assert!(evidence.ends_with("(far beyond anything seen while still learning)"), "{anomaly}");
 }
 
 #[test]

@@ -141,6 +141,9 @@ fn api_token_guards_mutating_calls_only() {
     let lower = http("POST", daemon.api, path, &[("Authorization", "bearer s3cret-token")]).expect("request");
     assert_eq!(lower.status, 200, "{}", lower.body);
     assert_eq!(get(daemon.api, "/api/v1/services").status, 200, "reads need no token");
+    // Reading the injected faults is a read (409: web has no proxy); injecting them is not.
+    assert_eq!(get(daemon.api, "/api/v1/services/web/chaos").status, 409);
+    assert_eq!(post(daemon.api, "/api/v1/services/web/chaos").status, 401);
     assert_eq!(post(daemon.api, "/api/v1/reload").status, 401, "a reload is a mutating call");
     assert_eq!(daemon.events(Some("config_checked")).len(), 0, "a refused reload did nothing");
     // The CLI reads the token from the config.

@@ -188,9 +188,20 @@ fn the_canary_gets_its_weight_and_pinned_requests() {
         let response = client.request("GET", "/", &[("x-canary", "1")], b"").expect("request");
         assert!(response.body.contains(&format!("(pid {canary_pid})")), "pinned requests go to the canary");
     }
+    assert_eq!(daemon.replica("web", 0)["release"], "stable");
+    assert_eq!(get(daemon.api, "/api/v1/services/web").json()["canary_weight"], 20);
     // The operator moves the canary's share at run time: all of it, then none.
     let all = daemon.cli(&["canary", "web", "--weight", "100"]);
     assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    // Recorded, and in the status.
+    let changed = eventually(Duration::from_secs(5), "a canary_weight_changed event", || {
+        daemon.events(Some("canary_weight_changed")).first().cloned()
+    });
+    assert_eq!(changed["message"], "web's canary gets 100% of unpinned requests (was 20%)");
+    assert_eq!((changed["details"]["from"].as_u64(), changed["details"]["to"].as_u64()), (Some(20), Some(100)));
+    let status = daemon.cli(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("web: the canary gets 100% of unpinned requests"), "{status}");
     eventually(Duration::from_secs(5), "every request goes to the canary", || {
         (0..20)
             .all(|_| {
@@ -243,8 +254,33 @@ fn injected_faults_hit_their_share_and_expire() {
         )
         .expect("chaos request")
     };
+    // Nothing injected yet: GET answers an empty list (it used to be 405).
+    let none = get(daemon.api, "/api/v1/services/web/chaos");
+    assert_eq!((none.status, none.json()["faults"].as_array().map(Vec::len)), (200, Some(0)), "{}", none.body);
     let answer = inject(r#"{"status": 503, "percent": 30, "for": "60s"}"#);
     assert_eq!(answer.status, 200, "{}", answer.body);
+    // What is injected is visible: the API, the status, an event and a log line in words.
+    let active = get(daemon.api, "/api/v1/services/web/chaos").json();
+    let fault = &active["faults"][0];
+    assert_eq!(
+        (fault["fault"].as_str(), fault["status"].as_u64(), fault["percent"].as_f64()),
+        (Some("status"), Some(503), Some(30.0))
+    );
+    assert!((55.0..=60.0).contains(&fault["seconds_left"].as_f64().unwrap_or(0.0)), "{active}");
+    assert_eq!(
+        get(daemon.api, "/api/v1/services/web").json()["chaos"][0]["description"],
+        "503 answers on 30% of requests"
+    );
+    let status = daemon.cli(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("web: chaos: 503 answers on 30% of requests, "), "{status}");
+    let started = eventually(Duration::from_secs(5), "a chaos_started event", || {
+        daemon.events(Some("chaos_started")).first().cloned()
+    });
+    let words = "injecting 503 answers into 30% of web's requests for 1m00s";
+    assert_eq!(started["message"], words);
+    assert_eq!(started["details"]["status"], 503);
+    assert!(daemon.log_text().contains(words), "the log says it in words too");
     let mut client = KeepAlive::new(proxy);
     let mut errors = 0;
     for _ in 0..1000 {
@@ -258,6 +294,11 @@ fn injected_faults_hit_their_share_and_expire() {
     let cleared = daemon.cli(&["chaos", "clear", "web"]);
     assert!(cleared.status.success(), "{}", String::from_utf8_lossy(&cleared.stderr));
     assert_eq!(client.request("GET", "/", &[], b"").expect("request").status, 200);
+    let ended = eventually(Duration::from_secs(5), "a chaos_ended event", || {
+        daemon.events(Some("chaos_ended")).first().cloned()
+    });
+    assert_eq!(ended["details"]["reason"], "cleared", "{ended}");
+    assert_eq!(get(daemon.api, "/api/v1/services/web/chaos").json()["faults"], serde_json::json!([]));
     let asked = Instant::now();
     let latency = daemon.cli(&["chaos", "proxy", "web", "--latency", "500ms", "--for", "3s"]);
     let set = Instant::now();
@@ -276,8 +317,71 @@ fn injected_faults_hit_their_share_and_expire() {
     }
     assert!(n_delayed >= 1, "the latency fault was never applied");
     assert!(set.elapsed() >= Duration::from_millis(2500), "the fault expired after {:?}, not 3 s", set.elapsed());
+    // Its expiry is recorded too, stamped when it expired.
+    let expired = eventually(Duration::from_secs(10), "the expiry is recorded", || {
+        daemon.events(Some("chaos_ended")).into_iter().find(|e| e["details"]["reason"] == "expired")
+    });
+    assert_eq!(
+        expired["message"], "stopped injecting 500 ms latency into 100% of web's requests after 3 s: expired",
+        "{expired}"
+    );
     let refused = inject(r#"{"abort": true, "for": "2h"}"#);
     assert_eq!(refused.status, 400, "chaos is bounded in time");
+}
+
+/// Ejections are events with their reason, and in the status while they last; a replica that keeps
+/// failing (an ejection every few hundred milliseconds here) does not flood the store: ten events a
+/// minute at most, the rest summed up.
+#[test]
+fn ejections_are_events_and_in_the_status_and_a_storm_is_summed_up() {
+    let _cpu = common::cpu_to_myself();
+    let (daemon, proxy) = proxied(2, "base_ejection = \"300ms\"\nmax_ejection = \"300ms\"", "");
+    let failing_port = daemon.replica("web", 1)["port"].as_u64().expect("port") as u16;
+    let failing = SocketAddr::from(([127, 0, 0, 1], failing_port));
+    assert_eq!(common::post(failing, "/fault/errors?rate=1").status, 200);
+    let storm_started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 2, 200_000, Duration::from_millis(5), stop.clone());
+
+    let ejected = eventually(Duration::from_secs(10), "an ejected event", || {
+        daemon.events(Some("ejected")).into_iter().find(|e| e["replica"] == 1)
+    });
+    assert_eq!(ejected["details"]["reason"], "server_error", "{ejected}");
+    assert_eq!(
+        (ejected["details"]["status"].as_u64(), ejected["details"]["consecutive_failures"].as_u64()),
+        (Some(500), Some(3))
+    );
+    let message = ejected["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with("ejected from web's proxy for 300 ms: 3 failures in a row, the last a 500 answer"),
+        "{message}"
+    );
+    // While it is out, the API and `mend status` say so.
+    let out = eventually(Duration::from_secs(10), "the replica is shown ejected", || {
+        let replica = daemon.replica("web", 1);
+        (!replica["ejected"].is_null()).then_some(replica)
+    });
+    assert_eq!(out["ejected"]["reason"], "server_error", "{out}");
+    assert!(daemon.replica("web", 0)["ejected"].is_null());
+    eventually(Duration::from_secs(10), "mend status shows the ejection", || {
+        let status = daemon.cli(&["status"]);
+        String::from_utf8_lossy(&status.stdout).contains("web[1]: ejected by the proxy until ").then_some(())
+    });
+    eventually(Duration::from_secs(10), "a returned event", || {
+        daemon.events(Some("returned")).into_iter().find(|e| e["replica"] == 1)
+    });
+    // The storm goes on: past ten events a minute, the rest is summed up.
+    let summary = eventually(Duration::from_secs(60), "the unreported ejections are summed up", || {
+        daemon.events(Some("ejected")).into_iter().find(|e| e["replica"].is_null())
+    });
+    stop.store(true, Ordering::Relaxed);
+    running.join();
+    let stormed = storm_started.elapsed().as_secs();
+    assert!(summary["details"]["unreported_ejections"].as_u64().unwrap_or(0) >= 1, "{summary}");
+    let reported = daemon.events(Some("ejected")).len() as u64;
+    assert!(reported <= 10 + stormed / 6 + 2, "{reported} ejection events in {stormed} s");
+    let counted = daemon.query("sum(mend_proxy_ejections_total{service=\"web\"})");
+    assert!(counted > reported as f64, "{counted} ejections, {reported} events: coalesced and limited");
 }
 
 #[test]
