@@ -124,7 +124,12 @@ def spawn_idle(n):
 def summary(samples):
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return {"median_ms": statistics.median(ordered) * 1e3, "p95_ms": p95 * 1e3, "n": len(ordered)}
+    return {
+        "median_ms": statistics.median(ordered) * 1e3,
+        "p95_ms": p95 * 1e3,
+        "n": len(ordered),
+        "samples_ms": [round(x * 1e3, 2) for x in samples],
+    }
 
 
 def run_condition(args, extra):

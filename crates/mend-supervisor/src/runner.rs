@@ -283,22 +283,39 @@ impl Search {
         Self::Due(leader, Box::new(move || detached::left_behind(&run_tag, &id, leader, port)))
     }
 
-    /// Starts scanning, off the async workers.
+    /// Starts scanning, off the async workers, after [`SEARCH_DELAY`]: on a small machine, a scan of a
+    /// large host at once would take a core from the replica's new process while it starts.
     fn begin(self) -> Self {
         match self {
-            Self::Due(leader, search) => Self::Running(leader, tokio::task::spawn_blocking(search)),
+            Self::Due(leader, search) => Self::Running(
+                leader,
+                tokio::spawn(async move {
+                    tokio::time::sleep(SEARCH_DELAY).await;
+                    tokio::task::spawn_blocking(search).await.unwrap_or_else(|error| {
+                        tracing::warn!(%error, "looking for processes left outside the group failed");
+                        LeftBehind::default()
+                    })
+                }),
+            ),
             running @ Self::Running(..) => running,
         }
     }
 
-    /// Scans (if not yet begun) and waits for the result.
+    /// Scans at once (if not yet begun) and waits for the result.
     async fn finish(self) -> (LeaderLife, LeftBehind) {
-        match self.begin() {
+        let now = match self {
+            Self::Due(leader, search) => Self::Running(leader, tokio::task::spawn_blocking(search)),
+            running @ Self::Running(..) => running,
+        };
+        match now {
             Self::Running(leader, mut handle) => (leader, joined_search(&mut handle).await),
             Self::Due(leader, _) => (leader, LeftBehind::default()),
         }
     }
 }
+
+/// How long after a restart the search for what the last leader left begins (see [`Search::begin`]).
+const SEARCH_DELAY: Duration = Duration::from_millis(100);
 
 /// How long after a leader's exit the processes suspected of being what it daemonized are looked at
 /// before the next start: a daemon binds within moments of its launcher's exit.
