@@ -42,6 +42,11 @@ pub struct Spawned {
     pub program: PathBuf,
 }
 
+/// What mend's own environment holds for mend alone: systemd's notification socket and watchdog (a
+/// replica that speaks `sd_notify` would otherwise report on mend's unit), and its socket activation.
+const NOT_FOR_REPLICAS: [&str; 6] =
+    ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+
 type Job = (SpawnRequest, oneshot::Sender<io::Result<Spawned>>);
 
 /// Spawns processes on a dedicated, long-lived thread.
@@ -95,6 +100,9 @@ fn spawn_now(request: &SpawnRequest, shim: Option<&Path>, self_dir: Option<&Path
             command
         }
     };
+    for name in NOT_FOR_REPLICAS {
+        command.env_remove(name);
+    }
     command
         .envs(request.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&request.working_dir)

@@ -22,6 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
 use crate::detection::{DetectLoop, Detection};
+use crate::notify::Systemd;
 use crate::output;
 use crate::reload::{Reloadable, ScrapeContext};
 use crate::traffic::{self, Traffic};
@@ -210,6 +211,10 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         axum::serve(listener, mend_api::router(api_state)).with_graceful_shutdown(shutdown).await
     });
 
+    let systemd = Arc::new(Systemd::from_environment());
+    let watchdog = systemd.clone().watchdog();
+    systemd.ready(&format!("supervising {} services ({n_replicas} replicas)", config.services.len()));
+
     let mut reloadable = Reloadable {
         running: config.clone(),
         scrapers: static_scrapers,
@@ -226,7 +231,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             },
             Some(answer) = reloads_asked.recv() => ("POST /api/v1/reload", Some(answer)),
         };
+        systemd.reloading();
         let event = reloadable.reload(trigger, clock.wall()).await;
+        systemd.ready(&event.message);
         tracing::info!("{}", event.message);
         events.emit(event.clone());
         if let Some(answer) = answer {
@@ -241,6 +248,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         format!("received {signal_name}: stopping all services"),
     ));
     tracing::info!(signal = signal_name, "shutting down");
+    systemd.stopping();
     // A second signal means "stop now": exit at once; the parent-death signal takes every replica along.
     tokio::spawn(async move {
         loop {
@@ -295,6 +303,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     }
     store.close().context("cannot flush the event store")?;
     reaper.finish();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

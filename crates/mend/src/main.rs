@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod daemon;
 mod detection;
+mod notify;
 mod output;
 mod reload;
 mod traffic;

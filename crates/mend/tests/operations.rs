@@ -997,3 +997,68 @@ fn completions_and_man_pages_come_from_the_command_line_definition() {
     assert!(status_page.contains("\\-\\-json"), "{status_page}");
     assert!(pages.join("mend.1").exists() && pages.join("mend-chaos-proxy.1").exists());
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): mend says READY=1 once its API listens, RELOADING=1 and
+/// READY=1 around a SIGHUP reload, pings the watchdog, and STOPPING=1 at shutdown; replicas never see
+/// systemd's variables.
+#[test]
+fn systemd_hears_ready_reload_watchdog_and_stopping_and_replicas_do_not_inherit_its_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&socket_path).expect("bind the notification socket");
+    systemd.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let env_file = dir.path().join("replica-env");
+    let api = free_ports(1);
+    let config = dir.path().join("mend.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{api}\"\n[service.envdump]\ncommand = \"env > {} && exec sleep 300\"\nshell = true\n",
+            env_file.display()
+        ),
+    )
+    .expect("write config");
+    let mut mend = Command::new(MEND)
+        .args(["run", "-c"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mend");
+    let mut seen = Vec::new();
+    let mut next = |wanted: &str| -> String {
+        let mut buffer = [0u8; 512];
+        loop {
+            let n = systemd.recv(&mut buffer).unwrap_or_else(|e| panic!("waiting for {wanted}: {e}; seen {seen:?}"));
+            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            seen.push(message.clone());
+            if message.starts_with(wanted) {
+                return message;
+            }
+        }
+    };
+    let ready = next("READY=1");
+    assert!(ready.contains("STATUS=supervising 1 services"), "{ready}");
+    // Ready means the API answers.
+    let api_address: std::net::SocketAddr = format!("127.0.0.1:{api}").parse().expect("address");
+    assert_eq!(get(api_address, "/healthz").status, 200);
+    next("WATCHDOG=1");
+    let environment = eventually(Duration::from_secs(10), "the replica wrote its environment", || {
+        std::fs::read_to_string(&env_file).ok().filter(|text| text.contains("MEND_SERVICE=envdump"))
+    });
+    for variable in ["NOTIFY_SOCKET=", "WATCHDOG_USEC="] {
+        assert!(!environment.lines().any(|line| line.starts_with(variable)), "the replica saw {variable}");
+    }
+    kill(Pid::from_raw(mend.id() as i32), Signal::SIGHUP).expect("SIGHUP");
+    assert!(next("RELOADING=1").contains("MONOTONIC_USEC="));
+    next("READY=1");
+    kill(Pid::from_raw(mend.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    next("STOPPING=1");
+    let status = mend.wait().expect("mend exits");
+    assert!(status.success(), "{status}");
+}
