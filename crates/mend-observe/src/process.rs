@@ -164,8 +164,26 @@ pub fn environment_entries(entries: &[(&str, &str)]) -> Vec<Vec<u8>> {
 /// [`environment_entries`]); false when it is gone, a zombie (whose environment reads empty), or another
 /// user's.
 pub fn has_environment(pid: u32, wanted: &[Vec<u8>]) -> bool {
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
-    wanted.iter().all(|entry| environ.split(|&byte| byte == 0).any(|pair| pair == entry.as_slice()))
+    environment(pid).is_some_and(|environ| environment_holds(&environ, wanted))
+}
+
+/// The environment `pid` started with (`/proc/PID/environ`, NUL-separated `KEY=value` pairs); None when
+/// it is gone or another user's.
+pub fn environment(pid: u32) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/environ")).ok()
+}
+
+/// Whether an `environment` (as [`environment`] reads it) holds every entry of `wanted`.
+pub fn environment_holds(environment: &[u8], wanted: &[Vec<u8>]) -> bool {
+    wanted.iter().all(|entry| environment.split(|&byte| byte == 0).any(|pair| pair == entry.as_slice()))
+}
+
+/// The value of `key` in an `environment` (as [`environment`] reads it).
+pub fn environment_value<'a>(environment: &'a [u8], key: &str) -> Option<&'a str> {
+    environment.split(|&byte| byte == 0).find_map(|pair| {
+        let value = pair.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
+        std::str::from_utf8(value).ok()
+    })
 }
 
 /// Processes (other than this one) holding a TCP socket that listens on `port`, on any address: from

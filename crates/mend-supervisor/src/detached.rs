@@ -27,6 +27,10 @@ pub const RUN_TAG_ENV: &str = "MEND_RUN_TAG";
 pub const SERVICE_ENV: &str = "MEND_SERVICE";
 /// Environment key of a replica's index.
 pub const REPLICA_ENV: &str = "MEND_REPLICA";
+/// Environment key of the generation of the replica's process that started a process (1 for the first
+/// process of the replica, 2 for its first replacement, ...): tells what a crashed leader left from what
+/// its replacement, which carries the same replica tag, started since.
+pub const GENERATION_ENV: &str = "MEND_GENERATION";
 
 /// The run tag's file, next to the pid files: the next mend reads it to find what this run left.
 const RUN_TAG_FILE: &str = "run.tag";
@@ -69,12 +73,13 @@ pub fn recorded_run_tag(state_dir: &Path) -> Option<String> {
     (!tag.is_empty()).then(|| tag.to_owned())
 }
 
-/// The environment that tags a replica as started by this run.
-pub fn tag_environment(run_tag: &str, id: &ReplicaId) -> [(String, String); 3] {
+/// The environment that tags process `generation` of a replica as started by this run.
+pub fn tag_environment(run_tag: &str, id: &ReplicaId, generation: u64) -> [(String, String); 4] {
     [
         (RUN_TAG_ENV.into(), run_tag.into()),
         (SERVICE_ENV.into(), id.service.to_string()),
         (REPLICA_ENV.into(), id.index.to_string()),
+        (GENERATION_ENV.into(), generation.to_string()),
     ]
 }
 
@@ -93,6 +98,8 @@ pub fn tagged(run_tag: &str, replica: Option<&ReplicaId>) -> Vec<ProcessId> {
 pub struct LeaderLife {
     /// Its pid, which is also its process group's id.
     pub pid: u32,
+    /// Which process of the replica it was (see [`GENERATION_ENV`]).
+    pub generation: u64,
     /// When it started.
     pub started: u64,
     /// When it was seen to have exited.
@@ -110,20 +117,16 @@ pub struct LeftBehind {
 }
 
 impl LeftBehind {
-    /// Without what belongs to `successor`, the replica's next leader, started while the search for what
-    /// `leader` left ran beside the restart: its group, its children, and whatever started after `leader`'s
-    /// exit (one tick of slack). The successor carries the same tag, so this tells the two apart.
-    pub fn without_successor(self, leader: LeaderLife, successor: ProcessId) -> Self {
+    /// Without the suspects that belong to `successor`, the replica's next leader, started while the
+    /// search ran: itself, its group and its children. (Processes recognised by their tag are told apart
+    /// by their generation already.)
+    pub fn without_successor(self, successor: ProcessId) -> Self {
         let keep = |process: &ProcessId| {
-            process.pid != successor.pid
-                && process.start_ticks <= leader.exited.saturating_add(1)
+            *process != successor
                 && process::stat_facts(process.pid)
                     .is_none_or(|facts| facts.pgid != successor.pid as i32 && facts.ppid != successor.pid as i32)
         };
-        Self {
-            recognised: self.recognised.into_iter().filter(keep).collect(),
-            suspects: self.suspects.into_iter().filter(keep).collect(),
-        }
+        Self { recognised: self.recognised, suspects: self.suspects.into_iter().filter(keep).collect() }
     }
 }
 
@@ -157,7 +160,7 @@ pub fn left_behind(run_tag: &str, id: &ReplicaId, leader: LeaderLife, port: Opti
     let mut suspects = Vec::new();
     // One pass over /proc, reading each process's stat only: what the replica started, it started after
     // its leader did, so the environment and control groups of older processes (most of a host's) are
-    // never read. This runs beside the restart and its cost follows the host's size.
+    // never read.
     for pid in process::all_pids() {
         let Some(facts) = process::stat_facts(pid) else { continue };
         if pid == me
@@ -168,8 +171,14 @@ pub fn left_behind(run_tag: &str, id: &ReplicaId, leader: LeaderLife, port: Opti
             continue;
         }
         let found = ProcessId { pid, start_ticks: facts.start_ticks };
-        if process::has_environment(pid, &tag) {
-            recognised.push(found);
+        let environment = process::environment(pid).unwrap_or_default();
+        if process::environment_holds(&environment, &tag) {
+            // The replica's: this leader's or an earlier one's, not a later one's (the leader that
+            // replaced this one runs meanwhile, with the same replica tag).
+            let generation = process::environment_value(&environment, GENERATION_ENV).and_then(|g| g.parse().ok());
+            if generation.is_none_or(|generation: u64| generation <= leader.generation) {
+                recognised.push(found);
+            }
         } else if during_life(facts.start_ticks)
             && session_began_during_life(&facts)
             && my_cgroups.is_some()
@@ -183,6 +192,51 @@ pub fn left_behind(run_tag: &str, id: &ReplicaId, leader: LeaderLife, port: Opti
     }
     let suspects = suspects.into_iter().filter(|s| !recognised.contains(s)).collect();
     LeftBehind { recognised, suspects }
+}
+
+/// Runs `job` on mend's scanning thread, at the lowest CPU priority (nice 19), and returns its result: a
+/// search of every process on the host yields to everything else, so that a replica's replacement
+/// starting meanwhile, and the services on a small host, keep their CPU.
+pub fn scan_at_low_priority<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    type Job = Box<dyn FnOnce() + Send>;
+    static SCANNER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>> =
+        std::sync::OnceLock::new();
+    let (reply, result) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = reply.send(job());
+    });
+    let scanner = SCANNER.get_or_init(|| {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new().name("mend-scan".into()).spawn(move || {
+            use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+            let lowest = thread_priority::set_thread_priority_and_policy(
+                thread_priority::thread_native_id(),
+                ThreadPriority::Min,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+            );
+            if let Err(error) = lowest {
+                tracing::debug!(?error, "the scanning thread runs at normal priority");
+            }
+            while let Ok(job) = inbox.recv() {
+                job();
+            }
+        });
+        thread.ok().map(|_| std::sync::Mutex::new(jobs))
+    });
+    let refused = match scanner {
+        Some(jobs) => match jobs.lock() {
+            Ok(jobs) => jobs.send(job).err().map(|error| error.0),
+            Err(_) => Some(job),
+        },
+        None => Some(job),
+    };
+    // No scanning thread (it could not be started): a thread of the job's own.
+    if let Some(job) = refused {
+        let _ = std::thread::Builder::new().name("mend-scan".into()).spawn(job);
+    }
+    result
 }
 
 /// Before replica `id` starts again while something listens on its port: every process with its tag (no
@@ -277,7 +331,8 @@ mod tests {
         let started = process::ticks_since_boot().expect("uptime");
         let (mut same_session, old_session_port) = listener(false);
         let (mut own_session, new_session_port) = listener(true);
-        let leader = LeaderLife { pid: u32::MAX, started, exited: process::ticks_since_boot().expect("uptime") };
+        let leader =
+            LeaderLife { pid: u32::MAX, generation: 1, started, exited: process::ticks_since_boot().expect("uptime") };
         let id = ReplicaId { service: mend_types::ServiceName::new("web").expect("valid"), index: 0 };
         let nobody = "a tag nothing carries";
         // Started during the leader's life, but in this test's session, which is older: not the replica's.
@@ -291,6 +346,36 @@ mod tests {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    #[test]
+    fn the_search_takes_the_leaders_generation_and_earlier_ones_never_a_later_ones() {
+        let started = process::ticks_since_boot().expect("uptime");
+        let id = ReplicaId { service: mend_types::ServiceName::new("gen").expect("valid"), index: 3 };
+        let tag = format!("{:016x}", fastrand::u64(..));
+        let tagged_sleeper = |generation: u64| {
+            let mut command = std::process::Command::new("sleep");
+            command.arg("30").envs(tag_environment(&tag, &id, generation));
+            command.spawn().expect("sleep")
+        };
+        let mut children = [tagged_sleeper(1), tagged_sleeper(2), tagged_sleeper(3)];
+        let pids: Vec<u32> = children.iter().map(std::process::Child::id).collect();
+        let leader =
+            LeaderLife { pid: u32::MAX, generation: 2, started, exited: process::ticks_since_boot().expect("uptime") };
+        let mut found = pids_of(left_behind(&tag, &id, leader, None).recognised);
+        found.sort_unstable();
+        assert_eq!(found, [pids[0], pids[1]], "generation 3 is the successor's");
+        // Another replica's tag is not this one's.
+        let other = ReplicaId { index: 4, ..id.clone() };
+        assert!(left_behind(&tag, &other, leader, None).recognised.is_empty());
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn pids_of(processes: Vec<ProcessId>) -> Vec<u32> {
+        processes.into_iter().map(|p| p.pid).collect()
     }
 
     #[tokio::test]

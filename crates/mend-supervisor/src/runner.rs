@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::detached::{self, LeaderLife, LeftBehind, ProcessId};
 use crate::lifecycle::{ActiveProbes, Effect, Input, Lifecycle, Policy, ReplicaState, Unready};
@@ -263,59 +263,15 @@ struct Runner {
     /// when they are looked at.
     suspects: Vec<ProcessId>,
     suspects_until: Option<tokio::time::Instant>,
-    /// The search for what the last leader left outside its group. It scans every process on the host, so
-    /// it runs after the restart has been started instead of before; only a start that finds its port
-    /// taken waits for it.
-    left_behind_search: Option<Search>,
+    /// Searches for what exited leaders left outside their group. They scan every process on the host, so
+    /// they run beside the restart, at the lowest CPU priority; only a start that finds its port taken
+    /// (and the replica's end) waits for them. Their results arrive on `found_rx`.
+    searches: usize,
+    found_tx: mpsc::UnboundedSender<(LeaderLife, LeftBehind)>,
+    found_rx: mpsc::UnboundedReceiver<(LeaderLife, LeftBehind)>,
+    /// Stops of what the searches found, under way.
+    stops: JoinSet<()>,
 }
-
-/// The search for what a leader left outside its group (see `detached`).
-enum Search {
-    /// To begin once the exit has been handled (the restart spawned).
-    Due(LeaderLife, Box<dyn FnOnce() -> LeftBehind + Send + Sync>),
-    /// Scanning /proc on a blocking thread.
-    Running(LeaderLife, JoinHandle<LeftBehind>),
-}
-
-impl Search {
-    /// The search for what replica `id`, whose leader lived `leader`, left (see [`detached::left_behind`]).
-    fn due(run_tag: String, id: ReplicaId, leader: LeaderLife, port: Option<u16>) -> Self {
-        Self::Due(leader, Box::new(move || detached::left_behind(&run_tag, &id, leader, port)))
-    }
-
-    /// Starts scanning, off the async workers, after [`SEARCH_DELAY`]: on a small machine, a scan of a
-    /// large host at once would take a core from the replica's new process while it starts.
-    fn begin(self) -> Self {
-        match self {
-            Self::Due(leader, search) => Self::Running(
-                leader,
-                tokio::spawn(async move {
-                    tokio::time::sleep(SEARCH_DELAY).await;
-                    tokio::task::spawn_blocking(search).await.unwrap_or_else(|error| {
-                        tracing::warn!(%error, "looking for processes left outside the group failed");
-                        LeftBehind::default()
-                    })
-                }),
-            ),
-            running @ Self::Running(..) => running,
-        }
-    }
-
-    /// Scans at once (if not yet begun) and waits for the result.
-    async fn finish(self) -> (LeaderLife, LeftBehind) {
-        let now = match self {
-            Self::Due(leader, search) => Self::Running(leader, tokio::task::spawn_blocking(search)),
-            running @ Self::Running(..) => running,
-        };
-        match now {
-            Self::Running(leader, mut handle) => (leader, joined_search(&mut handle).await),
-            Self::Due(leader, _) => (leader, LeftBehind::default()),
-        }
-    }
-}
-
-/// How long after a restart the search for what the last leader left begins (see [`Search::begin`]).
-const SEARCH_DELAY: Duration = Duration::from_millis(100);
 
 /// How long after a leader's exit the processes suspected of being what it daemonized are looked at
 /// before the next start: a daemon binds within moments of its launcher's exit.
@@ -386,19 +342,6 @@ impl DetachedStopper {
     }
 }
 
-/// What the search for a leader's leftovers found, once it has ended; pending while none runs.
-async fn finished_search(search: &mut Option<Search>) -> (LeaderLife, LeftBehind) {
-    let Some(Search::Running(leader, handle)) = search else { return std::future::pending().await };
-    (*leader, joined_search(handle).await)
-}
-
-async fn joined_search(handle: &mut JoinHandle<LeftBehind>) -> LeftBehind {
-    handle.await.unwrap_or_else(|error| {
-        tracing::warn!(%error, "looking for processes left outside the group failed");
-        LeftBehind::default()
-    })
-}
-
 async fn wait_exit(child: &mut Option<Child>) -> ExitInfo {
     use std::os::unix::process::ExitStatusExt;
     let Some(child) = child else { return std::future::pending().await };
@@ -418,6 +361,7 @@ impl Runner {
         traffic: Option<Arc<dyn TrafficControl>>,
     ) -> Self {
         let (probe_tx, probe_rx) = mpsc::channel(16);
+        let (found_tx, found_rx) = mpsc::unbounded_channel();
         Self {
             traffic,
             machine: Lifecycle::new(Policy::of(&service)),
@@ -440,7 +384,10 @@ impl Runner {
             last_leader: None,
             suspects: Vec::new(),
             suspects_until: None,
-            left_behind_search: None,
+            searches: 0,
+            found_tx,
+            found_rx,
+            stops: JoinSet::new(),
         }
     }
 
@@ -458,7 +405,7 @@ impl Runner {
                         // Before stopping anything: the leader's life ends now, not after the stops.
                         let exited_ticks = process::ticks_since_boot();
                         self.stop_group_remnants(pid).await;
-                        self.search_left_behind(exited_ticks).await;
+                        self.search_left_behind(exited_ticks);
                     }
                     pidfile::remove(&self.ctx.state_dir, &self.id);
                     self.mark_process_series_stale();
@@ -482,14 +429,12 @@ impl Runner {
                     }
                 },
                 Some((role, pid, outcome)) = self.probe_rx.recv() => Input::Probe { role, pid, outcome },
-                (leader, left) = finished_search(&mut self.left_behind_search) => {
-                    self.left_behind_search = None;
-                    let (stopper, recognised) = self.accept_left_behind(leader, left);
-                    if !recognised.is_empty() {
-                        tokio::spawn(async move { stopper.stop(&recognised).await });
-                    }
+                Some((leader, left)) = self.found_rx.recv(), if self.searches > 0 => {
+                    self.searches -= 1;
+                    self.stop_left_behind(leader, left);
                     continue;
                 }
+                Some(_) = self.stops.join_next(), if !self.stops.is_empty() => continue,
                 () = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } else { std::future::pending().await } } => Input::Timer,
                 _ = sampling.tick() => {
                     self.record_presence();
@@ -503,18 +448,12 @@ impl Runner {
                 }
             };
             self.apply(input).await;
-            // After the exit has been handled (a restart spawned), not before.
-            self.left_behind_search = self.left_behind_search.take().map(Search::begin);
             if !control_open && self.child.is_none() {
                 break;
             }
         }
-        // What the last leader left is stopped before the replica's task ends, as at every exit.
-        if let Some(search) = self.left_behind_search.take() {
-            let (leader, left) = search.finish().await;
-            let (stopper, recognised) = self.accept_left_behind(leader, left);
-            stopper.stop(&recognised).await;
-        }
+        // What the last leaders left is stopped before the replica's task ends, as at every exit.
+        self.settle_left_behind().await;
         self.sync_probes(ActiveProbes::default());
         self.sync_scraper(ActiveProbes::default());
         // The replica itself is gone (scaled in, or mend stops): so are its series.
@@ -588,7 +527,7 @@ impl Runner {
         env.push(("MEND_RELEASE".into(), self.service.release_of(self.id.index).as_str().to_owned()));
         env.extend(self.service.env_of(self.id.index).iter().map(|(key, value)| (key.clone(), value.render(&vars))));
         // Last, so that a service's own `env` cannot hide a replica from `detached`.
-        env.extend(detached::tag_environment(&self.ctx.run_tag, &self.id));
+        env.extend(detached::tag_environment(&self.ctx.run_tag, &self.id, self.generation + 1));
         let request =
             SpawnRequest { argv, shell: self.service.shell, env, working_dir: self.service.working_dir.clone() };
 
@@ -664,12 +603,8 @@ impl Runner {
         if let Some((leader, _)) = self.last_leader
             && process::is_listened(port)
         {
-            // The search for what it left, running since its exit, ends first.
-            if let Some(search) = self.left_behind_search.take() {
-                let (searched, left) = search.finish().await;
-                let (stopper, recognised) = self.accept_left_behind(searched, left);
-                stopper.stop(&recognised).await;
-            }
+            // The searches for what it left, running since its exit, end first, and so do their stops.
+            self.settle_left_behind().await;
             // Only recent suspects count.
             let suspects = if self.suspects_until.is_some_and(|until| tokio::time::Instant::now() < until) {
                 self.suspects.clone()
@@ -680,7 +615,10 @@ impl Runner {
             let leftovers =
                 tokio::task::spawn_blocking(move || detached::leftovers_before_start(&run_tag, &id, port, &suspects))
                     .await
-                    .unwrap_or_default();
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(replica = %self.id, %error, "looking for what holds the port failed");
+                        Vec::new()
+                    });
             self.detached_stopper(leader).stop(&leftovers).await;
         }
         if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port))
@@ -691,30 +629,33 @@ impl Runner {
         Ok(())
     }
 
-    /// The leader exited: starts the search for what it started outside its group (see `detached`), which
-    /// runs beside the restart; what it finds is stopped like group remnants, and processes only suspected
-    /// are watched for a few seconds and looked at before the next start, in case they take the port (a
-    /// daemon that binds after its launcher exited, as redis does).
-    async fn search_left_behind(&mut self, exited_ticks: Option<u64>) {
-        // A search still running for an earlier leader (one that lived mere moments) ends first.
-        if let Some(search) = self.left_behind_search.take() {
-            let (leader, left) = search.finish().await;
-            let (stopper, recognised) = self.accept_left_behind(leader, left);
-            tokio::spawn(async move { stopper.stop(&recognised).await });
-        }
+    /// The leader exited: starts the search for what it started outside its group (see `detached`),
+    /// which runs beside the restart; what it finds arrives on `found_rx`.
+    fn search_left_behind(&mut self, exited_ticks: Option<u64>) {
         let Some((pid, started)) = self.last_leader else { return };
-        let leader = LeaderLife { pid, started, exited: exited_ticks.unwrap_or(started) };
-        let port = self.service.port_of(self.id.index);
-        self.left_behind_search = Some(Search::due(self.ctx.run_tag.clone(), self.id.clone(), leader, port));
+        let leader = LeaderLife { pid, generation: self.generation, started, exited: exited_ticks.unwrap_or(started) };
+        let (run_tag, id, port) = (self.ctx.run_tag.clone(), self.id.clone(), self.service.port_of(self.id.index));
+        let found = detached::scan_at_low_priority(move || detached::left_behind(&run_tag, &id, leader, port));
+        let found_tx = self.found_tx.clone();
+        self.searches += 1;
+        let replica = self.id.clone();
+        tokio::spawn(async move {
+            // A lost scan (its thread died) reports nothing found rather than leaving the runner waiting.
+            let left = found.await.unwrap_or_else(|_| {
+                tracing::warn!(%replica, "the search for processes left outside the group was lost");
+                LeftBehind::default()
+            });
+            let _ = found_tx.send((leader, left));
+        });
     }
 
-    /// Takes what the search for `leader`'s leftovers found: suspects are kept and watched; returns the
-    /// processes recognised as the replica's, to be stopped. The search ran beside the restart, so what the
-    /// replica's next leader started since is left out.
-    fn accept_left_behind(&mut self, leader: LeaderLife, left: LeftBehind) -> (DetachedStopper, Vec<ProcessId>) {
+    /// What the search for `leader`'s leftovers found: those recognised are stopped (beside whatever the
+    /// runner does next), suspects are kept and watched. Suspects that belong to the replica's next leader,
+    /// started while the search ran, are left out.
+    fn stop_left_behind(&mut self, leader: LeaderLife, left: LeftBehind) {
         let left = match self.last_leader {
-            Some((pid, start_ticks)) if pid != leader.pid => {
-                left.without_successor(leader, ProcessId { pid, start_ticks })
+            Some((pid, start_ticks)) if self.generation > leader.generation => {
+                left.without_successor(ProcessId { pid, start_ticks })
             }
             _ => left,
         };
@@ -724,7 +665,19 @@ impl Runner {
         if let (Some(port), false) = (self.service.port_of(self.id.index), self.suspects.is_empty()) {
             tokio::spawn(stopper.clone().watch(port, self.suspects.clone()));
         }
-        (stopper, left.recognised)
+        if !left.recognised.is_empty() {
+            self.stops.spawn(async move { stopper.stop(&left.recognised).await });
+        }
+    }
+
+    /// Waits for every search under way and for the stops of what they found.
+    async fn settle_left_behind(&mut self) {
+        while self.searches > 0 {
+            let Some((leader, left)) = self.found_rx.recv().await else { break };
+            self.searches -= 1;
+            self.stop_left_behind(leader, left);
+        }
+        while self.stops.join_next().await.is_some() {}
     }
 
     fn detached_stopper(&self, leader: u32) -> DetachedStopper {

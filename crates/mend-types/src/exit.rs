@@ -84,11 +84,11 @@ impl fmt::Debug for ExitInfo {
     }
 }
 
-/// Signals a program raises by its own fault or on purpose (`abort()`): they end it as a crash, not as
-/// someone else's kill.
+/// Signals a program brings on itself, by a fault, on purpose (`abort()`), or by what it did (writing to a
+/// closed pipe, exceeding its CPU or file-size limit): they end it as a crash, not as someone else's kill.
 pub fn is_fault_signal(signal: i32) -> bool {
-    // SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS.
-    matches!(signal, 4 | 5 | 6 | 7 | 8 | 11 | 31)
+    // SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGPIPE, SIGXCPU, SIGXFSZ, SIGSYS.
+    matches!(signal, 4 | 5 | 6 | 7 | 8 | 11 | 13 | 24 | 25 | 31)
 }
 
 /// Why mend stopped a process.
@@ -244,6 +244,12 @@ mod tests {
         for (exit, cause, expected) in cases {
             assert_eq!(LastExit { exit, cause }.to_string(), expected);
         }
-        assert!(is_fault_signal(6) && is_fault_signal(11) && !is_fault_signal(9) && !is_fault_signal(15));
+        assert!(
+            is_fault_signal(6)
+                && is_fault_signal(11)
+                && is_fault_signal(13)
+                && !is_fault_signal(9)
+                && !is_fault_signal(15)
+        );
     }
 }

@@ -183,8 +183,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let supervisor = Arc::new(Supervisor::start(&config, context, &traffic.controls()));
     traffic.follow(&supervisor);
     let traffic = Arc::new(traffic);
-    let proxy_sampler = (traffic.longest_drain() > Duration::ZERO)
-        .then(|| tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone())));
+    // Proxy statistics, ejections and chaos expiry are sampled whenever there is a proxy.
+    let proxy_sampler =
+        traffic.has_proxies().then(|| tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone())));
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
     let detect_loop = DetectLoop::start(Detection::new(&config), series.clone(), signals.clone(), clock.clone());

@@ -36,8 +36,10 @@ impl Systemd {
         }
     }
 
-    /// The API listens and the services are starting.
+    /// The API listens and the services are starting; `status` is shown by `systemctl status` (its first
+    /// line only: the protocol is one assignment per line).
     pub(crate) fn ready(&self, status: &str) {
+        let status = status.lines().next().unwrap_or_default();
         self.send(&format!("READY=1\nSTATUS={status}"));
     }
 
@@ -114,7 +116,7 @@ mod tests {
         let systemd_side = UnixDatagram::bind(&path).expect("bind");
         let address = notify_address(path.to_str().expect("utf-8")).expect("a path");
         let notifier = Systemd { target: Some((UnixDatagram::unbound().expect("socket"), address)), watchdog: None };
-        notifier.ready("2 services");
+        notifier.ready("2 services\nSERVICE=injected");
         notifier.reloading();
         notifier.stopping();
         let mut buffer = [0u8; 256];

@@ -238,6 +238,10 @@ impl Traffic {
     }
 
     /// The longest drain any proxy may take (zero without proxies, so it also says whether there are any).
+    pub(crate) fn has_proxies(&self) -> bool {
+        !self.proxies.is_empty()
+    }
+
     pub(crate) fn longest_drain(&self) -> Duration {
         self.proxies.values().map(|proxy| proxy.drain_timeout).max().unwrap_or_default()
     }

@@ -571,6 +571,9 @@ fn issue_19_the_restart_does_not_wait_for_the_search_and_the_search_spares_the_s
     let detached = eventually(Duration::from_secs(10), "what the first leader left is found", || {
         daemon.events(Some("detached")).into_iter().next()
     });
+    // The restart did not wait for the search: the successor started before the leftovers were found.
+    let restarted = daemon.events(Some("started")).into_iter().nth(1).expect("the successor's start");
+    assert!(restarted["id"].as_u64() < detached["id"].as_u64(), "{restarted}\n{detached}");
     let pids: Vec<u64> =
         detached["details"]["pids"].as_array().expect("pids").iter().filter_map(|p| p.as_u64()).collect();
     assert_eq!(pids, [u64::from(first_child)], "{detached}");
