@@ -9,7 +9,9 @@
 //! service a minute (a token bucket); beyond that they are counted, and the next event that may go out
 //! is one without a replica saying how many were not reported one by one. A reported ejection gets its
 //! `returned` event (unless the replica is ejected again before the next look, or leaves the table); an
-//! unreported one's return is not reported either.
+//! unreported one's return is not reported either. Replicas out of the route table (not ready, being
+//! replaced) make no events, but their ejections count in the total, and their counts are remembered for
+//! as long as the proxy lists them, so that a replica that is ready again is not taken for new.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -293,12 +295,26 @@ impl EjectionLog {
                     .detail("unreported_ejections", ejections),
             );
         }
+        // Every backend the proxy lists is remembered, in the table or not: the table holds ready
+        // replicas only, and a replica ready again within a minute gets its backend back with its
+        // cumulative count, whose past ejections are not new.
         let mut next = HashMap::with_capacity(stats.backends.len());
-        for backend in stats.backends.iter().filter(|backend| backend.in_table) {
+        for backend in &stats.backends {
             let seen = self.seen.get(&backend.id).copied().unwrap_or_default();
-            let new_ejections = backend.ejections.saturating_sub(seen.ejections);
+            // A count below the last one is a new backend under the same id (another address): a reset.
+            let new_ejections = if backend.ejections >= seen.ejections {
+                backend.ejections - seen.ejections
+            } else {
+                backend.ejections
+            };
             self.total += new_ejections;
             let mut now_seen = Seen { ejections: backend.ejections, ejected: backend.ejected, reported: seen.reported };
+            if !backend.in_table {
+                // Out of rotation anyway: its ejections count, but make no event, nor does its return.
+                now_seen.reported = false;
+                next.insert(backend.id, now_seen);
+                continue;
+            }
             let replica = ReplicaId { service: service.clone(), index: backend.id.index };
             // Back since the last look (or ejected and back within it): the end of the ejection seen.
             let returned = (seen.ejected || new_ejections > 0) && !backend.ejected;
@@ -323,7 +339,7 @@ impl EjectionLog {
             }
             next.insert(backend.id, now_seen);
         }
-        // Replicas that left the table (replaced, stopped) are forgotten: no event for their return.
+        // Backends the proxy no longer lists are forgotten (one that comes back starts from zero).
         self.seen = next;
         events
     }
@@ -404,7 +420,13 @@ mod tests {
         }
     }
 
-    /// Runs looks `(seconds, backends)` and renders the events as `kind[replica] message`.
+    /// `backend` after it left the route table (the proxy keeps listing it, with its counts, for a while).
+    fn out_of_table(backend: BackendStats) -> BackendStats {
+        BackendStats { in_table: false, ..backend }
+    }
+
+    /// Runs looks `(seconds, backends)` and renders the events as `kind[replica] message`, then the
+    /// ejections counted as `total N`.
     fn check(looks: &[(u64, Vec<BackendStats>)], expected: &[&str]) {
         let start = mend_types::Clock::now(&mend_types::SystemClock);
         let mut log = EjectionLog::default();
@@ -417,6 +439,7 @@ mod tests {
                 rendered.push(format!("{}{replica} {}", event.kind, event.message));
             }
         }
+        rendered.push(format!("total {}", log.total()));
         assert_eq!(rendered, expected);
     }
 
@@ -432,6 +455,7 @@ mod tests {
             &[
                 "ejected[1] ejected from web's proxy for 5 s: 3 failures in a row, the last a 503 answer",
                 "returned[1] back in web's proxy rotation after 5 s out",
+                "total 1",
             ],
         );
     }
@@ -443,6 +467,7 @@ mod tests {
             &[
                 "ejected[0] ejected from web's proxy for 5 s: 3 failures in a row, the last a 503 answer (3 ejections since the last look)",
                 "returned[0] back in web's proxy rotation after 5 s out",
+                "total 3",
             ],
         );
     }
@@ -477,7 +502,45 @@ mod tests {
     fn a_replica_that_leaves_while_ejected_is_forgotten() {
         check(
             &[(0, vec![backend(0, 1, true)]), (1, vec![]), (2, vec![])],
-            &["ejected[0] ejected from web's proxy for 5 s: 3 failures in a row, the last a 503 answer"],
+            &["ejected[0] ejected from web's proxy for 5 s: 3 failures in a row, the last a 503 answer", "total 1"],
+        );
+    }
+
+    #[test]
+    fn a_new_backend_under_a_known_id_counts_from_zero() {
+        // The same replica and pid on another port within the proxy's memory: a fresh backend state.
+        let moved = |ejections, ejected| BackendStats {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            ..backend(0, ejections, ejected)
+        };
+        check(
+            &[(0, vec![backend(0, 3, false)]), (1, vec![moved(1, true)])],
+            &[
+                "ejected[0] ejected from web's proxy for 5 s: 3 failures in a row, the last a 503 answer (3 ejections since the last look)",
+                "returned[0] back in web's proxy rotation after 5 s out",
+                "ejected[0] ejected from web's proxy for 5 s: 3 failures in a row, the last a 503 answer",
+                "total 4",
+            ],
+        );
+    }
+
+    /// The route table holds ready replicas only, and the proxy revives a backend's state (its cumulative
+    /// ejections included) when the replica is ready again soon: its past ejections are not new, and
+    /// those it had while out of the table count without an event.
+    #[test]
+    fn issue_8_a_replica_whose_readiness_flaps_keeps_its_ejection_count() {
+        check(
+            &[
+                (0, vec![backend(0, 0, false), backend(1, 1, true)]),
+                // Not ready: out of the table, still ejected, still listed.
+                (1, vec![backend(0, 0, false), out_of_table(backend(1, 1, true))]),
+                // Ready again: the same backend, its one ejection long over.
+                (8, vec![backend(0, 0, false), backend(1, 1, false)]),
+                // Replica 0 is ejected and leaves the table between two looks, then comes back.
+                (9, vec![out_of_table(backend(0, 1, true)), backend(1, 1, false)]),
+                (20, vec![backend(0, 1, false), backend(1, 1, false)]),
+            ],
+            &["ejected[1] ejected from web's proxy for 5 s: 3 failures in a row, the last a 503 answer", "total 2"],
         );
     }
 
