@@ -269,17 +269,25 @@ impl Traffic {
     pub(crate) fn sample(&self, series: &RwLock<SeriesStore>) {
         let (now, at) = (self.clock.now(), self.clock.wall());
         let mut events = Vec::new();
-        {
-            let Ok(mut store) = series.write() else { return };
-            for (name, proxy) in &self.proxies {
+        // The bookkeeping first, without the store's lock (queries and the detect loop wait on it).
+        let looks: Vec<_> = self
+            .proxies
+            .iter()
+            .map(|(name, proxy)| {
                 let stats = proxy.handle.stats();
                 let mut ejections = lock(&proxy.ejections);
                 events.extend(ejections.observe(name, &stats, now, at));
-                record(&mut store, name.as_str(), &stats, at);
-                let labels = store.labels("mend_proxy_ejections_total", &[("service", name.as_str())]);
-                let _ = store.append(&labels, at, ejections.total() as f64);
+                let total = ejections.total();
                 drop(ejections);
                 events.extend(lock(&proxy.chaos).expire(name, now, at));
+                (name, stats, total)
+            })
+            .collect();
+        if let Ok(mut store) = series.write() {
+            for (name, stats, total) in &looks {
+                record(&mut store, name.as_str(), stats, at);
+                let labels = store.labels("mend_proxy_ejections_total", &[("service", name.as_str())]);
+                let _ = store.append(&labels, at, *total as f64);
             }
         }
         self.record(events);
