@@ -147,7 +147,13 @@ fn busy_replica_is_replaced_only_after_its_busy_timeout() {
         .expect("the liveness probe saw a busy replica before replacing it");
     let busy_for = replaced_at - busy_since;
     assert!(busy_for >= 3_990, "replaced after {busy_for} ms of busy probes, before its 4 s busy timeout");
-    // One probe interval (1 s) and a loaded machine later at most.
+    // One probe interval (1 s) and a loaded machine later at most. This upper bound stays: both ends are
+    // mend's own event stamps, so it measures mend's timeline and not how fast this test polls; it bounds,
+    // end to end (probe cadence, the runner's reaction), how long mend lets a replica stay busy past its
+    // timeout, which no other assertion here does. That the replacement comes at the first probe past the
+    // timeout is asserted exactly, as data, by the lifecycle's scenario
+    // `a_busy_replica_is_not_restarted_before_its_busy_timeout`; 6 s of slack over one probe interval
+    // keeps a loaded 2-core machine from failing this one.
     assert!(busy_for < 10_000, "replaced only after {busy_for} ms of busy probes");
     // Nothing else stopped it earlier: the first stop of the busy replica is this one.
     let stopping = daemon.events(Some("stopping"));
