@@ -165,24 +165,10 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Whether process `pid` holds a TCP socket listening on `port` (IPv4, from `/proc/net/tcp`).
+/// Whether process `pid` holds a TCP socket listening on `port`, on any address (IPv4 or IPv6): mend's
+/// own search for listeners (sock_diag for the sockets, then the processes' fds).
 pub fn listens_on(pid: u32, port: u16) -> bool {
-    // Columns: sl, local address (hex ip:port), remote address, state (0A = listen), ..., inode (10th).
-    let inodes: Vec<String> = read(Path::new("/proc/net/tcp"))
-        .lines()
-        .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|fields| fields.len() > 9 && fields[3] == "0A")
-        .filter(|fields| {
-            fields[1].rsplit_once(':').and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok()) == Some(port)
-        })
-        .map(|fields| format!("socket:[{}]", fields[9]))
-        .collect();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path())
-            .is_ok_and(|target| inodes.iter().any(|inode| target.as_os_str() == inode.as_str()))
-    })
+    mend_observe::process::listeners(port).contains(&pid)
 }
 
 /// A `mend run` daemon on loopback with its own config and state directory.
