@@ -839,37 +839,86 @@ mod tests {
         assert_eq!(args(Some("/var/lib/mend")).state_dir(), PathBuf::from("/var/lib/mend"));
     }
 
+    /// Each command has its own row in the README's Commands table, and each of its options is in that
+    /// row; the options every client command shares (`-c`, `--api`, `--token`) are in the paragraph on
+    /// client commands, which names each command that takes them.
     #[test]
     fn the_readme_lists_every_command_and_option() {
         let readme = include_str!("../../../README.md");
         let start = readme.find("## Commands").expect("a Commands section");
-        let commands = &readme[start..start + readme[start..].find("\n## API").expect("the API section")];
-        fn check(command: &clap::Command, path: &str, commands: &str) {
+        let section = &readme[start..start + readme[start..].find("\n## API").expect("the API section")];
+        let rows: Vec<&str> = section.lines().filter(|line| line.starts_with("| `mend ")).collect();
+        let client = section
+            .split("\n\n")
+            .find(|paragraph| paragraph.starts_with("Client commands ("))
+            .expect("the paragraph on client commands");
+        let client_commands: Vec<&str> =
+            client["Client commands (".len()..client.find(')').expect("a list")].split(", ").collect();
+
+        struct Readme<'a> {
+            rows: Vec<&'a str>,
+            client: &'a str,
+            client_commands: Vec<&'a str>,
+        }
+        /// The rows whose first cell names `mend PATH` (`mend restart\|stop\|start` names three).
+        fn rows_of<'a>(readme: &Readme<'a>, path: &[&str]) -> Vec<&'a str> {
+            let (name, parents) = path.split_last().expect("a command");
+            let parent = parents.iter().map(|parent| format!("{parent} ")).collect::<String>();
+            let ends = [" ", "`", "\\|"];
+            readme
+                .rows
+                .iter()
+                .copied()
+                .filter(|row| {
+                    let cell = row.find("` | ").map_or(*row, |end| &row[..=end]);
+                    ends.iter().any(|end| {
+                        cell.starts_with(&format!("| `mend {parent}{name}{end}"))
+                            || (cell.starts_with(&format!("| `mend {parent}"))
+                                && cell.contains(&format!("\\|{name}{end}")))
+                    })
+                })
+                .collect()
+        }
+        fn check(command: &clap::Command, path: &[&str], readme: &Readme<'_>) {
             for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
-                let name = sub.get_name();
-                let path = format!("{path}{name} ");
-                // `mend restart\|stop\|start` lists three.
-                let at = format!("mend {}", path.trim_end());
-                let listed = [" ", "`", "\\|"]
-                    .iter()
-                    .flat_map(|end| [format!("{at}{end}"), format!("\\|{name}{end}")])
-                    .any(|form| commands.contains(form.as_str()));
-                assert!(listed, "`mend {path}` is not in the README's Commands");
+                let path = [path, &[sub.get_name()]].concat();
+                let shown = format!("mend {}", path.join(" "));
+                let rows = rows_of(readme, &path);
+                assert!(!rows.is_empty(), "`{shown}` has no row in the README's Commands");
                 for arg in sub.get_arguments().filter(|arg| !["help", "version"].contains(&arg.get_id().as_str())) {
+                    if arg.is_positional() {
+                        continue;
+                    }
                     let long = arg.get_long().map(|long| format!("--{long}"));
-                    let short = arg
-                        .get_short()
-                        .into_iter()
-                        .flat_map(|short| [" ", "]", "`"].map(|end| format!("-{short}{end}")));
-                    let documented = long.iter().cloned().chain(short).any(|flag| commands.contains(flag.as_str()));
-                    assert!(
-                        arg.is_positional() || documented,
-                        "`mend {path}`: {long:?} is not in the README's Commands"
-                    );
+                    let forms: Vec<String> = long
+                        .iter()
+                        .cloned()
+                        .chain(
+                            arg.get_short()
+                                .into_iter()
+                                .flat_map(|short| [" ", "]", "`"].map(|end| format!("-{short}{end}"))),
+                        )
+                        .collect();
+                    let in_text = |text: &str| forms.iter().any(|form| text.contains(form.as_str()));
+                    if arg.is_global_set() {
+                        assert!(
+                            in_text(readme.client),
+                            "`{shown}`: {long:?} is not in the paragraph on client commands"
+                        );
+                        assert!(
+                            readme.client_commands.contains(&path[0]),
+                            "`{shown}` takes {long:?} but is not in the list of client commands"
+                        );
+                    } else {
+                        assert!(
+                            rows.iter().any(|row| in_text(row)),
+                            "`{shown}`: {long:?} is not in its row of the README's Commands"
+                        );
+                    }
                 }
-                check(sub, &path, commands);
+                check(sub, &path, readme);
             }
         }
-        check(&Cli::command(), "", commands);
+        check(&Cli::command(), &[], &Readme { rows, client, client_commands });
     }
 }
