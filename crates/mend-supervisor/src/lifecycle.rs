@@ -246,18 +246,6 @@ pub enum ReplicaState {
 }
 
 impl ReplicaState {
-    /// Every state, in life order.
-    pub const ALL: [Self; 8] = [
-        Self::Waiting,
-        Self::Starting,
-        Self::Running,
-        Self::Stopping,
-        Self::Backoff,
-        Self::Stopped,
-        Self::Failed,
-        Self::Exited,
-    ];
-
     /// Stable name, for the API.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -270,11 +258,6 @@ impl ReplicaState {
             Self::Failed => "failed",
             Self::Exited => "exited",
         }
-    }
-
-    /// The state called `name`.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|state| state.as_str() == name)
     }
 }
 
