@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use mend_config::{Backoff, ProbeRole, RestartLimit, RestartPolicy, Service};
-use mend_types::{EventKind, ExitCause, ExitInfo, LastExit, ProbeOutcome, StopReason, is_fault_signal};
+use mend_types::{EventKind, ExitCause, ExitInfo, LastExit, ProbeOutcome, StopReason, Unit, is_fault_signal};
 use serde_json::{Map, Value, json};
 
 use crate::backoff::restart_delay;
@@ -533,11 +533,10 @@ impl Lifecycle {
             }
             Input::MemoryExceeded { pid, rss_bytes, limit_bytes } => {
                 if self.pid() == Some(pid) && matches!(self.phase, Phase::Running { .. }) {
-                    let mib = |bytes: u64| bytes as f64 / 1_048_576.0;
                     let reason = format!(
-                        "resident memory {:.1} MiB is above max_memory_bytes ({:.1} MiB)",
-                        mib(rss_bytes),
-                        mib(limit_bytes)
+                        "resident memory {} is above max_memory_bytes ({})",
+                        Unit::Bytes.format(rss_bytes as f64),
+                        Unit::Bytes.format(limit_bytes as f64)
                     );
                     self.unhealthy("memory", StopReason::Memory, reason, now, &mut effects);
                 }
