@@ -53,14 +53,12 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
     mend_types::Unit::Bytes.format(bytes as f64)
 }
 
-/// Formats seconds as `45s`, `3m10s`, `2h05m`, `3d04h`.
+/// Formats whole seconds as `45s`, `3m10s`, `2h05m`, `3d04h`: from a minute on as [`mend_types::Unit::Seconds`]
+/// writes them; below it without the space (`45s`, not `45 s`), as the ages in a table column.
 pub(crate) fn human_age(seconds: i64) -> String {
-    let seconds = seconds.max(0);
-    match seconds {
+    match seconds.max(0) {
         s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
-        s => format!("{}d{:02}h", s / 86_400, s / 3600 % 24),
+        s => mend_types::Unit::Seconds.format(s as f64),
     }
 }
 
@@ -208,7 +206,10 @@ mod tests {
     fn humanises_sizes_and_ages() {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(5 * 1024 * 1024 + 100 * 1024), "5.1 MiB");
+        assert_eq!(human_age(-3), "0s");
         assert_eq!(human_age(42), "42s");
+        assert_eq!(human_age(59), "59s");
+        assert_eq!(human_age(60), "1m00s");
         assert_eq!(human_age(190), "3m10s");
         assert_eq!(human_age(7500), "2h05m");
         assert_eq!(human_age(3 * 86_400 + 4 * 3600), "3d04h");
