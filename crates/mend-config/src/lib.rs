@@ -31,7 +31,7 @@ mod validate;
 
 use std::path::Path;
 
-pub use duration::{format_duration, parse_duration, parse_since};
+pub use duration::{parse_duration, parse_since};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use example::EXAMPLE_CONFIG;
 pub use model::{
