@@ -279,11 +279,6 @@ impl Scraper {
         }
     }
 
-    /// Ends the start-up grace, as [`ScraperHandle::settle`] does.
-    pub fn settle(&self) {
-        self.settled.store(true, Ordering::Relaxed);
-    }
-
     /// Whether a failure now is an event: the target was scraped once, was settled, or its grace is over.
     fn failures_count(&self) -> bool {
         if self.settled.load(Ordering::Relaxed) {

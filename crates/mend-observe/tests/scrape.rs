@@ -261,13 +261,28 @@ async fn the_start_up_grace_ends_by_itself_or_when_settled() {
     scraper.scrape_once().await.expect_err("nothing listens");
     assert_eq!(events.kinds(), [EventKind::ScrapeFailed], "the grace is over");
 
+    // Settled through the handle of a running scraper, as the replica's runner does when it is ready
+    // (its clock stands still: the grace never ends by itself).
     let events = Arc::new(Recorder::default());
-    let mut scraper = new_scraper(ManualClock::new(), &events);
-    scraper.scrape_once().await.expect_err("nothing listens");
-    assert_eq!(events.kinds(), []);
-    scraper.settle();
-    scraper.scrape_once().await.expect_err("nothing listens");
+    let stats = Arc::new(ScrapeStats::default());
+    let job = ScrapeJob { interval: Duration::from_millis(20), ..job(port, 10, grace) };
+    let handle = Scraper::new(job, store.clone(), events.clone(), ManualClock::new(), stats.clone()).spawn();
+    let failed = || stats.failed.load(std::sync::atomic::Ordering::Relaxed);
+    let eventually = async |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    eventually("two failed scrapes", &|| failed() >= 2).await;
+    assert_eq!(events.kinds(), [], "within the grace");
+    handle.settle();
+    let before = failed();
+    eventually("a scrape after the settle", &|| failed() > before).await;
+    eventually("the failure event", &|| !events.kinds().is_empty()).await;
     assert_eq!(events.kinds(), [EventKind::ScrapeFailed], "settled: failures are events at once");
+    handle.stop(Timestamp::from_millis(0));
 }
 
 /// Prometheus' staleness: a series that leaves the exposition, or whose target stops answering or
