@@ -75,8 +75,19 @@ pub struct TrafficStatus {
     pub canary_weight: Option<u8>,
     /// Faults injected now.
     pub chaos: Vec<FaultDto>,
-    /// Replicas ejected now: their index, the pid of the process ejected, and why.
-    pub ejected: Vec<(u32, u32, EjectionDto)>,
+    /// Replicas ejected now.
+    pub ejected: Vec<EjectedReplica>,
+}
+
+/// A replica that a service's proxy keeps out of rotation now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EjectedReplica {
+    /// Its index within the service.
+    pub index: u32,
+    /// The pid of the process ejected (the replica may have replaced it since).
+    pub pid: u32,
+    /// Why, and until when.
+    pub ejection: EjectionDto,
 }
 
 /// One replica.
@@ -185,7 +196,7 @@ impl ServiceDto {
     pub fn from_handle(service: &ServiceHandle, traffic: Option<TrafficStatus>) -> Self {
         let mut replicas: Vec<ReplicaDto> = service.statuses().iter().map(ReplicaDto::from_status).collect();
         let traffic = traffic.unwrap_or_default();
-        for (index, pid, ejection) in traffic.ejected {
+        for EjectedReplica { index, pid, ejection } in traffic.ejected {
             // The ejection of the process running now, not of one the replica already replaced.
             if let Some(replica) = replicas.iter_mut().find(|r| r.index == index && r.pid == Some(pid)) {
                 replica.ejected = Some(ejection);

@@ -10,8 +10,8 @@ mod routes;
 mod traffic;
 
 pub use dto::{
-    AlertmanagerAlert, AlertmanagerWebhook, EjectionDto, EventDto, EventsResponse, FaultDto, ReplicaDto, ServiceDto,
-    ServicesResponse, SignalDto, SignalsResponse, TrafficStatus,
+    AlertmanagerAlert, AlertmanagerWebhook, EjectedReplica, EjectionDto, EventDto, EventsResponse, FaultDto,
+    ReplicaDto, ServiceDto, ServicesResponse, SignalDto, SignalsResponse, TrafficStatus,
 };
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, ReloadRequest, router};

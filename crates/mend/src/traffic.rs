@@ -530,8 +530,11 @@ impl mend_api::TrafficApi for Traffic {
             .filter(|backend| backend.in_table && backend.ejected)
             .filter_map(|backend| {
                 let ejection = backend.last_ejection.as_ref()?;
-                let pid = u32::try_from(backend.id.generation).ok()?;
-                Some((backend.id.index, pid, events::ejection_dto(ejection, wall)))
+                Some(mend_api::EjectedReplica {
+                    index: backend.id.index,
+                    pid: u32::try_from(backend.id.generation).ok()?,
+                    ejection: events::ejection_dto(ejection, wall),
+                })
             })
             .collect();
         Some(mend_api::TrafficStatus { canary_weight: self.canary_weight(service), chaos, ejected })
