@@ -3,7 +3,7 @@
 use mend_supervisor::{ReplicaStatus, ServiceHandle};
 use std::collections::BTreeMap;
 
-use mend_types::{Event, Signal};
+use mend_types::{Event, ExitCause, Signal, StopReason};
 use serde::{Deserialize, Serialize};
 
 /// `GET /api/v1/services`.
@@ -32,11 +32,34 @@ pub struct ServiceDto {
     pub replicas: Vec<ReplicaDto>,
 }
 
+/// What a fault does to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKindDto {
+    /// Delays it.
+    Latency,
+    /// Answers it with a status instead of forwarding it.
+    Status,
+    /// Closes its connection without an answer.
+    Abort,
+}
+
+impl FaultKindDto {
+    /// The wire name (`latency`, `status`, `abort`), also used in event details.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Latency => "latency",
+            Self::Status => "status",
+            Self::Abort => "abort",
+        }
+    }
+}
+
 /// A fault injected into a share of a service's proxied requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultDto {
     /// `latency`, `status` or `abort`.
-    pub fault: String,
+    pub fault: FaultKindDto,
     /// The latency added (latency faults).
     pub latency_ms: Option<u64>,
     /// The status answered instead of forwarding (status faults).
@@ -51,6 +74,32 @@ pub struct FaultDto {
     pub description: String,
 }
 
+/// The failure that ejected a replica from its service's proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EjectionReasonDto {
+    /// A 5xx answer (its status is in the ejection's `status`).
+    ServerError,
+    /// A connect that failed.
+    ConnectFailure,
+    /// A connection reset.
+    Reset,
+    /// An attempt that timed out.
+    Timeout,
+}
+
+impl EjectionReasonDto {
+    /// The wire name (`server_error`, `connect_failure`, `reset`, `timeout`), also used in event details.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ServerError => "server_error",
+            Self::ConnectFailure => "connect_failure",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
 /// Why, and until when, a service's proxy keeps a replica out of rotation (outlier ejection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EjectionDto {
@@ -59,7 +108,7 @@ pub struct EjectionDto {
     /// Seconds until then.
     pub seconds_left: f64,
     /// The failure that ejected it: `server_error`, `connect_failure`, `reset` or `timeout`.
-    pub reason: String,
+    pub reason: EjectionReasonDto,
     /// The status of a `server_error`.
     pub status: Option<u16>,
     /// Failures in a row that ejected it.
@@ -88,6 +137,28 @@ pub struct EjectedReplica {
     pub pid: u32,
     /// Why, and until when.
     pub ejection: EjectionDto,
+}
+
+/// Who ended a replica's process, without why mend did (that is [`ReplicaDto::last_exit_reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitCauseDto {
+    /// The program: it exited, or a fault of its own ended it.
+    Program,
+    /// A signal mend did not send.
+    ExternalSignal,
+    /// mend.
+    Mend,
+}
+
+impl From<ExitCause> for ExitCauseDto {
+    fn from(cause: ExitCause) -> Self {
+        match cause {
+            ExitCause::Program => Self::Program,
+            ExitCause::ExternalSignal => Self::ExternalSignal,
+            ExitCause::Mend(_) => Self::Mend,
+        }
+    }
 }
 
 /// One replica.
@@ -125,11 +196,11 @@ pub struct ReplicaDto {
     /// Who ended the last process: `program` (it exited, or crashed by its own fault), `external_signal`
     /// (a signal mend did not send: an operator's kill, the OOM killer) or `mend`.
     #[serde(default)]
-    pub last_exit_cause: Option<String>,
+    pub last_exit_cause: Option<ExitCauseDto>,
     /// Why mend ended it, when it did: `hung`, `liveness`, `busy`, `startup`, `memory`, `stop` or
     /// `restart`.
     #[serde(default)]
-    pub last_exit_reason: Option<String>,
+    pub last_exit_reason: Option<StopReason>,
     /// Exit code of the last process.
     pub last_exit_code: Option<i32>,
     /// Signal that ended the last process.
@@ -173,11 +244,8 @@ impl ReplicaDto {
             health: health.to_owned(),
             restarts: status.restarts,
             last_exit: status.last_exit.map(|last| last.to_string()),
-            last_exit_cause: status.last_exit.map(|last| last.cause.as_str().to_owned()),
-            last_exit_reason: status
-                .last_exit
-                .and_then(|last| last.cause.stop_reason())
-                .map(|reason| reason.as_str().to_owned()),
+            last_exit_cause: status.last_exit.map(|last| last.cause.into()),
+            last_exit_reason: status.last_exit.and_then(|last| last.cause.stop_reason()),
             last_exit_code: status.last_exit.and_then(|last| last.exit.code),
             last_exit_signal: status.last_exit.and_then(|last| last.exit.signal),
             started_at: status.started_at.map(|at| at.to_string()),
@@ -347,4 +415,47 @@ pub struct AlertmanagerAlert {
     /// When the alert started (RFC 3339).
     #[serde(default)]
     pub starts_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The enums' wire values are the snake_case names the API has always sent (and `as_str` writes).
+    #[test]
+    fn enums_keep_their_wire_names() {
+        fn check<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug + Copy>(cases: &[(T, &str)]) {
+            for &(value, name) in cases {
+                let json = serde_json::to_value(value).expect("serializes");
+                assert_eq!(json, name, "{value:?}");
+                assert_eq!(serde_json::from_value::<T>(json).ok(), Some(value), "{name}");
+            }
+        }
+        check(&[(FaultKindDto::Latency, "latency"), (FaultKindDto::Status, "status"), (FaultKindDto::Abort, "abort")]);
+        check(&[
+            (EjectionReasonDto::ServerError, "server_error"),
+            (EjectionReasonDto::ConnectFailure, "connect_failure"),
+            (EjectionReasonDto::Reset, "reset"),
+            (EjectionReasonDto::Timeout, "timeout"),
+        ]);
+        check(&[
+            (ExitCauseDto::Program, "program"),
+            (ExitCauseDto::ExternalSignal, "external_signal"),
+            (ExitCauseDto::Mend, "mend"),
+        ]);
+        for kind in [FaultKindDto::Latency, FaultKindDto::Status, FaultKindDto::Abort] {
+            assert_eq!(serde_json::to_value(kind).expect("serializes"), kind.as_str());
+        }
+        for reason in [
+            EjectionReasonDto::ServerError,
+            EjectionReasonDto::ConnectFailure,
+            EjectionReasonDto::Reset,
+            EjectionReasonDto::Timeout,
+        ] {
+            assert_eq!(serde_json::to_value(reason).expect("serializes"), reason.as_str());
+        }
+        for cause in [ExitCause::Program, ExitCause::ExternalSignal, ExitCause::Mend(StopReason::Hung)] {
+            assert_eq!(serde_json::to_value(ExitCauseDto::from(cause)).expect("serializes"), cause.as_str());
+        }
+    }
 }

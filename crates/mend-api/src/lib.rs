@@ -10,8 +10,9 @@ mod routes;
 mod traffic;
 
 pub use dto::{
-    AlertmanagerAlert, AlertmanagerWebhook, EjectedReplica, EjectionDto, EventDto, EventsResponse, FaultDto,
-    ReplicaDto, ServiceDto, ServicesResponse, SignalDto, SignalsResponse, TrafficStatus,
+    AlertmanagerAlert, AlertmanagerWebhook, EjectedReplica, EjectionDto, EjectionReasonDto, EventDto, EventsResponse,
+    ExitCauseDto, FaultDto, FaultKindDto, ReplicaDto, ServiceDto, ServicesResponse, SignalDto, SignalsResponse,
+    TrafficStatus,
 };
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, ReloadRequest, router};

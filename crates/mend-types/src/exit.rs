@@ -91,8 +91,9 @@ pub fn is_fault_signal(signal: i32) -> bool {
     matches!(signal, 4 | 5 | 6 | 7 | 8 | 11 | 13 | 24 | 25 | 31)
 }
 
-/// Why mend stopped a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why mend stopped a process. On the wire as [`StopReason::as_str`] writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// Hung: stopped (state T), or not answering its liveness probe while using no CPU; killed at once.
     Hung,
@@ -210,6 +211,24 @@ impl fmt::Debug for LastExit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_reasons_serialize_as_their_names() {
+        let reasons = [
+            StopReason::Hung,
+            StopReason::Liveness,
+            StopReason::Busy,
+            StopReason::Startup,
+            StopReason::Memory,
+            StopReason::Stop,
+            StopReason::Restart,
+        ];
+        for reason in reasons {
+            let json = serde_json::to_value(reason).expect("serializes");
+            assert_eq!(json, reason.as_str(), "{reason:?}");
+            assert_eq!(serde_json::from_value::<StopReason>(json).ok(), Some(reason));
+        }
+    }
 
     #[test]
     fn describes_exits_for_people() {

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use mend_api::{EjectionDto, FaultDto};
+use mend_api::{EjectionDto, EjectionReasonDto, FaultDto, FaultKindDto};
 use mend_proxy::{BackendId, Ejection, EjectionReason, Fault, FaultKind, ProxyStats};
 use mend_types::{Event, EventKind, ReplicaId, ServiceName, Timestamp, format_duration, format_percent};
 
@@ -32,17 +32,17 @@ fn fault_words(kind: FaultKind) -> String {
     }
 }
 
-fn fault_name(kind: FaultKind) -> &'static str {
+fn fault_kind(kind: FaultKind) -> FaultKindDto {
     match kind {
-        FaultKind::Latency(_) => "latency",
-        FaultKind::Status(_) => "status",
-        FaultKind::Abort => "abort",
+        FaultKind::Latency(_) => FaultKindDto::Latency,
+        FaultKind::Status(_) => FaultKindDto::Status,
+        FaultKind::Abort => FaultKindDto::Abort,
     }
 }
 
 /// `kind`'s facts as event details.
 fn fault_details(event: Event, fault: &Fault) -> Event {
-    let event = event.detail("fault", fault_name(fault.kind)).detail("percent", fault.percent);
+    let event = event.detail("fault", fault_kind(fault.kind).as_str()).detail("percent", fault.percent);
     match fault.kind {
         FaultKind::Latency(delay) => event.detail("latency_ms", delay.as_millis() as u64),
         FaultKind::Status(status) => event.detail("status", status),
@@ -153,7 +153,7 @@ impl ChaosLog {
 pub(crate) fn fault_dto(fault: &Fault, now: Instant, wall: Timestamp) -> FaultDto {
     let left = fault.until.saturating_duration_since(now);
     FaultDto {
-        fault: fault_name(fault.kind).to_owned(),
+        fault: fault_kind(fault.kind),
         latency_ms: match fault.kind {
             FaultKind::Latency(delay) => Some(delay.as_millis() as u64),
             _ => None,
@@ -183,12 +183,12 @@ pub(crate) fn canary_weight_changed(service: &ServiceName, from: u8, to: u8, wal
     })
 }
 
-fn reason_name(reason: EjectionReason) -> &'static str {
+fn ejection_reason(reason: EjectionReason) -> EjectionReasonDto {
     match reason {
-        EjectionReason::ServerError(_) => "server_error",
-        EjectionReason::ConnectFailure => "connect_failure",
-        EjectionReason::Reset => "reset",
-        EjectionReason::Timeout => "timeout",
+        EjectionReason::ServerError(_) => EjectionReasonDto::ServerError,
+        EjectionReason::ConnectFailure => EjectionReasonDto::ConnectFailure,
+        EjectionReason::Reset => EjectionReasonDto::Reset,
+        EjectionReason::Timeout => EjectionReasonDto::Timeout,
     }
 }
 
@@ -208,7 +208,7 @@ pub(crate) fn ejection_dto(ejection: &Ejection, wall: Timestamp) -> EjectionDto 
     EjectionDto {
         until: wall.saturating_add(ejection.remaining).to_string(),
         seconds_left: (ejection.remaining.as_secs_f64() * 10.0).round() / 10.0,
-        reason: reason_name(ejection.reason).to_owned(),
+        reason: ejection_reason(ejection.reason),
         status: match ejection.reason {
             EjectionReason::ServerError(status) => Some(status),
             _ => None,
@@ -355,7 +355,7 @@ fn ejected_event(replica: &ReplicaId, id: BackendId, ejection: &Ejection, count:
     );
     let mut event = Event::new(wall, EventKind::Ejected, message)
         .replica(replica)
-        .detail("reason", reason_name(ejection.reason))
+        .detail("reason", ejection_reason(ejection.reason).as_str())
         .detail("consecutive_failures", ejection.consecutive_failures)
         .detail("seconds", ejection.duration.as_secs_f64())
         .detail("until", wall.saturating_add(ejection.remaining).to_string())
@@ -588,11 +588,11 @@ mod tests {
         let now = mend_types::Clock::now(&mend_types::SystemClock);
         let fault = Fault { kind: FaultKind::Abort, percent: 12.5, until: now + Duration::from_secs(25) };
         let dto = fault_dto(&fault, now, Timestamp::from_millis(0));
-        assert_eq!((dto.fault.as_str(), dto.seconds_left), ("abort", 25.0));
+        assert_eq!((dto.fault, dto.seconds_left), (FaultKindDto::Abort, 25.0));
         assert_eq!(dto.description, "aborted connections on 12.5% of requests");
         let ejection = backend(0, 1, true).last_ejection.expect("ejected");
         let dto = ejection_dto(&ejection, Timestamp::from_millis(0));
-        assert_eq!((dto.reason.as_str(), dto.status, dto.seconds_left), ("server_error", Some(503), 4.0));
+        assert_eq!((dto.reason, dto.status, dto.seconds_left), (EjectionReasonDto::ServerError, Some(503), 4.0));
         assert_eq!(dto.description, "3 failures in a row, the last a 503 answer");
         assert_eq!(dto.until, "1970-01-01T00:00:04.000Z");
         assert!(canary_weight_changed(&service(), 10, 10, Timestamp::from_millis(0)).is_none());
