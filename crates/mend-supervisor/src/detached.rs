@@ -194,9 +194,10 @@ pub fn left_behind(run_tag: &str, id: &ReplicaId, leader: LeaderLife, port: Opti
     LeftBehind { recognised, suspects }
 }
 
-/// Runs `job` on mend's scanning thread, at the lowest CPU priority (nice 19), and returns its result: a
-/// search of every process on the host yields to everything else, so that a replica's replacement
-/// starting meanwhile, and the services on a small host, keep their CPU.
+/// Runs `job` on mend's scanning thread, under `SCHED_IDLE` (it runs only on a CPU nothing else wants;
+/// nice 19 if that is refused), and returns its result: a search of every process on the host yields to
+/// everything else, so that a replica's replacement starting meanwhile, and the services on a small host,
+/// keep their CPU.
 pub fn scan_at_low_priority<T: Send + 'static>(
     job: impl FnOnce() -> T + Send + 'static,
 ) -> tokio::sync::oneshot::Receiver<T> {
@@ -211,11 +212,19 @@ pub fn scan_at_low_priority<T: Send + 'static>(
         let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new().name("mend-scan".into()).spawn(move || {
             use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-            let lowest = thread_priority::set_thread_priority_and_policy(
-                thread_priority::thread_native_id(),
+            let native = thread_priority::thread_native_id();
+            let idle = thread_priority::set_thread_priority_and_policy(
+                native,
                 ThreadPriority::Min,
-                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
             );
+            let lowest = idle.or_else(|_| {
+                thread_priority::set_thread_priority_and_policy(
+                    native,
+                    ThreadPriority::Min,
+                    ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+                )
+            });
             if let Err(error) = lowest {
                 tracing::debug!(?error, "the scanning thread runs at normal priority");
             }
