@@ -97,7 +97,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/services/{name}/scale", post(scale))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    let guarded = state.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_page))
@@ -113,7 +112,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(mutating)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(guarded, browser_guard))
+        .layer(middleware::from_fn(browser_guard))
         .layer(middleware::map_response(json_errors))
         .with_state(state)
 }
@@ -160,10 +159,11 @@ fn safe_host(authority: &str) -> bool {
 /// Protects a loopback API from web pages: a `Host` that is a DNS name other than `localhost` (DNS
 /// rebinding) and a mutating request from another origin (cross-site request forgery) are refused.
 /// Clients that are not browsers (the CLI, curl, scripts, Alertmanager) send neither and pass.
-async fn browser_guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn browser_guard(request: Request, next: Next) -> Response {
     let headers = request.headers();
-    if state.token.is_none()
-        && let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok())
+    // Every route, token or not: a token protects mutating calls, while a page on a rebound name could
+    // still read logs and events (issue 20).
+    if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok())
         && !safe_host(host)
     {
         return ApiError(
