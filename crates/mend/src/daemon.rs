@@ -91,20 +91,14 @@ fn fd_limit() -> u64 {
 /// Holds the state directory's lock for the daemon's lifetime: two mends on one state directory would
 /// fight over the same replicas and ports.
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    mend_supervisor::statedir::check_root(state_dir)?;
     let path = state_dir.join("mend.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .read(true)
-        .open(&path)
+    let file = mend_supervisor::statedir::open_read_write(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((_, errno)) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = mend_supervisor::statedir::read_to_string(&path).unwrap_or_default();
             anyhow::bail!(
                 "another mend (pid {}) is running with the state directory {}: {errno}",
                 holder.trim(),
