@@ -15,7 +15,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigErrors, LineIndex};
 use crate::model::{
-    Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SCRAPE_INTERVAL, Detect, Forecast,
+    Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL, Detect,
+    Forecast,
     HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings, RestartLimit, RestartPolicy,
     Rule, ScrapeTarget, Service, StopSignal, Storage, parse_size, split_host_port,
 };
@@ -551,8 +552,9 @@ fn validate_service(
         }
         let (interval, timeout) =
             scrape_timing(problems, &metrics_path, metrics.interval.as_ref(), metrics.timeout.as_ref())?;
-        let max_series = max_series(problems, &metrics_path, metrics.max_series)?;
-        Some(Metrics { url, interval, timeout, max_series })
+        let max_series = max_series(problems, &metrics_path, metrics.max_series);
+        let sample_limit = sample_limit(problems, &metrics_path, metrics.sample_limit);
+        Some(Metrics { url, interval, timeout, max_series: max_series?, sample_limit: sample_limit? })
     });
     let max_memory_bytes = match &raw.max_memory_bytes {
         None => None,
@@ -654,6 +656,10 @@ fn scrape_timing(
     Some((interval, timeout))
 }
 
+fn sample_limit(problems: &mut Problems<'_>, path: &KeyPath, value: Option<i64>) -> Option<usize> {
+    integer(problems, &path.key("sample_limit"), value, 1..=1_000_000, DEFAULT_SAMPLE_LIMIT as i64).map(|n| n as usize)
+}
+
 fn max_series(problems: &mut Problems<'_>, path: &KeyPath, value: Option<i64>) -> Option<usize> {
     integer(problems, &path.key("max_series"), value, 1..=10_000_000, DEFAULT_MAX_SERIES_PER_TARGET as i64)
         .map(|n| n as usize)
@@ -750,8 +756,17 @@ fn validate_scrape(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawScrape)
     let timing = scrape_timing(problems, path, raw.interval.as_ref(), raw.timeout.as_ref());
     let labels = labels(problems, path, raw.labels.as_ref());
     let max_series = max_series(problems, path, raw.max_series);
+    let sample_limit = sample_limit(problems, path, raw.sample_limit);
     let (interval, timeout) = timing?;
-    Some(ScrapeTarget { name: name?, url: url?, interval, timeout, labels, max_series: max_series? })
+    Some(ScrapeTarget {
+        name: name?,
+        url: url?,
+        interval,
+        timeout,
+        labels,
+        max_series: max_series?,
+        sample_limit: sample_limit?,
+    })
 }
 
 fn validate_rule(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawRule) -> Option<Rule> {

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,9 +20,12 @@ const KEPT: Duration = Duration::from_secs(120);
 
 /// The ticks of the last [`KEPT`]: when each came and how late.
 static TICKS: Mutex<VecDeque<(Instant, Duration)>> = Mutex::new(VecDeque::new());
+/// Whether a monitor was started in this process.
+static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Starts the monitor on the current runtime; the task ends with the runtime.
 pub fn start() -> tokio::task::JoinHandle<()> {
+    STARTED.store(true, Ordering::Relaxed);
     tokio::spawn(async {
         let mut expected = Instant::now() + TICK;
         loop {
@@ -45,6 +49,9 @@ fn record(at: Instant, late: Duration) {
 /// longest stretch without a tick beyond [`TICK`] (the monitor was not run meanwhile). `None` when no
 /// monitor runs.
 pub fn worst_during(from: Instant, to: Instant) -> Option<Duration> {
+    if !STARTED.load(Ordering::Relaxed) {
+        return None;
+    }
     let ticks = TICKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let last = ticks.back()?.0;
     // A monitor that stopped ticking long before `to`, with no runtime to run it, is gone (a test's
@@ -52,31 +59,42 @@ pub fn worst_during(from: Instant, to: Instant) -> Option<Duration> {
     if to.saturating_duration_since(last) > KEPT {
         return None;
     }
+    Some(worst(&ticks, from, to))
+}
+
+/// The worst lateness within `from..=to` given the ticks: a tick's lateness counts as far as it lies
+/// in the window, and so does a stretch without ticks (beyond one [`TICK`]), up to `to`.
+fn worst(ticks: &VecDeque<(Instant, Duration)>, from: Instant, to: Instant) -> Duration {
     let mut worst = Duration::ZERO;
     let mut previous = from;
     for &(at, late) in ticks.iter().filter(|(at, _)| *at >= from && *at <= to) {
-        worst = worst.max(late).max(at.saturating_duration_since(previous).saturating_sub(TICK));
+        let late_in_window = late.min(at.saturating_duration_since(from));
+        worst = worst.max(late_in_window).max(at.saturating_duration_since(previous).saturating_sub(TICK));
         previous = at;
     }
-    Some(worst.max(to.saturating_duration_since(previous).saturating_sub(TICK)))
+    worst.max(to.saturating_duration_since(previous).saturating_sub(TICK))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_stretch_without_ticks_counts_as_lag() {
+    #[test]
+    fn a_stretch_without_ticks_counts_as_lag() {
         let base = Instant::now();
         let at = |ms: u64| base + Duration::from_millis(ms);
-        record(at(50), Duration::ZERO);
-        record(at(100), Duration::ZERO);
-        record(at(150), Duration::from_millis(3));
-        assert_eq!(worst_during(at(50), at(150)), Some(Duration::from_millis(3)));
-        // Nothing ticked from 150 to 900 ms: 700 ms late beyond the tick.
-        record(at(900), Duration::from_millis(700));
-        assert_eq!(worst_during(at(100), at(900)), Some(Duration::from_millis(700)));
+        let ms = Duration::from_millis;
+        let mut ticks = VecDeque::from([(at(50), ms(0)), (at(100), ms(0)), (at(150), ms(3))]);
+        assert_eq!(worst(&ticks, at(50), at(150)), ms(3));
+        // Nothing ticked from 150 to 900 ms: the tick at 900 came 700 ms late.
+        ticks.push_back((at(900), ms(700)));
+        assert_eq!(worst(&ticks, at(100), at(900)), ms(700));
+        // Only the part of that lateness inside the window counts.
+        assert_eq!(worst(&ticks, at(600), at(900)), ms(300));
         // The wait went on past the last tick, which is lag too.
-        assert_eq!(worst_during(at(900), at(1500)), Some(Duration::from_millis(550)));
+        assert_eq!(worst(&ticks, at(900), at(1500)), ms(550));
+        // Regular ticks: no lag.
+        let regular: VecDeque<_> = (1..=20).map(|idx| (at(idx * 50), ms(1))).collect();
+        assert_eq!(worst(&regular, at(0), at(1000)), ms(1));
     }
 }

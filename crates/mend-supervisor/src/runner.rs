@@ -807,6 +807,7 @@ impl Runner {
             interval: metrics.interval,
             timeout: metrics.timeout,
             max_series: metrics.max_series,
+            sample_limit: metrics.sample_limit,
             service: Some(self.service.name.clone()),
             replica: Some(self.id.index),
             startup_grace: SCRAPE_STARTUP_GRACE,

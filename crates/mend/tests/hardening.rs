@@ -283,3 +283,113 @@ fn issue_20_the_host_guard_holds_with_a_token() {
     }
     assert_eq!(get(daemon.api, "/api/v1/services/web/logs").status, 200, "reads need no token");
 }
+
+/// A `python3 -m http.server` serving `body` as `/metrics` on a free port; killed on drop.
+struct StaticServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl StaticServer {
+    fn start(body: &[u8]) -> StaticServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("metrics"), body).expect("write exposition");
+        let port = free_ports(1);
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        eventually(Duration::from_secs(10), "python's http.server answers", || {
+            TcpStream::connect(address).ok().map(drop)
+        });
+        StaticServer { child, port, _dir: dir }
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 20 (4): a target serving a valid 33 MB exposition every second took mend to 700 MB, `/healthz`
+/// to 0.7–3.8 s, and made a healthy replica's probe time out ("the process made no progress"): ingest ran
+/// on the async workers. Now a scrape holds at most `sample_limit` samples (50,000 by default; parsing
+/// stops there and the scrape fails saying so), and ingest runs on a blocking thread: even a target
+/// allowed a million samples (parsed in full every second) slows only itself.
+#[test]
+fn issue_20_a_heavy_scrape_target_slows_only_itself() {
+    let _cpu = cpu_to_myself();
+    // 500,000 samples, about 25 MB of valid exposition.
+    let mut body = String::with_capacity(31 << 20);
+    body.push_str("# TYPE heavy_metric gauge\n");
+    for idx in 0..500_000 {
+        body.push_str(&format!("heavy_metric{{shard=\"{}\",slot=\"slot-{idx:08}\"}} {}\n", idx % 97, idx % 1000));
+    }
+    assert!(body.len() > 20 << 20 && body.len() < 32 << 20, "{} bytes", body.len());
+    let server = StaticServer::start(body.as_bytes());
+    let port = free_ports(1);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{port}-{port}"
+[service.web.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+interval = "200ms"
+timeout = "1s"
+failure_threshold = 3
+[[scrape]]
+name = "heavy"
+url = "http://127.0.0.1:{heavy}/metrics"
+interval = "2s"
+timeout = "2s"
+[[scrape]]
+name = "heavy_allowed"
+url = "http://127.0.0.1:{heavy}/metrics"
+interval = "2s"
+timeout = "2s"
+sample_limit = 1000000
+"#,
+        heavy = server.port
+    ));
+    let pids = daemon.wait_ready("web");
+    let rss_before = rss_kib(daemon.pid());
+    // The positive event: the default-limited target fails saying why, and the other one was ingested
+    // in full three times.
+    let failed = eventually(Duration::from_secs(60), "the heavy target's scrape fails on its sample limit", || {
+        daemon.events(Some("scrape_failed")).into_iter().find(|e| e["details"]["target"] == "heavy")
+    });
+    assert_eq!(
+        failed["message"],
+        "scraping heavy failed: more than 50000 samples (sample_limit): none kept",
+        "{failed}"
+    );
+    let mut latencies = Vec::new();
+    eventually(Duration::from_secs(120), "three full scrapes of the allowed target", || {
+        latencies.push(healthz_latency(daemon.api));
+        (daemon.query(r#"count_over_time(scrape_samples_scraped{job="heavy_allowed"}[5m]) > 0 and scrape_samples_scraped{job="heavy_allowed"} > 0"#)
+            >= 3.0)
+            .then_some(())
+    });
+    latencies.sort();
+    let worst = latencies.last().copied().unwrap_or_default();
+    let median = latencies[latencies.len() / 2];
+    eprintln!("/healthz during heavy scrapes: median {median:?}, worst {worst:?} of {}", latencies.len());
+    assert!(worst < Duration::from_millis(1000), "/healthz took {worst:?} during heavy scrapes: {latencies:?}");
+    let grown_mib = rss_kib(daemon.pid()).saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 400, "mend grew by {grown_mib} MiB");
+    // The replica was never judged for mend's load.
+    assert_eq!(daemon.wait_ready("web"), pids);
+    for kind in ["probe_failed", "unhealthy"] {
+        assert_eq!(daemon.events(Some(kind)), Vec::<serde_json::Value>::new(), "{kind} during heavy scrapes");
+    }
+}
