@@ -385,9 +385,20 @@ fn validate_api(problems: &mut Problems<'_>, raw: &RawApi) -> Option<Api> {
     };
     let token = raw.token.clone();
     if let Some(token) = &token
-        && (token.is_empty() || token.chars().any(char::is_whitespace))
+        && (token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()))
     {
-        problems.add(&path.key("token"), "the token must be non-empty and contain no whitespace");
+        problems.add(
+            &path.key("token"),
+            "the token must be non-empty visible ASCII (letters, digits, punctuation; no spaces or other characters): clients send it in an HTTP header",
+        );
+    }
+    if let Some(listen) = listen
+        && listen.port() == 0
+    {
+        problems.add(
+            &path.key("listen"),
+            format!("port 0 would pick a random port that the CLI cannot find: give a port (e.g. \"{}:7070\")", listen.ip()),
+        );
     }
     if let Some(listen) = listen
         && !listen.ip().is_loopback()
@@ -464,10 +475,14 @@ fn validate_service(
             problems.add(&path.key("working_dir"), "the working directory is empty");
             base_dir.to_path_buf()
         }
-        Some(dir) => base_dir.join(dir),
+        Some(dir) => {
+            spawnable(problems, &path.key("working_dir"), dir);
+            base_dir.join(dir)
+        }
     };
 
     let env = env(problems, path, raw.env.as_ref());
+    spawn_size(problems, path, raw.command.as_ref(), raw.env.as_ref());
 
     let replicas = integer(problems, &path.key("replicas"), raw.replicas, 0..=1024, 1).map(|n| n as u32);
     let ports = raw.ports.as_ref().and_then(|ports| port_range(problems, &path.key("ports"), ports));
@@ -908,7 +923,10 @@ fn command(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&StringOrLis
             problems.add(&command_path, "the command is empty");
             Vec::new()
         }
-        Some(StringOrList::String(text)) => template(problems, &command_path, text).into_iter().collect(),
+        Some(StringOrList::String(text)) => {
+            spawnable(problems, &command_path, text);
+            template(problems, &command_path, text).into_iter().collect()
+        }
         Some(StringOrList::List(argv)) => {
             if argv.is_empty() || argv[0].trim().is_empty() {
                 problems.add(&command_path, "the command is empty: the first element must name the program to run");
@@ -916,6 +934,9 @@ fn command(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&StringOrLis
             if shell && argv.len() > 1 {
                 problems
                     .add(&command_path, "with shell = true, write the command as one string (it is run by /bin/sh -c)");
+            }
+            for (idx, arg) in argv.iter().enumerate() {
+                spawnable(problems, &command_path.index(idx), arg);
             }
             argv.iter().enumerate().filter_map(|(idx, arg)| template(problems, &command_path.index(idx), arg)).collect()
         }
@@ -936,11 +957,60 @@ fn env(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&BTreeMap<String
                 ),
             );
         }
+        spawnable(problems, &env_path, &format!("{key}={value}"));
         if let Some(value) = template(problems, &env_path, value) {
             env.push((key.clone(), value));
         }
     }
     env
+}
+
+/// Longest argument or `KEY=value` the kernel passes to a program (`MAX_ARG_STRLEN`, 32 pages, with
+/// its NUL).
+const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
+/// Most bytes of command and environment a service's config may give: Linux takes about 2 MiB for
+/// arguments and environment together (a quarter of the stack limit), mend's own environment included.
+const MAX_SPAWN_BYTES: usize = 1024 * 1024;
+
+/// Refuses what no program can be given (checked as written, before templates are filled): a NUL byte
+/// ends a C string, and an argument or variable longer than [`MAX_ARG_BYTES`] fails the spawn with
+/// "Argument list too long".
+fn spawnable(problems: &mut Problems<'_>, path: &KeyPath, text: &str) {
+    if text.contains('\0') {
+        problems.add(path, "contains a NUL byte (\\0), which no program can be given: remove it");
+    } else if text.len() > MAX_ARG_BYTES {
+        problems.add(
+            path,
+            format!(
+                "is {} bytes: the kernel passes at most {MAX_ARG_BYTES} bytes per argument or variable (the spawn would fail with \"Argument list too long\")",
+                text.len()
+            ),
+        );
+    }
+}
+
+/// Refuses a command and environment that together exceed [`MAX_SPAWN_BYTES`].
+fn spawn_size(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    command: Option<&StringOrList>,
+    env: Option<&BTreeMap<String, String>>,
+) {
+    let command_bytes: usize = match command {
+        Some(StringOrList::String(text)) => text.len() + 1,
+        Some(StringOrList::List(argv)) => argv.iter().map(|arg| arg.len() + 1).sum(),
+        None => 0,
+    };
+    let env_bytes: usize = env.into_iter().flatten().map(|(key, value)| key.len() + value.len() + 2).sum();
+    if command_bytes + env_bytes > MAX_SPAWN_BYTES {
+        problems.add(
+            &path.key("env"),
+            format!(
+                "the command and environment take {} bytes: at most {MAX_SPAWN_BYTES} (Linux passes about 2 MiB of arguments and environment in all, mend's own included)",
+                command_bytes + env_bytes
+            ),
+        );
+    }
 }
 
 fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -> Option<ProxySettings> {
