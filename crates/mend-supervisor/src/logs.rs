@@ -156,6 +156,11 @@ pub fn tail_bytes(dir: &Path, index: u32, n_lines: usize, max_bytes: u64) -> io:
         let mut file = match statedir::open_read(&path) {
             Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+            // An older file that cannot be read (a planted symlink, say) ends the history there.
+            Err(error) if generation > 0 => {
+                tracing::warn!(path = %path.display(), %error, "log history ends at a file mend cannot read");
+                break;
+            }
             Err(error) => return Err(error),
         };
         let len = file.metadata()?.len();

@@ -393,3 +393,233 @@ sample_limit = 1000000
         assert_eq!(daemon.events(Some(kind)), Vec::<serde_json::Value>::new(), "{kind} during heavy scrapes");
     }
 }
+
+/// Runs `mend run` on `config` with `state_dir` and returns its exit code and log, or panics if it is
+/// still running after 20 s (it must refuse before it starts anything).
+fn run_refused(config: &std::path::Path, state_dir: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(common::MEND)
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mend");
+    let status = eventually(Duration::from_secs(20), "mend refuses to start", || child.try_wait().ok().flatten());
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut log);
+    }
+    (status.code(), log)
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).map(|meta| meta.mode() & 0o7777).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Issue 20 (3): with a state directory owned by another user and symlinks planted in it, mend (as root)
+/// followed them. Now mend refuses a state directory that another user owns or that group or others may
+/// write, and says how to fix it.
+#[test]
+fn issue_20_a_state_directory_others_control_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mend.toml");
+    std::fs::write(&config, format!("[api]\nlisten = \"127.0.0.1:{}\"\n", free_ports(1))).expect("config");
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).expect("mkdir");
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown (the tests run as root)");
+    let (code, log) = run_refused(&config, &foreign);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains(&format!("the state directory {} is owned by uid 65534, not by mend's user (uid 0)", foreign.display())), "{log}");
+    assert!(!foreign.join("mend.lock").exists() && !foreign.join("mend.db").exists(), "nothing written in it");
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (code, log) = run_refused(&config, &open);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("is writable by its group and others (mode 0777)") && log.contains("chmod go-w"), "{log}");
+    // A planted lock file that is a symlink: refused, its target untouched.
+    let planted = dir.path().join("planted");
+    std::fs::create_dir(&planted).expect("mkdir");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").expect("write");
+    std::os::unix::fs::symlink(&victim, planted.join("mend.lock")).expect("symlink");
+    let (code, log) = run_refused(&config, &planted);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("mend.lock is a symlink: mend does not follow those in its state directory"), "{log}");
+    assert_eq!(read(&victim), "precious\n");
+}
+
+/// Issue 20 (3): files and directories took their modes from the umask (0666/0777 under `umask 000`),
+/// planted symlinks were followed (the run tag and pid files overwrote their targets, a replica's output
+/// was appended to a root-only file, a rotated log pointing at a 0600 secret was served by `GET .../logs`),
+/// and a `run/*.pid` without start ticks made mend signal any process group. Now the state directory is
+/// 0700 and its files 0600 whatever the umask, nothing planted is followed, and such pid files are ignored.
+#[test]
+fn issue_20_planted_symlinks_and_pid_files_are_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let outside = tempfile::tempdir().expect("temp dir");
+    let victim = |name: &str| {
+        let path = outside.path().join(name);
+        std::fs::write(&path, format!("{name}: precious\n")).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    };
+    let (tag_victim, pid_victim, log_victim, secret) = (victim("tag"), victim("pid"), victim("log"), victim("secret"));
+    // A process of someone else's, leading its own group, that planted pid files name.
+    let mut sleeper = std::process::Command::new("setsid").args(["sleep", "300"]).spawn().expect("setsid sleep");
+    let sleeper_pid = eventually(Duration::from_secs(5), "the sleeper leads its own group", || {
+        let stat = read(std::path::Path::new(&format!("/proc/{}/stat", sleeper.id())));
+        let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+        (fields.get(2)? == &sleeper.id().to_string() && stat.contains("(sleep)")).then(|| sleeper.id())
+    });
+    let ticks: u64 = read(std::path::Path::new(&format!("/proc/{sleeper_pid}/stat")))
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok())
+        .expect("start ticks");
+
+    let port = free_ports(2);
+    let config = format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{port}-{port}"
+[service.web.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+[service.other]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{other}-{other}"
+"#,
+        other = port + 1
+    );
+    // The state directory is laid out before mend starts: the Daemon helper makes it from its config,
+    // so the planted files go into a directory it will use.
+    let mut daemon = Daemon::start_with(&config, &["sh", "-c", "umask 000; exec \"$0\" \"$@\""]);
+    daemon.wait_ready("web");
+    let state = daemon.state_dir();
+    let _ = daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30));
+    let run = state.join("run");
+    let logs = state.join("logs");
+    // Everything mend made under `umask 000`: directories 0700, files 0600.
+    for path in [state.clone(), run.clone(), logs.clone(), logs.join("web")] {
+        assert_eq!(mode(&path), 0o700, "{}", path.display());
+    }
+    for path in [state.join("mend.lock"), state.join("mend.db"), run.join("run.tag"), logs.join("web").join("0.log")] {
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    for name in ["mend.db-wal", "mend.db-shm"] {
+        if state.join(name).exists() {
+            assert_eq!(mode(&state.join(name)), 0o600, "{name}");
+        }
+    }
+    // Now the planting, in mend's own directory (as a compromised account of mend's user could).
+    let plant = |link: std::path::PathBuf, target: &std::path::Path| {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).expect("symlink");
+    };
+    plant(run.join("run.tag"), &tag_victim);
+    plant(run.join("web.0.pid"), &pid_victim);
+    plant(logs.join("web").join("0.log.1"), &secret);
+    std::fs::create_dir_all(logs.join("other")).expect("mkdir");
+    plant(logs.join("other").join("0.log"), &log_victim);
+    for (name, text) in [
+        ("evil.0.pid", format!("{sleeper_pid}\n")),
+        ("evil.1.pid", format!("{sleeper_pid} {}\n", ticks + 1)),
+        ("evil.2.pid", "1 0\n".to_owned()),
+        ("evil.3.pid", format!("{sleeper_pid} {ticks}\n")),
+    ] {
+        std::fs::write(run.join(name), text).expect("plant a pid file");
+    }
+    daemon.spawn();
+    daemon.wait_ready("web");
+    // The replica that cannot open its log (a planted symlink) does not start, and says why.
+    let failed = eventually(Duration::from_secs(20), "other's spawn fails on its planted log", || {
+        daemon.events(Some("spawn_failed")).into_iter().find(|e| e["service"] == "other")
+    });
+    assert!(failed["message"].as_str().unwrap_or_default().contains("0.log is a symlink"), "{failed}");
+    // The logs API serves nothing through the planted rotated log.
+    let answer = get(daemon.api, "/api/v1/services/web/logs?replica=0&tail=1000");
+    assert_eq!(answer.status, 200);
+    assert!(!answer.body.contains("precious"), "{}", answer.body);
+    assert!(answer.body.contains("listening"), "the readable lines are served: {}", answer.body);
+    for path in [&tag_victim, &pid_victim, &log_victim, &secret] {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        assert_eq!(read(path), format!("{name}: precious\n"), "{} was written through a symlink", path.display());
+    }
+    assert!(std::fs::symlink_metadata(run.join("run.tag")).expect("run tag").is_file(), "replaced, not followed");
+    // No planted pid file made mend signal the sleeper's group, and they are gone.
+    assert!(common::alive(sleeper_pid), "mend signalled a process group it did not start");
+    for idx in 0..4 {
+        assert!(!run.join(format!("evil.{idx}.pid")).exists());
+    }
+    assert!(daemon.log_text().contains("ignored a pid file without a start time or naming group 0 or 1"));
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
+
+/// Issue 20 (6): `GET .../logs?tail=100000` answered 137 MB (the line cap does not bound bytes); an
+/// Alertmanager post kept a 1.9 MB summary, and any number of distinct alerts were kept. Now a log
+/// answer holds at most 4 MiB (saying that earlier lines were left out), a request body at most 1 MiB,
+/// a summary at most 4 KiB (cut, saying so), and at most 10,000 distinct alerts fire at once (the rest
+/// refused, saying so).
+#[test]
+fn issue_20_log_answers_and_alertmanager_posts_are_bounded() {
+    let line = "x".repeat(1000);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.chatty]
+command = ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo {line}; i=$((i+1)); done; echo done writing; exec sleep 300"]
+"#
+    ));
+    eventually(Duration::from_secs(60), "the replica wrote 20 MB of logs", || {
+        let tail = get(daemon.api, "/api/v1/services/chatty/logs?tail=1");
+        tail.body.contains("done writing").then_some(())
+    });
+    let answer = get(daemon.api, "/api/v1/services/chatty/logs?tail=100000");
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.len() <= (4 << 20) + 200, "{} bytes in one answer", answer.body.len());
+    assert!(answer.body.len() > (3 << 20), "most of the budget is used: {} bytes", answer.body.len());
+    assert!(
+        answer.body.starts_with("[mend: earlier lines left out: at most 4194304 bytes per replica in one answer]\n"),
+        "{}",
+        &answer.body[..200]
+    );
+    assert!(answer.body.ends_with("done writing\n"));
+    assert!(answer.body.lines().skip(1).all(|l| l == line || l == "done writing"), "whole lines only");
+
+    // Alertmanager: a body over 1 MiB is refused, a long summary is cut.
+    let webhook = |alerts: &[serde_json::Value]| serde_json::json!({ "version": "4", "status": "firing", "alerts": alerts }).to_string();
+    let alert = |name: &str, summary: &str| serde_json::json!({
+        "status": "firing", "labels": { "alertname": name, "severity": "warning" },
+        "annotations": { "summary": summary }, "startsAt": "2026-01-01T00:00:00Z"
+    });
+    let huge = webhook(&[alert("Huge", &"s".repeat(1_900_000))]);
+    let refused = common::http_with_body("POST", daemon.api, "/api/v1/alerts", &[], &huge).expect("post");
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    let long = webhook(&[alert("Long", &"s".repeat(500_000))]);
+    let accepted = common::http_with_body("POST", daemon.api, "/api/v1/alerts", &[], &long).expect("post");
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    let signals = get(daemon.api, "/api/v1/signals?limit=10").json();
+    let evidence = signals["signals"][0]["evidence"].as_str().unwrap_or_default().to_owned();
+    assert!(evidence.len() < 4200 && evidence.ends_with("... [cut by mend: 500000 bytes in all]"), "{} bytes", evidence.len());
+    // Distinct firing alerts: 10,000 kept (the one above included), the rest refused.
+    let mut refused_total = 0;
+    for batch in 0..11 {
+        let alerts: Vec<serde_json::Value> = (0..1000).map(|idx| alert(&format!("A{batch}x{idx}"), "s")).collect();
+        let answer = common::http_with_body("POST", daemon.api, "/api/v1/alerts", &[], &webhook(&alerts)).expect("post");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        refused_total += answer.json()["refused"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(refused_total, 1001, "11,001 distinct alerts, 10,000 kept");
+    assert!(daemon.log_text().contains("refused new Alertmanager alerts"));
+}
