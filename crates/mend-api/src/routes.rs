@@ -659,13 +659,18 @@ async fn service_logs(
                 let read = tokio::task::spawn_blocking(move || logs::tail_bytes(&dir, index, tail, per_replica)).await;
                 let (bytes, cut_short) = match read {
                     Ok(Ok(read)) => read,
-                    Ok(Err(error)) => (format!("[mend: cannot read the logs of replica {index}: {error}]\n").into_bytes(), false),
+                    Ok(Err(error)) => {
+                        (format!("[mend: cannot read the logs of replica {index}: {error}]\n").into_bytes(), false)
+                    }
                     Err(_) => (format!("[mend: cannot read the logs of replica {index}]\n").into_bytes(), false),
                 };
                 let mut chunk = Vec::with_capacity(bytes.len() + 128);
                 if cut_short {
                     chunk.extend_from_slice(
-                        format!("[mend: earlier lines left out: at most {per_replica} bytes per replica in one answer]\n").as_bytes(),
+                        format!(
+                            "[mend: earlier lines left out: at most {per_replica} bytes per replica in one answer]\n"
+                        )
+                        .as_bytes(),
                     );
                 }
                 if prefix {

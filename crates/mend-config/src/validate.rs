@@ -15,10 +15,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigErrors, LineIndex};
 use crate::model::{
-    Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL, Detect,
-    Forecast,
-    HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings, RestartLimit, RestartPolicy,
-    Rule, ScrapeTarget, Service, StopSignal, Storage, parse_size, split_host_port,
+    Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,
+    Detect, Forecast, HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings,
+    RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, parse_size, split_host_port,
 };
 use crate::raw::{
     FloatOrString, IntOrString, RawApi, RawCanary, RawDetect, RawForecast, RawProbe, RawProxy, RawRule, RawScrape,
@@ -397,7 +396,10 @@ fn validate_api(problems: &mut Problems<'_>, raw: &RawApi) -> Option<Api> {
     {
         problems.add(
             &path.key("listen"),
-            format!("port 0 would pick a random port that the CLI cannot find: give a port (e.g. \"{}:7070\")", listen.ip()),
+            format!(
+                "port 0 would pick a random port that the CLI cannot find: give a port (e.g. \"{}:7070\")",
+                listen.ip()
+            ),
         );
     }
     if let Some(listen) = listen

@@ -554,13 +554,17 @@ fn issue_20_check_config_refuses_what_cannot_run() {
     );
     check_errors(
         "[api]\nlisten = \"127.0.0.1:0\"\n",
-        &["mend.toml:2:10: api.listen: port 0 would pick a random port that the CLI cannot find: give a port (e.g. \"127.0.0.1:7070\")"],
+        &[
+            "mend.toml:2:10: api.listen: port 0 would pick a random port that the CLI cannot find: give a port (e.g. \"127.0.0.1:7070\")",
+        ],
     );
     for token in ["s3cret-tökén", "tab\there", "bell\u{7}"] {
         let text = format!("[api]\ntoken = {}\n", toml_string(token));
         check_errors(
             &text,
-            &["mend.toml:2:9: api.token: the token must be non-empty visible ASCII (letters, digits, punctuation; no spaces or other characters): clients send it in an HTTP header"],
+            &[
+                "mend.toml:2:9: api.token: the token must be non-empty visible ASCII (letters, digits, punctuation; no spaces or other characters): clients send it in an HTTP header",
+            ],
         );
     }
     check_errors("[api]\ntoken = \"Ab0-._~+/=!#$%&'*^`|\"\n", &[]);

@@ -265,7 +265,9 @@ pub(crate) fn regex_error(label: &str, pattern: &str, source: regex::Error) -> Q
         regex::Error::CompiledTooBig(limit) => {
             QueryError::RegexTooLarge { label: label.to_owned(), pattern: abbreviate(pattern), limit }
         }
-        source => QueryError::InvalidRegex { label: label.to_owned(), pattern: abbreviate(pattern), source: Box::new(source) },
+        source => {
+            QueryError::InvalidRegex { label: label.to_owned(), pattern: abbreviate(pattern), source: Box::new(source) }
+        }
     }
 }
 

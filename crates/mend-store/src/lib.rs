@@ -897,9 +897,11 @@ mod tests {
     #[test]
     fn retention_bounds_rows_by_count_and_age() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store =
-            Store::open(&dir.path().join("mend.db"), Retention { max_age: Duration::from_secs(3600), max_events: 5, ..Retention::default() })
-                .expect("open");
+        let store = Store::open(
+            &dir.path().join("mend.db"),
+            Retention { max_age: Duration::from_secs(3600), max_events: 5, ..Retention::default() },
+        )
+        .expect("open");
         let sink = store.sink();
         for idx in 0..20 {
             sink.emit(event(idx * 1000, "web", EventKind::Started));

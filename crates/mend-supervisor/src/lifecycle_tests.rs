@@ -282,15 +282,13 @@ fn issue_20_mend_trouble_never_stops_a_replica() {
         (0, Input::Start, &["spawn"]),
         (0, Input::Spawned { pid: 7 }, &["started: started pid 7"]),
         (10, liveness(7, ProbeOutcome::Success), &["ready: ready: liveness probe passed"]),
-        (
-            500,
-            liveness(7, failure()),
-            &["probe_failed: liveness probe failed: http status 500 (expected 200-399)"],
-        ),
+        (500, liveness(7, failure()), &["probe_failed: liveness probe failed: http status 500 (expected 200-399)"]),
         (
             1000,
             liveness(7, mend_trouble(MendTrouble::FileDescriptors, emfile)),
-            &["mend_trouble: liveness probe cannot judge the replica: connect to 127.0.0.1:9000: Too many open files (os error 24); mend's own trouble, not the replica's"],
+            &[
+                "mend_trouble: liveness probe cannot judge the replica: connect to 127.0.0.1:9000: Too many open files (os error 24); mend's own trouble, not the replica's",
+            ],
         ),
     ];
     // Far more inconclusive probes than the failure threshold, of every kind: nothing happens.
@@ -338,7 +336,9 @@ fn issue_20_mend_trouble_never_stops_a_replica() {
         ],
     );
     assert!(
-        render(&effects).iter().any(|e| e.starts_with("unhealthy: liveness check failed: liveness probe failed 3 times")),
+        render(&effects)
+            .iter()
+            .any(|e| e.starts_with("unhealthy: liveness check failed: liveness probe failed 3 times")),
         "{:?}",
         render(&effects)
     );

@@ -134,7 +134,8 @@ pub fn ensure_dir(dir: &Path) -> io::Result<()> {
 /// link to someone else's file).
 fn check_file(path: &Path, file: &File) -> io::Result<()> {
     let meta = file.metadata()?;
-    let refuse = |why: &str| Err(io::Error::other(format!("{} {why}: mend refuses it in its state directory", path.display())));
+    let refuse =
+        |why: &str| Err(io::Error::other(format!("{} {why}: mend refuses it in its state directory", path.display())));
     if !meta.is_file() {
         return refuse("is not a regular file");
     }
@@ -242,7 +243,10 @@ mod tests {
         let link = dir.path().join("0.log");
         std::os::unix::fs::symlink(&secret, &link).expect("symlink");
         let refused = open_append(&link).expect_err("a symlink");
-        assert!(refused.to_string().ends_with("0.log is a symlink: mend does not follow those in its state directory"), "{refused}");
+        assert!(
+            refused.to_string().ends_with("0.log is a symlink: mend does not follow those in its state directory"),
+            "{refused}"
+        );
         assert!(open_read(&link).is_err());
         assert_eq!(fs::read_to_string(&secret).expect("read"), "root only\n", "nothing written through the link");
         // A replacement renames over the symlink instead of writing through it.

@@ -93,8 +93,8 @@ fn fd_limit() -> u64 {
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
     mend_supervisor::statedir::check_root(state_dir)?;
     let path = state_dir.join("mend.lock");
-    let file = mend_supervisor::statedir::open_read_write(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        mend_supervisor::statedir::open_read_write(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((_, errno)) => {

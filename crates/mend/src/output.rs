@@ -269,12 +269,12 @@ mod tests {
     #[test]
     fn issue_20_control_characters_in_stored_text_are_escaped() {
         assert_eq!(escape_controls("plain text", false), "plain text");
-        assert_eq!(escape_controls("\x1b[2Jgone\nfake line\ttab\u{9b}31m", false), "\\x1b[2Jgone\\nfake line\\ttab\\u{9b}31m");
-        assert_eq!(escape_controls("two\nlines\x07", true), "two\nlines\\x07");
         assert_eq!(
-            escape_control_bytes(b"ok\n\x1b[31mred\xc2\x9b\xff\n").as_ref(),
-            b"ok\n\\x1b[31mred\\u{9b}\xff\n"
+            escape_controls("\x1b[2Jgone\nfake line\ttab\u{9b}31m", false),
+            "\\x1b[2Jgone\\nfake line\\ttab\\u{9b}31m"
         );
+        assert_eq!(escape_controls("two\nlines\x07", true), "two\nlines\\x07");
+        assert_eq!(escape_control_bytes(b"ok\n\x1b[31mred\xc2\x9b\xff\n").as_ref(), b"ok\n\\x1b[31mred\\u{9b}\xff\n");
         let signal: SignalDto = serde_json::from_value(serde_json::json!({
             "id": 1, "at": "2026-01-01T00:00:00Z", "since": "2026-01-01T00:00:00Z", "state": "firing",
             "kind": "external", "severity": "warning", "name": "Evil\u{1b}[2J", "service": null, "replica": null,
