@@ -5,11 +5,14 @@
 //! own probes failed (issue 20). Here every connection has a deadline for its request head (which hyper
 //! also applies to a keep-alive connection waiting for its next request: the idle timeout), a request
 //! body must arrive within a deadline too ([`read_body_within`]), and at most
-//! [`ServeLimits::max_connections`] are open at once: past that, mend stops accepting and the kernel
-//! queues the rest in the listen backlog, where they cost mend no file descriptor.
+//! [`ServeLimits::max_connections`] are open at once: past that, the oldest connection without a request
+//! in progress is closed to make room, and if every one has a request in progress, the kernel queues
+//! new ones in the listen backlog, where they cost mend no file descriptor.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,7 +22,6 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
@@ -56,6 +58,12 @@ pub const MAX_REQUEST_BODY_BYTES: usize = 1 << 20;
 
 /// Serves `router` on `listener` within `limits` until `shutdown` completes, then lets the open
 /// connections finish their current request (the caller bounds that wait).
+///
+/// At the connection limit, the oldest connection that has no request in progress (idle between
+/// requests, or still sending its request's head: what slow-loris clients hold) is closed to make room,
+/// as nginx reuses idle keep-alive connections, so that a client with a whole request (the CLI, a probe
+/// of `/healthz`) gets in at once; only when every connection is busy with a request does a new one wait
+/// in the listen backlog.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -64,12 +72,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = router.layer(axum::middleware::from_fn_with_state(limits.body_read_timeout, read_body_within));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let connections: Arc<Mutex<BTreeMap<u64, Tracked>>> = Arc::default();
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_buf_size(64 * 1024);
     let mut shutdown = std::pin::pin!(shutdown);
     // Whether the limit was reached and said so, until a connection is accepted without waiting again.
     let mut full = false;
+    let mut next_id: u64 = 0;
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => {
@@ -81,9 +91,10 @@ pub async fn serve(
                     full = true;
                     tracing::warn!(
                         max_connections = limits.max_connections,
-                        "the API has as many connections as it allows: new ones wait in the listen backlog"
+                        "the API has as many connections as it allows: idle ones are closed to make room"
                     );
                 }
+                evict_oldest_idle(&connections);
                 tokio::select! {
                     slot = slots.clone().acquire_owned() => match slot {
                         Ok(slot) => slot,
@@ -110,17 +121,128 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
-        let connection = graceful.watch(connection);
+        let id = next_id;
+        next_id += 1;
+        let tracked = Tracked::default();
+        let service = Counted { inner: TowerToHyperService::new(router.clone()), in_flight: tracked.in_flight.clone() };
+        let (evict, in_flight) = (tracked.evict.clone(), tracked.in_flight.clone());
+        lock(&connections).insert(id, tracked);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let (connections, mut closing) = (connections.clone(), closing_rx.clone());
         tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
             // A connection ends with an error when its client goes away or is too slow: nothing to report.
-            let _ = connection.await;
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = evict.notified() => {
+                    // No request in progress: closing the socket loses nothing (hyper's graceful shutdown
+                    // would wait for a partial head until its deadline). A request that began meanwhile
+                    // is finished first.
+                    if in_flight.load(Ordering::SeqCst) > 0 {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+                () = async { let _ = closing.wait_for(|closing| *closing).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            lock(&connections).remove(&id);
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Every connection finishes its current request and closes; all slots back means all are gone.
+    let _ = closing_tx.send(true);
+    let _ = slots.acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX)).await;
     Ok(())
+}
+
+/// One open connection: how many of its requests are in progress (answer not yet sent in full), and how
+/// to close it.
+#[derive(Default)]
+struct Tracked {
+    in_flight: Arc<AtomicUsize>,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+fn lock(connections: &Mutex<BTreeMap<u64, Tracked>>) -> std::sync::MutexGuard<'_, BTreeMap<u64, Tracked>> {
+    connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Closes the oldest connection with no request in progress, if any.
+fn evict_oldest_idle(connections: &Mutex<BTreeMap<u64, Tracked>>) {
+    let mut connections = lock(connections);
+    let idle = connections.iter().find(|(_, tracked)| tracked.in_flight.load(Ordering::SeqCst) == 0).map(|(id, _)| *id);
+    if let Some(tracked) = idle.and_then(|id| connections.remove(&id)) {
+        // `notify_one` keeps the permit if the task is not waiting yet: it closes when it next looks.
+        tracked.evict.notify_one();
+    }
+}
+
+/// The router as a hyper service that counts a connection's requests in progress: from the moment the
+/// head is parsed until the answer's body has been sent (or dropped).
+struct Counted {
+    inner: TowerToHyperService<Router>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for Counted {
+    type Response = axum::response::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, request: Request<hyper::body::Incoming>) -> Self::Future {
+        let guard = InFlight::new(self.in_flight.clone());
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| Body::new(GuardedBody { inner: body, _guard: guard })))
+        })
+    }
+}
+
+/// Counts one request in progress while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An answer's body that keeps its request counted until it has been sent.
+struct GuardedBody {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Reads a request's body within `timeout` (and [`MAX_REQUEST_BODY_BYTES`]) before the handler runs:

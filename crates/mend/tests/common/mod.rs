@@ -252,14 +252,24 @@ impl Daemon {
                 .expect("spawn mend");
             let api = self.api;
             // The API must be this mend's: an answer from another process on the port proves nothing.
-            let started = eventually(Duration::from_secs(10), "mend's API answers /healthz, or mend exits", || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let started = loop {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Some(Err(status));
+                    break Err(status);
                 }
                 // Asked only once mend listens: a foreign listener might never answer.
                 let ours = listens_on(child.id(), api.port());
-                (ours && http("GET", api, "/healthz", &[]).is_ok_and(|r| r.status == 200)).then_some(Ok(()))
-            });
+                if ours && http("GET", api, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
+                    break Ok(());
+                }
+                if Instant::now() > deadline {
+                    // A mend that never answered must not outlive the test (it would run on for ever).
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("timed out after 10s waiting for mend's API to answer /healthz:\n{}", read(&log_path));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
             match started {
                 Ok(()) => {
                     self.child = Some(child);
