@@ -144,8 +144,10 @@ pub async fn serve(
                     }
                 }
                 () = async { let _ = closing.wait_for(|closing| *closing).await; } => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                    if in_flight.load(Ordering::SeqCst) > 0 {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
                 }
             }
             lock(&connections).remove(&id);

@@ -1295,6 +1295,9 @@ fn validate_probe(problems: &mut Problems<'_>, path: &KeyPath, role: ProbeRole, 
         if argv.first().is_none_or(|program| program.trim().is_empty()) {
             problems.add(&path.key("exec"), "the command is empty: the first element must name the program to run");
         }
+        for (idx, arg) in argv.iter().enumerate() {
+            spawnable(problems, &path.key("exec").index(idx), arg);
+        }
         let command = argv
             .iter()
             .enumerate()

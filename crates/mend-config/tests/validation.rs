@@ -544,6 +544,12 @@ fn issue_20_check_config_refuses_what_cannot_run() {
             "mend.toml:5:5: service.web.env.X: contains a NUL byte (\\0), which no program can be given: remove it",
         ],
     );
+    check_errors(
+        "[service.web]\ncommand = [\"web\"]\n[service.web.liveness]\nexec = [\"check\", \"\\u0000\"]\n",
+        &[
+            "mend.toml:4:18: service.web.liveness.exec[1]: contains a NUL byte (\\0), which no program can be given: remove it",
+        ],
+    );
     let huge = "x".repeat(10_000_000);
     check_errors(
         &format!("[service.web]\ncommand = [\"web\"]\n[service.web.env]\nBIG = \"{huge}\"\n"),
