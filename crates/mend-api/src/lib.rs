@@ -7,6 +7,7 @@ mod dto;
 mod metrics;
 mod query;
 mod routes;
+mod server;
 mod traffic;
 
 pub use dto::{
@@ -16,4 +17,5 @@ pub use dto::{
 };
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, ReloadRequest, router};
+pub use server::{MAX_REQUEST_BODY_BYTES, ServeLimits, serve};
 pub use traffic::{FaultSpec, MAX_FAULT_DURATION, NoTraffic, TrafficApi};

@@ -117,12 +117,40 @@ fn point(t_ms: i64, value: f64) -> serde_json::Value {
 /// Most points one query may read, as Prometheus's `query.max-samples` (50 M there); about 160 MiB.
 pub(crate) const MAX_QUERY_POINTS: usize = 10_000_000;
 
-/// Runs `work` on the store off the async workers (a query may scan many series), taking the store's lock
-/// per selector and refusing queries that would read more than [`MAX_QUERY_POINTS`].
+/// Most queries evaluated at once; more wait for a slot, up to [`QUERY_QUEUE_WAIT`]. Each runs on a
+/// blocking thread (the daemon has four), so that the others stay free for the store and scrapes.
+pub(crate) const MAX_CONCURRENT_QUERIES: usize = 2;
+/// How long a query waits for a slot before it is refused with 503.
+pub(crate) const QUERY_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The query slots: one set per process, as there is one API.
+static QUERY_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_QUERIES);
+
+fn too_busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "error",
+            "errorType": "unavailable",
+            "error": format!(
+                "{MAX_CONCURRENT_QUERIES} queries are running and none finished within {}s: try again later",
+                QUERY_QUEUE_WAIT.as_secs()
+            ),
+        })),
+    )
+        .into_response()
+}
+
+/// Runs `work` (parsing included: compiling a query's regular expressions takes time) off the async
+/// workers, at most [`MAX_CONCURRENT_QUERIES`] at once, on the store, taking the store's lock per
+/// selector and refusing queries that would read more than [`MAX_QUERY_POINTS`]. `work`'s own error is a
+/// `bad_data` message.
 async fn with_store<T: Send + 'static>(
     state: &ApiState,
-    work: impl FnOnce(&dyn Storage) -> T + Send + 'static,
+    work: impl FnOnce(&dyn Storage) -> Result<T, String> + Send + 'static,
 ) -> Result<T, Response> {
+    let Ok(Ok(_slot)) = tokio::time::timeout(QUERY_QUEUE_WAIT, QUERY_SLOTS.acquire()).await else {
+        return Err(too_busy());
+    };
     let series = state.observe.series.clone();
     tokio::task::spawn_blocking(move || {
         let store = mend_observe::series::LockedStore::new(&series, MAX_QUERY_POINTS);
@@ -132,7 +160,7 @@ async fn with_store<T: Send + 'static>(
                 "query processing would load more than {MAX_QUERY_POINTS} samples: narrow the selectors or the range"
             ));
         }
-        Ok(result)
+        result
     })
     .await
     .map_err(|_| bad_data("query task failed"))?
@@ -171,10 +199,8 @@ pub(crate) async fn instant(State(state): State<ApiState>, request: Request) -> 
         Ok(params) => params,
         Err(response) => return response,
     };
-    let Some(text) = param(&params, "query") else { return bad_data("missing parameter \"query\"") };
-    let query = match Query::parse(text) {
-        Ok(query) => query,
-        Err(error) => return bad_data(error.to_string()),
+    let Some(text) = param(&params, "query").map(str::to_owned) else {
+        return bad_data("missing parameter \"query\"");
     };
     let at = match param(&params, "time") {
         Some(time) => match parse_time(time, "time") {
@@ -183,7 +209,11 @@ pub(crate) async fn instant(State(state): State<ApiState>, request: Request) -> 
         },
         None => state.clock.wall().as_millis(),
     };
-    let result = with_store(&state, move |store| query.eval_instant(store, at, &EvalOptions::default())).await;
+    let result = with_store(&state, move |store| {
+        let query = Query::parse(&text).map_err(|error| error.to_string())?;
+        Ok(query.eval_instant(store, at, &EvalOptions::default()))
+    })
+    .await;
     match result {
         Err(response) => response,
         Ok(Err(error)) => bad_data(error.to_string()),
@@ -209,10 +239,8 @@ pub(crate) async fn range(State(state): State<ApiState>, request: Request) -> Re
         Ok(params) => params,
         Err(response) => return response,
     };
-    let Some(text) = param(&params, "query") else { return bad_data("missing parameter \"query\"") };
-    let query = match Query::parse(text) {
-        Ok(query) => query,
-        Err(error) => return bad_data(error.to_string()),
+    let Some(text) = param(&params, "query").map(str::to_owned) else {
+        return bad_data("missing parameter \"query\"");
     };
     let (Some(start), Some(end), Some(step)) = (param(&params, "start"), param(&params, "end"), param(&params, "step"))
     else {
@@ -222,8 +250,11 @@ pub(crate) async fn range(State(state): State<ApiState>, request: Request) -> Re
         (Ok(start), Ok(end), Ok(step)) => (start, end, step),
         (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => return bad_data(message),
     };
-    let result =
-        with_store(&state, move |store| query.eval_range(store, start, end, step, &EvalOptions::default())).await;
+    let result = with_store(&state, move |store| {
+        let query = Query::parse(&text).map_err(|error| error.to_string())?;
+        Ok(query.eval_range(store, start, end, step, &EvalOptions::default()))
+    })
+    .await;
     match result {
         Err(response) => response,
         Ok(Err(error)) => bad_data(error.to_string()),
@@ -243,8 +274,8 @@ pub(crate) async fn series(State(state): State<ApiState>, request: Request) -> R
         Ok(params) => params,
         Err(response) => return response,
     };
-    let selectors: Vec<&str> =
-        params.iter().filter(|(k, _)| k == "match[]" || k == "match").map(|(_, v)| v.as_str()).collect();
+    let selectors: Vec<String> =
+        params.iter().filter(|(k, _)| k == "match[]" || k == "match").map(|(_, v)| v.clone()).collect();
     if selectors.is_empty() {
         return bad_data("no match[] parameter provided");
     }
@@ -257,25 +288,22 @@ pub(crate) async fn series(State(state): State<ApiState>, request: Request) -> R
         Ok(end) => end.unwrap_or(now),
         Err(message) => return bad_data(message),
     };
-    let mut matcher_sets = Vec::new();
-    for selector in selectors {
-        let query = match Query::parse(selector) {
-            Ok(query) => query,
-            Err(error) => return bad_data(error.to_string()),
-        };
-        let Some(plain) = query.plain_selector() else {
-            return bad_data(format!("match[] must be a series selector, not {selector:?}"));
-        };
-        matcher_sets.push(plain.matchers().to_vec());
-    }
     let result = with_store(&state, move |store| {
+        let mut matcher_sets = Vec::new();
+        for selector in &selectors {
+            let query = Query::parse(selector).map_err(|error| error.to_string())?;
+            let Some(plain) = query.plain_selector() else {
+                return Err(format!("match[] must be a series selector, not {selector:?}"));
+            };
+            matcher_sets.push(plain.matchers().to_vec());
+        }
         let mut seen = std::collections::BTreeSet::new();
         for matchers in &matcher_sets {
             for series in store.select(matchers, start, end) {
                 seen.insert(series.labels);
             }
         }
-        seen.iter().map(metric).collect::<Vec<_>>()
+        Ok(seen.iter().map(metric).collect::<Vec<_>>())
     })
     .await;
     match result {

@@ -13,6 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use mend_config::parse_duration;
 use mend_store::{EventQuery, Store, StoreError};
 use mend_supervisor::logs::{self, LogCursor};
@@ -97,7 +98,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/services/{name}/scale", post(scale))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    let guarded = state.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_page))
@@ -113,7 +113,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(mutating)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(guarded, browser_guard))
+        .layer(middleware::from_fn(browser_guard))
         .layer(middleware::map_response(json_errors))
         .with_state(state)
 }
@@ -160,10 +160,11 @@ fn safe_host(authority: &str) -> bool {
 /// Protects a loopback API from web pages: a `Host` that is a DNS name other than `localhost` (DNS
 /// rebinding) and a mutating request from another origin (cross-site request forgery) are refused.
 /// Clients that are not browsers (the CLI, curl, scripts, Alertmanager) send neither and pass.
-async fn browser_guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn browser_guard(request: Request, next: Next) -> Response {
     let headers = request.headers();
-    if state.token.is_none()
-        && let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok())
+    // Every route, token or not: a token protects mutating calls, while a page on a rebound name could
+    // still read logs and events (issue 20).
+    if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok())
         && !safe_host(host)
     {
         return ApiError(
@@ -464,6 +465,29 @@ async fn read_committed<T: Send + 'static>(
     .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{what} query failed: {error}")))
 }
 
+/// Most alerts in one Alertmanager post.
+const MAX_ALERTS_PER_POST: usize = 1000;
+/// Most labels of one alert.
+const MAX_ALERT_LABELS: usize = 32;
+/// Longest label name or value of an alert.
+const MAX_ALERT_LABEL_BYTES: usize = 1024;
+/// Longest summary kept of an alert (longer ones are cut, saying so): 1.9 MB summaries were kept whole.
+const MAX_ALERT_TEXT_BYTES: usize = 4096;
+/// Most distinct external alerts firing at once.
+const MAX_FIRING_ALERTS: usize = 10_000;
+
+/// `text`, cut to at most `max_bytes` (on a character boundary) with a note saying so.
+fn truncate_text(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [cut by mend: {} bytes in all]", &text[..end], text.len())
+}
+
 /// `POST /api/v1/alerts`: Alertmanager's webhook (version 4); each alert becomes an external signal.
 async fn alerts_in(
     State(state): State<ApiState>,
@@ -474,9 +498,32 @@ async fn alerts_in(
     if webhook.version != "4" {
         return Err(bad_request(format!("unsupported webhook version {:?} (expected \"4\")", webhook.version)));
     }
+    if webhook.alerts.len() > MAX_ALERTS_PER_POST {
+        return Err(bad_request(format!(
+            "{} alerts in one post: at most {MAX_ALERTS_PER_POST} (Alertmanager's max_alerts can say so)",
+            webhook.alerts.len()
+        )));
+    }
     let now = state.clock.wall();
     let mut signals = Vec::with_capacity(webhook.alerts.len());
     for (idx, alert) in webhook.alerts.iter().enumerate() {
+        if alert.labels.len() > MAX_ALERT_LABELS {
+            return Err(bad_request(format!(
+                "alerts[{idx}] has {} labels: at most {MAX_ALERT_LABELS}",
+                alert.labels.len()
+            )));
+        }
+        if let Some((label, value)) = alert
+            .labels
+            .iter()
+            .find(|(label, value)| label.len() > MAX_ALERT_LABEL_BYTES || value.len() > MAX_ALERT_LABEL_BYTES)
+        {
+            let label: String = label.chars().take(64).collect();
+            return Err(bad_request(format!(
+                "alerts[{idx}]: label {label:?} or its value ({} bytes) is longer than {MAX_ALERT_LABEL_BYTES} bytes",
+                value.len()
+            )));
+        }
         let name = alert
             .labels
             .get("alertname")
@@ -499,7 +546,7 @@ async fn alerts_in(
             .annotations
             .get("summary")
             .or_else(|| alert.annotations.get("description"))
-            .cloned()
+            .map(|text| truncate_text(text, MAX_ALERT_TEXT_BYTES))
             .unwrap_or_else(|| format!("alert {name} from Alertmanager"));
         let mut labels = alert.labels.clone();
         labels.remove("alertname");
@@ -521,16 +568,51 @@ async fn alerts_in(
     // new transition.
     let n_signals = signals.len();
     let mut unchanged = 0;
+    let mut refused = 0;
+    let mut n_firing = state
+        .signals
+        .firing()
+        .iter()
+        .find(|(kind, _)| *kind == SignalKind::External)
+        .map_or(0, |(_, n_firing)| *n_firing);
     for signal in signals {
         let firing = state.signals.is_firing(&signal.fingerprint());
         if firing == (signal.state == SignalState::Firing) {
             unchanged += 1;
             continue;
         }
+        // A bounded number of distinct alerts firing at once: each is kept in memory until it resolves.
+        if signal.state == SignalState::Firing {
+            if n_firing >= MAX_FIRING_ALERTS {
+                refused += 1;
+                continue;
+            }
+            n_firing += 1;
+        }
         state.signals.signal(signal);
+    }
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            limit = MAX_FIRING_ALERTS,
+            "refused new Alertmanager alerts: as many are firing as mend keeps; they are taken once others resolve"
+        );
+        return Ok(Json(json!({
+            "accepted": n_signals - refused,
+            "unchanged": unchanged,
+            "refused": refused,
+            "reason": format!("{MAX_FIRING_ALERTS} external alerts are firing, as many as mend keeps: new ones are refused until others resolve"),
+        })));
     }
     Ok(Json(json!({ "accepted": n_signals, "unchanged": unchanged })))
 }
+
+/// Most bytes of log lines in one answer of `GET .../logs` (before following), shared by its replicas.
+const MAX_LOG_ANSWER_BYTES: usize = 4 << 20;
+/// Most log answers read and sent at once (each holds up to [`MAX_LOG_ANSWER_BYTES`] until its client
+/// has it); more wait up to 10 s, then get 503.
+const MAX_CONCURRENT_LOG_ANSWERS: usize = 4;
+static LOG_ANSWERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_LOG_ANSWERS);
 
 #[derive(Debug, Deserialize)]
 struct LogParams {
@@ -554,35 +636,69 @@ async fn service_logs(
     let prefix = indexes.len() > 1;
     let dir = service.config().log_dir(&state.state_dir);
     let tail = params.tail.unwrap_or(100).min(100_000);
-    let mut text = String::new();
     let mut cursors: HashMap<u32, LogCursor> = HashMap::new();
     for &index in &indexes {
         // The cursor is taken before reading the tail, so following never misses a line (it may repeat
         // one written in between).
         cursors.insert(index, LogCursor::at_end(&dir, index));
-        let lines = logs::tail(&dir, index, tail)
-            .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read logs: {error}")))?;
-        for line in lines {
-            if prefix {
-                text.push_str(&format!("[{index}] "));
-            }
-            text.push_str(&line);
-            text.push('\n');
-        }
     }
+    // The tail, one replica at a time, off the async workers and at most MAX_LOG_ANSWER_BYTES in all:
+    // the line limit alone let `tail=100000` answer 137 MB (issue 20).
+    let per_replica = (MAX_LOG_ANSWER_BYTES / indexes.len().max(1)) as u64;
+    let Ok(Ok(slot)) = tokio::time::timeout(Duration::from_secs(10), LOG_ANSWERS.acquire()).await else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_CONCURRENT_LOG_ANSWERS} log answers are being sent: try again later"),
+        ));
+    };
+    let tails = {
+        let (dir, indexes) = (dir.clone(), indexes.clone());
+        futures_util::stream::iter(indexes).then(move |index| {
+            let dir = dir.clone();
+            async move {
+                let read = tokio::task::spawn_blocking(move || logs::tail_bytes(&dir, index, tail, per_replica)).await;
+                let (bytes, cut_short) = match read {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(error)) => {
+                        (format!("[mend: cannot read the logs of replica {index}: {error}]\n").into_bytes(), false)
+                    }
+                    Err(_) => (format!("[mend: cannot read the logs of replica {index}]\n").into_bytes(), false),
+                };
+                let mut chunk = Vec::with_capacity(bytes.len() + 128);
+                if cut_short {
+                    chunk.extend_from_slice(
+                        format!(
+                            "[mend: earlier lines left out: at most {per_replica} bytes per replica in one answer]\n"
+                        )
+                        .as_bytes(),
+                    );
+                }
+                if prefix {
+                    for line in bytes.split_inclusive(|&b| b == b'\n') {
+                        chunk.extend_from_slice(format!("[{index}] ").as_bytes());
+                        chunk.extend_from_slice(line);
+                    }
+                } else {
+                    chunk.extend_from_slice(&bytes);
+                }
+                Ok::<_, std::io::Error>(bytes::Bytes::from(chunk))
+            }
+        })
+    };
+    // The slot is held until the tails are sent (or the client goes away).
+    let tails = tails.map(move |chunk| {
+        let _slot = &slot;
+        chunk
+    });
     let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))];
     if !params.follow.unwrap_or(false) {
-        return Ok((content_type, text).into_response());
+        return Ok((content_type, Body::from_stream(tails)).into_response());
     }
-    let first = Some(bytes::Bytes::from(text));
     let closing = state.closing.clone();
-    let stream = futures_util::stream::unfold((first, cursors, closing), move |(first, mut cursors, mut closing)| {
+    let follow = futures_util::stream::unfold((cursors, closing), move |(mut cursors, mut closing)| {
         let dir = dir.clone();
         let indexes = indexes.clone();
         async move {
-            if let Some(first) = first {
-                return Some((Ok::<_, std::io::Error>(first), (None, cursors, closing)));
-            }
             loop {
                 // Read once more after the API begins to close (the last lines of the stopped replicas),
                 // then end.
@@ -605,7 +721,7 @@ async fn service_logs(
                     }
                 }
                 if !chunk.is_empty() {
-                    return Some((Ok(bytes::Bytes::from(chunk)), (None, cursors, closing)));
+                    return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), (cursors, closing)));
                 }
                 if last_round {
                     return None;
@@ -617,6 +733,7 @@ async fn service_logs(
             }
         }
     });
+    let stream = tails.chain(follow);
     Ok((content_type, Body::from_stream(stream)).into_response())
 }
 

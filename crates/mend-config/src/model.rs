@@ -492,12 +492,18 @@ pub struct Metrics {
     pub timeout: Duration,
     /// Series one replica may create; more are dropped with an event.
     pub max_series: usize,
+    /// Most samples one scrape may hold (Prometheus' `sample_limit`): a scrape with more fails whole,
+    /// parsing stopped there, so that a huge exposition costs little.
+    pub sample_limit: usize,
 }
 
 /// Scrape defaults shared by services and static targets.
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(5);
 /// Series one target may create by default (a cardinality explosion stops here).
 pub const DEFAULT_MAX_SERIES_PER_TARGET: usize = 10_000;
+/// Samples one scrape may hold by default (`sample_limit`): node_exporter on a large host exposes a few
+/// thousand; a 33 MB exposition (half a million samples) took 700 MB and starved mend (issue 20).
+pub const DEFAULT_SAMPLE_LIMIT: usize = 50_000;
 
 /// `[[scrape]]`: a target mend scrapes but does not supervise (node_exporter, say).
 #[derive(Debug, Clone, PartialEq)]
@@ -514,6 +520,8 @@ pub struct ScrapeTarget {
     pub labels: BTreeMap<String, String>,
     /// Series the target may create.
     pub max_series: usize,
+    /// Most samples one scrape may hold (see [`Metrics::sample_limit`]).
+    pub sample_limit: usize,
 }
 
 /// `[[rule]]`: fires when its PromQL expression returns samples for `for_duration`.

@@ -88,6 +88,7 @@ pub(crate) struct RawMetrics {
     pub(crate) interval: Option<String>,
     pub(crate) timeout: Option<String>,
     pub(crate) max_series: Option<i64>,
+    pub(crate) sample_limit: Option<i64>,
 }
 
 /// `[[scrape]]`: a static target mend does not supervise.
@@ -100,6 +101,7 @@ pub(crate) struct RawScrape {
     pub(crate) timeout: Option<String>,
     pub(crate) labels: Option<BTreeMap<String, String>>,
     pub(crate) max_series: Option<i64>,
+    pub(crate) sample_limit: Option<i64>,
 }
 
 /// `[[rule]]`: a PromQL alerting rule.

@@ -15,9 +15,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigErrors, LineIndex};
 use crate::model::{
-    Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SCRAPE_INTERVAL, Detect, Forecast,
-    HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings, RestartLimit, RestartPolicy,
-    Rule, ScrapeTarget, Service, StopSignal, Storage, parse_size, split_host_port,
+    Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,
+    Detect, Forecast, HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings,
+    RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, parse_size, split_host_port,
 };
 use crate::raw::{
     FloatOrString, IntOrString, RawApi, RawCanary, RawDetect, RawForecast, RawProbe, RawProxy, RawRule, RawScrape,
@@ -384,9 +384,23 @@ fn validate_api(problems: &mut Problems<'_>, raw: &RawApi) -> Option<Api> {
     };
     let token = raw.token.clone();
     if let Some(token) = &token
-        && (token.is_empty() || token.chars().any(char::is_whitespace))
+        && (token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()))
     {
-        problems.add(&path.key("token"), "the token must be non-empty and contain no whitespace");
+        problems.add(
+            &path.key("token"),
+            "the token must be non-empty visible ASCII (letters, digits, punctuation; no spaces or other characters): clients send it in an HTTP header",
+        );
+    }
+    if let Some(listen) = listen
+        && listen.port() == 0
+    {
+        problems.add(
+            &path.key("listen"),
+            format!(
+                "port 0 would pick a random port that the CLI cannot find: give a port (e.g. \"{}:7070\")",
+                listen.ip()
+            ),
+        );
     }
     if let Some(listen) = listen
         && !listen.ip().is_loopback()
@@ -463,10 +477,14 @@ fn validate_service(
             problems.add(&path.key("working_dir"), "the working directory is empty");
             base_dir.to_path_buf()
         }
-        Some(dir) => base_dir.join(dir),
+        Some(dir) => {
+            spawnable(problems, &path.key("working_dir"), dir);
+            base_dir.join(dir)
+        }
     };
 
     let env = env(problems, path, raw.env.as_ref());
+    spawn_size(problems, path, raw.command.as_ref(), raw.env.as_ref());
 
     let replicas = integer(problems, &path.key("replicas"), raw.replicas, 0..=1024, 1).map(|n| n as u32);
     let ports = raw.ports.as_ref().and_then(|ports| port_range(problems, &path.key("ports"), ports));
@@ -551,8 +569,9 @@ fn validate_service(
         }
         let (interval, timeout) =
             scrape_timing(problems, &metrics_path, metrics.interval.as_ref(), metrics.timeout.as_ref())?;
-        let max_series = max_series(problems, &metrics_path, metrics.max_series)?;
-        Some(Metrics { url, interval, timeout, max_series })
+        let max_series = max_series(problems, &metrics_path, metrics.max_series);
+        let sample_limit = sample_limit(problems, &metrics_path, metrics.sample_limit);
+        Some(Metrics { url, interval, timeout, max_series: max_series?, sample_limit: sample_limit? })
     });
     let max_memory_bytes = match &raw.max_memory_bytes {
         None => None,
@@ -654,6 +673,10 @@ fn scrape_timing(
     Some((interval, timeout))
 }
 
+fn sample_limit(problems: &mut Problems<'_>, path: &KeyPath, value: Option<i64>) -> Option<usize> {
+    integer(problems, &path.key("sample_limit"), value, 1..=1_000_000, DEFAULT_SAMPLE_LIMIT as i64).map(|n| n as usize)
+}
+
 fn max_series(problems: &mut Problems<'_>, path: &KeyPath, value: Option<i64>) -> Option<usize> {
     integer(problems, &path.key("max_series"), value, 1..=10_000_000, DEFAULT_MAX_SERIES_PER_TARGET as i64)
         .map(|n| n as usize)
@@ -750,8 +773,17 @@ fn validate_scrape(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawScrape)
     let timing = scrape_timing(problems, path, raw.interval.as_ref(), raw.timeout.as_ref());
     let labels = labels(problems, path, raw.labels.as_ref());
     let max_series = max_series(problems, path, raw.max_series);
+    let sample_limit = sample_limit(problems, path, raw.sample_limit);
     let (interval, timeout) = timing?;
-    Some(ScrapeTarget { name: name?, url: url?, interval, timeout, labels, max_series: max_series? })
+    Some(ScrapeTarget {
+        name: name?,
+        url: url?,
+        interval,
+        timeout,
+        labels,
+        max_series: max_series?,
+        sample_limit: sample_limit?,
+    })
 }
 
 fn validate_rule(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawRule) -> Option<Rule> {
@@ -893,7 +925,10 @@ fn command(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&StringOrLis
             problems.add(&command_path, "the command is empty");
             Vec::new()
         }
-        Some(StringOrList::String(text)) => template(problems, &command_path, text).into_iter().collect(),
+        Some(StringOrList::String(text)) => {
+            spawnable(problems, &command_path, text);
+            template(problems, &command_path, text).into_iter().collect()
+        }
         Some(StringOrList::List(argv)) => {
             if argv.is_empty() || argv[0].trim().is_empty() {
                 problems.add(&command_path, "the command is empty: the first element must name the program to run");
@@ -901,6 +936,9 @@ fn command(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&StringOrLis
             if shell && argv.len() > 1 {
                 problems
                     .add(&command_path, "with shell = true, write the command as one string (it is run by /bin/sh -c)");
+            }
+            for (idx, arg) in argv.iter().enumerate() {
+                spawnable(problems, &command_path.index(idx), arg);
             }
             argv.iter().enumerate().filter_map(|(idx, arg)| template(problems, &command_path.index(idx), arg)).collect()
         }
@@ -921,11 +959,60 @@ fn env(problems: &mut Problems<'_>, path: &KeyPath, raw: Option<&BTreeMap<String
                 ),
             );
         }
+        spawnable(problems, &env_path, &format!("{key}={value}"));
         if let Some(value) = template(problems, &env_path, value) {
             env.push((key.clone(), value));
         }
     }
     env
+}
+
+/// Longest argument or `KEY=value` the kernel passes to a program (`MAX_ARG_STRLEN`, 32 pages, with
+/// its NUL).
+const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
+/// Most bytes of command and environment a service's config may give: Linux takes about 2 MiB for
+/// arguments and environment together (a quarter of the stack limit), mend's own environment included.
+const MAX_SPAWN_BYTES: usize = 1024 * 1024;
+
+/// Refuses what no program can be given (checked as written, before templates are filled): a NUL byte
+/// ends a C string, and an argument or variable longer than [`MAX_ARG_BYTES`] fails the spawn with
+/// "Argument list too long".
+fn spawnable(problems: &mut Problems<'_>, path: &KeyPath, text: &str) {
+    if text.contains('\0') {
+        problems.add(path, "contains a NUL byte (\\0), which no program can be given: remove it");
+    } else if text.len() > MAX_ARG_BYTES {
+        problems.add(
+            path,
+            format!(
+                "is {} bytes: the kernel passes at most {MAX_ARG_BYTES} bytes per argument or variable (the spawn would fail with \"Argument list too long\")",
+                text.len()
+            ),
+        );
+    }
+}
+
+/// Refuses a command and environment that together exceed [`MAX_SPAWN_BYTES`].
+fn spawn_size(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    command: Option<&StringOrList>,
+    env: Option<&BTreeMap<String, String>>,
+) {
+    let command_bytes: usize = match command {
+        Some(StringOrList::String(text)) => text.len() + 1,
+        Some(StringOrList::List(argv)) => argv.iter().map(|arg| arg.len() + 1).sum(),
+        None => 0,
+    };
+    let env_bytes: usize = env.into_iter().flatten().map(|(key, value)| key.len() + value.len() + 2).sum();
+    if command_bytes + env_bytes > MAX_SPAWN_BYTES {
+        problems.add(
+            &path.key("env"),
+            format!(
+                "the command and environment take {} bytes: at most {MAX_SPAWN_BYTES} (Linux passes about 2 MiB of arguments and environment in all, mend's own included)",
+                command_bytes + env_bytes
+            ),
+        );
+    }
 }
 
 fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -> Option<ProxySettings> {
@@ -1207,6 +1294,9 @@ fn validate_probe(problems: &mut Problems<'_>, path: &KeyPath, role: ProbeRole, 
         let argv = raw.exec.as_deref().unwrap_or_default();
         if argv.first().is_none_or(|program| program.trim().is_empty()) {
             problems.add(&path.key("exec"), "the command is empty: the first element must name the program to run");
+        }
+        for (idx, arg) in argv.iter().enumerate() {
+            spawnable(problems, &path.key("exec").index(idx), arg);
         }
         let command = argv
             .iter()

@@ -530,3 +530,63 @@ fn log_file_sizes_take_units_like_memory_limits() {
         ],
     );
 }
+
+/// Issue 20 (7): check-config passed what could not run: NUL bytes (no program can be given one), a
+/// 10 MB environment value ("Argument list too long" at spawn), port 0 for the API (the log says :0 and
+/// the CLI cannot find the daemon), a token no HTTP client can send.
+#[test]
+fn issue_20_check_config_refuses_what_cannot_run() {
+    check_errors(
+        "[service.web]\ncommand = [\"web\", \"a\\u0000b\"]\nworking_dir = \"srv\\u0000\"\n[service.web.env]\nX = \"1\\u0000\"\n",
+        &[
+            "mend.toml:2:19: service.web.command[1]: contains a NUL byte (\\0), which no program can be given: remove it",
+            "mend.toml:3:15: service.web.working_dir: contains a NUL byte (\\0), which no program can be given: remove it",
+            "mend.toml:5:5: service.web.env.X: contains a NUL byte (\\0), which no program can be given: remove it",
+        ],
+    );
+    check_errors(
+        "[service.web]\ncommand = [\"web\"]\n[service.web.liveness]\nexec = [\"check\", \"\\u0000\"]\n",
+        &[
+            "mend.toml:4:18: service.web.liveness.exec[1]: contains a NUL byte (\\0), which no program can be given: remove it",
+        ],
+    );
+    let huge = "x".repeat(10_000_000);
+    check_errors(
+        &format!("[service.web]\ncommand = [\"web\"]\n[service.web.env]\nBIG = \"{huge}\"\n"),
+        &[
+            "mend.toml:3:14: service.web.env: the command and environment take 10000009 bytes: at most 1048576 (Linux passes about 2 MiB of arguments and environment in all, mend's own included)",
+            "mend.toml:4:7: service.web.env.BIG: is 10000004 bytes: the kernel passes at most 131071 bytes per argument or variable (the spawn would fail with \"Argument list too long\")",
+        ],
+    );
+    check_errors(
+        "[api]\nlisten = \"127.0.0.1:0\"\n",
+        &[
+            "mend.toml:2:10: api.listen: port 0 would pick a random port that the CLI cannot find: give a port (e.g. \"127.0.0.1:7070\")",
+        ],
+    );
+    for token in ["s3cret-tökén", "tab\there", "bell\u{7}"] {
+        let text = format!("[api]\ntoken = {}\n", toml_string(token));
+        check_errors(
+            &text,
+            &[
+                "mend.toml:2:9: api.token: the token must be non-empty visible ASCII (letters, digits, punctuation; no spaces or other characters): clients send it in an HTTP header",
+            ],
+        );
+    }
+    check_errors("[api]\ntoken = \"Ab0-._~+/=!#$%&'*^`|\"\n", &[]);
+}
+
+/// A TOML basic string for `text`.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

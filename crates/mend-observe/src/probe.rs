@@ -13,7 +13,7 @@ use hyper::Request;
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
 use hyper_util::rt::TokioIo;
 use mend_config::{Check, HttpTarget, TemplateVars, split_host_port};
-use mend_types::{ProbeOutcome, ProcessEvidence};
+use mend_types::{MendTrouble, ProbeOutcome, ProcessEvidence, format_duration};
 use tokio::net::TcpStream;
 
 use crate::process;
@@ -70,9 +70,11 @@ impl ResolvedCheck {
 }
 
 /// Runs one probe attempt. When it times out and `pid` is given, the outcome carries what the process did
-/// during the wait.
+/// during the wait. A failure through mend's own trouble (no file descriptor or memory for the probe, or
+/// mend's event loop lagging through the wait) is [`ProbeOutcome::Inconclusive`], never the replica's.
 pub async fn run(check: &ResolvedCheck, timeout: Duration, pid: Option<u32>) -> ProbeOutcome {
     let before = pid.and_then(process::family_cpu_state);
+    let started = tokio::time::Instant::now();
     match tokio::time::timeout(timeout, attempt(check)).await {
         // The kernel accepts TCP connections into the backlog of a stopped process: a connect alone does
         // not prove the process runs, so its state is read as well.
@@ -87,8 +89,19 @@ pub async fn run(check: &ResolvedCheck, timeout: Duration, pid: Option<u32>) -> 
             _ => ProbeOutcome::Success,
         },
         Ok(Ok(())) => ProbeOutcome::Success,
-        Ok(Err(reason)) => ProbeOutcome::Failure { reason },
+        Ok(Err(Failed::Replica(reason))) => ProbeOutcome::Failure { reason },
+        Ok(Err(Failed::Mend(trouble, reason))) => ProbeOutcome::Inconclusive { trouble, reason },
         Err(_elapsed) => {
+            if let Some(lag) = lagged(started, timeout) {
+                return ProbeOutcome::Inconclusive {
+                    trouble: MendTrouble::Lag,
+                    reason: format!(
+                        "no answer within {}, but mend's event loop ran up to {} late meanwhile",
+                        format_duration(timeout),
+                        format_duration(lag)
+                    ),
+                };
+            }
             let after = pid.and_then(process::family_cpu_state);
             let evidence = match (before, after) {
                 (Some((_, cpu_before)), Some((state, cpu_after))) => Some(ProcessEvidence {
@@ -103,7 +116,34 @@ pub async fn run(check: &ResolvedCheck, timeout: Duration, pid: Option<u32>) -> 
     }
 }
 
-async fn attempt(check: &ResolvedCheck) -> Result<(), String> {
+/// How late mend's event loop ran during a probe's wait, when that is a quarter of the timeout or more
+/// (at least 100 ms): then the timeout may be mend's own slowness rather than the replica's.
+fn lagged(started: tokio::time::Instant, timeout: Duration) -> Option<Duration> {
+    let lag = crate::lag::worst_during(started, tokio::time::Instant::now())?;
+    (lag >= (timeout / 4).max(Duration::from_millis(100))).then_some(lag)
+}
+
+/// Why an attempt failed: the replica's answer (or silence), or mend's own trouble.
+enum Failed {
+    Replica(String),
+    Mend(MendTrouble, String),
+}
+
+impl From<String> for Failed {
+    fn from(reason: String) -> Self {
+        Failed::Replica(reason)
+    }
+}
+
+/// An OS error of mend's own (out of descriptors, memory, processes) or the replica's, with `what` failed.
+fn os_failure(what: String, error: &std::io::Error) -> Failed {
+    match error.raw_os_error().and_then(MendTrouble::from_os_error) {
+        Some(trouble) => Failed::Mend(trouble, format!("{what}: {error}")),
+        None => Failed::Replica(format!("{what}: {error}")),
+    }
+}
+
+async fn attempt(check: &ResolvedCheck) -> Result<(), Failed> {
     match check {
         ResolvedCheck::Http { target, status, body_contains } => http(target, *status, body_contains.as_deref()).await,
         ResolvedCheck::Tcp { host, port } => connect(host, *port).await.map(drop),
@@ -111,15 +151,15 @@ async fn attempt(check: &ResolvedCheck) -> Result<(), String> {
     }
 }
 
-async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
+async fn connect(host: &str, port: u16) -> Result<TcpStream, Failed> {
     let result = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => TcpStream::connect(SocketAddr::new(ip, port)).await,
         Err(_) => TcpStream::connect((host, port)).await,
     };
-    result.map_err(|error| format!("connect to {host}:{port}: {error}"))
+    result.map_err(|error| os_failure(format!("connect to {host}:{port}"), &error))
 }
 
-async fn http(target: &HttpTarget, status: (u16, u16), body_contains: Option<&str>) -> Result<(), String> {
+async fn http(target: &HttpTarget, status: (u16, u16), body_contains: Option<&str>) -> Result<(), Failed> {
     let stream = connect(&target.host, target.port).await?;
     let _ = stream.set_nodelay(true);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -153,11 +193,11 @@ async fn http(target: &HttpTarget, status: (u16, u16), body_contains: Option<&st
     let connection = tokio::spawn(connection);
     let result = exchange.await;
     connection.abort();
-    result
+    result.map_err(Failed::Replica)
 }
 
-async fn exec(argv: &[String], working_dir: &PathBuf) -> Result<(), String> {
-    let (program, args) = argv.split_first().ok_or("empty exec command")?;
+async fn exec(argv: &[String], working_dir: &PathBuf) -> Result<(), Failed> {
+    let (program, args) = argv.split_first().ok_or_else(|| Failed::Replica("empty exec command".to_owned()))?;
     // The probe leads its own process group, and the guard kills the whole group if the probe is dropped
     // (timed out): a probe that starts helpers (`sh -c 'curl ...'`) leaves nothing behind.
     let mut child = tokio::process::Command::new(program)
@@ -169,13 +209,13 @@ async fn exec(argv: &[String], working_dir: &PathBuf) -> Result<(), String> {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|error| format!("cannot run {program:?}: {error}"))?;
+        .map_err(|error| os_failure(format!("cannot run {program:?}"), &error))?;
     let guard = GroupGuard(child.id());
     let status = child.wait().await.map_err(|error| format!("waiting for {program:?}: {error}"));
     // Helpers the probe left behind still go.
     drop(guard);
     let status = status?;
-    if status.success() { Ok(()) } else { Err(format!("{program:?} exited with {status}")) }
+    if status.success() { Ok(()) } else { Err(Failed::Replica(format!("{program:?} exited with {status}"))) }
 }
 
 /// Kills a process group when dropped.

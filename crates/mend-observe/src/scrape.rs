@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,6 +48,9 @@ pub struct ScrapeJob {
     pub labels: Vec<(String, String)>,
     /// Series this target may create.
     pub max_series: usize,
+    /// Most samples one scrape may hold (Prometheus' `sample_limit`): more fail the scrape, parsing
+    /// stopped at the limit.
+    pub sample_limit: usize,
     /// Service and replica the target belongs to, for events.
     pub service: Option<ServiceName>,
     /// Replica index, for events.
@@ -77,6 +80,12 @@ pub enum ScrapeFailure {
     Unreachable(String),
     /// An answer that is not 200.
     Status(u16),
+    /// The exposition holds more samples than the target's `sample_limit`: none is kept, as in
+    /// Prometheus.
+    SampleLimit {
+        /// The limit.
+        limit: usize,
+    },
     /// The exposition did not parse.
     Malformed {
         /// 1-based line.
@@ -93,6 +102,9 @@ impl std::fmt::Display for ScrapeFailure {
         match self {
             Self::Unreachable(reason) => f.write_str(reason),
             Self::Status(status) => write!(f, "HTTP status {status}"),
+            Self::SampleLimit { limit } => {
+                write!(f, "more than {limit} samples (sample_limit): none kept")
+            }
             Self::Malformed { line, column, reason } => {
                 write!(f, "malformed exposition at line {line}, column {column}: {reason}")
             }
@@ -145,6 +157,18 @@ async fn fetch(target: &HttpTarget) -> Result<(Bytes, String), ScrapeFailure> {
 /// The series mend writes about each scrape of a target, as Prometheus does.
 const SCRAPE_SERIES: [&str; 3] = ["up", "scrape_duration_seconds", "scrape_samples_scraped"];
 
+/// The series of one target across scrapes.
+#[derive(Default)]
+struct TargetSeries {
+    /// Series this target created (for its series limit).
+    known: HashSet<Labels>,
+    /// Series the last successful scrape exposed without their own timestamps: those that vanish
+    /// (from the next scrape, or with the target) get a staleness marker, as in Prometheus.
+    exposed: HashSet<Labels>,
+    /// Successful parses so far.
+    scrapes: u64,
+}
+
 /// The state of one target across scrapes.
 pub struct Scraper {
     job: ScrapeJob,
@@ -152,16 +176,13 @@ pub struct Scraper {
     events: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
     stats: Arc<ScrapeStats>,
-    /// Series this target created (for its series limit).
-    known: HashSet<Labels>,
-    /// Series the last successful scrape exposed without their own timestamps: those that vanish
-    /// (from the next scrape, or with the target) get a staleness marker, as in Prometheus.
-    exposed: HashSet<Labels>,
+    /// What ingesting needs across scrapes; ingest runs on a blocking thread (parsing a large exposition
+    /// on an async worker starved the daemon: issue 20), hence the lock.
+    series: Arc<Mutex<TargetSeries>>,
     /// Set once the scraper has ended and marked its series stale.
     ended: bool,
     failing: Option<String>,
     last_drop_event: Option<Instant>,
-    scrapes: u64,
     /// When the scraper was made: the start-up grace counts from here.
     created: Instant,
     /// Set once failures are events: after a first success, [`ScraperHandle::settle`] or the grace.
@@ -226,12 +247,10 @@ impl Scraper {
             events,
             clock,
             stats,
-            known: HashSet::new(),
-            exposed: HashSet::new(),
+            series: Arc::new(Mutex::new(TargetSeries::default())),
             ended: false,
             failing: None,
             last_drop_event: None,
-            scrapes: 0,
         }
     }
 
@@ -306,7 +325,10 @@ impl Scraper {
             let timeout = mend_types::format_duration(self.job.timeout);
             Err(ScrapeFailure::Unreachable(format!("timed out after {timeout}")))
         });
-        let result = fetched.and_then(|(body, content_type)| self.ingest(&body, &content_type, at));
+        let result = match fetched {
+            Ok((body, content_type)) => self.ingest(body, content_type, at).await,
+            Err(failure) => Err(failure),
+        };
         let duration = self.clock.now().saturating_duration_since(started).as_secs_f64();
         let up = if result.is_ok() { 1.0 } else { 0.0 };
         let samples = result.as_ref().map_or(0, |report| report.samples) as f64;
@@ -374,72 +396,31 @@ impl Scraper {
         result
     }
 
-    /// Parses and appends a body; nothing is appended unless the whole body parses.
-    fn ingest(&mut self, body: &[u8], content_type: &str, at: Timestamp) -> Result<ScrapeReport, ScrapeFailure> {
-        let format = mend_promtext::Format::from_content_type(content_type);
-        let families = mend_promtext::parse_bytes(body, format, &mend_promtext::Limits::DEFAULT).map_err(|error| {
-            ScrapeFailure::Malformed { line: error.line, column: error.column, reason: error.kind.to_string() }
-        })?;
-        let Ok(mut store) = self.store.write() else {
-            return Err(ScrapeFailure::Unreachable("the series store is unavailable".into()));
-        };
-        // Series the store swept (a target whose labels churn) no longer count against the target's limit.
-        self.scrapes += 1;
-        if self.scrapes.is_multiple_of(60) {
-            self.known.retain(|labels| store.contains(labels));
-        }
-        let mut report = ScrapeReport { samples: 0, dropped_series: 0 };
-        let mut exposed = HashSet::with_capacity(self.exposed.len());
-        let mut pairs: Vec<(String, String)> = Vec::with_capacity(16);
-        for (_, sample) in mend_promtext::samples(&families) {
-            pairs.clear();
-            for label in &sample.labels {
-                // Target labels win; a clashing scraped label is kept as exported_<name>, as Prometheus does.
-                let name = if self.job.labels.iter().any(|(target, _)| *target == label.name) {
-                    format!("exported_{}", label.name)
-                } else {
-                    label.name.to_string()
-                };
-                pairs.push((name, label.value.to_string()));
-            }
-            pairs.extend(self.job.labels.iter().cloned());
-            let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let labels = store.labels(&sample.name, &borrowed);
-            if !self.known.contains(&labels) {
-                if self.known.len() >= self.job.max_series {
-                    report.dropped_series += 1;
-                    continue;
-                }
-                self.known.insert(labels.clone());
-            }
-            let when = sample.timestamp_ms.map_or(at, Timestamp::from_millis);
-            match store.append(&labels, when, sample.value) {
-                Ok(()) => {
-                    report.samples += 1;
-                    if sample.timestamp_ms.is_none() {
-                        exposed.insert(labels);
-                    }
-                }
-                Err(AppendError::TooManySeries { .. }) => {
-                    self.known.remove(&labels);
-                    report.dropped_series += 1;
-                }
-            }
-        }
-        for gone in self.exposed.difference(&exposed) {
-            store.end_series(gone, at);
-        }
-        self.exposed = exposed;
-        Ok(report)
+    /// Parses and appends a body on a blocking thread (a large exposition takes a core for a while; the
+    /// async workers run probes and the API); nothing is appended unless the whole body parses within
+    /// the target's sample limit.
+    async fn ingest(&self, body: Bytes, content_type: String, at: Timestamp) -> Result<ScrapeReport, ScrapeFailure> {
+        let series = self.series.clone();
+        let store = self.store.clone();
+        let labels = self.job.labels.clone();
+        let (max_series, sample_limit) = (self.job.max_series, self.job.sample_limit);
+        tokio::task::spawn_blocking(move || {
+            let mut series = series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ingest(&mut series, &store, &labels, max_series, sample_limit, &body, &content_type, at)
+        })
+        .await
+        .unwrap_or_else(|_| Err(ScrapeFailure::Unreachable("the ingest task failed".into())))
     }
 
-    /// Ends every series the last scrape exposed with a staleness marker at `at`.
+    /// Ends every series the last scrape exposed with a staleness marker at `at` (after an ingest in
+    /// flight, if any, has appended its samples).
     fn mark_stale(&mut self, at: Timestamp) {
-        if self.exposed.is_empty() {
+        let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if series.exposed.is_empty() {
             return;
         }
         let Ok(mut store) = self.store.write() else { return };
-        for gone in self.exposed.drain() {
+        for gone in series.exposed.drain() {
             store.end_series(&gone, at);
         }
     }
@@ -452,4 +433,76 @@ impl Scraper {
             let _ = store.append(&labels, at, *value);
         }
     }
+}
+
+/// Parses `body` (at most `sample_limit` samples) and appends it to `store`; nothing is appended unless
+/// the whole body parses.
+#[allow(clippy::too_many_arguments)] // One call site; the scraper's fields, taken apart for a blocking thread.
+fn ingest(
+    target: &mut TargetSeries,
+    store: &RwLock<SeriesStore>,
+    target_labels: &[(String, String)],
+    max_series: usize,
+    sample_limit: usize,
+    body: &[u8],
+    content_type: &str,
+    at: Timestamp,
+) -> Result<ScrapeReport, ScrapeFailure> {
+    let format = mend_promtext::Format::from_content_type(content_type);
+    let limits = mend_promtext::Limits { max_samples: sample_limit, ..mend_promtext::Limits::DEFAULT };
+    let families = mend_promtext::parse_bytes(body, format, &limits).map_err(|error| match error.kind {
+        mend_promtext::ErrorKind::TooManySamples { limit } => ScrapeFailure::SampleLimit { limit },
+        kind => ScrapeFailure::Malformed { line: error.line, column: error.column, reason: kind.to_string() },
+    })?;
+    let Ok(mut store) = store.write() else {
+        return Err(ScrapeFailure::Unreachable("the series store is unavailable".into()));
+    };
+    // Series the store swept (a target whose labels churn) no longer count against the target's limit.
+    target.scrapes += 1;
+    if target.scrapes.is_multiple_of(60) {
+        target.known.retain(|labels| store.contains(labels));
+    }
+    let mut report = ScrapeReport { samples: 0, dropped_series: 0 };
+    let mut exposed = HashSet::with_capacity(target.exposed.len());
+    let mut pairs: Vec<(String, String)> = Vec::with_capacity(16);
+    for (_, sample) in mend_promtext::samples(&families) {
+        pairs.clear();
+        for label in &sample.labels {
+            // Target labels win; a clashing scraped label is kept as exported_<name>, as Prometheus does.
+            let name = if target_labels.iter().any(|(target, _)| *target == label.name) {
+                format!("exported_{}", label.name)
+            } else {
+                label.name.to_string()
+            };
+            pairs.push((name, label.value.to_string()));
+        }
+        pairs.extend(target_labels.iter().cloned());
+        let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let labels = store.labels(&sample.name, &borrowed);
+        if !target.known.contains(&labels) {
+            if target.known.len() >= max_series {
+                report.dropped_series += 1;
+                continue;
+            }
+            target.known.insert(labels.clone());
+        }
+        let when = sample.timestamp_ms.map_or(at, Timestamp::from_millis);
+        match store.append(&labels, when, sample.value) {
+            Ok(()) => {
+                report.samples += 1;
+                if sample.timestamp_ms.is_none() {
+                    exposed.insert(labels);
+                }
+            }
+            Err(AppendError::TooManySeries { .. }) => {
+                target.known.remove(&labels);
+                report.dropped_series += 1;
+            }
+        }
+    }
+    for gone in target.exposed.difference(&exposed) {
+        store.end_series(gone, at);
+    }
+    target.exposed = exposed;
+    Ok(report)
 }

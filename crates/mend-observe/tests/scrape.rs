@@ -70,6 +70,7 @@ fn job(port: u16, max_series: usize, startup_grace: Duration) -> ScrapeJob {
         timeout: Duration::from_secs(2),
         labels: vec![("service".into(), "web".into()), ("replica".into(), "0".into())],
         max_series,
+        sample_limit: 50_000,
         service: mend_types::ServiceName::new("web").ok(),
         replica: Some(0),
         startup_grace,

@@ -48,6 +48,19 @@ pub enum QueryError {
         /// The compiler's complaint.
         source: Box<regex::Error>,
     },
+    /// A regular expression in a label matcher whose automaton would exceed the size limit.
+    #[error(
+        "regular expression {pattern:?} for label {label:?} is too large: it would compile to more than {limit} bytes \
+         (simplify it, e.g. fewer or smaller bounded repetitions)"
+    )]
+    RegexTooLarge {
+        /// The label the matcher applies to.
+        label: String,
+        /// The pattern as written (its start, when long).
+        pattern: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// A duration (range or offset) too large to count in milliseconds.
     #[error("duration {what} is too large")]
     DurationTooLarge {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
 use crate::error::QueryError;
 
@@ -170,9 +170,9 @@ impl LabelMatcher {
         let value = value.into();
         let regex = match op {
             MatchOp::Equal | MatchOp::NotEqual => None,
-            MatchOp::RegexMatch | MatchOp::RegexNoMatch => Some(anchored_regex(&value).map_err(|source| {
-                QueryError::InvalidRegex { label: name.clone(), pattern: value.clone(), source: Box::new(source) }
-            })?),
+            MatchOp::RegexMatch | MatchOp::RegexNoMatch => {
+                Some(anchored_regex(&value).map_err(|source| regex_error(&name, &value, source))?)
+            }
         };
         Ok(LabelMatcher { name, op, value, regex })
     }
@@ -238,12 +238,49 @@ impl fmt::Display for LabelMatcher {
 /// crate does not, so on failure the pattern is retried with such braces escaped, as
 /// promql-parser does.
 fn anchored_regex(pattern: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("(?s)^(?:{pattern})$"))
-        .or_else(|first| Regex::new(&format!("(?s)^(?:{})$", escape_literal_braces(pattern))).map_err(|_| first))
+    limited_regex(&format!("(?s)^(?:{pattern})$")).or_else(|first| match first {
+        regex::Error::Syntax(_) => {
+            limited_regex(&format!("(?s)^(?:{})$", escape_literal_braces(pattern))).map_err(|_| first)
+        }
+        _ => Err(first),
+    })
+}
+
+/// Most memory one compiled regular expression may take for its automaton (the regex crate's
+/// `size_limit`; its default is 10 MiB). Real PromQL matchers (`5..`, `GET|POST`, `.*-canary`, even
+/// `\p{L}+`) take a few KiB; `\p{L}{200}` would take tens of MiB, and a query may hold dozens.
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// Most memory one regular expression's lazy DFA cache may take (the regex crate's `dfa_size_limit`).
+pub const REGEX_DFA_SIZE_LIMIT: usize = 256 * 1024;
+
+/// Compiles `pattern` within [`REGEX_SIZE_LIMIT`] and [`REGEX_DFA_SIZE_LIMIT`]: the work and memory of
+/// compiling a pattern from a query (any client of the query API may send one) stay bounded.
+pub(crate) fn limited_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_DFA_SIZE_LIMIT).build()
+}
+
+/// The error for a pattern that does not compile: too large, or invalid.
+pub(crate) fn regex_error(label: &str, pattern: &str, source: regex::Error) -> QueryError {
+    match source {
+        regex::Error::CompiledTooBig(limit) => {
+            QueryError::RegexTooLarge { label: label.to_owned(), pattern: abbreviate(pattern), limit }
+        }
+        source => {
+            QueryError::InvalidRegex { label: label.to_owned(), pattern: abbreviate(pattern), source: Box::new(source) }
+        }
+    }
+}
+
+/// A pattern as an error message quotes it: its first 64 characters (a refused pattern may be huge).
+fn abbreviate(pattern: &str) -> String {
+    match pattern.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &pattern[..end]),
+        None => pattern.to_owned(),
+    }
 }
 
 /// Escapes every `{` that does not open a valid `{n}`, `{n,}` or `{n,m}` repetition.
-fn escape_literal_braces(pattern: &str) -> String {
+pub(crate) fn escape_literal_braces(pattern: &str) -> String {
     let chars: Vec<char> = pattern.chars().collect();
     let mut out = String::with_capacity(pattern.len() + 4);
     let mut idx = 0;

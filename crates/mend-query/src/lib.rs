@@ -16,7 +16,7 @@ mod value;
 
 pub use ast::Selector;
 pub use error::{EvalError, QueryError};
-pub use labels::{LabelMatcher, Labels, METRIC_NAME, MatchOp};
+pub use labels::{LabelMatcher, Labels, METRIC_NAME, MatchOp, REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT};
 pub use query::{Comparison, ComparisonOp, DEFAULT_LOOKBACK_DELTA_MS, DEFAULT_MAX_STEPS, EvalOptions, Query};
 pub use storage::{MemoryStorage, Storage};
 pub use value::{STALE_MARKER_BITS, Sample, Series, Value, ValueType, is_stale_marker, stale_marker};

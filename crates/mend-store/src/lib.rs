@@ -102,11 +102,14 @@ pub struct Retention {
     pub max_age: Duration,
     /// At most this many events are kept (the oldest go first).
     pub max_events: u64,
+    /// At most this many transitions of external signals (Alertmanager's alerts, which any client of
+    /// the webhook can send) are kept: resolved ones go first, the oldest first.
+    pub max_external_signals: u64,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { max_age: Duration::from_secs(14 * 86_400), max_events: 1_000_000 }
+        Self { max_age: Duration::from_secs(14 * 86_400), max_events: 1_000_000, max_external_signals: 100_000 }
     }
 }
 
@@ -261,9 +264,28 @@ pub struct Store {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Makes the database file 0600 whatever the umask, before SQLite opens it: a new one is created so
+/// (exclusively: nothing planted is followed), and SQLite gives its `-wal` and `-shm` files the
+/// database's mode. Files of an older mend (0644 under the usual umask) are tightened, if they are
+/// regular files.
+fn restrict_to_owner(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        if std::fs::symlink_metadata(file).is_ok_and(|meta| meta.is_file()) {
+            let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let open = |source| StoreError::Open { path: path.to_path_buf(), source };
-    let connection = Connection::open(path).map_err(open)?;
+    // Never through a symlink planted in the state directory.
+    let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let connection = Connection::open_with_flags(path, flags).map_err(open)?;
     connection
         .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
         .map_err(open)?;
@@ -295,6 +317,7 @@ impl Store {
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
+        restrict_to_owner(path);
         let mut writer_connection = connect(path)?;
         migrate(&mut writer_connection, path)?;
         let reader = connect(path)?;
@@ -639,6 +662,20 @@ fn apply_retention(connection: &Connection, retention: Retention, now: Timestamp
     let max_events = i64::try_from(retention.max_events).unwrap_or(i64::MAX);
     connection.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1", params![max_events])?;
     connection.execute("DELETE FROM signals WHERE id <= (SELECT MAX(id) FROM signals) - ?1", params![max_events])?;
+    let max_external = i64::try_from(retention.max_external_signals).unwrap_or(i64::MAX);
+    let evicted = connection.execute(
+        "DELETE FROM signals WHERE id IN (SELECT id FROM signals WHERE kind = 'external' \
+         ORDER BY state = 'firing', id \
+         LIMIT max(0, (SELECT COUNT(*) FROM signals WHERE kind = 'external') - ?1))",
+        params![max_external],
+    )?;
+    if evicted > 0 {
+        tracing::warn!(
+            evicted,
+            limit = max_external,
+            "too many external signals stored: evicted the oldest, resolved ones first"
+        );
+    }
     Ok(())
 }
 
@@ -774,6 +811,34 @@ mod tests {
         }
     }
 
+    /// Issue 20: any client of the Alertmanager webhook could store any number of distinct alerts
+    /// (192 k: +102 MB of database). External signals are bounded: resolved ones go first, oldest first.
+    #[test]
+    fn issue_20_external_signals_are_bounded_resolved_ones_evicted_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let retention = Retention { max_external_signals: 4, ..Retention::default() };
+        let store = Store::open(&dir.path().join("mend.db"), retention).expect("open");
+        let sink = store.signal_sink();
+        let external = |at_ms, name: &str, state| Signal { kind: SignalKind::External, ..signal(at_ms, name, state) };
+        sink.signal(external(1, "old-firing", SignalState::Firing));
+        sink.signal(external(2, "resolved-a", SignalState::Resolved));
+        sink.signal(signal(3, "a-rule", SignalState::Firing));
+        sink.signal(external(4, "resolved-b", SignalState::Resolved));
+        sink.signal(external(5, "new-firing", SignalState::Firing));
+        sink.signal(external(6, "resolved-c", SignalState::Resolved));
+        sink.signal(external(7, "newest-firing", SignalState::Firing));
+        store.flush().expect("flush");
+        {
+            let connection = store.reader.lock().expect("lock");
+            apply_retention(&connection, retention, Timestamp::from_millis(10)).expect("retention");
+        }
+        let kept = store.signals(&SignalQuery { limit: 100, ..Default::default() }).expect("query");
+        let names: Vec<&str> = kept.iter().map(|s| s.signal.name.as_str()).collect();
+        // Six external transitions, four kept: the two oldest resolved ones went; firing ones and the
+        // rule's signal stay.
+        assert_eq!(names, ["old-firing", "a-rule", "new-firing", "resolved-c", "newest-firing"]);
+    }
+
     #[test]
     fn stores_signals_and_lists_active_ones() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -832,9 +897,11 @@ mod tests {
     #[test]
     fn retention_bounds_rows_by_count_and_age() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store =
-            Store::open(&dir.path().join("mend.db"), Retention { max_age: Duration::from_secs(3600), max_events: 5 })
-                .expect("open");
+        let store = Store::open(
+            &dir.path().join("mend.db"),
+            Retention { max_age: Duration::from_secs(3600), max_events: 5, ..Retention::default() },
+        )
+        .expect("open");
         let sink = store.sink();
         for idx in 0..20 {
             sink.emit(event(idx * 1000, "web", EventKind::Started));
@@ -844,7 +911,7 @@ mod tests {
             let connection = store.reader.lock().expect("lock");
             apply_retention(
                 &connection,
-                Retention { max_age: Duration::from_secs(3600), max_events: 5 },
+                Retention { max_age: Duration::from_secs(3600), max_events: 5, ..Retention::default() },
                 Timestamp::from_millis(19_000),
             )
             .expect("retention");
@@ -857,7 +924,7 @@ mod tests {
             let connection = store.reader.lock().expect("lock");
             apply_retention(
                 &connection,
-                Retention { max_age: Duration::from_secs(3600), max_events: 5 },
+                Retention { max_age: Duration::from_secs(3600), max_events: 5, ..Retention::default() },
                 Timestamp::from_millis(10_000_000),
             )
             .expect("retention");

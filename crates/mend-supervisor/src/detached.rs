@@ -61,14 +61,14 @@ impl ProcessId {
 pub fn new_run_tag(state_dir: &Path) -> io::Result<String> {
     let tag = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let dir = pidfile::run_dir(state_dir);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join(RUN_TAG_FILE), &tag)?;
+    crate::statedir::ensure_dir(&dir)?;
+    crate::statedir::replace_file(&dir.join(RUN_TAG_FILE), tag.as_bytes())?;
     Ok(tag)
 }
 
 /// The tag the last run recorded, if any.
 pub fn recorded_run_tag(state_dir: &Path) -> Option<String> {
-    let tag = std::fs::read_to_string(pidfile::run_dir(state_dir).join(RUN_TAG_FILE)).ok()?;
+    let tag = crate::statedir::read_to_string(&pidfile::run_dir(state_dir).join(RUN_TAG_FILE)).ok()?;
     let tag = tag.trim();
     (!tag.is_empty()).then(|| tag.to_owned())
 }

@@ -13,6 +13,7 @@ pub mod orphans;
 pub mod pidfile;
 pub mod runner;
 pub mod spawn;
+pub mod statedir;
 pub mod supervisor;
 
 pub use lifecycle::{ReplicaState, Unready};

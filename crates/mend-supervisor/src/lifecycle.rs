@@ -336,6 +336,8 @@ pub struct Lifecycle {
     startup_failures: u32,
     liveness_failures: u32,
     liveness_passed: bool,
+    /// A probe was inconclusive through mend's own trouble, and none has judged the replica since.
+    mend_trouble: bool,
     busy_since: Option<Instant>,
     consecutive_failures: u32,
     intensity: RestartIntensity,
@@ -376,6 +378,8 @@ fn verdict(outcome: &ProbeOutcome, timeout_reason: &str) -> Verdict {
             100.0 * evidence.cpu_seconds / evidence.window_seconds.max(f64::EPSILON)
         )),
         ProbeOutcome::Timeout { evidence: None } => Verdict::Failing(timeout_reason.to_owned()),
+        // Never judged: `probe` returns before.
+        ProbeOutcome::Inconclusive { reason, .. } => Verdict::Failing(reason.clone()),
     }
 }
 
@@ -402,6 +406,7 @@ impl Lifecycle {
             startup_failures: 0,
             liveness_failures: 0,
             liveness_passed: false,
+            mend_trouble: false,
             busy_since: None,
             consecutive_failures: 0,
             intensity: RestartIntensity::default(),
@@ -769,6 +774,29 @@ impl Lifecycle {
         now: Instant,
         effects: &mut Vec<Effect>,
     ) {
+        // mend's own trouble says nothing about the replica: neither a failure nor a pass is counted, and
+        // the trouble is reported once, as mend's.
+        if let ProbeOutcome::Inconclusive { trouble, reason } = &outcome {
+            if !self.mend_trouble {
+                self.mend_trouble = true;
+                effects.push(event(
+                    EventKind::MendTrouble,
+                    format!(
+                        "{} probe cannot judge the replica: {reason}; mend's own trouble, not the replica's",
+                        role.as_str()
+                    ),
+                    json!({ "probe": role.as_str(), "trouble": trouble.as_str(), "reason": reason }),
+                ));
+            }
+            return;
+        }
+        if std::mem::take(&mut self.mend_trouble) {
+            effects.push(event(
+                EventKind::MendTrouble,
+                format!("mend's trouble is over: the {} probe can judge the replica again", role.as_str()),
+                json!({ "probe": role.as_str(), "over": true }),
+            ));
+        }
         match role {
             ProbeRole::Startup if !started => self.startup_probe(outcome, now, effects),
             ProbeRole::Liveness if started => {
@@ -876,6 +904,7 @@ impl Lifecycle {
                 ProbeOutcome::Success => format!("{} probe passed", role.as_str()),
                 ProbeOutcome::Failure { reason } => format!("{} probe failed: {reason}", role.as_str()),
                 ProbeOutcome::Timeout { .. } => format!("{} probe timed out", role.as_str()),
+                ProbeOutcome::Inconclusive { reason, .. } => format!("{} probe inconclusive: {reason}", role.as_str()),
             };
             self.set_ready(passing, &reason, effects);
         }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mend_config::{Backoff, ProbeRole, RestartLimit, RestartPolicy};
-use mend_types::{ExitCause, ExitInfo, ProbeOutcome, ProcessEvidence, StopReason};
+use mend_types::{ExitCause, ExitInfo, MendTrouble, ProbeOutcome, ProcessEvidence, StopReason};
 
 use super::{Effect, Input, Lifecycle, LivenessPolicy, Policy, ReadinessGate, ReplicaState, Thresholds, Unready};
 
@@ -262,6 +262,86 @@ fn a_busy_replica_is_not_restarted_before_its_busy_timeout() {
     machine.handle(liveness(7, timeout('R', 0.9)), start + Duration::from_secs(20), 0.0);
     let effects = render(&machine.handle(liveness(7, timeout('R', 0.9)), start + Duration::from_secs(50), 0.0));
     assert_eq!(effects.last().map(String::as_str), Some("signal 15"), "{effects:?}");
+}
+
+fn mend_trouble(trouble: MendTrouble, reason: &str) -> ProbeOutcome {
+    ProbeOutcome::Inconclusive { trouble, reason: reason.into() }
+}
+
+/// Issue 20: with mend out of file descriptors (300 idle API connections, an fd limit of 256), its own
+/// liveness probe failed with "Too many open files", and mend stopped a healthy replica. A probe that
+/// fails through mend's own trouble is mend's incident: reported once, counted neither for nor against
+/// the replica (its earlier failure count stands), and no replica is stopped however long it lasts.
+#[test]
+fn issue_20_mend_trouble_never_stops_a_replica() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(policy());
+    let emfile = "connect to 127.0.0.1:9000: Too many open files (os error 24)";
+    let lag = "no answer within 400 ms, but mend's event loop ran up to 2.1 s late meanwhile";
+    let mut steps: Vec<(u64, Input, &[&str])> = vec![
+        (0, Input::Start, &["spawn"]),
+        (0, Input::Spawned { pid: 7 }, &["started: started pid 7"]),
+        (10, liveness(7, ProbeOutcome::Success), &["ready: ready: liveness probe passed"]),
+        (500, liveness(7, failure()), &["probe_failed: liveness probe failed: http status 500 (expected 200-399)"]),
+        (
+            1000,
+            liveness(7, mend_trouble(MendTrouble::FileDescriptors, emfile)),
+            &[
+                "mend_trouble: liveness probe cannot judge the replica: connect to 127.0.0.1:9000: Too many open files (os error 24); mend's own trouble, not the replica's",
+            ],
+        ),
+    ];
+    // Far more inconclusive probes than the failure threshold, of every kind: nothing happens.
+    for idx in 0..20 {
+        let outcome = match idx % 3 {
+            0 => mend_trouble(MendTrouble::FileDescriptors, emfile),
+            1 => mend_trouble(MendTrouble::Memory, "connect: Cannot allocate memory (os error 12)"),
+            _ => mend_trouble(MendTrouble::Lag, lag),
+        };
+        steps.push((1500 + idx * 500, liveness(7, outcome), &[]));
+    }
+    steps.extend([
+        (
+            12_000,
+            liveness(7, ProbeOutcome::Success),
+            &[
+                "mend_trouble: mend's trouble is over: the liveness probe can judge the replica again",
+                "probe_recovered: liveness probe passes again",
+            ][..],
+        ),
+        // The trouble began and ended: a new episode is reported again.
+        (
+            12_500,
+            liveness(7, mend_trouble(MendTrouble::Lag, lag)),
+            &["mend_trouble: liveness probe cannot judge the replica: no answer within 400 ms, but mend's event loop ran up to 2.1 s late meanwhile; mend's own trouble, not the replica's"],
+        ),
+    ]);
+    check(&mut machine, start, &steps);
+    assert_eq!(machine.state(), ReplicaState::Running);
+    assert!(machine.ready());
+
+    // The failure count stands across mend's trouble: two real failures, trouble, a third real one.
+    let mut machine = Lifecycle::new(policy());
+    let effects = drive(
+        &mut machine,
+        start,
+        &[
+            (0, Input::Start),
+            (0, Input::Spawned { pid: 8 }),
+            (10, liveness(8, ProbeOutcome::Success)),
+            (500, liveness(8, failure())),
+            (1000, liveness(8, failure())),
+            (1500, liveness(8, mend_trouble(MendTrouble::FileDescriptors, emfile))),
+            (2000, liveness(8, failure())),
+        ],
+    );
+    assert!(
+        render(&effects)
+            .iter()
+            .any(|e| e.starts_with("unhealthy: liveness check failed: liveness probe failed 3 times")),
+        "{:?}",
+        render(&effects)
+    );
 }
 
 #[test]

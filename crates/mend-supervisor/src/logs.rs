@@ -4,12 +4,14 @@
 //! Writes go straight to the file (appends land in the page cache and do not block for long); a line
 //! longer than [`MAX_LINE_BYTES`] is cut into pieces so that memory stays bounded.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use crate::statedir;
 
 /// Longest line kept in one piece.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -37,8 +39,8 @@ pub struct LogFile {
 impl LogFile {
     /// Opens (appending to) replica `index`'s log in `dir`, creating the directory.
     pub fn open(dir: &Path, index: u32, max_bytes: u64, keep: u32) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
-        let file = OpenOptions::new().create(true).append(true).open(log_path(dir, index))?;
+        statedir::ensure_dir(dir)?;
+        let file = statedir::open_append(&log_path(dir, index))?;
         let size = file.metadata()?.len();
         Ok(Self { dir: dir.to_path_buf(), index, max_bytes, keep, file, size })
     }
@@ -52,7 +54,7 @@ impl LogFile {
         {
             // Rotation failed (the file was moved or deleted under us, say): start a fresh file rather
             // than losing every line from now on; the next rotation tries again.
-            self.file = OpenOptions::new().create(true).append(true).open(log_path(&self.dir, self.index))?;
+            self.file = statedir::open_append(&log_path(&self.dir, self.index))?;
             self.size = self.file.metadata().map_or(0, |meta| meta.len());
             if self.size + needed > self.max_bytes {
                 self.file.set_len(0)?;
@@ -77,7 +79,7 @@ impl LogFile {
             }
         }
         fs::rename(log_path(&self.dir, self.index), rotated_path(&self.dir, self.index, 1))?;
-        self.file = OpenOptions::new().create(true).append(true).open(log_path(&self.dir, self.index))?;
+        self.file = statedir::open_append(&log_path(&self.dir, self.index))?;
         self.size = 0;
         Ok(())
     }
@@ -134,25 +136,67 @@ async fn read_line_bounded<R: AsyncRead + Unpin>(reader: &mut BufReader<R>, line
 
 /// The last `n_lines` lines of replica `index`'s logs, reading into rotated files when needed.
 pub fn tail(dir: &Path, index: u32, n_lines: usize) -> io::Result<Vec<String>> {
-    let mut lines: Vec<String> = Vec::new();
+    let (bytes, _) = tail_bytes(dir, index, n_lines, u64::MAX)?;
+    Ok(String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect())
+}
+
+/// The last `n_lines` lines of replica `index`'s logs (each ending in a newline), reading into rotated
+/// files when needed, and at most the last `max_bytes` of them: `tail=100000` of long lines took 137 MB
+/// in one answer (issue 20). Only what is returned is read (files are read from their end). Files are
+/// opened through [`statedir::open_read`]: a planted symlink (a rotated log pointing at a secret) is
+/// not followed. Also says whether `max_bytes` left out lines that `n_lines` asked for.
+pub fn tail_bytes(dir: &Path, index: u32, n_lines: usize, max_bytes: u64) -> io::Result<(Vec<u8>, bool)> {
+    let mut cut_short = false;
+    let mut kept: Vec<u8> = Vec::new();
+    let mut n_kept = 0usize;
+    let mut budget = max_bytes;
     let mut generation = 0;
-    loop {
+    while n_kept < n_lines && budget > 0 {
         let path = if generation == 0 { log_path(dir, index) } else { rotated_path(dir, index, generation) };
-        let text = match fs::read(&path) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        let mut file = match statedir::open_read(&path) {
+            Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+            // An older file that cannot be read (a planted symlink, say) ends the history there.
+            Err(error) if generation > 0 => {
+                tracing::warn!(path = %path.display(), %error, "log history ends at a file mend cannot read");
+                break;
+            }
             Err(error) => return Err(error),
         };
-        let mut older: Vec<String> = text.lines().map(str::to_owned).collect();
-        older.append(&mut lines);
-        lines = older;
-        if lines.len() >= n_lines {
-            break;
+        let len = file.metadata()?.len();
+        let take = len.min(budget);
+        file.seek(SeekFrom::Start(len - take))?;
+        let mut chunk = Vec::with_capacity(usize::try_from(take).unwrap_or(0));
+        file.take(take).read_to_end(&mut chunk)?;
+        budget -= take;
+        // A file's last line may lack its newline (a replica writing it right now).
+        if !chunk.is_empty() && !chunk.ends_with(b"\n") {
+            chunk.push(b'\n');
         }
+        // Cut off a partial first line when the budget (not the file's start) ended the read.
+        if take < len {
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(first_end) => {
+                    chunk.drain(..=first_end);
+                }
+                None => chunk.clear(),
+            }
+            budget = 0;
+            cut_short = true;
+        }
+        n_kept += chunk.iter().filter(|&&b| b == b'\n').count();
+        chunk.extend_from_slice(&kept);
+        kept = chunk;
         generation += 1;
     }
-    let skip = lines.len().saturating_sub(n_lines);
-    Ok(lines.split_off(skip))
+    // Keep only the last `n_lines` lines.
+    let surplus = n_kept.saturating_sub(n_lines);
+    if surplus > 0 {
+        let cut = kept.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(surplus - 1).map_or(0, |(idx, _)| idx + 1);
+        kept.drain(..cut);
+        cut_short = false;
+    }
+    Ok((kept, cut_short))
 }
 
 /// Where a follower of a log file is: which file (inode) and how far into it.
@@ -176,7 +220,7 @@ impl LogCursor {
 /// a rotation (a new file) it reads the new file from its start.
 pub fn read_from(dir: &Path, index: u32, cursor: LogCursor) -> io::Result<(Vec<u8>, LogCursor)> {
     use std::os::unix::fs::MetadataExt;
-    let mut file = match File::open(log_path(dir, index)) {
+    let mut file = match statedir::open_read(&log_path(dir, index)) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), LogCursor::default())),
         Err(error) => return Err(error),
@@ -208,7 +252,7 @@ pub fn read_from(dir: &Path, index: u32, cursor: LogCursor) -> io::Result<(Vec<u
 fn find_rotated(dir: &Path, index: u32, inode: u64) -> Option<File> {
     use std::os::unix::fs::MetadataExt;
     (1..=64)
-        .map_while(|generation| File::open(rotated_path(dir, index, generation)).ok())
+        .map_while(|generation| statedir::open_read(&rotated_path(dir, index, generation)).ok())
         .find(|file| file.metadata().is_ok_and(|meta| meta.ino() == inode))
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mend_observe::process;
 use mend_types::{Clock, Event, EventKind, EventSink, ServiceName};
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
 
@@ -20,43 +20,77 @@ use crate::pidfile::{self, PidRecord};
 /// How long left-behind processes get to exit after SIGTERM before SIGKILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 
-/// The live processes that belong to a recorded replica's process group.
+/// The live processes that belong to a recorded replica's process group, if the record can be trusted.
 ///
 /// Linux does not reuse a pid while it is still some group's id, so live members of group `pid` are the
 /// old replica's. A live process with the recorded pid but another start time is an unrelated process
-/// that reused the pid once the old group was empty: it is left alone.
-fn group_of(record: PidRecord) -> Vec<u32> {
-    let pgid = record.pid as i32;
-    match process::sample(record.pid) {
-        Some(leader) if record.start_ticks.is_some_and(|ticks| ticks != leader.start_ticks) => Vec::new(),
+/// that reused the pid once the old group was empty: it is left alone. A record is trusted only when it
+/// names its leader's start time (a planted `run/*.pid` naming any group must not make mend signal it,
+/// issue 20), never for group 0 or 1 (`killpg(1)` would reach init's group, `killpg(0)` mend's own) nor
+/// for mend's own group, and only the members started after that time are taken: processes older than
+/// the replica were not started by it. Given `run_tag` (the run that wrote the record), the group is
+/// taken only if one of its members carries that tag in the environment it started with: proof that
+/// mend started it. (A program that writes its title over its environment, as nginx does, loses the tag;
+/// its leftovers are then the reaper's to stop, which it does when mend dies.)
+fn group_of(record: PidRecord, run_tag: Option<&str>) -> Vec<u32> {
+    let Some(start_ticks) = record.start_ticks else { return Vec::new() };
+    let own_group = nix::unistd::getpgrp().as_raw();
+    let pgid = match i32::try_from(record.pid) {
+        Ok(pgid) if pgid > 1 && pgid != own_group && record.pid != std::process::id() => pgid,
+        _ => return Vec::new(),
+    };
+    let started_since = |pid: &u32| process::sample(*pid).is_some_and(|member| member.start_ticks >= start_ticks);
+    let members = match process::sample(record.pid) {
+        Some(leader) if leader.start_ticks != start_ticks => Vec::new(),
         Some(leader) if leader.pgid != pgid => {
-            let mut members = process::group_members(pgid);
+            let mut members: Vec<u32> = process::group_members(pgid).into_iter().filter(started_since).collect();
             members.push(record.pid);
             members
         }
-        _ => process::group_members(pgid),
+        _ => process::group_members(pgid).into_iter().filter(started_since).collect(),
+    };
+    match run_tag {
+        Some(tag) => {
+            let wanted = process::environment_entries(&[(detached::RUN_TAG_ENV, tag)]);
+            if members.iter().any(|&pid| process::has_environment(pid, &wanted)) { members } else { Vec::new() }
+        }
+        None => members,
     }
+}
+
+/// Whether a pid file may name processes for mend to stop (see [`group_of`]); an untrusted one is
+/// removed with a warning.
+fn trusted(record: Option<PidRecord>) -> bool {
+    record.is_some_and(|record| record.start_ticks.is_some() && record.pid > 1)
 }
 
 /// Stops every process left behind by an earlier run; returns how many were found.
 pub async fn replace_orphans(state_dir: &Path, events: &dyn EventSink, clock: &dyn Clock) -> usize {
     let mut n_found = 0;
+    // The run that wrote the pid files: without its tag, no group is proven to be mend's.
+    let last_run = detached::recorded_run_tag(state_dir);
+    let proof = Some(last_run.as_deref().unwrap_or("(no run tag recorded)"));
     for (path, record) in pidfile::list(state_dir) {
-        let members = record.map(group_of).unwrap_or_default();
+        if !trusted(record) {
+            tracing::warn!(
+                path = %path.display(),
+                "ignored a pid file without a start time or naming group 0 or 1: mend did not write it"
+            );
+        }
+        let members = record.map(|record| group_of(record, proof)).unwrap_or_default();
         if let (Some(record), false) = (record, members.is_empty()) {
             n_found += members.len();
-            let pgid = Pid::from_raw(record.pid as i32);
-            let _ = killpg(pgid, Signal::SIGTERM);
-            let _ = killpg(pgid, Signal::SIGCONT);
+            // The members one by one, not the group: `killpg` would also reach processes of the group
+            // that are older than the replica, which it did not start.
             for &pid in &members {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
             }
             let deadline = tokio::time::Instant::now() + ORPHAN_GRACE;
-            while tokio::time::Instant::now() < deadline && !group_of(record).is_empty() {
+            while tokio::time::Instant::now() < deadline && !group_of(record, proof).is_empty() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let survivors = group_of(record);
-            let _ = killpg(pgid, Signal::SIGKILL);
+            let survivors = group_of(record, proof);
             for &pid in &survivors {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
@@ -76,7 +110,6 @@ pub async fn replace_orphans(state_dir: &Path, events: &dyn EventSink, clock: &d
         let _ = std::fs::remove_file(&path);
     }
     // Processes that left their replica's group (daemonized) and outlived that mend and its reaper.
-    let last_run = detached::recorded_run_tag(state_dir);
     let left = match last_run {
         Some(tag) => tokio::task::spawn_blocking(move || detached::tagged(&tag, None)).await.unwrap_or_default(),
         None => Vec::new(),
@@ -150,11 +183,12 @@ pub fn kill_recorded_groups(state_dir: &Path, run_tag: Option<&str>) -> usize {
     let mut killed = 0;
     for (_, record) in pidfile::list(state_dir) {
         let Some(record) = record else { continue };
-        let members = group_of(record);
+        // This run's own pid files: its replicas' groups, whose leftovers may have lost the tag.
+        let members = group_of(record, None);
         if members.is_empty() {
             continue;
         }
-        let _ = killpg(Pid::from_raw(record.pid as i32), Signal::SIGKILL);
+        // The members one by one: `killpg` would reach processes of the group older than the replica.
         for &pid in &members {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }

@@ -27,16 +27,12 @@ fn path(state_dir: &Path, id: &ReplicaId) -> PathBuf {
 
 /// Records a live replica (atomically: write then rename).
 pub fn write(state_dir: &Path, id: &ReplicaId, pid: u32, start_ticks: Option<u64>) -> io::Result<()> {
-    let dir = run_dir(state_dir);
-    fs::create_dir_all(&dir)?;
-    let target = path(state_dir, id);
-    let temporary = target.with_extension("pid.tmp");
+    crate::statedir::ensure_dir(&run_dir(state_dir))?;
     let text = match start_ticks {
         Some(ticks) => format!("{pid} {ticks}\n"),
         None => format!("{pid}\n"),
     };
-    fs::write(&temporary, text)?;
-    fs::rename(&temporary, &target)
+    crate::statedir::replace_file(&path(state_dir, id), text.as_bytes())
 }
 
 /// Forgets a replica whose process has been reaped.
@@ -60,7 +56,7 @@ pub fn list(state_dir: &Path) -> Vec<(PathBuf, Option<PidRecord>)> {
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "pid"))
         .map(|path| {
-            let record = fs::read_to_string(&path).ok().and_then(|text| parse(&text));
+            let record = crate::statedir::read_to_string(&path).ok().and_then(|text| parse(&text));
             (path, record)
         })
         .collect()

@@ -485,7 +485,10 @@ impl Runner {
                         event.details = details;
                         // A replica that cannot start is degraded until someone acts (a program to install,
                         // a port to free); the rest is its life as planned.
-                        if kind == EventKind::SpawnFailed {
+                        if kind == EventKind::MendTrouble && event.details.get("over").is_none() {
+                            // An operator must act: mend itself is short of file descriptors, memory or CPU.
+                            tracing::error!(replica = %self.id, kind = %kind, "{}", event.message);
+                        } else if kind == EventKind::SpawnFailed {
                             tracing::warn!(replica = %self.id, kind = %kind, "{}", event.message);
                         } else {
                             tracing::info!(replica = %self.id, kind = %kind, "{}", event.message);
@@ -757,6 +760,7 @@ impl Runner {
             interval: metrics.interval,
             timeout: metrics.timeout,
             max_series: metrics.max_series,
+            sample_limit: metrics.sample_limit,
             service: Some(self.service.name.clone()),
             replica: Some(self.id.index),
             startup_grace: SCRAPE_STARTUP_GRACE,

@@ -74,11 +74,16 @@ pub enum EventKind {
     Ejected,
     /// A replica ejected by its service's proxy is back in rotation (reported for reported ejections).
     Returned,
+    /// mend itself is in trouble: a probe could not judge a replica because mend is out of file
+    /// descriptors, memory or processes, or its event loop lagged (`trouble` detail). mend's incident,
+    /// not the replica's: no replica is stopped for it. One event per replica when the trouble begins,
+    /// and one (with `over: true`) when a probe can judge the replica again.
+    MendTrouble,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 27] = [
         Self::ConfigLoaded,
         Self::ConfigChecked,
         Self::ConfigReloaded,
@@ -105,6 +110,7 @@ impl EventKind {
         Self::CanaryWeightChanged,
         Self::Ejected,
         Self::Returned,
+        Self::MendTrouble,
     ];
 
     /// The stable snake_case name.
@@ -136,6 +142,7 @@ impl EventKind {
             Self::CanaryWeightChanged => "canary_weight_changed",
             Self::Ejected => "ejected",
             Self::Returned => "returned",
+            Self::MendTrouble => "mend_trouble",
         }
     }
 

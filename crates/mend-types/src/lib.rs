@@ -14,7 +14,7 @@ mod units;
 pub use event::{Event, EventKind, EventSink};
 pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
 pub use ids::{InvalidName, ReplicaId, ServiceName};
-pub use probe::{ProbeOutcome, ProcessEvidence};
+pub use probe::{MendTrouble, ProbeOutcome, ProcessEvidence};
 pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};
 pub use time::{Clock, SystemClock, Timestamp};
 pub use units::{Unit, format_duration, format_percent};

@@ -83,23 +83,22 @@ fn init_tracing(filter: &str) -> anyhow::Result<()> {
         .context("cannot install the logger")
 }
 
+/// How many files mend may open (`RLIMIT_NOFILE`'s soft limit); 1024, the usual default, if unknown.
+fn fd_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
 /// Holds the state directory's lock for the daemon's lifetime: two mends on one state directory would
 /// fight over the same replicas and ports.
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    mend_supervisor::statedir::check_root(state_dir)?;
     let path = state_dir.join("mend.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .read(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        mend_supervisor::statedir::open_read_write(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((_, errno)) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = mend_supervisor::statedir::read_to_string(&path).unwrap_or_default();
             anyhow::bail!(
                 "another mend (pid {}) is running with the state directory {}: {errno}",
                 holder.trim(),
@@ -119,6 +118,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let mut signals_in = DaemonSignals::new()?;
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let _lock = lock_state_dir(&state_dir)?;
+    // How late the event loop runs: a probe that times out meanwhile is mend's trouble, not the replica's.
+    let _lag_monitor = mend_observe::lag::start();
     let store =
         Arc::new(Store::open(&state_dir.join("mend.db"), Retention::default()).context("cannot open the event store")?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -205,11 +206,12 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         closing: api_closing_in,
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());
     let server = tokio::spawn(async move {
         let shutdown = async move {
             let _ = api_stopped.await;
         };
-        axum::serve(listener, mend_api::router(api_state)).with_graceful_shutdown(shutdown).await
+        mend_api::serve(listener, mend_api::router(api_state), api_limits, shutdown).await
     });
 
     let systemd = Arc::new(Systemd::from_environment());

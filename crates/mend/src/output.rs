@@ -6,17 +6,72 @@ use std::io::Write;
 
 use mend_api::{EventDto, ServicesResponse, SignalDto};
 
-/// Prints one line to stdout.
+/// Prints one line (or a few) to stdout, control characters other than newlines and tabs escaped.
 pub(crate) fn line(text: &str) {
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{text}");
+    let _ = writeln!(stdout, "{}", escape_controls(text, true));
 }
 
-/// Writes raw bytes to stdout (log streams) and flushes them.
+/// Writes bytes to stdout (tables, log streams) and flushes them. On a terminal, control characters
+/// other than newlines and tabs are escaped (`\x1b`): a replica's log or a stored name could otherwise
+/// clear the screen or move the cursor to forge lines (issue 20). Piped output stays as it is.
 pub(crate) fn raw(bytes: &[u8]) {
+    use std::io::IsTerminal;
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(bytes);
+    let _ = if stdout.is_terminal() { stdout.write_all(&escape_control_bytes(bytes)) } else { stdout.write_all(bytes) };
     let _ = stdout.flush();
+}
+
+/// `text` with its control characters (C0, DEL, C1) written as escapes (`\x1b`, `\u{9b}`), newlines and
+/// tabs kept when `keep_lines` (else `\n`, `\t`): stored text (event messages, signal names and
+/// summaries from Alertmanager, replica output) must not drive the terminal.
+pub(crate) fn escape_controls(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
+    let is_bad = |c: char| c.is_control() && !(keep_lines && (c == '\n' || c == '\t'));
+    if !text.chars().any(is_bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !is_bad(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`escape_controls`] for bytes that may not be UTF-8 (a replica's output), newlines and tabs kept.
+fn escape_control_bytes(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let is_bad = |idx: usize| {
+        let byte = bytes[idx];
+        (byte < 0x20 && byte != b'\n' && byte != b'\t')
+            || byte == 0x7f
+            // C1 controls in UTF-8: 0xC2 0x80..=0x9F.
+            || (byte == 0xc2 && bytes.get(idx + 1).is_some_and(|next| (0x80..=0x9f).contains(next)))
+    };
+    if !(0..bytes.len()).any(is_bad) {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let mut idx = 0;
+    while idx < bytes.len() {
+        if is_bad(idx) {
+            if bytes[idx] == 0xc2 {
+                out.extend_from_slice(format!("\\u{{{:x}}}", bytes[idx + 1]).as_bytes());
+                idx += 2;
+                continue;
+            }
+            out.extend_from_slice(format!("\\x{:02x}", bytes[idx]).as_bytes());
+        } else {
+            out.push(bytes[idx]);
+        }
+        idx += 1;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Prints an error line to stderr.
@@ -64,8 +119,10 @@ pub(crate) fn human_age(seconds: i64) -> String {
 
 /// Renders rows as left-aligned columns separated by two spaces.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|row| row.iter().map(|cell| escape_controls(cell, false).into_owned()).collect()).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (idx, cell) in row.iter().enumerate() {
             widths[idx] = widths[idx].max(cell.chars().count());
         }
@@ -84,7 +141,7 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     };
     push_row(header.to_vec());
-    for row in rows {
+    for row in &rows {
         push_row(row.iter().map(String::as_str).collect());
     }
     out
@@ -168,6 +225,7 @@ fn proxy_notes(response: &ServicesResponse) -> String {
     if lines.is_empty() {
         return String::new();
     }
+    let lines: Vec<String> = lines.iter().map(|line| escape_controls(line, false).into_owned()).collect();
     format!("\n{}\n", lines.join("\n"))
 }
 
@@ -178,7 +236,8 @@ pub(crate) fn event_line(event: &EventDto) -> String {
         (Some(service), None) => service.clone(),
         _ => "mend".to_owned(),
     };
-    format!("{}  {subject:<12}  {:<15}  {}", event.at, event.kind, event.message)
+    let line = format!("{}  {subject:<12}  {:<15}  {}", event.at, event.kind, event.message);
+    escape_controls(&line, false).into_owned()
 }
 
 /// One signal as a line: time, state, severity, kind/name, subject, value, evidence.
@@ -188,19 +247,42 @@ pub(crate) fn signal_line(signal: &SignalDto) -> String {
         (Some(service), None) => service.clone(),
         _ => "-".to_owned(),
     };
-    format!(
+    let line = format!(
         "{}  {:<8}  {:<8}  {:<28}  {subject:<12}  {}",
         signal.at,
         signal.state,
         signal.severity,
         format!("{}/{}", signal.kind, signal.name),
         signal.evidence
-    )
+    );
+    escape_controls(&line, false).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 20: `mend signals` printed an Alertmanager summary's `ESC[2J` (clear screen) and newlines
+    /// (forged lines) as they were.
+    #[test]
+    fn issue_20_control_characters_in_stored_text_are_escaped() {
+        assert_eq!(escape_controls("plain text", false), "plain text");
+        assert_eq!(
+            escape_controls("\x1b[2Jgone\nfake line\ttab\u{9b}31m", false),
+            "\\x1b[2Jgone\\nfake line\\ttab\\u{9b}31m"
+        );
+        assert_eq!(escape_controls("two\nlines\x07", true), "two\nlines\\x07");
+        assert_eq!(escape_control_bytes(b"ok\n\x1b[31mred\xc2\x9b\xff\n").as_ref(), b"ok\n\\x1b[31mred\\u{9b}\xff\n");
+        let signal: SignalDto = serde_json::from_value(serde_json::json!({
+            "id": 1, "at": "2026-01-01T00:00:00Z", "since": "2026-01-01T00:00:00Z", "state": "firing",
+            "kind": "external", "severity": "warning", "name": "Evil\u{1b}[2J", "service": null, "replica": null,
+            "value": null, "labels": {}, "evidence": "line one\nline two"
+        }))
+        .expect("a signal");
+        let line = signal_line(&signal);
+        assert!(!line.contains('\x1b') && !line.contains('\n'), "{line}");
+        assert!(line.contains("external/Evil\\x1b[2J") && line.ends_with("line one\\nline two"), "{line}");
+    }
 
     #[test]
     fn humanises_sizes_and_ages() {

@@ -34,6 +34,7 @@ impl ScrapeContext {
             timeout: target.timeout,
             labels,
             max_series: target.max_series,
+            sample_limit: target.sample_limit,
             service: None,
             replica: None,
             // A static target is expected to answer already: its first failure is news.

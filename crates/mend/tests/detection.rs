@@ -84,11 +84,15 @@ fn alertmanager_webhook_alerts_become_signals() {
         let message = response.json()["error"].as_str().unwrap_or("").to_owned();
         assert!(message.contains(error), "{message}");
     }
-    // A body over the limit (2 MiB) gets a JSON error too.
+    // A body over the limit (1 MiB) gets a JSON error too.
     let huge = format!("{{\"version\":\"4\",\"alerts\":[],\"pad\":\"{}\"}}", "x".repeat(2_200_000));
     let too_large = post_json(&daemon, "/api/v1/alerts", &huge, Some("t0ken-t0ken"));
     assert_eq!(too_large.status, 413);
-    assert!(too_large.json()["error"].as_str().is_some_and(|m| m.contains("length limit")), "{}", too_large.body);
+    assert!(
+        too_large.json()["error"].as_str().is_some_and(|m| m.contains("larger than 1048576 bytes")),
+        "{}",
+        too_large.body
+    );
     let output = daemon.cli(&["signals", "--limit", "10"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("external/DiskFull") && text.contains("disk 97% full"), "{text}");

@@ -177,6 +177,8 @@ pub struct Daemon {
     pub api: SocketAddr,
     pub child: Option<Child>,
     pub config_path: PathBuf,
+    /// A command that runs mend (`prlimit --nofile=256`, say), empty to run it directly.
+    pub wrapper: Vec<String>,
     /// How many times mend was started: names each start's log file.
     n_spawns: u32,
 }
@@ -185,12 +187,19 @@ impl Daemon {
     /// Writes `config` (where `{api}` stands for a free API address and `{demo}` for the mend-demo path)
     /// and starts mend on it; waits until the API answers.
     pub fn start(config: &str) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// Like [`Daemon::start`], with mend run by `wrapper` (a command that execs its arguments, so that
+    /// the daemon's pid stays mend's).
+    pub fn start_with(config: &str, wrapper: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let api: SocketAddr = format!("127.0.0.1:{}", free_ports(1)).parse().expect("valid address");
         let config = config.replace("{api}", &api.to_string()).replace("{demo}", DEMO);
         let config_path = dir.path().join("mend.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut daemon = Self { dir, api, child: None, config_path, n_spawns: 0 };
+        let wrapper = wrapper.iter().map(|arg| (*arg).to_owned()).collect();
+        let mut daemon = Self { dir, api, child: None, config_path, wrapper, n_spawns: 0 };
         daemon.spawn();
         daemon
     }
@@ -207,7 +216,15 @@ impl Daemon {
             let log_path = self.dir.path().join(format!("mend-{}.log", self.n_spawns));
             self.n_spawns += 1;
             let log = std::fs::File::create(&log_path).expect("log file");
-            let mut child = Command::new(MEND)
+            let mut command = match self.wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut command = Command::new(program);
+                    command.args(args).arg(MEND);
+                    command
+                }
+                None => Command::new(MEND),
+            };
+            let mut child = command
                 .arg("run")
                 .arg("-c")
                 .arg(&self.config_path)
@@ -221,14 +238,24 @@ impl Daemon {
                 .expect("spawn mend");
             let api = self.api;
             // The API must be this mend's: an answer from another process on the port proves nothing.
-            let started = eventually(Duration::from_secs(10), "mend's API answers /healthz, or mend exits", || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let started = loop {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Some(Err(status));
+                    break Err(status);
                 }
                 // Asked only once mend listens: a foreign listener might never answer.
                 let ours = listens_on(child.id(), api.port());
-                (ours && http("GET", api, "/healthz", &[]).is_ok_and(|r| r.status == 200)).then_some(Ok(()))
-            });
+                if ours && http("GET", api, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
+                    break Ok(());
+                }
+                if Instant::now() > deadline {
+                    // A mend that never answered must not outlive the test (it would run on for ever).
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("timed out after 10s waiting for mend's API to answer /healthz:\n{}", read(&log_path));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
             match started {
                 Ok(()) => {
                     self.child = Some(child);
