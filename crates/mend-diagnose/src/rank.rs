@@ -11,7 +11,8 @@
 //! 2. **A component's score is its strongest series'.** Its onset is the earliest time one of its
 //!    series started a run of two points beyond |z| = 3.
 //! 3. **Explain victims by their causes.** With a dependency graph, an anomalous component is
-//!    explained by another anomalous one whose onset is not later (within `simultaneous`) when
+//!    explained by another anomalous one (the nearest along the calls, then the earliest, then the
+//!    strongest) whose onset is not later (within `simultaneous`) when
 //!    trouble travels from the second to the first: from a callee to its callers (it reaches it
 //!    through calls) when the callee shows more than a change of traffic (latency, errors, its own
 //!    resources: what a caller suffers from), and from a caller to a callee whose own anomaly is a
@@ -259,14 +260,14 @@ pub fn rank(input: &RankInput<'_>) -> Ranking {
         .map(|(c, _)| *c)
         .collect();
 
-    // Who explains whom: the best explainer is the earliest, then the strongest.
+    // Who explains whom.
     let simultaneous = i64::try_from(params.simultaneous.as_millis()).unwrap_or(i64::MAX);
     let mut explained: BTreeMap<&Component, Explanation> = BTreeMap::new();
     if !input.graph.is_empty() {
         for &victim in &anomalous {
             let victim_summary = &summaries[victim];
             let Some(victim_onset) = victim_summary.onset else { continue };
-            let mut best: Option<(Timestamp, f64, Explanation)> = None;
+            let mut best: Option<((usize, i64, f64), Explanation)> = None;
             for &cause in &anomalous {
                 if cause == victim {
                     continue;
@@ -287,14 +288,15 @@ pub fn rank(input: &RankInput<'_>) -> Ranking {
                 } else {
                     continue;
                 };
-                let better = best
-                    .as_ref()
-                    .is_none_or(|(onset, strength, _)| (cause_onset, -score(cause)) < (*onset, -*strength));
-                if better {
-                    best = Some((cause_onset, score(cause), explanation));
+                // The nearest explainer first (a chain explains itself link by link), then the earliest
+                // (onsets within `simultaneous` count as equal), then the strongest.
+                let onset_step = cause_onset.as_millis() / simultaneous.max(1);
+                let key = (explanation.path.len(), onset_step, -score(cause));
+                if best.as_ref().is_none_or(|(best_key, _)| key < *best_key) {
+                    best = Some((key, explanation));
                 }
             }
-            if let Some((_, _, explanation)) = best {
+            if let Some((_, explanation)) = best {
                 explained.insert(victim, explanation);
             }
         }
