@@ -15,8 +15,9 @@
 //!    strongest) whose onset is not later (within `simultaneous`) when
 //!    trouble travels from the second to the first: from a callee to its callers (it reaches it
 //!    through calls) when the callee shows more than a change of traffic (latency, errors, its own
-//!    resources: what a caller suffers from), and from a caller to a callee whose own anomaly is a
-//!    change of traffic (the load it is sent). An explained component ranks right below what explains
+//!    resources: what a caller suffers from) and the caller's strongest move is not in its own
+//!    resources (CPU, memory, file descriptors, disk: a pod whose memory doubled did that itself),
+//!    and from a caller to a callee whose own anomaly is a change of traffic (the load it is sent). An explained component ranks right below what explains
 //!    it, however high its own score: its latency rose *because* its dependency's did. When
 //!    explanations form a cycle, its strongest member stays a root.
 //! 4. **Order** by the score after explanation, then by onset, then by name.
@@ -277,8 +278,10 @@ pub fn rank(input: &RankInput<'_>) -> Ranking {
                 if cause_onset.as_millis() > victim_onset.as_millis().saturating_add(simultaneous) {
                     continue;
                 }
-                let explanation = if let Some(path) =
-                    input.graph.path(victim, cause).filter(|_| cause_summary.beyond_traffic)
+                let explanation = if let Some(path) = input
+                    .graph
+                    .path(victim, cause)
+                    .filter(|_| cause_summary.beyond_traffic && !victim_summary.strongest.class.is_own_resource())
                 {
                     Explanation { by: cause.clone(), path, propagation: Propagation::FromDependency }
                 } else if let Some(path) =

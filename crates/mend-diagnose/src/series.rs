@@ -51,6 +51,12 @@ impl MetricClass {
         }
     }
 
+    /// Whether it measures the component's own resources (CPU, memory, file descriptors, disk): a move
+    /// there is the component's own doing, not what its dependencies did to it.
+    pub fn is_own_resource(self) -> bool {
+        matches!(self, Self::Cpu | Self::Memory | Self::FileDescriptors | Self::Disk)
+    }
+
     /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -21,14 +21,25 @@ fn exited(secs: i64, cause: ExitCause, exit: ExitInfo) -> LifecycleFact {
 
 fn timeout(secs: i64, state: char, cpu_seconds: f64) -> LifecycleFact {
     let evidence = ProcessEvidence { state, cpu_seconds, window_seconds: 2.0 };
-    fact(secs, 0, Lifecycle::ProbeFailed { probe: ProbeKind::Liveness, outcome: ProbeOutcome::Timeout { evidence: Some(evidence) } })
+    fact(
+        secs,
+        0,
+        Lifecycle::ProbeFailed {
+            probe: ProbeKind::Liveness,
+            outcome: ProbeOutcome::Timeout { evidence: Some(evidence) },
+        },
+    )
 }
 
 fn failure(secs: i64, reason: &str) -> LifecycleFact {
-    fact(secs, 0, Lifecycle::ProbeFailed {
-        probe: ProbeKind::Readiness,
-        outcome: ProbeOutcome::Failure { reason: reason.to_owned() },
-    })
+    fact(
+        secs,
+        0,
+        Lifecycle::ProbeFailed {
+            probe: ProbeKind::Readiness,
+            outcome: ProbeOutcome::Failure { reason: reason.to_owned() },
+        },
+    )
 }
 
 fn resource(resource: Resource, used: f64, limit: f64, seconds_to_limit: Option<f64>) -> ResourceUse {
@@ -37,7 +48,14 @@ fn resource(resource: Resource, used: f64, limit: f64, seconds_to_limit: Option<
 
 /// A series steady at `base` (with a little noise) for an hour, then at `after` from `change_secs` on
 /// (the incident's onset is at 3600 s).
-fn series(component: &str, instance: Option<&str>, metric: &str, base: f64, after: f64, change_secs: i64) -> SeriesInput {
+fn series(
+    component: &str,
+    instance: Option<&str>,
+    metric: &str,
+    base: f64,
+    after: f64,
+    change_secs: i64,
+) -> SeriesInput {
     SeriesInput {
         component: Component::new(component),
         instance: instance.map(str::to_owned),
@@ -135,10 +153,16 @@ fn crashes_and_crash_loops() {
         case("a fault signal is a crash, surely", Crashed, 0.95)
             .lifecycle(vec![exited(10, ExitCause::Program, ExitInfo::signal(11))])
             .evidence("replica 0 ended at 22:13:30: crashed: SIGSEGV (11)"),
-        case("an outside kill is a crash, less surely", Crashed, 0.7)
-            .lifecycle(vec![exited(10, ExitCause::ExternalSignal, ExitInfo::signal(15))]),
-        case("near-miss: mend's own planned stop is no crash", Unknown, 0.1)
-            .lifecycle(vec![exited(10, ExitCause::Mend(StopReason::Stop), program(0))]),
+        case("an outside kill is a crash, less surely", Crashed, 0.7).lifecycle(vec![exited(
+            10,
+            ExitCause::ExternalSignal,
+            ExitInfo::signal(15),
+        )]),
+        case("near-miss: mend's own planned stop is no crash", Unknown, 0.1).lifecycle(vec![exited(
+            10,
+            ExitCause::Mend(StopReason::Stop),
+            program(0),
+        )]),
         case("three exits within five minutes are a loop", CrashLoop, 0.9)
             .lifecycle(vec![
                 exited(0, ExitCause::Program, program(1)),
@@ -151,10 +175,8 @@ fn crashes_and_crash_loops() {
             exited(1800, ExitCause::Program, program(1)),
             exited(3600, ExitCause::Program, program(1)),
         ]),
-        case("near-miss: two quick exits are not yet a loop", Crashed, 0.9).lifecycle(vec![
-            exited(0, ExitCause::Program, program(1)),
-            exited(5, ExitCause::Program, program(1)),
-        ]),
+        case("near-miss: two quick exits are not yet a loop", Crashed, 0.9)
+            .lifecycle(vec![exited(0, ExitCause::Program, program(1)), exited(5, ExitCause::Program, program(1))]),
         case("mend giving up is a loop", CrashLoop, 0.95)
             .lifecycle(vec![exited(0, ExitCause::Program, program(1)), fact(30, 0, Lifecycle::GaveUp)])
             .evidence("mend gave up restarting replica 0 at 22:13:50 (restart limit reached)"),
@@ -185,15 +207,27 @@ fn exhaustion_of_memory_descriptors_and_disk() {
         case("memory forecast to reach its limit in 5 minutes", MemoryExhaustion, 0.7)
             .resources(vec![resource(Resource::Memory, 0.6 * gib, gib, Some(300.0))])
             .evidence("replica 0: memory at 614.4 MiB reaches its limit 1.0 GiB in 5m00s at the current trend"),
-        case("near-miss: memory at 60 %, no trend toward the limit", Unknown, 0.1)
-            .resources(vec![resource(Resource::Memory, 0.6 * gib, gib, None)]),
-        case("near-miss: a limit two hours away", Unknown, 0.1)
-            .resources(vec![resource(Resource::Memory, 0.6 * gib, gib, Some(7200.0))]),
+        case("near-miss: memory at 60 %, no trend toward the limit", Unknown, 0.1).resources(vec![resource(
+            Resource::Memory,
+            0.6 * gib,
+            gib,
+            None,
+        )]),
+        case("near-miss: a limit two hours away", Unknown, 0.1).resources(vec![resource(
+            Resource::Memory,
+            0.6 * gib,
+            gib,
+            Some(7200.0),
+        )]),
         case("file descriptors at 93 %", FdExhaustion, 0.8)
             .resources(vec![resource(Resource::FileDescriptors, 950.0, 1024.0, None)])
             .evidence("replica 0: open file descriptors at 950 of its limit 1024 (93%)"),
-        case("near-miss: file descriptors at 59 %", Unknown, 0.1)
-            .resources(vec![resource(Resource::FileDescriptors, 600.0, 1024.0, None)]),
+        case("near-miss: file descriptors at 59 %", Unknown, 0.1).resources(vec![resource(
+            Resource::FileDescriptors,
+            600.0,
+            1024.0,
+            None,
+        )]),
         case("disk 96 % used", DiskExhaustion, 0.8).resources(vec![ResourceUse {
             replica: None,
             resource: Resource::Disk,
@@ -224,20 +258,24 @@ fn hangs_overload_and_unhealthy_probes() {
         case("a probe timed out while the process sat idle", Hung, 0.75)
             .lifecycle(vec![timeout(10, 'S', 0.001)])
             .evidence("replica 0 did not answer its probe in time at 22:13:30 (state S, 1 ms of CPU in 2 s)"),
-        case("mend replaced it as hung", Hung, 0.9).lifecycle(vec![
-            timeout(10, 'S', 0.0),
-            fact(12, 0, Lifecycle::Replaced(StopReason::Hung)),
-        ]),
+        case("mend replaced it as hung", Hung, 0.9)
+            .lifecycle(vec![timeout(10, 'S', 0.0), fact(12, 0, Lifecycle::Replaced(StopReason::Hung))]),
         case("near-miss: a probe timed out while the process burned CPU: overload", Overload, 0.75)
             .lifecycle(vec![timeout(10, 'R', 1.8)]),
-        case("mend replaced it as busy", Overload, 0.85)
-            .lifecycle(vec![fact(10, 0, Lifecycle::Replaced(StopReason::Busy))]),
+        case("mend replaced it as busy", Overload, 0.85).lifecycle(vec![fact(
+            10,
+            0,
+            Lifecycle::Replaced(StopReason::Busy),
+        )]),
         case("CPU and latency rose together", Overload, 0.6)
             .series(vec![cpu(0.95), latency(0.9)])
             .evidence("cpu_usage_cores of web rose from 0.208 to 0.95 at 23:13:20"),
         case("near-miss: CPU rose alone", Unknown, 0.3).series(vec![cpu(0.95), latency(0.041)]),
-        case("mend replaced it for its liveness probe", Unhealthy, 0.8)
-            .lifecycle(vec![fact(10, 0, Lifecycle::Replaced(StopReason::Liveness))]),
+        case("mend replaced it for its liveness probe", Unhealthy, 0.8).lifecycle(vec![fact(
+            10,
+            0,
+            Lifecycle::Replaced(StopReason::Liveness),
+        )]),
         case("a replica is not ready", Unhealthy, 0.6)
             .lifecycle(vec![failure(5, "HTTP 503"), failure(7, "HTTP 503"), fact(8, 0, Lifecycle::Unready)])
             .evidence("replica 0 not ready since 22:13:28"),
@@ -256,8 +294,7 @@ fn hangs_overload_and_unhealthy_probes() {
 #[test]
 fn bad_replicas_and_dependency_failures() {
     use DiagnosisKind::*;
-    let replica_latency =
-        |instance, after| series("web", Some(instance), "latency_p99_seconds", 0.040, after, 3600);
+    let replica_latency = |instance, after| series("web", Some(instance), "latency_p99_seconds", 0.040, after, 3600);
     let cases = [
         case("the proxy ejected one replica of three", BadReplica, 0.8)
             .replicas(3)
@@ -273,9 +310,11 @@ fn bad_replicas_and_dependency_failures() {
                 "latency_p99_seconds of web (1) rose from 41.6 ms to 900 ms at 23:13:20 while its siblings (2) stayed \
                  at their baseline",
             ),
-        case("near-miss: every replica equally slow", Unknown, 0.3)
-            .replicas(3)
-            .series(vec![replica_latency("0", 0.9), replica_latency("1", 0.9), replica_latency("2", 0.9)]),
+        case("near-miss: every replica equally slow", Unknown, 0.3).replicas(3).series(vec![
+            replica_latency("0", 0.9),
+            replica_latency("1", 0.9),
+            replica_latency("2", 0.9),
+        ]),
         case("near-miss: a single replica cannot be the odd one out", Unknown, 0.3)
             .series(vec![replica_latency("0", 0.9)]),
         case("web's latency follows orders' errors, which web calls", DependencyFailure, 0.85)

@@ -63,7 +63,13 @@ fn a_fault_at_the_end_of_a_chain_ranks_the_root_first_though_every_latency_rose(
         assert_eq!(ranked(&series, &calls), ["db", "orders", "web"], "{onsets:?}");
     }
     let series = chain([ONSET, ONSET, ONSET]);
-    let ranking = rank(&RankInput { onset: at(ONSET), now: at(3890), series: &series, graph: &calls, params: RankParams::default() });
+    let ranking = rank(&RankInput {
+        onset: at(ONSET),
+        now: at(3890),
+        series: &series,
+        graph: &calls,
+        params: RankParams::default(),
+    });
     let web = ranking.candidate(&Component::new("web")).expect("ranked");
     // Link by link: web by orders, orders by db.
     let explanation = web.explained_by.as_ref().expect("web is a victim");
@@ -73,6 +79,24 @@ fn a_fault_at_the_end_of_a_chain_ranks_the_root_first_though_every_latency_rose(
     assert_eq!((explanation.by.as_str(), &explanation.path[..]), ("db", &[Component::new("db")][..]));
     // Its own score is kept; only the order changes.
     assert!(web.score > ranking.candidates[0].score, "{web:?}");
+}
+
+#[test]
+fn a_service_whose_own_memory_doubled_is_not_explained_by_a_dependency() {
+    // catalogue calls catalogue-db; both moved at once: catalogue's memory by far the most, the
+    // database's CPU a little. The memory is catalogue's own doing.
+    let memory = vec![
+        series("catalogue", "memory_working_set_bytes", 36e6, 0.01, ONSET, 555e6),
+        series("catalogue-db", "cpu_usage_cores", 0.01, 0.05, ONSET, 0.02),
+    ];
+    let calls = graph(&[("catalogue", "catalogue-db")]);
+    assert_eq!(ranked(&memory, &calls), ["catalogue", "catalogue-db"]);
+    // Its latency, though, would be the database's doing.
+    let latency = vec![
+        series("catalogue", "latency_p99_seconds", 0.01, 0.01, ONSET, 0.5),
+        series("catalogue-db", "cpu_usage_cores", 0.01, 0.05, ONSET, 0.02),
+    ];
+    assert_eq!(ranked(&latency, &calls), ["catalogue-db", "catalogue"]);
 }
 
 #[test]
@@ -105,7 +129,13 @@ fn a_hub_called_by_all_is_not_blamed_for_a_leafs_fault() {
     assert_eq!(ranked(&series, &DependencyGraph::new())[0], "auth");
     let order = ranked(&series, &calls);
     assert_eq!(&order[..3], ["search", "a", "auth"], "{order:?}");
-    let ranking = rank(&RankInput { onset: at(ONSET), now: at(3890), series: &series, graph: &calls, params: RankParams::default() });
+    let ranking = rank(&RankInput {
+        onset: at(ONSET),
+        now: at(3890),
+        series: &series,
+        graph: &calls,
+        params: RankParams::default(),
+    });
     let auth = ranking.candidate(&Component::new("auth")).expect("ranked");
     let explanation = auth.explained_by.as_ref().expect("the hub is a victim");
     assert_eq!((explanation.by.as_str(), explanation.propagation), ("a", Propagation::FromCaller));
@@ -132,7 +162,10 @@ fn a_lone_spike_is_not_a_fault_and_a_flat_series_moving_a_hair_is_not_either() {
         component: Component::new("flat"),
         instance: None,
         metric: "memory_working_set_bytes".to_owned(),
-        points: (0..3900).step_by(10).map(|t| (at(t), if t >= ONSET { 743_112_704.0 } else { 743_100_416.0 })).collect(),
+        points: (0..3900)
+            .step_by(10)
+            .map(|t| (at(t), if t >= ONSET { 743_112_704.0 } else { 743_100_416.0 }))
+            .collect(),
     };
     let series = vec![spike, flat, series("shifted", "cpu_usage_cores", 0.2, 0.05, ONSET, 0.5)];
     let ranking = rank(&RankInput {

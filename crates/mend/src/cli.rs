@@ -167,6 +167,10 @@ enum Command {
         /// Skip detection and diagnose from case.json's inject_time (a figure to compare with, labelled so).
         #[arg(long)]
         told: bool,
+        /// Change one of the ranking's constants, for ablations and cross-validation (docs/diagnosis.md):
+        /// baseline=1h, lookback=5m, persist=2, relative_floor=0.01, anomalous_z=3. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::replay::parse_setting)]
+        settings: Vec<crate::replay::Setting>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     Completions {
@@ -336,8 +340,8 @@ pub(crate) fn main() -> ExitCode {
         Command::CheckConfig { files } => check_config(&files),
         Command::Init { file, force } => init(&file, force),
         Command::Nab(command) => nab(command),
-        Command::Replay { dir, config, json, ranker, told } => {
-            crate::replay::run(&crate::replay::ReplayOptions { dir, config, json, ranker, told })
+        Command::Replay { dir, config, json, ranker, told, settings } => {
+            crate::replay::run(&crate::replay::ReplayOptions { dir, config, json, ranker, told, settings })
         }
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),

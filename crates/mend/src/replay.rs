@@ -62,6 +62,55 @@ pub(crate) struct ReplayOptions {
     pub(crate) json: bool,
     pub(crate) ranker: Ranker,
     pub(crate) told: bool,
+    pub(crate) settings: Vec<Setting>,
+}
+
+/// One of the ranking's constants, changed with `--set KEY=VALUE`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Setting {
+    Baseline(Duration),
+    Lookback(Duration),
+    Persist(usize),
+    RelativeFloor(f64),
+    AnomalousZ(f64),
+}
+
+impl Setting {
+    fn apply(self, params: &mut RankParams) {
+        match self {
+            Self::Baseline(value) => params.baseline = value,
+            Self::Lookback(value) => params.lookback = value,
+            Self::Persist(value) => params.persist = value,
+            Self::RelativeFloor(value) => params.relative_floor = value,
+            Self::AnomalousZ(value) => params.anomalous_z = value,
+        }
+    }
+}
+
+/// Parses `--set KEY=VALUE`.
+pub(crate) fn parse_setting(text: &str) -> Result<Setting, String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
+    let number = |what: &str| -> Result<f64, String> {
+        value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("{key}: expected {what}, got {value:?}"))
+    };
+    match key.trim() {
+        "baseline" => mend_config::parse_duration(value).map(Setting::Baseline).map_err(|e| format!("baseline: {e}")),
+        "lookback" => mend_config::parse_duration(value).map(Setting::Lookback).map_err(|e| format!("lookback: {e}")),
+        "persist" => match value.trim().parse::<usize>() {
+            Ok(n @ 1..=100) => Ok(Setting::Persist(n)),
+            _ => Err(format!("persist: expected a whole number of points from 1 to 100, got {value:?}")),
+        },
+        "relative_floor" => number("a share such as 0.01").map(Setting::RelativeFloor),
+        "anomalous_z" => number("a z-score such as 3").map(Setting::AnomalousZ),
+        other => Err(format!(
+            "unknown setting {other:?}: expected baseline, lookback, persist, relative_floor or anomalous_z"
+        )),
+    }
 }
 
 /// What the diagnosing run may read of `case.json`.
@@ -174,7 +223,8 @@ pub(crate) fn run(options: &ReplayOptions) -> ExitCode {
             Err(error) => {
                 failed += 1;
                 output::progress_done();
-                output::error_line(&format!("error: {}: {error:#}", case_dir.display()));
+                // The error names the file (and line) already.
+                output::error_line(&format!("error: {error:#}"));
                 // A case that could not be read scores 0, if it has a label to score against.
                 if let Ok((info, labels)) = read_case_json(&case_dir.join("case.json"), case_dir, &options.dir) {
                     scores.add_missing(&info, &labels);
@@ -209,6 +259,7 @@ struct Setup {
     graph: DependencyGraph,
     ranker: Ranker,
     told: bool,
+    params: RankParams,
 }
 
 impl Setup {
@@ -234,7 +285,11 @@ impl Setup {
                 graph.add(Component::from(&service.name), Component::from(dependency), EdgeSource::Declared);
             }
         }
-        Ok(Self { config, graph, ranker: options.ranker, told: options.told })
+        let mut params = RankParams::default();
+        for setting in &options.settings {
+            setting.apply(&mut params);
+        }
+        Ok(Self { config, graph, ranker: options.ranker, told: options.told, params })
     }
 }
 
@@ -441,7 +496,7 @@ fn replay_case(case_dir: &Path, root: &Path, setup: &Setup) -> anyhow::Result<Ca
         .drain(..)
         .map(|episode| {
             let now = episode.closed_at.unwrap_or(end);
-            let params = RankParams::default();
+            let params = setup.params;
             let (ranking, diagnosis) = match setup.ranker {
                 Ranker::Mend => {
                     let services: Vec<ServiceFacts> = components
@@ -506,10 +561,10 @@ fn group(signals: &[Signal], end: Timestamp) -> Vec<Episode> {
         let open = episodes.last().is_some_and(|e| e.closed_at.is_none());
         if open
             && firing.is_empty()
-            && signal.at.as_millis() - last_change.as_millis() > quiet
+            && signal.at.as_millis().saturating_sub(last_change.as_millis()) > quiet
             && let Some(episode) = episodes.last_mut()
         {
-            episode.closed_at = Some(Timestamp::from_millis(last_change.as_millis() + quiet));
+            episode.closed_at = Some(Timestamp::from_millis(last_change.as_millis().saturating_add(quiet)));
         }
         match signal.state {
             SignalState::Firing => {
@@ -534,10 +589,10 @@ fn group(signals: &[Signal], end: Timestamp) -> Vec<Episode> {
         last_change = signal.at;
     }
     if firing.is_empty()
-        && end.as_millis() - last_change.as_millis() > quiet
+        && end.as_millis().saturating_sub(last_change.as_millis()) > quiet
         && let Some(episode) = episodes.last_mut().filter(|e| e.closed_at.is_none())
     {
-        episode.closed_at = Some(Timestamp::from_millis(last_change.as_millis() + quiet));
+        episode.closed_at = Some(Timestamp::from_millis(last_change.as_millis().saturating_add(quiet)));
     }
     episodes
 }
@@ -696,7 +751,9 @@ impl Scoreboard {
             Ranker::Robust => "robust-score baseline",
         };
         let timing = if options.told { "told the injection time" } else { "finding the fault time itself" };
-        format!("{ranker}, {timing}:\n{}", output::table(&["GROUP", "CASES", "AC@1", "AC@3", "Avg@5"], &rows))
+        let settings: Vec<String> = options.settings.iter().map(|s| format!("{s:?}")).collect();
+        let settings = if settings.is_empty() { String::new() } else { format!(", {}", settings.join(", ")) };
+        format!("{ranker}, {timing}{settings}:\n{}", output::table(&["GROUP", "CASES", "AC@1", "AC@3", "Avg@5"], &rows))
     }
 }
 
