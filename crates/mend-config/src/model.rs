@@ -550,7 +550,7 @@ pub struct Detect {
     pub name: String,
     /// PromQL selector or expression; one detector runs per resulting series.
     pub series: String,
-    /// Registered detector name (`default`, `ewma`, `mad`, `seasonal`, `cusum`).
+    /// Registered detector name (`default`, `ewma`, `mad`, `seasonal`, `cusum`, `shift`).
     pub detector: String,
     /// Sensitivity in 0..=1.
     pub sensitivity: f64,

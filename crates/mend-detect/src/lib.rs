@@ -14,6 +14,7 @@ mod point;
 pub mod registry;
 mod seasonal;
 mod sensitivity;
+mod shift;
 mod stats;
 pub mod synthetic;
 
@@ -27,3 +28,4 @@ pub use point::{Detector, Point, Score};
 pub use registry::{AnyDetector, UnknownDetector};
 pub use seasonal::SeasonalDetector;
 pub use sensitivity::{Sensitivity, SensitivityError};
+pub use shift::ShiftDetector;

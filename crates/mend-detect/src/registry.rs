@@ -11,9 +11,10 @@ use crate::mad::MadDetector;
 use crate::point::{Detector, Point, Score};
 use crate::seasonal::SeasonalDetector;
 use crate::sensitivity::Sensitivity;
+use crate::shift::ShiftDetector;
 
 /// Every registered name, the default first.
-pub const NAMES: &[&str] = &["default", "ewma", "mad", "seasonal", "cusum"];
+pub const NAMES: &[&str] = &["default", "ewma", "mad", "seasonal", "cusum", "shift"];
 
 /// One of the registered detectors; serialisable as a whole, with the variant as tag.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +34,8 @@ pub enum AnyDetector {
     Seasonal(SeasonalDetector),
     /// `cusum`: [`CusumDetector`].
     Cusum(CusumDetector),
+    /// `shift`: [`ShiftDetector`].
+    Shift(ShiftDetector),
 }
 
 /// A name that is not in [`NAMES`].
@@ -58,6 +61,7 @@ pub fn build(name: &str, sensitivity: Sensitivity) -> Result<AnyDetector, Unknow
         "mad" => AnyDetector::Mad(MadDetector::new(sensitivity)),
         "seasonal" => AnyDetector::Seasonal(SeasonalDetector::new(sensitivity)),
         "cusum" => AnyDetector::Cusum(CusumDetector::new(sensitivity)),
+        "shift" => AnyDetector::Shift(ShiftDetector::new(sensitivity)),
         _ => {
             return Err(UnknownDetector { name: name.to_owned() });
         }
@@ -72,6 +76,7 @@ impl Detector for AnyDetector {
             Self::Mad(detector) => detector.update(point),
             Self::Seasonal(detector) => detector.update(point),
             Self::Cusum(detector) => detector.update(point),
+            Self::Shift(detector) => detector.update(point),
         }
     }
 
@@ -82,6 +87,7 @@ impl Detector for AnyDetector {
             Self::Mad(detector) => detector.state_bytes(),
             Self::Seasonal(detector) => detector.state_bytes(),
             Self::Cusum(detector) => detector.state_bytes(),
+            Self::Shift(detector) => detector.state_bytes(),
         }
     }
 }

@@ -122,6 +122,20 @@ impl SortedRing {
         }
     }
 
+    /// The `q` quantile of the window (0 ≤ q ≤ 1), interpolated linearly between order statistics as
+    /// numpy and R's type 7 do (0 when empty).
+    pub(crate) fn quantile(&self, q: f64) -> f64 {
+        let n = self.sorted.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let position = q.clamp(0.0, 1.0) * (n - 1) as f64;
+        let below = position.floor() as usize;
+        let above = (below + 1).min(n - 1);
+        let fraction = position - below as f64;
+        self.sorted[below] + (self.sorted[above] - self.sorted[below]) * fraction
+    }
+
     /// Median absolute deviation from `center`, by a merge walk outward from the center (O(n)).
     pub(crate) fn mad(&self, center: f64) -> f64 {
         let n = self.sorted.len();

@@ -127,6 +127,11 @@ fn single_detectors_flag_what_they_are_for() {
         ("cusum", Shape::Noise, Rate { per_thousand: 0.5 }),
         ("cusum", Shape::LevelShift { shift: 2.0 }, AlarmWithin { within: 20 }),
         ("cusum", Shape::TrendChange { slope: 0.02 }, AlarmWithin { within: 200 }),
+        ("shift", Shape::Noise, Rate { per_thousand: 0.5 }),
+        ("shift", Shape::HeavyTailed, Rate { per_thousand: 0.5 }),
+        ("shift", Shape::LevelShift { shift: 6.0 }, AlarmWithin { within: 3 }),
+        // A single spike is no shift, however high.
+        ("shift", Shape::Spike { height: 12.0 }, Quiet),
     ];
     for (name, shape, expect) in cases {
         check(name, shape, expect);
@@ -139,7 +144,10 @@ fn every_registered_name_builds_and_unknown_names_are_rejected() {
         assert!(registry::build(name, Sensitivity::DEFAULT).is_ok(), "{name}");
     }
     let err = registry::build("nope", Sensitivity::DEFAULT).expect_err("unknown");
-    assert_eq!(err.to_string(), "unknown detector \"nope\", expected one of default, ewma, mad, seasonal, cusum");
+    assert_eq!(
+        err.to_string(),
+        "unknown detector \"nope\", expected one of default, ewma, mad, seasonal, cusum, shift"
+    );
 }
 
 #[test]

@@ -148,6 +148,30 @@ enum Command {
     /// Run and score anomaly detectors on a NAB-layout corpus.
     #[command(subcommand)]
     Nab(NabCommand),
+    /// Replay recorded incidents (a case directory, or a directory of them) through the series store,
+    /// detectors and diagnosis at accelerated time; print the incidents found with their ranked
+    /// candidate services, and AC@1, AC@3 and Avg@5 when the cases carry labels.
+    Replay {
+        /// A case directory (metrics.om and case.json) or a directory of case directories.
+        dir: PathBuf,
+        /// Config whose [[rule]], [[detect]] and [[forecast]] form the detect stage (default: the `shift`
+        /// detector on every series) and whose depends_on form the dependency graph.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print one JSON line per case: id, ranking, diagnosis, detected_at (the summary goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Which ranking to report: mend's, or a baseline to compare it with.
+        #[arg(long, value_enum, default_value = "mend")]
+        ranker: crate::replay::Ranker,
+        /// Skip detection and diagnose from case.json's inject_time (a figure to compare with, labelled so).
+        #[arg(long)]
+        told: bool,
+        /// Change one of the ranking's constants, for ablations and cross-validation (docs/diagnosis.md):
+        /// baseline=1h, lookback=5m, persist=2, relative_floor=0.01, anomalous_z=3. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::replay::parse_setting)]
+        settings: Vec<crate::replay::Setting>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     Completions {
         /// The shell.
@@ -222,7 +246,7 @@ enum NabCommand {
         /// Results directory: writes OUT/<detector>/<category>/<detector>_<file>.csv.
         #[arg(long)]
         out: PathBuf,
-        /// Detector: default, ewma, mad, seasonal or cusum.
+        /// Detector: default, ewma, mad, seasonal, cusum or shift.
         #[arg(long, default_value = "default")]
         detector: String,
         /// Sensitivity in [0, 1]: higher flags more.
@@ -316,6 +340,9 @@ pub(crate) fn main() -> ExitCode {
         Command::CheckConfig { files } => check_config(&files),
         Command::Init { file, force } => init(&file, force),
         Command::Nab(command) => nab(command),
+        Command::Replay { dir, config, json, ranker, told, settings } => {
+            crate::replay::run(&crate::replay::ReplayOptions { dir, config, json, ranker, told, settings })
+        }
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),
         command => {
@@ -567,6 +594,7 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::CheckConfig { .. }
         | Command::Init { .. }
         | Command::Nab(_)
+        | Command::Replay { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => {
             return usage("not a client command");
@@ -600,6 +628,7 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::CheckConfig { .. }
         | Command::Init { .. }
         | Command::Nab(_)
+        | Command::Replay { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => Ok(()),
     };

@@ -8,6 +8,7 @@ mod detection;
 mod notify;
 mod output;
 mod reload;
+mod replay;
 mod traffic;
 
 use std::process::ExitCode;
