@@ -449,13 +449,7 @@ impl Store {
                 "resolved" => SignalState::Resolved,
                 _ => continue,
             };
-            let kind = match kind.as_str() {
-                "rule" => SignalKind::Rule,
-                "anomaly" => SignalKind::Anomaly,
-                "predictive" => SignalKind::Predictive,
-                "external" => SignalKind::External,
-                _ => continue,
-            };
+            let Some(kind) = SignalKind::parse(&kind) else { continue };
             let signal = Signal {
                 at: Timestamp::from_millis(at_ms),
                 since: Timestamp::from_millis(since_ms),

@@ -5,6 +5,7 @@
 
 mod event;
 mod exit;
+mod heal;
 mod ids;
 mod probe;
 mod signal;
@@ -12,6 +13,10 @@ mod time;
 mod units;
 
 pub use event::{Event, EventKind, EventSink};
+pub use heal::{
+    ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, HealMode, Incident, IncidentId,
+    IncidentSignal, IncidentState, ReplicaChange, ReplicaCondition, TimelineEntry,
+};
 pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
 pub use ids::{InvalidName, ReplicaId, ServiceName};
 pub use probe::{ProbeOutcome, ProcessEvidence};
