@@ -4,6 +4,7 @@
 //! configured. Every error is JSON `{"error": "..."}` with a fitting status.
 
 mod dto;
+mod healing;
 mod metrics;
 mod query;
 mod routes;
@@ -12,6 +13,9 @@ mod traffic;
 pub use dto::{
     AlertmanagerAlert, AlertmanagerWebhook, EjectionDto, EventDto, EventsResponse, FaultDto, ReplicaDto, ServiceDto,
     ServicesResponse, SignalDto, SignalsResponse, TrafficStatus,
+};
+pub use healing::{
+    ActionsResponse, HealingApi, HealingStatus, IncidentDto, IncidentsResponse, OperatorCommand, OperatorError, Pending,
 };
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, ReloadRequest, router};
