@@ -491,7 +491,9 @@ impl Healer {
             .or_else(|| incident.signals.iter().find(|s| crate::policy::matches(&policy.when, s)));
         let service = matched.and_then(|s| s.service.clone()).or_else(|| incident.diagnosis.root.clone());
         let replica = match action {
-            ActionKind::Restart | ActionKind::Eject { .. } => matched.filter(|s| !s.attributed).and_then(|s| s.replica),
+            ActionKind::Restart | ActionKind::Eject { .. } | ActionKind::Hook { .. } | ActionKind::Notify { .. } => {
+                matched.filter(|s| !s.attributed).and_then(|s| s.replica)
+            }
             _ => None,
         };
         let needs_target = !matches!(action, ActionKind::Hook { .. } | ActionKind::Notify { .. });
