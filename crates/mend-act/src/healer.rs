@@ -83,6 +83,9 @@ struct Plan {
     phase: Phase,
     /// The last reason the guard gave for waiting (noted once, not every tick).
     waiting: Option<String>,
+    /// The current step's action ran: if the incident resolves and fires again (flapping), it did not
+    /// hold, and the next step runs.
+    acted: bool,
 }
 
 /// The healing decision core.
@@ -207,12 +210,17 @@ impl Healer {
         let observed = self.book.observe(signal, &self.graph, now);
         if let Some(id) = observed.incident() {
             if matches!(observed, Observed::Opened(_)) {
-                self.plans.insert(id, Plan { policy: None, step: 0, phase: Phase::Idle, waiting: None });
+                self.plans.insert(id, Plan { policy: None, step: 0, phase: Phase::Idle, waiting: None, acted: false });
             }
             if matches!(observed, Observed::Reopened(_)) {
-                // It goes on where its policy was: flapping does not start the list over.
+                // It goes on where its policy was: flapping does not start the list over, and an action
+                // that ran and did not hold is followed by the next one.
                 if let Some(plan) = self.plans.get_mut(&id) {
                     plan.phase = Phase::Idle;
+                    if plan.acted {
+                        plan.step += 1;
+                        plan.acted = false;
+                    }
                 }
             }
             self.incident_decision(id, &mut decisions);
@@ -298,6 +306,7 @@ impl Healer {
                 .unwrap_or(self.settings.healing.verify);
             if succeeded {
                 plan.phase = Phase::Verifying { until: now.saturating_add(verify) };
+                plan.acted = true;
                 let note = format!(
                     "{} {}: {message}; verifying for {}s",
                     record.action.describe(),
@@ -409,7 +418,7 @@ impl Healer {
             return false;
         }
         let Some(plan) = self.plans.get(&id).cloned() else {
-            self.plans.insert(id, Plan { policy: None, step: 0, phase: Phase::Idle, waiting: None });
+            self.plans.insert(id, Plan { policy: None, step: 0, phase: Phase::Idle, waiting: None, acted: false });
             return true;
         };
         if !incident.firing() {
@@ -442,6 +451,7 @@ impl Healer {
                 if let Some(plan) = self.plans.get_mut(&id) {
                     plan.step += 1;
                     plan.phase = Phase::Idle;
+                    plan.acted = false;
                 }
                 self.book.transition(
                     id,
@@ -566,6 +576,7 @@ impl Healer {
                 if let Some(plan) = self.plans.get_mut(&id) {
                     plan.phase = Phase::Verifying { until: now.saturating_add(verify) };
                     plan.waiting = None;
+                    plan.acted = true;
                 }
                 let note = format!("dry-run: would {}; verifying for {}s", action.describe(), verify.as_secs());
                 self.book.transition(id, IncidentState::Verifying, note, now);
