@@ -533,12 +533,16 @@ impl Healer {
         let verify = policy.verify.unwrap_or(self.settings.healing.verify);
         match (mode, checked) {
             (_, Err(refusal)) if refusal.is_transient() => {
-                let reason = refusal.to_string();
-                if plan.waiting.as_deref() != Some(reason.as_str()) {
-                    self.book.note(id, format!("{} waits: {reason}", action.describe()), now);
+                // Noted once per kind of wait (a cooldown's remaining time changes every tick).
+                let key = match &refusal {
+                    crate::Refusal::Cooldown { .. } => "cooldown".to_owned(),
+                    other => other.to_string(),
+                };
+                if plan.waiting.as_deref() != Some(key.as_str()) {
+                    self.book.note(id, format!("{} waits: {refusal}", action.describe()), now);
                     self.incident_decision(id, decisions);
                     if let Some(plan) = self.plans.get_mut(&id) {
-                        plan.waiting = Some(reason);
+                        plan.waiting = Some(key);
                     }
                 }
                 false
