@@ -548,7 +548,21 @@ async fn run(
         let now = clock.wall();
         // The lock is taken per selector, so that scrapes and replica sampling never wait for a whole round.
         let store = LockedStore::new(&series, MAX_POINTS_PER_ROUND);
-        let emitted = detection.evaluate(&store, now);
+        // A round that panics (a bug) loses its results, loudly, and the next round runs: the stage never
+        // goes silent. Its state is what the round left, as after any round.
+        let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| detection.evaluate(&store, now)));
+        let emitted = match round {
+            Ok(emitted) => emitted,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "a detect round panicked: its results are lost; the next round runs");
+                continue;
+            }
+        };
         if store.exceeded() {
             tracing::warn!(
                 max_points = MAX_POINTS_PER_ROUND,
