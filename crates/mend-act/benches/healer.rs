@@ -59,7 +59,11 @@ fn setup(extra_open: usize) -> (Healer, World) {
     let mut healer = Healer::new(Settings::of(&config), 1, 1, Box::new(BuiltinDiagnoser));
     for idx in 0..extra_open {
         let service = format!("other{idx}");
-        healer.signal(&signal("Open", &service, 0, SignalState::Firing, Timestamp::from_millis(0)), &world, Timestamp::from_millis(0));
+        healer.signal(
+            &signal("Open", &service, 0, SignalState::Firing, Timestamp::from_millis(0)),
+            &world,
+            Timestamp::from_millis(0),
+        );
     }
     (healer, world)
 }

@@ -132,7 +132,14 @@ fn millis(duration: Duration) -> i64 {
 impl Guard {
     /// A guard with `healing`'s limits and the services' own.
     pub fn new(healing: Healing, services: BTreeMap<ServiceName, ServiceHealing>) -> Self {
-        Self { healing, services, global: None, per_service: BTreeMap::new(), last: BTreeMap::new(), in_flight: BTreeMap::new() }
+        Self {
+            healing,
+            services,
+            global: None,
+            per_service: BTreeMap::new(),
+            last: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+        }
     }
 
     /// Takes new limits (a reload), keeping what was spent.

@@ -102,16 +102,17 @@ pub struct Healer {
     paused: bool,
 }
 
+/// A new action record; `target` is the service and replica acted on.
 fn record(
     id: ActionId,
     incident: Option<IncidentId>,
     action: ActionKind,
-    service: Option<ServiceName>,
-    replica: Option<u32>,
+    target: (Option<ServiceName>, Option<u32>),
     actor: Actor,
     reason: String,
     now: Timestamp,
 ) -> ActionRecord {
+    let (service, replica) = target;
     ActionRecord {
         id,
         incident,
@@ -345,9 +346,10 @@ impl Healer {
         let diagnosis = record.incident.and_then(|i| self.book.get(i)).map(|i| i.diagnosis.clone()).unwrap_or_default();
         record.state = ActionState::Running;
         record.started_at = Some(now);
-        let permit = self.guard.grant(record.clone(), world, &diagnosis, now).map_err(|refusal| {
-            format!("the guard refuses action {id} now: {refusal}; it stays pending")
-        })?;
+        let permit = self
+            .guard
+            .grant(record.clone(), world, &diagnosis, now)
+            .map_err(|refusal| format!("the guard refuses action {id} now: {refusal}; it stays pending"))?;
         let mut decisions = vec![Decision::Action(record.clone()), Decision::Run(permit)];
         self.open_actions.insert(id, (record.clone(), None));
         if let Some(incident) = record.incident {
@@ -372,7 +374,14 @@ impl Healer {
         Ok(decisions)
     }
 
-    fn close_pending(&mut self, id: ActionId, state: ActionState, why: &str, now: Timestamp, decisions: &mut Vec<Decision>) {
+    fn close_pending(
+        &mut self,
+        id: ActionId,
+        state: ActionState,
+        why: &str,
+        now: Timestamp,
+        decisions: &mut Vec<Decision>,
+    ) {
         let Some((mut record, _)) = self.open_actions.remove(&id) else { return };
         record.state = state;
         record.finished_at = Some(now);
@@ -394,7 +403,7 @@ impl Healer {
         now: Timestamp,
     ) -> (Permit, Vec<Decision>) {
         let id = self.next_id();
-        let mut record = record(id, None, action, Some(service), replica, Actor::Operator, reason, now);
+        let mut record = record(id, None, action, (Some(service), replica), Actor::Operator, reason, now);
         record.started_at = Some(now);
         let permit = self.guard.grant_unchecked(record.clone(), now);
         self.open_actions.insert(id, (record.clone(), None));
@@ -518,18 +527,18 @@ impl Healer {
         let reason = format!(
             "{trigger} fired{}; diagnosis: {}",
             service.as_ref().map(|s| format!(" on {s}")).unwrap_or_default(),
-            if incident.diagnosis.evidence.is_empty() { incident.diagnosis.name.clone() } else { format!("{}: {}", incident.diagnosis.name, incident.diagnosis.evidence) }
+            if incident.diagnosis.evidence.is_empty() {
+                incident.diagnosis.name.clone()
+            } else {
+                format!("{}: {}", incident.diagnosis.name, incident.diagnosis.evidence)
+            }
         );
         let actor = Actor::Policy { when: trigger.clone(), step: plan.step };
         let diagnosis = incident.diagnosis.clone();
         let mode = self.settings.mode(service.as_ref());
         let action_id = ActionId(self.next_action);
-        let mut planned = record(action_id, Some(id), action.clone(), service, replica, actor, reason, now);
-        let checked = if needs_target {
-            self.guard.check(&planned, world, &diagnosis, now)
-        } else {
-            Ok(())
-        };
+        let mut planned = record(action_id, Some(id), action.clone(), (service, replica), actor, reason, now);
+        let checked = if needs_target { self.guard.check(&planned, world, &diagnosis, now) } else { Ok(()) };
         let verify = policy.verify.unwrap_or(self.settings.healing.verify);
         match (mode, checked) {
             (_, Err(refusal)) if refusal.is_transient() => {
@@ -643,7 +652,8 @@ impl Healer {
         let service = incident.diagnosis.root.clone().or_else(|| incident.services.iter().next().cloned());
         let action_id = self.next_id();
         let actor = Actor::Policy { when: incident.diagnosis.name.clone(), step: 0 };
-        let mut escalation = record(action_id, Some(id), ActionKind::Escalate, service, None, actor, note.clone(), now);
+        let mut escalation =
+            record(action_id, Some(id), ActionKind::Escalate, (service, None), actor, note.clone(), now);
         escalation.started_at = Some(now);
         self.book.add_action(id, action_id);
         self.book.transition(id, IncidentState::Escalated, format!("escalated: {note}"), now);

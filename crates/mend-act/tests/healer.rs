@@ -133,7 +133,14 @@ fn a_policy_acts_verifies_goes_on_and_resolves() {
                     "incident 1 acting: running restart",
                 ],
             ),
-            (3, Input::Outcome(1, true), &["action 1 restart api/1 succeeded: done", "incident 1 verifying: restart done: done; verifying for 10s"]),
+            (
+                3,
+                Input::Outcome(1, true),
+                &[
+                    "action 1 restart api/1 succeeded: done",
+                    "incident 1 verifying: restart done: done; verifying for 10s",
+                ],
+            ),
             (5, Input::Tick, &[]),
             // Still firing after the verify window: the second restart waits for the cooldown (noted once).
             (
@@ -145,13 +152,23 @@ fn a_policy_acts_verifies_goes_on_and_resolves() {
                 ],
             ),
             (20, Input::Tick, &[]),
+            (60, Input::Tick, &["action 2 restart api/1 running", "run 2", "incident 1 acting: running restart"]),
             (
-                60,
-                Input::Tick,
-                &["action 2 restart api/1 running", "run 2", "incident 1 acting: running restart"],
+                61,
+                Input::Outcome(2, true),
+                &[
+                    "action 2 restart api/1 succeeded: done",
+                    "incident 1 verifying: restart done: done; verifying for 10s",
+                ],
             ),
-            (61, Input::Outcome(2, true), &["action 2 restart api/1 succeeded: done", "incident 1 verifying: restart done: done; verifying for 10s"]),
-            (62, Input::Resolve("Slow", "api", Some(1)), &["incident 1 verifying: external Slow resolved: Slow evidence", "incident 1 resolved: every signal resolved"]),
+            (
+                62,
+                Input::Resolve("Slow", "api", Some(1)),
+                &[
+                    "incident 1 verifying: external Slow resolved: Slow evidence",
+                    "incident 1 resolved: every signal resolved",
+                ],
+            ),
         ],
     );
 }
@@ -200,7 +217,11 @@ fn the_supervisors_give_up_is_a_crash_loop_escalated_by_the_default_policy() {
                     "incident 1 escalated: escalated: policy for crash_loop says escalate",
                 ],
             ),
-            (1, Input::Outcome(1, true), &["action 1 escalate db succeeded: done", "incident 1 escalated: escalate succeeded: done"]),
+            (
+                1,
+                Input::Outcome(1, true),
+                &["action 1 escalate db succeeded: done", "incident 1 escalated: escalate succeeded: done"],
+            ),
         ],
     );
 }

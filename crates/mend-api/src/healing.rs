@@ -133,14 +133,16 @@ pub(crate) async fn incidents(
     State(state): State<ApiState>,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<IncidentsResponse>, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid query string: {}", e.body_text())))?;
+    let Query(params) =
+        query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid query string: {}", e.body_text())))?;
     let limit = limit(params.limit)?;
     let open = params.open.unwrap_or(false);
     let incidents = blocking(&state, move |store| {
         let incidents = store.incidents(limit, open).map_err(store_error("incident"))?;
         let mut list = Vec::with_capacity(incidents.len());
         for incident in incidents {
-            let actions = store.incident(incident.id).map_err(store_error("incident"))?.map(|(_, a)| a).unwrap_or_default();
+            let actions =
+                store.incident(incident.id).map_err(store_error("incident"))?.map(|(_, a)| a).unwrap_or_default();
             list.push(IncidentDto { incident, action_records: actions });
         }
         Ok(list)
@@ -150,7 +152,10 @@ pub(crate) async fn incidents(
 }
 
 /// `GET /api/v1/incidents/{id}`.
-pub(crate) async fn incident(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<IncidentDto>, ApiError> {
+pub(crate) async fn incident(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<IncidentDto>, ApiError> {
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("invalid incident id {id:?}: a positive number")))?;
@@ -166,7 +171,8 @@ pub(crate) async fn actions(
     State(state): State<ApiState>,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ActionsResponse>, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid query string: {}", e.body_text())))?;
+    let Query(params) =
+        query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid query string: {}", e.body_text())))?;
     let limit = limit(params.limit)?;
     let open = params.open.unwrap_or(false);
     let actions = blocking(&state, move |store| store.actions(limit, open).map_err(store_error("action"))).await?;
@@ -208,9 +214,19 @@ pub(crate) async fn pause(
     let paused = match what.as_str() {
         "pause" => true,
         "resume" => false,
-        other => return Err(ApiError(StatusCode::NOT_FOUND, format!("unknown healing command {other:?} (pause or resume)"))),
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("unknown healing command {other:?} (pause or resume)"),
+            ));
+        }
     };
-    state.healing.set_paused(paused).await.map(Json).map_err(|message| ApiError(StatusCode::SERVICE_UNAVAILABLE, message))
+    state
+        .healing
+        .set_paused(paused)
+        .await
+        .map(Json)
+        .map_err(|message| ApiError(StatusCode::SERVICE_UNAVAILABLE, message))
 }
 
 impl From<OperatorError> for ApiError {

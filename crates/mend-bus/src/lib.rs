@@ -35,7 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use mend_types::{Event, EventSink, ReplicaChange, Signal, SignalSink};
 use tokio::sync::broadcast;
 
-/// One message on the stream. Events and signals are shared (`Arc`): every subscriber gets the same one.
+/// One message on the stream, shared (`Arc`): every subscriber gets the same one, and a slot of the ring
+/// is two words (the ring is allocated up front).
 #[derive(Clone, Debug)]
 pub enum Message {
     /// A lifecycle event.
@@ -43,7 +44,7 @@ pub enum Message {
     /// A signal transition.
     Signal(Arc<Signal>),
     /// A replica's condition changed.
-    Replica(ReplicaChange),
+    Replica(Arc<ReplicaChange>),
 }
 
 /// Something called inline by every publish. Must not block.

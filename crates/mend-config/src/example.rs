@@ -114,7 +114,13 @@ mod tests {
         let uncommented: String = super::EXAMPLE_CONFIG
             .lines()
             .skip_while(|line| !line.starts_with("# [healing]"))
-            .map(|line| line.strip_prefix("# ").filter(|l| !l.starts_with(char::is_uppercase) && !l.starts_with("Triggers") && !l.starts_with("Actions")).unwrap_or(""))
+            .map(|line| {
+                line.strip_prefix("# ")
+                    .filter(|l| {
+                        !l.starts_with(char::is_uppercase) && !l.starts_with("Triggers") && !l.starts_with("Actions")
+                    })
+                    .unwrap_or("")
+            })
             .map(|line| format!("{line}\n"))
             .collect();
         let with_service = format!("[service.web]\ncommand = [\"web\"]\nports = \"9101-9110\"\n{uncommented}");

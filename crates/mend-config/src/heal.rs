@@ -79,7 +79,13 @@ pub(crate) struct RawSections {
 
 impl RawSections {
     /// Reads the top-level section `key` (`healing`, `heal`, `hook` or `notify`).
-    pub(crate) fn read(&mut self, problems: &mut Problems<'_>, key: &str, path: &KeyPath, value: &Spanned<DeValue<'_>>) {
+    pub(crate) fn read(
+        &mut self,
+        problems: &mut Problems<'_>,
+        key: &str,
+        path: &KeyPath,
+        value: &Spanned<DeValue<'_>>,
+    ) {
         match key {
             "healing" => self.healing = raw_section(problems, path, value),
             "heal" => {
@@ -387,7 +393,8 @@ pub(crate) fn validate(problems: &mut Problems<'_>, raw: &RawSections, names: &N
         let path = KeyPath::default().key("heal").index(*idx);
         let when = match heal.when.as_deref().map(str::trim) {
             None => {
-                problems.add(&path, "missing key \"when\" (a rule, detector, forecast, alert:NAME or built-in diagnosis)");
+                problems
+                    .add(&path, "missing key \"when\" (a rule, detector, forecast, alert:NAME or built-in diagnosis)");
                 None
             }
             Some(when) => trigger(problems, &path.key("when"), when, names),
@@ -404,7 +411,8 @@ pub(crate) fn validate(problems: &mut Problems<'_>, raw: &RawSections, names: &N
         let mut valid_actions = true;
         match &heal.actions {
             None => {
-                problems.add(&path, "missing key \"actions\" (e.g. actions = [\"restart\", \"notify ops\", \"escalate\"])");
+                problems
+                    .add(&path, "missing key \"actions\" (e.g. actions = [\"restart\", \"notify ops\", \"escalate\"])");
                 valid_actions = false;
             }
             Some(list) if list.is_empty() => {
@@ -487,7 +495,8 @@ fn action(
     raw_notify: &[(String, RawNotify)],
 ) -> Result<ActionKind, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    let allowed = "allowed: restart, rolling-restart, scale +N, scale -N, eject [DURATION], hook NAME, notify NAME, escalate";
+    let allowed =
+        "allowed: restart, rolling-restart, scale +N, scale -N, eject [DURATION], hook NAME, notify NAME, escalate";
     match words.as_slice() {
         ["restart"] => Ok(ActionKind::Restart),
         ["rolling-restart"] => Ok(ActionKind::RollingRestart),
@@ -508,11 +517,11 @@ fn action(
             Ok(_) => Err("an ejection lasts longer than 0s and at most 1h".to_owned()),
             Err(message) => Err(message),
         },
-        ["rollback", ..] => Err(
-            "\"rollback\" is not available yet: it comes with releases (issue 13); until then use \
+        ["rollback", ..] => {
+            Err("\"rollback\" is not available yet: it comes with releases (issue 13); until then use \
              \"rolling-restart\" or a hook"
-                .to_owned(),
-        ),
+                .to_owned())
+        }
         ["hook", name] => {
             if hooks.iter().any(|hook| hook.name == *name) {
                 Ok(ActionKind::Hook { name: (*name).to_owned() })
@@ -556,7 +565,10 @@ pub(crate) fn validate_service(
     let default_max = ports.map_or(i64::from(replicas.unwrap_or(1)), |ports| i64::from(ports.len()));
     let max_replicas = integer(problems, &path.key("max_replicas"), raw.max_replicas, 0..=1024, default_max)?;
     if min_replicas > max_replicas {
-        problems.add(&path.key("min_replicas"), format!("min_replicas {min_replicas} is above max_replicas {max_replicas}"));
+        problems.add(
+            &path.key("min_replicas"),
+            format!("min_replicas {min_replicas} is above max_replicas {max_replicas}"),
+        );
         return None;
     }
     if let Some(ports) = ports

@@ -49,10 +49,10 @@ pub fn bad_replicas(attempts: &BTreeMap<(String, String), Attempts>) -> Vec<(Str
         if ratio < BAD_REPLICA_ERROR_RATIO {
             continue;
         }
-        let others = attempts
-            .iter()
-            .filter(|((s, r), _)| s == service && r != replica)
-            .fold(Attempts::default(), |sum, (_, a)| Attempts { total: sum.total + a.total, errors: sum.errors + a.errors });
+        let others = attempts.iter().filter(|((s, r), _)| s == service && r != replica).fold(
+            Attempts::default(),
+            |sum, (_, a)| Attempts { total: sum.total + a.total, errors: sum.errors + a.errors },
+        );
         if others.total < 1.0 {
             continue;
         }
@@ -108,7 +108,9 @@ impl ProxyDiagnoses {
     pub fn new() -> Option<Self> {
         Some(Self {
             totals: query("sum by (service, replica) (increase(mend_proxy_backend_attempts_total[30s]))")?,
-            errors: query("sum by (service, replica) (increase(mend_proxy_backend_attempts_total{code=\"5xx\"}[30s]))")?,
+            errors: query(
+                "sum by (service, replica) (increase(mend_proxy_backend_attempts_total{code=\"5xx\"}[30s]))",
+            )?,
             p90: query(
                 "histogram_quantile(0.9, sum by (service, le) (rate(mend_proxy_request_duration_seconds_bucket{release!=\"proxy\"}[30s])))",
             )?,
@@ -145,7 +147,15 @@ impl ProxyDiagnoses {
             } else {
                 "resolved: the replica's errors are no longer concentrated on it".to_owned()
             };
-            signals.push(signal(BuiltinDiagnosis::BadReplica, transition.labels, transition.firing, transition.active_since, transition.value, now, evidence));
+            signals.push(signal(
+                BuiltinDiagnosis::BadReplica,
+                transition.labels,
+                transition.firing,
+                transition.active_since,
+                transition.value,
+                now,
+                evidence,
+            ));
         }
         let mut in_flight: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for (labels, value) in vector(&self.in_flight, storage, now, options) {
@@ -168,7 +178,15 @@ impl ProxyDiagnoses {
             } else {
                 "resolved: latency or load came down".to_owned()
             };
-            signals.push(signal(BuiltinDiagnosis::Overload, transition.labels, transition.firing, transition.active_since, transition.value, now, evidence));
+            signals.push(signal(
+                BuiltinDiagnosis::Overload,
+                transition.labels,
+                transition.firing,
+                transition.active_since,
+                transition.value,
+                now,
+                evidence,
+            ));
         }
         signals
     }
@@ -204,7 +222,9 @@ mod tests {
 
     fn attempts(rows: &[(&str, &str, f64, f64)]) -> BTreeMap<(String, String), Attempts> {
         rows.iter()
-            .map(|(s, r, total, errors)| (((*s).to_owned(), (*r).to_owned()), Attempts { total: *total, errors: *errors }))
+            .map(|(s, r, total, errors)| {
+                (((*s).to_owned(), (*r).to_owned()), Attempts { total: *total, errors: *errors })
+            })
             .collect()
     }
 

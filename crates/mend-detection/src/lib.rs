@@ -208,8 +208,11 @@ impl Detection {
                 Some(ForecastEntry { feed: feed_of(parse(&forecast.series)?), forecast, bank })
             })
             .collect();
-        let proxies =
-            if config.services.iter().any(|service| service.proxy.is_some()) { builtin::ProxyDiagnoses::new() } else { None };
+        let proxies = if config.services.iter().any(|service| service.proxy.is_some()) {
+            builtin::ProxyDiagnoses::new()
+        } else {
+            None
+        };
         Self { rules, detects, forecasts, proxies, options: EvalOptions::default() }
     }
 

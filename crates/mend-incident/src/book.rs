@@ -85,8 +85,7 @@ impl IncidentBook {
         let fingerprint = signal.fingerprint();
         let has = |incident: &Incident| incident.signals.iter().any(|s| s.fingerprint == fingerprint);
         if signal.state == SignalState::Resolved {
-            let Some(id) = self.incidents.values().rev().find(|i| has(i) && !i.state.is_closed()).map(|i| i.id)
-            else {
+            let Some(id) = self.incidents.values().rev().find(|i| has(i) && !i.state.is_closed()).map(|i| i.id) else {
                 return Observed::Ignored;
             };
             self.update_signal(id, &fingerprint, signal, now, false);
@@ -160,7 +159,14 @@ impl IncidentBook {
         Observed::Opened(id)
     }
 
-    fn add_signal(&mut self, id: IncidentId, signal: &Signal, fingerprint: String, now: Timestamp, graph: &DependencyGraph) {
+    fn add_signal(
+        &mut self,
+        id: IncidentId,
+        signal: &Signal,
+        fingerprint: String,
+        now: Timestamp,
+        graph: &DependencyGraph,
+    ) {
         let Some(incident) = self.incidents.get_mut(&id) else { return };
         // A signal without a service is attributed to the incident's root (or its first service).
         let attributed = signal.service.is_none();
@@ -171,7 +177,12 @@ impl IncidentBook {
             .or_else(|| incident.services.iter().next().cloned());
         let note = match (&signal.service, &service) {
             (None, Some(service)) => {
-                format!("{} {} fired: {} (no service: attributed to {service})", signal.kind.as_str(), signal.name, signal.evidence)
+                format!(
+                    "{} {} fired: {} (no service: attributed to {service})",
+                    signal.kind.as_str(),
+                    signal.name,
+                    signal.evidence
+                )
             }
             _ => format!("{} {} fired: {}", signal.kind.as_str(), signal.name, signal.evidence),
         };
@@ -314,16 +325,28 @@ mod tests {
         let first = book.observe(&signal(0, "DbSlow", Some("db"), SignalState::Firing), &graph, at(0));
         assert_eq!(first, Observed::Opened(IncidentId(1)));
         // Along the graph: web calls db.
-        assert_eq!(book.observe(&signal(5, "WebErrors", Some("web"), SignalState::Firing), &graph, at(5)), Observed::Joined(IncidentId(1)));
+        assert_eq!(
+            book.observe(&signal(5, "WebErrors", Some("web"), SignalState::Firing), &graph, at(5)),
+            Observed::Joined(IncidentId(1))
+        );
         // No service: attributed through the incident (to its root, db).
-        assert_eq!(book.observe(&signal(6, "Latency", None, SignalState::Firing), &graph, at(6)), Observed::Joined(IncidentId(1)));
+        assert_eq!(
+            book.observe(&signal(6, "Latency", None, SignalState::Firing), &graph, at(6)),
+            Observed::Joined(IncidentId(1))
+        );
         let incident = book.get(IncidentId(1)).expect("in the book");
         assert_eq!(incident.signals[2].service, Some(name("db")));
         assert!(incident.signals[2].attributed);
         assert_eq!(incident.diagnosis.root, Some(name("db")));
         // An unrelated service opens its own incident, and so does one past the window.
-        assert_eq!(book.observe(&signal(7, "CacheFull", Some("cache"), SignalState::Firing), &graph, at(7)), Observed::Opened(IncidentId(2)));
-        assert_eq!(book.observe(&signal(200, "Other", Some("db"), SignalState::Firing), &graph, at(200)), Observed::Opened(IncidentId(3)));
+        assert_eq!(
+            book.observe(&signal(7, "CacheFull", Some("cache"), SignalState::Firing), &graph, at(7)),
+            Observed::Opened(IncidentId(2))
+        );
+        assert_eq!(
+            book.observe(&signal(200, "Other", Some("db"), SignalState::Firing), &graph, at(200)),
+            Observed::Opened(IncidentId(3))
+        );
     }
 
     #[test]
@@ -341,6 +364,9 @@ mod tests {
         assert_eq!(book.get(IncidentId(7)).map(|i| i.flaps), Some(4));
         // Past the window it is a new incident, and the old one is forgotten from memory.
         assert_eq!(book.prune(at(500)), 1);
-        assert_eq!(book.observe(&signal(500, "Flappy", Some("web"), SignalState::Firing), &graph, at(500)), Observed::Opened(IncidentId(8)));
+        assert_eq!(
+            book.observe(&signal(500, "Flappy", Some("web"), SignalState::Firing), &graph, at(500)),
+            Observed::Opened(IncidentId(8))
+        );
     }
 }

@@ -7,9 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use mend_types::{
-    BuiltinDiagnosis, Event, EventKind, ReplicaId, Severity, Signal, SignalKind, SignalState, Timestamp,
-};
+use mend_types::{BuiltinDiagnosis, Event, EventKind, ReplicaId, Severity, Signal, SignalKind, SignalState, Timestamp};
 
 /// Crashes of one replica within the window that make a crash loop.
 pub const CRASHES_FOR_A_LOOP: usize = 3;
@@ -65,14 +63,39 @@ impl Builtins {
         Self { window, firing: BTreeMap::new(), crashes: BTreeMap::new(), ready_since: BTreeMap::new() }
     }
 
-    fn fire(&mut self, diagnosis: BuiltinDiagnosis, replica: &ReplicaId, at: Timestamp, evidence: String) -> Option<Signal> {
+    fn fire(
+        &mut self,
+        diagnosis: BuiltinDiagnosis,
+        replica: &ReplicaId,
+        at: Timestamp,
+        evidence: String,
+    ) -> Option<Signal> {
         let firing = self.firing.entry(replica.clone()).or_default();
         firing.insert(diagnosis).then(|| signal(diagnosis, replica, SignalState::Firing, at, evidence))
     }
 
-    fn resolve(&mut self, diagnosis: BuiltinDiagnosis, replica: &ReplicaId, at: Timestamp, evidence: &str) -> Option<Signal> {
+    fn resolve(
+        &mut self,
+        diagnosis: BuiltinDiagnosis,
+        replica: &ReplicaId,
+        at: Timestamp,
+        evidence: &str,
+    ) -> Option<Signal> {
         let firing = self.firing.get_mut(replica)?;
         firing.remove(&diagnosis).then(|| signal(diagnosis, replica, SignalState::Resolved, at, evidence.to_owned()))
+    }
+
+    /// Whether events of `kind` may raise or resolve a diagnosis (the others need not be looked at).
+    pub fn concerns(kind: EventKind) -> bool {
+        matches!(
+            kind,
+            EventKind::Exited
+                | EventKind::GaveUp
+                | EventKind::Unhealthy
+                | EventKind::Unready
+                | EventKind::Ready
+                | EventKind::Stopped
+        )
     }
 
     /// The diagnosis signals an event raises or resolves.
@@ -89,7 +112,10 @@ impl Builtins {
                     signals.extend(self.fire(BuiltinDiagnosis::Crashed, &replica, at, event.message.clone()));
                     let crashes = self.crashes.entry(replica.clone()).or_default();
                     crashes.push_back(at);
-                    while crashes.front().is_some_and(|first| at.as_millis() - first.as_millis() > self.window.as_millis() as i64) {
+                    while crashes
+                        .front()
+                        .is_some_and(|first| at.as_millis() - first.as_millis() > self.window.as_millis() as i64)
+                    {
                         crashes.pop_front();
                     }
                     if crashes.len() >= CRASHES_FOR_A_LOOP {

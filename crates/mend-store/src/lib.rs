@@ -243,13 +243,16 @@ pub struct SignalQuery {
     pub limit: usize,
 }
 
+/// Where the writer says whether a journal write was committed.
+type JournalAck = SyncSender<Result<(), String>>;
+
 enum Message {
     /// Boxed, so that the queue's blocks stay small.
     Event(Box<Event>),
     Signal(Box<Signal>),
     Flush(SyncSender<()>),
     /// Journal entries, committed at once and acknowledged (never dropped).
-    Journal(Vec<JournalEntry>, SyncSender<Result<(), String>>),
+    Journal(Vec<JournalEntry>, JournalAck),
     /// Commit what is queued and stop; sinks that outlive the store then count their events as dropped.
     Close(SyncSender<()>),
 }
@@ -676,7 +679,7 @@ fn write_loop(
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     let mut signals: Vec<Signal> = Vec::new();
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
-    let mut journals: Vec<(Vec<JournalEntry>, SyncSender<Result<(), String>>)> = Vec::new();
+    let mut journals: Vec<(Vec<JournalEntry>, JournalAck)> = Vec::new();
     let mut close: Option<SyncSender<()>> = None;
     let mut since_cleanup = 0_usize;
     loop {
@@ -1088,7 +1091,10 @@ mod tests {
         assert_eq!((incidents.len(), actions.len()), (1, 1));
         let (incident, actions) = store.incident(IncidentId(1)).expect("query").expect("the incident");
         assert_eq!(incident.state, IncidentState::Escalated);
-        assert_eq!(actions.iter().map(|a| a.state).collect::<Vec<_>>(), [ActionState::Succeeded, ActionState::Interrupted]);
+        assert_eq!(
+            actions.iter().map(|a| a.state).collect::<Vec<_>>(),
+            [ActionState::Succeeded, ActionState::Interrupted]
+        );
         assert!(store.actions(10, true).expect("query").is_empty());
     }
 

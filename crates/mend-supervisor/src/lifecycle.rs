@@ -625,8 +625,11 @@ impl Lifecycle {
     fn requested_restart(&mut self, now: Instant, request: Request, effects: &mut Vec<Effect>) {
         match self.phase {
             Phase::Running { pid, .. } => {
-                let then =
-                    AfterStop::Restart { reason: request.reason.to_string(), automatic: false, counted: request.counted };
+                let then = AfterStop::Restart {
+                    reason: request.reason.to_string(),
+                    automatic: false,
+                    counted: request.counted,
+                };
                 self.begin_stop(pid, now, then, StopReason::Restart, effects);
             }
             // A policy does not start what is down (an operator's or mend's decision); an operator does.

@@ -183,7 +183,11 @@ fn issue_9_a_policy_restart_says_why_and_spends_the_restart_budget() {
     let start = Instant::now();
     let mut machine = Lifecycle::new(Policy { readiness_gate: None, liveness: None, ..policy() });
     let ready = "ready: ready: running (no readiness or liveness probe)";
-    check(&mut machine, start, &[(0, Input::Start, &["spawn"]), (0, Input::Spawned { pid: 1 }, &["started: started pid 1", ready])]);
+    check(
+        &mut machine,
+        start,
+        &[(0, Input::Start, &["spawn"]), (0, Input::Spawned { pid: 1 }, &["started: started pid 1", ready])],
+    );
     let request = Request::policy("Slow fired on web; diagnosis: Slow");
     // Three restarts are the budget (policy(): 3 within 60 s); each is announced with its reason.
     for pid in 1..=3 {
@@ -195,7 +199,8 @@ fn issue_9_a_policy_restart_says_why_and_spends_the_restart_budget() {
             )),
             "{effects:?}"
         );
-        let effects = render(&machine.handle(Input::Exited(ExitInfo::signal(15)), start + Duration::from_millis(at + 10), 0.0));
+        let effects =
+            render(&machine.handle(Input::Exited(ExitInfo::signal(15)), start + Duration::from_millis(at + 10), 0.0));
         assert_eq!(effects[1], "restarted: restarting: restart by healing policy: Slow fired on web; diagnosis: Slow");
         machine.handle(Input::Spawned { pid: pid + 1 }, start + Duration::from_millis(at + 10), 0.0);
     }
@@ -206,7 +211,14 @@ fn issue_9_a_policy_restart_says_why_and_spends_the_restart_budget() {
     assert_eq!(machine.state(), ReplicaState::Failed);
     // A policy does not start what is down; an operator does.
     assert!(machine.handle(Input::Restart(request), start + Duration::from_millis(600), 0.0).is_empty());
-    assert_eq!(render(&machine.handle(Input::Restart(Request::operator(Some("fixed the disk"))), start + Duration::from_millis(700), 0.0)), ["spawn"]);
+    assert_eq!(
+        render(&machine.handle(
+            Input::Restart(Request::operator(Some("fixed the disk"))),
+            start + Duration::from_millis(700),
+            0.0
+        )),
+        ["spawn"]
+    );
 }
 
 #[test]

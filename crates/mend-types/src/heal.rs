@@ -230,7 +230,10 @@ impl ActionKind {
 
     /// Whether the action takes replicas out of service (and so counts against `max_unavailable`).
     pub fn disrupts(&self) -> bool {
-        matches!(self, Self::Restart | Self::RollingRestart | Self::Eject { .. } | Self::Stop | Self::Scale { delta: ..0 })
+        matches!(
+            self,
+            Self::Restart | Self::RollingRestart | Self::Eject { .. } | Self::Stop | Self::Scale { delta: ..0 }
+        )
     }
 }
 

@@ -13,11 +13,11 @@ mod time;
 mod units;
 
 pub use event::{Event, EventKind, EventSink};
-pub use heal::{
-    ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, HealMode, Incident, IncidentId,
-    IncidentSignal, IncidentState, ReplicaChange, ReplicaCondition, TimelineEntry,
-};
 pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
+pub use heal::{
+    ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, HealMode, Incident,
+    IncidentId, IncidentSignal, IncidentState, ReplicaChange, ReplicaCondition, TimelineEntry,
+};
 pub use ids::{InvalidName, ReplicaId, ServiceName};
 pub use probe::{ProbeOutcome, ProcessEvidence};
 pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};

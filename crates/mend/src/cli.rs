@@ -908,7 +908,8 @@ async fn control(client: &Client, action: &str, args: &ControlArgs) -> Result<()
 }
 
 async fn incidents(client: &Client, open: bool, limit: u16, json: bool) -> Result<(), ClientError> {
-    let response: IncidentsResponse = client.json(Method::GET, &format!("/api/v1/incidents?limit={limit}&open={open}")).await?;
+    let response: IncidentsResponse =
+        client.json(Method::GET, &format!("/api/v1/incidents?limit={limit}&open={open}")).await?;
     if json {
         output::line(&serde_json::to_string_pretty(&response).map_err(|error| ClientError::Other(error.to_string()))?);
     } else {
@@ -928,7 +929,8 @@ async fn incident(client: &Client, id: u64, json: bool) -> Result<(), ClientErro
 }
 
 async fn actions(client: &Client, open: bool, limit: u16, json: bool) -> Result<(), ClientError> {
-    let response: ActionsResponse = client.json(Method::GET, &format!("/api/v1/actions?limit={limit}&open={open}")).await?;
+    let response: ActionsResponse =
+        client.json(Method::GET, &format!("/api/v1/actions?limit={limit}&open={open}")).await?;
     if json {
         output::line(&serde_json::to_string_pretty(&response).map_err(|error| ClientError::Other(error.to_string()))?);
     } else {

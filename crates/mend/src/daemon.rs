@@ -21,14 +21,14 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
-use mend_detection::{DetectLoop, Detection};
 use crate::notify::Systemd;
 use crate::output;
 use crate::reload::{Reloadable, ScrapeContext};
 use crate::traffic::{self, Traffic};
+use mend_detection::{DetectLoop, Detection};
 
 /// Messages a stream subscriber may fall behind by before it loses the oldest.
-const STREAM_CAPACITY: usize = 4096;
+const STREAM_CAPACITY: usize = 1024;
 
 /// How often replicas' /proc metrics are sampled.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -200,16 +200,15 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
     let detect_loop = DetectLoop::start(Detection::new(&config), series.clone(), signals.clone(), clock.clone());
     let executor = Arc::new(crate::heal::Executor::new(&config, &supervisor, &traffic));
-    let (heal, mut heal_task) = crate::heal::HealStage::start(
-        &config,
-        heal_subscription,
-        store.clone(),
-        supervisor.clone(),
-        signals.clone(),
-        executor.clone(),
-        clock.clone(),
-        series.clone(),
-    )?;
+    let parts = crate::heal::StageParts {
+        store: store.clone(),
+        supervisor: supervisor.clone(),
+        signals: signals.clone(),
+        executor: executor.clone(),
+        clock: clock.clone(),
+        series: series.clone(),
+    };
+    let (heal, mut heal_task) = crate::heal::HealStage::start(&config, heal_subscription, parts)?;
     let replica_changes = crate::heal::publish_replica_changes(&supervisor, bus.clone(), clock.clone());
     let (api_closing, api_closing_in) = tokio::sync::watch::channel(false);
     let (reload_requests, mut reloads_asked) = tokio::sync::mpsc::channel::<mend_api::ReloadRequest>(4);

@@ -17,7 +17,6 @@ use std::time::Duration;
 use mend_act::{Decision, Healer, Permit, ReplicaView, ServiceView, Settings, World};
 use mend_api::{HealingApi, HealingStatus, OperatorCommand, OperatorError, Pending};
 use mend_bus::{Bus, Message, Subscription};
-use mend_types::{ReplicaChange, ReplicaCondition};
 use mend_config::Config;
 use mend_store::{JournalEntry, Store};
 use mend_supervisor::Supervisor;
@@ -25,6 +24,7 @@ use mend_types::{
     ActionId, ActionRecord, ActionState, BuiltinDiagnosis, Clock, HealMode, Incident, ServiceName, SignalKind,
     SignalSink,
 };
+use mend_types::{ReplicaChange, ReplicaCondition};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use self::execute::Executor;
@@ -34,9 +34,28 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often the proxies' observed caller → callee edges are read into the dependency graph.
 const EDGES_EVERY_TICKS: u32 = 10;
 
+/// Where an operator's command is answered.
+type OperatorAnswer = oneshot::Sender<Result<ActionRecord, OperatorError>>;
+
+/// What the heal stage acts through.
+pub(crate) struct StageParts {
+    /// The journal.
+    pub(crate) store: Arc<Store>,
+    /// The services' state.
+    pub(crate) supervisor: Arc<Supervisor>,
+    /// Where built-in diagnosis signals are published.
+    pub(crate) signals: Arc<dyn SignalSink>,
+    /// Runs permitted actions.
+    pub(crate) executor: Arc<Executor>,
+    /// Time.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The proxies' observed edges are read here.
+    pub(crate) series: Arc<std::sync::RwLock<mend_observe::series::SeriesStore>>,
+}
+
 /// What the API and the executor ask of the stage.
 enum Command {
-    Operator(OperatorCommand, oneshot::Sender<Result<ActionRecord, OperatorError>>),
+    Operator(OperatorCommand, OperatorAnswer),
     Approve(ActionId, oneshot::Sender<Result<ActionRecord, String>>),
     Deny(ActionId, oneshot::Sender<Result<ActionRecord, String>>),
     Pause(bool, oneshot::Sender<HealingStatus>),
@@ -75,12 +94,12 @@ struct Stage {
     mode: HealMode,
     n_policies: usize,
     /// Operators waiting for their command's outcome.
-    operators: HashMap<ActionId, oneshot::Sender<Result<ActionRecord, OperatorError>>>,
+    operators: HashMap<ActionId, OperatorAnswer>,
     /// Records of running actions (for the operator's answer).
     running: HashMap<ActionId, ActionRecord>,
     series: Arc<std::sync::RwLock<mend_observe::series::SeriesStore>>,
     /// Operators' answers, sent once the outcome is journalled.
-    pending_answers: Vec<(oneshot::Sender<Result<ActionRecord, OperatorError>>, Result<ActionRecord, OperatorError>)>,
+    pending_answers: Vec<(OperatorAnswer, Result<ActionRecord, OperatorError>)>,
 }
 
 /// The built-in diagnoses the healer draws from events itself: published by this stage, so their echo on
@@ -121,14 +140,10 @@ impl HealStage {
     pub(crate) fn start(
         config: &Config,
         subscription: Subscription,
-        store: Arc<Store>,
-        supervisor: Arc<Supervisor>,
-        signals: Arc<dyn SignalSink>,
-        executor: Arc<Executor>,
-        clock: Arc<dyn Clock>,
-        series: Arc<std::sync::RwLock<mend_observe::series::SeriesStore>>,
+        parts: StageParts,
     ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
         use anyhow::Context as _;
+        let StageParts { store, supervisor, signals, executor, clock, series } = parts;
         let (interrupted, stopped) =
             store.close_interrupted(clock.wall()).context("cannot close what the last run left in the journal")?;
         if !interrupted.is_empty() || !stopped.is_empty() {
@@ -187,13 +202,15 @@ impl HealingApi for HealStage {
             stage
                 .ask(|answer| Command::Operator(command, answer))
                 .await
-                .unwrap_or_else(|| Err(OperatorError::Control(mend_supervisor::ControlError::ShuttingDown)))
+                .unwrap_or(Err(OperatorError::Control(mend_supervisor::ControlError::ShuttingDown)))
         })
     }
 
     fn approve(&self, id: ActionId) -> Pending<Result<ActionRecord, String>> {
         let stage = self.clone();
-        Box::pin(async move { stage.ask(|answer| Command::Approve(id, answer)).await.unwrap_or_else(|| Err(GONE.into())) })
+        Box::pin(
+            async move { stage.ask(|answer| Command::Approve(id, answer)).await.unwrap_or_else(|| Err(GONE.into())) },
+        )
     }
 
     fn deny(&self, id: ActionId) -> Pending<Result<ActionRecord, String>> {
@@ -233,7 +250,7 @@ impl Stage {
                 },
                 _ = ticker.tick() => {
                     n_ticks = n_ticks.wrapping_add(1);
-                    if n_ticks % EDGES_EVERY_TICKS == 0 {
+                    if n_ticks.is_multiple_of(EDGES_EVERY_TICKS) {
                         self.observe_edges();
                     }
                     let world = world(&self.supervisor);
@@ -247,10 +264,11 @@ impl Stage {
     fn on_message(&mut self, message: Message) -> Vec<Decision> {
         let now = self.clock.wall();
         match message {
-            Message::Event(event) => {
+            Message::Event(event) if mend_incident::Builtins::concerns(event.kind) => {
                 let world = world(&self.supervisor);
                 self.healer.event(&event, &world, now)
             }
+            Message::Event(_) => Vec::new(),
             Message::Signal(signal) if signal.kind == SignalKind::Diagnosis && drawn_here(&signal.name) => Vec::new(),
             Message::Signal(signal) => {
                 let world = world(&self.supervisor);
@@ -275,13 +293,8 @@ impl Stage {
         match command {
             Command::Operator(command, answer) => {
                 let reason = command.reason.clone().unwrap_or_else(|| "requested by operator".to_owned());
-                let (permit, mut decisions) = self.healer.operator(
-                    command.action.clone(),
-                    command.service.clone(),
-                    command.replica,
-                    reason,
-                    now,
-                );
+                let (permit, mut decisions) =
+                    self.healer.operator(command.action.clone(), command.service.clone(), command.replica, reason, now);
                 self.operators.insert(permit.record().id, answer);
                 self.executor.set_wait(permit.record().id, command.wait);
                 decisions.push(Decision::Run(permit));
@@ -533,7 +546,7 @@ pub(crate) fn publish_replica_changes(
                                     })
                                 };
                                 if let Some(change) = change {
-                                    bus.publish(Message::Replica(change));
+                                    bus.publish(Message::Replica(Arc::new(change)));
                                 }
                                 if status.changed().await.is_err() {
                                     return;

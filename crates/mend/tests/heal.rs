@@ -121,7 +121,9 @@ impl Receiver {
     /// Bodies received so far, in order.
     fn bodies(&self) -> Vec<Value> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+            .map(|entries| {
+                entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect()
+            })
             .unwrap_or_default();
         paths.sort();
         paths.iter().filter_map(|p| serde_json::from_str(&common::read(p)).ok()).collect()
@@ -180,7 +182,9 @@ fn issue_9_the_worked_example_restarts_a_python_service_whose_cpu_the_detector_f
     // The lifecycle event says why, not "requested by operator".
     let stopping = daemon.events(Some("stopping"));
     assert!(
-        stopping.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("restart by healing policy: CpuSpike fired on app"))),
+        stopping.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("restart by healing policy: CpuSpike fired on app"))),
         "{stopping:?}"
     );
     assert_eq!(daemon.replica("app", 0)["pid"].as_u64(), Some(u64::from(restarted)), "restarted once");
@@ -207,7 +211,10 @@ fn issue_9_approve_mode_waits_and_mend_approve_runs_the_action() {
         "[healing]\nmode = \"approve\"\n[[heal]]\nwhen = \"alert:Sick\"\nactions = [\"restart\"]\nverify = \"2s\"\n",
     ));
     let pids = daemon.wait_ready("web");
-    assert_eq!(post_json(&daemon, "/api/v1/alerts", &alert("Sick", "firing", &[("service", "web"), ("replica", "1")])).status, 200);
+    assert_eq!(
+        post_json(&daemon, "/api/v1/alerts", &alert("Sick", "firing", &[("service", "web"), ("replica", "1")])).status,
+        200
+    );
     let pending = eventually(Duration::from_secs(10), "an action waits for approval", || {
         let actions = get(daemon.api, "/api/v1/actions?open=true").json()["actions"].as_array().cloned()?;
         actions.into_iter().find(|a| a["state"] == "pending")
@@ -221,7 +228,11 @@ fn issue_9_approve_mode_waits_and_mend_approve_runs_the_action() {
     assert_eq!(daemon.replica("web", 1)["pid"].as_u64(), Some(u64::from(pids[1])));
     let approved = daemon.cli(&["approve", &id.to_string()]);
     assert!(approved.status.success(), "{}", String::from_utf8_lossy(&approved.stderr));
-    assert!(String::from_utf8_lossy(&approved.stdout).contains("running"), "{}", String::from_utf8_lossy(&approved.stdout));
+    assert!(
+        String::from_utf8_lossy(&approved.stdout).contains("running"),
+        "{}",
+        String::from_utf8_lossy(&approved.stdout)
+    );
     eventually(Duration::from_secs(30), "the approved restart replaces replica 1", || {
         let replica = daemon.replica("web", 1);
         (replica["pid"].as_u64() != Some(u64::from(pids[1])) && replica["ready"] == true).then_some(())
@@ -247,8 +258,10 @@ fn issue_9_dry_run_records_what_it_would_do_and_changes_nothing() {
         incidents(&daemon).into_iter().find(|i| i["state"] == "escalated")
     });
     let actions = records(&escalated);
-    let states: Vec<(&str, &str)> =
-        actions.iter().map(|a| (a["action"]["kind"].as_str().unwrap_or(""), a["state"].as_str().unwrap_or(""))).collect();
+    let states: Vec<(&str, &str)> = actions
+        .iter()
+        .map(|a| (a["action"]["kind"].as_str().unwrap_or(""), a["state"].as_str().unwrap_or("")))
+        .collect();
     assert_eq!(states, [("restart", "dry_run"), ("scale", "dry_run"), ("escalate", "dry_run")]);
     assert_eq!(daemon.replicas("web").len(), 2, "not scaled");
     let now: Vec<u64> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).collect();
@@ -291,7 +304,9 @@ fn issue_9_a_crash_loop_is_escalated_to_the_notification_target_not_restarted_fo
         "[api]\nlisten = \"{{api}}\"\n[service.loop]\ncommand = [\"{{demo}}\", \"--exit-immediately\", \"3\"]\n[service.loop.restart_limit]\nmax_restarts = 3\nwithin = \"1m\"\n[service.loop.backoff]\ninitial = \"50ms\"\nmax = \"200ms\"\n[notify.ops]\nurl = \"http://127.0.0.1:{}/hooks/mend\"\n",
         receiver.port
     ));
-    let body = eventually(Duration::from_secs(30), "the escalation reaches the webhook", || receiver.bodies().into_iter().next());
+    let body = eventually(Duration::from_secs(30), "the escalation reaches the webhook", || {
+        receiver.bodies().into_iter().next()
+    });
     assert_eq!(body["action"]["action"]["kind"], "escalate");
     assert_eq!(body["incident"]["state"], "escalated");
     assert_eq!(body["incident"]["diagnosis"]["name"], "crash_loop");
@@ -352,10 +367,15 @@ fn issue_9_operator_commands_are_journalled_as_the_operators_with_their_reason()
     let actions = get(daemon.api, "/api/v1/actions").json()["actions"].as_array().cloned().unwrap_or_default();
     assert_eq!(actions.len(), 1, "{actions:?}");
     assert_eq!(actions[0]["actor"]["by"], "operator");
-    assert_eq!((actions[0]["reason"].as_str(), actions[0]["state"].as_str()), (Some("new certificate"), Some("succeeded")));
+    assert_eq!(
+        (actions[0]["reason"].as_str(), actions[0]["state"].as_str()),
+        (Some("new certificate"), Some("succeeded"))
+    );
     let stopping = daemon.events(Some("stopping"));
     assert!(
-        stopping.iter().any(|e| e["message"].as_str().is_some_and(|m| m.ends_with("restart requested by operator: new certificate"))),
+        stopping.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("restart requested by operator: new certificate"))),
         "{stopping:?}"
     );
     // Refusals keep their statuses.
@@ -383,10 +403,14 @@ fn issue_9_a_rule_without_a_service_label_is_attributed_through_the_incident() {
     assert_eq!(restart["actor"]["when"], "Degraded");
     let id = restart["incident"].as_u64().expect("its incident");
     let shown = incident(&daemon, id);
-    let degraded = shown["signals"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "Degraded").cloned()).expect("the rule's signal");
+    let degraded = shown["signals"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "Degraded").cloned())
+        .expect("the rule's signal");
     assert_eq!((degraded["service"].as_str(), degraded["attributed"].as_bool()), (Some("web"), Some(true)));
     eventually(Duration::from_secs(60), "both replicas restarted, one at a time", || {
-        let now: Vec<u64> = daemon.replicas("web").iter().filter(|r| r["ready"] == true).filter_map(|r| r["pid"].as_u64()).collect();
+        let now: Vec<u64> =
+            daemon.replicas("web").iter().filter(|r| r["ready"] == true).filter_map(|r| r["pid"].as_u64()).collect();
         (now.len() == 2 && now.iter().all(|p| !pids.iter().any(|old| u64::from(*old) == *p))).then_some(())
     });
 }
@@ -414,8 +438,14 @@ fn issue_9_kill_9_mid_incident_loses_no_recorded_action() {
     assert_eq!(after["state"], "escalated", "a new run closes what the killed one left open");
     let actions = records(&after);
     assert_eq!(actions.len(), before.len(), "no recorded action lost: {actions:?}");
-    assert_eq!((actions[0]["action"]["kind"].as_str(), actions[0]["state"].as_str()), (Some("restart"), Some("succeeded")));
-    assert_eq!((actions[1]["action"]["kind"].as_str(), actions[1]["state"].as_str()), (Some("hook"), Some("interrupted")));
+    assert_eq!(
+        (actions[0]["action"]["kind"].as_str(), actions[0]["state"].as_str()),
+        (Some("restart"), Some("succeeded"))
+    );
+    assert_eq!(
+        (actions[1]["action"]["kind"].as_str(), actions[1]["state"].as_str()),
+        (Some("hook"), Some("interrupted"))
+    );
     assert_eq!(actions[0]["outcome"], before[0]["outcome"]);
     // Ids go on.
     post_json(&daemon, "/api/v1/alerts", &alert("Sick2", "firing", &[("service", "web")]));
@@ -443,7 +473,10 @@ fn issue_9_errors_on_one_replica_are_a_bad_replica_ejected_then_restarted_when_i
     let opened = eventually(Duration::from_secs(40), "bad_replica opens an incident", || {
         incidents(&daemon).into_iter().find(|i| i["diagnosis"]["name"] == "bad_replica")
     });
-    assert_eq!((opened["signals"][0]["service"].as_str(), opened["signals"][0]["replica"].as_u64()), (Some("web"), Some(1)));
+    assert_eq!(
+        (opened["signals"][0]["service"].as_str(), opened["signals"][0]["replica"].as_u64()),
+        (Some("web"), Some(1))
+    );
     let id = opened["id"].as_u64().expect("an id");
     // The ejection does not hold (the replica is back with its errors after 10 s): the restart follows once
     // the verify window is over; bad_replica resolves when its 30 s window no longer holds the errors.
@@ -462,10 +495,42 @@ fn issue_9_errors_on_one_replica_are_a_bad_replica_ejected_then_restarted_when_i
         .collect();
     assert_eq!(
         actions,
-        [("eject".to_owned(), Some(1), "succeeded".to_owned()), ("restart".to_owned(), Some(1), "succeeded".to_owned())],
+        [
+            ("eject".to_owned(), Some(1), "succeeded".to_owned()),
+            ("restart".to_owned(), Some(1), "succeeded".to_owned())
+        ],
         "{resolved}"
     );
-    assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pids[0])), "the healthy replica was left alone");
+    assert_eq!(
+        daemon.replica("web", 0)["pid"].as_u64(),
+        Some(u64::from(pids[0])),
+        "the healthy replica was left alone"
+    );
     assert_ne!(daemon.replica("web", 1)["pid"].as_u64(), Some(u64::from(pids[1])), "the bad one was replaced");
     assert!(report.ok > 100, "traffic flowed: {report:?}");
+}
+
+#[test]
+fn issue_9_a_reload_applies_changed_policies_at_once() {
+    let port = common::free_ports(4);
+    let daemon = Daemon::start(&demo_config(port, ""));
+    let pids = daemon.wait_ready("web");
+    assert_eq!(get(daemon.api, "/api/v1/healing").json()["policies"], 1, "the default policy only");
+    let policy = "[[heal]]\nwhen = \"alert:Sick\"\nactions = [\"restart\"]\nverify = \"2s\"\n";
+    let config = common::read(&daemon.config_path) + policy;
+    std::fs::write(&daemon.config_path, config).expect("write config");
+    let reloaded = post(daemon.api, "/api/v1/reload");
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    assert!(
+        reloaded.json()["message"].as_str().is_some_and(|m| m.contains("healing policies applied")),
+        "{}",
+        reloaded.body
+    );
+    assert!(reloaded.json()["not_applied"].as_array().is_some_and(Vec::is_empty), "{}", reloaded.body);
+    assert_eq!(get(daemon.api, "/api/v1/healing").json()["policies"], 2);
+    post_json(&daemon, "/api/v1/alerts", &alert("Sick", "firing", &[("service", "web"), ("replica", "0")]));
+    eventually(Duration::from_secs(30), "the reloaded policy restarts the replica", || {
+        let replica = daemon.replica("web", 0);
+        (replica["pid"].as_u64() != Some(u64::from(pids[0])) && replica["ready"] == true).then_some(())
+    });
 }

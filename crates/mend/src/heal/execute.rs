@@ -86,14 +86,17 @@ impl Executor {
         let supervisor = || self.supervisor.upgrade().ok_or_else(|| Failure::from(ControlError::ShuttingDown));
         let service_name = || record.service.clone().ok_or_else(|| Failure::message("no service to act on"));
         let request = match &record.actor {
-            Actor::Operator => Request::operator(Some(&record.reason).filter(|r| *r != "requested by operator").map(|r| r.as_str())),
+            Actor::Operator => {
+                Request::operator(Some(&record.reason).filter(|r| *r != "requested by operator").map(|r| r.as_str()))
+            }
             Actor::Policy { .. } => Request::policy(&record.reason),
         };
         match &record.action {
             ActionKind::Restart | ActionKind::RollingRestart | ActionKind::Stop | ActionKind::Start => {
                 let supervisor = supervisor()?;
                 let name = service_name()?;
-                let service = supervisor.service(name.as_str()).ok_or(ControlError::UnknownService(name.to_string()))?;
+                let service =
+                    supervisor.service(name.as_str()).ok_or(ControlError::UnknownService(name.to_string()))?;
                 let wait = wait.unwrap_or(service.config().stop_timeout + Duration::from_secs(60));
                 let control = match record.action {
                     ActionKind::Stop => Control::Stop,
@@ -116,12 +119,17 @@ impl Executor {
                     _ => after.iter().all(|s| s.ready || s.completed),
                 };
                 let message = format!("{}: {}", record.action.describe(), described.join(", "));
-                if ok { Ok((message, String::new())) } else { Err(Failure::message(format!("{message}: not ready again"))) }
+                if ok {
+                    Ok((message, String::new()))
+                } else {
+                    Err(Failure::message(format!("{message}: not ready again")))
+                }
             }
             ActionKind::Scale { delta } => {
                 let supervisor = supervisor()?;
                 let name = service_name()?;
-                let service = supervisor.service(name.as_str()).ok_or(ControlError::UnknownService(name.to_string()))?;
+                let service =
+                    supervisor.service(name.as_str()).ok_or(ControlError::UnknownService(name.to_string()))?;
                 let current = service.config().replicas;
                 let target = (i64::from(current) + i64::from(*delta)).clamp(0, 1024) as u32;
                 let wait = wait.unwrap_or(service.config().stop_timeout + Duration::from_secs(60));
@@ -131,9 +139,11 @@ impl Executor {
             }
             ActionKind::Eject { for_ms } => {
                 let name = service_name()?;
-                let index = record.replica.ok_or_else(|| Failure::message("eject needs a replica: the signal named none"))?;
+                let index =
+                    record.replica.ok_or_else(|| Failure::message("eject needs a replica: the signal named none"))?;
                 let supervisor = supervisor()?;
-                let service = supervisor.service(name.as_str()).ok_or(ControlError::UnknownService(name.to_string()))?;
+                let service =
+                    supervisor.service(name.as_str()).ok_or(ControlError::UnknownService(name.to_string()))?;
                 let pid = service
                     .statuses()
                     .iter()
@@ -176,7 +186,9 @@ impl Executor {
                     .iter()
                     .find(|target| target.name == *name)
                     .cloned()
-                    .ok_or_else(|| Failure::message(format!("no notification target {name:?} (removed by a reload?)")))?;
+                    .ok_or_else(|| {
+                        Failure::message(format!("no notification target {name:?} (removed by a reload?)"))
+                    })?;
                 let (ok, message, output) = notify::post(&target, body(record, incident)).await;
                 if ok { Ok((message, output)) } else { Err(Failure { message, output, control: None }) }
             }

@@ -90,7 +90,10 @@ mod tests {
         assert!(!ok && message.contains("exit status: 3"), "{message}");
         // A hook that starts a child and sleeps: both are killed at the timeout, and the output pipe closes.
         let (ok, message, output) = run(&hook(&["sh", "-c", "echo started; sleep 30 & sleep 30"], 300), &env).await;
-        assert_eq!((ok, message.as_str(), output.as_str()), (false, "hook test timed out after 0.3s: killed", "started\n"));
+        assert_eq!(
+            (ok, message.as_str(), output.as_str()),
+            (false, "hook test timed out after 0.3s: killed", "started\n")
+        );
         let (ok, message, _) = run(&hook(&["/nonexistent/hook"], 5000), &env).await;
         assert!(!ok && message.starts_with("cannot run \"/nonexistent/hook\""), "{message}");
         // Output is bounded.

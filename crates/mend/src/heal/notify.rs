@@ -18,7 +18,8 @@ const MAX_ANSWER_BYTES: usize = 1024;
 
 async fn attempt(target: &NotifyTarget, body: &Bytes) -> Result<(u16, String), String> {
     let address = format!("{}:{}", target.url.host, target.url.port);
-    let stream = tokio::net::TcpStream::connect(&address).await.map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let stream =
+        tokio::net::TcpStream::connect(&address).await.map_err(|e| format!("cannot connect to {address}: {e}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("talking to {address}: {e}"))?;
