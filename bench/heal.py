@@ -82,6 +82,8 @@ def now_ms():
 def parse_ts(text):
     # RFC 3339 with milliseconds, UTC: 2026-12-07T02:18:11.123Z
     import datetime
+    if isinstance(text, int):
+        return text
     return int(datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
 
 

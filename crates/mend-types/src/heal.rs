@@ -334,10 +334,13 @@ pub struct ActionRecord {
     /// Where it is.
     pub state: ActionState,
     /// When it was decided.
+    #[serde(with = "crate::time::rfc3339")]
     pub requested_at: Timestamp,
     /// When it started running.
+    #[serde(with = "crate::time::rfc3339::option")]
     pub started_at: Option<Timestamp>,
     /// When it ended.
+    #[serde(with = "crate::time::rfc3339::option")]
     pub finished_at: Option<Timestamp>,
     /// How it ended, in one line for people.
     pub outcome: Option<String>,
@@ -362,8 +365,10 @@ pub struct IncidentSignal {
     /// Firing now.
     pub firing: bool,
     /// When it first fired in this incident.
+    #[serde(with = "crate::time::rfc3339")]
     pub since: Timestamp,
     /// When it last changed.
+    #[serde(with = "crate::time::rfc3339")]
     pub at: Timestamp,
     /// Why, from the signal.
     pub evidence: String,
@@ -376,6 +381,7 @@ pub struct IncidentSignal {
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct TimelineEntry {
     /// When.
+    #[serde(with = "crate::time::rfc3339")]
     pub at: Timestamp,
     /// The incident's state after it.
     pub state: IncidentState,
@@ -404,10 +410,13 @@ pub struct Incident {
     /// Where it is.
     pub state: IncidentState,
     /// When it opened.
+    #[serde(with = "crate::time::rfc3339")]
     pub opened_at: Timestamp,
     /// When it last changed.
+    #[serde(with = "crate::time::rfc3339")]
     pub updated_at: Timestamp,
     /// When it closed (resolved or escalated).
+    #[serde(with = "crate::time::rfc3339::option")]
     pub closed_at: Option<Timestamp>,
     /// Services involved.
     pub services: BTreeSet<ServiceName>,
@@ -456,6 +465,7 @@ pub enum ReplicaCondition {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ReplicaChange {
     /// When it was seen.
+    #[serde(with = "crate::time::rfc3339")]
     pub at: Timestamp,
     /// The replica.
     pub replica: ReplicaId,
@@ -485,5 +495,26 @@ mod tests {
         assert_eq!(ActionKind::Scale { delta: 1 }.describe(), "scale +1");
         assert_eq!(ActionKind::Scale { delta: -2 }.describe(), "scale -2");
         assert!(ActionKind::Scale { delta: -1 }.disrupts() && !ActionKind::Scale { delta: 1 }.disrupts());
+    }
+
+    #[test]
+    fn times_are_rfc3339_and_milliseconds_still_read() {
+        let entry = TimelineEntry { at: Timestamp::from_millis(1_000), state: IncidentState::Open, note: "x".into() };
+        let json = serde_json::to_value(&entry).expect("serialises");
+        assert_eq!(json["at"], "1970-01-01T00:00:01.000Z");
+        let back: TimelineEntry = serde_json::from_value(json).expect("reads");
+        assert_eq!(back, entry);
+        let millis: TimelineEntry =
+            serde_json::from_str(r#"{"at": 1000, "state": "open", "note": "x"}"#).expect("reads milliseconds");
+        assert_eq!(millis, entry);
+        let change = ReplicaChange {
+            at: Timestamp::from_millis(0),
+            replica: ReplicaId::new(ServiceName::new("web").expect("valid"), 0),
+            condition: ReplicaCondition::Ready,
+            pid: None,
+            generation: 1,
+        };
+        let json = serde_json::to_string(&change).expect("serialises");
+        assert_eq!(serde_json::from_str::<ReplicaChange>(&json).expect("reads"), change);
     }
 }
