@@ -146,7 +146,20 @@ class Mend(Tool):
         )
 
     def start_idle(self, n):
-        self.run("".join(f'[service.idle{i}]\ncommand = ["sleep", "{100000 + i}"]\n' for i in range(n)))
+        services = "".join(f'[service.idle{i}]\ncommand = ["sleep", "{100000 + i}"]\n' for i in range(n))
+        if self.args.with_policies:
+            # Healing configured as a user would: policies on the built-in diagnoses, a hook and a
+            # notification target (nothing fires while idle: this measures what configuring them costs).
+            services += (
+                '[healing]\nmode = "auto"\nverify = "30s"\n'
+                '[hook.page]\ncommand = ["true"]\n'
+                '[notify.ops]\nurl = "http://127.0.0.1:9/hooks/mend"\n'
+                '[[heal]]\nwhen = "crashed"\nactions = ["hook page"]\n'
+                '[[heal]]\nwhen = "hung"\nactions = ["restart", "notify ops", "escalate"]\n'
+                '[[heal]]\nwhen = "unhealthy"\nactions = ["restart", "escalate"]\n'
+                '[[heal]]\nwhen = "memory_exhaustion"\nactions = ["restart", "notify ops"]\n'
+            )
+        self.run(services)
 
 
 class Supervisord(Tool):
@@ -295,6 +308,7 @@ def main():
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--only", choices=["crash", "hang", "idle"], action="append")
     parser.add_argument("--tools", help="comma-separated subset: shell,mend,supervisord,monit")
+    parser.add_argument("--with-policies", action="store_true", help="mend's idle run configures healing policies")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args()
     args.mend, args.demo = os.path.abspath(args.mend), os.path.abspath(args.demo)

@@ -4,6 +4,7 @@
 //! configured. Every error is JSON `{"error": "..."}` with a fitting status.
 
 mod dto;
+mod healing;
 mod metrics;
 mod query;
 mod routes;
@@ -14,6 +15,9 @@ pub use dto::{
     AlertmanagerAlert, AlertmanagerWebhook, EjectedReplica, EjectionDto, EjectionReasonDto, EventDto, EventsResponse,
     ExitCauseDto, FaultDto, FaultKindDto, ReplicaDto, ServiceDto, ServicesResponse, SignalDto, SignalsResponse,
     TrafficStatus,
+};
+pub use healing::{
+    ActionsResponse, HealingApi, HealingStatus, IncidentDto, IncidentsResponse, OperatorCommand, OperatorError, Pending,
 };
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, ReloadRequest, router};

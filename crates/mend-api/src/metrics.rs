@@ -119,8 +119,19 @@ pub(crate) fn render(
     signals: &SignalCounter,
     observe: &ObserveStats,
     dropped_events: u64,
+    heal_actions: &[(&'static str, &'static str, u64)],
 ) -> String {
     let mut registry = Registry::default();
+
+    let actions_total = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    for (action, outcome, count) in heal_actions {
+        actions_total.get_or_create(&vec![("action", *action), ("outcome", *outcome)]).inc_by(*count);
+    }
+    registry.register(
+        "mend_heal_actions",
+        "Healing actions journalled, by action and state (pending, running, succeeded, failed, dry_run, ...)",
+        actions_total,
+    );
 
     let signals_total = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
     for ((kind, severity, state), count) in signals.counts() {

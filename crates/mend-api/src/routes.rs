@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use mend_config::parse_duration;
 use mend_store::{EventQuery, Store, StoreError};
 use mend_supervisor::logs::{self, LogCursor};
-use mend_supervisor::{Control, ControlError, Supervisor};
+use mend_supervisor::{ControlError, Supervisor};
 use mend_types::{Clock, EventKind, ServiceName, Severity, Signal, SignalKind, SignalSink, SignalState, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
@@ -50,6 +50,8 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// Asks the daemon to reload its config file; the answer is the event the reload recorded.
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
+    /// The heal stage: operators' commands, approvals, pause and resume.
+    pub healing: Arc<dyn crate::HealingApi>,
     /// Turns true when the API is about to stop: streams that follow (`logs?follow=true`) end, so that
     /// their connections do not hold the shutdown up.
     pub closing: tokio::sync::watch::Receiver<bool>,
@@ -97,6 +99,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/canary", post(crate::traffic::set_canary))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/services/{name}/scale", post(scale))
+        .route("/api/v1/actions/{id}/{decision}", post(crate::healing::decide))
+        .route("/api/v1/healing/{what}", post(crate::healing::pause))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -107,6 +111,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/chaos", get(crate::traffic::faults))
         .route("/api/v1/events", get(events))
         .route("/api/v1/signals", get(signals))
+        .route("/api/v1/incidents", get(crate::healing::incidents))
+        .route("/api/v1/incidents/{id}", get(crate::healing::incident))
+        .route("/api/v1/actions", get(crate::healing::actions))
+        .route("/api/v1/healing", get(crate::healing::status))
         .route("/api/v1/query", get(crate::query::instant).post(crate::query::instant))
         .route("/api/v1/query_range", get(crate::query::range).post(crate::query::range))
         .route("/api/v1/series", get(crate::query::series).post(crate::query::series))
@@ -233,8 +241,14 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
 /// as the Go client negotiates: promtool, curl and older scrapers read 0.0.4, where a counter's family is
 /// named with its `_total`.
 async fn metrics_page(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    let openmetrics =
-        metrics::render(&state.supervisor, &state.events, &state.signals, &state.observe, state.store.dropped_events());
+    let openmetrics = metrics::render(
+        &state.supervisor,
+        &state.events,
+        &state.signals,
+        &state.observe,
+        state.store.dropped_events(),
+        &state.healing.action_counts(),
+    );
     let (content_type, body) = if metrics::accepts_openmetrics(&headers) {
         (metrics::OPENMETRICS_CONTENT_TYPE, openmetrics)
     } else {
@@ -270,6 +284,8 @@ async fn service(State(state): State<ApiState>, Path(name): Path<String>) -> Res
 #[derive(Debug, Deserialize)]
 struct ReplicaParam {
     replica: Option<u32>,
+    /// Why (recorded in the journal and the events).
+    reason: Option<String>,
     /// How long to wait for each replica to act (e.g. "90s"); by default the stop timeout plus a minute.
     wait: Option<String>,
 }
@@ -303,10 +319,10 @@ async fn control(
     query: Result<Query<ReplicaParam>, QueryRejection>,
 ) -> Result<Json<ServiceDto>, ApiError> {
     let Query(params) = query.map_err(query_error)?;
-    let control = match action.as_str() {
-        "start" => Control::Start,
-        "stop" => Control::Stop,
-        "restart" => Control::Restart,
+    let kind = match action.as_str() {
+        "start" => mend_types::ActionKind::Start,
+        "stop" => mend_types::ActionKind::Stop,
+        "restart" => mend_types::ActionKind::Restart,
         other => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
@@ -322,8 +338,20 @@ async fn control(
         Some(Ok(wait)) if wait <= Duration::from_secs(3600) => wait,
         Some(_) => return Err(bad_request("invalid wait: a duration up to 1h, e.g. \"90s\"")),
     };
-    state.supervisor.control(&name, params.replica, control, wait).await?;
-    tracing::info!(service = %name, action = %action, replica = ?params.replica, "operator command");
+    if let Some(index) = params.replica
+        && index as usize >= service.replicas().len()
+    {
+        return Err(ControlError::UnknownReplica { service: name, index }.into());
+    }
+    let command = crate::OperatorCommand {
+        action: kind,
+        service: service.config().name.clone(),
+        replica: params.replica,
+        reason: params.reason.clone(),
+        wait,
+    };
+    state.healing.operator(command).await?;
+    tracing::info!(service = %name, action = %action, replica = ?params.replica, reason = ?params.reason, "operator command");
     Ok(Json(service_dto(&state, service)))
 }
 
@@ -354,7 +382,14 @@ async fn scale(
         Some(_) => return Err(bad_request("invalid wait: a duration up to 1h, e.g. \"90s\"")),
     };
     let before = service.config().replicas;
-    state.supervisor.scale(&name, replicas, wait).await?;
+    let command = crate::OperatorCommand {
+        action: mend_types::ActionKind::Scale { delta: replicas as i32 - before as i32 },
+        service: service.config().name.clone(),
+        replica: None,
+        reason: params.reason.clone(),
+        wait,
+    };
+    state.healing.operator(command).await?;
     tracing::info!(service = %name, from = before, to = replicas, "scaled");
     Ok(Json(service_dto(&state, service)))
 }
@@ -364,6 +399,8 @@ async fn scale(
 #[serde(deny_unknown_fields)]
 struct WaitParam {
     wait: Option<String>,
+    /// Why (recorded in the journal).
+    reason: Option<String>,
 }
 
 /// Most replicas one service may be scaled to: what its config may say.

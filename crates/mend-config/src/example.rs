@@ -60,6 +60,46 @@ http = "http://127.0.0.1:{port}/health"
 # It learns before it judges: 150 points, and an expression (anything but a plain selector) is
 # evaluated every 5 s: 12.5 minutes (a plain selector gets every scraped point). Until then only a gross
 # jump alarms, from the 30th point on (2.5 minutes here). A quantile of requests needs requests.
+
+# Healing: what mend does when something fires. Without any [[heal]], mend heals as a supervisor does
+# (crashes and hangs are restarted by the service's restart policy) and escalates a crash loop to the
+# [notify.*] targets. Each policy maps a trigger to actions tried in order: the next runs when the
+# incident has not resolved within the verify window; after the last, the incident is escalated.
+# Triggers: a [[rule]], [[detect]] or [[forecast]] name, "alert:NAME" (Alertmanager), or a built-in
+# diagnosis: crashed, crash_loop, hung, memory_exhaustion, unhealthy, bad_replica, overload.
+# Actions: restart, rolling-restart, scale +N / scale -N, eject [DURATION], hook NAME, notify NAME,
+# escalate. Every action is journalled before it runs and with its outcome (`mend incidents`).
+
+# [healing]
+# mode = "auto"                     # auto | approve (`mend approve ID`) | dry-run (decide, record, change nothing)
+# verify = "30s"                    # how long an action has to resolve its incident before the next one
+# max_actions_per_hour = 30         # budget for all services (a token bucket)
+# service_max_actions_per_hour = 10 # budget per service
+# cooldown = "60s"                  # between two actions of one kind on one target
+# max_unavailable = 1               # replicas down or draining at once (never the last ready one)
+# pending_expiry = "10m"            # approve mode: unapproved actions expire (and the incident escalates)
+# window = "5m"                     # signals this close (per service, along dependencies) are one incident
+# escalate_after = "30m"            # an incident still open then is escalated
+
+# [service.web.healing]             # overrides for one service
+# mode = "approve"
+# min_replicas = 2                  # scale -N stops here
+# max_replicas = 10                 # scale +N stops here (default: the size of the port range)
+
+# [[heal]]
+# when = "bad_replica"              # errors concentrated on one replica (from the proxy's figures)
+# service = "web"                   # only this service's incidents
+# actions = ["eject 30s", "restart", "notify ops", "escalate"]
+# verify = "1m"
+
+# [hook.page]                       # `hook page`: argv, killed after timeout; the incident is in its
+# command = ["/usr/local/bin/page-oncall"]  # environment (MEND_INCIDENT_ID, MEND_INCIDENT_JSON, ...)
+# timeout = "30s"
+
+# [notify.ops]                      # `notify ops` and escalations: the incident POSTed as JSON
+# url = "http://127.0.0.1:9095/hooks/mend"  # plain http; for https, use a hook running curl
+# attempts = 3
+# timeout = "5s"
 "#;
 
 #[cfg(test)]
@@ -70,5 +110,22 @@ mod tests {
         let config = config.unwrap_or_else(|errors| panic!("example config is invalid:\n{errors}"));
         assert_eq!(config.services.len(), 1);
         assert_eq!(config.services[0].replicas, 2);
+        // Every commented line of the healing part is valid once uncommented.
+        let uncommented: String = super::EXAMPLE_CONFIG
+            .lines()
+            .skip_while(|line| !line.starts_with("# [healing]"))
+            .map(|line| {
+                line.strip_prefix("# ")
+                    .filter(|l| {
+                        !l.starts_with(char::is_uppercase) && !l.starts_with("Triggers") && !l.starts_with("Actions")
+                    })
+                    .unwrap_or("")
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let with_service = format!("[service.web]\ncommand = [\"web\"]\nports = \"9101-9110\"\n{uncommented}");
+        let healed = crate::parse("example.toml", &with_service, std::path::Path::new("/"))
+            .unwrap_or_else(|errors| panic!("the healing example is invalid:\n{errors}\n{with_service}"));
+        assert_eq!((healed.heal.len(), healed.hooks.len(), healed.notify.len()), (1, 1, 1));
     }
 }

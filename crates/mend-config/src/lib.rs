@@ -23,6 +23,7 @@
 mod duration;
 mod error;
 mod example;
+mod heal;
 mod model;
 mod promql;
 mod raw;
@@ -34,6 +35,7 @@ use std::path::Path;
 pub use duration::{parse_duration, parse_since};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use example::EXAMPLE_CONFIG;
+pub use heal::{HealPolicy, Healing, Hook, NotifyTarget, ServiceHealing, Trigger};
 pub use model::{
     Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,
     Detect, Forecast, HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings, Release,

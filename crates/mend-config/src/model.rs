@@ -29,6 +29,14 @@ pub struct Config {
     pub forecasts: Vec<Forecast>,
     /// Bounds of the in-memory series store (`[storage]`).
     pub storage: Storage,
+    /// How mend heals (`[healing]`): mode, verify window, budgets, cooldown, `max_unavailable`.
+    pub healing: crate::heal::Healing,
+    /// Remediation policies (`[[heal]]`), in file order; the default policies are not listed here.
+    pub heal: Vec<crate::heal::HealPolicy>,
+    /// Hook commands (`[hook.NAME]`).
+    pub hooks: Vec<crate::heal::Hook>,
+    /// Notification targets (`[notify.NAME]`).
+    pub notify: Vec<crate::heal::NotifyTarget>,
 }
 
 impl Config {
@@ -359,6 +367,8 @@ pub struct Service {
     pub proxy: Option<ProxySettings>,
     /// A canary release beside the stable one.
     pub canary: Option<Canary>,
+    /// How mend heals this service (`[service.NAME.healing]`).
+    pub healing: crate::heal::ServiceHealing,
 }
 
 /// Which release a replica runs.

@@ -42,6 +42,7 @@ pub(crate) struct RawService {
     pub(crate) max_memory_bytes: Option<IntOrString>,
     pub(crate) proxy: Option<RawProxy>,
     pub(crate) canary: Option<RawCanary>,
+    pub(crate) healing: Option<crate::heal::RawServiceHealing>,
 }
 
 /// `[service.NAME.proxy]`: mend's reverse proxy in front of the ready replicas.

@@ -26,27 +26,28 @@ use crate::raw::{
 use crate::template::{Placeholder, Template, TemplateVars};
 
 /// Top-level keys a config file may have.
-const TOP_LEVEL_KEYS: [&str; 7] = ["api", "service", "scrape", "rule", "detect", "forecast", "storage"];
+const TOP_LEVEL_KEYS: [&str; 11] =
+    ["api", "service", "scrape", "rule", "detect", "forecast", "storage", "healing", "heal", "hook", "notify"];
 
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
+pub(crate) enum Segment {
     Key(String),
     Index(usize),
 }
 
 /// A key path such as `service.web.command[0]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct KeyPath(Vec<Segment>);
+pub(crate) struct KeyPath(pub(crate) Vec<Segment>);
 
 impl KeyPath {
-    fn key(&self, key: &str) -> Self {
+    pub(crate) fn key(&self, key: &str) -> Self {
         let mut segments = self.0.clone();
         segments.push(Segment::Key(key.to_owned()));
         Self(segments)
     }
 
-    fn index(&self, index: usize) -> Self {
+    pub(crate) fn index(&self, index: usize) -> Self {
         let mut segments = self.0.clone();
         segments.push(Segment::Index(index));
         Self(segments)
@@ -87,7 +88,7 @@ impl fmt::Display for KeyPath {
 }
 
 /// Collects problems, locating each key path in the source.
-struct Problems<'a> {
+pub(crate) struct Problems<'a> {
     file: &'a str,
     text: &'a str,
     lines: LineIndex,
@@ -105,7 +106,7 @@ impl<'a> Problems<'a> {
         self.errors.push((span.start, error));
     }
 
-    fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
         if self.was_dropped(path) {
             return;
         }
@@ -173,7 +174,7 @@ const MAX_TYPE_ERRORS_PER_SECTION: usize = 32;
 /// serde stops at the first error; so that one bad value does not hide the section's other problems, the
 /// key it sits under is taken out and the section read again, until it reads. What is left is validated
 /// as usual (problems at keys taken out are not reported twice: see [`Problems::add`]).
-fn raw_section<T: DeserializeOwned>(
+pub(crate) fn raw_section<T: DeserializeOwned>(
     problems: &mut Problems<'_>,
     path: &KeyPath,
     value: &Spanned<DeValue<'_>>,
@@ -278,12 +279,14 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let mut rules = Vec::new();
     let mut detects = Vec::new();
     let mut forecasts = Vec::new();
+    let mut raw_healing = crate::heal::RawSections::default();
     for (key, value) in root.get_ref() {
         let key = key.get_ref().as_ref();
         let path = KeyPath::default().key(key);
         match key {
             "api" => raw_api = raw_section(problems, &path, value).unwrap_or_default(),
             "storage" => raw_storage = raw_section(problems, &path, value).unwrap_or_default(),
+            "healing" | "heal" | "hook" | "notify" => raw_healing.read(problems, key, &path, value),
             "scrape" | "rule" | "detect" | "forecast" => {
                 let Some(items) = value.get_ref().as_array() else {
                     problems.add(&path, format!("expected an array of tables: write [[{key}]]"));
@@ -357,6 +360,13 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     unique_names(problems, "detect", detects.iter().map(|d| d.name.as_str()));
     unique_names(problems, "forecast", forecasts.iter().map(|f| f.name.as_str()));
     let storage = validate_storage(problems, &raw_storage);
+    let names = crate::heal::Names {
+        rules: rules.iter().map(|r: &Rule| r.name.clone()).collect(),
+        detects: detects.iter().map(|d: &Detect| d.name.clone()).collect(),
+        forecasts: forecasts.iter().map(|f: &Forecast| f.name.clone()).collect(),
+        services: raw_services.iter().map(|(name, _)| name.clone()).collect(),
+    };
+    let healing = crate::heal::validate(problems, &raw_healing, &names);
     Some(Config {
         source: PathBuf::from(file),
         api: api?,
@@ -366,6 +376,10 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
         detects,
         forecasts,
         storage: storage?,
+        healing: healing.healing,
+        heal: healing.policies,
+        hooks: healing.hooks,
+        notify: healing.notify,
     })
 }
 
@@ -415,7 +429,7 @@ fn validate_api(problems: &mut Problems<'_>, raw: &RawApi) -> Option<Api> {
 }
 
 /// Reads a duration value at `path`, or `default` when absent.
-fn duration(
+pub(crate) fn duration(
     problems: &mut Problems<'_>,
     path: &KeyPath,
     value: Option<&String>,
@@ -434,7 +448,7 @@ fn duration(
 }
 
 /// Reads an integer in `range` at `path`, or `default` when absent.
-fn integer(
+pub(crate) fn integer(
     problems: &mut Problems<'_>,
     path: &KeyPath,
     value: Option<i64>,
@@ -573,6 +587,7 @@ fn validate_service(
         let sample_limit = sample_limit(problems, &metrics_path, metrics.sample_limit);
         Some(Metrics { url, interval, timeout, max_series: max_series?, sample_limit: sample_limit? })
     });
+    let healing = crate::heal::validate_service(problems, &path.key("healing"), raw.healing.as_ref(), replicas, ports);
     let max_memory_bytes = match &raw.max_memory_bytes {
         None => None,
         Some(value) => {
@@ -649,6 +664,7 @@ fn validate_service(
         max_memory_bytes,
         proxy,
         canary,
+        healing: healing?,
     })
 }
 

@@ -75,7 +75,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[service.web]\ncommand = [\"x\"]\nreplica = 2\n",
         &[
-            "mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`",
+            "mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`, `healing`",
         ],
     );
     check_errors(
@@ -91,7 +91,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[servics.web]\ncommand = [\"x\"]\n",
         &[
-            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage)",
+            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify)",
         ],
     );
 }
@@ -124,7 +124,7 @@ replicaz = 1
             "mend.toml:10:12: service.web.liveness.interval: invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h or d)",
             "mend.toml:11:21: service.web.liveness.failure_threshold: 0 is out of range (allowed: 1 to 100000)",
             "mend.toml:13:11: service.db.command: the command is empty: the first element must name the program to run",
-            "mend.toml:16:1: service.worker.replicaz: unknown field `replicaz`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`",
+            "mend.toml:16:1: service.worker.replicaz: unknown field `replicaz`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`, `healing`",
         ],
     );
 }
@@ -511,7 +511,7 @@ depends_on = ["d"]
             "mend.toml:5:11: service.a.command: invalid type: integer `5`, expected an array of strings (argv), or a string with shell = true",
             "mend.toml:6:12: service.a.replicas: invalid type: string \"1\", expected i64",
             "mend.toml:7:9: service.a.shell: invalid type: string \"yes\", expected a boolean",
-            "mend.toml:8:1: service.a.bogus: unknown field `bogus`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`",
+            "mend.toml:8:1: service.a.bogus: unknown field `bogus`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`, `healing`",
             "mend.toml:11:14: service.b.depends_on: dependency cycle: b -> c -> b",
             "mend.toml:17:15: service.d.depends_on[0]: a service cannot depend on itself",
         ],
@@ -589,4 +589,100 @@ fn toml_string(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[test]
+fn issue_9_heal_policies_parse_into_triggers_and_actions() {
+    use mend_config::Trigger;
+    use mend_types::{ActionKind, BuiltinDiagnosis, HealMode};
+    let text = r#"
+[healing]
+mode = "approve"
+verify = "10s"
+max_unavailable = 2
+[service.web]
+command = ["web"]
+ports = "9101-9104"
+replicas = 2
+[service.web.healing]
+mode = "dry-run"
+min_replicas = 2
+[[rule]]
+name = "HighErrorRate"
+expr = "vector(1) > 0"
+[hook.page]
+command = ["/usr/local/bin/page", "ops"]
+timeout = "5s"
+[notify.ops]
+url = "http://127.0.0.1:9095/hooks"
+[[heal]]
+when = "HighErrorRate"
+service = "web"
+actions = ["restart", "scale +1", "eject 30s", "hook page", "notify ops", "escalate"]
+[[heal]]
+when = "alert:DiskFull"
+actions = ["rolling-restart"]
+verify = "1m"
+[[heal]]
+when = "crash_loop"
+actions = ["escalate"]
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/")).expect("valid config");
+    assert_eq!((config.healing.mode, config.healing.verify), (HealMode::Approve, Duration::from_secs(10)));
+    assert_eq!(config.healing.max_unavailable, 2);
+    let web = &config.services[0].healing;
+    assert_eq!((web.mode, web.min_replicas, web.max_replicas), (Some(HealMode::DryRun), 2, 4));
+    assert_eq!(config.heal.len(), 3);
+    assert_eq!(config.heal[0].when, Trigger::Rule("HighErrorRate".into()));
+    assert_eq!(
+        config.heal[0].actions,
+        [
+            ActionKind::Restart,
+            ActionKind::Scale { delta: 1 },
+            ActionKind::Eject { for_ms: 30_000 },
+            ActionKind::Hook { name: "page".into() },
+            ActionKind::Notify { name: "ops".into() },
+            ActionKind::Escalate
+        ]
+    );
+    assert_eq!(config.heal[1].when, Trigger::Alert("DiskFull".into()));
+    assert_eq!(config.heal[1].verify, Some(Duration::from_secs(60)));
+    assert_eq!(config.heal[2].when, Trigger::Builtin(BuiltinDiagnosis::CrashLoop));
+    assert_eq!(config.hooks[0].command, ["/usr/local/bin/page", "ops"]);
+    assert_eq!(config.notify[0].url.port, 9095);
+}
+
+#[test]
+fn issue_9_unknown_triggers_and_actions_are_errors_with_line_and_key() {
+    check_errors(
+        r#"[service.web]
+command = ["web"]
+[[heal]]
+when = "HighErrors"
+actions = ["restart"]
+[[heal]]
+when = "crashed"
+actions = ["reboot", "rollback", "notify ops", "scale 2", "escalate", "restart"]
+[notify.pager]
+url = "https://example.invalid/x"
+[healing]
+mode = "yolo"
+"#,
+        &[
+            "mend.toml:4:8: heal[0].when: unknown trigger \"HighErrors\": not a [[rule]], [[detect]] or [[forecast]] \
+             name nor a built-in diagnosis (known: crashed, crash_loop, hung, memory_exhaustion, unhealthy, \
+             bad_replica, overload; an Alertmanager alert is written \"alert:NAME\")",
+            "mend.toml:8:12: heal[1].actions[0]: unknown action \"reboot\" (allowed: restart, rolling-restart, \
+             scale +N, scale -N, eject [DURATION], hook NAME, notify NAME, escalate)",
+            "mend.toml:8:22: heal[1].actions[1]: \"rollback\" is not available yet: it comes with releases (issue \
+             13); until then use \"rolling-restart\" or a hook",
+            "mend.toml:8:34: heal[1].actions[2]: unknown notification target \"ops\": define it in a [notify.ops] table",
+            "mend.toml:8:48: heal[1].actions[3]: invalid scale \"2\": write \"scale +N\" or \"scale -N\" with N from 1 \
+             to 100",
+            "mend.toml:8:71: heal[1].actions[5]: nothing runs after \"escalate\": it stops acting on the incident",
+            "mend.toml:10:7: notify.pager.url: \"https://example.invalid/x\": https is not supported by mend's \
+             client; POST through a [hook.NAME] running curl",
+            "mend.toml:12:8: healing.mode: unknown mode \"yolo\" (allowed: \"auto\", \"approve\", \"dry-run\")",
+        ],
+    );
 }

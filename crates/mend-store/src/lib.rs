@@ -18,7 +18,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mend_types::{
-    Event, EventKind, EventSink, ServiceName, Severity, Signal, SignalKind, SignalSink, SignalState, Timestamp,
+    ActionId, ActionRecord, ActionState, Event, EventKind, EventSink, Incident, IncidentId, IncidentState, ServiceName,
+    Severity, Signal, SignalKind, SignalSink, SignalState, TimelineEntry, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -59,6 +60,9 @@ pub enum StoreError {
     /// The writer thread is gone.
     #[error("the event store writer has stopped")]
     WriterGone,
+    /// The action journal could not be committed.
+    #[error("cannot commit the action journal: {0}")]
+    Journal(String),
 }
 
 /// Schema migrations, applied in order; `user_version` counts how many have been applied.
@@ -93,7 +97,35 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX signals_at ON signals(at_ms);
     CREATE INDEX signals_fingerprint_id ON signals(fingerprint, id);",
+    // 3: the action journal: incidents and actions, each row the latest state of one (its JSON document),
+    // written through the acknowledged path (`Store::journal`), never shed.
+    "CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        opened_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX incidents_updated ON incidents(updated_ms);
+    CREATE TABLE actions (
+        id INTEGER PRIMARY KEY,
+        incident INTEGER,
+        requested_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX actions_incident ON actions(incident, id);
+    CREATE INDEX actions_state ON actions(state);",
 ];
+
+/// One entry of the action journal: the new state of an incident or an action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JournalEntry {
+    /// An incident as it is now.
+    Incident(Box<Incident>),
+    /// An action as it is now.
+    Action(Box<ActionRecord>),
+}
 
 /// How long events are kept.
 #[derive(Debug, Clone, Copy)]
@@ -214,11 +246,16 @@ pub struct SignalQuery {
     pub limit: usize,
 }
 
+/// Where the writer says whether a journal write was committed.
+type JournalAck = SyncSender<Result<(), String>>;
+
 enum Message {
     /// Boxed, so that the queue's blocks stay small.
     Event(Box<Event>),
     Signal(Box<Signal>),
     Flush(SyncSender<()>),
+    /// Journal entries, committed at once and acknowledged (never dropped).
+    Journal(Vec<JournalEntry>, JournalAck),
     /// Commit what is queued and stop; sinks that outlive the store then count their events as dropped.
     Close(SyncSender<()>),
 }
@@ -362,6 +399,127 @@ impl Store {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Commits `entries` to the action journal and returns once they are on disk (in the WAL: they
+    /// survive `kill -9` of mend). Never dropped for load: the journal does not go through the event
+    /// queue's bound. Blocking: call from a blocking context.
+    pub fn journal(&self, entries: Vec<JournalEntry>) -> Result<(), StoreError> {
+        let (done, wait) = mpsc::sync_channel(1);
+        self.queue.control(Message::Journal(entries, done))?;
+        match wait.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Journal(message)),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// The highest incident and action ids journalled so far (0 when none): ids go on from there.
+    pub fn journal_ids(&self) -> Result<(u64, u64), StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let incident: i64 = connection.query_row("SELECT COALESCE(MAX(id), 0) FROM incidents", [], |row| row.get(0))?;
+        let action: i64 = connection.query_row("SELECT COALESCE(MAX(id), 0) FROM actions", [], |row| row.get(0))?;
+        Ok((incident.max(0) as u64, action.max(0) as u64))
+    }
+
+    /// Incidents, newest first: at most `limit`, only those still open with `open_only`.
+    pub fn incidents(&self, limit: usize, open_only: bool) -> Result<Vec<Incident>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let sql = if open_only {
+            "SELECT body FROM incidents WHERE state NOT IN ('resolved', 'escalated') ORDER BY id DESC LIMIT ?1"
+        } else {
+            "SELECT body FROM incidents ORDER BY id DESC LIMIT ?1"
+        };
+        let mut statement = connection.prepare_cached(sql)?;
+        let rows = statement.query_map(params![limit.min(i64::MAX as usize) as i64], |row| row.get::<_, String>(0))?;
+        let mut incidents = Vec::new();
+        for body in rows {
+            // A row this mend cannot read (from a newer one) is skipped, not fatal.
+            if let Ok(incident) = serde_json::from_str(&body?) {
+                incidents.push(incident);
+            }
+        }
+        Ok(incidents)
+    }
+
+    /// The incident `id`, with its actions in order.
+    pub fn incident(&self, id: IncidentId) -> Result<Option<(Incident, Vec<ActionRecord>)>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let body: Option<String> = connection
+            .query_row("SELECT body FROM incidents WHERE id = ?1", params![id.0 as i64], |row| row.get(0))
+            .optional()?;
+        let Some(incident) = body.and_then(|body| serde_json::from_str::<Incident>(&body).ok()) else {
+            return Ok(None);
+        };
+        let mut statement = connection.prepare_cached("SELECT body FROM actions WHERE incident = ?1 ORDER BY id")?;
+        let rows = statement.query_map(params![id.0 as i64], |row| row.get::<_, String>(0))?;
+        let mut actions = Vec::new();
+        for body in rows {
+            if let Ok(action) = serde_json::from_str(&body?) {
+                actions.push(action);
+            }
+        }
+        Ok(Some((incident, actions)))
+    }
+
+    /// Actions, newest first (at most `limit`); only pending or running ones with `open_only`.
+    pub fn actions(&self, limit: usize, open_only: bool) -> Result<Vec<ActionRecord>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let sql = if open_only {
+            "SELECT body FROM actions WHERE state IN ('pending', 'running') ORDER BY id DESC LIMIT ?1"
+        } else {
+            "SELECT body FROM actions ORDER BY id DESC LIMIT ?1"
+        };
+        let mut statement = connection.prepare_cached(sql)?;
+        let rows = statement.query_map(params![limit.min(i64::MAX as usize) as i64], |row| row.get::<_, String>(0))?;
+        let mut actions = Vec::new();
+        for body in rows {
+            if let Ok(action) = serde_json::from_str(&body?) {
+                actions.push(action);
+            }
+        }
+        Ok(actions)
+    }
+
+    /// The action `id`.
+    pub fn action(&self, id: ActionId) -> Result<Option<ActionRecord>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let body: Option<String> = connection
+            .query_row("SELECT body FROM actions WHERE id = ?1", params![id.0 as i64], |row| row.get(0))
+            .optional()?;
+        Ok(body.and_then(|body| serde_json::from_str(&body).ok()))
+    }
+
+    /// At start-up: what the last run left open is closed, journalled and returned. Its incidents are
+    /// escalated (their conditions are evaluated afresh: a fault that goes on opens a new incident) and
+    /// its pending or running actions are `interrupted` (how a running one ended is not known).
+    pub fn close_interrupted(&self, now: Timestamp) -> Result<(Vec<Incident>, Vec<ActionRecord>), StoreError> {
+        let mut actions = self.actions(10_000, true)?;
+        for action in &mut actions {
+            action.state = ActionState::Interrupted;
+            action.finished_at = Some(now);
+            action.outcome = Some("mend stopped before it ended: how it ended is not known".to_owned());
+        }
+        let mut incidents = self.incidents(10_000, true)?;
+        for incident in &mut incidents {
+            incident.state = IncidentState::Escalated;
+            incident.closed_at = Some(now);
+            incident.updated_at = now;
+            incident.timeline.push(TimelineEntry {
+                at: now,
+                state: IncidentState::Escalated,
+                note: "escalated: mend restarted while it was open; its conditions are evaluated afresh".to_owned(),
+            });
+        }
+        let entries = actions
+            .iter()
+            .map(|a| JournalEntry::Action(Box::new(a.clone())))
+            .chain(incidents.iter().map(|i| JournalEntry::Incident(Box::new(i.clone()))))
+            .collect::<Vec<_>>();
+        if !entries.is_empty() {
+            self.journal(entries)?;
+        }
+        Ok((incidents, actions))
+    }
+
     /// Waits until every event queued so far is committed.
     pub fn flush(&self) -> Result<(), StoreError> {
         let (done, wait) = mpsc::sync_channel(1);
@@ -472,13 +630,7 @@ impl Store {
                 "resolved" => SignalState::Resolved,
                 _ => continue,
             };
-            let kind = match kind.as_str() {
-                "rule" => SignalKind::Rule,
-                "anomaly" => SignalKind::Anomaly,
-                "predictive" => SignalKind::Predictive,
-                "external" => SignalKind::External,
-                _ => continue,
-            };
+            let Some(kind) = SignalKind::parse(&kind) else { continue };
             let signal = Signal {
                 at: Timestamp::from_millis(at_ms),
                 since: Timestamp::from_millis(since_ms),
@@ -550,6 +702,7 @@ fn write_loop(
     let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     let mut signals: Vec<Signal> = Vec::new();
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
+    let mut journals: Vec<(Vec<JournalEntry>, JournalAck)> = Vec::new();
     let mut close: Option<SyncSender<()>> = None;
     let mut since_cleanup = 0_usize;
     loop {
@@ -572,6 +725,7 @@ fn write_loop(
                     signals.push(*signal);
                 }
                 Message::Flush(done) => flushes.push(done),
+                Message::Journal(entries, done) => journals.push((entries, done)),
                 Message::Close(done) => close = Some(done),
             }
             if batch.len() + signals.len() < MAX_BATCH && close.is_none() {
@@ -587,6 +741,13 @@ fn write_loop(
             since_cleanup += batch.len() + signals.len();
             batch.clear();
             signals.clear();
+        }
+        for (entries, done) in journals.drain(..) {
+            let result = write_journal(&mut connection, &entries).map_err(|error| {
+                tracing::error!(error = %error, n_entries = entries.len(), "cannot commit the action journal");
+                error.to_string()
+            });
+            let _ = done.send(result);
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -653,12 +814,58 @@ fn insert(connection: &mut Connection, events: &[Event], signals: &[Signal]) -> 
     transaction.commit()
 }
 
+fn write_journal(connection: &mut Connection, entries: &[JournalEntry]) -> rusqlite::Result<()> {
+    let transaction = connection.transaction()?;
+    for entry in entries {
+        let to_sql = |error: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(error));
+        match entry {
+            JournalEntry::Incident(incident) => {
+                let body = serde_json::to_string(incident).map_err(to_sql)?;
+                transaction.execute(
+                    "INSERT INTO incidents (id, opened_ms, updated_ms, state, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(id) DO UPDATE SET updated_ms = excluded.updated_ms, state = excluded.state, body = excluded.body",
+                    params![
+                        incident.id.0 as i64,
+                        incident.opened_at.as_millis(),
+                        incident.updated_at.as_millis(),
+                        incident.state.as_str(),
+                        body
+                    ],
+                )?;
+            }
+            JournalEntry::Action(action) => {
+                let body = serde_json::to_string(action).map_err(to_sql)?;
+                transaction.execute(
+                    "INSERT INTO actions (id, incident, requested_ms, state, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body",
+                    params![
+                        action.id.0 as i64,
+                        action.incident.map(|i| i.0 as i64),
+                        action.requested_at.as_millis(),
+                        action.state.as_str(),
+                        body
+                    ],
+                )?;
+            }
+        }
+    }
+    transaction.commit()
+}
+
 fn apply_retention(connection: &Connection, retention: Retention, now: Timestamp) -> rusqlite::Result<()> {
     // Age is measured from now, not from the newest row: one row stamped in the future by a clock jump
     // must not make every real row look old.
     let oldest_kept = now.as_millis().saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
     connection.execute("DELETE FROM events WHERE at_ms < ?1", params![oldest_kept])?;
     connection.execute("DELETE FROM signals WHERE at_ms < ?1", params![oldest_kept])?;
+    connection.execute(
+        "DELETE FROM incidents WHERE updated_ms < ?1 AND state IN ('resolved', 'escalated')",
+        params![oldest_kept],
+    )?;
+    connection.execute(
+        "DELETE FROM actions WHERE requested_ms < ?1 AND state NOT IN ('pending', 'running')",
+        params![oldest_kept],
+    )?;
     let max_events = i64::try_from(retention.max_events).unwrap_or(i64::MAX);
     connection.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1", params![max_events])?;
     connection.execute("DELETE FROM signals WHERE id <= (SELECT MAX(id) FROM signals) - ?1", params![max_events])?;
@@ -891,7 +1098,69 @@ mod tests {
         connection.pragma_update(None, "user_version", 99).expect("set version");
         drop(connection);
         let error = Store::open(&path, Retention::default()).err().expect("newer schema refused");
-        assert!(error.to_string().contains("schema version 99, newer than the 2 this mend supports"), "{error}");
+        assert!(error.to_string().contains("schema version 99, newer than the 3 this mend supports"), "{error}");
+    }
+
+    fn action(id: u64, state: ActionState) -> ActionRecord {
+        ActionRecord {
+            id: ActionId(id),
+            incident: Some(IncidentId(1)),
+            action: mend_types::ActionKind::Restart,
+            service: ServiceName::new("web").ok(),
+            replica: Some(0),
+            actor: mend_types::Actor::Operator,
+            reason: "test".into(),
+            state,
+            requested_at: Timestamp::from_millis(1),
+            started_at: None,
+            finished_at: None,
+            outcome: None,
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_journal_commits_before_it_returns_and_the_next_run_closes_what_was_left_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mend.db");
+        let store = Store::open(&path, Retention::default()).expect("open");
+        let incident = Incident {
+            id: IncidentId(1),
+            state: IncidentState::Acting,
+            opened_at: Timestamp::from_millis(1),
+            updated_at: Timestamp::from_millis(2),
+            closed_at: None,
+            services: Default::default(),
+            replicas: Default::default(),
+            signals: Vec::new(),
+            diagnosis: Default::default(),
+            actions: vec![ActionId(1)],
+            flaps: 0,
+            timeline: Vec::new(),
+        };
+        store
+            .journal(vec![
+                JournalEntry::Incident(Box::new(incident.clone())),
+                JournalEntry::Action(Box::new(action(1, ActionState::Succeeded))),
+                JournalEntry::Action(Box::new(action(2, ActionState::Running))),
+            ])
+            .expect("journal");
+        // Read through another connection at once, without a flush: the journal was committed.
+        let (read, actions) = store.incident(IncidentId(1)).expect("query").expect("the incident");
+        assert_eq!((read, actions.len()), (incident, 2));
+        assert_eq!(store.journal_ids().expect("ids"), (1, 2));
+        // The process dies here: nothing is closed cleanly.
+        drop(store);
+        let store = Store::open(&path, Retention::default()).expect("reopen");
+        let (incidents, actions) = store.close_interrupted(Timestamp::from_millis(9)).expect("close");
+        assert_eq!((incidents.len(), actions.len()), (1, 1));
+        let (incident, actions) = store.incident(IncidentId(1)).expect("query").expect("the incident");
+        assert_eq!(incident.state, IncidentState::Escalated);
+        assert_eq!(
+            actions.iter().map(|a| a.state).collect::<Vec<_>>(),
+            [ActionState::Succeeded, ActionState::Interrupted]
+        );
+        assert!(store.actions(10, true).expect("query").is_empty());
     }
 
     #[test]

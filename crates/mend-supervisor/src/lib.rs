@@ -16,7 +16,7 @@ pub mod spawn;
 pub mod statedir;
 pub mod supervisor;
 
-pub use lifecycle::{ReplicaState, Unready};
+pub use lifecycle::{ReplicaState, Request, Unready};
 pub use runner::{Control, ProcessStats, ReplicaHandle, ReplicaStatus, RunnerContext, TrafficControl};
 pub use spawn::{SHIM_SUBCOMMAND, Spawner, exec_shim, resolve_program};
 pub use supervisor::{ControlError, ServiceHandle, Supervisor};

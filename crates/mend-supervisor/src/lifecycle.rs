@@ -100,6 +100,32 @@ impl Policy {
     }
 }
 
+/// Who asked for a restart and why: an operator, or a healing policy whose restarts count against the
+/// replica's restart intensity (the budget that protects against restart storms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Why, for the events: the operator's reason, or the policy's trigger and diagnosis.
+    pub reason: std::sync::Arc<str>,
+    /// Counted against the restart intensity (a policy's automatic restart); an operator's is not.
+    pub counted: bool,
+}
+
+impl Request {
+    /// An operator's restart.
+    pub fn operator(reason: Option<&str>) -> Self {
+        let reason = match reason {
+            Some(reason) => format!("restart requested by operator: {reason}"),
+            None => "restart requested by operator".to_owned(),
+        };
+        Self { reason: reason.into(), counted: false }
+    }
+
+    /// A healing policy's restart, with its reason.
+    pub fn policy(reason: &str) -> Self {
+        Self { reason: format!("restart by healing policy: {reason}").into(), counted: true }
+    }
+}
+
 /// Something that happened to the replica, or was asked of it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -107,8 +133,8 @@ pub enum Input {
     Start,
     /// Stop and stay stopped (operator or shutdown).
     Stop,
-    /// Stop gracefully, then start again at once (operator).
-    Restart,
+    /// Stop gracefully, then start again at once (an operator, or a policy within the restart intensity).
+    Restart(Request),
     /// The process was spawned.
     Spawned {
         /// Its pid (and process group id).
@@ -188,6 +214,8 @@ enum AfterStop {
     Restart {
         reason: String,
         automatic: bool,
+        /// A requested restart that counts against the restart intensity (a policy's).
+        counted: bool,
     },
 }
 
@@ -510,7 +538,7 @@ impl Lifecycle {
         match input {
             Input::Start => self.start(&mut effects),
             Input::Stop => self.stop(now, &mut effects),
-            Input::Restart => self.operator_restart(now, &mut effects),
+            Input::Restart(request) => self.requested_restart(now, request, &mut effects),
             Input::Spawned { pid } => self.spawned(pid, now, &mut effects),
             Input::SpawnFailed { error } => {
                 effects.push(event(
@@ -559,7 +587,8 @@ impl Lifecycle {
                 effects.push(Effect::Spawn);
             }
             Phase::Stopping { then, .. } => {
-                *then = AfterStop::Restart { reason: "started by operator".to_owned(), automatic: false };
+                *then =
+                    AfterStop::Restart { reason: "started by operator".to_owned(), automatic: false, counted: false };
             }
             Phase::Running { .. } => {}
         }
@@ -580,12 +609,18 @@ impl Lifecycle {
         }
     }
 
-    fn operator_restart(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+    fn requested_restart(&mut self, now: Instant, request: Request, effects: &mut Vec<Effect>) {
         match self.phase {
             Phase::Running { pid, .. } => {
-                let then = AfterStop::Restart { reason: "restart requested by operator".to_owned(), automatic: false };
+                let then = AfterStop::Restart {
+                    reason: request.reason.to_string(),
+                    automatic: false,
+                    counted: request.counted,
+                };
                 self.begin_stop(pid, now, then, StopReason::Restart, effects);
             }
+            // A policy does not start what is down (an operator's or mend's decision); an operator does.
+            _ if request.counted => {}
             _ => self.start(effects),
         }
     }
@@ -692,7 +727,7 @@ impl Lifecycle {
                 self.phase = Phase::Stopped;
                 effects.push(event(EventKind::Stopped, "stopped", json!({})));
             }
-            Some(AfterStop::Restart { reason, automatic: true }) => {
+            Some(AfterStop::Restart { reason, automatic: true, .. }) => {
                 self.phase = Phase::Idle;
                 if self.policy.restart == RestartPolicy::Never {
                     self.phase = Phase::Exited;
@@ -700,7 +735,26 @@ impl Lifecycle {
                     self.automatic_restart(reason, ran_for, now, jitter, effects);
                 }
             }
-            Some(AfterStop::Restart { reason, automatic: false }) => {
+            Some(AfterStop::Restart { reason, automatic: false, counted }) => {
+                if counted {
+                    // A policy's restart spends the replica's restart budget: past it, give up as after
+                    // crashes (and the give-up escalates).
+                    let limit = self.policy.restart_limit;
+                    if !self.intensity.try_restart(&limit, now) {
+                        self.phase = Phase::Failed;
+                        effects.push(event(
+                            EventKind::GaveUp,
+                            format!(
+                                "gave up: more than {} restarts within {}s (last: {reason}); start it again with `mend start`",
+                                limit.max_restarts,
+                                limit.within.as_secs_f64()
+                            ),
+                            json!({ "reason": reason, "max_restarts": limit.max_restarts, "within_ms": millis(limit.within) }),
+                        ));
+                        return;
+                    }
+                    self.restarts += 1;
+                }
                 effects.push(event(
                     EventKind::Restarted,
                     format!("restarting: {reason}"),
@@ -930,7 +984,8 @@ impl Lifecycle {
             format!("{check} check failed: {reason}"),
             json!({ "check": check, "reason": reason, "pid": pid, "hung": hung }),
         ));
-        let then = AfterStop::Restart { reason: format!("{check} check failed: {reason}"), automatic: true };
+        let then =
+            AfterStop::Restart { reason: format!("{check} check failed: {reason}"), automatic: true, counted: true };
         self.begin_stop(pid, now, then, cause, effects);
     }
 

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use mend_config::{Backoff, ProbeRole, RestartLimit, RestartPolicy};
 use mend_types::{ExitCause, ExitInfo, MendTrouble, ProbeOutcome, ProcessEvidence, StopReason};
 
-use super::{Effect, Input, Lifecycle, LivenessPolicy, Policy, ReadinessGate, ReplicaState, Thresholds, Unready};
+use super::{
+    Effect, Input, Lifecycle, LivenessPolicy, Policy, ReadinessGate, ReplicaState, Request, Thresholds, Unready,
+};
 
 /// The probe `role` gates readiness with these thresholds, after a start grace of 1.5 s.
 fn gate(role: ProbeRole, success: u32, failure: u32) -> ReadinessGate {
@@ -174,6 +176,49 @@ fn crash_loop_gives_up_after_the_restart_limit() {
     assert_eq!(machine.next_deadline(), None);
     // An operator's start gives it a fresh budget.
     check(&mut machine, start, &[(now + 20, Input::Start, &["spawn"])]);
+}
+
+#[test]
+fn issue_9_a_policy_restart_says_why_and_spends_the_restart_budget() {
+    let start = Instant::now();
+    let mut machine = Lifecycle::new(Policy { readiness_gate: None, liveness: None, ..policy() });
+    let ready = "ready: ready: running (no readiness or liveness probe)";
+    check(
+        &mut machine,
+        start,
+        &[(0, Input::Start, &["spawn"]), (0, Input::Spawned { pid: 1 }, &["started: started pid 1", ready])],
+    );
+    let request = Request::policy("Slow fired on web; diagnosis: Slow");
+    // Three restarts are the budget (policy(): 3 within 60 s); each is announced with its reason.
+    for pid in 1..=3 {
+        let at = u64::from(pid) * 100;
+        let effects = render(&machine.handle(Input::Restart(request.clone()), start + Duration::from_millis(at), 0.0));
+        assert!(
+            effects.contains(&format!(
+                "stopping: sending SIGTERM to pid {pid}: restart by healing policy: Slow fired on web; diagnosis: Slow"
+            )),
+            "{effects:?}"
+        );
+        let effects =
+            render(&machine.handle(Input::Exited(ExitInfo::signal(15)), start + Duration::from_millis(at + 10), 0.0));
+        assert_eq!(effects[1], "restarted: restarting: restart by healing policy: Slow fired on web; diagnosis: Slow");
+        machine.handle(Input::Spawned { pid: pid + 1 }, start + Duration::from_millis(at + 10), 0.0);
+    }
+    assert_eq!(machine.restarts(), 3, "a policy's restarts count");
+    machine.handle(Input::Restart(request.clone()), start + Duration::from_millis(500), 0.0);
+    let effects = render(&machine.handle(Input::Exited(ExitInfo::signal(15)), start + Duration::from_millis(510), 0.0));
+    assert!(effects[1].starts_with("gave_up: gave up: more than 3 restarts within 60s"), "{effects:?}");
+    assert_eq!(machine.state(), ReplicaState::Failed);
+    // A policy does not start what is down; an operator does.
+    assert!(machine.handle(Input::Restart(request), start + Duration::from_millis(600), 0.0).is_empty());
+    assert_eq!(
+        render(&machine.handle(
+            Input::Restart(Request::operator(Some("fixed the disk"))),
+            start + Duration::from_millis(700),
+            0.0
+        )),
+        ["spawn"]
+    );
 }
 
 #[test]
@@ -487,7 +532,7 @@ fn operator_stop_start_and_restart() {
             ),
             (
                 10,
-                Input::Restart,
+                Input::Restart(Request::operator(None)),
                 &[
                     "unready: not ready: stopping",
                     "stopping: sending SIGTERM to pid 1: restart requested by operator",
@@ -756,7 +801,7 @@ fn the_last_exit_says_who_ended_the_process() {
         (
             "an operator's restart",
             policy(),
-            vec![(100, Input::Restart), (200, exit(ExitInfo::signal(15)))],
+            vec![(100, Input::Restart(Request::operator(None))), (200, exit(ExitInfo::signal(15)))],
             ExitCause::Mend(StopReason::Restart),
             "stopped by mend: restart requested (SIGTERM)",
         ),

@@ -56,7 +56,7 @@ pub trait TrafficControl: Send + Sync {
 }
 
 /// What an operator (or the supervisor) asks of a replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Start if not running.
     Start,
@@ -69,6 +69,8 @@ pub enum Control {
     Replace {
         /// The generation the caller saw.
         generation: u64,
+        /// Who asks and why.
+        request: crate::lifecycle::Request,
     },
     /// Stop (draining first) and end the replica's task: the replica is being removed (scale-in).
     /// Commands after it are not read.
@@ -414,8 +416,10 @@ impl Runner {
                 command = control.recv(), if control_open => match command {
                     Some(Control::Start) => Input::Start,
                     Some(Control::Stop) => Input::Stop,
-                    Some(Control::Restart) => Input::Restart,
-                    Some(Control::Replace { generation }) if generation == self.generation => Input::Restart,
+                    Some(Control::Restart) => Input::Restart(crate::lifecycle::Request::operator(None)),
+                    Some(Control::Replace { generation, request }) if generation == self.generation => {
+                        Input::Restart(request)
+                    }
                     // Already replaced since the caller looked: that restart is the one asked for.
                     Some(Control::Replace { .. }) => continue,
                     Some(Control::Retire) => {

@@ -222,6 +222,20 @@ impl Supervisor {
         control: Control,
         wait: Duration,
     ) -> Result<Vec<ReplicaStatus>, ControlError> {
+        let request = crate::lifecycle::Request::operator(None);
+        self.control_for(name, replica, control, request, wait).await
+    }
+
+    /// [`Supervisor::control`], with who asks and why (for a restart: the reason in its events, and
+    /// whether it counts against the restart intensity).
+    pub async fn control_for(
+        &self,
+        name: &str,
+        replica: Option<u32>,
+        control: Control,
+        request: crate::lifecycle::Request,
+        wait: Duration,
+    ) -> Result<Vec<ReplicaStatus>, ControlError> {
         let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
         if self.is_shutting_down() {
             return Err(ControlError::ShuttingDown);
@@ -252,7 +266,8 @@ impl Supervisor {
                 let before = replica.status();
                 // Tagged with the generation seen now: a restart that happens meanwhile (another
                 // operator's) is this one too.
-                if !replica.send(Control::Replace { generation: before.generation }).await {
+                let replace = Control::Replace { generation: before.generation, request: request.clone() };
+                if !replica.send(replace).await {
                     return Err(ControlError::ShuttingDown);
                 }
                 let mut status = replica.watch();
@@ -276,7 +291,7 @@ impl Supervisor {
         } else {
             let before: Vec<ReplicaStatus> = targets.iter().map(|r| r.status()).collect();
             for replica in &targets {
-                if !replica.send(control).await {
+                if !replica.send(control.clone()).await {
                     return Err(ControlError::ShuttingDown);
                 }
             }

@@ -115,7 +115,14 @@ async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
         store.range(&labels, Timestamp::from_millis(0), Timestamp::from_millis(i64::MAX)).len()
     };
     let before = n_samples();
-    assert!(replica.send(Control::Replace { generation: first.generation + 1 }).await);
+    assert!(
+        replica
+            .send(Control::Replace {
+                generation: first.generation + 1,
+                request: mend_supervisor::Request::operator(None)
+            })
+            .await
+    );
     tokio::time::timeout(Duration::from_secs(5), async {
         while n_samples() < before + 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -126,7 +133,11 @@ async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
     assert_eq!(n_stopping(), 0, "a restart of a generation that is not running is skipped");
     assert_eq!(replica.status().pid, first.pid);
 
-    assert!(replica.send(Control::Replace { generation: first.generation }).await);
+    assert!(
+        replica
+            .send(Control::Replace { generation: first.generation, request: mend_supervisor::Request::operator(None) })
+            .await
+    );
     let replaced =
         tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.ready && s.generation > first.generation))
             .await;

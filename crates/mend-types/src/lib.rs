@@ -5,6 +5,7 @@
 
 mod event;
 mod exit;
+mod heal;
 mod ids;
 mod probe;
 mod signal;
@@ -13,6 +14,10 @@ mod units;
 
 pub use event::{Event, EventKind, EventSink};
 pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
+pub use heal::{
+    ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, HealMode, Incident,
+    IncidentId, IncidentSignal, IncidentState, ReplicaChange, ReplicaCondition, TimelineEntry,
+};
 pub use ids::{InvalidName, ReplicaId, ServiceName};
 pub use probe::{MendTrouble, ProbeOutcome, ProcessEvidence};
 pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};

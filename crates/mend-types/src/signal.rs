@@ -20,6 +20,9 @@ pub enum SignalKind {
     Predictive,
     /// An alert received from Alertmanager's webhook.
     External,
+    /// A built-in diagnosis that mend draws from its own lifecycle events and proxy figures
+    /// (`crashed`, `crash_loop`, `hung`, ...; see [`crate::BuiltinDiagnosis`]).
+    Diagnosis,
 }
 
 impl SignalKind {
@@ -30,7 +33,15 @@ impl SignalKind {
             Self::Anomaly => "anomaly",
             Self::Predictive => "predictive",
             Self::External => "external",
+            Self::Diagnosis => "diagnosis",
         }
+    }
+
+    /// Parses a stable name back into a kind.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Rule, Self::Anomaly, Self::Predictive, Self::External, Self::Diagnosis]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
     }
 }
 

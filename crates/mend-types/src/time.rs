@@ -178,6 +178,56 @@ impl Clock for SystemClock {
     }
 }
 
+/// Serde for a [`Timestamp`] as RFC 3339 text (`2026-11-22T10:00:00.250Z`), as the API shows times;
+/// reads milliseconds since the epoch too. For `#[serde(with = "...")]`.
+pub(crate) mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Timestamp;
+
+    /// Writes `at` as RFC 3339.
+    pub(crate) fn serialize<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(at)
+    }
+
+    /// Reads RFC 3339 or milliseconds.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Millis(i64),
+            Text(String),
+        }
+        match Either::deserialize(deserializer)? {
+            Either::Millis(millis) => Ok(Timestamp::from_millis(millis)),
+            Either::Text(text) => Timestamp::parse(&text)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid time {text:?} (RFC 3339 expected)"))),
+        }
+    }
+
+    /// The same for an optional time (`null` when absent).
+    pub(crate) mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        use super::super::Timestamp;
+
+        /// Writes `at` as RFC 3339, or null.
+        pub(crate) fn serialize<S: Serializer>(at: &Option<Timestamp>, serializer: S) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => serializer.collect_str(at),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        /// Reads RFC 3339, milliseconds or null.
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Timestamp>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] Timestamp);
+            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(at)| at))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

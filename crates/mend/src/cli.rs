@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use hyper::Method;
-use mend_api::{EventsResponse, ServiceDto, ServicesResponse, SignalsResponse};
+use mend_api::{
+    ActionsResponse, EventsResponse, HealingStatus, IncidentDto, IncidentsResponse, ServiceDto, ServicesResponse,
+    SignalsResponse,
+};
 use mend_types::{Clock, SystemClock};
 
 use crate::client::{Client, ClientError, encode_query_value};
@@ -105,6 +108,69 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List incidents (newest first): signals grouped with their diagnosis, state and actions.
+    Incidents {
+        #[command(flatten)]
+        target: Target,
+        /// Only incidents still open.
+        #[arg(long)]
+        open: bool,
+        /// At most this many, 1 to 10000.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        limit: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident's timeline: its signals, transitions and actions (what, to which replica, by
+    /// whom, why, when, and how it ended).
+    Incident {
+        #[command(flatten)]
+        target: Target,
+        /// The incident's id.
+        id: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List healing actions (newest first).
+    Actions {
+        #[command(flatten)]
+        target: Target,
+        /// Only actions pending approval or running.
+        #[arg(long)]
+        open: bool,
+        /// At most this many, 1 to 10000.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        limit: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve an action waiting for approval (approve mode): it runs now, within the guard's limits.
+    Approve {
+        #[command(flatten)]
+        target: Target,
+        /// The action's id (`mend actions --open`).
+        id: u64,
+    },
+    /// Deny an action waiting for approval: mend stops acting on its incident (escalated).
+    Deny {
+        #[command(flatten)]
+        target: Target,
+        /// The action's id.
+        id: u64,
+    },
+    /// Pause all automatic healing (operators' commands still run); incidents are still recorded.
+    Pause {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Resume automatic healing.
+    Resume {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Restart a service's replicas (gracefully).
     Restart(ControlArgs),
     /// Stop a service's replicas; they stay stopped.
@@ -125,6 +191,9 @@ enum Command {
         /// timeout plus a minute).
         #[arg(long)]
         wait: Option<String>,
+        /// Why (recorded in the action journal).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Reload the config file (as SIGHUP): rules, detectors, forecasts and scrape targets change at once;
     /// prints what changed and what waits for the next start.
@@ -330,6 +399,9 @@ struct ControlArgs {
     /// How long to wait for each replica to act (default: its stop timeout plus a minute).
     #[arg(long)]
     wait: Option<String>,
+    /// Why (recorded in the action journal and the replica's events).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 /// Parses the command line and runs the command.
@@ -589,6 +661,13 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Stop(ControlArgs { target, .. })
         | Command::Start(ControlArgs { target, .. })
         | Command::Reload { target }
+        | Command::Incidents { target, .. }
+        | Command::Incident { target, .. }
+        | Command::Actions { target, .. }
+        | Command::Approve { target, .. }
+        | Command::Deny { target, .. }
+        | Command::Pause { target }
+        | Command::Resume { target }
         | Command::Scale { target, .. } => target,
         Command::Run(_)
         | Command::CheckConfig { .. }
@@ -622,7 +701,16 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Stop(args) => control(&client, "stop", &args).await,
         Command::Start(args) => control(&client, "start", &args).await,
         Command::Reload { .. } => reload(&client).await,
-        Command::Scale { name, replicas, wait, .. } => scale(&client, &name, replicas, wait.as_deref()).await,
+        Command::Scale { name, replicas, wait, reason, .. } => {
+            scale(&client, &name, replicas, wait.as_deref(), reason.as_deref()).await
+        }
+        Command::Incidents { open, limit, json, .. } => incidents(&client, open, limit, json).await,
+        Command::Incident { id, json, .. } => incident(&client, id, json).await,
+        Command::Actions { open, limit, json, .. } => actions(&client, open, limit, json).await,
+        Command::Approve { id, .. } => decide(&client, id, "approve").await,
+        Command::Deny { id, .. } => decide(&client, id, "deny").await,
+        Command::Pause { .. } => healing(&client, "pause").await,
+        Command::Resume { .. } => healing(&client, "resume").await,
         Command::Logs { name, replica, follow, tail, .. } => logs(&client, &name, replica, follow, tail).await,
         Command::Run(_)
         | Command::CheckConfig { .. }
@@ -748,10 +836,24 @@ async fn signals(
     .await
 }
 
-async fn scale(client: &Client, name: &str, replicas: u32, wait: Option<&str>) -> Result<(), ClientError> {
-    let mut path = format!("/api/v1/services/{}/scale", encode_query_value(name));
+async fn scale(
+    client: &Client,
+    name: &str,
+    replicas: u32,
+    wait: Option<&str>,
+    reason: Option<&str>,
+) -> Result<(), ClientError> {
+    let mut query = Vec::new();
     if let Some(wait) = wait {
-        path.push_str(&format!("?wait={}", encode_query_value(wait)));
+        query.push(format!("wait={}", encode_query_value(wait)));
+    }
+    if let Some(reason) = reason {
+        query.push(format!("reason={}", encode_query_value(reason)));
+    }
+    let mut path = format!("/api/v1/services/{}/scale", encode_query_value(name));
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
     }
     let body = serde_json::json!({ "replicas": replicas });
     let service: ServiceDto = client.json_with_body(Method::POST, &path, Some(&body)).await?;
@@ -820,6 +922,9 @@ async fn control(client: &Client, action: &str, args: &ControlArgs) -> Result<()
     if let Some(wait) = &args.wait {
         query.push(format!("wait={}", encode_query_value(wait)));
     }
+    if let Some(reason) = &args.reason {
+        query.push(format!("reason={}", encode_query_value(reason)));
+    }
     let mut path = format!("/api/v1/services/{}/{action}", encode_query_value(&args.name));
     if !query.is_empty() {
         path.push('?');
@@ -828,6 +933,57 @@ async fn control(client: &Client, action: &str, args: &ControlArgs) -> Result<()
     let service: ServiceDto = client.json(Method::POST, &path).await?;
     let response = ServicesResponse { services: vec![service] };
     output::raw(output::status_table(&response, SystemClock.wall().as_millis()).as_bytes());
+    Ok(())
+}
+
+async fn incidents(client: &Client, open: bool, limit: u16, json: bool) -> Result<(), ClientError> {
+    let response: IncidentsResponse =
+        client.json(Method::GET, &format!("/api/v1/incidents?limit={limit}&open={open}")).await?;
+    if json {
+        output::line(&serde_json::to_string_pretty(&response).map_err(|error| ClientError::Other(error.to_string()))?);
+    } else {
+        output::raw(output::incidents_table(&response.incidents).as_bytes());
+    }
+    Ok(())
+}
+
+async fn incident(client: &Client, id: u64, json: bool) -> Result<(), ClientError> {
+    let incident: IncidentDto = client.json(Method::GET, &format!("/api/v1/incidents/{id}")).await?;
+    if json {
+        output::line(&serde_json::to_string_pretty(&incident).map_err(|error| ClientError::Other(error.to_string()))?);
+    } else {
+        output::raw(output::incident_timeline(&incident).as_bytes());
+    }
+    Ok(())
+}
+
+async fn actions(client: &Client, open: bool, limit: u16, json: bool) -> Result<(), ClientError> {
+    let response: ActionsResponse =
+        client.json(Method::GET, &format!("/api/v1/actions?limit={limit}&open={open}")).await?;
+    if json {
+        output::line(&serde_json::to_string_pretty(&response).map_err(|error| ClientError::Other(error.to_string()))?);
+    } else {
+        output::raw(output::actions_table(&response.actions).as_bytes());
+    }
+    Ok(())
+}
+
+async fn decide(client: &Client, id: u64, decision: &str) -> Result<(), ClientError> {
+    let record: mend_types::ActionRecord =
+        client.json_with_body(Method::POST, &format!("/api/v1/actions/{id}/{decision}"), None).await?;
+    output::line(&output::action_line(&record));
+    Ok(())
+}
+
+async fn healing(client: &Client, what: &str) -> Result<(), ClientError> {
+    let status: HealingStatus = client.json_with_body(Method::POST, &format!("/api/v1/healing/{what}"), None).await?;
+    let state = if status.paused { "paused: no automatic action" } else { "resumed: automatic action on" };
+    output::line(&format!(
+        "healing {state} (mode {}, {} open incidents, {} pending actions)",
+        status.mode.as_str(),
+        status.open_incidents,
+        status.pending.len()
+    ));
     Ok(())
 }
 

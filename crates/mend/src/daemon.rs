@@ -21,11 +21,14 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
-use crate::detection::{DetectLoop, Detection};
 use crate::notify::Systemd;
 use crate::output;
 use crate::reload::{Reloadable, ScrapeContext};
 use crate::traffic::{self, Traffic};
+use mend_detection::{DetectLoop, Detection};
+
+/// Messages a stream subscriber may fall behind by before it loses the oldest.
+const STREAM_CAPACITY: usize = 1024;
 
 /// How often replicas' /proc metrics are sampled.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -123,8 +126,16 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let store =
         Arc::new(Store::open(&state_dir.join("mend.db"), Retention::default()).context("cannot open the event store")?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let events = Arc::new(EventCounter::new(store.sink()));
-    let signals = Arc::new(SignalCounter::new(store.signal_sink()));
+    // The stream between stages: the store takes every event and signal inline (its queue sheds load and
+    // counts it); stages subscribe (a subscriber that falls behind loses the oldest and counts it). The
+    // counters for /metrics count at the publisher, so that their figures are exact.
+    let bus = mend_bus::Bus::builder(STREAM_CAPACITY)
+        .tap("store", Arc::new(mend_bus::SinkTap { events: store.sink(), signals: store.signal_sink() }))
+        .build();
+    let events = Arc::new(EventCounter::new(bus.clone()));
+    let signals = Arc::new(SignalCounter::new(bus.clone()));
+    // Subscribed before any replica starts: the heal stage misses nothing they publish.
+    let heal_subscription = bus.subscribe("heal");
 
     resolve_conditions_of_the_last_run(&store, &signals, clock.as_ref());
     let n_orphans = orphans::replace_orphans(&state_dir, events.as_ref(), clock.as_ref()).await;
@@ -190,6 +201,17 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
     let detect_loop = DetectLoop::start(Detection::new(&config), series.clone(), signals.clone(), clock.clone());
+    let executor = Arc::new(crate::heal::Executor::new(&config, &supervisor, &traffic));
+    let parts = crate::heal::StageParts {
+        store: store.clone(),
+        supervisor: supervisor.clone(),
+        signals: signals.clone(),
+        executor: executor.clone(),
+        clock: clock.clone(),
+        series: series.clone(),
+    };
+    let (heal, mut heal_task) = crate::heal::HealStage::start(&config, heal_subscription, parts)?;
+    let replica_changes = crate::heal::publish_replica_changes(&supervisor, bus.clone(), clock.clone());
     let (api_closing, api_closing_in) = tokio::sync::watch::channel(false);
     let (reload_requests, mut reloads_asked) = tokio::sync::mpsc::channel::<mend_api::ReloadRequest>(4);
     let api_state = ApiState {
@@ -203,6 +225,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         state_dir: state_dir.clone(),
         clock: clock.clone(),
         reload: reload_requests,
+        healing: Arc::new(heal.clone()),
         closing: api_closing_in,
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -224,8 +247,10 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         scrape_context,
         detection: detect_loop,
         supervisor: supervisor.clone(),
+        heal: heal.clone(),
         scale_tasks: Vec::new(),
     };
+    let mut stage_failed: Option<String> = None;
     let signal_name = loop {
         let (trigger, answer) = tokio::select! {
             signal = signals_in.next() => match signal {
@@ -233,6 +258,17 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
                 DaemonSignal::Reload => ("SIGHUP", None),
             },
             Some(answer) = reloads_asked.recv() => ("POST /api/v1/reload", Some(answer)),
+            // A stage that ends by itself is a bug: mend stops loudly rather than run without healing.
+            ended = &mut heal_task => {
+                let why = match ended {
+                    Err(error) if error.is_panic() => "it panicked".to_owned(),
+                    Err(error) => error.to_string(),
+                    Ok(()) => "it ended".to_owned(),
+                };
+                tracing::error!(why = %why, "the heal stage stopped; shutting down");
+                stage_failed = Some(why);
+                break "a failed heal stage";
+            }
         };
         systemd.reloading();
         let event = reloadable.reload(trigger, clock.wall()).await;
@@ -264,6 +300,11 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             }
         }
     });
+    // Healing stops first: nothing new is decided while services stop.
+    heal_task.abort();
+    for task in &replica_changes {
+        task.abort();
+    }
     for (_, scraper) in reloadable.scrapers.drain(..) {
         scraper.stop(clock.wall());
     }
@@ -310,7 +351,11 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         watchdog.abort();
     }
     tracing::info!("stopped");
-    Ok(())
+    drop(executor);
+    match stage_failed {
+        Some(why) => anyhow::bail!("the heal stage stopped ({why}); mend shut down"),
+        None => Ok(()),
+    }
 }
 
 /// SIGTERM, SIGINT and SIGHUP, watched for the whole life of the daemon (tokio never unregisters its

@@ -4,7 +4,7 @@
 mod cli;
 mod client;
 mod daemon;
-mod detection;
+mod heal;
 mod notify;
 mod output;
 mod reload;

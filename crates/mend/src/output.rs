@@ -4,7 +4,8 @@
 
 use std::io::Write;
 
-use mend_api::{EventDto, ServicesResponse, SignalDto};
+use mend_api::{EventDto, IncidentDto, ServicesResponse, SignalDto};
+use mend_types::ActionRecord;
 
 /// Prints one line (or a few) to stdout, control characters other than newlines and tabs escaped.
 pub(crate) fn line(text: &str) {
@@ -256,6 +257,119 @@ pub(crate) fn signal_line(signal: &SignalDto) -> String {
         signal.evidence
     );
     escape_controls(&line, false).into_owned()
+}
+
+/// `mend incidents`: one row per incident.
+pub(crate) fn incidents_table(incidents: &[IncidentDto]) -> String {
+    if incidents.is_empty() {
+        return "no incidents\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = incidents
+        .iter()
+        .map(|dto| {
+            let incident = &dto.incident;
+            let services: Vec<&str> = incident.services.iter().map(|s| s.as_str()).collect();
+            let last =
+                dto.action_records.last().map(|a| format!("{} {}", a.action.describe(), a.state)).unwrap_or_default();
+            vec![
+                incident.id.to_string(),
+                incident.state.to_string(),
+                incident.opened_at.to_string(),
+                if services.is_empty() { "-".to_owned() } else { services.join(",") },
+                incident.diagnosis.name.clone(),
+                dto.action_records.len().to_string(),
+                last,
+            ]
+        })
+        .collect();
+    table(&["ID", "STATE", "OPENED", "SERVICES", "DIAGNOSIS", "ACTIONS", "LAST ACTION"], &rows)
+}
+
+/// One action, for people: `#3 restart web/0 by policy "Slow" (step 1): succeeded: ... (why: ...)`.
+pub(crate) fn action_line(record: &ActionRecord) -> String {
+    let target = match (&record.service, record.replica) {
+        (Some(service), Some(replica)) => format!("{service}/{replica}"),
+        (Some(service), None) => service.to_string(),
+        (None, _) => "-".to_owned(),
+    };
+    let outcome = record.outcome.as_deref().map(|o| format!(": {o}")).unwrap_or_default();
+    format!(
+        "action {} {} {target} by {}: {}{outcome} (why: {})",
+        record.id,
+        record.action.describe(),
+        record.actor,
+        record.state,
+        record.reason
+    )
+}
+
+/// `mend actions`: one row per action.
+pub(crate) fn actions_table(actions: &[ActionRecord]) -> String {
+    if actions.is_empty() {
+        return "no actions\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = actions
+        .iter()
+        .map(|record| {
+            vec![
+                record.id.to_string(),
+                record.incident.map(|i| i.to_string()).unwrap_or_else(|| "-".to_owned()),
+                record.requested_at.to_string(),
+                record.action.describe(),
+                match (&record.service, record.replica) {
+                    (Some(service), Some(replica)) => format!("{service}/{replica}"),
+                    (Some(service), None) => service.to_string(),
+                    (None, _) => "-".to_owned(),
+                },
+                record.actor.to_string(),
+                record.state.to_string(),
+                record.outcome.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["ID", "INCIDENT", "REQUESTED", "ACTION", "TARGET", "BY", "STATE", "OUTCOME"], &rows)
+}
+
+/// `mend incident ID`: the incident's summary, then its timeline and actions in time order.
+pub(crate) fn incident_timeline(dto: &IncidentDto) -> String {
+    let incident = &dto.incident;
+    let services: Vec<&str> = incident.services.iter().map(|s| s.as_str()).collect();
+    let mut text = format!(
+        "incident {} {} (opened {}{})\nservices: {}\ndiagnosis: {}{}\n",
+        incident.id,
+        incident.state,
+        incident.opened_at,
+        incident.closed_at.map(|at| format!(", closed {at}")).unwrap_or_default(),
+        if services.is_empty() { "-".to_owned() } else { services.join(", ") },
+        incident.diagnosis.name,
+        if incident.diagnosis.evidence.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", incident.diagnosis.evidence)
+        },
+    );
+    if let Some(root) = &incident.diagnosis.root {
+        text.push_str(&format!("root: {root}"));
+        if !incident.diagnosis.victims.is_empty() {
+            let victims: Vec<&str> = incident.diagnosis.victims.iter().map(|s| s.as_str()).collect();
+            text.push_str(&format!(", victims: {}", victims.join(", ")));
+        }
+        text.push('\n');
+    }
+    if incident.flaps > 0 {
+        text.push_str(&format!("flapped {} times\n", incident.flaps));
+    }
+    text.push_str("\ntimeline:\n");
+    for entry in &incident.timeline {
+        text.push_str(&format!("  {}  {:<9}  {}\n", entry.at, entry.state.as_str(), entry.note));
+    }
+    if !dto.action_records.is_empty() {
+        text.push_str("\nactions:\n");
+        for record in &dto.action_records {
+            text.push_str(&format!("  {}  {}\n", record.requested_at, action_line(record)));
+        }
+    }
+    text
 }
 
 #[cfg(test)]

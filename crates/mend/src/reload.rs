@@ -11,7 +11,7 @@ use mend_observe::series::SeriesStore;
 use mend_supervisor::Supervisor;
 use mend_types::{Clock, Event, EventKind};
 
-use crate::detection::{DetectLoop, Detection};
+use mend_detection::{DetectLoop, Detection};
 
 /// What a static scraper needs.
 pub(crate) struct ScrapeContext {
@@ -58,6 +58,8 @@ pub(crate) struct Reloadable {
     pub(crate) scrape_context: ScrapeContext,
     pub(crate) detection: DetectLoop,
     pub(crate) supervisor: Arc<Supervisor>,
+    /// The heal stage: takes reloaded policies, limits, modes, hooks and targets.
+    pub(crate) heal: crate::heal::HealStage,
     /// Scales started by reloads (aborted at shutdown).
     pub(crate) scale_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -116,11 +118,27 @@ impl Reloadable {
             let each: Vec<String> = scales.iter().map(|(name, n)| format!("{name} to {n}")).collect();
             format!("; scaling {}", each.join(", "))
         };
+        // Healing ([healing], [[heal]], hooks, targets, services' healing tables) applies at once, like rules.
+        let healing_changed = healing_of(&self.running) != healing_of(&new);
+        if healing_changed {
+            self.running.healing = new.healing.clone();
+            self.running.heal = new.heal.clone();
+            self.running.hooks = new.hooks.clone();
+            self.running.notify = new.notify.clone();
+            for service in &mut self.running.services {
+                if let Some(changed) = new.service(service.name.as_str()) {
+                    service.healing = changed.healing.clone();
+                }
+            }
+            self.heal.reconfigure(&self.running).await;
+        }
+        let healed = if healing_changed { "; healing policies applied" } else { "" };
         let running = &self.running;
         if (&running.rules, &running.detects, &running.forecasts, &running.scrapes)
             == (&new.rules, &new.detects, &new.forecasts, &new.scrapes)
-            && !scales.is_empty()
+            && (!scales.is_empty() || healing_changed)
         {
+            let scaled = format!("{scaled}{healed}");
             return Event::new(now, EventKind::ConfigReloaded, format!("{trigger}: reloaded {file}{scaled}{pending}"))
                 .detail("file", file.to_string())
                 .detail("outcome", "reloaded")
@@ -166,7 +184,7 @@ impl Reloadable {
         }
         self.running = applied;
         let message = format!(
-            "{trigger}: reloaded {file}: {n_rules} rules, {n_detects} detectors, {n_forecasts} forecasts; scrape targets: {kept} kept, {started} started, {stopped} stopped{scaled}{pending}"
+            "{trigger}: reloaded {file}: {n_rules} rules, {n_detects} detectors, {n_forecasts} forecasts; scrape targets: {kept} kept, {started} started, {stopped} stopped{scaled}{healed}{pending}"
         );
         Event::new(now, EventKind::ConfigReloaded, message)
             .detail("file", file.to_string())
@@ -176,6 +194,12 @@ impl Reloadable {
             .detail("forecasts", n_forecasts)
             .detail("not_applied", not_applied)
     }
+}
+
+/// The healing sections of a config, for comparing two.
+fn healing_of(config: &Config) -> impl PartialEq + '_ {
+    let services: Vec<&mend_config::ServiceHealing> = config.services.iter().map(|s| &s.healing).collect();
+    (&config.healing, &config.heal, &config.hooks, &config.notify, services)
 }
 
 /// What a changed file asks of the services: replica counts mend can change at once (a service that
@@ -189,6 +213,11 @@ fn service_changes(running: &Config, new: &Config) -> (Vec<(String, u32)>, Vec<S
             Some(old) if old != service => {
                 let mut rescaled = old.clone();
                 rescaled.replicas = service.replicas;
+                // A service's healing table applies at once (with the policies).
+                rescaled.healing = service.healing.clone();
+                if rescaled == *service && old.replicas == service.replicas {
+                    continue;
+                }
                 if rescaled == *service && service.canary.is_none() {
                     scales.push((service.name.to_string(), service.replicas));
                 } else {

@@ -28,8 +28,8 @@ use mend_diagnose::{
 use mend_observe::series::{Limits, SeriesStore};
 use mend_types::{Clock, Signal, SignalState, SystemClock, Timestamp};
 
-use crate::detection::Detection;
 use crate::output;
+use mend_detection::Detection;
 
 /// An episode closes once every signal resolved and this long passed without a new one.
 pub(crate) const QUIET: Duration = Duration::from_secs(300);

@@ -251,6 +251,28 @@ impl Traffic {
         self.proxies.iter().map(|(name, proxy)| (name.clone(), proxy.clone() as Arc<dyn TrafficControl>)).collect()
     }
 
+    /// Takes process `pid` of replica `index` of `service` out of its proxy's rotation (a healing action's
+    /// `eject`): new requests go elsewhere at once; the future resolves when its requests in flight have
+    /// ended (bounded by the drain timeout). None when the service has no proxy.
+    pub(crate) fn eject(
+        &self,
+        service: &str,
+        index: u32,
+        pid: u32,
+    ) -> Option<impl Future<Output = DrainOutcome> + Send + 'static> {
+        let (_, proxy) = self.service_proxy(service)?;
+        let config = proxy.service();
+        let id = BackendId { release: release(&config, index), index, generation: u64::from(pid) };
+        Some(proxy.handle.drain(id, proxy.drain_timeout))
+    }
+
+    /// Puts an ejected replica's process back in rotation; false when it is no longer in the table.
+    pub(crate) fn readmit(&self, service: &str, index: u32, pid: u32) -> bool {
+        let Some((_, proxy)) = self.service_proxy(service) else { return false };
+        let config = proxy.service();
+        proxy.handle.resume(BackendId { release: release(&config, index), index, generation: u64::from(pid) })
+    }
+
     /// The proxy of `service`, if it has one.
     pub(crate) fn proxy(&self, service: &str) -> Option<&ProxyHandle> {
         self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| &proxy.handle)

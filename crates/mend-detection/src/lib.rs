@@ -1,8 +1,12 @@
-//! The detect stage's loop: every second, evaluate alerting rules, feed attached detectors and
-//! forecasters from the series store, and turn their transitions into signals.
+//! The detect stage: every second, evaluate alerting rules, feed attached detectors and forecasters from
+//! the series store, evaluate the built-in proxy diagnoses (`bad_replica`, `overload`), and turn their
+//! transitions into signals. The stage owns its loop ([`DetectLoop`]); a round that panics is logged and
+//! the loop goes on with the next round.
 //!
 //! The decisions are pure (`mend_detect::alerting`, `mend_detect::attach`, `mend_query`); this module
 //! reads the store under a read lock, calls them, and emits signals afterwards, outside the lock.
+
+pub mod builtin;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -19,7 +23,7 @@ use mend_types::{Clock, ServiceName, Signal, SignalKind, SignalSink, SignalState
 /// Most points one evaluation round may copy out of the store.
 const MAX_POINTS_PER_ROUND: usize = 50_000_000;
 /// How often rules and detectors run.
-pub(crate) const EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
+pub const EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
 /// How often expressions (not plain selectors) are sampled for detectors and forecasters.
 const EXPRESSION_STEP: Duration = Duration::from_secs(5);
 /// How far back a plain selector is read for new points each round.
@@ -112,10 +116,12 @@ struct ForecastEntry {
 }
 
 /// All rules, detector attachments and forecasts, with their state.
-pub(crate) struct Detection {
+pub struct Detection {
     rules: Vec<RuleEntry>,
     detects: Vec<DetectEntry>,
     forecasts: Vec<ForecastEntry>,
+    /// The built-in proxy diagnoses, when a service has a proxy.
+    proxies: Option<builtin::ProxyDiagnoses>,
     options: EvalOptions,
 }
 
@@ -160,7 +166,7 @@ fn parse(expr: &str) -> Option<Query> {
 
 impl Detection {
     /// Builds the stage from the config, adding a memory forecast for every service with a memory limit.
-    pub(crate) fn new(config: &Config) -> Self {
+    pub fn new(config: &Config) -> Self {
         let rules = config
             .rules
             .iter()
@@ -202,23 +208,28 @@ impl Detection {
                 Some(ForecastEntry { feed: feed_of(parse(&forecast.series)?), forecast, bank })
             })
             .collect();
-        Self { rules, detects, forecasts, options: EvalOptions::default() }
+        let proxies = if config.services.iter().any(|service| service.proxy.is_some()) {
+            builtin::ProxyDiagnoses::new()
+        } else {
+            None
+        };
+        Self { rules, detects, forecasts, proxies, options: EvalOptions::default() }
     }
 
     /// True when there is nothing to evaluate.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.detects.is_empty() && self.forecasts.is_empty()
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.detects.is_empty() && self.forecasts.is_empty() && self.proxies.is_none()
     }
 
     /// Number of rules, detector attachments and forecasts (implicit memory forecasts included).
-    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+    pub fn counts(&self) -> (usize, usize, usize) {
         (self.rules.len(), self.detects.len(), self.forecasts.len())
     }
 
     /// Takes `next` as the configuration (a reload): every rule that keeps its name and labels keeps its
     /// pending and firing alerts, every detector attachment and forecast configured exactly as before
     /// keeps what it learnt; the conditions of the others are resolved. Returns the signals to emit.
-    pub(crate) fn reconfigure(&mut self, mut next: Detection, now: Timestamp) -> Vec<Signal> {
+    pub fn reconfigure(&mut self, mut next: Detection, now: Timestamp) -> Vec<Signal> {
         let now_secs = now.as_secs_f64();
         let mut signals = Vec::new();
         // As Prometheus: a rule's alerts carry over to the rule of the same name and labels, even if its
@@ -242,12 +253,16 @@ impl Detection {
             let resolved = old.bank.sweep(now_secs, f64::NEG_INFINITY);
             signals.extend(removed(resolved, now, SignalKind::Predictive, &old.forecast.name, old.forecast.severity));
         }
+        // The proxy diagnoses keep their alerts when both configs have proxies.
+        if let (Some(old), true) = (self.proxies.take(), next.proxies.is_some()) {
+            next.proxies = Some(old);
+        }
         *self = next;
         signals
     }
 
     /// One round at `now`: returns the signals to emit.
-    pub(crate) fn evaluate(&mut self, storage: &dyn Storage, now: Timestamp) -> Vec<Signal> {
+    pub fn evaluate(&mut self, storage: &dyn Storage, now: Timestamp) -> Vec<Signal> {
         let now_ms = now.as_millis();
         let now_secs = now.as_secs_f64();
         let mut signals = Vec::new();
@@ -287,6 +302,9 @@ impl Detection {
                     evidence,
                 ));
             }
+        }
+        if let Some(proxies) = &mut self.proxies {
+            signals.extend(proxies.evaluate(storage, now, &self.options));
         }
         for entry in &mut self.forecasts {
             let mut transitions = feed(&mut entry.feed, storage, now, &self.options, |labels, points| {
@@ -451,7 +469,7 @@ fn series_signal(
 
 /// The detect loop's task, started once there is something to evaluate: a mend without rules,
 /// detectors or forecasts runs no loop (it would only cost memory and wake-ups) until a reload adds some.
-pub(crate) struct DetectLoop {
+pub struct DetectLoop {
     running: Option<(tokio::task::JoinHandle<()>, tokio::sync::mpsc::Sender<Detection>)>,
     series: Arc<RwLock<SeriesStore>>,
     signals: Arc<dyn SignalSink>,
@@ -460,7 +478,7 @@ pub(crate) struct DetectLoop {
 
 impl DetectLoop {
     /// The loop for `detection` (not started while it is empty).
-    pub(crate) fn start(
+    pub fn start(
         detection: Detection,
         series: Arc<RwLock<SeriesStore>>,
         signals: Arc<dyn SignalSink>,
@@ -481,7 +499,7 @@ impl DetectLoop {
     }
 
     /// Hands a new configuration to the loop (starting it when needed); false when the loop is gone.
-    pub(crate) async fn apply(&mut self, detection: Detection) -> bool {
+    pub async fn apply(&mut self, detection: Detection) -> bool {
         match &self.running {
             Some((_, reloads)) => reloads.send(detection).await.is_ok(),
             None if detection.is_empty() => true,
@@ -493,7 +511,7 @@ impl DetectLoop {
     }
 
     /// Stops the loop.
-    pub(crate) fn abort(&self) {
+    pub fn abort(&self) {
         if let Some((task, _)) = &self.running {
             task.abort();
         }
@@ -533,7 +551,21 @@ async fn run(
         let now = clock.wall();
         // The lock is taken per selector, so that scrapes and replica sampling never wait for a whole round.
         let store = LockedStore::new(&series, MAX_POINTS_PER_ROUND);
-        let emitted = detection.evaluate(&store, now);
+        // A round that panics (a bug) loses its results, loudly, and the next round runs: the stage never
+        // goes silent. Its state is what the round left, as after any round.
+        let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| detection.evaluate(&store, now)));
+        let emitted = match round {
+            Ok(emitted) => emitted,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "a detect round panicked: its results are lost; the next round runs");
+                continue;
+            }
+        };
         if store.exceeded() {
             tracing::warn!(
                 max_points = MAX_POINTS_PER_ROUND,

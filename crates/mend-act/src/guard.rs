@@ -1,0 +1,309 @@
+//! The guard: the one place that grants actions. Every action runs with a [`Permit`]; only
+//! [`Guard`] constructs one, so an action that skipped the guard does not compile.
+//!
+//! Limits on policy actions: a token bucket for all services and one per service (refilled over an
+//! hour), a cooldown per action and target, `max_unavailable` replicas of a service down or draining at
+//! once counting the actions in flight (never the last ready replica of a service that has more than
+//! one), scale bounds, and no action on a service that is only a victim of an incident rooted elsewhere.
+//! Operators' commands are granted without these limits (a human takes responsibility) but are counted in
+//! the budgets; notifications, hooks and escalations are not disruptive and pass.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use mend_config::{Healing, ServiceHealing};
+use mend_types::{ActionId, ActionKind, ActionRecord, Actor, Diagnosis, ServiceName, Timestamp};
+
+use crate::World;
+
+/// Permission to run one action: made only by [`Guard`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Permit {
+    record: ActionRecord,
+}
+
+impl Permit {
+    /// The action permitted, as journalled.
+    pub fn record(&self) -> &ActionRecord {
+        &self.record
+    }
+}
+
+/// Why the guard refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// The action budget is spent (`scope`: all services, or one).
+    Budget {
+        /// `all services` or the service's name.
+        scope: String,
+        /// Actions per hour allowed.
+        per_hour: u32,
+    },
+    /// The same action on the same target ran too recently.
+    Cooldown {
+        /// Time left.
+        remaining: Duration,
+    },
+    /// More replicas would be down or draining than `max_unavailable`, or the last ready one would go.
+    Unavailable {
+        /// Why, for people.
+        reason: String,
+    },
+    /// Outside the service's replica bounds.
+    Bounds {
+        /// Why.
+        reason: String,
+    },
+    /// The service only suffers from an incident rooted elsewhere.
+    Victim {
+        /// Where the cause is.
+        root: ServiceName,
+    },
+    /// No such service.
+    UnknownService,
+}
+
+impl Refusal {
+    /// Whether waiting may change the answer (a cooldown passes, a replica comes back).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Cooldown { .. } | Self::Unavailable { .. })
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Budget { scope, per_hour } => write!(f, "action budget of {scope} spent ({per_hour} per hour)"),
+            Self::Cooldown { remaining } => write!(f, "cooling down ({}s left)", remaining.as_secs().max(1)),
+            Self::Unavailable { reason } | Self::Bounds { reason } => f.write_str(reason),
+            Self::Victim { root } => write!(f, "only a victim: the cause is in {root}"),
+            Self::UnknownService => f.write_str("no such service"),
+        }
+    }
+}
+
+/// A token bucket of `capacity` tokens refilled at `capacity` per hour.
+#[derive(Debug, Clone)]
+struct Bucket {
+    capacity: f64,
+    tokens: f64,
+    at: Timestamp,
+}
+
+impl Bucket {
+    fn new(per_hour: u32, now: Timestamp) -> Self {
+        Self { capacity: f64::from(per_hour), tokens: f64::from(per_hour), at: now }
+    }
+
+    fn refill(&mut self, now: Timestamp) {
+        let elapsed = (now.as_millis() - self.at.as_millis()).max(0) as f64 / 3_600_000.0;
+        self.tokens = (self.tokens + elapsed * self.capacity).min(self.capacity);
+        self.at = now;
+    }
+
+    fn has(&mut self, now: Timestamp) -> bool {
+        self.refill(now);
+        self.tokens >= 1.0
+    }
+
+    fn take(&mut self, now: Timestamp) {
+        self.refill(now);
+        self.tokens = (self.tokens - 1.0).max(-self.capacity);
+    }
+}
+
+/// The guard.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    healing: Healing,
+    services: BTreeMap<ServiceName, ServiceHealing>,
+    global: Option<Bucket>,
+    per_service: BTreeMap<ServiceName, Bucket>,
+    last: BTreeMap<(&'static str, ServiceName, Option<u32>), Timestamp>,
+    /// Disruptive actions running: their service and replica (None: the whole service, one at a time).
+    in_flight: BTreeMap<ActionId, (ServiceName, Option<u32>)>,
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Guard {
+    /// A guard with `healing`'s limits and the services' own.
+    pub fn new(healing: Healing, services: BTreeMap<ServiceName, ServiceHealing>) -> Self {
+        Self {
+            healing,
+            services,
+            global: None,
+            per_service: BTreeMap::new(),
+            last: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+        }
+    }
+
+    /// Takes new limits (a reload), keeping what was spent.
+    pub fn reconfigure(&mut self, healing: Healing, services: BTreeMap<ServiceName, ServiceHealing>) {
+        self.healing = healing;
+        self.services = services;
+        self.global = None;
+        self.per_service.clear();
+    }
+
+    fn service_per_hour(&self, service: &ServiceName) -> u32 {
+        self.services
+            .get(service)
+            .and_then(|s| s.max_actions_per_hour)
+            .unwrap_or(self.healing.service_max_actions_per_hour)
+    }
+
+    /// The `max_unavailable` of `service`.
+    pub fn max_unavailable(&self, service: &ServiceName) -> u32 {
+        self.services.get(service).and_then(|s| s.max_unavailable).unwrap_or(self.healing.max_unavailable)
+    }
+
+    fn global(&mut self, now: Timestamp) -> &mut Bucket {
+        let per_hour = self.healing.max_actions_per_hour;
+        self.global.get_or_insert_with(|| Bucket::new(per_hour, now))
+    }
+
+    fn bucket(&mut self, service: &ServiceName, now: Timestamp) -> &mut Bucket {
+        let per_hour = self.service_per_hour(service);
+        self.per_service.entry(service.clone()).or_insert_with(|| Bucket::new(per_hour, now))
+    }
+
+    /// Whether `record` (a policy's action) may run now, without spending anything.
+    pub fn check(
+        &mut self,
+        record: &ActionRecord,
+        world: &World,
+        diagnosis: &Diagnosis,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        let Some(service) = record.service.clone() else { return Ok(()) };
+        if !record.action.disrupts() && !matches!(record.action, ActionKind::Scale { .. }) {
+            return Ok(());
+        }
+        if let Some(root) = &diagnosis.root
+            && *root != service
+            && diagnosis.victims.contains(&service)
+        {
+            return Err(Refusal::Victim { root: root.clone() });
+        }
+        let view = world.services.get(&service).ok_or(Refusal::UnknownService)?;
+        if !self.global(now).has(now) {
+            return Err(Refusal::Budget { scope: "all services".into(), per_hour: self.healing.max_actions_per_hour });
+        }
+        if !self.bucket(&service, now).has(now) {
+            return Err(Refusal::Budget { scope: service.to_string(), per_hour: self.service_per_hour(&service) });
+        }
+        let key = (record.action.label(), service.clone(), record.replica);
+        if let Some(last) = self.last.get(&key) {
+            let since = now.as_millis() - last.as_millis();
+            let cooldown = millis(self.healing.cooldown);
+            if since < cooldown {
+                return Err(Refusal::Cooldown { remaining: Duration::from_millis((cooldown - since) as u64) });
+            }
+        }
+        let bounds = self.services.get(&service).map_or((1, u32::MAX), |s| (s.min_replicas, s.max_replicas));
+        let n_replicas = view.replicas.len() as u32;
+        if let ActionKind::Scale { delta } = record.action {
+            let wanted = i64::from(n_replicas) + i64::from(delta);
+            if wanted < i64::from(bounds.0) || wanted > i64::from(bounds.1) {
+                return Err(Refusal::Bounds {
+                    reason: format!(
+                        "{service} would have {wanted} replicas, outside min_replicas {} .. max_replicas {}",
+                        bounds.0, bounds.1
+                    ),
+                });
+            }
+            if delta > 0 {
+                return Ok(());
+            }
+        }
+        // Replicas down or draining now: not ready, or being acted on; the target itself not counted.
+        let mut unavailable: Vec<u32> = view.replicas.iter().filter(|r| !r.ready).map(|r| r.index).collect();
+        let mut whole_service_busy = false;
+        for (other_service, replica) in self.in_flight.values() {
+            if *other_service == service {
+                match replica {
+                    Some(index) => unavailable.push(*index),
+                    None => whole_service_busy = true,
+                }
+            }
+        }
+        unavailable.sort_unstable();
+        unavailable.dedup();
+        if let Some(target) = record.replica {
+            unavailable.retain(|index| *index != target);
+        }
+        let taking: usize = match record.action {
+            ActionKind::Scale { delta } => delta.unsigned_abs() as usize,
+            _ => 1,
+        };
+        let max_unavailable = self.max_unavailable(&service) as usize;
+        let busy = unavailable.len() + usize::from(whole_service_busy);
+        if busy + taking > max_unavailable {
+            return Err(Refusal::Unavailable {
+                reason: format!(
+                    "{busy} of {n_replicas} replicas of {service} are down or draining; max_unavailable is {max_unavailable}"
+                ),
+            });
+        }
+        // Never the last ready replica of a service that has others (one that has a single replica has no
+        // other to serve meanwhile: restarting it is what the supervisor would do too).
+        let target_ready = record.replica.is_none_or(|index| view.is_ready(index));
+        let ready_after = view.n_ready().saturating_sub(if target_ready { taking } else { 0 });
+        if n_replicas > 1 && ready_after == 0 {
+            return Err(Refusal::Unavailable {
+                reason: format!("it would take the last ready replica of {service} out"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Grants a policy's action: checks it, spends a token of each bucket, starts its cooldown.
+    pub fn grant(
+        &mut self,
+        record: ActionRecord,
+        world: &World,
+        diagnosis: &Diagnosis,
+        now: Timestamp,
+    ) -> Result<Permit, Refusal> {
+        self.check(&record, world, diagnosis, now)?;
+        Ok(self.issue(record, now))
+    }
+
+    /// Grants an operator's command (no limits; counted in the budgets and cooldowns) or a notification.
+    pub fn grant_unchecked(&mut self, record: ActionRecord, now: Timestamp) -> Permit {
+        debug_assert!(
+            matches!(record.actor, Actor::Operator) || !record.action.disrupts(),
+            "only operators and notifications pass unchecked"
+        );
+        self.issue(record, now)
+    }
+
+    fn issue(&mut self, record: ActionRecord, now: Timestamp) -> Permit {
+        if let Some(service) = record.service.clone()
+            && (record.action.disrupts() || matches!(record.action, ActionKind::Scale { .. }))
+        {
+            self.global(now).take(now);
+            self.bucket(&service, now).take(now);
+            self.last.insert((record.action.label(), service.clone(), record.replica), now);
+            if record.action.disrupts() {
+                self.in_flight.insert(record.id, (service, record.replica));
+            }
+        }
+        Permit { record }
+    }
+
+    /// Action `id` ended: it no longer counts as in flight.
+    pub fn finished(&mut self, id: ActionId) {
+        self.in_flight.remove(&id);
+    }
+
+    /// Disruptive actions in flight on `service`.
+    pub fn in_flight(&self, service: &ServiceName) -> usize {
+        self.in_flight.values().filter(|(s, _)| s == service).count()
+    }
+}

@@ -1,0 +1,681 @@
+//! The healer: incidents and their policies, step by step. Inputs in, [`Decision`]s out.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mend_config::{Config, Healing, ServiceHealing};
+use mend_incident::{Builtins, DependencyGraph, Diagnoser, IncidentBook, Observed};
+use mend_types::{
+    ActionId, ActionKind, ActionRecord, ActionState, Actor, Event, HealMode, Incident, IncidentId, IncidentState,
+    ServiceName, Signal, Timestamp,
+};
+
+use crate::guard::{Guard, Permit};
+use crate::policy::Policies;
+use crate::world::World;
+
+/// What the healer needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[healing]`.
+    pub healing: Healing,
+    /// `[service.NAME.healing]`.
+    pub services: BTreeMap<ServiceName, ServiceHealing>,
+    /// `[[heal]]` and the defaults.
+    pub policies: Policies,
+    /// The `[notify.NAME]` targets (an escalation tells them all).
+    pub notify: Vec<String>,
+    /// Declared dependencies (caller → callee).
+    pub depends_on: Vec<(ServiceName, ServiceName)>,
+}
+
+impl Settings {
+    /// The settings of `config`.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            healing: config.healing.clone(),
+            services: config.services.iter().map(|s| (s.name.clone(), s.healing.clone())).collect(),
+            policies: Policies::new(&config.heal),
+            notify: config.notify.iter().map(|n| n.name.clone()).collect(),
+            depends_on: config
+                .services
+                .iter()
+                .flat_map(|s| s.depends_on.iter().map(|callee| (s.name.clone(), callee.clone())))
+                .collect(),
+        }
+    }
+
+    fn mode(&self, service: Option<&ServiceName>) -> HealMode {
+        service.and_then(|s| self.services.get(s)).and_then(|s| s.mode).unwrap_or(self.healing.mode)
+    }
+}
+
+/// What the edge must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Journal this incident's new state.
+    Incident(Box<Incident>),
+    /// Journal this action record (committed before any [`Decision::Run`] that follows it).
+    Action(ActionRecord),
+    /// Run this action (its record was journalled just before), then report [`Healer::outcome`].
+    Run(Permit),
+    /// Publish this built-in diagnosis signal (for the store and other subscribers).
+    Signal(Signal),
+}
+
+/// Where an incident's policy is.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Nothing runs: the next step may.
+    Idle,
+    /// An action waits for approval.
+    Pending(ActionId),
+    /// An action runs.
+    Acting(ActionId),
+    /// An action ran; its signals have until then to resolve.
+    Verifying { until: Timestamp },
+}
+
+#[derive(Debug, Clone)]
+struct Plan {
+    policy: Option<usize>,
+    step: usize,
+    phase: Phase,
+    /// The last reason the guard gave for waiting (noted once, not every tick).
+    waiting: Option<String>,
+    /// The current step's action ran: if the incident resolves and fires again (flapping), it did not
+    /// hold, and the next step runs.
+    acted: bool,
+}
+
+/// The healing decision core.
+pub struct Healer {
+    settings: Settings,
+    book: IncidentBook,
+    builtins: Builtins,
+    guard: Guard,
+    graph: DependencyGraph,
+    plans: BTreeMap<IncidentId, Plan>,
+    /// Actions not finished (pending or running).
+    open_actions: BTreeMap<ActionId, (ActionRecord, Option<Timestamp>)>,
+    next_action: u64,
+    paused: bool,
+}
+
+/// A new action record; `target` is the service and replica acted on.
+fn record(
+    id: ActionId,
+    incident: Option<IncidentId>,
+    action: ActionKind,
+    target: (Option<ServiceName>, Option<u32>),
+    actor: Actor,
+    reason: String,
+    now: Timestamp,
+) -> ActionRecord {
+    let (service, replica) = target;
+    ActionRecord {
+        id,
+        incident,
+        action,
+        service,
+        replica,
+        actor,
+        reason,
+        state: ActionState::Running,
+        requested_at: now,
+        started_at: None,
+        finished_at: None,
+        outcome: None,
+        output: String::new(),
+    }
+}
+
+impl Healer {
+    /// A healer whose first incident and action ids are `first_incident` and `first_action`, diagnosing
+    /// with `diagnoser`.
+    pub fn new(settings: Settings, first_incident: u64, first_action: u64, diagnoser: Box<dyn Diagnoser>) -> Self {
+        let window = settings.healing.window;
+        let guard = Guard::new(settings.healing.clone(), settings.services.clone());
+        let graph = DependencyGraph::new(settings.depends_on.clone());
+        Self {
+            book: IncidentBook::new(first_incident, window, diagnoser),
+            builtins: Builtins::new(window),
+            guard,
+            graph,
+            settings,
+            plans: BTreeMap::new(),
+            open_actions: BTreeMap::new(),
+            next_action: first_action.max(1),
+            paused: false,
+        }
+    }
+
+    /// Takes new settings (a reload): policies, limits and modes change; incidents go on.
+    pub fn reconfigure(&mut self, settings: Settings) {
+        self.guard.reconfigure(settings.healing.clone(), settings.services.clone());
+        for (caller, callee) in &settings.depends_on {
+            self.graph.add(caller.clone(), callee.clone());
+        }
+        // A policy index may now name another policy: incidents pick theirs again at their next step.
+        for plan in self.plans.values_mut() {
+            plan.policy = None;
+        }
+        self.settings = settings;
+    }
+
+    /// Adds an observed caller → callee edge (from the proxies).
+    pub fn observe_edge(&mut self, caller: ServiceName, callee: ServiceName) {
+        self.graph.add(caller, callee);
+    }
+
+    /// Whether automatic action is paused.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The incident `id`, if in memory.
+    pub fn incident(&self, id: IncidentId) -> Option<&Incident> {
+        self.book.get(id)
+    }
+
+    /// Incidents not closed.
+    pub fn active(&self) -> impl Iterator<Item = &Incident> {
+        self.book.active()
+    }
+
+    /// Actions pending or running.
+    pub fn open_actions(&self) -> impl Iterator<Item = &ActionRecord> {
+        self.open_actions.values().map(|(record, _)| record)
+    }
+
+    /// The guard (for the simulation's checks).
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    fn next_id(&mut self) -> ActionId {
+        let id = ActionId(self.next_action);
+        self.next_action += 1;
+        id
+    }
+
+    fn incident_decision(&self, id: IncidentId, decisions: &mut Vec<Decision>) {
+        if let Some(incident) = self.book.get(id) {
+            decisions.push(Decision::Incident(Box::new(incident.clone())));
+        }
+    }
+
+    /// A signal transition.
+    pub fn signal(&mut self, signal: &Signal, world: &World, now: Timestamp) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        let observed = self.book.observe(signal, &self.graph, now);
+        if let Some(id) = observed.incident() {
+            if matches!(observed, Observed::Opened(_)) {
+                self.plans.insert(id, Plan { policy: None, step: 0, phase: Phase::Idle, waiting: None, acted: false });
+            }
+            if matches!(observed, Observed::Reopened(_)) {
+                // It goes on where its policy was: flapping does not start the list over, and an action
+                // that ran and did not hold is followed by the next one.
+                if let Some(plan) = self.plans.get_mut(&id) {
+                    plan.phase = Phase::Idle;
+                    if plan.acted {
+                        plan.step += 1;
+                        plan.acted = false;
+                    }
+                }
+            }
+            self.incident_decision(id, &mut decisions);
+            self.advance(id, world, now, &mut decisions);
+        }
+        decisions
+    }
+
+    /// A lifecycle event: built-in diagnoses fire or resolve (and are published).
+    pub fn event(&mut self, event: &Event, world: &World, now: Timestamp) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        for signal in self.builtins.on_event(event) {
+            decisions.push(Decision::Signal(signal.clone()));
+            decisions.extend(self.signal(&signal, world, now));
+        }
+        decisions
+    }
+
+    /// Time passes: verify windows end, pending actions expire, incidents open too long escalate.
+    pub fn tick(&mut self, world: &World, now: Timestamp) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        for signal in self.builtins.on_tick(now) {
+            decisions.push(Decision::Signal(signal.clone()));
+            decisions.extend(self.signal(&signal, world, now));
+        }
+        let expired: Vec<ActionId> = self
+            .open_actions
+            .iter()
+            .filter(|(_, (record, expires))| {
+                record.state == ActionState::Pending && expires.is_some_and(|expires| now >= expires)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.close_pending(id, ActionState::Expired, "nobody approved it in time", now, &mut decisions);
+        }
+        let active: Vec<IncidentId> = self.book.active().map(|i| i.id).collect();
+        for id in active {
+            self.advance(id, world, now, &mut decisions);
+        }
+        self.book.prune(now);
+        self.plans.retain(|id, _| self.book.get(*id).is_some());
+        decisions
+    }
+
+    /// Pauses automatic action (operators' commands still run).
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Resumes automatic action.
+    pub fn resume(&mut self, world: &World, now: Timestamp) -> Vec<Decision> {
+        self.paused = false;
+        self.tick(world, now)
+    }
+
+    /// Action `id` ended.
+    pub fn outcome(
+        &mut self,
+        id: ActionId,
+        succeeded: bool,
+        message: String,
+        output: String,
+        world: &World,
+        now: Timestamp,
+    ) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        self.guard.finished(id);
+        let Some((mut record, _)) = self.open_actions.remove(&id) else { return decisions };
+        record.state = if succeeded { ActionState::Succeeded } else { ActionState::Failed };
+        record.finished_at = Some(now);
+        record.outcome = Some(message.clone());
+        record.output = output;
+        decisions.push(Decision::Action(record.clone()));
+        let Some(incident) = record.incident else { return decisions };
+        if let Some(plan) = self.plans.get_mut(&incident)
+            && plan.phase == Phase::Acting(id)
+        {
+            let verify = plan
+                .policy
+                .and_then(|idx| self.settings.policies.get(idx))
+                .and_then(|policy| policy.verify)
+                .unwrap_or(self.settings.healing.verify);
+            if succeeded {
+                plan.phase = Phase::Verifying { until: now.saturating_add(verify) };
+                plan.acted = true;
+                let note = format!(
+                    "{} {}: {message}; verifying for {}s",
+                    record.action.describe(),
+                    if succeeded { "done" } else { "failed" },
+                    verify.as_secs()
+                );
+                self.book.transition(incident, IncidentState::Verifying, note, now);
+            } else {
+                plan.phase = Phase::Idle;
+                plan.step += 1;
+                self.book.transition(
+                    incident,
+                    IncidentState::Open,
+                    format!("{} failed: {message}", record.action.describe()),
+                    now,
+                );
+            }
+            self.incident_decision(incident, &mut decisions);
+            self.advance(incident, world, now, &mut decisions);
+        } else if self.book.get(incident).is_some() {
+            self.book.note(incident, format!("{} {}: {message}", record.action.describe(), record.state), now);
+            self.incident_decision(incident, &mut decisions);
+        }
+        decisions
+    }
+
+    /// An operator approves pending action `id`: it runs now, if the guard permits.
+    pub fn approve(&mut self, id: ActionId, world: &World, now: Timestamp) -> Result<Vec<Decision>, String> {
+        let Some((record, _)) = self.open_actions.get(&id) else {
+            return Err(format!("no pending action {id}"));
+        };
+        if record.state != ActionState::Pending {
+            return Err(format!("action {id} is {}, not pending", record.state));
+        }
+        let mut record = record.clone();
+        let diagnosis = record.incident.and_then(|i| self.book.get(i)).map(|i| i.diagnosis.clone()).unwrap_or_default();
+        record.state = ActionState::Running;
+        record.started_at = Some(now);
+        let permit = self
+            .guard
+            .grant(record.clone(), world, &diagnosis, now)
+            .map_err(|refusal| format!("the guard refuses action {id} now: {refusal}; it stays pending"))?;
+        let mut decisions = vec![Decision::Action(record.clone()), Decision::Run(permit)];
+        self.open_actions.insert(id, (record.clone(), None));
+        if let Some(incident) = record.incident {
+            if let Some(plan) = self.plans.get_mut(&incident) {
+                plan.phase = Phase::Acting(id);
+            }
+            self.book.note(incident, format!("{} approved by an operator: running", record.action.describe()), now);
+            self.incident_decision(incident, &mut decisions);
+        }
+        Ok(decisions)
+    }
+
+    /// An operator denies pending action `id`: the operator takes over the incident (escalated).
+    pub fn deny(&mut self, id: ActionId, now: Timestamp) -> Result<Vec<Decision>, String> {
+        match self.open_actions.get(&id) {
+            Some((record, _)) if record.state == ActionState::Pending => {}
+            Some((record, _)) => return Err(format!("action {id} is {}, not pending", record.state)),
+            None => return Err(format!("no pending action {id}")),
+        }
+        let mut decisions = Vec::new();
+        self.close_pending(id, ActionState::Denied, "denied by an operator", now, &mut decisions);
+        Ok(decisions)
+    }
+
+    fn close_pending(
+        &mut self,
+        id: ActionId,
+        state: ActionState,
+        why: &str,
+        now: Timestamp,
+        decisions: &mut Vec<Decision>,
+    ) {
+        let Some((mut record, _)) = self.open_actions.remove(&id) else { return };
+        record.state = state;
+        record.finished_at = Some(now);
+        record.outcome = Some(why.to_owned());
+        decisions.push(Decision::Action(record.clone()));
+        if let Some(incident) = record.incident {
+            let note = format!("{} {why}: the operator takes over", record.action.describe());
+            self.escalate(incident, note, now, decisions);
+        }
+    }
+
+    /// An operator's command: journalled and granted (counted in the budgets), returned as a permit.
+    pub fn operator(
+        &mut self,
+        action: ActionKind,
+        service: ServiceName,
+        replica: Option<u32>,
+        reason: String,
+        now: Timestamp,
+    ) -> (Permit, Vec<Decision>) {
+        let id = self.next_id();
+        let mut record = record(id, None, action, (Some(service), replica), Actor::Operator, reason, now);
+        record.started_at = Some(now);
+        let permit = self.guard.grant_unchecked(record.clone(), now);
+        self.open_actions.insert(id, (record.clone(), None));
+        (permit, vec![Decision::Action(record)])
+    }
+
+    /// Moves incident `id` on as far as it can go now.
+    fn advance(&mut self, id: IncidentId, world: &World, now: Timestamp, decisions: &mut Vec<Decision>) {
+        // Each pass either runs, waits or moves one step on: bounded by the policy's length.
+        for _ in 0..64 {
+            if !self.step(id, world, now, decisions) {
+                return;
+            }
+        }
+    }
+
+    /// One move of incident `id`; true when it moved on and may move again.
+    fn step(&mut self, id: IncidentId, world: &World, now: Timestamp, decisions: &mut Vec<Decision>) -> bool {
+        let Some(incident) = self.book.get(id).cloned() else { return false };
+        if incident.state.is_closed() {
+            return false;
+        }
+        let Some(plan) = self.plans.get(&id).cloned() else {
+            self.plans.insert(id, Plan { policy: None, step: 0, phase: Phase::Idle, waiting: None, acted: false });
+            return true;
+        };
+        if !incident.firing() {
+            if let Phase::Pending(action) = plan.phase {
+                // Resolved before anyone approved: nothing to approve any more.
+                if let Some((mut record, _)) = self.open_actions.remove(&action) {
+                    record.state = ActionState::Expired;
+                    record.finished_at = Some(now);
+                    record.outcome = Some("no longer needed: the incident resolved".to_owned());
+                    decisions.push(Decision::Action(record));
+                }
+            } else if let Phase::Acting(_) = plan.phase {
+                // Its outcome comes first: the incident resolves on the next move.
+                return false;
+            }
+            self.book.transition(id, IncidentState::Resolved, "every signal resolved".to_owned(), now);
+            self.incident_decision(id, decisions);
+            return false;
+        }
+        let open_for = Duration::from_millis((now.as_millis() - incident.opened_at.as_millis()).max(0) as u64);
+        if open_for >= self.settings.healing.escalate_after && !matches!(plan.phase, Phase::Acting(_)) {
+            let note = format!("still firing after {}s (escalate_after)", open_for.as_secs());
+            self.escalate(id, note, now, decisions);
+            return false;
+        }
+        match plan.phase {
+            Phase::Acting(_) | Phase::Pending(_) => return false,
+            Phase::Verifying { until } if now < until => return false,
+            Phase::Verifying { .. } => {
+                if let Some(plan) = self.plans.get_mut(&id) {
+                    plan.step += 1;
+                    plan.phase = Phase::Idle;
+                    plan.acted = false;
+                }
+                self.book.transition(
+                    id,
+                    IncidentState::Open,
+                    "verify window over and signals still firing: next action".to_owned(),
+                    now,
+                );
+                self.incident_decision(id, decisions);
+                return true;
+            }
+            Phase::Idle => {}
+        }
+        if self.paused {
+            return false;
+        }
+        let policy_idx = match plan.policy {
+            Some(idx) => idx,
+            None => match self.settings.policies.find(&incident.signals) {
+                Some((idx, _)) => {
+                    if let Some(plan) = self.plans.get_mut(&id) {
+                        plan.policy = Some(idx);
+                    }
+                    idx
+                }
+                // No policy: mend watches (the supervisor does what it always did) until it resolves.
+                None => return false,
+            },
+        };
+        let Some(policy) = self.settings.policies.get(policy_idx).cloned() else { return false };
+        let Some(action) = policy.actions.get(plan.step).cloned() else {
+            let note = format!("policy for {} exhausted ({} actions)", policy.when.name(), policy.actions.len());
+            self.escalate(id, note, now, decisions);
+            return false;
+        };
+        let trigger = policy.when.name();
+        if action == ActionKind::Escalate {
+            self.escalate(id, format!("policy for {trigger} says escalate"), now, decisions);
+            return false;
+        }
+        // The target: the matched signal's service and replica; a signal without a service of its own
+        // acts on the incident's root.
+        let matched = incident
+            .signals
+            .iter()
+            .filter(|s| s.firing)
+            .find(|s| crate::policy::matches(&policy.when, s))
+            .or_else(|| incident.signals.iter().find(|s| crate::policy::matches(&policy.when, s)));
+        let service = matched.and_then(|s| s.service.clone()).or_else(|| incident.diagnosis.root.clone());
+        let replica = match action {
+            ActionKind::Restart | ActionKind::Eject { .. } | ActionKind::Hook { .. } | ActionKind::Notify { .. } => {
+                matched.filter(|s| !s.attributed).and_then(|s| s.replica)
+            }
+            _ => None,
+        };
+        let needs_target = !matches!(action, ActionKind::Hook { .. } | ActionKind::Notify { .. });
+        if needs_target && service.is_none() {
+            self.book.note(id, format!("{}: no service to act on; skipped", action.describe()), now);
+            if let Some(plan) = self.plans.get_mut(&id) {
+                plan.step += 1;
+            }
+            self.incident_decision(id, decisions);
+            return true;
+        }
+        let reason = format!(
+            "{trigger} fired{}; diagnosis: {}",
+            service.as_ref().map(|s| format!(" on {s}")).unwrap_or_default(),
+            if incident.diagnosis.evidence.is_empty() {
+                incident.diagnosis.name.clone()
+            } else {
+                format!("{}: {}", incident.diagnosis.name, incident.diagnosis.evidence)
+            }
+        );
+        let actor = Actor::Policy { when: trigger.clone(), step: plan.step };
+        let diagnosis = incident.diagnosis.clone();
+        let mode = self.settings.mode(service.as_ref());
+        let action_id = ActionId(self.next_action);
+        let mut planned = record(action_id, Some(id), action.clone(), (service, replica), actor, reason, now);
+        let checked = if needs_target { self.guard.check(&planned, world, &diagnosis, now) } else { Ok(()) };
+        let verify = policy.verify.unwrap_or(self.settings.healing.verify);
+        match (mode, checked) {
+            (_, Err(refusal)) if refusal.is_transient() => {
+                // Noted once per kind of wait (a cooldown's remaining time changes every tick).
+                let key = match &refusal {
+                    crate::Refusal::Cooldown { .. } => "cooldown".to_owned(),
+                    other => other.to_string(),
+                };
+                if plan.waiting.as_deref() != Some(key.as_str()) {
+                    self.book.note(id, format!("{} waits: {refusal}", action.describe()), now);
+                    self.incident_decision(id, decisions);
+                    if let Some(plan) = self.plans.get_mut(&id) {
+                        plan.waiting = Some(key);
+                    }
+                }
+                false
+            }
+            (mode, Err(refusal)) => {
+                self.next_id();
+                planned.state = ActionState::Refused;
+                planned.finished_at = Some(now);
+                planned.outcome = Some(refusal.to_string());
+                decisions.push(Decision::Action(planned));
+                self.book.add_action(id, action_id);
+                let note = format!("{} refused: {refusal}", action.describe());
+                match refusal {
+                    crate::Refusal::Budget { .. } if mode != HealMode::DryRun => {
+                        self.escalate(id, note, now, decisions);
+                        false
+                    }
+                    _ => {
+                        self.book.note(id, note, now);
+                        if let Some(plan) = self.plans.get_mut(&id) {
+                            plan.step += 1;
+                        }
+                        self.incident_decision(id, decisions);
+                        true
+                    }
+                }
+            }
+            (HealMode::DryRun, Ok(())) => {
+                self.next_id();
+                planned.state = ActionState::DryRun;
+                planned.finished_at = Some(now);
+                planned.outcome = Some("dry-run: the guard permits it; nothing was changed".to_owned());
+                decisions.push(Decision::Action(planned));
+                self.book.add_action(id, action_id);
+                if let Some(plan) = self.plans.get_mut(&id) {
+                    plan.phase = Phase::Verifying { until: now.saturating_add(verify) };
+                    plan.waiting = None;
+                    plan.acted = true;
+                }
+                let note = format!("dry-run: would {}; verifying for {}s", action.describe(), verify.as_secs());
+                self.book.transition(id, IncidentState::Verifying, note, now);
+                self.incident_decision(id, decisions);
+                false
+            }
+            (HealMode::Approve, Ok(())) => {
+                self.next_id();
+                planned.state = ActionState::Pending;
+                let expires = now.saturating_add(self.settings.healing.pending_expiry);
+                decisions.push(Decision::Action(planned.clone()));
+                self.open_actions.insert(action_id, (planned, Some(expires)));
+                self.book.add_action(id, action_id);
+                if let Some(plan) = self.plans.get_mut(&id) {
+                    plan.phase = Phase::Pending(action_id);
+                    plan.waiting = None;
+                }
+                let note = format!(
+                    "{} waits for approval (mend approve {action_id} / mend deny {action_id})",
+                    action.describe()
+                );
+                self.book.transition(id, IncidentState::Acting, note, now);
+                self.incident_decision(id, decisions);
+                false
+            }
+            (HealMode::Auto, Ok(())) => {
+                self.next_id();
+                planned.started_at = Some(now);
+                let permit = if needs_target {
+                    match self.guard.grant(planned.clone(), world, &diagnosis, now) {
+                        Ok(permit) => permit,
+                        // Checked just before; nothing changed in between.
+                        Err(_) => return false,
+                    }
+                } else {
+                    self.guard.grant_unchecked(planned.clone(), now)
+                };
+                decisions.push(Decision::Action(planned.clone()));
+                decisions.push(Decision::Run(permit));
+                self.open_actions.insert(action_id, (planned, None));
+                self.book.add_action(id, action_id);
+                if let Some(plan) = self.plans.get_mut(&id) {
+                    plan.phase = Phase::Acting(action_id);
+                    plan.waiting = None;
+                }
+                self.book.transition(id, IncidentState::Acting, format!("running {}", action.describe()), now);
+                self.incident_decision(id, decisions);
+                false
+            }
+        }
+    }
+
+    /// Escalates incident `id`: every notification target is told (one escalate action), and mend stops
+    /// acting on it.
+    fn escalate(&mut self, id: IncidentId, note: String, now: Timestamp, decisions: &mut Vec<Decision>) {
+        let Some(incident) = self.book.get(id).cloned() else { return };
+        if incident.state.is_closed() {
+            return;
+        }
+        let service = incident.diagnosis.root.clone().or_else(|| incident.services.iter().next().cloned());
+        let action_id = self.next_id();
+        let actor = Actor::Policy { when: incident.diagnosis.name.clone(), step: 0 };
+        let mut escalation =
+            record(action_id, Some(id), ActionKind::Escalate, (service, None), actor, note.clone(), now);
+        escalation.started_at = Some(now);
+        self.book.add_action(id, action_id);
+        self.book.transition(id, IncidentState::Escalated, format!("escalated: {note}"), now);
+        if let Some(plan) = self.plans.get_mut(&id) {
+            plan.phase = Phase::Idle;
+        }
+        let mode = self.settings.mode(escalation.service.as_ref());
+        if mode == HealMode::DryRun || self.settings.notify.is_empty() {
+            escalation.state = if mode == HealMode::DryRun { ActionState::DryRun } else { ActionState::Succeeded };
+            escalation.finished_at = Some(now);
+            escalation.outcome = Some(if mode == HealMode::DryRun {
+                "dry-run: would notify every target".to_owned()
+            } else {
+                "no [notify.NAME] target to tell".to_owned()
+            });
+            decisions.push(Decision::Action(escalation));
+        } else {
+            let permit = self.guard.grant_unchecked(escalation.clone(), now);
+            decisions.push(Decision::Action(escalation.clone()));
+            decisions.push(Decision::Run(permit));
+            self.open_actions.insert(action_id, (escalation, None));
+        }
+        self.incident_decision(id, decisions);
+    }
+}

@@ -1,0 +1,227 @@
+//! The healer as data: scripts of inputs at times, and the decisions each must produce, rendered one per
+//! line (`incident 1 acting: running restart`, `action 1 restart web/0 running`, `run 1`).
+
+use std::collections::BTreeMap;
+
+use mend_act::{Decision, Healer, ReplicaView, ServiceView, Settings, World};
+use mend_incident::BuiltinDiagnoser;
+use mend_types::{Event, EventKind, ReplicaId, ServiceName, Severity, Signal, SignalKind, SignalState, Timestamp};
+
+enum Input {
+    Fire(&'static str, &'static str, Option<u32>),
+    Resolve(&'static str, &'static str, Option<u32>),
+    Event(EventKind, &'static str, u32),
+    Outcome(u64, bool),
+    Tick,
+}
+
+fn name(text: &str) -> ServiceName {
+    ServiceName::new(text).expect("valid name")
+}
+
+fn world(config: &mend_config::Config) -> World {
+    World {
+        services: config
+            .services
+            .iter()
+            .map(|s| {
+                let replicas = (0..s.replicas).map(|index| ReplicaView { index, ready: true }).collect();
+                (s.name.clone(), ServiceView { replicas })
+            })
+            .collect(),
+    }
+}
+
+fn render(decisions: &[Decision]) -> Vec<String> {
+    decisions
+        .iter()
+        .map(|decision| match decision {
+            Decision::Incident(incident) => format!(
+                "incident {} {}: {}",
+                incident.id,
+                incident.state,
+                incident.timeline.last().map(|e| e.note.as_str()).unwrap_or_default()
+            ),
+            Decision::Action(record) => {
+                let target = match (&record.service, record.replica) {
+                    (Some(s), Some(r)) => format!("{s}/{r}"),
+                    (Some(s), None) => s.to_string(),
+                    (None, _) => "-".to_owned(),
+                };
+                let outcome = record.outcome.as_deref().map(|o| format!(": {o}")).unwrap_or_default();
+                format!("action {} {} {target} {}{outcome}", record.id, record.action.describe(), record.state)
+            }
+            Decision::Run(permit) => format!("run {}", permit.record().id),
+            Decision::Signal(signal) => format!("signal {} {}", signal.name, signal.state.as_str()),
+        })
+        .collect()
+}
+
+fn check(config: &str, script: &[(i64, Input, &[&str])]) {
+    let config = mend_config::parse("t.toml", config, std::path::Path::new("/")).expect("valid config");
+    let world = world(&config);
+    let mut healer = Healer::new(Settings::of(&config), 1, 1, Box::new(BuiltinDiagnoser));
+    for (step, (at_secs, input, expected)) in script.iter().enumerate() {
+        let now = Timestamp::from_millis(1_000_000 + at_secs * 1000);
+        let signal = |signal_name: &str, service: &str, replica: Option<u32>, state| {
+            let mut labels = BTreeMap::from([("service".to_owned(), service.to_owned())]);
+            if let Some(replica) = replica {
+                labels.insert("replica".to_owned(), replica.to_string());
+            }
+            Signal {
+                at: now,
+                since: now,
+                state,
+                kind: SignalKind::External,
+                name: signal_name.to_owned(),
+                severity: Severity::Warning,
+                service: Some(name(service)),
+                replica,
+                value: f64::NAN,
+                labels,
+                evidence: format!("{signal_name} evidence"),
+            }
+        };
+        let decisions = match input {
+            Input::Fire(n, s, r) => healer.signal(&signal(n, s, *r, SignalState::Firing), &world, now),
+            Input::Resolve(n, s, r) => healer.signal(&signal(n, s, *r, SignalState::Resolved), &world, now),
+            Input::Event(kind, service, index) => {
+                let event = Event::new(now, *kind, kind.as_str())
+                    .replica(&ReplicaId::new(name(service), *index))
+                    .detail("cause", "program");
+                healer.event(&event, &world, now)
+            }
+            Input::Outcome(id, ok) => {
+                healer.outcome(mend_types::ActionId(*id), *ok, "done".into(), String::new(), &world, now)
+            }
+            Input::Tick => healer.tick(&world, now),
+        };
+        assert_eq!(render(&decisions), *expected, "step {step} at {at_secs}s");
+    }
+}
+
+const TWO_SERVICES: &str = r#"
+[healing]
+cooldown = "60s"
+[service.api]
+command = ["api"]
+replicas = 2
+depends_on = ["db"]
+[service.db]
+command = ["db"]
+replicas = 2
+[notify.ops]
+url = "http://127.0.0.1:9/"
+[[heal]]
+when = "alert:Slow"
+actions = ["restart", "restart", "escalate"]
+verify = "10s"
+"#;
+
+#[test]
+fn a_policy_acts_verifies_goes_on_and_resolves() {
+    check(
+        TWO_SERVICES,
+        &[
+            (
+                0,
+                Input::Fire("Slow", "api", Some(1)),
+                &[
+                    "incident 1 open: external Slow fired: Slow evidence",
+                    "action 1 restart api/1 running",
+                    "run 1",
+                    "incident 1 acting: running restart",
+                ],
+            ),
+            (
+                3,
+                Input::Outcome(1, true),
+                &[
+                    "action 1 restart api/1 succeeded: done",
+                    "incident 1 verifying: restart done: done; verifying for 10s",
+                ],
+            ),
+            (5, Input::Tick, &[]),
+            // Still firing after the verify window: the second restart waits for the cooldown (noted once).
+            (
+                13,
+                Input::Tick,
+                &[
+                    "incident 1 open: verify window over and signals still firing: next action",
+                    "incident 1 open: restart waits: cooling down (47s left)",
+                ],
+            ),
+            (20, Input::Tick, &[]),
+            (60, Input::Tick, &["action 2 restart api/1 running", "run 2", "incident 1 acting: running restart"]),
+            (
+                61,
+                Input::Outcome(2, true),
+                &[
+                    "action 2 restart api/1 succeeded: done",
+                    "incident 1 verifying: restart done: done; verifying for 10s",
+                ],
+            ),
+            (
+                62,
+                Input::Resolve("Slow", "api", Some(1)),
+                &[
+                    "incident 1 verifying: external Slow resolved: Slow evidence",
+                    "incident 1 resolved: every signal resolved",
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_victim_is_not_acted_on_and_an_exhausted_policy_escalates() {
+    check(
+        TWO_SERVICES,
+        &[
+            (0, Input::Fire("DbDown", "db", None), &["incident 1 open: external DbDown fired: DbDown evidence"]),
+            // api depends on db: the incident's root is db, api a victim; the guard refuses the restart
+            // (and the next), then the policy says escalate, which tells ops.
+            (
+                1,
+                Input::Fire("Slow", "api", Some(0)),
+                &[
+                    "incident 1 open: external Slow fired: Slow evidence",
+                    "action 1 restart api/0 refused: only a victim: the cause is in db",
+                    "incident 1 open: restart refused: only a victim: the cause is in db",
+                    "action 2 restart api/0 refused: only a victim: the cause is in db",
+                    "incident 1 open: restart refused: only a victim: the cause is in db",
+                    "action 3 escalate db running",
+                    "run 3",
+                    "incident 1 escalated: escalated: policy for alert:Slow says escalate",
+                ],
+            ),
+            // Closed: nothing more happens, however long it fires.
+            (100, Input::Tick, &[]),
+        ],
+    );
+}
+
+#[test]
+fn the_supervisors_give_up_is_a_crash_loop_escalated_by_the_default_policy() {
+    check(
+        TWO_SERVICES,
+        &[
+            (
+                0,
+                Input::Event(EventKind::GaveUp, "db", 1),
+                &[
+                    "signal crash_loop firing",
+                    "incident 1 open: diagnosis crash_loop fired: gave_up",
+                    "action 1 escalate db running",
+                    "run 1",
+                    "incident 1 escalated: escalated: policy for crash_loop says escalate",
+                ],
+            ),
+            (
+                1,
+                Input::Outcome(1, true),
+                &["action 1 escalate db succeeded: done", "incident 1 escalated: escalate succeeded: done"],
+            ),
+        ],
+    );
+}

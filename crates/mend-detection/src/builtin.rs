@@ -1,0 +1,242 @@
+//! The built-in diagnoses drawn from the proxies' figures, evaluated with the rules every second:
+//!
+//! - `bad_replica`: errors concentrated on one replica: over the last 30 s, at least 20 % of its attempts
+//!   answered 5xx (at least 5 attempts), at least three times the error ratio of the service's other
+//!   replicas taken together (which must have had traffic: otherwise nothing says the fault is the
+//!   replica's). Fires after 10 s, resolves 10 s after it stops holding.
+//! - `overload`: latency and load high on every replica: the service's 90th percentile latency over 30 s
+//!   is at least 1 s and every replica in the proxy's table has at least 2 requests in flight. Fires after
+//!   30 s.
+//!
+//! The arithmetic is pure ([`bad_replicas`], [`overloaded`]); the figures come from PromQL over the
+//! series the traffic sampler records (`mend_proxy_backend_attempts_total`, `..._in_flight`,
+//! `mend_proxy_request_duration_seconds_bucket`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mend_detect::alerting::{LabelSet, RuleState};
+use mend_query::{EvalOptions, Query, Storage, Value};
+use mend_types::{BuiltinDiagnosis, Severity, Signal, SignalKind, SignalState, Timestamp};
+
+/// Least share of a replica's attempts answered 5xx for it to be a bad replica.
+pub const BAD_REPLICA_ERROR_RATIO: f64 = 0.2;
+/// How many times the other replicas' error ratio the bad one's must be.
+pub const BAD_REPLICA_CONCENTRATION: f64 = 3.0;
+/// Least attempts in the window for a ratio to mean something.
+pub const BAD_REPLICA_MIN_ATTEMPTS: f64 = 5.0;
+/// Latency (90th percentile) from which a service may be overloaded.
+pub const OVERLOAD_LATENCY_SECONDS: f64 = 1.0;
+/// Requests in flight on every replica from which a service may be overloaded.
+pub const OVERLOAD_IN_FLIGHT: f64 = 2.0;
+
+/// A replica's attempts and 5xx answers over the window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Attempts {
+    /// Attempts.
+    pub total: f64,
+    /// Of which 5xx.
+    pub errors: f64,
+}
+
+/// The replicas of each service whose errors are concentrated on them: (service, replica, error ratio).
+pub fn bad_replicas(attempts: &BTreeMap<(String, String), Attempts>) -> Vec<(String, String, f64)> {
+    let mut bad = Vec::new();
+    for ((service, replica), mine) in attempts {
+        if mine.total < BAD_REPLICA_MIN_ATTEMPTS {
+            continue;
+        }
+        let ratio = mine.errors / mine.total;
+        if ratio < BAD_REPLICA_ERROR_RATIO {
+            continue;
+        }
+        let others = attempts.iter().filter(|((s, r), _)| s == service && r != replica).fold(
+            Attempts::default(),
+            |sum, (_, a)| Attempts { total: sum.total + a.total, errors: sum.errors + a.errors },
+        );
+        if others.total < 1.0 {
+            continue;
+        }
+        let others_ratio = others.errors / others.total;
+        if ratio >= BAD_REPLICA_CONCENTRATION * others_ratio {
+            bad.push((service.clone(), replica.clone(), ratio));
+        }
+    }
+    bad
+}
+
+/// Whether a service with 90th percentile latency `p90` and `in_flight` requests per replica is overloaded.
+pub fn overloaded(p90: f64, in_flight: &[f64]) -> bool {
+    p90 >= OVERLOAD_LATENCY_SECONDS && !in_flight.is_empty() && in_flight.iter().all(|n| *n >= OVERLOAD_IN_FLIGHT)
+}
+
+/// The built-in proxy diagnoses with their alert state.
+pub struct ProxyDiagnoses {
+    totals: Query,
+    errors: Query,
+    p90: Query,
+    in_flight: Query,
+    bad_replica: RuleState,
+    overload: RuleState,
+}
+
+fn query(text: &str) -> Option<Query> {
+    match Query::parse(text) {
+        Ok(query) => Some(query),
+        Err(error) => {
+            tracing::error!(expr = text, error = %error, "built-in diagnosis query refused");
+            None
+        }
+    }
+}
+
+fn vector(query: &Query, storage: &dyn Storage, now: Timestamp, options: &EvalOptions) -> Vec<(LabelSet, f64)> {
+    match query.eval_instant(storage, now.as_millis(), options) {
+        Ok(Value::Vector(samples)) => samples
+            .into_iter()
+            .map(|s| (s.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(), s.value))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn label(labels: &LabelSet, name: &str) -> String {
+    labels.get(name).cloned().unwrap_or_default()
+}
+
+impl ProxyDiagnoses {
+    /// The diagnoses (None if a query does not parse, which is a bug).
+    pub fn new() -> Option<Self> {
+        Some(Self {
+            totals: query("sum by (service, replica) (increase(mend_proxy_backend_attempts_total[30s]))")?,
+            errors: query(
+                "sum by (service, replica) (increase(mend_proxy_backend_attempts_total{code=\"5xx\"}[30s]))",
+            )?,
+            p90: query(
+                "histogram_quantile(0.9, sum by (service, le) (rate(mend_proxy_request_duration_seconds_bucket{release!=\"proxy\"}[30s])))",
+            )?,
+            in_flight: query("mend_proxy_backend_in_flight")?,
+            bad_replica: RuleState::default(),
+            overload: RuleState::default(),
+        })
+    }
+
+    /// One round at `now`: the signals of what started or stopped holding.
+    pub fn evaluate(&mut self, storage: &dyn Storage, now: Timestamp, options: &EvalOptions) -> Vec<Signal> {
+        let now_secs = now.as_secs_f64();
+        let mut attempts: BTreeMap<(String, String), Attempts> = BTreeMap::new();
+        for (labels, total) in vector(&self.totals, storage, now, options) {
+            attempts.entry((label(&labels, "service"), label(&labels, "replica"))).or_default().total = total;
+        }
+        for (labels, errors) in vector(&self.errors, storage, now, options) {
+            attempts.entry((label(&labels, "service"), label(&labels, "replica"))).or_default().errors = errors;
+        }
+        let bad: Vec<(LabelSet, f64)> = bad_replicas(&attempts)
+            .into_iter()
+            .map(|(service, replica, ratio)| {
+                (LabelSet::from([("service".to_owned(), service), ("replica".to_owned(), replica)]), ratio)
+            })
+            .collect();
+        let mut signals = Vec::new();
+        for transition in self.bad_replica.evaluate(bad, now_secs, 10.0, 10.0) {
+            let evidence = if transition.firing {
+                format!(
+                    "{:.0}% of the attempts on replica {} answered 5xx over 30s, at least {BAD_REPLICA_CONCENTRATION} times the other replicas' share",
+                    transition.value * 100.0,
+                    label(&transition.labels, "replica")
+                )
+            } else {
+                "resolved: the replica's errors are no longer concentrated on it".to_owned()
+            };
+            signals.push(signal(
+                BuiltinDiagnosis::BadReplica,
+                transition.labels,
+                transition.firing,
+                transition.active_since,
+                transition.value,
+                now,
+                evidence,
+            ));
+        }
+        let mut in_flight: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (labels, value) in vector(&self.in_flight, storage, now, options) {
+            in_flight.entry(label(&labels, "service")).or_default().push(value);
+        }
+        let services: BTreeSet<String> = in_flight.keys().cloned().collect();
+        let mut overloaded_now = Vec::new();
+        for (labels, p90) in vector(&self.p90, storage, now, options) {
+            let service = label(&labels, "service");
+            if services.contains(&service) && overloaded(p90, &in_flight[&service]) {
+                overloaded_now.push((LabelSet::from([("service".to_owned(), service)]), p90));
+            }
+        }
+        for transition in self.overload.evaluate(overloaded_now, now_secs, 30.0, 10.0) {
+            let evidence = if transition.firing {
+                format!(
+                    "90th percentile latency {:.2}s over 30s with every replica at {OVERLOAD_IN_FLIGHT}+ requests in flight",
+                    transition.value
+                )
+            } else {
+                "resolved: latency or load came down".to_owned()
+            };
+            signals.push(signal(
+                BuiltinDiagnosis::Overload,
+                transition.labels,
+                transition.firing,
+                transition.active_since,
+                transition.value,
+                now,
+                evidence,
+            ));
+        }
+        signals
+    }
+}
+
+fn signal(
+    diagnosis: BuiltinDiagnosis,
+    labels: LabelSet,
+    firing: bool,
+    since_secs: f64,
+    value: f64,
+    now: Timestamp,
+    evidence: String,
+) -> Signal {
+    Signal {
+        at: now,
+        since: Timestamp::from_millis((since_secs * 1000.0) as i64),
+        state: if firing { SignalState::Firing } else { SignalState::Resolved },
+        kind: SignalKind::Diagnosis,
+        name: diagnosis.as_str().to_owned(),
+        severity: Severity::Warning,
+        service: labels.get("service").and_then(|name| mend_types::ServiceName::new(name).ok()),
+        replica: labels.get("replica").and_then(|replica| replica.parse().ok()),
+        value,
+        labels,
+        evidence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempts(rows: &[(&str, &str, f64, f64)]) -> BTreeMap<(String, String), Attempts> {
+        rows.iter()
+            .map(|(s, r, total, errors)| {
+                (((*s).to_owned(), (*r).to_owned()), Attempts { total: *total, errors: *errors })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn errors_concentrated_on_one_replica_make_it_bad_and_spread_errors_do_not() {
+        let concentrated = attempts(&[("web", "0", 100.0, 1.0), ("web", "1", 100.0, 50.0)]);
+        assert_eq!(bad_replicas(&concentrated), [("web".to_owned(), "1".to_owned(), 0.5)]);
+        let spread = attempts(&[("web", "0", 100.0, 40.0), ("web", "1", 100.0, 50.0)]);
+        assert!(bad_replicas(&spread).is_empty());
+        // Alone, or with too little traffic, nothing says the fault is the replica's.
+        assert!(bad_replicas(&attempts(&[("web", "1", 100.0, 50.0)])).is_empty());
+        assert!(bad_replicas(&attempts(&[("web", "0", 100.0, 0.0), ("web", "1", 4.0, 4.0)])).is_empty());
+        assert!(overloaded(1.5, &[3.0, 2.0]) && !overloaded(1.5, &[3.0, 1.0]) && !overloaded(0.5, &[9.0]));
+    }
+}

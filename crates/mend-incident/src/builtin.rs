@@ -1,0 +1,252 @@
+//! Built-in diagnoses drawn from mend's own lifecycle events: a signal fires when a replica crashes, loops,
+//! hangs, runs out of memory or fails its probes while running, and resolves once the replica is ready
+//! again (a crash loop: once it has stayed ready for the window without crashing).
+//!
+//! `bad_replica` and `overload` come from the proxies' figures and are evaluated by the detect stage.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use mend_types::{BuiltinDiagnosis, Event, EventKind, ReplicaId, Severity, Signal, SignalKind, SignalState, Timestamp};
+
+/// Crashes of one replica within the window that make a crash loop.
+pub const CRASHES_FOR_A_LOOP: usize = 3;
+
+/// The built-in diagnoses' state: what fires per replica, and recent crashes.
+#[derive(Debug, Clone)]
+pub struct Builtins {
+    window: Duration,
+    firing: BTreeMap<ReplicaId, BTreeSet<BuiltinDiagnosis>>,
+    crashes: BTreeMap<ReplicaId, VecDeque<Timestamp>>,
+    /// Since when each replica has been ready (for the crash loop's resolution).
+    ready_since: BTreeMap<ReplicaId, Timestamp>,
+}
+
+/// The signal of `diagnosis` on `replica`.
+pub fn signal(
+    diagnosis: BuiltinDiagnosis,
+    replica: &ReplicaId,
+    state: SignalState,
+    at: Timestamp,
+    evidence: String,
+) -> Signal {
+    let labels = BTreeMap::from([
+        ("service".to_owned(), replica.service.to_string()),
+        ("replica".to_owned(), replica.index.to_string()),
+    ]);
+    let severity = match diagnosis {
+        BuiltinDiagnosis::CrashLoop | BuiltinDiagnosis::MemoryExhaustion => Severity::Critical,
+        _ => Severity::Warning,
+    };
+    Signal {
+        at,
+        since: at,
+        state,
+        kind: SignalKind::Diagnosis,
+        name: diagnosis.as_str().to_owned(),
+        severity,
+        service: Some(replica.service.clone()),
+        replica: Some(replica.index),
+        value: f64::NAN,
+        labels,
+        evidence,
+    }
+}
+
+fn detail<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
+    event.details.get(key).and_then(|value| value.as_str())
+}
+
+impl Builtins {
+    /// Built-in diagnoses with crash loops counted within `window`.
+    pub fn new(window: Duration) -> Self {
+        Self { window, firing: BTreeMap::new(), crashes: BTreeMap::new(), ready_since: BTreeMap::new() }
+    }
+
+    fn fire(
+        &mut self,
+        diagnosis: BuiltinDiagnosis,
+        replica: &ReplicaId,
+        at: Timestamp,
+        evidence: String,
+    ) -> Option<Signal> {
+        let firing = self.firing.entry(replica.clone()).or_default();
+        firing.insert(diagnosis).then(|| signal(diagnosis, replica, SignalState::Firing, at, evidence))
+    }
+
+    fn resolve(
+        &mut self,
+        diagnosis: BuiltinDiagnosis,
+        replica: &ReplicaId,
+        at: Timestamp,
+        evidence: &str,
+    ) -> Option<Signal> {
+        let firing = self.firing.get_mut(replica)?;
+        firing.remove(&diagnosis).then(|| signal(diagnosis, replica, SignalState::Resolved, at, evidence.to_owned()))
+    }
+
+    /// Whether events of `kind` may raise or resolve a diagnosis (the others need not be looked at).
+    pub fn concerns(kind: EventKind) -> bool {
+        matches!(
+            kind,
+            EventKind::Exited
+                | EventKind::GaveUp
+                | EventKind::Unhealthy
+                | EventKind::Unready
+                | EventKind::Ready
+                | EventKind::Stopped
+        )
+    }
+
+    /// The diagnosis signals an event raises or resolves.
+    pub fn on_event(&mut self, event: &Event) -> Vec<Signal> {
+        let (Some(service), Some(index)) = (&event.service, event.replica) else { return Vec::new() };
+        let replica = ReplicaId::new(service.clone(), index);
+        let at = event.at;
+        let mut signals = Vec::new();
+        match event.kind {
+            EventKind::Exited => {
+                self.ready_since.remove(&replica);
+                // Only an end mend did not cause: its own stops (restarts, replacements) are not crashes.
+                if detail(event, "cause") != Some("mend") {
+                    signals.extend(self.fire(BuiltinDiagnosis::Crashed, &replica, at, event.message.clone()));
+                    let crashes = self.crashes.entry(replica.clone()).or_default();
+                    crashes.push_back(at);
+                    while crashes
+                        .front()
+                        .is_some_and(|first| at.as_millis() - first.as_millis() > self.window.as_millis() as i64)
+                    {
+                        crashes.pop_front();
+                    }
+                    if crashes.len() >= CRASHES_FOR_A_LOOP {
+                        let evidence = format!(
+                            "{} crashes within {}s (last: {})",
+                            crashes.len(),
+                            self.window.as_secs(),
+                            event.message
+                        );
+                        signals.extend(self.fire(BuiltinDiagnosis::CrashLoop, &replica, at, evidence));
+                    }
+                }
+            }
+            EventKind::GaveUp => {
+                self.ready_since.remove(&replica);
+                signals.extend(self.fire(BuiltinDiagnosis::CrashLoop, &replica, at, event.message.clone()));
+            }
+            EventKind::Unhealthy => {
+                self.ready_since.remove(&replica);
+                let hung = event.details.get("hung").and_then(|hung| hung.as_bool()).unwrap_or(false);
+                let diagnosis = match detail(event, "check") {
+                    Some("memory") => Some(BuiltinDiagnosis::MemoryExhaustion),
+                    _ if hung => Some(BuiltinDiagnosis::Hung),
+                    Some("liveness" | "startup") => Some(BuiltinDiagnosis::Unhealthy),
+                    _ => None,
+                };
+                if let Some(diagnosis) = diagnosis {
+                    signals.extend(self.fire(diagnosis, &replica, at, event.message.clone()));
+                }
+            }
+            EventKind::Unready => {
+                self.ready_since.remove(&replica);
+                // Out of the ready set because a probe fails while the process runs (not a stop or an exit).
+                if detail(event, "reason").is_some_and(|reason| reason.contains("probe")) {
+                    signals.extend(self.fire(BuiltinDiagnosis::Unhealthy, &replica, at, event.message.clone()));
+                }
+            }
+            EventKind::Ready => {
+                self.ready_since.insert(replica.clone(), at);
+                let evidence = "resolved: the replica is ready again";
+                for diagnosis in [
+                    BuiltinDiagnosis::Crashed,
+                    BuiltinDiagnosis::Hung,
+                    BuiltinDiagnosis::MemoryExhaustion,
+                    BuiltinDiagnosis::Unhealthy,
+                ] {
+                    signals.extend(self.resolve(diagnosis, &replica, at, evidence));
+                }
+            }
+            EventKind::Stopped => {
+                // Stopped on purpose (an operator, a scale-in): nothing of it is a fault any more.
+                self.ready_since.remove(&replica);
+                self.crashes.remove(&replica);
+                let evidence = "resolved: the replica was stopped";
+                for diagnosis in BuiltinDiagnosis::ALL {
+                    signals.extend(self.resolve(diagnosis, &replica, at, evidence));
+                }
+            }
+            _ => {}
+        }
+        signals
+    }
+
+    /// Resolves crash loops of replicas that have stayed ready for the window.
+    pub fn on_tick(&mut self, now: Timestamp) -> Vec<Signal> {
+        let stable: Vec<ReplicaId> = self
+            .ready_since
+            .iter()
+            .filter(|(_, since)| now.as_millis() - since.as_millis() >= self.window.as_millis() as i64)
+            .map(|(replica, _)| replica.clone())
+            .collect();
+        let mut signals = Vec::new();
+        for replica in stable {
+            self.crashes.remove(&replica);
+            let evidence = format!("resolved: ready for {}s without a crash", self.window.as_secs());
+            signals.extend(self.resolve(BuiltinDiagnosis::CrashLoop, &replica, now, &evidence));
+        }
+        signals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mend_types::ServiceName;
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(at_secs: i64, kind: EventKind, details: serde_json::Value) -> Event {
+        let replica = ReplicaId::new(ServiceName::new("web").expect("valid"), 0);
+        let mut event = Event::new(Timestamp::from_millis(at_secs * 1000), kind, kind.as_str()).replica(&replica);
+        if let serde_json::Value::Object(map) = details {
+            event.details = map;
+        }
+        event
+    }
+
+    fn names(signals: &[Signal]) -> Vec<String> {
+        signals.iter().map(|s| format!("{} {}", s.name, s.state.as_str())).collect()
+    }
+
+    #[test]
+    fn crashes_fire_resolve_on_ready_and_three_within_the_window_are_a_loop() {
+        let mut builtins = Builtins::new(Duration::from_secs(60));
+        let crash = |at| event(at, EventKind::Exited, json!({"cause": "program"}));
+        assert_eq!(names(&builtins.on_event(&crash(0))), ["crashed firing"]);
+        assert_eq!(names(&builtins.on_event(&event(1, EventKind::Ready, json!({})))), ["crashed resolved"]);
+        // mend's own stop is not a crash.
+        assert!(builtins.on_event(&event(2, EventKind::Exited, json!({"cause": "mend"}))).is_empty());
+        builtins.on_event(&crash(10));
+        assert_eq!(names(&builtins.on_event(&crash(20))), ["crash_loop firing"], "crashed is already firing");
+        assert_eq!(names(&builtins.on_event(&event(21, EventKind::Ready, json!({})))), ["crashed resolved"]);
+        assert!(builtins.on_tick(Timestamp::from_millis(60_000)).is_empty(), "not ready for the window yet");
+        assert_eq!(names(&builtins.on_tick(Timestamp::from_millis(81_000))), ["crash_loop resolved"]);
+    }
+
+    #[test]
+    fn hangs_memory_and_failing_probes_have_their_diagnoses() {
+        let mut builtins = Builtins::new(Duration::from_secs(60));
+        let hung = event(0, EventKind::Unhealthy, json!({"check": "liveness", "hung": true}));
+        assert_eq!(names(&builtins.on_event(&hung)), ["hung firing"]);
+        let memory = event(0, EventKind::Unhealthy, json!({"check": "memory", "hung": false}));
+        assert_eq!(names(&builtins.on_event(&memory)), ["memory_exhaustion firing"]);
+        let unready = event(0, EventKind::Unready, json!({"reason": "readiness probe failed: 503"}));
+        assert_eq!(names(&builtins.on_event(&unready)), ["unhealthy firing"]);
+        assert!(builtins.on_event(&event(0, EventKind::Unready, json!({"reason": "stopping"}))).is_empty());
+        let gave_up = event(0, EventKind::GaveUp, json!({}));
+        assert_eq!(names(&builtins.on_event(&gave_up)), ["crash_loop firing"]);
+        assert_eq!(
+            names(&builtins.on_event(&event(1, EventKind::Stopped, json!({})))),
+            ["crash_loop resolved", "hung resolved", "memory_exhaustion resolved", "unhealthy resolved"]
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! Incidents: signals grouped by service and time window and along the dependency graph, with a
+//! lifecycle (open → acting → verifying → resolved | escalated) and a diagnosis.
+//!
+//! Pure: signals, events, the graph and the time come in; incidents and their changes come out. No IO,
+//! no clock (time arrives with the input). The acting half of the lifecycle (acting, verifying) is driven
+//! by `mend-act`, which owns the policies.
+//!
+//! - [`builtin`] turns lifecycle events into built-in diagnosis signals (`crashed`, `crash_loop`, `hung`,
+//!   `memory_exhaustion`, `unhealthy`) and resolves them when the replica is ready again.
+//! - [`graph`] is the dependency graph: declared `depends_on` plus the caller → callee edges the proxies
+//!   observed.
+//! - [`diagnose`] is the seam for diagnosis: a [`Diagnoser`] names the incident and ranks its services
+//!   into a root and victims. [`BuiltinDiagnoser`] is the built-in rule set; `mend-diagnose` plugs in here.
+//! - [`book`] groups signals into incidents.
+
+pub mod book;
+pub mod builtin;
+pub mod diagnose;
+pub mod graph;
+
+pub use book::{IncidentBook, Observed};
+pub use builtin::Builtins;
+pub use diagnose::{BuiltinDiagnoser, Diagnoser};
+pub use graph::DependencyGraph;
