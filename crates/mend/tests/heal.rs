@@ -311,7 +311,10 @@ fn issue_9_a_crash_loop_is_escalated_to_the_notification_target_not_restarted_fo
     assert_eq!(body["incident"]["state"], "escalated");
     assert_eq!(body["incident"]["diagnosis"]["name"], "crash_loop");
     assert_eq!(body["incident"]["services"][0], "loop");
-    let gave_up = daemon.events(Some("gave_up"));
+    // The store commits events in batches, beside the heal stage: the give-up may reach the webhook first.
+    let gave_up = eventually(Duration::from_secs(10), "the give-up is stored", || {
+        Some(daemon.events(Some("gave_up"))).filter(|events| !events.is_empty())
+    });
     assert_eq!(gave_up.len(), 1, "the supervisor gave up once: {gave_up:?}");
     let id = body["incident"]["id"].as_u64().expect("an id");
     let escalated = incident(&daemon, id);
