@@ -5,6 +5,7 @@
 
 mod dto;
 mod healing;
+mod logs;
 mod metrics;
 mod query;
 mod routes;
@@ -19,6 +20,7 @@ pub use dto::{
 pub use healing::{
     ActionsResponse, HealingApi, HealingStatus, IncidentDto, IncidentsResponse, OperatorCommand, OperatorError, Pending,
 };
+pub use logs::{PatternDto, PatternSource, PatternsDto};
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, ReloadRequest, router};
 pub use server::{MAX_REQUEST_BODY_BYTES, ServeLimits, serve};

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
     /// The heal stage: operators' commands, approvals, pause and resume.
     pub healing: Arc<dyn crate::HealingApi>,
+    /// The log stage's mined templates, by service.
+    pub log_patterns: crate::logs::PatternSource,
     /// Turns true when the API is about to stop: streams that follow (`logs?follow=true`) end, so that
     /// their connections do not hold the shutdown up.
     pub closing: tokio::sync::watch::Receiver<bool>,
@@ -82,11 +84,11 @@ impl From<ControlError> for ApiError {
     }
 }
 
-fn bad_request(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
-fn query_error(rejection: QueryRejection) -> ApiError {
+pub(crate) fn query_error(rejection: QueryRejection) -> ApiError {
     bad_request(format!("invalid query string: {}", rejection.body_text()))
 }
 
@@ -108,6 +110,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{name}", get(service))
         .route("/api/v1/services/{name}/logs", get(service_logs))
+        .route("/api/v1/services/{name}/log-patterns", get(crate::logs::patterns))
+        .route("/api/v1/logs", get(crate::logs::aggregate))
         .route("/api/v1/services/{name}/chaos", get(crate::traffic::faults))
         .route("/api/v1/events", get(events))
         .route("/api/v1/signals", get(signals))
@@ -416,7 +420,7 @@ struct EventParams {
 }
 
 /// Parses `since`: RFC 3339, or a duration back from now (`5m`); a bare number needs a unit.
-fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
+pub(crate) fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
     mend_config::parse_since(text, now).map_err(|reason| bad_request(format!("invalid since {text:?}: {reason}")))
 }
 
@@ -644,18 +648,34 @@ async fn alerts_in(
     Ok(Json(json!({ "accepted": n_signals, "unchanged": unchanged })))
 }
 
-/// Most bytes of log lines in one answer of `GET .../logs` (before following), shared by its replicas.
-const MAX_LOG_ANSWER_BYTES: usize = 4 << 20;
-/// Most log answers read and sent at once (each holds up to [`MAX_LOG_ANSWER_BYTES`] until its client
-/// has it); more wait up to 10 s, then get 503.
-const MAX_CONCURRENT_LOG_ANSWERS: usize = 4;
-static LOG_ANSWERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_LOG_ANSWERS);
+use crate::logs::{Lines, MAX_LOG_ANSWER_BYTES, answer_slot};
 
 #[derive(Debug, Deserialize)]
 struct LogParams {
     replica: Option<u32>,
     tail: Option<usize>,
     follow: Option<bool>,
+    /// Each line with the time mend read it.
+    timestamps: Option<bool>,
+}
+
+/// The lines of a replica's stored log as the replica wrote them (with `timestamps`, each after the time
+/// mend read it), `[index] ` before each when the answer has several replicas.
+fn present(bytes: &[u8], index: u32, prefix: bool, timestamps: bool, out: &mut Vec<u8>) {
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let record = logs::parse_record(line);
+        if prefix {
+            out.extend_from_slice(format!("[{index}] ").as_bytes());
+        }
+        if timestamps {
+            match record.at {
+                Some(at) => out.extend_from_slice(format!("{at} ").as_bytes()),
+                None => out.extend_from_slice(b"-                        "),
+            }
+        }
+        out.extend_from_slice(record.body);
+        out.push(b'\n');
+    }
 }
 
 async fn service_logs(
@@ -682,12 +702,8 @@ async fn service_logs(
     // The tail, one replica at a time, off the async workers and at most MAX_LOG_ANSWER_BYTES in all:
     // the line limit alone let `tail=100000` answer 137 MB (issue 20).
     let per_replica = (MAX_LOG_ANSWER_BYTES / indexes.len().max(1)) as u64;
-    let Ok(Ok(slot)) = tokio::time::timeout(Duration::from_secs(10), LOG_ANSWERS.acquire()).await else {
-        return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_CONCURRENT_LOG_ANSWERS} log answers are being sent: try again later"),
-        ));
-    };
+    let timestamps = params.timestamps.unwrap_or(false);
+    let slot = answer_slot().await?;
     let tails = {
         let (dir, indexes) = (dir.clone(), indexes.clone());
         futures_util::stream::iter(indexes).then(move |index| {
@@ -710,14 +726,7 @@ async fn service_logs(
                         .as_bytes(),
                     );
                 }
-                if prefix {
-                    for line in bytes.split_inclusive(|&b| b == b'\n') {
-                        chunk.extend_from_slice(format!("[{index}] ").as_bytes());
-                        chunk.extend_from_slice(line);
-                    }
-                } else {
-                    chunk.extend_from_slice(&bytes);
-                }
+                present(&bytes, index, prefix, timestamps, &mut chunk);
                 Ok::<_, std::io::Error>(bytes::Bytes::from(chunk))
             }
         })
@@ -732,44 +741,43 @@ async fn service_logs(
         return Ok((content_type, Body::from_stream(tails)).into_response());
     }
     let closing = state.closing.clone();
-    let follow = futures_util::stream::unfold((cursors, closing), move |(mut cursors, mut closing)| {
-        let dir = dir.clone();
-        let indexes = indexes.clone();
-        async move {
-            loop {
-                // Read once more after the API begins to close (the last lines of the stopped replicas),
-                // then end.
-                let last_round = *closing.borrow();
-                let mut chunk = Vec::new();
-                for &index in &indexes {
-                    let cursor = cursors.get(&index).copied().unwrap_or_default();
-                    let Ok((bytes, next)) = logs::read_from(&dir, index, cursor) else { continue };
-                    cursors.insert(index, next);
-                    if bytes.is_empty() {
-                        continue;
-                    }
-                    if prefix {
-                        for line in bytes.split_inclusive(|&b| b == b'\n') {
-                            chunk.extend_from_slice(format!("[{index}] ").as_bytes());
-                            chunk.extend_from_slice(line);
+    let follow = futures_util::stream::unfold(
+        (cursors, HashMap::<u32, Lines>::new(), closing),
+        move |(mut cursors, mut carries, mut closing)| {
+            let dir = dir.clone();
+            let indexes = indexes.clone();
+            async move {
+                loop {
+                    // Read once more after the API begins to close (the last lines of the stopped replicas),
+                    // then end.
+                    let last_round = *closing.borrow();
+                    let mut chunk = Vec::new();
+                    for &index in &indexes {
+                        let cursor = cursors.get(&index).copied().unwrap_or_default();
+                        let Ok((bytes, next)) = logs::read_from(&dir, index, cursor) else { continue };
+                        cursors.insert(index, next);
+                        if bytes.is_empty() {
+                            continue;
                         }
-                    } else {
-                        chunk.extend_from_slice(&bytes);
+                        carries
+                            .entry(index)
+                            .or_default()
+                            .push(&bytes, |line| present(line, index, prefix, timestamps, &mut chunk));
                     }
-                }
-                if !chunk.is_empty() {
-                    return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), (cursors, closing)));
-                }
-                if last_round {
-                    return None;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = closing.wait_for(|closing| *closing) => {}
+                    if !chunk.is_empty() {
+                        return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), (cursors, carries, closing)));
+                    }
+                    if last_round {
+                        return None;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = closing.wait_for(|closing| *closing) => {}
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     let stream = tails.chain(follow);
     Ok((content_type, Body::from_stream(stream)).into_response())
 }

@@ -7,6 +7,7 @@
 //! reads the store under a read lock, calls them, and emits signals afterwards, outside the lock.
 
 pub mod builtin;
+pub mod logs;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

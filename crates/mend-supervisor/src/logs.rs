@@ -3,15 +3,83 @@
 //! `<state>/logs/<service>/<replica>.log` is the current file; `.log.1` .. `.log.N` are older ones.
 //! Writes go straight to the file (appends land in the page cache and do not block for long); a line
 //! longer than [`MAX_LINE_BYTES`] is cut into pieces so that memory stays bounded.
+//!
+//! Each line is stored in the CRI log format that Kubernetes' runtimes write (so promtail, Vector or
+//! fluent-bit read mend's files as they are): `<RFC 3339 time> <stdout|stderr> <F|P> <line>`, `P` for
+//! the pieces of a cut line but its last. Readers take [`parse_record`] apart; lines of files written
+//! before this format (no prefix) read with no time.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use mend_types::{Clock, LineSink, ReplicaId, Timestamp};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::statedir;
+
+/// Which pipe a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    /// The CRI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// One stored line taken apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// When mend read it (none for lines stored before the CRI format).
+    pub at: Option<Timestamp>,
+    /// Its pipe, when known.
+    pub stream: Option<Stream>,
+    /// The line as the replica wrote it (without the newline).
+    pub body: &'a [u8],
+}
+
+/// Takes a stored line (with or without its newline) apart.
+pub fn parse_record(line: &[u8]) -> Record<'_> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let plain = Record { at: None, stream: None, body: line };
+    let mut parts = line.splitn(4, |&b| b == b' ');
+    let (Some(time), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next()) else { return plain };
+    let stream = match stream {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return plain,
+    };
+    if !matches!(tag, b"F" | b"P") {
+        return plain;
+    }
+    let Some(at) = std::str::from_utf8(time).ok().filter(|time| time.contains('T')).and_then(Timestamp::parse) else {
+        return plain;
+    };
+    Record { at: Some(at), stream: Some(stream), body: parts.next().unwrap_or_default() }
+}
+
+/// Replaces each stored line in `bytes` by its body (what the replica wrote), newlines kept.
+pub fn bodies(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(parse_record(line).body);
+        if line.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+    }
+    out
+}
 
 /// Longest line kept in one piece.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -45,9 +113,11 @@ impl LogFile {
         Ok(Self { dir: dir.to_path_buf(), index, max_bytes, keep, file, size })
     }
 
-    /// Appends one line (a newline is added).
-    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        let needed = line.len() as u64 + 1;
+    /// Appends one line read at `at` from `stream` (`partial`: a piece of a cut line, more follows) in
+    /// the CRI format; a newline is added.
+    pub fn write_line(&mut self, at: Timestamp, stream: Stream, partial: bool, line: &[u8]) -> io::Result<()> {
+        let prefix = format!("{at} {} {} ", stream.as_str(), if partial { 'P' } else { 'F' });
+        let needed = (prefix.len() + line.len()) as u64 + 1;
         if self.size > 0
             && self.size + needed > self.max_bytes
             && let Err(error) = self.rotate()
@@ -62,7 +132,8 @@ impl LogFile {
             }
             tracing::warn!(dir = %self.dir.display(), error = %error, "log rotation failed; reopened the log file");
         }
-        let mut buffer = Vec::with_capacity(line.len() + 1);
+        let mut buffer = Vec::with_capacity(prefix.len() + line.len() + 1);
+        buffer.extend_from_slice(prefix.as_bytes());
         buffer.extend_from_slice(line);
         buffer.push(b'\n');
         self.file.write_all(&buffer)?;
@@ -85,8 +156,22 @@ impl LogFile {
     }
 }
 
-/// Copies lines from a child's pipe into `log` until the pipe closes.
-pub async fn capture<R: AsyncRead + Unpin>(pipe: R, log: Arc<Mutex<LogFile>>) {
+/// Where a capture's lines go and how they are stamped.
+#[derive(Clone)]
+pub struct Capture {
+    /// The replica's file.
+    pub log: Arc<Mutex<LogFile>>,
+    /// Which pipe.
+    pub stream: Stream,
+    /// Time of each line.
+    pub clock: Arc<dyn Clock>,
+    /// Also hand each line to this (the miner), with the replica.
+    pub tap: Option<(Arc<dyn LineSink>, ReplicaId)>,
+}
+
+/// Copies lines from a child's pipe into the capture's log until the pipe closes.
+pub async fn capture<R: AsyncRead + Unpin>(pipe: R, capture: Capture) {
+    let Capture { log, stream, clock, tap } = capture;
     let mut reader = BufReader::with_capacity(8 * 1024, pipe);
     let mut line = Vec::with_capacity(256);
     let mut failures: u64 = 0;
@@ -95,9 +180,14 @@ pub async fn capture<R: AsyncRead + Unpin>(pipe: R, log: Arc<Mutex<LogFile>>) {
         match read_line_bounded(&mut reader, &mut line).await {
             Ok(0) => return,
             Ok(_) => {
+                let complete = line.ends_with(b"\n") || line.len() < MAX_LINE_BYTES;
                 let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+                let at = clock.wall();
+                if let Some((tap, replica)) = &tap {
+                    tap.line(replica, at, trimmed);
+                }
                 let result = match log.lock() {
-                    Ok(mut log) => log.write_line(trimmed),
+                    Ok(mut log) => log.write_line(at, stream, !complete, trimmed),
                     Err(_) => return,
                 };
                 if let Err(error) = result {
@@ -134,10 +224,11 @@ async fn read_line_bounded<R: AsyncRead + Unpin>(reader: &mut BufReader<R>, line
     }
 }
 
-/// The last `n_lines` lines of replica `index`'s logs, reading into rotated files when needed.
+/// The last `n_lines` lines of replica `index`'s logs (as the replica wrote them), reading into rotated
+/// files when needed.
 pub fn tail(dir: &Path, index: u32, n_lines: usize) -> io::Result<Vec<String>> {
     let (bytes, _) = tail_bytes(dir, index, n_lines, u64::MAX)?;
-    Ok(String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect())
+    Ok(String::from_utf8_lossy(&bodies(&bytes)).lines().map(str::to_owned).collect())
 }
 
 /// The last `n_lines` lines of replica `index`'s logs (each ending in a newline), reading into rotated
@@ -260,18 +351,23 @@ fn find_rotated(dir: &Path, index: u32, inode: u64) -> Option<File> {
 mod tests {
     use super::*;
 
+    /// Writes a stdout line at a fixed time (the prefix is 34 bytes).
+    fn write(log: &mut LogFile, line: &[u8]) -> io::Result<()> {
+        log.write_line(Timestamp::from_millis(1_700_000_000_000), Stream::Stdout, false, line)
+    }
+
     #[test]
     fn rotates_at_the_size_limit_and_keeps_n_files() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut log = LogFile::open(dir.path(), 0, 100, 2).expect("open log");
+        let mut log = LogFile::open(dir.path(), 0, 480, 2).expect("open log");
         for idx in 0..40 {
-            log.write_line(format!("line {idx:03}").as_bytes()).expect("write");
+            write(&mut log, format!("line {idx:03}").as_bytes()).expect("write");
         }
         let sizes: Vec<u64> = ["0.log", "0.log.1", "0.log.2"]
             .iter()
             .map(|name| fs::metadata(dir.path().join(name)).expect("file exists").len())
             .collect();
-        assert!(sizes.iter().all(|&size| size <= 100), "{sizes:?}");
+        assert!(sizes.iter().all(|&size| size <= 480), "{sizes:?}");
         assert!(!dir.path().join("0.log.3").exists());
         let last = tail(dir.path(), 0, 3).expect("tail");
         assert_eq!(last, ["line 037", "line 038", "line 039"]);
@@ -283,11 +379,11 @@ mod tests {
     #[test]
     fn a_follower_loses_no_line_to_a_rotation() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut log = LogFile::open(dir.path(), 0, 100, 3).expect("open log");
+        let mut log = LogFile::open(dir.path(), 0, 300, 3).expect("open log");
         let mut cursor = LogCursor::at_end(dir.path(), 0);
         let mut seen = Vec::new();
         for idx in 0..60 {
-            log.write_line(format!("line {idx:03}").as_bytes()).expect("write");
+            write(&mut log, format!("line {idx:03}").as_bytes()).expect("write");
             // The follower polls every third line, so rotations fall between its reads.
             if idx % 3 == 2 {
                 let (bytes, next) = read_from(dir.path(), 0, cursor).expect("read");
@@ -296,17 +392,17 @@ mod tests {
             }
         }
         let expected: String = (0..60).map(|idx| format!("line {idx:03}\n")).collect();
-        assert_eq!(String::from_utf8_lossy(&seen), expected);
+        assert_eq!(String::from_utf8_lossy(&bodies(&seen)), expected);
     }
 
     #[test]
     fn a_failed_rotation_reopens_instead_of_losing_lines() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut log = LogFile::open(dir.path(), 0, 50, 1).expect("open log");
-        log.write_line(b"0123456789012345678901234567890123456789").expect("write");
+        write(&mut log, b"0123456789012345678901234567890123456789").expect("write");
         // Someone deletes the current file: rotation's rename fails.
         fs::remove_file(log_path(dir.path(), 0)).expect("remove");
-        log.write_line(b"after the deletion").expect("still writes");
+        write(&mut log, b"after the deletion").expect("still writes");
         assert_eq!(tail(dir.path(), 0, 10).expect("tail"), ["after the deletion"]);
     }
 
@@ -317,8 +413,17 @@ mod tests {
         let mut input = b"first\n".to_vec();
         input.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
         input.extend_from_slice(b"\nlast without newline");
-        capture(&input[..], log).await;
+        let clock: Arc<dyn Clock> = Arc::new(mend_types::SystemClock);
+        capture(&input[..], Capture { log, stream: Stream::Stderr, clock, tap: None }).await;
         let lines = tail(dir.path(), 1, 10).expect("tail");
+        let (raw, _) = tail_bytes(dir.path(), 1, 10, u64::MAX).expect("tail");
+        let tags: Vec<(Option<Stream>, bool)> = raw
+            .split_inclusive(|&b| b == b'\n')
+            .map(parse_record)
+            .map(|record| (record.stream, record.at.is_some()))
+            .collect();
+        assert_eq!(tags, vec![(Some(Stream::Stderr), true); 4]);
+        assert!(raw.windows(10).any(|w| w == b" stderr P "), "the cut piece is partial");
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[0], "first");
         assert_eq!(lines[1].len(), MAX_LINE_BYTES);
@@ -327,18 +432,29 @@ mod tests {
     }
 
     #[test]
+    fn records_read_back_and_old_plain_lines_have_no_time() {
+        let record = parse_record(b"2026-01-02T03:04:05.678Z stderr F ERROR boom here\n");
+        assert_eq!(record.at, Timestamp::parse("2026-01-02T03:04:05.678Z"));
+        assert_eq!((record.stream, record.body), (Some(Stream::Stderr), &b"ERROR boom here"[..]));
+        for plain in [&b"plain old line"[..], b"2026-01-02 stdout F x", b"2026-01-02T03:04:05Z stdin F x", b""] {
+            assert_eq!(parse_record(plain), Record { at: None, stream: None, body: plain });
+        }
+        assert_eq!(parse_record(b"2026-01-02T03:04:05.000Z stdout F ").body, b"");
+    }
+
+    #[test]
     fn read_from_follows_appends_and_restarts_after_rotation() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut log = LogFile::open(dir.path(), 0, 30, 1).expect("open log");
-        log.write_line(b"hello").expect("write");
+        let mut log = LogFile::open(dir.path(), 0, 98, 1).expect("open log");
+        write(&mut log, b"hello").expect("write");
         let (bytes, cursor) = read_from(dir.path(), 0, LogCursor::default()).expect("read");
-        assert_eq!(bytes, b"hello\n");
-        log.write_line(b"world").expect("write");
+        assert_eq!(bytes, b"2023-11-14T22:13:20.000Z stdout F hello\n");
+        write(&mut log, b"world").expect("write");
         let (bytes, cursor) = read_from(dir.path(), 0, cursor).expect("read");
-        assert_eq!(bytes, b"world\n");
+        assert_eq!(bodies(&bytes), b"world\n");
         assert_eq!(cursor, LogCursor::at_end(dir.path(), 0));
-        log.write_line(b"rotates the file now").expect("write");
+        write(&mut log, b"rotates the file now").expect("write");
         let (bytes, _) = read_from(dir.path(), 0, cursor).expect("read");
-        assert_eq!(bytes, b"rotates the file now\n");
+        assert_eq!(bodies(&bytes), b"rotates the file now\n");
     }
 }

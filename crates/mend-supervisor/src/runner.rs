@@ -159,6 +159,8 @@ pub struct RunnerContext {
     pub sample_interval: Duration,
     /// Counters shared by every scraper.
     pub scrape_stats: Arc<ScrapeStats>,
+    /// Where captured output lines go besides the log files (the log miner), if anywhere.
+    pub lines: Option<Arc<dyn mend_types::LineSink>>,
 }
 
 /// The supervisor's handle on a running replica task.
@@ -561,11 +563,17 @@ impl Runner {
                 error.to_string()
             }
         })?;
+        let capture = |stream| logs::Capture {
+            log: log.clone(),
+            stream,
+            clock: self.ctx.clock.clone(),
+            tap: self.ctx.lines.clone().map(|tap| (tap, self.id.clone())),
+        };
         if let Some(stdout) = spawned.child.stdout.take() {
-            tokio::spawn(logs::capture(stdout, log.clone()));
+            tokio::spawn(logs::capture(stdout, capture(logs::Stream::Stdout)));
         }
         if let Some(stderr) = spawned.child.stderr.take() {
-            tokio::spawn(logs::capture(stderr, log));
+            tokio::spawn(logs::capture(stderr, capture(logs::Stream::Stderr)));
         }
         let start_ticks = process::sample(spawned.pid).map(|s| s.start_ticks);
         if let Err(error) = pidfile::write(&self.ctx.state_dir, &self.id, spawned.pid, start_ticks) {

@@ -34,6 +34,7 @@ fn context(state_dir: &Path, events: Arc<Recorder>, series: Arc<RwLock<SeriesSto
         run_tag: mend_supervisor::detached::new_run_tag(state_dir).expect("run tag"),
         sample_interval: Duration::from_millis(50),
         scrape_stats: Default::default(),
+        lines: None,
     }
 }
 

@@ -211,6 +211,13 @@ pub trait EventSink: Send + Sync {
     fn emit(&self, event: Event);
 }
 
+/// Where captured output lines go besides the replica's log file (the log miner). `line` must not
+/// block: implementations queue the line and count what they have to drop.
+pub trait LineSink: Send + Sync {
+    /// One line of `replica`'s output (without its newline; a piece of a cut line is a line), read at `at`.
+    fn line(&self, replica: &crate::ReplicaId, at: crate::Timestamp, line: &[u8]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

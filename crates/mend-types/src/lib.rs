@@ -12,7 +12,7 @@ mod signal;
 mod time;
 mod units;
 
-pub use event::{Event, EventKind, EventSink};
+pub use event::{Event, EventKind, EventSink, LineSink};
 pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
 pub use heal::{
     ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, HealMode, Incident,

@@ -252,12 +252,17 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Show a service's logs.
+    /// Show services' logs: one service's as it wrote them, or several interleaved by time with their
+    /// time and `service/replica`; or a service's mined templates.
     Logs {
         #[command(flatten)]
         target: Target,
-        /// The service.
-        name: String,
+        /// The services (several are interleaved by time).
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+        /// Every service, interleaved by time.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
         /// Only this replica.
         #[arg(long, short)]
         replica: Option<u32>,
@@ -267,6 +272,21 @@ enum Command {
         /// Lines to show from the end.
         #[arg(long, default_value_t = 100)]
         tail: usize,
+        /// Only lines matching this regular expression.
+        #[arg(long)]
+        grep: Option<String>,
+        /// Only lines at this level or above (trace, debug, info, warn, error, fatal).
+        #[arg(long, value_parser = level_arg)]
+        level: Option<String>,
+        /// Only lines since this time (RFC 3339) or this long ago (`10m`).
+        #[arg(long, value_parser = since_arg)]
+        since: Option<String>,
+        /// Show when mend read each line.
+        #[arg(long, short = 't')]
+        timestamps: bool,
+        /// List the service's log templates with counts, level and an example, most frequent first.
+        #[arg(long, conflicts_with_all = ["all", "follow", "grep", "level", "since", "timestamps"])]
+        patterns: bool,
     },
 }
 
@@ -711,7 +731,20 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Deny { id, .. } => decide(&client, id, "deny").await,
         Command::Pause { .. } => healing(&client, "pause").await,
         Command::Resume { .. } => healing(&client, "resume").await,
-        Command::Logs { name, replica, follow, tail, .. } => logs(&client, &name, replica, follow, tail).await,
+        Command::Logs { names, all, replica, follow, tail, grep, level, since, timestamps, patterns, .. } => {
+            let filtered = grep.is_some() || level.is_some() || since.is_some();
+            match names.as_slice() {
+                [name] if patterns => log_patterns(&client, name, tail).await,
+                _ if patterns => {
+                    Err(ClientError::Other("--patterns lists the templates of one service: give one name".into()))
+                }
+                [name] if !all && !filtered => logs(&client, name, replica, follow, tail, timestamps).await,
+                _ => {
+                    let query = LogQuery { names: &names, replica, follow, tail, grep, level, since };
+                    aggregate_logs(&client, query).await
+                }
+            }
+        }
         Command::Run(_)
         | Command::CheckConfig { .. }
         | Command::Init { .. }
@@ -987,12 +1020,64 @@ async fn healing(client: &Client, what: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-async fn logs(client: &Client, name: &str, replica: Option<u32>, follow: bool, tail: usize) -> Result<(), ClientError> {
-    let mut path = format!("/api/v1/services/{}/logs?tail={tail}&follow={follow}", encode_query_value(name));
+async fn logs(
+    client: &Client,
+    name: &str,
+    replica: Option<u32>,
+    follow: bool,
+    tail: usize,
+    timestamps: bool,
+) -> Result<(), ClientError> {
+    let mut path = format!(
+        "/api/v1/services/{}/logs?tail={tail}&follow={follow}&timestamps={timestamps}",
+        encode_query_value(name)
+    );
     if let Some(replica) = replica {
         path.push_str(&format!("&replica={replica}"));
     }
     client.stream(&path, output::raw).await
+}
+
+/// What `mend logs` asks of `GET /api/v1/logs`.
+struct LogQuery<'a> {
+    /// No names: every service.
+    names: &'a [String],
+    replica: Option<u32>,
+    follow: bool,
+    tail: usize,
+    grep: Option<String>,
+    level: Option<String>,
+    since: Option<String>,
+}
+
+async fn aggregate_logs(client: &Client, query: LogQuery<'_>) -> Result<(), ClientError> {
+    let mut path = format!("/api/v1/logs?tail={}&follow={}", query.tail, query.follow);
+    if !query.names.is_empty() {
+        path.push_str(&format!("&service={}", encode_query_value(&query.names.join(","))));
+    }
+    if let Some(replica) = query.replica {
+        path.push_str(&format!("&replica={replica}"));
+    }
+    for (key, value) in [("grep", &query.grep), ("level", &query.level), ("since", &query.since)] {
+        if let Some(value) = value {
+            path.push_str(&format!("&{key}={}", encode_query_value(value)));
+        }
+    }
+    client.stream(&path, output::raw).await
+}
+
+async fn log_patterns(client: &Client, name: &str, limit: usize) -> Result<(), ClientError> {
+    let path = format!("/api/v1/services/{}/log-patterns?limit={limit}", encode_query_value(name));
+    let response: mend_api::PatternsDto = client.json(Method::GET, &path).await?;
+    output::raw(output::patterns_table(&response).as_bytes());
+    Ok(())
+}
+
+/// Checks `--level` as the API will read it.
+fn level_arg(text: &str) -> Result<String, String> {
+    mend_logs::Level::parse_word(text)
+        .map(|_| text.to_owned())
+        .ok_or_else(|| format!("unknown level {text:?}: allowed trace, debug, info, warn, error, fatal"))
 }
 
 /// Checks `--since` as the API will read it (a usage error, exit 2, rather than the daemon's 400).

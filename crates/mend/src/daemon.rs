@@ -182,6 +182,15 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     );
     tracing::info!(config = %config.source.display(), api = %config.api.listen, state_dir = %state_dir.display(), "mend is running");
 
+    // The log stage mines what the replicas write; its sink queues lines and never blocks capture.
+    let (log_stage, log_sink) = mend_detection::logs::LogStage::start(
+        mend_detection::logs::LogWatchConfig::default(),
+        series.clone(),
+        signals.clone(),
+        clock.clone(),
+    )
+    .context("cannot start the log stage")?;
+    let log_stage = Arc::new(log_stage);
     let context = RunnerContext {
         spawner,
         events: events.clone(),
@@ -191,6 +200,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         run_tag,
         sample_interval: SAMPLE_INTERVAL,
         scrape_stats: scrape_stats.clone(),
+        lines: Some(log_sink),
     };
     let supervisor = Arc::new(Supervisor::start(&config, context, &traffic.controls()));
     traffic.follow(&supervisor);
@@ -226,6 +236,10 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         clock: clock.clone(),
         reload: reload_requests,
         healing: Arc::new(heal.clone()),
+        log_patterns: {
+            let log_stage = log_stage.clone();
+            Arc::new(move |service: &str| log_stage.patterns(service))
+        },
         closing: api_closing_in,
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -148,6 +148,27 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `mend logs NAME --patterns`: one row per template, most frequent first.
+pub(crate) fn patterns_table(response: &mend_api::PatternsDto) -> String {
+    if response.patterns.is_empty() {
+        return format!("{} has logged nothing since mend started\n", response.service);
+    }
+    let rows: Vec<Vec<String>> = response
+        .patterns
+        .iter()
+        .map(|pattern| {
+            vec![
+                pattern.id.to_string(),
+                pattern.count.to_string(),
+                pattern.level.clone(),
+                pattern.template.clone(),
+                pattern.example.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "COUNT", "LEVEL", "TEMPLATE", "EXAMPLE"], &rows)
+}
+
 /// The `mend status` table; a RELEASE column appears when a service runs a canary.
 pub(crate) fn status_table(response: &ServicesResponse, now_ms: i64) -> String {
     let with_release = response.services.iter().flat_map(|s| &s.replicas).any(|r| r.release != "stable");
