@@ -87,7 +87,7 @@ impl LineFilter {
 
     fn keeps(&self, at: Option<Timestamp>, body: &[u8]) -> bool {
         if let Some(since) = self.since
-            && !at.is_some_and(|at| at >= since)
+            && at.is_none_or(|at| at < since)
         {
             return false;
         }
