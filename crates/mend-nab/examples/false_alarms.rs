@@ -1,0 +1,170 @@
+//! False alarms per day of the default detector on healthy series, as the daemon raises them.
+//!
+//! Two sources, neither with any anomaly:
+//! * a recording of healthy mend-demo replicas under a varying load (`bench/healthy_series.py`: a compressed
+//!   day cycle, bursts, a daily rolling restart), replayed with each compressed day stretched to 24 hours;
+//! * NAB's `artificialNoAnomaly` files (5-minute samples, 14 days each).
+//!
+//! Every series goes through `mend_detect::attach::DetectorBank`, as the daemon's detect loop feeds it: an
+//! alarm opens an anomaly (one signal) that resolves after a quiet spell; each opened anomaly is a false alarm.
+//!
+//! ```text
+//! cargo run --release -p mend-nab --example false_alarms -- [--recording FILE] [--nab DIR]
+//! ```
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use mend_detect::Sensitivity;
+use mend_detect::alerting::LabelSet;
+use mend_detect::attach::DetectorBank;
+
+/// Quiet time, in points of the series, after which the daemon resolves an anomaly (60 s of a 1 s scrape).
+const RESOLVE_AFTER_POINTS: f64 = 60.0;
+
+struct Series {
+    source: String,
+    kind: String,
+    labels: LabelSet,
+    /// (seconds, value), timestamps already on the replayed clock.
+    points: Vec<(f64, f64)>,
+    /// Seconds between points on the replayed clock (the median gap).
+    step: f64,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn flag(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == &format!("--{name}"))
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or(default.to_owned())
+}
+
+fn median_step(points: &[(f64, f64)]) -> f64 {
+    let mut gaps: Vec<f64> = points.windows(2).map(|w| w[1].0 - w[0].0).filter(|g| *g > 0.0).collect();
+    gaps.sort_by(f64::total_cmp);
+    gaps.get(gaps.len() / 2).copied().unwrap_or(1.0)
+}
+
+fn load_recording(path: &Path) -> Result<(Vec<Series>, f64, usize), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let recording: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
+    let day_secs = recording["day_secs"].as_f64().ok_or("recording without day_secs")?;
+    let days = recording["days"].as_f64().ok_or("recording without days")?;
+    let started = recording["started"].as_f64().ok_or("recording without started")?;
+    let stretch = 86_400.0 / day_secs;
+    let mut series = Vec::new();
+    for entry in recording["series"].as_array().ok_or("recording without series")? {
+        let kind = entry["name"].as_str().unwrap_or("?").to_owned();
+        let labels: LabelSet = entry["labels"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect())
+            .unwrap_or_default();
+        let points: Vec<(f64, f64)> = entry["points"]
+            .as_array()
+            .ok_or("series without points")?
+            .iter()
+            .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
+            // The replayed clock: the recording's start at midnight of day 0, each compressed day 24 h.
+            .map(|(t, v)| ((t - started) * stretch, v))
+            .collect();
+        let step = median_step(&points);
+        series.push(Series { source: "healthy mend-demo".to_owned(), kind, labels, points, step });
+    }
+    let n_live = recording["live_signals"]
+        .as_array()
+        .map_or(0, |signals| signals.iter().filter(|s| s["kind"] == "anomaly").count());
+    Ok((series, days, n_live))
+}
+
+fn load_nab(dir: &Path) -> Result<(Vec<Series>, f64), String> {
+    let category = "artificialNoAnomaly";
+    let files = mend_nab::list_data_files(dir).map_err(|e| e.to_string())?;
+    let mut series = Vec::new();
+    let mut days = 0.0;
+    for (file_category, name) in files.into_iter().filter(|(c, _)| c == category) {
+        let data = mend_nab::read_data_file(dir, &file_category, &name).map_err(|e| e.to_string())?;
+        let points: Vec<(f64, f64)> = data.rows.iter().map(|r| (r.timestamp.as_secs_f64(), r.value)).collect();
+        let step = median_step(&points);
+        if let (Some(first), Some(last)) = (points.first(), points.last()) {
+            days = f64::max(days, (last.0 - first.0 + step) / 86_400.0);
+        }
+        let labels = LabelSet::from([("file".to_owned(), name.clone())]);
+        series.push(Series { source: category.to_owned(), kind: name, labels, points, step });
+    }
+    Ok((series, days))
+}
+
+/// Anomalies opened on `series` at `sensitivity`, fed in chunks of ten points as a detect loop reads them.
+fn false_alarms(series: &Series, sensitivity: Sensitivity) -> usize {
+    let resolve_after = RESOLVE_AFTER_POINTS * series.step;
+    let Ok(mut bank) = DetectorBank::new("default", sensitivity, 1, resolve_after) else { return 0 };
+    let mut opened = 0;
+    for chunk in series.points.chunks(10) {
+        let now = chunk.last().map_or(0.0, |p| p.0);
+        opened += bank.feed(&series.labels, chunk, now).iter().filter(|t| t.firing).count();
+        bank.sweep(now, f64::INFINITY);
+    }
+    opened
+}
+
+fn run() -> Result<(), String> {
+    let recording = PathBuf::from(flag("recording", "bench/data/healthy_series.json"));
+    let nab = PathBuf::from(flag("nab", "/work/shared/nab/data"));
+    let (healthy, healthy_days, n_live) = load_recording(&recording)?;
+    let (artificial, artificial_days) = load_nab(&nab)?;
+    let sensitivities: Vec<f64> = (1..=9).map(|s| f64::from(s) / 10.0).collect();
+    println!(
+        "healthy mend-demo: {} series over {healthy_days} replayed days ({} points; the daemon raised {n_live} anomalies live, on the compressed clock); {}: {} series over {artificial_days:.1} days",
+        healthy.len(),
+        healthy.iter().map(|s| s.points.len()).sum::<usize>(),
+        artificial.first().map_or("", |s| s.source.as_str()),
+        artificial.len(),
+    );
+    print!("{:<34}", "false alarms per day, sensitivity");
+    for s in &sensitivities {
+        print!(" {s:>6.1}");
+    }
+    println!();
+    for (source, series, days) in
+        [("healthy mend-demo", &healthy, healthy_days), ("artificialNoAnomaly", &artificial, artificial_days)]
+    {
+        let mut by_kind: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
+        for one in series.iter() {
+            let entry = by_kind.entry(one.kind.as_str()).or_insert_with(|| (0, vec![0; sensitivities.len()]));
+            entry.0 += 1;
+            for (idx, &s) in sensitivities.iter().enumerate() {
+                let sensitivity = Sensitivity::new(s).map_err(|e| e.to_string())?;
+                entry.1[idx] += false_alarms(one, sensitivity);
+            }
+        }
+        let mut total = vec![0usize; sensitivities.len()];
+        for (kind, (n_series, counts)) in &by_kind {
+            print!("  {:<32}", format!("{kind} (per series, {n_series})"));
+            for (idx, count) in counts.iter().enumerate() {
+                total[idx] += count;
+                print!(" {:>6.2}", *count as f64 / *n_series as f64 / days);
+            }
+            println!();
+        }
+        print!("  {:<32}", format!("{source}, all {} series", series.len()));
+        for count in &total {
+            print!(" {:>6.2}", *count as f64 / days);
+        }
+        println!();
+    }
+    Ok(())
+}
