@@ -108,14 +108,16 @@ fn load_nab(dir: &Path) -> Result<(Vec<Series>, f64), String> {
     Ok((series, days))
 }
 
-/// Anomalies opened on `series` at `sensitivity`, fed in chunks of ten points as a detect loop reads them.
-fn false_alarms(series: &Series, sensitivity: Sensitivity) -> usize {
+/// When (replayed seconds since the series' first point) anomalies opened on `series` at `sensitivity`, fed
+/// in chunks of ten points as a detect loop reads them.
+fn false_alarms(series: &Series, sensitivity: Sensitivity) -> Vec<f64> {
     let resolve_after = RESOLVE_AFTER_POINTS * series.step;
-    let Ok(mut bank) = DetectorBank::new("default", sensitivity, 1, resolve_after) else { return 0 };
-    let mut opened = 0;
+    let Ok(mut bank) = DetectorBank::new("default", sensitivity, 1, resolve_after) else { return Vec::new() };
+    let first = series.points.first().map_or(0.0, |p| p.0);
+    let mut opened = Vec::new();
     for chunk in series.points.chunks(10) {
         let now = chunk.last().map_or(0.0, |p| p.0);
-        opened += bank.feed(&series.labels, chunk, now).iter().filter(|t| t.firing).count();
+        opened.extend(bank.feed(&series.labels, chunk, now).iter().filter(|t| t.firing).map(|t| t.since - first));
         bank.sweep(now, f64::INFINITY);
     }
     opened
@@ -143,12 +145,21 @@ fn run() -> Result<(), String> {
         [("healthy mend-demo", &healthy, healthy_days), ("artificialNoAnomaly", &artificial, artificial_days)]
     {
         let mut by_kind: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
+        // Alarms on the first day (the detectors still learning) and on the later ones, per sensitivity.
+        let mut first_day = vec![0usize; sensitivities.len()];
         for one in series.iter() {
             let entry = by_kind.entry(one.kind.as_str()).or_insert_with(|| (0, vec![0; sensitivities.len()]));
             entry.0 += 1;
             for (idx, &s) in sensitivities.iter().enumerate() {
                 let sensitivity = Sensitivity::new(s).map_err(|e| e.to_string())?;
-                entry.1[idx] += false_alarms(one, sensitivity);
+                let alarms = false_alarms(one, sensitivity);
+                if s == 0.5 || s == 0.3 {
+                    for at in &alarms {
+                        println!("    alarm at s = {s}: {} {:?} day {:.2}", one.kind, one.labels, at / 86_400.0);
+                    }
+                }
+                first_day[idx] += alarms.iter().filter(|&&at| at < 86_400.0).count();
+                entry.1[idx] += alarms.len();
             }
         }
         let mut total = vec![0usize; sensitivities.len()];
@@ -163,6 +174,16 @@ fn run() -> Result<(), String> {
         print!("  {:<32}", format!("{source}, all {} series", series.len()));
         for count in &total {
             print!(" {:>6.2}", *count as f64 / days);
+        }
+        println!();
+        print!("  {:<32}", "  on the first day");
+        for count in &first_day {
+            print!(" {count:>6}");
+        }
+        println!();
+        print!("  {:<32}", "  per later day");
+        for (count, first) in total.iter().zip(&first_day) {
+            print!(" {:>6.2}", (count - first) as f64 / (days - 1.0).max(1.0));
         }
         println!();
     }
