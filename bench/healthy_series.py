@@ -14,7 +14,7 @@ the day cycle stretched to 24 hours.
 
 All traffic goes to 127.0.0.1; every loop is bounded in count and time. Usage:
   python3 bench/healthy_series.py --mend target/release/mend --demo target/release/mend-demo \
-      --day 480 --days 5 --out bench/data/healthy_series.json
+      --day 480 --days 6 --out bench/data/healthy_series.json
 """
 
 import argparse
@@ -127,13 +127,13 @@ def main():
     parser.add_argument("--mend", default="target/release/mend")
     parser.add_argument("--demo", default="target/release/mend-demo")
     parser.add_argument("--day", type=float, default=480.0, help="seconds of one compressed day")
-    parser.add_argument("--days", type=int, default=5)
+    parser.add_argument("--days", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--out", default="bench/data/healthy_series.json")
     args = parser.parse_args()
-    if args.day * args.days > 3300:
-        sys.exit("the series store keeps an hour: record at most 55 minutes")
+    if args.day * args.days > 6600:
+        sys.exit("the series store is set to keep two hours: record at most 110 minutes")
 
     workdir = tempfile.mkdtemp(prefix="mend-healthy-")
     bindir = os.path.join(workdir, "bin")
@@ -151,6 +151,10 @@ def main():
     config = f"""
 [api]
 listen = "127.0.0.1:{api_port}"
+
+[storage]                         # keep the whole recording (the default keeps 1,000 points a series)
+retention = "2h"
+max_points_per_series = 8000
 
 [service.shop]
 command = ["{os.path.join(bindir, "mend-demo")}", "--port", "{{port}}"]

@@ -9,7 +9,7 @@
 //! alarm opens an anomaly (one signal) that resolves after a quiet spell; each opened anomaly is a false alarm.
 //!
 //! ```text
-//! cargo run --release -p mend-nab --example false_alarms -- [--recording FILE] [--nab DIR]
+//! cargo run --release -p mend-nab --example false_alarms -- [--recording FILE] [--nab DIR] [--report 0.2,0.5]
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -32,6 +32,30 @@ struct Series {
     points: Vec<(f64, f64)>,
     /// Seconds between points on the replayed clock (the median gap).
     step: f64,
+    /// Recorded seconds per replayed second, and the recorded time (since the recording's start) of the
+    /// first point: to place an alarm among the recording's deploys and bursts.
+    to_recorded: (f64, f64),
+}
+
+/// What happened in the recording around a moment: deploys and bursts, as (first, last) recorded seconds.
+#[derive(Default)]
+struct Events {
+    deploys: Vec<(f64, f64)>,
+    bursts: Vec<(f64, f64)>,
+}
+
+impl Events {
+    /// The event an alarm at recorded second `at` follows (within a minute of its end), if any.
+    fn around(&self, at: f64) -> &'static str {
+        let near = |&(first, last): &(f64, f64)| at >= first - 5.0 && at <= last + 60.0;
+        if self.deploys.iter().any(near) {
+            "after a deploy"
+        } else if self.bursts.iter().any(near) {
+            "in or after a burst"
+        } else {
+            "no event"
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -58,7 +82,7 @@ fn median_step(points: &[(f64, f64)]) -> f64 {
     gaps.get(gaps.len() / 2).copied().unwrap_or(1.0)
 }
 
-fn load_recording(path: &Path) -> Result<(Vec<Series>, f64, usize), String> {
+fn load_recording(path: &Path) -> Result<(Vec<Series>, f64, usize, Events), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let recording: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
@@ -82,12 +106,29 @@ fn load_recording(path: &Path) -> Result<(Vec<Series>, f64, usize), String> {
             .map(|(t, v)| ((t - started) * stretch, v))
             .collect();
         let step = median_step(&points);
-        series.push(Series { source: "healthy mend-demo".to_owned(), kind, labels, points, step });
+        let first_recorded = points.first().map_or(0.0, |p| p.0 / stretch);
+        series.push(Series {
+            source: "healthy mend-demo".to_owned(),
+            kind,
+            labels,
+            points,
+            step,
+            to_recorded: (1.0 / stretch, first_recorded),
+        });
     }
     let n_live = recording["live_signals"]
         .as_array()
-        .map_or(0, |signals| signals.iter().filter(|s| s["kind"] == "anomaly").count());
-    Ok((series, days, n_live))
+        .map_or(0, |signals| signals.iter().filter(|s| s["kind"] == "anomaly" && s["state"] == "firing").count());
+    let spans = |key: &str| -> Vec<(f64, f64)> {
+        recording[key]
+            .as_array()
+            .map(|items| {
+                items.iter().filter_map(|item| Some((item.get(0)?.as_f64()?, item.get(1)?.as_f64()?))).collect()
+            })
+            .unwrap_or_default()
+    };
+    let events = Events { deploys: spans("deploys"), bursts: spans("bursts") };
+    Ok((series, days, n_live, events))
 }
 
 fn load_nab(dir: &Path) -> Result<(Vec<Series>, f64), String> {
@@ -103,7 +144,7 @@ fn load_nab(dir: &Path) -> Result<(Vec<Series>, f64), String> {
             days = f64::max(days, (last.0 - first.0 + step) / 86_400.0);
         }
         let labels = LabelSet::from([("file".to_owned(), name.clone())]);
-        series.push(Series { source: category.to_owned(), kind: name, labels, points, step });
+        series.push(Series { source: category.to_owned(), kind: name, labels, points, step, to_recorded: (1.0, 0.0) });
     }
     Ok((series, days))
 }
@@ -126,7 +167,8 @@ fn false_alarms(series: &Series, sensitivity: Sensitivity) -> Vec<f64> {
 fn run() -> Result<(), String> {
     let recording = PathBuf::from(flag("recording", "bench/data/healthy_series.json"));
     let nab = PathBuf::from(flag("nab", "/work/shared/nab/data"));
-    let (healthy, healthy_days, n_live) = load_recording(&recording)?;
+    let (healthy, healthy_days, n_live, events) = load_recording(&recording)?;
+    let report: Vec<f64> = flag("report", "0.2,0.5").split(',').filter_map(|s| s.parse().ok()).collect();
     let (artificial, artificial_days) = load_nab(&nab)?;
     let sensitivities: Vec<f64> = (1..=9).map(|s| f64::from(s) / 10.0).collect();
     println!(
@@ -153,9 +195,17 @@ fn run() -> Result<(), String> {
             for (idx, &s) in sensitivities.iter().enumerate() {
                 let sensitivity = Sensitivity::new(s).map_err(|e| e.to_string())?;
                 let alarms = false_alarms(one, sensitivity);
-                if s == 0.5 || s == 0.3 {
+                if report.iter().any(|r| (r - s).abs() < 1e-9) {
                     for at in &alarms {
-                        println!("    alarm at s = {s}: {} {:?} day {:.2}", one.kind, one.labels, at / 86_400.0);
+                        let (scale, first) = one.to_recorded;
+                        let recorded = first + at * scale;
+                        let replica = one.labels.get("replica").map_or("", String::as_str);
+                        println!(
+                            "    alarm at sensitivity {s}: {} {replica} on day {:.2} ({})",
+                            one.kind,
+                            at / 86_400.0,
+                            if one.to_recorded.0 < 1.0 { events.around(recorded) } else { "" }
+                        );
                     }
                 }
                 first_day[idx] += alarms.iter().filter(|&&at| at < 86_400.0).count();
