@@ -38,7 +38,8 @@ impl Sensitivity {
 
     /// 0.2: alarms worth acting on, the default of a `[[detect]]` attachment in mend's configuration. Chosen
     /// on healthy services under a varying load with daily deploys (`false_alarms` example of `mend-nab`,
-    /// figures in BENCHMARKS.md), where 0.5 raises about one false alarm per service a day.
+    /// figures in BENCHMARKS.md): on one three-replica service (13 series) it raised 1.5 false alarms a day,
+    /// 0.5 raised 3.8.
     pub const ACTIONABLE: Self = Self(0.2);
 
     /// Validates `value` ∈ `[0, 1]`.
