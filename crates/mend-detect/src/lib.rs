@@ -3,6 +3,7 @@
 
 pub mod alerting;
 pub mod attach;
+mod context;
 mod cusum;
 mod ensemble;
 mod ewma;
