@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::ContextNovelty;
 use crate::histogram::GrowingHistogram;
 use crate::likelihood::AnomalyLikelihood;
 use crate::point::{Detector, Point, Score, non_finite_score};
@@ -70,13 +69,6 @@ pub struct EnsembleParams {
     /// level, at sensitivity 0 (scaled linearly to none at 0.5): a new extreme must exceed the range seen by
     /// that much, a rare value or a time-of-day surprise must depart that far from the level or the slot.
     pub cautious_effect: f64,
-    /// Weight of the context channel (0: off): the share of recent contexts never seen before, calibrated
-    /// by its own likelihood over `rarity_window` points.
-    pub context_weight: f64,
-    /// Levels a value is quantised to within the remembered range, for the context channel.
-    pub context_levels: u32,
-    /// Consecutive values that form one context.
-    pub context_len: u32,
 }
 
 impl Default for EnsembleParams {
@@ -105,9 +97,6 @@ impl Default for EnsembleParams {
             alarm_level: 0.2,
             refractory_points: 30,
             cautious_effect: 0.25,
-            context_weight: 0.0,
-            context_levels: 16,
-            context_len: 3,
         }
     }
 }
@@ -187,8 +176,6 @@ pub struct EnsembleDetector {
     seasonal_likelihood: AnomalyLikelihood,
     seasonal_fit: f64,
     level_fit: f64,
-    context: ContextNovelty,
-    context_likelihood: AnomalyLikelihood,
     previous: f64,
     step_scale: f64,
     repeat_rate: f64,
@@ -214,8 +201,6 @@ impl EnsembleDetector {
             |window: usize| AnomalyLikelihood::new(window, params.likelihood_alpha, 0, 0.0, params.likelihood_min_std);
         let rarity_likelihood = likelihood(params.rarity_window);
         let seasonal_likelihood = likelihood(params.seasonal_window);
-        let context_likelihood = likelihood(params.rarity_window);
-        let context = ContextNovelty::new(params.context_levels, params.context_len);
         let histogram = GrowingHistogram::new(params.rarity_bins, params.rarity_decay);
         let seasonal = SeasonalDetector::with_params(
             params.seasonal_slots,
@@ -237,8 +222,6 @@ impl EnsembleDetector {
             seasonal_likelihood,
             seasonal_fit: 0.0,
             level_fit: 0.0,
-            context,
-            context_likelihood,
             previous: f64::NAN,
             step_scale: 0.0,
             repeat_rate: 0.0,
@@ -412,12 +395,6 @@ impl Detector for EnsembleDetector {
         };
         let rarity = p.rarity_weight * self.rarity_likelihood.update(self.rarity(x));
         self.histogram.insert(x);
-        let context = if p.context_weight > 0.0 {
-            let level = self.context.level_of(x, self.min_seen, self.max_seen);
-            p.context_weight * self.context_likelihood.update(self.context.observe(level))
-        } else {
-            0.0
-        };
 
         let (seasonal_raw, seasonal_residual) = self.seasonal.observe(point);
         let seasonal_calibrated = self.seasonal_likelihood.update(seasonal_raw);
@@ -437,14 +414,14 @@ impl Detector for EnsembleDetector {
         let flatline = (self.params.alarm_level * evidence / self.params.flatline_evidence.max(1e-9)).min(1.0);
         let p = &self.params;
 
-        let others = rarity.max(context).max(seasonal).max(flatline);
+        let others = rarity.max(seasonal).max(flatline);
         let learning = if learning_alarm { p.alarm_level } else { 0.0 };
         let reference = if warm { extreme.max(others) } else { learning };
         // Below the default the extreme channel (the one unbounded noise trips) is damped, and a rare value
         // or a time-of-day surprise counts only as far from the level (or the slot) as the effect floor (a
         // stuck value is judged by its run alone); above it every channel is amplified.
         let gain = self.sensitivity_gain();
-        let user_rarity = if (x - self.slow_level).abs() >= effect_floor { rarity.max(context) } else { 0.0 };
+        let user_rarity = if (x - self.slow_level).abs() >= effect_floor { rarity } else { 0.0 };
         let user_seasonal = if seasonal_departure >= effect_floor { seasonal } else { 0.0 };
         let user = (gain * user_extreme).max(gain.max(1.0) * user_rarity.max(user_seasonal).max(flatline));
         let mut combined = if warm { user.min(1.0) } else { learning };
@@ -469,8 +446,6 @@ impl Detector for EnsembleDetector {
             + self.rarity_likelihood.heap_bytes()
             + self.seasonal.heap_bytes()
             + self.seasonal_likelihood.heap_bytes()
-            + self.context.heap_bytes()
-            + self.context_likelihood.heap_bytes()
     }
 }
 

@@ -3,7 +3,6 @@
 
 pub mod alerting;
 pub mod attach;
-mod context;
 mod cusum;
 mod ensemble;
 mod ewma;
