@@ -562,7 +562,7 @@ pub struct Detect {
     pub series: String,
     /// Registered detector name (`default`, `ewma`, `mad`, `seasonal`, `cusum`, `shift`).
     pub detector: String,
-    /// Sensitivity in 0..=1.
+    /// Sensitivity in 0..=1 (unset: 0.2, `mend_detect::Sensitivity::ACTIONABLE`).
     pub sensitivity: f64,
     /// Severity of the signal.
     pub severity: Severity,

@@ -843,7 +843,8 @@ fn validate_detect(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawDetect)
             format!("unknown detector {detector:?} (allowed: {})", mend_detect::registry::NAMES.join(", ")),
         );
     }
-    let sensitivity = raw.sensitivity.unwrap_or(0.5);
+    // Unset: alarms worth acting on (few false ones on healthy services), not the NAB-tuned midpoint.
+    let sensitivity = raw.sensitivity.unwrap_or(mend_detect::Sensitivity::ACTIONABLE.value());
     if !(0.0..=1.0).contains(&sensitivity) {
         problems.add(
             &path.key("sensitivity"),

@@ -323,6 +323,7 @@ horizon = "30m"
     assert_eq!(config.rules[0].for_duration, Duration::from_secs(10));
     assert_eq!(config.rules[0].severity, mend_types::Severity::Critical);
     assert_eq!(config.detects[0].detector, "default");
+    assert_eq!(config.detects[0].sensitivity, 0.7);
     assert_eq!(config.forecasts[0].limit, 1e9);
     assert_eq!(config.storage.retention, Duration::from_secs(1800));
     assert_eq!(config.storage.max_points_per_series, 1000);
@@ -685,4 +686,14 @@ mode = "yolo"
             "mend.toml:12:8: healing.mode: unknown mode \"yolo\" (allowed: \"auto\", \"approve\", \"dry-run\")",
         ],
     );
+#[test]
+fn a_detector_without_a_sensitivity_gets_the_actionable_one() {
+    let text = r#"
+[[detect]]
+name = "latency"
+series = 'request_latency_seconds'
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.detects[0].sensitivity, mend_detect::Sensitivity::ACTIONABLE.value());
+    assert_eq!(config.detects[0].sensitivity, 0.2);
 }

@@ -65,6 +65,10 @@ pub struct EnsembleParams {
     pub alarm_level: f64,
     /// Points after an alarm during which the detector stays silent.
     pub refractory_points: u32,
+    /// Below the default sensitivity, the smallest change worth an alarm, as a fraction of the series'
+    /// level, at sensitivity 0 (scaled linearly to none at 0.5): a new extreme must exceed the range seen by
+    /// that much, a rare value or a time-of-day surprise must depart that far from the level or the slot.
+    pub cautious_effect: f64,
 }
 
 impl Default for EnsembleParams {
@@ -92,6 +96,7 @@ impl Default for EnsembleParams {
             likelihood_min_std: 0.01,
             alarm_level: 0.2,
             refractory_points: 30,
+            cautious_effect: 0.25,
         }
     }
 }
@@ -146,8 +151,12 @@ pub struct ChannelScores {
 /// an alarm**.
 ///
 /// [`Sensitivity`] `s` multiplies the channels by `g = 2^(2s − 1)` (½ at 0, 1 at 0.5, 2 at 1),
-/// except that below 0.5 only the extreme channel is damped, and new extremes must also clear
-/// the typical step size by up to 3 median steps. The refractory period is
+/// except that below 0.5 only the extreme channel is damped. Below 0.5 a change must also be large
+/// enough to act on, by `c = 1 − 2s` (0 at 0.5, 1 at 0): a new extreme must clear the remembered range
+/// by `3c` median steps and by `c · cautious_effect` (¼ at 0) of the series' long-run level, and a rare
+/// value or a time-of-day surprise counts only that far from the long-run level or from its slot (so a
+/// healthy process's file descriptors going from 11 to 12, or its memory creeping by 5 %, does not
+/// alarm at [`Sensitivity::ACTIONABLE`], 0.2; a stuck value is judged by its run alone). The refractory period is
 /// decided on the default-sensitivity score, so at any fixed threshold a higher sensitivity never
 /// flags fewer points (a cautious sensitivity may alarm up to `refractory_points` later than the
 /// default would). State is about 2.7 KiB per series; throughput about 3 M points/s.
@@ -157,6 +166,8 @@ pub struct EnsembleDetector {
     sensitivity: Sensitivity,
     n_seen: u32,
     level: f64,
+    /// The level with the likelihoods' long memory: what "usual" means to the effect floor.
+    slow_level: f64,
     min_seen: f64,
     max_seen: f64,
     histogram: GrowingHistogram,
@@ -202,6 +213,7 @@ impl EnsembleDetector {
             sensitivity,
             n_seen: 0,
             level: 0.0,
+            slow_level: 0.0,
             min_seen: f64::INFINITY,
             max_seen: f64::NEG_INFINITY,
             histogram,
@@ -246,8 +258,12 @@ impl EnsembleDetector {
 
     /// The extreme channel with a margin of `margin_steps` median absolute steps.
     fn extreme_score(&self, x: f64, margin_steps: f64) -> f64 {
+        self.extreme_score_beyond(x, margin_steps * self.step_scale)
+    }
+
+    /// The extreme channel for the excess beyond the remembered range less `margin`.
+    fn extreme_score_beyond(&self, x: f64, margin: f64) -> f64 {
         let range = self.max_seen - self.min_seen;
-        let margin = margin_steps * self.step_scale;
         let excess = (x - self.max_seen).max(self.min_seen - x) - margin;
         if !is_positive(range) || !is_positive(excess) {
             return 0.0;
@@ -335,9 +351,12 @@ impl EnsembleDetector {
     fn learn_extremes(&mut self, x: f64) {
         let rate = (1.0 / f64::from(self.n_seen)).max(self.params.level_alpha);
         self.level += rate * (x - self.level);
-        if !self.level.is_finite() {
-            // Overflow on extreme input (|x| near f64::MAX): restart the level at the value.
+        let slow_rate = (1.0 / f64::from(self.n_seen)).max(self.params.likelihood_alpha);
+        self.slow_level += slow_rate * (x - self.slow_level);
+        if !self.level.is_finite() || !self.slow_level.is_finite() {
+            // Overflow on extreme input (|x| near f64::MAX): restart the levels at the value.
             self.level = x;
+            self.slow_level = x;
         }
         if self.n_seen > 1 {
             let decay = self.params.extreme_decay;
@@ -364,16 +383,25 @@ impl Detector for EnsembleDetector {
         // sensitivity only changes what is reported, so at a fixed threshold a higher
         // sensitivity never flags fewer points.
         let extreme = self.extreme_score(x, p.extreme_noise_margin);
-        let extra_margin = (6.0 * (0.5 - self.sensitivity.value())).max(0.0);
-        let user_extreme =
-            if extra_margin > 0.0 { self.extreme_score(x, p.extreme_noise_margin + extra_margin) } else { extreme };
+        // Below the default sensitivity (caution > 0), a change must also be large enough to matter: beyond
+        // the noise by up to 3 median steps, and away from the level by up to `cautious_effect` of it.
+        let caution = (1.0 - 2.0 * self.sensitivity.value()).max(0.0);
+        let effect_floor = caution * p.cautious_effect * self.slow_level.abs();
+        let user_extreme = if caution > 0.0 {
+            let margin_steps = p.extreme_noise_margin + 3.0 * caution;
+            self.extreme_score_beyond(x, (margin_steps * self.step_scale).max(effect_floor))
+        } else {
+            extreme
+        };
         let rarity = p.rarity_weight * self.rarity_likelihood.update(self.rarity(x));
         self.histogram.insert(x);
 
         let (seasonal_raw, seasonal_residual) = self.seasonal.observe(point);
         let seasonal_calibrated = self.seasonal_likelihood.update(seasonal_raw);
         let mut seasonal = 0.0;
+        let mut seasonal_departure = 0.0;
         if let Some((residual, _)) = seasonal_residual {
+            seasonal_departure = residual.abs();
             let gate_alpha = p.seasonal_gate_alpha;
             self.seasonal_fit += gate_alpha * (residual.abs() - self.seasonal_fit);
             self.level_fit += gate_alpha * ((x - self.level).abs() - self.level_fit);
@@ -389,10 +417,13 @@ impl Detector for EnsembleDetector {
         let others = rarity.max(seasonal).max(flatline);
         let learning = if learning_alarm { p.alarm_level } else { 0.0 };
         let reference = if warm { extreme.max(others) } else { learning };
-        // Below the default only the extreme channel (the one unbounded noise trips) is damped;
-        // above it every channel is amplified.
+        // Below the default the extreme channel (the one unbounded noise trips) is damped, and a rare value
+        // or a time-of-day surprise counts only as far from the level (or the slot) as the effect floor (a
+        // stuck value is judged by its run alone); above it every channel is amplified.
         let gain = self.sensitivity_gain();
-        let user = (gain * user_extreme).max(gain.max(1.0) * others);
+        let user_rarity = if (x - self.slow_level).abs() >= effect_floor { rarity } else { 0.0 };
+        let user_seasonal = if seasonal_departure >= effect_floor { seasonal } else { 0.0 };
+        let user = (gain * user_extreme).max(gain.max(1.0) * user_rarity.max(user_seasonal).max(flatline));
         let mut combined = if warm { user.min(1.0) } else { learning };
         let silenced = self.refractory_left > 0;
         if silenced {
@@ -432,6 +463,60 @@ mod tests {
             .filter(|&(idx, &value)| detector.update(Point::new(idx as f64, value)).value() >= 0.5)
             .map(|(idx, _)| idx)
             .collect::<Vec<usize>>()
+    }
+
+    /// Indices of the alarms of the default ensemble at `sensitivity` over `values`, one point a second.
+    fn alarms_at(sensitivity: Sensitivity, values: &[f64]) -> Vec<usize> {
+        let mut detector = EnsembleDetector::new(sensitivity);
+        values
+            .iter()
+            .enumerate()
+            .filter(|&(idx, &value)| detector.update(Point::new(idx as f64, value)).value() >= 0.5)
+            .map(|(idx, _)| idx)
+            .collect::<Vec<usize>>()
+    }
+
+    /// Healthy process metrics: steady, discrete, with small moves never seen before.
+    fn healthy_process() -> Vec<(&'static str, Vec<f64>)> {
+        // Open file descriptors: 11, a twelfth now and then, then 13 (two connections at once).
+        let mut fds: Vec<f64> = (0..3000).map(|idx| if idx % 97 == 0 { 12.0 } else { 11.0 }).collect();
+        fds[2500] = 13.0;
+        fds[2501] = 13.0;
+        // Resident memory: 4.0 MiB in pages, creeping to 4.2 MiB under a burst of load.
+        let page = 4096.0;
+        let mut memory: Vec<f64> = (0..3000).map(|idx| 1024.0 * page + page * (idx % 3) as f64).collect();
+        for (idx, value) in memory.iter_mut().enumerate().skip(2500) {
+            *value = 1075.0 * page + page * (idx % 3) as f64;
+        }
+        vec![("fds", fds), ("memory", memory)]
+    }
+
+    #[test]
+    fn the_actionable_sensitivity_ignores_small_moves_of_a_healthy_process_that_the_default_flags() {
+        for (name, values) in healthy_process() {
+            assert!(!alarms_at(Sensitivity::DEFAULT, &values).is_empty(), "{name}: the midpoint flags it");
+            let cautious = alarms_at(Sensitivity::ACTIONABLE, &values);
+            assert!(cautious.is_empty(), "{name}: {cautious:?}");
+        }
+    }
+
+    #[test]
+    fn the_actionable_sensitivity_still_flags_what_matters() {
+        // Latency from a millisecond to 3 ms; memory doubling; fds leaking to 40.
+        let mut latency = latency(1000);
+        latency[600..].fill(0.003);
+        let mut memory: Vec<f64> = (0..1000).map(|idx| 4.0e6 + 4096.0 * (idx % 3) as f64).collect();
+        memory[600..].fill(8.0e6);
+        let mut fds: Vec<f64> = (0..1000).map(|idx| if idx % 97 == 0 { 12.0 } else { 11.0 }).collect();
+        for (offset, value) in fds[600..].iter_mut().enumerate() {
+            *value = 11.0 + (offset / 10) as f64;
+        }
+        for (name, values, within) in [("latency", latency, 0), ("memory", memory, 0), ("fds", fds, 60)] {
+            let found = alarms_at(Sensitivity::ACTIONABLE, &values);
+            let first = found.iter().find(|&&idx| idx >= 600);
+            assert!(first.is_some_and(|&idx| idx <= 600 + within), "{name}: {found:?}");
+            assert!(found.iter().all(|&idx| idx >= 600), "{name}: false alarms {found:?}");
+        }
     }
 
     /// A request latency of about a millisecond.

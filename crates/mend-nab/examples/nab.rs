@@ -4,6 +4,7 @@
 //! cargo run --release --example nab -- run   --data DIR --out DIR [--detector NAME] [--sensitivity S]
 //! cargo run --release --example nab -- score --data DIR --labels FILE --results DIR [--detector NAME]
 //! cargo run --release --example nab -- eval  --data DIR --labels FILE [--detector NAME] [--params JSON] [--files]
+//! cargo run --release --example nab -- cv    [--detector NAME] [--grid FILE] [--results DIR] [--repeats N] [--seed S]
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mend_detect::{AnyDetector, EnsembleDetector, EnsembleParams, Sensitivity, registry};
+use mend_nab::crossval::{Candidate, Spread, cross_validate, leave_one_category_out, stratified_splits};
 use mend_nab::{LabelledFile, Profile, ProfileScore, ScoredFile, detect_corpus, load_labelled_corpus, score_corpus};
 
 struct Args {
@@ -21,11 +23,11 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut raw = std::env::args().skip(1);
-    let command = raw.next().ok_or("missing command: run | score | eval | sweep")?;
+    let command = raw.next().ok_or("missing command: run | score | eval | cv | sweep | robust")?;
     let mut flags = BTreeMap::new();
     while let Some(flag) = raw.next() {
         let key = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument {flag:?}"))?;
-        let value = if matches!(key, "files" | "windows" | "explain") {
+        let value = if matches!(key, "files" | "windows" | "explain" | "each") {
             String::new()
         } else {
             raw.next().ok_or(format!("--{key} needs a value"))?
@@ -193,6 +195,144 @@ fn real_main() -> Result<(), String> {
                             );
                         }
                     }
+                }
+            }
+        }
+        "cv" => {
+            // The out-of-sample score: choose (candidate, threshold) on each fold's training files, score its
+            // held-out files at that choice.
+            let corpus = load_labelled_corpus(&data, &labels).map_err(|e| error_chain(&e))?;
+            let mut candidates = Vec::new();
+            if let Some(dir) = args.flags.get("results") {
+                // Stored results (NAB's layout): one candidate per --detector name, comma-separated.
+                for name in detector.split(',') {
+                    let scored =
+                        mend_nab::read_results(&corpus, &PathBuf::from(dir), name).map_err(|e| error_chain(&e))?;
+                    candidates.push(Candidate { label: name.to_owned(), scored });
+                }
+            } else {
+                if registry::build(&detector, sensitivity).is_err() {
+                    return Err(format!("unknown detector {detector:?}"));
+                }
+                // --params: the default detector with these parameters instead of its own.
+                let params: Option<EnsembleParams> = match args.flags.get("params") {
+                    Some(json) => Some(serde_json::from_str(json).map_err(|e| format!("bad --params: {e}"))?),
+                    None => None,
+                };
+                candidates.push(Candidate {
+                    label: args.flags.get("params").cloned().unwrap_or_else(|| detector.clone()),
+                    scored: detect_corpus(&corpus, || match &params {
+                        Some(p) => AnyDetector::Default(EnsembleDetector::with_params(p.clone(), sensitivity)),
+                        None => registry::build(&detector, sensitivity)
+                            .unwrap_or_else(|_| AnyDetector::Default(EnsembleDetector::new(sensitivity))),
+                    }),
+                });
+                // --grid: parameter sets of the default detector to choose among as well.
+                if let Some(grid) = args.flags.get("grid") {
+                    let grid = std::fs::read_to_string(grid).map_err(|e| e.to_string())?;
+                    for line in grid.lines().filter(|l| !l.trim().is_empty()) {
+                        let params: EnsembleParams =
+                            serde_json::from_str(line).map_err(|e| format!("bad grid line {line}: {e}"))?;
+                        let scored = detect_corpus(&corpus, || {
+                            AnyDetector::Default(EnsembleDetector::with_params(params.clone(), sensitivity))
+                        });
+                        candidates.push(Candidate { label: line.to_owned(), scored });
+                    }
+                }
+            }
+            let repeats: usize = flag("repeats", "50").parse().map_err(|_| "bad --repeats")?;
+            let seed: u64 = flag("seed", "1").parse().map_err(|_| "bad --seed")?;
+            let fraction: f64 = flag("test-fraction", "0.333").parse().map_err(|_| "bad --test-fraction")?;
+            let categories: Vec<&str> = corpus.iter().map(|f| f.data.category.as_str()).collect();
+            let splits = stratified_splits(&categories, repeats, fraction, seed);
+            let loco = leave_one_category_out(&categories);
+            println!(
+                "{} files, {} windows; candidates: {}; {repeats} stratified splits holding out {:.0} % of each category (seed {seed}), and leave-one-category-out",
+                corpus.len(),
+                corpus.iter().map(|f| f.windows.len()).sum::<usize>(),
+                candidates.len(),
+                fraction * 100.0
+            );
+            if args.flags.contains_key("each") {
+                // Each candidate on its own (only its threshold tuned per fold), paired with the first.
+                let profile = Profile::standard();
+                let strict = |candidate: &Candidate, folds: &[mend_nab::crossval::Fold]| -> Vec<f64> {
+                    cross_validate(std::slice::from_ref(candidate), folds, &profile)
+                        .iter()
+                        .map(|o| o.test_score.unwrap_or(f64::NAN))
+                        .collect()
+                };
+                let base_splits = strict(&candidates[0], &splits);
+                let base_loco = strict(&candidates[0], &loco);
+                println!(
+                    "standard: dev | splits mean ± sd | paired diff vs first ± sd | by category mean | diff | candidate"
+                );
+                for candidate in &candidates {
+                    let dev = score_corpus(&candidate.scored, &profile).normalized_score;
+                    let on_splits = strict(candidate, &splits);
+                    let on_loco = strict(candidate, &loco);
+                    let diff = |a: &[f64], b: &[f64]| -> Vec<f64> {
+                        a.iter().zip(b).map(|(x, y)| x - y).filter(|d| d.is_finite()).collect()
+                    };
+                    let finite = |v: &[f64]| -> Vec<f64> { v.iter().copied().filter(|x| x.is_finite()).collect() };
+                    let splits_spread = Spread::of(&on_splits).ok_or("no split")?;
+                    let paired = Spread::of(&diff(&on_splits, &base_splits)).ok_or("no split")?;
+                    let loco_spread = Spread::of(&finite(&on_loco)).ok_or("no category")?;
+                    let loco_diff = Spread::of(&diff(&on_loco, &base_loco)).ok_or("no category")?;
+                    println!(
+                        "{dev:6.2} | {:6.2} ± {:4.2} | {:+5.2} ± {:4.2} | {:6.2} | {:+5.2} | {}",
+                        splits_spread.mean,
+                        splits_spread.std,
+                        paired.mean,
+                        paired.std,
+                        loco_spread.mean,
+                        loco_diff.mean,
+                        candidate.label
+                    );
+                }
+                return Ok(());
+            }
+            let fmt = |spread: Option<Spread>| {
+                spread.map_or("-".to_owned(), |s| {
+                    format!("{:6.2} ± {:5.2} ({:6.2} … {:6.2})", s.mean, s.std, s.min, s.max)
+                })
+            };
+            for profile in Profile::nab_profiles() {
+                let development = candidates
+                    .iter()
+                    .map(|c| score_corpus(&c.scored, &profile).normalized_score)
+                    .fold(f64::MIN, f64::max);
+                let outcomes = cross_validate(&candidates, &splits, &profile);
+                let strict: Vec<f64> = outcomes.iter().filter_map(|o| o.test_score).collect();
+                let own: Vec<f64> = outcomes.iter().filter_map(|o| o.test_score_own_threshold).collect();
+                let loco_outcomes = cross_validate(&candidates, &loco, &profile);
+                let loco_strict: Vec<f64> = loco_outcomes.iter().filter_map(|o| o.test_score).collect();
+                let loco_own: Vec<f64> = loco_outcomes.iter().filter_map(|o| o.test_score_own_threshold).collect();
+                println!("{}", profile.name);
+                println!("  development (tuned and scored on all files)      {development:6.2}");
+                println!("  splits, held-out files at the training threshold {}", fmt(Spread::of(&strict)));
+                println!("  splits, held-out files at their own threshold    {}", fmt(Spread::of(&own)));
+                println!("  by category, at the training threshold          {}", fmt(Spread::of(&loco_strict)));
+                println!("  by category, at their own threshold             {}", fmt(Spread::of(&loco_own)));
+                for outcome in &loco_outcomes {
+                    let score = |s: Option<f64>| s.map_or("     -".to_owned(), |s| format!("{s:6.2}"));
+                    println!(
+                        "    {:<34} {} (own threshold {})  windows {:>2}  false positives {:>3}  threshold {:.4}  {}",
+                        outcome.fold,
+                        score(outcome.test_score),
+                        score(outcome.test_score_own_threshold),
+                        outcome.test_windows,
+                        outcome.test_false_positives,
+                        outcome.threshold,
+                        candidates[outcome.chosen].label
+                    );
+                }
+                if candidates.len() > 1 {
+                    let mut chosen: BTreeMap<&str, usize> = BTreeMap::new();
+                    for outcome in &outcomes {
+                        *chosen.entry(candidates[outcome.chosen].label.as_str()).or_default() += 1;
+                    }
+                    println!("  chosen on the splits: {chosen:?}");
                 }
             }
         }

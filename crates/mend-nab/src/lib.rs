@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 mod corpus;
+pub mod crossval;
 mod error;
 mod runner;
 mod scoring;
@@ -12,7 +13,7 @@ pub use corpus::{
     read_profiles, read_windows, resolve_windows,
 };
 pub use error::NabError;
-pub use runner::{Progress, RunSummary, detect_corpus, detect_file, run_corpus, score};
+pub use runner::{Progress, RunSummary, detect_corpus, detect_file, read_results, run_corpus, score};
 pub use scoring::{
     Counts, FileOutcome, Profile, ProfileScore, ScoredFile, probationary_rows, scaled_sigmoid, score_corpus,
     score_file_at,

@@ -116,6 +116,17 @@ pub fn score(
     profiles: &[Profile],
 ) -> Result<Vec<ProfileScore>, NabError> {
     let corpus = load_labelled_corpus(data_dir, labels_file)?;
+    let scored = read_results(&corpus, results_dir, detector_name)?;
+    Ok(profiles.iter().map(|profile| score_corpus(&scored, profile)).collect())
+}
+
+/// Reads `RESULTS/<detector>/<category>/<detector>_<file>.csv` for every file of `corpus`, in corpus order
+/// (a results directory written by [`run_corpus`], or NAB's stored results of another detector).
+pub fn read_results(
+    corpus: &[LabelledFile],
+    results_dir: &Path,
+    detector_name: &str,
+) -> Result<Vec<ScoredFile>, NabError> {
     let mut scored = Vec::with_capacity(corpus.len());
     for file in corpus {
         let path = results_dir
@@ -123,9 +134,9 @@ pub fn score(
             .join(&file.data.category)
             .join(format!("{detector_name}_{}", file.data.name));
         let scores = read_result_scores(&path, file.data.rows.len())?;
-        scored.push(ScoredFile { rel_path: file.data.rel_path(), scores, windows: file.windows });
+        scored.push(ScoredFile { rel_path: file.data.rel_path(), scores, windows: file.windows.clone() });
     }
-    Ok(profiles.iter().map(|profile| score_corpus(&scored, profile)).collect())
+    Ok(scored)
 }
 
 /// Runs a detector factory over an in-memory corpus (no files written); for tuning loops and tests.
