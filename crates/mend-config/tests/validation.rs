@@ -686,6 +686,8 @@ mode = "yolo"
             "mend.toml:12:8: healing.mode: unknown mode \"yolo\" (allowed: \"auto\", \"approve\", \"dry-run\")",
         ],
     );
+}
+
 #[test]
 fn a_detector_without_a_sensitivity_gets_the_actionable_one() {
     let text = r#"
