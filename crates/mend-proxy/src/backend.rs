@@ -75,9 +75,10 @@ impl BackendState {
         }
     }
 
-    /// Whether a new attempt may go here now.
-    pub(crate) fn is_eligible(&self, now: Nanos) -> bool {
-        !self.draining.load(Relaxed) && now.0 >= self.ejected_until.load(Relaxed)
+    /// Whether a new attempt may go here now; in `panic` (too few backends free of ejection), an ejected
+    /// backend may too.
+    pub(crate) fn is_eligible(&self, now: Nanos, panic: bool) -> bool {
+        !self.draining.load(Relaxed) && (panic || now.0 >= self.ejected_until.load(Relaxed))
     }
 
     pub(crate) fn is_ejected(&self, now: Nanos) -> bool {

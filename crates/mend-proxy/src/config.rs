@@ -15,8 +15,10 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// Bound on establishing a TCP connection to a backend. Default 250 ms: backends are local or in the
     /// same data centre, where a connect either completes in well under a millisecond or is refused at
-    /// once; a connect that takes longer means a full accept queue or a lost SYN (whose first
-    /// retransmission comes only after 1 s), and another replica answers sooner.
+    /// once; a connect that takes longer means a full accept queue (Linux drops the SYN, and resends it
+    /// only after 1 s). Such a backend is busy, not dead: the attempt is not held against it (no
+    /// ejection), and the request goes to another backend or, with none left, backs off briefly and
+    /// connects afresh (see `RetryPolicy::backoff_base`).
     pub connect_timeout: Duration,
     /// Per-attempt bound on waiting for a backend's response headers while a retry is still possible
     /// (idempotent request, another eligible backend, attempts and retry budget left). Default 250 ms:
@@ -90,6 +92,15 @@ pub struct RetryPolicy {
     /// Retries allowed per second regardless of the ratio, so that a low-traffic service can still
     /// retry. Default 10 (Linkerd).
     pub min_retries_per_second: u32,
+    /// When every backend a request could go to has just failed it without processing it (refused,
+    /// reset, or too busy to accept the connection), the request waits a random time of up to
+    /// `backoff_base × 2^n` (capped at `backoff_max`; "full jitter") and tries again, within its
+    /// `request_timeout` and the retry budget, instead of failing at once: a replica being restarted
+    /// or one whose accept queue overflowed a moment ago is usually there again within milliseconds.
+    /// Default 25 ms (Envoy's retry back-off base).
+    pub backoff_base: Duration,
+    /// Cap on one back-off. Default 250 ms (Envoy: 10 × the base).
+    pub backoff_max: Duration,
 }
 
 /// Passive health checking: eject backends that keep failing.
@@ -107,6 +118,11 @@ pub struct OutlierPolicy {
     /// At most this percentage of the backends are ejected at once, and never the last one. Default 50
     /// (Envoy: 10 % but at least one): with two replicas, one may be ejected.
     pub max_ejection_percent: u8,
+    /// When fewer than this percentage of the backends that are not draining are free of ejection
+    /// (replicas were removed while others were ejected, say), ejections are ignored and every such
+    /// backend is routed to again: Envoy's panic threshold, and its default, 50. Whatever the value, a
+    /// table with a backend that is not draining never routes to nothing because of ejections.
+    pub panic_threshold_percent: u8,
 }
 
 impl ProxyConfig {
@@ -150,6 +166,12 @@ impl ProxyConfig {
         if self.outlier.max_ejection_percent > 100 {
             return invalid("outlier.max_ejection_percent", "must be within 0..=100");
         }
+        if self.outlier.panic_threshold_percent > 100 {
+            return invalid("outlier.panic_threshold_percent", "must be within 0..=100");
+        }
+        if self.retry.backoff_base > self.retry.backoff_max {
+            return invalid("retry.backoff_base", "must not exceed retry.backoff_max");
+        }
         if self.outlier.consecutive_failures == 0 {
             return invalid("outlier.consecutive_failures", "must be at least 1");
         }
@@ -173,7 +195,13 @@ const MIN_HEADER_BYTES: usize = 8192;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 3, budget_ratio: 0.2, min_retries_per_second: 10 }
+        Self {
+            max_attempts: 3,
+            budget_ratio: 0.2,
+            min_retries_per_second: 10,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+        }
     }
 }
 
@@ -184,6 +212,7 @@ impl Default for OutlierPolicy {
             base_ejection: Duration::from_secs(5),
             max_ejection: Duration::from_secs(60),
             max_ejection_percent: 50,
+            panic_threshold_percent: 50,
         }
     }
 }
@@ -209,6 +238,14 @@ mod tests {
         check(
             |c| c.outlier.max_ejection_percent = 101,
             Some("invalid outlier.max_ejection_percent: must be within 0..=100"),
+        );
+        check(
+            |c| c.outlier.panic_threshold_percent = 101,
+            Some("invalid outlier.panic_threshold_percent: must be within 0..=100"),
+        );
+        check(
+            |c| c.retry.backoff_base = Duration::from_secs(1),
+            Some("invalid retry.backoff_base: must not exceed retry.backoff_max"),
         );
         check(|c| c.attempt_timeout = Duration::ZERO, Some("invalid attempt_timeout: must be greater than zero"));
     }

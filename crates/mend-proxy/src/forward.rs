@@ -7,6 +7,7 @@ use std::future::poll_fn;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
@@ -21,6 +22,7 @@ use crate::backend::{BackendRef, InFlight};
 use crate::balancer::{MAX_TRIED, PickParams, Tried};
 use crate::body::{BodyFailure, ProxyBody, RequestBody, StreamBody};
 use crate::clock::Nanos;
+use crate::config::RetryPolicy;
 use crate::headers::{IDEMPOTENCY_KEY, X_MEND_CALLER, requested_upgrade, strip_hop_by_hop};
 use crate::proxy::Shared;
 use crate::server::{ActivityGuard, ConnState};
@@ -86,10 +88,15 @@ struct Head {
 
 /// How an attempt ended without a response.
 enum AttemptError {
-    /// No connection; the body comes back unsent.
+    /// No connection (refused, unreachable); the body comes back unsent.
     Connect(RequestBody),
+    /// The connection was not accepted within the connect timeout: a full accept queue (the kernel
+    /// drops the SYN). The body comes back unsent.
+    Busy(RequestBody),
     /// The connection failed before response headers; the body comes back if no byte was written.
-    Reset(Option<RequestBody>),
+    /// `answered`: some of a response had arrived (or a malformed one), so the backend did handle the
+    /// request.
+    Reset { unsent: Option<RequestBody>, answered: bool },
     /// Our own request body failed (too large, or the client's stream broke): not the backend's fault.
     Body(BodyFailure),
 }
@@ -199,7 +206,12 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     let may_retry = cfg.retry.max_attempts > 1;
     let template = if may_retry { body.replay() } else { None };
     let mut tried = Tried::default();
-    let params = |now| PickParams { policy: cfg.load_balancing, slow_start: cfg.slow_start, now };
+    let params = |now| PickParams {
+        policy: cfg.load_balancing,
+        slow_start: cfg.slow_start,
+        panic_threshold: cfg.outlier.panic_threshold_percent,
+        now,
+    };
     let (pool_idx, first) = {
         let routes = shared.routes.load();
         let pool_idx = routes.choose_pool(&head.headers);
@@ -213,20 +225,23 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             activity,
         ));
     };
-    let next_backend = |tried: &Tried| {
-        let now = shared.clock.now();
-        let candidate = shared.routes.load().pick(pool_idx, tried, params(now)).cloned()?;
-        if shared.budget.try_withdraw(now) {
-            Some(candidate)
-        } else {
+    let untried = |tried: &Tried| shared.routes.load().pick(pool_idx, tried, params(shared.clock.now())).cloned();
+    let spend = || {
+        let granted = shared.budget.try_withdraw(shared.clock.now());
+        if !granted {
             shared.metrics.retries_denied.fetch_add(1, Relaxed);
-            None
         }
+        granted
     };
+    let next_backend = |tried: &Tried| untried(tried).filter(|_| spend());
 
     let deadline = start.saturating_add(cfg.request_timeout);
     let mut pending = Some(body);
+    // Attempts in all, and in the current round (a round ends when every backend it could go to failed
+    // it without processing it; the next one starts after a back-off, see `RetryPolicy::backoff_base`).
     let mut attempt = 1;
+    let mut round_attempts = 1;
+    let mut n_backoffs = 0u32;
     let response = loop {
         tried.push(&backend);
         let Some(body) = pending.take().or_else(|| template.as_ref().and_then(RequestBody::replay)) else {
@@ -246,7 +261,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             backend.retries.fetch_add(1, Relaxed);
         }
         let in_flight = backend.begin();
-        let retry_possible = attempt < cfg.retry.max_attempts;
+        let retry_possible = round_attempts < cfg.retry.max_attempts;
         let timeout_retry_possible = retry_possible && idempotent && template.is_some();
         let attempt_deadline = if timeout_retry_possible {
             // At least the configured timeout, and twice the slowest answer lately: a service with slow
@@ -256,13 +271,8 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         } else {
             deadline
         };
-        // Whether a connect that is slow to complete should give way to another backend: only when there
-        // is one to go to (and attempts left).
-        let alternative =
-            || retry_possible && shared.routes.load().pick(pool_idx, &tried, params(shared.clock.now())).is_some();
         let step = {
-            let mut exchange =
-                pin!(send(shared, &backend, request_head, body, idempotent, attempt_start, &alternative));
+            let mut exchange = pin!(send(shared, &backend, request_head, body, idempotent, attempt_start));
             let step = tokio::select! {
                 biased;
                 result = &mut exchange => Step::Done(result),
@@ -287,6 +297,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 attempt_failed(shared, &backend, Outcome::Timeout, attempt_start);
                 backend = next;
                 attempt += 1;
+                round_attempts += 1;
                 continue;
             }
             Step::TimedOut => {
@@ -294,6 +305,9 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 break ctx.local(StatusCode::GATEWAY_TIMEOUT, LocalReason::Timeout, b"upstream timed out\n", activity);
             }
         };
+        // Whether the backend failed the attempt without answering any of it (refused, busy, or closed
+        // before a byte of response): then it did not handle the request, and waiting for it is safe.
+        let mut unanswered = true;
         match result {
             Ok((response, call)) => {
                 let answered = conn.now();
@@ -307,6 +321,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                     drop((response, call, in_flight));
                     backend = next;
                     attempt += 1;
+                    round_attempts += 1;
                     continue;
                 }
                 let exchange = Exchange { activity, in_flight, status: status.as_u16(), start, attempt_start, caller };
@@ -329,7 +344,14 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 judge(shared, &backend, Outcome::ConnectFailure);
                 pending = Some(body);
             }
-            Err(AttemptError::Reset(unsent)) => {
+            Err(AttemptError::Busy(body)) => {
+                // Neither a failure nor a success for outlier detection: a full accept queue says the
+                // backend is at capacity, not that it is gone.
+                attempt_failed(shared, &backend, Outcome::Busy, attempt_start);
+                pending = Some(body);
+            }
+            Err(AttemptError::Reset { unsent, answered }) => {
+                unanswered = !answered;
                 attempt_failed(shared, &backend, Outcome::Reset, attempt_start);
                 judge(shared, &backend, Outcome::Reset);
                 pending = unsent;
@@ -337,13 +359,41 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         }
         // The attempt failed without a response: retry elsewhere if the request can be sent again.
         let replayable = pending.is_some() || template.is_some();
-        match (retry_possible && replayable).then(|| next_backend(&tried)).flatten() {
-            Some(next) => {
-                backend = next;
-                attempt += 1;
-            }
-            None => break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity),
+        if !replayable {
+            break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
         }
+        if retry_possible && let Some(next) = untried(&tried) {
+            if !spend() {
+                break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
+            }
+            backend = next;
+            attempt += 1;
+            round_attempts += 1;
+            continue;
+        }
+        // Every backend it could go to has just failed it without answering: refused (a replica being
+        // restarted), closed, or too busy to accept. Wait a little and try them again rather than fail at
+        // once, within the request's deadline and the retry budget.
+        let now = shared.clock.now();
+        let wake = now.saturating_add(backoff(&cfg.retry, n_backoffs));
+        if !may_retry || !unanswered || wake >= deadline || !spend() {
+            break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
+        }
+        n_backoffs += 1;
+        conn.deadline(wake).await;
+        conn.clear_deadline();
+        tried = Tried::default();
+        let Some(next) = untried(&tried) else {
+            break ctx.local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                LocalReason::NoBackend,
+                b"no backend available\n",
+                activity,
+            );
+        };
+        backend = next;
+        attempt += 1;
+        round_attempts = 1;
     };
     Ok(response)
 }
@@ -385,6 +435,15 @@ fn body_error_response(ctx: &Ctx<'_>, failure: BodyFailure, activity: ActivityGu
             ctx.local(StatusCode::BAD_REQUEST, LocalReason::Refused, b"request body unreadable\n", activity)
         }
     }
+}
+
+/// How long to wait before the `n_backoffs`-th round of attempts: a random time between half and all
+/// of `base × 2^n`, capped at `max` (jittered, so that requests that failed together do not come back
+/// together).
+fn backoff(policy: &RetryPolicy, n_backoffs: u32) -> Duration {
+    let ceiling = policy.backoff_base.saturating_mul(1 << n_backoffs.min(16)).min(policy.backoff_max);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(nanos / 2 + fastrand::u64(0..=nanos / 2))
 }
 
 /// Counts an attempt that ended without a response; the caller drops its in-flight slot.
@@ -486,7 +545,6 @@ async fn send(
     mut body: RequestBody,
     idempotent: bool,
     now: Nanos,
-    alternative: &(dyn Fn() -> bool + Sync),
 ) -> Result<(Response<()>, Call), AttemptError> {
     let cfg = &shared.config;
     while let Some(conn) = backend.checkout(now, cfg.upstream_idle_timeout) {
@@ -509,19 +567,14 @@ async fn send(
             },
         }
     }
-    let mut connect = pin!(TcpStream::connect(backend.addr));
-    let connected = match tokio::time::timeout(cfg.connect_timeout, &mut connect).await {
+    let connected = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(backend.addr)).await {
         Ok(connected) => connected,
-        // A full accept backlog drops SYNs (the kernel resends after 1 s): the backend may be slow to
-        // accept rather than gone. With another backend to go to, go; with none, keep waiting, within
-        // the request's deadline (the caller's), rather than fail a request that would be served.
-        Err(_elapsed) if !alternative() => {
-            tracing::debug!(backend = %backend.id, "connect slow and no other backend: waiting on");
-            connect.await
-        }
+        // A full accept queue drops SYNs, and the kernel sends the next only after a second: the backend
+        // is busy rather than gone. The caller goes elsewhere, or backs off and connects afresh (a new
+        // SYN gets in as soon as the queue has room) instead of waiting for the retransmission.
         Err(_elapsed) => {
-            tracing::debug!(backend = %backend.id, "connect timed out");
-            return Err(AttemptError::Connect(body));
+            tracing::debug!(backend = %backend.id, "connect timed out: accept queue full");
+            return Err(AttemptError::Busy(body));
         }
     };
     let stream = match connected {
@@ -544,8 +597,9 @@ async fn send(
 /// Tells our own body's failure from the backend's.
 fn attempt_error(error: CallError) -> AttemptError {
     match error {
-        CallError::Unsent(body) => AttemptError::Reset(Some(body)),
-        CallError::Reset | CallError::Closed => AttemptError::Reset(None),
+        CallError::Unsent(body) => AttemptError::Reset { unsent: Some(body), answered: false },
+        CallError::Closed => AttemptError::Reset { unsent: None, answered: false },
+        CallError::Reset => AttemptError::Reset { unsent: None, answered: true },
         CallError::Body(failure) => AttemptError::Body(failure),
     }
 }

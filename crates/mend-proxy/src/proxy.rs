@@ -126,14 +126,12 @@ impl Shared {
         let policy = self.config.outlier;
         let _serial = self.ejection.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
-        if backend.is_ejected(now) || backend.removed.load(Relaxed) {
+        // A draining backend gets no new request anyway.
+        if backend.is_ejected(now) || backend.removed.load(Relaxed) || backend.draining.load(Relaxed) {
             return;
         }
-        let routes = self.routes.load();
-        let n_total = routes.all.len();
-        let n_ejected = routes.all.iter().filter(|other| other.is_ejected(now)).count();
-        if n_ejected + 1 >= n_total || (n_ejected + 1) * 100 > n_total * usize::from(policy.max_ejection_percent) {
-            tracing::debug!(backend = %backend.id, n_ejected, n_total, "ejection limit reached, backend kept");
+        if !self.routes.load().may_eject(now, policy.max_ejection_percent) {
+            tracing::debug!(backend = %backend.id, "ejection limit reached, backend kept");
             return;
         }
         // A backend that stayed healthy for a whole max ejection since its last one starts a new streak.

@@ -37,6 +37,8 @@ pub(crate) enum Outcome {
     Status(u16),
     /// No response: the connection to the backend could not be made.
     ConnectFailure,
+    /// No response: the backend did not accept the connection in time (a full accept queue).
+    Busy,
     /// No response: the backend closed or reset the connection first.
     Reset,
     /// No response in time.
@@ -106,6 +108,7 @@ pub(crate) struct Counters {
 struct Shard {
     classes: [AtomicU64; 5],
     connect_failures: AtomicU64,
+    busy: AtomicU64,
     resets: AtomicU64,
     timeouts: AtomicU64,
     bad_gateway: AtomicU64,
@@ -139,6 +142,9 @@ impl Counters {
             }
             Outcome::ConnectFailure => {
                 shard.connect_failures.fetch_add(1, Relaxed);
+            }
+            Outcome::Busy => {
+                shard.busy.fetch_add(1, Relaxed);
             }
             Outcome::Reset => {
                 shard.resets.fetch_add(1, Relaxed);
@@ -189,6 +195,7 @@ impl Counters {
             status_4xx: total(|shard| &shard.classes[3]),
             status_5xx: total(|shard| &shard.classes[4]),
             connect_failures: total(|shard| &shard.connect_failures),
+            busy: total(|shard| &shard.busy),
             resets: total(|shard| &shard.resets),
             timeouts: total(|shard| &shard.timeouts),
             bad_gateway: total(|shard| &shard.bad_gateway),
@@ -232,8 +239,11 @@ pub struct RequestStats {
     pub status_4xx: u64,
     /// 5xx responses.
     pub status_5xx: u64,
-    /// Attempts: the backend refused or did not accept the connection in time.
+    /// Attempts: the backend refused the connection (nothing listens: it is gone or restarting).
     pub connect_failures: u64,
+    /// Attempts: the backend did not accept the connection within the connect timeout (its accept queue
+    /// was full). Busy, not failing: not held against it by outlier detection.
+    pub busy: u64,
     /// Attempts: the backend closed or reset the connection before answering.
     pub resets: u64,
     /// Attempts: no response headers within the timeout (the attempt was abandoned).
@@ -267,6 +277,7 @@ impl RequestStats {
         self.status_4xx += other.status_4xx;
         self.status_5xx += other.status_5xx;
         self.connect_failures += other.connect_failures;
+        self.busy += other.busy;
         self.resets += other.resets;
         self.timeouts += other.timeouts;
         self.bad_gateway += other.bad_gateway;
@@ -339,6 +350,7 @@ impl EjectionReason {
             Outcome::Status(status) if status >= 500 => Some(Self::ServerError(status)),
             Outcome::Status(_) => None,
             Outcome::ConnectFailure => Some(Self::ConnectFailure),
+            Outcome::Busy => None,
             Outcome::Reset => Some(Self::Reset),
             Outcome::Timeout => Some(Self::Timeout),
         }

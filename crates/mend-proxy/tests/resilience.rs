@@ -423,11 +423,10 @@ async fn a_killed_backend_loses_no_request_under_load() {
     assert!(failed.is_empty(), "failed: {failed:?}");
 }
 
-#[tokio::test]
-async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    // A backend whose accept queue is full: the kernel drops further SYNs and the client resends them
-    // after a second. Overloaded, not gone.
+/// A listener whose accept queue is full (backlog 1, two connections waiting, nobody accepting): the
+/// kernel drops further SYNs and the client resends them only after a second. Overloaded, not gone. The
+/// fillers keep the queue full while they live.
+async fn full_accept_queue() -> (tokio::net::TcpListener, std::net::SocketAddr, Vec<tokio::net::TcpStream>) {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let listener = socket.listen(1).expect("listen");
@@ -440,16 +439,12 @@ async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
             fillers.push(stream);
         }
     }
-    let backend = mend_proxy::Backend { id: stable(0), addr, weight: 1 };
-    let proxy = TestProxy::start(config(), RouteTable { backends: vec![backend], canary: None }).await;
-    let started = Instant::now();
-    let request = tokio::spawn(get(proxy.addr(), "/"));
-    // Accepting starts once the proxy's connect is under way: its SYN was dropped, and the kernel sends it
-    // again only after a second, long past the connect timeout (250 ms). Giving up then would answer 502.
-    support::eventually("the attempt is under way", || {
-        proxy.handle.stats().backend(stable(0)).is_some_and(|backend| backend.in_flight == 1)
-    })
-    .await;
+    (listener, addr, fillers)
+}
+
+/// Accepts on `listener` and answers every request 200.
+fn serve_ok(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -465,11 +460,91 @@ async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
             });
         }
     });
+}
+
+/// Issue 12: a backend that does not accept a connection in time (its accept queue is full) is busy, not
+/// dead. With every backend busy, a request backs off and connects afresh until one has room, instead of
+/// answering 502 or waiting a second for the kernel's SYN retransmission; and no backend is ejected for
+/// being busy, however often.
+#[tokio::test]
+async fn issue_12_full_accept_queues_are_busy_not_dead_and_the_request_waits_for_room() {
+    let (first, first_addr, first_fillers) = full_accept_queue().await;
+    let (second, second_addr, second_fillers) = full_accept_queue().await;
+    let backends = vec![
+        mend_proxy::Backend { id: stable(0), addr: first_addr, weight: 1 },
+        mend_proxy::Backend { id: stable(1), addr: second_addr, weight: 1 },
+    ];
+    let proxy = TestProxy::start(config(), RouteTable { backends, canary: None }).await;
+    let started = Instant::now();
+    let request = tokio::spawn(get(proxy.addr(), "/"));
+    // More busy attempts than the ejection threshold on each backend, over several back-off rounds.
+    let busy = |stats: &mend_proxy::ProxyStats, id| stats.backend(id).map_or(0, |backend| backend.attempts.busy);
+    support::eventually("four busy attempts on each backend", || {
+        let stats = proxy.handle.stats();
+        busy(&stats, stable(0)) >= 4 && busy(&stats, stable(1)) >= 4
+    })
+    .await;
+    assert!(!request.is_finished(), "the request gave up while both backends were busy");
+    // The first backend makes room: the next round connects.
+    serve_ok(first);
     let reply = tokio::time::timeout(Duration::from_secs(10), request).await.expect("served in time").expect("task");
-    assert_eq!(reply.status, 200, "the request gave up on a backend that is only slow to accept");
+    assert_eq!(reply.status, 200, "the request gave up on backends that are only busy");
     assert!(started.elapsed() > Duration::from_millis(250), "connected before the connect timeout: nothing was tested");
-    assert_eq!(proxy.handle.stats().backend(stable(0)).map(|backend| backend.attempts.connect_failures), Some(0));
-    drop(fillers);
+    let stats = proxy.handle.stats();
+    for id in [stable(0), stable(1)] {
+        let backend = stats.backend(id).expect("listed");
+        assert_eq!((backend.ejections, backend.attempts.connect_failures), (0, 0), "{id}: busy is not a failure");
+    }
+    assert_eq!(stats.local.bad_gateway, 0);
+    drop((first_fillers, second_fillers, second));
+}
+
+/// Issue 12: when every backend refused the request (replicas being restarted), it waits, backing off,
+/// for one to come back within its deadline instead of answering 502 at once.
+#[tokio::test(start_paused = true)]
+async fn issue_12_a_request_refused_everywhere_waits_for_a_backend_to_come_back() {
+    let mut first = Upstream::start("first").await;
+    let mut second = Upstream::start("second").await;
+    let proxy = TestProxy::start(round_robin(), table(&[&first, &second])).await;
+    first.stop();
+    second.stop();
+    let request = tokio::spawn(get(proxy.addr(), "/"));
+    let refused = |stats: &mend_proxy::ProxyStats| {
+        stats.backends.iter().map(|backend| backend.attempts.connect_failures).sum::<u64>()
+    };
+    support::eventually("both backends refused, twice", || refused(&proxy.handle.stats()) >= 4).await;
+    assert!(!request.is_finished(), "answered while no backend was there");
+    second.restart().await;
+    let reply = request.await.expect("request");
+    assert_eq!((reply.status, reply.upstream()), (200, "second"));
+    assert_eq!(proxy.handle.stats().local.bad_gateway, 0);
+}
+
+/// Issue 12: the panic threshold. A backend ejected while another was still routable, which then leaves
+/// the table (its replica was stopped), is routed to again rather than the service answering 503 for
+/// the rest of the ejection.
+#[tokio::test(start_paused = true)]
+async fn issue_12_an_ejection_never_leaves_the_table_without_a_routable_backend() {
+    let healthy = Upstream::start("healthy").await;
+    let flaky = Upstream::start("flaky").await;
+    flaky.set(Mode::Status(503));
+    let proxy = TestProxy::start(round_robin(), table(&[&healthy, &flaky])).await;
+    let mut client = Client::new(proxy.addr());
+    for _ in 0..6 {
+        assert_eq!(client.get("/").await.status, 200, "503s are retried on the healthy backend");
+    }
+    let stats = proxy.handle.stats();
+    assert_eq!(stats.backend(stable(1)).map(|backend| (backend.ejections, backend.ejected)), Some((1, true)));
+    // The flaky replica recovers; the healthy one is stopped and leaves the table during the ejection.
+    flaky.set(Mode::Ok);
+    proxy.publish(RouteTable { backends: vec![backend(stable(1), &flaky)], canary: None }).await;
+    for _ in 0..5 {
+        let reply = client.get("/").await;
+        assert_eq!((reply.status, reply.upstream()), (200, "flaky"), "the ejected backend is all there is");
+    }
+    let stats = proxy.handle.stats();
+    assert_eq!(stats.backend(stable(1)).map(|backend| backend.ejected), Some(true), "still within its ejection");
+    assert_eq!(stats.local.no_backend, 0);
 }
 
 #[tokio::test(start_paused = true)]
