@@ -472,3 +472,119 @@ fn a_malformed_request_gets_400_and_slow_clients_do_not_block_others() {
     assert!(n_served >= 2, "others were served meanwhile ({n_served})");
     assert!(cut_off_after >= Duration::from_secs(2), "cut off after {cut_off_after:?}, before its header timeout");
 }
+
+/// A fragile origin, as many real services are (gunicorn sync workers, Python and Ruby servers, PHP-FPM
+/// at its limit): Python's standard-library `HTTPServer`, single-threaded, HTTP/1.0 with a close after
+/// every response, and a listen backlog of 5. It names its pid in the body, as mend-demo does.
+const FRAGILE_SERVER: &str = r#"
+import http.server, os, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self):
+        body = ("fragile (pid %d)\n" % os.getpid()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+assert server.request_queue_size == 5
+server.serve_forever()
+"#;
+
+/// How a fragile-server failover test disturbs replica 0.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill,
+    Stop,
+    RollingRestart,
+}
+
+/// Issue 12: two replicas of a fragile server (above) behind mend's proxy with its defaults and a
+/// liveness probe, 24 keep-alive clients without pause (far more connections than the backlog holds),
+/// and one fault: no request fails, and none waits for seconds. Before issue 12 these lost requests
+/// (502, and 503 for seconds after a SIGSTOP when the survivor had been ejected).
+fn fragile_failover(fault: Fault) {
+    let _cpu = common::cpu_to_myself();
+    let script_dir = tempfile::tempdir().expect("temp dir");
+    let script = script_dir.path().join("fragile.py");
+    std::fs::write(&script, FRAGILE_SERVER).expect("write the server");
+    let ports = free_ports(3);
+    let proxy_port = free_ports(1);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["python3", "{script}", "{{port}}"]
+replicas = 2
+ports = "{ports}-{last}"
+[service.web.liveness]
+http = "http://127.0.0.1:{{port}}/"
+[service.web.proxy]
+listen = "127.0.0.1:{proxy_port}"
+"#,
+        script = script.display(),
+        last = ports + 2
+    ));
+    let proxy = SocketAddr::from(([127, 0, 0, 1], proxy_port));
+    let before = daemon.wait_ready("web");
+    eventually(Duration::from_secs(10), "the proxy routes to the replicas", || {
+        KeepAlive::new(proxy).request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 24, 200_000, Duration::ZERO, stop.clone());
+    running.wait_for_more(500);
+    match fault {
+        Fault::Kill => kill(Pid::from_raw(before[0] as i32), Signal::SIGKILL).expect("kill a replica"),
+        Fault::Stop => kill(Pid::from_raw(before[0] as i32), Signal::SIGSTOP).expect("stop a replica"),
+        Fault::RollingRestart => {
+            let restart = daemon.cli(&["restart", "web"]);
+            assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+        }
+    }
+    let replaced: Vec<u32> = eventually(Duration::from_secs(20), "the replicas are replaced and ready", || {
+        let replicas = daemon.replicas("web");
+        let pids: Vec<u32> = replicas.iter().filter_map(|r| r["pid"].as_u64()).map(|pid| pid as u32).collect();
+        let ready = replicas.iter().all(|r| r["ready"] == true) && pids.len() == 2;
+        let gone = match fault {
+            Fault::Kill | Fault::Stop => !pids.contains(&before[0]),
+            Fault::RollingRestart => before.iter().all(|pid| !pids.contains(pid)),
+        };
+        (ready && gone).then_some(pids)
+    });
+    // Traffic flows on through the replacements: the positive event before the negatives below.
+    running.wait_for_more(1000);
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join();
+    if matches!(fault, Fault::Stop) {
+        let _ = kill(Pid::from_raw(before[0] as i32), Signal::SIGCONT);
+    }
+    assert_eq!(report.failed, 0, "{fault:?}: failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    assert!(report.ok >= 1000, "{fault:?}: too little traffic to tell: {report:?}");
+    // No multi-second waits: each attempt is bounded by 250 ms timeouts and back-offs of at most 250 ms.
+    // The bound is generous for a loaded machine and a debug build; BENCHMARKS.md has the measured figure.
+    assert!(report.worst < Duration::from_secs(3), "{fault:?}: worst latency {:?}", report.worst);
+    let served_by_new = replaced.iter().any(|pid| !before.contains(pid) && report.pids.contains_key(pid));
+    assert!(served_by_new, "{fault:?}: a replacement served: {:?} (replaced {before:?} by {replaced:?})", report.pids);
+}
+
+#[test]
+fn issue_12_kill_9_in_front_of_a_fragile_server_fails_no_request() {
+    fragile_failover(Fault::Kill);
+}
+
+#[test]
+fn issue_12_sigstop_in_front_of_a_fragile_server_fails_no_request() {
+    fragile_failover(Fault::Stop);
+}
+
+#[test]
+fn issue_12_rolling_restart_of_a_fragile_server_fails_no_request() {
+    fragile_failover(Fault::RollingRestart);
+}
