@@ -175,6 +175,12 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     {
         return Ok(ctx.local(StatusCode::BAD_REQUEST, LocalReason::Refused, b"missing Host header\n", activity));
     }
+    // RFC 9112 §3.2: a request with more than one Host is answered 400 (two hosts could route and be
+    // read differently along the way).
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Ok(ctx.local(StatusCode::BAD_REQUEST, LocalReason::Refused, b"more than one Host header\n", activity));
+    }
     if request.body().size_hint().exact().is_some_and(|length| length > cfg.max_request_body_bytes) {
         return Ok(ctx.local(
             StatusCode::PAYLOAD_TOO_LARGE,
