@@ -68,6 +68,21 @@ pub struct ProxyConfig {
     /// usual server keep-alive timeouts (nginx 75 s, Node 5 s is the notable exception and shows up as a
     /// reset that is retried).
     pub upstream_idle_timeout: Duration,
+    /// What the backends speak. Default HTTP/1.1; gRPC services need h2c. Clients may speak either
+    /// HTTP/1.1 or HTTP/2 with prior knowledge (h2c) whatever this is.
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+/// The protocol the proxy speaks to a service's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, connections pooled per backend (one request at a time on each). The default.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge: one multiplexed connection per backend and event loop.
+    /// Needed for gRPC, whose requests are retried when a backend answers `UNAVAILABLE` without
+    /// processing them, and whose status codes are counted per release.
+    H2c,
 }
 
 /// How a backend is chosen among the eligible ones of a release.
@@ -145,6 +160,7 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(30),
             max_idle_per_backend: 256,
             upstream_idle_timeout: Duration::from_secs(30),
+            upstream_protocol: UpstreamProtocol::Http1,
         }
     }
 

@@ -22,12 +22,13 @@ use crate::backend::{BackendRef, InFlight};
 use crate::balancer::{MAX_TRIED, PickParams, Tried};
 use crate::body::{BodyFailure, ProxyBody, RequestBody, StreamBody};
 use crate::clock::Nanos;
-use crate::config::RetryPolicy;
-use crate::headers::{IDEMPOTENCY_KEY, X_MEND_CALLER, requested_upgrade, strip_hop_by_hop};
+use crate::config::{RetryPolicy, UpstreamProtocol};
+use crate::headers::{GRPC_STATUS, IDEMPOTENCY_KEY, X_MEND_CALLER, requested_upgrade, strip_hop_by_hop};
 use crate::proxy::Shared;
 use crate::server::{ActivityGuard, ConnState};
-use crate::stats::{EjectionReason, LocalReason, Outcome};
+use crate::stats::{EjectionReason, GRPC_UNAVAILABLE, GRPC_UNKNOWN, LocalReason, Outcome, grpc_code};
 use crate::upstream::{Call, CallError, Conn, RequestHead, UpstreamBody};
+use crate::upstream_h2;
 
 /// Most attempts per request (`retry.max_attempts` is checked against it).
 pub(crate) const MAX_ATTEMPTS: usize = MAX_TRIED;
@@ -55,9 +56,21 @@ pub(crate) struct Exchange {
     start: Nanos,
     attempt_start: Nanos,
     caller: Option<usize>,
+    grpc: GrpcStatus,
 }
 
 impl Exchange {
+    /// Whether the response's trailers are worth a look (a gRPC response whose status is not known yet).
+    pub(crate) fn wants_trailers(&self) -> bool {
+        self.grpc == GrpcStatus::Pending
+    }
+
+    /// Notes the gRPC status in a response's trailers.
+    pub(crate) fn observe_trailers(&mut self, trailers: &HeaderMap) {
+        self.grpc =
+            GrpcStatus::Known(trailers.get(&GRPC_STATUS).map_or(GRPC_UNKNOWN, |value| grpc_code(value.as_bytes())));
+    }
+
     /// Counts the request, ends the backend's in-flight count and returns a cleanly finished connection
     /// to the pool.
     pub(crate) fn finish(self, clean: bool, conn: Option<Box<Conn>>) {
@@ -70,6 +83,18 @@ impl Exchange {
         shared.metrics.releases[backend.id.release.idx()].record(outcome, latency);
         if let Some(slot) = self.caller {
             shared.metrics.callers.counters(slot).record(outcome, latency);
+        }
+        let grpc = match self.grpc {
+            GrpcStatus::NotGrpc => None,
+            GrpcStatus::Pending => Some(GRPC_UNKNOWN),
+            GrpcStatus::Known(code) => Some(code),
+        };
+        if let Some(code) = grpc {
+            backend.attempts.record_grpc(code);
+            shared.metrics.releases[backend.id.release.idx()].record_grpc(code);
+            if let Some(slot) = self.caller {
+                shared.metrics.callers.counters(slot).record_grpc(code);
+            }
         }
         if clean && let Some(conn) = conn {
             backend.checkin(conn, now, shared.config.max_idle_per_backend);
@@ -87,7 +112,7 @@ struct Head {
 }
 
 /// How an attempt ended without a response.
-enum AttemptError {
+pub(crate) enum AttemptError {
     /// No connection (refused, unreachable); the body comes back unsent.
     Connect(RequestBody),
     /// The connection was not accepted within the connect timeout: a full accept queue (the kernel
@@ -105,7 +130,7 @@ enum AttemptError {
 /// variants costs nothing worth a box.
 #[expect(clippy::large_enum_variant)]
 enum Step {
-    Done(Result<(Response<()>, Call), AttemptError>),
+    Done(Result<Answer, AttemptError>),
     /// The attempt timed out and a retry on this backend is possible.
     Abandon(BackendRef),
     /// No response within the request timeout.
@@ -191,6 +216,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     }
 
     let (mut parts, body) = request.into_parts();
+    let version = parts.version;
     // A protocol switch (WebSocket, say) is asked for by a request without a body; the client's side of
     // the tunnel comes from hyper once the 101 went out.
     let upgrade = if body.is_end_stream() && parts.version == Version::HTTP_11 {
@@ -240,8 +266,21 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         granted
     };
     let next_backend = |tried: &Tried| untried(tried).filter(|_| spend());
-
     let deadline = start.saturating_add(cfg.request_timeout);
+    // After an attempt the backend did not process: another backend it has not tried (within
+    // `max_attempts` a round), else, when every one failed it without answering, a jittered back-off and
+    // a new round, within its deadline and the retry budget.
+    let plan = |tried: &Tried, retry_possible: bool, unanswered: bool, n_backoffs: u32| {
+        if retry_possible && let Some(next) = untried(tried) {
+            return if spend() { Retry::Now(next) } else { Retry::No };
+        }
+        let wake = shared.clock.now().saturating_add(backoff(&cfg.retry, n_backoffs));
+        if !may_retry || !unanswered || wake >= deadline || !spend() {
+            return Retry::No;
+        }
+        Retry::After(wake)
+    };
+
     let mut pending = Some(body);
     // Attempts in all, and in the current round (a round ends when every backend it could go to failed
     // it without processing it; the next one starts after a back-off, see `RetryPolicy::backoff_base`).
@@ -278,7 +317,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             deadline
         };
         let step = {
-            let mut exchange = pin!(send(shared, &backend, request_head, body, idempotent, attempt_start));
+            let mut exchange = pin!(dispatch(shared, &backend, request_head, body, idempotent, attempt_start));
             let step = tokio::select! {
                 biased;
                 result = &mut exchange => Step::Done(result),
@@ -314,33 +353,69 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         // Whether the backend failed the attempt without answering any of it (refused, busy, or closed
         // before a byte of response): then it did not handle the request, and waiting for it is safe.
         let mut unanswered = true;
+        // A retry decided before the request's response was let go (a gRPC `UNAVAILABLE`).
+        let mut decided = None;
         match result {
-            Ok((response, call)) => {
+            Ok(answer) => {
                 let answered = conn.now();
                 shared.slowest.observe(answered.since(attempt_start), answered);
-                let status = response.status();
-                judge(shared, &backend, Outcome::Status(status.as_u16()));
-                let retriable_status =
-                    matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
-                if retriable_status && let Some(next) = next_backend(&tried) {
+                let status = answer.status();
+                let grpc = grpc_status(answer.headers());
+                let unavailable = if grpc == GrpcStatus::Known(GRPC_UNAVAILABLE) {
+                    // gRPC's "the service is unavailable, the request was not processed": retried as a
+                    // refused connection is, for any method, and held against the backend as a 503.
+                    judge(shared, &backend, Outcome::Status(503));
+                    template
+                        .is_some()
+                        .then(|| plan(&tried, retry_possible, true, n_backoffs))
+                        .filter(|retry| !matches!(retry, Retry::No))
+                } else {
+                    judge(shared, &backend, Outcome::Status(status.as_u16()));
+                    None
+                };
+                if let Some(retry) = unavailable {
                     backend.attempts.record(Outcome::Status(status.as_u16()), shared.clock.now().since(attempt_start));
-                    drop((response, call, in_flight));
-                    backend = next;
-                    attempt += 1;
-                    round_attempts += 1;
-                    continue;
+                    backend.attempts.record_grpc(GRPC_UNAVAILABLE);
+                    drop((answer, in_flight));
+                    decided = Some(retry);
+                } else {
+                    let retriable_status =
+                        matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
+                    if retriable_status && let Some(next) = next_backend(&tried) {
+                        backend
+                            .attempts
+                            .record(Outcome::Status(status.as_u16()), shared.clock.now().since(attempt_start));
+                        drop((answer, in_flight));
+                        backend = next;
+                        attempt += 1;
+                        round_attempts += 1;
+                        continue;
+                    }
+                    let exchange =
+                        Exchange { activity, in_flight, status: status.as_u16(), start, attempt_start, caller, grpc };
+                    match answer {
+                        Answer::Http1(response, call) => {
+                            if status == StatusCode::SWITCHING_PROTOCOLS
+                                && let Some(on_upgrade) = on_upgrade.take()
+                            {
+                                // Counted as an exchange that ended here: a tunnel is not a request in
+                                // flight, so it neither holds a drain (it ends when the replica stops) nor
+                                // skews least-request.
+                                exchange.finish(false, None);
+                                tokio::spawn(tunnel(on_upgrade, call));
+                                break response.map(|()| ProxyBody::local(b"", None));
+                            }
+                            break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange));
+                        }
+                        Answer::Http2(mut response) => {
+                            if version != Version::HTTP_2 {
+                                // hyper answers in the response's version; an HTTP/1.1 client gets 1.1.
+                                *response.version_mut() = Version::HTTP_11;
+                            }
+                            break response.map(|body| ProxyBody::upstream_h2(body, exchange));
+                        }
+                    }
                 }
-                let exchange = Exchange { activity, in_flight, status: status.as_u16(), start, attempt_start, caller };
-                if status == StatusCode::SWITCHING_PROTOCOLS
-                    && let Some(on_upgrade) = on_upgrade.take()
-                {
-                    // Counted as an exchange that ended here: a tunnel is not a request in flight, so it
-                    // neither holds a drain (it ends when the replica stops) nor skews least-request.
-                    exchange.finish(false, None);
-                    tokio::spawn(tunnel(on_upgrade, call));
-                    break response.map(|()| ProxyBody::local(b"", None));
-                }
-                break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange));
             }
             Err(AttemptError::Body(failure)) => {
                 break body_error_response(&ctx, failure, activity);
@@ -368,40 +443,107 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         if !replayable {
             break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
         }
-        if retry_possible && let Some(next) = untried(&tried) {
-            if !spend() {
-                break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
+        match decided.unwrap_or_else(|| plan(&tried, retry_possible, unanswered, n_backoffs)) {
+            Retry::No => break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity),
+            Retry::Now(next) => {
+                backend = next;
+                attempt += 1;
+                round_attempts += 1;
             }
-            backend = next;
-            attempt += 1;
-            round_attempts += 1;
-            continue;
+            Retry::After(wake) => {
+                n_backoffs += 1;
+                conn.deadline(wake).await;
+                conn.clear_deadline();
+                tried = Tried::default();
+                let Some(next) = untried(&tried) else {
+                    break ctx.local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        LocalReason::NoBackend,
+                        b"no backend available\n",
+                        activity,
+                    );
+                };
+                backend = next;
+                attempt += 1;
+                round_attempts = 1;
+            }
         }
-        // Every backend it could go to has just failed it without answering: refused (a replica being
-        // restarted), closed, or too busy to accept. Wait a little and try them again rather than fail at
-        // once, within the request's deadline and the retry budget.
-        let now = shared.clock.now();
-        let wake = now.saturating_add(backoff(&cfg.retry, n_backoffs));
-        if !may_retry || !unanswered || wake >= deadline || !spend() {
-            break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
-        }
-        n_backoffs += 1;
-        conn.deadline(wake).await;
-        conn.clear_deadline();
-        tried = Tried::default();
-        let Some(next) = untried(&tried) else {
-            break ctx.local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                LocalReason::NoBackend,
-                b"no backend available\n",
-                activity,
-            );
-        };
-        backend = next;
-        attempt += 1;
-        round_attempts = 1;
     };
     Ok(response)
+}
+
+/// What a request does after an attempt failed without processing it.
+enum Retry {
+    /// Go to this backend, which it has not tried yet.
+    Now(BackendRef),
+    /// Every backend it could go to has just failed it: wait until then, and try them again.
+    After(Nanos),
+    /// Give up.
+    No,
+}
+
+/// A response head, from an HTTP/1.1 or an HTTP/2 backend.
+#[derive(Debug)]
+enum Answer {
+    /// The body is read from the call's connection.
+    Http1(Response<()>, Call),
+    /// The body comes from the HTTP/2 connection's task.
+    Http2(Response<Incoming>),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Http1(response, _) => response.status(),
+            Self::Http2(response) => response.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Self::Http1(response, _) => response.headers(),
+            Self::Http2(response) => response.headers(),
+        }
+    }
+}
+
+/// One attempt on `backend` in the service's upstream protocol.
+async fn dispatch(
+    shared: &Shared,
+    backend: &BackendRef,
+    head: RequestHead<'_>,
+    body: RequestBody,
+    idempotent: bool,
+    now: Nanos,
+) -> Result<Answer, AttemptError> {
+    match shared.config.upstream_protocol {
+        UpstreamProtocol::Http1 => send(shared, backend, head, body, idempotent, now)
+            .await
+            .map(|(response, call)| Answer::Http1(response, call)),
+        UpstreamProtocol::H2c => upstream_h2::send(shared, backend, head, body).await.map(Answer::Http2),
+    }
+}
+
+/// What a response says of its gRPC status so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrpcStatus {
+    /// Not a gRPC response.
+    NotGrpc,
+    /// A gRPC response whose status comes in its trailers.
+    Pending,
+    /// The status, from the trailers or a trailers-only response's headers.
+    Known(u8),
+}
+
+/// The gRPC status a response head carries: by its `content-type` (`application/grpc`, `+proto` and the
+/// like), with `grpc-status` in a trailers-only response.
+fn grpc_status(headers: &HeaderMap) -> GrpcStatus {
+    let is_grpc =
+        headers.get(header::CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+    if !is_grpc {
+        return GrpcStatus::NotGrpc;
+    }
+    headers.get(&GRPC_STATUS).map_or(GrpcStatus::Pending, |value| GrpcStatus::Known(grpc_code(value.as_bytes())))
 }
 
 /// Copies bytes both ways between the client and the backend after a protocol switch, until either side

@@ -14,6 +14,7 @@ pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwa
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub(crate) static X_MEND_CALLER: HeaderName = HeaderName::from_static("x-mend-caller");
+pub(crate) static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Removes a request's hop-by-hop headers: those named in `Connection`, and `Connection`, `Keep-Alive`,
 /// `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, `HTTP2-Settings`, `Proxy-Authorization`, and `TE`
@@ -167,6 +168,25 @@ pub(crate) fn encode_request_headers(headers: &HeaderMap, forwarded: &ForwardedV
     push_line(out, X_FORWARDED_PROTO.as_str().as_bytes(), b"http");
 }
 
+/// The same forwarding headers as [`encode_request_headers`], set in a header map (for an HTTP/2
+/// upstream, whose requests are built as maps): each list joined into one value with this hop appended,
+/// and `X-Forwarded-Proto` replaced.
+pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, forwarded: &ForwardedValues) {
+    let ours: [&[u8]; 3] = [forwarded.client_ip.as_bytes(), forwarded.forwarded.as_bytes(), b"1.1 mend"];
+    for (name, ours) in FORWARDING.iter().zip(ours) {
+        let mut joined = Vec::new();
+        for value in headers.get_all(*name) {
+            joined.extend_from_slice(value.as_bytes());
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(ours);
+        if let Ok(value) = HeaderValue::from_bytes(&joined) {
+            headers.insert(*name, value);
+        }
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+}
+
 fn close_list(out: &mut Vec<u8>, ours: &[u8]) {
     out.extend_from_slice(b", ");
     out.extend_from_slice(ours);
@@ -289,8 +309,23 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_headers_set_in_a_map_match_the_encoded_ones() {
+        let values = ForwardedValues::new(SocketAddr::from(([10, 0, 0, 7], 5000)));
+        for pairs in [
+            &[][..],
+            &[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2"), ("x-forwarded-proto", "https")][..],
+            &[("forwarded", "for=1.1.1.1"), ("via", "1.0 edge"), ("host", "svc")][..],
+        ] {
+            let mut map = headers(pairs);
+            add_forwarding_headers(&mut map, &values);
+            assert_eq!(render(&map), encoded(&values, &headers(pairs)), "{pairs:?}");
+        }
+    }
+
+    #[test]
     fn h2c_is_never_an_upgrade_to_pass_on() {
-        let cases: [(&[(&str, &str)], Option<&str>); 6] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: [Case<'_>; 6] = [
             (&[("connection", "upgrade"), ("upgrade", "websocket")], Some("websocket")),
             (&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c")], None),
             (&[("connection", "upgrade"), ("upgrade", "H2C")], None),

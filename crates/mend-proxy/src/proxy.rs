@@ -62,7 +62,8 @@ pub(crate) struct Shared {
     pub(crate) budget: RetryBudget,
     /// The slowest answer of a backend lately, which stretches the attempt timeout.
     pub(crate) slowest: SlowestAnswer,
-    pub(crate) server: hyper::server::conn::http1::Builder,
+    /// HTTP/1.1 and h2c (prior knowledge), told apart by the first bytes of a connection.
+    pub(crate) server: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     /// Taken by route updates, drain and stats; never on the request path.
     registry: Mutex<Registry>,
     /// Serialises ejection decisions so that concurrent failures cannot exceed the ejection limit.
@@ -176,8 +177,9 @@ impl Proxy {
         let (listeners, local_addr) =
             workers::bind(config.listen, n_loops).map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
 
-        let mut server = hyper::server::conn::http1::Builder::new();
-        server.max_buf_size(config.max_request_header_bytes).header_read_timeout(None).keep_alive(true);
+        let mut server = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        server.http1().max_buf_size(config.max_request_header_bytes).header_read_timeout(None).keep_alive(true);
+        server.http2().max_header_list_size(u32::try_from(config.max_request_header_bytes).unwrap_or(u32::MAX));
         let shared = Arc::new(Shared {
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.min_retries_per_second),
             slowest: SlowestAnswer::default(),
