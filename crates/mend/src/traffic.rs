@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use mend_config::{Config, Service};
 use mend_observe::series::SeriesStore;
 use mend_proxy::{
-    Backend, BackendId, CanarySplit, DrainOutcome, Fault, FaultKind, LATENCY_BUCKETS, LoadBalancing, Proxy,
-    ProxyConfig, ProxyHandle, Release, RequestStats, RouteTable,
+    Backend, BackendId, CanarySplit, DrainOutcome, Fault, FaultKind, GRPC_CODES, LATENCY_BUCKETS, LoadBalancing, Proxy,
+    ProxyConfig, ProxyHandle, Release, RequestStats, RouteTable, UpstreamProtocol,
 };
 use mend_supervisor::{ReplicaStatus, ServiceHandle, Supervisor, TrafficControl};
 use mend_types::{Clock, Event, EventKind, EventSink, ServiceName, Timestamp};
@@ -93,6 +93,12 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
     }
     if let Some(percent) = settings.max_ejection_percent {
         config.outlier.max_ejection_percent = percent;
+    }
+    if let Some(protocol) = settings.upstream_protocol {
+        config.upstream_protocol = match protocol {
+            mend_config::UpstreamProtocol::Http1 => UpstreamProtocol::Http1,
+            mend_config::UpstreamProtocol::H2c => UpstreamProtocol::H2c,
+        };
     }
     config
 }
@@ -412,6 +418,11 @@ fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats
         let pairs = [("service", service), ("release", release)];
         append(store, "mend_proxy_request_duration_seconds_count", &pairs, figures.latency.count as f64);
         append(store, "mend_proxy_request_duration_seconds_sum", &pairs, figures.latency.sum_seconds);
+        // gRPC responses by status code: a series per code seen (a counter, so once there it stays).
+        for (code, count) in GRPC_CODES.iter().zip(figures.grpc).filter(|(_, count)| *count > 0) {
+            let with_code = [("service", service), ("release", release), ("code", *code)];
+            append(store, "mend_proxy_grpc_requests_total", &with_code, count as f64);
+        }
     }
     append(store, "mend_proxy_retries_total", &[("service", service)], stats.retries as f64);
     append(store, "mend_proxy_retries_denied_total", &[("service", service)], stats.retries_denied as f64);
@@ -422,6 +433,8 @@ fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats
         append(store, "mend_proxy_backend_in_flight", &pairs, f64::from(backend.in_flight));
         append(store, "mend_proxy_backend_ejected", &pairs, if backend.ejected { 1.0 } else { 0.0 });
         append(store, "mend_proxy_backend_ejections_total", &pairs, backend.ejections as f64);
+        // Attempts the replica was too busy to accept (a full accept queue): at capacity, not failing.
+        append(store, "mend_proxy_backend_busy_total", &pairs, backend.attempts.busy as f64);
         for (class, count) in status_classes(&backend.attempts) {
             let with_code = [pairs[0], pairs[1], pairs[2], ("code", class)];
             append(store, "mend_proxy_backend_attempts_total", &with_code, count as f64);

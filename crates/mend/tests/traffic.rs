@@ -588,3 +588,144 @@ fn issue_12_sigstop_in_front_of_a_fragile_server_fails_no_request() {
 fn issue_12_rolling_restart_of_a_fragile_server_fails_no_request() {
     fragile_failover(Fault::RollingRestart);
 }
+
+/// A gRPC server (Python's `grpcio`, generic handlers on raw bytes, so no generated code): method `Call`
+/// echoes its request with the pid, `Check` answers OK. Started as `canary`, it answers `Call` with
+/// `UNAVAILABLE` (the request was not processed) and `Check` with `RESOURCE_EXHAUSTED`.
+const GRPC_SERVER: &str = r#"
+import os, sys
+from concurrent import futures
+import grpc
+
+port, mode = sys.argv[1], sys.argv[2]
+
+def call(request, context):
+    if mode == "canary":
+        context.abort(grpc.StatusCode.UNAVAILABLE, "not serving")
+    return request + (" (pid %d)" % os.getpid()).encode()
+
+def check(request, context):
+    if mode == "canary":
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "quota")
+    return b"ok"
+
+handlers = {
+    "Call": grpc.unary_unary_rpc_method_handler(call),
+    "Check": grpc.unary_unary_rpc_method_handler(check),
+}
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("mend.test.Echo", handlers),))
+server.add_insecure_port("127.0.0.1:" + port)
+server.start()
+server.wait_for_termination()
+"#;
+
+/// A gRPC client (`grpcio`, h2c with prior knowledge): calls `METHOD` N times on one channel and prints
+/// the status codes it got, as JSON, and the pids that answered `Call`.
+const GRPC_CLIENT: &str = r#"
+import collections, json, sys
+import grpc
+
+target, method, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+codes, pids = collections.Counter(), collections.Counter()
+with grpc.insecure_channel(target) as channel:
+    stub = channel.unary_unary("/mend.test.Echo/" + method)
+    for _ in range(n):
+        try:
+            answer = stub(b"hello", timeout=10)
+            codes["OK"] += 1
+            if b"(pid " in answer:
+                pids[answer.split(b"(pid ")[1].split(b")")[0].decode()] += 1
+        except grpc.RpcError as error:
+            codes[error.code().name] += 1
+print(json.dumps({"codes": codes, "pids": pids}))
+"#;
+
+/// Issue 12: a gRPC service behind mend's proxy, end to end with a real gRPC client and server (h2c both
+/// ways): a release that answers `UNAVAILABLE` loses no call (each is retried on the other release), and
+/// the calls' status codes are counted per release.
+#[test]
+fn issue_12_grpc_calls_are_proxied_retried_on_unavailable_and_counted_per_release() {
+    let _cpu = common::cpu_to_myself();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, client) = (dir.path().join("server.py"), dir.path().join("client.py"));
+    std::fs::write(&server, GRPC_SERVER).expect("write the server");
+    std::fs::write(&client, GRPC_CLIENT).expect("write the client");
+    let ports = free_ports(3);
+    let proxy_port = free_ports(1);
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.grpc]
+command = ["python3", "{server}", "{{port}}", "stable"]
+replicas = 2
+ports = "{ports}-{last}"
+[service.grpc.liveness]
+tcp = "127.0.0.1:{{port}}"
+[service.grpc.proxy]
+listen = "127.0.0.1:{proxy_port}"
+upstream_protocol = "h2c"
+[service.grpc.canary]
+command = ["python3", "{server}", "{{port}}", "canary"]
+replicas = 1
+weight = 50
+"#,
+        server = server.display(),
+        last = ports + 2
+    ));
+    daemon.wait_ready("grpc");
+    let target = format!("127.0.0.1:{proxy_port}");
+    let run = |method: &str, n: u32| -> serde_json::Value {
+        let out = std::process::Command::new("python3")
+            .arg(&client)
+            .args([target.as_str(), method, &n.to_string()])
+            .output()
+            .expect("run the gRPC client");
+        assert!(out.status.success(), "gRPC client failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("the client's JSON")
+    };
+    // The routes follow readiness: wait until the proxy serves a call (counting what the waiting saw).
+    let (mut waiting_ok, mut waiting_exhausted) = (0, 0);
+    eventually(Duration::from_secs(15), "the proxy serves gRPC calls", || {
+        let codes = &run("Check", 1)["codes"];
+        waiting_exhausted += codes["RESOURCE_EXHAUSTED"].as_u64().unwrap_or(0);
+        let ok = codes["OK"].as_u64().unwrap_or(0);
+        waiting_ok += ok;
+        (ok == 1).then_some(())
+    });
+    let checks = run("Check", 200);
+    let exhausted = checks["codes"]["RESOURCE_EXHAUSTED"].as_u64().unwrap_or(0);
+    let ok = checks["codes"]["OK"].as_u64().unwrap_or(0);
+    assert_eq!(ok + exhausted, 200, "{checks}");
+    assert!((40..=160).contains(&exhausted), "about half went to the canary: {checks}");
+    // Then a method the canary answers UNAVAILABLE: retried on stable replicas (and the canary ejected
+    // after three), so that every call succeeds.
+
+    let calls = run("Call", 200);
+    assert_eq!(calls["codes"], serde_json::json!({"OK": 200}), "every call succeeded: {calls}");
+    let stable: Vec<String> = daemon
+        .replicas("grpc")
+        .iter()
+        .filter(|r| r["release"] == "stable")
+        .filter_map(|r| r["pid"].as_u64())
+        .map(|pid| pid.to_string())
+        .collect();
+    let served: Vec<&String> = calls["pids"].as_object().expect("pids").keys().collect();
+    assert!(served.iter().all(|pid| stable.contains(pid)), "only stable replicas answered: {served:?} {stable:?}");
+    // Per-release counts from the gRPC status codes, as the client saw them.
+    let series = |release: &str, code: &str| {
+        daemon.query(&format!(
+            "sum(mend_proxy_grpc_requests_total{{service=\"grpc\",release=\"{release}\",code=\"{code}\"}})"
+        ))
+    };
+    let expected_ok = (200 + ok + waiting_ok) as f64;
+    eventually(Duration::from_secs(10), "the proxy's gRPC counts are sampled", || {
+        (series("stable", "OK") >= expected_ok).then_some(())
+    });
+    assert_eq!(series("stable", "OK"), expected_ok);
+    assert_eq!(series("canary", "RESOURCE_EXHAUSTED"), (exhausted + waiting_exhausted) as f64);
+    assert!(series("canary", "OK").is_nan(), "the canary answered no call with OK");
+    assert!(series("canary", "UNAVAILABLE").is_nan(), "no UNAVAILABLE reached a client");
+    assert!(daemon.query("sum(mend_proxy_retries_total{service=\"grpc\"})") >= 1.0, "UNAVAILABLE calls were retried");
+}
