@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Proxy benchmark: wrk straight to one mend-demo replica, and through mend-proxy, nginx and haproxy in
-front of the same two replicas; then failover under constant load (kill -9, SIGSTOP, rolling restart).
+front of the same two replicas; then failover under constant load (kill -9, SIGSTOP, rolling restart);
+then the same failovers in front of two fragile replicas (`fragile_server.py`: single-threaded HTTP/1.0
+with a listen backlog of 5) under `hey -c 16`, more connections than the backlog holds.
 
 All traffic stays on 127.0.0.1; every run is bounded in time and request count. Usage (from the repo root):
 
   cargo build --release -p mend --bin mend-demo
   cargo build --release -p mend-proxy --example proxy
-  apt-get install -y wrk nginx-light haproxy
+  apt-get install -y wrk hey nginx-light haproxy
   python3 bench/proxy/bench.py [--duration 10] [--json /tmp/proxy-bench.json]
+  python3 bench/proxy/bench.py --only-fragile     # the fragile-server failovers alone
 
 CPU layout on this 2-core machine: wrk is pinned to CPU 1; the proxy under test is pinned to CPU 0 (1
 worker) or to both CPUs (2 workers, each worker on its own CPU: nginx worker_cpu_affinity, haproxy
@@ -129,11 +132,14 @@ def render(template, out, **values):
         f.write(text)
 
 
+MEND_PROXY = os.path.join(ROOT, "target/release/examples/proxy")
+
+
 def make_proxy(kind, workers, ups, tmp, read_timeout="5s"):
     port = free_port()
     cpus = "0" if workers == 1 else "0-1"
     if kind == "mend-proxy":
-        argv = ["taskset", "-c", cpus, os.path.join(ROOT, "target/release/examples/proxy"), "--listen",
+        argv = ["taskset", "-c", cpus, MEND_PROXY, "--listen",
                 f"127.0.0.1:{port}", "--threads", str(workers)]
         for up in ups:
             argv += ["--upstream", f"127.0.0.1:{up}"]
@@ -301,9 +307,110 @@ def failover(kind, scenario, args, demo, tmp):
             replica.stop(signal.SIGKILL)
 
 
+class Fragile:
+    """A fragile replica: `fragile_server.py` on a port."""
+
+    def __init__(self, port):
+        self.port, self.proc = port, None
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fragile_server.py"), str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self, sig=signal.SIGTERM):
+        Replica.stop(self, sig)
+
+
+def hey(port, seconds, connections):
+    """Runs hey in the background; returns the process (its stdout is the report)."""
+    argv = ["hey", "-z", f"{seconds}s", "-c", str(connections), f"http://127.0.0.1:{port}/"]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def hey_result(out):
+    """Requests, failed ones (any status but 200, and errors: hey's connection-level failures) and the
+    slowest request, from hey's report."""
+    ok = failed = 0
+    section = None
+    for line in out.splitlines():
+        if line.startswith("Status code distribution"):
+            section = "status"
+        elif line.startswith("Error distribution"):
+            section = "errors"
+        elif section == "status" and (m := re.match(r"\s+\[(\d+)\]\s+(\d+) responses", line)):
+            if m.group(1) == "200":
+                ok += int(m.group(2))
+            else:
+                failed += int(m.group(2))
+        elif section == "errors" and (m := re.match(r"\s+\[(\d+)\]\s+(.*)", line)):
+            failed += int(m.group(1))
+    slowest = float(re.search(r"Slowest:\s+([\d.]+) secs", out).group(1))
+    p99 = re.search(r"99%+ in ([\d.]+) secs", out)
+    return {"total": ok + failed, "failed": failed, "worst_ms": slowest * 1e3,
+            "p99_ms": float(p99.group(1)) * 1e3 if p99 else 0.0}
+
+
+def fragile_failover(kind, scenario, args, tmp):
+    """Two fragile replicas behind `kind`, `hey -c 16` for `args.fragile_seconds`, one fault 3 s in. After a
+    kill -9 the replica is started again 1 s later, as a supervisor would (mend-proxy is told what mend
+    would tell it: the replica left the table, and came back as a new generation)."""
+    ups = [free_port(), free_port()]
+    replicas = [Fragile(port) for port in ups]
+    for replica in replicas:
+        replica.start()
+    proxy = make_proxy(kind, 1, ups, tmp)
+    proxy.start()
+    try:
+        load = hey(proxy.port, args.fragile_seconds, 16)
+        time.sleep(3.0)
+        if scenario == "kill -9":
+            replicas[0].proc.kill()
+            replicas[0].proc.wait()
+            if kind == "mend-proxy":
+                proxy.command("down 0")
+            time.sleep(1.0)
+            replicas[0].start()
+            if kind == "mend-proxy":
+                proxy.command("up 0")
+        elif scenario == "SIGSTOP":
+            os.kill(replicas[0].proc.pid, signal.SIGSTOP)
+            time.sleep(4.0)
+            os.kill(replicas[0].proc.pid, signal.SIGCONT)
+        elif scenario == "rolling restart":
+            for idx, replica in enumerate(replicas):
+                if kind == "mend-proxy":
+                    print(f"    {proxy.command(f'drain {idx}')}", file=sys.stderr)
+                replica.stop(signal.SIGTERM)
+                if kind == "mend-proxy":
+                    proxy.command(f"down {idx}")
+                time.sleep(0.5)
+                replica.start()
+                if kind == "mend-proxy":
+                    proxy.command(f"up {idx}")
+                time.sleep(1.5)
+        out, _ = load.communicate(timeout=args.fragile_seconds + 60)
+        if kind == "mend-proxy":
+            print(f"    {proxy.command('stats')}", file=sys.stderr)
+        return hey_result(out)
+    finally:
+        proxy.stop()
+        for replica in replicas:
+            try:
+                os.kill(replica.proc.pid, signal.SIGCONT)
+            except OSError:
+                pass
+            replica.stop(signal.SIGKILL)
+
+
 def main():
+    global MEND_PROXY
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", default=os.path.join(ROOT, "target/release/mend-demo"))
+    parser.add_argument("--mend-proxy", default=MEND_PROXY, help="the proxy example binary (to compare builds)")
+    parser.add_argument("--fragile-seconds", type=int, default=10)
+    parser.add_argument("--skip-fragile", action="store_true")
+    parser.add_argument("--only-fragile", action="store_true")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--failover-seconds", type=float, default=4.0)
@@ -311,6 +418,9 @@ def main():
     parser.add_argument("--skip-failover", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
+    MEND_PROXY = args.mend_proxy
+    if args.only_fragile:
+        args.skip_throughput = args.skip_failover = True
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_throughput:
@@ -343,6 +453,18 @@ def main():
                     result = failover(kind, scenario, args, args.demo, tmp)
                     result.update(scenario=scenario, proxy=kind)
                     report["failover"].append(result)
+                    print(f"| {scenario} | {kind} | {result['total']} | {result['failed']} | {result['worst_ms']:.0f} "
+                          f"| {result['p99_ms']:.1f} |", flush=True)
+        if not args.skip_fragile:
+            report["fragile"] = []
+            print("\n| fragile replicas | proxy | requests | failed | worst latency ms | p99 ms |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for scenario in ("kill -9", "SIGSTOP", "rolling restart"):
+                for kind in ("mend-proxy", "nginx", "haproxy"):
+                    print(f"  fragile {scenario} / {kind}", file=sys.stderr)
+                    result = fragile_failover(kind, scenario, args, tmp)
+                    result.update(scenario=scenario, proxy=kind)
+                    report["fragile"].append(result)
                     print(f"| {scenario} | {kind} | {result['total']} | {result['failed']} | {result['worst_ms']:.0f} "
                           f"| {result['p99_ms']:.1f} |", flush=True)
     if args.json:

@@ -37,7 +37,7 @@ struct CompiledSplit {
 }
 
 /// The backends a request already tried, by address of their state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Tried {
     ptrs: [usize; MAX_TRIED],
     len: usize,

@@ -286,6 +286,8 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     // it without processing it; the next one starts after a back-off, see `RetryPolicy::backoff_base`).
     let mut attempt = 1;
     let mut round_attempts = 1;
+    // The backends whose attempts it abandoned for not answering in time.
+    let mut slow = Tried::default();
     let mut n_backoffs = 0u32;
     let response = loop {
         tried.push(&backend);
@@ -322,7 +324,17 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 biased;
                 result = &mut exchange => Step::Done(result),
                 () = conn.deadline(attempt_deadline) => {
-                    match (attempt_deadline < deadline).then(|| next_backend(&tried)).flatten() {
+                    // Another backend it has not tried, else one it tried that turned it away without
+                    // taking it (busy, say; not one that was slow to answer, which may be working on
+                    // it): better than waiting on one that does not answer in time.
+                    let elsewhere = || {
+                        next_backend(&tried).or_else(|| {
+                            let mut skip = slow.clone();
+                            skip.push(&backend);
+                            untried(&skip).filter(|_| spend())
+                        })
+                    };
+                    match (attempt_deadline < deadline).then(elsewhere).flatten() {
                         Some(next) => Step::Abandon(next),
                         None => tokio::select! {
                             biased;
@@ -340,6 +352,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             Step::Abandon(next) => {
                 // The attempt's connection closed with its future; go on elsewhere.
                 attempt_failed(shared, &backend, Outcome::Timeout, attempt_start);
+                slow.push(&backend);
                 backend = next;
                 attempt += 1;
                 round_attempts += 1;

@@ -499,6 +499,30 @@ async fn issue_12_full_accept_queues_are_busy_not_dead_and_the_request_waits_for
     drop((first_fillers, second_fillers, second));
 }
 
+/// Issue 12: a request that found one backend busy and then another hung goes back to the busy one
+/// after the attempt timeout, rather than wait on the hung one for as long as it hangs (a SIGSTOPped
+/// replica next to one with a full accept queue cost 4 s).
+#[tokio::test]
+async fn issue_12_a_hung_backend_is_left_for_one_that_was_only_busy() {
+    let (busy, busy_addr, fillers) = full_accept_queue().await;
+    let hung = Upstream::start("hung").await;
+    hung.set(Mode::Hang);
+    let mut cfg = round_robin();
+    cfg.request_timeout = std::time::Duration::from_secs(60);
+    let backends = vec![mend_proxy::Backend { id: stable(0), addr: busy_addr, weight: 1 }, backend(stable(1), &hung)];
+    let proxy = TestProxy::start(cfg, RouteTable { backends, canary: None }).await;
+    let request = tokio::spawn(get(proxy.addr(), "/"));
+    support::eventually("the hung backend's attempt was abandoned", || {
+        proxy.handle.stats().backend(stable(1)).is_some_and(|backend| backend.attempts.timeouts >= 1)
+    })
+    .await;
+    serve_ok(busy);
+    let reply = tokio::time::timeout(Duration::from_secs(10), request).await.expect("served in time").expect("task");
+    assert_eq!((reply.status, reply.upstream()), (200, "slow"));
+    assert!(proxy.handle.stats().backend(stable(0)).is_some_and(|backend| backend.attempts.busy >= 1));
+    drop(fillers);
+}
+
 /// Issue 12: when every backend refused the request (replicas being restarted), it waits, backing off,
 /// for one to come back within its deadline instead of answering 502 at once.
 #[tokio::test(start_paused = true)]
