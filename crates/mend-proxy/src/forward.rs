@@ -99,6 +99,9 @@ impl Exchange {
         if clean && let Some(conn) = conn {
             backend.checkin(conn, now, shared.config.max_idle_per_backend);
         }
+        if shared.n_waiting.load(Relaxed) > 0 {
+            shared.room.notify_one();
+        }
     }
 }
 
@@ -269,13 +272,16 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     let deadline = start.saturating_add(cfg.request_timeout);
     // After an attempt the backend did not process: another backend it has not tried (within
     // `max_attempts` a round), else, when every one failed it without answering, a jittered back-off and
-    // a new round, within its deadline and the retry budget.
-    let plan = |tried: &Tried, retry_possible: bool, unanswered: bool, n_backoffs: u32| {
+    // a new round, within its deadline and the retry budget. After a busy attempt the request reached
+    // nobody: going on is waiting for room rather than a retry, and costs the budget nothing (see
+    // `Failed::Busy`).
+    let plan = |tried: &Tried, retry_possible: bool, failed: Failed, n_backoffs: u32| {
+        let pay = || failed == Failed::Busy || spend();
         if retry_possible && let Some(next) = untried(tried) {
-            return if spend() { Retry::Now(next) } else { Retry::No };
+            return if pay() { Retry::Now(next) } else { Retry::No };
         }
         let wake = shared.clock.now().saturating_add(backoff(&cfg.retry, n_backoffs));
-        if !may_retry || !unanswered || wake >= deadline || !spend() {
+        if !may_retry || failed == Failed::Answered || wake >= deadline || !pay() {
             return Retry::No;
         }
         Retry::After(wake)
@@ -363,9 +369,9 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 break ctx.local(StatusCode::GATEWAY_TIMEOUT, LocalReason::Timeout, b"upstream timed out\n", activity);
             }
         };
-        // Whether the backend failed the attempt without answering any of it (refused, busy, or closed
-        // before a byte of response): then it did not handle the request, and waiting for it is safe.
-        let mut unanswered = true;
+        // How the backend failed the attempt (refused, busy, or closed before a byte of response: then it
+        // did not handle the request, and waiting for it is safe).
+        let mut failed = Failed::Unprocessed;
         // A retry decided before the request's response was let go (a gRPC `UNAVAILABLE`).
         let mut decided = None;
         match result {
@@ -380,7 +386,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                     judge(shared, &backend, Outcome::Status(503));
                     template
                         .is_some()
-                        .then(|| plan(&tried, retry_possible, true, n_backoffs))
+                        .then(|| plan(&tried, retry_possible, Failed::Unprocessed, n_backoffs))
                         .filter(|retry| !matches!(retry, Retry::No))
                 } else {
                     judge(shared, &backend, Outcome::Status(status.as_u16()));
@@ -442,10 +448,13 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 // Neither a failure nor a success for outlier detection: a full accept queue says the
                 // backend is at capacity, not that it is gone.
                 attempt_failed(shared, &backend, Outcome::Busy, attempt_start);
+                failed = Failed::Busy;
                 pending = Some(body);
             }
             Err(AttemptError::Reset { unsent, answered }) => {
-                unanswered = !answered;
+                if answered {
+                    failed = Failed::Answered;
+                }
                 attempt_failed(shared, &backend, Outcome::Reset, attempt_start);
                 judge(shared, &backend, Outcome::Reset);
                 pending = unsent;
@@ -456,7 +465,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         if !replayable {
             break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
         }
-        match decided.unwrap_or_else(|| plan(&tried, retry_possible, unanswered, n_backoffs)) {
+        match decided.unwrap_or_else(|| plan(&tried, retry_possible, failed, n_backoffs)) {
             Retry::No => break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity),
             Retry::Now(next) => {
                 backend = next;
@@ -465,8 +474,17 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             }
             Retry::After(wake) => {
                 n_backoffs += 1;
-                conn.deadline(wake).await;
-                conn.clear_deadline();
+                {
+                    // Until a backend has room (a response ended) or the back-off runs out.
+                    let room = shared.room.notified();
+                    shared.n_waiting.fetch_add(1, Relaxed);
+                    tokio::select! {
+                        () = room => {}
+                        () = conn.deadline(wake) => {}
+                    }
+                    shared.n_waiting.fetch_sub(1, Relaxed);
+                    conn.clear_deadline();
+                }
                 tried = Tried::default();
                 let Some(next) = untried(&tried) else {
                     break ctx.local(
@@ -483,6 +501,23 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         }
     };
     Ok(response)
+}
+
+/// How an attempt ended without a response the client gets, for what the request does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// The backend did not take the connection within the connect timeout: its accept queue is full
+    /// (the kernel dropped the SYN). The request reached nobody, so going on (elsewhere, or after a
+    /// back-off) is waiting for room, as a request queued in front of a busy backend waits, not a retry
+    /// that adds load: the retry budget, which bounds the load retries add, is not charged. The request's
+    /// deadline bounds the wait, and the back-off (or a response ending, `Shared::room`) paces it.
+    Busy,
+    /// The backend did not process the request: refused, closed before any byte of response, or a
+    /// gRPC `UNAVAILABLE`.
+    Unprocessed,
+    /// Some of a response had arrived (or a malformed one): the backend handled the request. Only
+    /// another backend may be tried, with no back-off round.
+    Answered,
 }
 
 /// What a request does after an attempt failed without processing it.
@@ -728,16 +763,17 @@ async fn send(
             },
         }
     }
-    let connected = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(backend.addr)).await {
-        Ok(connected) => connected,
-        // A full accept queue drops SYNs, and the kernel sends the next only after a second: the backend
-        // is busy rather than gone. The caller goes elsewhere, or backs off and connects afresh (a new
-        // SYN gets in as soon as the queue has room) instead of waiting for the retransmission.
-        Err(_elapsed) => {
-            tracing::debug!(backend = %backend.id, "connect timed out: accept queue full");
-            return Err(AttemptError::Busy(body));
-        }
-    };
+    let connected =
+        match tokio::time::timeout(cfg.connect_timeout_for(backend.addr), TcpStream::connect(backend.addr)).await {
+            Ok(connected) => connected,
+            // A full accept queue drops SYNs, and the kernel sends the next only after a second: the backend
+            // is busy rather than gone. The caller goes elsewhere, or backs off and connects afresh (a new
+            // SYN gets in as soon as the queue has room) instead of waiting for the retransmission.
+            Err(_elapsed) => {
+                tracing::debug!(backend = %backend.id, "connect timed out: accept queue full");
+                return Err(AttemptError::Busy(body));
+            }
+        };
     let stream = match connected {
         Ok(stream) => stream,
         Err(error) => {

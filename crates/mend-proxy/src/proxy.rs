@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::backend::{BackendRef, BackendState};
@@ -68,6 +68,12 @@ pub(crate) struct Shared {
     registry: Mutex<Registry>,
     /// Serialises ejection decisions so that concurrent failures cannot exceed the ejection limit.
     ejection: Mutex<()>,
+    /// Where requests that every backend just turned away wait for one to have room: woken one at a
+    /// time, oldest first, as responses end (a backend that finished a request has taken the next
+    /// connection from its accept queue), or when their back-off runs out.
+    pub(crate) room: Notify,
+    /// Requests waiting in `room`: a response ends with one atomic load when nobody waits.
+    pub(crate) n_waiting: AtomicU32,
 }
 
 impl Shared {
@@ -191,6 +197,8 @@ impl Proxy {
             server,
             registry: Mutex::new(Registry::default()),
             ejection: Mutex::new(()),
+            room: Notify::new(),
+            n_waiting: AtomicU32::new(0),
         });
         let mut routes = routes;
         let first = routes.borrow_and_update().clone();

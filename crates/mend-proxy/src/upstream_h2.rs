@@ -71,7 +71,7 @@ impl ConnectFailure {
 
 async fn connect(shared: &Shared, backend: &BackendRef) -> Result<H2Sender, ConnectFailure> {
     let connect = TcpStream::connect(backend.addr);
-    let stream = match tokio::time::timeout(shared.config.connect_timeout, connect).await {
+    let stream = match tokio::time::timeout(shared.config.connect_timeout_for(backend.addr), connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             tracing::debug!(backend = %backend.id, error = %error, "connect failed");

@@ -489,7 +489,7 @@ async fn issue_12_full_accept_queues_are_busy_not_dead_and_the_request_waits_for
     serve_ok(first);
     let reply = tokio::time::timeout(Duration::from_secs(10), request).await.expect("served in time").expect("task");
     assert_eq!(reply.status, 200, "the request gave up on backends that are only busy");
-    assert!(started.elapsed() > Duration::from_millis(250), "connected before the connect timeout: nothing was tested");
+    assert!(started.elapsed() > Duration::from_millis(25), "connected before the connect timeout: nothing was tested");
     let stats = proxy.handle.stats();
     for id in [stable(0), stable(1)] {
         let backend = stats.backend(id).expect("listed");
@@ -521,6 +521,70 @@ async fn issue_12_a_hung_backend_is_left_for_one_that_was_only_busy() {
     assert_eq!((reply.status, reply.upstream()), (200, "slow"));
     assert!(proxy.handle.stats().backend(stable(0)).is_some_and(|backend| backend.attempts.busy >= 1));
     drop(fillers);
+}
+
+/// Issue 12: a busy attempt reached nobody, so going on after it is waiting for room, not a retry that
+/// adds load: it costs the retry budget nothing. With no budget at all, a request in front of two full
+/// accept queues still waits (over several rounds) and is served once one has room, instead of 502.
+#[tokio::test]
+async fn issue_12_waiting_for_room_costs_the_retry_budget_nothing() {
+    let (first, first_addr, first_fillers) = full_accept_queue().await;
+    let (_second, second_addr, second_fillers) = full_accept_queue().await;
+    let backends = vec![
+        mend_proxy::Backend { id: stable(0), addr: first_addr, weight: 1 },
+        mend_proxy::Backend { id: stable(1), addr: second_addr, weight: 1 },
+    ];
+    let mut cfg = config();
+    cfg.retry.budget_ratio = 0.0;
+    cfg.retry.min_retries_per_second = 0;
+    let proxy = TestProxy::start(cfg, RouteTable { backends, canary: None }).await;
+    let request = tokio::spawn(get(proxy.addr(), "/"));
+    let busy = |stats: &mend_proxy::ProxyStats| stats.backends.iter().map(|backend| backend.attempts.busy).sum::<u64>();
+    support::eventually("six busy attempts", || busy(&proxy.handle.stats()) >= 6).await;
+    assert!(!request.is_finished(), "the request gave up while both backends were busy");
+    serve_ok(first);
+    let reply = tokio::time::timeout(Duration::from_secs(10), request).await.expect("served in time").expect("task");
+    assert_eq!(reply.status, 200, "busy attempts were charged to the (empty) retry budget");
+    let stats = proxy.handle.stats();
+    assert_eq!((stats.local.bad_gateway, stats.retries_denied), (0, 0));
+    drop((first_fillers, second_fillers));
+}
+
+/// Issue 12: a request that every backend turned away waits for room, and a response ending elsewhere
+/// is room: it tries again then, not only when its back-off (30 s here) runs out.
+#[tokio::test]
+async fn issue_12_a_request_waiting_for_room_tries_again_when_a_response_ends() {
+    let (_first, first_addr, first_fillers) = full_accept_queue().await;
+    let (second, second_addr, second_fillers) = full_accept_queue().await;
+    let backends = vec![
+        mend_proxy::Backend { id: stable(0), addr: first_addr, weight: 1 },
+        mend_proxy::Backend { id: stable(1), addr: second_addr, weight: 1 },
+    ];
+    let mut cfg = config();
+    cfg.retry.backoff_base = Duration::from_secs(30);
+    cfg.retry.backoff_max = Duration::from_secs(30);
+    cfg.request_timeout = Duration::from_secs(120);
+    let proxy = TestProxy::start(cfg, RouteTable { backends, canary: None }).await;
+    let started = Instant::now();
+    let waiting = tokio::spawn(get(proxy.addr(), "/"));
+    let busy = |id| proxy.handle.stats().backend(id).map_or(0, |backend| backend.attempts.busy);
+    support::eventually("both backends turned the request away", || busy(stable(0)) >= 1 && busy(stable(1)) >= 1).await;
+    // The second backend has room again; requests through it end while the first one waits (each one
+    // wakes a waiter: keep sending until the waiting request is served).
+    serve_ok(second);
+    let mut client = Client::new(proxy.addr());
+    let mut n_others = 0;
+    while !waiting.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        assert_eq!(client.get("/").await.status, 200);
+        n_others += 1;
+    }
+    assert!(n_others >= 1, "the waiting request was served before any other: nothing was tested");
+    let reply = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting request tried again when a response ended, not after its 30 s back-off")
+        .expect("task");
+    assert_eq!(reply.status, 200);
+    drop((first_fillers, second_fillers));
 }
 
 /// Issue 12: when every backend refused the request (replicas being restarted), it waits, backing off,

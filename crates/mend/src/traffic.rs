@@ -64,7 +64,10 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
             *field = value;
         }
     };
+    // The file's `connect_timeout` holds for every replica; unset, replicas (on loopback) get mend-proxy's
+    // loopback default.
     set(&mut config.connect_timeout, settings.connect_timeout);
+    set(&mut config.loopback_connect_timeout, settings.connect_timeout);
     set(&mut config.attempt_timeout, settings.attempt_timeout);
     set(&mut config.request_timeout, settings.request_timeout);
     set(&mut config.client_idle_timeout, settings.idle_timeout);
@@ -536,5 +539,32 @@ impl mend_api::TrafficApi for Traffic {
             })
             .collect();
         Some(mend_api::TrafficStatus { canary_weight: self.canary_weight(service), chaos, ejected })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(proxy_table: &str) -> mend_config::ProxySettings {
+        let text = format!(
+            "[service.web]\ncommand = [\"true\"]\nports = \"9101-9110\"\n[service.web.proxy]\nlisten = \"127.0.0.1:8080\"\n{proxy_table}"
+        );
+        let config = mend_config::parse("mend.toml", &text, std::path::Path::new("/")).expect("valid config");
+        config.services.into_iter().next().expect("one service").proxy.expect("a proxy table")
+    }
+
+    #[test]
+    fn connect_timeout_from_the_file_holds_for_loopback_replicas_too() {
+        let defaults = proxy_config(&settings(""));
+        let library = ProxyConfig::new(defaults.listen);
+        assert_eq!(
+            (defaults.connect_timeout, defaults.loopback_connect_timeout),
+            (library.connect_timeout, library.loopback_connect_timeout),
+            "unset, mend-proxy's defaults hold"
+        );
+        let set = proxy_config(&settings("connect_timeout = \"400ms\"\n"));
+        assert_eq!(set.connect_timeout, Duration::from_millis(400));
+        assert_eq!(set.loopback_connect_timeout, Duration::from_millis(400), "the replicas are on loopback");
     }
 }

@@ -708,4 +708,15 @@ weight = 50
     assert!(series("canary", "OK").is_nan(), "the canary answered no call with OK");
     assert!(series("canary", "UNAVAILABLE").is_nan(), "no UNAVAILABLE reached a client");
     assert!(daemon.query("sum(mend_proxy_retries_total{service=\"grpc\"})") >= 1.0, "UNAVAILABLE calls were retried");
+    // Exported on /metrics too, with the busy attempts of each replica (none here).
+    let text = get(daemon.api, "/metrics");
+    for needle in [
+        "# TYPE mend_proxy_grpc_requests_total counter",
+        "mend_proxy_grpc_requests_total{code=\"OK\",release=\"stable\",service=\"grpc\"} ",
+        "mend_proxy_grpc_requests_total{code=\"RESOURCE_EXHAUSTED\",release=\"canary\",service=\"grpc\"} ",
+        "# TYPE mend_proxy_backend_busy_total counter",
+        "mend_proxy_backend_busy_total{release=\"stable\",replica=\"0\",service=\"grpc\"} 0",
+    ] {
+        assert!(text.body.contains(needle), "missing {needle:?} in\n{}", text.body);
+    }
 }
