@@ -260,10 +260,13 @@ async fn grpc_unavailable_is_retried_elsewhere_and_status_codes_are_counted() {
     assert_eq!(down.attempts.grpc[unavailable_code], unavailable.requests.load(SeqCst));
     assert_eq!(stats.retries, unavailable.requests.load(SeqCst));
 
-    // With nowhere else to go (and no time to wait), the client gets the backend's own UNAVAILABLE.
+    // With nowhere else to go (and no time to wait: the first back-off alone would outlast the request's
+    // deadline), the client gets the backend's own UNAVAILABLE.
     let mut cfg = config();
     cfg.upstream_protocol = UpstreamProtocol::H2c;
-    cfg.request_timeout = Duration::from_millis(100);
+    cfg.request_timeout = Duration::from_secs(10);
+    cfg.retry.backoff_base = Duration::from_secs(60);
+    cfg.retry.backoff_max = Duration::from_secs(60);
     let proxy = TestProxy::start(cfg, RouteTable { backends: vec![unavailable.backend(0)], canary: None }).await;
     let mut sender = h2_client(proxy.addr()).await;
     let reply = h2_send(&mut sender, grpc_call(proxy.addr())).await;
