@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""Proxy benchmark: wrk straight to one mend-demo replica, and through mend-proxy, nginx and haproxy in
-front of the same two replicas; then failover under constant load (kill -9, SIGSTOP, rolling restart).
+r"""Proxy benchmark: wrk straight to one mend-demo replica, and through mend-proxy, nginx and haproxy in
+front of the same two replicas; then failover under constant load (kill -9, SIGSTOP, rolling restart);
+then the same failovers (and a run without a fault) in front of two fragile replicas (`fragile_server.py`:
+single-threaded HTTP/1.0 with a listen backlog of 5) under `hey -c 16`, more connections than the
+backlog holds.
 
 All traffic stays on 127.0.0.1; every run is bounded in time and request count. Usage (from the repo root):
 
   cargo build --release -p mend --bin mend-demo
   cargo build --release -p mend-proxy --example proxy
-  apt-get install -y wrk nginx-light haproxy
+  apt-get install -y wrk hey nginx-light haproxy
   python3 bench/proxy/bench.py [--duration 10] [--json /tmp/proxy-bench.json]
+  python3 bench/proxy/bench.py --only-fragile     # the fragile-server failovers alone
+  # two mend-proxy builds side by side (this tree's and another), three runs of each scenario:
+  python3 bench/proxy/bench.py --only-fragile --build before=/tmp/proxy-before \
+      --proxies mend-proxy,before,nginx,haproxy,haproxy-active --repeat 3 [--fragile-connections 64]
 
 CPU layout on this 2-core machine: wrk is pinned to CPU 1; the proxy under test is pinned to CPU 0 (1
 worker) or to both CPUs (2 workers, each worker on its own CPU: nginx worker_cpu_affinity, haproxy
@@ -129,11 +136,20 @@ def render(template, out, **values):
         f.write(text)
 
 
+# mend-proxy builds by label: "mend-proxy" is this tree's; `--build LABEL=PATH` adds others, so that two
+# builds run side by side in one run (same load on the machine) next to nginx and haproxy.
+MEND_BUILDS = {"mend-proxy": os.path.join(ROOT, "target/release/examples/proxy")}
+
+
+def is_mend(kind):
+    return kind in MEND_BUILDS
+
+
 def make_proxy(kind, workers, ups, tmp, read_timeout="5s"):
     port = free_port()
     cpus = "0" if workers == 1 else "0-1"
-    if kind == "mend-proxy":
-        argv = ["taskset", "-c", cpus, os.path.join(ROOT, "target/release/examples/proxy"), "--listen",
+    if is_mend(kind):
+        argv = ["taskset", "-c", cpus, MEND_BUILDS[kind], "--listen",
                 f"127.0.0.1:{port}", "--threads", str(workers)]
         for up in ups:
             argv += ["--upstream", f"127.0.0.1:{up}"]
@@ -146,10 +162,13 @@ def make_proxy(kind, workers, ups, tmp, read_timeout="5s"):
         render(os.path.join(HERE, "nginx.conf.in"), conf, WORKERS=workers, AFFINITY=affinity, DIR=tmp,
                UP1=ups[0], UP2=ups[1], PORT=port, READ_TIMEOUT=read_timeout)
         return Proxy(kind, ["nginx", "-p", tmp, "-c", conf, "-e", os.path.join(tmp, "nginx-error.log")], port)
-    if kind == "haproxy":
+    if kind in ("haproxy", "haproxy-active"):
         conf = os.path.join(tmp, f"haproxy-{port}.cfg")
+        # "haproxy-active": active health checks only, no passive marking down (observe layer7), as in
+        # issue 12's report, where haproxy lost few requests in front of fragile servers.
+        passive = "" if kind == "haproxy-active" else " observe layer7 error-limit 3 on-error mark-down"
         render(os.path.join(HERE, "haproxy.cfg.in"), conf, WORKERS=workers, CPUS=cpus, UP1=ups[0], UP2=ups[1],
-               PORT=port, READ_TIMEOUT=read_timeout)
+               PORT=port, READ_TIMEOUT=read_timeout, PASSIVE=passive)
         return Proxy(kind, ["haproxy", "-f", conf], port)
     raise ValueError(kind)
 
@@ -177,7 +196,7 @@ def throughput(args, ups, tmp):
     direct.update(name="direct to one replica", workers="-", cpu_us=None)
     rows.append(direct)
     for workers in (1, 2):
-        for kind in ("mend-proxy", "nginx", "haproxy"):
+        for kind in args.proxies.split(","):
             proxy = make_proxy(kind, workers, ups, tmp)
             proxy.start()
             try:
@@ -276,19 +295,19 @@ def failover(kind, scenario, args, demo, tmp):
                 time.sleep(0.5)
             elif scenario == "rolling restart":
                 for idx, replica in enumerate(replicas):
-                    if kind == "mend-proxy":
+                    if is_mend(kind):
                         outcome = proxy.command(f"drain {idx}")
                         print(f"    {outcome}", file=sys.stderr)
                     replica.stop(signal.SIGTERM)
-                    if kind == "mend-proxy":
+                    if is_mend(kind):
                         proxy.command(f"down {idx}")
                     time.sleep(0.5)
                     replica.start()
-                    if kind == "mend-proxy":
+                    if is_mend(kind):
                         proxy.command(f"up {idx}")
                     time.sleep(args.failover_seconds / 2)
             time.sleep(0.5)
-        if kind == "mend-proxy":
+        if is_mend(kind):
             print(f"    {proxy.command('stats')}", file=sys.stderr)
         return load.result()
     finally:
@@ -301,9 +320,148 @@ def failover(kind, scenario, args, demo, tmp):
             replica.stop(signal.SIGKILL)
 
 
+class Fragile:
+    """A fragile replica: `fragile_server.py` on a port."""
+
+    def __init__(self, port):
+        self.port, self.proc = port, None
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fragile_server.py"), str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self, sig=signal.SIGTERM):
+        Replica.stop(self, sig)
+
+
+def hey(port, seconds, connections):
+    """Runs hey in the background; returns the process (its stdout is the report)."""
+    argv = ["hey", "-z", f"{seconds}s", "-c", str(connections), f"http://127.0.0.1:{port}/"]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def hey_result(out):
+    """Requests, failed ones (any status but 200, and errors: hey's connection-level failures) and the
+    slowest request, from hey's report."""
+    ok = failed = 0
+    section = None
+    for line in out.splitlines():
+        if line.startswith("Status code distribution"):
+            section = "status"
+        elif line.startswith("Error distribution"):
+            section = "errors"
+        elif section == "status" and (m := re.match(r"\s+\[(\d+)\]\s+(\d+) responses", line)):
+            if m.group(1) == "200":
+                ok += int(m.group(2))
+            else:
+                failed += int(m.group(2))
+        elif section == "errors" and (m := re.match(r"\s+\[(\d+)\]\s+(.*)", line)):
+            failed += int(m.group(1))
+    slowest = float(re.search(r"Slowest:\s+([\d.]+) secs", out).group(1))
+    p99 = re.search(r"99%+ in ([\d.]+) secs", out)
+    return {"total": ok + failed, "failed": failed, "worst_ms": slowest * 1e3,
+            "p99_ms": float(p99.group(1)) * 1e3 if p99 else 0.0}
+
+
+def fragile_failover(kind, scenario, args, tmp):
+    """Two fragile replicas behind `kind`, `hey -c N` (`--fragile-connections`, 16 by default: more than
+    a backlog of 5 holds) for `args.fragile_seconds`, one fault 3 s in ("no fault": none). After a
+    kill -9 the replica is started again 1 s later, as a supervisor would (mend-proxy is told what mend
+    would tell it: the replica left the table, and came back as a new generation)."""
+    ups = [free_port(), free_port()]
+    replicas = [Fragile(port) for port in ups]
+    for replica in replicas:
+        replica.start()
+    proxy = make_proxy(kind, 1, ups, tmp)
+    proxy.start()
+    try:
+        load = hey(proxy.port, args.fragile_seconds, args.fragile_connections)
+        time.sleep(3.0)
+        if scenario == "kill -9":
+            replicas[0].proc.kill()
+            replicas[0].proc.wait()
+            if is_mend(kind):
+                proxy.command("down 0")
+            time.sleep(1.0)
+            replicas[0].start()
+            if is_mend(kind):
+                proxy.command("up 0")
+        elif scenario == "SIGSTOP":
+            os.kill(replicas[0].proc.pid, signal.SIGSTOP)
+            time.sleep(4.0)
+            os.kill(replicas[0].proc.pid, signal.SIGCONT)
+        elif scenario == "rolling restart":
+            for idx, replica in enumerate(replicas):
+                if is_mend(kind):
+                    print(f"    {proxy.command(f'drain {idx}')}", file=sys.stderr)
+                replica.stop(signal.SIGTERM)
+                if is_mend(kind):
+                    proxy.command(f"down {idx}")
+                time.sleep(0.5)
+                replica.start()
+                if is_mend(kind):
+                    proxy.command(f"up {idx}")
+                time.sleep(1.5)
+        out, _ = load.communicate(timeout=args.fragile_seconds + 60)
+        if is_mend(kind):
+            print(f"    {proxy.command('stats')}", file=sys.stderr)
+        return hey_result(out)
+    finally:
+        proxy.stop()
+        for replica in replicas:
+            try:
+                os.kill(replica.proc.pid, signal.SIGCONT)
+            except OSError:
+                pass
+            replica.stop(signal.SIGKILL)
+
+
+FAULTS = ("kill -9", "SIGSTOP", "rolling restart")
+
+
+def failover_table(title, scenarios, run, args, report_key, report):
+    """Each scenario against each proxy, `--repeat` times, interleaved (proxy after proxy, then the next
+    repetition) so that the machine's load falls alike on all; then the sums per scenario and proxy."""
+    report[report_key] = []
+    print(f"\n| {title} | proxy | run | requests | failed | worst latency ms | p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for scenario in scenarios:
+        for repetition in range(1, args.repeat + 1):
+            for kind in args.proxies.split(","):
+                print(f"  {title} {scenario} / {kind} ({repetition})", file=sys.stderr)
+                result = run(kind, scenario)
+                result.update(scenario=scenario, proxy=kind, run=repetition)
+                report[report_key].append(result)
+                print(f"| {scenario} | {kind} | {repetition} | {result['total']} | {result['failed']} "
+                      f"| {result['worst_ms']:.0f} | {result['p99_ms']:.1f} |", flush=True)
+    if args.repeat > 1:
+        print(f"\n| {title} | proxy | runs | requests | failed (sum) | runs with a failure | worst latency ms (max) "
+              f"| worst latency ms (median of runs) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for scenario in scenarios:
+            for kind in args.proxies.split(","):
+                runs = [r for r in report[report_key] if r["scenario"] == scenario and r["proxy"] == kind]
+                worst = [r["worst_ms"] for r in runs]
+                print(f"| {scenario} | {kind} | {len(runs)} | {sum(r['total'] for r in runs)} "
+                      f"| {sum(r['failed'] for r in runs)} | {sum(1 for r in runs if r['failed'])} "
+                      f"| {max(worst):.0f} | {statistics.median(worst):.0f} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", default=os.path.join(ROOT, "target/release/mend-demo"))
+    parser.add_argument("--mend-proxy", default=MEND_BUILDS["mend-proxy"], help="the proxy example binary")
+    parser.add_argument("--build", action="append", default=[], metavar="LABEL=PATH",
+                        help="another mend-proxy build, to run beside the others (name LABEL in --proxies)")
+    parser.add_argument("--proxies", default="mend-proxy,nginx,haproxy",
+                        help="comma-separated proxies (mend-proxy, nginx, haproxy, --build labels); "
+                             "the throughput table's ratios need nginx")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each failover scenario per proxy")
+    parser.add_argument("--fragile-seconds", type=int, default=10)
+    parser.add_argument("--fragile-connections", type=int, default=16, help="hey's connections (fragile table)")
+    parser.add_argument("--skip-fragile", action="store_true")
+    parser.add_argument("--only-fragile", action="store_true")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--failover-seconds", type=float, default=4.0)
@@ -311,9 +469,25 @@ def main():
     parser.add_argument("--skip-failover", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
+    MEND_BUILDS["mend-proxy"] = args.mend_proxy
+    for build in args.build:
+        label, _, path = build.partition("=")
+        if not label or not path or label in ("nginx", "haproxy", "haproxy-active"):
+            parser.error(f"--build {build!r}: expected LABEL=PATH with a label other than nginx, haproxy and haproxy-active")
+        if not os.access(path, os.X_OK):
+            parser.error(f"--build {build!r}: {path} is not an executable")
+        MEND_BUILDS[label] = path
+    for kind in args.proxies.split(","):
+        if kind not in MEND_BUILDS and kind not in ("nginx", "haproxy", "haproxy-active"):
+            parser.error(f"--proxies: unknown proxy {kind!r} (mend-proxy, nginx, haproxy, haproxy-active "
+                         f"or a --build label)")
+    if args.only_fragile:
+        args.skip_throughput = args.skip_failover = True
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_throughput:
+            if "nginx" not in args.proxies.split(","):
+                parser.error("--proxies: the throughput table needs nginx (its ratios are to nginx)")
             ups = [free_port(), free_port()]
             replicas = [Replica(args.demo, port) for port in ups]
             for replica in replicas:
@@ -334,17 +508,11 @@ def main():
                 print(f"| {row['name']} | {row['workers']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
                       f"| {cpu} | {row['rps'] / ref['rps']:.2f}× | {row['p99_ms'] / ref['p99_ms']:.2f}× | {cpu_ratio} |")
         if not args.skip_failover:
-            report["failover"] = []
-            print("\n| scenario | proxy | requests | failed | worst latency ms | p99 ms |")
-            print("| --- | --- | --- | --- | --- | --- |")
-            for scenario in ("kill -9", "SIGSTOP", "rolling restart"):
-                for kind in ("mend-proxy", "nginx", "haproxy"):
-                    print(f"  {scenario} / {kind}", file=sys.stderr)
-                    result = failover(kind, scenario, args, args.demo, tmp)
-                    result.update(scenario=scenario, proxy=kind)
-                    report["failover"].append(result)
-                    print(f"| {scenario} | {kind} | {result['total']} | {result['failed']} | {result['worst_ms']:.0f} "
-                          f"| {result['p99_ms']:.1f} |", flush=True)
+            failover_table("scenario", FAULTS, lambda kind, scenario: failover(kind, scenario, args, args.demo, tmp),
+                           args, "failover", report)
+        if not args.skip_fragile:
+            failover_table(f"fragile replicas, hey -c {args.fragile_connections}", ("no fault",) + FAULTS,
+                           lambda kind, scenario: fragile_failover(kind, scenario, args, tmp), args, "fragile", report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

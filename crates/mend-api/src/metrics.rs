@@ -251,13 +251,14 @@ pub(crate) fn render(
 
 /// The families the traffic stage samples from its proxies into the series store every second
 /// (`mend::traffic`), exported here too so that a Prometheus scraping mend sees them: name, type, help.
-const PROXY_FAMILIES: [(&str, &str, &str); 12] = [
+const PROXY_FAMILIES: [(&str, &str, &str); 14] = [
     ("mend_proxy_requests", "counter", "Requests through mend's proxy, by service, release and status class"),
     (
         "mend_proxy_request_duration_seconds",
         "histogram",
         "Request latency through mend's proxy, by service and release",
     ),
+    ("mend_proxy_grpc_requests", "counter", "gRPC responses through mend's proxy, by service, release and status code"),
     ("mend_proxy_retries", "counter", "Retries to another replica"),
     ("mend_proxy_retries_denied", "counter", "Retries refused by the retry budget"),
     ("mend_proxy_connections_open", "gauge", "Client connections open"),
@@ -266,6 +267,11 @@ const PROXY_FAMILIES: [(&str, &str, &str); 12] = [
     ("mend_proxy_backend_ejected", "gauge", "1 while a replica is ejected"),
     ("mend_proxy_backend_ejections", "counter", "Ejections of a replica"),
     ("mend_proxy_backend_attempts", "counter", "Attempts on a replica, by status class"),
+    (
+        "mend_proxy_backend_busy",
+        "counter",
+        "Attempts a replica was too busy to accept (a full accept queue: at capacity, not failing)",
+    ),
     ("mend_proxy_edge_requests", "counter", "Requests from a calling service (x-mend-caller) to a service"),
     ("mend_proxy_edge_errors", "counter", "5xx answers to a calling service"),
 ];

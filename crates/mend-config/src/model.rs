@@ -424,6 +424,15 @@ impl Service {
     }
 }
 
+/// What the proxy speaks to the replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge, as gRPC servers speak.
+    H2c,
+}
+
 /// Load balancing across a release's ready replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadBalancing {
@@ -440,6 +449,8 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     /// Load balancing.
     pub load_balancing: Option<LoadBalancing>,
+    /// What the replicas speak (clients may speak HTTP/1.1 or h2c either way).
+    pub upstream_protocol: Option<UpstreamProtocol>,
     /// Bound on connecting to a replica.
     pub connect_timeout: Option<Duration>,
     /// Per-attempt bound on waiting for response headers while a retry is possible.

@@ -51,6 +51,7 @@ pub(crate) struct RawService {
 pub(crate) struct RawProxy {
     pub(crate) listen: Option<String>,
     pub(crate) load_balancing: Option<String>,
+    pub(crate) upstream_protocol: Option<String>,
     pub(crate) connect_timeout: Option<String>,
     pub(crate) attempt_timeout: Option<String>,
     pub(crate) request_timeout: Option<String>,

@@ -17,7 +17,8 @@ use crate::error::{ConfigError, ConfigErrors, LineIndex};
 use crate::model::{
     Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,
     Detect, Forecast, HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings,
-    RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, parse_size, split_host_port,
+    RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, UpstreamProtocol, parse_size,
+    split_host_port,
 };
 use crate::raw::{
     FloatOrString, IntOrString, RawApi, RawCanary, RawDetect, RawForecast, RawProbe, RawProxy, RawRule, RawScrape,
@@ -1062,6 +1063,18 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
             None
         }
     };
+    let upstream_protocol = match raw.upstream_protocol.as_deref() {
+        None => None,
+        Some("http1") => Some(UpstreamProtocol::Http1),
+        Some("h2c") => Some(UpstreamProtocol::H2c),
+        Some(other) => {
+            problems.add(
+                &path.key("upstream_protocol"),
+                format!("unknown upstream protocol {other:?} (allowed: \"http1\", \"h2c\")"),
+            );
+            None
+        }
+    };
     let mut optional_duration = |key: &str, value: &Option<String>| -> Option<Duration> {
         let parsed = duration(problems, &path.key(key), value.as_ref(), Duration::ZERO)?;
         value.as_ref().map(|_| parsed)
@@ -1114,6 +1127,7 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
     Some(ProxySettings {
         listen: listen?,
         load_balancing,
+        upstream_protocol,
         connect_timeout,
         attempt_timeout,
         request_timeout,

@@ -395,6 +395,7 @@ env = { VERSION = "1", REGION = "eu" }
 [service.web.proxy]
 listen = "127.0.0.1:8080"
 load_balancing = "round_robin"
+upstream_protocol = "h2c"
 attempt_timeout = "100ms"
 max_attempts = 2
 [service.web.canary]
@@ -418,6 +419,7 @@ pin_cookie = "canary=yes"
     let proxy = web.proxy.as_ref().expect("proxy");
     assert_eq!(proxy.listen.port(), 8080);
     assert_eq!(proxy.load_balancing, Some(mend_config::LoadBalancing::RoundRobin));
+    assert_eq!(proxy.upstream_protocol, Some(mend_config::UpstreamProtocol::H2c));
     assert_eq!(proxy.attempt_timeout, Some(Duration::from_millis(100)));
     assert_eq!(proxy.connect_timeout, None, "unset knobs keep the proxy's defaults");
 }
@@ -433,6 +435,7 @@ ports = "9101-9102"
 listen = "127.0.0.1:8080"
 load_balancing = "random"
 retry_budget = 3.0
+upstream_protocol = "h2"
 [service.web.canary]
 weight = 101
 pin_header = "x-canary"
@@ -446,9 +449,10 @@ replicas = 1
         &[
             "mend.toml:8:18: service.web.proxy.load_balancing: unknown load balancing \"random\" (allowed: \"least_request\", \"round_robin\")",
             "mend.toml:9:16: service.web.proxy.retry_budget: 3 is out of range (allowed: 0.0 to 1.0, a fraction of the request rate)",
-            "mend.toml:11:10: service.web.canary.weight: 101 is out of range (allowed: 0 to 100)",
-            "mend.toml:12:14: service.web.canary.pin_header: invalid pin \"x-canary\" (expected \"x-canary: 1\")",
-            "mend.toml:15:14: service.api.canary: a canary needs [service.NAME.proxy]: the proxy is what splits the traffic",
+            "mend.toml:10:21: service.web.proxy.upstream_protocol: unknown upstream protocol \"h2\" (allowed: \"http1\", \"h2c\")",
+            "mend.toml:12:10: service.web.canary.weight: 101 is out of range (allowed: 0 to 100)",
+            "mend.toml:13:14: service.web.canary.pin_header: invalid pin \"x-canary\" (expected \"x-canary: 1\")",
+            "mend.toml:16:14: service.api.canary: a canary needs [service.NAME.proxy]: the proxy is what splits the traffic",
         ],
     );
     // Valid sections that collide: ports for the canary, the API's port, another service's ports.

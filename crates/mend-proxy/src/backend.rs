@@ -12,6 +12,7 @@ use crate::clock::Nanos;
 use crate::route::BackendId;
 use crate::stats::{Counters, EjectionReason, N_SHARDS, thread_pinned, thread_shard};
 use crate::upstream::Conn;
+use crate::upstream_h2::H2Sender;
 
 /// A backend as the proxy tracks it. Shared (`Arc`) by the route snapshots and the requests in flight.
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub(crate) struct BackendState {
     /// Idle connections, sharded by thread like the counters: a request looks in its own thread's shard
     /// first, so two worker threads do not pass one mutex and vector back and forth.
     pool: Box<[Mutex<Vec<IdleConnection>>; N_SHARDS]>,
+    /// HTTP/2 backends: the connection of each event loop (by shard, as the pool), shared by its requests.
+    h2: Box<[Mutex<Option<H2Sender>>; N_SHARDS]>,
 }
 
 #[derive(Debug)]
@@ -72,12 +75,14 @@ impl BackendState {
             ejections: AtomicU64::new(0),
             last_ejection: Mutex::new(None),
             pool: Box::new(std::array::from_fn(|_| Mutex::new(Vec::new()))),
+            h2: Box::new(std::array::from_fn(|_| Mutex::new(None))),
         }
     }
 
-    /// Whether a new attempt may go here now.
-    pub(crate) fn is_eligible(&self, now: Nanos) -> bool {
-        !self.draining.load(Relaxed) && now.0 >= self.ejected_until.load(Relaxed)
+    /// Whether a new attempt may go here now; in `panic` (too few backends free of ejection), an ejected
+    /// backend may too.
+    pub(crate) fn is_eligible(&self, now: Nanos, panic: bool) -> bool {
+        !self.draining.load(Relaxed) && (panic || now.0 >= self.ejected_until.load(Relaxed))
     }
 
     pub(crate) fn is_ejected(&self, now: Nanos) -> bool {
@@ -144,12 +149,43 @@ impl BackendState {
         }
     }
 
-    /// Closes every idle connection (drain, ejection, removal).
+    /// Closes every idle connection (drain, ejection, removal); an HTTP/2 connection is let go, and
+    /// closes once its streams in flight have ended.
     pub(crate) fn close_idle(&self) {
         for shard in self.pool.iter() {
             let idle = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
             drop(idle);
         }
+        for shard in self.h2.iter() {
+            let sender = shard.lock().unwrap_or_else(PoisonError::into_inner).take();
+            drop(sender);
+        }
+    }
+
+    /// This event loop's HTTP/2 connection to the backend, if it has a live one.
+    pub(crate) fn h2_sender(&self) -> Option<H2Sender> {
+        let mut slot = self.h2[thread_shard()].lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps a new HTTP/2 connection for this event loop's next requests, unless the backend is leaving.
+    pub(crate) fn h2_keep(&self, sender: H2Sender) {
+        if self.draining.load(Relaxed) || self.removed.load(Relaxed) {
+            return;
+        }
+        *self.h2[thread_shard()].lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+    }
+
+    /// Drops this event loop's HTTP/2 connection (it closed).
+    pub(crate) fn h2_forget(&self) {
+        self.h2[thread_shard()].lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 
     /// Records the outcome of an attempt for outlier detection; returns true when this failure reaches

@@ -37,7 +37,7 @@ struct CompiledSplit {
 }
 
 /// The backends a request already tried, by address of their state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Tried {
     ptrs: [usize; MAX_TRIED],
     len: usize,
@@ -61,6 +61,8 @@ impl Tried {
 pub(crate) struct PickParams {
     pub(crate) policy: LoadBalancing,
     pub(crate) slow_start: Duration,
+    /// `OutlierPolicy::panic_threshold_percent`.
+    pub(crate) panic_threshold: u8,
     pub(crate) now: Nanos,
 }
 
@@ -106,13 +108,51 @@ impl RouteState {
     }
 
     /// A backend of `pool_idx` (or, if it has none eligible, of the other pool) not yet tried.
+    ///
+    /// Never nothing because of ejections: when too few backends are free of ejection (Envoy's panic
+    /// threshold), ejected ones are eligible again, so a table with a backend that is not draining always
+    /// gives one to a request that has tried none.
     pub(crate) fn pick(&self, pool_idx: usize, tried: &Tried, params: PickParams) -> Option<&BackendRef> {
-        self.pick_in(&self.pools[pool_idx & 1], tried, params)
-            .or_else(|| self.pick_in(&self.pools[(pool_idx + 1) & 1], tried, params))
+        let panic = self.panic(params.now, params.panic_threshold);
+        self.pick_in(&self.pools[pool_idx & 1], tried, params, panic)
+            .or_else(|| self.pick_in(&self.pools[(pool_idx + 1) & 1], tried, params, panic))
     }
 
-    fn pick_in<'a>(&self, pool: &'a [BackendRef], tried: &Tried, params: PickParams) -> Option<&'a BackendRef> {
-        let eligible = |backend: &&BackendRef| backend.is_eligible(params.now) && !tried.contains(backend);
+    /// Whether ejections are ignored: fewer than `threshold` percent of the backends that are not
+    /// draining are free of ejection, or none is. One pass over the table's (few) backends, two atomic
+    /// loads each.
+    fn panic(&self, now: Nanos, threshold: u8) -> bool {
+        let (mut n_available, mut n_healthy) = (0usize, 0usize);
+        for backend in &self.all {
+            if !backend.draining.load(Relaxed) {
+                n_available += 1;
+                n_healthy += usize::from(!backend.is_ejected(now));
+            }
+        }
+        n_healthy < n_available && (n_healthy == 0 || n_healthy * 100 < n_available * usize::from(threshold))
+    }
+
+    /// Whether one more backend may be ejected now: at most `max_percent` of the backends that are not
+    /// draining would then be ejected, and never all of them.
+    pub(crate) fn may_eject(&self, now: Nanos, max_percent: u8) -> bool {
+        let (mut n_available, mut n_ejected) = (0usize, 0usize);
+        for backend in &self.all {
+            if !backend.draining.load(Relaxed) {
+                n_available += 1;
+                n_ejected += usize::from(backend.is_ejected(now));
+            }
+        }
+        n_ejected + 1 < n_available && (n_ejected + 1) * 100 <= n_available * usize::from(max_percent)
+    }
+
+    fn pick_in<'a>(
+        &self,
+        pool: &'a [BackendRef],
+        tried: &Tried,
+        params: PickParams,
+        panic: bool,
+    ) -> Option<&'a BackendRef> {
+        let eligible = |backend: &&BackendRef| backend.is_eligible(params.now, panic) && !tried.contains(backend);
         let weight = |backend: &BackendRef| backend.effective_weight(params.now, params.slow_start);
         let mut n_eligible = 0usize;
         let mut total = 0u64;
@@ -203,7 +243,7 @@ mod tests {
     }
 
     fn params(policy: LoadBalancing) -> PickParams {
-        PickParams { policy, slow_start: Duration::ZERO, now: Nanos(1) }
+        PickParams { policy, slow_start: Duration::ZERO, panic_threshold: 50, now: Nanos(1) }
     }
 
     /// Picks `n` times from pool 0 and counts per backend index.
@@ -261,6 +301,143 @@ mod tests {
         assert_eq!(picked, Some(2));
         tried.push(&routes.all[2]);
         assert!(routes.pick(0, &tried, params(LoadBalancing::LeastRequest)).is_none());
+    }
+
+    #[test]
+    fn ejections_hold_until_too_few_backends_are_left_then_panic_routes_to_all() {
+        let routes = RouteState::new((0..4).map(|index| state(Release::Stable, index, 1)).collect(), None);
+        let now = params(LoadBalancing::RoundRobin).now;
+        let eject = |idx: usize| routes.all[idx].ejected_until.store(now.0 + 10, Relaxed);
+        assert!(routes.may_eject(now, 50));
+        eject(0);
+        assert!(routes.may_eject(now, 50), "2 of 4 may be ejected");
+        eject(1);
+        assert!(!routes.may_eject(now, 50), "not a third");
+        assert!(!routes.panic(now, 50), "half are healthy");
+        assert_eq!(shares(&routes, LoadBalancing::RoundRobin, 100)[..2], [0, 0], "ejected backends get nothing");
+        // One of the healthy ones drains: 1 of 3 left healthy is below the threshold.
+        routes.all[2].draining.store(true, Relaxed);
+        assert!(routes.panic(now, 50));
+        let counts = shares(&routes, LoadBalancing::RoundRobin, 300);
+        assert!(counts[0] > 0 && counts[1] > 0 && counts[2] == 0 && counts[3] > 0, "{counts:?}");
+        // With a threshold of 0, panic only when no backend is healthy.
+        assert!(!routes.panic(now, 0));
+        routes.all[3].draining.store(true, Relaxed);
+        assert!(routes.panic(now, 0));
+        assert!(!routes.may_eject(now, 100), "never all of them");
+    }
+
+    /// One step of the model-based test below.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A replica joins the table (canary when true).
+        Add(bool),
+        /// The table loses one.
+        Remove(usize),
+        /// Outlier detection asks to eject one (the proxy's policy decides).
+        Eject(usize),
+        /// An ejection happens regardless of the policy (as racing ejections could do).
+        ForceEject(usize),
+        /// An ejection ends.
+        Recover(usize),
+        /// One is drained before a planned stop.
+        Drain(usize),
+        /// Time passes (ejections run out).
+        Wait(u64),
+        /// The canary split comes or goes.
+        Split(bool),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            2 => any::<bool>().prop_map(Op::Add),
+            2 => (0..8usize).prop_map(Op::Remove),
+            3 => (0..8usize).prop_map(Op::Eject),
+            1 => (0..8usize).prop_map(Op::ForceEject),
+            1 => (0..8usize).prop_map(Op::Recover),
+            1 => (0..8usize).prop_map(Op::Drain),
+            1 => (0..3000u64).prop_map(Op::Wait),
+            1 => any::<bool>().prop_map(Op::Split),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Issue 12: whatever the order of ejections, removals, additions, recoveries and drains, a table
+        /// with a backend that is not draining always routes a fresh request somewhere (in either
+        /// release), never to a draining backend, and to an ejected one only in panic.
+        #[test]
+        fn issue_12_ejection_never_leaves_a_pool_without_a_backend(
+            ops in proptest::collection::vec(op(), 1..60),
+            threshold in 0u8..=100,
+            max_percent in 0u8..=100,
+        ) {
+            const EJECTION: u64 = 1_000_000_000;
+            let mut now = Nanos(1);
+            let mut members: Vec<BackendRef> = vec![state(Release::Stable, 0, 1)];
+            let mut next_index = 1;
+            let mut split = false;
+            let canary = CanarySplit { weight_percent: 50, pin_header: None, pin_cookie: None };
+            let mut routes = RouteState::new(members.clone(), None);
+            for op in ops {
+                let mut rebuild = false;
+                match op {
+                    Op::Add(is_canary) => {
+                        let release = if is_canary { Release::Canary } else { Release::Stable };
+                        members.push(state(release, next_index, 1));
+                        next_index += 1;
+                        rebuild = true;
+                    }
+                    Op::Remove(idx) if !members.is_empty() => {
+                        members.remove(idx % members.len());
+                        rebuild = true;
+                    }
+                    Op::Eject(idx) if !members.is_empty() => {
+                        let backend = &members[idx % members.len()];
+                        if !backend.draining.load(Relaxed) && !backend.is_ejected(now) && routes.may_eject(now, max_percent) {
+                            backend.ejected_until.store(now.0 + EJECTION, Relaxed);
+                        }
+                    }
+                    Op::ForceEject(idx) if !members.is_empty() => {
+                        members[idx % members.len()].ejected_until.store(now.0 + EJECTION, Relaxed);
+                    }
+                    Op::Recover(idx) if !members.is_empty() => {
+                        members[idx % members.len()].ejected_until.store(0, Relaxed);
+                    }
+                    Op::Drain(idx) if !members.is_empty() => {
+                        members[idx % members.len()].draining.store(true, Relaxed);
+                    }
+                    Op::Wait(millis) => now = Nanos(now.0 + millis * 1_000_000),
+                    Op::Split(on) => {
+                        split = on;
+                        rebuild = true;
+                    }
+                    _ => {}
+                }
+                if rebuild {
+                    routes = RouteState::new(members.clone(), split.then_some(&canary));
+                }
+                let available: Vec<&BackendRef> = members.iter().filter(|b| !b.draining.load(Relaxed)).collect();
+                let n_healthy = available.iter().filter(|b| !b.is_ejected(now)).count();
+                let panic = n_healthy == 0 || n_healthy * 100 < available.len() * usize::from(threshold);
+                let pick_params = PickParams {
+                    policy: LoadBalancing::LeastRequest,
+                    slow_start: Duration::ZERO,
+                    panic_threshold: threshold,
+                    now,
+                };
+                for pool_idx in 0..2 {
+                    for _ in 0..4 {
+                        let picked = routes.pick(pool_idx, &Tried::default(), pick_params);
+                        proptest::prop_assert_eq!(picked.is_some(), !available.is_empty());
+                        if let Some(picked) = picked {
+                            proptest::prop_assert!(!picked.draining.load(Relaxed));
+                            proptest::prop_assert!(panic || !picked.is_ejected(now), "an ejected backend outside panic");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

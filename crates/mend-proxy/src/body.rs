@@ -164,6 +164,8 @@ enum ResponseInner {
     Local(Option<Bytes>),
     /// A backend's response; the exchange is finished (counters, in-flight, pool) when it ends.
     Upstream { body: UpstreamBody, exchange: Exchange },
+    /// An HTTP/2 backend's response, streamed from its connection's task.
+    UpstreamH2 { body: Incoming, exchange: Exchange },
 }
 
 impl ProxyBody {
@@ -177,14 +179,30 @@ impl ProxyBody {
         Self { inner: ResponseInner::Upstream { body, exchange }, _activity: None }
     }
 
+    /// An HTTP/2 backend's response; the exchange keeps the client connection counted busy.
+    pub(crate) fn upstream_h2(body: Incoming, exchange: Exchange) -> Self {
+        Self { inner: ResponseInner::UpstreamH2 { body, exchange }, _activity: None }
+    }
+
     /// Ends the exchange; the connection returns to the pool when `clean` and reusable.
     fn finish(&mut self, clean: bool) {
-        if let ResponseInner::Upstream { body, exchange } =
-            std::mem::replace(&mut self.inner, ResponseInner::Local(None))
-        {
-            let clean = clean && body.is_end_stream();
-            exchange.finish(clean, if clean { body.into_reusable() } else { None });
+        match std::mem::replace(&mut self.inner, ResponseInner::Local(None)) {
+            ResponseInner::Upstream { body, exchange } => {
+                let clean = clean && body.is_end_stream();
+                exchange.finish(clean, if clean { body.into_reusable() } else { None });
+            }
+            ResponseInner::UpstreamH2 { exchange, .. } => exchange.finish(clean, None),
+            ResponseInner::Local(_) => {}
         }
+    }
+}
+
+/// Passes a backend's frame on, noting a gRPC status in trailers.
+fn observe(frame: &Frame<Bytes>, exchange: &mut Exchange) {
+    if exchange.wants_trailers()
+        && let Some(trailers) = frame.trailers_ref()
+    {
+        exchange.observe_trailers(trailers);
     }
 }
 
@@ -196,7 +214,7 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         match &mut this.inner {
             ResponseInner::Local(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            ResponseInner::Upstream { body, .. } => {
+            ResponseInner::Upstream { body, exchange } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 let end = body.is_end_stream();
                 match frame {
@@ -209,6 +227,28 @@ impl Body for ProxyBody {
                         Poll::Ready(Some(Err(error.into())))
                     }
                     Some(Ok(frame)) => {
+                        observe(&frame, exchange);
+                        if end {
+                            this.finish(true);
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                }
+            }
+            ResponseInner::UpstreamH2 { body, exchange } => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let end = body.is_end_stream();
+                match frame {
+                    None => {
+                        this.finish(true);
+                        Poll::Ready(None)
+                    }
+                    Some(Err(error)) => {
+                        this.finish(false);
+                        Poll::Ready(Some(Err(error.into())))
+                    }
+                    Some(Ok(frame)) => {
+                        observe(&frame, exchange);
                         if end {
                             this.finish(true);
                         }
@@ -223,6 +263,7 @@ impl Body for ProxyBody {
         match &self.inner {
             ResponseInner::Local(bytes) => bytes.is_none(),
             ResponseInner::Upstream { body, .. } => body.is_end_stream(),
+            ResponseInner::UpstreamH2 { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -230,6 +271,7 @@ impl Body for ProxyBody {
         match &self.inner {
             ResponseInner::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64)),
             ResponseInner::Upstream { body, .. } => body.size_hint(),
+            ResponseInner::UpstreamH2 { body, .. } => body.size_hint(),
         }
     }
 }

@@ -13,11 +13,22 @@ use crate::error::ProxyError;
 pub struct ProxyConfig {
     /// Address the proxy listens on (port 0 picks a free port; see `ProxyHandle::local_addr`).
     pub listen: SocketAddr,
-    /// Bound on establishing a TCP connection to a backend. Default 250 ms: backends are local or in the
-    /// same data centre, where a connect either completes in well under a millisecond or is refused at
-    /// once; a connect that takes longer means a full accept queue or a lost SYN (whose first
-    /// retransmission comes only after 1 s), and another replica answers sooner.
+    /// Bound on establishing a TCP connection to a backend that is not on a loopback address (those get
+    /// `loopback_connect_timeout`). Default 250 ms: backends are local or in the same data centre, where
+    /// a connect either completes in well under a millisecond or is refused at once; a connect that
+    /// takes longer means a full accept queue (Linux drops the SYN, and resends it only after 1 s). Such
+    /// a backend is busy, not dead: the attempt is not held against it (no ejection), and the request
+    /// goes to another backend or, with none left, waits for room (a response ending, or a short
+    /// back-off: `RetryPolicy::backoff_base`) and connects afresh.
     pub connect_timeout: Duration,
+    /// `connect_timeout` for backends on a loopback address (mend's replicas), where the handshake
+    /// completes inside the connecting call unless the accept queue was full and the kernel dropped the
+    /// SYN (then nothing comes for a second). Default 25 ms: a request turned away by a full queue tries
+    /// again soon rather than after 250 ms, which cut the worst latency in front of servers with a
+    /// backlog of 5 from 0.5–1.5 s to 0.1–0.4 s, at the price of a p99 of about this timeout while
+    /// queues overflow (BENCHMARKS.md, "fragile replicas"). mend sets both fields from the service's
+    /// `connect_timeout` when the file sets it.
+    pub loopback_connect_timeout: Duration,
     /// Per-attempt bound on waiting for a backend's response headers while a retry is still possible
     /// (idempotent request, another eligible backend, attempts and retry budget left). Default 250 ms:
     /// a hung backend then costs at most 250 ms before the request goes to another replica, so the worst
@@ -66,6 +77,21 @@ pub struct ProxyConfig {
     /// usual server keep-alive timeouts (nginx 75 s, Node 5 s is the notable exception and shows up as a
     /// reset that is retried).
     pub upstream_idle_timeout: Duration,
+    /// What the backends speak. Default HTTP/1.1; gRPC services need h2c. Clients may speak either
+    /// HTTP/1.1 or HTTP/2 with prior knowledge (h2c) whatever this is.
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+/// The protocol the proxy speaks to a service's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, connections pooled per backend (one request at a time on each). The default.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge: one multiplexed connection per backend and event loop.
+    /// Needed for gRPC, whose requests are retried when a backend answers `UNAVAILABLE` without
+    /// processing them, and whose status codes are counted per release.
+    H2c,
 }
 
 /// How a backend is chosen among the eligible ones of a release.
@@ -90,6 +116,15 @@ pub struct RetryPolicy {
     /// Retries allowed per second regardless of the ratio, so that a low-traffic service can still
     /// retry. Default 10 (Linkerd).
     pub min_retries_per_second: u32,
+    /// When every backend a request could go to has just failed it without processing it (refused,
+    /// reset, or too busy to accept the connection), the request waits a random time of up to
+    /// `backoff_base × 2^n` (capped at `backoff_max`; "full jitter") and tries again, within its
+    /// `request_timeout` and the retry budget, instead of failing at once: a replica being restarted
+    /// or one whose accept queue overflowed a moment ago is usually there again within milliseconds.
+    /// Default 25 ms (Envoy's retry back-off base).
+    pub backoff_base: Duration,
+    /// Cap on one back-off. Default 250 ms (Envoy: 10 × the base).
+    pub backoff_max: Duration,
 }
 
 /// Passive health checking: eject backends that keep failing.
@@ -107,14 +142,26 @@ pub struct OutlierPolicy {
     /// At most this percentage of the backends are ejected at once, and never the last one. Default 50
     /// (Envoy: 10 % but at least one): with two replicas, one may be ejected.
     pub max_ejection_percent: u8,
+    /// When fewer than this percentage of the backends that are not draining are free of ejection
+    /// (replicas were removed while others were ejected, say), ejections are ignored and every such
+    /// backend is routed to again: Envoy's panic threshold, and its default, 50. Whatever the value, a
+    /// table with a backend that is not draining never routes to nothing because of ejections.
+    pub panic_threshold_percent: u8,
 }
 
 impl ProxyConfig {
+    /// The connect timeout for a backend at `addr`: `loopback_connect_timeout` on a loopback address
+    /// (127.0.0.0/8, ::1), `connect_timeout` elsewhere.
+    pub(crate) fn connect_timeout_for(&self, addr: SocketAddr) -> Duration {
+        if addr.ip().is_loopback() { self.loopback_connect_timeout } else { self.connect_timeout }
+    }
+
     /// The defaults described on each field, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
             connect_timeout: Duration::from_millis(250),
+            loopback_connect_timeout: Duration::from_millis(25),
             attempt_timeout: Duration::from_millis(250),
             request_timeout: Duration::from_secs(15),
             client_idle_timeout: Duration::from_secs(60),
@@ -129,6 +176,7 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(30),
             max_idle_per_backend: 256,
             upstream_idle_timeout: Duration::from_secs(30),
+            upstream_protocol: UpstreamProtocol::Http1,
         }
     }
 
@@ -150,11 +198,18 @@ impl ProxyConfig {
         if self.outlier.max_ejection_percent > 100 {
             return invalid("outlier.max_ejection_percent", "must be within 0..=100");
         }
+        if self.outlier.panic_threshold_percent > 100 {
+            return invalid("outlier.panic_threshold_percent", "must be within 0..=100");
+        }
+        if self.retry.backoff_base > self.retry.backoff_max {
+            return invalid("retry.backoff_base", "must not exceed retry.backoff_max");
+        }
         if self.outlier.consecutive_failures == 0 {
             return invalid("outlier.consecutive_failures", "must be at least 1");
         }
         for (field, value) in [
             ("connect_timeout", self.connect_timeout),
+            ("loopback_connect_timeout", self.loopback_connect_timeout),
             ("attempt_timeout", self.attempt_timeout),
             ("request_timeout", self.request_timeout),
             ("client_idle_timeout", self.client_idle_timeout),
@@ -173,7 +228,13 @@ const MIN_HEADER_BYTES: usize = 8192;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 3, budget_ratio: 0.2, min_retries_per_second: 10 }
+        Self {
+            max_attempts: 3,
+            budget_ratio: 0.2,
+            min_retries_per_second: 10,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+        }
     }
 }
 
@@ -184,6 +245,7 @@ impl Default for OutlierPolicy {
             base_ejection: Duration::from_secs(5),
             max_ejection: Duration::from_secs(60),
             max_ejection_percent: 50,
+            panic_threshold_percent: 50,
         }
     }
 }
@@ -210,6 +272,40 @@ mod tests {
             |c| c.outlier.max_ejection_percent = 101,
             Some("invalid outlier.max_ejection_percent: must be within 0..=100"),
         );
+        check(
+            |c| c.outlier.panic_threshold_percent = 101,
+            Some("invalid outlier.panic_threshold_percent: must be within 0..=100"),
+        );
+        check(
+            |c| c.retry.backoff_base = Duration::from_secs(1),
+            Some("invalid retry.backoff_base: must not exceed retry.backoff_max"),
+        );
         check(|c| c.attempt_timeout = Duration::ZERO, Some("invalid attempt_timeout: must be greater than zero"));
+        check(
+            |c| c.loopback_connect_timeout = Duration::ZERO,
+            Some("invalid loopback_connect_timeout: must be greater than zero"),
+        );
+    }
+
+    #[test]
+    fn loopback_backends_get_their_own_connect_timeout() {
+        let mut cfg = ProxyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        cfg.connect_timeout = Duration::from_millis(300);
+        cfg.loopback_connect_timeout = Duration::from_millis(20);
+        for (addr, expected) in [
+            ("127.0.0.1:8080", 20),
+            ("127.1.2.3:8080", 20),
+            ("[::1]:8080", 20),
+            ("10.0.0.7:8080", 300),
+            ("192.168.1.2:80", 300),
+            ("[2001:db8::1]:443", 300),
+            ("0.0.0.0:8080", 300),
+        ] {
+            let addr: SocketAddr = addr.parse().expect("test address");
+            assert_eq!(cfg.connect_timeout_for(addr), Duration::from_millis(expected), "{addr}");
+        }
+        // Either may be the longer one: a loopback backend is not held to the remote bound.
+        cfg.loopback_connect_timeout = Duration::from_secs(1);
+        assert_eq!(cfg.connect_timeout_for("127.0.0.1:1".parse().expect("test address")), Duration::from_secs(1));
     }
 }

@@ -7,6 +7,7 @@ use std::future::poll_fn;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
@@ -21,11 +22,13 @@ use crate::backend::{BackendRef, InFlight};
 use crate::balancer::{MAX_TRIED, PickParams, Tried};
 use crate::body::{BodyFailure, ProxyBody, RequestBody, StreamBody};
 use crate::clock::Nanos;
-use crate::headers::{IDEMPOTENCY_KEY, X_MEND_CALLER, requested_upgrade, strip_hop_by_hop};
+use crate::config::{RetryPolicy, UpstreamProtocol};
+use crate::headers::{GRPC_STATUS, IDEMPOTENCY_KEY, X_MEND_CALLER, requested_upgrade, strip_hop_by_hop};
 use crate::proxy::Shared;
 use crate::server::{ActivityGuard, ConnState};
-use crate::stats::{EjectionReason, LocalReason, Outcome};
+use crate::stats::{EjectionReason, GRPC_UNAVAILABLE, GRPC_UNKNOWN, LocalReason, Outcome, grpc_code};
 use crate::upstream::{Call, CallError, Conn, RequestHead, UpstreamBody};
+use crate::upstream_h2;
 
 /// Most attempts per request (`retry.max_attempts` is checked against it).
 pub(crate) const MAX_ATTEMPTS: usize = MAX_TRIED;
@@ -53,9 +56,21 @@ pub(crate) struct Exchange {
     start: Nanos,
     attempt_start: Nanos,
     caller: Option<usize>,
+    grpc: GrpcStatus,
 }
 
 impl Exchange {
+    /// Whether the response's trailers are worth a look (a gRPC response whose status is not known yet).
+    pub(crate) fn wants_trailers(&self) -> bool {
+        self.grpc == GrpcStatus::Pending
+    }
+
+    /// Notes the gRPC status in a response's trailers.
+    pub(crate) fn observe_trailers(&mut self, trailers: &HeaderMap) {
+        self.grpc =
+            GrpcStatus::Known(trailers.get(&GRPC_STATUS).map_or(GRPC_UNKNOWN, |value| grpc_code(value.as_bytes())));
+    }
+
     /// Counts the request, ends the backend's in-flight count and returns a cleanly finished connection
     /// to the pool.
     pub(crate) fn finish(self, clean: bool, conn: Option<Box<Conn>>) {
@@ -69,8 +84,23 @@ impl Exchange {
         if let Some(slot) = self.caller {
             shared.metrics.callers.counters(slot).record(outcome, latency);
         }
+        let grpc = match self.grpc {
+            GrpcStatus::NotGrpc => None,
+            GrpcStatus::Pending => Some(GRPC_UNKNOWN),
+            GrpcStatus::Known(code) => Some(code),
+        };
+        if let Some(code) = grpc {
+            backend.attempts.record_grpc(code);
+            shared.metrics.releases[backend.id.release.idx()].record_grpc(code);
+            if let Some(slot) = self.caller {
+                shared.metrics.callers.counters(slot).record_grpc(code);
+            }
+        }
         if clean && let Some(conn) = conn {
             backend.checkin(conn, now, shared.config.max_idle_per_backend);
+        }
+        if shared.n_waiting.load(Relaxed) > 0 {
+            shared.room.notify_one();
         }
     }
 }
@@ -85,11 +115,16 @@ struct Head {
 }
 
 /// How an attempt ended without a response.
-enum AttemptError {
-    /// No connection; the body comes back unsent.
+pub(crate) enum AttemptError {
+    /// No connection (refused, unreachable); the body comes back unsent.
     Connect(RequestBody),
+    /// The connection was not accepted within the connect timeout: a full accept queue (the kernel
+    /// drops the SYN). The body comes back unsent.
+    Busy(RequestBody),
     /// The connection failed before response headers; the body comes back if no byte was written.
-    Reset(Option<RequestBody>),
+    /// `answered`: some of a response had arrived (or a malformed one), so the backend did handle the
+    /// request.
+    Reset { unsent: Option<RequestBody>, answered: bool },
     /// Our own request body failed (too large, or the client's stream broke): not the backend's fault.
     Body(BodyFailure),
 }
@@ -98,7 +133,7 @@ enum AttemptError {
 /// variants costs nothing worth a box.
 #[expect(clippy::large_enum_variant)]
 enum Step {
-    Done(Result<(Response<()>, Call), AttemptError>),
+    Done(Result<Answer, AttemptError>),
     /// The attempt timed out and a retry on this backend is possible.
     Abandon(BackendRef),
     /// No response within the request timeout.
@@ -168,6 +203,12 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     {
         return Ok(ctx.local(StatusCode::BAD_REQUEST, LocalReason::Refused, b"missing Host header\n", activity));
     }
+    // RFC 9112 §3.2: a request with more than one Host is answered 400 (two hosts could route and be
+    // read differently along the way).
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Ok(ctx.local(StatusCode::BAD_REQUEST, LocalReason::Refused, b"more than one Host header\n", activity));
+    }
     if request.body().size_hint().exact().is_some_and(|length| length > cfg.max_request_body_bytes) {
         return Ok(ctx.local(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -178,6 +219,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     }
 
     let (mut parts, body) = request.into_parts();
+    let version = parts.version;
     // A protocol switch (WebSocket, say) is asked for by a request without a body; the client's side of
     // the tunnel comes from hyper once the 101 went out.
     let upgrade = if body.is_end_stream() && parts.version == Version::HTTP_11 {
@@ -199,7 +241,12 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     let may_retry = cfg.retry.max_attempts > 1;
     let template = if may_retry { body.replay() } else { None };
     let mut tried = Tried::default();
-    let params = |now| PickParams { policy: cfg.load_balancing, slow_start: cfg.slow_start, now };
+    let params = |now| PickParams {
+        policy: cfg.load_balancing,
+        slow_start: cfg.slow_start,
+        panic_threshold: cfg.outlier.panic_threshold_percent,
+        now,
+    };
     let (pool_idx, first) = {
         let routes = shared.routes.load();
         let pool_idx = routes.choose_pool(&head.headers);
@@ -213,20 +260,41 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             activity,
         ));
     };
-    let next_backend = |tried: &Tried| {
-        let now = shared.clock.now();
-        let candidate = shared.routes.load().pick(pool_idx, tried, params(now)).cloned()?;
-        if shared.budget.try_withdraw(now) {
-            Some(candidate)
-        } else {
+    let untried = |tried: &Tried| shared.routes.load().pick(pool_idx, tried, params(shared.clock.now())).cloned();
+    let spend = || {
+        let granted = shared.budget.try_withdraw(shared.clock.now());
+        if !granted {
             shared.metrics.retries_denied.fetch_add(1, Relaxed);
-            None
         }
+        granted
+    };
+    let next_backend = |tried: &Tried| untried(tried).filter(|_| spend());
+    let deadline = start.saturating_add(cfg.request_timeout);
+    // After an attempt the backend did not process: another backend it has not tried (within
+    // `max_attempts` a round), else, when every one failed it without answering, a jittered back-off and
+    // a new round, within its deadline and the retry budget. After a busy attempt the request reached
+    // nobody: going on is waiting for room rather than a retry, and costs the budget nothing (see
+    // `Failed::Busy`).
+    let plan = |tried: &Tried, retry_possible: bool, failed: Failed, n_backoffs: u32| {
+        let pay = || failed == Failed::Busy || spend();
+        if retry_possible && let Some(next) = untried(tried) {
+            return if pay() { Retry::Now(next) } else { Retry::No };
+        }
+        let wake = shared.clock.now().saturating_add(backoff(&cfg.retry, n_backoffs));
+        if !may_retry || failed == Failed::Answered || wake >= deadline || !pay() {
+            return Retry::No;
+        }
+        Retry::After(wake)
     };
 
-    let deadline = start.saturating_add(cfg.request_timeout);
     let mut pending = Some(body);
+    // Attempts in all, and in the current round (a round ends when every backend it could go to failed
+    // it without processing it; the next one starts after a back-off, see `RetryPolicy::backoff_base`).
     let mut attempt = 1;
+    let mut round_attempts = 1;
+    // The backends whose attempts it abandoned for not answering in time.
+    let mut slow = Tried::default();
+    let mut n_backoffs = 0u32;
     let response = loop {
         tried.push(&backend);
         let Some(body) = pending.take().or_else(|| template.as_ref().and_then(RequestBody::replay)) else {
@@ -246,7 +314,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             backend.retries.fetch_add(1, Relaxed);
         }
         let in_flight = backend.begin();
-        let retry_possible = attempt < cfg.retry.max_attempts;
+        let retry_possible = round_attempts < cfg.retry.max_attempts;
         let timeout_retry_possible = retry_possible && idempotent && template.is_some();
         let attempt_deadline = if timeout_retry_possible {
             // At least the configured timeout, and twice the slowest answer lately: a service with slow
@@ -256,18 +324,23 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         } else {
             deadline
         };
-        // Whether a connect that is slow to complete should give way to another backend: only when there
-        // is one to go to (and attempts left).
-        let alternative =
-            || retry_possible && shared.routes.load().pick(pool_idx, &tried, params(shared.clock.now())).is_some();
         let step = {
-            let mut exchange =
-                pin!(send(shared, &backend, request_head, body, idempotent, attempt_start, &alternative));
+            let mut exchange = pin!(dispatch(shared, &backend, request_head, body, idempotent, attempt_start));
             let step = tokio::select! {
                 biased;
                 result = &mut exchange => Step::Done(result),
                 () = conn.deadline(attempt_deadline) => {
-                    match (attempt_deadline < deadline).then(|| next_backend(&tried)).flatten() {
+                    // Another backend it has not tried, else one it tried that turned it away without
+                    // taking it (busy, say; not one that was slow to answer, which may be working on
+                    // it): better than waiting on one that does not answer in time.
+                    let elsewhere = || {
+                        next_backend(&tried).or_else(|| {
+                            let mut skip = slow.clone();
+                            skip.push(&backend);
+                            untried(&skip).filter(|_| spend())
+                        })
+                    };
+                    match (attempt_deadline < deadline).then(elsewhere).flatten() {
                         Some(next) => Step::Abandon(next),
                         None => tokio::select! {
                             biased;
@@ -285,8 +358,10 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             Step::Abandon(next) => {
                 // The attempt's connection closed with its future; go on elsewhere.
                 attempt_failed(shared, &backend, Outcome::Timeout, attempt_start);
+                slow.push(&backend);
                 backend = next;
                 attempt += 1;
+                round_attempts += 1;
                 continue;
             }
             Step::TimedOut => {
@@ -294,32 +369,72 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 break ctx.local(StatusCode::GATEWAY_TIMEOUT, LocalReason::Timeout, b"upstream timed out\n", activity);
             }
         };
+        // How the backend failed the attempt (refused, busy, or closed before a byte of response: then it
+        // did not handle the request, and waiting for it is safe).
+        let mut failed = Failed::Unprocessed;
+        // A retry decided before the request's response was let go (a gRPC `UNAVAILABLE`).
+        let mut decided = None;
         match result {
-            Ok((response, call)) => {
+            Ok(answer) => {
                 let answered = conn.now();
                 shared.slowest.observe(answered.since(attempt_start), answered);
-                let status = response.status();
-                judge(shared, &backend, Outcome::Status(status.as_u16()));
-                let retriable_status =
-                    matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
-                if retriable_status && let Some(next) = next_backend(&tried) {
+                let status = answer.status();
+                let grpc = grpc_status(answer.headers());
+                let unavailable = if grpc == GrpcStatus::Known(GRPC_UNAVAILABLE) {
+                    // gRPC's "the service is unavailable, the request was not processed": retried as a
+                    // refused connection is, for any method, and held against the backend as a 503.
+                    judge(shared, &backend, Outcome::Status(503));
+                    template
+                        .is_some()
+                        .then(|| plan(&tried, retry_possible, Failed::Unprocessed, n_backoffs))
+                        .filter(|retry| !matches!(retry, Retry::No))
+                } else {
+                    judge(shared, &backend, Outcome::Status(status.as_u16()));
+                    None
+                };
+                if let Some(retry) = unavailable {
                     backend.attempts.record(Outcome::Status(status.as_u16()), shared.clock.now().since(attempt_start));
-                    drop((response, call, in_flight));
-                    backend = next;
-                    attempt += 1;
-                    continue;
+                    backend.attempts.record_grpc(GRPC_UNAVAILABLE);
+                    drop((answer, in_flight));
+                    decided = Some(retry);
+                } else {
+                    let retriable_status =
+                        matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
+                    if retriable_status && let Some(next) = next_backend(&tried) {
+                        backend
+                            .attempts
+                            .record(Outcome::Status(status.as_u16()), shared.clock.now().since(attempt_start));
+                        drop((answer, in_flight));
+                        backend = next;
+                        attempt += 1;
+                        round_attempts += 1;
+                        continue;
+                    }
+                    let exchange =
+                        Exchange { activity, in_flight, status: status.as_u16(), start, attempt_start, caller, grpc };
+                    match answer {
+                        Answer::Http1(response, call) => {
+                            if status == StatusCode::SWITCHING_PROTOCOLS
+                                && let Some(on_upgrade) = on_upgrade.take()
+                            {
+                                // Counted as an exchange that ended here: a tunnel is not a request in
+                                // flight, so it neither holds a drain (it ends when the replica stops) nor
+                                // skews least-request.
+                                exchange.finish(false, None);
+                                tokio::spawn(tunnel(on_upgrade, call));
+                                break response.map(|()| ProxyBody::local(b"", None));
+                            }
+                            break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange));
+                        }
+                        Answer::Http2(mut response) => {
+                            if version != Version::HTTP_2 {
+                                // hyper answers in the response's version; an HTTP/1.1 client gets 1.1.
+                                *response.version_mut() = Version::HTTP_11;
+                            }
+                            break response.map(|body| ProxyBody::upstream_h2(body, exchange));
+                        }
+                    }
                 }
-                let exchange = Exchange { activity, in_flight, status: status.as_u16(), start, attempt_start, caller };
-                if status == StatusCode::SWITCHING_PROTOCOLS
-                    && let Some(on_upgrade) = on_upgrade.take()
-                {
-                    // Counted as an exchange that ended here: a tunnel is not a request in flight, so it
-                    // neither holds a drain (it ends when the replica stops) nor skews least-request.
-                    exchange.finish(false, None);
-                    tokio::spawn(tunnel(on_upgrade, call));
-                    break response.map(|()| ProxyBody::local(b"", None));
-                }
-                break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange));
             }
             Err(AttemptError::Body(failure)) => {
                 break body_error_response(&ctx, failure, activity);
@@ -329,7 +444,17 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 judge(shared, &backend, Outcome::ConnectFailure);
                 pending = Some(body);
             }
-            Err(AttemptError::Reset(unsent)) => {
+            Err(AttemptError::Busy(body)) => {
+                // Neither a failure nor a success for outlier detection: a full accept queue says the
+                // backend is at capacity, not that it is gone.
+                attempt_failed(shared, &backend, Outcome::Busy, attempt_start);
+                failed = Failed::Busy;
+                pending = Some(body);
+            }
+            Err(AttemptError::Reset { unsent, answered }) => {
+                if answered {
+                    failed = Failed::Answered;
+                }
                 attempt_failed(shared, &backend, Outcome::Reset, attempt_start);
                 judge(shared, &backend, Outcome::Reset);
                 pending = unsent;
@@ -337,15 +462,136 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         }
         // The attempt failed without a response: retry elsewhere if the request can be sent again.
         let replayable = pending.is_some() || template.is_some();
-        match (retry_possible && replayable).then(|| next_backend(&tried)).flatten() {
-            Some(next) => {
+        if !replayable {
+            break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
+        }
+        match decided.unwrap_or_else(|| plan(&tried, retry_possible, failed, n_backoffs)) {
+            Retry::No => break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity),
+            Retry::Now(next) => {
                 backend = next;
                 attempt += 1;
+                round_attempts += 1;
             }
-            None => break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity),
+            Retry::After(wake) => {
+                n_backoffs += 1;
+                {
+                    // Until a backend has room (a response ended) or the back-off runs out.
+                    let room = shared.room.notified();
+                    shared.n_waiting.fetch_add(1, Relaxed);
+                    tokio::select! {
+                        () = room => {}
+                        () = conn.deadline(wake) => {}
+                    }
+                    shared.n_waiting.fetch_sub(1, Relaxed);
+                    conn.clear_deadline();
+                }
+                tried = Tried::default();
+                let Some(next) = untried(&tried) else {
+                    break ctx.local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        LocalReason::NoBackend,
+                        b"no backend available\n",
+                        activity,
+                    );
+                };
+                backend = next;
+                attempt += 1;
+                round_attempts = 1;
+            }
         }
     };
     Ok(response)
+}
+
+/// How an attempt ended without a response the client gets, for what the request does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// The backend did not take the connection within the connect timeout: its accept queue is full
+    /// (the kernel dropped the SYN). The request reached nobody, so going on (elsewhere, or after a
+    /// back-off) is waiting for room, as a request queued in front of a busy backend waits, not a retry
+    /// that adds load: the retry budget, which bounds the load retries add, is not charged. The request's
+    /// deadline bounds the wait, and the back-off (or a response ending, `Shared::room`) paces it.
+    Busy,
+    /// The backend did not process the request: refused, closed before any byte of response, or a
+    /// gRPC `UNAVAILABLE`.
+    Unprocessed,
+    /// Some of a response had arrived (or a malformed one): the backend handled the request. Only
+    /// another backend may be tried, with no back-off round.
+    Answered,
+}
+
+/// What a request does after an attempt failed without processing it.
+enum Retry {
+    /// Go to this backend, which it has not tried yet.
+    Now(BackendRef),
+    /// Every backend it could go to has just failed it: wait until then, and try them again.
+    After(Nanos),
+    /// Give up.
+    No,
+}
+
+/// A response head, from an HTTP/1.1 or an HTTP/2 backend.
+#[derive(Debug)]
+enum Answer {
+    /// The body is read from the call's connection.
+    Http1(Response<()>, Call),
+    /// The body comes from the HTTP/2 connection's task.
+    Http2(Response<Incoming>),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Http1(response, _) => response.status(),
+            Self::Http2(response) => response.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Self::Http1(response, _) => response.headers(),
+            Self::Http2(response) => response.headers(),
+        }
+    }
+}
+
+/// One attempt on `backend` in the service's upstream protocol.
+async fn dispatch(
+    shared: &Shared,
+    backend: &BackendRef,
+    head: RequestHead<'_>,
+    body: RequestBody,
+    idempotent: bool,
+    now: Nanos,
+) -> Result<Answer, AttemptError> {
+    match shared.config.upstream_protocol {
+        UpstreamProtocol::Http1 => send(shared, backend, head, body, idempotent, now)
+            .await
+            .map(|(response, call)| Answer::Http1(response, call)),
+        UpstreamProtocol::H2c => upstream_h2::send(shared, backend, head, body).await.map(Answer::Http2),
+    }
+}
+
+/// What a response says of its gRPC status so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrpcStatus {
+    /// Not a gRPC response.
+    NotGrpc,
+    /// A gRPC response whose status comes in its trailers.
+    Pending,
+    /// The status, from the trailers or a trailers-only response's headers.
+    Known(u8),
+}
+
+/// The gRPC status a response head carries: by its `content-type` (`application/grpc`, `+proto` and the
+/// like), with `grpc-status` in a trailers-only response.
+fn grpc_status(headers: &HeaderMap) -> GrpcStatus {
+    let is_grpc =
+        headers.get(header::CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+    if !is_grpc {
+        return GrpcStatus::NotGrpc;
+    }
+    headers.get(&GRPC_STATUS).map_or(GrpcStatus::Pending, |value| GrpcStatus::Known(grpc_code(value.as_bytes())))
 }
 
 /// Copies bytes both ways between the client and the backend after a protocol switch, until either side
@@ -385,6 +631,15 @@ fn body_error_response(ctx: &Ctx<'_>, failure: BodyFailure, activity: ActivityGu
             ctx.local(StatusCode::BAD_REQUEST, LocalReason::Refused, b"request body unreadable\n", activity)
         }
     }
+}
+
+/// How long to wait before the `n_backoffs`-th round of attempts: a random time between half and all
+/// of `base × 2^n`, capped at `max` (jittered, so that requests that failed together do not come back
+/// together).
+fn backoff(policy: &RetryPolicy, n_backoffs: u32) -> Duration {
+    let ceiling = policy.backoff_base.saturating_mul(1 << n_backoffs.min(16)).min(policy.backoff_max);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(nanos / 2 + fastrand::u64(0..=nanos / 2))
 }
 
 /// Counts an attempt that ended without a response; the caller drops its in-flight slot.
@@ -486,7 +741,6 @@ async fn send(
     mut body: RequestBody,
     idempotent: bool,
     now: Nanos,
-    alternative: &(dyn Fn() -> bool + Sync),
 ) -> Result<(Response<()>, Call), AttemptError> {
     let cfg = &shared.config;
     while let Some(conn) = backend.checkout(now, cfg.upstream_idle_timeout) {
@@ -509,21 +763,17 @@ async fn send(
             },
         }
     }
-    let mut connect = pin!(TcpStream::connect(backend.addr));
-    let connected = match tokio::time::timeout(cfg.connect_timeout, &mut connect).await {
-        Ok(connected) => connected,
-        // A full accept backlog drops SYNs (the kernel resends after 1 s): the backend may be slow to
-        // accept rather than gone. With another backend to go to, go; with none, keep waiting, within
-        // the request's deadline (the caller's), rather than fail a request that would be served.
-        Err(_elapsed) if !alternative() => {
-            tracing::debug!(backend = %backend.id, "connect slow and no other backend: waiting on");
-            connect.await
-        }
-        Err(_elapsed) => {
-            tracing::debug!(backend = %backend.id, "connect timed out");
-            return Err(AttemptError::Connect(body));
-        }
-    };
+    let connected =
+        match tokio::time::timeout(cfg.connect_timeout_for(backend.addr), TcpStream::connect(backend.addr)).await {
+            Ok(connected) => connected,
+            // A full accept queue drops SYNs, and the kernel sends the next only after a second: the backend
+            // is busy rather than gone. The caller goes elsewhere, or backs off and connects afresh (a new
+            // SYN gets in as soon as the queue has room) instead of waiting for the retransmission.
+            Err(_elapsed) => {
+                tracing::debug!(backend = %backend.id, "connect timed out: accept queue full");
+                return Err(AttemptError::Busy(body));
+            }
+        };
     let stream = match connected {
         Ok(stream) => stream,
         Err(error) => {
@@ -544,8 +794,9 @@ async fn send(
 /// Tells our own body's failure from the backend's.
 fn attempt_error(error: CallError) -> AttemptError {
     match error {
-        CallError::Unsent(body) => AttemptError::Reset(Some(body)),
-        CallError::Reset | CallError::Closed => AttemptError::Reset(None),
+        CallError::Unsent(body) => AttemptError::Reset { unsent: Some(body), answered: false },
+        CallError::Closed => AttemptError::Reset { unsent: None, answered: false },
+        CallError::Reset => AttemptError::Reset { unsent: None, answered: true },
         CallError::Body(failure) => AttemptError::Body(failure),
     }
 }

@@ -67,14 +67,16 @@ mod server;
 mod slow;
 mod stats;
 mod upstream;
+mod upstream_h2;
 mod workers;
 
 pub use body::ProxyBody;
-pub use config::{LoadBalancing, OutlierPolicy, ProxyConfig, RetryPolicy};
+pub use config::{LoadBalancing, OutlierPolicy, ProxyConfig, RetryPolicy, UpstreamProtocol};
 pub use error::ProxyError;
 pub use fault::{Fault, FaultKind};
 pub use proxy::{DrainOutcome, Proxy, ProxyHandle, ShutdownOutcome};
 pub use route::{Backend, BackendId, CanarySplit, Release, RouteTable};
 pub use stats::{
-    BackendStats, CallerStats, Ejection, EjectionReason, LATENCY_BUCKETS, LatencyHistogram, ProxyStats, RequestStats,
+    BackendStats, CallerStats, Ejection, EjectionReason, GRPC_CODES, LATENCY_BUCKETS, LatencyHistogram, ProxyStats,
+    RequestStats,
 };

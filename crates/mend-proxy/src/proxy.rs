@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::backend::{BackendRef, BackendState};
@@ -62,11 +62,18 @@ pub(crate) struct Shared {
     pub(crate) budget: RetryBudget,
     /// The slowest answer of a backend lately, which stretches the attempt timeout.
     pub(crate) slowest: SlowestAnswer,
-    pub(crate) server: hyper::server::conn::http1::Builder,
+    /// HTTP/1.1 and h2c (prior knowledge), told apart by the first bytes of a connection.
+    pub(crate) server: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     /// Taken by route updates, drain and stats; never on the request path.
     registry: Mutex<Registry>,
     /// Serialises ejection decisions so that concurrent failures cannot exceed the ejection limit.
     ejection: Mutex<()>,
+    /// Where requests that every backend just turned away wait for one to have room: woken one at a
+    /// time, oldest first, as responses end (a backend that finished a request has taken the next
+    /// connection from its accept queue), or when their back-off runs out.
+    pub(crate) room: Notify,
+    /// Requests waiting in `room`: a response ends with one atomic load when nobody waits.
+    pub(crate) n_waiting: AtomicU32,
 }
 
 impl Shared {
@@ -126,14 +133,12 @@ impl Shared {
         let policy = self.config.outlier;
         let _serial = self.ejection.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
-        if backend.is_ejected(now) || backend.removed.load(Relaxed) {
+        // A draining backend gets no new request anyway.
+        if backend.is_ejected(now) || backend.removed.load(Relaxed) || backend.draining.load(Relaxed) {
             return;
         }
-        let routes = self.routes.load();
-        let n_total = routes.all.len();
-        let n_ejected = routes.all.iter().filter(|other| other.is_ejected(now)).count();
-        if n_ejected + 1 >= n_total || (n_ejected + 1) * 100 > n_total * usize::from(policy.max_ejection_percent) {
-            tracing::debug!(backend = %backend.id, n_ejected, n_total, "ejection limit reached, backend kept");
+        if !self.routes.load().may_eject(now, policy.max_ejection_percent) {
+            tracing::debug!(backend = %backend.id, "ejection limit reached, backend kept");
             return;
         }
         // A backend that stayed healthy for a whole max ejection since its last one starts a new streak.
@@ -178,8 +183,9 @@ impl Proxy {
         let (listeners, local_addr) =
             workers::bind(config.listen, n_loops).map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
 
-        let mut server = hyper::server::conn::http1::Builder::new();
-        server.max_buf_size(config.max_request_header_bytes).header_read_timeout(None).keep_alive(true);
+        let mut server = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        server.http1().max_buf_size(config.max_request_header_bytes).header_read_timeout(None).keep_alive(true);
+        server.http2().max_header_list_size(u32::try_from(config.max_request_header_bytes).unwrap_or(u32::MAX));
         let shared = Arc::new(Shared {
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.min_retries_per_second),
             slowest: SlowestAnswer::default(),
@@ -191,6 +197,8 @@ impl Proxy {
             server,
             registry: Mutex::new(Registry::default()),
             ejection: Mutex::new(()),
+            room: Notify::new(),
+            n_waiting: AtomicU32::new(0),
         });
         let mut routes = routes;
         let first = routes.borrow_and_update().clone();

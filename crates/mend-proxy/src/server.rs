@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -50,6 +50,10 @@ pub(crate) struct ConnState {
     request_deadline: AtomicU64,
     /// The proxy clock as of the connection task's latest wake-up.
     now: AtomicU64,
+    /// Set when the client speaks HTTP/2: its requests run in tasks of their own (one per stream), so
+    /// they read the clock themselves and wait for deadlines on timers of their own, and the connection
+    /// has no request head to time.
+    multiplexed: AtomicBool,
 }
 
 impl ConnState {
@@ -57,20 +61,54 @@ impl ConnState {
     /// its connection (read the head, pick a backend, finish the response) reads this rather than the
     /// clock, which costs a vDSO call per read; the time stamps are exact to the wake-up.
     pub(crate) fn now(&self) -> Nanos {
+        if self.multiplexed.load(Relaxed) {
+            return self.shared.clock.now();
+        }
         Nanos(self.now.load(Relaxed))
     }
 
-    /// Resolves once the proxy clock reaches `deadline`. Only for the request future of this connection:
-    /// it is polled inside the connection task, whose timer is armed for the deadline published here (and
-    /// which reads the clock on every wake-up).
-    pub(crate) fn deadline(&self, deadline: Nanos) -> impl Future<Output = ()> + '_ {
+    /// Resolves once the proxy clock reaches `deadline`. For an HTTP/1.1 connection, only for the request
+    /// future of this connection: it is polled inside the connection task, whose timer is armed for the
+    /// deadline published here (and which reads the clock on every wake-up). A request of an HTTP/2
+    /// connection runs in a task of its own and gets a timer of its own.
+    pub(crate) fn deadline(&self, deadline: Nanos) -> Deadline<'_> {
+        if self.multiplexed.load(Relaxed) {
+            return Deadline::Timer(Box::pin(tokio::time::sleep_until(self.shared.clock.instant(deadline))));
+        }
         self.request_deadline.store(deadline.0.max(1), Relaxed);
-        poll_fn(move |_| if self.now() >= deadline { Poll::Ready(()) } else { Poll::Pending })
+        Deadline::Connection(self, deadline)
     }
 
     /// The request stopped waiting for a deadline.
     pub(crate) fn clear_deadline(&self) {
-        self.request_deadline.store(0, Relaxed);
+        if !self.multiplexed.load(Relaxed) {
+            self.request_deadline.store(0, Relaxed);
+        }
+    }
+}
+
+/// A request's deadline: see [`ConnState::deadline`].
+pub(crate) enum Deadline<'a> {
+    /// Woken by the connection task's timer.
+    Connection(&'a ConnState, Nanos),
+    /// A timer of its own.
+    Timer(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Future for Deadline<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut *self {
+            Self::Connection(conn, deadline) => {
+                if conn.now() >= *deadline {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
+            Self::Timer(sleep) => sleep.as_mut().poll(cx),
+        }
     }
 }
 
@@ -106,24 +144,56 @@ impl Drop for ActivityGuard {
     }
 }
 
-/// The client socket, noting when a new request head starts arriving.
+/// The client socket, noting when a new request head starts arriving, and whether the client speaks
+/// HTTP/2.
 struct ClientStream {
     inner: TcpStream,
     conn: Arc<ConnState>,
+    /// Bytes of the HTTP/2 connection preface's start (`PRI `) seen so far; [`SNIFFED`] once decided.
+    sniffed: usize,
 }
+
+/// The start of the HTTP/2 connection preface (RFC 9113 §3.4); no HTTP/1.1 method is `PRI`.
+const PREFACE_START: &[u8] = b"PRI ";
+const SNIFFED: usize = usize::MAX;
 
 impl AsyncRead for ClientStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before
-            && this.conn.in_flight.load(Relaxed) == 0
-            && this.conn.head_started.load(Relaxed) == 0
-        {
-            this.conn.head_started.store(this.conn.now().0.max(1), Relaxed);
+        if buf.filled().len() > before {
+            if this.sniffed != SNIFFED {
+                this.sniff(&buf.filled()[before..]);
+            }
+            if this.conn.in_flight.load(Relaxed) == 0
+                && this.conn.head_started.load(Relaxed) == 0
+                && !this.conn.multiplexed.load(Relaxed)
+            {
+                this.conn.head_started.store(this.conn.now().0.max(1), Relaxed);
+            }
         }
         result
+    }
+}
+
+impl ClientStream {
+    /// Looks at the connection's first bytes for the HTTP/2 preface (hyper-util's `auto` builder makes
+    /// the same decision on the same bytes).
+    fn sniff(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if byte != PREFACE_START[self.sniffed] {
+                self.sniffed = SNIFFED;
+                return;
+            }
+            self.sniffed += 1;
+            if self.sniffed == PREFACE_START.len() {
+                self.sniffed = SNIFFED;
+                self.conn.multiplexed.store(true, Relaxed);
+                self.conn.head_started.store(0, Relaxed);
+                return;
+            }
+        }
     }
 }
 
@@ -185,7 +255,7 @@ pub(crate) async fn accept_loop(
 
 /// What woke a connection task.
 enum Event {
-    Closed(Result<(), hyper::Error>),
+    Closed(Result<(), Box<dyn std::error::Error + Send + Sync>>),
     Timer,
     /// The phase changed (false: the proxy handle is gone).
     Phase(bool),
@@ -211,14 +281,15 @@ async fn serve_connection(
         head_started: AtomicU64::new(0),
         request_deadline: AtomicU64::new(0),
         now: AtomicU64::new(clock.now().0),
+        multiplexed: AtomicBool::new(false),
     });
-    let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone() });
+    let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone(), sniffed: 0 });
     let service = {
         let conn = conn.clone();
         service_fn(move |request| forward::handle(conn.clone(), request))
     };
     // With upgrades: a 101 hands the client connection to the request's tunnel (`forward::tunnel`).
-    let connection = shared.server.serve_connection(io, service).with_upgrades();
+    let connection = shared.server.serve_connection_with_upgrades(io, service);
     let mut connection = pin!(connection);
     let idle_timeout = shared.config.client_idle_timeout;
     let header_timeout = shared.config.client_header_timeout;

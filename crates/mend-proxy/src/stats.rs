@@ -30,6 +30,41 @@ const BUCKET_NANOS: [u64; 13] = [
 
 const N_BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
 
+/// gRPC status codes by number (0 `OK` to 16 `UNAUTHENTICATED`), as counted in [`RequestStats::grpc`].
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// gRPC's `UNAVAILABLE`: the request was not processed (retried like a refused connection).
+pub(crate) const GRPC_UNAVAILABLE: u8 = 14;
+/// gRPC's `UNKNOWN`: what a response without a valid `grpc-status` counts as.
+pub(crate) const GRPC_UNKNOWN: u8 = 2;
+
+/// A `grpc-status` value as a code; `UNKNOWN` for anything but 0..=16.
+pub(crate) fn grpc_code(value: &[u8]) -> u8 {
+    match value {
+        [digit @ b'0'..=b'9'] => digit - b'0',
+        [b'1', digit @ b'0'..=b'6'] => 10 + (digit - b'0'),
+        _ => GRPC_UNKNOWN,
+    }
+}
+
 /// How a request (or an attempt) ended, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -37,6 +72,8 @@ pub(crate) enum Outcome {
     Status(u16),
     /// No response: the connection to the backend could not be made.
     ConnectFailure,
+    /// No response: the backend did not accept the connection in time (a full accept queue).
+    Busy,
     /// No response: the backend closed or reset the connection first.
     Reset,
     /// No response in time.
@@ -106,6 +143,7 @@ pub(crate) struct Counters {
 struct Shard {
     classes: [AtomicU64; 5],
     connect_failures: AtomicU64,
+    busy: AtomicU64,
     resets: AtomicU64,
     timeouts: AtomicU64,
     bad_gateway: AtomicU64,
@@ -116,6 +154,8 @@ struct Shard {
     aborted: AtomicU64,
     buckets: [AtomicU64; N_BUCKETS],
     latency_sum_nanos: AtomicU64,
+    /// gRPC responses by status code (after the fields the HTTP path touches, so as not to spread them).
+    grpc: [AtomicU64; GRPC_CODES.len()],
 }
 
 impl Default for Counters {
@@ -140,6 +180,9 @@ impl Counters {
             Outcome::ConnectFailure => {
                 shard.connect_failures.fetch_add(1, Relaxed);
             }
+            Outcome::Busy => {
+                shard.busy.fetch_add(1, Relaxed);
+            }
             Outcome::Reset => {
                 shard.resets.fetch_add(1, Relaxed);
             }
@@ -162,6 +205,13 @@ impl Counters {
         };
         counter.fetch_add(1, Relaxed);
         self.record(Outcome::Status(status), latency);
+    }
+
+    /// Counts a gRPC response's status code (besides its HTTP status, which `record` counted).
+    pub(crate) fn record_grpc(&self, code: u8) {
+        if let Some(counter) = self.shard().grpc.get(usize::from(code)) {
+            counter.fetch_add(1, Relaxed);
+        }
     }
 
     /// Counts a connection closed without a response (an injected abort).
@@ -189,6 +239,7 @@ impl Counters {
             status_4xx: total(|shard| &shard.classes[3]),
             status_5xx: total(|shard| &shard.classes[4]),
             connect_failures: total(|shard| &shard.connect_failures),
+            busy: total(|shard| &shard.busy),
             resets: total(|shard| &shard.resets),
             timeouts: total(|shard| &shard.timeouts),
             bad_gateway: total(|shard| &shard.bad_gateway),
@@ -197,6 +248,7 @@ impl Counters {
             injected: total(|shard| &shard.injected),
             refused: total(|shard| &shard.refused),
             aborted: total(|shard| &shard.aborted),
+            grpc: std::array::from_fn(|code| self.shards.iter().map(|shard| shard.grpc[code].load(Relaxed)).sum()),
             latency: LatencyHistogram {
                 cumulative,
                 count: running,
@@ -232,8 +284,11 @@ pub struct RequestStats {
     pub status_4xx: u64,
     /// 5xx responses.
     pub status_5xx: u64,
-    /// Attempts: the backend refused or did not accept the connection in time.
+    /// Attempts: the backend refused the connection (nothing listens: it is gone or restarting).
     pub connect_failures: u64,
+    /// Attempts: the backend did not accept the connection within the connect timeout (its accept queue
+    /// was full). Busy, not failing: not held against it by outlier detection.
+    pub busy: u64,
     /// Attempts: the backend closed or reset the connection before answering.
     pub resets: u64,
     /// Attempts: no response headers within the timeout (the attempt was abandoned).
@@ -250,6 +305,9 @@ pub struct RequestStats {
     pub refused: u64,
     /// Connections closed by an injected abort, with no response.
     pub aborted: u64,
+    /// gRPC responses by status code (indexed as [`GRPC_CODES`]): from `grpc-status` in the trailers, or
+    /// in the headers of a trailers-only response; `UNKNOWN` when a gRPC response ended without one.
+    pub grpc: [u64; 17],
     /// Time from the request head to the end of the response body.
     pub latency: LatencyHistogram,
 }
@@ -267,6 +325,7 @@ impl RequestStats {
         self.status_4xx += other.status_4xx;
         self.status_5xx += other.status_5xx;
         self.connect_failures += other.connect_failures;
+        self.busy += other.busy;
         self.resets += other.resets;
         self.timeouts += other.timeouts;
         self.bad_gateway += other.bad_gateway;
@@ -275,6 +334,9 @@ impl RequestStats {
         self.injected += other.injected;
         self.refused += other.refused;
         self.aborted += other.aborted;
+        for (mine, theirs) in self.grpc.iter_mut().zip(other.grpc) {
+            *mine += theirs;
+        }
         for (mine, theirs) in self.latency.cumulative.iter_mut().zip(other.latency.cumulative) {
             *mine += theirs;
         }
@@ -339,6 +401,7 @@ impl EjectionReason {
             Outcome::Status(status) if status >= 500 => Some(Self::ServerError(status)),
             Outcome::Status(_) => None,
             Outcome::ConnectFailure => Some(Self::ConnectFailure),
+            Outcome::Busy => None,
             Outcome::Reset => Some(Self::Reset),
             Outcome::Timeout => Some(Self::Timeout),
         }
@@ -536,6 +599,15 @@ mod tests {
             (snapshot.status_2xx, snapshot.latency.count, snapshot.latency.cumulative[1]),
             (expected, expected, expected)
         );
+    }
+
+    #[test]
+    fn grpc_status_values_become_codes() {
+        let cases: [(&[u8], u8); 9] =
+            [(b"0", 0), (b"9", 9), (b"14", 14), (b"16", 16), (b"17", 2), (b"", 2), (b"01", 2), (b" 1", 2), (b"x", 2)];
+        for (value, code) in cases {
+            assert_eq!(grpc_code(value), code, "{value:?}");
+        }
     }
 
     #[test]

@@ -137,6 +137,60 @@ async fn malformed_requests_get_400_without_disturbing_other_connections() {
     assert_eq!(other.get("/").await.status, 200, "the keep-alive connection still works");
 }
 
+/// Issue 20: two `Host` headers are a 400 (RFC 9112 §3.2), never forwarded, whatever their values.
+#[tokio::test]
+async fn issue_20_a_request_with_two_hosts_is_refused_before_any_backend_sees_it() {
+    let upstream = Upstream::start("a").await;
+    let proxy = TestProxy::with(vec![backend(stable(0), &upstream)]).await;
+    let cases: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a\r\nX-A: 1\r\nhost: evil.example\r\n\r\n",
+    ];
+    for case in cases {
+        let reply = raw_exchange(&proxy, case).await;
+        assert!(reply.starts_with("HTTP/1.") && reply.contains(" 400 Bad Request\r\n"), "{reply:?}");
+        assert!(reply.ends_with("more than one Host header\n"), "{reply:?}");
+    }
+    assert_eq!(upstream.count(), 0, "a backend saw a request with two hosts");
+    assert_eq!(proxy.handle.stats().local.refused, 3);
+}
+
+/// Issue 20: the proxy says how it was reached: a client's `X-Forwarded-Proto` never passes through, and
+/// it agrees with `Forwarded`; an offer to upgrade to h2c and its `HTTP2-Settings` stop at the proxy,
+/// and the request is served as the HTTP/1.1 request it also is.
+#[tokio::test]
+async fn issue_20_forwarded_proto_is_the_proxys_and_h2c_upgrades_stop_at_the_proxy() {
+    let upstream = Upstream::start("a").await;
+    let proxy = TestProxy::with(vec![backend(stable(0), &upstream)]).await;
+    let reply = raw_exchange(
+        &proxy,
+        b"GET /x HTTP/1.1\r\nHost: svc\r\nX-Forwarded-Proto: https\r\nx-forwarded-proto: wss\r\n\
+          Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    // Without `Connection` listing it, `HTTP2-Settings` is still connection-specific.
+    let reply = raw_exchange(
+        &proxy,
+        b"GET /y HTTP/1.1\r\nHost: svc\r\nConnection: upgrade, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    let seen = upstream.seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 2);
+    for request in seen {
+        let values = |name: &str| -> Vec<&str> {
+            request.headers.get_all(name).iter().map(|value| value.to_str().expect("ascii")).collect()
+        };
+        assert_eq!(values("x-forwarded-proto"), ["http"], "{}", request.uri);
+        assert_eq!(values("forwarded"), ["for=127.0.0.1;proto=http"], "{}", request.uri);
+        for name in ["upgrade", "http2-settings", "connection"] {
+            assert!(values(name).is_empty(), "{}: {name} reached the backend", request.uri);
+        }
+    }
+}
+
 #[tokio::test]
 async fn oversized_heads_get_431_and_bodies_413() {
     let upstream = Upstream::start("a").await;

@@ -423,11 +423,10 @@ async fn a_killed_backend_loses_no_request_under_load() {
     assert!(failed.is_empty(), "failed: {failed:?}");
 }
 
-#[tokio::test]
-async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    // A backend whose accept queue is full: the kernel drops further SYNs and the client resends them
-    // after a second. Overloaded, not gone.
+/// A listener whose accept queue is full (backlog 1, two connections waiting, nobody accepting): the
+/// kernel drops further SYNs and the client resends them only after a second. Overloaded, not gone. The
+/// fillers keep the queue full while they live.
+async fn full_accept_queue() -> (tokio::net::TcpListener, std::net::SocketAddr, Vec<tokio::net::TcpStream>) {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let listener = socket.listen(1).expect("listen");
@@ -440,16 +439,12 @@ async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
             fillers.push(stream);
         }
     }
-    let backend = mend_proxy::Backend { id: stable(0), addr, weight: 1 };
-    let proxy = TestProxy::start(config(), RouteTable { backends: vec![backend], canary: None }).await;
-    let started = Instant::now();
-    let request = tokio::spawn(get(proxy.addr(), "/"));
-    // Accepting starts once the proxy's connect is under way: its SYN was dropped, and the kernel sends it
-    // again only after a second, long past the connect timeout (250 ms). Giving up then would answer 502.
-    support::eventually("the attempt is under way", || {
-        proxy.handle.stats().backend(stable(0)).is_some_and(|backend| backend.in_flight == 1)
-    })
-    .await;
+    (listener, addr, fillers)
+}
+
+/// Accepts on `listener` and answers every request 200.
+fn serve_ok(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -465,11 +460,179 @@ async fn a_backend_slow_to_accept_is_waited_for_when_there_is_no_other() {
             });
         }
     });
+}
+
+/// Issue 12: a backend that does not accept a connection in time (its accept queue is full) is busy, not
+/// dead. With every backend busy, a request backs off and connects afresh until one has room, instead of
+/// answering 502 or waiting a second for the kernel's SYN retransmission; and no backend is ejected for
+/// being busy, however often.
+#[tokio::test]
+async fn issue_12_full_accept_queues_are_busy_not_dead_and_the_request_waits_for_room() {
+    let (first, first_addr, first_fillers) = full_accept_queue().await;
+    let (second, second_addr, second_fillers) = full_accept_queue().await;
+    let backends = vec![
+        mend_proxy::Backend { id: stable(0), addr: first_addr, weight: 1 },
+        mend_proxy::Backend { id: stable(1), addr: second_addr, weight: 1 },
+    ];
+    let proxy = TestProxy::start(config(), RouteTable { backends, canary: None }).await;
+    let started = Instant::now();
+    let request = tokio::spawn(get(proxy.addr(), "/"));
+    // More busy attempts than the ejection threshold on each backend, over several back-off rounds.
+    let busy = |stats: &mend_proxy::ProxyStats, id| stats.backend(id).map_or(0, |backend| backend.attempts.busy);
+    support::eventually("four busy attempts on each backend", || {
+        let stats = proxy.handle.stats();
+        busy(&stats, stable(0)) >= 4 && busy(&stats, stable(1)) >= 4
+    })
+    .await;
+    assert!(!request.is_finished(), "the request gave up while both backends were busy");
+    // The first backend makes room: the next round connects.
+    serve_ok(first);
     let reply = tokio::time::timeout(Duration::from_secs(10), request).await.expect("served in time").expect("task");
-    assert_eq!(reply.status, 200, "the request gave up on a backend that is only slow to accept");
-    assert!(started.elapsed() > Duration::from_millis(250), "connected before the connect timeout: nothing was tested");
-    assert_eq!(proxy.handle.stats().backend(stable(0)).map(|backend| backend.attempts.connect_failures), Some(0));
+    assert_eq!(reply.status, 200, "the request gave up on backends that are only busy");
+    assert!(started.elapsed() > Duration::from_millis(25), "connected before the connect timeout: nothing was tested");
+    let stats = proxy.handle.stats();
+    for id in [stable(0), stable(1)] {
+        let backend = stats.backend(id).expect("listed");
+        assert_eq!((backend.ejections, backend.attempts.connect_failures), (0, 0), "{id}: busy is not a failure");
+    }
+    assert_eq!(stats.local.bad_gateway, 0);
+    drop((first_fillers, second_fillers, second));
+}
+
+/// Issue 12: a request that found one backend busy and then another hung goes back to the busy one
+/// after the attempt timeout, rather than wait on the hung one for as long as it hangs (a SIGSTOPped
+/// replica next to one with a full accept queue cost 4 s).
+#[tokio::test]
+async fn issue_12_a_hung_backend_is_left_for_one_that_was_only_busy() {
+    let (busy, busy_addr, fillers) = full_accept_queue().await;
+    let hung = Upstream::start("hung").await;
+    hung.set(Mode::Hang);
+    let mut cfg = round_robin();
+    cfg.request_timeout = std::time::Duration::from_secs(60);
+    let backends = vec![mend_proxy::Backend { id: stable(0), addr: busy_addr, weight: 1 }, backend(stable(1), &hung)];
+    let proxy = TestProxy::start(cfg, RouteTable { backends, canary: None }).await;
+    let request = tokio::spawn(get(proxy.addr(), "/"));
+    support::eventually("the hung backend's attempt was abandoned", || {
+        proxy.handle.stats().backend(stable(1)).is_some_and(|backend| backend.attempts.timeouts >= 1)
+    })
+    .await;
+    serve_ok(busy);
+    let reply = tokio::time::timeout(Duration::from_secs(10), request).await.expect("served in time").expect("task");
+    assert_eq!((reply.status, reply.upstream()), (200, "slow"));
+    assert!(proxy.handle.stats().backend(stable(0)).is_some_and(|backend| backend.attempts.busy >= 1));
     drop(fillers);
+}
+
+/// Issue 12: a busy attempt reached nobody, so going on after it is waiting for room, not a retry that
+/// adds load: it costs the retry budget nothing. With no budget at all, a request in front of two full
+/// accept queues still waits (over several rounds) and is served once one has room, instead of 502.
+#[tokio::test]
+async fn issue_12_waiting_for_room_costs_the_retry_budget_nothing() {
+    let (first, first_addr, first_fillers) = full_accept_queue().await;
+    let (_second, second_addr, second_fillers) = full_accept_queue().await;
+    let backends = vec![
+        mend_proxy::Backend { id: stable(0), addr: first_addr, weight: 1 },
+        mend_proxy::Backend { id: stable(1), addr: second_addr, weight: 1 },
+    ];
+    let mut cfg = config();
+    cfg.retry.budget_ratio = 0.0;
+    cfg.retry.min_retries_per_second = 0;
+    let proxy = TestProxy::start(cfg, RouteTable { backends, canary: None }).await;
+    let request = tokio::spawn(get(proxy.addr(), "/"));
+    let busy = |stats: &mend_proxy::ProxyStats| stats.backends.iter().map(|backend| backend.attempts.busy).sum::<u64>();
+    support::eventually("six busy attempts", || busy(&proxy.handle.stats()) >= 6).await;
+    assert!(!request.is_finished(), "the request gave up while both backends were busy");
+    serve_ok(first);
+    let reply = tokio::time::timeout(Duration::from_secs(10), request).await.expect("served in time").expect("task");
+    assert_eq!(reply.status, 200, "busy attempts were charged to the (empty) retry budget");
+    let stats = proxy.handle.stats();
+    assert_eq!((stats.local.bad_gateway, stats.retries_denied), (0, 0));
+    drop((first_fillers, second_fillers));
+}
+
+/// Issue 12: a request that every backend turned away waits for room, and a response ending elsewhere
+/// is room: it tries again then, not only when its back-off (30 s here) runs out.
+#[tokio::test]
+async fn issue_12_a_request_waiting_for_room_tries_again_when_a_response_ends() {
+    let (_first, first_addr, first_fillers) = full_accept_queue().await;
+    let (second, second_addr, second_fillers) = full_accept_queue().await;
+    let backends = vec![
+        mend_proxy::Backend { id: stable(0), addr: first_addr, weight: 1 },
+        mend_proxy::Backend { id: stable(1), addr: second_addr, weight: 1 },
+    ];
+    let mut cfg = config();
+    cfg.retry.backoff_base = Duration::from_secs(30);
+    cfg.retry.backoff_max = Duration::from_secs(30);
+    cfg.request_timeout = Duration::from_secs(120);
+    let proxy = TestProxy::start(cfg, RouteTable { backends, canary: None }).await;
+    let started = Instant::now();
+    let waiting = tokio::spawn(get(proxy.addr(), "/"));
+    let busy = |id| proxy.handle.stats().backend(id).map_or(0, |backend| backend.attempts.busy);
+    support::eventually("both backends turned the request away", || busy(stable(0)) >= 1 && busy(stable(1)) >= 1).await;
+    // The second backend has room again; requests through it end while the first one waits (each one
+    // wakes a waiter: keep sending until the waiting request is served).
+    serve_ok(second);
+    let mut client = Client::new(proxy.addr());
+    let mut n_others = 0;
+    while !waiting.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        assert_eq!(client.get("/").await.status, 200);
+        n_others += 1;
+    }
+    assert!(n_others >= 1, "the waiting request was served before any other: nothing was tested");
+    let reply = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting request tried again when a response ended, not after its 30 s back-off")
+        .expect("task");
+    assert_eq!(reply.status, 200);
+    drop((first_fillers, second_fillers));
+}
+
+/// Issue 12: when every backend refused the request (replicas being restarted), it waits, backing off,
+/// for one to come back within its deadline instead of answering 502 at once.
+#[tokio::test(start_paused = true)]
+async fn issue_12_a_request_refused_everywhere_waits_for_a_backend_to_come_back() {
+    let mut first = Upstream::start("first").await;
+    let mut second = Upstream::start("second").await;
+    let proxy = TestProxy::start(round_robin(), table(&[&first, &second])).await;
+    first.stop();
+    second.stop();
+    let request = tokio::spawn(get(proxy.addr(), "/"));
+    let refused = |stats: &mend_proxy::ProxyStats| {
+        stats.backends.iter().map(|backend| backend.attempts.connect_failures).sum::<u64>()
+    };
+    support::eventually("both backends refused, twice", || refused(&proxy.handle.stats()) >= 4).await;
+    assert!(!request.is_finished(), "answered while no backend was there");
+    second.restart().await;
+    let reply = request.await.expect("request");
+    assert_eq!((reply.status, reply.upstream()), (200, "second"));
+    assert_eq!(proxy.handle.stats().local.bad_gateway, 0);
+}
+
+/// Issue 12: the panic threshold. A backend ejected while another was still routable, which then leaves
+/// the table (its replica was stopped), is routed to again rather than the service answering 503 for
+/// the rest of the ejection.
+#[tokio::test(start_paused = true)]
+async fn issue_12_an_ejection_never_leaves_the_table_without_a_routable_backend() {
+    let healthy = Upstream::start("healthy").await;
+    let flaky = Upstream::start("flaky").await;
+    flaky.set(Mode::Status(503));
+    let proxy = TestProxy::start(round_robin(), table(&[&healthy, &flaky])).await;
+    let mut client = Client::new(proxy.addr());
+    for _ in 0..6 {
+        assert_eq!(client.get("/").await.status, 200, "503s are retried on the healthy backend");
+    }
+    let stats = proxy.handle.stats();
+    assert_eq!(stats.backend(stable(1)).map(|backend| (backend.ejections, backend.ejected)), Some((1, true)));
+    // The flaky replica recovers; the healthy one is stopped and leaves the table during the ejection.
+    flaky.set(Mode::Ok);
+    proxy.publish(RouteTable { backends: vec![backend(stable(1), &flaky)], canary: None }).await;
+    for _ in 0..5 {
+        let reply = client.get("/").await;
+        assert_eq!((reply.status, reply.upstream()), (200, "flaky"), "the ejected backend is all there is");
+    }
+    let stats = proxy.handle.stats();
+    assert_eq!(stats.backend(stable(1)).map(|backend| backend.ejected), Some(true), "still within its ejection");
+    assert_eq!(stats.local.no_backend, 0);
 }
 
 #[tokio::test(start_paused = true)]

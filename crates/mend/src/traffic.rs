@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use mend_config::{Config, Service};
 use mend_observe::series::SeriesStore;
 use mend_proxy::{
-    Backend, BackendId, CanarySplit, DrainOutcome, Fault, FaultKind, LATENCY_BUCKETS, LoadBalancing, Proxy,
-    ProxyConfig, ProxyHandle, Release, RequestStats, RouteTable,
+    Backend, BackendId, CanarySplit, DrainOutcome, Fault, FaultKind, GRPC_CODES, LATENCY_BUCKETS, LoadBalancing, Proxy,
+    ProxyConfig, ProxyHandle, Release, RequestStats, RouteTable, UpstreamProtocol,
 };
 use mend_supervisor::{ReplicaStatus, ServiceHandle, Supervisor, TrafficControl};
 use mend_types::{Clock, Event, EventKind, EventSink, ServiceName, Timestamp};
@@ -64,7 +64,10 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
             *field = value;
         }
     };
+    // The file's `connect_timeout` holds for every replica; unset, replicas (on loopback) get mend-proxy's
+    // loopback default.
     set(&mut config.connect_timeout, settings.connect_timeout);
+    set(&mut config.loopback_connect_timeout, settings.connect_timeout);
     set(&mut config.attempt_timeout, settings.attempt_timeout);
     set(&mut config.request_timeout, settings.request_timeout);
     set(&mut config.client_idle_timeout, settings.idle_timeout);
@@ -93,6 +96,12 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
     }
     if let Some(percent) = settings.max_ejection_percent {
         config.outlier.max_ejection_percent = percent;
+    }
+    if let Some(protocol) = settings.upstream_protocol {
+        config.upstream_protocol = match protocol {
+            mend_config::UpstreamProtocol::Http1 => UpstreamProtocol::Http1,
+            mend_config::UpstreamProtocol::H2c => UpstreamProtocol::H2c,
+        };
     }
     config
 }
@@ -446,6 +455,11 @@ fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats
         let pairs = [("service", service), ("release", release)];
         append(store, "mend_proxy_request_duration_seconds_count", &pairs, figures.latency.count as f64);
         append(store, "mend_proxy_request_duration_seconds_sum", &pairs, figures.latency.sum_seconds);
+        // gRPC responses by status code: a series per code seen (a counter, so once there it stays).
+        for (code, count) in GRPC_CODES.iter().zip(figures.grpc).filter(|(_, count)| *count > 0) {
+            let with_code = [("service", service), ("release", release), ("code", *code)];
+            append(store, "mend_proxy_grpc_requests_total", &with_code, count as f64);
+        }
     }
     append(store, "mend_proxy_retries_total", &[("service", service)], stats.retries as f64);
     append(store, "mend_proxy_retries_denied_total", &[("service", service)], stats.retries_denied as f64);
@@ -456,6 +470,8 @@ fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats
         append(store, "mend_proxy_backend_in_flight", &pairs, f64::from(backend.in_flight));
         append(store, "mend_proxy_backend_ejected", &pairs, if backend.ejected { 1.0 } else { 0.0 });
         append(store, "mend_proxy_backend_ejections_total", &pairs, backend.ejections as f64);
+        // Attempts the replica was too busy to accept (a full accept queue): at capacity, not failing.
+        append(store, "mend_proxy_backend_busy_total", &pairs, backend.attempts.busy as f64);
         for (class, count) in status_classes(&backend.attempts) {
             let with_code = [pairs[0], pairs[1], pairs[2], ("code", class)];
             append(store, "mend_proxy_backend_attempts_total", &with_code, count as f64);
@@ -560,5 +576,32 @@ impl mend_api::TrafficApi for Traffic {
             })
             .collect();
         Some(mend_api::TrafficStatus { canary_weight: self.canary_weight(service), chaos, ejected })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(proxy_table: &str) -> mend_config::ProxySettings {
+        let text = format!(
+            "[service.web]\ncommand = [\"true\"]\nports = \"9101-9110\"\n[service.web.proxy]\nlisten = \"127.0.0.1:8080\"\n{proxy_table}"
+        );
+        let config = mend_config::parse("mend.toml", &text, std::path::Path::new("/")).expect("valid config");
+        config.services.into_iter().next().expect("one service").proxy.expect("a proxy table")
+    }
+
+    #[test]
+    fn connect_timeout_from_the_file_holds_for_loopback_replicas_too() {
+        let defaults = proxy_config(&settings(""));
+        let library = ProxyConfig::new(defaults.listen);
+        assert_eq!(
+            (defaults.connect_timeout, defaults.loopback_connect_timeout),
+            (library.connect_timeout, library.loopback_connect_timeout),
+            "unset, mend-proxy's defaults hold"
+        );
+        let set = proxy_config(&settings("connect_timeout = \"400ms\"\n"));
+        assert_eq!(set.connect_timeout, Duration::from_millis(400));
+        assert_eq!(set.loopback_connect_timeout, Duration::from_millis(400), "the replicas are on loopback");
     }
 }
