@@ -42,6 +42,8 @@ const DEFAULT_DETECTION: &str = r#"# mend replay's detect stage when the config 
 name = "replay"
 series = '{__name__=~".+"}'
 detector = "shift"
+# The sensitivity the replay figures were measured at (a [[detect]]'s default is the cautious 0.2).
+sensitivity = 0.5
 "#;
 
 /// Which ranking a replay reports.
