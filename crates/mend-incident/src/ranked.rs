@@ -273,11 +273,10 @@ mod tests {
         DependencyGraph::new([(name("front"), name("mid")), (name("mid"), name("back"))])
     }
 
-    fn check(
-        signals: &[IncidentSignal],
-        observations: Option<&Observations>,
-        expected: (&str, Option<&str>, &[&str], &[(&str, &str)]),
-    ) -> Diagnosis {
+    /// Name, root, victims, and the ranking's (service, diagnosis) pairs.
+    type Expected<'a> = (&'a str, Option<&'a str>, &'a [&'a str], &'a [(&'a str, &'a str)]);
+
+    fn check(signals: &[IncidentSignal], observations: Option<&Observations>, expected: Expected<'_>) -> Diagnosis {
         let diagnosis = RankingDiagnoser::live().diagnose(signals, &chain(), observations);
         let ranking: Vec<(&str, &str)> =
             diagnosis.ranking.iter().map(|r| (r.service.as_str(), r.diagnosis.as_str())).collect();
