@@ -271,7 +271,10 @@ impl Healer {
         let Some(plan) = self.plans.get_mut(&id) else { return };
         let every = i64::try_from(OBSERVATION_EVERY.as_millis()).unwrap_or(i64::MAX);
         if plan.requested.is_some_and(|last| now.as_millis() - last.as_millis() < every) {
+            // Asked for on the next tick; meanwhile the incident waits for it (its signals changed: the
+            // diagnosis it has may name another root or cause).
             plan.stale = true;
+            plan.awaiting.get_or_insert(now);
             return;
         }
         plan.requested = Some(now);

@@ -480,14 +480,11 @@ impl Stage {
         });
     }
 
-    /// Gathers what the live diagnosis of an incident reads (synchronously: a read lock on the series
-    /// store for a bounded window of a bounded set of services; BENCHMARKS.md has the cost).
+    /// Gathers what the live diagnosis of an incident reads (synchronously: read locks on the series
+    /// store, one service at a time, for a bounded window of a bounded set of services; BENCHMARKS.md has
+    /// the cost).
     fn observe(&self, request: &mend_incident::ObservationRequest) -> mend_incident::Observations {
-        let now = self.clock.wall();
-        match self.series.read() {
-            Ok(series) => observe::gather(request, &series, &self.facts, &self.config, now),
-            Err(_) => mend_incident::Observations { now, ..Default::default() },
-        }
+        observe::gather(request, &self.series, &self.facts, &self.config, self.clock.wall())
     }
 
     /// Reads the proxies' observed caller → callee edges into the dependency graph.

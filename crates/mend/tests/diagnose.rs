@@ -19,7 +19,8 @@ fn incidents(daemon: &Daemon) -> Vec<Value> {
 
 /// `web` → `orders` → `stock`, each behind its own proxy, callers naming themselves (`x-mend-caller`), and
 /// a policy on `dependency_failure`. The names are chosen so that neither alphabetical order nor the
-/// order of the config puts the root first: only the ranking can.
+/// order of the config puts the root first: only the ranking can. The rule fires on a 5xx share above
+/// half, so that a stray 502 while the chain warms up opens nothing.
 fn chain_config(ports: u16, proxies: [SocketAddr; 3]) -> String {
     let [web, orders, stock] = proxies;
     let service = |name: &str, port: u16, proxy: SocketAddr, upstream: Option<(SocketAddr, &str)>| {
@@ -37,7 +38,7 @@ fn chain_config(ports: u16, proxies: [SocketAddr; 3]) -> String {
     };
     format!(
         "[api]\nlisten = \"{{api}}\"\n{}{}{}\
-         [[rule]]\nname = \"Errors\"\nexpr = 'sum by (service) (rate(mend_proxy_requests_total{{code=\"5xx\"}}[5s])) > 0'\nfor = \"2s\"\n\
+         [[rule]]\nname = \"Errors\"\nexpr = 'sum by (service) (rate(mend_proxy_requests_total{{code=\"5xx\"}}[5s])) / sum by (service) (rate(mend_proxy_requests_total[5s])) > 0.5'\nfor = \"2s\"\n\
          [[heal]]\nwhen = \"dependency_failure\"\nactions = [\"restart\"]\nverify = \"60s\"\n",
         service("stock", ports, stock, None),
         service("orders", ports + 1, orders, Some((stock, "stock"))),

@@ -9,6 +9,7 @@
 //! are kept [`FACTS_PER_SERVICE`] per service for [`FACTS_FOR`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use mend_config::Config;
@@ -51,7 +52,9 @@ pub(crate) fn fact_of(event: &Event) -> Option<(ServiceName, LifecycleFact)> {
         }
         EventKind::Unhealthy => Lifecycle::Replaced(text("stop_reason").and_then(stop_reason)?),
         EventKind::GaveUp => Lifecycle::GaveUp,
-        EventKind::Unready => Lifecycle::Unready,
+        // Out of the ready set because its probes fail while it runs; not because mend stops it or it
+        // exited (those are facts of their own).
+        EventKind::Unready if text("reason").is_some_and(|reason| reason.contains("probe")) => Lifecycle::Unready,
         EventKind::Ready => Lifecycle::Ready,
         EventKind::Ejected => Lifecycle::Ejected,
         EventKind::ProbeFailed => {
@@ -183,10 +186,12 @@ pub(crate) fn proxy_series(
     ]
 }
 
-/// Gathers what `request` asks for from the series store, the lifecycle log and the config.
+/// Gathers what `request` asks for from the series store, the lifecycle log and the config. The store
+/// is read-locked one service at a time, so that the runners and samplers that append every second wait
+/// for one service's reading at most.
 pub(crate) fn gather(
     request: &ObservationRequest,
-    store: &SeriesStore,
+    lock: &RwLock<SeriesStore>,
     facts: &FactLog,
     config: &Config,
     now: Timestamp,
@@ -195,6 +200,7 @@ pub(crate) fn gather(
     let mut services = Vec::new();
     let mut series = Vec::new();
     for name in &request.services {
+        let Ok(store) = lock.read() else { break };
         let component = Component::from(name);
         let service_config = config.services.iter().find(|s| s.name == *name);
         let mut service_facts =
@@ -232,14 +238,14 @@ pub(crate) fn gather(
                 }
             }
         }
-        let total = summed(store, store.select("mend_proxy_requests_total", &matching), from, now);
+        let total = summed(&store, store.select("mend_proxy_requests_total", &matching), from, now);
         if !total.is_empty() {
             let errors_matching = [("service", name.as_str()), ("code", "5xx")];
-            let errors = summed(store, store.select("mend_proxy_requests_total", &errors_matching), from, now);
+            let errors = summed(&store, store.select("mend_proxy_requests_total", &errors_matching), from, now);
             let latency_sum =
-                summed(store, store.select("mend_proxy_request_duration_seconds_sum", &matching), from, now);
+                summed(&store, store.select("mend_proxy_request_duration_seconds_sum", &matching), from, now);
             let latency_count =
-                summed(store, store.select("mend_proxy_request_duration_seconds_count", &matching), from, now);
+                summed(&store, store.select("mend_proxy_request_duration_seconds_count", &matching), from, now);
             series.extend(
                 proxy_series(&component, &total, &errors, &latency_sum, &latency_count)
                     .into_iter()
@@ -248,7 +254,8 @@ pub(crate) fn gather(
         }
         services.push(service_facts);
     }
-    Observations { now, services, series, edges: edges(request, store, config, now) }
+    let edges = lock.read().map(|store| edges(request, &store, config, now)).unwrap_or_default();
+    Observations { now, services, series, edges }
 }
 
 /// The proxies' observed caller → callee edges touching the request's services, with the error ratio of
@@ -335,7 +342,11 @@ mod tests {
                 outcome: ProbeOutcome::Failure { reason: "status 503".into() },
             }),
         );
-        check(event(EventKind::Unready, json!({})), Some(Lifecycle::Unready));
+        check(
+            event(EventKind::Unready, json!({"reason": "readiness probe failed: status 503"})),
+            Some(Lifecycle::Unready),
+        );
+        check(event(EventKind::Unready, json!({"reason": "stopping"})), None);
         check(event(EventKind::Started, json!({})), None);
         let mut no_replica = event(EventKind::GaveUp, json!({}));
         no_replica.replica = None;
