@@ -1,9 +1,10 @@
 //! `mend-diagnose` behind the [`Diagnoser`] seam: root-cause ranking across services from their series,
 //! the dependency graph and their lifecycle facts, and a named diagnosis with its evidence per service.
 //!
-//! The incident's diagnosis is its root's: the top candidate of the ranking when it is credible (its own
-//! process or resources failed, or its metrics moved beyond the anomaly threshold and nothing explains
-//! them); its victims are the services diagnosed `dependency_failure`, and those that depend on the
+//! The incident's diagnosis is its root's: the first candidate of the ranking that may be its root (one of
+//! its services, something they call, or a caller whose load explains one of them) when it is credible
+//! (its own process or resources failed, a rule names what is wrong with it, or its metrics moved beyond
+//! the anomaly threshold and nothing explains them); its victims are the services diagnosed `dependency_failure`, and those that depend on the
 //! root without a fault of their own. When the ranking names no credible root (no series
 //! yet, nothing moved), the built-in rules name the incident and the ranking is kept as information.
 
@@ -87,14 +88,40 @@ fn signal(incident_signal: &IncidentSignal) -> Signal {
 }
 
 impl RankingDiagnoser {
-    /// The root the ranking names, when credible: an own fault, or an anomalous top candidate that
-    /// nothing explains.
-    fn credible_root(&self, result: &IncidentDiagnosis) -> Option<ServiceName> {
-        let top = result.candidates.first()?;
-        let own_fault = result.root().is_some_and(|d| d.kind.is_own_fault());
+    /// The root the ranking names, when credible: the first candidate that may be the incident's root
+    /// (one of its services, something they call, or a caller whose load explains one of them: the
+    /// callers gathered to find the victims are not causes by being there), if it has a fault of its own,
+    /// a diagnosis other than `unknown` or `dependency_failure`, or moved beyond the anomaly threshold with
+    /// nothing explaining it.
+    fn credible_root(
+        &self,
+        result: &IncidentDiagnosis,
+        incident_services: &BTreeSet<ServiceName>,
+        graph: &DependencyGraph,
+    ) -> Option<ServiceName> {
+        let own_fault =
+            |component: &Component| result.diagnoses.iter().any(|d| &d.component == component && d.kind.is_own_fault());
+        let explains_another = |component: &Component| {
+            result.ranking.candidates.iter().any(|c| c.explained_by.as_ref().is_some_and(|e| &e.by == component))
+        };
+        let eligible = |component: &Component, name: &ServiceName| {
+            incident_services.contains(name)
+                || incident_services.iter().any(|service| graph.depends_on(service, name))
+                || explains_another(component)
+                || own_fault(component)
+        };
+        let (top, name) = result.candidates.iter().find_map(|component| {
+            let name = ServiceName::new(component.as_str()).ok()?;
+            eligible(component, &name).then_some((component, name))
+        })?;
         let anomalous =
             result.ranking.candidate(top).is_some_and(|c| c.is_anomalous(&self.rank) && c.explained_by.is_none());
-        (own_fault || anomalous).then(|| ServiceName::new(top.as_str()).ok()).flatten()
+        // A rule named what is wrong with it from its own facts (its probes fail, it is busy, one of its
+        // replicas misbehaves): a root before its series have moved.
+        let named = result.diagnoses.iter().any(|d| {
+            &d.component == top && !matches!(d.kind, DiagnosisKind::Unknown | DiagnosisKind::DependencyFailure)
+        });
+        (own_fault(top) || anomalous || named).then_some(name)
     }
 }
 
@@ -157,7 +184,7 @@ impl Diagnoser for RankingDiagnoser {
             result.diagnoses.iter().find(|d| d.component.as_str() == name.as_str()).map(|d| d.kind)
         };
         let incident_services: BTreeSet<ServiceName> = signals.iter().filter_map(|s| s.service.clone()).collect();
-        let root = self.credible_root(&result);
+        let root = self.credible_root(&result, &incident_services, graph);
         let victims: BTreeSet<ServiceName> = match &root {
             Some(root) => result
                 .diagnoses
@@ -199,8 +226,15 @@ impl Diagnoser for RankingDiagnoser {
                     service,
                 })
             })
-            .take(self.max_ranked)
             .collect();
+        // The root first (a caller gathered only to find the victims may have scored higher on noise).
+        let mut ranking = ranking;
+        let first = root.as_ref().or(builtin.root.as_ref());
+        if let Some(idx) = first.and_then(|first| ranking.iter().position(|r| &r.service == first)) {
+            let entry = ranking.remove(idx);
+            ranking.insert(0, entry);
+        }
+        ranking.truncate(self.max_ranked);
 
         let root_diagnosis =
             root.as_ref().and_then(|root| result.diagnoses.iter().find(|d| d.component.as_str() == root.as_str()));
@@ -214,11 +248,15 @@ impl Diagnoser for RankingDiagnoser {
             None => (builtin.name.clone(), None, Vec::new()),
         };
         let root = root.or_else(|| builtin.root.clone());
-        let mut evidence = facts.first().cloned().unwrap_or_else(|| builtin.evidence.clone());
-        if let (Some(root), false) = (&root, victims.is_empty()) {
-            let names: Vec<&str> = victims.iter().map(ServiceName::as_str).collect();
-            evidence.push_str(&format!("; {} suffer(s) from {root}, where the cause is", names.join(", ")));
-        }
+        // The deciding fact and the victims; the built-in rules' evidence (which names them) without one.
+        let evidence = match (facts.first(), &root) {
+            (Some(fact), Some(root)) if !victims.is_empty() => {
+                let names: Vec<&str> = victims.iter().map(ServiceName::as_str).collect();
+                format!("{fact}; {} suffer(s) from {root}, where the cause is", names.join(", "))
+            }
+            (Some(fact), _) => fact.clone(),
+            (None, _) => builtin.evidence.clone(),
+        };
         Diagnosis { name, root, victims, evidence, confidence, facts, ranking, diagnosed_at: Some(observations.now) }
     }
 }
@@ -370,6 +408,35 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_gathered_to_find_the_victims_is_not_the_root_however_its_noise_scored() {
+        let mut stock = facts("stock");
+        stock.lifecycle.push(LifecycleFact { at: at(651), replica: 0, what: Lifecycle::Unready });
+        let observations = Observations {
+            now: at(699),
+            services: vec![facts("mid"), stock],
+            series: vec![
+                // The caller's CPU, quantised to whole percents, drops a point before the fault.
+                series("mid", "mend_replica_cpu_percent", Some(640), 4.0, 3.0),
+                series("stock", "mend_proxy_request_duration_mean_seconds", Some(650), 0.002, 0.004),
+            ],
+            edges: Vec::new(),
+        };
+        let mut unhealthy = rule("stock", "unhealthy", 651);
+        unhealthy.kind = SignalKind::Diagnosis;
+        let graph = DependencyGraph::new([(name("mid"), name("stock"))]);
+        let diagnosis = RankingDiagnoser::live().diagnose(&[unhealthy], &graph, Some(&observations));
+        let ranking: Vec<(&str, &str)> =
+            diagnosis.ranking.iter().map(|r| (r.service.as_str(), r.diagnosis.as_str())).collect();
+        assert_eq!(
+            (diagnosis.name.as_str(), diagnosis.root.as_ref().map(ServiceName::as_str), ranking.as_slice()),
+            ("unhealthy", Some("stock"), [("stock", "unhealthy"), ("mid", "unknown")].as_slice()),
+            "{diagnosis:#?}"
+        );
+        assert!(diagnosis.ranking[1].score > diagnosis.ranking[0].score, "the caller's noise scored higher");
+        assert_eq!(diagnosis.victims, BTreeSet::from([name("mid")]));
+    }
+
+    #[test]
     fn without_observations_or_a_credible_root_the_built_in_rules_decide() {
         let signals = [rule("front", "Errors", 652), rule("back", "Errors", 653)];
         check(&signals, None, ("Errors", Some("back"), &["front"], &[]));
@@ -383,7 +450,7 @@ mod tests {
         let diagnosis = check(
             &signals,
             Some(&quiet),
-            ("Errors", Some("back"), &["front"], &[("front", "unknown"), ("back", "unknown")]),
+            ("Errors", Some("back"), &["front"], &[("back", "unknown"), ("front", "unknown")]),
         );
         assert_eq!(diagnosis.confidence, None);
     }
