@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mend_config::{Config, Healing, ServiceHealing};
-use mend_incident::{Builtins, DependencyGraph, Diagnoser, IncidentBook, Observed};
+use mend_incident::{Builtins, DependencyGraph, Diagnoser, IncidentBook, ObservationRequest, Observations, Observed};
 use mend_types::{
     ActionId, ActionKind, ActionRecord, ActionState, Actor, Event, HealMode, Incident, IncidentId, IncidentState,
     ServiceName, Signal, Timestamp,
@@ -61,7 +61,17 @@ pub enum Decision {
     Run(Permit),
     /// Publish this built-in diagnosis signal (for the store and other subscribers).
     Signal(Signal),
+    /// Gather what the diagnoser asks for and hand it back through [`Healer::observed`]: the incident
+    /// does not act until then (at most [`OBSERVATION_WAIT`]).
+    Observe(ObservationRequest),
 }
+
+/// How long an incident waits for the observations its diagnosis asked for before it acts on the
+/// diagnosis it has (the edge answers within the same turn; this covers an edge that could not).
+pub(crate) const OBSERVATION_WAIT: Duration = Duration::from_secs(3);
+/// Least time between two requests for observations of one incident: signals that join meanwhile are
+/// diagnosed together, a second later.
+pub(crate) const OBSERVATION_EVERY: Duration = Duration::from_secs(1);
 
 /// Where an incident's policy is.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +96,27 @@ struct Plan {
     /// The current step's action ran: if the incident resolves and fires again (flapping), it did not
     /// hold, and the next step runs.
     acted: bool,
+    /// Observations asked for at this time and not yet received.
+    awaiting: Option<Timestamp>,
+    /// When observations were last asked for.
+    requested: Option<Timestamp>,
+    /// A signal joined since the last request: ask again once [`OBSERVATION_EVERY`] has passed.
+    stale: bool,
+}
+
+impl Plan {
+    fn new() -> Self {
+        Self {
+            policy: None,
+            step: 0,
+            phase: Phase::Idle,
+            waiting: None,
+            acted: false,
+            awaiting: None,
+            requested: None,
+            stale: false,
+        }
+    }
 }
 
 /// The healing decision core.
@@ -211,7 +242,7 @@ impl Healer {
         let observed = self.book.observe(signal, &self.graph, now);
         if let Some(id) = observed.incident() {
             if matches!(observed, Observed::Opened(_)) {
-                self.plans.insert(id, Plan { policy: None, step: 0, phase: Phase::Idle, waiting: None, acted: false });
+                self.plans.insert(id, Plan::new());
             }
             if matches!(observed, Observed::Reopened(_)) {
                 // It goes on where its policy was: flapping does not start the list over, and an action
@@ -224,9 +255,64 @@ impl Healer {
                     }
                 }
             }
+            if matches!(observed, Observed::Opened(_) | Observed::Joined(_) | Observed::Reopened(_)) {
+                self.request_observations(id, now, &mut decisions);
+            }
             self.incident_decision(id, &mut decisions);
             self.advance(id, world, now, &mut decisions);
         }
+        decisions
+    }
+
+    /// Asks the edge for what the diagnoser reads about incident `id`, at most once per
+    /// [`OBSERVATION_EVERY`] (a later change is asked for on a tick).
+    fn request_observations(&mut self, id: IncidentId, now: Timestamp, decisions: &mut Vec<Decision>) {
+        let Some(request) = self.book.request(id, &self.graph) else { return };
+        let Some(plan) = self.plans.get_mut(&id) else { return };
+        let every = i64::try_from(OBSERVATION_EVERY.as_millis()).unwrap_or(i64::MAX);
+        if plan.requested.is_some_and(|last| now.as_millis() - last.as_millis() < every) {
+            // Asked for on the next tick; meanwhile the incident waits for it (its signals changed: the
+            // diagnosis it has may name another root or cause).
+            plan.stale = true;
+            plan.awaiting.get_or_insert(now);
+            return;
+        }
+        plan.requested = Some(now);
+        plan.awaiting = Some(now);
+        plan.stale = false;
+        decisions.push(Decision::Observe(request));
+    }
+
+    /// What the edge gathered for incident `id` (answering [`Decision::Observe`]): the incident is
+    /// diagnosed with it, then moves on.
+    pub fn observed(
+        &mut self,
+        id: IncidentId,
+        observations: &Observations,
+        world: &World,
+        now: Timestamp,
+    ) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        if let Some(plan) = self.plans.get_mut(&id) {
+            plan.awaiting = None;
+        }
+        let Some(incident) = self.book.get(id) else { return decisions };
+        if incident.state.is_closed() {
+            return decisions;
+        }
+        let before = (incident.diagnosis.name.clone(), incident.diagnosis.root.clone());
+        if self.book.diagnose_with(id, &self.graph, observations) {
+            if let Some(diagnosis) = self.book.get(id).map(|i| i.diagnosis.clone())
+                && (diagnosis.name.clone(), diagnosis.root.clone()) != before
+            {
+                let root = diagnosis.root.as_ref().map(|r| format!(", root {r}")).unwrap_or_default();
+                let confidence = diagnosis.confidence.map(|c| format!(" ({:.0}%)", c * 100.0)).unwrap_or_default();
+                let note = format!("diagnosed: {}{confidence}{root}: {}", diagnosis.name, diagnosis.evidence);
+                self.book.note(id, note, now);
+            }
+            self.incident_decision(id, &mut decisions);
+        }
+        self.advance(id, world, now, &mut decisions);
         decisions
     }
 
@@ -260,6 +346,9 @@ impl Healer {
         }
         let active: Vec<IncidentId> = self.book.active().map(|i| i.id).collect();
         for id in active {
+            if self.plans.get(&id).is_some_and(|plan| plan.stale) {
+                self.request_observations(id, now, &mut decisions);
+            }
             self.advance(id, world, now, &mut decisions);
         }
         self.book.prune(now);
@@ -427,7 +516,7 @@ impl Healer {
             return false;
         }
         let Some(plan) = self.plans.get(&id).cloned() else {
-            self.plans.insert(id, Plan { policy: None, step: 0, phase: Phase::Idle, waiting: None, acted: false });
+            self.plans.insert(id, Plan::new());
             return true;
         };
         if !incident.firing() {
@@ -476,9 +565,22 @@ impl Healer {
         if self.paused {
             return false;
         }
+        // The diagnosis asked for observations: it decides the target (the root, not its victims).
+        if let Some(asked) = plan.awaiting {
+            let waited = Duration::from_millis((now.as_millis() - asked.as_millis()).max(0) as u64);
+            if waited < OBSERVATION_WAIT {
+                return false;
+            }
+            if let Some(plan) = self.plans.get_mut(&id) {
+                plan.awaiting = None;
+            }
+            let note = format!("no observations for the diagnosis within {}s: acting on the signals", waited.as_secs());
+            self.book.note(id, note, now);
+            self.incident_decision(id, decisions);
+        }
         let policy_idx = match plan.policy {
             Some(idx) => idx,
-            None => match self.settings.policies.find(&incident.signals) {
+            None => match self.settings.policies.find(&incident) {
                 Some((idx, _)) => {
                     if let Some(plan) = self.plans.get_mut(&id) {
                         plan.policy = Some(idx);
@@ -500,18 +602,25 @@ impl Healer {
             self.escalate(id, format!("policy for {trigger} says escalate"), now, decisions);
             return false;
         }
-        // The target: the matched signal's service and replica; a signal without a service of its own
-        // acts on the incident's root.
-        let matched = incident
-            .signals
-            .iter()
-            .filter(|s| s.firing)
-            .find(|s| crate::policy::matches(&policy.when, s))
-            .or_else(|| incident.signals.iter().find(|s| crate::policy::matches(&policy.when, s)));
-        let service = matched.and_then(|s| s.service.clone()).or_else(|| incident.diagnosis.root.clone());
+        // The target: what the policy matched (a signal, the root's first; or a service's diagnosis), with
+        // its replica; without a service, the incident's root. A victim's trouble is its root's: a policy
+        // not scoped to a service acts on the root instead (one scoped to the victim keeps its scope, and
+        // the guard refuses to disrupt a victim).
+        let matched = crate::policy::target(&policy, &incident, false);
+        let mut service = matched.as_ref().and_then(|m| m.service.clone()).or_else(|| incident.diagnosis.root.clone());
+        let mut matched_replica = matched.as_ref().and_then(|m| m.replica);
+        let mut redirected = None;
+        if let (Some(target), Some(root), None) = (&service, &incident.diagnosis.root, &policy.service)
+            && target != root
+            && incident.diagnosis.victims.contains(target)
+        {
+            redirected = Some(target.clone());
+            service = Some(root.clone());
+            matched_replica = None;
+        }
         let replica = match action {
             ActionKind::Restart | ActionKind::Eject { .. } | ActionKind::Hook { .. } | ActionKind::Notify { .. } => {
-                matched.filter(|s| !s.attributed).and_then(|s| s.replica)
+                matched_replica
             }
             _ => None,
         };
@@ -524,9 +633,19 @@ impl Healer {
             self.incident_decision(id, decisions);
             return true;
         }
+        // What matched, where: `alert:Slow fired on api` or `diagnosis dependency_failure of api`; then
+        // where the action goes when that is a victim.
+        let matched_on = redirected.as_ref().or(service.as_ref());
+        let what = match &matched {
+            Some(m) if m.matched.starts_with("diagnosis ") => m.matched.clone(),
+            _ => format!("{trigger} fired{}", matched_on.map(|s| format!(" on {s}")).unwrap_or_default()),
+        };
+        let redirect = match (&redirected, &service) {
+            (Some(_), Some(root)) => format!(", a victim of {root}: acting on {root}"),
+            _ => String::new(),
+        };
         let reason = format!(
-            "{trigger} fired{}; diagnosis: {}",
-            service.as_ref().map(|s| format!(" on {s}")).unwrap_or_default(),
+            "{what}{redirect}; diagnosis: {}",
             if incident.diagnosis.evidence.is_empty() {
                 incident.diagnosis.name.clone()
             } else {

@@ -21,5 +21,5 @@ mod world;
 
 pub use guard::{Guard, Permit, Refusal};
 pub use healer::{Decision, Healer, Settings};
-pub use policy::{Policies, default_policies};
+pub use policy::{Policies, Target, default_policies};
 pub use world::{ReplicaView, ServiceView, World};

@@ -1,7 +1,7 @@
 //! Policies: the file's `[[heal]]` tables, then the default set.
 
 use mend_config::{HealPolicy, Trigger};
-use mend_types::{ActionKind, BuiltinDiagnosis, IncidentSignal, ServiceName, SignalKind};
+use mend_types::{ActionKind, BuiltinDiagnosis, Incident, IncidentSignal, ServiceName, SignalKind};
 
 /// The policies that ship: appended after the file's, so that a config without `[[heal]]` heals at least
 /// as well as before (the supervisor restarts crashes and hangs itself) and a crash loop, which the
@@ -50,19 +50,70 @@ impl Policies {
         self.list.get(idx)
     }
 
-    /// The first policy that matches one of `signals` (firing), with the signal it matched; `root` is the
-    /// incident's root service, which a signal without a service of its own stands for.
-    pub fn find<'a>(&self, signals: &'a [IncidentSignal]) -> Option<(usize, &'a IncidentSignal)> {
-        self.list.iter().enumerate().find_map(|(idx, policy)| {
-            signals
-                .iter()
-                .filter(|signal| signal.firing)
-                .find(|signal| matches(&policy.when, signal) && service_matches(policy.service.as_ref(), signal))
-                .map(|signal| (idx, signal))
-        })
+    /// The first policy that matches `incident` (a firing signal, or its diagnosis), with what it matched.
+    pub fn find(&self, incident: &Incident) -> Option<(usize, Target)> {
+        self.list.iter().enumerate().find_map(|(idx, policy)| target(policy, incident, true).map(|t| (idx, t)))
     }
 }
 
-fn service_matches(wanted: Option<&ServiceName>, signal: &IncidentSignal) -> bool {
-    wanted.is_none_or(|wanted| signal.service.as_ref() == Some(wanted))
+/// What a policy matched in an incident: the service (and replica) it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The service the matched signal or diagnosis names.
+    pub service: Option<ServiceName>,
+    /// The replica the matched signal names (not for a signal attributed through the incident).
+    pub replica: Option<u32>,
+    /// What matched, for people: the signal's name, or `diagnosis X of S`.
+    pub matched: String,
+}
+
+fn service_matches(wanted: Option<&ServiceName>, service: Option<&ServiceName>) -> bool {
+    wanted.is_none_or(|wanted| service == Some(wanted))
+}
+
+/// What `policy` matches in `incident`, if anything: a signal (firing, or with `firing_only` false any
+/// when none fires), else for a built-in diagnosis the incident's diagnosis of one of its services. The
+/// root's match comes first, then those of services that are not victims: the policy's action goes where
+/// the cause is.
+pub(crate) fn target(policy: &HealPolicy, incident: &Incident, firing_only: bool) -> Option<Target> {
+    let root = incident.diagnosis.root.as_ref();
+    let victim = |service: Option<&ServiceName>| {
+        service.is_some_and(|s| root.is_some_and(|r| r != s) && incident.diagnosis.victims.contains(s))
+    };
+    let order = |service: Option<&ServiceName>| (service != root, victim(service));
+    let matching = |firing: bool| {
+        let mut found: Vec<&IncidentSignal> = incident
+            .signals
+            .iter()
+            .filter(|s| s.firing == firing || !firing_only && !firing)
+            .filter(|s| matches(&policy.when, s) && service_matches(policy.service.as_ref(), s.service.as_ref()))
+            .collect();
+        found.sort_by_key(|s| order(s.service.as_ref()));
+        found.first().map(|s| Target {
+            service: s.service.clone(),
+            replica: s.replica.filter(|_| !s.attributed),
+            matched: s.name.clone(),
+        })
+    };
+    if let Some(found) = matching(true) {
+        return Some(found);
+    }
+    if let Trigger::Builtin(diagnosis) = &policy.when {
+        let name = diagnosis.as_str();
+        let mut named: Vec<&ServiceName> = root
+            .filter(|_| incident.diagnosis.name == name)
+            .into_iter()
+            .chain(incident.diagnosis.ranking.iter().filter(|r| r.diagnosis == name).map(|r| &r.service))
+            .filter(|service| service_matches(policy.service.as_ref(), Some(service)))
+            .collect();
+        named.sort_by_key(|service| order(Some(service)));
+        if let Some(service) = named.first() {
+            return Some(Target {
+                service: Some((*service).clone()),
+                replica: None,
+                matched: format!("diagnosis {name} of {service}"),
+            });
+        }
+    }
+    if firing_only { None } else { matching(false) }
 }

@@ -53,6 +53,10 @@ fn render(decisions: &[Decision]) -> Vec<String> {
             }
             Decision::Run(permit) => format!("run {}", permit.record().id),
             Decision::Signal(signal) => format!("signal {} {}", signal.name, signal.state.as_str()),
+            Decision::Observe(request) => {
+                let services: Vec<&str> = request.services.iter().map(ServiceName::as_str).collect();
+                format!("observe incident {} {}", request.incident, services.join(","))
+            }
         })
         .collect()
 }
@@ -175,8 +179,10 @@ fn a_policy_acts_verifies_goes_on_and_resolves() {
 
 #[test]
 fn a_victim_is_not_acted_on_and_an_exhausted_policy_escalates() {
+    // The policy is limited to api: it keeps its scope, and the guard refuses to disrupt a victim.
+    let scoped = TWO_SERVICES.replace("when = \"alert:Slow\"", "when = \"alert:Slow\"\nservice = \"api\"");
     check(
-        TWO_SERVICES,
+        &scoped,
         &[
             (0, Input::Fire("DbDown", "db", None), &["incident 1 open: external DbDown fired: DbDown evidence"]),
             // api depends on db: the incident's root is db, api a victim; the guard refuses the restart
@@ -197,6 +203,27 @@ fn a_victim_is_not_acted_on_and_an_exhausted_policy_escalates() {
             ),
             // Closed: nothing more happens, however long it fires.
             (100, Input::Tick, &[]),
+        ],
+    );
+}
+
+/// Issue 11: a policy not limited to a service that matched on a victim acts on the incident's root.
+#[test]
+fn issue_11_a_policy_that_matched_on_a_victim_acts_on_the_root() {
+    check(
+        TWO_SERVICES,
+        &[
+            (0, Input::Fire("DbDown", "db", None), &["incident 1 open: external DbDown fired: DbDown evidence"]),
+            (
+                1,
+                Input::Fire("Slow", "api", Some(0)),
+                &[
+                    "incident 1 open: external Slow fired: Slow evidence",
+                    "action 1 restart db running",
+                    "run 1",
+                    "incident 1 acting: running restart",
+                ],
+            ),
         ],
     );
 }
@@ -223,5 +250,140 @@ fn the_supervisors_give_up_is_a_crash_loop_escalated_by_the_default_policy() {
                 &["action 1 escalate db succeeded: done", "incident 1 escalated: escalate succeeded: done"],
             ),
         ],
+    );
+}
+
+/// A diagnoser that observes: without observations it knows nothing; with them, `db` is the root and
+/// `api` its victim (`dependency_failure`).
+struct Observing;
+
+impl mend_incident::Diagnoser for Observing {
+    fn diagnose(
+        &self,
+        signals: &[mend_types::IncidentSignal],
+        graph: &mend_incident::DependencyGraph,
+        observations: Option<&mend_incident::Observations>,
+    ) -> mend_types::Diagnosis {
+        let Some(observations) = observations else { return BuiltinDiagnoser.diagnose(signals, graph, None) };
+        let ranked = |service: &str, diagnosis: &str| mend_types::RankedService {
+            service: name(service),
+            score: 10.0,
+            onset: None,
+            diagnosis: diagnosis.to_owned(),
+            confidence: 0.7,
+            explained_by: (service == "api").then(|| name("db")),
+            evidence: Vec::new(),
+        };
+        mend_types::Diagnosis {
+            name: "overload".into(),
+            root: Some(name("db")),
+            victims: [name("api")].into(),
+            evidence: "db is slow".into(),
+            confidence: Some(0.6),
+            facts: vec!["cpu of db rose".into()],
+            ranking: vec![ranked("db", "overload"), ranked("api", "dependency_failure")],
+            diagnosed_at: Some(observations.now),
+        }
+    }
+
+    fn request(
+        &self,
+        incident: mend_types::IncidentId,
+        _: &[mend_types::IncidentSignal],
+        services: &std::collections::BTreeSet<ServiceName>,
+        graph: &mend_incident::DependencyGraph,
+    ) -> Option<mend_incident::ObservationRequest> {
+        Some(mend_incident::ObservationRequest {
+            incident,
+            services: graph.neighbourhood(services, 10),
+            from: Timestamp::from_millis(0),
+        })
+    }
+}
+
+/// Issue 11: an incident waits for the observations its diagnosis asked for, then a policy on a diagnosis
+/// of a victim acts on the root; a rule that fired on the victim is redirected there too.
+#[test]
+fn issue_11_the_live_diagnosis_is_awaited_and_policies_act_on_the_root() {
+    for policy in ["when = \"dependency_failure\"", "when = \"alert:Slow\""] {
+        let config = format!(
+            "[service.api]\ncommand = [\"api\"]\ndepends_on = [\"db\"]\n[service.db]\ncommand = [\"db\"]\n[[heal]]\n{policy}\nactions = [\"restart\"]\nverify = \"10s\"\n"
+        );
+        let config = mend_config::parse("t.toml", &config, std::path::Path::new("/")).expect("valid config");
+        let world = world(&config);
+        let mut healer = Healer::new(Settings::of(&config), 1, 1, Box::new(Observing));
+        let now = Timestamp::from_millis(1_000_000);
+        let slow = Signal {
+            at: now,
+            since: now,
+            state: SignalState::Firing,
+            kind: SignalKind::External,
+            name: "Slow".into(),
+            severity: Severity::Warning,
+            service: Some(name("api")),
+            replica: Some(0),
+            value: f64::NAN,
+            labels: BTreeMap::from([("service".to_owned(), "api".to_owned())]),
+            evidence: "Slow evidence".into(),
+        };
+        assert_eq!(
+            render(&healer.signal(&slow, &world, now)),
+            ["observe incident 1 api,db", "incident 1 open: external Slow fired: Slow evidence"],
+            "{policy}: nothing acts before the diagnosis"
+        );
+        assert!(render(&healer.tick(&world, Timestamp::from_millis(1_001_000))).is_empty(), "{policy}: it waits");
+        let observations = mend_incident::Observations { now, ..Default::default() };
+        let later = Timestamp::from_millis(1_001_500);
+        let reason = match policy {
+            "when = \"dependency_failure\"" => "diagnosis dependency_failure of api, a victim of db: acting on db",
+            _ => "alert:Slow fired on api, a victim of db: acting on db",
+        };
+        let decisions = healer.observed(mend_types::IncidentId(1), &observations, &world, later);
+        assert_eq!(
+            render(&decisions),
+            [
+                "incident 1 open: diagnosed: overload (60%), root db: db is slow",
+                "action 1 restart db running",
+                "run 1",
+                "incident 1 acting: running restart",
+            ],
+            "{policy}"
+        );
+        let Some(Decision::Action(record)) = decisions.get(1) else { panic!("an action") };
+        assert!(record.reason.starts_with(reason), "{policy}: {}", record.reason);
+    }
+}
+
+/// Without an answer, the incident acts on what it has after the wait.
+#[test]
+fn issue_11_an_unanswered_observation_request_delays_action_by_three_seconds_at_most() {
+    let config = "[service.api]\ncommand = [\"api\"]\n[[heal]]\nwhen = \"alert:Slow\"\nactions = [\"restart\"]\n";
+    let config = mend_config::parse("t.toml", config, std::path::Path::new("/")).expect("valid config");
+    let world = world(&config);
+    let mut healer = Healer::new(Settings::of(&config), 1, 1, Box::new(Observing));
+    let at = |secs: i64| Timestamp::from_millis(1_000_000 + secs * 1000);
+    let slow = Signal {
+        at: at(0),
+        since: at(0),
+        state: SignalState::Firing,
+        kind: SignalKind::External,
+        name: "Slow".into(),
+        severity: Severity::Warning,
+        service: Some(name("api")),
+        replica: None,
+        value: f64::NAN,
+        labels: BTreeMap::from([("service".to_owned(), "api".to_owned())]),
+        evidence: "Slow evidence".into(),
+    };
+    assert_eq!(render(&healer.signal(&slow, &world, at(0)))[0], "observe incident 1 api");
+    assert!(render(&healer.tick(&world, at(2))).is_empty());
+    assert_eq!(
+        render(&healer.tick(&world, at(3))),
+        [
+            "incident 1 open: no observations for the diagnosis within 3s: acting on the signals",
+            "action 1 restart api running",
+            "run 1",
+            "incident 1 acting: running restart",
+        ]
     );
 }

@@ -211,7 +211,7 @@ impl Sim {
                         ));
                     }
                 }
-                Decision::Signal(_) => {}
+                Decision::Signal(_) | Decision::Observe(_) => {}
             }
         }
         Ok(())

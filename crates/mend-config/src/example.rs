@@ -66,7 +66,8 @@ http = "http://127.0.0.1:{port}/health"
 # [notify.*] targets. Each policy maps a trigger to actions tried in order: the next runs when the
 # incident has not resolved within the verify window; after the last, the incident is escalated.
 # Triggers: a [[rule]], [[detect]] or [[forecast]] name, "alert:NAME" (Alertmanager), or a built-in
-# diagnosis: crashed, crash_loop, hung, memory_exhaustion, unhealthy, bad_replica, overload.
+# diagnosis: crashed, crash_loop, hung, memory_exhaustion, unhealthy, bad_replica, overload, and from the
+# live diagnosis fd_exhaustion, disk_exhaustion, dependency_failure (acts on the cause, not the victim).
 # Actions: restart, rolling-restart, scale +N / scale -N, eject [DURATION], hook NAME, notify NAME,
 # escalate. Every action is journalled before it runs and with its outcome (`mend incidents`).
 

@@ -3,7 +3,9 @@
 //! A firing signal joins the open incident that already has it; else an incident closed as resolved
 //! within the window that had it (it reopens: flapping opens one incident, not many; an escalated
 //! incident keeps it without reopening); else an open incident active within the window on its service
-//! or on a service next to it in the dependency graph; a signal without a service joins the incident most
+//! or on a service related to it in the dependency graph (one depends on the other, directly or through
+//! others: a fault at the end of a chain reaches its first caller in the same second as the middle);
+//! a signal without a service joins the incident most
 //! recently active within the window (it is attributed through it). Otherwise it opens an incident.
 
 use std::collections::BTreeMap;
@@ -14,7 +16,7 @@ use mend_types::{
     Timestamp,
 };
 
-use crate::{DependencyGraph, Diagnoser};
+use crate::{DependencyGraph, Diagnoser, ObservationRequest, Observations};
 
 /// Most signals one incident remembers (distinct conditions); beyond, new ones are counted only.
 const MAX_SIGNALS: usize = 100;
@@ -124,7 +126,7 @@ impl IncidentBook {
                 .find(|i| {
                     !i.state.is_closed()
                         && within(now, i.updated_at, self.window)
-                        && (i.services.contains(service) || i.services.iter().any(|s| graph.adjacent(s, service)))
+                        && (i.services.contains(service) || i.services.iter().any(|s| graph.related(s, service)))
                 })
                 .map(|i| i.id),
             None => self
@@ -231,7 +233,34 @@ impl IncidentBook {
 
     fn rediagnose(&mut self, id: IncidentId, graph: &DependencyGraph) {
         let Some(incident) = self.incidents.get_mut(&id) else { return };
-        incident.diagnosis = self.diagnoser.diagnose(&incident.signals, graph);
+        // A diagnosis made from observations stays until the next observations arrive (the healer asks
+        // for them when a signal joins): the signals alone would know less.
+        if incident.diagnosis.diagnosed_at.is_some() {
+            return;
+        }
+        incident.diagnosis = self.diagnoser.diagnose(&incident.signals, graph, None);
+    }
+
+    /// What the diagnoser wants gathered for incident `id`, if it reads observations.
+    pub fn request(&self, id: IncidentId, graph: &DependencyGraph) -> Option<ObservationRequest> {
+        let incident = self.incidents.get(&id)?;
+        self.diagnoser.request(id, &incident.signals, &incident.services, graph)
+    }
+
+    /// Diagnoses incident `id` again with what the edge observed; returns whether its diagnosis changed
+    /// (beyond the time it was made).
+    pub fn diagnose_with(&mut self, id: IncidentId, graph: &DependencyGraph, observations: &Observations) -> bool {
+        let Some(incident) = self.incidents.get_mut(&id) else { return false };
+        let mut diagnosis = self.diagnoser.diagnose(&incident.signals, graph, Some(observations));
+        let mut before = incident.diagnosis.clone();
+        before.diagnosed_at = diagnosis.diagnosed_at;
+        let changed = before != diagnosis;
+        if !changed {
+            // Only the time differs: keep the first time this diagnosis was made.
+            diagnosis.diagnosed_at = incident.diagnosis.diagnosed_at.or(diagnosis.diagnosed_at);
+        }
+        incident.diagnosis = diagnosis;
+        changed
     }
 
     /// Moves incident `id` to `state`, with `note` as its evidence.
@@ -345,6 +374,25 @@ mod tests {
         );
         assert_eq!(
             book.observe(&signal(200, "Other", Some("db"), SignalState::Firing), &graph, at(200)),
+            Observed::Opened(IncidentId(3))
+        );
+    }
+
+    #[test]
+    fn the_ends_of_a_chain_join_one_incident_whichever_fires_first() {
+        let graph = DependencyGraph::new([(name("web"), name("orders")), (name("orders"), name("stock"))]);
+        let mut book = IncidentBook::new(1, Duration::from_secs(60), Box::new(BuiltinDiagnoser));
+        book.observe(&signal(0, "Errors", Some("stock"), SignalState::Firing), &graph, at(0));
+        // web reaches stock through orders, whose signal has not arrived yet.
+        assert_eq!(
+            book.observe(&signal(0, "Errors", Some("web"), SignalState::Firing), &graph, at(0)),
+            Observed::Joined(IncidentId(1))
+        );
+        // Two callers of one service are not related through it.
+        let hub = DependencyGraph::new([(name("a"), name("hub")), (name("b"), name("hub"))]);
+        book.observe(&signal(1, "Slow", Some("a"), SignalState::Firing), &hub, at(1));
+        assert_eq!(
+            book.observe(&signal(1, "Slow", Some("b"), SignalState::Firing), &hub, at(1)),
             Observed::Opened(IncidentId(3))
         );
     }

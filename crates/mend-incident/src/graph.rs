@@ -26,6 +26,12 @@ impl DependencyGraph {
         self.edges.contains(&(a.clone(), b.clone())) || self.edges.contains(&(b.clone(), a.clone()))
     }
 
+    /// Whether one of `a` and `b` depends on the other, directly or through others (a chain's ends are
+    /// related; two callers of the same service are not).
+    pub fn related(&self, a: &ServiceName, b: &ServiceName) -> bool {
+        self.depends_on(a, b) || self.depends_on(b, a)
+    }
+
     /// Whether `caller` depends on `callee`, directly or through others.
     pub fn depends_on(&self, caller: &ServiceName, callee: &ServiceName) -> bool {
         let mut seen = BTreeSet::new();
@@ -41,6 +47,35 @@ impl DependencyGraph {
             }
         }
         false
+    }
+
+    /// `services`, what they call (directly or further down) and who calls them directly: where the
+    /// cause of their trouble may be, and who may suffer from it. At most `max` services: the given
+    /// ones first, then the nearest along the calls.
+    pub fn neighbourhood(&self, services: &BTreeSet<ServiceName>, max: usize) -> BTreeSet<ServiceName> {
+        let mut found: BTreeSet<ServiceName> = services.iter().take(max).cloned().collect();
+        let mut queue: std::collections::VecDeque<ServiceName> = found.iter().cloned().collect();
+        // Callees, breadth first: a dependency's trouble travels up to its callers.
+        while let Some(next) = queue.pop_front() {
+            for (from, to) in &self.edges {
+                if found.len() >= max {
+                    return found;
+                }
+                if *from == next && found.insert(to.clone()) {
+                    queue.push_back(to.clone());
+                }
+            }
+        }
+        // Direct callers of the given services: they may suffer too.
+        for (from, to) in &self.edges {
+            if found.len() >= max {
+                break;
+            }
+            if services.contains(to) {
+                found.insert(from.clone());
+            }
+        }
+        found
     }
 
     /// Every edge.
@@ -64,5 +99,20 @@ mod tests {
         assert!(!graph.depends_on(&name("db"), &name("web")));
         assert!(graph.adjacent(&name("db"), &name("api")));
         assert!(!graph.adjacent(&name("web"), &name("db")));
+    }
+
+    #[test]
+    fn the_neighbourhood_reaches_every_dependency_and_the_direct_callers_within_its_bound() {
+        let graph = DependencyGraph::new([
+            (name("web"), name("api")),
+            (name("api"), name("db")),
+            (name("admin"), name("api")),
+            (name("cron"), name("admin")),
+        ]);
+        let names = |set: BTreeSet<ServiceName>| set.iter().map(|s| s.as_str().to_owned()).collect::<Vec<_>>();
+        let api = BTreeSet::from([name("api")]);
+        assert_eq!(names(graph.neighbourhood(&api, 10)), ["admin", "api", "db", "web"]);
+        assert_eq!(names(graph.neighbourhood(&BTreeSet::from([name("web")]), 10)), ["api", "db", "web"]);
+        assert_eq!(names(graph.neighbourhood(&api, 2)), ["api", "db"]);
     }
 }

@@ -10,15 +10,19 @@
 //! - [`graph`] is the dependency graph: declared `depends_on` plus the caller → callee edges the proxies
 //!   observed.
 //! - [`diagnose`] is the seam for diagnosis: a [`Diagnoser`] names the incident and ranks its services
-//!   into a root and victims. [`BuiltinDiagnoser`] is the built-in rule set; `mend-diagnose` plugs in here.
+//!   into a root and victims. [`BuiltinDiagnoser`] is the built-in rule set.
+//! - [`ranked`] plugs `mend-diagnose` in: [`RankingDiagnoser`] asks the edge for the services' series and
+//!   lifecycle facts and ranks the root cause across services, with a named diagnosis per service.
 //! - [`book`] groups signals into incidents.
 
 pub mod book;
 pub mod builtin;
 pub mod diagnose;
 pub mod graph;
+pub mod ranked;
 
 pub use book::{IncidentBook, Observed};
 pub use builtin::Builtins;
-pub use diagnose::{BuiltinDiagnoser, Diagnoser};
+pub use diagnose::{BuiltinDiagnoser, Diagnoser, ObservationRequest, Observations};
 pub use graph::DependencyGraph;
+pub use ranked::RankingDiagnoser;

@@ -982,7 +982,7 @@ impl Lifecycle {
         effects.push(event(
             EventKind::Unhealthy,
             format!("{check} check failed: {reason}"),
-            json!({ "check": check, "reason": reason, "pid": pid, "hung": hung }),
+            json!({ "check": check, "reason": reason, "pid": pid, "hung": hung, "stop_reason": cause.as_str() }),
         ));
         let then =
             AfterStop::Restart { reason: format!("{check} check failed: {reason}"), automatic: true, counted: true };

@@ -28,13 +28,21 @@ pub enum BuiltinDiagnosis {
     Unhealthy,
     /// Errors concentrated on one replica, from the proxy's per-replica figures.
     BadReplica,
-    /// Errors or load high on every replica of a service, from the proxy's figures.
+    /// Errors or load high on every replica of a service, from the proxy's figures; or, from the live
+    /// diagnosis, CPU and latency (or traffic) rising together.
     Overload,
+    /// Open file descriptors at or about to reach their limit (the live diagnosis).
+    FdExhaustion,
+    /// The disk full or about to be (the live diagnosis).
+    DiskExhaustion,
+    /// A service suffers because a service it calls misbehaved first (the live diagnosis). A policy on
+    /// it acts on the cause, the incident's root, never on the service that suffers.
+    DependencyFailure,
 }
 
 impl BuiltinDiagnosis {
     /// Every built-in diagnosis.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 10] = [
         Self::Crashed,
         Self::CrashLoop,
         Self::Hung,
@@ -42,6 +50,9 @@ impl BuiltinDiagnosis {
         Self::Unhealthy,
         Self::BadReplica,
         Self::Overload,
+        Self::FdExhaustion,
+        Self::DiskExhaustion,
+        Self::DependencyFailure,
     ];
 
     /// The name used in `when` and as the signal's name.
@@ -54,6 +65,9 @@ impl BuiltinDiagnosis {
             Self::Unhealthy => "unhealthy",
             Self::BadReplica => "bad_replica",
             Self::Overload => "overload",
+            Self::FdExhaustion => "fd_exhaustion",
+            Self::DiskExhaustion => "disk_exhaustion",
+            Self::DependencyFailure => "dependency_failure",
         }
     }
 
@@ -389,7 +403,8 @@ pub struct TimelineEntry {
     pub note: String,
 }
 
-/// What mend concluded about an incident: a name, the root service and the victims.
+/// What mend concluded about an incident: a name, the root service and the victims; with the live
+/// diagnosis (`mend-diagnose`), also a confidence, the deciding facts and the ranked candidates.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize, Default)]
 pub struct Diagnosis {
     /// The diagnosis' name: a built-in one (`crash_loop`) or the trigger that explains the incident.
@@ -400,6 +415,48 @@ pub struct Diagnosis {
     pub victims: BTreeSet<ServiceName>,
     /// Why, for people.
     pub evidence: String,
+    /// How sure the rule that named it is, 0..1 (none: the built-in rules, which do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// The facts that decided the name, the deciding one first, each a sentence a person can check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<String>,
+    /// The candidate root causes, most likely first, each with its own diagnosis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranking: Vec<RankedService>,
+    /// When the diagnosis was made (none: from the signals alone, as they arrived).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::rfc3339::option")]
+    pub diagnosed_at: Option<Timestamp>,
+}
+
+impl Diagnosis {
+    /// The entry of `service` in the ranking.
+    pub fn ranked(&self, service: &ServiceName) -> Option<&RankedService> {
+        self.ranking.iter().find(|ranked| ranked.service == *service)
+    }
+}
+
+/// One candidate of an incident's root-cause ranking.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct RankedService {
+    /// The service.
+    pub service: ServiceName,
+    /// Its score: how far its strongest metric moved from its own baseline, in robust deviations (0
+    /// when nothing of it was scored), after explanation (a victim ranks just below its cause).
+    pub score: f64,
+    /// When it first became anomalous.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::rfc3339::option")]
+    pub onset: Option<Timestamp>,
+    /// What is wrong with it (`dependency_failure`, `hung`, `unknown`, ...).
+    pub diagnosis: String,
+    /// How sure that rule is, 0..1.
+    pub confidence: f64,
+    /// The service whose anomaly explains its own, when one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explained_by: Option<ServiceName>,
+    /// The facts behind its diagnosis, in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
 }
 
 /// An incident: signals grouped by service, time and dependency, with a lifecycle and the actions taken.

@@ -16,7 +16,7 @@ pub use event::{Event, EventKind, EventSink, LineSink};
 pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
 pub use heal::{
     ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, HealMode, Incident,
-    IncidentId, IncidentSignal, IncidentState, ReplicaChange, ReplicaCondition, TimelineEntry,
+    IncidentId, IncidentSignal, IncidentState, RankedService, ReplicaChange, ReplicaCondition, TimelineEntry,
 };
 pub use ids::{InvalidName, ReplicaId, ServiceName};
 pub use probe::{MendTrouble, ProbeOutcome, ProcessEvidence};

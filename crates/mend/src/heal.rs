@@ -9,6 +9,7 @@
 mod execute;
 mod hook;
 mod notify;
+mod observe;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,6 +101,10 @@ struct Stage {
     series: Arc<std::sync::RwLock<mend_observe::series::SeriesStore>>,
     /// Operators' answers, sent once the outcome is journalled.
     pending_answers: Vec<(OperatorAnswer, Result<ActionRecord, OperatorError>)>,
+    /// Recent lifecycle facts per service, for the live diagnosis.
+    facts: observe::FactLog,
+    /// The running config (services' replica counts and memory limits, for the live diagnosis).
+    config: Arc<Config>,
 }
 
 /// The built-in diagnoses the healer draws from events itself: published by this stage, so their echo on
@@ -158,7 +163,7 @@ impl HealStage {
             Settings::of(config),
             last_incident + 1,
             last_action + 1,
-            Box::new(mend_incident::BuiltinDiagnoser),
+            Box::new(mend_incident::RankingDiagnoser::live()),
         );
         let (commands, inbox) = mpsc::channel(64);
         let executor_handle = executor.clone();
@@ -176,6 +181,8 @@ impl HealStage {
             running: HashMap::new(),
             series,
             pending_answers: Vec::new(),
+            facts: observe::FactLog::default(),
+            config: Arc::new(config.clone()),
         };
         let task = tokio::spawn(stage.run(subscription, inbox));
         Ok((Self { commands, executor: executor_handle }, task))
@@ -263,6 +270,9 @@ impl Stage {
 
     fn on_message(&mut self, message: Message) -> Vec<Decision> {
         let now = self.clock.wall();
+        if let Message::Event(event) = &message {
+            self.facts.record(event);
+        }
         match message {
             Message::Event(event) if mend_incident::Builtins::concerns(event.kind) => {
                 let world = world(&self.supervisor);
@@ -349,6 +359,7 @@ impl Stage {
                 Vec::new()
             }
             Command::Reconfigure(config) => {
+                self.config = Arc::new((*config).clone());
                 self.mode = config.healing.mode;
                 self.n_policies = config.heal.len() + mend_act::default_policies().len();
                 self.healer.reconfigure(Settings::of(&config));
@@ -403,6 +414,22 @@ impl Stage {
                     entries.push(JournalEntry::Action(Box::new(record)));
                 }
                 Decision::Signal(signal) => self.signals.signal(signal),
+                Decision::Observe(request) => {
+                    let started = self.clock.now();
+                    let observations = self.observe(&request);
+                    let gathered = started.elapsed();
+                    let world = world(&self.supervisor);
+                    queue.extend(self.healer.observed(request.incident, &observations, &world, self.clock.wall()));
+                    tracing::info!(
+                        incident = %request.incident,
+                        n_services = observations.services.len(),
+                        n_series = observations.series.len(),
+                        n_points = observations.series.iter().map(|s| s.points.len()).sum::<usize>(),
+                        gather_us = gathered.as_micros() as u64,
+                        diagnose_us = started.elapsed().saturating_sub(gathered).as_micros() as u64,
+                        "incident diagnosed"
+                    );
+                }
                 Decision::Run(permit) => {
                     // Journalled before it runs: if the journal cannot be written, it does not run.
                     match self.journal(std::mem::take(&mut entries)).await {
@@ -451,6 +478,13 @@ impl Stage {
             let outcome = executor.execute(permit, incident).await;
             let _ = commands.send(Command::Outcome(outcome)).await;
         });
+    }
+
+    /// Gathers what the live diagnosis of an incident reads (synchronously: read locks on the series
+    /// store, one service at a time, for a bounded window of a bounded set of services; BENCHMARKS.md has
+    /// the cost).
+    fn observe(&self, request: &mend_incident::ObservationRequest) -> mend_incident::Observations {
+        observe::gather(request, &self.series, &self.facts, &self.config, self.clock.wall())
     }
 
     /// Reads the proxies' observed caller → callee edges into the dependency graph.

@@ -377,6 +377,36 @@ pub(crate) fn incident_timeline(dto: &IncidentDto) -> String {
         }
         text.push('\n');
     }
+    let diagnosis = &incident.diagnosis;
+    if let Some(confidence) = diagnosis.confidence {
+        text.push_str(&format!("confidence: {:.0}%\n", confidence * 100.0));
+    }
+    if !diagnosis.facts.is_empty() {
+        text.push_str("evidence:\n");
+        for fact in &diagnosis.facts {
+            text.push_str(&format!("  {}\n", escape_controls(fact, false)));
+        }
+    }
+    if !diagnosis.ranking.is_empty() {
+        text.push_str(&format!(
+            "ranking{}:\n",
+            diagnosis.diagnosed_at.map(|at| format!(" (diagnosed {at})")).unwrap_or_default()
+        ));
+        for (idx, ranked) in diagnosis.ranking.iter().enumerate() {
+            let score = if ranked.score >= 1000.0 { ">999".to_owned() } else { format!("{:.1}", ranked.score) };
+            text.push_str(&format!(
+                "  {}. {:<16} {:<18} {:>3.0}%  score {score}{}\n",
+                idx + 1,
+                ranked.service.as_str(),
+                ranked.diagnosis,
+                ranked.confidence * 100.0,
+                ranked.explained_by.as_ref().map(|by| format!(", explained by {by}")).unwrap_or_default(),
+            ));
+            for line in ranked.evidence.iter().take(3) {
+                text.push_str(&format!("       {}\n", escape_controls(line, false)));
+            }
+        }
+    }
     if incident.flaps > 0 {
         text.push_str(&format!("flapped {} times\n", incident.flaps));
     }

@@ -4,6 +4,10 @@
 //! `POST /fault/{crash,exit,hang,leak,cpu,slow,errors,unhealthy,reset}` produce every failure mode mend
 //! must heal: a crash, a clean exit, a hang (blocked or SIGSTOPped), a memory leak, CPU burn, slow
 //! replies, error responses and a failing health check.
+//!
+//! With `--upstream URL`, `GET /` also calls `URL` (another service, through mend's proxy) and answers
+//! 502 when that call fails or answers 5xx: a chain of demos shows a fault travelling from callee to
+//! callers. The call carries `x-mend-caller: NAME` (`--name`), from which the proxy learns the edge.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // A demo program reports on stdout/stderr.
 #![allow(clippy::disallowed_methods)] // The demo measures latency and sleeps in its fault threads in real time.
@@ -47,6 +51,12 @@ struct Args {
     /// Exit with this code right after starting (to exercise crash loops).
     #[arg(long)]
     exit_immediately: Option<i32>,
+    /// On `GET /`, also call this service (`http://HOST:PORT/PATH`), answering 502 when it fails.
+    #[arg(long)]
+    upstream: Option<hyper::Uri>,
+    /// This service's name, sent to the upstream as `x-mend-caller`.
+    #[arg(long, default_value = "mend-demo")]
+    name: String,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -73,6 +83,8 @@ struct Demo {
     leaked_bytes: AtomicU64,
     requests: Family<Vec<(&'static str, String)>, Counter>,
     latency: Histogram,
+    upstream: Option<hyper::Uri>,
+    name: String,
 }
 
 type Shared = Arc<Demo>;
@@ -99,6 +111,8 @@ async fn main() {
         leaked_bytes: AtomicU64::new(0),
         requests: Family::default(),
         latency: Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        upstream: args.upstream.clone(),
+        name: args.name.clone(),
     });
     let app = Router::new()
         .route("/", get(hello))
@@ -183,12 +197,48 @@ async fn hello(State(demo): State<Shared>) -> Response {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, "injected error\n").into_response()
         }
-        _ => format!("hello from mend-demo (pid {})\n", std::process::id()).into_response(),
+        _ => match &demo.upstream {
+            None => format!("hello from mend-demo (pid {})\n", std::process::id()).into_response(),
+            Some(upstream) => match call(upstream, &demo.name).await {
+                Ok(status) if status < 500 => {
+                    format!("hello from mend-demo (pid {}), upstream {status}\n", std::process::id()).into_response()
+                }
+                Ok(status) => (StatusCode::BAD_GATEWAY, format!("upstream answered {status}\n")).into_response(),
+                Err(error) => (StatusCode::BAD_GATEWAY, format!("upstream failed: {error}\n")).into_response(),
+            },
+        },
     };
     let code = response.status().as_u16().to_string();
     demo.requests.get_or_create(&vec![("code", code)]).inc();
     demo.latency.observe(start.elapsed().as_secs_f64());
     response
+}
+
+/// Calls `GET upstream` with `x-mend-caller: name` (a connection per call, 5 s at most); its status.
+async fn call(upstream: &hyper::Uri, name: &str) -> Result<u16, String> {
+    let authority = upstream.authority().ok_or("the upstream URL has no host")?.as_str().to_owned();
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(upstream.path_and_query().map_or("/", |p| p.as_str()))
+            .header(header::HOST, &authority)
+            .header("x-mend-caller", name)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        // Read the body to its end so that the upstream's answer is complete.
+        use http_body_util::BodyExt;
+        let _ = response.into_body().collect().await;
+        Ok::<u16, String>(status)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+        Ok(result) => result,
+        Err(_) => Err("no answer within 5s".to_owned()),
+    }
 }
 
 /// Echoes what arrived: method, path, query, headers and the body's length (counted as it streams in).
