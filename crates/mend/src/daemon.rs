@@ -227,6 +227,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         reload: reload_requests,
         healing: Arc::new(heal.clone()),
         closing: api_closing_in,
+        stream: Arc::new(mend_api::StreamHub::new(bus.clone())),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());
