@@ -5,7 +5,7 @@
 // the next poll; while the stream is down, the page polls. Nothing is ever reloaded whole.
 
 import { ApiError, get, onTokenNeeded, post, queryRange } from './api.js';
-import { badge, bytes, duration, fill, h, sparkline, time } from './dom.js';
+import { axisValue, badge, bytes, duration, fill, h, sparkline, time } from './dom.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -526,6 +526,9 @@ async function runQuery() {
     return column;
   });
   $('query-note').textContent = `${result.length} series, ${stamps.length} steps of ${step}s. Drag across the chart to zoom in, double-click to zoom out.`;
+  // The unit of the first series' metric names the axis' unit (a query mixing units gets plain numbers).
+  const names = new Set(result.map((s) => s.metric.__name__ || ''));
+  const unitName = names.size === 1 ? [...names][0] : '';
   const palette = ['#2f6f4f', '#c0392b', '#2e5f9e', '#b7791f', '#7b4ea3', '#1f8a8a', '#a33b6b', '#5d6d2f'];
   const target = $('chart');
   if (chart) chart.destroy();
@@ -537,7 +540,7 @@ async function runQuery() {
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
       series: [{}, ...result.map((s, i) => ({ label: seriesLabel(s.metric), stroke: palette[i % palette.length], width: 1.5, spanGaps: false }))],
-      axes: [{}, { size: 70 }],
+      axes: [{}, { size: 80, values: (u, splits) => splits.map((v) => axisValue(unitName, v)) }],
     },
     [stamps, ...columns],
     target,

@@ -20,7 +20,7 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 function append(element, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     element.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -69,6 +69,17 @@ export function bytes(n) {
     idx += 1;
   }
   return idx === 0 ? `${n} B` : `${n.toFixed(1)} ${UNITS[idx]}`;
+}
+
+const COMPACT = new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 2 });
+
+/** A chart axis' number in the unit its metric's name says (`_bytes`, `_seconds`), else compact (`1.2K`). */
+export function axisValue(name, value) {
+  if (value === null || !Number.isFinite(value)) return '';
+  if (/_bytes(_total)?$/.test(name)) return bytes(value);
+  if (/_seconds(_total)?$/.test(name) && Math.abs(value) < 1 && value !== 0) return `${+(value * 1000).toPrecision(3)} ms`;
+  if (/_seconds(_total)?$/.test(name)) return `${COMPACT.format(value)} s`;
+  return COMPACT.format(value);
 }
 
 /** Seconds → `42s`, `3m 5s`, `2h 3m`, `4d 2h`. */

@@ -277,7 +277,10 @@ async function main() {
       sameDocument: window.__sameDocument,
       logElements: document.querySelectorAll('#log-text *').length,
       images: document.querySelectorAll('img').length,
+      // A value rendered as a JavaScript object's name instead of its text.
+      objects: [...document.querySelectorAll('main section')].map((s) => s.textContent).join('').includes('[object '),
     }));
+    check(!verdict.objects, 'the page shows "[object ...]" somewhere');
     check(verdict.pwned === undefined, `hostile text ran: ${verdict.pwned}`);
     check(verdict.logElements === 0 && verdict.images === 0, `hostile text became markup: ${JSON.stringify(verdict)}`);
     check(verdict.sameDocument === true, 'the page was reloaded');
