@@ -190,6 +190,33 @@ async function main() {
     check(newPid1 === (await replica('web', 1)).pid, 'the API agrees on the new pid');
     log(`restart button: pid ${approvedPid} -> ${newPid1}`);
 
+    // 5b. Stop and start a replica of a program we did not write (Python's http.server), and scale.
+    await page.click('tr[data-replica="files/0"] button[title="Stop files/0"]');
+    await until(
+      page,
+      'files/0 stopped',
+      () => {
+        const row = document.querySelector('tr[data-replica="files/0"]');
+        return row && row.dataset.state === 'stopped' && row.querySelector('td.pid').textContent === '–';
+      },
+      null,
+      30000,
+    );
+    await page.click('tr[data-replica="files/0"] button[title="Start files/0"]');
+    await page.waitForSelector('tr[data-replica="files/0"][data-ready="true"]', { timeout: 30000 });
+    await page.click('tbody[data-service="web"] tr.service button:has-text("scale")');
+    await page.waitForSelector('#ask[open]', { timeout: 10000 });
+    await page.fill('#ask-input', '3');
+    await page.click('#ask-ok');
+    await page.waitForSelector('tr[data-replica="web/2"][data-ready="true"]', { timeout: 30000 });
+    await page.click('tbody[data-service="web"] tr.service button:has-text("scale")');
+    await page.waitForSelector('#ask[open]', { timeout: 10000 });
+    await page.fill('#ask-input', '2');
+    await page.click('#ask-ok');
+    await page.waitForSelector('tr[data-replica="web/2"]', { state: 'detached', timeout: 30000 });
+    check((await api('/api/v1/services/web')).desired_replicas === 2, 'scaled back to 2');
+    log('stop, start and scale');
+
     // 6. Pause and resume.
     await page.click('#pause');
     await until(page, 'healing paused', () => document.querySelector('#pause')?.textContent === 'Resume healing');
