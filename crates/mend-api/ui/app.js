@@ -647,7 +647,12 @@ function follow() {
     // Whatever happened while the stream was down.
     refreshSoon('services', 'healing', 'incidents', 'timeline');
   });
-  source.addEventListener('error', () => setLive(false, 'reconnecting (polling)'));
+  source.addEventListener('error', () => {
+    setLive(false, 'reconnecting (polling)');
+    // The browser retries by itself after a dropped connection, but not after a refusal (mend serves
+    // a few streams at once and answers 503 past that): try again later, polling meanwhile.
+    if (source.readyState === EventSource.CLOSED) setTimeout(follow, 30000);
+  });
   source.addEventListener('replica', (message) => {
     const change = JSON.parse(message.data);
     const row = document.querySelector(`tr[data-replica="${CSS.escape(`${change.replica.service}/${change.replica.index}`)}"]`);
