@@ -1,7 +1,9 @@
 //! mend's HTTP API: the only crate with wire (serde) types.
 //!
 //! Read endpoints are open; mutating endpoints need `Authorization: Bearer <token>` when a token is
-//! configured. Every error is JSON `{"error": "..."}` with a fitting status.
+//! configured. Every error is JSON `{"error": "..."}` with a fitting status. The dashboard's files are
+//! served from the binary at `/ui/` (`ui.rs`), and the stream between stages as server-sent events at
+//! `/api/v1/stream` (`stream.rs`).
 
 mod dto;
 mod healing;
@@ -10,7 +12,9 @@ mod metrics;
 mod query;
 mod routes;
 mod server;
+mod stream;
 mod traffic;
+mod ui;
 
 pub use dto::{
     AlertmanagerAlert, AlertmanagerWebhook, EjectedReplica, EjectionDto, EjectionReasonDto, EventDto, EventsResponse,
@@ -24,4 +28,6 @@ pub use logs::{PatternDto, PatternSource, PatternsDto};
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, ReloadRequest, router};
 pub use server::{MAX_REQUEST_BODY_BYTES, ServeLimits, serve};
+pub use stream::{MAX_STREAM_CLIENTS, StreamHub, StreamMessage};
 pub use traffic::{FaultSpec, MAX_FAULT_DURATION, NoTraffic, TrafficApi};
+pub use ui::CONTENT_SECURITY_POLICY;

@@ -120,8 +120,30 @@ pub(crate) fn render(
     observe: &ObserveStats,
     dropped_events: u64,
     heal_actions: &[(&'static str, &'static str, u64)],
+    stream: &crate::StreamHub,
 ) -> String {
     let mut registry = Registry::default();
+
+    let stream_clients = Gauge::<i64>::default();
+    stream_clients.set(i64::try_from(stream.clients()).unwrap_or(i64::MAX));
+    registry.register("mend_api_stream_clients", "Clients following /api/v1/stream now", stream_clients);
+    let stream_opened = Counter::<u64>::default();
+    stream_opened.inc_by(stream.opened());
+    registry.register("mend_api_stream_opened", "Streams of /api/v1/stream opened", stream_opened);
+    let stream_refused = Counter::<u64>::default();
+    stream_refused.inc_by(stream.refused());
+    registry.register(
+        "mend_api_stream_refused",
+        "Streams of /api/v1/stream refused because as many as mend serves were open",
+        stream_refused,
+    );
+    let stream_lost = Counter::<u64>::default();
+    stream_lost.inc_by(stream.lost());
+    registry.register(
+        "mend_api_stream_lost_messages",
+        "Messages lost by clients of /api/v1/stream that fell behind (each was told to read the state again)",
+        stream_lost,
+    );
 
     let actions_total = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
     for (action, outcome, count) in heal_actions {

@@ -57,6 +57,8 @@ pub struct ApiState {
     /// Turns true when the API is about to stop: streams that follow (`logs?follow=true`) end, so that
     /// their connections do not hold the shutdown up.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// The stream between stages, served as server-sent events (`/api/v1/stream`).
+    pub stream: Arc<crate::StreamHub>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -105,7 +107,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/healing/{what}", post(crate::healing::pause))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/", get(crate::ui::root))
+        .route("/ui", get(crate::ui::root))
+        .route("/ui/", get(crate::ui::index))
+        .route("/ui/{*path}", get(crate::ui::asset))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/stream", get(crate::stream::stream))
         .route("/metrics", get(metrics_page))
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{name}", get(service))
@@ -252,6 +259,7 @@ async fn metrics_page(State(state): State<ApiState>, headers: HeaderMap) -> Resp
         &state.observe,
         state.store.dropped_events(),
         &state.healing.action_counts(),
+        &state.stream,
     );
     let (content_type, body) = if metrics::accepts_openmetrics(&headers) {
         (metrics::OPENMETRICS_CONTENT_TYPE, openmetrics)

@@ -241,6 +241,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             Arc::new(move |service: &str| log_stage.patterns(service))
         },
         closing: api_closing_in,
+        stream: Arc::new(mend_api::StreamHub::new(bus.clone())),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());
