@@ -77,6 +77,8 @@ struct TrackedDetector {
     anomaly: Option<(f64, f64)>,
     /// The latest score.
     last_score: f64,
+    /// When the series last ended (a staleness marker acted upon by [`DetectorBank::restart`]).
+    ended_at: f64,
 }
 
 /// One detector per series of an attachment.
@@ -126,6 +128,7 @@ impl DetectorBank {
                     last_seen: now,
                     anomaly: None,
                     last_score: f64::NAN,
+                    ended_at: f64::NEG_INFINITY,
                 },
             );
         }
@@ -174,6 +177,22 @@ impl DetectorBank {
             }
         }
         transitions
+    }
+
+    /// The series ended at `at` (a staleness marker: the replica's process exited): the points after it
+    /// come from a new process and are learnt afresh, warm-up included, as a new series' are (as
+    /// Prometheus treats a counter reset, the old process's level says nothing about the new one's). An
+    /// anomaly already open stays open and resolves after its quiet time. An end already acted upon, or
+    /// older than the points fed, changes nothing, so the caller may pass overlapping windows.
+    pub fn restart(&mut self, labels: &LabelSet, at: f64) {
+        let Some(tracked) = self.series.get_mut(labels) else { return };
+        if at < tracked.last_ts || at <= tracked.ended_at {
+            return;
+        }
+        let Ok(detector) = registry::build(&self.detector_name, self.sensitivity) else { return };
+        tracked.detector = detector;
+        tracked.last_ts = at;
+        tracked.ended_at = at;
     }
 
     /// Resolves anomalies quiet for the resolve time and forgets series not fed for `forget_after_secs`.
@@ -399,6 +418,85 @@ mod tests {
         // Resolved with the latest score, not the alarm's.
         assert!(resolved[0].value < ALARM_SCORE, "{:?}", resolved[0]);
         assert_eq!(resolved[0].reason, TransitionReason::Quiet { after_secs: 60.0 });
+    }
+
+    /// A replica's process series, as the detect loop reads it: 1 s samples, read every 10 s in
+    /// overlapping 120 s windows, the end of a process marked where its staleness marker is.
+    fn replay_process_series(
+        bank: &mut DetectorBank,
+        series: &LabelSet,
+        points: &[(f64, f64)],
+        ended_at: Option<f64>,
+        end: usize,
+    ) -> Vec<SeriesTransition> {
+        let mut transitions = Vec::new();
+        for round_end in (10..=end).step_by(10) {
+            let window = &points[round_end.saturating_sub(120)..round_end];
+            let now = round_end as f64;
+            match ended_at.filter(|&at| window.first().is_some_and(|first| first.0 < at)) {
+                Some(at) => {
+                    let (before, after): (Vec<_>, Vec<_>) = window.iter().partition(|p| p.0 < at);
+                    transitions.extend(bank.feed(series, &before, now));
+                    bank.restart(series, at);
+                    transitions.extend(bank.feed(series, &after, now));
+                }
+                None => transitions.extend(bank.feed(series, window, now)),
+            }
+            transitions.extend(bank.sweep(now, 3600.0));
+        }
+        transitions
+    }
+
+    /// Resident memory of a replica (issue 10, `bench/data/healthy_series.json`): about 4 MiB in
+    /// page-sized steps; its process is replaced at t = 900 and the new one is first seen at 0.94 MiB,
+    /// then settles at its own level; at t = 1700 the new process really grows to 1.5 times that.
+    fn restarted_memory() -> Vec<(f64, f64)> {
+        (0..2000_u32)
+            .map(|t| {
+                let pages = f64::from((t * 7) % 5) * 4096.0;
+                let value = match t {
+                    0..900 => 4_200_000.0 + pages,
+                    900 => 985_000.0,
+                    901..1700 => 4_000_000.0 + pages,
+                    _ => 6_000_000.0 + pages,
+                };
+                (f64::from(t) + 0.5, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_restarted_process_is_learnt_afresh_and_a_real_shift_after_its_warm_up_still_alarms() {
+        let series = labels("memory");
+        let points = restarted_memory();
+        let mut bank = DetectorBank::new("default", Sensitivity::ACTIONABLE, 10, 60.0).expect("known detector");
+        let transitions = replay_process_series(&mut bank, &series, &points, Some(900.0), 2000);
+        let fired: Vec<f64> = transitions.iter().filter(|t| t.firing).map(|t| t.since).collect();
+        // The new process's first sample is no anomaly of the old one's; the real growth is.
+        assert_eq!(fired, [1700.5], "{transitions:?}");
+
+        // Without the end of the process, the same points alarm at the restart: the false alarm this fixes.
+        let mut bank = DetectorBank::new("default", Sensitivity::ACTIONABLE, 10, 60.0).expect("known detector");
+        let transitions = replay_process_series(&mut bank, &series, &points, None, 2000);
+        let fired: Vec<f64> = transitions.iter().filter(|t| t.firing).map(|t| t.since).collect();
+        assert_eq!(fired.first(), Some(&900.5), "{transitions:?}");
+    }
+
+    #[test]
+    fn an_end_already_acted_upon_does_not_restart_learning_again() {
+        let series = labels("memory");
+        let points = restarted_memory();
+        let mut bank = DetectorBank::new("default", Sensitivity::ACTIONABLE, 10, 60.0).expect("known detector");
+        replay_process_series(&mut bank, &series, &points, Some(900.0), 1700);
+        // Told of the same end again (a later window still holds the marker) and of an end older than
+        // the points fed: nothing restarts, so the growth is judged against all the new process has shown.
+        bank.restart(&series, 900.0);
+        bank.restart(&series, 1000.0);
+        let transitions = bank.feed(&series, &points[1700..1710], 1710.0);
+        assert_eq!(transitions.iter().filter(|t| t.firing).count(), 1, "{transitions:?}");
+        // An untracked series has nothing to forget.
+        bank.restart(&labels("other"), 5.0);
+        assert_eq!(bank.len(), 1);
     }
 
     #[test]

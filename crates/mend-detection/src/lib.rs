@@ -286,10 +286,14 @@ impl Detection {
             signals.extend(entry.signals(transitions, now, None));
         }
         for entry in &mut self.detects {
-            let transitions = feed(&mut entry.feed, storage, now, &self.options, |labels, points| {
-                entry.bank.feed(labels, points, now_secs)
+            let mut transitions = feed(&mut entry.feed, storage, now, &self.options, |labels, fed| match fed {
+                Fed::Points(points) => entry.bank.feed(labels, points, now_secs),
+                // A replica's process ended: what follows is a new process, learnt afresh.
+                Fed::ProcessEnded(at) => {
+                    entry.bank.restart(labels, at);
+                    Vec::new()
+                }
             });
-            let mut transitions = transitions;
             transitions.extend(entry.bank.sweep(now_secs, FEED_WINDOW.as_secs_f64() * 10.0));
             for transition in transitions {
                 let evidence =
@@ -308,8 +312,10 @@ impl Detection {
             signals.extend(proxies.evaluate(storage, now, &self.options));
         }
         for entry in &mut self.forecasts {
-            let mut transitions = feed(&mut entry.feed, storage, now, &self.options, |labels, points| {
-                entry.bank.feed(labels, points, now_secs)
+            // The forecast bank tells a restart by the fall of the series itself (`TransitionReason::Reset`).
+            let mut transitions = feed(&mut entry.feed, storage, now, &self.options, |labels, fed| match fed {
+                Fed::Points(points) => entry.bank.feed(labels, points, now_secs),
+                Fed::ProcessEnded(_) => Vec::new(),
             });
             transitions.extend(entry.bank.sweep(now_secs, FEED_WINDOW.as_secs_f64() * 10.0));
             for transition in transitions {
@@ -329,13 +335,25 @@ impl Detection {
     }
 }
 
-/// Reads the points an attachment has not seen and hands each series' points to `sink`.
+/// What the feed hands an attachment for one series, in time order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fed<'a> {
+    /// Points (seconds, value), oldest first.
+    Points(&'a [(f64, f64)]),
+    /// The replica's process whose series this is ended at this time (seconds): the supervisor wrote a
+    /// staleness marker when it exited (or its scrape target stopped answering); points after it come
+    /// from its next process.
+    ProcessEnded(f64),
+}
+
+/// Reads the points an attachment has not seen and hands each series' points to `sink`, split where
+/// a replica's process ended.
 fn feed(
     feed: &mut Feed,
     storage: &dyn Storage,
     now: Timestamp,
     options: &EvalOptions,
-    mut sink: impl FnMut(&LabelSet, &[(f64, f64)]) -> Vec<SeriesTransition>,
+    mut sink: impl FnMut(&LabelSet, Fed<'_>) -> Vec<SeriesTransition>,
 ) -> Vec<SeriesTransition> {
     let mut transitions = Vec::new();
     match feed {
@@ -343,14 +361,24 @@ fn feed(
             let Some(selector) = query.plain_selector() else { return transitions };
             let start = now.saturating_sub(FEED_WINDOW).as_millis();
             for series in storage.select(selector.matchers(), start, now.as_millis()) {
-                // A staleness marker says the series ended; it is no value to learn from.
-                let points: Vec<(f64, f64)> = series
-                    .points
-                    .iter()
-                    .filter(|&&(_, v)| !mend_query::is_stale_marker(v))
-                    .map(|&(t, v)| (t as f64 / 1000.0, v))
-                    .collect();
-                transitions.extend(sink(&label_set(&series.labels), &points));
+                let labels = label_set(&series.labels);
+                // A staleness marker says the series ended; it is no value to learn from. In a replica's
+                // series it says the replica's process ended (the supervisor ends a process's series when
+                // it exits, the scraper a replica target's when it stops answering): what follows comes
+                // from the next process. A series of the service as a whole only paused.
+                let of_replica = labels.contains_key("replica");
+                let mut points: Vec<(f64, f64)> = Vec::with_capacity(series.points.len());
+                for &(t, v) in &series.points {
+                    let at = t as f64 / 1000.0;
+                    if !mend_query::is_stale_marker(v) {
+                        points.push((at, v));
+                    } else if of_replica {
+                        transitions.extend(sink(&labels, Fed::Points(&points)));
+                        points.clear();
+                        transitions.extend(sink(&labels, Fed::ProcessEnded(at)));
+                    }
+                }
+                transitions.extend(sink(&labels, Fed::Points(&points)));
             }
         }
         Feed::Expression { query, rounds_left } => {
@@ -361,7 +389,8 @@ fn feed(
             *rounds_left = (EXPRESSION_STEP.as_millis() / EVALUATION_INTERVAL.as_millis()).saturating_sub(1) as u32;
             if let Ok(Value::Vector(samples)) = query.eval_instant(storage, now.as_millis(), options) {
                 for sample in samples {
-                    transitions.extend(sink(&label_set(&sample.labels), &[(now.as_secs_f64(), sample.value)]));
+                    transitions
+                        .extend(sink(&label_set(&sample.labels), Fed::Points(&[(now.as_secs_f64(), sample.value)])));
                 }
             }
         }
@@ -687,6 +716,58 @@ mod tests {
         // A rate of bytes is bytes per second, a ratio of two counts a plain number: no unit is claimed.
         assert_eq!(unit("rate(node_network_receive_bytes_total[1m])", None), Unit::Plain);
         assert_eq!(unit("sum(rate(a_total[1m])) / sum(rate(b_total[1m]))", None), Unit::Plain);
+    }
+
+    /// Issue 10 follow-up: a replica's new process (a deploy) first seen at 0.94 MiB is no new minimum
+    /// of its old process's memory, while a series of the service as a whole that paused and came back
+    /// keeps what it learnt; a real growth of the new process after its warm-up still alarms.
+    #[test]
+    fn a_replica_process_that_ended_is_learnt_afresh_but_a_service_series_is_not() {
+        let text = "[[detect]]\nname = \"replica_memory\"\nseries = 'mend_replica_resident_memory_bytes'\n\
+                    detector = \"default\"\n\n[[detect]]\nname = \"service_memory\"\n\
+                    series = 'shop_memory_bytes'\ndetector = \"default\"\n";
+        let config = mend_config::parse("test.toml", text, std::path::Path::new(".")).expect("valid config");
+        let mut detection = Detection::new(&config);
+        let store = RwLock::new(SeriesStore::new(mend_observe::series::Limits::default()));
+        let at = |millis: u64| Timestamp::from_millis(1_700_000_000_000 + millis as i64);
+        let (replica, service) = {
+            let mut series = store.write().expect("store lock");
+            let replica = series.labels("mend_replica_resident_memory_bytes", &[("service", "shop"), ("replica", "0")]);
+            (replica, series.labels("shop_memory_bytes", &[("service", "shop")]))
+        };
+        let mut fired: Vec<(String, u64)> = Vec::new();
+        for second in 0..2000_u64 {
+            let pages = ((second * 7) % 5) as f64 * 4096.0;
+            let value = match second {
+                0..900 => 4_200_000.0 + pages,
+                900 => 985_000.0,
+                901..1700 => 4_000_000.0 + pages,
+                _ => 6_000_000.0 + pages,
+            };
+            {
+                let mut series = store.write().expect("store lock");
+                if second == 900 {
+                    // The old process exits: the supervisor ends its series; the service's pauses too.
+                    series.end_series(&replica, at(899_800));
+                    series.end_series(&service, at(899_800));
+                }
+                for labels in [&replica, &service] {
+                    series.append(labels, at(second * 1000 + 500), value).expect("room in the store");
+                }
+            }
+            let signals = detection.evaluate(&LockedStore::new(&store, MAX_POINTS_PER_ROUND), at(second * 1000 + 600));
+            for signal in signals.iter().filter(|s| s.state == SignalState::Firing) {
+                fired.push((signal.name.clone(), second));
+            }
+        }
+        assert_eq!(
+            fired,
+            [
+                ("service_memory".to_owned(), 900),
+                ("replica_memory".to_owned(), 1700),
+                ("service_memory".to_owned(), 1700)
+            ]
+        );
     }
 
     #[test]
