@@ -234,6 +234,15 @@ impl IncidentBook {
         incident.diagnosis = self.diagnoser.diagnose(&incident.signals, graph);
     }
 
+    /// Diagnoses the open incidents again (the dependency graph learnt an edge): a service that turns out
+    /// to call the root becomes a victim.
+    pub fn rediagnose_open(&mut self, graph: &DependencyGraph) {
+        let open: Vec<IncidentId> = self.active().map(|incident| incident.id).collect();
+        for id in open {
+            self.rediagnose(id, graph);
+        }
+    }
+
     /// Moves incident `id` to `state`, with `note` as its evidence.
     pub fn transition(&mut self, id: IncidentId, state: IncidentState, note: String, now: Timestamp) {
         let Some(incident) = self.incidents.get_mut(&id) else { return };
