@@ -17,7 +17,8 @@ pub use dto::{
     TrafficStatus,
 };
 pub use healing::{
-    ActionsResponse, HealingApi, HealingStatus, IncidentDto, IncidentsResponse, OperatorCommand, OperatorError, Pending,
+    ActionsResponse, DependencyDto, DependencySource, HealingApi, HealingStatus, IncidentDto, IncidentsResponse,
+    OperatorCommand, OperatorError, Pending,
 };
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
 pub use routes::{ApiState, ReloadRequest, router};
