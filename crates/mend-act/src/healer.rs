@@ -153,6 +153,8 @@ impl Healer {
     /// Takes new settings (a reload): policies, limits and modes change; incidents go on.
     pub fn reconfigure(&mut self, settings: Settings) {
         self.guard.reconfigure(settings.healing.clone(), settings.services.clone());
+        self.book.set_window(settings.healing.window);
+        self.builtins.set_window(settings.healing.window);
         for (caller, callee) in &settings.depends_on {
             self.graph.add(caller.clone(), callee.clone());
         }

@@ -17,6 +17,8 @@ enum Input {
     Edge(&'static str, &'static str),
     /// An operator approves pending action N.
     Approve(u64),
+    /// A reload with this config.
+    Reload(String),
 }
 
 fn name(text: &str) -> ServiceName {
@@ -118,6 +120,11 @@ fn check(config: &str, script: &[(i64, Input, &[&str])]) {
             Input::Tick => healer.tick(&world, now),
             Input::Edge(caller, callee) => {
                 healer.observe_edge(name(caller), name(callee));
+                Vec::new()
+            }
+            Input::Reload(config) => {
+                let config = mend_config::parse("t.toml", config, std::path::Path::new("/")).expect("valid config");
+                healer.reconfigure(Settings::of(&config));
                 Vec::new()
             }
             Input::Approve(id) => healer
@@ -542,6 +549,54 @@ fn an_incident_escalated_while_its_action_waits_for_approval_takes_the_approval_
             ),
             // The approval came too late: nothing runs.
             (31, Input::Approve(1), &["signal refused (no pending action 1) firing"]),
+        ],
+    );
+}
+
+#[test]
+fn a_reload_changes_the_incident_window_at_once() {
+    let shorter = FLAPPY.replace("window = \"5m\"", "window = \"10s\"");
+    check(
+        FLAPPY,
+        &[
+            (
+                0,
+                Input::Fire("Flappy", "web", Some(0)),
+                &[
+                    "incident 1 open: external Flappy fired: Flappy evidence",
+                    "action 1 restart web/0 running",
+                    "run 1",
+                    "incident 1 acting: running restart",
+                ],
+            ),
+            (
+                2,
+                Input::Outcome(1, true),
+                &[
+                    "action 1 restart web/0 succeeded: done",
+                    "incident 1 verifying: restart done: done; verifying for 10s",
+                ],
+            ),
+            (
+                4,
+                Input::Resolve("Flappy", "web", Some(0)),
+                &[
+                    "incident 1 verifying: external Flappy resolved: Flappy evidence",
+                    "incident 1 resolved: every signal resolved",
+                ],
+            ),
+            (5, Input::Reload(shorter), &[]),
+            // 20 s after it resolved: within the old window of 5 minutes, past the new one of 10 s.
+            (
+                24,
+                Input::Fire("Flappy", "web", Some(0)),
+                &[
+                    "incident 2 open: external Flappy fired: Flappy evidence",
+                    "action 2 restart web/0 running",
+                    "run 2",
+                    "incident 2 acting: running restart",
+                ],
+            ),
         ],
     );
 }

@@ -70,6 +70,11 @@ impl IncidentBook {
         self.incidents.get(&id)
     }
 
+    /// Groups within `window` from now on (a reload).
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
     /// Incidents not closed, oldest first.
     pub fn active(&self) -> impl Iterator<Item = &Incident> {
         self.incidents.values().filter(|incident| !incident.state.is_closed())
