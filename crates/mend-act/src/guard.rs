@@ -102,6 +102,12 @@ impl Bucket {
         self.at = now;
     }
 
+    /// A new capacity; the tokens left stay (within it).
+    fn resize(&mut self, per_hour: u32) {
+        self.capacity = f64::from(per_hour);
+        self.tokens = self.tokens.min(self.capacity);
+    }
+
     fn has(&mut self, now: Timestamp) -> bool {
         self.refill(now);
         self.tokens >= 1.0
@@ -142,12 +148,22 @@ impl Guard {
         }
     }
 
-    /// Takes new limits (a reload), keeping what was spent.
+    /// Takes new limits (a reload), keeping what was spent: a bucket takes its new capacity and keeps its
+    /// tokens (at most the new capacity), so that a reload never refills a spent budget.
     pub fn reconfigure(&mut self, healing: Healing, services: BTreeMap<ServiceName, ServiceHealing>) {
         self.healing = healing;
         self.services = services;
-        self.global = None;
-        self.per_service.clear();
+        let global_per_hour = self.healing.max_actions_per_hour;
+        if let Some(global) = &mut self.global {
+            global.resize(global_per_hour);
+        }
+        let per_hour: Vec<(ServiceName, u32)> =
+            self.per_service.keys().map(|service| (service.clone(), self.service_per_hour(service))).collect();
+        for (service, per_hour) in per_hour {
+            if let Some(bucket) = self.per_service.get_mut(&service) {
+                bucket.resize(per_hour);
+            }
+        }
     }
 
     fn service_per_hour(&self, service: &ServiceName) -> u32 {
@@ -305,5 +321,71 @@ impl Guard {
     /// Disruptive actions in flight on `service`.
     pub fn in_flight(&self, service: &ServiceName) -> usize {
         self.in_flight.values().filter(|(s, _)| s == service).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ReplicaView, ServiceView};
+
+    fn name(text: &str) -> ServiceName {
+        ServiceName::new(text).expect("valid name")
+    }
+
+    fn restart(id: u64, replica: u32, now: Timestamp) -> ActionRecord {
+        ActionRecord {
+            id: ActionId(id),
+            incident: None,
+            action: ActionKind::Restart,
+            service: Some(name("web")),
+            replica: Some(replica),
+            actor: Actor::Policy { when: "alert:Slow".into(), step: 0 },
+            reason: "test".into(),
+            state: mend_types::ActionState::Running,
+            requested_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            outcome: None,
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_what_the_budgets_have_spent() {
+        let world = World {
+            services: BTreeMap::from([(
+                name("web"),
+                ServiceView { replicas: (0..4).map(|index| ReplicaView { index, ready: true }).collect() },
+            )]),
+        };
+        let healing = Healing {
+            max_actions_per_hour: 100,
+            service_max_actions_per_hour: 2,
+            cooldown: Duration::ZERO,
+            ..Healing::default()
+        };
+        let mut guard = Guard::new(healing.clone(), BTreeMap::new());
+        let now = Timestamp::from_millis(1_000_000);
+        let diagnosis = Diagnosis::default();
+        for (id, replica) in [(1, 0), (2, 1)] {
+            let permit = guard.grant(restart(id, replica, now), &world, &diagnosis, now).expect("within budget");
+            guard.finished(permit.record().id);
+        }
+        let spent = guard.check(&restart(3, 2, now), &world, &diagnosis, now);
+        assert_eq!(spent, Err(Refusal::Budget { scope: "web".into(), per_hour: 2 }));
+        // A reload with the same limits does not refill the buckets; a lower limit lowers what is left.
+        guard.reconfigure(healing.clone(), BTreeMap::new());
+        assert_eq!(guard.check(&restart(3, 2, now), &world, &diagnosis, now), spent);
+        let stricter = Healing { service_max_actions_per_hour: 1, ..healing.clone() };
+        guard.reconfigure(stricter, BTreeMap::new());
+        assert_eq!(
+            guard.check(&restart(3, 2, now), &world, &diagnosis, now),
+            Err(Refusal::Budget { scope: "web".into(), per_hour: 1 })
+        );
+        // Time refills at the configured rate: two per hour, one token after half an hour.
+        guard.reconfigure(healing, BTreeMap::new());
+        let later = Timestamp::from_millis(now.as_millis() + 30 * 60 * 1000 + 1000);
+        assert_eq!(guard.check(&restart(3, 2, later), &world, &diagnosis, later), Ok(()));
     }
 }

@@ -184,6 +184,8 @@ impl Healer {
     /// Takes new settings (a reload): policies, limits and modes change; incidents go on.
     pub fn reconfigure(&mut self, settings: Settings) {
         self.guard.reconfigure(settings.healing.clone(), settings.services.clone());
+        self.book.set_window(settings.healing.window);
+        self.builtins.set_window(settings.healing.window);
         for (caller, callee) in &settings.depends_on {
             self.graph.add(caller.clone(), callee.clone());
         }
@@ -194,9 +196,21 @@ impl Healer {
         self.settings = settings;
     }
 
-    /// Adds an observed caller → callee edge (from the proxies).
+    /// Adds an observed caller → callee edge (from the proxies): signals on either service join one
+    /// incident from now on, and the open incidents are diagnosed again with it.
     pub fn observe_edge(&mut self, caller: ServiceName, callee: ServiceName) {
-        self.graph.add(caller, callee);
+        if self.graph.add(caller, callee) {
+            self.book.rediagnose_open(&self.graph);
+        }
+    }
+
+    /// The dependency graph's caller → callee edges, each with whether it was declared (`depends_on`) or
+    /// only observed.
+    pub fn dependencies(&self) -> impl Iterator<Item = (&ServiceName, &ServiceName, bool)> {
+        self.graph.edges().map(|(caller, callee)| {
+            let declared = self.settings.depends_on.iter().any(|(c, d)| c == caller && d == callee);
+            (caller, callee, declared)
+        })
     }
 
     /// Whether automatic action is paused.
@@ -777,6 +791,16 @@ impl Healer {
         self.book.add_action(id, action_id);
         self.book.transition(id, IncidentState::Escalated, format!("escalated: {note}"), now);
         if let Some(plan) = self.plans.get_mut(&id) {
+            // An action still waiting for approval is moot: mend stops acting on this incident, and an
+            // approval must not run it later.
+            if let Phase::Pending(pending) = plan.phase
+                && let Some((mut record, _)) = self.open_actions.remove(&pending)
+            {
+                record.state = ActionState::Expired;
+                record.finished_at = Some(now);
+                record.outcome = Some("no longer needed: the incident was escalated".to_owned());
+                decisions.push(Decision::Action(record));
+            }
             plan.phase = Phase::Idle;
         }
         let mode = self.settings.mode(escalation.service.as_ref());

@@ -13,6 +13,12 @@ enum Input {
     Event(EventKind, &'static str, u32),
     Outcome(u64, bool),
     Tick,
+    /// The proxies saw the first service call the second.
+    Edge(&'static str, &'static str),
+    /// An operator approves pending action N.
+    Approve(u64),
+    /// A reload with this config.
+    Reload(String),
 }
 
 fn name(text: &str) -> ServiceName {
@@ -61,6 +67,23 @@ fn render(decisions: &[Decision]) -> Vec<String> {
         .collect()
 }
 
+/// An approval the healer refused, rendered through [`render`] as a signal named after the refusal.
+fn refusal(message: String) -> Signal {
+    Signal {
+        at: Timestamp::from_millis(0),
+        since: Timestamp::from_millis(0),
+        state: SignalState::Firing,
+        kind: SignalKind::External,
+        name: format!("refused ({message})"),
+        severity: Severity::Warning,
+        service: None,
+        replica: None,
+        value: f64::NAN,
+        labels: BTreeMap::new(),
+        evidence: String::new(),
+    }
+}
+
 fn check(config: &str, script: &[(i64, Input, &[&str])]) {
     let config = mend_config::parse("t.toml", config, std::path::Path::new("/")).expect("valid config");
     let world = world(&config);
@@ -99,6 +122,18 @@ fn check(config: &str, script: &[(i64, Input, &[&str])]) {
                 healer.outcome(mend_types::ActionId(*id), *ok, "done".into(), String::new(), &world, now)
             }
             Input::Tick => healer.tick(&world, now),
+            Input::Edge(caller, callee) => {
+                healer.observe_edge(name(caller), name(callee));
+                Vec::new()
+            }
+            Input::Reload(config) => {
+                let config = mend_config::parse("t.toml", config, std::path::Path::new("/")).expect("valid config");
+                healer.reconfigure(Settings::of(&config));
+                Vec::new()
+            }
+            Input::Approve(id) => healer
+                .approve(mend_types::ActionId(*id), &world, now)
+                .unwrap_or_else(|refused| vec![Decision::Signal(refusal(refused))]),
         };
         assert_eq!(render(&decisions), *expected, "step {step} at {at_secs}s");
     }
@@ -385,5 +420,344 @@ fn issue_11_an_unanswered_observation_request_delays_action_by_three_seconds_at_
             "run 1",
             "incident 1 acting: running restart",
         ]
+    );
+}
+
+const UNDECLARED: &str = r#"
+[healing]
+cooldown = "60s"
+[service.web]
+command = ["web"]
+replicas = 2
+[service.api]
+command = ["api"]
+replicas = 2
+[notify.ops]
+url = "http://127.0.0.1:9/"
+[[heal]]
+when = "alert:Slow"
+actions = ["restart", "escalate"]
+verify = "10s"
+"#;
+
+#[test]
+fn without_a_known_call_a_callers_trouble_is_its_own_incident() {
+    check(
+        UNDECLARED,
+        &[
+            (0, Input::Fire("ApiDown", "api", None), &["incident 1 open: external ApiDown fired: ApiDown evidence"]),
+            (
+                1,
+                Input::Fire("Slow", "web", Some(0)),
+                &[
+                    "incident 2 open: external Slow fired: Slow evidence",
+                    "action 1 restart web/0 running",
+                    "run 1",
+                    "incident 2 acting: running restart",
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_call_the_proxy_observed_makes_the_caller_a_victim_as_a_declared_dependency_does() {
+    check(
+        UNDECLARED,
+        &[
+            (0, Input::Edge("web", "api"), &[]),
+            (0, Input::Fire("ApiDown", "api", None), &["incident 1 open: external ApiDown fired: ApiDown evidence"]),
+            (
+                1,
+                Input::Fire("Slow", "web", Some(0)),
+                // web is only a victim: the policy (not limited to a service) acts on the root, api.
+                &[
+                    "incident 1 open: external Slow fired: Slow evidence",
+                    "action 1 restart api running",
+                    "run 1",
+                    "incident 1 acting: running restart",
+                ],
+            ),
+        ],
+    );
+}
+
+const APPROVE: &str = r#"
+[healing]
+mode = "approve"
+pending_expiry = "60s"
+[service.web]
+command = ["web"]
+replicas = 2
+[notify.ops]
+url = "http://127.0.0.1:9/"
+[[heal]]
+when = "alert:Slow"
+actions = ["restart"]
+verify = "10s"
+"#;
+
+#[test]
+fn an_action_nobody_approves_expires_and_the_incident_escalates() {
+    check(
+        APPROVE,
+        &[
+            (
+                0,
+                Input::Fire("Slow", "web", Some(1)),
+                &[
+                    "incident 1 open: external Slow fired: Slow evidence",
+                    "action 1 restart web/1 pending",
+                    "incident 1 acting: restart waits for approval (mend approve 1 / mend deny 1)",
+                ],
+            ),
+            (59, Input::Tick, &[]),
+            (
+                60,
+                Input::Tick,
+                &[
+                    "action 1 restart web/1 expired: nobody approved it in time",
+                    "action 2 escalate web running",
+                    "run 2",
+                    "incident 1 escalated: escalated: restart nobody approved it in time: the operator takes over",
+                ],
+            ),
+            // Too late to approve.
+            (61, Input::Approve(1), &["signal refused (no pending action 1) firing"]),
+            (120, Input::Tick, &[]),
+        ],
+    );
+}
+
+#[test]
+fn an_approved_action_runs_and_a_second_approval_is_refused() {
+    check(
+        APPROVE,
+        &[
+            (
+                0,
+                Input::Fire("Slow", "web", Some(1)),
+                &[
+                    "incident 1 open: external Slow fired: Slow evidence",
+                    "action 1 restart web/1 pending",
+                    "incident 1 acting: restart waits for approval (mend approve 1 / mend deny 1)",
+                ],
+            ),
+            (
+                5,
+                Input::Approve(1),
+                &[
+                    "action 1 restart web/1 running",
+                    "run 1",
+                    "incident 1 acting: restart approved by an operator: running",
+                ],
+            ),
+            (6, Input::Approve(1), &["signal refused (action 1 is running, not pending) firing"]),
+            (
+                7,
+                Input::Outcome(1, true),
+                &[
+                    "action 1 restart web/1 succeeded: done",
+                    "incident 1 verifying: restart done: done; verifying for 10s",
+                ],
+            ),
+            (
+                8,
+                Input::Resolve("Slow", "web", Some(1)),
+                &[
+                    "incident 1 verifying: external Slow resolved: Slow evidence",
+                    "incident 1 resolved: every signal resolved",
+                ],
+            ),
+        ],
+    );
+}
+
+const FLAPPY: &str = r#"
+[healing]
+cooldown = "1s"
+window = "5m"
+[service.web]
+command = ["web"]
+replicas = 2
+[service.web.healing]
+max_replicas = 4
+[notify.ops]
+url = "http://127.0.0.1:9/"
+[[heal]]
+when = "alert:Flappy"
+actions = ["restart", "scale +1"]
+verify = "10s"
+"#;
+
+#[test]
+fn a_flapping_trigger_keeps_one_incident_and_walks_its_policy_instead_of_repeating_it() {
+    check(
+        FLAPPY,
+        &[
+            (
+                0,
+                Input::Fire("Flappy", "web", Some(0)),
+                &[
+                    "incident 1 open: external Flappy fired: Flappy evidence",
+                    "action 1 restart web/0 running",
+                    "run 1",
+                    "incident 1 acting: running restart",
+                ],
+            ),
+            (
+                2,
+                Input::Outcome(1, true),
+                &[
+                    "action 1 restart web/0 succeeded: done",
+                    "incident 1 verifying: restart done: done; verifying for 10s",
+                ],
+            ),
+            (
+                4,
+                Input::Resolve("Flappy", "web", Some(0)),
+                &[
+                    "incident 1 verifying: external Flappy resolved: Flappy evidence",
+                    "incident 1 resolved: every signal resolved",
+                ],
+            ),
+            // Fires again within the window: the same incident reopens; the restart did not hold, so the next
+            // action runs rather than the same one again.
+            (
+                30,
+                Input::Fire("Flappy", "web", Some(0)),
+                &[
+                    "incident 1 open: reopened: Flappy fired again within the window (flapping)",
+                    "action 2 scale +1 web running",
+                    "run 2",
+                    "incident 1 acting: running scale +1",
+                ],
+            ),
+            (
+                32,
+                Input::Outcome(2, true),
+                &[
+                    "action 2 scale +1 web succeeded: done",
+                    "incident 1 verifying: scale +1 done: done; verifying for 10s",
+                ],
+            ),
+            (
+                34,
+                Input::Resolve("Flappy", "web", Some(0)),
+                &[
+                    "incident 1 verifying: external Flappy resolved: Flappy evidence",
+                    "incident 1 resolved: every signal resolved",
+                ],
+            ),
+            // And again: the list is exhausted, the incident escalates (no third action).
+            (
+                60,
+                Input::Fire("Flappy", "web", Some(0)),
+                &[
+                    "incident 1 open: reopened: Flappy fired again within the window (flapping)",
+                    "action 3 escalate web running",
+                    "run 3",
+                    "incident 1 escalated: escalated: policy for alert:Flappy exhausted (2 actions)",
+                ],
+            ),
+            // Escalated: mend no longer acts, however often it flaps.
+            (62, Input::Resolve("Flappy", "web", Some(0)), &[]),
+            (
+                90,
+                Input::Fire("Flappy", "web", Some(0)),
+                &["incident 1 escalated: escalated: policy for alert:Flappy exhausted (2 actions)"],
+            ),
+            // Past the window after its close, the same trigger is a new incident.
+            (500, Input::Tick, &[]),
+            (
+                501,
+                Input::Fire("Flappy", "web", Some(0)),
+                &[
+                    "incident 2 open: external Flappy fired: Flappy evidence",
+                    "action 4 restart web/0 running",
+                    "run 4",
+                    "incident 2 acting: running restart",
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn an_incident_escalated_while_its_action_waits_for_approval_takes_the_approval_away() {
+    let config = APPROVE.replace("pending_expiry = \"60s\"", "pending_expiry = \"10m\"\nescalate_after = \"30s\"");
+    check(
+        &config,
+        &[
+            (
+                0,
+                Input::Fire("Slow", "web", Some(1)),
+                &[
+                    "incident 1 open: external Slow fired: Slow evidence",
+                    "action 1 restart web/1 pending",
+                    "incident 1 acting: restart waits for approval (mend approve 1 / mend deny 1)",
+                ],
+            ),
+            (
+                30,
+                Input::Tick,
+                &[
+                    "action 1 restart web/1 expired: no longer needed: the incident was escalated",
+                    "action 2 escalate web running",
+                    "run 2",
+                    "incident 1 escalated: escalated: still firing after 30s (escalate_after)",
+                ],
+            ),
+            // The approval came too late: nothing runs.
+            (31, Input::Approve(1), &["signal refused (no pending action 1) firing"]),
+        ],
+    );
+}
+
+#[test]
+fn a_reload_changes_the_incident_window_at_once() {
+    let shorter = FLAPPY.replace("window = \"5m\"", "window = \"10s\"");
+    check(
+        FLAPPY,
+        &[
+            (
+                0,
+                Input::Fire("Flappy", "web", Some(0)),
+                &[
+                    "incident 1 open: external Flappy fired: Flappy evidence",
+                    "action 1 restart web/0 running",
+                    "run 1",
+                    "incident 1 acting: running restart",
+                ],
+            ),
+            (
+                2,
+                Input::Outcome(1, true),
+                &[
+                    "action 1 restart web/0 succeeded: done",
+                    "incident 1 verifying: restart done: done; verifying for 10s",
+                ],
+            ),
+            (
+                4,
+                Input::Resolve("Flappy", "web", Some(0)),
+                &[
+                    "incident 1 verifying: external Flappy resolved: Flappy evidence",
+                    "incident 1 resolved: every signal resolved",
+                ],
+            ),
+            (5, Input::Reload(shorter), &[]),
+            // 20 s after it resolved: within the old window of 5 minutes, past the new one of 10 s.
+            (
+                24,
+                Input::Fire("Flappy", "web", Some(0)),
+                &[
+                    "incident 2 open: external Flappy fired: Flappy evidence",
+                    "action 2 restart web/0 running",
+                    "run 2",
+                    "incident 2 acting: running restart",
+                ],
+            ),
+        ],
     );
 }

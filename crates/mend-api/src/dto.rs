@@ -443,6 +443,7 @@ mod tests {
             (ExitCauseDto::ExternalSignal, "external_signal"),
             (ExitCauseDto::Mend, "mend"),
         ]);
+        check(&[(crate::DependencySource::Declared, "declared"), (crate::DependencySource::Observed, "observed")]);
         for kind in [FaultKindDto::Latency, FaultKindDto::Status, FaultKindDto::Abort] {
             assert_eq!(serde_json::to_value(kind).expect("serializes"), kind.as_str());
         }

@@ -72,6 +72,31 @@ pub struct HealingStatus {
     pub pending: Vec<ActionRecord>,
     /// Policies configured (`[[heal]]`) and shipped by default.
     pub policies: usize,
+    /// The dependency graph incidents are grouped and diagnosed along: declared (`depends_on`) and
+    /// observed by the proxies (requests carrying `x-mend-caller`).
+    #[serde(default)]
+    pub dependencies: Vec<DependencyDto>,
+}
+
+/// A caller → callee edge of the dependency graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyDto {
+    /// The calling service.
+    pub caller: ServiceName,
+    /// The service called.
+    pub callee: ServiceName,
+    /// How mend knows: `declared` (`depends_on`) or `observed` (the proxy saw the calls).
+    pub source: DependencySource,
+}
+
+/// How mend knows of a dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencySource {
+    /// `depends_on` in the config.
+    Declared,
+    /// The callee's proxy counted requests from the caller.
+    Observed,
 }
 
 /// An incident with its actions, as the API serves it.

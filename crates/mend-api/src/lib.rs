@@ -22,7 +22,8 @@ pub use dto::{
     TrafficStatus,
 };
 pub use healing::{
-    ActionsResponse, HealingApi, HealingStatus, IncidentDto, IncidentsResponse, OperatorCommand, OperatorError, Pending,
+    ActionsResponse, DependencyDto, DependencySource, HealingApi, HealingStatus, IncidentDto, IncidentsResponse,
+    OperatorCommand, OperatorError, Pending,
 };
 pub use logs::{PatternDto, PatternSource, PatternsDto};
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};

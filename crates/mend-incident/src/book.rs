@@ -72,6 +72,11 @@ impl IncidentBook {
         self.incidents.get(&id)
     }
 
+    /// Groups within `window` from now on (a reload).
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
     /// Incidents not closed, oldest first.
     pub fn active(&self) -> impl Iterator<Item = &Incident> {
         self.incidents.values().filter(|incident| !incident.state.is_closed())
@@ -261,6 +266,15 @@ impl IncidentBook {
         }
         incident.diagnosis = diagnosis;
         changed
+    }
+
+    /// Diagnoses the open incidents again (the dependency graph learnt an edge): a service that turns out
+    /// to call the root becomes a victim.
+    pub fn rediagnose_open(&mut self, graph: &DependencyGraph) {
+        let open: Vec<IncidentId> = self.active().map(|incident| incident.id).collect();
+        for id in open {
+            self.rediagnose(id, graph);
+        }
     }
 
     /// Moves incident `id` to `state`, with `note` as its evidence.

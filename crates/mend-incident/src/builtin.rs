@@ -63,6 +63,11 @@ impl Builtins {
         Self { window, firing: BTreeMap::new(), crashes: BTreeMap::new(), ready_since: BTreeMap::new() }
     }
 
+    /// Counts crash loops and their resolution within `window` from now on (a reload).
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
     fn fire(
         &mut self,
         diagnosis: BuiltinDiagnosis,

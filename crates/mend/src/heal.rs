@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mend_act::{Decision, Healer, Permit, ReplicaView, ServiceView, Settings, World};
-use mend_api::{HealingApi, HealingStatus, OperatorCommand, OperatorError, Pending};
+use mend_api::{DependencyDto, DependencySource, HealingApi, HealingStatus, OperatorCommand, OperatorError, Pending};
 use mend_bus::{Bus, Message, Subscription};
 use mend_config::Config;
 use mend_store::{JournalEntry, Store};
@@ -295,6 +295,15 @@ impl Stage {
             open_incidents: self.healer.active().count(),
             pending: self.healer.open_actions().filter(|a| a.state == ActionState::Pending).cloned().collect(),
             policies: self.n_policies,
+            dependencies: self
+                .healer
+                .dependencies()
+                .map(|(caller, callee, declared)| DependencyDto {
+                    caller: caller.clone(),
+                    callee: callee.clone(),
+                    source: if declared { DependencySource::Declared } else { DependencySource::Observed },
+                })
+                .collect(),
         }
     }
 

@@ -537,3 +537,58 @@ fn issue_9_a_reload_applies_changed_policies_at_once() {
         (replica["pid"].as_u64() != Some(u64::from(pids[0])) && replica["ready"] == true).then_some(())
     });
 }
+
+#[test]
+fn issue_9_calls_the_proxy_observed_group_a_callers_trouble_under_its_callee_without_depends_on() {
+    let ports = common::free_ports(6);
+    let proxy: SocketAddr = ([127, 0, 0, 1], ports + 5).into();
+    let receiver = Receiver::start();
+    let daemon = Daemon::start(&format!(
+        "[api]\nlisten = \"{{api}}\"\n\
+         [service.api]\ncommand = [\"{{demo}}\", \"--port\", \"{{port}}\"]\nports = \"{ports}-{}\"\n\
+         [service.api.liveness]\nhttp = \"http://127.0.0.1:{{port}}/health\"\n[service.api.proxy]\nlisten = \"{proxy}\"\n\
+         [service.web]\ncommand = [\"{{demo}}\", \"--port\", \"{{port}}\"]\nports = \"{}-{}\"\nreplicas = 2\n\
+         [service.web.liveness]\nhttp = \"http://127.0.0.1:{{port}}/health\"\n\
+         [notify.ops]\nurl = \"http://127.0.0.1:{}/hooks/mend\"\n\
+         [[heal]]\nwhen = \"alert:Slow\"\nservice = \"web\"\nactions = [\"restart\"]\n",
+        ports + 1,
+        ports + 2,
+        ports + 4,
+        receiver.port
+    ));
+    daemon.wait_ready("api");
+    let web_pids = daemon.wait_ready("web");
+    // web calls api through api's proxy, saying who it is; nothing in the config says web depends on api.
+    let healing = || get(daemon.api, "/api/v1/healing").json();
+    assert_eq!(healing()["dependencies"], serde_json::json!([]), "no dependency before any call");
+    let observed = eventually(Duration::from_secs(40), "the proxy's observed call reaches the graph", || {
+        let answer = common::http("GET", proxy, "/", &[("x-mend-caller", "web")]).expect("proxied request");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let dependencies = healing()["dependencies"].clone();
+        (dependencies.as_array().is_some_and(|d| !d.is_empty())).then_some(dependencies)
+    });
+    assert_eq!(observed, serde_json::json!([{"caller": "web", "callee": "api", "source": "observed"}]));
+    // api goes down (an alert no policy acts on), then web is slow: one incident, rooted in api, and web's
+    // restart (a policy limited to web, so it is not redirected to the root) is refused: web only suffers
+    // from api.
+    post_json(&daemon, "/api/v1/alerts", &alert("ApiDown", "firing", &[("service", "api")]));
+    let id = eventually(Duration::from_secs(10), "api's incident opens", || {
+        incidents(&daemon).into_iter().next().and_then(|i| i["id"].as_u64())
+    });
+    post_json(&daemon, "/api/v1/alerts", &alert("Slow", "firing", &[("service", "web"), ("replica", "0")]));
+    let escalated = wait_state(&daemon, id, "escalated", Duration::from_secs(30));
+    assert_eq!(incidents(&daemon).len(), 1, "web's trouble joined api's incident: {:?}", incidents(&daemon));
+    assert_eq!(escalated["diagnosis"]["root"], "api");
+    assert_eq!(escalated["diagnosis"]["victims"], serde_json::json!(["web"]));
+    let actions = records(&escalated);
+    assert_eq!(
+        (actions[0]["action"]["kind"].as_str(), actions[0]["state"].as_str(), actions[0]["outcome"].as_str()),
+        (Some("restart"), Some("refused"), Some("only a victim: the cause is in api")),
+        "{escalated}"
+    );
+    // The escalation reached the target: the positive event after which web's replicas are compared.
+    eventually(Duration::from_secs(30), "the escalation reaches the webhook", || {
+        receiver.bodies().into_iter().find(|b| b["action"]["action"]["kind"] == "escalate")
+    });
+    assert_eq!(daemon.wait_ready("web"), web_pids, "no web replica was restarted");
+}
