@@ -197,6 +197,32 @@ impl ProxyBody {
     }
 }
 
+/// A frame of a response body, or the error that ended it.
+type FrameResult = Result<Frame<Bytes>, BoxError>;
+
+/// One frame of a backend's response (HTTP/1.1 or HTTP/2), observed for the exchange, and whether the
+/// response ended with it (cleanly or not).
+fn poll_upstream<B>(
+    body: &mut B,
+    exchange: &mut Exchange,
+    cx: &mut Context<'_>,
+) -> Poll<(Option<FrameResult>, Option<bool>)>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+    let end = body.is_end_stream();
+    Poll::Ready(match frame {
+        None => (None, Some(true)),
+        Some(Err(error)) => (Some(Err(error.into())), Some(false)),
+        Some(Ok(frame)) => {
+            observe(&frame, exchange);
+            (Some(Ok(frame)), end.then_some(true))
+        }
+    })
+}
+
 /// Passes a backend's frame on, noting a gRPC status in trailers.
 fn observe(frame: &Frame<Bytes>, exchange: &mut Exchange) {
     if exchange.wants_trailers()
@@ -212,51 +238,16 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match &mut this.inner {
-            ResponseInner::Local(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            ResponseInner::Upstream { body, exchange } => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                let end = body.is_end_stream();
-                match frame {
-                    None => {
-                        this.finish(true);
-                        Poll::Ready(None)
-                    }
-                    Some(Err(error)) => {
-                        this.finish(false);
-                        Poll::Ready(Some(Err(error.into())))
-                    }
-                    Some(Ok(frame)) => {
-                        observe(&frame, exchange);
-                        if end {
-                            this.finish(true);
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                }
-            }
-            ResponseInner::UpstreamH2 { body, exchange } => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                let end = body.is_end_stream();
-                match frame {
-                    None => {
-                        this.finish(true);
-                        Poll::Ready(None)
-                    }
-                    Some(Err(error)) => {
-                        this.finish(false);
-                        Poll::Ready(Some(Err(error.into())))
-                    }
-                    Some(Ok(frame)) => {
-                        observe(&frame, exchange);
-                        if end {
-                            this.finish(true);
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                }
-            }
+        let polled = match &mut this.inner {
+            ResponseInner::Local(bytes) => return Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            ResponseInner::Upstream { body, exchange } => poll_upstream(body, exchange, cx),
+            ResponseInner::UpstreamH2 { body, exchange } => poll_upstream(body, exchange, cx),
+        };
+        let (frame, ended) = ready!(polled);
+        if let Some(clean) = ended {
+            this.finish(clean);
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
