@@ -424,6 +424,12 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Lifecycle {
+    /// Takes a reloaded service's policy; it governs what happens from the next input on (the current
+    /// restart budget and probe counts stay).
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
     /// A replica that has not started yet.
     pub fn new(policy: Policy) -> Self {
         Self {

@@ -56,7 +56,7 @@ pub trait TrafficControl: Send + Sync {
 }
 
 /// What an operator (or the supervisor) asks of a replica.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Control {
     /// Start if not running.
     Start,
@@ -75,6 +75,19 @@ pub enum Control {
     /// Stop (draining first) and end the replica's task: the replica is being removed (scale-in).
     /// Commands after it are not read.
     Retire,
+    /// Take a new spec (a reload changed the service) and, with `replace`, replace the live process with
+    /// one of the new spec (drained first, as a restart). Without `replace` (only the restart policy,
+    /// back-off, stop signal or timeout, memory limit changed) the process runs on under the new policy;
+    /// a replica without a process takes the spec for its next start.
+    Respec {
+        /// The service as the reload made it.
+        service: Arc<Service>,
+        /// Whether the process must be replaced (its command, environment, working directory, probes or
+        /// metrics changed).
+        replace: bool,
+        /// Who asks and why.
+        request: crate::lifecycle::Request,
+    },
 }
 
 /// The published state of one replica.
@@ -424,6 +437,15 @@ impl Runner {
                     }
                     // Already replaced since the caller looked: that restart is the one asked for.
                     Some(Control::Replace { .. }) => continue,
+                    Some(Control::Respec { service, replace, request }) => {
+                        self.machine.set_policy(crate::lifecycle::Policy::of(&service));
+                        self.service = service;
+                        if !replace || self.machine.pid().is_none() {
+                            self.publish();
+                            continue;
+                        }
+                        Input::Restart(request)
+                    }
                     Some(Control::Retire) => {
                         control_open = false;
                         Input::Stop

@@ -254,7 +254,7 @@ impl Supervisor {
         let settled = |before: &ReplicaStatus, now: &ReplicaStatus| match control {
             Control::Stop => now.down,
             Control::Start => now.ready || (now.down && now.generation != before.generation),
-            Control::Restart | Control::Replace { .. } => {
+            Control::Restart | Control::Replace { .. } | Control::Respec { .. } => {
                 (now.ready || now.down) && now.generation != before.generation
             }
             Control::Retire => now.down,
@@ -407,6 +407,75 @@ impl Supervisor {
                     let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.down)).await;
                 })
                 .await;
+            }
+        }
+        Ok(service.statuses())
+    }
+
+    /// Gives `name` a new spec. With `replace` (a reload changed its command, environment, working
+    /// directory, probes or metrics) its replicas are replaced rolling: `max_unavailable` at a time (at
+    /// least one), each drained through the proxy before its process stops, and the next ones only once
+    /// the replaced ones are ready again. A replica that does not come back ready stops the roll: the
+    /// ones after it keep running the old spec. Without `replace` the replicas take the new policy and
+    /// run on. The replica count and the release stay as they run. Returns the statuses afterwards.
+    pub async fn respec(
+        &self,
+        name: &str,
+        spec: &Service,
+        replace: bool,
+        max_unavailable: u32,
+        request: crate::lifecycle::Request,
+        wait: Duration,
+    ) -> Result<Vec<ReplicaStatus>, ControlError> {
+        let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
+        // One change of the replica set at a time: a scale waits for the roll (and then starts replicas of
+        // the new spec).
+        let _scaling = service.scaling.lock().await;
+        if self.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let running = service.config();
+        let mut respecced = spec.clone();
+        respecced.replicas = running.replicas;
+        let respecced = Arc::new(respecced);
+        *service.config.write().unwrap_or_else(PoisonError::into_inner) = respecced.clone();
+        let replicas = service.replicas();
+        for batch in replicas.chunks(max_unavailable.max(1) as usize) {
+            let before: Vec<ReplicaStatus> = batch.iter().map(|r| r.status()).collect();
+            for replica in batch {
+                let respec = Control::Respec { service: respecced.clone(), replace, request: request.clone() };
+                if !replica.send(respec).await {
+                    return Err(ControlError::ShuttingDown);
+                }
+            }
+            if !replace {
+                continue;
+            }
+            let deadline = tokio::time::Instant::now() + wait;
+            for (replica, before) in batch.iter().zip(&before) {
+                if before.pid.is_none() {
+                    // Nothing ran: it takes the spec for its next start.
+                    continue;
+                }
+                let mut status = replica.watch();
+                self.unless_shutting_down(async {
+                    let _ = tokio::time::timeout_at(
+                        deadline,
+                        status.wait_for(|now| (now.ready || now.down) && now.generation != before.generation),
+                    )
+                    .await;
+                })
+                .await;
+                if self.is_shutting_down() {
+                    return Err(ControlError::ShuttingDown);
+                }
+                if !replica.status().ready {
+                    return Err(ControlError::NotReadyAgain {
+                        service: name.to_owned(),
+                        index: replica.id.index,
+                        waited: wait,
+                    });
+                }
             }
         }
         Ok(service.statuses())

@@ -258,6 +258,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
 
     let mut reloadable = Reloadable {
         running: config.clone(),
+        file: config.clone(),
         scrapers: static_scrapers,
         scrape_context,
         detection: detect_loop,

@@ -48,12 +48,17 @@ impl ScrapeContext {
 
 /// What a reload (SIGHUP, `POST /api/v1/reload`) changes while mend runs: the detect stage (rules,
 /// detector attachments, forecasts) and the static scrape targets, as Prometheus reloads its rules and
-/// targets, and the replica count of a service whose only change it is. Other service changes, the
-/// proxies, the API and the series store keep the configuration they started with; a reload lists what
-/// the file changes there, applied on the next start.
+/// targets; healing policies; a service's spec (a changed command, environment, working directory,
+/// probe or metrics replaces its replicas rolling; a changed restart policy or stop timeout is taken
+/// in place) and its replica count (when the file's count changed). Services added or removed, a
+/// service's ports, dependencies, logs, proxy and canary, the API and the series store keep the
+/// configuration they started with; a reload lists what the file changes there, applied on the next
+/// start.
 pub(crate) struct Reloadable {
     /// What runs: the start-up configuration with the sections of the last reload.
     pub(crate) running: Config,
+    /// The file as last loaded (replica counts as written, not as scaled since).
+    pub(crate) file: Config,
     pub(crate) scrapers: Vec<(ScrapeTarget, ScraperHandle)>,
     pub(crate) scrape_context: ScrapeContext,
     pub(crate) detection: DetectLoop,
@@ -86,38 +91,68 @@ impl Reloadable {
                 return checked("invalid", format!("{file} is invalid; the running configuration stays: {error}"));
             }
         };
-        // Compared with what runs (replica counts as scaled, by `mend scale` too), so that a service
-        // change stays listed until mend restarts.
+        // Compared with what runs (replica counts as scaled, by `mend scale` too), so that a change that
+        // waits for a restart stays listed until then; replica counts are compared with the file's last
+        // count, so that a reload of another section does not undo a `mend scale`.
         for service in &mut self.running.services {
             if let Some(handle) = self.supervisor.service(service.name.as_str()) {
                 service.replicas = handle.config().replicas;
             }
         }
-        let (scales, not_applied) = service_changes(&self.running, &new);
+        let ServicePlan { updates, not_applied } = plan_services(&self.file, &self.running, &new);
+        self.file = new.clone();
         let pending = if not_applied.is_empty() {
             String::new()
         } else {
             format!("; applied on the next start only: {}", not_applied.join(", "))
         };
-        // Replica counts change at once, in the background (scaling in drains, which takes a while).
-        for (name, replicas) in &scales {
-            if let Some(service) = self.running.services.iter_mut().find(|s| s.name.as_str() == name) {
-                service.replicas = *replicas;
+        // Specs and replica counts change at once, in the background (a rolling replacement and a scale-in
+        // drain, which takes a while): per service, the new spec first, then the count.
+        self.scale_tasks.retain(|task| !task.is_finished());
+        let mut said = Vec::new();
+        for update in &updates {
+            let Some(service) = self.running.services.iter_mut().find(|s| s.name.as_str() == update.name) else {
+                continue;
+            };
+            if let Some(respec) = &update.respec {
+                let replicas = service.replicas;
+                *service = respec.spec.clone();
+                service.replicas = replicas;
+                said.push(if respec.replace {
+                    format!("replacing {}'s replicas ({} changed)", update.name, respec.keys.join(", "))
+                } else {
+                    format!("{} takes its new {}", update.name, respec.keys.join(", "))
+                });
             }
-            let (supervisor, name, replicas) = (self.supervisor.clone(), name.clone(), *replicas);
-            self.scale_tasks.retain(|task| !task.is_finished());
+            if let Some(replicas) = update.scale {
+                service.replicas = replicas;
+                said.push(format!("scaling {} to {replicas}", update.name));
+            }
+            let max_unavailable = service.healing.max_unavailable.unwrap_or(self.running.healing.max_unavailable);
+            let (supervisor, update) = (self.supervisor.clone(), update.clone());
             self.scale_tasks.push(tokio::spawn(async move {
-                if let Err(error) = supervisor.scale(&name, replicas, SCALE_WAIT).await {
+                let name = update.name.as_str();
+                if let Some(respec) = &update.respec {
+                    let request = mend_supervisor::Request {
+                        reason: format!("replaced: the configuration changed ({})", respec.keys.join(", ")).into(),
+                        counted: false,
+                    };
+                    let respecced =
+                        supervisor.respec(name, &respec.spec, respec.replace, max_unavailable, request, SCALE_WAIT);
+                    if let Err(error) = respecced.await {
+                        tracing::warn!(service = %name, error = %error, "replacing replicas on reload failed");
+                        return;
+                    }
+                }
+                if let Some(replicas) = update.scale
+                    && let Err(error) = supervisor.scale(name, replicas, SCALE_WAIT).await
+                {
                     tracing::warn!(service = %name, error = %error, "scaling on reload failed");
                 }
             }));
         }
-        let scaled = if scales.is_empty() {
-            String::new()
-        } else {
-            let each: Vec<String> = scales.iter().map(|(name, n)| format!("{name} to {n}")).collect();
-            format!("; scaling {}", each.join(", "))
-        };
+        let services_changed = !updates.is_empty();
+        let scaled = if said.is_empty() { String::new() } else { format!("; {}", said.join("; ")) };
         // Healing ([healing], [[heal]], hooks, targets, services' healing tables) applies at once, like rules.
         let healing_changed = healing_of(&self.running) != healing_of(&new);
         if healing_changed {
@@ -136,7 +171,7 @@ impl Reloadable {
         let running = &self.running;
         if (&running.rules, &running.detects, &running.forecasts, &running.scrapes)
             == (&new.rules, &new.detects, &new.forecasts, &new.scrapes)
-            && (!scales.is_empty() || healing_changed)
+            && (services_changed || healing_changed)
         {
             let scaled = format!("{scaled}{healed}");
             return Event::new(now, EventKind::ConfigReloaded, format!("{trigger}: reloaded {file}{scaled}{pending}"))
@@ -202,41 +237,229 @@ fn healing_of(config: &Config) -> impl PartialEq + '_ {
     (&config.healing, &config.heal, &config.hooks, &config.notify, services)
 }
 
-/// What a changed file asks of the services: replica counts mend can change at once (a service that
-/// differs only there, without a canary), and the sections that only take effect when mend starts
-/// again.
-fn service_changes(running: &Config, new: &Config) -> (Vec<(String, u32)>, Vec<String>) {
-    let (mut scales, mut changes) = (Vec::new(), Vec::new());
+/// What a reload does to the services that run on.
+#[derive(Debug, Default)]
+struct ServicePlan {
+    /// Services whose spec or replica count changes at once.
+    updates: Vec<ServiceUpdate>,
+    /// What waits for the next start (`service.web.ports`, `service.api (added)`, `api`), each with why
+    /// where it is not obvious.
+    not_applied: Vec<String>,
+}
+
+/// One service's live change.
+#[derive(Debug, Clone, PartialEq)]
+struct ServiceUpdate {
+    name: String,
+    respec: Option<Respec>,
+    /// The replica count the file now asks for.
+    scale: Option<u32>,
+}
+
+/// A new spec for a running service.
+#[derive(Debug, Clone, PartialEq)]
+struct Respec {
+    /// What runs, with the keys that apply live taken from the file.
+    spec: mend_config::Service,
+    /// The replicas are replaced (rolling) rather than keep running.
+    replace: bool,
+    /// The keys that changed, for the event.
+    keys: Vec<&'static str>,
+}
+
+/// The service keys whose change replaces the replicas (rolling).
+const REPLACING: &[&str] = &["command", "shell", "working_dir", "env", "liveness", "readiness", "startup", "metrics"];
+/// The service keys a running replica takes without being replaced.
+const IN_PLACE: &[&str] = &["restart", "backoff", "restart_limit", "stop_signal", "stop_timeout", "max_memory_bytes"];
+/// The service keys that wait for the next start.
+const WAITING: &[&str] = &["ports", "depends_on", "logs", "proxy", "canary"];
+
+/// The keys in which two specs of a service differ (outside `replicas` and `healing`, which have their
+/// own paths).
+fn changed_keys(old: &mend_config::Service, new: &mend_config::Service) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut differs = |key: &'static str, changed: bool| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    differs("command", old.command != new.command);
+    differs("shell", old.shell != new.shell);
+    differs("working_dir", old.working_dir != new.working_dir);
+    differs("env", old.env != new.env);
+    differs("liveness", old.liveness != new.liveness);
+    differs("readiness", old.readiness != new.readiness);
+    differs("startup", old.startup != new.startup);
+    differs("metrics", old.metrics != new.metrics);
+    differs("restart", old.restart != new.restart);
+    differs("backoff", old.backoff != new.backoff);
+    differs("restart_limit", old.restart_limit != new.restart_limit);
+    differs("stop_signal", old.stop_signal != new.stop_signal);
+    differs("stop_timeout", old.stop_timeout != new.stop_timeout);
+    differs("max_memory_bytes", old.max_memory_bytes != new.max_memory_bytes);
+    differs("ports", old.ports != new.ports);
+    differs("depends_on", old.depends_on != new.depends_on);
+    differs("logs", old.logs != new.logs);
+    differs("proxy", old.proxy != new.proxy);
+    differs("canary", old.canary != new.canary);
+    keys
+}
+
+/// `spec` with the live keys of `from`.
+fn with_live_keys(spec: &mend_config::Service, from: &mend_config::Service) -> mend_config::Service {
+    let mut spec = spec.clone();
+    spec.command = from.command.clone();
+    spec.shell = from.shell;
+    spec.working_dir = from.working_dir.clone();
+    spec.env = from.env.clone();
+    spec.liveness = from.liveness.clone();
+    spec.readiness = from.readiness.clone();
+    spec.startup = from.startup.clone();
+    spec.metrics = from.metrics.clone();
+    spec.restart = from.restart;
+    spec.backoff = from.backoff;
+    spec.restart_limit = from.restart_limit;
+    spec.stop_signal = from.stop_signal;
+    spec.stop_timeout = from.stop_timeout;
+    spec.max_memory_bytes = from.max_memory_bytes;
+    spec
+}
+
+/// What a changed file asks of the services (pure): `file` is the file as last loaded, `running` what
+/// runs (replica counts as scaled), `new` the file now. A spec key is compared with what runs, so that
+/// a key that waits for a restart stays listed until then; a replica count with the file's last count,
+/// so that a count scaled by hand (`mend scale`, a healing policy) stays unless the file's count changed.
+fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
+    let mut plan = ServicePlan::default();
     for service in &new.services {
-        match running.service(service.name.as_str()) {
-            None => changes.push(format!("service.{} (added)", service.name)),
-            Some(old) if old != service => {
-                let mut rescaled = old.clone();
-                rescaled.replicas = service.replicas;
-                // A service's healing table applies at once (with the policies).
-                rescaled.healing = service.healing.clone();
-                if rescaled == *service && old.replicas == service.replicas {
-                    continue;
-                }
-                if rescaled == *service && service.canary.is_none() {
-                    scales.push((service.name.to_string(), service.replicas));
-                } else {
-                    changes.push(format!("service.{} (changed)", service.name));
-                }
-            }
-            Some(_) => {}
+        let name = service.name.as_str();
+        let Some(run) = running.service(name) else {
+            plan.not_applied.push(format!("service.{name} (added)"));
+            continue;
+        };
+        let keys = changed_keys(run, service);
+        for key in keys.iter().filter(|key| WAITING.contains(key)) {
+            plan.not_applied.push(format!("service.{name}.{key}"));
+        }
+        let live: Vec<&'static str> =
+            keys.iter().copied().filter(|key| REPLACING.contains(key) || IN_PLACE.contains(key)).collect();
+        let respec = (!live.is_empty()).then(|| Respec {
+            spec: with_live_keys(run, service),
+            replace: live.iter().any(|key| REPLACING.contains(key)),
+            keys: live,
+        });
+        let last_count = file.service(name).map_or(run.replicas, |last| last.replicas);
+        let mut scale =
+            (service.replicas != last_count && service.replicas != run.replicas).then_some(service.replicas);
+        if let Some(replicas) = scale
+            && let Some(ports) = run.ports
+            && replicas > 0
+            && ports.port_of(replicas - 1).is_none()
+        {
+            // The running port range is the one replicas get until mend starts again.
+            let why = if keys.contains(&"ports") { "; the new ports apply on the next start" } else { "" };
+            plan.not_applied.push(format!(
+                "service.{name}.replicas ({replicas} replicas do not fit the running port range {ports}{why})"
+            ));
+            scale = None;
+        }
+        if respec.is_some() || scale.is_some() {
+            plan.updates.push(ServiceUpdate { name: name.to_owned(), respec, scale });
         }
     }
     for service in &running.services {
         if new.service(service.name.as_str()).is_none() {
-            changes.push(format!("service.{} (removed)", service.name));
+            plan.not_applied.push(format!("service.{} (removed)", service.name));
         }
     }
     if running.api != new.api {
-        changes.push("api".to_owned());
+        plan.not_applied.push("api".to_owned());
     }
     if running.storage != new.storage {
-        changes.push("storage".to_owned());
+        plan.not_applied.push("storage".to_owned());
     }
-    (scales, changes)
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(service: &str) -> Config {
+        let text =
+            format!("[service.web]\ncommand = [\"demo\", \"--port\", \"{{port}}\"]\nports = \"9000-9003\"\n{service}");
+        mend_config::parse("mend.toml", &text, std::path::Path::new("/tmp")).expect("valid config")
+    }
+
+    fn scaled(mut config: Config, replicas: u32) -> Config {
+        config.services[0].replicas = replicas;
+        config
+    }
+
+    #[test]
+    fn a_reload_of_another_key_keeps_a_manual_scale() {
+        // Regression (issue 13): the file's count (2) was compared with the running count (3, by `mend
+        // scale`), so any reload scaled back to 2.
+        let file = config("replicas = 2");
+        let running = scaled(config("replicas = 2"), 3);
+        let new = config("replicas = 2\nstop_timeout = \"7s\"");
+        let plan = plan_services(&file, &running, &new);
+        assert_eq!(plan.updates.len(), 1, "{plan:?}");
+        assert_eq!(plan.updates[0].scale, None, "the scaled count stays");
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert_eq!((respec.replace, respec.keys.clone()), (false, vec!["stop_timeout"]));
+        assert!(plan.not_applied.is_empty(), "{plan:?}");
+        // Nothing changed at all: nothing to do, the scale stays.
+        let plan = plan_services(&file, &running, &file);
+        assert!(plan.updates.is_empty() && plan.not_applied.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn a_changed_count_in_the_file_applies_over_a_manual_scale() {
+        let plan = plan_services(&config("replicas = 2"), &scaled(config("replicas = 2"), 3), &config("replicas = 4"));
+        assert_eq!(plan.updates[0].scale, Some(4));
+        assert_eq!(plan.updates[0].respec, None);
+    }
+
+    #[test]
+    fn a_changed_command_env_or_probe_replaces_the_replicas() {
+        let running = config("replicas = 2");
+        for (change, key) in [
+            ("replicas = 2\nenv = { A = \"1\" }", "env"),
+            ("replicas = 2\n[service.web.liveness]\nhttp = \"http://127.0.0.1:{port}/health\"", "liveness"),
+        ] {
+            let plan = plan_services(&running, &running, &config(change));
+            let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+            assert!(respec.replace && respec.keys == vec![key], "{change}: {respec:?}");
+        }
+        let mut new = running.clone();
+        new.services[0].command.pop();
+        let plan = plan_services(&running, &running, &new);
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert!(respec.replace && respec.keys == vec!["command"], "{respec:?}");
+        assert_eq!(respec.spec.command, new.services[0].command);
+    }
+
+    #[test]
+    fn changed_ports_wait_and_a_count_that_does_not_fit_says_why() {
+        let running = config("replicas = 2");
+        let mut new = config("replicas = 2");
+        new.services[0].replicas = 6;
+        new.services[0].ports = Some(mend_config::PortRange { first: 9100, last: 9109 });
+        let plan = plan_services(&running, &running, &new);
+        assert!(plan.updates.is_empty(), "{plan:?}");
+        assert_eq!(
+            plan.not_applied,
+            vec![
+                "service.web.ports".to_owned(),
+                "service.web.replicas (6 replicas do not fit the running port range 9000-9003; the new ports apply on the next start)"
+                    .to_owned()
+            ]
+        );
+        // A count that fits the running range applies; the ports wait.
+        new.services[0].replicas = 3;
+        let plan = plan_services(&running, &running, &new);
+        assert_eq!(plan.updates[0].scale, Some(3));
+        assert_eq!(plan.not_applied, vec!["service.web.ports".to_owned()]);
+    }
 }

@@ -1,0 +1,144 @@
+//! End-to-end reloads that change services while mend runs: a changed command replaces the replicas
+//! rolling through the proxy, a `mend scale` survives the reload of another section.
+#![allow(clippy::disallowed_methods)] // End-to-end tests measure and wait in real time.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{Daemon, KeepAlive, eventually, free_ports, load};
+
+/// Two mend-demo replicas (room for four) behind mend's proxy; `{args}` goes after the command's port.
+fn config(args: &str, proxy_port: u16, ports: u16, extra: &str) -> String {
+    format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"{args}]
+replicas = 2
+ports = "{ports}-{last}"
+[service.web.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+[service.web.proxy]
+listen = "127.0.0.1:{proxy_port}"
+{extra}"#,
+        last = ports + 3
+    )
+}
+
+fn start() -> (Daemon, SocketAddr, u16, u16) {
+    let (ports, proxy_port) = (free_ports(4), free_ports(1));
+    let daemon = Daemon::start(&config("", proxy_port, ports, ""));
+    let proxy = SocketAddr::from(([127, 0, 0, 1], proxy_port));
+    daemon.wait_ready("web");
+    eventually(Duration::from_secs(10), "the proxy routes to the replicas", || {
+        KeepAlive::new(proxy).request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
+    });
+    (daemon, proxy, ports, proxy_port)
+}
+
+/// The rendered config file with `{demo}` and `{api}` filled in as the daemon wrote them.
+fn rewrite(daemon: &Daemon, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    assert!(text.contains(from), "{from:?} not in {text}");
+    std::fs::write(&daemon.config_path, text.replace(from, to)).expect("write config");
+}
+
+fn pids(daemon: &Daemon) -> Vec<u64> {
+    daemon.replicas("web").iter().filter_map(|r| r["pid"].as_u64()).collect()
+}
+
+fn command_line(pid: u64) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+#[test]
+fn issue_13_a_reload_that_changes_the_command_replaces_the_replicas_with_no_failed_request() {
+    let _cpu = common::cpu_to_myself();
+    let (daemon, proxy, _, _) = start();
+    let before = pids(&daemon);
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 4, 200_000, Duration::from_millis(1), stop.clone());
+    running.wait_for_more(300);
+
+    rewrite(&daemon, r#""--port", "{port}"]"#, r#""--port", "{port}", "--name", "v2"]"#);
+    let reload = daemon.cli(&["reload"]);
+    let stdout = String::from_utf8_lossy(&reload.stdout);
+    assert!(reload.status.success(), "{reload:?}");
+    assert!(stdout.contains("replacing web's replicas (command changed)"), "{stdout}");
+    assert!(!stdout.contains("next start"), "{stdout}");
+    let after = eventually(Duration::from_secs(60), "both replicas run the new command, ready", || {
+        let replicas = daemon.replicas("web");
+        let new: Vec<u64> = replicas
+            .iter()
+            .filter(|r| r["ready"] == true)
+            .filter_map(|r| r["pid"].as_u64())
+            .filter(|pid| !before.contains(pid) && command_line(*pid).contains("--name v2"))
+            .collect();
+        (replicas.len() == 2 && new.len() == 2).then_some(new)
+    });
+    running.wait_for_more(300);
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join();
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    assert!(after.iter().all(|pid| report.pids.contains_key(&(*pid as u32))), "the new replicas served: {report:?}");
+    assert!(daemon.log_text().matches("drained").count() >= 2, "each old replica was drained before it stopped");
+    let replaced = daemon.events(Some("stopping"));
+    assert!(
+        replaced
+            .iter()
+            .any(|e| e["message"].as_str().is_some_and(|m| m.contains("the configuration changed (command)"))),
+        "the stop says why: {replaced:?}"
+    );
+}
+
+#[test]
+fn issue_13_a_manual_scale_survives_the_reload_of_another_section() {
+    let (daemon, _proxy, _, _) = start();
+    let scale = daemon.cli(&["scale", "web", "3"]);
+    assert!(scale.status.success(), "{scale:?}");
+    assert_eq!(daemon.replicas("web").len(), 3);
+
+    // A rule added: another section. The reload used to scale web back to the file's 2.
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    std::fs::write(&daemon.config_path, format!("{text}\n[[rule]]\nname = \"Up\"\nexpr = 'vector(1)'\n"))
+        .expect("write");
+    let reload = daemon.cli(&["reload"]);
+    let stdout = String::from_utf8_lossy(&reload.stdout);
+    assert!(reload.status.success() && stdout.contains("1 rules"), "{reload:?}");
+    assert!(!stdout.contains("scaling"), "{stdout}");
+    assert_eq!(daemon.replicas("web").len(), 3, "the scaled count stays");
+
+    // The file's own count changed: that applies.
+    rewrite(&daemon, "replicas = 2", "replicas = 1");
+    let reload = daemon.cli(&["reload"]);
+    let stdout = String::from_utf8_lossy(&reload.stdout);
+    assert!(reload.status.success() && stdout.contains("scaling web to 1"), "{reload:?}");
+    eventually(Duration::from_secs(30), "web scaled to 1", || (daemon.replicas("web").len() == 1).then_some(()));
+}
+
+#[test]
+fn issue_13_a_changed_count_and_ports_apply_the_count_or_say_why_not() {
+    let (daemon, _proxy, ports, _) = start();
+    let range = format!("{ports}-{}", ports + 3);
+    let other = free_ports(8);
+    rewrite(
+        &daemon,
+        &format!("replicas = 2\nports = \"{range}\""),
+        &format!("replicas = 6\nports = \"{other}-{}\"", other + 7),
+    );
+    let reload = daemon.cli(&["reload"]);
+    let stdout = String::from_utf8_lossy(&reload.stdout);
+    assert!(reload.status.success(), "{reload:?}");
+    let why = format!(
+        "service.web.replicas (6 replicas do not fit the running port range {range}; the new ports apply on the next start)"
+    );
+    assert!(stdout.contains("service.web.ports") && stdout.contains(&why), "{stdout}");
+    assert_eq!(daemon.replicas("web").len(), 2, "nothing scaled");
+}
