@@ -14,11 +14,13 @@
 //! - dry-run decides and records but never yields a permit to change anything;
 //! - every incident ends resolved or escalated; a crash loop escalates instead of restarting for ever.
 
+mod autoscale;
 mod guard;
 mod healer;
 mod policy;
 mod world;
 
+pub use autoscale::{Autoscaler, Hold, Observation, Recommendation, averaged, cpu_query};
 pub use guard::{Guard, Permit, Refusal};
 pub use healer::{Decision, Healer, Settings};
 pub use policy::{Policies, Target, default_policies};

@@ -369,6 +369,8 @@ pub struct Service {
     pub canary: Option<Canary>,
     /// How mend heals this service (`[service.NAME.healing]`).
     pub healing: crate::heal::ServiceHealing,
+    /// The replica count follows a metric (`[service.NAME.autoscale]`).
+    pub autoscale: Option<crate::autoscale::Autoscale>,
 }
 
 /// Which release a replica runs.

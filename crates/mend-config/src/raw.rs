@@ -43,6 +43,7 @@ pub(crate) struct RawService {
     pub(crate) proxy: Option<RawProxy>,
     pub(crate) canary: Option<RawCanary>,
     pub(crate) healing: Option<crate::heal::RawServiceHealing>,
+    pub(crate) autoscale: Option<crate::autoscale::RawAutoscale>,
 }
 
 /// `[service.NAME.proxy]`: mend's reverse proxy in front of the ready replicas.

@@ -107,6 +107,11 @@ impl<'a> Problems<'a> {
         self.errors.push((span.start, error));
     }
 
+    /// How many problems so far (a section that added some stops there).
+    pub(crate) fn count(&self) -> usize {
+        self.errors.len()
+    }
+
     pub(crate) fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
         if self.was_dropped(path) {
             return;
@@ -588,7 +593,17 @@ fn validate_service(
         let sample_limit = sample_limit(problems, &metrics_path, metrics.sample_limit);
         Some(Metrics { url, interval, timeout, max_series: max_series?, sample_limit: sample_limit? })
     });
-    let healing = crate::heal::validate_service(problems, &path.key("healing"), raw.healing.as_ref(), replicas, ports);
+    let mut healing =
+        crate::heal::validate_service(problems, &path.key("healing"), raw.healing.as_ref(), replicas, ports);
+    let autoscale = raw
+        .autoscale
+        .as_ref()
+        .and_then(|autoscale| crate::autoscale::validate(problems, &path.key("autoscale"), autoscale, replicas, ports));
+    if let (Some(healing), Some(autoscale)) = (&mut healing, &autoscale) {
+        // `scale ±N` in a policy stays within the autoscaler's bounds.
+        healing.min_replicas = healing.min_replicas.max(autoscale.min);
+        healing.max_replicas = healing.max_replicas.min(autoscale.max);
+    }
     let max_memory_bytes = match &raw.max_memory_bytes {
         None => None,
         Some(value) => {
@@ -666,6 +681,7 @@ fn validate_service(
         proxy,
         canary,
         healing: healing?,
+        autoscale,
     })
 }
 
