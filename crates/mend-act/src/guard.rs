@@ -221,6 +221,18 @@ impl Guard {
                 return Err(Refusal::Cooldown { remaining: Duration::from_millis((cooldown - since) as u64) });
             }
         }
+        self.check_capacity(record, &service, view)
+    }
+
+    /// Bounds (a scale) and `max_unavailable` (a disruptive action, a scale-in): what no actor but an
+    /// operator may exceed.
+    fn check_capacity(
+        &self,
+        record: &ActionRecord,
+        service: &ServiceName,
+        view: &crate::ServiceView,
+    ) -> Result<(), Refusal> {
+        let service = service.clone();
         let bounds = self.services.get(&service).map_or((1, u32::MAX), |s| (s.min_replicas, s.max_replicas));
         let n_replicas = view.replicas.len() as u32;
         if let ActionKind::Scale { delta } = record.action {
@@ -288,6 +300,20 @@ impl Guard {
     ) -> Result<Permit, Refusal> {
         self.check(&record, world, diagnosis, now)?;
         Ok(self.issue(record, now))
+    }
+
+    /// Grants the autoscaler's scale of `record.service`: within the replica bounds and, scaling in,
+    /// `max_unavailable`; not limited by (nor spent from) the policies' budgets and cooldowns, as the
+    /// autoscaler has its own rate limits and flap budget.
+    pub fn grant_autoscale(&mut self, record: ActionRecord, world: &World) -> Result<Permit, Refusal> {
+        let Some(service) = record.service.clone() else { return Err(Refusal::UnknownService) };
+        debug_assert!(matches!(record.action, ActionKind::Scale { .. }), "the autoscaler only scales");
+        let view = world.services.get(&service).ok_or(Refusal::UnknownService)?;
+        self.check_capacity(&record, &service, view)?;
+        if record.action.disrupts() {
+            self.in_flight.insert(record.id, (service, record.replica));
+        }
+        Ok(Permit { record })
     }
 
     /// Grants an operator's command (no limits; counted in the budgets and cooldowns) or a notification.

@@ -496,6 +496,52 @@ impl Healer {
         }
     }
 
+    /// The autoscaler asks to scale `service` by `delta` (its `reason`: the observation and the
+    /// arithmetic). Granted by the guard within the replica bounds and `max_unavailable`; journalled
+    /// either way (refused, or dry-run: nothing runs). Paused healing pauses the autoscaler too: nothing.
+    pub fn autoscale(
+        &mut self,
+        service: ServiceName,
+        delta: i32,
+        reason: String,
+        world: &World,
+        now: Timestamp,
+    ) -> (Option<Permit>, Vec<Decision>) {
+        if self.paused || delta == 0 {
+            return (None, Vec::new());
+        }
+        // A scale-in takes at most `max_unavailable` replicas out at once; the autoscaler asks again.
+        let max_unavailable = i32::try_from(self.guard.max_unavailable(&service)).unwrap_or(i32::MAX).max(1);
+        let (delta, reason) = if delta < -max_unavailable {
+            (-max_unavailable, format!("{reason} (by {max_unavailable} at a time: max_unavailable)"))
+        } else {
+            (delta, reason)
+        };
+        let id = self.next_id();
+        let mode = self.settings.mode(Some(&service));
+        let mut record =
+            record(id, None, ActionKind::Scale { delta }, (Some(service), None), Actor::Autoscaler, reason, now);
+        if mode == HealMode::DryRun {
+            record.state = ActionState::DryRun;
+            record.finished_at = Some(now);
+            record.outcome = Some("dry-run: nothing changed".to_owned());
+            return (None, vec![Decision::Action(record)]);
+        }
+        match self.guard.grant_autoscale(record.clone(), world) {
+            Ok(permit) => {
+                record.started_at = Some(now);
+                self.open_actions.insert(id, (record.clone(), None));
+                (Some(permit), vec![Decision::Action(record)])
+            }
+            Err(refusal) => {
+                record.state = ActionState::Refused;
+                record.finished_at = Some(now);
+                record.outcome = Some(format!("refused: {refusal}"));
+                (None, vec![Decision::Action(record)])
+            }
+        }
+    }
+
     /// An operator's command: journalled and granted (counted in the budgets), returned as a permit.
     pub fn operator(
         &mut self,

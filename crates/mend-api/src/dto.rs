@@ -30,6 +30,31 @@ pub struct ServiceDto {
     pub chaos: Vec<FaultDto>,
     /// Its replicas.
     pub replicas: Vec<ReplicaDto>,
+    /// Its autoscaler, if it has one (`[service.NAME.autoscale]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleDto>,
+}
+
+/// A service's autoscaler: its bounds and target, and what it saw and decided last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleDto {
+    /// Fewest replicas.
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// `cpu` or `query`.
+    pub metric: String,
+    /// The value per replica aimed at (percent for CPU).
+    pub target: f64,
+    /// The value per replica last observed (null: none yet, or missing).
+    #[serde(default)]
+    pub observed: Option<f64>,
+    /// The count it wanted last.
+    #[serde(default)]
+    pub desired: Option<u32>,
+    /// Its last recommendation, for people ("cpu 142% of 70% target across 2 replicas → 5").
+    #[serde(default)]
+    pub last: Option<String>,
 }
 
 /// What a fault does to a request.
@@ -277,6 +302,7 @@ impl ServiceDto {
             canary_weight: traffic.canary_weight,
             chaos: traffic.chaos,
             replicas,
+            autoscale: None,
         }
     }
 }

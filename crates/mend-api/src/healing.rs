@@ -57,6 +57,11 @@ pub trait HealingApi: Send + Sync {
     fn status(&self) -> Pending<Result<HealingStatus, String>>;
     /// Actions journalled so far, by action and state (for `/metrics`).
     fn action_counts(&self) -> Vec<(&'static str, &'static str, u64)>;
+
+    /// The autoscaler of `service`, if it has one.
+    fn autoscale(&self, _service: &str) -> Option<crate::AutoscaleDto> {
+        None
+    }
 }
 
 /// `GET /api/v1/healing`.

@@ -17,9 +17,9 @@ mod traffic;
 mod ui;
 
 pub use dto::{
-    AlertmanagerAlert, AlertmanagerWebhook, EjectedReplica, EjectionDto, EjectionReasonDto, EventDto, EventsResponse,
-    ExitCauseDto, FaultDto, FaultKindDto, ReplicaDto, ServiceDto, ServicesResponse, SignalDto, SignalsResponse,
-    TrafficStatus,
+    AlertmanagerAlert, AlertmanagerWebhook, AutoscaleDto, EjectedReplica, EjectionDto, EjectionReasonDto, EventDto,
+    EventsResponse, ExitCauseDto, FaultDto, FaultKindDto, ReplicaDto, ServiceDto, ServicesResponse, SignalDto,
+    SignalsResponse, TrafficStatus,
 };
 pub use healing::{
     ActionsResponse, DependencyDto, DependencySource, HealingApi, HealingStatus, IncidentDto, IncidentsResponse,

@@ -279,7 +279,10 @@ async fn metrics_page(State(state): State<ApiState>, headers: HeaderMap) -> Resp
 
 /// A service as the API shows it: its replicas, and what its proxy says about them.
 fn service_dto(state: &ApiState, service: &mend_supervisor::ServiceHandle) -> ServiceDto {
-    ServiceDto::from_handle(service, state.traffic.status(service.config().name.as_str()))
+    let name = service.config().name.clone();
+    let mut dto = ServiceDto::from_handle(service, state.traffic.status(name.as_str()));
+    dto.autoscale = state.healing.autoscale(name.as_str());
+    dto
 }
 
 async fn services(State(state): State<ApiState>) -> Json<ServicesResponse> {

@@ -221,6 +221,7 @@ function describeAction(record) {
 }
 
 function actor(record) {
+  if (record.actor.by === 'autoscaler') return 'the autoscaler';
   return record.actor.by === 'operator' ? 'an operator' : `policy “${record.actor.when}”`;
 }
 

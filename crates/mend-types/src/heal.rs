@@ -264,6 +264,8 @@ pub enum Actor {
     },
     /// An operator, through the CLI or the API.
     Operator,
+    /// A service's autoscaler (`[service.NAME.autoscale]`).
+    Autoscaler,
 }
 
 impl fmt::Display for Actor {
@@ -271,6 +273,7 @@ impl fmt::Display for Actor {
         match self {
             Self::Policy { when, step } => write!(f, "policy {when:?} (step {})", step + 1),
             Self::Operator => f.write_str("operator"),
+            Self::Autoscaler => f.write_str("autoscaler"),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! its own task ([`execute`]) and reports back. Operators' commands take the same path (journalled as the
 //! operator's, granted by the guard, executed by the same executor).
 
+mod autoscale;
 mod execute;
 mod hook;
 mod notify;
@@ -81,6 +82,8 @@ pub(crate) struct Outcome {
 pub(crate) struct HealStage {
     commands: mpsc::Sender<Command>,
     executor: Arc<Executor>,
+    /// The autoscalers as the API shows them.
+    autoscale: Arc<std::sync::Mutex<std::collections::BTreeMap<String, mend_api::AutoscaleDto>>>,
 }
 
 /// Everything the stage's task owns.
@@ -105,6 +108,8 @@ struct Stage {
     facts: observe::FactLog,
     /// The running config (services' replica counts and memory limits, for the live diagnosis).
     config: Arc<Config>,
+    /// The services' autoscalers.
+    autoscaling: autoscale::Autoscaling,
 }
 
 /// The built-in diagnoses the healer draws from events itself: published by this stage, so their echo on
@@ -167,6 +172,8 @@ impl HealStage {
         );
         let (commands, inbox) = mpsc::channel(64);
         let executor_handle = executor.clone();
+        let autoscaling = autoscale::Autoscaling::new(config);
+        let autoscale = autoscaling.shown();
         let stage = Stage {
             healer,
             store,
@@ -183,9 +190,10 @@ impl HealStage {
             pending_answers: Vec::new(),
             facts: observe::FactLog::default(),
             config: Arc::new(config.clone()),
+            autoscaling,
         };
         let task = tokio::spawn(stage.run(subscription, inbox));
-        Ok((Self { commands, executor: executor_handle }, task))
+        Ok((Self { commands, executor: executor_handle, autoscale }, task))
     }
 
     /// Takes a reloaded config: policies, limits, modes, hooks and targets.
@@ -238,6 +246,10 @@ impl HealingApi for HealStage {
     fn action_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
         self.executor.counts().into_iter().map(|((action, state), n)| (action, state, n)).collect()
     }
+
+    fn autoscale(&self, service: &str) -> Option<mend_api::AutoscaleDto> {
+        self.autoscale.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(service).cloned()
+    }
 }
 
 impl Stage {
@@ -261,7 +273,10 @@ impl Stage {
                         self.observe_edges();
                     }
                     let world = world(&self.supervisor);
-                    self.healer.tick(&world, self.clock.wall())
+                    let now = self.clock.wall();
+                    let mut decisions = self.healer.tick(&world, now);
+                    decisions.extend(self.autoscaling.tick(&mut self.healer, &self.supervisor, &self.series, &world, now));
+                    decisions
                 }
             };
             self.apply(decisions).await;
@@ -373,11 +388,13 @@ impl Stage {
                 self.n_policies = config.heal.len() + mend_act::default_policies().len();
                 self.healer.reconfigure(Settings::of(&config));
                 self.executor.reconfigure(&config);
+                self.autoscaling.reconfigure(&config, now);
                 Vec::new()
             }
             Command::Outcome(outcome) => {
                 let world = world(&self.supervisor);
                 let record = self.running.remove(&outcome.id);
+                self.autoscaling.outcome(outcome.id, outcome.succeeded, now);
                 let decisions = self.healer.outcome(
                     outcome.id,
                     outcome.succeeded,

@@ -230,6 +230,22 @@ fn proxy_notes(response: &ServicesResponse) -> String {
         if let Some(weight) = service.canary_weight {
             lines.push(format!("{}: the canary gets {weight}% of unpinned requests", service.name));
         }
+        if let Some(autoscale) = &service.autoscale {
+            let unit = if autoscale.metric == "cpu" { "%" } else { "" };
+            let mut line = format!(
+                "{}: autoscale {} .. {} replicas, target {} {}{unit} per replica, {} now",
+                service.name,
+                autoscale.min,
+                autoscale.max,
+                autoscale.metric,
+                autoscale.target,
+                service.desired_replicas
+            );
+            if let Some(last) = &autoscale.last {
+                line.push_str(&format!(": {last}"));
+            }
+            lines.push(line);
+        }
         for fault in &service.chaos {
             let left = mend_types::Unit::Seconds.format(fault.seconds_left);
             lines.push(format!("{}: chaos: {}, {left} left", service.name, fault.description));
@@ -481,6 +497,7 @@ mod tests {
                 ready_replicas: 1,
                 canary_weight: None,
                 chaos: Vec::new(),
+                autoscale: None,
                 replicas: vec![
                     replica(0, "running", None, Some("killed by mend: hung")),
                     replica(1, "running", Some("readiness failing"), Some("killed by SIGKILL (9) from outside mend")),
@@ -503,6 +520,8 @@ mod tests {
     fn proxy_notes_follow_the_table() {
         let response: ServicesResponse = serde_json::from_value(serde_json::json!({"services": [{
             "name": "web", "desired_replicas": 2, "ready_replicas": 2, "canary_weight": 10,
+            "autoscale": {"min": 2, "max": 8, "metric": "cpu", "target": 70.0, "observed": 142.0, "desired": 5,
+                          "last": "cpu 142% of 70% target across 2 replicas → 5"},
             "chaos": [{"fault": "latency", "latency_ms": 200, "status": null, "percent": 10.0,
                        "until": "2026-01-01T00:00:30.000Z", "seconds_left": 25.0,
                        "description": "200 ms latency on 10% of requests"}],
@@ -523,6 +542,7 @@ mod tests {
             notes,
             [
                 "web: the canary gets 10% of unpinned requests",
+                "web: autoscale 2 .. 8 replicas, target cpu 70% per replica, 2 now: cpu 142% of 70% target across 2 replicas → 5",
                 "web: chaos: 200 ms latency on 10% of requests, 25 s left",
                 "web[1]: ejected by the proxy until 2026-01-01T00:00:04.000Z (4 s left): 3 failures in a row, the last a 503 answer",
             ]

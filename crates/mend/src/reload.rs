@@ -153,7 +153,8 @@ impl Reloadable {
         }
         let services_changed = !updates.is_empty();
         let scaled = if said.is_empty() { String::new() } else { format!("; {}", said.join("; ")) };
-        // Healing ([healing], [[heal]], hooks, targets, services' healing tables) applies at once, like rules.
+        // Healing ([healing], [[heal]], hooks, targets, services' healing and autoscale tables) applies at
+        // once, like rules.
         let healing_changed = healing_of(&self.running) != healing_of(&new);
         if healing_changed {
             self.running.healing = new.healing.clone();
@@ -163,6 +164,7 @@ impl Reloadable {
             for service in &mut self.running.services {
                 if let Some(changed) = new.service(service.name.as_str()) {
                     service.healing = changed.healing.clone();
+                    service.autoscale = changed.autoscale.clone();
                 }
             }
             self.heal.reconfigure(&self.running).await;
@@ -231,9 +233,11 @@ impl Reloadable {
     }
 }
 
-/// The healing sections of a config, for comparing two.
+/// The healing sections of a config (with the services' autoscalers, which act through the heal stage),
+/// for comparing two.
 fn healing_of(config: &Config) -> impl PartialEq + '_ {
-    let services: Vec<&mend_config::ServiceHealing> = config.services.iter().map(|s| &s.healing).collect();
+    let services: Vec<(&mend_config::ServiceHealing, &Option<mend_config::Autoscale>)> =
+        config.services.iter().map(|s| (&s.healing, &s.autoscale)).collect();
     (&config.healing, &config.heal, &config.hooks, &config.notify, services)
 }
 

@@ -90,6 +90,7 @@ impl Executor {
                 Request::operator(Some(&record.reason).filter(|r| *r != "requested by operator").map(|r| r.as_str()))
             }
             Actor::Policy { .. } => Request::policy(&record.reason),
+            Actor::Autoscaler => Request { reason: format!("autoscaler: {}", record.reason).into(), counted: false },
         };
         match &record.action {
             ActionKind::Restart | ActionKind::RollingRestart | ActionKind::Stop | ActionKind::Start => {
