@@ -119,7 +119,7 @@ impl Reloadable {
                 *service = respec.spec.clone();
                 service.replicas = replicas;
                 said.push(if respec.replace {
-                    format!("replacing {}'s replicas ({} changed)", update.name, respec.keys.join(", "))
+                    format!("replacing the replicas of {} ({} changed)", update.name, respec.keys.join(", "))
                 } else {
                     format!("{} takes its new {}", update.name, respec.keys.join(", "))
                 });

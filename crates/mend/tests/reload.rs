@@ -71,7 +71,7 @@ fn issue_13_a_reload_that_changes_the_command_replaces_the_replicas_with_no_fail
     let reload = daemon.cli(&["reload"]);
     let stdout = String::from_utf8_lossy(&reload.stdout);
     assert!(reload.status.success(), "{reload:?}");
-    assert!(stdout.contains("replacing web's replicas (command changed)"), "{stdout}");
+    assert!(stdout.contains("replacing the replicas of web (command changed)"), "{stdout}");
     assert!(!stdout.contains("next start"), "{stdout}");
     let after = eventually(Duration::from_secs(60), "both replicas run the new command, ready", || {
         let replicas = daemon.replicas("web");
@@ -141,4 +141,59 @@ fn issue_13_a_changed_count_and_ports_apply_the_count_or_say_why_not() {
     );
     assert!(stdout.contains("service.web.ports") && stdout.contains(&why), "{stdout}");
     assert_eq!(daemon.replicas("web").len(), 2, "nothing scaled");
+}
+
+#[test]
+fn issue_13_a_reload_replaces_python_http_servers_serving_a_new_directory_with_no_failed_request() {
+    let _cpu = common::cpu_to_myself();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for version in ["v1", "v2"] {
+        std::fs::create_dir(dir.path().join(version)).expect("mkdir");
+        std::fs::write(dir.path().join(version).join("version.txt"), version).expect("write");
+    }
+    let (ports, proxy_port) = (free_ports(2), free_ports(1));
+    let v1 = dir.path().join("v1");
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.files]
+command = ["python3", "-m", "http.server", "{{port}}", "--bind", "127.0.0.1", "--directory", "{v1}"]
+replicas = 2
+ports = "{ports}-{last}"
+[service.files.readiness]
+http = "http://127.0.0.1:{{port}}/version.txt"
+interval = "200ms"
+[service.files.proxy]
+listen = "127.0.0.1:{proxy_port}"
+"#,
+        v1 = v1.display(),
+        last = ports + 1
+    ));
+    let proxy = SocketAddr::from(([127, 0, 0, 1], proxy_port));
+    daemon.wait_ready("files");
+    let version = || KeepAlive::new(proxy).request("GET", "/version.txt", &[], b"").ok().map(|r| r.body);
+    eventually(Duration::from_secs(10), "v1 through the proxy", || version().filter(|body| body == "v1"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/version.txt", 2, 100_000, Duration::from_millis(2), stop.clone());
+    running.wait_for_more(100);
+
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    std::fs::write(&daemon.config_path, text.replace("/v1\"", "/v2\"")).expect("write config");
+    let reload = daemon.cli(&["reload"]);
+    assert!(
+        reload.status.success()
+            && String::from_utf8_lossy(&reload.stdout).contains("replacing the replicas of files (command changed)"),
+        "{reload:?}"
+    );
+    eventually(Duration::from_secs(60), "both replicas serve v2", || {
+        let replicas = daemon.replicas("files");
+        let new = replicas.iter().filter(|r| r["ready"] == true).filter_map(|r| r["pid"].as_u64());
+        (new.filter(|pid| command_line(*pid).contains("/v2")).count() == 2).then_some(())
+    });
+    running.wait_for_more(100);
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join();
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    assert_eq!(version().as_deref(), Some("v2"));
 }
