@@ -101,7 +101,7 @@ fn issue_13_load_scales_out_and_its_end_scales_in_after_the_window() {
 #[test]
 fn issue_13_a_square_wave_shorter_than_the_window_does_not_flap() {
     let _cpu = common::cpu_to_myself();
-    let (daemon, proxy) = start("20s");
+    let (daemon, proxy) = start("60s");
     let (stop, running) = busy(proxy);
     eventually(Duration::from_secs(60), "scaled out to 3", || (ready(&daemon) == 3).then_some(()));
     stop.store(true, Ordering::Relaxed);
