@@ -178,11 +178,16 @@ impl Autoscaling {
         decisions
     }
 
-    /// An action ended: a scale of an autoscaler counts in its limits once it succeeded.
+    /// An action ended: a scale of an autoscaler counts in its limits once it succeeded; after a failed
+    /// one (the supervisor refused: a port range, a dependency still starting) the autoscaler waits four
+    /// intervals before it tries again, so that a lasting refusal does not fill the journal.
     pub(crate) fn outcome(&mut self, id: ActionId, succeeded: bool, now: Timestamp) {
         let Some((name, from, to)) = self.in_flight.remove(&id) else { return };
-        if succeeded && let Some(entry) = self.entries.get_mut(&name) {
+        let Some(entry) = self.entries.get_mut(&name) else { return };
+        if succeeded {
             entry.autoscaler.scaled(from, to, now);
+        } else {
+            entry.next_at = now.saturating_add(entry.autoscaler.spec().interval.saturating_mul(4));
         }
     }
 }
