@@ -99,7 +99,24 @@ impl Reloadable {
                 service.replicas = handle.config().replicas;
             }
         }
-        let ServicePlan { updates, not_applied } = plan_services(&self.file, &self.running, &new);
+        let ServicePlan { updates, not_applied, conflicts } = plan_services(&self.file, &self.running, &new);
+        if !conflicts.is_empty() {
+            // All or nothing: a file that cannot be applied to what runs changes nothing, like an invalid one.
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let each: Vec<String> = conflicts
+                .iter()
+                .map(|conflict| {
+                    let keys: Vec<&str> = conflict.keys.iter().map(String::as_str).collect();
+                    let at = mend_config::locate(&text, &keys)
+                        .map_or(String::new(), |(line, column)| format!(":{line}:{column}"));
+                    format!("{file}{at}: {}: {}", keys.join("."), conflict.message)
+                })
+                .collect();
+            return checked(
+                "invalid",
+                format!("{file} cannot be applied to what runs; nothing applied: {}", each.join("; ")),
+            );
+        }
         self.file = new.clone();
         let pending = if not_applied.is_empty() {
             String::new()
@@ -246,9 +263,19 @@ fn healing_of(config: &Config) -> impl PartialEq + '_ {
 struct ServicePlan {
     /// Services whose spec or replica count changes at once.
     updates: Vec<ServiceUpdate>,
-    /// What waits for the next start (`service.web.ports`, `service.api (added)`, `api`), each with why
-    /// where it is not obvious.
+    /// What waits for the next start (`service.web.ports`, `service.api (added)`, `api`).
     not_applied: Vec<String>,
+    /// What the file asks that cannot be applied to what runs: the reload applies nothing.
+    conflicts: Vec<Conflict>,
+}
+
+/// A key whose new value cannot be applied to what runs.
+#[derive(Debug, Clone, PartialEq)]
+struct Conflict {
+    /// Its key path (`["service", "web", "replicas"]`).
+    keys: Vec<String>,
+    /// Why.
+    message: String,
 }
 
 /// One service's live change.
@@ -361,10 +388,15 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
             && ports.port_of(replicas - 1).is_none()
         {
             // The running port range is the one replicas get until mend starts again.
-            let why = if keys.contains(&"ports") { "; the new ports apply on the next start" } else { "" };
-            plan.not_applied.push(format!(
-                "service.{name}.replicas ({replicas} replicas do not fit the running port range {ports}{why})"
-            ));
+            let why = if keys.contains(&"ports") {
+                ": the new ports apply on the next start only; change the count then, or within the running range now"
+            } else {
+                ""
+            };
+            plan.conflicts.push(Conflict {
+                keys: vec!["service".to_owned(), name.to_owned(), "replicas".to_owned()],
+                message: format!("{replicas} replicas do not fit the running port range {ports}{why}"),
+            });
             scale = None;
         }
         if respec.is_some() || scale.is_some() {
@@ -452,18 +484,20 @@ mod tests {
         new.services[0].ports = Some(mend_config::PortRange { first: 9100, last: 9109 });
         let plan = plan_services(&running, &running, &new);
         assert!(plan.updates.is_empty(), "{plan:?}");
-        assert_eq!(
-            plan.not_applied,
-            vec![
-                "service.web.ports".to_owned(),
-                "service.web.replicas (6 replicas do not fit the running port range 9000-9003; the new ports apply on the next start)"
-                    .to_owned()
-            ]
+        assert_eq!(plan.not_applied, vec!["service.web.ports".to_owned()]);
+        assert_eq!(plan.conflicts.len(), 1, "{plan:?}");
+        assert_eq!(plan.conflicts[0].keys, ["service", "web", "replicas"]);
+        assert!(
+            plan.conflicts[0].message.starts_with(
+                "6 replicas do not fit the running port range 9000-9003: the new ports apply on the next start only"
+            ),
+            "{plan:?}"
         );
         // A count that fits the running range applies; the ports wait.
         new.services[0].replicas = 3;
         let plan = plan_services(&running, &running, &new);
         assert_eq!(plan.updates[0].scale, Some(3));
         assert_eq!(plan.not_applied, vec!["service.web.ports".to_owned()]);
+        assert!(plan.conflicts.is_empty());
     }
 }

@@ -128,19 +128,35 @@ fn issue_13_a_changed_count_and_ports_apply_the_count_or_say_why_not() {
     let (daemon, _proxy, ports, _) = start();
     let range = format!("{ports}-{}", ports + 3);
     let other = free_ports(8);
+    let before = std::fs::read_to_string(&daemon.config_path).expect("config");
+    // Six replicas need the new range, which applies on the next start only: the reload is refused,
+    // with the file, line and key, and changes nothing (a rule added in the same file is not applied).
     rewrite(
         &daemon,
         &format!("replicas = 2\nports = \"{range}\""),
         &format!("replicas = 6\nports = \"{other}-{}\"", other + 7),
     );
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    std::fs::write(&daemon.config_path, format!("{text}\n[[rule]]\nname = \"Up\"\nexpr = 'vector(1)'\n"))
+        .expect("write");
+    let reload = daemon.cli(&["reload"]);
+    let stderr = String::from_utf8_lossy(&reload.stderr);
+    assert_eq!(reload.status.code(), Some(1), "{reload:?}");
+    let line = before.lines().position(|l| l.starts_with("replicas = ")).map_or(0, |idx| idx + 1);
+    let why = format!(
+        "mend.toml:{line}:12: service.web.replicas: 6 replicas do not fit the running port range {range}: the new ports apply on the next start only"
+    );
+    assert!(stderr.contains("nothing applied") && stderr.contains(&why), "{stderr}");
+    assert_eq!(daemon.replicas("web").len(), 2, "nothing scaled");
+    assert!(daemon.events(Some("config_reloaded")).is_empty(), "nothing reloaded");
+
+    // A count that fits the running range applies at once; the ports wait, and the reload says so.
+    rewrite(&daemon, "replicas = 6", "replicas = 3");
     let reload = daemon.cli(&["reload"]);
     let stdout = String::from_utf8_lossy(&reload.stdout);
-    assert!(reload.status.success(), "{reload:?}");
-    let why = format!(
-        "service.web.replicas (6 replicas do not fit the running port range {range}; the new ports apply on the next start)"
-    );
-    assert!(stdout.contains("service.web.ports") && stdout.contains(&why), "{stdout}");
-    assert_eq!(daemon.replicas("web").len(), 2, "nothing scaled");
+    assert!(reload.status.success() && stdout.contains("scaling web to 3"), "{reload:?}");
+    assert!(stdout.contains("applied on the next start only: service.web.ports"), "{stdout}");
+    eventually(Duration::from_secs(30), "web scaled to 3", || (daemon.replicas("web").len() == 3).then_some(()));
 }
 
 #[test]
