@@ -20,6 +20,7 @@
 //! assert_eq!(errors.to_string(), "mend.toml:2:11: service.web.command: the command is empty: the first element must name the program to run");
 //! ```
 
+mod chaos;
 mod duration;
 mod error;
 mod example;
@@ -32,6 +33,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use chaos::{Chaos, DailyWindow, Monkey};
 pub use duration::{parse_duration, parse_since};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use example::EXAMPLE_CONFIG;

@@ -1,6 +1,7 @@
 //! mend: a self-healing runtime for services. This is the command line: the daemon (`mend run`) and the
 //! client commands that talk to it over its HTTP API.
 
+mod chaos;
 mod cli;
 mod client;
 mod daemon;
