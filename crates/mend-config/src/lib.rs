@@ -24,6 +24,7 @@ mod chaos;
 mod duration;
 mod error;
 mod example;
+mod gameday;
 mod heal;
 mod model;
 mod promql;
@@ -37,6 +38,10 @@ pub use chaos::{Chaos, DailyWindow, Monkey};
 pub use duration::{parse_duration, parse_since};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use example::EXAMPLE_CONFIG;
+pub use gameday::{
+    Expect, FaultAction, Load, LoopbackUrl, MAX_CONCURRENCY, MAX_GAMEDAY, MAX_RATE, Scenario, ScheduledFault, Slo,
+    Topology, load_scenario, parse_scenario,
+};
 pub use heal::{HealPolicy, Healing, Hook, NotifyTarget, ServiceHealing, Trigger};
 pub use model::{
     Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,

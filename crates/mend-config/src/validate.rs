@@ -101,6 +101,11 @@ pub(crate) struct Problems<'a> {
 }
 
 impl<'a> Problems<'a> {
+    /// Problems of `text` (read from `file`, parsed into `root`).
+    pub(crate) fn new(file: &'a str, text: &'a str, lines: LineIndex, root: &'a Spanned<DeTable<'a>>) -> Self {
+        Self { file, text, lines, root: Some(root), errors: Vec::new(), dropped: Vec::new() }
+    }
+
     fn add_at(&mut self, span: Range<usize>, key: String, message: String) {
         let (line, column) = self.lines.locate(self.text, span.start);
         let error = ConfigError { file: self.file.to_owned(), line, column, key, message };
@@ -161,7 +166,7 @@ impl<'a> Problems<'a> {
         }
     }
 
-    fn finish(mut self) -> ConfigErrors {
+    pub(crate) fn finish(mut self) -> ConfigErrors {
         self.errors.sort_by_key(|(offset, _)| *offset);
         ConfigErrors(self.errors.into_iter().map(|(_, error)| error).collect())
     }
@@ -209,7 +214,11 @@ pub(crate) fn raw_section<T: DeserializeOwned>(
 }
 
 /// Parses `text` as TOML, or says where it is not.
-fn parse_toml<'a>(file: &str, text: &'a str, lines: &LineIndex) -> Result<Spanned<DeTable<'a>>, ConfigErrors> {
+pub(crate) fn parse_toml<'a>(
+    file: &str,
+    text: &'a str,
+    lines: &LineIndex,
+) -> Result<Spanned<DeTable<'a>>, ConfigErrors> {
     DeTable::parse(text).map_err(|error| {
         let offset = error.span().map_or(0, |span| span.start);
         let (line, column) = lines.locate(text, offset);

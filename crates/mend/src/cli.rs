@@ -214,6 +214,21 @@ enum Command {
     /// Inject faults into a service's proxy (always expiring), or clear them.
     #[command(subcommand)]
     Chaos(ChaosCommand),
+    /// Run a game day: a topology under load, faults on a schedule, a report of how fast and how well
+    /// mend healed (table, JSON, HTML); exits 3 when an SLO failed, 78 for an invalid scenario file.
+    Gameday {
+        /// The scenario file (TOML; see examples/gamedays/).
+        file: PathBuf,
+        /// Where NAME.json and NAME.html are written.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Print the JSON report instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Bearer token for a running mend's API (a started one takes it from its config).
+        #[arg(long, env = "MEND_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Run and score anomaly detectors on a NAB-layout corpus.
     #[command(subcommand)]
     Nab(NabCommand),
@@ -481,6 +496,9 @@ pub(crate) fn main() -> ExitCode {
         Command::CheckConfig { files } => check_config(&files),
         Command::Init { file, force } => init(&file, force),
         Command::Nab(command) => nab(command),
+        Command::Gameday { file, out, json, token } => {
+            crate::gameday::main(&crate::gameday::Options { file, out, json, token })
+        }
         Command::Replay { dir, config, json, ranker, told, settings } => {
             crate::replay::run(&crate::replay::ReplayOptions { dir, config, json, ranker, told, settings })
         }
@@ -753,6 +771,7 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::CheckConfig { .. }
         | Command::Init { .. }
         | Command::Nab(_)
+        | Command::Gameday { .. }
         | Command::Replay { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => {
@@ -809,6 +828,7 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::CheckConfig { .. }
         | Command::Init { .. }
         | Command::Nab(_)
+        | Command::Gameday { .. }
         | Command::Replay { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => Ok(()),

@@ -2,9 +2,11 @@
 //! client commands that talk to it over its HTTP API.
 
 mod chaos;
+mod chart;
 mod cli;
 mod client;
 mod daemon;
+mod gameday;
 mod heal;
 mod notify;
 mod output;
