@@ -162,6 +162,8 @@ pub struct ScheduledFault {
     pub expect: Expect,
     /// Services that must see no action (a dependency failure's victims).
     pub untouched: Vec<String>,
+    /// leak: MiB per second.
+    pub mib_per_sec: Option<f64>,
 }
 
 /// Pass/fail bounds; None: not checked.
@@ -223,6 +225,7 @@ struct RawFault {
     expect: Option<String>,
     #[serde(default)]
     untouched: Vec<String>,
+    mib_per_sec: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -443,6 +446,7 @@ fn validate_fault(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawFault) -
         expect_diagnosis: raw.expect_diagnosis.clone(),
         expect: expect?,
         untouched: raw.untouched.clone(),
+        mib_per_sec: raw.mib_per_sec,
     })
 }
 

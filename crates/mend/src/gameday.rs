@@ -169,8 +169,16 @@ pub(crate) fn evaluate(scenario: &Scenario, recording: &Recording) -> Vec<FaultR
                     && !incident.diagnosis.is_empty()
             })
             .min_by(|a, b| a.opened.total_cmp(&b.opened));
-        let diagnosis = diagnosed.map(|incident| incident.diagnosis.clone());
-        let right_diagnosis = fault.expect_diagnosis.as_ref().map(|expected| diagnosis.as_ref() == Some(expected));
+        let diagnosis = diagnosed.map(|incident| match &incident.root {
+            Some(root) if root != &fault.service => format!("{} (root {root})", incident.diagnosis),
+            _ => incident.diagnosis.clone(),
+        });
+        // Right: the expected name, and the faulty service as the root when one is named.
+        let right_diagnosis = fault.expect_diagnosis.as_ref().map(|expected| {
+            diagnosed.is_some_and(|incident| {
+                &incident.diagnosis == expected && incident.root.as_ref().is_none_or(|root| root == &fault.service)
+            })
+        });
         let recover_s = match fault.expect {
             Expect::Recover => recovered_at(fault, recording, start, end).map(|at| at - start),
             Expect::Escalate => recording
@@ -689,6 +697,9 @@ async fn inject(client: &Client, fault: &ScheduledFault, at: f64) -> Injected {
             }
             if let Some(caller) = &fault.caller {
                 body["caller"] = caller.clone().into();
+            }
+            if let Some(rate) = fault.mib_per_sec {
+                body["mib_per_sec"] = rate.into();
             }
             let path = format!("/api/v1/services/{}/chaos/{kind}", encode_query_value(&fault.service));
             client
