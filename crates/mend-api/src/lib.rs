@@ -5,6 +5,7 @@
 //! served from the binary at `/ui/` (`ui.rs`), and the stream between stages as server-sent events at
 //! `/api/v1/stream` (`stream.rs`).
 
+mod chaos;
 mod dto;
 mod healing;
 mod logs;
@@ -16,6 +17,7 @@ mod stream;
 mod traffic;
 mod ui;
 
+pub use chaos::{ChaosApi, ChaosDto, ChaosOrder, ChaosRefusal, ChaosStatus, MAX_CHAOS_DURATION, MonkeyStatus, NoChaos};
 pub use dto::{
     AlertmanagerAlert, AlertmanagerWebhook, AutoscaleDto, EjectedReplica, EjectionDto, EjectionReasonDto, EventDto,
     EventsResponse, ExitCauseDto, FaultDto, FaultKindDto, ReplicaDto, ServiceDto, ServicesResponse, SignalDto,

@@ -59,6 +59,8 @@ pub struct ApiState {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// The stream between stages, served as server-sent events (`/api/v1/stream`).
     pub stream: Arc<crate::StreamHub>,
+    /// Process chaos (`mend chaos kill|hang|...`) and the chaos monkey.
+    pub chaos: Arc<dyn crate::ChaosApi>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -101,6 +103,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alerts", post(alerts_in))
         .route("/api/v1/services/{name}/chaos", post(crate::traffic::inject).delete(crate::traffic::clear))
         .route("/api/v1/services/{name}/canary", post(crate::traffic::set_canary))
+        .route("/api/v1/services/{name}/chaos/{fault}", post(crate::chaos::inject))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/services/{name}/scale", post(scale))
         .route("/api/v1/actions/{id}/{decision}", post(crate::healing::decide))
@@ -121,6 +124,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/logs", get(crate::logs::aggregate))
         .route("/api/v1/services/{name}/chaos", get(crate::traffic::faults))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/chaos", get(crate::chaos::status))
         .route("/api/v1/signals", get(signals))
         .route("/api/v1/incidents", get(crate::healing::incidents))
         .route("/api/v1/incidents/{id}", get(crate::healing::incident))

@@ -21,9 +21,11 @@
 //! ```
 
 mod autoscale;
+mod chaos;
 mod duration;
 mod error;
 mod example;
+mod gameday;
 mod heal;
 mod model;
 mod promql;
@@ -34,9 +36,14 @@ mod validate;
 use std::path::Path;
 
 pub use autoscale::{Autoscale, AutoscaleMetric};
+pub use chaos::{Chaos, DailyWindow, Monkey};
 pub use duration::{parse_duration, parse_since};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use example::EXAMPLE_CONFIG;
+pub use gameday::{
+    Expect, FaultAction, Load, LoopbackUrl, MAX_CONCURRENCY, MAX_GAMEDAY, MAX_RATE, Scenario, ScheduledFault, Slo,
+    Topology, load_scenario, parse_scenario,
+};
 pub use heal::{HealPolicy, Healing, Hook, NotifyTarget, ServiceHealing, Trigger};
 pub use model::{
     Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,

@@ -37,6 +37,8 @@ pub struct Config {
     pub hooks: Vec<crate::heal::Hook>,
     /// Notification targets (`[notify.NAME]`).
     pub notify: Vec<crate::heal::NotifyTarget>,
+    /// `[chaos]`: the chaos monkey, if configured.
+    pub chaos: crate::chaos::Chaos,
 }
 
 impl Config {

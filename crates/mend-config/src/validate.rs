@@ -27,8 +27,8 @@ use crate::raw::{
 use crate::template::{Placeholder, Template, TemplateVars};
 
 /// Top-level keys a config file may have.
-const TOP_LEVEL_KEYS: [&str; 11] =
-    ["api", "service", "scrape", "rule", "detect", "forecast", "storage", "healing", "heal", "hook", "notify"];
+const TOP_LEVEL_KEYS: [&str; 12] =
+    ["api", "service", "scrape", "rule", "detect", "forecast", "storage", "healing", "heal", "hook", "notify", "chaos"];
 
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,11 @@ pub(crate) struct Problems<'a> {
 }
 
 impl<'a> Problems<'a> {
+    /// Problems of `text` (read from `file`, parsed into `root`).
+    pub(crate) fn new(file: &'a str, text: &'a str, lines: LineIndex, root: &'a Spanned<DeTable<'a>>) -> Self {
+        Self { file, text, lines, root: Some(root), errors: Vec::new(), dropped: Vec::new() }
+    }
+
     fn add_at(&mut self, span: Range<usize>, key: String, message: String) {
         let (line, column) = self.lines.locate(self.text, span.start);
         let error = ConfigError { file: self.file.to_owned(), line, column, key, message };
@@ -166,7 +171,7 @@ impl<'a> Problems<'a> {
         }
     }
 
-    fn finish(mut self) -> ConfigErrors {
+    pub(crate) fn finish(mut self) -> ConfigErrors {
         self.errors.sort_by_key(|(offset, _)| *offset);
         ConfigErrors(self.errors.into_iter().map(|(_, error)| error).collect())
     }
@@ -214,7 +219,11 @@ pub(crate) fn raw_section<T: DeserializeOwned>(
 }
 
 /// Parses `text` as TOML, or says where it is not.
-fn parse_toml<'a>(file: &str, text: &'a str, lines: &LineIndex) -> Result<Spanned<DeTable<'a>>, ConfigErrors> {
+pub(crate) fn parse_toml<'a>(
+    file: &str,
+    text: &'a str,
+    lines: &LineIndex,
+) -> Result<Spanned<DeTable<'a>>, ConfigErrors> {
     DeTable::parse(text).map_err(|error| {
         let offset = error.span().map_or(0, |span| span.start);
         let (line, column) = lines.locate(text, offset);
@@ -286,12 +295,14 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let mut detects = Vec::new();
     let mut forecasts = Vec::new();
     let mut raw_healing = crate::heal::RawSections::default();
+    let mut raw_chaos = crate::chaos::RawChaos::default();
     for (key, value) in root.get_ref() {
         let key = key.get_ref().as_ref();
         let path = KeyPath::default().key(key);
         match key {
             "api" => raw_api = raw_section(problems, &path, value).unwrap_or_default(),
             "storage" => raw_storage = raw_section(problems, &path, value).unwrap_or_default(),
+            "chaos" => raw_chaos = raw_section(problems, &path, value).unwrap_or_default(),
             "healing" | "heal" | "hook" | "notify" => raw_healing.read(problems, key, &path, value),
             "scrape" | "rule" | "detect" | "forecast" => {
                 let Some(items) = value.get_ref().as_array() else {
@@ -373,6 +384,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
         services: raw_services.iter().map(|(name, _)| name.clone()).collect(),
     };
     let healing = crate::heal::validate(problems, &raw_healing, &names);
+    let chaos = crate::chaos::validate(problems, &raw_chaos, &names.services);
     Some(Config {
         source: PathBuf::from(file),
         api: api?,
@@ -386,6 +398,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
         heal: healing.policies,
         hooks: healing.hooks,
         notify: healing.notify,
+        chaos,
     })
 }
 

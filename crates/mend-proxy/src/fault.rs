@@ -50,10 +50,26 @@ struct ActiveFault {
     until: Nanos,
 }
 
+/// A partition: requests from one caller (its `x-mend-caller` header) are refused until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// The calling service, as it names itself in `x-mend-caller`.
+    pub caller: String,
+    /// When it heals by itself (a `std::time::Instant`, as from `mend_types::Clock::now`).
+    pub until: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct ActivePartition {
+    caller: Box<[u8]>,
+    until: Nanos,
+}
+
 /// The active faults, swapped whole on change and read lock-free per request.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     active: ArcSwapOption<Vec<ActiveFault>>,
+    partitions: ArcSwapOption<Vec<ActivePartition>>,
 }
 
 impl Faults {
@@ -76,6 +92,61 @@ impl Faults {
 
     pub(crate) fn clear(&self) {
         self.active.store(None);
+        self.partitions.store(None);
+    }
+
+    /// Refuses requests from `partition.caller` until `partition.until`, replacing a partition of the
+    /// same caller.
+    pub(crate) fn partition(&self, partition: &Partition, clock: &Clock) {
+        let until = clock.nanos_at(tokio::time::Instant::from_std(partition.until));
+        let now = clock.now();
+        let current = self.partitions.load_full();
+        let mut next: Vec<ActivePartition> = current
+            .iter()
+            .flat_map(|partitions| partitions.iter())
+            .filter(|active| &*active.caller != partition.caller.as_bytes() && active.until > now)
+            .cloned()
+            .collect();
+        next.push(ActivePartition { caller: partition.caller.as_bytes().into(), until });
+        self.partitions.store(Some(Arc::new(next)));
+    }
+
+    /// Ends the partition of `caller` now; false if there was none.
+    pub(crate) fn heal_partition(&self, caller: &str, clock: &Clock) -> bool {
+        let now = clock.now();
+        let current = self.partitions.load_full();
+        let Some(current) = current else { return false };
+        let had = current.iter().any(|active| &*active.caller == caller.as_bytes() && active.until > now);
+        let next: Vec<ActivePartition> = current
+            .iter()
+            .filter(|active| &*active.caller != caller.as_bytes() && active.until > now)
+            .cloned()
+            .collect();
+        self.partitions.store(if next.is_empty() { None } else { Some(Arc::new(next)) });
+        had
+    }
+
+    /// The partitions not expired at `clock`'s now.
+    pub(crate) fn partitions(&self, clock: &Clock) -> Vec<Partition> {
+        let now = clock.now();
+        let guard = self.partitions.load();
+        let Some(partitions) = guard.as_ref() else { return Vec::new() };
+        partitions
+            .iter()
+            .filter(|active| active.until > now)
+            .map(|active| Partition {
+                caller: String::from_utf8_lossy(&active.caller).into_owned(),
+                until: clock.instant(active.until).into_std(),
+            })
+            .collect()
+    }
+
+    /// Whether a request from `caller` (its `x-mend-caller` header) is refused at `now`.
+    pub(crate) fn partitioned(&self, caller: Option<&[u8]>, now: Nanos) -> bool {
+        let Some(caller) = caller else { return false };
+        let guard = self.partitions.load();
+        let Some(partitions) = guard.as_ref() else { return false };
+        partitions.iter().any(|active| now < active.until && &*active.caller == caller)
     }
 
     /// The faults not expired at `clock`'s now, as set.

@@ -176,6 +176,11 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     let ctx = Ctx { shared, start, caller };
     let cfg = &shared.config;
 
+    // A partition refuses the caller's requests (503, counted against the caller), other callers pass.
+    if shared.faults.partitioned(request.headers().get(&X_MEND_CALLER).map(|value| value.as_bytes()), start) {
+        return Ok(ctx.local(StatusCode::SERVICE_UNAVAILABLE, LocalReason::Injected, b"partitioned\n", activity));
+    }
+
     let faults = shared.faults.decide(start);
     if let Some(delay) = faults.delay {
         tokio::time::sleep(delay).await;

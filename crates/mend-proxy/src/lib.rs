@@ -73,7 +73,7 @@ mod workers;
 pub use body::ProxyBody;
 pub use config::{LoadBalancing, OutlierPolicy, ProxyConfig, RetryPolicy, UpstreamProtocol};
 pub use error::ProxyError;
-pub use fault::{Fault, FaultKind};
+pub use fault::{Fault, FaultKind, Partition};
 pub use proxy::{DrainOutcome, Proxy, ProxyHandle, ShutdownOutcome};
 pub use route::{Backend, BackendId, CanarySplit, Release, RouteTable};
 pub use stats::{

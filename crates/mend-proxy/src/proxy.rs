@@ -19,7 +19,7 @@ use crate::budget::RetryBudget;
 use crate::clock::{Clock, Nanos};
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
-use crate::fault::{Fault, Faults};
+use crate::fault::{Fault, Faults, Partition};
 use crate::route::{BackendId, RouteTable};
 use crate::server::Phase;
 use crate::slow::SlowestAnswer;
@@ -325,6 +325,24 @@ impl ProxyHandle {
     /// The faults injected now (those not expired), in the order they were set.
     pub fn faults(&self) -> Vec<Fault> {
         self.shared.faults.active(&self.shared.clock)
+    }
+
+    /// Refuses requests that `partition.caller` makes (its `x-mend-caller` header) until
+    /// `partition.until`: the edge caller → this service is cut, other callers pass. `clear_faults`
+    /// ends it too.
+    pub fn set_partition(&self, partition: &Partition) {
+        tracing::debug!(caller = %partition.caller, "partition set");
+        self.shared.faults.partition(partition, &self.shared.clock);
+    }
+
+    /// Ends the partition of `caller` now; false if there was none.
+    pub fn heal_partition(&self, caller: &str) -> bool {
+        self.shared.faults.heal_partition(caller, &self.shared.clock)
+    }
+
+    /// The partitions active now.
+    pub fn partitions(&self) -> Vec<Partition> {
+        self.shared.faults.partitions(&self.shared.clock)
     }
 
     /// A snapshot of every counter.

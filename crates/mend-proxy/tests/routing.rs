@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Request;
-use mend_proxy::{Backend, CanarySplit, Fault, FaultKind, LoadBalancing, RouteTable};
+use mend_proxy::{Backend, CanarySplit, Fault, FaultKind, LoadBalancing, Partition, RouteTable};
 use support::{
     Client, Mode, Reply, TestProxy, Upstream, backend, by_upstream, canary, classes, config, full, get, load, stable,
 };
@@ -165,6 +165,35 @@ async fn injected_faults_hit_their_share_and_expire() {
     assert_eq!(get(proxy.addr(), "/").await.status, 200, "the fault expired by itself");
     assert_eq!(proxy.handle.faults(), [], "an expired fault is not listed");
     assert_eq!(proxy.handle.stats().local.aborted, 1);
+}
+
+/// A partition cuts one caller → callee edge: that caller's requests are refused (503, counted against
+/// it), other callers and anonymous requests pass, and it heals by itself at its end (paused time).
+#[tokio::test(start_paused = true)]
+async fn partition_refuses_one_caller_until_it_heals() {
+    let upstream = Upstream::start("a").await;
+    let proxy = TestProxy::with(vec![backend(stable(0), &upstream)]).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    proxy.handle.set_partition(&Partition { caller: "web".to_owned(), until: until.into_std() });
+    assert_eq!(proxy.handle.partitions().iter().map(|p| p.caller.as_str()).collect::<Vec<_>>(), ["web"]);
+    let cut = run(&proxy, 5, &[("x-mend-caller", "web")]).await;
+    assert!(cut.iter().all(|reply| reply.status == 503), "{cut:?}");
+    let other = run(&proxy, 5, &[("x-mend-caller", "batch")]).await;
+    assert!(other.iter().all(|reply| reply.status == 200), "{other:?}");
+    assert_eq!(run(&proxy, 1, &[]).await[0].status, 200, "a request without a caller passes");
+    assert_eq!(upstream.count(), 6, "the refused requests never reached the backend");
+    let web = proxy.handle.stats().callers.into_iter().find(|caller| caller.caller == "web").expect("web counted");
+    assert_eq!(web.requests.status_5xx, 5);
+    sleep_until(until).await;
+    assert_eq!(run(&proxy, 1, &[("x-mend-caller", "web")]).await[0].status, 200, "healed by itself");
+    assert_eq!(proxy.handle.partitions(), []);
+    // Ended early by hand.
+    proxy.handle.set_partition(&Partition {
+        caller: "web".to_owned(),
+        until: (Instant::now() + Duration::from_secs(10)).into_std(),
+    });
+    assert!(proxy.handle.heal_partition("web"));
+    assert_eq!(run(&proxy, 1, &[("x-mend-caller", "web")]).await[0].status, 200);
 }
 
 #[tokio::test]

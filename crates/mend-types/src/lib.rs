@@ -3,6 +3,7 @@
 //! Every stage of the loop (observe → detect → diagnose → act → learn) and every edge (supervisor,
 //! store, api, cli) speaks these types. The crate does no IO and has no async code.
 
+mod chaos;
 mod event;
 mod exit;
 mod heal;
@@ -12,6 +13,7 @@ mod signal;
 mod time;
 mod units;
 
+pub use chaos::{ChaosFault, UnknownFault};
 pub use event::{Event, EventKind, EventSink, LineSink};
 pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
 pub use heal::{

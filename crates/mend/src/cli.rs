@@ -214,6 +214,21 @@ enum Command {
     /// Inject faults into a service's proxy (always expiring), or clear them.
     #[command(subcommand)]
     Chaos(ChaosCommand),
+    /// Run a game day: a topology under load, faults on a schedule, a report of how fast and how well
+    /// mend healed (table, JSON, HTML); exits 3 when an SLO failed, 78 for an invalid scenario file.
+    Gameday {
+        /// The scenario file (TOML; see examples/gamedays/).
+        file: PathBuf,
+        /// Where NAME.json and NAME.html are written.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Print the JSON report instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Bearer token for a running mend's API (a started one takes it from its config).
+        #[arg(long, env = "MEND_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Run and score anomaly detectors on a NAB-layout corpus.
     #[command(subcommand)]
     Nab(NabCommand),
@@ -322,6 +337,55 @@ enum ChaosCommand {
         /// The service.
         name: String,
     },
+    /// SIGKILL one replica (the lowest ready one unless --replica).
+    Kill(FaultArgs),
+    /// SIGSTOP one replica for a while (--for), then SIGCONT unless mend replaced it.
+    Hang(FaultArgs),
+    /// Burn a CPU in one replica for a while (through its /fault/cpu endpoint).
+    Cpu(FaultArgs),
+    /// Leak memory in one replica for a while (its /fault/leak endpoint; --mib-per-sec).
+    Leak(FaultArgs),
+    /// Slow a service's replies for a while (its replicas' /fault/slow, else its proxy; --delay, --percent).
+    Slow(FaultArgs),
+    /// Fail a service's replies for a while (its replicas' /fault/errors, else its proxy; --status, --percent).
+    Errors(FaultArgs),
+    /// Cut the edge CALLER → NAME for a while: NAME's proxy refuses requests from --caller.
+    Partition(FaultArgs),
+    /// The faults active now and what the chaos monkey last decided.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Arguments of a process fault (`mend chaos kill|hang|cpu|leak|slow|errors|partition`).
+#[derive(clap::Args, Debug)]
+struct FaultArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The service.
+    name: String,
+    /// The replica (per-replica faults: kill, hang, cpu, leak).
+    #[arg(long)]
+    replica: Option<u32>,
+    /// How long it lasts (at most 10m); it always reverts by itself. A kill needs none.
+    #[arg(long = "for")]
+    duration: Option<String>,
+    /// partition: the calling service cut off.
+    #[arg(long)]
+    caller: Option<String>,
+    /// slow: the delay added ("500ms").
+    #[arg(long)]
+    delay: Option<String>,
+    /// slow, errors: share of requests hit, in percent.
+    #[arg(long)]
+    percent: Option<f64>,
+    /// errors: the status answered.
+    #[arg(long)]
+    status: Option<u16>,
+    /// leak: MiB per second.
+    #[arg(long)]
+    mib_per_sec: Option<f64>,
 }
 
 /// `mend nab ...`.
@@ -432,6 +496,9 @@ pub(crate) fn main() -> ExitCode {
         Command::CheckConfig { files } => check_config(&files),
         Command::Init { file, force } => init(&file, force),
         Command::Nab(command) => nab(command),
+        Command::Gameday { file, out, json, token } => {
+            crate::gameday::main(&crate::gameday::Options { file, out, json, token })
+        }
         Command::Replay { dir, config, json, ranker, told, settings } => {
             crate::replay::run(&crate::replay::ReplayOptions { dir, config, json, ranker, told, settings })
         }
@@ -674,7 +741,18 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Status { target, .. }
         | Command::Events { target, .. }
         | Command::Signals { target, .. }
-        | Command::Chaos(ChaosCommand::Proxy { target, .. } | ChaosCommand::Clear { target, .. })
+        | Command::Chaos(
+            ChaosCommand::Proxy { target, .. }
+            | ChaosCommand::Clear { target, .. }
+            | ChaosCommand::Status { target }
+            | ChaosCommand::Kill(FaultArgs { target, .. })
+            | ChaosCommand::Hang(FaultArgs { target, .. })
+            | ChaosCommand::Cpu(FaultArgs { target, .. })
+            | ChaosCommand::Leak(FaultArgs { target, .. })
+            | ChaosCommand::Slow(FaultArgs { target, .. })
+            | ChaosCommand::Errors(FaultArgs { target, .. })
+            | ChaosCommand::Partition(FaultArgs { target, .. }),
+        )
         | Command::Canary { target, .. }
         | Command::Logs { target, .. }
         | Command::Restart(ControlArgs { target, .. })
@@ -693,6 +771,7 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::CheckConfig { .. }
         | Command::Init { .. }
         | Command::Nab(_)
+        | Command::Gameday { .. }
         | Command::Replay { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => {
@@ -749,6 +828,7 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::CheckConfig { .. }
         | Command::Init { .. }
         | Command::Nab(_)
+        | Command::Gameday { .. }
         | Command::Replay { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => Ok(()),
@@ -943,6 +1023,53 @@ async fn chaos(client: &Client, command: ChaosCommand) -> Result<(), ClientError
             let _: serde_json::Value = client.json(Method::DELETE, &path).await?;
             output::line(&format!("{name}: faults cleared"));
         }
+        ChaosCommand::Status { .. } => {
+            let status: mend_api::ChaosStatus = client.json(Method::GET, "/api/v1/chaos").await?;
+            if status.active.is_empty() {
+                output::line("no chaos active");
+            }
+            for fault in &status.active {
+                output::line(&format!("#{} {} (by {}, until {})", fault.id, fault.description, fault.by, fault.until));
+            }
+            if let Some(monkey) = &status.monkey {
+                let mode = if monkey.dry_run { "dry run" } else { "live" };
+                let last = monkey.last.as_deref().unwrap_or("nothing yet");
+                output::line(&format!("chaos monkey ({mode}): last decided {last}"));
+            }
+        }
+        ChaosCommand::Kill(args) => process_fault(client, "kill", args).await?,
+        ChaosCommand::Hang(args) => process_fault(client, "hang", args).await?,
+        ChaosCommand::Cpu(args) => process_fault(client, "cpu", args).await?,
+        ChaosCommand::Leak(args) => process_fault(client, "leak", args).await?,
+        ChaosCommand::Slow(args) => process_fault(client, "slow", args).await?,
+        ChaosCommand::Errors(args) => process_fault(client, "errors", args).await?,
+        ChaosCommand::Partition(args) => process_fault(client, "partition", args).await?,
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/services/{name}/chaos/{fault}` with the arguments given (the API checks them).
+async fn process_fault(client: &Client, fault: &str, args: FaultArgs) -> Result<(), ClientError> {
+    let mut body = serde_json::Map::new();
+    let mut put = |key: &str, value: Option<serde_json::Value>| {
+        if let Some(value) = value {
+            body.insert(key.to_owned(), value);
+        }
+    };
+    put("for", args.duration.map(Into::into));
+    put("replica", args.replica.map(Into::into));
+    put("caller", args.caller.map(Into::into));
+    put("delay", args.delay.map(Into::into));
+    put("percent", args.percent.map(Into::into));
+    put("status", args.status.map(Into::into));
+    put("mib_per_sec", args.mib_per_sec.map(Into::into));
+    let path = format!("/api/v1/services/{}/chaos/{fault}", encode_query_value(&args.name));
+    let body = serde_json::Value::Object(body);
+    let injected: mend_api::ChaosDto = client.json_with_body(Method::POST, &path, Some(&body)).await?;
+    if injected.fault == mend_types::ChaosFault::Kill {
+        output::line(&format!("{}: {}", args.name, injected.description));
+    } else {
+        output::line(&format!("{}: {}; reverts by itself at {}", args.name, injected.description, injected.until));
     }
     Ok(())
 }

@@ -224,6 +224,13 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let replica_changes = crate::heal::publish_replica_changes(&supervisor, bus.clone(), clock.clone());
     let (api_closing, api_closing_in) = tokio::sync::watch::channel(false);
     let (reload_requests, mut reloads_asked) = tokio::sync::mpsc::channel::<mend_api::ReloadRequest>(4);
+    // Process chaos (`mend chaos ...`) and, when configured, the chaos monkey.
+    let chaos = crate::chaos::Chaos::new(supervisor.clone(), traffic.clone(), events.clone(), clock.clone());
+    let chaos_monkey = config
+        .chaos
+        .monkey
+        .clone()
+        .map(|monkey| tokio::spawn(chaos.clone().monkey_loop(monkey, Arc::new(heal.clone()))));
     let api_state = ApiState {
         supervisor: supervisor.clone(),
         store: store.clone(),
@@ -242,6 +249,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         },
         closing: api_closing_in,
         stream: Arc::new(mend_api::StreamHub::new(bus.clone())),
+        chaos: Arc::new(chaos.clone()),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());
@@ -316,8 +324,14 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             }
         }
     });
-    // Healing stops first: nothing new is decided while services stop.
+    // Healing stops first: nothing new is decided while services stop; nor does chaos start or revert
+    // anything (stopping a replica resumes it if it was stopped).
     heal_task.abort();
+    if let Some(monkey) = &chaos_monkey {
+        monkey.abort();
+    }
+    chaos.shutdown();
+    drop(chaos);
     for task in &replica_changes {
         task.abort();
     }

@@ -1,9 +1,12 @@
 //! mend: a self-healing runtime for services. This is the command line: the daemon (`mend run`) and the
 //! client commands that talk to it over its HTTP API.
 
+mod chaos;
+mod chart;
 mod cli;
 mod client;
 mod daemon;
+mod gameday;
 mod heal;
 mod notify;
 mod output;

@@ -51,6 +51,10 @@ struct Args {
     /// Exit with this code right after starting (to exercise crash loops).
     #[arg(long)]
     exit_immediately: Option<i32>,
+    /// Exit with code 1 right after starting while this file exists (a broken deploy that a game day
+    /// switches on by creating the file, to exercise crash loops).
+    #[arg(long)]
+    fail_if_exists: Option<std::path::PathBuf>,
     /// On `GET /`, also call this service (`http://HOST:PORT/PATH`), answering 502 when it fails.
     #[arg(long)]
     upstream: Option<hyper::Uri>,
@@ -95,6 +99,12 @@ async fn main() {
     if let Some(code) = args.exit_immediately {
         eprintln!("mend-demo: exiting with code {code} as asked");
         std::process::exit(code);
+    }
+    if let Some(flag) = &args.fail_if_exists
+        && flag.exists()
+    {
+        eprintln!("mend-demo: {} exists: refusing to start (a broken deploy)", flag.display());
+        std::process::exit(1);
     }
     if let Some(delay) = args.startup_delay {
         println!("mend-demo: starting up for {delay:?}");

@@ -1,0 +1,133 @@
+//! The game day's measuring, as data: recordings in, per-fault results and SLO verdicts out.
+
+use std::path::Path;
+
+use super::*;
+
+fn scenario(faults: &str, slo: &str) -> Scenario {
+    let text = format!("duration = \"20s\"\n[topology]\napi = \"127.0.0.1:7070\"\n{faults}\n[slo]\n{slo}\n");
+    mend_config::parse_scenario("day.toml", &text, Path::new("/")).expect("valid scenario")
+}
+
+const KILL: &str = "[[fault]]\nat = \"5s\"\nservice = \"web\"\nkind = \"kill\"\nexpect_diagnosis = \"crashed\"\n";
+
+fn ready(points: &[(f64, u32)]) -> Vec<ReadyPoint> {
+    points.iter().map(|&(at, ready)| ReadyPoint { at, service: "web".into(), ready, desired: 2 }).collect()
+}
+
+fn samples(from: f64, to: f64, failing: &[f64]) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < to {
+        out.push(Sample { at, latency_ms: 1.0, ok: !failing.iter().any(|f| (f - at).abs() < 1e-9) });
+        at += 0.1;
+        at = (at * 10.0).round() / 10.0;
+    }
+    out
+}
+
+fn recording() -> Recording {
+    Recording {
+        duration: 20.0,
+        samples: samples(0.0, 20.0, &[5.1, 5.2]),
+        ready: ready(&[(4.8, 2), (5.0, 2), (5.2, 1), (5.4, 1), (5.6, 2), (5.8, 2), (19.8, 2)]),
+        notices: vec![Notice { at: 5.05, service: "web".into(), what: "exited: killed by SIGKILL".into() }],
+        incidents: vec![IncidentSeen {
+            id: "inc-1".into(),
+            services: vec!["web".into()],
+            opened: 5.1,
+            diagnosis: "crashed".into(),
+            root: Some("web".into()),
+            diagnosed: Some(5.3),
+            escalated: None,
+        }],
+        actions: vec![ActionSeen { at: 5.2, service: "web".into(), what: "restart web/0 by mend (done)".into() }],
+        injected: vec![Injected { at: 5.0, service: "web".into(), description: "killed web/0".into(), error: None }],
+        readies: vec![(5.5, "web".into())],
+        load_output: None,
+    }
+}
+
+fn approx(value: Option<f64>) -> Option<String> {
+    value.map(|v| format!("{v:.2}"))
+}
+
+#[test]
+fn a_crash_is_measured_from_its_injection() {
+    let results = evaluate(&scenario(KILL, "detect = \"1s\"\nrecover = \"2s\"\nright_diagnosis = true"), &recording());
+    let result = &results[0];
+    assert_eq!(approx(result.detect_s).as_deref(), Some("0.05"));
+    assert_eq!(result.detected_by.as_deref(), Some("exited: killed by SIGKILL"));
+    assert_eq!((result.diagnosis.as_deref(), result.right_diagnosis), (Some("crashed"), Some(true)));
+    assert_eq!(approx(result.diagnose_s).as_deref(), Some("0.30"));
+    // Ready again at 5.6 (the first full poll after the last short one), after the last failure (5.2).
+    assert_eq!(approx(result.recover_s).as_deref(), Some("0.60"));
+    // Between two polls: the replica's ready event after the last trouble noticed.
+    let quick = Recording { ready: ready(&[(5.0, 2), (5.6, 2)]), samples: samples(0.0, 20.0, &[]), ..recording() };
+    let results = evaluate(&scenario(KILL, ""), &quick);
+    assert_eq!(approx(results[0].recover_s).as_deref(), Some("0.50"));
+    assert_eq!((result.failed, result.total), (2, 150));
+    assert_eq!(result.actions, ["0.2s restart web/0 by mend (done)"]);
+    assert_eq!(result.violations, Vec::<String>::new());
+}
+
+#[test]
+fn slos_that_fail_are_named() {
+    let slo = "detect = \"10ms\"\nrecover = \"500ms\"\nfailed_requests = 0\nright_diagnosis = true";
+    let mut wrong = recording();
+    wrong.incidents[0].diagnosis = "hung".into();
+    let results = evaluate(&scenario(KILL, slo), &wrong);
+    assert_eq!(
+        results[0].violations,
+        [
+            "detected after 0.05s (SLO 0.01s)",
+            "recover after 0.60s (SLO 0.5s)",
+            "2 failed requests (SLO 0)",
+            "diagnosed hung (expected crashed)"
+        ]
+    );
+    // Nothing noticed, nothing injected, never ready again.
+    let mut nothing = recording();
+    nothing.notices.clear();
+    nothing.incidents.clear();
+    nothing.injected[0].error = Some("409".into());
+    nothing.ready = ready(&[(5.0, 2), (5.2, 1), (19.8, 1)]);
+    let results = evaluate(&scenario(KILL, "detect = \"1s\"\nrecover = \"2s\""), &nothing);
+    assert_eq!(results[0].violations, ["the fault could not be injected", "not detected", "did not recover"]);
+}
+
+#[test]
+fn a_crash_loop_must_escalate_and_victims_must_stay_untouched() {
+    let faults =
+        "[[fault]]\nat = \"5s\"\nservice = \"web\"\nkind = \"kill\"\nexpect = \"escalate\"\nuntouched = [\"api\"]\n";
+    let mut looped = recording();
+    looped.incidents[0].escalated = Some(9.0);
+    looped.actions.push(ActionSeen { at: 6.0, service: "api".into(), what: "restart api/0 by mend (done)".into() });
+    let results = evaluate(&scenario(faults, "recover = \"3s\""), &looped);
+    assert_eq!(approx(results[0].recover_s).as_deref(), Some("4.00"));
+    assert_eq!(
+        results[0].violations,
+        ["escalate after 4.00s (SLO 3s)", "api was acted on (restart api/0 by mend (done)) though it is a victim"]
+    );
+}
+
+#[test]
+fn the_report_escapes_and_is_self_contained() {
+    let scenario = scenario(KILL, "");
+    let mut recording = recording();
+    recording.actions[0].what = "<script>alert(1)</script>".into();
+    let results = evaluate(&scenario, &recording);
+    let report = report::Report::new(&scenario, &recording, &results);
+    let html = report.html();
+    assert!(!html.contains("<script") && html.contains("&lt;script&gt;"));
+    assert!(
+        !html.contains("http://")
+            || html.matches("http://").all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\""))
+    );
+    assert!(!html.contains("src=") && !html.contains("href="));
+    assert_eq!(html.matches("<svg ").count(), 3, "latency, error rate, replicas");
+    let json: serde_json::Value = serde_json::from_str(&report.json()).expect("json");
+    assert_eq!(json["faults"][0]["diagnosis"], "crashed");
+    assert_eq!(json["passed"], true);
+    assert!(report.table().contains("every SLO held"));
+}
