@@ -16,10 +16,12 @@
 
 mod guard;
 mod healer;
+mod learner;
 mod policy;
 mod world;
 
 pub use guard::{Guard, Permit, Refusal};
 pub use healer::{Decision, Healer, Settings};
+pub use learner::{Learner, Order, Tally, TallyKey};
 pub use policy::{Policies, Target, default_policies};
 pub use world::{ReplicaView, ServiceView, World};

@@ -24,6 +24,7 @@ mod duration;
 mod error;
 mod example;
 mod heal;
+mod learn;
 mod model;
 mod promql;
 mod raw;
@@ -36,6 +37,7 @@ pub use duration::{parse_duration, parse_since};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use example::EXAMPLE_CONFIG;
 pub use heal::{HealPolicy, Healing, Hook, NotifyTarget, ServiceHealing, Trigger};
+pub use learn::Learn;
 pub use model::{
     Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,
     Detect, Forecast, HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings, Release,

@@ -37,6 +37,8 @@ pub struct Config {
     pub hooks: Vec<crate::heal::Hook>,
     /// Notification targets (`[notify.NAME]`).
     pub notify: Vec<crate::heal::NotifyTarget>,
+    /// How mend learns from outcomes and feedback (`[learn]`).
+    pub learn: crate::learn::Learn,
 }
 
 impl Config {

@@ -27,8 +27,8 @@ use crate::raw::{
 use crate::template::{Placeholder, Template, TemplateVars};
 
 /// Top-level keys a config file may have.
-const TOP_LEVEL_KEYS: [&str; 11] =
-    ["api", "service", "scrape", "rule", "detect", "forecast", "storage", "healing", "heal", "hook", "notify"];
+const TOP_LEVEL_KEYS: [&str; 12] =
+    ["api", "service", "scrape", "rule", "detect", "forecast", "storage", "healing", "heal", "hook", "notify", "learn"];
 
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,6 +281,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let mut detects = Vec::new();
     let mut forecasts = Vec::new();
     let mut raw_healing = crate::heal::RawSections::default();
+    let mut raw_learn: Option<crate::learn::RawLearn> = None;
     for (key, value) in root.get_ref() {
         let key = key.get_ref().as_ref();
         let path = KeyPath::default().key(key);
@@ -288,6 +289,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
             "api" => raw_api = raw_section(problems, &path, value).unwrap_or_default(),
             "storage" => raw_storage = raw_section(problems, &path, value).unwrap_or_default(),
             "healing" | "heal" | "hook" | "notify" => raw_healing.read(problems, key, &path, value),
+            "learn" => raw_learn = raw_section(problems, &path, value),
             "scrape" | "rule" | "detect" | "forecast" => {
                 let Some(items) = value.get_ref().as_array() else {
                     problems.add(&path, format!("expected an array of tables: write [[{key}]]"));
@@ -368,6 +370,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
         services: raw_services.iter().map(|(name, _)| name.clone()).collect(),
     };
     let healing = crate::heal::validate(problems, &raw_healing, &names);
+    let learn = crate::learn::validate(problems, raw_learn.as_ref());
     Some(Config {
         source: PathBuf::from(file),
         api: api?,
@@ -381,6 +384,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
         heal: healing.policies,
         hooks: healing.hooks,
         notify: healing.notify,
+        learn,
     })
 }
 

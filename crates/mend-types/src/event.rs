@@ -79,11 +79,20 @@ pub enum EventKind {
     /// not the replica's: no replica is stopped for it. One event per replica when the trouble begins,
     /// and one (with `over: true`) when a probe can judge the replica again.
     MendTrouble,
+    /// The learner changed the order in which a policy tries its actions for a trigger and service
+    /// (`details`: trigger, service, order, configured; the message says why, in figures).
+    ActionsReordered,
+    /// Feedback on an incident changed a detection rule's or detector's sensitivity (`details`: kind,
+    /// name, service, from, to, configured, reason).
+    SensitivityChanged,
+    /// A snapshot of learnt state (detector state, sensitivities) could not be restored: refused
+    /// (corrupt, or written by a newer mend) and learnt again from scratch.
+    LearntStateRefused,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 30] = [
         Self::ConfigLoaded,
         Self::ConfigChecked,
         Self::ConfigReloaded,
@@ -111,6 +120,9 @@ impl EventKind {
         Self::Ejected,
         Self::Returned,
         Self::MendTrouble,
+        Self::ActionsReordered,
+        Self::SensitivityChanged,
+        Self::LearntStateRefused,
     ];
 
     /// The stable snake_case name.
@@ -143,6 +155,9 @@ impl EventKind {
             Self::Ejected => "ejected",
             Self::Returned => "returned",
             Self::MendTrouble => "mend_trouble",
+            Self::ActionsReordered => "actions_reordered",
+            Self::SensitivityChanged => "sensitivity_changed",
+            Self::LearntStateRefused => "learnt_state_refused",
         }
     }
 

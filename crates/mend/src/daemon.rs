@@ -219,6 +219,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         executor: executor.clone(),
         clock: clock.clone(),
         series: series.clone(),
+        events: events.clone(),
     };
     let (heal, mut heal_task) = crate::heal::HealStage::start(&config, heal_subscription, parts)?;
     let replica_changes = crate::heal::publish_replica_changes(&supervisor, bus.clone(), clock.clone());

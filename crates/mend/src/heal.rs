@@ -22,8 +22,8 @@ use mend_config::Config;
 use mend_store::{JournalEntry, Store};
 use mend_supervisor::Supervisor;
 use mend_types::{
-    ActionId, ActionRecord, ActionState, BuiltinDiagnosis, Clock, HealMode, Incident, ServiceName, SignalKind,
-    SignalSink,
+    ActionId, ActionRecord, ActionState, BuiltinDiagnosis, Clock, EventSink, HealMode, Incident, ServiceName,
+    SignalKind, SignalSink,
 };
 use mend_types::{ReplicaChange, ReplicaCondition};
 use tokio::sync::{mpsc, oneshot};
@@ -34,6 +34,8 @@ pub(crate) use self::execute::Executor;
 const TICK: Duration = Duration::from_secs(1);
 /// How often the proxies' observed caller → callee edges are read into the dependency graph.
 const EDGES_EVERY_TICKS: u32 = 10;
+/// Outcomes read back at start-up (the newest): far more than ranking a policy's actions needs.
+const LEARN_FROM_OUTCOMES: usize = 100_000;
 
 /// Where an operator's command is answered.
 type OperatorAnswer = oneshot::Sender<Result<ActionRecord, OperatorError>>;
@@ -52,6 +54,8 @@ pub(crate) struct StageParts {
     pub(crate) clock: Arc<dyn Clock>,
     /// The proxies' observed edges are read here.
     pub(crate) series: Arc<std::sync::RwLock<mend_observe::series::SeriesStore>>,
+    /// Where the learner's events (reorderings) are published.
+    pub(crate) events: Arc<dyn EventSink>,
 }
 
 /// What the API and the executor ask of the stage.
@@ -105,6 +109,8 @@ struct Stage {
     facts: observe::FactLog,
     /// The running config (services' replica counts and memory limits, for the live diagnosis).
     config: Arc<Config>,
+    /// Where the learner's events go.
+    events: Arc<dyn EventSink>,
 }
 
 /// The built-in diagnoses the healer draws from events itself: published by this stage, so their echo on
@@ -148,7 +154,7 @@ impl HealStage {
         parts: StageParts,
     ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
         use anyhow::Context as _;
-        let StageParts { store, supervisor, signals, executor, clock, series } = parts;
+        let StageParts { store, supervisor, signals, executor, clock, series, events } = parts;
         let (interrupted, stopped) =
             store.close_interrupted(clock.wall()).context("cannot close what the last run left in the journal")?;
         if !interrupted.is_empty() || !stopped.is_empty() {
@@ -159,12 +165,21 @@ impl HealStage {
             );
         }
         let (last_incident, last_action) = store.journal_ids().context("cannot read the journal")?;
-        let healer = Healer::new(
+        let mut healer = Healer::new(
             Settings::of(config),
             last_incident + 1,
             last_action + 1,
             Box::new(mend_incident::RankingDiagnoser::live()),
         );
+        // What earlier runs learnt: the outcomes they recorded are counted again.
+        let outcomes = store.outcomes(LEARN_FROM_OUTCOMES).context("cannot read the recorded outcomes")?;
+        healer.learn_from(&outcomes);
+        if !outcomes.is_empty() {
+            tracing::info!(
+                n_outcomes = outcomes.len(),
+                "outcomes of earlier actions read back: orderings learnt from them"
+            );
+        }
         let (commands, inbox) = mpsc::channel(64);
         let executor_handle = executor.clone();
         let stage = Stage {
@@ -183,6 +198,7 @@ impl HealStage {
             pending_answers: Vec::new(),
             facts: observe::FactLog::default(),
             config: Arc::new(config.clone()),
+            events,
         };
         let task = tokio::spawn(stage.run(subscription, inbox));
         Ok((Self { commands, executor: executor_handle }, task))
@@ -423,6 +439,18 @@ impl Stage {
                     entries.push(JournalEntry::Action(Box::new(record)));
                 }
                 Decision::Signal(signal) => self.signals.signal(signal),
+                Decision::Outcome(outcome) => {
+                    tracing::info!(
+                        action = %outcome.action, incident = %outcome.incident, kind = outcome.kind.label(),
+                        trigger = %outcome.trigger, verdict = %outcome.verdict, recover_ms = ?outcome.recover_ms,
+                        "action outcome"
+                    );
+                    entries.push(JournalEntry::Outcome(Box::new(outcome)));
+                }
+                Decision::Event(event) => {
+                    tracing::info!(kind = %event.kind, "{}", event.message);
+                    self.events.emit(event);
+                }
                 Decision::Observe(request) => {
                     let started = self.clock.now();
                     let observations = self.observe(&request);
