@@ -7,6 +7,7 @@
 
 mod dto;
 mod healing;
+mod learn;
 mod logs;
 mod metrics;
 mod query;
@@ -24,6 +25,10 @@ pub use dto::{
 pub use healing::{
     ActionsResponse, DependencyDto, DependencySource, HealingApi, HealingStatus, IncidentDto, IncidentsResponse,
     OperatorCommand, OperatorError, Pending,
+};
+pub use learn::{
+    FeedbackAnswer, FeedbackError, FeedbackRequest, FeedbackVerdict, LearnApi, LearnReport, NoLearning, OrderRow,
+    OutcomeRow, ResetAnswer, ResetRequest, SensitivityChange, SensitivityRow, SourceKind,
 };
 pub use logs::{PatternDto, PatternSource, PatternsDto};
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};

@@ -89,6 +89,8 @@ pub struct DetectorBank {
     resolve_after_secs: f64,
     series: HashMap<LabelSet, TrackedDetector>,
     refused: u64,
+    /// Scores at or above this are alarms: [`ALARM_SCORE`], or higher once feedback relaxed the bank.
+    alarm_score: f64,
 }
 
 impl DetectorBank {
@@ -108,7 +110,21 @@ impl DetectorBank {
             resolve_after_secs,
             series: HashMap::new(),
             refused: 0,
+            alarm_score: ALARM_SCORE,
         })
+    }
+
+    /// Relaxes the bank by `factor` (1 = as configured; at least 1): a score must then reach
+    /// `1 − (1 − ALARM_SCORE) / factor` to alarm (0.75 at 2, 0.875 at 4). What the detectors learnt
+    /// stays: only the bar moves, so fewer alarms follow without a warm-up.
+    pub fn relax(&mut self, factor: f64) {
+        let factor = if factor.is_finite() { factor.max(1.0) } else { 1.0 };
+        self.alarm_score = 1.0 - (1.0 - ALARM_SCORE) / factor;
+    }
+
+    /// The score a point must reach to alarm.
+    pub fn alarm_score(&self) -> f64 {
+        self.alarm_score
     }
 
     /// Feeds the points of one series at `now`; points not newer than the last one fed are skipped, so
@@ -132,6 +148,7 @@ impl DetectorBank {
                 },
             );
         }
+        let alarm_score = self.alarm_score;
         let Some(tracked) = self.series.get_mut(labels) else { return Vec::new() };
         tracked.last_seen = now;
         let mut transitions = Vec::new();
@@ -142,7 +159,7 @@ impl DetectorBank {
             tracked.last_ts = ts;
             let score = tracked.detector.update(Point::new(ts, value)).value();
             tracked.last_score = score;
-            if score < ALARM_SCORE {
+            if score < alarm_score {
                 continue;
             }
             match &mut tracked.anomaly {

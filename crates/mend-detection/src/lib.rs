@@ -7,6 +7,7 @@
 //! reads the store under a read lock, calls them, and emits signals afterwards, outside the lock.
 
 pub mod builtin;
+pub mod feedback;
 pub mod logs;
 
 use std::collections::BTreeMap;
@@ -124,6 +125,8 @@ pub struct Detection {
     /// The built-in proxy diagnoses, when a service has a proxy.
     proxies: Option<builtin::ProxyDiagnoses>,
     options: EvalOptions,
+    /// What operators' feedback relaxed.
+    relaxations: feedback::Relaxations,
 }
 
 impl Feed {
@@ -214,7 +217,28 @@ impl Detection {
         } else {
             None
         };
-        Self { rules, detects, forecasts, proxies, options: EvalOptions::default() }
+        Self {
+            rules,
+            detects,
+            forecasts,
+            proxies,
+            options: EvalOptions::default(),
+            relaxations: feedback::Relaxations { min_for: config.learn.min_for, ..Default::default() },
+        }
+    }
+
+    /// Applies what feedback relaxed: rules' `for` and detectors' alarm bars, from the next round on.
+    /// What the detectors learnt stays.
+    pub fn relax(&mut self, relaxations: feedback::Relaxations) {
+        for entry in &mut self.detects {
+            entry.bank.relax(relaxations.factor(&feedback::Source::Detect(entry.detect.name.clone())));
+        }
+        self.relaxations = relaxations;
+    }
+
+    /// What feedback relaxed.
+    pub fn relaxations(&self) -> &feedback::Relaxations {
+        &self.relaxations
     }
 
     /// True when there is nothing to evaluate.
@@ -258,7 +282,10 @@ impl Detection {
         if let (Some(old), true) = (self.proxies.take(), next.proxies.is_some()) {
             next.proxies = Some(old);
         }
+        let mut relaxations = std::mem::take(&mut self.relaxations);
+        relaxations.min_for = next.relaxations.min_for;
         *self = next;
+        self.relax(relaxations);
         signals
     }
 
@@ -277,10 +304,11 @@ impl Detection {
                     Vec::new()
                 }
             };
+            let for_duration = self.relaxations.rule_for(&entry.rule.name, entry.rule.for_duration);
             let transitions = entry.state.evaluate(
                 active,
                 now_secs,
-                entry.rule.for_duration.as_secs_f64(),
+                for_duration.as_secs_f64(),
                 entry.rule.keep_firing_for.as_secs_f64(),
             );
             signals.extend(entry.signals(transitions, now, None));
@@ -504,17 +532,21 @@ pub struct DetectLoop {
     series: Arc<RwLock<SeriesStore>>,
     signals: Arc<dyn SignalSink>,
     clock: Arc<dyn Clock>,
+    relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
 }
 
 impl DetectLoop {
     /// The loop for `detection` (not started while it is empty).
+    /// `relaxations` carries what operators' feedback relaxed (applied between rounds, and to every
+    /// configuration the loop takes).
     pub fn start(
         detection: Detection,
         series: Arc<RwLock<SeriesStore>>,
         signals: Arc<dyn SignalSink>,
         clock: Arc<dyn Clock>,
+        relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
     ) -> Self {
-        let mut stage = Self { running: None, series, signals, clock };
+        let mut stage = Self { running: None, series, signals, clock, relaxations };
         if !detection.is_empty() {
             stage.spawn(detection);
         }
@@ -523,8 +555,8 @@ impl DetectLoop {
 
     fn spawn(&mut self, detection: Detection) {
         let (reloads, reloads_in) = tokio::sync::mpsc::channel(1);
-        let task =
-            tokio::spawn(run(detection, self.series.clone(), self.signals.clone(), self.clock.clone(), reloads_in));
+        let inputs = Inputs { reloads: reloads_in, relaxations: self.relaxations.clone() };
+        let task = tokio::spawn(run(detection, self.series.clone(), self.signals.clone(), self.clock.clone(), inputs));
         self.running = Some((task, reloads));
     }
 
@@ -550,19 +582,35 @@ impl DetectLoop {
 
 /// Runs the stage every [`EVALUATION_INTERVAL`] until the task is aborted, taking over a new
 /// configuration from `reloads` between rounds.
+/// What the loop takes between rounds: new configurations and what feedback relaxed.
+struct Inputs {
+    reloads: tokio::sync::mpsc::Receiver<Detection>,
+    relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
+}
+
 async fn run(
     mut detection: Detection,
     series: Arc<RwLock<SeriesStore>>,
     signals: Arc<dyn SignalSink>,
     clock: Arc<dyn Clock>,
-    mut reloads: tokio::sync::mpsc::Receiver<Detection>,
+    inputs: Inputs,
 ) {
+    let Inputs { mut reloads, mut relaxations } = inputs;
     let mut ticker = tokio::time::interval(EVALUATION_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reloads_open = true;
+    let mut relaxations_open = true;
+    detection.relax(relaxations.borrow_and_update().clone());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            changed = relaxations.changed(), if relaxations_open => {
+                match changed {
+                    Ok(()) => detection.relax(relaxations.borrow_and_update().clone()),
+                    Err(_) => relaxations_open = false,
+                }
+                continue;
+            }
             next = reloads.recv(), if reloads_open => {
                 match next {
                     Some(next) => {
@@ -623,6 +671,24 @@ mod tests {
 
     fn names(signals: &[Signal], state: SignalState) -> Vec<String> {
         signals.iter().filter(|s| s.state == state).map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_relaxed_rule_fires_later_and_keeps_its_relaxation_across_a_reload() {
+        let storage = mend_query::MemoryStorage::new(Vec::new());
+        let at = |secs: i64| Timestamp::from_millis(1_700_000_000_000 + secs * 1000);
+        let mut running = detection(&[("Noisy", "vector(1) > 0")]);
+        let relaxations = feedback::Relaxations {
+            factors: BTreeMap::from([(feedback::Source::Rule("Noisy".to_owned()), 2.0)]),
+            min_for: Duration::from_secs(15),
+        };
+        // `for = "2s"` is below min_for (15s): relaxed ×2 it waits 30s.
+        running.relax(relaxations.clone());
+        assert!(running.evaluate(&storage, at(0)).is_empty());
+        assert!(running.evaluate(&storage, at(29)).is_empty(), "still pending at 29s");
+        assert_eq!(names(&running.evaluate(&storage, at(30)), SignalState::Firing), ["Noisy"]);
+        running.reconfigure(detection(&[("Noisy", "vector(1) > 0")]), at(31));
+        assert_eq!(running.relaxations().factors, relaxations.factors, "a reload keeps what feedback relaxed");
     }
 
     #[test]

@@ -88,11 +88,13 @@ pub enum EventKind {
     /// A snapshot of learnt state (detector state, sensitivities) could not be restored: refused
     /// (corrupt, or written by a newer mend) and learnt again from scratch.
     LearntStateRefused,
+    /// An operator made mend forget what it learnt (`mend learn reset`), about a service or all.
+    LearntStateReset,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 30] = [
+    pub const ALL: [EventKind; 31] = [
         Self::ConfigLoaded,
         Self::ConfigChecked,
         Self::ConfigReloaded,
@@ -123,6 +125,7 @@ impl EventKind {
         Self::ActionsReordered,
         Self::SensitivityChanged,
         Self::LearntStateRefused,
+        Self::LearntStateReset,
     ];
 
     /// The stable snake_case name.
@@ -158,6 +161,7 @@ impl EventKind {
             Self::ActionsReordered => "actions_reordered",
             Self::SensitivityChanged => "sensitivity_changed",
             Self::LearntStateRefused => "learnt_state_refused",
+            Self::LearntStateReset => "learnt_state_reset",
         }
     }
 

@@ -68,6 +68,16 @@ enum Command {
     Reconfigure(Box<Config>),
     /// An action ended.
     Outcome(Outcome),
+    /// What the learner counted, and the orders it would use.
+    Learnt(oneshot::Sender<Learnt>),
+    /// Forget what was learnt from outcomes (about a service, or all).
+    Forget(Option<ServiceName>, oneshot::Sender<()>),
+}
+
+/// What the healer learnt from outcomes, for `mend learn`.
+pub(crate) struct Learnt {
+    pub(crate) outcomes: Vec<mend_api::OutcomeRow>,
+    pub(crate) orders: Vec<mend_api::OrderRow>,
 }
 
 /// How an action ended, from the executor.
@@ -85,6 +95,8 @@ pub(crate) struct Outcome {
 pub(crate) struct HealStage {
     commands: mpsc::Sender<Command>,
     executor: Arc<Executor>,
+    /// The running config, for the learn stage (a reload reaches the heal stage first).
+    config: Arc<tokio::sync::watch::Sender<Arc<Config>>>,
 }
 
 /// Everything the stage's task owns.
@@ -201,12 +213,29 @@ impl HealStage {
             events,
         };
         let task = tokio::spawn(stage.run(subscription, inbox));
-        Ok((Self { commands, executor: executor_handle }, task))
+        let config = Arc::new(tokio::sync::watch::channel(Arc::new(config.clone())).0);
+        Ok((Self { commands, executor: executor_handle, config }, task))
     }
 
     /// Takes a reloaded config: policies, limits, modes, hooks and targets.
     pub(crate) async fn reconfigure(&self, config: &Config) {
+        self.config.send_replace(Arc::new(config.clone()));
         let _ = self.commands.send(Command::Reconfigure(Box::new(config.clone()))).await;
+    }
+
+    /// The running config, changed by each reload.
+    pub(crate) fn config(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.config.subscribe()
+    }
+
+    /// What the healer learnt from outcomes.
+    pub(crate) async fn learnt(&self) -> Option<Learnt> {
+        self.ask(Command::Learnt).await
+    }
+
+    /// Forgets what the healer learnt from outcomes (about `service`, or all).
+    pub(crate) async fn forget(&self, service: Option<ServiceName>) -> Option<()> {
+        self.ask(|answer| Command::Forget(service, answer)).await
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
@@ -323,6 +352,38 @@ impl Stage {
         }
     }
 
+    fn learnt(&self) -> Learnt {
+        let describe = |actions: &[mend_types::ActionKind]| actions.iter().map(|a| a.describe()).collect::<Vec<_>>();
+        Learnt {
+            outcomes: self
+                .healer
+                .learner()
+                .tallies()
+                .map(|(key, tally)| mend_api::OutcomeRow {
+                    trigger: key.trigger.clone(),
+                    service: key.service.clone(),
+                    action: key.action.clone(),
+                    n: tally.n,
+                    n_resolved: tally.n_resolved,
+                    n_failed: tally.n_failed,
+                    mean_recover_ms: tally.mean_recover().map(|d| d.as_millis() as u64),
+                })
+                .collect(),
+            orders: self
+                .healer
+                .orders()
+                .into_iter()
+                .map(|(trigger, service, configured, order)| mend_api::OrderRow {
+                    trigger,
+                    service,
+                    configured: describe(&configured),
+                    learnt: describe(&order.actions),
+                    why: order.why,
+                })
+                .collect(),
+        }
+    }
+
     fn on_command(&mut self, command: Command) -> Vec<Decision> {
         let now = self.clock.wall();
         match command {
@@ -381,6 +442,15 @@ impl Stage {
             }
             Command::Status(answer) => {
                 let _ = answer.send(self.status());
+                Vec::new()
+            }
+            Command::Learnt(answer) => {
+                let _ = answer.send(self.learnt());
+                Vec::new()
+            }
+            Command::Forget(service, answer) => {
+                self.healer.forget(service.as_ref());
+                let _ = answer.send(());
                 Vec::new()
             }
             Command::Reconfigure(config) => {

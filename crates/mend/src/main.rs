@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod daemon;
 mod heal;
+mod learn;
 mod notify;
 mod output;
 mod reload;
