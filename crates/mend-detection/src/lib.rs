@@ -9,6 +9,7 @@
 pub mod builtin;
 pub mod feedback;
 pub mod logs;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -533,6 +534,42 @@ pub struct DetectLoop {
     signals: Arc<dyn SignalSink>,
     clock: Arc<dyn Clock>,
     relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
+    requests: tokio::sync::mpsc::Sender<DetectRequest>,
+    /// Taken by the loop's task when it starts.
+    requests_in: Option<tokio::sync::mpsc::Receiver<DetectRequest>>,
+}
+
+/// What the learn stage asks of the detect loop, between rounds.
+pub enum DetectRequest {
+    /// The encoded state of every attachment and forecast ([`Detection::snapshot`]).
+    Snapshot(tokio::sync::oneshot::Sender<Vec<u8>>),
+    /// Forget what was learnt about a service's series (all with `None`).
+    Forget(Option<String>),
+}
+
+/// A handle on the detect loop for the learn stage (cloneable; bounded: a request the loop cannot take
+/// now is refused, not queued without end).
+#[derive(Clone)]
+pub struct DetectHandle {
+    requests: tokio::sync::mpsc::Sender<DetectRequest>,
+}
+
+/// How long a snapshot may take before the asker gives up (a loop that never started never answers).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
+
+impl DetectHandle {
+    /// The loop's encoded state; `None` when the loop is not running or does not answer in time.
+    pub async fn snapshot(&self) -> Option<Vec<u8>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.requests.try_send(DetectRequest::Snapshot(answer)).ok()?;
+        tokio::time::timeout(SNAPSHOT_WAIT, answered).await.ok()?.ok()
+    }
+
+    /// Asks the loop to forget what it learnt about `service` (all with `None`); false when it cannot
+    /// take the request now.
+    pub fn forget(&self, service: Option<String>) -> bool {
+        self.requests.try_send(DetectRequest::Forget(service)).is_ok()
+    }
 }
 
 impl DetectLoop {
@@ -546,7 +583,9 @@ impl DetectLoop {
         clock: Arc<dyn Clock>,
         relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
     ) -> Self {
-        let mut stage = Self { running: None, series, signals, clock, relaxations };
+        let (requests, requests_in) = tokio::sync::mpsc::channel(8);
+        let mut stage =
+            Self { running: None, series, signals, clock, relaxations, requests, requests_in: Some(requests_in) };
         if !detection.is_empty() {
             stage.spawn(detection);
         }
@@ -555,7 +594,8 @@ impl DetectLoop {
 
     fn spawn(&mut self, detection: Detection) {
         let (reloads, reloads_in) = tokio::sync::mpsc::channel(1);
-        let inputs = Inputs { reloads: reloads_in, relaxations: self.relaxations.clone() };
+        let requests = self.requests_in.take().unwrap_or_else(|| tokio::sync::mpsc::channel(1).1);
+        let inputs = Inputs { reloads: reloads_in, relaxations: self.relaxations.clone(), requests };
         let task = tokio::spawn(run(detection, self.series.clone(), self.signals.clone(), self.clock.clone(), inputs));
         self.running = Some((task, reloads));
     }
@@ -572,6 +612,11 @@ impl DetectLoop {
         }
     }
 
+    /// A handle for the learn stage's requests.
+    pub fn handle(&self) -> DetectHandle {
+        DetectHandle { requests: self.requests.clone() }
+    }
+
     /// Stops the loop.
     pub fn abort(&self) {
         if let Some((task, _)) = &self.running {
@@ -586,6 +631,7 @@ impl DetectLoop {
 struct Inputs {
     reloads: tokio::sync::mpsc::Receiver<Detection>,
     relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
+    requests: tokio::sync::mpsc::Receiver<DetectRequest>,
 }
 
 async fn run(
@@ -595,7 +641,8 @@ async fn run(
     clock: Arc<dyn Clock>,
     inputs: Inputs,
 ) {
-    let Inputs { mut reloads, mut relaxations } = inputs;
+    let Inputs { mut reloads, mut relaxations, mut requests } = inputs;
+    let mut requests_open = true;
     let mut ticker = tokio::time::interval(EVALUATION_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reloads_open = true;
@@ -604,6 +651,16 @@ async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            request = requests.recv(), if requests_open => {
+                match request {
+                    Some(DetectRequest::Snapshot(answer)) => {
+                        let _ = answer.send(detection.snapshot());
+                    }
+                    Some(DetectRequest::Forget(service)) => detection.forget(service.as_deref()),
+                    None => requests_open = false,
+                }
+                continue;
+            }
             changed = relaxations.changed(), if relaxations_open => {
                 match changed {
                     Ok(()) => detection.relax(relaxations.borrow_and_update().clone()),

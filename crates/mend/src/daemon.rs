@@ -212,8 +212,10 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
     // What operators' feedback relaxed reaches the detect loop on this watch (the learn stage restores it).
     let (relaxations, relaxations_in) = tokio::sync::watch::channel(mend_detection::feedback::Relaxations::default());
-    let detect_loop =
-        DetectLoop::start(Detection::new(&config), series.clone(), signals.clone(), clock.clone(), relaxations_in);
+    // What the detectors learnt in the last run goes on (a bad or newer snapshot is refused and relearnt).
+    let mut detection = Detection::new(&config);
+    crate::learn::restore_detection(&store, events.as_ref(), clock.as_ref(), &mut detection)?;
+    let detect_loop = DetectLoop::start(detection, series.clone(), signals.clone(), clock.clone(), relaxations_in);
     let executor = Arc::new(crate::heal::Executor::new(&config, &supervisor, &traffic));
     let parts = crate::heal::StageParts {
         store: store.clone(),
@@ -232,6 +234,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         events.clone(),
         clock.clone(),
         relaxations,
+        detect_loop.handle(),
     )?;
     let replica_changes = crate::heal::publish_replica_changes(&supervisor, bus.clone(), clock.clone());
     let (api_closing, api_closing_in) = tokio::sync::watch::channel(false);
@@ -328,6 +331,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             }
         }
     });
+    // What the detectors learnt is kept for the next start (a clean shutdown's snapshot).
+    learning.snapshot_detection().await;
     // Healing stops first: nothing new is decided while services stop.
     heal_task.abort();
     for task in &replica_changes {

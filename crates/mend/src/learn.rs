@@ -21,6 +21,50 @@ use crate::heal::HealStage;
 
 /// The store key of the sensitivities' snapshot.
 const SENSITIVITIES_KEY: &str = "sensitivities";
+/// The store key of the detect stage's snapshot.
+const DETECT_KEY: &str = "detect";
+
+/// Says that a snapshot was refused: an event and a warning, and what is lost is learnt again.
+fn refused(
+    events: &dyn EventSink,
+    clock: &dyn Clock,
+    key: &str,
+    version: u32,
+    error: &dyn std::error::Error,
+    then: &str,
+) {
+    let message = format!("the learnt {key} snapshot was refused ({error}): {then}");
+    tracing::warn!(key, version, error = %error, "{message}");
+    events.emit(
+        Event::new(clock.wall(), EventKind::LearntStateRefused, message)
+            .detail("key", key)
+            .detail("version", version)
+            .detail("error", error.to_string()),
+    );
+}
+
+/// Restores the detect stage's snapshot into `detection` before its loop starts; a bad or newer one is
+/// refused (an event and a warning) and the detectors learn from scratch.
+pub(crate) fn restore_detection(
+    store: &Store,
+    events: &dyn EventSink,
+    clock: &dyn Clock,
+    detection: &mut mend_detection::Detection,
+) -> anyhow::Result<()> {
+    let Some(snapshot) = store.snapshot(DETECT_KEY).context("cannot read the detect stage's snapshot")? else {
+        return Ok(());
+    };
+    match detection.restore(snapshot.version, &snapshot.body, clock.wall().as_secs_f64()) {
+        Ok(restored) => tracing::info!(
+            n_attachments = restored.n_attachments,
+            n_series = restored.n_series,
+            taken_at = %snapshot.at,
+            "detector and forecaster state restored: no warm-up"
+        ),
+        Err(error) => refused(events, clock, DETECT_KEY, snapshot.version, &error, "detectors learn from scratch"),
+    }
+    Ok(())
+}
 
 /// What the learn stage reads of the config: `[learn]`, and each rule's `for` and detector's name.
 struct Configured {
@@ -48,6 +92,7 @@ pub(crate) struct Learning {
     sensitivities: Mutex<Sensitivities>,
     relaxations: watch::Sender<Relaxations>,
     configured: RwLock<Configured>,
+    detect: mend_detection::DetectHandle,
 }
 
 fn source_of(kind: SignalKind, name: &str) -> Option<Source> {
@@ -73,16 +118,7 @@ fn restore(store: &Store, events: &dyn EventSink, clock: &dyn Clock, learnt: &mu
     };
     match learnt.restore(snapshot.version, &snapshot.body) {
         Ok(n) => tracing::info!(n_sources = n, "sensitivities learnt from feedback restored"),
-        Err(error) => {
-            let message = format!("the learnt sensitivities snapshot was refused ({error}): feedback starts over");
-            tracing::warn!(key = SENSITIVITIES_KEY, version = snapshot.version, error = %error, "{message}");
-            events.emit(
-                Event::new(clock.wall(), EventKind::LearntStateRefused, message)
-                    .detail("key", SENSITIVITIES_KEY)
-                    .detail("version", snapshot.version)
-                    .detail("error", error.to_string()),
-            );
-        }
+        Err(error) => refused(events, clock, SENSITIVITIES_KEY, snapshot.version, &error, "feedback starts over"),
     }
     Ok(())
 }
@@ -97,6 +133,7 @@ impl Learning {
         events: Arc<dyn EventSink>,
         clock: Arc<dyn Clock>,
         relaxations: watch::Sender<Relaxations>,
+        detect: mend_detection::DetectHandle,
     ) -> anyhow::Result<Arc<Self>> {
         let mut sensitivities = Sensitivities::new(config.learn.clone());
         restore(&store, events.as_ref(), clock.as_ref(), &mut sensitivities)?;
@@ -110,8 +147,20 @@ impl Learning {
             sensitivities: Mutex::new(sensitivities),
             relaxations,
             configured: RwLock::new(Configured::of(config)),
+            detect,
         };
         let learning = Arc::new(learning);
+        let snapshots = Arc::downgrade(&learning);
+        let every = config.learn.snapshot_every;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(learning) = snapshots.upgrade() else { return };
+                learning.snapshot_detection().await;
+            }
+        });
         let follower = Arc::downgrade(&learning);
         tokio::spawn(async move {
             while reloads.changed().await.is_ok() {
@@ -131,6 +180,26 @@ impl Learning {
         if let Ok(mut sensitivities) = self.sensitivities.lock() {
             sensitivities.reconfigure(config.learn.clone());
             self.relaxations.send_replace(sensitivities.relaxations());
+        }
+    }
+
+    /// Writes the detect stage's state to the store (periodically, and at a clean shutdown). A loop
+    /// that is not running (nothing to evaluate) has nothing to write.
+    pub(crate) async fn snapshot_detection(&self) {
+        let Some(body) = self.detect.snapshot().await else { return };
+        let n_bytes = body.len();
+        let snapshot = Snapshot {
+            key: DETECT_KEY.to_owned(),
+            service: None,
+            version: mend_detection::snapshot::DETECT_SNAPSHOT_VERSION,
+            at: self.clock.wall(),
+            body,
+        };
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.journal(vec![JournalEntry::Learnt(Box::new(snapshot))])).await {
+            Ok(Ok(())) => tracing::debug!(n_bytes, "detect stage snapshot written"),
+            Ok(Err(error)) => tracing::warn!(error = %error, "cannot write the detect stage's snapshot"),
+            Err(error) => tracing::warn!(error = %error, "cannot write the detect stage's snapshot"),
         }
     }
 
@@ -247,6 +316,11 @@ impl Learning {
             .map_err(|error| format!("cannot forget in the store: {error}"))?;
         self.heal.forget(service.clone()).await.ok_or("the heal stage has stopped")?;
         let mut forgot = vec!["outcomes of actions and the orders learnt from them".to_owned()];
+        if self.detect.forget(service.as_ref().map(ToString::to_string)) {
+            forgot.push("what detectors and forecasters learnt".to_owned());
+            // The next snapshot must not bring it back after a restart.
+            self.snapshot_detection().await;
+        }
         if service.is_none() {
             // Rules and detectors are not a service's: only a reset of everything forgets feedback.
             if let Ok(mut sensitivities) = self.sensitivities.lock() {

@@ -253,3 +253,112 @@ fn issue_15_a_corrupt_or_newer_snapshot_is_refused_with_an_event_and_relearnt() 
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(rule_row(&learnt(&daemon))["relax"].as_f64(), Some(2.0));
 }
+
+/// A metrics source that is not mend-demo: Python's http.server answering `/metrics` with a noisy
+/// gauge around 10, or 500 while the file given as its second argument exists.
+const SOURCE: &str = r##"
+import http.server, os, random, sys
+spike = sys.argv[2]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        value = 500.0 if os.path.exists(spike) else 10.0 + random.random()
+        body = ("# TYPE demo_value gauge\ndemo_value %f\n" % value).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"##;
+
+struct Source {
+    child: std::process::Child,
+    spike: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Source {
+    fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spike = dir.path().join("spike");
+        let child = std::process::Command::new("python3")
+            .args(["-c", SOURCE, &port.to_string()])
+            .arg(&spike)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the source");
+        eventually(Duration::from_secs(10), "the source listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(())
+        });
+        Self { child, spike, _dir: dir }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spiky_firings(daemon: &Daemon) -> usize {
+    let signals =
+        get(daemon.api, "/api/v1/signals?limit=10000").json()["signals"].as_array().cloned().unwrap_or_default();
+    signals.iter().filter(|s| s["name"] == "Spiky" && s["state"] == "firing").count()
+}
+
+/// Waits until this run of mend has scraped at least `n` points of the source (the series store is
+/// per run).
+fn scraped(daemon: &Daemon, n: f64) {
+    eventually(Duration::from_secs(60), &format!("{n} points scraped"), || {
+        (daemon.query("count_over_time(demo_value[10m])") >= n).then_some(())
+    });
+}
+
+#[test]
+fn issue_15_detector_state_survives_a_restart_so_an_anomaly_right_after_it_is_detected() {
+    let port = common::free_ports(1);
+    let source = Source::start(port);
+    // ewma learns for 30 points (3s at 100ms) before it scores anything.
+    let config = format!(
+        "[api]\nlisten = \"{{api}}\"\n[[scrape]]\nname = \"source\"\nurl = \"http://127.0.0.1:{port}/metrics\"\ninterval = \"100ms\"\n[[detect]]\nname = \"Spiky\"\nseries = \"demo_value\"\ndetector = \"ewma\"\nsensitivity = 0.5\n"
+    );
+    let mut daemon = Daemon::start(&config);
+    scraped(&daemon, 80.0);
+    assert_eq!(spiky_firings(&daemon), 0, "steady noise is not an anomaly");
+    daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30));
+    let database = daemon.state_dir().join("mend.db");
+    let n_bytes: i64 = rusqlite::Connection::open(&database)
+        .expect("open the store")
+        .query_row("SELECT length(body) FROM learnt WHERE key = 'detect'", [], |row| row.get(0))
+        .expect("a clean shutdown writes the detect snapshot");
+    assert!(n_bytes > 0 && n_bytes < 4096, "compact: {n_bytes} bytes for one series");
+    // The fault is there from the first point after the restart: the restored detector catches it.
+    std::fs::write(&source.spike, b"on").expect("spike on");
+    daemon.spawn();
+    eventually(Duration::from_secs(20), "the anomaly right after the restart is detected", || {
+        (spiky_firings(&daemon) == 1).then_some(())
+    });
+    assert!(daemon.log_text().contains("detector and forecaster state restored"));
+    // Control: the same restart with the snapshot corrupted relearns from the spike (refused, with an
+    // event), and the detector, warming up on it, never calls it an anomaly.
+    daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30));
+    let connection = rusqlite::Connection::open(&database).expect("open the store");
+    assert_eq!(
+        connection.execute("UPDATE learnt SET body = x'ffffffff0102' WHERE key = 'detect'", []).expect("tamper"),
+        1
+    );
+    drop(connection);
+    daemon.spawn();
+    scraped(&daemon, 80.0);
+    assert_eq!(spiky_firings(&daemon), 1, "relearnt from scratch: the spike is its baseline");
+    let refused = daemon.events(Some("learnt_state_refused"));
+    assert!(
+        refused.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("detect snapshot") && m.contains("not readable"))),
+        "{refused:?}"
+    );
+}
