@@ -260,8 +260,11 @@ mod tests {
 
     const SCALE: ActionKind = ActionKind::Scale { delta: 1 };
 
-    /// `(restart resolved, restart n, scale resolved, scale n)` → the first action tried.
-    fn check(cases: &[((u32, u32, u32, u32), &str)]) {
+    /// Restart resolved, restart n, scale resolved, scale n.
+    type Record = (u32, u32, u32, u32);
+
+    /// Each record → the first action tried.
+    fn check(cases: &[(Record, &str)]) {
         for ((restart_ok, restart_n, scale_ok, scale_n), expected) in cases {
             let mut learner = Learner::new(Learn::default());
             feed(&mut learner, &ActionKind::Restart, *restart_ok, *restart_n);

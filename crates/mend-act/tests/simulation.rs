@@ -602,7 +602,6 @@ fn the_guard_holds_over_many_simulated_hours_and_seeds() {
                 total_incidents += figure(1).unwrap_or(0);
                 total_outcomes += figure(6).unwrap_or(0);
                 total_reorders += figure(8).unwrap_or(0);
-                println!("seed {seed}: {summary}");
             }
             Err(error) => panic!(
                 "seed {seed} failed (replay: MEND_SIM_SEED={seed} cargo test -p mend-act --test simulation): {error}"

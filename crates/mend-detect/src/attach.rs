@@ -105,6 +105,7 @@ mod stored_detector {
     }
 
     #[derive(Deserialize)]
+    #[expect(clippy::large_enum_variant, reason = "decoded once and moved into an `AnyDetector` of the same shape")]
     enum Owned {
         Default(EnsembleDetector),
         Ewma(EwmaDetector),
