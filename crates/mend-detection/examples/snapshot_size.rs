@@ -40,7 +40,8 @@ fn main() {
         let snapshot_time = started.elapsed();
         let mut restarted = Detection::new(&config);
         let started = Instant::now();
-        let restored = restarted.restore(DETECT_SNAPSHOT_VERSION, &body, (START_S + N_POINTS) as f64).expect("restores");
+        let restored =
+            restarted.restore(DETECT_SNAPSHOT_VERSION, &body, (START_S + N_POINTS) as f64).expect("restores");
         let restore_time = started.elapsed();
         assert_eq!(restored.n_series, N_SERIES);
         println!(

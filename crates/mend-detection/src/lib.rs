@@ -534,9 +534,8 @@ pub struct DetectLoop {
     signals: Arc<dyn SignalSink>,
     clock: Arc<dyn Clock>,
     relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
-    requests: tokio::sync::mpsc::Sender<DetectRequest>,
-    /// Taken by the loop's task when it starts.
-    requests_in: Option<tokio::sync::mpsc::Receiver<DetectRequest>>,
+    /// Where requests reach the loop's task: set when it starts (until then a request is refused at once).
+    requests: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<DetectRequest>>>,
 }
 
 /// What the learn stage asks of the detect loop, between rounds.
@@ -551,7 +550,7 @@ pub enum DetectRequest {
 /// now is refused, not queued without end).
 #[derive(Clone)]
 pub struct DetectHandle {
-    requests: tokio::sync::mpsc::Sender<DetectRequest>,
+    requests: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<DetectRequest>>>,
 }
 
 /// How long a snapshot may take before the asker gives up (a loop that never started never answers).
@@ -561,14 +560,14 @@ impl DetectHandle {
     /// The loop's encoded state; `None` when the loop is not running or does not answer in time.
     pub async fn snapshot(&self) -> Option<Vec<u8>> {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.requests.try_send(DetectRequest::Snapshot(answer)).ok()?;
+        self.requests.get()?.try_send(DetectRequest::Snapshot(answer)).ok()?;
         tokio::time::timeout(SNAPSHOT_WAIT, answered).await.ok()?.ok()
     }
 
     /// Asks the loop to forget what it learnt about `service` (all with `None`); false when it cannot
     /// take the request now.
     pub fn forget(&self, service: Option<String>) -> bool {
-        self.requests.try_send(DetectRequest::Forget(service)).is_ok()
+        self.requests.get().is_some_and(|requests| requests.try_send(DetectRequest::Forget(service)).is_ok())
     }
 }
 
@@ -583,9 +582,8 @@ impl DetectLoop {
         clock: Arc<dyn Clock>,
         relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
     ) -> Self {
-        let (requests, requests_in) = tokio::sync::mpsc::channel(8);
-        let mut stage =
-            Self { running: None, series, signals, clock, relaxations, requests, requests_in: Some(requests_in) };
+        let requests = Arc::new(std::sync::OnceLock::new());
+        let mut stage = Self { running: None, series, signals, clock, relaxations, requests };
         if !detection.is_empty() {
             stage.spawn(detection);
         }
@@ -594,7 +592,9 @@ impl DetectLoop {
 
     fn spawn(&mut self, detection: Detection) {
         let (reloads, reloads_in) = tokio::sync::mpsc::channel(1);
-        let requests = self.requests_in.take().unwrap_or_else(|| tokio::sync::mpsc::channel(1).1);
+        let (requests_out, requests) = tokio::sync::mpsc::channel(8);
+        // The loop starts once: a second start (never made) would leave its requests unanswered.
+        let _ = self.requests.set(requests_out);
         let inputs = Inputs { reloads: reloads_in, relaxations: self.relaxations.clone(), requests };
         let task = tokio::spawn(run(detection, self.series.clone(), self.signals.clone(), self.clock.clone(), inputs));
         self.running = Some((task, reloads));
