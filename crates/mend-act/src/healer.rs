@@ -3,14 +3,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mend_config::{Config, Healing, ServiceHealing};
+use mend_config::{Config, Healing, Learn, ServiceHealing};
 use mend_incident::{Builtins, DependencyGraph, Diagnoser, IncidentBook, ObservationRequest, Observations, Observed};
 use mend_types::{
-    ActionId, ActionKind, ActionRecord, ActionState, Actor, Event, HealMode, Incident, IncidentId, IncidentState,
-    ServiceName, Signal, Timestamp,
+    ActionId, ActionKind, ActionOutcome, ActionRecord, ActionState, Actor, Event, EventKind, HealMode, Incident,
+    IncidentId, IncidentState, ServiceName, Signal, Timestamp, Verdict,
 };
 
 use crate::guard::{Guard, Permit};
+use crate::learner::Learner;
 use crate::policy::Policies;
 use crate::world::World;
 
@@ -27,6 +28,8 @@ pub struct Settings {
     pub notify: Vec<String>,
     /// Declared dependencies (caller → callee).
     pub depends_on: Vec<(ServiceName, ServiceName)>,
+    /// `[learn]`.
+    pub learn: Learn,
 }
 
 impl Settings {
@@ -42,6 +45,7 @@ impl Settings {
                 .iter()
                 .flat_map(|s| s.depends_on.iter().map(|callee| (s.name.clone(), callee.clone())))
                 .collect(),
+            learn: config.learn.clone(),
         }
     }
 
@@ -64,6 +68,10 @@ pub enum Decision {
     /// Gather what the diagnoser asks for and hand it back through [`Healer::observed`]: the incident
     /// does not act until then (at most [`OBSERVATION_WAIT`]).
     Observe(ObservationRequest),
+    /// Journal how a policy's action turned out (its verify window is over, or it failed).
+    Outcome(ActionOutcome),
+    /// Publish this event (a reordering of a policy's actions, with why).
+    Event(Event),
 }
 
 /// How long an incident waits for the observations its diagnosis asked for before it acts on the
@@ -102,6 +110,22 @@ struct Plan {
     requested: Option<Timestamp>,
     /// A signal joined since the last request: ask again once [`OBSERVATION_EVERY`] has passed.
     stale: bool,
+    /// The policy's actions in the order this incident tries them (the learner's, chosen when the
+    /// policy is).
+    order: Option<Vec<ActionKind>>,
+    /// The action being verified: its outcome is decided when the incident resolves or the window ends.
+    trial: Option<Trial>,
+}
+
+/// A policy's action that ran and is being verified.
+#[derive(Debug, Clone)]
+struct Trial {
+    action: ActionId,
+    kind: ActionKind,
+    trigger: String,
+    service: Option<ServiceName>,
+    started_at: Timestamp,
+    verify: Duration,
 }
 
 impl Plan {
@@ -115,6 +139,8 @@ impl Plan {
             awaiting: None,
             requested: None,
             stale: false,
+            order: None,
+            trial: None,
         }
     }
 }
@@ -131,6 +157,7 @@ pub struct Healer {
     open_actions: BTreeMap<ActionId, (ActionRecord, Option<Timestamp>)>,
     next_action: u64,
     paused: bool,
+    learner: Learner,
 }
 
 /// A new action record; `target` is the service and replica acted on.
@@ -166,6 +193,7 @@ impl Healer {
     /// with `diagnoser`.
     pub fn new(settings: Settings, first_incident: u64, first_action: u64, diagnoser: Box<dyn Diagnoser>) -> Self {
         let window = settings.healing.window;
+        let settings_learn = settings.learn.clone();
         let guard = Guard::new(settings.healing.clone(), settings.services.clone());
         let graph = DependencyGraph::new(settings.depends_on.clone());
         Self {
@@ -178,6 +206,7 @@ impl Healer {
             open_actions: BTreeMap::new(),
             next_action: first_action.max(1),
             paused: false,
+            learner: Learner::new(settings_learn),
         }
     }
 
@@ -192,7 +221,9 @@ impl Healer {
         // A policy index may now name another policy: incidents pick theirs again at their next step.
         for plan in self.plans.values_mut() {
             plan.policy = None;
+            plan.order = None;
         }
+        self.learner.reconfigure(settings.learn.clone());
         self.settings = settings;
     }
 
@@ -236,6 +267,62 @@ impl Healer {
     /// The guard (for the simulation's checks).
     pub fn guard(&self) -> &Guard {
         &self.guard
+    }
+
+    /// What was learnt from outcomes.
+    pub fn learner(&self) -> &Learner {
+        &self.learner
+    }
+
+    /// For each trigger and service with outcomes: the policy's configured actions and the order they
+    /// would be tried in now.
+    pub fn orders(&self) -> Vec<(String, Option<ServiceName>, Vec<ActionKind>, crate::Order)> {
+        let mut seen: Vec<(String, Option<ServiceName>)> =
+            self.learner.tallies().map(|(key, _)| (key.trigger.clone(), key.service.clone())).collect();
+        seen.dedup();
+        seen.into_iter()
+            .filter_map(|(trigger, service)| {
+                let policy =
+                    (0..).map_while(|idx| self.settings.policies.get(idx)).find(|p| p.when.name() == trigger)?;
+                let verify = policy.verify.unwrap_or(self.settings.healing.verify);
+                let order = self.learner.order(&trigger, service.as_ref(), &policy.actions, verify);
+                Some((trigger, service, policy.actions.clone(), order))
+            })
+            .collect()
+    }
+
+    /// Counts outcomes recorded earlier (a restarted mend reads them back from the journal).
+    pub fn learn_from<'a>(&mut self, outcomes: impl IntoIterator<Item = &'a ActionOutcome>) {
+        for outcome in outcomes {
+            self.learner.record(outcome);
+        }
+    }
+
+    /// Forgets what was learnt from outcomes (for `service`, or everything): the configured orders hold.
+    pub fn forget(&mut self, service: Option<&ServiceName>) {
+        self.learner.forget(service);
+    }
+
+    /// Ends incident `id`'s trial (if any) with `verdict`: the outcome is journalled and learnt from.
+    fn conclude(&mut self, id: IncidentId, verdict: Verdict, now: Timestamp, decisions: &mut Vec<Decision>) {
+        let Some(trial) = self.plans.get_mut(&id).and_then(|plan| plan.trial.take()) else { return };
+        let diagnosis = self.book.get(id).map(|i| i.diagnosis.name.clone()).unwrap_or_default();
+        let elapsed = (now.as_millis() - trial.started_at.as_millis()).max(0) as u64;
+        let outcome = ActionOutcome {
+            action: trial.action,
+            incident: id,
+            trigger: trial.trigger,
+            diagnosis,
+            service: trial.service,
+            kind: trial.kind,
+            verdict,
+            started_at: trial.started_at,
+            decided_at: now,
+            verify_ms: trial.verify.as_millis() as u64,
+            recover_ms: (verdict == Verdict::Resolved).then_some(elapsed),
+        };
+        self.learner.record(&outcome);
+        decisions.push(Decision::Outcome(outcome));
     }
 
     fn next_id(&mut self) -> ActionId {
@@ -408,6 +495,17 @@ impl Healer {
                 .and_then(|idx| self.settings.policies.get(idx))
                 .and_then(|policy| policy.verify)
                 .unwrap_or(self.settings.healing.verify);
+            let trigger = plan.policy.and_then(|idx| self.settings.policies.get(idx)).map(|p| p.when.name());
+            if let (Actor::Policy { .. }, Some(trigger)) = (&record.actor, trigger) {
+                plan.trial = Some(Trial {
+                    action: id,
+                    kind: record.action.clone(),
+                    trigger,
+                    service: record.service.clone(),
+                    started_at: record.started_at.unwrap_or(now),
+                    verify,
+                });
+            }
             if succeeded {
                 plan.phase = Phase::Verifying { until: now.saturating_add(verify) };
                 plan.acted = true;
@@ -421,6 +519,7 @@ impl Healer {
             } else {
                 plan.phase = Phase::Idle;
                 plan.step += 1;
+                self.conclude(incident, Verdict::Failed, now, &mut decisions);
                 self.book.transition(
                     incident,
                     IncidentState::Open,
@@ -592,6 +691,10 @@ impl Healer {
                 // Its outcome comes first: the incident resolves on the next move.
                 return false;
             }
+            if let Phase::Verifying { until } = plan.phase {
+                let verdict = if now <= until { Verdict::Resolved } else { Verdict::NotResolved };
+                self.conclude(id, verdict, now, decisions);
+            }
             self.book.transition(id, IncidentState::Resolved, "every signal resolved".to_owned(), now);
             self.incident_decision(id, decisions);
             return false;
@@ -606,6 +709,7 @@ impl Healer {
             Phase::Acting(_) | Phase::Pending(_) => return false,
             Phase::Verifying { until } if now < until => return false,
             Phase::Verifying { .. } => {
+                self.conclude(id, Verdict::NotResolved, now, decisions);
                 if let Some(plan) = self.plans.get_mut(&id) {
                     plan.step += 1;
                     plan.phase = Phase::Idle;
@@ -652,16 +756,7 @@ impl Healer {
             },
         };
         let Some(policy) = self.settings.policies.get(policy_idx).cloned() else { return false };
-        let Some(action) = policy.actions.get(plan.step).cloned() else {
-            let note = format!("policy for {} exhausted ({} actions)", policy.when.name(), policy.actions.len());
-            self.escalate(id, note, now, decisions);
-            return false;
-        };
         let trigger = policy.when.name();
-        if action == ActionKind::Escalate {
-            self.escalate(id, format!("policy for {trigger} says escalate"), now, decisions);
-            return false;
-        }
         // The target: what the policy matched (a signal, the root's first; or a service's diagnosis), with
         // its replica; without a service, the incident's root. A victim's trouble is its root's: a policy
         // not scoped to a service acts on the root instead (one scoped to the victim keeps its scope, and
@@ -677,6 +772,41 @@ impl Healer {
             redirected = Some(target.clone());
             service = Some(root.clone());
             matched_replica = None;
+        }
+        let verify = policy.verify.unwrap_or(self.settings.healing.verify);
+        // The order this incident tries the policy's actions in: the learner's, chosen once.
+        let order = match plan.order {
+            Some(order) => order,
+            None => {
+                let (order, announce) = self.learner.decide(&trigger, service.as_ref(), &policy.actions, verify);
+                if let Some(why) = announce {
+                    let mut event =
+                        Event::new(now, EventKind::ActionsReordered, format!("policy for {trigger}: {why}"))
+                            .detail("trigger", trigger.clone())
+                            .detail("order", order.actions.iter().map(ActionKind::describe).collect::<Vec<_>>())
+                            .detail("configured", policy.actions.iter().map(ActionKind::describe).collect::<Vec<_>>());
+                    if let Some(service) = &service {
+                        event = event.service(service);
+                    }
+                    decisions.push(Decision::Event(event));
+                }
+                if let Some(why) = &order.why {
+                    self.book.note(id, format!("learnt order: {why}"), now);
+                }
+                if let Some(plan) = self.plans.get_mut(&id) {
+                    plan.order = Some(order.actions.clone());
+                }
+                order.actions
+            }
+        };
+        let Some(action) = order.get(plan.step).cloned() else {
+            let note = format!("policy for {} exhausted ({} actions)", policy.when.name(), policy.actions.len());
+            self.escalate(id, note, now, decisions);
+            return false;
+        };
+        if action == ActionKind::Escalate {
+            self.escalate(id, format!("policy for {trigger} says escalate"), now, decisions);
+            return false;
         }
         let replica = match action {
             ActionKind::Restart | ActionKind::Eject { .. } | ActionKind::Hook { .. } | ActionKind::Notify { .. } => {
@@ -718,7 +848,6 @@ impl Healer {
         let action_id = ActionId(self.next_action);
         let mut planned = record(action_id, Some(id), action.clone(), (service, replica), actor, reason, now);
         let checked = if needs_target { self.guard.check(&planned, world, &diagnosis, now) } else { Ok(()) };
-        let verify = policy.verify.unwrap_or(self.settings.healing.verify);
         match (mode, checked) {
             (_, Err(refusal)) if refusal.is_transient() => {
                 // Noted once per kind of wait (a cooldown's remaining time changes every tick).
@@ -828,6 +957,8 @@ impl Healer {
         if incident.state.is_closed() {
             return;
         }
+        // An action still being verified did not resolve the incident.
+        self.conclude(id, Verdict::NotResolved, now, decisions);
         let service = incident.diagnosis.root.clone().or_else(|| incident.services.iter().next().cloned());
         let action_id = self.next_id();
         let actor = Actor::Policy { when: incident.diagnosis.name.clone(), step: 0 };

@@ -17,11 +17,13 @@
 mod autoscale;
 mod guard;
 mod healer;
+mod learner;
 mod policy;
 mod world;
 
 pub use autoscale::{Autoscaler, Hold, Observation, Recommendation, averaged, cpu_query};
 pub use guard::{Guard, Permit, Refusal};
 pub use healer::{Decision, Healer, Settings};
+pub use learner::{Learner, Order, Tally, TallyKey};
 pub use policy::{Policies, Target, default_policies};
 pub use world::{ReplicaView, ServiceView, World};

@@ -63,6 +63,18 @@ fn render(decisions: &[Decision]) -> Vec<String> {
                 let services: Vec<&str> = request.services.iter().map(ServiceName::as_str).collect();
                 format!("observe incident {} {}", request.incident, services.join(","))
             }
+            Decision::Outcome(outcome) => {
+                let target = outcome.service.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".to_owned());
+                let recover = outcome.recover_ms.map(|ms| format!(" in {}s", ms / 1000)).unwrap_or_default();
+                format!(
+                    "outcome {} {} {target} for {}: {}{recover}",
+                    outcome.action,
+                    outcome.kind.describe(),
+                    outcome.trigger,
+                    outcome.verdict
+                )
+            }
+            Decision::Event(event) => format!("event {}: {}", event.kind, event.message),
         })
         .collect()
 }
@@ -186,6 +198,7 @@ fn a_policy_acts_verifies_goes_on_and_resolves() {
                 13,
                 Input::Tick,
                 &[
+                    "outcome 1 restart api for alert:Slow: not_resolved",
                     "incident 1 open: verify window over and signals still firing: next action",
                     "incident 1 open: restart waits: cooling down (47s left)",
                 ],
@@ -205,6 +218,7 @@ fn a_policy_acts_verifies_goes_on_and_resolves() {
                 Input::Resolve("Slow", "api", Some(1)),
                 &[
                     "incident 1 verifying: external Slow resolved: Slow evidence",
+                    "outcome 2 restart api for alert:Slow: resolved in 2s",
                     "incident 1 resolved: every signal resolved",
                 ],
             ),
@@ -566,6 +580,7 @@ fn an_approved_action_runs_and_a_second_approval_is_refused() {
                 Input::Resolve("Slow", "web", Some(1)),
                 &[
                     "incident 1 verifying: external Slow resolved: Slow evidence",
+                    "outcome 1 restart web for alert:Slow: resolved in 3s",
                     "incident 1 resolved: every signal resolved",
                 ],
             ),
@@ -618,6 +633,7 @@ fn a_flapping_trigger_keeps_one_incident_and_walks_its_policy_instead_of_repeati
                 Input::Resolve("Flappy", "web", Some(0)),
                 &[
                     "incident 1 verifying: external Flappy resolved: Flappy evidence",
+                    "outcome 1 restart web for alert:Flappy: resolved in 4s",
                     "incident 1 resolved: every signal resolved",
                 ],
             ),
@@ -646,6 +662,7 @@ fn a_flapping_trigger_keeps_one_incident_and_walks_its_policy_instead_of_repeati
                 Input::Resolve("Flappy", "web", Some(0)),
                 &[
                     "incident 1 verifying: external Flappy resolved: Flappy evidence",
+                    "outcome 2 scale +1 web for alert:Flappy: resolved in 4s",
                     "incident 1 resolved: every signal resolved",
                 ],
             ),
@@ -743,6 +760,7 @@ fn a_reload_changes_the_incident_window_at_once() {
                 Input::Resolve("Flappy", "web", Some(0)),
                 &[
                     "incident 1 verifying: external Flappy resolved: Flappy evidence",
+                    "outcome 1 restart web for alert:Flappy: resolved in 4s",
                     "incident 1 resolved: every signal resolved",
                 ],
             ),

@@ -97,6 +97,12 @@ struct Sim {
     incidents: BTreeSet<IncidentId>,
     n_runs: usize,
     n_incidents_closed: usize,
+    /// Outcomes journalled per (trigger, service, action).
+    outcomes: BTreeMap<(String, Option<ServiceName>, String), u32>,
+    /// Reorderings announced.
+    n_reorders: usize,
+    /// The configured action lists by trigger.
+    policies: BTreeMap<String, Vec<String>>,
 }
 
 fn at(ms: i64) -> Timestamp {
@@ -128,6 +134,13 @@ impl Sim {
             incidents: BTreeSet::new(),
             n_runs: 0,
             n_incidents_closed: 0,
+            outcomes: BTreeMap::new(),
+            n_reorders: 0,
+            policies: config
+                .heal
+                .iter()
+                .map(|p| (p.when.name(), p.actions.iter().map(ActionKind::describe).collect()))
+                .collect(),
         }
     }
 
@@ -212,13 +225,66 @@ impl Sim {
                     }
                 }
                 Decision::Signal(_) | Decision::Observe(_) => {}
+                Decision::Outcome(outcome) => {
+                    if self.mode == HealMode::DryRun {
+                        return Err(format!("dry-run learnt from an action it did not run: {outcome:?}"));
+                    }
+                    let key = (outcome.trigger.clone(), outcome.service.clone(), outcome.kind.describe());
+                    *self.outcomes.entry(key).or_default() += 1;
+                }
+                Decision::Event(event) => self.check_reorder(&event)?,
             }
+        }
+        Ok(())
+    }
+
+    /// A reordering: a permutation of the policy's own actions (notify and escalate in place), announced
+    /// only once some action has `min_outcomes` (5) outcomes for this trigger and service.
+    fn check_reorder(&mut self, event: &Event) -> Result<(), String> {
+        if event.kind != EventKind::ActionsReordered {
+            return Err(format!("unexpected event from the healer: {event:?}"));
+        }
+        self.n_reorders += 1;
+        let trigger = event.details["trigger"].as_str().unwrap_or_default().to_owned();
+        let strings = |key: &str| -> Vec<String> {
+            event.details[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        };
+        let (order, configured) = (strings("order"), strings("configured"));
+        if self.policies.get(&trigger) != Some(&configured) {
+            return Err(format!("reordering names another policy's actions: {event:?}"));
+        }
+        let (mut sorted_order, mut sorted_configured) = (order.clone(), configured.clone());
+        sorted_order.sort();
+        sorted_configured.sort();
+        if sorted_order != sorted_configured {
+            return Err(format!("a reordering added or dropped an action: {event:?}"));
+        }
+        for (idx, action) in configured.iter().enumerate() {
+            if (action == "escalate" || action.starts_with("notify ")) && order[idx] != *action {
+                return Err(format!("notify/escalate moved: {event:?}"));
+            }
+        }
+        let most = self
+            .outcomes
+            .iter()
+            .filter(|((t, s, _), _)| *t == trigger && s.as_ref() == event.service.as_ref())
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        if order != configured && most < 5 {
+            return Err(format!("reordered on thin evidence ({most} outcomes at most): {event:?}"));
         }
         Ok(())
     }
 
     fn run(&mut self, record: mend_types::ActionRecord) -> Result<(), String> {
         self.n_runs += 1;
+        if let Actor::Policy { when, .. } = &record.actor
+            && let Some(actions) = self.policies.get(when)
+            && !actions.contains(&record.action.describe())
+        {
+            return Err(format!("an action the policy does not list ran: {record:?}"));
+        }
         if self.mode == HealMode::DryRun {
             return Err(format!("dry-run acted: {record:?}"));
         }
@@ -510,9 +576,11 @@ fn simulate(seed: u64, hours: u64) -> Result<String, String> {
         return Err(format!("incidents still open after the faults stopped: {open:#?}"));
     }
     Ok(format!(
-        "{mode:?}: {} incidents, {} closed transitions, {} actions run",
+        "{mode:?}: {} incidents, {} closed transitions, {} outcomes, {} reorderings, {} actions run",
         sim.incidents.len(),
         sim.n_incidents_closed,
+        sim.outcomes.values().sum::<u32>(),
+        sim.n_reorders,
         sim.n_runs
     ))
 }
@@ -526,10 +594,14 @@ fn the_guard_holds_over_many_simulated_hours_and_seeds() {
         None => (0..env("MEND_SIM_SEEDS").unwrap_or(24)).collect(),
     };
     let mut total_incidents = 0;
+    let (mut total_outcomes, mut total_reorders) = (0, 0);
     for seed in seeds {
         match simulate(seed, hours) {
             Ok(summary) => {
-                total_incidents += summary.split_whitespace().nth(1).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+                let figure = |idx: usize| summary.split_whitespace().nth(idx).and_then(|n| n.parse::<usize>().ok());
+                total_incidents += figure(1).unwrap_or(0);
+                total_outcomes += figure(6).unwrap_or(0);
+                total_reorders += figure(8).unwrap_or(0);
             }
             Err(error) => panic!(
                 "seed {seed} failed (replay: MEND_SIM_SEED={seed} cargo test -p mend-act --test simulation): {error}"
@@ -537,6 +609,10 @@ fn the_guard_holds_over_many_simulated_hours_and_seeds() {
         }
     }
     assert!(total_incidents > 50, "the simulation must produce incidents to check: {total_incidents}");
+    // Learning is exercised: outcomes are recorded, and some policies get reordered (each reordering
+    // checked above: only after enough evidence, only the policy's own actions).
+    assert!(total_outcomes > 100, "outcomes recorded: {total_outcomes}");
+    assert!(total_reorders > 0, "the learner reorders with enough evidence: {total_reorders}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 mod chaos;
 mod dto;
 mod healing;
+mod learn;
 mod logs;
 mod metrics;
 mod query;
@@ -26,6 +27,10 @@ pub use dto::{
 pub use healing::{
     ActionsResponse, DependencyDto, DependencySource, HealingApi, HealingStatus, IncidentDto, IncidentsResponse,
     OperatorCommand, OperatorError, Pending,
+};
+pub use learn::{
+    FeedbackAnswer, FeedbackError, FeedbackRequest, FeedbackVerdict, LearnApi, LearnReport, NoLearning, OrderRow,
+    OutcomeRow, ResetAnswer, ResetRequest, SensitivityChange, SensitivityRow, SourceKind,
 };
 pub use logs::{PatternDto, PatternSource, PatternsDto};
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};

@@ -61,6 +61,8 @@ pub struct ApiState {
     pub stream: Arc<crate::StreamHub>,
     /// Process chaos (`mend chaos kill|hang|...`) and the chaos monkey.
     pub chaos: Arc<dyn crate::ChaosApi>,
+    /// The learn stage: what was learnt, feedback, forgetting.
+    pub learn: Arc<dyn crate::LearnApi>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -108,6 +110,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/scale", post(scale))
         .route("/api/v1/actions/{id}/{decision}", post(crate::healing::decide))
         .route("/api/v1/healing/{what}", post(crate::healing::pause))
+        .route("/api/v1/incidents/{id}/feedback", post(crate::learn::feedback))
+        .route("/api/v1/learn/reset", post(crate::learn::reset))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(crate::ui::root))
@@ -130,6 +134,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}", get(crate::healing::incident))
         .route("/api/v1/actions", get(crate::healing::actions))
         .route("/api/v1/healing", get(crate::healing::status))
+        .route("/api/v1/learn", get(crate::learn::report))
         .route("/api/v1/query", get(crate::query::instant).post(crate::query::instant))
         .route("/api/v1/query_range", get(crate::query::range).post(crate::query::range))
         .route("/api/v1/series", get(crate::query::series).post(crate::query::series))

@@ -225,6 +225,13 @@ function actor(record) {
   return record.actor.by === 'operator' ? 'an operator' : `policy “${record.actor.when}”`;
 }
 
+function feedback(incident, verdict) {
+  const what = verdict === 'false_positive' ? 'a false alarm' : 'correct';
+  return act(`mark incident ${incident.id} ${what}`, `feedback:${incident.id}`, () =>
+    post(`/api/v1/incidents/${incident.id}/feedback`, { verdict }),
+  );
+}
+
 function decide(record, decision) {
   return act(`${decision} action ${record.id}`, `${decision}:${record.id}`, () =>
     post(`/api/v1/actions/${record.id}/${decision}`),
@@ -358,6 +365,15 @@ function incidentDetail(incident) {
         ),
     h('h4', {}, 'Timeline'),
     h('ol', { class: 'timeline' }, incident.timeline.map((t) => h('li', {}, time(t.at), ' ', badge(t.state), ' ', t.note))),
+    h('h4', {}, 'Feedback'),
+    h(
+      'p',
+      { class: 'feedback' },
+      h('button', { type: 'button', class: 'false-positive', disabled: state.busy.has(`feedback:${incident.id}`), onclick: () => feedback(incident, 'false_positive') }, 'False alarm'),
+      ' ',
+      h('button', { type: 'button', class: 'correct', disabled: state.busy.has(`feedback:${incident.id}`), onclick: () => feedback(incident, 'correct') }, 'Correct'),
+      h('span', { class: 'muted' }, ' — a false alarm relaxes the rules and detectors that raised it (mend learn)'),
+    ),
   ];
 }
 

@@ -27,6 +27,7 @@ mod error;
 mod example;
 mod gameday;
 mod heal;
+mod learn;
 mod model;
 mod promql;
 mod raw;
@@ -45,6 +46,7 @@ pub use gameday::{
     Topology, load_scenario, parse_scenario,
 };
 pub use heal::{HealPolicy, Healing, Hook, NotifyTarget, ServiceHealing, Trigger};
+pub use learn::Learn;
 pub use model::{
     Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,
     Detect, Forecast, HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings, Release,

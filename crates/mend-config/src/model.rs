@@ -39,6 +39,8 @@ pub struct Config {
     pub notify: Vec<crate::heal::NotifyTarget>,
     /// `[chaos]`: the chaos monkey, if configured.
     pub chaos: crate::chaos::Chaos,
+    /// How mend learns from outcomes and feedback (`[learn]`).
+    pub learn: crate::learn::Learn,
 }
 
 impl Config {

@@ -27,8 +27,10 @@ use crate::raw::{
 use crate::template::{Placeholder, Template, TemplateVars};
 
 /// Top-level keys a config file may have.
-const TOP_LEVEL_KEYS: [&str; 12] =
-    ["api", "service", "scrape", "rule", "detect", "forecast", "storage", "healing", "heal", "hook", "notify", "chaos"];
+const TOP_LEVEL_KEYS: [&str; 13] = [
+    "api", "service", "scrape", "rule", "detect", "forecast", "storage", "healing", "heal", "hook", "notify", "chaos",
+    "learn",
+];
 
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,6 +298,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let mut forecasts = Vec::new();
     let mut raw_healing = crate::heal::RawSections::default();
     let mut raw_chaos = crate::chaos::RawChaos::default();
+    let mut raw_learn: Option<crate::learn::RawLearn> = None;
     for (key, value) in root.get_ref() {
         let key = key.get_ref().as_ref();
         let path = KeyPath::default().key(key);
@@ -304,6 +307,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
             "storage" => raw_storage = raw_section(problems, &path, value).unwrap_or_default(),
             "chaos" => raw_chaos = raw_section(problems, &path, value).unwrap_or_default(),
             "healing" | "heal" | "hook" | "notify" => raw_healing.read(problems, key, &path, value),
+            "learn" => raw_learn = raw_section(problems, &path, value),
             "scrape" | "rule" | "detect" | "forecast" => {
                 let Some(items) = value.get_ref().as_array() else {
                     problems.add(&path, format!("expected an array of tables: write [[{key}]]"));
@@ -385,6 +389,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     };
     let healing = crate::heal::validate(problems, &raw_healing, &names);
     let chaos = crate::chaos::validate(problems, &raw_chaos, &names.services);
+    let learn = crate::learn::validate(problems, raw_learn.as_ref());
     Some(Config {
         source: PathBuf::from(file),
         api: api?,
@@ -399,6 +404,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
         hooks: healing.hooks,
         notify: healing.notify,
         chaos,
+        learn,
     })
 }
 

@@ -91,7 +91,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[servics.web]\ncommand = [\"x\"]\n",
         &[
-            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos)",
+            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos, learn)",
         ],
     );
 }
@@ -703,4 +703,27 @@ series = 'request_latency_seconds'
     let config = mend_config::parse("mend.toml", text, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.detects[0].sensitivity, mend_detect::Sensitivity::ACTIONABLE.value());
     assert_eq!(config.detects[0].sensitivity, 0.2);
+}
+
+#[test]
+fn issue_15_learn_bounds_are_checked_with_line_and_key() {
+    check_errors(
+        "[learn]\nmax_relax = 0.5\nfeedback_step = 0\nmin_outcomes = 0\nsnapshot_every = \"10ms\"\nmin_for = \"soon\"\n",
+        &[
+            "mend.toml:2:13: learn.max_relax: 0.5 is out of range (allowed: 1 to 100)",
+            "mend.toml:3:17: learn.feedback_step: 0 is out of range (allowed: 0.01 to 10)",
+            "mend.toml:4:16: learn.min_outcomes: 0 is out of range (allowed: 1 to 10000)",
+            "mend.toml:5:18: learn.snapshot_every: snapshots must be at least 1s apart",
+            "mend.toml:6:11: learn.min_for: invalid duration \"soon\": expected a number at \"soon\"",
+        ],
+    );
+    check_errors(
+        "[learn]\nforget_everything = true\n",
+        &[
+            "mend.toml:2:1: learn.forget_everything: unknown field `forget_everything`, expected one of `enabled`, `min_outcomes`, `prior_weight`, `feedback_step`, `max_relax`, `correct_run`, `min_for`, `snapshot_every`",
+        ],
+    );
+    let config = mend_config::parse("mend.toml", "[learn]\nenabled = false\n", Path::new("/")).expect("valid");
+    assert!(!config.learn.enabled);
+    assert_eq!(config.learn.max_relax, 4.0, "the other keys keep their defaults");
 }

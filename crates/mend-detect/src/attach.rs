@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::alerting::LabelSet;
 use crate::forecast::{Forecaster, TrendForecaster};
 use crate::point::{Detector, Point};
@@ -69,7 +71,11 @@ pub enum TransitionReason {
     Gone,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct TrackedDetector {
+    /// Stored with its variant as an outer tag ([`AnyDetector`]'s own serde form is internally
+    /// tagged, which only self-describing formats read; snapshots are bincode).
+    #[serde(with = "stored_detector")]
     detector: AnyDetector,
     last_ts: f64,
     last_seen: f64,
@@ -81,6 +87,91 @@ struct TrackedDetector {
     ended_at: f64,
 }
 
+/// [`AnyDetector`] with an external tag, for non-self-describing formats.
+mod stored_detector {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::registry::AnyDetector;
+    use crate::{CusumDetector, EnsembleDetector, EwmaDetector, MadDetector, SeasonalDetector, ShiftDetector};
+
+    #[derive(Serialize)]
+    enum Ref<'a> {
+        Default(&'a EnsembleDetector),
+        Ewma(&'a EwmaDetector),
+        Mad(&'a MadDetector),
+        Seasonal(&'a SeasonalDetector),
+        Cusum(&'a CusumDetector),
+        Shift(&'a ShiftDetector),
+    }
+
+    #[derive(Deserialize)]
+    #[expect(clippy::large_enum_variant, reason = "decoded once and moved into an `AnyDetector` of the same shape")]
+    enum Owned {
+        Default(EnsembleDetector),
+        Ewma(EwmaDetector),
+        Mad(MadDetector),
+        Seasonal(SeasonalDetector),
+        Cusum(CusumDetector),
+        Shift(ShiftDetector),
+    }
+
+    pub(super) fn serialize<S: Serializer>(detector: &AnyDetector, serializer: S) -> Result<S::Ok, S::Error> {
+        match detector {
+            AnyDetector::Default(d) => Ref::Default(d),
+            AnyDetector::Ewma(d) => Ref::Ewma(d),
+            AnyDetector::Mad(d) => Ref::Mad(d),
+            AnyDetector::Seasonal(d) => Ref::Seasonal(d),
+            AnyDetector::Cusum(d) => Ref::Cusum(d),
+            AnyDetector::Shift(d) => Ref::Shift(d),
+        }
+        .serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<AnyDetector, D::Error> {
+        Ok(match Owned::deserialize(deserializer)? {
+            Owned::Default(d) => AnyDetector::Default(d),
+            Owned::Ewma(d) => AnyDetector::Ewma(d),
+            Owned::Mad(d) => AnyDetector::Mad(d),
+            Owned::Seasonal(d) => AnyDetector::Seasonal(d),
+            Owned::Cusum(d) => AnyDetector::Cusum(d),
+            Owned::Shift(d) => AnyDetector::Shift(d),
+        })
+    }
+}
+
+/// What a [`DetectorBank`] learnt, per series: its detectors' state (bounded, as the detectors are),
+/// for a snapshot. Opaque: only a bank reads it back.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DetectorBankState(Vec<(LabelSet, TrackedDetector)>);
+
+impl DetectorBankState {
+    /// Series in it.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it has no series.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What a [`ForecastBank`] learnt, per series (opaque, for a snapshot).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ForecastBankState(Vec<(LabelSet, TrackedForecast)>);
+
+impl ForecastBankState {
+    /// Series in it.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it has no series.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// One detector per series of an attachment.
 pub struct DetectorBank {
     detector_name: String,
@@ -89,6 +180,8 @@ pub struct DetectorBank {
     resolve_after_secs: f64,
     series: HashMap<LabelSet, TrackedDetector>,
     refused: u64,
+    /// Scores at or above this are alarms: [`ALARM_SCORE`], or higher once feedback relaxed the bank.
+    alarm_score: f64,
 }
 
 impl DetectorBank {
@@ -108,7 +201,51 @@ impl DetectorBank {
             resolve_after_secs,
             series: HashMap::new(),
             refused: 0,
+            alarm_score: ALARM_SCORE,
         })
+    }
+
+    /// What the bank learnt (every series' detector), for a snapshot.
+    pub fn export(&self) -> DetectorBankState {
+        let mut series: Vec<(LabelSet, TrackedDetector)> =
+            self.series.iter().map(|(labels, tracked)| (labels.clone(), tracked.clone())).collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        DetectorBankState(series)
+    }
+
+    /// Takes what a bank of the same detector and sensitivity learnt (`export`), at `now`: the
+    /// detectors go on from their state, without a warm-up. Anomalies that were open are not (the run
+    /// that had them resolved them). At most `max_series` series are taken; returns how many.
+    pub fn import(&mut self, state: DetectorBankState, now: f64) -> usize {
+        let mut n_taken = 0;
+        for (labels, mut tracked) in state.0 {
+            if self.series.len() >= self.max_series {
+                break;
+            }
+            tracked.anomaly = None;
+            tracked.last_seen = now;
+            self.series.insert(labels, tracked);
+            n_taken += 1;
+        }
+        n_taken
+    }
+
+    /// Forgets the series whose labels `forget` picks (their detectors start over).
+    pub fn forget(&mut self, forget: impl Fn(&LabelSet) -> bool) {
+        self.series.retain(|labels, _| !forget(labels));
+    }
+
+    /// Relaxes the bank by `factor` (1 = as configured; at least 1): a score must then reach
+    /// `1 − (1 − ALARM_SCORE) / factor` to alarm (0.75 at 2, 0.875 at 4). What the detectors learnt
+    /// stays: only the bar moves, so fewer alarms follow without a warm-up.
+    pub fn relax(&mut self, factor: f64) {
+        let factor = if factor.is_finite() { factor.max(1.0) } else { 1.0 };
+        self.alarm_score = 1.0 - (1.0 - ALARM_SCORE) / factor;
+    }
+
+    /// The score a point must reach to alarm.
+    pub fn alarm_score(&self) -> f64 {
+        self.alarm_score
     }
 
     /// Feeds the points of one series at `now`; points not newer than the last one fed are skipped, so
@@ -132,6 +269,7 @@ impl DetectorBank {
                 },
             );
         }
+        let alarm_score = self.alarm_score;
         let Some(tracked) = self.series.get_mut(labels) else { return Vec::new() };
         tracked.last_seen = now;
         let mut transitions = Vec::new();
@@ -142,7 +280,7 @@ impl DetectorBank {
             tracked.last_ts = ts;
             let score = tracked.detector.update(Point::new(ts, value)).value();
             tracked.last_score = score;
-            if score < ALARM_SCORE {
+            if score < alarm_score {
                 continue;
             }
             match &mut tracked.anomaly {
@@ -234,6 +372,7 @@ impl DetectorBank {
     }
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct TrackedForecast {
     forecaster: TrendForecaster,
     /// +1 when the limit is above the series (memory, disk used), −1 when below (free space).
@@ -258,6 +397,35 @@ impl ForecastBank {
     /// Warns when the trend reaches `limit` within `horizon_secs`; tracks at most `max_series` series.
     pub fn new(limit: f64, horizon_secs: f64, max_series: usize) -> Self {
         Self { limit, horizon_secs, max_series, series: HashMap::new() }
+    }
+
+    /// What the bank learnt (every series' forecaster), for a snapshot.
+    pub fn export(&self) -> ForecastBankState {
+        let mut series: Vec<(LabelSet, TrackedForecast)> =
+            self.series.iter().map(|(labels, tracked)| (labels.clone(), tracked.clone())).collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        ForecastBankState(series)
+    }
+
+    /// Takes what a bank with the same limit and horizon learnt, at `now` (warnings that were firing
+    /// are not); returns how many series it took.
+    pub fn import(&mut self, state: ForecastBankState, now: f64) -> usize {
+        let mut n_taken = 0;
+        for (labels, mut tracked) in state.0 {
+            if self.series.len() >= self.max_series {
+                break;
+            }
+            tracked.firing_since = None;
+            tracked.last_seen = now;
+            self.series.insert(labels, tracked);
+            n_taken += 1;
+        }
+        n_taken
+    }
+
+    /// Forgets the series whose labels `forget` picks.
+    pub fn forget(&mut self, forget: impl Fn(&LabelSet) -> bool) {
+        self.series.retain(|labels, _| !forget(labels));
     }
 
     /// Feeds the points of one series at `now` (points not newer than the last one fed are skipped).
@@ -386,6 +554,25 @@ impl ForecastBank {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_imported_bank_alarms_on_the_first_spike_where_a_fresh_one_is_still_warming_up() {
+        let series = labels("latency");
+        let steady: Vec<(f64, f64)> = (0..200).map(|t| (f64::from(t), 10.0 + f64::from(t % 5) * 0.1)).collect();
+        let mut learnt = DetectorBank::new("ewma", Sensitivity::DEFAULT, 10, 60.0).expect("known detector");
+        assert!(learnt.feed(&series, &steady, 200.0).is_empty());
+        let state = learnt.export();
+        assert_eq!(state.len(), 1);
+        // (The encoded round trip is mend-detection's snapshot test: JSON has no infinities.)
+        let spike = [(201.0, 50.0)];
+        let mut restored = DetectorBank::new("ewma", Sensitivity::DEFAULT, 10, 60.0).expect("known detector");
+        assert_eq!(restored.import(state, 201.0), 1);
+        assert_eq!(restored.feed(&series, &spike, 201.0).len(), 1, "no warm-up: the first spike alarms");
+        let mut fresh = DetectorBank::new("ewma", Sensitivity::DEFAULT, 10, 60.0).expect("known detector");
+        assert!(fresh.feed(&series, &spike, 201.0).is_empty(), "a fresh detector is still warming up");
+        restored.forget(|l| l == &series);
+        assert_eq!(restored.len(), 0);
+    }
 
     fn labels(name: &str) -> LabelSet {
         LabelSet::from([("series".to_owned(), name.to_owned())])

@@ -7,7 +7,9 @@
 //! reads the store under a read lock, calls them, and emits signals afterwards, outside the lock.
 
 pub mod builtin;
+pub mod feedback;
 pub mod logs;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -124,6 +126,8 @@ pub struct Detection {
     /// The built-in proxy diagnoses, when a service has a proxy.
     proxies: Option<builtin::ProxyDiagnoses>,
     options: EvalOptions,
+    /// What operators' feedback relaxed.
+    relaxations: feedback::Relaxations,
 }
 
 impl Feed {
@@ -214,7 +218,28 @@ impl Detection {
         } else {
             None
         };
-        Self { rules, detects, forecasts, proxies, options: EvalOptions::default() }
+        Self {
+            rules,
+            detects,
+            forecasts,
+            proxies,
+            options: EvalOptions::default(),
+            relaxations: feedback::Relaxations { min_for: config.learn.min_for, ..Default::default() },
+        }
+    }
+
+    /// Applies what feedback relaxed: rules' `for` and detectors' alarm bars, from the next round on.
+    /// What the detectors learnt stays.
+    pub fn relax(&mut self, relaxations: feedback::Relaxations) {
+        for entry in &mut self.detects {
+            entry.bank.relax(relaxations.factor(&feedback::Source::Detect(entry.detect.name.clone())));
+        }
+        self.relaxations = relaxations;
+    }
+
+    /// What feedback relaxed.
+    pub fn relaxations(&self) -> &feedback::Relaxations {
+        &self.relaxations
     }
 
     /// True when there is nothing to evaluate.
@@ -258,7 +283,10 @@ impl Detection {
         if let (Some(old), true) = (self.proxies.take(), next.proxies.is_some()) {
             next.proxies = Some(old);
         }
+        let mut relaxations = std::mem::take(&mut self.relaxations);
+        relaxations.min_for = next.relaxations.min_for;
         *self = next;
+        self.relax(relaxations);
         signals
     }
 
@@ -277,10 +305,11 @@ impl Detection {
                     Vec::new()
                 }
             };
+            let for_duration = self.relaxations.rule_for(&entry.rule.name, entry.rule.for_duration);
             let transitions = entry.state.evaluate(
                 active,
                 now_secs,
-                entry.rule.for_duration.as_secs_f64(),
+                for_duration.as_secs_f64(),
                 entry.rule.keep_firing_for.as_secs_f64(),
             );
             signals.extend(entry.signals(transitions, now, None));
@@ -504,17 +533,57 @@ pub struct DetectLoop {
     series: Arc<RwLock<SeriesStore>>,
     signals: Arc<dyn SignalSink>,
     clock: Arc<dyn Clock>,
+    relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
+    /// Where requests reach the loop's task: set when it starts (until then a request is refused at once).
+    requests: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<DetectRequest>>>,
+}
+
+/// What the learn stage asks of the detect loop, between rounds.
+pub enum DetectRequest {
+    /// The encoded state of every attachment and forecast ([`Detection::snapshot`]).
+    Snapshot(tokio::sync::oneshot::Sender<Vec<u8>>),
+    /// Forget what was learnt about a service's series (all with `None`).
+    Forget(Option<String>),
+}
+
+/// A handle on the detect loop for the learn stage (cloneable; bounded: a request the loop cannot take
+/// now is refused, not queued without end).
+#[derive(Clone)]
+pub struct DetectHandle {
+    requests: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<DetectRequest>>>,
+}
+
+/// How long a snapshot may take before the asker gives up (a loop that never started never answers).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
+
+impl DetectHandle {
+    /// The loop's encoded state; `None` when the loop is not running or does not answer in time.
+    pub async fn snapshot(&self) -> Option<Vec<u8>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.requests.get()?.try_send(DetectRequest::Snapshot(answer)).ok()?;
+        tokio::time::timeout(SNAPSHOT_WAIT, answered).await.ok()?.ok()
+    }
+
+    /// Asks the loop to forget what it learnt about `service` (all with `None`); false when it cannot
+    /// take the request now.
+    pub fn forget(&self, service: Option<String>) -> bool {
+        self.requests.get().is_some_and(|requests| requests.try_send(DetectRequest::Forget(service)).is_ok())
+    }
 }
 
 impl DetectLoop {
     /// The loop for `detection` (not started while it is empty).
+    /// `relaxations` carries what operators' feedback relaxed (applied between rounds, and to every
+    /// configuration the loop takes).
     pub fn start(
         detection: Detection,
         series: Arc<RwLock<SeriesStore>>,
         signals: Arc<dyn SignalSink>,
         clock: Arc<dyn Clock>,
+        relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
     ) -> Self {
-        let mut stage = Self { running: None, series, signals, clock };
+        let requests = Arc::new(std::sync::OnceLock::new());
+        let mut stage = Self { running: None, series, signals, clock, relaxations, requests };
         if !detection.is_empty() {
             stage.spawn(detection);
         }
@@ -523,8 +592,11 @@ impl DetectLoop {
 
     fn spawn(&mut self, detection: Detection) {
         let (reloads, reloads_in) = tokio::sync::mpsc::channel(1);
-        let task =
-            tokio::spawn(run(detection, self.series.clone(), self.signals.clone(), self.clock.clone(), reloads_in));
+        let (requests_out, requests) = tokio::sync::mpsc::channel(8);
+        // The loop starts once: a second start (never made) would leave its requests unanswered.
+        let _ = self.requests.set(requests_out);
+        let inputs = Inputs { reloads: reloads_in, relaxations: self.relaxations.clone(), requests };
+        let task = tokio::spawn(run(detection, self.series.clone(), self.signals.clone(), self.clock.clone(), inputs));
         self.running = Some((task, reloads));
     }
 
@@ -540,6 +612,11 @@ impl DetectLoop {
         }
     }
 
+    /// A handle for the learn stage's requests.
+    pub fn handle(&self) -> DetectHandle {
+        DetectHandle { requests: self.requests.clone() }
+    }
+
     /// Stops the loop.
     pub fn abort(&self) {
         if let Some((task, _)) = &self.running {
@@ -550,19 +627,47 @@ impl DetectLoop {
 
 /// Runs the stage every [`EVALUATION_INTERVAL`] until the task is aborted, taking over a new
 /// configuration from `reloads` between rounds.
+/// What the loop takes between rounds: new configurations and what feedback relaxed.
+struct Inputs {
+    reloads: tokio::sync::mpsc::Receiver<Detection>,
+    relaxations: tokio::sync::watch::Receiver<feedback::Relaxations>,
+    requests: tokio::sync::mpsc::Receiver<DetectRequest>,
+}
+
 async fn run(
     mut detection: Detection,
     series: Arc<RwLock<SeriesStore>>,
     signals: Arc<dyn SignalSink>,
     clock: Arc<dyn Clock>,
-    mut reloads: tokio::sync::mpsc::Receiver<Detection>,
+    inputs: Inputs,
 ) {
+    let Inputs { mut reloads, mut relaxations, mut requests } = inputs;
+    let mut requests_open = true;
     let mut ticker = tokio::time::interval(EVALUATION_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reloads_open = true;
+    let mut relaxations_open = true;
+    detection.relax(relaxations.borrow_and_update().clone());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            request = requests.recv(), if requests_open => {
+                match request {
+                    Some(DetectRequest::Snapshot(answer)) => {
+                        let _ = answer.send(detection.snapshot());
+                    }
+                    Some(DetectRequest::Forget(service)) => detection.forget(service.as_deref()),
+                    None => requests_open = false,
+                }
+                continue;
+            }
+            changed = relaxations.changed(), if relaxations_open => {
+                match changed {
+                    Ok(()) => detection.relax(relaxations.borrow_and_update().clone()),
+                    Err(_) => relaxations_open = false,
+                }
+                continue;
+            }
             next = reloads.recv(), if reloads_open => {
                 match next {
                     Some(next) => {
@@ -623,6 +728,24 @@ mod tests {
 
     fn names(signals: &[Signal], state: SignalState) -> Vec<String> {
         signals.iter().filter(|s| s.state == state).map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_relaxed_rule_fires_later_and_keeps_its_relaxation_across_a_reload() {
+        let storage = mend_query::MemoryStorage::new(Vec::new());
+        let at = |secs: i64| Timestamp::from_millis(1_700_000_000_000 + secs * 1000);
+        let mut running = detection(&[("Noisy", "vector(1) > 0")]);
+        let relaxations = feedback::Relaxations {
+            factors: BTreeMap::from([(feedback::Source::Rule("Noisy".to_owned()), 2.0)]),
+            min_for: Duration::from_secs(15),
+        };
+        // `for = "2s"` is below min_for (15s): relaxed ×2 it waits 30s.
+        running.relax(relaxations.clone());
+        assert!(running.evaluate(&storage, at(0)).is_empty());
+        assert!(running.evaluate(&storage, at(29)).is_empty(), "still pending at 29s");
+        assert_eq!(names(&running.evaluate(&storage, at(30)), SignalState::Firing), ["Noisy"]);
+        running.reconfigure(detection(&[("Noisy", "vector(1) > 0")]), at(31));
+        assert_eq!(running.relaxations().factors, relaxations.factors, "a reload keeps what feedback relaxed");
     }
 
     #[test]

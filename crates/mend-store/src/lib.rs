@@ -17,9 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use learn::Snapshot;
+
+mod learn;
+
 use mend_types::{
-    ActionId, ActionRecord, ActionState, Event, EventKind, EventSink, Incident, IncidentId, IncidentState, ServiceName,
-    Severity, Signal, SignalKind, SignalSink, SignalState, TimelineEntry, Timestamp,
+    ActionId, ActionOutcome, ActionRecord, ActionState, Event, EventKind, EventSink, Incident, IncidentId,
+    IncidentState, ServiceName, Severity, Signal, SignalKind, SignalSink, SignalState, TimelineEntry, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -116,6 +120,27 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX actions_incident ON actions(incident, id);
     CREATE INDEX actions_state ON actions(state);",
+    // 4: learning: each policy action's outcome (one row per action, its JSON document), and snapshots of
+    // learnt state (detector state, sensitivities), each a versioned document under a key.
+    "CREATE TABLE outcomes (
+        action INTEGER PRIMARY KEY,
+        incident INTEGER NOT NULL,
+        decided_ms INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        service TEXT,
+        kind TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        recover_ms INTEGER,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX outcomes_service ON outcomes(service);
+    CREATE TABLE learnt (
+        key TEXT PRIMARY KEY,
+        service TEXT,
+        version INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );",
 ];
 
 /// One entry of the action journal: the new state of an incident or an action.
@@ -125,6 +150,12 @@ pub enum JournalEntry {
     Incident(Box<Incident>),
     /// An action as it is now.
     Action(Box<ActionRecord>),
+    /// How a policy's action turned out.
+    Outcome(Box<ActionOutcome>),
+    /// A snapshot of learnt state, replacing the one under its key.
+    Learnt(Box<Snapshot>),
+    /// Forgets what was learnt (outcomes and snapshots) about a service, or everything.
+    Forget(Option<ServiceName>),
 }
 
 /// How long events are kept.
@@ -847,6 +878,9 @@ fn write_journal(connection: &mut Connection, entries: &[JournalEntry]) -> rusql
                     ],
                 )?;
             }
+            JournalEntry::Outcome(outcome) => learn::write_outcome(&transaction, outcome)?,
+            JournalEntry::Learnt(snapshot) => learn::write_snapshot(&transaction, snapshot)?,
+            JournalEntry::Forget(service) => learn::forget(&transaction, service.as_ref())?,
         }
     }
     transaction.commit()
@@ -869,6 +903,7 @@ fn apply_retention(connection: &Connection, retention: Retention, now: Timestamp
     let max_events = i64::try_from(retention.max_events).unwrap_or(i64::MAX);
     connection.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1", params![max_events])?;
     connection.execute("DELETE FROM signals WHERE id <= (SELECT MAX(id) FROM signals) - ?1", params![max_events])?;
+    learn::apply_retention(connection)?;
     let max_external = i64::try_from(retention.max_external_signals).unwrap_or(i64::MAX);
     let evicted = connection.execute(
         "DELETE FROM signals WHERE id IN (SELECT id FROM signals WHERE kind = 'external' \
@@ -1098,7 +1133,8 @@ mod tests {
         connection.pragma_update(None, "user_version", 99).expect("set version");
         drop(connection);
         let error = Store::open(&path, Retention::default()).err().expect("newer schema refused");
-        assert!(error.to_string().contains("schema version 99, newer than the 3 this mend supports"), "{error}");
+        let expected = format!("schema version 99, newer than the {} this mend supports", MIGRATIONS.len());
+        assert!(error.to_string().contains(&expected), "{error}");
     }
 
     fn action(id: u64, state: ActionState) -> ActionRecord {

@@ -79,11 +79,22 @@ pub enum EventKind {
     /// not the replica's: no replica is stopped for it. One event per replica when the trouble begins,
     /// and one (with `over: true`) when a probe can judge the replica again.
     MendTrouble,
+    /// The learner changed the order in which a policy tries its actions for a trigger and service
+    /// (`details`: trigger, service, order, configured; the message says why, in figures).
+    ActionsReordered,
+    /// Feedback on an incident changed a detection rule's or detector's sensitivity (`details`: kind,
+    /// name, service, from, to, configured, reason).
+    SensitivityChanged,
+    /// A snapshot of learnt state (detector state, sensitivities) could not be restored: refused
+    /// (corrupt, or written by a newer mend) and learnt again from scratch.
+    LearntStateRefused,
+    /// An operator made mend forget what it learnt (`mend learn reset`), about a service or all.
+    LearntStateReset,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 31] = [
         Self::ConfigLoaded,
         Self::ConfigChecked,
         Self::ConfigReloaded,
@@ -111,6 +122,10 @@ impl EventKind {
         Self::Ejected,
         Self::Returned,
         Self::MendTrouble,
+        Self::ActionsReordered,
+        Self::SensitivityChanged,
+        Self::LearntStateRefused,
+        Self::LearntStateReset,
     ];
 
     /// The stable snake_case name.
@@ -143,6 +158,10 @@ impl EventKind {
             Self::Ejected => "ejected",
             Self::Returned => "returned",
             Self::MendTrouble => "mend_trouble",
+            Self::ActionsReordered => "actions_reordered",
+            Self::SensitivityChanged => "sensitivity_changed",
+            Self::LearntStateRefused => "learnt_state_refused",
+            Self::LearntStateReset => "learnt_state_reset",
         }
     }
 

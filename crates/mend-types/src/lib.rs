@@ -8,6 +8,7 @@ mod event;
 mod exit;
 mod heal;
 mod ids;
+mod learn;
 mod probe;
 mod signal;
 mod time;
@@ -21,6 +22,7 @@ pub use heal::{
     IncidentId, IncidentSignal, IncidentState, RankedService, ReplicaChange, ReplicaCondition, TimelineEntry,
 };
 pub use ids::{InvalidName, ReplicaId, ServiceName};
+pub use learn::{ActionOutcome, Verdict};
 pub use probe::{MendTrouble, ProbeOutcome, ProcessEvidence};
 pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};
 pub use time::{Clock, SystemClock, Timestamp};

@@ -171,6 +171,28 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Show what mend learnt: each policy action's outcomes, the order a policy tries its actions in,
+    /// and each rule's and detector's sensitivity beside the configured one. `reset` forgets.
+    Learn {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<LearnCommand>,
+    },
+    /// Say whether an incident was a false alarm (the rules and detectors that raised it relax, within
+    /// the [learn] bounds) or correct (a run of correct ones takes a relaxation back a step).
+    Feedback {
+        #[command(flatten)]
+        target: Target,
+        /// The incident's id.
+        id: u64,
+        /// `false-positive` or `correct`.
+        #[arg(value_enum)]
+        verdict: FeedbackArg,
+    },
     /// Restart a service's replicas (gracefully).
     Restart(ControlArgs),
     /// Stop a service's replicas; they stay stopped.
@@ -303,6 +325,27 @@ enum Command {
         #[arg(long, conflicts_with_all = ["all", "follow", "grep", "level", "since", "timestamps"])]
         patterns: bool,
     },
+}
+
+/// `mend learn ...`.
+#[derive(Subcommand, Debug)]
+enum LearnCommand {
+    /// Forget what was learnt: outcomes and the orders learnt from them (about one service with
+    /// `--service`), and, without `--service`, the sensitivities learnt from feedback.
+    Reset {
+        /// Only what concerns this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+}
+
+/// An operator's verdict on an incident.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum FeedbackArg {
+    /// Nothing was wrong: the detection was a false alarm.
+    FalsePositive,
+    /// The detection was right.
+    Correct,
 }
 
 /// `mend chaos ...`.
@@ -763,6 +806,8 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Incident { target, .. }
         | Command::Actions { target, .. }
         | Command::Approve { target, .. }
+        | Command::Learn { target, .. }
+        | Command::Feedback { target, .. }
         | Command::Deny { target, .. }
         | Command::Pause { target }
         | Command::Resume { target }
@@ -807,6 +852,11 @@ async fn client_command(command: Command) -> ExitCode {
         Command::Incident { id, json, .. } => incident(&client, id, json).await,
         Command::Actions { open, limit, json, .. } => actions(&client, open, limit, json).await,
         Command::Approve { id, .. } => decide(&client, id, "approve").await,
+        Command::Learn { json, command: None, .. } => learnt(&client, json).await,
+        Command::Learn { command: Some(LearnCommand::Reset { service }), .. } => {
+            forget(&client, service.as_deref()).await
+        }
+        Command::Feedback { id, verdict, .. } => feedback(&client, id, verdict).await,
         Command::Deny { id, .. } => decide(&client, id, "deny").await,
         Command::Pause { .. } => healing(&client, "pause").await,
         Command::Resume { .. } => healing(&client, "resume").await,
@@ -1132,6 +1182,36 @@ async fn decide(client: &Client, id: u64, decision: &str) -> Result<(), ClientEr
     let record: mend_types::ActionRecord =
         client.json_with_body(Method::POST, &format!("/api/v1/actions/{id}/{decision}"), None).await?;
     output::line(&output::action_line(&record));
+    Ok(())
+}
+
+async fn learnt(client: &Client, json: bool) -> Result<(), ClientError> {
+    let report: mend_api::LearnReport = client.json(Method::GET, "/api/v1/learn").await?;
+    if json {
+        output::line(&serde_json::to_string_pretty(&report).map_err(|error| ClientError::Other(error.to_string()))?);
+    } else {
+        output::raw(output::learn_report(&report).as_bytes());
+    }
+    Ok(())
+}
+
+async fn feedback(client: &Client, id: u64, verdict: FeedbackArg) -> Result<(), ClientError> {
+    let verdict = match verdict {
+        FeedbackArg::FalsePositive => "false_positive",
+        FeedbackArg::Correct => "correct",
+    };
+    let body = serde_json::json!({ "verdict": verdict });
+    let answer: mend_api::FeedbackAnswer =
+        client.json_with_body(Method::POST, &format!("/api/v1/incidents/{id}/feedback"), Some(&body)).await?;
+    output::raw(output::feedback_answer(&answer).as_bytes());
+    Ok(())
+}
+
+async fn forget(client: &Client, service: Option<&str>) -> Result<(), ClientError> {
+    let body = serde_json::json!({ "service": service });
+    let answer: mend_api::ResetAnswer = client.json_with_body(Method::POST, "/api/v1/learn/reset", Some(&body)).await?;
+    let scope = answer.service.as_ref().map(|s| format!(" about {s}")).unwrap_or_default();
+    output::line(&format!("forgot{scope}: {}", answer.forgot.join(", ")));
     Ok(())
 }
 

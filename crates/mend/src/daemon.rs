@@ -210,7 +210,12 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         traffic.has_proxies().then(|| tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone())));
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
-    let detect_loop = DetectLoop::start(Detection::new(&config), series.clone(), signals.clone(), clock.clone());
+    // What operators' feedback relaxed reaches the detect loop on this watch (the learn stage restores it).
+    let (relaxations, relaxations_in) = tokio::sync::watch::channel(mend_detection::feedback::Relaxations::default());
+    // What the detectors learnt in the last run goes on (a bad or newer snapshot is refused and relearnt).
+    let mut detection = Detection::new(&config);
+    crate::learn::restore_detection(&store, events.as_ref(), clock.as_ref(), &mut detection)?;
+    let detect_loop = DetectLoop::start(detection, series.clone(), signals.clone(), clock.clone(), relaxations_in);
     let executor = Arc::new(crate::heal::Executor::new(&config, &supervisor, &traffic));
     let parts = crate::heal::StageParts {
         store: store.clone(),
@@ -219,8 +224,18 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         executor: executor.clone(),
         clock: clock.clone(),
         series: series.clone(),
+        events: events.clone(),
     };
     let (heal, mut heal_task) = crate::heal::HealStage::start(&config, heal_subscription, parts)?;
+    let learning = crate::learn::Learning::start(
+        &config,
+        heal.clone(),
+        store.clone(),
+        events.clone(),
+        clock.clone(),
+        relaxations,
+        detect_loop.handle(),
+    )?;
     let replica_changes = crate::heal::publish_replica_changes(&supervisor, bus.clone(), clock.clone());
     let (api_closing, api_closing_in) = tokio::sync::watch::channel(false);
     let (reload_requests, mut reloads_asked) = tokio::sync::mpsc::channel::<mend_api::ReloadRequest>(4);
@@ -243,6 +258,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         clock: clock.clone(),
         reload: reload_requests,
         healing: Arc::new(heal.clone()),
+        learn: Arc::new(crate::learn::LearnHandle(learning.clone())),
         log_patterns: {
             let log_stage = log_stage.clone();
             Arc::new(move |service: &str| log_stage.patterns(service))
@@ -324,6 +340,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             }
         }
     });
+    // What the detectors learnt is kept for the next start (a clean shutdown's snapshot).
+    learning.snapshot_detection().await;
     // Healing stops first: nothing new is decided while services stop; nor does chaos start or revert
     // anything (stopping a replica resumes it if it was stopped).
     heal_task.abort();

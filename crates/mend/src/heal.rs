@@ -23,8 +23,8 @@ use mend_config::Config;
 use mend_store::{JournalEntry, Store};
 use mend_supervisor::Supervisor;
 use mend_types::{
-    ActionId, ActionRecord, ActionState, BuiltinDiagnosis, Clock, HealMode, Incident, ServiceName, SignalKind,
-    SignalSink,
+    ActionId, ActionRecord, ActionState, BuiltinDiagnosis, Clock, EventSink, HealMode, Incident, ServiceName,
+    SignalKind, SignalSink,
 };
 use mend_types::{ReplicaChange, ReplicaCondition};
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +35,8 @@ pub(crate) use self::execute::Executor;
 const TICK: Duration = Duration::from_secs(1);
 /// How often the proxies' observed caller → callee edges are read into the dependency graph.
 const EDGES_EVERY_TICKS: u32 = 10;
+/// Outcomes read back at start-up (the newest): far more than ranking a policy's actions needs.
+const LEARN_FROM_OUTCOMES: usize = 100_000;
 
 /// Where an operator's command is answered.
 type OperatorAnswer = oneshot::Sender<Result<ActionRecord, OperatorError>>;
@@ -53,6 +55,8 @@ pub(crate) struct StageParts {
     pub(crate) clock: Arc<dyn Clock>,
     /// The proxies' observed edges are read here.
     pub(crate) series: Arc<std::sync::RwLock<mend_observe::series::SeriesStore>>,
+    /// Where the learner's events (reorderings) are published.
+    pub(crate) events: Arc<dyn EventSink>,
 }
 
 /// What the API and the executor ask of the stage.
@@ -65,6 +69,16 @@ enum Command {
     Reconfigure(Box<Config>),
     /// An action ended.
     Outcome(Outcome),
+    /// What the learner counted, and the orders it would use.
+    Learnt(oneshot::Sender<Learnt>),
+    /// Forget what was learnt from outcomes (about a service, or all).
+    Forget(Option<ServiceName>, oneshot::Sender<()>),
+}
+
+/// What the healer learnt from outcomes, for `mend learn`.
+pub(crate) struct Learnt {
+    pub(crate) outcomes: Vec<mend_api::OutcomeRow>,
+    pub(crate) orders: Vec<mend_api::OrderRow>,
 }
 
 /// How an action ended, from the executor.
@@ -84,6 +98,8 @@ pub(crate) struct HealStage {
     executor: Arc<Executor>,
     /// The autoscalers as the API shows them.
     autoscale: Arc<std::sync::Mutex<std::collections::BTreeMap<String, mend_api::AutoscaleDto>>>,
+    /// The running config, for the learn stage (a reload reaches the heal stage first).
+    config: Arc<tokio::sync::watch::Sender<Arc<Config>>>,
 }
 
 /// Everything the stage's task owns.
@@ -110,6 +126,8 @@ struct Stage {
     config: Arc<Config>,
     /// The services' autoscalers.
     autoscaling: autoscale::Autoscaling,
+    /// Where the learner's events go.
+    events: Arc<dyn EventSink>,
 }
 
 /// The built-in diagnoses the healer draws from events itself: published by this stage, so their echo on
@@ -153,7 +171,7 @@ impl HealStage {
         parts: StageParts,
     ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
         use anyhow::Context as _;
-        let StageParts { store, supervisor, signals, executor, clock, series } = parts;
+        let StageParts { store, supervisor, signals, executor, clock, series, events } = parts;
         let (interrupted, stopped) =
             store.close_interrupted(clock.wall()).context("cannot close what the last run left in the journal")?;
         if !interrupted.is_empty() || !stopped.is_empty() {
@@ -164,12 +182,21 @@ impl HealStage {
             );
         }
         let (last_incident, last_action) = store.journal_ids().context("cannot read the journal")?;
-        let healer = Healer::new(
+        let mut healer = Healer::new(
             Settings::of(config),
             last_incident + 1,
             last_action + 1,
             Box::new(mend_incident::RankingDiagnoser::live()),
         );
+        // What earlier runs learnt: the outcomes they recorded are counted again.
+        let outcomes = store.outcomes(LEARN_FROM_OUTCOMES).context("cannot read the recorded outcomes")?;
+        healer.learn_from(&outcomes);
+        if !outcomes.is_empty() {
+            tracing::info!(
+                n_outcomes = outcomes.len(),
+                "outcomes of earlier actions read back: orderings learnt from them"
+            );
+        }
         let (commands, inbox) = mpsc::channel(64);
         let executor_handle = executor.clone();
         let autoscaling = autoscale::Autoscaling::new(config);
@@ -191,14 +218,32 @@ impl HealStage {
             facts: observe::FactLog::default(),
             config: Arc::new(config.clone()),
             autoscaling,
+            events,
         };
         let task = tokio::spawn(stage.run(subscription, inbox));
-        Ok((Self { commands, executor: executor_handle, autoscale }, task))
+        let config = Arc::new(tokio::sync::watch::channel(Arc::new(config.clone())).0);
+        Ok((Self { commands, executor: executor_handle, autoscale, config }, task))
     }
 
     /// Takes a reloaded config: policies, limits, modes, hooks and targets.
     pub(crate) async fn reconfigure(&self, config: &Config) {
+        self.config.send_replace(Arc::new(config.clone()));
         let _ = self.commands.send(Command::Reconfigure(Box::new(config.clone()))).await;
+    }
+
+    /// The running config, changed by each reload.
+    pub(crate) fn config(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.config.subscribe()
+    }
+
+    /// What the healer learnt from outcomes.
+    pub(crate) async fn learnt(&self) -> Option<Learnt> {
+        self.ask(Command::Learnt).await
+    }
+
+    /// Forgets what the healer learnt from outcomes (about `service`, or all).
+    pub(crate) async fn forget(&self, service: Option<ServiceName>) -> Option<()> {
+        self.ask(|answer| Command::Forget(service, answer)).await
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
@@ -322,6 +367,38 @@ impl Stage {
         }
     }
 
+    fn learnt(&self) -> Learnt {
+        let describe = |actions: &[mend_types::ActionKind]| actions.iter().map(|a| a.describe()).collect::<Vec<_>>();
+        Learnt {
+            outcomes: self
+                .healer
+                .learner()
+                .tallies()
+                .map(|(key, tally)| mend_api::OutcomeRow {
+                    trigger: key.trigger.clone(),
+                    service: key.service.clone(),
+                    action: key.action.clone(),
+                    n: tally.n,
+                    n_resolved: tally.n_resolved,
+                    n_failed: tally.n_failed,
+                    mean_recover_ms: tally.mean_recover().map(|d| d.as_millis() as u64),
+                })
+                .collect(),
+            orders: self
+                .healer
+                .orders()
+                .into_iter()
+                .map(|(trigger, service, configured, order)| mend_api::OrderRow {
+                    trigger,
+                    service,
+                    configured: describe(&configured),
+                    learnt: describe(&order.actions),
+                    why: order.why,
+                })
+                .collect(),
+        }
+    }
+
     fn on_command(&mut self, command: Command) -> Vec<Decision> {
         let now = self.clock.wall();
         match command {
@@ -382,6 +459,15 @@ impl Stage {
                 let _ = answer.send(self.status());
                 Vec::new()
             }
+            Command::Learnt(answer) => {
+                let _ = answer.send(self.learnt());
+                Vec::new()
+            }
+            Command::Forget(service, answer) => {
+                self.healer.forget(service.as_ref());
+                let _ = answer.send(());
+                Vec::new()
+            }
             Command::Reconfigure(config) => {
                 self.config = Arc::new((*config).clone());
                 self.mode = config.healing.mode;
@@ -440,6 +526,18 @@ impl Stage {
                     entries.push(JournalEntry::Action(Box::new(record)));
                 }
                 Decision::Signal(signal) => self.signals.signal(signal),
+                Decision::Outcome(outcome) => {
+                    tracing::info!(
+                        action = %outcome.action, incident = %outcome.incident, kind = outcome.kind.label(),
+                        trigger = %outcome.trigger, verdict = %outcome.verdict, recover_ms = ?outcome.recover_ms,
+                        "action outcome"
+                    );
+                    entries.push(JournalEntry::Outcome(Box::new(outcome)));
+                }
+                Decision::Event(event) => {
+                    tracing::info!(kind = %event.kind, "{}", event.message);
+                    self.events.emit(event);
+                }
                 Decision::Observe(request) => {
                     let started = self.clock.now();
                     let observations = self.observe(&request);

@@ -8,6 +8,7 @@ mod client;
 mod daemon;
 mod gameday;
 mod heal;
+mod learn;
 mod notify;
 mod output;
 mod reload;

@@ -439,6 +439,103 @@ pub(crate) fn incident_timeline(dto: &IncidentDto) -> String {
     text
 }
 
+/// `mend learn`: outcomes, orders and sensitivities, each a table.
+pub(crate) fn learn_report(report: &mend_api::LearnReport) -> String {
+    let mut out = String::new();
+    if !report.enabled {
+        out.push_str("learning is off ([learn] enabled = false): the configured orders and sensitivities hold\n\n");
+    }
+    out.push_str("OUTCOMES\n");
+    if report.outcomes.is_empty() {
+        out.push_str("no outcomes recorded yet\n");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .outcomes
+            .iter()
+            .map(|row| {
+                vec![
+                    row.trigger.clone(),
+                    row.service.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
+                    row.action.clone(),
+                    format!("{}/{}", row.n_resolved, row.n),
+                    row.n_failed.to_string(),
+                    row.mean_recover_ms.map_or_else(|| "-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["TRIGGER", "SERVICE", "ACTION", "RESOLVED", "FAILED", "MEAN RECOVERY"], &rows));
+    }
+    out.push_str("\nORDERS\n");
+    if report.orders.is_empty() {
+        out.push_str("no policy has outcomes yet: every policy tries its actions in the configured order\n");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .orders
+            .iter()
+            .map(|row| {
+                vec![
+                    row.trigger.clone(),
+                    row.service.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
+                    row.configured.join(", "),
+                    if row.learnt == row.configured { "(as configured)".to_owned() } else { row.learnt.join(", ") },
+                    row.why.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["TRIGGER", "SERVICE", "CONFIGURED", "LEARNT", "WHY"], &rows));
+    }
+    out.push_str("\nSENSITIVITIES\n");
+    if report.sensitivities.is_empty() {
+        out.push_str("no rules or detectors configured\n");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .sensitivities
+            .iter()
+            .map(|row| {
+                let (kind, configured, current) = match row.kind {
+                    mend_api::SourceKind::Rule => {
+                        ("rule", format!("for {}s", row.configured), format!("for {}s", row.current))
+                    }
+                    mend_api::SourceKind::Detect => {
+                        ("detect", format!("alarm at {:.3}", row.configured), format!("alarm at {:.3}", row.current))
+                    }
+                };
+                vec![
+                    kind.to_owned(),
+                    row.name.clone(),
+                    configured,
+                    current,
+                    format!("x{}", row.relax),
+                    row.n_false_positive.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["KIND", "NAME", "CONFIGURED", "CURRENT", "RELAX", "FALSE POSITIVES"], &rows));
+    }
+    out
+}
+
+/// `mend feedback`: what the verdict changed.
+pub(crate) fn feedback_answer(answer: &mend_api::FeedbackAnswer) -> String {
+    let verdict = match answer.verdict {
+        mend_api::FeedbackVerdict::FalsePositive => "a false positive",
+        mend_api::FeedbackVerdict::Correct => "correct",
+    };
+    let mut out = format!("incident {} marked {verdict}\n", answer.incident);
+    if answer.sources.is_empty() {
+        out.push_str(
+            "no rule or detector raised it (built-in diagnoses and external alerts have no sensitivity here)\n",
+        );
+    }
+    for change in &answer.changes {
+        let kind = if change.kind == mend_api::SourceKind::Rule { "rule" } else { "detector" };
+        out.push_str(&format!("{kind} {}: x{} -> x{}: {}\n", change.name, change.from, change.to, change.why));
+    }
+    if !answer.sources.is_empty() && answer.changes.is_empty() {
+        out.push_str("no sensitivity changed (learning off, at a bound, or a run of correct verdicts not complete)\n");
+    }
+    out
+}
 #[cfg(test)]
 mod tests {
     use super::*;

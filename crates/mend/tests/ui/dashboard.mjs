@@ -241,6 +241,11 @@ async function main() {
     );
     await screenshot(page, 'incident');
 
+    // 7b. Feedback from the incident view: the false-alarm button posts the verdict (through the token);
+    // an external alert has no rule or detector to relax, which the API answers with no change.
+    await incident.locator('button.false-positive').click();
+    await until(page, 'the feedback is taken', () => /a false alarm: done/.test(document.querySelector('#toast')?.textContent || ''));
+
     // 8. The timeline has the signal, escaped too.
     await page.click('nav a[data-view="timeline"]');
     await until(
