@@ -123,11 +123,19 @@ impl Supervisor {
             .iter()
             .map(|service| {
                 let service = Arc::new(service.clone());
-                let replicas = (0..service.total_replicas())
-                    .map(|index| {
+                // Stable replicas first, then the canary's; each carries its release, whatever its index.
+                let canary = service.canary.as_ref().and_then(|canary| service.release(&canary.release));
+                let releases = std::iter::repeat_n(service.stable(), service.replicas as usize).chain(
+                    std::iter::repeat_n(canary, service.total_replicas() as usize - service.replicas as usize)
+                        .flatten(),
+                );
+                let replicas = releases
+                    .enumerate()
+                    .map(|(index, release)| {
                         Arc::new(ReplicaHandle::start(
                             service.clone(),
-                            index,
+                            release.clone(),
+                            index as u32,
                             ctx.clone(),
                             traffic.get(&service.name).cloned(),
                         ))
@@ -307,10 +315,10 @@ impl Supervisor {
         Ok(targets.iter().map(|r| r.status()).collect())
     }
 
-    /// Scales the stable release of `name` to `replicas`: new replicas start (on the next ports of the
-    /// service's range) and, with `wait`, are waited for until ready; surplus replicas, the highest
-    /// indexes first, leave the proxy's rotation, drain and stop (a planned stop), then go away.
-    /// Returns the statuses afterwards.
+    /// Scales the stable release of `name` to `replicas` (a canary's replicas are left alone): new
+    /// replicas take the lowest free indexes (and their ports) and, with `wait`, are waited for until
+    /// ready; surplus stable replicas, the highest indexes first, leave the proxy's rotation, drain and
+    /// stop (a planned stop), then go away. Returns the statuses afterwards.
     pub async fn scale(&self, name: &str, replicas: u32, wait: Duration) -> Result<Vec<ReplicaStatus>, ControlError> {
         let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
         let cannot = |reason: String| ControlError::CannotScale { service: name.to_owned(), reason };
@@ -320,14 +328,14 @@ impl Supervisor {
             return Err(ControlError::ShuttingDown);
         }
         let config = service.config();
-        if config.canary.is_some() {
-            // Canary replicas take the indexes after the stable ones: scaling would renumber them.
-            return Err(cannot("it runs a canary release; scale it through its config".to_owned()));
+        let stable = config.stable().clone();
+        let current_replicas = service.replicas();
+        let others = current_replicas.iter().filter(|replica| replica.release != stable.name).count() as u32;
+        let current = current_replicas.len() as u32 - others;
+        if replicas > current && config.ports.is_some_and(|ports| ports.port_of(replicas + others - 1).is_none()) {
+            let canary = if others > 0 { format!(" beside {others} of another release") } else { String::new() };
+            return Err(cannot(format!("its port range has room for fewer than {replicas} replicas{canary}")));
         }
-        if replicas > 0 && config.ports.is_some_and(|ports| ports.port_of(replicas - 1).is_none()) {
-            return Err(cannot(format!("its port range has room for fewer than {replicas} replicas")));
-        }
-        let current = config.replicas;
         let mut scaled = (*config).clone();
         scaled.replicas = replicas;
         let scaled = Arc::new(scaled);
@@ -335,13 +343,17 @@ impl Supervisor {
             if !service.booted.load(Ordering::SeqCst) {
                 return Err(cannot("it is still waiting for its dependencies".to_owned()));
             }
-            // An index comes back only once the replica that had it has stopped (same port, pid file).
+            // The lowest indexes no replica holds; an index comes back only once the replica that had it
+            // has stopped (same port, pid file).
+            let used: Vec<u32> = current_replicas.iter().map(|replica| replica.id.index).collect();
+            let indexes: Vec<u32> =
+                (0..).filter(|index| !used.contains(index)).take((replicas - current) as usize).collect();
             loop {
                 let busy: Vec<u32> = service
                     .still_retiring()
                     .iter()
                     .map(|replica| replica.id.index)
-                    .filter(|index| (current..replicas).contains(index))
+                    .filter(|index| indexes.contains(index))
                     .collect();
                 match busy.first() {
                     None => break,
@@ -355,11 +367,24 @@ impl Supervisor {
                 return Err(ControlError::ShuttingDown);
             }
             let traffic = self.traffic.get(&scaled.name).cloned();
-            let added: Vec<Arc<ReplicaHandle>> = (current..replicas)
-                .map(|index| Arc::new(ReplicaHandle::start(scaled.clone(), index, self.ctx.clone(), traffic.clone())))
+            let added: Vec<Arc<ReplicaHandle>> = indexes
+                .iter()
+                .map(|index| {
+                    Arc::new(ReplicaHandle::start(
+                        scaled.clone(),
+                        stable.clone(),
+                        *index,
+                        self.ctx.clone(),
+                        traffic.clone(),
+                    ))
+                })
                 .collect();
             *service.config.write().unwrap_or_else(PoisonError::into_inner) = scaled;
-            service.replicas.write().unwrap_or_else(PoisonError::into_inner).extend(added.iter().cloned());
+            {
+                let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
+                list.extend(added.iter().cloned());
+                list.sort_by_key(|replica| replica.id.index);
+            }
             service.membership.send_modify(|version| *version += 1);
             for replica in &added {
                 if !replica.send(Control::Start).await {
@@ -387,29 +412,48 @@ impl Supervisor {
             }
             let surplus: Vec<Arc<ReplicaHandle>> = {
                 let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
-                let keep = (replicas as usize).min(list.len());
-                list.split_off(keep)
+                let mut stable_indexes: Vec<u32> = list
+                    .iter()
+                    .filter(|replica| replica.release == stable.name)
+                    .map(|replica| replica.id.index)
+                    .collect();
+                let leaving = stable_indexes.split_off(replicas as usize);
+                let (gone, kept): (Vec<_>, Vec<_>) = list
+                    .drain(..)
+                    .partition(|replica| replica.release == stable.name && leaving.contains(&replica.id.index));
+                *list = kept;
+                gone
             };
             *service.config.write().unwrap_or_else(PoisonError::into_inner) = scaled;
             service.membership.send_modify(|version| *version += 1);
-            // A planned stop: each replica drains through its proxy before its process is signalled; its
-            // task then ends, whatever commands still come its way.
-            // Listed as retiring first: if this scale is cut short, shutdown still finds them.
-            service.retiring.write().unwrap_or_else(PoisonError::into_inner).extend(surplus.iter().cloned());
-            for replica in &surplus {
-                let _ = replica.send(Control::Retire).await;
-            }
-            drop(scaling);
-            let deadline = deadline + config.stop_timeout;
-            for replica in &surplus {
-                let mut status = replica.watch();
-                self.unless_shutting_down(async {
-                    let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.down)).await;
-                })
-                .await;
-            }
+            self.retire(service, &surplus, deadline + config.stop_timeout, scaling).await;
         }
         Ok(service.statuses())
+    }
+
+    /// Retires `surplus` (already out of the service's list): a planned stop, each replica drained
+    /// through its proxy before its process is signalled; its task then ends, whatever commands still
+    /// come its way. Waits (outside the scaling lock) until they are down or `deadline` passes.
+    async fn retire(
+        &self,
+        service: &ServiceHandle,
+        surplus: &[Arc<ReplicaHandle>],
+        deadline: tokio::time::Instant,
+        scaling: tokio::sync::MutexGuard<'_, ()>,
+    ) {
+        // Listed as retiring first: if this is cut short, shutdown still finds them.
+        service.retiring.write().unwrap_or_else(PoisonError::into_inner).extend(surplus.iter().cloned());
+        for replica in surplus {
+            let _ = replica.send(Control::Retire).await;
+        }
+        drop(scaling);
+        for replica in surplus {
+            let mut status = replica.watch();
+            self.unless_shutting_down(async {
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.down)).await;
+            })
+            .await;
+        }
     }
 
     /// Stops every service, dependents before their dependencies. The replica tasks end when the

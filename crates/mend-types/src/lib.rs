@@ -18,7 +18,7 @@ pub use heal::{
     ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, HealMode, Incident,
     IncidentId, IncidentSignal, IncidentState, RankedService, ReplicaChange, ReplicaCondition, TimelineEntry,
 };
-pub use ids::{InvalidName, ReplicaId, ServiceName};
+pub use ids::{InvalidName, ReleaseName, ReleaseRole, ReplicaId, ServiceName};
 pub use probe::{MendTrouble, ProbeOutcome, ProcessEvidence};
 pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};
 pub use time::{Clock, SystemClock, Timestamp};

@@ -494,29 +494,40 @@ fn program_warnings(file: &Path, config: &mend_config::Config) -> Vec<String> {
     let self_dir = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf));
     let mut warnings = Vec::new();
     for service in config.services.iter().filter(|service| !service.shell) {
-        let mut releases: Vec<(u32, &[&str])> = vec![(0, &["command"])];
-        if service.canary.is_some() {
-            releases.push((service.replicas, &["canary", "command"]));
-        }
         let mut checked = Vec::new();
-        for (index, key) in releases {
-            let vars = mend_config::TemplateVars {
-                port: service.port_of(index),
-                replica: index,
-                service: service.name.as_str(),
+        for release in &service.releases {
+            // Where the release's command is written: the service's own, a legacy canary table, or a
+            // release table (which may take the service's command).
+            let named = ["release", release.name.as_str(), "command"];
+            let key: Vec<&str> = if service.canary.as_ref().is_some_and(|canary| canary.release == release.name)
+                && mend_config::locate(&text, &["service", service.name.as_str(), "canary", "command"]).is_some()
+            {
+                vec!["canary", "command"]
+            } else if mend_config::locate(
+                &text,
+                &["service", service.name.as_str(), "release", release.name.as_str(), "command"],
+            )
+            .is_some()
+            {
+                named.to_vec()
+            } else {
+                vec!["command"]
             };
-            let Some(program) = service.command_of(index).first().map(|arg| arg.render(&vars)) else { continue };
+            let key = &key;
+            let vars =
+                mend_config::TemplateVars { port: service.port_of(0), replica: 0, service: service.name.as_str() };
+            let Some(program) = release.command.first().map(|arg| arg.render(&vars)) else { continue };
             if checked.contains(&program) {
                 continue;
             }
             let found = mend_supervisor::resolve_program(
                 &program,
-                &service.working_dir,
+                service.working_dir_of(release),
                 std::env::var_os("PATH"),
                 self_dir.as_deref(),
             );
             if let Err(error) = found {
-                let keys: Vec<&str> = ["service", service.name.as_str()].iter().chain(key).copied().collect();
+                let keys: Vec<&str> = ["service", service.name.as_str()].iter().chain(key.iter()).copied().collect();
                 let (line, column) = mend_config::locate(&text, &keys).unwrap_or((1, 1));
                 warnings.push(format!(
                     "{}:{line}:{column}: warning: {}: {error}; its replicas cannot start until it is installed",
