@@ -8,6 +8,7 @@ mod exit;
 mod heal;
 mod ids;
 mod probe;
+mod release;
 mod signal;
 mod time;
 mod units;
@@ -20,6 +21,7 @@ pub use heal::{
 };
 pub use ids::{InvalidName, ReleaseName, ReleaseRole, ReplicaId, ServiceName};
 pub use probe::{MendTrouble, ProbeOutcome, ProcessEvidence};
+pub use release::{ReleaseChange, ReleaseHistoryEntry, Rollout, RolloutPhase, ServiceReleases};
 pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};
 pub use time::{Clock, SystemClock, Timestamp};
 pub use units::{Unit, format_duration, format_percent};
