@@ -16,10 +16,13 @@
 
 mod guard;
 mod healer;
+mod mann_whitney;
 mod policy;
+pub mod rollout;
 mod world;
 
 pub use guard::{Guard, Permit, Refusal};
 pub use healer::{Decision, Healer, Settings};
+pub use mann_whitney::{MannWhitney, mann_whitney_greater};
 pub use policy::{Policies, Target, default_policies};
 pub use world::{ReplicaView, ServiceView, World};
