@@ -80,7 +80,9 @@ impl From<ControlError> for ApiError {
         let status = match error {
             ControlError::UnknownService(_) | ControlError::UnknownReplica { .. } => StatusCode::NOT_FOUND,
             ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ControlError::NotReadyAgain { .. } | ControlError::CannotScale { .. } => StatusCode::CONFLICT,
+            ControlError::NotReadyAgain { .. }
+            | ControlError::CannotScale { .. }
+            | ControlError::CannotRelease { .. } => StatusCode::CONFLICT,
         };
         Self(status, error.to_string())
     }

@@ -673,7 +673,7 @@ when = "HighErrors"
 actions = ["restart"]
 [[heal]]
 when = "crashed"
-actions = ["reboot", "rollback", "notify ops", "scale 2", "escalate", "restart"]
+actions = ["reboot", "rollback now", "notify ops", "scale 2", "escalate", "restart"]
 [notify.pager]
 url = "https://example.invalid/x"
 [healing]
@@ -685,13 +685,13 @@ mode = "yolo"
              bad_replica, overload, fd_exhaustion, disk_exhaustion, dependency_failure; an Alertmanager alert is \
              written \"alert:NAME\")",
             "mend.toml:8:12: heal[1].actions[0]: unknown action \"reboot\" (allowed: restart, rolling-restart, \
-             scale +N, scale -N, eject [DURATION], hook NAME, notify NAME, escalate)",
-            "mend.toml:8:22: heal[1].actions[1]: \"rollback\" is not available yet: it comes with releases (issue \
-             13); until then use \"rolling-restart\" or a hook",
-            "mend.toml:8:34: heal[1].actions[2]: unknown notification target \"ops\": define it in a [notify.ops] table",
-            "mend.toml:8:48: heal[1].actions[3]: invalid scale \"2\": write \"scale +N\" or \"scale -N\" with N from 1 \
+             scale +N, scale -N, eject [DURATION], rollback, hook NAME, notify NAME, escalate)",
+            "mend.toml:8:22: heal[1].actions[1]: \"rollback\" takes no argument: it returns to the service's last good \
+             release",
+            "mend.toml:8:38: heal[1].actions[2]: unknown notification target \"ops\": define it in a [notify.ops] table",
+            "mend.toml:8:52: heal[1].actions[3]: invalid scale \"2\": write \"scale +N\" or \"scale -N\" with N from 1 \
              to 100",
-            "mend.toml:8:71: heal[1].actions[5]: nothing runs after \"escalate\": it stops acting on the incident",
+            "mend.toml:8:75: heal[1].actions[5]: nothing runs after \"escalate\": it stops acting on the incident",
             "mend.toml:10:7: notify.pager.url: \"https://example.invalid/x\": https is not supported by mend's \
              client; POST through a [hook.NAME] running curl",
             "mend.toml:12:8: healing.mode: unknown mode \"yolo\" (allowed: \"auto\", \"approve\", \"dry-run\")",

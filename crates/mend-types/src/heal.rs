@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ReplicaId, ServiceName, Timestamp};
+use crate::{ReleaseName, ReplicaId, ServiceName, Timestamp};
 
 /// A built-in diagnosis: a condition mend recognises from its own lifecycle events and proxy figures, usable
 /// in a `[[heal]]` policy's `when` without writing a rule.
@@ -209,6 +209,25 @@ pub enum ActionKind {
     },
     /// Notify every target and stop acting on the incident.
     Escalate,
+    /// Start `replicas` replicas of `release` as the service's canary (no traffic yet) and wait until
+    /// they are ready (a rollout's first step).
+    Deploy {
+        /// The release to try.
+        release: ReleaseName,
+        /// Its replicas.
+        replicas: u32,
+    },
+    /// Send `weight` percent of the service's unpinned requests to its canary (a rollout's step).
+    CanaryWeight {
+        /// Percent.
+        weight: u8,
+    },
+    /// Make the canary the stable release: more of its replicas start, then the old release's drain
+    /// away (never fewer ready replicas than before).
+    Promote,
+    /// Return the service to its last good release: a canary is taken out (weight 0, drained, stopped);
+    /// without one, the last good release replaces the stable one (rolling, drained).
+    Rollback,
 }
 
 impl ActionKind {
@@ -224,6 +243,10 @@ impl ActionKind {
             Self::Hook { name } => format!("hook {name}"),
             Self::Notify { name } => format!("notify {name}"),
             Self::Escalate => "escalate".to_owned(),
+            Self::Deploy { release, replicas } => format!("deploy {release} ({replicas} replicas)"),
+            Self::CanaryWeight { weight } => format!("canary weight {weight}%"),
+            Self::Promote => "promote".to_owned(),
+            Self::Rollback => "rollback".to_owned(),
         }
     }
 
@@ -239,6 +262,10 @@ impl ActionKind {
             Self::Hook { .. } => "hook",
             Self::Notify { .. } => "notify",
             Self::Escalate => "escalate",
+            Self::Deploy { .. } => "deploy",
+            Self::CanaryWeight { .. } => "canary_weight",
+            Self::Promote => "promote",
+            Self::Rollback => "rollback",
         }
     }
 
