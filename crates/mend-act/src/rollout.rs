@@ -7,9 +7,10 @@
 //! - too few requests on either side in the window (`min_requests`) → *inconclusive*: the step holds and
 //!   a new window starts; a rollout is never promoted or aborted on empty data;
 //! - the canary's error ratio above the stable's by more than `max_error_ratio_increase` → fail;
-//! - the canary's p99 above the stable's × `max_p99_ratio` (and by more than `latency_slack_ms`) → fail;
 //! - a one-sided Mann-Whitney U test says the canary's latencies are larger (p < `alpha`) and its median
 //!   is larger by more than `min_effect` → fail (a significant but negligible shift passes);
+//! - the canary's p99 above the stable's × `max_p99_ratio` (and by more than `latency_slack_ms`) → fail
+//!   (a slow tail that leaves the median alone);
 //! - otherwise pass: the next step, or promotion after the last.
 //!
 //! At a 100 % step the stable release gets no unpinned traffic: the canary is judged against the stable
@@ -211,15 +212,6 @@ pub fn judge(window: &Window, previous_stable: Option<&ReleaseWindow>, analysis:
             analysis.max_error_ratio_increase * 100.0
         ));
     }
-    if let (Some(canary_p99), Some(stable_p99)) = (canary.quantile_ms(0.99), stable.quantile_ms(0.99))
-        && canary_p99 > stable_p99 * analysis.max_p99_ratio
-        && canary_p99 - stable_p99 > analysis.latency_slack_ms
-    {
-        return Verdict::Fail(format!(
-            "canary p99 latency {canary_p99:.1} ms against stable {stable_p99:.1} ms: above {}×",
-            analysis.max_p99_ratio
-        ));
-    }
     if let (Some(test), Some(canary_median), Some(stable_median)) = (
         mann_whitney_greater(&canary.latencies_ms, &stable.latencies_ms),
         canary.quantile_ms(0.5),
@@ -235,6 +227,15 @@ pub fn judge(window: &Window, previous_stable: Option<&ReleaseWindow>, analysis:
             analysis.alpha,
             canary.latencies_ms.len(),
             stable.latencies_ms.len()
+        ));
+    }
+    if let (Some(canary_p99), Some(stable_p99)) = (canary.quantile_ms(0.99), stable.quantile_ms(0.99))
+        && canary_p99 > stable_p99 * analysis.max_p99_ratio
+        && canary_p99 - stable_p99 > analysis.latency_slack_ms
+    {
+        return Verdict::Fail(format!(
+            "canary p99 latency {canary_p99:.1} ms against stable {stable_p99:.1} ms: above {}×",
+            analysis.max_p99_ratio
         ));
     }
     Verdict::Pass(format!(
@@ -276,6 +277,20 @@ impl RolloutController {
     /// again (both are idempotent at the edge).
     pub fn resume_after_restart(&mut self, now: Timestamp) -> Vec<RolloutDecision> {
         let reason = "mend restarted mid-rollout".to_owned();
+        let decisions = self.resume_decisions(now, &reason);
+        if let Some(
+            RolloutDecision::Hold { reason }
+            | RolloutDecision::SetWeight { reason, .. }
+            | RolloutDecision::Promote { reason }
+            | RolloutDecision::RollBack { reason },
+        ) = decisions.first()
+        {
+            self.rollout.reason = reason.clone();
+        }
+        decisions
+    }
+
+    fn resume_decisions(&mut self, now: Timestamp, reason: &str) -> Vec<RolloutDecision> {
         match self.rollout.phase {
             RolloutPhase::Starting => {
                 self.rollout.since = now;

@@ -9,6 +9,7 @@ fn rollout(steps: &[u8]) -> Rollout {
         service: ServiceName::new("web").expect("name"),
         canary: ReleaseName::new("v2").expect("v2"),
         stable: ReleaseName::new("v1").expect("v1"),
+        canary_replicas: 1,
         steps: steps.to_vec(),
         step_idx: 0,
         interval_ms: 30_000,
@@ -94,9 +95,12 @@ fn a_slower_canary_fails_the_latency_judgement() {
     // The same shift in a 1 ms service is below the latency slack: it passes.
     let verdict = judge(&Window { stable: served(500, 0, 1.0), canary: served(200, 0, 1.4) }, None, &analysis);
     assert!(matches!(verdict, Verdict::Pass(_)), "{verdict:?}");
-    // And the p99 threshold alone.
-    let verdict =
-        judge(&Window { stable: served(500, 0, 20.0), canary: served(200, 0, 40.0) }, None, &Analysis::default());
+    // And the p99 threshold alone: the same median, a slow tail of 3 % at five times the latency.
+    let mut tail = served(200, 0, 20.0);
+    for latency in tail.latencies_ms.iter_mut().step_by(33) {
+        *latency *= 5.0;
+    }
+    let verdict = judge(&Window { stable: served(500, 0, 20.0), canary: tail }, None, &Analysis::default());
     let Verdict::Fail(reason) = verdict else { panic!("{verdict:?}") };
     assert!(reason.contains("p99"), "{reason}");
 }

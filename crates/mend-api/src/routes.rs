@@ -59,6 +59,8 @@ pub struct ApiState {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// The stream between stages, served as server-sent events (`/api/v1/stream`).
     pub stream: Arc<crate::StreamHub>,
+    /// The rollouts: deploy, status, pause, resume, abort, promote.
+    pub rollouts: Arc<dyn crate::RolloutApi>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -105,6 +107,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/canary", post(crate::traffic::set_canary))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/services/{name}/scale", post(scale))
+        .route("/api/v1/services/{name}/deploy", post(crate::rollout::deploy))
+        .route("/api/v1/services/{name}/rollout/{order}", post(crate::rollout::order))
         .route("/api/v1/actions/{id}/{decision}", post(crate::healing::decide))
         .route("/api/v1/healing/{what}", post(crate::healing::pause))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -122,6 +126,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/log-patterns", get(crate::logs::patterns))
         .route("/api/v1/logs", get(crate::logs::aggregate))
         .route("/api/v1/services/{name}/chaos", get(crate::traffic::faults))
+        .route("/api/v1/services/{name}/rollout", get(crate::rollout::status))
         .route("/api/v1/events", get(events))
         .route("/api/v1/signals", get(signals))
         .route("/api/v1/incidents", get(crate::healing::incidents))

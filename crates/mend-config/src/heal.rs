@@ -495,8 +495,7 @@ fn action(
     raw_notify: &[(String, RawNotify)],
 ) -> Result<ActionKind, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    let allowed =
-        "allowed: restart, rolling-restart, scale +N, scale -N, eject [DURATION], rollback, hook NAME, notify NAME, \
+    let allowed = "allowed: restart, rolling-restart, scale +N, scale -N, eject [DURATION], rollback, hook NAME, notify NAME, \
          escalate";
     match words.as_slice() {
         ["restart"] => Ok(ActionKind::Restart),
@@ -519,7 +518,9 @@ fn action(
             Err(message) => Err(message),
         },
         ["rollback"] => Ok(ActionKind::Rollback),
-        ["rollback", ..] => Err("\"rollback\" takes no argument: it returns to the service's last good release".to_owned()),
+        ["rollback", ..] => {
+            Err("\"rollback\" takes no argument: it returns to the service's last good release".to_owned())
+        }
         ["hook", name] => {
             if hooks.iter().any(|hook| hook.name == *name) {
                 Ok(ActionKind::Hook { name: (*name).to_owned() })

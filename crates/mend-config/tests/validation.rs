@@ -682,8 +682,8 @@ mode = "yolo"
         &[
             "mend.toml:4:8: heal[0].when: unknown trigger \"HighErrors\": not a [[rule]], [[detect]] or [[forecast]] \
              name nor a built-in diagnosis (known: crashed, crash_loop, hung, memory_exhaustion, unhealthy, \
-             bad_replica, overload, fd_exhaustion, disk_exhaustion, dependency_failure; an Alertmanager alert is \
-             written \"alert:NAME\")",
+             bad_replica, overload, fd_exhaustion, disk_exhaustion, dependency_failure, bad_release; an \
+             Alertmanager alert is written \"alert:NAME\")",
             "mend.toml:8:12: heal[1].actions[0]: unknown action \"reboot\" (allowed: restart, rolling-restart, \
              scale +N, scale -N, eject [DURATION], rollback, hook NAME, notify NAME, escalate)",
             "mend.toml:8:22: heal[1].actions[1]: \"rollback\" takes no argument: it returns to the service's last good \

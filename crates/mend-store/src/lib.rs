@@ -1201,6 +1201,7 @@ mod tests {
             service: web.clone(),
             canary: v2.clone(),
             stable: v1.clone(),
+            canary_replicas: 1,
             steps: vec![10, 50, 100],
             step_idx: 1,
             interval_ms: 30_000,

@@ -491,7 +491,9 @@ impl Supervisor {
         let traffic = self.traffic.get(&changed.name).cloned();
         let added: Vec<Arc<ReplicaHandle>> = indexes
             .iter()
-            .map(|index| Arc::new(ReplicaHandle::start(changed.clone(), spec.clone(), *index, self.ctx.clone(), traffic.clone())))
+            .map(|index| {
+                Arc::new(ReplicaHandle::start(changed.clone(), spec.clone(), *index, self.ctx.clone(), traffic.clone()))
+            })
             .collect();
         *service.config.write().unwrap_or_else(PoisonError::into_inner) = changed;
         {
@@ -508,8 +510,10 @@ impl Supervisor {
         drop(scaling);
         for replica in &added {
             let mut status = replica.watch();
+            // A canary that fails or restarts twice will not be ready: no use waiting the full time.
             self.unless_shutting_down(async {
-                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.ready)).await;
+                let settled = |now: &ReplicaStatus| now.ready || now.failed() || now.restarts >= 2;
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(settled)).await;
             })
             .await;
         }
@@ -602,7 +606,9 @@ impl Supervisor {
                 .await;
             }
             if added.iter().any(|replica| !replica.status().ready) {
-                return Err(cannot(format!("new replicas of {canary:?} were not ready in time; the old ones still run")));
+                return Err(cannot(format!(
+                    "new replicas of {canary:?} were not ready in time; the old ones still run"
+                )));
             }
             {
                 let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);

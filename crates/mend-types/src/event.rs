@@ -79,11 +79,14 @@ pub enum EventKind {
     /// not the replica's: no replica is stopped for it. One event per replica when the trouble begins,
     /// and one (with `over: true`) when a probe can judge the replica again.
     MendTrouble,
+    /// A rollout moved (`mend deploy`): started, stepped, held, promoted or rolled back; the `phase`,
+    /// `weight`, `release` and `reason` details say where and why.
+    Rollout,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 28] = [
         Self::ConfigLoaded,
         Self::ConfigChecked,
         Self::ConfigReloaded,
@@ -111,6 +114,7 @@ impl EventKind {
         Self::Ejected,
         Self::Returned,
         Self::MendTrouble,
+        Self::Rollout,
     ];
 
     /// The stable snake_case name.
@@ -143,6 +147,7 @@ impl EventKind {
             Self::Ejected => "ejected",
             Self::Returned => "returned",
             Self::MendTrouble => "mend_trouble",
+            Self::Rollout => "rollout",
         }
     }
 

@@ -38,11 +38,14 @@ pub enum BuiltinDiagnosis {
     /// A service suffers because a service it calls misbehaved first (the live diagnosis). A policy on
     /// it acts on the cause, the incident's root, never on the service that suffers.
     DependencyFailure,
+    /// A release is worse than the one before it: a canary judged worse than the stable release, or
+    /// errors or latency that regressed right after a promotion (raised by the rollouts).
+    BadRelease,
 }
 
 impl BuiltinDiagnosis {
     /// Every built-in diagnosis.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Crashed,
         Self::CrashLoop,
         Self::Hung,
@@ -53,6 +56,7 @@ impl BuiltinDiagnosis {
         Self::FdExhaustion,
         Self::DiskExhaustion,
         Self::DependencyFailure,
+        Self::BadRelease,
     ];
 
     /// The name used in `when` and as the signal's name.
@@ -68,6 +72,7 @@ impl BuiltinDiagnosis {
             Self::FdExhaustion => "fd_exhaustion",
             Self::DiskExhaustion => "disk_exhaustion",
             Self::DependencyFailure => "dependency_failure",
+            Self::BadRelease => "bad_release",
         }
     }
 

@@ -96,6 +96,9 @@ pub struct Rollout {
     pub canary: ReleaseName,
     /// The release it replaces (stable when the rollout started).
     pub stable: ReleaseName,
+    /// Replicas of the canary.
+    #[serde(default = "one")]
+    pub canary_replicas: u32,
     /// Weight steps in percent, increasing, the last 100 or less (promotion follows the last).
     pub steps: Vec<u8>,
     /// The step in force (index into `steps`) while stepping.
@@ -125,6 +128,10 @@ impl Rollout {
             RolloutPhase::Starting | RolloutPhase::RollingBack | RolloutPhase::RolledBack => 0,
         }
     }
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// What the store knows about a service's releases.

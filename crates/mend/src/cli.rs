@@ -201,6 +201,29 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Roll a release out: start it as the canary, walk the weight steps judging it against the stable
+    /// release at each, then promote it or roll it back.
+    Deploy {
+        #[command(flatten)]
+        target: Target,
+        /// The service (it needs [service.NAME.proxy] and [service.NAME.release.RELEASE]).
+        name: String,
+        /// The release to roll out.
+        #[arg(long)]
+        release: String,
+        /// Weight steps in percent, increasing (promotion follows the last).
+        #[arg(long, default_value = "10,50,100", value_delimiter = ',')]
+        steps: Vec<i64>,
+        /// Bake time of each step before it is judged.
+        #[arg(long, default_value = "30s")]
+        interval: String,
+        /// Replicas of the canary.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        replicas: u32,
+    },
+    /// A rollout: where it is, or pause, resume, abort or promote it.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Set the canary release's share of a service's traffic.
     Canary {
         #[command(flatten)]
@@ -287,6 +310,49 @@ enum Command {
         /// List the service's log templates with counts, level and an example, most frequent first.
         #[arg(long, conflicts_with_all = ["all", "follow", "grep", "level", "since", "timestamps"])]
         patterns: bool,
+    },
+}
+
+/// `mend rollout ...`.
+#[derive(Subcommand, Debug)]
+enum RolloutCommand {
+    /// Where the service's rollout is, its releases and their history.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold the current step (a failing judgement still rolls back).
+    Pause {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+    },
+    /// Go on from the current step.
+    Resume {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+    },
+    /// Roll back now.
+    Abort {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+    },
+    /// Promote now, without further judging.
+    Promote {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
     },
 }
 
@@ -687,6 +753,14 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Signals { target, .. }
         | Command::Chaos(ChaosCommand::Proxy { target, .. } | ChaosCommand::Clear { target, .. })
         | Command::Canary { target, .. }
+        | Command::Deploy { target, .. }
+        | Command::Rollout(
+            RolloutCommand::Status { target, .. }
+            | RolloutCommand::Pause { target, .. }
+            | RolloutCommand::Resume { target, .. }
+            | RolloutCommand::Abort { target, .. }
+            | RolloutCommand::Promote { target, .. },
+        )
         | Command::Logs { target, .. }
         | Command::Restart(ControlArgs { target, .. })
         | Command::Stop(ControlArgs { target, .. })
@@ -728,6 +802,10 @@ async fn client_command(command: Command) -> ExitCode {
         }
         Command::Chaos(command) => chaos(&client, command).await,
         Command::Canary { name, weight, .. } => canary(&client, &name, weight).await,
+        Command::Deploy { name, release, steps, interval, replicas, .. } => {
+            deploy(&client, &name, &release, &steps, &interval, replicas).await
+        }
+        Command::Rollout(command) => rollout(&client, command).await,
         Command::Restart(args) => control(&client, "restart", &args).await,
         Command::Stop(args) => control(&client, "stop", &args).await,
         Command::Start(args) => control(&client, "start", &args).await,
@@ -910,6 +988,74 @@ async fn reload(client: &Client) -> Result<(), ClientError> {
     let answer: serde_json::Value = client.json_with_body(Method::POST, "/api/v1/reload", None).await?;
     output::line(answer["message"].as_str().unwrap_or("reloaded"));
     Ok(())
+}
+
+async fn deploy(
+    client: &Client,
+    name: &str,
+    release: &str,
+    steps: &[i64],
+    interval: &str,
+    replicas: u32,
+) -> Result<(), ClientError> {
+    let path = format!("/api/v1/services/{}/deploy", encode_query_value(name));
+    let body = serde_json::json!({ "release": release, "steps": steps, "interval": interval, "replicas": replicas });
+    let answer: mend_api::RolloutStatus = client.json_with_body(Method::POST, &path, Some(&body)).await?;
+    print_rollout(name, &answer);
+    Ok(())
+}
+
+async fn rollout(client: &Client, command: RolloutCommand) -> Result<(), ClientError> {
+    let (name, verb) = match &command {
+        RolloutCommand::Status { name, json, .. } => {
+            let path = format!("/api/v1/services/{}/rollout", encode_query_value(name));
+            if *json {
+                let answer: serde_json::Value = client.json(Method::GET, &path).await?;
+                output::line(&serde_json::to_string_pretty(&answer).unwrap_or_default());
+            } else {
+                let answer: mend_api::RolloutStatus = client.json(Method::GET, &path).await?;
+                print_rollout(name, &answer);
+            }
+            return Ok(());
+        }
+        RolloutCommand::Pause { name, .. } => (name, "pause"),
+        RolloutCommand::Resume { name, .. } => (name, "resume"),
+        RolloutCommand::Abort { name, .. } => (name, "abort"),
+        RolloutCommand::Promote { name, .. } => (name, "promote"),
+    };
+    let path = format!("/api/v1/services/{}/rollout/{verb}", encode_query_value(name));
+    let answer: mend_api::RolloutStatus = client.json(Method::POST, &path).await?;
+    output::line(&format!("{name}: {verb} asked"));
+    print_rollout(name, &answer);
+    Ok(())
+}
+
+fn print_rollout(name: &str, status: &mend_api::RolloutStatus) {
+    let last_good = status.last_good.as_deref().unwrap_or("-");
+    output::line(&format!(
+        "{name}: stable {} (last good {last_good}), canary weight {}%",
+        status.stable, status.weight
+    ));
+    if let Some(rollout) = &status.rollout {
+        let steps: Vec<String> = rollout.steps.iter().map(|step| format!("{step}%")).collect();
+        output::line(&format!(
+            "rollout of {} over {}: {}{} at step {} of {} ({}), {}s per step",
+            rollout.canary,
+            rollout.stable,
+            rollout.phase.as_str(),
+            if rollout.paused { " (paused)" } else { "" },
+            (rollout.step_idx + 1).min(rollout.steps.len()),
+            rollout.steps.len(),
+            steps.join(", "),
+            rollout.interval_ms / 1000
+        ));
+        if !rollout.reason.is_empty() {
+            output::line(&format!("  {}", rollout.reason));
+        }
+    }
+    for entry in status.history.iter().take(5) {
+        output::line(&format!("  {} {}: {}", entry.release, entry.change.as_str(), entry.reason));
+    }
 }
 
 async fn canary(client: &Client, name: &str, weight: u8) -> Result<(), ClientError> {

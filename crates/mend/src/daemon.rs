@@ -202,6 +202,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         scrape_stats: scrape_stats.clone(),
         lines: Some(log_sink),
     };
+    // Each service runs the release it promoted last, not the file's, when the store says so.
+    let mut config = config;
+    crate::rollout::apply_persisted_releases(&mut config, &store);
     let supervisor = Arc::new(Supervisor::start(&config, context, &traffic.controls()));
     traffic.follow(&supervisor);
     let traffic = Arc::new(traffic);
@@ -222,6 +225,16 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     };
     let (heal, mut heal_task) = crate::heal::HealStage::start(&config, heal_subscription, parts)?;
     let replica_changes = crate::heal::publish_replica_changes(&supervisor, bus.clone(), clock.clone());
+    let rollouts = crate::rollout::Rollouts::start(crate::rollout::RolloutParts {
+        supervisor: supervisor.clone(),
+        traffic: traffic.clone(),
+        healing: Arc::new(heal.clone()),
+        store: store.clone(),
+        events: events.clone(),
+        signals: signals.clone(),
+        clock: clock.clone(),
+        executor: executor.clone(),
+    });
     let (api_closing, api_closing_in) = tokio::sync::watch::channel(false);
     let (reload_requests, mut reloads_asked) = tokio::sync::mpsc::channel::<mend_api::ReloadRequest>(4);
     let api_state = ApiState {
@@ -242,6 +255,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         },
         closing: api_closing_in,
         stream: Arc::new(mend_api::StreamHub::new(bus.clone())),
+        rollouts: Arc::new(crate::rollout::RolloutHandle(rollouts.clone())),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());
@@ -315,7 +329,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             }
         }
     });
-    // Healing stops first: nothing new is decided while services stop.
+    // Rollouts and healing stop first: nothing new is decided while services stop (a rollout stays
+    // persisted where it was and resumes at the next start).
+    rollouts.abort();
     heal_task.abort();
     for task in &replica_changes {
         task.abort();

@@ -146,7 +146,8 @@ impl Executor {
                 let wait = wait.unwrap_or(Duration::from_secs(120));
                 let after = supervisor.start_canary(name.as_str(), release, *replicas, wait).await?;
                 let n_ready = after.iter().filter(|s| s.ready).count();
-                let message = format!("started {} replicas of {release} as {name}'s canary ({n_ready} ready)", after.len());
+                let message =
+                    format!("started {} replicas of {release} as {name}'s canary ({n_ready} ready)", after.len());
                 if n_ready == after.len() { Ok((message, String::new())) } else { Err(Failure::message(message)) }
             }
             ActionKind::CanaryWeight { weight } => {
@@ -168,7 +169,10 @@ impl Executor {
                 let after = supervisor.promote_canary(name.as_str(), wait).await?;
                 let n_ready = after.iter().filter(|s| s.ready).count();
                 let release = canary.map_or_else(|| "?".to_owned(), |release| release.to_string());
-                Ok((format!("{release} is {name}'s stable release ({n_ready} of {} replicas ready)", after.len()), String::new()))
+                Ok((
+                    format!("{release} is {name}'s stable release ({n_ready} of {} replicas ready)", after.len()),
+                    String::new(),
+                ))
             }
             ActionKind::Rollback => {
                 let supervisor = supervisor()?;
@@ -183,7 +187,10 @@ impl Executor {
                         mend_api::TrafficApi::set_canary_weight(&*traffic, name.as_str(), 0);
                     }
                     supervisor.stop_canary(name.as_str(), wait).await?;
-                    return Ok((format!("{name}'s canary {} was taken out: weight 0, drained, stopped", canary.release), String::new()));
+                    return Ok((
+                        format!("{name}'s canary {} was taken out: weight 0, drained, stopped", canary.release),
+                        String::new(),
+                    ));
                 }
                 let last_good = self
                     .last_good
@@ -192,12 +199,23 @@ impl Executor {
                     .get(&name)
                     .cloned()
                     .filter(|release| *release != config.stable_release)
-                    .ok_or_else(|| Failure::message(format!("{name} runs its last good release already ({})", config.stable_release)))?;
+                    .ok_or_else(|| {
+                        Failure::message(format!(
+                            "{name} runs its last good release already ({})",
+                            config.stable_release
+                        ))
+                    })?;
                 let n_stable = config.replicas;
                 supervisor.start_canary(name.as_str(), &last_good, n_stable.max(1), wait).await?;
                 let after = supervisor.promote_canary(name.as_str(), wait).await?;
                 let n_ready = after.iter().filter(|s| s.ready).count();
-                Ok((format!("{name} was returned to its last good release {last_good} ({n_ready} of {} replicas ready)", after.len()), String::new()))
+                Ok((
+                    format!(
+                        "{name} was returned to its last good release {last_good} ({n_ready} of {} replicas ready)",
+                        after.len()
+                    ),
+                    String::new(),
+                ))
             }
             ActionKind::Eject { for_ms } => {
                 let name = service_name()?;
