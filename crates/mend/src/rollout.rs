@@ -263,6 +263,21 @@ impl Rollouts {
                 unready.unready.map(|why| why.to_string()).unwrap_or_default()
             ));
         }
+        // The proxy's outlier detection ejected a canary replica: its failures starve it of traffic (no
+        // window would ever hold enough requests), so that is a verdict in itself.
+        if trouble.is_none()
+            && let Some(proxy) = self.traffic.proxy(rollout.service.as_str())
+            && let Some(ejected) = proxy
+                .stats()
+                .backends
+                .iter()
+                .find(|backend| backend.id.release == Release::Canary && backend.in_table && backend.ejected)
+        {
+            let why = ejected.last_ejection.map_or_else(String::new, |ejection| {
+                format!(" after {} failures in a row ({:?})", ejection.consecutive_failures, ejection.reason)
+            });
+            trouble = Some(format!("the proxy ejected replica {} of {}{why}", ejected.id.index, rollout.canary));
+        }
         if trouble.is_none()
             && let Ok(incidents) = self.store.incidents(20, true)
         {
@@ -421,18 +436,19 @@ impl Rollouts {
             // What the edge finished is told to the controller at once (promoted or rolled back).
             if finished {
                 let now = self.clock.wall();
-                let mut running = lock(&running);
                 let observation = Observation { finished: true, ..Observation::default() };
                 finished = false;
-                running.controller.step(&observation, now);
-                let rollout = running.controller.rollout.clone();
-                drop(running);
+                // Stepped on a copy, journalled, then shown: nobody sees the end before it is on disk.
+                let mut controller = lock(&running).controller.clone();
+                controller.step(&observation, now);
+                let rollout = controller.rollout.clone();
                 let change = match rollout.phase {
                     RolloutPhase::Promoted => Some(ReleaseChange::Promoted),
                     RolloutPhase::RolledBack => Some(ReleaseChange::RolledBack),
                     _ => None,
                 };
                 self.persist(&rollout, change);
+                lock(&running).controller = controller;
                 self.event(
                     &rollout,
                     format!("{}'s rollout of {} ended: {}", rollout.service, rollout.canary, rollout.phase.as_str()),
