@@ -562,22 +562,18 @@ fn program_warnings(file: &Path, config: &mend_config::Config) -> Vec<String> {
     for service in config.services.iter().filter(|service| !service.shell) {
         let mut checked = Vec::new();
         for release in &service.releases {
-            // Where the release's command is written: the service's own, a legacy canary table, or a
-            // release table (which may take the service's command).
+            // Where the release's command is written: the service's own (its implicit `stable` release),
+            // a legacy canary table, or a release table.
             let named = ["release", release.name.as_str(), "command"];
-            let key: Vec<&str> = if service.canary.as_ref().is_some_and(|canary| canary.release == release.name)
-                && mend_config::locate(&text, &["service", service.name.as_str(), "canary", "command"]).is_some()
-            {
-                vec!["canary", "command"]
-            } else if mend_config::locate(
-                &text,
-                &["service", service.name.as_str(), "release", release.name.as_str(), "command"],
-            )
-            .is_some()
-            {
-                named.to_vec()
-            } else {
+            let implicit = release.name == service.stable_release && release.name.as_str() == "stable";
+            let legacy_canary = release.name.as_str() == "canary"
+                && service.canary.as_ref().is_some_and(|canary| canary.release == release.name);
+            let key: Vec<&str> = if implicit {
                 vec!["command"]
+            } else if legacy_canary {
+                vec!["canary", "command"]
+            } else {
+                named.to_vec()
             };
             let key = &key;
             let vars =

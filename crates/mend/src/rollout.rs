@@ -117,6 +117,32 @@ impl Rollouts {
             running: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
+        // A healing `rollback` that returned a service to its last good release is persisted: the next
+        // mend starts on it.
+        let (store, clock) = (rollouts.store.clone(), rollouts.clock.clone());
+        let restored: crate::heal::Restored =
+            Arc::new(move |service: &ServiceName, release: &ReleaseName, why: &str| {
+                let stored = store.service_releases(service.as_str()).ok().flatten();
+                let releases = ServiceReleases {
+                    service: service.clone(),
+                    stable: release.clone(),
+                    last_good: Some(release.clone()),
+                    rollout: stored.and_then(|stored| stored.rollout),
+                };
+                let entry = ReleaseHistoryEntry {
+                    service: service.clone(),
+                    release: release.clone(),
+                    at: clock.wall(),
+                    change: ReleaseChange::Restored,
+                    reason: why.to_owned(),
+                };
+                let entries =
+                    vec![JournalEntry::ReleaseHistory(Box::new(entry)), JournalEntry::Releases(Box::new(releases))];
+                if let Err(error) = tokio::task::block_in_place(|| store.journal(entries)) {
+                    tracing::error!(error = %error, service = %service, "cannot journal the restored release");
+                }
+            });
+        *rollouts.executor.on_restored.write().unwrap_or_else(PoisonError::into_inner) = Some(restored);
         for service in rollouts.supervisor.services() {
             let name = service.config().name.clone();
             let Ok(Some(stored)) = rollouts.store.service_releases(name.as_str()) else { continue };
@@ -201,7 +227,8 @@ impl Rollouts {
             })));
         }
         entries.push(JournalEntry::Releases(Box::new(releases)));
-        if let Err(error) = self.store.journal(entries) {
+        // The journal waits for the disk: off the runtime's worker, as the heal stage's journal is.
+        if let Err(error) = tokio::task::block_in_place(|| self.store.journal(entries)) {
             tracing::error!(error = %error, service = %rollout.service, "cannot journal the rollout");
         }
     }
@@ -360,11 +387,19 @@ impl Rollouts {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_hold = String::new();
+        // The stable release's last full window before the promotion: what the promoted release must not
+        // fall behind right after it.
+        let mut baseline: Option<ReleaseWindow> = None;
         loop {
             if pending.is_empty() {
                 ticker.tick().await;
                 let rollout = lock(&running).controller.rollout.clone();
                 let mut observation = self.observe(&rollout, &mut start, &mut baseline_restarts);
+                if let Some(window) = &observation.window
+                    && window.stable.requests >= self.analysis.min_requests
+                {
+                    baseline = Some(window.stable.clone());
+                }
                 observation.finished = std::mem::take(&mut finished);
                 if let Some(why) = deploy_failed.take() {
                     observation.canary_trouble = Some(why);
@@ -459,6 +494,46 @@ impl Rollouts {
             }
         }
         lock(&self.running).remove(&service);
+        let rollout = lock(&running).controller.rollout.clone();
+        if rollout.phase == RolloutPhase::Promoted
+            && let Some(baseline) = baseline
+        {
+            self.watch_after_promotion(&rollout, baseline).await;
+        }
+    }
+
+    /// Right after a promotion, the new stable release is judged against the old one's last window, once
+    /// per interval for three intervals (at least 5 s, at most 10 min): errors or latency that regress
+    /// raise the built-in `bad_release` diagnosis, which a `[[heal]]` policy answers with `rollback`.
+    async fn watch_after_promotion(&self, rollout: &Rollout, baseline: ReleaseWindow) {
+        let interval =
+            Duration::from_millis(rollout.interval_ms).clamp(Duration::from_secs(2), Duration::from_secs(200));
+        let Some(proxy) = self.traffic.proxy(rollout.service.as_str()) else { return };
+        for _ in 0..3 {
+            let stats = proxy.stats();
+            let (requests, errors) = (stats.stable.responses(), stats.stable.status_5xx);
+            let written = proxy.latency_sample(Release::Stable, u64::MAX).written;
+            tokio::time::sleep(interval).await;
+            let stats = proxy.stats();
+            let window = ReleaseWindow {
+                requests: stats.stable.responses().saturating_sub(requests),
+                errors: stats.stable.status_5xx.saturating_sub(errors),
+                latencies_ms: proxy.latency_sample(Release::Stable, written).latencies_ms,
+            };
+            let verdict =
+                mend_act::rollout::judge(&Window { stable: baseline.clone(), canary: window }, None, &self.analysis);
+            if let mend_act::rollout::Verdict::Fail(why) = verdict {
+                let reason = format!("right after its promotion, {}", why.replacen("canary", "the new release's", 1));
+                let mut after = rollout.clone();
+                after.reason = reason.clone();
+                self.event(
+                    &after,
+                    format!("{}: {} regressed after its promotion: {why}", rollout.service, rollout.canary),
+                );
+                self.bad_release(&after, &reason);
+                return;
+            }
+        }
     }
 
     /// Raises the built-in `bad_release` diagnosis on the canary's first replica, with the verdict as
@@ -466,7 +541,12 @@ impl Rollouts {
     /// the remedy already under way.
     fn bad_release(&self, rollout: &Rollout, reason: &str) {
         let Some(service) = self.supervisor.service(rollout.service.as_str()) else { return };
-        let index = service.statuses().iter().find(|status| status.release == rollout.canary).map_or(0, |s| s.index);
+        let statuses = service.statuses();
+        let index = statuses
+            .iter()
+            .find(|status| status.release == rollout.canary)
+            .or(statuses.first())
+            .map_or(0, |status| status.index);
         let replica = ReplicaId::new(rollout.service.clone(), index);
         let evidence = format!("release {} against {}: {reason}", rollout.canary, rollout.stable);
         let now = self.clock.wall();

@@ -242,6 +242,57 @@ fn a_restart_mid_rollout_resumes_it_and_a_promotion_survives_the_next() {
 }
 
 #[test]
+fn a_release_that_regresses_after_its_promotion_is_rolled_back_by_a_healing_policy() {
+    let _cpu = common::cpu_to_myself();
+    let (mut daemon, _) = releases();
+    // The same service with a policy: bad_release → rollback.
+    let config = common::read(&daemon.config_path) + "[[heal]]\nwhen = \"bad_release\"\nactions = [\"rollback\"]\n";
+    std::fs::write(&daemon.config_path, config).expect("write config");
+    let status = daemon.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    daemon.spawn();
+    daemon.wait_ready("web");
+    let proxy: SocketAddr = common::read(&daemon.config_path)
+        .lines()
+        .skip_while(|line| *line != "[service.web.proxy]")
+        .find_map(|line| line.strip_prefix("listen = \"127.0.0.1:").and_then(|rest| rest.strip_suffix('"')))
+        .and_then(|port| format!("127.0.0.1:{port}").parse().ok())
+        .expect("proxy address");
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 4, 500_000, Duration::from_millis(1), stop.clone());
+    running.wait_for_more(200);
+    deploy(&daemon, &["--release", "good", "--steps", "50,100", "--interval", "1s"]);
+    wait_for_phase(&daemon, "promoted", Duration::from_secs(60));
+    eventually(Duration::from_secs(30), "only the new release runs", || {
+        (releases_running(&daemon) == ["good", "good"]).then_some(())
+    });
+    // The new release starts failing a fifth of its requests right after the promotion.
+    for replica in daemon.replicas("web") {
+        let port = replica["port"].as_u64().expect("port") as u16;
+        let answer = common::post(SocketAddr::from(([127, 0, 0, 1], port)), "/fault/errors?rate=0.2");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    // bad_release fires; the policy's rollback returns the service to v1, drained.
+    eventually(Duration::from_secs(60), "the service is back on its last good release", || {
+        (releases_running(&daemon) == ["v1", "v1"] && rollout(&daemon)["stable"] == "v1").then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    running.join();
+    let incidents = get(daemon.api, "/api/v1/incidents").body;
+    assert!(incidents.contains("bad_release") && incidents.contains("right after its promotion"), "{incidents}");
+    // Journalled once the old release's replicas have stopped (the action's end).
+    eventually(Duration::from_secs(30), "the restored release in the history", || {
+        rollout(&daemon)["history"].to_string().contains("\"restored\"").then_some(())
+    });
+    // Persisted: the next mend starts on v1.
+    let status = daemon.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    daemon.spawn();
+    daemon.wait_ready("web");
+    assert_eq!(releases_running(&daemon), ["v1", "v1"]);
+}
+
+#[test]
 fn deploy_refuses_what_it_cannot_do() {
     let (daemon, _proxy) = releases();
     let out = daemon.cli(&["deploy", "web", "--release", "v9"]);

@@ -26,7 +26,12 @@ pub(crate) struct Executor {
     counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Each service's last good release, kept by the rollouts (what a `rollback` returns to).
     pub(crate) last_good: RwLock<HashMap<ServiceName, ReleaseName>>,
+    /// Told when a `rollback` returned a service to its last good release (the rollouts persist it).
+    pub(crate) on_restored: RwLock<Option<Restored>>,
 }
+
+/// What the executor tells when a rollback restored a release: the service, the release, why.
+pub(crate) type Restored = Arc<dyn Fn(&ServiceName, &ReleaseName, &str) + Send + Sync>;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -44,6 +49,7 @@ impl Executor {
             waits: Mutex::new(HashMap::new()),
             counts: Mutex::new(BTreeMap::new()),
             last_good: RwLock::new(HashMap::new()),
+            on_restored: RwLock::new(None),
         }
     }
 
@@ -209,6 +215,10 @@ impl Executor {
                 supervisor.start_canary(name.as_str(), &last_good, n_stable.max(1), wait).await?;
                 let after = supervisor.promote_canary(name.as_str(), wait).await?;
                 let n_ready = after.iter().filter(|s| s.ready).count();
+                let restored = self.on_restored.read().unwrap_or_else(PoisonError::into_inner).clone();
+                if let Some(restored) = restored {
+                    restored(&name, &last_good, &record.reason);
+                }
                 Ok((
                     format!(
                         "{name} was returned to its last good release {last_good} ({n_ready} of {} replicas ready)",
