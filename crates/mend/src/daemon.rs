@@ -364,6 +364,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         // A follower (`mend logs -f`, say) keeps a connection open: cut it.
         Err(_) => server_abort.abort(),
     }
+    // The rollouts hold the supervisor and the proxies too (their tasks were aborted above).
+    drop(rollouts);
     drop(supervisor);
     // The runners release their handles on the proxies as they end.
     for _ in 0..50 {
