@@ -18,12 +18,15 @@ mod autoscale;
 mod guard;
 mod healer;
 mod learner;
+mod mann_whitney;
 mod policy;
+pub mod rollout;
 mod world;
 
 pub use autoscale::{Autoscaler, Hold, Observation, Recommendation, averaged, cpu_query};
 pub use guard::{Guard, Permit, Refusal};
 pub use healer::{Decision, Healer, Settings};
 pub use learner::{Learner, Order, Tally, TallyKey};
+pub use mann_whitney::{MannWhitney, mann_whitney_greater};
 pub use policy::{Policies, Target, default_policies};
 pub use world::{ReplicaView, ServiceView, World};

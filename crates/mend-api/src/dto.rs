@@ -191,7 +191,7 @@ impl From<ExitCause> for ExitCauseDto {
 pub struct ReplicaDto {
     /// Index within the service.
     pub index: u32,
-    /// `stable` or `canary`.
+    /// The release it runs (`stable` and `canary` for a service without named releases).
     pub release: String,
     /// Pid of the live process.
     pub pid: Option<u32>,
@@ -259,7 +259,7 @@ impl ReplicaDto {
         };
         Self {
             index: status.index,
-            release: status.release.to_owned(),
+            release: status.release.to_string(),
             pid: status.pid,
             port: status.port,
             state: status.state.as_str().to_owned(),

@@ -12,6 +12,7 @@ mod learn;
 mod logs;
 mod metrics;
 mod query;
+mod rollout;
 mod routes;
 mod server;
 mod stream;
@@ -34,6 +35,7 @@ pub use learn::{
 };
 pub use logs::{PatternDto, PatternSource, PatternsDto};
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
+pub use rollout::{DeployOrder, NoRollouts, RolloutApi, RolloutError, RolloutOrder, RolloutStatus, parse_steps};
 pub use routes::{ApiState, ReloadRequest, router};
 pub use server::{MAX_REQUEST_BODY_BYTES, ServeLimits, serve};
 pub use stream::{MAX_STREAM_CLIENTS, StreamHub, StreamMessage};

@@ -63,6 +63,8 @@ pub struct ApiState {
     pub chaos: Arc<dyn crate::ChaosApi>,
     /// The learn stage: what was learnt, feedback, forgetting.
     pub learn: Arc<dyn crate::LearnApi>,
+    /// The rollouts: deploy, status, pause, resume, abort, promote.
+    pub rollouts: Arc<dyn crate::RolloutApi>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -84,7 +86,9 @@ impl From<ControlError> for ApiError {
         let status = match error {
             ControlError::UnknownService(_) | ControlError::UnknownReplica { .. } => StatusCode::NOT_FOUND,
             ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ControlError::NotReadyAgain { .. } | ControlError::CannotScale { .. } => StatusCode::CONFLICT,
+            ControlError::NotReadyAgain { .. }
+            | ControlError::CannotScale { .. }
+            | ControlError::CannotRelease { .. } => StatusCode::CONFLICT,
         };
         Self(status, error.to_string())
     }
@@ -108,6 +112,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/chaos/{fault}", post(crate::chaos::inject))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/services/{name}/scale", post(scale))
+        .route("/api/v1/services/{name}/deploy", post(crate::rollout::deploy))
+        .route("/api/v1/services/{name}/rollout/{order}", post(crate::rollout::order))
         .route("/api/v1/actions/{id}/{decision}", post(crate::healing::decide))
         .route("/api/v1/healing/{what}", post(crate::healing::pause))
         .route("/api/v1/incidents/{id}/feedback", post(crate::learn::feedback))
@@ -127,6 +133,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/log-patterns", get(crate::logs::patterns))
         .route("/api/v1/logs", get(crate::logs::aggregate))
         .route("/api/v1/services/{name}/chaos", get(crate::traffic::faults))
+        .route("/api/v1/services/{name}/rollout", get(crate::rollout::status))
         .route("/api/v1/events", get(events))
         .route("/api/v1/chaos", get(crate::chaos::status))
         .route("/api/v1/signals", get(signals))

@@ -2,8 +2,8 @@
 //! `[service.NAME.healing]`, from raw tables to validated types.
 //!
 //! Triggers and actions are parsed here once (`Trigger`, `mend_types::ActionKind`): nothing downstream
-//! re-reads a string. An unknown trigger or action, a hook or target that is not defined, and `rollback`
-//! (which comes with releases) are errors with file, line and key.
+//! re-reads a string. An unknown trigger or action, or a hook or target that is not defined, is an error
+//! with file, line and key.
 
 use std::time::Duration;
 
@@ -495,8 +495,8 @@ fn action(
     raw_notify: &[(String, RawNotify)],
 ) -> Result<ActionKind, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    let allowed =
-        "allowed: restart, rolling-restart, scale +N, scale -N, eject [DURATION], hook NAME, notify NAME, escalate";
+    let allowed = "allowed: restart, rolling-restart, scale +N, scale -N, eject [DURATION], rollback, hook NAME, notify NAME, \
+         escalate";
     match words.as_slice() {
         ["restart"] => Ok(ActionKind::Restart),
         ["rolling-restart"] => Ok(ActionKind::RollingRestart),
@@ -517,10 +517,9 @@ fn action(
             Ok(_) => Err("an ejection lasts longer than 0s and at most 1h".to_owned()),
             Err(message) => Err(message),
         },
+        ["rollback"] => Ok(ActionKind::Rollback),
         ["rollback", ..] => {
-            Err("\"rollback\" is not available yet: it comes with releases (issue 13); until then use \
-             \"rolling-restart\" or a hook"
-                .to_owned())
+            Err("\"rollback\" takes no argument: it returns to the service's last good release".to_owned())
         }
         ["hook", name] => {
             if hooks.iter().any(|hook| hook.name == *name) {

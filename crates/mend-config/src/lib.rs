@@ -49,9 +49,9 @@ pub use heal::{HealPolicy, Healing, Hook, NotifyTarget, ServiceHealing, Trigger}
 pub use learn::Learn;
 pub use model::{
     Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,
-    Detect, Forecast, HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings, Release,
-    RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, UpstreamProtocol, parse_size,
-    split_host_port,
+    Detect, Forecast, HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings,
+    ReleaseSpec, RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, UpstreamProtocol,
+    parse_size, split_host_port,
 };
 pub use template::{Placeholder, Template, TemplateVars};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use mend_types::{ServiceName, Severity};
+use mend_types::{ReleaseName, ReleaseRole, ServiceName, Severity};
 
 use crate::template::Template;
 
@@ -369,6 +369,10 @@ pub struct Service {
     pub max_memory_bytes: Option<u64>,
     /// mend's reverse proxy in front of the ready replicas.
     pub proxy: Option<ProxySettings>,
+    /// Its releases (at least the stable one), in file order.
+    pub releases: Vec<ReleaseSpec>,
+    /// The release that runs by default (`stable_release`; `stable` for a service without release tables).
+    pub stable_release: ReleaseName,
     /// A canary release beside the stable one.
     pub canary: Option<Canary>,
     /// How mend heals this service (`[service.NAME.healing]`).
@@ -377,56 +381,58 @@ pub struct Service {
     pub autoscale: Option<crate::autoscale::Autoscale>,
 }
 
-/// Which release a replica runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Release {
-    /// The service's own command.
-    Stable,
-    /// The canary's command.
-    Canary,
-}
-
-impl Release {
-    /// `stable` or `canary`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stable => "stable",
-            Self::Canary => "canary",
-        }
-    }
+/// One named release of a service (`[service.NAME.release.RELEASE]`, or the implicit `stable` release
+/// that is the service's own command): what a replica runs. A replica carries its release; its index
+/// says nothing about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseSpec {
+    /// The release's name.
+    pub name: ReleaseName,
+    /// argv templates (the service's command unless the release gives its own).
+    pub command: Vec<Template>,
+    /// Extra environment, layered over the service's.
+    pub env: Vec<(String, Template)>,
+    /// Working directory (the service's unless the release gives its own).
+    pub working_dir: Option<PathBuf>,
 }
 
 impl Service {
-    /// Replicas of both releases: stable replicas take indexes `0..replicas`, canary replicas the next
-    /// ones (and the ports after them).
+    /// Replicas of both releases as configured: the stable release's, then the canary's.
     pub fn total_replicas(&self) -> u32 {
         self.replicas + self.canary.as_ref().map_or(0, |canary| canary.replicas)
     }
 
-    /// The release replica `index` runs.
-    pub fn release_of(&self, index: u32) -> Release {
-        // Without a canary every replica is stable, whatever the count it is scaled to.
-        if index < self.replicas || self.canary.is_none() { Release::Stable } else { Release::Canary }
+    /// The release called `name`.
+    pub fn release(&self, name: &ReleaseName) -> Option<&ReleaseSpec> {
+        self.releases.iter().find(|release| release.name == *name)
     }
 
-    /// The command of replica `index`.
-    pub fn command_of(&self, index: u32) -> &[Template] {
-        match (&self.canary, self.release_of(index)) {
-            (Some(canary), Release::Canary) => &canary.command,
-            _ => &self.command,
+    /// The stable release (validation guarantees it exists).
+    pub fn stable(&self) -> &ReleaseSpec {
+        self.release(&self.stable_release).unwrap_or_else(|| &self.releases[0])
+    }
+
+    /// The part `release` plays under this config: canary if it is the configured canary's release.
+    pub fn role_of(&self, release: &ReleaseName) -> ReleaseRole {
+        match &self.canary {
+            Some(canary) if canary.release == *release => ReleaseRole::Canary,
+            _ => ReleaseRole::Stable,
         }
     }
 
-    /// The extra environment of replica `index` (a canary's env is layered over the service's).
-    pub fn env_of(&self, index: u32) -> Vec<(String, Template)> {
+    /// The extra environment of a replica of `release` (the release's env is layered over the service's).
+    pub fn env_of(&self, release: &ReleaseSpec) -> Vec<(String, Template)> {
         let mut env = self.env.clone();
-        if let (Some(canary), Release::Canary) = (&self.canary, self.release_of(index)) {
-            for (key, value) in &canary.env {
-                env.retain(|(existing, _)| existing != key);
-                env.push((key.clone(), value.clone()));
-            }
+        for (key, value) in &release.env {
+            env.retain(|(existing, _)| existing != key);
+            env.push((key.clone(), value.clone()));
         }
         env
+    }
+
+    /// The working directory of a replica of `release`.
+    pub fn working_dir_of<'a>(&'a self, release: &'a ReleaseSpec) -> &'a std::path::Path {
+        release.working_dir.as_deref().unwrap_or(&self.working_dir)
     }
 }
 
@@ -494,10 +500,8 @@ pub struct ProxySettings {
 /// `[service.NAME.canary]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Canary {
-    /// Command of the canary release (the service's by default).
-    pub command: Vec<Template>,
-    /// Extra environment, layered over the service's.
-    pub env: Vec<(String, Template)>,
+    /// The release the canary runs (`release = "v2"`; `canary` for a legacy table with its own command).
+    pub release: ReleaseName,
     /// Canary replicas.
     pub replicas: u32,
     /// Percentage of unpinned requests sent to the canary.

@@ -42,6 +42,8 @@ pub(crate) struct RawService {
     pub(crate) max_memory_bytes: Option<IntOrString>,
     pub(crate) proxy: Option<RawProxy>,
     pub(crate) canary: Option<RawCanary>,
+    pub(crate) release: Option<BTreeMap<String, RawRelease>>,
+    pub(crate) stable_release: Option<String>,
     pub(crate) healing: Option<crate::heal::RawServiceHealing>,
     pub(crate) autoscale: Option<crate::autoscale::RawAutoscale>,
 }
@@ -75,12 +77,23 @@ pub(crate) struct RawProxy {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCanary {
+    pub(crate) release: Option<String>,
     pub(crate) command: Option<StringOrList>,
     pub(crate) env: Option<BTreeMap<String, String>>,
     pub(crate) replicas: Option<i64>,
     pub(crate) weight: Option<i64>,
     pub(crate) pin_header: Option<String>,
     pub(crate) pin_cookie: Option<String>,
+}
+
+/// `[service.NAME.release.RELEASE]`: one named release (what its replicas run).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRelease {
+    pub(crate) command: Option<StringOrList>,
+    pub(crate) args: Option<Vec<String>>,
+    pub(crate) env: Option<BTreeMap<String, String>>,
+    pub(crate) working_dir: Option<String>,
 }
 
 /// `[service.NAME.metrics]`: scrape each replica's exposition.

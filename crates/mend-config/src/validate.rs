@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mend_types::{ServiceName, Severity};
+use mend_types::{ReleaseName, ServiceName, Severity};
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -17,12 +17,12 @@ use crate::error::{ConfigError, ConfigErrors, LineIndex};
 use crate::model::{
     Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,
     Detect, Forecast, HttpTarget, LoadBalancing, Logs, Metrics, PortRange, Probe, ProbeRole, ProxySettings,
-    RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, UpstreamProtocol, parse_size,
-    split_host_port,
+    ReleaseSpec, RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, UpstreamProtocol,
+    parse_size, split_host_port,
 };
 use crate::raw::{
-    FloatOrString, IntOrString, RawApi, RawCanary, RawDetect, RawForecast, RawProbe, RawProxy, RawRule, RawScrape,
-    RawService, RawStorage, StringOrList,
+    FloatOrString, IntOrString, RawApi, RawCanary, RawDetect, RawForecast, RawProbe, RawProxy, RawRelease, RawRule,
+    RawScrape, RawService, RawStorage, StringOrList,
 };
 use crate::template::{Placeholder, Template, TemplateVars};
 
@@ -509,7 +509,16 @@ fn validate_service(
     let errors_before = problems.errors.len();
     let shell = raw.shell.unwrap_or(false);
     let command_path = path.key("command");
-    let command = command(problems, path, raw.command.as_ref(), shell);
+    // With release tables that each give a command, the service's own command may be left out.
+    let releases_bring_commands = raw
+        .release
+        .as_ref()
+        .is_some_and(|releases| !releases.is_empty() && releases.values().all(|r| r.command.is_some()));
+    let mut command = if raw.command.is_none() && releases_bring_commands {
+        Vec::new()
+    } else {
+        command(problems, path, raw.command.as_ref(), shell)
+    };
     let working_dir = match &raw.working_dir {
         None => base_dir.to_path_buf(),
         Some(dir) if dir.is_empty() => {
@@ -528,8 +537,12 @@ fn validate_service(
     let replicas = integer(problems, &path.key("replicas"), raw.replicas, 0..=1024, 1).map(|n| n as u32);
     let ports = raw.ports.as_ref().and_then(|ports| port_range(problems, &path.key("ports"), ports));
     let proxy = raw.proxy.as_ref().and_then(|proxy| validate_proxy(problems, &path.key("proxy"), proxy));
-    let canary =
-        raw.canary.as_ref().and_then(|canary| validate_canary(problems, &path.key("canary"), canary, &command, shell));
+    let (releases, stable_release, canary) = validate_releases(problems, path, raw, &command, shell, base_dir);
+    if command.is_empty()
+        && let Some(stable) = releases.iter().find(|release| Some(&release.name) == stable_release.as_ref())
+    {
+        command = stable.command.clone();
+    }
     if raw.canary.is_some() && raw.proxy.is_none() {
         problems.add(&path.key("canary"), "a canary needs [service.NAME.proxy]: the proxy is what splits the traffic");
     }
@@ -698,10 +711,193 @@ fn validate_service(
         metrics,
         max_memory_bytes,
         proxy,
+        releases,
+        stable_release: stable_release?,
         canary,
         healing: healing?,
         autoscale,
     })
+}
+
+/// The releases of a service, which one is stable, and its canary.
+///
+/// Without `[service.NAME.release.*]` tables the service has one release, `stable`, its own command. A
+/// legacy `[service.NAME.canary]` with its own `command`/`env` (no `release` key) is kept working as a
+/// release named `canary`: existing files need no change, and the release is a release like any other
+/// once validated.
+fn validate_releases(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    raw: &RawService,
+    service_command: &[Template],
+    shell: bool,
+    base_dir: &Path,
+) -> (Vec<ReleaseSpec>, Option<ReleaseName>, Option<Canary>) {
+    let mut releases = Vec::new();
+    let tables = raw.release.as_ref().filter(|tables| !tables.is_empty());
+    for (name, raw_release) in tables.into_iter().flatten() {
+        let release_path = path.key("release").key(name);
+        let name = match ReleaseName::new(name) {
+            Ok(name) => name,
+            Err(invalid) => {
+                problems.add(&release_path, format!("invalid release name {:?}: {}", invalid.name, invalid.reason));
+                continue;
+            }
+        };
+        if let Some(release) =
+            validate_release(problems, &release_path, name, raw_release, service_command, shell, base_dir)
+        {
+            releases.push(release);
+        }
+    }
+    let stable = match (&raw.stable_release, tables) {
+        (None, None) => {
+            releases.push(ReleaseSpec {
+                name: ReleaseName::implicit_stable(),
+                command: service_command.to_vec(),
+                env: Vec::new(),
+                working_dir: None,
+            });
+            Some(ReleaseName::implicit_stable())
+        }
+        (Some(_), None) => {
+            problems.add(
+                &path.key("stable_release"),
+                "names a release but the service has none: add [service.NAME.release.RELEASE] tables",
+            );
+            None
+        }
+        (None, Some(tables)) if tables.len() == 1 => releases.first().map(|release| release.name.clone()),
+        (None, Some(tables)) => {
+            let names: Vec<&str> = tables.keys().map(String::as_str).collect();
+            problems.add(
+                path,
+                format!(
+                    "the service has {} releases ({}): say which one runs by default with stable_release = {:?}",
+                    names.len(),
+                    names.join(", "),
+                    releases.first().map_or(names[0], |release| release.name.as_str())
+                ),
+            );
+            None
+        }
+        (Some(name), Some(tables)) => {
+            if tables.contains_key(name) {
+                ReleaseName::new(name).ok()
+            } else {
+                let names: Vec<&str> = tables.keys().map(String::as_str).collect();
+                problems.add(
+                    &path.key("stable_release"),
+                    format!("no release {name:?}: the service has {}", names.join(", ")),
+                );
+                None
+            }
+        }
+    };
+    let canary = raw.canary.as_ref().and_then(|raw_canary| {
+        let canary_path = path.key("canary");
+        let release = match &raw_canary.release {
+            Some(name) => {
+                if raw_canary.command.is_some() || raw_canary.env.is_some() {
+                    problems.add(
+                        &canary_path,
+                        format!(
+                            "a canary that names its release takes the release's command and env: move them to [service.NAME.release.{name}]"
+                        ),
+                    );
+                }
+                if !tables.is_some_and(|tables| tables.contains_key(name)) {
+                    problems.add(
+                        &canary_path.key("release"),
+                        format!("no release {name:?}: add [service.NAME.release.{name}] with its command"),
+                    );
+                    return None;
+                }
+                let name = ReleaseName::new(name).ok()?;
+                if Some(&name) == stable.as_ref() {
+                    problems.add(
+                        &canary_path.key("release"),
+                        format!("{name:?} is the stable release: a canary runs another release"),
+                    );
+                    return None;
+                }
+                name
+            }
+            None => {
+                // Legacy form: the canary brings its own command and env, as a release named `canary`.
+                let name = ReleaseName::new("canary").ok()?;
+                if tables.is_some_and(|tables| tables.contains_key("canary")) {
+                    problems.add(
+                        &canary_path,
+                        "a release is already called \"canary\": name the canary's release with release = \"canary\" and move its command there",
+                    );
+                    return None;
+                }
+                let command = match &raw_canary.command {
+                    None => service_command.to_vec(),
+                    Some(raw_command) => command(problems, &canary_path, Some(raw_command), shell),
+                };
+                let env = env(problems, &canary_path, raw_canary.env.as_ref());
+                releases.push(ReleaseSpec { name: name.clone(), command, env, working_dir: None });
+                name
+            }
+        };
+        validate_canary(problems, &canary_path, raw_canary, release)
+    });
+    (releases, stable, canary)
+}
+
+fn validate_release(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    name: ReleaseName,
+    raw: &RawRelease,
+    service_command: &[Template],
+    shell: bool,
+    base_dir: &Path,
+) -> Option<ReleaseSpec> {
+    let errors_before = problems.errors.len();
+    let command = match (&raw.command, &raw.args) {
+        (Some(_), Some(_)) => {
+            problems.add(
+                &path.key("args"),
+                "give either command (the whole argv) or args (appended to the service's command), not both",
+            );
+            Vec::new()
+        }
+        (Some(raw_command), None) => command(problems, path, Some(raw_command), shell),
+        (None, Some(args)) => {
+            if shell {
+                problems
+                    .add(&path.key("args"), "with shell = true, give the release's whole command string as command");
+            }
+            let mut argv = service_command.to_vec();
+            for (idx, arg) in args.iter().enumerate() {
+                let arg_path = path.key("args").index(idx);
+                spawnable(problems, &arg_path, arg);
+                argv.extend(template(problems, &arg_path, arg));
+            }
+            argv
+        }
+        (None, None) => service_command.to_vec(),
+    };
+    let env = env(problems, path, raw.env.as_ref());
+    spawn_size(problems, path, raw.command.as_ref(), raw.env.as_ref());
+    let working_dir = match &raw.working_dir {
+        None => None,
+        Some(dir) if dir.is_empty() => {
+            problems.add(&path.key("working_dir"), "the working directory is empty");
+            None
+        }
+        Some(dir) => {
+            spawnable(problems, &path.key("working_dir"), dir);
+            Some(base_dir.join(dir))
+        }
+    };
+    if problems.errors.len() > errors_before {
+        return None;
+    }
+    Some(ReleaseSpec { name, command, env, working_dir })
 }
 
 /// Interval and timeout of a scrape: the timeout defaults to the interval, at most 10 s, and may not
@@ -1205,15 +1401,9 @@ fn validate_canary(
     problems: &mut Problems<'_>,
     path: &KeyPath,
     raw: &RawCanary,
-    stable_command: &[Template],
-    shell: bool,
+    release: ReleaseName,
 ) -> Option<Canary> {
     let errors_before = problems.errors.len();
-    let command = match &raw.command {
-        None => stable_command.to_vec(),
-        Some(raw_command) => command(problems, path, Some(raw_command), shell),
-    };
-    let env = env(problems, path, raw.env.as_ref());
     let replicas = integer(problems, &path.key("replicas"), raw.replicas, 0..=1024, 1);
     let weight = integer(problems, &path.key("weight"), raw.weight, 0..=100, 10);
     let pin_header =
@@ -1223,7 +1413,7 @@ fn validate_canary(
     if problems.errors.len() > errors_before {
         return None;
     }
-    Some(Canary { command, env, replicas: replicas? as u32, weight_percent: weight? as u8, pin_header, pin_cookie })
+    Some(Canary { release, replicas: replicas? as u32, weight_percent: weight? as u8, pin_header, pin_cookie })
 }
 
 fn check_templates(check: &Check) -> Vec<&Template> {

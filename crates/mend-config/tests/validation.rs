@@ -75,7 +75,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[service.web]\ncommand = [\"x\"]\nreplica = 2\n",
         &[
-            "mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`, `healing`, `autoscale`",
+            "mend.toml:3:1: service.web.replica: unknown field `replica`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`, `release`, `stable_release`, `healing`, `autoscale`",
         ],
     );
     check_errors(
@@ -124,7 +124,7 @@ replicaz = 1
             "mend.toml:10:12: service.web.liveness.interval: invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h or d)",
             "mend.toml:11:21: service.web.liveness.failure_threshold: 0 is out of range (allowed: 1 to 100000)",
             "mend.toml:13:11: service.db.command: the command is empty: the first element must name the program to run",
-            "mend.toml:16:1: service.worker.replicaz: unknown field `replicaz`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`, `healing`, `autoscale`",
+            "mend.toml:16:1: service.worker.replicaz: unknown field `replicaz`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`, `release`, `stable_release`, `healing`, `autoscale`",
         ],
     );
 }
@@ -409,10 +409,16 @@ pin_cookie = "canary=yes"
     let config = mend_config::parse("mend.toml", text, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
     let web = &config.services[0];
     assert_eq!(web.total_replicas(), 3);
-    assert_eq!(web.release_of(1), mend_config::Release::Stable);
-    assert_eq!(web.release_of(2), mend_config::Release::Canary);
-    assert_eq!(web.command_of(2)[0].source(), "web-next");
-    let env: Vec<(String, String)> = web.env_of(2).iter().map(|(k, v)| (k.clone(), v.source().to_owned())).collect();
+    // The legacy table is a release called `canary` beside the implicit `stable` one.
+    assert_eq!(web.stable_release.as_str(), "stable");
+    let canary = web.canary.as_ref().expect("canary");
+    assert_eq!(canary.release.as_str(), "canary");
+    let canary_release = web.release(&canary.release).expect("canary release");
+    assert_eq!(canary_release.command[0].source(), "web-next");
+    assert_eq!(web.role_of(&canary.release), mend_types::ReleaseRole::Canary);
+    assert_eq!(web.role_of(&web.stable_release), mend_types::ReleaseRole::Stable);
+    let env: Vec<(String, String)> =
+        web.env_of(canary_release).iter().map(|(k, v)| (k.clone(), v.source().to_owned())).collect();
     assert_eq!(env, [("REGION".to_owned(), "eu".to_owned()), ("VERSION".to_owned(), "2".to_owned())]);
     let canary = web.canary.as_ref().expect("canary");
     assert_eq!((canary.weight_percent, canary.pin_header.clone()), (20, Some(("x-canary".to_owned(), "1".to_owned()))));
@@ -516,7 +522,7 @@ depends_on = ["d"]
             "mend.toml:5:11: service.a.command: invalid type: integer `5`, expected an array of strings (argv), or a string with shell = true",
             "mend.toml:6:12: service.a.replicas: invalid type: string \"1\", expected i64",
             "mend.toml:7:9: service.a.shell: invalid type: string \"yes\", expected a boolean",
-            "mend.toml:8:1: service.a.bogus: unknown field `bogus`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`, `healing`, `autoscale`",
+            "mend.toml:8:1: service.a.bogus: unknown field `bogus`, expected one of `command`, `shell`, `working_dir`, `env`, `replicas`, `ports`, `restart`, `stop_signal`, `stop_timeout`, `depends_on`, `backoff`, `restart_limit`, `liveness`, `readiness`, `startup`, `logs`, `metrics`, `max_memory_bytes`, `proxy`, `canary`, `release`, `stable_release`, `healing`, `autoscale`",
             "mend.toml:11:14: service.b.depends_on: dependency cycle: b -> c -> b",
             "mend.toml:17:15: service.d.depends_on[0]: a service cannot depend on itself",
         ],
@@ -667,7 +673,7 @@ when = "HighErrors"
 actions = ["restart"]
 [[heal]]
 when = "crashed"
-actions = ["reboot", "rollback", "notify ops", "scale 2", "escalate", "restart"]
+actions = ["reboot", "rollback now", "notify ops", "scale 2", "escalate", "restart"]
 [notify.pager]
 url = "https://example.invalid/x"
 [healing]
@@ -676,16 +682,16 @@ mode = "yolo"
         &[
             "mend.toml:4:8: heal[0].when: unknown trigger \"HighErrors\": not a [[rule]], [[detect]] or [[forecast]] \
              name nor a built-in diagnosis (known: crashed, crash_loop, hung, memory_exhaustion, unhealthy, \
-             bad_replica, overload, fd_exhaustion, disk_exhaustion, dependency_failure; an Alertmanager alert is \
-             written \"alert:NAME\")",
+             bad_replica, overload, fd_exhaustion, disk_exhaustion, dependency_failure, bad_release; an \
+             Alertmanager alert is written \"alert:NAME\")",
             "mend.toml:8:12: heal[1].actions[0]: unknown action \"reboot\" (allowed: restart, rolling-restart, \
-             scale +N, scale -N, eject [DURATION], hook NAME, notify NAME, escalate)",
-            "mend.toml:8:22: heal[1].actions[1]: \"rollback\" is not available yet: it comes with releases (issue \
-             13); until then use \"rolling-restart\" or a hook",
-            "mend.toml:8:34: heal[1].actions[2]: unknown notification target \"ops\": define it in a [notify.ops] table",
-            "mend.toml:8:48: heal[1].actions[3]: invalid scale \"2\": write \"scale +N\" or \"scale -N\" with N from 1 \
+             scale +N, scale -N, eject [DURATION], rollback, hook NAME, notify NAME, escalate)",
+            "mend.toml:8:22: heal[1].actions[1]: \"rollback\" takes no argument: it returns to the service's last good \
+             release",
+            "mend.toml:8:38: heal[1].actions[2]: unknown notification target \"ops\": define it in a [notify.ops] table",
+            "mend.toml:8:52: heal[1].actions[3]: invalid scale \"2\": write \"scale +N\" or \"scale -N\" with N from 1 \
              to 100",
-            "mend.toml:8:71: heal[1].actions[5]: nothing runs after \"escalate\": it stops acting on the incident",
+            "mend.toml:8:75: heal[1].actions[5]: nothing runs after \"escalate\": it stops acting on the incident",
             "mend.toml:10:7: notify.pager.url: \"https://example.invalid/x\": https is not supported by mend's \
              client; POST through a [hook.NAME] running curl",
             "mend.toml:12:8: healing.mode: unknown mode \"yolo\" (allowed: \"auto\", \"approve\", \"dry-run\")",
@@ -726,4 +732,101 @@ fn issue_15_learn_bounds_are_checked_with_line_and_key() {
     let config = mend_config::parse("mend.toml", "[learn]\nenabled = false\n", Path::new("/")).expect("valid");
     assert!(!config.learn.enabled);
     assert_eq!(config.learn.max_relax, 4.0, "the other keys keep their defaults");
+}
+
+#[test]
+fn named_releases_validate() {
+    let text = r#"
+[service.web]
+command = ["web", "--port", "{port}"]
+replicas = 2
+ports = "9101-9104"
+env = { VERSION = "0", REGION = "eu" }
+stable_release = "v1"
+[service.web.proxy]
+listen = "127.0.0.1:8080"
+[service.web.release.v1]
+env = { VERSION = "1" }
+[service.web.release."v2.0"]
+command = ["web-next", "--port", "{port}"]
+working_dir = "next"
+[service.web.release.v3]
+args = ["--fast"]
+[service.web.canary]
+release = "v2.0"
+replicas = 1
+weight = 5
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/srv/app")).unwrap_or_else(|e| panic!("{e}"));
+    let web = &config.services[0];
+    let names: Vec<&str> = web.releases.iter().map(|release| release.name.as_str()).collect();
+    assert_eq!(names, ["v1", "v2.0", "v3"]);
+    assert_eq!(web.stable().name.as_str(), "v1");
+    assert_eq!(web.stable().command[0].source(), "web", "a release without a command runs the service's");
+    let next = web.release(&web.canary.as_ref().expect("canary").release).expect("v2.0");
+    assert_eq!(next.command[0].source(), "web-next");
+    assert_eq!(web.working_dir_of(next), Path::new("/srv/app/next"));
+    assert_eq!(web.working_dir_of(web.stable()), Path::new("/srv/app"));
+    let v1_env: Vec<(String, String)> =
+        web.env_of(web.stable()).iter().map(|(k, v)| (k.clone(), v.source().to_owned())).collect();
+    assert_eq!(v1_env, [("REGION".to_owned(), "eu".to_owned()), ("VERSION".to_owned(), "1".to_owned())]);
+    let v3 = web.releases.iter().find(|release| release.name.as_str() == "v3").expect("v3");
+    let argv: Vec<&str> = v3.command.iter().map(|arg| arg.source()).collect();
+    assert_eq!(argv, ["web", "--port", "{port}", "--fast"], "args extend the service's command");
+}
+
+#[test]
+fn named_releases_report_every_problem() {
+    let text = r#"
+[service.web]
+command = ["web"]
+[service.web.proxy]
+listen = "127.0.0.1:8080"
+[service.web.release.v1]
+[service.web.release.v2]
+command = ["web-next"]
+args = ["--x"]
+[service.web.release.Bad]
+[service.web.canary]
+release = "v9"
+[service.api]
+command = ["api"]
+stable_release = "v1"
+[service.db]
+command = ["db"]
+stable_release = "v1"
+[service.db.proxy]
+listen = "127.0.0.1:8081"
+[service.db.release.v1]
+[service.db.release.v2]
+[service.db.canary]
+release = "v1"
+command = ["db2"]
+"#;
+    check_errors(
+        text,
+        &[
+            "mend.toml:2:10: service.web: the service has 3 releases (Bad, v1, v2): say which one runs by default with stable_release = \"v1\"",
+            "mend.toml:9:8: service.web.release.v2.args: give either command (the whole argv) or args (appended to the service's command), not both",
+            "mend.toml:10:22: service.web.release.Bad: invalid release name \"Bad\": it must start with a lowercase letter or a digit",
+            "mend.toml:12:11: service.web.canary.release: no release \"v9\": add [service.NAME.release.v9] with its command",
+            "mend.toml:15:18: service.api.stable_release: names a release but the service has none: add [service.NAME.release.RELEASE] tables",
+            "mend.toml:23:13: service.db.canary: a canary that names its release takes the release's command and env: move them to [service.NAME.release.v1]",
+            "mend.toml:24:11: service.db.canary.release: \"v1\" is the stable release: a canary runs another release",
+        ],
+    );
+}
+
+#[test]
+fn releases_that_bring_their_own_commands_need_no_service_command() {
+    let text = r#"
+[service.web]
+stable_release = "v1"
+[service.web.release.v1]
+command = ["web-1"]
+[service.web.release.v2]
+command = ["web-2"]
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.services[0].command[0].source(), "web-1", "the service's command is the stable release's");
 }

@@ -81,6 +81,7 @@ impl Exchange {
         backend.attempts.record(outcome, now.since(self.attempt_start));
         let latency = now.since(self.start);
         shared.metrics.releases[backend.id.release.idx()].record(outcome, latency);
+        shared.metrics.release_latencies[backend.id.release.idx()].record(latency);
         if let Some(slot) = self.caller {
             shared.metrics.callers.counters(slot).record(outcome, latency);
         }

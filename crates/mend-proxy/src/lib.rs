@@ -77,6 +77,6 @@ pub use fault::{Fault, FaultKind, Partition};
 pub use proxy::{DrainOutcome, Proxy, ProxyHandle, ShutdownOutcome};
 pub use route::{Backend, BackendId, CanarySplit, Release, RouteTable};
 pub use stats::{
-    BackendStats, CallerStats, Ejection, EjectionReason, GRPC_CODES, LATENCY_BUCKETS, LatencyHistogram, ProxyStats,
-    RequestStats,
+    BackendStats, CallerStats, Ejection, EjectionReason, GRPC_CODES, LATENCY_BUCKETS, LATENCY_SAMPLE_CAPACITY,
+    LatencyHistogram, LatencySnapshot, ProxyStats, RequestStats,
 };

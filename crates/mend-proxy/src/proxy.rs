@@ -20,10 +20,12 @@ use crate::clock::{Clock, Nanos};
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::fault::{Fault, Faults, Partition};
-use crate::route::{BackendId, RouteTable};
+use crate::route::{BackendId, Release, RouteTable};
 use crate::server::Phase;
 use crate::slow::SlowestAnswer;
-use crate::stats::{BackendStats, CallerTable, Counters, Ejection, EjectionReason, ProxyStats, sum};
+use crate::stats::{
+    BackendStats, CallerTable, Counters, Ejection, EjectionReason, LatencySample, LatencySnapshot, ProxyStats, sum,
+};
 use crate::workers;
 
 /// How long a backend removed from the table stays listed in `stats()` (so the last counts are sampled).
@@ -34,6 +36,8 @@ const RETIRED_TTL: Duration = Duration::from_secs(60);
 pub(crate) struct Metrics {
     /// Responses from backends, by the release of the backend that answered.
     pub(crate) releases: [Counters; 2],
+    /// The latest latencies of each release's requests (for canary judgements).
+    pub(crate) release_latencies: [LatencySample; 2],
     /// Responses the proxy produced.
     pub(crate) local: Counters,
     pub(crate) callers: CallerTable,
@@ -343,6 +347,13 @@ impl ProxyHandle {
     /// The partitions active now.
     pub fn partitions(&self) -> Vec<Partition> {
         self.shared.faults.partitions(&self.shared.clock)
+    }
+
+    /// The latencies of `release`'s requests recorded after the first `start` (0 for all it keeps; the
+    /// snapshot's `written` for what comes after it), at most the latest
+    /// [`LATENCY_SAMPLE_CAPACITY`](crate::LATENCY_SAMPLE_CAPACITY).
+    pub fn latency_sample(&self, release: Release, start: u64) -> LatencySnapshot {
+        self.shared.metrics.release_latencies[release.idx()].since(start)
     }
 
     /// A snapshot of every counter.

@@ -23,7 +23,8 @@ mod learn;
 
 use mend_types::{
     ActionId, ActionOutcome, ActionRecord, ActionState, Event, EventKind, EventSink, Incident, IncidentId,
-    IncidentState, ServiceName, Severity, Signal, SignalKind, SignalSink, SignalState, TimelineEntry, Timestamp,
+    IncidentState, ReleaseHistoryEntry, ServiceName, ServiceReleases, Severity, Signal, SignalKind, SignalSink,
+    SignalState, TimelineEntry, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -141,6 +142,22 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL,
         body BLOB NOT NULL
     );",
+    // 5: releases: each service's stable and last good release and its rollout (the latest state, one
+    // JSON document), and the history of its releases. New tables only: existing rows are untouched.
+    "CREATE TABLE service_releases (
+        service TEXT PRIMARY KEY,
+        updated_ms INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE release_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        service TEXT NOT NULL,
+        release TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        change TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX release_history_service_id ON release_history(service, id);",
 ];
 
 /// One entry of the action journal: the new state of an incident or an action.
@@ -156,6 +173,10 @@ pub enum JournalEntry {
     Learnt(Box<Snapshot>),
     /// Forgets what was learnt (outcomes and snapshots) about a service, or everything.
     Forget(Option<ServiceName>),
+    /// A service's releases (stable, last good, rollout) as they are now.
+    Releases(Box<ServiceReleases>),
+    /// A new row of a service's release history.
+    ReleaseHistory(Box<ReleaseHistoryEntry>),
 }
 
 /// How long events are kept.
@@ -449,6 +470,32 @@ impl Store {
         let incident: i64 = connection.query_row("SELECT COALESCE(MAX(id), 0) FROM incidents", [], |row| row.get(0))?;
         let action: i64 = connection.query_row("SELECT COALESCE(MAX(id), 0) FROM actions", [], |row| row.get(0))?;
         Ok((incident.max(0) as u64, action.max(0) as u64))
+    }
+
+    /// What is stored about `service`'s releases (None before its first rollout or stable record).
+    pub fn service_releases(&self, service: &str) -> Result<Option<ServiceReleases>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let body: Option<String> = connection
+            .query_row("SELECT body FROM service_releases WHERE service = ?1", params![service], |row| row.get(0))
+            .optional()?;
+        // A row this mend cannot read (from a newer one) counts as none, not as an error.
+        Ok(body.and_then(|body| serde_json::from_str(&body).ok()))
+    }
+
+    /// The release history of `service`, newest first, at most `limit` rows.
+    pub fn release_history(&self, service: &str, limit: usize) -> Result<Vec<ReleaseHistoryEntry>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let mut statement = connection
+            .prepare_cached("SELECT body FROM release_history WHERE service = ?1 ORDER BY id DESC LIMIT ?2")?;
+        let rows = statement
+            .query_map(params![service, limit.min(i64::MAX as usize) as i64], |row| row.get::<_, String>(0))?;
+        let mut history = Vec::new();
+        for body in rows {
+            if let Ok(entry) = serde_json::from_str(&body?) {
+                history.push(entry);
+            }
+        }
+        Ok(history)
     }
 
     /// Incidents, newest first: at most `limit`, only those still open with `open_only`.
@@ -881,6 +928,28 @@ fn write_journal(connection: &mut Connection, entries: &[JournalEntry]) -> rusql
             JournalEntry::Outcome(outcome) => learn::write_outcome(&transaction, outcome)?,
             JournalEntry::Learnt(snapshot) => learn::write_snapshot(&transaction, snapshot)?,
             JournalEntry::Forget(service) => learn::forget(&transaction, service.as_ref())?,
+            JournalEntry::Releases(releases) => {
+                let body = serde_json::to_string(releases).map_err(to_sql)?;
+                let updated = releases.rollout.as_ref().map_or(0, |rollout| rollout.since.as_millis());
+                transaction.execute(
+                    "INSERT INTO service_releases (service, updated_ms, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(service) DO UPDATE SET updated_ms = excluded.updated_ms, body = excluded.body",
+                    params![releases.service.as_str(), updated, body],
+                )?;
+            }
+            JournalEntry::ReleaseHistory(entry) => {
+                let body = serde_json::to_string(entry).map_err(to_sql)?;
+                transaction.execute(
+                    "INSERT INTO release_history (service, release, at_ms, change, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        entry.service.as_str(),
+                        entry.release.as_str(),
+                        entry.at.as_millis(),
+                        entry.change.as_str(),
+                        body
+                    ],
+                )?;
+            }
         }
     }
     transaction.commit()
@@ -1135,6 +1204,81 @@ mod tests {
         let error = Store::open(&path, Retention::default()).err().expect("newer schema refused");
         let expected = format!("schema version 99, newer than the {} this mend supports", MIGRATIONS.len());
         assert!(error.to_string().contains(&expected), "{error}");
+    }
+
+    #[test]
+    fn releases_survive_a_restart_and_a_version_3_database_keeps_its_rows() {
+        use mend_types::{ReleaseChange, ReleaseName, Rollout, RolloutPhase};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mend.db");
+        // A database as mend wrote it before releases were stored: schema version 3, with an event.
+        {
+            let mut connection = Connection::open(&path).expect("open raw");
+            let transaction = connection.transaction().expect("transaction");
+            for migration in &MIGRATIONS[..3] {
+                transaction.execute_batch(migration).expect("old migration");
+            }
+            transaction.pragma_update(None, "user_version", 3).expect("version");
+            transaction
+                .execute(
+                    "INSERT INTO events (at_ms, service, kind, message) VALUES (1, 'web', 'started', 'old row')",
+                    [],
+                )
+                .expect("old event");
+            transaction.commit().expect("commit");
+        }
+        let store = Store::open(&path, Retention::default()).expect("migrated");
+        let old = store.events(&EventQuery { limit: 10, ..Default::default() }).expect("events");
+        assert!(old.iter().any(|event| event.event.message == "old row"), "{old:?}");
+        let web = ServiceName::new("web").expect("name");
+        let (v1, v2) = (ReleaseName::new("v1").expect("v1"), ReleaseName::new("v2").expect("v2"));
+        let rollout = Rollout {
+            service: web.clone(),
+            canary: v2.clone(),
+            stable: v1.clone(),
+            canary_replicas: 1,
+            steps: vec![10, 50, 100],
+            step_idx: 1,
+            interval_ms: 30_000,
+            phase: RolloutPhase::Stepping,
+            paused: false,
+            started_at: Timestamp::from_millis(1_000),
+            since: Timestamp::from_millis(31_000),
+            inconclusive: 0,
+            reason: "step 10% passed".into(),
+        };
+        let releases = ServiceReleases {
+            service: web.clone(),
+            stable: v1.clone(),
+            last_good: Some(v1.clone()),
+            rollout: Some(rollout),
+        };
+        let history = |release: &ReleaseName, change, at| ReleaseHistoryEntry {
+            service: web.clone(),
+            release: release.clone(),
+            at: Timestamp::from_millis(at),
+            change,
+            reason: "test".into(),
+        };
+        store
+            .journal(vec![
+                JournalEntry::ReleaseHistory(Box::new(history(&v1, ReleaseChange::Stable, 500))),
+                JournalEntry::ReleaseHistory(Box::new(history(&v2, ReleaseChange::Deployed, 1_000))),
+                JournalEntry::Releases(Box::new(releases.clone())),
+            ])
+            .expect("journal");
+        store.close().expect("close");
+        drop(store);
+        let store = Store::open(&path, Retention::default()).expect("reopen");
+        assert_eq!(store.service_releases("web").expect("read"), Some(releases));
+        assert_eq!(store.service_releases("api").expect("read"), None);
+        let changes: Vec<ReleaseChange> =
+            store.release_history("web", 10).expect("history").iter().map(|entry| entry.change).collect();
+        assert_eq!(changes, [ReleaseChange::Deployed, ReleaseChange::Stable], "newest first");
+        // A row this mend cannot read is none, not an error.
+        let raw = Connection::open(&path).expect("raw");
+        raw.execute("UPDATE service_releases SET body = '{\"from\": \"the future\"}'", []).expect("garble");
+        assert_eq!(store.service_releases("web").expect("read"), None);
     }
 
     fn action(id: u64, state: ActionState) -> ActionRecord {

@@ -12,12 +12,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use mend_config::{ProbeRole, Service, TemplateVars};
+use mend_config::{ProbeRole, ReleaseSpec, Service, TemplateVars};
 use mend_observe::probe::{self, ResolvedCheck};
 use mend_observe::process;
 use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper, ScraperHandle};
 use mend_observe::series::SeriesStore;
-use mend_types::{Clock, Event, EventKind, EventSink, ExitInfo, LastExit, ProbeOutcome, ReplicaId, Timestamp};
+use mend_types::{
+    Clock, Event, EventKind, EventSink, ExitInfo, LastExit, ProbeOutcome, ReleaseName, ReplicaId, Timestamp,
+};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -44,11 +46,13 @@ const PROCESS_SERIES: [&str; 6] = [
 
 /// Traffic in front of a service's replicas (mend's proxy), as the supervisor uses it.
 pub trait TrafficControl: Send + Sync {
-    /// Stops sending new requests to process `generation` (its pid) of replica `index`, and resolves once
+    /// Stops sending new requests to process `generation` (its pid) of replica `index` (running
+    /// `release`), and resolves once
     /// its in-flight requests have finished or the drain timeout has passed. With `wait_for_others`, it
     /// first waits (bounded) until another replica can take the traffic.
     fn drain(
         self: Arc<Self>,
+        release: ReleaseName,
         index: u32,
         generation: u64,
         wait_for_others: bool,
@@ -95,8 +99,8 @@ pub enum Control {
 pub struct ReplicaStatus {
     /// Replica index.
     pub index: u32,
-    /// `stable` or `canary`.
-    pub release: &'static str,
+    /// The release it runs.
+    pub release: ReleaseName,
     /// Its port, if the service has ports.
     pub port: Option<u16>,
     /// Pid of the live process.
@@ -180,26 +184,30 @@ pub struct RunnerContext {
 pub struct ReplicaHandle {
     /// Which replica.
     pub id: ReplicaId,
+    /// The release it runs (for its whole life: another release is another replica).
+    pub release: ReleaseName,
     control: mpsc::Sender<Control>,
     status: watch::Receiver<ReplicaStatus>,
     task: JoinHandle<()>,
 }
 
 impl ReplicaHandle {
-    /// Starts the task of replica `index` of `service`; the replica waits for [`Control::Start`]. With
-    /// `traffic`, planned stops drain the replica first.
+    /// Starts the task of replica `index` of `service`, running `release`; the replica waits for
+    /// [`Control::Start`]. With `traffic`, planned stops drain the replica first.
     pub fn start(
         service: Arc<Service>,
+        release: ReleaseSpec,
         index: u32,
         ctx: RunnerContext,
         traffic: Option<Arc<dyn TrafficControl>>,
     ) -> Self {
         let id = ReplicaId::new(service.name.clone(), index);
+        let release_name = release.name.clone();
         let (control, control_rx) = mpsc::channel(16);
         let port = service.port_of(index);
         let initial = ReplicaStatus {
             index,
-            release: service.release_of(index).as_str(),
+            release: release.name.clone(),
             port,
             pid: None,
             state: ReplicaState::Waiting,
@@ -215,9 +223,9 @@ impl ReplicaHandle {
             completed: false,
         };
         let (status_tx, status) = watch::channel(initial);
-        let runner = Runner::new(id.clone(), service, ctx, status_tx, traffic);
+        let runner = Runner::new(id.clone(), service, release, ctx, status_tx, traffic);
         let task = tokio::spawn(runner.run(control_rx));
-        Self { id, control, status, task }
+        Self { id, release: release_name, control, status, task }
     }
 
     /// Sends a command; false if the replica task has ended.
@@ -256,6 +264,7 @@ struct Runner {
     id: ReplicaId,
     traffic: Option<Arc<dyn TrafficControl>>,
     service: Arc<Service>,
+    release: ReleaseSpec,
     ctx: RunnerContext,
     machine: Lifecycle,
     status: watch::Sender<ReplicaStatus>,
@@ -373,6 +382,7 @@ impl Runner {
     fn new(
         id: ReplicaId,
         service: Arc<Service>,
+        release: ReleaseSpec,
         ctx: RunnerContext,
         status: watch::Sender<ReplicaStatus>,
         traffic: Option<Arc<dyn TrafficControl>>,
@@ -382,6 +392,7 @@ impl Runner {
         Self {
             traffic,
             machine: Lifecycle::new(Policy::of(&service)),
+            release,
             id,
             service,
             ctx,
@@ -439,6 +450,11 @@ impl Runner {
                     Some(Control::Replace { .. }) => continue,
                     Some(Control::Respec { service, replace, request }) => {
                         self.machine.set_policy(crate::lifecycle::Policy::of(&service));
+                        // The replica keeps its release; what that release runs comes from the new spec
+                        // (a release the reload no longer lists keeps running as it was).
+                        if let Some(release) = service.release(&self.release.name) {
+                            self.release = release.clone();
+                        }
                         self.service = service;
                         if !replace || self.machine.pid().is_none() {
                             self.publish();
@@ -502,7 +518,9 @@ impl Runner {
                         if let (Some(traffic), Some(pid)) = (self.traffic.clone(), self.machine.pid()) {
                             // Out of the ready set first, so that the route table drops it at once.
                             self.publish();
-                            traffic.drain(self.id.index, u64::from(pid), wait_for_others).await;
+                            traffic
+                                .drain(self.release.name.clone(), self.id.index, u64::from(pid), wait_for_others)
+                                .await;
                             self.machine.restart_stop_clock(self.ctx.clock.now());
                         }
                     }
@@ -550,17 +568,21 @@ impl Runner {
             self.clear_port(port).await?;
         }
         let vars = self.vars();
-        let argv: Vec<String> = self.service.command_of(self.id.index).iter().map(|arg| arg.render(&vars)).collect();
+        let argv: Vec<String> = self.release.command.iter().map(|arg| arg.render(&vars)).collect();
         let mut env: Vec<(String, String)> = Vec::new();
         if let Some(port) = port {
             env.push(("MEND_PORT".into(), port.to_string()));
         }
-        env.push(("MEND_RELEASE".into(), self.service.release_of(self.id.index).as_str().to_owned()));
-        env.extend(self.service.env_of(self.id.index).iter().map(|(key, value)| (key.clone(), value.render(&vars))));
+        env.push(("MEND_RELEASE".into(), self.release.name.as_str().to_owned()));
+        env.extend(self.service.env_of(&self.release).iter().map(|(key, value)| (key.clone(), value.render(&vars))));
         // Last, so that a service's own `env` cannot hide a replica from `detached`.
         env.extend(detached::tag_environment(&self.ctx.run_tag, &self.id, self.generation + 1));
-        let request =
-            SpawnRequest { argv, shell: self.service.shell, env, working_dir: self.service.working_dir.clone() };
+        let request = SpawnRequest {
+            argv,
+            shell: self.service.shell,
+            env,
+            working_dir: self.service.working_dir_of(&self.release).to_path_buf(),
+        };
 
         let log = match &self.log {
             Some(log) => log.clone(),
@@ -576,9 +598,15 @@ impl Runner {
         };
         let mut spawned = self.ctx.spawner.spawn(request).await.map_err(|error| {
             if error.kind() == std::io::ErrorKind::NotFound {
-                let key = match self.service.release_of(self.id.index) {
-                    mend_config::Release::Canary => "canary.command",
-                    mend_config::Release::Stable => "command",
+                let key = if self.service.release(&self.release.name).is_some()
+                    && self.service.releases.len() > 1
+                    && self.release.name.as_str() != "canary"
+                {
+                    format!("release.{}.command", self.release.name)
+                } else if self.release.name.as_str() == "canary" && self.service.canary.is_some() {
+                    "canary.command".to_owned()
+                } else {
+                    "command".to_owned()
                 };
                 format!("{error}: install it, or give its path in service.{}.{key}", self.service.name)
             } else {
@@ -977,7 +1005,7 @@ impl Runner {
         }
         let status = ReplicaStatus {
             index: self.id.index,
-            release: self.service.release_of(self.id.index).as_str(),
+            release: self.release.name.clone(),
             port: self.service.port_of(self.id.index),
             pid: self.machine.pid(),
             state,

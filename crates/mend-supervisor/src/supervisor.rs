@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use mend_config::{Config, Service};
-use mend_types::ServiceName;
+use mend_types::{ReleaseName, ServiceName};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -91,6 +91,14 @@ pub enum ControlError {
         /// Why.
         reason: String,
     },
+    /// A release change mend cannot carry out (no such release, a canary already running, none to promote).
+    #[error("cannot change the releases of {service:?}: {reason}")]
+    CannotRelease {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
     /// A rolling restart stopped because a restarted replica did not come back ready in time; the
     /// replicas after it were left alone.
     #[error("replica {index} of {service:?} was not ready again within {}s: rolling restart stopped", waited.as_secs())]
@@ -123,11 +131,19 @@ impl Supervisor {
             .iter()
             .map(|service| {
                 let service = Arc::new(service.clone());
-                let replicas = (0..service.total_replicas())
-                    .map(|index| {
+                // Stable replicas first, then the canary's; each carries its release, whatever its index.
+                let canary = service.canary.as_ref().and_then(|canary| service.release(&canary.release));
+                let releases = std::iter::repeat_n(service.stable(), service.replicas as usize).chain(
+                    std::iter::repeat_n(canary, service.total_replicas() as usize - service.replicas as usize)
+                        .flatten(),
+                );
+                let replicas = releases
+                    .enumerate()
+                    .map(|(index, release)| {
                         Arc::new(ReplicaHandle::start(
                             service.clone(),
-                            index,
+                            release.clone(),
+                            index as u32,
                             ctx.clone(),
                             traffic.get(&service.name).cloned(),
                         ))
@@ -307,10 +323,10 @@ impl Supervisor {
         Ok(targets.iter().map(|r| r.status()).collect())
     }
 
-    /// Scales the stable release of `name` to `replicas`: new replicas start (on the next ports of the
-    /// service's range) and, with `wait`, are waited for until ready; surplus replicas, the highest
-    /// indexes first, leave the proxy's rotation, drain and stop (a planned stop), then go away.
-    /// Returns the statuses afterwards.
+    /// Scales the stable release of `name` to `replicas` (a canary's replicas are left alone): new
+    /// replicas take the lowest free indexes (and their ports) and, with `wait`, are waited for until
+    /// ready; surplus stable replicas, the highest indexes first, leave the proxy's rotation, drain and
+    /// stop (a planned stop), then go away. Returns the statuses afterwards.
     pub async fn scale(&self, name: &str, replicas: u32, wait: Duration) -> Result<Vec<ReplicaStatus>, ControlError> {
         let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
         let cannot = |reason: String| ControlError::CannotScale { service: name.to_owned(), reason };
@@ -320,14 +336,14 @@ impl Supervisor {
             return Err(ControlError::ShuttingDown);
         }
         let config = service.config();
-        if config.canary.is_some() {
-            // Canary replicas take the indexes after the stable ones: scaling would renumber them.
-            return Err(cannot("it runs a canary release; scale it through its config".to_owned()));
+        let stable = config.stable().clone();
+        let current_replicas = service.replicas();
+        let others = current_replicas.iter().filter(|replica| replica.release != stable.name).count() as u32;
+        let current = current_replicas.len() as u32 - others;
+        if replicas > current && config.ports.is_some_and(|ports| ports.port_of(replicas + others - 1).is_none()) {
+            let canary = if others > 0 { format!(" beside {others} of another release") } else { String::new() };
+            return Err(cannot(format!("its port range has room for fewer than {replicas} replicas{canary}")));
         }
-        if replicas > 0 && config.ports.is_some_and(|ports| ports.port_of(replicas - 1).is_none()) {
-            return Err(cannot(format!("its port range has room for fewer than {replicas} replicas")));
-        }
-        let current = config.replicas;
         let mut scaled = (*config).clone();
         scaled.replicas = replicas;
         let scaled = Arc::new(scaled);
@@ -335,13 +351,17 @@ impl Supervisor {
             if !service.booted.load(Ordering::SeqCst) {
                 return Err(cannot("it is still waiting for its dependencies".to_owned()));
             }
-            // An index comes back only once the replica that had it has stopped (same port, pid file).
+            // The lowest indexes no replica holds; an index comes back only once the replica that had it
+            // has stopped (same port, pid file).
+            let used: Vec<u32> = current_replicas.iter().map(|replica| replica.id.index).collect();
+            let indexes: Vec<u32> =
+                (0..).filter(|index| !used.contains(index)).take((replicas - current) as usize).collect();
             loop {
                 let busy: Vec<u32> = service
                     .still_retiring()
                     .iter()
                     .map(|replica| replica.id.index)
-                    .filter(|index| (current..replicas).contains(index))
+                    .filter(|index| indexes.contains(index))
                     .collect();
                 match busy.first() {
                     None => break,
@@ -355,11 +375,24 @@ impl Supervisor {
                 return Err(ControlError::ShuttingDown);
             }
             let traffic = self.traffic.get(&scaled.name).cloned();
-            let added: Vec<Arc<ReplicaHandle>> = (current..replicas)
-                .map(|index| Arc::new(ReplicaHandle::start(scaled.clone(), index, self.ctx.clone(), traffic.clone())))
+            let added: Vec<Arc<ReplicaHandle>> = indexes
+                .iter()
+                .map(|index| {
+                    Arc::new(ReplicaHandle::start(
+                        scaled.clone(),
+                        stable.clone(),
+                        *index,
+                        self.ctx.clone(),
+                        traffic.clone(),
+                    ))
+                })
                 .collect();
             *service.config.write().unwrap_or_else(PoisonError::into_inner) = scaled;
-            service.replicas.write().unwrap_or_else(PoisonError::into_inner).extend(added.iter().cloned());
+            {
+                let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
+                list.extend(added.iter().cloned());
+                list.sort_by_key(|replica| replica.id.index);
+            }
             service.membership.send_modify(|version| *version += 1);
             for replica in &added {
                 if !replica.send(Control::Start).await {
@@ -387,29 +420,264 @@ impl Supervisor {
             }
             let surplus: Vec<Arc<ReplicaHandle>> = {
                 let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
-                let keep = (replicas as usize).min(list.len());
-                list.split_off(keep)
+                let mut stable_indexes: Vec<u32> = list
+                    .iter()
+                    .filter(|replica| replica.release == stable.name)
+                    .map(|replica| replica.id.index)
+                    .collect();
+                let leaving = stable_indexes.split_off(replicas as usize);
+                let (gone, kept): (Vec<_>, Vec<_>) = list
+                    .drain(..)
+                    .partition(|replica| replica.release == stable.name && leaving.contains(&replica.id.index));
+                *list = kept;
+                gone
             };
             *service.config.write().unwrap_or_else(PoisonError::into_inner) = scaled;
             service.membership.send_modify(|version| *version += 1);
-            // A planned stop: each replica drains through its proxy before its process is signalled; its
-            // task then ends, whatever commands still come its way.
-            // Listed as retiring first: if this scale is cut short, shutdown still finds them.
-            service.retiring.write().unwrap_or_else(PoisonError::into_inner).extend(surplus.iter().cloned());
-            for replica in &surplus {
-                let _ = replica.send(Control::Retire).await;
+            self.retire(service, &surplus, deadline + config.stop_timeout, scaling).await;
+        }
+        Ok(service.statuses())
+    }
+
+    /// Starts `replicas` replicas of `release` as the canary of `name` (the split starts at 0 %: the
+    /// proxy sends it only pinned requests until its weight is set) on the lowest free indexes, and waits
+    /// up to `wait` until they are ready. Returns the canary's statuses.
+    pub async fn start_canary(
+        &self,
+        name: &str,
+        release: &ReleaseName,
+        replicas: u32,
+        wait: Duration,
+    ) -> Result<Vec<ReplicaStatus>, ControlError> {
+        let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
+        let cannot = |reason: String| ControlError::CannotRelease { service: name.to_owned(), reason };
+        let deadline = tokio::time::Instant::now() + wait;
+        let scaling = service.scaling.lock().await;
+        if self.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let config = service.config();
+        let spec = config
+            .release(release)
+            .cloned()
+            .ok_or_else(|| cannot(format!("it has no release {release:?} (add [service.{name}.release.{release}])")))?;
+        if *release == config.stable_release {
+            return Err(cannot(format!("{release:?} is its stable release already")));
+        }
+        let current = service.replicas();
+        if let Some(other) = current.iter().find(|replica| replica.release != config.stable_release) {
+            return Err(cannot(format!("a canary of release {:?} runs already", other.release)));
+        }
+        if !self.traffic.contains_key(&config.name) {
+            return Err(cannot("a canary needs [service.NAME.proxy]: the proxy is what splits the traffic".to_owned()));
+        }
+        let used: Vec<u32> = current.iter().chain(service.still_retiring().iter()).map(|r| r.id.index).collect();
+        let indexes: Vec<u32> = (0..).filter(|index| !used.contains(index)).take(replicas as usize).collect();
+        if let (Some(ports), Some(last)) = (config.ports, indexes.last())
+            && ports.port_of(*last).is_none()
+        {
+            return Err(cannot(format!("its port range has no room for {replicas} more replicas")));
+        }
+        let mut changed = (*config).clone();
+        let previous = config.canary.clone();
+        changed.canary = Some(mend_config::Canary {
+            release: release.clone(),
+            replicas,
+            weight_percent: 0,
+            pin_header: previous.as_ref().and_then(|canary| canary.pin_header.clone()),
+            pin_cookie: previous.as_ref().and_then(|canary| canary.pin_cookie.clone()),
+        });
+        let changed = Arc::new(changed);
+        let traffic = self.traffic.get(&changed.name).cloned();
+        let added: Vec<Arc<ReplicaHandle>> = indexes
+            .iter()
+            .map(|index| {
+                Arc::new(ReplicaHandle::start(changed.clone(), spec.clone(), *index, self.ctx.clone(), traffic.clone()))
+            })
+            .collect();
+        *service.config.write().unwrap_or_else(PoisonError::into_inner) = changed;
+        {
+            let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
+            list.extend(added.iter().cloned());
+            list.sort_by_key(|replica| replica.id.index);
+        }
+        service.membership.send_modify(|version| *version += 1);
+        for replica in &added {
+            if !replica.send(Control::Start).await {
+                return Err(ControlError::ShuttingDown);
             }
-            drop(scaling);
-            let deadline = deadline + config.stop_timeout;
-            for replica in &surplus {
+        }
+        drop(scaling);
+        for replica in &added {
+            let mut status = replica.watch();
+            // A canary that fails or restarts twice will not be ready: no use waiting the full time.
+            self.unless_shutting_down(async {
+                let settled = |now: &ReplicaStatus| now.ready || now.failed() || now.restarts >= 2;
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(settled)).await;
+            })
+            .await;
+        }
+        Ok(added.iter().map(|replica| replica.status()).collect())
+    }
+
+    /// Takes the canary of `name` away: out of the split first (so that no new request goes to it), then
+    /// each replica drains through the proxy and stops. Waits up to `wait` (plus the stop timeout).
+    /// Returns the service's statuses afterwards (without a canary, nothing changes).
+    pub async fn stop_canary(&self, name: &str, wait: Duration) -> Result<Vec<ReplicaStatus>, ControlError> {
+        let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let scaling = service.scaling.lock().await;
+        if self.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let config = service.config();
+        let canary: Vec<Arc<ReplicaHandle>> = {
+            let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
+            let (gone, kept): (Vec<_>, Vec<_>) =
+                list.drain(..).partition(|replica| replica.release != config.stable_release);
+            *list = kept;
+            gone
+        };
+        let mut changed = (*config).clone();
+        changed.canary = None;
+        *service.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
+        service.membership.send_modify(|version| *version += 1);
+        self.retire(service, &canary, deadline + config.stop_timeout, scaling).await;
+        Ok(service.statuses())
+    }
+
+    /// Makes the canary of `name` its stable release: first as many replicas of it run as the stable
+    /// release had (more start where the port range has room, each ready before the old ones go; else
+    /// one old replica is replaced at a time), then the old release's replicas drain and stop. Returns
+    /// the statuses afterwards.
+    pub async fn promote_canary(&self, name: &str, wait: Duration) -> Result<Vec<ReplicaStatus>, ControlError> {
+        let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
+        let cannot = |reason: String| ControlError::CannotRelease { service: name.to_owned(), reason };
+        let config = service.config();
+        let canary = config.canary.as_ref().ok_or_else(|| cannot("it runs no canary".to_owned()))?.release.clone();
+        let spec = config.release(&canary).cloned().ok_or_else(|| cannot(format!("no release {canary:?}")))?;
+        let n_stable = service.replicas().iter().filter(|replica| replica.release == config.stable_release).count();
+        let n_canary = service.replicas().len() - n_stable;
+        // Surge: the canary's release takes as many replicas as the stable one had.
+        let needed = n_stable.saturating_sub(n_canary) as u32;
+        let deadline = tokio::time::Instant::now() + wait;
+        let scaling = service.scaling.lock().await;
+        if self.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let current = service.replicas();
+        let used: Vec<u32> = current.iter().chain(service.still_retiring().iter()).map(|r| r.id.index).collect();
+        let indexes: Vec<u32> = (0..).filter(|index| !used.contains(index)).take(needed as usize).collect();
+        let room = indexes.last().is_none_or(|last| config.ports.is_none_or(|ports| ports.port_of(*last).is_some()));
+        // The canary's release becomes stable: its replicas are the stable pool from now on, beside the
+        // old release's until those have drained.
+        let mut promoted = (*config).clone();
+        promoted.stable_release = canary.clone();
+        promoted.canary = None;
+        promoted.replicas = n_stable as u32;
+        let promoted = Arc::new(promoted);
+        let traffic = self.traffic.get(&promoted.name).cloned();
+        let start = |index: u32| {
+            Arc::new(ReplicaHandle::start(promoted.clone(), spec.clone(), index, self.ctx.clone(), traffic.clone()))
+        };
+        let old_release = config.stable_release.clone();
+        let old: Vec<Arc<ReplicaHandle>> =
+            current.iter().filter(|replica| replica.release == old_release).cloned().collect();
+        *service.config.write().unwrap_or_else(PoisonError::into_inner) = promoted.clone();
+        service.membership.send_modify(|version| *version += 1);
+        if room {
+            let added: Vec<Arc<ReplicaHandle>> = indexes.iter().map(|index| start(*index)).collect();
+            {
+                let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
+                list.extend(added.iter().cloned());
+                list.sort_by_key(|replica| replica.id.index);
+            }
+            service.membership.send_modify(|version| *version += 1);
+            for replica in &added {
+                if !replica.send(Control::Start).await {
+                    return Err(ControlError::ShuttingDown);
+                }
+            }
+            for replica in &added {
                 let mut status = replica.watch();
                 self.unless_shutting_down(async {
-                    let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.down)).await;
+                    let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.ready)).await;
                 })
                 .await;
             }
+            if added.iter().any(|replica| !replica.status().ready) {
+                return Err(cannot(format!(
+                    "new replicas of {canary:?} were not ready in time; the old ones still run"
+                )));
+            }
+            {
+                let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
+                list.retain(|replica| replica.release != old_release);
+            }
+            service.membership.send_modify(|version| *version += 1);
+            self.retire(service, &old, deadline + config.stop_timeout, scaling).await;
+        } else {
+            // No room to surge: one old replica at a time drains and stops, and a new one takes its index.
+            drop(scaling);
+            for replica in old.iter().skip(n_canary) {
+                let _guard = service.scaling.lock().await;
+                service.replicas.write().unwrap_or_else(PoisonError::into_inner).retain(|r| !Arc::ptr_eq(r, replica));
+                service.membership.send_modify(|version| *version += 1);
+                service.retiring.write().unwrap_or_else(PoisonError::into_inner).push(replica.clone());
+                let _ = replica.send(Control::Retire).await;
+                let mut status = replica.watch();
+                let _ = tokio::time::timeout_at(deadline + config.stop_timeout, status.wait_for(|now| now.down)).await;
+                while !replica.is_finished() && tokio::time::Instant::now() < deadline + config.stop_timeout {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let fresh = start(replica.id.index);
+                {
+                    let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
+                    list.push(fresh.clone());
+                    list.sort_by_key(|replica| replica.id.index);
+                }
+                service.membership.send_modify(|version| *version += 1);
+                let _ = fresh.send(Control::Start).await;
+                let mut status = fresh.watch();
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.ready)).await;
+            }
+            // The canary's own replicas already run the new release; whatever old ones are left go.
+            let left: Vec<Arc<ReplicaHandle>> = {
+                let mut list = service.replicas.write().unwrap_or_else(PoisonError::into_inner);
+                let (gone, kept): (Vec<_>, Vec<_>) = list.drain(..).partition(|r| r.release == old_release);
+                *list = kept;
+                gone
+            };
+            service.membership.send_modify(|version| *version += 1);
+            let scaling = service.scaling.lock().await;
+            self.retire(service, &left, deadline + config.stop_timeout, scaling).await;
         }
         Ok(service.statuses())
+    }
+
+    /// Retires `surplus` (already out of the service's list): a planned stop, each replica drained
+    /// through its proxy before its process is signalled; its task then ends, whatever commands still
+    /// come its way. Waits (outside the scaling lock) until they are down or `deadline` passes.
+    async fn retire(
+        &self,
+        service: &ServiceHandle,
+        surplus: &[Arc<ReplicaHandle>],
+        deadline: tokio::time::Instant,
+        scaling: tokio::sync::MutexGuard<'_, ()>,
+    ) {
+        // Listed as retiring first: if this is cut short, shutdown still finds them.
+        service.retiring.write().unwrap_or_else(PoisonError::into_inner).extend(surplus.iter().cloned());
+        for replica in surplus {
+            let _ = replica.send(Control::Retire).await;
+        }
+        drop(scaling);
+        for replica in surplus {
+            let mut status = replica.watch();
+            self.unless_shutting_down(async {
+                let _ = tokio::time::timeout_at(deadline, status.wait_for(|now| now.down)).await;
+            })
+            .await;
+        }
     }
 
     /// Gives `name` a new spec. With `replace` (a reload changed its command, environment, working

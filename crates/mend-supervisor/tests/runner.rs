@@ -44,7 +44,8 @@ async fn runner_samples_proc_into_the_series_store_and_stops_its_process() {
     let events = Arc::new(Recorder::default());
     let series = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
     let context = context(state.path(), events.clone(), series.clone());
-    let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context, None);
+    let sleeper = service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n");
+    let replica = ReplicaHandle::start(sleeper.clone(), sleeper.stable().clone(), 0, context, None);
     assert!(replica.send(Control::Start).await);
     let mut status = replica.watch();
     let running = tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| s.ready)).await;
@@ -100,7 +101,8 @@ async fn a_stale_restart_is_skipped_and_a_retired_replica_ends() {
     let series = Arc::new(RwLock::new(SeriesStore::new(Limits::default())));
     let events = Arc::new(Recorder::default());
     let context = context(state.path(), events.clone(), series.clone());
-    let replica = ReplicaHandle::start(service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n"), 0, context, None);
+    let sleeper = service("[service.sleeper]\ncommand = [\"sleep\", \"30\"]\n");
+    let replica = ReplicaHandle::start(sleeper.clone(), sleeper.stable().clone(), 0, context, None);
     assert!(replica.send(Control::Start).await);
     let mut status = replica.watch();
     let ready = tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| s.ready)).await;

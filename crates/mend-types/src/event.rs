@@ -90,11 +90,14 @@ pub enum EventKind {
     LearntStateRefused,
     /// An operator made mend forget what it learnt (`mend learn reset`), about a service or all.
     LearntStateReset,
+    /// A rollout moved (`mend deploy`): started, stepped, held, promoted or rolled back; the `phase`,
+    /// `weight`, `release` and `reason` details say where and why.
+    Rollout,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 32] = [
         Self::ConfigLoaded,
         Self::ConfigChecked,
         Self::ConfigReloaded,
@@ -126,6 +129,7 @@ impl EventKind {
         Self::SensitivityChanged,
         Self::LearntStateRefused,
         Self::LearntStateReset,
+        Self::Rollout,
     ];
 
     /// The stable snake_case name.
@@ -162,6 +166,7 @@ impl EventKind {
             Self::SensitivityChanged => "sensitivity_changed",
             Self::LearntStateRefused => "learnt_state_refused",
             Self::LearntStateReset => "learnt_state_reset",
+            Self::Rollout => "rollout",
         }
     }
 

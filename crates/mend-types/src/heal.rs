@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ReplicaId, ServiceName, Timestamp};
+use crate::{ReleaseName, ReplicaId, ServiceName, Timestamp};
 
 /// A built-in diagnosis: a condition mend recognises from its own lifecycle events and proxy figures, usable
 /// in a `[[heal]]` policy's `when` without writing a rule.
@@ -38,11 +38,14 @@ pub enum BuiltinDiagnosis {
     /// A service suffers because a service it calls misbehaved first (the live diagnosis). A policy on
     /// it acts on the cause, the incident's root, never on the service that suffers.
     DependencyFailure,
+    /// A release is worse than the one before it: a canary judged worse than the stable release, or
+    /// errors or latency that regressed right after a promotion (raised by the rollouts).
+    BadRelease,
 }
 
 impl BuiltinDiagnosis {
     /// Every built-in diagnosis.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Crashed,
         Self::CrashLoop,
         Self::Hung,
@@ -53,6 +56,7 @@ impl BuiltinDiagnosis {
         Self::FdExhaustion,
         Self::DiskExhaustion,
         Self::DependencyFailure,
+        Self::BadRelease,
     ];
 
     /// The name used in `when` and as the signal's name.
@@ -68,6 +72,7 @@ impl BuiltinDiagnosis {
             Self::FdExhaustion => "fd_exhaustion",
             Self::DiskExhaustion => "disk_exhaustion",
             Self::DependencyFailure => "dependency_failure",
+            Self::BadRelease => "bad_release",
         }
     }
 
@@ -209,6 +214,25 @@ pub enum ActionKind {
     },
     /// Notify every target and stop acting on the incident.
     Escalate,
+    /// Start `replicas` replicas of `release` as the service's canary (no traffic yet) and wait until
+    /// they are ready (a rollout's first step).
+    Deploy {
+        /// The release to try.
+        release: ReleaseName,
+        /// Its replicas.
+        replicas: u32,
+    },
+    /// Send `weight` percent of the service's unpinned requests to its canary (a rollout's step).
+    CanaryWeight {
+        /// Percent.
+        weight: u8,
+    },
+    /// Make the canary the stable release: more of its replicas start, then the old release's drain
+    /// away (never fewer ready replicas than before).
+    Promote,
+    /// Return the service to its last good release: a canary is taken out (weight 0, drained, stopped);
+    /// without one, the last good release replaces the stable one (rolling, drained).
+    Rollback,
 }
 
 impl ActionKind {
@@ -224,6 +248,10 @@ impl ActionKind {
             Self::Hook { name } => format!("hook {name}"),
             Self::Notify { name } => format!("notify {name}"),
             Self::Escalate => "escalate".to_owned(),
+            Self::Deploy { release, replicas } => format!("deploy {release} ({replicas} replicas)"),
+            Self::CanaryWeight { weight } => format!("canary weight {weight}%"),
+            Self::Promote => "promote".to_owned(),
+            Self::Rollback => "rollback".to_owned(),
         }
     }
 
@@ -239,6 +267,10 @@ impl ActionKind {
             Self::Hook { .. } => "hook",
             Self::Notify { .. } => "notify",
             Self::Escalate => "escalate",
+            Self::Deploy { .. } => "deploy",
+            Self::CanaryWeight { .. } => "canary_weight",
+            Self::Promote => "promote",
+            Self::Rollback => "rollback",
         }
     }
 

@@ -81,6 +81,82 @@ impl AsRef<str> for ServiceName {
     }
 }
 
+/// The name of one release of a service (`[service.NAME.release.RELEASE]`), e.g. `v2`: what a replica
+/// runs is a release, whatever its index. Same character rules as [`ServiceName`] plus `.` (versions),
+/// so that it is safe in file names, URLs and metric labels.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ReleaseName(Arc<str>);
+
+impl ReleaseName {
+    /// Validates `name` and wraps it.
+    pub fn new(name: &str) -> Result<Self, InvalidName> {
+        let invalid = |reason| InvalidName { name: name.to_owned(), reason };
+        let first = name.chars().next().ok_or_else(|| invalid("it is empty"))?;
+        if name.len() > ServiceName::MAX_LEN {
+            return Err(invalid("it is longer than 63 characters"));
+        }
+        if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+            return Err(invalid("it must start with a lowercase letter or a digit"));
+        }
+        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')) {
+            return Err(invalid("only lowercase letters, digits, '-', '_' and '.' are allowed"));
+        }
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// The release a service without `[service.NAME.release.*]` tables runs: its own command.
+    pub fn implicit_stable() -> Self {
+        Self(Arc::from("stable"))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ReleaseName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::new(&raw).map_err(|invalid| {
+            serde::de::Error::custom(format!("invalid release name {:?}: {}", invalid.name, invalid.reason))
+        })
+    }
+}
+
+impl fmt::Display for ReleaseName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ReleaseName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// The part a release plays in a service right now: the one serving, or the one on trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseRole {
+    /// The release that serves by default.
+    Stable,
+    /// The release tried on a share of the traffic.
+    Canary,
+}
+
+impl ReleaseRole {
+    /// `stable` or `canary`, for labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stable => "stable",
+            Self::Canary => "canary",
+        }
+    }
+}
+
 /// One replica of a service: the service name and the replica's index (0-based, stable across restarts).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReplicaId {
@@ -112,6 +188,14 @@ impl fmt::Debug for ReplicaId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_names_allow_versions() {
+        assert_eq!(ReleaseName::new("v1.2.3").map(|n| n.to_string()), Ok("v1.2.3".to_owned()));
+        assert!(ReleaseName::new("V2").is_err());
+        assert!(ReleaseName::new("").is_err());
+        assert!(ReleaseName::new("a/b").is_err());
+    }
 
     #[test]
     fn accepts_plain_names() {

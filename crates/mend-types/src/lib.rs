@@ -10,6 +10,7 @@ mod heal;
 mod ids;
 mod learn;
 mod probe;
+mod release;
 mod signal;
 mod time;
 mod units;
@@ -21,9 +22,10 @@ pub use heal::{
     ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, HealMode, Incident,
     IncidentId, IncidentSignal, IncidentState, RankedService, ReplicaChange, ReplicaCondition, TimelineEntry,
 };
-pub use ids::{InvalidName, ReplicaId, ServiceName};
+pub use ids::{InvalidName, ReleaseName, ReleaseRole, ReplicaId, ServiceName};
 pub use learn::{ActionOutcome, Verdict};
 pub use probe::{MendTrouble, ProbeOutcome, ProcessEvidence};
+pub use release::{ReleaseChange, ReleaseHistoryEntry, Rollout, RolloutPhase, ServiceReleases};
 pub use signal::{Severity, Signal, SignalKind, SignalSink, SignalState};
 pub use time::{Clock, SystemClock, Timestamp};
 pub use units::{Unit, format_duration, format_percent};

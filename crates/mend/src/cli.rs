@@ -223,6 +223,29 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Roll a release out: start it as the canary, walk the weight steps judging it against the stable
+    /// release at each, then promote it or roll it back.
+    Deploy {
+        #[command(flatten)]
+        target: Target,
+        /// The service (it needs [service.NAME.proxy] and [service.NAME.release.RELEASE]).
+        name: String,
+        /// The release to roll out.
+        #[arg(long)]
+        release: String,
+        /// Weight steps in percent, increasing (promotion follows the last).
+        #[arg(long, default_value = "10,50,100", value_delimiter = ',')]
+        steps: Vec<i64>,
+        /// Bake time of each step before it is judged.
+        #[arg(long, default_value = "30s")]
+        interval: String,
+        /// Replicas of the canary.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        replicas: u32,
+    },
+    /// A rollout: where it is, or pause, resume, abort or promote it.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Set the canary release's share of a service's traffic.
     Canary {
         #[command(flatten)]
@@ -346,6 +369,49 @@ enum FeedbackArg {
     FalsePositive,
     /// The detection was right.
     Correct,
+}
+
+/// `mend rollout ...`.
+#[derive(Subcommand, Debug)]
+enum RolloutCommand {
+    /// Where the service's rollout is, its releases and their history.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold the current step (a failing judgement still rolls back).
+    Pause {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+    },
+    /// Go on from the current step.
+    Resume {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+    },
+    /// Roll back now.
+    Abort {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+    },
+    /// Promote now, without further judging.
+    Promote {
+        #[command(flatten)]
+        target: Target,
+        /// The service.
+        name: String,
+    },
 }
 
 /// `mend chaos ...`.
@@ -604,29 +670,36 @@ fn program_warnings(file: &Path, config: &mend_config::Config) -> Vec<String> {
     let self_dir = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf));
     let mut warnings = Vec::new();
     for service in config.services.iter().filter(|service| !service.shell) {
-        let mut releases: Vec<(u32, &[&str])> = vec![(0, &["command"])];
-        if service.canary.is_some() {
-            releases.push((service.replicas, &["canary", "command"]));
-        }
         let mut checked = Vec::new();
-        for (index, key) in releases {
-            let vars = mend_config::TemplateVars {
-                port: service.port_of(index),
-                replica: index,
-                service: service.name.as_str(),
+        for release in &service.releases {
+            // Where the release's command is written: the service's own (its implicit `stable` release),
+            // a legacy canary table, or a release table.
+            let named = ["release", release.name.as_str(), "command"];
+            let implicit = release.name == service.stable_release && release.name.as_str() == "stable";
+            let legacy_canary = release.name.as_str() == "canary"
+                && service.canary.as_ref().is_some_and(|canary| canary.release == release.name);
+            let key: Vec<&str> = if implicit {
+                vec!["command"]
+            } else if legacy_canary {
+                vec!["canary", "command"]
+            } else {
+                named.to_vec()
             };
-            let Some(program) = service.command_of(index).first().map(|arg| arg.render(&vars)) else { continue };
+            let key = &key;
+            let vars =
+                mend_config::TemplateVars { port: service.port_of(0), replica: 0, service: service.name.as_str() };
+            let Some(program) = release.command.first().map(|arg| arg.render(&vars)) else { continue };
             if checked.contains(&program) {
                 continue;
             }
             let found = mend_supervisor::resolve_program(
                 &program,
-                &service.working_dir,
+                service.working_dir_of(release),
                 std::env::var_os("PATH"),
                 self_dir.as_deref(),
             );
             if let Err(error) = found {
-                let keys: Vec<&str> = ["service", service.name.as_str()].iter().chain(key).copied().collect();
+                let keys: Vec<&str> = ["service", service.name.as_str()].iter().chain(key.iter()).copied().collect();
                 let (line, column) = mend_config::locate(&text, &keys).unwrap_or((1, 1));
                 warnings.push(format!(
                     "{}:{line}:{column}: warning: {}: {error}; its replicas cannot start until it is installed",
@@ -797,6 +870,14 @@ async fn client_command(command: Command) -> ExitCode {
             | ChaosCommand::Partition(FaultArgs { target, .. }),
         )
         | Command::Canary { target, .. }
+        | Command::Deploy { target, .. }
+        | Command::Rollout(
+            RolloutCommand::Status { target, .. }
+            | RolloutCommand::Pause { target, .. }
+            | RolloutCommand::Resume { target, .. }
+            | RolloutCommand::Abort { target, .. }
+            | RolloutCommand::Promote { target, .. },
+        )
         | Command::Logs { target, .. }
         | Command::Restart(ControlArgs { target, .. })
         | Command::Stop(ControlArgs { target, .. })
@@ -841,6 +922,10 @@ async fn client_command(command: Command) -> ExitCode {
         }
         Command::Chaos(command) => chaos(&client, command).await,
         Command::Canary { name, weight, .. } => canary(&client, &name, weight).await,
+        Command::Deploy { name, release, steps, interval, replicas, .. } => {
+            deploy(&client, &name, &release, &steps, &interval, replicas).await
+        }
+        Command::Rollout(command) => rollout(&client, command).await,
         Command::Restart(args) => control(&client, "restart", &args).await,
         Command::Stop(args) => control(&client, "stop", &args).await,
         Command::Start(args) => control(&client, "start", &args).await,
@@ -1029,6 +1114,74 @@ async fn reload(client: &Client) -> Result<(), ClientError> {
     let answer: serde_json::Value = client.json_with_body(Method::POST, "/api/v1/reload", None).await?;
     output::line(answer["message"].as_str().unwrap_or("reloaded"));
     Ok(())
+}
+
+async fn deploy(
+    client: &Client,
+    name: &str,
+    release: &str,
+    steps: &[i64],
+    interval: &str,
+    replicas: u32,
+) -> Result<(), ClientError> {
+    let path = format!("/api/v1/services/{}/deploy", encode_query_value(name));
+    let body = serde_json::json!({ "release": release, "steps": steps, "interval": interval, "replicas": replicas });
+    let answer: mend_api::RolloutStatus = client.json_with_body(Method::POST, &path, Some(&body)).await?;
+    print_rollout(name, &answer);
+    Ok(())
+}
+
+async fn rollout(client: &Client, command: RolloutCommand) -> Result<(), ClientError> {
+    let (name, verb) = match &command {
+        RolloutCommand::Status { name, json, .. } => {
+            let path = format!("/api/v1/services/{}/rollout", encode_query_value(name));
+            if *json {
+                let answer: serde_json::Value = client.json(Method::GET, &path).await?;
+                output::line(&serde_json::to_string_pretty(&answer).unwrap_or_default());
+            } else {
+                let answer: mend_api::RolloutStatus = client.json(Method::GET, &path).await?;
+                print_rollout(name, &answer);
+            }
+            return Ok(());
+        }
+        RolloutCommand::Pause { name, .. } => (name, "pause"),
+        RolloutCommand::Resume { name, .. } => (name, "resume"),
+        RolloutCommand::Abort { name, .. } => (name, "abort"),
+        RolloutCommand::Promote { name, .. } => (name, "promote"),
+    };
+    let path = format!("/api/v1/services/{}/rollout/{verb}", encode_query_value(name));
+    let answer: mend_api::RolloutStatus = client.json(Method::POST, &path).await?;
+    output::line(&format!("{name}: {verb} asked"));
+    print_rollout(name, &answer);
+    Ok(())
+}
+
+fn print_rollout(name: &str, status: &mend_api::RolloutStatus) {
+    let last_good = status.last_good.as_deref().unwrap_or("-");
+    output::line(&format!(
+        "{name}: stable {} (last good {last_good}), canary weight {}%",
+        status.stable, status.weight
+    ));
+    if let Some(rollout) = &status.rollout {
+        let steps: Vec<String> = rollout.steps.iter().map(|step| format!("{step}%")).collect();
+        output::line(&format!(
+            "rollout of {} over {}: {}{} at step {} of {} ({}), {}s per step",
+            rollout.canary,
+            rollout.stable,
+            rollout.phase.as_str(),
+            if rollout.paused { " (paused)" } else { "" },
+            (rollout.step_idx + 1).min(rollout.steps.len()),
+            rollout.steps.len(),
+            steps.join(", "),
+            rollout.interval_ms / 1000
+        ));
+        if !rollout.reason.is_empty() {
+            output::line(&format!("  {}", rollout.reason));
+        }
+    }
+    for entry in status.history.iter().take(5) {
+        output::line(&format!("  {} {}: {}", entry.release, entry.change.as_str(), entry.reason));
+    }
 }
 
 async fn canary(client: &Client, name: &str, weight: u8) -> Result<(), ClientError> {

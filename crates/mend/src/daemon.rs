@@ -202,6 +202,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         scrape_stats: scrape_stats.clone(),
         lines: Some(log_sink),
     };
+    // Each service runs the release it promoted last, not the file's, when the store says so.
+    let mut config = config;
+    crate::rollout::apply_persisted_releases(&mut config, &store);
     let supervisor = Arc::new(Supervisor::start(&config, context, &traffic.controls()));
     traffic.follow(&supervisor);
     let traffic = Arc::new(traffic);
@@ -237,6 +240,16 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         detect_loop.handle(),
     )?;
     let replica_changes = crate::heal::publish_replica_changes(&supervisor, bus.clone(), clock.clone());
+    let rollouts = crate::rollout::Rollouts::start(crate::rollout::RolloutParts {
+        supervisor: supervisor.clone(),
+        traffic: traffic.clone(),
+        healing: Arc::new(heal.clone()),
+        store: store.clone(),
+        events: events.clone(),
+        signals: signals.clone(),
+        clock: clock.clone(),
+        executor: executor.clone(),
+    });
     let (api_closing, api_closing_in) = tokio::sync::watch::channel(false);
     let (reload_requests, mut reloads_asked) = tokio::sync::mpsc::channel::<mend_api::ReloadRequest>(4);
     // Process chaos (`mend chaos ...`) and, when configured, the chaos monkey.
@@ -266,6 +279,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         closing: api_closing_in,
         stream: Arc::new(mend_api::StreamHub::new(bus.clone())),
         chaos: Arc::new(chaos.clone()),
+        rollouts: Arc::new(crate::rollout::RolloutHandle(rollouts.clone())),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());
@@ -342,8 +356,10 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     });
     // What the detectors learnt is kept for the next start (a clean shutdown's snapshot).
     learning.snapshot_detection().await;
-    // Healing stops first: nothing new is decided while services stop; nor does chaos start or revert
-    // anything (stopping a replica resumes it if it was stopped).
+    // Rollouts and healing stop first: nothing new is decided while services stop (a rollout stays
+    // persisted where it was and resumes at the next start); nor does chaos start or revert anything
+    // (stopping a replica resumes it if it was stopped).
+    rollouts.abort();
     heal_task.abort();
     if let Some(monkey) = &chaos_monkey {
         monkey.abort();
@@ -381,6 +397,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         // A follower (`mend logs -f`, say) keeps a connection open: cut it.
         Err(_) => server_abort.abort(),
     }
+    // The rollouts hold the supervisor and the proxies too (their tasks were aborted above).
+    drop(rollouts);
     drop(supervisor);
     // The runners release their handles on the proxies as they end.
     for _ in 0..50 {

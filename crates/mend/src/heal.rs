@@ -29,7 +29,7 @@ use mend_types::{
 use mend_types::{ReplicaChange, ReplicaCondition};
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use self::execute::Executor;
+pub(crate) use self::execute::{Executor, Restored};
 
 /// How often the healer's clock ticks (verify windows, expiries, escalations).
 const TICK: Duration = Duration::from_secs(1);

@@ -299,11 +299,13 @@ struct Respec {
 }
 
 /// The service keys whose change replaces the replicas (rolling).
-const REPLACING: &[&str] = &["command", "shell", "working_dir", "env", "liveness", "readiness", "startup", "metrics"];
+const REPLACING: &[&str] =
+    &["command", "shell", "working_dir", "env", "liveness", "readiness", "startup", "metrics", "release"];
 /// The service keys a running replica takes without being replaced.
-const IN_PLACE: &[&str] = &["restart", "backoff", "restart_limit", "stop_signal", "stop_timeout", "max_memory_bytes"];
+const IN_PLACE: &[&str] =
+    &["restart", "backoff", "restart_limit", "stop_signal", "stop_timeout", "max_memory_bytes", "releases"];
 /// The service keys that wait for the next start.
-const WAITING: &[&str] = &["ports", "depends_on", "logs", "proxy", "canary"];
+const WAITING: &[&str] = &["ports", "depends_on", "logs", "proxy", "canary", "stable_release"];
 
 /// The keys in which two specs of a service differ (outside `replicas` and `healing`, which have their
 /// own paths).
@@ -333,6 +335,18 @@ fn changed_keys(old: &mend_config::Service, new: &mend_config::Service) -> Vec<&
     differs("logs", old.logs != new.logs);
     differs("proxy", old.proxy != new.proxy);
     differs("canary", old.canary != new.canary);
+    // The release that runs (the stable one as running: a promotion may have changed it) replaces its
+    // replicas when its own table changed; the other releases' tables only matter to the next deploy.
+    // (A service's `command` is its stable release's: a changed command is listed once, as `command`.)
+    let stable_changed = old.release(&old.stable_release) != new.release(&old.stable_release);
+    let listed = old.command != new.command || old.env != new.env;
+    differs("release", stable_changed && !listed);
+    let others = |service: &mend_config::Service| -> Vec<mend_config::ReleaseSpec> {
+        service.releases.iter().filter(|release| release.name != old.stable_release).cloned().collect()
+    };
+    differs("releases", others(old) != others(new));
+    // Which release is stable changes by deploying it (`mend deploy`), not by a reload.
+    differs("stable_release", old.stable_release != new.stable_release);
     keys
 }
 
@@ -353,6 +367,8 @@ fn with_live_keys(spec: &mend_config::Service, from: &mend_config::Service) -> m
     spec.stop_signal = from.stop_signal;
     spec.stop_timeout = from.stop_timeout;
     spec.max_memory_bytes = from.max_memory_bytes;
+    // Every release's table as the file has it, but the stable release stays the one running.
+    spec.releases = from.releases.clone();
     spec
 }
 
@@ -430,6 +446,31 @@ mod tests {
     fn scaled(mut config: Config, replicas: u32) -> Config {
         config.services[0].replicas = replicas;
         config
+    }
+
+    #[test]
+    fn the_running_release_replaces_its_replicas_other_releases_wait_for_a_deploy() {
+        let releases = |v1: &str, v2: &str, stable: &str| {
+            config(&format!(
+                "replicas = 2\nstable_release = \"{stable}\"\n[service.web.release.v1]\nenv = {{ V = \"{v1}\" }}\n\
+                 [service.web.release.v2]\nenv = {{ V = \"{v2}\" }}\n"
+            ))
+        };
+        let running = releases("1", "2", "v1");
+        // The stable release's own table changed: its replicas are replaced, running the new table.
+        let plan = plan_services(&running, &running, &releases("1b", "2", "v1"));
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert!(respec.replace && respec.keys == vec!["release"], "{respec:?}");
+        let v1 = respec.spec.release(&running.services[0].stable_release).expect("v1");
+        assert_eq!(v1.env[0].1.source(), "1b");
+        // Another release's table: taken in place, for the next deploy; nothing is replaced.
+        let plan = plan_services(&running, &running, &releases("1", "2b", "v1"));
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert!(!respec.replace && respec.keys == vec!["releases"], "{respec:?}");
+        // Which release is stable is a deploy's business: listed as waiting, the running one stays.
+        let plan = plan_services(&running, &running, &releases("1", "2", "v2"));
+        assert!(plan.not_applied.iter().any(|key| key == "service.web.stable_release"), "{plan:?}");
+        assert!(plan.updates.iter().all(|update| update.respec.is_none()), "{plan:?}");
     }
 
     #[test]

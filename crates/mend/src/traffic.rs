@@ -19,7 +19,7 @@ use mend_proxy::{
     ProxyConfig, ProxyHandle, Release, RequestStats, RouteTable, UpstreamProtocol,
 };
 use mend_supervisor::{ReplicaStatus, ServiceHandle, Supervisor, TrafficControl};
-use mend_types::{Clock, Event, EventKind, EventSink, ServiceName, Timestamp};
+use mend_types::{Clock, Event, EventKind, EventSink, ReleaseName, ReleaseRole, ServiceName, Timestamp};
 
 use self::events::{ChaosLog, EjectionLog};
 use tokio::sync::{mpsc, watch};
@@ -43,10 +43,11 @@ pub(crate) struct ServiceProxy {
 /// How long a drain waits for another replica to be routable before it takes this one out anyway.
 const WAIT_FOR_ANOTHER_BACKEND: Duration = Duration::from_secs(10);
 
-fn release(service: &Service, index: u32) -> Release {
-    match service.release_of(index) {
-        mend_config::Release::Stable => Release::Stable,
-        mend_config::Release::Canary => Release::Canary,
+/// The proxy pool of a replica running `release`: the canary's if it runs the service's canary release.
+fn release(service: &Service, release: &ReleaseName) -> Release {
+    match service.role_of(release) {
+        ReleaseRole::Stable => Release::Stable,
+        ReleaseRole::Canary => Release::Canary,
     }
 }
 
@@ -110,17 +111,33 @@ impl ServiceProxy {
     fn service(&self) -> Arc<Service> {
         self.service.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
+
+    /// The id under which process `generation` of replica `index` is in the route table (its pool can
+    /// change while it runs: a promoted canary becomes stable).
+    fn backend_id(&self, index: u32, generation: u64) -> Option<BackendId> {
+        let table = self.routes.borrow();
+        table
+            .backends
+            .iter()
+            .find(|backend| backend.id.index == index && backend.id.generation == generation)
+            .map(|backend| backend.id)
+    }
 }
 
 impl TrafficControl for ServiceProxy {
     fn drain(
         self: Arc<Self>,
+        release_name: ReleaseName,
         index: u32,
         generation: u64,
         wait_for_others: bool,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let config = self.service();
-        let id = BackendId { release: release(&config, index), index, generation };
+        let id = self.backend_id(index, generation).unwrap_or(BackendId {
+            release: release(&config, &release_name),
+            index,
+            generation,
+        });
         let service = config.name.clone();
         let mut routes = self.routes.subscribe();
         let others_configured = wait_for_others && config.total_replicas() > 1;
@@ -163,7 +180,7 @@ fn route_table(service: &Service, statuses: &[ReplicaStatus], canary_weight: u8)
             let (pid, port) = (status.pid?, status.port?);
             Some(Backend {
                 id: BackendId {
-                    release: release(service, status.index),
+                    release: release(service, &status.release),
                     index: status.index,
                     generation: u64::from(pid),
                 },
@@ -270,16 +287,20 @@ impl Traffic {
         pid: u32,
     ) -> Option<impl Future<Output = DrainOutcome> + Send + 'static> {
         let (_, proxy) = self.service_proxy(service)?;
-        let config = proxy.service();
-        let id = BackendId { release: release(&config, index), index, generation: u64::from(pid) };
+        let generation = u64::from(pid);
+        let id =
+            proxy.backend_id(index, generation).unwrap_or(BackendId { release: Release::Stable, index, generation });
         Some(proxy.handle.drain(id, proxy.drain_timeout))
     }
 
     /// Puts an ejected replica's process back in rotation; false when it is no longer in the table.
     pub(crate) fn readmit(&self, service: &str, index: u32, pid: u32) -> bool {
         let Some((_, proxy)) = self.service_proxy(service) else { return false };
-        let config = proxy.service();
-        proxy.handle.resume(BackendId { release: release(&config, index), index, generation: u64::from(pid) })
+        // An ejected backend stays in the route table (ejection is the proxy's, not the table's).
+        let generation = u64::from(pid);
+        let id =
+            proxy.backend_id(index, generation).unwrap_or(BackendId { release: Release::Stable, index, generation });
+        proxy.handle.resume(id)
     }
 
     /// The proxy of `service`, if it has one.

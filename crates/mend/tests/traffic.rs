@@ -241,6 +241,57 @@ fn the_canary_gets_its_weight_and_pinned_requests() {
 }
 
 #[test]
+fn named_releases_scale_while_a_canary_runs() {
+    let _cpu = common::cpu_to_myself();
+    // Two stable replicas of v1 and a canary of v2 in a range of four ports: room for one more replica.
+    let releases = "stable_release = \"v1\"\n[service.web.release.v1]\nenv = { GREETING = \"one\" }\n\
+        [service.web.release.v2]\nargs = [\"--name\", \"demo-v2\"]\n\
+        [service.web.canary]\nrelease = \"v2\"\nreplicas = 1\nweight = 0\npin_header = \"x-canary: 1\"\n";
+    let (daemon, proxy) = proxied(3, "", releases);
+    let releases_of = |daemon: &Daemon| -> Vec<(u64, String)> {
+        daemon
+            .replicas("web")
+            .iter()
+            .map(|r| (r["index"].as_u64().unwrap_or(99), r["release"].as_str().unwrap_or("").to_owned()))
+            .collect()
+    };
+    // `proxied(3, ..)` asked for three stable replicas; the canary takes the fourth index.
+    assert_eq!(
+        releases_of(&daemon),
+        [(0, "v1".to_owned()), (1, "v1".to_owned()), (2, "v1".to_owned()), (3, "v2".to_owned())]
+    );
+    let canary_of =
+        |daemon: &Daemon| daemon.replicas("web").iter().find(|r| r["release"] == "v2").and_then(|r| r["pid"].as_u64());
+    let canary_pid = canary_of(&daemon).expect("canary pid");
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 4, 200_000, Duration::from_millis(1), stop.clone());
+    running.wait_for_more(300);
+    // Scaling the stable release in and out leaves the canary alone, and fails no request.
+    let out = daemon.cli(&["scale", "web", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(releases_of(&daemon), [(0, "v1".to_owned()), (3, "v2".to_owned())]);
+    let out = daemon.cli(&["scale", "web", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(releases_of(&daemon), [(0, "v1".to_owned()), (1, "v1".to_owned()), (3, "v2".to_owned())]);
+    assert!(daemon.replicas("web").iter().all(|r| r["ready"] == true));
+    running.wait_for_more(300);
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join();
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    assert!(!report.pids.contains_key(&(canary_pid as u32)), "weight 0: no unpinned request reached the canary");
+    assert_eq!(canary_of(&daemon), Some(canary_pid), "the canary kept running");
+    // The canary is the v2 release: pinned requests reach it.
+    let mut client = KeepAlive::new(proxy);
+    let response = client.request("GET", "/", &[("x-canary", "1")], b"").expect("request");
+    assert!(response.body.contains(&format!("(pid {canary_pid})")), "{}", response.body);
+    // More than the port range holds beside the canary: refused, nothing changes.
+    let out = daemon.cli(&["scale", "web", "4"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("beside 1 of another release"), "{stderr}");
+}
+
+#[test]
 fn injected_faults_hit_their_share_and_expire() {
     let _cpu = common::cpu_to_myself();
     let (daemon, proxy) = proxied(2, "", "");

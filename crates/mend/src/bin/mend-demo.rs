@@ -61,6 +61,20 @@ struct Args {
     /// This service's name, sent to the upstream as `x-mend-caller`.
     #[arg(long, default_value = "mend-demo")]
     name: String,
+    /// Answer this fraction (0..1) of `GET /` with 500 from the start (a bad release), as
+    /// `POST /fault/errors` would.
+    #[arg(long, value_parser = parse_fraction)]
+    error_rate: Option<f64>,
+    /// Delay every `GET /` by this long from the start (a slower release), e.g. "20ms".
+    #[arg(long, value_parser = parse_duration)]
+    delay: Option<Duration>,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(fraction) if (0.0..=1.0).contains(&fraction) => Ok(fraction),
+        _ => Err(format!("{text:?} is not a fraction from 0 to 1")),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -112,7 +126,11 @@ async fn main() {
     }
     let demo = Arc::new(Demo {
         started: Instant::now(),
-        faults: Mutex::new(Faults::default()),
+        faults: Mutex::new(Faults {
+            slow: args.delay.map(|delay| (delay, 1.0)),
+            errors: args.error_rate.map(|rate| (rate, 500)),
+            unhealthy: false,
+        }),
         blocked: AtomicBool::new(false),
         spinning: AtomicBool::new(false),
         cpu_generation: AtomicU64::new(0),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use mend_act::Permit;
 use mend_config::{Config, Hook, NotifyTarget};
 use mend_supervisor::{Control, ControlError, Request, Supervisor};
-use mend_types::{ActionId, ActionKind, ActionRecord, Actor, Incident};
+use mend_types::{ActionId, ActionKind, ActionRecord, Actor, Incident, ReleaseName, ServiceName};
 
 use super::{Outcome, hook, notify};
 use crate::traffic::Traffic;
@@ -24,7 +24,14 @@ pub(crate) struct Executor {
     waits: Mutex<HashMap<ActionId, Duration>>,
     /// Actions journalled, by action and state (for /metrics and the log; they agree with the journal).
     counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Each service's last good release, kept by the rollouts (what a `rollback` returns to).
+    pub(crate) last_good: RwLock<HashMap<ServiceName, ReleaseName>>,
+    /// Told when a `rollback` returned a service to its last good release (the rollouts persist it).
+    pub(crate) on_restored: RwLock<Option<Restored>>,
 }
+
+/// What the executor tells when a rollback restored a release: the service, the release, why.
+pub(crate) type Restored = Arc<dyn Fn(&ServiceName, &ReleaseName, &str) + Send + Sync>;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -41,6 +48,8 @@ impl Executor {
             notify: RwLock::new(config.notify.clone()),
             waits: Mutex::new(HashMap::new()),
             counts: Mutex::new(BTreeMap::new()),
+            last_good: RwLock::new(HashMap::new()),
+            on_restored: RwLock::new(None),
         }
     }
 
@@ -137,6 +146,87 @@ impl Executor {
                 let after = supervisor.scale(name.as_str(), target, wait).await?;
                 let n_ready = after.iter().filter(|s| s.ready).count();
                 Ok((format!("scaled {name} from {current} to {target} replicas ({n_ready} ready)"), String::new()))
+            }
+            ActionKind::Deploy { release, replicas } => {
+                let supervisor = supervisor()?;
+                let name = service_name()?;
+                let wait = wait.unwrap_or(Duration::from_secs(120));
+                let after = supervisor.start_canary(name.as_str(), release, *replicas, wait).await?;
+                let n_ready = after.iter().filter(|s| s.ready).count();
+                let message =
+                    format!("started {} replicas of {release} as {name}'s canary ({n_ready} ready)", after.len());
+                if n_ready == after.len() { Ok((message, String::new())) } else { Err(Failure::message(message)) }
+            }
+            ActionKind::CanaryWeight { weight } => {
+                let name = service_name()?;
+                let traffic = self.traffic.upgrade().ok_or_else(|| Failure::from(ControlError::ShuttingDown))?;
+                if mend_api::TrafficApi::set_canary_weight(&*traffic, name.as_str(), *weight) {
+                    Ok((format!("{name}'s canary gets {weight}% of unpinned requests"), String::new()))
+                } else {
+                    Err(Failure::message(format!("{name} runs no canary behind a proxy")))
+                }
+            }
+            ActionKind::Promote => {
+                let supervisor = supervisor()?;
+                let name = service_name()?;
+                let service =
+                    supervisor.service(name.as_str()).ok_or(ControlError::UnknownService(name.to_string()))?;
+                let wait = wait.unwrap_or(service.config().stop_timeout + Duration::from_secs(120));
+                let canary = service.config().canary.as_ref().map(|canary| canary.release.clone());
+                let after = supervisor.promote_canary(name.as_str(), wait).await?;
+                let n_ready = after.iter().filter(|s| s.ready).count();
+                let release = canary.map_or_else(|| "?".to_owned(), |release| release.to_string());
+                Ok((
+                    format!("{release} is {name}'s stable release ({n_ready} of {} replicas ready)", after.len()),
+                    String::new(),
+                ))
+            }
+            ActionKind::Rollback => {
+                let supervisor = supervisor()?;
+                let name = service_name()?;
+                let service =
+                    supervisor.service(name.as_str()).ok_or(ControlError::UnknownService(name.to_string()))?;
+                let config = service.config();
+                let wait = wait.unwrap_or(config.stop_timeout + Duration::from_secs(120));
+                if let Some(canary) = &config.canary {
+                    // Out of the split at once, then drained and stopped.
+                    if let Some(traffic) = self.traffic.upgrade() {
+                        mend_api::TrafficApi::set_canary_weight(&*traffic, name.as_str(), 0);
+                    }
+                    supervisor.stop_canary(name.as_str(), wait).await?;
+                    return Ok((
+                        format!("{name}'s canary {} was taken out: weight 0, drained, stopped", canary.release),
+                        String::new(),
+                    ));
+                }
+                let last_good = self
+                    .last_good
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&name)
+                    .cloned()
+                    .filter(|release| *release != config.stable_release)
+                    .ok_or_else(|| {
+                        Failure::message(format!(
+                            "{name} runs its last good release already ({})",
+                            config.stable_release
+                        ))
+                    })?;
+                let n_stable = config.replicas;
+                supervisor.start_canary(name.as_str(), &last_good, n_stable.max(1), wait).await?;
+                let after = supervisor.promote_canary(name.as_str(), wait).await?;
+                let n_ready = after.iter().filter(|s| s.ready).count();
+                let restored = self.on_restored.read().unwrap_or_else(PoisonError::into_inner).clone();
+                if let Some(restored) = restored {
+                    restored(&name, &last_good, &record.reason);
+                }
+                Ok((
+                    format!(
+                        "{name} was returned to its last good release {last_good} ({n_ready} of {} replicas ready)",
+                        after.len()
+                    ),
+                    String::new(),
+                ))
             }
             ActionKind::Eject { for_ms } => {
                 let name = service_name()?;
