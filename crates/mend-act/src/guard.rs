@@ -197,7 +197,7 @@ impl Guard {
         now: Timestamp,
     ) -> Result<(), Refusal> {
         let Some(service) = record.service.clone() else { return Ok(()) };
-        if !record.action.disrupts() && !matches!(record.action, ActionKind::Scale { .. }) {
+        if !record.action.spends_budget() {
             return Ok(());
         }
         if let Some(root) = &diagnosis.root
@@ -220,6 +220,11 @@ impl Guard {
             if since < cooldown {
                 return Err(Refusal::Cooldown { remaining: Duration::from_millis((cooldown - since) as u64) });
             }
+        }
+        if !record.action.disrupts() && !matches!(record.action, ActionKind::Scale { .. }) {
+            // A rollback starts the other release beside the running one before draining it: no capacity
+            // is taken.
+            return Ok(());
         }
         self.check_capacity(record, &service, view)
     }
@@ -327,7 +332,7 @@ impl Guard {
 
     fn issue(&mut self, record: ActionRecord, now: Timestamp) -> Permit {
         if let Some(service) = record.service.clone()
-            && (record.action.disrupts() || matches!(record.action, ActionKind::Scale { .. }))
+            && record.action.spends_budget()
         {
             self.global(now).take(now);
             self.bucket(&service, now).take(now);
@@ -413,5 +418,37 @@ mod tests {
         guard.reconfigure(healing, BTreeMap::new());
         let later = Timestamp::from_millis(now.as_millis() + 30 * 60 * 1000 + 1000);
         assert_eq!(guard.check(&restart(3, 2, later), &world, &diagnosis, later), Ok(()));
+    }
+
+    #[test]
+    fn a_policys_rollback_spends_the_budget_and_cools_down_but_takes_no_capacity() {
+        // Every replica but one down: a restart would exceed max_unavailable, a rollback (surge first) not.
+        let world = World {
+            services: BTreeMap::from([(
+                name("web"),
+                ServiceView { replicas: (0..3).map(|index| ReplicaView { index, ready: index == 0 }).collect() },
+            )]),
+        };
+        let healing = Healing {
+            max_actions_per_hour: 100,
+            service_max_actions_per_hour: 2,
+            cooldown: Duration::from_secs(60),
+            ..Healing::default()
+        };
+        let mut guard = Guard::new(healing, BTreeMap::new());
+        let now = Timestamp::from_millis(1_000_000);
+        let diagnosis = Diagnosis::default();
+        let rollback = |id: u64| ActionRecord { action: ActionKind::Rollback, replica: None, ..restart(id, 0, now) };
+        guard.grant(rollback(1), &world, &diagnosis, now).expect("a rollback takes no capacity");
+        // A bad_release that keeps firing does not swap releases again within the cooldown...
+        assert!(matches!(guard.check(&rollback(2), &world, &diagnosis, now), Err(Refusal::Cooldown { .. })));
+        // ...and after it, only within the budget.
+        let later = Timestamp::from_millis(now.as_millis() + 61_000);
+        guard.grant(rollback(2), &world, &diagnosis, later).expect("the second within budget");
+        let after = Timestamp::from_millis(later.as_millis() + 61_000);
+        assert_eq!(
+            guard.check(&rollback(3), &world, &diagnosis, after),
+            Err(Refusal::Budget { scope: "web".into(), per_hour: 2 })
+        );
     }
 }

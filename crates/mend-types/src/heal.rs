@@ -274,6 +274,13 @@ impl ActionKind {
         }
     }
 
+    /// Whether the action spends the healing budgets and starts a cooldown: what disrupts, every scale,
+    /// and a change of the running release (a rollback or promotion replaces every replica, surge first:
+    /// it takes no capacity, but a signal that keeps firing must not swap releases without limit).
+    pub fn spends_budget(&self) -> bool {
+        self.disrupts() || matches!(self, Self::Scale { .. } | Self::Rollback | Self::Promote)
+    }
+
     /// Whether the action takes replicas out of service (and so counts against `max_unavailable`).
     pub fn disrupts(&self) -> bool {
         matches!(
