@@ -293,6 +293,43 @@ fn a_release_that_regresses_after_its_promotion_is_rolled_back_by_a_healing_poli
 }
 
 #[test]
+fn a_bad_canary_taken_out_by_a_policy_never_rolls_a_good_promoted_release_back() {
+    let _cpu = common::cpu_to_myself();
+    let (mut daemon, proxy) = releases();
+    let config = common::read(&daemon.config_path) + "[[heal]]\nwhen = \"bad_release\"\nactions = [\"rollback\"]\n";
+    std::fs::write(&daemon.config_path, config).expect("write config");
+    let status = daemon.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    daemon.spawn();
+    daemon.wait_ready("web");
+    eventually(Duration::from_secs(10), "the proxy routes to the replicas", || {
+        KeepAlive::new(proxy).request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 4, 500_000, Duration::from_millis(1), stop.clone());
+    running.wait_for_more(200);
+    deploy(&daemon, &["--release", "good", "--steps", "50,100", "--interval", "1s"]);
+    wait_for_phase(&daemon, "promoted", Duration::from_secs(60));
+    eventually(Duration::from_secs(30), "only the promoted release runs", || {
+        (releases_running(&daemon) == ["good", "good"]).then_some(())
+    });
+    // A bad canary next: the bad_release policy and the rollout's own verdict both roll it back.
+    deploy(&daemon, &["--release", "bad", "--steps", "20,100", "--interval", "1s"]);
+    wait_for_phase(&daemon, "rolled_back", Duration::from_secs(60));
+    eventually(Duration::from_secs(60), "every action ended", || {
+        let open = get(daemon.api, "/api/v1/actions?open=true").json()["actions"].as_array().map_or(1, Vec::len);
+        (open == 0 && releases_running(&daemon) == ["good", "good"]).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    running.join();
+    // The good release stays stable: nothing returned the service to v1.
+    let status = rollout(&daemon);
+    assert_eq!(status["stable"], "good", "{status}");
+    assert!(!status["history"].to_string().contains("\"restored\""), "{status}");
+    assert_eq!(releases_running(&daemon), ["good", "good"]);
+}
+
+#[test]
 fn deploy_refuses_what_it_cannot_do() {
     let (daemon, _proxy) = releases();
     let out = daemon.cli(&["deploy", "web", "--release", "v9"]);

@@ -199,6 +199,15 @@ impl Executor {
                         String::new(),
                     ));
                 }
+                if !matches!(record.actor, Actor::Policy { .. }) {
+                    // A rollout's rollback (an operator's abort or a verdict) takes its canary out and
+                    // nothing more: with none left (a policy's rollback took it out first), the stable
+                    // release is the good one and stays. Only a policy returns to the last good release.
+                    return Ok((
+                        format!("{name} runs no canary: nothing to roll back, {} stays", config.stable_release),
+                        String::new(),
+                    ));
+                }
                 let last_good = self
                     .last_good
                     .read()
