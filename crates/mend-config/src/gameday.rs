@@ -25,7 +25,8 @@
 //! right_diagnosis = true                 # the expected diagnosis must be named
 //! ```
 //!
-//! `reset = ["rm", "-f", "/tmp/flag"]` (optional) runs before the topology starts and after it stops.
+//! `reset = ["rm", "-f", "/tmp/flag"]` (optional) runs before the topology starts and after it stops. A
+//! fault's `expect` is "recover" (the default), "escalate" (a crash loop) or "scale_out" (an overload).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -139,6 +140,8 @@ pub enum Expect {
     Recover,
     /// mend escalates the incident (a crash loop must not loop).
     Escalate,
+    /// The service scales out (an overload): more replicas desired than at the injection, all ready.
+    ScaleOut,
 }
 
 /// A fault at a time.
@@ -431,8 +434,10 @@ fn validate_fault(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawFault) -
     let expect = match raw.expect.as_deref() {
         None | Some("recover") => Some(Expect::Recover),
         Some("escalate") => Some(Expect::Escalate),
+        Some("scale_out") => Some(Expect::ScaleOut),
         Some(other) => {
-            problems.add(&path.key("expect"), format!("{other:?} (expected \"recover\" or \"escalate\")"));
+            problems
+                .add(&path.key("expect"), format!("{other:?} (expected \"recover\", \"escalate\" or \"scale_out\")"));
             None
         }
     };
@@ -521,7 +526,7 @@ colour = "red"
                 "day.toml:11:8: fault[0].kind: unknown fault \"melt\" (expected one of: kill, hang, cpu, leak, slow, errors, partition), knob, run",
                 "day.toml:12:1: fault[1]: missing required key \"at\" (after the start, e.g. \"5s\")",
                 "day.toml:12:1: fault[1].path: a knob needs path, the endpoint to POST (e.g. \"/fault/errors?rate=1\")",
-                "day.toml:15:10: fault[1].expect: \"pray\" (expected \"recover\" or \"escalate\")",
+                "day.toml:15:10: fault[1].expect: \"pray\" (expected \"recover\", \"escalate\" or \"scale_out\")",
                 "day.toml:18:1: slo.colour: unknown field `colour`, expected one of `detect`, `recover`, `failed_requests`, `right_diagnosis`",
             ]
             .join("\n"))

@@ -188,6 +188,7 @@ pub(crate) fn evaluate(scenario: &Scenario, recording: &Recording) -> Vec<FaultR
                 .filter_map(|incident| incident.escalated.filter(|at| in_window(*at)))
                 .min_by(f64::total_cmp)
                 .map(|at| at - start),
+            Expect::ScaleOut => scaled_out_at(fault, recording, start, end).map(|at| at - start),
         };
         let window_samples: Vec<&Sample> = recording.samples.iter().filter(|s| in_window(s.at)).collect();
         let failed = window_samples.iter().filter(|s| !s.ok).count();
@@ -212,6 +213,7 @@ pub(crate) fn evaluate(scenario: &Scenario, recording: &Recording) -> Vec<FaultR
             expect: match fault.expect {
                 Expect::Recover => "recover",
                 Expect::Escalate => "escalate",
+                Expect::ScaleOut => "scale out",
             },
             failed,
             total: window_samples.len(),
@@ -270,6 +272,20 @@ fn recovered_at(fault: &ScheduledFault, recording: &Recording, start: f64, end: 
         return None;
     }
     Some(recovered)
+}
+
+/// The first poll in `[start, end)` at which the service wanted its highest replica count of the window,
+/// more than it wanted at the injection, and had all of them ready; None if it never scaled out. (A
+/// scale-out shows in `desired`: the autoscaler's change, unlike a crash, never leaves a replica down.)
+fn scaled_out_at(fault: &ScheduledFault, recording: &Recording, start: f64, end: f64) -> Option<f64> {
+    let polls: Vec<&ReadyPoint> =
+        recording.ready.iter().filter(|p| p.service == fault.service && p.at >= start && p.at < end).collect();
+    let before = polls.first()?.desired;
+    let most = polls.iter().map(|p| p.desired).max()?;
+    if most <= before {
+        return None;
+    }
+    polls.iter().find(|p| p.desired == most && p.ready >= most).map(|p| p.at)
 }
 
 fn violations(
@@ -384,9 +400,14 @@ impl Started {
     }
 }
 
-/// The game day's processes: mend, a load command, fault and reset commands (argv, never a shell).
+/// The game day's processes: mend, a load command, fault and reset commands (argv, never a shell). A bare
+/// `mend` is this binary (as the supervisor finds `mend-demo` next to it), so a `run` fault can say
+/// `["mend", "deploy", ...]` without mend on the PATH and gets the same build as the daemon it talks to.
 fn command(program: &str) -> tokio::process::Command {
-    tokio::process::Command::new(program)
+    match std::env::current_exe() {
+        Ok(exe) if program == "mend" => tokio::process::Command::new(exe),
+        _ => tokio::process::Command::new(program),
+    }
 }
 
 async fn start_mend(config: &Path, work_dir: &Path) -> anyhow::Result<(Started, SocketAddr, Option<String>)> {

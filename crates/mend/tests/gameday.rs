@@ -1,7 +1,7 @@
 //! `mend gameday` end to end: the short version of the suite in `examples/gamedays/` that CI runs (crash,
-//! hang, crash loop: real mend, real mend-demo replicas behind the proxy, the built-in load), a game day
-//! against a running mend with `hey` (a load generator we did not write) as its load, and a scenario
-//! file with mistakes.
+//! hang, crash loop, overload: real mend, real mend-demo replicas behind the proxy, the built-in load), a
+//! game day against a running mend with `hey` (a load generator we did not write) as its load, and a
+//! scenario file with mistakes.
 #![allow(clippy::disallowed_methods)] // End-to-end tests wait in real time.
 
 mod common;
@@ -62,6 +62,15 @@ fn a_crash_loop_escalates_instead_of_looping() {
     let fault = &report["faults"][0];
     assert_eq!((fault["expect"].as_str(), fault["diagnosis"].as_str()), (Some("escalate"), Some("crash_loop")));
     assert!(fault["recover_s"].is_number(), "escalated: {fault}");
+}
+
+#[test]
+fn an_overload_is_scaled_out_by_the_autoscaler_without_failed_requests() {
+    let report = check_passes("overload");
+    let fault = &report["faults"][0];
+    assert_eq!((fault["expect"].as_str(), fault["failed"].as_u64()), (Some("scale out"), Some(0)));
+    assert!(fault["recover_s"].as_f64().is_some_and(|at| at <= 10.0), "scaled out: {fault}");
+    assert!(fault["actions"].to_string().contains("by autoscaler"), "the autoscaler's decisions: {fault}");
 }
 
 /// A running mend (`[topology] api`), `hey` as the load command; the SLO that cannot hold (detect within

@@ -82,10 +82,10 @@ impl<'a> Report<'a> {
                     (Some(name), None) => format!("{name} {}", seconds(fault.diagnose_s)),
                     (None, _) => "-".to_owned(),
                 };
-                let recover = if fault.expect == "escalate" {
-                    format!("escalated {}", seconds(fault.recover_s))
-                } else {
-                    seconds(fault.recover_s)
+                let recover = match fault.expect {
+                    "escalate" => format!("escalated {}", seconds(fault.recover_s)),
+                    "scale out" => format!("scaled out {}", seconds(fault.recover_s)),
+                    _ => seconds(fault.recover_s),
                 };
                 vec![
                     format!("{:.1}s {}", fault.at, fault.fault),
@@ -206,7 +206,11 @@ impl<'a> Report<'a> {
                 escape(fault.detected_by.as_deref().unwrap_or("-")),
                 escape(&diagnosis),
                 seconds(fault.diagnose_s),
-                if fault.expect == "escalate" { "escalated " } else { "" },
+                match fault.expect {
+                    "escalate" => "escalated ",
+                    "scale out" => "scaled out ",
+                    _ => "",
+                },
                 seconds(fault.recover_s),
                 fault.failed,
                 fault.total,

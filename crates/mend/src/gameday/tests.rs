@@ -112,6 +112,29 @@ fn a_crash_loop_must_escalate_and_victims_must_stay_untouched() {
 }
 
 #[test]
+fn an_overload_must_scale_out_to_its_highest_count_all_ready() {
+    let faults =
+        "[[fault]]\nat = \"0s\"\nservice = \"web\"\nkind = \"run\"\ncommand = [\"true\"]\nexpect = \"scale_out\"\n";
+    let point = |at: f64, ready: u32, desired: u32| ReadyPoint { at, service: "web".into(), ready, desired };
+    let mut scaled = recording();
+    scaled.notices.clear();
+    scaled.readies.clear();
+    scaled.samples = samples(0.0, 20.0, &[]);
+    scaled.injected[0].at = 0.0;
+    // Ready as soon as wanted at every poll (a crash's "recover" would say 0 s): 1 → 2 at 2 s, → 3 at 4 s.
+    scaled.ready = vec![point(0.0, 1, 1), point(2.2, 2, 2), point(4.0, 2, 3), point(4.2, 3, 3), point(19.8, 3, 3)];
+    let results = evaluate(&scenario(faults, "recover = \"10s\""), &scaled);
+    assert_eq!(results[0].expect, "scale out");
+    assert_eq!(approx(results[0].recover_s).as_deref(), Some("4.20"));
+    assert!(results[0].violations.is_empty(), "{:?}", results[0].violations);
+    // Never more than at the injection: it did not scale out.
+    scaled.ready = vec![point(0.0, 1, 1), point(19.8, 1, 1)];
+    let results = evaluate(&scenario(faults, "recover = \"10s\""), &scaled);
+    assert_eq!(results[0].recover_s, None);
+    assert_eq!(results[0].violations, ["did not scale out"]);
+}
+
+#[test]
 fn the_report_escapes_and_is_self_contained() {
     let scenario = scenario(KILL, "");
     let mut recording = recording();
