@@ -164,7 +164,10 @@ fn pending_secs(daemon: &Daemon) -> f64 {
 fn issue_15_a_false_positive_relaxes_the_rule_within_bounds_and_the_change_survives_a_restart() {
     let mut daemon = Daemon::start(&always_config());
     let id = first_incident(&daemon);
-    assert!(pending_secs(&daemon) < 2.0, "as configured the rule fires after 1s");
+    // As configured the rule fires after 1s (bounded well under the relaxed 6s below: a loaded machine
+    // evaluates late).
+    let configured = pending_secs(&daemon);
+    assert!(configured < 4.0, "as configured the rule fires after 1s, not {configured}s");
     // Mutating: the token is needed.
     let path = format!("/api/v1/incidents/{id}/feedback");
     assert_eq!(post_json(&daemon, &path, r#"{"verdict":"false_positive"}"#, None).status, 401);
