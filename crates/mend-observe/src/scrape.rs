@@ -435,6 +435,9 @@ impl Scraper {
     }
 }
 
+/// Samples appended under one hold of the store's write lock.
+const APPEND_BATCH: usize = 2_048;
+
 /// Parses `body` (at most `sample_limit` samples) and appends it to `store`; nothing is appended unless
 /// the whole body parses.
 #[allow(clippy::too_many_arguments)] // One call site; the scraper's fields, taken apart for a blocking thread.
@@ -454,9 +457,8 @@ fn ingest(
         mend_promtext::ErrorKind::TooManySamples { limit } => ScrapeFailure::SampleLimit { limit },
         kind => ScrapeFailure::Malformed { line: error.line, column: error.column, reason: kind.to_string() },
     })?;
-    let Ok(mut store) = store.write() else {
-        return Err(ScrapeFailure::Unreachable("the series store is unavailable".into()));
-    };
+    let write = || store.write().map_err(|_| ScrapeFailure::Unreachable("the series store is unavailable".into()));
+    let mut store = write()?;
     // Series the store swept (a target whose labels churn) no longer count against the target's limit.
     target.scrapes += 1;
     if target.scrapes.is_multiple_of(60) {
@@ -465,7 +467,15 @@ fn ingest(
     let mut report = ScrapeReport { samples: 0, dropped_series: 0 };
     let mut exposed = HashSet::with_capacity(target.exposed.len());
     let mut pairs: Vec<(String, String)> = Vec::with_capacity(16);
-    for (_, sample) in mend_promtext::samples(&families) {
+    for (index, (_, sample)) in mend_promtext::samples(&families).enumerate() {
+        if index > 0 && index.is_multiple_of(APPEND_BATCH) {
+            // A large exposition takes seconds to append on a slow machine: let the rule evaluator, the
+            // /proc sampler and queries in between, rather than stall every async worker that waits on
+            // the store behind one target.
+            drop(store);
+            std::thread::yield_now();
+            store = write()?;
+        }
         pairs.clear();
         for label in &sample.labels {
             // Target labels win; a clashing scraped label is kept as exported_<name>, as Prometheus does.
