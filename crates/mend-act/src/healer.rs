@@ -458,14 +458,29 @@ impl Healer {
     }
 
     /// Pauses automatic action (operators' commands still run).
-    pub fn pause(&mut self) {
+    pub fn pause(&mut self, now: Timestamp) -> Vec<Decision> {
         self.paused = true;
+        // A human decision that belongs in every open incident's timeline (and so in its report).
+        self.note_active("automatic healing paused by an operator", now)
     }
 
     /// Resumes automatic action.
     pub fn resume(&mut self, world: &World, now: Timestamp) -> Vec<Decision> {
         self.paused = false;
-        self.tick(world, now)
+        let mut decisions = self.note_active("automatic healing resumed by an operator", now);
+        decisions.extend(self.tick(world, now));
+        decisions
+    }
+
+    /// Notes `note` in every incident not closed, and journals them.
+    fn note_active(&mut self, note: &str, now: Timestamp) -> Vec<Decision> {
+        let ids: Vec<IncidentId> = self.book.active().map(|incident| incident.id).collect();
+        let mut decisions = Vec::new();
+        for id in ids {
+            self.book.note(id, note.to_owned(), now);
+            self.incident_decision(id, &mut decisions);
+        }
+        decisions
     }
 
     /// Action `id` ended.

@@ -19,6 +19,10 @@ enum Input {
     Approve(u64),
     /// A reload with this config.
     Reload(String),
+    /// An operator pauses automatic healing.
+    Pause,
+    /// An operator resumes it.
+    Resume,
 }
 
 fn name(text: &str) -> ServiceName {
@@ -143,6 +147,8 @@ fn check(config: &str, script: &[(i64, Input, &[&str])]) {
                 healer.reconfigure(Settings::of(&config));
                 Vec::new()
             }
+            Input::Pause => healer.pause(now),
+            Input::Resume => healer.resume(&world, now),
             Input::Approve(id) => healer
                 .approve(mend_types::ActionId(*id), &world, now)
                 .unwrap_or_else(|refused| vec![Decision::Signal(refusal(refused))]),
@@ -582,6 +588,27 @@ fn an_approved_action_runs_and_a_second_approval_is_refused() {
                     "incident 1 verifying: external Slow resolved: Slow evidence",
                     "outcome 1 restart web for alert:Slow: resolved in 3s",
                     "incident 1 resolved: every signal resolved",
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_pause_and_a_resume_are_noted_in_open_incidents_and_acting_waits_for_the_resume() {
+    check(
+        APPROVE,
+        &[
+            (0, Input::Pause, &[]),
+            (1, Input::Fire("Slow", "web", Some(1)), &["incident 1 open: external Slow fired: Slow evidence"]),
+            (2, Input::Pause, &["incident 1 open: automatic healing paused by an operator"]),
+            (
+                3,
+                Input::Resume,
+                &[
+                    "incident 1 open: automatic healing resumed by an operator",
+                    "action 1 restart web/1 pending",
+                    "incident 1 acting: restart waits for approval (mend approve 1 / mend deny 1)",
                 ],
             ),
         ],

@@ -445,8 +445,7 @@ impl Stage {
             Command::Pause(paused, answer) => {
                 let decisions = if paused {
                     tracing::warn!("automatic healing paused by an operator");
-                    self.healer.pause();
-                    Vec::new()
+                    self.healer.pause(now)
                 } else {
                     tracing::info!("automatic healing resumed by an operator");
                     let world = world(&self.supervisor);
