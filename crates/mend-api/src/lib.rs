@@ -12,6 +12,7 @@ mod learn;
 mod logs;
 mod metrics;
 mod query;
+mod report;
 mod rollout;
 mod routes;
 mod server;
@@ -35,6 +36,7 @@ pub use learn::{
 };
 pub use logs::{PatternDto, PatternSource, PatternsDto};
 pub use metrics::{EventCounter, ObserveStats, SignalCounter};
+pub use report::{NoReports, REPORT_CONTENT_SECURITY_POLICY, ReportApi, ReportError, ReportFormat};
 pub use rollout::{DeployOrder, NoRollouts, RolloutApi, RolloutError, RolloutOrder, RolloutStatus, parse_steps};
 pub use routes::{ApiState, ReloadRequest, router};
 pub use server::{MAX_REQUEST_BODY_BYTES, ServeLimits, serve};

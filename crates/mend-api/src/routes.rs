@@ -65,6 +65,8 @@ pub struct ApiState {
     pub learn: Arc<dyn crate::LearnApi>,
     /// The rollouts: deploy, status, pause, resume, abort, promote.
     pub rollouts: Arc<dyn crate::RolloutApi>,
+    /// The post-incident reports (`/api/v1/incidents/{id}/report`).
+    pub reports: Arc<dyn crate::ReportApi>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -139,6 +141,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/signals", get(signals))
         .route("/api/v1/incidents", get(crate::healing::incidents))
         .route("/api/v1/incidents/{id}", get(crate::healing::incident))
+        .route("/api/v1/incidents/{id}/report", get(crate::report::report))
         .route("/api/v1/actions", get(crate::healing::actions))
         .route("/api/v1/healing", get(crate::healing::status))
         .route("/api/v1/learn", get(crate::learn::report))

@@ -314,6 +314,10 @@ async function loadHealing() {
 
 /* ---------- incidents ---------- */
 
+function reportUrl(incident, format) {
+  return `/api/v1/incidents/${encodeURIComponent(String(incident.id))}/report?format=${format}`;
+}
+
 function incidentDetail(incident) {
   const d = incident.diagnosis;
   const causes = [];
@@ -365,6 +369,15 @@ function incidentDetail(incident) {
         ),
     h('h4', {}, 'Timeline'),
     h('ol', { class: 'timeline' }, incident.timeline.map((t) => h('li', {}, time(t.at), ' ', badge(t.state), ' ', t.note))),
+    h('h4', {}, 'Report'),
+    h(
+      'p',
+      { class: 'report-links' },
+      'Post-incident report: ',
+      h('a', { class: 'report-html', href: reportUrl(incident, 'html'), target: '_blank', rel: 'noopener' }, 'HTML, with charts'),
+      ' · ',
+      h('a', { class: 'report-md', href: reportUrl(incident, 'md'), target: '_blank', rel: 'noopener' }, 'Markdown'),
+    ),
     h('h4', {}, 'Feedback'),
     h(
       'p',

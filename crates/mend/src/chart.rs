@@ -1,5 +1,6 @@
-//! Server-side SVG line charts for self-contained reports (the game-day report; the post-incident report
-//! later): series over time, shaded bands (faults) and vertical markers (actions), every text escaped.
+//! Server-side SVG line charts for self-contained reports (the game-day report and the post-incident
+//! report): series over time, shaded bands (faults) and vertical markers (detection, diagnosis,
+//! actions, each kind its own colour and dash), every text escaped.
 //! Pure: data in, a string of SVG out; no scripts, no external resources.
 
 use std::fmt::Write as _;
@@ -20,11 +21,35 @@ pub(crate) struct Band {
     pub(crate) label: String,
 }
 
-/// A vertical line at x (an action).
+/// A vertical line at x (an action, a detection, a diagnosis).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Marker {
     pub(crate) at: f64,
     pub(crate) label: String,
+    pub(crate) kind: MarkerKind,
+}
+
+/// What a marker marks: each kind is drawn in its own colour and dash, and named in the legend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) enum MarkerKind {
+    /// A healing action.
+    #[default]
+    Action,
+    /// The incident opened: mend detected the problem.
+    Detection,
+    /// The diagnosis was made.
+    Diagnosis,
+}
+
+impl MarkerKind {
+    /// (colour, dash pattern, legend name).
+    fn style(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Action => ("#009e73", "4 3", "action"),
+            Self::Detection => ("#b00020", "1 2", "detected"),
+            Self::Diagnosis => ("#6a3d9a", "8 3", "diagnosed"),
+        }
+    }
 }
 
 /// A chart with its axes' names.
@@ -176,12 +201,31 @@ impl Chart {
         );
         for marker in &self.markers {
             let px = sx(marker.at);
+            let (colour, dash, _) = marker.kind.style();
             let _ = write!(
                 svg,
-                r##"<line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{:.1}" stroke="#009e73" stroke-dasharray="4 3"><title>{}</title></line>"##,
+                r##"<line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{:.1}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="{dash}"><title>{}</title></line>"##,
                 top + plot_h,
                 escape(&marker.label)
             );
+        }
+        // A legend of the marker kinds drawn (when more than actions are), top right above the plot.
+        let mut kinds: Vec<MarkerKind> = self.markers.iter().map(|m| m.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        if kinds.iter().any(|kind| *kind != MarkerKind::Action) {
+            let mut x = left + plot_w;
+            for kind in kinds.iter().rev() {
+                let (colour, dash, name) = kind.style();
+                let text_w = 6.5 * name.len() as f64;
+                x -= text_w + 22.0;
+                let _ = write!(
+                    svg,
+                    r#"<line x1="{x:.1}" y1="12" x2="{:.1}" y2="12" stroke="{colour}" stroke-width="1.5" stroke-dasharray="{dash}"/><text x="{:.1}" y="16">{name}</text>"#,
+                    x + 16.0,
+                    x + 19.0
+                );
+            }
         }
         for (idx, series) in self.series.iter().enumerate() {
             let colour = COLOURS[idx % COLOURS.len()];
@@ -220,7 +264,7 @@ mod tests {
             y_label: "ms".into(),
             series: vec![Series { name: "p99".into(), points: vec![(0.0, 1.0), (1.0, f64::NAN), (2.0, 4.0)] }],
             bands: vec![Band { from: 0.5, to: 1.5, label: "kill web/0".into() }],
-            markers: vec![Marker { at: 1.0, label: "restart <web/0>".into() }],
+            markers: vec![Marker { at: 1.0, label: "restart <web/0>".into(), kind: MarkerKind::Action }],
         }
     }
 
@@ -242,6 +286,15 @@ mod tests {
         // The band from 0.5 to 1.5 and the marker at 1.
         assert!(svg.contains(r#"<rect x="188.0" y="28" width="264.0""#), "{svg}");
         assert!(svg.contains(r#"<line x1="320.0" y1="28" x2="320.0""#), "{svg}");
+        // Actions alone need no legend; a detection marker brings one naming each kind drawn.
+        assert!(!svg.contains(">detected<"));
+        let mut marked = chart();
+        marked.markers.push(Marker { at: 0.2, label: "incident 3 opened".into(), kind: MarkerKind::Detection });
+        let svg = marked.render(600, 200);
+        assert!(
+            svg.contains(r##"stroke="#b00020""##) && svg.contains(">detected<") && svg.contains(">action<"),
+            "{svg}"
+        );
         // An empty chart still renders (axes only).
         let empty = Chart::default().render(300, 150);
         assert!(empty.contains("</svg>") && !empty.contains("<path"));

@@ -133,6 +133,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write an incident's post-incident report: summary, timeline, time to detect / diagnose / recover,
+    /// what was learnt, and (HTML, from a running daemon) charts of the key series around it. Without a
+    /// running daemon the report is built from the state directory's store, without charts.
+    Report {
+        #[command(flatten)]
+        target: Target,
+        /// The incident's id.
+        id: u64,
+        /// `md` (pastes into a ticket; charts omitted) or `html` (one self-contained page with SVG charts).
+        #[arg(long, value_enum, default_value_t = ReportFormatArg::Md)]
+        format: ReportFormatArg,
+        /// Write the report to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// State directory whose store is read when the daemon is not running [default: that of -c FILE,
+        /// or of ./mend.toml].
+        #[arg(long, env = "MEND_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// List healing actions (newest first).
     Actions {
         #[command(flatten)]
@@ -360,6 +379,15 @@ enum LearnCommand {
         #[arg(long)]
         service: Option<String>,
     },
+}
+
+/// `mend report --format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ReportFormatArg {
+    /// Markdown.
+    Md,
+    /// Self-contained HTML.
+    Html,
 }
 
 /// An operator's verdict on an incident.
@@ -885,6 +913,7 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Reload { target }
         | Command::Incidents { target, .. }
         | Command::Incident { target, .. }
+        | Command::Report { target, .. }
         | Command::Actions { target, .. }
         | Command::Approve { target, .. }
         | Command::Learn { target, .. }
@@ -935,6 +964,11 @@ async fn client_command(command: Command) -> ExitCode {
         }
         Command::Incidents { open, limit, json, .. } => incidents(&client, open, limit, json).await,
         Command::Incident { id, json, .. } => incident(&client, id, json).await,
+        Command::Report { id, format, output, state_dir, target } => {
+            let state_dir = state_dir
+                .unwrap_or_else(|| default_state_dir(target.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))));
+            report(&client, id, format, output.as_deref(), &state_dir).await
+        }
         Command::Actions { open, limit, json, .. } => actions(&client, open, limit, json).await,
         Command::Approve { id, .. } => decide(&client, id, "approve").await,
         Command::Learn { json, command: None, .. } => learnt(&client, json).await,
@@ -1316,6 +1350,37 @@ async fn incident(client: &Client, id: u64, json: bool) -> Result<(), ClientErro
         output::line(&serde_json::to_string_pretty(&incident).map_err(|error| ClientError::Other(error.to_string()))?);
     } else {
         output::raw(output::incident_timeline(&incident).as_bytes());
+    }
+    Ok(())
+}
+
+/// `mend report`: from the daemon (with charts), else from the store in `state_dir` (without).
+async fn report(
+    client: &Client,
+    id: u64,
+    format: ReportFormatArg,
+    output_file: Option<&Path>,
+    state_dir: &Path,
+) -> Result<(), ClientError> {
+    let (format, name) = match format {
+        ReportFormatArg::Md => (mend_api::ReportFormat::Markdown, "md"),
+        ReportFormatArg::Html => (mend_api::ReportFormat::Html, "html"),
+    };
+    let text = match client.text(&format!("/api/v1/incidents/{id}/report?format={name}")).await {
+        Ok(text) => text,
+        Err(ClientError::NotRunning(why)) => {
+            let store_path = state_dir.join("mend.db");
+            let report = tokio::task::spawn_blocking(move || crate::report::offline(&store_path, id, format, &why))
+                .await
+                .map_err(|error| ClientError::Other(format!("the report task failed: {error}")))?;
+            report.map_err(ClientError::Other)?
+        }
+        Err(error) => return Err(error),
+    };
+    match output_file {
+        Some(path) => std::fs::write(path, text.as_bytes())
+            .map_err(|error| ClientError::Other(format!("cannot write {}: {error}", path.display())))?,
+        None => output::raw(text.as_bytes()),
     }
     Ok(())
 }

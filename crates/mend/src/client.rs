@@ -121,6 +121,26 @@ impl Client {
             .map_err(|error| ClientError::Other(format!("unexpected answer from mend: {error}")))
     }
 
+    /// Sends a GET and returns the body as text (a report, say); API errors become [`ClientError::Api`].
+    pub(crate) async fn text(&self, path: &str) -> Result<String, ClientError> {
+        let response = self.send(Method::GET, path).await?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| ClientError::Other(format!("reading the answer: {error}")))?
+            .to_bytes();
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|value| value.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
+            return Err(ClientError::Api(status, message));
+        }
+        String::from_utf8(body.to_vec()).map_err(|_| ClientError::Other("the answer is not UTF-8".to_owned()))
+    }
+
     /// Streams a (possibly endless) body, handing each chunk to `on_chunk`.
     pub(crate) async fn stream(&self, path: &str, mut on_chunk: impl FnMut(&[u8])) -> Result<(), ClientError> {
         let response = self.send(Method::GET, path).await?;

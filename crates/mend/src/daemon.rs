@@ -280,6 +280,12 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         stream: Arc::new(mend_api::StreamHub::new(bus.clone())),
         chaos: Arc::new(chaos.clone()),
         rollouts: Arc::new(crate::rollout::RolloutHandle(rollouts.clone())),
+        reports: Arc::new(crate::report::Reports {
+            store: store.clone(),
+            series: series.clone(),
+            clock: clock.clone(),
+            exprs: Arc::new(crate::report::Reports::exprs(&config)),
+        }),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());

@@ -13,6 +13,7 @@ mod notify;
 mod output;
 mod reload;
 mod replay;
+mod report;
 mod rollout;
 mod traffic;
 

@@ -8,7 +8,7 @@ use mend_config::Scenario;
 use serde::Serialize;
 
 use super::{FaultResult, Recording};
-use crate::chart::{Band, Chart, Marker, Series, escape};
+use crate::chart::{Band, Chart, Marker, MarkerKind, Series, escape};
 
 /// Everything the report shows.
 #[derive(Debug, Serialize)]
@@ -120,8 +120,12 @@ impl<'a> Report<'a> {
                 label: fault.fault.clone(),
             })
             .collect();
-        let markers: Vec<Marker> =
-            self.recording.actions.iter().map(|action| Marker { at: action.at, label: action.what.clone() }).collect();
+        let markers: Vec<Marker> = self
+            .recording
+            .actions
+            .iter()
+            .map(|action| Marker { at: action.at, label: action.what.clone(), kind: MarkerKind::Action })
+            .collect();
         let buckets = per_second(self.recording);
         let latency = Chart {
             title: "Latency per second".into(),
