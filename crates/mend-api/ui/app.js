@@ -20,6 +20,7 @@ const state = {
   signalsAfter: 0,
   timelineLoaded: false,
   sparks: new Map(),
+  rollouts: [],
   busy: new Set(),
   live: false,
 };
@@ -72,7 +73,7 @@ async function act(what, key, change) {
     toast(`${what}: ${error.message}`, true);
   } finally {
     state.busy.delete(key);
-    refreshSoon('services', 'healing', 'incidents', 'timeline');
+    refreshSoon('services', 'healing', 'incidents', 'timeline', 'rollouts');
   }
 }
 
@@ -310,6 +311,149 @@ async function loadHealing() {
   state.healing = await get('/api/v1/healing');
   renderSummary();
   renderApprovals();
+}
+
+/* ---------- rollouts ---------- */
+
+const ROLLOUT_DONE = new Set(['promoted', 'rolled_back']);
+
+/** A rollout's times are milliseconds since the epoch (the store's form): as RFC 3339. */
+function iso(ms) {
+  return new Date(Number(ms)).toISOString();
+}
+
+/** What a rollout event says of its step: the verdict that moved it, or why it held. */
+function verdictOf(event) {
+  const phase = event.details && event.details.phase;
+  const text = event.message;
+  if (phase === 'rolling_back' || phase === 'rolled_back') return /aborted by an operator/.test(text) ? 'aborted' : 'failed';
+  if (phase === 'promoting' || phase === 'promoted') return 'promoted';
+  if (/ gets \d+%: /.test(text)) return /canary is ready|ready: /.test(text) ? 'started' : 'passed';
+  if (/paused by an operator/.test(text)) return 'paused';
+  if (/rollout of .* started/.test(text)) return 'deployed';
+  if (/fewer than|too little|inconclusive/i.test(text)) return 'inconclusive';
+  return 'held';
+}
+
+function order(service, verb, rollout) {
+  return act(`${verb} the rollout of ${rollout.canary} to ${service}`, `rollout:${service}`, () =>
+    post(serviceUrl(service, `/rollout/${verb}`)),
+  );
+}
+
+/** Abort and promote change what serves: the person types the service's name to confirm. */
+async function confirmOrder(service, verb, rollout) {
+  const what = verb === 'abort' ? `roll ${rollout.canary} back now` : `make ${rollout.canary} stable now, without further judging`;
+  const given = await ask(`${verb === 'abort' ? 'Abort' : 'Promote'}: ${what}? Type ${service} to confirm.`);
+  if (given === null) return;
+  if (given !== service) {
+    toast(`not confirmed: ${given} is not ${service}`, true);
+    return;
+  }
+  await order(service, verb, rollout);
+}
+
+function rolloutItem({ service, status, events }) {
+  const rollout = status.rollout;
+  const done = ROLLOUT_DONE.has(rollout.phase);
+  const key = `rollout:${service}`;
+  const stepping = rollout.phase === 'stepping';
+  const steps = rollout.steps.map((weight, idx) => {
+    const where = done || idx < rollout.step_idx ? 'done' : idx === rollout.step_idx && stepping ? 'current' : 'next';
+    return h('li', { class: `step step-${where}`, title: `step ${idx + 1}: ${weight}%` }, `${weight}%`);
+  });
+  const bakeEnds = Number(rollout.since) + rollout.interval_ms;
+  return h(
+    'div',
+    { class: `rollout${done ? ' done' : ''}`, 'data-rollout': service, 'data-phase': rollout.phase, 'data-paused': String(rollout.paused) },
+    h(
+      'div',
+      { class: 'rollout-head' },
+      h('strong', {}, service),
+      ': canary ',
+      badge(rollout.canary, 'canary'),
+      ' against stable ',
+      badge(rollout.stable, 'kind'),
+      ' ',
+      badge(rollout.phase.replace(/_/g, ' '), rollout.phase),
+      rollout.paused ? [' ', badge('paused', 'failed')] : [],
+    ),
+    h(
+      'p',
+      { class: 'rollout-step' },
+      stepping ? `step ${rollout.step_idx + 1} of ${rollout.steps.length}` : rollout.phase.replace(/_/g, ' '),
+      `, canary weight now ${status.weight}%`,
+      stepping && !rollout.paused ? [', judged ', time(iso(bakeEnds))] : [],
+      rollout.inconclusive ? `, ${rollout.inconclusive} inconclusive window${rollout.inconclusive === 1 ? '' : 's'} in a row` : '',
+      ', started ',
+      time(iso(rollout.started_at)),
+    ),
+    h('ol', { class: 'steps' }, steps),
+    rollout.reason ? h('div', { class: 'reason' }, rollout.reason) : [],
+    done
+      ? []
+      : h(
+          'p',
+          { class: 'rollout-buttons' },
+          rollout.paused
+            ? h('button', { type: 'button', class: 'resume', disabled: state.busy.has(key), onclick: () => order(service, 'resume', rollout) }, 'Resume')
+            : h('button', { type: 'button', class: 'pause', disabled: state.busy.has(key), onclick: () => order(service, 'pause', rollout) }, 'Pause'),
+          ' ',
+          h('button', { type: 'button', class: 'promote', disabled: state.busy.has(key), onclick: () => confirmOrder(service, 'promote', rollout) }, 'Promote'),
+          ' ',
+          h('button', { type: 'button', class: 'abort', disabled: state.busy.has(key), onclick: () => confirmOrder(service, 'abort', rollout) }, 'Abort'),
+        ),
+    events.length
+      ? h(
+          'ol',
+          { class: 'timeline verdicts' },
+          events
+            .slice()
+            .reverse()
+            .map((event) => {
+              const verdict = verdictOf(event);
+              const weight = event.details && event.details.weight;
+              return h(
+                'li',
+                { class: 'verdict-item', 'data-verdict': verdict },
+                time(event.at),
+                ' ',
+                badge(verdict, verdict),
+                weight !== undefined ? ` at ${weight}% ` : ' ',
+                h('span', { class: 'message' }, event.message),
+              );
+            }),
+        )
+      : [],
+  );
+}
+
+function renderRollouts() {
+  const shown = state.rollouts;
+  if (shown.length === 0) {
+    fill($('rollouts'));
+    return;
+  }
+  fill($('rollouts'), h('h2', {}, 'Rollouts'), shown.map(rolloutItem));
+}
+
+async function loadRollouts() {
+  const found = await Promise.all(
+    state.services.map(async (service) => {
+      const status = await get(serviceUrl(service.name, '/rollout')).catch(() => null);
+      if (!status || !status.rollout) return null;
+      // Its verdicts: the rollout's events since it started (each step's, with the figures).
+      const query = new URLSearchParams({ service: service.name, kind: 'rollout', since: iso(status.rollout.started_at), limit: '200' });
+      const events = await get(`/api/v1/events?${query}`).then((answer) => answer.events, () => []);
+      return { service: service.name, status, events };
+    }),
+  );
+  // A finished rollout stays shown for an hour after its last step, then only the API has it.
+  const recent = Date.now() - 3600 * 1000;
+  state.rollouts = found.filter(
+    (entry) => entry && (!ROLLOUT_DONE.has(entry.status.rollout.phase) || Number(entry.status.rollout.since) > recent),
+  );
+  renderRollouts();
 }
 
 /* ---------- incidents ---------- */
@@ -640,6 +784,7 @@ const loaders = {
   healing: loadHealing,
   incidents: loadIncidents,
   timeline: loadTimeline,
+  rollouts: loadRollouts,
 };
 const pending = new Set();
 let refreshTimer = 0;
@@ -675,7 +820,7 @@ function follow() {
   source.addEventListener('open', () => {
     setLive(true, 'live');
     // Whatever happened while the stream was down.
-    refreshSoon('services', 'healing', 'incidents', 'timeline');
+    refreshSoon('services', 'healing', 'incidents', 'timeline', 'rollouts');
   });
   source.addEventListener('error', () => {
     setLive(false, 'reconnecting (polling)');
@@ -689,15 +834,20 @@ function follow() {
     if (row) row.dataset.state = change.condition;
     refreshSoon('services');
   });
-  source.addEventListener('event', () => refreshSoon('services', 'timeline', 'healing', 'incidents'));
+  source.addEventListener('event', (message) => {
+    refreshSoon('services', 'timeline', 'healing', 'incidents');
+    if (/"kind":"(rollout|canary_weight_changed)"/.test(message.data) || state.rollouts.length) refreshSoon('rollouts');
+  });
   source.addEventListener('signal', () => refreshSoon('timeline', 'healing', 'incidents'));
-  source.addEventListener('resync', () => refreshSoon('services', 'healing', 'incidents', 'timeline'));
+  source.addEventListener('resync', () => refreshSoon('services', 'healing', 'incidents', 'timeline', 'rollouts'));
 }
 
 function poll() {
   // CPU, memory and uptime change every second without a message; while the stream is down, so may
   // anything else.
-  refreshSoon('services', 'healing', ...(state.live ? [] : ['incidents', 'timeline']));
+  // A rollout in progress changes with time too (its bake time runs out).
+  const rolling = state.rollouts.some((entry) => !ROLLOUT_DONE.has(entry.status.rollout.phase));
+  refreshSoon('services', 'healing', ...(state.live ? [] : ['incidents', 'timeline', 'rollouts']), ...(rolling ? ['rollouts'] : []));
 }
 
 /* ---------- views ---------- */
@@ -741,7 +891,14 @@ function start() {
   setInterval(poll, 3000);
   setInterval(() => refreshSoon('sparks'), 10000);
   // Wait for the first services so that the logs view has its list.
-  loadServices().then(showView, showView);
+  // The rollouts need the list of services first.
+  loadServices().then(
+    () => {
+      showView();
+      refreshSoon('rollouts');
+    },
+    showView,
+  );
 }
 
 start();

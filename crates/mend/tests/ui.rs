@@ -2,7 +2,8 @@
 //! http.server, and Debian's chromium driven by playwright-core (`tests/ui/dashboard.mjs`, installed by
 //! `scripts/test` with `npm ci`). The script does the browsing and exits non-zero naming the step that
 //! failed; this test starts mend for it and checks, through the API, that what the page did went through
-//! mend's journal as an operator's and an approver's actions.
+//! mend's journal as an operator's and an approver's actions, and that the rollout the script started with
+//! `mend deploy` was paused and aborted from the page.
 #![allow(clippy::disallowed_methods)] // End-to-end tests wait in real time.
 
 mod common;
@@ -39,6 +40,8 @@ fn issue_17_dashboard_in_chromium() {
     std::fs::write(&hostile, HOSTILE_START).expect("write script");
     let web = common::free_ports(4);
     let files = common::free_ports(1);
+    let shop = common::free_ports(3);
+    let shop_proxy = common::free_ports(1);
     let config = format!(
         r#"[api]
 listen = "{{api}}"
@@ -64,13 +67,27 @@ command = ["python3", "-m", "http.server", "{{port}}", "--bind", "127.0.0.1"]
 ports = "{files}"
 [service.files.readiness]
 http = "http://127.0.0.1:{{port}}/"
+
+[service.shop]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{shop}-{shop_end}"
+stable_release = "v1"
+[service.shop.release.v1]
+[service.shop.release.v2]
+args = ["--name", "v2"]
+[service.shop.liveness]
+http = "http://127.0.0.1:{{port}}/health"
+[service.shop.proxy]
+listen = "127.0.0.1:{shop_proxy}"
 "#,
         hostile = hostile.display(),
         web_end = web + 3,
+        shop_end = shop + 2,
     );
     let daemon = Daemon::start(&config);
     daemon.wait_ready("web");
     daemon.wait_ready("files");
+    daemon.wait_ready("shop");
 
     let url = format!("http://{}", daemon.api);
     let mut command = Command::new("node");
@@ -80,6 +97,8 @@ http = "http://127.0.0.1:{{port}}/"
         .env("MEND_URL", &url)
         .env("MEND_TOKEN", TOKEN)
         .env("CHROMIUM", &chromium)
+        // The script deploys a canary with the CLI, as an operator would.
+        .env("MEND_BIN", env!("CARGO_BIN_EXE_mend"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -121,6 +140,14 @@ http = "http://127.0.0.1:{{port}}/"
         actions.iter().any(|a| a["actor"]["by"] == "policy" && a["state"] != "pending" && a["replica"] == 1),
         "no approved policy action: {actions:#?}"
     );
+    // The rollout: paused from the page, then aborted from it (the abort rolls the canary back).
+    let rollout = get(daemon.api, "/api/v1/services/shop/rollout").json();
+    assert!(
+        ["rolling_back", "rolled_back"].contains(&rollout["rollout"]["phase"].as_str().unwrap_or("")),
+        "{rollout:#}"
+    );
+    let history = rollout["history"].to_string();
+    assert!(history.contains("aborted by an operator"), "{rollout:#}");
 }
 
 /// A `/api/v1/stream` client over a raw socket: the answer's head, then its events as they come.

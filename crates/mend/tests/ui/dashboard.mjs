@@ -3,13 +3,16 @@
 // otherwise. Every wait is on a condition, bounded.
 //
 // Environment: MEND_URL (the API), MEND_TOKEN (api.token), CHROMIUM (default /usr/bin/chromium),
-// MEND_UI_SCREENSHOTS (a directory: screenshots of the main views go there).
+// MEND_BIN (the mend binary: the script deploys a canary with it), MEND_UI_SCREENSHOTS (a directory:
+// screenshots of the main views go there).
 
+import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
 
 const url = process.env.MEND_URL;
 const token = process.env.MEND_TOKEN;
 const shots = process.env.MEND_UI_SCREENSHOTS;
+const mendBin = process.env.MEND_BIN;
 const HOSTILE_LOG = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">';
 const HOSTILE_ALERT = '<img src=x onerror="window.__pwned=3"> <b>bold?</b>';
 
@@ -72,7 +75,7 @@ async function screenshot(page, name) {
 }
 
 async function main() {
-  check(url && token, 'MEND_URL and MEND_TOKEN are needed');
+  check(url && token && mendBin, 'MEND_URL, MEND_TOKEN and MEND_BIN are needed');
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     // Root in a container: chromium's sandbox needs user namespaces it may not have. The network is
@@ -225,6 +228,45 @@ async function main() {
     await until(page, 'healing resumed', () => document.querySelector('#pause')?.textContent === 'Pause healing');
     check((await api('/api/v1/healing')).paused === false, 'the API says resumed');
 
+    // 6b. A rollout: `mend deploy` starts a canary; the page shows it (canary against stable, the step,
+    // the weight, the verdicts so far) without reloading, and pauses, resumes and aborts it.
+    execFileSync(
+      mendBin,
+      ['deploy', 'shop', '--release', 'v2', '--steps', '10,50,100', '--interval', '10m', '--api', url.replace(/^http:\/\//, '')],
+      { env: { ...process.env, MEND_TOKEN: token }, stdio: 'pipe', timeout: 60000 },
+    );
+    const rolloutBox = page.locator('#rollouts .rollout[data-rollout="shop"]');
+    try {
+      await page.waitForSelector('#rollouts .rollout[data-rollout="shop"][data-phase="stepping"]', { timeout: 60000 });
+    } catch {
+      throw new Error(`the rollout is not shown stepping; the page: ${await page.locator('#rollouts').textContent()}; the API: ${JSON.stringify(await api('/api/v1/services/shop/rollout'))}`);
+    }
+    const shown = await rolloutBox.textContent();
+    check(/canary v2 against stable v1/.test(shown) && shown.includes('step 1 of 3') && shown.includes('canary weight now 10%'), `the rollout: ${shown}`);
+    check((await rolloutBox.locator('.step-current').textContent()) === '10%', 'the current step is 10%');
+    await until(page, "the first step's verdict", () => document.querySelector('#rollouts .rollout[data-rollout="shop"] li[data-verdict="started"]') !== null);
+    await rolloutBox.locator('button.pause').click();
+    await page.waitForSelector('#rollouts .rollout[data-rollout="shop"][data-paused="true"]', { timeout: 20000 });
+    await until(page, 'the pause among the verdicts', () => document.querySelector('#rollouts .rollout[data-rollout="shop"] li[data-verdict="paused"]') !== null);
+    check((await api('/api/v1/services/shop/rollout')).rollout.paused === true, 'the API says the rollout is paused');
+    check((await rolloutBox.locator('button.resume').count()) === 1, 'a paused rollout offers Resume');
+    await screenshot(page, 'rollout');
+    await rolloutBox.locator('button.resume').click();
+    await page.waitForSelector('#rollouts .rollout[data-rollout="shop"][data-paused="false"]', { timeout: 20000 });
+    // Abort asks for the service's name first.
+    await rolloutBox.locator('button.abort').click();
+    await page.waitForSelector('#ask[open]', { timeout: 10000 });
+    await page.fill('#ask-input', 'shop');
+    await page.click('#ask-ok');
+    await until(
+      page,
+      'the rollout rolled back',
+      () => /^(rolling_back|rolled_back)$/.test(document.querySelector('#rollouts .rollout[data-rollout="shop"]')?.dataset.phase || ''),
+      null,
+      30000,
+    );
+    log('rollout shown, paused, resumed and aborted');
+
     // 7. The incident: diagnosis, evidence (escaped), actions and outcomes.
     await page.click('nav a[data-view="incidents"]');
     const incident = page.locator('#incident-list details').first();
@@ -239,6 +281,10 @@ async function main() {
     await until(page, "the incident's restart", () =>
       document.querySelector('#incident-list details')?.textContent.includes('restart web/1'),
     );
+    const reportHref = await incident.locator('a.report-html').getAttribute('href');
+    check(/^\/api\/v1\/incidents\/\d+\/report\?format=html$/.test(reportHref), `the report link: ${reportHref}`);
+    const reportPage = await context.request.get(`${url}${reportHref}`);
+    check(reportPage.ok() && (await reportPage.text()).includes('>Human decisions</h2>'), 'the linked report is served');
     await screenshot(page, 'incident');
 
     // 7b. Feedback from the incident view: the false-alarm button posts the verdict (through the token);
