@@ -107,6 +107,22 @@ impl Store {
         Ok(outcomes)
     }
 
+    /// The outcomes recorded for incident `id`'s actions, in action order (a row this mend cannot read
+    /// is skipped, as in [`Store::outcomes`]).
+    pub fn incident_outcomes(&self, id: mend_types::IncidentId) -> Result<Vec<ActionOutcome>, StoreError> {
+        let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        let mut statement =
+            connection.prepare_cached("SELECT body FROM outcomes WHERE incident = ?1 ORDER BY action LIMIT 10000")?;
+        let rows = statement.query_map(params![id.0.min(i64::MAX as u64) as i64], |row| row.get::<_, String>(0))?;
+        let mut outcomes = Vec::new();
+        for body in rows {
+            if let Ok(outcome) = serde_json::from_str(&body?) {
+                outcomes.push(outcome);
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// The snapshot under `key`, if one was taken.
     pub fn snapshot(&self, key: &str) -> Result<Option<Snapshot>, StoreError> {
         let connection = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
@@ -196,6 +212,8 @@ mod tests {
                 outcome(3, "db", Verdict::Failed)
             ]
         );
+        assert_eq!(store.incident_outcomes(IncidentId(1)).expect("reads"), outcomes, "an incident's outcomes");
+        assert!(store.incident_outcomes(IncidentId(2)).expect("reads").is_empty(), "another incident has none");
         assert_eq!(store.snapshot("detect").expect("reads"), Some(snapshot("detect", None)));
         store.journal(vec![JournalEntry::Forget(Some(ServiceName::new("web").expect("valid")))]).expect("forgets");
         let left: Vec<u64> = store.outcomes(100).expect("reads").iter().map(|o| o.action.0).collect();

@@ -29,8 +29,9 @@ const MARGIN: Duration = Duration::from_secs(60);
 /// The longest window the report reads events and draws charts over (an incident open for days is shown
 /// from its start, up to this long).
 const MAX_WINDOW: Duration = Duration::from_secs(6 * 3600);
-/// Events and signal transitions read at most.
-const MAX_ROWS: usize = 5_000;
+/// Events and signal transitions read per page, and pages at most (of each).
+const PAGE_ROWS: usize = 2_000;
+const MAX_PAGES: usize = 20;
 /// Timeline rows shown at most (the rest is counted).
 const MAX_TIMELINE: usize = 400;
 /// Services charted at most.
@@ -99,24 +100,45 @@ pub(crate) fn gather(store: &Store, id: IncidentId, now: Timestamp) -> Result<Op
     let Some((incident, actions)) = store.incident(id)? else { return Ok(None) };
     let (from, to) = window(&incident, now);
     let fingerprints: BTreeSet<&str> = incident.signals.iter().map(|signal| signal.fingerprint.as_str()).collect();
-    let signals = store
-        .signals(&SignalQuery { since: Some(from), limit: MAX_ROWS, ..Default::default() })?
-        .into_iter()
-        .map(|stored| stored.signal)
-        .filter(|signal| signal.at <= to && fingerprints.contains(signal.fingerprint().as_str()))
-        .collect();
-    let events = store
-        .events(&EventQuery {
+    // Paged forward from the window's start (ids follow commit order), so that an old incident's rows
+    // are found however much the store holds after them.
+    let mut signals = Vec::new();
+    let mut after_id = 0;
+    for _ in 0..MAX_PAGES {
+        let query = SignalQuery { since: Some(from), after_id: Some(after_id), limit: PAGE_ROWS, ..Default::default() };
+        let page = store.signals(&query)?;
+        let (n_rows, past) = (page.len(), page.last().is_none_or(|stored| stored.signal.at > to));
+        after_id = page.last().map_or(after_id, |stored| stored.id);
+        signals.extend(
+            page.into_iter()
+                .map(|stored| stored.signal)
+                .filter(|signal| signal.at <= to && fingerprints.contains(signal.fingerprint().as_str())),
+        );
+        if n_rows < PAGE_ROWS || past {
+            break;
+        }
+    }
+    let mut events = Vec::new();
+    let mut after_id = 0;
+    for _ in 0..MAX_PAGES {
+        let query = EventQuery {
             since: Some(from),
+            after_id: Some(after_id),
             kinds: TIMELINE_KINDS.to_vec(),
-            limit: MAX_ROWS,
+            limit: PAGE_ROWS,
             ..Default::default()
-        })?
-        .into_iter()
-        .map(|stored| stored.event)
-        .filter(|event| event.at <= to && concerns(&incident, event))
-        .collect();
-    let outcomes = store.outcomes(MAX_ROWS)?.into_iter().filter(|outcome| outcome.incident == id).collect();
+        };
+        let page = store.events(&query)?;
+        let (n_rows, past) = (page.len(), page.last().is_none_or(|stored| stored.event.at > to));
+        after_id = page.last().map_or(after_id, |stored| stored.id);
+        events.extend(
+            page.into_iter().map(|stored| stored.event).filter(|event| event.at <= to && concerns(&incident, event)),
+        );
+        if n_rows < PAGE_ROWS || past {
+            break;
+        }
+    }
+    let outcomes = store.incident_outcomes(id)?;
     Ok(Some(Gathered { incident, actions, signals, events, outcomes, from, to, now }))
 }
 

@@ -242,3 +242,40 @@ fn charts_draw_the_signal_and_service_series_with_markers() {
     let svg = replicas.render(800, 240);
     assert!(svg.contains("diagnosed") && svg.contains("detected"), "{svg}");
 }
+
+#[test]
+fn gather_reads_an_old_incident_from_a_store_that_has_much_more_after_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("mend.db"), mend_store::Retention::default()).expect("opens");
+    let expected = gathered();
+    store
+        .journal(vec![
+            mend_store::JournalEntry::Incident(Box::new(expected.incident.clone())),
+            mend_store::JournalEntry::Action(Box::new(expected.actions[0].clone())),
+            mend_store::JournalEntry::Outcome(Box::new(expected.outcomes[0].clone())),
+        ])
+        .expect("journalled");
+    let (events, signals) = (store.sink(), store.signal_sink());
+    for event in &expected.events {
+        events.emit(event.clone());
+    }
+    signals.signal(expected.signals[0].clone());
+    // Another service's event inside the window, and far more than a page of rows after the window.
+    let db = ServiceName::new("db").expect("a valid name");
+    events.emit(Event::new(at(3), EventKind::Exited, "db exited").service(&db));
+    for second in 0..2_500 {
+        events.emit(Event::new(at(500 + second), EventKind::Ready, "ready again").service(&web()));
+        let mut later = expected.signals[0].clone();
+        later.at = at(500 + second);
+        signals.signal(later);
+    }
+    store.flush().expect("flushed");
+    let read = gather(&store, IncidentId(7), at(10_000)).expect("reads").expect("the incident");
+    assert_eq!((read.from, read.to), (at(-59), at(80)), "a minute either side of the incident");
+    let messages: Vec<&str> = read.events.iter().map(|event| event.message.as_str()).collect();
+    assert_eq!(messages, [expected.events[0].message.as_str(), "rule HighErrors: incident 7 relaxed"]);
+    assert_eq!(read.signals, expected.signals);
+    assert_eq!((read.actions, read.outcomes), (expected.actions, expected.outcomes));
+    assert_eq!(gather(&store, IncidentId(8), at(10_000)).expect("reads"), None);
+    store.close().expect("closes");
+}
