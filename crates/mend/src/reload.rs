@@ -9,7 +9,7 @@ use mend_config::{Config, ScrapeTarget};
 use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper, ScraperHandle};
 use mend_observe::series::SeriesStore;
 use mend_supervisor::Supervisor;
-use mend_types::{Clock, Event, EventKind};
+use mend_types::{Clock, Event, EventKind, EventSink as _};
 
 use mend_detection::{DetectLoop, Detection};
 
@@ -63,6 +63,8 @@ pub(crate) struct Reloadable {
     pub(crate) scrape_context: ScrapeContext,
     pub(crate) detection: DetectLoop,
     pub(crate) supervisor: Arc<Supervisor>,
+    /// The proxies: an added service's opens, a removed service's closes.
+    pub(crate) traffic: Arc<crate::traffic::Traffic>,
     /// The heal stage: takes reloaded policies, limits, modes, hooks and targets.
     pub(crate) heal: crate::heal::HealStage,
     /// Scales started by reloads (aborted at shutdown).
@@ -99,7 +101,8 @@ impl Reloadable {
                 service.replicas = handle.config().replicas;
             }
         }
-        let ServicePlan { updates, not_applied, conflicts } = plan_services(&self.file, &self.running, &new);
+        let ServicePlan { updates, added, removed, not_applied, conflicts } =
+            plan_services(&self.file, &self.running, &new);
         if !conflicts.is_empty() {
             // All or nothing: a file that cannot be applied to what runs changes nothing, like an invalid one.
             let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -117,7 +120,98 @@ impl Reloadable {
                 format!("{file} cannot be applied to what runs; nothing applied: {}", each.join("; ")),
             );
         }
+        // The proxies of added services bind first: a taken address refuses the reload, nothing changed
+        // (the proxies bound so far close as they are dropped).
+        let mut proxies = Vec::new();
+        for service in &added {
+            match crate::traffic::Traffic::bind_one(service).await {
+                Ok(proxy) => proxies.push(proxy),
+                Err(error) => {
+                    return checked(
+                        "invalid",
+                        format!("{file} cannot be applied to what runs; nothing applied: {error:#}"),
+                    );
+                }
+            }
+        }
         self.file = new.clone();
+        let mut said = Vec::new();
+        // Added services join in dependency order (the file validated that every `depends_on` names a
+        // service it has): each one's replicas wait for its dependencies as at start-up.
+        let mut to_add: Vec<(mend_config::Service, Option<Arc<crate::traffic::ServiceProxy>>)> =
+            added.into_iter().zip(proxies).collect();
+        while !to_add.is_empty() {
+            let supervised = |name: &mend_types::ServiceName| self.supervisor.service(name.as_str()).is_some();
+            let idx = to_add.iter().position(|(service, _)| service.depends_on.iter().all(supervised)).unwrap_or(0);
+            let (service, proxy) = to_add.remove(idx);
+            let control = proxy.clone().map(|proxy| proxy as Arc<dyn mend_supervisor::TrafficControl>);
+            if let Err(error) = self.supervisor.add(&service, control) {
+                said.push(format!("cannot add {}: {error}", service.name));
+                continue;
+            }
+            let listens = match &proxy {
+                Some(proxy) => {
+                    let at = proxy.local_addr();
+                    self.traffic.add(proxy.clone(), &self.supervisor);
+                    format!(", proxy on {at}")
+                }
+                None => String::new(),
+            };
+            said.push(format!("adding service {} ({} replicas{listens})", service.name, service.total_replicas()));
+            self.running.services.push(service);
+        }
+        // Removed services go in the background, dependents first (reverse start order): each one's
+        // replicas drain through its proxy and stop, then its proxy closes and its series end.
+        if !removed.is_empty() {
+            for name in &removed {
+                said.push(format!("removing service {name}"));
+            }
+            self.running.services.retain(|service| !removed.contains(&service.name));
+            let order: Vec<mend_types::ServiceName> = self
+                .supervisor
+                .services()
+                .iter()
+                .rev()
+                .map(|service| service.config().name.clone())
+                .filter(|name| removed.contains(name))
+                .collect();
+            let (supervisor, traffic, heal) = (self.supervisor.clone(), self.traffic.clone(), self.heal.clone());
+            let (series, events, clock) = (
+                self.scrape_context.series.clone(),
+                self.scrape_context.events.clone(),
+                self.scrape_context.clock.clone(),
+            );
+            self.scale_tasks.push(tokio::spawn(async move {
+                for name in order {
+                    let stop_timeout =
+                        supervisor.service(name.as_str()).map(|s| s.config().stop_timeout).unwrap_or_default();
+                    let started = clock.now();
+                    if let Err(error) = supervisor.remove(name.as_str(), SCALE_WAIT).await {
+                        tracing::warn!(service = %name, error = %error, "removing a service on reload failed");
+                        continue;
+                    }
+                    traffic.remove(name.as_str()).await;
+                    let now = clock.wall();
+                    let n_series =
+                        series.write().map_or(0, |mut store| store.end_matching("service", name.as_str(), now));
+                    let n_closed = heal.service_removed(name.clone()).await.unwrap_or(0);
+                    let took = clock.now().saturating_duration_since(started);
+                    let message = format!(
+                        "service {name} removed: its replicas drained and stopped (stop timeout {}s), its proxy closed, {n_series} series ended, {n_closed} open incidents closed, in {:.1}s",
+                        stop_timeout.as_secs(),
+                        took.as_secs_f64()
+                    );
+                    tracing::info!("{message}");
+                    events.emit(
+                        Event::new(now, EventKind::ServiceRemoved, message)
+                            .service(&name)
+                            .detail("series_ended", n_series)
+                            .detail("incidents_closed", n_closed),
+                    );
+                }
+            }));
+        }
+        let roster_changed = !said.is_empty();
         let pending = if not_applied.is_empty() {
             String::new()
         } else {
@@ -126,7 +220,6 @@ impl Reloadable {
         // Specs and replica counts change at once, in the background (a rolling replacement and a scale-in
         // drain, which takes a while): per service, the new spec first, then the count.
         self.scale_tasks.retain(|task| !task.is_finished());
-        let mut said = Vec::new();
         for update in &updates {
             let Some(service) = self.running.services.iter_mut().find(|s| s.name.as_str() == update.name) else {
                 continue;
@@ -168,11 +261,12 @@ impl Reloadable {
                 }
             }));
         }
-        let services_changed = !updates.is_empty();
+        let services_changed = !updates.is_empty() || roster_changed;
         let scaled = if said.is_empty() { String::new() } else { format!("; {}", said.join("; ")) };
         // Healing ([healing], [[heal]], hooks, targets, services' healing and autoscale tables) applies at
         // once, like rules.
-        let healing_changed = healing_of(&self.running) != healing_of(&new);
+        // A service added or removed changes the healer's view of the services too.
+        let healing_changed = healing_of(&self.running) != healing_of(&new) || roster_changed;
         if healing_changed {
             self.running.healing = new.healing.clone();
             self.running.heal = new.heal.clone();
@@ -188,8 +282,11 @@ impl Reloadable {
         }
         let healed = if healing_changed { "; healing policies applied" } else { "" };
         let running = &self.running;
+        // Detection is rebuilt when its sections changed, or services came or went (implicit memory
+        // forecasts follow the services).
         if (&running.rules, &running.detects, &running.forecasts, &running.scrapes)
             == (&new.rules, &new.detects, &new.forecasts, &new.scrapes)
+            && !roster_changed
             && (services_changed || healing_changed)
         {
             let scaled = format!("{scaled}{healed}");
@@ -200,6 +297,7 @@ impl Reloadable {
         }
         if (&running.rules, &running.detects, &running.forecasts, &running.scrapes)
             == (&new.rules, &new.detects, &new.forecasts, &new.scrapes)
+            && !roster_changed
         {
             let what = if not_applied.is_empty() {
                 format!("{file} is unchanged")
@@ -263,6 +361,10 @@ fn healing_of(config: &Config) -> impl PartialEq + '_ {
 struct ServicePlan {
     /// Services whose spec or replica count changes at once.
     updates: Vec<ServiceUpdate>,
+    /// Services the file adds: they start at once.
+    added: Vec<mend_config::Service>,
+    /// Services the file no longer has: they drain and stop.
+    removed: Vec<mend_types::ServiceName>,
     /// What waits for the next start (`service.web.ports`, `service.api (added)`, `api`).
     not_applied: Vec<String>,
     /// What the file asks that cannot be applied to what runs: the reload applies nothing.
@@ -381,7 +483,7 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
     for service in &new.services {
         let name = service.name.as_str();
         let Some(run) = running.service(name) else {
-            plan.not_applied.push(format!("service.{name} (added)"));
+            plan.added.push(service.clone());
             continue;
         };
         let keys = changed_keys(run, service);
@@ -421,7 +523,7 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
     }
     for service in &running.services {
         if new.service(service.name.as_str()).is_none() {
-            plan.not_applied.push(format!("service.{} (removed)", service.name));
+            plan.removed.push(service.name.clone());
         }
     }
     if running.api != new.api {

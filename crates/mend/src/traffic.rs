@@ -108,6 +108,11 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
 }
 
 impl ServiceProxy {
+    /// The address it listens on.
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        self.handle.local_addr()
+    }
+
     fn service(&self) -> Arc<Service> {
         self.service.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
@@ -197,10 +202,11 @@ fn route_table(service: &Service, statuses: &[ReplicaStatus], canary_weight: u8)
     RouteTable { backends, canary }
 }
 
-/// Every proxy of the daemon.
+/// Every proxy of the daemon (a reload adds and removes some).
 pub(crate) struct Traffic {
-    proxies: HashMap<ServiceName, Arc<ServiceProxy>>,
-    tasks: Vec<JoinHandle<()>>,
+    proxies: RwLock<HashMap<ServiceName, Arc<ServiceProxy>>>,
+    /// Each proxy's follower of its service's replicas.
+    tasks: Mutex<HashMap<ServiceName, JoinHandle<()>>>,
     events: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
 }
@@ -220,29 +226,62 @@ impl Traffic {
     ) -> anyhow::Result<Self> {
         let mut proxies = HashMap::new();
         for service in &config.services {
-            let Some(settings) = &service.proxy else { continue };
-            let proxy_config = proxy_config(settings);
-            let drain_timeout = proxy_config.drain_timeout;
-            let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-            let handle = Proxy::bind(proxy_config, routes_rx).await.with_context(|| {
-                format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name)
-            })?;
-            let proxy = ServiceProxy {
-                service: std::sync::RwLock::new(Arc::new(service.clone())),
-                handle,
-                routes,
-                drain_timeout,
-                ejections: Mutex::new(EjectionLog::default()),
-                chaos: Mutex::new(ChaosLog::default()),
-                canary_weight: watch::channel(service.canary.as_ref().map_or(0, |canary| canary.weight_percent)).0,
-            };
-            proxies.insert(service.name.clone(), Arc::new(proxy));
+            if let Some(proxy) = Self::bind_one(service).await? {
+                proxies.insert(service.name.clone(), proxy);
+            }
         }
-        Ok(Self { proxies, tasks: Vec::new(), events, clock })
+        Ok(Self { proxies: RwLock::new(proxies), tasks: Mutex::new(HashMap::new()), events, clock })
     }
 
-    fn service_proxy(&self, service: &str) -> Option<(&ServiceName, &Arc<ServiceProxy>)> {
-        self.proxies.iter().find(|(name, _)| name.as_str() == service)
+    /// Binds the proxy of `service`, if it has one; it serves nothing until [`Traffic::add`] feeds it.
+    pub(crate) async fn bind_one(service: &Service) -> anyhow::Result<Option<Arc<ServiceProxy>>> {
+        let Some(settings) = &service.proxy else { return Ok(None) };
+        let proxy_config = proxy_config(settings);
+        let drain_timeout = proxy_config.drain_timeout;
+        let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
+        let handle = Proxy::bind(proxy_config, routes_rx).await.with_context(|| {
+            format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name)
+        })?;
+        let proxy = ServiceProxy {
+            service: std::sync::RwLock::new(Arc::new(service.clone())),
+            handle,
+            routes,
+            drain_timeout,
+            ejections: Mutex::new(EjectionLog::default()),
+            chaos: Mutex::new(ChaosLog::default()),
+            canary_weight: watch::channel(service.canary.as_ref().map_or(0, |canary| canary.weight_percent)).0,
+        };
+        Ok(Some(Arc::new(proxy)))
+    }
+
+    /// Serves a service added by a reload (already supervised) through `proxy`, bound by
+    /// [`Traffic::bind_one`].
+    pub(crate) fn add(&self, proxy: Arc<ServiceProxy>, supervisor: &Arc<Supervisor>) {
+        let name = proxy.service().name.clone();
+        let task = tokio::spawn(follow_members(proxy.clone(), supervisor.clone(), name.clone()));
+        lock(&self.tasks).insert(name.clone(), task);
+        self.proxies.write().unwrap_or_else(PoisonError::into_inner).insert(name, proxy);
+    }
+
+    /// Closes the proxy of a service a reload removed (its replicas already drained and stopped): the
+    /// listener closes, requests in flight finish (bounded by the drain timeout). Its statistics stop.
+    pub(crate) async fn remove(&self, service: &str) {
+        let Some(name) = self.service_proxy(service).map(|(name, _)| name) else { return };
+        if let Some(task) = lock(&self.tasks).remove(&name) {
+            task.abort();
+        }
+        let Some(proxy) = self.proxies.write().unwrap_or_else(PoisonError::into_inner).remove(&name) else { return };
+        close(proxy).await;
+    }
+
+    fn service_proxy(&self, service: &str) -> Option<(ServiceName, Arc<ServiceProxy>)> {
+        let proxies = self.proxies.read().unwrap_or_else(PoisonError::into_inner);
+        proxies.iter().find(|(name, _)| name.as_str() == service).map(|(name, proxy)| (name.clone(), proxy.clone()))
+    }
+
+    fn all(&self) -> Vec<(ServiceName, Arc<ServiceProxy>)> {
+        let proxies = self.proxies.read().unwrap_or_else(PoisonError::into_inner);
+        proxies.iter().map(|(name, proxy)| (name.clone(), proxy.clone())).collect()
     }
 
     /// Records `events`, each with a log line in the same words.
@@ -263,18 +302,14 @@ impl Traffic {
         }
     }
 
-    /// The longest drain any proxy may take (zero without proxies, so it also says whether there are any).
-    pub(crate) fn has_proxies(&self) -> bool {
-        !self.proxies.is_empty()
-    }
-
+    /// The longest drain any proxy may take (zero without proxies).
     pub(crate) fn longest_drain(&self) -> Duration {
-        self.proxies.values().map(|proxy| proxy.drain_timeout).max().unwrap_or_default()
+        self.all().iter().map(|(_, proxy)| proxy.drain_timeout).max().unwrap_or_default()
     }
 
     /// The drain hooks the supervisor calls before planned stops.
     pub(crate) fn controls(&self) -> HashMap<ServiceName, Arc<dyn TrafficControl>> {
-        self.proxies.iter().map(|(name, proxy)| (name.clone(), proxy.clone() as Arc<dyn TrafficControl>)).collect()
+        self.all().into_iter().map(|(name, proxy)| (name, proxy as Arc<dyn TrafficControl>)).collect()
     }
 
     /// Takes process `pid` of replica `index` of `service` out of its proxy's rotation (a healing action's
@@ -290,7 +325,7 @@ impl Traffic {
         let generation = u64::from(pid);
         let id =
             proxy.backend_id(index, generation).unwrap_or(BackendId { release: Release::Stable, index, generation });
-        Some(proxy.handle.drain(id, proxy.drain_timeout))
+        Some(async move { proxy.handle.drain(id, proxy.drain_timeout).await })
     }
 
     /// Puts an ejected replica's process back in rotation; false when it is no longer in the table.
@@ -304,15 +339,16 @@ impl Traffic {
     }
 
     /// The proxy of `service`, if it has one.
-    pub(crate) fn proxy(&self, service: &str) -> Option<&ProxyHandle> {
-        self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| &proxy.handle)
+    pub(crate) fn proxy(&self, service: &str) -> Option<ProxyRef> {
+        self.service_proxy(service).map(|(_, proxy)| ProxyRef(proxy))
     }
 
     /// Keeps every proxy's route table in step with its service's replicas, as they change state and
     /// as the service is scaled.
     pub(crate) fn follow(&mut self, supervisor: &Arc<Supervisor>) {
-        for (name, proxy) in &self.proxies {
-            self.tasks.push(tokio::spawn(follow_members(proxy.clone(), supervisor.clone(), name.clone())));
+        for (name, proxy) in self.all() {
+            let task = tokio::spawn(follow_members(proxy, supervisor.clone(), name.clone()));
+            lock(&self.tasks).insert(name, task);
         }
     }
 
@@ -322,8 +358,8 @@ impl Traffic {
         let (now, at) = (self.clock.now(), self.clock.wall());
         let mut events = Vec::new();
         // The bookkeeping first, without the store's lock (queries and the detect loop wait on it).
-        let looks: Vec<_> = self
-            .proxies
+        let proxies = self.all();
+        let looks: Vec<_> = proxies
             .iter()
             .map(|(name, proxy)| {
                 let stats = proxy.handle.stats();
@@ -347,24 +383,43 @@ impl Traffic {
 
     /// Stops every proxy (in-flight requests finish, bounded by the drain timeout).
     pub(crate) async fn shutdown(self) {
-        for task in &self.tasks {
+        for (_, task) in lock(&self.tasks).drain() {
             task.abort();
         }
-        for (_, proxy) in self.proxies {
-            // Replica runners hold the proxy for draining until their tasks end.
-            for _ in 0..100 {
-                if Arc::strong_count(&proxy) == 1 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            match Arc::try_unwrap(proxy) {
-                Ok(proxy) => {
-                    proxy.handle.shutdown().await;
-                }
-                Err(proxy) => proxy.handle.clear_faults(),
-            }
+        let proxies = std::mem::take(&mut *self.proxies.write().unwrap_or_else(PoisonError::into_inner));
+        for (_, proxy) in proxies {
+            close(proxy).await;
         }
+    }
+}
+
+/// Stops a proxy once nothing else holds it: the listener closes, requests in flight finish (bounded by
+/// the drain timeout).
+async fn close(proxy: Arc<ServiceProxy>) {
+    // Replica runners hold the proxy for draining until their tasks end (and a reader of its statistics
+    // for a moment).
+    for _ in 0..100 {
+        if Arc::strong_count(&proxy) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match Arc::try_unwrap(proxy) {
+        Ok(proxy) => {
+            proxy.handle.shutdown().await;
+        }
+        Err(proxy) => proxy.handle.clear_faults(),
+    }
+}
+
+/// A proxy's handle, held while in use (a reload may remove the proxy meanwhile).
+pub(crate) struct ProxyRef(Arc<ServiceProxy>);
+
+impl std::ops::Deref for ProxyRef {
+    type Target = ProxyHandle;
+
+    fn deref(&self) -> &ProxyHandle {
+        &self.0.handle
     }
 }
 
@@ -380,7 +435,7 @@ async fn follow_members(proxy: Arc<ServiceProxy>, supervisor: Arc<Supervisor>, n
         membership.borrow_and_update();
         *proxy.service.write().unwrap_or_else(std::sync::PoisonError::into_inner) = service.config();
         tokio::select! {
-            () = follow_service(proxy.clone(), watchers(service)) => {
+            () = follow_service(proxy.clone(), watchers(&service)) => {
                 // Every replica's task ended (none left, or shutdown): wait for new members.
                 if membership.changed().await.is_err() {
                     return;
@@ -539,7 +594,7 @@ impl mend_api::TrafficApi for Traffic {
         }
         let before = proxy.canary_weight.send_replace(weight.min(100));
         self.record(
-            events::canary_weight_changed(name, before, weight.min(100), self.clock.wall()).into_iter().collect(),
+            events::canary_weight_changed(&name, before, weight.min(100), self.clock.wall()).into_iter().collect(),
         );
         true
     }
@@ -562,7 +617,7 @@ impl mend_api::TrafficApi for Traffic {
         for kind in kinds.into_iter().flatten() {
             let fault = Fault { kind, percent: faults.percent, until };
             proxy.handle.set_fault(fault);
-            recorded.extend(chaos.started(name, fault, now, wall));
+            recorded.extend(chaos.started(&name, fault, now, wall));
         }
         drop(chaos);
         self.record(recorded);
@@ -572,7 +627,7 @@ impl mend_api::TrafficApi for Traffic {
     fn clear(&self, service: &str) -> bool {
         let Some((name, proxy)) = self.service_proxy(service) else { return false };
         proxy.handle.clear_faults();
-        let ended = lock(&proxy.chaos).cleared(name, self.clock.now(), self.clock.wall());
+        let ended = lock(&proxy.chaos).cleared(&name, self.clock.now(), self.clock.wall());
         self.record(ended);
         true
     }
