@@ -403,11 +403,52 @@ struct Respec {
 /// The service keys whose change replaces the replicas (rolling).
 const REPLACING: &[&str] =
     &["command", "shell", "working_dir", "env", "liveness", "readiness", "startup", "metrics", "release"];
-/// The service keys a running replica takes without being replaced.
-const IN_PLACE: &[&str] =
-    &["restart", "backoff", "restart_limit", "stop_signal", "stop_timeout", "max_memory_bytes", "releases"];
-/// The service keys that wait for the next start.
-const WAITING: &[&str] = &["ports", "depends_on", "logs", "proxy", "canary", "stable_release"];
+/// The service keys a running replica takes without being replaced (`depends_on` orders starts and
+/// removals, which read it when they happen).
+const IN_PLACE: &[&str] = &[
+    "restart",
+    "backoff",
+    "restart_limit",
+    "stop_signal",
+    "stop_timeout",
+    "max_memory_bytes",
+    "releases",
+    "depends_on",
+];
+/// The service keys that wait for the next start. (`ports` has its own rule: see [`ports_change`].)
+const WAITING: &[&str] = &["logs", "proxy", "canary", "stable_release"];
+
+/// How a changed port range applies to a running service.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PortsChange {
+    /// Same first port: every replica keeps its port; only the room for more changes.
+    InPlace,
+    /// A range apart from the running one: the replicas are replaced rolling onto the new ports.
+    Replace,
+}
+
+/// How `running`'s ports can become `new`'s, or why not (a replica replaced onto a port that a replica
+/// not yet replaced holds would fail to start, and stop the roll).
+fn ports_change(
+    running: Option<mend_config::PortRange>,
+    new: Option<mend_config::PortRange>,
+    n_running: u32,
+) -> Result<PortsChange, String> {
+    if let Some(new) = new
+        && n_running > 0
+        && new.port_of(n_running - 1).is_none()
+    {
+        return Err(format!("the {n_running} replicas running do not fit the new port range {new}"));
+    }
+    match (running, new) {
+        (Some(running), Some(new)) if running.first == new.first => Ok(PortsChange::InPlace),
+        (Some(running), Some(new)) if running.overlaps(&new) => Err(format!(
+            "the new port range {new} overlaps the running {running} at other indexes: a replica replaced onto a port \
+             another still holds could not start; choose a range apart from {running} (or the same first port)"
+        )),
+        _ => Ok(PortsChange::Replace),
+    }
+}
 
 /// The keys in which two specs of a service differ (outside `replicas` and `healing`, which have their
 /// own paths).
@@ -471,6 +512,8 @@ fn with_live_keys(spec: &mend_config::Service, from: &mend_config::Service) -> m
     spec.max_memory_bytes = from.max_memory_bytes;
     // Every release's table as the file has it, but the stable release stays the one running.
     spec.releases = from.releases.clone();
+    spec.depends_on = from.depends_on.clone();
+    spec.ports = from.ports;
     spec
 }
 
@@ -490,30 +533,37 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
         for key in keys.iter().filter(|key| WAITING.contains(key)) {
             plan.not_applied.push(format!("service.{name}.{key}"));
         }
-        let live: Vec<&'static str> =
+        let mut live: Vec<&'static str> =
             keys.iter().copied().filter(|key| REPLACING.contains(key) || IN_PLACE.contains(key)).collect();
-        let respec = (!live.is_empty()).then(|| Respec {
-            spec: with_live_keys(run, service),
-            replace: live.iter().any(|key| REPLACING.contains(key)),
-            keys: live,
-        });
+        let mut replace = live.iter().any(|key| REPLACING.contains(key));
+        // The range replicas get once this reload applies.
+        let mut ports = run.ports;
+        if keys.contains(&"ports") {
+            match ports_change(run.ports, service.ports, run.total_replicas()) {
+                Ok(change) => {
+                    live.push("ports");
+                    replace |= change == PortsChange::Replace;
+                    ports = service.ports;
+                }
+                Err(why) => plan.conflicts.push(Conflict {
+                    keys: vec!["service".to_owned(), name.to_owned(), "ports".to_owned()],
+                    message: why,
+                }),
+            }
+        }
+        let respec = (!live.is_empty()).then(|| Respec { spec: with_live_keys(run, service), replace, keys: live });
         let last_count = file.service(name).map_or(run.replicas, |last| last.replicas);
         let mut scale =
             (service.replicas != last_count && service.replicas != run.replicas).then_some(service.replicas);
         if let Some(replicas) = scale
-            && let Some(ports) = run.ports
+            && let Some(ports) = ports
             && replicas > 0
             && ports.port_of(replicas - 1).is_none()
         {
-            // The running port range is the one replicas get until mend starts again.
-            let why = if keys.contains(&"ports") {
-                ": the new ports apply on the next start only; change the count then, or within the running range now"
-            } else {
-                ""
-            };
+            let which = if ports == run.ports.unwrap_or(ports) { "running" } else { "new" };
             plan.conflicts.push(Conflict {
                 keys: vec!["service".to_owned(), name.to_owned(), "replicas".to_owned()],
-                message: format!("{replicas} replicas do not fit the running port range {ports}{why}"),
+                message: format!("{replicas} replicas do not fit the {which} port range {ports}"),
             });
             scale = None;
         }
@@ -620,27 +670,39 @@ mod tests {
     }
 
     #[test]
-    fn changed_ports_wait_and_a_count_that_does_not_fit_says_why() {
+    fn changed_ports_roll_onto_a_range_apart_or_say_why_not() {
         let running = config("replicas = 2");
-        let mut new = config("replicas = 2");
-        new.services[0].replicas = 6;
-        new.services[0].ports = Some(mend_config::PortRange { first: 9100, last: 9109 });
-        let plan = plan_services(&running, &running, &new);
-        assert!(plan.updates.is_empty(), "{plan:?}");
-        assert_eq!(plan.not_applied, vec!["service.web.ports".to_owned()]);
+        let with = |replicas: u32, first: u16, last: u16| {
+            let mut new = config("replicas = 2");
+            new.services[0].replicas = replicas;
+            new.services[0].ports = Some(mend_config::PortRange { first, last });
+            new
+        };
+        // A range apart, with a count that fits it: replaced rolling onto the new ports, then scaled.
+        let plan = plan_services(&running, &running, &with(6, 9100, 9109));
+        assert!(plan.conflicts.is_empty() && plan.not_applied.is_empty(), "{plan:?}");
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert!(respec.replace && respec.keys == vec!["ports"], "{respec:?}");
+        assert_eq!(respec.spec.ports, Some(mend_config::PortRange { first: 9100, last: 9109 }));
+        assert_eq!(plan.updates[0].scale, Some(6));
+        // The same first port: every replica keeps its port; taken in place, and the count fits.
+        let plan = plan_services(&running, &running, &with(6, 9000, 9009));
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert!(!respec.replace && respec.keys == vec!["ports"], "{respec:?}");
+        assert_eq!(plan.updates[0].scale, Some(6));
+        // Overlapping at other indexes: refused, naming the key, and nothing else applies.
+        let plan = plan_services(&running, &running, &with(2, 9001, 9004));
+        assert_eq!(plan.conflicts.len(), 1, "{plan:?}");
+        assert_eq!(plan.conflicts[0].keys, ["service", "web", "ports"]);
+        assert!(plan.conflicts[0].message.starts_with("the new port range 9001-9004 overlaps the running 9000-9003"));
+        // A count that does not fit the new range: refused, naming the count.
+        let plan = plan_services(&running, &running, &with(6, 9100, 9103));
         assert_eq!(plan.conflicts.len(), 1, "{plan:?}");
         assert_eq!(plan.conflicts[0].keys, ["service", "web", "replicas"]);
-        assert!(
-            plan.conflicts[0].message.starts_with(
-                "6 replicas do not fit the running port range 9000-9003: the new ports apply on the next start only"
-            ),
-            "{plan:?}"
-        );
-        // A count that fits the running range applies; the ports wait.
-        new.services[0].replicas = 3;
-        let plan = plan_services(&running, &running, &new);
-        assert_eq!(plan.updates[0].scale, Some(3));
-        assert_eq!(plan.not_applied, vec!["service.web.ports".to_owned()]);
-        assert!(plan.conflicts.is_empty());
+        assert_eq!(plan.conflicts[0].message, "6 replicas do not fit the new port range 9100-9103");
+        // Too small for the replicas that run: refused, naming the ports.
+        let plan = plan_services(&running, &scaled(running.clone(), 3), &with(2, 9000, 9001));
+        assert_eq!(plan.conflicts[0].keys, ["service", "web", "ports"], "{plan:?}");
+        assert_eq!(plan.conflicts[0].message, "the 3 replicas running do not fit the new port range 9000-9001");
     }
 }

@@ -196,8 +196,11 @@ drain_timeout = "20s"
     for port in [old_ports, old_ports + 1, old_proxy] {
         assert!(free(port), "port {port} is free");
     }
-    // Its series ended: the replicas' up series are stale, not frozen at 1.
-    assert!(daemon.query(r#"count(mend_replica_up{service="old"})"#).is_nan(), "old's series ended");
+    // Its series ended (staleness markers): its replicas' and its proxy's, which nothing samples any more,
+    // are not left frozen at their last value.
+    assert!(daemon.query(r#"count(mend_replica_up{service="old"})"#).is_nan(), "old's replica series ended");
+    assert!(daemon.query(r#"count(mend_proxy_requests_total{service="old"})"#).is_nan(), "old's proxy series ended");
+    assert!(daemon.query(r#"count(mend_proxy_requests_total{service="web"})"#) > 0.0, "web's go on");
 
     // No other service touched: web served throughout with the same processes.
     web_load.wait_for_more(100);
