@@ -101,7 +101,7 @@ impl Reloadable {
                 service.replicas = handle.config().replicas;
             }
         }
-        let ServicePlan { updates, added, removed, not_applied, conflicts } =
+        let ServicePlan { updates, added, removed, proxies: rebinds, not_applied, conflicts } =
             plan_services(&self.file, &self.running, &new);
         if !conflicts.is_empty() {
             // All or nothing: a file that cannot be applied to what runs changes nothing, like an invalid one.
@@ -134,8 +134,39 @@ impl Reloadable {
                 }
             }
         }
+        // So do the new listeners of changed proxy tables, beside the running ones (a bind failure keeps
+        // the old listener and changes nothing).
+        let mut rebound = Vec::new();
+        for service in &rebinds {
+            match self.traffic.rebind(service).await {
+                Ok(Some(listener)) => rebound.push((service.clone(), listener)),
+                Ok(None) => {}
+                Err(error) => {
+                    return checked(
+                        "invalid",
+                        format!("{file} cannot be applied to what runs; nothing applied: {error:#}"),
+                    );
+                }
+            }
+        }
         self.file = new.clone();
         let mut said = Vec::new();
+        for (service, listener) in rebound {
+            let at = listener.local_addr();
+            let was = self.traffic.proxy(service.name.as_str()).map(|proxy| proxy.local_addr());
+            let moved = match was {
+                Some(was) if was != at => format!(", moved from {was} to {at}"),
+                _ => format!(" on {at}"),
+            };
+            said.push(format!("the proxy of {} takes its new settings{moved}", service.name));
+            if let Some(running) = self.running.services.iter_mut().find(|s| s.name == service.name) {
+                running.proxy = service.proxy.clone();
+            }
+            // New connections go to the new listener at once; the old one closes once its requests in
+            // flight have finished.
+            let traffic = self.traffic.clone();
+            self.scale_tasks.push(tokio::spawn(async move { traffic.swap(listener).await }));
+        }
         // Added services join in dependency order (the file validated that every `depends_on` names a
         // service it has): each one's replicas wait for its dependencies as at start-up.
         let mut to_add: Vec<(mend_config::Service, Option<Arc<crate::traffic::ServiceProxy>>)> =
@@ -365,6 +396,8 @@ struct ServicePlan {
     added: Vec<mend_config::Service>,
     /// Services the file no longer has: they drain and stop.
     removed: Vec<mend_types::ServiceName>,
+    /// Running services whose proxy table changed (as the file has them): a new listener takes over.
+    proxies: Vec<mend_config::Service>,
     /// What waits for the next start (`service.web.ports`, `service.api (added)`, `api`).
     not_applied: Vec<String>,
     /// What the file asks that cannot be applied to what runs: the reload applies nothing.
@@ -416,7 +449,14 @@ const IN_PLACE: &[&str] = &[
     "depends_on",
 ];
 /// The service keys that wait for the next start. (`ports` has its own rule: see [`ports_change`].)
-const WAITING: &[&str] = &["logs", "proxy", "canary", "stable_release"];
+const WAITING: &[&str] = &["logs", "canary", "stable_release"];
+
+/// How a changed `proxy` table applies: a table changed in place is rebound live; a proxy added to or
+/// taken from a running service waits for the next start (its replicas were started with or without
+/// one to drain through).
+fn proxy_applies(running: &mend_config::Service, new: &mend_config::Service) -> bool {
+    running.proxy.is_some() && new.proxy.is_some()
+}
 
 /// How a changed port range applies to a running service.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -514,6 +554,9 @@ fn with_live_keys(spec: &mend_config::Service, from: &mend_config::Service) -> m
     spec.releases = from.releases.clone();
     spec.depends_on = from.depends_on.clone();
     spec.ports = from.ports;
+    if proxy_applies(&spec, from) {
+        spec.proxy = from.proxy.clone();
+    }
     spec
 }
 
@@ -532,6 +575,14 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
         let keys = changed_keys(run, service);
         for key in keys.iter().filter(|key| WAITING.contains(key)) {
             plan.not_applied.push(format!("service.{name}.{key}"));
+        }
+        if keys.contains(&"proxy") {
+            if proxy_applies(run, service) {
+                plan.proxies.push(service.clone());
+            } else {
+                let how = if run.proxy.is_some() { "removed" } else { "added" };
+                plan.not_applied.push(format!("service.{name}.proxy ({how})"));
+            }
         }
         let mut live: Vec<&'static str> =
             keys.iter().copied().filter(|key| REPLACING.contains(key) || IN_PLACE.contains(key)).collect();
@@ -667,6 +718,28 @@ mod tests {
         let respec = plan.updates[0].respec.as_ref().expect("a new spec");
         assert!(respec.replace && respec.keys == vec!["command"], "{respec:?}");
         assert_eq!(respec.spec.command, new.services[0].command);
+    }
+
+    #[test]
+    fn a_changed_proxy_table_is_rebound_one_added_or_taken_away_waits() {
+        let running = config("replicas = 2\n[service.web.proxy]\nlisten = \"127.0.0.1:8000\"");
+        let moved = config("replicas = 2\n[service.web.proxy]\nlisten = \"127.0.0.1:8001\"\nrequest_timeout = \"2s\"");
+        let plan = plan_services(&running, &running, &moved);
+        assert_eq!(plan.proxies.len(), 1, "{plan:?}");
+        assert!(plan.updates.is_empty() && plan.not_applied.is_empty() && plan.conflicts.is_empty(), "{plan:?}");
+        // With a respec in the same reload, the running spec takes the new table too.
+        let mut both = moved.clone();
+        both.services[0].stop_timeout = std::time::Duration::from_secs(7);
+        let plan = plan_services(&running, &running, &both);
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert_eq!(respec.spec.proxy, both.services[0].proxy);
+        // A proxy added to a running service, or taken away: listed as waiting for the next start.
+        let bare = config("replicas = 2");
+        let plan = plan_services(&bare, &bare, &running);
+        assert_eq!(plan.not_applied, ["service.web.proxy (added)"]);
+        let plan = plan_services(&running, &running, &bare);
+        assert_eq!(plan.not_applied, ["service.web.proxy (removed)"]);
+        assert!(plan.proxies.is_empty());
     }
 
     #[test]

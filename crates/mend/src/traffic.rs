@@ -29,9 +29,9 @@ use tokio::task::JoinHandle;
 pub(crate) struct ServiceProxy {
     /// The service's config, with the replica count it is scaled to (releases follow from it).
     service: std::sync::RwLock<Arc<Service>>,
-    handle: ProxyHandle,
+    /// The listener and its settings: a reload that changes the proxy table swaps in a new one.
+    bound: arc_swap::ArcSwap<Bound>,
     routes: watch::Sender<Arc<RouteTable>>,
-    drain_timeout: Duration,
     /// Ejections as last sampled, their running total, and the events they make.
     ejections: Mutex<EjectionLog>,
     /// The faults injected, to record when each ends.
@@ -107,10 +107,50 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
     config
 }
 
+/// A bound mend-proxy with the settings it was bound with.
+pub(crate) struct Bound {
+    handle: ProxyHandle,
+    settings: mend_config::ProxySettings,
+    drain_timeout: Duration,
+}
+
+impl Bound {
+    async fn bind(
+        service: &Service,
+        settings: &mend_config::ProxySettings,
+        routes: watch::Receiver<Arc<RouteTable>>,
+    ) -> anyhow::Result<Self> {
+        let proxy_config = proxy_config(settings);
+        let drain_timeout = proxy_config.drain_timeout;
+        let handle = Proxy::bind(proxy_config, routes).await.with_context(|| {
+            format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name)
+        })?;
+        Ok(Self { handle, settings: settings.clone(), drain_timeout })
+    }
+}
+
+/// A new listener for a service's changed proxy table, bound (before anything changes) and not yet
+/// serving; [`Traffic::swap`] puts it in place.
+pub(crate) struct Rebound {
+    service: ServiceName,
+    bound: Bound,
+}
+
+impl Rebound {
+    /// The address it listens on.
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        self.bound.handle.local_addr()
+    }
+}
+
 impl ServiceProxy {
     /// The address it listens on.
     pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
-        self.handle.local_addr()
+        self.bound.load().handle.local_addr()
+    }
+
+    fn handle(&self) -> Arc<Bound> {
+        self.bound.load_full()
     }
 
     fn service(&self) -> Arc<Service> {
@@ -163,7 +203,8 @@ impl TrafficControl for ServiceProxy {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            match self.handle.drain(id, self.drain_timeout).await {
+            let bound = self.handle();
+            match bound.handle.drain(id, bound.drain_timeout).await {
                 DrainOutcome::Drained { waited } => {
                     tracing::info!(service = %service, backend = %id, waited_ms = waited.as_millis() as u64, "drained");
                 }
@@ -236,17 +277,12 @@ impl Traffic {
     /// Binds the proxy of `service`, if it has one; it serves nothing until [`Traffic::add`] feeds it.
     pub(crate) async fn bind_one(service: &Service) -> anyhow::Result<Option<Arc<ServiceProxy>>> {
         let Some(settings) = &service.proxy else { return Ok(None) };
-        let proxy_config = proxy_config(settings);
-        let drain_timeout = proxy_config.drain_timeout;
         let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-        let handle = Proxy::bind(proxy_config, routes_rx).await.with_context(|| {
-            format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name)
-        })?;
+        let bound = Bound::bind(service, settings, routes_rx).await?;
         let proxy = ServiceProxy {
             service: std::sync::RwLock::new(Arc::new(service.clone())),
-            handle,
+            bound: arc_swap::ArcSwap::from_pointee(bound),
             routes,
-            drain_timeout,
             ejections: Mutex::new(EjectionLog::default()),
             chaos: Mutex::new(ChaosLog::default()),
             canary_weight: watch::channel(service.canary.as_ref().map_or(0, |canary| canary.weight_percent)).0,
@@ -272,6 +308,46 @@ impl Traffic {
         }
         let Some(proxy) = self.proxies.write().unwrap_or_else(PoisonError::into_inner).remove(&name) else { return };
         close(proxy).await;
+    }
+
+    /// Binds a new listener for `service`'s changed proxy table (which may listen where the running one
+    /// does: mend-proxy's listeners share their port), beside the running one, fed the same route
+    /// table. None when the service has no proxy running, or its table did not change.
+    pub(crate) async fn rebind(&self, service: &Service) -> anyhow::Result<Option<Rebound>> {
+        let (Some(settings), Some((name, proxy))) = (&service.proxy, self.service_proxy(service.name.as_str())) else {
+            return Ok(None);
+        };
+        if proxy.handle().settings == *settings {
+            return Ok(None);
+        }
+        let bound = Bound::bind(service, settings, proxy.routes.subscribe()).await?;
+        Ok(Some(Rebound { service: name, bound }))
+    }
+
+    /// Puts a listener bound by [`Traffic::rebind`] in place: new connections go to it, with its
+    /// settings, faults injected now carry over; then the old listener closes, its requests in flight
+    /// finishing (bounded by its drain timeout). Returns once the old one has closed.
+    pub(crate) async fn swap(&self, rebound: Rebound) {
+        let Some((_, proxy)) = self.service_proxy(rebound.service.as_str()) else { return };
+        let new = Arc::new(rebound.bound);
+        let old = proxy.bound.swap(new.clone());
+        for fault in old.handle.faults() {
+            new.handle.set_fault(fault);
+        }
+        for partition in old.handle.partitions() {
+            new.handle.set_partition(&partition);
+        }
+        drop(proxy);
+        // Held a moment longer by whoever loaded it just before the swap.
+        for _ in 0..100 {
+            if Arc::strong_count(&old) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Ok(old) = Arc::try_unwrap(old) {
+            old.handle.shutdown().await;
+        }
     }
 
     fn service_proxy(&self, service: &str) -> Option<(ServiceName, Arc<ServiceProxy>)> {
@@ -304,7 +380,7 @@ impl Traffic {
 
     /// The longest drain any proxy may take (zero without proxies).
     pub(crate) fn longest_drain(&self) -> Duration {
-        self.all().iter().map(|(_, proxy)| proxy.drain_timeout).max().unwrap_or_default()
+        self.all().iter().map(|(_, proxy)| proxy.handle().drain_timeout).max().unwrap_or_default()
     }
 
     /// The drain hooks the supervisor calls before planned stops.
@@ -325,7 +401,8 @@ impl Traffic {
         let generation = u64::from(pid);
         let id =
             proxy.backend_id(index, generation).unwrap_or(BackendId { release: Release::Stable, index, generation });
-        Some(async move { proxy.handle.drain(id, proxy.drain_timeout).await })
+        let bound = proxy.handle();
+        Some(async move { bound.handle.drain(id, bound.drain_timeout).await })
     }
 
     /// Puts an ejected replica's process back in rotation; false when it is no longer in the table.
@@ -335,12 +412,12 @@ impl Traffic {
         let generation = u64::from(pid);
         let id =
             proxy.backend_id(index, generation).unwrap_or(BackendId { release: Release::Stable, index, generation });
-        proxy.handle.resume(id)
+        proxy.handle().handle.resume(id)
     }
 
     /// The proxy of `service`, if it has one.
     pub(crate) fn proxy(&self, service: &str) -> Option<ProxyRef> {
-        self.service_proxy(service).map(|(_, proxy)| ProxyRef(proxy))
+        self.service_proxy(service).map(|(_, proxy)| ProxyRef(proxy.handle()))
     }
 
     /// Keeps every proxy's route table in step with its service's replicas, as they change state and
@@ -362,7 +439,7 @@ impl Traffic {
         let looks: Vec<_> = proxies
             .iter()
             .map(|(name, proxy)| {
-                let stats = proxy.handle.stats();
+                let stats = proxy.handle().handle.stats();
                 let mut ejections = lock(&proxy.ejections);
                 events.extend(ejections.observe(name, &stats, now, at));
                 let total = ejections.total();
@@ -405,15 +482,18 @@ async fn close(proxy: Arc<ServiceProxy>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     match Arc::try_unwrap(proxy) {
-        Ok(proxy) => {
-            proxy.handle.shutdown().await;
-        }
-        Err(proxy) => proxy.handle.clear_faults(),
+        Ok(proxy) => match Arc::try_unwrap(proxy.bound.into_inner()) {
+            Ok(bound) => {
+                bound.handle.shutdown().await;
+            }
+            Err(bound) => bound.handle.clear_faults(),
+        },
+        Err(proxy) => proxy.handle().handle.clear_faults(),
     }
 }
 
-/// A proxy's handle, held while in use (a reload may remove the proxy meanwhile).
-pub(crate) struct ProxyRef(Arc<ServiceProxy>);
+/// A proxy's handle, held while in use (a reload may remove or rebind the proxy meanwhile).
+pub(crate) struct ProxyRef(Arc<Bound>);
 
 impl std::ops::Deref for ProxyRef {
     type Target = ProxyHandle;
@@ -616,7 +696,7 @@ impl mend_api::TrafficApi for Traffic {
         let mut recorded = Vec::new();
         for kind in kinds.into_iter().flatten() {
             let fault = Fault { kind, percent: faults.percent, until };
-            proxy.handle.set_fault(fault);
+            proxy.handle().handle.set_fault(fault);
             recorded.extend(chaos.started(&name, fault, now, wall));
         }
         drop(chaos);
@@ -626,7 +706,7 @@ impl mend_api::TrafficApi for Traffic {
 
     fn clear(&self, service: &str) -> bool {
         let Some((name, proxy)) = self.service_proxy(service) else { return false };
-        proxy.handle.clear_faults();
+        proxy.handle().handle.clear_faults();
         let ended = lock(&proxy.chaos).cleared(&name, self.clock.now(), self.clock.wall());
         self.record(ended);
         true
@@ -635,8 +715,9 @@ impl mend_api::TrafficApi for Traffic {
     fn status(&self, service: &str) -> Option<mend_api::TrafficStatus> {
         let (_, proxy) = self.service_proxy(service)?;
         let (now, wall) = (self.clock.now(), self.clock.wall());
-        let chaos = proxy.handle.faults().iter().map(|fault| events::fault_dto(fault, now, wall)).collect();
+        let chaos = proxy.handle().handle.faults().iter().map(|fault| events::fault_dto(fault, now, wall)).collect();
         let ejected = proxy
+            .handle()
             .handle
             .stats()
             .backends

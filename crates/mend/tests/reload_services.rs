@@ -255,3 +255,88 @@ interval = "200ms"
     assert!(daemon.events(Some("config_reloaded")).is_empty(), "nothing reloaded");
     assert!(daemon.events(Some("service_removed")).is_empty(), "nothing removed");
 }
+
+#[test]
+fn issue_13_a_proxy_listen_change_binds_the_new_address_before_the_old_closes_and_a_taken_one_is_refused() {
+    let (web_ports, web_proxy) = (free_ports(2), free_ports(1));
+    let daemon = Daemon::start(&format!("[api]\nlisten = \"{{api}}\"\n{}", web(web_ports, web_proxy)));
+    daemon.wait_ready("web");
+    let web_pids = pids(&daemon, "web");
+    let old_address = SocketAddr::from(([127, 0, 0, 1], web_proxy));
+    let mut old_client = KeepAlive::new(old_address);
+    eventually(Duration::from_secs(10), "200 through the running listener", || {
+        old_client.request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
+    });
+
+    // An address something else holds: refused, saying why, and the running listener serves on.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("address").port();
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    let listen = format!("listen = \"127.0.0.1:{web_proxy}\"");
+    std::fs::write(&daemon.config_path, text.replace(&listen, &format!("listen = \"127.0.0.1:{taken_port}\"")))
+        .expect("write config");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("nothing applied: cannot start the proxy of service web (service.web.proxy)")
+            && stderr.contains(&format!("127.0.0.1:{taken_port}"))
+            && stderr.contains("in use"),
+        "{stderr}"
+    );
+    let response = old_client.request("GET", "/", &[], b"").expect("the running listener still answers");
+    assert_eq!(response.status, 200);
+    drop(taken);
+
+    // A free address: the new listener serves at once, the old one closes.
+    let new_port = free_ports(1);
+    std::fs::write(&daemon.config_path, text.replace(&listen, &format!("listen = \"127.0.0.1:{new_port}\"")))
+        .expect("write");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "the proxy of web takes its new settings, moved from {old_address} to 127.0.0.1:{new_port}"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("next start"), "{stdout}");
+    let mut new_client = KeepAlive::new(SocketAddr::from(([127, 0, 0, 1], new_port)));
+    for _ in 0..20 {
+        assert_eq!(new_client.request("GET", "/", &[], b"").expect("answered").status, 200);
+    }
+    eventually(Duration::from_secs(30), "the old listener closed", || free(web_proxy).then_some(()));
+    assert_eq!(pids(&daemon, "web"), web_pids, "the replicas were not touched");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(ok && stdout.contains("is unchanged"), "{stdout}{stderr}");
+}
+
+#[test]
+fn issue_13_changed_proxy_settings_on_the_same_address_apply_to_new_requests() {
+    let (web_ports, web_proxy) = (free_ports(2), free_ports(1));
+    // Every answer takes 300 ms: within the proxy's default request timeout, not within 100 ms.
+    let config = web(web_ports, web_proxy).replace("\"{port}\"]", "\"{port}\", \"--delay\", \"300ms\"]");
+    let daemon = Daemon::start(&format!("[api]\nlisten = \"{{api}}\"\n{config}"));
+    daemon.wait_ready("web");
+    let address = SocketAddr::from(([127, 0, 0, 1], web_proxy));
+    eventually(Duration::from_secs(10), "200 through the proxy", || {
+        common::http("GET", address, "/", &[]).ok().filter(|r| r.status == 200)
+    });
+
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    let listen = format!("listen = \"127.0.0.1:{web_proxy}\"");
+    std::fs::write(&daemon.config_path, text.replace(&listen, &format!("{listen}\nrequest_timeout = \"100ms\"")))
+        .expect("write config");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(
+        ok && stdout.contains(&format!("the proxy of web takes its new settings on {address}")),
+        "{stdout}{stderr}"
+    );
+    // New connections (the old listener closes once its requests are done) time out at 100 ms: 504.
+    let timed_out = eventually(Duration::from_secs(30), "a 504 from the new request timeout", || {
+        common::http("GET", address, "/", &[]).ok().filter(|r| r.status == 504)
+    });
+    assert_eq!(timed_out.status, 504);
+    for _ in 0..5 {
+        assert_eq!(common::http("GET", address, "/", &[]).expect("answered").status, 504);
+    }
+}
