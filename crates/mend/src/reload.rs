@@ -48,12 +48,16 @@ impl ScrapeContext {
 
 /// What a reload (SIGHUP, `POST /api/v1/reload`) changes while mend runs: the detect stage (rules,
 /// detector attachments, forecasts) and the static scrape targets, as Prometheus reloads its rules and
-/// targets; healing policies; a service's spec (a changed command, environment, working directory,
-/// probe or metrics replaces its replicas rolling; a changed restart policy or stop timeout is taken
-/// in place) and its replica count (when the file's count changed). Services added or removed, a
-/// service's ports, dependencies, logs, proxy and canary, the API and the series store keep the
-/// configuration they started with; a reload lists what the file changes there, applied on the next
-/// start.
+/// targets; healing policies; services added (their proxy bound first, their replicas started after
+/// their `depends_on`) and removed (drained through their proxy and stopped, the proxy closed after its
+/// in-flight requests, their series ended, their incidents closed); a service's spec (a changed
+/// command, environment, working directory, probe, metrics or port range replaces its replicas
+/// rolling; a changed restart policy, stop timeout, dependency list or log rotation is taken in place),
+/// its proxy table (a new listener binds beside the old one, which then closes) and its replica count
+/// (when the file's count changed). A proxy added to or taken from a running service, a canary, the
+/// API and the series store keep the configuration they started with; a reload lists what the file
+/// changes there, applied on the next start. Whatever cannot be applied (a taken proxy address, an
+/// overlapping port range, a count that does not fit) refuses the whole reload: nothing changes.
 pub(crate) struct Reloadable {
     /// What runs: the start-up configuration with the sections of the last reload.
     pub(crate) running: Config,
@@ -437,7 +441,8 @@ struct Respec {
 const REPLACING: &[&str] =
     &["command", "shell", "working_dir", "env", "liveness", "readiness", "startup", "metrics", "release"];
 /// The service keys a running replica takes without being replaced (`depends_on` orders starts and
-/// removals, which read it when they happen).
+/// removals, which read it when they happen; `logs` rotation limits apply from each replica's next
+/// start, when its log file is opened again).
 const IN_PLACE: &[&str] = &[
     "restart",
     "backoff",
@@ -447,9 +452,10 @@ const IN_PLACE: &[&str] = &[
     "max_memory_bytes",
     "releases",
     "depends_on",
+    "logs",
 ];
 /// The service keys that wait for the next start. (`ports` has its own rule: see [`ports_change`].)
-const WAITING: &[&str] = &["logs", "canary", "stable_release"];
+const WAITING: &[&str] = &["canary", "stable_release"];
 
 /// How a changed `proxy` table applies: a table changed in place is rebound live; a proxy added to or
 /// taken from a running service waits for the next start (its replicas were started with or without
@@ -553,6 +559,7 @@ fn with_live_keys(spec: &mend_config::Service, from: &mend_config::Service) -> m
     // Every release's table as the file has it, but the stable release stays the one running.
     spec.releases = from.releases.clone();
     spec.depends_on = from.depends_on.clone();
+    spec.logs = from.logs;
     spec.ports = from.ports;
     if proxy_applies(&spec, from) {
         spec.proxy = from.proxy.clone();
@@ -688,6 +695,13 @@ mod tests {
         assert_eq!(plan.updates[0].scale, None, "the scaled count stays");
         let respec = plan.updates[0].respec.as_ref().expect("a new spec");
         assert_eq!((respec.replace, respec.keys.clone()), (false, vec!["stop_timeout"]));
+        assert!(plan.not_applied.is_empty(), "{plan:?}");
+        // Log rotation and dependencies: taken in place, nothing replaced, nothing waits.
+        let new = config("replicas = 2\ndepends_on = []\n[service.web.logs]\nmax_file_bytes = 4096");
+        let plan = plan_services(&file, &running, &new);
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert_eq!((respec.replace, respec.keys.clone()), (false, vec!["logs"]), "{plan:?}");
+        assert_eq!(respec.spec.logs.max_file_bytes, 4096);
         assert!(plan.not_applied.is_empty(), "{plan:?}");
         // Nothing changed at all: nothing to do, the scale stays.
         let plan = plan_services(&file, &running, &file);
