@@ -301,7 +301,8 @@ impl Reloadable {
         // Healing ([healing], [[heal]], hooks, targets, services' healing and autoscale tables) applies at
         // once, like rules.
         // A service added or removed changes the healer's view of the services too.
-        let healing_changed = healing_of(&self.running) != healing_of(&new) || roster_changed;
+        let policies_changed = healing_of(&self.running) != healing_of(&new);
+        let healing_changed = policies_changed || roster_changed;
         if healing_changed {
             self.running.healing = new.healing.clone();
             self.running.heal = new.heal.clone();
@@ -315,7 +316,7 @@ impl Reloadable {
             }
             self.heal.reconfigure(&self.running).await;
         }
-        let healed = if healing_changed { "; healing policies applied" } else { "" };
+        let healed = if policies_changed { "; healing policies applied" } else { "" };
         let running = &self.running;
         // Detection is rebuilt when its sections changed, or services came or went (implicit memory
         // forecasts follow the services).
