@@ -298,6 +298,32 @@ impl Healer {
         }
     }
 
+    /// A reload removed `service`: its open incidents (those about it alone) close as resolved, noted
+    /// "service removed"; an action waiting for approval on one expires. Incidents that concern other
+    /// services too go on.
+    pub fn service_removed(&mut self, service: &ServiceName, now: Timestamp) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        let ids: Vec<IncidentId> = self
+            .book
+            .active()
+            .filter(|incident| !incident.services.is_empty() && incident.services.iter().all(|s| s == service))
+            .map(|incident| incident.id)
+            .collect();
+        for id in ids {
+            if let Some(Phase::Pending(action)) = self.plans.get(&id).map(|plan| plan.phase.clone())
+                && let Some((mut record, _)) = self.open_actions.remove(&action)
+            {
+                record.state = ActionState::Expired;
+                record.finished_at = Some(now);
+                record.outcome = Some("no longer needed: the service was removed".to_owned());
+                decisions.push(Decision::Action(record));
+            }
+            self.book.transition(id, IncidentState::Resolved, "service removed".to_owned(), now);
+            self.incident_decision(id, &mut decisions);
+        }
+        decisions
+    }
+
     /// Forgets what was learnt from outcomes (for `service`, or everything): the configured orders hold.
     pub fn forget(&mut self, service: Option<&ServiceName>) {
         self.learner.forget(service);

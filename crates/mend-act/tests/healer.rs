@@ -23,6 +23,8 @@ enum Input {
     Pause,
     /// An operator resumes it.
     Resume,
+    /// A reload removed this service.
+    Removed(&'static str),
 }
 
 fn name(text: &str) -> ServiceName {
@@ -149,6 +151,7 @@ fn check(config: &str, script: &[(i64, Input, &[&str])]) {
             }
             Input::Pause => healer.pause(now),
             Input::Resume => healer.resume(&world, now),
+            Input::Removed(service) => healer.service_removed(&name(service), now),
             Input::Approve(id) => healer
                 .approve(mend_types::ActionId(*id), &world, now)
                 .unwrap_or_else(|refused| vec![Decision::Signal(refusal(refused))]),
@@ -228,6 +231,20 @@ fn a_policy_acts_verifies_goes_on_and_resolves() {
                     "incident 1 resolved: every signal resolved",
                 ],
             ),
+        ],
+    );
+}
+
+#[test]
+fn a_removed_service_closes_its_own_incidents_only() {
+    check(
+        TWO_SERVICES,
+        &[
+            (0, Input::Fire("Leak", "db", Some(0)), &["incident 1 open: external Leak fired: Leak evidence"]),
+            (1, Input::Removed("api"), &[]),
+            (2, Input::Removed("db"), &["incident 1 resolved: service removed"]),
+            // Closed: nothing more happens.
+            (100, Input::Tick, &[]),
         ],
     );
 }

@@ -90,7 +90,8 @@ impl From<ControlError> for ApiError {
             ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::NotReadyAgain { .. }
             | ControlError::CannotScale { .. }
-            | ControlError::CannotRelease { .. } => StatusCode::CONFLICT,
+            | ControlError::CannotRelease { .. }
+            | ControlError::AlreadySupervised(_) => StatusCode::CONFLICT,
         };
         Self(status, error.to_string())
     }
@@ -312,7 +313,7 @@ async fn services(State(state): State<ApiState>) -> Json<ServicesResponse> {
 
 async fn service(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<ServiceDto>, ApiError> {
     let service = state.supervisor.service(&name).ok_or(ControlError::UnknownService(name))?;
-    Ok(Json(service_dto(&state, service)))
+    Ok(Json(service_dto(&state, &service)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -386,7 +387,7 @@ async fn control(
     };
     state.healing.operator(command).await?;
     tracing::info!(service = %name, action = %action, replica = ?params.replica, reason = ?params.reason, "operator command");
-    Ok(Json(service_dto(&state, service)))
+    Ok(Json(service_dto(&state, &service)))
 }
 
 /// `POST /api/v1/services/{name}/scale` with `{"replicas": N}`: how many replicas of the stable release
@@ -425,7 +426,7 @@ async fn scale(
     };
     state.healing.operator(command).await?;
     tracing::info!(service = %name, from = before, to = replicas, "scaled");
-    Ok(Json(service_dto(&state, service)))
+    Ok(Json(service_dto(&state, &service)))
 }
 
 /// `?wait=` alone (a scale has no `replica`).

@@ -223,6 +223,21 @@ impl SeriesStore {
         }
     }
 
+    /// Ends every series whose labels include `key="value"` (whatever its name) with a staleness
+    /// marker at `at` (a service that went away); returns how many it ended.
+    pub fn end_matching(&mut self, key: &str, value: &str, at: Timestamp) -> usize {
+        let matching: Vec<Labels> =
+            self.series.keys().filter(|labels| labels.get(key) == Some(value)).cloned().collect();
+        let mut n_ended = 0;
+        for labels in &matching {
+            if self.latest(labels).is_some_and(|point| !is_stale_marker(point.value)) {
+                self.end_series(labels, at);
+                n_ended += 1;
+            }
+        }
+        n_ended
+    }
+
     /// Drops series whose newest point is older than `now` minus the retention; returns how many.
     pub fn sweep(&mut self, now: Timestamp) -> usize {
         let oldest_kept = now.saturating_sub(self.limits.retention);
@@ -352,6 +367,24 @@ mod tests {
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_millis(secs * 1000)
+    }
+
+    #[test]
+    fn a_removed_service_has_its_series_ended_and_no_other() {
+        let mut store =
+            SeriesStore::new(Limits { points_per_series: 10, retention: Duration::from_secs(100), max_series: 10 });
+        let web = store.labels("rss_bytes", &[("service", "web"), ("replica", "0")]);
+        let proxy = store.labels("mend_proxy_requests_total", &[("service", "web")]);
+        let api = store.labels("rss_bytes", &[("service", "api"), ("replica", "0")]);
+        for labels in [&web, &proxy, &api] {
+            store.append(labels, at(1), 1.0).expect("within limits");
+        }
+        assert_eq!(store.end_matching("service", "web", at(2)), 2);
+        assert!(store.latest(&web).is_some_and(|p| is_stale_marker(p.value)));
+        assert!(store.latest(&proxy).is_some_and(|p| is_stale_marker(p.value)));
+        assert_eq!(store.latest(&api).map(|p| p.value), Some(1.0));
+        // Ended already: nothing more.
+        assert_eq!(store.end_matching("service", "web", at(3)), 0);
     }
 
     #[test]

@@ -455,6 +455,11 @@ impl Runner {
                         if let Some(release) = service.release(&self.release.name) {
                             self.release = release.clone();
                         }
+                        // New rotation limits: the log file is opened again at the next start (the
+                        // running process's output goes on to the file it has).
+                        if service.logs != self.service.logs {
+                            self.log = None;
+                        }
                         self.service = service;
                         if !replace || self.machine.pid().is_none() {
                             self.publish();

@@ -80,6 +80,9 @@ pub enum ControlError {
         /// The index asked for.
         index: u32,
     },
+    /// A service of that name is supervised already.
+    #[error("service {0:?} is supervised already")]
+    AlreadySupervised(String),
     /// The replica tasks are gone (mend is shutting down).
     #[error("mend is shutting down")]
     ShuttingDown,
@@ -112,96 +115,169 @@ pub enum ControlError {
     },
 }
 
-/// The supervisor of every configured service.
+/// The supervisor of every configured service. The set of services changes with a reload
+/// ([`Supervisor::add`], [`Supervisor::remove`]); those who follow it watch [`Supervisor::roster`].
 pub struct Supervisor {
-    services: Vec<ServiceHandle>,
-    boot: Vec<JoinHandle<()>>,
+    /// In start order: a service comes after the services it depends on.
+    services: RwLock<Vec<Arc<ServiceHandle>>>,
+    /// Bumped whenever a service is added or removed.
+    roster: watch::Sender<u64>,
+    boot: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// True once shutdown has begun: no scale starts, and waits for replicas end.
     shutting_down: watch::Sender<bool>,
     ctx: RunnerContext,
-    traffic: HashMap<ServiceName, Arc<dyn TrafficControl>>,
+    traffic: RwLock<HashMap<ServiceName, Arc<dyn TrafficControl>>>,
+}
+
+/// The handle of a new service: its replica tasks wait for [`Control::Start`].
+fn new_service(
+    service: &Service,
+    ctx: &RunnerContext,
+    traffic: Option<&Arc<dyn TrafficControl>>,
+) -> Arc<ServiceHandle> {
+    let service = Arc::new(service.clone());
+    // Stable replicas first, then the canary's; each carries its release, whatever its index.
+    let canary = service.canary.as_ref().and_then(|canary| service.release(&canary.release));
+    let releases = std::iter::repeat_n(service.stable(), service.replicas as usize)
+        .chain(std::iter::repeat_n(canary, service.total_replicas() as usize - service.replicas as usize).flatten());
+    let replicas = releases
+        .enumerate()
+        .map(|(index, release)| {
+            Arc::new(ReplicaHandle::start(
+                service.clone(),
+                release.clone(),
+                index as u32,
+                ctx.clone(),
+                traffic.cloned(),
+            ))
+        })
+        .collect();
+    Arc::new(ServiceHandle::new(service, replicas))
+}
+
+/// Starts the replicas of `service` once each of its dependencies (among `services`) has a replica
+/// that has been ready.
+fn boot(service: &ServiceHandle, services: &[Arc<ServiceHandle>]) -> JoinHandle<()> {
+    let dependencies: Vec<Vec<watch::Receiver<ReplicaStatus>>> = service
+        .config()
+        .depends_on
+        .iter()
+        .filter_map(|dependency| services.iter().find(|s| s.config().name == *dependency))
+        .map(|dependency| dependency.replicas().iter().map(|r| r.watch()).collect())
+        .collect();
+    let replicas = service.replicas();
+    let targets: Vec<_> = replicas.iter().map(|r| r.watch()).collect();
+    let controls: Vec<_> = replicas.iter().map(|r| r.control_sender()).collect();
+    let name = service.config().name.clone();
+    let booted = service.booted.clone();
+    tokio::spawn(async move {
+        for replicas in dependencies {
+            if replicas.is_empty() {
+                continue;
+            }
+            tracing::info!(service = %name, "waiting for a dependency to be ready");
+            // The dependency is ready as soon as any one of its replicas has been (latched: a
+            // brief moment of readiness is not missed), or has run to completion.
+            let mut waiting = tokio::task::JoinSet::new();
+            for mut replica in replicas {
+                waiting.spawn(
+                    async move { replica.wait_for(|status| status.ever_ready || status.completed).await.is_ok() },
+                );
+            }
+            loop {
+                match waiting.join_next().await {
+                    Some(Ok(true)) => break,
+                    Some(_) => continue,
+                    // Every replica task of the dependency ended (mend is shutting down; a
+                    // dependency cannot be scaled to 0 while a dependent still waits).
+                    None => return,
+                }
+            }
+        }
+        booted.store(true, Ordering::SeqCst);
+        for (status, control) in targets.iter().zip(controls) {
+            // Start only replicas nobody has touched yet (an operator may have stopped one).
+            if status.borrow().state == crate::ReplicaState::Waiting {
+                let _ = control.send(Control::Start).await;
+            }
+        }
+    })
 }
 
 impl Supervisor {
     /// Starts a task per replica and starts each service once its dependencies are ready. Services with
     /// an entry in `traffic` drain their replicas before planned stops.
     pub fn start(config: &Config, ctx: RunnerContext, traffic: &HashMap<ServiceName, Arc<dyn TrafficControl>>) -> Self {
-        let services: Vec<ServiceHandle> = config
-            .services
-            .iter()
-            .map(|service| {
-                let service = Arc::new(service.clone());
-                // Stable replicas first, then the canary's; each carries its release, whatever its index.
-                let canary = service.canary.as_ref().and_then(|canary| service.release(&canary.release));
-                let releases = std::iter::repeat_n(service.stable(), service.replicas as usize).chain(
-                    std::iter::repeat_n(canary, service.total_replicas() as usize - service.replicas as usize)
-                        .flatten(),
-                );
-                let replicas = releases
-                    .enumerate()
-                    .map(|(index, release)| {
-                        Arc::new(ReplicaHandle::start(
-                            service.clone(),
-                            release.clone(),
-                            index as u32,
-                            ctx.clone(),
-                            traffic.get(&service.name).cloned(),
-                        ))
-                    })
-                    .collect();
-                ServiceHandle::new(service, replicas)
-            })
-            .collect();
-        let boot = services
-            .iter()
-            .map(|service| {
-                let dependencies: Vec<Vec<watch::Receiver<ReplicaStatus>>> = service
-                    .config()
-                    .depends_on
-                    .iter()
-                    .filter_map(|dependency| services.iter().find(|s| s.config().name == *dependency))
-                    .map(|dependency| dependency.replicas().iter().map(|r| r.watch()).collect())
-                    .collect();
-                let replicas = service.replicas();
-                let targets: Vec<_> = replicas.iter().map(|r| r.watch()).collect();
-                let controls: Vec<_> = replicas.iter().map(|r| r.control_sender()).collect();
-                let name = service.config().name.clone();
-                let booted = service.booted.clone();
-                tokio::spawn(async move {
-                    for replicas in dependencies {
-                        if replicas.is_empty() {
-                            continue;
-                        }
-                        tracing::info!(service = %name, "waiting for a dependency to be ready");
-                        // The dependency is ready as soon as any one of its replicas has been (latched: a
-                        // brief moment of readiness is not missed), or has run to completion.
-                        let mut waiting = tokio::task::JoinSet::new();
-                        for mut replica in replicas {
-                            waiting.spawn(async move {
-                                replica.wait_for(|status| status.ever_ready || status.completed).await.is_ok()
-                            });
-                        }
-                        loop {
-                            match waiting.join_next().await {
-                                Some(Ok(true)) => break,
-                                Some(_) => continue,
-                                // Every replica task of the dependency ended (mend is shutting down; a
-                                // dependency cannot be scaled to 0 while a dependent still waits).
-                                None => return,
-                            }
-                        }
-                    }
-                    booted.store(true, Ordering::SeqCst);
-                    for (status, control) in targets.iter().zip(controls) {
-                        // Start only replicas nobody has touched yet (an operator may have stopped one).
-                        if status.borrow().state == crate::ReplicaState::Waiting {
-                            let _ = control.send(Control::Start).await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self { services, boot, shutting_down: watch::channel(false).0, ctx, traffic: traffic.clone() }
+        let services: Vec<Arc<ServiceHandle>> =
+            config.services.iter().map(|service| new_service(service, &ctx, traffic.get(&service.name))).collect();
+        let boot = services.iter().map(|service| boot(service, &services)).collect();
+        Self {
+            services: RwLock::new(services),
+            roster: watch::channel(0).0,
+            boot: std::sync::Mutex::new(boot),
+            shutting_down: watch::channel(false).0,
+            ctx,
+            traffic: RwLock::new(traffic.clone()),
+        }
+    }
+
+    /// Adds a service while mend runs (a reload): its replicas start once its dependencies (services
+    /// already supervised) are ready, as at start-up; with `traffic`, planned stops drain them first.
+    pub fn add(&self, service: &Service, traffic: Option<Arc<dyn TrafficControl>>) -> Result<(), ControlError> {
+        if self.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        if self.service(service.name.as_str()).is_some() {
+            return Err(ControlError::AlreadySupervised(service.name.as_str().to_owned()));
+        }
+        if let Some(traffic) = &traffic {
+            self.traffic.write().unwrap_or_else(PoisonError::into_inner).insert(service.name.clone(), traffic.clone());
+        }
+        let handle = new_service(service, &self.ctx, traffic.as_ref());
+        let mut services = self.services.write().unwrap_or_else(PoisonError::into_inner);
+        let task = boot(&handle, &services);
+        services.push(handle);
+        drop(services);
+        self.boot.lock().unwrap_or_else(PoisonError::into_inner).push(task);
+        self.roster.send_modify(|version| *version += 1);
+        Ok(())
+    }
+
+    /// Removes a service while mend runs (a reload): every replica leaves the proxy's rotation, drains
+    /// (through its proxy, if any) and stops (a planned stop, with its stop timeout); once their tasks
+    /// have ended (or `wait` plus the stop timeout has passed) the service is no longer supervised.
+    /// The caller sees that no service that stays depends on it (a reload's file is validated whole:
+    /// a `depends_on` naming a service the file no longer has is refused before anything changes).
+    pub async fn remove(&self, name: &str, wait: Duration) -> Result<(), ControlError> {
+        let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
+        let config = service.config();
+        let deadline = tokio::time::Instant::now() + wait;
+        let scaling = service.scaling.lock().await;
+        if self.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let replicas: Vec<Arc<ReplicaHandle>> =
+            std::mem::take(&mut *service.replicas.write().unwrap_or_else(PoisonError::into_inner));
+        service.membership.send_modify(|version| *version += 1);
+        self.retire(&service, &replicas, deadline + config.stop_timeout, scaling).await;
+        // The tasks end once their processes are gone (their pid files and ports with them).
+        while !service.still_retiring().is_empty() && tokio::time::Instant::now() < deadline + config.stop_timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.services.write().unwrap_or_else(PoisonError::into_inner).retain(|other| !Arc::ptr_eq(other, &service));
+        self.traffic.write().unwrap_or_else(PoisonError::into_inner).remove(&config.name);
+        self.roster.send_modify(|version| *version += 1);
+        Ok(())
+    }
+
+    /// Changes whenever a service is added or removed.
+    pub fn roster(&self) -> watch::Receiver<u64> {
+        self.roster.subscribe()
+    }
+
+    /// The drain hook of `name`'s replicas.
+    fn traffic_of(&self, name: &ServiceName) -> Option<Arc<dyn TrafficControl>> {
+        self.traffic.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -218,14 +294,15 @@ impl Supervisor {
         }
     }
 
-    /// All services, in start order.
-    pub fn services(&self) -> &[ServiceHandle] {
-        &self.services
+    /// All services, in start order (as they are now: a reload may add or remove some).
+    pub fn services(&self) -> Vec<Arc<ServiceHandle>> {
+        self.services.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The service called `name`.
-    pub fn service(&self, name: &str) -> Option<&ServiceHandle> {
-        self.services.iter().find(|service| service.config().name.as_str() == name)
+    pub fn service(&self, name: &str) -> Option<Arc<ServiceHandle>> {
+        let services = self.services.read().unwrap_or_else(PoisonError::into_inner);
+        services.iter().find(|service| service.config().name.as_str() == name).cloned()
     }
 
     /// Sends `control` to every replica of `name` (or to one, with `replica`) and waits, up to `wait` (per
@@ -374,7 +451,7 @@ impl Supervisor {
             if self.is_shutting_down() {
                 return Err(ControlError::ShuttingDown);
             }
-            let traffic = self.traffic.get(&scaled.name).cloned();
+            let traffic = self.traffic_of(&scaled.name);
             let added: Vec<Arc<ReplicaHandle>> = indexes
                 .iter()
                 .map(|index| {
@@ -410,7 +487,7 @@ impl Supervisor {
             }
         } else if replicas < current {
             if replicas == 0
-                && let Some(waiting) = self.services.iter().find(|other| {
+                && let Some(waiting) = self.services().iter().find(|other| {
                     !other.booted.load(Ordering::SeqCst) && other.config().depends_on.contains(&config.name)
                 })
             {
@@ -434,7 +511,7 @@ impl Supervisor {
             };
             *service.config.write().unwrap_or_else(PoisonError::into_inner) = scaled;
             service.membership.send_modify(|version| *version += 1);
-            self.retire(service, &surplus, deadline + config.stop_timeout, scaling).await;
+            self.retire(&service, &surplus, deadline + config.stop_timeout, scaling).await;
         }
         Ok(service.statuses())
     }
@@ -468,7 +545,7 @@ impl Supervisor {
         if let Some(other) = current.iter().find(|replica| replica.release != config.stable_release) {
             return Err(cannot(format!("a canary of release {:?} runs already", other.release)));
         }
-        if !self.traffic.contains_key(&config.name) {
+        if self.traffic_of(&config.name).is_none() {
             return Err(cannot("a canary needs [service.NAME.proxy]: the proxy is what splits the traffic".to_owned()));
         }
         let used: Vec<u32> = current.iter().chain(service.still_retiring().iter()).map(|r| r.id.index).collect();
@@ -488,7 +565,7 @@ impl Supervisor {
             pin_cookie: previous.as_ref().and_then(|canary| canary.pin_cookie.clone()),
         });
         let changed = Arc::new(changed);
-        let traffic = self.traffic.get(&changed.name).cloned();
+        let traffic = self.traffic_of(&changed.name);
         let added: Vec<Arc<ReplicaHandle>> = indexes
             .iter()
             .map(|index| {
@@ -542,7 +619,7 @@ impl Supervisor {
         changed.canary = None;
         *service.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
         service.membership.send_modify(|version| *version += 1);
-        self.retire(service, &canary, deadline + config.stop_timeout, scaling).await;
+        self.retire(&service, &canary, deadline + config.stop_timeout, scaling).await;
         Ok(service.statuses())
     }
 
@@ -576,7 +653,7 @@ impl Supervisor {
         promoted.canary = None;
         promoted.replicas = n_stable as u32;
         let promoted = Arc::new(promoted);
-        let traffic = self.traffic.get(&promoted.name).cloned();
+        let traffic = self.traffic_of(&promoted.name);
         let start = |index: u32| {
             Arc::new(ReplicaHandle::start(promoted.clone(), spec.clone(), index, self.ctx.clone(), traffic.clone()))
         };
@@ -615,7 +692,7 @@ impl Supervisor {
                 list.retain(|replica| replica.release != old_release);
             }
             service.membership.send_modify(|version| *version += 1);
-            self.retire(service, &old, deadline + config.stop_timeout, scaling).await;
+            self.retire(&service, &old, deadline + config.stop_timeout, scaling).await;
         } else {
             // No room to surge: one old replica at a time drains and stops, and a new one takes its index.
             drop(scaling);
@@ -650,7 +727,7 @@ impl Supervisor {
             };
             service.membership.send_modify(|version| *version += 1);
             let scaling = service.scaling.lock().await;
-            self.retire(service, &left, deadline + config.stop_timeout, scaling).await;
+            self.retire(&service, &left, deadline + config.stop_timeout, scaling).await;
         }
         Ok(service.statuses())
     }
@@ -752,13 +829,13 @@ impl Supervisor {
     /// Stops every service, dependents before their dependencies. The replica tasks end when the
     /// supervisor is dropped.
     pub async fn shutdown(&self, per_service_wait: Duration) {
-        for task in &self.boot {
+        for task in self.boot.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             task.abort();
         }
         // Stop in reverse start order: a service's dependents come after it in start order, so they stop
         // before it does.
         self.shutting_down.send_replace(true);
-        for service in self.services.iter().rev() {
+        for service in self.services().iter().rev() {
             // A scale in progress finishes changing the set first; none starts after this.
             let _no_more_scaling = service.scaling.lock().await;
             let mut replicas = service.replicas();

@@ -20,6 +20,9 @@ pub enum EventKind {
     /// On a reload, a changed, valid config file was applied: rules, detectors, forecasts and scrape
     /// targets; the sections that only apply on the next start are listed.
     ConfigReloaded,
+    /// A service a reload removed is gone: its replicas drained and stopped, its proxy closed, its
+    /// series ended and its open incidents closed.
+    ServiceRemoved,
     /// A replica's process was spawned.
     Started,
     /// Spawning a replica's process failed (command not found, port held by another process, ...).
@@ -97,10 +100,11 @@ pub enum EventKind {
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 32] = [
+    pub const ALL: [EventKind; 33] = [
         Self::ConfigLoaded,
         Self::ConfigChecked,
         Self::ConfigReloaded,
+        Self::ServiceRemoved,
         Self::Started,
         Self::SpawnFailed,
         Self::Ready,
@@ -156,6 +160,7 @@ impl EventKind {
             Self::SeriesDropped => "series_dropped",
             Self::ConfigChecked => "config_checked",
             Self::ConfigReloaded => "config_reloaded",
+            Self::ServiceRemoved => "service_removed",
             Self::ChaosStarted => "chaos_started",
             Self::ChaosEnded => "chaos_ended",
             Self::CanaryWeightChanged => "canary_weight_changed",

@@ -208,9 +208,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let supervisor = Arc::new(Supervisor::start(&config, context, &traffic.controls()));
     traffic.follow(&supervisor);
     let traffic = Arc::new(traffic);
-    // Proxy statistics, ejections and chaos expiry are sampled whenever there is a proxy.
-    let proxy_sampler =
-        traffic.has_proxies().then(|| tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone())));
+    // Proxy statistics, ejections and chaos expiry are sampled (a reload may add a proxy later).
+    let proxy_sampler = tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone()));
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
     // What operators' feedback relaxed reaches the detect loop on this watch (the learn stage restores it).
@@ -307,6 +306,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         scrape_context,
         detection: detect_loop,
         supervisor: supervisor.clone(),
+        traffic: traffic.clone(),
         heal: heal.clone(),
         scale_tasks: Vec::new(),
     };
@@ -386,9 +386,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     reloadable.detection.abort();
     drop(reloadable);
     sweeper.abort();
-    if let Some(sampler) = &proxy_sampler {
-        sampler.abort();
-    }
+    proxy_sampler.abort();
     // Replicas drain through their proxies as they stop (up to the drain timeout), then get their grace
     // period; the proxies go last.
     supervisor.shutdown(traffic.longest_drain() + Duration::from_secs(2)).await;

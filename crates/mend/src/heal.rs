@@ -73,6 +73,8 @@ enum Command {
     Learnt(oneshot::Sender<Learnt>),
     /// Forget what was learnt from outcomes (about a service, or all).
     Forget(Option<ServiceName>, oneshot::Sender<()>),
+    /// A reload removed this service: its open incidents close (answers how many).
+    ServiceRemoved(ServiceName, oneshot::Sender<usize>),
 }
 
 /// What the healer learnt from outcomes, for `mend learn`.
@@ -234,6 +236,12 @@ impl HealStage {
     /// The running config, changed by each reload.
     pub(crate) fn config(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
         self.config.subscribe()
+    }
+
+    /// A reload removed `service` (its replicas have stopped): its open incidents close as "service
+    /// removed". How many closed; None once the stage has stopped.
+    pub(crate) async fn service_removed(&self, service: ServiceName) -> Option<usize> {
+        self.ask(|answer| Command::ServiceRemoved(service, answer)).await
     }
 
     /// What the healer learnt from outcomes.
@@ -467,6 +475,12 @@ impl Stage {
                 let _ = answer.send(());
                 Vec::new()
             }
+            Command::ServiceRemoved(service, answer) => {
+                let decisions = self.healer.service_removed(&service, now);
+                let n_closed = decisions.iter().filter(|d| matches!(d, mend_act::Decision::Incident(_))).count();
+                let _ = answer.send(n_closed);
+                decisions
+            }
             Command::Reconfigure(config) => {
                 self.config = Arc::new((*config).clone());
                 self.mode = config.healing.mode;
@@ -659,66 +673,96 @@ fn log_action(record: &ActionRecord) {
 }
 
 /// Publishes every replica's condition changes on the stream ([`Message::Replica`]), following each
-/// service's membership (scaling). Aborted at shutdown.
+/// service's membership (scaling) and the set of services (a reload adds and removes some). Aborted at
+/// shutdown.
 pub(crate) fn publish_replica_changes(
     supervisor: &Arc<Supervisor>,
     bus: Arc<Bus>,
     clock: Arc<dyn Clock>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    supervisor
-        .services()
-        .iter()
-        .map(|service| {
-            let supervisor = Arc::downgrade(supervisor);
-            let name = service.config().name.clone();
-            let mut membership = service.membership();
-            let (bus, clock) = (bus.clone(), clock.clone());
-            tokio::spawn(async move {
-                loop {
-                    membership.borrow_and_update();
-                    let replicas = match supervisor.upgrade() {
-                        Some(supervisor) => supervisor.service(name.as_str()).map(|s| s.replicas()).unwrap_or_default(),
-                        None => return,
-                    };
-                    let mut followers = tokio::task::JoinSet::new();
-                    for replica in replicas {
-                        let mut status = replica.watch();
-                        let id = replica.id.clone();
-                        let (bus, clock) = (bus.clone(), clock.clone());
-                        followers.spawn(async move {
-                            let mut last = None;
-                            loop {
-                                let change = {
-                                    let status = status.borrow_and_update();
-                                    let condition = condition(&status);
-                                    (Some((condition, status.pid)) != last).then(|| {
-                                        last = Some((condition, status.pid));
-                                        ReplicaChange {
-                                            at: clock.wall(),
-                                            replica: id.clone(),
-                                            condition,
-                                            pid: status.pid,
-                                            generation: status.generation,
-                                        }
-                                    })
-                                };
-                                if let Some(change) = change {
-                                    bus.publish(Message::Replica(Arc::new(change)));
-                                }
-                                if status.changed().await.is_err() {
-                                    return;
-                                }
-                            }
-                        });
-                    }
-                    if membership.changed().await.is_err() {
-                        return;
-                    }
-                    followers.abort_all();
+    let mut roster = supervisor.roster();
+    let supervisor = Arc::downgrade(supervisor);
+    vec![tokio::spawn(async move {
+        // Each service's publisher; aborted with this task (the set is dropped with it).
+        let mut publishers = tokio::task::JoinSet::new();
+        let mut followed: std::collections::HashMap<ServiceName, tokio::task::AbortHandle> =
+            std::collections::HashMap::new();
+        loop {
+            roster.borrow_and_update();
+            let Some(strong) = supervisor.upgrade() else { return };
+            let services = strong.services();
+            drop(strong);
+            let names: Vec<ServiceName> = services.iter().map(|service| service.config().name.clone()).collect();
+            followed.retain(|name, publisher| {
+                let kept = names.contains(name);
+                if !kept {
+                    publisher.abort();
                 }
-            })
-        })
-        .collect()
+                kept
+            });
+            for service in services {
+                let name = service.config().name.clone();
+                if followed.contains_key(&name) {
+                    continue;
+                }
+                let mut membership = service.membership();
+                drop(service);
+                let (bus, clock, supervisor) = (bus.clone(), clock.clone(), supervisor.clone());
+                let task_name = name.clone();
+                let publisher = publishers.spawn(async move {
+                    let name = task_name;
+                    loop {
+                        membership.borrow_and_update();
+                        let replicas = match supervisor.upgrade() {
+                            Some(supervisor) => {
+                                supervisor.service(name.as_str()).map(|s| s.replicas()).unwrap_or_default()
+                            }
+                            None => return,
+                        };
+                        let mut followers = tokio::task::JoinSet::new();
+                        for replica in replicas {
+                            let mut status = replica.watch();
+                            let id = replica.id.clone();
+                            let (bus, clock) = (bus.clone(), clock.clone());
+                            followers.spawn(async move {
+                                let mut last = None;
+                                loop {
+                                    let change = {
+                                        let status = status.borrow_and_update();
+                                        let condition = condition(&status);
+                                        (Some((condition, status.pid)) != last).then(|| {
+                                            last = Some((condition, status.pid));
+                                            ReplicaChange {
+                                                at: clock.wall(),
+                                                replica: id.clone(),
+                                                condition,
+                                                pid: status.pid,
+                                                generation: status.generation,
+                                            }
+                                        })
+                                    };
+                                    if let Some(change) = change {
+                                        bus.publish(Message::Replica(Arc::new(change)));
+                                    }
+                                    if status.changed().await.is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                        }
+                        if membership.changed().await.is_err() {
+                            return;
+                        }
+                        followers.abort_all();
+                    }
+                });
+                followed.insert(name, publisher);
+            }
+            if roster.changed().await.is_err() {
+                return;
+            }
+        }
+    })]
 }
 
 fn condition(status: &mend_supervisor::ReplicaStatus) -> ReplicaCondition {

@@ -9,7 +9,7 @@ use mend_config::{Config, ScrapeTarget};
 use mend_observe::scrape::{ScrapeJob, ScrapeStats, Scraper, ScraperHandle};
 use mend_observe::series::SeriesStore;
 use mend_supervisor::Supervisor;
-use mend_types::{Clock, Event, EventKind};
+use mend_types::{Clock, Event, EventKind, EventSink as _};
 
 use mend_detection::{DetectLoop, Detection};
 
@@ -48,12 +48,16 @@ impl ScrapeContext {
 
 /// What a reload (SIGHUP, `POST /api/v1/reload`) changes while mend runs: the detect stage (rules,
 /// detector attachments, forecasts) and the static scrape targets, as Prometheus reloads its rules and
-/// targets; healing policies; a service's spec (a changed command, environment, working directory,
-/// probe or metrics replaces its replicas rolling; a changed restart policy or stop timeout is taken
-/// in place) and its replica count (when the file's count changed). Services added or removed, a
-/// service's ports, dependencies, logs, proxy and canary, the API and the series store keep the
-/// configuration they started with; a reload lists what the file changes there, applied on the next
-/// start.
+/// targets; healing policies; services added (their proxy bound first, their replicas started after
+/// their `depends_on`) and removed (drained through their proxy and stopped, the proxy closed after its
+/// in-flight requests, their series ended, their incidents closed); a service's spec (a changed
+/// command, environment, working directory, probe, metrics or port range replaces its replicas
+/// rolling; a changed restart policy, stop timeout, dependency list or log rotation is taken in place),
+/// its proxy table (a new listener binds beside the old one, which then closes) and its replica count
+/// (when the file's count changed). A proxy added to or taken from a running service, a canary, the
+/// API and the series store keep the configuration they started with; a reload lists what the file
+/// changes there, applied on the next start. Whatever cannot be applied (a taken proxy address, an
+/// overlapping port range, a count that does not fit) refuses the whole reload: nothing changes.
 pub(crate) struct Reloadable {
     /// What runs: the start-up configuration with the sections of the last reload.
     pub(crate) running: Config,
@@ -63,6 +67,8 @@ pub(crate) struct Reloadable {
     pub(crate) scrape_context: ScrapeContext,
     pub(crate) detection: DetectLoop,
     pub(crate) supervisor: Arc<Supervisor>,
+    /// The proxies: an added service's opens, a removed service's closes.
+    pub(crate) traffic: Arc<crate::traffic::Traffic>,
     /// The heal stage: takes reloaded policies, limits, modes, hooks and targets.
     pub(crate) heal: crate::heal::HealStage,
     /// Scales started by reloads (aborted at shutdown).
@@ -99,7 +105,8 @@ impl Reloadable {
                 service.replicas = handle.config().replicas;
             }
         }
-        let ServicePlan { updates, not_applied, conflicts } = plan_services(&self.file, &self.running, &new);
+        let ServicePlan { updates, added, removed, proxies: rebinds, not_applied, conflicts } =
+            plan_services(&self.file, &self.running, &new);
         if !conflicts.is_empty() {
             // All or nothing: a file that cannot be applied to what runs changes nothing, like an invalid one.
             let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -117,7 +124,129 @@ impl Reloadable {
                 format!("{file} cannot be applied to what runs; nothing applied: {}", each.join("; ")),
             );
         }
+        // The proxies of added services bind first: a taken address refuses the reload, nothing changed
+        // (the proxies bound so far close as they are dropped).
+        let mut proxies = Vec::new();
+        for service in &added {
+            match crate::traffic::Traffic::bind_one(service).await {
+                Ok(proxy) => proxies.push(proxy),
+                Err(error) => {
+                    return checked(
+                        "invalid",
+                        format!("{file} cannot be applied to what runs; nothing applied: {error:#}"),
+                    );
+                }
+            }
+        }
+        // So do the new listeners of changed proxy tables, beside the running ones (a bind failure keeps
+        // the old listener and changes nothing).
+        let mut rebound = Vec::new();
+        for service in &rebinds {
+            match self.traffic.rebind(service).await {
+                Ok(Some(listener)) => rebound.push((service.clone(), listener)),
+                Ok(None) => {}
+                Err(error) => {
+                    return checked(
+                        "invalid",
+                        format!("{file} cannot be applied to what runs; nothing applied: {error:#}"),
+                    );
+                }
+            }
+        }
         self.file = new.clone();
+        let mut said = Vec::new();
+        for (service, listener) in rebound {
+            let at = listener.local_addr();
+            let was = self.traffic.proxy(service.name.as_str()).map(|proxy| proxy.local_addr());
+            let moved = match was {
+                Some(was) if was != at => format!(", moved from {was} to {at}"),
+                _ => format!(" on {at}"),
+            };
+            said.push(format!("the proxy of {} takes its new settings{moved}", service.name));
+            if let Some(running) = self.running.services.iter_mut().find(|s| s.name == service.name) {
+                running.proxy = service.proxy.clone();
+            }
+            // New connections go to the new listener at once; the old one closes once its requests in
+            // flight have finished.
+            let traffic = self.traffic.clone();
+            self.scale_tasks.push(tokio::spawn(async move { traffic.swap(listener).await }));
+        }
+        // Added services join in dependency order (the file validated that every `depends_on` names a
+        // service it has): each one's replicas wait for its dependencies as at start-up.
+        let mut to_add: Vec<(mend_config::Service, Option<Arc<crate::traffic::ServiceProxy>>)> =
+            added.into_iter().zip(proxies).collect();
+        while !to_add.is_empty() {
+            let supervised = |name: &mend_types::ServiceName| self.supervisor.service(name.as_str()).is_some();
+            let idx = to_add.iter().position(|(service, _)| service.depends_on.iter().all(supervised)).unwrap_or(0);
+            let (service, proxy) = to_add.remove(idx);
+            let control = proxy.clone().map(|proxy| proxy as Arc<dyn mend_supervisor::TrafficControl>);
+            if let Err(error) = self.supervisor.add(&service, control) {
+                said.push(format!("cannot add {}: {error}", service.name));
+                continue;
+            }
+            let listens = match &proxy {
+                Some(proxy) => {
+                    let at = proxy.local_addr();
+                    self.traffic.add(proxy.clone(), &self.supervisor);
+                    format!(", proxy on {at}")
+                }
+                None => String::new(),
+            };
+            said.push(format!("adding service {} ({} replicas{listens})", service.name, service.total_replicas()));
+            self.running.services.push(service);
+        }
+        // Removed services go in the background, dependents first (reverse start order): each one's
+        // replicas drain through its proxy and stop, then its proxy closes and its series end.
+        if !removed.is_empty() {
+            for name in &removed {
+                said.push(format!("removing service {name}"));
+            }
+            self.running.services.retain(|service| !removed.contains(&service.name));
+            let order: Vec<mend_types::ServiceName> = self
+                .supervisor
+                .services()
+                .iter()
+                .rev()
+                .map(|service| service.config().name.clone())
+                .filter(|name| removed.contains(name))
+                .collect();
+            let (supervisor, traffic, heal) = (self.supervisor.clone(), self.traffic.clone(), self.heal.clone());
+            let (series, events, clock) = (
+                self.scrape_context.series.clone(),
+                self.scrape_context.events.clone(),
+                self.scrape_context.clock.clone(),
+            );
+            self.scale_tasks.push(tokio::spawn(async move {
+                for name in order {
+                    let stop_timeout =
+                        supervisor.service(name.as_str()).map(|s| s.config().stop_timeout).unwrap_or_default();
+                    let started = clock.now();
+                    if let Err(error) = supervisor.remove(name.as_str(), SCALE_WAIT).await {
+                        tracing::warn!(service = %name, error = %error, "removing a service on reload failed");
+                        continue;
+                    }
+                    traffic.remove(name.as_str()).await;
+                    let now = clock.wall();
+                    let n_series =
+                        series.write().map_or(0, |mut store| store.end_matching("service", name.as_str(), now));
+                    let n_closed = heal.service_removed(name.clone()).await.unwrap_or(0);
+                    let took = clock.now().saturating_duration_since(started);
+                    let message = format!(
+                        "service {name} removed: its replicas drained and stopped (stop timeout {}s), its proxy closed, {n_series} series ended, {n_closed} open incidents closed, in {:.1}s",
+                        stop_timeout.as_secs(),
+                        took.as_secs_f64()
+                    );
+                    tracing::info!("{message}");
+                    events.emit(
+                        Event::new(now, EventKind::ServiceRemoved, message)
+                            .service(&name)
+                            .detail("series_ended", n_series)
+                            .detail("incidents_closed", n_closed),
+                    );
+                }
+            }));
+        }
+        let roster_changed = !said.is_empty();
         let pending = if not_applied.is_empty() {
             String::new()
         } else {
@@ -126,7 +255,6 @@ impl Reloadable {
         // Specs and replica counts change at once, in the background (a rolling replacement and a scale-in
         // drain, which takes a while): per service, the new spec first, then the count.
         self.scale_tasks.retain(|task| !task.is_finished());
-        let mut said = Vec::new();
         for update in &updates {
             let Some(service) = self.running.services.iter_mut().find(|s| s.name.as_str() == update.name) else {
                 continue;
@@ -168,11 +296,13 @@ impl Reloadable {
                 }
             }));
         }
-        let services_changed = !updates.is_empty();
+        let services_changed = !updates.is_empty() || roster_changed;
         let scaled = if said.is_empty() { String::new() } else { format!("; {}", said.join("; ")) };
         // Healing ([healing], [[heal]], hooks, targets, services' healing and autoscale tables) applies at
         // once, like rules.
-        let healing_changed = healing_of(&self.running) != healing_of(&new);
+        // A service added or removed changes the healer's view of the services too.
+        let policies_changed = healing_of(&self.running) != healing_of(&new);
+        let healing_changed = policies_changed || roster_changed;
         if healing_changed {
             self.running.healing = new.healing.clone();
             self.running.heal = new.heal.clone();
@@ -186,10 +316,13 @@ impl Reloadable {
             }
             self.heal.reconfigure(&self.running).await;
         }
-        let healed = if healing_changed { "; healing policies applied" } else { "" };
+        let healed = if policies_changed { "; healing policies applied" } else { "" };
         let running = &self.running;
+        // Detection is rebuilt when its sections changed, or services came or went (implicit memory
+        // forecasts follow the services).
         if (&running.rules, &running.detects, &running.forecasts, &running.scrapes)
             == (&new.rules, &new.detects, &new.forecasts, &new.scrapes)
+            && !roster_changed
             && (services_changed || healing_changed)
         {
             let scaled = format!("{scaled}{healed}");
@@ -200,6 +333,7 @@ impl Reloadable {
         }
         if (&running.rules, &running.detects, &running.forecasts, &running.scrapes)
             == (&new.rules, &new.detects, &new.forecasts, &new.scrapes)
+            && !roster_changed
         {
             let what = if not_applied.is_empty() {
                 format!("{file} is unchanged")
@@ -263,6 +397,12 @@ fn healing_of(config: &Config) -> impl PartialEq + '_ {
 struct ServicePlan {
     /// Services whose spec or replica count changes at once.
     updates: Vec<ServiceUpdate>,
+    /// Services the file adds: they start at once.
+    added: Vec<mend_config::Service>,
+    /// Services the file no longer has: they drain and stop.
+    removed: Vec<mend_types::ServiceName>,
+    /// Running services whose proxy table changed (as the file has them): a new listener takes over.
+    proxies: Vec<mend_config::Service>,
     /// What waits for the next start (`service.web.ports`, `service.api (added)`, `api`).
     not_applied: Vec<String>,
     /// What the file asks that cannot be applied to what runs: the reload applies nothing.
@@ -301,11 +441,61 @@ struct Respec {
 /// The service keys whose change replaces the replicas (rolling).
 const REPLACING: &[&str] =
     &["command", "shell", "working_dir", "env", "liveness", "readiness", "startup", "metrics", "release"];
-/// The service keys a running replica takes without being replaced.
-const IN_PLACE: &[&str] =
-    &["restart", "backoff", "restart_limit", "stop_signal", "stop_timeout", "max_memory_bytes", "releases"];
-/// The service keys that wait for the next start.
-const WAITING: &[&str] = &["ports", "depends_on", "logs", "proxy", "canary", "stable_release"];
+/// The service keys a running replica takes without being replaced (`depends_on` orders starts and
+/// removals, which read it when they happen; `logs` rotation limits apply from each replica's next
+/// start, when its log file is opened again).
+const IN_PLACE: &[&str] = &[
+    "restart",
+    "backoff",
+    "restart_limit",
+    "stop_signal",
+    "stop_timeout",
+    "max_memory_bytes",
+    "releases",
+    "depends_on",
+    "logs",
+];
+/// The service keys that wait for the next start. (`ports` has its own rule: see [`ports_change`].)
+const WAITING: &[&str] = &["canary", "stable_release"];
+
+/// How a changed `proxy` table applies: a table changed in place is rebound live; a proxy added to or
+/// taken from a running service waits for the next start (its replicas were started with or without
+/// one to drain through).
+fn proxy_applies(running: &mend_config::Service, new: &mend_config::Service) -> bool {
+    running.proxy.is_some() && new.proxy.is_some()
+}
+
+/// How a changed port range applies to a running service.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PortsChange {
+    /// Same first port: every replica keeps its port; only the room for more changes.
+    InPlace,
+    /// A range apart from the running one: the replicas are replaced rolling onto the new ports.
+    Replace,
+}
+
+/// How `running`'s ports can become `new`'s, or why not (a replica replaced onto a port that a replica
+/// not yet replaced holds would fail to start, and stop the roll).
+fn ports_change(
+    running: Option<mend_config::PortRange>,
+    new: Option<mend_config::PortRange>,
+    n_running: u32,
+) -> Result<PortsChange, String> {
+    if let Some(new) = new
+        && n_running > 0
+        && new.port_of(n_running - 1).is_none()
+    {
+        return Err(format!("the {n_running} replicas running do not fit the new port range {new}"));
+    }
+    match (running, new) {
+        (Some(running), Some(new)) if running.first == new.first => Ok(PortsChange::InPlace),
+        (Some(running), Some(new)) if running.overlaps(&new) => Err(format!(
+            "the new port range {new} overlaps the running {running} at other indexes: a replica replaced onto a port \
+             another still holds could not start; choose a range apart from {running} (or the same first port)"
+        )),
+        _ => Ok(PortsChange::Replace),
+    }
+}
 
 /// The keys in which two specs of a service differ (outside `replicas` and `healing`, which have their
 /// own paths).
@@ -369,6 +559,12 @@ fn with_live_keys(spec: &mend_config::Service, from: &mend_config::Service) -> m
     spec.max_memory_bytes = from.max_memory_bytes;
     // Every release's table as the file has it, but the stable release stays the one running.
     spec.releases = from.releases.clone();
+    spec.depends_on = from.depends_on.clone();
+    spec.logs = from.logs;
+    spec.ports = from.ports;
+    if proxy_applies(&spec, from) {
+        spec.proxy = from.proxy.clone();
+    }
     spec
 }
 
@@ -381,37 +577,52 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
     for service in &new.services {
         let name = service.name.as_str();
         let Some(run) = running.service(name) else {
-            plan.not_applied.push(format!("service.{name} (added)"));
+            plan.added.push(service.clone());
             continue;
         };
         let keys = changed_keys(run, service);
         for key in keys.iter().filter(|key| WAITING.contains(key)) {
             plan.not_applied.push(format!("service.{name}.{key}"));
         }
-        let live: Vec<&'static str> =
+        if keys.contains(&"proxy") {
+            if proxy_applies(run, service) {
+                plan.proxies.push(service.clone());
+            } else {
+                let how = if run.proxy.is_some() { "removed" } else { "added" };
+                plan.not_applied.push(format!("service.{name}.proxy ({how})"));
+            }
+        }
+        let mut live: Vec<&'static str> =
             keys.iter().copied().filter(|key| REPLACING.contains(key) || IN_PLACE.contains(key)).collect();
-        let respec = (!live.is_empty()).then(|| Respec {
-            spec: with_live_keys(run, service),
-            replace: live.iter().any(|key| REPLACING.contains(key)),
-            keys: live,
-        });
+        let mut replace = live.iter().any(|key| REPLACING.contains(key));
+        // The range replicas get once this reload applies.
+        let mut ports = run.ports;
+        if keys.contains(&"ports") {
+            match ports_change(run.ports, service.ports, run.total_replicas()) {
+                Ok(change) => {
+                    live.push("ports");
+                    replace |= change == PortsChange::Replace;
+                    ports = service.ports;
+                }
+                Err(why) => plan.conflicts.push(Conflict {
+                    keys: vec!["service".to_owned(), name.to_owned(), "ports".to_owned()],
+                    message: why,
+                }),
+            }
+        }
+        let respec = (!live.is_empty()).then(|| Respec { spec: with_live_keys(run, service), replace, keys: live });
         let last_count = file.service(name).map_or(run.replicas, |last| last.replicas);
         let mut scale =
             (service.replicas != last_count && service.replicas != run.replicas).then_some(service.replicas);
         if let Some(replicas) = scale
-            && let Some(ports) = run.ports
+            && let Some(ports) = ports
             && replicas > 0
             && ports.port_of(replicas - 1).is_none()
         {
-            // The running port range is the one replicas get until mend starts again.
-            let why = if keys.contains(&"ports") {
-                ": the new ports apply on the next start only; change the count then, or within the running range now"
-            } else {
-                ""
-            };
+            let which = if ports == run.ports.unwrap_or(ports) { "running" } else { "new" };
             plan.conflicts.push(Conflict {
                 keys: vec!["service".to_owned(), name.to_owned(), "replicas".to_owned()],
-                message: format!("{replicas} replicas do not fit the running port range {ports}{why}"),
+                message: format!("{replicas} replicas do not fit the {which} port range {ports}"),
             });
             scale = None;
         }
@@ -421,7 +632,7 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
     }
     for service in &running.services {
         if new.service(service.name.as_str()).is_none() {
-            plan.not_applied.push(format!("service.{} (removed)", service.name));
+            plan.removed.push(service.name.clone());
         }
     }
     if running.api != new.api {
@@ -486,6 +697,13 @@ mod tests {
         let respec = plan.updates[0].respec.as_ref().expect("a new spec");
         assert_eq!((respec.replace, respec.keys.clone()), (false, vec!["stop_timeout"]));
         assert!(plan.not_applied.is_empty(), "{plan:?}");
+        // Log rotation and dependencies: taken in place, nothing replaced, nothing waits.
+        let new = config("replicas = 2\ndepends_on = []\n[service.web.logs]\nmax_file_bytes = 4096");
+        let plan = plan_services(&file, &running, &new);
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert_eq!((respec.replace, respec.keys.clone()), (false, vec!["logs"]), "{plan:?}");
+        assert_eq!(respec.spec.logs.max_file_bytes, 4096);
+        assert!(plan.not_applied.is_empty(), "{plan:?}");
         // Nothing changed at all: nothing to do, the scale stays.
         let plan = plan_services(&file, &running, &file);
         assert!(plan.updates.is_empty() && plan.not_applied.is_empty(), "{plan:?}");
@@ -518,27 +736,61 @@ mod tests {
     }
 
     #[test]
-    fn changed_ports_wait_and_a_count_that_does_not_fit_says_why() {
+    fn a_changed_proxy_table_is_rebound_one_added_or_taken_away_waits() {
+        let running = config("replicas = 2\n[service.web.proxy]\nlisten = \"127.0.0.1:8000\"");
+        let moved = config("replicas = 2\n[service.web.proxy]\nlisten = \"127.0.0.1:8001\"\nrequest_timeout = \"2s\"");
+        let plan = plan_services(&running, &running, &moved);
+        assert_eq!(plan.proxies.len(), 1, "{plan:?}");
+        assert!(plan.updates.is_empty() && plan.not_applied.is_empty() && plan.conflicts.is_empty(), "{plan:?}");
+        // With a respec in the same reload, the running spec takes the new table too.
+        let mut both = moved.clone();
+        both.services[0].stop_timeout = std::time::Duration::from_secs(7);
+        let plan = plan_services(&running, &running, &both);
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert_eq!(respec.spec.proxy, both.services[0].proxy);
+        // A proxy added to a running service, or taken away: listed as waiting for the next start.
+        let bare = config("replicas = 2");
+        let plan = plan_services(&bare, &bare, &running);
+        assert_eq!(plan.not_applied, ["service.web.proxy (added)"]);
+        let plan = plan_services(&running, &running, &bare);
+        assert_eq!(plan.not_applied, ["service.web.proxy (removed)"]);
+        assert!(plan.proxies.is_empty());
+    }
+
+    #[test]
+    fn changed_ports_roll_onto_a_range_apart_or_say_why_not() {
         let running = config("replicas = 2");
-        let mut new = config("replicas = 2");
-        new.services[0].replicas = 6;
-        new.services[0].ports = Some(mend_config::PortRange { first: 9100, last: 9109 });
-        let plan = plan_services(&running, &running, &new);
-        assert!(plan.updates.is_empty(), "{plan:?}");
-        assert_eq!(plan.not_applied, vec!["service.web.ports".to_owned()]);
+        let with = |replicas: u32, first: u16, last: u16| {
+            let mut new = config("replicas = 2");
+            new.services[0].replicas = replicas;
+            new.services[0].ports = Some(mend_config::PortRange { first, last });
+            new
+        };
+        // A range apart, with a count that fits it: replaced rolling onto the new ports, then scaled.
+        let plan = plan_services(&running, &running, &with(6, 9100, 9109));
+        assert!(plan.conflicts.is_empty() && plan.not_applied.is_empty(), "{plan:?}");
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert!(respec.replace && respec.keys == vec!["ports"], "{respec:?}");
+        assert_eq!(respec.spec.ports, Some(mend_config::PortRange { first: 9100, last: 9109 }));
+        assert_eq!(plan.updates[0].scale, Some(6));
+        // The same first port: every replica keeps its port; taken in place, and the count fits.
+        let plan = plan_services(&running, &running, &with(6, 9000, 9009));
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert!(!respec.replace && respec.keys == vec!["ports"], "{respec:?}");
+        assert_eq!(plan.updates[0].scale, Some(6));
+        // Overlapping at other indexes: refused, naming the key, and nothing else applies.
+        let plan = plan_services(&running, &running, &with(2, 9001, 9004));
+        assert_eq!(plan.conflicts.len(), 1, "{plan:?}");
+        assert_eq!(plan.conflicts[0].keys, ["service", "web", "ports"]);
+        assert!(plan.conflicts[0].message.starts_with("the new port range 9001-9004 overlaps the running 9000-9003"));
+        // A count that does not fit the new range: refused, naming the count.
+        let plan = plan_services(&running, &running, &with(6, 9100, 9103));
         assert_eq!(plan.conflicts.len(), 1, "{plan:?}");
         assert_eq!(plan.conflicts[0].keys, ["service", "web", "replicas"]);
-        assert!(
-            plan.conflicts[0].message.starts_with(
-                "6 replicas do not fit the running port range 9000-9003: the new ports apply on the next start only"
-            ),
-            "{plan:?}"
-        );
-        // A count that fits the running range applies; the ports wait.
-        new.services[0].replicas = 3;
-        let plan = plan_services(&running, &running, &new);
-        assert_eq!(plan.updates[0].scale, Some(3));
-        assert_eq!(plan.not_applied, vec!["service.web.ports".to_owned()]);
-        assert!(plan.conflicts.is_empty());
+        assert_eq!(plan.conflicts[0].message, "6 replicas do not fit the new port range 9100-9103");
+        // Too small for the replicas that run: refused, naming the ports.
+        let plan = plan_services(&running, &scaled(running.clone(), 3), &with(2, 9000, 9001));
+        assert_eq!(plan.conflicts[0].keys, ["service", "web", "ports"], "{plan:?}");
+        assert_eq!(plan.conflicts[0].message, "the 3 replicas running do not fit the new port range 9000-9001");
     }
 }

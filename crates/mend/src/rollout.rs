@@ -323,7 +323,7 @@ impl Rollouts {
                 ));
             }
         }
-        let window = self.traffic.proxy(rollout.service.as_str()).map(|proxy| self.window(proxy, rollout, start));
+        let window = self.traffic.proxy(rollout.service.as_str()).map(|proxy| self.window(&proxy, rollout, start));
         Observation { canary_ready, canary_trouble: trouble, window, command: None, finished: false }
     }
 

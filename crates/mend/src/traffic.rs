@@ -29,9 +29,9 @@ use tokio::task::JoinHandle;
 pub(crate) struct ServiceProxy {
     /// The service's config, with the replica count it is scaled to (releases follow from it).
     service: std::sync::RwLock<Arc<Service>>,
-    handle: ProxyHandle,
+    /// The listener and its settings: a reload that changes the proxy table swaps in a new one.
+    bound: arc_swap::ArcSwap<Bound>,
     routes: watch::Sender<Arc<RouteTable>>,
-    drain_timeout: Duration,
     /// Ejections as last sampled, their running total, and the events they make.
     ejections: Mutex<EjectionLog>,
     /// The faults injected, to record when each ends.
@@ -107,7 +107,52 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
     config
 }
 
+/// A bound mend-proxy with the settings it was bound with.
+pub(crate) struct Bound {
+    handle: ProxyHandle,
+    settings: mend_config::ProxySettings,
+    drain_timeout: Duration,
+}
+
+impl Bound {
+    async fn bind(
+        service: &Service,
+        settings: &mend_config::ProxySettings,
+        routes: watch::Receiver<Arc<RouteTable>>,
+    ) -> anyhow::Result<Self> {
+        let proxy_config = proxy_config(settings);
+        let drain_timeout = proxy_config.drain_timeout;
+        let handle = Proxy::bind(proxy_config, routes).await.with_context(|| {
+            format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name)
+        })?;
+        Ok(Self { handle, settings: settings.clone(), drain_timeout })
+    }
+}
+
+/// A new listener for a service's changed proxy table, bound (before anything changes) and not yet
+/// serving; [`Traffic::swap`] puts it in place.
+pub(crate) struct Rebound {
+    service: ServiceName,
+    bound: Bound,
+}
+
+impl Rebound {
+    /// The address it listens on.
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        self.bound.handle.local_addr()
+    }
+}
+
 impl ServiceProxy {
+    /// The address it listens on.
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        self.bound.load().handle.local_addr()
+    }
+
+    fn handle(&self) -> Arc<Bound> {
+        self.bound.load_full()
+    }
+
     fn service(&self) -> Arc<Service> {
         self.service.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
@@ -158,7 +203,8 @@ impl TrafficControl for ServiceProxy {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            match self.handle.drain(id, self.drain_timeout).await {
+            let bound = self.handle();
+            match bound.handle.drain(id, bound.drain_timeout).await {
                 DrainOutcome::Drained { waited } => {
                     tracing::info!(service = %service, backend = %id, waited_ms = waited.as_millis() as u64, "drained");
                 }
@@ -197,10 +243,11 @@ fn route_table(service: &Service, statuses: &[ReplicaStatus], canary_weight: u8)
     RouteTable { backends, canary }
 }
 
-/// Every proxy of the daemon.
+/// Every proxy of the daemon (a reload adds and removes some).
 pub(crate) struct Traffic {
-    proxies: HashMap<ServiceName, Arc<ServiceProxy>>,
-    tasks: Vec<JoinHandle<()>>,
+    proxies: RwLock<HashMap<ServiceName, Arc<ServiceProxy>>>,
+    /// Each proxy's follower of its service's replicas.
+    tasks: Mutex<HashMap<ServiceName, JoinHandle<()>>>,
     events: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
 }
@@ -220,29 +267,97 @@ impl Traffic {
     ) -> anyhow::Result<Self> {
         let mut proxies = HashMap::new();
         for service in &config.services {
-            let Some(settings) = &service.proxy else { continue };
-            let proxy_config = proxy_config(settings);
-            let drain_timeout = proxy_config.drain_timeout;
-            let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-            let handle = Proxy::bind(proxy_config, routes_rx).await.with_context(|| {
-                format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name)
-            })?;
-            let proxy = ServiceProxy {
-                service: std::sync::RwLock::new(Arc::new(service.clone())),
-                handle,
-                routes,
-                drain_timeout,
-                ejections: Mutex::new(EjectionLog::default()),
-                chaos: Mutex::new(ChaosLog::default()),
-                canary_weight: watch::channel(service.canary.as_ref().map_or(0, |canary| canary.weight_percent)).0,
-            };
-            proxies.insert(service.name.clone(), Arc::new(proxy));
+            if let Some(proxy) = Self::bind_one(service).await? {
+                proxies.insert(service.name.clone(), proxy);
+            }
         }
-        Ok(Self { proxies, tasks: Vec::new(), events, clock })
+        Ok(Self { proxies: RwLock::new(proxies), tasks: Mutex::new(HashMap::new()), events, clock })
     }
 
-    fn service_proxy(&self, service: &str) -> Option<(&ServiceName, &Arc<ServiceProxy>)> {
-        self.proxies.iter().find(|(name, _)| name.as_str() == service)
+    /// Binds the proxy of `service`, if it has one; it serves nothing until [`Traffic::add`] feeds it.
+    pub(crate) async fn bind_one(service: &Service) -> anyhow::Result<Option<Arc<ServiceProxy>>> {
+        let Some(settings) = &service.proxy else { return Ok(None) };
+        let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
+        let bound = Bound::bind(service, settings, routes_rx).await?;
+        let proxy = ServiceProxy {
+            service: std::sync::RwLock::new(Arc::new(service.clone())),
+            bound: arc_swap::ArcSwap::from_pointee(bound),
+            routes,
+            ejections: Mutex::new(EjectionLog::default()),
+            chaos: Mutex::new(ChaosLog::default()),
+            canary_weight: watch::channel(service.canary.as_ref().map_or(0, |canary| canary.weight_percent)).0,
+        };
+        Ok(Some(Arc::new(proxy)))
+    }
+
+    /// Serves a service added by a reload (already supervised) through `proxy`, bound by
+    /// [`Traffic::bind_one`].
+    pub(crate) fn add(&self, proxy: Arc<ServiceProxy>, supervisor: &Arc<Supervisor>) {
+        let name = proxy.service().name.clone();
+        let task = tokio::spawn(follow_members(proxy.clone(), supervisor.clone(), name.clone()));
+        lock(&self.tasks).insert(name.clone(), task);
+        self.proxies.write().unwrap_or_else(PoisonError::into_inner).insert(name, proxy);
+    }
+
+    /// Closes the proxy of a service a reload removed (its replicas already drained and stopped): the
+    /// listener closes, requests in flight finish (bounded by the drain timeout). Its statistics stop.
+    pub(crate) async fn remove(&self, service: &str) {
+        let Some(name) = self.service_proxy(service).map(|(name, _)| name) else { return };
+        if let Some(task) = lock(&self.tasks).remove(&name) {
+            task.abort();
+        }
+        let Some(proxy) = self.proxies.write().unwrap_or_else(PoisonError::into_inner).remove(&name) else { return };
+        close(proxy).await;
+    }
+
+    /// Binds a new listener for `service`'s changed proxy table (which may listen where the running one
+    /// does: mend-proxy's listeners share their port), beside the running one, fed the same route
+    /// table. None when the service has no proxy running, or its table did not change.
+    pub(crate) async fn rebind(&self, service: &Service) -> anyhow::Result<Option<Rebound>> {
+        let (Some(settings), Some((name, proxy))) = (&service.proxy, self.service_proxy(service.name.as_str())) else {
+            return Ok(None);
+        };
+        if proxy.handle().settings == *settings {
+            return Ok(None);
+        }
+        let bound = Bound::bind(service, settings, proxy.routes.subscribe()).await?;
+        Ok(Some(Rebound { service: name, bound }))
+    }
+
+    /// Puts a listener bound by [`Traffic::rebind`] in place: new connections go to it, with its
+    /// settings, faults injected now carry over; then the old listener closes, its requests in flight
+    /// finishing (bounded by its drain timeout). Returns once the old one has closed.
+    pub(crate) async fn swap(&self, rebound: Rebound) {
+        let Some((_, proxy)) = self.service_proxy(rebound.service.as_str()) else { return };
+        let new = Arc::new(rebound.bound);
+        let old = proxy.bound.swap(new.clone());
+        for fault in old.handle.faults() {
+            new.handle.set_fault(fault);
+        }
+        for partition in old.handle.partitions() {
+            new.handle.set_partition(&partition);
+        }
+        drop(proxy);
+        // Held a moment longer by whoever loaded it just before the swap.
+        for _ in 0..100 {
+            if Arc::strong_count(&old) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Ok(old) = Arc::try_unwrap(old) {
+            old.handle.shutdown().await;
+        }
+    }
+
+    fn service_proxy(&self, service: &str) -> Option<(ServiceName, Arc<ServiceProxy>)> {
+        let proxies = self.proxies.read().unwrap_or_else(PoisonError::into_inner);
+        proxies.iter().find(|(name, _)| name.as_str() == service).map(|(name, proxy)| (name.clone(), proxy.clone()))
+    }
+
+    fn all(&self) -> Vec<(ServiceName, Arc<ServiceProxy>)> {
+        let proxies = self.proxies.read().unwrap_or_else(PoisonError::into_inner);
+        proxies.iter().map(|(name, proxy)| (name.clone(), proxy.clone())).collect()
     }
 
     /// Records `events`, each with a log line in the same words.
@@ -263,18 +378,14 @@ impl Traffic {
         }
     }
 
-    /// The longest drain any proxy may take (zero without proxies, so it also says whether there are any).
-    pub(crate) fn has_proxies(&self) -> bool {
-        !self.proxies.is_empty()
-    }
-
+    /// The longest drain any proxy may take (zero without proxies).
     pub(crate) fn longest_drain(&self) -> Duration {
-        self.proxies.values().map(|proxy| proxy.drain_timeout).max().unwrap_or_default()
+        self.all().iter().map(|(_, proxy)| proxy.handle().drain_timeout).max().unwrap_or_default()
     }
 
     /// The drain hooks the supervisor calls before planned stops.
     pub(crate) fn controls(&self) -> HashMap<ServiceName, Arc<dyn TrafficControl>> {
-        self.proxies.iter().map(|(name, proxy)| (name.clone(), proxy.clone() as Arc<dyn TrafficControl>)).collect()
+        self.all().into_iter().map(|(name, proxy)| (name, proxy as Arc<dyn TrafficControl>)).collect()
     }
 
     /// Takes process `pid` of replica `index` of `service` out of its proxy's rotation (a healing action's
@@ -290,7 +401,8 @@ impl Traffic {
         let generation = u64::from(pid);
         let id =
             proxy.backend_id(index, generation).unwrap_or(BackendId { release: Release::Stable, index, generation });
-        Some(proxy.handle.drain(id, proxy.drain_timeout))
+        let bound = proxy.handle();
+        Some(async move { bound.handle.drain(id, bound.drain_timeout).await })
     }
 
     /// Puts an ejected replica's process back in rotation; false when it is no longer in the table.
@@ -300,19 +412,20 @@ impl Traffic {
         let generation = u64::from(pid);
         let id =
             proxy.backend_id(index, generation).unwrap_or(BackendId { release: Release::Stable, index, generation });
-        proxy.handle.resume(id)
+        proxy.handle().handle.resume(id)
     }
 
     /// The proxy of `service`, if it has one.
-    pub(crate) fn proxy(&self, service: &str) -> Option<&ProxyHandle> {
-        self.proxies.iter().find(|(name, _)| name.as_str() == service).map(|(_, proxy)| &proxy.handle)
+    pub(crate) fn proxy(&self, service: &str) -> Option<ProxyRef> {
+        self.service_proxy(service).map(|(_, proxy)| ProxyRef(proxy.handle()))
     }
 
     /// Keeps every proxy's route table in step with its service's replicas, as they change state and
     /// as the service is scaled.
     pub(crate) fn follow(&mut self, supervisor: &Arc<Supervisor>) {
-        for (name, proxy) in &self.proxies {
-            self.tasks.push(tokio::spawn(follow_members(proxy.clone(), supervisor.clone(), name.clone())));
+        for (name, proxy) in self.all() {
+            let task = tokio::spawn(follow_members(proxy, supervisor.clone(), name.clone()));
+            lock(&self.tasks).insert(name, task);
         }
     }
 
@@ -322,11 +435,11 @@ impl Traffic {
         let (now, at) = (self.clock.now(), self.clock.wall());
         let mut events = Vec::new();
         // The bookkeeping first, without the store's lock (queries and the detect loop wait on it).
-        let looks: Vec<_> = self
-            .proxies
+        let proxies = self.all();
+        let looks: Vec<_> = proxies
             .iter()
             .map(|(name, proxy)| {
-                let stats = proxy.handle.stats();
+                let stats = proxy.handle().handle.stats();
                 let mut ejections = lock(&proxy.ejections);
                 events.extend(ejections.observe(name, &stats, now, at));
                 let total = ejections.total();
@@ -347,24 +460,46 @@ impl Traffic {
 
     /// Stops every proxy (in-flight requests finish, bounded by the drain timeout).
     pub(crate) async fn shutdown(self) {
-        for task in &self.tasks {
+        for (_, task) in lock(&self.tasks).drain() {
             task.abort();
         }
-        for (_, proxy) in self.proxies {
-            // Replica runners hold the proxy for draining until their tasks end.
-            for _ in 0..100 {
-                if Arc::strong_count(&proxy) == 1 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            match Arc::try_unwrap(proxy) {
-                Ok(proxy) => {
-                    proxy.handle.shutdown().await;
-                }
-                Err(proxy) => proxy.handle.clear_faults(),
-            }
+        let proxies = std::mem::take(&mut *self.proxies.write().unwrap_or_else(PoisonError::into_inner));
+        for (_, proxy) in proxies {
+            close(proxy).await;
         }
+    }
+}
+
+/// Stops a proxy once nothing else holds it: the listener closes, requests in flight finish (bounded by
+/// the drain timeout).
+async fn close(proxy: Arc<ServiceProxy>) {
+    // Replica runners hold the proxy for draining until their tasks end (and a reader of its statistics
+    // for a moment).
+    for _ in 0..100 {
+        if Arc::strong_count(&proxy) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match Arc::try_unwrap(proxy) {
+        Ok(proxy) => match Arc::try_unwrap(proxy.bound.into_inner()) {
+            Ok(bound) => {
+                bound.handle.shutdown().await;
+            }
+            Err(bound) => bound.handle.clear_faults(),
+        },
+        Err(proxy) => proxy.handle().handle.clear_faults(),
+    }
+}
+
+/// A proxy's handle, held while in use (a reload may remove or rebind the proxy meanwhile).
+pub(crate) struct ProxyRef(Arc<Bound>);
+
+impl std::ops::Deref for ProxyRef {
+    type Target = ProxyHandle;
+
+    fn deref(&self) -> &ProxyHandle {
+        &self.0.handle
     }
 }
 
@@ -380,7 +515,7 @@ async fn follow_members(proxy: Arc<ServiceProxy>, supervisor: Arc<Supervisor>, n
         membership.borrow_and_update();
         *proxy.service.write().unwrap_or_else(std::sync::PoisonError::into_inner) = service.config();
         tokio::select! {
-            () = follow_service(proxy.clone(), watchers(service)) => {
+            () = follow_service(proxy.clone(), watchers(&service)) => {
                 // Every replica's task ended (none left, or shutdown): wait for new members.
                 if membership.changed().await.is_err() {
                     return;
@@ -539,7 +674,7 @@ impl mend_api::TrafficApi for Traffic {
         }
         let before = proxy.canary_weight.send_replace(weight.min(100));
         self.record(
-            events::canary_weight_changed(name, before, weight.min(100), self.clock.wall()).into_iter().collect(),
+            events::canary_weight_changed(&name, before, weight.min(100), self.clock.wall()).into_iter().collect(),
         );
         true
     }
@@ -561,8 +696,8 @@ impl mend_api::TrafficApi for Traffic {
         let mut recorded = Vec::new();
         for kind in kinds.into_iter().flatten() {
             let fault = Fault { kind, percent: faults.percent, until };
-            proxy.handle.set_fault(fault);
-            recorded.extend(chaos.started(name, fault, now, wall));
+            proxy.handle().handle.set_fault(fault);
+            recorded.extend(chaos.started(&name, fault, now, wall));
         }
         drop(chaos);
         self.record(recorded);
@@ -571,8 +706,8 @@ impl mend_api::TrafficApi for Traffic {
 
     fn clear(&self, service: &str) -> bool {
         let Some((name, proxy)) = self.service_proxy(service) else { return false };
-        proxy.handle.clear_faults();
-        let ended = lock(&proxy.chaos).cleared(name, self.clock.now(), self.clock.wall());
+        proxy.handle().handle.clear_faults();
+        let ended = lock(&proxy.chaos).cleared(&name, self.clock.now(), self.clock.wall());
         self.record(ended);
         true
     }
@@ -580,8 +715,9 @@ impl mend_api::TrafficApi for Traffic {
     fn status(&self, service: &str) -> Option<mend_api::TrafficStatus> {
         let (_, proxy) = self.service_proxy(service)?;
         let (now, wall) = (self.clock.now(), self.clock.wall());
-        let chaos = proxy.handle.faults().iter().map(|fault| events::fault_dto(fault, now, wall)).collect();
+        let chaos = proxy.handle().handle.faults().iter().map(|fault| events::fault_dto(fault, now, wall)).collect();
         let ejected = proxy
+            .handle()
             .handle
             .stats()
             .backends

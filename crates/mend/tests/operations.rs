@@ -510,21 +510,23 @@ fn sighup_reloads_rules_and_scrape_targets_and_leaves_services_running() {
     let message = message.unwrap_or_else(|| panic!("no invalid report in {events:?}"));
     assert!(message.contains("mend.toml:7:") && message.contains("service.web.replicas"), "{message}");
 
-    // A valid change: the rules and scrape targets are applied at once; the service keeps running as it
-    // started, and the reload says that its change (its log rotation) waits for the next start.
+    // A valid change: the rules and scrape targets are applied at once; the service keeps running (its
+    // log rotation is taken for each replica's next start), and the reload says that the store's
+    // settings wait for the next start.
     let scrape =
         format!("[[scrape]]\nname = \"self\"\nurl = \"http://{}/metrics\"\ninterval = \"200ms\"\n", daemon.api);
     let after = |service: &str| {
         text.replace("replicas = 2", service).replace(&rule("Before"), &format!("{}{scrape}", rule("After")))
     };
-    let changed = after("replicas = 2\nlogs = { keep_files = 7 }");
+    let changed = format!("[storage]\nmax_series = 9999\n{}", after("replicas = 2\nlogs = { keep_files = 7 }"));
     std::fs::write(&daemon.config_path, changed).expect("write");
     hangup();
     let reloaded =
         eventually(Duration::from_secs(5), "config_reloaded", || daemon.events(Some("config_reloaded")).pop());
     let message = reloaded["message"].as_str().unwrap_or("");
     assert!(message.contains("1 rules") && message.contains("1 started"), "{message}");
-    assert!(message.contains("applied on the next start only: service.web.logs"), "{message}");
+    assert!(message.contains("web takes its new logs"), "{message}");
+    assert!(message.contains("applied on the next start only: storage"), "{message}");
     eventually(Duration::from_secs(5), "the old rule resolves and the new one fires", || {
         let now = signals();
         let resolved = now.iter().any(|s| {
@@ -544,9 +546,9 @@ fn sighup_reloads_rules_and_scrape_targets_and_leaves_services_running() {
     let reload = daemon.cli(&["reload"]);
     let stdout = String::from_utf8_lossy(&reload.stdout);
     assert_eq!(reload.status.code(), Some(0), "{reload:?}");
-    // Nothing to reload, but the service change still waits for a restart, and says so.
+    // Nothing to reload, but the store's change still waits for a restart, and says so.
     assert!(stdout.starts_with("POST /api/v1/reload: ") && stdout.contains("are unchanged"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("applied on the next start only: service.web.logs"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("applied on the next start only: storage"), "{stdout}");
     std::fs::write(&daemon.config_path, "[service.web\n").expect("write");
     let reload = daemon.cli(&["reload"]);
     let stderr = String::from_utf8_lossy(&reload.stderr);

@@ -1,5 +1,6 @@
 //! End-to-end reloads that change services while mend runs: a changed command replaces the replicas
-//! rolling through the proxy, a `mend scale` survives the reload of another section.
+//! rolling through the proxy, a `mend scale` survives the reload of another section, changed ports roll
+//! the replicas onto the new range.
 #![allow(clippy::disallowed_methods)] // End-to-end tests measure and wait in real time.
 
 mod common;
@@ -125,38 +126,63 @@ fn issue_13_a_manual_scale_survives_the_reload_of_another_section() {
 
 #[test]
 fn issue_13_a_changed_count_and_ports_apply_the_count_or_say_why_not() {
-    let (daemon, _proxy, ports, _) = start();
+    let _cpu = common::cpu_to_myself();
+    let (daemon, proxy, ports, _) = start();
     let range = format!("{ports}-{}", ports + 3);
-    let other = free_ports(8);
     let before = std::fs::read_to_string(&daemon.config_path).expect("config");
-    // Six replicas need the new range, which applies on the next start only: the reload is refused,
-    // with the file, line and key, and changes nothing (a rule added in the same file is not applied).
-    rewrite(
-        &daemon,
-        &format!("replicas = 2\nports = \"{range}\""),
-        &format!("replicas = 6\nports = \"{other}-{}\"", other + 7),
-    );
+    let before_pids = pids(&daemon);
+    // A range that overlaps the running one at other indexes cannot be rolled onto (a replica would
+    // start on a port another still holds): refused with the file, line and key, and nothing changes
+    // (a rule added in the same file is not applied).
+    let shifted = format!("{}-{}", ports + 1, ports + 3);
+    rewrite(&daemon, &format!("ports = \"{range}\""), &format!("ports = \"{shifted}\""));
     let text = std::fs::read_to_string(&daemon.config_path).expect("config");
     std::fs::write(&daemon.config_path, format!("{text}\n[[rule]]\nname = \"Up\"\nexpr = 'vector(1)'\n"))
         .expect("write");
     let reload = daemon.cli(&["reload"]);
     let stderr = String::from_utf8_lossy(&reload.stderr);
     assert_eq!(reload.status.code(), Some(1), "{reload:?}");
-    let line = before.lines().position(|l| l.starts_with("replicas = ")).map_or(0, |idx| idx + 1);
-    let why = format!(
-        "mend.toml:{line}:12: service.web.replicas: 6 replicas do not fit the running port range {range}: the new ports apply on the next start only"
-    );
+    let line = before.lines().position(|l| l.starts_with("ports = ")).map_or(0, |idx| idx + 1);
+    let why =
+        format!("mend.toml:{line}:9: service.web.ports: the new port range {shifted} overlaps the running {range}");
     assert!(stderr.contains("nothing applied") && stderr.contains(&why), "{stderr}");
-    assert_eq!(daemon.replicas("web").len(), 2, "nothing scaled");
+    assert_eq!(pids(&daemon), before_pids, "nothing replaced");
     assert!(daemon.events(Some("config_reloaded")).is_empty(), "nothing reloaded");
 
-    // A count that fits the running range applies at once; the ports wait, and the reload says so.
-    rewrite(&daemon, "replicas = 6", "replicas = 3");
+    // Six replicas on a range apart: the replicas roll onto the new ports, then the count applies, with
+    // no failed request through the proxy.
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(proxy, "/", 4, 200_000, Duration::from_millis(1), stop.clone());
+    running.wait_for_more(300);
+    let other = free_ports(8);
+    let moved = format!("{other}-{}", other + 7);
+    rewrite(&daemon, &format!("replicas = 2\nports = \"{shifted}\""), &format!("replicas = 6\nports = \"{moved}\""));
     let reload = daemon.cli(&["reload"]);
     let stdout = String::from_utf8_lossy(&reload.stdout);
-    assert!(reload.status.success() && stdout.contains("scaling web to 3"), "{reload:?}");
-    assert!(stdout.contains("applied on the next start only: service.web.ports"), "{stdout}");
-    eventually(Duration::from_secs(30), "web scaled to 3", || (daemon.replicas("web").len() == 3).then_some(()));
+    assert!(reload.status.success(), "{reload:?}");
+    assert!(stdout.contains("replacing the replicas of web (ports changed)"), "{stdout}");
+    assert!(stdout.contains("scaling web to 6"), "{stdout}");
+    assert!(!stdout.contains("next start"), "{stdout}");
+    eventually(Duration::from_secs(90), "six ready replicas on the new ports", || {
+        let replicas = daemon.replicas("web");
+        let on_new = replicas
+            .iter()
+            .filter(|r| r["ready"] == true)
+            .filter_map(|r| r["port"].as_u64())
+            .filter(|port| (u64::from(other)..u64::from(other) + 8).contains(port))
+            .count();
+        (replicas.len() == 6 && on_new == 6).then_some(())
+    });
+    running.wait_for_more(300);
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join();
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    for old in before_pids {
+        assert!(!common::alive(old as u32), "replica process {old} on the old ports is gone");
+    }
+    for port in ports..ports + 4 {
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "old port {port} is free");
+    }
 }
 
 #[test]
