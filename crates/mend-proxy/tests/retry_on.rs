@@ -117,6 +117,9 @@ async fn first_attempt_answers(status: u16, method: &str, change: impl FnOnce(&m
     reply.status
 }
 
+/// A change to the proxy's config.
+type Change = Box<dyn FnOnce(&mut ProxyConfig)>;
+
 #[tokio::test]
 async fn retry_on_names_what_goes_to_another_backend() {
     let gateway_only = |cfg: &mut ProxyConfig| {
@@ -128,7 +131,7 @@ async fn retry_on_names_what_goes_to_another_backend() {
     let post_too = |cfg: &mut ProxyConfig| {
         cfg.retry.retry_methods = MethodSet::of(["GET", "POST"]).expect("known methods");
     };
-    let cases: Vec<(u16, &str, Box<dyn FnOnce(&mut ProxyConfig)>, u16)> = vec![
+    let cases: Vec<(u16, &str, Change, u16)> = vec![
         // The default: any 5xx, for idempotent methods.
         (500, "GET", Box::new(|_| {}), 200),
         (503, "GET", Box::new(|_| {}), 200),

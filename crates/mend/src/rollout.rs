@@ -329,7 +329,7 @@ impl Rollouts {
 
     fn window(&self, proxy: &ProxyHandle, rollout: &Rollout, start: &mut WindowStart) -> Window {
         let stats = proxy.stats();
-        let counts = |stats: &mend_proxy::RequestStats| (stats.responses(), stats.status_5xx);
+        let counts = own_answers;
         let (stable_now, canary_now) = (counts(&stats.stable), counts(&stats.canary));
         if start.since != rollout.since {
             // A new window: it counts from now.
@@ -511,13 +511,13 @@ impl Rollouts {
         let Some(proxy) = self.traffic.proxy(rollout.service.as_str()) else { return };
         for _ in 0..3 {
             let stats = proxy.stats();
-            let (requests, errors) = (stats.stable.responses(), stats.stable.status_5xx);
+            let (requests, errors) = own_answers(&stats.stable);
             let written = proxy.latency_sample(Release::Stable, u64::MAX).written;
             tokio::time::sleep(interval).await;
             let stats = proxy.stats();
             let window = ReleaseWindow {
-                requests: stats.stable.responses().saturating_sub(requests),
-                errors: stats.stable.status_5xx.saturating_sub(errors),
+                requests: own_answers(&stats.stable).0.saturating_sub(requests),
+                errors: own_answers(&stats.stable).1.saturating_sub(errors),
                 latencies_ms: proxy.latency_sample(Release::Stable, written).latencies_ms,
             };
             let verdict =
@@ -680,4 +680,10 @@ impl RolloutApi for RolloutHandle {
         });
         Ok(self.0.status_of(&name))
     }
+}
+
+/// A release's own answers, (all, 5xx): those the clients got, and the 5xx the proxy retried on another
+/// replica (a retry hides a bad release's errors from clients, not from its verdict).
+fn own_answers(stats: &mend_proxy::RequestStats) -> (u64, u64) {
+    (stats.responses() + stats.retried_5xx, stats.status_5xx + stats.retried_5xx)
 }
