@@ -373,6 +373,8 @@ impl Rollouts {
         let mut baseline_restarts = None;
         let mut finished = false;
         let mut deploy_failed = None;
+        // The replica the verdict's `bad_release` was raised on, to resolve it once the canary is out.
+        let mut verdict_on = None;
         if deploy {
             let (release, replicas) = {
                 let running = lock(&running);
@@ -452,7 +454,7 @@ impl Rollouts {
                         self.event(&rollout, format!("{} rolls {} back: {reason}", rollout.service, rollout.canary));
                         if !reason.starts_with("aborted by an operator") {
                             // The evidence, as an incident: a built-in `bad_release` on the canary.
-                            self.bad_release(&rollout, &reason);
+                            verdict_on = self.bad_release(&rollout, &reason);
                         }
                         let weight_zero =
                             self.act(&service, ActionKind::CanaryWeight { weight: 0 }, &reason, READY_WAIT).await;
@@ -488,6 +490,21 @@ impl Rollouts {
                     &rollout,
                     format!("{}'s rollout of {} ended: {}", rollout.service, rollout.canary, rollout.phase.as_str()),
                 );
+                if rollout.phase == RolloutPhase::RolledBack
+                    && let Some(replica) = verdict_on.take()
+                {
+                    // The canary is out and the stable release serves: the condition the verdict named
+                    // is over (the incident resolves once verified, instead of escalating as if the
+                    // rollback had not helped).
+                    let evidence = format!("resolved: {} was rolled back, {} serves", rollout.canary, rollout.stable);
+                    self.signals.signal(mend_incident::builtin::signal(
+                        BuiltinDiagnosis::BadRelease,
+                        &replica,
+                        SignalState::Resolved,
+                        self.clock.wall(),
+                        evidence,
+                    ));
+                }
                 if rollout.phase.is_done() {
                     break;
                 }
@@ -530,17 +547,19 @@ impl Rollouts {
                     &after,
                     format!("{}: {} regressed after its promotion: {why}", rollout.service, rollout.canary),
                 );
-                self.bad_release(&after, &reason);
+                // Left firing: the policy's rollback restores the last good release, which is what
+                // the incident verifies.
+                let _ = self.bad_release(&after, &reason);
                 return;
             }
         }
     }
 
     /// Raises the built-in `bad_release` diagnosis on the canary's first replica, with the verdict as
-    /// its evidence (the heal stage opens an incident from it), and resolves it at once: the rollback is
-    /// the remedy already under way.
-    fn bad_release(&self, rollout: &Rollout, reason: &str) {
-        let Some(service) = self.supervisor.service(rollout.service.as_str()) else { return };
+    /// its evidence (the heal stage opens an incident from it); returns that replica. A canary's verdict
+    /// resolves once its rollback is done (in `drive`).
+    fn bad_release(&self, rollout: &Rollout, reason: &str) -> Option<ReplicaId> {
+        let service = self.supervisor.service(rollout.service.as_str())?;
         let statuses = service.statuses();
         let index = statuses
             .iter()
@@ -557,6 +576,7 @@ impl Rollouts {
             now,
             evidence,
         ));
+        Some(replica)
     }
 
     fn status_of(&self, service: &ServiceName) -> RolloutStatus {

@@ -94,10 +94,16 @@ fn issue_14_a_rolled_back_canary_stays_a_bad_release_and_its_stopped_replica_is_
     daemon.wait_for_runner_to_move_on("web");
     stop.store(true, Ordering::Relaxed);
     running.join();
-    let all = incidents(&daemon);
-    let release =
-        all.iter().find(|i| i["signals"].to_string().contains("bad_release")).expect("a bad_release incident");
+    // The rollback healed it: once verified, the incident resolves (its verdict resolved when the canary
+    // was out) instead of escalating as if the rollback had not helped.
+    let release = eventually(Duration::from_secs(60), "the bad_release incident is closed", || {
+        incidents(&daemon).into_iter().find(|i| {
+            i["signals"].to_string().contains("bad_release") && (i["state"] == "resolved" || i["state"] == "escalated")
+        })
+    });
     assert_eq!(release["diagnosis"]["name"], "bad_release", "{release}");
+    assert_eq!(release["state"], "resolved", "{release}");
+    let all = incidents(&daemon);
     let bad_replicas: Vec<&Value> = all
         .iter()
         .flat_map(|i| i["signals"].as_array().cloned().unwrap_or_default().into_iter().map(move |s| (i, s)))
