@@ -52,6 +52,11 @@ fn issue_14_a_bad_replica_costs_no_request_and_is_named_from_its_ejection() {
         "{opened}"
     );
     assert_eq!(opened["diagnosis"]["root"], "web", "{opened}");
+    // Opened by the ejection itself: the error share over 30 s (the detect stage's bad_replica, which
+    // needs 5 attempts and 10 s) says nothing yet while ejection keeps the replica's attempts few.
+    let first = &opened["signals"][0];
+    assert_eq!((first["name"].as_str(), first["replica"].as_u64()), (Some("bad_replica"), Some(1)), "{opened}");
+    assert!(first["fingerprint"].as_str().is_some_and(|f| f.contains("source=\"ejection\"")), "{opened}");
     // Traffic went on past the ejection: the bad replica's attempts were retried, none reached a client.
     running.wait_for_more(300);
     stop.store(true, Ordering::Relaxed);
