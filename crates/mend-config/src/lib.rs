@@ -31,6 +31,7 @@ mod learn;
 mod model;
 mod promql;
 mod raw;
+mod retry;
 mod template;
 mod validate;
 
@@ -53,6 +54,7 @@ pub use model::{
     ReleaseSpec, RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, UpstreamProtocol,
     parse_size, split_host_port,
 };
+pub use retry::RetryOn;
 pub use template::{Placeholder, Template, TemplateVars};
 
 /// Parses and validates config `text`; `file` names it in errors and relative paths resolve against

@@ -483,6 +483,11 @@ pub struct ProxySettings {
     pub max_attempts: Option<u32>,
     /// Retries add at most this fraction of the request rate.
     pub retry_budget: Option<f64>,
+    /// What a failed attempt must be to go on to another replica (`retry_on` with
+    /// `retriable_status_codes`).
+    pub retry_on: Option<crate::RetryOn>,
+    /// Methods retried after an answer or a timeout (`retry_methods`, upper case).
+    pub retry_methods: Option<Vec<String>>,
     /// Consecutive failures that eject a replica.
     pub ejection_failures: Option<u32>,
     /// First ejection's length (the n-th lasts n times as long).

@@ -1352,6 +1352,9 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
             format!("{budget} is out of range (allowed: 0.0 to 1.0, a fraction of the request rate)"),
         );
     }
+    let retry_on =
+        crate::retry::retry_on(problems, path, raw.retry_on.as_deref(), raw.retriable_status_codes.as_deref());
+    let retry_methods = crate::retry::retry_methods(problems, path, raw.retry_methods.as_deref());
     if problems.errors.len() > errors_before {
         return None;
     }
@@ -1369,6 +1372,8 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
         retry_buffer_bytes,
         max_attempts,
         retry_budget: raw.retry_budget,
+        retry_on,
+        retry_methods,
         ejection_failures,
         base_ejection,
         max_ejection,

@@ -830,3 +830,58 @@ command = ["web-2"]
     let config = mend_config::parse("mend.toml", text, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.services[0].command[0].source(), "web-1", "the service's command is the stable release's");
 }
+
+#[test]
+fn proxy_retry_policy_validates_and_reports_every_problem() {
+    let service = |proxy: &str| {
+        format!(
+            "[service.web]\ncommand = [\"web\"]\nreplicas = 2\nports = \"9101-9102\"\n[service.web.proxy]\nlisten = \"127.0.0.1:8080\"\n{proxy}"
+        )
+    };
+    let parse = |proxy: &str| {
+        let config = mend_config::parse("mend.toml", &service(proxy), Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
+        let proxy = config.services[0].proxy.clone().expect("proxy");
+        (proxy.retry_on, proxy.retry_methods)
+    };
+    assert_eq!(parse(""), (None, None), "unset: the proxy's default");
+    let (retry_on, methods) = parse(
+        "retry_on = [\"gateway-error\", \"retriable-status-codes\"]\nretriable_status_codes = [500, 507]\nretry_methods = [\"GET\", \"POST\"]\n",
+    );
+    assert_eq!(
+        retry_on,
+        Some(mend_config::RetryOn { gateway_errors: true, statuses: vec![500, 507], ..Default::default() })
+    );
+    assert_eq!(methods, Some(vec!["GET".to_owned(), "POST".to_owned()]));
+    // Nothing is retried: an empty list says so.
+    assert_eq!(parse("retry_on = []\n").0, Some(mend_config::RetryOn::default()));
+    // The codes alone add to the default conditions.
+    let (retry_on, _) = parse("retriable_status_codes = [501]\n");
+    assert_eq!(
+        retry_on,
+        Some(mend_config::RetryOn {
+            server_errors: true,
+            gateway_errors: true,
+            reset: true,
+            connect_failure: true,
+            statuses: vec![501]
+        })
+    );
+
+    check_errors(
+        &service(
+            "retry_on = [\"5xx\", \"http_500\"]\nretriable_status_codes = [404, 503]\nretry_methods = [\"get\"]\n",
+        ),
+        &[
+            "mend.toml:7:20: service.web.proxy.retry_on[1]: unknown retry condition \"http_500\" (allowed: \"5xx\", \"gateway-error\", \"reset\", \"connect-failure\", \"retriable-status-codes\")",
+            "mend.toml:8:26: service.web.proxy.retriable_status_codes: is used only with \"retriable-status-codes\" in retry_on: add it there",
+            "mend.toml:8:27: service.web.proxy.retriable_status_codes[0]: 404 is not a server error (allowed: 500 to 599; a 4xx is the client's and is never retried)",
+            "mend.toml:9:18: service.web.proxy.retry_methods[0]: unknown method \"get\" (allowed: \"GET\", \"HEAD\", \"OPTIONS\", \"PUT\", \"DELETE\", \"TRACE\", \"POST\", \"PATCH\")",
+        ],
+    );
+    check_errors(
+        &service("retry_on = [\"retriable-status-codes\"]\n"),
+        &[
+            "mend.toml:7:12: service.web.proxy.retry_on: \"retriable-status-codes\" needs retriable_status_codes (e.g. retriable_status_codes = [500, 503])",
+        ],
+    );
+}

@@ -1,9 +1,13 @@
 //! The built-in diagnoses drawn from the proxies' figures, evaluated with the rules every second:
 //!
 //! - `bad_replica`: errors concentrated on one replica: over the last 30 s, at least 20 % of its attempts
-//!   answered 5xx (at least 5 attempts), at least three times the error ratio of the service's other
-//!   replicas taken together (which must have had traffic: otherwise nothing says the fault is the
-//!   replica's). Fires after 10 s, resolves 10 s after it stops holding.
+//!   answered 5xx (at least 5 attempts), at least three times the error ratio of the other replicas of
+//!   its release taken together (which must have had traffic: otherwise nothing says the fault is the
+//!   replica's; a canary replica is judged against the canary's others, its release against the stable
+//!   one by the rollout's verdict, `bad_release`). Only a replica in its proxy's table now (sampled in
+//!   the last [`PRESENT_WITHIN_MS`]) is judged: one stopped, replaced or rolled back keeps its attempts
+//!   in the window for 30 s, and is no longer anything to diagnose. Fires after 10 s, resolves 10 s
+//!   after it stops holding.
 //! - `overload`: latency and load high on every replica: the service's 90th percentile latency over 30 s
 //!   is at least 1 s and every replica in the proxy's table has at least 2 requests in flight. Fires after
 //!   30 s.
@@ -29,6 +33,13 @@ pub const OVERLOAD_LATENCY_SECONDS: f64 = 1.0;
 /// Requests in flight on every replica from which a service may be overloaded.
 pub const OVERLOAD_IN_FLIGHT: f64 = 2.0;
 
+/// How recent a replica's `mend_proxy_backend_in_flight` sample must be for it to be in its proxy's
+/// table now (the traffic stage samples every second, and only the replicas in the table).
+pub const PRESENT_WITHIN_MS: i64 = 3000;
+
+/// A replica as the proxy's series name it: (service, release, replica).
+pub type ReplicaKey = (String, String, String);
+
 /// A replica's attempts and 5xx answers over the window.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Attempts {
@@ -38,18 +49,24 @@ pub struct Attempts {
     pub errors: f64,
 }
 
-/// The replicas of each service whose errors are concentrated on them: (service, replica, error ratio).
-pub fn bad_replicas(attempts: &BTreeMap<(String, String), Attempts>) -> Vec<(String, String, f64)> {
+/// The replicas of each service whose errors are concentrated on them, among those `present` (in their
+/// proxy's table now), compared with the other replicas of their release: (service, replica, error
+/// ratio).
+pub fn bad_replicas(
+    attempts: &BTreeMap<ReplicaKey, Attempts>,
+    present: &BTreeSet<ReplicaKey>,
+) -> Vec<(String, String, f64)> {
     let mut bad = Vec::new();
-    for ((service, replica), mine) in attempts {
-        if mine.total < BAD_REPLICA_MIN_ATTEMPTS {
+    for (key, mine) in attempts {
+        let (service, release, replica) = key;
+        if mine.total < BAD_REPLICA_MIN_ATTEMPTS || !present.contains(key) {
             continue;
         }
         let ratio = mine.errors / mine.total;
         if ratio < BAD_REPLICA_ERROR_RATIO {
             continue;
         }
-        let others = attempts.iter().filter(|((s, r), _)| s == service && r != replica).fold(
+        let others = attempts.iter().filter(|((s, rel, r), _)| s == service && rel == release && r != replica).fold(
             Attempts::default(),
             |sum, (_, a)| Attempts { total: sum.total + a.total, errors: sum.errors + a.errors },
         );
@@ -107,9 +124,9 @@ impl ProxyDiagnoses {
     /// The diagnoses (None if a query does not parse, which is a bug).
     pub fn new() -> Option<Self> {
         Some(Self {
-            totals: query("sum by (service, replica) (increase(mend_proxy_backend_attempts_total[30s]))")?,
+            totals: query("sum by (service, release, replica) (increase(mend_proxy_backend_attempts_total[30s]))")?,
             errors: query(
-                "sum by (service, replica) (increase(mend_proxy_backend_attempts_total{code=\"5xx\"}[30s]))",
+                "sum by (service, release, replica) (increase(mend_proxy_backend_attempts_total{code=\"5xx\"}[30s]))",
             )?,
             p90: query(
                 "histogram_quantile(0.9, sum by (service, le) (rate(mend_proxy_request_duration_seconds_bucket{release!=\"proxy\"}[30s])))",
@@ -123,14 +140,18 @@ impl ProxyDiagnoses {
     /// One round at `now`: the signals of what started or stopped holding.
     pub fn evaluate(&mut self, storage: &dyn Storage, now: Timestamp, options: &EvalOptions) -> Vec<Signal> {
         let now_secs = now.as_secs_f64();
-        let mut attempts: BTreeMap<(String, String), Attempts> = BTreeMap::new();
+        let key = |labels: &LabelSet| (label(labels, "service"), label(labels, "release"), label(labels, "replica"));
+        let mut attempts: BTreeMap<ReplicaKey, Attempts> = BTreeMap::new();
         for (labels, total) in vector(&self.totals, storage, now, options) {
-            attempts.entry((label(&labels, "service"), label(&labels, "replica"))).or_default().total = total;
+            attempts.entry(key(&labels)).or_default().total = total;
         }
         for (labels, errors) in vector(&self.errors, storage, now, options) {
-            attempts.entry((label(&labels, "service"), label(&labels, "replica"))).or_default().errors = errors;
+            attempts.entry(key(&labels)).or_default().errors = errors;
         }
-        let bad: Vec<(LabelSet, f64)> = bad_replicas(&attempts)
+        let recent = EvalOptions { lookback_delta_ms: PRESENT_WITHIN_MS, ..*options };
+        let present: BTreeSet<ReplicaKey> =
+            vector(&self.in_flight, storage, now, &recent).iter().map(|(labels, _)| key(labels)).collect();
+        let bad: Vec<(LabelSet, f64)> = bad_replicas(&attempts, &present)
             .into_iter()
             .map(|(service, replica, ratio)| {
                 (LabelSet::from([("service".to_owned(), service), ("replica".to_owned(), replica)]), ratio)
@@ -220,23 +241,51 @@ fn signal(
 mod tests {
     use super::*;
 
-    fn attempts(rows: &[(&str, &str, f64, f64)]) -> BTreeMap<(String, String), Attempts> {
-        rows.iter()
-            .map(|(s, r, total, errors)| {
-                (((*s).to_owned(), (*r).to_owned()), Attempts { total: *total, errors: *errors })
-            })
-            .collect()
+    fn key(service: &str, release: &str, replica: &str) -> ReplicaKey {
+        (service.to_owned(), release.to_owned(), replica.to_owned())
+    }
+
+    /// Rows (service, release, replica, attempts, errors); every replica present unless `gone`.
+    fn bad(rows: &[(&str, &str, &str, f64, f64)], gone: &[&str]) -> Vec<(String, String, f64)> {
+        let attempts = rows
+            .iter()
+            .map(|(s, rel, r, total, errors)| (key(s, rel, r), Attempts { total: *total, errors: *errors }))
+            .collect();
+        let present =
+            rows.iter().filter(|(_, _, r, _, _)| !gone.contains(r)).map(|(s, rel, r, _, _)| key(s, rel, r)).collect();
+        bad_replicas(&attempts, &present)
     }
 
     #[test]
     fn errors_concentrated_on_one_replica_make_it_bad_and_spread_errors_do_not() {
-        let concentrated = attempts(&[("web", "0", 100.0, 1.0), ("web", "1", 100.0, 50.0)]);
-        assert_eq!(bad_replicas(&concentrated), [("web".to_owned(), "1".to_owned(), 0.5)]);
-        let spread = attempts(&[("web", "0", 100.0, 40.0), ("web", "1", 100.0, 50.0)]);
-        assert!(bad_replicas(&spread).is_empty());
+        let concentrated = [("web", "stable", "0", 100.0, 1.0), ("web", "stable", "1", 100.0, 50.0)];
+        assert_eq!(bad(&concentrated, &[]), [("web".to_owned(), "1".to_owned(), 0.5)]);
+        let spread = [("web", "stable", "0", 100.0, 40.0), ("web", "stable", "1", 100.0, 50.0)];
+        assert!(bad(&spread, &[]).is_empty());
         // Alone, or with too little traffic, nothing says the fault is the replica's.
-        assert!(bad_replicas(&attempts(&[("web", "1", 100.0, 50.0)])).is_empty());
-        assert!(bad_replicas(&attempts(&[("web", "0", 100.0, 0.0), ("web", "1", 4.0, 4.0)])).is_empty());
+        assert!(bad(&[("web", "stable", "1", 100.0, 50.0)], &[]).is_empty());
+        assert!(bad(&[("web", "stable", "0", 100.0, 0.0), ("web", "stable", "1", 4.0, 4.0)], &[]).is_empty());
         assert!(overloaded(1.5, &[3.0, 2.0]) && !overloaded(1.5, &[3.0, 1.0]) && !overloaded(0.5, &[9.0]));
+    }
+
+    #[test]
+    fn a_replica_gone_from_the_table_or_of_another_release_is_not_a_bad_replica() {
+        // A rolled-back canary: its 30 s window still holds its 500s, but it is stopped.
+        let rolled_back = [
+            ("web", "stable", "0", 100.0, 0.0),
+            ("web", "stable", "1", 100.0, 0.0),
+            ("web", "canary", "2", 40.0, 12.0),
+        ];
+        assert!(bad(&rolled_back, &["2"]).is_empty(), "a replica that no longer exists is not diagnosed");
+        // While it runs, a lone canary replica is the rollout's to judge (`bad_release`), not compared
+        // with the stable replicas.
+        assert!(bad(&rolled_back, &[]).is_empty());
+        // Two canary replicas, one bad: a bad replica of the canary.
+        let canaries =
+            [("web", "stable", "0", 100.0, 0.0), ("web", "canary", "2", 40.0, 0.0), ("web", "canary", "3", 40.0, 12.0)];
+        assert_eq!(bad(&canaries, &[]), [("web".to_owned(), "3".to_owned(), 0.3)]);
+        // A stopped stable replica is not judged either, nor does it make its siblings bad.
+        let stopped = [("web", "stable", "0", 100.0, 60.0), ("web", "stable", "1", 100.0, 0.0)];
+        assert!(bad(&stopped, &["0"]).is_empty());
     }
 }

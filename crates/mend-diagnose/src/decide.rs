@@ -14,7 +14,7 @@
 //! | 6 | `dependency_failure` | the ranking explains this service's anomaly by an anomalous dependency whose onset is not later | 0.85 if the dependency started first, 0.7 if simultaneous |
 //! | 7 | `hung` | mend replaced a replica as hung, or a probe timed out while the process was stopped or idle | 0.95 stopped / 0.9 / 0.75 |
 //! | 8 | `overload` | mend replaced a replica as busy, a probe timed out while the process was busy, or CPU and latency (or traffic) rose together | 0.85 / 0.75 / 0.6 |
-//! | 9 | `bad_replica` | the proxy ejected one replica of several, or one instance's latency or errors moved while its siblings' did not | 0.8 / 0.7 |
+//! | 9 | `bad_replica` | the proxy ejected one replica of several for 5xx answers while its siblings answered without errors; ejected one of several otherwise (siblings not failing too); or one instance's latency or errors moved while its siblings' did not | 0.9 / 0.8 / 0.7 |
 //! | 10 | *(`bad_release`)* | *reserved: once releases exist, an anomaly that began within minutes after this service's release changed, on the new release's replicas only* | |
 //! | 11 | `unhealthy` | mend replaced a replica for its liveness or startup probe, a replica is not ready, or probes failed at least twice | 0.8 / 0.6 / 0.6 |
 //! | 12 | `unknown` | anything else: the evidence lists what moved | 0.3 with an anomaly, 0.1 without |
@@ -31,7 +31,7 @@ use mend_types::{ExitCause, LastExit, ProbeOutcome, Signal, SignalState, StopRea
 
 use crate::evidence::{Evidence, Resource, Shift};
 use crate::rank::{Propagation, RankParams, Ranking};
-use crate::{Component, MetricClass};
+use crate::{Component, EjectionFacts, MetricClass};
 
 /// What diagnosis names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -169,8 +169,8 @@ pub enum Lifecycle {
     Unready,
     /// It is ready again.
     Ready,
-    /// The proxy took it out of rotation.
-    Ejected,
+    /// The proxy took it out of rotation, and why.
+    Ejected(EjectionFacts),
 }
 
 /// One lifecycle fact of one replica.
@@ -486,12 +486,23 @@ fn bad_replica(input: &DecideInput<'_>) -> Option<Diagnosis> {
     if service.replicas < 2 {
         return None;
     }
-    if let Some(fact) = service.lifecycle.iter().find(|fact| fact.what == Lifecycle::Ejected) {
-        let others_ejected =
-            service.lifecycle.iter().any(|other| other.what == Lifecycle::Ejected && other.replica != fact.replica);
+    let ejections: Vec<(&LifecycleFact, &EjectionFacts)> = service
+        .lifecycle
+        .iter()
+        .filter_map(|fact| match &fact.what {
+            Lifecycle::Ejected(ejection) => Some((fact, ejection)),
+            _ => None,
+        })
+        .collect();
+    // The latest ejection of a replica whose siblings are not failing too, and no other replica ejected.
+    if let Some((fact, ejection)) = ejections.iter().rev().find(|(_, ejection)| !ejection.siblings_failing()) {
+        let others_ejected = ejections.iter().any(|(other, _)| other.replica != fact.replica);
         if !others_ejected {
-            let evidence = vec![Evidence::Ejected { replica: fact.replica, at: fact.at }];
-            return Some(diagnosis(component, DiagnosisKind::BadReplica, 0.8, None, evidence));
+            // Ejected for 5xx answers while its siblings answered without errors: the proxy saw it.
+            let confidence = if ejection.for_errors() && ejection.siblings_healthy() { 0.9 } else { 0.8 };
+            let evidence =
+                vec![Evidence::Ejected { replica: fact.replica, at: fact.at, ejection: (*ejection).clone() }];
+            return Some(diagnosis(component, DiagnosisKind::BadReplica, confidence, None, evidence));
         }
     }
     let ranking = input.ranking?;

@@ -171,6 +171,8 @@ pub enum Evidence {
         replica: u32,
         /// When.
         at: Timestamp,
+        /// Why, and what its siblings answered meanwhile.
+        ejection: crate::EjectionFacts,
     },
     /// A resource is close to its limit.
     NearLimit {
@@ -268,9 +270,7 @@ impl fmt::Display for Evidence {
                 write!(f, "replica {replica} failed {count} probes (last: {last_reason})")
             }
             Self::Unready { replica, at } => write!(f, "replica {replica} not ready since {}", clock(*at)),
-            Self::Ejected { replica, at } => {
-                write!(f, "the proxy took replica {replica} out of rotation at {}", clock(*at))
-            }
+            Self::Ejected { replica, at, ejection } => f.write_str(&ejection.describe(*replica, *at)),
             Self::NearLimit { replica, resource, used, limit } => {
                 let unit = resource.unit();
                 write!(

@@ -6,6 +6,7 @@
 pub mod baselines;
 mod component;
 pub mod decide;
+pub mod ejection;
 pub mod evidence;
 mod graph;
 mod incident;
@@ -18,6 +19,7 @@ pub use decide::{
     Confidence, DecideInput, DecideParams, Diagnosis, DiagnosisKind, Lifecycle, LifecycleFact, ProbeKind, ResourceUse,
     ServiceFacts, decide,
 };
+pub use ejection::{EjectionFacts, SiblingAnswers};
 pub use evidence::{Evidence, Resource, Shift};
 pub use graph::{DependencyGraph, EdgeSource};
 pub use incident::{IncidentDiagnosis, IncidentInput, diagnose};

@@ -15,6 +15,19 @@ fn fact(secs: i64, replica: u32, what: Lifecycle) -> LifecycleFact {
     LifecycleFact { at: at(secs), replica, what }
 }
 
+/// An ejection after 5 failures in a row, the last `status`, beside siblings (replica, attempts, errors).
+fn ejected(status: Option<u16>, siblings: &[(u32, u64, u64)]) -> Lifecycle {
+    Lifecycle::Ejected(mend_diagnose::EjectionFacts {
+        status,
+        in_a_row: if status.is_some() { 5 } else { 0 },
+        siblings: siblings
+            .iter()
+            .map(|&(replica, attempts, errors)| mend_diagnose::SiblingAnswers { replica, attempts, errors })
+            .collect(),
+        window: std::time::Duration::from_secs(30),
+    })
+}
+
 fn exited(secs: i64, cause: ExitCause, exit: ExitInfo) -> LifecycleFact {
     fact(secs, 0, Lifecycle::Exited(LastExit { exit, cause }))
 }
@@ -298,11 +311,21 @@ fn bad_replicas_and_dependency_failures() {
     let cases = [
         case("the proxy ejected one replica of three", BadReplica, 0.8)
             .replicas(3)
-            .lifecycle(vec![fact(10, 1, Lifecycle::Ejected)])
+            .lifecycle(vec![fact(10, 1, ejected(None, &[]))])
             .evidence("the proxy took replica 1 out of rotation at 22:13:30"),
+        case("the proxy ejected one replica of three for 500s, its siblings answering", BadReplica, 0.9)
+            .replicas(3)
+            .lifecycle(vec![fact(10, 2, ejected(Some(500), &[(0, 400, 0), (1, 412, 0)]))])
+            .evidence(
+                "replica 2 answered 500 to 5 attempts in a row and was ejected at 22:13:30; replicas 0 and 1 \
+                 answered 0 errors to 812 attempts in the 30s before",
+            ),
         case("near-miss: it ejected two different replicas", Unknown, 0.1)
             .replicas(3)
-            .lifecycle(vec![fact(10, 1, Lifecycle::Ejected), fact(11, 2, Lifecycle::Ejected)]),
+            .lifecycle(vec![fact(10, 1, ejected(None, &[])), fact(11, 2, ejected(None, &[]))]),
+        case("near-miss: ejected for 500s while its siblings fail too", Unknown, 0.1)
+            .replicas(3)
+            .lifecycle(vec![fact(10, 2, ejected(Some(500), &[(0, 100, 50), (1, 100, 60)]))]),
         case("one replica slow while its siblings are not", BadReplica, 0.7)
             .replicas(3)
             .series(vec![replica_latency("0", 0.041), replica_latency("1", 0.9), replica_latency("2", 0.042)])

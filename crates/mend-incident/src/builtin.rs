@@ -2,7 +2,12 @@
 //! hangs, runs out of memory or fails its probes while running, and resolves once the replica is ready
 //! again (a crash loop: once it has stayed ready for the window without crashing).
 //!
-//! `bad_replica` and `overload` come from the proxies' figures and are evaluated by the detect stage.
+//! `bad_replica` fires here too, on an ejection: the proxy ejected a replica for 5xx answers while its
+//! siblings (same release) answered without errors ([`bad_replica_of`]). With retries and ejection the
+//! bad replica gets few attempts, so its error share over a window (the detect stage's `bad_replica`,
+//! from the proxies' figures) may never say so; the ejection is the evidence. It resolves when the
+//! replica stops or has been back in rotation for [`BACK_FOR`] without another ejection.
+//! `overload` comes from the proxies' figures and is evaluated by the detect stage.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -12,6 +17,47 @@ use mend_types::{BuiltinDiagnosis, Event, EventKind, ReplicaId, Severity, Signal
 /// Crashes of one replica within the window that make a crash loop.
 pub const CRASHES_FOR_A_LOOP: usize = 3;
 
+/// How long an ejected bad replica must be back in rotation, not ejected again, for its `bad_replica` to
+/// resolve.
+pub const BACK_FOR: Duration = Duration::from_secs(30);
+
+/// What an `ejected` event says of the ejection (its details, as `mend::traffic` writes them): the 5xx
+/// status that ended the run (`status`), the run's length (`consecutive_failures`), and the siblings'
+/// figures (`siblings`: `[{replica, attempts, errors}]` over `siblings_window_seconds`).
+pub fn ejection_facts(event: &Event) -> mend_diagnose::EjectionFacts {
+    let number = |key: &str| event.details.get(key).and_then(serde_json::Value::as_u64);
+    let siblings = event
+        .details
+        .get("siblings")
+        .and_then(serde_json::Value::as_array)
+        .map(|siblings| {
+            siblings
+                .iter()
+                .filter_map(|sibling| {
+                    let field = |key: &str| sibling.get(key).and_then(serde_json::Value::as_u64);
+                    Some(mend_diagnose::SiblingAnswers {
+                        replica: u32::try_from(field("replica")?).ok()?,
+                        attempts: field("attempts")?,
+                        errors: field("errors")?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    mend_diagnose::EjectionFacts {
+        status: number("status").and_then(|status| u16::try_from(status).ok()),
+        in_a_row: number("consecutive_failures").and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        siblings,
+        window: Duration::from_secs(number("siblings_window_seconds").unwrap_or(0)),
+    }
+}
+
+/// The evidence of a bad replica in an ejection, if it is one: ejected for 5xx answers while its
+/// siblings answered (at least one attempt) with at most one error in ten. Pure: the decision only.
+pub fn bad_replica_of(ejection: &mend_diagnose::EjectionFacts, replica: u32, at: Timestamp) -> Option<String> {
+    (ejection.for_errors() && ejection.siblings_healthy()).then(|| ejection.describe(replica, at))
+}
+
 /// The built-in diagnoses' state: what fires per replica, and recent crashes.
 #[derive(Debug, Clone)]
 pub struct Builtins {
@@ -20,6 +66,8 @@ pub struct Builtins {
     crashes: BTreeMap<ReplicaId, VecDeque<Timestamp>>,
     /// Since when each replica has been ready (for the crash loop's resolution).
     ready_since: BTreeMap<ReplicaId, Timestamp>,
+    /// Since when each bad replica has been back in rotation (for its `bad_replica`'s resolution).
+    back_since: BTreeMap<ReplicaId, Timestamp>,
 }
 
 /// The signal of `diagnosis` on `replica`.
@@ -30,10 +78,15 @@ pub fn signal(
     at: Timestamp,
     evidence: String,
 ) -> Signal {
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         ("service".to_owned(), replica.service.to_string()),
         ("replica".to_owned(), replica.index.to_string()),
     ]);
+    // Told apart from the detect stage's `bad_replica` (from the error share over a window) on the same
+    // replica: each condition fires and resolves on its own.
+    if diagnosis == BuiltinDiagnosis::BadReplica {
+        labels.insert("source".to_owned(), "ejection".to_owned());
+    }
     let severity = match diagnosis {
         BuiltinDiagnosis::CrashLoop | BuiltinDiagnosis::MemoryExhaustion => Severity::Critical,
         _ => Severity::Warning,
@@ -60,7 +113,13 @@ fn detail<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
 impl Builtins {
     /// Built-in diagnoses with crash loops counted within `window`.
     pub fn new(window: Duration) -> Self {
-        Self { window, firing: BTreeMap::new(), crashes: BTreeMap::new(), ready_since: BTreeMap::new() }
+        Self {
+            window,
+            firing: BTreeMap::new(),
+            crashes: BTreeMap::new(),
+            ready_since: BTreeMap::new(),
+            back_since: BTreeMap::new(),
+        }
     }
 
     /// Counts crash loops and their resolution within `window` from now on (a reload).
@@ -100,6 +159,8 @@ impl Builtins {
                 | EventKind::Unready
                 | EventKind::Ready
                 | EventKind::Stopped
+                | EventKind::Ejected
+                | EventKind::Returned
         )
     }
 
@@ -170,9 +231,22 @@ impl Builtins {
                     signals.extend(self.resolve(diagnosis, &replica, at, evidence));
                 }
             }
+            EventKind::Ejected => {
+                self.back_since.remove(&replica);
+                let ejection = ejection_facts(event);
+                if let Some(evidence) = bad_replica_of(&ejection, index, at) {
+                    signals.extend(self.fire(BuiltinDiagnosis::BadReplica, &replica, at, evidence));
+                }
+            }
+            EventKind::Returned
+                if self.firing.get(&replica).is_some_and(|firing| firing.contains(&BuiltinDiagnosis::BadReplica)) =>
+            {
+                self.back_since.insert(replica.clone(), at);
+            }
             EventKind::Stopped => {
                 // Stopped on purpose (an operator, a scale-in): nothing of it is a fault any more.
                 self.ready_since.remove(&replica);
+                self.back_since.remove(&replica);
                 self.crashes.remove(&replica);
                 let evidence = "resolved: the replica was stopped";
                 for diagnosis in BuiltinDiagnosis::ALL {
@@ -197,6 +271,17 @@ impl Builtins {
             self.crashes.remove(&replica);
             let evidence = format!("resolved: ready for {}s without a crash", self.window.as_secs());
             signals.extend(self.resolve(BuiltinDiagnosis::CrashLoop, &replica, now, &evidence));
+        }
+        let back: Vec<ReplicaId> = self
+            .back_since
+            .iter()
+            .filter(|(_, since)| now.as_millis() - since.as_millis() >= BACK_FOR.as_millis() as i64)
+            .map(|(replica, _)| replica.clone())
+            .collect();
+        for replica in back {
+            self.back_since.remove(&replica);
+            let evidence = format!("resolved: back in rotation for {}s without an ejection", BACK_FOR.as_secs());
+            signals.extend(self.resolve(BuiltinDiagnosis::BadReplica, &replica, now, &evidence));
         }
         signals
     }
@@ -235,6 +320,63 @@ mod tests {
         assert_eq!(names(&builtins.on_event(&event(21, EventKind::Ready, json!({})))), ["crashed resolved"]);
         assert!(builtins.on_tick(Timestamp::from_millis(60_000)).is_empty(), "not ready for the window yet");
         assert_eq!(names(&builtins.on_tick(Timestamp::from_millis(81_000))), ["crash_loop resolved"]);
+    }
+
+    fn ejected(at_secs: i64, status: u16, siblings: serde_json::Value) -> Event {
+        event(
+            at_secs,
+            EventKind::Ejected,
+            json!({"reason": "server_error", "status": status, "consecutive_failures": 3,
+                   "siblings": siblings, "siblings_window_seconds": 30}),
+        )
+    }
+
+    #[test]
+    fn an_ejection_for_500s_beside_healthy_siblings_is_a_bad_replica_until_it_stays_back() {
+        let mut builtins = Builtins::new(Duration::from_secs(60));
+        let healthy =
+            json!([{"replica": 1, "attempts": 400, "errors": 0}, {"replica": 2, "attempts": 390, "errors": 1}]);
+        let fired = builtins.on_event(&ejected(43_203, 500, healthy.clone()));
+        assert_eq!(names(&fired), ["bad_replica firing"]);
+        assert_eq!(
+            fired[0].evidence,
+            "replica 0 answered 500 to 3 attempts in a row and was ejected at 12:00:03; replicas 1 and 2 answered 1 error to 790 attempts in the 30s before"
+        );
+        assert_eq!(fired[0].labels.get("source").map(String::as_str), Some("ejection"));
+        // Back, ejected again within the 30 s: still firing, and the clock starts over.
+        assert!(builtins.on_event(&event(43_208, EventKind::Returned, json!({}))).is_empty());
+        assert!(builtins.on_event(&ejected(43_209, 500, healthy.clone())).is_empty(), "already firing");
+        assert!(builtins.on_event(&event(43_219, EventKind::Returned, json!({}))).is_empty());
+        assert!(builtins.on_tick(Timestamp::from_millis(43_248_000)).is_empty(), "back for 29 s");
+        assert_eq!(names(&builtins.on_tick(Timestamp::from_millis(43_249_000))), ["bad_replica resolved"]);
+        // Stopped: resolved at once.
+        builtins.on_event(&ejected(43_300, 500, healthy));
+        assert_eq!(names(&builtins.on_event(&event(43_301, EventKind::Stopped, json!({})))), ["bad_replica resolved"]);
+    }
+
+    #[test]
+    fn near_misses_of_a_bad_replica_by_ejection() {
+        let cases = [
+            // Every replica fails: the service's fault, not this replica's.
+            ("siblings failing", ejected(0, 500, json!([{"replica": 1, "attempts": 100, "errors": 30}]))),
+            // Siblings that got nothing say nothing.
+            ("siblings idle", ejected(0, 500, json!([{"replica": 1, "attempts": 0, "errors": 0}]))),
+            ("siblings unknown", ejected(0, 500, json!(null))),
+            // Ejected for failed connects: a crash, which has its own diagnosis.
+            (
+                "connect failures",
+                event(
+                    0,
+                    EventKind::Ejected,
+                    json!({"reason": "connect_failure", "consecutive_failures": 3,
+                    "siblings": [{"replica": 1, "attempts": 100, "errors": 0}]}),
+                ),
+            ),
+        ];
+        for (name, ejection) in cases {
+            let mut builtins = Builtins::new(Duration::from_secs(60));
+            assert!(builtins.on_event(&ejection).is_empty(), "{name}");
+        }
     }
 
     #[test]

@@ -65,13 +65,16 @@ pub trait Diagnoser: Send + Sync {
 }
 
 /// The built-in rules: the most specific built-in diagnosis among the firing signals names the incident
-/// (else its first signal); the root is the service with signals that the others with signals depend on
-/// (declared or observed), and those others are its victims.
+/// (else its first signal), unless a more specific one that resolved covers it ([`named_signal`]); the
+/// root is the service with signals that the others with signals depend on (declared or observed), and
+/// those others are its victims.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuiltinDiagnoser;
 
-/// Built-in diagnoses from the most to the least specific.
-const SPECIFICITY: [BuiltinDiagnosis; 7] = [
+/// Built-in diagnoses from the most to the least specific. `bad_release` first: a release judged worse
+/// than the one before it (a verdict over the release's own answers) explains what its replicas do.
+const SPECIFICITY: [BuiltinDiagnosis; 8] = [
+    BuiltinDiagnosis::BadRelease,
     BuiltinDiagnosis::CrashLoop,
     BuiltinDiagnosis::MemoryExhaustion,
     BuiltinDiagnosis::Hung,
@@ -81,19 +84,44 @@ const SPECIFICITY: [BuiltinDiagnosis; 7] = [
     BuiltinDiagnosis::Overload,
 ];
 
+/// Where `signal`'s built-in diagnosis stands in [`SPECIFICITY`] (None: not a built-in diagnosis).
+fn specificity(signal: &IncidentSignal) -> Option<usize> {
+    if !matches!(signal.kind, SignalKind::Diagnosis | SignalKind::Predictive) {
+        return None;
+    }
+    SPECIFICITY.iter().position(|diagnosis| signal.name == diagnosis.as_str())
+}
+
+/// The signal that names an incident: the most specific built-in diagnosis among the firing signals
+/// (else among all of them, else the first signal), unless a more specific diagnosis resolved after
+/// the chosen one's condition began: then the weaker one is read as the same fault seen later (a
+/// rolled-back canary's replica whose 30 s error window still holds the canary's answers, say), and does
+/// not replace it. A weaker diagnosis whose condition began after the stronger one resolved is news,
+/// and names the incident.
+pub fn named_signal(signals: &[IncidentSignal]) -> Option<&IncidentSignal> {
+    let most_specific = |among: &mut dyn Iterator<Item = &IncidentSignal>| -> Option<(usize, usize)> {
+        among.enumerate().filter_map(|(idx, signal)| specificity(signal).map(|rank| (rank, idx))).min()
+    };
+    let firing: Vec<&IncidentSignal> = signals.iter().filter(|s| s.firing).collect();
+    let considered: Vec<&IncidentSignal> = if firing.is_empty() { signals.iter().collect() } else { firing };
+    let Some((rank, idx)) = most_specific(&mut considered.iter().copied()) else {
+        return considered.first().copied();
+    };
+    let chosen = considered[idx];
+    let covering = signals
+        .iter()
+        .filter(|s| !s.firing && s.service == chosen.service && chosen.since <= s.at)
+        .filter_map(|s| specificity(s).filter(|stronger| *stronger < rank).map(|stronger| (stronger, s)))
+        .min_by_key(|(stronger, _)| *stronger)
+        .map(|(_, s)| s);
+    Some(covering.unwrap_or(chosen))
+}
+
 impl Diagnoser for BuiltinDiagnoser {
     fn diagnose(&self, signals: &[IncidentSignal], graph: &DependencyGraph, _: Option<&Observations>) -> Diagnosis {
         let firing: Vec<&IncidentSignal> = signals.iter().filter(|s| s.firing).collect();
         let considered: Vec<&IncidentSignal> = if firing.is_empty() { signals.iter().collect() } else { firing };
-        let named = SPECIFICITY
-            .iter()
-            .find_map(|diagnosis| {
-                considered.iter().find(|s| {
-                    s.name == diagnosis.as_str() && matches!(s.kind, SignalKind::Diagnosis | SignalKind::Predictive)
-                })
-            })
-            .or_else(|| considered.first())
-            .copied();
+        let named = named_signal(signals);
         let services: BTreeSet<ServiceName> = considered.iter().filter_map(|s| s.service.clone()).collect();
         // The root: a service the others depend on and that depends on none of them.
         let root = services
@@ -157,6 +185,48 @@ mod tests {
         assert_eq!(diagnosis.root, Some(name("db")));
         assert_eq!(diagnosis.victims, BTreeSet::from([name("api"), name("web")]));
         assert!(diagnosis.evidence.ends_with("api, web depend(s) on db, where the cause is"), "{}", diagnosis.evidence);
+    }
+
+    fn at(mut signal: IncidentSignal, since_secs: i64, at_secs: i64, firing: bool) -> IncidentSignal {
+        signal.since = Timestamp::from_millis(since_secs * 1000);
+        signal.at = Timestamp::from_millis(at_secs * 1000);
+        signal.firing = firing;
+        signal
+    }
+
+    #[test]
+    fn a_weaker_diagnosis_on_the_same_evidence_does_not_replace_a_stronger_one() {
+        let graph = DependencyGraph::default();
+        let release = |firing, at_secs| at(signal("web", "bad_release", SignalKind::Diagnosis), 3, at_secs, firing);
+        let replica = |since| at(signal("web", "bad_replica", SignalKind::Diagnosis), since, 16, true);
+        let named = |signals: &[IncidentSignal]| BuiltinDiagnoser.diagnose(signals, &graph, None).name;
+        let cases: [(&str, Vec<IncidentSignal>, &str); 6] = [
+            ("both firing: the more specific names it", vec![release(true, 3), replica(5)], "bad_release"),
+            (
+                "rolled back at 6 s; the canary's errors began at 5 s: the same fault",
+                vec![release(false, 6), replica(5)],
+                "bad_release",
+            ),
+            (
+                "a bad replica that began after the rollback is news",
+                vec![release(false, 6), replica(20)],
+                "bad_replica",
+            ),
+            ("bad_release alone, resolved", vec![release(false, 6)], "bad_release"),
+            (
+                "a resolved weaker one never covers a stronger firing one",
+                vec![at(signal("web", "bad_replica", SignalKind::Diagnosis), 1, 2, false), release(true, 3)],
+                "bad_release",
+            ),
+            (
+                "another service's resolved verdict says nothing of this one",
+                vec![at(signal("api", "bad_release", SignalKind::Diagnosis), 3, 6, false), replica(5)],
+                "bad_replica",
+            ),
+        ];
+        for (case, signals, expected) in cases {
+            assert_eq!(named(&signals), expected, "{case}");
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@ use mend_diagnose::{
     Component, DecideParams, DiagnosisKind, EdgeSource, IncidentDiagnosis, IncidentInput, RankParams, ServiceFacts,
 };
 use mend_types::{
-    Diagnosis, IncidentId, IncidentSignal, RankedService, ServiceName, Severity, Signal, SignalState, Timestamp,
+    BuiltinDiagnosis, Diagnosis, IncidentId, IncidentSignal, RankedService, ServiceName, Severity, Signal, SignalState,
+    Timestamp,
 };
 
 use crate::diagnose::{ObservationRequest, Observations};
@@ -247,6 +248,16 @@ impl Diagnoser for RankingDiagnoser {
             Some(diagnosis) => (builtin.name.clone(), None, diagnosis.explain()),
             None => (builtin.name.clone(), None, Vec::new()),
         };
+        // A release judged worse than the one before it (the rollout's verdict, `bad_release`) is the
+        // cause of what its replicas do: the decision procedure, which knows no releases, names what it
+        // sees of them (a bad replica, a crash) and must not replace the verdict; its facts stay below it.
+        let (name, confidence, facts) = if builtin.name == BuiltinDiagnosis::BadRelease.as_str() {
+            let mut facts = facts;
+            facts.insert(0, builtin.evidence.clone());
+            (builtin.name.clone(), None, facts)
+        } else {
+            (name, confidence, facts)
+        };
         let root = root.or_else(|| builtin.root.clone());
         // The deciding fact and the victims; the built-in rules' evidence (which names them) without one.
         let evidence = match (facts.first(), &root) {
@@ -453,6 +464,35 @@ mod tests {
             ("Errors", Some("back"), &["front"], &[("back", "unknown"), ("front", "unknown")]),
         );
         assert_eq!(diagnosis.confidence, None);
+    }
+
+    #[test]
+    fn a_bad_release_verdict_is_not_replaced_by_what_the_decision_sees_of_its_replicas() {
+        let mut verdict = rule("back", "bad_release", 650);
+        verdict.kind = SignalKind::Diagnosis;
+        verdict.evidence = "error ratio 26% against 0%".to_owned();
+        let mut replica = rule("back", "bad_replica", 652);
+        replica.kind = SignalKind::Diagnosis;
+        // The canary's replica was ejected for its 500s while the stable ones answered: the decision
+        // procedure, which knows no releases, calls that a bad replica.
+        let ejection = mend_diagnose::EjectionFacts {
+            status: Some(500),
+            in_a_row: 3,
+            siblings: vec![mend_diagnose::SiblingAnswers { replica: 0, attempts: 300, errors: 0 }],
+            window: Duration::from_secs(30),
+        };
+        let mut back = ServiceFacts::new(Component::new("back"), 3);
+        back.lifecycle = vec![LifecycleFact { at: at(651), replica: 2, what: Lifecycle::Ejected(ejection) }];
+        let observations = Observations { now: at(699), services: vec![back], series: Vec::new(), edges: Vec::new() };
+        let decided = RankingDiagnoser::live().diagnose(&[replica.clone()], &chain(), Some(&observations));
+        assert_eq!(decided.name, "bad_replica", "without a verdict the ejection names it");
+        let diagnosis = RankingDiagnoser::live().diagnose(&[verdict, replica], &chain(), Some(&observations));
+        assert_eq!(
+            (diagnosis.name.as_str(), diagnosis.root.as_ref().map(ServiceName::as_str)),
+            ("bad_release", Some("back"))
+        );
+        assert_eq!(diagnosis.evidence, "error ratio 26% against 0%");
+        assert!(diagnosis.facts.iter().any(|fact| fact.contains("replica 2 answered 500")), "{:?}", diagnosis.facts);
     }
 
     #[test]

@@ -125,6 +125,145 @@ pub struct RetryPolicy {
     pub backoff_base: Duration,
     /// Cap on one back-off. Default 250 ms (Envoy: 10 × the base).
     pub backoff_max: Duration,
+    /// What a failed attempt must be for the request to go on to another backend (Envoy's `retry_on`,
+    /// nginx's `proxy_next_upstream`). Default: any 5xx answer, a reset and a failed connect
+    /// ([`RetryOn::default`] says why).
+    pub retry_on: RetryOn,
+    /// The methods whose requests may be retried after an answer (a 5xx) or a timeout, when their body
+    /// was buffered. Default: the idempotent ones of RFC 9110 (GET, HEAD, OPTIONS, PUT, DELETE, TRACE);
+    /// a request with an `Idempotency-Key` header counts as idempotent whatever its method. Adding POST
+    /// says the service's POSTs are safe to repeat.
+    pub retry_methods: MethodSet,
+}
+
+/// The failures after which a request goes on to another backend (never the same one), within the
+/// attempt limit and the retry budget. Envoy's names, with the same meaning:
+///
+/// | condition | Envoy | nginx `proxy_next_upstream` | retried when |
+/// |---|---|---|---|
+/// | `server_errors` | `5xx` | `http_500 http_502 http_503 http_504` | any 5xx answer |
+/// | `gateway_errors` | `gateway-error` | `http_502 http_503 http_504` | a 502, 503 or 504 answer |
+/// | `statuses` | `retriable-status-codes` | `http_NNN` | an answer with one of these statuses |
+/// | `reset` | `reset` | `error` | the connection closed or reset before any response |
+/// | `connect_failure` | `connect-failure` | `error` | no connection could be made |
+///
+/// An answer (a status) is retried only for a request whose method is in
+/// [`RetryPolicy::retry_methods`] (or with an `Idempotency-Key`) and whose body was buffered: the
+/// backend did process it, so only a request that is safe to repeat goes again. A reset or failed
+/// connect is retried when the body can be sent again (the backend did not process it). A backend too
+/// busy to accept the connection (accept queue full) is waited out whatever this says: the request
+/// reached nobody (see `Failed::Busy` in the request path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    /// Any 5xx answer (Envoy's `5xx`; includes the gateway errors).
+    pub server_errors: bool,
+    /// 502, 503 and 504 answers (Envoy's `gateway-error`).
+    pub gateway_errors: bool,
+    /// A reset or closed connection before response headers (Envoy's `reset`).
+    pub reset: bool,
+    /// A refused or unreachable connection (Envoy's `connect-failure`).
+    pub connect_failure: bool,
+    /// Answers with these statuses (Envoy's `retriable-status-codes`).
+    pub statuses: StatusSet,
+}
+
+impl RetryOn {
+    /// Nothing is retried (but busy backends are still waited out).
+    pub const NONE: Self = Self {
+        server_errors: false,
+        gateway_errors: false,
+        reset: false,
+        connect_failure: false,
+        statuses: StatusSet::EMPTY,
+    };
+
+    /// Whether an answer with `status` is retried (for a request that may be).
+    pub fn status(&self, status: u16) -> bool {
+        (self.server_errors && (500..=599).contains(&status))
+            || (self.gateway_errors && (502..=504).contains(&status))
+            || self.statuses.contains(status)
+    }
+}
+
+impl Default for RetryOn {
+    /// `5xx`, `reset` and `connect-failure`: a self-healing proxy hides one bad replica among healthy
+    /// ones. A 500 from one replica is most often that replica's fault (a bad deploy on it, a corrupt
+    /// cache, a lost dependency connection), and the same request on a healthy sibling succeeds; a
+    /// client should not see the errors of a replica that outlier detection is about to eject (Envoy
+    /// and nginx retry no 500 by default, and their users turn it on for exactly this). What keeps
+    /// this safe: only requests that are safe to repeat are retried after an answer; never on the same
+    /// backend; at most `max_attempts` in all; and retries add at most `budget_ratio` of the request
+    /// rate (plus `min_retries_per_second`), so a service failing everywhere sees its load grow by at
+    /// most that share, not by `max_attempts` times. The 500s still count against the replica that
+    /// answered them, so outlier detection ejects it as before.
+    fn default() -> Self {
+        Self {
+            server_errors: true,
+            gateway_errors: true,
+            reset: true,
+            connect_failure: true,
+            statuses: StatusSet::EMPTY,
+        }
+    }
+}
+
+/// A set of 5xx statuses (500 to 599), as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusSet(u128);
+
+impl StatusSet {
+    /// No status.
+    pub const EMPTY: Self = Self(0);
+
+    /// The set of `statuses`; Err names one outside 500..=599 (only a server error is retried).
+    pub fn of(statuses: impl IntoIterator<Item = u16>) -> Result<Self, u16> {
+        let mut bits = 0u128;
+        for status in statuses {
+            if !(500..=599).contains(&status) {
+                return Err(status);
+            }
+            bits |= 1 << (status - 500);
+        }
+        Ok(Self(bits))
+    }
+
+    /// Whether `status` is in the set.
+    pub fn contains(self, status: u16) -> bool {
+        (500..=599).contains(&status) && self.0 & (1 << (status - 500)) != 0
+    }
+}
+
+/// A set of request methods (the standard ones of RFC 9110 and PATCH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodSet(u16);
+
+/// The methods a [`MethodSet`] can hold, in bit order.
+pub const METHODS: [&str; 8] = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE", "POST", "PATCH"];
+
+impl MethodSet {
+    /// RFC 9110 §9.2.2's idempotent methods: GET, HEAD, OPTIONS, PUT, DELETE, TRACE.
+    pub const IDEMPOTENT: Self = Self(0b11_1111);
+
+    /// The set of `methods` (upper case, as [`METHODS`] names them); Err names one it does not know.
+    pub fn of<'a>(methods: impl IntoIterator<Item = &'a str>) -> Result<Self, &'a str> {
+        let mut bits = 0u16;
+        for method in methods {
+            let idx = METHODS.iter().position(|known| *known == method).ok_or(method)?;
+            bits |= 1 << idx;
+        }
+        Ok(Self(bits))
+    }
+
+    /// Whether `method` is in the set.
+    pub fn contains(self, method: &hyper::Method) -> bool {
+        METHODS.iter().position(|known| *known == method.as_str()).is_some_and(|idx| self.0 & (1 << idx) != 0)
+    }
+}
+
+impl Default for MethodSet {
+    fn default() -> Self {
+        Self::IDEMPOTENT
+    }
 }
 
 /// Passive health checking: eject backends that keep failing.
@@ -234,6 +373,8 @@ impl Default for RetryPolicy {
             min_retries_per_second: 10,
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_millis(250),
+            retry_on: RetryOn::default(),
+            retry_methods: MethodSet::IDEMPOTENT,
         }
     }
 }

@@ -244,6 +244,10 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     shared.budget.deposit();
 
     let idempotent = is_idempotent(&head.method) || head.headers.contains_key(&IDEMPOTENCY_KEY);
+    // May go again after the backend processed it (a 5xx answer, a timeout): a method the policy names
+    // (the idempotent ones by default), or an `Idempotency-Key`.
+    let repeatable = cfg.retry.retry_methods.contains(&head.method) || head.headers.contains_key(&IDEMPOTENCY_KEY);
+    let retry_on = cfg.retry.retry_on;
     let may_retry = cfg.retry.max_attempts > 1;
     let template = if may_retry { body.replay() } else { None };
     let mut tried = Tried::default();
@@ -321,7 +325,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         }
         let in_flight = backend.begin();
         let retry_possible = round_attempts < cfg.retry.max_attempts;
-        let timeout_retry_possible = retry_possible && idempotent && template.is_some();
+        let timeout_retry_possible = retry_possible && repeatable && template.is_some();
         let attempt_deadline = if timeout_retry_possible {
             // At least the configured timeout, and twice the slowest answer lately: a service with slow
             // endpoints keeps its requests where they are instead of doubling them (`slow.rs`).
@@ -404,12 +408,18 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                     drop((answer, in_flight));
                     decided = Some(retry);
                 } else {
+                    // An answer the policy retries (a 5xx by default) goes to a backend this request has
+                    // not tried, within the attempts and the budget; it was judged above, so outlier
+                    // detection counts it against this backend all the same.
                     let retriable_status =
-                        matches!(status.as_u16(), 502..=504) && idempotent && template.is_some() && retry_possible;
+                        retry_on.status(status.as_u16()) && repeatable && template.is_some() && retry_possible;
                     if retriable_status && let Some(next) = next_backend(&tried) {
                         backend
                             .attempts
                             .record(Outcome::Status(status.as_u16()), shared.clock.now().since(attempt_start));
+                        if status.is_server_error() {
+                            shared.metrics.retried_5xx[backend.id.release.idx()].fetch_add(1, Relaxed);
+                        }
                         drop((answer, in_flight));
                         backend = next;
                         attempt += 1;
@@ -448,6 +458,9 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             Err(AttemptError::Connect(body)) => {
                 attempt_failed(shared, &backend, Outcome::ConnectFailure, attempt_start);
                 judge(shared, &backend, Outcome::ConnectFailure);
+                if !retry_on.connect_failure {
+                    break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
+                }
                 pending = Some(body);
             }
             Err(AttemptError::Busy(body)) => {
@@ -463,6 +476,9 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 }
                 attempt_failed(shared, &backend, Outcome::Reset, attempt_start);
                 judge(shared, &backend, Outcome::Reset);
+                if !retry_on.reset {
+                    break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
+                }
                 pending = unsent;
             }
         }

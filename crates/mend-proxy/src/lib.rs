@@ -71,7 +71,9 @@ mod upstream_h2;
 mod workers;
 
 pub use body::ProxyBody;
-pub use config::{LoadBalancing, OutlierPolicy, ProxyConfig, RetryPolicy, UpstreamProtocol};
+pub use config::{
+    LoadBalancing, METHODS, MethodSet, OutlierPolicy, ProxyConfig, RetryOn, RetryPolicy, StatusSet, UpstreamProtocol,
+};
 pub use error::ProxyError;
 pub use fault::{Fault, FaultKind, Partition};
 pub use proxy::{DrainOutcome, Proxy, ProxyHandle, ShutdownOutcome};

@@ -43,6 +43,8 @@ pub(crate) struct Metrics {
     pub(crate) callers: CallerTable,
     pub(crate) retries: AtomicU64,
     pub(crate) retries_denied: AtomicU64,
+    /// Attempts answered 5xx whose request went on to another backend, by the release that answered.
+    pub(crate) retried_5xx: [AtomicU64; 2],
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_open: AtomicU64,
 }
@@ -367,8 +369,10 @@ impl ProxyHandle {
             let registry = shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
             backends.extend(registry.retired.iter().map(|(backend, _)| backend_stats(backend, now)));
         }
-        let stable = metrics.releases[0].snapshot();
-        let canary = metrics.releases[1].snapshot();
+        let mut stable = metrics.releases[0].snapshot();
+        let mut canary = metrics.releases[1].snapshot();
+        stable.retried_5xx = metrics.retried_5xx[0].load(Relaxed);
+        canary.retried_5xx = metrics.retried_5xx[1].load(Relaxed);
         let local = metrics.local.snapshot();
         ProxyStats {
             total: sum(&[&stable, &canary, &local]),
@@ -379,6 +383,7 @@ impl ProxyHandle {
             callers: metrics.callers.snapshot(),
             retries: metrics.retries.load(Relaxed),
             retries_denied: metrics.retries_denied.load(Relaxed),
+            retries_on_5xx: metrics.retried_5xx.iter().map(|count| count.load(Relaxed)).sum(),
             connections_accepted: metrics.connections_accepted.load(Relaxed),
             connections_open: metrics.connections_open.load(Relaxed),
         }

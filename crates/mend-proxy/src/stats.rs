@@ -248,6 +248,8 @@ impl Counters {
             injected: total(|shard| &shard.injected),
             refused: total(|shard| &shard.refused),
             aborted: total(|shard| &shard.aborted),
+            // Kept per release by the proxy, not per counter set.
+            retried_5xx: 0,
             grpc: std::array::from_fn(|code| self.shards.iter().map(|shard| shard.grpc[code].load(Relaxed)).sum()),
             latency: LatencyHistogram {
                 cumulative,
@@ -355,6 +357,10 @@ pub struct RequestStats {
     pub refused: u64,
     /// Connections closed by an injected abort, with no response.
     pub aborted: u64,
+    /// Attempts on this release's backends answered 5xx and retried on another backend (the policy's
+    /// `retry_on`): the client got the other backend's answer, so these are in no status count above.
+    /// A release's own error ratio is `(status_5xx + retried_5xx) / (responses + retried_5xx)`.
+    pub retried_5xx: u64,
     /// gRPC responses by status code (indexed as [`GRPC_CODES`]): from `grpc-status` in the trailers, or
     /// in the headers of a trailers-only response; `UNKNOWN` when a gRPC response ended without one.
     pub grpc: [u64; 17],
@@ -384,6 +390,7 @@ impl RequestStats {
         self.injected += other.injected;
         self.refused += other.refused;
         self.aborted += other.aborted;
+        self.retried_5xx += other.retried_5xx;
         for (mine, theirs) in self.grpc.iter_mut().zip(other.grpc) {
             *mine += theirs;
         }
@@ -503,6 +510,8 @@ pub struct ProxyStats {
     pub retries: u64,
     /// Retries not sent because the retry budget was spent.
     pub retries_denied: u64,
+    /// Of the retries, those after a 5xx answer (a bad replica's errors that clients did not see).
+    pub retries_on_5xx: u64,
     /// Client connections accepted.
     pub connections_accepted: u64,
     /// Client connections open now.

@@ -329,7 +329,7 @@ impl Rollouts {
 
     fn window(&self, proxy: &ProxyHandle, rollout: &Rollout, start: &mut WindowStart) -> Window {
         let stats = proxy.stats();
-        let counts = |stats: &mend_proxy::RequestStats| (stats.responses(), stats.status_5xx);
+        let counts = own_answers;
         let (stable_now, canary_now) = (counts(&stats.stable), counts(&stats.canary));
         if start.since != rollout.since {
             // A new window: it counts from now.
@@ -373,6 +373,8 @@ impl Rollouts {
         let mut baseline_restarts = None;
         let mut finished = false;
         let mut deploy_failed = None;
+        // The replica the verdict's `bad_release` was raised on, to resolve it once the canary is out.
+        let mut verdict_on = None;
         if deploy {
             let (release, replicas) = {
                 let running = lock(&running);
@@ -452,7 +454,7 @@ impl Rollouts {
                         self.event(&rollout, format!("{} rolls {} back: {reason}", rollout.service, rollout.canary));
                         if !reason.starts_with("aborted by an operator") {
                             // The evidence, as an incident: a built-in `bad_release` on the canary.
-                            self.bad_release(&rollout, &reason);
+                            verdict_on = self.bad_release(&rollout, &reason);
                         }
                         let weight_zero =
                             self.act(&service, ActionKind::CanaryWeight { weight: 0 }, &reason, READY_WAIT).await;
@@ -488,6 +490,21 @@ impl Rollouts {
                     &rollout,
                     format!("{}'s rollout of {} ended: {}", rollout.service, rollout.canary, rollout.phase.as_str()),
                 );
+                if rollout.phase == RolloutPhase::RolledBack
+                    && let Some(replica) = verdict_on.take()
+                {
+                    // The canary is out and the stable release serves: the condition the verdict named
+                    // is over (the incident resolves once verified, instead of escalating as if the
+                    // rollback had not helped).
+                    let evidence = format!("resolved: {} was rolled back, {} serves", rollout.canary, rollout.stable);
+                    self.signals.signal(mend_incident::builtin::signal(
+                        BuiltinDiagnosis::BadRelease,
+                        &replica,
+                        SignalState::Resolved,
+                        self.clock.wall(),
+                        evidence,
+                    ));
+                }
                 if rollout.phase.is_done() {
                     break;
                 }
@@ -511,13 +528,13 @@ impl Rollouts {
         let Some(proxy) = self.traffic.proxy(rollout.service.as_str()) else { return };
         for _ in 0..3 {
             let stats = proxy.stats();
-            let (requests, errors) = (stats.stable.responses(), stats.stable.status_5xx);
+            let (requests, errors) = own_answers(&stats.stable);
             let written = proxy.latency_sample(Release::Stable, u64::MAX).written;
             tokio::time::sleep(interval).await;
             let stats = proxy.stats();
             let window = ReleaseWindow {
-                requests: stats.stable.responses().saturating_sub(requests),
-                errors: stats.stable.status_5xx.saturating_sub(errors),
+                requests: own_answers(&stats.stable).0.saturating_sub(requests),
+                errors: own_answers(&stats.stable).1.saturating_sub(errors),
                 latencies_ms: proxy.latency_sample(Release::Stable, written).latencies_ms,
             };
             let verdict =
@@ -530,17 +547,19 @@ impl Rollouts {
                     &after,
                     format!("{}: {} regressed after its promotion: {why}", rollout.service, rollout.canary),
                 );
-                self.bad_release(&after, &reason);
+                // Left firing: the policy's rollback restores the last good release, which is what
+                // the incident verifies.
+                let _ = self.bad_release(&after, &reason);
                 return;
             }
         }
     }
 
     /// Raises the built-in `bad_release` diagnosis on the canary's first replica, with the verdict as
-    /// its evidence (the heal stage opens an incident from it), and resolves it at once: the rollback is
-    /// the remedy already under way.
-    fn bad_release(&self, rollout: &Rollout, reason: &str) {
-        let Some(service) = self.supervisor.service(rollout.service.as_str()) else { return };
+    /// its evidence (the heal stage opens an incident from it); returns that replica. A canary's verdict
+    /// resolves once its rollback is done (in `drive`).
+    fn bad_release(&self, rollout: &Rollout, reason: &str) -> Option<ReplicaId> {
+        let service = self.supervisor.service(rollout.service.as_str())?;
         let statuses = service.statuses();
         let index = statuses
             .iter()
@@ -557,6 +576,7 @@ impl Rollouts {
             now,
             evidence,
         ));
+        Some(replica)
     }
 
     fn status_of(&self, service: &ServiceName) -> RolloutStatus {
@@ -680,4 +700,10 @@ impl RolloutApi for RolloutHandle {
         });
         Ok(self.0.status_of(&name))
     }
+}
+
+/// A release's own answers, (all, 5xx): those the clients got, and the 5xx the proxy retried on another
+/// replica (a retry hides a bad release's errors from clients, not from its verdict).
+fn own_answers(stats: &mend_proxy::RequestStats) -> (u64, u64) {
+    (stats.responses() + stats.retried_5xx, stats.status_5xx + stats.retried_5xx)
 }

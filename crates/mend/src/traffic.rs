@@ -92,6 +92,21 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
     if let Some(budget) = settings.retry_budget {
         config.retry.budget_ratio = budget;
     }
+    if let Some(retry_on) = &settings.retry_on {
+        config.retry.retry_on = mend_proxy::RetryOn {
+            server_errors: retry_on.server_errors,
+            gateway_errors: retry_on.gateway_errors,
+            reset: retry_on.reset,
+            connect_failure: retry_on.connect_failure,
+            // Validated as 5xx statuses, so nothing is left out.
+            statuses: mend_proxy::StatusSet::of(retry_on.statuses.iter().copied()).unwrap_or_default(),
+        };
+    }
+    if let Some(methods) = &settings.retry_methods {
+        // Validated against the same names.
+        config.retry.retry_methods =
+            mend_proxy::MethodSet::of(methods.iter().map(String::as_str)).unwrap_or(mend_proxy::MethodSet::IDEMPOTENT);
+    }
     if let Some(failures) = settings.ejection_failures {
         config.outlier.consecutive_failures = failures;
     }
@@ -619,6 +634,11 @@ fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats
     }
     append(store, "mend_proxy_retries_total", &[("service", service)], stats.retries as f64);
     append(store, "mend_proxy_retries_denied_total", &[("service", service)], stats.retries_denied as f64);
+    // A bad replica's 5xx answers that went on to another replica (clients did not see them).
+    for (release, figures) in [("stable", &stats.stable), ("canary", &stats.canary)] {
+        let pairs = [("service", service), ("release", release)];
+        append(store, "mend_proxy_retries_on_5xx_total", &pairs, figures.retried_5xx as f64);
+    }
     append(store, "mend_proxy_connections_open", &[("service", service)], stats.connections_open as f64);
     for backend in stats.backends.iter().filter(|backend| backend.in_table) {
         let replica = backend.id.index.to_string();
@@ -760,5 +780,20 @@ mod tests {
         let set = proxy_config(&settings("connect_timeout = \"400ms\"\n"));
         assert_eq!(set.connect_timeout, Duration::from_millis(400));
         assert_eq!(set.loopback_connect_timeout, Duration::from_millis(400), "the replicas are on loopback");
+    }
+
+    #[test]
+    fn the_retry_policy_from_the_file_reaches_the_proxy() {
+        let defaults = proxy_config(&settings(""));
+        assert_eq!(defaults.retry.retry_on, mend_proxy::RetryOn::default(), "unset, mend-proxy's default holds");
+        assert!(defaults.retry.retry_on.status(500));
+        let set = proxy_config(&settings(
+            "retry_on = [\"gateway-error\", \"retriable-status-codes\"]\nretriable_status_codes = [507]\nretry_methods = [\"GET\", \"POST\"]\n",
+        ));
+        let retry_on = set.retry.retry_on;
+        assert_eq!((retry_on.status(500), retry_on.status(503), retry_on.status(507)), (false, true, true));
+        assert!(!retry_on.reset && !retry_on.connect_failure);
+        assert!(set.retry.retry_methods.contains(&hyper::Method::POST));
+        assert!(!set.retry.retry_methods.contains(&hyper::Method::PUT));
     }
 }

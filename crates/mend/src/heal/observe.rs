@@ -56,7 +56,7 @@ pub(crate) fn fact_of(event: &Event) -> Option<(ServiceName, LifecycleFact)> {
         // exited (those are facts of their own).
         EventKind::Unready if text("reason").is_some_and(|reason| reason.contains("probe")) => Lifecycle::Unready,
         EventKind::Ready => Lifecycle::Ready,
-        EventKind::Ejected => Lifecycle::Ejected,
+        EventKind::Ejected => Lifecycle::Ejected(mend_incident::builtin::ejection_facts(event)),
         EventKind::ProbeFailed => {
             let probe = match text("probe")? {
                 "liveness" => ProbeKind::Liveness,

@@ -250,9 +250,25 @@ impl Bucket {
     }
 }
 
+/// How far back an ejection event reports what the ejected replica's siblings answered.
+pub(crate) const SIBLINGS_WINDOW: Duration = Duration::from_secs(30);
+
+/// A backend's attempts and failed attempts (5xx, failed connects, resets, timeouts) so far.
+fn answers(backend: &mend_proxy::BackendStats) -> (u64, u64) {
+    let attempts = &backend.attempts;
+    let failed = attempts.connect_failures + attempts.resets + attempts.timeouts;
+    (attempts.responses() + failed, attempts.status_5xx + failed)
+}
+
+/// Each backend's [`answers`] at one look.
+type Answers = HashMap<BackendId, (u64, u64)>;
+
 /// Ejections of a service's replicas as seen at each look, turned into rate-limited events.
 pub(crate) struct EjectionLog {
     seen: HashMap<BackendId, Seen>,
+    /// Each backend's [`answers`] at the looks of the last [`SIBLINGS_WINDOW`] (and the one before),
+    /// oldest first: what an ejected replica's siblings answered meanwhile.
+    history: std::collections::VecDeque<(Instant, Answers)>,
     bucket: Bucket,
     /// Ejections not reported one by one since the last summary, and since when.
     unreported: Option<(u64, Instant)>,
@@ -262,7 +278,13 @@ pub(crate) struct EjectionLog {
 
 impl Default for EjectionLog {
     fn default() -> Self {
-        Self { seen: HashMap::new(), bucket: Bucket { tokens: Bucket::CAPACITY, at: None }, unreported: None, total: 0 }
+        Self {
+            seen: HashMap::new(),
+            history: std::collections::VecDeque::new(),
+            bucket: Bucket { tokens: Bucket::CAPACITY, at: None },
+            unreported: None,
+            total: 0,
+        }
     }
 }
 
@@ -295,6 +317,36 @@ impl EjectionLog {
                     .detail("unreported_ejections", ejections),
             );
         }
+        let now_answers: Answers = stats.backends.iter().map(|backend| (backend.id, answers(backend))).collect();
+        while self.history.len() > 1
+            && self.history.get(1).is_some_and(|(at, _)| now.saturating_duration_since(*at) >= SIBLINGS_WINDOW)
+        {
+            self.history.pop_front();
+        }
+        // What `backend`'s siblings (in the table, same release, not draining) answered since the oldest
+        // look of the window: (replica, attempts, failed).
+        let siblings_of = |ejected: &mend_proxy::BackendStats| -> Vec<(u32, u64, u64)> {
+            stats
+                .backends
+                .iter()
+                .filter(|other| {
+                    other.in_table
+                        && !other.draining
+                        && other.id.release == ejected.id.release
+                        && other.id.index != ejected.id.index
+                })
+                .map(|other| {
+                    let (attempts, failed) = answers(other);
+                    let (attempts_then, failed_then) = self
+                        .history
+                        .iter()
+                        .find_map(|(_, look)| look.get(&other.id).copied())
+                        .filter(|(then, _)| *then <= attempts)
+                        .unwrap_or((0, 0));
+                    (other.id.index, attempts - attempts_then, failed.saturating_sub(failed_then))
+                })
+                .collect()
+        };
         // Every backend the proxy lists is remembered, in the table or not: the table holds ready
         // replicas only, and a replica ready again within a minute gets its backend back with its
         // cumulative count, whose past ejections are not new.
@@ -326,7 +378,8 @@ impl EjectionLog {
                 && let Some(ejection) = &backend.last_ejection
             {
                 if self.bucket.take(now) {
-                    events.push(ejected_event(&replica, backend.id, ejection, new_ejections, wall));
+                    let event = ejected_event(&replica, backend.id, ejection, new_ejections, wall);
+                    events.push(with_siblings(event, &siblings_of(backend)));
                     now_seen.reported = true;
                     if returned {
                         events.push(returned_event(&replica, Some(ejection), wall));
@@ -341,6 +394,7 @@ impl EjectionLog {
         }
         // Backends the proxy no longer lists are forgotten (one that comes back starts from zero).
         self.seen = next;
+        self.history.push_back((now, now_answers));
         events
     }
 }
@@ -367,6 +421,18 @@ fn ejected_event(replica: &ReplicaId, id: BackendId, ejection: &Ejection, count:
         event = event.detail("status", status);
     }
     event
+}
+
+/// The ejected replica's siblings as the event's details: `siblings` = `[{replica, attempts, errors}]`
+/// over the last `siblings_window_seconds` (read back by `mend_incident::builtin::ejection_facts`).
+fn with_siblings(event: Event, siblings: &[(u32, u64, u64)]) -> Event {
+    let siblings: Vec<serde_json::Value> = siblings
+        .iter()
+        .map(|(replica, attempts, errors)| {
+            serde_json::json!({"replica": replica, "attempts": attempts, "errors": errors})
+        })
+        .collect();
+    event.detail("siblings", siblings).detail("siblings_window_seconds", SIBLINGS_WINDOW.as_secs())
 }
 
 fn returned_event(replica: &ReplicaId, ejection: Option<&Ejection>, wall: Timestamp) -> Event {
@@ -458,6 +524,36 @@ mod tests {
                 "total 1",
             ],
         );
+    }
+
+    #[test]
+    fn an_ejection_says_what_its_siblings_answered_over_the_window() {
+        let answered = |index: u32, ok: u64, errors: u64, ejections: u64| BackendStats {
+            attempts: RequestStats { status_2xx: ok, status_5xx: errors, ..RequestStats::default() },
+            ..backend(index, ejections, ejections > 0)
+        };
+        let start = mend_types::Clock::now(&mend_types::SystemClock);
+        let mut log = EjectionLog::default();
+        let mut last = Vec::new();
+        // Replica 0 answers 10 a second; 2 had 5 errors 40 s ago (out of the window), 1 goes bad at 45 s.
+        for t in 0..=45_u64 {
+            let errors_of_2 = if t >= 5 { 5 } else { 0 };
+            let backends = vec![
+                answered(0, 10 * t, 0, 0),
+                answered(1, 10 * t, if t == 45 { 3 } else { 0 }, u64::from(t == 45)),
+                answered(2, 10 * t, errors_of_2, 0),
+            ];
+            let stats = ProxyStats { backends, ..ProxyStats::default() };
+            last = log.observe(&service(), &stats, start + Duration::from_secs(t), Timestamp::from_millis(0));
+        }
+        let ejected = last.iter().find(|event| event.kind == EventKind::Ejected).expect("ejected at 45 s");
+        assert_eq!(
+            ejected.details["siblings"],
+            serde_json::json!([{"replica": 0, "attempts": 300, "errors": 0}, {"replica": 2, "attempts": 300, "errors": 0}])
+        );
+        let facts = mend_incident::builtin::ejection_facts(ejected);
+        assert_eq!((facts.status, facts.in_a_row, facts.window), (Some(503), 3, SIBLINGS_WINDOW));
+        assert!(facts.for_errors() && facts.siblings_healthy());
     }
 
     #[test]
