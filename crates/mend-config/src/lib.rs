@@ -32,6 +32,7 @@ mod model;
 mod promql;
 mod raw;
 mod template;
+mod trace;
 mod validate;
 
 use std::path::Path;
@@ -53,6 +54,7 @@ pub use model::{
     ReleaseSpec, RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, UpstreamProtocol,
     parse_size, split_host_port,
 };
+pub use trace::{TraceExport, Tracing};
 pub use template::{Placeholder, Template, TemplateVars};
 
 /// Parses and validates config `text`; `file` names it in errors and relative paths resolve against
