@@ -45,7 +45,7 @@ pub struct Tracing {
     pub keep_errors: bool,
     /// Memory bound of the in-memory span store.
     pub store_max_bytes: usize,
-    /// Largest OTLP request body accepted on `POST /v1/traces`.
+    /// Largest OTLP request body accepted on `POST /v1/traces` (at most the API's 1 MiB).
     pub otlp_max_body_bytes: usize,
     /// Export over OTLP/HTTP, if configured.
     pub export: Option<TraceExport>,
@@ -74,22 +74,28 @@ impl Default for Tracing {
             slow: Duration::from_millis(500),
             keep_errors: true,
             store_max_bytes: 16 << 20,
-            otlp_max_body_bytes: 4 << 20,
+            otlp_max_body_bytes: 1 << 20,
             export: None,
         }
     }
 }
 
-fn size(problems: &mut Problems<'_>, path: &KeyPath, value: Option<&IntOrString>, min: usize, default: usize) -> usize {
+fn size(
+    problems: &mut Problems<'_>,
+    path: &KeyPath,
+    value: Option<&IntOrString>,
+    (min, max): (usize, usize),
+    default: usize,
+) -> usize {
     let bytes = match value {
         None => return default,
         Some(IntOrString::Int(bytes)) => Ok(*bytes as f64),
         Some(IntOrString::String(text)) => crate::model::parse_size(text),
     };
     match bytes {
-        Ok(bytes) if bytes >= min as f64 && bytes <= (1u64 << 40) as f64 => bytes as usize,
+        Ok(bytes) if bytes >= min as f64 && bytes <= max as f64 => bytes as usize,
         Ok(bytes) => {
-            problems.add(path, format!("{bytes} bytes is out of range (allowed: {min} to 1TiB)"));
+            problems.add(path, format!("{bytes} bytes is out of range (allowed: {min} to {max})"));
             default
         }
         Err(message) => {
@@ -126,14 +132,14 @@ pub(crate) fn validate(problems: &mut Problems<'_>, raw: Option<&RawTracing>) ->
             problems,
             &root.key("store_max_bytes"),
             raw.store_max_bytes.as_ref(),
-            64 << 10,
+            (64 << 10, 1 << 40),
             defaults.store_max_bytes,
         ),
         otlp_max_body_bytes: size(
             problems,
             &root.key("otlp_max_body_bytes"),
             raw.otlp_max_body_bytes.as_ref(),
-            1 << 10,
+            (1 << 10, 1 << 20),
             defaults.otlp_max_body_bytes,
         ),
         export,

@@ -87,7 +87,7 @@ pub struct PipelineCounters {
 }
 
 /// A snapshot of [`PipelineCounters`] and the store's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TracingStats {
     /// Spans recorded by the proxies.
     pub recorded: u64,

@@ -30,7 +30,7 @@ pub struct TraceQuery {
 }
 
 /// One trace in a listing.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TraceSummary {
     /// The trace.
     pub trace_id: String,
@@ -59,7 +59,7 @@ struct Trace {
 }
 
 /// Counters of the store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreStats {
     /// Traces held.
     pub traces: usize,

@@ -151,7 +151,10 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
     // Proxies bind before any replica starts, so that a taken port fails fast.
-    let mut traffic = Traffic::bind(&config, events.clone(), clock.clone()).await?;
+    // Tracing (`[tracing]`): the span store, OTLP export and intake; off, the proxies read no trace header.
+    let tracing = config.tracing.enabled.then(|| Arc::new(crate::traces::start(&config.tracing)));
+    let mut traffic =
+        Traffic::bind(&config, events.clone(), clock.clone(), tracing.as_ref().map(|t| t.recorder()).as_ref()).await?;
 
     // Replicas are spawned through `mend __exec` so that they die with mend (see mend_supervisor::spawn).
     let spawner = Spawner::start(tokio::runtime::Handle::current(), Some("/proc/self/exe".into()))
@@ -280,6 +283,13 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         stream: Arc::new(mend_api::StreamHub::new(bus.clone())),
         chaos: Arc::new(chaos.clone()),
         rollouts: Arc::new(crate::rollout::RolloutHandle(rollouts.clone())),
+        traces: tracing.clone().map(|tracing| {
+            Arc::new(mend_api::TraceApi {
+                tracing,
+                slow: config.tracing.slow,
+                max_body_bytes: config.tracing.otlp_max_body_bytes,
+            })
+        }),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());

@@ -14,6 +14,7 @@ mod output;
 mod reload;
 mod replay;
 mod rollout;
+mod traces;
 mod traffic;
 
 use std::process::ExitCode;

@@ -107,6 +107,28 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
     config
 }
 
+/// How a service's proxy traces (`[tracing]`, with the service's `proxy.trace_ratio` over its ratio).
+fn proxy_tracing(
+    config: &Config,
+    service: &Service,
+    settings: &mend_config::ProxySettings,
+    recorder: &mend_trace::SpanRecorder,
+    clock: &dyn Clock,
+) -> mend_proxy::ProxyTracing {
+    let tracing = &config.tracing;
+    mend_proxy::ProxyTracing {
+        service: service.name.to_string(),
+        sampling: mend_trace::Sampling {
+            ratio: settings.trace_ratio.unwrap_or(tracing.ratio),
+            slow: tracing.slow,
+            keep_errors: tracing.keep_errors,
+        },
+        recorder: recorder.clone(),
+        // The proxy's clock starts at its bind, just after this: spans' times are this plus that clock.
+        unix_nanos_at_bind: u64::try_from(clock.wall().as_millis()).unwrap_or(0).saturating_mul(1_000_000),
+    }
+}
+
 impl ServiceProxy {
     fn service(&self) -> Arc<Service> {
         self.service.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -217,11 +239,13 @@ impl Traffic {
         config: &Config,
         events: Arc<dyn EventSink>,
         clock: Arc<dyn Clock>,
+        spans: Option<&mend_trace::SpanRecorder>,
     ) -> anyhow::Result<Self> {
         let mut proxies = HashMap::new();
         for service in &config.services {
             let Some(settings) = &service.proxy else { continue };
-            let proxy_config = proxy_config(settings);
+            let mut proxy_config = proxy_config(settings);
+            proxy_config.tracing = spans.map(|recorder| proxy_tracing(config, service, settings, recorder, clock.as_ref()));
             let drain_timeout = proxy_config.drain_timeout;
             let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
             let handle = Proxy::bind(proxy_config, routes_rx).await.with_context(|| {
