@@ -101,8 +101,9 @@ pub(crate) async fn trace(
     Path(trace_id): Path<String>,
 ) -> Result<Json<TraceDto>, ApiError> {
     let api = tracing_api(&state)?;
-    let id = TraceId::parse_hex(&trace_id)
-        .ok_or_else(|| bad_request(format!("invalid trace id {trace_id:?} (32 lowercase hex digits, not all zeros)")))?;
+    let id = TraceId::parse_hex(&trace_id).ok_or_else(|| {
+        bad_request(format!("invalid trace id {trace_id:?} (32 lowercase hex digits, not all zeros)"))
+    })?;
     let spans = api
         .tracing
         .trace(id)
@@ -160,7 +161,9 @@ pub(crate) fn openmetrics(stats: &TracingStats) -> String {
     out.push_str("# HELP mend_trace_spans_exported Spans sent to the OTLP endpoint.\n");
     out.push_str("# TYPE mend_trace_spans_exported counter\n");
     out.push_str(&format!("mend_trace_spans_exported_total {}\n", stats.exported));
-    out.push_str("# HELP mend_trace_spans_dropped Spans dropped, by why: intake full, export queue full, export failed.\n");
+    out.push_str(
+        "# HELP mend_trace_spans_dropped Spans dropped, by why: intake full, export queue full, export failed.\n",
+    );
     out.push_str("# TYPE mend_trace_spans_dropped counter\n");
     for (outcome, n_spans) in [
         ("intake_full", stats.dropped_intake),

@@ -54,8 +54,8 @@ pub use model::{
     ReleaseSpec, RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, UpstreamProtocol,
     parse_size, split_host_port,
 };
-pub use trace::{TraceExport, Tracing};
 pub use template::{Placeholder, Template, TemplateVars};
+pub use trace::{TraceExport, Tracing};
 
 /// Parses and validates config `text`; `file` names it in errors and relative paths resolve against
 /// `base_dir`.

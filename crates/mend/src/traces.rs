@@ -71,7 +71,8 @@ pub(crate) async fn command(
 }
 
 fn traces_table(traces: &mend_api::TracesDto) -> String {
-    let mut out = format!("{:<32}  {:>10}  {:>6}  {:>5}  {:<16}  ROOT\n", "TRACE", "DURATION", "STATUS", "SPANS", "SERVICE");
+    let mut out =
+        format!("{:<32}  {:>10}  {:>6}  {:>5}  {:<16}  ROOT\n", "TRACE", "DURATION", "STATUS", "SPANS", "SERVICE");
     for trace in &traces.traces {
         let status = trace.http_status.map_or_else(|| "-".to_owned(), |status| status.to_string());
         let flag = if trace.error { " !" } else { "" };
@@ -103,7 +104,11 @@ fn traces_table(traces: &mend_api::TracesDto) -> String {
 fn spans_table(trace: &mend_api::TraceDto) -> String {
     let start = trace.spans.iter().map(|span| span.start_unix_nanos).min().unwrap_or(0);
     let mut out = format!("trace {}\n", trace.trace_id);
-    let _ = writeln!(out, "{:>9}  {:>10}  {:>6}  {:<16}  {:<16}  {:<16}  NAME", "AT", "DURATION", "STATUS", "SPAN", "PARENT", "SERVICE");
+    let _ = writeln!(
+        out,
+        "{:>9}  {:>10}  {:>6}  {:<16}  {:<16}  {:<16}  NAME",
+        "AT", "DURATION", "STATUS", "SPAN", "PARENT", "SERVICE"
+    );
     for span in &trace.spans {
         let status = span.http_status.map_or_else(|| "-".to_owned(), |status| status.to_string());
         let parent = span.parent_id.map_or_else(|| "-".to_owned(), |id| id.to_string());

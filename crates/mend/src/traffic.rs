@@ -245,7 +245,8 @@ impl Traffic {
         for service in &config.services {
             let Some(settings) = &service.proxy else { continue };
             let mut proxy_config = proxy_config(settings);
-            proxy_config.tracing = spans.map(|recorder| proxy_tracing(config, service, settings, recorder, clock.as_ref()));
+            proxy_config.tracing =
+                spans.map(|recorder| proxy_tracing(config, service, settings, recorder, clock.as_ref()));
             let drain_timeout = proxy_config.drain_timeout;
             let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
             let handle = Proxy::bind(proxy_config, routes_rx).await.with_context(|| {

@@ -59,7 +59,8 @@ fn receiver() -> (SocketAddr, mpsc::Receiver<ExportTraceServiceRequest>) {
                     raw.extend_from_slice(&buf[..n]);
                 }
                 let request = ExportTraceServiceRequest::decode(&raw[head_end..head_end + length]).expect("OTLP");
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n");
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n");
                 let _ = tx.send(request);
             });
         }
@@ -141,7 +142,10 @@ fn an_error_span_is_exported_and_spans_sent_in_join_it() {
     // The service's own span, child of the proxy's, sent in over OTLP.
     let theirs = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![string_attr("service.name", "web-internal")], ..Resource::default() }),
+            resource: Some(Resource {
+                attributes: vec![string_attr("service.name", "web-internal")],
+                ..Resource::default()
+            }),
             scope_spans: vec![ScopeSpans {
                 spans: vec![Span {
                     trace_id: unhex(TRACE),
@@ -245,7 +249,8 @@ fn a_receiver_that_never_answers_slows_no_request_and_drops_are_counted() {
     assert!(started.elapsed() < Duration::from_secs(45), "50 requests took {:?}", started.elapsed());
     eventually(Duration::from_secs(10), "drops counted", || {
         let metrics = get(daemon.api, "/metrics").body;
-        let line = metrics.lines().find(|line| line.starts_with("mend_trace_spans_dropped_total{outcome=\"queue_full\"}"))?;
+        let line =
+            metrics.lines().find(|line| line.starts_with("mend_trace_spans_dropped_total{outcome=\"queue_full\"}"))?;
         let dropped: u64 = line.rsplit(' ').next()?.parse().ok()?;
         (dropped >= 40).then_some(dropped)
     });
