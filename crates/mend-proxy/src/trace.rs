@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Request, Response};
 use mend_trace::{Sampling, Span, SpanEvent, SpanId, SpanKind, SpanRecorder, SpanSource, TraceId, TraceParent};
 
@@ -21,8 +21,10 @@ use crate::route::BackendId;
 use crate::server::ConnState;
 use crate::stats::EjectionReason;
 
-/// The header names.
-const TRACEPARENT: &str = "traceparent";
+/// The header name, made once (a `&str` name is parsed and hashed anew at every use).
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// Most bytes of a route a span keeps (copied on the stack at the start: no allocation unless kept).
+const ROUTE_BYTES: usize = 256;
 
 /// How a proxy traces.
 #[derive(Debug, Clone)]
@@ -44,11 +46,16 @@ impl PartialEq for ProxyTracing {
     }
 }
 
-/// What the request path noted during a traced request.
+/// What the request path noted during a traced request. Nothing is allocated unless a request is
+/// retried or ejects a backend.
 #[derive(Debug, Default)]
 struct Notes {
-    /// The backend of each attempt, in order, with the proxy-clock time it started.
-    attempts: Vec<(BackendId, std::net::SocketAddr, u64)>,
+    /// Attempts made.
+    n_attempts: usize,
+    /// The backend of the latest attempt.
+    last: Option<(BackendId, std::net::SocketAddr)>,
+    /// Attempts after the first (retries): the backend and the proxy-clock time it started.
+    retries: Vec<(BackendId, u64)>,
     /// Ejections decided during the request.
     ejections: Vec<(BackendId, EjectionReason, u64)>,
 }
@@ -59,7 +66,14 @@ tokio::task_local! {
 
 /// Notes an attempt on `backend` (call only when tracing is on).
 pub(crate) fn note_attempt(backend: BackendId, addr: std::net::SocketAddr, at_nanos: u64) {
-    let _outside = NOTES.try_with(|notes| notes.borrow_mut().attempts.push((backend, addr, at_nanos)));
+    let _outside = NOTES.try_with(|notes| {
+        let mut notes = notes.borrow_mut();
+        notes.n_attempts += 1;
+        if notes.n_attempts > 1 {
+            notes.retries.push((backend, at_nanos));
+        }
+        notes.last = Some((backend, addr));
+    });
 }
 
 /// Notes that `backend` was ejected (does nothing outside a traced request).
@@ -70,7 +84,7 @@ pub(crate) fn note_ejection(backend: BackendId, reason: EjectionReason, at_nanos
 /// The incoming parent: one valid `traceparent`, else none (an invalid or repeated one counts as absent,
 /// W3C Trace Context §4.3).
 fn incoming_parent(headers: &HeaderMap) -> Option<TraceParent> {
-    let mut values = headers.get_all(TRACEPARENT).iter();
+    let mut values = headers.get_all(&TRACEPARENT).iter();
     let first = values.next()?;
     if values.next().is_some() {
         return None;
@@ -80,10 +94,13 @@ fn incoming_parent(headers: &HeaderMap) -> Option<TraceParent> {
 
 /// Serves one request: untraced at once when tracing is off.
 pub(crate) async fn serve(conn: Arc<ConnState>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Aborted> {
-    let Some(tracing) = conn.shared.config.tracing.clone() else {
+    if conn.shared.config.tracing.is_none() {
         return forward::handle(conn, request).await;
-    };
-    traced(&tracing, conn, request).await
+    }
+    // The connection's own `Arc` (not the proxy-wide one) keeps the config borrowed across the request.
+    let held = conn.clone();
+    let Some(tracing) = held.shared.config.tracing.as_ref() else { return forward::handle(conn, request).await };
+    traced(tracing, conn, request).await
 }
 
 async fn traced(
@@ -100,12 +117,19 @@ async fn traced(
     // The backend's parent is this span; `tracestate` goes through as it came.
     let outgoing = TraceParent { trace_id, parent_id: span_id, sampled }.encode();
     let headers = request.headers_mut();
-    headers.remove(TRACEPARENT);
     if let Ok(value) = HeaderValue::from_bytes(&outgoing) {
-        headers.insert(TRACEPARENT, value);
+        // `insert` replaces every value the request had.
+        headers.insert(&TRACEPARENT, value);
     }
-    let method = request.method().as_str().to_owned();
-    let route = request.uri().path().to_owned();
+    // A standard method clones without allocating; the route is copied on the stack.
+    let method = request.method().clone();
+    let mut route_buf = [0u8; ROUTE_BYTES];
+    let path = request.uri().path();
+    let mut route_len = path.len().min(ROUTE_BYTES);
+    while !path.is_char_boundary(route_len) {
+        route_len -= 1;
+    }
+    route_buf[..route_len].copy_from_slice(&path.as_bytes()[..route_len]);
 
     let (result, notes) = NOTES
         .scope(RefCell::new(Notes::default()), async {
@@ -119,21 +143,21 @@ async fn traced(
     let error = http_status.is_none_or(|status| status >= 500);
     let Some(kept) = tracing.sampling.keep(sampled, error, duration) else { return result };
     let unix = |at: u64| tracing.unix_nanos_at_bind.saturating_add(at);
+    let route = std::str::from_utf8(&route_buf[..route_len]).unwrap_or("/");
     let mut attributes = vec![
-        ("http.request.method".to_owned(), method.clone()),
-        ("url.path".to_owned(), route.clone()),
-        ("mend.retries".to_owned(), notes.attempts.len().saturating_sub(1).to_string()),
+        ("http.request.method".to_owned(), method.as_str().to_owned()),
+        ("url.path".to_owned(), route.to_owned()),
+        ("mend.retries".to_owned(), notes.retries.len().to_string()),
     ];
-    if let Some((backend, addr, _)) = notes.attempts.last() {
+    if let Some((backend, addr)) = &notes.last {
         attributes.push(("mend.release".to_owned(), backend.release.as_str().to_owned()));
         attributes.push(("mend.replica".to_owned(), backend.index.to_string()));
         attributes.push(("server.address".to_owned(), addr.to_string()));
     }
     let mut events: Vec<SpanEvent> = notes
-        .attempts
+        .retries
         .iter()
-        .skip(1)
-        .map(|(backend, _, at)| SpanEvent {
+        .map(|(backend, at)| SpanEvent {
             unix_nanos: unix(*at),
             name: "retry".to_owned(),
             attributes: vec![
