@@ -6,7 +6,9 @@ move ±15 % between runs, more than the overhead asked about. Here the three con
 each round (same load on the machine for each), and the median of the per-round ratios to "off" is
 reported. Needs what bench.py needs (wrk, the release builds of mend-demo and the proxy example).
 
-    python3 bench/proxy/tracing_overhead.py [--rounds 7] [--duration 5] [--workers 1]
+    python3 bench/proxy/tracing_overhead.py [--rounds 7] [--duration 5] [--workers 1] [--zero]
+
+`--zero` measures ratio 0 (the per-request hook, no span kept) beside 1 % instead of 100 %.
 """
 import argparse
 import statistics
@@ -24,8 +26,12 @@ def main():
     parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per measurement")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--zero", action="store_true", help="off, 0 %% and 1 %% (instead of off, 1 %%, 100 %%)")
     parser.add_argument("--demo", default=bench.os.path.join(bench.ROOT, "target/release/mend-demo"))
     args = parser.parse_args()
+    global CONFIGS
+    if args.zero:
+        CONFIGS = (("off", []), ("0 %", ["--trace-ratio", "0.0"]), ("1 %", ["--trace-ratio", "0.01"]))
     for label, extra in CONFIGS:
         bench.MEND_BUILDS[label] = bench.MEND_BUILDS["mend-proxy"]
         bench.MEND_ARGS[label] = extra
