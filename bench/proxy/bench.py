@@ -139,6 +139,8 @@ def render(template, out, **values):
 # mend-proxy builds by label: "mend-proxy" is this tree's; `--build LABEL=PATH` adds others, so that two
 # builds run side by side in one run (same load on the machine) next to nginx and haproxy.
 MEND_BUILDS = {"mend-proxy": os.path.join(ROOT, "target/release/examples/proxy")}
+# Extra arguments of a mend build: `--tracing` adds the same binary with tracing on at 1 % and 100 %.
+MEND_ARGS = {}
 
 
 def is_mend(kind):
@@ -150,7 +152,7 @@ def make_proxy(kind, workers, ups, tmp, read_timeout="5s"):
     cpus = "0" if workers == 1 else "0-1"
     if is_mend(kind):
         argv = ["taskset", "-c", cpus, MEND_BUILDS[kind], "--listen",
-                f"127.0.0.1:{port}", "--threads", str(workers)]
+                f"127.0.0.1:{port}", "--threads", str(workers)] + MEND_ARGS.get(kind, [])
         for up in ups:
             argv += ["--upstream", f"127.0.0.1:{up}"]
         if workers > 1:
@@ -468,8 +470,16 @@ def main():
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-failover", action="store_true")
     parser.add_argument("--json")
+    parser.add_argument("--tracing", action="store_true",
+                        help="also run mend-proxy with tracing at 1 %% and 100 %% (trace-1, trace-100)")
     args = parser.parse_args()
     MEND_BUILDS["mend-proxy"] = args.mend_proxy
+    if args.tracing:
+        for label, ratio in (("trace-1", "0.01"), ("trace-100", "1.0")):
+            MEND_BUILDS[label] = args.mend_proxy
+            MEND_ARGS[label] = ["--trace-ratio", ratio]
+            if label not in args.proxies.split(","):
+                args.proxies += f",{label}"
     for build in args.build:
         label, _, path = build.partition("=")
         if not label or not path or label in ("nginx", "haproxy", "haproxy-active"):

@@ -17,6 +17,7 @@ mod rollout;
 mod routes;
 mod server;
 mod stream;
+mod traces;
 mod traffic;
 mod ui;
 
@@ -41,5 +42,6 @@ pub use rollout::{DeployOrder, NoRollouts, RolloutApi, RolloutError, RolloutOrde
 pub use routes::{ApiState, ReloadRequest, router};
 pub use server::{MAX_REQUEST_BODY_BYTES, ServeLimits, serve};
 pub use stream::{MAX_STREAM_CLIENTS, StreamHub, StreamMessage};
+pub use traces::{MAX_TRACE_LIMIT, TraceApi, TraceDto, TracesDto};
 pub use traffic::{FaultSpec, MAX_FAULT_DURATION, NoTraffic, TrafficApi};
 pub use ui::CONTENT_SECURITY_POLICY;

@@ -67,6 +67,8 @@ pub struct ApiState {
     pub rollouts: Arc<dyn crate::RolloutApi>,
     /// The post-incident reports (`/api/v1/incidents/{id}/report`).
     pub reports: Arc<dyn crate::ReportApi>,
+    /// The span store and OTLP intake (`None`: tracing is off).
+    pub traces: Option<Arc<crate::TraceApi>>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -121,6 +123,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/healing/{what}", post(crate::healing::pause))
         .route("/api/v1/incidents/{id}/feedback", post(crate::learn::feedback))
         .route("/api/v1/learn/reset", post(crate::learn::reset))
+        .route("/v1/traces", post(crate::traces::accept))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(crate::ui::root))
@@ -146,6 +149,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/actions", get(crate::healing::actions))
         .route("/api/v1/healing", get(crate::healing::status))
         .route("/api/v1/learn", get(crate::learn::report))
+        .route("/api/v1/traces", get(crate::traces::list))
+        .route("/api/v1/traces/{trace_id}", get(crate::traces::trace))
         .route("/api/v1/query", get(crate::query::instant).post(crate::query::instant))
         .route("/api/v1/query_range", get(crate::query::range).post(crate::query::range))
         .route("/api/v1/series", get(crate::query::series).post(crate::query::series))
@@ -281,6 +286,13 @@ async fn metrics_page(State(state): State<ApiState>, headers: HeaderMap) -> Resp
         &state.healing.action_counts(),
         &state.stream,
     );
+    let openmetrics = match &state.traces {
+        Some(traces) => match openmetrics.strip_suffix("# EOF\n") {
+            Some(head) => format!("{head}{}# EOF\n", crate::traces::openmetrics(&traces.tracing.stats())),
+            None => openmetrics,
+        },
+        None => openmetrics,
+    };
     let (content_type, body) = if metrics::accepts_openmetrics(&headers) {
         (metrics::OPENMETRICS_CONTENT_TYPE, openmetrics)
     } else {

@@ -33,6 +33,7 @@ mod promql;
 mod raw;
 mod retry;
 mod template;
+mod trace;
 mod validate;
 
 use std::path::Path;
@@ -56,6 +57,7 @@ pub use model::{
 };
 pub use retry::RetryOn;
 pub use template::{Placeholder, Template, TemplateVars};
+pub use trace::{TraceExport, Tracing};
 
 /// Parses and validates config `text`; `file` names it in errors and relative paths resolve against
 /// `base_dir`.

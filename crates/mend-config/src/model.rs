@@ -41,6 +41,8 @@ pub struct Config {
     pub chaos: crate::chaos::Chaos,
     /// How mend learns from outcomes and feedback (`[learn]`).
     pub learn: crate::learn::Learn,
+    /// Distributed tracing (`[tracing]`); off without the table.
+    pub tracing: crate::trace::Tracing,
 }
 
 impl Config {
@@ -500,6 +502,8 @@ pub struct ProxySettings {
     pub slow_start: Option<Duration>,
     /// Bound on draining a replica before it is stopped.
     pub drain_timeout: Option<Duration>,
+    /// This service's share of new traces sampled at their start, overriding `[tracing] ratio`.
+    pub trace_ratio: Option<f64>,
 }
 
 /// `[service.NAME.canary]`.

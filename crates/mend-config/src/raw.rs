@@ -74,6 +74,7 @@ pub(crate) struct RawProxy {
     pub(crate) max_ejection_percent: Option<i64>,
     pub(crate) slow_start: Option<String>,
     pub(crate) drain_timeout: Option<String>,
+    pub(crate) trace_ratio: Option<f64>,
 }
 
 /// `[service.NAME.canary]`: a second release run beside the stable one, on a share of the traffic.

@@ -27,9 +27,9 @@ use crate::raw::{
 use crate::template::{Placeholder, Template, TemplateVars};
 
 /// Top-level keys a config file may have.
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
     "api", "service", "scrape", "rule", "detect", "forecast", "storage", "healing", "heal", "hook", "notify", "chaos",
-    "learn",
+    "learn", "tracing",
 ];
 
 /// One step of a key path: a table key or an array index.
@@ -299,6 +299,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let mut raw_healing = crate::heal::RawSections::default();
     let mut raw_chaos = crate::chaos::RawChaos::default();
     let mut raw_learn: Option<crate::learn::RawLearn> = None;
+    let mut raw_tracing: Option<crate::trace::RawTracing> = None;
     for (key, value) in root.get_ref() {
         let key = key.get_ref().as_ref();
         let path = KeyPath::default().key(key);
@@ -308,6 +309,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
             "chaos" => raw_chaos = raw_section(problems, &path, value).unwrap_or_default(),
             "healing" | "heal" | "hook" | "notify" => raw_healing.read(problems, key, &path, value),
             "learn" => raw_learn = raw_section(problems, &path, value),
+            "tracing" => raw_tracing = raw_section(problems, &path, value),
             "scrape" | "rule" | "detect" | "forecast" => {
                 let Some(items) = value.get_ref().as_array() else {
                     problems.add(&path, format!("expected an array of tables: write [[{key}]]"));
@@ -390,6 +392,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let healing = crate::heal::validate(problems, &raw_healing, &names);
     let chaos = crate::chaos::validate(problems, &raw_chaos, &names.services);
     let learn = crate::learn::validate(problems, raw_learn.as_ref());
+    let tracing = crate::trace::validate(problems, raw_tracing.as_ref());
     Some(Config {
         source: PathBuf::from(file),
         api: api?,
@@ -405,6 +408,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
         notify: healing.notify,
         chaos,
         learn,
+        tracing,
     })
 }
 
@@ -1355,6 +1359,11 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
     let retry_on =
         crate::retry::retry_on(problems, path, raw.retry_on.as_deref(), raw.retriable_status_codes.as_deref());
     let retry_methods = crate::retry::retry_methods(problems, path, raw.retry_methods.as_deref());
+    if let Some(ratio) = raw.trace_ratio
+        && !(0.0..=1.0).contains(&ratio)
+    {
+        problems.add(&path.key("trace_ratio"), format!("{ratio} is out of range (allowed: 0 to 1)"));
+    }
     if problems.errors.len() > errors_before {
         return None;
     }
@@ -1380,6 +1389,7 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
         max_ejection_percent,
         slow_start,
         drain_timeout,
+        trace_ratio: raw.trace_ratio,
     })
 }
 

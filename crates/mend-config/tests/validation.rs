@@ -91,7 +91,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[servics.web]\ncommand = [\"x\"]\n",
         &[
-            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos, learn)",
+            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos, learn, tracing)",
         ],
     );
 }
@@ -882,6 +882,77 @@ fn proxy_retry_policy_validates_and_reports_every_problem() {
         &service("retry_on = [\"retriable-status-codes\"]\n"),
         &[
             "mend.toml:7:12: service.web.proxy.retry_on: \"retriable-status-codes\" needs retriable_status_codes (e.g. retriable_status_codes = [500, 503])",
+        ],
+    );
+}
+
+#[test]
+fn tracing_is_off_without_its_table_and_validated_with_it() {
+    let off = mend_config::parse("mend.toml", "[service.web]\ncommand = [\"web\"]\n", Path::new("/")).expect("valid");
+    assert!(!off.tracing.enabled);
+    let text = r#"
+[tracing]
+ratio = 0.05
+slow = "250ms"
+store_max_bytes = "8MiB"
+[tracing.export]
+endpoint = "http://127.0.0.1:4318/v1/traces"
+batch_spans = 100
+[service.web]
+command = ["web"]
+[service.web.proxy]
+listen = "127.0.0.1:8080"
+trace_ratio = 1.0
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/")).expect("valid config");
+    assert!(config.tracing.enabled);
+    assert_eq!(config.tracing.ratio, 0.05);
+    assert_eq!(config.tracing.slow, Duration::from_millis(250));
+    assert_eq!(config.tracing.store_max_bytes, 8 << 20);
+    let export = config.tracing.export.as_ref().expect("export");
+    assert_eq!((export.endpoint.as_str(), export.batch_spans), ("http://127.0.0.1:4318/v1/traces", 100));
+    assert_eq!(config.services[0].proxy.as_ref().and_then(|proxy| proxy.trace_ratio), Some(1.0));
+}
+
+#[test]
+fn tracing_errors_name_line_and_key() {
+    check_errors(
+        r#"[tracing]
+ratio = 1.5
+slow = "soon"
+store_max_bytes = "lots"
+colour = "blue"
+"#,
+        &[
+            "mend.toml:2:9: tracing.ratio: 1.5 is out of range (allowed: 0 to 1)",
+            "mend.toml:3:8: tracing.slow: invalid duration \"soon\": expected a number at \"soon\"",
+            "mend.toml:4:19: tracing.store_max_bytes: invalid size \"lots\" (e.g. \"512MiB\" or 536870912)",
+            "mend.toml:5:1: tracing.colour: unknown field `colour`, expected one of `enabled`, `ratio`, `slow`, \
+             `keep_errors`, `store_max_bytes`, `otlp_max_body_bytes`, `export`",
+        ],
+    );
+    check_errors(
+        r#"[tracing]
+ratio = 1.5
+slow = "soon"
+store_max_bytes = "lots"
+[tracing.export]
+endpoint = "https://collector:4318/v1/traces"
+batch_spans = 0
+[service.web]
+command = ["web"]
+[service.web.proxy]
+listen = "127.0.0.1:8080"
+trace_ratio = -1.0
+"#,
+        &[
+            "mend.toml:2:9: tracing.ratio: 1.5 is out of range (allowed: 0 to 1)",
+            "mend.toml:3:8: tracing.slow: invalid duration \"soon\": expected a number at \"soon\"",
+            "mend.toml:4:19: tracing.store_max_bytes: invalid size \"lots\" (e.g. \"512MiB\" or 536870912)",
+            "mend.toml:6:12: tracing.export.endpoint: invalid endpoint \"https://collector:4318/v1/traces\" \
+             (expected http://HOST:PORT/v1/traces; there is no TLS client)",
+            "mend.toml:7:15: tracing.export.batch_spans: 0 is out of range (allowed: 1 to 10000)",
+            "mend.toml:12:15: service.web.proxy.trace_ratio: -1 is out of range (allowed: 0 to 1)",
         ],
     );
 }

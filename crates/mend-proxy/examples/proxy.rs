@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p mend-proxy --example proxy -- --listen 127.0.0.1:8000 \
-//!     --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002 [--threads 1] [--pin-loops]
+//!     --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002 [--threads 1] [--pin-loops] [--trace-ratio 0.01]
 //! ```
 //!
 //! With `--threads N` (N > 1) the proxy runs N event loops of its own; `--pin-loops` pins event loop `i`
@@ -26,6 +26,8 @@ struct Args {
     upstreams: Vec<SocketAddr>,
     threads: usize,
     pin_loops: bool,
+    /// Trace with this head-sampling ratio (spans into an in-memory store, no export); off without it.
+    trace_ratio: Option<f64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -33,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
     let mut upstreams = Vec::new();
     let mut threads = 1;
     let mut pin_loops = false;
+    let mut trace_ratio = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--pin-loops" {
@@ -44,11 +47,14 @@ fn parse_args() -> Result<Args, String> {
             "--listen" => listen = Some(value.parse().map_err(|error| format!("--listen {value}: {error}"))?),
             "--upstream" => upstreams.push(value.parse().map_err(|error| format!("--upstream {value}: {error}"))?),
             "--threads" => threads = value.parse().map_err(|error| format!("--threads {value}: {error}"))?,
+            "--trace-ratio" => {
+                trace_ratio = Some(value.parse().map_err(|error| format!("--trace-ratio {value}: {error}"))?);
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
     let listen = listen.ok_or("--listen is required")?;
-    Ok(Args { listen, upstreams, threads, pin_loops })
+    Ok(Args { listen, upstreams, threads, pin_loops, trace_ratio })
 }
 
 fn main() {
@@ -100,7 +106,18 @@ async fn run(args: Args) {
     let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
     let mut rig = Rig { generations: vec![Some(1); args.upstreams.len()], upstreams: args.upstreams, routes };
     rig.publish();
-    let proxy = match Proxy::bind(ProxyConfig::new(args.listen), routes_rx).await {
+    let mut config = ProxyConfig::new(args.listen);
+    // Kept alive as long as the proxy: the span store and its collector task.
+    let tracing = args.trace_ratio.map(|ratio| (mend_trace::Tracing::start(16 << 20, None), ratio));
+    if let Some((tracing, ratio)) = &tracing {
+        config.tracing = Some(mend_proxy::ProxyTracing {
+            service: "bench".to_owned(),
+            sampling: mend_trace::Sampling { ratio: *ratio, ..mend_trace::Sampling::default() },
+            recorder: tracing.recorder(),
+            unix_nanos_at_bind: 0,
+        });
+    }
+    let proxy = match Proxy::bind(config, routes_rx).await {
         Ok(proxy) => proxy,
         Err(error) => {
             eprintln!("proxy: {error}");

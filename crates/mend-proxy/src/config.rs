@@ -80,6 +80,9 @@ pub struct ProxyConfig {
     /// What the backends speak. Default HTTP/1.1; gRPC services need h2c. Clients may speak either
     /// HTTP/1.1 or HTTP/2 with prior knowledge (h2c) whatever this is.
     pub upstream_protocol: UpstreamProtocol,
+    /// W3C trace context and spans (`trace.rs`). Default none: tracing off, which costs the request path
+    /// nothing (no header is read, nothing allocated).
+    pub tracing: Option<crate::trace::ProxyTracing>,
 }
 
 /// The protocol the proxy speaks to a service's backends.
@@ -316,6 +319,7 @@ impl ProxyConfig {
             max_idle_per_backend: 256,
             upstream_idle_timeout: Duration::from_secs(30),
             upstream_protocol: UpstreamProtocol::Http1,
+            tracing: None,
         }
     }
 

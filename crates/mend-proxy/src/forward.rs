@@ -319,6 +319,9 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
             upgrade: upgrade.as_ref(),
         };
         let attempt_start = if attempt == 1 { start } else { shared.clock.now() };
+        if cfg.tracing.is_some() {
+            crate::trace::note_attempt(backend.id, backend.addr, attempt_start.0);
+        }
         if attempt > 1 {
             shared.metrics.retries.fetch_add(1, Relaxed);
             backend.retries.fetch_add(1, Relaxed);

@@ -66,6 +66,7 @@ mod route;
 mod server;
 mod slow;
 mod stats;
+mod trace;
 mod upstream;
 mod upstream_h2;
 mod workers;
@@ -82,3 +83,4 @@ pub use stats::{
     BackendStats, CallerStats, Ejection, EjectionReason, GRPC_CODES, LATENCY_BUCKETS, LATENCY_SAMPLE_CAPACITY,
     LatencyHistogram, LatencySnapshot, ProxyStats, RequestStats,
 };
+pub use trace::ProxyTracing;

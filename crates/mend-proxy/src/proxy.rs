@@ -165,6 +165,7 @@ impl Shared {
             Some((reason, policy.consecutive_failures, duration));
         backend.ejections.fetch_add(1, std::sync::atomic::Ordering::Release);
         backend.close_idle();
+        crate::trace::note_ejection(backend.id, reason, now.0);
         tracing::warn!(backend = %backend.id, ejection_secs = duration.as_secs_f64(), streak, ?reason, "backend ejected");
     }
 }

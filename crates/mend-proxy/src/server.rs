@@ -17,7 +17,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Nanos;
-use crate::forward;
 use crate::headers::ForwardedValues;
 use crate::proxy::Shared;
 
@@ -286,7 +285,7 @@ async fn serve_connection(
     let io = TokioIo::new(ClientStream { inner: stream, conn: conn.clone(), sniffed: 0 });
     let service = {
         let conn = conn.clone();
-        service_fn(move |request| forward::handle(conn.clone(), request))
+        service_fn(move |request| crate::trace::serve(conn.clone(), request))
     };
     // With upgrades: a 101 hands the client connection to the request's tunnel (`forward::tunnel`).
     let connection = shared.server.serve_connection_with_upgrades(io, service);

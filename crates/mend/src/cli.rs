@@ -85,6 +85,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show recent traces from the span store (the proxies' spans and those services sent over OTLP),
+    /// newest first; with a trace id, that trace's spans.
+    Traces {
+        #[command(flatten)]
+        target: Target,
+        /// Show this trace's spans (32 hex digits).
+        trace_id: Option<String>,
+        /// Only traces with a span of this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only traces at least as slow as `[tracing] slow`.
+        #[arg(long)]
+        slow: bool,
+        /// Only traces with an error span.
+        #[arg(long)]
+        errors: bool,
+        /// At most this many, 1 to 1000.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1_000))]
+        limit: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show signals: firing rules, anomalies, forecasts and external alerts.
     Signals {
         #[command(flatten)]
@@ -884,6 +907,7 @@ async fn client_command(command: Command) -> ExitCode {
     let target = match &command {
         Command::Status { target, .. }
         | Command::Events { target, .. }
+        | Command::Traces { target, .. }
         | Command::Signals { target, .. }
         | Command::Chaos(
             ChaosCommand::Proxy { target, .. }
@@ -945,6 +969,9 @@ async fn client_command(command: Command) -> ExitCode {
         },
         Command::Events { follow, service, since, limit, json, .. } => {
             events(&client, follow, service, since, usize::from(limit), json).await
+        }
+        Command::Traces { trace_id, service, slow, errors, limit, json, .. } => {
+            crate::traces::command(&client, trace_id, service, slow, errors, usize::from(limit), json).await
         }
         Command::Signals { follow, active, service, since, limit, json, .. } => {
             signals(&client, follow, active, service, since, usize::from(limit), json).await

@@ -151,7 +151,10 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
     // Proxies bind before any replica starts, so that a taken port fails fast.
-    let mut traffic = Traffic::bind(&config, events.clone(), clock.clone()).await?;
+    // Tracing (`[tracing]`): the span store, OTLP export and intake; off, the proxies read no trace header.
+    let tracing = config.tracing.enabled.then(|| Arc::new(crate::traces::start(&config.tracing)));
+    let mut traffic =
+        Traffic::bind(&config, events.clone(), clock.clone(), tracing.as_ref().map(|t| t.recorder()).as_ref()).await?;
 
     // Replicas are spawned through `mend __exec` so that they die with mend (see mend_supervisor::spawn).
     let spawner = Spawner::start(tokio::runtime::Handle::current(), Some("/proc/self/exe".into()))
@@ -284,6 +287,13 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             series: series.clone(),
             clock: clock.clone(),
             exprs: Arc::new(crate::report::Reports::exprs(&config)),
+        }),
+        traces: tracing.clone().map(|tracing| {
+            Arc::new(mend_api::TraceApi {
+                tracing,
+                slow: config.tracing.slow,
+                max_body_bytes: config.tracing.otlp_max_body_bytes,
+            })
         }),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();

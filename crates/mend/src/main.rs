@@ -15,6 +15,7 @@ mod reload;
 mod replay;
 mod report;
 mod rollout;
+mod traces;
 mod traffic;
 
 use std::process::ExitCode;

@@ -128,7 +128,7 @@ impl Reloadable {
         // (the proxies bound so far close as they are dropped).
         let mut proxies = Vec::new();
         for service in &added {
-            match crate::traffic::Traffic::bind_one(service).await {
+            match self.traffic.bind_added(service).await {
                 Ok(proxy) => proxies.push(proxy),
                 Err(error) => {
                     return checked(

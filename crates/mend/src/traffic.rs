@@ -134,8 +134,11 @@ impl Bound {
         service: &Service,
         settings: &mend_config::ProxySettings,
         routes: watch::Receiver<Arc<RouteTable>>,
+        tracing: Option<&TraceSource>,
+        clock: &dyn Clock,
     ) -> anyhow::Result<Self> {
-        let proxy_config = proxy_config(settings);
+        let mut proxy_config = proxy_config(settings);
+        proxy_config.tracing = tracing.map(|source| proxy_tracing(source, service, settings, clock));
         let drain_timeout = proxy_config.drain_timeout;
         let handle = Proxy::bind(proxy_config, routes).await.with_context(|| {
             format!("cannot start the proxy of service {} (service.{}.proxy)", service.name, service.name)
@@ -155,6 +158,34 @@ impl Rebound {
     /// The address it listens on.
     pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
         self.bound.handle.local_addr()
+    }
+}
+
+/// What a proxy bound now or later (a reload adds services and rebinds proxies) traces with: the
+/// daemon's span recorder and the `[tracing]` table.
+pub(crate) struct TraceSource {
+    pub(crate) recorder: mend_trace::SpanRecorder,
+    pub(crate) tracing: mend_config::Tracing,
+}
+
+/// How a service's proxy traces (`[tracing]`, with the service's `proxy.trace_ratio` over its ratio).
+fn proxy_tracing(
+    source: &TraceSource,
+    service: &Service,
+    settings: &mend_config::ProxySettings,
+    clock: &dyn Clock,
+) -> mend_proxy::ProxyTracing {
+    let tracing = &source.tracing;
+    mend_proxy::ProxyTracing {
+        service: service.name.to_string(),
+        sampling: mend_trace::Sampling {
+            ratio: settings.trace_ratio.unwrap_or(tracing.ratio),
+            slow: tracing.slow,
+            keep_errors: tracing.keep_errors,
+        },
+        recorder: source.recorder.clone(),
+        // The proxy's clock starts at its bind, just after this: spans' times are this plus that clock.
+        unix_nanos_at_bind: u64::try_from(clock.wall().as_millis()).unwrap_or(0).saturating_mul(1_000_000),
     }
 }
 
@@ -265,6 +296,8 @@ pub(crate) struct Traffic {
     tasks: Mutex<HashMap<ServiceName, JoinHandle<()>>>,
     events: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
+    /// What proxies trace with (`None`: tracing is off).
+    tracing: Option<TraceSource>,
 }
 
 /// Locks a log; a panic elsewhere while it was held leaves it usable (it only loses an event).
@@ -279,21 +312,33 @@ impl Traffic {
         config: &Config,
         events: Arc<dyn EventSink>,
         clock: Arc<dyn Clock>,
+        spans: Option<&mend_trace::SpanRecorder>,
     ) -> anyhow::Result<Self> {
+        let tracing = spans.map(|recorder| TraceSource { recorder: recorder.clone(), tracing: config.tracing.clone() });
         let mut proxies = HashMap::new();
         for service in &config.services {
-            if let Some(proxy) = Self::bind_one(service).await? {
+            if let Some(proxy) = Self::bind_one(service, tracing.as_ref(), clock.as_ref()).await? {
                 proxies.insert(service.name.clone(), proxy);
             }
         }
-        Ok(Self { proxies: RwLock::new(proxies), tasks: Mutex::new(HashMap::new()), events, clock })
+        Ok(Self { proxies: RwLock::new(proxies), tasks: Mutex::new(HashMap::new()), events, clock, tracing })
+    }
+
+    /// Binds the proxy of a service a reload adds, if it has one, traced as the others; it serves
+    /// nothing until [`Traffic::add`] feeds it.
+    pub(crate) async fn bind_added(&self, service: &Service) -> anyhow::Result<Option<Arc<ServiceProxy>>> {
+        Self::bind_one(service, self.tracing.as_ref(), self.clock.as_ref()).await
     }
 
     /// Binds the proxy of `service`, if it has one; it serves nothing until [`Traffic::add`] feeds it.
-    pub(crate) async fn bind_one(service: &Service) -> anyhow::Result<Option<Arc<ServiceProxy>>> {
+    async fn bind_one(
+        service: &Service,
+        tracing: Option<&TraceSource>,
+        clock: &dyn Clock,
+    ) -> anyhow::Result<Option<Arc<ServiceProxy>>> {
         let Some(settings) = &service.proxy else { return Ok(None) };
         let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
-        let bound = Bound::bind(service, settings, routes_rx).await?;
+        let bound = Bound::bind(service, settings, routes_rx, tracing, clock).await?;
         let proxy = ServiceProxy {
             service: std::sync::RwLock::new(Arc::new(service.clone())),
             bound: arc_swap::ArcSwap::from_pointee(bound),
@@ -335,7 +380,9 @@ impl Traffic {
         if proxy.handle().settings == *settings {
             return Ok(None);
         }
-        let bound = Bound::bind(service, settings, proxy.routes.subscribe()).await?;
+        let bound =
+            Bound::bind(service, settings, proxy.routes.subscribe(), self.tracing.as_ref(), self.clock.as_ref())
+                .await?;
         Ok(Some(Rebound { service: name, bound }))
     }
 
