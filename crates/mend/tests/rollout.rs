@@ -241,6 +241,53 @@ fn a_restart_mid_rollout_resumes_it_and_a_promotion_survives_the_next() {
     assert_eq!(rollout(&daemon)["stable"], "good");
 }
 
+/// mend killed with SIGKILL mid-rollout (no chance to stop its replicas or write anything more): the
+/// next mend resumes the rollout at its persisted step, with the canary and the stable release both
+/// running again and no replica of the killed mend left behind beside them, and a promotion completes.
+#[test]
+fn a_kill_9_mid_rollout_resumes_it_without_leaving_either_release_half_deployed() {
+    let _cpu = common::cpu_to_myself();
+    let (mut daemon, proxy) = releases();
+    deploy(&daemon, &["--release", "good", "--steps", "10,100", "--interval", "1h"]);
+    eventually(Duration::from_secs(30), "the canary stepping and ready", || {
+        let stepping = rollout(&daemon)["rollout"]["phase"] == "stepping";
+        let canary_ready = daemon.replicas("web").iter().any(|r| r["release"] == "good" && r["ready"] == true);
+        (stepping && canary_ready).then_some(())
+    });
+    let before: Vec<i32> =
+        daemon.replicas("web").iter().filter_map(|r| r["pid"].as_i64()).map(|pid| pid as i32).collect();
+    assert_eq!(before.len(), 3, "two of v1 and the canary: {:?}", daemon.replicas("web"));
+    let status = daemon.signal_and_wait(Signal::SIGKILL, Duration::from_secs(20));
+    assert!(!status.success(), "{status:?}");
+    daemon.spawn();
+    let status = eventually(Duration::from_secs(60), "the rollout resumed at its step", || {
+        let status = rollout(&daemon);
+        let replicas = daemon.replicas("web");
+        let ready = |release: &str| replicas.iter().filter(|r| r["release"] == release && r["ready"] == true).count();
+        (status["rollout"]["phase"] == "stepping" && status["weight"] == 10 && ready("good") == 1 && ready("v1") == 2)
+            .then_some(status)
+    });
+    assert!(status["rollout"]["reason"].as_str().unwrap_or_default().contains("mend restarted"), "{status}");
+    // The killed mend's replicas are gone, not running beside the new ones on other ports.
+    let now: Vec<i32> = daemon.replicas("web").iter().filter_map(|r| r["pid"].as_i64()).map(|pid| pid as i32).collect();
+    eventually(Duration::from_secs(30), "no replica of the killed mend is left", || {
+        let alive = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        };
+        before.iter().all(|pid| now.contains(pid) || !alive(*pid)).then_some(())
+    });
+    eventually(Duration::from_secs(10), "the proxy serves again", || {
+        KeepAlive::new(proxy).request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
+    });
+    let out = daemon.cli(&["rollout", "promote", "web"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for_phase(&daemon, "promoted", Duration::from_secs(60));
+    eventually(Duration::from_secs(30), "only the new release runs", || {
+        (releases_running(&daemon) == ["good", "good"]).then_some(())
+    });
+}
+
 #[test]
 fn a_release_that_regresses_after_its_promotion_is_rolled_back_by_a_healing_policy() {
     let _cpu = common::cpu_to_myself();
