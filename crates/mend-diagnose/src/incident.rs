@@ -2,7 +2,7 @@
 //! diagnosis of each service out.
 
 use crate::decide::{DecideInput, DecideParams, Diagnosis, DiagnosisKind, ServiceFacts, decide};
-use crate::rank::{RankInput, RankParams, Ranking, rank};
+use crate::rank::{Propagation, RankInput, RankParams, Ranking, rank};
 use crate::{Component, DependencyGraph, SeriesInput};
 use mend_types::Timestamp;
 
@@ -73,7 +73,21 @@ pub fn diagnose(input: &IncidentInput<'_>) -> IncidentDiagnosis {
             .and_then(|s| s.lifecycle.first().map(|f| f.at))
             .unwrap_or(input.now)
     };
-    let mut own: Vec<&Diagnosis> = diagnoses.iter().filter(|d| d.kind.is_own_fault()).collect();
+    // A service whose own probes fail is the root of its trouble unless one of its dependencies explains
+    // it: a caller's traffic falling (the ranking's `FromCaller`) makes no probe fail, and onsets a second
+    // apart on one-second samples cannot order the two (a caller's noise once outranked the callee).
+    let explained_by_dependency = |component: &Component| {
+        ranking
+            .candidate(component)
+            .and_then(|candidate| candidate.explained_by.as_ref())
+            .is_some_and(|explanation| explanation.propagation == Propagation::FromDependency)
+    };
+    let mut own: Vec<&Diagnosis> = diagnoses
+        .iter()
+        .filter(|d| {
+            d.kind.is_own_fault() || (d.kind == DiagnosisKind::Unhealthy && !explained_by_dependency(&d.component))
+        })
+        .collect();
     own.sort_by_key(|d| (first_fact(&d.component), d.component.clone()));
     let mut candidates: Vec<Component> = own.iter().map(|d| d.component.clone()).collect();
     for candidate in &ranking.candidates {

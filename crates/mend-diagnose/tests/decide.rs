@@ -402,3 +402,35 @@ fn bad_replicas_and_dependency_failures() {
         check(case);
     }
 }
+
+/// From a CI run: stock (called by orders) fails its readiness probe; orders' request rate fell a little
+/// and its latency rose a second before stock's request rate fell (samples a second apart cannot order
+/// them). The ranking explains stock's falling traffic by its caller, but a caller's traffic makes no
+/// probe fail: stock, unhealthy with nothing it depends on anomalous, is the root, not orders.
+#[test]
+fn an_unhealthy_callee_is_the_root_even_when_its_callers_noise_came_a_moment_earlier() {
+    let mut stock = ServiceFacts::new(Component::new("stock"), 1);
+    stock.lifecycle = vec![failure(3620, "http status 503"), fact(3620, 0, Lifecycle::Unready)];
+    let orders = ServiceFacts::new(Component::new("orders"), 1);
+    let series = vec![
+        series("orders", None, "mend_proxy_requests_per_second", 70.0, 50.0, 3600),
+        series("orders", None, "mend_proxy_request_duration_mean_seconds", 0.002, 0.004, 3600),
+        series("stock", None, "mend_proxy_requests_per_second", 70.0, 50.0, 3610),
+    ];
+    let mut graph = DependencyGraph::new();
+    graph.add(Component::new("orders"), Component::new("stock"), EdgeSource::Declared);
+    let services = [orders, stock];
+    let result = mend_diagnose::diagnose(&mend_diagnose::IncidentInput {
+        onset: at(3600),
+        now: at(3890),
+        services: &services,
+        series: &series,
+        graph: &graph,
+        rank: RankParams::default(),
+        decide: DecideParams::default(),
+    });
+    // The ranking alone puts the caller first (what the incident followed before).
+    assert_eq!(result.ranking.names().first(), Some(&"orders"), "{:?}", result.ranking.names());
+    let root = result.root().expect("a root");
+    assert_eq!((root.component.as_str(), root.kind), ("stock", DiagnosisKind::Unhealthy), "{:?}", result.candidates);
+}
