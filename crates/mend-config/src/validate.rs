@@ -1344,7 +1344,7 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
     let max_body_bytes = optional_integer("max_body_bytes", raw.max_body_bytes, 0..=i64::MAX).map(|n| n as u64);
     let retry_buffer_bytes =
         optional_integer("retry_buffer_bytes", raw.retry_buffer_bytes, 0..=64 * 1024 * 1024).map(|n| n as usize);
-    let max_attempts = optional_integer("max_attempts", raw.max_attempts, 1..=10).map(|n| n as u32);
+    let max_attempts = optional_integer("max_attempts", raw.max_attempts, 1..=8).map(|n| n as u32);
     let ejection_failures = optional_integer("ejection_failures", raw.ejection_failures, 1..=1000).map(|n| n as u32);
     let max_ejection_percent =
         optional_integer("max_ejection_percent", raw.max_ejection_percent, 0..=100).map(|n| n as u8);

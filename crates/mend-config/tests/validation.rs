@@ -878,6 +878,11 @@ fn proxy_retry_policy_validates_and_reports_every_problem() {
             "mend.toml:9:18: service.web.proxy.retry_methods[0]: unknown method \"get\" (allowed: \"GET\", \"HEAD\", \"OPTIONS\", \"PUT\", \"DELETE\", \"TRACE\", \"POST\", \"PATCH\")",
         ],
     );
+    // mend-proxy makes at most 8 attempts: more is refused here, naming the key, not at start-up.
+    check_errors(
+        &service("max_attempts = 9\n"),
+        &["mend.toml:7:16: service.web.proxy.max_attempts: 9 is out of range (allowed: 1 to 8)"],
+    );
     check_errors(
         &service("retry_on = [\"retriable-status-codes\"]\n"),
         &[
