@@ -102,42 +102,14 @@ impl Client {
         body: Option<&serde_json::Value>,
     ) -> Result<T, ClientError> {
         let body = body.map(|value| Bytes::from(value.to_string())).unwrap_or_default();
-        let response = self.send_body(method, path, body).await?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|error| ClientError::Other(format!("reading the answer: {error}")))?
-            .to_bytes();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|value| value.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
-            return Err(ClientError::Api(status, message));
-        }
+        let body = success_body(self.send_body(method, path, body).await?).await?;
         serde_json::from_slice(&body)
             .map_err(|error| ClientError::Other(format!("unexpected answer from mend: {error}")))
     }
 
     /// Sends a GET and returns the body as text (a report, say); API errors become [`ClientError::Api`].
     pub(crate) async fn text(&self, path: &str) -> Result<String, ClientError> {
-        let response = self.send(Method::GET, path).await?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|error| ClientError::Other(format!("reading the answer: {error}")))?
-            .to_bytes();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|value| value.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
-            return Err(ClientError::Api(status, message));
-        }
+        let body = success_body(self.send(Method::GET, path).await?).await?;
         String::from_utf8(body.to_vec()).map_err(|_| ClientError::Other("the answer is not UTF-8".to_owned()))
     }
 
@@ -148,11 +120,7 @@ impl Client {
         let mut body = response.into_body();
         if !status.is_success() {
             let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|value| value.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
-            return Err(ClientError::Api(status, message));
+            return Err(ClientError::Api(status, api_error(&bytes)));
         }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| ClientError::Other(format!("mend closed the stream: {error}")))?;
@@ -174,4 +142,27 @@ pub(crate) fn encode_query_value(value: &str) -> String {
         }
     }
     out
+}
+
+/// The whole body of a successful answer; an error answer becomes [`ClientError::Api`] with its message.
+async fn success_body(response: hyper::Response<hyper::body::Incoming>) -> Result<Bytes, ClientError> {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| ClientError::Other(format!("reading the answer: {error}")))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(ClientError::Api(status, api_error(&body)));
+    }
+    Ok(body)
+}
+
+/// The API's `{"error": ...}` message, or the body's text when it is not that.
+fn api_error(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| value.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
 }

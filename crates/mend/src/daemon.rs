@@ -382,9 +382,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     }
     chaos.shutdown();
     drop(chaos);
-    for task in &replica_changes {
-        task.abort();
-    }
+    replica_changes.abort();
     for (_, scraper) in reloadable.scrapers.drain(..) {
         scraper.stop(clock.wall());
     }

@@ -679,10 +679,10 @@ pub(crate) fn publish_replica_changes(
     supervisor: &Arc<Supervisor>,
     bus: Arc<Bus>,
     clock: Arc<dyn Clock>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> tokio::task::JoinHandle<()> {
     let mut roster = supervisor.roster();
     let supervisor = Arc::downgrade(supervisor);
-    vec![tokio::spawn(async move {
+    tokio::spawn(async move {
         // Each service's publisher; aborted with this task (the set is dropped with it).
         let mut publishers = tokio::task::JoinSet::new();
         let mut followed: std::collections::HashMap<ServiceName, tokio::task::AbortHandle> =
@@ -762,7 +762,7 @@ pub(crate) fn publish_replica_changes(
                 return;
             }
         }
-    })]
+    })
 }
 
 fn condition(status: &mend_supervisor::ReplicaStatus) -> ReplicaCondition {

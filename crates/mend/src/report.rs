@@ -811,6 +811,10 @@ fn html(gathered: &Gathered, charts: &Charts) -> String {
         escape(&confidence),
         escape(&incident.diagnosis.evidence)
     );
+    if !incident.diagnosis.victims.is_empty() {
+        let victims: Vec<&str> = incident.diagnosis.victims.iter().map(|s| s.as_str()).collect();
+        let _ = write!(out, "<p>Victims: {}</p>", escape(&victims.join(", ")));
+    }
     if !incident.diagnosis.facts.is_empty() {
         out.push_str("<p>Evidence:</p><ul>");
         for fact in &incident.diagnosis.facts {

@@ -71,22 +71,23 @@ pub(crate) async fn command(
 }
 
 fn traces_table(traces: &mend_api::TracesDto) -> String {
-    let mut out =
-        format!("{:<32}  {:>10}  {:>6}  {:>5}  {:<16}  ROOT\n", "TRACE", "DURATION", "STATUS", "SPANS", "SERVICE");
-    for trace in &traces.traces {
-        let status = trace.http_status.map_or_else(|| "-".to_owned(), |status| status.to_string());
-        let flag = if trace.error { " !" } else { "" };
-        let _ = writeln!(
-            out,
-            "{:<32}  {:>8.1}ms  {:>6}  {:>5}  {:<16}  {}{flag}",
-            trace.trace_id,
-            trace.duration_ms,
-            status,
-            trace.n_spans,
-            output::escape_controls(&trace.service, false),
-            output::escape_controls(&trace.root, false),
-        );
-    }
+    let rows: Vec<Vec<String>> = traces
+        .traces
+        .iter()
+        .map(|trace| {
+            let status = trace.http_status.map_or_else(|| "-".to_owned(), |status| status.to_string());
+            let flag = if trace.error { " !" } else { "" };
+            vec![
+                trace.trace_id.to_string(),
+                format!("{:.1}ms", trace.duration_ms),
+                status,
+                trace.n_spans.to_string(),
+                trace.service.clone(),
+                format!("{}{flag}", trace.root),
+            ]
+        })
+        .collect();
+    let mut out = output::table(&["TRACE", "DURATION", "STATUS", "SPANS", "SERVICE", "ROOT"], &rows);
     let stats = &traces.stats;
     let _ = writeln!(
         out,
