@@ -499,7 +499,7 @@ fn bad_replica(input: &DecideInput<'_>) -> Option<Diagnosis> {
         let others_ejected = ejections.iter().any(|(other, _)| other.replica != fact.replica);
         if !others_ejected {
             // Ejected for 5xx answers while its siblings answered without errors: the proxy saw it.
-            let confidence = if ejection.for_errors() && ejection.siblings_healthy() { 0.9 } else { 0.8 };
+            let confidence = if ejection.is_bad_replica() { 0.9 } else { 0.8 };
             let evidence =
                 vec![Evidence::Ejected { replica: fact.replica, at: fact.at, ejection: (*ejection).clone() }];
             return Some(diagnosis(component, DiagnosisKind::BadReplica, confidence, None, evidence));

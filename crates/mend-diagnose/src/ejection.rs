@@ -55,6 +55,11 @@ impl EjectionFacts {
                 .all(|sibling| sibling.errors as f64 <= HEALTHY_SIBLING_ERROR_RATIO * sibling.attempts as f64)
     }
 
+    /// Whether it names a bad replica: ejected for its 5xx answers while its siblings answered well.
+    pub fn is_bad_replica(&self) -> bool {
+        self.for_errors() && self.siblings_healthy()
+    }
+
     /// Whether the siblings are known to fail too (then the fault is not the replica's).
     pub fn siblings_failing(&self) -> bool {
         self.siblings.iter().any(|sibling| sibling.attempts > 0) && !self.siblings_healthy()

@@ -55,7 +55,7 @@ pub fn ejection_facts(event: &Event) -> mend_diagnose::EjectionFacts {
 /// The evidence of a bad replica in an ejection, if it is one: ejected for 5xx answers while its
 /// siblings answered (at least one attempt) with at most one error in ten. Pure: the decision only.
 pub fn bad_replica_of(ejection: &mend_diagnose::EjectionFacts, replica: u32, at: Timestamp) -> Option<String> {
-    (ejection.for_errors() && ejection.siblings_healthy()).then(|| ejection.describe(replica, at))
+    ejection.is_bad_replica().then(|| ejection.describe(replica, at))
 }
 
 /// The built-in diagnoses' state: what fires per replica, and recent crashes.
