@@ -17,6 +17,6 @@ pub mod statedir;
 pub mod supervisor;
 
 pub use lifecycle::{ReplicaState, Request, Unready};
-pub use runner::{Control, ProcessStats, ReplicaHandle, ReplicaStatus, RunnerContext, TrafficControl};
+pub use runner::{Control, ProcessStats, ReplicaHandle, ReplicaStatus, RunnerContext, TrafficControl, TrafficHook};
 pub use spawn::{SHIM_SUBCOMMAND, Spawner, exec_shim, resolve_program};
 pub use supervisor::{ControlError, ServiceHandle, Supervisor};

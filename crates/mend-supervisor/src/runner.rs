@@ -91,7 +91,29 @@ pub enum Control {
         replace: bool,
         /// Who asks and why.
         request: crate::lifecycle::Request,
+        /// The proxy its planned stops drain through from now on (a reload may add or take one away).
+        traffic: TrafficHook,
     },
+}
+
+/// The drain hook of a replica (its service's proxy), or none; equal when it is the same hook.
+#[derive(Clone, Default)]
+pub struct TrafficHook(pub Option<Arc<dyn TrafficControl>>);
+
+impl std::fmt::Debug for TrafficHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "TrafficHook(proxy)" } else { "TrafficHook(none)" })
+    }
+}
+
+impl PartialEq for TrafficHook {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 /// The published state of one replica.
@@ -448,8 +470,9 @@ impl Runner {
                     }
                     // Already replaced since the caller looked: that restart is the one asked for.
                     Some(Control::Replace { .. }) => continue,
-                    Some(Control::Respec { service, replace, request }) => {
+                    Some(Control::Respec { service, replace, request, traffic }) => {
                         self.machine.set_policy(crate::lifecycle::Policy::of(&service));
+                        self.traffic = traffic.0;
                         // The replica keeps its release; what that release runs comes from the new spec
                         // (a release the reload no longer lists keeps running as it was).
                         if let Some(release) = service.release(&self.release.name) {

@@ -10,7 +10,7 @@ use mend_types::{ReleaseName, ServiceName};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::runner::{Control, ReplicaHandle, ReplicaStatus, RunnerContext, TrafficControl};
+use crate::runner::{Control, ReplicaHandle, ReplicaStatus, RunnerContext, TrafficControl, TrafficHook};
 
 /// One supervised service and its replicas (their number changes with [`Supervisor::scale`]).
 pub struct ServiceHandle {
@@ -273,6 +273,17 @@ impl Supervisor {
     /// Changes whenever a service is added or removed.
     pub fn roster(&self) -> watch::Receiver<u64> {
         self.roster.subscribe()
+    }
+
+    /// Gives `name`'s replicas a proxy to drain through before planned stops, or takes it away (a reload
+    /// added or removed the service's proxy): replicas started from now on get it, and
+    /// [`Supervisor::respec`] hands it to the running ones.
+    pub fn set_traffic(&self, name: &ServiceName, traffic: Option<Arc<dyn TrafficControl>>) {
+        let mut hooks = self.traffic.write().unwrap_or_else(PoisonError::into_inner);
+        match traffic {
+            Some(traffic) => hooks.insert(name.clone(), traffic),
+            None => hooks.remove(name),
+        };
     }
 
     /// The drain hook of `name`'s replicas.
@@ -788,7 +799,12 @@ impl Supervisor {
         for batch in replicas.chunks(max_unavailable.max(1) as usize) {
             let before: Vec<ReplicaStatus> = batch.iter().map(|r| r.status()).collect();
             for replica in batch {
-                let respec = Control::Respec { service: respecced.clone(), replace, request: request.clone() };
+                let respec = Control::Respec {
+                    service: respecced.clone(),
+                    replace,
+                    request: request.clone(),
+                    traffic: TrafficHook(self.traffic_of(&respecced.name)),
+                };
                 if !replica.send(respec).await {
                     return Err(ControlError::ShuttingDown);
                 }

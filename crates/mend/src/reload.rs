@@ -53,11 +53,14 @@ impl ScrapeContext {
 /// in-flight requests, their series ended, their incidents closed); a service's spec (a changed
 /// command, environment, working directory, probe, metrics or port range replaces its replicas
 /// rolling; a changed restart policy, stop timeout, dependency list or log rotation is taken in place),
-/// its proxy table (a new listener binds beside the old one, which then closes) and its replica count
-/// (when the file's count changed). A proxy added to or taken from a running service, a canary, the
-/// API and the series store keep the configuration they started with; a reload lists what the file
-/// changes there, applied on the next start. Whatever cannot be applied (a taken proxy address, an
-/// overlapping port range, a count that does not fit) refuses the whole reload: nothing changes.
+/// its proxy table (a changed one: a new listener binds beside the old one, which then closes; an added
+/// one binds and serves the ready replicas, which drain through it from then on; one taken away closes
+/// once its requests in flight have finished, unless a canary needs it) and its replica count (when the
+/// file's count changed). A `[service.NAME.canary]` table (`mend deploy` starts canaries while mend
+/// runs), the API and the series store keep the configuration they started with; a reload lists what
+/// the file changes there, applied on the next start. Whatever cannot be applied (a taken proxy
+/// address, an overlapping port range, a count that does not fit, a proxy a canary needs) refuses the
+/// whole reload: nothing changes.
 pub(crate) struct Reloadable {
     /// What runs: the start-up configuration with the sections of the last reload.
     pub(crate) running: Config,
@@ -105,8 +108,30 @@ impl Reloadable {
                 service.replicas = handle.config().replicas;
             }
         }
-        let ServicePlan { updates, added, removed, proxies: rebinds, not_applied, conflicts } =
-            plan_services(&self.file, &self.running, &new);
+        let ServicePlan {
+            updates,
+            added,
+            removed,
+            proxies: rebinds,
+            proxies_added,
+            proxies_removed,
+            not_applied,
+            mut conflicts,
+        } = plan_services(&self.file, &self.running, &new);
+        // A rollout's canary (`mend deploy`) needs the proxy too, as a configured one does.
+        for name in &proxies_removed {
+            if let Some(handle) = self.supervisor.service(name.as_str())
+                && handle.config().total_replicas() > handle.config().replicas
+            {
+                conflicts.push(Conflict {
+                    keys: vec!["service".to_owned(), name.to_string(), "proxy".to_owned()],
+                    message:
+                        "a canary runs and the proxy is what splits its traffic: keep the proxy until the rollout \
+                              is promoted or aborted"
+                            .to_owned(),
+                });
+            }
+        }
         if !conflicts.is_empty() {
             // All or nothing: a file that cannot be applied to what runs changes nothing, like an invalid one.
             let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -153,8 +178,36 @@ impl Reloadable {
                 }
             }
         }
+        // And the proxies a reload gives running services (nothing served until they are fed below).
+        let mut given = Vec::new();
+        for service in &proxies_added {
+            match self.traffic.bind_added(service).await {
+                Ok(Some(proxy)) => given.push((service.name.clone(), proxy)),
+                Ok(None) => {}
+                Err(error) => {
+                    return checked(
+                        "invalid",
+                        format!("{file} cannot be applied to what runs; nothing applied: {error:#}"),
+                    );
+                }
+            }
+        }
         self.file = new.clone();
         let mut said = Vec::new();
+        for (name, proxy) in given {
+            let at = proxy.local_addr();
+            // The hook first: the respec below hands it to the running replicas.
+            self.supervisor.set_traffic(&name, Some(proxy.clone() as Arc<dyn mend_supervisor::TrafficControl>));
+            self.traffic.add(proxy, &self.supervisor);
+            said.push(format!("{name} is served through a new proxy on {at}"));
+        }
+        for name in &proxies_removed {
+            self.supervisor.set_traffic(name, None);
+            said.push(format!("the proxy of {name} closes once its requests in flight have finished"));
+            let traffic = self.traffic.clone();
+            let name = name.clone();
+            self.scale_tasks.push(tokio::spawn(async move { traffic.remove(name.as_str()).await }));
+        }
         for (service, listener) in rebound {
             let at = listener.local_addr();
             let was = self.traffic.proxy(service.name.as_str()).map(|proxy| proxy.local_addr());
@@ -403,6 +456,11 @@ struct ServicePlan {
     removed: Vec<mend_types::ServiceName>,
     /// Running services whose proxy table changed (as the file has them): a new listener takes over.
     proxies: Vec<mend_config::Service>,
+    /// Running services the file gives a proxy (as the file has them): it binds, then serves their ready
+    /// replicas, which drain through it from then on.
+    proxies_added: Vec<mend_config::Service>,
+    /// Running services whose proxy the file takes away: it closes once its requests in flight finish.
+    proxies_removed: Vec<mend_types::ServiceName>,
     /// What waits for the next start (`service.web.ports`, `service.api (added)`, `api`).
     not_applied: Vec<String>,
     /// What the file asks that cannot be applied to what runs: the reload applies nothing.
@@ -455,15 +513,9 @@ const IN_PLACE: &[&str] = &[
     "depends_on",
     "logs",
 ];
-/// The service keys that wait for the next start. (`ports` has its own rule: see [`ports_change`].)
+/// The service keys that wait for the next start. (`ports` has its own rule: see [`ports_change`];
+/// `proxy` too: a table changed in place is rebound, one added binds, one taken away closes.)
 const WAITING: &[&str] = &["canary", "stable_release"];
-
-/// How a changed `proxy` table applies: a table changed in place is rebound live; a proxy added to or
-/// taken from a running service waits for the next start (its replicas were started with or without
-/// one to drain through).
-fn proxy_applies(running: &mend_config::Service, new: &mend_config::Service) -> bool {
-    running.proxy.is_some() && new.proxy.is_some()
-}
 
 /// How a changed port range applies to a running service.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -562,9 +614,7 @@ fn with_live_keys(spec: &mend_config::Service, from: &mend_config::Service) -> m
     spec.depends_on = from.depends_on.clone();
     spec.logs = from.logs;
     spec.ports = from.ports;
-    if proxy_applies(&spec, from) {
-        spec.proxy = from.proxy.clone();
-    }
+    spec.proxy = from.proxy.clone();
     spec
 }
 
@@ -584,16 +634,29 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
         for key in keys.iter().filter(|key| WAITING.contains(key)) {
             plan.not_applied.push(format!("service.{name}.{key}"));
         }
-        if keys.contains(&"proxy") {
-            if proxy_applies(run, service) {
-                plan.proxies.push(service.clone());
-            } else {
-                let how = if run.proxy.is_some() { "removed" } else { "added" };
-                plan.not_applied.push(format!("service.{name}.proxy ({how})"));
-            }
-        }
         let mut live: Vec<&'static str> =
             keys.iter().copied().filter(|key| REPLACING.contains(key) || IN_PLACE.contains(key)).collect();
+        if keys.contains(&"proxy") {
+            match (&run.proxy, &service.proxy) {
+                (Some(_), Some(_)) => plan.proxies.push(service.clone()),
+                // The running replicas take the proxy (to drain through) or lose it in place.
+                (None, Some(_)) => {
+                    plan.proxies_added.push(service.clone());
+                    live.push("proxy");
+                }
+                (Some(_), None) if run.canary.is_some() => plan.conflicts.push(Conflict {
+                    keys: vec!["service".to_owned(), name.to_owned(), "proxy".to_owned()],
+                    message: "a canary runs and the proxy is what splits its traffic: keep the proxy until the canary \
+                              is promoted or taken away"
+                        .to_owned(),
+                }),
+                (Some(_), None) => {
+                    plan.proxies_removed.push(service.name.clone());
+                    live.push("proxy");
+                }
+                (None, None) => {}
+            }
+        }
         let mut replace = live.iter().any(|key| REPLACING.contains(key));
         // The range replicas get once this reload applies.
         let mut ports = run.ports;
@@ -736,7 +799,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_proxy_table_is_rebound_one_added_or_taken_away_waits() {
+    fn a_changed_proxy_table_is_rebound_one_added_binds_one_taken_away_closes() {
         let running = config("replicas = 2\n[service.web.proxy]\nlisten = \"127.0.0.1:8000\"");
         let moved = config("replicas = 2\n[service.web.proxy]\nlisten = \"127.0.0.1:8001\"\nrequest_timeout = \"2s\"");
         let plan = plan_services(&running, &running, &moved);
@@ -748,13 +811,33 @@ mod tests {
         let plan = plan_services(&running, &running, &both);
         let respec = plan.updates[0].respec.as_ref().expect("a new spec");
         assert_eq!(respec.spec.proxy, both.services[0].proxy);
-        // A proxy added to a running service, or taken away: listed as waiting for the next start.
+        // A proxy added to a running service binds; its replicas take it in place (to drain through).
         let bare = config("replicas = 2");
         let plan = plan_services(&bare, &bare, &running);
-        assert_eq!(plan.not_applied, ["service.web.proxy (added)"]);
+        assert!(plan.not_applied.is_empty() && plan.conflicts.is_empty() && plan.proxies.is_empty(), "{plan:?}");
+        assert_eq!(plan.proxies_added.len(), 1);
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert_eq!((respec.keys.as_slice(), respec.replace), (["proxy"].as_slice(), false));
+        assert_eq!(respec.spec.proxy, running.services[0].proxy);
+        // One taken away closes; the replicas run on without it.
         let plan = plan_services(&running, &running, &bare);
-        assert_eq!(plan.not_applied, ["service.web.proxy (removed)"]);
-        assert!(plan.proxies.is_empty());
+        assert!(plan.not_applied.is_empty() && plan.conflicts.is_empty() && plan.proxies.is_empty(), "{plan:?}");
+        assert_eq!(plan.proxies_removed, [mend_types::ServiceName::new("web").expect("a name")]);
+        let respec = plan.updates[0].respec.as_ref().expect("a new spec");
+        assert_eq!((respec.spec.proxy.as_ref(), respec.replace), (None, false));
+    }
+
+    #[test]
+    fn a_proxy_that_splits_a_canary_is_not_taken_away() {
+        let canary = "replicas = 2\n[service.web.proxy]\nlisten = \"127.0.0.1:8000\"\n\
+                      [service.web.canary]\nreplicas = 1\nweight = 10\nenv = { NOTE = \"canary\" }\n";
+        let running = config(canary);
+        let mut bare = running.clone();
+        bare.services[0].proxy = None;
+        let plan = plan_services(&running, &running, &bare);
+        assert_eq!(plan.conflicts.len(), 1, "{plan:?}");
+        assert_eq!(plan.conflicts[0].keys, ["service", "web", "proxy"]);
+        assert!(plan.proxies_removed.is_empty());
     }
 
     #[test]

@@ -340,3 +340,69 @@ fn issue_13_changed_proxy_settings_on_the_same_address_apply_to_new_requests() {
         assert_eq!(common::http("GET", address, "/", &[]).expect("answered").status, 504);
     }
 }
+
+#[test]
+fn issue_13_a_proxy_added_to_a_running_service_serves_its_replicas_and_one_taken_away_closes() {
+    let _cpu = common::cpu_to_myself();
+    let (web_ports, web_proxy) = (free_ports(2), free_ports(1));
+    let with_proxy = web(web_ports, web_proxy);
+    let listen = format!("[service.web.proxy]\nlisten = \"127.0.0.1:{web_proxy}\"\n");
+    assert!(with_proxy.contains(&listen));
+    let bare = with_proxy.replace(&listen, "");
+    let daemon = Daemon::start(&format!("[api]\nlisten = \"{{api}}\"\n{bare}"));
+    daemon.wait_ready("web");
+    let web_pids = pids(&daemon, "web");
+    let address = SocketAddr::from(([127, 0, 0, 1], web_proxy));
+    assert!(common::http("GET", address, "/", &[]).is_err(), "no proxy yet");
+
+    // The proxy added: it binds and serves the running replicas, none of them replaced.
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    std::fs::write(&daemon.config_path, format!("{text}{listen}")).expect("write config");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("web is served through a new proxy on {address}")), "{stdout}");
+    assert!(!stdout.contains("next start"), "nothing waits for a restart: {stdout}");
+    let mut client = KeepAlive::new(address);
+    eventually(Duration::from_secs(15), "200 through the added proxy", || {
+        client.request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(pids(&daemon, "web"), web_pids, "the replicas were not replaced for the proxy");
+    eventually(Duration::from_secs(15), "the added proxy's requests in the series store", || {
+        (daemon.query(r#"sum(mend_proxy_requests_total{service="web",code="2xx"})"#) >= 1.0).then_some(())
+    });
+
+    // The running replicas drain through it now (the proxy logs each drain): a rolling restart under load
+    // fails nothing.
+    let drains = |daemon: &Daemon| daemon.log_text().lines().filter(|line| line.contains("drained")).count();
+    assert_eq!(drains(&daemon), 0, "nothing drained before");
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(address, "/", 2, 100_000, Duration::from_millis(2), stop.clone());
+    running.wait_for_more(50);
+    let output = daemon.cli(&["restart", "web"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    running.wait_for_more(50);
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join();
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    let restarted = pids(&daemon, "web");
+    assert!(restarted.iter().all(|pid| !web_pids.contains(pid)), "both replicas restarted: {restarted:?}");
+    let drained = eventually(Duration::from_secs(10), "both replicas drained through the added proxy", || {
+        let n = drains(&daemon);
+        (n >= 2).then_some(n)
+    });
+
+    // Taken away: the listener closes, the replicas run on and answer on their own ports.
+    std::fs::write(&daemon.config_path, &text).expect("write config");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("the proxy of web closes once its requests in flight have finished"), "{stdout}");
+    eventually(Duration::from_secs(30), "the proxy's listener closed", || free(web_proxy).then_some(()));
+    assert_eq!(pids(&daemon, "web"), restarted, "the replicas were not touched");
+    assert_eq!(get(SocketAddr::from(([127, 0, 0, 1], web_ports)), "/").status, 200);
+    // And a restart without it stops the replicas without draining through the closed proxy.
+    let output = daemon.cli(&["restart", "web"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(drains(&daemon), drained, "no drain through the proxy taken away");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(ok && stdout.contains("is unchanged"), "{stdout}{stderr}");
+}
