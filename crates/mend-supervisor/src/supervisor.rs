@@ -608,6 +608,17 @@ impl Supervisor {
         Ok(added.iter().map(|replica| replica.status()).collect())
     }
 
+    /// Sets the canary table of `name` (its pins, weight and replica count as a reload's file has them)
+    /// once its replicas run: the proxy's route table follows (its follower reads the table again).
+    pub fn set_canary_table(&self, name: &str, canary: Option<mend_config::Canary>) -> Result<(), ControlError> {
+        let service = self.service(name).ok_or_else(|| ControlError::UnknownService(name.to_owned()))?;
+        let mut changed = (*service.config()).clone();
+        changed.canary = canary;
+        *service.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
+        service.membership.send_modify(|version| *version += 1);
+        Ok(())
+    }
+
     /// Takes the canary of `name` away: out of the split first (so that no new request goes to it), then
     /// each replica drains through the proxy and stops. Waits up to `wait` (plus the stop timeout).
     /// Returns the service's statuses afterwards (without a canary, nothing changes).

@@ -118,6 +118,26 @@ impl Reloadable {
             not_applied,
             mut conflicts,
         } = plan_services(&self.file, &self.running, &new);
+        // A canary a rollout started (`mend deploy`) is the rollout's: the file's table does not replace it.
+        for update in updates.iter().filter(|update| update.canary.is_some()) {
+            let file_canary = self.running.service(&update.name).and_then(|run| run.canary.as_ref());
+            let live = self.supervisor.service(&update.name).and_then(|handle| handle.config().canary.clone());
+            let same = |a: Option<&mend_config::Canary>, b: Option<&mend_config::Canary>| {
+                a.map(|c| (&c.release, c.replicas)) == b.map(|c| (&c.release, c.replicas))
+            };
+            if !same(file_canary, live.as_ref()) {
+                let release =
+                    live.as_ref().map_or_else(String::new, |canary| format!(" of release {}", canary.release));
+                conflicts.push(Conflict {
+                    keys: vec!["service".to_owned(), update.name.clone(), "canary".to_owned()],
+                    message: format!(
+                        "a rollout runs a canary{release}: promote or abort it (`mend rollout promote|abort {}`) before \
+                         changing the canary table",
+                        update.name
+                    ),
+                });
+            }
+        }
         // A rollout's canary (`mend deploy`) needs the proxy too, as a configured one does.
         for name in &proxies_removed {
             if let Some(handle) = self.supervisor.service(name.as_str())
@@ -326,8 +346,21 @@ impl Reloadable {
                 service.replicas = replicas;
                 said.push(format!("scaling {} to {replicas}", update.name));
             }
+            if let Some(change) = &update.canary {
+                service.canary = change.to.clone();
+                said.push(match (&change.to, change.restart) {
+                    (Some(to), true) => format!(
+                        "starting {} canary replicas of {} for {}% of {}'s requests",
+                        to.replicas, to.release, to.weight_percent, update.name
+                    ),
+                    (Some(to), false) => {
+                        format!("{}'s canary takes {}% of its requests", update.name, to.weight_percent)
+                    }
+                    (None, _) => format!("taking {}'s canary away (weight 0, drained, stopped)", update.name),
+                });
+            }
             let max_unavailable = service.healing.max_unavailable.unwrap_or(self.running.healing.max_unavailable);
-            let (supervisor, update) = (self.supervisor.clone(), update.clone());
+            let (supervisor, traffic, update) = (self.supervisor.clone(), self.traffic.clone(), update.clone());
             self.scale_tasks.push(tokio::spawn(async move {
                 let name = update.name.as_str();
                 if let Some(respec) = &update.respec {
@@ -346,6 +379,11 @@ impl Reloadable {
                     && let Err(error) = supervisor.scale(name, replicas, SCALE_WAIT).await
                 {
                     tracing::warn!(service = %name, error = %error, "scaling on reload failed");
+                }
+                if let Some(change) = &update.canary
+                    && let Err(error) = apply_canary(&supervisor, &traffic, name, change).await
+                {
+                    tracing::warn!(service = %name, error = %error, "changing the canary on reload failed");
                 }
             }));
         }
@@ -483,6 +521,67 @@ struct ServiceUpdate {
     respec: Option<Respec>,
     /// The replica count the file now asks for.
     scale: Option<u32>,
+    /// The `[service.NAME.canary]` table changed.
+    canary: Option<CanaryChange>,
+}
+
+/// A changed `[service.NAME.canary]` table, as it applies to a running service.
+#[derive(Debug, Clone, PartialEq)]
+struct CanaryChange {
+    /// The canary as the file now has it (none: taken away).
+    to: Option<mend_config::Canary>,
+    /// The canary's replicas go (drained) and, with a table, start again: its release, replica count or
+    /// pins changed, or the release's own command or environment; otherwise only its weight changes.
+    restart: bool,
+}
+
+/// Applies a changed canary table to running `name`: the old canary out of the split, drained and
+/// stopped; the new one started, its table set, and its weight given once it is ready (a canary that
+/// does not become ready keeps weight 0 and the reload's warning says so).
+async fn apply_canary(
+    supervisor: &Supervisor,
+    traffic: &crate::traffic::Traffic,
+    name: &str,
+    change: &CanaryChange,
+) -> Result<(), mend_supervisor::ControlError> {
+    use mend_api::TrafficApi;
+    if change.restart {
+        traffic.set_canary_weight(name, 0);
+        supervisor.stop_canary(name, SCALE_WAIT).await?;
+        if let Some(to) = &change.to {
+            let started = supervisor.start_canary(name, &to.release, to.replicas, SCALE_WAIT).await?;
+            supervisor.set_canary_table(name, Some(to.clone()))?;
+            if !started.iter().all(|status| status.ready) {
+                return Err(mend_supervisor::ControlError::CannotRelease {
+                    service: name.to_owned(),
+                    reason: format!("the canary of release {} is not ready: it keeps weight 0", to.release),
+                });
+            }
+        }
+    } else if let Some(to) = &change.to {
+        supervisor.set_canary_table(name, Some(to.clone()))?;
+    }
+    if let Some(to) = &change.to {
+        traffic.set_canary_weight(name, to.weight_percent);
+    }
+    Ok(())
+}
+
+/// How `running`'s canary table becomes `new`'s.
+fn canary_change(running: &mend_config::Service, new: &mend_config::Service) -> Option<CanaryChange> {
+    if running.canary == new.canary
+        && running.canary.iter().all(|canary| running.release(&canary.release) == new.release(&canary.release))
+    {
+        return None;
+    }
+    let restart = match (&running.canary, &new.canary) {
+        (Some(from), Some(to)) => {
+            let weight_only = mend_config::Canary { weight_percent: from.weight_percent, ..to.clone() };
+            weight_only != *from || running.release(&from.release) != new.release(&to.release)
+        }
+        _ => true,
+    };
+    Some(CanaryChange { to: new.canary.clone(), restart })
 }
 
 /// A new spec for a running service.
@@ -514,8 +613,9 @@ const IN_PLACE: &[&str] = &[
     "logs",
 ];
 /// The service keys that wait for the next start. (`ports` has its own rule: see [`ports_change`];
-/// `proxy` too: a table changed in place is rebound, one added binds, one taken away closes.)
-const WAITING: &[&str] = &["canary", "stable_release"];
+/// `proxy` too: a table changed in place is rebound, one added binds, one taken away closes; and
+/// `canary`: see [`canary_change`].)
+const WAITING: &[&str] = &["stable_release"];
 
 /// How a changed port range applies to a running service.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -615,6 +715,7 @@ fn with_live_keys(spec: &mend_config::Service, from: &mend_config::Service) -> m
     spec.logs = from.logs;
     spec.ports = from.ports;
     spec.proxy = from.proxy.clone();
+    // The canary table changes with its replicas (after this respec), by `set_canary_table`.
     spec
 }
 
@@ -673,6 +774,10 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
                 }),
             }
         }
+        let canary = canary_change(run, service);
+        if canary.is_some() && !live.contains(&"canary") {
+            live.push("canary");
+        }
         let respec = (!live.is_empty()).then(|| Respec { spec: with_live_keys(run, service), replace, keys: live });
         let last_count = file.service(name).map_or(run.replicas, |last| last.replicas);
         let mut scale =
@@ -689,8 +794,8 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
             });
             scale = None;
         }
-        if respec.is_some() || scale.is_some() {
-            plan.updates.push(ServiceUpdate { name: name.to_owned(), respec, scale });
+        if respec.is_some() || scale.is_some() || canary.is_some() {
+            plan.updates.push(ServiceUpdate { name: name.to_owned(), respec, scale, canary });
         }
     }
     for service in &running.services {
@@ -825,6 +930,32 @@ mod tests {
         assert_eq!(plan.proxies_removed, [mend_types::ServiceName::new("web").expect("a name")]);
         let respec = plan.updates[0].respec.as_ref().expect("a new spec");
         assert_eq!((respec.spec.proxy.as_ref(), respec.replace), (None, false));
+    }
+
+    #[test]
+    fn a_canary_table_starts_changes_its_weight_or_goes() {
+        let proxied = "replicas = 2\n[service.web.proxy]\nlisten = \"127.0.0.1:8000\"\n";
+        let table = |weight: u8, pin: &str| {
+            format!("{proxied}[service.web.canary]\nreplicas = 1\nweight = {weight}\n{pin}env = {{ NOTE = \"c\" }}\n")
+        };
+        let (bare, light) = (config(proxied), config(&table(10, "")));
+        let change = |from: &Config, to: &Config| {
+            let plan = plan_services(from, from, to);
+            assert!(plan.conflicts.is_empty() && plan.not_applied.is_empty(), "{plan:?}");
+            plan.updates[0].canary.clone().expect("a canary change")
+        };
+        // Added, or taken away: its replicas start, or go.
+        assert_eq!(change(&bare, &light), CanaryChange { to: light.services[0].canary.clone(), restart: true });
+        assert_eq!(change(&light, &bare), CanaryChange { to: None, restart: true });
+        // Only the weight: the same replicas, another share.
+        let heavy = config(&table(60, ""));
+        assert_eq!(change(&light, &heavy), CanaryChange { to: heavy.services[0].canary.clone(), restart: false });
+        // Pins, or what the canary's release runs: its replicas start again.
+        assert!(change(&light, &config(&table(10, "pin_header = \"x-canary: 1\"\n"))).restart);
+        let other_env = config(&table(10, "").replace("NOTE = \"c\"", "NOTE = \"d\""));
+        assert!(change(&light, &other_env).restart);
+        // Unchanged: nothing.
+        assert!(plan_services(&light, &light, &light).updates.is_empty());
     }
 
     #[test]

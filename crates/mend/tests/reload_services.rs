@@ -406,3 +406,75 @@ fn issue_13_a_proxy_added_to_a_running_service_serves_its_replicas_and_one_taken
     let (ok, stdout, stderr) = reload(&daemon);
     assert!(ok && stdout.contains("is unchanged"), "{stdout}{stderr}");
 }
+
+#[test]
+fn issue_13_a_canary_table_added_changed_and_taken_away_by_reload() {
+    let _cpu = common::cpu_to_myself();
+    let (ports, proxy_port) = (free_ports(3), free_ports(1));
+    // Room for a canary beside the two stable replicas.
+    let config = web(ports, proxy_port).replace(&format!("{ports}-{}", ports + 1), &format!("{ports}-{}", ports + 2));
+    let daemon = Daemon::start(&format!("[api]\nlisten = \"{{api}}\"\n{config}"));
+    daemon.wait_ready("web");
+    let stable_pids = pids(&daemon, "web");
+    let address = SocketAddr::from(([127, 0, 0, 1], proxy_port));
+    let text = std::fs::read_to_string(&daemon.config_path).expect("config");
+    let canary = |weight: u8| {
+        format!(
+            "{text}[service.web.canary]\nreplicas = 1\nweight = {weight}\npin_header = \"x-canary: 1\"\nenv = {{ NOTE = \"canary\" }}\n"
+        )
+    };
+    let canary_pid = |daemon: &Daemon| {
+        daemon
+            .replicas("web")
+            .iter()
+            .find(|r| r["release"] == "canary" && r["ready"] == true)
+            .and_then(|r| r["pid"].as_u64())
+    };
+
+    // Added: the canary starts and takes its share (all of it here) once ready.
+    std::fs::write(&daemon.config_path, canary(100)).expect("write config");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("starting 1 canary replicas of canary for 100% of web's requests"), "{stdout}");
+    assert!(!stdout.contains("next start"), "nothing waits for a restart: {stdout}");
+    let pid = eventually(Duration::from_secs(30), "a ready canary replica", || canary_pid(&daemon));
+    let mut client = KeepAlive::new(address);
+    eventually(Duration::from_secs(10), "every request goes to the canary", || {
+        (0..10)
+            .all(|_| client.request("GET", "/", &[], b"").is_ok_and(|r| r.body.contains(&format!("(pid {pid})"))))
+            .then_some(())
+    });
+    assert_eq!(get(daemon.api, "/api/v1/services/web").json()["canary_weight"], 100);
+    assert_eq!(pids(&daemon, "web").iter().filter(|p| stable_pids.contains(p)).count(), 2, "stable untouched");
+
+    // Its weight changed: the same canary process, none of the unpinned requests; pinned ones still go.
+    std::fs::write(&daemon.config_path, canary(0)).expect("write config");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(ok && stdout.contains("web's canary takes 0% of its requests"), "{stdout}{stderr}");
+    eventually(Duration::from_secs(10), "no unpinned request goes to the canary", || {
+        (0..10)
+            .all(|_| client.request("GET", "/", &[], b"").is_ok_and(|r| !r.body.contains(&format!("(pid {pid})"))))
+            .then_some(())
+    });
+    let pinned = client.request("GET", "/", &[("x-canary", "1")], b"").expect("answered");
+    assert!(pinned.body.contains(&format!("(pid {pid})")), "pinned requests go to the canary: {}", pinned.body);
+    assert_eq!(canary_pid(&daemon), Some(pid), "the canary was not restarted for a weight");
+
+    // Taken away under load: drained and stopped, nothing failed, the stable replicas untouched.
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(address, "/", 2, 100_000, Duration::from_millis(2), stop.clone());
+    running.wait_for_more(50);
+    std::fs::write(&daemon.config_path, &text).expect("write config");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(ok && stdout.contains("taking web's canary away (weight 0, drained, stopped)"), "{stdout}{stderr}");
+    eventually(Duration::from_secs(30), "the canary replica gone", || {
+        (daemon.replicas("web").iter().all(|r| r["release"] == "stable") && !alive(pid as u32)).then_some(())
+    });
+    running.wait_for_more(50);
+    stop.store(true, Ordering::Relaxed);
+    let report = running.join();
+    assert_eq!(report.failed, 0, "failures: {:?}", &report.failures[..report.failures.len().min(5)]);
+    assert_eq!(pids(&daemon, "web"), stable_pids, "the stable replicas were not touched");
+    let (ok, stdout, stderr) = reload(&daemon);
+    assert!(ok && stdout.contains("is unchanged"), "{stdout}{stderr}");
+}
