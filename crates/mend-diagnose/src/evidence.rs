@@ -212,6 +212,18 @@ pub enum Evidence {
         /// Which way it travelled.
         propagation: Propagation,
     },
+    /// The calls from one service to another along an incident's path, as the proxy counted them or the
+    /// kept spans showed them.
+    Calls {
+        /// Who calls.
+        caller: Component,
+        /// Who is called.
+        callee: Component,
+        /// Share of the calls that failed, 0..1, when known.
+        error_ratio: Option<f64>,
+        /// 99th percentile latency of the calls, seconds, when known.
+        p99_seconds: Option<f64>,
+    },
     /// One instance moved while its siblings did not.
     Outlier {
         /// The instance's move.
@@ -325,6 +337,17 @@ impl fmt::Display for Evidence {
                     }
                 };
                 write!(f, "{victim}, {when} {cause_text}; {calls}")
+            }
+            Self::Calls { caller, callee, error_ratio, p99_seconds } => {
+                write!(f, "calls from {caller} to {callee}:")?;
+                if let Some(ratio) = error_ratio {
+                    write!(f, " {:.0}% failed", 100.0 * ratio)?;
+                }
+                if let Some(p99) = p99_seconds {
+                    let comma = if error_ratio.is_some() { "," } else { "" };
+                    write!(f, "{comma} p99 {}", Unit::Seconds.format(*p99))?;
+                }
+                Ok(())
             }
             Self::Outlier { shift, siblings_normal } => {
                 let siblings = if *siblings_normal == 1 { "its sibling" } else { "its siblings" };

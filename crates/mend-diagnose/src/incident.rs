@@ -3,7 +3,7 @@
 
 use crate::decide::{DecideInput, DecideParams, Diagnosis, DiagnosisKind, ServiceFacts, decide};
 use crate::rank::{Propagation, RankInput, RankParams, Ranking, rank};
-use crate::{Component, DependencyGraph, SeriesInput};
+use crate::{Component, DependencyGraph, EdgeSource, Evidence, SeriesInput};
 use mend_types::Timestamp;
 
 /// Everything known about one incident when it is diagnosed.
@@ -98,6 +98,25 @@ pub fn diagnose(input: &IncidentInput<'_>) -> IncidentDiagnosis {
     for diagnosis in &diagnoses {
         if !candidates.contains(&diagnosis.component) && diagnosis.kind != DiagnosisKind::DependencyFailure {
             candidates.push(diagnosis.component.clone());
+        }
+    }
+    // A victim's diagnosis shows what its calls along the path did (the proxy's edge figures).
+    for diagnosis in diagnoses.iter_mut().filter(|d| d.kind == DiagnosisKind::DependencyFailure) {
+        let Some(explanation) = ranking.candidate(&diagnosis.component).and_then(|c| c.explained_by.as_ref()) else {
+            continue;
+        };
+        let hops = std::iter::once(&diagnosis.component).chain(&explanation.path);
+        for (caller, callee) in hops.clone().zip(hops.skip(1)) {
+            if let Some(EdgeSource::Observed { error_ratio, p99_seconds }) = input.graph.edge(caller, callee)
+                && (error_ratio.is_some() || p99_seconds.is_some())
+            {
+                diagnosis.evidence.push(Evidence::Calls {
+                    caller: caller.clone(),
+                    callee: callee.clone(),
+                    error_ratio,
+                    p99_seconds,
+                });
+            }
         }
     }
     let position = |component: &Component| candidates.iter().position(|c| c == component).unwrap_or(usize::MAX);

@@ -434,3 +434,45 @@ fn an_unhealthy_callee_is_the_root_even_when_its_callers_noise_came_a_moment_ear
     let root = result.root().expect("a root");
     assert_eq!((root.component.as_str(), root.kind), ("stock", DiagnosisKind::Unhealthy), "{:?}", result.candidates);
 }
+
+/// A victim's diagnosis carries what its calls along the path did, as the proxy (or the kept spans) saw
+/// them: the edge's figures are evidence a person can check. A declared edge has none and adds nothing.
+#[test]
+fn a_dependency_failure_shows_the_figures_of_the_calls_along_its_path() {
+    let series = vec![
+        series("web", None, "latency_p99_seconds", 0.040, 0.9, 3660),
+        series("db", None, "errors_ratio", 0.01, 0.4, 3600),
+    ];
+    let diagnose = |graph: &DependencyGraph| {
+        let services = [ServiceFacts::new(Component::new("web"), 1), ServiceFacts::new(Component::new("db"), 1)];
+        let result = mend_diagnose::diagnose(&mend_diagnose::IncidentInput {
+            onset: at(3600),
+            now: at(3890),
+            services: &services,
+            series: &series,
+            graph,
+            rank: RankParams::default(),
+            decide: DecideParams::default(),
+        });
+        let web = result.diagnoses.iter().find(|d| d.component.as_str() == "web").expect("web's diagnosis").clone();
+        assert_eq!(web.kind, DiagnosisKind::DependencyFailure, "{web:?}");
+        web.evidence.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+    let observed = |error_ratio, p99_seconds| EdgeSource::Observed { error_ratio, p99_seconds };
+    let mut graph = DependencyGraph::new();
+    graph.add(Component::new("web"), Component::new("orders"), observed(Some(0.35), Some(0.85)));
+    graph.add(Component::new("orders"), Component::new("db"), observed(Some(0.4), None));
+    let evidence = diagnose(&graph);
+    assert_eq!(
+        evidence[1..],
+        ["calls from web to orders: 35% failed, p99 850 ms", "calls from orders to db: 40% failed"],
+        "{evidence:?}"
+    );
+    // Declared edges, or observed ones without figures: only the path itself.
+    let mut declared = DependencyGraph::new();
+    declared.add(Component::new("web"), Component::new("orders"), EdgeSource::Declared);
+    declared.add(Component::new("orders"), Component::new("db"), observed(None, None));
+    let evidence = diagnose(&declared);
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    assert!(evidence[0].ends_with("web calls db through orders"), "{evidence:?}");
+}

@@ -28,4 +28,4 @@ pub use context::{SpanId, TraceId, TraceParent};
 pub use pipeline::{Export, ExportEndpoint, SpanRecorder, Tracing, TracingStats};
 pub use sampler::{Kept, Sampling};
 pub use span::{Span, SpanEvent, SpanKind, SpanSource};
-pub use store::{SpanStore, TraceQuery, TraceSummary};
+pub use store::{MIN_SAMPLED_CALLS, SpanEdge, SpanStore, TraceQuery, TraceSummary};

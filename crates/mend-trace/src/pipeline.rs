@@ -190,6 +190,11 @@ impl Tracing {
         lock(&self.store).trace(trace_id)
     }
 
+    /// Caller → callee figures of the calls stored since `since_unix_nanos` ([`SpanStore::edges`]).
+    pub fn edges(&self, since_unix_nanos: u64) -> Vec<crate::SpanEdge> {
+        lock(&self.store).edges(since_unix_nanos)
+    }
+
     /// The counters.
     pub fn stats(&self) -> TracingStats {
         let counters = &self.counters;

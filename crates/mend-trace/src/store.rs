@@ -5,7 +5,7 @@
 //! their first span arrived) until the spans held, counted with [`Span::approx_bytes`] plus
 //! [`TRACE_OVERHEAD_BYTES`] per trace, fit in `max_bytes`. Pure: no IO, no clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::context::TraceId;
@@ -15,6 +15,38 @@ use crate::span::Span;
 pub const MAX_SPANS_PER_TRACE: usize = 1_000;
 /// What the index costs per trace, counted against the budget (map slot, order slot, vector).
 pub const TRACE_OVERHEAD_BYTES: usize = 128;
+
+/// Fewest head-sampled calls on an edge whose figures stand on their own (an unbiased sample); with
+/// fewer, every kept span counts.
+pub const MIN_SAMPLED_CALLS: usize = 20;
+
+/// What the stored spans say about the calls from one service to another: spans of `callee` whose parent
+/// span is `caller`'s (the W3C trace context the caller passed on, through its own instrumentation or as it
+/// received it from mend's proxy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanEdge {
+    /// The calling service.
+    pub caller: String,
+    /// The called service.
+    pub callee: String,
+    /// Calls the figures are from.
+    pub calls: usize,
+    /// Of which ended in an error.
+    pub errors: usize,
+    /// 99th percentile of their durations (nearest rank).
+    pub p99: Duration,
+    /// True when the figures come from head-sampled spans alone (a fair sample of the calls); false
+    /// when every kept span counts, errors and slow calls being kept always: the error share and the p99
+    /// then lean high.
+    pub unbiased: bool,
+}
+
+impl SpanEdge {
+    /// Share of the calls that failed, 0..1.
+    pub fn error_ratio(&self) -> f64 {
+        if self.calls == 0 { 0.0 } else { self.errors as f64 / self.calls as f64 }
+    }
+}
 
 /// What to list.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -172,6 +204,45 @@ impl SpanStore {
     }
 }
 
+impl SpanStore {
+    /// Caller → callee figures of the calls that started at or after `since_unix_nanos`, by caller and
+    /// callee name. Cost: one pass over the stored spans (the store is bounded in bytes).
+    pub fn edges(&self, since_unix_nanos: u64) -> Vec<SpanEdge> {
+        let mut calls: BTreeMap<(&str, &str), Vec<&Span>> = BTreeMap::new();
+        for trace in self.traces.values() {
+            let service_of: HashMap<crate::context::SpanId, &str> =
+                trace.spans.iter().map(|span| (span.span_id, span.service.as_str())).collect();
+            for span in trace.spans.iter().filter(|span| span.start_unix_nanos >= since_unix_nanos) {
+                let Some(caller) = span.parent_id.and_then(|parent| service_of.get(&parent)) else { continue };
+                if *caller != span.service {
+                    calls.entry((caller, span.service.as_str())).or_default().push(span);
+                }
+            }
+        }
+        calls
+            .into_iter()
+            .map(|((caller, callee), spans)| {
+                let sampled: Vec<&Span> =
+                    spans.iter().copied().filter(|span| span.kept == Some(crate::Kept::Sampled)).collect();
+                let unbiased = sampled.len() >= MIN_SAMPLED_CALLS;
+                let used = if unbiased { sampled } else { spans };
+                let mut durations: Vec<Duration> = used.iter().map(|span| span.duration).collect();
+                durations.sort_unstable();
+                // Nearest rank: the smallest duration at or above 99 % of the calls.
+                let rank = (durations.len() * 99).div_ceil(100).max(1);
+                SpanEdge {
+                    caller: caller.to_owned(),
+                    callee: callee.to_owned(),
+                    calls: used.len(),
+                    errors: used.iter().filter(|span| span.error).count(),
+                    p99: durations.get(rank - 1).copied().unwrap_or_default(),
+                    unbiased,
+                }
+            })
+            .collect()
+    }
+}
+
 fn summarize(trace_id: TraceId, spans: &[Span]) -> TraceSummary {
     let start = spans.iter().map(|span| span.start_unix_nanos).min().unwrap_or(0);
     let end = spans
@@ -204,6 +275,7 @@ fn summarize(trace_id: TraceId, spans: &[Span]) -> TraceSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Kept;
     use crate::context::SpanId;
     use crate::span::{MAX_SPAN_BYTES, SpanKind, SpanSource};
 
@@ -224,6 +296,65 @@ mod tests {
             kept: None,
             source: SpanSource::Proxy,
         }
+    }
+
+    #[test]
+    fn edges_come_from_spans_whose_parent_is_another_services_span() {
+        let mut store = SpanStore::new(1 << 22);
+        let child = |parent: &Span, service: &str, millis: u64, error: bool, kept: Kept| {
+            let mut span = span(1, service, millis, error);
+            span.trace_id = parent.trace_id;
+            span.parent_id = Some(parent.span_id);
+            span.start_unix_nanos = parent.start_unix_nanos + 1;
+            span.kept = Some(kept);
+            span
+        };
+        // 10 calls web → orders, kept for errors and slowness only (2 of 10 failed): every kept span counts.
+        for idx in 0..10u64 {
+            let mut web = span(u128::from(idx) + 10, "web", 50, false);
+            web.kept = Some(Kept::Sampled);
+            let orders = child(&web, "orders", 10 * (idx + 1), idx < 2, if idx < 2 { Kept::Error } else { Kept::Slow });
+            // orders' own internal span (same service): no edge.
+            let internal = child(&orders, "orders", 1, false, Kept::Sampled);
+            // orders → db.
+            let db = child(&internal, "db", 5, false, Kept::Sampled);
+            for span in [web, orders, internal, db] {
+                store.insert(span);
+            }
+        }
+        let edges = store.edges(0);
+        let names: Vec<(&str, &str)> = edges.iter().map(|e| (e.caller.as_str(), e.callee.as_str())).collect();
+        assert_eq!(names, [("orders", "db"), ("web", "orders")]);
+        let web_orders = &edges[1];
+        assert_eq!((web_orders.calls, web_orders.errors, web_orders.unbiased), (10, 2, false));
+        assert_eq!(web_orders.p99, Duration::from_millis(100));
+        assert!((web_orders.error_ratio() - 0.2).abs() < 1e-9);
+        // A span with no parent in the store, or a root: no edge. Nothing after `since`: nothing.
+        assert!(store.edges(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn enough_head_sampled_calls_make_the_figures_unbiased() {
+        let mut store = SpanStore::new(1 << 22);
+        for idx in 0..40u64 {
+            let mut web = span(u128::from(idx) + 1, "web", 50, false);
+            web.kept = Some(Kept::Sampled);
+            let mut api = span(u128::from(idx) + 1, "api", 20, false);
+            api.parent_id = Some(web.span_id);
+            // 30 head-sampled calls, 1 of them failed; 10 more kept only because they failed.
+            let (error, kept) = match idx {
+                0 => (true, Kept::Sampled),
+                1..30 => (false, Kept::Sampled),
+                _ => (true, Kept::Error),
+            };
+            api.error = error;
+            api.kept = Some(kept);
+            store.insert(web);
+            store.insert(api);
+        }
+        let edges = store.edges(0);
+        assert_eq!(edges.len(), 1);
+        assert_eq!((edges[0].calls, edges[0].errors, edges[0].unbiased), (30, 1, true));
     }
 
     #[test]

@@ -230,6 +230,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         clock: clock.clone(),
         series: series.clone(),
         events: events.clone(),
+        spans: tracing.clone(),
     };
     let (heal, mut heal_task) = crate::heal::HealStage::start(&config, heal_subscription, parts)?;
     let learning = crate::learn::Learning::start(

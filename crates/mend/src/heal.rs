@@ -57,6 +57,8 @@ pub(crate) struct StageParts {
     pub(crate) series: Arc<std::sync::RwLock<mend_observe::series::SeriesStore>>,
     /// Where the learner's events (reorderings) are published.
     pub(crate) events: Arc<dyn EventSink>,
+    /// The span store (`[tracing]` on): caller → callee edges and their figures from trace context.
+    pub(crate) spans: Option<Arc<mend_trace::Tracing>>,
 }
 
 /// What the API and the executor ask of the stage.
@@ -130,6 +132,8 @@ struct Stage {
     autoscaling: autoscale::Autoscaling,
     /// Where the learner's events go.
     events: Arc<dyn EventSink>,
+    /// The span store, when tracing is on.
+    spans: Option<Arc<mend_trace::Tracing>>,
 }
 
 /// The built-in diagnoses the healer draws from events itself: published by this stage, so their echo on
@@ -173,7 +177,7 @@ impl HealStage {
         parts: StageParts,
     ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
         use anyhow::Context as _;
-        let StageParts { store, supervisor, signals, executor, clock, series, events } = parts;
+        let StageParts { store, supervisor, signals, executor, clock, series, events, spans } = parts;
         let (interrupted, stopped) =
             store.close_interrupted(clock.wall()).context("cannot close what the last run left in the journal")?;
         if !interrupted.is_empty() || !stopped.is_empty() {
@@ -221,6 +225,7 @@ impl HealStage {
             config: Arc::new(config.clone()),
             autoscaling,
             events,
+            spans,
         };
         let task = tokio::spawn(stage.run(subscription, inbox));
         let config = Arc::new(tokio::sync::watch::channel(Arc::new(config.clone())).0);
@@ -621,7 +626,16 @@ impl Stage {
     /// store, one service at a time, for a bounded window of a bounded set of services; BENCHMARKS.md has
     /// the cost).
     fn observe(&self, request: &mend_incident::ObservationRequest) -> mend_incident::Observations {
-        observe::gather(request, &self.series, &self.facts, &self.config, self.clock.wall())
+        let now = self.clock.wall();
+        let span_edges = self.span_edges(now);
+        observe::gather(request, &self.series, &self.facts, &self.config, &span_edges, now)
+    }
+
+    /// The calls between services that the stored spans show over the edge window (none without tracing).
+    fn span_edges(&self, now: mend_types::Timestamp) -> Vec<mend_trace::SpanEdge> {
+        let Some(spans) = &self.spans else { return Vec::new() };
+        let since = now.saturating_sub(observe::EDGE_WINDOW);
+        spans.edges(u64::try_from(since.as_millis()).unwrap_or(0).saturating_mul(1_000_000))
     }
 
     /// Reads the proxies' observed caller → callee edges into the dependency graph.
@@ -633,7 +647,8 @@ impl Stage {
             .filter_map(|labels| Some((labels.get("caller")?.to_owned(), labels.get("callee")?.to_owned())))
             .collect();
         drop(series);
-        for (caller, callee) in edges {
+        let from_spans = self.span_edges(self.clock.wall()).into_iter().map(|edge| (edge.caller, edge.callee));
+        for (caller, callee) in edges.into_iter().chain(from_spans) {
             let (Some(caller), Some(callee)) = (
                 names.iter().find(|n| n.as_str() == caller).cloned(),
                 names.iter().find(|n| n.as_str() == callee).cloned(),

@@ -240,3 +240,88 @@ fn issue_11_a_failing_health_check_at_the_end_of_a_chain_is_diagnosed_unhealthy_
     assert_eq!(daemon.replica("orders", 0)["pid"].as_u64(), Some(u64::from(pids[1])), "orders was left alone");
     assert_ne!(daemon.replica("stock", 0)["pid"].as_u64(), Some(u64::from(pids[2])), "stock was restarted");
 }
+
+/// The same chain of services that know nothing of mend: no `x-mend-caller`, no `depends_on`, but each
+/// passes the W3C trace context it received on to its upstream (as HTTP libraries with OpenTelemetry do).
+/// The proxies' spans alone give the diagnosis its call graph and the figures of each call: the root is
+/// still named, its callers are its victims, and their evidence shows what their calls did.
+#[test]
+fn issue_16_trace_context_alone_gives_the_diagnosis_its_call_graph_and_the_calls_figures() {
+    let _cpu = common::cpu_to_myself();
+    let ports = common::free_ports(6);
+    let proxies: [SocketAddr; 3] = [3, 4, 5].map(|offset| ([127, 0, 0, 1], ports + offset).into());
+    let config: String = chain_config(ports, proxies, "dependency_failure")
+        .replace(", \"--upstream\"", ", \"--anonymous\", \"--propagate-trace\", \"--upstream\"")
+        .lines()
+        .filter(|line| !line.starts_with("depends_on"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let daemon = Daemon::start(&format!("{config}[tracing]\nratio = 1.0\n"));
+    let pids: Vec<u32> = ["web", "orders", "stock"].iter().flat_map(|service| daemon.wait_ready(service)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = common::load(proxies[0], "/", 2, 20_000, Duration::from_millis(25), stop.clone());
+    load.wait_for_more(20);
+    let samples = "count_over_time(mend_proxy_requests_total{service=\"stock\",release=\"stable\",code=\"2xx\"}[1h])";
+    let before = daemon.query(samples);
+    eventually(Duration::from_secs(90), "35 more seconds of the proxies' figures", || {
+        (daemon.query(samples) >= before + 35.0).then_some(())
+    });
+    assert!(incidents(&daemon).is_empty(), "nothing before the fault: {:?}", incidents(&daemon));
+    // No proxy learnt an edge from a caller header: only trace context links the services.
+    let header_edges = daemon.query("count(mend_proxy_edge_requests_total)");
+    assert!(header_edges.is_nan() || header_edges == 0.0, "no x-mend-caller edge: {header_edges}");
+
+    let stock: SocketAddr = ([127, 0, 0, 1], ports).into();
+    assert_eq!(common::http("POST", stock, "/fault/errors?rate=1", &[]).expect("fault").status, 200);
+    let opened =
+        eventually(Duration::from_secs(60), "the errors open an incident", || incidents(&daemon).into_iter().next());
+    let id = opened["id"].as_u64().expect("an id");
+    let resolved = eventually(Duration::from_secs(120), "the incident resolves", || {
+        let incident = get(daemon.api, &format!("/api/v1/incidents/{id}")).json();
+        (incident["state"] == "resolved").then_some(incident)
+    });
+    stop.store(true, Ordering::Relaxed);
+    load.join();
+
+    let diagnosis = &resolved["diagnosis"];
+    let ranked = ranking(&resolved);
+    let explained: Vec<(&str, &str, Option<&str>)> =
+        ranked.iter().map(|(service, name, by)| (service.as_str(), name.as_str(), by.as_deref())).collect();
+    assert_eq!(
+        explained,
+        [
+            ("stock", "unknown", None),
+            ("orders", "dependency_failure", Some("stock")),
+            ("web", "dependency_failure", Some("orders"))
+        ],
+        "{diagnosis:#}\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(diagnosis["root"], "stock", "{diagnosis:#}");
+    // The victims' evidence: the figures of their calls, from the spans (error share and p99).
+    let evidence = |rank: usize| -> Vec<String> {
+        diagnosis["ranking"][rank]["evidence"]
+            .as_array()
+            .map(|lines| lines.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let calls = evidence(1).into_iter().find(|line| line.starts_with("calls from orders to stock: "));
+    assert!(
+        calls.as_ref().is_some_and(|line| line.contains("% failed, p99 ")),
+        "orders' evidence shows its calls to stock: {:?}",
+        evidence(1)
+    );
+    // Only the root was acted on.
+    let actions: Vec<(&str, &str)> = resolved["action_records"]
+        .as_array()
+        .map(|records| {
+            records
+                .iter()
+                .map(|a| (a["action"]["kind"].as_str().unwrap_or(""), a["service"].as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(actions, [("restart", "stock")], "{resolved:#}");
+    assert_eq!(daemon.replica("web", 0)["pid"].as_u64(), Some(u64::from(pids[0])), "web was left alone");
+    assert_eq!(daemon.replica("orders", 0)["pid"].as_u64(), Some(u64::from(pids[1])), "orders was left alone");
+}

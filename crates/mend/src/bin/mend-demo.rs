@@ -61,6 +61,13 @@ struct Args {
     /// This service's name, sent to the upstream as `x-mend-caller`.
     #[arg(long, default_value = "mend-demo")]
     name: String,
+    /// Send no `x-mend-caller` to the upstream (as a service that knows nothing of mend).
+    #[arg(long)]
+    anonymous: bool,
+    /// Pass the `traceparent` and `tracestate` that arrived on to the upstream call (as a service whose
+    /// HTTP library propagates W3C trace context), so that the upstream's span is a child of this one's.
+    #[arg(long)]
+    propagate_trace: bool,
     /// Answer this fraction (0..1) of `GET /` with 500 from the start (a bad release), as
     /// `POST /fault/errors` would.
     #[arg(long, value_parser = parse_fraction)]
@@ -102,7 +109,9 @@ struct Demo {
     requests: Family<Vec<(&'static str, String)>, Counter>,
     latency: Histogram,
     upstream: Option<hyper::Uri>,
-    name: String,
+    /// Sent as `x-mend-caller`, unless anonymous.
+    caller: Option<String>,
+    propagate_trace: bool,
 }
 
 type Shared = Arc<Demo>;
@@ -140,7 +149,8 @@ async fn main() {
         requests: Family::default(),
         latency: Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         upstream: args.upstream.clone(),
-        name: args.name.clone(),
+        caller: (!args.anonymous).then(|| args.name.clone()),
+        propagate_trace: args.propagate_trace,
     });
     let app = Router::new()
         .route("/", get(hello))
@@ -208,7 +218,7 @@ async fn blocked_gate(demo: &Demo) {
     }
 }
 
-async fn hello(State(demo): State<Shared>) -> Response {
+async fn hello(State(demo): State<Shared>, headers: header::HeaderMap) -> Response {
     blocked_gate(&demo).await;
     let start = Instant::now();
     let (slow, errors) = {
@@ -227,7 +237,9 @@ async fn hello(State(demo): State<Shared>) -> Response {
         }
         _ => match &demo.upstream {
             None => format!("hello from mend-demo (pid {})\n", std::process::id()).into_response(),
-            Some(upstream) => match call(upstream, &demo.name).await {
+            Some(upstream) => match call(upstream, demo.caller.as_deref(), demo.propagate_trace.then_some(&headers))
+                .await
+            {
                 Ok(status) if status < 500 => {
                     format!("hello from mend-demo (pid {}), upstream {status}\n", std::process::id()).into_response()
                 }
@@ -242,8 +254,13 @@ async fn hello(State(demo): State<Shared>) -> Response {
     response
 }
 
-/// Calls `GET upstream` with `x-mend-caller: name` (a connection per call, 5 s at most); its status.
-async fn call(upstream: &hyper::Uri, name: &str) -> Result<u16, String> {
+/// Calls `GET upstream` with `x-mend-caller: caller` and the trace context of `incoming` when given (a
+/// connection per call, 5 s at most); its status.
+async fn call(
+    upstream: &hyper::Uri,
+    caller: Option<&str>,
+    incoming: Option<&header::HeaderMap>,
+) -> Result<u16, String> {
     let authority = upstream.authority().ok_or("the upstream URL has no host")?.as_str().to_owned();
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| e.to_string())?;
@@ -251,11 +268,17 @@ async fn call(upstream: &hyper::Uri, name: &str) -> Result<u16, String> {
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
-        let request = hyper::Request::get(upstream.path_and_query().map_or("/", |p| p.as_str()))
-            .header(header::HOST, &authority)
-            .header("x-mend-caller", name)
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| e.to_string())?;
+        let mut request =
+            hyper::Request::get(upstream.path_and_query().map_or("/", |p| p.as_str())).header(header::HOST, &authority);
+        if let Some(caller) = caller {
+            request = request.header("x-mend-caller", caller);
+        }
+        for name in ["traceparent", "tracestate"] {
+            if let Some(value) = incoming.and_then(|headers| headers.get(name)) {
+                request = request.header(name, value);
+            }
+        }
+        let request = request.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
         let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         // Read the body to its end so that the upstream's answer is complete.

@@ -25,7 +25,7 @@ pub(crate) const FACTS_PER_SERVICE: usize = 64;
 /// How long lifecycle facts are kept.
 pub(crate) const FACTS_FOR: Duration = Duration::from_secs(900);
 /// The window over which an observed edge's error ratio is taken.
-const EDGE_WINDOW: Duration = Duration::from_secs(30);
+pub(crate) const EDGE_WINDOW: Duration = Duration::from_secs(30);
 
 /// The replicas' series diagnosis reads, as the runners record them.
 const REPLICA_SERIES: [&str; 3] =
@@ -194,6 +194,7 @@ pub(crate) fn gather(
     lock: &RwLock<SeriesStore>,
     facts: &FactLog,
     config: &Config,
+    span_edges: &[mend_trace::SpanEdge],
     now: Timestamp,
 ) -> Observations {
     let from = request.from;
@@ -254,7 +255,8 @@ pub(crate) fn gather(
         }
         services.push(service_facts);
     }
-    let edges = lock.read().map(|store| edges(request, &store, config, now)).unwrap_or_default();
+    let mut edges = lock.read().map(|store| edges(request, &store, config, now)).unwrap_or_default();
+    merge_span_edges(&mut edges, request, config, span_edges);
     Observations { now, services, series, edges }
 }
 
@@ -294,6 +296,36 @@ fn edges(
         found.push((caller, callee, EdgeSource::Observed { error_ratio, p99_seconds: None }));
     }
     found
+}
+
+/// Adds what the stored spans say to the proxies' edges: the p99 of an edge the proxy counted (its
+/// counters have no latency per edge), and the edges only trace context shows (a service that passes
+/// `traceparent` on but sends no `x-mend-caller`), with their error share too.
+fn merge_span_edges(
+    edges: &mut Vec<(ServiceName, ServiceName, EdgeSource)>,
+    request: &ObservationRequest,
+    config: &Config,
+    span_edges: &[mend_trace::SpanEdge],
+) {
+    let known = |name: &str| config.services.iter().find(|s| s.name.as_str() == name).map(|s| s.name.clone());
+    for edge in span_edges {
+        let (Some(caller), Some(callee)) = (known(&edge.caller), known(&edge.callee)) else { continue };
+        if edge.calls == 0 || (!request.services.contains(&caller) && !request.services.contains(&callee)) {
+            continue;
+        }
+        let p99 = Some(edge.p99.as_secs_f64());
+        match edges.iter_mut().find(|(from, to, _)| *from == caller && *to == callee) {
+            Some((_, _, EdgeSource::Observed { p99_seconds, .. })) => *p99_seconds = p99,
+            Some((_, _, source)) => {
+                *source = EdgeSource::Observed { error_ratio: Some(edge.error_ratio()), p99_seconds: p99 }
+            }
+            None => edges.push((
+                caller,
+                callee,
+                EdgeSource::Observed { error_ratio: Some(edge.error_ratio()), p99_seconds: p99 },
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
