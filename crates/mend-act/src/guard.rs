@@ -62,12 +62,20 @@ pub enum Refusal {
     },
     /// No such service.
     UnknownService,
+    /// A trigger fired on a service that calls others, and the incident is younger than `[healing]
+    /// settle`: the diagnosis may yet name one of them as the root (see [`crate::policy::settling`]).
+    Settling {
+        /// The services it calls.
+        calls: Vec<ServiceName>,
+        /// Time left.
+        remaining: Duration,
+    },
 }
 
 impl Refusal {
-    /// Whether waiting may change the answer (a cooldown passes, a replica comes back).
+    /// Whether waiting may change the answer (a cooldown passes, a replica comes back, the root is named).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Cooldown { .. } | Self::Unavailable { .. })
+        matches!(self, Self::Cooldown { .. } | Self::Unavailable { .. } | Self::Settling { .. })
     }
 }
 
@@ -79,6 +87,15 @@ impl fmt::Display for Refusal {
             Self::Unavailable { reason } | Self::Bounds { reason } => f.write_str(reason),
             Self::Victim { root } => write!(f, "only a victim: the cause is in {root}"),
             Self::UnknownService => f.write_str("no such service"),
+            Self::Settling { calls, remaining } => {
+                let calls: Vec<&str> = calls.iter().map(ServiceName::as_str).collect();
+                write!(
+                    f,
+                    "it calls {}, whose trouble shows on it too: waiting up to {:.1}s for the diagnosis to name the root",
+                    calls.join(", "),
+                    remaining.as_secs_f64()
+                )
+            }
         }
     }
 }

@@ -801,12 +801,13 @@ impl Healer {
         // The target: what the policy matched (a signal, the root's first; or a service's diagnosis), with
         // its replica; without a service, the incident's root. A victim's trouble is its root's: a policy
         // not scoped to a service acts on the root instead (one scoped to the victim keeps its scope, and
-        // the guard refuses to disrupt a victim).
+        // the guard refuses to disrupt a victim; but `dependency_failure` of a victim means its root).
         let matched = crate::policy::target(&policy, &incident, false);
         let mut service = matched.as_ref().and_then(|m| m.service.clone()).or_else(|| incident.diagnosis.root.clone());
         let mut matched_replica = matched.as_ref().and_then(|m| m.replica);
         let mut redirected = None;
-        if let (Some(target), Some(root), None) = (&service, &incident.diagnosis.root, &policy.service)
+        if let (Some(target), Some(root)) = (&service, &incident.diagnosis.root)
+            && (policy.service.is_none() || crate::policy::acts_on_the_root(&policy))
             && target != root
             && incident.diagnosis.victims.contains(target)
         {
@@ -888,12 +889,23 @@ impl Healer {
         let mode = self.settings.mode(service.as_ref());
         let action_id = ActionId(self.next_action);
         let mut planned = record(action_id, Some(id), action.clone(), (service, replica), actor, reason, now);
-        let checked = if needs_target { self.guard.check(&planned, world, &diagnosis, now) } else { Ok(()) };
+        // A trigger on a caller waits for the diagnosis to know whether the callee is the root.
+        let settling = planned.service.as_ref().and_then(|service| {
+            let calls: Vec<ServiceName> =
+                self.graph.edges().filter(|(caller, _)| caller == service).map(|(_, callee)| callee.clone()).collect();
+            crate::policy::settling(&policy, &incident, service, &calls, self.settings.healing.settle, now)
+        });
+        let checked = match settling {
+            Some(refusal) if needs_target => Err(refusal),
+            _ if needs_target => self.guard.check(&planned, world, &diagnosis, now),
+            _ => Ok(()),
+        };
         match (mode, checked) {
             (_, Err(refusal)) if refusal.is_transient() => {
                 // Noted once per kind of wait (a cooldown's remaining time changes every tick).
                 let key = match &refusal {
                     crate::Refusal::Cooldown { .. } => "cooldown".to_owned(),
+                    crate::Refusal::Settling { .. } => "settling".to_owned(),
                     other => other.to_string(),
                 };
                 if plan.waiting.as_deref() != Some(key.as_str()) {

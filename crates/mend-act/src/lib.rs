@@ -28,5 +28,5 @@ pub use guard::{Guard, Permit, Refusal};
 pub use healer::{Decision, Healer, Settings};
 pub use learner::{Learner, Order, Tally, TallyKey};
 pub use mann_whitney::{MannWhitney, mann_whitney_greater};
-pub use policy::{Policies, Target, default_policies};
+pub use policy::{Policies, Target, default_policies, settling};
 pub use world::{ReplicaView, ServiceView, World};

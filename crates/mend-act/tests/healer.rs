@@ -183,16 +183,17 @@ fn a_policy_acts_verifies_goes_on_and_resolves() {
     check(
         TWO_SERVICES,
         &[
+            // api calls db: a trigger on it waits `settle` (3s) for db's trouble to show, if it is there.
             (
                 0,
                 Input::Fire("Slow", "api", Some(1)),
                 &[
                     "incident 1 open: external Slow fired: Slow evidence",
-                    "action 1 restart api/1 running",
-                    "run 1",
-                    "incident 1 acting: running restart",
+                    "incident 1 open: restart waits: it calls db, whose trouble shows on it too: waiting up to 3.0s for the diagnosis to name the root",
                 ],
             ),
+            (2, Input::Tick, &[]),
+            (3, Input::Tick, &["action 1 restart api/1 running", "run 1", "incident 1 acting: running restart"]),
             (
                 3,
                 Input::Outcome(1, true),
@@ -209,13 +210,13 @@ fn a_policy_acts_verifies_goes_on_and_resolves() {
                 &[
                     "outcome 1 restart api for alert:Slow: not_resolved",
                     "incident 1 open: verify window over and signals still firing: next action",
-                    "incident 1 open: restart waits: cooling down (47s left)",
+                    "incident 1 open: restart waits: cooling down (50s left)",
                 ],
             ),
             (20, Input::Tick, &[]),
-            (60, Input::Tick, &["action 2 restart api/1 running", "run 2", "incident 1 acting: running restart"]),
+            (63, Input::Tick, &["action 2 restart api/1 running", "run 2", "incident 1 acting: running restart"]),
             (
-                61,
+                64,
                 Input::Outcome(2, true),
                 &[
                     "action 2 restart api/1 succeeded: done",
@@ -223,7 +224,7 @@ fn a_policy_acts_verifies_goes_on_and_resolves() {
                 ],
             ),
             (
-                62,
+                65,
                 Input::Resolve("Slow", "api", Some(1)),
                 &[
                     "incident 1 verifying: external Slow resolved: Slow evidence",
@@ -822,4 +823,158 @@ fn a_reload_changes_the_incident_window_at_once() {
             ),
         ],
     );
+}
+
+const CHAIN: &str = r#"
+[service.frontend]
+command = ["frontend"]
+depends_on = ["api"]
+[service.api]
+command = ["api"]
+depends_on = ["db"]
+[service.db]
+command = ["db"]
+[notify.ops]
+url = "http://127.0.0.1:9/"
+"#;
+
+/// Issue 14 (the chain game day): a rule on every service of `frontend → api → db` fires first on api.
+/// api calls db, so the policy on the rule waits for the incident to settle; db's signal joins, the
+/// diagnosis names db the root, and the restart goes to db. The victims are never acted on.
+#[test]
+fn issue_14_a_trigger_on_a_caller_waits_for_the_root_and_the_root_is_acted_on() {
+    let config = format!("{CHAIN}[[heal]]\nwhen = \"alert:Errors\"\nactions = [\"restart\"]\nverify = \"10s\"\n");
+    check(
+        &config,
+        &[
+            (
+                0,
+                Input::Fire("Errors", "api", None),
+                &[
+                    "incident 1 open: external Errors fired: Errors evidence",
+                    "incident 1 open: restart waits: it calls db, whose trouble shows on it too: waiting up to 3.0s for the diagnosis to name the root",
+                ],
+            ),
+            (
+                1,
+                Input::Fire("Errors", "db", None),
+                &[
+                    "incident 1 open: external Errors fired: Errors evidence",
+                    "action 1 restart db running",
+                    "run 1",
+                    "incident 1 acting: running restart",
+                ],
+            ),
+            (
+                1,
+                Input::Fire("Errors", "frontend", None),
+                &["incident 1 acting: external Errors fired: Errors evidence"],
+            ),
+            (5, Input::Tick, &[]),
+        ],
+    );
+}
+
+/// The same rule limited to the victim api: once db is known as the root, nothing runs on api, and the
+/// refusal says why; the root's own trigger is acted on.
+#[test]
+fn issue_14_a_victims_trigger_with_a_known_root_elsewhere_is_refused_and_the_roots_is_acted_on() {
+    let config = format!(
+        "{CHAIN}[[heal]]\nwhen = \"alert:Errors\"\nservice = \"api\"\nactions = [\"restart\"]\n\
+         [[heal]]\nwhen = \"alert:DbErrors\"\nactions = [\"restart\"]\n"
+    );
+    check(
+        &config,
+        &[
+            (
+                0,
+                Input::Fire("Errors", "api", None),
+                &[
+                    "incident 1 open: external Errors fired: Errors evidence",
+                    "incident 1 open: restart waits: it calls db, whose trouble shows on it too: waiting up to 3.0s for the diagnosis to name the root",
+                ],
+            ),
+            // db's trouble joins: the root is db, api its victim; the policy limited to api is refused
+            // there (one action in its list: then nothing is left, and the incident escalates).
+            (
+                1,
+                Input::Fire("DbErrors", "db", None),
+                &[
+                    "incident 1 open: external DbErrors fired: DbErrors evidence",
+                    "action 1 restart api refused: only a victim: the cause is in db",
+                    "incident 1 open: restart refused: only a victim: the cause is in db",
+                    "action 2 escalate db running",
+                    "run 2",
+                    "incident 1 escalated: escalated: policy for alert:Errors exhausted (1 actions)",
+                ],
+            ),
+        ],
+    );
+    // db's own trigger first: its policy acts on db at once (db calls nothing: no wait).
+    check(
+        &config,
+        &[(
+            0,
+            Input::Fire("DbErrors", "db", None),
+            &[
+                "incident 1 open: external DbErrors fired: DbErrors evidence",
+                "action 1 restart db running",
+                "run 1",
+                "incident 1 acting: running restart",
+            ],
+        )],
+    );
+}
+
+/// A policy on `dependency_failure` fires when the diagnosis names a root and victims (here from the
+/// dependency graph alone: the ranking named nothing) and acts on the root, also when it is limited to
+/// the victim whose dependency failed.
+#[test]
+fn issue_14_a_dependency_failure_policy_acts_on_the_root_the_diagnosis_names() {
+    for scope in ["", "service = \"api\"\n"] {
+        let config = format!("{CHAIN}[[heal]]\nwhen = \"dependency_failure\"\n{scope}actions = [\"restart\"]\n");
+        let parsed = mend_config::parse("t.toml", &config, std::path::Path::new("/")).expect("valid config");
+        let world = world(&parsed);
+        let mut healer = Healer::new(Settings::of(&parsed), 1, 1, Box::new(BuiltinDiagnoser));
+        let at = |secs: i64| Timestamp::from_millis(1_000_000 + secs * 1000);
+        let errors = |service: &str, now: Timestamp| Signal {
+            at: now,
+            since: now,
+            state: SignalState::Firing,
+            kind: SignalKind::Rule,
+            name: "Errors".into(),
+            severity: Severity::Warning,
+            service: Some(name(service)),
+            replica: None,
+            value: f64::NAN,
+            labels: BTreeMap::from([("service".to_owned(), service.to_owned())]),
+            evidence: format!("5xx share of {service} above 0.5"),
+        };
+        // api alone: its own trouble, no dependency failure (yet): nothing runs.
+        assert_eq!(
+            render(&healer.signal(&errors("api", at(0)), &world, at(0))),
+            ["incident 1 open: rule Errors fired: 5xx share of api above 0.5"],
+            "{scope}"
+        );
+        let decisions = healer.signal(&errors("db", at(1)), &world, at(1));
+        assert_eq!(
+            render(&decisions),
+            [
+                "incident 1 open: rule Errors fired: 5xx share of db above 0.5",
+                "action 1 restart db running",
+                "run 1",
+                "incident 1 acting: running restart",
+            ],
+            "{scope}"
+        );
+        let Some(Decision::Action(record)) = decisions.get(1) else { panic!("an action") };
+        assert!(
+            record.reason.starts_with("diagnosis dependency_failure of api, a victim of db: acting on db"),
+            "{scope}: {}",
+            record.reason
+        );
+        // frontend joins as a victim too: nothing more runs.
+        let decisions = healer.signal(&errors("frontend", at(1)), &world, at(1));
+        assert_eq!(render(&decisions), ["incident 1 acting: rule Errors fired: 5xx share of frontend above 0.5"]);
+    }
 }

@@ -81,6 +81,9 @@ http = "http://127.0.0.1:{port}/health"
 # pending_expiry = "10m"            # approve mode: unapproved actions expire (and the incident escalates)
 # window = "5m"                     # signals this close (per service, along dependencies) are one incident
 # escalate_after = "30m"            # an incident still open then is escalated
+# settle = "3s"                     # a rule/detector/forecast/alert on a service that calls others waits
+#                                   # this long for the diagnosis to name the root (the callee's trouble
+#                                   # shows on the caller too)
 
 # [service.web.healing]             # overrides for one service
 # mode = "approve"

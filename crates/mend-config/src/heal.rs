@@ -28,6 +28,7 @@ pub(crate) struct RawHealing {
     pending_expiry: Option<String>,
     window: Option<String>,
     escalate_after: Option<String>,
+    settle: Option<String>,
 }
 
 /// `[service.NAME.healing]`.
@@ -151,6 +152,11 @@ pub struct Healing {
     pub window: Duration,
     /// An incident still open after this long is escalated.
     pub escalate_after: Duration,
+    /// A policy keyed on a trigger (rule, detector, forecast, alert) that fired on a service which calls
+    /// others waits this long after its incident opened, unless the diagnosis names the root before:
+    /// the trouble of what it calls shows on the caller in the same second, and the ranking needs their
+    /// signals to name the root (0s: no wait).
+    pub settle: Duration,
 }
 
 impl Default for Healing {
@@ -165,6 +171,7 @@ impl Default for Healing {
             pending_expiry: Duration::from_secs(600),
             window: Duration::from_secs(300),
             escalate_after: Duration::from_secs(1800),
+            settle: Duration::from_secs(3),
         }
     }
 }
@@ -329,6 +336,7 @@ pub(crate) fn validate(problems: &mut Problems<'_>, raw: &RawSections, names: &N
         pending_expiry: time(problems, "pending_expiry", healing_raw.pending_expiry.as_ref(), defaults.pending_expiry),
         window: time(problems, "window", healing_raw.window.as_ref(), defaults.window),
         escalate_after: time(problems, "escalate_after", healing_raw.escalate_after.as_ref(), defaults.escalate_after),
+        settle: time(problems, "settle", healing_raw.settle.as_ref(), defaults.settle),
     };
     if healing.verify.is_zero() {
         problems.add(&root.key("verify"), "the verify window must be longer than 0s");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::alerting::LabelSet;
-use crate::forecast::{Forecaster, TrendForecaster};
+use crate::forecast::{Forecaster, RunForecaster, TrendForecaster};
 use crate::point::{Detector, Point};
 use crate::registry::{self, AnyDetector, UnknownDetector};
 use crate::sensitivity::Sensitivity;
@@ -375,6 +375,9 @@ impl DetectorBank {
 #[derive(Clone, Serialize, Deserialize)]
 struct TrackedForecast {
     forecaster: TrendForecaster,
+    /// The fast one: a leak of megabytes a second is forecast from its last few samples.
+    #[serde(default)]
+    run: RunForecaster,
     /// +1 when the limit is above the series (memory, disk used), −1 when below (free space).
     direction: f64,
     /// The value the current trend started from.
@@ -437,6 +440,7 @@ impl ForecastBank {
         let first_value = points.iter().map(|p| p.1).find(|v| v.is_finite()).unwrap_or(limit);
         let tracked = self.series.entry(labels.clone()).or_insert_with(|| TrackedForecast {
             forecaster: TrendForecaster::new(),
+            run: RunForecaster::new(),
             direction: if first_value <= limit { 1.0 } else { -1.0 },
             run_start: first_value,
             last_ts: f64::NEG_INFINITY,
@@ -458,6 +462,7 @@ impl ForecastBank {
             let gained = (tracked.last_value - tracked.run_start) * tracked.direction;
             if fall > 0.5 * gained.max(0.0) && fall > 0.1 * (limit - tracked.run_start).abs() {
                 tracked.forecaster = TrendForecaster::new();
+                tracked.run.clear();
                 tracked.run_start = value;
                 if let Some(since) = tracked.firing_since.take() {
                     transitions.push(SeriesTransition {
@@ -470,6 +475,7 @@ impl ForecastBank {
                 }
             }
             tracked.forecaster.update(ts, value);
+            tracked.run.update(ts, value);
             tracked.last_ts = ts;
             tracked.last_value = value;
             fed = true;
@@ -477,7 +483,11 @@ impl ForecastBank {
         if !fed {
             return transitions;
         }
-        let forecast = tracked.forecaster.time_to_reach(limit);
+        // The sooner of the two: the slow one's fit over a long memory, the fast one's recent run.
+        let forecast = match (tracked.forecaster.time_to_reach(limit), tracked.run.time_to_reach(limit)) {
+            (Some(slow), Some(fast)) => Some(if fast.seconds < slow.seconds { fast } else { slow }),
+            (slow, fast) => slow.or(fast),
+        };
         let (fitted, slope) = tracked.forecaster.trend().unwrap_or((tracked.last_value, 0.0));
         let past_limit =
             (tracked.last_value - limit) * tracked.direction >= 0.0 || (fitted - limit) * tracked.direction >= 0.0;
@@ -734,6 +744,34 @@ mod tests {
         for t in 0..2000 {
             let value = 200.0 + ((t * 37) % 11) as f64;
             assert!(bank.feed(&series, &[(t as f64, value)], t as f64).is_empty(), "t = {t}");
+        }
+    }
+
+    /// Issue 14: the daemon's memory forecast (1 s samples, 200 MiB limit, 10 min horizon) warns of a
+    /// 16 MiB/s leak a few samples in, with most of the way to the limit left; a replica whose memory
+    /// steps up once and stays there is never warned about.
+    #[test]
+    fn a_fast_leak_is_warned_about_within_seconds_and_a_single_step_never() {
+        let mib = 1_048_576.0;
+        let mut bank = ForecastBank::new(200.0 * mib, 600.0, 10);
+        let series = labels("rss");
+        let jitter = |t: u32| 4096.0 * f64::from((t * 7) % 5);
+        let mut fired_at = None;
+        for t in 0..80_u32 {
+            let value = 12.0 * mib + jitter(t) + 16.0 * mib * f64::from(t.saturating_sub(60));
+            for transition in bank.feed(&series, &[(f64::from(t), value)], f64::from(t)) {
+                if transition.firing {
+                    fired_at.get_or_insert((t, value / mib));
+                }
+            }
+        }
+        let (t, level) = fired_at.expect("the leak is forecast");
+        assert!(t <= 65 && level < 100.0, "warned at t = {t} s, at {level:.0} MiB");
+
+        let mut bank = ForecastBank::new(200.0 * mib, 600.0, 10);
+        for t in 0..900_u32 {
+            let value = if t < 60 { 30.0 } else { 150.0 } * mib + jitter(t);
+            assert!(bank.feed(&series, &[(f64::from(t), value)], f64::from(t)).is_empty(), "t = {t}");
         }
     }
 }

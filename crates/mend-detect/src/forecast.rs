@@ -206,6 +206,151 @@ impl Forecaster for TrendForecaster {
     }
 }
 
+/// The recent run of a fast trend: the last [`RUN_WINDOW`] samples, and a robust line through the run
+/// of them that moves toward the limit now.
+///
+/// [`TrendForecaster`] weighs ~50 samples and asks a strong t-test: right for a slow leak, a day's disk
+/// use; but a leak of megabytes a second reaches a limit of a few hundred MiB in a dozen samples, before
+/// it has the points. This one fits a Theil–Sen line (the median of pairwise slopes: a few odd samples do
+/// not tilt it) through the run that ends at the latest sample, and forecasts only when:
+/// - the run has at least [`RUN_MIN_POINTS`] points, and at least 80 % of its steps go toward the limit;
+/// - the line explains the run (R² ≥ 0.9) and the last step still goes at half its slope or more (a cache
+///   that warmed up and stopped is flat at its last step);
+/// - the run has lasted at least a third of the time it projects to remain ([`RUN_PERSISTENCE`]): the
+///   extrapolation is never more than three times the evidence, so a short rise far from the limit, or
+///   noise, does not forecast.
+///
+/// Its `confidence` is the line's R² over the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunForecaster {
+    samples: std::collections::VecDeque<(f64, f64)>,
+}
+
+/// Samples a [`RunForecaster`] keeps.
+pub(crate) const RUN_WINDOW: usize = 30;
+/// Least points of a run that forecasts (four steps toward the limit).
+pub(crate) const RUN_MIN_POINTS: usize = 5;
+/// A run forecasts only when the time it projects to remain is at most this many times its length.
+pub(crate) const RUN_PERSISTENCE: f64 = 3.0;
+/// Least share of a run's steps that go toward the limit.
+const RUN_MIN_SHARE: f64 = 0.8;
+/// Least R² of the run's line.
+const RUN_MIN_R2: f64 = 0.9;
+
+impl RunForecaster {
+    /// An empty one.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets every sample (the series was reset: a new process).
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
+}
+
+/// Where the run toward `direction` (+1 up, −1 down) that ends at the latest of `samples` starts: the
+/// longest suffix that begins and ends with a step toward it and whose steps go toward it in at least
+/// [`RUN_MIN_SHARE`] of cases (`samples.len()` when there is none). A step goes toward it when it moves at
+/// least a quarter of the median of the last four steps that way: jitter around a flat level before a
+/// leak is not part of the leak's run.
+fn run_start(samples: &[(f64, f64)], direction: f64) -> usize {
+    let n = samples.len();
+    if n < 2 {
+        return n;
+    }
+    let step = |i: usize| (samples[i].1 - samples[i - 1].1) * direction;
+    let mut recent: Vec<f64> = (n.saturating_sub(RUN_MIN_POINTS - 1).max(1)..n).map(step).collect();
+    let Some(typical) = median(&mut recent).filter(|typical| *typical > 0.0) else { return n };
+    let toward = |i: usize| step(i) >= 0.25 * typical;
+    if !toward(n - 1) {
+        return n;
+    }
+    let (mut n_steps, mut n_toward, mut start) = (0_usize, 0_usize, n - 1);
+    for i in (1..n).rev() {
+        n_steps += 1;
+        n_toward += usize::from(toward(i));
+        if toward(i) && (n_toward as f64) >= RUN_MIN_SHARE * n_steps as f64 {
+            start = i - 1;
+        }
+    }
+    start
+}
+
+/// Theil–Sen: the median of the pairwise slopes, and the median intercept for it; with the line's R².
+fn theil_sen(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    let mut slopes = Vec::with_capacity(points.len() * points.len() / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            if b.0 > a.0 {
+                slopes.push((b.1 - a.1) / (b.0 - a.0));
+            }
+        }
+    }
+    let slope = median(&mut slopes)?;
+    let mut intercepts: Vec<f64> = points.iter().map(|(t, v)| v - slope * t).collect();
+    let intercept = median(&mut intercepts)?;
+    let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+    let total: f64 = points.iter().map(|p| (p.1 - mean).powi(2)).sum();
+    let residual: f64 = points.iter().map(|(t, v)| (v - intercept - slope * t).powi(2)).sum();
+    let r2 = if total > 0.0 { 1.0 - residual / total } else { 0.0 };
+    Some((slope, intercept, r2))
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] })
+}
+
+impl Forecaster for RunForecaster {
+    fn update(&mut self, timestamp_secs: f64, value: f64) {
+        if !timestamp_secs.is_finite() || !value.is_finite() {
+            return;
+        }
+        if self.samples.back().is_some_and(|&(last, _)| timestamp_secs <= last) {
+            return;
+        }
+        if self.samples.len() == RUN_WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((timestamp_secs, value));
+    }
+
+    fn time_to_reach(&self, limit: f64) -> Option<Forecast> {
+        let &(t_last, v_last) = self.samples.back()?;
+        if !limit.is_finite() {
+            return None;
+        }
+        let direction = if limit >= v_last { 1.0 } else { -1.0 };
+        let samples: Vec<(f64, f64)> = self.samples.iter().copied().collect();
+        let run = &samples[run_start(&samples, direction)..];
+        if run.len() < RUN_MIN_POINTS {
+            return None;
+        }
+        // Time from the latest sample keeps the sums well conditioned.
+        let points: Vec<(f64, f64)> = run.iter().map(|&(t, v)| (t - t_last, v)).collect();
+        let (slope, level, r2) = theil_sen(&points)?;
+        if slope * direction <= 0.0 || r2 < RUN_MIN_R2 {
+            return None;
+        }
+        let [.., (t_before, v_before), _] = run else { return None };
+        let last_step = (v_last - v_before) / (t_last - t_before);
+        if last_step * direction < 0.5 * slope * direction {
+            return None;
+        }
+        let seconds = ((limit - level) / slope).max(0.0);
+        let lasted = t_last - run[0].0;
+        if !seconds.is_finite() || seconds > RUN_PERSISTENCE * lasted {
+            return None;
+        }
+        Some(Forecast { seconds, confidence: r2, level, slope_per_sec: slope })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +443,67 @@ mod tests {
             forecaster.update(f64::from(step), f64::from(step));
         }
         assert!(forecaster.time_to_reach(100.0).is_none());
+    }
+    /// RSS of a replica (MiB) sampled every second with page-sized jitter: `mib(t)` at second t; the
+    /// first second at which the run forecast fires, with its forecast.
+    fn first_run_forecast(seconds: u32, limit_mib: f64, mib: impl Fn(f64) -> f64) -> Option<(u32, Forecast)> {
+        let mut forecaster = RunForecaster::new();
+        let mut seed = 5;
+        let page = 4096.0 / 1_048_576.0;
+        (0..seconds).find_map(|second| {
+            let t = f64::from(second);
+            forecaster.update(t, mib(t) + page * (noise(&mut seed) * 8.0).round());
+            forecaster.time_to_reach(limit_mib).map(|forecast| (second, forecast))
+        })
+    }
+
+    /// Issue 14's leak game day: 16 MiB/s (and 4 MiB/s) from 12 MiB toward 200 MiB, starting after a
+    /// minute flat: forecast early enough to replace the replica before it gets there.
+    #[test]
+    fn a_fast_leak_is_forecast_within_a_few_samples_well_before_the_limit() {
+        for rate in [16.0, 4.0] {
+            let leak = |t: f64| if t <= 60.0 { 12.0 } else { 12.0 + rate * (t - 60.0) };
+            let reaches = 60.0 + (200.0 - 12.0) / rate;
+            let (second, forecast) = first_run_forecast(200, 200.0, leak).expect("forecast before the limit");
+            let left = reaches - f64::from(second);
+            assert!(second <= 60 + if rate > 10.0 { 5 } else { 14 }, "{rate} MiB/s: forecast at {second} s");
+            assert!(left >= 6.0, "{rate} MiB/s: only {left} s left");
+            assert!((forecast.seconds - left).abs() < 0.25 * left, "{rate}: {} s vs {left} s", forecast.seconds);
+            assert!((forecast.slope_per_sec / rate - 1.0).abs() < 0.1, "{forecast:?}");
+        }
+    }
+
+    /// A healthy replica whose memory steps up once (a cache loaded at once, or warmed over three
+    /// seconds), then stays flat with page-sized jitter, is never forecast; nor is jitter alone, nor a
+    /// slow creep far from the limit (the slow forecaster's job).
+    #[test]
+    fn a_step_a_short_warm_up_jitter_or_a_slow_creep_do_not_forecast() {
+        type Memory = Box<dyn Fn(f64) -> f64>;
+        let cases: [(&str, Memory); 4] = [
+            ("step", Box::new(|t| if t < 30.0 { 20.0 } else { 120.0 })),
+            ("warm-up", Box::new(|t| 20.0 + 30.0 * (t - 30.0).clamp(0.0, 3.0))),
+            ("jitter", Box::new(|_| 40.0)),
+            ("creep", Box::new(|t| 40.0 + 0.05 * t)),
+        ];
+        for (name, mib) in cases {
+            assert_eq!(first_run_forecast(600, 200.0, mib).map(|(second, _)| second), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_run_forecaster_forecasts_a_falling_series_and_ignores_bad_input() {
+        let mut forecaster = RunForecaster::new();
+        forecaster.update(f64::NAN, 1.0);
+        forecaster.update(0.0, f64::INFINITY);
+        for step in 0..10 {
+            let t = f64::from(step);
+            forecaster.update(t, 100.0 - 5.0 * t);
+            forecaster.update(t, 0.0); // a duplicate timestamp is skipped
+        }
+        let forecast = forecaster.time_to_reach(40.0).expect("falling toward 40");
+        assert!((forecast.seconds - 3.0).abs() < 1e-9, "{forecast:?}");
+        assert!(forecaster.time_to_reach(f64::NAN).is_none());
+        forecaster.clear();
+        assert!(forecaster.time_to_reach(40.0).is_none());
     }
 }

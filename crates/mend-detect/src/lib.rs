@@ -21,7 +21,7 @@ pub mod synthetic;
 pub use cusum::CusumDetector;
 pub use ensemble::{ChannelScores, EnsembleDetector, EnsembleParams};
 pub use ewma::EwmaDetector;
-pub use forecast::{Forecast, Forecaster, TrendForecaster};
+pub use forecast::{Forecast, Forecaster, RunForecaster, TrendForecaster};
 pub use likelihood::AnomalyLikelihood;
 pub use mad::MadDetector;
 pub use point::{Detector, Point, Score};

@@ -1,5 +1,6 @@
 //! `mend gameday` end to end: the short version of the suite in `examples/gamedays/` that CI runs (crash,
-//! hang, crash loop, overload: real mend, real mend-demo replicas behind the proxy, the built-in load), a
+//! hang, crash loop, overload, memory leak, dependency failure: real mend, real mend-demo replicas behind
+//! the proxy, the built-in load), a
 //! game day against a running mend with `hey` (a load generator we did not write) as its load, and a
 //! scenario file with mistakes.
 #![allow(clippy::disallowed_methods)] // End-to-end tests wait in real time.
@@ -71,6 +72,40 @@ fn an_overload_is_scaled_out_by_the_autoscaler_without_failed_requests() {
     assert_eq!((fault["expect"].as_str(), fault["failed"].as_u64()), (Some("scale out"), Some(0)));
     assert!(fault["recover_s"].as_f64().is_some_and(|at| at <= 10.0), "scaled out: {fault}");
     assert!(fault["actions"].to_string().contains("by autoscaler"), "the autoscaler's decisions: {fault}");
+}
+
+/// The actions a fault's report lists (`6.9s restart db by policy "dependency_failure" (step 1) (...)`).
+fn actions(fault: &Value) -> Vec<&str> {
+    fault["actions"].as_array().map(|list| list.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+/// Issue 14: the memory forecast fires a few samples into a 16 MiB/s leak and its policy replaces the
+/// replica, drained, before the supervisor would at the limit.
+#[test]
+fn a_memory_leak_is_healed_before_the_limit_without_failed_requests() {
+    let report = check_passes("leak");
+    let fault = &report["faults"][0];
+    assert_eq!((fault["diagnosis"].as_str(), fault["failed"].as_u64()), (Some("memory_exhaustion"), Some(0)));
+    let actions = actions(fault);
+    assert!(
+        actions.iter().any(|a| a.contains("restart web/0 by policy \"memory_exhaustion\"")),
+        "the policy acted: {fault}"
+    );
+    assert!(!actions.iter().any(|a| a.contains("max_memory_bytes")), "healed before the limit, not at it: {fault}");
+}
+
+/// Issue 14: db fails in `frontend → api → db`; the `dependency_failure` policy restarts db (which
+/// clears mend-demo's fault: it lives in the process), and api and frontend see no action (an SLO).
+#[test]
+fn a_dependency_failure_restarts_the_root_and_leaves_the_victims_alone() {
+    let report = check_passes("chain");
+    let fault = &report["faults"][0];
+    let actions = actions(fault);
+    assert!(
+        actions.iter().any(|a| a.contains("restart db by policy \"dependency_failure\"")),
+        "the root restarted: {fault}"
+    );
+    assert!(fault["recover_s"].is_number(), "recovered: {fault}");
 }
 
 /// A running mend (`[topology] api`), `hey` as the load command; the SLO that cannot hold (detect within
