@@ -4,7 +4,15 @@
 //! cargo run --release --example nab -- run   --data DIR --out DIR [--detector NAME] [--sensitivity S]
 //! cargo run --release --example nab -- score --data DIR --labels FILE --results DIR [--detector NAME]
 //! cargo run --release --example nab -- eval  --data DIR --labels FILE [--detector NAME] [--params JSON] [--files]
-//! cargo run --release --example nab -- cv    [--detector NAME] [--grid FILE] [--results DIR] [--repeats N] [--seed S]
+//! cargo run --release --example nab -- cv    [--detector SPEC,...] [--grid FILE] [--results DIR] [--repeats N] [--seed S]
+//!                                                [--each] [--cad-params JSON]
+//! ```
+//!
+//! A `cv` detector SPEC is a registered name, `cad_ose_known_range` (CAD OSE given each file's minimum and
+//! maximum up front, as NAB runs it: not online, only to measure what learning the range costs), or
+//! `A+B`: the larger of A's and B's scores per point (both put their alarm level at 0.5).
+//!
+//! ```text
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -12,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mend_detect::{AnyDetector, EnsembleDetector, EnsembleParams, Sensitivity, registry};
+use mend_detect::{AnyDetector, CadOseDetector, CadOseParams, EnsembleDetector, EnsembleParams, Sensitivity, registry};
 use mend_nab::crossval::{Candidate, Spread, cross_validate, leave_one_category_out, stratified_splits};
 use mend_nab::{LabelledFile, Profile, ProfileScore, ScoredFile, detect_corpus, load_labelled_corpus, score_corpus};
 
@@ -211,22 +219,29 @@ fn real_main() -> Result<(), String> {
                     candidates.push(Candidate { label: name.to_owned(), scored });
                 }
             } else {
-                if registry::build(&detector, sensitivity).is_err() {
-                    return Err(format!("unknown detector {detector:?}"));
-                }
                 // --params: the default detector with these parameters instead of its own.
                 let params: Option<EnsembleParams> = match args.flags.get("params") {
                     Some(json) => Some(serde_json::from_str(json).map_err(|e| format!("bad --params: {e}"))?),
                     None => None,
                 };
-                candidates.push(Candidate {
-                    label: args.flags.get("params").cloned().unwrap_or_else(|| detector.clone()),
-                    scored: detect_corpus(&corpus, || match &params {
-                        Some(p) => AnyDetector::Default(EnsembleDetector::with_params(p.clone(), sensitivity)),
-                        None => registry::build(&detector, sensitivity)
-                            .unwrap_or_else(|_| AnyDetector::Default(EnsembleDetector::new(sensitivity))),
-                    }),
-                });
+                let cad_params: CadOseParams = match args.flags.get("cad-params") {
+                    Some(json) => serde_json::from_str(json).map_err(|e| format!("bad --cad-params: {e}"))?,
+                    None => CadOseParams::default(),
+                };
+                // One candidate per comma-separated --detector spec (`--each` pairs each with the first).
+                for spec in detector.split(',') {
+                    let scored = match (&params, spec) {
+                        (Some(p), "default") => detect_corpus(&corpus, || {
+                            AnyDetector::Default(EnsembleDetector::with_params(p.clone(), sensitivity))
+                        }),
+                        _ => scored_by_spec(&corpus, spec, sensitivity, &cad_params)?,
+                    };
+                    let label = match (&params, spec) {
+                        (Some(json), "default") => json.clone(),
+                        _ => spec.to_owned(),
+                    };
+                    candidates.push(Candidate { label, scored });
+                }
                 // --grid: parameter sets of the default detector to choose among as well.
                 if let Some(grid) = args.flags.get("grid") {
                     let grid = std::fs::read_to_string(grid).map_err(|e| e.to_string())?;
@@ -519,4 +534,54 @@ fn print_splits(corpus: &[LabelledFile], scored: &[ScoredFile]) {
         line.push_str(&format!(" {}={:.1}", category.trim_start_matches("real"), rest.normalized_score));
     }
     println!("{line}");
+}
+
+/// Scores of every file of `corpus` under detector spec `spec` (see the module docs).
+fn scored_by_spec(
+    corpus: &[LabelledFile],
+    spec: &str,
+    sensitivity: Sensitivity,
+    cad_params: &CadOseParams,
+) -> Result<Vec<ScoredFile>, String> {
+    if let Some((first, rest)) = spec.split_once('+') {
+        let mut combined = scored_by_spec(corpus, first, sensitivity, cad_params)?;
+        let other = scored_by_spec(corpus, rest, sensitivity, cad_params)?;
+        for (file, other_file) in combined.iter_mut().zip(&other) {
+            for (score, &other_score) in file.scores.iter_mut().zip(&other_file.scores) {
+                *score = score.max(other_score);
+            }
+        }
+        return Ok(combined);
+    }
+    Ok(match spec {
+        "cad_ose" => detect_corpus(corpus, || {
+            AnyDetector::CadOse(CadOseDetector::with_params(cad_params.clone(), sensitivity))
+        }),
+        "cad_ose_known_range" => corpus
+            .iter()
+            .map(|file| {
+                let values = file.data.rows.iter().map(|row| row.value);
+                let min = values.clone().fold(f64::INFINITY, f64::min);
+                let max = values.fold(f64::NEG_INFINITY, f64::max);
+                let mut detector = AnyDetector::CadOse(CadOseDetector::with_known_range(
+                    cad_params.clone(),
+                    sensitivity,
+                    min,
+                    max,
+                ));
+                ScoredFile {
+                    rel_path: file.data.rel_path(),
+                    scores: mend_nab::detect_file(&mut detector, &file.data),
+                    windows: file.windows.clone(),
+                }
+            })
+            .collect(),
+        name => {
+            registry::build(name, sensitivity).map_err(|e| e.to_string())?;
+            detect_corpus(corpus, || {
+                registry::build(name, sensitivity)
+                    .unwrap_or_else(|_| AnyDetector::Default(EnsembleDetector::new(sensitivity)))
+            })
+        }
+    })
 }
