@@ -92,7 +92,9 @@ mod stored_detector {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use crate::registry::AnyDetector;
-    use crate::{CadOseDetector, CusumDetector, EnsembleDetector, EwmaDetector, MadDetector, SeasonalDetector, ShiftDetector};
+    use crate::{
+        CadOseDetector, CusumDetector, EnsembleDetector, EwmaDetector, MadDetector, SeasonalDetector, ShiftDetector,
+    };
 
     #[derive(Serialize)]
     enum Ref<'a> {

@@ -17,7 +17,7 @@
 //!   extreme lands in the top or bottom level); the first `rest_points` points score 0 anyway (NAB starts
 //!   the detector resting), which is the warm-up in which the range settles.
 //! * **A bounded context table.** NAB's memory grows without bound (thousands of contexts per file). Here
-//!   at most `max_contexts` (≤ [`MAX_CONTEXTS`]) are kept; when a new one must be stored into a full table,
+//!   at most `max_contexts` (≤ [`CadOseDetector::MAX_CONTEXTS`]) are kept; when a new one must be stored into a full table,
 //!   the context least recently active (or created) goes, and its neuron fact is removed from every left
 //!   side that held it, so a slot reused by another context never inherits its meaning. Contexts active or
 //!   created in the current step, or active in the previous one, are never evicted.
@@ -31,11 +31,11 @@ use crate::point::{Detector, Point, Score, non_finite_score};
 use crate::sensitivity::Sensitivity;
 
 /// Bits a value is normalised to (NAB's `numNormValueBits`): 8 levels, 6 sensor facts.
-pub const NORM_VALUE_BITS: u32 = 3;
+const NORM_VALUE_BITS: u32 = 3;
 /// Sensor facts: one per (bit, value of that bit).
 const N_SENSOR_FACTS: u32 = 2 * NORM_VALUE_BITS;
 /// The largest context table a 128-bit fact set can address (one neuron fact per slot).
-pub const MAX_CONTEXTS: usize = 128 - N_SENSOR_FACTS as usize;
+const MAX_CONTEXTS: usize = 128 - N_SENSOR_FACTS as usize;
 
 /// Constants of [`CadOseDetector`]; the defaults are NAB's (`cad_ose.py`), none chosen on NAB's data here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,8 +52,22 @@ pub struct CadOseParams {
     pub max_left_semi_context_len: u32,
     /// Most contexts whose neuron facts join the next step's left facts (NAB's `maxActiveNeuronsNum`).
     pub max_active_neurons: usize,
-    /// Size of the context table (not in NAB, whose table is unbounded); at most [`MAX_CONTEXTS`].
+    /// Size of the context table (not in NAB, whose table is unbounded); at most [`CadOseDetector::MAX_CONTEXTS`].
     pub max_contexts: usize,
+    /// Which context goes when a new one must be stored into a full table.
+    pub eviction: Eviction,
+}
+
+/// Which context a full table of [`CadOseDetector`] forgets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Eviction {
+    /// The one least recently active (or created): a stream forgets what has not happened lately.
+    #[default]
+    LeastRecent,
+    /// The one least often active, the least recent among equals: established contexts stay, new ones
+    /// compete for the rest.
+    LeastActive,
 }
 
 impl Default for CadOseParams {
@@ -64,6 +78,7 @@ impl Default for CadOseParams {
             max_left_semi_context_len: 7,
             max_active_neurons: 15,
             max_contexts: MAX_CONTEXTS,
+            eviction: Eviction::LeastRecent,
         }
     }
 }
@@ -147,12 +162,15 @@ pub struct CadOseDetector {
 }
 
 impl CadOseDetector {
+    /// The largest context table: a 128-bit fact set holds 6 sensor facts and one neuron fact per slot.
+    pub const MAX_CONTEXTS: usize = MAX_CONTEXTS;
+
     /// A detector with NAB's constants at `sensitivity`, its range learnt from the values as they arrive.
     pub fn new(sensitivity: Sensitivity) -> Self {
         Self::with_params(CadOseParams::default(), sensitivity)
     }
 
-    /// A detector with `params` (the table size clamped to `1..=MAX_CONTEXTS`).
+    /// A detector with `params` (the table size clamped to `1..=`[`Self::MAX_CONTEXTS`]).
     pub fn with_params(mut params: CadOseParams, sensitivity: Sensitivity) -> Self {
         params.max_contexts = params.max_contexts.clamp(1, MAX_CONTEXTS);
         params.max_active_neurons = params.max_active_neurons.max(1);
@@ -219,7 +237,10 @@ impl CadOseDetector {
                     .enumerate()
                     .filter_map(|(slot, c)| c.map(|c| (slot, c)))
                     .filter(|&(slot, c)| c.last_used < now && !protected.has_neuron(slot))
-                    .min_by_key(|&(slot, c)| (c.last_used, slot))
+                    .min_by_key(|&(slot, c)| match self.params.eviction {
+                        Eviction::LeastRecent => (0, c.last_used, slot),
+                        Eviction::LeastActive => (c.n_active, c.last_used, slot),
+                    })
                     .map(|(slot, _)| slot)?;
                 self.contexts[victim] = None;
                 // The neuron fact of the evicted context means nothing any more.
@@ -338,9 +359,9 @@ impl Detector for CadOseDetector {
         if resting {
             return Score::ZERO;
         }
-        // The sensitivity as a gain on the raw anomaly (1 at 0.5), so a higher one never flags fewer points.
-        let gain = (2.0 * self.sensitivity.value() - 1.0).exp2();
-        Score::new(self.output_map((gain * raw).min(1.0)))
+        // The sensitivity as the single detectors apply it (identity at 0.5): a higher one never flags fewer
+        // points, and a strong enough anomaly alarms at any sensitivity above 0.
+        Score::new(self.sensitivity.apply(self.output_map(raw)))
     }
 
     fn state_bytes(&self) -> usize {
@@ -396,6 +417,10 @@ mod tests {
         assert!(peak >= 0.5, "the spike scores {:?}", &found[1_495..1_510]);
         let before = found[1_000..1_500].iter().copied().fold(0.0, f64::max);
         assert!(before < 0.5, "the steady pattern alarmed: {before}");
+        // At the cautious sensitivity of live series it still alarms (and not before).
+        let cautious = scores(&mut CadOseDetector::new(Sensitivity::ACTIONABLE), &values);
+        assert!(cautious[1_500].max(cautious[1_501]) >= 0.5, "{:?}", &cautious[1_495..1_510]);
+        assert!(cautious[..1_500].iter().all(|&s| s < 0.5));
     }
 
     #[test]
@@ -431,7 +456,7 @@ mod tests {
         assert!(before <= 4_096, "{before} B");
         // A xorshift series: random levels, so the table fills and evicts all the time.
         let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        for idx in 0..100_000 {
+        for idx in 0..20_000 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
@@ -446,6 +471,34 @@ mod tests {
                 assert!(!context.left.has_neuron(slot) || detector.contexts[slot].is_some());
             }
         }
+    }
+
+    #[test]
+    fn a_full_table_forgets_by_the_eviction_rule() {
+        // Four stored contexts, the table full: slot 0 active often but long ago, slot 3 the most recent.
+        let mut detector = CadOseDetector::with_params(
+            CadOseParams { max_contexts: 4, ..CadOseParams::default() },
+            Sensitivity::DEFAULT,
+        );
+        let stored = [(9, 1), (1, 2), (2, 3), (3, 4)];
+        for (slot, &(n_active, last_used)) in stored.iter().enumerate() {
+            let left = Facts::sensors(0b01_0101).with_neuron((slot + 1) % 4);
+            detector.contexts[slot] = Some(Context { left, right: 0b10_1010, zero_level: true, n_active, last_used });
+        }
+        detector.n_steps = 10;
+        let least_recent = detector.clone().insert(Facts::sensors(1), 2, false, Facts::default());
+        assert_eq!(least_recent, Some(0));
+        detector.params.eviction = Eviction::LeastActive;
+        let mut least_active = detector.clone();
+        assert_eq!(least_active.insert(Facts::sensors(1), 2, false, Facts::default()), Some(1));
+        // The evicted context's neuron fact is gone from the left side that held it (slot 0's).
+        let holder = least_active.contexts[0].expect("kept");
+        assert!(!holder.left.has_neuron(1));
+        // A protected context is never the one to go; with every context protected, nothing is stored.
+        let protected = Facts::default().with_neuron(1);
+        assert_eq!(detector.clone().insert(Facts::sensors(1), 2, false, protected), Some(2));
+        let all = (0..4).fold(Facts::default(), |facts, slot| facts.with_neuron(slot));
+        assert_eq!(detector.clone().insert(Facts::sensors(1), 2, false, all), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod shift;
 mod stats;
 pub mod synthetic;
 
-pub use cad_ose::{CadOseDetector, CadOseParams};
+pub use cad_ose::{CadOseDetector, CadOseParams, Eviction};
 pub use cusum::CusumDetector;
 pub use ensemble::{ChannelScores, EnsembleDetector, EnsembleParams};
 pub use ewma::EwmaDetector;

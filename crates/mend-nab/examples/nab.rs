@@ -9,8 +9,11 @@
 //! ```
 //!
 //! A `cv` detector SPEC is a registered name, `cad_ose_known_range` (CAD OSE given each file's minimum and
-//! maximum up front, as NAB runs it: not online, only to measure what learning the range costs), or
-//! `A+B`: the larger of A's and B's scores per point (both put their alarm level at 0.5).
+//! maximum up front, as NAB runs it: not online, only to measure what learning the range costs),
+//! `cad_ose_unbounded` (NAB's CAD OSE as it is: unbounded memory, the file's range, rest = probation / 5;
+//! a reference, not a mend detector), `cad_ose_unbounded_online` (the same with the range learnt online and
+//! `cad_ose`'s rest period), or `A+B`: the larger of A's and B's scores per point (all put their alarm
+//! level at 0.5).
 //!
 //! ```text
 //! ```
@@ -101,10 +104,14 @@ fn real_main() -> Result<(), String> {
                         .unwrap_or_else(|_| AnyDetector::Default(EnsembleDetector::new(sensitivity))),
                 }
             };
-            if registry::build(&detector, sensitivity).is_err() {
-                return Err(format!("unknown detector {detector:?}"));
-            }
-            let scored = detect_corpus(&corpus, make);
+            let cad_params: CadOseParams = match args.flags.get("cad-params") {
+                Some(json) => serde_json::from_str(json).map_err(|e| format!("bad --cad-params: {e}"))?,
+                None => CadOseParams::default(),
+            };
+            let scored = match params {
+                Some(_) => detect_corpus(&corpus, make),
+                None => scored_by_spec(&corpus, &detector, sensitivity, &cad_params)?,
+            };
             let scores: Vec<ProfileScore> = Profile::nab_profiles().iter().map(|p| score_corpus(&scored, p)).collect();
             print_scores(&scores, args.flags.contains_key("files"));
             print_splits(&corpus, &scored);
@@ -236,7 +243,7 @@ fn real_main() -> Result<(), String> {
                         }),
                         _ => scored_by_spec(&corpus, spec, sensitivity, &cad_params)?,
                     };
-                    let label = match (&params, spec) {
+                    let label = match (args.flags.get("params"), spec) {
                         (Some(json), "default") => json.clone(),
                         _ => spec.to_owned(),
                     };
@@ -543,6 +550,24 @@ fn scored_by_spec(
     sensitivity: Sensitivity,
     cad_params: &CadOseParams,
 ) -> Result<Vec<ScoredFile>, String> {
+    // Each spec is run once per process: `a,a+b` runs `a` once.
+    static MEMO: std::sync::Mutex<BTreeMap<String, Vec<ScoredFile>>> = std::sync::Mutex::new(BTreeMap::new());
+    if let Some(scored) = MEMO.lock().ok().and_then(|memo| memo.get(spec).cloned()) {
+        return Ok(scored);
+    }
+    let scored = scored_by_spec_uncached(corpus, spec, sensitivity, cad_params)?;
+    if let Ok(mut memo) = MEMO.lock() {
+        memo.insert(spec.to_owned(), scored.clone());
+    }
+    Ok(scored)
+}
+
+fn scored_by_spec_uncached(
+    corpus: &[LabelledFile],
+    spec: &str,
+    sensitivity: Sensitivity,
+    cad_params: &CadOseParams,
+) -> Result<Vec<ScoredFile>, String> {
     if let Some((first, rest)) = spec.split_once('+') {
         let mut combined = scored_by_spec(corpus, first, sensitivity, cad_params)?;
         let other = scored_by_spec(corpus, rest, sensitivity, cad_params)?;
@@ -554,21 +579,19 @@ fn scored_by_spec(
         return Ok(combined);
     }
     Ok(match spec {
-        "cad_ose" => detect_corpus(corpus, || {
-            AnyDetector::CadOse(CadOseDetector::with_params(cad_params.clone(), sensitivity))
-        }),
+        "cad_ose_unbounded" => unbounded_cad_ose(corpus, None, false),
+        "cad_ose_unbounded_online" => unbounded_cad_ose(corpus, Some(cad_params.rest_points), true),
+        "cad_ose" => {
+            detect_corpus(corpus, || AnyDetector::CadOse(CadOseDetector::with_params(cad_params.clone(), sensitivity)))
+        }
         "cad_ose_known_range" => corpus
             .iter()
             .map(|file| {
                 let values = file.data.rows.iter().map(|row| row.value);
                 let min = values.clone().fold(f64::INFINITY, f64::min);
                 let max = values.fold(f64::NEG_INFINITY, f64::max);
-                let mut detector = AnyDetector::CadOse(CadOseDetector::with_known_range(
-                    cad_params.clone(),
-                    sensitivity,
-                    min,
-                    max,
-                ));
+                let mut detector =
+                    AnyDetector::CadOse(CadOseDetector::with_known_range(cad_params.clone(), sensitivity, min, max));
                 ScoredFile {
                     rel_path: file.data.rel_path(),
                     scores: mend_nab::detect_file(&mut detector, &file.data),
@@ -584,4 +607,152 @@ fn scored_by_spec(
             })
         }
     })
+}
+
+/// CAD OSE with NAB's unbounded memory and the file's range given up front (NAB's own setting), to measure
+/// what the bounded, online [`CadOseDetector`] gives up. Facts as sorted ids (0..6 sensor facts, 6 + id the
+/// neuron fact of context `id`); every step crosses every stored context, as NAB's does.
+struct UnboundedCadOse {
+    min_value: f64,
+    max_value: f64,
+    /// The range widened by each value (as `cad_ose`) instead of given.
+    online: bool,
+    step: f64,
+    rest_points: usize,
+    /// (left facts, right sensor mask, zero level, times active).
+    contexts: Vec<(Vec<u32>, u8, bool, u64)>,
+    index: std::collections::HashMap<(Vec<u32>, u8), usize>,
+    left_facts: Vec<u32>,
+    n_steps: usize,
+    last_high_step: usize,
+}
+
+impl UnboundedCadOse {
+    fn new(min_value: f64, max_value: f64, rest_points: usize, online: bool) -> Self {
+        let range = max_value - min_value;
+        Self {
+            min_value,
+            max_value,
+            online,
+            step: if range > 0.0 { range / 7.0 } else { 1.0 },
+            rest_points,
+            contexts: Vec::new(),
+            index: std::collections::HashMap::new(),
+            left_facts: Vec::new(),
+            n_steps: 0,
+            last_high_step: 0,
+        }
+    }
+
+    fn insert(&mut self, left: Vec<u32>, right: u8, zero_level: bool) -> Option<usize> {
+        if let Some(&id) = self.index.get(&(left.clone(), right)) {
+            if zero_level {
+                self.contexts[id].2 = true;
+            }
+            return None;
+        }
+        let id = self.contexts.len();
+        self.index.insert((left.clone(), right), id);
+        self.contexts.push((left, right, zero_level, 0));
+        Some(id)
+    }
+
+    fn update(&mut self, x: f64) -> f64 {
+        if self.online {
+            self.min_value = self.min_value.min(x);
+            self.max_value = self.max_value.max(x);
+            let range = self.max_value - self.min_value;
+            self.step = if range > 0.0 { range / 7.0 } else { 1.0 };
+        }
+        let level = ((x - self.min_value) / self.step).floor().clamp(0.0, 7.0) as u32;
+        let sensors: u8 = (0..3).fold(0, |mask, bit| mask | 1 << (2 * bit + ((level >> bit) & 1)));
+        let previous = std::mem::take(&mut self.left_facts);
+        let mut proposed: Vec<(Vec<u32>, u8)> = Vec::new();
+        let mut new_zero_level = None;
+        let mut n_new = 0usize;
+        if !previous.is_empty() {
+            proposed.push((previous.clone(), sensors));
+            new_zero_level = self.insert(previous.clone(), sensors, true);
+            n_new += usize::from(new_zero_level.is_some());
+        }
+        let mut n_selected = 0usize;
+        let mut active: Vec<(u64, usize)> = Vec::new();
+        for (id, context) in self.contexts.iter_mut().enumerate() {
+            if Some(id) == new_zero_level {
+                continue;
+            }
+            let left_crossed: Vec<u32> =
+                context.0.iter().copied().filter(|f| previous.binary_search(f).is_ok()).collect();
+            if left_crossed.is_empty() {
+                continue;
+            }
+            let right_crossed = context.1 & sensors;
+            if left_crossed.len() == context.0.len() {
+                n_selected += 1;
+                if right_crossed != 0 {
+                    if right_crossed == context.1 {
+                        context.3 += 1;
+                        active.push((context.3, id));
+                    } else if context.2 {
+                        proposed.push((left_crossed, right_crossed));
+                    }
+                }
+            } else if context.2 && right_crossed != 0 && left_crossed.len() <= 7 {
+                proposed.push((left_crossed, right_crossed));
+            }
+        }
+        let predicted = if n_selected > 0 { active.len() as f64 / n_selected as f64 } else { 0.0 };
+        active.sort_unstable_by(|a, b| b.cmp(a));
+        active.truncate(15);
+        let mut next: Vec<u32> = (0..6).filter(|bit| sensors & (1 << bit) != 0).collect();
+        next.extend(active.iter().map(|&(_, id)| 6 + id as u32));
+        next.sort_unstable();
+        self.left_facts = next;
+        proposed.sort_unstable();
+        proposed.dedup();
+        let n_proposed = proposed.len();
+        for (left, right) in proposed {
+            if self.insert(left, right, false).is_some() {
+                n_new += 1;
+            }
+        }
+        let novel = if n_proposed > 0 { n_new as f64 / n_proposed as f64 } else { 0.0 };
+        let raw = ((1.0 - predicted + novel) / 2.0).clamp(0.0, 1.0);
+        self.n_steps += 1;
+        let resting = self.n_steps - self.last_high_step <= self.rest_points;
+        if raw >= 0.75 {
+            self.last_high_step = self.n_steps;
+        }
+        if resting { 0.0 } else { raw }
+    }
+}
+
+/// [`UnboundedCadOse`] over every file, with NAB's rest period (probation / 5) unless `rest_points` is given.
+fn unbounded_cad_ose(corpus: &[LabelledFile], rest_points: Option<u32>, online: bool) -> Vec<ScoredFile> {
+    corpus
+        .iter()
+        .map(|file| {
+            let values: Vec<f64> = file.data.rows.iter().map(|row| row.value).collect();
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let rest = rest_points.map_or(mend_nab::probationary_rows(values.len()) / 5, |r| r as usize);
+            let mut detector = if online {
+                UnboundedCadOse::new(f64::INFINITY, f64::NEG_INFINITY, rest, true)
+            } else {
+                UnboundedCadOse::new(min, max, rest, false)
+            };
+            ScoredFile {
+                rel_path: file.data.rel_path(),
+                // The same output map as `cad_ose` (base threshold 0.75 at 0.5), so `+` combines like scales.
+                scores: values
+                    .iter()
+                    .map(|&v| {
+                        let raw = detector.update(v);
+                        if raw <= 0.75 { 0.5 * raw / 0.75 } else { 0.5 + 0.5 * (raw - 0.75) / 0.25 }
+                    })
+                    .collect(),
+                windows: file.windows.clone(),
+            }
+        })
+        .collect()
 }
