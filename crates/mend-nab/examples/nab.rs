@@ -12,7 +12,8 @@
 //! maximum up front, as NAB runs it: not online, only to measure what learning the range costs),
 //! `cad_ose_unbounded` (NAB's CAD OSE as it is: unbounded memory, the file's range, rest = probation / 5;
 //! a reference, not a mend detector), `cad_ose_unbounded_online` (the same with the range learnt online and
-//! `cad_ose`'s rest period), or `A+B`: the larger of A's and B's scores per point (all put their alarm
+//! `cad_ose`'s rest period), `cad_ose_unbounded_headroom` (online, quantised over the range seen widened by
+//! half of it on each side, re-quantised only when a value falls outside), or `A+B`: the larger of A's and B's scores per point (all put their alarm
 //! level at 0.5).
 //!
 //! ```text
@@ -579,8 +580,9 @@ fn scored_by_spec_uncached(
         return Ok(combined);
     }
     Ok(match spec {
-        "cad_ose_unbounded" => unbounded_cad_ose(corpus, None, false),
-        "cad_ose_unbounded_online" => unbounded_cad_ose(corpus, Some(cad_params.rest_points), true),
+        "cad_ose_unbounded" => unbounded_cad_ose(corpus, None, false, 0.0),
+        "cad_ose_unbounded_online" => unbounded_cad_ose(corpus, Some(cad_params.rest_points), true, 0.0),
+        "cad_ose_unbounded_headroom" => unbounded_cad_ose(corpus, Some(cad_params.rest_points), true, 0.5),
         "cad_ose" => {
             detect_corpus(corpus, || AnyDetector::CadOse(CadOseDetector::with_params(cad_params.clone(), sensitivity)))
         }
@@ -617,6 +619,11 @@ struct UnboundedCadOse {
     max_value: f64,
     /// The range widened by each value (as `cad_ose`) instead of given.
     online: bool,
+    /// Online only: quantise over the range seen widened by this share of it on each side, and re-quantise
+    /// only when a value falls outside that (0: the range seen, re-quantised at every new extreme).
+    headroom: f64,
+    /// The lowest value of level 0.
+    low: f64,
     step: f64,
     rest_points: usize,
     /// (left facts, right sensor mask, zero level, times active).
@@ -634,6 +641,8 @@ impl UnboundedCadOse {
             min_value,
             max_value,
             online,
+            headroom: 0.0,
+            low: min_value,
             step: if range > 0.0 { range / 7.0 } else { 1.0 },
             rest_points,
             contexts: Vec::new(),
@@ -661,10 +670,15 @@ impl UnboundedCadOse {
         if self.online {
             self.min_value = self.min_value.min(x);
             self.max_value = self.max_value.max(x);
-            let range = self.max_value - self.min_value;
-            self.step = if range > 0.0 { range / 7.0 } else { 1.0 };
+            let outside = !(self.low..=self.low + 7.0 * self.step).contains(&x);
+            if self.headroom == 0.0 || outside || self.n_steps == 0 {
+                let range = self.max_value - self.min_value;
+                self.low = self.min_value - self.headroom * range;
+                let span = range * (1.0 + 2.0 * self.headroom);
+                self.step = if span > 0.0 { span / 7.0 } else { 1.0 };
+            }
         }
-        let level = ((x - self.min_value) / self.step).floor().clamp(0.0, 7.0) as u32;
+        let level = ((x - self.low) / self.step).floor().clamp(0.0, 7.0) as u32;
         let sensors: u8 = (0..3).fold(0, |mask, bit| mask | 1 << (2 * bit + ((level >> bit) & 1)));
         let previous = std::mem::take(&mut self.left_facts);
         let mut proposed: Vec<(Vec<u32>, u8)> = Vec::new();
@@ -728,7 +742,12 @@ impl UnboundedCadOse {
 }
 
 /// [`UnboundedCadOse`] over every file, with NAB's rest period (probation / 5) unless `rest_points` is given.
-fn unbounded_cad_ose(corpus: &[LabelledFile], rest_points: Option<u32>, online: bool) -> Vec<ScoredFile> {
+fn unbounded_cad_ose(
+    corpus: &[LabelledFile],
+    rest_points: Option<u32>,
+    online: bool,
+    headroom: f64,
+) -> Vec<ScoredFile> {
     corpus
         .iter()
         .map(|file| {
@@ -737,7 +756,9 @@ fn unbounded_cad_ose(corpus: &[LabelledFile], rest_points: Option<u32>, online: 
             let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let rest = rest_points.map_or(mend_nab::probationary_rows(values.len()) / 5, |r| r as usize);
             let mut detector = if online {
-                UnboundedCadOse::new(f64::INFINITY, f64::NEG_INFINITY, rest, true)
+                let mut detector = UnboundedCadOse::new(f64::INFINITY, f64::NEG_INFINITY, rest, true);
+                detector.headroom = headroom;
+                detector
             } else {
                 UnboundedCadOse::new(min, max, rest, false)
             };
