@@ -364,7 +364,7 @@ series = "y"
             "mend.toml:9:1: scrape[0]: missing key \"name\" (e.g. name = \"HighErrorRate\")",
             "mend.toml:11:1: rule[0]: missing key \"expr\" (e.g. expr = 'rate(errors_total[1m]) > 0.1')",
             "mend.toml:16:12: rule[1].severity: unknown severity \"apocalyptic\" (allowed: \"info\", \"warning\", \"critical\")",
-            "mend.toml:20:12: detect[0].detector: unknown detector \"magic\" (allowed: default, ewma, mad, seasonal, cusum, shift)",
+            "mend.toml:20:12: detect[0].detector: unknown detector \"magic\" (allowed: default, ewma, mad, seasonal, cusum, shift, cad_ose)",
             "mend.toml:21:15: detect[0].sensitivity: 3 is out of range (allowed: 0.0 to 1.0; higher flags more)",
             "mend.toml:22:1: forecast[0]: missing key \"limit\" (the value the series must not reach, e.g. limit = \"512MiB\")",
         ],

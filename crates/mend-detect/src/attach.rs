@@ -92,7 +92,9 @@ mod stored_detector {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use crate::registry::AnyDetector;
-    use crate::{CusumDetector, EnsembleDetector, EwmaDetector, MadDetector, SeasonalDetector, ShiftDetector};
+    use crate::{
+        CadOseDetector, CusumDetector, EnsembleDetector, EwmaDetector, MadDetector, SeasonalDetector, ShiftDetector,
+    };
 
     #[derive(Serialize)]
     enum Ref<'a> {
@@ -102,6 +104,7 @@ mod stored_detector {
         Seasonal(&'a SeasonalDetector),
         Cusum(&'a CusumDetector),
         Shift(&'a ShiftDetector),
+        CadOse(&'a CadOseDetector),
     }
 
     #[derive(Deserialize)]
@@ -113,6 +116,7 @@ mod stored_detector {
         Seasonal(SeasonalDetector),
         Cusum(CusumDetector),
         Shift(ShiftDetector),
+        CadOse(CadOseDetector),
     }
 
     pub(super) fn serialize<S: Serializer>(detector: &AnyDetector, serializer: S) -> Result<S::Ok, S::Error> {
@@ -123,6 +127,7 @@ mod stored_detector {
             AnyDetector::Seasonal(d) => Ref::Seasonal(d),
             AnyDetector::Cusum(d) => Ref::Cusum(d),
             AnyDetector::Shift(d) => Ref::Shift(d),
+            AnyDetector::CadOse(d) => Ref::CadOse(d),
         }
         .serialize(serializer)
     }
@@ -135,6 +140,7 @@ mod stored_detector {
             Owned::Seasonal(d) => AnyDetector::Seasonal(d),
             Owned::Cusum(d) => AnyDetector::Cusum(d),
             Owned::Shift(d) => AnyDetector::Shift(d),
+            Owned::CadOse(d) => AnyDetector::CadOse(d),
         })
     }
 }

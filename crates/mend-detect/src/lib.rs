@@ -3,6 +3,7 @@
 
 pub mod alerting;
 pub mod attach;
+mod cad_ose;
 mod cusum;
 mod ensemble;
 mod ewma;
@@ -18,6 +19,7 @@ mod shift;
 mod stats;
 pub mod synthetic;
 
+pub use cad_ose::{CadOseDetector, CadOseParams, Eviction};
 pub use cusum::CusumDetector;
 pub use ensemble::{ChannelScores, EnsembleDetector, EnsembleParams};
 pub use ewma::EwmaDetector;

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cad_ose::CadOseDetector;
 use crate::cusum::CusumDetector;
 use crate::ensemble::EnsembleDetector;
 use crate::ewma::EwmaDetector;
@@ -14,7 +15,7 @@ use crate::sensitivity::Sensitivity;
 use crate::shift::ShiftDetector;
 
 /// Every registered name, the default first.
-pub const NAMES: &[&str] = &["default", "ewma", "mad", "seasonal", "cusum", "shift"];
+pub const NAMES: &[&str] = &["default", "ewma", "mad", "seasonal", "cusum", "shift", "cad_ose"];
 
 /// One of the registered detectors; serialisable as a whole, with the variant as tag.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,8 @@ pub enum AnyDetector {
     Cusum(CusumDetector),
     /// `shift`: [`ShiftDetector`].
     Shift(ShiftDetector),
+    /// `cad_ose`: [`CadOseDetector`] (opt-in; CAD OSE with NAB's constants).
+    CadOse(CadOseDetector),
 }
 
 /// A name that is not in [`NAMES`].
@@ -62,6 +65,7 @@ pub fn build(name: &str, sensitivity: Sensitivity) -> Result<AnyDetector, Unknow
         "seasonal" => AnyDetector::Seasonal(SeasonalDetector::new(sensitivity)),
         "cusum" => AnyDetector::Cusum(CusumDetector::new(sensitivity)),
         "shift" => AnyDetector::Shift(ShiftDetector::new(sensitivity)),
+        "cad_ose" => AnyDetector::CadOse(CadOseDetector::new(sensitivity)),
         _ => {
             return Err(UnknownDetector { name: name.to_owned() });
         }
@@ -77,6 +81,7 @@ impl Detector for AnyDetector {
             Self::Seasonal(detector) => detector.update(point),
             Self::Cusum(detector) => detector.update(point),
             Self::Shift(detector) => detector.update(point),
+            Self::CadOse(detector) => detector.update(point),
         }
     }
 
@@ -88,6 +93,7 @@ impl Detector for AnyDetector {
             Self::Seasonal(detector) => detector.state_bytes(),
             Self::Cusum(detector) => detector.state_bytes(),
             Self::Shift(detector) => detector.state_bytes(),
+            Self::CadOse(detector) => detector.state_bytes(),
         }
     }
 }

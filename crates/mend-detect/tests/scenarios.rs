@@ -146,7 +146,7 @@ fn every_registered_name_builds_and_unknown_names_are_rejected() {
     let err = registry::build("nope", Sensitivity::DEFAULT).expect_err("unknown");
     assert_eq!(
         err.to_string(),
-        "unknown detector \"nope\", expected one of default, ewma, mad, seasonal, cusum, shift"
+        "unknown detector \"nope\", expected one of default, ewma, mad, seasonal, cusum, shift, cad_ose"
     );
 }
 

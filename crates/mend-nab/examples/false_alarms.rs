@@ -1,4 +1,4 @@
-//! False alarms per day of the default detector on healthy series, as the daemon raises them.
+//! False alarms per day of the default detector (or `--detector NAME`) on healthy series, as the daemon raises them.
 //!
 //! Two sources, neither with any anomaly:
 //! * a recording of healthy mend-demo replicas under a varying load (`bench/healthy_series.py`: a compressed
@@ -9,7 +9,7 @@
 //! alarm opens an anomaly (one signal) that resolves after a quiet spell; each opened anomaly is a false alarm.
 //!
 //! ```text
-//! cargo run --release -p mend-nab --example false_alarms -- [--recording FILE] [--nab DIR] [--report 0.2,0.5]
+//! cargo run --release -p mend-nab --example false_alarms -- [--recording FILE] [--nab DIR] [--report 0.2,0.5] [--detector NAME]
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -153,7 +153,8 @@ fn load_nab(dir: &Path) -> Result<(Vec<Series>, f64), String> {
 /// in chunks of ten points as a detect loop reads them.
 fn false_alarms(series: &Series, sensitivity: Sensitivity) -> Vec<f64> {
     let resolve_after = RESOLVE_AFTER_POINTS * series.step;
-    let Ok(mut bank) = DetectorBank::new("default", sensitivity, 1, resolve_after) else { return Vec::new() };
+    let detector = flag("detector", "default");
+    let Ok(mut bank) = DetectorBank::new(&detector, sensitivity, 1, resolve_after) else { return Vec::new() };
     let first = series.points.first().map_or(0.0, |p| p.0);
     let mut opened = Vec::new();
     for chunk in series.points.chunks(10) {
@@ -165,6 +166,8 @@ fn false_alarms(series: &Series, sensitivity: Sensitivity) -> Vec<f64> {
 }
 
 fn run() -> Result<(), String> {
+    let detector = flag("detector", "default");
+    mend_detect::registry::build(&detector, Sensitivity::DEFAULT).map_err(|e| e.to_string())?;
     let recording = PathBuf::from(flag("recording", "bench/data/healthy_series.json"));
     let nab = PathBuf::from(flag("nab", "/work/shared/nab/data"));
     let (healthy, healthy_days, n_live, events) = load_recording(&recording)?;

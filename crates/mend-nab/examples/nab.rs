@@ -4,7 +4,19 @@
 //! cargo run --release --example nab -- run   --data DIR --out DIR [--detector NAME] [--sensitivity S]
 //! cargo run --release --example nab -- score --data DIR --labels FILE --results DIR [--detector NAME]
 //! cargo run --release --example nab -- eval  --data DIR --labels FILE [--detector NAME] [--params JSON] [--files]
-//! cargo run --release --example nab -- cv    [--detector NAME] [--grid FILE] [--results DIR] [--repeats N] [--seed S]
+//! cargo run --release --example nab -- cv    [--detector SPEC,...] [--grid FILE] [--results DIR] [--repeats N] [--seed S]
+//!                                                [--each] [--cad-params JSON]
+//! ```
+//!
+//! A `cv` detector SPEC is a registered name, `cad_ose_known_range` (CAD OSE given each file's minimum and
+//! maximum up front, as NAB runs it: not online, only to measure what learning the range costs),
+//! `cad_ose_unbounded` (NAB's CAD OSE as it is: unbounded memory, the file's range, rest = probation / 5;
+//! a reference, not a mend detector), `cad_ose_unbounded_online` (the same with the range learnt online and
+//! `cad_ose`'s rest period), `cad_ose_unbounded_headroom` (online, quantised over the range seen widened by
+//! half of it on each side, re-quantised only when a value falls outside), or `A+B`: the larger of A's and B's scores per point (all put their alarm
+//! level at 0.5).
+//!
+//! ```text
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -12,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mend_detect::{AnyDetector, EnsembleDetector, EnsembleParams, Sensitivity, registry};
+use mend_detect::{AnyDetector, CadOseDetector, CadOseParams, EnsembleDetector, EnsembleParams, Sensitivity, registry};
 use mend_nab::crossval::{Candidate, Spread, cross_validate, leave_one_category_out, stratified_splits};
 use mend_nab::{LabelledFile, Profile, ProfileScore, ScoredFile, detect_corpus, load_labelled_corpus, score_corpus};
 
@@ -93,10 +105,14 @@ fn real_main() -> Result<(), String> {
                         .unwrap_or_else(|_| AnyDetector::Default(EnsembleDetector::new(sensitivity))),
                 }
             };
-            if registry::build(&detector, sensitivity).is_err() {
-                return Err(format!("unknown detector {detector:?}"));
-            }
-            let scored = detect_corpus(&corpus, make);
+            let cad_params: CadOseParams = match args.flags.get("cad-params") {
+                Some(json) => serde_json::from_str(json).map_err(|e| format!("bad --cad-params: {e}"))?,
+                None => CadOseParams::default(),
+            };
+            let scored = match params {
+                Some(_) => detect_corpus(&corpus, make),
+                None => scored_by_spec(&corpus, &detector, sensitivity, &cad_params)?,
+            };
             let scores: Vec<ProfileScore> = Profile::nab_profiles().iter().map(|p| score_corpus(&scored, p)).collect();
             print_scores(&scores, args.flags.contains_key("files"));
             print_splits(&corpus, &scored);
@@ -211,22 +227,29 @@ fn real_main() -> Result<(), String> {
                     candidates.push(Candidate { label: name.to_owned(), scored });
                 }
             } else {
-                if registry::build(&detector, sensitivity).is_err() {
-                    return Err(format!("unknown detector {detector:?}"));
-                }
                 // --params: the default detector with these parameters instead of its own.
                 let params: Option<EnsembleParams> = match args.flags.get("params") {
                     Some(json) => Some(serde_json::from_str(json).map_err(|e| format!("bad --params: {e}"))?),
                     None => None,
                 };
-                candidates.push(Candidate {
-                    label: args.flags.get("params").cloned().unwrap_or_else(|| detector.clone()),
-                    scored: detect_corpus(&corpus, || match &params {
-                        Some(p) => AnyDetector::Default(EnsembleDetector::with_params(p.clone(), sensitivity)),
-                        None => registry::build(&detector, sensitivity)
-                            .unwrap_or_else(|_| AnyDetector::Default(EnsembleDetector::new(sensitivity))),
-                    }),
-                });
+                let cad_params: CadOseParams = match args.flags.get("cad-params") {
+                    Some(json) => serde_json::from_str(json).map_err(|e| format!("bad --cad-params: {e}"))?,
+                    None => CadOseParams::default(),
+                };
+                // One candidate per comma-separated --detector spec (`--each` pairs each with the first).
+                for spec in detector.split(',') {
+                    let scored = match (&params, spec) {
+                        (Some(p), "default") => detect_corpus(&corpus, || {
+                            AnyDetector::Default(EnsembleDetector::with_params(p.clone(), sensitivity))
+                        }),
+                        _ => scored_by_spec(&corpus, spec, sensitivity, &cad_params)?,
+                    };
+                    let label = match (args.flags.get("params"), spec) {
+                        (Some(json), "default") => json.clone(),
+                        _ => spec.to_owned(),
+                    };
+                    candidates.push(Candidate { label, scored });
+                }
                 // --grid: parameter sets of the default detector to choose among as well.
                 if let Some(grid) = args.flags.get("grid") {
                     let grid = std::fs::read_to_string(grid).map_err(|e| e.to_string())?;
@@ -519,4 +542,238 @@ fn print_splits(corpus: &[LabelledFile], scored: &[ScoredFile]) {
         line.push_str(&format!(" {}={:.1}", category.trim_start_matches("real"), rest.normalized_score));
     }
     println!("{line}");
+}
+
+/// Scores of every file of `corpus` under detector spec `spec` (see the module docs).
+fn scored_by_spec(
+    corpus: &[LabelledFile],
+    spec: &str,
+    sensitivity: Sensitivity,
+    cad_params: &CadOseParams,
+) -> Result<Vec<ScoredFile>, String> {
+    // Each spec is run once per process: `a,a+b` runs `a` once.
+    static MEMO: std::sync::Mutex<BTreeMap<String, Vec<ScoredFile>>> = std::sync::Mutex::new(BTreeMap::new());
+    if let Some(scored) = MEMO.lock().ok().and_then(|memo| memo.get(spec).cloned()) {
+        return Ok(scored);
+    }
+    let scored = scored_by_spec_uncached(corpus, spec, sensitivity, cad_params)?;
+    if let Ok(mut memo) = MEMO.lock() {
+        memo.insert(spec.to_owned(), scored.clone());
+    }
+    Ok(scored)
+}
+
+fn scored_by_spec_uncached(
+    corpus: &[LabelledFile],
+    spec: &str,
+    sensitivity: Sensitivity,
+    cad_params: &CadOseParams,
+) -> Result<Vec<ScoredFile>, String> {
+    if let Some((first, rest)) = spec.split_once('+') {
+        let mut combined = scored_by_spec(corpus, first, sensitivity, cad_params)?;
+        let other = scored_by_spec(corpus, rest, sensitivity, cad_params)?;
+        for (file, other_file) in combined.iter_mut().zip(&other) {
+            for (score, &other_score) in file.scores.iter_mut().zip(&other_file.scores) {
+                *score = score.max(other_score);
+            }
+        }
+        return Ok(combined);
+    }
+    Ok(match spec {
+        "cad_ose_unbounded" => unbounded_cad_ose(corpus, None, false, 0.0),
+        "cad_ose_unbounded_online" => unbounded_cad_ose(corpus, Some(cad_params.rest_points), true, 0.0),
+        "cad_ose_unbounded_headroom" => unbounded_cad_ose(corpus, Some(cad_params.rest_points), true, 0.5),
+        "cad_ose" => {
+            detect_corpus(corpus, || AnyDetector::CadOse(CadOseDetector::with_params(cad_params.clone(), sensitivity)))
+        }
+        "cad_ose_known_range" => corpus
+            .iter()
+            .map(|file| {
+                let values = file.data.rows.iter().map(|row| row.value);
+                let min = values.clone().fold(f64::INFINITY, f64::min);
+                let max = values.fold(f64::NEG_INFINITY, f64::max);
+                let mut detector =
+                    AnyDetector::CadOse(CadOseDetector::with_known_range(cad_params.clone(), sensitivity, min, max));
+                ScoredFile {
+                    rel_path: file.data.rel_path(),
+                    scores: mend_nab::detect_file(&mut detector, &file.data),
+                    windows: file.windows.clone(),
+                }
+            })
+            .collect(),
+        name => {
+            registry::build(name, sensitivity).map_err(|e| e.to_string())?;
+            detect_corpus(corpus, || {
+                registry::build(name, sensitivity)
+                    .unwrap_or_else(|_| AnyDetector::Default(EnsembleDetector::new(sensitivity)))
+            })
+        }
+    })
+}
+
+/// CAD OSE with NAB's unbounded memory and the file's range given up front (NAB's own setting), to measure
+/// what the bounded, online [`CadOseDetector`] gives up. Facts as sorted ids (0..6 sensor facts, 6 + id the
+/// neuron fact of context `id`); every step crosses every stored context, as NAB's does.
+struct UnboundedCadOse {
+    min_value: f64,
+    max_value: f64,
+    /// The range widened by each value (as `cad_ose`) instead of given.
+    online: bool,
+    /// Online only: quantise over the range seen widened by this share of it on each side, and re-quantise
+    /// only when a value falls outside that (0: the range seen, re-quantised at every new extreme).
+    headroom: f64,
+    /// The lowest value of level 0.
+    low: f64,
+    step: f64,
+    rest_points: usize,
+    /// (left facts, right sensor mask, zero level, times active).
+    contexts: Vec<(Vec<u32>, u8, bool, u64)>,
+    index: std::collections::HashMap<(Vec<u32>, u8), usize>,
+    left_facts: Vec<u32>,
+    n_steps: usize,
+    last_high_step: usize,
+}
+
+impl UnboundedCadOse {
+    fn new(min_value: f64, max_value: f64, rest_points: usize, online: bool) -> Self {
+        let range = max_value - min_value;
+        Self {
+            min_value,
+            max_value,
+            online,
+            headroom: 0.0,
+            low: min_value,
+            step: if range > 0.0 { range / 7.0 } else { 1.0 },
+            rest_points,
+            contexts: Vec::new(),
+            index: std::collections::HashMap::new(),
+            left_facts: Vec::new(),
+            n_steps: 0,
+            last_high_step: 0,
+        }
+    }
+
+    fn insert(&mut self, left: Vec<u32>, right: u8, zero_level: bool) -> Option<usize> {
+        if let Some(&id) = self.index.get(&(left.clone(), right)) {
+            if zero_level {
+                self.contexts[id].2 = true;
+            }
+            return None;
+        }
+        let id = self.contexts.len();
+        self.index.insert((left.clone(), right), id);
+        self.contexts.push((left, right, zero_level, 0));
+        Some(id)
+    }
+
+    fn update(&mut self, x: f64) -> f64 {
+        if self.online {
+            self.min_value = self.min_value.min(x);
+            self.max_value = self.max_value.max(x);
+            let outside = !(self.low..=self.low + 7.0 * self.step).contains(&x);
+            if self.headroom == 0.0 || outside || self.n_steps == 0 {
+                let range = self.max_value - self.min_value;
+                self.low = self.min_value - self.headroom * range;
+                let span = range * (1.0 + 2.0 * self.headroom);
+                self.step = if span > 0.0 { span / 7.0 } else { 1.0 };
+            }
+        }
+        let level = ((x - self.low) / self.step).floor().clamp(0.0, 7.0) as u32;
+        let sensors: u8 = (0..3).fold(0, |mask, bit| mask | 1 << (2 * bit + ((level >> bit) & 1)));
+        let previous = std::mem::take(&mut self.left_facts);
+        let mut proposed: Vec<(Vec<u32>, u8)> = Vec::new();
+        let mut new_zero_level = None;
+        let mut n_new = 0usize;
+        if !previous.is_empty() {
+            proposed.push((previous.clone(), sensors));
+            new_zero_level = self.insert(previous.clone(), sensors, true);
+            n_new += usize::from(new_zero_level.is_some());
+        }
+        let mut n_selected = 0usize;
+        let mut active: Vec<(u64, usize)> = Vec::new();
+        for (id, context) in self.contexts.iter_mut().enumerate() {
+            if Some(id) == new_zero_level {
+                continue;
+            }
+            let left_crossed: Vec<u32> =
+                context.0.iter().copied().filter(|f| previous.binary_search(f).is_ok()).collect();
+            if left_crossed.is_empty() {
+                continue;
+            }
+            let right_crossed = context.1 & sensors;
+            if left_crossed.len() == context.0.len() {
+                n_selected += 1;
+                if right_crossed != 0 {
+                    if right_crossed == context.1 {
+                        context.3 += 1;
+                        active.push((context.3, id));
+                    } else if context.2 {
+                        proposed.push((left_crossed, right_crossed));
+                    }
+                }
+            } else if context.2 && right_crossed != 0 && left_crossed.len() <= 7 {
+                proposed.push((left_crossed, right_crossed));
+            }
+        }
+        let predicted = if n_selected > 0 { active.len() as f64 / n_selected as f64 } else { 0.0 };
+        active.sort_unstable_by(|a, b| b.cmp(a));
+        active.truncate(15);
+        let mut next: Vec<u32> = (0..6).filter(|bit| sensors & (1 << bit) != 0).collect();
+        next.extend(active.iter().map(|&(_, id)| 6 + id as u32));
+        next.sort_unstable();
+        self.left_facts = next;
+        proposed.sort_unstable();
+        proposed.dedup();
+        let n_proposed = proposed.len();
+        for (left, right) in proposed {
+            if self.insert(left, right, false).is_some() {
+                n_new += 1;
+            }
+        }
+        let novel = if n_proposed > 0 { n_new as f64 / n_proposed as f64 } else { 0.0 };
+        let raw = ((1.0 - predicted + novel) / 2.0).clamp(0.0, 1.0);
+        self.n_steps += 1;
+        let resting = self.n_steps - self.last_high_step <= self.rest_points;
+        if raw >= 0.75 {
+            self.last_high_step = self.n_steps;
+        }
+        if resting { 0.0 } else { raw }
+    }
+}
+
+/// [`UnboundedCadOse`] over every file, with NAB's rest period (probation / 5) unless `rest_points` is given.
+fn unbounded_cad_ose(
+    corpus: &[LabelledFile],
+    rest_points: Option<u32>,
+    online: bool,
+    headroom: f64,
+) -> Vec<ScoredFile> {
+    corpus
+        .iter()
+        .map(|file| {
+            let values: Vec<f64> = file.data.rows.iter().map(|row| row.value).collect();
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let rest = rest_points.map_or(mend_nab::probationary_rows(values.len()) / 5, |r| r as usize);
+            let mut detector = if online {
+                let mut detector = UnboundedCadOse::new(f64::INFINITY, f64::NEG_INFINITY, rest, true);
+                detector.headroom = headroom;
+                detector
+            } else {
+                UnboundedCadOse::new(min, max, rest, false)
+            };
+            ScoredFile {
+                rel_path: file.data.rel_path(),
+                // The same output map as `cad_ose` (base threshold 0.75 at 0.5), so `+` combines like scales.
+                scores: values
+                    .iter()
+                    .map(|&v| {
+                        let raw = detector.update(v);
+                        if raw <= 0.75 { 0.5 * raw / 0.75 } else { 0.5 + 0.5 * (raw - 0.75) / 0.25 }
+                    })
+                    .collect(),
+                windows: file.windows.clone(),
+            }
+        })
+        .collect()
 }

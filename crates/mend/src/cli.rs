@@ -559,7 +559,7 @@ enum NabCommand {
         /// Results directory: writes OUT/<detector>/<category>/<detector>_<file>.csv.
         #[arg(long)]
         out: PathBuf,
-        /// Detector: default, ewma, mad, seasonal, cusum or shift.
+        /// Detector: default, ewma, mad, seasonal, cusum, shift or cad_ose.
         #[arg(long, default_value = "default")]
         detector: String,
         /// Sensitivity in [0, 1]: higher flags more.
