@@ -9,6 +9,7 @@ mod daemon;
 mod gameday;
 mod heal;
 mod learn;
+mod memory;
 mod notify;
 mod output;
 mod reload;
