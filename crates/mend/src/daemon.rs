@@ -216,7 +216,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
     // What start-up left resident (its code, its freed heap) goes back once it is done, and now and then.
-    let releaser = tokio::spawn(crate::memory::release_loop());
+    let releaser = tokio::spawn(mend_memory::release_loop());
     // What operators' feedback relaxed reaches the detect loop on this watch (the learn stage restores it).
     let (relaxations, relaxations_in) = tokio::sync::watch::channel(mend_detection::feedback::Relaxations::default());
     // What the detectors learnt in the last run goes on (a bad or newer snapshot is refused and relearnt).

@@ -9,7 +9,6 @@ mod daemon;
 mod gameday;
 mod heal;
 mod learn;
-mod memory;
 mod notify;
 mod output;
 mod reload;

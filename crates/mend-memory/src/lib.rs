@@ -7,26 +7,28 @@
 //! its free heap (`malloc_trim`). Both are advice: nothing in use is freed or changed.
 //! `BENCHMARKS.md` ("idle RSS") has what it saves.
 
-// The one exception to the workspace's `unsafe_code = "deny"`: the two libc calls below, each advisory.
-#![allow(unsafe_code)]
+// This crate is the workspace's one exception to `unsafe_code = "forbid"` (its manifest sets its lints
+// itself): the two libc calls below, each advisory, each with its SAFETY argument.
 
 use std::time::Duration;
 
 /// How long after start the first release waits (services started, first scrapes and probes done).
-pub(crate) const FIRST_RELEASE_AFTER: Duration = Duration::from_secs(10);
+pub const FIRST_RELEASE_AFTER: Duration = Duration::from_secs(10);
 /// How often it is done again (what a burst of work left behind).
-pub(crate) const RELEASE_EVERY: Duration = Duration::from_secs(600);
+pub const RELEASE_EVERY: Duration = Duration::from_secs(600);
 
 /// Resident memory before and after a release, bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Released {
-    pub(crate) before: u64,
-    pub(crate) after: u64,
+pub struct Released {
+    /// Before.
+    pub before: u64,
+    /// After.
+    pub after: u64,
 }
 
 /// The read-only mappings of `exe` in a `/proc/PID/maps` text: (start, length) of each (code and
 /// read-only data, not writable and not anonymous).
-pub(crate) fn read_only_mappings_of(maps: &str, exe: &str) -> Vec<(usize, usize)> {
+pub fn read_only_mappings_of(maps: &str, exe: &str) -> Vec<(usize, usize)> {
     maps.lines()
         .filter_map(|line| {
             // start-end perms offset device inode path (the path may hold spaces: " (deleted)").
@@ -53,7 +55,8 @@ fn resident_bytes() -> u64 {
 }
 
 /// Gives back start-up's pages and the free heap; what it could not do is logged at debug and skipped.
-pub(crate) fn release_idle_pages() -> Released {
+#[allow(unsafe_code)] // The two advisory calls; each block says why it is sound.
+pub fn release_idle_pages() -> Released {
     let before = resident_bytes();
     let exe = std::fs::read_link("/proc/self/exe").map(|path| path.display().to_string()).unwrap_or_default();
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
@@ -78,7 +81,7 @@ pub(crate) fn release_idle_pages() -> Released {
 }
 
 /// Releases once after [`FIRST_RELEASE_AFTER`], then every [`RELEASE_EVERY`], off the async workers.
-pub(crate) async fn release_loop() {
+pub async fn release_loop() {
     tokio::time::sleep(FIRST_RELEASE_AFTER).await;
     loop {
         match tokio::task::spawn_blocking(release_idle_pages).await {
