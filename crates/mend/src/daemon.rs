@@ -215,6 +215,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let proxy_sampler = tokio::spawn(traffic::sample_loop(traffic.clone(), series.clone()));
     // Stale series are swept every minute whether or not anything is detected on them.
     let sweeper = tokio::spawn(sweep_loop(series.clone(), clock.clone()));
+    // What start-up left resident (its code, its freed heap) goes back once it is done, and now and then.
+    let releaser = tokio::spawn(mend_memory::release_loop());
     // What operators' feedback relaxed reaches the detect loop on this watch (the learn stage restores it).
     let (relaxations, relaxations_in) = tokio::sync::watch::channel(mend_detection::feedback::Relaxations::default());
     // What the detectors learnt in the last run goes on (a bad or newer snapshot is refused and relearnt).
@@ -395,6 +397,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     reloadable.detection.abort();
     drop(reloadable);
     sweeper.abort();
+    releaser.abort();
     proxy_sampler.abort();
     // Replicas drain through their proxies as they stop (up to the drain timeout), then get their grace
     // period; the proxies go last.
