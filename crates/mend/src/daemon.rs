@@ -164,6 +164,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         retention: config.storage.retention,
         max_series: config.storage.max_series,
     })));
+    // `[remote_write]`: new points of the series store to Prometheus; the store is only read, briefly.
+    let remote_write = crate::remote_write::start(config.remote_write.as_ref(), series.clone())?;
     let scrape_stats = Arc::new(ScrapeStats::default());
     let scrape_context = ScrapeContext {
         series: series.clone(),
@@ -295,6 +297,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
                 max_body_bytes: config.tracing.otlp_max_body_bytes,
             })
         }),
+        remote_write: remote_write.clone().map(|metrics| metrics as Arc<dyn mend_api::MetricsSource>),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());

@@ -641,6 +641,9 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
     if running.storage != new.storage {
         plan.not_applied.push("storage".to_owned());
     }
+    if running.remote_write != new.remote_write {
+        plan.not_applied.push("remote_write".to_owned());
+    }
     plan
 }
 
