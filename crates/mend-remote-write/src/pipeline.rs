@@ -4,12 +4,13 @@
 //! answers 5xx or 429 or not at all.
 //!
 //! Ingest never waits on any of this: the store is only read, a request at a time. Memory is bounded by
-//! the queue: at most `queue_requests` compressed requests of `max_samples_per_request` samples; when it is
-//! full the oldest request is dropped and its samples counted (the newest data is worth more to an
-//! operator looking at a dashboard than the oldest).
+//! the queue: at most `queue_requests` compressed requests of `max_samples_per_request` samples. While the
+//! receiver answers, the collector takes only what fits (the rest waits in the store); while it fails, the
+//! collector goes on taking and the oldest requests are dropped and their samples counted (the newest data
+//! is worth more to an operator looking at a dashboard than the oldest).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -88,6 +89,8 @@ pub struct Stats {
     pub queue_samples: AtomicU64,
     /// Requests waiting in the queue now.
     pub queue_requests: AtomicU64,
+    /// The last attempt failed in a way worth retrying (the receiver is down or overloaded).
+    pub receiver_failing: AtomicBool,
 }
 
 impl Stats {
@@ -210,10 +213,21 @@ async fn collect_loop(
     let mut cursor = Cursor::new();
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A pass takes at most what the queue holds: more would only push out what it just took.
-    let max_requests_per_pass = settings.queue_requests;
     loop {
         ticks.tick().await;
+        // While the receiver answers, a pass takes only what fits in the queue: points not taken stay in
+        // the store (itself bounded) for the next pass, so catching up loses nothing the store still
+        // holds. While it fails, a pass takes up to a full queue, pushing the oldest requests out: the
+        // newest data is what an operator will look at when the receiver comes back.
+        let n_queued = lock_queue(&queue).requests.len();
+        let max_requests_per_pass = if stats.receiver_failing.load(Relaxed) {
+            settings.queue_requests
+        } else {
+            settings.queue_requests.saturating_sub(n_queued)
+        };
+        if max_requests_per_pass == 0 {
+            continue;
+        }
         let mut pending = {
             let store = store.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             cursor.pending(&store)
@@ -295,6 +309,7 @@ async fn send_loop(settings: Arc<Settings>, queue: Arc<Mutex<Queue>>, wake: Arc<
         match verdict {
             Verdict::Sent => {
                 backoff = MIN_BACKOFF;
+                stats.receiver_failing.store(false, Relaxed);
                 if settle(&queue, &stats, id) {
                     stats.samples_sent.fetch_add(n_request_samples as u64, Relaxed);
                     stats.requests_sent.fetch_add(1, Relaxed);
@@ -303,6 +318,7 @@ async fn send_loop(settings: Arc<Settings>, queue: Arc<Mutex<Queue>>, wake: Arc<
             }
             Verdict::Rejected => {
                 backoff = MIN_BACKOFF;
+                stats.receiver_failing.store(false, Relaxed);
                 if settle(&queue, &stats, id) {
                     stats.samples_rejected.fetch_add(n_request_samples as u64, Relaxed);
                 }
@@ -312,6 +328,7 @@ async fn send_loop(settings: Arc<Settings>, queue: Arc<Mutex<Queue>>, wake: Arc<
             }
             Verdict::Retry => {
                 stats.requests_retried.fetch_add(1, Relaxed);
+                stats.receiver_failing.store(true, Relaxed);
                 match answer {
                     Ok(Ok(status)) => tracing::warn!(status, backoff = ?backoff, "remote write failed; retrying"),
                     Ok(Err(error)) => {

@@ -150,3 +150,21 @@ async fn a_4xx_drops_the_request_and_counts_its_samples() {
     assert!(metrics.contains("mend_remote_write_samples_total{outcome=\"rejected\"} 100\n"), "{metrics}");
     assert!(metrics.contains("mend_remote_write_queue_max_samples 400\n"), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_the_queue_is_sent_whole_while_the_receiver_answers() {
+    let (port, received) = receiver(vec![204]).await;
+    // 250 samples, 10 a request, 2 requests queued at most: the rest waits in the store, none is dropped.
+    let settings = Settings { max_samples_per_request: 10, queue_requests: 2, ..settings(port) };
+    let writer = RemoteWriter::start(settings, store_with(250));
+    until("every sample sent", || writer.stats().samples_sent.load(SeqCst) == 250).await;
+    assert_eq!(writer.stats().samples_dropped_queue_full.load(SeqCst), 0);
+    let seen = received.lock().expect("lock");
+    let timestamps: Vec<i64> = seen
+        .accepted
+        .iter()
+        .flat_map(|request| request.timeseries.iter().flat_map(|series| series.samples.iter().map(|s| s.timestamp)))
+        .collect();
+    let expected: Vec<i64> = (0..250).map(|idx| 1_700_000_000_000 + idx * 1000).collect();
+    assert_eq!(timestamps, expected, "each sample once, in order");
+}
