@@ -162,6 +162,11 @@ struct Queue {
 pub struct RemoteWriter {
     stats: Arc<Stats>,
     max_queue_samples: u64,
+    queue: Arc<Mutex<Queue>>,
+    /// Asks the collector for a pass now (at shutdown).
+    pass_now: Arc<Notify>,
+    /// Counts the collector's passes, so that a flush knows when its pass is done.
+    passes: tokio::sync::watch::Receiver<u64>,
     collector: tokio::task::JoinHandle<()>,
     sender: tokio::task::JoinHandle<()>,
 }
@@ -173,10 +178,47 @@ impl RemoteWriter {
         let queue = Arc::new(Mutex::new(Queue::default()));
         let wake = Arc::new(Notify::new());
         let settings = Arc::new(settings);
-        let collector = tokio::spawn(collect_loop(settings.clone(), store, queue.clone(), wake.clone(), stats.clone()));
-        let sender = tokio::spawn(send_loop(settings.clone(), queue, wake, stats.clone()));
+        let pass_now = Arc::new(Notify::new());
+        let (passes_tx, passes) = tokio::sync::watch::channel(0);
+        let collector = tokio::spawn(collect_loop(
+            Collector {
+                settings: settings.clone(),
+                store,
+                queue: queue.clone(),
+                wake: wake.clone(),
+                stats: stats.clone(),
+            },
+            pass_now.clone(),
+            passes_tx,
+        ));
+        let sender = tokio::spawn(send_loop(settings.clone(), queue.clone(), wake, stats.clone()));
         let max_queue_samples = (settings.queue_requests * settings.max_samples_per_request) as u64;
-        Self { stats, max_queue_samples, collector, sender }
+        Self { stats, max_queue_samples, queue, pass_now, passes, collector, sender }
+    }
+
+    /// At shutdown: one last pass over the store, then waits until the queue is sent, the receiver
+    /// fails, or `within` runs out (whichever comes first); says whether everything went out.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let mut passes = self.passes.clone();
+        let before = *passes.borrow_and_update();
+        self.pass_now.notify_one();
+        let drained = async {
+            while *passes.borrow_and_update() == before {
+                if passes.changed().await.is_err() {
+                    return false;
+                }
+            }
+            loop {
+                if lock_queue(&self.queue).requests.is_empty() {
+                    return true;
+                }
+                if self.stats.receiver_failing.load(Relaxed) {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(within, drained).await.unwrap_or(false)
     }
 
     /// The counters.
@@ -203,30 +245,45 @@ fn lock_queue(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn collect_loop(
+/// What the collector works with.
+struct Collector {
     settings: Arc<Settings>,
     store: Arc<RwLock<SeriesStore>>,
     queue: Arc<Mutex<Queue>>,
     wake: Arc<Notify>,
     stats: Arc<Stats>,
-) {
+}
+
+async fn collect_loop(collector: Collector, pass_now: Arc<Notify>, passes: tokio::sync::watch::Sender<u64>) {
     let mut cursor = Cursor::new();
-    let mut ticks = tokio::time::interval(settings.interval);
+    let mut ticks = tokio::time::interval(collector.settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = pass_now.notified() => {}
+        }
+        collector.pass(&mut cursor);
+        passes.send_modify(|n_passes| *n_passes += 1);
+    }
+}
+
+impl Collector {
+    /// One pass: new points out of the store into the queue.
+    fn pass(&self, cursor: &mut Cursor) {
+        let Self { settings, store, queue, wake, stats } = self;
         // While the receiver answers, a pass takes only what fits in the queue: points not taken stay in
         // the store (itself bounded) for the next pass, so catching up loses nothing the store still
         // holds. While it fails, a pass takes up to a full queue, pushing the oldest requests out: the
         // newest data is what an operator will look at when the receiver comes back.
-        let n_queued = lock_queue(&queue).requests.len();
+        let n_queued = lock_queue(queue).requests.len();
         let max_requests_per_pass = if stats.receiver_failing.load(Relaxed) {
             settings.queue_requests
         } else {
             settings.queue_requests.saturating_sub(n_queued)
         };
         if max_requests_per_pass == 0 {
-            continue;
+            return;
         }
         let mut pending = {
             let store = store.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -255,7 +312,7 @@ async fn collect_loop(
                     continue;
                 }
             };
-            enqueue(&queue, &stats, settings.queue_requests, body, n_request_samples);
+            enqueue(queue, stats, settings.queue_requests, body, n_request_samples);
             wake.notify_one();
         }
     }

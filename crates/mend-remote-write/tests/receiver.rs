@@ -82,6 +82,10 @@ fn settings(port: u16) -> Settings {
     }
 }
 
+fn settings_endpoint(port: u16) -> Endpoint {
+    Endpoint::parse(&format!("http://127.0.0.1:{port}/api/v1/write")).expect("valid")
+}
+
 fn store_with(n_points: i64) -> Arc<RwLock<SeriesStore>> {
     let mut store = SeriesStore::new(Limits::default());
     let labels = store.labels("mend_replica_up", &[("service", "web")]);
@@ -167,4 +171,31 @@ async fn a_backlog_larger_than_the_queue_is_sent_whole_while_the_receiver_answer
         .collect();
     let expected: Vec<i64> = (0..250).map(|idx| 1_700_000_000_000 + idx * 1000).collect();
     assert_eq!(timestamps, expected, "each sample once, in order");
+}
+
+#[tokio::test]
+async fn a_flush_sends_what_came_since_the_last_pass_and_gives_up_on_a_failing_receiver() {
+    let (port, received) = receiver(vec![204]).await;
+    // Passes an hour apart: only the first (at start) and the flush's.
+    let settings = Settings { interval: Duration::from_secs(3600), ..settings(port) };
+    let store = store_with(3);
+    let writer = RemoteWriter::start(settings.clone(), store.clone());
+    until("the first pass is sent", || writer.stats().samples_sent.load(SeqCst) == 3).await;
+    {
+        let mut store = store.write().expect("lock");
+        let labels = store.labels("mend_replica_up", &[("service", "web")]);
+        store.append(&labels, Timestamp::from_millis(1_700_000_003_000), 0.0).expect("room");
+    }
+    assert!(writer.flush(Duration::from_secs(30)).await, "everything went out");
+    assert_eq!(writer.stats().samples_sent.load(SeqCst), 4);
+    assert_eq!(received.lock().expect("lock").accepted.len(), 2);
+
+    // A receiver that answers 503: the flush ends when the attempt fails, not at its bound.
+    let (port, _) = receiver(vec![503]).await;
+    let failing = Settings { endpoint: settings_endpoint(port), ..settings };
+    let writer = RemoteWriter::start(failing, store_with(3));
+    let started = tokio::time::Instant::now();
+    assert!(!writer.flush(Duration::from_secs(30)).await);
+    assert!(started.elapsed() < Duration::from_secs(30), "ended by the failure, not the bound");
+    assert!(writer.stats().requests_retried.load(SeqCst) > 0);
 }

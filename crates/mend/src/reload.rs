@@ -688,6 +688,24 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_remote_write_waits_for_the_next_start() {
+        let remote = |interval: &str| {
+            let mut config = config("");
+            let text =
+                format!("[remote_write]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\ninterval = \"{interval}\"\n");
+            config.remote_write = mend_config::parse("mend.toml", &text, std::path::Path::new("/tmp"))
+                .expect("valid config")
+                .remote_write;
+            config
+        };
+        let running = remote("10s");
+        assert!(plan_services(&running, &running, &remote("10s")).not_applied.is_empty());
+        let plan = plan_services(&running, &running, &remote("5s"));
+        assert_eq!(plan.not_applied, ["remote_write"], "{plan:?}");
+        assert!(plan.updates.is_empty() && plan.conflicts.is_empty(), "{plan:?}");
+    }
+
+    #[test]
     fn a_reload_of_another_key_keeps_a_manual_scale() {
         // Regression (issue 13): the file's count (2) was compared with the running count (3, by `mend
         // scale`), so any reload scaled back to 2.

@@ -159,3 +159,46 @@ queue_requests = 3
     assert!(metric(&daemon, r#"mend_remote_write_requests_total{outcome="retried"}"#).is_some_and(|n| n > 0.0));
     assert_eq!(metric(&daemon, r#"mend_remote_write_samples_total{outcome="sent"}"#), Some(0.0));
 }
+
+#[test]
+fn a_shutdown_sends_what_the_last_pass_did_not() {
+    let prometheus = Prometheus::start();
+    let port = common::free_ports(1);
+    // Passes an hour apart: the first, at start, finds the store empty; only the flush at shutdown can
+    // send the replica's samples and the staleness marker its process' exit wrote.
+    let mut daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.web]
+command = ["{{demo}}", "--port", "{{port}}"]
+ports = "{port}"
+[remote_write]
+url = "http://{prometheus}/api/v1/write"
+interval = "1h"
+labels = {{ host = "flushed" }}
+"#,
+        prometheus = prometheus.address
+    ));
+    daemon.wait_ready("web");
+    daemon.wait_for_runner_to_move_on("web");
+    assert!(prometheus.query(r#"count_over_time(mend_replica_up{host="flushed"}[1h])"#).is_empty(), "nothing sent yet");
+    let status = daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", daemon.log_text());
+    let counted = prometheus.query(r#"count_over_time(mend_replica_up{host="flushed",service="web"}[1h])"#);
+    let n_samples: f64 = counted
+        .first()
+        .and_then(|series| series["value"][1].as_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no samples in prometheus after the shutdown:\n{}", daemon.log_text()));
+    assert!(n_samples >= 2.0, "{counted:?}");
+    // The process' exit ended its memory series: an instant query finds it stale.
+    assert!(
+        prometheus.query(r#"mend_replica_resident_memory_bytes{host="flushed",service="web"}"#).is_empty(),
+        "the staleness marker arrived"
+    );
+    assert!(
+        !prometheus
+            .query(r#"count_over_time(mend_replica_resident_memory_bytes{host="flushed",service="web"}[1h])"#)
+            .is_empty()
+    );
+}
