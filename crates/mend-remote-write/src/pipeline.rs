@@ -165,8 +165,10 @@ pub struct RemoteWriter {
     queue: Arc<Mutex<Queue>>,
     /// Asks the collector for a pass now (at shutdown).
     pass_now: Arc<Notify>,
-    /// Counts the collector's passes, so that a flush knows when its pass is done.
-    passes: tokio::sync::watch::Receiver<u64>,
+    /// Flushes asked for so far; a pass covers those asked before it started.
+    flushes_asked: Arc<AtomicU64>,
+    /// The flushes covered by a finished pass, so that a flush knows when its pass is done.
+    flushes_covered: tokio::sync::watch::Receiver<u64>,
     collector: tokio::task::JoinHandle<()>,
     sender: tokio::task::JoinHandle<()>,
 }
@@ -179,7 +181,8 @@ impl RemoteWriter {
         let wake = Arc::new(Notify::new());
         let settings = Arc::new(settings);
         let pass_now = Arc::new(Notify::new());
-        let (passes_tx, passes) = tokio::sync::watch::channel(0);
+        let flushes_asked = Arc::new(AtomicU64::new(0));
+        let (covered_tx, flushes_covered) = tokio::sync::watch::channel(0);
         let collector = tokio::spawn(collect_loop(
             Collector {
                 settings: settings.clone(),
@@ -188,23 +191,24 @@ impl RemoteWriter {
                 wake: wake.clone(),
                 stats: stats.clone(),
             },
-            pass_now.clone(),
-            passes_tx,
+            Flushes { pass_now: pass_now.clone(), asked: flushes_asked.clone(), covered: covered_tx },
         ));
         let sender = tokio::spawn(send_loop(settings.clone(), queue.clone(), wake, stats.clone()));
         let max_queue_samples = (settings.queue_requests * settings.max_samples_per_request) as u64;
-        Self { stats, max_queue_samples, queue, pass_now, passes, collector, sender }
+        Self { stats, max_queue_samples, queue, pass_now, flushes_asked, flushes_covered, collector, sender }
     }
 
     /// At shutdown: one last pass over the store, then waits until the queue is sent, the receiver
     /// fails, or `within` runs out (whichever comes first); says whether everything went out.
     pub async fn flush(&self, within: Duration) -> bool {
-        let mut passes = self.passes.clone();
-        let before = *passes.borrow_and_update();
+        let mut covered = self.flushes_covered.clone();
+        // A pass already running when this is asked may have read the store before the newest points:
+        // only a pass that starts after it counts.
+        let flush = self.flushes_asked.fetch_add(1, Relaxed) + 1;
         self.pass_now.notify_one();
         let drained = async {
-            while *passes.borrow_and_update() == before {
-                if passes.changed().await.is_err() {
+            while *covered.borrow_and_update() < flush {
+                if covered.changed().await.is_err() {
                     return false;
                 }
             }
@@ -254,17 +258,25 @@ struct Collector {
     stats: Arc<Stats>,
 }
 
-async fn collect_loop(collector: Collector, pass_now: Arc<Notify>, passes: tokio::sync::watch::Sender<u64>) {
+/// How a flush asks the collector for a pass and learns that it is done.
+struct Flushes {
+    pass_now: Arc<Notify>,
+    asked: Arc<AtomicU64>,
+    covered: tokio::sync::watch::Sender<u64>,
+}
+
+async fn collect_loop(collector: Collector, flushes: Flushes) {
     let mut cursor = Cursor::new();
     let mut ticks = tokio::time::interval(collector.settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            () = pass_now.notified() => {}
+            () = flushes.pass_now.notified() => {}
         }
+        let asked = flushes.asked.load(Relaxed);
         collector.pass(&mut cursor);
-        passes.send_modify(|n_passes| *n_passes += 1);
+        flushes.covered.send_replace(asked);
     }
 }
 
