@@ -36,7 +36,7 @@ pub use learn::{
     OutcomeRow, ResetAnswer, ResetRequest, SensitivityChange, SensitivityRow, SourceKind,
 };
 pub use logs::{PatternDto, PatternSource, PatternsDto};
-pub use metrics::{EventCounter, ObserveStats, SignalCounter};
+pub use metrics::{EventCounter, MetricsSource, ObserveStats, SignalCounter};
 pub use report::{NoReports, REPORT_CONTENT_SECURITY_POLICY, ReportApi, ReportError, ReportFormat};
 pub use rollout::{DeployOrder, NoRollouts, RolloutApi, RolloutError, RolloutOrder, RolloutStatus, parse_steps};
 pub use routes::{ApiState, ReloadRequest, router};

@@ -19,6 +19,12 @@ pub struct ObserveStats {
     pub series: Arc<std::sync::RwLock<mend_observe::series::SeriesStore>>,
 }
 
+/// Families that a stage outside the API adds to `/metrics` (remote write's counters, say).
+pub trait MetricsSource: Send + Sync {
+    /// The families in OpenMetrics text, without `# EOF`.
+    fn openmetrics(&self) -> String;
+}
+
 /// Counts events by kind on their way to the store.
 pub struct EventCounter {
     inner: Arc<dyn EventSink>,

@@ -69,6 +69,8 @@ pub struct ApiState {
     pub reports: Arc<dyn crate::ReportApi>,
     /// The span store and OTLP intake (`None`: tracing is off).
     pub traces: Option<Arc<crate::TraceApi>>,
+    /// Prometheus remote write's counters (`None`: no `[remote_write]`).
+    pub remote_write: Option<Arc<dyn crate::MetricsSource>>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -289,6 +291,13 @@ async fn metrics_page(State(state): State<ApiState>, headers: HeaderMap) -> Resp
     let openmetrics = match &state.traces {
         Some(traces) => match openmetrics.strip_suffix("# EOF\n") {
             Some(head) => format!("{head}{}# EOF\n", crate::traces::openmetrics(&traces.tracing.stats())),
+            None => openmetrics,
+        },
+        None => openmetrics,
+    };
+    let openmetrics = match &state.remote_write {
+        Some(remote_write) => match openmetrics.strip_suffix("# EOF\n") {
+            Some(head) => format!("{head}{}# EOF\n", remote_write.openmetrics()),
             None => openmetrics,
         },
         None => openmetrics,

@@ -31,6 +31,7 @@ mod learn;
 mod model;
 mod promql;
 mod raw;
+mod remote_write;
 mod retry;
 mod template;
 mod trace;
@@ -55,6 +56,7 @@ pub use model::{
     ReleaseSpec, RestartLimit, RestartPolicy, Rule, ScrapeTarget, Service, StopSignal, Storage, UpstreamProtocol,
     parse_size, split_host_port,
 };
+pub use remote_write::{RemoteWrite, RemoteWriteAuth};
 pub use retry::RetryOn;
 pub use template::{Placeholder, Template, TemplateVars};
 pub use trace::{TraceExport, Tracing};

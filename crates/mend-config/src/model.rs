@@ -43,6 +43,8 @@ pub struct Config {
     pub learn: crate::learn::Learn,
     /// Distributed tracing (`[tracing]`); off without the table.
     pub tracing: crate::trace::Tracing,
+    /// Prometheus remote write of the series store (`[remote_write]`); off without the table.
+    pub remote_write: Option<crate::remote_write::RemoteWrite>,
 }
 
 impl Config {

@@ -147,7 +147,7 @@ pub(crate) fn validate(problems: &mut Problems<'_>, raw: Option<&RawTracing>) ->
 }
 
 /// `http://HOST[:PORT][/PATH]` with a host (a name, IPv4, or `[IPv6]`) and a valid port.
-fn endpoint_ok(url: &str) -> bool {
+pub(crate) fn endpoint_ok(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else { return false };
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let (host, port) = match authority.rsplit_once(':') {

@@ -91,7 +91,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[servics.web]\ncommand = [\"x\"]\n",
         &[
-            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos, learn, tracing)",
+            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos, learn, tracing, remote_write)",
         ],
     );
 }
@@ -959,5 +959,76 @@ trace_ratio = -1.0
             "mend.toml:7:15: tracing.export.batch_spans: 0 is out of range (allowed: 1 to 10000)",
             "mend.toml:12:15: service.web.proxy.trace_ratio: -1 is out of range (allowed: 0 to 1)",
         ],
+    );
+}
+
+#[test]
+fn remote_write_is_off_without_its_table_and_validated_with_it() {
+    let off = mend_config::parse("mend.toml", "[service.web]\ncommand = [\"web\"]\n", Path::new("/")).expect("valid");
+    assert_eq!(off.remote_write, None);
+    let text = r#"
+[remote_write]
+url = "http://127.0.0.1:9090/api/v1/write"
+interval = "5s"
+max_samples_per_request = 500
+labels = { host = "web-1", dc = "a" }
+[remote_write.basic_auth]
+username = "mend"
+password_file = "secrets/prometheus"
+"#;
+    let config = mend_config::parse("mend.toml", text, Path::new("/etc/mend")).expect("valid config");
+    let remote = config.remote_write.expect("configured");
+    assert_eq!(remote.url, "http://127.0.0.1:9090/api/v1/write");
+    assert_eq!(remote.interval, Duration::from_secs(5));
+    assert_eq!((remote.max_samples_per_request, remote.queue_requests), (500, 64));
+    assert_eq!(remote.timeout, Duration::from_secs(10));
+    assert_eq!(
+        remote.auth,
+        mend_config::RemoteWriteAuth::Basic {
+            username: "mend".into(),
+            password_file: Path::new("/etc/mend/secrets/prometheus").into()
+        }
+    );
+    assert_eq!(remote.labels.get("host").map(String::as_str), Some("web-1"));
+}
+
+#[test]
+fn remote_write_errors_name_line_and_key() {
+    check_errors(
+        r#"[remote_write]
+url = "https://prometheus:9090/api/v1/write"
+interval = "10ms"
+max_samples_per_request = 0
+queue_requests = 5000
+timeout = "soon"
+bearer_token_file = "token"
+labels = { "__name__" = "x", host = "" }
+[remote_write.basic_auth]
+username = "mend"
+"#,
+        &[
+            "mend.toml:2:7: remote_write.url: invalid url \"https://prometheus:9090/api/v1/write\" (expected \
+             http://HOST:PORT/api/v1/write; there is no TLS client)",
+            "mend.toml:3:12: remote_write.interval: must be at least 100ms",
+            "mend.toml:4:27: remote_write.max_samples_per_request: 0 is out of range (allowed: 1 to 100000)",
+            "mend.toml:5:18: remote_write.queue_requests: 5000 is out of range (allowed: 1 to 1000)",
+            "mend.toml:6:11: remote_write.timeout: invalid duration \"soon\": expected a number at \"soon\"",
+            "mend.toml:8:25: remote_write.labels.__name__: invalid label name \"__name__\" (letters, digits and '_', \
+             not starting with a digit or \"__\")",
+            "mend.toml:8:37: remote_write.labels.host: a label value must not be empty (Prometheus drops it)",
+            "mend.toml:9:15: remote_write.basic_auth: give either bearer_token_file or basic_auth, not both",
+        ],
+    );
+    check_errors(
+        "[remote_write]\ninterval = \"1s\"\nurl_typo = \"x\"\n",
+        &[
+            "mend.toml:1:2: remote_write: missing key \"url\" (e.g. url = \"http://127.0.0.1:9090/api/v1/write\")",
+            "mend.toml:3:1: remote_write.url_typo: unknown field `url_typo`, expected one of `url`, `interval`, \
+             `max_samples_per_request`, `queue_requests`, `timeout`, `bearer_token_file`, `basic_auth`, `labels`",
+        ],
+    );
+    check_errors(
+        "[remote_write]\ninterval = \"1s\"\n",
+        &["mend.toml:1:2: remote_write: missing key \"url\" (e.g. url = \"http://127.0.0.1:9090/api/v1/write\")"],
     );
 }

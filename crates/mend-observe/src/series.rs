@@ -262,6 +262,11 @@ impl SeriesStore {
         before - self.series.len()
     }
 
+    /// Every series held, in no particular order (remote write walks them for new points).
+    pub fn all(&self) -> impl Iterator<Item = &Labels> + '_ {
+        self.series.keys()
+    }
+
     /// Whether the series with exactly `labels` is held.
     pub fn contains(&self, labels: &Labels) -> bool {
         self.series.contains_key(labels)

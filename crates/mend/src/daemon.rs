@@ -32,6 +32,8 @@ const STREAM_CAPACITY: usize = 1024;
 
 /// How often replicas' /proc metrics are sampled.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for remote write to send what it has.
+const REMOTE_WRITE_FLUSH: Duration = Duration::from_secs(5);
 
 /// Runs the daemon; returns when it has shut down.
 pub(crate) fn run(args: RunArgs) -> ExitCode {
@@ -164,6 +166,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         retention: config.storage.retention,
         max_series: config.storage.max_series,
     })));
+    // `[remote_write]`: new points of the series store to Prometheus; the store is only read, briefly.
+    let remote_write = crate::remote_write::start(config.remote_write.as_ref(), series.clone())?;
     let scrape_stats = Arc::new(ScrapeStats::default());
     let scrape_context = ScrapeContext {
         series: series.clone(),
@@ -298,6 +302,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
                 max_body_bytes: config.tracing.otlp_max_body_bytes,
             })
         }),
+        remote_write: remote_write.clone().map(|metrics| metrics as Arc<dyn mend_api::MetricsSource>),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = mend_api::ServeLimits::for_fd_limit(fd_limit());
@@ -402,6 +407,13 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     // Replicas drain through their proxies as they stop (up to the drain timeout), then get their grace
     // period; the proxies go last.
     supervisor.shutdown(traffic.longest_drain() + Duration::from_secs(2)).await;
+    // What the store took since remote write's last pass (the replicas' last samples, their staleness
+    // markers) goes out, within a bound: a receiver that is down does not hold the shutdown up.
+    if let Some(remote_write) = &remote_write
+        && !remote_write.0.flush(REMOTE_WRITE_FLUSH).await
+    {
+        tracing::warn!("remote write: not everything was sent before shutdown");
+    }
     // Followers (`mend logs -f`) read their last lines and end; then the server stops.
     api_closing.send_replace(true);
     let _ = stop_api.send(());

@@ -12,6 +12,7 @@ mod learn;
 mod notify;
 mod output;
 mod reload;
+mod remote_write;
 mod replay;
 mod report;
 mod rollout;

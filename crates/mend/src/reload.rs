@@ -809,6 +809,9 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
     if running.storage != new.storage {
         plan.not_applied.push("storage".to_owned());
     }
+    if running.remote_write != new.remote_write {
+        plan.not_applied.push("remote_write".to_owned());
+    }
     plan
 }
 
@@ -850,6 +853,24 @@ mod tests {
         let plan = plan_services(&running, &running, &releases("1", "2", "v2"));
         assert!(plan.not_applied.iter().any(|key| key == "service.web.stable_release"), "{plan:?}");
         assert!(plan.updates.iter().all(|update| update.respec.is_none()), "{plan:?}");
+    }
+
+    #[test]
+    fn a_changed_remote_write_waits_for_the_next_start() {
+        let remote = |interval: &str| {
+            let mut config = config("");
+            let text =
+                format!("[remote_write]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\ninterval = \"{interval}\"\n");
+            config.remote_write = mend_config::parse("mend.toml", &text, std::path::Path::new("/tmp"))
+                .expect("valid config")
+                .remote_write;
+            config
+        };
+        let running = remote("10s");
+        assert!(plan_services(&running, &running, &remote("10s")).not_applied.is_empty());
+        let plan = plan_services(&running, &running, &remote("5s"));
+        assert_eq!(plan.not_applied, ["remote_write"], "{plan:?}");
+        assert!(plan.updates.is_empty() && plan.conflicts.is_empty(), "{plan:?}");
     }
 
     #[test]
