@@ -27,7 +27,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use mend_types::{ExitCause, LastExit, ProbeOutcome, Signal, SignalState, StopReason, Timestamp, is_fault_signal};
+use mend_types::{
+    ExitCause, LastExit, ProbeOutcome, Signal, SignalState, StopReason, Timestamp, Unit, is_fault_signal,
+};
 
 use crate::evidence::{Evidence, Resource, Shift};
 use crate::rank::{Propagation, RankParams, Ranking};
@@ -458,6 +460,9 @@ fn hung(input: &DecideInput<'_>) -> Option<Diagnosis> {
     Some(diagnosis(component, DiagnosisKind::Hung, 0.75, None, evidence))
 }
 
+/// The least CPU, in percent of a core, that `overload` reads as busy from the series alone.
+const MIN_BUSY_CPU_PERCENT: f64 = 25.0;
+
 fn overload(input: &DecideInput<'_>) -> Option<Diagnosis> {
     let service = input.service;
     let component = &service.component;
@@ -474,7 +479,11 @@ fn overload(input: &DecideInput<'_>) -> Option<Diagnosis> {
     let rose = |class: MetricClass| {
         ranking.findings.iter().find(|f| &f.component == component && f.class == class && f.z >= threshold)
     };
-    let cpu = rose(MetricClass::Cpu)?;
+    // A busy process, not a blip on an idle one (2 % → 3 % of a core moves a quiet baseline by many
+    // deviations): its CPU at least doubled, and a percentage at least a quarter of a core.
+    let cpu = rose(MetricClass::Cpu).filter(|cpu| {
+        cpu.level >= 2.0 * cpu.baseline.median && (cpu.unit != Unit::Percent || cpu.level >= MIN_BUSY_CPU_PERCENT)
+    })?;
     let strain = rose(MetricClass::Latency).or_else(|| rose(MetricClass::Traffic))?;
     let evidence = vec![Evidence::Shift(Shift::from(cpu)), Evidence::Shift(Shift::from(strain))];
     Some(diagnosis(component, DiagnosisKind::Overload, 0.6, None, evidence))

@@ -284,6 +284,9 @@ fn hangs_overload_and_unhealthy_probes() {
             .series(vec![cpu(0.95), latency(0.9)])
             .evidence("cpu_usage_cores of web rose from 0.208 to 0.95 at 23:13:20"),
         case("near-miss: CPU rose alone", Unknown, 0.3).series(vec![cpu(0.95), latency(0.041)]),
+        case("near-miss: a quiet process's CPU moved a point while latency rose", Unknown, 0.3)
+            .series(vec![series("web", None, "mend_replica_cpu_percent", 2.0, 3.0, 3600), latency(0.9)]),
+        case("near-miss: CPU up by half while latency rose", Unknown, 0.3).series(vec![cpu(0.3), latency(0.9)]),
         case("mend replaced it for its liveness probe", Unhealthy, 0.8).lifecycle(vec![fact(
             10,
             0,
