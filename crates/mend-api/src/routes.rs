@@ -69,6 +69,8 @@ pub struct ApiState {
     pub reports: Arc<dyn crate::ReportApi>,
     /// The span store and OTLP intake (`None`: tracing is off).
     pub traces: Option<Arc<crate::TraceApi>>,
+    /// The fleet's view (`None`: no `[fleet]`).
+    pub fleet: Option<crate::FleetSource>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -148,6 +150,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}/report", get(crate::report::report))
         .route("/api/v1/actions", get(crate::healing::actions))
         .route("/api/v1/healing", get(crate::healing::status))
+        .route("/api/v1/fleet", get(crate::fleet::view))
         .route("/api/v1/learn", get(crate::learn::report))
         .route("/api/v1/traces", get(crate::traces::list))
         .route("/api/v1/traces/{trace_id}", get(crate::traces::trace))

@@ -43,6 +43,8 @@ pub struct Config {
     pub learn: crate::learn::Learn,
     /// Distributed tracing (`[tracing]`); off without the table.
     pub tracing: crate::trace::Tracing,
+    /// Coordination with other hosts through etcd (`[fleet]`); None without the table.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 impl Config {

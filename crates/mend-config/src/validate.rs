@@ -27,9 +27,9 @@ use crate::raw::{
 use crate::template::{Placeholder, Template, TemplateVars};
 
 /// Top-level keys a config file may have.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "api", "service", "scrape", "rule", "detect", "forecast", "storage", "healing", "heal", "hook", "notify", "chaos",
-    "learn", "tracing",
+    "learn", "tracing", "fleet",
 ];
 
 /// One step of a key path: a table key or an array index.
@@ -300,6 +300,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let mut raw_chaos = crate::chaos::RawChaos::default();
     let mut raw_learn: Option<crate::learn::RawLearn> = None;
     let mut raw_tracing: Option<crate::trace::RawTracing> = None;
+    let mut raw_fleet: Option<crate::fleet::RawFleet> = None;
     for (key, value) in root.get_ref() {
         let key = key.get_ref().as_ref();
         let path = KeyPath::default().key(key);
@@ -310,6 +311,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
             "healing" | "heal" | "hook" | "notify" => raw_healing.read(problems, key, &path, value),
             "learn" => raw_learn = raw_section(problems, &path, value),
             "tracing" => raw_tracing = raw_section(problems, &path, value),
+            "fleet" => raw_fleet = raw_section(problems, &path, value),
             "scrape" | "rule" | "detect" | "forecast" => {
                 let Some(items) = value.get_ref().as_array() else {
                     problems.add(&path, format!("expected an array of tables: write [[{key}]]"));
@@ -393,6 +395,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let chaos = crate::chaos::validate(problems, &raw_chaos, &names.services);
     let learn = crate::learn::validate(problems, raw_learn.as_ref());
     let tracing = crate::trace::validate(problems, raw_tracing.as_ref());
+    let fleet = crate::fleet::validate(problems, raw_fleet.as_ref(), base_dir);
     Some(Config {
         source: PathBuf::from(file),
         api: api?,
@@ -409,6 +412,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
         chaos,
         learn,
         tracing,
+        fleet,
     })
 }
 
