@@ -641,6 +641,10 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
     if running.storage != new.storage {
         plan.not_applied.push("storage".to_owned());
     }
+    // The fleet's etcd client, lease and limits are made once, at start.
+    if running.fleet != new.fleet {
+        plan.not_applied.push("fleet".to_owned());
+    }
     plan
 }
 
