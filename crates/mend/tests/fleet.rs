@@ -249,13 +249,13 @@ fn issue_18_three_hosts_see_each_other_the_fleet_budget_holds_and_a_killed_leade
 #[test]
 fn issue_18_a_host_killed_with_minus_9_releases_its_permits_when_its_lease_expires() {
     let etcd = Etcd::start();
-    // `web` ignores SIGTERM and gets 60 s to stop: host-a's restart holds its fleet permit for that long.
+    // `web` ignores SIGTERM and gets 20 s to stop: host-a's restart holds its fleet permit for that long.
     let port_a = common::free_ports(2);
     let port_b = common::free_ports(2);
     let slow = |name: &str, port: u16| {
         host_config(name, &etcd, port, "max_unavailable = 1\n").replace(
             "command = [\"{demo}\", \"--port\", \"{port}\"]",
-            "command = [\"sh\", \"-c\", \"trap '' TERM; exec {demo} --port {port}\"]\nstop_timeout = \"60s\"",
+            "command = [\"sh\", \"-c\", \"trap '' TERM; exec {demo} --port {port}\"]\nstop_timeout = \"20s\"",
         )
     };
     let mut host_a = Daemon::start(&slow("host-a", port_a));
