@@ -238,10 +238,13 @@ impl FleetHandle {
         match tokio::time::timeout(limit, self.try_permit(request, action_id)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
+                // The budget's lease may be what failed (expired while etcd was away): a new one next time.
+                *lock(&self.inner.budget_lease) = None;
                 self.mark_unreachable(&error);
                 PermitAnswer::Unreachable(error.to_string())
             }
             Err(_) => {
+                *lock(&self.inner.budget_lease) = None;
                 let error = FleetError::Timeout(limit);
                 self.mark_unreachable(&error);
                 PermitAnswer::Unreachable(error.to_string())
