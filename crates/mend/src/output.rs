@@ -750,6 +750,40 @@ mod tests {
     }
 
     #[test]
+    fn issue_18_the_fleet_as_tables() {
+        let view: mend_fleet::FleetView = serde_json::from_value(serde_json::json!({
+            "host": "a", "reachable": true, "error": null, "last_contact_ms": 10_000, "leader": "b",
+            "hosts": [
+                {"host": "a", "registered": true, "state": {"host": "a", "at_ms": 9_000,
+                    "services": [{"name": "web", "replicas": 2, "ready": 1, "healthy": false}],
+                    "incidents": [{"id": 4, "state": "acting", "name": "crashed", "services": ["web"]}]}},
+                {"host": "b", "registered": false, "state": null}
+            ],
+            "incidents": [{"service": "web", "n_hosts": 3, "unhealthy": ["a", "c"], "since_ms": 1}]
+        }))
+        .expect("a fleet view");
+        assert_eq!(
+            fleet_status(&view),
+            "HOST           LEASE       ROLE    INCIDENTS  PUBLISHED  SERVICES\n\
+             a (this host)  registered          1          1s ago     web 1/2 unhealthy\n\
+             b              gone        leader  0          -          -\n\
+             etcd reachable; leader: b\n"
+        );
+        assert_eq!(
+            fleet_incidents(&view),
+            "fleet incidents (no host acts on these alone; escalated):\n\
+             SERVICE  UNHEALTHY ON  HOSTS\n\
+             web      2 of 3        a, c\n\
+             HOST  ID  STATE   DIAGNOSIS  SERVICES\n\
+             a     4   acting  crashed    web\n"
+        );
+        let cut_off = mend_fleet::FleetView { reachable: false, error: Some("etcd: refused".into()), ..view };
+        assert!(fleet_status(&cut_off).ends_with(
+            "etcd unreachable (etcd: refused): healing on local budgets only; the hosts above are as last seen\n"
+        ));
+    }
+
+    #[test]
     fn tables_align_columns() {
         let text = table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()], vec!["q".into(), "22".into()]]);
         assert_eq!(text, "A    LONGER\nxyz  1\nq    22\n");
