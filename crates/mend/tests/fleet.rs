@@ -67,6 +67,23 @@ impl Etcd {
         });
     }
 
+    /// How many keys lie under `prefix`, read through etcd's JSON gateway (`/v3/kv/range`).
+    fn count(&self, prefix: &str) -> u64 {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = serde_json::json!({"key": base64(prefix.as_bytes()), "range_end": base64(&end), "count_only": true})
+            .to_string();
+        let address = format!("127.0.0.1:{}", self.client_port).parse().expect("address");
+        let response =
+            common::http_with_body("POST", address, "/v3/kv/range", &[("Content-Type", "application/json")], &body)
+                .expect("etcd answers");
+        assert_eq!(response.status, 200, "{}", response.body);
+        // int64 fields come as strings in etcd's JSON; an empty range leaves the field out.
+        response.json()["count"].as_str().map_or(0, |n| n.parse().expect("a count"))
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -79,6 +96,23 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Standard base64 with padding (etcd's JSON gateway takes keys so).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (idx, byte)| n | u32::from(*byte) << (16 - 8 * idx));
+        for idx in 0..4 {
+            if idx <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * idx) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A host's config: one `web` replica of mend-demo, a restart policy on the `Sick` alert, `[fleet]`.
@@ -271,6 +305,7 @@ fn issue_18_a_host_killed_with_minus_9_releases_its_permits_when_its_lease_expir
     eventually(Duration::from_secs(30), "host-a's restart runs with its fleet permit", || {
         host_a.log_text().contains("fleet permit granted").then_some(())
     });
+    assert_eq!(etcd.count("/mend/permits/web/host-a/"), 1, "host-a's in-flight permit is in etcd");
     // While it runs, host-b may not act on web too (max_unavailable 1 across hosts).
     alert(&host_b, "Sick", "firing");
     let refused = eventually(Duration::from_secs(30), "host-b's restart is refused", || {
@@ -287,6 +322,9 @@ fn issue_18_a_host_killed_with_minus_9_releases_its_permits_when_its_lease_expir
         (!registered(&fleet(&host_b)).contains(&"host-a".to_owned())).then_some(())
     });
     eprintln!("host-a seen gone {:?} after kill -9 (lease_ttl 3s)", killed_at.elapsed());
+    eventually(Duration::from_secs(40), "host-a's permit is gone with its lease", || {
+        (etcd.count("/mend/permits/web/host-a/") == 0).then_some(())
+    });
     alert(&host_b, "Sick2", "firing");
     eventually(Duration::from_secs(60), "host-b's next restart is granted", || {
         host_b.log_text().contains("fleet permit granted").then_some(())
