@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
+    WatchOptions, WatchStream,
 };
 use mend_config::Fleet;
 use mend_types::Clock;
@@ -351,20 +352,53 @@ impl FleetHandle {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut state = LoopState::default();
+        // Registrations and fleet incidents are watched: a host that comes, goes (its lease expired) or a
+        // fleet incident declared or ended is read at once rather than at the next poll. States are read
+        // at the poll (every host publishes every `publish_every`).
+        let mut watch: Option<WatchStream> = None;
         loop {
-            ticker.tick().await;
+            let mut watch_ended = false;
+            match &mut watch {
+                Some(stream) => tokio::select! {
+                    _ = ticker.tick() => {}
+                    message = stream.message() => match message {
+                        Ok(Some(_)) => state.read_at = None,
+                        Ok(None) | Err(_) => watch_ended = true,
+                    },
+                },
+                None => {
+                    ticker.tick().await;
+                }
+            }
+            if watch_ended {
+                watch = None;
+            }
             if self.inner.stopping.load(Ordering::Relaxed) {
                 return;
             }
-            if let Err(error) = self.step(&mut state).await {
-                self.mark_unreachable(&error);
-                state.keeper = None;
-                state.kept_at = None;
-                if matches!(error, FleetError::LeaseLost) {
-                    *lock(&self.inner.lease) = None;
+            match self.step(&mut state).await {
+                Ok(()) if watch.is_none() => watch = self.watch().await.ok(),
+                Ok(()) => {}
+                Err(error) => {
+                    self.mark_unreachable(&error);
+                    state.keeper = None;
+                    state.kept_at = None;
+                    watch = None;
+                    if matches!(error, FleetError::LeaseLost) {
+                        *lock(&self.inner.lease) = None;
+                    }
                 }
             }
         }
+    }
+
+    /// A watch of `PREFIX/hosts/` and `PREFIX/incidents/`.
+    async fn watch(&self) -> Result<WatchStream, FleetError> {
+        let mut client = self.client().await?;
+        let prefix = || Some(WatchOptions::new().with_prefix());
+        let mut stream = bounded(CALL_TIMEOUT, client.watch(self.key(&["hosts", ""]), prefix())).await?;
+        bounded(CALL_TIMEOUT, stream.watch(self.key(&["incidents", ""]), prefix())).await?;
+        Ok(stream)
     }
 
     /// One tick: keep the lease (register anew if it was lost), publish on change or when due, read the
