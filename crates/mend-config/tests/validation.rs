@@ -91,7 +91,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[servics.web]\ncommand = [\"x\"]\n",
         &[
-            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos, learn, tracing)",
+            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos, learn, tracing, fleet)",
         ],
     );
 }
