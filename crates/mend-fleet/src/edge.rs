@@ -6,14 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
-    WatchOptions, WatchStream,
-};
 use mend_config::Fleet;
 use mend_types::Clock;
 
 use crate::decide::{FleetRefusal, Limits, PermitRequest, PermitView, decide_permit, fleet_incidents, window_of};
+use crate::etcd::{Etcd, EtcdError, ModRevisionBelow, Put, prefix_end};
 use crate::state::{FleetIncident, FleetView, HostState, HostView, IncidentSummary, ServiceHealth};
 
 /// What this host publishes, asked for at each tick: its services' health and its open incidents.
@@ -28,12 +25,12 @@ pub enum FleetError {
     /// The machine's host name cannot stand in an etcd key.
     #[error("the host name {0:?} cannot name this host in the fleet (set host in [fleet])")]
     InvalidHost(String),
-    /// TLS to etcd was configured, and this mend has no TLS client for it.
-    #[error("[fleet] sets TLS files, and this mend is built without a TLS client for etcd")]
+    /// TLS to etcd was configured (TLS files or an `https://` endpoint), and this mend has no TLS client.
+    #[error("[fleet] sets TLS files or an https:// endpoint, and this mend has no TLS client for etcd")]
     NoTls,
     /// etcd answered with an error, or could not be reached.
     #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(#[from] EtcdError),
     /// etcd did not answer in time.
     #[error("etcd did not answer within {0:?}")]
     Timeout(Duration),
@@ -85,7 +82,7 @@ struct Inner {
     host: String,
     clock: Arc<dyn Clock>,
     local: LocalState,
-    client: Mutex<Option<Client>>,
+    etcd: Etcd,
     lease: Mutex<Option<i64>>,
     /// The budget's lease: (window index, lease id).
     budget_lease: Mutex<Option<(i64, i64)>>,
@@ -99,7 +96,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn bounded<T>(
     limit: Duration,
-    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    call: impl std::future::Future<Output = Result<T, EtcdError>>,
 ) -> Result<T, FleetError> {
     match tokio::time::timeout(limit, call).await {
         Ok(result) => Ok(result?),
@@ -116,7 +113,6 @@ fn machine_host_name() -> Result<String, FleetError> {
 /// Loop state of the background task.
 #[derive(Default)]
 struct LoopState {
-    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
     kept_at: Option<Instant>,
     published: Option<(HostState, Instant)>,
     read_at: Option<Instant>,
@@ -130,9 +126,11 @@ impl FleetHandle {
         clock: Arc<dyn Clock>,
         local: LocalState,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), FleetError> {
-        if config.tls.is_some() {
+        if config.tls.is_some() || config.endpoints.iter().any(|e| e.starts_with("https://")) {
             return Err(FleetError::NoTls);
         }
+        let auth = config.auth.as_ref().map(|auth| (auth.user.clone(), auth.password.clone()));
+        let etcd = Etcd::new(&config.endpoints, auth)?;
         let host = match &config.host {
             Some(host) => host.clone(),
             None => machine_host_name()?,
@@ -155,7 +153,7 @@ impl FleetHandle {
                 host,
                 clock,
                 local,
-                client: Mutex::new(None),
+                etcd,
                 lease: Mutex::new(None),
                 budget_lease: Mutex::new(None),
                 view: Mutex::new(view),
@@ -189,30 +187,6 @@ impl FleetHandle {
             key.push_str(part);
         }
         key
-    }
-
-    fn options(&self, timeout: Option<Duration>) -> ConnectOptions {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
-        if let Some(timeout) = timeout {
-            options = options.with_timeout(timeout);
-        }
-        if let Some(auth) = &self.inner.config.auth {
-            options = options.with_user(auth.user.clone(), auth.password.clone());
-        }
-        options
-    }
-
-    async fn client(&self) -> Result<Client, FleetError> {
-        if let Some(client) = lock(&self.inner.client).clone() {
-            return Ok(client);
-        }
-        let options = self.options(Some(CALL_TIMEOUT));
-        let client = bounded(CALL_TIMEOUT, Client::connect(&self.inner.config.endpoints, Some(options))).await?;
-        *lock(&self.inner.client) = Some(client.clone());
-        Ok(client)
     }
 
     fn lease(&self) -> Option<i64> {
@@ -257,7 +231,7 @@ impl FleetHandle {
         let Some(lease) = self.lease() else {
             return Ok(PermitAnswer::Unreachable("this host is not registered with etcd (yet)".to_owned()));
         };
-        let mut client = self.client().await?;
+        let etcd = &self.inner.etcd;
         let config = &self.inner.config;
         let limits = Limits {
             max_actions_per_window: config.max_actions_per_window,
@@ -270,43 +244,39 @@ impl FleetHandle {
             let window_text = window.to_string();
             let budget_prefix = self.key(&["budget", &window_text, ""]);
             let permits_prefix = self.key(&["permits", &request.service, ""]);
-            let count = || Some(GetOptions::new().with_prefix().with_count_only());
-            let budget = client.get(budget_prefix.clone(), count()).await?;
-            let in_flight = client.get(permits_prefix.clone(), count()).await?;
-            let incident = client.get(self.key(&["incidents", &request.service]), None).await?;
-            let incident =
-                incident.kvs().first().and_then(|kv| serde_json::from_slice::<FleetIncident>(kv.value()).ok());
-            let revision = |header: Option<&etcd_client::ResponseHeader>| header.map_or(0, |h| h.revision());
-            let (budget_revision, permits_revision) = (revision(budget.header()), revision(in_flight.header()));
+            let budget = etcd.range_prefix(&budget_prefix, true).await?;
+            let in_flight = etcd.range_prefix(&permits_prefix, true).await?;
+            let incident = etcd.get(&self.key(&["incidents", &request.service])).await?;
+            let incident = incident.and_then(|value| serde_json::from_slice::<FleetIncident>(&value).ok());
+            let (budget_revision, permits_revision) = (budget.header.revision, in_flight.header.revision);
             let view = PermitView {
-                n_window_actions: u32::try_from(budget.count()).unwrap_or(u32::MAX),
-                n_in_flight: u32::try_from(in_flight.count()).unwrap_or(u32::MAX),
+                n_window_actions: u32::try_from(budget.count).unwrap_or(u32::MAX),
+                n_in_flight: u32::try_from(in_flight.count).unwrap_or(u32::MAX),
                 incident,
             };
             if let Err(refusal) = decide_permit(request, &view, &limits) {
                 return Ok(PermitAnswer::Refused(refusal));
             }
-            let budget_lease = self.budget_lease(&mut client, window, left_ms).await?;
+            let budget_lease = self.budget_lease(window, left_ms).await?;
             let permit_key = self.key(&["permits", &request.service, &self.inner.host, &action]);
             let budget_key = self.key(&["budget", &window_text, &self.inner.host, &action]);
             let value = serde_json::json!({
                 "host": self.inner.host, "action": request.action, "service": request.service, "at_ms": self.now_ms(),
             })
             .to_string();
-            let txn = Txn::new()
-                .when(vec![
-                    Compare::mod_revision(budget_prefix, CompareOp::Less, budget_revision + 1).with_prefix(),
-                    Compare::mod_revision(permits_prefix, CompareOp::Less, permits_revision + 1).with_prefix(),
-                ])
-                .and_then(if request.disrupts {
-                    vec![
-                        TxnOp::put(permit_key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease))),
-                        TxnOp::put(budget_key, value, Some(PutOptions::new().with_lease(budget_lease))),
-                    ]
-                } else {
-                    vec![TxnOp::put(budget_key, value, Some(PutOptions::new().with_lease(budget_lease)))]
-                });
-            if client.txn(txn).await?.succeeded() {
+            // No key under either prefix written after the reads the decision was made on.
+            let unchanged_since = |prefix: &str, revision: i64| ModRevisionBelow {
+                key: prefix.to_owned(),
+                range_end: prefix_end(prefix),
+                below: revision + 1,
+            };
+            let compares =
+                [unchanged_since(&budget_prefix, budget_revision), unchanged_since(&permits_prefix, permits_revision)];
+            let mut puts = vec![Put { key: budget_key, value: value.clone(), lease: budget_lease }];
+            if request.disrupts {
+                puts.push(Put { key: permit_key.clone(), value, lease });
+            }
+            if etcd.txn_puts(&compares, &puts).await? {
                 return Ok(PermitAnswer::Granted(FleetPermit { key: request.disrupts.then_some(permit_key) }));
             }
             // Another host wrote a permit between the read and the write: read again.
@@ -315,14 +285,14 @@ impl FleetHandle {
     }
 
     /// The lease of the budget's entries in `window` (it ends with the window, plus a lease TTL).
-    async fn budget_lease(&self, client: &mut Client, window: i64, left_ms: i64) -> Result<i64, FleetError> {
+    async fn budget_lease(&self, window: i64, left_ms: i64) -> Result<i64, FleetError> {
         if let Some((cached_window, lease)) = *lock(&self.inner.budget_lease)
             && cached_window == window
         {
             return Ok(lease);
         }
         let ttl = (left_ms + 999) / 1000 + self.inner.config.lease_ttl.as_secs() as i64;
-        let lease = client.lease_grant(ttl, None).await?.id();
+        let lease = self.inner.etcd.lease_grant(ttl).await?;
         *lock(&self.inner.budget_lease) = Some((window, lease));
         Ok(lease)
     }
@@ -330,8 +300,7 @@ impl FleetHandle {
     /// Gives `permit` back (best effort, bounded: its lease takes it otherwise).
     pub async fn release(&self, permit: FleetPermit) {
         let Some(key) = permit.key else { return };
-        let Ok(mut client) = self.client().await else { return };
-        if let Err(error) = bounded(CALL_TIMEOUT, client.delete(key.clone(), None)).await {
+        if let Err(error) = bounded(CALL_TIMEOUT, self.inner.etcd.delete(&key)).await {
             tracing::warn!(key = %key, error = %error, "cannot release a fleet permit: its lease will");
         }
     }
@@ -341,8 +310,7 @@ impl FleetHandle {
     pub async fn leave(&self) {
         self.inner.stopping.store(true, Ordering::Relaxed);
         let Some(lease) = lock(&self.inner.lease).take() else { return };
-        let Ok(mut client) = self.client().await else { return };
-        if let Err(error) = bounded(Duration::from_secs(1), client.lease_revoke(lease)).await {
+        if let Err(error) = bounded(Duration::from_secs(1), self.inner.etcd.lease_revoke(lease)).await {
             tracing::warn!(error = %error, "cannot revoke this host's fleet lease: it expires on its own");
         }
     }
@@ -352,96 +320,51 @@ impl FleetHandle {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut state = LoopState::default();
-        // Registrations and fleet incidents are watched: a host that comes, goes (its lease expired) or a
-        // fleet incident declared or ended is read at once rather than at the next poll. States are read
-        // at the poll (every host publishes every `publish_every`).
-        let mut watch: Option<WatchStream> = None;
+        // Everything is polled: each host publishes every `publish_every` (or at once on a change) and reads
+        // the fleet as often, so a host that comes or goes, or a fleet incident, is seen within about one
+        // `publish_every` (a host gone is seen when its lease expires, `lease_ttl` after it stopped).
         loop {
-            let mut watch_ended = false;
-            match &mut watch {
-                Some(stream) => tokio::select! {
-                    _ = ticker.tick() => {}
-                    message = stream.message() => match message {
-                        Ok(Some(_)) => state.read_at = None,
-                        Ok(None) | Err(_) => watch_ended = true,
-                    },
-                },
-                None => {
-                    ticker.tick().await;
-                }
-            }
-            if watch_ended {
-                watch = None;
-            }
+            ticker.tick().await;
             if self.inner.stopping.load(Ordering::Relaxed) {
                 return;
             }
-            match self.step(&mut state).await {
-                Ok(()) if watch.is_none() => watch = self.watch().await.ok(),
-                Ok(()) => {}
-                Err(error) => {
-                    self.mark_unreachable(&error);
-                    state.keeper = None;
-                    state.kept_at = None;
-                    watch = None;
-                    if matches!(error, FleetError::LeaseLost) {
-                        *lock(&self.inner.lease) = None;
-                    }
+            if let Err(error) = self.step(&mut state).await {
+                self.mark_unreachable(&error);
+                state.kept_at = None;
+                if matches!(error, FleetError::LeaseLost) {
+                    *lock(&self.inner.lease) = None;
                 }
             }
         }
-    }
-
-    /// A watch of `PREFIX/hosts/` and `PREFIX/incidents/`.
-    async fn watch(&self) -> Result<WatchStream, FleetError> {
-        let mut client = self.client().await?;
-        let prefix = || Some(WatchOptions::new().with_prefix());
-        let mut stream = bounded(CALL_TIMEOUT, client.watch(self.key(&["hosts", ""]), prefix())).await?;
-        bounded(CALL_TIMEOUT, stream.watch(self.key(&["incidents", ""]), prefix())).await?;
-        Ok(stream)
     }
 
     /// One tick: keep the lease (register anew if it was lost), publish on change or when due, read the
     /// fleet when due; as leader, declare fleet incidents.
     async fn step(&self, state: &mut LoopState) -> Result<(), FleetError> {
-        let mut client = self.client().await?;
+        let etcd = &self.inner.etcd;
         let ttl = self.inner.config.lease_ttl;
         let lease = match self.lease() {
             Some(lease) => lease,
             None => {
-                let lease = bounded(CALL_TIMEOUT, client.lease_grant(ttl.as_secs() as i64, None)).await?.id();
+                let lease = bounded(CALL_TIMEOUT, etcd.lease_grant(ttl.as_secs() as i64)).await?;
                 let registration =
                     serde_json::json!({ "host": self.inner.host, "since_ms": self.now_ms() }).to_string();
-                bounded(
-                    CALL_TIMEOUT,
-                    client.put(
-                        self.key(&["hosts", &self.inner.host]),
-                        registration,
-                        Some(PutOptions::new().with_lease(lease)),
-                    ),
-                )
-                .await?;
+                bounded(CALL_TIMEOUT, etcd.put(&self.key(&["hosts", &self.inner.host]), &registration, lease)).await?;
                 *lock(&self.inner.lease) = Some(lease);
-                state.keeper = None;
+                // Just granted: the first renewal is due a third of the TTL from now.
+                state.kept_at = Some(self.inner.clock.now());
                 state.published = None;
                 tracing::info!(host = %self.inner.host, lease, ttl_s = ttl.as_secs(), "registered in the fleet");
                 lease
             }
         };
-        if state.keeper.is_none() {
-            state.keeper = Some(bounded(CALL_TIMEOUT, client.lease_keep_alive(lease)).await?);
-            state.kept_at = None;
-        }
         let now = self.inner.clock.now();
-        if state.kept_at.is_none_or(|at| now.duration_since(at) >= ttl / 3)
-            && let Some((keeper, stream)) = &mut state.keeper
-        {
-            bounded(CALL_TIMEOUT, keeper.keep_alive()).await?;
-            match bounded(CALL_TIMEOUT, stream.message()).await? {
-                Some(answer) if answer.ttl() > 0 => state.kept_at = Some(self.inner.clock.now()),
-                Some(_) => return Err(FleetError::LeaseLost),
-                None => return Err(FleetError::Timeout(CALL_TIMEOUT)),
+        if state.kept_at.is_none_or(|at| now.duration_since(at) >= ttl / 3) {
+            // One renewal per POST; a TTL of 0 (or none) in the answer: the lease is gone.
+            if bounded(CALL_TIMEOUT, etcd.lease_keep_alive(lease)).await? <= 0 {
+                return Err(FleetError::LeaseLost);
             }
+            state.kept_at = Some(self.inner.clock.now());
         }
         let (services, incidents) = (self.inner.local)();
         let host_state =
@@ -451,40 +374,37 @@ impl FleetHandle {
         });
         if due {
             let value = serde_json::to_string(&host_state).unwrap_or_default();
-            bounded(
-                CALL_TIMEOUT,
-                client.put(self.key(&["state", &self.inner.host]), value, Some(PutOptions::new().with_lease(lease))),
-            )
-            .await?;
+            bounded(CALL_TIMEOUT, etcd.put(&self.key(&["state", &self.inner.host]), &value, lease)).await?;
             state.published = Some((host_state, self.inner.clock.now()));
         }
         if state.read_at.is_none_or(|at| now.duration_since(at) >= self.inner.config.publish_every) || due {
-            self.read_fleet(&mut client, lease).await?;
+            self.read_fleet(lease).await?;
             state.read_at = Some(self.inner.clock.now());
         }
         Ok(())
     }
 
     /// Reads hosts, states, incidents and the leader into the view; as leader, writes fleet incidents.
-    async fn read_fleet(&self, client: &mut Client, lease: i64) -> Result<(), FleetError> {
-        let prefix = || Some(GetOptions::new().with_prefix());
-        let hosts = bounded(CALL_TIMEOUT, client.get(self.key(&["hosts", ""]), prefix())).await?;
-        let states = bounded(CALL_TIMEOUT, client.get(self.key(&["state", ""]), prefix())).await?;
-        let incidents = bounded(CALL_TIMEOUT, client.get(self.key(&["incidents", ""]), prefix())).await?;
-        // No leader yet is an answer, not an outage.
-        let leader = match bounded(CALL_TIMEOUT, client.leader(self.key(&["leader"]))).await {
-            Ok(answer) => answer.kv().and_then(|kv| kv.value_str().ok()).map(str::to_owned),
-            Err(FleetError::Etcd(_)) => None,
-            Err(error) => return Err(error),
-        };
-        let registered: Vec<String> =
-            hosts.kvs().iter().filter_map(|kv| kv.key_str().ok()?.rsplit('/').next().map(str::to_owned)).collect();
+    async fn read_fleet(&self, lease: i64) -> Result<(), FleetError> {
+        let etcd = &self.inner.etcd;
+        let hosts = bounded(CALL_TIMEOUT, etcd.range_prefix(&self.key(&["hosts", ""]), false)).await?;
+        let states = bounded(CALL_TIMEOUT, etcd.range_prefix(&self.key(&["state", ""]), false)).await?;
+        let incidents = bounded(CALL_TIMEOUT, etcd.range_prefix(&self.key(&["incidents", ""]), false)).await?;
+        // No leader yet is an answer (None), not an outage.
+        let leader = bounded(CALL_TIMEOUT, etcd.leader(&self.key(&["leader"])))
+            .await?
+            .and_then(|value| String::from_utf8(value).ok());
+        let registered: Vec<String> = hosts
+            .kvs
+            .iter()
+            .filter_map(|kv| std::str::from_utf8(&kv.key).ok()?.rsplit('/').next().map(str::to_owned))
+            .collect();
         let states: Vec<HostState> =
-            states.kvs().iter().filter_map(|kv| serde_json::from_slice::<HostState>(kv.value()).ok()).collect();
+            states.kvs.iter().filter_map(|kv| serde_json::from_slice::<HostState>(&kv.value).ok()).collect();
         let mut fleet_incidents_now: Vec<FleetIncident> =
-            incidents.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect();
+            incidents.kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
         if leader.as_deref() == Some(self.inner.host.as_str()) {
-            fleet_incidents_now = self.lead(client, lease, &states, &fleet_incidents_now).await?;
+            fleet_incidents_now = self.lead(lease, &states, &fleet_incidents_now).await?;
         }
         let mut names: Vec<String> = registered.clone();
         names.extend(states.iter().map(|s| s.host.clone()));
@@ -517,7 +437,6 @@ impl FleetHandle {
     /// The leader's duty: declares the fleet incidents the states show and ends those they no longer show.
     async fn lead(
         &self,
-        client: &mut Client,
         lease: i64,
         states: &[HostState],
         open: &[FleetIncident],
@@ -536,14 +455,14 @@ impl FleetHandle {
                         "fleet incident: a service unhealthy on most hosts at once; hosts stop acting on it alone"
                     );
                     let value = serde_json::to_string(incident).unwrap_or_default();
-                    bounded(CALL_TIMEOUT, client.put(key, value, Some(PutOptions::new().with_lease(lease)))).await?;
+                    bounded(CALL_TIMEOUT, self.inner.etcd.put(&key, &value, lease)).await?;
                     kept.push(incident.clone());
                 }
             }
         }
         for ended in open.iter().filter(|o| !now.iter().any(|n| n.service == o.service)) {
             tracing::info!(service = %ended.service, "fleet incident over");
-            bounded(CALL_TIMEOUT, client.delete(self.key(&["incidents", &ended.service]), None)).await?;
+            bounded(CALL_TIMEOUT, self.inner.etcd.delete(&self.key(&["incidents", &ended.service]))).await?;
         }
         Ok(kept)
     }
@@ -551,30 +470,15 @@ impl FleetHandle {
     /// Campaigns for leadership with this host's lease, again whenever the lease changes or the campaign
     /// fails; etcd's election hands leadership on when the leader's lease ends.
     async fn campaign_loop(&self) {
-        let mut client: Option<Client> = None;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if self.inner.stopping.load(Ordering::Relaxed) {
                 return;
             }
             let Some(lease) = self.lease() else { continue };
-            let election_client = match &client {
-                Some(client) => client.clone(),
-                // No request timeout: a campaign waits until this host leads.
-                None => {
-                    match bounded(CALL_TIMEOUT, Client::connect(&self.inner.config.endpoints, Some(self.options(None))))
-                        .await
-                    {
-                        Ok(connected) => {
-                            client = Some(connected.clone());
-                            connected
-                        }
-                        Err(_) => continue,
-                    }
-                }
-            };
-            let mut election_client = election_client;
-            let campaign = election_client.campaign(self.key(&["leader"]), self.inner.host.clone(), lease);
+            // No request timeout of its own: a campaign waits until this host leads.
+            let election = self.key(&["leader"]);
+            let campaign = self.inner.etcd.campaign(&election, &self.inner.host, lease);
             // Bounded so that a lease replaced meanwhile starts a new campaign.
             match tokio::time::timeout(self.inner.config.lease_ttl * 3, campaign).await {
                 Ok(Ok(_)) => {
@@ -586,7 +490,6 @@ impl FleetHandle {
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(error = %error, "campaign for fleet leader failed; again");
-                    client = None;
                 }
                 Err(_) => {}
             }

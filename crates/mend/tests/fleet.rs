@@ -199,12 +199,34 @@ fn start_hosts(etcd: &Etcd, names: &[&str], fleet_extra: &str) -> Vec<Daemon> {
         .collect()
 }
 
-fn wait_all_registered(hosts: &[Daemon], names: &[&str]) {
+fn wait_all_registered(hosts: &[&Daemon], names: &[&str]) {
     for daemon in hosts {
         eventually(Duration::from_secs(30), "every host sees every other registered", || {
+            let seen = registered(&fleet(daemon));
+            names.iter().all(|name| seen.iter().any(|s| s == name)).then_some(())
+        });
+    }
+}
+
+/// Waits until every host sees every other registered, each with `web` healthy in its published state,
+/// and no fleet incident: the fleet as it settles after a start (a host publishes `web` unhealthy until
+/// its replica is ready, and the leader may declare a fleet incident from those first states; a host's
+/// view is read every `publish_every`, so it can lag behind the host's own API).
+fn wait_fleet_settled(hosts: &[&Daemon], names: &[&str]) {
+    for daemon in hosts {
+        eventually(Duration::from_secs(30), "every host sees every other registered, web healthy everywhere", || {
             let view = fleet(daemon);
             let seen = registered(&view);
-            names.iter().all(|name| seen.iter().any(|s| s == name)).then_some(())
+            let web_healthy = |host: &Value| {
+                host["state"]["services"]
+                    .as_array()
+                    .is_some_and(|services| services.iter().any(|s| s["name"] == "web" && s["healthy"] == true))
+            };
+            let hosts = view["hosts"].as_array().cloned().unwrap_or_default();
+            let settled = names.iter().all(|name| seen.iter().any(|s| s == name))
+                && names.iter().all(|name| hosts.iter().any(|h| h["host"] == *name && web_healthy(h)))
+                && view["incidents"].as_array().is_some_and(Vec::is_empty);
+            settled.then_some(())
         });
     }
 }
@@ -217,7 +239,7 @@ fn issue_18_three_hosts_see_each_other_the_fleet_budget_holds_and_a_killed_leade
     for daemon in &hosts {
         daemon.wait_ready("web");
     }
-    wait_all_registered(&hosts, &names);
+    wait_fleet_settled(&hosts.iter().collect::<Vec<_>>(), &names);
     // One place to look: each host's CLI lists all three, with their services.
     for daemon in &hosts {
         let shown = daemon.cli(&["fleet", "status"]);
@@ -296,11 +318,7 @@ fn issue_18_a_host_killed_with_minus_9_releases_its_permits_when_its_lease_expir
     let host_b = Daemon::start(&slow("host-b", port_b));
     host_a.wait_ready("web");
     host_b.wait_ready("web");
-    for daemon in [&host_a, &host_b] {
-        eventually(Duration::from_secs(30), "both registered", || {
-            (registered(&fleet(daemon)).len() == 2).then_some(())
-        });
-    }
+    wait_fleet_settled(&[&host_a, &host_b], &["host-a", "host-b"]);
     alert(&host_a, "Sick", "firing");
     eventually(Duration::from_secs(30), "host-a's restart runs with its fleet permit", || {
         host_a.log_text().contains("fleet permit granted").then_some(())
@@ -339,7 +357,7 @@ fn issue_18_without_etcd_each_host_heals_locally_and_the_fleet_view_recovers() {
     for daemon in &hosts {
         daemon.wait_ready("web");
     }
-    wait_all_registered(&hosts, &names);
+    wait_fleet_settled(&hosts.iter().collect::<Vec<_>>(), &names);
     etcd.stop();
     for daemon in &hosts {
         eventually(Duration::from_secs(30), "the host notices etcd is gone", || {
@@ -371,7 +389,7 @@ fn issue_18_without_etcd_each_host_heals_locally_and_the_fleet_view_recovers() {
             (fleet(daemon)["reachable"] == true).then_some(())
         });
     }
-    wait_all_registered(&hosts, &names);
+    wait_all_registered(&hosts.iter().collect::<Vec<_>>(), &names);
 }
 
 #[test]
@@ -389,7 +407,7 @@ fn issue_18_a_service_unhealthy_on_most_hosts_is_a_fleet_incident_and_no_host_ac
     for daemon in &hosts {
         daemon.wait_ready("web");
     }
-    wait_all_registered(&hosts, &names);
+    wait_fleet_settled(&hosts.iter().collect::<Vec<_>>(), &names);
     // web is sick on two of three hosts at once.
     alert(&hosts[0], "Sick", "firing");
     alert(&hosts[1], "Sick", "firing");
