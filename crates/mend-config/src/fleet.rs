@@ -58,7 +58,7 @@ pub struct Fleet {
     pub incident_ratio: f64,
     /// etcd authentication, if set.
     pub auth: Option<FleetAuth>,
-    /// TLS to etcd, if set (needs mend built with the `tls` feature of mend-fleet).
+    /// TLS to etcd, if set (not supported yet: mend refuses to start with it rather than connect in clear).
     pub tls: Option<FleetTls>,
 }
 

@@ -31,7 +31,9 @@ pub(crate) fn start(
     Ok(Some((handle, task)))
 }
 
-/// Each service's health: healthy when every replica is ready and no open incident involves it.
+/// Each service's health: healthy when every replica is ready, or still starting for the first time (never
+/// ready, not restarted, not failed: a fleet that starts at once is not a fleet incident), and no open
+/// incident involves it.
 fn health(supervisor: &Supervisor, incidents: &[IncidentSummary]) -> Vec<ServiceHealth> {
     supervisor
         .services()
@@ -42,7 +44,11 @@ fn health(supervisor: &Supervisor, incidents: &[IncidentSummary]) -> Vec<Service
             let replicas = statuses.len() as u32;
             let ready = statuses.iter().filter(|status| status.ready).count() as u32;
             let in_incident = incidents.iter().any(|incident| incident.services.contains(&name));
-            ServiceHealth { healthy: ready == replicas && !in_incident, name, replicas, ready }
+            let starting = |status: &mend_supervisor::ReplicaStatus| {
+                !status.ever_ready && status.restarts == 0 && !status.failed()
+            };
+            let all_well = statuses.iter().all(|status| status.ready || starting(status));
+            ServiceHealth { healthy: all_well && !in_incident, name, replicas, ready }
         })
         .collect()
 }

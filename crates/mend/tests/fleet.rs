@@ -218,9 +218,9 @@ fn wait_fleet_settled(hosts: &[&Daemon], names: &[&str]) {
             let view = fleet(daemon);
             let seen = registered(&view);
             let web_healthy = |host: &Value| {
-                host["state"]["services"]
-                    .as_array()
-                    .is_some_and(|services| services.iter().any(|s| s["name"] == "web" && s["healthy"] == true))
+                host["state"]["services"].as_array().is_some_and(|services| {
+                    services.iter().any(|s| s["name"] == "web" && s["healthy"] == true && s["ready"] == s["replicas"])
+                })
             };
             let hosts = view["hosts"].as_array().cloned().unwrap_or_default();
             let settled = names.iter().all(|name| seen.iter().any(|s| s == name))
