@@ -577,6 +577,43 @@ impl Healer {
         decisions
     }
 
+    /// The fleet refused granted action `id` (the fleet part of the guard, decided at the edge through
+    /// etcd before the action ran): it is journalled refused and nothing ran. A refusal that `escalates`
+    /// (the fleet budget spent, a fleet incident) escalates the incident as a spent local budget does;
+    /// another (too many hosts acting on the service) moves the policy on to its next step.
+    pub fn fleet_refused(
+        &mut self,
+        id: ActionId,
+        refusal: &str,
+        escalates: bool,
+        world: &World,
+        now: Timestamp,
+    ) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        self.guard.finished(id);
+        let Some((mut record, _)) = self.open_actions.remove(&id) else { return decisions };
+        record.state = ActionState::Refused;
+        record.finished_at = Some(now);
+        record.outcome = Some(format!("refused by the fleet: {refusal}"));
+        decisions.push(Decision::Action(record.clone()));
+        let Some(incident) = record.incident else { return decisions };
+        let note = format!("{} refused by the fleet: {refusal}", record.action.describe());
+        if let Some(plan) = self.plans.get_mut(&incident)
+            && plan.phase == Phase::Acting(id)
+        {
+            plan.phase = Phase::Idle;
+            if escalates {
+                self.escalate(incident, note, now, &mut decisions);
+                return decisions;
+            }
+            plan.step += 1;
+            self.book.note(incident, note, now);
+            self.incident_decision(incident, &mut decisions);
+            self.advance(incident, world, now, &mut decisions);
+        }
+        decisions
+    }
+
     /// An operator approves pending action `id`: it runs now, if the guard permits.
     pub fn approve(&mut self, id: ActionId, world: &World, now: Timestamp) -> Result<Vec<Decision>, String> {
         let Some((record, _)) = self.open_actions.get(&id) else {

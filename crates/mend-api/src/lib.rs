@@ -7,6 +7,7 @@
 
 mod chaos;
 mod dto;
+mod fleet;
 mod healing;
 mod learn;
 mod logs;
@@ -27,6 +28,7 @@ pub use dto::{
     EventsResponse, ExitCauseDto, FaultDto, FaultKindDto, ReplicaDto, ServiceDto, ServicesResponse, SignalDto,
     SignalsResponse, TrafficStatus,
 };
+pub use fleet::FleetSource;
 pub use healing::{
     ActionsResponse, DependencyDto, DependencySource, HealingApi, HealingStatus, IncidentDto, IncidentsResponse,
     OperatorCommand, OperatorError, Pending,

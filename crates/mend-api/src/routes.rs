@@ -71,6 +71,8 @@ pub struct ApiState {
     pub traces: Option<Arc<crate::TraceApi>>,
     /// Prometheus remote write's counters (`None`: no `[remote_write]`).
     pub remote_write: Option<Arc<dyn crate::MetricsSource>>,
+    /// The fleet's view (`None`: no `[fleet]`).
+    pub fleet: Option<crate::FleetSource>,
 }
 
 /// A reload asked through the API: the daemon answers with the event it recorded, whose `outcome`
@@ -150,6 +152,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}/report", get(crate::report::report))
         .route("/api/v1/actions", get(crate::healing::actions))
         .route("/api/v1/healing", get(crate::healing::status))
+        .route("/api/v1/fleet", get(crate::fleet::view))
         .route("/api/v1/learn", get(crate::learn::report))
         .route("/api/v1/traces", get(crate::traces::list))
         .route("/api/v1/traces/{trace_id}", get(crate::traces::trace))

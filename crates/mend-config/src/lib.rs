@@ -25,6 +25,7 @@ mod chaos;
 mod duration;
 mod error;
 mod example;
+mod fleet;
 mod gameday;
 mod heal;
 mod learn;
@@ -44,6 +45,7 @@ pub use chaos::{Chaos, DailyWindow, Monkey};
 pub use duration::{parse_duration, parse_since};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use example::EXAMPLE_CONFIG;
+pub use fleet::{Fleet, FleetAuth, FleetTls, valid_host_name};
 pub use gameday::{
     Expect, FaultAction, Load, LoopbackUrl, MAX_CONCURRENCY, MAX_GAMEDAY, MAX_RATE, Scenario, ScheduledFault, Slo,
     Topology, load_scenario, parse_scenario,

@@ -45,6 +45,8 @@ pub struct Config {
     pub tracing: crate::trace::Tracing,
     /// Prometheus remote write of the series store (`[remote_write]`); off without the table.
     pub remote_write: Option<crate::remote_write::RemoteWrite>,
+    /// Coordination with other hosts through etcd (`[fleet]`); None without the table.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 impl Config {

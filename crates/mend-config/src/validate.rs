@@ -27,7 +27,7 @@ use crate::raw::{
 use crate::template::{Placeholder, Template, TemplateVars};
 
 /// Top-level keys a config file may have.
-const TOP_LEVEL_KEYS: [&str; 15] = [
+const TOP_LEVEL_KEYS: [&str; 16] = [
     "api",
     "service",
     "scrape",
@@ -43,6 +43,7 @@ const TOP_LEVEL_KEYS: [&str; 15] = [
     "learn",
     "tracing",
     "remote_write",
+    "fleet",
 ];
 
 /// One step of a key path: a table key or an array index.
@@ -314,6 +315,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let mut raw_learn: Option<crate::learn::RawLearn> = None;
     let mut raw_tracing: Option<crate::trace::RawTracing> = None;
     let mut raw_remote_write: Option<crate::remote_write::RawRemoteWrite> = None;
+    let mut raw_fleet: Option<crate::fleet::RawFleet> = None;
     for (key, value) in root.get_ref() {
         let key = key.get_ref().as_ref();
         let path = KeyPath::default().key(key);
@@ -325,6 +327,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
             "learn" => raw_learn = raw_section(problems, &path, value),
             "tracing" => raw_tracing = raw_section(problems, &path, value),
             "remote_write" => raw_remote_write = raw_section(problems, &path, value),
+            "fleet" => raw_fleet = raw_section(problems, &path, value),
             "scrape" | "rule" | "detect" | "forecast" => {
                 let Some(items) = value.get_ref().as_array() else {
                     problems.add(&path, format!("expected an array of tables: write [[{key}]]"));
@@ -409,6 +412,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     let learn = crate::learn::validate(problems, raw_learn.as_ref());
     let tracing = crate::trace::validate(problems, raw_tracing.as_ref());
     let remote_write = crate::remote_write::validate(problems, raw_remote_write.as_ref(), base_dir);
+    let fleet = crate::fleet::validate(problems, raw_fleet.as_ref(), base_dir);
     Some(Config {
         source: PathBuf::from(file),
         api: api?,
@@ -426,6 +430,7 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
         learn,
         tracing,
         remote_write,
+        fleet,
     })
 }
 

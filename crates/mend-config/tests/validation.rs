@@ -91,7 +91,7 @@ fn unknown_keys_and_wrong_types_name_line_and_key() {
     check_errors(
         "[servics.web]\ncommand = [\"x\"]\n",
         &[
-            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos, learn, tracing, remote_write)",
+            "mend.toml:1:2: servics: unknown key \"servics\" (expected one of: api, service, scrape, rule, detect, forecast, storage, healing, heal, hook, notify, chaos, learn, tracing, remote_write, fleet)",
         ],
     );
 }
@@ -1030,5 +1030,44 @@ username = "mend"
     check_errors(
         "[remote_write]\ninterval = \"1s\"\n",
         &["mend.toml:1:2: remote_write: missing key \"url\" (e.g. url = \"http://127.0.0.1:9090/api/v1/write\")"],
+    );
+}
+
+#[test]
+fn issue_18_fleet_defaults_and_every_problem_located() {
+    let config = mend_config::parse(
+        "mend.toml",
+        "[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
+        std::path::Path::new("/srv"),
+    )
+    .expect("valid");
+    let fleet = config.fleet.expect("a [fleet] table turns the fleet on");
+    assert_eq!(fleet.prefix, "/mend");
+    assert_eq!(fleet.host, None, "the machine's host name, read at start");
+    assert_eq!(fleet.lease_ttl, std::time::Duration::from_secs(10));
+    assert_eq!((fleet.max_actions_per_window, fleet.max_unavailable), (10, 1));
+    assert!(fleet.auth.is_none() && fleet.tls.is_none());
+    let without = mend_config::parse("mend.toml", "", std::path::Path::new("/srv")).expect("valid");
+    assert!(without.fleet.is_none(), "no [fleet]: no fleet");
+
+    check_errors(
+        "[fleet]\nendpoints = [\"127.0.0.1\", \"http://etcd:2379\"]\nprefix = \"mend/\"\nhost = \"-bad host\"\nlease_ttl = \"1500ms\"\npublish_every = \"20s\"\nuser = \"mend\"\nmax_unavailable = 0\nincident_ratio = 1.5\ncert_file = \"client.pem\"\n",
+        &[
+            "mend.toml:1:2: fleet: \"user\" is set without \"password\": set both or neither",
+            "mend.toml:1:2: fleet: \"cert_file\" is set without \"key_file\": set both or neither",
+            "mend.toml:2:14: fleet.endpoints[0]: invalid endpoint \"127.0.0.1\" (expected http://HOST:PORT or HOST:PORT)",
+            "mend.toml:3:10: fleet.prefix: invalid prefix \"mend/\" (expected a key path such as \"/mend\": a leading /, no trailing /, letters, digits, / . - _)",
+            "mend.toml:4:8: fleet.host: invalid host name \"-bad host\" (allowed: 1 to 253 letters, digits, . - _, not starting with . or -)",
+            "mend.toml:5:13: fleet.lease_ttl: 1.5s is out of range (allowed: 2s to 300s)",
+            "mend.toml:6:17: fleet.publish_every: must be shorter than lease_ttl (the lease is renewed as often)",
+            "mend.toml:8:19: fleet.max_unavailable: 0 is out of range (allowed: 1 to 10000)",
+            "mend.toml:9:18: fleet.incident_ratio: 1.5 is out of range (allowed: more than 0, less than 1)",
+        ],
+    );
+    check_errors(
+        "[fleet]\n",
+        &[
+            "mend.toml:1:2: fleet: missing or empty key \"endpoints\" (e.g. endpoints = [\"http://127.0.0.1:2379\"]): the fleet needs etcd",
+        ],
     );
 }

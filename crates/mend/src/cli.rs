@@ -224,6 +224,9 @@ enum Command {
         #[command(subcommand)]
         command: Option<LearnCommand>,
     },
+    /// The fleet (`[fleet]`, through etcd) as this host sees it.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Say whether an incident was a false alarm (the rules and detectors that raised it relax, within
     /// the [learn] bounds) or correct (a run of correct ones takes a relaxation back a step).
     Feedback {
@@ -631,6 +634,28 @@ struct Target {
     token: Option<String>,
 }
 
+#[derive(Subcommand, Debug)]
+enum FleetCommand {
+    /// Every host (registered or gone), its services and open incidents, the leader, whether etcd
+    /// answers.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The fleet incidents the leader declared (a service unhealthy on most hosts at once) and each
+    /// host's open incidents.
+    Incidents {
+        #[command(flatten)]
+        target: Target,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args, Debug)]
 struct ControlArgs {
     #[command(flatten)]
@@ -941,6 +966,7 @@ async fn client_command(command: Command) -> ExitCode {
         | Command::Actions { target, .. }
         | Command::Approve { target, .. }
         | Command::Learn { target, .. }
+        | Command::Fleet(FleetCommand::Status { target, .. } | FleetCommand::Incidents { target, .. })
         | Command::Feedback { target, .. }
         | Command::Deny { target, .. }
         | Command::Pause { target }
@@ -1003,6 +1029,8 @@ async fn client_command(command: Command) -> ExitCode {
             forget(&client, service.as_deref()).await
         }
         Command::Feedback { id, verdict, .. } => feedback(&client, id, verdict).await,
+        Command::Fleet(FleetCommand::Status { json, .. }) => fleet(&client, json, false).await,
+        Command::Fleet(FleetCommand::Incidents { json, .. }) => fleet(&client, json, true).await,
         Command::Deny { id, .. } => decide(&client, id, "deny").await,
         Command::Pause { .. } => healing(&client, "pause").await,
         Command::Resume { .. } => healing(&client, "resume").await,
@@ -1436,6 +1464,18 @@ async fn learnt(client: &Client, json: bool) -> Result<(), ClientError> {
         output::line(&serde_json::to_string_pretty(&report).map_err(|error| ClientError::Other(error.to_string()))?);
     } else {
         output::raw(output::learn_report(&report).as_bytes());
+    }
+    Ok(())
+}
+
+async fn fleet(client: &Client, json: bool, incidents: bool) -> Result<(), ClientError> {
+    let view: mend_fleet::FleetView = client.json(Method::GET, "/api/v1/fleet").await?;
+    if json {
+        output::line(&serde_json::to_string_pretty(&view).map_err(|error| ClientError::Other(error.to_string()))?);
+    } else if incidents {
+        output::raw(output::fleet_incidents(&view).as_bytes());
+    } else {
+        output::raw(output::fleet_status(&view).as_bytes());
     }
     Ok(())
 }

@@ -228,6 +228,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     crate::learn::restore_detection(&store, events.as_ref(), clock.as_ref(), &mut detection)?;
     let detect_loop = DetectLoop::start(detection, series.clone(), signals.clone(), clock.clone(), relaxations_in);
     let executor = Arc::new(crate::heal::Executor::new(&config, &supervisor, &traffic));
+    // The fleet (`[fleet]`): started without waiting for etcd; the heal stage asks it for permits.
+    let open_incidents = crate::fleet::OpenIncidents::default();
+    let fleet = crate::fleet::start(&config, &supervisor, &open_incidents, clock.clone())?;
     let parts = crate::heal::StageParts {
         store: store.clone(),
         supervisor: supervisor.clone(),
@@ -237,6 +240,8 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         series: series.clone(),
         events: events.clone(),
         spans: tracing.clone(),
+        fleet: fleet.as_ref().map(|(handle, _)| handle.clone()),
+        open_incidents,
     };
     let (heal, mut heal_task) = crate::heal::HealStage::start(&config, heal_subscription, parts)?;
     let learning = crate::learn::Learning::start(
@@ -294,6 +299,12 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             series: series.clone(),
             clock: clock.clone(),
             exprs: Arc::new(crate::report::Reports::exprs(&config)),
+        }),
+        fleet: fleet.as_ref().map(|(handle, _)| {
+            let handle = handle.clone();
+            let source: mend_api::FleetSource =
+                Arc::new(move || serde_json::to_value(handle.view()).unwrap_or(serde_json::Value::Null));
+            source
         }),
         traces: tracing.clone().map(|tracing| {
             Arc::new(mend_api::TraceApi {
@@ -385,6 +396,11 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     // (stopping a replica resumes it if it was stopped).
     rollouts.abort();
     heal_task.abort();
+    // The fleet sees this host gone at once (its lease revoked), not a lease TTL later.
+    if let Some((fleet, fleet_task)) = &fleet {
+        fleet.leave().await;
+        fleet_task.abort();
+    }
     if let Some(monkey) = &chaos_monkey {
         monkey.abort();
     }

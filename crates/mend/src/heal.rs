@@ -59,6 +59,10 @@ pub(crate) struct StageParts {
     pub(crate) events: Arc<dyn EventSink>,
     /// The span store (`[tracing]` on): caller → callee edges and their figures from trace context.
     pub(crate) spans: Option<Arc<mend_trace::Tracing>>,
+    /// The fleet (`[fleet]`): asked for a permit before each policy's action that spends the budget.
+    pub(crate) fleet: Option<mend_fleet::FleetHandle>,
+    /// Where the open incidents are shown to the fleet (published in this host's state).
+    pub(crate) open_incidents: Arc<std::sync::Mutex<Vec<mend_fleet::IncidentSummary>>>,
 }
 
 /// What the API and the executor ask of the stage.
@@ -77,6 +81,8 @@ enum Command {
     Forget(Option<ServiceName>, oneshot::Sender<()>),
     /// A reload removed this service: its open incidents close (answers how many).
     ServiceRemoved(ServiceName, oneshot::Sender<usize>),
+    /// The fleet answered for a granted, journalled action that has not run yet.
+    Fleet(Permit, mend_fleet::PermitAnswer),
 }
 
 /// What the healer learnt from outcomes, for `mend learn`.
@@ -134,6 +140,14 @@ struct Stage {
     events: Arc<dyn EventSink>,
     /// The span store, when tracing is on.
     spans: Option<Arc<mend_trace::Tracing>>,
+    /// The fleet, if any.
+    fleet: Option<mend_fleet::FleetHandle>,
+    /// Fleet permits held by running actions.
+    fleet_permits: HashMap<ActionId, mend_fleet::FleetPermit>,
+    /// Actions that run without the fleet's confirmation (etcd unreachable): local budgets only.
+    local_only: HashMap<ActionId, String>,
+    /// The open incidents as the fleet sees them.
+    open_incidents: Arc<std::sync::Mutex<Vec<mend_fleet::IncidentSummary>>>,
 }
 
 /// The built-in diagnoses the healer draws from events itself: published by this stage, so their echo on
@@ -177,7 +191,8 @@ impl HealStage {
         parts: StageParts,
     ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
         use anyhow::Context as _;
-        let StageParts { store, supervisor, signals, executor, clock, series, events, spans } = parts;
+        let StageParts { store, supervisor, signals, executor, clock, series, events, spans, fleet, open_incidents } =
+            parts;
         let (interrupted, stopped) =
             store.close_interrupted(clock.wall()).context("cannot close what the last run left in the journal")?;
         if !interrupted.is_empty() || !stopped.is_empty() {
@@ -226,6 +241,10 @@ impl HealStage {
             autoscaling,
             events,
             spans,
+            fleet,
+            fleet_permits: HashMap::new(),
+            local_only: HashMap::new(),
+            open_incidents,
         };
         let task = tokio::spawn(stage.run(subscription, inbox));
         let config = Arc::new(tokio::sync::watch::channel(Arc::new(config.clone())).0);
@@ -495,9 +514,18 @@ impl Stage {
                 self.autoscaling.reconfigure(&config, now);
                 Vec::new()
             }
-            Command::Outcome(outcome) => {
+            Command::Fleet(permit, answer) => self.on_fleet_answer(permit, answer),
+            Command::Outcome(mut outcome) => {
                 let world = world(&self.supervisor);
                 let record = self.running.remove(&outcome.id);
+                if let Some(fleet_permit) = self.fleet_permits.remove(&outcome.id)
+                    && let Some(fleet) = self.fleet.clone()
+                {
+                    tokio::spawn(async move { fleet.release(fleet_permit).await });
+                }
+                if let Some(why) = self.local_only.remove(&outcome.id) {
+                    outcome.message = format!("{}; {} ({why})", outcome.message, mend_fleet::UNREACHABLE);
+                }
                 self.autoscaling.outcome(outcome.id, outcome.succeeded, now);
                 let decisions = self.healer.outcome(
                     outcome.id,
@@ -575,6 +603,7 @@ impl Stage {
                 Decision::Run(permit) => {
                     // Journalled before it runs: if the journal cannot be written, it does not run.
                     match self.journal(std::mem::take(&mut entries)).await {
+                        Ok(()) if self.needs_fleet_permit(&permit) => self.ask_fleet(permit),
                         Ok(()) => self.spawn_action(permit),
                         Err(error) => {
                             let id = permit.record().id;
@@ -598,6 +627,73 @@ impl Stage {
         }
         for (answer, result) in self.pending_answers.drain(..) {
             let _ = answer.send(result);
+        }
+        if self.fleet.is_some() {
+            let summaries = self
+                .healer
+                .active()
+                .map(|incident| mend_fleet::IncidentSummary {
+                    id: incident.id.0,
+                    state: incident.state.to_string(),
+                    name: incident.diagnosis.name.clone(),
+                    services: incident.services.iter().map(ToString::to_string).collect(),
+                })
+                .collect();
+            *self.open_incidents.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = summaries;
+        }
+    }
+
+    /// Whether `permit` needs the fleet's too: a policy's action that spends the budget, in a fleet.
+    /// Operators' commands (a human decided) and the autoscaler's scales (its own limits) do not.
+    fn needs_fleet_permit(&self, permit: &Permit) -> bool {
+        let record = permit.record();
+        self.fleet.is_some()
+            && matches!(record.actor, mend_types::Actor::Policy { .. })
+            && record.action.spends_budget()
+            && record.service.is_some()
+    }
+
+    /// Asks the fleet for `permit`'s action in a task of its own (bounded by `permit_timeout`): the
+    /// stage goes on meanwhile, and the answer comes back as [`Command::Fleet`].
+    fn ask_fleet(&mut self, permit: Permit) {
+        let Some(fleet) = self.fleet.clone() else { return self.spawn_action(permit) };
+        let record = permit.record();
+        let request = mend_fleet::PermitRequest {
+            service: record.service.as_ref().map(ToString::to_string).unwrap_or_default(),
+            action: record.action.label().to_owned(),
+            disrupts: record.action.disrupts(),
+        };
+        let action_id = record.id.0;
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let answer = fleet.permit(&request, action_id).await;
+            let _ = commands.send(Command::Fleet(permit, answer)).await;
+        });
+    }
+
+    /// The fleet's answer: run (holding the fleet permit), refuse (journalled, the incident moves on or
+    /// escalates), or run on the local budgets alone when etcd did not confirm: a host cut off from the
+    /// fleet never stops protecting itself.
+    fn on_fleet_answer(&mut self, permit: Permit, answer: mend_fleet::PermitAnswer) -> Vec<Decision> {
+        let id = permit.record().id;
+        match answer {
+            mend_fleet::PermitAnswer::Granted(fleet_permit) => {
+                tracing::info!(action = %id, "fleet permit granted");
+                self.fleet_permits.insert(id, fleet_permit);
+                self.spawn_action(permit);
+                Vec::new()
+            }
+            mend_fleet::PermitAnswer::Refused(refusal) => {
+                tracing::warn!(action = %id, refusal = %refusal, "fleet refused an action");
+                let world = world(&self.supervisor);
+                self.healer.fleet_refused(id, &refusal.to_string(), refusal.escalates(), &world, self.clock.wall())
+            }
+            mend_fleet::PermitAnswer::Unreachable(why) => {
+                tracing::warn!(action = %id, why = %why, "{}", mend_fleet::UNREACHABLE);
+                self.local_only.insert(id, why);
+                self.spawn_action(permit);
+                Vec::new()
+            }
         }
     }
 

@@ -6,6 +6,7 @@ mod chart;
 mod cli;
 mod client;
 mod daemon;
+mod fleet;
 mod gameday;
 mod heal;
 mod learn;

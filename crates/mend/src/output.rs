@@ -536,6 +536,104 @@ pub(crate) fn feedback_answer(answer: &mend_api::FeedbackAnswer) -> String {
     }
     out
 }
+/// `mend fleet status`: one row per host, the leader marked, then whether etcd answers.
+pub(crate) fn fleet_status(view: &mend_fleet::FleetView) -> String {
+    let reference = view.last_contact_ms;
+    let rows: Vec<Vec<String>> = view
+        .hosts
+        .iter()
+        .map(|host| {
+            let services = host.state.as_ref().map_or_else(
+                || "-".to_owned(),
+                |state| {
+                    state
+                        .services
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{} {}/{}{}",
+                                s.name,
+                                s.ready,
+                                s.replicas,
+                                if s.healthy { "" } else { " unhealthy" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            );
+            let n_incidents = host.state.as_ref().map_or(0, |state| state.incidents.len());
+            let published = match (host.state.as_ref(), reference) {
+                (Some(state), Some(now)) => format!("{} ago", human_age((now - state.at_ms) / 1000)),
+                _ => "-".to_owned(),
+            };
+            vec![
+                format!("{}{}", host.host, if host.host == view.host { " (this host)" } else { "" }),
+                if host.registered { "registered" } else { "gone" }.to_owned(),
+                if view.leader.as_deref() == Some(host.host.as_str()) { "leader" } else { "" }.to_owned(),
+                n_incidents.to_string(),
+                published,
+                services,
+            ]
+        })
+        .collect();
+    let mut out = table(&["HOST", "LEASE", "ROLE", "INCIDENTS", "PUBLISHED", "SERVICES"], &rows);
+    match (&view.error, view.reachable) {
+        (_, true) => out.push_str(&format!("etcd reachable; leader: {}\n", view.leader.as_deref().unwrap_or("none"))),
+        (Some(error), false) => out.push_str(&format!(
+            "etcd unreachable ({}): healing on local budgets only; the hosts above are as last seen\n",
+            escape_controls(error, false)
+        )),
+        (None, false) => out.push_str("etcd unreachable: healing on local budgets only\n"),
+    }
+    out
+}
+
+/// `mend fleet incidents`: the leader's fleet incidents, then each host's open incidents.
+pub(crate) fn fleet_incidents(view: &mend_fleet::FleetView) -> String {
+    let mut out = String::new();
+    if view.incidents.is_empty() {
+        out.push_str("no fleet incident (no service unhealthy on most hosts at once)\n");
+    } else {
+        let rows: Vec<Vec<String>> = view
+            .incidents
+            .iter()
+            .map(|incident| {
+                vec![
+                    incident.service.clone(),
+                    format!("{} of {}", incident.unhealthy.len(), incident.n_hosts),
+                    incident.unhealthy.join(", "),
+                ]
+            })
+            .collect();
+        out.push_str("fleet incidents (no host acts on these alone; escalated):\n");
+        out.push_str(&table(&["SERVICE", "UNHEALTHY ON", "HOSTS"], &rows));
+    }
+    let rows: Vec<Vec<String>> = view
+        .hosts
+        .iter()
+        .flat_map(|host| {
+            host.state.iter().flat_map(move |state| {
+                state.incidents.iter().map(move |incident| {
+                    vec![
+                        host.host.clone(),
+                        incident.id.to_string(),
+                        incident.state.clone(),
+                        incident.name.clone(),
+                        incident.services.join(", "),
+                    ]
+                })
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str("no open incident on any host\n");
+    } else {
+        out.push_str(&table(&["HOST", "ID", "STATE", "DIAGNOSIS", "SERVICES"], &rows));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,6 +747,40 @@ mod tests {
             "name": "db", "desired_replicas": 0, "ready_replicas": 0, "replicas": []}]}))
         .expect("a services response");
         assert!(!status_table(&quiet, 0).contains("\n\n"));
+    }
+
+    #[test]
+    fn issue_18_the_fleet_as_tables() {
+        let view: mend_fleet::FleetView = serde_json::from_value(serde_json::json!({
+            "host": "a", "reachable": true, "error": null, "last_contact_ms": 10_000, "leader": "b",
+            "hosts": [
+                {"host": "a", "registered": true, "state": {"host": "a", "at_ms": 9_000,
+                    "services": [{"name": "web", "replicas": 2, "ready": 1, "healthy": false}],
+                    "incidents": [{"id": 4, "state": "acting", "name": "crashed", "services": ["web"]}]}},
+                {"host": "b", "registered": false, "state": null}
+            ],
+            "incidents": [{"service": "web", "n_hosts": 3, "unhealthy": ["a", "c"], "since_ms": 1}]
+        }))
+        .expect("a fleet view");
+        assert_eq!(
+            fleet_status(&view),
+            "HOST           LEASE       ROLE    INCIDENTS  PUBLISHED  SERVICES\n\
+             a (this host)  registered          1          1s ago     web 1/2 unhealthy\n\
+             b              gone        leader  0          -          -\n\
+             etcd reachable; leader: b\n"
+        );
+        assert_eq!(
+            fleet_incidents(&view),
+            "fleet incidents (no host acts on these alone; escalated):\n\
+             SERVICE  UNHEALTHY ON  HOSTS\n\
+             web      2 of 3        a, c\n\
+             HOST  ID  STATE   DIAGNOSIS  SERVICES\n\
+             a     4   acting  crashed    web\n"
+        );
+        let cut_off = mend_fleet::FleetView { reachable: false, error: Some("etcd: refused".into()), ..view };
+        assert!(fleet_status(&cut_off).ends_with(
+            "etcd unreachable (etcd: refused): healing on local budgets only; the hosts above are as last seen\n"
+        ));
     }
 
     #[test]

@@ -812,6 +812,10 @@ fn plan_services(file: &Config, running: &Config, new: &Config) -> ServicePlan {
     if running.remote_write != new.remote_write {
         plan.not_applied.push("remote_write".to_owned());
     }
+    // The fleet's etcd client, lease and limits are made once, at start.
+    if running.fleet != new.fleet {
+        plan.not_applied.push("fleet".to_owned());
+    }
     plan
 }
 
