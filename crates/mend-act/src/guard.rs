@@ -134,6 +134,12 @@ impl Bucket {
         self.refill(now);
         self.tokens = (self.tokens - 1.0).max(-self.capacity);
     }
+
+    /// Gives back a token taken for an action that did not run.
+    fn give_back(&mut self, now: Timestamp) {
+        self.refill(now);
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
+    }
 }
 
 /// The guard.
@@ -146,6 +152,9 @@ pub struct Guard {
     last: BTreeMap<(&'static str, ServiceName, Option<u32>), Timestamp>,
     /// Disruptive actions running: their service and replica (None: the whole service, one at a time).
     in_flight: BTreeMap<ActionId, (ServiceName, Option<u32>)>,
+    /// For each granted action not finished yet, the cooldown start it replaced: what [`Guard::refund`]
+    /// puts back when the action never ran.
+    replaced_last: BTreeMap<ActionId, Option<Timestamp>>,
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -162,6 +171,7 @@ impl Guard {
             per_service: BTreeMap::new(),
             last: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            replaced_last: BTreeMap::new(),
         }
     }
 
@@ -353,7 +363,8 @@ impl Guard {
         {
             self.global(now).take(now);
             self.bucket(&service, now).take(now);
-            self.last.insert((record.action.label(), service.clone(), record.replica), now);
+            let replaced = self.last.insert((record.action.label(), service.clone(), record.replica), now);
+            self.replaced_last.insert(record.id, replaced);
             if record.action.disrupts() {
                 self.in_flight.insert(record.id, (service, record.replica));
             }
@@ -364,6 +375,24 @@ impl Guard {
     /// Action `id` ended: it no longer counts as in flight.
     pub fn finished(&mut self, id: ActionId) {
         self.in_flight.remove(&id);
+        self.replaced_last.remove(&id);
+    }
+
+    /// Granted action `record` was refused after the grant (by the fleet, before it ran): nothing was done,
+    /// so the budgets get their tokens back and its cooldown is the one before it, as if it had never been
+    /// granted. Otherwise a refusal would hold the service's next action for a whole cooldown although
+    /// nothing ran.
+    pub fn refund(&mut self, record: &ActionRecord, now: Timestamp) {
+        self.in_flight.remove(&record.id);
+        let Some(replaced) = self.replaced_last.remove(&record.id) else { return };
+        let Some(service) = record.service.clone() else { return };
+        self.global(now).give_back(now);
+        self.bucket(&service, now).give_back(now);
+        let key = (record.action.label(), service, record.replica);
+        match replaced {
+            Some(before) => self.last.insert(key, before),
+            None => self.last.remove(&key),
+        };
     }
 
     /// Disruptive actions in flight on `service`.
@@ -465,6 +494,42 @@ mod tests {
         let after = Timestamp::from_millis(later.as_millis() + 61_000);
         assert_eq!(
             guard.check(&rollback(3), &world, &diagnosis, after),
+            Err(Refusal::Budget { scope: "web".into(), per_hour: 2 })
+        );
+    }
+
+    #[test]
+    fn an_action_refused_after_its_grant_gives_back_its_budget_and_cooldown() {
+        let world = World {
+            services: BTreeMap::from([(
+                name("web"),
+                ServiceView { replicas: (0..2).map(|index| ReplicaView { index, ready: true }).collect() },
+            )]),
+        };
+        let healing = Healing {
+            max_actions_per_hour: 100,
+            service_max_actions_per_hour: 2,
+            cooldown: Duration::from_secs(60),
+            ..Healing::default()
+        };
+        let mut guard = Guard::new(healing, BTreeMap::new());
+        let now = Timestamp::from_millis(1_000_000);
+        let diagnosis = Diagnosis::default();
+        let permit = guard.grant(restart(1, 0, now), &world, &diagnosis, now).expect("the first");
+        assert_eq!(guard.in_flight(&name("web")), 1);
+        // Granted, then refused (by the fleet) before it ran: as if never granted.
+        guard.refund(permit.record(), now);
+        assert_eq!(guard.in_flight(&name("web")), 0);
+        let soon = Timestamp::from_millis(now.as_millis() + 4_000);
+        let permit = guard.grant(restart(2, 0, soon), &world, &diagnosis, soon).expect("no cooldown, budget back");
+        // One that ran keeps both: its cooldown holds and its token stays spent.
+        guard.finished(permit.record().id);
+        guard.refund(permit.record(), soon);
+        assert!(matches!(guard.check(&restart(3, 0, soon), &world, &diagnosis, soon), Err(Refusal::Cooldown { .. })));
+        guard.grant(restart(3, 1, soon), &world, &diagnosis, soon).expect("the second token");
+        let later = Timestamp::from_millis(soon.as_millis() + 61_000);
+        assert_eq!(
+            guard.check(&restart(4, 0, later), &world, &diagnosis, later),
             Err(Refusal::Budget { scope: "web".into(), per_hour: 2 })
         );
     }

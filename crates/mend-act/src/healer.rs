@@ -590,8 +590,12 @@ impl Healer {
         now: Timestamp,
     ) -> Vec<Decision> {
         let mut decisions = Vec::new();
-        self.guard.finished(id);
-        let Some((mut record, _)) = self.open_actions.remove(&id) else { return decisions };
+        let Some((mut record, _)) = self.open_actions.remove(&id) else {
+            self.guard.finished(id);
+            return decisions;
+        };
+        // Nothing ran: the local budgets and cooldown are as before the grant.
+        self.guard.refund(&record, now);
         record.state = ActionState::Refused;
         record.finished_at = Some(now);
         record.outcome = Some(format!("refused by the fleet: {refusal}"));

@@ -244,11 +244,14 @@ impl FleetHandle {
             let window_text = window.to_string();
             let budget_prefix = self.key(&["budget", &window_text, ""]);
             let permits_prefix = self.key(&["permits", &request.service, ""]);
+            // Both counts from one snapshot (the second read at the first's revision): two reads at
+            // different moments could see another host's grant half, its permit but not its budget entry.
             let budget = etcd.range_prefix(&budget_prefix, true).await?;
-            let in_flight = etcd.range_prefix(&permits_prefix, true).await?;
+            let revision = budget.header.revision;
+            let in_flight = etcd.range_prefix_at(&permits_prefix, true, revision).await?;
             let incident = etcd.get(&self.key(&["incidents", &request.service])).await?;
             let incident = incident.and_then(|value| serde_json::from_slice::<FleetIncident>(&value).ok());
-            let (budget_revision, permits_revision) = (budget.header.revision, in_flight.header.revision);
+            let (budget_revision, permits_revision) = (revision, revision);
             let view = PermitView {
                 n_window_actions: u32::try_from(budget.count).unwrap_or(u32::MAX),
                 n_in_flight: u32::try_from(in_flight.count).unwrap_or(u32::MAX),

@@ -356,6 +356,20 @@ impl Etcd {
         self.call("/v3/kv/range", body).await
     }
 
+    /// [`Self::range_prefix`] as of `revision` (one snapshot with a read that answered at it).
+    pub(crate) async fn range_prefix_at(
+        &self,
+        prefix: &str,
+        count_only: bool,
+        revision: i64,
+    ) -> Result<RangeAnswer, EtcdError> {
+        let body = json!({
+            "key": encode(prefix.as_bytes()), "range_end": encode(&prefix_end(prefix)), "count_only": count_only,
+            "revision": revision.to_string(),
+        });
+        self.call("/v3/kv/range", body).await
+    }
+
     /// The value of `key`, if it exists.
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
         let answer: RangeAnswer = self.call("/v3/kv/range", json!({ "key": encode(key.as_bytes()) })).await?;

@@ -310,16 +310,17 @@ fn issue_18_a_host_killed_with_minus_9_releases_its_permits_when_its_lease_expir
     let etcd = Etcd::start();
     // `web` ignores SIGTERM and gets 60 s to stop: host-a's restart holds its fleet permit for that long
     // (host-a is killed long before), so host-b asks while it is held however loaded the machine is.
+    // (`sh -c "trap '' TERM; exec ..."` is not enough: mend-demo installs its own SIGTERM handler.)
     let port_a = common::free_ports(2);
     let port_b = common::free_ports(2);
     let slow = |name: &str, port: u16| {
         host_config(name, &etcd, port, "max_unavailable = 1\n").replace(
             "command = [\"{demo}\", \"--port\", \"{port}\"]",
-            "command = [\"sh\", \"-c\", \"trap '' TERM; exec {demo} --port {port}\"]\nstop_timeout = \"60s\"",
+            "command = [\"{demo}\", \"--port\", \"{port}\", \"--ignore-sigterm\"]\nstop_timeout = \"60s\"",
         )
     };
     let mut host_a = Daemon::start(&slow("host-a", port_a));
-    let host_b = Daemon::start(&slow("host-b", port_b));
+    let mut host_b = Daemon::start(&slow("host-b", port_b));
     host_a.wait_ready("web");
     host_b.wait_ready("web");
     wait_fleet_settled(&[&host_a, &host_b], &["host-a", "host-b"]);
@@ -351,6 +352,10 @@ fn issue_18_a_host_killed_with_minus_9_releases_its_permits_when_its_lease_expir
     eventually(Duration::from_secs(60), "host-b's next restart is granted", || {
         host_b.log_text().contains("fleet permit granted").then_some(())
     });
+    // The refused restart ran nothing: it left no cooldown behind (the default is 60 s).
+    assert!(!host_b.log_text().contains("cooling down"), "{}", host_b.log_text());
+    // Its replica ignores SIGTERM for 60 s: a graceful stop would only wait for it.
+    host_b.signal_and_wait(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10));
 }
 
 #[test]
