@@ -26,9 +26,9 @@ use mend_types::{
 };
 
 /// The signal raised when a service starts logging a new error template.
-pub const NEW_TEMPLATE_SIGNAL: &str = "new_log_template";
+pub const NEW_TEMPLATE_SIGNAL: &str = mend_types::NEW_LOG_TEMPLATE_SIGNAL;
 /// The signal raised when a template's rate is anomalous.
-pub const RATE_SIGNAL: &str = "log_rate";
+pub const RATE_SIGNAL: &str = mend_types::LOG_RATE_SIGNAL;
 /// The counter series of lines per template and level.
 pub const TEMPLATE_SERIES: &str = "mend_log_template_total";
 /// Lines the miner's queue dropped (mend could not keep up).

@@ -289,7 +289,37 @@ pub fn decide(input: &DecideInput<'_>) -> Diagnosis {
         // service's release changed, seen on the new release's replicas only.
         unhealthy,
     ];
-    rules.iter().find_map(|rule| rule(input)).unwrap_or_else(|| unknown(input, &input.service.component))
+    let mut found =
+        rules.iter().find_map(|rule| rule(input)).unwrap_or_else(|| unknown(input, &input.service.component));
+    found.evidence.extend(logged(input));
+    found
+}
+
+/// Log signals raised on the service, at most this many in a diagnosis' evidence.
+const MAX_LOG_EVIDENCE: usize = 3;
+
+/// The service's firing log signals (oldest first), each placed in time against the service's first
+/// anomalous move: "orders started logging `connection refused <*>` (error) since 12:00:02, 3 s before its
+/// error ratio rose from 0 to 0.4".
+fn logged(input: &DecideInput<'_>) -> Vec<Evidence> {
+    let component = &input.service.component;
+    let first_move = input.ranking.and_then(|ranking| {
+        ranking
+            .findings
+            .iter()
+            .filter(|f| &f.component == component && f.z.abs() >= input.rank_params.anomalous_z)
+            .map(Shift::from)
+            .min_by_key(|shift| shift.at)
+    });
+    let mut logs: Vec<&mend_types::Signal> =
+        input.service.signals.iter().filter(|s| s.state == SignalState::Firing && s.is_log()).collect();
+    logs.sort_by_key(|s| s.since);
+    let mut seen = std::collections::BTreeSet::new();
+    logs.into_iter()
+        .filter(|s| seen.insert(s.fingerprint()))
+        .take(MAX_LOG_EVIDENCE)
+        .map(|s| Evidence::Logged { text: s.evidence.clone(), since: s.since, first_move: first_move.clone() })
+        .collect()
 }
 
 /// Exits not caused by mend's own planned stops, with their replica.
@@ -606,7 +636,8 @@ fn unknown(input: &DecideInput<'_>, component: &Component) -> Diagnosis {
             .service
             .signals
             .iter()
-            .filter(|s| s.state == SignalState::Firing)
+            // Log signals are added, placed in time, by `decide`.
+            .filter(|s| s.state == SignalState::Firing && !s.is_log())
             .take(3)
             .map(|s| Evidence::Signal { name: s.name.clone(), text: s.evidence.clone() }),
     );

@@ -231,6 +231,16 @@ pub enum Evidence {
         /// How many sibling instances stayed within their baseline.
         siblings_normal: usize,
     },
+    /// A service's logs changed (a new error template, a template's unusual rate), and when, against
+    /// the first move of its own series.
+    Logged {
+        /// The log signal's evidence line (`orders started logging `connection refused <*>` (error)`).
+        text: String,
+        /// Since when.
+        since: Timestamp,
+        /// The service's first anomalous move in the incident, when it had one.
+        first_move: Option<Shift>,
+    },
     /// A firing signal, in its own words.
     Signal {
         /// Its name.
@@ -352,6 +362,25 @@ impl fmt::Display for Evidence {
             Self::Outlier { shift, siblings_normal } => {
                 let siblings = if *siblings_normal == 1 { "its sibling" } else { "its siblings" };
                 write!(f, "{shift} while {siblings} ({siblings_normal}) stayed at their baseline")
+            }
+            Self::Logged { text, since, first_move } => {
+                write!(f, "{text} since {}", clock(*since))?;
+                let Some(shift) = first_move else { return Ok(()) };
+                let lag = shift.at.as_millis() - since.as_millis();
+                let when = match lag {
+                    0 => "at the same time as".to_owned(),
+                    lag if lag > 0 => format!("{} before", Unit::Seconds.format(lag as f64 / 1000.0)),
+                    lag => format!("{} after", Unit::Seconds.format(-lag as f64 / 1000.0)),
+                };
+                let instance = shift.instance.as_ref().map(|i| format!(" ({i})")).unwrap_or_default();
+                write!(
+                    f,
+                    ", {when} its {}{instance} {} from {} to {}",
+                    shift.metric,
+                    shift.verb(),
+                    shift.unit.format(shift.from),
+                    shift.unit.format(shift.to)
+                )
             }
             Self::Signal { name, text } => write!(f, "signal {name}: {text}"),
         }

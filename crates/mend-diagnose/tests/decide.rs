@@ -479,3 +479,65 @@ fn a_dependency_failure_shows_the_figures_of_the_calls_along_its_path() {
     assert_eq!(evidence.len(), 1, "{evidence:?}");
     assert!(evidence[0].ends_with("web calls db through orders"), "{evidence:?}");
 }
+
+/// Issue 16, item 5: a service's log signals are evidence, placed in time against its own first move.
+#[test]
+fn log_signals_are_evidence_placed_before_or_after_the_services_first_move() {
+    use mend_types::{NEW_LOG_TEMPLATE_SIGNAL, Severity, Signal, SignalKind, SignalState};
+    let log_signal = |secs: i64, name: &str, text: &str, state: SignalState| Signal {
+        at: at(secs),
+        since: at(secs),
+        state,
+        kind: SignalKind::Anomaly,
+        name: name.to_owned(),
+        severity: Severity::Warning,
+        service: Some(mend_types::ServiceName::new("orders").expect("a name")),
+        replica: Some(0),
+        value: 1.0,
+        labels: [("service".to_owned(), "orders".to_owned()), ("template_id".to_owned(), text.len().to_string())]
+            .into(),
+        evidence: text.to_owned(),
+    };
+    let series = [series("orders", None, "errors_ratio", 0.01, 0.4, 3600)];
+    let graph = DependencyGraph::new();
+    let params = RankParams::default();
+    let ranking = rank(&RankInput { onset: at(3600), now: at(3890), series: &series, graph: &graph, params });
+    let explain = |signals: Vec<Signal>| {
+        let mut facts = ServiceFacts::new(Component::new("orders"), 1);
+        facts.signals = signals;
+        decide(&DecideInput {
+            service: &facts,
+            ranking: Some(&ranking),
+            rank_params: params,
+            params: DecideParams::default(),
+        })
+        .explain()
+    };
+    let refused = "orders started logging `connection refused to <*>:5432` (error)";
+    let lines = explain(vec![
+        log_signal(3597, NEW_LOG_TEMPLATE_SIGNAL, refused, SignalState::Firing),
+        // The same condition twice (a repeat of its transition) is one line; another kind of signal is not a log.
+        log_signal(3597, NEW_LOG_TEMPLATE_SIGNAL, refused, SignalState::Firing),
+        Signal {
+            kind: SignalKind::Rule,
+            name: "HighErrors".into(),
+            ..log_signal(3590, "HighErrors", "x", SignalState::Firing)
+        },
+        // Resolved already: not evidence.
+        log_signal(3500, NEW_LOG_TEMPLATE_SIGNAL, "orders started logging `old <*>` (error)", SignalState::Resolved),
+    ]);
+    let logged: Vec<&String> = lines.iter().filter(|line| line.contains("logging")).collect();
+    assert_eq!(
+        logged,
+        [&format!("{refused} since 23:13:17, 3 s before its errors_ratio rose from 1.04% to 40%")],
+        "{lines:#?}"
+    );
+    // After the move, it says so; without series, the log line alone, with its time.
+    let late = explain(vec![log_signal(3610, NEW_LOG_TEMPLATE_SIGNAL, refused, SignalState::Firing)]);
+    assert!(late.iter().any(|line| line.ends_with("10 s after its errors_ratio rose from 1.04% to 40%")), "{late:#?}");
+    let mut facts = ServiceFacts::new(Component::new("orders"), 1);
+    facts.signals = vec![log_signal(3597, NEW_LOG_TEMPLATE_SIGNAL, refused, SignalState::Firing)];
+    let alone =
+        decide(&DecideInput { service: &facts, ranking: None, rank_params: params, params: DecideParams::default() });
+    assert_eq!(alone.explain(), [format!("{refused} since 23:13:17")]);
+}

@@ -45,6 +45,11 @@ impl SignalKind {
     }
 }
 
+/// The signal the log stage raises when a service starts logging a new error template.
+pub const NEW_LOG_TEMPLATE_SIGNAL: &str = "new_log_template";
+/// The signal the log stage raises when a template's rate is anomalous.
+pub const LOG_RATE_SIGNAL: &str = "log_rate";
+
 /// How urgent a signal is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, PartialOrd, Ord, Default)]
 #[serde(rename_all = "snake_case")]
@@ -134,6 +139,11 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// Whether the log stage raised it (a new error template, a template's unusual rate).
+    pub fn is_log(&self) -> bool {
+        self.kind == SignalKind::Anomaly && (self.name == NEW_LOG_TEMPLATE_SIGNAL || self.name == LOG_RATE_SIGNAL)
+    }
+
     /// A stable identity of the condition: kind, name and labels. Firing and resolved transitions of one
     /// condition share it.
     pub fn fingerprint(&self) -> String {

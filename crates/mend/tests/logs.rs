@@ -1,6 +1,7 @@
 //! End-to-end logs: replica output of real processes (small python services) read across services,
 //! interleaved by time and filtered through the CLI; mined into templates (`--patterns`, the
-//! `mend_log_template_total` series); a new error template after the warm-up raises a signal.
+//! `mend_log_template_total` series); a new error template after the warm-up raises a signal, which the
+//! incident's diagnosis shows as evidence.
 #![allow(clippy::disallowed_methods)] // End-to-end tests wait in real time.
 
 mod common;
@@ -114,6 +115,19 @@ fn logs_are_interleaved_filtered_mined_and_a_new_error_template_raises_a_signal(
         get(daemon.api, "/api/v1/signals?limit=1000").json()["signals"].as_array().cloned().unwrap_or_default();
     let new_templates: Vec<_> = signals.iter().filter(|signal| signal["name"] == "new_log_template").collect();
     assert_eq!(new_templates.len(), 1, "{new_templates:?}");
+    // The incident it opened names it in its evidence, with its time (issue 16, item 5).
+    let since = signal["since"].as_str().and_then(|t| t.get(11..19)).expect("a since time").to_owned();
+    let incident = eventually(Duration::from_secs(30), "an incident for orders", || {
+        let incidents = get(daemon.api, "/api/v1/incidents").json()["incidents"].as_array().cloned()?;
+        incidents
+            .into_iter()
+            .find(|incident| incident["services"].as_array().is_some_and(|s| s.contains(&"orders".into())))
+    });
+    let ranked = incident["diagnosis"]["ranking"].as_array().cloned().unwrap_or_default();
+    let orders = ranked.iter().find(|ranked| ranked["service"] == "orders").expect("orders ranked");
+    let facts = orders["evidence"].as_array().cloned().unwrap_or_default();
+    let wanted = format!("orders started logging `connection refused to db.internal:<*>` (error) since {since}");
+    assert!(facts.iter().any(|fact| fact.as_str().is_some_and(|f| f.starts_with(&wanted))), "{wanted} in {incident:#}");
 }
 
 #[test]
