@@ -6,11 +6,13 @@
 //!   not blamed on the replica;
 //! - [`process`]: per-process facts from /proc (state, CPU, memory, threads, fds, process groups);
 //! - [`scrape`]: Prometheus/OpenMetrics scraping of service replicas and static targets;
-//! - [`series`]: the in-memory series store with a bounded ring per series, compressed by [`chunk`].
+//! - [`series`]: the in-memory series store with a bounded ring per series, compressed by [`chunk`];
+//!   [`history`]: its recent points kept across a restart.
 //!
 //! Later stages (detect, diagnose) read samples from the series store; nothing here decides anything.
 
 pub mod chunk;
+pub mod history;
 pub mod lag;
 pub mod probe;
 pub mod process;

@@ -282,6 +282,11 @@ impl SeriesStore {
         self.series.is_empty()
     }
 
+    /// The limits it was made with.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Appends refused because of the series limit, since the store was made.
     pub fn dropped_series(&self) -> u64 {
         self.dropped_series

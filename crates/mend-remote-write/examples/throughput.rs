@@ -57,6 +57,7 @@ async fn main() {
         timeout: Duration::from_secs(30),
         authorization: None,
         labels: BTreeMap::from([("host".to_owned(), "bench".to_owned())]),
+        send_after: None,
     };
     let cpu_before = cpu_seconds();
     let started = Instant::now();

@@ -15,6 +15,8 @@ use crate::proto::{Label, Sample, TimeSeries, WriteRequest};
 #[derive(Debug, Default)]
 pub struct Cursor {
     sent_until: HashMap<Labels, i64>,
+    /// Where a series not taken from yet starts: nothing at or before it is sent.
+    floor: Option<i64>,
 }
 
 /// Series that have points newer than what was taken, with where their new points start.
@@ -44,6 +46,11 @@ impl Cursor {
         Self::default()
     }
 
+    /// A cursor that has taken everything up to `floor` (points restored from before a restart).
+    pub fn after(floor: Option<Timestamp>) -> Self {
+        Self { sent_until: HashMap::new(), floor: floor.map(Timestamp::as_millis) }
+    }
+
     /// Series with points newer than those taken (cheap: the newest point of each series only). Also
     /// forgets series the store no longer holds.
     pub fn pending(&mut self, store: &SeriesStore) -> Pending {
@@ -51,7 +58,7 @@ impl Cursor {
         let mut series = Vec::new();
         for labels in store.all() {
             let Some(latest) = store.latest(labels) else { continue };
-            let sent_until = self.sent_until.get(labels).copied();
+            let sent_until = self.sent_until.get(labels).copied().or(self.floor);
             if let Some(sent_until) = sent_until {
                 kept.insert(labels.clone(), sent_until);
             }
@@ -202,6 +209,19 @@ mod tests {
         let mut pending = cursor.pending(&store);
         assert_eq!(pending.len(), 1);
         assert_eq!(samples(&cursor.take(&store, &mut pending, 100)), [("a{service=\"web\"}".to_owned(), vec![3.0])]);
+    }
+
+    #[test]
+    fn points_restored_from_before_a_restart_are_not_sent_again() {
+        let mut store = store();
+        let a = store.labels("a", &[]);
+        store.append(&a, at(0), 1.0).expect("room");
+        store.append(&a, at(1), 2.0).expect("room");
+        let mut cursor = Cursor::after(Some(at(1)));
+        assert!(cursor.pending(&store).is_empty(), "everything restored went out before");
+        store.append(&a, at(2), 3.0).expect("room");
+        let mut pending = cursor.pending(&store);
+        assert_eq!(samples(&cursor.take(&store, &mut pending, 100)), [("a".to_owned(), vec![3.0])]);
     }
 
     #[test]

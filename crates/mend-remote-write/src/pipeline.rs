@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use mend_observe::series::SeriesStore;
+use mend_types::Timestamp;
 use prost::Message as _;
 use tokio::sync::Notify;
 
@@ -40,6 +41,8 @@ pub struct Settings {
     pub authorization: Option<String>,
     /// Labels added to every series.
     pub labels: BTreeMap<String, String>,
+    /// Points at or before this are not sent (they went out before a restart that restored them).
+    pub send_after: Option<Timestamp>,
 }
 
 /// A parsed `http://HOST[:PORT]/PATH`.
@@ -266,7 +269,7 @@ struct Flushes {
 }
 
 async fn collect_loop(collector: Collector, flushes: Flushes) {
-    let mut cursor = Cursor::new();
+    let mut cursor = Cursor::after(collector.settings.send_after);
     let mut ticks = tokio::time::interval(collector.settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

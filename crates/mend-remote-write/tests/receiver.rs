@@ -79,6 +79,7 @@ fn settings(port: u16) -> Settings {
         timeout: Duration::from_secs(5),
         authorization: Some("Bearer t0ken".to_owned()),
         labels: BTreeMap::from([("host".to_owned(), "h1".to_owned())]),
+        send_after: None,
     }
 }
 

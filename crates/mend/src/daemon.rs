@@ -166,8 +166,13 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         retention: config.storage.retention,
         max_series: config.storage.max_series,
     })));
+    // The last hour of series from before a restart: diagnosis keeps its baselines. Restored before
+    // anything writes the store; remote write sends only what is newer (the rest went out already).
+    let restored_until = crate::history::restore(&store, events.as_ref(), clock.as_ref(), &series)?;
+    let series_snapshots =
+        crate::history::spawn_snapshots(store.clone(), series.clone(), clock.clone(), config.learn.snapshot_every);
     // `[remote_write]`: new points of the series store to Prometheus; the store is only read, briefly.
-    let remote_write = crate::remote_write::start(config.remote_write.as_ref(), series.clone())?;
+    let remote_write = crate::remote_write::start(config.remote_write.as_ref(), series.clone(), restored_until)?;
     let scrape_stats = Arc::new(ScrapeStats::default());
     let scrape_context = ScrapeContext {
         series: series.clone(),
@@ -389,8 +394,11 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             }
         }
     });
-    // What the detectors learnt is kept for the next start (a clean shutdown's snapshot).
+    // What the detectors learnt is kept for the next start (a clean shutdown's snapshot), and the
+    // series diagnosis measures baselines on.
     learning.snapshot_detection().await;
+    series_snapshots.abort();
+    crate::history::snapshot(store.clone(), series.clone(), clock.clone()).await;
     // Rollouts and healing stop first: nothing new is decided while services stop (a rollout stays
     // persisted where it was and resumes at the next start); nor does chaos start or revert anything
     // (stopping a replica resumes it if it was stopped).

@@ -25,7 +25,7 @@ const SENSITIVITIES_KEY: &str = "sensitivities";
 const DETECT_KEY: &str = "detect";
 
 /// Says that a snapshot was refused: an event and a warning, and what is lost is learnt again.
-fn refused(
+pub(crate) fn refused(
     events: &dyn EventSink,
     clock: &dyn Clock,
     key: &str,

@@ -9,6 +9,7 @@ mod daemon;
 mod fleet;
 mod gameday;
 mod heal;
+mod history;
 mod learn;
 mod notify;
 mod output;

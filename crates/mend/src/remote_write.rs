@@ -41,6 +41,7 @@ pub(crate) fn settings(config: &RemoteWrite) -> anyhow::Result<Settings> {
         timeout: config.timeout,
         authorization: authorization(&config.auth)?,
         labels: config.labels.clone(),
+        send_after: None,
     })
 }
 
@@ -54,13 +55,15 @@ impl mend_api::MetricsSource for RemoteWriteMetrics {
 }
 
 /// Starts remote write when configured; its credentials are read now, so that a missing file stops the
-/// start rather than failing every request.
+/// start rather than failing every request. Points up to `sent_before_start` (the history restored from
+/// before a restart) are not sent again.
 pub(crate) fn start(
     config: Option<&RemoteWrite>,
     series: Arc<RwLock<SeriesStore>>,
+    sent_before_start: Option<mend_types::Timestamp>,
 ) -> anyhow::Result<Option<Arc<RemoteWriteMetrics>>> {
     let Some(config) = config else { return Ok(None) };
-    let settings = settings(config)?;
+    let settings = Settings { send_after: sent_before_start, ..settings(config)? };
     tracing::info!(url = %config.url, interval = ?config.interval, "remote write to prometheus");
     Ok(Some(Arc::new(RemoteWriteMetrics(RemoteWriter::start(settings, series)))))
 }

@@ -365,3 +365,41 @@ fn issue_15_detector_state_survives_a_restart_so_an_anomaly_right_after_it_is_de
         "{refused:?}"
     );
 }
+
+/// Issue 15, item 4: the series diagnosis measures baselines on survive a restart (thinned to one point
+/// per 10 s); a corrupt history is refused with an event and mend starts without it.
+#[test]
+fn issue_15_the_series_history_survives_a_restart_and_a_corrupt_one_is_refused() {
+    let port = common::free_ports(1);
+    let _source = Source::start(port);
+    let config = format!(
+        "[api]\nlisten = \"{{api}}\"\n[[scrape]]\nname = \"source\"\nurl = \"http://127.0.0.1:{port}/metrics\"\ninterval = \"100ms\"\n"
+    );
+    let mut daemon = Daemon::start(&config);
+    scraped(&daemon, 150.0);
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs_f64();
+    let window = "count_over_time(demo_value[30s])";
+    let seen_before = daemon.query_at(window, before);
+    assert!(seen_before >= 100.0, "{seen_before} points in the 30 s before the restart");
+    daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30));
+    let database = daemon.state_dir().join("mend.db");
+    daemon.spawn();
+    // Thinned to one point per 10 s: 3 or 4 of the 30 s before the restart, read at once after it.
+    let restored = daemon.query_at(window, before);
+    assert!((2.0..=4.0).contains(&restored), "{restored} points restored from the 30 s before the restart");
+    assert!(daemon.log_text().contains("series history restored"), "{}", daemon.log_text());
+
+    daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30));
+    let connection = rusqlite::Connection::open(&database).expect("open the store");
+    assert_eq!(connection.execute("UPDATE learnt SET body = x'05000000' WHERE key = 'series'", []).expect("tamper"), 1);
+    drop(connection);
+    daemon.spawn();
+    let refused = daemon.events(Some("learnt_state_refused"));
+    assert!(
+        refused.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("series snapshot") && m.contains("truncated at byte 4"))),
+        "{refused:?}"
+    );
+    assert!(daemon.query_at(window, before).is_nan(), "nothing restored from a refused history");
+}

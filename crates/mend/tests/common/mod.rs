@@ -328,11 +328,16 @@ impl Daemon {
 
     /// The value of an instant PromQL query's first series (NaN when there is none).
     pub fn query(&self, promql: &str) -> f64 {
-        let encoded: String = promql
-            .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
-            .collect();
-        let answer = get(self.api, &format!("/api/v1/query?query={encoded}")).json();
+        self.query_path(&format!("/api/v1/query?query={}", encode_query(promql)))
+    }
+
+    /// [`Self::query`] evaluated at `unix_secs`.
+    pub fn query_at(&self, promql: &str, unix_secs: f64) -> f64 {
+        self.query_path(&format!("/api/v1/query?query={}&time={unix_secs:.3}", encode_query(promql)))
+    }
+
+    fn query_path(&self, path: &str) -> f64 {
+        let answer = get(self.api, path).json();
         answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
     }
 
@@ -384,6 +389,14 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// `promql` percent-encoded for a query string.
+fn encode_query(promql: &str) -> String {
+    promql
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 /// Reads a file into a string, empty when missing.
