@@ -19,7 +19,10 @@ follows ../shared/rca/README.md section 5.
 
 Usage:
   cargo build --release
-  python3 bench/rca_cv.py [--cases ../shared/rca] [--folds 5] [--quick] [--json FILE]
+  python3 bench/rca_cv.py [--cases ../shared/rca] [--folds 5] [--quick] [--json FILE] [--mend PATH]
+
+The scores do not depend on the build profile (the same code, no timing in it); a debug build
+(`--mend target/debug/mend`) is slower only.
 """
 
 import argparse
@@ -56,12 +59,12 @@ def labels(cases_dir):
     return found
 
 
-def run(cases_dir, point, workdir):
+def run(mend, cases_dir, point, workdir):
     config = os.path.join(workdir, f"s{point['sensitivity']}.toml")
     with open(config, "w") as f:
         f.write('[[detect]]\nname = "replay"\nseries = \'{__name__=~".+"}\'\ndetector = "shift"\n'
                 f"sensitivity = {point['sensitivity']}\n")
-    args = [MEND, "replay", cases_dir, "--json", "-c", config]
+    args = [mend, "replay", cases_dir, "--json", "-c", config]
     for key in ("persist", "relative_floor", "lookback", "baseline"):
         args += ["--set", f"{key}={point[key]}"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=1800)
@@ -112,6 +115,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", default=os.path.join(HERE, "..", "..", "shared", "rca"))
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--mend", default=MEND, help="the mend binary (default: the release build)")
     parser.add_argument("--quick", action="store_true", help="a small grid (9 points)")
     parser.add_argument("--json", help="write every grid point's per-case positions here")
     args = parser.parse_args()
@@ -125,7 +129,7 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         for idx, point in enumerate(points):
             print(f"[{idx + 1}/{len(points)}] {point}", file=sys.stderr, flush=True)
-            results[point_id(point)] = run(args.cases, point, workdir)
+            results[point_id(point)] = run(args.mend, args.cases, point, workdir)
 
     def positions(point, subset):
         return [position(results[point_id(point)].get(c, []), truth[c]["root_cause_service"]) for c in subset]

@@ -199,3 +199,27 @@ fn a_series_without_enough_baseline_is_not_scored() {
     let series = [short, series("old", "cpu_usage_cores", 0.2, 0.05, ONSET, 0.5)];
     assert_eq!(ranked(&series, &DependencyGraph::new()), ["old"]);
 }
+
+/// A fall counts as much as a rise: a delay that cut a service's throughput would show as a drop of
+/// its network bytes, and the ranking scores both directions alike (docs/diagnosis.md, section 5, has
+/// why this does not find Sock Shop's network delays: their traffic did not fall).
+#[test]
+fn a_drop_in_traffic_ranks_like_a_rise_and_keeps_its_sign() {
+    let series = vec![
+        series("fell", "network_receive_bytes_per_second", 1000.0, 0.05, ONSET, 300.0),
+        series("rose", "network_receive_bytes_per_second", 1000.0, 0.05, ONSET, 1300.0),
+        series("quiet", "network_receive_bytes_per_second", 1000.0, 0.05, 0, 1000.0),
+    ];
+    let ranking = rank(&RankInput {
+        onset: at(ONSET),
+        now: at(3890),
+        series: &series,
+        graph: &DependencyGraph::new(),
+        params: RankParams::default(),
+    });
+    assert_eq!(ranking.names(), ["fell", "rose", "quiet"]);
+    let fell = ranking.candidate(&Component::new("fell")).expect("ranked");
+    assert!(fell.finding.z < -3.0 && fell.onset == Some(at(ONSET)), "{fell:?}");
+    let rose = ranking.candidate(&Component::new("rose")).expect("ranked");
+    assert!(rose.finding.z > 3.0, "{rose:?}");
+}
