@@ -19,6 +19,7 @@ mod decide;
 mod edge;
 mod etcd;
 mod state;
+mod tls;
 
 pub use decide::{
     FleetRefusal, Limits, PermitRequest, PermitView, UNREACHABLE, decide_permit, fleet_incidents, window_of,
@@ -28,3 +29,4 @@ pub use etcd::EtcdError;
 pub use state::{
     FleetIncident, FleetView, HostState, HostView, IncidentSummary, MAX_INCIDENTS, MAX_SERVICES, ServiceHealth,
 };
+pub use tls::TlsFileError;
