@@ -132,14 +132,18 @@ struct LoopState {
     read_at: Option<Instant>,
 }
 
-impl FleetHandle {
-    /// Starts taking part in the fleet: never waits for etcd (a host that cannot reach it heals on its
-    /// own meanwhile). Returns the handle and the background task (registration, state, view, election).
-    pub fn start(
-        config: Fleet,
-        clock: Arc<dyn Clock>,
-        local: LocalState,
-    ) -> Result<(Self, tokio::task::JoinHandle<()>), FleetError> {
+/// The fleet's settings made ready before anything runs: the host name read, the endpoints parsed, the
+/// TLS files read. etcd is not contacted yet.
+pub struct FleetSetup {
+    config: Fleet,
+    host: String,
+    etcd: Etcd,
+}
+
+impl FleetSetup {
+    /// Reads what `config` names (the machine's host name unless set, the TLS files): an error here
+    /// stops mend before any replica starts.
+    pub fn new(config: Fleet) -> Result<Self, FleetError> {
         let tls = config.tls.as_ref().map(TlsClient::new).transpose()?;
         let auth = config.auth.as_ref().map(|auth| (auth.user.clone(), auth.password.clone()));
         let etcd = Etcd::new(&config.endpoints, auth, tls)?;
@@ -150,6 +154,28 @@ impl FleetHandle {
         if !mend_config::valid_host_name(&host) {
             return Err(FleetError::InvalidHost(host));
         }
+        Ok(Self { config, host, etcd })
+    }
+}
+
+impl FleetHandle {
+    /// [`FleetSetup::new`] then [`FleetHandle::start_with`].
+    pub fn start(
+        config: Fleet,
+        clock: Arc<dyn Clock>,
+        local: LocalState,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), FleetError> {
+        Ok(Self::start_with(FleetSetup::new(config)?, clock, local))
+    }
+
+    /// Starts taking part in the fleet: never waits for etcd (a host that cannot reach it heals on its
+    /// own meanwhile). Returns the handle and the background task (registration, state, view, election).
+    pub fn start_with(
+        setup: FleetSetup,
+        clock: Arc<dyn Clock>,
+        local: LocalState,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let FleetSetup { config, host, etcd } = setup;
         let view = FleetView {
             host: host.clone(),
             reachable: false,
@@ -179,7 +205,7 @@ impl FleetHandle {
             background.main_loop().await;
             campaign.abort();
         });
-        Ok((handle, task))
+        (handle, task)
     }
 
     /// This host's name in the fleet.

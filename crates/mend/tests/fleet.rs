@@ -578,3 +578,37 @@ fn issue_18_over_tls_a_host_with_the_cluster_ca_takes_fleet_permits_and_one_with
     assert!(text.contains("etcd unreachable (") && text.contains("UnknownIssuer"), "{text}");
     assert_eq!(etcd.count("/mend/budget/"), 1, "the wrong CA's host took nothing from the fleet");
 }
+
+#[test]
+fn issue_18_an_unreadable_tls_file_stops_mend_at_start_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mend.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{}\"\n[service.web]\ncommand = [\"sleep\", \"60\"]\n[fleet]\nendpoints = [\"https://127.0.0.1:2379\"]\nhost = \"host-a\"\nca_file = \"missing-ca.pem\"\n",
+            common::free_ports(1),
+        ),
+    )
+    .expect("write the config");
+    let mut child = Command::new(common::MEND)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mend");
+    let status = eventually(Duration::from_secs(30), "mend stops", || child.try_wait().expect("wait"));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read stderr");
+    assert!(!status.success(), "{stderr}");
+    let expected = format!("error: [fleet] ca_file {}: cannot be read", dir.path().join("missing-ca.pem").display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    // Stopped before the event store was opened and anything started (read later, the files stopped mend
+    // after its replicas were spawned: "mend is running" was logged first).
+    assert!(!stderr.contains("mend is running"), "{stderr}");
+    assert!(!dir.path().join("state/mend.db").exists(), "the store was opened before the TLS files were read");
+}
