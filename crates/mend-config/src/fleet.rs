@@ -27,12 +27,13 @@ pub(crate) struct RawFleet {
     ca_file: Option<String>,
     cert_file: Option<String>,
     key_file: Option<String>,
+    server_name: Option<String>,
 }
 
 /// `[fleet]`: many mends (one per host) coordinating through etcd.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fleet {
-    /// etcd's client endpoints (`http://HOST:PORT` or `HOST:PORT`).
+    /// etcd's client endpoints (`http://HOST:PORT` or `HOST:PORT`; with TLS, every one `https://HOST:PORT`).
     pub endpoints: Vec<String>,
     /// Key prefix of everything mend writes (`/mend`: hosts under `/mend/hosts/`, state under
     /// `/mend/state/`, permits under `/mend/permits/` and `/mend/budget/`, the election at `/mend/leader`).
@@ -58,7 +59,7 @@ pub struct Fleet {
     pub incident_ratio: f64,
     /// etcd authentication, if set.
     pub auth: Option<FleetAuth>,
-    /// TLS to etcd, if set (not supported yet: mend refuses to start with it rather than connect in clear).
+    /// TLS to etcd, if set (then every endpoint is `https://`).
     pub tls: Option<FleetTls>,
 }
 
@@ -77,13 +78,18 @@ impl std::fmt::Debug for FleetAuth {
     }
 }
 
-/// TLS files for etcd (paths resolved against the config file's directory).
+/// TLS to etcd: its files (paths resolved against the config file's directory) and the name checked in
+/// etcd's certificate. The files are read when the fleet starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetTls {
-    /// CA certificate (PEM) that signs etcd's server certificate.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key (PEM), for etcd's client certificate authentication.
+    /// CA certificates (PEM) that sign etcd's server certificate: the only roots trusted (etcd clusters
+    /// have their own CA; the system's roots are not read).
+    pub ca_file: PathBuf,
+    /// Client certificate chain and its private key (PEM), for etcd's `--client-cert-auth`.
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// The name etcd's certificate must carry, instead of each endpoint's host (for endpoints given by an
+    /// address that the certificate does not name).
+    pub server_name: Option<String>,
 }
 
 impl Fleet {
@@ -114,6 +120,20 @@ pub fn valid_host_name(name: &str) -> bool {
         && !name.starts_with(['.', '-'])
 }
 
+/// A DNS name or an IP address, as a certificate names a server.
+fn valid_server_name(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }))
+}
+
 fn endpoint_ok(endpoint: &str) -> bool {
     let authority = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://")).unwrap_or(endpoint);
     let Some((host, port)) = authority.rsplit_once(':') else { return false };
@@ -140,7 +160,9 @@ pub(crate) fn validate(problems: &mut Problems<'_>, raw: Option<&RawFleet>, base
                 if !endpoint_ok(endpoint) {
                     problems.add(
                         &root.key("endpoints").index(idx),
-                        format!("invalid endpoint {endpoint:?} (expected http://HOST:PORT or HOST:PORT)"),
+                        format!(
+                            "invalid endpoint {endpoint:?} (expected http://HOST:PORT, https://HOST:PORT or HOST:PORT)"
+                        ),
                     );
                 }
             }
@@ -268,8 +290,55 @@ pub(crate) fn validate(problems: &mut Problems<'_>, raw: Option<&RawFleet>, base
         }
         (None, None) => None,
     };
-    if ca_file.is_some() || identity.is_some() {
-        fleet.tls = Some(FleetTls { ca_file, identity });
+    let server_name = match &raw.server_name {
+        Some(name) if valid_server_name(name) => Some(name.clone()),
+        Some(name) => {
+            problems.add(
+                &root.key("server_name"),
+                format!(
+                    "invalid server name {name:?} (expected a DNS name such as \"etcd-1.example\" or an IP address)"
+                ),
+            );
+            None
+        }
+        None => None,
+    };
+    // TLS is all or nothing: every endpoint https:// as soon as one is or a TLS key is set, so that no
+    // call goes out in clear to an etcd meant to be reached over TLS.
+    let endpoints = raw.endpoints.as_deref().unwrap_or_default();
+    let first_https = endpoints.iter().position(|e| e.starts_with("https://"));
+    let tls_key = [
+        ("ca_file", raw.ca_file.is_some()),
+        ("cert_file", raw.cert_file.is_some()),
+        ("key_file", raw.key_file.is_some()),
+        ("server_name", raw.server_name.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(key, set)| set.then_some(key));
+    let why_tls = match (first_https, tls_key) {
+        (Some(idx), _) => Some(format!("endpoints[{idx}] is https://")),
+        (None, Some(key)) => Some(format!("\"{key}\" is set")),
+        (None, None) => None,
+    };
+    let Some(why_tls) = why_tls else { return Some(fleet) };
+    for (idx, endpoint) in endpoints.iter().enumerate() {
+        if !endpoint.starts_with("https://") && endpoint_ok(endpoint) {
+            problems.add(
+                &root.key("endpoints").index(idx),
+                format!("{endpoint:?} is not https:// while {why_tls}: with TLS, every endpoint is https://HOST:PORT"),
+            );
+        }
+    }
+    match ca_file {
+        Some(ca_file) => fleet.tls = Some(FleetTls { ca_file, identity, server_name }),
+        None if raw.ca_file.is_none() => problems.add(
+            &root,
+            format!(
+                "TLS to etcd ({why_tls}) needs \"ca_file\": the CA certificate (PEM) that signs etcd's certificate (the system's roots are not used)"
+            ),
+        ),
+        // An empty ca_file: already said.
+        None => {}
     }
     Some(fleet)
 }

@@ -1055,7 +1055,9 @@ fn issue_18_fleet_defaults_and_every_problem_located() {
         &[
             "mend.toml:1:2: fleet: \"user\" is set without \"password\": set both or neither",
             "mend.toml:1:2: fleet: \"cert_file\" is set without \"key_file\": set both or neither",
-            "mend.toml:2:14: fleet.endpoints[0]: invalid endpoint \"127.0.0.1\" (expected http://HOST:PORT or HOST:PORT)",
+            "mend.toml:1:2: fleet: TLS to etcd (\"cert_file\" is set) needs \"ca_file\": the CA certificate (PEM) that signs etcd's certificate (the system's roots are not used)",
+            "mend.toml:2:14: fleet.endpoints[0]: invalid endpoint \"127.0.0.1\" (expected http://HOST:PORT, https://HOST:PORT or HOST:PORT)",
+            "mend.toml:2:27: fleet.endpoints[1]: \"http://etcd:2379\" is not https:// while \"cert_file\" is set: with TLS, every endpoint is https://HOST:PORT",
             "mend.toml:3:10: fleet.prefix: invalid prefix \"mend/\" (expected a key path such as \"/mend\": a leading /, no trailing /, letters, digits, / . - _)",
             "mend.toml:4:8: fleet.host: invalid host name \"-bad host\" (allowed: 1 to 253 letters, digits, . - _, not starting with . or -)",
             "mend.toml:5:13: fleet.lease_ttl: 1.5s is out of range (allowed: 2s to 300s)",
@@ -1068,6 +1070,69 @@ fn issue_18_fleet_defaults_and_every_problem_located() {
         "[fleet]\n",
         &[
             "mend.toml:1:2: fleet: missing or empty key \"endpoints\" (e.g. endpoints = [\"http://127.0.0.1:2379\"]): the fleet needs etcd",
+        ],
+    );
+}
+
+#[test]
+fn issue_18_fleet_tls_keys_all_or_nothing_and_every_problem_located() {
+    let config = mend_config::parse(
+        "mend.toml",
+        "[fleet]\nendpoints = [\"https://etcd-1:2379\", \"https://10.0.0.2:2379\"]\nca_file = \"tls/ca.pem\"\ncert_file = \"tls/mend.pem\"\nkey_file = \"/etc/mend/mend-key.pem\"\nserver_name = \"etcd.example\"\n",
+        Path::new("/srv"),
+    )
+    .expect("valid");
+    let tls = config.fleet.and_then(|fleet| fleet.tls).expect("TLS to etcd");
+    assert_eq!(
+        tls,
+        mend_config::FleetTls {
+            ca_file: "/srv/tls/ca.pem".into(),
+            identity: Some(("/srv/tls/mend.pem".into(), "/etc/mend/mend-key.pem".into())),
+            server_name: Some("etcd.example".to_owned()),
+        },
+        "paths against the config file's directory"
+    );
+    // A CA alone (etcd without --client-cert-auth) is TLS too.
+    let config = mend_config::parse(
+        "mend.toml",
+        "[fleet]\nendpoints = [\"https://127.0.0.1:2379\"]\nca_file = \"/etc/etcd/ca.pem\"\n",
+        Path::new("/srv"),
+    )
+    .expect("valid");
+    let tls = config.fleet.and_then(|fleet| fleet.tls).expect("TLS to etcd");
+    assert_eq!((tls.identity, tls.server_name), (None, None));
+
+    check_errors(
+        "[fleet]\nendpoints = [\"http://etcd-1:2379\", \"etcd-2:2379\"]\nca_file = \"ca.pem\"\n",
+        &[
+            "mend.toml:2:14: fleet.endpoints[0]: \"http://etcd-1:2379\" is not https:// while \"ca_file\" is set: with TLS, every endpoint is https://HOST:PORT",
+            "mend.toml:2:36: fleet.endpoints[1]: \"etcd-2:2379\" is not https:// while \"ca_file\" is set: with TLS, every endpoint is https://HOST:PORT",
+        ],
+    );
+    check_errors(
+        "[fleet]\nendpoints = [\"https://etcd-1:2379\"]\n",
+        &[
+            "mend.toml:1:2: fleet: TLS to etcd (endpoints[0] is https://) needs \"ca_file\": the CA certificate (PEM) that signs etcd's certificate (the system's roots are not used)",
+        ],
+    );
+    check_errors(
+        "[fleet]\nendpoints = [\"http://etcd-1:2379\", \"https://etcd-2:2379\"]\nca_file = \"ca.pem\"\n",
+        &[
+            "mend.toml:2:14: fleet.endpoints[0]: \"http://etcd-1:2379\" is not https:// while endpoints[1] is https://: with TLS, every endpoint is https://HOST:PORT",
+        ],
+    );
+    check_errors(
+        "[fleet]\nendpoints = [\"https://etcd-1:2379\"]\nca_file = \"\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nserver_name = \"bad name!\"\n",
+        &[
+            "mend.toml:3:11: fleet.ca_file: the path is empty",
+            "mend.toml:6:15: fleet.server_name: invalid server name \"bad name!\" (expected a DNS name such as \"etcd-1.example\" or an IP address)",
+        ],
+    );
+    check_errors(
+        "[fleet]\nendpoints = [\"http://etcd-1:2379\"]\nserver_name = \"etcd.example\"\n",
+        &[
+            "mend.toml:1:2: fleet: TLS to etcd (\"server_name\" is set) needs \"ca_file\": the CA certificate (PEM) that signs etcd's certificate (the system's roots are not used)",
+            "mend.toml:2:14: fleet.endpoints[0]: \"http://etcd-1:2379\" is not https:// while \"server_name\" is set: with TLS, every endpoint is https://HOST:PORT",
         ],
     );
 }

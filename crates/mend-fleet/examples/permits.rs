@@ -2,7 +2,9 @@
 //! of the window's budget and the service's permits, the transaction, then the release) for a while,
 //! against the etcd at the given endpoint. BENCHMARKS.md has the figure and the command.
 //!
-//! `cargo run -p mend-fleet --example permits -- http://127.0.0.1:23790 10`
+//! `cargo run -p mend-fleet --example permits -- http://127.0.0.1:23790 10`; over TLS, with the CA file and
+//! optionally a client certificate and key: `-- https://127.0.0.1:23791 10 ca.pem client.pem client-key.pem`
+//! (`bench/etcd_tls.sh` makes them, starts etcd and runs both).
 
 #![allow(clippy::print_stdout, clippy::disallowed_methods)] // A benchmark: prints its figure, times in real time.
 
@@ -14,9 +16,16 @@ use mend_fleet::{FleetHandle, PermitAnswer, PermitRequest};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let endpoint = args.next().ok_or("usage: permits ETCD_ENDPOINT [SECONDS]")?;
+    let usage = "usage: permits ETCD_ENDPOINT [SECONDS [CA_FILE [CERT_FILE KEY_FILE]]]";
+    let endpoint = args.next().ok_or(usage)?;
     let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let tls = args.next().map(|ca_file| mend_config::FleetTls {
+        ca_file: ca_file.into(),
+        identity: args.next().zip(args.next()).map(|(cert, key)| (cert.into(), key.into())),
+        server_name: None,
+    });
     let mut config = mend_config::Fleet::with_endpoints(vec![endpoint]);
+    config.tls = tls;
     config.host = Some("bench".to_owned());
     config.prefix = format!("/mend-bench-{}", std::process::id());
     config.max_actions_per_window = 100_000;

@@ -12,6 +12,7 @@ use mend_types::Clock;
 use crate::decide::{FleetRefusal, Limits, PermitRequest, PermitView, decide_permit, fleet_incidents, window_of};
 use crate::etcd::{Etcd, EtcdError, ModRevisionBelow, Put, prefix_end};
 use crate::state::{FleetIncident, FleetView, HostState, HostView, IncidentSummary, ServiceHealth};
+use crate::tls::{TlsClient, TlsFileError};
 
 /// What this host publishes, asked for at each tick: its services' health and its open incidents.
 pub type LocalState = Box<dyn Fn() -> (Vec<ServiceHealth>, Vec<IncidentSummary>) + Send + Sync>;
@@ -25,11 +26,11 @@ pub enum FleetError {
     /// The machine's host name cannot stand in an etcd key.
     #[error("the host name {0:?} cannot name this host in the fleet (set host in [fleet])")]
     InvalidHost(String),
-    /// TLS to etcd was configured (TLS files or an `https://` endpoint), and this mend has no TLS client.
-    #[error("[fleet] sets TLS files or an https:// endpoint, and this mend has no TLS client for etcd")]
-    NoTls,
+    /// A TLS file of `[fleet]` cannot be used (read when the fleet starts).
+    #[error(transparent)]
+    TlsFile(#[from] TlsFileError),
     /// etcd answered with an error, or could not be reached.
-    #[error("etcd: {0}")]
+    #[error("etcd")]
     Etcd(#[from] EtcdError),
     /// etcd did not answer in time.
     #[error("etcd did not answer within {0:?}")]
@@ -104,6 +105,19 @@ async fn bounded<T>(
     }
 }
 
+/// `error` and its causes, `: `-separated: what the view, a permit's answer and the log say (a TLS
+/// handshake's reason is a cause, and the one thing an operator needs to read).
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
+}
+
 /// The machine's host name.
 fn machine_host_name() -> Result<String, FleetError> {
     let text = std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(FleetError::HostName)?;
@@ -118,19 +132,21 @@ struct LoopState {
     read_at: Option<Instant>,
 }
 
-impl FleetHandle {
-    /// Starts taking part in the fleet: never waits for etcd (a host that cannot reach it heals on its
-    /// own meanwhile). Returns the handle and the background task (registration, state, view, election).
-    pub fn start(
-        config: Fleet,
-        clock: Arc<dyn Clock>,
-        local: LocalState,
-    ) -> Result<(Self, tokio::task::JoinHandle<()>), FleetError> {
-        if config.tls.is_some() || config.endpoints.iter().any(|e| e.starts_with("https://")) {
-            return Err(FleetError::NoTls);
-        }
+/// The fleet's settings made ready before anything runs: the host name read, the endpoints parsed, the
+/// TLS files read. etcd is not contacted yet.
+pub struct FleetSetup {
+    config: Fleet,
+    host: String,
+    etcd: Etcd,
+}
+
+impl FleetSetup {
+    /// Reads what `config` names (the machine's host name unless set, the TLS files): an error here
+    /// stops mend before any replica starts.
+    pub fn new(config: Fleet) -> Result<Self, FleetError> {
+        let tls = config.tls.as_ref().map(TlsClient::new).transpose()?;
         let auth = config.auth.as_ref().map(|auth| (auth.user.clone(), auth.password.clone()));
-        let etcd = Etcd::new(&config.endpoints, auth)?;
+        let etcd = Etcd::new(&config.endpoints, auth, tls)?;
         let host = match &config.host {
             Some(host) => host.clone(),
             None => machine_host_name()?,
@@ -138,6 +154,28 @@ impl FleetHandle {
         if !mend_config::valid_host_name(&host) {
             return Err(FleetError::InvalidHost(host));
         }
+        Ok(Self { config, host, etcd })
+    }
+}
+
+impl FleetHandle {
+    /// [`FleetSetup::new`] then [`FleetHandle::start_with`].
+    pub fn start(
+        config: Fleet,
+        clock: Arc<dyn Clock>,
+        local: LocalState,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), FleetError> {
+        Ok(Self::start_with(FleetSetup::new(config)?, clock, local))
+    }
+
+    /// Starts taking part in the fleet: never waits for etcd (a host that cannot reach it heals on its
+    /// own meanwhile). Returns the handle and the background task (registration, state, view, election).
+    pub fn start_with(
+        setup: FleetSetup,
+        clock: Arc<dyn Clock>,
+        local: LocalState,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let FleetSetup { config, host, etcd } = setup;
         let view = FleetView {
             host: host.clone(),
             reachable: false,
@@ -167,7 +205,7 @@ impl FleetHandle {
             background.main_loop().await;
             campaign.abort();
         });
-        Ok((handle, task))
+        (handle, task)
     }
 
     /// This host's name in the fleet.
@@ -198,12 +236,13 @@ impl FleetHandle {
     }
 
     fn mark_unreachable(&self, error: &FleetError) {
+        let error = with_causes(error);
         let mut view = lock(&self.inner.view);
         if view.reachable {
             tracing::warn!(error = %error, "fleet unreachable: healing on local budgets only");
         }
         view.reachable = false;
-        view.error = Some(error.to_string());
+        view.error = Some(error);
     }
 
     /// Asks the fleet for a permit for `request` (action `action_id` of this host), bounded by
@@ -216,20 +255,22 @@ impl FleetHandle {
                 // The budget's lease may be what failed (expired while etcd was away): a new one next time.
                 *lock(&self.inner.budget_lease) = None;
                 self.mark_unreachable(&error);
-                PermitAnswer::Unreachable(error.to_string())
+                PermitAnswer::Unreachable(with_causes(&error))
             }
             Err(_) => {
                 *lock(&self.inner.budget_lease) = None;
                 let error = FleetError::Timeout(limit);
                 self.mark_unreachable(&error);
-                PermitAnswer::Unreachable(error.to_string())
+                PermitAnswer::Unreachable(with_causes(&error))
             }
         }
     }
 
     async fn try_permit(&self, request: &PermitRequest, action_id: u64) -> Result<PermitAnswer, FleetError> {
         let Some(lease) = self.lease() else {
-            return Ok(PermitAnswer::Unreachable("this host is not registered with etcd (yet)".to_owned()));
+            // Why it is not: the background loop's last error (a TLS handshake refused, a wrong password).
+            let why = lock(&self.inner.view).error.clone().unwrap_or_else(|| "not yet".to_owned());
+            return Ok(PermitAnswer::Unreachable(format!("this host is not registered with etcd ({why})")));
         };
         let etcd = &self.inner.etcd;
         let config = &self.inner.config;
@@ -304,7 +345,7 @@ impl FleetHandle {
     pub async fn release(&self, permit: FleetPermit) {
         let Some(key) = permit.key else { return };
         if let Err(error) = bounded(CALL_TIMEOUT, self.inner.etcd.delete(&key)).await {
-            tracing::warn!(key = %key, error = %error, "cannot release a fleet permit: its lease will");
+            tracing::warn!(key = %key, error = %with_causes(&error), "cannot release a fleet permit: its lease will");
         }
     }
 
@@ -314,7 +355,7 @@ impl FleetHandle {
         self.inner.stopping.store(true, Ordering::Relaxed);
         let Some(lease) = lock(&self.inner.lease).take() else { return };
         if let Err(error) = bounded(Duration::from_secs(1), self.inner.etcd.lease_revoke(lease)).await {
-            tracing::warn!(error = %error, "cannot revoke this host's fleet lease: it expires on its own");
+            tracing::warn!(error = %with_causes(&error), "cannot revoke this host's fleet lease: it expires on its own");
         }
     }
 
@@ -492,7 +533,7 @@ impl FleetHandle {
                     tracing::info!(host = %self.inner.host, "no longer the fleet leader (lease ended)");
                 }
                 Ok(Err(error)) => {
-                    tracing::debug!(error = %error, "campaign for fleet leader failed; again");
+                    tracing::debug!(error = %with_causes(&error), "campaign for fleet leader failed; again");
                 }
                 Err(_) => {}
             }

@@ -4,8 +4,8 @@
 //! too), and fields at their zero value are left out of answers (a count of 0, `succeeded: false`, a
 //! lease's `TTL` once it is gone).
 //!
-//! Plain `http://` only (TLS is refused when the fleet starts). Connections are kept for reuse, a few at
-//! most; a call that cannot connect to one endpoint tries the next. With a user and password, a token
+//! `http://` endpoints in clear, `https://` ones over TLS (rustls, [`crate::tls`]; never a mix). Connections
+//! are kept for reuse, a few at most; a call that cannot connect to one endpoint tries the next. With a user and password, a token
 //! from `/v3/auth/authenticate` goes in each call's `Authorization` header, fetched again once when etcd
 //! says it is no longer valid.
 
@@ -18,9 +18,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::tls::TlsClient;
 
 /// Idle connections kept for reuse (the background loop, a permit and the campaign at once).
 const MAX_IDLE: usize = 4;
@@ -30,15 +34,31 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why an etcd call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    /// An endpoint is not `http://HOST:PORT` or `HOST:PORT`.
-    #[error("etcd endpoint {0:?} is not http://HOST:PORT (TLS is not supported)")]
-    Endpoint(String),
+    /// An endpoint is not `http://HOST:PORT`, `https://HOST:PORT` or `HOST:PORT`, or its scheme does not
+    /// go with the TLS settings.
+    #[error("etcd endpoint {endpoint:?}: {problem}")]
+    Endpoint {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// No endpoint accepted a connection.
     #[error("cannot connect to etcd at {endpoints}")]
     Connect {
         /// The endpoints tried.
         endpoints: String,
         /// The last endpoint's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake with an endpoint failed: its certificate is not signed by `ca_file` or does not
+    /// name it, or it refused this host's.
+    #[error("TLS handshake with etcd at {endpoint} failed")]
+    Tls {
+        /// The endpoint (`HOST:PORT`).
+        endpoint: String,
+        /// rustls's error (inside an I/O error).
         #[source]
         source: std::io::Error,
     },
@@ -72,19 +92,36 @@ pub enum EtcdError {
     },
 }
 
-/// One endpoint's authority (`HOST:PORT`).
+/// One endpoint: its authority (`HOST:PORT`) and, over TLS, the name its certificate must carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Endpoint {
     authority: String,
+    /// Some for `https://`: the endpoint's host as a server name.
+    tls_name: Option<ServerName<'static>>,
 }
 
 impl Endpoint {
     fn parse(text: &str) -> Result<Self, EtcdError> {
-        let authority = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
-        if authority.contains("://") || authority.contains('/') || !authority.contains(':') || authority.is_empty() {
-            return Err(EtcdError::Endpoint(text.to_owned()));
+        let invalid = |problem| EtcdError::Endpoint { endpoint: text.to_owned(), problem };
+        let (https, rest) = match text.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, text.strip_prefix("http://").unwrap_or(text)),
+        };
+        let authority = rest.trim_end_matches('/');
+        let expected = "expected http://HOST:PORT, https://HOST:PORT or HOST:PORT";
+        if authority.contains("://") || authority.contains('/') || authority.is_empty() {
+            return Err(invalid(expected));
         }
-        Ok(Self { authority: authority.to_owned() })
+        let Some((host, _port)) = authority.rsplit_once(':') else { return Err(invalid(expected)) };
+        let tls_name = if https {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host)
+                .map_err(|_| invalid("its host is not a DNS name or an IP address, as TLS needs"))?;
+            Some(name.to_owned())
+        } else {
+            None
+        };
+        Ok(Self { authority: authority.to_owned(), tls_name })
     }
 }
 
@@ -104,6 +141,8 @@ impl Drop for Connection {
 /// etcd's v3 JSON API at a set of endpoints.
 pub(crate) struct Etcd {
     endpoints: Vec<Endpoint>,
+    /// Set with `https://` endpoints (all of them are then).
+    tls: Option<TlsClient>,
     auth: Option<(String, String)>,
     token: Mutex<Option<String>>,
     idle: Mutex<Vec<Connection>>,
@@ -238,50 +277,98 @@ pub(crate) struct Put {
 }
 
 impl Etcd {
-    /// A client of the etcd at `endpoints` (not contacted yet).
-    pub(crate) fn new(endpoints: &[String], auth: Option<(String, String)>) -> Result<Self, EtcdError> {
+    /// A client of the etcd at `endpoints` (not contacted yet), over TLS with `tls` (then every endpoint is
+    /// `https://`; without it none is).
+    pub(crate) fn new(
+        endpoints: &[String],
+        auth: Option<(String, String)>,
+        tls: Option<TlsClient>,
+    ) -> Result<Self, EtcdError> {
         let endpoints = endpoints.iter().map(|e| Endpoint::parse(e)).collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
-            return Err(EtcdError::Endpoint(String::new()));
+            return Err(EtcdError::Endpoint { endpoint: String::new(), problem: "no endpoint" });
         }
-        Ok(Self { endpoints, auth, token: Mutex::new(None), idle: Mutex::new(Vec::new()), preferred: Mutex::new(0) })
+        for endpoint in &endpoints {
+            match (&endpoint.tls_name, &tls) {
+                (Some(_), None) => {
+                    return Err(EtcdError::Endpoint {
+                        endpoint: endpoint.authority.clone(),
+                        problem: "https:// needs the TLS settings (ca_file)",
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(EtcdError::Endpoint {
+                        endpoint: endpoint.authority.clone(),
+                        problem: "not https:// while TLS is set: no call goes out in clear",
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(Self {
+            endpoints,
+            tls,
+            auth,
+            token: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            preferred: Mutex::new(0),
+        })
     }
 
     async fn connect(&self) -> Result<Connection, EtcdError> {
         let first = *lock(&self.preferred);
         let mut last_error = None;
+        let all = || self.endpoints.iter().map(|e| e.authority.as_str()).collect::<Vec<_>>().join(", ");
         for offset in 0..self.endpoints.len() {
             let idx = (first + offset) % self.endpoints.len();
-            let authority = &self.endpoints[idx].authority;
+            let endpoint = &self.endpoints[idx];
+            let authority = &endpoint.authority;
             let stream =
                 match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(authority.as_str())).await {
                     Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        last_error = Some(error);
+                    Ok(Err(source)) => {
+                        last_error = Some(EtcdError::Connect { endpoints: all(), source });
                         continue;
                     }
                     Err(_) => {
-                        last_error = Some(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"));
+                        let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                        last_error = Some(EtcdError::Connect { endpoints: all(), source });
                         continue;
                     }
                 };
             let _ = stream.set_nodelay(true);
-            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            let opened = match (&self.tls, &endpoint.tls_name) {
+                (Some(tls), Some(endpoint_name)) => {
+                    let name = tls.server_name.clone().unwrap_or_else(|| endpoint_name.clone());
+                    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tls.connector.connect(name, stream)).await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(source)) => {
+                            last_error = Some(EtcdError::Tls { endpoint: authority.clone(), source });
+                            continue;
+                        }
+                        Err(_) => {
+                            let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out");
+                            last_error = Some(EtcdError::Tls { endpoint: authority.clone(), source });
+                            continue;
+                        }
+                    };
+                    open(stream).await
+                }
+                _ => open(stream).await,
+            };
+            match opened {
                 Ok((sender, driver)) => {
-                    let driver = tokio::spawn(async move {
-                        let _ = driver.await;
-                    });
                     *lock(&self.preferred) = idx;
                     return Ok(Connection { sender, endpoint: idx, driver });
                 }
-                Err(error) => last_error = Some(std::io::Error::other(error)),
+                Err(error) => {
+                    last_error = Some(EtcdError::Connect { endpoints: all(), source: std::io::Error::other(error) });
+                }
             }
         }
-        let endpoints = self.endpoints.iter().map(|e| e.authority.as_str()).collect::<Vec<_>>().join(", ");
-        Err(EtcdError::Connect {
-            endpoints,
-            source: last_error.unwrap_or_else(|| std::io::Error::other("no endpoint")),
-        })
+        Err(last_error
+            .unwrap_or_else(|| EtcdError::Connect { endpoints: all(), source: std::io::Error::other("no endpoint") }))
     }
 
     /// An idle connection that is still open, or a new one.
@@ -451,6 +538,18 @@ impl Etcd {
     }
 }
 
+/// An HTTP/1.1 connection over `io` (TCP, or TLS over TCP), its driver spawned.
+async fn open<IO>(io: IO) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    let driver = tokio::spawn(async move {
+        let _ = driver.await;
+    });
+    Ok((sender, driver))
+}
+
 /// Reads an answer: `T` on 200, else etcd's error message.
 fn decode<T: DeserializeOwned>(call: &'static str, status: u16, body: &[u8]) -> Result<T, EtcdError> {
     if status != 200 {
@@ -461,7 +560,7 @@ fn decode<T: DeserializeOwned>(call: &'static str, status: u16, body: &[u8]) -> 
         }
         let message = match serde_json::from_slice::<ErrorAnswer>(body) {
             Ok(ErrorAnswer { message: Some(message), .. }) | Ok(ErrorAnswer { error: Some(message), .. }) => message,
-            _ => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            _ => String::from_utf8_lossy(&body[..body.len().min(200)]).trim_end().to_owned(),
         };
         return Err(EtcdError::Answer { call, status, message });
     }
@@ -476,9 +575,15 @@ mod tests {
     fn endpoints_parse() {
         assert_eq!(Endpoint::parse("http://127.0.0.1:2379").expect("valid").authority, "127.0.0.1:2379");
         assert_eq!(Endpoint::parse("etcd-1:2379/").expect("valid").authority, "etcd-1:2379");
-        assert!(matches!(Endpoint::parse("https://etcd:2379"), Err(EtcdError::Endpoint(_))));
-        assert!(matches!(Endpoint::parse("http://etcd:2379/v3"), Err(EtcdError::Endpoint(_))));
-        assert!(matches!(Endpoint::parse("etcd"), Err(EtcdError::Endpoint(_))));
+        assert_eq!(Endpoint::parse("http://127.0.0.1:2379").expect("valid").tls_name, None);
+        let https = Endpoint::parse("https://etcd-1.example:2379").expect("valid");
+        assert_eq!(https.authority, "etcd-1.example:2379");
+        assert_eq!(https.tls_name, Some(ServerName::try_from("etcd-1.example").expect("a name")));
+        let v6 = Endpoint::parse("https://[::1]:2379").expect("valid");
+        assert_eq!(v6.tls_name, Some(ServerName::try_from("::1").expect("an address")));
+        for bad in ["http://etcd:2379/v3", "etcd", "ftp://etcd:2379", "https://", "https://bad_name!:2379"] {
+            assert!(matches!(Endpoint::parse(bad), Err(EtcdError::Endpoint { .. })), "{bad}");
+        }
     }
 
     #[test]

@@ -19,12 +19,14 @@ mod decide;
 mod edge;
 mod etcd;
 mod state;
+mod tls;
 
 pub use decide::{
     FleetRefusal, Limits, PermitRequest, PermitView, UNREACHABLE, decide_permit, fleet_incidents, window_of,
 };
-pub use edge::{FleetError, FleetHandle, FleetPermit, LocalState, PermitAnswer};
+pub use edge::{FleetError, FleetHandle, FleetPermit, FleetSetup, LocalState, PermitAnswer};
 pub use etcd::EtcdError;
 pub use state::{
     FleetIncident, FleetView, HostState, HostView, IncidentSummary, MAX_INCIDENTS, MAX_SERVICES, ServiceHealth,
 };
+pub use tls::TlsFileError;

@@ -123,6 +123,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let mut signals_in = DaemonSignals::new()?;
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let _lock = lock_state_dir(&state_dir)?;
+    // `[fleet]`'s host name and TLS files, read before anything starts (an unreadable certificate stops
+    // mend here, not after its replicas started).
+    let fleet_setup = crate::fleet::prepare(&config)?;
     // How late the event loop runs: a probe that times out meanwhile is mend's trouble, not the replica's.
     let _lag_monitor = mend_observe::lag::start();
     let store =
@@ -235,7 +238,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let executor = Arc::new(crate::heal::Executor::new(&config, &supervisor, &traffic));
     // The fleet (`[fleet]`): started without waiting for etcd; the heal stage asks it for permits.
     let open_incidents = crate::fleet::OpenIncidents::default();
-    let fleet = crate::fleet::start(&config, &supervisor, &open_incidents, clock.clone())?;
+    let fleet = crate::fleet::start(fleet_setup, &supervisor, &open_incidents, clock.clone());
     let parts = crate::heal::StageParts {
         store: store.clone(),
         supervisor: supervisor.clone(),

@@ -4,21 +4,27 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mend_config::Config;
-use mend_fleet::{FleetHandle, IncidentSummary, ServiceHealth};
+use mend_fleet::{FleetHandle, FleetSetup, IncidentSummary, ServiceHealth};
 use mend_supervisor::Supervisor;
 use mend_types::Clock;
 
 /// The open incidents, as the heal stage last left them (it writes, the fleet reads).
 pub(crate) type OpenIncidents = Arc<Mutex<Vec<IncidentSummary>>>;
 
-/// Starts taking part in the fleet, if `config` has `[fleet]`; never waits for etcd.
+/// The fleet's setup, if `config` has `[fleet]`: its host name and TLS files read before anything starts,
+/// so that an unreadable certificate stops mend before any replica runs.
+pub(crate) fn prepare(config: &Config) -> anyhow::Result<Option<FleetSetup>> {
+    Ok(config.fleet.clone().map(FleetSetup::new).transpose()?)
+}
+
+/// Starts taking part in the fleet, if it was set up; never waits for etcd.
 pub(crate) fn start(
-    config: &Config,
+    setup: Option<FleetSetup>,
     supervisor: &Arc<Supervisor>,
     open_incidents: &OpenIncidents,
     clock: Arc<dyn Clock>,
-) -> anyhow::Result<Option<(FleetHandle, tokio::task::JoinHandle<()>)>> {
-    let Some(fleet) = config.fleet.clone() else { return Ok(None) };
+) -> Option<(FleetHandle, tokio::task::JoinHandle<()>)> {
+    let setup = setup?;
     let supervisor = Arc::downgrade(supervisor);
     let incidents = open_incidents.clone();
     let local = Box::new(move || {
@@ -26,9 +32,9 @@ pub(crate) fn start(
         let services = supervisor.upgrade().map(|supervisor| health(&supervisor, &incidents)).unwrap_or_default();
         (services, incidents)
     });
-    let (handle, task) = FleetHandle::start(fleet, clock, local)?;
+    let (handle, task) = FleetHandle::start_with(setup, clock, local);
     tracing::info!(host = %handle.host(), "taking part in the fleet");
-    Ok(Some((handle, task)))
+    Some((handle, task))
 }
 
 /// Each service's health: healthy when every replica is ready, or still starting for the first time (never

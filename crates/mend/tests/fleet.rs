@@ -2,7 +2,8 @@
 //! directory): several `mend run` daemons, each with its own state directory and API port, sharing one
 //! etcd. Registration and the fleet view, the fleet budget under the same fault everywhere at once, the
 //! election after the leader is killed with -9, a killed host's permits released when its lease expires,
-//! and healing on local budgets while etcd is away.
+//! and healing on local budgets while etcd is away; over TLS with client certificates, a host with the
+//! cluster's CA taking fleet permits and one with a wrong CA healing on local budgets and saying why.
 
 #![allow(clippy::disallowed_methods)] // End-to-end tests wait in real time.
 #![allow(clippy::print_stderr)] // The times measured are printed for BENCHMARKS.md (never asserted).
@@ -21,13 +22,27 @@ struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// With TLS: the directory of [`make_pki`]'s files and a second client port, `https://`, that demands
+    /// client certificates (the plain port stays for the test's own reads).
+    tls: Option<(std::path::PathBuf, u16)>,
 }
 
 impl Etcd {
     fn start() -> Self {
         let ports = common::free_ports(2);
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut etcd = Self { child: None, dir, client_port: ports, peer_port: ports + 1 };
+        let mut etcd = Self { child: None, dir, client_port: ports, peer_port: ports + 1, tls: None };
+        etcd.spawn();
+        etcd
+    }
+
+    /// Starts etcd with [`make_pki`]'s server certificate from `pki` on an https client port, with
+    /// `--client-cert-auth`.
+    fn start_tls(pki: &std::path::Path) -> Self {
+        let ports = common::free_ports(3);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tls = Some((pki.to_path_buf(), ports + 2));
+        let mut etcd = Self { child: None, dir, client_port: ports, peer_port: ports + 1, tls };
         etcd.spawn();
         etcd
     }
@@ -45,10 +60,24 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd log");
-        let child = Command::new("etcd")
-            .args(["--name", "fleet-test", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        let mut command = Command::new("etcd");
+        command.args(["--name", "fleet-test", "--data-dir"]).arg(self.dir.path().join("data"));
+        match &self.tls {
+            None => command.args(["--listen-client-urls", &client, "--advertise-client-urls", &client]),
+            Some((pki, tls_port)) => {
+                let clients = format!("{client},https://127.0.0.1:{tls_port}");
+                command
+                    .args(["--listen-client-urls", &clients, "--advertise-client-urls", &clients])
+                    .arg("--cert-file")
+                    .arg(pki.join("server.pem"))
+                    .arg("--key-file")
+                    .arg(pki.join("server-key.pem"))
+                    .arg("--trusted-ca-file")
+                    .arg(pki.join("ca.pem"))
+                    .arg("--client-cert-auth")
+            }
+        };
+        let child = command
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .arg("--initial-cluster")
             .arg(format!("fleet-test={peer}"))
@@ -113,6 +142,44 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Writes a test PKI into `dir`: `ca.pem` signs `server.pem` (localhost, 127.0.0.1; serving both ways, as
+/// etcd's gateway dials etcd with it) and `client.pem`; `other-ca.pem` signs nothing here.
+fn make_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().expect("a key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("a CA certificate");
+        (cert.pem(), Issuer::new(params, key))
+    };
+    let (ca_pem, issuer) = ca("mend test CA");
+    let (other_ca_pem, _) = ca("another CA");
+    let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
+        let key = KeyPair::generate().expect("a key");
+        let mut params = CertificateParams::new(names).expect("params");
+        params.extended_key_usages = usages;
+        let cert = params.signed_by(&key, &issuer).expect("a certificate");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_pem, server_key) = leaf(
+        vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+    );
+    let (client_pem, client_key) = leaf(Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth]);
+    for (name, text) in [
+        ("ca.pem", ca_pem),
+        ("other-ca.pem", other_ca_pem),
+        ("server.pem", server_pem),
+        ("server-key.pem", server_key),
+        ("client.pem", client_pem),
+        ("client-key.pem", client_key),
+    ] {
+        std::fs::write(dir.join(name), text).expect("write a PEM file");
+    }
 }
 
 /// A host's config: one `web` replica of mend-demo, a restart policy on the `Sick` alert, `[fleet]`.
@@ -453,4 +520,95 @@ fn issue_18_a_service_unhealthy_on_most_hosts_is_a_fleet_incident_and_no_host_ac
     eventually(Duration::from_secs(30), "host-a's incident is escalated", || {
         (get(hosts[0].api, &format!("/api/v1/incidents/{incident}")).json()["state"] == "escalated").then_some(())
     });
+}
+
+#[test]
+fn issue_18_over_tls_a_host_with_the_cluster_ca_takes_fleet_permits_and_one_with_a_wrong_ca_heals_locally() {
+    let pki = tempfile::tempdir().expect("temp dir");
+    make_pki(pki.path());
+    let etcd = Etcd::start_tls(pki.path());
+    let Some((_, tls_port)) = etcd.tls else { unreachable!("started with TLS") };
+    let tls_host = |name: &str, ca: &str| {
+        let file = |name: &str| pki.path().join(name).display().to_string();
+        let tls = format!(
+            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            file(ca),
+            file("client.pem"),
+            file("client-key.pem")
+        );
+        let port = common::free_ports(2);
+        Daemon::start(&host_config(name, &etcd, port, &tls).replace(
+            &format!("endpoints = [\"{}\"]", etcd.endpoint()),
+            &format!("endpoints = [\"https://127.0.0.1:{tls_port}\"]"),
+        ))
+    };
+    let trusted = tls_host("host-a", "ca.pem");
+    let wrong_ca = tls_host("host-b", "other-ca.pem");
+    trusted.wait_ready("web");
+    wrong_ca.wait_ready("web");
+    eventually(Duration::from_secs(30), "the trusted host registered over TLS", || {
+        let view = fleet(&trusted);
+        (view["reachable"] == true && registered(&view) == ["host-a"]).then_some(())
+    });
+    let refusal = eventually(Duration::from_secs(30), "the wrong CA's host says why it is out", || {
+        let view = fleet(&wrong_ca);
+        let error = view["error"].as_str()?.to_owned();
+        (view["reachable"] == false && error.contains("UnknownIssuer")).then_some(error)
+    });
+    assert!(refusal.contains(&format!("TLS handshake with etcd at 127.0.0.1:{tls_port} failed")), "{refusal}");
+
+    // The trusted host's policy restart takes its fleet permit through etcd over TLS: the budget entry
+    // is there (read on etcd's plain port).
+    alert(&trusted, "Sick", "firing");
+    let done = eventually(Duration::from_secs(60), "the trusted host's restart", || {
+        finished_restarts(&trusted).into_iter().find(|a| a["state"] == "succeeded")
+    });
+    assert!(done["outcome"].as_str().is_some_and(|o| !o.contains("fleet unreachable")), "{done}");
+    assert_eq!(etcd.count("/mend/budget/"), 1, "one fleet budget entry, the trusted host's");
+
+    // The wrong CA's host still heals, on its local budgets, and its journal and status say why.
+    alert(&wrong_ca, "Sick", "firing");
+    let done = eventually(Duration::from_secs(60), "the wrong CA's host's restart", || {
+        finished_restarts(&wrong_ca).into_iter().find(|a| a["state"] == "succeeded")
+    });
+    let outcome = done["outcome"].as_str().unwrap_or_default();
+    assert!(outcome.contains("fleet unreachable: local budget only") && outcome.contains("UnknownIssuer"), "{done}");
+    let status = wrong_ca.cli(&["fleet", "status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("etcd unreachable (") && text.contains("UnknownIssuer"), "{text}");
+    assert_eq!(etcd.count("/mend/budget/"), 1, "the wrong CA's host took nothing from the fleet");
+}
+
+#[test]
+fn issue_18_an_unreadable_tls_file_stops_mend_at_start_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mend.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{}\"\n[service.web]\ncommand = [\"sleep\", \"60\"]\n[fleet]\nendpoints = [\"https://127.0.0.1:2379\"]\nhost = \"host-a\"\nca_file = \"missing-ca.pem\"\n",
+            common::free_ports(1),
+        ),
+    )
+    .expect("write the config");
+    let mut child = Command::new(common::MEND)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mend");
+    let status = eventually(Duration::from_secs(30), "mend stops", || child.try_wait().expect("wait"));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read stderr");
+    assert!(!status.success(), "{stderr}");
+    let expected = format!("error: [fleet] ca_file {}: cannot be read", dir.path().join("missing-ca.pem").display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    // Stopped before the event store was opened and anything started (read later, the files stopped mend
+    // after its replicas were spawned: "mend is running" was logged first).
+    assert!(!stderr.contains("mend is running"), "{stderr}");
+    assert!(!dir.path().join("state/mend.db").exists(), "the store was opened before the TLS files were read");
 }
