@@ -69,12 +69,6 @@ pub struct EnsembleParams {
     /// level, at sensitivity 0 (scaled linearly to none at 0.5): a new extreme must exceed the range seen by
     /// that much, a rare value or a time-of-day surprise must depart that far from the level or the slot.
     pub cautious_effect: f64,
-    /// Experiment (0: off): the extreme channel times the anomaly likelihood of its own raw scores over
-    /// this many points, so a series that habitually makes new extremes has them discounted.
-    pub extreme_likelihood_window: usize,
-    /// Experiment (0: off): the combined score times the anomaly likelihood of the combined raw scores
-    /// over this many points.
-    pub combined_likelihood_window: usize,
 }
 
 impl Default for EnsembleParams {
@@ -103,8 +97,6 @@ impl Default for EnsembleParams {
             alarm_level: 0.2,
             refractory_points: 30,
             cautious_effect: 0.25,
-            extreme_likelihood_window: 0,
-            combined_likelihood_window: 0,
         }
     }
 }
@@ -195,8 +187,6 @@ pub struct EnsembleDetector {
     n_pairs: u32,
     refractory_left: u32,
     last: ChannelScores,
-    extreme_likelihood: Option<AnomalyLikelihood>,
-    combined_likelihood: Option<AnomalyLikelihood>,
 }
 
 impl EnsembleDetector {
@@ -211,10 +201,6 @@ impl EnsembleDetector {
             |window: usize| AnomalyLikelihood::new(window, params.likelihood_alpha, 0, 0.0, params.likelihood_min_std);
         let rarity_likelihood = likelihood(params.rarity_window);
         let seasonal_likelihood = likelihood(params.seasonal_window);
-        let extreme_likelihood =
-            (params.extreme_likelihood_window > 0).then(|| likelihood(params.extreme_likelihood_window));
-        let combined_likelihood =
-            (params.combined_likelihood_window > 0).then(|| likelihood(params.combined_likelihood_window));
         let histogram = GrowingHistogram::new(params.rarity_bins, params.rarity_decay);
         let seasonal = SeasonalDetector::with_params(
             params.seasonal_slots,
@@ -246,8 +232,6 @@ impl EnsembleDetector {
             n_pairs: 0,
             refractory_left: 0,
             last: ChannelScores::default(),
-            extreme_likelihood,
-            combined_likelihood,
         }
     }
 
@@ -398,19 +382,14 @@ impl Detector for EnsembleDetector {
         // The reference (default-sensitivity) extreme drives the refractory period; the user's
         // sensitivity only changes what is reported, so at a fixed threshold a higher
         // sensitivity never flags fewer points.
-        let mut extreme = self.extreme_score(x, p.extreme_noise_margin);
-        let mut extreme_gate = 1.0;
-        if let Some(likelihood) = self.extreme_likelihood.as_mut() {
-            extreme_gate = likelihood.update(extreme);
-            extreme *= extreme_gate;
-        }
+        let extreme = self.extreme_score(x, p.extreme_noise_margin);
         // Below the default sensitivity (caution > 0), a change must also be large enough to matter: beyond
         // the noise by up to 3 median steps, and away from the level by up to `cautious_effect` of it.
         let caution = (1.0 - 2.0 * self.sensitivity.value()).max(0.0);
         let effect_floor = caution * p.cautious_effect * self.slow_level.abs();
         let user_extreme = if caution > 0.0 {
             let margin_steps = p.extreme_noise_margin + 3.0 * caution;
-            extreme_gate * self.extreme_score_beyond(x, (margin_steps * self.step_scale).max(effect_floor))
+            self.extreme_score_beyond(x, (margin_steps * self.step_scale).max(effect_floor))
         } else {
             extreme
         };
@@ -437,14 +416,7 @@ impl Detector for EnsembleDetector {
 
         let others = rarity.max(seasonal).max(flatline);
         let learning = if learning_alarm { p.alarm_level } else { 0.0 };
-        let mut reference = if warm { extreme.max(others) } else { learning };
-        let mut combined_gate = 1.0;
-        if let Some(likelihood) = self.combined_likelihood.as_mut() {
-            combined_gate = likelihood.update(extreme.max(others));
-            if warm {
-                reference *= combined_gate;
-            }
-        }
+        let reference = if warm { extreme.max(others) } else { learning };
         // Below the default the extreme channel (the one unbounded noise trips) is damped, and a rare value
         // or a time-of-day surprise counts only as far from the level (or the slot) as the effect floor (a
         // stuck value is judged by its run alone); above it every channel is amplified.
@@ -452,7 +424,7 @@ impl Detector for EnsembleDetector {
         let user_rarity = if (x - self.slow_level).abs() >= effect_floor { rarity } else { 0.0 };
         let user_seasonal = if seasonal_departure >= effect_floor { seasonal } else { 0.0 };
         let user = (gain * user_extreme).max(gain.max(1.0) * user_rarity.max(user_seasonal).max(flatline));
-        let mut combined = if warm { (combined_gate * user).min(1.0) } else { learning };
+        let mut combined = if warm { user.min(1.0) } else { learning };
         let silenced = self.refractory_left > 0;
         if silenced {
             self.refractory_left -= 1;
@@ -474,8 +446,6 @@ impl Detector for EnsembleDetector {
             + self.rarity_likelihood.heap_bytes()
             + self.seasonal.heap_bytes()
             + self.seasonal_likelihood.heap_bytes()
-            + self.extreme_likelihood.as_ref().map_or(0, AnomalyLikelihood::heap_bytes)
-            + self.combined_likelihood.as_ref().map_or(0, AnomalyLikelihood::heap_bytes)
     }
 }
 
