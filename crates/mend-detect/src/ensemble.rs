@@ -69,9 +69,6 @@ pub struct EnsembleParams {
     /// level, at sensitivity 0 (scaled linearly to none at 0.5): a new extreme must exceed the range seen by
     /// that much, a rare value or a time-of-day surprise must depart that far from the level or the slot.
     pub cautious_effect: f64,
-    /// Experiment (0: off): the alarm bar rises with the series' own recent alarms, to `alarm_level · (1 +
-    /// h · n)` with `n` its alarms counted with the likelihoods' memory.
-    pub alarm_habituation: f64,
 }
 
 impl Default for EnsembleParams {
@@ -100,7 +97,6 @@ impl Default for EnsembleParams {
             alarm_level: 0.2,
             refractory_points: 30,
             cautious_effect: 0.25,
-            alarm_habituation: 0.0,
         }
     }
 }
@@ -191,7 +187,6 @@ pub struct EnsembleDetector {
     n_pairs: u32,
     refractory_left: u32,
     last: ChannelScores,
-    recent_alarms: f64,
 }
 
 impl EnsembleDetector {
@@ -237,7 +232,6 @@ impl EnsembleDetector {
             n_pairs: 0,
             refractory_left: 0,
             last: ChannelScores::default(),
-            recent_alarms: 0.0,
         }
     }
 
@@ -422,9 +416,7 @@ impl Detector for EnsembleDetector {
 
         let others = rarity.max(seasonal).max(flatline);
         let learning = if learning_alarm { p.alarm_level } else { 0.0 };
-        let bar_scale = 1.0 + p.alarm_habituation * self.recent_alarms;
-        self.recent_alarms *= 1.0 - p.likelihood_alpha;
-        let reference = if warm { extreme.max(others) / bar_scale } else { learning };
+        let reference = if warm { extreme.max(others) } else { learning };
         // Below the default the extreme channel (the one unbounded noise trips) is damped, and a rare value
         // or a time-of-day surprise counts only as far from the level (or the slot) as the effect floor (a
         // stuck value is judged by its run alone); above it every channel is amplified.
@@ -432,14 +424,13 @@ impl Detector for EnsembleDetector {
         let user_rarity = if (x - self.slow_level).abs() >= effect_floor { rarity } else { 0.0 };
         let user_seasonal = if seasonal_departure >= effect_floor { seasonal } else { 0.0 };
         let user = (gain * user_extreme).max(gain.max(1.0) * user_rarity.max(user_seasonal).max(flatline));
-        let mut combined = if warm { (user / bar_scale).min(1.0) } else { learning };
+        let mut combined = if warm { user.min(1.0) } else { learning };
         let silenced = self.refractory_left > 0;
         if silenced {
             self.refractory_left -= 1;
             combined = 0.0;
         } else if reference >= p.alarm_level {
             self.refractory_left = p.refractory_points;
-            self.recent_alarms += 1.0;
         }
         self.last =
             ChannelScores { extreme, rarity, seasonal, flatline, silenced, learning: learning_alarm && !silenced };
