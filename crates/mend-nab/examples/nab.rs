@@ -5,7 +5,7 @@
 //! cargo run --release --example nab -- score --data DIR --labels FILE --results DIR [--detector NAME]
 //! cargo run --release --example nab -- eval  --data DIR --labels FILE [--detector NAME] [--params JSON] [--files]
 //! cargo run --release --example nab -- cv    [--detector SPEC,...] [--grid FILE] [--results DIR] [--repeats N] [--seed S]
-//!                                                [--each] [--cad-params JSON]
+//!                                                [--each] [--alarm] [--cad-params JSON]
 //! ```
 //!
 //! A `cv` detector SPEC is a registered name, `cad_ose_known_range` (CAD OSE given each file's minimum and
@@ -13,19 +13,20 @@
 //! `cad_ose_unbounded` (NAB's CAD OSE as it is: unbounded memory, the file's range, rest = probation / 5;
 //! a reference, not a mend detector), `cad_ose_unbounded_online` (the same with the range learnt online and
 //! `cad_ose`'s rest period), `cad_ose_unbounded_headroom` (online, quantised over the range seen widened by
-//! half of it on each side, re-quantised only when a value falls outside), or `A+B`: the larger of A's and B's scores per point (all put their alarm
-//! level at 0.5).
-//!
-//! ```text
-//! ```
+//! half of it on each side, re-quantised only when a value falls outside), `A+B`: the larger of A's and B's scores per point (all put their alarm
+//! level at 0.5), or `alarm:A`: A's alarm decision, 1 where A's score is at least 0.5, else 0 (scoring then chooses no
+//! threshold). `--alarm` scores every candidate by its alarm decision.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use mend_detect::attach::ALARM_SCORE;
 use mend_detect::{AnyDetector, CadOseDetector, CadOseParams, EnsembleDetector, EnsembleParams, Sensitivity, registry};
-use mend_nab::crossval::{Candidate, Spread, cross_validate, leave_one_category_out, stratified_splits};
+use mend_nab::crossval::{
+    Candidate, Spread, alarm_decisions, cross_validate, leave_one_category_out, stratified_splits,
+};
 use mend_nab::{LabelledFile, Profile, ProfileScore, ScoredFile, detect_corpus, load_labelled_corpus, score_corpus};
 
 struct Args {
@@ -39,7 +40,7 @@ fn parse_args() -> Result<Args, String> {
     let mut flags = BTreeMap::new();
     while let Some(flag) = raw.next() {
         let key = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument {flag:?}"))?;
-        let value = if matches!(key, "files" | "windows" | "explain" | "each") {
+        let value = if matches!(key, "files" | "windows" | "explain" | "each" | "alarm") {
             String::new()
         } else {
             raw.next().ok_or(format!("--{key} needs a value"))?
@@ -261,6 +262,17 @@ fn real_main() -> Result<(), String> {
                         });
                         candidates.push(Candidate { label: line.to_owned(), scored });
                     }
+                }
+            }
+            if args.flags.contains_key("alarm") {
+                // Every candidate scored by its alarm decision alone: the threshold is the detector's own.
+                if args.flags.contains_key("results") {
+                    return Err(
+                        "--alarm scores mend detectors (their alarm level is 0.5); stored results have none".to_owned()
+                    );
+                }
+                for candidate in &mut candidates {
+                    alarm_decisions(&mut candidate.scored, ALARM_SCORE);
                 }
             }
             let repeats: usize = flag("repeats", "50").parse().map_err(|_| "bad --repeats")?;
@@ -569,6 +581,12 @@ fn scored_by_spec_uncached(
     sensitivity: Sensitivity,
     cad_params: &CadOseParams,
 ) -> Result<Vec<ScoredFile>, String> {
+    if let Some(inner) = spec.strip_prefix("alarm:") {
+        // The alarm decision as the score: 1 at or above 0.5, else 0 (no threshold left to choose).
+        let mut scored = scored_by_spec(corpus, inner, sensitivity, cad_params)?;
+        alarm_decisions(&mut scored, ALARM_SCORE);
+        return Ok(scored);
+    }
     if let Some((first, rest)) = spec.split_once('+') {
         let mut combined = scored_by_spec(corpus, first, sensitivity, cad_params)?;
         let other = scored_by_spec(corpus, rest, sensitivity, cad_params)?;

@@ -150,6 +150,19 @@ pub fn cross_validate(candidates: &[Candidate], folds: &[Fold], profile: &Profil
         .collect()
 }
 
+/// Replaces every score by the alarm decision it stands for: 1 at or above `alarm_level`, else 0.
+///
+/// A mend detector alarms at [`mend_detect::attach::ALARM_SCORE`] on every series; scored this way, no threshold
+/// is left to choose on any fold (every threshold in `(0, 1]` gives the same score), so the fold measures the
+/// detector's own, per-series decision rather than a corpus-wide threshold picked on the training files.
+pub fn alarm_decisions(scored: &mut [ScoredFile], alarm_level: f64) {
+    for file in scored {
+        for score in &mut file.scores {
+            *score = if *score >= alarm_level { 1.0 } else { 0.0 };
+        }
+    }
+}
+
 /// Mean, sample standard deviation, minimum and maximum of a set of scores.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Spread {
@@ -283,6 +296,30 @@ mod tests {
         // The honest candidate holds on the held-out file.
         let outcomes = cross_validate(&[good], &[fold], &Profile::standard());
         assert!((outcomes[0].test_score.expect("has a window") - 100.0).abs() < 1e-9, "{:?}", outcomes[0]);
+    }
+
+    #[test]
+    fn the_alarm_decision_leaves_no_threshold_to_choose() {
+        // Training file x alarms in its window at 0.9 and falsely at 0.55; the held-out file y alarms in its
+        // window at 0.52 only. Graded, training chooses 0.9 (dropping x's false alarm) and y's alarm is lost;
+        // as alarm decisions, both of x's alarms stand and y's window is detected.
+        let graded = Candidate {
+            label: "graded".to_owned(),
+            scored: vec![file("x", &[(20, 0.55), (50, 0.9)]), file("y", &[(50, 0.52)])],
+        };
+        let fold = Fold { name: "hold out y".to_owned(), test: vec![1] };
+        let profile = Profile::standard();
+        let outcome = &cross_validate(std::slice::from_ref(&graded), std::slice::from_ref(&fold), &profile)[0];
+        assert_eq!(outcome.threshold, 0.9);
+        assert!((outcome.test_score.expect("has a window") - 0.0).abs() < 1e-9, "{outcome:?}");
+        let mut decided = graded.clone();
+        alarm_decisions(&mut decided.scored, 0.5);
+        assert_eq!(decided.scored[0].scores[20], 1.0);
+        assert_eq!(decided.scored[1].scores[50], 1.0);
+        assert_eq!(decided.scored[1].scores[49], 0.0);
+        let outcome = &cross_validate(&[decided], &[fold], &profile)[0];
+        assert_eq!(outcome.threshold, 1.0);
+        assert!((outcome.test_score.expect("has a window") - 100.0).abs() < 1e-9, "{outcome:?}");
     }
 
     #[test]
