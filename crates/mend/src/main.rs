@@ -12,6 +12,7 @@ mod heal;
 mod learn;
 mod notify;
 mod output;
+mod precursor;
 mod reload;
 mod remote_write;
 mod replay;
