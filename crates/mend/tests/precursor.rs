@@ -2,7 +2,9 @@
 //! The line is mined by the log stage into `mend_log_template_total`, a `[[rule]]` fires on it, the
 //! replica crashes a few seconds later; after two such incidents, the next sighting raises an early
 //! warning (`precursor` signal) before the crash, which `mend learn` lists with its lead times and a
-//! `[[heal]]` policy with `when = "precursor"` acts on. Real mend, a real `sh` replica, real SQLite.
+//! `[[heal]]` policy with `when = "precursor"` acts on; what was learnt survives a restart, `mend learn
+//! reset --service` forgets it, and a corrupt snapshot is refused with an event. Real mend, a real `sh`
+//! replica, real SQLite.
 #![allow(clippy::disallowed_methods)] // End-to-end tests wait in real time.
 
 mod common;
@@ -137,4 +139,20 @@ fn issue_15_a_learnt_precursor_warns_before_the_failure_it_preceded_twice() {
             .any(|r| r["name"] == "PoolExhausted" && r["warns"] == true),
         "{forgotten}"
     );
+    // A snapshot this mend cannot read is refused with an event, and precursors are learnt again.
+    daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30));
+    let connection = rusqlite::Connection::open(daemon.state_dir().join("mend.db")).expect("open the store");
+    assert_eq!(
+        connection.execute("UPDATE learnt SET body = x'00ff7b' WHERE key = 'precursors'", []).expect("tamper"),
+        1
+    );
+    drop(connection);
+    daemon.spawn();
+    let refused = eventually(Duration::from_secs(20), "the refusal is an event", || {
+        daemon
+            .events(Some("learnt_state_refused"))
+            .into_iter()
+            .find(|e| e["message"].as_str().is_some_and(|m| m.contains("precursors are learnt again")))
+    });
+    assert!(refused["message"].as_str().is_some_and(|m| m.contains("not readable")), "{refused}");
 }
