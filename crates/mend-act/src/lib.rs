@@ -20,6 +20,7 @@ mod healer;
 mod learner;
 mod mann_whitney;
 mod policy;
+pub mod precursor;
 pub mod rollout;
 mod world;
 
@@ -29,4 +30,5 @@ pub use healer::{Decision, Healer, Settings};
 pub use learner::{Learner, Order, Tally, TallyKey};
 pub use mann_whitney::{MannWhitney, mann_whitney_greater};
 pub use policy::{Policies, Target, default_policies, settling};
+pub use precursor::{Cue, PrecursorDecision, PrecursorSettings, Precursors};
 pub use world::{ReplicaView, ServiceView, World};

@@ -38,6 +38,7 @@ pub(crate) fn matches(trigger: &Trigger, signal: &IncidentSignal) -> bool {
                 || (*diagnosis == BuiltinDiagnosis::MemoryExhaustion && signal.kind == SignalKind::Predictive))
                 && signal.name == diagnosis.as_str()
         }
+        Trigger::Precursor => signal.kind == SignalKind::Precursor,
     }
 }
 

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use mend_types::{IncidentId, ServiceName};
+use mend_types::{IncidentId, ServiceName, SignalKind};
 use serde::{Deserialize, Serialize};
 
 use crate::healing::Pending;
@@ -96,6 +96,49 @@ pub struct LearnReport {
     pub orders: Vec<OrderRow>,
     /// Every rule and detector, configured beside current.
     pub sensitivities: Vec<SensitivityRow>,
+    /// Signals learnt as candidate precursors of services' failures.
+    #[serde(default)]
+    pub precursors: Vec<PrecursorRow>,
+}
+
+/// A signal that preceded a service's failures (`GET /api/v1/learn`'s `precursors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrecursorRow {
+    /// The service.
+    pub service: ServiceName,
+    /// The signal's kind (`rule`, `anomaly`, ...).
+    pub kind: SignalKind,
+    /// The signal's name.
+    pub name: String,
+    /// The log template, for the log stage's signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<u64>,
+    /// The service's incidents it preceded (its support).
+    pub n_incidents: u32,
+    /// The service's incidents.
+    pub n_service_incidents: u32,
+    /// Sightings.
+    pub n_seen: u64,
+    /// Sightings a failure followed within the window.
+    pub n_followed: u64,
+    /// Sightings no failure followed within the window.
+    pub n_missed: u64,
+    /// Followed / decided sightings (none decided yet: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<f64>,
+    /// Shortest lead time before a failure, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_min_ms: Option<u64>,
+    /// Median lead time, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_median_ms: Option<u64>,
+    /// Longest lead time, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_max_ms: Option<u64>,
+    /// Whether it warns when seen again (support and precision within `[learn]`'s bounds).
+    pub warns: bool,
+    /// What the signal said when last seen.
+    pub evidence: String,
 }
 
 /// A change feedback made.
@@ -182,7 +225,13 @@ pub struct NoLearning;
 impl LearnApi for NoLearning {
     fn report(&self) -> Pending<Result<LearnReport, String>> {
         Box::pin(async {
-            Ok(LearnReport { enabled: false, outcomes: Vec::new(), orders: Vec::new(), sensitivities: Vec::new() })
+            Ok(LearnReport {
+                enabled: false,
+                outcomes: Vec::new(),
+                orders: Vec::new(),
+                sensitivities: Vec::new(),
+                precursors: Vec::new(),
+            })
         })
     }
 

@@ -35,7 +35,7 @@ pub use healing::{
 };
 pub use learn::{
     FeedbackAnswer, FeedbackError, FeedbackRequest, FeedbackVerdict, LearnApi, LearnReport, NoLearning, OrderRow,
-    OutcomeRow, ResetAnswer, ResetRequest, SensitivityChange, SensitivityRow, SourceKind,
+    OutcomeRow, PrecursorRow, ResetAnswer, ResetRequest, SensitivityChange, SensitivityRow, SourceKind,
 };
 pub use logs::{PatternDto, PatternSource, PatternsDto};
 pub use metrics::{EventCounter, MetricsSource, ObserveStats, SignalCounter};

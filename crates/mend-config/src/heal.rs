@@ -205,6 +205,8 @@ pub enum Trigger {
     Alert(String),
     /// A built-in diagnosis.
     Builtin(BuiltinDiagnosis),
+    /// An early warning from a learnt precursor (`when = "precursor"`; the policy's `service` narrows it).
+    Precursor,
 }
 
 impl Trigger {
@@ -214,6 +216,7 @@ impl Trigger {
             Self::Rule(name) | Self::Detect(name) | Self::Forecast(name) => name.clone(),
             Self::Alert(name) => format!("alert:{name}"),
             Self::Builtin(diagnosis) => diagnosis.as_str().to_owned(),
+            Self::Precursor => PRECURSOR_TRIGGER.to_owned(),
         }
     }
 
@@ -230,9 +233,13 @@ impl Trigger {
                     || (*diagnosis == BuiltinDiagnosis::MemoryExhaustion && signal.kind == SignalKind::Predictive))
                     && signal.name == diagnosis.as_str()
             }
+            Self::Precursor => signal.kind == SignalKind::Precursor,
         }
     }
 }
+
+/// What `when` says for an early warning of a learnt precursor (also the warning signal's name).
+pub const PRECURSOR_TRIGGER: &str = "precursor";
 
 /// A `[[heal]]` policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -401,8 +408,10 @@ pub(crate) fn validate(problems: &mut Problems<'_>, raw: &RawSections, names: &N
         let path = KeyPath::default().key("heal").index(*idx);
         let when = match heal.when.as_deref().map(str::trim) {
             None => {
-                problems
-                    .add(&path, "missing key \"when\" (a rule, detector, forecast, alert:NAME or built-in diagnosis)");
+                problems.add(
+                    &path,
+                    "missing key \"when\" (a rule, detector, forecast, alert:NAME, precursor or built-in diagnosis)",
+                );
                 None
             }
             Some(when) => trigger(problems, &path.key("when"), when, names),
@@ -469,6 +478,9 @@ fn trigger(problems: &mut Problems<'_>, path: &KeyPath, when: &str, names: &Name
         return Some(Trigger::Alert(alert.to_owned()));
     }
     let known = |list: &[String]| list.iter().any(|name| name == when);
+    if when == PRECURSOR_TRIGGER {
+        return Some(Trigger::Precursor);
+    }
     if known(&names.rules) {
         return Some(Trigger::Rule(when.to_owned()));
     }
@@ -487,7 +499,7 @@ fn trigger(problems: &mut Problems<'_>, path: &KeyPath, when: &str, names: &Name
         path,
         format!(
             "unknown trigger {when:?}: not a [[rule]], [[detect]] or [[forecast]] name nor a built-in diagnosis \
-             (known: {}; an Alertmanager alert is written \"alert:NAME\")",
+             (known: {}; an Alertmanager alert is written \"alert:NAME\", a learnt precursor's early warning \"precursor\")",
             offered.join(", ")
         ),
     );

@@ -22,6 +22,10 @@ pub(crate) struct RawLearn {
     correct_run: Option<i64>,
     min_for: Option<String>,
     snapshot_every: Option<String>,
+    precursors: Option<bool>,
+    precursor_window: Option<String>,
+    precursor_min_support: Option<i64>,
+    precursor_min_precision: Option<f64>,
 }
 
 /// `[learn]`: how mend learns from its actions' outcomes and from operators' feedback.
@@ -48,6 +52,15 @@ pub struct Learn {
     /// How often learnt state (detector state, sensitivities) is written to the store; also at a clean
     /// shutdown.
     pub snapshot_every: Duration,
+    /// Learn which signals precede each service's failures and warn when one appears again.
+    pub precursors: bool,
+    /// How long before a failure a signal counts as its precursor (and how long a warning waits for the
+    /// failure it announces).
+    pub precursor_window: Duration,
+    /// Past incidents of the service a precursor must have preceded before it warns.
+    pub precursor_min_support: u32,
+    /// Share of a precursor's sightings that a failure followed within the window, at least, for it to warn.
+    pub precursor_min_precision: f64,
 }
 
 impl Default for Learn {
@@ -61,6 +74,10 @@ impl Default for Learn {
             correct_run: 5,
             min_for: Duration::from_secs(15),
             snapshot_every: Duration::from_secs(300),
+            precursors: true,
+            precursor_window: Duration::from_secs(600),
+            precursor_min_support: 2,
+            precursor_min_precision: 0.5,
         }
     }
 }
@@ -121,7 +138,32 @@ pub(crate) fn validate(problems: &mut Problems<'_>, raw: Option<&RawLearn>) -> L
             defaults.snapshot_every,
         )
         .unwrap_or(defaults.snapshot_every),
+        precursors: raw.precursors.unwrap_or(defaults.precursors),
+        precursor_window: duration(
+            problems,
+            &root.key("precursor_window"),
+            raw.precursor_window.as_ref(),
+            defaults.precursor_window,
+        )
+        .unwrap_or(defaults.precursor_window),
+        precursor_min_support: count(
+            problems,
+            "precursor_min_support",
+            raw.precursor_min_support,
+            defaults.precursor_min_support,
+        ),
+        precursor_min_precision: float(
+            problems,
+            &root.key("precursor_min_precision"),
+            raw.precursor_min_precision,
+            (0.0, 1.0),
+            defaults.precursor_min_precision,
+        )
+        .unwrap_or(defaults.precursor_min_precision),
     };
+    if learn.precursor_window < Duration::from_secs(1) || learn.precursor_window > Duration::from_secs(24 * 3600) {
+        problems.add(&root.key("precursor_window"), "precursor_window must be between 1s and 24h");
+    }
     if learn.snapshot_every < Duration::from_secs(1) {
         problems.add(&root.key("snapshot_every"), "snapshots must be at least 1s apart");
     }

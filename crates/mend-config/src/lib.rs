@@ -50,7 +50,7 @@ pub use gameday::{
     Expect, FaultAction, Load, LoopbackUrl, MAX_CONCURRENCY, MAX_GAMEDAY, MAX_RATE, Scenario, ScheduledFault, Slo,
     Topology, load_scenario, parse_scenario,
 };
-pub use heal::{HealPolicy, Healing, Hook, NotifyTarget, ServiceHealing, Trigger};
+pub use heal::{HealPolicy, Healing, Hook, NotifyTarget, PRECURSOR_TRIGGER, ServiceHealing, Trigger};
 pub use learn::Learn;
 pub use model::{
     Api, Backoff, Canary, Check, Config, DEFAULT_MAX_SERIES_PER_TARGET, DEFAULT_SAMPLE_LIMIT, DEFAULT_SCRAPE_INTERVAL,

@@ -683,7 +683,7 @@ mode = "yolo"
             "mend.toml:4:8: heal[0].when: unknown trigger \"HighErrors\": not a [[rule]], [[detect]] or [[forecast]] \
              name nor a built-in diagnosis (known: crashed, crash_loop, hung, memory_exhaustion, unhealthy, \
              bad_replica, overload, fd_exhaustion, disk_exhaustion, dependency_failure, bad_release; an \
-             Alertmanager alert is written \"alert:NAME\")",
+             Alertmanager alert is written \"alert:NAME\", a learnt precursor's early warning \"precursor\")",
             "mend.toml:8:12: heal[1].actions[0]: unknown action \"reboot\" (allowed: restart, rolling-restart, \
              scale +N, scale -N, eject [DURATION], rollback, hook NAME, notify NAME, escalate)",
             "mend.toml:8:22: heal[1].actions[1]: \"rollback\" takes no argument: it returns to the service's last good \
@@ -726,12 +726,31 @@ fn issue_15_learn_bounds_are_checked_with_line_and_key() {
     check_errors(
         "[learn]\nforget_everything = true\n",
         &[
-            "mend.toml:2:1: learn.forget_everything: unknown field `forget_everything`, expected one of `enabled`, `min_outcomes`, `prior_weight`, `feedback_step`, `max_relax`, `correct_run`, `min_for`, `snapshot_every`",
+            "mend.toml:2:1: learn.forget_everything: unknown field `forget_everything`, expected one of `enabled`, `min_outcomes`, `prior_weight`, `feedback_step`, `max_relax`, `correct_run`, `min_for`, `snapshot_every`, `precursors`, `precursor_window`, `precursor_min_support`, `precursor_min_precision`",
         ],
     );
     let config = mend_config::parse("mend.toml", "[learn]\nenabled = false\n", Path::new("/")).expect("valid");
     assert!(!config.learn.enabled);
     assert_eq!(config.learn.max_relax, 4.0, "the other keys keep their defaults");
+}
+
+#[test]
+fn issue_15_precursor_keys_are_checked_and_a_policy_can_act_on_an_early_warning() {
+    check_errors(
+        "[learn]\nprecursor_window = \"0s\"\nprecursor_min_support = 0\nprecursor_min_precision = 1.5\n",
+        &[
+            "mend.toml:2:20: learn.precursor_window: precursor_window must be between 1s and 24h",
+            "mend.toml:3:25: learn.precursor_min_support: 0 is out of range (allowed: 1 to 10000)",
+            "mend.toml:4:27: learn.precursor_min_precision: 1.5 is out of range (allowed: 0 to 1)",
+        ],
+    );
+    let text = "[learn]\nprecursor_window = \"90s\"\nprecursor_min_support = 3\n\n[service.orders]\ncommand = [\"orders\"]\n\n[[heal]]\nwhen = \"precursor\"\nservice = \"orders\"\nactions = [\"restart\"]\n";
+    let config = mend_config::parse("mend.toml", text, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.learn.precursors, "on by default");
+    assert_eq!(config.learn.precursor_window, std::time::Duration::from_secs(90));
+    assert_eq!((config.learn.precursor_min_support, config.learn.precursor_min_precision), (3, 0.5));
+    assert_eq!(config.heal[0].when, mend_config::Trigger::Precursor);
+    assert_eq!(config.heal[0].when.name(), "precursor");
 }
 
 #[test]

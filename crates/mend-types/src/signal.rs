@@ -23,6 +23,9 @@ pub enum SignalKind {
     /// A built-in diagnosis that mend draws from its own lifecycle events and proxy figures
     /// (`crashed`, `crash_loop`, `hung`, ...; see [`crate::BuiltinDiagnosis`]).
     Diagnosis,
+    /// An early warning: a signal that preceded a service's past failures appeared again (the learn
+    /// stage's precursors, issue 15 item 5).
+    Precursor,
 }
 
 impl SignalKind {
@@ -34,12 +37,13 @@ impl SignalKind {
             Self::Predictive => "predictive",
             Self::External => "external",
             Self::Diagnosis => "diagnosis",
+            Self::Precursor => "precursor",
         }
     }
 
     /// Parses a stable name back into a kind.
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::Rule, Self::Anomaly, Self::Predictive, Self::External, Self::Diagnosis]
+        [Self::Rule, Self::Anomaly, Self::Predictive, Self::External, Self::Diagnosis, Self::Precursor]
             .into_iter()
             .find(|kind| kind.as_str() == name)
     }

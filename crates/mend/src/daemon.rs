@@ -141,6 +141,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let signals = Arc::new(SignalCounter::new(bus.clone()));
     // Subscribed before any replica starts: the heal stage misses nothing they publish.
     let heal_subscription = bus.subscribe("heal");
+    let precursor_subscription = bus.subscribe("precursor");
 
     resolve_conditions_of_the_last_run(&store, &signals, clock.as_ref());
     let n_orphans = orphans::replace_orphans(&state_dir, events.as_ref(), clock.as_ref()).await;
@@ -252,6 +253,22 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         open_incidents,
     };
     let (heal, mut heal_task) = crate::heal::HealStage::start(&config, heal_subscription, parts)?;
+    // Precursors read every signal and publish their early warnings on the stream, as any stage does.
+    let precursors = crate::precursor::PrecursorStage::start(
+        &config.learn,
+        precursor_subscription,
+        store.clone(),
+        events.as_ref(),
+        clock.clone(),
+        signals.clone(),
+        {
+            let log_stage = log_stage.clone();
+            Arc::new(move |service: &mend_types::ServiceName, template: u64| {
+                let patterns = log_stage.patterns(service.as_str())?;
+                patterns.into_iter().find(|pattern| u64::from(pattern.id.0) == template).map(|pattern| pattern.template)
+            })
+        },
+    )?;
     let learning = crate::learn::Learning::start(
         &config,
         heal.clone(),
@@ -259,7 +276,7 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         events.clone(),
         clock.clone(),
         relaxations,
-        detect_loop.handle(),
+        crate::learn::Learners { detect: detect_loop.handle(), precursors },
     )?;
     let replica_changes = crate::heal::publish_replica_changes(&supervisor, bus.clone(), clock.clone());
     let rollouts = crate::rollout::Rollouts::start(crate::rollout::RolloutParts {
@@ -397,9 +414,9 @@ async fn serve(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             }
         }
     });
-    // What the detectors learnt is kept for the next start (a clean shutdown's snapshot), and the
-    // series diagnosis measures baselines on.
-    learning.snapshot_detection().await;
+    // What the detectors and precursors learnt is kept for the next start (a clean shutdown's
+    // snapshot), and the series diagnosis measures baselines on.
+    learning.snapshot_learnt().await;
     series_snapshots.abort();
     crate::history::snapshot(store.clone(), series.clone(), clock.clone()).await;
     // Rollouts and healing stop first: nothing new is decided while services stop (a rollout stays

@@ -83,6 +83,14 @@ impl Configured {
     }
 }
 
+/// What learns continuously beside the learn stage, which snapshots and forgets it.
+pub(crate) struct Learners {
+    /// The detect loop (detectors' and forecasters' state).
+    pub(crate) detect: mend_detection::DetectHandle,
+    /// The precursors of services' failures.
+    pub(crate) precursors: Arc<crate::precursor::PrecursorStage>,
+}
+
 /// The learn stage's handle (the API's [`LearnApi`]).
 pub(crate) struct Learning {
     heal: HealStage,
@@ -93,6 +101,7 @@ pub(crate) struct Learning {
     relaxations: watch::Sender<Relaxations>,
     configured: RwLock<Configured>,
     detect: mend_detection::DetectHandle,
+    precursors: Arc<crate::precursor::PrecursorStage>,
 }
 
 fn source_of(kind: SignalKind, name: &str) -> Option<Source> {
@@ -133,8 +142,9 @@ impl Learning {
         events: Arc<dyn EventSink>,
         clock: Arc<dyn Clock>,
         relaxations: watch::Sender<Relaxations>,
-        detect: mend_detection::DetectHandle,
+        learners: Learners,
     ) -> anyhow::Result<Arc<Self>> {
+        let Learners { detect, precursors } = learners;
         let mut sensitivities = Sensitivities::new(config.learn.clone());
         restore(&store, events.as_ref(), clock.as_ref(), &mut sensitivities)?;
         relaxations.send_replace(sensitivities.relaxations());
@@ -148,6 +158,7 @@ impl Learning {
             relaxations,
             configured: RwLock::new(Configured::of(config)),
             detect,
+            precursors,
         };
         let learning = Arc::new(learning);
         let snapshots = Arc::downgrade(&learning);
@@ -158,7 +169,7 @@ impl Learning {
             loop {
                 ticker.tick().await;
                 let Some(learning) = snapshots.upgrade() else { return };
-                learning.snapshot_detection().await;
+                learning.snapshot_learnt().await;
             }
         });
         let follower = Arc::downgrade(&learning);
@@ -174,6 +185,7 @@ impl Learning {
 
     /// Takes a reloaded config: bounds and switches of `[learn]`, and the configured rules and detectors.
     pub(crate) fn reconfigure(&self, config: &Config) {
+        self.precursors.reconfigure(&config.learn);
         if let Ok(mut configured) = self.configured.write() {
             *configured = Configured::of(config);
         }
@@ -181,6 +193,13 @@ impl Learning {
             sensitivities.reconfigure(config.learn.clone());
             self.relaxations.send_replace(sensitivities.relaxations());
         }
+    }
+
+    /// Writes what is learnt continuously (the detect stage's state, the precursors) to the store,
+    /// periodically and at a clean shutdown.
+    pub(crate) async fn snapshot_learnt(&self) {
+        self.snapshot_detection().await;
+        self.precursors.snapshot().await;
     }
 
     /// Writes the detect stage's state to the store (periodically, and at a clean shutdown). A loop
@@ -321,6 +340,8 @@ impl Learning {
             // The next snapshot must not bring it back after a restart.
             self.snapshot_detection().await;
         }
+        self.precursors.forget(service.as_ref()).await;
+        forgot.push("precursors of failures".to_owned());
         if service.is_none() {
             // Rules and detectors are not a service's: only a reset of everything forgets feedback.
             if let Ok(mut sensitivities) = self.sensitivities.lock() {
@@ -355,6 +376,7 @@ impl LearnApi for LearnHandle {
                 outcomes: learnt.outcomes,
                 orders: learnt.orders,
                 sensitivities: learning.sensitivity_rows(),
+                precursors: learning.precursors.rows(),
             })
         })
     }

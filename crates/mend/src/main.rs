@@ -13,6 +13,7 @@ mod history;
 mod learn;
 mod notify;
 mod output;
+mod precursor;
 mod reload;
 mod remote_write;
 mod replay;

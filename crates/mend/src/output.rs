@@ -512,6 +512,36 @@ pub(crate) fn learn_report(report: &mend_api::LearnReport) -> String {
             .collect();
         out.push_str(&table(&["KIND", "NAME", "CONFIGURED", "CURRENT", "RELAX", "FALSE POSITIVES"], &rows));
     }
+    out.push_str("\nPRECURSORS\n");
+    if report.precursors.is_empty() {
+        out.push_str("no signal has preceded a failure yet\n");
+    } else {
+        let seconds = |ms: Option<u64>| ms.map_or_else(|| "-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let rows: Vec<Vec<String>> = report
+            .precursors
+            .iter()
+            .map(|row| {
+                let template = row.template.map(|id| format!(" (template {id})")).unwrap_or_default();
+                vec![
+                    row.service.to_string(),
+                    format!("{} {}{template}", row.kind.as_str(), row.name),
+                    format!("{}/{}", row.n_incidents, row.n_service_incidents),
+                    row.precision.map_or_else(
+                        || "-".to_owned(),
+                        |p| format!("{:.2} ({}/{})", p, row.n_followed, row.n_followed + row.n_missed),
+                    ),
+                    format!(
+                        "{} / {} / {}",
+                        seconds(row.lead_min_ms),
+                        seconds(row.lead_median_ms),
+                        seconds(row.lead_max_ms)
+                    ),
+                    if row.warns { "yes".to_owned() } else { "no".to_owned() },
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["SERVICE", "SIGNAL", "INCIDENTS", "PRECISION", "LEAD MIN/MEDIAN/MAX", "WARNS"], &rows));
+    }
     out
 }
 

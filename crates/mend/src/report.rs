@@ -964,7 +964,7 @@ pub(crate) fn offline(
 
 /// Kinds of signal that never have a series of their own.
 fn has_series(kind: SignalKind) -> bool {
-    !matches!(kind, SignalKind::External | SignalKind::Diagnosis)
+    !matches!(kind, SignalKind::External | SignalKind::Diagnosis | SignalKind::Precursor)
 }
 
 #[cfg(test)]
