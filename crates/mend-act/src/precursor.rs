@@ -389,6 +389,8 @@ impl Precursors {
             last_seen: at,
             evidence: String::new(),
         });
+        // The warning quotes this sighting's own words (what is happening now), not the last one's.
+        record.evidence = evidence.to_owned();
         // Decided on what was learnt before this sighting.
         let warning = warns(&settings, record).then(|| {
             let leads = record.leads().unwrap_or(LeadTimes { min: ms(0), median: ms(0), max: ms(0) });
@@ -406,7 +408,6 @@ impl Precursors {
         });
         record.n_seen += 1;
         record.last_seen = record.last_seen.max(at);
-        record.evidence = evidence.to_owned();
         memory.waiting.push_back(Sighting { cue, at, warned: warning.is_some() });
         let mut decisions: Vec<PrecursorDecision> = warning.map(PrecursorDecision::Warn).into_iter().collect();
         while memory.waiting.len() > MAX_WAITING {

@@ -75,8 +75,10 @@ fn learns_a_precursor_after_min_support_incidents_and_not_before() {
     let third = feed(&mut model, &[pool(2000)]);
     assert!(warnings(&third).is_empty(), "one incident is not enough: {third:?}");
     feed(&mut model, &[crash(2050)]);
-    // Now it preceded 2 incidents: the next sighting warns.
-    let fourth = feed(&mut model, &[pool(3000)]);
+    // Now it preceded 2 incidents: the next sighting warns, in its own words.
+    let mut now = pool(3000);
+    now.evidence = "orders started logging `pool exhausted <*>` (error), replica 0, now".to_owned();
+    let fourth = feed(&mut model, &[now]);
     let warned = warnings(&fourth);
     assert_eq!(warned.len(), 1, "{fourth:?}");
     let warning = warned[0];
@@ -89,7 +91,7 @@ fn learns_a_precursor_after_min_support_incidents_and_not_before() {
     assert!((warning.precision - 2.0 / 3.0).abs() < 1e-9, "{}", warning.precision);
     assert!(
         warning.evidence.contains("2 of the 3 incidents of orders followed anomaly new_log_template (template 7)")
-            && warning.evidence.contains("pool exhausted <*>")
+            && warning.evidence.contains("pool exhausted <*>` (error), replica 0, now")
             && warning.evidence.contains("by 40 s–50 s")
             && warning.evidence.contains("2 of its 3 sightings were followed within 1m00s")
             && warning.evidence.contains("may fail in about 45 s"),
