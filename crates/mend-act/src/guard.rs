@@ -152,9 +152,9 @@ pub struct Guard {
     last: BTreeMap<(&'static str, ServiceName, Option<u32>), Timestamp>,
     /// Disruptive actions running: their service and replica (None: the whole service, one at a time).
     in_flight: BTreeMap<ActionId, (ServiceName, Option<u32>)>,
-    /// For each granted action not finished yet, the cooldown start it replaced: what [`Guard::refund`]
-    /// puts back when the action never ran.
-    replaced_last: BTreeMap<ActionId, Option<Timestamp>>,
+    /// For each granted action not finished yet, the cooldown start it replaced and its own: what
+    /// [`Guard::refund`] puts back when the action never ran (unless another grant started it since).
+    replaced_last: BTreeMap<ActionId, (Option<Timestamp>, Timestamp)>,
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -364,7 +364,7 @@ impl Guard {
             self.global(now).take(now);
             self.bucket(&service, now).take(now);
             let replaced = self.last.insert((record.action.label(), service.clone(), record.replica), now);
-            self.replaced_last.insert(record.id, replaced);
+            self.replaced_last.insert(record.id, (replaced, now));
             if record.action.disrupts() {
                 self.in_flight.insert(record.id, (service, record.replica));
             }
@@ -384,11 +384,15 @@ impl Guard {
     /// nothing ran.
     pub fn refund(&mut self, record: &ActionRecord, now: Timestamp) {
         self.in_flight.remove(&record.id);
-        let Some(replaced) = self.replaced_last.remove(&record.id) else { return };
+        let Some((replaced, granted_at)) = self.replaced_last.remove(&record.id) else { return };
         let Some(service) = record.service.clone() else { return };
         self.global(now).give_back(now);
         self.bucket(&service, now).give_back(now);
         let key = (record.action.label(), service, record.replica);
+        // A later grant (an operator's, say) started the cooldown since: it stands.
+        if self.last.get(&key) != Some(&granted_at) {
+            return;
+        }
         match replaced {
             Some(before) => self.last.insert(key, before),
             None => self.last.remove(&key),
@@ -532,5 +536,27 @@ mod tests {
             guard.check(&restart(4, 0, later), &world, &diagnosis, later),
             Err(Refusal::Budget { scope: "web".into(), per_hour: 2 })
         );
+    }
+
+    #[test]
+    fn a_refund_leaves_a_cooldown_a_later_grant_started() {
+        let world = World {
+            services: BTreeMap::from([(
+                name("web"),
+                ServiceView { replicas: (0..2).map(|index| ReplicaView { index, ready: true }).collect() },
+            )]),
+        };
+        let healing = Healing { cooldown: Duration::from_secs(60), ..Healing::default() };
+        let mut guard = Guard::new(healing, BTreeMap::new());
+        let now = Timestamp::from_millis(1_000_000);
+        let diagnosis = Diagnosis::default();
+        let automatic = guard.grant(restart(1, 0, now), &world, &diagnosis, now).expect("granted");
+        // An operator restarts the same replica meanwhile; then the automatic one is refused by the fleet.
+        let soon = Timestamp::from_millis(now.as_millis() + 2_000);
+        let operator = guard.grant_unchecked(ActionRecord { actor: Actor::Operator, ..restart(2, 0, soon) }, soon);
+        guard.finished(operator.record().id);
+        guard.refund(automatic.record(), soon);
+        // The operator's restart ran: its cooldown holds.
+        assert!(matches!(guard.check(&restart(3, 0, soon), &world, &diagnosis, soon), Err(Refusal::Cooldown { .. })));
     }
 }

@@ -177,6 +177,8 @@ pub enum Ending {
     Followed(Duration),
     /// The window passed without a failure.
     Missed,
+    /// What was learnt about the service (or the cue) was forgotten while the warning stood.
+    Forgotten,
 }
 
 /// What the model decided.
@@ -371,13 +373,17 @@ impl Precursors {
 
     fn sighting(&mut self, service: &ServiceName, cue: Cue, at: Timestamp, evidence: &str) -> Vec<PrecursorDecision> {
         let settings = self.settings;
+        let mut evicted = Vec::new();
         let memory = self.memory(service, at);
         let n_service_incidents = memory.n_incidents;
         if !memory.cues.contains_key(&cue) && memory.cues.len() >= MAX_CUES_PER_SERVICE {
             let stalest = memory.cues.iter().min_by_key(|(_, record)| record.last_seen).map(|(c, _)| c.clone());
             if let Some(stalest) = stalest {
                 memory.cues.remove(&stalest);
-                memory.waiting.retain(|sighting| sighting.cue != stalest);
+                let (gone, kept): (VecDeque<Sighting>, VecDeque<Sighting>) =
+                    memory.waiting.drain(..).partition(|sighting| sighting.cue == stalest);
+                memory.waiting = kept;
+                evicted.extend(gone.into_iter().filter_map(|sighting| forgotten(service, sighting, at)));
             }
         }
         let record = memory.cues.entry(cue.clone()).or_insert_with(|| CueRecord {
@@ -391,8 +397,11 @@ impl Precursors {
         });
         // The warning quotes this sighting's own words (what is happening now), not the last one's.
         record.evidence = evidence.to_owned();
+        // One warning per cue at a time: a sighting while an earlier one's warning stands waits unwarned
+        // (the standing warning's signal has the same identity; a second would fire it twice).
+        let standing = memory.waiting.iter().any(|sighting| sighting.warned && sighting.cue == cue);
         // Decided on what was learnt before this sighting.
-        let warning = warns(&settings, record).then(|| {
+        let warning = (warns(&settings, record) && !standing).then(|| {
             let leads = record.leads().unwrap_or(LeadTimes { min: ms(0), median: ms(0), max: ms(0) });
             let precision = record.precision().unwrap_or(1.0);
             Warning {
@@ -409,7 +418,8 @@ impl Precursors {
         record.n_seen += 1;
         record.last_seen = record.last_seen.max(at);
         memory.waiting.push_back(Sighting { cue, at, warned: warning.is_some() });
-        let mut decisions: Vec<PrecursorDecision> = warning.map(PrecursorDecision::Warn).into_iter().collect();
+        let mut decisions = evicted;
+        decisions.extend(warning.map(PrecursorDecision::Warn));
         while memory.waiting.len() > MAX_WAITING {
             let Some(oldest) = memory.waiting.pop_front() else { break };
             decisions.extend(missed(service, memory, oldest, at));
@@ -430,14 +440,17 @@ impl Precursors {
         })
     }
 
-    /// Forgets one service, or every one.
-    pub fn forget(&mut self, service: Option<&ServiceName>) {
-        match service {
-            Some(service) => {
-                self.services.remove(service);
-            }
-            None => self.services.clear(),
-        }
+    /// Forgets one service, or every one; the warnings standing for what is forgotten end.
+    pub fn forget(&mut self, service: Option<&ServiceName>, now: Timestamp) -> Vec<PrecursorDecision> {
+        let gone: Vec<(ServiceName, ServiceMemory)> = match service {
+            Some(service) => self.services.remove_entry(service).into_iter().collect(),
+            None => std::mem::take(&mut self.services).into_iter().collect(),
+        };
+        gone.into_iter()
+            .flat_map(|(service, memory)| {
+                memory.waiting.into_iter().filter_map(move |sighting| forgotten(&service, sighting, now))
+            })
+            .collect()
     }
 
     /// What was learnt as a snapshot body (version [`PRECURSOR_SNAPSHOT_VERSION`]); sightings still
@@ -511,6 +524,17 @@ fn missed(
         since: sighting.at,
         at: now,
         ending: Ending::Missed,
+    })
+}
+
+/// The end of `sighting`'s warning, if it warned, when what it stood on is forgotten.
+fn forgotten(service: &ServiceName, sighting: Sighting, now: Timestamp) -> Option<PrecursorDecision> {
+    sighting.warned.then(|| PrecursorDecision::End {
+        service: service.clone(),
+        cue: sighting.cue,
+        since: sighting.at,
+        at: now,
+        ending: Ending::Forgotten,
     })
 }
 

@@ -98,6 +98,9 @@ fn learns_a_precursor_after_min_support_incidents_and_not_before() {
         "{}",
         warning.evidence
     );
+    // Seen again while its warning stands: one warning per cue at a time.
+    let again = feed(&mut model, &[pool(3010)]);
+    assert!(warnings(&again).is_empty(), "{again:?}");
     // The failure comes: the warning ends, followed, with the lead gained.
     let ended = feed(&mut model, &[crash(3042)]);
     assert_eq!(
@@ -210,6 +213,8 @@ fn a_snapshot_restores_what_was_learnt_and_a_bad_or_newer_one_is_refused() {
     let corrupt = restored.restore(PRECURSOR_SNAPSHOT_VERSION, b"{not json").expect_err("corrupt refused");
     assert_eq!(corrupt.to_string(), "not readable");
     assert_eq!(restored.rows().count(), 1, "a refused snapshot changes nothing");
-    restored.forget(Some(&orders()));
+    // Forgotten while the warning of pool(2000) stands: the warning ends with it.
+    let ended = restored.forget(Some(&orders()), Timestamp::from_millis(2_010_000));
+    assert!(matches!(ended.as_slice(), [PrecursorDecision::End { ending: Ending::Forgotten, .. }]), "{ended:?}");
     assert_eq!(restored.rows().count(), 0);
 }

@@ -21,6 +21,8 @@ const SERIES_KEY: &str = "series";
 const STEP: Duration = Duration::from_secs(10);
 /// Points kept at most (16 bytes each: 16 MB), the most recently seen series first.
 const MAX_POINTS: usize = 1_000_000;
+/// Held while a snapshot is taken and written.
+static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Appends the last history written to `series` (which nothing has written yet); returns the newest
 /// time restored, from which remote write sends (what is older went out before the restart).
@@ -47,9 +49,11 @@ pub(crate) fn restore(
             return Ok(None);
         }
     };
-    let newest = decoded.series.iter().filter_map(|s| s.points.last().map(|p| p.at)).max();
+    // Nothing after now is restored (a clock stepped back): remote write must not wait for it.
+    let now = clock.wall();
+    let newest = decoded.series.iter().filter_map(|s| s.points.last().map(|p| p.at)).max().map(|at| at.min(now));
     let mut series = series.write().map_err(|_| anyhow::anyhow!("the series store's lock is poisoned"))?;
-    let restored = series.restore(&decoded, clock.wall());
+    let restored = series.restore(&decoded, now);
     tracing::info!(
         n_series = restored.n_series,
         n_points = restored.n_points,
@@ -63,6 +67,10 @@ pub(crate) fn restore(
 /// Writes the series store's history now (periodically, and at a clean shutdown).
 pub(crate) async fn snapshot(store: Arc<Store>, series: Arc<RwLock<SeriesStore>>, clock: Arc<dyn Clock>) {
     let written = tokio::task::spawn_blocking(move || {
+        // One snapshot at a time, taken and written in order: a periodic one still running when the
+        // shutdown's is taken (aborting its task does not stop its blocking half) finishes first, so the
+        // newer is written last.
+        let _one_at_a_time = WRITING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let taken = series.read().map(|series| series.history(STEP, MAX_POINTS));
         let Ok(taken) = taken else { return Err(anyhow::anyhow!("the series store's lock is poisoned")) };
         let (n_series, n_points) = (taken.series.len(), taken.n_points());

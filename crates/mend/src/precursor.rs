@@ -29,6 +29,8 @@ pub(crate) struct PrecursorStage {
     model: Mutex<Precursors>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
+    /// Where the warnings go (also their ends when what they stood on is forgotten).
+    signals: Arc<dyn SignalSink>,
 }
 
 impl PrecursorStage {
@@ -56,7 +58,7 @@ impl PrecursorStage {
                 ),
             }
         }
-        let stage = Arc::new(Self { model: Mutex::new(model), store, clock });
+        let stage = Arc::new(Self { model: Mutex::new(model), store, clock, signals: signals.clone() });
         let weak = Arc::downgrade(&stage);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(TICK);
@@ -125,8 +127,12 @@ impl PrecursorStage {
     /// Forgets one service's precursors, or every one, and persists that (a restart must not bring
     /// them back).
     pub(crate) async fn forget(&self, service: Option<&ServiceName>) {
-        if let Ok(mut model) = self.model.lock() {
-            model.forget(service);
+        let ended = match self.model.lock() {
+            Ok(mut model) => model.forget(service, self.clock.wall()),
+            Err(_) => Vec::new(),
+        };
+        for decision in ended {
+            self.signals.signal(signal_of(decision));
         }
         self.snapshot().await;
     }
@@ -194,6 +200,7 @@ fn signal_of(decision: PrecursorDecision) -> Signal {
                     format!("resolved: {service} failed {} after {cue} was seen", mend_types::format_duration(lead))
                 }
                 Ending::Missed => format!("resolved: no failure of {service} followed {cue} within the window"),
+                Ending::Forgotten => format!("resolved: what was learnt about {cue} on {service} was forgotten"),
             };
             (service, cue, since, at, SignalState::Resolved, evidence, 0.0)
         }
