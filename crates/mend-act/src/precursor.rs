@@ -128,8 +128,12 @@ impl CueRecord {
         sorted.sort_unstable();
         let (first, last) = (sorted.first()?, sorted.last()?);
         let middle = sorted.len() / 2;
-        let median =
-            if sorted.len().is_multiple_of(2) { (sorted[middle - 1] + sorted[middle]) / 2 } else { sorted[middle] };
+        let median = if sorted.len().is_multiple_of(2) {
+            // Halves first: a restored snapshot's leads can be any u64.
+            sorted[middle - 1] / 2 + sorted[middle] / 2 + (sorted[middle - 1] % 2 + sorted[middle] % 2) / 2
+        } else {
+            sorted[middle]
+        };
         Some(LeadTimes { min: ms(*first), median: ms(median), max: ms(*last) })
     }
 }
@@ -489,13 +493,24 @@ impl Precursors {
                 (p.service, memory)
             })
             .collect();
-        // A snapshot is trusted no further than the caps.
-        while services.len() > MAX_SERVICES {
-            services.pop_first();
+        // A snapshot is trusted no further than the caps; what goes is the least recently active, as
+        // when the caps are reached live.
+        if services.len() > MAX_SERVICES {
+            let mut by_activity: Vec<(Timestamp, ServiceName)> =
+                services.iter().map(|(service, memory)| (memory.last_active, service.clone())).collect();
+            by_activity.sort();
+            for (_, service) in by_activity.iter().take(services.len() - MAX_SERVICES) {
+                services.remove(service);
+            }
         }
         for memory in services.values_mut() {
-            while memory.cues.len() > MAX_CUES_PER_SERVICE {
-                memory.cues.pop_first();
+            if memory.cues.len() > MAX_CUES_PER_SERVICE {
+                let mut by_sighting: Vec<(Timestamp, Cue)> =
+                    memory.cues.iter().map(|(cue, record)| (record.last_seen, cue.clone())).collect();
+                by_sighting.sort();
+                for (_, cue) in by_sighting.iter().take(memory.cues.len() - MAX_CUES_PER_SERVICE) {
+                    memory.cues.remove(cue);
+                }
             }
             for record in memory.cues.values_mut() {
                 while record.leads_ms.len() > MAX_LEADS {

@@ -218,3 +218,39 @@ fn a_snapshot_restores_what_was_learnt_and_a_bad_or_newer_one_is_refused() {
     assert!(matches!(ended.as_slice(), [PrecursorDecision::End { ending: Ending::Forgotten, .. }]), "{ended:?}");
     assert_eq!(restored.rows().count(), 0);
 }
+
+#[test]
+fn a_hostile_snapshot_is_held_to_the_caps_keeping_the_most_recent() {
+    // More cues than a service may hold, the most recently seen ones with the lowest names, and lead
+    // times that would overflow a naive median.
+    let cues: Vec<(Cue, CueRecord)> = (0..MAX_CUES_PER_SERVICE as u64 + 10)
+        .map(|i| {
+            let cue = Cue { kind: SignalKind::Anomaly, name: "new_log_template".to_owned(), template: Some(i) };
+            let record = CueRecord {
+                n_seen: 3,
+                n_followed: 2,
+                n_missed: 1,
+                n_incidents: 2,
+                leads_ms: VecDeque::from([u64::MAX, u64::MAX - 1]),
+                last_seen: Timestamp::from_millis(1_000_000 - i as i64 * 1000),
+                evidence: String::new(),
+            };
+            (cue, record)
+        })
+        .collect();
+    let body = serde_json::to_vec(&[PersistedService {
+        service: orders(),
+        n_incidents: 2,
+        last_failure: None,
+        last_active: Timestamp::from_millis(1_000_000),
+        cues,
+    }])
+    .expect("serialises");
+    let mut model = Precursors::new(settings());
+    assert_eq!(model.restore(PRECURSOR_SNAPSHOT_VERSION, &body).expect("restored"), MAX_CUES_PER_SERVICE);
+    let kept: Vec<u64> = model.rows().filter_map(|row| row.cue.template).collect();
+    assert!(kept.iter().all(|template| *template < MAX_CUES_PER_SERVICE as u64), "the stalest went: {kept:?}");
+    let first = Cue { kind: SignalKind::Anomaly, name: "new_log_template".to_owned(), template: Some(0) };
+    let leads = record(&model, &first).leads().expect("leads");
+    assert_eq!(leads.median, Duration::from_millis(u64::MAX - 1));
+}

@@ -366,11 +366,14 @@ impl fmt::Display for Evidence {
             Self::Logged { text, since, first_move } => {
                 write!(f, "{text} since {}", clock(*since))?;
                 let Some(shift) = first_move else { return Ok(()) };
-                let lag = shift.at.as_millis() - since.as_millis();
-                let when = match lag {
-                    0 => "at the same time as".to_owned(),
-                    lag if lag > 0 => format!("{} before", Unit::Seconds.format(lag as f64 / 1000.0)),
-                    lag => format!("{} after", Unit::Seconds.format(-lag as f64 / 1000.0)),
+                // In floating point: replayed or scraped timestamps can be anywhere in i64.
+                let lag = shift.at.as_millis() as f64 - since.as_millis() as f64;
+                let when = if lag == 0.0 {
+                    "at the same time as".to_owned()
+                } else if lag > 0.0 {
+                    format!("{} before", Unit::Seconds.format(lag / 1000.0))
+                } else {
+                    format!("{} after", Unit::Seconds.format(-lag / 1000.0))
                 };
                 let instance = shift.instance.as_ref().map(|i| format!(" ({i})")).unwrap_or_default();
                 write!(
@@ -384,5 +387,38 @@ impl fmt::Display for Evidence {
             }
             Self::Signal { name, text } => write!(f, "signal {name}: {text}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_placed_against_the_first_move_says_before_or_after_even_at_extreme_times() {
+        let shift = |at: i64| Shift {
+            component: Component::new("orders"),
+            metric: "cpu".to_owned(),
+            instance: None,
+            unit: Unit::Ratio,
+            from: 0.1,
+            to: 0.9,
+            at: Timestamp::from_millis(at),
+            z: 9.0,
+        };
+        let logged = |since: i64, at: i64| {
+            Evidence::Logged {
+                text: "orders started logging `pool exhausted <*>` (error)".to_owned(),
+                since: Timestamp::from_millis(since),
+                first_move: Some(shift(at)),
+            }
+            .to_string()
+        };
+        assert!(logged(1_000_000, 1_030_000).contains("30 s before its cpu rose"), "{}", logged(1_000_000, 1_030_000));
+        assert!(logged(1_030_000, 1_000_000).contains("after its cpu"), "{}", logged(1_030_000, 1_000_000));
+        assert!(logged(1_000_000, 1_000_000).contains("at the same time as its cpu"));
+        // Replayed data can carry any timestamp: no overflow, still a sentence.
+        assert!(logged(i64::MIN, i64::MAX).contains("before its cpu"));
+        assert!(logged(i64::MAX, i64::MIN).contains("after its cpu"));
     }
 }

@@ -51,7 +51,8 @@ pub struct Restored {
     pub n_series: usize,
     /// Points restored.
     pub n_points: usize,
-    /// Series refused by the store's series limit.
+    /// Series refused by the store's limits, whole or from the point the limit was met (such a series
+    /// is counted in `n_series` too, with the points it got).
     pub n_refused: usize,
 }
 
@@ -109,7 +110,8 @@ impl SeriesStore {
             let labels: Labels = self.labels(&series.name, &pairs);
             let mut last = None;
             let mut n_points = 0;
-            for point in series.points.iter().filter(|p| p.at >= oldest && p.at <= now && p.value.is_finite()) {
+            // Any value a scrape can store (±Inf, NaN) comes back; a staleness marker only as the one at the end.
+            for point in series.points.iter().filter(|p| p.at >= oldest && p.at <= now && !is_stale_marker(p.value)) {
                 if last.is_some_and(|at| point.at <= at) {
                     continue;
                 }
@@ -299,6 +301,8 @@ mod tests {
         }
         before.append(&up, at(0), 1.0).expect("room");
         before.end_series(&up, at(1));
+        let le_inf = before.labels("bucket_bound", &[("le", "+Inf")]);
+        before.append(&le_inf, at(590), f64::INFINITY).expect("room");
         let history = before.history(Duration::from_secs(10), 10_000);
         let thinned = history.series.iter().find(|s| s.name == "cpu").expect("cpu kept");
         // One point per 10 s, the last of each step; the staleness marker is not history.
@@ -317,7 +321,9 @@ mod tests {
         let kept: Vec<&Point> = points.iter().filter(|p| !is_stale_marker(p.value)).collect();
         assert_eq!(kept.first().map(|p| p.at), Some(at(489)), "points older than an hour before now are left out");
         assert!(points.last().is_some_and(|p| is_stale_marker(p.value)), "the series ends where mend stopped");
-        assert_eq!(restored, Restored { n_series: 1, n_points: kept.len(), n_refused: 0 });
+        let le_inf = after.labels("bucket_bound", &[("le", "+Inf")]);
+        assert_eq!(after.range(&le_inf, at(0), at(100_000)).first().map(|p| p.value), Some(f64::INFINITY));
+        assert_eq!(restored, Restored { n_series: 2, n_points: kept.len() + 1, n_refused: 0 });
     }
 
     #[test]

@@ -776,7 +776,10 @@ async fn send(
         let spare = if idempotent { body.replay() } else { None };
         let mut call = Call::new(conn, head, body);
         match poll_fn(|cx| call.poll_response(cx)).await {
-            Ok(response) => return Ok((response, call)),
+            Ok(response) => {
+                poll_fn(|cx| call.poll_short_body(cx, SHORT_BODY_BYTES)).await.map_err(attempt_error)?;
+                return Ok((response, call));
+            }
             // Never written (the pooled connection had just closed): try the next one.
             Err(CallError::Unsent(unsent)) => body = unsent,
             Err(error) => match (error, spare) {
@@ -810,11 +813,14 @@ async fn send(
         tracing::debug!(backend = %backend.id, error = %error, "cannot set TCP_NODELAY");
     }
     let mut call = Call::new(Conn::new(stream), head, body);
-    match poll_fn(|cx| call.poll_response(cx)).await {
-        Ok(response) => Ok((response, call)),
-        Err(error) => Err(attempt_error(error)),
-    }
+    let response = poll_fn(|cx| call.poll_response(cx)).await.map_err(attempt_error)?;
+    poll_fn(|cx| call.poll_short_body(cx, SHORT_BODY_BYTES)).await.map_err(attempt_error)?;
+    Ok((response, call))
 }
+
+/// Response bodies up to this size are read whole within the attempt (its timeout and retries) before
+/// the response goes out, as nginx reads into its proxy buffers; larger ones stream as they come.
+const SHORT_BODY_BYTES: u64 = 64 * 1024;
 
 /// Tells our own body's failure from the backend's.
 fn attempt_error(error: CallError) -> AttemptError {

@@ -327,6 +327,32 @@ impl Call {
         }
     }
 
+    /// Reads the rest of a short body announced by `Content-Length` (at most `limit` bytes) once the
+    /// whole request is written: a backend stopped or killed between its head and its body then fails
+    /// the attempt, which may go elsewhere, instead of cutting the client's response short after its
+    /// head went out (Python's `http.server` writes the two in separate calls). Other bodies stream.
+    pub(crate) fn poll_short_body(&mut self, cx: &mut Context<'_>, limit: u64) -> Poll<Result<(), CallError>> {
+        let request_written = match self.sending {
+            Sending::Failed => true,
+            Sending::Done => self.conn.write_buf.is_empty(),
+            Sending::Buffered(_) | Sending::Stream { .. } => false,
+        };
+        loop {
+            let Framing::Length(length) = self.framing else { return Poll::Ready(Ok(())) };
+            if !request_written || length > limit || self.conn.read_buf.len() as u64 >= length {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(self.conn.poll_fill(cx)) {
+                Ok(0) => return Poll::Ready(Err(CallError::Reset)),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(error = %error, "reading the response body from the backend failed");
+                    return Poll::Ready(Err(CallError::Reset));
+                }
+            }
+        }
+    }
+
     /// The backend's connection after it switched protocols (101), with what it sent after the head: from
     /// here on both sides' bytes are copied as they are.
     pub(crate) fn into_tunnel(self) -> (TcpStream, BytesMut) {

@@ -665,3 +665,54 @@ async fn a_service_that_answers_slowly_is_not_retried_into_double_work() {
         "each request waited for its one slow answer",
     );
 }
+
+/// A backend that answers a head announcing a 10-byte body and then stops (`hang`: keeps the connection
+/// open, as a SIGSTOPped process does) or dies (closes the connection) before the body, as Python's
+/// `http.server` can between its two writes.
+async fn cut_after_head(hang: bool) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0_u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Upstream: cut\r\n\r\n").await;
+            let _ = stream.flush().await;
+            if hang {
+                open.push(stream);
+            }
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_that_stops_or_dies_between_head_and_body_fails_the_attempt_not_the_response() {
+    let live = Upstream::start("live").await;
+    for hang in [true, false] {
+        let (cut, task) = cut_after_head(hang).await;
+        let mut cfg = round_robin();
+        cfg.attempt_timeout = Duration::from_millis(200);
+        let backends = vec![mend_proxy::Backend { id: stable(0), addr: cut, weight: 1 }, backend(stable(1), &live)];
+        let proxy = TestProxy::start(cfg, RouteTable { backends, canary: None }).await;
+        // Bounded: a response cut short after its head would leave the client waiting for the body.
+        let reply = tokio::time::timeout(Duration::from_secs(10), get(proxy.addr(), "/")).await;
+        let reply = reply.unwrap_or_else(|_| panic!("hang: {hang}: the response never completed"));
+        assert_eq!((reply.status, reply.upstream(), reply.body.as_str()), (200, "live", "live"), "hang: {hang}");
+        task.abort();
+    }
+    // Not repeatable and nowhere else to go: a clean gateway error, not a 200 cut short.
+    let (cut, task) = cut_after_head(true).await;
+    let mut cfg = round_robin();
+    cfg.request_timeout = Duration::from_millis(300);
+    let backends = vec![mend_proxy::Backend { id: stable(0), addr: cut, weight: 1 }];
+    let proxy = TestProxy::start(cfg, RouteTable { backends, canary: None }).await;
+    let reply = tokio::time::timeout(Duration::from_secs(10), Client::new(proxy.addr()).send(post("once"))).await;
+    assert_eq!(reply.expect("answered").status, 504);
+    task.abort();
+}

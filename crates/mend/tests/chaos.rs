@@ -127,6 +127,11 @@ fn knob_faults_hit_the_replica_and_are_reset_at_the_end() {
     let pid = daemon.wait_ready("web")[0];
     let port = daemon.replica("web", 0)["port"].as_u64().expect("a port") as u16;
     let replica = SocketAddr::from(([127, 0, 0, 1], port));
+    // Without a readiness probe a replica is ready once it runs, perhaps before it listens: a knob not
+    // answering yet would send the fault elsewhere.
+    eventually(Duration::from_secs(10), "the replica answers", || {
+        common::http("GET", replica, "/", &[]).ok().filter(|r| r.status == 200)
+    });
     let answer = post_json(&daemon, "/api/v1/services/web/chaos/errors", r#"{"for": "2s", "status": 503}"#);
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["through"], "knob");
