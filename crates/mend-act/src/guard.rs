@@ -149,12 +149,13 @@ pub struct Guard {
     services: BTreeMap<ServiceName, ServiceHealing>,
     global: Option<Bucket>,
     per_service: BTreeMap<ServiceName, Bucket>,
-    last: BTreeMap<(&'static str, ServiceName, Option<u32>), Timestamp>,
+    /// When each action last started on each target, and the grant that started it.
+    last: BTreeMap<(&'static str, ServiceName, Option<u32>), (Timestamp, ActionId)>,
     /// Disruptive actions running: their service and replica (None: the whole service, one at a time).
     in_flight: BTreeMap<ActionId, (ServiceName, Option<u32>)>,
-    /// For each granted action not finished yet, the cooldown start it replaced and its own: what
-    /// [`Guard::refund`] puts back when the action never ran (unless another grant started it since).
-    replaced_last: BTreeMap<ActionId, (Option<Timestamp>, Timestamp)>,
+    /// For each granted action not finished yet, the cooldown start it replaced: what [`Guard::refund`]
+    /// puts back when the action never ran.
+    replaced_last: BTreeMap<ActionId, Option<(Timestamp, ActionId)>>,
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -241,7 +242,7 @@ impl Guard {
             return Err(Refusal::Budget { scope: service.to_string(), per_hour: self.service_per_hour(&service) });
         }
         let key = (record.action.label(), service.clone(), record.replica);
-        if let Some(last) = self.last.get(&key) {
+        if let Some((last, _)) = self.last.get(&key) {
             let since = now.as_millis() - last.as_millis();
             let cooldown = millis(self.healing.cooldown);
             if since < cooldown {
@@ -363,8 +364,8 @@ impl Guard {
         {
             self.global(now).take(now);
             self.bucket(&service, now).take(now);
-            let replaced = self.last.insert((record.action.label(), service.clone(), record.replica), now);
-            self.replaced_last.insert(record.id, (replaced, now));
+            let replaced = self.last.insert((record.action.label(), service.clone(), record.replica), (now, record.id));
+            self.replaced_last.insert(record.id, replaced);
             if record.action.disrupts() {
                 self.in_flight.insert(record.id, (service, record.replica));
             }
@@ -384,19 +385,25 @@ impl Guard {
     /// nothing ran.
     pub fn refund(&mut self, record: &ActionRecord, now: Timestamp) {
         self.in_flight.remove(&record.id);
-        let Some((replaced, granted_at)) = self.replaced_last.remove(&record.id) else { return };
+        let Some(replaced) = self.replaced_last.remove(&record.id) else { return };
         let Some(service) = record.service.clone() else { return };
         self.global(now).give_back(now);
         self.bucket(&service, now).give_back(now);
         let key = (record.action.label(), service, record.replica);
-        // A later grant (an operator's, say) started the cooldown since: it stands.
-        if self.last.get(&key) != Some(&granted_at) {
-            return;
+        if self.last.get(&key).is_some_and(|(_, id)| *id == record.id) {
+            match replaced {
+                Some(before) => self.last.insert(key, before),
+                None => self.last.remove(&key),
+            };
+        } else {
+            // A later grant (an operator's, say) started the cooldown since: it stands, and should that
+            // one be refunded too, what it puts back is what stood before this one.
+            for later in self.replaced_last.values_mut() {
+                if later.is_some_and(|(_, id)| id == record.id) {
+                    *later = replaced;
+                }
+            }
         }
-        match replaced {
-            Some(before) => self.last.insert(key, before),
-            None => self.last.remove(&key),
-        };
     }
 
     /// Disruptive actions in flight on `service`.
@@ -558,5 +565,15 @@ mod tests {
         guard.refund(automatic.record(), soon);
         // The operator's restart ran: its cooldown holds.
         assert!(matches!(guard.check(&restart(3, 0, soon), &world, &diagnosis, soon), Err(Refusal::Cooldown { .. })));
+
+        // Both refused, the later first: no cooldown is left of either.
+        let later = Timestamp::from_millis(now.as_millis() + 120_000);
+        let first = guard.grant(restart(4, 0, later), &world, &diagnosis, later).expect("granted");
+        let after = Timestamp::from_millis(later.as_millis() + 1_000);
+        let second = guard.grant_unchecked(ActionRecord { actor: Actor::Operator, ..restart(5, 0, after) }, after);
+        guard.refund(first.record(), after);
+        assert!(matches!(guard.check(&restart(6, 0, after), &world, &diagnosis, after), Err(Refusal::Cooldown { .. })));
+        guard.refund(second.record(), after);
+        assert_eq!(guard.check(&restart(6, 0, after), &world, &diagnosis, after), Ok(()));
     }
 }

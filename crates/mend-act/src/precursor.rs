@@ -302,6 +302,7 @@ impl Precursors {
         if !self.settings.enabled || signal.kind == SignalKind::Precursor || signal.state != SignalState::Firing {
             return decisions;
         }
+        decisions.extend(self.make_room(service, signal.at));
         if is_failure(signal) {
             decisions.extend(self.failure(service, signal.at));
         } else {
@@ -323,13 +324,20 @@ impl Precursors {
         decisions
     }
 
-    fn memory(&mut self, service: &ServiceName, now: Timestamp) -> &mut ServiceMemory {
-        if !self.services.contains_key(service) && self.services.len() >= MAX_SERVICES {
-            let stalest = self.services.iter().min_by_key(|(_, memory)| memory.last_active).map(|(s, _)| s.clone());
-            if let Some(stalest) = stalest {
-                self.services.remove(&stalest);
-            }
+    /// Room for `service` within [`MAX_SERVICES`]: the least recently active one is forgotten, and the
+    /// warnings standing for it end.
+    fn make_room(&mut self, service: &ServiceName, now: Timestamp) -> Vec<PrecursorDecision> {
+        if self.services.contains_key(service) || self.services.len() < MAX_SERVICES {
+            return Vec::new();
         }
+        let stalest = self.services.iter().min_by_key(|(_, memory)| memory.last_active).map(|(s, _)| s.clone());
+        let Some((stalest, memory)) = stalest.and_then(|stalest| self.services.remove_entry(&stalest)) else {
+            return Vec::new();
+        };
+        memory.waiting.into_iter().filter_map(|sighting| forgotten(&stalest, sighting, now)).collect()
+    }
+
+    fn memory(&mut self, service: &ServiceName, now: Timestamp) -> &mut ServiceMemory {
         let memory = self.services.entry(service.clone()).or_default();
         memory.last_active = memory.last_active.max(now);
         memory

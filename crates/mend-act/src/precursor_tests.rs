@@ -191,12 +191,23 @@ fn memory_is_bounded_per_service_and_in_services() {
         feed(&mut model, &[pool(at), crash(at + 5)]);
     }
     assert_eq!(record(&model, &pool_cue()).leads_ms.len(), MAX_LEADS);
+    // A warning stands for orders when more services than the cap come within the window: orders,
+    // the least recently active, is forgotten, and its warning ends with it.
+    assert_eq!(warnings(&feed(&mut model, &[pool(99_000)])).len(), 1);
+    let mut ended = Vec::new();
     for idx in 0..(MAX_SERVICES + 10) {
-        let mut other = pool(100_000 + idx as i64);
+        let mut other = pool(99_000);
+        other.at = Timestamp::from_millis(99_000_001 + idx as i64);
+        other.since = other.at;
         other.service = Some(ServiceName::new(&format!("svc{idx}")).expect("valid name"));
-        feed(&mut model, &[other]);
+        ended.extend(feed(&mut model, &[other]));
     }
     assert_eq!(model.services.len(), MAX_SERVICES);
+    assert!(
+        ended.iter().any(|decision| matches!(decision,
+            PrecursorDecision::End { service, ending: Ending::Forgotten, .. } if *service == orders())),
+        "{ended:?}"
+    );
 }
 
 #[test]

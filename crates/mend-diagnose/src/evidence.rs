@@ -319,7 +319,7 @@ impl fmt::Display for Evidence {
             }
             Self::Shift(shift) => write!(f, "{shift}"),
             Self::FollowsDependency { victim, cause, path, propagation } => {
-                let lag = (victim.at.as_millis() - cause.at.as_millis()).max(0);
+                let lag = victim.at.as_millis().saturating_sub(cause.at.as_millis()).max(0);
                 let when = if lag == 0 {
                     "at the same time as".to_owned()
                 } else {

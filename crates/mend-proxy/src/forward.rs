@@ -479,7 +479,10 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                 }
                 attempt_failed(shared, &backend, Outcome::Reset, attempt_start);
                 judge(shared, &backend, Outcome::Reset);
-                if !retry_on.reset {
+                // Cut off after a byte of its answer (a head, part of one, or a short body not all
+                // there): the backend processed the request, so only a request the policy may repeat goes
+                // again, as after a 5xx or a timeout.
+                if !retry_on.reset || (answered && !repeatable) {
                     break finish_failed(&ctx, StatusCode::BAD_GATEWAY, activity);
                 }
                 pending = unsent;

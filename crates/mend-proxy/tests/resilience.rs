@@ -706,6 +706,15 @@ async fn a_backend_that_stops_or_dies_between_head_and_body_fails_the_attempt_no
         assert_eq!((reply.status, reply.upstream(), reply.body.as_str()), (200, "live", "live"), "hang: {hang}");
         task.abort();
     }
+    // A POST answered and then cut off was processed: it is not sent again, whoever else could take it.
+    let (cut, task) = cut_after_head(false).await;
+    let backends = vec![mend_proxy::Backend { id: stable(0), addr: cut, weight: 1 }, backend(stable(1), &live)];
+    let proxy = TestProxy::start(round_robin(), RouteTable { backends, canary: None }).await;
+    let served_before = live.count();
+    let reply = tokio::time::timeout(Duration::from_secs(10), Client::new(proxy.addr()).send(post("charge"))).await;
+    assert_eq!(reply.expect("answered").status, 502);
+    assert_eq!(live.count(), served_before, "never sent twice");
+    task.abort();
     // Not repeatable and nowhere else to go: a clean gateway error, not a 200 cut short.
     let (cut, task) = cut_after_head(true).await;
     let mut cfg = round_robin();

@@ -164,10 +164,7 @@ pub(crate) fn evaluate(scenario: &Scenario, recording: &Recording) -> Vec<FaultR
             .incidents
             .iter()
             .filter(|incident| {
-                // Named within the fault's window: an incident that stays open and is named later (by
-                // the next fault's failure, say) did not diagnose this one.
                 in_window(incident.opened)
-                    && incident.diagnosed.unwrap_or(incident.opened) < end
                     && incident.services.contains(&fault.service)
                     && !incident.diagnosis.is_empty()
             })

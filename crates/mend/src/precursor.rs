@@ -63,25 +63,28 @@ impl PrecursorStage {
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(TICK);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Decisions are published under the model's lock, so that a warning and the end that
+            // `forget` gives it go out in the order they were decided.
             loop {
-                let decisions = tokio::select! {
+                tokio::select! {
                     message = subscription.recv() => {
                         let Some(message) = message else { return };
                         let Message::Signal(signal) = message else { continue };
                         let signal = with_template_text(&signal, templates.as_ref());
                         let Some(stage) = weak.upgrade() else { return };
                         let Ok(mut model) = stage.model.lock() else { return };
-                        model.observe(&signal)
+                        for decision in model.observe(&signal) {
+                            signals.signal(signal_of(decision));
+                        }
                     }
                     _ = ticker.tick() => {
                         let Some(stage) = weak.upgrade() else { return };
                         let now = stage.clock.wall();
                         let Ok(mut model) = stage.model.lock() else { return };
-                        model.tick(now)
+                        for decision in model.tick(now) {
+                            signals.signal(signal_of(decision));
+                        }
                     }
-                };
-                for decision in decisions {
-                    signals.signal(signal_of(decision));
                 }
             }
         });
@@ -127,12 +130,10 @@ impl PrecursorStage {
     /// Forgets one service's precursors, or every one, and persists that (a restart must not bring
     /// them back).
     pub(crate) async fn forget(&self, service: Option<&ServiceName>) {
-        let ended = match self.model.lock() {
-            Ok(mut model) => model.forget(service, self.clock.wall()),
-            Err(_) => Vec::new(),
-        };
-        for decision in ended {
-            self.signals.signal(signal_of(decision));
+        if let Ok(mut model) = self.model.lock() {
+            for decision in model.forget(service, self.clock.wall()) {
+                self.signals.signal(signal_of(decision));
+            }
         }
         self.snapshot().await;
     }
