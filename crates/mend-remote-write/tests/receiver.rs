@@ -111,6 +111,8 @@ async fn retries_5xx_and_429_until_accepted_and_sends_the_wire_format() {
     let (port, received) = receiver(vec![503, 429, 500, 204]).await;
     let writer = RemoteWriter::start(settings(port), store_with(3));
     until("the samples are accepted", || !received.lock().expect("lock").accepted.is_empty()).await;
+    // The writer counts once it has read the answer, just after the receiver recorded the request.
+    until("the samples are counted", || writer.stats().samples_sent.load(SeqCst) == 3).await;
     let seen = received.lock().expect("lock");
     assert_eq!(seen.n_requests, 4, "three refusals retried, then accepted");
     let header = |name: &str| seen.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());

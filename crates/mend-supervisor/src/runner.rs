@@ -973,10 +973,14 @@ impl Runner {
         let mut values = vec![
             ("mend_replica_cpu_seconds_total", stats.cpu_seconds),
             ("mend_replica_cpu_percent", stats.cpu_percent),
-            ("mend_replica_resident_memory_bytes", stats.rss_bytes as f64),
             ("mend_replica_threads", stats.threads as f64),
             ("mend_replica_restarts_total", self.machine.restarts() as f64),
         ];
+        // A process has no memory mapped only while it execs (a sample taken just after the spawn) or
+        // after it exited: a 0 would be a false low, and the next real value a false rise.
+        if stats.rss_bytes > 0 {
+            values.push(("mend_replica_resident_memory_bytes", stats.rss_bytes as f64));
+        }
         if let Some(started_at) = self.started_at {
             let uptime_ms = wall.as_millis().saturating_sub(started_at.as_millis());
             values.push(("mend_replica_uptime_seconds", uptime_ms as f64 / 1000.0));
