@@ -421,6 +421,12 @@ mod tests {
         ServiceName::new(text).expect("valid name")
     }
 
+    /// `web` with `n` replicas, ready as `ready` says.
+    fn web_world(n: u32, ready: impl Fn(u32) -> bool) -> World {
+        let replicas = (0..n).map(|index| ReplicaView { index, ready: ready(index) }).collect();
+        World { services: BTreeMap::from([(name("web"), ServiceView { replicas })]) }
+    }
+
     fn restart(id: u64, replica: u32, now: Timestamp) -> ActionRecord {
         ActionRecord {
             id: ActionId(id),
@@ -441,12 +447,7 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_what_the_budgets_have_spent() {
-        let world = World {
-            services: BTreeMap::from([(
-                name("web"),
-                ServiceView { replicas: (0..4).map(|index| ReplicaView { index, ready: true }).collect() },
-            )]),
-        };
+        let world = web_world(4, |_| true);
         let healing = Healing {
             max_actions_per_hour: 100,
             service_max_actions_per_hour: 2,
@@ -480,12 +481,7 @@ mod tests {
     #[test]
     fn a_policys_rollback_spends_the_budget_and_cools_down_but_takes_no_capacity() {
         // Every replica but one down: a restart would exceed max_unavailable, a rollback (surge first) not.
-        let world = World {
-            services: BTreeMap::from([(
-                name("web"),
-                ServiceView { replicas: (0..3).map(|index| ReplicaView { index, ready: index == 0 }).collect() },
-            )]),
-        };
+        let world = web_world(3, |index| index == 0);
         let healing = Healing {
             max_actions_per_hour: 100,
             service_max_actions_per_hour: 2,
@@ -511,12 +507,7 @@ mod tests {
 
     #[test]
     fn an_action_refused_after_its_grant_gives_back_its_budget_and_cooldown() {
-        let world = World {
-            services: BTreeMap::from([(
-                name("web"),
-                ServiceView { replicas: (0..2).map(|index| ReplicaView { index, ready: true }).collect() },
-            )]),
-        };
+        let world = web_world(2, |_| true);
         let healing = Healing {
             max_actions_per_hour: 100,
             service_max_actions_per_hour: 2,
@@ -547,12 +538,7 @@ mod tests {
 
     #[test]
     fn a_refund_leaves_a_cooldown_a_later_grant_started() {
-        let world = World {
-            services: BTreeMap::from([(
-                name("web"),
-                ServiceView { replicas: (0..2).map(|index| ReplicaView { index, ready: true }).collect() },
-            )]),
-        };
+        let world = web_world(2, |_| true);
         let healing = Healing { cooldown: Duration::from_secs(60), ..Healing::default() };
         let mut guard = Guard::new(healing, BTreeMap::new());
         let now = Timestamp::from_millis(1_000_000);

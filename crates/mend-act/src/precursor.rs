@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use mend_types::{ServiceName, Severity, Signal, SignalKind, SignalState, Timestamp, format_duration};
+use mend_types::{ServiceName, Severity, Signal, SignalKind, SignalState, SnapshotError, Timestamp, format_duration};
 use serde::{Deserialize, Serialize};
 
 /// The format of [`Precursors::encode`]'s body.
@@ -230,22 +230,6 @@ struct PersistedService {
     last_failure: Option<Timestamp>,
     last_active: Timestamp,
     cues: Vec<(Cue, CueRecord)>,
-}
-
-/// A snapshot this mend cannot read.
-#[derive(Debug, thiserror::Error)]
-pub enum PrecursorSnapshotError {
-    /// Written by a newer mend.
-    #[error("written in format {found}, newer than the {supported} this mend reads")]
-    TooNew {
-        /// Its version.
-        found: u32,
-        /// Ours.
-        supported: u32,
-    },
-    /// Not a snapshot this mend wrote.
-    #[error("not readable")]
-    Corrupt(#[source] serde_json::Error),
 }
 
 /// One learnt cue of one service, for `mend learn`.
@@ -483,11 +467,11 @@ impl Precursors {
     }
 
     /// Takes a snapshot back; a newer or unreadable one is refused and nothing changes.
-    pub fn restore(&mut self, version: u32, body: &[u8]) -> Result<usize, PrecursorSnapshotError> {
+    pub fn restore(&mut self, version: u32, body: &[u8]) -> Result<usize, SnapshotError> {
         if version > PRECURSOR_SNAPSHOT_VERSION {
-            return Err(PrecursorSnapshotError::TooNew { found: version, supported: PRECURSOR_SNAPSHOT_VERSION });
+            return Err(SnapshotError::TooNew { found: version, supported: PRECURSOR_SNAPSHOT_VERSION });
         }
-        let persisted: Vec<PersistedService> = serde_json::from_slice(body).map_err(PrecursorSnapshotError::Corrupt)?;
+        let persisted: Vec<PersistedService> = serde_json::from_slice(body).map_err(SnapshotError::Corrupt)?;
         let mut services: BTreeMap<ServiceName, ServiceMemory> = persisted
             .into_iter()
             .map(|p| {

@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use mend_config::Learn;
+use mend_types::SnapshotError;
 use serde::{Deserialize, Serialize};
 
 /// What raised a signal: a rule or a detector attachment, by name.
@@ -117,22 +118,6 @@ pub fn relaxed_for(configured: Duration, factor: f64, min_for: Duration) -> Dura
 
 /// The format version of [`Sensitivities::encode`].
 pub const SNAPSHOT_VERSION: u32 = 1;
-
-/// Why a snapshot of sensitivities was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    /// Written by a newer mend.
-    #[error("written in format {found}, newer than the {supported} this mend reads")]
-    TooNew {
-        /// Its version.
-        found: u32,
-        /// Ours.
-        supported: u32,
-    },
-    /// Not a snapshot this mend wrote.
-    #[error("not readable")]
-    Corrupt(#[source] serde_json::Error),
-}
 
 /// The relax factors learnt from feedback.
 #[derive(Clone, Debug)]

@@ -83,3 +83,19 @@ mod tests {
         }
     }
 }
+
+/// Why a snapshot of something learnt (sensitivities, precursors) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Written by a newer mend.
+    #[error("written in format {found}, newer than the {supported} this mend reads")]
+    TooNew {
+        /// Its version.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
+    /// Not a snapshot this mend wrote.
+    #[error("not readable")]
+    Corrupt(#[source] serde_json::Error),
+}

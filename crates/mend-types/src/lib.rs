@@ -23,7 +23,7 @@ pub use heal::{
     IncidentId, IncidentSignal, IncidentState, RankedService, ReplicaChange, ReplicaCondition, TimelineEntry,
 };
 pub use ids::{InvalidName, ReleaseName, ReleaseRole, ReplicaId, ServiceName};
-pub use learn::{ActionOutcome, Verdict};
+pub use learn::{ActionOutcome, SnapshotError, Verdict};
 pub use probe::{MendTrouble, ProbeOutcome, ProcessEvidence};
 pub use release::{ReleaseChange, ReleaseHistoryEntry, Rollout, RolloutPhase, ServiceReleases};
 pub use signal::{LOG_RATE_SIGNAL, NEW_LOG_TEMPLATE_SIGNAL, Severity, Signal, SignalKind, SignalSink, SignalState};
