@@ -475,6 +475,8 @@ pub struct ProxySettings {
     pub attempt_timeout: Option<Duration>,
     /// Overall bound on waiting for response headers.
     pub request_timeout: Option<Duration>,
+    /// Once a response has started, the longest a replica may send nothing before it is cut off.
+    pub read_timeout: Option<Duration>,
     /// Idle client connections are closed after this long.
     pub idle_timeout: Option<Duration>,
     /// Clients must send their headers within this long.

@@ -58,6 +58,7 @@ pub(crate) struct RawProxy {
     pub(crate) connect_timeout: Option<String>,
     pub(crate) attempt_timeout: Option<String>,
     pub(crate) request_timeout: Option<String>,
+    pub(crate) read_timeout: Option<String>,
     pub(crate) idle_timeout: Option<String>,
     pub(crate) header_timeout: Option<String>,
     pub(crate) max_header_bytes: Option<i64>,

@@ -1339,6 +1339,7 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
     let connect_timeout = optional_duration("connect_timeout", &raw.connect_timeout);
     let attempt_timeout = optional_duration("attempt_timeout", &raw.attempt_timeout);
     let request_timeout = optional_duration("request_timeout", &raw.request_timeout);
+    let read_timeout = optional_duration("read_timeout", &raw.read_timeout);
     let idle_timeout = optional_duration("idle_timeout", &raw.idle_timeout);
     let header_timeout = optional_duration("header_timeout", &raw.header_timeout);
     let base_ejection = optional_duration("base_ejection", &raw.base_ejection);
@@ -1349,6 +1350,7 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
         ("connect_timeout", connect_timeout),
         ("attempt_timeout", attempt_timeout),
         ("request_timeout", request_timeout),
+        ("read_timeout", read_timeout),
         ("idle_timeout", idle_timeout),
         ("header_timeout", header_timeout),
         ("base_ejection", base_ejection),
@@ -1396,6 +1398,7 @@ fn validate_proxy(problems: &mut Problems<'_>, path: &KeyPath, raw: &RawProxy) -
         connect_timeout,
         attempt_timeout,
         request_timeout,
+        read_timeout,
         idle_timeout,
         header_timeout,
         max_header_bytes,

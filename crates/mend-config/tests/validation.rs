@@ -397,6 +397,7 @@ listen = "127.0.0.1:8080"
 load_balancing = "round_robin"
 upstream_protocol = "h2c"
 attempt_timeout = "100ms"
+read_timeout = "5m"
 max_attempts = 2
 [service.web.canary]
 command = ["web-next", "--port", "{port}"]
@@ -427,6 +428,7 @@ pin_cookie = "canary=yes"
     assert_eq!(proxy.load_balancing, Some(mend_config::LoadBalancing::RoundRobin));
     assert_eq!(proxy.upstream_protocol, Some(mend_config::UpstreamProtocol::H2c));
     assert_eq!(proxy.attempt_timeout, Some(Duration::from_millis(100)));
+    assert_eq!(proxy.read_timeout, Some(Duration::from_secs(300)));
     assert_eq!(proxy.connect_timeout, None, "unset knobs keep the proxy's defaults");
 }
 

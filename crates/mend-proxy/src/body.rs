@@ -5,9 +5,11 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use crate::forward::Exchange;
 use crate::server::ActivityGuard;
@@ -153,7 +155,25 @@ pub struct ProxyBody {
     inner: ResponseInner,
     /// Keeps the client connection counted busy until the response ends.
     _activity: Option<ActivityGuard>,
+    /// How long a backend's response body may go without a frame (`upstream_read_timeout`).
+    read_timeout: Duration,
+    /// Armed while waiting for the backend's next frame; reset by every frame.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Whether a frame arrived since the stall timer was last armed.
+    progressed: bool,
 }
+
+/// A backend's response body that sent nothing for `upstream_read_timeout`.
+#[derive(Debug)]
+struct Stalled(Duration);
+
+impl fmt::Display for Stalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "backend response body stalled for {:?}", self.0)
+    }
+}
+
+impl StdError for Stalled {}
 
 /// Errors of [`ProxyBody`]: the backend's response body broke off.
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
@@ -171,17 +191,44 @@ enum ResponseInner {
 impl ProxyBody {
     pub(crate) fn local(bytes: &'static [u8], activity: Option<ActivityGuard>) -> Self {
         let bytes = if bytes.is_empty() { None } else { Some(Bytes::from_static(bytes)) };
-        Self { inner: ResponseInner::Local(bytes), _activity: activity }
+        Self::new(ResponseInner::Local(bytes), activity, Duration::MAX)
     }
 
-    /// A backend's response; the exchange keeps the client connection counted busy.
-    pub(crate) fn upstream(body: UpstreamBody, exchange: Exchange) -> Self {
-        Self { inner: ResponseInner::Upstream { body, exchange }, _activity: None }
+    /// A backend's response; the exchange keeps the client connection counted busy. The response is cut
+    /// off (the client sees it end early, as from nginx after `proxy_read_timeout`) when the backend sends
+    /// nothing for `read_timeout`.
+    pub(crate) fn upstream(body: UpstreamBody, exchange: Exchange, read_timeout: Duration) -> Self {
+        Self::new(ResponseInner::Upstream { body, exchange }, None, read_timeout)
     }
 
     /// An HTTP/2 backend's response; the exchange keeps the client connection counted busy.
-    pub(crate) fn upstream_h2(body: Incoming, exchange: Exchange) -> Self {
-        Self { inner: ResponseInner::UpstreamH2 { body, exchange }, _activity: None }
+    pub(crate) fn upstream_h2(body: Incoming, exchange: Exchange, read_timeout: Duration) -> Self {
+        Self::new(ResponseInner::UpstreamH2 { body, exchange }, None, read_timeout)
+    }
+
+    fn new(inner: ResponseInner, activity: Option<ActivityGuard>, read_timeout: Duration) -> Self {
+        Self { inner, _activity: activity, read_timeout, stall: None, progressed: false }
+    }
+
+    /// Whether the backend has sent nothing for `read_timeout` while its body was awaited: arms the timer
+    /// on the first wait and after every frame, and registers the task to be woken when it fires.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = Instant::now().checked_add(self.read_timeout) else {
+            return false;
+        };
+        let stall = match &mut self.stall {
+            Some(stall) => {
+                if std::mem::take(&mut self.progressed) {
+                    stall.as_mut().reset(deadline);
+                }
+                stall
+            }
+            None => {
+                self.progressed = false;
+                self.stall.insert(Box::pin(tokio::time::sleep_until(deadline)))
+            }
+        };
+        stall.as_mut().poll(cx).is_ready()
     }
 
     /// Ends the exchange; the connection returns to the pool when `clean` and reusable.
@@ -243,7 +290,15 @@ impl Body for ProxyBody {
             ResponseInner::Upstream { body, exchange } => poll_upstream(body, exchange, cx),
             ResponseInner::UpstreamH2 { body, exchange } => poll_upstream(body, exchange, cx),
         };
-        let (frame, ended) = ready!(polled);
+        let Poll::Ready((frame, ended)) = polled else {
+            if this.stalled(cx) {
+                tracing::debug!(timeout = ?this.read_timeout, "backend response body stalled");
+                this.finish(false);
+                return Poll::Ready(Some(Err(Box::new(Stalled(this.read_timeout)))));
+            }
+            return Poll::Pending;
+        };
+        this.progressed = true;
         if let Some(clean) = ended {
             this.finish(clean);
         }

@@ -39,6 +39,11 @@ pub struct ProxyConfig {
     /// Overall bound on waiting for response headers, across all attempts. Default 15 s (Envoy's route
     /// timeout). The proxy answers 504 when it passes.
     pub request_timeout: Duration,
+    /// Once a backend's response has started, the longest it may send nothing before the response is cut
+    /// off (the client sees the body end early, the backend counts a failure). Default 60 s, nginx's
+    /// `proxy_read_timeout`: a replica stopped or wedged mid-stream does not hold its client forever, while
+    /// a stream that sends something (a heartbeat) at least once a minute is never cut.
+    pub upstream_read_timeout: Duration,
     /// A client connection with no request in progress is closed after this long. Default 60 s: shorter
     /// than nginx's 75 s, long enough that clients with a 30–90 s pool idle time rarely race the close.
     pub client_idle_timeout: Duration,
@@ -306,6 +311,7 @@ impl ProxyConfig {
             loopback_connect_timeout: Duration::from_millis(25),
             attempt_timeout: Duration::from_millis(250),
             request_timeout: Duration::from_secs(15),
+            upstream_read_timeout: Duration::from_secs(60),
             client_idle_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(10),
             max_request_header_bytes: 64 * 1024,
@@ -355,6 +361,7 @@ impl ProxyConfig {
             ("loopback_connect_timeout", self.loopback_connect_timeout),
             ("attempt_timeout", self.attempt_timeout),
             ("request_timeout", self.request_timeout),
+            ("upstream_read_timeout", self.upstream_read_timeout),
             ("client_idle_timeout", self.client_idle_timeout),
             ("client_header_timeout", self.client_header_timeout),
         ] {

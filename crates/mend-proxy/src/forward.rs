@@ -443,14 +443,17 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                                 tokio::spawn(tunnel(on_upgrade, call));
                                 break response.map(|()| ProxyBody::local(b"", None));
                             }
-                            break response.map(|()| ProxyBody::upstream(UpstreamBody::new(call), exchange));
+                            break response.map(|()| {
+                                ProxyBody::upstream(UpstreamBody::new(call), exchange, cfg.upstream_read_timeout)
+                            });
                         }
                         Answer::Http2(mut response) => {
                             if version != Version::HTTP_2 {
                                 // hyper answers in the response's version; an HTTP/1.1 client gets 1.1.
                                 *response.version_mut() = Version::HTTP_11;
                             }
-                            break response.map(|body| ProxyBody::upstream_h2(body, exchange));
+                            break response
+                                .map(|body| ProxyBody::upstream_h2(body, exchange, cfg.upstream_read_timeout));
                         }
                     }
                 }

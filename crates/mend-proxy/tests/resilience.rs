@@ -725,3 +725,77 @@ async fn a_backend_that_stops_or_dies_between_head_and_body_fails_the_attempt_no
     assert_eq!(reply.expect("answered").status, 504);
     task.abort();
 }
+
+/// A backend that answers with `head`, then writes `chunks` one every `every`, and then (`stall`) keeps
+/// the connection open without another byte, as a replica SIGSTOPped mid-stream does.
+async fn streaming(
+    head: &'static str,
+    chunks: Vec<Vec<u8>>,
+    every: Duration,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head_in = Vec::new();
+            let mut byte = [0_u8; 1];
+            while !head_in.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                head_in.push(byte[0]);
+            }
+            let _ = stream.write_all(head.as_bytes()).await;
+            for chunk in &chunks {
+                let _ = stream.write_all(chunk).await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(every).await;
+            }
+            open.push(stream);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_body_that_stalls_is_cut_off_after_the_read_timeout_and_a_steady_trickle_is_not() {
+    let mut cfg = round_robin();
+    cfg.upstream_read_timeout = Duration::from_millis(500);
+    // Longer than the short-body read (64 KiB), so the head reaches the client before the body stalls.
+    let long = vec![b'x'; 100 * 1024];
+    let cases = [
+        ("HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n", vec![long.clone()]),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", vec![b"5\r\nhello\r\n".to_vec()]),
+    ];
+    for (head, chunks) in cases {
+        let (addr, task) = streaming(head, chunks, Duration::from_millis(10)).await;
+        let backends = vec![mend_proxy::Backend { id: stable(0), addr, weight: 1 }];
+        let proxy = TestProxy::start(cfg.clone(), RouteTable { backends, canary: None }).await;
+        let started = Instant::now();
+        let reply =
+            tokio::time::timeout(Duration::from_secs(30), Client::new(proxy.addr()).try_send(get_request())).await;
+        let reply = reply.unwrap_or_else(|_| panic!("{head:?}: a stalled body held the client"));
+        assert!(reply.is_err(), "{head:?}: the client sees the body end early, not a complete answer");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(500) && waited < Duration::from_secs(2),
+            "{head:?}: cut after {waited:?}"
+        );
+        let in_flight = proxy.handle.stats().backend(stable(0)).map(|backend| backend.in_flight);
+        assert_eq!(in_flight, Some(0), "{head:?}: the exchange ended with the cut");
+        task.abort();
+    }
+    // Ten chunks 300 ms apart: 3 s in all, but never 500 ms without a byte.
+    let chunks = (0..10).map(|_| b"1\r\nz\r\n".to_vec()).chain([b"0\r\n\r\n".to_vec()]).collect();
+    let (addr, task) =
+        streaming("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", chunks, Duration::from_millis(300)).await;
+    let backends = vec![mend_proxy::Backend { id: stable(0), addr, weight: 1 }];
+    let proxy = TestProxy::start(cfg, RouteTable { backends, canary: None }).await;
+    let reply = tokio::time::timeout(Duration::from_secs(30), Client::new(proxy.addr()).try_send(get_request())).await;
+    let reply = reply.expect("finished").expect("a steady stream completes");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "zzzzzzzzzz"));
+    task.abort();
+}
+
+fn get_request() -> Request<support::UpBody> {
+    Request::get("/").header("host", "svc.test").body(support::full("")).expect("request")
+}

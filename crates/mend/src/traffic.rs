@@ -71,6 +71,7 @@ fn proxy_config(settings: &mend_config::ProxySettings) -> ProxyConfig {
     set(&mut config.loopback_connect_timeout, settings.connect_timeout);
     set(&mut config.attempt_timeout, settings.attempt_timeout);
     set(&mut config.request_timeout, settings.request_timeout);
+    set(&mut config.upstream_read_timeout, settings.read_timeout);
     set(&mut config.client_idle_timeout, settings.idle_timeout);
     set(&mut config.client_header_timeout, settings.header_timeout);
     set(&mut config.outlier.base_ejection, settings.base_ejection);
