@@ -216,6 +216,7 @@ mod tests {
                     .collect(),
                 ..Diagnosis::default()
             },
+            diagnoses: Vec::new(),
             actions: Vec::new(),
             flaps: 0,
             timeline: Vec::new(),

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mend_types::{
-    Incident, IncidentId, IncidentSignal, IncidentState, ReplicaId, ServiceName, Signal, SignalState, TimelineEntry,
-    Timestamp,
+    DiagnosisChange, Incident, IncidentId, IncidentSignal, IncidentState, ReplicaId, ServiceName, Signal, SignalState,
+    TimelineEntry, Timestamp,
 };
 
 use crate::{DependencyGraph, Diagnoser, ObservationRequest, Observations};
@@ -22,6 +22,8 @@ use crate::{DependencyGraph, Diagnoser, ObservationRequest, Observations};
 const MAX_SIGNALS: usize = 100;
 /// Most timeline entries one incident keeps; beyond, the oldest signal notes go first.
 const MAX_TIMELINE: usize = 400;
+/// Most diagnoses one incident's history keeps; beyond, the oldest after the first goes.
+const MAX_DIAGNOSES: usize = 32;
 
 /// What a signal did to the book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +159,7 @@ impl IncidentBook {
             replicas: Default::default(),
             signals: Vec::new(),
             diagnosis: Default::default(),
+            diagnoses: Vec::new(),
             actions: Vec::new(),
             flaps: 0,
             timeline: Vec::new(),
@@ -244,6 +247,7 @@ impl IncidentBook {
             return;
         }
         incident.diagnosis = self.diagnoser.diagnose(&incident.signals, graph, None);
+        record_diagnosis(incident);
     }
 
     /// What the diagnoser wants gathered for incident `id`, if it reads observations.
@@ -265,6 +269,7 @@ impl IncidentBook {
             diagnosis.diagnosed_at = incident.diagnosis.diagnosed_at.or(diagnosis.diagnosed_at);
         }
         incident.diagnosis = diagnosis;
+        record_diagnosis(incident);
         changed
     }
 
@@ -324,11 +329,27 @@ impl IncidentBook {
     }
 }
 
+/// Appends the incident's diagnosis to its history when its name or root differs from the last one
+/// recorded; made at `diagnosed_at`, or (from the signals alone) when the incident last changed.
+fn record_diagnosis(incident: &mut Incident) {
+    let diagnosis = &incident.diagnosis;
+    if diagnosis.name.is_empty()
+        || incident.diagnoses.last().is_some_and(|last| last.name == diagnosis.name && last.root == diagnosis.root)
+    {
+        return;
+    }
+    let at = diagnosis.diagnosed_at.unwrap_or(incident.updated_at);
+    incident.diagnoses.push(DiagnosisChange { at, name: diagnosis.name.clone(), root: diagnosis.root.clone() });
+    if incident.diagnoses.len() > MAX_DIAGNOSES {
+        incident.diagnoses.remove(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use mend_types::{Severity, SignalKind};
+    use mend_types::{Diagnosis, Severity, SignalKind};
 
     use super::*;
     use crate::BuiltinDiagnoser;
@@ -430,5 +451,44 @@ mod tests {
             book.observe(&signal(500, "Flappy", Some("web"), SignalState::Firing), &graph, at(500)),
             Observed::Opened(IncidentId(8))
         );
+    }
+
+    /// Names an incident `unknown` from its signals, then what the observations' clock says.
+    struct ByTime;
+
+    impl Diagnoser for ByTime {
+        fn diagnose(
+            &self,
+            _: &[IncidentSignal],
+            _: &DependencyGraph,
+            observations: Option<&Observations>,
+        ) -> Diagnosis {
+            let Some(observations) = observations else {
+                return Diagnosis { name: "unknown".into(), ..Default::default() };
+            };
+            let name = if observations.now < at(100) { "crashed" } else { "memory_exhaustion" };
+            Diagnosis {
+                name: name.into(),
+                root: Some(super::tests::name("web")),
+                diagnosed_at: Some(observations.now),
+                ..Default::default()
+            }
+        }
+    }
+
+    #[test]
+    fn an_incident_keeps_every_diagnosis_it_was_given_with_the_time_it_was_first_made() {
+        let graph = DependencyGraph::default();
+        let mut book = IncidentBook::new(1, Duration::from_secs(600), Box::new(ByTime));
+        book.observe(&signal(0, "Down", Some("web"), SignalState::Firing), &graph, at(0));
+        let observed = |now: i64| Observations { now: at(now), ..Default::default() };
+        for now in [10, 20, 150, 160] {
+            book.diagnose_with(IncidentId(1), &graph, &observed(now));
+        }
+        let history: Vec<(Timestamp, &str)> = book
+            .get(IncidentId(1))
+            .map(|incident| incident.diagnoses.iter().map(|change| (change.at, change.name.as_str())).collect())
+            .unwrap_or_default();
+        assert_eq!(history, [(at(0), "unknown"), (at(10), "crashed"), (at(150), "memory_exhaustion")]);
     }
 }

@@ -1314,6 +1314,7 @@ mod tests {
             replicas: Default::default(),
             signals: Vec::new(),
             diagnosis: Default::default(),
+            diagnoses: Vec::new(),
             actions: vec![ActionId(1)],
             flaps: 0,
             timeline: Vec::new(),

@@ -478,6 +478,20 @@ impl Diagnosis {
     }
 }
 
+/// A diagnosis an incident was given, and when: its history, so that what mend concluded at a time can be
+/// read back (a game day credits each fault with the diagnosis made while it ran).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct DiagnosisChange {
+    /// When the diagnosis was first made.
+    #[serde(with = "crate::time::rfc3339")]
+    pub at: Timestamp,
+    /// Its name.
+    pub name: String,
+    /// Its root service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<ServiceName>,
+}
+
 /// One candidate of an incident's root-cause ranking.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct RankedService {
@@ -525,6 +539,9 @@ pub struct Incident {
     pub signals: Vec<IncidentSignal>,
     /// The diagnosis.
     pub diagnosis: Diagnosis,
+    /// Every diagnosis it was given (name or root changed), oldest first; bounded, the first kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnoses: Vec<DiagnosisChange>,
     /// Its actions, in order.
     pub actions: Vec<ActionId>,
     /// How often its signals resolved and fired again while it was open or freshly resolved (flapping).

@@ -19,8 +19,8 @@ pub use chaos::{ChaosFault, UnknownFault};
 pub use event::{Event, EventKind, EventSink, LineSink};
 pub use exit::{ExitCause, ExitInfo, LastExit, StopReason, is_fault_signal, signal_name};
 pub use heal::{
-    ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, HealMode, Incident,
-    IncidentId, IncidentSignal, IncidentState, RankedService, ReplicaChange, ReplicaCondition, TimelineEntry,
+    ActionId, ActionKind, ActionRecord, ActionState, Actor, BuiltinDiagnosis, Diagnosis, DiagnosisChange, HealMode,
+    Incident, IncidentId, IncidentSignal, IncidentState, RankedService, ReplicaChange, ReplicaCondition, TimelineEntry,
 };
 pub use ids::{InvalidName, ReleaseName, ReleaseRole, ReplicaId, ServiceName};
 pub use learn::{ActionOutcome, SnapshotError, Verdict};

@@ -68,6 +68,16 @@ pub(crate) struct IncidentSeen {
     pub(crate) root: Option<String>,
     pub(crate) diagnosed: Option<f64>,
     pub(crate) escalated: Option<f64>,
+    /// Every diagnosis it was given, oldest first.
+    pub(crate) diagnoses: Vec<DiagnosisSeen>,
+}
+
+/// A diagnosis an incident was given, and when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct DiagnosisSeen {
+    pub(crate) at: f64,
+    pub(crate) name: String,
+    pub(crate) root: Option<String>,
 }
 
 /// An action from the journal.
@@ -160,23 +170,15 @@ pub(crate) fn evaluate(scenario: &Scenario, recording: &Recording) -> Vec<FaultR
             (None, Some(incident)) => Some(format!("incident {}", incident.id)),
             (None, None) => None,
         };
-        let diagnosed = recording
-            .incidents
-            .iter()
-            .filter(|incident| {
-                in_window(incident.opened)
-                    && incident.services.contains(&fault.service)
-                    && !incident.diagnosis.is_empty()
-            })
-            .min_by(|a, b| a.opened.total_cmp(&b.opened));
-        let diagnosis = diagnosed.map(|incident| match &incident.root {
-            Some(root) if root != &fault.service => format!("{} (root {root})", incident.diagnosis),
-            _ => incident.diagnosis.clone(),
+        let diagnosed = diagnosis_for(recording, &fault.service, in_window);
+        let diagnosis = diagnosed.as_ref().map(|given| match &given.root {
+            Some(root) if root != &fault.service => format!("{} (root {root})", given.name),
+            _ => given.name.clone(),
         });
         // Right: the expected name, and the faulty service as the root when one is named.
         let right_diagnosis = fault.expect_diagnosis.as_ref().map(|expected| {
-            diagnosed.is_some_and(|incident| {
-                &incident.diagnosis == expected && incident.root.as_ref().is_none_or(|root| root == &fault.service)
+            diagnosed.as_ref().is_some_and(|given| {
+                &given.name == expected && given.root.as_ref().is_none_or(|root| root == &fault.service)
             })
         });
         let recover_s = match fault.expect {
@@ -205,7 +207,7 @@ pub(crate) fn evaluate(scenario: &Scenario, recording: &Recording) -> Vec<FaultR
             injected: injected.is_some_and(|i| i.error.is_none()),
             detect_s,
             detected_by,
-            diagnose_s: diagnosed.map(|incident| incident.diagnosed.unwrap_or(incident.opened) - start),
+            diagnose_s: diagnosed.as_ref().map(|given| given.at - start),
             diagnosis,
             expected_diagnosis: fault.expect_diagnosis.clone(),
             right_diagnosis,
@@ -679,6 +681,15 @@ async fn read_back(client: &Client, wall0: Timestamp, recording: &mut Recording)
                 root: incident.diagnosis.root.as_ref().map(ToString::to_string),
                 diagnosed: incident.diagnosis.diagnosed_at.map(|at| seconds_since(wall0, at)),
                 escalated,
+                diagnoses: incident
+                    .diagnoses
+                    .iter()
+                    .map(|change| DiagnosisSeen {
+                        at: seconds_since(wall0, change.at),
+                        name: change.name.clone(),
+                        root: change.root.as_ref().map(ToString::to_string),
+                    })
+                    .collect(),
             });
         }
     }
@@ -702,6 +713,30 @@ async fn read_back(client: &Client, wall0: Timestamp, recording: &mut Recording)
         }
     }
     recording.actions.sort_by(|a, b| a.at.total_cmp(&b.at));
+}
+
+/// The diagnosis mend gave a fault on `service`: the last one an incident of the service was given while
+/// the fault's window ran (an incident can outlive a fault and be diagnosed again for the next), else
+/// what the first incident opened in the window ended with (a daemon that records no history).
+fn diagnosis_for(recording: &Recording, service: &str, in_window: impl Fn(f64) -> bool) -> Option<DiagnosisSeen> {
+    let involved = || recording.incidents.iter().filter(|incident| incident.services.iter().any(|s| s == service));
+    let given = involved()
+        .flat_map(|incident| &incident.diagnoses)
+        .filter(|change| in_window(change.at))
+        .max_by(|a, b| a.at.total_cmp(&b.at));
+    if let Some(given) = given {
+        return Some(given.clone());
+    }
+    involved()
+        .filter(|incident| {
+            in_window(incident.opened) && !incident.diagnosis.is_empty() && incident.diagnoses.is_empty()
+        })
+        .min_by(|a, b| a.opened.total_cmp(&b.opened))
+        .map(|incident| DiagnosisSeen {
+            at: incident.diagnosed.unwrap_or(incident.opened),
+            name: incident.diagnosis.clone(),
+            root: incident.root.clone(),
+        })
 }
 
 /// Injects one fault; never fails the run (a fault that could not be injected is reported).

@@ -71,6 +71,7 @@ fn gathered() -> Gathered {
             diagnosed_at: Some(at(4)),
             ..Default::default()
         },
+        diagnoses: Vec::new(),
         actions: vec![ActionId(1)],
         flaps: 0,
         timeline: vec![

@@ -40,6 +40,7 @@ fn recording() -> Recording {
             root: Some("web".into()),
             diagnosed: Some(5.3),
             escalated: None,
+            diagnoses: Vec::new(),
         }],
         actions: vec![ActionSeen { at: 5.2, service: "web".into(), what: "restart web/0 by mend (done)".into() }],
         injected: vec![Injected { at: 5.0, service: "web".into(), description: "killed web/0".into(), error: None }],
@@ -69,6 +70,37 @@ fn a_crash_is_measured_from_its_injection() {
     assert_eq!((result.failed, result.total), (2, 150));
     assert_eq!(result.actions, ["0.2s restart web/0 by mend (done)"]);
     assert_eq!(result.violations, Vec::<String>::new());
+}
+
+#[test]
+fn each_fault_is_credited_with_the_diagnosis_made_while_it_ran() {
+    let faults = format!(
+        "{KILL}[[fault]]\nat = \"10s\"\nservice = \"web\"\nkind = \"leak\"\nfor = \"5s\"\nexpect_diagnosis = \"memory_exhaustion\"\n"
+    );
+    // One incident outlives the crash and is diagnosed again when the leak starts.
+    let mut both = recording();
+    both.incidents[0].diagnosis = "memory_exhaustion".into();
+    both.incidents[0].diagnosed = Some(12.5);
+    let seen = |at: f64, name: &str| DiagnosisSeen { at, name: name.into(), root: Some("web".into()) };
+    both.incidents[0].diagnoses = vec![seen(5.2, "unknown"), seen(5.3, "crashed"), seen(12.5, "memory_exhaustion")];
+    both.injected.push(Injected { at: 10.0, service: "web".into(), description: "leak".into(), error: None });
+    let results = evaluate(&scenario(&faults, "right_diagnosis = true"), &both);
+    let named: Vec<(Option<&str>, Option<bool>, Option<String>)> = results
+        .iter()
+        .map(|result| (result.diagnosis.as_deref(), result.right_diagnosis, approx(result.diagnose_s)))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (Some("crashed"), Some(true), Some("0.30".to_owned())),
+            (Some("memory_exhaustion"), Some(true), Some("2.50".to_owned()))
+        ]
+    );
+    // Without a history (an older daemon), the incident's last diagnosis goes to the fault it opened in.
+    both.incidents[0].diagnoses.clear();
+    let results = evaluate(&scenario(&faults, "right_diagnosis = true"), &both);
+    assert_eq!(results[0].diagnosis.as_deref(), Some("memory_exhaustion"));
+    assert_eq!(results[1].diagnosis, None);
 }
 
 #[test]
