@@ -160,8 +160,11 @@ pub struct Warning {
     pub service: ServiceName,
     /// The precursor seen.
     pub cue: Cue,
-    /// When it was seen.
+    /// When it warned.
     pub at: Timestamp,
+    /// When the sighting it stands on was seen: `at`, or earlier when the warning passed to a sighting
+    /// still waiting as an earlier one's ended missed.
+    pub since: Timestamp,
     /// Its lead times before past failures.
     pub leads: LeadTimes,
     /// The service's incidents it preceded.
@@ -302,7 +305,7 @@ impl Precursors {
         for (service, memory) in &mut self.services {
             while memory.waiting.front().is_some_and(|sighting| millis_between(sighting.at, now) > window) {
                 let Some(sighting) = memory.waiting.pop_front() else { break };
-                decisions.extend(missed(service, memory, sighting, now));
+                decisions.extend(missed(&self.settings, service, memory, sighting, now));
             }
         }
         decisions
@@ -394,23 +397,12 @@ impl Precursors {
         // The warning quotes this sighting's own words (what is happening now), not the last one's.
         record.evidence = evidence.to_owned();
         // One warning per cue at a time: a sighting while an earlier one's warning stands waits unwarned
-        // (the standing warning's signal has the same identity; a second would fire it twice).
+        // (the standing warning's signal has the same identity; a second would fire it twice); the
+        // warning passes to it if the earlier one ends missed while it waits.
         let standing = memory.waiting.iter().any(|sighting| sighting.warned && sighting.cue == cue);
         // Decided on what was learnt before this sighting.
-        let warning = (warns(&settings, record) && !standing).then(|| {
-            let leads = record.leads().unwrap_or(LeadTimes { min: ms(0), median: ms(0), max: ms(0) });
-            let precision = record.precision().unwrap_or(1.0);
-            Warning {
-                evidence: evidence_of(service, &cue, record, n_service_incidents, settings.window, &leads),
-                service: service.clone(),
-                cue: cue.clone(),
-                at,
-                leads,
-                n_incidents: record.n_incidents,
-                n_service_incidents,
-                precision,
-            }
-        });
+        let warning = (warns(&settings, record) && !standing)
+            .then(|| warning(&settings, service, &cue, record, n_service_incidents, at, at));
         record.n_seen += 1;
         record.last_seen = record.last_seen.max(at);
         memory.waiting.push_back(Sighting { cue, at, warned: warning.is_some() });
@@ -418,7 +410,7 @@ impl Precursors {
         decisions.extend(warning.map(PrecursorDecision::Warn));
         while memory.waiting.len() > MAX_WAITING {
             let Some(oldest) = memory.waiting.pop_front() else { break };
-            decisions.extend(missed(service, memory, oldest, at));
+            decisions.extend(missed(&settings, service, memory, oldest, at));
         }
         decisions
     }
@@ -515,23 +507,63 @@ impl Precursors {
     }
 }
 
-/// `sighting` was not followed by a failure: counted missed; its warning, if it gave one, ends.
+/// The warning a sighting of `cue` at `at` gives, from what was learnt before it.
+fn warning(
+    settings: &PrecursorSettings,
+    service: &ServiceName,
+    cue: &Cue,
+    record: &CueRecord,
+    n_service_incidents: u32,
+    since: Timestamp,
+    at: Timestamp,
+) -> Warning {
+    let leads = record.leads().unwrap_or(LeadTimes { min: ms(0), median: ms(0), max: ms(0) });
+    Warning {
+        evidence: evidence_of(service, cue, record, n_service_incidents, settings.window, &leads),
+        service: service.clone(),
+        cue: cue.clone(),
+        at,
+        since,
+        leads,
+        n_incidents: record.n_incidents,
+        n_service_incidents,
+        precision: record.precision().unwrap_or(1.0),
+    }
+}
+
+/// `sighting` was not followed by a failure: counted missed; its warning, if it gave one, ends, and passes
+/// to the latest sighting of the same cue still waiting, if the cue still warns with this miss counted
+/// (the cue is still there: a warning must not lapse while it is).
 fn missed(
+    settings: &PrecursorSettings,
     service: &ServiceName,
     memory: &mut ServiceMemory,
     sighting: Sighting,
     now: Timestamp,
-) -> Option<PrecursorDecision> {
+) -> Vec<PrecursorDecision> {
     if let Some(record) = memory.cues.get_mut(&sighting.cue) {
         record.n_missed += 1;
     }
-    sighting.warned.then(|| PrecursorDecision::End {
+    if !sighting.warned {
+        return Vec::new();
+    }
+    let mut decisions = vec![PrecursorDecision::End {
         service: service.clone(),
-        cue: sighting.cue,
+        cue: sighting.cue.clone(),
         since: sighting.at,
         at: now,
         ending: Ending::Missed,
-    })
+    }];
+    let heir = memory.waiting.iter_mut().rev().find(|waiting| waiting.cue == sighting.cue);
+    if let Some(heir) = heir
+        && let Some(record) = memory.cues.get(&sighting.cue)
+        && warns(settings, record)
+    {
+        heir.warned = true;
+        let warning = warning(settings, service, &sighting.cue, record, memory.n_incidents, heir.at, now);
+        decisions.push(PrecursorDecision::Warn(warning));
+    }
+    decisions
 }
 
 /// The end of `sighting`'s warning, if it warned, when what it stood on is forgotten.

@@ -136,6 +136,39 @@ fn precision_falls_when_the_precursor_appears_without_a_failure_and_then_it_stop
 }
 
 #[test]
+fn a_warning_that_ends_missed_passes_to_a_later_sighting_still_waiting() {
+    let mut model = Precursors::new(settings());
+    feed(&mut model, &[pool(0), crash(30), pool(1000), crash(1030)]);
+    assert_eq!(warnings(&feed(&mut model, &[pool(3000)])).len(), 1);
+    // Seen again while the warning stands: no second warning.
+    assert!(warnings(&feed(&mut model, &[pool(3030)])).is_empty());
+    // The first sighting's window passes: its warning ends missed, and the cue, still there (seen 31 s
+    // ago) and still trusted (2 of 3), warns again from the later sighting.
+    let decided = model.tick(Timestamp::from_millis(3_061_000));
+    assert!(matches!(decided.first(), Some(PrecursorDecision::End { ending: Ending::Missed, .. })), "{decided:?}");
+    let warned = warnings(&decided);
+    assert_eq!(warned.len(), 1, "{decided:?}");
+    let (since, at) = (Timestamp::from_millis(3_030_000), Timestamp::from_millis(3_061_000));
+    assert_eq!((warned[0].since, warned[0].at, warned[0].n_incidents), (since, at, 2));
+    assert!((warned[0].precision - 2.0 / 3.0).abs() < 1e-9, "with the miss counted: {}", warned[0].precision);
+    // Its own window passes: it ends missed, with nothing left to pass it to.
+    let decided = model.tick(Timestamp::from_millis(3_091_000));
+    assert!(matches!(decided.as_slice(), [PrecursorDecision::End { ending: Ending::Missed, .. }]), "{decided:?}");
+    // A cue no longer trusted after the miss does not pass its warning on.
+    let mut model = Precursors::new(settings());
+    feed(&mut model, &[pool(0), crash(30), pool(1000), crash(1030), pool(2000), pool(2010)]);
+    model.tick(Timestamp::from_millis(2_100_000));
+    assert_eq!(record(&model, &pool_cue()).precision(), Some(0.5));
+    assert_eq!(warnings(&feed(&mut model, &[pool(3000)])).len(), 1, "2 of 4 is at the bar: it warns");
+    feed(&mut model, &[pool(3030)]);
+    let decided = model.tick(Timestamp::from_millis(3_061_000));
+    assert!(
+        matches!(decided.as_slice(), [PrecursorDecision::End { ending: Ending::Missed, .. }]),
+        "2 of 5: {decided:?}"
+    );
+}
+
+#[test]
 fn a_crash_and_the_crash_loop_it_completes_are_one_incident_and_warnings_are_not_cues() {
     let mut model = Precursors::new(settings());
     let rule = |secs| signal(secs, SignalKind::Rule, "PoolSaturated");
