@@ -130,15 +130,19 @@ impl Bucket {
         self.tokens >= 1.0
     }
 
-    fn take(&mut self, now: Timestamp) {
+    /// Takes a token; returns how much was taken (less than one when the debt is already at its floor, an
+    /// operator acting past the budget), which is what a refund gives back.
+    fn take(&mut self, now: Timestamp) -> f64 {
         self.refill(now);
+        let before = self.tokens;
         self.tokens = (self.tokens - 1.0).max(-self.capacity);
+        before - self.tokens
     }
 
-    /// Gives back a token taken for an action that did not run.
-    fn give_back(&mut self, now: Timestamp) {
+    /// Gives back what was taken for an action that did not run.
+    fn give_back(&mut self, taken: f64, now: Timestamp) {
         self.refill(now);
-        self.tokens = (self.tokens + 1.0).min(self.capacity);
+        self.tokens = (self.tokens + taken.max(0.0)).min(self.capacity);
     }
 }
 
@@ -153,9 +157,17 @@ pub struct Guard {
     last: BTreeMap<(&'static str, ServiceName, Option<u32>), (Timestamp, ActionId)>,
     /// Disruptive actions running: their service and replica (None: the whole service, one at a time).
     in_flight: BTreeMap<ActionId, (ServiceName, Option<u32>)>,
-    /// For each granted action not finished yet, the cooldown start it replaced: what [`Guard::refund`]
-    /// puts back when the action never ran.
-    replaced_last: BTreeMap<ActionId, Option<(Timestamp, ActionId)>>,
+    /// For each granted action not finished yet, what [`Guard::refund`] puts back when it never ran.
+    granted: BTreeMap<ActionId, Grant>,
+}
+
+/// What a grant changed, to be undone if its action never runs.
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    /// The cooldown start it replaced.
+    replaced: Option<(Timestamp, ActionId)>,
+    /// Tokens it took from the global and the service's bucket.
+    taken: (f64, f64),
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -172,7 +184,7 @@ impl Guard {
             per_service: BTreeMap::new(),
             last: BTreeMap::new(),
             in_flight: BTreeMap::new(),
-            replaced_last: BTreeMap::new(),
+            granted: BTreeMap::new(),
         }
     }
 
@@ -362,10 +374,9 @@ impl Guard {
         if let Some(service) = record.service.clone()
             && record.action.spends_budget()
         {
-            self.global(now).take(now);
-            self.bucket(&service, now).take(now);
+            let taken = (self.global(now).take(now), self.bucket(&service, now).take(now));
             let replaced = self.last.insert((record.action.label(), service.clone(), record.replica), (now, record.id));
-            self.replaced_last.insert(record.id, replaced);
+            self.granted.insert(record.id, Grant { replaced, taken });
             if record.action.disrupts() {
                 self.in_flight.insert(record.id, (service, record.replica));
             }
@@ -376,7 +387,7 @@ impl Guard {
     /// Action `id` ended: it no longer counts as in flight.
     pub fn finished(&mut self, id: ActionId) {
         self.in_flight.remove(&id);
-        self.replaced_last.remove(&id);
+        self.granted.remove(&id);
     }
 
     /// Granted action `record` was refused after the grant (by the fleet, before it ran): nothing was done,
@@ -385,10 +396,10 @@ impl Guard {
     /// nothing ran.
     pub fn refund(&mut self, record: &ActionRecord, now: Timestamp) {
         self.in_flight.remove(&record.id);
-        let Some(replaced) = self.replaced_last.remove(&record.id) else { return };
+        let Some(Grant { replaced, taken }) = self.granted.remove(&record.id) else { return };
         let Some(service) = record.service.clone() else { return };
-        self.global(now).give_back(now);
-        self.bucket(&service, now).give_back(now);
+        self.global(now).give_back(taken.0, now);
+        self.bucket(&service, now).give_back(taken.1, now);
         let key = (record.action.label(), service, record.replica);
         if self.last.get(&key).is_some_and(|(_, id)| *id == record.id) {
             match replaced {
@@ -398,9 +409,9 @@ impl Guard {
         } else {
             // A later grant (an operator's, say) started the cooldown since: it stands, and should that
             // one be refunded too, what it puts back is what stood before this one.
-            for later in self.replaced_last.values_mut() {
-                if later.is_some_and(|(_, id)| id == record.id) {
-                    *later = replaced;
+            for later in self.granted.values_mut() {
+                if later.replaced.is_some_and(|(_, id)| id == record.id) {
+                    later.replaced = replaced;
                 }
             }
         }
@@ -561,5 +572,36 @@ mod tests {
         assert!(matches!(guard.check(&restart(6, 0, after), &world, &diagnosis, after), Err(Refusal::Cooldown { .. })));
         guard.refund(second.record(), after);
         assert_eq!(guard.check(&restart(6, 0, after), &world, &diagnosis, after), Ok(()));
+    }
+
+    #[test]
+    fn a_refund_gives_back_only_what_its_grant_took() {
+        let world = web_world(4, |_| true);
+        let healing = Healing {
+            max_actions_per_hour: 100,
+            service_max_actions_per_hour: 2,
+            cooldown: Duration::ZERO,
+            ..Healing::default()
+        };
+        let mut guard = Guard::new(healing, BTreeMap::new());
+        let now = Timestamp::from_millis(1_000_000);
+        let diagnosis = Diagnosis::default();
+        // An operator acts past the budget: 2 tokens, 5 restarts; the debt stops at −2, so the last ones
+        // took nothing.
+        let operator = |id: u64| ActionRecord { actor: Actor::Operator, ..restart(id, (id % 4) as u32, now) };
+        let mut permits: Vec<Permit> = (1..=5).map(|id| guard.grant_unchecked(operator(id), now)).collect();
+        let last = permits.pop().expect("five");
+        for permit in &permits[1..] {
+            guard.finished(permit.record().id);
+        }
+        // Refunding one that took nothing leaves the debt where it is: an hour's refill (2) brings the
+        // bucket back to 0, not to 1, so the next automatic restart still waits.
+        guard.refund(last.record(), now);
+        let hour = Timestamp::from_millis(now.as_millis() + 3_600_000);
+        let next = guard.check(&restart(9, 0, hour), &world, &diagnosis, hour);
+        assert_eq!(next, Err(Refusal::Budget { scope: "web".into(), per_hour: 2 }));
+        // Refunding one that took a token gives that token back.
+        guard.refund(permits[0].record(), hour);
+        assert_eq!(guard.check(&restart(9, 0, hour), &world, &diagnosis, hour), Ok(()));
     }
 }
