@@ -119,10 +119,10 @@ impl Bucket {
         self.at = now;
     }
 
-    /// A new capacity; the tokens left stay (within it).
+    /// A new capacity; the tokens left (or the debt) stay, within it.
     fn resize(&mut self, per_hour: u32) {
         self.capacity = f64::from(per_hour);
-        self.tokens = self.tokens.min(self.capacity);
+        self.tokens = self.tokens.clamp(-self.capacity, self.capacity);
     }
 
     fn has(&mut self, now: Timestamp) -> bool {

@@ -229,9 +229,9 @@ impl Healer {
 
     /// Adds an observed caller → callee edge (from the proxies): signals on either service join one
     /// incident from now on, and the open incidents are diagnosed again with it.
-    pub fn observe_edge(&mut self, caller: ServiceName, callee: ServiceName) {
+    pub fn observe_edge(&mut self, caller: ServiceName, callee: ServiceName, now: Timestamp) {
         if self.graph.add(caller, callee) {
-            self.book.rediagnose_open(&self.graph);
+            self.book.rediagnose_open(&self.graph, now);
         }
     }
 

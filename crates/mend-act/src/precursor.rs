@@ -160,11 +160,8 @@ pub struct Warning {
     pub service: ServiceName,
     /// The precursor seen.
     pub cue: Cue,
-    /// When it warned.
+    /// When it was seen.
     pub at: Timestamp,
-    /// When the sighting it stands on was seen: `at`, or earlier when the warning passed to a sighting
-    /// still waiting as an earlier one's ended missed.
-    pub since: Timestamp,
     /// Its lead times before past failures.
     pub leads: LeadTimes,
     /// The service's incidents it preceded.
@@ -398,11 +395,23 @@ impl Precursors {
         record.evidence = evidence.to_owned();
         // One warning per cue at a time: a sighting while an earlier one's warning stands waits unwarned
         // (the standing warning's signal has the same identity; a second would fire it twice); the
-        // warning passes to it if the earlier one ends missed while it waits.
+        // warning passes to it if the earlier one ends missed while it waits (see `missed`).
         let standing = memory.waiting.iter().any(|sighting| sighting.warned && sighting.cue == cue);
         // Decided on what was learnt before this sighting.
-        let warning = (warns(&settings, record) && !standing)
-            .then(|| warning(&settings, service, &cue, record, n_service_incidents, at, at));
+        let warning = (warns(&settings, record) && !standing).then(|| {
+            let leads = record.leads().unwrap_or(LeadTimes { min: ms(0), median: ms(0), max: ms(0) });
+            let precision = record.precision().unwrap_or(1.0);
+            Warning {
+                evidence: evidence_of(service, &cue, record, n_service_incidents, settings.window, &leads),
+                service: service.clone(),
+                cue: cue.clone(),
+                at,
+                leads,
+                n_incidents: record.n_incidents,
+                n_service_incidents,
+                precision,
+            }
+        });
         record.n_seen += 1;
         record.last_seen = record.last_seen.max(at);
         memory.waiting.push_back(Sighting { cue, at, warned: warning.is_some() });
@@ -507,63 +516,41 @@ impl Precursors {
     }
 }
 
-/// The warning a sighting of `cue` at `at` gives, from what was learnt before it.
-fn warning(
-    settings: &PrecursorSettings,
-    service: &ServiceName,
-    cue: &Cue,
-    record: &CueRecord,
-    n_service_incidents: u32,
-    since: Timestamp,
-    at: Timestamp,
-) -> Warning {
-    let leads = record.leads().unwrap_or(LeadTimes { min: ms(0), median: ms(0), max: ms(0) });
-    Warning {
-        evidence: evidence_of(service, cue, record, n_service_incidents, settings.window, &leads),
-        service: service.clone(),
-        cue: cue.clone(),
-        at,
-        since,
-        leads,
-        n_incidents: record.n_incidents,
-        n_service_incidents,
-        precision: record.precision().unwrap_or(1.0),
-    }
-}
-
-/// `sighting` was not followed by a failure: counted missed; its warning, if it gave one, ends, and passes
-/// to the latest sighting of the same cue still waiting, if the cue still warns with this miss counted
-/// (the cue is still there: a warning must not lapse while it is).
+/// `sighting` was not followed by a failure: counted missed; its warning, if it gave one, ends, unless the
+/// cue was seen again within the window and is still trusted with this miss counted: then the warning
+/// stands, carried by the latest such sighting (ending and firing it again would read as a flap).
 fn missed(
     settings: &PrecursorSettings,
     service: &ServiceName,
     memory: &mut ServiceMemory,
     sighting: Sighting,
     now: Timestamp,
-) -> Vec<PrecursorDecision> {
+) -> Option<PrecursorDecision> {
     if let Some(record) = memory.cues.get_mut(&sighting.cue) {
         record.n_missed += 1;
     }
     if !sighting.warned {
-        return Vec::new();
+        return None;
     }
-    let mut decisions = vec![PrecursorDecision::End {
+    let window = window_ms(settings.window);
+    let heir = memory
+        .waiting
+        .iter_mut()
+        .rev()
+        .find(|waiting| waiting.cue == sighting.cue && millis_between(waiting.at, now) <= window);
+    if let Some(heir) = heir
+        && memory.cues.get(&sighting.cue).is_some_and(|record| warns(settings, record))
+    {
+        heir.warned = true;
+        return None;
+    }
+    Some(PrecursorDecision::End {
         service: service.clone(),
-        cue: sighting.cue.clone(),
+        cue: sighting.cue,
         since: sighting.at,
         at: now,
         ending: Ending::Missed,
-    }];
-    let heir = memory.waiting.iter_mut().rev().find(|waiting| waiting.cue == sighting.cue);
-    if let Some(heir) = heir
-        && let Some(record) = memory.cues.get(&sighting.cue)
-        && warns(settings, record)
-    {
-        heir.warned = true;
-        let warning = warning(settings, service, &sighting.cue, record, memory.n_incidents, heir.at, now);
-        decisions.push(PrecursorDecision::Warn(warning));
-    }
-    decisions
+    })
 }
 
 /// The end of `sighting`'s warning, if it warned, when what it stood on is forgotten.

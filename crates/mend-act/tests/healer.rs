@@ -141,7 +141,7 @@ fn check(config: &str, script: &[(i64, Input, &[&str])]) {
             }
             Input::Tick => healer.tick(&world, now),
             Input::Edge(caller, callee) => {
-                healer.observe_edge(name(caller), name(callee));
+                healer.observe_edge(name(caller), name(callee), now);
                 Vec::new()
             }
             Input::Reload(config) => {

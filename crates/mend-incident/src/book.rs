@@ -218,7 +218,7 @@ impl IncidentBook {
         }
         let state = incident.state;
         self.push(id, state, note, now);
-        self.rediagnose(id, graph);
+        self.rediagnose(id, graph, now);
     }
 
     fn update_signal(&mut self, id: IncidentId, fingerprint: &str, signal: &Signal, now: Timestamp, firing: bool) {
@@ -239,7 +239,7 @@ impl IncidentBook {
         self.push(id, state, note, now);
     }
 
-    fn rediagnose(&mut self, id: IncidentId, graph: &DependencyGraph) {
+    fn rediagnose(&mut self, id: IncidentId, graph: &DependencyGraph, now: Timestamp) {
         let Some(incident) = self.incidents.get_mut(&id) else { return };
         // A diagnosis made from observations stays until the next observations arrive (the healer asks
         // for them when a signal joins): the signals alone would know less.
@@ -247,7 +247,7 @@ impl IncidentBook {
             return;
         }
         incident.diagnosis = self.diagnoser.diagnose(&incident.signals, graph, None);
-        record_diagnosis(incident);
+        record_diagnosis(incident, now);
     }
 
     /// What the diagnoser wants gathered for incident `id`, if it reads observations.
@@ -269,16 +269,16 @@ impl IncidentBook {
             diagnosis.diagnosed_at = incident.diagnosis.diagnosed_at.or(diagnosis.diagnosed_at);
         }
         incident.diagnosis = diagnosis;
-        record_diagnosis(incident);
+        record_diagnosis(incident, observations.now);
         changed
     }
 
     /// Diagnoses the open incidents again (the dependency graph learnt an edge): a service that turns out
     /// to call the root becomes a victim.
-    pub fn rediagnose_open(&mut self, graph: &DependencyGraph) {
+    pub fn rediagnose_open(&mut self, graph: &DependencyGraph, now: Timestamp) {
         let open: Vec<IncidentId> = self.active().map(|incident| incident.id).collect();
         for id in open {
-            self.rediagnose(id, graph);
+            self.rediagnose(id, graph, now);
         }
     }
 
@@ -330,15 +330,15 @@ impl IncidentBook {
 }
 
 /// Appends the incident's diagnosis to its history when its name or root differs from the last one
-/// recorded; made at `diagnosed_at`, or (from the signals alone) when the incident last changed.
-fn record_diagnosis(incident: &mut Incident) {
+/// recorded; made at `diagnosed_at`, or (from the signals alone) `now`.
+fn record_diagnosis(incident: &mut Incident, now: Timestamp) {
     let diagnosis = &incident.diagnosis;
     if diagnosis.name.is_empty()
         || incident.diagnoses.last().is_some_and(|last| last.name == diagnosis.name && last.root == diagnosis.root)
     {
         return;
     }
-    let at = diagnosis.diagnosed_at.unwrap_or(incident.updated_at);
+    let at = diagnosis.diagnosed_at.unwrap_or(now);
     incident.diagnoses.push(DiagnosisChange { at, name: diagnosis.name.clone(), root: diagnosis.root.clone() });
     if incident.diagnoses.len() > MAX_DIAGNOSES {
         incident.diagnoses.remove(1);

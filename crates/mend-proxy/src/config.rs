@@ -40,7 +40,8 @@ pub struct ProxyConfig {
     /// timeout). The proxy answers 504 when it passes.
     pub request_timeout: Duration,
     /// Once a backend's response has started, the longest it may send nothing before the response is cut
-    /// off (the client sees the body end early, the backend counts a failure). Default 60 s, nginx's
+    /// off (the client sees the body end early; the answer's status stays in the counts, so a stall alone
+    /// does not eject the backend, a hung one is ejected by its next requests' timeouts). Default 60 s, nginx's
     /// `proxy_read_timeout`: a replica stopped or wedged mid-stream does not hold its client forever, while
     /// a stream that sends something (a heartbeat) at least once a minute is never cut.
     pub upstream_read_timeout: Duration,

@@ -170,7 +170,13 @@ pub(crate) fn evaluate(scenario: &Scenario, recording: &Recording) -> Vec<FaultR
             (None, Some(incident)) => Some(format!("incident {}", incident.id)),
             (None, None) => None,
         };
-        let diagnosed = diagnosis_for(recording, &fault.service, in_window);
+        // A diagnosis can take longer than the gap to a fault elsewhere: it is the fault's until the next
+        // fault on the same service.
+        let diagnosis_end = scenario.faults[idx + 1..]
+            .iter()
+            .find(|next| next.service == fault.service)
+            .map_or(recording.duration, |next| next.at.as_secs_f64());
+        let diagnosed = diagnosis_for(recording, &fault.service, |at: f64| at >= start && at < diagnosis_end);
         let diagnosis = diagnosed.as_ref().map(|given| match &given.root {
             Some(root) if root != &fault.service => format!("{} (root {root})", given.name),
             _ => given.name.clone(),

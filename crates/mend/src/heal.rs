@@ -743,7 +743,8 @@ impl Stage {
             .filter_map(|labels| Some((labels.get("caller")?.to_owned(), labels.get("callee")?.to_owned())))
             .collect();
         drop(series);
-        let from_spans = self.span_edges(self.clock.wall()).into_iter().map(|edge| (edge.caller, edge.callee));
+        let now = self.clock.wall();
+        let from_spans = self.span_edges(now).into_iter().map(|edge| (edge.caller, edge.callee));
         for (caller, callee) in edges.into_iter().chain(from_spans) {
             let (Some(caller), Some(callee)) = (
                 names.iter().find(|n| n.as_str() == caller).cloned(),
@@ -751,7 +752,7 @@ impl Stage {
             ) else {
                 continue;
             };
-            self.healer.observe_edge(caller, callee);
+            self.healer.observe_edge(caller, callee, now);
         }
     }
 }

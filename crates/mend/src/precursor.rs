@@ -189,7 +189,7 @@ fn signal_of(decision: PrecursorDecision) -> Signal {
         PrecursorDecision::Warn(warning) => (
             warning.service,
             warning.cue,
-            warning.since,
+            warning.at,
             warning.at,
             SignalState::Firing,
             warning.evidence,

@@ -96,6 +96,13 @@ fn each_fault_is_credited_with_the_diagnosis_made_while_it_ran() {
             (Some("memory_exhaustion"), Some(true), Some("2.50".to_owned()))
         ]
     );
+    // A fault elsewhere in between does not cut the diagnosis off: it is web's until web's next fault.
+    let elsewhere = format!("{KILL}[[fault]]\nat = \"7s\"\nservice = \"api\"\nkind = \"kill\"\n");
+    let mut late = recording();
+    late.incidents[0].diagnoses = vec![seen(8.0, "crashed")];
+    late.injected.push(Injected { at: 7.0, service: "api".into(), description: "kill".into(), error: None });
+    let results = evaluate(&scenario(&elsewhere, "right_diagnosis = true"), &late);
+    assert_eq!((results[0].right_diagnosis, approx(results[0].diagnose_s)), (Some(true), Some("3.00".to_owned())));
     // Without a history (an older daemon), the incident's last diagnosis goes to the fault it opened in.
     both.incidents[0].diagnoses.clear();
     let results = evaluate(&scenario(&faults, "right_diagnosis = true"), &both);
