@@ -559,6 +559,8 @@ async fn drive(scenario: &Scenario, client: &Client, clock: &SystemClock) -> any
         None => None,
     };
     let mut recording = Recording { duration: total.as_secs_f64(), ..Recording::default() };
+    // `run` faults still running: stopped at their `for`, or when the game day ends.
+    let mut running = tokio::task::JoinSet::new();
     let mut next_fault = 0;
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     let mut last_progress = 0.0;
@@ -570,7 +572,7 @@ async fn drive(scenario: &Scenario, client: &Client, clock: &SystemClock) -> any
         }
         let at = now.as_secs_f64();
         while let Some(fault) = scenario.faults.get(next_fault).filter(|fault| fault.at <= now) {
-            let injected = inject(client, fault, t0.elapsed().as_secs_f64()).await;
+            let injected = inject(client, fault, t0, &mut running).await;
             match &injected.error {
                 None => progress(injected.at, &format!("fault: {}", injected.description)),
                 Some(error) => progress(injected.at, &format!("fault {} not injected: {error}", describe(fault))),
@@ -602,6 +604,7 @@ async fn drive(scenario: &Scenario, client: &Client, clock: &SystemClock) -> any
             progress(at, &format!("ready: {}{traffic}", ready.join(", ")));
         }
     }
+    running.shutdown().await;
     if let Some((run, timeout)) = load {
         let recorded = run.finish(timeout).await;
         if recorded.skipped > 0 {
@@ -745,8 +748,19 @@ fn diagnosis_for(recording: &Recording, service: &str, in_window: impl Fn(f64) -
         })
 }
 
-/// Injects one fault; never fails the run (a fault that could not be injected is reported).
-async fn inject(client: &Client, fault: &ScheduledFault, at: f64) -> Injected {
+/// How long a `run` fault's command has to fail for the fault to count as not injected; one still running
+/// then goes on in the background while the game day measures.
+const RUN_FAILS_WITHIN: Duration = Duration::from_secs(1);
+
+/// Injects one fault; never fails the run (a fault that could not be injected is reported). A `run`
+/// fault's command that outlives [`RUN_FAILS_WITHIN`] joins `running` and is stopped at its `for`.
+async fn inject(
+    client: &Client,
+    fault: &ScheduledFault,
+    t0: Instant,
+    running: &mut tokio::task::JoinSet<()>,
+) -> Injected {
+    let at = t0.elapsed().as_secs_f64();
     let mut injected = Injected { at, service: fault.service.clone(), description: describe(fault), error: None };
     let result: Result<String, String> = match &fault.action {
         FaultAction::Chaos(kind) => {
@@ -790,15 +804,7 @@ async fn inject(client: &Client, fault: &ScheduledFault, at: f64) -> Injected {
             }
         }
         FaultAction::Run(argv) => {
-            let run = command(&argv[0]).args(&argv[1..]).kill_on_drop(true).output();
-            match tokio::time::timeout(Duration::from_secs(10), run).await {
-                Ok(Ok(output)) if output.status.success() => Ok(injected.description.clone()),
-                Ok(Ok(output)) => {
-                    Err(format!("{} ({})", output.status, String::from_utf8_lossy(&output.stderr).trim()))
-                }
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("timed out after 10s".to_owned()),
-            }
+            run_fault(argv, fault.duration, t0, running).await.map(|()| injected.description.clone())
         }
     };
     match result {
@@ -806,6 +812,74 @@ async fn inject(client: &Client, fault: &ScheduledFault, at: f64) -> Injected {
         Err(error) => injected.error = Some(error),
     }
     injected
+}
+
+/// Starts a `run` fault's command. It failed to inject if it cannot start or exits unsuccessfully within
+/// [`RUN_FAILS_WITHIN`]; still running then, it is injected (it may later fail because mend healed what it
+/// was holding, a client cut off by a restart) and goes on in `running` until `limit`, then is killed.
+async fn run_fault(
+    argv: &[String],
+    limit: Duration,
+    t0: Instant,
+    running: &mut tokio::task::JoinSet<()>,
+) -> Result<(), String> {
+    let mut child = command(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("cannot run {:?}: {error}", argv[0]))?;
+    match tokio::time::timeout(RUN_FAILS_WITHIN, child.wait()).await {
+        Ok(Ok(status)) if status.success() => return Ok(()),
+        Ok(Ok(status)) => {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                use tokio::io::AsyncReadExt as _;
+                let _ = tokio::time::timeout(Duration::from_secs(1), pipe.read_to_string(&mut stderr)).await;
+            }
+            return Err(format!("{status} ({})", stderr.trim()));
+        }
+        Ok(Err(error)) => return Err(error.to_string()),
+        Err(_) => {}
+    }
+    let program = argv.join(" ");
+    running.spawn(async move {
+        // Its error output is drained (a full pipe would stall it) and the last of it quoted if it fails.
+        let mut pipe = child.stderr.take();
+        let drain = async {
+            let mut text = Vec::new();
+            if let Some(pipe) = pipe.as_mut() {
+                use tokio::io::AsyncReadExt as _;
+                let mut chunk = [0_u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
+                    text.extend_from_slice(&chunk[..n]);
+                    let excess = text.len().saturating_sub(1024);
+                    text.drain(..excess);
+                }
+            }
+            text
+        };
+        let wait = async {
+            let remaining = limit.saturating_sub(RUN_FAILS_WITHIN);
+            match tokio::time::timeout(remaining, child.wait()).await {
+                Ok(Ok(status)) => (!status.success()).then(|| status.to_string()),
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    Some("stopped at its `for`".to_owned())
+                }
+            }
+        };
+        let (ended, stderr) = tokio::join!(wait, tokio::time::timeout(limit + Duration::from_secs(1), drain));
+        if let Some(ended) = ended {
+            let stderr = stderr.map(|text| String::from_utf8_lossy(&text).trim().to_owned()).unwrap_or_default();
+            let said = if stderr.is_empty() { String::new() } else { format!(" ({stderr})") };
+            progress(t0.elapsed().as_secs_f64(), &format!("fault command `{program}` ended: {ended}{said}"));
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]

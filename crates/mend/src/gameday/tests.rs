@@ -193,3 +193,31 @@ fn the_report_escapes_and_is_self_contained() {
     assert_eq!(json["passed"], true);
     assert!(report.table().contains("every SLO held"));
 }
+
+#[tokio::test]
+async fn a_run_fault_is_injected_once_it_runs_and_is_stopped_at_its_end() {
+    let argv = |args: &[&str]| args.iter().map(|arg| (*arg).to_owned()).collect::<Vec<String>>();
+    let t0 = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    // Done at once, or failing at once: judged on the spot.
+    assert_eq!(run_fault(&argv(&["true"]), Duration::from_secs(5), t0, &mut running).await, Ok(()));
+    let failed =
+        run_fault(&argv(&["sh", "-c", "echo nope >&2; exit 3"]), Duration::from_secs(5), t0, &mut running).await;
+    assert_eq!(failed, Err("exit status: 3 (nope)".to_owned()));
+    assert!(run_fault(&argv(&["/nonexistent/fault"]), Duration::from_secs(5), t0, &mut running).await.is_err());
+    assert!(running.is_empty());
+    // Still running after a second: injected, and it goes on in the background; failing later (as a
+    // client cut off when mend heals its target) does not undo the injection.
+    let started = Instant::now();
+    let later = run_fault(&argv(&["sh", "-c", "sleep 2; exit 1"]), Duration::from_secs(5), t0, &mut running).await;
+    assert_eq!(later, Ok(()));
+    assert!(started.elapsed() < Duration::from_secs(2), "the game day is not held while it runs");
+    // A command that outlives its `for` is killed then.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = dir.path().join("still-running");
+    let script = format!("sleep 3; touch {}", marker.display());
+    assert_eq!(run_fault(&argv(&["sh", "-c", &script]), Duration::from_millis(1500), t0, &mut running).await, Ok(()));
+    while running.join_next().await.is_some() {}
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!marker.exists(), "killed at its `for`, before it could finish");
+}
