@@ -1,6 +1,6 @@
 //! `mend gameday` end to end: the short version of the suite in `examples/gamedays/` that CI runs (crash,
 //! hang, crash loop, overload, memory leak, dependency failure: real mend, real mend-demo replicas behind
-//! the proxy, the built-in load), a
+//! the proxy, the built-in load; and Python's http.server and redis hanging), a
 //! game day against a running mend with `hey` (a load generator we did not write) as its load, and a
 //! scenario file with mistakes.
 #![allow(clippy::disallowed_methods)] // End-to-end tests wait in real time.
@@ -55,6 +55,23 @@ fn crash_is_recovered_without_failed_requests() {
 fn hang_is_replaced_without_failed_requests() {
     let report = check_passes("hang");
     assert_eq!(report["faults"][0]["diagnosis"], "hung");
+}
+
+/// Programs mend did not write: Python's http.server stopped under load, then redis blocked in a command
+/// (its process running, its port open, no answer), seen only by its exec probe.
+#[test]
+fn third_party_programs_that_hang_are_replaced_and_diagnosed_hung() {
+    let report = check_passes("third-party");
+    let faults = report["faults"].as_array().expect("faults");
+    let seen: Vec<(&str, &str, bool)> = faults
+        .iter()
+        .map(|fault| {
+            let injected = fault["injected"].as_bool().unwrap_or(false);
+            (fault["service"].as_str().unwrap_or(""), fault["diagnosis"].as_str().unwrap_or(""), injected)
+        })
+        .collect();
+    assert_eq!(seen, [("web", "hung", true), ("cache", "hung", true)], "{report:#}");
+    assert_eq!(faults[0]["failed"].as_u64(), Some(0));
 }
 
 #[test]
