@@ -332,6 +332,14 @@ fn validate(problems: &mut Problems<'_>, raw: &RawScenario, file: &str, base_dir
             right_diagnosis: raw.right_diagnosis.unwrap_or(false),
         }
     });
+    // Only the built-in load's requests are seen one by one: with an external command, or none, the count
+    // is always 0 and the bound could never fail.
+    if slo.failed_requests.is_some() && !matches!(load, Some(Load::Builtin { .. })) {
+        problems.add(
+            &root.key("slo").key("failed_requests"),
+            "counts the built-in load's requests: give [load] url (an external load command's are not seen)",
+        );
+    }
     if raw.reset.as_ref().is_some_and(|argv| argv.first().is_none_or(|program| program.trim().is_empty())) {
         problems.add(&root.key("reset"), "the command is empty: the first element names the program");
     }
@@ -493,6 +501,16 @@ failed_requests = 0
         assert_eq!(scenario.faults[0].action, FaultAction::Chaos(ChaosFault::Kill));
         assert_eq!(scenario.slo.recover, Some(Duration::from_secs(2)));
         assert_eq!(scenario.slo.detect, None);
+    }
+
+    #[test]
+    fn a_bound_on_failed_requests_needs_the_built_in_load() {
+        let external = "duration = \"10s\"\n[topology]\napi = \"127.0.0.1:7070\"\n[load]\ncommand = [\"hey\", \"http://127.0.0.1:8080/\"]\n[slo]\nfailed_requests = 0\n";
+        let expected = "day.toml:7:19: slo.failed_requests: counts the built-in load's requests: give [load] url (an external load command's are not seen)";
+        assert_eq!(check(external).map(|_| ()), Err(expected.to_owned()));
+        let none = "duration = \"10s\"\n[topology]\napi = \"127.0.0.1:7070\"\n[slo]\nfailed_requests = 0\n";
+        assert!(check(none).is_err(), "no load: nothing could fail");
+        assert!(check(GOOD).is_ok());
     }
 
     #[test]

@@ -255,6 +255,10 @@ impl Default for DecideParams {
 pub struct DecideInput<'a> {
     /// The service.
     pub service: &'a ServiceFacts,
+    /// When the incident began (the earliest `since` of its signals), when known: an exit longer than
+    /// [`EXIT_BEFORE_ONSET`] before it ended an earlier incident and is not this one's crash (it still
+    /// counts towards a crash loop).
+    pub onset: Option<Timestamp>,
     /// The incident's ranking (findings per series, explanations), when series are known.
     pub ranking: Option<&'a Ranking>,
     /// The ranking's knobs (what counts as anomalous).
@@ -428,9 +432,14 @@ fn exit_summary(service: &ServiceFacts, replica: u32) -> Option<Evidence> {
     Some(Evidence::Exits { replica, count: exits.len(), within: span, last: *last })
 }
 
+/// How long before an incident's onset an exit may be and still be its crash: the crash signal's `since` is
+/// the exit's time, give or take the ordering of events.
+pub const EXIT_BEFORE_ONSET: Duration = Duration::from_secs(2);
+
 fn crashed(input: &DecideInput<'_>) -> Option<Diagnosis> {
     let service = input.service;
-    let (fact, exit) = unplanned_exits(service).last()?;
+    let earliest = input.onset.map(|onset| onset.saturating_sub(EXIT_BEFORE_ONSET));
+    let (fact, exit) = unplanned_exits(service).filter(|(fact, _)| earliest.is_none_or(|e| fact.at >= e)).last()?;
     let confidence = match (exit.cause, exit.exit.signal) {
         (ExitCause::Program, Some(signal)) if is_fault_signal(signal) => 0.95,
         (ExitCause::Program, _) => 0.9,

@@ -61,7 +61,13 @@ pub fn diagnose(input: &IncidentInput<'_>) -> IncidentDiagnosis {
         .services
         .iter()
         .map(|service| {
-            decide(&DecideInput { service, ranking: Some(&ranking), rank_params: input.rank, params: input.decide })
+            decide(&DecideInput {
+                service,
+                onset: Some(input.onset),
+                ranking: Some(&ranking),
+                rank_params: input.rank,
+                params: input.decide,
+            })
         })
         .collect();
     // Own faults first, by the time of their first fact; then the ranking's order.

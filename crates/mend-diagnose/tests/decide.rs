@@ -142,6 +142,8 @@ fn check(case: Case) {
     let ranking = rank(&RankInput { onset: at(3600), now: at(3890), series: &case.series, graph: &case.graph, params });
     let found = decide(&DecideInput {
         service: &case.facts,
+        // The cases' facts are the incident's own; the onset's filter has its own test.
+        onset: None,
         ranking: Some(&ranking),
         rank_params: params,
         params: DecideParams::default(),
@@ -197,6 +199,28 @@ fn crashes_and_crash_loops() {
     for case in cases {
         check(case);
     }
+    // An exit seconds before the incident began ended an earlier one (a replica killed and back): this
+    // incident, a replica stopped 7 s later, is a hang, not that crash; an exit at the onset is its crash.
+    let mut facts = ServiceFacts::new(Component::new("edge"), 2);
+    facts.lifecycle = vec![
+        LifecycleFact { replica: 1, ..exited(3593, ExitCause::ExternalSignal, ExitInfo::signal(9)) },
+        timeout(3600, 'T', 0.0),
+    ];
+    let params = RankParams::default();
+    let decided = |facts: &ServiceFacts, onset: i64| {
+        decide(&DecideInput {
+            service: facts,
+            onset: Some(at(onset)),
+            ranking: None,
+            rank_params: params,
+            params: DecideParams::default(),
+        })
+        .kind
+    };
+    assert_eq!(decided(&facts, 3600), Hung);
+    assert_eq!(decided(&facts, 3594), Crashed, "within the moment events take");
+    facts.lifecycle.pop();
+    assert_eq!(decided(&facts, 3600), Unknown, "nothing of its own");
 }
 
 #[test]
@@ -507,6 +531,7 @@ fn log_signals_are_evidence_placed_before_or_after_the_services_first_move() {
         facts.signals = signals;
         decide(&DecideInput {
             service: &facts,
+            onset: Some(at(3600)),
             ranking: Some(&ranking),
             rank_params: params,
             params: DecideParams::default(),
@@ -537,7 +562,12 @@ fn log_signals_are_evidence_placed_before_or_after_the_services_first_move() {
     assert!(late.iter().any(|line| line.ends_with("10 s after its errors_ratio rose from 1.04% to 40%")), "{late:#?}");
     let mut facts = ServiceFacts::new(Component::new("orders"), 1);
     facts.signals = vec![log_signal(3597, NEW_LOG_TEMPLATE_SIGNAL, refused, SignalState::Firing)];
-    let alone =
-        decide(&DecideInput { service: &facts, ranking: None, rank_params: params, params: DecideParams::default() });
+    let alone = decide(&DecideInput {
+        service: &facts,
+        onset: None,
+        ranking: None,
+        rank_params: params,
+        params: DecideParams::default(),
+    });
     assert_eq!(alone.explain(), [format!("{refused} since 23:13:17")]);
 }

@@ -92,7 +92,7 @@ impl<'a> Report<'a> {
                     seconds(fault.detect_s),
                     diagnosis,
                     recover,
-                    format!("{}/{}", fault.failed, fault.total),
+                    requests(fault),
                     fault.actions.len().to_string(),
                     if fault.violations.is_empty() { "pass".to_owned() } else { fault.violations.join("; ") },
                 ]
@@ -203,7 +203,7 @@ impl<'a> Report<'a> {
             let slo = if fault.violations.is_empty() { "pass".to_owned() } else { fault.violations.join("; ") };
             let _ = write!(
                 html,
-                "<tr><td>{:.1}s {}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}{}</td><td>{} / {}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                "<tr><td>{:.1}s {}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
                 fault.at,
                 escape(&fault.fault),
                 seconds(fault.detect_s),
@@ -216,8 +216,7 @@ impl<'a> Report<'a> {
                     _ => "",
                 },
                 seconds(fault.recover_s),
-                fault.failed,
-                fault.total,
+                requests(fault),
                 fault.actions.iter().map(|a| escape(a)).collect::<Vec<_>>().join("<br>"),
                 if fault.violations.is_empty() { "pass" } else { "fail" },
                 escape(&slo),
@@ -233,4 +232,10 @@ impl<'a> Report<'a> {
         html.push_str("</body></html>\n");
         html
     }
+}
+
+/// Failed / total requests during a fault; "-" when none were counted (an external load command's
+/// requests are not seen one by one, nor are there any without a load).
+fn requests(fault: &FaultResult) -> String {
+    if fault.total == 0 { "-".to_owned() } else { format!("{} / {}", fault.failed, fault.total) }
 }

@@ -5,7 +5,9 @@ use std::path::Path;
 use super::*;
 
 fn scenario(faults: &str, slo: &str) -> Scenario {
-    let text = format!("duration = \"20s\"\n[topology]\napi = \"127.0.0.1:7070\"\n{faults}\n[slo]\n{slo}\n");
+    let text = format!(
+        "duration = \"20s\"\n[topology]\napi = \"127.0.0.1:7070\"\n[load]\nurl = \"http://127.0.0.1:7071/\"\n{faults}\n[slo]\n{slo}\n"
+    );
     mend_config::parse_scenario("day.toml", &text, Path::new("/")).expect("valid scenario")
 }
 
