@@ -402,7 +402,12 @@ fn validate(problems: &mut Problems<'_>, root: &Spanned<DeTable<'_>>, file: &str
     unique_names(problems, "forecast", forecasts.iter().map(|f| f.name.as_str()));
     let storage = validate_storage(problems, &raw_storage);
     let names = crate::heal::Names {
-        rules: rules.iter().map(|r: &Rule| r.name.clone()).collect(),
+        // The built-in rule is a rule to policies, as a `[[rule]]` is.
+        rules: rules
+            .iter()
+            .map(|r: &Rule| r.name.clone())
+            .chain(std::iter::once(mend_types::SERVICE_ERRORS_RULE.to_owned()))
+            .collect(),
         detects: detects.iter().map(|d: &Detect| d.name.clone()).collect(),
         forecasts: forecasts.iter().map(|f: &Forecast| f.name.clone()).collect(),
         services: raw_services.iter().map(|(name, _)| name.clone()).collect(),

@@ -11,6 +11,12 @@
 //! - `overload`: latency and load high on every replica: the service's 90th percentile latency over 30 s
 //!   is at least 1 s and every replica in the proxy's table has at least 2 requests in flight. Fires after
 //!   30 s.
+//! - the built-in rule `ServiceErrors` (a rule's signal, not a diagnosis: it says what clients see, the
+//!   diagnosis says why): at least half of the service's requests through its proxy answered 5xx over
+//!   the last 10 s (at least 10 requests, its proxy's own answers included: no replica to take one). Fires
+//!   after 5 s, resolves 10 s after it stops holding; at a steady rate a service that starts failing every
+//!   request raises it about 10 s in. Without it a service failing every request with every replica
+//!   failing alike (a dependency down, a bad config) raised nothing unless a `[[rule]]` said so.
 //!
 //! The arithmetic is pure ([`bad_replicas`], [`overloaded`]); the figures come from PromQL over the
 //! series the traffic sampler records (`mend_proxy_backend_attempts_total`, `..._in_flight`,
@@ -18,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mend_detect::alerting::{LabelSet, RuleState};
+use mend_detect::alerting::{AlertTransition, LabelSet, RuleState};
 use mend_query::{EvalOptions, Query, Storage, Value};
 use mend_types::{BuiltinDiagnosis, Severity, Signal, SignalKind, SignalState, Timestamp};
 
@@ -32,6 +38,11 @@ pub const BAD_REPLICA_MIN_ATTEMPTS: f64 = 5.0;
 pub const OVERLOAD_LATENCY_SECONDS: f64 = 1.0;
 /// Requests in flight on every replica from which a service may be overloaded.
 pub const OVERLOAD_IN_FLIGHT: f64 = 2.0;
+/// Least share of a service's requests answered 5xx for `ServiceErrors`: most of them, where a share that
+/// low only a retry storm or a bad replica (with its own diagnosis) reaches.
+pub const SERVICE_ERROR_RATIO: f64 = 0.5;
+/// Least requests in `ServiceErrors`' window for its share to mean something.
+pub const SERVICE_MIN_REQUESTS: f64 = 10.0;
 
 /// How recent a replica's `mend_proxy_backend_in_flight` sample must be for it to be in its proxy's
 /// table now (the traffic stage samples every second, and only the replicas in the table).
@@ -81,6 +92,17 @@ pub fn bad_replicas(
     bad
 }
 
+/// The services whose requests mostly failed: (service, share answered 5xx), from each service's requests
+/// and 5xx answers over the window.
+pub fn failing_services(requests: &BTreeMap<String, Attempts>) -> Vec<(String, f64)> {
+    requests
+        .iter()
+        .filter(|(_, seen)| seen.total >= SERVICE_MIN_REQUESTS)
+        .map(|(service, seen)| (service.clone(), seen.errors / seen.total))
+        .filter(|(_, ratio)| *ratio >= SERVICE_ERROR_RATIO)
+        .collect()
+}
+
 /// Whether a service with 90th percentile latency `p90` and `in_flight` requests per replica is overloaded.
 pub fn overloaded(p90: f64, in_flight: &[f64]) -> bool {
     p90 >= OVERLOAD_LATENCY_SECONDS && !in_flight.is_empty() && in_flight.iter().all(|n| *n >= OVERLOAD_IN_FLIGHT)
@@ -92,8 +114,11 @@ pub struct ProxyDiagnoses {
     errors: Query,
     p90: Query,
     in_flight: Query,
+    requests: Query,
+    failed_requests: Query,
     bad_replica: RuleState,
     overload: RuleState,
+    service_errors: RuleState,
 }
 
 fn query(text: &str) -> Option<Query> {
@@ -132,8 +157,11 @@ impl ProxyDiagnoses {
                 "histogram_quantile(0.9, sum by (service, le) (rate(mend_proxy_request_duration_seconds_bucket{release!=\"proxy\"}[30s])))",
             )?,
             in_flight: query("mend_proxy_backend_in_flight")?,
+            requests: query("sum by (service) (increase(mend_proxy_requests_total[10s]))")?,
+            failed_requests: query("sum by (service) (increase(mend_proxy_requests_total{code=\"5xx\"}[10s]))")?,
             bad_replica: RuleState::default(),
             overload: RuleState::default(),
+            service_errors: RuleState::default(),
         })
     }
 
@@ -169,11 +197,9 @@ impl ProxyDiagnoses {
                 "resolved: the replica's errors are no longer concentrated on it".to_owned()
             };
             signals.push(signal(
-                BuiltinDiagnosis::BadReplica,
-                transition.labels,
-                transition.firing,
-                transition.active_since,
-                transition.value,
+                SignalKind::Diagnosis,
+                BuiltinDiagnosis::BadReplica.as_str(),
+                transition,
                 now,
                 evidence,
             ));
@@ -199,39 +225,47 @@ impl ProxyDiagnoses {
             } else {
                 "resolved: latency or load came down".to_owned()
             };
-            signals.push(signal(
-                BuiltinDiagnosis::Overload,
-                transition.labels,
-                transition.firing,
-                transition.active_since,
-                transition.value,
-                now,
-                evidence,
-            ));
+            signals.push(signal(SignalKind::Diagnosis, BuiltinDiagnosis::Overload.as_str(), transition, now, evidence));
+        }
+        let mut requests: BTreeMap<String, Attempts> = BTreeMap::new();
+        for (labels, total) in vector(&self.requests, storage, now, options) {
+            requests.entry(label(&labels, "service")).or_default().total = total;
+        }
+        for (labels, errors) in vector(&self.failed_requests, storage, now, options) {
+            requests.entry(label(&labels, "service")).or_default().errors = errors;
+        }
+        let failing = failing_services(&requests)
+            .into_iter()
+            .map(|(service, ratio)| (LabelSet::from([("service".to_owned(), service)]), ratio));
+        for transition in self.service_errors.evaluate(failing, now_secs, 5.0, 10.0) {
+            let service = label(&transition.labels, "service");
+            let evidence = if transition.firing {
+                format!(
+                    "{:.0}% of the requests to {service} through its proxy answered 5xx over the last 10s",
+                    transition.value * 100.0
+                )
+            } else {
+                format!("resolved: fewer than half of the requests to {service} answer 5xx")
+            };
+            signals.push(signal(SignalKind::Rule, mend_types::SERVICE_ERRORS_RULE, transition, now, evidence));
         }
         signals
     }
 }
 
-fn signal(
-    diagnosis: BuiltinDiagnosis,
-    labels: LabelSet,
-    firing: bool,
-    since_secs: f64,
-    value: f64,
-    now: Timestamp,
-    evidence: String,
-) -> Signal {
+/// The signal of `transition` of the built-in named `name` (a diagnosis, or the built-in rule).
+fn signal(kind: SignalKind, name: &str, transition: AlertTransition, now: Timestamp, evidence: String) -> Signal {
+    let labels = transition.labels;
     Signal {
         at: now,
-        since: Timestamp::from_millis((since_secs * 1000.0) as i64),
-        state: if firing { SignalState::Firing } else { SignalState::Resolved },
-        kind: SignalKind::Diagnosis,
-        name: diagnosis.as_str().to_owned(),
+        since: Timestamp::from_millis((transition.active_since * 1000.0) as i64),
+        state: if transition.firing { SignalState::Firing } else { SignalState::Resolved },
+        kind,
+        name: name.to_owned(),
         severity: Severity::Warning,
         service: labels.get("service").and_then(|name| mend_types::ServiceName::new(name).ok()),
         replica: labels.get("replica").and_then(|replica| replica.parse().ok()),
-        value,
+        value: transition.value,
         labels,
         evidence,
     }
@@ -287,5 +321,19 @@ mod tests {
         // A stopped stable replica is not judged either, nor does it make its siblings bad.
         let stopped = [("web", "stable", "0", 100.0, 60.0), ("web", "stable", "1", 100.0, 0.0)];
         assert!(bad(&stopped, &["0"]).is_empty());
+    }
+
+    #[test]
+    fn a_service_whose_requests_mostly_fail_is_failing_and_a_few_errors_or_requests_are_not() {
+        let seen = |rows: &[(&str, f64, f64)]| {
+            let requests = rows
+                .iter()
+                .map(|(service, total, errors)| ((*service).to_owned(), Attempts { total: *total, errors: *errors }))
+                .collect();
+            failing_services(&requests)
+        };
+        assert_eq!(seen(&[("web", 50.0, 25.0), ("api", 50.0, 24.0)]), [("web".to_owned(), 0.5)]);
+        assert!(seen(&[("web", 9.0, 9.0)]).is_empty(), "too few requests to say");
+        assert!(seen(&[("web", 0.0, 0.0)]).is_empty());
     }
 }

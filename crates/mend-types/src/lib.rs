@@ -26,6 +26,9 @@ pub use ids::{InvalidName, ReleaseName, ReleaseRole, ReplicaId, ServiceName};
 pub use learn::{ActionOutcome, SnapshotError, Verdict};
 pub use probe::{MendTrouble, ProbeOutcome, ProcessEvidence};
 pub use release::{ReleaseChange, ReleaseHistoryEntry, Rollout, RolloutPhase, ServiceReleases};
-pub use signal::{LOG_RATE_SIGNAL, NEW_LOG_TEMPLATE_SIGNAL, Severity, Signal, SignalKind, SignalSink, SignalState};
+pub use signal::{
+    LOG_RATE_SIGNAL, NEW_LOG_TEMPLATE_SIGNAL, SERVICE_ERRORS_RULE, Severity, Signal, SignalKind, SignalSink,
+    SignalState,
+};
 pub use time::{Clock, SystemClock, Timestamp};
 pub use units::{Unit, format_duration, format_percent};

@@ -53,6 +53,9 @@ impl SignalKind {
 pub const NEW_LOG_TEMPLATE_SIGNAL: &str = "new_log_template";
 /// The signal the log stage raises when a template's rate is anomalous.
 pub const LOG_RATE_SIGNAL: &str = "log_rate";
+/// The built-in rule every service with a proxy has (a [`SignalKind::Rule`] signal): most of its requests
+/// answered 5xx lately. A policy names it as it names a `[[rule]]`: `when = "ServiceErrors"`.
+pub const SERVICE_ERRORS_RULE: &str = "ServiceErrors";
 
 /// How urgent a signal is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, PartialOrd, Ord, Default)]

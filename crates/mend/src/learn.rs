@@ -106,6 +106,8 @@ pub(crate) struct Learning {
 
 fn source_of(kind: SignalKind, name: &str) -> Option<Source> {
     match kind {
+        // The built-in rule has no `for` of the config's to relax.
+        SignalKind::Rule if name == mend_types::SERVICE_ERRORS_RULE => None,
         SignalKind::Rule => Some(Source::Rule(name.to_owned())),
         SignalKind::Anomaly => Some(Source::Detect(name.to_owned())),
         _ => None,

@@ -244,3 +244,69 @@ seed = 3
     let status = get(daemon.api, "/api/v1/chaos").json();
     assert_eq!(status["monkey"]["dry_run"], false, "{status}");
 }
+
+/// A service whose every replica fails alike (here python3's http.server behind a proxy answering 503 to
+/// everything) raises the built-in rule `ServiceErrors` and an incident without any rule configured, and
+/// it resolves once the errors stop.
+#[test]
+fn errors_on_every_replica_raise_the_built_in_service_errors_rule() {
+    let ports = free_ports(3);
+    let proxy_port = ports + 2;
+    let daemon = Daemon::start(&format!(
+        r#"
+[api]
+listen = "{{api}}"
+[service.files]
+command = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{{port}}"]
+replicas = 2
+ports = "{ports}-{last}"
+[service.files.readiness]
+http = "http://127.0.0.1:{{port}}/"
+[service.files.proxy]
+listen = "127.0.0.1:{proxy_port}"
+"#,
+        last = ports + 1
+    ));
+    daemon.wait_ready("files");
+    let proxy = SocketAddr::from(([127, 0, 0, 1], proxy_port));
+    eventually(Duration::from_secs(10), "the proxy routes", || {
+        KeepAlive::new(proxy).request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
+    });
+    // Traffic throughout, bounded: 20 requests a second for at most 60 s.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut client = KeepAlive::new(proxy);
+            for _ in 0..1200 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if client.request("GET", "/", &[], b"").is_err() {
+                    client = KeepAlive::new(proxy);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let answer = post_json(&daemon, "/api/v1/services/files/chaos/errors", r#"{"for": "20s", "status": 503}"#);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let rule = |state: &str| {
+        let signals = get(daemon.api, "/api/v1/signals?limit=1000").json();
+        signals["signals"].as_array().cloned().unwrap_or_default().into_iter().find(|signal| {
+            signal["name"] == "ServiceErrors" && signal["service"] == "files" && signal["state"] == state
+        })
+    };
+    let fired = eventually(Duration::from_secs(25), "ServiceErrors fires", || rule("firing"));
+    assert_eq!(fired["kind"], "rule", "{fired}");
+    assert!(fired["evidence"].as_str().is_some_and(|text| text.contains("answered 5xx")), "{fired}");
+    let incidents = get(daemon.api, "/api/v1/incidents?limit=10").json();
+    let opened = incidents["incidents"].as_array().cloned().unwrap_or_default();
+    assert!(
+        opened.iter().any(|incident| incident["services"].to_string().contains("files")),
+        "an incident on files: {incidents}"
+    );
+    eventually(Duration::from_secs(45), "ServiceErrors resolves after the fault", || rule("resolved"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = load.join();
+}
