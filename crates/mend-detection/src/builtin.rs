@@ -14,8 +14,9 @@
 //! - the built-in rule `ServiceErrors` (a rule's signal, not a diagnosis: it says what clients see, the
 //!   diagnosis says why): at least half of the service's requests through its proxy answered 5xx over
 //!   the last 10 s (at least 10 requests, its proxy's own answers included: no replica to take one). Fires
-//!   after 5 s, resolves 10 s after it stops holding; at a steady rate a service that starts failing every
-//!   request raises it about 10 s in. Without it a service failing every request with every replica
+//!   after 5 s, resolves as soon as it stops holding (the 10 s window is its hysteresis: a healed service
+//!   must not wait out a longer one before its action is judged to have worked); at a steady rate a
+//!   service that starts failing every request raises it about 10 s in, and clears about 5 s after. Without it a service failing every request with every replica
 //!   failing alike (a dependency down, a bad config) raised nothing unless a `[[rule]]` said so.
 //!
 //! The arithmetic is pure ([`bad_replicas`], [`overloaded`]); the figures come from PromQL over the
@@ -237,7 +238,7 @@ impl ProxyDiagnoses {
         let failing = failing_services(&requests)
             .into_iter()
             .map(|(service, ratio)| (LabelSet::from([("service".to_owned(), service)]), ratio));
-        for transition in self.service_errors.evaluate(failing, now_secs, 5.0, 10.0) {
+        for transition in self.service_errors.evaluate(failing, now_secs, 5.0, 0.0) {
             let service = label(&transition.labels, "service");
             let evidence = if transition.firing {
                 format!(

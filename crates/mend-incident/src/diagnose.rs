@@ -9,7 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use mend_types::{BuiltinDiagnosis, Diagnosis, IncidentId, IncidentSignal, ServiceName, SignalKind, Timestamp};
+use mend_types::{
+    BuiltinDiagnosis, Diagnosis, IncidentId, IncidentSignal, SERVICE_ERRORS_RULE, ServiceName, SignalKind, Timestamp,
+};
 
 use crate::DependencyGraph;
 
@@ -93,7 +95,7 @@ fn specificity(signal: &IncidentSignal) -> Option<usize> {
 }
 
 /// The signal that names an incident: the most specific built-in diagnosis among the firing signals
-/// (else among all of them, else the first signal), unless a more specific diagnosis resolved after
+/// (else among all of them, else the first signal, the built-in rule `ServiceErrors` last), unless a more specific diagnosis resolved after
 /// the chosen one's condition began: then the weaker one is read as the same fault seen later (a
 /// rolled-back canary's replica whose 30 s error window still holds the canary's answers, say), and does
 /// not replace it. A weaker diagnosis whose condition began after the stronger one resolved is news,
@@ -105,7 +107,15 @@ pub fn named_signal(signals: &[IncidentSignal]) -> Option<&IncidentSignal> {
     let firing: Vec<&IncidentSignal> = signals.iter().filter(|s| s.firing).collect();
     let considered: Vec<&IncidentSignal> = if firing.is_empty() { signals.iter().collect() } else { firing };
     let Some((rank, idx)) = most_specific(&mut considered.iter().copied()) else {
-        return considered.first().copied();
+        // The built-in rule `ServiceErrors` says only what clients see: any other signal of the incident
+        // (a `[[rule]]` of the user's, say, resolved since) names it better.
+        let generic = |signal: &&IncidentSignal| signal.kind == SignalKind::Rule && signal.name == SERVICE_ERRORS_RULE;
+        return considered
+            .iter()
+            .copied()
+            .find(|signal| !generic(signal))
+            .or_else(|| signals.iter().find(|signal| !generic(signal)))
+            .or_else(|| considered.first().copied());
     };
     let chosen = considered[idx];
     let covering = signals
@@ -236,5 +246,20 @@ mod tests {
         let diagnosis = BuiltinDiagnoser.diagnose(&signals, &graph, None);
         assert_eq!((diagnosis.name.as_str(), diagnosis.root), ("hung", Some(name("db"))));
         assert!(diagnosis.victims.is_empty());
+    }
+
+    #[test]
+    fn the_built_in_service_errors_rule_names_an_incident_only_when_nothing_else_does() {
+        let graph = DependencyGraph::default();
+        let builtin = signal("db", SERVICE_ERRORS_RULE, SignalKind::Rule);
+        let mut users = signal("db", "Errors", SignalKind::Rule);
+        users.firing = false;
+        // The user's rule resolved (db was restarted) while the built-in one still holds its window.
+        let named = |signals: &[IncidentSignal]| BuiltinDiagnoser.diagnose(signals, &graph, None).name;
+        assert_eq!(named(&[users.clone(), builtin.clone()]), "Errors");
+        assert_eq!(named(&[builtin.clone(), users]), "Errors");
+        assert_eq!(named(std::slice::from_ref(&builtin)), SERVICE_ERRORS_RULE);
+        // A built-in diagnosis is more specific still.
+        assert_eq!(named(&[builtin, signal("db", "crashed", SignalKind::Diagnosis)]), "crashed");
     }
 }
