@@ -13,10 +13,11 @@
 //!   30 s.
 //! - the built-in rule `ServiceErrors` (a rule's signal, not a diagnosis: it says what clients see, the
 //!   diagnosis says why): at least half of the service's requests through its proxy answered 5xx over
-//!   the last 10 s (at least 10 requests, its proxy's own answers included: no replica to take one). Fires
-//!   after 5 s, resolves as soon as it stops holding (the 10 s window is its hysteresis: a healed service
-//!   must not wait out a longer one before its action is judged to have worked); at a steady rate a
-//!   service that starts failing every request raises it about 10 s in, and clears about 5 s after. Without it a service failing every request with every replica
+//!   the last 10 s (at least 10 requests, its proxy's own answers included: no replica to take one), and
+//!   still over the last 3 s (so that a service healed meanwhile, by a policy on a faster rule of the
+//!   user's, say, is not an incident after it recovered because its window still holds the errors). Fires
+//!   after 5 s, resolves as soon as it stops holding; at a steady rate a service that starts failing every
+//!   request raises it about 10 s in, and clears within about 3 s of recovering. Without it a service failing every request with every replica
 //!   failing alike (a dependency down, a bad config) raised nothing unless a `[[rule]]` said so.
 //!
 //! The arithmetic is pure ([`bad_replicas`], [`overloaded`]); the figures come from PromQL over the
@@ -93,12 +94,19 @@ pub fn bad_replicas(
     bad
 }
 
-/// The services whose requests mostly failed: (service, share answered 5xx), from each service's requests
-/// and 5xx answers over the window.
-pub fn failing_services(requests: &BTreeMap<String, Attempts>) -> Vec<(String, f64)> {
-    requests
+/// The services whose requests mostly failed: (service, share answered 5xx over the window), from each
+/// service's requests and 5xx answers over the window and over its last seconds (`recent`), where most
+/// must still fail.
+pub fn failing_services(
+    window: &BTreeMap<String, Attempts>,
+    recent: &BTreeMap<String, Attempts>,
+) -> Vec<(String, f64)> {
+    let still_failing = |service: &String| {
+        recent.get(service).is_some_and(|now| now.total > 0.0 && now.errors / now.total >= SERVICE_ERROR_RATIO)
+    };
+    window
         .iter()
-        .filter(|(_, seen)| seen.total >= SERVICE_MIN_REQUESTS)
+        .filter(|(service, seen)| seen.total >= SERVICE_MIN_REQUESTS && still_failing(service))
         .map(|(service, seen)| (service.clone(), seen.errors / seen.total))
         .filter(|(_, ratio)| *ratio >= SERVICE_ERROR_RATIO)
         .collect()
@@ -117,6 +125,8 @@ pub struct ProxyDiagnoses {
     in_flight: Query,
     requests: Query,
     failed_requests: Query,
+    recent_requests: Query,
+    recent_failed_requests: Query,
     bad_replica: RuleState,
     overload: RuleState,
     service_errors: RuleState,
@@ -160,6 +170,8 @@ impl ProxyDiagnoses {
             in_flight: query("mend_proxy_backend_in_flight")?,
             requests: query("sum by (service) (increase(mend_proxy_requests_total[10s]))")?,
             failed_requests: query("sum by (service) (increase(mend_proxy_requests_total{code=\"5xx\"}[10s]))")?,
+            recent_requests: query("sum by (service) (increase(mend_proxy_requests_total[3s]))")?,
+            recent_failed_requests: query("sum by (service) (increase(mend_proxy_requests_total{code=\"5xx\"}[3s]))")?,
             bad_replica: RuleState::default(),
             overload: RuleState::default(),
             service_errors: RuleState::default(),
@@ -228,14 +240,19 @@ impl ProxyDiagnoses {
             };
             signals.push(signal(SignalKind::Diagnosis, BuiltinDiagnosis::Overload.as_str(), transition, now, evidence));
         }
-        let mut requests: BTreeMap<String, Attempts> = BTreeMap::new();
-        for (labels, total) in vector(&self.requests, storage, now, options) {
-            requests.entry(label(&labels, "service")).or_default().total = total;
-        }
-        for (labels, errors) in vector(&self.failed_requests, storage, now, options) {
-            requests.entry(label(&labels, "service")).or_default().errors = errors;
-        }
-        let failing = failing_services(&requests)
+        let per_service = |totals: &Query, errors: &Query| {
+            let mut seen: BTreeMap<String, Attempts> = BTreeMap::new();
+            for (labels, total) in vector(totals, storage, now, options) {
+                seen.entry(label(&labels, "service")).or_default().total = total;
+            }
+            for (labels, failed) in vector(errors, storage, now, options) {
+                seen.entry(label(&labels, "service")).or_default().errors = failed;
+            }
+            seen
+        };
+        let window = per_service(&self.requests, &self.failed_requests);
+        let recent = per_service(&self.recent_requests, &self.recent_failed_requests);
+        let failing = failing_services(&window, &recent)
             .into_iter()
             .map(|(service, ratio)| (LabelSet::from([("service".to_owned(), service)]), ratio));
         for transition in self.service_errors.evaluate(failing, now_secs, 5.0, 0.0) {
@@ -326,15 +343,19 @@ mod tests {
 
     #[test]
     fn a_service_whose_requests_mostly_fail_is_failing_and_a_few_errors_or_requests_are_not() {
-        let seen = |rows: &[(&str, f64, f64)]| {
-            let requests = rows
-                .iter()
+        let figures = |rows: &[(&str, f64, f64)]| -> BTreeMap<String, Attempts> {
+            rows.iter()
                 .map(|(service, total, errors)| ((*service).to_owned(), Attempts { total: *total, errors: *errors }))
-                .collect();
-            failing_services(&requests)
+                .collect()
         };
+        let still = figures(&[("web", 15.0, 15.0), ("api", 15.0, 15.0)]);
+        let seen = |rows: &[(&str, f64, f64)]| failing_services(&figures(rows), &still);
         assert_eq!(seen(&[("web", 50.0, 25.0), ("api", 50.0, 24.0)]), [("web".to_owned(), 0.5)]);
         assert!(seen(&[("web", 9.0, 9.0)]).is_empty(), "too few requests to say");
         assert!(seen(&[("web", 0.0, 0.0)]).is_empty());
+        // Healed meanwhile: the window still holds the errors, its last seconds do not.
+        let window = figures(&[("web", 50.0, 40.0)]);
+        assert!(failing_services(&window, &figures(&[("web", 15.0, 1.0)])).is_empty());
+        assert!(failing_services(&window, &figures(&[])).is_empty(), "no traffic lately: nothing to say");
     }
 }
