@@ -334,7 +334,8 @@ fn validate(problems: &mut Problems<'_>, raw: &RawScenario, file: &str, base_dir
     });
     // Only the built-in load's requests are seen one by one: with an external command, or none, the count
     // is always 0 and the bound could never fail.
-    if slo.failed_requests.is_some() && !matches!(load, Some(Load::Builtin { .. })) {
+    let builtin_load = raw.load.as_ref().is_some_and(|load| load.url.is_some());
+    if slo.failed_requests.is_some() && !builtin_load {
         problems.add(
             &root.key("slo").key("failed_requests"),
             "counts the built-in load's requests: give [load] url (an external load command's are not seen)",

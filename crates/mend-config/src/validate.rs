@@ -1176,9 +1176,13 @@ fn validate_storage(problems: &mut Problems<'_>, raw: &RawStorage) -> Option<Sto
 fn unique_names<'a>(problems: &mut Problems<'_>, kind: &str, names: impl Iterator<Item = &'a str>) {
     let mut seen: Vec<&str> = Vec::new();
     for (idx, name) in names.enumerate() {
+        let path = KeyPath::default().key(kind).index(idx).key("name");
         if seen.contains(&name) {
-            problems
-                .add(&KeyPath::default().key(kind).index(idx).key("name"), format!("duplicate {kind} name {name:?}"));
+            problems.add(&path, format!("duplicate {kind} name {name:?}"));
+        }
+        // Policies name signals by name: the built-in rule's would be ambiguous.
+        if name == mend_types::SERVICE_ERRORS_RULE {
+            problems.add(&path, format!("{name:?} is the name of mend's built-in rule; choose another"));
         }
         seen.push(name);
     }

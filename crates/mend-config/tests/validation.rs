@@ -684,7 +684,7 @@ mode = "yolo"
         &[
             "mend.toml:4:8: heal[0].when: unknown trigger \"HighErrors\": not a [[rule]], [[detect]] or [[forecast]] \
              name nor a built-in diagnosis (known: crashed, crash_loop, hung, memory_exhaustion, unhealthy, \
-             bad_replica, overload, fd_exhaustion, disk_exhaustion, dependency_failure, bad_release; an \
+             bad_replica, overload, fd_exhaustion, disk_exhaustion, dependency_failure, bad_release, ServiceErrors; an \
              Alertmanager alert is written \"alert:NAME\", a learnt precursor's early warning \"precursor\")",
             "mend.toml:8:12: heal[1].actions[0]: unknown action \"reboot\" (allowed: restart, rolling-restart, \
              scale +N, scale -N, eject [DURATION], rollback, hook NAME, notify NAME, escalate)",
@@ -1154,6 +1154,18 @@ fn issue_18_fleet_tls_keys_all_or_nothing_and_every_problem_located() {
         &[
             "mend.toml:1:2: fleet: TLS to etcd (\"server_name\" is set) needs \"ca_file\": the CA certificate (PEM) that signs etcd's certificate (the system's roots are not used)",
             "mend.toml:2:14: fleet.endpoints[0]: \"http://etcd-1:2379\" is not https:// while \"server_name\" is set: with TLS, every endpoint is https://HOST:PORT",
+        ],
+    );
+}
+
+#[test]
+fn the_built_in_rules_name_is_taken() {
+    let text = "[[rule]]\nname = \"ServiceErrors\"\nexpr = \"up == 0\"\n[[detect]]\nname = \"ServiceErrors\"\nseries = \"x\"\n";
+    check_errors(
+        text,
+        &[
+            "mend.toml:2:8: rule[0].name: \"ServiceErrors\" is the name of mend's built-in rule; choose another",
+            "mend.toml:5:8: detect[0].name: \"ServiceErrors\" is the name of mend's built-in rule; choose another",
         ],
     );
 }

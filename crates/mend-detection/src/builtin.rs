@@ -15,9 +15,11 @@
 //!   diagnosis says why): at least half of the service's requests through its proxy answered 5xx over
 //!   the last 10 s (at least 10 requests, its proxy's own answers included: no replica to take one), and
 //!   still over the last 3 s (so that a service healed meanwhile, by a policy on a faster rule of the
-//!   user's, say, is not an incident after it recovered because its window still holds the errors). Fires
-//!   after 5 s, resolves as soon as it stops holding; at a steady rate a service that starts failing every
-//!   request raises it about 10 s in, and clears within about 3 s of recovering. Without it a service failing every request with every replica
+//!   user's, say, is not an incident after it recovered because its window still holds the errors), while
+//!   at least one replica is in its proxy's table (a service stopped or scaled to 0 answers 503 by design;
+//!   one with every replica down has its own diagnoses). Fires after 5 s, resolves 5 s after it stops
+//!   holding (a share hovering at one half does not flap); at a steady rate a service that starts failing
+//!   every request raises it about 10 s in, and clears about 8 s after it recovered. Without it a service failing every request with every replica
 //!   failing alike (a dependency down, a bad config) raised nothing unless a `[[rule]]` said so.
 //!
 //! The arithmetic is pure ([`bad_replicas`], [`overloaded`]); the figures come from PromQL over the
@@ -252,10 +254,14 @@ impl ProxyDiagnoses {
         };
         let window = per_service(&self.requests, &self.failed_requests);
         let recent = per_service(&self.recent_requests, &self.recent_failed_requests);
+        // A service with no replica in its proxy's table (stopped, scaled to 0, every replica down) answers
+        // 503 by design or has its own diagnoses (crashed, crash_loop): not this rule's to say.
+        let routable: BTreeSet<&String> = present.iter().map(|(service, _, _)| service).collect();
         let failing = failing_services(&window, &recent)
             .into_iter()
+            .filter(|(service, _)| routable.contains(service))
             .map(|(service, ratio)| (LabelSet::from([("service".to_owned(), service)]), ratio));
-        for transition in self.service_errors.evaluate(failing, now_secs, 5.0, 0.0) {
+        for transition in self.service_errors.evaluate(failing, now_secs, 5.0, 5.0) {
             let service = label(&transition.labels, "service");
             let evidence = if transition.firing {
                 format!(

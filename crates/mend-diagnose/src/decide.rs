@@ -255,9 +255,10 @@ impl Default for DecideParams {
 pub struct DecideInput<'a> {
     /// The service.
     pub service: &'a ServiceFacts,
-    /// When the incident began (the earliest `since` of its signals), when known: an exit longer than
-    /// [`EXIT_BEFORE_ONSET`] before it ended an earlier incident and is not this one's crash (it still
-    /// counts towards a crash loop).
+    /// When the incident began (the earliest `since` of its signals), when known: for a service with
+    /// signals of its own in the incident, a one-off fact (an exit, a replacement) longer than
+    /// [`BEFORE_ONSET`] before it ended an earlier incident and is not this one's (exits still count
+    /// towards a crash loop).
     pub onset: Option<Timestamp>,
     /// The incident's ranking (findings per series, explanations), when series are known.
     pub ranking: Option<&'a Ranking>,
@@ -341,8 +342,10 @@ fn memory_exhaustion(input: &DecideInput<'_>) -> Option<Diagnosis> {
     let service = input.service;
     let component = &service.component;
     let share = input.params.exhaustion_share;
-    if let Some(fact) =
-        service.lifecycle.iter().find(|fact| matches!(fact.what, Lifecycle::Replaced(StopReason::Memory)))
+    if let Some(fact) = service
+        .lifecycle
+        .iter()
+        .find(|fact| matches!(fact.what, Lifecycle::Replaced(StopReason::Memory)) && current(input, fact.at))
     {
         let mut evidence = vec![Evidence::Replaced { replica: fact.replica, at: fact.at, reason: StopReason::Memory }];
         evidence.extend(near_limits(service, Resource::Memory, 0.0));
@@ -354,7 +357,10 @@ fn memory_exhaustion(input: &DecideInput<'_>) -> Option<Diagnosis> {
         })
     };
     if let Some((fact, exit)) = unplanned_exits(service).find(|(fact, exit)| {
-        exit.cause == ExitCause::ExternalSignal && exit.exit.signal == Some(9) && memory_high(fact.replica)
+        exit.cause == ExitCause::ExternalSignal
+            && exit.exit.signal == Some(9)
+            && memory_high(fact.replica)
+            && current(input, fact.at)
     }) {
         let mut evidence = vec![Evidence::Exited { replica: fact.replica, at: fact.at, exit }];
         evidence.extend(near_limits(service, Resource::Memory, share));
@@ -432,14 +438,24 @@ fn exit_summary(service: &ServiceFacts, replica: u32) -> Option<Evidence> {
     Some(Evidence::Exits { replica, count: exits.len(), within: span, last: *last })
 }
 
-/// How long before an incident's onset an exit may be and still be its crash: the crash signal's `since` is
-/// the exit's time, give or take the ordering of events.
-pub const EXIT_BEFORE_ONSET: Duration = Duration::from_secs(2);
+/// How long before an incident's onset a one-off fact may be and still be its own: a crash signal's
+/// `since` is the exit's time, give or take the ordering of events.
+pub const BEFORE_ONSET: Duration = Duration::from_secs(2);
+
+/// Whether the one-off fact at `at` (an exit, a replacement) is this incident's. A service with signals of
+/// its own in the incident reads facts from about its onset on: one earlier ended an earlier incident (a
+/// replica killed and back 7 s before another one hung). A service drawn in without signals (a dependency
+/// whose own incident closed) reads every recent fact: its crash may be the cause.
+fn current(input: &DecideInput<'_>, at: Timestamp) -> bool {
+    match input.onset {
+        Some(onset) if !input.service.signals.is_empty() => at >= onset.saturating_sub(BEFORE_ONSET),
+        _ => true,
+    }
+}
 
 fn crashed(input: &DecideInput<'_>) -> Option<Diagnosis> {
     let service = input.service;
-    let earliest = input.onset.map(|onset| onset.saturating_sub(EXIT_BEFORE_ONSET));
-    let (fact, exit) = unplanned_exits(service).filter(|(fact, _)| earliest.is_none_or(|e| fact.at >= e)).last()?;
+    let (fact, exit) = unplanned_exits(service).filter(|(fact, _)| current(input, fact.at)).last()?;
     let confidence = match (exit.cause, exit.exit.signal) {
         (ExitCause::Program, Some(signal)) if is_fault_signal(signal) => 0.95,
         (ExitCause::Program, _) => 0.9,
@@ -469,9 +485,15 @@ fn dependency_failure(input: &DecideInput<'_>) -> Option<Diagnosis> {
     Some(diagnosis(component, DiagnosisKind::DependencyFailure, confidence, Some(explanation.by.clone()), evidence))
 }
 
-fn timeouts(service: &ServiceFacts) -> impl Iterator<Item = (&LifecycleFact, Option<mend_types::ProcessEvidence>)> {
-    service.lifecycle.iter().filter_map(|fact| match &fact.what {
-        Lifecycle::ProbeFailed { outcome: ProbeOutcome::Timeout { evidence }, .. } => Some((fact, *evidence)),
+/// The service's probe timeouts that are this incident's ([`current`]).
+fn timeouts<'a>(
+    input: &DecideInput<'a>,
+) -> impl Iterator<Item = (&'a LifecycleFact, Option<mend_types::ProcessEvidence>)> + use<'a> {
+    let input = *input;
+    input.service.lifecycle.iter().filter_map(move |fact| match &fact.what {
+        Lifecycle::ProbeFailed { outcome: ProbeOutcome::Timeout { evidence }, .. } if current(&input, fact.at) => {
+            Some((fact, *evidence))
+        }
         _ => None,
     })
 }
@@ -479,22 +501,26 @@ fn timeouts(service: &ServiceFacts) -> impl Iterator<Item = (&LifecycleFact, Opt
 fn hung(input: &DecideInput<'_>) -> Option<Diagnosis> {
     let service = input.service;
     let component = &service.component;
-    let stopped = timeouts(service).find(|(_, process)| process.is_some_and(|p| p.is_stopped()));
+    let stopped = timeouts(input).find(|(_, process)| process.is_some_and(|p| p.is_stopped()));
     if let Some((fact, process)) = stopped {
         let evidence = vec![Evidence::ProbeTimeout { replica: fact.replica, at: fact.at, process }];
         return Some(diagnosis(component, DiagnosisKind::Hung, 0.95, None, evidence));
     }
-    if let Some(fact) = service.lifecycle.iter().find(|fact| fact.what == Lifecycle::Replaced(StopReason::Hung)) {
+    if let Some(fact) = service
+        .lifecycle
+        .iter()
+        .find(|fact| fact.what == Lifecycle::Replaced(StopReason::Hung) && current(input, fact.at))
+    {
         let mut evidence = vec![Evidence::Replaced { replica: fact.replica, at: fact.at, reason: StopReason::Hung }];
         evidence.extend(
-            timeouts(service)
+            timeouts(input)
                 .filter(|(t, _)| t.replica == fact.replica)
                 .last()
                 .map(|(t, process)| Evidence::ProbeTimeout { replica: t.replica, at: t.at, process }),
         );
         return Some(diagnosis(component, DiagnosisKind::Hung, 0.9, None, evidence));
     }
-    let (fact, process) = timeouts(service).find(|(_, process)| process.is_some_and(|p| !p.is_busy()))?;
+    let (fact, process) = timeouts(input).find(|(_, process)| process.is_some_and(|p| !p.is_busy()))?;
     let evidence = vec![Evidence::ProbeTimeout { replica: fact.replica, at: fact.at, process }];
     Some(diagnosis(component, DiagnosisKind::Hung, 0.75, None, evidence))
 }
@@ -505,11 +531,15 @@ const MIN_BUSY_CPU_PERCENT: f64 = 25.0;
 fn overload(input: &DecideInput<'_>) -> Option<Diagnosis> {
     let service = input.service;
     let component = &service.component;
-    if let Some(fact) = service.lifecycle.iter().find(|fact| fact.what == Lifecycle::Replaced(StopReason::Busy)) {
+    if let Some(fact) = service
+        .lifecycle
+        .iter()
+        .find(|fact| fact.what == Lifecycle::Replaced(StopReason::Busy) && current(input, fact.at))
+    {
         let evidence = vec![Evidence::Replaced { replica: fact.replica, at: fact.at, reason: StopReason::Busy }];
         return Some(diagnosis(component, DiagnosisKind::Overload, 0.85, None, evidence));
     }
-    if let Some((fact, process)) = timeouts(service).find(|(_, process)| process.is_some_and(|p| p.is_busy())) {
+    if let Some((fact, process)) = timeouts(input).find(|(_, process)| process.is_some_and(|p| p.is_busy())) {
         let evidence = vec![Evidence::ProbeTimeout { replica: fact.replica, at: fact.at, process }];
         return Some(diagnosis(component, DiagnosisKind::Overload, 0.75, None, evidence));
     }

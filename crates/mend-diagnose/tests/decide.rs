@@ -206,6 +206,22 @@ fn crashes_and_crash_loops() {
         LifecycleFact { replica: 1, ..exited(3593, ExitCause::ExternalSignal, ExitInfo::signal(9)) },
         timeout(3600, 'T', 0.0),
     ];
+    // A service drawn in without signals of its own (a dependency) reads every recent fact: its crash of
+    // 7 s ago may be the cause.
+    let dependency = ServiceFacts { lifecycle: vec![facts.lifecycle[0].clone()], ..facts.clone() };
+    facts.signals = vec![mend_types::Signal {
+        at: at(3600),
+        since: at(3600),
+        state: mend_types::SignalState::Firing,
+        kind: mend_types::SignalKind::Diagnosis,
+        name: "hung".to_owned(),
+        severity: mend_types::Severity::Warning,
+        service: Some(mend_types::ServiceName::new("edge").expect("a name")),
+        replica: Some(1),
+        value: 1.0,
+        labels: [("service".to_owned(), "edge".to_owned())].into(),
+        evidence: "edge[1] is stopped".to_owned(),
+    }];
     let params = RankParams::default();
     let decided = |facts: &ServiceFacts, onset: i64| {
         decide(&DecideInput {
@@ -221,6 +237,7 @@ fn crashes_and_crash_loops() {
     assert_eq!(decided(&facts, 3594), Crashed, "within the moment events take");
     facts.lifecycle.pop();
     assert_eq!(decided(&facts, 3600), Unknown, "nothing of its own");
+    assert_eq!(decided(&dependency, 3600), Crashed);
 }
 
 #[test]

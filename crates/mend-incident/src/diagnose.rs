@@ -10,7 +10,8 @@
 use std::collections::BTreeSet;
 
 use mend_types::{
-    BuiltinDiagnosis, Diagnosis, IncidentId, IncidentSignal, SERVICE_ERRORS_RULE, ServiceName, SignalKind, Timestamp,
+    BuiltinDiagnosis, Diagnosis, IncidentId, IncidentSignal, LOG_RATE_SIGNAL, NEW_LOG_TEMPLATE_SIGNAL,
+    SERVICE_ERRORS_RULE, ServiceName, SignalKind, Timestamp,
 };
 
 use crate::DependencyGraph;
@@ -107,15 +108,22 @@ pub fn named_signal(signals: &[IncidentSignal]) -> Option<&IncidentSignal> {
     let firing: Vec<&IncidentSignal> = signals.iter().filter(|s| s.firing).collect();
     let considered: Vec<&IncidentSignal> = if firing.is_empty() { signals.iter().collect() } else { firing };
     let Some((rank, idx)) = most_specific(&mut considered.iter().copied()) else {
-        // The built-in rule `ServiceErrors` says only what clients see: any other signal of the incident
-        // (a `[[rule]]` of the user's, say, resolved since) names it better.
-        let generic = |signal: &&IncidentSignal| signal.kind == SignalKind::Rule && signal.name == SERVICE_ERRORS_RULE;
+        // The built-in rule `ServiceErrors` says only what clients see: another signal names the incident
+        // better, firing, or (a `[[rule]]` of the user's on the same service, say) resolved since.
+        let generic = |signal: &IncidentSignal| signal.kind == SignalKind::Rule && signal.name == SERVICE_ERRORS_RULE;
+        let first = considered.first().copied()?;
+        let is_log = |signal: &IncidentSignal| {
+            signal.kind == SignalKind::Anomaly
+                && (signal.name == NEW_LOG_TEMPLATE_SIGNAL || signal.name == LOG_RATE_SIGNAL)
+        };
         return considered
             .iter()
             .copied()
             .find(|signal| !generic(signal))
-            .or_else(|| signals.iter().find(|signal| !generic(signal)))
-            .or_else(|| considered.first().copied());
+            .or_else(|| {
+                signals.iter().find(|signal| !generic(signal) && !is_log(signal) && signal.service == first.service)
+            })
+            .or(Some(first));
     };
     let chosen = considered[idx];
     let covering = signals
@@ -259,6 +267,12 @@ mod tests {
         assert_eq!(named(&[users.clone(), builtin.clone()]), "Errors");
         assert_eq!(named(&[builtin.clone(), users]), "Errors");
         assert_eq!(named(std::slice::from_ref(&builtin)), SERVICE_ERRORS_RULE);
+        // Not a resolved signal of another service, nor a log line.
+        let mut elsewhere = signal("web", "Slow", SignalKind::Rule);
+        elsewhere.firing = false;
+        let mut logged = signal("db", NEW_LOG_TEMPLATE_SIGNAL, SignalKind::Anomaly);
+        logged.firing = false;
+        assert_eq!(named(&[elsewhere, logged, builtin.clone()]), SERVICE_ERRORS_RULE);
         // A built-in diagnosis is more specific still.
         assert_eq!(named(&[builtin, signal("db", "crashed", SignalKind::Diagnosis)]), "crashed");
     }

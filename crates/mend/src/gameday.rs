@@ -563,6 +563,8 @@ async fn drive(scenario: &Scenario, client: &Client, clock: &SystemClock) -> any
     let mut running = tokio::task::JoinSet::new();
     let mut next_fault = 0;
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    // A poll delayed (by an injection) is not made up for with a burst of polls.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_progress = 0.0;
     loop {
         ticker.tick().await;
@@ -570,7 +572,6 @@ async fn drive(scenario: &Scenario, client: &Client, clock: &SystemClock) -> any
         if now >= total {
             break;
         }
-        let at = now.as_secs_f64();
         while let Some(fault) = scenario.faults.get(next_fault).filter(|fault| fault.at <= now) {
             let injected = inject(client, fault, t0, &mut running).await;
             match &injected.error {
@@ -580,6 +581,8 @@ async fn drive(scenario: &Scenario, client: &Client, clock: &SystemClock) -> any
             recording.injected.push(injected);
             next_fault += 1;
         }
+        // Stamped after the injections (a `run` fault takes up to a second).
+        let at = t0.elapsed().as_secs_f64();
         for service in services(client).await {
             recording.ready.push(ReadyPoint {
                 at,
@@ -814,9 +817,28 @@ async fn inject(
     injected
 }
 
-/// Starts a `run` fault's command. It failed to inject if it cannot start or exits unsuccessfully within
-/// [`RUN_FAILS_WITHIN`]; still running then, it is injected (it may later fail because mend healed what it
-/// was holding, a client cut off by a restart) and goes on in `running` until `limit`, then is killed.
+/// A `run` fault's process group, killed when dropped.
+struct ProcessGroup(Option<nix::unistd::Pid>);
+
+impl ProcessGroup {
+    fn kill(&self) {
+        if let Some(group) = self.0 {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a `run` fault's command, in its own process group. It failed to inject if it cannot start or
+/// exits unsuccessfully within [`RUN_FAILS_WITHIN`]; otherwise it is injected (a command still running may
+/// later fail because mend healed what it was holding, a client cut off by a restart) and what it started
+/// goes on in `running` until `limit`, then its process group is killed (a command that put a process in
+/// the background and exited too), or when the game day ends.
 async fn run_fault(
     argv: &[String],
     limit: Duration,
@@ -828,11 +850,20 @@ async fn run_fault(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| format!("cannot run {:?}: {error}", argv[0]))?;
+    let group = ProcessGroup(child.id().and_then(|pid| i32::try_from(pid).ok()).map(nix::unistd::Pid::from_raw));
+    let remaining = limit.saturating_sub(RUN_FAILS_WITHIN);
     match tokio::time::timeout(RUN_FAILS_WITHIN, child.wait()).await {
-        Ok(Ok(status)) if status.success() => return Ok(()),
+        Ok(Ok(status)) if status.success() => {
+            running.spawn(async move {
+                tokio::time::sleep(remaining).await;
+                drop(group);
+            });
+            return Ok(());
+        }
         Ok(Ok(status)) => {
             let mut stderr = String::new();
             if let Some(mut pipe) = child.stderr.take() {
@@ -862,15 +893,14 @@ async fn run_fault(
             text
         };
         let wait = async {
-            let remaining = limit.saturating_sub(RUN_FAILS_WITHIN);
-            match tokio::time::timeout(remaining, child.wait()).await {
+            let ended = match tokio::time::timeout(remaining, child.wait()).await {
                 Ok(Ok(status)) => (!status.success()).then(|| status.to_string()),
                 Ok(Err(error)) => Some(error.to_string()),
-                Err(_) => {
-                    let _ = child.kill().await;
-                    Some("stopped at its `for`".to_owned())
-                }
-            }
+                Err(_) => Some("stopped at its `for`".to_owned()),
+            };
+            // What it started ends with it, and its error output with them.
+            group.kill();
+            ended
         };
         let (ended, stderr) = tokio::join!(wait, tokio::time::timeout(limit + Duration::from_secs(1), drain));
         if let Some(ended) = ended {

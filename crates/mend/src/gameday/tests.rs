@@ -207,7 +207,7 @@ async fn a_run_fault_is_injected_once_it_runs_and_is_stopped_at_its_end() {
         run_fault(&argv(&["sh", "-c", "echo nope >&2; exit 3"]), Duration::from_secs(5), t0, &mut running).await;
     assert_eq!(failed, Err("exit status: 3 (nope)".to_owned()));
     assert!(run_fault(&argv(&["/nonexistent/fault"]), Duration::from_secs(5), t0, &mut running).await.is_err());
-    assert!(running.is_empty());
+    assert_eq!(running.len(), 1, "what the one that succeeded started is held until its `for`");
     // Still running after a second: injected, and it goes on in the background; failing later (as a
     // client cut off when mend heals its target) does not undo the injection.
     let started = Instant::now();
@@ -219,7 +219,15 @@ async fn a_run_fault_is_injected_once_it_runs_and_is_stopped_at_its_end() {
     let marker = dir.path().join("still-running");
     let script = format!("sleep 3; touch {}", marker.display());
     assert_eq!(run_fault(&argv(&["sh", "-c", &script]), Duration::from_millis(1500), t0, &mut running).await, Ok(()));
+    // And what a command started in the background and left running is stopped at the fault's `for` too.
+    let orphan = dir.path().join("orphan-finished");
+    let background = format!("(sleep 3; touch {}) & exit 0", orphan.display());
+    assert_eq!(
+        run_fault(&argv(&["sh", "-c", &background]), Duration::from_millis(1500), t0, &mut running).await,
+        Ok(())
+    );
     while running.join_next().await.is_some() {}
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!marker.exists(), "killed at its `for`, before it could finish");
+    assert!(!orphan.exists(), "its background process was killed with its group");
 }
