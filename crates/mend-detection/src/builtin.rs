@@ -19,8 +19,9 @@
 //!   at least one replica is in its proxy's table (a service stopped or scaled to 0 answers 503 by design;
 //!   one with every replica down has its own diagnoses). Fires after 5 s, resolves 5 s after it stops
 //!   holding (a share hovering at one half does not flap); at a steady rate a service that starts failing
-//!   every request raises it about 10 s in, and clears about 8 s after it recovered. Without it a service failing every request with every replica
-//!   failing alike (a dependency down, a bad config) raised nothing unless a `[[rule]]` said so.
+//!   every request raises it about 10 s in, and clears about 8 s after it recovered. Without it a service
+//!   failing every request with every replica failing alike (a dependency down, a bad config) raised
+//!   nothing unless a `[[rule]]` said so.
 //!
 //! The arithmetic is pure ([`bad_replicas`], [`overloaded`]); the figures come from PromQL over the
 //! series the traffic sampler records (`mend_proxy_backend_attempts_total`, `..._in_flight`,

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::client::{Client, encode_query_value};
+use crate::heal::hook::bounded;
 use crate::output;
 
 pub(crate) use load::Sample;
@@ -865,32 +866,24 @@ async fn run_fault(
             return Ok(());
         }
         Ok(Ok(status)) => {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                use tokio::io::AsyncReadExt as _;
-                let _ = tokio::time::timeout(Duration::from_secs(1), pipe.read_to_string(&mut stderr)).await;
-            }
-            return Err(format!("{status} ({})", stderr.trim()));
+            let stderr = match child.stderr.take() {
+                Some(pipe) => tokio::time::timeout(Duration::from_secs(1), bounded(pipe)).await.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            return Err(format!("{status} ({})", String::from_utf8_lossy(&stderr).trim()));
         }
         Ok(Err(error)) => return Err(error.to_string()),
         Err(_) => {}
     }
     let program = argv.join(" ");
     running.spawn(async move {
-        // Its error output is drained (a full pipe would stall it) and the last of it quoted if it fails.
-        let mut pipe = child.stderr.take();
+        // Its error output is drained (a full pipe would stall it) and the first of it quoted if it fails.
+        let pipe = child.stderr.take();
         let drain = async {
-            let mut text = Vec::new();
-            if let Some(pipe) = pipe.as_mut() {
-                use tokio::io::AsyncReadExt as _;
-                let mut chunk = [0_u8; 4096];
-                while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
-                    text.extend_from_slice(&chunk[..n]);
-                    let excess = text.len().saturating_sub(1024);
-                    text.drain(..excess);
-                }
+            match pipe {
+                Some(pipe) => bounded(pipe).await,
+                None => Vec::new(),
             }
-            text
         };
         let wait = async {
             let ended = match tokio::time::timeout(remaining, child.wait()).await {

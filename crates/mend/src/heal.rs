@@ -8,7 +8,7 @@
 
 mod autoscale;
 mod execute;
-mod hook;
+pub(crate) mod hook;
 mod notify;
 mod observe;
 

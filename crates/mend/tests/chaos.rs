@@ -152,32 +152,40 @@ fn knob_faults_hit_the_replica_and_are_reset_at_the_end() {
     assert_eq!(daemon.replica("web", 0)["pid"], pid);
 }
 
-/// python3's http.server has no fault endpoints: errors and slow go through mend's proxy, cpu is refused
-/// with the reason; a partition cuts one caller off.
-#[test]
-fn a_target_without_knobs_gets_proxy_faults_and_partitions() {
-    let ports = free_ports(3);
-    let proxy_port = ports + 2;
+/// mend running python3's http.server (`files`, `replicas` of it) behind its proxy, `api_extra` added to
+/// `[api]`; returns once the proxy routes, with the proxy's address.
+fn files_behind_proxy(replicas: u16, api_extra: &str) -> (Daemon, SocketAddr) {
+    let ports = free_ports(replicas + 1);
+    let proxy_port = ports + replicas;
     let daemon = Daemon::start(&format!(
         r#"
 [api]
 listen = "{{api}}"
-token = "sesame"
+{api_extra}
 [service.files]
 command = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{{port}}"]
+replicas = {replicas}
 ports = "{ports}-{last}"
 [service.files.readiness]
 http = "http://127.0.0.1:{{port}}/"
 [service.files.proxy]
 listen = "127.0.0.1:{proxy_port}"
 "#,
-        last = ports + 1
+        last = ports + replicas - 1
     ));
     daemon.wait_ready("files");
     let proxy = SocketAddr::from(([127, 0, 0, 1], proxy_port));
     eventually(Duration::from_secs(10), "the proxy routes", || {
         KeepAlive::new(proxy).request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
     });
+    (daemon, proxy)
+}
+
+/// python3's http.server has no fault endpoints: errors and slow go through mend's proxy, cpu is refused
+/// with the reason; a partition cuts one caller off.
+#[test]
+fn a_target_without_knobs_gets_proxy_faults_and_partitions() {
+    let (daemon, proxy) = files_behind_proxy(1, "token = \"sesame\"");
     let unauthorised = post_json(&daemon, "/api/v1/services/files/chaos/kill", "{}");
     assert_eq!(unauthorised.status, 401, "the token is needed: {}", unauthorised.body);
     let cli = |args: &[&str]| {
@@ -250,28 +258,7 @@ seed = 3
 /// it resolves once the errors stop.
 #[test]
 fn errors_on_every_replica_raise_the_built_in_service_errors_rule() {
-    let ports = free_ports(3);
-    let proxy_port = ports + 2;
-    let daemon = Daemon::start(&format!(
-        r#"
-[api]
-listen = "{{api}}"
-[service.files]
-command = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{{port}}"]
-replicas = 2
-ports = "{ports}-{last}"
-[service.files.readiness]
-http = "http://127.0.0.1:{{port}}/"
-[service.files.proxy]
-listen = "127.0.0.1:{proxy_port}"
-"#,
-        last = ports + 1
-    ));
-    daemon.wait_ready("files");
-    let proxy = SocketAddr::from(([127, 0, 0, 1], proxy_port));
-    eventually(Duration::from_secs(10), "the proxy routes", || {
-        KeepAlive::new(proxy).request("GET", "/", &[], b"").ok().filter(|r| r.status == 200)
-    });
+    let (daemon, proxy) = files_behind_proxy(2, "");
     // Traffic throughout, bounded: 20 requests a second for at most 60 s.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {

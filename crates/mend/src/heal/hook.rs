@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt as _;
 pub(crate) const MAX_OUTPUT_BYTES: usize = 4096;
 
 /// Reads `reader` to its end, keeping the first [`MAX_OUTPUT_BYTES`].
-async fn bounded(mut reader: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+pub(crate) async fn bounded(mut reader: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut buffer = [0_u8; 4096];
     loop {
