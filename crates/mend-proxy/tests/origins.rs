@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Request;
 use mend_proxy::{Backend, RouteTable};
-use support::{Client, Reply, TestProxy, config, full, stable};
+use support::{Client, PythonServer, Reply, TestProxy, config, full, stable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -783,59 +783,6 @@ async fn refused_and_unasked_switches_and_connect_are_answered_cleanly() {
     stream.write_all(b"CONNECT example.test:443 HTTP/1.1\r\nhost: example.test:443\r\n\r\n").await.expect("write");
     let (head, _) = read_response(&mut stream, &mut Vec::new()).await;
     assert!(head.starts_with("HTTP/1.1 501"), "{head:?}");
-}
-
-/// `python3 -m http.server`, killed when dropped.
-struct PythonServer {
-    addr: SocketAddr,
-    dir: std::path::PathBuf,
-    _child: tokio::process::Child,
-}
-
-impl PythonServer {
-    async fn start(files: &[(&str, &[u8])]) -> Self {
-        let dir = std::env::temp_dir().join(format!("mend-origins-{}-{}", std::process::id(), next_suffix()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        for (name, content) in files {
-            std::fs::write(dir.join(name), content).expect("write file");
-        }
-        // Port 0 and the port read from the server's banner: picking a free port, releasing it and
-        // handing it over races with every other test binding :0 in this binary.
-        let mut child = tokio::process::Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
-            .arg(&dir)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 runs (the test needs it)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut banner = String::new();
-        let mut stdout = tokio::io::BufReader::new(stdout);
-        let read = tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut banner);
-        timeout(Duration::from_secs(10), read).await.expect("banner in time").expect("banner");
-        // "Serving HTTP on 127.0.0.1 port 35177 (http://127.0.0.1:35177/) ..."
-        let port: Option<u16> =
-            banner.split(" port ").nth(1).and_then(|rest| rest.split(' ').next()).and_then(|p| p.parse().ok());
-        if let Some(port) = port {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            if TcpStream::connect(addr).await.is_ok() {
-                return Self { addr, dir, _child: child };
-            }
-        }
-        panic!("python3 -m http.server did not start: {banner:?}");
-    }
-}
-
-impl Drop for PythonServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn next_suffix() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, SeqCst)
 }
 
 #[tokio::test]

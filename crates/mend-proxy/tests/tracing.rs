@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper::Request;
 use mend_proxy::{ProxyTracing, RouteTable};
 use mend_trace::{Kept, Sampling, Span, TraceId, TraceParent, TraceQuery, Tracing};
-use support::{Client, Mode, TestProxy, Upstream, backend, config, eventually, full, stable};
+use support::{Client, Mode, PythonServer, TestProxy, Upstream, backend, config, eventually, full, stable};
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -205,23 +205,7 @@ async fn retries_are_span_events() {
 
 #[tokio::test]
 async fn python_http_server_sees_the_forwarded_traceparent() {
-    let dir = tempfile_dir();
-    std::fs::write(dir.join("index.html"), "hello\n").expect("write");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let mut python = tokio::process::Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python3 -m http.server");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "python3 -m http.server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let python = PythonServer::start(&[("index.html", b"hello\n")]).await;
     let tracing = Tracing::start(1 << 20, None);
     let mut cfg = config();
     cfg.tracing = Some(ProxyTracing {
@@ -230,7 +214,10 @@ async fn python_http_server_sees_the_forwarded_traceparent() {
         recorder: tracing.recorder(),
         unix_nanos_at_bind: 0,
     });
-    let table = RouteTable { backends: vec![mend_proxy::Backend { id: stable(0), addr, weight: 1 }], canary: None };
+    let table = RouteTable {
+        backends: vec![mend_proxy::Backend { id: stable(0), addr: python.addr, weight: 1 }],
+        canary: None,
+    };
     let proxy = TestProxy::start(cfg, table).await;
     let mut client = Client::new(proxy.addr());
     // The 404 first: its span, were it kept, would reach the store before the sampled request's.
@@ -244,11 +231,4 @@ async fn python_http_server_sees_the_forwarded_traceparent() {
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].http_status, Some(200));
     assert_eq!(spans[0].trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-    let _ = python.kill().await;
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mend-trace-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }

@@ -305,18 +305,26 @@ impl StaticServer {
     fn start(body: &[u8]) -> StaticServer {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("metrics"), body).expect("write exposition");
-        let port = free_ports(1);
-        let child = std::process::Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        // Port 0 and the port read from python's banner: a port picked free and handed over can be
+        // taken in between by any other test binding :0.
+        let mut child = std::process::Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
             .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("python3 -m http.server");
-        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        eventually(Duration::from_secs(10), "python's http.server answers", || {
-            TcpStream::connect(address).ok().map(drop)
-        });
+        let mut banner = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        // Returns at the banner or, if python exits, at end of file.
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut banner).expect("banner");
+        // "Serving HTTP on 127.0.0.1 port 35177 (http://127.0.0.1:35177/) ..."
+        let port: u16 = banner
+            .split(" port ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("python3 -m http.server did not start: {banner:?}"));
         StaticServer { child, port, _dir: dir }
     }
 }
