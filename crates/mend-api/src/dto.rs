@@ -111,16 +111,20 @@ pub enum EjectionReasonDto {
     Reset,
     /// An attempt that timed out.
     Timeout,
+    /// A response cut off after its headers (the backend closed, reset, or stalled mid-body).
+    BrokenBody,
 }
 
 impl EjectionReasonDto {
-    /// The wire name (`server_error`, `connect_failure`, `reset`, `timeout`), also used in event details.
+    /// The wire name (`server_error`, `connect_failure`, `reset`, `timeout`, `broken_body`), also used in
+    /// event details.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::ServerError => "server_error",
             Self::ConnectFailure => "connect_failure",
             Self::Reset => "reset",
             Self::Timeout => "timeout",
+            Self::BrokenBody => "broken_body",
         }
     }
 }
@@ -132,7 +136,7 @@ pub struct EjectionDto {
     pub until: String,
     /// Seconds until then.
     pub seconds_left: f64,
-    /// The failure that ejected it: `server_error`, `connect_failure`, `reset` or `timeout`.
+    /// The failure that ejected it: `server_error`, `connect_failure`, `reset`, `timeout` or `broken_body`.
     pub reason: EjectionReasonDto,
     /// The status of a `server_error`.
     pub status: Option<u16>,
@@ -463,6 +467,7 @@ mod tests {
             (EjectionReasonDto::ConnectFailure, "connect_failure"),
             (EjectionReasonDto::Reset, "reset"),
             (EjectionReasonDto::Timeout, "timeout"),
+            (EjectionReasonDto::BrokenBody, "broken_body"),
         ]);
         check(&[
             (ExitCauseDto::Program, "program"),
@@ -478,6 +483,7 @@ mod tests {
             EjectionReasonDto::ConnectFailure,
             EjectionReasonDto::Reset,
             EjectionReasonDto::Timeout,
+            EjectionReasonDto::BrokenBody,
         ] {
             assert_eq!(serde_json::to_value(reason).expect("serializes"), reason.as_str());
         }

@@ -27,7 +27,7 @@ pub(crate) struct BackendState {
     pub(crate) draining: AtomicBool,
     /// Woken when the in-flight count reaches zero while draining.
     pub(crate) drained: Notify,
-    /// Failures in a row (5xx, connect failure, reset, timeout); a success resets it.
+    /// Failures in a row (5xx, connect failure, reset, timeout, a cut-off body); a success resets it.
     pub(crate) consecutive_failures: AtomicU32,
     /// Ejected until this time (nanoseconds on the proxy clock; 0 = never ejected).
     pub(crate) ejected_until: AtomicU64,

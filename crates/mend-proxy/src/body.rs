@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::forward::Exchange;
+use crate::forward::{End, Exchange};
 use crate::server::ActivityGuard;
 use crate::upstream::UpstreamBody;
 
@@ -231,14 +231,19 @@ impl ProxyBody {
         stall.as_mut().poll(cx).is_ready()
     }
 
-    /// Ends the exchange; the connection returns to the pool when `clean` and reusable.
-    fn finish(&mut self, clean: bool) {
+    /// Ends the exchange; the connection returns to the pool when the body is complete and the
+    /// connection reusable. A body not at its end when the client lets it go was cut short by the
+    /// client, not by the backend.
+    fn finish(&mut self, end: End) {
         match std::mem::replace(&mut self.inner, ResponseInner::Local(None)) {
             ResponseInner::Upstream { body, exchange } => {
-                let clean = clean && body.is_end_stream();
-                exchange.finish(clean, if clean { body.into_reusable() } else { None });
+                let end = if end == End::Complete && !body.is_end_stream() { End::ClientGone } else { end };
+                exchange.finish(end, if end == End::Complete { body.into_reusable() } else { None });
             }
-            ResponseInner::UpstreamH2 { exchange, .. } => exchange.finish(clean, None),
+            ResponseInner::UpstreamH2 { body, exchange } => {
+                let end = if end == End::Complete && !body.is_end_stream() { End::ClientGone } else { end };
+                exchange.finish(end, None);
+            }
             ResponseInner::Local(_) => {}
         }
     }
@@ -293,14 +298,14 @@ impl Body for ProxyBody {
         let Poll::Ready((frame, ended)) = polled else {
             if this.stalled(cx) {
                 tracing::debug!(timeout = ?this.read_timeout, "backend response body stalled");
-                this.finish(false);
+                this.finish(End::Broken);
                 return Poll::Ready(Some(Err(Box::new(Stalled(this.read_timeout)))));
             }
             return Poll::Pending;
         };
         this.progressed = true;
         if let Some(clean) = ended {
-            this.finish(clean);
+            this.finish(if clean { End::Complete } else { End::Broken });
         }
         Poll::Ready(frame)
     }
@@ -324,7 +329,7 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        // A body that was never polled to its end is clean only when it had nothing left to send.
-        self.finish(true);
+        // A body that was never polled to its end is complete only when it had nothing left to send.
+        self.finish(End::Complete);
     }
 }

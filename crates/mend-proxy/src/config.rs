@@ -278,8 +278,9 @@ impl Default for MethodSet {
 /// Passive health checking: eject backends that keep failing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutlierPolicy {
-    /// Consecutive failures (5xx, connect failure, reset, timeout) that eject a backend. Default 3
-    /// (Envoy: 5); the decision is immediate, there is no sweep interval (Envoy sweeps every 10 s).
+    /// Consecutive failures (5xx, connect failure, reset, timeout, a body cut off after its headers) that
+    /// eject a backend. Default 3 (Envoy: 5); the decision is immediate, there is no sweep interval (Envoy
+    /// sweeps every 10 s).
     pub consecutive_failures: u32,
     /// The n-th ejection in a row lasts `base_ejection × n`, capped at `max_ejection`. Default 5 s (Envoy:
     /// 30 s): mend replaces a sick replica with a new generation (a new backend id) within seconds, so a

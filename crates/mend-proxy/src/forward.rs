@@ -57,6 +57,22 @@ pub(crate) struct Exchange {
     attempt_start: Nanos,
     caller: Option<usize>,
     grpc: GrpcStatus,
+    /// Whether outlier detection waits for the body: a response that is not a failure by its status is
+    /// judged when it ends, so a backend that answers 200 and then cuts every body off is ejected (judged
+    /// a success at its headers, each such response would reset its run of failures).
+    judge_at_end: bool,
+}
+
+/// How a response that reached the client ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The body ended as its framing said, or was handed over (an upgraded connection).
+    Complete,
+    /// The client went away before the end: no fault of the backend's.
+    ClientGone,
+    /// The backend cut the body off: it closed or reset the connection, or sent nothing for the read
+    /// timeout.
+    Broken,
 }
 
 impl Exchange {
@@ -73,11 +89,18 @@ impl Exchange {
 
     /// Counts the request, ends the backend's in-flight count and returns a cleanly finished connection
     /// to the pool.
-    pub(crate) fn finish(self, clean: bool, conn: Option<Box<Conn>>) {
+    pub(crate) fn finish(self, end: End, conn: Option<Box<Conn>>) {
         let shared = self.activity.shared();
         let now = self.activity.now();
         let outcome = Outcome::Status(self.status);
         let backend = self.in_flight.backend();
+        if self.judge_at_end {
+            match end {
+                End::Complete => judge(shared, backend, outcome),
+                End::Broken => judge_failure(shared, backend, Some(EjectionReason::BrokenBody)),
+                End::ClientGone => {}
+            }
+        }
         backend.attempts.record(outcome, now.since(self.attempt_start));
         let latency = now.since(self.start);
         shared.metrics.releases[backend.id.release.idx()].record(outcome, latency);
@@ -97,7 +120,9 @@ impl Exchange {
                 shared.metrics.callers.counters(slot).record_grpc(code);
             }
         }
-        if clean && let Some(conn) = conn {
+        if end == End::Complete
+            && let Some(conn) = conn
+        {
             backend.checkin(conn, now, shared.config.max_idle_per_backend);
         }
         if shared.n_waiting.load(Relaxed) > 0 {
@@ -402,7 +427,9 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                         .then(|| plan(&tried, retry_possible, Failed::Unprocessed, n_backoffs))
                         .filter(|retry| !matches!(retry, Retry::No))
                 } else {
-                    judge(shared, &backend, Outcome::Status(status.as_u16()));
+                    if EjectionReason::of(Outcome::Status(status.as_u16())).is_some() {
+                        judge(shared, &backend, Outcome::Status(status.as_u16()));
+                    }
                     None
                 };
                 if let Some(retry) = unavailable {
@@ -429,8 +456,16 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                         round_attempts += 1;
                         continue;
                     }
-                    let exchange =
-                        Exchange { activity, in_flight, status: status.as_u16(), start, attempt_start, caller, grpc };
+                    let exchange = Exchange {
+                        activity,
+                        in_flight,
+                        status: status.as_u16(),
+                        start,
+                        attempt_start,
+                        caller,
+                        grpc,
+                        judge_at_end: !status.is_server_error(),
+                    };
                     match answer {
                         Answer::Http1(response, call) => {
                             if status == StatusCode::SWITCHING_PROTOCOLS
@@ -439,7 +474,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                                 // Counted as an exchange that ended here: a tunnel is not a request in
                                 // flight, so it neither holds a drain (it ends when the replica stops) nor
                                 // skews least-request.
-                                exchange.finish(false, None);
+                                exchange.finish(End::Complete, None);
                                 tokio::spawn(tunnel(on_upgrade, call));
                                 break response.map(|()| ProxyBody::local(b"", None));
                             }
@@ -683,7 +718,11 @@ fn attempt_failed(shared: &Shared, backend: &BackendRef, outcome: Outcome, attem
 
 /// Feeds outlier detection with an attempt's outcome.
 fn judge(shared: &Shared, backend: &BackendRef, outcome: Outcome) {
-    let failure = EjectionReason::of(outcome);
+    judge_failure(shared, backend, EjectionReason::of(outcome));
+}
+
+/// Feeds outlier detection with a success (None) or a failure and its reason.
+fn judge_failure(shared: &Shared, backend: &BackendRef, failure: Option<EjectionReason>) {
     if backend.record_health(failure.is_some(), shared.config.outlier.consecutive_failures)
         && let Some(reason) = failure
     {

@@ -449,6 +449,9 @@ pub enum EjectionReason {
     Reset,
     /// It did not answer within the attempt timeout.
     Timeout,
+    /// It cut a response off after its headers: closed or reset the connection, or sent nothing for the
+    /// read timeout.
+    BrokenBody,
 }
 
 impl EjectionReason {

@@ -799,3 +799,81 @@ async fn a_response_body_that_stalls_is_cut_off_after_the_read_timeout_and_a_ste
 fn get_request() -> Request<support::UpBody> {
     Request::get("/").header("host", "svc.test").body(support::full("")).expect("request")
 }
+
+/// A backend that answers with `head` and `partial`, then closes the connection: every body cut short.
+async fn cutting(head: &'static str, partial: Vec<u8>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head_in = Vec::new();
+            let mut byte = [0_u8; 1];
+            while !head_in.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                head_in.push(byte[0]);
+            }
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&partial).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    (addr, task)
+}
+
+/// A 200 whose body the backend cuts off is a failure for outlier detection, judged when the body ends:
+/// judged a success at its headers, each such response reset the backend's run of failures and a replica
+/// that truncates every answer was never ejected. A client that leaves mid-body is no fault of the
+/// backend's.
+#[tokio::test]
+async fn a_backend_that_cuts_its_bodies_off_is_ejected_and_a_client_leaving_mid_body_is_not_held_against_it() {
+    // Past the short-body read (64 KiB): a body cut within it is an attempt that failed, and retried.
+    let (cut_addr, cut_task) =
+        cutting("HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n", vec![b'x'; 100 * 1024]).await;
+    let good = Upstream::start("good").await;
+    let backends = vec![mend_proxy::Backend { id: stable(0), addr: cut_addr, weight: 1 }, backend(stable(1), &good)];
+    let proxy = TestProxy::start(round_robin(), RouteTable { backends, canary: None }).await;
+    let mut broken = 0;
+    for _ in 0..6 {
+        // A fresh connection each time: a cut body ends the client's connection too.
+        match Client::new(proxy.addr()).try_send(get_request()).await {
+            Ok(reply) => assert_eq!((reply.status, reply.upstream()), (200, "good")),
+            Err(_) => broken += 1,
+        }
+    }
+    assert_eq!(broken, 3, "round robin sent every other request to the cutting backend until it was ejected");
+    let stats = proxy.handle.stats();
+    let cut = stats.backend(stable(0)).expect("listed");
+    assert_eq!(
+        cut.last_ejection.map(|ejection| (ejection.reason, ejection.consecutive_failures)),
+        Some((EjectionReason::BrokenBody, 3))
+    );
+    for _ in 0..4 {
+        let reply = Client::new(proxy.addr()).try_send(get_request()).await.expect("the ejected backend gets none");
+        assert_eq!((reply.status, reply.upstream()), (200, "good"));
+    }
+    cut_task.abort();
+
+    // A slow stream the client gives up on after its head, five times over: never ejected.
+    let (slow_addr, slow_task) = streaming(
+        "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n",
+        vec![vec![b'x'; 100 * 1024]],
+        Duration::from_millis(10),
+    )
+    .await;
+    let backends = vec![mend_proxy::Backend { id: stable(0), addr: slow_addr, weight: 1 }];
+    let proxy = TestProxy::start(round_robin(), RouteTable { backends, canary: None }).await;
+    for _ in 0..5 {
+        let mut sender = support::connect(proxy.addr()).await;
+        let response = sender.send_request(get_request()).await.expect("the head arrives");
+        assert_eq!(response.status(), 200);
+        drop((response, sender));
+    }
+    support::eventually("the abandoned exchanges end", || {
+        proxy.handle.stats().backend(stable(0)).is_some_and(|backend| backend.in_flight == 0)
+    })
+    .await;
+    let stats = proxy.handle.stats();
+    let slow = stats.backend(stable(0)).expect("listed");
+    assert_eq!((slow.ejections, slow.last_ejection), (0, None), "clients that left are not the backend's failures");
+    slow_task.abort();
+}

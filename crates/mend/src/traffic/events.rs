@@ -189,6 +189,7 @@ fn ejection_reason(reason: EjectionReason) -> EjectionReasonDto {
         EjectionReason::ConnectFailure => EjectionReasonDto::ConnectFailure,
         EjectionReason::Reset => EjectionReasonDto::Reset,
         EjectionReason::Timeout => EjectionReasonDto::Timeout,
+        EjectionReason::BrokenBody => EjectionReasonDto::BrokenBody,
     }
 }
 
@@ -199,6 +200,7 @@ fn ejection_words(ejection: &Ejection) -> String {
         EjectionReason::ConnectFailure => "a failed connect".to_owned(),
         EjectionReason::Reset => "a reset connection".to_owned(),
         EjectionReason::Timeout => "a timeout".to_owned(),
+        EjectionReason::BrokenBody => "a response cut off after its headers".to_owned(),
     };
     format!("{} failures in a row, the last {last}", ejection.consecutive_failures)
 }
