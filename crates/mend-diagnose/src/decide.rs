@@ -610,6 +610,7 @@ fn unhealthy(input: &DecideInput<'_>) -> Option<Diagnosis> {
     let component = &service.component;
     if let Some(fact) = service.lifecycle.iter().find(|fact| {
         matches!(fact.what, Lifecycle::Replaced(StopReason::Liveness) | Lifecycle::Replaced(StopReason::Startup))
+            && current(input, fact.at)
     }) {
         let Lifecycle::Replaced(reason) = fact.what else { return None };
         let evidence = vec![Evidence::Replaced { replica: fact.replica, at: fact.at, reason }];
@@ -624,28 +625,30 @@ fn unhealthy(input: &DecideInput<'_>) -> Option<Diagnosis> {
     }
     if let Some(fact) = last_readiness.values().find(|fact| fact.what == Lifecycle::Unready) {
         let mut evidence = vec![Evidence::Unready { replica: fact.replica, at: fact.at }];
-        evidence.extend(probe_failures(service, fact.replica));
+        evidence.extend(probe_failures(input, fact.replica));
         return Some(diagnosis(component, DiagnosisKind::Unhealthy, 0.6, None, evidence));
     }
     let mut replicas: Vec<u32> = service.lifecycle.iter().map(|fact| fact.replica).collect();
     replicas.sort_unstable();
     replicas.dedup();
     for replica in replicas {
-        if let Some(Evidence::ProbeFailures { count, .. }) = probe_failures(service, replica)
+        if let Some(Evidence::ProbeFailures { count, .. }) = probe_failures(input, replica)
             && count >= input.params.unhealthy_failures
         {
-            let evidence = probe_failures(service, replica).into_iter().collect();
+            let evidence = probe_failures(input, replica).into_iter().collect();
             return Some(diagnosis(component, DiagnosisKind::Unhealthy, 0.6, None, evidence));
         }
     }
     None
 }
 
-fn probe_failures(service: &ServiceFacts, replica: u32) -> Option<Evidence> {
-    let reasons: Vec<&str> = service
+/// A replica's failed probes (not timeouts) that are this incident's ([`current`]).
+fn probe_failures(input: &DecideInput<'_>, replica: u32) -> Option<Evidence> {
+    let reasons: Vec<&str> = input
+        .service
         .lifecycle
         .iter()
-        .filter(|fact| fact.replica == replica)
+        .filter(|fact| fact.replica == replica && current(input, fact.at))
         .filter_map(|fact| match &fact.what {
             Lifecycle::ProbeFailed { outcome: ProbeOutcome::Failure { reason }, .. } => Some(reason.as_str()),
             _ => None,

@@ -238,6 +238,18 @@ fn crashes_and_crash_loops() {
     facts.lifecycle.pop();
     assert_eq!(decided(&facts, 3600), Unknown, "nothing of its own");
     assert_eq!(decided(&dependency, 3600), Crashed);
+    // So are a liveness replacement and failed probes that ended an earlier incident: now unknown, at
+    // their time unhealthy.
+    facts.lifecycle = vec![
+        LifecycleFact { replica: 1, ..failure(3580, "status 500") },
+        LifecycleFact { replica: 1, ..failure(3581, "status 500") },
+        fact(3582, 1, Lifecycle::Replaced(StopReason::Liveness)),
+    ];
+    assert_eq!(decided(&facts, 3600), Unknown, "an earlier incident's replacement");
+    assert_eq!(decided(&facts, 3582), Unhealthy);
+    facts.lifecycle.pop();
+    assert_eq!(decided(&facts, 3600), Unknown, "an earlier incident's failed probes");
+    assert_eq!(decided(&facts, 3581), Unhealthy);
 }
 
 #[test]
