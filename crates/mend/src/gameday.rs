@@ -19,6 +19,7 @@ use hyper::Method;
 use mend_config::{Expect, FaultAction, Load, Scenario, ScheduledFault, Slo, Topology};
 use mend_types::{Clock, SystemClock, Timestamp};
 use serde::Serialize;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::{Client, encode_query_value};
@@ -544,17 +545,7 @@ async fn drive(scenario: &Scenario, client: &Client, clock: &SystemClock) -> any
             Some((load::start(url.address, url.path.clone(), *rate, *concurrency, *timeout, t0, total), *timeout))
         }
         Some(Load::Command(argv)) => {
-            let child = command(&argv[0])
-                .args(&argv[1..])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .spawn();
-            match child {
-                Ok(child) => external = Some(child),
-                Err(error) => anyhow::bail!("cannot run the load command {:?}: {error}", argv[0]),
-            }
+            external = Some(start_load_command(argv)?);
             None
         }
         None => None,
@@ -619,14 +610,77 @@ async fn drive(scenario: &Scenario, client: &Client, clock: &SystemClock) -> any
         }
         recording.samples = recorded.samples;
     }
-    if let Some(mut child) = external {
-        let _ = child.start_kill();
-        if let Ok(Ok(output)) = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await {
-            recording.load_output = Some(String::from_utf8_lossy(&output.stdout).into_owned());
-        }
+    if let Some((mut child, stdout, stderr)) = external {
+        recording.load_output = Some(stop_load_command(&mut child, stdout, stderr).await);
     }
     read_back(client, wall0, &mut recording).await;
     Ok(recording)
+}
+
+/// A running load command and the tasks draining its stdout and stderr.
+type LoadCommand = (tokio::process::Child, Option<JoinHandle<Vec<u8>>>, Option<JoinHandle<Vec<u8>>>);
+
+fn start_load_command(argv: &[String]) -> anyhow::Result<LoadCommand> {
+    let Some((program, args)) = argv.split_first() else { anyhow::bail!("the load command is empty") };
+    let mut child = command(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| anyhow::anyhow!("cannot run the load command {program:?}: {error}"))?;
+    // Drained while it runs: a command that writes more than a pipe holds would block.
+    let stdout = child.stdout.take().map(|out| tokio::spawn(output_tail(out)));
+    let stderr = child.stderr.take().map(|err| tokio::spawn(output_tail(err)));
+    Ok((child, stdout, stderr))
+}
+
+/// The most of a load command's output kept: the end, where load tools print their summary.
+const LOAD_OUTPUT_BYTES: usize = 16 * 1024;
+
+/// Reads `reader` to its end, keeping the last [`LOAD_OUTPUT_BYTES`].
+async fn output_tail(mut reader: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut buffer = [0_u8; 8192];
+    while let Ok(n @ 1..) = reader.read(&mut buffer).await {
+        kept.extend_from_slice(&buffer[..n]);
+        if kept.len() > 2 * LOAD_OUTPUT_BYTES {
+            kept.drain(..kept.len() - LOAD_OUTPUT_BYTES);
+        }
+    }
+    let excess = kept.len().saturating_sub(LOAD_OUTPUT_BYTES);
+    kept.drain(..excess);
+    kept
+}
+
+/// Stops a load command still running at the end of the game day: SIGINT first, on which load tools
+/// (hey, wrk, ab) stop and print their summary, SIGKILL after 5 s. Its output: stdout, then stderr.
+async fn stop_load_command(
+    child: &mut tokio::process::Child,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+) -> String {
+    if let Ok(None) = child.try_wait()
+        && let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok())
+    {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT);
+    }
+    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    let mut output = String::new();
+    for task in [stdout, stderr].into_iter().flatten() {
+        // Bounded: a process the command left behind may hold its pipe open.
+        let abort = task.abort_handle();
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(bytes)) => output.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => abort.abort(),
+        }
+    }
+    output
 }
 
 fn seconds_since(wall0: Timestamp, at: Timestamp) -> f64 {

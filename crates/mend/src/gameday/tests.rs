@@ -231,3 +231,33 @@ async fn a_run_fault_is_injected_once_it_runs_and_is_stopped_at_its_end() {
     assert!(!marker.exists(), "killed at its `for`, before it could finish");
     assert!(!orphan.exists(), "its background process was killed with its group");
 }
+
+#[tokio::test]
+async fn a_load_command_is_drained_while_it_runs_and_interrupted_for_its_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flooded = dir.path().join("flooded");
+    // 1 MB of output first (a pipe holds 64 KiB: undrained, the command blocks there), then a summary
+    // on SIGINT, as hey and wrk print theirs.
+    let script = format!(
+        "import signal, sys, time, pathlib\n\
+         def summary(*_):\n    print('Summary: 42 requests', flush=True)\n    sys.exit(0)\n\
+         signal.signal(signal.SIGINT, summary)\n\
+         sys.stdout.write('x' * 1_000_000 + '\\n'); sys.stdout.flush()\n\
+         pathlib.Path({flooded:?}).touch()\n\
+         time.sleep(60)\n",
+        flooded = flooded.display().to_string()
+    );
+    let argv = vec!["python3".to_owned(), "-c".to_owned(), script];
+    let (mut child, stdout, stderr) = start_load_command(&argv).expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !flooded.exists() {
+        assert!(Instant::now() < deadline, "the command blocked on its own output");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let output = stop_load_command(&mut child, stdout, stderr).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "stopped by SIGINT, not by the SIGKILL after 5 s");
+    assert!(output.ends_with("Summary: 42 requests\n"), "the summary is kept: {:?}", &output[output.len() - 80..]);
+    assert!(output.len() <= LOAD_OUTPUT_BYTES, "only the tail is kept: {} bytes", output.len());
+    assert!(start_load_command(&["/nonexistent/load".to_owned()]).is_err());
+}
