@@ -279,7 +279,7 @@ pub(crate) fn render(
 
 /// The families the traffic stage samples from its proxies into the series store every second
 /// (`mend::traffic`), exported here too so that a Prometheus scraping mend sees them: name, type, help.
-const PROXY_FAMILIES: [(&str, &str, &str); 15] = [
+const PROXY_FAMILIES: [(&str, &str, &str); 16] = [
     ("mend_proxy_requests", "counter", "Requests through mend's proxy, by service, release and status class"),
     (
         "mend_proxy_request_duration_seconds",
@@ -289,6 +289,11 @@ const PROXY_FAMILIES: [(&str, &str, &str); 15] = [
     ("mend_proxy_grpc_requests", "counter", "gRPC responses through mend's proxy, by service, release and status code"),
     ("mend_proxy_retries", "counter", "Retries to another replica"),
     ("mend_proxy_retries_denied", "counter", "Retries refused by the retry budget"),
+    (
+        "mend_proxy_partitioned_requests",
+        "counter",
+        "Requests refused by a chaos partition (in no status count: the service never saw them)",
+    ),
     ("mend_proxy_retries_on_5xx", "counter", "Attempts answered 5xx and retried on another replica, by release"),
     ("mend_proxy_connections_open", "gauge", "Client connections open"),
     ("mend_proxy_ejections", "counter", "Replicas ejected by outlier detection"),

@@ -183,6 +183,24 @@ impl Ctx<'_> {
     ) -> Response<ProxyBody> {
         let latency = self.shared.clock.now().since(self.start);
         self.shared.metrics.local.record_local(status.as_u16(), reason, latency);
+        self.answer(status, body, activity, latency)
+    }
+
+    /// The 503 a partition answers: counted on the caller's edge, not in the service's responses.
+    fn partitioned(&self, activity: ActivityGuard) -> Response<ProxyBody> {
+        let latency = self.shared.clock.now().since(self.start);
+        self.shared.metrics.local.record_partitioned();
+        self.answer(StatusCode::SERVICE_UNAVAILABLE, b"partitioned\n", activity, latency)
+    }
+
+    /// A response the proxy makes itself, counted on the caller's edge.
+    fn answer(
+        &self,
+        status: StatusCode,
+        body: &'static [u8],
+        activity: ActivityGuard,
+        latency: Duration,
+    ) -> Response<ProxyBody> {
         if let Some(slot) = self.caller {
             self.shared.metrics.callers.counters(slot).record(Outcome::Status(status.as_u16()), latency);
         }
@@ -202,9 +220,10 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     let ctx = Ctx { shared, start, caller };
     let cfg = &shared.config;
 
-    // A partition refuses the caller's requests (503, counted against the caller), other callers pass.
+    // A partition refuses the caller's requests (503, counted against the caller's edge only: the
+    // service never saw them, and its own error ratio must not blame it), other callers pass.
     if shared.faults.partitioned(request.headers().get(&X_MEND_CALLER).map(|value| value.as_bytes()), start) {
-        return Ok(ctx.local(StatusCode::SERVICE_UNAVAILABLE, LocalReason::Injected, b"partitioned\n", activity));
+        return Ok(ctx.partitioned(activity));
     }
 
     let faults = shared.faults.decide(start);

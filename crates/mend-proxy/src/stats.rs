@@ -150,6 +150,7 @@ struct Shard {
     no_backend: AtomicU64,
     gateway_timeouts: AtomicU64,
     injected: AtomicU64,
+    partitioned: AtomicU64,
     refused: AtomicU64,
     aborted: AtomicU64,
     buckets: [AtomicU64; N_BUCKETS],
@@ -214,6 +215,12 @@ impl Counters {
         }
     }
 
+    /// Counts a request refused by a partition: the service never saw it, so it is in no status count or
+    /// latency (the caller's edge counts it as the 503 it got).
+    pub(crate) fn record_partitioned(&self) {
+        self.shard().partitioned.fetch_add(1, Relaxed);
+    }
+
     /// Counts a connection closed without a response (an injected abort).
     pub(crate) fn record_abort(&self, latency: Duration) {
         let shard = self.shard();
@@ -246,6 +253,7 @@ impl Counters {
             no_backend: total(|shard| &shard.no_backend),
             gateway_timeouts: total(|shard| &shard.gateway_timeouts),
             injected: total(|shard| &shard.injected),
+            partitioned: total(|shard| &shard.partitioned),
             refused: total(|shard| &shard.refused),
             aborted: total(|shard| &shard.aborted),
             // Kept per release by the proxy, not per counter set.
@@ -353,6 +361,10 @@ pub struct RequestStats {
     pub gateway_timeouts: u64,
     /// Proxy responses: injected faults (status or abort).
     pub injected: u64,
+    /// Requests a partition refused (503 to a caller cut off from this service). Like a network
+    /// partition's, they never reached the service: in no status count or latency here; the caller's
+    /// edge counts them.
+    pub partitioned: u64,
     /// Proxy responses: requests refused (413 body too large, 400 unreadable body, 501 CONNECT).
     pub refused: u64,
     /// Connections closed by an injected abort, with no response.
@@ -388,6 +400,7 @@ impl RequestStats {
         self.no_backend += other.no_backend;
         self.gateway_timeouts += other.gateway_timeouts;
         self.injected += other.injected;
+        self.partitioned += other.partitioned;
         self.refused += other.refused;
         self.aborted += other.aborted;
         self.retried_5xx += other.retried_5xx;

@@ -168,7 +168,7 @@ async fn injected_faults_hit_their_share_and_expire() {
 }
 
 /// A partition cuts one caller → callee edge: that caller's requests are refused (503, counted against
-/// it), other callers and anonymous requests pass, and it heals by itself at its end (paused time).
+/// its edge, not the service), other callers and anonymous requests pass, and it heals by itself at its end (paused time).
 #[tokio::test(start_paused = true)]
 async fn partition_refuses_one_caller_until_it_heals() {
     let upstream = Upstream::start("a").await;
@@ -184,6 +184,9 @@ async fn partition_refuses_one_caller_until_it_heals() {
     assert_eq!(upstream.count(), 6, "the refused requests never reached the backend");
     let web = proxy.handle.stats().callers.into_iter().find(|caller| caller.caller == "web").expect("web counted");
     assert_eq!(web.requests.status_5xx, 5);
+    // The service never saw them: not its errors (its error ratio would blame it for the cut).
+    let stats = proxy.handle.stats();
+    assert_eq!((stats.local.partitioned, stats.local.status_5xx, stats.local.latency.count), (5, 0, 0));
     sleep_until(until).await;
     assert_eq!(run(&proxy, 1, &[("x-mend-caller", "web")]).await[0].status, 200, "healed by itself");
     assert_eq!(proxy.handle.partitions(), []);

@@ -682,6 +682,7 @@ fn record(store: &mut SeriesStore, service: &str, stats: &mend_proxy::ProxyStats
     }
     append(store, "mend_proxy_retries_total", &[("service", service)], stats.retries as f64);
     append(store, "mend_proxy_retries_denied_total", &[("service", service)], stats.retries_denied as f64);
+    append(store, "mend_proxy_partitioned_requests_total", &[("service", service)], stats.local.partitioned as f64);
     // A bad replica's 5xx answers that went on to another replica (clients did not see them).
     for (release, figures) in [("stable", &stats.stable), ("canary", &stats.canary)] {
         let pairs = [("service", service), ("release", release)];
