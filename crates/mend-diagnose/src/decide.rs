@@ -568,7 +568,7 @@ fn bad_replica(input: &DecideInput<'_>) -> Option<Diagnosis> {
         .lifecycle
         .iter()
         .filter_map(|fact| match &fact.what {
-            Lifecycle::Ejected(ejection) => Some((fact, ejection)),
+            Lifecycle::Ejected(ejection) if current(input, fact.at) => Some((fact, ejection)),
             _ => None,
         })
         .collect();

@@ -4,6 +4,8 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::forward::{End, Exchange};
 use crate::server::ActivityGuard;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, UpstreamBodyError};
 
 /// A request body on its way to a backend.
 #[derive(Debug)]
@@ -33,6 +35,15 @@ pub(crate) struct StreamBody {
     /// Bytes forwarded so far, including the prefix.
     pub(crate) seen: u64,
     pub(crate) limit: u64,
+    /// Set when the client's stream fails: an HTTP/2 backend's response then breaks off by the proxy's
+    /// own reset, which is not the backend's failure.
+    pub(crate) failed: Arc<AtomicBool>,
+}
+
+impl StreamBody {
+    pub(crate) fn new(prefix: Option<Bytes>, inner: Incoming, seen: u64, limit: u64) -> Self {
+        Self { prefix, inner, seen, limit, failed: Arc::default() }
+    }
 }
 
 /// Why a streamed request body stopped.
@@ -104,19 +115,20 @@ impl Body for RequestBody {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
                 }
                 let frame = ready!(Pin::new(&mut stream.inner).poll_frame(cx));
-                Poll::Ready(match frame {
+                let polled = match frame {
                     None => None,
                     Some(Err(error)) => Some(Err(RequestBodyError::Client(error))),
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
                             stream.seen += data.len() as u64;
-                            if stream.seen > stream.limit {
-                                return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
-                            }
                         }
-                        Some(Ok(frame))
+                        if stream.seen > stream.limit { Some(Err(RequestBodyError::TooLarge)) } else { Some(Ok(frame)) }
                     }
-                })
+                };
+                if matches!(polled, Some(Err(_))) {
+                    stream.failed.store(true, Relaxed);
+                }
+                Poll::Ready(polled)
             }
         }
     }
@@ -184,8 +196,9 @@ enum ResponseInner {
     Local(Option<Bytes>),
     /// A backend's response; the exchange is finished (counters, in-flight, pool) when it ends.
     Upstream { body: UpstreamBody, exchange: Exchange },
-    /// An HTTP/2 backend's response, streamed from its connection's task.
-    UpstreamH2 { body: Incoming, exchange: Exchange },
+    /// An HTTP/2 backend's response, streamed from its connection's task; `request_failed` is the
+    /// streamed request body's failure flag, if it streams.
+    UpstreamH2 { body: Incoming, exchange: Exchange, request_failed: Option<Arc<AtomicBool>> },
 }
 
 impl ProxyBody {
@@ -202,8 +215,13 @@ impl ProxyBody {
     }
 
     /// An HTTP/2 backend's response; the exchange keeps the client connection counted busy.
-    pub(crate) fn upstream_h2(body: Incoming, exchange: Exchange, read_timeout: Duration) -> Self {
-        Self::new(ResponseInner::UpstreamH2 { body, exchange }, None, read_timeout)
+    pub(crate) fn upstream_h2(
+        body: Incoming,
+        exchange: Exchange,
+        read_timeout: Duration,
+        request_failed: Option<Arc<AtomicBool>>,
+    ) -> Self {
+        Self::new(ResponseInner::UpstreamH2 { body, exchange, request_failed }, None, read_timeout)
     }
 
     fn new(inner: ResponseInner, activity: Option<ActivityGuard>, read_timeout: Duration) -> Self {
@@ -231,34 +249,44 @@ impl ProxyBody {
         stall.as_mut().poll(cx).is_ready()
     }
 
-    /// Ends the exchange; the connection returns to the pool when the body is complete and the
-    /// connection reusable. A body not at its end when the client lets it go was cut short by the
-    /// client, not by the backend.
+    /// Ends the exchange as `end`; the connection returns to the pool when the body is complete and the
+    /// connection reusable.
     fn finish(&mut self, end: End) {
         match std::mem::replace(&mut self.inner, ResponseInner::Local(None)) {
             ResponseInner::Upstream { body, exchange } => {
-                let end = if end == End::Complete && !body.is_end_stream() { End::ClientGone } else { end };
-                exchange.finish(end, if end == End::Complete { body.into_reusable() } else { None });
+                let reusable = if end == End::Complete { body.into_reusable() } else { None };
+                exchange.finish(end, reusable);
             }
-            ResponseInner::UpstreamH2 { body, exchange } => {
-                let end = if end == End::Complete && !body.is_end_stream() { End::ClientGone } else { end };
-                exchange.finish(end, None);
-            }
+            ResponseInner::UpstreamH2 { exchange, .. } => exchange.finish(end, None),
             ResponseInner::Local(_) => {}
         }
+    }
+
+    /// How a body let go before it was polled to its end ended: complete if it had nothing left to send
+    /// (hyper stops polling once a `Content-Length` is written, before an HTTP/2 backend's separate end
+    /// of stream), else the client left.
+    fn end_at_drop(&self) -> End {
+        let done = |ended: bool, hint: SizeHint| ended || hint.exact() == Some(0);
+        let complete = match &self.inner {
+            ResponseInner::Local(_) => true,
+            ResponseInner::Upstream { body, .. } => done(body.is_end_stream(), body.size_hint()),
+            ResponseInner::UpstreamH2 { body, .. } => done(body.is_end_stream(), body.size_hint()),
+        };
+        if complete { End::Complete } else { End::ClientGone }
     }
 }
 
 /// A frame of a response body, or the error that ended it.
 type FrameResult = Result<Frame<Bytes>, BoxError>;
 
-/// One frame of a backend's response (HTTP/1.1 or HTTP/2), observed for the exchange, and whether the
-/// response ended with it (cleanly or not).
+/// One frame of a backend's response (HTTP/1.1 or HTTP/2), observed for the exchange, and how the
+/// response ended with it, if it did: an error is the backend's failure unless `blame` says otherwise.
 fn poll_upstream<B>(
     body: &mut B,
     exchange: &mut Exchange,
     cx: &mut Context<'_>,
-) -> Poll<(Option<FrameResult>, Option<bool>)>
+    blame: impl FnOnce(&B::Error) -> End,
+) -> Poll<(Option<FrameResult>, Option<End>)>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -266,11 +294,15 @@ where
     let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
     let end = body.is_end_stream();
     Poll::Ready(match frame {
-        None => (None, Some(true)),
-        Some(Err(error)) => (Some(Err(error.into())), Some(false)),
+        // The end of the stream, or (HTTP/2) a reset without an error: complete only when it was whole.
+        None => (None, Some(if end || body.size_hint().exact() == Some(0) { End::Complete } else { End::Broken })),
+        Some(Err(error)) => {
+            let end = blame(&error);
+            (Some(Err(error.into())), Some(end))
+        }
         Some(Ok(frame)) => {
             observe(&frame, exchange);
-            (Some(Ok(frame)), end.then_some(true))
+            (Some(Ok(frame)), end.then_some(End::Complete))
         }
     })
 }
@@ -292,20 +324,34 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             ResponseInner::Local(bytes) => return Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            ResponseInner::Upstream { body, exchange } => poll_upstream(body, exchange, cx),
-            ResponseInner::UpstreamH2 { body, exchange } => poll_upstream(body, exchange, cx),
+            // The request body failing (the client's doing) surfaces here once the response streams.
+            ResponseInner::Upstream { body, exchange } => poll_upstream(body, exchange, cx, |error| match error {
+                UpstreamBodyError::Request(_) => End::ClientGone,
+                UpstreamBodyError::Backend(_) => End::Broken,
+            }),
+            ResponseInner::UpstreamH2 { body, exchange, request_failed } => {
+                let request_failed = request_failed.clone();
+                poll_upstream(body, exchange, cx, move |_| {
+                    // hyper resets the stream when the request body fails: that reset is the proxy's.
+                    if request_failed.is_some_and(|failed| failed.load(Relaxed)) {
+                        End::ClientGone
+                    } else {
+                        End::Broken
+                    }
+                })
+            }
         };
         let Poll::Ready((frame, ended)) = polled else {
             if this.stalled(cx) {
                 tracing::debug!(timeout = ?this.read_timeout, "backend response body stalled");
-                this.finish(End::Broken);
+                this.finish(End::Stalled);
                 return Poll::Ready(Some(Err(Box::new(Stalled(this.read_timeout)))));
             }
             return Poll::Pending;
         };
         this.progressed = true;
-        if let Some(clean) = ended {
-            this.finish(if clean { End::Complete } else { End::Broken });
+        if let Some(end) = ended {
+            this.finish(end);
         }
         Poll::Ready(frame)
     }
@@ -329,7 +375,7 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        // A body that was never polled to its end is complete only when it had nothing left to send.
-        self.finish(End::Complete);
+        let end = self.end_at_drop();
+        self.finish(end);
     }
 }

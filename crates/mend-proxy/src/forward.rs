@@ -70,9 +70,12 @@ pub(crate) enum End {
     Complete,
     /// The client went away before the end: no fault of the backend's.
     ClientGone,
-    /// The backend cut the body off: it closed or reset the connection, or sent nothing for the read
-    /// timeout.
+    /// The backend cut the body off: it closed or reset the connection.
     Broken,
+    /// The backend sent nothing for the read timeout and the proxy cut the body off. Not judged: a quiet
+    /// stream (server-sent events, a long poll) may be what the backend means to send, and a hung
+    /// backend is ejected by its next requests' timeouts.
+    Stalled,
 }
 
 impl Exchange {
@@ -96,9 +99,14 @@ impl Exchange {
         let backend = self.in_flight.backend();
         if self.judge_at_end {
             match end {
+                // gRPC's "unavailable" in the trailers is held against the backend as in a trailers-only
+                // answer.
+                End::Complete if self.grpc == GrpcStatus::Known(GRPC_UNAVAILABLE) => {
+                    judge(shared, backend, Outcome::Status(503));
+                }
                 End::Complete => judge(shared, backend, outcome),
                 End::Broken => judge_failure(shared, backend, Some(EjectionReason::BrokenBody)),
-                End::ClientGone => {}
+                End::ClientGone | End::Stalled => {}
             }
         }
         backend.attempts.record(outcome, now.since(self.attempt_start));
@@ -341,6 +349,11 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
         Retry::After(wake)
     };
 
+    // A streamed request body's failure flag: an HTTP/2 response cut off by it is not the backend's doing.
+    let request_failed = match &body {
+        RequestBody::Stream(stream) => Some(stream.failed.clone()),
+        RequestBody::Empty | RequestBody::Full(_) => None,
+    };
     let mut pending = Some(body);
     // Attempts in all, and in the current round (a round ends when every backend it could go to failed
     // it without processing it; the next one starts after a back-off, see `RetryPolicy::backoff_base`).
@@ -483,7 +496,9 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                         attempt_start,
                         caller,
                         grpc,
-                        judge_at_end: !status.is_server_error(),
+                        // Judged already at its head: a failure by its status, or gRPC's "unavailable".
+                        judge_at_end: EjectionReason::of(Outcome::Status(status.as_u16())).is_none()
+                            && grpc != GrpcStatus::Known(GRPC_UNAVAILABLE),
                     };
                     match answer {
                         Answer::Http1(response, call) => {
@@ -506,8 +521,14 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
                                 // hyper answers in the response's version; an HTTP/1.1 client gets 1.1.
                                 *response.version_mut() = Version::HTTP_11;
                             }
-                            break response
-                                .map(|body| ProxyBody::upstream_h2(body, exchange, cfg.upstream_read_timeout));
+                            break response.map(|body| {
+                                ProxyBody::upstream_h2(
+                                    body,
+                                    exchange,
+                                    cfg.upstream_read_timeout,
+                                    request_failed.clone(),
+                                )
+                            });
                         }
                     }
                 }
@@ -776,7 +797,7 @@ async fn read_body(mut body: Incoming, buffer_limit: usize, max_bytes: u64) -> R
     }
     let hint = body.size_hint();
     if hint.exact().is_some_and(|length| length > buffer_limit as u64) || hint.lower() > buffer_limit as u64 {
-        return Ok(RequestBody::Stream(StreamBody { prefix: None, inner: body, seen: 0, limit: max_bytes }));
+        return Ok(RequestBody::Stream(StreamBody::new(None, body, 0, max_bytes)));
     }
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
@@ -809,7 +830,7 @@ async fn read_body(mut body: Incoming, buffer_limit: usize, max_bytes: u64) -> R
         }
         if seen > buffer_limit {
             let prefix = joined.map(BytesMut::freeze).or(first);
-            return Ok(RequestBody::Stream(StreamBody { prefix, inner: body, seen: seen as u64, limit: max_bytes }));
+            return Ok(RequestBody::Stream(StreamBody::new(prefix, body, seen as u64, max_bytes)));
         }
         if body.is_end_stream() {
             break;

@@ -329,9 +329,9 @@ pub struct LatencySnapshot {
 
 /// Counts of requests (or attempts), as of the moment `stats()` was called. All counters are monotonic.
 ///
-/// `status_*` count responses by class as the client saw them, including those the proxy produced; the
-/// fields after them say why the proxy produced one, or (for a backend's attempts) how an attempt failed
-/// without a response.
+/// `status_*` count responses by class as the client saw them, including those the proxy produced (but
+/// not a partition's 503s: `partitioned`); the fields after them say why the proxy produced one, or (for a
+/// backend's attempts) how an attempt failed without a response.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestStats {
     /// 1xx responses.
@@ -509,7 +509,7 @@ pub struct CallerStats {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProxyStats {
     /// Every request the proxy answered or aborted, as its client saw it: the sum of `stable`, `canary`
-    /// and `local`.
+    /// and `local` (a partition's refusals are in `partitioned` only).
     pub total: RequestStats,
     /// Requests whose final attempt went to a stable backend.
     pub stable: RequestStats,

@@ -272,4 +272,21 @@ async fn grpc_unavailable_is_retried_elsewhere_and_status_codes_are_counted() {
     let reply = h2_send(&mut sender, grpc_call(proxy.addr())).await;
     assert_eq!(reply.headers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"14"[..]), "{reply:?}");
     assert_eq!(proxy.handle.stats().stable.grpc[unavailable_code], 1);
+
+    // Not retried (one attempt only), an UNAVAILABLE the client gets is still its backend's failure: one
+    // answering it every time is ejected (its 200 head is no success).
+    let mut cfg = config();
+    cfg.upstream_protocol = UpstreamProtocol::H2c;
+    cfg.load_balancing = LoadBalancing::RoundRobin;
+    cfg.retry.max_attempts = 1;
+    let table = RouteTable { backends: vec![unavailable.backend(0), available.backend(1)], canary: None };
+    let proxy = TestProxy::start(cfg, table).await;
+    let mut sender = h2_client(proxy.addr()).await;
+    for _ in 0..6 {
+        h2_send(&mut sender, grpc_call(proxy.addr())).await;
+    }
+    let stats = proxy.handle.stats();
+    let down = stats.backend(stable(0)).expect("listed");
+    let ejection = down.last_ejection.map(|ejection| (ejection.reason, ejection.consecutive_failures));
+    assert_eq!((down.ejections, ejection), (1, Some((mend_proxy::EjectionReason::ServerError(503), 3))));
 }

@@ -610,30 +610,40 @@ async fn drive(scenario: &Scenario, client: &Client, clock: &SystemClock) -> any
         }
         recording.samples = recorded.samples;
     }
-    if let Some((mut child, stdout, stderr)) = external {
-        recording.load_output = Some(stop_load_command(&mut child, stdout, stderr).await);
+    if let Some(load) = external {
+        recording.load_output = Some(stop_load_command(load).await);
     }
     read_back(client, wall0, &mut recording).await;
     Ok(recording)
 }
 
-/// A running load command and the tasks draining its stdout and stderr.
-type LoadCommand = (tokio::process::Child, Option<JoinHandle<Vec<u8>>>, Option<JoinHandle<Vec<u8>>>);
+/// A running load command, its process group, and the tasks draining its stdout and stderr.
+struct LoadCommand {
+    child: tokio::process::Child,
+    /// Killed when dropped: a game day that ends early leaves no load running.
+    group: ProcessGroup,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
 
 fn start_load_command(argv: &[String]) -> anyhow::Result<LoadCommand> {
+    use anyhow::Context as _;
     let Some((program, args)) = argv.split_first() else { anyhow::bail!("the load command is empty") };
     let mut child = command(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        // Its own process group: a wrapper (`sh -c "hey ..."`) and what it starts are stopped together.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|error| anyhow::anyhow!("cannot run the load command {program:?}: {error}"))?;
+        .with_context(|| format!("cannot run the load command {program:?}"))?;
+    let group = ProcessGroup(child.id().and_then(|pid| i32::try_from(pid).ok()).map(nix::unistd::Pid::from_raw));
     // Drained while it runs: a command that writes more than a pipe holds would block.
     let stdout = child.stdout.take().map(|out| tokio::spawn(output_tail(out)));
     let stderr = child.stderr.take().map(|err| tokio::spawn(output_tail(err)));
-    Ok((child, stdout, stderr))
+    Ok(LoadCommand { child, group, stdout, stderr })
 }
 
 /// The most of a load command's output kept: the end, where load tools print their summary.
@@ -655,31 +665,25 @@ async fn output_tail(mut reader: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
     kept
 }
 
-/// Stops a load command still running at the end of the game day: SIGINT first, on which load tools
-/// (hey, wrk, ab) stop and print their summary, SIGKILL after 5 s. Its output: stdout, then stderr.
-async fn stop_load_command(
-    child: &mut tokio::process::Child,
-    stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
-) -> String {
-    if let Ok(None) = child.try_wait()
-        && let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok())
-    {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT);
-    }
+/// Stops a load command at the end of the game day: SIGINT to its process group first, on which load
+/// tools (hey, wrk, ab) stop and print their summary, SIGKILL after 5 s. Its output: stdout, then stderr.
+async fn stop_load_command(load: LoadCommand) -> String {
+    let LoadCommand { mut child, group, stdout, stderr } = load;
+    group.signal(nix::sys::signal::Signal::SIGINT);
     if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
-        let _ = child.start_kill();
+        group.kill();
         let _ = child.wait().await;
     }
     let mut output = String::new();
     for task in [stdout, stderr].into_iter().flatten() {
-        // Bounded: a process the command left behind may hold its pipe open.
+        // Bounded: a process that left the group may hold the pipe open.
         let abort = task.abort_handle();
         match tokio::time::timeout(Duration::from_secs(2), task).await {
             Ok(Ok(bytes)) => output.push_str(&String::from_utf8_lossy(&bytes)),
             _ => abort.abort(),
         }
     }
+    // What of the group is left goes now (SIGKILL when `group` drops).
     output
 }
 
@@ -876,10 +880,14 @@ async fn inject(
 struct ProcessGroup(Option<nix::unistd::Pid>);
 
 impl ProcessGroup {
-    fn kill(&self) {
+    fn signal(&self, signal: nix::sys::signal::Signal) {
         if let Some(group) = self.0 {
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(group, signal);
         }
+    }
+
+    fn kill(&self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -315,16 +315,18 @@ impl StaticServer {
             .spawn()
             .expect("python3 -m http.server");
         let mut banner = String::new();
-        let stdout = child.stdout.take().expect("piped stdout");
-        // Returns at the banner or, if python exits, at end of file.
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut banner).expect("banner");
+        if let Some(stdout) = child.stdout.take() {
+            // Returns at the banner or, if python exits, at end of file.
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut banner);
+        }
         // "Serving HTTP on 127.0.0.1 port 35177 (http://127.0.0.1:35177/) ..."
-        let port: u16 = banner
-            .split(" port ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("python3 -m http.server did not start: {banner:?}"));
+        let port: Option<u16> =
+            banner.split(" port ").nth(1).and_then(|rest| rest.split(' ').next()).and_then(|port| port.parse().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("python3 -m http.server did not start: {banner:?}");
+        };
         StaticServer { child, port, _dir: dir }
     }
 }

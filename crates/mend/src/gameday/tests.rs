@@ -248,16 +248,17 @@ async fn a_load_command_is_drained_while_it_runs_and_interrupted_for_its_summary
         flooded = flooded.display().to_string()
     );
     let argv = vec!["python3".to_owned(), "-c".to_owned(), script];
-    let (mut child, stdout, stderr) = start_load_command(&argv).expect("starts");
+    let load = start_load_command(&argv).expect("starts");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !flooded.exists() {
         assert!(Instant::now() < deadline, "the command blocked on its own output");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let started = Instant::now();
-    let output = stop_load_command(&mut child, stdout, stderr).await;
+    let output = stop_load_command(load).await;
     assert!(started.elapsed() < Duration::from_secs(4), "stopped by SIGINT, not by the SIGKILL after 5 s");
-    assert!(output.ends_with("Summary: 42 requests\n"), "the summary is kept: {:?}", &output[output.len() - 80..]);
+    let tail = output.get(output.len().saturating_sub(80)..);
+    assert!(output.ends_with("Summary: 42 requests\n"), "the summary is kept: {tail:?}");
     assert!(output.len() <= LOAD_OUTPUT_BYTES, "only the tail is kept: {} bytes", output.len());
     assert!(start_load_command(&["/nonexistent/load".to_owned()]).is_err());
 }
