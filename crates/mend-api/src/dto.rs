@@ -111,7 +111,7 @@ pub enum EjectionReasonDto {
     Reset,
     /// An attempt that timed out.
     Timeout,
-    /// A response cut off after its headers (the backend closed, reset, or stalled mid-body).
+    /// A response cut off after its headers (the backend closed or reset the connection mid-body).
     BrokenBody,
 }
 

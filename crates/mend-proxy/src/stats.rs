@@ -462,8 +462,7 @@ pub enum EjectionReason {
     Reset,
     /// It did not answer within the attempt timeout.
     Timeout,
-    /// It cut a response off after its headers: closed or reset the connection, or sent nothing for the
-    /// read timeout.
+    /// It cut a response off after its headers: closed or reset the connection mid-body.
     BrokenBody,
 }
 
