@@ -733,6 +733,17 @@ async fn streaming(
     chunks: Vec<Vec<u8>>,
     every: Duration,
 ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    raw_backend(head, chunks, every, false).await
+}
+
+/// A raw HTTP/1.1 backend: `head`, then `chunks` one every `every`, then it closes the connection
+/// (`close`) or holds it open without another byte.
+async fn raw_backend(
+    head: &'static str,
+    chunks: Vec<Vec<u8>>,
+    every: Duration,
+    close: bool,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
@@ -750,7 +761,11 @@ async fn streaming(
                 let _ = stream.flush().await;
                 tokio::time::sleep(every).await;
             }
-            open.push(stream);
+            if close {
+                let _ = stream.shutdown().await;
+            } else {
+                open.push(stream);
+            }
         }
     });
     (addr, task)
@@ -800,35 +815,15 @@ fn get_request() -> Request<support::UpBody> {
     Request::get("/").header("host", "svc.test").body(support::full("")).expect("request")
 }
 
-/// A backend that answers with `head` and `partial`, then closes the connection: every body cut short.
-async fn cutting(head: &'static str, partial: Vec<u8>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut head_in = Vec::new();
-            let mut byte = [0_u8; 1];
-            while !head_in.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.is_ok_and(|n| n == 1) {
-                head_in.push(byte[0]);
-            }
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(&partial).await;
-            let _ = stream.shutdown().await;
-        }
-    });
-    (addr, task)
-}
-
 /// A 200 whose body the backend cuts off is a failure for outlier detection, judged when the body ends:
 /// judged a success at its headers, each such response reset the backend's run of failures and a replica
 /// that truncates every answer was never ejected. A client that leaves mid-body, or a body that stalls
 /// past the read timeout (a quiet stream may be meant), is no fault of the backend's.
 #[tokio::test]
 async fn a_backend_that_cuts_its_bodies_off_is_ejected_and_a_client_leaving_mid_body_is_not_held_against_it() {
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n";
     // Past the short-body read (64 KiB): a body cut within it is an attempt that failed, and retried.
-    let (cut_addr, cut_task) =
-        cutting("HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n", vec![b'x'; 100 * 1024]).await;
+    let (cut_addr, cut_task) = raw_backend(head, vec![vec![b'x'; 100 * 1024]], Duration::ZERO, true).await;
     let good = Upstream::start("good").await;
     let backends = vec![mend_proxy::Backend { id: stable(0), addr: cut_addr, weight: 1 }, backend(stable(1), &good)];
     let proxy = TestProxy::start(round_robin(), RouteTable { backends, canary: None }).await;
@@ -857,7 +852,6 @@ async fn a_backend_that_cuts_its_bodies_off_is_ejected_and_a_client_leaving_mid_
     // read timeout: neither is the backend's failure (two backends, so that one could be ejected).
     let mut cfg = round_robin();
     cfg.upstream_read_timeout = Duration::from_millis(300);
-    let head = "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n";
     let chunks = || vec![vec![b'x'; 100 * 1024]];
     let (first, first_task) = streaming(head, chunks(), Duration::from_millis(10)).await;
     let (second, second_task) = streaming(head, chunks(), Duration::from_millis(10)).await;
