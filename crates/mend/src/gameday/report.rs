@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use mend_config::Scenario;
+use mend_config::{Load, Scenario};
 use serde::Serialize;
 
 use super::{FaultResult, Recording};
@@ -16,8 +16,10 @@ pub(crate) struct Report<'a> {
     pub(crate) scenario: &'a str,
     pub(crate) duration_s: f64,
     pub(crate) passed: bool,
-    pub(crate) requests: usize,
-    pub(crate) failed_requests: usize,
+    /// Requests of the built-in load, and how many failed; null without one (an external load command's
+    /// requests are not seen one by one).
+    pub(crate) requests: Option<usize>,
+    pub(crate) failed_requests: Option<usize>,
     pub(crate) faults: &'a [FaultResult],
     #[serde(skip)]
     recording: &'a Recording,
@@ -51,14 +53,23 @@ fn per_second(recording: &Recording) -> Vec<(f64, f64, f64, f64)> {
 
 impl<'a> Report<'a> {
     pub(crate) fn new(scenario: &'a Scenario, recording: &'a Recording, faults: &'a [FaultResult]) -> Self {
+        let counted = matches!(scenario.load, Some(Load::Builtin { .. }));
         Report {
             scenario: &scenario.name,
             duration_s: recording.duration,
             passed: faults.iter().all(|fault| fault.violations.is_empty()),
-            requests: recording.samples.len(),
-            failed_requests: recording.samples.iter().filter(|s| !s.ok).count(),
+            requests: counted.then_some(recording.samples.len()),
+            failed_requests: counted.then(|| recording.samples.iter().filter(|s| !s.ok).count()),
             faults,
             recording,
+        }
+    }
+
+    /// "960 requests, 0 failed", or why there is no count.
+    fn traffic(&self) -> String {
+        match (self.requests, self.failed_requests) {
+            (Some(requests), Some(failed)) => format!("{requests} requests, {failed} failed"),
+            _ => "requests not counted (no built-in load)".to_owned(),
         }
     }
 
@@ -101,10 +112,9 @@ impl<'a> Report<'a> {
         let mut out = crate::output::table(&header, &rows);
         let _ = writeln!(
             out,
-            "{}: {} requests, {} failed; {}",
+            "{}: {}; {}",
             self.scenario,
-            self.requests,
-            self.failed_requests,
+            self.traffic(),
             if self.passed { "every SLO held" } else { "SLO FAILED" }
         );
         out
@@ -181,11 +191,10 @@ impl<'a> Report<'a> {
              body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
              td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}\
              .pass{{color:#096}}.fail{{color:#b00;font-weight:bold}}svg{{display:block;margin:1em 0}}</style></head><body>\
-             <h1>Game day: {name}</h1><p class=\"{class}\">{verdict}: {requests} requests, {failed} failed, over {duration:.0}s</p>",
+             <h1>Game day: {name}</h1><p class=\"{class}\">{verdict}: {traffic}, over {duration:.0}s</p>",
             name = escape(self.scenario),
             class = if self.passed { "pass" } else { "fail" },
-            requests = self.requests,
-            failed = self.failed_requests,
+            traffic = self.traffic(),
             duration = self.duration_s,
         );
         html.push_str(

@@ -193,7 +193,15 @@ fn the_report_escapes_and_is_self_contained() {
     let json: serde_json::Value = serde_json::from_str(&report.json()).expect("json");
     assert_eq!(json["faults"][0]["diagnosis"], "crashed");
     assert_eq!(json["passed"], true);
+    assert_eq!(json["requests"], recording.samples.len());
     assert!(report.table().contains("every SLO held"));
+    // An external load command's requests are not counted: not "0 requests, 0 failed".
+    let text = "duration = \"20s\"\n[topology]\napi = \"127.0.0.1:7070\"\n[load]\ncommand = [\"hey\", \"http://127.0.0.1:7071/\"]\n";
+    let external = mend_config::parse_scenario("day.toml", text, Path::new("/")).expect("valid scenario");
+    let report = report::Report::new(&external, &recording, &results);
+    let json: serde_json::Value = serde_json::from_str(&report.json()).expect("json");
+    assert_eq!((json["requests"].is_null(), json["failed_requests"].is_null()), (true, true));
+    assert!(report.table().contains("requests not counted (no built-in load)"), "{}", report.table());
 }
 
 #[tokio::test]
