@@ -101,7 +101,10 @@ def main() -> int:
     later = [i for i in incidents if first is not None and i > first]
     warned = [i for i in later if any(0 <= i - at <= args.window for at in starts)]
 
-    print(f"run: {report['duration_s']:.0f} s, {report['requests']} requests ({report['failed_requests']} failed)")
+    if report["requests"] is None:
+        print(f"run: {report['duration_s']:.0f} s, requests not counted (no built-in load)")
+    else:
+        print(f"run: {report['duration_s']:.0f} s, {report['requests']} requests ({report['failed_requests']} failed)")
     print("per fault (s after the start): fault, first warning after it, first failure after it")
     starts_of_faults = [fault["at"] for fault in report["faults"]] + [report["duration_s"]]
     for fault, end in zip(report["faults"], starts_of_faults[1:]):

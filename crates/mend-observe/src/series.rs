@@ -238,28 +238,67 @@ impl SeriesStore {
         n_ended
     }
 
-    /// Drops series whose newest point is older than `now` minus the retention; returns how many.
+    /// Whether any series' newest point is older than `now` minus the retention: what [`sweep`] would
+    /// drop. A read-only scan, so that the sweep's write lock is taken only when there is work.
+    ///
+    /// [`sweep`]: Self::sweep
+    pub fn has_stale(&self, now: Timestamp) -> bool {
+        let oldest_kept = now.saturating_sub(self.limits.retention).as_millis();
+        self.series.values().any(|points| points.last().is_none_or(|(at, _)| at < oldest_kept))
+    }
+
+    /// Drops series whose newest point is older than `now` minus the retention; returns how many. Only
+    /// the names and strings of what it dropped are revisited: with half a million live series and none
+    /// stale, it is one scan, not a rebuild of every index.
     pub fn sweep(&mut self, now: Timestamp) -> usize {
-        let oldest_kept = now.saturating_sub(self.limits.retention);
-        let before = self.series.len();
-        self.series.retain(|_, points| points.last().is_some_and(|(at, _)| at >= oldest_kept.as_millis()));
+        let oldest_kept = now.saturating_sub(self.limits.retention).as_millis();
+        let stale: Vec<Labels> = self
+            .series
+            .iter()
+            .filter(|(_, points)| points.last().is_none_or(|(at, _)| at < oldest_kept))
+            .map(|(labels, _)| labels.clone())
+            .collect();
+        if stale.is_empty() {
+            return 0;
+        }
+        for labels in &stale {
+            self.series.remove(labels);
+        }
         let series = &self.series;
-        self.by_name.retain(|_, members| {
-            members.retain(|labels| series.contains_key(labels));
-            !members.is_empty()
-        });
+        let names: HashSet<&Arc<str>> = stale.iter().map(|labels| &labels.name).collect();
+        for name in names {
+            if let Some(members) = self.by_name.get_mut(name) {
+                members.retain(|labels| series.contains_key(labels));
+                if members.is_empty() {
+                    self.by_name.remove(name);
+                }
+            }
+        }
+        // A string may still be used by a series that was kept: collect what is in use only when some of
+        // the dropped series' strings are candidates.
+        let candidates: HashSet<&str> = stale
+            .iter()
+            .flat_map(|labels| {
+                std::iter::once(&*labels.name).chain(labels.pairs.iter().flat_map(|(k, v)| [&**k, &**v]))
+            })
+            .collect();
         let in_use: HashSet<&str> = self
             .series
             .keys()
             .flat_map(|labels| {
                 std::iter::once(&*labels.name).chain(labels.pairs.iter().flat_map(|(k, v)| [&**k, &**v]))
             })
+            .filter(|text| candidates.contains(text))
             .collect();
-        let unused: Vec<Arc<str>> = self.strings.iter().filter(|s| !in_use.contains(&***s)).cloned().collect();
+        let unused: Vec<Arc<str>> = candidates
+            .iter()
+            .filter(|text| !in_use.contains(*text))
+            .filter_map(|text| self.strings.get(*text).cloned())
+            .collect();
         for text in unused {
             self.strings.remove(&text);
         }
-        before - self.series.len()
+        stale.len()
     }
 
     /// Every series held, in no particular order (remote write walks them for new points).
@@ -459,10 +498,21 @@ mod tests {
         let live = store.labels("live", &[]);
         store.append(&old, at(0), 1.0).expect("within limits");
         store.append(&live, at(100), 1.0).expect("within limits");
-        assert_eq!(store.sweep(at(100)), 1);
-        assert_eq!(store.len(), 1);
+        // A stopped series sharing a name and a label with a live one: only its own strings go.
+        let stopped = store.labels("live", &[("job", "x"), ("pod", "b")]);
+        let kept = store.labels("live", &[("job", "x")]);
+        store.append(&stopped, at(0), 1.0).expect("within limits");
+        store.append(&kept, at(100), 1.0).expect("within limits");
+        assert!(store.has_stale(at(100)));
+        assert_eq!(store.sweep(at(100)), 2);
+        assert!(!store.has_stale(at(100)));
+        assert_eq!(store.sweep(at(100)), 0, "nothing left to drop");
+        assert_eq!(store.len(), 2);
         assert_eq!(store.select("gone", &[]).count(), 0);
-        assert!(!store.strings.contains("pod"));
+        assert_eq!(store.select("live", &[]).count(), 2);
+        assert!(!store.strings.contains("pod") && !store.strings.contains("a") && !store.strings.contains("b"));
+        assert!(store.strings.contains("live") && store.strings.contains("job") && store.strings.contains("x"));
+        assert!(!store.strings.contains("gone"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -35,14 +35,39 @@ pub(crate) struct StreamBody {
     /// Bytes forwarded so far, including the prefix.
     pub(crate) seen: u64,
     pub(crate) limit: u64,
-    /// Set when the client's stream fails: an HTTP/2 backend's response then breaks off by the proxy's
-    /// own reset, which is not the backend's failure.
-    pub(crate) failed: Arc<AtomicBool>,
+    /// Set when the client's stream fails: an HTTP/2 backend's stream then breaks off by the proxy's own
+    /// reset, which is not the backend's failure.
+    pub(crate) failed: FailureFlag,
 }
 
 impl StreamBody {
     pub(crate) fn new(prefix: Option<Bytes>, inner: Incoming, seen: u64, limit: u64) -> Self {
-        Self { prefix, inner, seen, limit, failed: Arc::default() }
+        Self { prefix, inner, seen, limit, failed: FailureFlag::default() }
+    }
+}
+
+/// Where a streamed request body records that it failed, and how. On HTTP/2 hyper answers the failure by
+/// resetting the stream, so the attempt (before the response head) or the response body (after it)
+/// breaks off as if the backend had failed; this tells the two apart.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FailureFlag(Arc<AtomicU8>);
+
+impl FailureFlag {
+    fn set(&self, failure: BodyFailure) {
+        let code = match failure {
+            BodyFailure::TooLarge => 1,
+            BodyFailure::Client => 2,
+        };
+        self.0.store(code, Relaxed);
+    }
+
+    /// How the request body failed, if it did.
+    pub(crate) fn get(&self) -> Option<BodyFailure> {
+        match self.0.load(Relaxed) {
+            1 => Some(BodyFailure::TooLarge),
+            2 => Some(BodyFailure::Client),
+            _ => None,
+        }
     }
 }
 
@@ -100,6 +125,14 @@ impl RequestBody {
             Self::Stream(_) => None,
         }
     }
+
+    /// A streamed body's failure flag (a buffered one cannot fail once sent).
+    pub(crate) fn failure_flag(&self) -> Option<FailureFlag> {
+        match self {
+            Self::Stream(stream) => Some(stream.failed.clone()),
+            Self::Empty | Self::Full(_) => None,
+        }
+    }
 }
 
 impl Body for RequestBody {
@@ -125,8 +158,8 @@ impl Body for RequestBody {
                         if stream.seen > stream.limit { Some(Err(RequestBodyError::TooLarge)) } else { Some(Ok(frame)) }
                     }
                 };
-                if matches!(polled, Some(Err(_))) {
-                    stream.failed.store(true, Relaxed);
+                if let Some(Err(error)) = &polled {
+                    stream.failed.set(error.failure());
                 }
                 Poll::Ready(polled)
             }
@@ -198,7 +231,7 @@ enum ResponseInner {
     Upstream { body: UpstreamBody, exchange: Exchange },
     /// An HTTP/2 backend's response, streamed from its connection's task; `request_failed` is the
     /// streamed request body's failure flag, if it streams.
-    UpstreamH2 { body: Incoming, exchange: Exchange, request_failed: Option<Arc<AtomicBool>> },
+    UpstreamH2 { body: Incoming, exchange: Exchange, request_failed: Option<FailureFlag> },
 }
 
 impl ProxyBody {
@@ -219,7 +252,7 @@ impl ProxyBody {
         body: Incoming,
         exchange: Exchange,
         read_timeout: Duration,
-        request_failed: Option<Arc<AtomicBool>>,
+        request_failed: Option<FailureFlag>,
     ) -> Self {
         Self::new(ResponseInner::UpstreamH2 { body, exchange, request_failed }, None, read_timeout)
     }
@@ -280,12 +313,13 @@ impl ProxyBody {
 type FrameResult = Result<Frame<Bytes>, BoxError>;
 
 /// One frame of a backend's response (HTTP/1.1 or HTTP/2), observed for the exchange, and how the
-/// response ended with it, if it did: an error is the backend's failure unless `blame` says otherwise.
+/// response ended with it, if it did. A body that broke off (an error, or on HTTP/2 a reset without one
+/// before the end) is `blame`d: the backend's failure unless the client's request body caused it.
 fn poll_upstream<B>(
     body: &mut B,
     exchange: &mut Exchange,
     cx: &mut Context<'_>,
-    blame: impl FnOnce(&B::Error) -> End,
+    blame: impl FnOnce(Option<&B::Error>) -> End,
 ) -> Poll<(Option<FrameResult>, Option<End>)>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -294,10 +328,10 @@ where
     let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
     let end = body.is_end_stream();
     Poll::Ready(match frame {
-        // The end of the stream, or (HTTP/2) a reset without an error: complete only when it was whole.
-        None => (None, Some(if end || body.size_hint().exact() == Some(0) { End::Complete } else { End::Broken })),
+        None if end || body.size_hint().exact() == Some(0) => (None, Some(End::Complete)),
+        None => (None, Some(blame(None))),
         Some(Err(error)) => {
-            let end = blame(&error);
+            let end = blame(Some(&error));
             (Some(Err(error.into())), Some(end))
         }
         Some(Ok(frame)) => {
@@ -326,14 +360,14 @@ impl Body for ProxyBody {
             ResponseInner::Local(bytes) => return Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             // The request body failing (the client's doing) surfaces here once the response streams.
             ResponseInner::Upstream { body, exchange } => poll_upstream(body, exchange, cx, |error| match error {
-                UpstreamBodyError::Request(_) => End::ClientGone,
-                UpstreamBodyError::Backend(_) => End::Broken,
+                Some(UpstreamBodyError::Request(_)) => End::ClientGone,
+                Some(UpstreamBodyError::Backend(_)) | None => End::Broken,
             }),
             ResponseInner::UpstreamH2 { body, exchange, request_failed } => {
-                let request_failed = request_failed.clone();
-                poll_upstream(body, exchange, cx, move |_| {
+                let request_failed = request_failed.as_ref();
+                poll_upstream(body, exchange, cx, |_| {
                     // hyper resets the stream when the request body fails: that reset is the proxy's.
-                    if request_failed.is_some_and(|failed| failed.load(Relaxed)) {
+                    if request_failed.is_some_and(|failed| failed.get().is_some()) {
                         End::ClientGone
                     } else {
                         End::Broken

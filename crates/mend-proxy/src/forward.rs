@@ -350,10 +350,7 @@ pub(crate) async fn handle(conn: Arc<ConnState>, request: Request<Incoming>) -> 
     };
 
     // A streamed request body's failure flag: an HTTP/2 response cut off by it is not the backend's doing.
-    let request_failed = match &body {
-        RequestBody::Stream(stream) => Some(stream.failed.clone()),
-        RequestBody::Empty | RequestBody::Full(_) => None,
-    };
+    let request_failed = body.failure_flag();
     let mut pending = Some(body);
     // Attempts in all, and in the current round (a round ends when every backend it could go to failed
     // it without processing it; the next one starts after a back-off, see `RetryPolicy::backoff_base`).

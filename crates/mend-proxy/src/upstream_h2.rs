@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::backend::BackendRef;
-use crate::body::RequestBody;
+use crate::body::{FailureFlag, RequestBody};
 use crate::forward::AttemptError;
 use crate::headers::add_forwarding_headers;
 use crate::proxy::Shared;
@@ -43,9 +43,15 @@ pub(crate) async fn send(
         backend.h2_forget();
         return Err(AttemptError::Reset { unsent: Some(body), answered: false });
     }
+    let request_failed = body.failure_flag();
     match sender.send_request(request(head, backend, body)).await {
         Ok(response) => Ok(response),
         Err(error) => {
+            // hyper resets the stream when the client's request body fails: the client's doing, answered
+            // 413 or 400 as on HTTP/1.1, and not held against the backend.
+            if let Some(failure) = request_failed.as_ref().and_then(FailureFlag::get) {
+                return Err(AttemptError::Body(failure));
+            }
             // A refused stream (REFUSED_STREAM, or beyond a GOAWAY's last stream) was not processed;
             // other stream errors are treated as a reset before any response byte, as on HTTP/1.1.
             tracing::debug!(backend = %backend.id, error = %error, "http/2 request failed");

@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mend_proxy::{Backend, GRPC_CODES, LoadBalancing, RouteTable, UpstreamProtocol};
-use support::{Mode, TestProxy, UpBody, Upstream, backend, config, full, stable};
+use support::{Client, Mode, TestProxy, UpBody, Upstream, backend, channel_body, config, full, stable};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -289,4 +289,38 @@ async fn grpc_unavailable_is_retried_elsewhere_and_status_codes_are_counted() {
     let down = stats.backend(stable(0)).expect("listed");
     let ejection = down.last_ejection.map(|ejection| (ejection.reason, ejection.consecutive_failures));
     assert_eq!((down.ejections, ejection), (1, Some((mend_proxy::EjectionReason::ServerError(503), 3))));
+}
+
+/// A streamed request body that outgrows `max_request_body_bytes` on its way to an h2c backend gets 413
+/// as on HTTP/1.1 (hyper resets the stream, which is no failure of the backend's): the backends are
+/// never ejected for it.
+#[tokio::test]
+async fn an_oversized_streamed_body_to_an_h2c_backend_gets_413_and_ejects_no_one() {
+    let first = H2Upstream::start("first", false).await;
+    let second = H2Upstream::start("second", false).await;
+    let mut cfg = config();
+    cfg.upstream_protocol = UpstreamProtocol::H2c;
+    cfg.load_balancing = LoadBalancing::RoundRobin;
+    cfg.max_request_body_bytes = 100_000;
+    cfg.retry_buffer_bytes = 1024;
+    let proxy =
+        TestProxy::start(cfg, RouteTable { backends: vec![first.backend(0), second.backend(1)], canary: None }).await;
+    for _ in 0..6 {
+        // Chunked, so the size is only known while streaming.
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                if tx.send(Bytes::from(vec![0; 8192])).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let chunked = Request::post("/upload").header("host", "a").body(body).expect("request");
+        assert_eq!(Client::new(proxy.addr()).send(chunked).await.status, 413);
+    }
+    let stats = proxy.handle.stats();
+    for backend in &stats.backends {
+        assert_eq!((backend.ejections, backend.last_ejection), (0, None), "{:?}: the client's doing", backend.id);
+    }
+    assert_eq!(stats.local.refused, 6);
 }

@@ -589,11 +589,21 @@ async fn sweep_loop(series: Arc<RwLock<SeriesStore>>, clock: Arc<dyn Clock>) {
     loop {
         ticker.tick().await;
         let now = clock.wall();
-        if let Ok(mut store) = series.write() {
-            let swept = store.sweep(now);
-            if swept > 0 {
-                tracing::debug!(swept, "dropped stale series");
+        let series = series.clone();
+        // Off the async workers, and under the write lock only when something is stale: a store of half a
+        // million series took seconds to walk in a debug build, and every task waiting on the lock (the
+        // /proc sampler on an async worker) stalled the API with it.
+        let swept = tokio::task::spawn_blocking(move || {
+            let stale = series.read().is_ok_and(|store| store.has_stale(now));
+            if !stale {
+                return 0;
             }
+            series.write().map_or(0, |mut store| store.sweep(now))
+        })
+        .await
+        .unwrap_or(0);
+        if swept > 0 {
+            tracing::debug!(swept, "dropped stale series");
         }
     }
 }

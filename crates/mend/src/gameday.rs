@@ -132,8 +132,10 @@ pub(crate) struct FaultResult {
     /// Time to recover (healthy and serving again), or to escalate when that is what is expected.
     pub(crate) recover_s: Option<f64>,
     pub(crate) expect: &'static str,
-    pub(crate) failed: usize,
-    pub(crate) total: usize,
+    /// Requests of the built-in load during the fault that failed, and all of them; None without the
+    /// built-in load (an external command's requests are not seen one by one).
+    pub(crate) failed: Option<usize>,
+    pub(crate) total: Option<usize>,
     pub(crate) actions: Vec<String>,
     /// SLOs that failed, in words.
     pub(crate) violations: Vec<String>,
@@ -201,7 +203,8 @@ pub(crate) fn evaluate(scenario: &Scenario, recording: &Recording) -> Vec<FaultR
             Expect::ScaleOut => scaled_out_at(fault, recording, start, end).map(|at| at - start),
         };
         let window_samples: Vec<&Sample> = recording.samples.iter().filter(|s| in_window(s.at)).collect();
-        let failed = window_samples.iter().filter(|s| !s.ok).count();
+        let counted = matches!(scenario.load, Some(Load::Builtin { .. }));
+        let failed = counted.then(|| window_samples.iter().filter(|s| !s.ok).count());
         let actions: Vec<String> = recording
             .actions
             .iter()
@@ -226,7 +229,7 @@ pub(crate) fn evaluate(scenario: &Scenario, recording: &Recording) -> Vec<FaultR
                 Expect::ScaleOut => "scale out",
             },
             failed,
-            total: window_samples.len(),
+            total: counted.then_some(window_samples.len()),
             actions,
             violations: Vec::new(),
         };
@@ -326,9 +329,10 @@ fn violations(
         }
     }
     if let Some(bound) = slo.failed_requests
-        && result.failed as u64 > bound
+        && let Some(failed) = result.failed
+        && failed as u64 > bound
     {
-        out.push(format!("{} failed requests (SLO {bound})", result.failed));
+        out.push(format!("{failed} failed requests (SLO {bound})"));
     }
     if slo.right_diagnosis && result.right_diagnosis == Some(false) {
         out.push(format!(
@@ -381,7 +385,19 @@ pub(crate) fn main(options: &Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&scenario, options)) {
+    // Interrupted (Ctrl-C, SIGTERM), the run is dropped: the load command's and faults' process groups
+    // and the mend it started are killed with it, rather than left loading the target.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = run(&scenario, options) => Some(result),
+            () = interrupted() => None,
+        }
+    });
+    let Some(outcome) = outcome else {
+        output::error_line("interrupted: the load, the faults and the topology were stopped");
+        return ExitCode::from(130);
+    };
+    match outcome {
         Ok(results) => {
             let failed = results.iter().any(|result| !result.violations.is_empty());
             if failed { ExitCode::from(EXIT_SLO_FAILED) } else { ExitCode::SUCCESS }
@@ -390,6 +406,20 @@ pub(crate) fn main(options: &Options) -> ExitCode {
             output::error_line(&format!("error: {error:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (never, if neither can be watched).
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 
@@ -670,10 +700,11 @@ async fn output_tail(mut reader: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
 async fn stop_load_command(load: LoadCommand) -> String {
     let LoadCommand { mut child, group, stdout, stderr } = load;
     group.signal(nix::sys::signal::Signal::SIGINT);
-    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
-        group.kill();
-        let _ = child.wait().await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    // At once after the leader's exit (or its 5 s): what is left of the group goes, before its id could
+    // be anyone else's.
+    group.kill_once();
+    let _ = child.wait().await;
     let mut output = String::new();
     for task in [stdout, stderr].into_iter().flatten() {
         // Bounded: a process that left the group may hold the pipe open.
@@ -683,7 +714,6 @@ async fn stop_load_command(load: LoadCommand) -> String {
             _ => abort.abort(),
         }
     }
-    // What of the group is left goes now (SIGKILL when `group` drops).
     output
 }
 
@@ -876,7 +906,7 @@ async fn inject(
     injected
 }
 
-/// A `run` fault's process group, killed when dropped.
+/// A `run` fault's or the load command's process group, killed when dropped.
 struct ProcessGroup(Option<nix::unistd::Pid>);
 
 impl ProcessGroup {
@@ -888,6 +918,12 @@ impl ProcessGroup {
 
     fn kill(&self) {
         self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// Kills the group now, and not again when dropped (its id may be another's by then).
+    fn kill_once(mut self) {
+        self.kill();
+        self.0 = None;
     }
 }
 

@@ -246,5 +246,8 @@ impl<'a> Report<'a> {
 /// Failed / total requests during a fault; "-" when none were counted (an external load command's
 /// requests are not seen one by one, nor are there any without a load).
 fn requests(fault: &FaultResult) -> String {
-    if fault.total == 0 { "-".to_owned() } else { format!("{} / {}", fault.failed, fault.total) }
+    match (fault.failed, fault.total) {
+        (Some(failed), Some(total)) => format!("{failed} / {total}"),
+        _ => "-".to_owned(),
+    }
 }
