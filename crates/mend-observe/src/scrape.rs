@@ -372,7 +372,7 @@ impl Scraper {
                 // A target that does not answer has no current values. A malformed answer keeps
                 // the previous ones visible: the target is up, only this exposition was bad.
                 if !matches!(failure, ScrapeFailure::Malformed { .. }) {
-                    self.mark_stale(at);
+                    self.mark_stale_off_worker(at).await;
                 }
                 let reason = failure.to_string();
                 if !self.failures_count() {
@@ -415,14 +415,14 @@ impl Scraper {
     /// Ends every series the last scrape exposed with a staleness marker at `at` (after an ingest in
     /// flight, if any, has appended its samples).
     fn mark_stale(&mut self, at: Timestamp) {
-        let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if series.exposed.is_empty() {
-            return;
-        }
-        let Ok(mut store) = self.store.write() else { return };
-        for gone in series.exposed.drain() {
-            store.end_series(&gone, at);
-        }
+        end_exposed(&self.series, &self.store, at);
+    }
+
+    /// [`Self::mark_stale`] on a blocking thread: a target that exposed half a million series and then
+    /// failed a scrape held an async worker, and the store, for seconds.
+    async fn mark_stale_off_worker(&self, at: Timestamp) {
+        let (series, store) = (self.series.clone(), self.store.clone());
+        let _ = tokio::task::spawn_blocking(move || end_exposed(&series, &store, at)).await;
     }
 
     fn append_synthetic(&self, at: Timestamp, values: &[(&str, f64)]) {
@@ -435,8 +435,23 @@ impl Scraper {
     }
 }
 
-/// Samples appended under one hold of the store's write lock.
+/// Samples appended (or series ended) under one hold of the store's write lock.
 const APPEND_BATCH: usize = 2_048;
+
+/// Ends the series `target` exposed with staleness markers at `at`, [`APPEND_BATCH`] under each hold of
+/// the store's write lock, so that the sampler, the rules and queries get in between.
+fn end_exposed(target: &Mutex<TargetSeries>, store: &RwLock<SeriesStore>, at: Timestamp) {
+    let mut target = target.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let gone: Vec<Labels> = target.exposed.drain().collect();
+    for batch in gone.chunks(APPEND_BATCH) {
+        let Ok(mut store) = store.write() else { return };
+        for labels in batch {
+            store.end_series(labels, at);
+        }
+        drop(store);
+        std::thread::yield_now();
+    }
+}
 
 /// Parses `body` (at most `sample_limit` samples) and appends it to `store`; nothing is appended unless
 /// the whole body parses.
@@ -464,8 +479,14 @@ fn ingest(
     if target.scrapes.is_multiple_of(60) {
         target.known.retain(|labels| store.contains(labels));
     }
+    // Room for what this scrape may add, made once rather than by doublings under the lock (a target's
+    // first scrape of half a million series rehashed the store's index for seconds).
+    let n_samples = mend_promtext::samples(&families).count();
+    let new_at_most = n_samples.saturating_sub(target.known.len()).min(max_series);
+    store.reserve(new_at_most);
+    target.known.reserve(new_at_most);
     let mut report = ScrapeReport { samples: 0, dropped_series: 0 };
-    let mut exposed = HashSet::with_capacity(target.exposed.len());
+    let mut exposed = HashSet::with_capacity(n_samples.min(max_series));
     let mut pairs: Vec<(String, String)> = Vec::with_capacity(16);
     for (index, (_, sample)) in mend_promtext::samples(&families).enumerate() {
         if index > 0 && index.is_multiple_of(APPEND_BATCH) {

@@ -154,6 +154,15 @@ impl SeriesStore {
         Labels { name: self.intern(name), pairs: pairs.into() }
     }
 
+    /// Makes room for `additional` new series (and as many new strings) at once: grown one insert at a
+    /// time, the index rehashed everything it held at every doubling, and half a million series from one
+    /// scrape held the store's lock for seconds at the last ones.
+    pub fn reserve(&mut self, additional: usize) {
+        let room = additional.min(self.limits.max_series.saturating_sub(self.series.len()));
+        self.series.reserve(room);
+        self.strings.reserve(room);
+    }
+
     /// Appends a point. Points are kept in arrival order; the ring drops the oldest beyond the capacity
     /// and points older than the retention (relative to the point appended).
     pub fn append(&mut self, labels: &Labels, at: Timestamp, value: f64) -> Result<(), AppendError> {
