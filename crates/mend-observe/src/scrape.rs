@@ -472,6 +472,8 @@ fn ingest(
         mend_promtext::ErrorKind::TooManySamples { limit } => ScrapeFailure::SampleLimit { limit },
         kind => ScrapeFailure::Malformed { line: error.line, column: error.column, reason: kind.to_string() },
     })?;
+    // Counted before the store's lock is taken: the lock is for appending.
+    let n_samples = mend_promtext::samples(&families).count();
     let write = || store.write().map_err(|_| ScrapeFailure::Unreachable("the series store is unavailable".into()));
     let mut store = write()?;
     // Series the store swept (a target whose labels churn) no longer count against the target's limit.
@@ -481,7 +483,6 @@ fn ingest(
     }
     // Room for what this scrape may add, made once rather than by doublings under the lock (a target's
     // first scrape of half a million series rehashed the store's index for seconds).
-    let n_samples = mend_promtext::samples(&families).count();
     let new_at_most = n_samples.saturating_sub(target.known.len()).min(max_series);
     store.reserve(new_at_most);
     target.known.reserve(new_at_most);
